@@ -1,0 +1,56 @@
+"""What a core asks its driver to do. The agent runtime performs them with sockets; the simulator with
+virtual links. Effects are plain data so tests can assert on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from gossip_agent.core.messages import Address, MemberSnapshot, Packet
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send one UDP datagram (best effort)."""
+
+    to: Address
+    packet: Packet
+
+
+@dataclass(frozen=True, slots=True)
+class SyncWith:
+    """Run a push-pull exchange over a stream with `to`: send `Node.push_pull_state(join)`, feed the answer to
+    `Node.merge_push_pull`; on failure call `Node.sync_failed`."""
+
+    to: Address
+    join: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TcpProbe:
+    """Ping `target` over a stream (HTTP) as a last resort; on success call `Node.tcp_probe_ok(seq, now)`."""
+
+    to: Address
+    target: str
+    seq: int
+
+
+class EventKind(Enum):
+    JOIN = "join"          # a member we did not know, alive
+    UPDATE = "update"      # address or metadata changed
+    SUSPECT = "suspect"
+    ALIVE = "alive"        # a suspect refuted, or a dead member back with a higher incarnation
+    DEAD = "dead"          # failure confirmed
+    LEFT = "left"          # graceful leave
+    REAP = "reap"          # removed from the table after reap_after
+
+
+@dataclass(frozen=True, slots=True)
+class MemberEvent:
+    """A membership change, for logs, metrics and the operator's Events."""
+
+    kind: EventKind
+    member: MemberSnapshot
+
+
+Effect = Send | SyncWith | TcpProbe | MemberEvent

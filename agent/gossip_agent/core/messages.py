@@ -1,0 +1,125 @@
+"""Wire messages: small frozen classes, one per protocol message.
+
+Membership rumors (`Alive`, `Suspect`, `Dead`) follow memberlist: a `Dead` whose `sender` is the member
+itself means a graceful leave. `StateRumor` carries an opaque payload for the replicated state layer
+(agent II); the membership core only disseminates it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+Address = tuple[str, int]
+"""(host, port): UDP gossip and the HTTP (TCP) peer API share one port number."""
+
+
+class MemberState(IntEnum):
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    seq: int
+    target: str  # name the sender believes lives at the address (a stale address is detected)
+    source: str
+    source_addr: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    """Lifeguard: an intermediary had no answer from the target; tells the prober its own link works."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    seq: int
+    target: str
+    target_addr: Address
+    source: str
+    source_addr: Address
+    want_nack: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    name: str
+    incarnation: int
+    addr: Address
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    name: str
+    incarnation: int
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    name: str
+    incarnation: int
+    sender: str  # == name: a graceful leave
+
+
+@dataclass(frozen=True, slots=True)
+class StateRumor:
+    """Opaque replicated-state update; the state layer decides whether it is new (and so forwarded)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequest:
+    """Pull gossip: 'send me your freshest rumors' (carries a digest of what the asker already holds)."""
+
+    source: str
+    source_addr: Address
+
+
+Rumor = Alive | Suspect | Dead | StateRumor
+Message = Ping | Ack | Nack | PingReq | Alive | Suspect | Dead | StateRumor | PullRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """What travels in one UDP datagram: the sender's name and one or more messages (compound)."""
+
+    sender: str
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSnapshot:
+    """One row of a push-pull full membership exchange."""
+
+    name: str
+    addr: Address
+    incarnation: int
+    state: MemberState
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PushPullState:
+    """Full membership view exchanged over a stream (HTTP) during push-pull sync and on join."""
+
+    sender: str
+    members: tuple[MemberSnapshot, ...]
+    join: bool = False
