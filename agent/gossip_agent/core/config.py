@@ -282,7 +282,7 @@ def from_mapping(data: Mapping[str, Any], *, base: AgentConfig | None = None) ->
     if base is None or preset != base.preset:
         base = AgentConfig.preset_config(preset) if base is None else dataclasses.replace(
             base, preset=preset, membership=_PRESET_MEMBERSHIP[preset], gossip=_PRESET_GOSSIP[preset])
-    cfg = _build(AgentConfig, "", data, base)
+    cfg: AgentConfig = _build(AgentConfig, "", data, base)
     for camel, (attr, cls) in _SECTIONS.items():
         if camel in data:
             section = data[camel]

@@ -3,17 +3,57 @@
 Drivers (the asyncio runtime, the simulator, tests) feed it packets and the current time and perform the
 effects it returns. It never reads a clock: `tick(now)` runs whatever is due, `next_deadline()` says when to
 call it next.
+
+Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
+- every probe interval, ping the next member of a shuffled round-robin order; without an ack within the probe
+  timeout, ask `indirect_checks` members to ping it for us (they nack if they hear nothing); without any ack
+  by the end of the interval, suspect it;
+- a suspicion becomes a death after a timeout that shrinks as independent members confirm it (Lifeguard);
+  the suspect refutes by raising its incarnation;
+- membership changes and state updates are rumors: piggybacked on every packet with a retransmit limit,
+  pushed to `fanout` peers each gossip interval, and (optionally) forwarded at once when fresh;
+- a full push-pull sync with a random member every push-pull interval, and with seeds on join, repairs
+  whatever rumors missed.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
+from gossip_agent.core import codec
+from gossip_agent.core.awareness import Awareness
+from gossip_agent.core.broadcast import BroadcastQueue
 from gossip_agent.core.config import AgentConfig
-from gossip_agent.core.effects import Effect
-from gossip_agent.core.messages import Address, MemberSnapshot, MemberState, Packet, PushPullState
+from gossip_agent.core.effects import Effect, EventKind, MemberEvent, Send, SyncWith, TcpProbe
+from gossip_agent.core.membership import Member, MemberTable
+from gossip_agent.core.messages import (
+    Ack,
+    Address,
+    Alive,
+    Dead,
+    MemberSnapshot,
+    MemberState,
+    Message,
+    Nack,
+    Packet,
+    Ping,
+    PingReq,
+    PullRequest,
+    PushPullState,
+    Rumor,
+    StateRumor,
+    Suspect,
+)
 from gossip_agent.core.rng import Rng
+from gossip_agent.core.suspicion import Suspicion, suspicion_min_timeout
+
+_NEVER = math.inf
+# Relays nack a little before the prober's indirect window closes, so the nack arrives in time to count.
+_NACK_FRACTION = 0.8
 
 
 class StateDelegate(Protocol):
@@ -24,70 +64,552 @@ class StateDelegate(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class _Probe:
+    seq: int
+    target: str
+    incarnation: int
+    indirect_at: float
+    end_at: float
+    indirect_sent: bool = False
+    expected_nacks: int = 0
+    nacks: int = 0
+
+
+@dataclass(slots=True)
+class _Relay:
+    """A ping we send on behalf of another member's ping-req."""
+
+    origin_addr: Address
+    origin_seq: int
+    nack_at: float
+    expire_at: float
+
+
+def meta_size(meta: Mapping[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) + 2 for k, v in meta.items())
+
+
 class Node:
     """One member's view of the cluster. Not thread-safe; one driver owns it."""
 
-    name: str
-    addr: Address
-    incarnation: int
-
     def __init__(self, config: AgentConfig, addr: Address, rng: Rng, now: float,
-                 delegate: StateDelegate | None = None) -> None:
-        raise NotImplementedError
-
-    # -- driver entry points ---------------------------------------------------------------------------
-    def join(self, seeds: Sequence[Address], now: float) -> list[Effect]:
-        """Contact seeds (push-pull with join=True). Call again with re-resolved seeds to retry."""
-        raise NotImplementedError
-
-    def handle_packet(self, packet: Packet, src: Address, now: float) -> list[Effect]:
-        raise NotImplementedError
-
-    def tick(self, now: float) -> list[Effect]:
-        """Run everything due at `now`: probes, probe timeouts, gossip, push-pull, suspicion expiry, reaping."""
-        raise NotImplementedError
-
-    def next_deadline(self) -> float:
-        """The earliest time at which `tick` has something to do."""
-        raise NotImplementedError
-
-    def push_pull_state(self, join: bool) -> PushPullState:
-        raise NotImplementedError
-
-    def merge_push_pull(self, remote: PushPullState, now: float) -> list[Effect]:
-        raise NotImplementedError
-
-    def sync_failed(self, to: Address, now: float) -> list[Effect]:
-        raise NotImplementedError
-
-    def tcp_probe_ok(self, seq: int, now: float) -> list[Effect]:
-        raise NotImplementedError
-
-    def leave(self, now: float) -> list[Effect]:
-        """Broadcast our graceful leave; the driver keeps ticking briefly so it spreads, then stops."""
-        raise NotImplementedError
-
-    def broadcast_state(self, payload: bytes, now: float) -> list[Effect]:
-        """Queue a state rumor (piggybacked, bounded retransmits) and forward it at once if configured."""
-        raise NotImplementedError
-
-    def update_meta(self, meta: Mapping[str, str], now: float) -> list[Effect]:
-        """Change our metadata: bumps our incarnation and broadcasts a fresh Alive."""
-        raise NotImplementedError
+                 delegate: StateDelegate | None = None, *, incarnation: int = 0) -> None:
+        self.config = config
+        self.name = config.name
+        self.addr = addr
+        self.rng = rng
+        self.delegate = delegate
+        self.incarnation = incarnation
+        self.meta: dict[str, str] = dict(config.meta)
+        if meta_size(self.meta) > config.gossip.max_meta_bytes:
+            raise ValueError(f"metadata is larger than gossip.maxMetaBytes ({config.gossip.max_meta_bytes} B)")
+        self.awareness = Awareness(config.membership.awareness_max_multiplier)
+        self.queue = BroadcastQueue(config.gossip.retransmit_mult)
+        self.table = MemberTable()
+        self.table.add(Member(self.name, addr, incarnation, MemberState.ALIVE, dict(self.meta), now))
+        self.stats: Counter[str] = Counter()
+        self.leaving = False
+        self._refuted = False
+        self._seeded = False
+        self._seq = 0
+        self._probe_order: list[str] = []
+        self._probe_index = 0
+        self._probe: _Probe | None = None
+        self._relays: dict[int, _Relay] = {}
+        self._suspicions: dict[str, Suspicion] = {}
+        self._graveyard: deque[tuple[float, str]] = deque()
+        m, g = config.membership, config.gossip
+        # Spread the first probe and gossip over one interval so members started together don't align.
+        self._next_probe = now + rng.random() * m.probe_interval
+        self._next_gossip = now + rng.random() * g.interval
+        self._next_push_pull = now + g.push_pull_interval * (1 + rng.random()) if g.push_pull_interval else _NEVER
+        self._header = codec.packet_overhead(self.name)
 
     # -- views -----------------------------------------------------------------------------------------
     def members(self) -> list[MemberSnapshot]:
-        raise NotImplementedError
+        return [m.snapshot() for m in self.table]
 
     def counts(self) -> dict[MemberState, int]:
-        raise NotImplementedError
+        return self.table.counts()
+
+    def member(self, name: str) -> MemberSnapshot | None:
+        m = self.table.get(name)
+        return m.snapshot() if m else None
 
     @property
     def health_score(self) -> int:
         """Lifeguard local health: 0 is healthy; probes slow down by a factor (1 + score)."""
-        raise NotImplementedError
+        return self.awareness.score
 
     @property
     def joined(self) -> bool:
         """True once another member is known alive (or no seeds were given)."""
-        raise NotImplementedError
+        return not self._seeded or self.table.counts()[MemberState.ALIVE] > 1
+
+    # -- driver entry points ---------------------------------------------------------------------------
+    def join(self, seeds: Sequence[Address], now: float) -> list[Effect]:
+        """Contact seeds (push-pull with join=True). Call again with re-resolved seeds to retry."""
+        targets = [s for s in dict.fromkeys(seeds) if s != self.addr]
+        self._seeded = self._seeded or bool(targets)
+        return [SyncWith(s, join=True) for s in targets]
+
+    def push_pull_state(self, join: bool) -> PushPullState:
+        return PushPullState(self.name, tuple(m.snapshot() for m in self.table), join)
+
+    def merge_push_pull(self, remote: PushPullState, now: float) -> list[Effect]:
+        """Merge a full membership view. Dead or suspect rows count as suspicions only: we let the member
+        refute, as a newcomer's stale view must not kill anyone."""
+        out: list[Effect] = []
+        for row in remote.members:
+            rumor: Rumor
+            if row.state == MemberState.ALIVE:
+                rumor = Alive(row.name, row.incarnation, row.addr, row.meta)
+            elif row.state == MemberState.LEFT:
+                rumor = Dead(row.name, row.incarnation, row.name)
+            else:
+                rumor = Suspect(row.name, row.incarnation, remote.sender)
+            self._apply_rumor(rumor, now, remote.sender, out)
+        self._refuted = False  # the stream exchange itself carries our refutation back
+        return out
+
+    def sync_failed(self, to: Address, now: float) -> list[Effect]:
+        self.stats["sync_failed"] += 1
+        return []
+
+    def tcp_probe_ok(self, seq: int, now: float) -> list[Effect]:
+        probe = self._probe
+        if probe is not None and probe.seq == seq:
+            self.stats["tcp_fallback_acks"] += 1
+            self._probe = None
+        return []
+
+    def leave(self, now: float) -> list[Effect]:
+        """Broadcast our graceful leave; the driver keeps ticking briefly so it spreads, then stops."""
+        if self.leaving:
+            return []
+        self.leaving = True
+        me = self.table.get(self.name)
+        assert me is not None
+        self.table.set_state(me, MemberState.LEFT, now)
+        self._probe = None
+        out: list[Effect] = []
+        self._enqueue(Dead(self.name, self.incarnation, self.name), None)
+        self._forward(now, None, out)
+        return out
+
+    def broadcast_state(self, payload: bytes, now: float, *, key: str | None = None) -> list[Effect]:
+        """Queue a state rumor (piggybacked, bounded retransmits) and forward it at once if configured.
+        A later rumor with the same `key` replaces an unsent earlier one."""
+        out: list[Effect] = []
+        self._enqueue(StateRumor(payload), None, key=None if key is None else "s:" + key)
+        if self.config.gossip.immediate_forward:
+            self._forward(now, None, out)
+        return out
+
+    def update_meta(self, meta: Mapping[str, str], now: float) -> list[Effect]:
+        """Change our metadata: bumps our incarnation and broadcasts a fresh Alive."""
+        if meta_size(meta) > self.config.gossip.max_meta_bytes:
+            raise ValueError(f"metadata is larger than gossip.maxMetaBytes ({self.config.gossip.max_meta_bytes} B)")
+        if dict(meta) == self.meta:
+            return []
+        self.meta = dict(meta)
+        self.incarnation += 1
+        self._announce_self(now)
+        out: list[Effect] = []
+        if self.config.gossip.immediate_forward:
+            self._forward(now, None, out)
+        return out
+
+    def handle_packet(self, packet: Packet, src: Address, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        fresh = False
+        reply_pull: Address | None = None
+        for msg in packet.messages:
+            if isinstance(msg, Alive | Suspect | Dead | StateRumor):
+                if self._apply_rumor(msg, now, packet.sender, out):
+                    fresh = True
+            elif isinstance(msg, Ping):
+                self._on_ping(msg, src, out)
+            elif isinstance(msg, Ack):
+                self._on_ack(msg, now, out)
+            elif isinstance(msg, PingReq):
+                self._on_ping_req(msg, now, out)
+            elif isinstance(msg, Nack):
+                if self._probe is not None and self._probe.seq == msg.seq:
+                    self._probe.nacks += 1
+                self.stats["nacks_received"] += 1
+            elif isinstance(msg, PullRequest):
+                reply_pull = msg.source_addr
+        if reply_pull is not None:
+            rumors = self.queue.take(self._budget(), self.table.n_live, to=packet.sender)
+            if rumors:
+                out.append(Send(reply_pull, Packet(self.name, tuple(rumors))))
+        if self._refuted:
+            # Answer an accusation to the accuser at once: it is the member about to spread it further.
+            self._refuted = False
+            sender = self.table.get(packet.sender)
+            if sender is not None:
+                self._send(sender.addr, sender.name, [], out)
+        if fresh and self.config.gossip.immediate_forward and not self.leaving:
+            self._forward(now, packet.sender, out)
+        return out
+
+    def tick(self, now: float) -> list[Effect]:
+        """Run everything due at `now`: probes, probe timeouts, gossip, push-pull, suspicion expiry, reaping."""
+        out: list[Effect] = []
+        self._tick_probe(now, out)
+        self._tick_relays(now, out)
+        self._tick_suspicions(now, out)
+        self._tick_reap(now, out)
+        g = self.config.gossip
+        if now >= self._next_gossip:
+            if len(self.queue) or g.mode == "pull":
+                self._gossip(now, out)
+            self._next_gossip = now + g.interval
+        if now >= self._next_push_pull and not self.leaving:
+            self._next_push_pull = now + self._push_pull_interval()
+            peer = self._random_peers(1, exclude=None, live_only=True)
+            if peer:
+                out.append(SyncWith(peer[0].addr, join=False))
+        return out
+
+    def next_deadline(self) -> float:
+        """The earliest time at which `tick` has something to do."""
+        deadline = self._next_push_pull
+        if not self.leaving and len(self._probe_order):
+            deadline = min(deadline, self._next_probe)
+        probe = self._probe
+        if probe is not None:
+            deadline = min(deadline, probe.end_at if probe.indirect_sent else probe.indirect_at)
+        if len(self.queue) or self.config.gossip.mode == "pull":
+            deadline = min(deadline, self._next_gossip)
+        for relay in self._relays.values():
+            deadline = min(deadline, relay.nack_at, relay.expire_at)
+        for suspicion in self._suspicions.values():
+            deadline = min(deadline, suspicion.deadline())
+        if self._graveyard:
+            deadline = min(deadline, self._graveyard[0][0] + self.config.membership.reap_after)
+        return deadline
+
+    # -- probing ---------------------------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        return self._seq
+
+    def _next_target(self) -> Member | None:
+        """Round-robin over a shuffled order (SWIM's bounded detection time), reshuffled every pass."""
+        for _ in range(2):
+            while self._probe_index < len(self._probe_order):
+                name = self._probe_order[self._probe_index]
+                self._probe_index += 1
+                m = self.table.get(name)
+                if m is not None and m.state in (MemberState.ALIVE, MemberState.SUSPECT):
+                    return m
+            self._probe_order = [n for n in self._probe_order if n in self.table]
+            self.rng.shuffle(self._probe_order)
+            self._probe_index = 0
+        return None
+
+    def _tick_probe(self, now: float, out: list[Effect]) -> None:
+        m = self.config.membership
+        probe = self._probe
+        if probe is not None:
+            if not probe.indirect_sent and now >= probe.indirect_at:
+                self._send_indirect(probe, now, out)
+            if now >= probe.end_at:
+                self._probe = None
+                self._probe_failed(probe, now, out)
+        if self.leaving or now < self._next_probe or self._probe is not None:
+            return
+        self._next_probe = now + self.awareness.scale(m.probe_interval)
+        target = self._next_target()
+        if target is None:
+            return
+        seq = self._next_seq()
+        self._probe = _Probe(seq, target.name, target.incarnation,
+                             indirect_at=now + self.awareness.scale(m.probe_timeout),
+                             end_at=now + self.awareness.scale(m.probe_interval))
+        msgs: list[Message] = [Ping(seq, target.name, self.name, self.addr)]
+        if target.state == MemberState.SUSPECT:
+            # Lifeguard's buddy system: tell the suspect directly, so it can refute at once.
+            msgs.append(Suspect(target.name, target.incarnation, self.name))
+        self.stats["probes"] += 1
+        self._send(target.addr, target.name, msgs, out)
+
+    def _send_indirect(self, probe: _Probe, now: float, out: list[Effect]) -> None:
+        probe.indirect_sent = True
+        target = self.table.get(probe.target)
+        if target is None:
+            return
+        helpers = self._random_peers(self.config.membership.indirect_checks, exclude=probe.target, live_only=True,
+                                     alive_only=True)
+        for helper in helpers:
+            req = PingReq(probe.seq, target.name, target.addr, self.name, self.addr, want_nack=True)
+            self._send(helper.addr, helper.name, [req], out)
+        probe.expected_nacks = len(helpers)
+        self.stats["ping_reqs"] += len(helpers)
+        if self.config.membership.tcp_fallback_probe:
+            out.append(TcpProbe(target.addr, target.name, probe.seq))
+
+    def _probe_failed(self, probe: _Probe, now: float, out: list[Effect]) -> None:
+        self.stats["probe_failures"] += 1
+        # Lifeguard: if helpers did not even nack, the problem is likely us; without helpers, assume us too.
+        if probe.expected_nacks:
+            self.awareness.apply_delta(max(0, probe.expected_nacks - probe.nacks))
+        else:
+            self.awareness.apply_delta(1)
+        target = self.table.get(probe.target)
+        if target is None or target.state != MemberState.ALIVE or target.incarnation != probe.incarnation:
+            return
+        self._apply_rumor(Suspect(target.name, target.incarnation, self.name), now, None, out)
+
+    def _on_ping(self, msg: Ping, src: Address, out: list[Effect]) -> None:
+        if msg.target != self.name:
+            self.stats["ping_wrong_target"] += 1
+            return
+        self._send(msg.source_addr, msg.source, [Ack(msg.seq)], out)
+
+    def _on_ping_req(self, msg: PingReq, now: float, out: list[Effect]) -> None:
+        m = self.config.membership
+        seq = self._next_seq()
+        self._relays[seq] = _Relay(msg.source_addr, msg.seq,
+                                   nack_at=now + m.probe_timeout * _NACK_FRACTION if msg.want_nack else _NEVER,
+                                   expire_at=now + m.probe_interval)
+        self._send(msg.target_addr, msg.target, [Ping(seq, msg.target, self.name, self.addr)], out)
+
+    def _on_ack(self, msg: Ack, now: float, out: list[Effect]) -> None:
+        self.stats["acks_received"] += 1
+        probe = self._probe
+        if probe is not None and probe.seq == msg.seq:
+            if not probe.indirect_sent:
+                self.awareness.apply_delta(-1)
+            self._probe = None
+            return
+        relay = self._relays.pop(msg.seq, None)
+        if relay is not None:
+            self._send(relay.origin_addr, None, [Ack(relay.origin_seq)], out)
+
+    def _tick_relays(self, now: float, out: list[Effect]) -> None:
+        if not self._relays:
+            return
+        for seq, relay in list(self._relays.items()):
+            if now >= relay.nack_at:
+                relay.nack_at = _NEVER
+                self._send(relay.origin_addr, None, [Nack(relay.origin_seq)], out)
+            if now >= relay.expire_at:
+                del self._relays[seq]
+
+    # -- suspicion, death, reaping ---------------------------------------------------------------------
+    def _tick_suspicions(self, now: float, out: list[Effect]) -> None:
+        if not self._suspicions:
+            return
+        for name, suspicion in list(self._suspicions.items()):
+            if now >= suspicion.deadline():
+                del self._suspicions[name]
+                member = self.table.get(name)
+                if member is not None and member.state == MemberState.SUSPECT:
+                    self._apply_rumor(Dead(name, suspicion.incarnation, self.name), now, None, out)
+
+    def _tick_reap(self, now: float, out: list[Effect]) -> None:
+        reap_after = self.config.membership.reap_after
+        while self._graveyard and self._graveyard[0][0] + reap_after <= now:
+            since, name = self._graveyard.popleft()
+            member = self.table.get(name)
+            gone = member is not None and member.state in (MemberState.DEAD, MemberState.LEFT)
+            if member is None or not gone or member.state_since != since:
+                continue
+            self.table.remove(name)
+            out.append(MemberEvent(EventKind.REAP, member.snapshot()))
+
+    # -- rumors ----------------------------------------------------------------------------------------
+    def _apply_rumor(self, rumor: Rumor, now: float, source: str | None, out: list[Effect]) -> bool:
+        """Apply one rumor; True if it changed our view (it is then queued for re-broadcast)."""
+        if isinstance(rumor, StateRumor):
+            if self.delegate is None or not self.delegate.on_state_rumor(rumor.payload, now):
+                return False
+            self._enqueue(rumor, source)
+            return True
+        if rumor.name == self.name:
+            return self._about_self(rumor, now)
+        member = self.table.get(rumor.name)
+        if isinstance(rumor, Alive):
+            return self._on_alive(rumor, member, now, source, out)
+        if member is None or rumor.incarnation < member.incarnation:
+            return False
+        if isinstance(rumor, Suspect):
+            return self._on_suspect(rumor, member, now, source, out)
+        return self._on_dead(rumor, member, now, source, out)
+
+    def _about_self(self, rumor: Alive | Suspect | Dead, now: float) -> bool:
+        """Someone talks about us. Refute anything that is not our current truth (SWIM's incarnation bump)."""
+        if self.leaving or rumor.incarnation < self.incarnation:
+            return False
+        if isinstance(rumor, Alive) and rumor.incarnation == self.incarnation and rumor.addr == self.addr \
+                and dict(rumor.meta) == self.meta:
+            return False
+        self.incarnation = rumor.incarnation + 1
+        if not isinstance(rumor, Alive):
+            # Lifeguard: being accused suggests we are slow; probe more gently for a while.
+            self.awareness.apply_delta(1)
+        self.stats["refutations"] += 1
+        self._refuted = True
+        self._announce_self(now)
+        return True
+
+    def _announce_self(self, now: float) -> None:
+        me = self.table.get(self.name)
+        assert me is not None
+        me.incarnation, me.meta = self.incarnation, dict(self.meta)
+        self._enqueue(Alive(self.name, self.incarnation, self.addr, dict(self.meta)), None)
+
+    def _on_alive(self, rumor: Alive, member: Member | None, now: float, source: str | None,
+                  out: list[Effect]) -> bool:
+        if meta_size(rumor.meta) > self.config.gossip.max_meta_bytes:
+            self.stats["meta_too_large"] += 1
+            return False
+        if member is None:
+            member = Member(rumor.name, rumor.addr, rumor.incarnation, MemberState.ALIVE, dict(rumor.meta), now)
+            self.table.add(member)
+            # A newcomer goes to a random place in the remaining probe order (memberlist does the same).
+            pos = self._probe_index + int(self.rng.random() * (len(self._probe_order) - self._probe_index + 1))
+            self._probe_order.insert(pos, member.name)
+            out.append(MemberEvent(EventKind.JOIN, member.snapshot()))
+            self._enqueue(rumor, source)
+            return True
+        if rumor.incarnation <= member.incarnation:
+            return False
+        previous = member.state
+        changed = member.addr != rumor.addr or member.meta != rumor.meta
+        member.incarnation, member.addr, member.meta = rumor.incarnation, rumor.addr, dict(rumor.meta)
+        self.table.set_state(member, MemberState.ALIVE, now)
+        self._suspicions.pop(member.name, None)
+        if previous == MemberState.ALIVE:
+            if changed:
+                out.append(MemberEvent(EventKind.UPDATE, member.snapshot()))
+        else:
+            out.append(MemberEvent(EventKind.ALIVE, member.snapshot()))
+        self._enqueue(rumor, source)
+        return True
+
+    def _on_suspect(self, rumor: Suspect, member: Member, now: float, source: str | None,
+                    out: list[Effect]) -> bool:
+        if member.state in (MemberState.DEAD, MemberState.LEFT):
+            return False
+        if member.state == MemberState.SUSPECT:
+            suspicion = self._suspicions.get(member.name)
+            if suspicion is not None and suspicion.confirm(rumor.sender):
+                # Re-broadcast confirmations, so every member's timer shrinks too.
+                self._enqueue(rumor, source)
+                return True
+            return False
+        member.incarnation = rumor.incarnation
+        self.table.set_state(member, MemberState.SUSPECT, now)
+        cfg = self.config.membership
+        n = self.table.n_live
+        expected = cfg.suspicion_mult - 2 if n - 2 >= cfg.suspicion_mult - 2 else 0
+        min_timeout = suspicion_min_timeout(cfg.suspicion_mult, n, cfg.probe_interval)
+        self._suspicions[member.name] = Suspicion(
+            incarnation=rumor.incarnation, accuser=rumor.sender, started=now, min_timeout=min_timeout,
+            max_timeout=cfg.suspicion_max_timeout_mult * min_timeout, expected=max(0, expected))
+        self.stats["suspicions"] += 1
+        out.append(MemberEvent(EventKind.SUSPECT, member.snapshot()))
+        self._enqueue(rumor, source)
+        return True
+
+    def _on_dead(self, rumor: Dead, member: Member, now: float, source: str | None, out: list[Effect]) -> bool:
+        if member.state in (MemberState.DEAD, MemberState.LEFT):
+            return False
+        left = rumor.sender == rumor.name
+        member.incarnation = rumor.incarnation
+        self.table.set_state(member, MemberState.LEFT if left else MemberState.DEAD, now)
+        self._suspicions.pop(member.name, None)
+        self._graveyard.append((now, member.name))
+        self.stats["left" if left else "deaths"] += 1
+        out.append(MemberEvent(EventKind.LEFT if left else EventKind.DEAD, member.snapshot()))
+        self._enqueue(rumor, source)
+        return True
+
+    # -- dissemination ---------------------------------------------------------------------------------
+    def _enqueue(self, rumor: Rumor, source: str | None, *, key: str | None = None) -> None:
+        if key is None and not isinstance(rumor, StateRumor):
+            key = "m:" + rumor.name
+        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source)
+
+    def _budget(self, used: int = 0) -> int:
+        return self.config.gossip.mtu - self._header - used
+
+    def _send(self, to: Address, to_name: str | None, msgs: list[Message], out: list[Effect]) -> None:
+        """Send `msgs` with as many queued rumors piggybacked as the MTU allows."""
+        used = sum(codec.message_size(m) for m in msgs)
+        rumors = self.queue.take(self._budget(used), self.table.n_live, to=to_name) if len(self.queue) else []
+        out.append(Send(to, Packet(self.name, (*msgs, *rumors))))
+
+    def _gossip(self, now: float, out: list[Effect]) -> None:
+        mode = self.config.gossip.mode
+        pull = (PullRequest(self.name, self.addr),) if mode != "push" else ()
+        pull_size = codec.message_size(pull[0]) if pull else 0
+        for peer in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=False):
+            rumors = self.queue.take(self._budget(pull_size), self.table.n_live, to=peer.name) \
+                if mode != "pull" else []
+            if rumors or mode == "pull":
+                out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull))))
+                self.stats["gossip_packets"] += 1
+
+    def _forward(self, now: float, exclude: str | None, out: list[Effect]) -> None:
+        """Immediate forwarding: fresh rumors go to `fanout` peers now, not at the next gossip tick."""
+        for peer in self._random_peers(self.config.gossip.fanout, exclude=exclude, live_only=False):
+            rumors = self.queue.take(self._budget(), self.table.n_live, to=peer.name)
+            if rumors:
+                out.append(Send(peer.addr, Packet(self.name, tuple(rumors))))
+                self.stats["forwarded_packets"] += 1
+
+    def _random_peers(self, k: int, *, exclude: str | None, live_only: bool,
+                      alive_only: bool = False) -> list[Member]:
+        """Up to k distinct random members other than us (rejection sampling: O(k), not O(N)).
+
+        Without `live_only`, recently dead members are included too (memberlist's gossip to the dead), so a
+        member wrongly declared dead hears about it and refutes.
+        """
+        order = self._probe_order
+        if not order or k <= 0:
+            return []
+        chosen: dict[str, Member] = {}
+        for _ in range(k * 4 + 4):
+            if len(chosen) >= k:
+                break
+            name = order[int(self.rng.random() * len(order))]
+            if name == exclude or name in chosen:
+                continue
+            m = self.table.get(name)
+            if m is None:
+                continue
+            if alive_only and m.state != MemberState.ALIVE:
+                continue
+            if live_only and m.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+                continue
+            chosen[name] = m
+        if len(chosen) < k and len(order) <= 4 * k:
+            # Small clusters: sampling can miss; a full scan is cheap here.
+            for name in order:
+                if len(chosen) >= k:
+                    break
+                m = self.table.get(name)
+                if m is None or name == exclude or name in chosen:
+                    continue
+                if alive_only and m.state != MemberState.ALIVE:
+                    continue
+                if live_only and m.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+                    continue
+                chosen[name] = m
+        return list(chosen.values())
+
+    def _push_pull_interval(self) -> float:
+        """memberlist's pushPullScale: sync less often past 32 members, so the total rate stays flat."""
+        base = self.config.gossip.push_pull_interval
+        if not base:
+            return _NEVER
+        n = self.table.n_live
+        if n <= 32:
+            return base
+        return base * (math.ceil(math.log2(n) - math.log2(32)) + 1)

@@ -1,0 +1,123 @@
+"""The rumor queue: retransmit-limited broadcasts piggybacked on probe and gossip traffic.
+
+A rumor is sent at most `retransmit_mult · ceil(log10(N + 1))` times by each member — enough for epidemic
+spread to reach everyone with high probability, few enough that traffic stays bounded. Rumors sent the
+fewest times go first, newest first among equals, so fresh news always wins the space in a packet.
+A newer rumor about the same subject (e.g. member X) replaces the older one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from gossip_agent.core.messages import Rumor
+
+
+def retransmit_limit(retransmit_mult: int, n_members: int) -> int:
+    """How many times each member sends a rumor: mult · ceil(log10(N + 1))."""
+    return retransmit_mult * max(1, math.ceil(math.log10(n_members + 1)))
+
+
+@dataclass(slots=True)
+class _Item:
+    rumor: Rumor
+    key: str | None
+    size: int
+    id: int
+    # Member we heard it from: sending it back there is wasted bytes.
+    source: str | None = None
+    transmits: int = 0
+    sent_to: set[str] = field(default_factory=set)
+
+
+class BroadcastQueue:
+    """Rumors waiting to be piggybacked. Bounded: past `max_items`, the most-sent rumors are dropped."""
+
+    def __init__(self, retransmit_mult: int, max_items: int = 4096) -> None:
+        self.retransmit_mult = retransmit_mult
+        self.max_items = max_items
+        # transmits -> {id: item}; dicts keep insertion order, so the newest item of a level is last.
+        self._levels: dict[int, dict[int, _Item]] = {}
+        self._by_key: dict[str, _Item] = {}
+        self._next_id = 0
+        self._len = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def enqueue(self, rumor: Rumor, size: int, *, key: str | None = None, source: str | None = None) -> None:
+        """Queue a rumor of `size` encoded bytes; a rumor with the same `key` is replaced."""
+        if key is not None:
+            old = self._by_key.pop(key, None)
+            if old is not None:
+                self._remove(old)
+        item = _Item(rumor=rumor, key=key, size=size, id=self._next_id, source=source)
+        self._next_id += 1
+        self._levels.setdefault(0, {})[item.id] = item
+        self._len += 1
+        if key is not None:
+            self._by_key[key] = item
+        if self._len > self.max_items:
+            self._evict()
+
+    def _remove(self, item: _Item) -> None:
+        level = self._levels.get(item.transmits)
+        if level is not None and level.pop(item.id, None) is not None:
+            self._len -= 1
+            if not level:
+                del self._levels[item.transmits]
+
+    def _evict(self) -> None:
+        while self._len > self.max_items:
+            worst = max(self._levels)
+            level = self._levels[worst]
+            oldest = next(iter(level.values()))
+            self._remove(oldest)
+            if oldest.key is not None and self._by_key.get(oldest.key) is oldest:
+                del self._by_key[oldest.key]
+            self.dropped += 1
+
+    def take(self, budget: int, n_members: int, *, to: str | None = None) -> list[Rumor]:
+        """Rumors filling at most `budget` bytes for a packet to member `to`; counts one transmit each.
+
+        Rumors that reached the retransmit limit leave the queue. Rumors heard from `to`, or already sent to
+        it, are skipped: they would be wasted bytes.
+        """
+        if not self._len or budget <= 0:
+            return []
+        limit = retransmit_limit(self.retransmit_mult, n_members)
+        chosen: list[_Item] = []
+        remaining = budget
+        for transmits in sorted(self._levels):
+            for item in reversed(list(self._levels[transmits].values())):
+                if item.size > remaining:
+                    continue
+                if to is not None and (item.source == to or to in item.sent_to):
+                    continue
+                chosen.append(item)
+                remaining -= item.size
+                if remaining < 8:
+                    break
+            if remaining < 8:
+                break
+        for item in chosen:
+            self._remove(item)
+            item.transmits += 1
+            if to is not None:
+                item.sent_to.add(to)
+            if item.transmits >= limit:
+                if item.key is not None and self._by_key.get(item.key) is item:
+                    del self._by_key[item.key]
+                continue
+            self._levels.setdefault(item.transmits, {})[item.id] = item
+            self._len += 1
+        return [item.rumor for item in chosen]
+
+    def peek_all(self) -> list[Rumor]:
+        """Every queued rumor, fewest transmits and newest first (for pull answers and tests)."""
+        out: list[Rumor] = []
+        for transmits in sorted(self._levels):
+            out.extend(item.rumor for item in reversed(list(self._levels[transmits].values())))
+        return out

@@ -1,0 +1,273 @@
+"""Wire codec: packets and push-pull states to bytes and back (msgpack, versioned, compact).
+
+Rules of this module:
+- A packet is `VERSION` (one byte) followed by one msgpack array `[sender, [message, ...]]`; a message is an
+  array whose first item is its type as a small int (`MessageType`) and whose other items are its fields in
+  declaration order, addresses flattened to `host, port`. No field names travel: a ping is ~30 bytes.
+- `decode_*` raise `DecodeError(reason)` on *any* bad input (truncated, unknown version or type, wrong field
+  types or ranges, oversized) and never another exception, so the transport can drop and count garbage.
+  Sizes are checked before msgpack allocates anything (the Unpacker's `max_*_len` limits).
+- `message_size(m)` is exactly the bytes `m` adds inside a packet's message array; `packet_overhead(sender)`
+  is an upper bound for everything else, including room for the security layer's envelope
+  (`ENVELOPE_RESERVE`), so a packet packed to `gossip.mtu` still fits the MTU once encrypted.
+- The first byte also frames: plaintext packets start with `VERSION` (0x01); the security layer's encrypted
+  envelopes start with a byte >= 0x80, so a receiver tells them apart without trying to parse.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from gossip_agent.core.messages import (
+    Ack,
+    Alive,
+    Dead,
+    MemberSnapshot,
+    MemberState,
+    Message,
+    Nack,
+    Packet,
+    Ping,
+    PingReq,
+    PullRequest,
+    PushPullState,
+    StateRumor,
+    Suspect,
+)
+
+VERSION = 0x01
+"""First byte of a plaintext packet or stream body (wire format version 1)."""
+PUSH_PULL_VERSION = 0x01
+# Largest UDP payload over IPv4; nothing bigger can arrive, so nothing bigger is decoded as a packet.
+MAX_PACKET_BYTES = 65_507
+# The security layer's envelope: frame byte + 12-byte nonce + 16-byte AES-GCM tag (io/security.py checks it).
+ENVELOPE_RESERVE = 29
+# The message array's header: msgpack array16 (3 bytes) covers up to 65535 messages, more than an MTU holds.
+_ARRAY_HEADER_MAX = 3
+_MAX_NAME_BYTES = 256
+_MAX_U32 = 0xFFFF_FFFF
+_MAX_U64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+class MessageType(IntEnum):
+    PING = 0
+    ACK = 1
+    NACK = 2
+    PING_REQ = 3
+    ALIVE = 4
+    SUSPECT = 5
+    DEAD = 6
+    STATE = 7
+    PULL = 8
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a valid packet or stream body; `reason` is a short label for metrics."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+# -- encoding ------------------------------------------------------------------------------------------
+
+def _message_tuple(m: Message) -> tuple[Any, ...]:
+    # Ordered by expected frequency: probes and acks dominate idle traffic.
+    if isinstance(m, Ping):
+        return (MessageType.PING, m.seq, m.target, m.source, m.source_addr[0], m.source_addr[1])
+    if isinstance(m, Ack):
+        return (MessageType.ACK, m.seq)
+    if isinstance(m, Alive):
+        return (MessageType.ALIVE, m.name, m.incarnation, m.addr[0], m.addr[1], dict(m.meta))
+    if isinstance(m, Suspect):
+        return (MessageType.SUSPECT, m.name, m.incarnation, m.sender)
+    if isinstance(m, Dead):
+        return (MessageType.DEAD, m.name, m.incarnation, m.sender)
+    if isinstance(m, Nack):
+        return (MessageType.NACK, m.seq)
+    if isinstance(m, PingReq):
+        return (MessageType.PING_REQ, m.seq, m.target, m.target_addr[0], m.target_addr[1], m.source,
+                m.source_addr[0], m.source_addr[1], m.want_nack)
+    if isinstance(m, StateRumor):
+        return (MessageType.STATE, bytes(m.payload))
+    if isinstance(m, PullRequest):
+        return (MessageType.PULL, m.source, m.source_addr[0], m.source_addr[1])
+    raise TypeError(f"not a message: {m!r}")
+
+
+def message_type(m: Message) -> MessageType:
+    """The wire type of a message (metrics label it by `.name.lower()`)."""
+    return MessageType(_message_tuple(m)[0])
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode_packet(p: Packet) -> bytes:
+    return bytes((VERSION,)) + _packer.pack((p.sender, [_message_tuple(m) for m in p.messages]))
+
+
+def message_size(m: Message) -> int:
+    """Exact bytes `m` adds inside a packet. Cheap (one C-level pack); immutable rumors are sized once by
+    the Node when queued, so no cache is needed."""
+    return len(_packer.pack(_message_tuple(m)))
+
+
+def packet_overhead(sender: str) -> int:
+    """Upper bound of a packet's bytes besides its messages: version, outer array, sender, message array
+    header, and the security envelope's reserve."""
+    return 1 + 1 + len(_packer.pack(sender)) + _ARRAY_HEADER_MAX + ENVELOPE_RESERVE
+
+
+def encode_push_pull(s: PushPullState) -> bytes:
+    rows = [(m.name, m.addr[0], m.addr[1], m.incarnation, int(m.state), dict(m.meta)) for m in s.members]
+    return bytes((PUSH_PULL_VERSION,)) + _packer.pack((s.sender, s.join, rows))
+
+
+# -- decoding ------------------------------------------------------------------------------------------
+
+def _unpack(data: bytes, max_bytes: int) -> Any:
+    """One msgpack object from `data[1:]`, with every length capped by the input size before allocation."""
+    if len(data) > max_bytes:
+        raise DecodeError("oversized", f"{len(data)} > {max_bytes} bytes")
+    if not data:
+        raise DecodeError("truncated", "empty")
+    body = data[1:]
+    n = len(body)
+    try:
+        unpacker = msgpack.Unpacker(
+            raw=False, use_list=True, strict_map_key=True, max_buffer_size=max(n, 1),
+            max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n // 2, max_ext_len=0,
+        )
+        unpacker.feed(body)
+        obj = unpacker.unpack()
+        if unpacker.tell() != n:
+            raise DecodeError("malformed", "trailing bytes")
+    except DecodeError:
+        raise
+    except msgpack.OutOfData as exc:
+        raise DecodeError("truncated", str(exc)) from None
+    except Exception as exc:  # msgpack raises many types on garbage (ValueError, UnicodeDecodeError, ...).
+        raise DecodeError("malformed", f"{type(exc).__name__}: {exc}") from None
+    return obj
+
+
+def _str(v: Any) -> str:
+    if type(v) is not str or len(v) > _MAX_NAME_BYTES:
+        raise DecodeError("malformed", "expected a short string")
+    return v
+
+
+def _uint(v: Any, limit: int) -> int:
+    if type(v) is not int or not 0 <= v <= limit:
+        raise DecodeError("malformed", "expected an unsigned integer in range")
+    return v
+
+
+def _port(v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= 0xFFFF:
+        raise DecodeError("malformed", "expected a port number")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise DecodeError("malformed", "expected a boolean")
+    return v
+
+
+def _meta(v: Any) -> dict[str, str]:
+    if type(v) is not dict or not all(type(k) is str and type(x) is str for k, x in v.items()):
+        raise DecodeError("malformed", "expected a map of strings")
+    return v
+
+
+_ARITY = {
+    MessageType.PING: 6, MessageType.ACK: 2, MessageType.NACK: 2, MessageType.PING_REQ: 9,
+    MessageType.ALIVE: 6, MessageType.SUSPECT: 4, MessageType.DEAD: 4, MessageType.STATE: 2,
+    MessageType.PULL: 4,
+}
+
+
+def _message(t: Any) -> Message:
+    if type(t) is not list or not t:
+        raise DecodeError("malformed", "a message is a non-empty array")
+    kind = t[0]
+    if type(kind) is not int:
+        raise DecodeError("malformed", "message type is not an int")
+    try:
+        mtype = MessageType(kind)
+    except ValueError:
+        raise DecodeError("unknown_type", f"message type {kind}") from None
+    if len(t) != _ARITY[mtype]:
+        raise DecodeError("malformed", f"{mtype.name.lower()} has {len(t)} fields")
+    if mtype is MessageType.PING:
+        return Ping(_uint(t[1], _MAX_U32), _str(t[2]), _str(t[3]), (_str(t[4]), _port(t[5])))
+    if mtype is MessageType.ACK:
+        return Ack(_uint(t[1], _MAX_U32))
+    if mtype is MessageType.NACK:
+        return Nack(_uint(t[1], _MAX_U32))
+    if mtype is MessageType.PING_REQ:
+        return PingReq(_uint(t[1], _MAX_U32), _str(t[2]), (_str(t[3]), _port(t[4])), _str(t[5]),
+                       (_str(t[6]), _port(t[7])), _bool(t[8]))
+    if mtype is MessageType.ALIVE:
+        return Alive(_str(t[1]), _uint(t[2], _MAX_U64), (_str(t[3]), _port(t[4])), _meta(t[5]))
+    if mtype is MessageType.SUSPECT:
+        return Suspect(_str(t[1]), _uint(t[2], _MAX_U64), _str(t[3]))
+    if mtype is MessageType.DEAD:
+        return Dead(_str(t[1]), _uint(t[2], _MAX_U64), _str(t[3]))
+    if mtype is MessageType.STATE:
+        if type(t[1]) is not bytes:
+            raise DecodeError("malformed", "state payload is not bytes")
+        return StateRumor(t[1])
+    return PullRequest(_str(t[1]), (_str(t[2]), _port(t[3])))
+
+
+def _check_version(data: bytes, version: int) -> None:
+    if not data:
+        raise DecodeError("truncated", "empty")
+    if data[0] != version:
+        raise DecodeError("bad_version", f"version byte 0x{data[0]:02x}")
+
+
+def decode_packet(data: bytes, max_bytes: int = MAX_PACKET_BYTES) -> Packet:
+    """A packet from a datagram; raises `DecodeError` and nothing else on bad input."""
+    if len(data) > max_bytes:
+        raise DecodeError("oversized", f"{len(data)} > {max_bytes} bytes")
+    _check_version(data, VERSION)
+    obj = _unpack(data, max_bytes)
+    if type(obj) is not list or len(obj) != 2 or type(obj[1]) is not list:
+        raise DecodeError("malformed", "a packet is [sender, [messages]]")
+    try:
+        return Packet(_str(obj[0]), tuple(_message(t) for t in obj[1]))
+    except DecodeError:
+        raise
+    except Exception as exc:  # defensive: a field check missed something; still never crash the caller.
+        raise DecodeError("malformed", f"{type(exc).__name__}: {exc}") from None
+
+
+def decode_push_pull(data: bytes, max_bytes: int) -> PushPullState:
+    """A push-pull state from a stream body of at most `max_bytes`; raises `DecodeError` only."""
+    if len(data) > max_bytes:
+        raise DecodeError("oversized", f"{len(data)} > {max_bytes} bytes")
+    _check_version(data, PUSH_PULL_VERSION)
+    obj = _unpack(data, max_bytes)
+    if type(obj) is not list or len(obj) != 3 or type(obj[2]) is not list:
+        raise DecodeError("malformed", "a push-pull state is [sender, join, [members]]")
+    try:
+        members = []
+        for row in obj[2]:
+            if type(row) is not list or len(row) != 6:
+                raise DecodeError("malformed", "a member row has 6 fields")
+            state = _uint(row[4], 3)
+            members.append(MemberSnapshot(_str(row[0]), (_str(row[1]), _port(row[2])), _uint(row[3], _MAX_U64),
+                                          MemberState(state), _meta(row[5])))
+        return PushPullState(_str(obj[0]), tuple(members), _bool(obj[1]))
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError("malformed", f"{type(exc).__name__}: {exc}") from None
+

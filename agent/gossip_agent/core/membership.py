@@ -1,0 +1,73 @@
+"""The member table and SWIM's precedence rules for rumors about a member.
+
+Rules (SWIM §4.2, memberlist `state.go`): a rumor about a member wins only with a higher incarnation, or the
+same incarnation and a "worse" state (alive < suspect < dead); left and dead are final for an incarnation.
+Only the member itself raises its incarnation (to refute a suspicion, or to announce new metadata).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from gossip_agent.core.messages import Address, MemberSnapshot, MemberState
+
+
+@dataclass(slots=True)
+class Member:
+    name: str
+    addr: Address
+    incarnation: int
+    state: MemberState
+    meta: Mapping[str, str] = field(default_factory=dict)
+    # When `state` last changed: drives reaping of dead/left members and gossip to the recently dead.
+    state_since: float = 0.0
+
+    def snapshot(self) -> MemberSnapshot:
+        return MemberSnapshot(self.name, self.addr, self.incarnation, self.state, self.meta)
+
+
+class MemberTable:
+    """Members by name, with counts kept up to date so views are O(1)."""
+
+    def __init__(self) -> None:
+        self._members: dict[str, Member] = {}
+        self._counts = dict.fromkeys(MemberState, 0)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[Member]:
+        return iter(self._members.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._members
+
+    def get(self, name: str) -> Member | None:
+        return self._members.get(name)
+
+    def add(self, member: Member) -> None:
+        assert member.name not in self._members
+        self._members[member.name] = member
+        self._counts[member.state] += 1
+
+    def set_state(self, member: Member, state: MemberState, now: float) -> None:
+        if member.state != state:
+            self._counts[member.state] -= 1
+            self._counts[state] += 1
+            member.state = state
+            member.state_since = now
+
+    def remove(self, name: str) -> Member | None:
+        member = self._members.pop(name, None)
+        if member is not None:
+            self._counts[member.state] -= 1
+        return member
+
+    def counts(self) -> dict[MemberState, int]:
+        return dict(self._counts)
+
+    @property
+    def n_live(self) -> int:
+        """Members that count for timeouts and retransmit limits: alive or suspect (self included)."""
+        return self._counts[MemberState.ALIVE] + self._counts[MemberState.SUSPECT]

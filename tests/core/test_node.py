@@ -1,0 +1,271 @@
+"""Node state machine: scenario tests with a tiny in-test driver (instant delivery, explicit time)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from gossip_agent.core import codec
+from gossip_agent.core.config import AgentConfig
+from gossip_agent.core.effects import Effect, EventKind, MemberEvent, Send, SyncWith, TcpProbe
+from gossip_agent.core.messages import (
+    Ack,
+    Address,
+    Alive,
+    Dead,
+    MemberState,
+    Nack,
+    Packet,
+    Ping,
+    PingReq,
+    Suspect,
+)
+from gossip_agent.core.node import Node
+
+
+def cfg(name: str, immediate_forward: bool = True, **membership: object) -> AgentConfig:
+    base = AgentConfig.preset_config("lan", name=name)
+    return replace(base, membership=replace(base.membership, tcp_fallback_probe=False, **membership),
+                   gossip=replace(base.gossip, immediate_forward=immediate_forward))
+
+
+class Cluster:
+    """Delivers sends at once (FIFO), runs push-pull syncs inline, drops traffic to/from `down` nodes."""
+
+    def __init__(self, n: int, seed: int = 1, immediate_forward: bool = True) -> None:
+        self.now = 0.0
+        self.nodes: dict[Address, Node] = {}
+        self.down: set[str] = set()
+        self.events: list[tuple[str, MemberEvent]] = []
+        self.sent: list[tuple[str, Send]] = []
+        for i in range(n):
+            addr = (f"10.0.0.{i + 1}", 7946)
+            self.nodes[addr] = Node(cfg(f"n{i}", immediate_forward), addr, random.Random(seed * 1000 + i), self.now)
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes.values() if n.name == name)
+
+    def run_effects(self, origin: Node, effects: list[Effect]) -> None:
+        pending = [(origin, e) for e in effects]
+        while pending:
+            src, effect = pending.pop(0)
+            if isinstance(effect, Send):
+                self.sent.append((src.name, effect))
+                dst = self.nodes.get(effect.to)
+                assert len(codec.encode_packet(effect.packet)) <= src.config.gossip.mtu
+                if dst is None or dst.name in self.down or src.name in self.down:
+                    continue
+                pending += [(dst, e) for e in dst.handle_packet(effect.packet, src.addr, self.now)]
+            elif isinstance(effect, SyncWith):
+                dst = self.nodes.get(effect.to)
+                if dst is None or dst.name in self.down:
+                    pending += [(src, e) for e in src.sync_failed(effect.to, self.now)]
+                    continue
+                theirs = dst.push_pull_state(False)
+                pending += [(dst, e) for e in dst.merge_push_pull(src.push_pull_state(effect.join), self.now)]
+                pending += [(src, e) for e in src.merge_push_pull(theirs, self.now)]
+            elif isinstance(effect, MemberEvent):
+                self.events.append((src.name, effect))
+
+    def join_all(self) -> None:
+        seed = next(iter(self.nodes))
+        for node in self.nodes.values():
+            self.run_effects(node, node.join([seed], self.now))
+
+    def advance(self, until: float, step: float = 0.01) -> None:
+        while self.now < until:
+            self.now = round(self.now + step, 6)
+            for node in list(self.nodes.values()):
+                if node.name not in self.down and node.next_deadline() <= self.now:
+                    self.run_effects(node, node.tick(self.now))
+
+    def view(self, name: str) -> dict[str, MemberState]:
+        return {m.name: m.state for m in self.node(name).members()}
+
+
+def test_join_through_one_seed_and_everyone_sees_everyone() -> None:
+    c = Cluster(6)
+    c.join_all()
+    c.advance(3.0)
+    for node in c.nodes.values():
+        assert node.joined
+        assert c.view(node.name) == {f"n{i}": MemberState.ALIVE for i in range(6)}
+
+
+def test_healthy_probes_cause_no_suspicion_and_keep_health_zero() -> None:
+    c = Cluster(5)
+    c.join_all()
+    c.advance(20.0)
+    assert not [e for _, e in c.events if e.kind in (EventKind.SUSPECT, EventKind.DEAD)]
+    assert all(n.health_score == 0 for n in c.nodes.values())
+    assert sum(n.stats["probes"] for n in c.nodes.values()) >= 5 * 15
+
+
+def test_crashed_member_is_suspected_then_declared_dead_by_all() -> None:
+    c = Cluster(5)
+    c.join_all()
+    c.advance(2.0)
+    c.down.add("n3")
+    c.advance(40.0)
+    for name in ("n0", "n1", "n2", "n4"):
+        assert c.view(name)["n3"] == MemberState.DEAD
+    kinds = [e.kind for who, e in c.events if e.member.name == "n3"]
+    assert EventKind.SUSPECT in kinds and EventKind.DEAD in kinds
+
+
+def test_dead_members_are_reaped_after_reap_after() -> None:
+    c = Cluster(4)
+    c.join_all()
+    c.advance(2.0)
+    c.down.add("n2")
+    c.advance(30.0)
+    assert c.view("n0")["n2"] == MemberState.DEAD
+    c.advance(80.0)
+    assert "n2" not in c.view("n0")
+    assert any(e.kind == EventKind.REAP for _, e in c.events)
+
+
+def test_suspect_refutes_with_higher_incarnation() -> None:
+    c = Cluster(4)
+    c.join_all()
+    c.advance(1.0)
+    n0, n1 = c.node("n0"), c.node("n1")
+    inc = n1.incarnation
+    c.run_effects(n0, n0.handle_packet(Packet("n2", (Suspect("n1", inc, "n2"),)), ("10.0.0.3", 7946), c.now))
+    assert ("n0", EventKind.SUSPECT) in [(who, e.kind) for who, e in c.events if e.member.name == "n1"]
+    c.advance(c.now + 2.0)  # gossip (here already immediate forwarding) carries it to n1, which refutes
+    assert n1.incarnation == inc + 1
+    assert n1.stats["refutations"] == 1
+    for node in c.nodes.values():
+        assert c.view(node.name)["n1"] == MemberState.ALIVE
+
+
+def test_accused_member_raises_its_own_health_score() -> None:
+    node = Node(cfg("a"), ("h", 1), random.Random(1), 0.0)
+    node.handle_packet(Packet("b", (Suspect("a", 0, "b"),)), ("h", 2), 0.0)
+    assert node.incarnation == 1
+    assert node.health_score == 1  # Lifeguard: an accused member slows its own probing
+
+
+def test_graceful_leave_shows_left_not_dead() -> None:
+    c = Cluster(5)
+    c.join_all()
+    c.advance(1.0)
+    leaver = c.node("n4")
+    c.run_effects(leaver, leaver.leave(c.now))
+    c.advance(c.now + 1.0)
+    c.down.add("n4")
+    c.advance(c.now + 20.0)
+    for name in ("n0", "n1", "n2", "n3"):
+        assert c.view(name)["n4"] == MemberState.LEFT
+    assert not [e for _, e in c.events if e.member.name == "n4" and e.kind == EventKind.DEAD]
+
+
+def test_dead_rumor_about_self_is_refuted_unless_leaving() -> None:
+    c = Cluster(2)
+    c.join_all()
+    n0 = c.node("n0")
+    out = n0.handle_packet(Packet("n1", (Dead("n0", 0, "n1"),)), ("10.0.0.2", 7946), 0.0)
+    assert n0.incarnation == 1
+    # the refutation goes straight back to the accuser
+    assert any(isinstance(e, Send) and e.to == ("10.0.0.2", 7946) for e in out)
+    n0.leave(1.0)
+    assert n0.handle_packet(Packet("n1", (Dead("n0", 1, "n1"),)), ("10.0.0.2", 7946), 1.0) == []
+    assert n0.incarnation == 1
+
+
+def test_ping_gets_ack_and_wrong_target_is_ignored() -> None:
+    node = Node(cfg("a"), ("h", 1), random.Random(1), 0.0)
+    out = node.handle_packet(Packet("b", (Ping(7, "a", "b", ("h", 2)),)), ("h", 2), 0.0)
+    assert out == [Send(("h", 2), Packet("a", (Ack(7),)))]
+    assert node.handle_packet(Packet("b", (Ping(8, "zz", "b", ("h", 2)),)), ("h", 2), 0.0) == []
+    assert node.stats["ping_wrong_target"] == 1
+
+
+def test_ping_req_relays_ack_and_nacks_when_target_silent() -> None:
+    node = Node(cfg("relay"), ("h", 1), random.Random(1), 0.0)
+    out = node.handle_packet(Packet("origin", (PingReq(5, "t", ("h", 3), "origin", ("h", 2)),)), ("h", 2), 0.0)
+    [send] = out
+    assert isinstance(send, Send) and send.to == ("h", 3)
+    ping = send.packet.messages[0]
+    assert isinstance(ping, Ping) and ping.target == "t"
+    # the target answers: the ack goes back to the origin under the origin's sequence number
+    out = node.handle_packet(Packet("t", (Ack(ping.seq),)), ("h", 3), 0.1)
+    assert out == [Send(("h", 2), Packet("relay", (Ack(5),)))]
+    # a second ping-req whose target never answers: a nack before the origin's window closes
+    node.handle_packet(Packet("origin", (PingReq(6, "t", ("h", 3), "origin", ("h", 2)),)), ("h", 2), 1.0)
+    assert node.next_deadline() <= 1.0 + 0.5
+    out = node.tick(node.next_deadline())
+    assert Send(("h", 2), Packet("relay", (Nack(6),))) in out
+
+
+def test_indirect_probe_and_tcp_fallback_are_used_before_suspecting() -> None:
+    base = AgentConfig.preset_config("lan", name="a")
+    node = Node(base, ("h", 1), random.Random(3), 0.0)
+    for i in range(2, 6):
+        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i)),)), ("h", i), 0.0)
+    pings: list[Send] = []
+    while not pings:
+        t = node.next_deadline()
+        out = node.tick(t)
+        pings = [e for e in out if isinstance(e, Send) and isinstance(e.packet.messages[0], Ping)]
+    [ping] = pings
+    target = ping.packet.messages[0]
+    assert isinstance(target, Ping)
+    out = node.tick(t + 0.5)
+    reqs = [e for e in out if isinstance(e, Send) and isinstance(e.packet.messages[0], PingReq)]
+    assert len(reqs) == 3 and all(e.to != ping.to for e in reqs)
+    assert any(isinstance(e, TcpProbe) for e in out)
+    # no helper even nacked: Lifeguard blames ourselves by the number of missing nacks
+    out = node.tick(t + 1.0)
+    assert node.health_score == 3
+    assert node.member(target.target).state == MemberState.SUSPECT  # type: ignore[union-attr]
+
+
+def test_state_rumors_reach_delegate_once_and_are_forwarded_once() -> None:
+    class Delegate:
+        def __init__(self) -> None:
+            self.seen: list[bytes] = []
+
+        def on_state_rumor(self, payload: bytes, now: float) -> bool:
+            if payload in self.seen:
+                return False
+            self.seen.append(payload)
+            return True
+
+    c = Cluster(8)
+    delegates = {}
+    for node in c.nodes.values():
+        delegates[node.name] = node.delegate = Delegate()
+    c.join_all()
+    c.advance(2.0)
+    origin = c.node("n0")
+    c.sent.clear()
+    c.run_effects(origin, origin.broadcast_state(b"hello", c.now))
+    # immediate forwarding alone (no time passes) reaches most members at once
+    reached = sum(1 for name, d in delegates.items() if d.seen == [b"hello"] and name != "n0")
+    assert reached >= 4
+    c.advance(c.now + 2.0)
+    assert all(d.seen == [b"hello"] for name, d in delegates.items() if name != "n0")
+
+
+def test_metadata_update_bumps_incarnation_and_spreads() -> None:
+    c = Cluster(4)
+    c.join_all()
+    c.advance(1.0)
+    n2 = c.node("n2")
+    c.run_effects(n2, n2.update_meta({"root": "abc"}, c.now))
+    c.advance(c.now + 1.0)
+    assert n2.incarnation == 1
+    assert all(node.member("n2").meta == {"root": "abc"} for node in c.nodes.values())  # type: ignore[union-attr]
+
+
+def test_packets_stay_within_mtu_with_many_rumors() -> None:
+    c = Cluster(3, immediate_forward=False)
+    c.join_all()
+    n0 = c.node("n0")
+    for i in range(300):
+        n0.handle_packet(Packet("x", (Alive(f"m{i:04d}" * 4, 1, ("10.9.9.9", 9000 + i), {"k": "v" * 30}),)),
+                         ("h", 1), 0.0)
+    c.advance(3.0)  # run_effects asserts every packet encodes within the MTU
+    assert max(len(codec.encode_packet(s.packet)) for _, s in c.sent) > 1000  # packets were filled
