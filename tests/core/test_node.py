@@ -36,6 +36,7 @@ class Cluster:
         self.now = 0.0
         self.nodes: dict[Address, Node] = {}
         self.down: set[str] = set()
+        self.group: dict[str, int] = {}  # partition: members talk only within their group (default 0)
         self.events: list[tuple[str, MemberEvent]] = []
         self.sent: list[tuple[str, Send]] = []
         for i in range(n):
@@ -53,12 +54,12 @@ class Cluster:
                 self.sent.append((src.name, effect))
                 dst = self.nodes.get(effect.to)
                 assert len(codec.encode_packet(effect.packet)) <= src.config.gossip.mtu
-                if dst is None or dst.name in self.down or src.name in self.down:
+                if dst is None or dst.name in self.down or src.name in self.down or not self.linked(src, dst):
                     continue
                 pending += [(dst, e) for e in dst.handle_packet(effect.packet, src.addr, self.now)]
             elif isinstance(effect, SyncWith):
                 dst = self.nodes.get(effect.to)
-                if dst is None or dst.name in self.down:
+                if dst is None or dst.name in self.down or not self.linked(src, dst):
                     pending += [(src, e) for e in src.sync_failed(effect.to, self.now)]
                     continue
                 theirs = dst.push_pull_state(False)
@@ -66,6 +67,9 @@ class Cluster:
                 pending += [(src, e) for e in src.merge_push_pull(theirs, self.now)]
             elif isinstance(effect, MemberEvent):
                 self.events.append((src.name, effect))
+
+    def linked(self, a: Node, b: Node) -> bool:
+        return self.group.get(a.name, 0) == self.group.get(b.name, 0)
 
     def join_all(self) -> None:
         seed = next(iter(self.nodes))
@@ -269,3 +273,17 @@ def test_packets_stay_within_mtu_with_many_rumors() -> None:
                          ("h", 1), 0.0)
     c.advance(3.0)  # run_effects asserts every packet encodes within the MTU
     assert max(len(codec.encode_packet(s.packet)) for _, s in c.sent) > 1000  # packets were filled
+
+
+def test_partition_marks_other_side_dead_and_heals_by_reconnecting() -> None:
+    c = Cluster(6)
+    c.join_all()
+    c.advance(2.0)
+    c.group = {"n3": 1, "n4": 1, "n5": 1}
+    c.advance(60.0)  # past suspicion timeouts and past reaping (reap_after 30 s)
+    assert "n4" not in c.view("n0") or c.view("n0")["n4"] == MemberState.DEAD
+    assert "n0" not in c.view("n4") or c.view("n4")["n0"] == MemberState.DEAD
+    c.group = {}
+    c.advance(130.0)  # reconnect_interval is 30 s
+    for node in c.nodes.values():
+        assert c.view(node.name) == {f"n{i}": MemberState.ALIVE for i in range(6)}, node.name

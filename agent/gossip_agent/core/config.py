@@ -51,6 +51,11 @@ class MembershipConfig:
     tcp_fallback_probe: bool = True
     # Timeout of a stream (HTTP) exchange: push-pull sync, TCP probe, anti-entropy.
     stream_timeout: float = 10.0
+    # Members declared dead (not left) are retried with a push-pull sync this often, so a healed partition
+    # merges again even after the dead were reaped (Serf's reconnect; memberlist leaves it to its user).
+    reconnect_interval: float = 30.0
+    # ... for at most this long after their death.
+    reconnect_timeout: float = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +152,7 @@ _PRESET_MEMBERSHIP = {
     "lan": MembershipConfig(),
     "local": MembershipConfig(
         probe_interval=1.0, probe_timeout=0.2, indirect_checks=1, suspicion_mult=3, reap_after=15.0,
-        stream_timeout=1.0,
+        stream_timeout=1.0, reconnect_interval=10.0,
     ),
     "wan": MembershipConfig(
         probe_interval=5.0, probe_timeout=3.0, suspicion_mult=6, reap_after=60.0, stream_timeout=30.0,
@@ -330,6 +335,7 @@ def validate(cfg: AgentConfig) -> None:
         (1 <= m.suspicion_max_timeout_mult <= 100, "membership.suspicionMaxTimeoutMult: must be 1..100"),
         (1 <= m.awareness_max_multiplier <= 64, "membership.awarenessMaxMultiplier: must be 1..64"),
         (m.stream_timeout > 0, "membership.streamTimeout: must be > 0"),
+        (m.reconnect_interval >= 0, "membership.reconnectInterval: must be >= 0 (0 disables reconnects)"),
         (g.mode in GOSSIP_MODES, f"gossip.mode: must be one of {', '.join(GOSSIP_MODES)}, got {g.mode!r}"),
         (1 <= g.fanout <= 16, f"gossip.fanout: must be 1..16, got {g.fanout}"),
         (g.interval > 0, "gossip.interval: must be > 0"),

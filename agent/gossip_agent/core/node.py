@@ -54,6 +54,8 @@ from gossip_agent.core.suspicion import Suspicion, suspicion_min_timeout
 _NEVER = math.inf
 # Relays nack a little before the prober's indirect window closes, so the nack arrives in time to count.
 _NACK_FRACTION = 0.8
+# Failed members remembered for reconnects; past this the oldest are forgotten.
+_MAX_FORMER = 1024
 
 
 class StateDelegate(Protocol):
@@ -119,11 +121,14 @@ class Node:
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
         self._graveyard: deque[tuple[float, str]] = deque()
+        # Failed (not left) members to retry after a partition: name -> (address, died at). Bounded.
+        self._former: dict[str, tuple[Address, float]] = {}
         m, g = config.membership, config.gossip
         # Spread the first probe and gossip over one interval so members started together don't align.
         self._next_probe = now + rng.random() * m.probe_interval
         self._next_gossip = now + rng.random() * g.interval
         self._next_push_pull = now + g.push_pull_interval * (1 + rng.random()) if g.push_pull_interval else _NEVER
+        self._next_reconnect = now + m.reconnect_interval if m.reconnect_interval else _NEVER
         self._header = codec.packet_overhead(self.name)
 
     # -- views -----------------------------------------------------------------------------------------
@@ -267,6 +272,8 @@ class Node:
             if len(self.queue) or g.mode == "pull":
                 self._gossip(now, out)
             self._next_gossip = now + g.interval
+        if now >= self._next_reconnect:
+            self._reconnect(now, out)
         if now >= self._next_push_pull and not self.leaving:
             self._next_push_pull = now + self._push_pull_interval()
             peer = self._random_peers(1, exclude=None, live_only=True)
@@ -277,6 +284,8 @@ class Node:
     def next_deadline(self) -> float:
         """The earliest time at which `tick` has something to do."""
         deadline = self._next_push_pull
+        if self._former:
+            deadline = min(deadline, self._next_reconnect)
         if not self.leaving and len(self._probe_order):
             deadline = min(deadline, self._next_probe)
         probe = self._probe
@@ -411,6 +420,18 @@ class Node:
                 if member is not None and member.state == MemberState.SUSPECT:
                     self._apply_rumor(Dead(name, suspicion.incarnation, self.name), now, None, out)
 
+    def _reconnect(self, now: float, out: list[Effect]) -> None:
+        """Try one failed member again: after a partition heals, this is how the two sides find each other."""
+        cfg = self.config.membership
+        self._next_reconnect = now + cfg.reconnect_interval
+        for name, (_, died) in list(self._former.items()):
+            if died + cfg.reconnect_timeout <= now:
+                del self._former[name]
+        if self._former and not self.leaving:
+            names = list(self._former)
+            addr, _ = self._former[names[int(self.rng.random() * len(names))]]
+            out.append(SyncWith(addr, join=False))
+
     def _tick_reap(self, now: float, out: list[Effect]) -> None:
         reap_after = self.config.membership.reap_after
         while self._graveyard and self._graveyard[0][0] + reap_after <= now:
@@ -469,6 +490,7 @@ class Node:
             self.stats["meta_too_large"] += 1
             return False
         if member is None:
+            self._former.pop(rumor.name, None)
             member = Member(rumor.name, rumor.addr, rumor.incarnation, MemberState.ALIVE, dict(rumor.meta), now)
             self.table.add(member)
             # A newcomer goes to a random place in the remaining probe order (memberlist does the same).
@@ -480,6 +502,7 @@ class Node:
         if rumor.incarnation <= member.incarnation:
             return False
         previous = member.state
+        self._former.pop(member.name, None)
         changed = member.addr != rumor.addr or member.meta != rumor.meta
         member.incarnation, member.addr, member.meta = rumor.incarnation, rumor.addr, dict(rumor.meta)
         self.table.set_state(member, MemberState.ALIVE, now)
@@ -525,6 +548,10 @@ class Node:
         self.table.set_state(member, MemberState.LEFT if left else MemberState.DEAD, now)
         self._suspicions.pop(member.name, None)
         self._graveyard.append((now, member.name))
+        if not left:
+            self._former[member.name] = (member.addr, now)
+            if len(self._former) > _MAX_FORMER:
+                del self._former[next(iter(self._former))]
         self.stats["left" if left else "deaths"] += 1
         out.append(MemberEvent(EventKind.LEFT if left else EventKind.DEAD, member.snapshot()))
         self._enqueue(rumor, source)
