@@ -56,6 +56,8 @@ _NEVER = math.inf
 _NACK_FRACTION = 0.8
 # Failed members remembered for reconnects; past this the oldest are forgotten.
 _MAX_FORMER = 1024
+# The follow-up sync after a join, in gossip intervals (0.5 s with LAN timings).
+_FOLLOWUP_SYNC_INTERVALS = 2.5
 
 
 class StateDelegate(Protocol):
@@ -129,6 +131,7 @@ class Node:
         self._next_gossip = now + rng.random() * g.interval
         self._next_push_pull = now + g.push_pull_interval * (1 + rng.random()) if g.push_pull_interval else _NEVER
         self._next_reconnect = now + m.reconnect_interval if m.reconnect_interval else _NEVER
+        self._followup_sync_at = _NEVER
         self._header = codec.packet_overhead(self.name)
 
     # -- views -----------------------------------------------------------------------------------------
@@ -157,6 +160,10 @@ class Node:
         """Contact seeds (push-pull with join=True). Call again with re-resolved seeds to retry."""
         targets = [s for s in dict.fromkeys(seeds) if s != self.addr]
         self._seeded = self._seeded or bool(targets)
+        if targets:
+            # One follow-up sync with a random member shortly after: members that joined at the same moment
+            # through other seeds were not in the seed's view yet, and would otherwise wait for a rumor.
+            self._followup_sync_at = now + _FOLLOWUP_SYNC_INTERVALS * self.config.gossip.interval
         return [SyncWith(s, join=True) for s in targets]
 
     def push_pull_state(self, join: bool) -> PushPullState:
@@ -272,6 +279,11 @@ class Node:
             if len(self.queue) or g.mode == "pull":
                 self._gossip(now, out)
             self._next_gossip = now + g.interval
+        if now >= self._followup_sync_at:
+            self._followup_sync_at = _NEVER
+            peer = self._random_peers(1, exclude=None, live_only=True, alive_only=True)
+            if peer:
+                out.append(SyncWith(peer[0].addr, join=False))
         if now >= self._next_reconnect:
             self._reconnect(now, out)
         if now >= self._next_push_pull and not self.leaving:
@@ -283,7 +295,7 @@ class Node:
 
     def next_deadline(self) -> float:
         """The earliest time at which `tick` has something to do."""
-        deadline = self._next_push_pull
+        deadline = min(self._next_push_pull, self._followup_sync_at)
         if self._former:
             deadline = min(deadline, self._next_reconnect)
         if not self.leaving and len(self._probe_order):
