@@ -1,0 +1,344 @@
+"""Merkle anti-entropy between two replicas, as pure request/response data (sans-I/O).
+
+One initiator (`Session`) drives; the responder (`respond`) is stateless, so each round is one
+independent HTTP request and a peer keeps nothing between rounds. Every round carries the same two shapes
+(`AeRequest` / `AeResponse`), so the frontiers at different depths advance together:
+
+1. The initiator sends its root; if the roots differ the responder answers with the root's children.
+2. For every child that differs the initiator decides, from both sides' key counts under it:
+   - the responder has no key there: push all of ours; we have none: ask for all of theirs;
+   - few keys (listing them is cheaper than `fanout` more hashes): ask for a *listing*, 16 bytes per key
+     (8 bytes of key hash, 8 of version digest);
+   - otherwise *descend*: ask for that node's children next round.
+   All differing nodes of a level go in ONE request, so round trips grow with the depth, not with d.
+3. A listing compared with ours yields the differing keys. Keys only they hold: ask for them. Keys we
+   hold that differ or they lack: push ours; the responder merges and sends the merge back only if it
+   differs from what we pushed (theirs was newer or concurrent). So a one-sided change costs one entry.
+
+Bytes: each differing key costs `fanout` hashes per level down to where its subtree holds about
+2 * fanout keys, then a listing, then its entries: O(d · log(n/d)) hashes plus d entries, and nothing
+proportional to n. Both sides must have the same tree shape (`bits`, `depth`); every message says which.
+Responses are capped (`Limits`); what does not fit is left for the next round or the next session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gossip_agent.core.kvstore import Entry, InvalidEntry, KvStore, ValueEntry
+from gossip_agent.core.merkle import HASH_BYTES, MerkleTree
+
+NodeId = tuple[int, int]
+"""(level, index): level 0 is the root, level `depth` the leaves; index < 16**level."""
+
+KEY_ID_BYTES = 8
+DIGEST_ID_BYTES = 8
+RECORD_BYTES = KEY_ID_BYTES + DIGEST_ID_BYTES
+
+
+class AntiEntropyError(ValueError):
+    """A malformed or incompatible request/response (e.g. different tree depths)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps that keep every message bounded, whatever the size of the difference."""
+
+    max_nodes: int = 4096            # descend + list + want_nodes per request
+    max_want: int = 8192             # key ids per request
+    max_records: int = 65536         # listing records per response (16 bytes each: 1 MiB)
+    max_entry_bytes: int = 4 << 20   # entries per message (approximate bytes)
+    max_rounds: int = 64             # a session gives up after this many round trips
+
+
+@dataclass(frozen=True, slots=True)
+class AeRequest:
+    shape: tuple[int, int]                   # (bits per level, depth) of the sender's tree
+    root: bytes | None = None                # first round only
+    descend: tuple[NodeId, ...] = ()         # send the children (hashes and counts) of these
+    listing: tuple[NodeId, ...] = ()         # send (key id, digest id) of every key under these
+    push: tuple[Entry, ...] = ()             # entries for the responder to merge
+    want: tuple[bytes, ...] = ()             # key ids (hash prefixes) whose entries we want
+    want_nodes: tuple[NodeId, ...] = ()      # every entry under these (we hold none there)
+
+
+@dataclass(frozen=True, slots=True)
+class Children:
+    node: NodeId
+    hashes: bytes              # fanout x 32 bytes
+    counts: bytes              # fanout key counts, one byte each, saturating at 255 (only "0" and
+                               # "few enough to list" matter to the initiator)
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    node: NodeId
+    records: bytes             # n x (key id ‖ digest id), RECORD_BYTES each
+
+
+@dataclass(frozen=True, slots=True)
+class AeResponse:
+    shape: tuple[int, int]
+    root: bytes | None = None         # answers the first round's root only
+    children: tuple[Children, ...] = ()
+    listings: tuple[Listing, ...] = ()
+    entries: tuple[Entry, ...] = ()
+    collected: tuple[str, ...] = ()   # pushed keys whose tombstones the responder had collected
+    truncated: bool = False           # something did not fit; the next session continues
+
+
+AeMessage = AeRequest | AeResponse
+
+
+def approx_entry_bytes(entry: Entry) -> int:
+    """A cheap upper-ish estimate of an entry's encoded size, for capping (accounting uses the codec)."""
+    if isinstance(entry, ValueEntry):
+        return (len(entry.key) + 16 + 12 * len(entry.context)
+                + sum(24 + len(v.dot[0]) + len(v.value or b"") for v in entry.versions))
+    return len(entry.key) + 64  # CRDTs: small, and capped by max_value_bytes anyway
+
+
+# -- responder ---------------------------------------------------------------------------------------
+def respond(store: KvStore, request: AeRequest, now_ms: int, limits: Limits = Limits()) -> AeResponse:
+    """Answer one round. Merges pushed entries first (invalid ones are skipped)."""
+    tree = store.merkle
+    _check_shape(tree, request.shape)
+    nodes = (*request.descend, *request.listing, *request.want_nodes)
+    if len(nodes) > limits.max_nodes or len(request.want) > limits.max_want:
+        raise AntiEntropyError("request asks for too many nodes or keys")
+    if any(len(prefix) != KEY_ID_BYTES for prefix in request.want):
+        raise AntiEntropyError(f"key ids must be {KEY_ID_BYTES} bytes")
+    for level, index in nodes:
+        _check_node(tree, level, index, inner=False)
+    for level, index in request.descend:
+        _check_node(tree, level, index, inner=True)
+    collected: list[str] = []
+    entries: list[Entry] = []
+    room = limits.max_entry_bytes
+    for entry in request.push:
+        try:
+            changed = store.apply_remote(entry)
+        except InvalidEntry:
+            continue
+        if not changed and store.was_collected(entry.key):
+            collected.append(entry.key)
+            continue
+        merged = store.entry(entry.key)
+        if merged is not None and merged != entry:  # ours was newer or concurrent: send the merge back
+            room -= approx_entry_bytes(merged)
+            entries.append(merged)
+    root = tree.root() if request.root is not None else None
+    descend = list(request.descend)
+    if root is not None and request.root != root:
+        descend.insert(0, (0, 0))
+    children = tuple(Children(node, b"".join(tree.children(*node)),
+                              bytes(min(255, tree.count(node[0] + 1, (node[1] << tree.bits) + i))
+                                    for i in range(tree.fanout)))
+                     for node in descend)
+    truncated = False
+    listings: list[Listing] = []
+    budget = limits.max_records
+    for node in request.listing:
+        records = [khash[:KEY_ID_BYTES] + digest[:DIGEST_ID_BYTES]
+                   for _, khash, digest in tree.items_under(*node)]
+        if len(records) > budget:
+            truncated = True
+            break
+        budget -= len(records)
+        listings.append(Listing(node, b"".join(records)))
+    wanted = [key for prefix in request.want for key in tree.keys_with_hash_prefix(prefix)]
+    wanted += [key for node in request.want_nodes for key, _, _ in tree.items_under(*node)]
+    for key in wanted:
+        found = store.entry(key)
+        if found is None:
+            continue
+        room -= approx_entry_bytes(found)
+        if room < 0:
+            truncated = True
+            break
+        entries.append(found)
+    return AeResponse(_shape(tree), root, children, tuple(listings), tuple(entries), tuple(collected), truncated)
+
+
+def _shape(tree: MerkleTree) -> tuple[int, int]:
+    return tree.bits, tree.depth
+
+
+def _check_shape(tree: MerkleTree, shape: tuple[int, int]) -> None:
+    if shape != _shape(tree):
+        raise AntiEntropyError(f"Merkle tree shapes differ: ours (bits, depth) = {_shape(tree)}, theirs {shape}")
+
+
+def _check_node(tree: MerkleTree, level: int, index: int, *, inner: bool) -> None:
+    top = tree.depth - 1 if inner else tree.depth
+    if not (0 <= level <= top and 0 <= index < 1 << (tree.bits * level)):
+        raise AntiEntropyError(f"no such tree node ({level}, {index}) in a tree of shape {_shape(tree)}")
+
+
+# -- initiator ---------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class SessionStats:
+    rounds: int = 0
+    pushed: int = 0        # entries sent to the peer
+    pulled: int = 0        # entries received from the peer
+    repaired: int = 0      # received entries that changed our store
+    in_sync: bool = False  # roots were equal at the start
+    truncated: bool = False
+
+
+@dataclass(slots=True)
+class _Work:
+    descend: list[NodeId] = field(default_factory=list)
+    listing: list[NodeId] = field(default_factory=list)
+    push_keys: list[str] = field(default_factory=list)
+    push_nodes: list[NodeId] = field(default_factory=list)
+    want: list[bytes] = field(default_factory=list)
+    want_nodes: list[NodeId] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.descend or self.listing or self.push_keys or self.push_nodes or self.want
+                    or self.want_nodes)
+
+
+class Session:
+    """The initiating side of one anti-entropy exchange with one peer.
+
+    `request = s.start()`; then while request: `request = s.handle(peer(request), now_ms)`.
+    """
+
+    def __init__(self, store: KvStore, limits: Limits = Limits()) -> None:
+        self.store = store
+        self.limits = limits
+        self.stats = SessionStats()
+        self._work = _Work()
+        self._started = False
+
+    def start(self) -> AeRequest:
+        self._started = True
+        return AeRequest(_shape(self.store.merkle), root=self.store.merkle.root())
+
+    def handle(self, response: AeResponse, now_ms: int) -> AeRequest | None:
+        """Digest one response; the next request, or None when the exchange is over."""
+        tree = self.store.merkle
+        if not self._started:
+            raise AntiEntropyError("handle() before start()")
+        _check_shape(tree, response.shape)
+        stats = self.stats
+        if stats.rounds == 0 and response.root == tree.root() and not response.children:
+            stats.in_sync = True
+        stats.rounds += 1
+        stats.truncated |= response.truncated
+        for entry in response.entries:
+            stats.pulled += 1
+            try:
+                if self.store.apply_remote(entry):
+                    stats.repaired += 1
+            except InvalidEntry:
+                continue
+        for key in response.collected:
+            self.store.forget_collected(key, now_ms)
+        for children in response.children:
+            self._compare_children(children)
+        for listing in response.listings:
+            self._compare_listing(listing)
+        if self._work.empty() or stats.rounds >= self.limits.max_rounds:
+            return None
+        return self._next_request()
+
+    def _compare_children(self, children: Children) -> None:
+        tree = self.store.merkle
+        level, index = children.node
+        if not (0 <= level < tree.depth and 0 <= index < 1 << (tree.bits * level)
+                and len(children.hashes) == tree.fanout * HASH_BYTES and len(children.counts) == tree.fanout):
+            raise AntiEntropyError(f"malformed children of node {children.node}")
+        mine = tree.children(level, index)
+        work = self._work
+        for i in range(tree.fanout):
+            if children.hashes[i * HASH_BYTES:(i + 1) * HASH_BYTES] == mine[i]:
+                continue
+            child = (level + 1, (index << tree.bits) + i)
+            ours, theirs = tree.count(*child), children.counts[i]
+            if theirs == 0:
+                work.push_nodes.append(child)
+            elif ours == 0:
+                work.want_nodes.append(child)
+            elif child[0] == tree.depth or max(ours, theirs) * RECORD_BYTES <= tree.fanout * HASH_BYTES:
+                work.listing.append(child)
+            else:
+                work.descend.append(child)
+
+    def _compare_listing(self, listing: Listing) -> None:
+        records = listing.records
+        if len(records) % RECORD_BYTES:
+            raise AntiEntropyError(f"malformed listing of node {listing.node}")
+        theirs = {records[i:i + KEY_ID_BYTES]: records[i + KEY_ID_BYTES:i + RECORD_BYTES]
+                  for i in range(0, len(records), RECORD_BYTES)}
+        mine: dict[bytes, tuple[str, bytes]] = {}
+        for key, khash, digest in self.store.merkle.items_under(*listing.node):
+            mine[khash[:KEY_ID_BYTES]] = (key, digest[:DIGEST_ID_BYTES])
+        for kid, (key, did) in mine.items():
+            if theirs.get(kid) != did:
+                self._work.push_keys.append(key)
+        for kid in theirs.keys() - mine.keys():
+            self._work.want.append(kid)
+
+    def _next_request(self) -> AeRequest:
+        work, limits, store = self._work, self.limits, self.store
+        budget = limits.max_nodes
+        descend, work.descend = work.descend[:budget], work.descend[budget:]
+        budget -= len(descend)
+        listing, work.listing = work.listing[:budget], work.listing[budget:]
+        budget -= len(listing)
+        want_nodes, work.want_nodes = work.want_nodes[:budget], work.want_nodes[budget:]
+        want, work.want = work.want[:limits.max_want], work.want[limits.max_want:]
+        for node in work.push_nodes:
+            work.push_keys.extend(key for key, _, _ in store.merkle.items_under(*node))
+        work.push_nodes.clear()
+        push: list[Entry] = []
+        room = limits.max_entry_bytes
+        while work.push_keys:
+            entry = store.entry(work.push_keys[-1])
+            if entry is not None:
+                room -= approx_entry_bytes(entry)
+                if room < 0 and push:
+                    break
+                push.append(entry)
+            work.push_keys.pop()
+        self.stats.pushed += len(push)
+        return AeRequest(_shape(store.merkle), descend=tuple(descend), listing=tuple(listing), push=tuple(push),
+                         want=tuple(want), want_nodes=tuple(want_nodes))
+
+
+# -- a local driver (tests, simulator, benchmark) ------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ExchangeReport:
+    rounds: int
+    bytes_sent: int       # initiator -> responder
+    bytes_received: int   # responder -> initiator
+    pushed: int
+    pulled: int
+    repaired: int
+    in_sync: bool
+    truncated: bool
+
+    @property
+    def bytes_total(self) -> int:
+        return self.bytes_sent + self.bytes_received
+
+
+def exchange(initiator: KvStore, responder: KvStore, now_ms: int, *,
+             size_of: Callable[[AeMessage], int] | None = None, limits: Limits = Limits()) -> ExchangeReport:
+    """Run a whole session between two in-process replicas; `size_of` (e.g. `state_codec.encoded_size`)
+    accounts the bytes each message would take on the wire."""
+    session = Session(initiator, limits)
+    sent = received = 0
+    request: AeRequest | None = session.start()
+    while request is not None:
+        response = respond(responder, request, now_ms, limits)
+        if size_of is not None:
+            sent += size_of(request)
+            received += size_of(response)
+        request = session.handle(response, now_ms)
+    s = session.stats
+    return ExchangeReport(s.rounds, sent, received, s.pushed, s.pulled, s.repaired, s.in_sync, s.truncated)

@@ -1,0 +1,661 @@
+"""The replica: versioned key-value entries, conflict policies, tombstones, CRDT values, Merkle upkeep.
+
+Model. A key's state is a set of *versions* (value or tombstone, each named by a dot and stamped with an
+HLC) plus a causal *context* (a version vector of every write to this key the replica has seen). Replicas
+ship whole key states and merge them with a join, so delivery order, duplicates and anti-entropy repairs
+never matter. Per key prefix the policy decides what a merge keeps:
+- `lww`: the single version with the highest HLC (node id breaks ties). The HLC makes this respect
+  causality: a write stamped after reading (context) or receiving another always has a higher HLC.
+- `siblings`: every version no other side has seen (concurrent writes), returned to readers, who write
+  back with the context they read to collapse them.
+A write may carry the `CausalContext` its client read; it overwrites exactly the versions that context
+covers (a write without one, under `siblings`, adds a sibling; a delete without one deletes what this
+replica holds).
+
+Deletes are tombstone versions. They are collected (see `collect_garbage`) only when safe:
+- acknowledged: the runtime calls `acknowledge_tombstones` when every current member (alive, suspect, or
+  dead but not reaped) publishes our Merkle root, i.e. every member holds every tombstone we hold; after
+  `ack_grace_ms` they leave the tree but their context stays in a small *graveyard* until the TTL, so a
+  stale copy arriving from a member that was partitioned (or reaped and back) is still recognised as
+  deleted, and a peer still holding the tombstone is told (`was_collected`) and drops it too;
+- expired: older than `StateConfig.tombstone_ttl` (by the tombstone's HLC), graveyard included. The
+  assumption (as Cassandra's gc_grace): no replica comes back holding state older than the TTL.
+
+Every mutation is also recorded as a `Change` (drained with `drain_changes`) for the append-only log and
+for broadcasting; `replay` re-applies one and `snapshot`/`restore` round-trip the whole store as plain data.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgpack
+
+from gossip_agent.core import crdt as crdt_mod
+from gossip_agent.core import hlc as hlc_mod
+from gossip_agent.core.config import StateConfig
+from gossip_agent.core.crdt import Crdt
+from gossip_agent.core.hlc import Hlc
+from gossip_agent.core.merkle import DEFAULT_BITS, DEFAULT_DEPTH, MerkleTree
+from gossip_agent.core.vector_clock import EMPTY, Dot, VersionVector, join_dots
+
+C = TypeVar("C", bound=Crdt)
+
+LWW = "lww"
+SIBLINGS = "siblings"
+MAX_LOCAL_SIBLINGS = 64
+"""A blind write that would leave more live siblings is refused: the client must read and resolve first."""
+
+_VALUE_TAG = 0
+_CRDT_TAG = 1
+
+
+class StateError(ValueError):
+    """A request the store refuses; the message says why."""
+
+
+class InvalidKey(StateError):
+    """Empty, not UTF-8 encodable, or longer than `max_key_bytes`."""
+
+
+class ValueTooLarge(StateError):
+    """Longer than `max_value_bytes` (for a CRDT: its encoded state)."""
+
+
+class KindMismatch(StateError):
+    """A CRDT operation on a plain key, or a plain write on a CRDT key (or a CRDT of another type)."""
+
+
+class TooManySiblings(StateError):
+    """A write without context would leave more than MAX_LOCAL_SIBLINGS concurrent values."""
+
+
+class InvalidEntry(StateError):
+    """A remote entry breaks an invariant or a limit; it is dropped, not merged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One write of a key: a value, or a tombstone (`value is None`)."""
+
+    dot: Dot
+    timestamp: Hlc  # timestamp.node == dot[0]: the writer
+    value: bytes | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.value is None
+
+    def rank(self) -> tuple[Hlc, bool, bytes]:
+        """LWW order: HLC (node tie-break) first; the value only separates forged duplicates."""
+        return self.timestamp, self.value is not None, self.value or b""
+
+
+@dataclass(frozen=True, slots=True)
+class ValueEntry:
+    """A plain key's state: versions (sorted by dot) and the context of every write seen to this key."""
+
+    key: str
+    versions: tuple[Version, ...]
+    context: VersionVector
+
+    @property
+    def live(self) -> tuple[Version, ...]:
+        return tuple(v for v in self.versions if v.value is not None)
+
+    @property
+    def is_tombstone(self) -> bool:
+        return all(v.value is None for v in self.versions)
+
+    @property
+    def timestamp(self) -> Hlc:
+        return max((v.timestamp for v in self.versions), default=hlc_mod.ZERO)
+
+
+@dataclass(frozen=True, slots=True)
+class CrdtEntry:
+    """A CRDT key's state: merged with the CRDT's own join; `timestamp` is its latest update's HLC."""
+
+    key: str
+    value: Crdt
+    timestamp: Hlc
+
+    @property
+    def is_tombstone(self) -> bool:
+        return False
+
+
+Entry = ValueEntry | CrdtEntry
+
+
+@dataclass(frozen=True, slots=True)
+class CausalContext:
+    """What a client read. Sent back with a write, it makes the write overwrite exactly those versions."""
+
+    vv: VersionVector = EMPTY
+    timestamp: Hlc = hlc_mod.ZERO  # the highest HLC read: the write is stamped after it
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    key: str
+    versions: tuple[Version, ...]  # live ones; more than one only under `siblings`
+    context: CausalContext
+
+    @property
+    def values(self) -> tuple[bytes, ...]:
+        return tuple(v.value for v in self.versions if v.value is not None)
+
+    @property
+    def deleted(self) -> bool:
+        return not self.versions
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One mutation, for the log and for broadcasting. `entry is None`: the key was collected."""
+
+    key: str
+    entry: Entry | None
+    origin: str  # "local" | "remote" | "gc" | "prune"
+
+
+@dataclass(frozen=True, slots=True)
+class ScanPage:
+    entries: tuple[Entry, ...]
+    next_after: str | None  # pass as `after` for the next page; None: no more
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    keys: int           # live keys (CRDT keys included)
+    tombstones: int
+    graveyard: int
+    conflicts_detected: int
+    conflicts_resolved: int
+    hlc: Hlc
+    root: str
+
+
+@dataclass(slots=True)
+class _Grave:
+    context: VersionVector
+    timestamp: Hlc
+
+
+@dataclass(slots=True)
+class _Counters:
+    detected: int = 0
+    resolved: int = 0
+
+
+@dataclass(slots=True)
+class _Tracking:
+    acked: dict[str, int] = field(default_factory=dict)  # tombstone key -> acknowledged at (ms)
+
+
+class KvStore:
+    """One replica. Not thread-safe: one driver owns it. Times are integer milliseconds from the caller."""
+
+    def __init__(self, node: str, config: StateConfig | None = None, *, merkle_depth: int = DEFAULT_DEPTH,
+                 merkle_bits: int = DEFAULT_BITS, record_changes: bool = True) -> None:
+        self.node = node
+        self.config = config or StateConfig()
+        self.clock: Hlc = Hlc(0, 0, node)
+        self.merkle = MerkleTree(merkle_depth, merkle_bits)
+        self.record_changes = record_changes
+        self._entries: dict[str, Entry] = {}
+        self._sorted: list[str] = []
+        self._tombstones: set[str] = set()
+        self._graveyard: dict[str, _Grave] = {}
+        self._retired: frozenset[str] = frozenset()
+        self._tracking = _Tracking()
+        self._counters = _Counters()
+        self._changes: list[Change] = []
+        self._policies = sorted(self.config.conflict_policies.items(), key=lambda kv: -len(kv[0]))
+
+    # -- policy and limits -------------------------------------------------------------------------
+    def policy_for(self, key: str) -> str:
+        """The conflict policy of a key: the longest matching prefix override, else the default."""
+        for prefix, policy in self._policies:
+            if key.startswith(prefix):
+                return policy
+        return self.config.conflict_policy
+
+    def check_key(self, key: str) -> None:
+        try:
+            size = len(key.encode())
+        except UnicodeEncodeError as err:
+            raise InvalidKey(f"key is not valid UTF-8: {err}") from None
+        if not 0 < size <= self.config.max_key_bytes:
+            raise InvalidKey(f"key must be 1..{self.config.max_key_bytes} bytes of UTF-8, got {size}")
+
+    def check_value(self, value: bytes) -> None:
+        if len(value) > self.config.max_value_bytes:
+            raise ValueTooLarge(f"value is {len(value)} bytes; the limit is {self.config.max_value_bytes}")
+
+    # -- local writes ------------------------------------------------------------------------------
+    def local_put(self, key: str, value: bytes, now_ms: int,
+                  context: CausalContext | None = None) -> ValueEntry:
+        """Write `value`; returns the key's new state (broadcast it as a state rumor)."""
+        self.check_key(key)
+        self.check_value(value)
+        return self._local_write(key, value, now_ms, context)
+
+    def local_delete(self, key: str, now_ms: int, context: CausalContext | None = None) -> ValueEntry | None:
+        """Delete (a tombstone); None if there was nothing live to delete. Without a context it deletes
+        every version this replica holds."""
+        self.check_key(key)
+        current = self._entries.get(key)
+        if current is None or current.is_tombstone:
+            return None
+        if isinstance(current, CrdtEntry):
+            raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; CRDT keys cannot be deleted")
+        if context is None:
+            context = CausalContext(current.context, current.timestamp)
+        return self._local_write(key, None, now_ms, context)
+
+    def _local_write(self, key: str, value: bytes | None, now_ms: int,
+                     context: CausalContext | None) -> ValueEntry:
+        current = self._entries.get(key)
+        if isinstance(current, CrdtEntry):
+            raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; use the CRDT operations")
+        policy = self.policy_for(key)
+        base = current.context if current is not None else EMPTY
+        grave = self._graveyard.get(key)
+        if grave is not None:
+            base = base.merge(grave.context)
+        seen = context.vv if context is not None else EMPTY
+        if policy == LWW:
+            kept: list[Version] = []
+        else:
+            # Tombstones hold no value, so any local write may overwrite them; live versions only if read.
+            kept = [v for v in (current.versions if current else ()) if v.value is not None
+                    and not seen.covers(v.dot)]
+            if len(kept) + 1 > MAX_LOCAL_SIBLINGS:
+                raise TooManySiblings(f"{key!r} has {len(kept)} concurrent values; read it and write back "
+                                      "with its context to resolve them")
+        stamp_after = context.timestamp if context is not None else hlc_mod.ZERO
+        self.clock = hlc_mod.update(self.clock, stamp_after, now_ms)
+        new_context, dot = base.merge(seen).increment(self.node)
+        version = Version(dot, self.clock, value)
+        live_before = len(current.live) if current is not None else 0
+        if kept:  # a write concurrent with live values it has not read: a new sibling
+            self._counters.detected += 1
+        entry = ValueEntry(key, tuple(sorted([*kept, version], key=lambda v: v.dot)), new_context)
+        if live_before > 1 and len(entry.live) <= 1:
+            self._counters.resolved += 1
+        self._graveyard.pop(key, None)
+        self._put(key, entry, "local")
+        return entry
+
+    def update_crdt(self, key: str, kind: type[C], mutate: Callable[[C, str, Hlc], C], now_ms: int) -> C:
+        """Apply `mutate(current, node, timestamp)` to the CRDT under `key` (created empty if absent).
+
+        e.g. `store.update_crdt("counters/hits", PNCounter, lambda c, n, _: c.increment(n, 3), now_ms)`.
+        """
+        self.check_key(key)
+        current = self._entries.get(key)
+        if isinstance(current, ValueEntry) and not current.is_tombstone:
+            raise KindMismatch(f"{key!r} holds plain values, not a {kind.TYPE}")
+        if isinstance(current, CrdtEntry) and not isinstance(current.value, kind):
+            raise KindMismatch(f"{key!r} holds a {current.value.TYPE}, not a {kind.TYPE}")
+        self.clock = hlc_mod.tick(self.clock, now_ms)
+        start: C = current.value if isinstance(current, CrdtEntry) else kind()  # type: ignore[assignment]
+        value = mutate(start, self.node, self.clock)
+        entry = CrdtEntry(key, value, self.clock)
+        size = len(_pack(crdt_mod.to_plain(value)))
+        if size > self.config.max_value_bytes:
+            raise ValueTooLarge(f"{key!r}: the {kind.TYPE} would encode to {size} bytes; the limit is "
+                                f"{self.config.max_value_bytes}")
+        self._graveyard.pop(key, None)
+        self._put(key, entry, "local")
+        return value
+
+    # -- remote writes -----------------------------------------------------------------------------
+    def apply_remote(self, entry: Entry) -> bool:
+        """Merge a key state from a peer (a rumor or an anti-entropy repair). True if ours changed.
+
+        Raises InvalidEntry if the entry breaks a limit or an invariant.
+        """
+        self.validate(entry)
+        entry = self._normalize(entry)
+        self.clock = hlc_mod.observe(self.clock, entry.timestamp)
+        key = entry.key
+        current = self._entries.get(key)
+        if current is None:
+            grave = self._graveyard.get(key)
+            if grave is not None:
+                if isinstance(entry, CrdtEntry):
+                    if entry.timestamp <= grave.timestamp:
+                        return False
+                else:
+                    fresh = tuple(v for v in entry.versions if not grave.context.covers(v.dot))
+                    if not fresh:
+                        return False
+                    entry = ValueEntry(key, fresh, entry.context.merge(grave.context))
+                del self._graveyard[key]
+            merged: Entry = entry
+        else:
+            merged = self._merge(current, entry)
+            if merged == current:
+                return False
+        self._put(key, merged, "remote")
+        return True
+
+    def was_collected(self, key: str) -> bool:
+        """True if `key` is absent here because its tombstone was collected (it is in the graveyard)."""
+        return key not in self._entries and key in self._graveyard
+
+    def forget_collected(self, key: str, now_ms: int) -> bool:
+        """A peer collected this key's tombstone (every member had it): collect ours too."""
+        current = self._entries.get(key)
+        if current is None or not current.is_tombstone:
+            return False
+        self._collect(key, to_graveyard=now_ms - current.timestamp.wall_ms < self._ttl_ms)
+        return True
+
+    def validate(self, entry: Entry) -> None:
+        """Limits and invariants every stored entry satisfies; raises InvalidEntry."""
+        try:
+            self.check_key(entry.key)
+        except InvalidKey as err:
+            raise InvalidEntry(str(err)) from None
+        if isinstance(entry, CrdtEntry):
+            if len(_pack(crdt_mod.to_plain(entry.value))) > self.config.max_value_bytes:
+                raise InvalidEntry(f"{entry.key!r}: CRDT state above max_value_bytes")
+            return
+        if not entry.versions:
+            raise InvalidEntry(f"{entry.key!r}: no versions")
+        dots = set()
+        for v in entry.versions:
+            if v.value is not None and len(v.value) > self.config.max_value_bytes:
+                raise InvalidEntry(f"{entry.key!r}: value above max_value_bytes")
+            if v.timestamp.node != v.dot[0] or v.dot in dots or not entry.context.covers(v.dot):
+                raise InvalidEntry(f"{entry.key!r}: version {v.dot} is duplicated, mis-stamped or outside "
+                                   "the context")
+            dots.add(v.dot)
+
+    def _merge(self, a: Entry, b: Entry) -> Entry:
+        if isinstance(a, ValueEntry) and isinstance(b, ValueEntry):
+            return self._merge_values(a, b)
+        if isinstance(a, CrdtEntry) and isinstance(b, CrdtEntry) and type(a.value) is type(b.value):
+            return CrdtEntry(a.key, crdt_mod.merge(a.value, b.value), max(a.timestamp, b.timestamp))
+        # Different kinds under one key (misuse): the later one wins, deterministically.
+        return max(a, b, key=lambda e: (e.timestamp, entry_digest(e)))
+
+    def _merge_values(self, a: ValueEntry, b: ValueEntry) -> ValueEntry:
+        context = a.context.merge(b.context)
+        if self.policy_for(a.key) == LWW:
+            wa = max(a.versions, key=Version.rank)
+            wb = max(b.versions, key=Version.rank)
+            winner = max(wa, wb, key=Version.rank)
+            if wa.dot != wb.dot and not b.context.covers(wa.dot) and not a.context.covers(wb.dot):
+                self._counters.detected += 1
+                self._counters.resolved += 1
+            return ValueEntry(a.key, (winner,), context)
+        joined = join_dots({v.dot: v for v in a.versions}, a.context, {v.dot: v for v in b.versions},
+                           b.context, lambda x, y: max(x, y, key=Version.rank))
+        merged = ValueEntry(a.key, tuple(joined[d] for d in sorted(joined)), context)
+        if len(merged.live) > max(len(a.live), len(b.live)):
+            self._counters.detected += 1
+        return merged
+
+    # -- reads -------------------------------------------------------------------------------------
+    def entry(self, key: str) -> Entry | None:
+        """The raw state of a key (None if absent or collected)."""
+        return self._entries.get(key)
+
+    def get(self, key: str) -> ReadResult | None:
+        """Live values (siblings under `siblings`) and the context to write back with; None if the key
+        is unknown or a CRDT. A deleted key gives `deleted=True` and a context (to re-create it causally)."""
+        entry = self._entries.get(key)
+        if entry is None or isinstance(entry, CrdtEntry):
+            return None
+        return read_result(entry)
+
+    def get_crdt(self, key: str) -> Crdt | None:
+        entry = self._entries.get(key)
+        return entry.value if isinstance(entry, CrdtEntry) else None
+
+    def scan(self, prefix: str = "", after: str | None = None, limit: int = 100, *,
+             include_deleted: bool = False) -> ScanPage:
+        """Up to `limit` entries with keys starting with `prefix`, in key order, after key `after`."""
+        keys = self._sorted
+        start = bisect.bisect_right(keys, after) if after is not None and after >= prefix \
+            else bisect.bisect_left(keys, prefix)
+        out: list[Entry] = []
+        for i in range(start, len(keys)):
+            key = keys[i]
+            if not key.startswith(prefix):
+                break
+            entry = self._entries[key]
+            if not include_deleted and entry.is_tombstone:
+                continue
+            if len(out) == limit:
+                return ScanPage(tuple(out), out[-1].key if out else after)
+            out.append(entry)
+        return ScanPage(tuple(out), None)
+
+    def __len__(self) -> int:
+        """Live keys."""
+        return len(self._entries) - len(self._tombstones)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def all_keys(self) -> list[str]:
+        """Every key held, tombstones included, in order."""
+        return list(self._sorted)
+
+    @property
+    def retired(self) -> frozenset[str]:
+        return self._retired
+
+    def root_hex(self) -> str:
+        return self.merkle.root_hex()
+
+    def stats(self) -> StoreStats:
+        return StoreStats(len(self), len(self._tombstones), len(self._graveyard), self._counters.detected,
+                          self._counters.resolved, self.clock, self.root_hex())
+
+    # -- garbage collection ------------------------------------------------------------------------
+    @property
+    def _ttl_ms(self) -> int:
+        return int(self.config.tombstone_ttl * 1000)
+
+    def acknowledge_tombstones(self, now_ms: int) -> int:
+        """Every current member holds what we hold (their published roots equal ours): mark our
+        tombstones collectible. Returns how many were newly marked."""
+        acked = self._tracking.acked
+        fresh = [key for key in self._tombstones if key not in acked]
+        for key in fresh:
+            acked[key] = now_ms
+        return len(fresh)
+
+    def collect_garbage(self, now_ms: int, *, ack_grace_ms: int = 0) -> int:
+        """Collect tombstones acknowledged ≥ `ack_grace_ms` ago or older than the TTL, and expire the
+        graveyard. Returns how many tombstones left the store."""
+        ttl = self._ttl_ms
+        acked = self._tracking.acked
+        collected = 0
+        for key in sorted(self._tombstones):
+            age = now_ms - self._entries[key].timestamp.wall_ms
+            at = acked.get(key)
+            if age >= ttl or (at is not None and now_ms - at >= ack_grace_ms):
+                self._collect(key, to_graveyard=age < ttl)
+                collected += 1
+        for key in [k for k, g in self._graveyard.items() if now_ms - g.timestamp.wall_ms >= ttl]:
+            del self._graveyard[key]
+        return collected
+
+    def _collect(self, key: str, *, to_graveyard: bool) -> None:
+        entry = self._entries.pop(key)
+        if to_graveyard and isinstance(entry, ValueEntry):
+            self._graveyard[key] = _Grave(entry.context, entry.timestamp)
+        self._tombstones.discard(key)
+        self._tracking.acked.pop(key, None)
+        del self._sorted[bisect.bisect_left(self._sorted, key)]
+        self.merkle.update(key, None)
+        if self.record_changes:
+            self._changes.append(Change(key, None, "gc"))
+
+    def retire_nodes(self, nodes: Iterable[str]) -> int:
+        """Prune version-vector entries of members reaped longer ago than the tombstone TTL (the runtime
+        decides that; see `vector_clock` for the safety rule). Entries arriving later are pruned on
+        ingest. Returns how many keys changed."""
+        self._retired = self._retired | frozenset(nodes)
+        changed = 0
+        for key in list(self._sorted):
+            entry = self._entries[key]
+            pruned = self._normalize(entry)
+            if pruned is not entry:
+                self._put(key, pruned, "prune")
+                changed += 1
+        for grave in self._graveyard.values():
+            grave.context = grave.context.prune(self._retired)
+        return changed
+
+    def unretire_nodes(self, nodes: Collection[str]) -> None:
+        """A retired member is back (same name): stop pruning its entries."""
+        self._retired = self._retired - frozenset(nodes)
+
+    def _normalize(self, entry: Entry) -> Entry:
+        if not self._retired or isinstance(entry, CrdtEntry):
+            return entry
+        pruned = entry.context.prune(self._retired, (v.dot for v in entry.versions))
+        return entry if pruned is entry.context else ValueEntry(entry.key, entry.versions, pruned)
+
+    # -- persistence -------------------------------------------------------------------------------
+    def drain_changes(self) -> list[Change]:
+        """Changes since the last call, oldest first (append them to the log)."""
+        changes, self._changes = self._changes, []
+        return changes
+
+    def replay(self, change: Change) -> None:
+        """Re-apply a logged change (after `restore` of the snapshot that preceded it); not re-recorded."""
+        recording, self.record_changes = self.record_changes, False
+        try:
+            if change.entry is None:
+                if change.key in self._entries:
+                    current = self._entries[change.key]
+                    self._collect(change.key, to_graveyard=isinstance(current, ValueEntry))
+                return
+            self.clock = hlc_mod.observe(self.clock, change.entry.timestamp)
+            self._graveyard.pop(change.key, None)
+            self._put(change.key, change.entry, change.origin)
+        finally:
+            self.record_changes = recording
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole store as plain (msgpack-ready) data; `restore` reads it back."""
+        return {
+            "v": 1,
+            "node": self.node,
+            "clock": hlc_mod.to_plain(self.clock),
+            "entries": [entry_to_plain(self._entries[k]) for k in self._sorted],
+            "graveyard": [[k, g.context.to_plain(), hlc_mod.to_plain(g.timestamp)]
+                          for k, g in sorted(self._graveyard.items())],
+            "retired": sorted(self._retired),
+            "conflicts": [self._counters.detected, self._counters.resolved],
+        }
+
+    @classmethod
+    def restore(cls, data: Any, config: StateConfig | None = None, *, merkle_depth: int = DEFAULT_DEPTH,
+                merkle_bits: int = DEFAULT_BITS) -> KvStore:
+        """Inverse of `snapshot`; raises ValueError on malformed data."""
+        if not isinstance(data, dict) or data.get("v") != 1 or not isinstance(data.get("node"), str):
+            raise ValueError("snapshot: not a version 1 store snapshot")
+        store = cls(data["node"], config, merkle_depth=merkle_depth, merkle_bits=merkle_bits, record_changes=False)
+        store.clock = hlc_mod.from_plain(data["clock"]).with_node(store.node)
+        store._retired = frozenset(_str_list(data.get("retired", [])))
+        for item in _list(data.get("entries")):
+            entry = entry_from_plain(item)
+            store._put(entry.key, entry, "restore")
+        for item in _list(data.get("graveyard")):
+            if not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str):
+                raise ValueError("snapshot: bad graveyard record")
+            store._graveyard[item[0]] = _Grave(VersionVector.from_plain(item[1]), hlc_mod.from_plain(item[2]))
+        conflicts = data.get("conflicts", [0, 0])
+        if isinstance(conflicts, list) and len(conflicts) == 2 and all(isinstance(n, int) for n in conflicts):
+            store._counters = _Counters(conflicts[0], conflicts[1])
+        store.record_changes = True
+        return store
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _put(self, key: str, entry: Entry, origin: str) -> None:
+        if key not in self._entries:
+            bisect.insort(self._sorted, key)
+        self._entries[key] = entry
+        if entry.is_tombstone:
+            self._tombstones.add(key)
+        else:
+            self._tombstones.discard(key)
+        self._tracking.acked.pop(key, None)
+        self.merkle.update(key, entry_digest(entry))
+        if self.record_changes:
+            self._changes.append(Change(key, entry, origin))
+
+
+def read_result(entry: ValueEntry) -> ReadResult:
+    """What a reader sees of a plain entry: live versions and the context to write back with."""
+    return ReadResult(entry.key, entry.live, CausalContext(entry.context, entry.timestamp))
+
+
+# -- plain data (msgpack-ready); state_codec adds framing and limits -----------------------------------
+def entry_to_plain(entry: Entry) -> list[Any]:
+    """Canonical: equal states give equal plain data (and so equal digests)."""
+    if isinstance(entry, CrdtEntry):
+        return [_CRDT_TAG, entry.key, hlc_mod.to_plain(entry.timestamp), crdt_mod.to_plain(entry.value)]
+    versions = [[v.dot[0], v.dot[1], v.timestamp.wall_ms, v.timestamp.logical, v.value] for v in entry.versions]
+    return [_VALUE_TAG, entry.key, entry.context.to_plain(), versions]
+
+
+def entry_from_plain(data: object) -> Entry:
+    """Inverse of `entry_to_plain`; raises ValueError on malformed data (limits are the store's job)."""
+    if not isinstance(data, list | tuple) or len(data) != 4 or not isinstance(data[1], str):
+        raise ValueError("entry: expected [tag, key, ...]")
+    tag, key = data[0], data[1]
+    if tag == _CRDT_TAG:
+        return CrdtEntry(key, crdt_mod.from_plain(data[3]), hlc_mod.from_plain(data[2]))
+    if tag != _VALUE_TAG or not isinstance(data[3], list | tuple):
+        raise ValueError(f"entry: unknown tag {tag!r:.20}")
+    context = VersionVector.from_plain(data[2])
+    versions = []
+    for item in data[3]:
+        if not isinstance(item, list | tuple) or len(item) != 5:
+            raise ValueError("entry: expected [node, counter, wall_ms, logical, value]")
+        node, n, wall, logical, value = item
+        if value is not None and not isinstance(value, bytes):
+            raise ValueError("entry: value must be bytes or nil")
+        ts = hlc_mod.from_plain([wall, logical, node])
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 < n < 1 << 63:
+            raise ValueError("entry: bad dot counter")
+        versions.append(Version((node, n), ts, value))
+    versions.sort(key=lambda v: v.dot)
+    return ValueEntry(key, tuple(versions), context)
+
+
+def entry_digest(entry: Entry) -> bytes:
+    """sha256 of the canonical encoding: the version digest the Merkle tree holds."""
+    return hashlib.sha256(_pack(entry_to_plain(entry))).digest()
+
+
+def _pack(data: Any) -> bytes:
+    return msgpack.packb(data, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _list(data: object) -> list[Any]:
+    if not isinstance(data, list):
+        raise ValueError("snapshot: expected a list")
+    return data
+
+
+def _str_list(data: object) -> list[str]:
+    if not isinstance(data, list) or not all(isinstance(s, str) for s in data):
+        raise ValueError("snapshot: expected a list of strings")
+    return data

@@ -1,0 +1,203 @@
+"""A Merkle tree over the key-hash space, maintained incrementally, for anti-entropy.
+
+Shape: fan-out 2**bits (default 4) and `depth` levels; a key lives in the leaf named by the first
+`bits * depth` bits of sha256(key), so the shape depends only on the key set's hash distribution, never on
+insertion order, and two replicas with the same contents have the same root. All replicas of a cluster
+must use the same shape. The default, fan-out 4 and depth 8 (65,536 leaves), is chosen for anti-entropy:
+finding one differing key costs `fanout` hashes per level, i.e. fanout/bits hashes per bit of key space,
+which is 2 for fan-out 4 (as for a binary tree) against 4 for fan-out 16, at half the round trips of a
+binary tree. Fan-out 16 (bits=4) is supported for comparison.
+
+Incremental: a leaf's hash is derived from the sum (mod 2^256) of sha256(key hash ‖ version digest) over
+its items, a set hash that adding or removing one item updates in O(1). An inner node hashes its
+children. A write updates one leaf sum and marks its `depth` ancestors dirty; `root()` and the other
+readers re-hash only dirty nodes, so a write costs O(depth) and nothing ever rebuilds the tree.
+
+Empty subtrees hash to 32 zero bytes at every level, so an empty store's root is the same for any depth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+
+HASH_BYTES = 32
+EMPTY_HASH = bytes(HASH_BYTES)
+MAX_FANOUT = 16
+MAX_DEPTH = 16
+DEFAULT_DEPTH = 8
+DEFAULT_BITS = 2
+_MOD = 1 << (8 * HASH_BYTES)
+
+
+def key_hash(key: str) -> bytes:
+    """sha256 of the UTF-8 key: its position in the tree (and its short identity on the wire)."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+class MerkleTree:
+    """Per-key version digests, bucketed by key hash, with lazily refreshed node hashes."""
+
+    def __init__(self, depth: int = DEFAULT_DEPTH, bits: int = DEFAULT_BITS) -> None:
+        if bits not in (1, 2, 4) or not 1 <= depth <= MAX_DEPTH or bits * depth > 32:
+            raise ValueError(f"merkle shape: bits per level 1, 2 or 4 and depth ≥ 1 with bits x depth ≤ 32, "
+                             f"got bits={bits} depth={depth}")
+        self.depth = depth
+        self.bits = bits
+        self.fanout = 1 << bits
+        # leaf index -> {key: (key hash, version digest)}
+        self._leaves: dict[int, dict[str, tuple[bytes, bytes]]] = {}
+        self._sums: dict[int, int] = {}
+        # Per level (0 = root .. depth = leaves): node index -> hash / key count; absent = empty.
+        self._hashes: list[dict[int, bytes]] = [{} for _ in range(depth + 1)]
+        self._counts: list[dict[int, int]] = [{} for _ in range(depth + 1)]
+        self._dirty: list[set[int]] = [set() for _ in range(depth + 1)]
+
+    # -- writes ------------------------------------------------------------------------------------
+    def update(self, key: str, digest: bytes | None) -> None:
+        """Set the version digest of `key` (None removes it). O(depth)."""
+        khash = key_hash(key)
+        leaf = self.leaf_of(khash)
+        items = self._leaves.get(leaf)
+        old = items.get(key) if items is not None else None
+        if old is not None and old[1] == digest:
+            return
+        delta = 0
+        count_delta = 0
+        if old is not None:
+            delta -= _item_value(khash, old[1])
+            count_delta -= 1
+        if digest is not None:
+            delta += _item_value(khash, digest)
+            count_delta += 1
+            if items is None:
+                items = self._leaves[leaf] = {}
+            items[key] = (khash, digest)
+        elif items is not None:
+            del items[key]
+            if not items:
+                del self._leaves[leaf]
+        self._sums[leaf] = (self._sums.get(leaf, 0) + delta) % _MOD
+        for level in range(self.depth, -1, -1):
+            index = leaf >> (self.bits * (self.depth - level))
+            if count_delta:
+                counts = self._counts[level]
+                n = counts.get(index, 0) + count_delta
+                if n:
+                    counts[index] = n
+                else:
+                    del counts[index]
+            self._dirty[level].add(index)
+        if not self._counts[self.depth].get(leaf):
+            self._sums.pop(leaf, None)
+
+    # -- reads -------------------------------------------------------------------------------------
+    def leaf_of(self, khash: bytes) -> int:
+        """The leaf index of a key hash (its first bits x depth bits); needs ≥ 4 bytes of hash."""
+        return int.from_bytes(khash[:4], "big") >> (32 - self.bits * self.depth)
+
+    def root(self) -> bytes:
+        self._refresh()
+        return self._hashes[0].get(0, EMPTY_HASH)
+
+    def root_hex(self) -> str:
+        return self.root().hex()
+
+    def node_hash(self, level: int, index: int) -> bytes:
+        self._refresh()
+        return self._hashes[level].get(index, EMPTY_HASH)
+
+    def children(self, level: int, index: int) -> list[bytes]:
+        """The `fanout` child hashes of an inner node, in order."""
+        if not 0 <= level < self.depth:
+            raise ValueError(f"level {level} has no children (depth {self.depth})")
+        self._refresh()
+        hashes = self._hashes[level + 1]
+        base = index << self.bits
+        return [hashes.get(base + i, EMPTY_HASH) for i in range(self.fanout)]
+
+    def count(self, level: int = 0, index: int = 0) -> int:
+        """Keys under a node (the whole tree by default)."""
+        return self._counts[level].get(index, 0)
+
+    def items_under(self, level: int, index: int) -> Iterator[tuple[str, bytes, bytes]]:
+        """(key, key hash, digest) of every key under a node, in key-hash order within each leaf."""
+        if self._counts[level].get(index, 0) == 0:
+            return
+        shift = self.bits * (self.depth - level)
+        first = index << shift
+        leaves: Iterable[int] = range(first, first + (1 << shift))
+        if (1 << shift) > len(self._leaves):  # a sparse tree: walk the occupied leaves, not all 16^k slots
+            leaves = sorted(i for i in self._leaves if first <= i < first + (1 << shift))
+        for leaf in leaves:
+            items = self._leaves.get(leaf)
+            if items:
+                for key, (khash, digest) in sorted(items.items(), key=lambda kv: kv[1][0]):
+                    yield key, khash, digest
+
+    def keys_with_hash_prefix(self, prefix: bytes) -> list[str]:
+        """Keys whose hash starts with `prefix` (≥ 4 bytes): resolves short key ids sent by a peer."""
+        items = self._leaves.get(self.leaf_of(prefix), {})
+        return [key for key, (khash, _) in items.items() if khash.startswith(prefix)]
+
+    def digest_of(self, key: str) -> bytes | None:
+        items = self._leaves.get(self.leaf_of(key_hash(key)))
+        found = items.get(key) if items else None
+        return found[1] if found else None
+
+    def __len__(self) -> int:
+        return self.count()
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        depth = self.depth
+        leaf_dirty = self._dirty[depth]
+        if not leaf_dirty:
+            return
+        leaf_hashes = self._hashes[depth]
+        leaf_counts = self._counts[depth]
+        for leaf in leaf_dirty:
+            n = leaf_counts.get(leaf, 0)
+            if n:
+                leaf_hashes[leaf] = hashlib.sha256(
+                    b"L" + n.to_bytes(8, "big") + self._sums[leaf].to_bytes(HASH_BYTES, "big")).digest()
+            else:
+                leaf_hashes.pop(leaf, None)
+        leaf_dirty.clear()
+        for level in range(depth - 1, -1, -1):
+            dirty = self._dirty[level]
+            hashes = self._hashes[level]
+            below = self._hashes[level + 1]
+            for index in dirty:
+                if self._counts[level].get(index, 0):
+                    base = index << self.bits
+                    hashes[index] = hashlib.sha256(
+                        b"N" + b"".join(below.get(base + i, EMPTY_HASH) for i in range(self.fanout))).digest()
+                else:
+                    hashes.pop(index, None)
+            dirty.clear()
+
+
+def _item_value(khash: bytes, digest: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(khash + digest).digest(), "big")
+
+
+def diff(a: MerkleTree, b: MerkleTree) -> set[str]:
+    """Keys whose digests differ between two in-process trees of the same shape (present on one side only,
+    or with different versions), found by descending only into differing subtrees. For tests and the
+    simulator; replicas on different hosts use `anti_entropy`."""
+    if (a.bits, a.depth) != (b.bits, b.depth):
+        raise ValueError("trees of different shapes")
+    out: set[str] = set()
+    frontier = [(0, 0)] if a.root() != b.root() else []
+    while frontier:
+        level, index = frontier.pop()
+        if level == a.depth:
+            mine = {key: digest for key, _, digest in a.items_under(level, index)}
+            theirs = {key: digest for key, _, digest in b.items_under(level, index)}
+            out.update(key for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key))
+            continue
+        for i, (x, y) in enumerate(zip(a.children(level, index), b.children(level, index), strict=True)):
+            if x != y:
+                frontier.append((level + 1, (index << a.bits) + i))
+    return out

@@ -1,0 +1,249 @@
+"""Wire and log encoding of the replicated state: msgpack, with every size checked before allocation.
+
+Why a separate module: decoding is where untrusted bytes meet the store. Every decoder here (1) refuses
+input longer than the message cap before parsing, (2) parses with msgpack limits on string, binary, array
+and map lengths, so a forged length prefix ("a 4 GiB string follows") fails instead of allocating, and
+(3) validates the shape of the result. Whatever the input, the only exception is `StateCodecError`.
+
+Formats (msgpack arrays, first element a format tag so they can evolve):
+- state rumor payload (`StateRumor.payload`): [1, entry]
+- log record (`Change`): [2, key, origin, entry or nil]
+- anti-entropy request: [3, [bits, depth], root or nil, descend, listing, push, want, want_nodes]
+- anti-entropy response: [4, [bits, depth], root or nil, children, listings, entries, collected, truncated]
+- causal context token (client write-back): [5, version vector, hlc]
+Node lists are flat [level, index, level, index, ...]; entries use `kvstore.entry_to_plain`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from gossip_agent.core import hlc as hlc_mod
+from gossip_agent.core.anti_entropy import (
+    KEY_ID_BYTES,
+    RECORD_BYTES,
+    AeMessage,
+    AeRequest,
+    AeResponse,
+    Children,
+    Listing,
+    NodeId,
+)
+from gossip_agent.core.config import StateConfig
+from gossip_agent.core.kvstore import CausalContext, Change, CrdtEntry, Entry, entry_from_plain, entry_to_plain
+from gossip_agent.core.merkle import HASH_BYTES, MAX_DEPTH, MAX_FANOUT
+from gossip_agent.core.vector_clock import VersionVector
+
+RUMOR = 1
+CHANGE = 2
+AE_REQUEST = 3
+AE_RESPONSE = 4
+CONTEXT = 5
+_ORIGINS = frozenset({"local", "remote", "gc", "prune", "restore"})
+
+
+class StateCodecError(ValueError):
+    """Malformed, oversized or unknown input; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class CodecLimits:
+    """Caps applied while decoding. Build with `CodecLimits.from_config(state_config)`."""
+
+    max_key_bytes: int = 256
+    max_value_bytes: int = 64 * 1024
+    max_message_bytes: int = 16 << 20   # whole message, checked before parsing
+    max_str_bytes: int = 4096           # any string (keys, node names, set elements)
+    max_bin_bytes: int = 1 << 20        # any binary (values, hash blocks, listings)
+    max_items: int = 1 << 20            # any array or map length
+
+    @classmethod
+    def from_config(cls, state: StateConfig, *, max_message_bytes: int = 16 << 20) -> CodecLimits:
+        return cls(max_key_bytes=state.max_key_bytes, max_value_bytes=state.max_value_bytes,
+                   max_message_bytes=max_message_bytes, max_str_bytes=max(4096, state.max_key_bytes),
+                   max_bin_bytes=max(1 << 20, state.max_value_bytes))
+
+
+DEFAULT_LIMITS = CodecLimits()
+
+
+# -- framing -------------------------------------------------------------------------------------------
+def _pack(data: Any) -> bytes:
+    return msgpack.packb(data, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _unpack(data: bytes, limits: CodecLimits) -> Any:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise StateCodecError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > limits.max_message_bytes:
+        raise StateCodecError(f"message of {len(data)} bytes exceeds the {limits.max_message_bytes} byte cap")
+    size = len(data)
+    try:
+        return msgpack.unpackb(
+            data, raw=False, use_list=True, strict_map_key=True,
+            max_str_len=min(size, limits.max_str_bytes), max_bin_len=min(size, limits.max_bin_bytes),
+            max_array_len=min(size, limits.max_items), max_map_len=min(size, limits.max_items),
+            max_ext_len=0,
+        )
+    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+        raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
+
+
+def _decode(data: bytes, tag: int, length: int, limits: CodecLimits, what: str) -> list[Any]:
+    plain = _unpack(data, limits)
+    if not isinstance(plain, list) or len(plain) != length or plain[0] != tag or isinstance(plain[0], bool):
+        raise StateCodecError(f"not a {what} (format tag {tag}, {length} fields)")
+    return plain
+
+
+def _guard(what: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except StateCodecError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise StateCodecError(f"{what}: {err}") from None
+
+
+# -- entries, rumors, log records ----------------------------------------------------------------------
+def _entry(plain: Any, limits: CodecLimits) -> Entry:
+    entry: Entry = _guard("entry", entry_from_plain, plain)
+    try:
+        key_bytes = len(entry.key.encode())
+    except UnicodeEncodeError:
+        raise StateCodecError("entry: key is not valid UTF-8") from None
+    if not 0 < key_bytes <= limits.max_key_bytes:
+        raise StateCodecError(f"entry: key of {key_bytes} bytes (limit {limits.max_key_bytes})")
+    if not isinstance(entry, CrdtEntry):
+        for version in entry.versions:
+            if version.value is not None and len(version.value) > limits.max_value_bytes:
+                raise StateCodecError(f"entry: value of {len(version.value)} bytes "
+                                      f"(limit {limits.max_value_bytes})")
+    return entry
+
+
+def encode_rumor(entry: Entry) -> bytes:
+    """A state rumor payload: the key's whole state, so any delivery order converges."""
+    return _pack([RUMOR, entry_to_plain(entry)])
+
+
+def decode_rumor(payload: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Entry:
+    return _entry(_decode(payload, RUMOR, 2, limits, "state rumor")[1], limits)
+
+
+def encode_change(change: Change) -> bytes:
+    """One append-only log record."""
+    entry = entry_to_plain(change.entry) if change.entry is not None else None
+    return _pack([CHANGE, change.key, change.origin, entry])
+
+
+def decode_change(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Change:
+    _, key, origin, entry = _decode(data, CHANGE, 4, limits, "log record")
+    if not isinstance(key, str) or not isinstance(origin, str) or origin not in _ORIGINS:
+        raise StateCodecError("log record: bad key or origin")
+    decoded = _entry(entry, limits) if entry is not None else None
+    if decoded is not None and decoded.key != key:
+        raise StateCodecError("log record: key does not match its entry")
+    return Change(key, decoded, origin)
+
+
+def encode_context(context: CausalContext) -> bytes:
+    """The opaque token a reader gets and sends back with its write (the HTTP layer base64s it)."""
+    return _pack([CONTEXT, context.vv.to_plain(), hlc_mod.to_plain(context.timestamp)])
+
+
+def decode_context(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> CausalContext:
+    _, vv, ts = _decode(data, CONTEXT, 3, limits, "causal context")
+    return CausalContext(_guard("context", VersionVector.from_plain, vv), _guard("context", hlc_mod.from_plain, ts))
+
+
+# -- anti-entropy -----------------------------------------------------------------------------------------
+def _nodes_to_plain(nodes: tuple[NodeId, ...]) -> list[int]:
+    return [n for node in nodes for n in node]
+
+
+def _nodes(plain: Any, what: str) -> tuple[NodeId, ...]:
+    if not isinstance(plain, list) or len(plain) % 2 or not all(_uint(n) for n in plain):
+        raise StateCodecError(f"{what}: expected a flat [level, index, ...] list of integers")
+    return tuple((plain[i], plain[i + 1]) for i in range(0, len(plain), 2))
+
+
+def _uint(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63
+
+
+def _shape(value: Any) -> tuple[int, int]:
+    if not (isinstance(value, list) and len(value) == 2 and all(_uint(v) for v in value)
+            and value[0] in (1, 2, 4) and 1 <= value[1] <= MAX_DEPTH):
+        raise StateCodecError(f"tree shape: expected [bits 1|2|4, depth 1..{MAX_DEPTH}]")
+    return value[0], value[1]
+
+
+def _hash(value: Any, what: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != HASH_BYTES:
+        raise StateCodecError(f"{what}: expected a {HASH_BYTES}-byte hash")
+    return value
+
+
+def _entries(plain: Any, limits: CodecLimits, what: str) -> tuple[Entry, ...]:
+    if not isinstance(plain, list):
+        raise StateCodecError(f"{what}: expected a list of entries")
+    return tuple(_entry(item, limits) for item in plain)
+
+
+def encode_ae(message: AeMessage) -> bytes:
+    if isinstance(message, AeRequest):
+        return _pack([AE_REQUEST, list(message.shape), message.root, _nodes_to_plain(message.descend),
+                      _nodes_to_plain(message.listing), [entry_to_plain(e) for e in message.push],
+                      list(message.want), _nodes_to_plain(message.want_nodes)])
+    return _pack([AE_RESPONSE, list(message.shape), message.root,
+                  [[*c.node, c.hashes, c.counts] for c in message.children],
+                  [[*item.node, item.records] for item in message.listings],
+                  [entry_to_plain(e) for e in message.entries], list(message.collected), message.truncated])
+
+
+def encoded_size(message: AeMessage) -> int:
+    """Bytes `message` takes on the wire (the anti-entropy byte accounting)."""
+    return len(encode_ae(message))
+
+
+def decode_ae_request(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeRequest:
+    _, shape, root, descend, listing, push, want, want_nodes = _decode(data, AE_REQUEST, 8, limits,
+                                                                       "anti-entropy request")
+    if root is not None:
+        root = _hash(root, "root")
+    if not isinstance(want, list) or not all(isinstance(w, bytes) and len(w) == KEY_ID_BYTES for w in want):
+        raise StateCodecError(f"want: expected {KEY_ID_BYTES}-byte key ids")
+    return AeRequest(_shape(shape), root, _nodes(descend, "descend"), _nodes(listing, "listing"),
+                     _entries(push, limits, "push"), tuple(want), _nodes(want_nodes, "want_nodes"))
+
+
+def decode_ae_response(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeResponse:
+    _, shape, root, children, listings, entries, collected, truncated = _decode(
+        data, AE_RESPONSE, 8, limits, "anti-entropy response")
+    if not isinstance(children, list) or not isinstance(listings, list):
+        raise StateCodecError("children/listings: expected lists")
+    out_children = []
+    for item in children:
+        if not (isinstance(item, list) and len(item) == 4 and isinstance(item[2], bytes)
+                and len(item[2]) == len(item[3]) * HASH_BYTES and isinstance(item[3], bytes)
+                and 2 <= len(item[3]) <= MAX_FANOUT):
+            raise StateCodecError(f"children: expected [level, index, fanout x {HASH_BYTES} bytes, fanout counts]")
+        (node,) = _nodes(item[:2], "children")
+        out_children.append(Children(node, item[2], item[3]))
+    out_listings = []
+    for item in listings:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[2], bytes)
+                and len(item[2]) % RECORD_BYTES == 0):
+            raise StateCodecError(f"listings: expected [level, index, n x {RECORD_BYTES} bytes]")
+        (node,) = _nodes(item[:2], "listings")
+        out_listings.append(Listing(node, item[2]))
+    if not isinstance(collected, list) or not all(isinstance(k, str) for k in collected):
+        raise StateCodecError("collected: expected a list of keys")
+    if not isinstance(truncated, bool):
+        raise StateCodecError("truncated: expected a boolean")
+    return AeResponse(_shape(shape), None if root is None else _hash(root, "root"), tuple(out_children),
+                      tuple(out_listings), _entries(entries, limits, "entries"), tuple(collected), truncated)

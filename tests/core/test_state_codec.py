@@ -1,0 +1,154 @@
+"""State codec: round trips, limits enforced before allocation, and garbage only ever raises
+StateCodecError."""
+
+from __future__ import annotations
+
+import contextlib
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gossip_agent.core.anti_entropy import AeRequest, AeResponse, Children, Listing, Session, respond
+from gossip_agent.core.config import StateConfig
+from gossip_agent.core.crdt import MVRegister, ORSet, PNCounter
+from gossip_agent.core.hlc import Hlc
+from gossip_agent.core.kvstore import CausalContext, Change, KvStore
+from gossip_agent.core.state_codec import (
+    CodecLimits,
+    StateCodecError,
+    decode_ae_request,
+    decode_ae_response,
+    decode_change,
+    decode_context,
+    decode_rumor,
+    encode_ae,
+    encode_change,
+    encode_context,
+    encode_rumor,
+)
+from gossip_agent.core.vector_clock import VersionVector
+
+T = 1_700_000_000_000
+DECODERS = [decode_rumor, decode_change, decode_context, decode_ae_request, decode_ae_response]
+
+
+def sample_store() -> KvStore:
+    s = KvStore("node-a", StateConfig(conflict_policies={"carts/": "siblings"}))
+    s.local_put("ns/key", b"value", T)
+    s.local_put("carts/1", b"x", T)
+    s.apply_remote(KvStore("node-b").local_put("carts/1", b"y", T))
+    s.local_put("gone", b"v", T)
+    s.local_delete("gone", T + 1)
+    s.update_crdt("c/pn", PNCounter, lambda c, n, _: c.increment(n, -4), T)
+    s.update_crdt("c/set", ORSet, lambda c, n, _: c.add(n, "e"), T)
+    s.update_crdt("c/mv", MVRegister, lambda c, n, _: c.assign(n, b"m"), T)
+    return s
+
+
+def sample_payloads() -> list[bytes]:
+    s = sample_store()
+    out = [encode_rumor(s.entry(k)) for k in s.all_keys()]  # type: ignore[arg-type]
+    out += [encode_change(c) for c in s.drain_changes()]
+    out.append(encode_context(CausalContext(VersionVector({"a": 3}), Hlc(5, 1, "a"))))
+    peer = KvStore("p")
+    session = Session(peer)
+    request: AeRequest | None = session.start()
+    while request is not None:
+        out.append(encode_ae(request))
+        response = respond(s, request, T)
+        out.append(encode_ae(response))
+        request = session.handle(response, T)
+    return out
+
+
+def test_round_trips() -> None:
+    s = sample_store()
+    for key in s.all_keys():
+        entry = s.entry(key)
+        assert entry is not None and decode_rumor(encode_rumor(entry)) == entry
+    for change in s.drain_changes():
+        assert decode_change(encode_change(change)) == change
+    assert decode_change(encode_change(Change("k", None, "gc"))) == Change("k", None, "gc")
+    ctx = CausalContext(VersionVector({"a": 3, "b": 1}), Hlc(5, 1, "a"))
+    assert decode_context(encode_context(ctx)) == ctx
+    response = AeResponse((2, 8), b"\x01" * 32, (Children((0, 0), b"\x02" * 128, bytes(4)),),
+                          (Listing((1, 2), b"\x03" * 32),), (s.entry("ns/key"),), ("k",), True)  # type: ignore[arg-type]
+    assert decode_ae_response(encode_ae(response)) == response
+    request = AeRequest((2, 8), None, ((1, 1),), ((2, 3),), (s.entry("c/pn"),), (b"\x00" * 8,), ((3, 9),))  # type: ignore[arg-type]
+    assert decode_ae_request(encode_ae(request)) == request
+
+
+def test_limits_are_enforced() -> None:
+    limits = CodecLimits.from_config(StateConfig(max_key_bytes=8, max_value_bytes=16))
+    ok = KvStore("a").local_put("short", b"x" * 16, T)
+    assert decode_rumor(encode_rumor(ok), limits) == ok
+    with pytest.raises(StateCodecError, match="key"):
+        decode_rumor(encode_rumor(KvStore("a").local_put("much-too-long", b"x", T)), limits)
+    with pytest.raises(StateCodecError, match="value"):
+        decode_rumor(encode_rumor(KvStore("a").local_put("short", b"x" * 17, T)), limits)
+    with pytest.raises(StateCodecError, match="cap"):
+        decode_rumor(b"\x00" * 100, CodecLimits(max_message_bytes=99))
+
+
+@pytest.mark.parametrize("forged", [
+    b"\xdb\xff\xff\xff\xff",            # str32 claiming 4 GiB
+    b"\xc6\xff\xff\xff\xff",            # bin32 claiming 4 GiB
+    b"\xdd\xff\xff\xff\xff",            # array32 claiming 4 billion items
+    b"\xdf\xff\xff\xff\xff",            # map32 claiming 4 billion pairs
+    b"\x92\x01\xc6\x7f\xff\xff\xff",    # [1, bin32 of 2 GiB]
+    b"\xc7\xff\x01" + b"\x00" * 10,     # ext8: extensions are refused
+    b"\x91" * 100_000,                  # nesting far deeper than any valid message
+])
+def test_forged_lengths_fail_fast(forged: bytes) -> None:
+    for decode in DECODERS:
+        with pytest.raises(StateCodecError):
+            decode(forged)
+
+
+def test_non_bytes_input_is_refused() -> None:
+    with pytest.raises(StateCodecError):
+        decode_rumor("text")  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_random_bytes_only_raise_the_codec_error(data: bytes) -> None:
+    for decode in DECODERS:
+        with contextlib.suppress(StateCodecError):
+            decode(data)
+
+
+plain = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2**64 - 1) | st.binary(max_size=40) | st.text(max_size=10)
+    | st.floats(allow_nan=False),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 6), plain, plain, plain)
+def test_structured_garbage_only_raises_the_codec_error(tag: int, a: object, b: object, c: object) -> None:
+    for shape in ([tag, a], [tag, a, b], [tag, a, b, c], [tag, a, b, c, a, b, c, a], [tag, 0, a, [b, c]],
+                  [tag, [0, "k", a, b]], [tag, [1, "k", [1, 0, "n"], [a, b]]], [tag, "k", "local", [0, "k", a, b]]):
+        data = msgpack.packb(shape, use_bin_type=True)
+        for decode in DECODERS:
+            with contextlib.suppress(StateCodecError):
+                decode(data)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_valid_messages_only_raise_the_codec_error(data: st.DataObject) -> None:
+    payloads = sample_payloads()
+    payload = bytearray(data.draw(st.sampled_from(payloads)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(payload) - 1))
+        payload[i] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        payload = payload[: data.draw(st.integers(0, len(payload)))]
+    for decode in DECODERS:
+        with contextlib.suppress(StateCodecError):
+            decode(bytes(payload))
