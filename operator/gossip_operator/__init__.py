@@ -1,0 +1,1 @@
+"""gossip-operator: a kopf operator that runs GossipClusters (gossip agents) on Kubernetes."""

@@ -1,0 +1,86 @@
+"""The agent's ConfigMap: `config.yaml` in the agent config format (docs/agent-api.md).
+
+The spec's agent sections are copied as they are (same camelCase keys); the operator adds what only it knows:
+the port, the data directory, the paths where the keyring and TLS Secrets are mounted, and the seeds.
+The pod name and pod IP come from the environment (GOSSIP_NAME, GOSSIP_ADVERTISE_ADDRESS), not from here,
+so one ConfigMap serves every pod.
+
+Seeds: the stable DNS names of the first (up to) three pods plus the headless Service's name, which
+resolves to every pod, ready or not (publishNotReadyAddresses). With one replica there are no seeds: an agent
+alone must not wait to join anybody (its readiness requires a joined peer when seeds are set).
+Seeds are left out of the config hash on the pod template: they only matter when an agent starts, so scaling
+(which changes the list) must not restart the running agents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import yaml
+
+from gossip_operator.manifests.common import (
+    CONFIG_FILE,
+    DATA_DIR,
+    KEYRING_DIR,
+    KEYRING_KEY,
+    TLS_DIR,
+    Names,
+    Owner,
+    headless_dns_name,
+    metadata,
+    pod_dns_name,
+)
+from gossip_operator.spec import ClusterSpec
+
+CONFIG_KEY = "config.yaml"
+SEED_PODS = 3
+
+
+def seeds(spec: ClusterSpec, cluster_domain: str) -> list[str]:
+    if spec.replicas <= 1:
+        return []
+    pods = [f"{pod_dns_name(spec, i, cluster_domain)}:{spec.port}" for i in range(min(spec.replicas, SEED_PODS))]
+    return [*pods, f"{headless_dns_name(spec, cluster_domain)}:{spec.port}"]
+
+
+def agent_config(spec: ClusterSpec, cluster_domain: str, *, with_seeds: bool = True) -> dict[str, Any]:
+    """The agent config mapping (what `gossip_agent.core.config.from_mapping` reads)."""
+    config: dict[str, Any] = {
+        "bindAddress": "0.0.0.0",
+        "port": spec.port,
+        "preset": spec.preset,
+    }
+    if with_seeds:
+        config["seeds"] = seeds(spec, cluster_domain)
+    for section, values in spec.agent_sections.items():
+        if section != "storage":
+            config[section] = dict(values)
+    config["storage"] = {**spec.agent_sections.get("storage", {}), "dataDir": DATA_DIR}
+    security: dict[str, Any] = {"keyringFile": f"{KEYRING_DIR}/{KEYRING_KEY}"}
+    if spec.tls:
+        security |= {
+            "tlsCertFile": f"{TLS_DIR}/tls.crt",
+            "tlsKeyFile": f"{TLS_DIR}/tls.key",
+            "tlsCaFile": f"{TLS_DIR}/ca.crt",  # the agent reads tlsCaFile (docs/agent-api.md says tlsCAFile)
+        }
+    config["security"] = security
+    return config
+
+
+def config_hash(spec: ClusterSpec, cluster_domain: str) -> str:
+    """Checksum of everything in the config an agent reads at start, except the seeds."""
+    canonical = json.dumps(agent_config(spec, cluster_domain, with_seeds=False), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def render(spec: ClusterSpec, owner: Owner, *, cluster_domain: str) -> dict[str, Any]:
+    text = yaml.safe_dump(agent_config(spec, cluster_domain), sort_keys=False, default_flow_style=False)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(spec, owner, Names.of(spec.name).configmap),
+        "data": {CONFIG_KEY: f"# Rendered by gossip-operator from GossipCluster {spec.name}; edits are reverted.\n"
+                             f"# The agent reads it at {CONFIG_FILE}.\n{text}"},
+    }

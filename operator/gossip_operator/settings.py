@@ -1,0 +1,90 @@
+"""Operator settings: one frozen object, read from the environment and overridden by CLI flags.
+
+Environment (all optional):
+  GOSSIP_OPERATOR_NAMESPACES        comma list of namespaces to serve; empty = the whole cluster
+  GOSSIP_OPERATOR_STATUS_INTERVAL   how often agents are asked for their view (default 10s)
+  GOSSIP_OPERATOR_RESYNC_INTERVAL   how often children are checked for drift (default 60s)
+  GOSSIP_OPERATOR_AGENT_TIMEOUT     per-request timeout when asking an agent (default 2s)
+  GOSSIP_OPERATOR_AGENTS_TO_QUERY   agents asked per status pass (default 3)
+  GOSSIP_OPERATOR_CLUSTER_DOMAIN    DNS suffix for seeds (default cluster.local)
+  GOSSIP_OPERATOR_LIVENESS_PORT     kopf's liveness endpoint /healthz (default 8080; 0 = off)
+  GOSSIP_OPERATOR_METRICS_PORT      Prometheus /metrics (default 9090; 0 = off)
+  GOSSIP_OPERATOR_RETRY_BACKOFF     delay before retrying a failed reconcile (default 5s)
+  POD_NAMESPACE                     the operator's own namespace (NetworkPolicies admit the operator from it)
+  KUBECONFIG                        kubeconfig file when not running in a cluster
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_seconds(value: str | float, name: str) -> float:
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value.strip())
+        if not match:
+            raise ValueError(f"{name}: expected seconds or a duration like 10s or 500ms, got {value!r}")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"{name}: must be above 0, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSettings:
+    namespaces: tuple[str, ...] = ()
+    status_interval: float = 10.0
+    resync_interval: float = 60.0
+    agent_timeout: float = 2.0
+    agents_to_query: int = 3
+    cluster_domain: str = "cluster.local"
+    liveness_host: str = "0.0.0.0"
+    liveness_port: int = 8080
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9090
+    retry_backoff: float = 5.0
+    kubeconfig: str | None = None
+    operator_namespace: str | None = None
+    operator_labels: Mapping[str, str] = field(default_factory=lambda: {"app.kubernetes.io/name": "gossip-operator"})
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+    @property
+    def liveness_endpoint(self) -> str | None:
+        return f"http://{self.liveness_host}:{self.liveness_port}/healthz" if self.liveness_port else None
+
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> OperatorSettings:
+        def get(name: str) -> str | None:
+            value = env.get(f"GOSSIP_OPERATOR_{name}")
+            return value if value not in (None, "") else None
+
+        kwargs: dict[str, object] = {}
+        if (namespaces := get("NAMESPACES")) is not None:
+            kwargs["namespaces"] = tuple(n.strip() for n in namespaces.split(",") if n.strip())
+        for key, attr in (("STATUS_INTERVAL", "status_interval"), ("RESYNC_INTERVAL", "resync_interval"),
+                          ("AGENT_TIMEOUT", "agent_timeout"), ("RETRY_BACKOFF", "retry_backoff")):
+            if (value := get(key)) is not None:
+                kwargs[attr] = parse_seconds(value, f"GOSSIP_OPERATOR_{key}")
+        for key, attr in (("AGENTS_TO_QUERY", "agents_to_query"), ("LIVENESS_PORT", "liveness_port"),
+                          ("METRICS_PORT", "metrics_port")):
+            if (value := get(key)) is not None:
+                if not value.isdigit():
+                    raise ValueError(f"GOSSIP_OPERATOR_{key}: expected a non-negative integer, got {value!r}")
+                kwargs[attr] = int(value)
+        if (domain := get("CLUSTER_DOMAIN")) is not None:
+            kwargs["cluster_domain"] = domain
+        if env.get("POD_NAMESPACE"):
+            kwargs["operator_namespace"] = env["POD_NAMESPACE"]
+        if env.get("KUBECONFIG"):
+            kwargs["kubeconfig"] = env["KUBECONFIG"]
+        return OperatorSettings(**kwargs)  # type: ignore[arg-type]

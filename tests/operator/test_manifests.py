@@ -1,0 +1,190 @@
+"""Pure renderers: every builder, restricted pod security, and strict validation against Kubernetes schemas."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from gossip_operator.manifests import (
+    RenderOptions,
+    configmap,
+    networkpolicy,
+    pdb,
+    render_children,
+    secret,
+    services,
+    statefulset,
+)
+from gossip_operator.manifests.common import Owner, selector_string
+from gossip_operator.spec import ClusterSpec, parse
+
+OWNER = Owner(name="demo", uid="1234")
+
+
+def _spec(**spec: Any) -> ClusterSpec:
+    return parse({"image": "gossip-agent:0.1.0", **spec}, name="demo", namespace="ns")
+
+
+def _container(sts: dict[str, Any]) -> dict[str, Any]:
+    return sts["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_statefulset_runs_the_agent_with_probes_and_graceful_leave() -> None:
+    sts = statefulset.render(_spec(), OWNER, cluster_domain="cluster.local", keyring_hash="k1")
+    assert sts["spec"]["serviceName"] == "demo-peers"
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert sts["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": "gossip-agent",
+                                                       "app.kubernetes.io/instance": "demo"}}
+    c = _container(sts)
+    assert c["command"] == ["gossip-agent"] and c["args"] == ["--config", "/etc/gossip/config.yaml"]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]}
+    assert env == {"GOSSIP_NAME": "metadata.name", "GOSSIP_ADVERTISE_ADDRESS": "status.podIP"}
+    assert {(p["containerPort"], p["protocol"]) for p in c["ports"]} == {(7946, "UDP"), (7946, "TCP")}
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "/v1/leave" in " ".join(c["lifecycle"]["preStop"]["exec"]["command"])
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/etc/gossip/config.yaml"]["subPath"] == "config.yaml"
+    assert {"/etc/gossip/keyring", "/data", "/tmp"} <= set(mounts)
+    claim = sts["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "data" and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    annotations = sts["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["gossip-operator.dev/keyring-hash"] == "k1"
+    assert sts["metadata"]["ownerReferences"] == [OWNER.reference()]
+
+
+def test_statefulset_meets_the_restricted_pod_security_standard() -> None:
+    sts = statefulset.render(_spec(), OWNER, cluster_domain="cluster.local", keyring_hash="")
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = _container(sts)["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert all(not v.get("hostPath") for v in pod["volumes"])
+
+
+def test_statefulset_overrides_tls_and_ephemeral_storage() -> None:
+    spec = _spec(
+        port=8000, imagePullPolicy="Always", resources={"limits": {"memory": "256Mi"}},
+        storage={"ephemeral": True}, security={"tlsSecret": "demo-tls"},
+        pod={"nodeSelector": {"zone": "a"}, "tolerations": [{"key": "k", "operator": "Exists"}],
+             "affinity": {"podAntiAffinity": {}}, "labels": {"team": "x"}, "annotations": {"a": "b"},
+             "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone",
+                                            "whenUnsatisfiable": "ScheduleAnyway"}],
+             "imagePullSecrets": [{"name": "regcred"}], "priorityClassName": "high",
+             "serviceAccountName": "agents", "terminationGracePeriodSeconds": 60})
+    sts = statefulset.render(spec, OWNER, cluster_domain="cluster.local", keyring_hash="")
+    pod = sts["spec"]["template"]["spec"]
+    c = _container(sts)
+    assert "volumeClaimTemplates" not in sts["spec"]
+    assert {"name": "data", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "demo-tls", "defaultMode": 0o440}} in pod["volumes"]
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS" and "https://127.0.0.1:8000" in str(c["lifecycle"])
+    assert c["resources"] == {"limits": {"memory": "256Mi"}} and c["imagePullPolicy"] == "Always"
+    assert pod["nodeSelector"] == {"zone": "a"} and pod["tolerations"][0]["key"] == "k"
+    assert pod["affinity"] == {"podAntiAffinity": {}}
+    assert pod["topologySpreadConstraints"][0]["labelSelector"] == {"matchLabels": {
+        "app.kubernetes.io/name": "gossip-agent", "app.kubernetes.io/instance": "demo"}}
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["priorityClassName"] == "high"
+    assert pod["serviceAccountName"] == "agents" and pod["terminationGracePeriodSeconds"] == 60
+    assert sts["spec"]["template"]["metadata"]["labels"]["team"] == "x"
+    assert sts["spec"]["template"]["metadata"]["annotations"]["a"] == "b"
+
+
+def test_services_headless_for_peers_and_client_for_api() -> None:
+    headless = services.render_headless(_spec(), OWNER)
+    assert headless["metadata"]["name"] == "demo-peers"
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    assert {p["protocol"] for p in headless["spec"]["ports"]} == {"TCP", "UDP"}
+    client = services.render_client(_spec(), OWNER)
+    assert client["metadata"]["name"] == "demo" and client["spec"]["type"] == "ClusterIP"
+    assert [p["protocol"] for p in client["spec"]["ports"]] == ["TCP"]
+
+
+def test_configmap_seeds_and_agent_sections() -> None:
+    spec = _spec(replicas=5, gossip={"fanout": 4}, storage={"size": "2Gi", "fsync": "always"})
+    cm = configmap.render(spec, OWNER, cluster_domain="example.local")
+    config = yaml.safe_load(cm["data"]["config.yaml"])
+    assert config["seeds"] == [
+        "demo-0.demo-peers.ns.svc.example.local:7946", "demo-1.demo-peers.ns.svc.example.local:7946",
+        "demo-2.demo-peers.ns.svc.example.local:7946", "demo-peers.ns.svc.example.local:7946"]
+    assert config["gossip"] == {"fanout": 4}
+    assert config["storage"] == {"fsync": "always", "dataDir": "/data"}
+    assert config["security"] == {"keyringFile": "/etc/gossip/keyring/keyring"}
+    assert "name" not in config and "advertiseAddress" not in config  # from the environment, per pod
+    assert configmap.seeds(_spec(replicas=1), "cluster.local") == []
+
+
+def test_config_hash_ignores_seeds_but_not_settings() -> None:
+    assert configmap.config_hash(_spec(replicas=3), "c") == configmap.config_hash(_spec(replicas=7), "c")
+    assert configmap.config_hash(_spec(), "c") != configmap.config_hash(_spec(gossip={"fanout": 5}), "c")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gossip_agent") is None, reason="gossip_agent not installed")
+@pytest.mark.parametrize("extra", [{}, {"preset": "wan", "security": {"tlsSecret": "t"}},
+                                   {"membership": {"probeInterval": "2s", "probeTimeout": "1s"},
+                                    "state": {"conflictPolicies": {"carts/": "siblings"}}}])
+def test_rendered_config_is_accepted_by_the_agent(extra: dict[str, Any]) -> None:
+    from gossip_agent.core.config import from_mapping
+
+    config = yaml.safe_load(configmap.render(_spec(**extra), OWNER, cluster_domain="cluster.local")["data"][
+        "config.yaml"])
+    agent = from_mapping({**config, "name": "demo-0"})
+    assert agent.storage.data_dir == "/data" and agent.port == 7946
+
+
+def test_pdb_defaults_and_overrides() -> None:
+    assert pdb.render(_spec(), OWNER)["spec"]["maxUnavailable"] == 1
+    assert pdb.render(_spec(podDisruptionBudget={"minAvailable": "60%"}), OWNER)["spec"] == {
+        "minAvailable": "60%", "selector": {"matchLabels": {"app.kubernetes.io/name": "gossip-agent",
+                                                            "app.kubernetes.io/instance": "demo"}}}
+    assert pdb.render(_spec(podDisruptionBudget={"enabled": False}), OWNER) is None
+
+
+def test_secret_keyring_format() -> None:
+    keys = [bytes(range(32)), bytes(32)]
+    body = secret.render(_spec(), OWNER, keys)
+    text = base64.b64decode(body["data"]["keyring"]).decode()
+    assert secret.parse_keyring(text) == keys and len(text.splitlines()) == 2
+    assert body["metadata"]["ownerReferences"] == [OWNER.reference()]
+    assert "ownerReferences" not in secret.render(_spec(), None, keys[:1])["metadata"]
+    with pytest.raises(ValueError):
+        secret.keyring_text([b"short"])
+    with pytest.raises(ValueError, match="line 1"):
+        secret.parse_keyring("not base64!\n")
+    assert secret.keyring_hash("a") != secret.keyring_hash("b")
+
+
+def test_networkpolicy_optional() -> None:
+    assert networkpolicy.render(_spec(), OWNER, operator_namespace=None, operator_labels={}) is None
+    policy = networkpolicy.render(_spec(pod={"networkPolicy": {"enabled": True, "allowFrom": [
+        {"namespaceSelector": {"matchLabels": {"team": "a"}}}]}}), OWNER, operator_namespace="ops",
+        operator_labels={"app.kubernetes.io/name": "gossip-operator"})
+    assert policy is not None
+    api_from = policy["spec"]["ingress"][1]["from"]
+    assert {"namespaceSelector": {"matchLabels": {"team": "a"}}} in api_from
+    assert api_from[-1]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}
+
+
+def test_render_children_all_owned_and_valid_kubernetes() -> None:
+    spec = _spec(pod={"networkPolicy": {"enabled": True}, "tolerations": [{"key": "k", "operator": "Exists"}]},
+                 resources={"requests": {"cpu": "100m"}})
+    children = render_children(spec, OWNER, RenderOptions())
+    bodies = [c.body for c in children if c.body is not None]
+    bodies.append(secret.render(spec, OWNER, [bytes(32)]))
+    assert len(bodies) == 7
+    for body in bodies:
+        assert body["metadata"]["namespace"] == "ns"
+        assert body["metadata"]["ownerReferences"][0]["uid"] == "1234"
+        kubernetes_validate.validate(body, "1.30.0", strict=True)
+
+
+def test_selector_string() -> None:
+    assert selector_string(_spec()) == "app.kubernetes.io/instance=demo,app.kubernetes.io/name=gossip-agent"

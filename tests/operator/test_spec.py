@@ -1,0 +1,111 @@
+"""spec.parse: defaults, every rule, and errors a user can act on."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import yaml
+
+from gossip_operator.spec import (
+    PRESET_PROBE_TIMINGS,
+    InvalidSpec,
+    parse,
+    parse_duration,
+    parse_quantity,
+)
+from tests.operator.conftest import EXAMPLE_PATH
+
+
+def _parse(**spec: object) -> object:
+    return parse({"image": "gossip-agent:0.1.0", **spec}, name="demo", namespace="ns")
+
+
+def _problems(name: str = "demo", **spec: object) -> str:
+    with pytest.raises(InvalidSpec) as info:
+        parse({"image": "gossip-agent:0.1.0", **spec}, name=name, namespace="ns")
+    return str(info.value)
+
+
+def test_defaults() -> None:
+    spec = _parse()
+    assert (spec.replicas, spec.port, spec.preset, spec.image_pull_policy, spec.paused) == (3, 7946, "lan",
+                                                                                            "IfNotPresent", False)
+    assert spec.pdb_enabled and spec.pdb_max_unavailable == 1 and spec.pdb_min_available is None
+    assert spec.storage_size == "1Gi" and not spec.storage_ephemeral
+    assert spec.gossip_key_secret == "demo-gossip-key" and spec.gossip_key_secret_is_default
+    assert spec.tls_secret is None and not spec.tls
+
+
+def test_example_parses() -> None:
+    doc = yaml.safe_load(EXAMPLE_PATH.read_text())
+    spec = parse(doc["spec"], name=doc["metadata"]["name"], namespace="default")
+    assert spec.replicas == 5
+    assert spec.agent_sections["gossip"]["fanout"] == 3
+    assert "size" not in spec.agent_sections.get("storage", {})
+
+
+def test_operator_only_keys_stay_out_of_agent_sections() -> None:
+    spec = _parse(storage={"size": "2Gi", "storageClassName": "fast", "fsync": "always"},
+                  security={"gossipKeySecret": "shared-key", "tlsSecret": "demo-tls"})
+    assert spec.agent_sections["storage"] == {"fsync": "always"}
+    assert "security" not in spec.agent_sections
+    assert spec.storage_size == "2Gi" and spec.storage_class_name == "fast"
+    assert spec.gossip_key_secret == "shared-key" and not spec.gossip_key_secret_is_default
+    assert spec.tls
+
+
+@pytest.mark.parametrize(("spec", "fragment"), [
+    ({"membership": {"probeTimeout": "2s"}}, "membership.probeTimeout (2s) must be above 0 and below "
+                                             "membership.probeInterval (1s, the lan preset)"),
+    ({"preset": "wan", "membership": {"probeInterval": "2s"}}, "membership.probeTimeout (3s)"),
+    ({"membership": {"probeInterval": "1s", "probeTimeout": "1s"}}, "below membership.probeInterval (1s)"),
+    ({"membership": {"probeInterval": "fast"}}, "membership.probeInterval: expected a duration"),
+    ({"gossip": {"fanout": 17}}, "gossip.fanout: must be 1..16"),
+    ({"gossip": {"mtu": 1000, "maxMetaBytes": 600}}, "gossip.maxMetaBytes (600) must be at most half"),
+    ({"gossip": {"interval": "0s"}}, "gossip.interval: must be above 0"),
+    ({"replicas": -1}, "replicas: must be 0..1000"),
+    ({"image": "bad image"}, "image: expected an image reference"),
+    ({"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "500m"}}},
+     "resources.requests.cpu (2) must not exceed resources.limits.cpu (500m)"),
+    ({"resources": {"requests": {"memory": "lots"}}}, "resources.requests.memory: expected a quantity"),
+    ({"storage": {"ephemeral": True, "size": "1Gi"}}, "storage.size: cannot be set when storage.ephemeral"),
+    ({"storage": {"size": "0"}}, "storage.size: expected a positive quantity"),
+    ({"podDisruptionBudget": {"maxUnavailable": 1, "minAvailable": 1}}, "either minAvailable or maxUnavailable"),
+    ({"podDisruptionBudget": {"minAvailable": 5}}, "minAvailable (5) is above replicas (3)"),
+    ({"pod": {"labels": {"app.kubernetes.io/instance": "x"}}}, "pod.labels: app.kubernetes.io/instance"),
+    ({"pod": {"nodeSelector": {"zone": 1}}}, "pod.nodeSelector: values must be strings"),
+    ({"state": {"conflictPolicies": {"": "lww"}}}, "a key prefix must not be empty"),
+    ({"gossip": {"fanot": 3}}, "gossip: unknown field(s) fanot"),
+    ({"replica": 3}, "spec: unknown field(s) replica"),
+    ({"security": {"tlsSecret": "Bad_Name"}}, "security.tlsSecret"),
+])
+def test_invalid_specs_name_the_field(spec: dict[str, object], fragment: str) -> None:
+    assert fragment in _problems(**spec)
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    with pytest.raises(InvalidSpec) as info:
+        parse({"image": "", "replicas": "3", "gossip": {"fanout": 0}}, name="demo", namespace="ns")
+    assert len(info.value.problems) == 3
+
+
+@pytest.mark.parametrize("name", ["1demo", "a" * 53, "Demo", "demo-"])
+def test_names_that_cannot_name_children(name: str) -> None:
+    assert "metadata.name" in _problems(name=name)
+
+
+def test_durations_and_quantities() -> None:
+    assert parse_duration("500ms") == 0.5 and parse_duration("2m") == 120 and parse_duration("1.5s") == 1.5
+    assert parse_duration("5") is None and parse_duration(5) is None
+    assert parse_quantity("1Gi") == parse_quantity("1024Mi") and parse_quantity("500m") == parse_quantity("0.5")
+    assert parse_quantity("1e3") == parse_quantity("1k") and parse_quantity("x") is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gossip_agent") is None, reason="gossip_agent not installed")
+def test_preset_timings_match_the_agent() -> None:
+    from gossip_agent.core.config import AgentConfig
+
+    for preset, (interval, timeout) in PRESET_PROBE_TIMINGS.items():
+        membership = AgentConfig.preset_config(preset).membership
+        assert (membership.probe_interval, membership.probe_timeout) == (interval, timeout), preset
