@@ -1,0 +1,565 @@
+"""A deterministic cluster simulation: the real `Node` cores, a virtual clock, virtual links.
+
+Nothing is sent and no clock is read. Each node gets its own seeded `random.Random`, the network another, and
+every effect a node returns is performed here the way the agent runtime would perform it:
+
+- `Send` becomes a datagram on a `Network` link (lost, cut by a partition, or delivered after a latency);
+- `SyncWith` becomes a push-pull stream: the initiator's state reaches the responder after one link delay,
+  the responder merges it and answers with its own state taken *before* the merge (memberlist's order), which
+  the initiator merges one link delay later; a cut path or a down host makes it fail after the stream timeout;
+- `TcpProbe` succeeds after a round trip iff the target host is up, reachable, and still the named member;
+- `MemberEvent` is counted, indexed for the queries below, and (optionally) logged with its virtual time.
+
+The run loop is one heap of (time, seq, kind, node, arg): node wakeups come from `Node.next_deadline()` and
+are rescheduled after every call into a node (stale wakeups are skipped by a per-node generation number).
+
+The agent runtime's join loop is emulated too: with `rejoin_interval` set (5 s, the runtime's
+`REJOIN_CHECK`), a running node that knows no other alive member (`not Node.joined`) calls `Node.join` with
+the seeds again. Reconnecting to failed members after a partition is the core's own job
+(`membership.reconnect_interval`), so the simulation needs no help there.
+
+Caveats: streams are not lost and take one link delay each way (no handshake, no transfer time); CPU time is
+zero (a node handles a packet at the instant it arrives); a crashed host's datagrams already in flight still
+arrive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import heapq
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from enum import IntEnum
+from typing import Any
+
+from gossip_agent.core import codec
+from gossip_agent.core.config import AgentConfig
+from gossip_agent.core.effects import Effect, EventKind, MemberEvent, Send, SyncWith, TcpProbe
+from gossip_agent.core.messages import Address, MemberState, PushPullState
+from gossip_agent.core.node import Node, StateDelegate
+from gossip_agent.sim.network import (
+    CALL,
+    DELIVER,
+    SYNC_FAILED,
+    SYNC_REPLY,
+    SYNC_REQUEST,
+    TCP_PROBE_OK,
+    WAKE,
+    EventQueue,
+    LinkProfile,
+    Network,
+)
+
+PORT = 7946
+# If a node's next deadline is already due right after it ticked, the core left a timer unserviced; wake it
+# again this much later (and count it in `stats["stuck_deadlines"]`) instead of spinning forever.
+STUCK_STEP = 0.001
+_INF = math.inf
+_BYTES_MODES = ("off", "estimate", "exact")
+
+
+class Status(IntEnum):
+    IDLE = 0     # created, not started
+    UP = 1
+    LEAVING = 2  # left gracefully, still running while its leave spreads
+    LEFT = 3
+    CRASHED = 4
+
+
+class PayloadLog:
+    """A state delegate that only remembers when it first saw each payload (new the first time only)."""
+
+    __slots__ = ("first_seen",)
+
+    def __init__(self) -> None:
+        self.first_seen: dict[bytes, float] = {}
+
+    def on_state_rumor(self, payload: bytes, now: float) -> bool:
+        if payload in self.first_seen:
+            return False
+        self.first_seen[payload] = now
+        return True
+
+
+def node_address(i: int) -> Address:
+    """Node i's virtual address: 10.0.0.1, 10.0.0.2, ... (10.a.b.c past 65k nodes)."""
+    j = i + 1
+    return (f"10.{j >> 16}.{(j >> 8) & 0xFF}.{j & 0xFF}", PORT)
+
+
+def make_config(preset: str = "lan", *, membership: dict[str, Any] | None = None,
+                gossip: dict[str, Any] | None = None, **top: Any) -> AgentConfig:
+    """A template config for the simulated nodes: a preset with section overrides (snake_case names)."""
+    base = AgentConfig.preset_config(preset, **top)
+    return dataclasses.replace(base, membership=dataclasses.replace(base.membership, **(membership or {})),
+                               gossip=dataclasses.replace(base.gossip, **(gossip or {})))
+
+
+class Simulation:
+    """N nodes on virtual links, driven by a virtual clock. Nodes are addressed by index or name."""
+
+    def __init__(self, n: int = 0, *, seed: int = 1, config: AgentConfig | None = None,
+                 link: LinkProfile | None = None, bandwidth: float | None = None, bytes_mode: str = "off",
+                 delegate_factory: Callable[[int], StateDelegate] | None = None,
+                 keep_events: bool = False, rejoin_interval: float | None = 5.0,
+                 leave_linger: float = 1.0, max_events: int | None = None) -> None:
+        if bytes_mode not in _BYTES_MODES:
+            raise ValueError(f"bytes_mode must be one of {_BYTES_MODES}")
+        self.seed = seed
+        self.config = config or make_config()
+        self.now = 0.0
+        self.net = Network(0, random.Random(f"net:{seed}"), link, bandwidth=bandwidth)
+        # Bandwidth needs sizes; "estimate" sums the codec's per-message sizes (equal to the plaintext size
+        # today), "exact" encodes and decodes every packet (slower; also checks that every packet round-trips
+        # and fits the MTU). Counts are plaintext: encryption adds codec.ENVELOPE_RESERVE per packet.
+        self.bytes_mode = "estimate" if bandwidth is not None and bytes_mode == "off" else bytes_mode
+        self.delegate_factory = delegate_factory
+        self.keep_events = keep_events
+        self.rejoin_interval = rejoin_interval
+        self.leave_linger = leave_linger
+        self.max_events = max_events
+        self.names: list[str] = []
+        self.addrs: list[Address] = []
+        self.nodes: list[Node | None] = []
+        self.delegates: list[StateDelegate | None] = []
+        self.status: list[Status] = []
+        self.seeds: list[int] = []
+        self.index: dict[Address, int] = {}
+        self.by_name: dict[str, int] = {}
+        self._wake_at: list[float] = []
+        self._wake_gen: list[int] = []
+        self._header: list[int] = []
+        self._queue = EventQueue()
+        self.stats: Counter[str] = Counter()
+        self.events: list[tuple[float, str, EventKind, str, int]] = []
+        # (kind, subject) -> observer -> virtual time of the latest such event.
+        self.seen: dict[tuple[EventKind, int], dict[int, float]] = {}
+        self.false_positives: list[tuple[float, str, str]] = []
+        self.crashed_at: dict[int, float] = {}
+        self.left_at: dict[int, float] = {}
+        self.started_at: dict[int, float] = {}
+        self.on_event: list[Callable[[float, int, MemberEvent], None]] = []
+        self._process: list[int] = []  # how many times each node was started (a restart is a new process)
+        self._driver_rng = random.Random(f"driver:{seed}")
+        for _ in range(n):
+            self.add_node()
+
+    # -- building ------------------------------------------------------------------------------------
+    def add_node(self, name: str | None = None) -> int:
+        i = len(self.names)
+        name = name or f"n{i}"
+        if name in self.by_name:
+            raise ValueError(f"duplicate node name {name!r}")
+        addr = node_address(i)
+        self.names.append(name)
+        self.addrs.append(addr)
+        self.nodes.append(None)
+        self.delegates.append(None)
+        self.status.append(Status.IDLE)
+        self.index[addr] = i
+        self.by_name[name] = i
+        self._wake_at.append(_INF)
+        self._wake_gen.append(0)
+        # Plaintext bytes around the messages: the codec's bound less its envelope reserve and the room it
+        # keeps for a 3-byte message-array header (added back per packet below).
+        self._header.append(codec.packet_overhead(name) - codec.ENVELOPE_RESERVE - 3)
+        self._process.append(0)
+        self.net.add_host()
+        self.net.crash(i)  # not started yet: unreachable
+        return i
+
+    def idx(self, node: int | str) -> int:
+        return node if isinstance(node, int) else self.by_name[node]
+
+    def node(self, node: int | str) -> Node:
+        n = self.nodes[self.idx(node)]
+        if n is None:
+            raise LookupError(f"node {node!r} was never started")
+        return n
+
+    def start(self, node: int | str, seeds: Iterable[int | str] = (), *, incarnation: int = 0) -> None:
+        """Boot a node now (a fresh process: new core, given incarnation) and join through `seeds`."""
+        i = self.idx(node)
+        if self.status[i] in (Status.UP, Status.LEAVING):
+            raise ValueError(f"{self.names[i]} is already running")
+        cfg = dataclasses.replace(self.config, name=self.names[i])
+        self._process[i] += 1
+        rng = random.Random(f"node:{self.seed}:{i}:{self._process[i]}")
+        delegate = self.delegate_factory(i) if self.delegate_factory else None
+        self.delegates[i] = delegate
+        self.nodes[i] = Node(cfg, self.addrs[i], rng, self.now, delegate, incarnation=incarnation)
+        self.status[i] = Status.UP
+        self.net.restore(i)
+        self.started_at[i] = self.now
+        self._wake_gen[i] += 1
+        self._wake_at[i] = _INF
+        seed_addrs = [self.addrs[self.idx(s)] for s in seeds]
+        self._perform(i, self.nodes[i].join(seed_addrs, self.now))  # type: ignore[union-attr]
+        self._reschedule(i)
+        if self.rejoin_interval:
+            proc = self._process[i]
+            self.at(self.now + self.rejoin_interval * (1 + self._driver_rng.random()),
+                    lambda: self._rejoin(i, proc))
+
+    def start_all(self, *, seeds: int | Sequence[int] = 3, spread: float = 5.0) -> None:
+        """Start every idle node: seeds first (each joins the first seed), the rest at random times within
+        `spread` seconds, each joining all seeds (a StatefulSet whose pods find each other via seed DNS)."""
+        seed_ids = list(range(min(seeds, len(self.names)))) if isinstance(seeds, int) else list(seeds)
+        self.seeds = seed_ids
+        rng = random.Random(f"start:{self.seed}")
+        for k, s in enumerate(seed_ids):
+            if self.status[s] == Status.IDLE:
+                self.start(s, seed_ids[:1] if k else ())
+        for i in range(len(self.names)):
+            if self.status[i] == Status.IDLE:
+                self.at(self.now + rng.random() * spread, functools.partial(self.start, i, seed_ids))
+
+    # -- faults and actions --------------------------------------------------------------------------
+    def at(self, time: float, fn: Callable[[], object]) -> None:
+        """Run `fn()` at virtual time `time` (now if in the past)."""
+        self._queue.push(max(time, self.now), CALL, -1, fn)
+
+    def crash(self, node: int | str) -> None:
+        """The process dies at once: no more ticks, packets to it are dropped."""
+        i = self.idx(node)
+        self.status[i] = Status.CRASHED
+        self.net.crash(i)
+        self._wake_gen[i] += 1
+        self._wake_at[i] = _INF
+        self.crashed_at[i] = self.now
+
+    def restart(self, node: int | str, seeds: Iterable[int | str] | None = None) -> None:
+        """A crashed or departed node comes back as a new process (incarnation 0) and re-joins."""
+        i = self.idx(node)
+        if self.status[i] in (Status.UP, Status.LEAVING):
+            self.crash(i)
+        self.start(i, self.seeds if seeds is None else seeds)
+
+    def leave(self, node: int | str) -> None:
+        """Graceful leave: broadcast it, keep running `leave_linger` seconds so it spreads, then stop."""
+        i = self.idx(node)
+        n = self.node(i)
+        self.status[i] = Status.LEAVING
+        self.left_at[i] = self.now
+        self._perform(i, n.leave(self.now))
+        self._reschedule(i)
+        self.at(self.now + self.leave_linger, lambda: self._stop_left(i))
+
+    def _stop_left(self, i: int) -> None:
+        if self.status[i] == Status.LEAVING:
+            self.status[i] = Status.LEFT
+            self.net.crash(i)
+            self._wake_gen[i] += 1
+            self._wake_at[i] = _INF
+
+    def partition(self, *groups: Iterable[int | str]) -> None:
+        self.net.partition([[self.idx(x) for x in g] for g in groups])
+
+    def heal(self) -> None:
+        self.net.heal()
+
+    def block(self, a: int | str, b: int | str) -> None:
+        self.net.block(self.idx(a), self.idx(b))
+
+    def unblock(self, a: int | str, b: int | str) -> None:
+        self.net.unblock(self.idx(a), self.idx(b))
+
+    def set_loss(self, loss: float) -> None:
+        self.net.set_default(dataclasses.replace(self.net.default, loss=loss))
+
+    def reconfigure(self, config: AgentConfig) -> None:
+        """Use `config` for nodes started from now on, and hand it to running nodes too. Only settings the
+        core reads on every call change a running node (e.g. `gossip.immediate_forward`, `gossip.fanout`,
+        probe timings); sizes fixed at construction (retransmit multiplier, awareness bound) do not."""
+        self.config = config
+        for i, node in enumerate(self.nodes):
+            if node is not None:
+                node.config = dataclasses.replace(config, name=self.names[i])
+
+    def broadcast(self, node: int | str, payload: bytes, *, key: str | None = None) -> None:
+        i = self.idx(node)
+        self._perform(i, self.node(i).broadcast_state(payload, self.now, key=key))
+        self._reschedule(i)
+
+    # -- running -------------------------------------------------------------------------------------
+    def run_until(self, t_end: float) -> None:
+        """Process every event due up to `t_end`, then set the clock to `t_end`."""
+        heap = self._queue._heap
+        pop = heapq.heappop
+        nodes, status, addrs = self.nodes, self.status, self.addrs
+        stats = self.stats
+        processed = 0
+        while heap and heap[0][0] <= t_end:
+            now, _, kind, i, arg = pop(heap)
+            self.now = now
+            processed += 1
+            if kind == DELIVER:
+                st = status[i]
+                if st != Status.UP and st != Status.LEAVING:
+                    stats["packets_to_down"] += 1
+                    continue
+                src, packet = arg
+                node = nodes[i]
+                assert node is not None
+                stats["packets_delivered"] += 1
+                self._perform(i, node.handle_packet(packet, addrs[src], now))
+                self._reschedule(i)
+            elif kind == WAKE:
+                if arg != self._wake_gen[i]:
+                    continue
+                node = nodes[i]
+                assert node is not None
+                self._wake_at[i] = _INF
+                self._perform(i, node.tick(now))
+                self._reschedule(i, after_tick=True)
+            elif kind == CALL:
+                arg()
+            elif kind == SYNC_REQUEST:
+                self._sync_request(i, *arg)
+            elif kind == SYNC_REPLY:
+                self._sync_reply(i, *arg)
+            elif kind in (SYNC_FAILED, TCP_PROBE_OK):
+                st = status[i]
+                if st != Status.UP and st != Status.LEAVING:
+                    continue
+                node = nodes[i]
+                assert node is not None
+                if kind == SYNC_FAILED:
+                    self._perform(i, node.sync_failed(arg, now))
+                else:
+                    stats["tcp_probes_ok"] += 1
+                    self._perform(i, node.tcp_probe_ok(arg, now))
+                self._reschedule(i)
+            if self.max_events is not None and processed >= self.max_events:
+                raise RuntimeError(f"more than {self.max_events} events before t={t_end}")
+        stats["events"] += processed
+        self.now = max(self.now, t_end)
+
+    def run_for(self, duration: float) -> None:
+        self.run_until(self.now + duration)
+
+    def run_until_condition(self, pred: Callable[[], bool], timeout: float, *,
+                            check_every: float = 0.1) -> float | None:
+        """Run until `pred()` holds (checked every `check_every` virtual seconds) or `timeout` passes.
+        Returns the virtual time at which it first held, or None."""
+        deadline = self.now + timeout
+        if pred():
+            return self.now
+        while self.now < deadline:
+            self.run_until(min(self.now + check_every, deadline))
+            if pred():
+                return self.now
+        return None
+
+    # -- effects -------------------------------------------------------------------------------------
+    def _reschedule(self, i: int, *, after_tick: bool = False) -> None:
+        node = self.nodes[i]
+        assert node is not None
+        d = node.next_deadline()
+        if d <= self.now:
+            # Due already: a timer that was idle (e.g. gossip with an empty queue) has work again. Right
+            # after a tick, though, it means the core left a due timer unserviced.
+            if after_tick:
+                self.stats["stuck_deadlines"] += 1
+                d = self.now + STUCK_STEP
+            else:
+                d = self.now
+        if d < self._wake_at[i]:
+            self._wake_at[i] = d
+            self._wake_gen[i] += 1
+            self._queue.push(d, WAKE, i, self._wake_gen[i])
+
+    def _perform(self, i: int, effects: list[Effect]) -> None:
+        for e in effects:
+            t = type(e)
+            if t is Send:
+                self._send(i, e)  # type: ignore[arg-type]
+            elif t is MemberEvent:
+                self._on_event(i, e)  # type: ignore[arg-type]
+            elif t is SyncWith:
+                self._sync_start(i, e)  # type: ignore[arg-type]
+            elif t is TcpProbe:
+                self._tcp_probe(i, e)  # type: ignore[arg-type]
+            else:
+                raise TypeError(f"unknown effect {e!r}")
+
+    def _send(self, i: int, e: Send) -> None:
+        stats = self.stats
+        packet = e.packet
+        stats["packets_sent"] += 1
+        stats["messages_sent"] += len(packet.messages)
+        size = 0
+        mode = self.bytes_mode
+        if mode != "off":
+            if mode == "exact":
+                data = codec.encode_packet(packet)
+                size = len(data)
+                if size > self.config.gossip.mtu:
+                    stats["packets_over_mtu"] += 1
+                packet = codec.decode_packet(data)
+            else:
+                n_msgs = len(packet.messages)
+                size = (self._header[i] + (1 if n_msgs < 16 else 3)
+                        + sum(map(codec.message_size, packet.messages)))
+            stats["bytes_sent"] += size
+        j = self.index.get(e.to)
+        if j is None:
+            stats["packets_unroutable"] += 1
+            return
+        arrive = self.net.datagram(i, j, self.now, size)
+        if arrive is not None:
+            self._queue.push(arrive, DELIVER, j, (i, packet))
+
+    def _sync_start(self, i: int, e: SyncWith) -> None:
+        self.stats["syncs"] += 1
+        node = self.nodes[i]
+        assert node is not None
+        j = self.index.get(e.to)
+        if j is None or not self.net.reachable(i, j):
+            self._queue.push(self.now + self.config.membership.stream_timeout, SYNC_FAILED, i, e.to)
+            return
+        state = node.push_pull_state(e.join)
+        self._count_sync(state)
+        self._queue.push(self.now + self.net.stream_delay(i, j), SYNC_REQUEST, j, (i, state))
+
+    def _sync_request(self, j: int, i: int, state: PushPullState) -> None:
+        if not self.net.reachable(i, j):
+            self._queue.push(self.now + self.config.membership.stream_timeout, SYNC_FAILED, i, self.addrs[j])
+            return
+        responder = self.nodes[j]
+        assert responder is not None
+        reply = responder.push_pull_state(False)
+        self._count_sync(reply)
+        self._perform(j, responder.merge_push_pull(state, self.now))
+        self._reschedule(j)
+        self._queue.push(self.now + self.net.stream_delay(j, i), SYNC_REPLY, i, (j, reply))
+
+    def _sync_reply(self, i: int, j: int, reply: PushPullState) -> None:
+        if self.status[i] != Status.UP and self.status[i] != Status.LEAVING:
+            return
+        node = self.nodes[i]
+        assert node is not None
+        self.stats["syncs_completed"] += 1
+        self._perform(i, node.merge_push_pull(reply, self.now))
+        self._reschedule(i)
+
+    def _count_sync(self, state: PushPullState) -> None:
+        self.stats["sync_rows"] += len(state.members)
+        if self.bytes_mode != "off":
+            self.stats["sync_bytes"] += len(codec.encode_push_pull(state))
+
+    def _tcp_probe(self, i: int, e: TcpProbe) -> None:
+        self.stats["tcp_probes"] += 1
+        j = self.index.get(e.to)
+        if j is None or not self.net.reachable(i, j) or self.names[j] != e.target:
+            return
+        rtt = self.net.stream_delay(i, j) + self.net.stream_delay(j, i)
+        self._queue.push(self.now + rtt, TCP_PROBE_OK, i, e.seq)
+
+    def _on_event(self, i: int, e: MemberEvent) -> None:
+        kind = e.kind
+        if kind is EventKind.JOIN:
+            self.stats["event_join"] += 1
+            if self.keep_events:
+                self.events.append((self.now, self.names[i], kind, e.member.name, e.member.incarnation))
+            return
+        self.stats["event_" + kind.value] += 1
+        subject = self.by_name.get(e.member.name, -1)
+        if self.keep_events:
+            self.events.append((self.now, self.names[i], kind, e.member.name, e.member.incarnation))
+        if subject < 0:
+            return
+        self.seen.setdefault((kind, subject), {})[i] = self.now
+        if kind is EventKind.DEAD and self.status[subject] == Status.UP and self.net.connected(i, subject):
+            self.false_positives.append((self.now, self.names[i], e.member.name))
+        for hook in self.on_event:
+            hook(self.now, i, e)
+
+    def _rejoin(self, i: int, proc: int) -> None:
+        """The runtime's join loop after the first join: every `rejoin_interval`, a node that knows no other
+        alive member joins through the seeds again (the runtime re-resolves the seed DNS name first)."""
+        if self._process[i] != proc or self.status[i] != Status.UP:
+            return
+        node = self.nodes[i]
+        assert node is not None
+        if not node.joined:
+            self.stats["rejoins"] += 1
+            self._perform(i, node.join([self.addrs[s] for s in self.seeds if s != i], self.now))
+            self._reschedule(i)
+        interval = self.rejoin_interval
+        assert interval is not None
+        self.at(self.now + interval, lambda: self._rejoin(i, proc))
+
+    # -- queries -------------------------------------------------------------------------------------
+    def live(self) -> list[int]:
+        """Nodes running and not leaving."""
+        return [i for i, s in enumerate(self.status) if s == Status.UP]
+
+    def converged(self) -> bool:
+        """Every live node sees every other live node as alive (and no dead or departed one as alive).
+        False while some node has not been started yet."""
+        if Status.IDLE in self.status:
+            return False
+        live = self.live()
+        n_live = len(live)
+        for i in live:
+            node = self.nodes[i]
+            assert node is not None
+            if node.table.counts()[MemberState.ALIVE] != n_live:
+                return False
+        gone = [self.names[i] for i, s in enumerate(self.status) if s not in (Status.UP, Status.IDLE)]
+        for i in live:
+            table = self.nodes[i].table  # type: ignore[union-attr]
+            for name in gone:
+                m = table.get(name)
+                if m is not None and m.state == MemberState.ALIVE:
+                    return False
+        return True
+
+    def state_of(self, observer: int | str, subject: int | str) -> MemberState | None:
+        """How `observer` sees `subject` now (None: not in its table, e.g. reaped)."""
+        m = self.node(observer).table.get(self.names[self.idx(subject)])
+        return m.state if m is not None else None
+
+    def views(self, subject: int | str) -> Counter[MemberState | None]:
+        """How all live nodes (other than the subject) see `subject`."""
+        s = self.idx(subject)
+        return Counter(self.state_of(i, s) for i in self.live() if i != s)
+
+    def all_see(self, subject: int | str, *states: MemberState | None) -> bool:
+        s = self.idx(subject)
+        return all(self.state_of(i, s) in states for i in self.live() if i != s)
+
+    def time_all_saw(self, subject: int | str, kind: EventKind = EventKind.DEAD,
+                     since: float = 0.0) -> float | None:
+        """Virtual time by which every live node (other than the subject) had a `kind` event about it at or
+        after `since` (the latest of their times), or None if some live node has not."""
+        s = self.idx(subject)
+        seen = self.seen.get((kind, s), {})
+        latest = since
+        for i in self.live():
+            if i == s:
+                continue
+            t = seen.get(i)
+            if t is None or t < since:
+                return None
+            latest = max(latest, t)
+        return latest
+
+    def detection_time(self, subject: int | str) -> float | None:
+        """Seconds from the subject's crash until every live node saw it DEAD."""
+        s = self.idx(subject)
+        crashed = self.crashed_at.get(s)
+        if crashed is None:
+            return None
+        t = self.time_all_saw(s, EventKind.DEAD, since=crashed)
+        return None if t is None else t - crashed
+
+    def rate(self, key: str, since: Counter[str] | None = None, seconds: float = 1.0,
+             nodes: int | None = None) -> float:
+        """stats[key] growth since a `stats.copy()` snapshot, per node per second."""
+        delta = self.stats[key] - (since[key] if since else 0)
+        return delta / max(seconds, 1e-9) / max(nodes if nodes is not None else len(self.live()), 1)

@@ -1,0 +1,122 @@
+"""Simulator scale: how long a cluster of N real Node cores takes to join, to detect a crash, and to run.
+
+For each size: all nodes start within `--spread` seconds and join through 3 seeds (until every node sees every
+node alive); then one member crashes and the run continues until every live node saw it DEAD (at most
+`--detect-timeout` virtual seconds). Reported per size: join convergence (virtual s) and its wall time, crash
+detection time (virtual s), wall seconds per virtual second of the steady phase, and messages, packets and
+bytes (codec-sized, plaintext) per node per second in that phase.
+
+Every node holds the full member table, so memory grows with N² (~0.45 KB per row measured at N=1,000):
+sizes that would not fit in available memory are skipped with a note, and a join that exceeds
+`--max-wall` seconds is reported as unfinished.
+
+    python bench/bench_sim.py [--sizes 1000,10000,100000] [--seed 1] [--loss 0.0] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+from gossip_agent.core.effects import EventKind
+from gossip_agent.sim import LinkProfile, Simulation
+
+ROW_BYTES = 450  # measured: resident bytes per member-table row (N² rows) at N = 1,000
+
+
+def available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    row: dict[str, Any] = {"nodes": n}
+    need = ROW_BYTES * n * n
+    if need > 0.7 * available_memory():
+        row["note"] = (f"skipped: needs ~{need / 2**30:.0f} GiB (N² member rows), "
+                       f"{available_memory() / 2**30:.0f} GiB available")
+        return row
+    sim = Simulation(n, seed=args.seed, link=LinkProfile(loss=args.loss))
+    wall0 = time.perf_counter()
+    sim.start_all(seeds=3, spread=args.spread)
+    joined: float | None = None
+    while sim.now < args.join_timeout:
+        joined = sim.run_until_condition(sim.converged, timeout=1.0, check_every=0.5)
+        if joined is not None or time.perf_counter() - wall0 > args.max_wall:
+            break
+    row["join_wall_s"] = round(time.perf_counter() - wall0, 1)
+    row["join_virtual_s"] = None if joined is None else round(joined, 2)
+    row["join_messages_per_node"] = round(sim.stats["messages_sent"] / n)
+    if joined is None:
+        row["note"] = f"join unfinished at t={sim.now:.1f}s (wall budget {args.max_wall:.0f}s)"
+        return row
+
+    sim.run_for(args.settle)
+    sim.bytes_mode = "estimate"
+    before, t0, wall1 = sim.stats.copy(), sim.now, time.perf_counter()
+    victim = sim.live()[-1]
+    sim.crash(victim)
+    detected = sim.run_until_condition(
+        lambda: sim.time_all_saw(victim, EventKind.DEAD, since=t0) is not None,
+        timeout=args.detect_timeout, check_every=0.25)
+    seconds = sim.now - t0
+    live = len(sim.live())
+    row.update({
+        "detect_virtual_s": None if detected is None else round(detected - t0, 2),
+        "wall_per_virtual_s": round((time.perf_counter() - wall1) / seconds, 3),
+        "msgs_per_node_s": round(sim.rate("messages_sent", before, seconds, live), 2),
+        "packets_per_node_s": round(sim.rate("packets_sent", before, seconds, live), 2),
+        "bytes_per_node_s": round(sim.rate("bytes_sent", before, seconds, live), 1),
+        "false_positives": len(sim.false_positives),
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+    })
+    return row
+
+
+COLUMNS = ("nodes", "join_virtual_s", "join_wall_s", "join_messages_per_node", "detect_virtual_s",
+           "wall_per_virtual_s", "msgs_per_node_s", "packets_per_node_s", "bytes_per_node_s", "false_positives",
+           "max_rss_mb")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="1000,10000,100000")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--loss", type=float, default=0.0)
+    p.add_argument("--spread", type=float, default=5.0, help="nodes start within this many virtual seconds")
+    p.add_argument("--settle", type=float, default=30.0,
+                   help="virtual seconds between join and the crash (lets the join's rumors drain)")
+    p.add_argument("--join-timeout", type=float, default=300.0, help="virtual seconds")
+    p.add_argument("--detect-timeout", type=float, default=120.0, help="virtual seconds")
+    p.add_argument("--max-wall", type=float, default=600.0, help="wall seconds allowed for one join")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        rows.append(run_size(n, args))
+        if not args.json:
+            print(f"{n} nodes done", file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    widths = {c: max(len(c), *(len(str(r.get(c, "-"))) for r in rows)) for c in COLUMNS}
+    print("  ".join(c.rjust(widths[c]) for c in COLUMNS))
+    for r in rows:
+        print("  ".join(str(r.get(c, "-")).rjust(widths[c]) for c in COLUMNS))
+        if "note" in r:
+            print(f"  ({r['nodes']} nodes: {r['note']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
