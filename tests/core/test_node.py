@@ -110,7 +110,7 @@ def test_crashed_member_is_suspected_then_declared_dead_by_all() -> None:
     c.join_all()
     c.advance(2.0)
     c.down.add("n3")
-    c.advance(40.0)
+    c.advance(25.0)
     for name in ("n0", "n1", "n2", "n4"):
         assert c.view(name)["n3"] == MemberState.DEAD
     kinds = [e.kind for who, e in c.events if e.member.name == "n3"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from gossip_agent.core.effects import EventKind
 from gossip_agent.core.messages import MemberState
 from gossip_agent.sim import Simulation
@@ -22,8 +20,6 @@ def test_graceful_leave_shows_left_not_dead_everywhere() -> None:
     assert sim.converged()
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: while leaving, Node.next_deadline() keeps returning the past "
-                   "push-pull deadline (tick skips push-pull when leaving), so a driver spins; see report")
 def test_leaving_node_has_no_overdue_deadline() -> None:
     sim = converged_cluster(5, seed=2, spread=1.0, leave_linger=200.0)
     sim.leave("n3")

@@ -14,6 +14,12 @@ from dataclasses import dataclass, field
 from gossip_agent.core.messages import Rumor
 
 
+# No rumor encodes smaller than this; below it a packet is full.
+_MIN_RUMOR_BYTES = 8
+# Queue items looked at per packet at most.
+_MAX_SCAN = 512
+
+
 def retransmit_limit(retransmit_mult: int, n_members: int) -> int:
     """How many times each member sends a rumor: mult · ceil(log10(N + 1))."""
     return retransmit_mult * max(1, math.ceil(math.log10(n_members + 1)))
@@ -90,17 +96,20 @@ class BroadcastQueue:
         limit = retransmit_limit(self.retransmit_mult, n_members)
         chosen: list[_Item] = []
         remaining = budget
+        # Bounded scan: a packet is filled from the best candidates, not from a walk over a long queue.
+        scan = _MAX_SCAN
         for transmits in sorted(self._levels):
-            for item in reversed(list(self._levels[transmits].values())):
+            for item in reversed(self._levels[transmits].values()):
+                scan -= 1
+                if scan < 0 or remaining < _MIN_RUMOR_BYTES:
+                    break
                 if item.size > remaining:
                     continue
                 if to is not None and (item.source == to or to in item.sent_to):
                     continue
                 chosen.append(item)
                 remaining -= item.size
-                if remaining < 8:
-                    break
-            if remaining < 8:
+            if scan < 0 or remaining < _MIN_RUMOR_BYTES:
                 break
         for item in chosen:
             self._remove(item)

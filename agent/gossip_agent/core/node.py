@@ -174,6 +174,12 @@ class Node:
         refute, as a newcomer's stale view must not kill anyone."""
         out: list[Effect] = []
         for row in remote.members:
+            known = self.table.get(row.name)
+            if known is not None and row.name != self.name and (
+                    row.incarnation < known.incarnation
+                    or (row.incarnation == known.incarnation and (row.state == known.state
+                                                                  or row.state == MemberState.ALIVE))):
+                continue  # nothing new in this row: skip building a rumor for it
             rumor: Rumor
             if row.state == MemberState.ALIVE:
                 rumor = Alive(row.name, row.incarnation, row.addr, row.meta)
@@ -237,11 +243,16 @@ class Node:
         out: list[Effect] = []
         fresh = False
         reply_pull: Address | None = None
+        # Rumors first: an Ack to a Ping in the same packet then carries whatever they made us say
+        # (e.g. the refutation of a suspicion piggybacked on the Ping by Lifeguard's buddy system).
+        for msg in packet.messages:
+            if isinstance(msg, Alive | Suspect | Dead | StateRumor) and self._apply_rumor(
+                    msg, now, packet.sender, out):
+                fresh = True
         for msg in packet.messages:
             if isinstance(msg, Alive | Suspect | Dead | StateRumor):
-                if self._apply_rumor(msg, now, packet.sender, out):
-                    fresh = True
-            elif isinstance(msg, Ping):
+                continue
+            if isinstance(msg, Ping):
                 self._on_ping(msg, src, out)
             elif isinstance(msg, Ack):
                 self._on_ack(msg, now, out)
@@ -295,7 +306,7 @@ class Node:
 
     def next_deadline(self) -> float:
         """The earliest time at which `tick` has something to do."""
-        deadline = min(self._next_push_pull, self._followup_sync_at)
+        deadline = self._followup_sync_at if self.leaving else min(self._next_push_pull, self._followup_sync_at)
         if self._former:
             deadline = min(deadline, self._next_reconnect)
         if not self.leaving and len(self._probe_order):
@@ -381,8 +392,9 @@ class Node:
         else:
             self.awareness.apply_delta(1)
         target = self.table.get(probe.target)
-        if target is None or target.state != MemberState.ALIVE or target.incarnation != probe.incarnation:
+        if target is None or target.state not in (MemberState.ALIVE, MemberState.SUSPECT):
             return
+        # Probing a suspect that still does not answer is our own independent confirmation (memberlist too).
         self._apply_rumor(Suspect(target.name, target.incarnation, self.name), now, None, out)
 
     def _on_ping(self, msg: Ping, src: Address, out: list[Effect]) -> None:
@@ -476,7 +488,15 @@ class Node:
 
     def _about_self(self, rumor: Alive | Suspect | Dead, now: float) -> bool:
         """Someone talks about us. Refute anything that is not our current truth (SWIM's incarnation bump)."""
-        if self.leaving or rumor.incarnation < self.incarnation:
+        if self.leaving:
+            return False
+        if rumor.incarnation < self.incarnation:
+            if not isinstance(rumor, Alive):
+                # A stale accusation: whoever still spreads it missed our refutation. Say it again.
+                self.stats["stale_accusations"] += 1
+                self._announce_self(now)
+                self._refuted = True
+                return True
             return False
         if isinstance(rumor, Alive) and rumor.incarnation == self.incarnation and rumor.addr == self.addr \
                 and dict(rumor.meta) == self.meta:
@@ -498,6 +518,8 @@ class Node:
 
     def _on_alive(self, rumor: Alive, member: Member | None, now: float, source: str | None,
                   out: list[Effect]) -> bool:
+        if member is not None and rumor.incarnation <= member.incarnation:
+            return False
         if meta_size(rumor.meta) > self.config.gossip.max_meta_bytes:
             self.stats["meta_too_large"] += 1
             return False
@@ -511,8 +533,6 @@ class Node:
             out.append(MemberEvent(EventKind.JOIN, member.snapshot()))
             self._enqueue(rumor, source)
             return True
-        if rumor.incarnation <= member.incarnation:
-            return False
         previous = member.state
         self._former.pop(member.name, None)
         changed = member.addr != rumor.addr or member.meta != rumor.meta
