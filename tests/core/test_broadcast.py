@@ -53,3 +53,10 @@ def test_queue_is_bounded() -> None:
         q.enqueue(StateRumor(str(i).encode()), 5)
     assert len(q) == 10
     assert q.dropped == 15
+
+
+def test_rumor_retires_once_every_other_member_has_it() -> None:
+    q = BroadcastQueue(retransmit_mult=4)  # limit 4 for 3 members: more than the 2 peers there are
+    q.enqueue(StateRumor(b"x"), 10, source="a")
+    assert q.take(1000, n_members=3, to="b") == [StateRumor(b"x")]
+    assert len(q) == 0  # self + source a + peer b: everyone has it

@@ -116,7 +116,10 @@ class BroadcastQueue:
             item.transmits += 1
             if to is not None:
                 item.sent_to.add(to)
-            if item.transmits >= limit:
+            # Retired at the limit, or once every other member has it: a rumor is never sent back to its
+            # source nor twice to one peer, so in a small cluster the limit alone would never be reached.
+            reached = len(item.sent_to) + (item.source is not None and item.source not in item.sent_to)
+            if item.transmits >= limit or (to is not None and reached >= n_members - 1):
                 if item.key is not None and self._by_key.get(item.key) is item:
                     del self._by_key[item.key]
                 continue

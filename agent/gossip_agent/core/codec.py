@@ -98,16 +98,30 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
     raise TypeError(f"not a message: {m!r}")
 
 
+_TYPE_OF: dict[type, MessageType] = {
+    Ping: MessageType.PING, Ack: MessageType.ACK, Nack: MessageType.NACK, PingReq: MessageType.PING_REQ,
+    Alive: MessageType.ALIVE, Suspect: MessageType.SUSPECT, Dead: MessageType.DEAD, StateRumor: MessageType.STATE,
+    PullRequest: MessageType.PULL,
+}
+_LABEL_OF = {cls: t.name.lower() for cls, t in _TYPE_OF.items()}
+
+
 def message_type(m: Message) -> MessageType:
-    """The wire type of a message (metrics label it by `.name.lower()`)."""
-    return MessageType(_message_tuple(m)[0])
+    """The wire type of a message."""
+    return _TYPE_OF[type(m)]
+
+
+def message_label(m: Message) -> str:
+    """The metrics label of a message's type ("ping", "alive", ...): a dict lookup, for hot paths."""
+    return _LABEL_OF[type(m)]
 
 
 _packer = msgpack.Packer(use_bin_type=True)
 
 
 def encode_packet(p: Packet) -> bytes:
-    return bytes((VERSION,)) + _packer.pack((p.sender, [_message_tuple(m) for m in p.messages]))
+    body: bytes = _packer.pack((p.sender, [_message_tuple(m) for m in p.messages]))
+    return bytes((VERSION,)) + body
 
 
 def message_size(m: Message) -> int:
@@ -124,7 +138,8 @@ def packet_overhead(sender: str) -> int:
 
 def encode_push_pull(s: PushPullState) -> bytes:
     rows = [(m.name, m.addr[0], m.addr[1], m.incarnation, int(m.state), dict(m.meta)) for m in s.members]
-    return bytes((PUSH_PULL_VERSION,)) + _packer.pack((s.sender, s.join, rows))
+    body: bytes = _packer.pack((s.sender, s.join, rows))
+    return bytes((PUSH_PULL_VERSION,)) + body
 
 
 # -- decoding ------------------------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""`python -m gossip_agent` / `gossip-agent`: run one agent (docs/agent-api.md is the contract).
+
+Precedence: flags > environment (GOSSIP_*) > config file > preset defaults. An invalid setting exits with
+status 2 and a message naming the key; a graceful leave (SIGTERM, SIGINT, POST /v1/leave) exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from gossip_agent import __version__
+from gossip_agent.core.config import AgentConfig, ConfigError, from_mapping
+from gossip_agent.io.security import KeyringError
+
+# Environment variable -> (config key path, kind).
+ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
+    "GOSSIP_NAME": (("name",), "str"),
+    "GOSSIP_BIND_ADDRESS": (("bindAddress",), "str"),
+    "GOSSIP_PORT": (("port",), "int"),
+    "GOSSIP_ADVERTISE_ADDRESS": (("advertiseAddress",), "str"),
+    "GOSSIP_SEEDS": (("seeds",), "list"),
+    "GOSSIP_DATA_DIR": (("storage", "dataDir"), "str"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gossip-agent", description="Run one gossip agent.")
+    p.add_argument("--config", "-c", metavar="FILE", help="YAML config file (camelCase keys)")
+    p.add_argument("--name", help="member name (unique in the cluster)")
+    p.add_argument("--bind-address", metavar="A", help="address to listen on (UDP and HTTP)")
+    p.add_argument("--port", type=int, metavar="P", help="port for UDP gossip and HTTP (default 7946)")
+    p.add_argument("--advertise-address", metavar="A", help="address other members use to reach us")
+    p.add_argument("--seed", action="append", metavar="HOST:PORT", help="seed member (repeatable)")
+    p.add_argument("--data-dir", metavar="DIR", help="directory for durable state")
+    p.add_argument("--log-level", default=os.environ.get("GOSSIP_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def _set(data: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    for key in path[:-1]:
+        section = data.get(key)
+        if not isinstance(section, dict):
+            section = {} if section is None else section
+            data[key] = section
+        data = section
+    data[path[-1]] = value
+
+
+def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> AgentConfig:
+    """The config from file, environment and flags; raises ConfigError naming the key."""
+    data: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config) as f:
+                loaded = yaml.safe_load(f)
+        except OSError as exc:
+            raise ConfigError(f"--config: cannot read {args.config}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config: {args.config} is not valid YAML: {exc}") from None
+        if loaded is not None:
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"--config: {args.config} must hold a mapping, got {type(loaded).__name__}")
+            data = loaded
+    for var, (path, kind) in ENV_VARS.items():
+        raw = environ.get(var)
+        if raw is None or raw == "":
+            continue
+        value: Any = raw
+        if kind == "int":
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"{var}: expected an integer, got {raw!r}") from None
+        elif kind == "list":
+            value = [s.strip() for s in raw.split(",") if s.strip()]
+        _set(data, path, value)
+    flags: list[tuple[tuple[str, ...], Any]] = [
+        (("name",), args.name), (("bindAddress",), args.bind_address), (("port",), args.port),
+        (("advertiseAddress",), args.advertise_address), (("seeds",), args.seed),
+        (("storage", "dataDir"), args.data_dir),
+    ]
+    for path, value in flags:
+        if value is not None:
+            _set(data, path, value)
+    return from_mapping(data)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args, os.environ)
+        from gossip_agent.io.extension import default_extensions
+        from gossip_agent.io.runtime import Agent
+        agent = Agent(config, extensions=default_extensions(config))
+    except (ConfigError, KeyringError) as exc:
+        print(f"gossip-agent: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(agent.run())
+    except OSError as exc:
+        print(f"gossip-agent: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

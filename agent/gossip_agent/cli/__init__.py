@@ -1,0 +1,1 @@
+"""Command-line tools: `gossipctl` (local clusters from a GossipCluster manifest, and client commands)."""

@@ -1,0 +1,131 @@
+"""Prometheus metrics for one agent, in its own CollectorRegistry (never the global one: tests and gossipctl
+run many agents per process, and an extension adds its own collectors to the same registry).
+
+Hot paths only bump plain `Counter`s in `AgentStats` (a dict increment); the collector turns them, and the
+Node's own `stats`, into metric families when scraped. Nothing is computed while nobody scrapes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gossip_agent.core.messages import MemberState
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Node.stats keys exported under their own names (the rest go to gossip_node_events_total{event=...}).
+_NODE_COUNTERS = {
+    "probes": ("gossip_probes", "Direct probes (UDP pings) sent."),
+    "probe_failures": ("gossip_probe_failures", "Probes that got no ack, directly or indirectly."),
+    "ping_reqs": ("gossip_ping_reqs", "Indirect probe requests sent to helpers."),
+    "acks_received": ("gossip_acks", "Acks received."),
+    "nacks_received": ("gossip_nacks", "Nacks received (Lifeguard: a helper heard nothing from the target)."),
+    "suspicions": ("gossip_suspicions", "Members this agent marked suspect."),
+    "deaths": ("gossip_deaths", "Members this agent marked dead."),
+    "left": ("gossip_left", "Members this agent saw leave gracefully."),
+    "refutations": ("gossip_refutations", "Times this agent refuted a rumor about itself."),
+    "tcp_fallback_acks": ("gossip_tcp_fallback_acks", "Probes answered only over the TCP fallback."),
+}
+
+
+class NodeView(Protocol):
+    """What the collector reads from a Node (a fake in tests)."""
+
+    @property
+    def stats(self) -> Mapping[str, int]: ...
+    @property
+    def health_score(self) -> int: ...
+    @property
+    def incarnation(self) -> int: ...
+    def counts(self) -> Mapping[MemberState, int]: ...
+    def queue_depth(self) -> int: ...
+
+
+class AgentStats:
+    """Counters the runtime bumps: plain dicts, exported on scrape."""
+
+    def __init__(self) -> None:
+        self.messages: Counter[tuple[str, str]] = Counter()   # (direction, message type)
+        self.bytes: Counter[tuple[str, str]] = Counter()      # (direction, kind)
+        self.packets: Counter[str] = Counter()                # direction
+        self.dropped: Counter[str] = Counter()                # reason
+        self.events: Counter[str] = Counter()                 # member event kind
+        self.streams: Counter[tuple[str, str]] = Counter()    # (operation, result)
+        self.joined = False
+
+
+class AgentCollector(Collector):
+    def __init__(self, node: NodeView, stats: AgentStats) -> None:
+        self.node = node
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        node, s = self.node, self.stats
+        node_stats = dict(node.stats)
+        for key, (name, doc) in _NODE_COUNTERS.items():
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], node_stats.get(key, 0))
+            yield c
+        other = CounterMetricFamily("gossip_node_events", "Other protocol events counted by the node.",
+                                    labels=["event"])
+        for key, value in sorted(node_stats.items()):
+            if key not in _NODE_COUNTERS:
+                other.add_metric([key], value)
+        yield other
+        msgs = CounterMetricFamily("gossip_messages", "Protocol messages by direction and type.",
+                                   labels=["direction", "type"])
+        for (direction, mtype), value in sorted(s.messages.items()):
+            msgs.add_metric([direction, mtype], value)
+        yield msgs
+        nbytes = CounterMetricFamily("gossip_bytes", "Bytes on the wire (after encryption) by direction and "
+                                     "kind (a UDP packet's first message type, or the stream operation).",
+                                     labels=["direction", "kind"])
+        for (direction, kind), value in sorted(s.bytes.items()):
+            nbytes.add_metric([direction, kind], value)
+        yield nbytes
+        packets = CounterMetricFamily("gossip_packets", "UDP packets by direction.", labels=["direction"])
+        for direction in ("in", "out"):
+            packets.add_metric([direction], s.packets.get(direction, 0))
+        yield packets
+        dropped = CounterMetricFamily("gossip_packets_dropped", "Packets and stream bodies dropped, by reason.",
+                                      labels=["reason"])
+        for reason, value in sorted(s.dropped.items()):
+            dropped.add_metric([reason], value)
+        yield dropped
+        events = CounterMetricFamily("gossip_member_events", "Membership changes seen, by kind.", labels=["kind"])
+        for kind, value in sorted(s.events.items()):
+            events.add_metric([kind], value)
+        yield events
+        streams = CounterMetricFamily("gossip_stream_ops", "Stream (HTTP) peer operations by result.",
+                                      labels=["op", "result"])
+        for (op, result), value in sorted(s.streams.items()):
+            streams.add_metric([op, result], value)
+        yield streams
+        members = GaugeMetricFamily("gossip_members", "Members in the local table, by state.", labels=["state"])
+        counts = node.counts()
+        for state in MemberState:
+            members.add_metric([state.label], counts.get(state, 0))
+        yield members
+        yield GaugeMetricFamily("gossip_broadcast_queue_depth", "Rumors waiting to be piggybacked.",
+                                value=node.queue_depth())
+        yield GaugeMetricFamily("gossip_health_score", "Lifeguard local health score (0 = healthy).",
+                                value=node.health_score)
+        yield GaugeMetricFamily("gossip_incarnation", "This agent's incarnation number.", value=node.incarnation)
+        yield GaugeMetricFamily("gossip_joined", "1 once the agent has joined the cluster.", value=int(s.joined))
+
+
+class AgentMetrics:
+    """One agent's registry. Extensions register their collectors on `registry`."""
+
+    def __init__(self, node: NodeView, stats: AgentStats) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(AgentCollector(node, stats))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,120 @@
+"""Stream (HTTP) exchanges with peers: push-pull sync, the TCP fallback probe, and a generic sealed
+exchange for extensions (e.g. Merkle anti-entropy).
+
+Every body is sealed by `Security` (stream purpose) both ways, so with a keyring a peer without the key is
+neither answered nor believed. Every call has a total timeout (`membership.streamTimeout`) and a size cap
+on the answer, checked from Content-Length and while reading, before the body is held in memory.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import aiohttp
+
+from gossip_agent.core import codec
+from gossip_agent.core.messages import Ack, Address, Packet, Ping, PushPullState
+from gossip_agent.io.security import AuthError, Purpose, Security
+
+PUSH_PULL_PATH = "/v1/internal/pushpull"
+PING_PATH = "/v1/internal/ping"
+MAX_PUSH_PULL_BYTES = 4 * 1024 * 1024
+_OCTETS = "application/octet-stream"
+
+
+class PeerError(Exception):
+    """A stream exchange failed; `reason` labels metrics (timeout, connect, status, auth, decode, too_large)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, but never more than `limit` bytes held (PeerError too_large past it)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise PeerError("too_large", f"more than {limit} bytes")
+        chunks.append(chunk)
+
+
+class PeerClient:
+    def __init__(self, security: Security, *, timeout: float, ssl_context: ssl.SSLContext | None = None,
+                 max_connections: int = 16) -> None:
+        self.security = security
+        self.timeout = timeout
+        self._ssl = ssl_context
+        self._scheme = "https" if ssl_context is not None else "http"
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        # One pooled session; short keep-alive so an idle agent holds few sockets.
+        connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=5.0,
+                                         ssl=self._ssl if self._ssl is not None else False)
+        self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def url(self, addr: Address, path: str) -> str:
+        host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+        return f"{self._scheme}://{host}:{addr[1]}{path}"
+
+    async def exchange(self, addr: Address, path: str, body: bytes, *, max_bytes: int,
+                       timeout: float | None = None) -> bytes:
+        """POST a sealed body, return the opened answer (at most `max_bytes`). Raises PeerError only."""
+        if self._session is None:
+            raise PeerError("closed")
+        sealed = self.security.seal(body, Purpose.STREAM)
+        limit = max_bytes + 64  # the envelope
+        try:
+            async with self._session.post(
+                    self.url(addr, path), data=sealed, headers={"Content-Type": _OCTETS},
+                    timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
+                if resp.status != 200:
+                    raise PeerError("status", f"HTTP {resp.status}")
+                if resp.content_length is not None and resp.content_length > limit:
+                    raise PeerError("too_large", f"{resp.content_length} bytes")
+                data = await read_capped(resp.content, limit)
+        except PeerError:
+            raise
+        except TimeoutError:
+            raise PeerError("timeout") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise PeerError("connect", str(exc) or type(exc).__name__) from None
+        try:
+            return self.security.open(data, Purpose.STREAM)
+        except AuthError as exc:
+            raise PeerError("auth", str(exc)) from None
+
+    async def push_pull(self, addr: Address, state: PushPullState,
+                        max_bytes: int = MAX_PUSH_PULL_BYTES) -> PushPullState:
+        answer = await self.exchange(addr, PUSH_PULL_PATH, codec.encode_push_pull(state), max_bytes=max_bytes)
+        try:
+            return codec.decode_push_pull(answer, max_bytes)
+        except codec.DecodeError as exc:
+            raise PeerError("decode", exc.reason) from None
+
+    async def ping(self, addr: Address, ping: Ping, sender: str, timeout: float | None = None) -> bool:
+        """The TCP fallback probe: True if `addr` answered as `ping.target` with a matching ack."""
+        body = codec.encode_packet(Packet(sender, (ping,)))
+        try:
+            answer = await self.exchange(addr, PING_PATH, body, max_bytes=1024, timeout=timeout)
+        except PeerError as exc:
+            if exc.reason == "status":
+                return False
+            raise
+        try:
+            packet = codec.decode_packet(answer)
+        except codec.DecodeError as exc:
+            raise PeerError("decode", exc.reason) from None
+        return any(isinstance(m, Ack) and m.seq == ping.seq for m in packet.messages)

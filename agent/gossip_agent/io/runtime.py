@@ -1,0 +1,544 @@
+"""The agent: one Node driven by asyncio — sockets and time in, effects out.
+
+Rules of this module:
+- The Node is only touched from the event loop thread, and only through `_feed` (packets, stream results)
+  or `_on_timer` (time). Both perform the returned effects at once and re-arm a single timer at
+  `node.next_deadline()`: an idle agent wakes only when the protocol has something to do (no polling).
+- Everything is bounded: concurrent stream operations (`MAX_STREAMS`; past it a sync counts as failed and a
+  TCP probe is skipped), join retries (exponential backoff capped at `JOIN_BACKOFF_MAX`), the leave linger
+  (`LEAVE_LINGER`), request and answer sizes (codec, peer client, HTTP API).
+- A failure in one packet or effect is logged and counted, never fatal: garbage from the network must not
+  stop the agent.
+
+Lifecycle: `start()` opens UDP and HTTP on the same port number, creates the Node, starts extensions and the
+join loop; `run()` also installs SIGTERM/SIGINT handlers and returns the exit code after `stop()`.
+A leave (signal or POST /v1/leave) broadcasts `left`, keeps ticking until the rumor is sent out or
+`LEAVE_LINGER` passes, then stops. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import math
+import random
+import signal
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from gossip_agent.core import codec
+from gossip_agent.core.config import AgentConfig
+from gossip_agent.core.effects import Effect, EventKind, MemberEvent, Send, SyncWith, TcpProbe
+from gossip_agent.core.messages import Ack, Address, MemberSnapshot, MemberState, Packet, Ping, PushPullState
+from gossip_agent.core.node import Node
+from gossip_agent.io import tls
+from gossip_agent.io.extension import Extension
+from gossip_agent.io.http_api import make_app
+from gossip_agent.io.metrics import AgentMetrics, AgentStats
+from gossip_agent.io.peer_client import MAX_PUSH_PULL_BYTES, PeerClient, PeerError
+from gossip_agent.io.security import KeyringError, KeyringFile, Purpose, Security
+from gossip_agent.io.seeds import default_advertise_address, resolve_seeds
+from gossip_agent.io.transport import UdpTransport, open_udp
+
+log = logging.getLogger("gossip_agent")
+
+MAX_STREAMS = 8
+JOIN_BACKOFF_MIN = 0.5
+JOIN_BACKOFF_MAX = 30.0
+# While joined, how often to check that we still are (all peers gone → join through the seeds again).
+REJOIN_CHECK = 5.0
+LEAVE_LINGER = 1.0
+KEYRING_RELOAD_EVERY = 10.0
+# Timer slack: fire a hair after the deadline so `tick(now)` never runs just before it and spins.
+_SLACK = 0.001
+_PORT_ATTEMPTS = 20
+
+
+def settle_memory() -> None:
+    """After startup, once per process: move every object allocated so far (modules, config) out of the
+    garbage collector's sight (`gc.freeze`: later collections don't rescan them, which matters for an idle
+    agent's CPU), and hand freed heap pages back to the OS (glibc `malloc_trim`: ~1 MiB of import garbage)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class _NodeView:
+    """What metrics read from the Node."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+
+    @property
+    def stats(self) -> Mapping[str, int]:
+        return self._agent.node.stats
+
+    @property
+    def health_score(self) -> int:
+        return self._agent.node.health_score
+
+    @property
+    def incarnation(self) -> int:
+        return self._agent.node.incarnation
+
+    def counts(self) -> Mapping[MemberState, int]:
+        return self._agent.node.counts()
+
+    def queue_depth(self) -> int:
+        return len(self._agent.node.queue)
+
+
+class Agent:
+    """One gossip agent process (or one of many in a test). See the module docstring for the rules."""
+
+    def __init__(self, config: AgentConfig, *, extensions: Sequence[Extension] = (),
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 incarnation: int = 0) -> None:
+        self.config = config
+        self.extensions = list(extensions)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._initial_incarnation = incarnation
+        self.stats = AgentStats()
+        self.metrics = AgentMetrics(_NodeView(self), self.stats)
+        self._keyring_file = KeyringFile(config.security.keyring_file) if config.security.keyring_file else None
+        self.security = Security(self._keyring_file.keyring if self._keyring_file else None)
+        self.peer_client = PeerClient(self.security, timeout=config.membership.stream_timeout,
+                                      ssl_context=tls.client_context(config.security))
+        self._server_ssl = tls.server_context(config.security)
+        self._node: Node | None = None
+        self._udp: UdpTransport | None = None
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._streams = 0
+        self._leave_task: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+        self._stopped = False
+        self.port = 0
+
+    # -- views (HTTP API, extensions, tests) ----------------------------------------------------------
+    @property
+    def node(self) -> Node:
+        if self._node is None:
+            raise RuntimeError("agent not started")
+        return self._node
+
+    @property
+    def address(self) -> Address:
+        return self.node.addr
+
+    def now(self) -> float:
+        return self.clock()
+
+    def members(self) -> list[MemberSnapshot]:
+        return self.node.members()
+
+    def live_members(self) -> list[MemberSnapshot]:
+        """Alive members other than us (peers an extension may sync with)."""
+        return [m for m in self.node.members() if m.state == MemberState.ALIVE and m.name != self.node.name]
+
+    def ready(self) -> bool:
+        return (self._node is not None and self._node.joined and not self._node.leaving
+                and all(e.ready() for e in self.extensions))
+
+    def status(self) -> Mapping[str, Any]:
+        node = self.node
+        counts = node.counts()
+        out: dict[str, Any] = {
+            "name": node.name, "address": node.addr[0], "port": node.addr[1],
+            "incarnation": node.incarnation, "health": node.health_score,
+            "members": {s.label: counts.get(s, 0) for s in MemberState},
+            "joined": node.joined, "leaving": node.leaving, "encrypted": self.security.encrypted,
+        }
+        for ext in self.extensions:
+            out.update(ext.status())
+        return out
+
+    def render_metrics(self) -> bytes:
+        return self.metrics.render()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._bind()
+        for ext in self.extensions:
+            ext.attach(self)
+        await self.peer_client.start()
+        for ext in self.extensions:
+            await ext.start()
+        self._reschedule()
+        self.spawn(self._join_loop(), "join")
+        if self._keyring_file is not None:
+            self.spawn(self._keyring_loop(), "keyring")
+        cfg, addr = self.config, self.node.addr
+        log.info("agent %s listening on %s:%d (udp+%s), advertising %s:%d%s", cfg.name, cfg.bind_address,
+                 self.port, "https" if self._server_ssl else "http", addr[0], addr[1],
+                 ", encrypted" if self.security.encrypted else "")
+
+    async def _bind(self) -> None:
+        """UDP first (it picks the port when port is 0), then the Node (it needs the port), then HTTP on the
+        same port number; with port 0, retry on a TCP clash."""
+        cfg = self.config
+        attempts = _PORT_ATTEMPTS if cfg.port == 0 else 1
+        delegate = next((d for d in (e.state_delegate() for e in self.extensions) if d is not None), None)
+        routes = [r for e in self.extensions for r in e.routes()]
+        for attempt in range(attempts):
+            udp = await open_udp(cfg.bind_address, cfg.port, self._on_datagram)
+            port = udp.local_address[1]
+            advertise = (cfg.advertise_address or default_advertise_address(cfg.bind_address, cfg.seeds),
+                         cfg.advertise_port or port)
+            self._node = Node(cfg, advertise, self.rng, self.clock(), delegate,
+                              incarnation=self._initial_incarnation)
+            runner = web.AppRunner(make_app(self, routes), access_log=None, handle_signals=False,
+                                   shutdown_timeout=1.0)
+            await runner.setup()
+            site = web.TCPSite(runner, cfg.bind_address, port, ssl_context=self._server_ssl,
+                               reuse_address=True)
+            try:
+                await site.start()
+            except OSError:
+                await runner.cleanup()
+                udp.close()
+                self._node = None
+                if attempt + 1 >= attempts:
+                    raise
+                continue
+            self._udp, self._runner, self.port = udp, runner, port
+            return
+
+    async def run(self) -> int:
+        """Start, serve until a leave completes (signal or POST /v1/leave), stop; returns the exit code."""
+        await self.start()
+        settle_memory()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal)
+        try:
+            await self._done.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            await self.stop()
+        return 0
+
+    def _on_signal(self) -> None:
+        if self._leave_task is None:
+            log.info("signal: leaving the cluster")
+            self.request_leave()
+        else:
+            log.info("second signal: stopping now")
+            self._done.set()
+
+    def request_leave(self) -> None:
+        """Graceful leave, then stop (idempotent)."""
+        if self._leave_task is None and self._node is not None:
+            self._leave_task = asyncio.get_running_loop().create_task(self._leave(), name="leave")
+
+    async def _leave(self) -> None:
+        node = self.node
+        self._feed(node.leave(self.clock()))
+        deadline = self.clock() + LEAVE_LINGER
+        # Linger while the `left` rumor is still queued for retransmission (it leaves the queue once sent
+        # its retransmit limit), at most LEAVE_LINGER: gossip ticks keep running meanwhile.
+        while self.clock() < deadline and len(node.queue) > 0 and self._has_peers():
+            await asyncio.sleep(0.05)
+        log.info("left the cluster")
+        self._done.set()
+
+    def _has_peers(self) -> bool:
+        counts = self.node.counts()
+        return counts[MemberState.ALIVE] + counts[MemberState.SUSPECT] > 0
+
+    async def wait_done(self) -> None:
+        await self._done.wait()
+
+    async def stop(self) -> None:
+        """Close everything (no leave: call `request_leave` first for a graceful exit)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._done.set()
+        for ext in reversed(self.extensions):
+            try:
+                await ext.stop()
+            except Exception:
+                log.exception("extension %s failed to stop", ext.name)
+        if self._timer is not None:
+            self._timer.cancel()
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        if self._leave_task is not None and self._leave_task is not asyncio.current_task():
+            tasks.append(self._leave_task)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.peer_client.close()
+        if self._udp is not None:
+            self._udp.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """A tracked task: its failure is logged, and it is cancelled on stop."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    # -- the protocol loop -----------------------------------------------------------------------------
+    def _feed(self, effects: Iterable[Effect]) -> None:
+        """Perform effects and re-arm the timer. Every Node call goes through here."""
+        try:
+            for effect in effects:
+                try:
+                    self._perform(effect)
+                except Exception:
+                    log.exception("cannot perform %s", type(effect).__name__)
+                    self.stats.dropped["effect_error"] += 1
+        finally:
+            self._reschedule()
+
+    def _reschedule(self) -> None:
+        if self._stopped or self._node is None or self._loop is None:
+            return
+        deadline = self._node.next_deadline()
+        if deadline >= self._timer_at and self._timer is not None:
+            return  # an earlier (or equal) wake-up is armed; it re-arms when it fires
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = math.inf
+        if math.isinf(deadline):
+            return
+        delay = max(0.0, deadline - self.clock()) + _SLACK
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(self._loop.time() + delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        if self._stopped:
+            return
+        try:
+            effects = self.node.tick(self.clock())
+        except Exception:
+            log.exception("node.tick failed")
+            effects = []
+            self.stats.dropped["tick_error"] += 1
+        self._feed(effects)
+
+    def _on_datagram(self, data: bytes, src: Address) -> None:
+        stats = self.stats
+        stats.packets["in"] += 1
+        if self._node is None or self._stopped:
+            return
+        if len(data) > codec.MAX_PACKET_BYTES:
+            stats.dropped["oversized"] += 1
+            return
+        try:
+            frame = self.security.open(data, Purpose.PACKET)
+            packet = codec.decode_packet(frame)
+        except (codec.DecodeError, ValueError) as exc:
+            stats.dropped[getattr(exc, "reason", "malformed")] += 1
+            log.debug("dropped packet from %s:%d: %s", src[0], src[1], exc)
+            return
+        kind = codec.message_label(packet.messages[0]) if packet.messages else "empty"
+        stats.bytes[("in", kind)] += len(data)
+        for m in packet.messages:
+            stats.messages[("in", codec.message_label(m))] += 1
+        try:
+            effects = self._node.handle_packet(packet, src, self.clock())
+        except Exception:
+            log.exception("node.handle_packet failed on a packet from %s:%d", src[0], src[1])
+            stats.dropped["handler_error"] += 1
+            return
+        self._feed(effects)
+
+    def _perform(self, effect: Effect) -> None:
+        if isinstance(effect, Send):
+            self._send(effect.to, effect.packet)
+        elif isinstance(effect, MemberEvent):
+            self._on_member_event(effect)
+        elif isinstance(effect, SyncWith):
+            if not self._start_stream(self._sync(effect.to, effect.join), "pushpull"):
+                self._feed_later(lambda: self.node.sync_failed(effect.to, self.clock()))
+        elif isinstance(effect, TcpProbe):
+            self._start_stream(self._tcp_probe(effect), "tcp_ping")
+
+    def _feed_later(self, call: Callable[[], list[Effect]]) -> None:
+        """Run a Node call on the next loop iteration (never re-enter the Node while performing effects)."""
+        assert self._loop is not None
+        self._loop.call_soon(lambda: None if self._stopped else self._feed(call()))
+
+    def _send(self, to: Address, packet: Packet) -> None:
+        stats = self.stats
+        try:
+            data = self.security.seal(codec.encode_packet(packet), Purpose.PACKET)
+        except Exception:
+            log.exception("cannot encode a packet to %s:%d", to[0], to[1])
+            stats.dropped["encode_error"] += 1
+            return
+        if len(data) > codec.MAX_PACKET_BYTES:
+            stats.dropped["oversized_out"] += 1
+            return
+        if self._udp is None or not self._udp.sendto(data, to):
+            stats.dropped["send_buffer_full"] += 1
+            return
+        stats.packets["out"] += 1
+        kind = codec.message_label(packet.messages[0]) if packet.messages else "empty"
+        stats.bytes[("out", kind)] += len(data)
+        for m in packet.messages:
+            stats.messages[("out", codec.message_label(m))] += 1
+
+    def _on_member_event(self, event: MemberEvent) -> None:
+        m = event.member
+        self.stats.events[event.kind.value] += 1
+        level = logging.WARNING if event.kind in (EventKind.DEAD, EventKind.SUSPECT) else logging.INFO
+        log.log(level, "member %s %s (%s:%d, incarnation %d)", m.name, event.kind.value, m.addr[0], m.addr[1],
+                m.incarnation)
+
+    # -- streams ---------------------------------------------------------------------------------------
+    def _start_stream(self, coro: Coroutine[Any, Any, None], op: str) -> bool:
+        if self._streams >= MAX_STREAMS or self._stopped:
+            coro.close()
+            self.stats.streams[(op, "busy")] += 1
+            return False
+        self._streams += 1
+
+        async def run() -> None:
+            try:
+                await coro
+            finally:
+                self._streams -= 1
+
+        self.spawn(run(), op)
+        return True
+
+    async def _sync(self, to: Address, join: bool) -> None:
+        state = self.node.push_pull_state(join)
+        try:
+            remote = await self.peer_client.push_pull(to, state)
+        except PeerError as exc:
+            self.stats.streams[("pushpull", exc.reason)] += 1
+            log.debug("push-pull with %s:%d failed: %s", to[0], to[1], exc)
+            self._feed(self.node.sync_failed(to, self.clock()))
+            return
+        self.stats.streams[("pushpull", "ok")] += 1
+        self._feed(self.node.merge_push_pull(remote, self.clock()))
+
+    async def _tcp_probe(self, probe: TcpProbe) -> None:
+        node = self.node
+        ping = Ping(probe.seq, probe.target, node.name, node.addr)
+        # The answer only helps before the probe's interval ends.
+        timeout = min(self.config.membership.stream_timeout, self.config.membership.probe_interval)
+        try:
+            ok = await self.peer_client.ping(probe.to, ping, node.name, timeout=timeout)
+        except PeerError as exc:
+            self.stats.streams[("tcp_ping", exc.reason)] += 1
+            return
+        self.stats.streams[("tcp_ping", "ok" if ok else "wrong_target")] += 1
+        if ok:
+            self._feed(node.tcp_probe_ok(probe.seq, self.clock()))
+
+    async def serve_push_pull(self, body: bytes) -> bytes:
+        """A peer's push-pull: answer with our view (as it was before merging theirs), then merge."""
+        try:
+            remote = codec.decode_push_pull(self.security.open(body, Purpose.STREAM), MAX_PUSH_PULL_BYTES)
+        except (codec.DecodeError, ValueError) as exc:
+            self.stats.dropped[getattr(exc, "reason", "malformed")] += 1
+            raise
+        self.stats.bytes[("in", "pushpull")] += len(body)
+        node = self.node
+        mine = node.push_pull_state(False)
+        self._feed(node.merge_push_pull(remote, self.clock()))
+        answer = self.security.seal(codec.encode_push_pull(PushPullState(mine.sender, mine.members, False)),
+                                    Purpose.STREAM)
+        self.stats.bytes[("out", "pushpull")] += len(answer)
+        return answer
+
+    async def serve_ping(self, body: bytes) -> bytes | None:
+        """The TCP fallback probe: ack if the ping names us."""
+        try:
+            packet = codec.decode_packet(self.security.open(body, Purpose.STREAM))
+        except (codec.DecodeError, ValueError) as exc:
+            self.stats.dropped[getattr(exc, "reason", "malformed")] += 1
+            raise
+        node = self.node
+        pings = [m for m in packet.messages if isinstance(m, Ping) and m.target == node.name]
+        if not pings:
+            return None
+        return self.security.seal(codec.encode_packet(Packet(node.name, (Ack(pings[0].seq),))), Purpose.STREAM)
+
+    # -- join and housekeeping -------------------------------------------------------------------------
+    async def _join_loop(self) -> None:
+        """Join through the seeds (re-resolved each attempt) with capped exponential backoff; afterwards check
+        now and then that we still have peers, and join again if not (e.g. after a long partition)."""
+        cfg = self.config
+        if not cfg.seeds:
+            self.stats.joined = True
+            return
+        backoff = JOIN_BACKOFF_MIN
+        attempts = 0
+        while not self._stopped:
+            node = self.node
+            if node.leaving:
+                return
+            if node.joined and attempts:
+                if not self.stats.joined:
+                    log.info("joined the cluster after %d attempt(s)", attempts)
+                self.stats.joined = True
+                backoff = JOIN_BACKOFF_MIN
+                await asyncio.sleep(REJOIN_CHECK)
+                continue
+            attempts += 1
+            seeds = await resolve_seeds(cfg.seeds, timeout=cfg.membership.stream_timeout)
+            effects = node.join(seeds, self.clock())
+            syncs = [e for e in effects if isinstance(e, SyncWith)]
+            self._feed(e for e in effects if not isinstance(e, SyncWith))
+            if syncs:
+                await asyncio.gather(*(self._sync(s.to, s.join) for s in syncs[:MAX_STREAMS]))
+            if self.node.joined:
+                continue
+            log.info("not joined yet (%d seed address(es) tried); retrying in %.1fs", len(syncs), backoff)
+            await asyncio.sleep(backoff * (0.5 + self.rng.random()))
+            backoff = min(backoff * 2, JOIN_BACKOFF_MAX)
+
+    async def _keyring_loop(self) -> None:
+        assert self._keyring_file is not None
+        while True:
+            await asyncio.sleep(KEYRING_RELOAD_EVERY)
+            try:
+                if self._keyring_file.reload_if_changed():
+                    self.security.keyring = self._keyring_file.keyring
+                    log.info("keyring reloaded (%d keys)", self._keyring_file.keyring.size)
+            except KeyringError as exc:
+                log.error("keyring file changed but is invalid, keeping the old keys: %s", exc)
+
+    # -- services for extensions -----------------------------------------------------------------------
+    def broadcast_state(self, payload: bytes, *, key: str | None = None) -> None:
+        self._feed(self.node.broadcast_state(payload, self.clock(), key=key))
+
+    def update_meta(self, meta: Mapping[str, str]) -> None:
+        self._feed(self.node.update_meta(meta, self.clock()))
+
+    def perform(self, effects: Iterable[Effect]) -> None:
+        """Perform effects an extension got from a Node call of its own."""
+        self._feed(effects)

@@ -1,0 +1,203 @@
+"""Authenticated encryption of every UDP packet and stream (HTTP) body with a rotating keyring.
+
+Envelope (what travels when a keyring is configured):
+
+    0xE1 | nonce (12 random bytes) | AES-GCM ciphertext of the plaintext frame | tag (16 bytes)
+
+The associated data is the frame byte plus a purpose label ("packet" or "stream"), so a captured packet
+cannot be replayed as a stream body or the other way round. A plaintext frame starts with the codec's
+version byte (0x01), an envelope with 0xE1 (>= 0x80): a receiver tells them apart from the first byte.
+The envelope adds `OVERHEAD` = 29 bytes, which `codec.packet_overhead` reserves, so an encrypted packet
+still fits `gossip.mtu`.
+
+Keyring (memberlist's design): the first key encrypts; every key is tried to decrypt (the primary first).
+Rotation without downtime: (1) add the new key as a secondary everywhere, (2) make it primary everywhere,
+(3) remove the old key. There is no key id on the wire (nothing to fingerprint keys by); trial decryption
+costs one AES-GCM open per key, and a keyring holds at most `MAX_KEYS`.
+
+Keyring file (the operator's Secret holds one; `gossipctl keygen` prints a key):
+- one base64 key per line, the first line being the primary; blank lines and `#` comments are ignored; or
+- a JSON list of base64 strings, the first being the primary.
+Keys decode to 16, 24 or 32 bytes (AES-128/192/256).
+
+Caveats: there is no replay window for UDP packets (SWIM messages are idempotent and carry sequence numbers
+and incarnations; a replayed rumor is old news); and an agent without a keyring drops every envelope, an
+agent with one drops every plaintext packet: a cluster is either encrypted or not (no mixed rollout mode).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Sequence
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gossip_agent.core import codec
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+ENVELOPE_V1 = 0xE1
+NONCE_BYTES = 12
+TAG_BYTES = 16
+OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES
+KEY_SIZES = (16, 24, 32)
+MAX_KEYS = 16
+
+assert codec.ENVELOPE_RESERVE >= OVERHEAD, "codec must reserve room for the envelope"
+assert ENVELOPE_V1 >= 0x80 > codec.VERSION
+
+
+class Purpose(Enum):
+    PACKET = b"gossip/packet"
+    STREAM = b"gossip/stream"
+
+
+class KeyringError(ValueError):
+    """A keyring file or key is invalid; the message says which and why."""
+
+
+class AuthError(ValueError):
+    """A frame failed authentication (wrong key, tampered, truncated) or its framing is not the expected one."""
+
+    reason = "auth"
+
+
+def generate_key(size: int = 32) -> str:
+    """A new random key, base64, for a keyring file."""
+    if size not in KEY_SIZES:
+        raise KeyringError(f"key size must be one of {KEY_SIZES} bytes, got {size}")
+    return base64.b64encode(os.urandom(size)).decode()
+
+
+def _decode_key(text: str, where: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyringError(f"{where}: not valid base64") from None
+    if len(key) not in KEY_SIZES:
+        raise KeyringError(f"{where}: key is {len(key)} bytes; AES-GCM keys are 16, 24 or 32 bytes")
+    return key
+
+
+def parse_keyring(text: str) -> list[bytes]:
+    """Keys from a keyring file's text (JSON list or one base64 key per line); the first is the primary."""
+    stripped = text.strip()
+    entries: list[tuple[str, str]]
+    if stripped.startswith("["):
+        try:
+            items = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise KeyringError(f"keyring: invalid JSON list ({exc.msg})") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise KeyringError("keyring: a JSON keyring is a list of base64 strings")
+        entries = [(f"keyring entry {i + 1}", item) for i, item in enumerate(items)]
+    else:
+        entries = [(f"keyring line {n}", line) for n, line in enumerate(text.splitlines(), 1)
+                   if line.strip() and not line.lstrip().startswith("#")]
+    keys = [_decode_key(item, where) for where, item in entries]
+    if not keys:
+        raise KeyringError("keyring: no keys")
+    if len(keys) > MAX_KEYS:
+        raise KeyringError(f"keyring: at most {MAX_KEYS} keys, got {len(keys)}")
+    return list(dict.fromkeys(keys))
+
+
+class Keyring:
+    """AES-GCM keys: the first (primary) encrypts, all decrypt."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys:
+            raise KeyringError("keyring: no keys")
+        for i, key in enumerate(keys):
+            if len(key) not in KEY_SIZES:
+                raise KeyringError(f"keyring key {i + 1}: {len(key)} bytes; must be 16, 24 or 32")
+        # Imported here: `cryptography` costs ~7 MiB of RSS, which a plaintext agent need not pay.
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._invalid_tag = InvalidTag
+        self._keys: list[AESGCM] = [AESGCM(k) for k in keys]
+        self.size = len(keys)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Keyring:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise KeyringError(f"security.keyringFile: cannot read {path}: {exc.strerror}") from None
+        return cls(parse_keyring(text))
+
+    def seal(self, plaintext: bytes, purpose: Purpose) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        aad = bytes((ENVELOPE_V1,)) + purpose.value
+        return bytes((ENVELOPE_V1,)) + nonce + self._keys[0].encrypt(nonce, plaintext, aad)
+
+    def open(self, data: bytes, purpose: Purpose) -> bytes:
+        if len(data) < OVERHEAD or data[0] != ENVELOPE_V1:
+            raise AuthError("not an encrypted envelope")
+        nonce, sealed = data[1:1 + NONCE_BYTES], data[1 + NONCE_BYTES:]
+        aad = bytes((ENVELOPE_V1,)) + purpose.value
+        for key in self._keys:
+            try:
+                return key.decrypt(nonce, sealed, aad)
+            except self._invalid_tag:
+                continue
+        raise AuthError("no key of the keyring authenticates it")
+
+
+class Security:
+    """The agent's framing policy: seal/open with a keyring, or plaintext pass-through without one.
+
+    Strict both ways: with a keyring, plaintext frames are rejected; without one, envelopes are rejected.
+    `keyring` may be swapped at runtime (file reload) — reads of the attribute are atomic.
+    """
+
+    def __init__(self, keyring: Keyring | None) -> None:
+        self.keyring = keyring
+
+    @property
+    def encrypted(self) -> bool:
+        return self.keyring is not None
+
+    def seal(self, frame: bytes, purpose: Purpose) -> bytes:
+        keyring = self.keyring
+        return frame if keyring is None else keyring.seal(frame, purpose)
+
+    def open(self, data: bytes, purpose: Purpose) -> bytes:
+        keyring = self.keyring
+        if keyring is None:
+            if data[:1] and data[0] >= 0x80:
+                raise AuthError("encrypted envelope but no keyring configured")
+            return data
+        return keyring.open(data, purpose)
+
+
+class KeyringFile:
+    """Watches a keyring file (a mounted Secret) and reloads it when it changes: rotation without restart."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp = self._stat()
+        self.keyring = Keyring.from_file(path)
+
+    def _stat(self) -> tuple[int, int, int]:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return (0, 0, 0)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def reload_if_changed(self) -> bool:
+        """Re-read the file if its stamp changed; True if the keyring was replaced. Raises KeyringError if the
+        new file is invalid (the caller keeps the old keyring and logs)."""
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        self.keyring = Keyring.from_file(self.path)
+        return True

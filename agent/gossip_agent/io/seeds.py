@@ -1,0 +1,84 @@
+"""Seed addresses: "host:port" entries where a host may be a DNS name with many A records (a headless
+Service lists every ready pod). Names are re-resolved on every join attempt, so seeds that appear later (pods
+still starting) are found on a retry. Resolution failures are not errors: a seed that does not resolve yet
+simply contributes no address this round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
+
+from gossip_agent.core.messages import Address
+
+log = logging.getLogger(__name__)
+# At most this many addresses per seed name per round (a headless Service of a big cluster is truncated:
+# any few live members are enough to join).
+MAX_ADDRESSES_PER_SEED = 16
+
+
+def parse_seed(seed: str) -> tuple[str, int]:
+    """("host", port) from "host:port" or "[v6]:port"; ValueError naming the seed otherwise."""
+    host, sep, port = seed.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"seed {seed!r} is not 'host:port'")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def _literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+async def resolve_seeds(seeds: Iterable[str], *, timeout: float = 5.0) -> list[Address]:
+    """Every address of every seed (deduplicated, order kept), resolving names concurrently."""
+    loop = asyncio.get_running_loop()
+
+    async def one(seed: str) -> list[Address]:
+        host, port = parse_seed(seed)
+        literal = _literal(host)
+        if literal is not None:
+            return [(literal, port)]
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP), timeout)
+        except (OSError, TimeoutError) as exc:
+            log.info("seed %s does not resolve yet: %s", seed, exc)
+            return []
+        addrs: list[Address] = []
+        for _family, _type, _proto, _canon, sockaddr in infos:
+            addrs.append((str(sockaddr[0]), port))
+        return list(dict.fromkeys(addrs))[:MAX_ADDRESSES_PER_SEED]
+
+    results = await asyncio.gather(*(one(s) for s in seeds))
+    return list(dict.fromkeys(a for addrs in results for a in addrs))
+
+
+def default_advertise_address(bind_address: str, seeds: Iterable[str] = ()) -> str:
+    """The address others should use for us when none is configured: the bind address unless it is a
+    wildcard; else the local address the kernel would use to reach the first seed literal (or a private
+    address), found by connecting a UDP socket (no packet is sent)."""
+    if bind_address not in ("0.0.0.0", "::", ""):
+        return bind_address
+    target = "10.255.255.255"
+    for seed in seeds:
+        try:
+            host = parse_seed(seed)[0]
+        except ValueError:
+            continue
+        if _literal(host) and ":" not in host:
+            target = host
+            break
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((target, 9))
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"

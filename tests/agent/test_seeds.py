@@ -1,0 +1,32 @@
+"""Seed parsing and resolution (names with many addresses, literals, names that do not resolve yet)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gossip_agent.io.seeds import default_advertise_address, parse_seed, resolve_seeds
+
+
+def test_parse_seed() -> None:
+    assert parse_seed("10.0.0.1:7946") == ("10.0.0.1", 7946)
+    assert parse_seed("demo-0.demo-peers.ns.svc:7946") == ("demo-0.demo-peers.ns.svc", 7946)
+    assert parse_seed("[::1]:7946") == ("::1", 7946)
+    for bad in ("nohost", ":7946", "host:", "host:99999", "host:x"):
+        with pytest.raises(ValueError, match="host:port"):
+            parse_seed(bad)
+
+
+async def test_resolve_literals_names_and_dedup() -> None:
+    addrs = await resolve_seeds(["127.0.0.1:7000", "localhost:7000", "127.0.0.1:7001", "127.0.0.1:7000"])
+    assert addrs[0] == ("127.0.0.1", 7000)
+    assert ("127.0.0.1", 7001) in addrs
+    assert len(addrs) == len(set(addrs))
+
+
+async def test_unresolvable_name_contributes_nothing() -> None:
+    assert await resolve_seeds(["no-such-host.invalid:7946"], timeout=3.0) == []
+
+
+def test_default_advertise_address() -> None:
+    assert default_advertise_address("127.0.0.1") == "127.0.0.1"
+    assert default_advertise_address("0.0.0.0", ["127.0.0.1:7946"]) == "127.0.0.1"

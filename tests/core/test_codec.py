@@ -1,0 +1,166 @@
+"""Wire codec: round trips for every message type, exact sizes, and garbage that only ever raises DecodeError."""
+
+from __future__ import annotations
+
+import contextlib
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gossip_agent.core import codec
+from gossip_agent.core.codec import DecodeError
+from gossip_agent.core.messages import (
+    Ack,
+    Alive,
+    Dead,
+    MemberSnapshot,
+    MemberState,
+    Nack,
+    Packet,
+    Ping,
+    PingReq,
+    PullRequest,
+    PushPullState,
+    StateRumor,
+    Suspect,
+)
+
+names = st.text(min_size=1, max_size=40)
+hosts = st.one_of(st.ip_addresses().map(str), st.from_regex(r"[a-z][a-z0-9.-]{0,40}", fullmatch=True))
+ports = st.integers(0, 65535)
+addrs = st.tuples(hosts, ports)
+seqs = st.integers(0, 2**32 - 1)
+incs = st.integers(0, 2**64 - 1)
+metas = st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=4)
+
+messages = st.one_of(
+    st.builds(Ping, seqs, names, names, addrs),
+    st.builds(Ack, seqs),
+    st.builds(Nack, seqs),
+    st.builds(PingReq, seqs, names, addrs, names, addrs, st.booleans()),
+    st.builds(Alive, names, incs, addrs, metas),
+    st.builds(Suspect, names, incs, names),
+    st.builds(Dead, names, incs, names),
+    st.builds(StateRumor, st.binary(max_size=300)),
+    st.builds(PullRequest, names, addrs),
+)
+packets = st.builds(Packet, names, st.lists(messages, max_size=20).map(tuple))
+snapshots = st.builds(MemberSnapshot, names, addrs, incs, st.sampled_from(list(MemberState)), metas)
+push_pulls = st.builds(PushPullState, names, st.lists(snapshots, max_size=20).map(tuple), st.booleans())
+
+
+@given(packets)
+def test_packet_round_trip_and_size_bound(p: Packet) -> None:
+    data = codec.encode_packet(p)
+    assert data[0] == codec.VERSION
+    assert codec.decode_packet(data) == p
+    body = sum(codec.message_size(m) for m in p.messages)
+    # The overhead is an upper bound that keeps room for the security envelope; at most 2 bytes of slack
+    # (a short message array's header is 1 byte, not 3) besides the reserve.
+    bound = codec.packet_overhead(p.sender) - codec.ENVELOPE_RESERVE + body
+    assert bound - 2 <= len(data) <= bound
+
+
+@given(messages)
+def test_message_size_is_exact_inside_a_compound(m: object) -> None:
+    one = Packet("n", (Ack(1),))
+    two = Packet("n", (Ack(1), m))  # type: ignore[arg-type]
+    assert len(codec.encode_packet(two)) - len(codec.encode_packet(one)) == codec.message_size(m)  # type: ignore[arg-type]
+
+
+@given(push_pulls)
+def test_push_pull_round_trip(s: PushPullState) -> None:
+    data = codec.encode_push_pull(s)
+    assert codec.decode_push_pull(data, max_bytes=len(data)) == s
+
+
+def test_push_pull_oversized_is_rejected_before_parsing() -> None:
+    s = PushPullState("a", tuple(MemberSnapshot(f"m{i}", ("10.0.0.1", 7946), i, MemberState.ALIVE) for i in range(50)))
+    data = codec.encode_push_pull(s)
+    with pytest.raises(DecodeError) as err:
+        codec.decode_push_pull(data, max_bytes=len(data) - 1)
+    assert err.value.reason == "oversized"
+
+
+def test_compact_ping() -> None:
+    p = Packet("demo-0", (Ping(7, "demo-1", "demo-0", ("10.0.0.5", 7946)),))
+    assert len(codec.encode_packet(p)) < 50
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=200))
+def test_garbage_raises_only_decode_error(data: bytes) -> None:
+    for candidate in (data, bytes((codec.VERSION,)) + data):
+        try:
+            codec.decode_packet(candidate)
+        except DecodeError as exc:
+            assert exc.reason in {"truncated", "bad_version", "unknown_type", "malformed", "oversized"}
+        with contextlib.suppress(DecodeError):
+            codec.decode_push_pull(candidate, max_bytes=1000)
+
+
+@settings(max_examples=300)
+@given(packets, st.data())
+def test_mutated_packets_raise_only_decode_error(p: Packet, data: st.DataObject) -> None:
+    raw = bytearray(codec.encode_packet(p))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    for candidate in (bytes(raw), bytes(raw[:cut])):
+        try:
+            decoded = codec.decode_packet(candidate)
+        except DecodeError:
+            continue
+        # Whatever decodes must re-encode: the decoder only builds well-typed messages.
+        codec.encode_packet(decoded)
+
+
+@settings(max_examples=200)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=5)
+    | st.binary(max_size=5),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=30,
+))
+def test_well_formed_msgpack_of_wrong_shape_is_malformed(obj: object) -> None:
+    data = bytes((codec.VERSION,)) + msgpack.packb(obj, use_bin_type=True)
+    for decode in (codec.decode_packet, lambda d: codec.decode_push_pull(d, 10_000)):
+        with contextlib.suppress(DecodeError):
+            decode(data)
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"", "truncated"),
+    (b"\x02\x92\xa1a\x90", "bad_version"),
+    (b"\x01", "truncated"),
+    (b"\x01\x92\xa1a", "truncated"),
+    (b"\x01\x92\xa1a\x91\x92\x63\x01", "unknown_type"),
+    (b"\x01\x92\xa1a\x91\x92\x01\xa1x", "malformed"),
+    (b"\x01\x92\xa1a\x90\x00", "malformed"),
+    (b"\x01" + b"\x91" * 100_000, "oversized"),
+])
+def test_decode_error_reasons(data: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as err:
+        codec.decode_packet(data)
+    assert err.value.reason == reason
+
+
+def test_deep_nesting_is_malformed_not_recursion_error() -> None:
+    data = b"\x01" + b"\x91" * 60_000 + b"\xc0"
+    with pytest.raises(DecodeError):
+        codec.decode_packet(data)
+
+
+def test_huge_declared_lengths_do_not_allocate() -> None:
+    # A str32 claiming 4 GiB, an array32 claiming 4 G items: rejected from the header, not allocated.
+    for data in (b"\x01\x92\xdb\xff\xff\xff\xff", b"\x01\x92\xa1a\xdd\xff\xff\xff\xff"):
+        with pytest.raises(DecodeError):
+            codec.decode_packet(data)
+
+
+def test_message_type_labels() -> None:
+    assert codec.message_type(Ping(1, "a", "b", ("h", 1))) is codec.MessageType.PING
+    assert codec.message_type(StateRumor(b"")) is codec.MessageType.STATE
