@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from gossip_agent.core.messages import Rumor
 
-
 # No rumor encodes smaller than this; below it a packet is full.
 _MIN_RUMOR_BYTES = 8
 # Queue items looked at per packet at most.

@@ -79,7 +79,7 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
     if isinstance(m, Ping):
         return (MessageType.PING, m.seq, m.target, m.source, m.source_addr[0], m.source_addr[1])
     if isinstance(m, Ack):
-        return (MessageType.ACK, m.seq)
+        return (MessageType.ACK, m.seq, m.digest)
     if isinstance(m, Alive):
         return (MessageType.ALIVE, m.name, m.incarnation, m.addr[0], m.addr[1], dict(m.meta))
     if isinstance(m, Suspect):
@@ -201,7 +201,7 @@ def _meta(v: Any) -> dict[str, str]:
 
 
 _ARITY = {
-    MessageType.PING: 6, MessageType.ACK: 2, MessageType.NACK: 2, MessageType.PING_REQ: 9,
+    MessageType.PING: 6, MessageType.ACK: 3, MessageType.NACK: 2, MessageType.PING_REQ: 9,
     MessageType.ALIVE: 6, MessageType.SUSPECT: 4, MessageType.DEAD: 4, MessageType.STATE: 2,
     MessageType.PULL: 4,
 }
@@ -222,7 +222,7 @@ def _message(t: Any) -> Message:
     if mtype is MessageType.PING:
         return Ping(_uint(t[1], _MAX_U32), _str(t[2]), _str(t[3]), (_str(t[4]), _port(t[5])))
     if mtype is MessageType.ACK:
-        return Ack(_uint(t[1], _MAX_U32))
+        return Ack(_uint(t[1], _MAX_U32), _uint(t[2], _MAX_U32))
     if mtype is MessageType.NACK:
         return Nack(_uint(t[1], _MAX_U32))
     if mtype is MessageType.PING_REQ:

@@ -7,6 +7,7 @@ Only the member itself raises its incarnation (to refute a suspicion, or to anno
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -27,12 +28,22 @@ class Member:
         return MemberSnapshot(self.name, self.addr, self.incarnation, self.state, self.meta)
 
 
+def _name_hash(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
 class MemberTable:
-    """Members by name, with counts kept up to date so views are O(1)."""
+    """Members by name, with counts and a digest of the alive set kept up to date so views are O(1).
+
+    The digest is the XOR of crc32(name) over alive members: two members with the same digest almost surely
+    agree on who is alive, whatever order they learned it in. Incarnations and metadata stay out of it, so
+    a metadata update (e.g. a new state root) does not make views look different.
+    """
 
     def __init__(self) -> None:
         self._members: dict[str, Member] = {}
         self._counts = dict.fromkeys(MemberState, 0)
+        self.digest = 0
 
     def __len__(self) -> int:
         return len(self._members)
@@ -50,11 +61,15 @@ class MemberTable:
         assert member.name not in self._members
         self._members[member.name] = member
         self._counts[member.state] += 1
+        if member.state == MemberState.ALIVE:
+            self.digest ^= _name_hash(member.name)
 
     def set_state(self, member: Member, state: MemberState, now: float) -> None:
         if member.state != state:
             self._counts[member.state] -= 1
             self._counts[state] += 1
+            if (member.state == MemberState.ALIVE) != (state == MemberState.ALIVE):
+                self.digest ^= _name_hash(member.name)
             member.state = state
             member.state_since = now
 
@@ -62,6 +77,8 @@ class MemberTable:
         member = self._members.pop(name, None)
         if member is not None:
             self._counts[member.state] -= 1
+            if member.state == MemberState.ALIVE:
+                self.digest ^= _name_hash(member.name)
         return member
 
     def counts(self) -> dict[MemberState, int]:

@@ -37,6 +37,9 @@ class Ping:
 @dataclass(frozen=True, slots=True)
 class Ack:
     seq: int
+    # Digest of the sender's set of alive members (MemberTable.digest); 0 = not given. A prober whose own
+    # digest differs syncs with the acker: a member that missed a rumor catches up within a probe or two.
+    digest: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,7 @@ class Node:
         self._next_push_pull = now + g.push_pull_interval * (1 + rng.random()) if g.push_pull_interval else _NEVER
         self._next_reconnect = now + m.reconnect_interval if m.reconnect_interval else _NEVER
         self._followup_sync_at = _NEVER
+        self._next_digest_sync = now
         self._header = codec.packet_overhead(self.name)
 
     # -- views -----------------------------------------------------------------------------------------
@@ -401,7 +402,7 @@ class Node:
         if msg.target != self.name:
             self.stats["ping_wrong_target"] += 1
             return
-        self._send(msg.source_addr, msg.source, [Ack(msg.seq)], out)
+        self._send(msg.source_addr, msg.source, [Ack(msg.seq, self.table.digest)], out)
 
     def _on_ping_req(self, msg: PingReq, now: float, out: list[Effect]) -> None:
         m = self.config.membership
@@ -418,10 +419,18 @@ class Node:
             if not probe.indirect_sent:
                 self.awareness.apply_delta(-1)
             self._probe = None
+            if msg.digest and msg.digest != self.table.digest and now >= self._next_digest_sync:
+                # Our views of who is alive differ: one of us missed a rumor. Sync now rather than waiting
+                # for the next periodic push-pull (this is what leaves no stragglers after a join).
+                target = self.table.get(probe.target)
+                if target is not None:
+                    self._next_digest_sync = now + self.config.membership.probe_interval
+                    self.stats["digest_syncs"] += 1
+                    out.append(SyncWith(target.addr, join=False))
             return
         relay = self._relays.pop(msg.seq, None)
         if relay is not None:
-            self._send(relay.origin_addr, None, [Ack(relay.origin_seq)], out)
+            self._send(relay.origin_addr, None, [Ack(relay.origin_seq, 0)], out)
 
     def _tick_relays(self, now: float, out: list[Effect]) -> None:
         if not self._relays:
