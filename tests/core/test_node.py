@@ -321,3 +321,21 @@ def test_alive_digest_ignores_order_and_metadata() -> None:
     assert a.table.digest == b.table.digest
     a.handle_packet(Packet("z", (Dead("x", 2, "z"),)), ("h", 9), 0.0)
     assert a.table.digest != b.table.digest
+
+
+def test_probe_that_fails_after_a_refutation_does_not_reaccuse_the_new_incarnation() -> None:
+    node = Node(cfg("a"), ("h", 1), random.Random(5), 0.0)
+    for i in range(2, 5):
+        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i)),)), ("h", i), 0.0)
+    pings: list[Send] = []
+    while not pings:
+        out = node.tick(node.next_deadline())
+        pings = [e for e in out if isinstance(e, Send) and isinstance(e.packet.messages[0], Ping)]
+    ping = pings[0].packet.messages[0]
+    assert isinstance(ping, Ping)
+    # while our probe is in flight, the target refutes some other accusation: incarnation 1 -> 2
+    node.handle_packet(Packet("x", (Alive(ping.target, 2, ("h", 9)),)), ("h", 9), node.next_deadline())
+    for _ in range(4):  # the probe times out and fails
+        node.tick(node.next_deadline())
+    member = node.member(ping.target)
+    assert member is not None and member.state == MemberState.ALIVE and member.incarnation == 2

@@ -165,6 +165,8 @@ class Node:
             # One follow-up sync with a random member shortly after: members that joined at the same moment
             # through other seeds were not in the seed's view yet, and would otherwise wait for a rumor.
             self._followup_sync_at = now + _FOLLOWUP_SYNC_INTERVALS * self.config.gossip.interval
+            # Announce ourselves too (memberlist does): a second, independent source of our Alive rumor.
+            self._announce_self(now)
         return [SyncWith(s, join=True) for s in targets]
 
     def push_pull_state(self, join: bool) -> PushPullState:
@@ -396,7 +398,9 @@ class Node:
         if target is None or target.state not in (MemberState.ALIVE, MemberState.SUSPECT):
             return
         # Probing a suspect that still does not answer is our own independent confirmation (memberlist too).
-        self._apply_rumor(Suspect(target.name, target.incarnation, self.name), now, None, out)
+        # The accusation names the incarnation the probe was sent to: if the member refuted meanwhile, it is
+        # stale and ignored, instead of re-accusing the refutation (which made incarnations climb).
+        self._apply_rumor(Suspect(target.name, probe.incarnation, self.name), now, None, out)
 
     def _on_ping(self, msg: Ping, src: Address, out: list[Effect]) -> None:
         if msg.target != self.name:
