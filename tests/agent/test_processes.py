@@ -193,7 +193,7 @@ def test_encrypted_cluster_admits_only_key_holders(tmp_path: Path) -> None:
         time.sleep(1.5)
         for a in good:
             assert "e3" not in (states(a) or {})
-        assert states(intruder) == {"e3": ("alive", 0)}
+        assert {name: st for name, (st, _) in (states(intruder) or {}).items()} == {"e3": "alive"}
         assert not intruder.client.ready()
         m = parse_metrics(good[0].client.metrics())
         assert m.get('gossip_packets_dropped_total{reason="auth"}', 0) >= 1

@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 from gossip_agent import __version__
+from gossip_agent.cli import kv
 from gossip_agent.cli.client import AgentClient, ClientError
 from gossip_agent.cli.cluster import (
     LocalCluster,
@@ -229,6 +230,7 @@ COMMANDS: dict[str, tuple[str, Register, Run]] = {
     "leave": ("ask an agent to leave gracefully and exit", _client_args, run_leave),
     "keygen": ("print a new base64 key for a keyring file", register_keygen, run_keygen),
 }
+COMMANDS.update(kv.COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ An `Extension` may
 - add keys to `/v1/status` (`status()`, e.g. `state` and `convergence`) and a readiness condition
   (`ready()`).
 
-`default_extensions(config)` is what `python -m gossip_agent` attaches; it returns none yet.
+`default_extensions(config)` is what `python -m gossip_agent` attaches: the state layer.
 """
 
 from __future__ import annotations
@@ -58,5 +58,7 @@ class Extension:
 
 
 def default_extensions(config: AgentConfig) -> list[Extension]:
-    """The layers `python -m gossip_agent` runs for `config` (the state layer will be added here)."""
-    return []
+    """The layers `python -m gossip_agent` runs for `config`: the replicated key-value state."""
+    from gossip_agent.io.state_service import state_extensions  # lazy: state_service imports this module
+
+    return state_extensions(config)

@@ -1,0 +1,252 @@
+"""Composition rules of one replica that need no I/O: who the replica is, what a state rumor carries, when
+to publish our Merkle root, which peer to repair from, and when a write concern is met.
+
+Why a module of its own: the state service (io/state_service.py) wires the store, the log, the Node and
+HTTP together; the decisions it takes on the way are small but easy to get subtly wrong, and here they
+take `now` as an argument and can be tested without sockets or clocks.
+
+- Replica ids. Version vectors name writers; a node whose data dir was wiped restarts its dot counters at
+  1, and dots its peers have already seen would be taken for old news (the new writes lost). So the writer
+  id is the member name plus an *epoch* picked when a store starts empty: `demo-0@5f3a9c`.
+- Rumor payloads. A key's whole state travels in one rumor when it fits a packet. When it does not (big
+  values, many siblings) an *announcement* (key, digest of the state, origin address) travels instead and
+  receivers that hold another digest pull the state over HTTP; anti-entropy remains the backstop.
+- Root publication. Membership metadata carries our Merkle root; updating it bumps our incarnation and
+  broadcasts an Alive, so it is rate-limited (`MetaPublisher`) and only sent when it changed.
+- Divergence repair. A peer whose published root has differed from ours for a while, and is not itself
+  still changing, is a better anti-entropy partner than a random one (`RepairPlanner`): after writes stop
+  the cluster converges in about one hold time plus one exchange instead of one anti-entropy interval.
+- Write concern. `w=N` means N holders including us; `WriteConcern` counts acknowledgements by peer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from gossip_agent.core import codec
+from gossip_agent.core.convergence import META_HLC, META_KEYS, META_ROOT, parse_state_meta
+from gossip_agent.core.kvstore import Entry
+from gossip_agent.core.messages import Address, MemberSnapshot, MemberState, PullRequest, StateRumor
+from gossip_agent.core.state_codec import DEFAULT_LIMITS, CodecLimits, StateCodecError, decode_rumor
+
+ANNOUNCE = 6
+"""Format tag of a large-value announcement (state_codec's rumor is tag 1)."""
+EPOCH_SEPARATOR = "@"
+MAX_WRITE_CONCERN = 64
+_DIGEST_BYTES = 32
+
+
+# -- replica ids ------------------------------------------------------------------------------------------
+def replica_id(name: str, epoch: str) -> str:
+    """The writer id of a store: member name and the epoch of its (current) data."""
+    if not epoch or not epoch.isalnum():
+        raise ValueError(f"replica epoch must be a non-empty alphanumeric string, got {epoch!r}")
+    return f"{name}{EPOCH_SEPARATOR}{epoch}"
+
+
+def member_of(replica: str) -> str:
+    """The member name in a replica id (the id itself if it has no epoch)."""
+    name, sep, _ = replica.rpartition(EPOCH_SEPARATOR)
+    return name if sep else replica
+
+
+# -- rumor payloads ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """A key's state is too big for a packet: it exists, here is its digest, pull it from `origin`."""
+
+    key: str
+    digest: bytes
+    origin: Address
+
+
+def encode_announcement(ann: Announcement) -> bytes:
+    data: bytes = msgpack.packb([ANNOUNCE, ann.key, ann.digest, ann.origin[0], ann.origin[1]], use_bin_type=True)
+    return data
+
+
+def decode_payload(payload: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Entry | Announcement:
+    """A state rumor payload: a whole entry, or an announcement. Raises StateCodecError only."""
+    if payload[:2] == bytes((0x95, ANNOUNCE)):
+        return _decode_announcement(payload, limits)
+    return decode_rumor(payload, limits)
+
+
+def _decode_announcement(payload: bytes, limits: CodecLimits) -> Announcement:
+    if len(payload) > 64 + limits.max_key_bytes + 256:
+        raise StateCodecError(f"announcement of {len(payload)} bytes is too long")
+    try:
+        data = msgpack.unpackb(payload, raw=False, max_str_len=len(payload), max_bin_len=len(payload),
+                               max_array_len=8, max_map_len=0, max_ext_len=0)
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as err:
+        raise StateCodecError(f"malformed announcement: {err}") from None
+    if not (isinstance(data, list) and len(data) == 5 and data[0] == ANNOUNCE and isinstance(data[1], str)
+            and isinstance(data[2], bytes) and len(data[2]) == _DIGEST_BYTES and isinstance(data[3], str)
+            and isinstance(data[4], int) and not isinstance(data[4], bool) and 0 < data[4] < 65536):
+        raise StateCodecError("announcement: expected [6, key, 32-byte digest, host, port]")
+    try:
+        size = len(data[1].encode())
+    except UnicodeEncodeError:
+        raise StateCodecError("announcement: key is not valid UTF-8") from None
+    if not 0 < size <= limits.max_key_bytes or len(data[3]) > 255:
+        raise StateCodecError("announcement: key or host too long")
+    return Announcement(data[1], data[2], (data[3], data[4]))
+
+
+def inline_budget(mtu: int, sender: str, sender_addr: Address) -> int:
+    """Largest state rumor payload that always fits a gossip packet of `sender` (with the pull request
+    that push-pull gossip adds to each packet): larger states are announced instead."""
+    reserve = codec.message_size(PullRequest(sender, sender_addr)) + 16
+    rumor_overhead = codec.message_size(StateRumor(b"\x00" * 70000)) - 70000
+    return mtu - codec.packet_overhead(sender) - reserve - rumor_overhead
+
+
+# -- metadata ---------------------------------------------------------------------------------------------
+class MetaPublisher:
+    """Publish our state metadata at most every `min_interval` seconds, and only when it changed."""
+
+    def __init__(self, min_interval: float) -> None:
+        self.min_interval = min_interval
+        self.published: dict[str, str] = {}
+        self._at = float("-inf")
+
+    def due(self, now: float, meta: Mapping[str, str]) -> bool:
+        return dict(meta) != self.published and now - self._at >= self.min_interval
+
+    def done(self, now: float, meta: Mapping[str, str]) -> None:
+        self.published = dict(meta)
+        self._at = now
+
+
+def merged_meta(current: Mapping[str, str], state: Mapping[str, str]) -> dict[str, str]:
+    """Our full metadata: what the member already publishes (config labels) with the state keys replaced."""
+    out = {k: v for k, v in current.items() if k not in (META_ROOT, META_KEYS, META_HLC)}
+    out.update(state)
+    return out
+
+
+def counted_members(members: Iterable[MemberSnapshot], me: str) -> dict[str, str | None]:
+    """{member: published root or None} for every member still counted as part of the cluster: alive,
+    suspect, or dead but not reaped (a member we cannot hear from cannot be assumed to agree). Members that
+    left gracefully are not counted."""
+    out: dict[str, str | None] = {}
+    for m in members:
+        if m.name == me or m.state == MemberState.LEFT:
+            continue
+        published = parse_state_meta(m.meta)
+        out[m.name] = published.root if published is not None else None
+    return out
+
+
+# -- repair target ----------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Seen:
+    root: str | None
+    since: float
+
+
+@dataclass(slots=True)
+class RepairPlanner:
+    """Which peer to run anti-entropy with now, beyond the periodic random one.
+
+    A peer qualifies when its published root differs from ours, has not changed for `hold` seconds (it is
+    not mid-way through receiving rumors), and ours has not changed for `hold` seconds either. At most one
+    such repair per `min_gap` seconds.
+    """
+
+    hold: float
+    min_gap: float
+    _peers: dict[str, _Seen] = field(default_factory=dict)
+    _mine: _Seen = field(default_factory=lambda: _Seen(None, 0.0))
+    _last: float = float("-inf")
+
+    def observe(self, now: float, my_root: str, roots: Mapping[str, str | None]) -> None:
+        if self._mine.root != my_root:
+            self._mine = _Seen(my_root, now)
+        for name in [n for n in self._peers if n not in roots]:
+            del self._peers[name]
+        for name, root in roots.items():
+            seen = self._peers.get(name)
+            if seen is None or seen.root != root:
+                self._peers[name] = _Seen(root, now)
+
+    def pick(self, now: float, live: Iterable[str], choice: float) -> str | None:
+        """A peer to repair from, or None. `choice` in [0, 1) picks among the candidates (the caller's RNG)."""
+        if now - self._last < self.min_gap or now - self._mine.since < self.hold:
+            return None
+        mine = self._mine.root
+        candidates = sorted(name for name in live if (seen := self._peers.get(name)) is not None
+                            and seen.root is not None and seen.root != mine and now - seen.since >= self.hold)
+        if not candidates:
+            return None
+        return candidates[min(len(candidates) - 1, int(choice * len(candidates)))]
+
+    def started(self, now: float) -> None:
+        self._last = now
+
+
+# -- write concern ----------------------------------------------------------------------------------------
+def parse_write_concern(raw: str | None, *, default: int = 1) -> int:
+    """`?w=N` → N (1..MAX_WRITE_CONCERN); ValueError naming the problem. `all` is not supported: the cluster
+    size changes under a write, so a client should say how many holders it needs."""
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise ValueError(f"w must be an integer 1..{MAX_WRITE_CONCERN} (holders including this agent), "
+                         f"got {raw[:20]!r}")
+    w = int(raw)
+    if not 1 <= w <= MAX_WRITE_CONCERN:
+        raise ValueError(f"w must be 1..{MAX_WRITE_CONCERN} (holders including this agent), got {w}")
+    return w
+
+
+@dataclass(slots=True)
+class WriteConcern:
+    """Bookkeeping of one write with `w` required holders (we hold it already)."""
+
+    w: int
+    acked: set[str] = field(default_factory=set)
+    failed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def holders(self) -> int:
+        return 1 + len(self.acked)
+
+    @property
+    def needed(self) -> int:
+        return max(0, self.w - self.holders)
+
+    @property
+    def met(self) -> bool:
+        return self.holders >= self.w
+
+    def ack(self, peer: str) -> None:
+        self.acked.add(peer)
+
+    def fail(self, peer: str) -> None:
+        self.failed[peer] = self.failed.get(peer, 0) + 1
+
+    def next_targets(self, live: Iterable[str], in_flight: Iterable[str], order: Iterable[float]) -> list[str]:
+        """Peers to ask now: enough to cover what is still needed, never one that acknowledged or is being
+        asked; peers that failed fewer times first, then in the caller's random `order` (one float per
+        live peer)."""
+        busy = set(in_flight)
+        room = self.needed - len(busy)
+        if room <= 0:
+            return []
+        ranked = sorted((self.failed.get(name, 0), rank, name) for name, rank in zip(live, order, strict=False)
+                        if name not in self.acked and name not in busy)
+        return [name for _, _, name in ranked[:room]]
+
+    def timeout_message(self, timeout: float) -> str:
+        return (f"write concern not met: {self.holders} of {self.w} members acknowledged the write within "
+                f"{timeout:g}s; it is stored on this agent (and logged) and may still converge to the others")
+
+
+def status_block(root: str, keys: int, hlc_ms: int, tombstones: int, replica: str) -> dict[str, Any]:
+    """The `state` object of `GET /v1/status` (docs/agent-api.md)."""
+    return {"root": root, "keys": keys, "hlc": hlc_ms, "tombstones": tombstones, "replica": replica}

@@ -1,0 +1,453 @@
+"""The user API of the replicated state: `/v1/kv`, `/v1/watch`, `/v1/crdt/...` (docs/agent-api.md).
+
+Values are bytes. A PUT body is the raw value, unless the Content-Type is `application/json`: then
+`{"value": "text"}` or `{"valueBase64": "..."}`, optionally with `"context"`. The causal context a reader
+got (`X-Gossip-Context`, base64) goes back with a write, in that header or the JSON body, so the write
+overwrites exactly what was read (it collapses siblings). A GET answers the raw value; when concurrent
+values exist (`siblings` policy) or with `?format=json` it answers JSON: `{"key", "values": [{"value"} or
+{"valueBase64"}, ...], "context"}` and `X-Gossip-Siblings: n`.
+
+Writes accept `?w=N` (holders including this agent, default 1) and `?timeout=seconds`.
+
+Sizes are checked before anything is allocated (Content-Length, then a capped read); invalid input
+answers 4xx with `{"error": "..."}` naming the problem.
+
+The watch stream (`GET /v1/watch?prefix=`) is newline-delimited JSON, one line per change; every client
+has a bounded queue, and a client that falls `WATCH_QUEUE` changes behind is told so and disconnected
+(it reconnects and re-reads: a watch is a notification, not a log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gossip_agent.core.crdt import ORSet, PNCounter
+from gossip_agent.core.kvstore import (
+    CausalContext,
+    Change,
+    CrdtEntry,
+    Entry,
+    InvalidKey,
+    KindMismatch,
+    StateError,
+    TooManySiblings,
+    ValueEntry,
+    ValueTooLarge,
+    read_result,
+)
+from gossip_agent.core.replica import parse_write_concern
+from gossip_agent.core.state_codec import StateCodecError, decode_context, encode_context
+
+if TYPE_CHECKING:
+    from gossip_agent.io.state_service import StateService
+
+CONTEXT_HEADER = "X-Gossip-Context"
+SIBLINGS_HEADER = "X-Gossip-Siblings"
+COUNTERS = "crdt/counters/"
+SETS = "crdt/sets/"
+WATCH_QUEUE = 1024
+MAX_WATCHERS = 256
+WATCH_HEARTBEAT = 15.0
+MAX_LIST = 1000
+MAX_SET_OPS = 1024
+MAX_TIMEOUT = 60.0
+DEFAULT_WRITE_TIMEOUT = 5.0  # a w > 1 write waits at most this long by default
+_JSON = "application/json"
+
+
+class ApiError(web.HTTPException):
+    """A 4xx/5xx answer with `{"error": message}` naming the problem."""
+
+    status_code = 400
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status_code = status
+        super().__init__(text=json.dumps({"error": message}), content_type=_JSON)
+
+
+def _error(status: int, message: str) -> ApiError:
+    return ApiError(status, message)
+
+
+def _state_error(exc: StateError) -> ApiError:
+    if isinstance(exc, ValueTooLarge):
+        return _error(413, str(exc))
+    if isinstance(exc, KindMismatch | TooManySiblings):
+        return _error(409, str(exc))
+    return _error(400, str(exc))
+
+
+def value_json(value: bytes) -> dict[str, str]:
+    """A value in JSON: text when it is UTF-8, else base64."""
+    try:
+        return {"value": value.decode()}
+    except UnicodeDecodeError:
+        return {"valueBase64": base64.b64encode(value).decode()}
+
+
+def context_token(context: CausalContext) -> str:
+    return base64.b64encode(encode_context(context)).decode()
+
+
+def entry_json(entry: Entry, *, values: bool = True) -> dict[str, Any]:
+    """One key's state for listings and watch events."""
+    if isinstance(entry, CrdtEntry):
+        out: dict[str, Any] = {"key": entry.key, "type": entry.value.TYPE}
+        if values:
+            out["value"] = _crdt_value(entry)
+        return out
+    result = read_result(entry)
+    out = {"key": entry.key, "type": "value", "deleted": result.deleted, "siblings": len(result.values)}
+    if values:
+        out["values"] = [value_json(v) for v in result.values]
+        out["context"] = context_token(result.context)
+    return out
+
+
+def _crdt_value(entry: CrdtEntry) -> Any:
+    value = entry.value
+    if isinstance(value, ORSet):
+        return sorted(value.value())
+    if isinstance(value, PNCounter):
+        return value.value()
+    return None
+
+
+class WatchHub:
+    """Watch clients: a bounded queue each; publish never blocks."""
+
+    def __init__(self) -> None:
+        self._clients: dict[int, tuple[str, asyncio.Queue[bytes | None]]] = {}
+        self._next = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def subscribe(self, prefix: str) -> tuple[int, asyncio.Queue[bytes | None]]:
+        self._next += 1
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(WATCH_QUEUE + 1)
+        self._clients[self._next] = (prefix, queue)
+        return self._next, queue
+
+    def unsubscribe(self, ident: int) -> None:
+        self._clients.pop(ident, None)
+
+    def publish(self, changes: Sequence[Change]) -> None:
+        if not self._clients:
+            return
+        for change in changes:
+            line: bytes | None = None
+            for ident, (prefix, queue) in list(self._clients.items()):
+                if not change.key.startswith(prefix):
+                    continue
+                if line is None:
+                    line = _event_line(change)
+                if queue.qsize() >= WATCH_QUEUE:
+                    self.dropped += 1
+                    del self._clients[ident]
+                    queue.put_nowait(None)  # the one slot kept free: "you are too slow"
+                    continue
+                queue.put_nowait(line)
+
+    def close_all(self) -> None:
+        for _, queue in self._clients.values():
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(b"")
+        self._clients.clear()
+
+
+def _event_line(change: Change) -> bytes:
+    entry = change.entry
+    if entry is None:
+        event: dict[str, Any] = {"key": change.key, "event": "collected"}
+    elif isinstance(entry, ValueEntry) and entry.is_tombstone:
+        event = {"key": change.key, "event": "delete"}
+    else:
+        event = {"event": "put" if isinstance(entry, ValueEntry) else "update", **entry_json(entry)}
+    event["origin"] = change.origin
+    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+
+
+class StateApi:
+    """HTTP handlers bound to one StateService."""
+
+    def __init__(self, service: StateService) -> None:
+        self.svc = service
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [
+            web.get("/v1/kv", self.list_keys),
+            web.put("/v1/kv/{key:.+}", self.put),
+            web.post("/v1/kv/{key:.+}", self.put),
+            web.get("/v1/kv/{key:.+}", self.get),
+            web.delete("/v1/kv/{key:.+}", self.delete),
+            web.get("/v1/watch", self.watch),
+            web.post("/v1/crdt/counters/{name:.+}", self.counter_update),
+            web.get("/v1/crdt/counters/{name:.+}", self.counter_get),
+            web.post("/v1/crdt/sets/{name:.+}", self.set_update),
+            web.get("/v1/crdt/sets/{name:.+}", self.set_get),
+        ]
+
+    # -- input -------------------------------------------------------------------------------------------
+    def _key(self, request: web.Request, name: str = "key", prefix: str = "") -> str:
+        key = prefix + request.match_info[name]
+        try:
+            self.svc.store.check_key(key)
+        except InvalidKey as exc:
+            raise _error(400, str(exc)) from None
+        return key
+
+    async def _read(self, request: web.Request, limit: int, what: str) -> bytes:
+        """The body, refusing more than `limit` bytes before holding them."""
+        if request.content_length is not None and request.content_length > limit:
+            raise _error(413, f"{what} is {request.content_length} bytes; the limit is {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.read(65536)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise _error(413, f"{what} is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+
+    async def _json(self, request: web.Request, limit: int = 64 * 1024) -> dict[str, Any]:
+        body = await self._read(request, limit, "JSON body")
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _error(400, f"invalid JSON body: {exc}") from None
+        if not isinstance(data, dict):
+            raise _error(400, "JSON body must be an object")
+        return data
+
+    def _context(self, raw: Any) -> CausalContext | None:
+        if raw is None or raw == "":
+            return None
+        if not isinstance(raw, str):
+            raise _error(400, "context must be the base64 token a read returned")
+        try:
+            return decode_context(base64.b64decode(raw, validate=True), self.svc.limits)
+        except (binascii.Error, ValueError, StateCodecError) as exc:
+            raise _error(400, f"invalid context (send back the {CONTEXT_HEADER} a read returned): {exc}") from None
+
+    def _write_params(self, request: web.Request) -> tuple[int, float]:
+        try:
+            w = parse_write_concern(request.query.get("w"))
+        except ValueError as exc:
+            raise _error(400, str(exc)) from None
+        raw = request.query.get("timeout")
+        timeout = DEFAULT_WRITE_TIMEOUT
+        if raw is not None:
+            try:
+                timeout = float(raw)
+            except ValueError:
+                raise _error(400, f"timeout must be seconds (a number), got {raw[:20]!r}") from None
+            if not 0 < timeout <= MAX_TIMEOUT:
+                raise _error(400, f"timeout must be in (0, {MAX_TIMEOUT:g}] seconds, got {raw[:20]!r}")
+        return w, timeout
+
+    async def _concern(self, entry: Entry, w: int, timeout: float, body: dict[str, Any]) -> web.Response:
+        """Answer once `w` members hold `entry`, or 504."""
+        if w > 1:
+            concern = await self.svc.replicate(entry, w, timeout)
+            body["acknowledged"] = concern.holders
+            if not concern.met:
+                body["error"] = concern.timeout_message(timeout)
+                return web.json_response(body, status=504)
+        else:
+            body["acknowledged"] = 1
+        return web.json_response(body)
+
+    # -- /v1/kv ------------------------------------------------------------------------------------------
+    async def put(self, request: web.Request) -> web.Response:
+        key = self._key(request)
+        w, timeout = self._write_params(request)
+        max_value = self.svc.config.state.max_value_bytes
+        context = self._context(request.headers.get(CONTEXT_HEADER))
+        if request.content_type == _JSON:
+            data = await self._json(request, max_value * 2 + 65536)
+            unknown = set(data) - {"value", "valueBase64", "context"}
+            if unknown:
+                raise _error(400, f"unknown field(s) {', '.join(sorted(unknown))}; expected value or "
+                                  "valueBase64, and context")
+            if ("value" in data) == ("valueBase64" in data):
+                raise _error(400, "JSON body needs exactly one of value (text) or valueBase64")
+            if "value" in data:
+                if not isinstance(data["value"], str):
+                    raise _error(400, "value must be a string (use valueBase64 for bytes)")
+                value = data["value"].encode()
+            else:
+                try:
+                    value = base64.b64decode(data["valueBase64"], validate=True)
+                except (binascii.Error, ValueError, TypeError):
+                    raise _error(400, "valueBase64 is not valid base64") from None
+            if "context" in data:
+                context = self._context(data["context"])
+        else:
+            value = await self._read(request, max_value, "value")
+        try:
+            entry = self.svc.put(key, value, context)
+        except StateError as exc:
+            raise _state_error(exc) from None
+        assert isinstance(entry, ValueEntry)
+        result = read_result(entry)
+        token = context_token(result.context)
+        response = await self._concern(entry, w, timeout, {"key": key, "context": token,
+                                                           "siblings": len(result.values)})
+        response.headers[CONTEXT_HEADER] = token
+        return response
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        key = self._key(request)
+        entry = self.svc.store.entry(key)
+        if isinstance(entry, CrdtEntry):
+            kind = "counters" if isinstance(entry.value, PNCounter) else "sets"
+            raise _error(409, f"{key!r} holds a {entry.value.TYPE}; read it with GET /v1/crdt/{kind}/<name>")
+        if entry is None:
+            raise _error(404, f"no such key: {key!r}")
+        result = read_result(entry)
+        token = context_token(result.context)
+        headers = {CONTEXT_HEADER: token, SIBLINGS_HEADER: str(len(result.values))}
+        if result.deleted:
+            return web.json_response({"error": f"{key!r} was deleted", "key": key, "deleted": True,
+                                      "context": token}, status=404, headers=headers)
+        if len(result.values) == 1 and request.query.get("format") != "json":
+            return web.Response(body=result.values[0], content_type="application/octet-stream", headers=headers)
+        versions = [{**value_json(v.value or b""), "writer": v.timestamp.node, "hlc": v.timestamp.wall_ms}
+                     for v in result.versions]
+        return web.json_response({"key": key, "values": versions, "context": token}, headers=headers)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        key = self._key(request)
+        w, timeout = self._write_params(request)
+        context = self._context(request.headers.get(CONTEXT_HEADER))
+        try:
+            entry = self.svc.delete(key, context)
+        except StateError as exc:
+            raise _state_error(exc) from None
+        if entry is None:
+            raise _error(404, f"no such key: {key!r}")
+        return await self._concern(entry, w, timeout, {"key": key, "deleted": True})
+
+    async def list_keys(self, request: web.Request) -> web.Response:
+        q = request.query
+        prefix, after = q.get("prefix", ""), q.get("after") or None
+        raw = q.get("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
+            raise _error(400, f"limit must be an integer 1..{MAX_LIST}, got {raw[:20]!r}")
+        values = q.get("values", "false").lower() in ("1", "true", "yes")
+        page = self.svc.store.scan(prefix, after, int(raw))
+        return web.json_response({"entries": [entry_json(e, values=values) for e in page.entries],
+                                  "next": page.next_after})
+
+    # -- /v1/watch ---------------------------------------------------------------------------------------
+    async def watch(self, request: web.Request) -> web.StreamResponse:
+        hub = self.svc.watchers
+        if len(hub) >= MAX_WATCHERS:
+            raise _error(503, f"too many watch clients (limit {MAX_WATCHERS})")
+        prefix = request.query.get("prefix", "")
+        ident, queue = hub.subscribe(prefix)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
+                                               "Cache-Control": "no-cache"})
+        try:
+            await response.prepare(request)
+            await response.write(json.dumps({"event": "watching", "prefix": prefix}).encode() + b"\n")
+            while True:
+                try:
+                    line = await asyncio.wait_for(queue.get(), WATCH_HEARTBEAT)
+                except TimeoutError:
+                    line = b'{"event":"heartbeat"}\n'
+                if line is None:
+                    await response.write(json.dumps({"event": "error", "error": (
+                        f"watch client too slow: more than {WATCH_QUEUE} changes pending; reconnect and "
+                        "re-read")}).encode() + b"\n")
+                    break
+                if not line:
+                    break  # the agent is stopping
+                await response.write(line)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            hub.unsubscribe(ident)
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await response.write_eof()
+        return response
+
+    # -- /v1/crdt ----------------------------------------------------------------------------------------
+    async def counter_update(self, request: web.Request) -> web.Response:
+        key = self._key(request, "name", COUNTERS)
+        w, timeout = self._write_params(request)
+        data = await self._json(request)
+        delta = data.get("delta")
+        if set(data) - {"delta"} or isinstance(delta, bool) or not isinstance(delta, int) \
+                or not -(1 << 53) <= delta <= 1 << 53:
+            raise _error(400, 'body must be {"delta": integer} with |delta| <= 2^53')
+        try:
+            entry = self.svc.update_crdt(key, PNCounter, lambda c, node, _: c.increment(node, delta), "counter")
+        except StateError as exc:
+            raise _state_error(exc) from None
+        assert isinstance(entry, CrdtEntry)
+        return await self._concern(entry, w, timeout, {"name": request.match_info["name"],
+                                                       "value": _crdt_value(entry)})
+
+    async def counter_get(self, request: web.Request) -> web.Response:
+        key = self._key(request, "name", COUNTERS)
+        value = self.svc.get_crdt(key)
+        if value is not None and not isinstance(value, PNCounter):
+            raise _error(409, f"{key!r} holds a {value.TYPE}, not a counter")
+        return web.json_response({"name": request.match_info["name"],
+                                  "value": value.value() if value is not None else 0})
+
+    async def set_update(self, request: web.Request) -> web.Response:
+        key = self._key(request, "name", SETS)
+        w, timeout = self._write_params(request)
+        data = await self._json(request, 1 << 20)
+        if set(data) - {"add", "remove"}:
+            raise _error(400, 'body must be {"add": [strings], "remove": [strings]}')
+        add, remove = data.get("add", []), data.get("remove", [])
+        max_element = self.svc.config.state.max_key_bytes
+        for name, items in (("add", add), ("remove", remove)):
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise _error(400, f"{name} must be a list of strings")
+            if len(items) > MAX_SET_OPS:
+                raise _error(400, f"{name} holds {len(items)} elements; at most {MAX_SET_OPS} per request")
+            for item in items:
+                if not 0 < len(item.encode(errors="replace")) <= max_element:
+                    raise _error(400, f"set elements must be 1..{max_element} bytes of UTF-8")
+        if not add and not remove:
+            raise _error(400, 'nothing to do: give "add" and/or "remove"')
+
+        def mutate(s: ORSet, node: str, _: Any) -> ORSet:
+            for element in remove:
+                s = s.remove(element)
+            for element in add:
+                s = s.add(node, element)
+            return s
+
+        try:
+            entry = self.svc.update_crdt(key, ORSet, mutate, "set")
+        except StateError as exc:
+            raise _state_error(exc) from None
+        assert isinstance(entry, CrdtEntry)
+        return await self._concern(entry, w, timeout, {"name": request.match_info["name"],
+                                                       "elements": _crdt_value(entry)})
+
+    async def set_get(self, request: web.Request) -> web.Response:
+        key = self._key(request, "name", SETS)
+        value = self.svc.get_crdt(key)
+        if value is not None and not isinstance(value, ORSet):
+            raise _error(409, f"{key!r} holds a {value.TYPE}, not a set")
+        return web.json_response({"name": request.match_info["name"],
+                                  "elements": sorted(value.value()) if value is not None else []})
+

@@ -1,0 +1,106 @@
+"""core/replica.py: replica ids, rumor payloads, root publication, repair targets, write concern."""
+
+from __future__ import annotations
+
+import pytest
+
+from gossip_agent.core.convergence import state_meta
+from gossip_agent.core.kvstore import KvStore
+from gossip_agent.core.messages import MemberSnapshot, MemberState
+from gossip_agent.core.replica import (
+    Announcement,
+    MetaPublisher,
+    RepairPlanner,
+    WriteConcern,
+    counted_members,
+    decode_payload,
+    encode_announcement,
+    inline_budget,
+    member_of,
+    merged_meta,
+    parse_write_concern,
+    replica_id,
+)
+from gossip_agent.core.state_codec import StateCodecError, encode_rumor
+
+ROOT_A, ROOT_B = "a" * 64, "b" * 64
+
+
+def test_replica_ids() -> None:
+    rid = replica_id("demo-0", "5f3a9c")
+    assert rid == "demo-0@5f3a9c" and member_of(rid) == "demo-0" and member_of("plain") == "plain"
+    with pytest.raises(ValueError, match="epoch"):
+        replica_id("demo-0", "")
+
+
+def test_payloads_round_trip_and_garbage_is_a_codec_error() -> None:
+    store = KvStore("n@1")
+    entry = store.local_put("k", b"v", 1000)
+    assert decode_payload(encode_rumor(entry)) == entry
+    ann = Announcement("big/key", b"\x07" * 32, ("10.0.0.5", 7946))
+    assert decode_payload(encode_announcement(ann)) == ann
+    bad = [b"", b"\x95\x06", encode_announcement(ann)[:-3], b"\x95\x06\xa1k\xc4\x01x\xa1h\x01",
+           encode_announcement(Announcement("k", b"\x00" * 32, ("h", 1)))[:-1] + b"\x00"]
+    for payload in bad:
+        with pytest.raises(StateCodecError):
+            decode_payload(payload)
+
+
+def test_inline_budget_leaves_room_in_the_mtu() -> None:
+    budget = inline_budget(1400, "demo-0", ("10.0.0.5", 7946))
+    assert 1100 < budget < 1400
+
+
+def test_meta_publisher_rate_limits_and_skips_unchanged() -> None:
+    pub = MetaPublisher(0.25)
+    m1, m2 = state_meta(ROOT_A, 1, 10), state_meta(ROOT_B, 2, 20)
+    assert pub.due(0.0, m1)
+    pub.done(0.0, m1)
+    assert not pub.due(1.0, m1)           # unchanged
+    assert not pub.due(0.1, m2)           # too soon
+    assert pub.due(0.3, m2)
+    assert merged_meta({"zone": "a", "state.root": "old"}, m2) == {"zone": "a", **m2}
+
+
+def snap(name: str, state: MemberState, meta: dict[str, str]) -> MemberSnapshot:
+    return MemberSnapshot(name, ("127.0.0.1", 1), 1, state, meta)
+
+
+def test_counted_members_skip_left_and_self() -> None:
+    members = [snap("me", MemberState.ALIVE, state_meta(ROOT_A, 1, 1)),
+               snap("b", MemberState.ALIVE, state_meta(ROOT_B, 1, 1)),
+               snap("c", MemberState.DEAD, {}),
+               snap("d", MemberState.LEFT, state_meta(ROOT_A, 1, 1))]
+    assert counted_members(members, "me") == {"b": ROOT_B, "c": None}
+
+
+def test_repair_planner_waits_for_stable_divergent_roots() -> None:
+    p = RepairPlanner(hold=0.5, min_gap=1.0)
+    p.observe(0.0, ROOT_A, {"b": ROOT_B, "c": ROOT_A})
+    assert p.pick(0.2, ["b", "c"], 0.0) is None          # not stable yet
+    p.observe(0.4, ROOT_A, {"b": ROOT_B, "c": ROOT_A})
+    assert p.pick(0.6, ["b", "c"], 0.9) == "b"            # only b differs
+    p.started(0.6)
+    assert p.pick(1.0, ["b", "c"], 0.0) is None          # min gap
+    p.observe(1.7, ROOT_B, {"b": ROOT_B, "c": ROOT_A})   # our root changed: hold again
+    assert p.pick(1.8, ["b", "c"], 0.0) is None
+    assert p.pick(2.3, ["b", "c"], 0.0) == "c"
+    assert p.pick(2.3, ["b"], 0.0) is None                # c not live
+
+
+def test_write_concern_parsing_and_bookkeeping() -> None:
+    assert parse_write_concern(None) == 1 and parse_write_concern("3") == 3
+    for raw, needle in (("0", "1..64"), ("x", "integer"), ("-1", "integer"), ("65", "1..64")):
+        with pytest.raises(ValueError, match=needle):
+            parse_write_concern(raw)
+    wc = WriteConcern(3)
+    assert wc.needed == 2 and not wc.met
+    first = wc.next_targets(["a", "b", "c"], [], [0.3, 0.1, 0.2])
+    assert first == ["b", "c"]
+    wc.fail("b")
+    wc.ack("c")
+    assert wc.next_targets(["a", "b", "c"], [], [0.9, 0.1, 0.2]) == ["a"]  # failed peers last
+    assert wc.next_targets(["a", "b", "c"], ["a"], [0.9, 0.1, 0.2]) == []
+    wc.ack("a")
+    assert wc.met and wc.holders == 3
+    assert "may still converge" in WriteConcern(2).timeout_message(1.5)
