@@ -52,7 +52,7 @@ from prometheus_client.registry import Collector
 
 from gossip_agent.core.anti_entropy import AeRequest, AntiEntropyError, Limits, Session, respond
 from gossip_agent.core.config import AgentConfig
-from gossip_agent.core.convergence import ConvergenceTracker, state_meta
+from gossip_agent.core.convergence import ConvergenceTracker, parse_state_meta, state_meta
 from gossip_agent.core.crdt import Crdt
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import (
@@ -530,6 +530,11 @@ class StateService(Extension, StateDelegate):
             self._repair_target = None
             chosen = next((m for m in peers if m.name == target), None) if target else None
             peer = chosen or peers[int(self.rng.random() * len(peers))]
+            published = parse_state_meta(peer.meta)
+            if chosen is None and published is not None and published.root == self.store.root_hex():
+                # The peer publishes our root: nothing to repair, so an idle cluster sends no AE traffic.
+                self.stats.ae["skipped_same_root"] += 1
+                continue
             await self.sync_with(peer.addr)
 
     async def sync_with(self, addr: Address) -> bool:
