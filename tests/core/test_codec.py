@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import zlib
 
 import msgpack
 import pytest
@@ -73,7 +74,26 @@ def test_message_size_is_exact_inside_a_compound(m: object) -> None:
 @given(push_pulls)
 def test_push_pull_round_trip(s: PushPullState) -> None:
     data = codec.encode_push_pull(s)
-    assert codec.decode_push_pull(data, max_bytes=len(data)) == s
+    assert codec.decode_push_pull(data, max_bytes=1 << 20) == s
+
+
+def test_large_push_pull_is_compressed_and_inflation_is_capped() -> None:
+    rows = tuple(MemberSnapshot(f"demo-{i}", ("10.0.0.1", 7946 + i), 3, MemberState.ALIVE,
+                                {"state.root": "ab" * 32, "state.keys": "12", "state.hlc": "1732460000123"})
+                 for i in range(50))
+    s = PushPullState("demo-0", rows)
+    data = codec.encode_push_pull(s)
+    assert data[0] == codec.PUSH_PULL_ZLIB
+    plain = len(codec._packer.pack((s.sender, s.join, [])))
+    assert len(data) * 3 < plain + 50 * 120  # at least 3x smaller than the plain body
+    assert codec.decode_push_pull(data, max_bytes=1 << 20) == s
+    with pytest.raises(DecodeError) as err:  # within the wire cap, but it inflates past it
+        codec.decode_push_pull(data, max_bytes=len(data) + 10)
+    assert err.value.reason == "oversized"
+    bomb = bytes((codec.PUSH_PULL_ZLIB,)) + zlib.compress(b"\x00" * 10_000_000)
+    with pytest.raises(DecodeError) as err:
+        codec.decode_push_pull(bomb, max_bytes=1 << 20)
+    assert err.value.reason == "oversized"
 
 
 def test_push_pull_oversized_is_rejected_before_parsing() -> None:

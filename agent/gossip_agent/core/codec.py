@@ -16,6 +16,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import zlib
 from enum import IntEnum
 from typing import Any
 
@@ -41,6 +42,8 @@ from gossip_agent.core.messages import (
 VERSION = 0x01
 """First byte of a plaintext packet or stream body (wire format version 1)."""
 PUSH_PULL_VERSION = 0x01
+PUSH_PULL_ZLIB = 0x02
+_COMPRESS_OVER = 512
 # Largest UDP payload over IPv4; nothing bigger can arrive, so nothing bigger is decoded as a packet.
 MAX_PACKET_BYTES = 65_507
 # The security layer's envelope: frame byte + 12-byte nonce + 16-byte AES-GCM tag (io/security.py checks it).
@@ -137,8 +140,13 @@ def packet_overhead(sender: str) -> int:
 
 
 def encode_push_pull(s: PushPullState) -> bytes:
+    """A full membership view for a stream. Bodies past `_COMPRESS_OVER` bytes are zlib-compressed (version
+    byte `PUSH_PULL_ZLIB`): member names, addresses and metadata keys repeat, so the periodic sync — most of
+    an idle agent's stream traffic — shrinks to a fraction."""
     rows = [(m.name, m.addr[0], m.addr[1], m.incarnation, int(m.state), dict(m.meta)) for m in s.members]
     body: bytes = _packer.pack((s.sender, s.join, rows))
+    if len(body) > _COMPRESS_OVER:
+        return bytes((PUSH_PULL_ZLIB,)) + zlib.compress(body, 6)
     return bytes((PUSH_PULL_VERSION,)) + body
 
 
@@ -268,8 +276,20 @@ def decode_push_pull(data: bytes, max_bytes: int) -> PushPullState:
     """A push-pull state from a stream body of at most `max_bytes`; raises `DecodeError` only."""
     if len(data) > max_bytes:
         raise DecodeError("oversized", f"{len(data)} > {max_bytes} bytes")
+    if data[:1] == bytes((PUSH_PULL_ZLIB,)):
+        # Inflate at most max_bytes: a small forged body must not expand into gigabytes.
+        inflater = zlib.decompressobj()
+        try:
+            plain = inflater.decompress(data[1:], max_bytes)
+        except zlib.error as exc:
+            raise DecodeError("malformed", f"zlib: {exc}") from None
+        if inflater.unconsumed_tail:
+            raise DecodeError("oversized", f"inflates past {max_bytes} bytes")
+        if not inflater.eof:
+            raise DecodeError("truncated", "zlib stream ends early")
+        data = bytes((PUSH_PULL_VERSION,)) + plain
     _check_version(data, PUSH_PULL_VERSION)
-    obj = _unpack(data, max_bytes)
+    obj = _unpack(data, max_bytes + 1)
     if type(obj) is not list or len(obj) != 3 or type(obj[2]) is not list:
         raise DecodeError("malformed", "a push-pull state is [sender, join, [members]]")
     try:
