@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web_runner
 
 from gossip_agent.core import codec
 from gossip_agent.core.config import from_mapping
+from gossip_agent.core.effects import MemberEvent
 from gossip_agent.core.messages import MemberState, Packet, Ping, PushPullState
 from gossip_agent.io.extension import Extension
 from gossip_agent.io.peer_client import PeerClient, PeerError
@@ -160,6 +162,7 @@ class RecordingExtension(Extension):
 
     def __init__(self) -> None:
         self.payloads: list[bytes] = []
+        self.events: list[tuple[str, str]] = []
         self.started = self.stopped = False
         self.agent: Agent | None = None
 
@@ -174,6 +177,9 @@ class RecordingExtension(Extension):
 
     def attach(self, agent: Agent) -> None:
         self.agent = agent
+
+    def on_member_event(self, event: MemberEvent) -> None:
+        self.events.append((event.kind.value, event.member.name))
 
     async def start(self) -> None:
         self.started = True
@@ -197,7 +203,38 @@ async def test_extension_hook_receives_state_rumors_and_adds_status() -> None:
         a0.broadcast_state(b"k=v", key="k")
         await eventually(lambda: exts[1].payloads == [b"k=v"], 5.0, "state rumor delivery")
         assert a1.status()["state"] == {"keys": 1}
+        assert ("join", "s1") in exts[0].events and ("join", "s0") in exts[1].events
+        a1.request_leave()
+        await eventually(lambda: ("left", "s1") in exts[0].events, 5.0, "the left event")
     finally:
         await a0.stop()
         await a1.stop()
     assert exts[0].stopped and exts[1].stopped
+
+
+async def test_extensions_are_attached_before_http_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    order: list[str] = []
+    serve = web_runner.BaseSite.start
+
+    async def recording_start(site: web_runner.BaseSite) -> None:
+        order.append("serve")
+        await serve(site)
+
+    monkeypatch.setattr(web_runner.BaseSite, "start", recording_start)
+
+    class Probe(RecordingExtension):
+        def attach(self, agent: Agent) -> None:
+            assert agent.node.delegate is self  # the Node has its delegate before anything is served
+            order.append("attach")
+            super().attach(agent)
+
+    agent = Agent(config("p0"), extensions=[Probe()])
+    await agent.start()
+    try:
+        assert order == ["attach", "serve"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await reader.read()).startswith(b"HTTP/1.1 200")
+        writer.close()
+    finally:
+        await agent.stop()

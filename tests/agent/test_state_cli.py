@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gossip_agent.cli import kv
-from gossip_agent.cli.client import ClientError
+from gossip_agent.cli.client import AgentClient, ClientError
 from gossip_agent.cli.cluster import AgentProcess, LocalCluster, free_port_block
 from tests.agent.test_state_processes import config, wait_for
 
@@ -74,3 +74,40 @@ def test_watch_prints_changes(agent: AgentProcess, capsys: pytest.CaptureFixture
              "the watch to print a change", interval=0.2)
     thread.join(5.0)
     assert result == [0]
+
+
+def test_agent_client_sends_headers_and_returns_the_answers() -> None:
+    """What cli/kv.py needs from AgentClient: request headers out, answer headers back, error statuses as
+    answers, a stream."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            context = self.headers.get("X-Gossip-Context", "")
+            self.send_response(409 if body == b"conflict" else 200)
+            self.send_header("X-Gossip-Context", context)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"one\ntwo\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = AgentClient(f"127.0.0.1:{server.server_address[1]}")
+        assert client.request("PUT", "/k", b"v", headers={"X-Gossip-Context": "ctx"}) == (200, b"v")
+        reply = client.call("PUT", "/k", b"conflict", headers={"X-Gossip-Context": "c2"})
+        assert (reply.status, reply.headers["X-Gossip-Context"], reply.body) == (409, "c2", b"conflict")
+        with client.stream("/watch") as stream:
+            assert stream.status == 200 and list(stream) == [b"one\n", b"two\n"]
+    finally:
+        server.shutdown()
+        server.server_close()

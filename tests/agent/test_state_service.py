@@ -3,12 +3,15 @@ hub's slow-client rule, malformed rumors."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gossip_agent.core.config import AgentConfig, from_mapping
-from gossip_agent.core.kvstore import Change, KvStore
+from gossip_agent.core.kvstore import Change, KvStore, ValueEntry
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_http import WATCH_QUEUE, WatchHub
 from gossip_agent.io.state_service import StateService
@@ -99,3 +102,105 @@ async def test_watch_hub_drops_slow_clients() -> None:
     assert line is not None and json.loads(line)["key"] == "a/x"
     hub.unsubscribe(fast_id)
     assert len(hub) == 0
+
+
+async def test_writers_of_reaped_members_are_retired_after_the_ttl(tmp_path: Path) -> None:
+    """Version vectors shrink once a writer's member has been gone longer than the tombstone TTL; no value
+    is lost or comes back, and the retired set survives a restart."""
+    mono, wall = [1_000.0], [1_700_000_000.0]
+    cfg = from_mapping({"preset": "local", "name": "solo", "bindAddress": "127.0.0.1", "port": 0,
+                        "storage": {"dataDir": str(tmp_path / "d")},
+                        "state": {"tombstoneTtl": "30s", "conflictPolicies": {"carts/": "siblings"}}})
+    svc = StateService(cfg, wall_clock=lambda: wall[0])
+    agent = Agent(cfg, extensions=[svc], clock=lambda: mono[0])
+    await agent.start()
+
+    def advance(seconds: float) -> None:
+        mono[0] += seconds
+        wall[0] += seconds
+        svc.tick()
+
+    try:
+        from gossip_agent.core.state_codec import encode_rumor
+        gone = KvStore("gone@abc1", cfg.state)  # a member that never shows up in our member table again
+        ms = svc.now_ms()
+        for key in ("a", "carts/x", "d"):
+            assert svc.on_state_rumor(encode_rumor(gone.local_put(key, b"from-gone", ms - 5)), 0.0)
+        for key in ("a", "carts/x"):
+            read = svc.store.get(key)
+            assert read is not None
+            svc.put(key, b"mine", read.context)
+        svc.delete("d", None)
+        svc.put("fresh", b"v", None)
+        stale = svc.store.entry("a")  # what a replica that has not pruned yet would send back
+        assert isinstance(stale, ValueEntry) and stale.context.nodes() == {"gone@abc1", svc.store.node}
+        advance(0.0)
+        assert svc.store.retired == frozenset()
+        advance(61.0)  # absent 61 s > TTL, every state naming it older than the TTL
+        assert svc.store.retired == frozenset({"gone@abc1"})
+        for key in ("a", "carts/x"):
+            entry = svc.store.entry(key)
+            assert isinstance(entry, ValueEntry) and entry.context.nodes() == {svc.store.node}
+            assert svc.store.get(key).values == (b"mine",)  # type: ignore[union-attr]
+        assert svc.store.entry("d") is None  # the tombstone aged out: nothing to resurrect
+        assert not svc.on_state_rumor(encode_rumor(stale), 0.0)  # pruned on ingest: no change
+        assert svc.store.get("a").values == (b"mine",)  # type: ignore[union-attr]
+        assert svc.store.get("fresh").values == (b"v",)  # type: ignore[union-attr]
+        root, replica = svc.store.root_hex(), svc.store.node
+        assert svc._log is not None  # as after a kill -9: the retirement's own snapshot must carry it
+        svc._log.close()
+        svc._log = None
+    finally:
+        await agent.stop()
+    again = StateService(cfg)
+    again.open()
+    assert again.store.retired == frozenset({"gone@abc1"}) and again.store.root_hex() == root
+    assert again.store.node == replica
+
+
+async def test_a_writer_with_live_values_is_not_retired(tmp_path: Path) -> None:
+    mono, wall = [1_000.0], [1_700_000_000.0]
+    cfg = from_mapping({"preset": "local", "name": "solo", "bindAddress": "127.0.0.1", "port": 0,
+                        "state": {"tombstoneTtl": "30s"}})
+    svc = StateService(cfg, wall_clock=lambda: wall[0])
+    agent = Agent(cfg, extensions=[svc], clock=lambda: mono[0])
+    await agent.start()
+    try:
+        from gossip_agent.core.state_codec import encode_rumor
+        gone = KvStore("gone@abc1", cfg.state)
+        assert svc.on_state_rumor(encode_rumor(gone.local_put("kept", b"v", svc.now_ms() - 5)), 0.0)
+        svc.put("mine", b"x", None)
+        assert svc.retire_reaped() == 0
+        mono[0] += 100
+        wall[0] += 100
+        # Its value still lives here: a pruned context elsewhere could bring it back after an overwrite.
+        assert svc.retire_reaped() == 0 and svc.store.retired == frozenset()
+        assert svc.store.get("kept").values == (b"v",)  # type: ignore[union-attr]
+    finally:
+        await agent.stop()
+
+
+async def test_joining_starts_anti_entropy_from_the_member_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    """State a member holds before a peer joins (as if recovered from its data dir: never gossiped) reaches
+    the peer by the anti-entropy the join event starts (the periodic session is an hour away, and no
+    housekeeping tick runs after the first)."""
+    from gossip_agent.io import state_service
+    monkeypatch.setattr(state_service, "TICK", 3600.0)
+    fast = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"interval": "1h"},
+            "membership": {"probeInterval": "200ms", "probeTimeout": "100ms"}, "gossip": {"interval": "50ms"}}
+    s0 = StateService(from_mapping({**fast, "name": "s0"}))
+    a0 = Agent(s0.config, extensions=[s0])
+    await a0.start()
+    s0.store.local_put("before-join", b"v", s0.now_ms())
+    s1 = StateService(from_mapping({**fast, "name": "s1", "seeds": [f"127.0.0.1:{a0.port}"]}))
+    a1 = Agent(s1.config, extensions=[s1])
+    await a1.start()
+    try:
+        for _ in range(100):
+            if s1.store.get("before-join") is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert s1.store.get("before-join") is not None
+    finally:
+        await a1.stop()
+        await a0.stop()

@@ -1,16 +1,19 @@
-"""core/replica.py: replica ids, rumor payloads, root publication, repair targets, write concern."""
+"""core/replica.py: replica ids, rumor payloads, root publication, repair targets, write concern, retirement
+(with the store's side of it, `KvStore.context_writers`)."""
 
 from __future__ import annotations
 
 import pytest
 
+from gossip_agent.core.config import StateConfig
 from gossip_agent.core.convergence import state_meta
-from gossip_agent.core.kvstore import KvStore
+from gossip_agent.core.kvstore import KvStore, ValueEntry
 from gossip_agent.core.messages import MemberSnapshot, MemberState
 from gossip_agent.core.replica import (
     Announcement,
     MetaPublisher,
     RepairPlanner,
+    Retirement,
     WriteConcern,
     counted_members,
     decode_payload,
@@ -104,3 +107,51 @@ def test_write_concern_parsing_and_bookkeeping() -> None:
     wc.ack("a")
     assert wc.met and wc.holders == 3
     assert "may still converge" in WriteConcern(2).timeout_message(1.5)
+
+
+# -- retirement -------------------------------------------------------------------------------------------
+def test_retirement_waits_for_a_continuous_absence_longer_than_the_ttl() -> None:
+    r = Retirement(ttl=10.0)
+    writers = ["gone@1", "gone@2", "back@1", "me@1", "me@0"]
+
+    def plan(now: float, present: set[str], retired: frozenset[str] = frozenset()) -> tuple[set[str], set[str]]:
+        p = r.plan(now, writers=writers, retired=retired, present=present, me="me@1")
+        return set(p.retire), set(p.unretire)
+
+    assert plan(0.0, {"me", "back"}) == (set(), set())
+    assert plan(10.0, {"me"}) == (set(), set())            # gone: absent 10 s, not longer
+    assert plan(10.5, {"me"}) == ({"gone@1", "gone@2"}, set())
+    assert plan(21.0, {"me"}) == ({"gone@1", "gone@2", "back@1"}, set())
+    # A member event naming it, or a check that sees it, restarts the absence; our own name never counts.
+    r.seen("gone")
+    assert plan(22.0, {"me"}) == ({"back@1"}, set())
+    assert plan(32.5, {"me", "back"}, frozenset({"back@1"})) == ({"gone@1", "gone@2"}, {"back@1"})
+    assert plan(40.0, {"back"}) == ({"gone@1", "gone@2"}, set())  # "me@0" is ours: never retired
+
+
+def test_context_writers_are_safe_to_retire_only_once_nothing_recent_or_live_names_them() -> None:
+    ttl_ms, t = 10_000, 1_700_000_000_000
+    config = StateConfig(tombstone_ttl=ttl_ms / 1000, conflict_policies={"carts/": "siblings"})
+    me, gone = KvStore("me@1", config), KvStore("gone@1", config)
+    me.apply_remote(gone.local_put("a", b"old", t))
+    read = me.get("a")
+    assert read is not None
+    me.local_put("a", b"new", t + 1, read.context)           # overwrites gone's version
+    assert me.context_writers(t + 2) == {"gone@1": False, "me@1": False}   # recent: a peer may still lag
+    assert me.context_writers(t + 1 + ttl_ms)["gone@1"] is True
+    me.apply_remote(gone.local_put("carts/x", b"g", t))       # a version of gone still held
+    assert me.context_writers(t + 1 + ttl_ms)["gone@1"] is False
+    cart = me.get("carts/x")
+    assert cart is not None
+    me.local_delete("carts/x", t + 2, cart.context)           # deleted: its tombstone, then its grave
+    assert me.context_writers(t + 2 + ttl_ms)["gone@1"] is True
+    me.acknowledge_tombstones(t + 3)
+    me.collect_garbage(t + 3)                                  # into the graveyard until the TTL
+    assert me.context_writers(t + 2 + ttl_ms)["gone@1"] is False
+    me.collect_garbage(t + 2 + ttl_ms)
+    assert me.context_writers(t + 2 + ttl_ms)["gone@1"] is True
+    me.retire_nodes({"gone@1"})
+    assert "gone@1" not in me.context_writers(t + 2 + ttl_ms)
+    entry = me.entry("a")
+    assert isinstance(entry, ValueEntry) and entry.context.nodes() == {"me@1"}
+    assert me.get("a").values == (b"new",)  # type: ignore[union-attr]

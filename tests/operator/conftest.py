@@ -102,8 +102,7 @@ async def start_operator(cluster: EmulatedCluster) -> AsyncIterator[OperatorFact
 
         def main() -> None:
             try:
-                asyncio.run(run(settings, stop_flag=stop_flag, ready_flag=ready_flag,  # type: ignore[arg-type]
-                                runtime=runtime))
+                asyncio.run(run(settings, stop_flag=stop_flag, ready_flag=ready_flag, runtime=runtime))
             except BaseException as exc:
                 failure.append(exc)
                 ready_flag.set()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import time
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.support.kube_emulator import EmulatedCluster
+from tests.support.kube_emulator import EmulatedCluster, emulated_cluster_in_thread
 
 CMS = "/api/v1/namespaces/default/configmaps"
 GSCS = "/apis/gossip-operator.dev/v1alpha1/namespaces/default/gossipclusters"
@@ -117,3 +121,34 @@ async def test_finalizers_and_garbage_collection(cluster: EmulatedCluster) -> No
     assert (await _req(cluster, "GET", f"{CMS}/child"))[0] == 404
     writes = cluster.writes()
     assert {w.verb for w in writes} == {"create", "delete", "patch"}
+
+
+def _watch_lines(url: str, path: str, *, read_timeout: float) -> tuple[http.client.HTTPConnection, Any]:
+    """Open a watch from this (non-emulator) thread; the socket times out after read_timeout seconds."""
+    parsed = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=read_timeout)
+    connection.request("GET", f"{path}?watch=true&timeoutSeconds=60")
+    response = connection.getresponse()
+    assert response.status == 200
+    return connection, response
+
+
+def test_writes_from_the_test_thread_wake_watchers_at_once(tmp_path: Path) -> None:
+    """create/patch/delete called from another thread than the emulator's loop must wake its watchers then,
+    not whenever the loop next wakes up for another reason (here: never before the 60 s watch timeout)."""
+    with emulated_cluster_in_thread(tmp_path / "kubeconfig") as cluster:
+        connection, response = _watch_lines(cluster.url, CMS, read_timeout=10)
+        try:
+            time.sleep(0.2)  # the watch is registered and the emulator's loop is idle again
+            cluster.api.create_object("v1/configmaps", {"metadata": {"name": "a", "namespace": "default"}})
+            added = json.loads(response.readline())
+            cluster.api.patch_object("v1/configmaps", "default", "a", {"data": {"k": "v"}})
+            modified = json.loads(response.readline())
+            cluster.api.delete_object("v1/configmaps", "default", "a")
+            deleted = json.loads(response.readline())
+        finally:
+            connection.close()
+        assert [(e["type"], e["object"]["metadata"]["name"]) for e in (added, modified, deleted)] == [
+            ("ADDED", "a"), ("MODIFIED", "a"), ("DELETED", "a")]
+        assert cluster.api.get_object("v1/configmaps", "default", "a") is None
+        assert cluster.api.list_objects("v1/configmaps", "default") == []

@@ -5,9 +5,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+from gossip_operator import runner
 from gossip_operator.kube import API_CALLS
 from gossip_operator.manifests.secret import parse_keyring
+from gossip_operator.settings import OperatorSettings
 from tests.operator.conftest import FAST, RunningOperator, wait_for
 from tests.operator.helpers import (
     GSC,
@@ -229,6 +236,20 @@ async def test_optional_children_follow_the_spec(cluster: EmulatedCluster, start
                    what="PDB deleted")
 
 
+async def test_network_policy_admits_the_operator_by_its_configured_labels(cluster: EmulatedCluster,
+                                                                           start_operator) -> None:
+    settings = OperatorSettings.from_env({"GOSSIP_OPERATOR_OPERATOR_LABELS": "app.kubernetes.io/name=ops,tier=ctl",
+                                          "POD_NAMESPACE": "operators"})
+    await start_operator(operator_labels=settings.operator_labels, operator_namespace=settings.operator_namespace)
+    cluster.api.create_object(GSC, gsc_body(pod={"networkPolicy": {"enabled": True}}))
+    policy = await wait_for(lambda: cluster.api.get_object("networking.k8s.io/v1/networkpolicies", NAMESPACE, "demo"),
+                            what="NetworkPolicy")
+    operator_peer = policy["spec"]["ingress"][1]["from"][-1]
+    assert operator_peer == {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ops", "tier": "ctl"}},
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "operators"}}}
+
+
 async def test_every_api_call_is_declared_for_rbac(cluster: EmulatedCluster, start_operator) -> None:
     """Run a busy scenario, then check each request the operator made against kube.API_CALLS."""
     operator = await start_operator()
@@ -266,3 +287,62 @@ async def test_namespaced_mode_serves_only_its_namespaces(cluster: EmulatedClust
     used = {(c.group or "", c.resource, c.verb) for c in cluster.api.calls if c.resource and c.verb}
     assert used <= API_CALLS
     assert json.dumps(sorted(used))  # the set is serialisable for the chart's RBAC
+
+
+# A stop is prompt when it takes the workers' drain time plus slack; kopf's hung-task wait alone would be 5 s.
+STOP_BOUND = runner.EXIT_TIMEOUT + 2.0
+
+
+async def _stop_with_an_event_in_flight(cluster: EmulatedCluster, stop: Callable[[], Awaitable[None]]) -> float:
+    """Stop while kopf is still processing the cluster's events: kopf's own patch after the update handler is
+    held, one more event is queued behind it, and it is let go once the stop has begun (kopf has stopped the
+    timers by then). Those events must not re-spawn timers, which used to fire on until kopf cancelled them as
+    hung tasks. Returns the seconds from the stop to the operator's end."""
+    stall = cluster.api.stall("PATCH", f"/apis/gossip-operator.dev/v1alpha1/namespaces/{NAMESPACE}/gossipclusters/demo")
+    cluster.api.patch_object(GSC, NAMESPACE, "demo", {"spec": {"image": "gossip-agent:0.2.0"}})
+    await wait_for(lambda: stall.hits, what="kopf's patch after the update handler")
+    cluster.api.patch_object(GSC, NAMESPACE, "demo", {"metadata": {"labels": {"touched": "yes"}}})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    stopped = asyncio.create_task(stop())
+    await asyncio.sleep(0.3)
+    stall.release()
+    await stopped
+    return loop.time() - started
+
+
+async def test_stop_is_prompt_with_an_event_in_flight(cluster: EmulatedCluster, start_operator) -> None:
+    operator: RunningOperator = await start_operator()
+    cluster.api.create_object(GSC, gsc_body())
+    await _created(cluster)
+    took = await _stop_with_an_event_in_flight(cluster, operator.stop)
+    assert took <= STOP_BOUND, f"the operator took {took:.1f}s to stop"
+    assert operator.runtime.exiting
+
+
+async def test_sigterm_stops_the_process_promptly(cluster: EmulatedCluster, tmp_path: Path) -> None:
+    """The same through `gossip-operator` as a process: SIGTERM (the pod's stop) takes the same prompt path."""
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "GOSSIP_OPERATOR_LIVENESS_PORT": "0",
+           "GOSSIP_OPERATOR_METRICS_PORT": "0", "GOSSIP_OPERATOR_STATUS_INTERVAL": str(FAST.status_interval),
+           "GOSSIP_OPERATOR_RESYNC_INTERVAL": str(FAST.resync_interval)}
+    log_path = tmp_path / "operator.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "gossip_operator", env=env,
+                                                       stdout=log, stderr=log)
+    try:
+        cluster.api.create_object(GSC, gsc_body())
+        await _created(cluster)
+
+        async def sigterm() -> None:
+            process.send_signal(signal.SIGTERM)
+            await process.wait()
+
+        took = await _stop_with_an_event_in_flight(cluster, sigterm)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    output = log_path.read_text()
+    assert process.returncode == 0, output[-3000:]
+    assert took <= STOP_BOUND, f"the operator took {took:.1f}s to stop:\n{output[-3000:]}"
+    assert "Stopping (SIGTERM)" in output

@@ -8,7 +8,7 @@ from gossip_operator.__main__ import _parser, settings_from
 from gossip_operator.kube import API_CALLS, CLUSTER_SCOPED, UndeclaredApiCall, _check_declared
 from gossip_operator.manifests.resources import PODS, STATEFULSETS
 from gossip_operator.metrics import OperatorMetrics
-from gossip_operator.settings import OperatorSettings, parse_seconds
+from gossip_operator.settings import DEFAULT_OPERATOR_LABELS, OperatorSettings, parse_labels, parse_seconds
 
 
 def test_settings_from_env_and_flags() -> None:
@@ -24,6 +24,25 @@ def test_settings_from_env_and_flags() -> None:
     with pytest.raises(ValueError, match="GOSSIP_OPERATOR_AGENT_TIMEOUT"):
         OperatorSettings.from_env({"GOSSIP_OPERATOR_AGENT_TIMEOUT": "soon"})
     assert parse_seconds(3, "x") == 3.0
+
+
+def test_operator_labels_from_env_and_flag() -> None:
+    """The operator pod's labels (admitted by agent NetworkPolicies) follow the chart's names, e.g. with a Helm
+    nameOverride, through GOSSIP_OPERATOR_OPERATOR_LABELS or --operator-labels."""
+    assert OperatorSettings.from_env({}).operator_labels == DEFAULT_OPERATOR_LABELS
+    assert OperatorSettings.from_env({"GOSSIP_OPERATOR_OPERATOR_LABELS": ""}).operator_labels == DEFAULT_OPERATOR_LABELS
+    env = {"GOSSIP_OPERATOR_OPERATOR_LABELS": "app.kubernetes.io/name=gossip-ops, app.kubernetes.io/instance=rel"}
+    settings = OperatorSettings.from_env(env)
+    assert settings.operator_labels == {"app.kubernetes.io/name": "gossip-ops", "app.kubernetes.io/instance": "rel"}
+    args = _parser().parse_args(["--operator-labels", "team=infra"])
+    assert settings_from(args, env).operator_labels == {"team": "infra"}
+    assert settings_from(_parser().parse_args([]), env).operator_labels == settings.operator_labels
+    assert parse_labels("a=,example.com/b=c_d.e", "x") == {"a": "", "example.com/b": "c_d.e"}
+    for bad, why in (("noequals", "key=value"), ("=v", "invalid label key"), ("a=b,a=c", "twice"),
+                     ("a=has space", "invalid value"), ("UPPER.com/a=b", "prefix"), (" , ", "at least one"),
+                     ("a=" + "x" * 64, "invalid value")):
+        with pytest.raises(ValueError, match=why):
+            OperatorSettings.from_env({"GOSSIP_OPERATOR_OPERATOR_LABELS": bad})
 
 
 def test_api_calls_shape_and_guard() -> None:

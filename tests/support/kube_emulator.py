@@ -40,9 +40,9 @@ import secrets
 import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp.web
 import attrs
@@ -52,6 +52,8 @@ import yaml
 from kmock._internal import dicts as kmock_dicts
 from kmock._internal import parsing, rendering
 
+_T = TypeVar("_T")
+_DIRECT_TIMEOUT = 30.0
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
 _SCALABLE_BUILTINS = {("apps", "statefulsets"), ("apps", "deployments"), ("apps", "replicasets")}
 _HISTORY = 10_000
@@ -101,6 +103,37 @@ class _Watcher:
     namespace: str | None
     name: str | None
     queue: asyncio.Queue[dict[str, Any]]
+
+
+@dataclasses.dataclass(eq=False)
+class Stall:
+    """Requests matching `method` and `path` (exact URL path) wait until `release()`: a test holds the client that
+    sent one (e.g. kopf half-way through handling an event) while it does something else. `hits` counts them."""
+
+    method: str
+    path: str
+    hits: int = 0
+    _released: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    _emulator: KubeEmulator | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == self.method and path.rstrip("/") == self.path.rstrip("/")
+
+    def release(self) -> None:
+        """Let the held requests (and any later ones) through."""
+        def release() -> None:
+            self._released.set()
+            if self._emulator is not None and self in self._emulator._stalls:
+                self._emulator._stalls.remove(self)
+
+        if self._emulator is None:
+            release()
+        else:
+            self._emulator._on_loop(release)
+
+    async def _wait(self) -> None:
+        self.hits += 1
+        await self._released.wait()
 
 
 def _now() -> str:
@@ -189,6 +222,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
     _printer_columns: dict[kmock.resource, list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
     _scale_paths: dict[kmock.resource, tuple[str, str, str | None]] = attrs.field(factory=dict, init=False)
     _status_subresource: set[kmock.resource] = attrs.field(factory=set, init=False)
+    # The loop the emulator serves in (set on entering it): direct calls from other threads run there.
+    _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False)
+    _stalls: list[Stall] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -199,6 +235,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if (res.group, res.plural) in _SCALABLE_BUILTINS:
                 self._scale_paths[res] = (".spec.replicas", ".status.replicas", None)
         self.fallback[kmock.method.PUT] << self._serve_result
+
+    async def __aenter__(self) -> KubeEmulator:
+        self._loop = asyncio.get_running_loop()
+        await super().__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await super().__aexit__(*exc_info)
+        finally:
+            self._loop = None
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -276,10 +323,19 @@ class KubeEmulator(kmock.KubernetesEmulator):
             f"{res.plural}/{request.subresource}" if request.subresource else str(res.plural))
         self.calls.append(ApiCall(method, request.url.path, verb, None if res is None else res.group, plural))
 
+    def stall(self, method: str, path: str) -> Stall:
+        """Hold requests for `method` `path` until the returned Stall is released (see Stall)."""
+        stall = Stall(method.upper(), path, _emulator=self)
+        self._on_loop(lambda: self._stalls.append(stall))
+        return stall
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         self._record(request)
         res = request.resource
         method = str(getattr(request.method, "value", request.method)).upper()
+        for stall in list(self._stalls):
+            if stall.matches(method, request.url.path):
+                await stall._wait()
         if res is not None and res.plural is not None and res.group is not None:
             mutating = request.action in (kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE) or (
                 method == "PUT" and request.name is not None)
@@ -734,13 +790,35 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     # ---------------------------------------------------------------- direct access (tests play controllers)
 
+    def _on_loop(self, fn: Callable[[], _T]) -> _T:
+        """Run fn in the emulator's event loop and return its result. Direct calls come from tests, and a test
+        may run in another thread (`emulated_cluster_in_thread`): there, touching the objects or waking a
+        watcher's asyncio.Queue is not thread-safe, and a wake-up would not even interrupt the loop's select()
+        (watchers would see the change only when something else woke the loop). From another thread the call
+        is marshalled into the loop (and serialised with the HTTP handlers by the emulator's lock)."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            return fn()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return fn()  # synchronous, so atomic with respect to the handlers on this loop
+
+        async def locked() -> _T:
+            async with self._lock:
+                return fn()
+
+        return asyncio.run_coroutine_threadsafe(locked(), loop).result(timeout=_DIRECT_TIMEOUT)
+
     def _direct(self, resource: str, namespace: str | None, name: str | None = None, *, subresource: str | None = None,
                 data: Any = None, action: Any = None, method: str = "PATCH",
                 content_type: str = "application/merge-patch+json") -> Any:
         res = kmock.resource(resource)
         request = rendering.Request(resource=res, namespace=namespace, name=name, subresource=subresource, data=data,
                                     action=action, method=method, headers={"Content-Type": content_type})
-        return self._mutate(request, method)[1]
+        return self._on_loop(lambda: self._mutate(request, method)[1])
 
     def create_object(self, resource: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create as a POST would (resource like "v1/pods" or "apps/v1/statefulsets"); watchers see it."""
@@ -759,11 +837,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     def get_object(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         res = kmock.resource(resource)
-        return self._live((res, namespace if self._namespaced(res) else None, name))
+        return self._on_loop(lambda: self._live((res, namespace if self._namespaced(res) else None, name)))
 
     def list_objects(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
         res = kmock.resource(resource)
-        return self._select(rendering.Request(resource=res, namespace=namespace))
+        return self._on_loop(lambda: self._select(rendering.Request(resource=res, namespace=namespace)))
 
     # ---------------------------------------------------------------- discovery
 
@@ -893,5 +971,5 @@ def load_crd(api: KubeEmulator, path: Path) -> dict[str, Any]:
     return api.create_object("apiextensions.k8s.io/v1/customresourcedefinitions", yaml.safe_load(path.read_text()))
 
 
-__all__ = ["ApiCall", "EmulatedCluster", "KubeEmulator", "emulated_cluster", "emulated_cluster_in_thread",
+__all__ = ["ApiCall", "EmulatedCluster", "KubeEmulator", "Stall", "emulated_cluster", "emulated_cluster_in_thread",
            "free_port", "load_crd", "write_kubeconfig"]

@@ -1,7 +1,8 @@
 """A small synchronous HTTP client of one agent's API (docs/agent-api.md), for gossipctl and tests.
 
-`--addr` takes "host:port" (HTTP) or a URL ("https://host:port"). Every call has a timeout; errors are
-`ClientError` with a message fit for a terminal.
+`--addr` takes "host:port" (HTTP) or a URL ("https://host:port"). Every call has a timeout (a stream has
+one to connect, none between lines); errors are `ClientError` with a message fit for a terminal. An HTTP
+error status is an answer, not an error: `request`/`call` return it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import json
 import ssl
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import IO, Any
 
 DEFAULT_TIMEOUT = 2.0
 
@@ -24,6 +28,37 @@ def base_url(addr: str) -> str:
     if "://" in addr:
         return addr
     return f"http://{addr}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Stream:
+    """An open streaming answer (e.g. `GET /v1/watch`): its status, then its lines as they come."""
+
+    def __init__(self, status: int, resp: IO[bytes]) -> None:
+        self.status = status
+        self._resp = resp
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._resp)
+
+    def read(self) -> bytes:
+        return self._resp.read()
+
+    def close(self) -> None:
+        self._resp.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
 
 class AgentClient:
@@ -40,13 +75,34 @@ class AgentClient:
             if insecure:
                 self._ssl.verify_mode = ssl.CERT_NONE
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.url + path, data=body, method=method)
+    def request(self, method: str, path: str, body: bytes | None = None, *,
+                headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        reply = self.call(method, path, body, headers=headers)
+        return reply.status, reply.body
+
+    def call(self, method: str, path: str, body: bytes | None = None, *,
+             headers: Mapping[str, str] | None = None) -> Reply:
+        """`request` with the answer's headers too (e.g. `X-Gossip-Context`)."""
+        status, resp = self._open(method, path, body, headers, self.timeout)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as resp:
-                return int(resp.status), bytes(resp.read())
+            with resp:
+                return Reply(status, dict(resp.headers), bytes(resp.read()))
+        except (OSError, TimeoutError) as exc:
+            raise ClientError(f"cannot read the answer of the agent at {self.url}: {exc}") from None
+
+    def stream(self, path: str, *, headers: Mapping[str, str] | None = None) -> Stream:
+        """`GET path` whose answer is read as it comes (no timeout between lines)."""
+        status, resp = self._open("GET", path, None, headers, None)
+        return Stream(status, resp)
+
+    def _open(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str] | None,
+              timeout: float | None) -> tuple[int, Any]:
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=dict(headers or {}))
+        try:
+            resp = urllib.request.urlopen(req, timeout=timeout, context=self._ssl)
+            return int(resp.status), resp
         except urllib.error.HTTPError as exc:
-            return int(exc.code), bytes(exc.read())
+            return int(exc.code), exc
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ClientError(f"cannot reach the agent at {self.url}: {reason}") from None

@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from gossip_agent.cli.client import AgentClient, ClientError
+from gossip_agent.cli.client import AgentClient, ClientError, Stream
 
 CONTEXT_HEADER = "X-Gossip-Context"
 EXIT_SIBLINGS = 3
@@ -43,30 +41,18 @@ def _write_opts(p: argparse.ArgumentParser) -> None:
 
 
 class _Http:
-    """Requests with headers and a streaming variant (AgentClient only does plain calls)."""
+    """The agent client of one command, answers as (status, headers, body)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.client = AgentClient(args.addr, timeout=args.timeout, cafile=args.cacert, insecure=args.insecure)
-        self.timeout = args.timeout
-
-    def _open(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
-              timeout: float | None) -> Any:
-        req = urllib.request.Request(self.client.url + path, data=body, method=method, headers=headers)
-        try:
-            return urllib.request.urlopen(req, timeout=timeout, context=getattr(self.client, "_ssl", None))
-        except urllib.error.HTTPError as exc:
-            return exc
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise ClientError(f"cannot reach the agent at {self.client.url}: {getattr(exc, 'reason', exc)}") \
-                from None
 
     def call(self, method: str, path: str, body: bytes | None = None,
              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        with self._open(method, path, body, headers or {}, self.timeout) as resp:
-            return int(resp.status if hasattr(resp, "status") else resp.code), dict(resp.headers), resp.read()
+        reply = self.client.call(method, path, body, headers=headers)
+        return reply.status, dict(reply.headers), reply.body
 
-    def stream(self, path: str) -> Any:
-        return self._open("GET", path, None, {}, None)
+    def stream(self, path: str) -> Stream:
+        return self.client.stream(path)
 
 
 def _fail(status: int, body: bytes, what: str) -> ClientError:
@@ -221,8 +207,8 @@ def run_watch(args: argparse.Namespace) -> int:
     resp = _Http(args).stream("/v1/watch" + _query(prefix=args.prefix))
     seen = 0
     with resp:
-        if getattr(resp, "status", 200) != 200:
-            raise _fail(resp.code, resp.read(), "watch")
+        if resp.status != 200:
+            raise _fail(resp.status, resp.read(), "watch")
         for raw in resp:
             event = json.loads(raw)
             kind = event.get("event")

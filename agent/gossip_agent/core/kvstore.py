@@ -524,6 +524,35 @@ class KvStore:
         """A retired member is back (same name): stop pruning its entries."""
         self._retired = self._retired - frozenset(nodes)
 
+    def context_writers(self, now_ms: int) -> dict[str, bool]:
+        """Every writer not yet retired that a context names (value entries and the graveyard; CRDT states
+        are never pruned), mapped to whether retiring it at `now_ms` is safe as far as this replica can tell.
+
+        Pruned contexts spread (anti-entropy ships them, and every replica prunes what it ingests), so a
+        pruned context must never meet a replica that still holds one of the writer's versions: the version
+        would look unseen and come back (as a sibling, or through the graveyard). Under the TTL assumption
+        (no replica lags a write by more than the TTL) that cannot happen once no state here naming the
+        writer is younger than the TTL and none still holds one of its versions. Hence a writer is unsafe
+        while some entry holds a version of it, or names it and was written less than the TTL ago, or a
+        graveyard context names it (graves are younger than the TTL by construction)."""
+        ttl = self._ttl_ms
+        out: dict[str, bool] = {}
+        for entry in self._entries.values():
+            if isinstance(entry, CrdtEntry):
+                continue
+            young = now_ms - entry.timestamp.wall_ms < ttl
+            for node in entry.context:
+                if node not in self._retired:
+                    out[node] = out.get(node, True) and not young
+            for v in entry.versions:
+                if v.dot[0] not in self._retired:
+                    out[v.dot[0]] = False
+        for grave in self._graveyard.values():
+            for node in grave.context:
+                if node not in self._retired:
+                    out[node] = False
+        return out
+
     def _normalize(self, entry: Entry) -> Entry:
         if not self._retired or isinstance(entry, CrdtEntry):
             return entry

@@ -17,11 +17,16 @@ take `now` as an argument and can be tested without sockets or clocks.
   still changing, is a better anti-entropy partner than a random one (`RepairPlanner`): after writes stop
   the cluster converges in about one hold time plus one exchange instead of one anti-entropy interval.
 - Write concern. `w=N` means N holders including us; `WriteConcern` counts acknowledgements by peer.
+- Retirement (bounded version vectors). A writer whose member name has been missing from the member table
+  (reaped: not alive, suspect, dead or left) continuously for longer than `state.tombstoneTtl` is retired:
+  its entries are pruned from contexts (`KvStore.retire_nodes`, safety rule in core/vector_clock.py); a
+  name that comes back is unretired. `Retirement` keeps the absence clocks; the store says which writers
+  are safe to prune (`KvStore.context_writers`); our own replica id is never retired.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +192,51 @@ class RepairPlanner:
 
     def started(self, now: float) -> None:
         self._last = now
+
+
+# -- retirement -------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RetirementPlan:
+    retire: frozenset[str]    # replica ids whose member has been gone longer than the TTL
+    unretire: frozenset[str]  # retired replica ids whose member is back
+
+
+@dataclass(slots=True)
+class Retirement:
+    """When each member name (of the writers a store names) was first seen missing from the member table.
+
+    `seen(name)` resets a name's absence at once (a member event between two `plan` calls); `plan` is the
+    periodic check. Absence is measured from the first check (or reap) that saw it, so it is never
+    overestimated; after a restart every absence starts again.
+    """
+
+    ttl: float
+    _absent_since: dict[str, float] = field(default_factory=dict)
+
+    def seen(self, name: str) -> None:
+        self._absent_since.pop(name, None)
+
+    def plan(self, now: float, *, writers: Iterable[str], retired: Collection[str], present: Collection[str],
+             me: str) -> RetirementPlan:
+        """`writers`: replica ids the store names and has not retired; `retired`: those it has; `present`:
+        member names in the member table (any state); `me`: our own replica id."""
+        absent_since = self._absent_since
+        by_name: dict[str, list[str]] = {}
+        for replica in writers:
+            if replica != me:
+                by_name.setdefault(member_of(replica), []).append(replica)
+        retire: set[str] = set()
+        for name, replicas in by_name.items():
+            if name in present or name == member_of(me):
+                absent_since.pop(name, None)
+                continue
+            since = absent_since.setdefault(name, now)
+            if now - since > self.ttl:
+                retire.update(replicas)
+        for name in [n for n in absent_since if n not in by_name]:
+            del absent_since[name]
+        unretire = frozenset(r for r in retired if member_of(r) in present)
+        return RetirementPlan(frozenset(retire), unretire)
 
 
 # -- write concern ----------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ An `Extension` may
   `agent.broadcast_state(payload, key=...)`, `agent.update_meta(meta)`, `agent.peer_client.exchange(...)`
   (sealed stream exchange with a peer), `agent.live_members()`, `agent.now()`, `agent.metrics.registry`
   (register collectors), `agent.spawn(coro, name)` (a tracked task, cancelled on shutdown);
+- hear every membership change (`on_member_event(event)`: join, update, suspect, alive, dead, left, reap;
+  called on the event loop as the Node reports it, the member table already updated; must not block);
 - run its own loops between `start()` and `stop()` (stop is called after the graceful leave, before the
   server and sockets close);
 - add keys to `/v1/status` (`status()`, e.g. `state` and `convergence`) and a readiness condition
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gossip_agent.core.config import AgentConfig
+from gossip_agent.core.effects import MemberEvent
 from gossip_agent.core.node import StateDelegate
 
 if TYPE_CHECKING:
@@ -43,6 +46,9 @@ class Extension:
 
     def attach(self, agent: Agent) -> None:
         """Called once the agent's Node exists and before any traffic is served."""
+
+    def on_member_event(self, event: MemberEvent) -> None:
+        """A membership change (see the module docstring); the default ignores it."""
 
     async def start(self) -> None:
         """Called after the agent's sockets are open, before joining."""

@@ -10,8 +10,10 @@ Rules of this module:
 - A failure in one packet or effect is logged and counted, never fatal: garbage from the network must not
   stop the agent.
 
-Lifecycle: `start()` opens UDP and HTTP on the same port number, creates the Node, starts extensions and the
-join loop; `run()` also installs SIGTERM/SIGINT handlers and returns the exit code after `stop()`.
+Lifecycle: `start()` opens UDP and binds HTTP on the same port number, creates the Node (with the
+extensions' state delegate), attaches the extensions, only then serves HTTP (a request never meets an
+unattached extension), starts extensions and the join loop; `run()` also installs SIGTERM/SIGINT handlers
+and returns the exit code after `stop()`.
 A leave (signal or POST /v1/leave) broadcasts `left`, keeps ticking until the rumor is sent out or
 `LEAVE_LINGER` passes, then stops. A second signal stops at once.
 """
@@ -25,6 +27,7 @@ import logging
 import math
 import random
 import signal
+import socket
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
@@ -70,6 +73,29 @@ def settle_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+async def _listen_tcp(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening (not yet served) TCP sockets for every address of `host` (as asyncio's
+    `create_server` would open); OSError (e.g. the port is taken) after closing what was opened."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+            sock.listen(128)
+            sock.setblocking(False)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 class _NodeView:
@@ -173,8 +199,6 @@ class Agent:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self._bind()
-        for ext in self.extensions:
-            ext.attach(self)
         await self.peer_client.start()
         for ext in self.extensions:
             await ext.start()
@@ -188,8 +212,9 @@ class Agent:
                  ", encrypted" if self.security.encrypted else "")
 
     async def _bind(self) -> None:
-        """UDP first (it picks the port when port is 0), then the Node (it needs the port), then HTTP on the
-        same port number; with port 0, retry on a TCP clash."""
+        """UDP first (it picks the port when port is 0), then TCP listening sockets on the same port number
+        (with port 0, retry on a clash), then the Node (it needs the port) with the extensions' delegate,
+        then `attach`, and only then HTTP serves: connections made meanwhile wait in the listen backlog."""
         cfg = self.config
         attempts = _PORT_ATTEMPTS if cfg.port == 0 else 1
         delegate = next((d for d in (e.state_delegate() for e in self.extensions) if d is not None), None)
@@ -197,26 +222,31 @@ class Agent:
         for attempt in range(attempts):
             udp = await open_udp(cfg.bind_address, cfg.port, self._on_datagram)
             port = udp.local_address[1]
-            advertise = (cfg.advertise_address or default_advertise_address(cfg.bind_address, cfg.seeds),
-                         cfg.advertise_port or port)
-            self._node = Node(cfg, advertise, self.rng, self.clock(), delegate,
-                              incarnation=self._initial_incarnation)
-            runner = web.AppRunner(make_app(self, routes), access_log=None, handle_signals=False,
-                                   shutdown_timeout=1.0)
-            await runner.setup()
-            site = web.TCPSite(runner, cfg.bind_address, port, ssl_context=self._server_ssl,
-                               reuse_address=True)
             try:
-                await site.start()
+                socks = await _listen_tcp(cfg.bind_address, port)
             except OSError:
-                await runner.cleanup()
                 udp.close()
-                self._node = None
                 if attempt + 1 >= attempts:
                     raise
                 continue
-            self._udp, self._runner, self.port = udp, runner, port
-            return
+            break
+        advertise = (cfg.advertise_address or default_advertise_address(cfg.bind_address, cfg.seeds),
+                     cfg.advertise_port or port)
+        self._node = Node(cfg, advertise, self.rng, self.clock(), delegate, incarnation=self._initial_incarnation)
+        self._udp, self.port = udp, port
+        runner = web.AppRunner(make_app(self, routes), access_log=None, handle_signals=False,
+                               shutdown_timeout=1.0)
+        try:
+            for ext in self.extensions:
+                ext.attach(self)
+            await runner.setup()
+            self._runner = runner
+            for sock in socks:
+                await web.SockSite(runner, sock, ssl_context=self._server_ssl).start()
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            raise
 
     async def run(self) -> int:
         """Start, serve until a leave completes (signal or POST /v1/leave), stop; returns the exit code."""
@@ -414,6 +444,11 @@ class Agent:
         level = logging.WARNING if event.kind in (EventKind.DEAD, EventKind.SUSPECT) else logging.INFO
         log.log(level, "member %s %s (%s:%d, incarnation %d)", m.name, event.kind.value, m.addr[0], m.addr[1],
                 m.incarnation)
+        for ext in self.extensions:
+            try:
+                ext.on_member_event(event)
+            except Exception:
+                log.exception("extension %s failed on a member event", ext.name)
 
     # -- streams ---------------------------------------------------------------------------------------
     def _start_stream(self, coro: Coroutine[Any, Any, None], op: str) -> bool:

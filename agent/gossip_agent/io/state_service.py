@@ -17,12 +17,18 @@ re-broadcast by us (rumors are forwarded by the Node; repairs are local catch-up
 
 Background loops (between `start` and `stop`):
 - anti-entropy with a random live peer every `antiEntropy.interval` (jittered), at once after joining (or
-  re-joining: push-pull on join catches up state), and with a peer whose published root has differed from
-  ours for a while (core/replica.py's RepairPlanner);
+  re-joining: push-pull on join catches up membership, not state) as told by the member events (our first
+  live peer), and with a peer whose published root has differed from ours for a while (core/replica.py's
+  RepairPlanner). No poll backs the events up: the runtime reports every member change, and the periodic
+  session is the safety net anyway;
 - a 100 ms housekeeping tick: publish root/keys/HLC in our metadata (rate-limited, only when changed), feed
   the convergence tracker from the members' metadata, acknowledge tombstones when every member publishes
   our root, collect garbage, fsync with `storage.fsync: interval`, and snapshot every
-  `storage.snapshotEvery` records.
+  `storage.snapshotEvery` records;
+- every `RETIRE_EVERY` seconds (from the tick): retire the writers of members missing from the member
+  table for longer than `state.tombstoneTtl`, unretire those whose member is back (core/replica.py's
+  `Retirement`, `KvStore.context_writers` for safety), and snapshot at once when that changed the retired
+  set (the snapshot carries it, the log does not).
 
 Recovery (on first use, before any traffic): load the snapshot, replay the log after it. A data dir with
 no state gets a fresh replica id (core/replica.py explains why), stored in `replica-id`.
@@ -54,6 +60,7 @@ from gossip_agent.core.anti_entropy import AeRequest, AntiEntropyError, Limits, 
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.convergence import ConvergenceTracker, parse_state_meta, state_meta
 from gossip_agent.core.crdt import Crdt
+from gossip_agent.core.effects import EventKind, MemberEvent
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import (
     C,
@@ -70,6 +77,7 @@ from gossip_agent.core.replica import (
     Announcement,
     MetaPublisher,
     RepairPlanner,
+    Retirement,
     WriteConcern,
     counted_members,
     decode_payload,
@@ -112,6 +120,8 @@ REPAIR_MIN_GAP = 0.5
 # agreement before the first collection changes a root).
 ACK_GRACE_MS = 3000
 GC_EVERY = 1.0
+# Retirement of reaped writers: a scan of the whole store, and the TTL it waits for is a day by default.
+RETIRE_EVERY = 60.0
 # Anti-entropy messages: entries per message (approximate) stay well below the HTTP body cap (4 MiB).
 AE_LIMITS = Limits(max_entry_bytes=2 << 20)
 AE_MAX_RESPONSE = 16 << 20
@@ -157,6 +167,7 @@ class StateService(Extension, StateDelegate):
         self.tracker = ConvergenceTracker()
         self.meta = MetaPublisher(META_MIN_INTERVAL)
         self.planner = RepairPlanner(REPAIR_HOLD, REPAIR_MIN_GAP)
+        self.retirement = Retirement(config.state.tombstone_ttl)
         self._store: KvStore | None = None
         self._log: DurableLog | None = None
         self._agent: Agent | None = None
@@ -166,6 +177,7 @@ class StateService(Extension, StateDelegate):
         self._kick = asyncio.Event()
         self._had_peers = False
         self._last_gc = 0.0
+        self._last_retire = -math.inf
         self._last_sync = 0.0
         self._inline_limit = 0
         self._stopping = False
@@ -192,6 +204,17 @@ class StateService(Extension, StateDelegate):
         node = agent.node
         self._inline_limit = inline_budget(self.config.gossip.mtu, node.name, node.addr)
         agent.metrics.registry.register(StateCollector(self))
+
+    def on_member_event(self, event: MemberEvent) -> None:
+        if event.kind is not EventKind.REAP:
+            self.retirement.seen(event.member.name)
+        # Updates (every published root) are frequent and change no one's liveness.
+        if self._agent is None or event.kind is EventKind.UPDATE:
+            return
+        has_peers = bool(self._agent.live_members())
+        if has_peers and not self._had_peers:
+            self.kick_anti_entropy()  # we (re)joined: catch up state at once
+        self._had_peers = has_peers
 
     async def start(self) -> None:
         agent = self.agent
@@ -288,7 +311,7 @@ class StateService(Extension, StateDelegate):
             for change in changes:
                 durable.append(encode_change(change))
             self.stats.log_records += len(changes)
-        self.watchers.publish(changes)
+        self.watchers.publish([c for c in changes if c.origin != "prune"])  # no value changed
         return changes
 
     def _broadcast(self, entry: Entry) -> None:
@@ -599,10 +622,7 @@ class StateService(Extension, StateDelegate):
         status = self.tracker.observe(wall, stats.root, roots, newest_write_ms=stats.hlc.wall_ms or None)
         live = [m.name for m in members if m.state == MemberState.ALIVE and m.name != node.name]
         self.planner.observe(now, stats.root, {n: roots.get(n) for n in live})
-        # 3. anti-entropy right after joining, and with a peer that stays divergent
-        if live and not self._had_peers:
-            self.kick_anti_entropy()
-        self._had_peers = bool(live)
+        # 3. anti-entropy with a peer that stays divergent (after joining: `on_member_event`)
         target = self.planner.pick(now, live, self.rng.random())
         if target is not None:
             self._repair_target = target
@@ -615,6 +635,9 @@ class StateService(Extension, StateDelegate):
             self._last_gc = now
             if store.collect_garbage(self.now_ms(), ack_grace_ms=ACK_GRACE_MS):
                 self._commit()
+        if now - self._last_retire >= RETIRE_EVERY:
+            self._last_retire = now
+            self.retire_reaped()
         # 5. durability
         durable = self._log
         if durable is not None:
@@ -624,6 +647,26 @@ class StateService(Extension, StateDelegate):
                 durable.sync()
             if durable.records_since_snapshot >= cfg.snapshot_every:
                 self._snapshot()
+
+    def retire_reaped(self) -> int:
+        """Retire the writers whose member has been gone longer than the TTL (when the store says it is
+        safe), unretire those whose member is back; returns how many were retired."""
+        agent, store = self.agent, self.store
+        writers = store.context_writers(self.now_ms())
+        plan = self.retirement.plan(agent.now(), writers=writers, retired=store.retired,
+                                    present={m.name for m in agent.members()}, me=store.node)
+        retire = sorted(r for r in plan.retire if writers.get(r))
+        if plan.unretire:
+            store.unretire_nodes(plan.unretire)
+            log.info("writers back in the cluster, no longer pruned: %s", ", ".join(sorted(plan.unretire)))
+        if retire:
+            keys = store.retire_nodes(retire)
+            self._commit()
+            log.info("retired writers of members gone longer than the tombstone TTL: %s (%d keys pruned)",
+                     ", ".join(retire), keys)
+        if retire or plan.unretire:
+            self._snapshot()  # the retired set lives in the snapshot
+        return len(retire)
 
     def _snapshot(self) -> None:
         if self._log is None or self._store is None:
