@@ -111,6 +111,10 @@ AE_PATH = "/v1/internal/antientropy"
 REPLICATE_PATH = "/v1/internal/replicate"
 FETCH_PATH = "/v1/internal/fetch"
 TICK = 0.1
+# Idle (nothing changed for BUSY_WINDOW): housekeeping wakes on a change, at the latest every IDLE_TICK, so
+# an idle agent does not walk its member table ten times a second.
+IDLE_TICK = 1.0
+BUSY_WINDOW = 2.0
 # Root publication: at most this often (each publication bumps our incarnation and gossips an Alive).
 META_MIN_INTERVAL = 0.25
 # A divergent peer is repaired from once both roots were stable this long, at most once per gap.
@@ -175,6 +179,7 @@ class StateService(Extension, StateDelegate):
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._pulls: set[str] = set()
         self._kick = asyncio.Event()
+        self._changed = asyncio.Event()
         self._had_peers = False
         self._last_gc = 0.0
         self._last_retire = -math.inf
@@ -206,6 +211,7 @@ class StateService(Extension, StateDelegate):
         agent.metrics.registry.register(StateCollector(self))
 
     def on_member_event(self, event: MemberEvent) -> None:
+        self._changed.set()  # a member's liveness or published root changed: housekeeping has work
         if event.kind is not EventKind.REAP:
             self.retirement.seen(event.member.name)
         # Updates (every published root) are frequent and change no one's liveness.
@@ -306,6 +312,7 @@ class StateService(Extension, StateDelegate):
         changes = self.store.drain_changes()
         if not changes:
             return changes
+        self._changed.set()
         durable = self._log
         if durable is not None:
             for change in changes:
@@ -594,12 +601,21 @@ class StateService(Extension, StateDelegate):
 
     # -- housekeeping ---------------------------------------------------------------------------------------
     async def _tick_loop(self) -> None:
+        busy_until = 0.0
         while True:
             try:
                 self.tick()
             except Exception:
                 log.exception("state housekeeping failed")
-            await asyncio.sleep(TICK)
+            now = self.agent.now()
+            if self._changed.is_set():
+                self._changed.clear()
+                busy_until = now + BUSY_WINDOW
+            if now < busy_until:
+                await asyncio.sleep(TICK)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), IDLE_TICK)
 
     def tick(self) -> None:
         agent, store = self.agent, self.store
