@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from gossip_operator.runner import run
-from gossip_operator.settings import OperatorSettings, parse_seconds
+from gossip_operator.settings import OperatorSettings, parse_labels, parse_seconds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-domain", metavar="DOMAIN", help="DNS suffix of seeds (default cluster.local)")
     p.add_argument("--liveness-port", type=int, metavar="PORT", help="kopf /healthz port (default 8080, 0: off)")
     p.add_argument("--metrics-port", type=int, metavar="PORT", help="Prometheus /metrics port (default 9090, 0: off)")
+    p.add_argument("--operator-labels", metavar="K=V[,K=V]",
+                   help="labels of the operator's pod, admitted by agent NetworkPolicies "
+                        "(default app.kubernetes.io/name=gossip-operator)")
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig when not in a cluster (default $KUBECONFIG)")
     p.add_argument("--standalone", action="store_true", default=True,
                    help="no kopf peering (always on: run exactly one replica)")
@@ -44,6 +47,8 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> OperatorSett
         changes["status_interval"] = parse_seconds(args.status_interval, "--status-interval")
     if args.resync_interval:
         changes["resync_interval"] = parse_seconds(args.resync_interval, "--resync-interval")
+    if args.operator_labels:
+        changes["operator_labels"] = parse_labels(args.operator_labels, "--operator-labels")
     for attr in ("agents_to_query", "liveness_port", "metrics_port", "cluster_domain", "kubeconfig"):
         if getattr(args, attr) is not None:
             changes[attr] = getattr(args, attr)

@@ -11,7 +11,10 @@ and tests can run several operators (one after another) in one process.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import kopf
 
@@ -24,12 +27,36 @@ from gossip_operator.settings import OperatorSettings
 from gossip_operator.spec import GROUP, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, PLURAL, VERSION
 
 MANAGED = {LABEL_MANAGED_BY: MANAGER, LABEL_NAME: AGENT_APP}
+_T = TypeVar("_T")
 
 
 def _runtime(memo: Any) -> Runtime:
     runtime = memo.runtime
     assert isinstance(runtime, Runtime)
     return runtime
+
+
+def _not_exiting(memo: Any, **_: Any) -> bool:
+    """The timers' filter. On exit kopf stops the timers it knows, but a worker still draining an object's events
+    re-spawns them (kopf spawns timers on every event it processes), and those would keep firing until kopf
+    cancels them as hung tasks seconds later. Once the runner has begun to exit, timers match no object."""
+    return not _runtime(memo).exiting
+
+
+async def _until_stopped(work: Awaitable[_T], stopped: Any) -> _T | None:
+    """Run a timer's pass, but cancel it when kopf stops the timer (operator exit, object deleted): a pass waiting
+    on a slow agent or API call must not hold the shutdown back. None when cancelled so."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return None if task.cancelled() else task.result()
 
 
 def _post(body: kopf.Body, events: Any) -> None:
@@ -106,21 +133,27 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         await _reconcile("resume", body, memo, logger, kwargs)
 
     @kopf.timer(GROUP, VERSION, PLURAL, id="resync", interval=settings.resync_interval,
-                initial_delay=settings.resync_interval, registry=registry)
+                initial_delay=settings.resync_interval, when=_not_exiting, registry=registry)
     async def resync(body: kopf.Body, memo: Any, logger: Any, **kwargs: Any) -> None:
-        await _reconcile("resync", body, memo, logger, kwargs)
+        await _until_stopped(_reconcile("resync", body, memo, logger, kwargs), kwargs["stopped"])
 
-    @kopf.timer(GROUP, VERSION, PLURAL, id="status", interval=settings.status_interval, registry=registry)
+    @kopf.timer(GROUP, VERSION, PLURAL, id="status", interval=settings.status_interval, when=_not_exiting,
+                registry=registry)
     async def status_timer(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         runtime = _runtime(memo)
         pods, sts = _observations(kwargs, body.metadata.namespace, body.metadata.name)
-        async with runtime.lock(str(body.metadata.uid)):
-            try:
-                update = await refresh(runtime, body, pods=pods, statefulset=sts)
-            except Exception:
-                runtime.metrics.errors.labels(stage="status").inc()
-                raise
-        _post(body, update.events)
+
+        async def status_pass() -> status_model.StatusUpdate:
+            async with runtime.lock(str(body.metadata.uid)):
+                try:
+                    return await refresh(runtime, body, pods=pods, statefulset=sts)
+                except Exception:
+                    runtime.metrics.errors.labels(stage="status").inc()
+                    raise
+
+        update = await _until_stopped(status_pass(), kwargs["stopped"])
+        if update is not None:
+            _post(body, update.events)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="forget", optional=True, registry=registry)
     def forget(body: kopf.Body, memo: Any, **_: Any) -> None:

@@ -10,7 +10,11 @@ reconciliation and status wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -40,7 +44,43 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     k.watching.server_timeout = 300
     k.watching.client_timeout = 330
     k.networking.request_timeout = 60
+    # Shutdown: an event handler still running when the operator stops gets this long to finish before kopf
+    # cancels it (kopf's default is 2s; a reconcile is idempotent and the next start resumes it)...
+    k.queueing.exit_timeout = EXIT_TIMEOUT
+    # ... and should the graceful exit ever hang after a signal, the process kills itself well before the
+    # pod's terminationGracePeriodSeconds (30 in the chart); kopf's default is 10 minutes.
+    k.process.ultimate_exiting_timeout = ULTIMATE_EXITING_TIMEOUT
     return k
+
+
+EXIT_TIMEOUT = 1.0
+ULTIMATE_EXITING_TIMEOUT = 20.0
+# How often an external threading.Event stop flag is looked at (no executor thread waits on it).
+_STOP_FLAG_POLL = 0.05
+
+
+async def _wait_flag(flag: asyncio.Event | asyncio.Future[Any] | threading.Event) -> None:
+    if isinstance(flag, threading.Event):
+        while not flag.is_set():
+            await asyncio.sleep(_STOP_FLAG_POLL)
+    elif isinstance(flag, asyncio.Event):
+        await flag.wait()
+    else:
+        await flag
+
+
+def _take_over_signals(begin_exit: Callable[[str], None]) -> list[signal.Signals]:
+    """SIGTERM/SIGINT begin our exit (timers stop spawning) before kopf's. kopf installed its own handlers in
+    spawn_tasks() (main thread only); these replace them."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    loop = asyncio.get_running_loop()
+    taken = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, begin_exit, signum.name)
+            taken.append(signum)
+    return taken
 
 
 async def _serve_metrics(metrics: OperatorMetrics, host: str, port: int) -> web.AppRunner:
@@ -55,29 +95,70 @@ async def _serve_metrics(metrics: OperatorMetrics, host: str, port: int) -> web.
     return runner
 
 
-async def run(settings: OperatorSettings, *, stop_flag: asyncio.Event | None = None,
-              ready_flag: asyncio.Event | None = None, runtime: Runtime | None = None) -> None:
-    """Run until stop_flag is set (or a signal arrives when this is the main thread)."""
+StopFlag = asyncio.Event | asyncio.Future[Any] | threading.Event
+
+
+async def run(settings: OperatorSettings, *, stop_flag: StopFlag | None = None,
+              ready_flag: asyncio.Event | asyncio.Future[Any] | threading.Event | None = None,
+              runtime: Runtime | None = None) -> None:
+    """Run until stop_flag is set (or SIGTERM/SIGINT arrives when this is the main thread).
+
+    What stops kopf is our own flag, set by `begin_exit` after `runtime.exiting`: the timers' filter then matches
+    nothing, so no timer is re-spawned while kopf drains its workers, and kopf has no hung task to wait for.
+    """
     if runtime is None:
         runtime = Runtime(settings=settings, kube=KubeClient(load_configuration(settings.kubeconfig)),
                           agents=AgentsClient(timeout=settings.agent_timeout))
+    runtime.exiting = False
+    loop = asyncio.get_running_loop()
+    k = kopf_settings(settings)
+    stopping = asyncio.Event()  # the only stop flag kopf sees
+    ultimate: list[asyncio.TimerHandle] = []
+
+    def begin_exit(reason: str) -> None:
+        if not runtime.exiting:
+            logger.info("Stopping (%s).", reason)
+            runtime.begin_exit()
+        if reason != "stop flag" and not ultimate and k.process.ultimate_exiting_timeout is not None:
+            # kopf arms this itself only for the signals it receives; these are ours now.
+            ultimate.append(loop.call_later(k.process.ultimate_exiting_timeout, signal.pthread_kill,
+                                            threading.get_ident(), signal.SIGKILL))
+        stopping.set()
+
+    async def relay(flag: StopFlag) -> None:
+        await _wait_flag(flag)
+        begin_exit("stop flag")
+
     metrics_runner = None
     if settings.metrics_port:
         metrics_runner = await _serve_metrics(runtime.metrics, settings.metrics_host, settings.metrics_port)
     memo: Any = kopf.Memo(runtime=runtime)
+    relay_task = asyncio.create_task(relay(stop_flag), name="stop-flag relay") if stop_flag is not None else None
+    existing = asyncio.all_tasks()  # not kopf's: never cancelled by it nor waited for as "hung"
+    signals: list[signal.Signals] = []
     try:
-        await kopf.operator(
+        tasks = await kopf.spawn_tasks(
             registry=build_registry(settings),
-            settings=kopf_settings(settings),
+            settings=k,
             standalone=True,
             clusterwide=settings.clusterwide,
             namespaces=list(settings.namespaces),
             liveness_endpoint=settings.liveness_endpoint,
             memo=memo,
-            stop_flag=stop_flag,
+            stop_flag=stopping,
             ready_flag=ready_flag,
         )
+        signals = _take_over_signals(begin_exit)
+        await kopf.run_tasks(tasks, ignored=existing)
     finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        for handle in ultimate:
+            handle.cancel()
+        if relay_task is not None:
+            relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay_task
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         await runtime.close()

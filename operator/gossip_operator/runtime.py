@@ -24,6 +24,11 @@ class Runtime:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # The status this process last wrote, by uid: fresher than the body of a timer that may predate it.
     last_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Set once the process begins to stop (before kopf is told to): timers no longer (re)spawn.
+    exiting: bool = False
+
+    def begin_exit(self) -> None:
+        self.exiting = True
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self._locks.setdefault(uid, asyncio.Lock())

@@ -10,6 +10,9 @@ Environment (all optional):
   GOSSIP_OPERATOR_LIVENESS_PORT     kopf's liveness endpoint /healthz (default 8080; 0 = off)
   GOSSIP_OPERATOR_METRICS_PORT      Prometheus /metrics (default 9090; 0 = off)
   GOSSIP_OPERATOR_RETRY_BACKOFF     delay before retrying a failed reconcile (default 5s)
+  GOSSIP_OPERATOR_OPERATOR_LABELS   labels of the operator's own pod, "k=v,k2=v2": agent NetworkPolicies admit
+                                    pods with these labels to the agents' API (default
+                                    app.kubernetes.io/name=gossip-operator; set it when the chart renames the pod)
   POD_NAMESPACE                     the operator's own namespace (NetworkPolicies admit the operator from it)
   KUBECONFIG                        kubeconfig file when not running in a cluster
 """
@@ -22,6 +25,9 @@ from dataclasses import dataclass, field
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DEFAULT_OPERATOR_LABELS = {"app.kubernetes.io/name": "gossip-operator"}
 
 
 def parse_seconds(value: str | float, name: str) -> float:
@@ -35,6 +41,29 @@ def parse_seconds(value: str | float, name: str) -> float:
     if seconds <= 0:
         raise ValueError(f"{name}: must be above 0, got {value!r}")
     return seconds
+
+
+def parse_labels(value: str, name: str) -> dict[str, str]:
+    """Labels as "k=v,k2=v2" (spaces around items ignored), checked against Kubernetes' label syntax. At least
+    one label: an empty pod selector would admit every pod."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key, sep, label_value = (s.strip() for s in item.partition("="))
+        if not sep:
+            raise ValueError(f"{name}: expected key=value, got {item!r}")
+        prefix, slash, label_name = key.rpartition("/")
+        if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+            raise ValueError(f"{name}: invalid label key prefix in {key!r}")
+        if not _LABEL_NAME.match(label_name):
+            raise ValueError(f"{name}: invalid label key {key!r}")
+        if label_value and not _LABEL_NAME.match(label_value):
+            raise ValueError(f"{name}: invalid value {label_value!r} for label {key!r}")
+        if key in labels:
+            raise ValueError(f"{name}: label {key!r} given twice")
+        labels[key] = label_value
+    if not labels:
+        raise ValueError(f"{name}: expected at least one key=value label")
+    return labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +81,7 @@ class OperatorSettings:
     retry_backoff: float = 5.0
     kubeconfig: str | None = None
     operator_namespace: str | None = None
-    operator_labels: Mapping[str, str] = field(default_factory=lambda: {"app.kubernetes.io/name": "gossip-operator"})
+    operator_labels: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_OPERATOR_LABELS))
 
     @property
     def clusterwide(self) -> bool:
@@ -83,6 +112,8 @@ class OperatorSettings:
                 kwargs[attr] = int(value)
         if (domain := get("CLUSTER_DOMAIN")) is not None:
             kwargs["cluster_domain"] = domain
+        if (labels := get("OPERATOR_LABELS")) is not None:
+            kwargs["operator_labels"] = parse_labels(labels, "GOSSIP_OPERATOR_OPERATOR_LABELS")
         if env.get("POD_NAMESPACE"):
             kwargs["operator_namespace"] = env["POD_NAMESPACE"]
         if env.get("KUBECONFIG"):

@@ -6,7 +6,8 @@ nothing changed, so an idle cluster costs no writes), and the Kubernetes Events 
 Members: each queried agent reports its member table; tables are merged by SWIM precedence (the higher
 incarnation wins; at equal incarnation dead/left beat suspect beat alive), so one agent that already saw a
 failure is enough to report it. Converged: every reporting agent says it has converged (when it reports
-convergence at all), their views of who is alive agree, and they report one state root.
+convergence at all), their views of who is alive agree, and they all report one state root. Agents without
+the replicated state (no `state`/`convergence` in their status) are judged by their member tables alone.
 
 Conditions follow the Kubernetes conventions: type, status, CamelCase reason, message, and a
 lastTransitionTime that moves only when status flips (a new reason or message alone keeps it).
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 CONDITION_TYPES = ("Ready", "Progressing", "Converged", "Degraded")
@@ -127,39 +128,58 @@ class _Agreement:
     root: str | None
     why_not: str
     convergence_seconds: float | None
+    # Seconds since the most recent full agreement any agent saw (0 while converged); None if never/unknown.
+    since_agreement: float | None = None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _agreement(reports: Sequence[AgentReport]) -> _Agreement:
+    """Do the answering agents agree? Agents with the replicated state report `state.root` and a `convergence`
+    block (their own view: every member they know publishes their root); older agents report neither and only
+    their member tables can be compared. Converged: every agent says so, their alive views agree, and all of
+    them share one state root (an agent without a root beside agents with one does not)."""
     ok = [r for r in reports if r.ok]
     if not ok:
         return _Agreement(False, None, "no agent answered", None)
-    roots = set()
+    roots: dict[str, str] = {}  # pod -> root
     seconds: list[float] = []
-    not_converged = []
+    since: list[float] = []
+    not_converged: list[str] = []
     for report in ok:
         status = report.status or {}
         state = status.get("state")
-        if isinstance(state, Mapping) and isinstance(state.get("root"), str):
-            roots.add(state["root"])
+        if isinstance(state, Mapping) and isinstance(state.get("root"), str) and state["root"]:
+            roots[report.pod] = state["root"]
         convergence = status.get("convergence")
         if isinstance(convergence, Mapping):
-            if convergence.get("converged") is False:
-                not_converged.append(report.pod)
-            last = convergence.get("lastConvergenceSeconds")
-            if isinstance(last, int | float) and not isinstance(last, bool):
-                seconds.append(float(last))
+            distinct = convergence.get("distinctRoots")
+            if convergence.get("converged") is not True or (
+                    isinstance(distinct, int) and not isinstance(distinct, bool) and distinct > 1):
+                fraction = _number(convergence.get("fraction"))
+                not_converged.append(report.pod if fraction is None else f"{report.pod} ({fraction:.0%} agree)")
+            if (last := _number(convergence.get("lastConvergenceSeconds"))) is not None:
+                seconds.append(last)
+            if (ago := _number(convergence.get("secondsSinceAgreement"))) is not None:
+                since.append(ago)
     alive_views = {
         frozenset(m.name for m in r.members if m.state == "alive") for r in ok if r.members is not None
     }
-    root = next(iter(roots)) if len(roots) == 1 else None
+    distinct_roots = set(roots.values())
+    root = next(iter(distinct_roots)) if len(distinct_roots) == 1 else None
+    rootless = sorted(r.pod for r in ok if r.pod not in roots) if roots else []
     why = ""
-    if len(roots) > 1:
-        why = f"{len(roots)} distinct state roots among {len(ok)} agents"
+    if len(distinct_roots) > 1:
+        why = f"{len(distinct_roots)} distinct state roots among {len(ok)} agents"
+    elif rootless:
+        why = f"{', '.join(rootless)} report no state root"
     elif len(alive_views) > 1:
         why = f"{len(ok)} agents disagree on which members are alive"
     elif not_converged:
         why = f"{', '.join(sorted(not_converged))} report not converged"
-    return _Agreement(not why, root, why, max(seconds) if seconds else None)
+    return _Agreement(not why, root, why, max(seconds) if seconds else None, min(since) if since else None)
 
 
 def _condition(ctype: str, ok: bool | None, reason: str, message: str) -> dict[str, Any]:
@@ -319,6 +339,10 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None, now: datetime)
     last_converged = previous.get("lastConvergedTime")
     if status.get("converged") and previous.get("converged") is not True:
         last_converged = stamp
+    elif not last_converged and agreement.since_agreement is not None:
+        # Not converged now and never seen converged by this operator: when the agents last agreed (set
+        # once, so later passes do not move it).
+        last_converged = timestamp(now - timedelta(seconds=agreement.since_agreement))
     if last_converged:
         status["lastConvergedTime"] = last_converged
     seconds = agreement.convergence_seconds if agreement.convergence_seconds is not None else previous.get(

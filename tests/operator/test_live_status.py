@@ -147,6 +147,45 @@ async def _healthy(port: int) -> bool:
         return False
 
 
+def _has_state_layer() -> bool:
+    """Whether `python -m gossip_agent` runs the replicated state (GET /v1/status then has state/convergence)."""
+    try:
+        from gossip_agent.core.config import from_mapping
+        from gossip_agent.io.extension import default_extensions
+    except ImportError:
+        return False
+    return any(getattr(e, "name", "") == "state" for e in default_extensions(from_mapping({"name": "probe"})))
+
+
+async def _agent_json(session: aiohttp.ClientSession, port: int, path: str) -> dict[str, Any]:
+    async with session.get(f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(total=2)) as response:
+        assert response.status == 200, f"{path} answered {response.status}"
+        doc = await response.json()
+        assert isinstance(doc, dict)
+        return doc
+
+
+async def _write_and_converge(ports: list[int], gsc: Any) -> None:
+    """Write one key to one agent; the operator reports the agents' new common root once they converge."""
+    before = gsc()["status"].get("stateRoot")
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"http://127.0.0.1:{ports[0]}/v1/kv/demo", data=b"x") as response:
+            assert response.status in (200, 201, 204), await response.text()
+
+        def reported() -> bool:
+            status = gsc().get("status") or {}
+            return bool(status.get("stateRoot")) and status.get("stateRoot") != before and status.get(
+                "converged") is True and condition(gsc(), "Converged").get("status") == "True"
+
+        await wait_for(reported, timeout=30, what="Converged=True on the new state root")
+        status = gsc()["status"]
+        roots = {(await _agent_json(session, port, "/v1/status"))["state"]["root"] for port in ports}
+        assert roots == {status["stateRoot"]}, "the agents' roots and the reported one differ"
+        assert status["stateRootShort"] == status["stateRoot"][:12] and status["lastConvergedTime"]
+        async with session.get(f"http://127.0.0.1:{ports[2]}/v1/kv/demo") as value:  # replicated elsewhere
+            assert value.status == 200 and await value.read() == b"x"
+
+
 async def test_status_from_real_agents_then_one_killed(cluster: EmulatedCluster, start_operator,
                                                        tmp_path: Path) -> None:
     if not _agent_available():
@@ -174,6 +213,8 @@ async def test_status_from_real_agents_then_one_killed(cluster: EmulatedCluster,
         assert status["members"]["alive"] == 3 and status["phase"] == "Running"
         assert condition(gsc(), "Degraded")["status"] == "False"
         await wait_for(lambda: condition(gsc(), "Converged").get("status") == "True", timeout=30, what="Converged")
+        if _has_state_layer():
+            await _write_and_converge(ports, gsc)
         ready_since = condition(gsc(), "Ready")["lastTransitionTime"]
 
         processes[2].kill()  # kill -9 demo-2; its pod still looks Ready (nobody runs a kubelet here)

@@ -181,3 +181,93 @@ def test_pod_and_statefulset_observations() -> None:
     sts = statefulset_observation({"metadata": {"generation": 2}, "spec": {"replicas": 3},
                                    "status": {"replicas": 3, "readyReplicas": 2, "observedGeneration": 2}})
     assert (sts.generation, sts.ready_replicas, sts.spec_replicas) == (2, 2, 3)
+
+
+# ------------------------------------------------------------------ agents with the replicated state layer
+
+def _agent_status(pod: str, root: str, *, converged: bool = True, fraction: float = 1.0, distinct: int = 1,
+                  since: float | None = 0.0, last: float | None = 0.08, keys: int = 12) -> dict[str, Any]:
+    """`GET /v1/status` of an agent with the state layer, as docs/agent-api.md shows it."""
+    return {"name": pod, "incarnation": 3, "health": 0,
+            "members": {"alive": 3, "suspect": 0, "dead": 0, "left": 0},
+            "state": {"root": root, "keys": keys, "hlc": 1732460000123, "tombstones": 0, "replica": pod},
+            "convergence": {"converged": converged, "fraction": fraction, "distinctRoots": distinct,
+                            "secondsSinceAgreement": since, "lastConvergenceSeconds": last}}
+
+
+def _state_reports(*statuses: dict[str, Any]) -> tuple[AgentReport, ...]:
+    return tuple(AgentReport(pod=s["name"], status=s, members=_members(ALL_ALIVE)) for s in statuses)
+
+
+def test_state_agents_converged_on_one_root() -> None:
+    reports = _state_reports(*(_agent_status(f"demo-{i}", ROOT, last=0.05 * (i + 1)) for i in range(3)))
+    s = compute(_obs(reports=reports), None, T0).status
+    assert s["converged"] is True and s["stateRoot"] == ROOT and s["stateRootShort"] == ROOT[:12]
+    assert s["lastConvergedTime"] == "2026-11-24T12:00:00Z"
+    assert s["convergenceSeconds"] == 0.15  # the slowest agent's last convergence
+    c = _cond(s, "Converged")
+    assert (c["status"], c["reason"]) == ("True", "Converged")
+    assert c["message"] == f"3 agents agree on state root {ROOT[:12]}"
+    # Unchanged on the next pass: no write.
+    assert compute(_obs(reports=reports), s, T0 + timedelta(seconds=10)).patch is None
+
+
+def test_state_agent_not_converged_in_its_own_view() -> None:
+    """demo-1 sees a member (perhaps one not sampled) publishing another root: not converged, though the
+    sampled agents share a root."""
+    reports = _state_reports(_agent_status("demo-0", ROOT),
+                             _agent_status("demo-1", ROOT, converged=False, fraction=2 / 3, distinct=2, since=4.0),
+                             _agent_status("demo-2", ROOT))
+    s = compute(_obs(reports=reports), None, T0).status
+    assert s["converged"] is False and s["stateRoot"] == ROOT
+    c = _cond(s, "Converged")
+    assert (c["status"], c["reason"], c["message"]) == ("False", "NotConverged",
+                                                        "demo-1 (67% agree) report not converged")
+    # converged=true with distinctRoots > 1 is not believed either.
+    odd = _state_reports(_agent_status("demo-0", ROOT, distinct=2))
+    assert compute(_obs(reports=odd), None, T0).status["converged"] is False
+
+
+def test_state_agents_on_different_roots_and_missing_roots() -> None:
+    split = _state_reports(_agent_status("demo-0", ROOT), _agent_status("demo-1", "b" * 64))
+    s = compute(_obs(reports=split), None, T0).status
+    assert s["converged"] is False and "stateRoot" not in s and "stateRootShort" not in s
+    assert _cond(s, "Converged")["message"] == "2 distinct state roots among 2 agents"
+    # A rolling upgrade: an agent without the state layer beside agents with it is not in agreement with them.
+    old = AgentReport(pod="demo-2", status={"name": "demo-2", "members": {"alive": 3}}, members=_members(ALL_ALIVE))
+    mixed = compute(_obs(reports=(*_state_reports(_agent_status("demo-0", ROOT)), old)), None, T0).status
+    assert mixed["converged"] is False and _cond(mixed, "Converged")["message"] == "demo-2 report no state root"
+
+
+def test_state_convergence_times() -> None:
+    # Never converged as far as this operator knows: lastConvergedTime is when the agents last agreed...
+    diverged = _state_reports(_agent_status("demo-0", ROOT, converged=False, since=30.0, last=None),
+                              _agent_status("demo-1", ROOT, converged=False, since=12.5, last=0.4))
+    s = compute(_obs(reports=diverged), None, T0).status
+    assert s["converged"] is False and s["lastConvergedTime"] == "2026-11-24T11:59:47Z"
+    assert s["convergenceSeconds"] == 0.4
+    # ... set once: a later pass (the agents' counters have moved on) writes nothing.
+    later = _state_reports(_agent_status("demo-0", ROOT, converged=False, since=40.0, last=None),
+                           _agent_status("demo-1", ROOT, converged=False, since=22.5, last=0.4))
+    again = compute(_obs(reports=later), s, T0 + timedelta(seconds=10))
+    assert again.patch is None and again.status["lastConvergedTime"] == "2026-11-24T11:59:47Z"
+    # Converging stamps the transition and reports the new convergence time.
+    agreed = _state_reports(*(_agent_status(f"demo-{i}", ROOT, last=1.25) for i in range(3)))
+    done = compute(_obs(reports=agreed), again.status, T0 + timedelta(seconds=20))
+    assert done.status["converged"] is True and done.status["lastConvergedTime"] == "2026-11-24T12:00:20Z"
+    assert done.status["convergenceSeconds"] == 1.25
+    assert [(e.type, e.reason) for e in done.events] == [("Normal", "ConvergenceRegained")]
+    # Agents that never agreed and never measured anything: no times at all.
+    fresh = _state_reports(_agent_status("demo-0", ROOT, converged=False, since=None, last=None))
+    s = compute(_obs(reports=fresh), None, T0).status
+    assert "lastConvergedTime" not in s and "convergenceSeconds" not in s
+
+
+def test_garbage_in_state_blocks_is_ignored() -> None:
+    status = _agent_status("demo-0", ROOT)
+    status["state"] = {"root": 7}
+    status["convergence"] = {"converged": True, "lastConvergenceSeconds": True, "secondsSinceAgreement": -1}
+    s = compute(_obs(reports=_state_reports(status)), None, T0).status
+    assert s["converged"] is True and "stateRoot" not in s and "convergenceSeconds" not in s
+    status["convergence"] = "yes"
+    assert compute(_obs(reports=_state_reports(status)), None, T0).status["converged"] is True
