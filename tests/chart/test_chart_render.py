@@ -281,6 +281,9 @@ def test_operator_reads_the_settings_the_chart_writes(rendered_variants: dict[st
     # Agent NetworkPolicies admit the operator by these labels: the chart's pod must carry them.
     pod_labels = one(rendered_variants["default"], "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert settings.operator_labels.items() <= pod_labels.items()
+    assert "GOSSIP_OPERATOR_OPERATOR_LABELS" in env  # rendered from the selector labels: follows nameOverride
+    full_pod_labels = one(rendered_variants["full"], "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert full.operator_labels.items() <= full_pod_labels.items()
 
 
 def test_service_targets_the_metrics_port(rendered_variants: dict[str, list[dict[str, Any]]]) -> None:
