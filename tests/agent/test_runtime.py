@@ -238,3 +238,20 @@ async def test_extensions_are_attached_before_http_serves(monkeypatch: pytest.Mo
         writer.close()
     finally:
         await agent.stop()
+
+
+async def test_connection_refused_is_told_apart_from_other_failures() -> None:
+    """A refused stream connection means nothing listens there: the Node may suspect at once."""
+    import socket
+
+    with socket.socket() as s:  # a port that was just free: bound and closed, nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = PeerClient(Security(None), timeout=1.0)
+    await client.start()
+    try:
+        with pytest.raises(PeerError) as err:
+            await client.exchange(("127.0.0.1", port), "/v1/internal/ping", b"\x01", max_bytes=64)
+        assert err.value.reason == "refused"
+    finally:
+        await client.close()

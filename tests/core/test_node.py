@@ -339,3 +339,20 @@ def test_probe_that_fails_after_a_refutation_does_not_reaccuse_the_new_incarnati
         node.tick(node.next_deadline())
     member = node.member(ping.target)
     assert member is not None and member.state == MemberState.ALIVE and member.incarnation == 2
+
+
+def test_refused_tcp_probe_suspects_at_once_without_blaming_ourselves() -> None:
+    base = AgentConfig.preset_config("lan", name="a")
+    node = Node(base, ("h", 1), random.Random(3), 0.0)
+    for i in range(2, 6):
+        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i)),)), ("h", i), 0.0)
+    probes: list[TcpProbe] = []
+    while not probes:
+        t = node.next_deadline()
+        probes = [e for e in node.tick(t) if isinstance(e, TcpProbe)]
+    [probe] = probes
+    assert node.tcp_probe_refused(probe.seq + 1, t) == []  # not our probe: ignored
+    node.tcp_probe_refused(probe.seq, t + 0.001)
+    member = node.member(probe.target)
+    assert member is not None and member.state == MemberState.SUSPECT  # half an interval early
+    assert node.health_score == 0

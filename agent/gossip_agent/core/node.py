@@ -207,6 +207,18 @@ class Node:
             self._probe = None
         return []
 
+    def tcp_probe_refused(self, seq: int, now: float) -> list[Effect]:
+        """The target's host refused the stream connection: nothing listens on its port, so the probe has
+        failed for certain. Suspect now instead of at the end of the probe interval (detection gets up to
+        half an interval faster); as the target is to blame, our own health score is left alone."""
+        probe = self._probe
+        out: list[Effect] = []
+        if probe is not None and probe.seq == seq:
+            self._probe = None
+            self.stats["tcp_refused"] += 1
+            self._probe_failed(probe, now, out, blame_self=False)
+        return out
+
     def leave(self, now: float) -> list[Effect]:
         """Broadcast our graceful leave; the driver keeps ticking briefly so it spreads, then stops."""
         if self.leaving:
@@ -389,10 +401,12 @@ class Node:
         if self.config.membership.tcp_fallback_probe:
             out.append(TcpProbe(target.addr, target.name, probe.seq))
 
-    def _probe_failed(self, probe: _Probe, now: float, out: list[Effect]) -> None:
+    def _probe_failed(self, probe: _Probe, now: float, out: list[Effect], *, blame_self: bool = True) -> None:
         self.stats["probe_failures"] += 1
         # Lifeguard: if helpers did not even nack, the problem is likely us; without helpers, assume us too.
-        if probe.expected_nacks:
+        if not blame_self:
+            pass
+        elif probe.expected_nacks:
             self.awareness.apply_delta(max(0, probe.expected_nacks - probe.nacks))
         else:
             self.awareness.apply_delta(1)

@@ -23,7 +23,8 @@ _OCTETS = "application/octet-stream"
 
 
 class PeerError(Exception):
-    """A stream exchange failed; `reason` labels metrics (timeout, connect, status, auth, decode, too_large)."""
+    """A stream exchange failed; `reason` labels metrics (timeout, refused, connect, status, auth, decode,
+    too_large)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -89,6 +90,10 @@ class PeerClient:
             raise
         except TimeoutError:
             raise PeerError("timeout") from None
+        except aiohttp.ClientConnectorError as exc:
+            # Refused: the host answered that nothing listens on the port (no agent there any more).
+            reason = "refused" if isinstance(exc.os_error, ConnectionRefusedError) else "connect"
+            raise PeerError(reason, str(exc) or type(exc).__name__) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise PeerError("connect", str(exc) or type(exc).__name__) from None
         try:

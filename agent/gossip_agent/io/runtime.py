@@ -488,6 +488,8 @@ class Agent:
             ok = await self.peer_client.ping(probe.to, ping, node.name, timeout=timeout)
         except PeerError as exc:
             self.stats.streams[("tcp_ping", exc.reason)] += 1
+            if exc.reason == "refused":
+                self._feed(node.tcp_probe_refused(probe.seq, self.clock()))
             return
         self.stats.streams[("tcp_ping", "ok" if ok else "wrong_target")] += 1
         if ok:
