@@ -668,34 +668,29 @@ class Node:
         order = self._probe_order
         if not order or k <= 0:
             return []
+        states: tuple[MemberState, ...] = tuple(MemberState)
+        if alive_only:
+            states = (MemberState.ALIVE,)
+        elif live_only:
+            states = (MemberState.ALIVE, MemberState.SUSPECT)
         chosen: dict[str, Member] = {}
+
+        def consider(name: str) -> None:
+            if name != exclude and name not in chosen:
+                m = self.table.get(name)
+                if m is not None and m.state in states:
+                    chosen[name] = m
+
         for _ in range(k * 4 + 4):
             if len(chosen) >= k:
                 break
-            name = order[int(self.rng.random() * len(order))]
-            if name == exclude or name in chosen:
-                continue
-            m = self.table.get(name)
-            if m is None:
-                continue
-            if alive_only and m.state != MemberState.ALIVE:
-                continue
-            if live_only and m.state not in (MemberState.ALIVE, MemberState.SUSPECT):
-                continue
-            chosen[name] = m
+            consider(order[int(self.rng.random() * len(order))])
         if len(chosen) < k and len(order) <= 4 * k:
             # Small clusters: sampling can miss; a full scan is cheap here.
             for name in order:
                 if len(chosen) >= k:
                     break
-                m = self.table.get(name)
-                if m is None or name == exclude or name in chosen:
-                    continue
-                if alive_only and m.state != MemberState.ALIVE:
-                    continue
-                if live_only and m.state not in (MemberState.ALIVE, MemberState.SUSPECT):
-                    continue
-                chosen[name] = m
+                consider(name)
         return list(chosen.values())
 
     def _push_pull_interval(self) -> float:
