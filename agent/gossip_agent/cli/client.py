@@ -7,11 +7,12 @@ error status is an answer, not an error: `request`/`call` return it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any
@@ -150,3 +151,22 @@ def parse_metrics(text: str) -> dict[str, float]:
         except ValueError:
             continue
     return out
+
+
+# -- command-line glue shared by every subcommand that talks to an agent --------------------------------------
+
+Register = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+def add_client_args(p: argparse.ArgumentParser, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """The options that say which agent to talk to and how (`client_from_args` reads them)."""
+    p.add_argument("--addr", default="127.0.0.1:7946", help="agent address host:port or URL (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    p.add_argument("--cacert", help="CA file to verify an https agent")
+    p.add_argument("--insecure", action="store_true", help="do not verify an https agent's certificate")
+    p.add_argument("--timeout", type=float, default=timeout, help="seconds (default %(default)s)")
+
+
+def client_from_args(args: argparse.Namespace) -> AgentClient:
+    return AgentClient(args.addr, timeout=args.timeout, cafile=args.cacert, insecure=args.insecure)

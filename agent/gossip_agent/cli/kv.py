@@ -14,25 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from gossip_agent.cli.client import AgentClient, ClientError, Stream
+from gossip_agent.cli.client import ClientError, Register, Run, Stream, add_client_args, client_from_args
 
 CONTEXT_HEADER = "X-Gossip-Context"
 EXIT_SIBLINGS = 3
 
-Register = Callable[[argparse.ArgumentParser], None]
-Run = Callable[[argparse.Namespace], int]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--addr", default="127.0.0.1:7946", help="agent address host:port or URL (default %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
-    p.add_argument("--cacert", help="CA file to verify an https agent")
-    p.add_argument("--insecure", action="store_true", help="do not verify an https agent's certificate")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds (default %(default)s)")
+    add_client_args(p, timeout=10.0)
 
 
 def _write_opts(p: argparse.ArgumentParser) -> None:
@@ -44,7 +37,7 @@ class _Http:
     """The agent client of one command, answers as (status, headers, body)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.client = AgentClient(args.addr, timeout=args.timeout, cafile=args.cacert, insecure=args.insecure)
+        self.client = client_from_args(args)
 
     def call(self, method: str, path: str, body: bytes | None = None,
              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:

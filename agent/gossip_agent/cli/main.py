@@ -12,14 +12,14 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from gossip_agent import __version__
 from gossip_agent.cli import kv
-from gossip_agent.cli.client import AgentClient, ClientError
+from gossip_agent.cli.client import ClientError, Register, Run, add_client_args, client_from_args
 from gossip_agent.cli.cluster import (
     LocalCluster,
     agent_configs,
@@ -29,26 +29,10 @@ from gossip_agent.cli.cluster import (
 )
 from gossip_agent.core.config import ConfigError
 
-Register = Callable[[argparse.ArgumentParser], None]
-Run = Callable[[argparse.Namespace], int]
-
-
 # -- client commands -----------------------------------------------------------------------------------
 
-def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--addr", default="127.0.0.1:7946", help="agent address host:port or URL (default %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
-    p.add_argument("--cacert", help="CA file to verify an https agent")
-    p.add_argument("--insecure", action="store_true", help="do not verify an https agent's certificate")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds (default %(default)s)")
-
-
-def _client(args: argparse.Namespace) -> AgentClient:
-    return AgentClient(args.addr, timeout=args.timeout, cafile=args.cacert, insecure=args.insecure)
-
-
 def run_members(args: argparse.Namespace) -> int:
-    members = _client(args).members()
+    members = client_from_args(args).members()
     if args.json:
         print(json.dumps({"members": members}, indent=2))
         return 0
@@ -63,7 +47,7 @@ def run_members(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    status = _client(args).status()
+    status = client_from_args(args).status()
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
@@ -80,7 +64,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_leave(args: argparse.Namespace) -> int:
-    _client(args).leave()
+    client_from_args(args).leave()
     print(f"{args.addr}: leaving")
     return 0
 
@@ -225,9 +209,9 @@ def run_up(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[str, Register, Run]] = {
     "up": ("run a GossipCluster manifest as local agent processes", register_up, run_up),
-    "members": ("list an agent's members", _client_args, run_members),
-    "status": ("show an agent's status", _client_args, run_status),
-    "leave": ("ask an agent to leave gracefully and exit", _client_args, run_leave),
+    "members": ("list an agent's members", add_client_args, run_members),
+    "status": ("show an agent's status", add_client_args, run_status),
+    "leave": ("ask an agent to leave gracefully and exit", add_client_args, run_leave),
     "keygen": ("print a new base64 key for a keyring file", register_keygen, run_keygen),
 }
 COMMANDS.update(kv.COMMANDS)
