@@ -24,8 +24,8 @@ import base64
 import binascii
 import contextlib
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -48,6 +48,8 @@ from gossip_agent.core.state_codec import StateCodecError, decode_context, encod
 
 if TYPE_CHECKING:
     from gossip_agent.io.state_service import StateService
+
+_C = TypeVar("_C", PNCounter, ORSet)
 
 CONTEXT_HEADER = "X-Gossip-Context"
 SIBLINGS_HEADER = "X-Gossip-Siblings"
@@ -393,19 +395,11 @@ class StateApi:
         if set(data) - {"delta"} or isinstance(delta, bool) or not isinstance(delta, int) \
                 or not -(1 << 53) <= delta <= 1 << 53:
             raise _error(400, 'body must be {"delta": integer} with |delta| <= 2^53')
-        try:
-            entry = self.svc.update_crdt(key, PNCounter, lambda c, node, _: c.increment(node, delta), "counter")
-        except StateError as exc:
-            raise _state_error(exc) from None
-        assert isinstance(entry, CrdtEntry)
-        return await self._concern(entry, w, timeout, {"name": request.match_info["name"],
-                                                       "value": _crdt_value(entry)})
+        return await self._update_crdt(request, key, PNCounter, lambda c, node, _: c.increment(node, delta),
+                                       "counter", "value", w, timeout)
 
     async def counter_get(self, request: web.Request) -> web.Response:
-        key = self._key(request, "name", COUNTERS)
-        value = self.svc.get_crdt(key)
-        if value is not None and not isinstance(value, PNCounter):
-            raise _error(409, f"{key!r} holds a {value.TYPE}, not a counter")
+        value = self._typed_crdt(self._key(request, "name", COUNTERS), PNCounter, "counter")
         return web.json_response({"name": request.match_info["name"],
                                   "value": value.value() if value is not None else 0})
 
@@ -435,19 +429,28 @@ class StateApi:
                 s = s.add(node, element)
             return s
 
+        return await self._update_crdt(request, key, ORSet, mutate, "set", "elements", w, timeout)
+
+    async def set_get(self, request: web.Request) -> web.Response:
+        value = self._typed_crdt(self._key(request, "name", SETS), ORSet, "set")
+        return web.json_response({"name": request.match_info["name"],
+                                  "elements": sorted(value.value()) if value is not None else []})
+
+    def _typed_crdt(self, key: str, cls: type[_C], kind: str) -> _C | None:
+        """The CRDT under `key` if it is a `cls` (None if absent); 409 if the key holds another type."""
+        value = self.svc.get_crdt(key)
+        if value is not None and not isinstance(value, cls):
+            raise _error(409, f"{key!r} holds a {value.TYPE}, not a {kind}")
+        return value
+
+    async def _update_crdt(self, request: web.Request, key: str, cls: type[_C], mutate: Callable[[_C, str, Any], _C],
+                           kind: str, field: str, w: int, timeout: float) -> web.Response:
+        """Apply `mutate` to the CRDT under `key`, then answer with its value once `w` members hold it."""
         try:
-            entry = self.svc.update_crdt(key, ORSet, mutate, "set")
+            entry = self.svc.update_crdt(key, cls, mutate, kind)
         except StateError as exc:
             raise _state_error(exc) from None
         assert isinstance(entry, CrdtEntry)
         return await self._concern(entry, w, timeout, {"name": request.match_info["name"],
-                                                       "elements": _crdt_value(entry)})
-
-    async def set_get(self, request: web.Request) -> web.Response:
-        key = self._key(request, "name", SETS)
-        value = self.svc.get_crdt(key)
-        if value is not None and not isinstance(value, ORSet):
-            raise _error(409, f"{key!r} holds a {value.TYPE}, not a set")
-        return web.json_response({"name": request.match_info["name"],
-                                  "elements": sorted(value.value()) if value is not None else []})
+                                                       field: _crdt_value(entry)})
 
