@@ -30,6 +30,24 @@ def cfg(name: str, immediate_forward: bool = True, **membership: object) -> Agen
                    gossip=replace(base.gossip, immediate_forward=immediate_forward))
 
 
+def node_with_peers(config: AgentConfig, peers: int, seed: int) -> Node:
+    """Node "a" that already knows `peers` alive members p2, p3, ..."""
+    node = Node(config, ("h", 1), random.Random(seed), 0.0)
+    for i in range(2, 2 + peers):
+        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i)),)), ("h", i), 0.0)
+    return node
+
+
+def tick_until_first_ping(node: Node) -> tuple[float, Send]:
+    """Tick at each deadline until the node sends its first probe; (that time, the Ping send)."""
+    while True:
+        t = node.next_deadline()
+        pings = [e for e in node.tick(t) if isinstance(e, Send) and isinstance(e.packet.messages[0], Ping)]
+        if pings:
+            [ping] = pings  # one probe at a time
+            return t, ping
+
+
 class Cluster:
     """Delivers sends at once (FIFO), runs push-pull syncs inline, drops traffic to/from `down` nodes."""
 
@@ -205,16 +223,8 @@ def test_ping_req_relays_ack_and_nacks_when_target_silent() -> None:
 
 
 def test_indirect_probe_and_tcp_fallback_are_used_before_suspecting() -> None:
-    base = AgentConfig.preset_config("lan", name="a")
-    node = Node(base, ("h", 1), random.Random(3), 0.0)
-    for i in range(2, 6):
-        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i)),)), ("h", i), 0.0)
-    pings: list[Send] = []
-    while not pings:
-        t = node.next_deadline()
-        out = node.tick(t)
-        pings = [e for e in out if isinstance(e, Send) and isinstance(e.packet.messages[0], Ping)]
-    [ping] = pings
+    node = node_with_peers(AgentConfig.preset_config("lan", name="a"), 4, seed=3)
+    t, ping = tick_until_first_ping(node)
     target = ping.packet.messages[0]
     assert isinstance(target, Ping)
     out = node.tick(t + 0.5)
@@ -324,14 +334,8 @@ def test_alive_digest_ignores_order_and_metadata() -> None:
 
 
 def test_probe_that_fails_after_a_refutation_does_not_reaccuse_the_new_incarnation() -> None:
-    node = Node(cfg("a"), ("h", 1), random.Random(5), 0.0)
-    for i in range(2, 5):
-        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i)),)), ("h", i), 0.0)
-    pings: list[Send] = []
-    while not pings:
-        out = node.tick(node.next_deadline())
-        pings = [e for e in out if isinstance(e, Send) and isinstance(e.packet.messages[0], Ping)]
-    ping = pings[0].packet.messages[0]
+    node = node_with_peers(cfg("a"), 3, seed=5)
+    ping = tick_until_first_ping(node)[1].packet.messages[0]
     assert isinstance(ping, Ping)
     # while our probe is in flight, the target refutes some other accusation: incarnation 1 -> 2
     node.handle_packet(Packet("x", (Alive(ping.target, 2, ("h", 9)),)), ("h", 9), node.next_deadline())
@@ -342,10 +346,7 @@ def test_probe_that_fails_after_a_refutation_does_not_reaccuse_the_new_incarnati
 
 
 def test_refused_tcp_probe_suspects_at_once_without_blaming_ourselves() -> None:
-    base = AgentConfig.preset_config("lan", name="a")
-    node = Node(base, ("h", 1), random.Random(3), 0.0)
-    for i in range(2, 6):
-        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i)),)), ("h", i), 0.0)
+    node = node_with_peers(AgentConfig.preset_config("lan", name="a"), 4, seed=3)
     probes: list[TcpProbe] = []
     while not probes:
         t = node.next_deadline()
