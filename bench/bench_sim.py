@@ -1,16 +1,21 @@
 """Simulator scale: how long a cluster of N real Node cores takes to join, to detect a crash, and to run.
 
-For each size: all nodes start within `--spread` seconds and join through 3 seeds (until every node sees every
-node alive); then one member crashes and the run continues until every live node saw it DEAD (at most
-`--detect-timeout` virtual seconds). Reported per size: join convergence (virtual s) and its wall time, crash
-detection time (virtual s), wall seconds per virtual second of the steady phase, and messages, packets and
-bytes (codec-sized, plaintext) per node per second in that phase.
+Two starts per size (`--starts`):
+- `join`: all nodes start within `--spread` seconds and join through 3 seeds, until every node sees every node
+  alive. Every member's Alive rumor reaches every member ~retransmit-limit times: N² work, the slow part.
+- `joined`: every node starts as a member of an already converged cluster (`Simulation.start_joined`), the
+  way to run steady-state behaviour at scale.
+Then (after `--settle` virtual seconds) one member crashes and the run continues until every live node saw it
+DEAD (at most `--detect-timeout` virtual seconds). Reported per size and start: join convergence (virtual s),
+wall time of the start, crash detection time (virtual s), wall time of the whole run, wall seconds per
+virtual second of the steady phase, and messages, packets and bytes (codec-sized, plaintext) per node per
+second in that phase.
 
 Every node holds the full member table, so memory grows with N² (~0.45 KB per row measured at N=1,000):
 sizes that would not fit in available memory are skipped with a note, and a join that exceeds
 `--max-wall` seconds is reported as unfinished.
 
-    python bench/bench_sim.py [--sizes 1000,10000,100000] [--seed 1] [--loss 0.0] [--json]
+    python bench/bench_sim.py [--sizes 1000,10000,100000] [--starts join,joined] [--seed 1] [--loss 0.0] [--json]
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ def available_memory() -> int:
     return 8 << 30
 
 
-def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
-    row: dict[str, Any] = {"nodes": n}
+def run_size(n: int, start: str, args: argparse.Namespace) -> dict[str, Any]:
+    row: dict[str, Any] = {"nodes": n, "start": start}
     need = ROW_BYTES * n * n
     if need > 0.7 * available_memory():
         row["note"] = (f"skipped: needs ~{need / 2**30:.0f} GiB (N² member rows), "
@@ -48,9 +53,13 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         return row
     sim = Simulation(n, seed=args.seed, link=LinkProfile(loss=args.loss))
     wall0 = time.perf_counter()
-    sim.start_all(seeds=3, spread=args.spread)
     joined: float | None = None
-    while sim.now < args.join_timeout:
+    if start == "joined":
+        sim.start_joined(seeds=3)
+        joined = sim.now
+    else:
+        sim.start_all(seeds=3, spread=args.spread)
+    while joined is None and sim.now < args.join_timeout:
         joined = sim.run_until_condition(sim.converged, timeout=1.0, check_every=0.5)
         if joined is not None or time.perf_counter() - wall0 > args.max_wall:
             break
@@ -78,19 +87,21 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "packets_per_node_s": round(sim.rate("packets_sent", before, seconds, live), 2),
         "bytes_per_node_s": round(sim.rate("bytes_sent", before, seconds, live), 1),
         "false_positives": len(sim.false_positives),
+        "run_wall_s": round(time.perf_counter() - wall0, 1),
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
     })
     return row
 
 
-COLUMNS = ("nodes", "join_virtual_s", "join_wall_s", "join_messages_per_node", "detect_virtual_s",
+COLUMNS = ("nodes", "start", "join_virtual_s", "join_wall_s", "join_messages_per_node", "detect_virtual_s",
            "wall_per_virtual_s", "msgs_per_node_s", "packets_per_node_s", "bytes_per_node_s", "false_positives",
-           "max_rss_mb")
+           "run_wall_s", "max_rss_mb")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1000,10000,100000")
+    p.add_argument("--starts", default="join,joined", help="join (from nothing), joined (pre-converged)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--loss", type=float, default=0.0)
     p.add_argument("--spread", type=float, default=5.0, help="nodes start within this many virtual seconds")
@@ -102,10 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     rows = []
+    starts = [s.strip() for s in args.starts.split(",")]
+    if any(s not in ("join", "joined") for s in starts):
+        p.error("--starts: join and/or joined")
     for n in (int(s) for s in args.sizes.split(",")):
-        rows.append(run_size(n, args))
-        if not args.json:
-            print(f"{n} nodes done", file=sys.stderr, flush=True)
+        for start in starts:
+            rows.append(run_size(n, start, args))
+            if not args.json:
+                print(f"{n} nodes ({start}) done", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -63,7 +63,7 @@ _QUANTITY_SUFFIX = {
 AGENT_SECTIONS: Mapping[str, frozenset[str]] = {
     "membership": frozenset({
         "probeInterval", "probeTimeout", "indirectChecks", "suspicionMult", "suspicionMaxTimeoutMult",
-        "awarenessMaxMultiplier", "reapAfter", "tcpFallbackProbe", "streamTimeout",
+        "awarenessMaxMultiplier", "reapAfter", "tcpFallbackProbe", "probeSchedule", "streamTimeout",
     }),
     "gossip": frozenset({
         "mode", "fanout", "interval", "retransmitMult", "immediateForward", "pushPullInterval", "mtu",

@@ -74,3 +74,24 @@ def test_rumor_reaches_all_members_much_faster_with_immediate_forwarding(joined:
     # few percent wait for a gossip tick. Without it every hop waits for a tick.
     assert fwd_half * 5 < tick_half
     assert fwd_all < tick_all
+
+
+def test_thousand_member_cluster_started_converged_detects_a_crash_everywhere() -> None:
+    """Steady state at 1,000 members without paying for a join (Simulation.start_joined)."""
+    sim = Simulation(N, seed=9)
+    sim.start_joined()
+    assert sim.converged()
+    sim.run_for(5.0)
+    victim = sim.live()[123]
+    sim.crash(victim)
+    detected = sim.run_until_condition(lambda: sim.detection_time(victim) is not None, timeout=40.0,
+                                       check_every=0.25)
+    assert detected is not None
+    cfg = sim.config.membership
+    # Noticed within two probe intervals (aligned probing) plus the probe's own interval, dead after the
+    # Lifeguard minimum 4·log10(1000)·1 s = 12 s, and spread within a second.
+    bound = 3 * cfg.probe_interval + cfg.suspicion_mult * 3 * cfg.probe_interval + 1.0
+    elapsed = sim.detection_time(victim)
+    assert elapsed is not None and elapsed <= bound, (elapsed, bound)
+    assert sim.false_positives == []
+    assert sim.views(victim)[MemberState.DEAD] == N - 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 GOSSIP_MODES = ("push", "pull", "push-pull")
+PROBE_SCHEDULES = ("aligned", "shuffled")
 CONFLICT_POLICIES = ("lww", "siblings")
 FSYNC_POLICIES = ("always", "interval", "never")
 PRESETS = ("lan", "local", "wan")
@@ -49,6 +50,10 @@ class MembershipConfig:
     # Fall back to a TCP (HTTP) ping when UDP fails both directly and indirectly (memberlist does too):
     # it tells a member behind a UDP-only fault apart from a dead one.
     tcp_fallback_probe: bool = True
+    # "aligned": members share one randomized ring and a round number from the wall clock, so every member is
+    # probed by exactly one other in every interval and a failure is noticed within ~1 interval, not after an
+    # exponential wait (a tail of several intervals). "shuffled": memberlist's per-member shuffled order.
+    probe_schedule: str = "aligned"
     # Timeout of a stream (HTTP) exchange: push-pull sync, TCP probe, anti-entropy.
     stream_timeout: float = 10.0
     # Members declared dead (not left) are retried with a push-pull sync this often, so a healed partition
@@ -336,6 +341,8 @@ def validate(cfg: AgentConfig) -> None:
         (1 <= m.awareness_max_multiplier <= 64, "membership.awarenessMaxMultiplier: must be 1..64"),
         (m.stream_timeout > 0, "membership.streamTimeout: must be > 0"),
         (m.reconnect_interval >= 0, "membership.reconnectInterval: must be >= 0 (0 disables reconnects)"),
+        (m.probe_schedule in PROBE_SCHEDULES,
+         f"membership.probeSchedule: must be one of {', '.join(PROBE_SCHEDULES)}, got {m.probe_schedule!r}"),
         (g.mode in GOSSIP_MODES, f"gossip.mode: must be one of {', '.join(GOSSIP_MODES)}, got {g.mode!r}"),
         (1 <= g.fanout <= 16, f"gossip.fanout: must be 1..16, got {g.fanout}"),
         (g.interval > 0, "gossip.interval: must be > 0"),

@@ -12,6 +12,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from gossip_agent.core.messages import Address, MemberSnapshot, MemberState
+from gossip_agent.core.probe_schedule import ring_key
+
+_LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
 @dataclass(slots=True)
@@ -38,12 +41,17 @@ class MemberTable:
     The digest is the XOR of crc32(name) over alive members: two members with the same digest almost surely
     agree on who is alive, whatever order they learned it in. Incarnations and metadata stay out of it, so
     a metadata update (e.g. a new state root) does not make views look different.
+
+    It also keeps the probe ring: live members ordered by `ring_key`, rebuilt lazily after the live set changed.
     """
 
     def __init__(self) -> None:
         self._members: dict[str, Member] = {}
         self._counts = dict.fromkeys(MemberState, 0)
         self.digest = 0
+        self._keys: dict[str, int] = {}
+        self._ring: list[tuple[int, str]] = []
+        self._ring_stale = False
 
     def __len__(self) -> int:
         return len(self._members)
@@ -60,9 +68,12 @@ class MemberTable:
     def add(self, member: Member) -> None:
         assert member.name not in self._members
         self._members[member.name] = member
+        self._keys[member.name] = ring_key(member.name)
         self._counts[member.state] += 1
         if member.state == MemberState.ALIVE:
             self.digest ^= _name_hash(member.name)
+        if member.state in _LIVE:
+            self._ring_stale = True
 
     def set_state(self, member: Member, state: MemberState, now: float) -> None:
         if member.state != state:
@@ -70,16 +81,32 @@ class MemberTable:
             self._counts[state] += 1
             if (member.state == MemberState.ALIVE) != (state == MemberState.ALIVE):
                 self.digest ^= _name_hash(member.name)
+            if (member.state in _LIVE) != (state in _LIVE):
+                self._ring_stale = True
             member.state = state
             member.state_since = now
 
     def remove(self, name: str) -> Member | None:
         member = self._members.pop(name, None)
         if member is not None:
+            del self._keys[name]
             self._counts[member.state] -= 1
             if member.state == MemberState.ALIVE:
                 self.digest ^= _name_hash(member.name)
+            if member.state in _LIVE:
+                self._ring_stale = True
         return member
+
+    def ring(self) -> list[tuple[int, str]]:
+        """Live members as (ring key, name), in ring order. Do not modify."""
+        if self._ring_stale:
+            keys = self._keys
+            self._ring = sorted((keys[name], name) for name, m in self._members.items() if m.state in _LIVE)
+            self._ring_stale = False
+        return self._ring
+
+    def ring_key(self, name: str) -> int | None:
+        return self._keys.get(name)
 
     def counts(self) -> dict[MemberState, int]:
         return dict(self._counts)

@@ -5,7 +5,8 @@ effects it returns. It never reads a clock: `tick(now)` runs whatever is due, `n
 call it next.
 
 Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
-- every probe interval, ping the next member of a shuffled round-robin order; without an ack within the probe
+- every probe interval, ping the next member of a randomized round-robin order (by default aligned across
+  members, so each member is probed once per interval: see probe_schedule); without an ack within the probe
   timeout, ask `indirect_checks` members to ping it for us (they nack if they hear nothing); without any ack
   by the end of the interval, suspect it;
 - a suspicion becomes a death after a timeout that shrinks as independent members confirm it (Lifeguard);
@@ -18,13 +19,14 @@ Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gossip_agent.core import codec
+from gossip_agent.core import codec, probe_schedule
 from gossip_agent.core.awareness import Awareness
 from gossip_agent.core.broadcast import BroadcastQueue
 from gossip_agent.core.config import AgentConfig
@@ -58,6 +60,7 @@ _NACK_FRACTION = 0.8
 _MAX_FORMER = 1024
 # After an immediate forward, the next gossip round comes this fraction of an interval later.
 _EARLY_GOSSIP_FRACTION = 0.25
+_RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
 # The follow-up sync after a join, in gossip intervals (0.5 s with LAN timings).
 _FOLLOWUP_SYNC_INTERVALS = 2.5
 
@@ -100,8 +103,11 @@ class Node:
     """One member's view of the cluster. Not thread-safe; one driver owns it."""
 
     def __init__(self, config: AgentConfig, addr: Address, rng: Rng, now: float,
-                 delegate: StateDelegate | None = None, *, incarnation: int = 0) -> None:
+                 delegate: StateDelegate | None = None, *, incarnation: int = 0, clock_offset: float = 0.0) -> None:
         self.config = config
+        # Wall-clock time minus `now`: aligned probing numbers its rounds by the wall clock, shared by all
+        # members. The driver refreshes it (a wall-clock step only misaligns rounds for a moment).
+        self.clock_offset = clock_offset
         self.name = config.name
         self.addr = addr
         self.rng = rng
@@ -121,6 +127,8 @@ class Node:
         self._seq = 0
         self._probe_order: list[str] = []
         self._probe_index = 0
+        self._probe_phase = rng.random() * config.membership.probe_interval
+        self._last_round: int | None = None
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
@@ -129,7 +137,9 @@ class Node:
         self._former: dict[str, tuple[Address, float]] = {}
         m, g = config.membership, config.gossip
         # Spread the first probe and gossip over one interval so members started together don't align.
-        self._next_probe = now + rng.random() * m.probe_interval
+        self._next_probe = now + self._probe_phase
+        if m.probe_schedule == "aligned":
+            self._next_probe = self._next_round_at(now)
         self._next_gossip = now + rng.random() * g.interval
         self._next_push_pull = now + g.push_pull_interval * (1 + rng.random()) if g.push_pull_interval else _NEVER
         self._next_reconnect = now + m.reconnect_interval if m.reconnect_interval else _NEVER
@@ -170,6 +180,18 @@ class Node:
             # Announce ourselves too (memberlist does): a second, independent source of our Alive rumor.
             self._announce_self(now)
         return [SyncWith(s, join=True) for s in targets]
+
+    def bootstrap(self, members: Sequence[MemberSnapshot], now: float) -> None:
+        """Install a known view quietly: no events, no rumors, no join (the simulator's pre-joined start,
+        which lets steady-state runs at thousands of members skip the N² rumors of a join from nothing).
+        Rows about us or already known are ignored; metadata mappings are shared, not copied."""
+        for row in members:
+            if row.name == self.name or row.name in self.table:
+                continue
+            self.table.add(Member(row.name, row.addr, row.incarnation, row.state, row.meta, now))
+            self._probe_order.append(row.name)
+        self.rng.shuffle(self._probe_order)
+        self._seeded = True
 
     def push_pull_state(self, join: bool) -> PushPullState:
         return PushPullState(self.name, tuple(m.snapshot() for m in self.table), join)
@@ -263,11 +285,11 @@ class Node:
         # Rumors first: an Ack to a Ping in the same packet then carries whatever they made us say
         # (e.g. the refutation of a suspicion piggybacked on the Ping by Lifeguard's buddy system).
         for msg in packet.messages:
-            if isinstance(msg, Alive | Suspect | Dead | StateRumor) and self._apply_rumor(
+            if isinstance(msg, _RUMOR_TYPES) and self._apply_rumor(
                     msg, now, packet.sender, out):
                 fresh = True
         for msg in packet.messages:
-            if isinstance(msg, Alive | Suspect | Dead | StateRumor):
+            if isinstance(msg, _RUMOR_TYPES):
                 continue
             if isinstance(msg, Ping):
                 self._on_ping(msg, src, out)
@@ -346,6 +368,28 @@ class Node:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         return self._seq
 
+    def _next_round_at(self, now: float) -> float:
+        """`now`-clock time at which our next aligned round starts."""
+        interval, wall = self.config.membership.probe_interval, now + self.clock_offset
+        r = probe_schedule.round_of(wall, self._probe_phase, interval)
+        return probe_schedule.round_start(r + 1, self._probe_phase, interval) - self.clock_offset
+
+    def _aligned_target(self, now: float) -> Member | None:
+        """This round's target on the shared ring; None if we already probed in this round."""
+        ring = self.table.ring()
+        n = len(ring)
+        key = self.table.ring_key(self.name)
+        me = bisect.bisect_left(ring, (key, self.name)) if key is not None else n
+        if n < 2 or me >= n or ring[me][1] != self.name:
+            return self._next_target()  # not on the ring (yet): fall back to the shuffled order
+        r = probe_schedule.round_of(now + self.clock_offset, self._probe_phase, self.config.membership.probe_interval)
+        if r == self._last_round:
+            return None
+        self._last_round = r
+        if len(self._probe_order) > 2 * len(self.table):
+            self._probe_order = [name for name in self._probe_order if name in self.table]
+        return self.table.get(ring[(me + probe_schedule.shift(r, n - 1)) % n][1])
+
     def _next_target(self) -> Member | None:
         """Round-robin over a shuffled order (SWIM's bounded detection time), reshuffled every pass."""
         for _ in range(2):
@@ -371,8 +415,13 @@ class Node:
                 self._probe_failed(probe, now, out)
         if self.leaving or now < self._next_probe or self._probe is not None:
             return
-        self._next_probe = now + self.awareness.scale(m.probe_interval)
-        target = self._next_target()
+        aligned = m.probe_schedule == "aligned"
+        if aligned and self.awareness.score == 0:
+            self._next_probe = self._next_round_at(now)
+        else:
+            # Lifeguard stretches the interval of an unhealthy member: it skips rounds, others still probe.
+            self._next_probe = now + self.awareness.scale(m.probe_interval)
+        target = self._aligned_target(now) if aligned else self._next_target()
         if target is None:
             return
         seq = self._next_seq()

@@ -232,7 +232,8 @@ class Agent:
             break
         advertise = (cfg.advertise_address or default_advertise_address(cfg.bind_address, cfg.seeds),
                      cfg.advertise_port or port)
-        self._node = Node(cfg, advertise, self.rng, self.clock(), delegate, incarnation=self._initial_incarnation)
+        self._node = Node(cfg, advertise, self.rng, self.clock(), delegate, incarnation=self._initial_incarnation,
+                          clock_offset=time.time() - self.clock())
         self._udp, self.port = udp, port
         runner = web.AppRunner(make_app(self, routes), access_log=None, handle_signals=False,
                                shutdown_timeout=1.0)
@@ -368,7 +369,9 @@ class Agent:
         if self._stopped:
             return
         try:
-            effects = self.node.tick(self.clock())
+            now = self.clock()
+            self.node.clock_offset = time.time() - now  # follow wall-clock adjustments (aligned probing)
+            effects = self.node.tick(now)
         except Exception:
             log.exception("node.tick failed")
             effects = []

@@ -38,7 +38,7 @@ from typing import Any
 from gossip_agent.core import codec
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Effect, EventKind, MemberEvent, Send, SyncWith, TcpProbe
-from gossip_agent.core.messages import Address, MemberState, PushPullState
+from gossip_agent.core.messages import Address, MemberSnapshot, MemberState, PushPullState
 from gossip_agent.core.node import Node, StateDelegate
 from gossip_agent.sim.network import (
     CALL,
@@ -183,6 +183,12 @@ class Simulation:
     def start(self, node: int | str, seeds: Iterable[int | str] = (), *, incarnation: int = 0) -> None:
         """Boot a node now (a fresh process: new core, given incarnation) and join through `seeds`."""
         i = self.idx(node)
+        booted = self._boot(i, incarnation)
+        seed_addrs = [self.addrs[self.idx(s)] for s in seeds]
+        self._perform(i, booted.join(seed_addrs, self.now))
+        self._reschedule(i)
+
+    def _boot(self, i: int, incarnation: int) -> Node:
         if self.status[i] in (Status.UP, Status.LEAVING):
             raise ValueError(f"{self.names[i]} is already running")
         cfg = dataclasses.replace(self.config, name=self.names[i])
@@ -190,19 +196,29 @@ class Simulation:
         rng = random.Random(f"node:{self.seed}:{i}:{self._process[i]}")
         delegate = self.delegate_factory(i) if self.delegate_factory else None
         self.delegates[i] = delegate
-        self.nodes[i] = Node(cfg, self.addrs[i], rng, self.now, delegate, incarnation=incarnation)
+        node = self.nodes[i] = Node(cfg, self.addrs[i], rng, self.now, delegate, incarnation=incarnation)
         self.status[i] = Status.UP
         self.net.restore(i)
         self.started_at[i] = self.now
         self._wake_gen[i] += 1
         self._wake_at[i] = _INF
-        seed_addrs = [self.addrs[self.idx(s)] for s in seeds]
-        self._perform(i, self.nodes[i].join(seed_addrs, self.now))  # type: ignore[union-attr]
-        self._reschedule(i)
         if self.rejoin_interval:
             proc = self._process[i]
             self.at(self.now + self.rejoin_interval * (1 + self._driver_rng.random()),
                     lambda: self._rejoin(i, proc))
+        return node
+
+    def start_joined(self, *, seeds: int = 3) -> None:
+        """Start every idle node now, already members of one converged cluster (each core's view installed
+        with `Node.bootstrap`). Steady-state runs at thousands of nodes then skip the join, whose N² rumor
+        deliveries dominate a start from nothing; `start_all` is the real join."""
+        idle = [i for i in range(len(self.names)) if self.status[i] == Status.IDLE]
+        self.seeds = idle[:seeds]
+        nodes = [self._boot(i, 0) for i in idle]
+        rows = [MemberSnapshot(n.name, n.addr, n.incarnation, MemberState.ALIVE, dict(n.meta)) for n in nodes]
+        for i, node in zip(idle, nodes, strict=True):
+            node.bootstrap(rows, self.now)
+            self._reschedule(i)
 
     def start_all(self, *, seeds: int | Sequence[int] = 3, spread: float = 5.0) -> None:
         """Start every idle node: seeds first (each joins the first seed), the rest at random times within
