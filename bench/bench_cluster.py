@@ -413,12 +413,10 @@ class Ours(Impl):
     parse = staticmethod(parse_ours)
 
     def command(self, name: str, port: int, rpc_port: int, seeds: Sequence[int], workdir: Path) -> list[str]:
-        import yaml
-
         cfg = {**LAN_SPEC, "name": name, "bindAddress": "127.0.0.1", "advertiseAddress": "127.0.0.1",
                "port": port, "seeds": [f"127.0.0.1:{p}" for p in seeds]}
-        path = workdir / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        path = workdir / f"{name}.json"  # as gossipctl and the operator write it
+        path.write_text(json.dumps(cfg))
         return [sys.executable, "-m", "gossip_agent", "--config", str(path), "--log-level", "info"]
 
     def _get(self, agent: Agent, path: str) -> bytes | None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from gossip_agent.__main__ import build_parser, load_config
+from gossip_agent.__main__ import build_parser, load_config, skip_system_trust_store
 from gossip_agent.cli.cluster import agent_configs, load_manifest
 from gossip_agent.cli.main import build_parser as ctl_parser
 from gossip_agent.core.config import ConfigError, from_mapping
@@ -40,6 +41,34 @@ def test_config_errors_name_the_key(tmp_path: Path, content: str, env: dict[str,
     cfg.write_text(content)
     with pytest.raises(ConfigError, match=message):
         load_config(build_parser().parse_args(["--config", str(cfg)]), env)
+
+
+def test_json_config_is_read_without_a_yaml_parser(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.json"
+    cfg.write_text('{"name": "j", "membership": {"probeInterval": "2s", "probeTimeout": "1s"}}')
+    code = ("import sys; from gossip_agent.__main__ import build_parser, load_config; "
+            f"c = load_config(build_parser().parse_args(['--config', {str(cfg)!r}]), {{}}); "
+            "print(c.name, c.membership.probe_interval, 'yaml' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert out.stdout.split() == ["j", "2.0", "False"]
+
+
+def test_yaml_flow_mapping_that_is_not_json_still_loads(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("{name: flow, port: 7005}\n")
+    c = load_config(build_parser().parse_args(["--config", str(cfg)]), {})
+    assert (c.name, c.port) == ("flow", 7005)
+
+
+@pytest.mark.parametrize(("security", "skipped"), [
+    ({}, True),                                                        # plain HTTP
+    ({"tlsCertFile": "c", "tlsKeyFile": "k", "tlsCaFile": "ca"}, True),  # peers verified against the CA file
+    ({"tlsCertFile": "c", "tlsKeyFile": "k"}, False),                  # our client relies on the system store
+])
+def test_system_ca_bundle_is_skipped_unless_our_tls_client_needs_it(security: dict[str, str], skipped: bool) -> None:
+    env: dict[str, str] = {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"}
+    assert skip_system_trust_store(from_mapping({"security": security}), env) is skipped
+    assert (env["SSL_CERT_FILE"] == os.devnull) is skipped
 
 
 def test_invalid_config_exits_2_with_the_key(tmp_path: Path) -> None:

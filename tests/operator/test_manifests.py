@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import json
 from typing import Any
 
 import kubernetes_validate
@@ -41,7 +42,7 @@ def test_statefulset_runs_the_agent_with_probes_and_graceful_leave() -> None:
     assert sts["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": "gossip-agent",
                                                        "app.kubernetes.io/instance": "demo"}}
     c = _container(sts)
-    assert c["command"] == ["gossip-agent"] and c["args"] == ["--config", "/etc/gossip/config.yaml"]
+    assert c["command"] == ["gossip-agent"] and c["args"] == ["--config", "/etc/gossip/config.json"]
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]}
     assert env == {"GOSSIP_NAME": "metadata.name", "GOSSIP_ADVERTISE_ADDRESS": "status.podIP"}
     assert {(p["containerPort"], p["protocol"]) for p in c["ports"]} == {(7946, "UDP"), (7946, "TCP")}
@@ -49,7 +50,7 @@ def test_statefulset_runs_the_agent_with_probes_and_graceful_leave() -> None:
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert "/v1/leave" in " ".join(c["lifecycle"]["preStop"]["exec"]["command"])
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-    assert mounts["/etc/gossip/config.yaml"]["subPath"] == "config.yaml"
+    assert mounts["/etc/gossip/config.json"]["subPath"] == "config.json"
     assert {"/etc/gossip/keyring", "/data", "/tmp"} <= set(mounts)
     claim = sts["spec"]["volumeClaimTemplates"][0]
     assert claim["metadata"]["name"] == "data" and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
@@ -111,7 +112,7 @@ def test_services_headless_for_peers_and_client_for_api() -> None:
 def test_configmap_seeds_and_agent_sections() -> None:
     spec = _spec(replicas=5, gossip={"fanout": 4}, storage={"size": "2Gi", "fsync": "always"})
     cm = configmap.render(spec, OWNER, cluster_domain="example.local")
-    config = yaml.safe_load(cm["data"]["config.yaml"])
+    config = json.loads(cm["data"]["config.json"])  # JSON: the agent then needs no YAML parser
     assert config["seeds"] == [
         "demo-0.demo-peers.ns.svc.example.local:7946", "demo-1.demo-peers.ns.svc.example.local:7946",
         "demo-2.demo-peers.ns.svc.example.local:7946", "demo-peers.ns.svc.example.local:7946"]
@@ -135,7 +136,7 @@ def test_rendered_config_is_accepted_by_the_agent(extra: dict[str, Any]) -> None
     from gossip_agent.core.config import from_mapping
 
     config = yaml.safe_load(configmap.render(_spec(**extra), OWNER, cluster_domain="cluster.local")["data"][
-        "config.yaml"])
+        "config.json"])
     agent = from_mapping({**config, "name": "demo-0"})
     assert agent.storage.data_dir == "/data" and agent.port == 7946
 

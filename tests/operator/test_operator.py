@@ -99,8 +99,8 @@ async def test_update_rolls_out_through_the_statefulset(cluster: EmulatedCluster
     sts = cluster.api.get_object(STS, NAMESPACE, "demo")
     assert sts["spec"]["template"]["metadata"]["annotations"]["gossip-operator.dev/config-hash"] != old_hash
     assert sts["spec"]["template"]["spec"]["nodeSelector"] == {"zone": "a"}
-    config = cluster.api.get_object("v1/configmaps", NAMESPACE, "demo-config")["data"]["config.yaml"]
-    assert "fanout: 4" in config
+    config = cluster.api.get_object("v1/configmaps", NAMESPACE, "demo-config")["data"]["config.json"]
+    assert json.loads(config)["gossip"]["fanout"] == 4
     # Removing an override removes it from the child too (three-way merge, like kubectl apply).
     cluster.api.patch_object(GSC, NAMESPACE, "demo", {"spec": {"pod": {"nodeSelector": None}}})
     await wait_for(lambda: "nodeSelector" not in cluster.api.get_object(STS, NAMESPACE, "demo")["spec"]["template"][
@@ -116,7 +116,7 @@ async def test_scale_subresource_scales_the_statefulset(cluster: EmulatedCluster
     cluster.api.patch_object(GSC, NAMESPACE, "demo", {"spec": {"replicas": 5}}, subresource="scale")
     await wait_for(lambda: cluster.api.get_object(STS, NAMESPACE, "demo")["spec"]["replicas"] == 5,
                    what="5 replicas")
-    config = cluster.api.get_object("v1/configmaps", NAMESPACE, "demo-config")["data"]["config.yaml"]
+    config = cluster.api.get_object("v1/configmaps", NAMESPACE, "demo-config")["data"]["config.json"]
     assert "demo-2.demo-peers.default.svc.cluster.local:7946" in config
     before = cluster.api.get_object(STS, NAMESPACE, "demo")["spec"]["template"]
     cluster.api.patch_object(GSC, NAMESPACE, "demo", {"spec": {"replicas": 2}}, subresource="scale")
@@ -132,12 +132,12 @@ async def test_drift_is_corrected(cluster: EmulatedCluster, start_operator) -> N
     await _created(cluster)
     api = cluster.api
     api.delete_object("v1/services", NAMESPACE, "demo-peers")
-    api.patch_object("v1/configmaps", NAMESPACE, "demo-config", {"data": {"config.yaml": "tampered: true\n"}})
+    api.patch_object("v1/configmaps", NAMESPACE, "demo-config", {"data": {"config.json": "tampered: true\n"}})
     api.patch_object(STS, NAMESPACE, "demo", {"spec": {"replicas": 9}})
     api.patch_object("policy/v1/poddisruptionbudgets", NAMESPACE, "demo", {"metadata": {"labels": None}})
     await wait_for(lambda: api.get_object("v1/services", NAMESPACE, "demo-peers"), what="headless Service back")
     await wait_for(lambda: "tampered" not in api.get_object("v1/configmaps", NAMESPACE, "demo-config")["data"][
-        "config.yaml"], what="ConfigMap restored")
+        "config.json"], what="ConfigMap restored")
     await wait_for(lambda: api.get_object(STS, NAMESPACE, "demo")["spec"]["replicas"] == 3, what="replicas 3")
     await wait_for(lambda: api.get_object("policy/v1/poddisruptionbudgets", NAMESPACE, "demo")["metadata"].get(
         "labels"), what="PDB labels back")

@@ -9,6 +9,7 @@ tears them down in order.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -181,8 +182,8 @@ class LocalCluster:
 
     def start(self, config: Mapping[str, Any]) -> AgentProcess:
         name = str(config["name"])
-        config_path = self.workdir / f"{name}.yaml"
-        config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+        config_path = self.workdir / f"{name}.json"  # JSON: the agent then needs no YAML parser (~1 MiB)
+        config_path.write_text(json.dumps(dict(config), indent=2))
         log_path = self.workdir / f"{name}.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(

@@ -32,7 +32,7 @@ AGENT_PORT_ANNOTATION = f"{ANNOTATION_PREFIX}/agent-port"
 LAST_APPLIED_ANNOTATION = f"{ANNOTATION_PREFIX}/last-applied"
 
 CONFIG_DIR = "/etc/gossip"
-CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"
+CONFIG_FILE = f"{CONFIG_DIR}/config.json"
 KEYRING_DIR = f"{CONFIG_DIR}/keyring"
 KEYRING_KEY = "keyring"
 TLS_DIR = f"{CONFIG_DIR}/tls"
