@@ -28,7 +28,7 @@ one-second resolution); ours also logs millisecond timestamps, reported as a cro
 
     python bench/bench_cluster.py [--impls ours,serf] [--scenarios join,idle,rumor,kill[,soak]|all] [--n 50]
         [--runs 5] [--rumor-runs 5] [--kill-runs 3] [--idle-seconds 60] [--soak-n 200] [--soak-seconds 600]
-        [--profile-seconds 30] [--json FILE] [--keep-logs DIR]
+        [--profile-seconds 30] [--ours-set membership.probeSchedule=shuffled] [--json FILE] [--keep-logs DIR]
 
 Processes are remembered by Popen and stopped by PID (graceful signal, then SIGKILL); nftables counters live
 in a table of their own, removed in `finally` and at exit. Everything is bounded by timeouts.
@@ -56,7 +56,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -407,13 +407,42 @@ class Impl:
         return ""
 
 
+def config_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`--ours-set section.key=value` pairs as a nested mapping (values parsed as JSON, else strings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise SystemExit(f"--ours-set: expected section.key=value, got {item!r}")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        *sections, key = path.split(".")
+        node = out
+        for s in sections:
+            node = node.setdefault(s, {})
+        node[key] = value
+    return out
+
+
+def merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
 class Ours(Impl):
     name = "ours"
     graceful = signal.SIGTERM
     parse = staticmethod(parse_ours)
 
+    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+        self.spec = merged(LAN_SPEC, overrides or {})
+
     def command(self, name: str, port: int, rpc_port: int, seeds: Sequence[int], workdir: Path) -> list[str]:
-        cfg = {**LAN_SPEC, "name": name, "bindAddress": "127.0.0.1", "advertiseAddress": "127.0.0.1",
+        cfg = {**self.spec, "name": name, "bindAddress": "127.0.0.1", "advertiseAddress": "127.0.0.1",
                "port": port, "seeds": [f"127.0.0.1:{p}" for p in seeds]}
         path = workdir / f"{name}.json"  # as gossipctl and the operator write it
         path.write_text(json.dumps(cfg))
@@ -1043,6 +1072,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--soak-serf-seconds", type=float, default=None, help="Serf's soak length (default: same)")
     p.add_argument("--soak-batch", type=int, default=20, help="agents started at once during the soak start")
     p.add_argument("--soak-join-timeout", type=float, default=300.0)
+    p.add_argument("--ours-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override our agents' config, e.g. membership.probeSchedule=shuffled (repeatable)")
     p.add_argument("--base-port", type=int, default=21000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="write all figures as JSON here")
@@ -1063,7 +1094,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "serf" and not serf_mod.available():
             log("serf is not installed (apt-get install serf): skipping it")
             continue
-        impls.append(Ours() if name == "ours" else Serf())
+        impls.append(Ours(config_overrides(args.ours_set)) if name == "ours" else Serf())
 
     workdir = Path(args.keep_logs) if args.keep_logs else Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from gossip_agent.core.messages import (
     Address,
     Alive,
     Dead,
+    MemberSnapshot,
     MemberState,
     Nack,
     Packet,
@@ -357,3 +358,20 @@ def test_refused_tcp_probe_suspects_at_once_without_blaming_ourselves() -> None:
     member = node.member(probe.target)
     assert member is not None and member.state == MemberState.SUSPECT  # half an interval early
     assert node.health_score == 0
+
+
+def test_bootstrap_installs_a_view_quietly_and_probing_covers_it() -> None:
+    node = Node(cfg("a"), ("h", 1), random.Random(5), 0.0)
+    rows = [MemberSnapshot(f"p{i}", ("h", i), 1, MemberState.ALIVE, {}) for i in range(2, 12)]
+    node.bootstrap([*rows, MemberSnapshot("a", ("h", 1), 7, MemberState.DEAD, {})], 0.0)
+    assert node.counts()[MemberState.ALIVE] == 11 and node.incarnation == 0  # a row about us is ignored
+    assert len(node.queue) == 0 and node.joined
+    probed: set[str] = set()
+    t = 0.0
+    while t < 30.0:
+        t = node.next_deadline()
+        for e in node.tick(t):
+            if isinstance(e, Send) and isinstance(e.packet.messages[0], Ping):
+                probed.add(e.packet.messages[0].target)
+                node.handle_packet(Packet(e.packet.messages[0].target, (Ack(e.packet.messages[0].seq, 0),)), e.to, t)
+    assert probed == {r.name for r in rows}

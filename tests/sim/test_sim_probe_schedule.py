@@ -79,3 +79,19 @@ def test_aligned_probing_notices_every_crash_within_two_intervals_plus_the_probe
     assert max(aligned) < 3.0, aligned
     shuffled = first_suspicion_delays("shuffled")
     assert sum(aligned) < sum(shuffled), (aligned, shuffled)
+
+
+def test_skewed_clocks_degrade_to_shuffled_like_collisions_never_to_missed_failures() -> None:
+    """Wall clocks seconds apart put members in different rounds: probes collide, nothing else breaks."""
+    sim = converged_cluster(30, seed=5, clock_skew=5.0)
+    sim.run_for(40.0)
+    start = math.ceil(sim.now)
+    probes = record_probes(sim)
+    sim.run_for(29.0)
+    per_target = Counter(target for t, _, target in probes if start <= t < start + 29)
+    assert set(per_target) == set(sim.names)  # everyone still probed, ~once per interval on average
+    assert max(per_target.values()) < 2 * 29
+    victim = sim.live()[7]
+    sim.crash(victim)
+    assert sim.run_until_condition(lambda: sim.detection_time(victim) is not None, timeout=20.0) is not None
+    assert sim.false_positives == []

@@ -351,8 +351,10 @@ class Agent:
         if self._stopped or self._node is None or self._loop is None:
             return
         deadline = self._node.next_deadline()
-        if deadline >= self._timer_at and self._timer is not None:
-            return  # an earlier (or equal) wake-up is armed; it re-arms when it fires
+        if deadline == self._timer_at and self._timer is not None:
+            return
+        # Re-arm when the deadline moved later too (an ack arrived before the probe timeout): otherwise the
+        # old timer fires for nothing. At idle that was one wake-up a second, a quarter of all of them.
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -105,7 +105,7 @@ class Simulation:
                  link: LinkProfile | None = None, bandwidth: float | None = None, bytes_mode: str = "off",
                  delegate_factory: Callable[[int], StateDelegate] | None = None,
                  keep_events: bool = False, rejoin_interval: float | None = 5.0,
-                 leave_linger: float = 1.0, max_events: int | None = None) -> None:
+                 leave_linger: float = 1.0, max_events: int | None = None, clock_skew: float = 0.0) -> None:
         if bytes_mode not in _BYTES_MODES:
             raise ValueError(f"bytes_mode must be one of {_BYTES_MODES}")
         self.seed = seed
@@ -121,6 +121,9 @@ class Simulation:
         self.rejoin_interval = rejoin_interval
         self.leave_linger = leave_linger
         self.max_events = max_events
+        # Each node's wall clock is off by up to this many seconds (uniform, fixed per node): aligned probing
+        # numbers its rounds by the wall clock, so skew is what makes real rounds disagree.
+        self.clock_skew = clock_skew
         self.names: list[str] = []
         self.addrs: list[Address] = []
         self.nodes: list[Node | None] = []
@@ -196,7 +199,9 @@ class Simulation:
         rng = random.Random(f"node:{self.seed}:{i}:{self._process[i]}")
         delegate = self.delegate_factory(i) if self.delegate_factory else None
         self.delegates[i] = delegate
-        node = self.nodes[i] = Node(cfg, self.addrs[i], rng, self.now, delegate, incarnation=incarnation)
+        offset = (2 * rng.random() - 1) * self.clock_skew if self.clock_skew else 0.0
+        node = self.nodes[i] = Node(cfg, self.addrs[i], rng, self.now, delegate, incarnation=incarnation,
+                                    clock_offset=offset)
         self.status[i] = Status.UP
         self.net.restore(i)
         self.started_at[i] = self.now
