@@ -375,3 +375,27 @@ def test_bootstrap_installs_a_view_quietly_and_probing_covers_it() -> None:
                 probed.add(e.packet.messages[0].target)
                 node.handle_packet(Packet(e.packet.messages[0].target, (Ack(e.packet.messages[0].seq, 0),)), e.to, t)
     assert probed == {r.name for r in rows}
+
+
+def test_late_ticks_with_unanswered_probes_never_leave_a_past_deadline() -> None:
+    """A driver ticks a little late (the runtime adds 1 ms); a probe then outlives its round's start. The
+    next probe waits for the probe's end instead of asking to be woken in the past, over and over."""
+    node = node_with_peers(cfg("a", probe_schedule="aligned"), 6, seed=3)
+    t = 0.0
+    for _ in range(200):
+        t = node.next_deadline() + 0.001
+        node.tick(t)  # nobody answers: every probe fails, members get suspected, then declared dead
+        assert node.next_deadline() > t
+
+
+def test_a_member_reaped_and_rejoining_holds_one_probe_slot() -> None:
+    node = node_with_peers(cfg("a", reap_after=1.0), 3, seed=4)
+    t = 0.0
+    for k in range(5):
+        incarnation = 10 * (k + 1)
+        node.handle_packet(Packet("x", (Dead("p2", incarnation, "x"),)), ("h", 9), t)
+        t += 2.0
+        node.tick(t)  # reaped
+        assert node.member("p2") is None
+        node.handle_packet(Packet("p2", (Alive("p2", incarnation + 1, ("h", 2)),)), ("h", 2), t)
+    assert node._probe_order.count("p2") == 1

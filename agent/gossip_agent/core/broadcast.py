@@ -17,8 +17,6 @@ from gossip_agent.core.messages import Rumor
 _MIN_RUMOR_BYTES = 8
 # Queue items looked at per packet at most.
 _MAX_SCAN = 512
-# A packet counts as full after this many rumors in a row did not fit the space left.
-_MAX_MISFITS = 8
 
 
 def retransmit_limit(retransmit_mult: int, n_members: int) -> int:
@@ -98,19 +96,14 @@ class BroadcastQueue:
         chosen: list[_Item] = []
         remaining = budget
         # Bounded scan: a packet is filled from the best candidates, not from a walk over a long queue.
-        scan, misfits = _MAX_SCAN, 0
+        scan = _MAX_SCAN
         for transmits in sorted(self._levels):
             for item in reversed(self._levels[transmits].values()):
                 scan -= 1
                 if scan < 0 or remaining < _MIN_RUMOR_BYTES:
                     break
                 if item.size > remaining:
-                    misfits += 1
-                    if misfits >= _MAX_MISFITS:
-                        scan = -1
-                        break
                     continue
-                misfits = 0
                 if to is not None and (item.source == to or to in item.sent_to):
                     continue
                 chosen.append(item)

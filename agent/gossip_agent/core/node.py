@@ -348,7 +348,8 @@ class Node:
         deadline = self._followup_sync_at if self.leaving else min(self._next_push_pull, self._followup_sync_at)
         if self._former:
             deadline = min(deadline, self._next_reconnect)
-        if not self.leaving and len(self._probe_order):
+        if not self.leaving and len(self._probe_order) and self._probe is None:
+            # While a probe is in flight the next one waits for its end (below), even if its round began.
             deadline = min(deadline, self._next_probe)
         probe = self._probe
         if probe is not None:
@@ -386,8 +387,6 @@ class Node:
         if r == self._last_round:
             return None
         self._last_round = r
-        if len(self._probe_order) > 2 * len(self.table):
-            self._probe_order = [name for name in self._probe_order if name in self.table]
         return self.table.get(ring[(me + probe_schedule.shift(r, n - 1)) % n][1])
 
     def _next_target(self) -> Member | None:
@@ -522,6 +521,16 @@ class Node:
                 if member is not None and member.state == MemberState.SUSPECT:
                     self._apply_rumor(Dead(name, suspicion.incarnation, self.name), now, None, out)
 
+    def _forget_probe_slot(self, name: str) -> None:
+        """A reaped member leaves the probe order now: if it rejoins, it gets one new slot, not a second."""
+        try:
+            i = self._probe_order.index(name)
+        except ValueError:
+            return
+        del self._probe_order[i]
+        if i < self._probe_index:
+            self._probe_index -= 1
+
     def _reconnect(self, now: float, out: list[Effect]) -> None:
         """Try one failed member again: after a partition heals, this is how the two sides find each other."""
         cfg = self.config.membership
@@ -543,6 +552,7 @@ class Node:
             if member is None or not gone or member.state_since != since:
                 continue
             self.table.remove(name)
+            self._forget_probe_slot(name)
             out.append(MemberEvent(EventKind.REAP, member.snapshot()))
 
     # -- rumors ----------------------------------------------------------------------------------------
