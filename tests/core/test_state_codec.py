@@ -139,6 +139,14 @@ def test_structured_garbage_only_raises_the_codec_error(tag: int, a: object, b: 
                 decode(data)
 
 
+@pytest.mark.parametrize("counts", [None, 7, "ab", [1, 2]])
+def test_ae_response_children_with_non_bytes_counts_raise_the_codec_error(counts: object) -> None:
+    # Found by the fuzz test above: the hash-length check read len(counts) before checking its type.
+    data = msgpack.packb([4, [2, 8], None, [[0, 0, bytes(64), counts]], [], [], [], False], use_bin_type=True)
+    with pytest.raises(StateCodecError, match="children"):
+        decode_ae_response(data)
+
+
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_valid_messages_only_raise_the_codec_error(data: st.DataObject) -> None:

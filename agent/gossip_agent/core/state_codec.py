@@ -229,7 +229,7 @@ def decode_ae_response(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeR
     out_children = []
     for item in children:
         if not (isinstance(item, list) and len(item) == 4 and isinstance(item[2], bytes)
-                and len(item[2]) == len(item[3]) * HASH_BYTES and isinstance(item[3], bytes)
+                and isinstance(item[3], bytes) and len(item[2]) == len(item[3]) * HASH_BYTES
                 and 2 <= len(item[3]) <= MAX_FANOUT):
             raise StateCodecError(f"children: expected [level, index, fanout x {HASH_BYTES} bytes, fanout counts]")
         (node,) = _nodes(item[:2], "children")
