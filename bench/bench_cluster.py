@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import copy
 import datetime as dt
 import json
 import os
@@ -60,6 +61,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gossip_agent.__main__ import set_key_path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -407,9 +410,9 @@ class Impl:
         return ""
 
 
-def config_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """`--ours-set section.key=value` pairs as a nested mapping (values parsed as JSON, else strings)."""
-    out: dict[str, Any] = {}
+def with_overrides(base: Mapping[str, Any], items: Sequence[str]) -> dict[str, Any]:
+    """`base` with `--ours-set section.key=value` pairs applied (values parsed as JSON, else strings)."""
+    spec = copy.deepcopy(dict(base))
     for item in items:
         path, sep, raw = item.partition("=")
         if not sep or not path:
@@ -418,19 +421,8 @@ def config_overrides(items: Sequence[str]) -> dict[str, Any]:
             value: Any = json.loads(raw)
         except ValueError:
             value = raw
-        *sections, key = path.split(".")
-        node = out
-        for s in sections:
-            node = node.setdefault(s, {})
-        node[key] = value
-    return out
-
-
-def merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
-    return out
+        set_key_path(spec, path.split("."), value)
+    return spec
 
 
 class Ours(Impl):
@@ -438,8 +430,8 @@ class Ours(Impl):
     graceful = signal.SIGTERM
     parse = staticmethod(parse_ours)
 
-    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
-        self.spec = merged(LAN_SPEC, overrides or {})
+    def __init__(self, overrides: Sequence[str] = ()) -> None:
+        self.spec = with_overrides(LAN_SPEC, overrides)
 
     def command(self, name: str, port: int, rpc_port: int, seeds: Sequence[int], workdir: Path) -> list[str]:
         cfg = {**self.spec, "name": name, "bindAddress": "127.0.0.1", "advertiseAddress": "127.0.0.1",
@@ -1094,7 +1086,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "serf" and not serf_mod.available():
             log("serf is not installed (apt-get install serf): skipping it")
             continue
-        impls.append(Ours(config_overrides(args.ours_set)) if name == "ours" else Serf())
+        impls.append(Ours(args.ours_set) if name == "ours" else Serf())
 
     workdir = Path(args.keep_logs) if args.keep_logs else Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _set(data: dict[str, Any], path: Sequence[str], value: Any) -> None:
+def set_key_path(data: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    """data[path[0]][path[1]]... = value, creating the sections on the way (config overrides)."""
     for key in path[:-1]:
         section = data.get(key)
         if not isinstance(section, dict):
@@ -97,7 +98,7 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> AgentCo
                 raise ConfigError(f"{var}: expected an integer, got {raw!r}") from None
         elif kind == "list":
             value = [s.strip() for s in raw.split(",") if s.strip()]
-        _set(data, path, value)
+        set_key_path(data, path, value)
     flags: list[tuple[tuple[str, ...], Any]] = [
         (("name",), args.name), (("bindAddress",), args.bind_address), (("port",), args.port),
         (("advertiseAddress",), args.advertise_address), (("seeds",), args.seed),
@@ -105,7 +106,7 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> AgentCo
     ]
     for path, value in flags:
         if value is not None:
-            _set(data, path, value)
+            set_key_path(data, path, value)
     return from_mapping(data)
 
 
