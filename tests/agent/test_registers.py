@@ -20,8 +20,9 @@ import pytest
 from gossip_agent.cli.client import parse_metrics
 from gossip_agent.core.config import from_mapping
 from gossip_agent.core.crdt import MVRegister
-from gossip_agent.core.messages import MemberState
+from gossip_agent.core.messages import Ack, MemberState, Nack, Packet, Ping
 from gossip_agent.core.vector_clock import VersionVector
+from gossip_agent.io.probe_rtt import MAX_PENDING, ProbeRtt
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import StateService
 
@@ -251,3 +252,23 @@ async def test_latency_histograms_are_exported_and_move(pair: list[Node]) -> Non
     sessions = m["gossip_antientropy_session_seconds_count"]
     assert await n0.svc.sync_with(n1.agent.address)
     assert n0.metrics()["gossip_antientropy_session_seconds_count"] == sessions + 1
+
+
+def test_probe_rtt_counts_direct_acks_only_and_stays_bounded() -> None:
+    now = [10.0]
+    samples: list[float] = []
+    rtt = ProbeRtt(samples.append, lambda: now[0])
+    rtt.sent(Packet("me", (Ping(7, "target", "me", ("127.0.0.1", 1)),)))
+    now[0] += 0.004
+    rtt.received(Packet("helper", (Ack(7),)))            # relayed by a helper: not a direct round trip
+    rtt.received(Packet("target", (Nack(7),)))
+    assert samples == []
+    rtt.received(Packet("target", (Ack(7, 123),)))
+    rtt.received(Packet("target", (Ack(7, 123),)))       # a duplicate ack counts once
+    assert samples == [pytest.approx(0.004)]
+    for seq in range(1000):                               # unanswered pings are forgotten, oldest first
+        rtt.sent(Packet("me", (Ping(seq, "gone", "me", ("127.0.0.1", 1)),)))
+    assert len(rtt) == MAX_PENDING
+    rtt.received(Packet("gone", (Ack(0),)))
+    rtt.received(Packet("gone", (Ack(999),)))
+    assert len(samples) == 2

@@ -43,7 +43,7 @@ def register_monitor(p: argparse.ArgumentParser) -> None:
 
 
 def run_monitor(args: argparse.Namespace) -> int:
-    as_json = bool(args.json) or getattr(args, "output", "text") == "json"
+    as_json = bool(getattr(args, "json", False)) or getattr(args, "output", "text") == "json"
     path = WATCH_PATH + ("?updates=true" if args.updates else "")
     try:
         return _follow(client_from_args(args), path, as_json, max(0, args.count))

@@ -45,7 +45,7 @@ from gossip_agent.io.http_api import member_json
 from gossip_agent.io.metrics import AgentStats
 
 PATH = "/v1/members/watch"
-QUEUE = 256
+QUEUE = 1024  # lines are shared between queues: 1,024 events of ~250 B, whoever watches
 MAX_WATCHERS = 64
 HEARTBEAT = 15.0
 WRITE_TIMEOUT = 10.0

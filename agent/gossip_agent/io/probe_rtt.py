@@ -24,23 +24,26 @@ MAX_PENDING = 256
 
 
 class ProbeRtt:
-    def __init__(self, observe: Callable[[float], None]) -> None:
+    """`observe(seconds)` gets each round trip; `clock` is read only for pings and their acks."""
+
+    def __init__(self, observe: Callable[[float], None], clock: Callable[[], float]) -> None:
         self._observe = observe
+        self._clock = clock
         self._pending: dict[int, tuple[str, float]] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def sent(self, packet: Packet, now: float) -> None:
+    def sent(self, packet: Packet) -> None:
         first = packet.messages[0] if packet.messages else None
         if type(first) is Ping:
             pending = self._pending
             pending.pop(first.seq, None)  # a reused sequence number is the newest ping (keeps age order)
-            pending[first.seq] = (first.target, now)
+            pending[first.seq] = (first.target, self._clock())
             if len(pending) > MAX_PENDING:
                 del pending[next(iter(pending))]
 
-    def received(self, packet: Packet, now: float) -> None:
+    def received(self, packet: Packet) -> None:
         if not self._pending or not packet.messages:
             return
         first = packet.messages[0]
@@ -50,4 +53,4 @@ class ProbeRtt:
         if sent is None or sent[0] != packet.sender:
             return
         del self._pending[first.seq]
-        self._observe(max(0.0, now - sent[1]))
+        self._observe(max(0.0, self._clock() - sent[1]))

@@ -139,7 +139,7 @@ class Agent:
         self.stats = AgentStats()
         self.metrics = AgentMetrics(_NodeView(self), self.stats)
         self.member_watch = MemberWatchHub(self, self.stats)
-        self._probe_rtt = ProbeRtt(self.metrics.latency.probe_rtt.observe)
+        self._probe_rtt = ProbeRtt(self.metrics.latency.probe_rtt.observe, clock)
         self._refutations = 0
         self._keyring_file = KeyringFile(config.security.keyring_file) if config.security.keyring_file else None
         self.security = Security(self._keyring_file.keyring if self._keyring_file else None)
@@ -407,7 +407,7 @@ class Agent:
             return
         kind = codec.message_label(packet.messages[0]) if packet.messages else "empty"
         stats.bytes[("in", kind)] += len(data)
-        self._probe_rtt.received(packet, self.clock())
+        self._probe_rtt.received(packet)
         for m in packet.messages:
             stats.messages[("in", codec.message_label(m))] += 1
         try:
@@ -449,7 +449,7 @@ class Agent:
             stats.dropped["send_buffer_full"] += 1
             return
         stats.packets["out"] += 1
-        self._probe_rtt.sent(packet, self.clock())
+        self._probe_rtt.sent(packet)
         kind = codec.message_label(packet.messages[0]) if packet.messages else "empty"
         stats.bytes[("out", kind)] += len(data)
         for m in packet.messages:
