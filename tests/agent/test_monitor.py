@@ -109,8 +109,8 @@ async def test_snapshot_then_join_refute_and_leave(pair: list[Agent]) -> None:
             assert refute["member"]["name"] == "a0" and refute["incarnation"] > before
             a2.request_leave()
             await asyncio.wait_for(a2.wait_done(), 5.0)
-            left = await lines.until(lambda e: e["event"] in ("left", "dead"))
-            assert left["event"] == "left" and left["member"]["name"] == "a2"
+            left = await lines.until(lambda e: e["event"] in ("left", "dead") and e["member"]["name"] == "a2")
+            assert left["event"] == "left"
         finally:
             await a2.stop()
     await eventually(lambda: a0.stats.member_watchers == 0, what="the watcher to be released")
@@ -129,19 +129,27 @@ async def test_slow_watcher_is_dropped_with_a_last_message_and_counted(pair: lis
         for i in range(hub.queue_size + 5):
             hub.publish({"event": "join", "member": {"name": f"x{i}"}})
         assert len(hub) == 0 and a0.stats.member_watch_dropped == 2
-        events = [await slow_lines.next() for _ in range(hub.queue_size)]
-        assert [e["member"]["name"] for e in events] == [f"x{i}" for i in range(hub.queue_size)]
-        last = await slow_lines.next()
-        assert last["event"] == "error" and "too slow" in last["error"]
+        events = []
+        while (event := await slow_lines.next())["event"] != "error":
+            events.append(event)
+        assert "too slow" in event["error"] and len(events) == hub.queue_size
+        # (a real membership event queued before the burst would take a slot: allow a few)
+        names = [e["member"]["name"] for e in events if e["member"]["name"].startswith("x")]
+        assert names == [f"x{i}" for i in range(len(names))] and len(names) >= hub.queue_size - 5
         assert await slow.content.readline() == b""  # then the server closes the stream
     # Within the queue, nothing is dropped.
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         lines = Lines(resp)
         await lines.next()
-        for i in range(hub.queue_size):
+        burst = hub.queue_size - 10  # room for a real event or two
+        for i in range(burst):
             hub.publish({"event": "join", "member": {"name": f"y{i}"}})
-        assert [(await lines.next())["member"]["name"] for _ in range(hub.queue_size)][-1] == \
-            f"y{hub.queue_size - 1}"
+        assert len(hub) == 1
+        names: list[str] = []
+        while f"y{burst - 1}" not in names:
+            names.append((await lines.next())["member"]["name"])
+        assert [n for n in names if n.startswith("y")] == [f"y{i}" for i in range(burst)]
+        assert len(hub) == 1 and a0.stats.member_watch_dropped == 2
     text = a0.render_metrics().decode()
     assert parse_metrics(text)["gossip_member_watch_dropped_total"] == 2
 
@@ -315,9 +323,10 @@ def test_monitor_streams_join_kill_suspect_dead_and_leave(workdir: Path) -> None
             # A write changes m0's root: one convergence report follows (rate-limited, but it comes).
             with urlopen(Request(f"http://{m0.addr}/v1/kv/monitored", data=b"x", method="PUT"), timeout=10):
                 pass
-            raw.wait_line(lambda s: _event(s)["event"] == "convergence", 60, "a convergence report")
-            text.wait_line(lambda s: "root " in s and "agree" in s and "snapshot" not in s, 60,
-                           "a convergence report in text")
+            moved = raw.wait_line(lambda s: (e := _event(s))["event"] == "convergence" and e["rootChanges"] >= 1,
+                                  60, "a convergence report")
+            assert _event(moved)["root"] != snapshot["convergence"]["root"]
+            text.wait_line(lambda s: "root change" in s, 60, "a convergence report in text")
 
             # Leave first, then the crash: a leave right after a crash can be missed by the survivors (the
             # `left` rumor may go to the dead member only), which is the membership core's business, not
