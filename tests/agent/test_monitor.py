@@ -349,3 +349,34 @@ def test_monitor_streams_join_kill_suspect_dead_and_leave(workdir: Path) -> None
             results = [m.interrupt() for m in monitors]
         for code, stderr in results:
             assert code == 0 and stderr == "", (code, stderr)  # Ctrl-C: quiet
+
+
+async def test_a_client_that_stops_reading_is_disconnected_not_waited_on(pair: list[Agent],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watcher that never reads: once the socket buffers are full, a write that does not complete within
+    WRITE_TIMEOUT closes the connection (the queue alone would hold the handler for as long as the client
+    likes); the agent keeps serving, and the drop is counted."""
+    from gossip_agent.io import events_http
+    monkeypatch.setattr(events_http, "WRITE_TIMEOUT", 0.3)
+    a0 = pair[0]
+    hub = a0.member_watch
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", a0.port))
+        await loop.sock_sendall(sock, b"GET /v1/members/watch HTTP/1.1\r\nHost: x\r\n\r\n")
+        await eventually(lambda: len(hub) == 1, what="the subscription")
+        pad = "p" * 65536
+        for i in range(500):  # at most ~32 MiB offered, 10 s: the buffers fill long before
+            hub.publish({"event": "join", "member": {"name": f"z{i}", "pad": pad}})
+            await asyncio.sleep(0.02)
+            if a0.stats.member_watch_dropped:
+                break
+        assert a0.stats.member_watch_dropped == 1
+        await eventually(lambda: len(hub) == 0, what="the stalled watcher to be released")
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{a0.port}/v1/members") as r:
+            assert r.status == 200
+    finally:
+        sock.close()
