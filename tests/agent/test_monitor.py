@@ -380,3 +380,15 @@ async def test_a_client_that_stops_reading_is_disconnected_not_waited_on(pair: l
             assert r.status == 200
     finally:
         sock.close()
+
+
+async def test_idle_stream_heartbeats(pair: list[Agent], monkeypatch: pytest.MonkeyPatch) -> None:
+    from gossip_agent.io import events_http
+    monkeypatch.setattr(events_http, "LIVENESS_CHECK", 0.05)
+    monkeypatch.setattr(events_http, "HEARTBEAT", 0.2)
+    url = f"http://127.0.0.1:{pair[0].port}/v1/members/watch"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        lines = Lines(resp)
+        await lines.next()
+        beat = await lines.until(lambda e: e["event"] == "heartbeat", timeout=20)
+        assert beat["time"] > 0

@@ -48,6 +48,9 @@ PATH = "/v1/members/watch"
 QUEUE = 1024  # lines are shared between queues: 1,024 events of ~250 B, whoever watches
 MAX_WATCHERS = 64
 HEARTBEAT = 15.0
+# While idle, how often to check that the client is still connected (aiohttp does not cancel a handler
+# whose client went away), so its slot is freed within a second rather than at the next heartbeat.
+LIVENESS_CHECK = 1.0
 WRITE_TIMEOUT = 10.0
 CONVERGENCE_SAMPLE = 0.5
 CONVERGENCE_MIN_INTERVAL = 1.0
@@ -246,11 +249,18 @@ def member_watch_routes(hub: MemberWatchHub) -> list[web.AbstractRouteDef]:
         try:
             await response.prepare(request)
             await _write(response, snapshot)
+            idle = 0.0
             while True:
                 try:
-                    line = await asyncio.wait_for(watcher.queue.get(), HEARTBEAT)
+                    line = await asyncio.wait_for(watcher.queue.get(), LIVENESS_CHECK)
                 except TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
+                        return response  # the client went away
+                    idle += LIVENESS_CHECK
+                    if idle < HEARTBEAT:
+                        continue
                     line = _line({"event": "heartbeat", "time": hub._time()})
+                idle = 0.0
                 if line is None:
                     await _write(response, _line({"event": "error", "error": (
                         f"watch client too slow: more than {hub.queue_size} events pending; reconnect for a "
