@@ -293,3 +293,11 @@ async def test_ctrl_c_ends_gossipctl_watch_quietly(pair: list[Node]) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_hlc_json_survives_a_forged_far_future_timestamp() -> None:
+    from gossip_agent.core.hlc import Hlc
+    from gossip_agent.io.state_http import hlc_json
+    assert hlc_json(Hlc(1 << 62, 0, "x"))["time"] is None
+    assert hlc_json(Hlc(1_732_460_000_123, 2, "n")) == {"wallMs": 1_732_460_000_123, "logical": 2, "node": "n",
+                                                      "time": "2024-11-24T14:53:20.123Z"}

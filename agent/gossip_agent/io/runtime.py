@@ -16,6 +16,10 @@ unattached extension), starts extensions and the join loop; `run()` also install
 and returns the exit code after `stop()`.
 A leave (signal or POST /v1/leave) broadcasts `left`, keeps ticking until the rumor is sent out or
 `LEAVE_LINGER` passes, then stops. A second signal stops at once.
+
+Observers hook in here, not in the Node: member events (and refutations, seen as the Node's `refutations`
+count moving) go to `member_watch` (`GET /v1/members/watch`, io/events_http.py), and probe round trips are
+timed as packets leave and arrive (io/probe_rtt.py).
 """
 
 from __future__ import annotations

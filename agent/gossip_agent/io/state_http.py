@@ -54,6 +54,7 @@ from gossip_agent.core.kvstore import (
 )
 from gossip_agent.core.replica import parse_write_concern
 from gossip_agent.core.state_codec import StateCodecError, decode_context, encode_context
+from gossip_agent.core.vector_clock import VersionVector
 
 if TYPE_CHECKING:
     from gossip_agent.io.state_service import StateService
@@ -114,12 +115,17 @@ def context_token(context: CausalContext) -> str:
 
 
 def hlc_json(ts: Hlc) -> dict[str, Any]:
-    """An HLC timestamp, readable: its parts and the wall time it stands for (UTC, ISO 8601)."""
-    when = datetime.fromtimestamp(ts.wall_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
-    return {"wallMs": ts.wall_ms, "logical": ts.logical, "node": ts.node, "time": when.replace("+00:00", "Z")}
+    """An HLC timestamp, readable: its parts and the wall time it stands for (UTC, ISO 8601; null when a
+    peer's clock put it outside what a date can show)."""
+    try:
+        when: str | None = datetime.fromtimestamp(ts.wall_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, ValueError, OSError):
+        when = None
+    return {"wallMs": ts.wall_ms, "logical": ts.logical, "node": ts.node,
+            "time": when.replace("+00:00", "Z") if when else None}
 
 
-def vv_json(vv: Any) -> dict[str, int]:
+def vv_json(vv: VersionVector) -> dict[str, int]:
     """A version vector as {writer: counter} (writer = a replica id; counter = its writes seen)."""
     return dict(sorted(vv.items()))
 
@@ -506,7 +512,6 @@ class StateApi:
         assert isinstance(entry, CrdtEntry)
         return await self._concern(entry, w, timeout, {"name": request.match_info["name"],
                                                        field: _crdt_value(entry)})
-
 
     # -- /v1/crdt/registers ------------------------------------------------------------------------------
     async def lww_set(self, request: web.Request) -> web.Response:
