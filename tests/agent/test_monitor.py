@@ -166,6 +166,13 @@ async def test_watchers_are_capped(pair: list[Agent]) -> None:
         async with http.get(url + "?updates=maybe") as bad:
             assert bad.status == 400 and "updates must be true or false" in (await bad.json())["error"]
         assert parse_metrics(a0.render_metrics().decode())["gossip_member_watchers"] == 2
+    # One client may not take every slot.
+    await eventually(lambda: len(a0.member_watch) == 0, what="the watchers above to be released")
+    a0.member_watch.max_watchers, a0.member_watch.max_per_client = 10, 1
+    async with aiohttp.ClientSession() as http, http.get(url) as r1:
+        await Lines(r1).next()
+        async with http.get(url) as r2:
+            assert r2.status == 429 and "per client" in (await r2.json())["error"]
 
 
 async def test_updates_only_on_request() -> None:

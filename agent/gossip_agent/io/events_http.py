@@ -19,7 +19,8 @@ What a client reads:
    last report: a write storm gives one line a second, not one per write.
 4. `heartbeat` after `HEARTBEAT` seconds without events (a dead connection is noticed by both sides).
 
-Bounded: at most `MAX_WATCHERS` streams (503 past it); each has a queue of `QUEUE` events. Publishing never
+Bounded: at most `MAX_WATCHERS` streams (503 past it), `MAX_PER_CLIENT` of them from one address (429), so
+one client cannot take every slot; each has a queue of `QUEUE` events. Publishing never
 blocks the agent: a client that falls `QUEUE` events behind is removed, told so in a last `error` line, and
 disconnected (it reconnects and gets a fresh snapshot: a watch is a notification, not a log); a write that
 the client does not read within `WRITE_TIMEOUT` closes the connection. Both count in
@@ -33,6 +34,7 @@ import contextlib
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -47,6 +49,7 @@ from gossip_agent.io.metrics import AgentStats
 PATH = "/v1/members/watch"
 QUEUE = 1024  # lines are shared between queues: 1,024 events of ~250 B, whoever watches
 MAX_WATCHERS = 64
+MAX_PER_CLIENT = 8
 HEARTBEAT = 15.0
 # While idle, how often to check that the client is still connected (aiohttp does not cancel a handler
 # whose client went away), so its slot is freed within a second rather than at the next heartbeat.
@@ -71,6 +74,7 @@ class Watcher:
 
     updates: bool
     queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(QUEUE + 1))
+    client: str = ""
 
 
 class ConvergenceDigest:
@@ -124,13 +128,16 @@ class MemberWatchHub:
 
     def __init__(self, agent: WatchedAgent, stats: AgentStats, *, wall: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, queue_size: int = QUEUE,
-                 max_watchers: int = MAX_WATCHERS, sample_every: float = CONVERGENCE_SAMPLE) -> None:
+                 max_watchers: int = MAX_WATCHERS, max_per_client: int = MAX_PER_CLIENT,
+                 sample_every: float = CONVERGENCE_SAMPLE) -> None:
         self.agent = agent
         self.stats = stats
         self.wall = wall
         self.monotonic = monotonic
         self.queue_size = queue_size
         self.max_watchers = max_watchers
+        self.max_per_client = max_per_client
+        self._per_client: Counter[str] = Counter()
         self.sample_every = sample_every
         self._watchers: list[Watcher] = []
         self._digest = ConvergenceDigest()
@@ -141,12 +148,21 @@ class MemberWatchHub:
         return len(self._watchers)
 
     # -- subscriptions ---------------------------------------------------------------------------------
-    def subscribe(self, *, updates: bool = False) -> tuple[Watcher, bytes] | None:
-        """A new watcher and its snapshot line; None when `max_watchers` are open (or the agent stops)."""
+    def full(self, client: str = "") -> str | None:
+        """Why a new watcher from `client` is refused now ("total" or "client"), or None."""
         if self._closed or len(self._watchers) >= self.max_watchers:
+            return "total"
+        if self._per_client[client] >= self.max_per_client:
+            return "client"
+        return None
+
+    def subscribe(self, *, updates: bool = False, client: str = "") -> tuple[Watcher, bytes] | None:
+        """A new watcher and its snapshot line; None when `full(client)`."""
+        if self.full(client):
             return None
-        watcher = Watcher(updates, asyncio.Queue(self.queue_size + 1))
+        watcher = Watcher(updates, asyncio.Queue(self.queue_size + 1), client)
         self._watchers.append(watcher)
+        self._per_client[client] += 1
         self.stats.member_watchers = len(self._watchers)
         status = self.agent.status()
         snapshot: dict[str, Any] = {
@@ -162,8 +178,12 @@ class MemberWatchHub:
         return watcher, _line(snapshot)
 
     def unsubscribe(self, watcher: Watcher) -> None:
-        with contextlib.suppress(ValueError):
-            self._watchers.remove(watcher)
+        if watcher not in self._watchers:
+            return
+        self._watchers.remove(watcher)
+        self._per_client[watcher.client] -= 1
+        if self._per_client[watcher.client] <= 0:
+            del self._per_client[watcher.client]
         self.stats.member_watchers = len(self._watchers)
 
     def dropped(self) -> None:
@@ -177,6 +197,7 @@ class MemberWatchHub:
             with contextlib.suppress(asyncio.QueueFull):
                 watcher.queue.put_nowait(b"")
         self._watchers.clear()
+        self._per_client.clear()
         self.stats.member_watchers = 0
         if self._sampler is not None:
             self._sampler.cancel()
@@ -193,8 +214,7 @@ class MemberWatchHub:
                 event.setdefault("time", self._time())
                 line = _line(event)
             if watcher.queue.qsize() >= self.queue_size:
-                self._watchers.remove(watcher)
-                self.stats.member_watchers = len(self._watchers)
+                self.unsubscribe(watcher)
                 self.stats.member_watch_dropped += 1
                 watcher.queue.put_nowait(None)  # the slot kept free: "you are too slow"
                 continue
@@ -238,7 +258,13 @@ def member_watch_routes(hub: MemberWatchHub) -> list[web.AbstractRouteDef]:
 
     async def watch(request: web.Request) -> web.StreamResponse:
         updates = _flag(request.query.get("updates"), "updates")
-        subscribed = hub.subscribe(updates=updates)
+        client = request.remote or "?"
+        full = hub.full(client)
+        if full == "client":
+            raise web.HTTPTooManyRequests(text=json.dumps({"error": (
+                f"too many membership watchers from {client} (limit {hub.max_per_client} per client)")}),
+                content_type="application/json")
+        subscribed = None if full else hub.subscribe(updates=updates, client=client)
         if subscribed is None:
             raise web.HTTPServiceUnavailable(
                 text=json.dumps({"error": f"too many membership watchers (limit {hub.max_watchers})"}),
