@@ -1,22 +1,29 @@
-"""gossipctl commands of the replicated state: put, get, del, ls, watch, counter incr/get, set add/rm/get.
+"""gossipctl commands of the replicated state: put, get, del, ls, watch, counter incr/get, set add/rm/get,
+register lww|mv set/get.
 
 `register(subparsers)` adds them to gossipctl's subcommand parser (each sets `run`); `COMMANDS` offers the
-same commands in the shape of `cli.main.COMMANDS` (name -> (help, register, run)).
+same commands in the shape of `cli.main.COMMANDS` (name -> (help, register, run)); it also carries
+`gossipctl monitor` (cli/monitor.py), so that command needs no line in cli/main.py.
 
-Values: `put KEY VALUE` (text), `--file PATH` (bytes; `-` is stdin). `get` prints the value raw; with
-siblings (concurrent writes under the `siblings` policy) it prints each one and exits 3, and `--json` prints
-the JSON answer. `--context TOKEN` sends back what a read returned (`get -v` prints it), which makes a put
-overwrite exactly those versions.
+Values: `put KEY VALUE` (text), `--file PATH` (bytes; `-` is stdin). `get` writes the value exactly as
+stored, byte for byte, and adds nothing: `$(gossipctl get k)` and `gossipctl get k > file` give back what
+was put. Only on a terminal, and only if the value does not end with a newline, one is added so the prompt
+starts on its own line. With siblings (concurrent writes under the `siblings` policy) it prints each one
+and exits 3, and `--json` prints the JSON answer. `get -v` also prints, on stderr (stdout stays the value),
+the key's version vector, each value's dot and HLC timestamp, and the causal context token; `--context
+TOKEN` sends that token back, which makes a put overwrite exactly the versions read.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from gossip_agent.cli import monitor
 from gossip_agent.cli.client import ClientError, Register, Run, Stream, add_client_args, client_from_args
 
 CONTEXT_HEADER = "X-Gossip-Context"
@@ -110,31 +117,60 @@ def run_put(args: argparse.Namespace) -> int:
 def register_get(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("key")
-    p.add_argument("-v", "--verbose", action="store_true", help="also print the causal context (stderr)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print (on stderr) the version vector, each value's dot and HLC, and the context")
+
+
+def _value_bytes(v: dict[str, Any]) -> bytes:
+    if "valueBase64" in v:
+        return base64.b64decode(v["valueBase64"])
+    return str(v.get("value", "")).encode()
+
+
+def _hlc_text(ts: Any) -> str:
+    if not isinstance(ts, dict):
+        return "?"
+    return f"{ts.get('time')} (wall {ts.get('wallMs')} ms, logical {ts.get('logical')}, node {ts.get('node')})"
+
+
+def print_versions(doc: dict[str, Any], file: Any) -> None:
+    """The readable version information of a `?format=json` read."""
+    vv = doc.get("versionVector") or {}
+    print("version vector: " + (", ".join(f"{node}={n}" for node, n in vv.items()) or "(empty)"), file=file)
+    for i, v in enumerate(doc.get("values", []), 1):
+        dot = v.get("dot") or {}
+        print(f"value {i}: dot {dot.get('node')}:{dot.get('counter')}  hlc {_hlc_text(v.get('timestamp'))}",
+              file=file)
+    if doc.get("context"):
+        print(f"context: {doc['context']}", file=file)
+
+
+def _write_value(value: bytes) -> None:
+    """The value exactly; a newline only when a terminal shows it and it lacks one (see the docstring)."""
+    sys.stdout.buffer.write(value)
+    if value and not value.endswith(b"\n") and sys.stdout.isatty():
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.flush()
 
 
 def run_get(args: argparse.Namespace) -> int:
-    status, headers, body = _Http(args).call("GET", _key_path(args.key) + ("?format=json" if args.json else ""))
-    if status == 404:
-        raise _fail(status, body, f"get {args.key}")
+    as_doc = args.json or args.verbose
+    status, headers, body = _Http(args).call("GET", _key_path(args.key) + ("?format=json" if as_doc else ""))
     if status != 200:
         raise _fail(status, body, f"get {args.key}")
-    if args.verbose:
-        print(f"context: {headers.get(CONTEXT_HEADER, '')}", file=sys.stderr)
     if args.json:
         _print_json(json.loads(body))
         return 0
-    if int(headers.get("X-Gossip-Siblings", "1")) > 1:
-        doc = json.loads(body)
+    doc = json.loads(body) if as_doc or int(headers.get("X-Gossip-Siblings", "1")) > 1 else None
+    if args.verbose and doc is not None:
+        print_versions(doc, sys.stderr)
+    if doc is not None and len(doc["values"]) > 1:
         print(f"{len(doc['values'])} concurrent values (write back with --context {doc['context']} to resolve):",
               file=sys.stderr)
         for v in doc["values"]:
             print(v.get("value", v.get("valueBase64")))
         return EXIT_SIBLINGS
-    sys.stdout.buffer.write(body)
-    if sys.stdout.isatty() and not body.endswith(b"\n"):
-        sys.stdout.write("\n")
-    sys.stdout.flush()
+    _write_value(_value_bytes(doc["values"][0]) if doc is not None else body)
     return 0
 
 
@@ -197,6 +233,13 @@ def register_watch(p: argparse.ArgumentParser) -> None:
 
 
 def run_watch(args: argparse.Namespace) -> int:
+    try:
+        return _watch(args)
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how a watch ends: quietly
+
+
+def _watch(args: argparse.Namespace) -> int:
     resp = _Http(args).stream("/v1/watch" + _query(prefix=args.prefix))
     seen = 0
     with resp:
@@ -290,6 +333,86 @@ def run_set(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- registers -------------------------------------------------------------------------------------------
+def register_register(p: argparse.ArgumentParser) -> None:
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, help_text in (("lww", "last-writer-wins register: the latest write wins"),
+                            ("mv", "multi-value register: concurrent writes all stay until overwritten")):
+        kp = kinds.add_parser(kind, help=help_text, description=help_text)
+        actions = kp.add_subparsers(dest="action", required=True, metavar="ACTION")
+        sp = actions.add_parser("set", help="assign a value")
+        _common(sp)
+        _write_opts(sp)
+        sp.add_argument("name")
+        sp.add_argument("value", nargs="?", help="the value as text (or use --file)")
+        sp.add_argument("--file", help="read the value from a file ('-': stdin)")
+        if kind == "mv":
+            sp.add_argument("--context", help="context token from a read: replace exactly the values read")
+        gp = actions.add_parser("get", help="print the value (mv: every concurrent value, one a line)")
+        _common(gp)
+        gp.add_argument("name")
+        gp.add_argument("-v", "--verbose", action="store_true",
+                        help="also print (on stderr) the timestamp (lww) or dots, version vector and context (mv)")
+
+
+def _value_arg(args: argparse.Namespace, what: str) -> bytes:
+    if (args.value is None) == (args.file is None):
+        raise ClientError(f"{what}: give the value as an argument or with --file (one of them)")
+    if args.file == "-":
+        return sys.stdin.buffer.read()
+    if args.file is not None:
+        try:
+            with open(args.file, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise ClientError(f"{what}: cannot read {args.file}: {exc.strerror}") from None
+    return str(args.value).encode()
+
+
+def run_register(args: argparse.Namespace) -> int:
+    path = f"/v1/crdt/registers/{args.kind}/" + quote(args.name, safe="/")
+    what = f"register {args.kind} {args.action} {args.name}"
+    http = _Http(args)
+    if args.action == "set":
+        headers = {"Content-Type": "application/octet-stream"}
+        if getattr(args, "context", None):
+            headers[CONTEXT_HEADER] = args.context
+        status, _, answer = http.call("PUT", path + _query(w=args.w if args.w != 1 else None),
+                                      _value_arg(args, what), headers)
+        if status != 200:
+            raise _fail(status, answer, what)
+        doc = json.loads(answer)
+        if args.json:
+            _print_json(doc)
+        else:
+            print(f"ok ({doc.get('acknowledged', 1)} holder(s))")
+        return 0
+    status, _, answer = http.call("GET", path)
+    if status != 200:
+        raise _fail(status, answer, what)
+    doc = json.loads(answer)
+    if args.json:
+        _print_json(doc)
+        return 0
+    if args.kind == "lww":
+        if args.verbose:
+            print(f"hlc {_hlc_text(doc.get('timestamp'))}", file=sys.stderr)
+        _write_value(_value_bytes(doc))
+        return 0
+    if args.verbose:
+        print_versions(doc, sys.stderr)
+    values = doc.get("values", [])
+    if len(values) == 1:
+        _write_value(_value_bytes(values[0]))
+        return 0
+    if values:
+        print(f"{len(values)} concurrent values (write back with --context {doc['context']} to resolve):",
+              file=sys.stderr)
+    for v in values:
+        print(v.get("value", v.get("valueBase64")))
+    return EXIT_SIBLINGS if len(values) > 1 else 0
+
+
 COMMANDS: dict[str, tuple[str, Register, Run]] = {
     "put": ("write a key", register_put, run_put),
     "get": ("read a key", register_get, run_get),
@@ -298,7 +421,9 @@ COMMANDS: dict[str, tuple[str, Register, Run]] = {
     "watch": ("stream changes under a prefix", register_watch, run_watch),
     "counter": ("PN-counter: incr NAME [DELTA] | get NAME", register_counter, run_counter),
     "set": ("OR-set: add NAME E... | rm NAME E... | get NAME", register_set, run_set),
+    "register": ("registers: lww|mv set NAME VALUE | lww|mv get NAME", register_register, run_register),
 }
+COMMANDS.update(monitor.COMMANDS)
 
 
 def register(subparsers: Any) -> None:

@@ -179,9 +179,17 @@ class MVRegister:
     values: Mapping[Dot, bytes] = field(default_factory=dict)
     context: VersionVector = EMPTY
 
-    def assign(self, node: str, value: bytes) -> MVRegister:
-        context, dot = self.context.increment(node)
-        return MVRegister({dot: value}, context)
+    def assign(self, node: str, value: bytes, seen: VersionVector | None = None) -> MVRegister:
+        """Replace what this replica holds; with `seen` (the context a client read, possibly at another
+        replica), replace exactly the values it covers: values the client did not see stay as siblings, and
+        values it saw that have not reached this replica yet are dropped when they arrive (the context
+        now covers them), as the client overwrote them."""
+        if seen is None:
+            context, dot = self.context.increment(node)
+            return MVRegister({dot: value}, context)
+        kept = {d: v for d, v in self.values.items() if not seen.covers(d)}
+        context, dot = self.context.merge(seen).increment(node)
+        return MVRegister({**kept, dot: value}, context)
 
     def value(self) -> tuple[bytes, ...]:
         """Concurrent values in dot order (the same order on every replica)."""

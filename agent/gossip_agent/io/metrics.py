@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -58,6 +58,8 @@ class AgentStats:
         self.events: Counter[str] = Counter()                 # member event kind
         self.streams: Counter[tuple[str, str]] = Counter()    # (operation, result)
         self.joined = False
+        self.member_watchers = 0        # open `GET /v1/members/watch` streams
+        self.member_watch_dropped = 0   # of them, disconnected for falling behind
 
 
 class AgentCollector(Collector):
@@ -118,6 +120,39 @@ class AgentCollector(Collector):
                                 value=node.health_score)
         yield GaugeMetricFamily("gossip_incarnation", "This agent's incarnation number.", value=node.incarnation)
         yield GaugeMetricFamily("gossip_joined", "1 once the agent has joined the cluster.", value=int(s.joined))
+        yield GaugeMetricFamily("gossip_member_watchers", "Open membership event streams (/v1/members/watch).",
+                                value=s.member_watchers)
+        dropped_watchers = CounterMetricFamily("gossip_member_watch_dropped", "Membership event streams "
+                                               "disconnected because the client fell behind.")
+        dropped_watchers.add_metric([], s.member_watch_dropped)
+        yield dropped_watchers
+
+
+# Bucket bounds in seconds (Prometheus base units). A probe round trip on a LAN is well under a millisecond
+# and bounded by the probe interval (an ack after it is no longer waited for); a write's concern waits at
+# most its `timeout` (60 s); an anti-entropy session is a few HTTP rounds, longer when it repairs much.
+PROBE_RTT_BUCKETS = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+WRITE_ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+ANTI_ENTROPY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class LatencyMetrics:
+    """Latency histograms, in seconds. Unlike the counters above they are observed as things happen (a
+    histogram cannot be rebuilt from a total at scrape time); one observation is a lock and a bisect, paid
+    once per probe, per `w > 1` write and per anti-entropy session, not per packet."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.probe_rtt = Histogram(
+            "gossip_probe_rtt_seconds", "Probe round trip: from a UDP ping sent to its ack received from the "
+            "probed member itself (acks relayed by an indirect probe are not counted).",
+            buckets=PROBE_RTT_BUCKETS, registry=registry)
+        self.write_ack = Histogram(
+            "gossip_state_write_ack_seconds", "Writes with w > 1: from the local commit until w members hold "
+            "the write (writes that time out are counted in gossip_state_write_concern_total instead).",
+            buckets=WRITE_ACK_BUCKETS, registry=registry)
+        self.anti_entropy_session = Histogram(
+            "gossip_antientropy_session_seconds", "Anti-entropy sessions this agent initiated and completed, "
+            "from the first request to the last answer merged.", buckets=ANTI_ENTROPY_BUCKETS, registry=registry)
 
 
 class AgentMetrics:
@@ -126,6 +161,7 @@ class AgentMetrics:
     def __init__(self, node: NodeView, stats: AgentStats) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(AgentCollector(node, stats))
+        self.latency = LatencyMetrics(self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,6 +16,10 @@ unattached extension), starts extensions and the join loop; `run()` also install
 and returns the exit code after `stop()`.
 A leave (signal or POST /v1/leave) broadcasts `left`, keeps ticking until the rumor is sent out or
 `LEAVE_LINGER` passes, then stops. A second signal stops at once.
+
+Observers hook in here, not in the Node: member events (and refutations, seen as the Node's `refutations`
+count moving) go to `member_watch` (`GET /v1/members/watch`, io/events_http.py), and probe round trips are
+timed as packets leave and arrive (io/probe_rtt.py).
 """
 
 from __future__ import annotations
@@ -40,10 +44,12 @@ from gossip_agent.core.effects import Effect, EventKind, MemberEvent, Send, Sync
 from gossip_agent.core.messages import Ack, Address, MemberSnapshot, MemberState, Packet, Ping, PushPullState
 from gossip_agent.core.node import Node
 from gossip_agent.io import tls
+from gossip_agent.io.events_http import MemberWatchHub, member_watch_routes
 from gossip_agent.io.extension import Extension
 from gossip_agent.io.http_api import make_app
 from gossip_agent.io.metrics import AgentMetrics, AgentStats
 from gossip_agent.io.peer_client import MAX_PUSH_PULL_BYTES, PeerClient, PeerError
+from gossip_agent.io.probe_rtt import ProbeRtt
 from gossip_agent.io.security import KeyringError, KeyringFile, Purpose, Security
 from gossip_agent.io.seeds import default_advertise_address, resolve_seeds
 from gossip_agent.io.transport import UdpTransport, open_udp
@@ -136,6 +142,9 @@ class Agent:
         self._initial_incarnation = incarnation
         self.stats = AgentStats()
         self.metrics = AgentMetrics(_NodeView(self), self.stats)
+        self.member_watch = MemberWatchHub(self, self.stats)
+        self._probe_rtt = ProbeRtt(self.metrics.latency.probe_rtt.observe, clock)
+        self._refutations = 0
         self._keyring_file = KeyringFile(config.security.keyring_file) if config.security.keyring_file else None
         self.security = Security(self._keyring_file.keyring if self._keyring_file else None)
         self.peer_client = PeerClient(self.security, timeout=config.membership.stream_timeout,
@@ -218,7 +227,7 @@ class Agent:
         cfg = self.config
         attempts = _PORT_ATTEMPTS if cfg.port == 0 else 1
         delegate = next((d for d in (e.state_delegate() for e in self.extensions) if d is not None), None)
-        routes = [r for e in self.extensions for r in e.routes()]
+        routes = [*member_watch_routes(self.member_watch), *(r for e in self.extensions for r in e.routes())]
         for attempt in range(attempts):
             udp = await open_udp(cfg.bind_address, cfg.port, self._on_datagram)
             port = udp.local_address[1]
@@ -303,6 +312,7 @@ class Agent:
             return
         self._stopped = True
         self._done.set()
+        self.member_watch.close_all()
         for ext in reversed(self.extensions):
             try:
                 await ext.stop()
@@ -346,6 +356,10 @@ class Agent:
                     self.stats.dropped["effect_error"] += 1
         finally:
             self._reschedule()
+            node = self._node
+            if node is not None and node.stats["refutations"] != self._refutations:
+                self._refutations = node.stats["refutations"]
+                self.member_watch.refuted(node.member(node.name))
 
     def _reschedule(self) -> None:
         if self._stopped or self._node is None or self._loop is None:
@@ -397,6 +411,7 @@ class Agent:
             return
         kind = codec.message_label(packet.messages[0]) if packet.messages else "empty"
         stats.bytes[("in", kind)] += len(data)
+        self._probe_rtt.received(packet)
         for m in packet.messages:
             stats.messages[("in", codec.message_label(m))] += 1
         try:
@@ -438,6 +453,7 @@ class Agent:
             stats.dropped["send_buffer_full"] += 1
             return
         stats.packets["out"] += 1
+        self._probe_rtt.sent(packet)
         kind = codec.message_label(packet.messages[0]) if packet.messages else "empty"
         stats.bytes[("out", kind)] += len(data)
         for m in packet.messages:
@@ -446,6 +462,7 @@ class Agent:
     def _on_member_event(self, event: MemberEvent) -> None:
         m = event.member
         self.stats.events[event.kind.value] += 1
+        self.member_watch.member_event(event)
         level = logging.WARNING if event.kind in (EventKind.DEAD, EventKind.SUSPECT) else logging.INFO
         log.log(level, "member %s %s (%s:%d, incarnation %d)", m.name, event.kind.value, m.addr[0], m.addr[1],
                 m.incarnation)

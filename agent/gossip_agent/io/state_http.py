@@ -5,7 +5,13 @@ Values are bytes. A PUT body is the raw value, unless the Content-Type is `appli
 got (`X-Gossip-Context`, base64) goes back with a write, in that header or the JSON body, so the write
 overwrites exactly what was read (it collapses siblings). A GET answers the raw value; when concurrent
 values exist (`siblings` policy) or with `?format=json` it answers JSON: `{"key", "values": [{"value"} or
-{"valueBase64"}, ...], "context"}` and `X-Gossip-Siblings: n`.
+{"valueBase64"}, ...], "context"}` and `X-Gossip-Siblings: n`; the JSON also spells out what the opaque
+context token holds, readable: the key's version vector, each value's dot and HLC timestamp.
+
+Registers (`/v1/crdt/registers/lww/{name}`, `/v1/crdt/registers/mv/{name}`) take a value like a PUT does
+and are CRDT keys like counters and sets (`crdt/registers/lww/...`, `crdt/registers/mv/...`): the
+LWW-register keeps the value with the highest HLC; the MV-register keeps concurrent values, and a write with
+the context its client read replaces exactly those (core/crdt.py).
 
 Writes accept `?w=N` (holders including this agent, default 1) and `?timeout=seconds`.
 
@@ -25,12 +31,15 @@ import binascii
 import contextlib
 import json
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
-from gossip_agent.core.crdt import ORSet, PNCounter
+from gossip_agent.core.crdt import LWWRegister, MVRegister, ORSet, PNCounter
+from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import (
+    MAX_LOCAL_SIBLINGS,
     CausalContext,
     Change,
     CrdtEntry,
@@ -45,16 +54,22 @@ from gossip_agent.core.kvstore import (
 )
 from gossip_agent.core.replica import parse_write_concern
 from gossip_agent.core.state_codec import StateCodecError, decode_context, encode_context
+from gossip_agent.core.vector_clock import VersionVector
 
 if TYPE_CHECKING:
     from gossip_agent.io.state_service import StateService
 
-_C = TypeVar("_C", PNCounter, ORSet)
+_C = TypeVar("_C", PNCounter, ORSet, LWWRegister, MVRegister)
 
 CONTEXT_HEADER = "X-Gossip-Context"
 SIBLINGS_HEADER = "X-Gossip-Siblings"
 COUNTERS = "crdt/counters/"
 SETS = "crdt/sets/"
+LWW_REGISTERS = "crdt/registers/lww/"
+MV_REGISTERS = "crdt/registers/mv/"
+# Where each CRDT type is read (409 answers name the right route).
+_ROUTE_OF = {"pncounter": "/v1/crdt/counters/", "orset": "/v1/crdt/sets/",
+             "lwwregister": "/v1/crdt/registers/lww/", "mvregister": "/v1/crdt/registers/mv/"}
 WATCH_QUEUE = 1024
 MAX_WATCHERS = 256
 WATCH_HEARTBEAT = 15.0
@@ -99,6 +114,26 @@ def context_token(context: CausalContext) -> str:
     return base64.b64encode(encode_context(context)).decode()
 
 
+def hlc_json(ts: Hlc) -> dict[str, Any]:
+    """An HLC timestamp, readable: its parts and the wall time it stands for (UTC, ISO 8601; null when a
+    peer's clock put it outside what a date can show)."""
+    try:
+        when: str | None = datetime.fromtimestamp(ts.wall_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, ValueError, OSError):
+        when = None
+    return {"wallMs": ts.wall_ms, "logical": ts.logical, "node": ts.node,
+            "time": when.replace("+00:00", "Z") if when else None}
+
+
+def vv_json(vv: VersionVector) -> dict[str, int]:
+    """A version vector as {writer: counter} (writer = a replica id; counter = its writes seen)."""
+    return dict(sorted(vv.items()))
+
+
+def dot_json(dot: tuple[str, int]) -> dict[str, Any]:
+    return {"node": dot[0], "counter": dot[1]}
+
+
 def entry_json(entry: Entry, *, values: bool = True) -> dict[str, Any]:
     """One key's state for listings and watch events."""
     if isinstance(entry, CrdtEntry):
@@ -120,6 +155,10 @@ def _crdt_value(entry: CrdtEntry) -> Any:
         return sorted(value.value())
     if isinstance(value, PNCounter):
         return value.value()
+    if isinstance(value, LWWRegister):
+        return None if value.data is None else value_json(value.data)
+    if isinstance(value, MVRegister):
+        return [value_json(v) for v in value.value()]
     return None
 
 
@@ -197,6 +236,12 @@ class StateApi:
             web.get("/v1/crdt/counters/{name:.+}", self.counter_get),
             web.post("/v1/crdt/sets/{name:.+}", self.set_update),
             web.get("/v1/crdt/sets/{name:.+}", self.set_get),
+            web.put("/v1/crdt/registers/lww/{name:.+}", self.lww_set),
+            web.post("/v1/crdt/registers/lww/{name:.+}", self.lww_set),
+            web.get("/v1/crdt/registers/lww/{name:.+}", self.lww_get),
+            web.put("/v1/crdt/registers/mv/{name:.+}", self.mv_set),
+            web.post("/v1/crdt/registers/mv/{name:.+}", self.mv_set),
+            web.get("/v1/crdt/registers/mv/{name:.+}", self.mv_get),
         ]
 
     # -- input -------------------------------------------------------------------------------------------
@@ -262,7 +307,11 @@ class StateApi:
     async def _concern(self, entry: Entry, w: int, timeout: float, body: dict[str, Any]) -> web.Response:
         """Answer once `w` members hold `entry`, or 504."""
         if w > 1:
+            agent = self.svc.agent
+            started = agent.now()
             concern = await self.svc.replicate(entry, w, timeout)
+            if concern.met:
+                agent.metrics.latency.write_ack.observe(max(0.0, agent.now() - started))
             body["acknowledged"] = concern.holders
             if not concern.met:
                 body["error"] = concern.timeout_message(timeout)
@@ -272,9 +321,9 @@ class StateApi:
         return web.json_response(body)
 
     # -- /v1/kv ------------------------------------------------------------------------------------------
-    async def put(self, request: web.Request) -> web.Response:
-        key = self._key(request)
-        w, timeout = self._write_params(request)
+    async def _value_body(self, request: web.Request) -> tuple[bytes, CausalContext | None]:
+        """A written value and the context sent with it: the raw body and `X-Gossip-Context`, or the JSON
+        body `{"value"|"valueBase64", "context"}`."""
         max_value = self.svc.config.state.max_value_bytes
         context = self._context(request.headers.get(CONTEXT_HEADER))
         if request.content_type == _JSON:
@@ -298,6 +347,12 @@ class StateApi:
                 context = self._context(data["context"])
         else:
             value = await self._read(request, max_value, "value")
+        return value, context
+
+    async def put(self, request: web.Request) -> web.Response:
+        key = self._key(request)
+        w, timeout = self._write_params(request)
+        value, context = await self._value_body(request)
         try:
             entry = self.svc.put(key, value, context)
         except StateError as exc:
@@ -314,8 +369,8 @@ class StateApi:
         key = self._key(request)
         entry = self.svc.store.entry(key)
         if isinstance(entry, CrdtEntry):
-            kind = "counters" if isinstance(entry.value, PNCounter) else "sets"
-            raise _error(409, f"{key!r} holds a {entry.value.TYPE}; read it with GET /v1/crdt/{kind}/<name>")
+            route = _ROUTE_OF.get(entry.value.TYPE, "/v1/crdt/")
+            raise _error(409, f"{key!r} holds a {entry.value.TYPE}; read it with GET {route}<name>")
         if entry is None:
             raise _error(404, f"no such key: {key!r}")
         result = read_result(entry)
@@ -323,12 +378,16 @@ class StateApi:
         headers = {CONTEXT_HEADER: token, SIBLINGS_HEADER: str(len(result.values))}
         if result.deleted:
             return web.json_response({"error": f"{key!r} was deleted", "key": key, "deleted": True,
-                                      "context": token}, status=404, headers=headers)
+                                      "context": token, "versionVector": vv_json(entry.context)},
+                                     status=404, headers=headers)
         if len(result.values) == 1 and request.query.get("format") != "json":
             return web.Response(body=result.values[0], content_type="application/octet-stream", headers=headers)
-        versions = [{**value_json(v.value or b""), "writer": v.timestamp.node, "hlc": v.timestamp.wall_ms}
-                     for v in result.versions]
-        return web.json_response({"key": key, "values": versions, "context": token}, headers=headers)
+        # `writer` and `hlc` (its wall milliseconds) predate `dot`/`timestamp`; kept for existing readers.
+        versions = [{**value_json(v.value or b""), "writer": v.timestamp.node, "hlc": v.timestamp.wall_ms,
+                     "dot": dot_json(v.dot), "timestamp": hlc_json(v.timestamp)} for v in result.versions]
+        return web.json_response({"key": key, "policy": self.svc.store.policy_for(key), "values": versions,
+                                  "versionVector": vv_json(entry.context), "timestamp": hlc_json(entry.timestamp),
+                                  "context": token}, headers=headers)
 
     async def delete(self, request: web.Request) -> web.Response:
         key = self._key(request)
@@ -454,3 +513,72 @@ class StateApi:
         return await self._concern(entry, w, timeout, {"name": request.match_info["name"],
                                                        field: _crdt_value(entry)})
 
+    # -- /v1/crdt/registers ------------------------------------------------------------------------------
+    async def lww_set(self, request: web.Request) -> web.Response:
+        """Assign a last-writer-wins register (stamped with a fresh HLC: it wins over every value this
+        agent has seen). A context is meaningless here and refused, so a client expecting MV semantics
+        learns it at once."""
+        key = self._key(request, "name", LWW_REGISTERS)
+        w, timeout = self._write_params(request)
+        value, context = await self._value_body(request)
+        if context is not None:
+            raise _error(400, "an LWW register takes no context (the latest write wins); use "
+                              "/v1/crdt/registers/mv/ to keep concurrent values")
+        try:
+            entry = self.svc.update_crdt(key, LWWRegister, lambda r, _, ts: r.assign(value, ts), "register")
+        except StateError as exc:
+            raise _state_error(exc) from None
+        assert isinstance(entry, CrdtEntry) and isinstance(entry.value, LWWRegister)
+        return await self._concern(entry, w, timeout, {"name": request.match_info["name"], **value_json(value),
+                                                       "timestamp": hlc_json(entry.value.timestamp)})
+
+    async def lww_get(self, request: web.Request) -> web.Response:
+        key = self._key(request, "name", LWW_REGISTERS)
+        register = self._typed_crdt(key, LWWRegister, "LWW register")
+        if register is None or register.data is None:
+            raise _error(404, f"no such register: {request.match_info['name']!r}")
+        return web.json_response({"name": request.match_info["name"], "type": "lww", **value_json(register.data),
+                                  "timestamp": hlc_json(register.timestamp)})
+
+    async def mv_set(self, request: web.Request) -> web.Response:
+        """Assign a multi-value register: with the context a read returned, replace exactly the values read
+        (siblings collapse); without, replace what this agent holds."""
+        key = self._key(request, "name", MV_REGISTERS)
+        w, timeout = self._write_params(request)
+        value, context = await self._value_body(request)
+        seen = context.vv if context is not None else None
+
+        def assign(r: MVRegister, node: str, _: Hlc) -> MVRegister:
+            out = r.assign(node, value, seen)
+            if len(out.values) > MAX_LOCAL_SIBLINGS:
+                raise TooManySiblings(f"{key!r} would hold {len(out.values)} concurrent values; read it and "
+                                      "write back with its context to resolve them")
+            return out
+
+        try:
+            entry = self.svc.update_crdt(key, MVRegister, assign, "register")
+        except StateError as exc:
+            raise _state_error(exc) from None
+        assert isinstance(entry, CrdtEntry) and isinstance(entry.value, MVRegister)
+        body = self._mv_json(request, entry)
+        response = await self._concern(entry, w, timeout, body)
+        response.headers[CONTEXT_HEADER] = body["context"]
+        return response
+
+    async def mv_get(self, request: web.Request) -> web.Response:
+        key = self._key(request, "name", MV_REGISTERS)
+        self._typed_crdt(key, MVRegister, "MV register")
+        entry = self.svc.store.entry(key)
+        if not isinstance(entry, CrdtEntry) or not isinstance(entry.value, MVRegister):
+            raise _error(404, f"no such register: {request.match_info['name']!r}")
+        body = self._mv_json(request, entry)
+        return web.json_response(body, headers={CONTEXT_HEADER: body["context"],
+                                                SIBLINGS_HEADER: str(len(body["values"]))})
+
+    def _mv_json(self, request: web.Request, entry: CrdtEntry) -> dict[str, Any]:
+        register = entry.value
+        assert isinstance(register, MVRegister)
+        values = [{**value_json(register.values[d]), "dot": dot_json(d)} for d in sorted(register.values)]
+        return {"name": request.match_info["name"], "type": "mv", "values": values,
+                "versionVector": vv_json(register.context),
+                "context": context_token(CausalContext(register.context, entry.timestamp))}

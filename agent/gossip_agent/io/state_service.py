@@ -574,7 +574,8 @@ class StateService(Extension, StateDelegate):
         session = Session(store, AE_LIMITS)
         request: AeRequest | None = session.start()
         stats.ae["sessions"] += 1
-        self.planner.started(self.agent.now())
+        started = self.agent.now()
+        self.planner.started(started)
         try:
             while request is not None:
                 body = encode_ae(request)
@@ -589,6 +590,7 @@ class StateService(Extension, StateDelegate):
             log.debug("anti-entropy with %s:%d failed: %s", addr[0], addr[1], exc)
             self._commit()
             return False
+        self.agent.metrics.latency.anti_entropy_session.observe(max(0.0, self.agent.now() - started))
         s = session.stats
         stats.ae_repaired["pulled"] += s.repaired
         stats.ae_repaired["pushed"] += s.pushed
