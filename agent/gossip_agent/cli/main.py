@@ -58,9 +58,12 @@ def ctl_command() -> str:
 
 def _shown_path(path: str) -> str:
     full = Path(path).absolute()  # not resolve(): a venv's bin/python symlink must stay the venv's
+    cwd = Path.cwd()
     try:
-        rel = full.relative_to(Path.cwd())
+        rel = full.relative_to(cwd)
     except ValueError:
+        return shlex.quote(str(full))
+    if cwd == cwd.parent:  # from / the absolute path reads better
         return shlex.quote(str(full))
     shown = str(rel)
     return shlex.quote(shown if "/" in shown else f"./{shown}")
@@ -112,22 +115,22 @@ def _plain(value: Any) -> str:
 
 
 def status_lines(status: dict[str, Any]) -> list[str]:
-    """An agent's /v1/status as aligned `key: value` lines, sections indented under their name."""
+    """An agent's /v1/status as aligned `key: value` lines, each section's keys indented under its name."""
     status = dict(status)
-    lines: list[tuple[str, str]] = []
     if "address" in status and "port" in status:
         status["address"] = f"{status['address']}:{status.pop('port')}"
     counts = status.get("members")
     if isinstance(counts, dict):
         status["members"] = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("alive", "suspect", "dead", "left"))
+    top = [k for k, v in status.items() if not isinstance(v, dict)]
+    width = max((len(k) for k in top), default=0) + 3  # the colon, two spaces
+    lines = [f"{k + ':':<{width}}{_plain(status[k])}" for k in top]
     for key, value in status.items():
         if isinstance(value, dict):
-            lines.append((key, ""))
-            lines.extend((f"  {k}", _plain(v)) for k, v in value.items())
-        else:
-            lines.append((key, _plain(value)))
-    width = max((len(k) for k, v in lines if v), default=0) + 2
-    return [f"{k}:" if not v else f"{k + ':':<{width}}{v}" for k, v in lines]
+            inner = max((len(k) for k in value), default=0) + 3
+            lines.append(f"{key}:")
+            lines.extend(f"  {k + ':':<{inner}}{_plain(v)}" for k, v in value.items())
+    return lines
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -415,8 +418,8 @@ def _serve(sup: Supervisor, request: dict[str, Any]) -> tuple[dict[str, Any], li
 # -- steering a running `up`: ps, kill, scale ------------------------------------------------------------
 
 def register_control(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", help=f"directory of the `gossipctl up` to steer (default: the one running under "
-                   f"{DEFAULT_ROOT}/)")
+    p.add_argument("--dir", help=f"directory of the `gossipctl up` to steer, which listens on DIR/control.sock "
+                   f"(default: the one running under {DEFAULT_ROOT}/)")
 
 
 def register_kill(p: argparse.ArgumentParser) -> None:
