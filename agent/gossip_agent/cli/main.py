@@ -295,7 +295,7 @@ def _run_up_locked(args: argparse.Namespace, manifest: Manifest, n: int, workdir
     old_term = signal.signal(signal.SIGTERM, on_signal)
     cluster = LocalCluster(workdir, log_level=args.log_level)
     sup = Supervisor(cluster, manifest, base_port=args.base_port, data_root=workdir / "data", extra=extra,
-                     backoff=lambda: RestartBackoff(first=args.restart_delay))
+                     backoff=lambda: RestartBackoff(first=args.restart_delay), ctl=ctl)
     control = ControlServer(workdir)
     progress = _Progress()
     view = _MemberView()
@@ -316,7 +316,7 @@ def _run_up_locked(args: argparse.Namespace, manifest: Manifest, n: int, workdir
                 reply, events = _serve(sup, request)
                 ControlServer.answer(conn, reply)
                 for line in events:
-                    progress.done(line)
+                    progress.done(f"[{time.monotonic() - started:5.1f}s] {line}")
                 if events:
                     changed_at = time.monotonic()
                     sup.write_state(workdir)
@@ -324,14 +324,14 @@ def _run_up_locked(args: argparse.Namespace, manifest: Manifest, n: int, workdir
             events = sup.tick(now)
             if events:
                 for line in events:
-                    progress.done(line)
+                    progress.done(f"[{time.monotonic() - started:5.1f}s] {line}")
                 changed_at = now
                 sup.write_state(workdir)
             if now - changed_at < 0.5 and ever_converged:  # something changed: report until converged again
                 converged, next_poll = False, min(next_poll, now + 0.2)
             if ever_converged and now >= next_view:
                 for line in view.update(sup.running()):
-                    progress.done(line)
+                    progress.done(f"[{time.monotonic() - started:5.1f}s] {line}")
                 next_view = now + 0.5
             if now < next_poll:
                 continue
@@ -385,7 +385,7 @@ def _hints(ctl: str, cluster: str, n: int, base_port: int) -> str:
         ("ps", "this cluster's agents, PIDs and restarts"),
         (f"kill {cluster}-{n - 1}", "SIGKILL: it is restarted after a backoff"),
         (f"leave --addr 127.0.0.1:{base_port + n - 1}", "it leaves and stays gone ..."),
-        (f"scale {n}", "... until scale brings it back (scale also adds or removes agents)"),
+        (f"scale {n}", "... until scale brings it back (or adds, removes agents)"),
     ]
     width = max(len(cmd) for cmd, _ in rows)
     return "\n".join(f"  {ctl} {cmd:<{width}}  # {why}" for cmd, why in rows)

@@ -64,13 +64,15 @@ class Slot:
 
 class Supervisor:
     def __init__(self, cluster: LocalCluster, manifest: Manifest, *, base_port: int, data_root: Path,
-                 extra: Mapping[str, Any], backoff: Callable[[], RestartBackoff] = RestartBackoff) -> None:
+                 extra: Mapping[str, Any], backoff: Callable[[], RestartBackoff] = RestartBackoff,
+                 ctl: str = "gossipctl") -> None:
         self.cluster = cluster
         self.manifest = manifest
         self.base_port = base_port
         self.data_root = data_root
         self.extra = dict(extra)
         self.new_backoff = backoff
+        self.ctl = ctl  # how the user runs gossipctl, for hints
         self.slots: list[Slot] = []
         self.replicas = 0
 
@@ -163,7 +165,8 @@ class Supervisor:
                 slot.last_exit = describe_exit(code)
                 if code == 0:
                     slot.state = SlotState.LEFT
-                    events.append(f"{slot.name} left; not restarting (`scale {self.replicas}` brings it back)")
+                    events.append(f"{slot.name} left; not restarting (`{self.ctl} scale {self.replicas}` "
+                                  "brings it back)")
                 else:
                     wait = slot.backoff.delay(now - slot.started_at, now)
                     slot.state, slot.restart_at = SlotState.RESTARTING, now + wait
