@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -293,3 +294,13 @@ def test_up_defaults_to_a_directory_per_cluster_name() -> None:
 
     args = ctl_parser().parse_args(["up", "-f", str(EXAMPLE)])
     assert args.dir is None and Path(".local-cluster") == DEFAULT_ROOT  # run_up uses DEFAULT_ROOT / metadata.name
+
+
+def test_leftover_agents_of_a_killed_up_are_named(tmp_path: Path) -> None:
+    from gossip_agent.cli.main import _leftover_pids
+
+    (tmp_path / "agents.json").write_text(json.dumps({"agents": [
+        {"name": "a-0", "pid": os.getpid()}, {"name": "a-1", "pid": None}]}))
+    assert _leftover_pids(tmp_path) == [os.getpid()]
+    (tmp_path / "agents.json").write_text("{not json")
+    assert _leftover_pids(tmp_path) == []

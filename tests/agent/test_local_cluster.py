@@ -172,7 +172,7 @@ def test_gossipctl_kill_ps_and_a_bad_request(up: Up) -> None:
     before = up.agents()[f"{NAME}-1"]
     res = ctl("kill", f"{NAME}-1", "--dir", str(up.dir))
     assert res.returncode == 0 and "killed with SIGKILL" in res.stdout, res.stderr
-    wait_for(lambda: (a := up.agents()[f"{NAME}-1"])["restarts"] == before["restarts"] + 1
+    wait_for(lambda: (a := up.agents().get(f"{NAME}-1", {})).get("restarts") == before["restarts"] + 1
              and a["state"] == "running", BOUND, "the killed agent to be restarted")
     ps = json.loads(ctl("ps", "--dir", str(up.dir), "-o", "json").stdout)
     assert {a["name"]: a["restarts"] for a in ps["agents"]}[f"{NAME}-1"] == before["restarts"] + 1
@@ -191,7 +191,7 @@ def test_a_left_agent_stays_gone_until_scale_brings_it_back(up: Up) -> None:
     leaver = f"{NAME}-1"
     res = ctl("leave", "--addr", f"127.0.0.1:{up.base + 1}")
     assert res.returncode == 0, res.stderr
-    wait_for(lambda: up.agents()[leaver]["state"] == "left", BOUND, f"{leaver} to be seen as left by `up`")
+    wait_for(lambda: up.agents().get(leaver, {}).get("state") == "left", BOUND, f"{leaver} to be seen as left by `up`")
     assert f"{leaver} left; not restarting" in up.output()
     wait_for(lambda: all((v := alive_view(up, i)) and v[leaver][0] == "left" for i in (0, 2)), BOUND,
              "the others to see it left")

@@ -258,7 +258,10 @@ def run_up(args: argparse.Namespace) -> int:
         raise ConfigError("--restart-delay: must be 0..3600 seconds")
     workdir = Path(args.dir) if args.dir else DEFAULT_ROOT / manifest.name
     workdir = workdir.resolve()
-    lock = DirLock(workdir)  # before anything in the directory is touched
+    try:
+        lock = DirLock(workdir)  # before anything in the directory is touched
+    except OSError as exc:
+        raise ConfigError(f"--dir: cannot use {workdir}: {exc.strerror or exc}") from None
     try:
         return _run_up_locked(args, manifest, n, workdir)
     finally:
@@ -284,6 +287,10 @@ def _run_up_locked(args: argparse.Namespace, manifest: Manifest, n: int, workdir
     if busy:
         print(f"gossipctl: port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use; "
               f"pick another --base-port", file=sys.stderr)
+        stale = _leftover_pids(workdir)
+        if stale:
+            print(f"gossipctl: agents of an earlier `gossipctl up` in this directory may still run (pids "
+                  f"{', '.join(map(str, stale))}; its `up` was killed); stop them with `kill PID`", file=sys.stderr)
         return 2
 
     stop = {"requested": False}
@@ -376,6 +383,25 @@ def _run_up_locked(args: argparse.Namespace, manifest: Manifest, n: int, workdir
             (workdir / STATE_FILE).unlink()  # it describes a running `up`
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+
+
+def _leftover_pids(workdir: Path) -> list[int]:
+    """PIDs that an `up` which did not stop cleanly (SIGKILL) left in its agents.json, and that still exist."""
+    try:
+        agents = json.loads((workdir / STATE_FILE).read_text())["agents"]
+        pids = [int(a["pid"]) for a in agents if a.get("pid")]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        alive.append(pid)
+    return alive
 
 
 def _hints(ctl: str, cluster: str, n: int, base_port: int) -> str:
@@ -546,6 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `gossipctl ... | head`: the reader is gone; say nothing more (and not at interpreter exit either).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a file or directory we were pointed at: one line, not a traceback
+        print(f"gossipctl: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
