@@ -304,3 +304,17 @@ def test_leftover_agents_of_a_killed_up_are_named(tmp_path: Path) -> None:
     assert _leftover_pids(tmp_path) == [os.getpid()]
     (tmp_path / "agents.json").write_text("{not json")
     assert _leftover_pids(tmp_path) == []
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--replicas", "5000"], "replicas (--replicas or spec.replicas): must be 1..1000"),
+    (["--base-port", "65534"], "--base-port: agents use ports base..base+4, so base must be 1..65531"),
+    (["--restart-delay", "-1"], "--restart-delay: must be 0..3600"),
+])
+def test_up_checks_its_numbers_first(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
+                                     message: str) -> None:
+    from gossip_agent.cli.main import main
+
+    assert main(["up", "-f", str(EXAMPLE), "--dir", str(tmp_path / "lc"), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "lc").exists()

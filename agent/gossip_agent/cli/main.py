@@ -38,7 +38,7 @@ from gossip_agent.cli.cluster import (
     port_is_free,
 )
 from gossip_agent.cli.control import ControlServer
-from gossip_agent.cli.supervisor import STATE_FILE, SlotState, Supervisor
+from gossip_agent.cli.supervisor import MAX_REPLICAS, STATE_FILE, SlotState, Supervisor
 from gossip_agent.core.config import ConfigError
 
 # -- how to run gossipctl again ---------------------------------------------------------------------------
@@ -252,8 +252,11 @@ class _MemberView:
 def run_up(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.file)
     n = manifest.replicas if args.replicas is None else args.replicas
-    if n < 1:
-        raise ConfigError("--replicas: must be >= 1")
+    if not 1 <= n <= MAX_REPLICAS:
+        raise ConfigError(f"replicas (--replicas or spec.replicas): must be 1..{MAX_REPLICAS}, got {n}")
+    if not 1 <= args.base_port <= 65536 - n:
+        raise ConfigError(f"--base-port: agents use ports base..base+{n - 1}, so base must be 1..{65536 - n}, "
+                          f"got {args.base_port}")
     if args.restart_delay < 0 or args.restart_delay > 3600:
         raise ConfigError("--restart-delay: must be 0..3600 seconds")
     workdir = Path(args.dir) if args.dir else DEFAULT_ROOT / manifest.name
