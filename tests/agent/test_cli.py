@@ -15,7 +15,7 @@ import pytest
 
 from gossip_agent.__main__ import build_parser, load_config, skip_system_trust_store
 from gossip_agent.cli.client import AgentClient, ClientError
-from gossip_agent.cli.cluster import agent_configs, load_manifest
+from gossip_agent.cli.cluster import agent_configs, free_port_block, load_manifest
 from gossip_agent.cli.main import build_parser as ctl_parser
 from gossip_agent.core.config import ConfigError, from_mapping
 
@@ -154,17 +154,26 @@ def test_spec_keys_equal_the_operators_schema() -> None:
     (b"kind: GossipCluster\nmetadata: {name: ../../etc}\n", "metadata.name"),
     (b"#" * (2 << 20), "larger than 1 MiB"),
 ])
-def test_a_bad_manifest_is_one_clean_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes,
-                                          message: str) -> None:
-    from gossip_agent.cli.main import main
-
+def test_a_bad_manifest_is_one_clean_line(tmp_path: Path, content: bytes, message: str) -> None:
     m = tmp_path / "m.yaml"
     m.write_bytes(content)
-    assert main(["up", "-f", str(m), "--dir", str(tmp_path / "lc")]) == 2
+    with pytest.raises(ConfigError) as exc:
+        load_manifest(m)
+    assert "\n" not in str(exc.value) and re.search(message, str(exc.value)), str(exc.value)
+
+
+def test_gossipctl_up_on_a_binary_file_says_so_in_one_line(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from gossip_agent.cli.main import main
+
+    binary = tmp_path / "ls"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)))
+    # (--exit-when-converged and a free port: were the check gone, this would not run a cluster for long.)
+    assert main(["up", "-f", str(binary), "--dir", str(tmp_path / "lc"), "--exit-when-converged", "--timeout", "5",
+                 "--base-port", str(free_port_block(5))]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("gossipctl: invalid configuration: -f: " if "metadata" not in
-                                                   message else "gossipctl: invalid configuration: metadata.name")
-    assert re.search(message, err.strip()), err
+    assert err == f"gossipctl: invalid configuration: -f: {binary} is not a text file (not UTF-8); expected a " \
+                  "YAML manifest\n"
     assert not (tmp_path / "lc").exists(), "nothing is created for a bad manifest"
 
 
@@ -290,10 +299,11 @@ def test_the_cluster_directory_lock_names_its_holder_and_clean_keeps_it(tmp_path
 
 
 def test_up_defaults_to_a_directory_per_cluster_name() -> None:
-    from gossip_agent.cli.main import DEFAULT_ROOT
+    from gossip_agent.cli.main import up_plan
 
-    args = ctl_parser().parse_args(["up", "-f", str(EXAMPLE)])
-    assert args.dir is None and Path(".local-cluster") == DEFAULT_ROOT  # run_up uses DEFAULT_ROOT / metadata.name
+    manifest, n, workdir = up_plan(ctl_parser().parse_args(["up", "-f", str(EXAMPLE)]))
+    assert (manifest.name, n) == ("demo", 5) and workdir == Path(".local-cluster", "demo").resolve()
+    assert up_plan(ctl_parser().parse_args(["up", "-f", str(EXAMPLE), "--dir", "x"]))[2] == Path("x").resolve()
 
 
 def test_leftover_agents_of_a_killed_up_are_named(tmp_path: Path) -> None:
@@ -311,10 +321,10 @@ def test_leftover_agents_of_a_killed_up_are_named(tmp_path: Path) -> None:
     (["--base-port", "65534"], "--base-port: agents use ports base..base+4, so base must be 1..65531"),
     (["--restart-delay", "-1"], "--restart-delay: must be 0..3600"),
 ])
-def test_up_checks_its_numbers_first(tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
-                                     message: str) -> None:
-    from gossip_agent.cli.main import main
+def test_up_checks_its_numbers_first(tmp_path: Path, flags: list[str], message: str) -> None:
+    from gossip_agent.cli.main import up_plan
 
-    assert main(["up", "-f", str(EXAMPLE), "--dir", str(tmp_path / "lc"), *flags]) == 2
-    assert message in capsys.readouterr().err
+    with pytest.raises(ConfigError) as exc:
+        up_plan(ctl_parser().parse_args(["up", "-f", str(EXAMPLE), "--dir", str(tmp_path / "lc"), *flags]))
+    assert message in str(exc.value)
     assert not (tmp_path / "lc").exists()

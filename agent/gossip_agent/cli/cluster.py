@@ -4,6 +4,9 @@
 its Popen (so by PID) and torn down by `LocalCluster.stop_all`: SIGTERM (a graceful leave), then SIGKILL
 after a bound. Agents run in their own session, so a terminal's Ctrl-C reaches only gossipctl, which then
 tears them down in order.
+
+Also here: the manifest's checks (in its own terms: `spec.gossip: unknown key(s) ...`), the cluster
+directory's lock (one `gossipctl up` per directory) and the restart backoff that `cli/supervisor.py` applies.
 """
 
 from __future__ import annotations

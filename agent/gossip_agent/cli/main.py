@@ -249,7 +249,9 @@ class _MemberView:
         return lines
 
 
-def run_up(args: argparse.Namespace) -> int:
+def up_plan(args: argparse.Namespace) -> tuple[Manifest, int, Path]:
+    """The manifest, the number of agents and the directory of `up`, every input checked (ConfigError)
+    before anything is written or started."""
     manifest = load_manifest(args.file)
     n = manifest.replicas if args.replicas is None else args.replicas
     if not 1 <= n <= MAX_REPLICAS:
@@ -260,7 +262,11 @@ def run_up(args: argparse.Namespace) -> int:
     if args.restart_delay < 0 or args.restart_delay > 3600:
         raise ConfigError("--restart-delay: must be 0..3600 seconds")
     workdir = Path(args.dir) if args.dir else DEFAULT_ROOT / manifest.name
-    workdir = workdir.resolve()
+    return manifest, n, workdir.resolve()
+
+
+def run_up(args: argparse.Namespace) -> int:
+    manifest, n, workdir = up_plan(args)
     try:
         lock = DirLock(workdir)  # before anything in the directory is touched
     except OSError as exc:
