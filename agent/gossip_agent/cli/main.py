@@ -111,6 +111,8 @@ def _plain(value: Any) -> str:
         return "-"
     if isinstance(value, list):
         return ", ".join(_plain(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_plain(v)}" for k, v in value.items()) or "-"
     return str(value)
 
 
@@ -321,7 +323,11 @@ def _run_up_locked(args: argparse.Namespace, manifest: Manifest, n: int, workdir
               f"(preset {configs[0]['preset']}); configs, logs and data in {_shown_path(str(workdir))}"
               + (" (data kept from an earlier run; --clean starts afresh)" if reused else ""), flush=True)
         started = time.monotonic()
-        sup.scale(n, started)
+        try:
+            sup.scale(n, started)
+        except ValueError as exc:  # a port taken since the check above
+            print(f"gossipctl: {exc}", file=sys.stderr)
+            return 2
         sup.write_state(workdir)
         converged = False
         ever_converged = False
