@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gossip_agent.__main__ import build_parser, load_config, skip_system_trust_store
-from gossip_agent.cli.cluster import agent_configs, load_manifest
+from gossip_agent.cli.client import AgentClient, ClientError
+from gossip_agent.cli.cluster import agent_configs, free_port_block, load_manifest
 from gossip_agent.cli.main import build_parser as ctl_parser
 from gossip_agent.core.config import ConfigError, from_mapping
 
@@ -114,3 +119,212 @@ def test_gossipctl_unreachable_agent_is_a_clear_error() -> None:
     proc = subprocess.run([sys.executable, "-m", "gossip_agent.cli", "status", "--addr", "127.0.0.1:1"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "cannot reach the agent" in proc.stderr
+
+
+# -- manifests: clear one-line errors in the manifest's own terms ------------------------------------------
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("{replica: 3}", r"^spec: unknown key\(s\) replica; known: antiEntropy, gossip, image, .*replicas, "),
+    ("{gossip: {fanuot: 3}}", r"^spec.gossip: unknown key\(s\) fanuot; known: fanout, immediateForward, "),
+    ("{storage: {sise: 1Gi}}", r"^spec.storage: unknown key\(s\) sise; known: ephemeral, fsync, .*size, "),
+    ("{gossip: 3}", r"^spec.gossip: expected a mapping, got int"),
+])
+def test_unknown_spec_keys_name_the_section_and_the_known_keys(tmp_path: Path, spec: str, message: str) -> None:
+    m = tmp_path / "m.yaml"
+    m.write_text(f"kind: GossipCluster\nmetadata: {{name: x}}\nspec: {spec}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_manifest(m)
+
+
+def test_spec_keys_equal_the_operators_schema() -> None:
+    from gossip_agent.cli.cluster import SPEC_KEYS
+    from gossip_operator import spec
+
+    expected = {"": spec._TOP_LEVEL, **{section: spec.AGENT_SECTIONS.get(section, frozenset())
+                                        | spec._OPERATOR_SECTION_KEYS.get(section, frozenset())
+                                        for section in (*spec.AGENT_SECTIONS, *spec._OPERATOR_SECTION_KEYS)}}
+    assert dict(SPEC_KEYS) == expected
+    load_manifest(EXAMPLE)  # the example manifest passes
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\x7fELF\x02\x01\x01\x00\x00\xd0\xff\xfe", "not a text file"),
+    (b"kind: GossipCluster\x00\n", "not a text file"),
+    (b"kind: GossipCluster\nspec: [unclosed\n", r"is not valid YAML: .*\(line \d+, column \d+\)$"),
+    (b"kind: GossipCluster\nmetadata: {name: ../../etc}\n", "metadata.name"),
+    (b"#" * (2 << 20), "larger than 1 MiB"),
+])
+def test_a_bad_manifest_is_one_clean_line(tmp_path: Path, content: bytes, message: str) -> None:
+    m = tmp_path / "m.yaml"
+    m.write_bytes(content)
+    with pytest.raises(ConfigError) as exc:
+        load_manifest(m)
+    assert "\n" not in str(exc.value) and re.search(message, str(exc.value)), str(exc.value)
+
+
+def test_gossipctl_up_on_a_binary_file_says_so_in_one_line(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from gossip_agent.cli.main import main
+
+    binary = tmp_path / "ls"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)))
+    # (--exit-when-converged and a free port: were the check gone, this would not run a cluster for long.)
+    assert main(["up", "-f", str(binary), "--dir", str(tmp_path / "lc"), "--exit-when-converged", "--timeout", "5",
+                 "--base-port", str(free_port_block(5))]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gossipctl: invalid configuration: -f: {binary} is not a text file (not UTF-8); expected a " \
+                  "YAML manifest\n"
+    assert not (tmp_path / "lc").exists(), "nothing is created for a bad manifest"
+
+
+# -- parsing: no abbreviations, addresses checked at the edge ----------------------------------------------
+
+def _all_parsers(p: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield p
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
+def test_no_parser_accepts_abbreviated_options(capsys: pytest.CaptureFixture[str]) -> None:
+    parsers = list(_all_parsers(ctl_parser()))
+    assert len(parsers) > 10 and all(not p.allow_abbrev for p in parsers)
+    with pytest.raises(SystemExit):
+        ctl_parser().parse_args(["up", "-f", "x.yaml", "--replica", "3"])
+    assert "unrecognized arguments: --replica 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("addr", "message"), [
+    ("127.0.0.1:99999", "invalid port"), ("127.0.0.1:0", "invalid port"), ("127.0.0.1:http", "invalid port"),
+    ("ftp://127.0.0.1:1", "scheme must be http or https"), (":7946", "no host"),
+])
+def test_a_bad_address_is_reported_as_such(capsys: pytest.CaptureFixture[str], addr: str, message: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        ctl_parser().parse_args(["status", "--addr", addr])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(ClientError, match=message):
+        AgentClient(addr)
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1:7946", "[::1]:7946", "https://node-0.example:8443", "localhost"])
+def test_good_addresses_pass(addr: str) -> None:
+    assert ctl_parser().parse_args(["members", "--addr", addr]).addr == addr
+
+
+def test_members_and_status_output_options() -> None:
+    p = ctl_parser()
+    assert p.parse_args(["members"]).output == "text"
+    assert p.parse_args(["members", "-o", "wide"]).output == "wide"
+    assert p.parse_args(["status", "-o", "json"]).output == "json"
+    assert p.parse_args(["status", "--json"]).json is True  # the older flag still works
+    with pytest.raises(SystemExit):
+        p.parse_args(["status", "-o", "wide"])
+
+
+def test_status_text_is_readable() -> None:
+    from gossip_agent.cli.main import status_lines
+
+    lines = status_lines({"name": "a", "address": "127.0.0.1", "port": 7946, "incarnation": 3, "joined": True,
+                          "members": {"alive": 2, "suspect": 1, "dead": 0, "left": 0},
+                          "state": {"root": "ab" * 32, "keys": 4},
+                          "convergence": {"converged": False, "lastConvergenceSeconds": None}})
+    assert lines == [
+        "name:         a",
+        "address:      127.0.0.1:7946",
+        "incarnation:  3",
+        "joined:       yes",
+        "members:      2 alive, 1 suspect, 0 dead, 0 left",
+        "state:",
+        "  root:  " + "ab" * 32,
+        "  keys:  4",
+        "convergence:",
+        "  converged:               no",
+        "  lastConvergenceSeconds:  -",
+    ]
+
+
+# -- hints name the gossipctl that runs -------------------------------------------------------------------
+
+def test_hints_name_a_gossipctl_that_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gossip_agent.cli.main import ctl_command
+
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    exe = venv_bin / "gossipctl"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(sys, "argv", [".venv/bin/gossipctl", "up"])
+    assert ctl_command() == ".venv/bin/gossipctl"  # not on PATH: the path that works from here
+    monkeypatch.setattr(sys, "argv", [str(exe), "up"])
+    assert ctl_command() == ".venv/bin/gossipctl"
+    monkeypatch.chdir("/")
+    assert ctl_command() == str(exe)  # outside the directory: absolute
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin")
+    assert ctl_command() == "gossipctl"  # on PATH: the name is enough
+    monkeypatch.setattr(sys, "argv", ["/x/gossip_agent/cli/__main__.py"])
+    assert ctl_command().endswith(" -m gossip_agent.cli")
+
+
+# -- the cluster directory -------------------------------------------------------------------------------
+
+def test_the_cluster_directory_lock_names_its_holder_and_clean_keeps_it(tmp_path: Path) -> None:
+    from gossip_agent.cli.cluster import LOCK_FILE, ClusterDirBusy, DirLock, clean_dir
+
+    d = tmp_path / "lc"
+    with DirLock(d):
+        with pytest.raises(ClusterDirBusy, match=rf"in use by another `gossipctl up` \(pid {os.getpid()}\)"):
+            DirLock(d)
+        (d / "data" / "x-0").mkdir(parents=True)
+        (d / "x-0.log").write_text("log")
+        clean_dir(d)
+        assert [p.name for p in d.iterdir()] == [LOCK_FILE]
+    with DirLock(d):  # released: the next holder gets it
+        pass
+    # In another process too: the kernel, not a PID file, decides.
+    code = ("import sys, time; from pathlib import Path; from gossip_agent.cli.cluster import DirLock; "
+            f"lock = DirLock(Path({str(d)!r})); print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ClusterDirBusy, match=rf"\(pid {holder.pid}\)"):
+            DirLock(d)
+    finally:
+        holder.kill()
+        holder.wait(10)
+    with DirLock(d):  # the holder died (SIGKILL): its lock went with it
+        pass
+
+
+def test_up_defaults_to_a_directory_per_cluster_name() -> None:
+    from gossip_agent.cli.main import up_plan
+
+    manifest, n, workdir = up_plan(ctl_parser().parse_args(["up", "-f", str(EXAMPLE)]))
+    assert (manifest.name, n) == ("demo", 5) and workdir == Path(".local-cluster", "demo").resolve()
+    assert up_plan(ctl_parser().parse_args(["up", "-f", str(EXAMPLE), "--dir", "x"]))[2] == Path("x").resolve()
+
+
+def test_leftover_agents_of_a_killed_up_are_named(tmp_path: Path) -> None:
+    from gossip_agent.cli.main import _leftover_pids
+
+    (tmp_path / "agents.json").write_text(json.dumps({"agents": [
+        {"name": "a-0", "pid": os.getpid()}, {"name": "a-1", "pid": None}]}))
+    assert _leftover_pids(tmp_path) == [os.getpid()]
+    (tmp_path / "agents.json").write_text("{not json")
+    assert _leftover_pids(tmp_path) == []
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--replicas", "5000"], "replicas (--replicas or spec.replicas): must be 1..1000"),
+    (["--base-port", "65534"], "--base-port: agents use ports base..base+4, so base must be 1..65531"),
+    (["--restart-delay", "-1"], "--restart-delay: must be 0..3600"),
+])
+def test_up_checks_its_numbers_first(tmp_path: Path, flags: list[str], message: str) -> None:
+    from gossip_agent.cli.main import up_plan
+
+    with pytest.raises(ConfigError) as exc:
+        up_plan(ctl_parser().parse_args(["up", "-f", str(EXAMPLE), "--dir", str(tmp_path / "lc"), *flags]))
+    assert message in str(exc.value)
+    assert not (tmp_path / "lc").exists()

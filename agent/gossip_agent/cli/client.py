@@ -11,6 +11,7 @@ import argparse
 import json
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,31 @@ def base_url(addr: str) -> str:
     if "://" in addr:
         return addr
     return f"http://{addr}"
+
+
+def check_addr(addr: str) -> str:
+    """`addr` itself if it names an http(s) host and a port 1..65535 (or none); else ValueError saying what
+    is wrong: a port out of range must read "invalid port", not later "connection refused"."""
+    url = base_url(addr)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"invalid port in {addr!r}: must be a number 1..65535") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{addr!r}: the scheme must be http or https")
+    if not parts.hostname:
+        raise ValueError(f"{addr!r}: no host (expected host:port or a URL)")
+    if port == 0:
+        raise ValueError(f"invalid port in {addr!r}: must be a number 1..65535")
+    return addr
+
+
+def _addr_arg(addr: str) -> str:
+    try:
+        return check_addr(addr)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +91,10 @@ class Stream:
 class AgentClient:
     def __init__(self, addr: str, *, timeout: float = DEFAULT_TIMEOUT, cafile: str | None = None,
                  insecure: bool = False) -> None:
+        try:
+            check_addr(addr)
+        except ValueError as exc:
+            raise ClientError(str(exc)) from None
         self.url = base_url(addr)
         self.timeout = timeout
         self._ssl: ssl.SSLContext | None = None
@@ -161,8 +191,9 @@ Run = Callable[[argparse.Namespace], int]
 
 def add_client_args(p: argparse.ArgumentParser, *, timeout: float = DEFAULT_TIMEOUT) -> None:
     """The options that say which agent to talk to and how (`client_from_args` reads them)."""
-    p.add_argument("--addr", default="127.0.0.1:7946", help="agent address host:port or URL (default %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    p.add_argument("--addr", default="127.0.0.1:7946", type=_addr_arg,
+                   help="agent address host:port or URL (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the raw JSON answer (-o json where offered)")
     p.add_argument("--cacert", help="CA file to verify an https agent")
     p.add_argument("--insecure", action="store_true", help="do not verify an https agent's certificate")
     p.add_argument("--timeout", type=float, default=timeout, help="seconds (default %(default)s)")

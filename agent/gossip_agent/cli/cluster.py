@@ -4,6 +4,9 @@
 its Popen (so by PID) and torn down by `LocalCluster.stop_all`: SIGTERM (a graceful leave), then SIGKILL
 after a bound. Agents run in their own session, so a terminal's Ctrl-C reaches only gossipctl, which then
 tears them down in order.
+
+Also here: the manifest's checks (in its own terms: `spec.gossip: unknown key(s) ...`), the cluster
+directory's lock (one `gossipctl up` per directory) and the restart backoff that `cli/supervisor.py` applies.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +35,8 @@ DEFAULT_REPLICAS = 3
 # How many of the first agents every agent lists as seeds (the operator uses the first pods the same way).
 SEED_COUNT = 3
 STOP_GRACE = 5.0
+# metadata.name as the operator admits it (gossip_operator.spec): also safe as a directory and member name.
+_NAME_RE = re.compile(r"[a-z]([-a-z0-9]{0,50}[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +46,83 @@ class Manifest:
     spec: Mapping[str, Any]
 
 
-def load_manifest(path: str | Path) -> Manifest:
-    """A GossipCluster from a YAML file (the first document of that kind); ConfigError if it is not one."""
+# What a GossipCluster spec admits, by section ("" is the spec itself): the operator's schema
+# (gossip_operator.spec), repeated here because the agent package runs without the operator installed; a
+# test keeps the two equal. gossipctl checks a manifest against it, so a typo is reported in the manifest's
+# own terms (`spec.gossip`, the keys a spec may hold), not in those of the agent config it expands to.
+SPEC_KEYS: Mapping[str, frozenset[str]] = {
+    "": frozenset({
+        "replicas", "image", "imagePullPolicy", "paused", "port", "preset", "resources", "podDisruptionBudget",
+        "pod", "membership", "gossip", "antiEntropy", "state", "storage", "security",
+    }),
+    "membership": frozenset({
+        "probeInterval", "probeTimeout", "indirectChecks", "suspicionMult", "suspicionMaxTimeoutMult",
+        "awarenessMaxMultiplier", "reapAfter", "tcpFallbackProbe", "probeSchedule", "streamTimeout",
+    }),
+    "gossip": frozenset({
+        "mode", "fanout", "interval", "retransmitMult", "immediateForward", "pushPullInterval", "mtu",
+        "maxMetaBytes",
+    }),
+    "antiEntropy": frozenset({"interval", "enabled"}),
+    "state": frozenset({"conflictPolicy", "conflictPolicies", "maxKeyBytes", "maxValueBytes", "tombstoneTtl"}),
+    "storage": frozenset({"fsync", "fsyncInterval", "snapshotEvery", "size", "storageClassName", "ephemeral"}),
+    "security": frozenset({"gossipKeySecret", "tlsSecret"}),
+}
+# A manifest is a small text file; anything larger is a mistake (`-f /dev/zero` must not read forever).
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+def _read_manifest_text(path: str | Path) -> str:
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"-f: cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ConfigError(f"-f: {path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a manifest")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"-f: {path} is not a text file (not UTF-8); expected a YAML manifest") from None
+    if "\x00" in text:
+        raise ConfigError(f"-f: {path} is not a text file (it holds NUL bytes); expected a YAML manifest")
+    return text
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line out of PyYAML's multi-line report: the problem and where it is."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
+
+
+def check_spec_keys(spec: Mapping[str, Any]) -> None:
+    """ConfigError naming `spec` or `spec.SECTION`, the unknown keys and the known ones."""
+    def check(data: Mapping[str, Any], section: str) -> None:
+        known = SPEC_KEYS[section]
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            where = f"spec.{section}" if section else "spec"
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+    check(spec, "")
+    for section in SPEC_KEYS:
+        value = spec.get(section) if section else None
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"spec.{section}: expected a mapping, got {type(value).__name__}")
+        check(value, section)
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """A GossipCluster from a YAML file (the first document of that kind); ConfigError if it is not one."""
+    text = _read_manifest_text(path)
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
-        raise ConfigError(f"-f: {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"-f: {path} is not valid YAML: {_yaml_problem(exc)}") from None
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == MANIFEST_KIND:
             break
@@ -58,8 +131,12 @@ def load_manifest(path: str | Path) -> Manifest:
     spec = doc.get("spec") or {}
     if not isinstance(spec, dict):
         raise ConfigError("spec: expected a mapping")
+    check_spec_keys(spec)
     meta = doc.get("metadata") or {}
     name = str(meta.get("name") or "local") if isinstance(meta, dict) else "local"
+    if not _NAME_RE.fullmatch(name):
+        raise ConfigError(f"metadata.name: {name!r} must be lowercase letters, digits and '-' (at most 52), "
+                          "starting with a letter: it names the agents and the cluster directory")
     replicas = spec.get("replicas", DEFAULT_REPLICAS)
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise ConfigError(f"spec.replicas: expected a positive integer, got {replicas!r}")
@@ -225,3 +302,107 @@ def alive_counts(agents: Sequence[AgentProcess]) -> list[int | None]:
         status = a.status() if a.running() else None
         out.append(None if status is None else int(status["members"]["alive"]))
     return out
+
+
+# -- the cluster directory -----------------------------------------------------------------------------------
+
+LOCK_FILE = "up.lock"
+
+
+class ClusterDirBusy(Exception):
+    """Another `gossipctl up` holds the cluster directory."""
+
+
+class DirLock:
+    """An exclusive lock on a cluster directory, held while the process lives (or until `release`).
+
+    Two `gossipctl up` on one directory would overwrite each other's configs and start two agents on one
+    data directory (one WAL, one replica id): the second must fail before touching anything. The lock is
+    `flock` on `up.lock`, so the kernel releases it when the holder dies, even by SIGKILL: no stale lock to
+    clean. The file holds the holder's PID, for the error message only.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        import fcntl  # POSIX only, like the rest of the local cluster
+
+        self.path = directory / LOCK_FILE
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ClusterDirBusy(f"{directory} is in use by another `gossipctl up` (pid {holder}); stop it first, "
+                                 "or give this one another --dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> DirLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def clean_dir(directory: Path) -> None:
+    """Delete everything in a cluster directory but its lock: configs, logs, keyring and agents' data."""
+    import shutil
+
+    for entry in directory.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+# -- restarts ------------------------------------------------------------------------------------------------
+
+@dataclass
+class RestartBackoff:
+    """When to restart an agent that exited without leaving: CrashLoopBackOff in small.
+
+    The delay doubles with each such exit, from `first` to `cap`, and starts over once the agent ran
+    `reset_after` seconds; whatever the delays, at most `max_per_window` restarts fall in any `window`
+    seconds, so an agent that dies at once does not spin. Takes `now` (no clock of its own).
+    """
+
+    first: float = 1.0
+    cap: float = 30.0
+    reset_after: float = 60.0
+    max_per_window: int = 5
+    window: float = 60.0
+    failures: int = 0
+    restarts: list[float] = field(default_factory=list)
+
+    def delay(self, ran: float, now: float) -> float:
+        """Seconds to wait before restarting an agent that exited at `now` after running `ran` seconds."""
+        if ran >= self.reset_after:
+            self.failures = 0
+        wait: float = min(self.cap, self.first * 2.0 ** min(self.failures, 30))
+        self.failures += 1
+        self.restarts = [t for t in self.restarts if t > now - self.window]
+        if len(self.restarts) >= self.max_per_window:
+            wait = max(wait, self.restarts[-self.max_per_window] + self.window - now)
+        return wait
+
+    def restarted(self, now: float) -> None:
+        self.restarts.append(now)
+
+
+def describe_exit(code: int) -> str:
+    """'killed by SIGKILL' / 'exit code 1' from a Popen return code."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
