@@ -99,7 +99,7 @@ def start_up(tmp: Path, *extra: str) -> Up:
     with open(out, "wb") as f:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gossip_agent.cli", "up", "-f", str(manifest), "--base-port", str(base),
-             "--dir", str(tmp / "lc"), *extra],
+             "--dir", str(tmp / "lc"), "--restart-delay", "1", *extra],
             stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return Up(proc, tmp / "lc", out, base, set())

@@ -355,7 +355,7 @@ def test_monitor_streams_join_kill_suspect_dead_and_leave(workdir: Path) -> None
         finally:
             results = [m.interrupt() for m in monitors]
         for code, stderr in results:
-            assert code == 0 and stderr == "", (code, stderr)  # Ctrl-C: quiet
+            assert code == 130 and stderr == "", (code, stderr)  # Ctrl-C: quiet, the shell's code for SIGINT
 
 
 async def test_a_client_that_stops_reading_is_disconnected_not_waited_on(pair: list[Agent],

@@ -233,13 +233,7 @@ def register_watch(p: argparse.ArgumentParser) -> None:
 
 
 def run_watch(args: argparse.Namespace) -> int:
-    try:
-        return _watch(args)
-    except KeyboardInterrupt:
-        return 0  # Ctrl-C is how a watch ends: quietly
-
-
-def _watch(args: argparse.Namespace) -> int:
+    """Stream changes until Ctrl-C, which `main()` turns into a quiet exit 130 for every command."""
     resp = _Http(args).stream("/v1/watch" + _query(prefix=args.prefix))
     seen = 0
     with resp:

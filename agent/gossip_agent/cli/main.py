@@ -174,9 +174,10 @@ def register_up(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clean", action="store_true", help="delete the directory's data, logs and configs first")
     p.add_argument("--preset", choices=["lan", "local", "wan"], help="override the timings preset")
     p.add_argument("--encrypt", action="store_true", help="generate a keyring and encrypt all traffic")
-    p.add_argument("--restart-delay", type=float, default=1.0, metavar="S",
+    p.add_argument("--restart-delay", type=float, default=10.0, metavar="S",
                    help="first wait before restarting an agent that died; doubles per death up to 30s "
-                   "(default %(default)s; more than the failure-detection time shows suspect -> dead first)")
+                   "(default %(default)s, kubelet's first crash back-off: longer than failure detection, so the "
+                   "live view shows suspect -> dead -> restarted -> alive; 1 brings it back at once)")
     p.add_argument("--exit-when-converged", action="store_true",
                    help="exit 0 once converged (non-zero on timeout), tearing the cluster down")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to converge (default %(default)s)")

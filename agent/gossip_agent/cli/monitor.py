@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import http.client
 import json
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -45,15 +44,8 @@ def register_monitor(p: argparse.ArgumentParser) -> None:
 def run_monitor(args: argparse.Namespace) -> int:
     as_json = bool(getattr(args, "json", False)) or getattr(args, "output", "text") == "json"
     path = WATCH_PATH + ("?updates=true" if args.updates else "")
-    try:
-        return _follow(client_from_args(args), path, as_json, max(0, args.count))
-    except KeyboardInterrupt:
-        return 0
-    except BrokenPipeError:
-        # The reader went away: exit quietly, and keep Python from complaining while flushing at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+    # Ctrl-C and a reader that went away (`| head`) end it quietly in `main()`, as for every command.
+    return _follow(client_from_args(args), path, as_json, max(0, args.count))
 
 
 def _follow(client: AgentClient, path: str, as_json: bool, count: int) -> int:
