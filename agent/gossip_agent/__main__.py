@@ -56,14 +56,26 @@ def set_key_path(data: dict[str, Any], path: Sequence[str], value: Any) -> None:
     data[path[-1]] = value
 
 
+# A config is a few KiB; a bound keeps `--config /dev/zero` from reading forever.
+_MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def _read_config_file(path: str) -> Any:
     """YAML, or JSON (a subset of YAML) without importing a YAML parser: the agent stays ~1 MiB smaller
     when its config is JSON, as the operator and `gossipctl up` write it."""
     try:
-        with open(path) as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+    if len(raw) > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"--config: {path} is larger than {_MAX_CONFIG_BYTES // 1024} KiB; is it a config file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\0"  # reported below, with NUL bytes, as not text
+    if "\0" in text:
+        raise ConfigError(f"--config: {path} is not a text file (expected JSON or YAML)")
     if text.lstrip().startswith("{"):
         try:
             return json.loads(text)

@@ -48,6 +48,18 @@ def test_config_errors_name_the_key(tmp_path: Path, content: str, env: dict[str,
         load_config(build_parser().parse_args(["--config", str(cfg)]), env)
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (bytes(range(256)) * 4, "not a text file"),          # a binary, e.g. --config /bin/ls
+    (b"name: a\0b\n", "not a text file"),
+    (b"#" * (1024 * 1024 + 1), "larger than 1024 KiB"),  # e.g. --config /dev/zero would never end
+])
+def test_a_config_that_is_not_text_is_one_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
+    cfg = tmp_path / "agent.conf"
+    cfg.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(build_parser().parse_args(["--config", str(cfg)]), {})
+
+
 def test_json_config_is_read_without_a_yaml_parser(tmp_path: Path) -> None:
     cfg = tmp_path / "agent.json"
     cfg.write_text('{"name": "j", "membership": {"probeInterval": "2s", "probeTimeout": "1s"}}')
