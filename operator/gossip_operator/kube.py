@@ -197,6 +197,16 @@ class KubeClient:
                 raise cls(response.status, reason, message)
             return payload
 
+    async def serves(self, resource: Resource) -> bool:
+        """Discovery: does the API server serve this group/version/plural? (GET /apis/GROUP/VERSION, which
+        RBAC's system:discovery role lets every authenticated client read; no API_CALLS entry needed.)"""
+        try:
+            listing = await self._request("GET", resource.path().rsplit("/", 1)[0])
+        except NotFound:
+            return False
+        return any(isinstance(r, Mapping) and r.get("name") == resource.plural
+                   for r in listing.get("resources") or [])
+
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         _check_declared(resource, "get")
         try:
