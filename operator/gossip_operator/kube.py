@@ -32,6 +32,9 @@ API_CALLS: frozenset[tuple[str, str, str]] = frozenset({
     (GROUP, PLURAL, "watch"),
     (GROUP, PLURAL, "patch"),
     (GROUP, f"{PLURAL}/status", "patch"),
+    # Not a call: children's ownerReferences set blockOwnerDeletion, and the OwnerReferencesPermissionEnforcement
+    # admission plugin (OpenShift) then requires update on the owner's finalizers (creates get 403 without it).
+    (GROUP, f"{PLURAL}/finalizers", "update"),
     # kopf: notice CRDs appearing/changing (resource scanning).
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
