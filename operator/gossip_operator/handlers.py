@@ -15,6 +15,7 @@ and tests can run several operators (one after another) in one process.
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import kopf
@@ -132,6 +133,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             if body is None:
                 return
             meta = body["metadata"]
+            started = time.monotonic()
             try:
                 pods, _ = _observations(indexes, meta.get("namespace"), meta["name"])
                 reports = await query_agents(runtime, body, pods)  # slow part: no lock held
@@ -142,6 +144,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             except Exception:
                 runtime.metrics.errors.labels(stage="status").inc()
                 raise
+            runtime.metrics.status_seconds.observe(time.monotonic() - started)  # queries included
             _post(body, update.events)
 
         return (Loop("status", settings.status_interval, 0.0, status_pass),

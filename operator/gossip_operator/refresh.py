@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -82,7 +81,6 @@ async def refresh(runtime: Runtime, body: Mapping[str, Any], *,
     name, namespace, uid = _identity(body)
     meta = body.get("metadata") or {}
     raw_spec = body.get("spec") or {}
-    started = time.monotonic()
     spec, error = _parse(body)
     if error is None:
         error = runtime.transition_error(uid, int(meta.get("generation") or 0))
@@ -109,5 +107,4 @@ async def refresh(runtime: Runtime, body: Mapping[str, Any], *,
         await runtime.kube.patch(GOSSIPCLUSTERS, namespace, name, update.patch, subresource="status")
     runtime.last_status[uid] = update.status
     runtime.metrics.set_phase(f"{namespace}/{name}", update.status["phase"])
-    runtime.metrics.status_seconds.observe(time.monotonic() - started)
     return update

@@ -182,27 +182,27 @@ def test_the_crd_as_it_once_shipped_is_rejected(api: kubernetes.client.ApiClient
 CASES: list[tuple[str, str, dict[str, Any] | None, dict[str, Any], str]] = [
     ("membership.probeTimeout must be below membership.probeInterval", "create", None,
      {"membership": {"probeInterval": "1s", "probeTimeout": "1s"}},
-     'spec.membership.probeTimeout: Invalid value: "object": membership.probeTimeout must be below '
+     'spec.membership.probeTimeout: Invalid value: membership.probeTimeout must be below '
      "membership.probeInterval"),
     ("gossip.fanout must be at most 16 (each member sends to fanout peers every gossip interval)", "create", None,
      {"gossip": {"fanout": 17}},
-     'spec.gossip.fanout: Invalid value: "object": gossip.fanout must be at most 16 (each member sends to fanout '
+     'spec.gossip.fanout: Invalid value: gossip.fanout must be at most 16 (each member sends to fanout '
      "peers every gossip interval)"),
     ("storage.size cannot be set when storage.ephemeral is true (an emptyDir is used)", "create", None,
      {"storage": {"ephemeral": True, "size": "1Gi"}},
-     'spec.storage.size: Invalid value: "object": storage.size cannot be set when storage.ephemeral is true '
+     'spec.storage.size: Invalid value: storage.size cannot be set when storage.ephemeral is true '
      "(an emptyDir is used)"),
     ("storage.storageClassName cannot be set when storage.ephemeral is true", "create", None,
      {"storage": {"ephemeral": True, "storageClassName": "fast"}},
-     'spec.storage.storageClassName: Invalid value: "object": storage.storageClassName cannot be set when '
+     'spec.storage.storageClassName: Invalid value: storage.storageClassName cannot be set when '
      "storage.ephemeral is true"),
     ("set either podDisruptionBudget.minAvailable or podDisruptionBudget.maxUnavailable, not both", "create", None,
      {"podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}},
-     'spec.podDisruptionBudget: Invalid value: "object": set either podDisruptionBudget.minAvailable or '
+     'spec.podDisruptionBudget: Invalid value: set either podDisruptionBudget.minAvailable or '
      "podDisruptionBudget.maxUnavailable, not both"),
     ("gossip.maxMetaBytes must be at most half of gossip.mtu", "create", None,
      {"gossip": {"mtu": 1000, "maxMetaBytes": 600}},
-     'spec.gossip: Invalid value: "object": gossip.maxMetaBytes must be at most half of gossip.mtu'),
+     'spec.gossip: Invalid value: gossip.maxMetaBytes must be at most half of gossip.mtu'),
 ]
 
 
