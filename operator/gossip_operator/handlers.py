@@ -15,6 +15,7 @@ and tests can run several operators (one after another) in one process.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from typing import Any
 
@@ -32,6 +33,14 @@ from gossip_operator.spec import GROUP, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_
 MANAGED = {LABEL_MANAGED_BY: MANAGER, LABEL_NAME: AGENT_APP}
 # The same as a label selector string, for server-side filtering of the pod and StatefulSet watches.
 MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in sorted(MANAGED.items()))
+
+
+logger = logging.getLogger(__name__)
+
+
+class _ClusterLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"{(self.extra or {}).get('cluster')}: {msg}", kwargs
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -122,11 +131,15 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         _capture(kwargs)
         await _reconcile(_runtime(memo), "resume", body, logger)
 
-    def loops(runtime: Runtime, logger: Any) -> tuple[Loop, ...]:
+    def loops(runtime: Runtime) -> tuple[Loop, ...]:
         async def resync(uid: str) -> None:
             body = runtime.loops.body(uid)
             if body is not None:
-                await _reconcile(runtime, "resync", body, logger)
+                # A plain logger: kopf's per-object loggers belong to one object and turn warnings into Events
+                # on it; _report posts the Events it wants itself.
+                meta = body["metadata"]
+                await _reconcile(runtime, "resync", body, _ClusterLogger(logger, {
+                    "cluster": f"{meta.get('namespace')}/{meta['name']}"}))
 
         async def status_pass(uid: str) -> None:
             body = runtime.loops.body(uid)
@@ -151,7 +164,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
                 Loop("resync", settings.resync_interval, settings.resync_interval, resync))
 
     @kopf.on.event(GROUP, VERSION, PLURAL, id="track", registry=registry)
-    async def track(event: Any, body: kopf.Body, memo: Any, logger: Any, **kwargs: Any) -> None:
+    async def track(event: Any, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         runtime = _runtime(memo)
         _capture(kwargs)
         uid = str(body.metadata.uid)
@@ -162,7 +175,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         if runtime.exiting:
             return
         if not runtime.loops.loops:
-            runtime.loops.loops = loops(runtime, logger)
+            runtime.loops.loops = loops(runtime)
         runtime.loops.track(uid, copy.deepcopy(dict(body)))
 
     return registry

@@ -136,3 +136,18 @@ async def test_a_spec_change_does_not_wait_behind_unreachable_agents(cluster: Em
         await wait_for(lambda: cluster.api.get_object(STS, NAMESPACE, "demo")["spec"]["replicas"] == 5,
                        timeout=30, what="the StatefulSet scaled while the status pass still waits")
         assert json.dumps(asked)  # the agents were still being asked (nothing answered)
+
+
+async def test_a_clusters_warnings_never_land_on_another(cluster: EmulatedCluster, start_operator) -> None:
+    """The loops serve every cluster; a warning of one cluster's resync must not become an Event of another."""
+    operator = await start_operator()
+    cluster.api.create_object(GSC, gsc_body("first"))
+    await wait_for(lambda: all(child_objects(cluster.api, "first").values()), what="first's children")
+    cluster.api.create_object("v1/configmaps", {"metadata": {"name": "second-config", "namespace": NAMESPACE,
+        "ownerReferences": [{"apiVersion": "v1", "kind": "Thing", "name": "x", "uid": "other", "controller": True}]}})
+    cluster.api.create_object(GSC, gsc_body("second"))
+    seen = operator.reconciles("resync")
+    await wait_for(lambda: operator.reconciles("resync") >= seen + 4, what="resync passes of both clusters")
+    about_second = [e for e in cluster.api.list_objects("v1/events", NAMESPACE) if "second-config" in e["message"]]
+    assert about_second, "the warning is reported on its own cluster"
+    assert {e["involvedObject"]["name"] for e in about_second} == {"second"}
