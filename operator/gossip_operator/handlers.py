@@ -24,6 +24,7 @@ import kopf
 from gossip_operator import status as status_model
 from gossip_operator.loops import Loop
 from gossip_operator.manifests.common import AGENT_APP, AGENT_PORT_ANNOTATION, HTTP_PORT_NAME, MANAGER
+from gossip_operator.manifests.resources import GOSSIPCLUSTERS
 from gossip_operator.reconcile import ReconcileResult, reconcile
 from gossip_operator.refresh import query_agents, refresh
 from gossip_operator.runtime import Runtime
@@ -105,8 +106,26 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             return {}
         return {(namespace, cluster): status_model.statefulset_observation(body)}
 
+    async def _exists(runtime: Runtime, body: Any) -> bool:
+        """Is this very cluster (same uid) still there and not being deleted, by the API server's word?
+
+        Reconciling creates children, so it must not run on a cluster that is gone: without a finalizer, kopf
+        can run the creation handler a second time on the body of the DELETED event (it could not store its
+        progress annotation on the deleted object), and a resync's view from the watch can be stale. One GET
+        per reconcile (rare) rules out resurrecting orphans; status passes only patch status and need none.
+        """
+        meta = body["metadata"]
+        live = await runtime.kube.get(GOSSIPCLUSTERS, str(meta.get("namespace")), str(meta["name"]))
+        live_meta = (live or {}).get("metadata") or {}
+        if live is None or live_meta.get("uid") != meta.get("uid") or live_meta.get("deletionTimestamp"):
+            runtime.forget(str(meta.get("uid")), f"{meta.get('namespace')}/{meta['name']}")
+            return False
+        return True
+
     async def _reconcile(runtime: Runtime, trigger: str, body: Any, logger: Any) -> None:
         async with runtime.lock(str(body["metadata"]["uid"])):
+            if not await _exists(runtime, body):
+                return
             result = await reconcile(runtime, body, trigger=trigger)
             _report(body, result, trigger, logger)
             if result.spec_error or result.changed:  # show InvalidSpec / progress now, not at the next pass
@@ -134,12 +153,13 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     def loops(runtime: Runtime) -> tuple[Loop, ...]:
         async def resync(uid: str) -> None:
             body = runtime.loops.body(uid)
-            if body is not None:
-                # A plain logger: kopf's per-object loggers belong to one object and turn warnings into Events
-                # on it; _report posts the Events it wants itself.
-                meta = body["metadata"]
-                await _reconcile(runtime, "resync", body, _ClusterLogger(logger, {
-                    "cluster": f"{meta.get('namespace')}/{meta['name']}"}))
+            if body is None:
+                return
+            meta = body["metadata"]
+            key = f"{meta.get('namespace')}/{meta['name']}"
+            # A plain logger: kopf's per-object loggers belong to one object and turn warnings into Events
+            # on it; _report posts the Events it wants itself.
+            await _reconcile(runtime, "resync", body, _ClusterLogger(logger, {"cluster": key}))
 
         async def status_pass(uid: str) -> None:
             body = runtime.loops.body(uid)

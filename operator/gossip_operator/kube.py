@@ -30,6 +30,8 @@ API_CALLS: frozenset[tuple[str, str, str]] = frozenset({
     # kopf: list+watch the custom resources, patch them (finalizer, progress annotations) and their status.
     (GROUP, PLURAL, "list"),
     (GROUP, PLURAL, "watch"),
+    # ours: a resync re-reads its cluster before creating children (the watch's view can be stale).
+    (GROUP, PLURAL, "get"),
     (GROUP, PLURAL, "patch"),
     (GROUP, f"{PLURAL}/status", "patch"),
     # Not a call: children's ownerReferences set blockOwnerDeletion, and the OwnerReferencesPermissionEnforcement

@@ -8,10 +8,11 @@ ClusterRole; the rest go into a Role in the release namespace, or into the Clust
 operator.clusterWide is true.
 */}}
 {{- define "gossip-operator.rbacRules" -}}
-# kopf: list+watch GossipClusters, patch them (finalizer, progress annotations) and their status.
+# kopf: list+watch GossipClusters, patch them (progress annotations) and their status; get: a resync re-reads
+# its cluster before creating children.
 - apiGroups: [gossip-operator.dev]
   resources: [gossipclusters]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [gossip-operator.dev]
   resources: [gossipclusters/status]
   verbs: [patch]
