@@ -5,9 +5,13 @@ Deterministic (seeded) and small: each test runs the pure cores only, in well un
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +119,14 @@ def test_zone_free_choice_by_estimated_rtt_also_cuts_cross_zone_choices() -> Non
             picked += 1
             cross += topo.zones[int(c.name[1:])] != topo.zones[i]
     assert (2 / 3) / (cross / picked) >= 4.0, cross / picked
+
+
+def test_bench_script_runs_and_reports_both_tables() -> None:
+    """Smoke run of bench/bench_topology.py with tiny sizes (it asserts no figures, only the shape)."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "bench_topology.py"
+    out = subprocess.run([sys.executable, str(script), "--nodes", "30", "--seconds", "10", "--every", "5",
+                          "--mix-nodes", "30", "--seeds", "2", "--fractions", "0.15", "--json"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(out.stdout)
+    assert {r["topology"] for r in report["convergence"]} == {"3-zones", "geometric"}
+    assert [r["cross_zone_fraction"] for r in report["choice"]] == ["uniform", "0.15"]

@@ -68,7 +68,7 @@ class TopologyPolicy:
         f = self.cross_zone_fraction
         if not (math.isfinite(f) and 0.0 < f <= 1.0):
             raise ValueError(f"cross_zone_fraction must be within (0, 1], got {f!r} "
-                             "(0 would trap updates in one zone; 1 is uniform choice)")
+                             "(0 would trap updates in one zone; uniform choice over Z equal zones is (Z-1)/Z)")
         if not (math.isfinite(self.near_rtt_ratio) and self.near_rtt_ratio >= 1.0):
             raise ValueError(f"near_rtt_ratio must be >= 1, got {self.near_rtt_ratio!r}")
         if not (math.isfinite(self.near_rtt_quantile) and 0.0 <= self.near_rtt_quantile <= 1.0):
