@@ -73,9 +73,9 @@ class VivaldiConfig:
     #: Weight of one sample in the error estimate (Dabek's c_e).
     ce: float = 0.25
     #: Weight of one sample in the coordinate move (Dabek's c_c). Serf uses 0.25; with one probe per member
-    #: per second that needs ~90 s to reach 15% median error on a 200-node random geometric network, while
-    #: 0.35 gets there in ~50 s and holds the zones' internal structure better (bench/bench_topology.py
-    #: compares both).
+    #: per second that needs ~65 s to reach 15% median error on a 200-node random geometric network (15.3%
+    #: at 60 s), while 0.35 gets there in ~50 s (11.7% at 60 s) and resolves the inside of a zone faster
+    #: (bench/bench_topology.py compares both; docs/topology.md has the figures).
     cc: float = 0.35
     #: Samples kept for the adjustment term; 0 disables it.
     adjustment_window: int = 20
