@@ -13,6 +13,7 @@ from gossip_agent.core.topology import (
     choose_one,
     choose_peers,
     far_pick_count,
+    parse_zone,
     split_near_far,
 )
 
@@ -108,3 +109,18 @@ def test_edge_cases() -> None:
 def test_policy_is_validated(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         TopologyPolicy(**bad)
+
+
+@pytest.mark.parametrize(("raw", "zone"), [
+    ("eu-west-1a\n", "eu-west-1a"), (b"us-central1-b", "us-central1-b"), ("", None), ("  \n", None),
+    ("zone_1.a", "zone_1.a"), ("a" * 63, "a" * 63),
+])
+def test_zone_labels_are_parsed(raw: object, zone: str | None) -> None:
+    assert parse_zone(raw) == zone
+
+
+@pytest.mark.parametrize("raw", ["-eu", "eu-", "eu west", "zone/a", "a" * 64, "x" * 10_000, b"\xff\xfe",
+                                 "z\u00e9", 42, None])
+def test_bad_zone_labels_are_refused_with_a_reason(raw: object) -> None:
+    with pytest.raises(ValueError, match="zone"):
+        parse_zone(raw)

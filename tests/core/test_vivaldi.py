@@ -143,8 +143,14 @@ def test_zero_rtt_is_accepted_as_the_floor() -> None:
     (((0.0, 0.0), math.nan, 1.0, 0.0), Rejection.NOT_FINITE),
     (((0.0, 0.0), 0.0, math.inf, 0.0), Rejection.NOT_FINITE),
     (((0.0, 0.0), 0.0, 1.0, -math.inf), Rejection.NOT_FINITE),
-    ((("0", 0.0), 0.0, 1.0, 0.0), Rejection.NOT_FINITE),
-    (((True, 0.0), 0.0, 1.0, 0.0), Rejection.NOT_FINITE),
+    ((("0", 0.0), 0.0, 1.0, 0.0), Rejection.MALFORMED),
+    (((True, 0.0), 0.0, 1.0, 0.0), Rejection.MALFORMED),
+    (((0.0, 0.0), None, 1.0, 0.0), Rejection.MALFORMED),
+    ((7, 0.0, 1.0, 0.0), Rejection.MALFORMED),
+    (("ab", 0.0, 1.0, 0.0), Rejection.MALFORMED),
+    (({"x": 1.0, "y": 2.0}, 0.0, 1.0, 0.0), Rejection.MALFORMED),
+    (([0.0] * 1_000_000, 0.0, 1.0, 0.0), Rejection.DIMENSIONS),
+    (((10**400, 0.0), 0.0, 1.0, 0.0), Rejection.OUT_OF_RANGE),
     (((1e9, 0.0), 0.0, 1.0, 0.0), Rejection.OUT_OF_RANGE),
     (((0.0, 0.0), 1e9, 1.0, 0.0), Rejection.OUT_OF_RANGE),
     (((0.0, 0.0), -0.001, 1.0, 0.0), Rejection.OUT_OF_RANGE),
@@ -154,13 +160,17 @@ def test_zero_rtt_is_accepted_as_the_floor() -> None:
 def test_hostile_peer_coordinates_are_refused_at_the_edge(fields: tuple[object, object, object, object],
                                                         reason: Rejection) -> None:
     vec, height, error, adjustment = fields
-    assert isinstance(vec, tuple)
     assert check_coordinate(vec, height, error, adjustment, CFG) is reason
+    client = VivaldiClient(CFG)
+    assert client.accept(vec, height, error, adjustment) is None
+    assert client.stats.rejected == {reason: 1}
 
 
 def test_valid_peer_coordinate_passes_with_error_clamped() -> None:
     got = check_coordinate([0.001, -0.002], 0.0, 99.0, 0.0005, CFG)
     assert got == Coordinate((0.001, -0.002), CFG.height_min, CFG.error_max, 0.0005)
+    assert VivaldiClient(CFG).accept([0.001, -0.002], 0, 99, 0.0005) == got  # ints are numbers too
+    assert check_coordinate(*got.as_tuple(), CFG) == got  # round trip through the plain form
 
 
 def test_update_refuses_a_coordinate_that_skipped_the_edge_check() -> None:

@@ -35,6 +35,7 @@ Pure: no clock, no I/O; deterministic given the RNG and the order of the candida
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,38 @@ from gossip_agent.core.rng import Rng
 DEFAULT_CROSS_ZONE_FRACTION = 0.15
 DEFAULT_NEAR_RTT_RATIO = 2.0
 DEFAULT_NEAR_RTT_QUANTILE = 0.1
+#: A zone is a Kubernetes label value: at most 63 characters, alphanumerics with '-', '_', '.' inside.
+ZONE_MAX_LENGTH = 63
+_ZONE_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+
+
+def parse_zone(raw: object) -> str | None:
+    """A zone label from the outside (the downward-API file, the config, a peer's metadata), validated.
+
+    Surrounding whitespace (the file's trailing newline) is ignored; empty means "zone unknown" (None).
+    Anything that is not a valid Kubernetes label value raises ValueError naming the problem, so the caller
+    can count and report it; the length is checked before the pattern, so a huge input costs nothing.
+    """
+    if isinstance(raw, bytes):
+        if len(raw) > 4 * ZONE_MAX_LENGTH:
+            raise ValueError(f"zone is longer than {ZONE_MAX_LENGTH} characters")
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("zone is not UTF-8 text") from None
+    if not isinstance(raw, str):
+        raise ValueError(f"zone must be text, got {type(raw).__name__}")
+    if len(raw) > 4 * ZONE_MAX_LENGTH:
+        raise ValueError(f"zone is longer than {ZONE_MAX_LENGTH} characters")
+    zone = raw.strip()
+    if not zone:
+        return None
+    if len(zone) > ZONE_MAX_LENGTH:
+        raise ValueError(f"zone is longer than {ZONE_MAX_LENGTH} characters")
+    if not _ZONE_RE.fullmatch(zone):
+        raise ValueError(f"zone {zone!r} is not a label value (letters, digits, '-', '_', '.'; "
+                         "alphanumeric at both ends)")
+    return zone
 
 
 @dataclass(frozen=True, slots=True)

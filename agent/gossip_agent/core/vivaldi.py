@@ -42,7 +42,6 @@ packet is sent.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -58,6 +57,7 @@ class Rejection(StrEnum):
     RTT_NOT_FINITE = "rtt_not_finite"
     RTT_NEGATIVE = "rtt_negative"
     RTT_TOO_LARGE = "rtt_too_large"
+    MALFORMED = "malformed"
     DIMENSIONS = "dimensions"
     NOT_FINITE = "not_finite"
     OUT_OF_RANGE = "out_of_range"
@@ -123,22 +123,28 @@ class Coordinate:
         return self.vec, self.height, self.error, self.adjustment
 
 
-def check_coordinate(vec: Sequence[object], height: object, error: object, adjustment: object,
+def check_coordinate(vec: object, height: object, error: object, adjustment: object,
                      config: VivaldiConfig) -> Coordinate | Rejection:
-    """Validate a coordinate received from a peer; returns it (error clamped to `error_max`) or why not.
+    """Validate a coordinate received from a peer (decoded values of any type); returns it or why not.
 
-    Rejects a wrong dimensionality, any non-number, NaN or infinity, and magnitudes beyond `max_magnitude`
-    (no real network is 100 s across; such a value can only be a bug or an attack, and would pull the local
-    coordinate far away in one step). A negative error or height is rejected; an error above `error_max`
-    (e.g. a peer with another tuning) is clamped rather than refused.
+    Rejects anything but a list/tuple of numbers and three numbers (MALFORMED), a wrong dimensionality
+    (checked before anything is iterated, so a huge list costs nothing), NaN or infinity, and magnitudes
+    beyond `max_magnitude` (no real network is 100 s across; such a value can only be a bug or an attack,
+    and would pull the local coordinate far away in one step). A negative error or height is rejected; an
+    error above `error_max` (e.g. a peer with another tuning) is clamped rather than refused.
     """
+    if not isinstance(vec, list | tuple):
+        return Rejection.MALFORMED
     if len(vec) != config.dimensions:
         return Rejection.DIMENSIONS
     values: list[float] = []
     for raw in (*vec, height, error, adjustment):
         if isinstance(raw, bool) or not isinstance(raw, int | float):
-            return Rejection.NOT_FINITE
-        value = float(raw)
+            return Rejection.MALFORMED
+        try:
+            value = float(raw)
+        except OverflowError:  # an integer beyond float range
+            return Rejection.OUT_OF_RANGE
         if not math.isfinite(value):
             return Rejection.NOT_FINITE
         values.append(value)
@@ -195,6 +201,14 @@ class VivaldiClient:
         self._filters: dict[str, list[float]] = {}
         self._adjust_samples: list[float] = []
         self._adjust_next = 0
+
+    def accept(self, vec: object, height: object, error: object, adjustment: object) -> Coordinate | None:
+        """`check_coordinate` for this client's configuration, counting a refusal in `stats.rejected`."""
+        checked = check_coordinate(vec, height, error, adjustment, self.config)
+        if isinstance(checked, Rejection):
+            self.stats.reject(checked)
+            return None
+        return checked
 
     def forget(self, peer: str) -> None:
         """Drop a departed peer's latency history (call on DEAD/LEFT)."""
