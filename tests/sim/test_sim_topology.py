@@ -11,6 +11,7 @@ import random
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from gossip_agent.core.topology import Candidate, TopologyPolicy, choose_peers
 from gossip_agent.core.vivaldi import estimate_rtt
 from gossip_agent.sim.topology import (
+    Topology,
     choice_cross_zone_share,
     median_relative_error,
     random_geometric,
@@ -130,3 +132,26 @@ def test_bench_script_runs_and_reports_both_tables() -> None:
     report = json.loads(out.stdout)
     assert {r["topology"] for r in report["convergence"]} == {"3-zones", "geometric"}
     assert [r["cross_zone_fraction"] for r in report["choice"]] == ["uniform", "0.15"]
+
+
+@pytest.mark.slow
+def test_at_1000_members_the_cut_holds_and_mixing_stays_within_a_round() -> None:
+    zones = [f"zone-{i % 3}" for i in range(1000)]
+    policy = TopologyPolicy()
+    aware = [spread_rounds(zones, fanout=3, policy=policy, seed=s) for s in range(10)]
+    uniform = [spread_rounds(zones, fanout=3, policy=None, seed=s) for s in range(10)]
+    assert all(r.rounds_to_all is not None for r in aware)
+    share_aware = sum(r.cross_zone_sends for r in aware) / sum(r.sends for r in aware)
+    share_uniform = sum(r.cross_zone_sends for r in uniform) / sum(r.sends for r in uniform)
+    assert share_uniform / share_aware >= 4.0
+    assert statistics.mean(r.rounds_to_all or 0 for r in aware) <= \
+        statistics.mean(r.rounds_to_all or 0 for r in uniform) + 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build", [three_zones, random_geometric])
+def test_convergence_holds_over_more_seeds(build: Callable[[int, random.Random], Topology]) -> None:
+    for seed in range(3, 9):
+        topo = build(N, random.Random(seed))
+        run = simulate_coordinates(topo, SECONDS, seed=seed, checkpoint_every=SECONDS)
+        assert run.curve[-1][1] <= 0.15, (seed, run.curve)
