@@ -17,8 +17,9 @@ The trade-off, in numbers (3 equal zones): uniform choice crosses zones with pro
 probability f, so cross-zone picks (and bytes) drop by (2/3) / f -- 4.4x at the default f = 0.15. An update
 that starts in one zone still leaves it within a round or two, because the informed set grows exponentially
 inside the zone and each informed member sends k * f far picks per round: the number of rounds to reach
-every member stays O(log N), larger than uniform choice by an additive few rounds (measured by the mixing
-tests and bench/bench_topology.py). f = 0 is refused: it would be the trap Demers warns about. If one class
+every member stays O(log N). Measured (bench/bench_topology.py, N = 1,000, 3 zones, k = 3, f = 0.15): every
+zone informed after 2.55 rounds instead of 1.4, every member after 8.25 rounds instead of 8.05 (1.03x); at
+f = 0.05 (13.8x fewer cross-zone picks) 9.05 rounds (1.12x). f = 0 is refused: it would be the trap Demers warns about. If one class
 has too few members the other fills in, so k picks are returned whenever k candidates exist.
 
 WHAT IS NEAR. When both the local zone and a candidate's zone are known, near means the same zone (the
