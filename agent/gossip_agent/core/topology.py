@@ -19,8 +19,9 @@ that starts in one zone still leaves it within a round or two, because the infor
 inside the zone and each informed member sends k * f far picks per round: the number of rounds to reach
 every member stays O(log N). Measured (bench/bench_topology.py, N = 1,000, 3 zones, k = 3, f = 0.15): every
 zone informed after 2.55 rounds instead of 1.4, every member after 8.25 rounds instead of 8.05 (1.03x); at
-f = 0.05 (13.8x fewer cross-zone picks) 9.05 rounds (1.12x). f = 0 is refused: it would be the trap Demers warns about. If one class
-has too few members the other fills in, so k picks are returned whenever k candidates exist.
+f = 0.05 (13.8x fewer cross-zone picks) 9.05 rounds (1.12x). f = 0 is refused: it would be the trap Demers
+warns about. If one class has too few members the other fills in, so k picks are returned whenever k
+candidates exist.
 
 WHAT IS NEAR. When both the local zone and a candidate's zone are known, near means the same zone (the
 Kubernetes `topology.kubernetes.io/zone` label: exact, and what the cloud bills). Candidates without a zone,
