@@ -6,7 +6,9 @@ Runs the pure cores only (`core/vivaldi.py`, `core/topology.py`) through the sta
 1. Convergence: median relative RTT error (estimate vs base RTT, over all pairs) against virtual time, on the
    3-zone topology (1 ms inside a zone, 20/35/50 ms between) and a random geometric one (100 ms square plus
    0.2-2 ms access delays), each node probing one random peer per virtual second. Also p90, the median
-   intra-zone error (3 zones), and rows for Serf's cc = 0.25 and for a harsher jitter profile.
+   intra-zone error, `median_vs_probe` (estimate just before a probe vs that probe's measured RTT, over the
+   probes since the previous checkpoint: what an agent can observe), and rows for Serf's cc = 0.25 and for a
+   harsher jitter profile.
 2. Choice: for each cross-zone fraction f, the share of chosen peers in another zone (3 equal zones), the
    reduction against uniform random choice, and a push epidemic over the chosen peers (fanout 3): rounds until
    every zone and every member is informed, against uniform choice.
@@ -80,9 +82,11 @@ def convergence(nodes: int, seconds: int, seed: int, every: int) -> tuple[list[d
             run = simulate_coordinates(topology, seconds, seed=seed, config=config, jitter=jitter,
                                        checkpoint_every=every, on_checkpoint=checkpoint)
             cpu = time.process_time() - started
+            sample_errors = dict(run.sample_curve)
             for t, median, p90, intra in points:
                 rows.append({"topology": topo_name, "variant": variant, "virtual_s": t,
                              "median_rel_error": round(median, 4), "p90_rel_error": round(p90, 4),
+                             "median_vs_probe": round(sample_errors[t], 4),
                              "intra_zone_median": round(intra, 3) if intra is not None else None,
                              "run_cpu_s": round(cpu, 2)})
             if variant == "default":

@@ -155,3 +155,11 @@ def test_convergence_holds_over_more_seeds(build: Callable[[int, random.Random],
         topo = build(N, random.Random(seed))
         run = simulate_coordinates(topo, SECONDS, seed=seed, checkpoint_every=SECONDS)
         assert run.curve[-1][1] <= 0.15, (seed, run.curve)
+
+
+def test_estimates_before_each_probe_track_the_measured_rtt() -> None:
+    """What an agent will see as its metric: the estimate just before a probe vs the probe's measured RTT."""
+    topo = three_zones(N, random.Random(4))
+    run = simulate_coordinates(topo, SECONDS, seed=4)
+    samples = dict(run.sample_curve)
+    assert samples[5.0] > 0.5 and samples[SECONDS] <= 0.25, run.sample_curve

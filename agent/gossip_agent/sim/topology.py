@@ -113,9 +113,15 @@ def median_relative_error(topology: Topology, coords: Sequence[Coordinate]) -> f
 
 @dataclass(slots=True)
 class CoordinateRun:
-    """Result of `simulate_coordinates`: (virtual second, median relative error) checkpoints and the clients."""
+    """Result of `simulate_coordinates`: (virtual second, median relative error) checkpoints and the clients.
+
+    `sample_curve` is what an agent can observe about itself: per checkpoint window, the median of
+    |estimate - measured| / measured over the probes of that window, the estimate taken just before the
+    sample was applied (the future "RTT estimate vs measured" metric).
+    """
 
     curve: list[tuple[float, float]] = field(default_factory=list)
+    sample_curve: list[tuple[float, float]] = field(default_factory=list)
     clients: list[VivaldiClient] = field(default_factory=list)
 
     def coordinates(self) -> list[Coordinate]:
@@ -132,6 +138,7 @@ def simulate_coordinates(topology: Topology, seconds: int, *, seed: int = 1, jit
     clients = [VivaldiClient(config) for _ in range(n)]
     names = [f"node-{i}" for i in range(n)]
     run = CoordinateRun(clients=clients)
+    window: list[float] = []
     for second in range(1, seconds + 1):
         # Probes of one second, in the order of their random phase within it.
         probes = sorted((rng.random(), i) for i in range(n))
@@ -139,10 +146,13 @@ def simulate_coordinates(topology: Topology, seconds: int, *, seed: int = 1, jit
             j = rng.randrange(n - 1)
             j = j + 1 if j >= i else j
             measured = jitter.sample(topology.rtt[i][j], rng)
+            window.append(abs(estimate_rtt(clients[i].coordinate, clients[j].coordinate) - measured) / measured)
             clients[i].update(names[j], clients[j].coordinate, measured, rng)
         if second % checkpoint_every == 0 or second == seconds:
             coords = run.coordinates()
             run.curve.append((float(second), median_relative_error(topology, coords)))
+            run.sample_curve.append((float(second), statistics.median(window)))
+            window = []
             if on_checkpoint is not None:
                 on_checkpoint(float(second), coords)
     return run
