@@ -56,8 +56,7 @@ def test_members_join_through_three_seeds_and_converge() -> None:
 
 
 # Slow group: 1,000-member join. CPU on a quiet machine: MEASURED_JOIN s (the fixture) -> timeout 3x.
-@pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.slow(quiet_seconds=120)
 def test_thousand_nodes_join_through_three_seeds_and_converge(joined: Joined) -> None:
     check_join(joined, N)
 
@@ -102,8 +101,7 @@ def test_rumor_reaches_all_members_much_faster_with_immediate_forwarding() -> No
 
 
 # Slow group: the same on the cluster the 1,000-member join built (its queues drained first).
-@pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.slow(quiet_seconds=60)
 def test_rumor_spread_after_a_thousand_member_join(joined: Joined) -> None:
     assert joined.converged_at is not None
     joined.sim.run_for(20.0)  # let the join's rumors drain from the queues

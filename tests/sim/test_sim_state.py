@@ -108,8 +108,7 @@ def test_random_writes_with_loss_converge_to_one_root() -> None:
 
 
 # Slow group: 1,000 nodes, 300 writes to 200 keys. CPU on a quiet machine: MEASURED_STATE s -> timeout 3x.
-@pytest.mark.slow
-@pytest.mark.timeout(1200)
+@pytest.mark.slow(quiet_seconds=360)
 def test_random_writes_at_1000_nodes_with_loss_converge_to_one_root() -> None:
     random_writes_converge(1000, writes=300, keys=200, seed=7)
 
