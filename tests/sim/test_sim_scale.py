@@ -55,8 +55,9 @@ def test_members_join_through_three_seeds_and_converge() -> None:
     check_join(join(JOIN_N), JOIN_N)
 
 
-# Slow group: 1,000-member join. CPU on a quiet machine: MEASURED_JOIN s (the fixture) -> timeout 3x.
-@pytest.mark.slow(quiet_seconds=120)
+# Slow group: the 1,000-member join (the fixture, built in this test's setup). Measured 2026-11-29: 92 s of
+# CPU (190 s wall on a machine at load ~10); the CPU time is what a quiet machine needs.
+@pytest.mark.slow(quiet_seconds=90)
 def test_thousand_nodes_join_through_three_seeds_and_converge(joined: Joined) -> None:
     check_join(joined, N)
 
@@ -100,8 +101,9 @@ def test_rumor_reaches_all_members_much_faster_with_immediate_forwarding() -> No
     check_forwarding_is_much_faster(sim)
 
 
-# Slow group: the same on the cluster the 1,000-member join built (its queues drained first).
-@pytest.mark.slow(quiet_seconds=60)
+# Slow group: the same on the cluster the 1,000-member join built (its queues drained first). Measured
+# 2026-11-29: 7.4 s of CPU once the join exists.
+@pytest.mark.slow(quiet_seconds=10)
 def test_rumor_spread_after_a_thousand_member_join(joined: Joined) -> None:
     assert joined.converged_at is not None
     joined.sim.run_for(20.0)  # let the join's rumors drain from the queues
