@@ -116,13 +116,13 @@ def test_garbage_udp_is_dropped_counted_and_harmless(cluster: LocalCluster) -> N
         d = {k: v for k, v in m.items() if k.startswith("gossip_packets_dropped_total")}
         return d if sum(d.values()) >= 100 else None
 
-    d = wait_for(dropped, 10.0, "garbage to be counted as dropped")
+    d = wait_for(dropped, 30.0, "garbage to be counted as dropped")
     assert d['gossip_packets_dropped_total{reason="auth"}'] >= 20
     assert d['gossip_packets_dropped_total{reason="bad_version"}'] >= 20
     assert d['gossip_packets_dropped_total{reason="unknown_type"}'] >= 20
     assert target.running() and target.client.ready()
     names = {a.name for a in cluster.agents}
-    wait_for(lambda: all_alive([target], names), 10.0, "the target to still see everyone alive")
+    wait_for(lambda: all_alive([target], names), 30.0, "the target to still see everyone alive")
 
 
 def test_kill9_is_detected_by_all_then_restart_rejoins(cluster: LocalCluster) -> None:
@@ -155,15 +155,14 @@ def from_mapping_dict(agent: AgentProcess) -> dict[str, Any]:
 def test_graceful_leave_shows_left_not_dead(cluster: LocalCluster) -> None:
     leaver = next(a for a in cluster.running() if a.name == f"t-{N - 2}")
     others = [a for a in cluster.running() if a is not leaver]
-    started = time.monotonic()
-    # The leave lingers at most ~1 s; the rest of the bound is for a loaded test machine.
-    assert cluster.stop(leaver, grace=8.0) == 0, "SIGTERM exits 0 after the leave"
-    assert time.monotonic() - started < 8.0
+    # The leave lingers at most ~1 s; the rest of the bound is for a busy test machine (exceeding it kills the
+    # process, which then does not exit 0).
+    assert cluster.stop(leaver, grace=30.0) == 0, "SIGTERM exits 0 after the leave"
 
     def all_see_left() -> bool:
         return all((s := states(a)) is not None and s.get(leaver.name, ("?", 0))[0] == "left" for a in others)
 
-    wait_for(all_see_left, 10.0, f"every member to see {leaver.name} as left")
+    wait_for(all_see_left, 30.0, f"every member to see {leaver.name} as left")
     # And it stays `left`: nobody re-marks a departed member dead.
     time.sleep(2.0)
     assert all((s := states(a)) is not None and s[leaver.name][0] == "left" for a in others)
@@ -199,17 +198,17 @@ def test_encrypted_cluster_admits_only_key_holders(tmp_path: Path) -> None:
         assert m.get('gossip_packets_dropped_total{reason="auth"}', 0) >= 1
         # POST /v1/leave: the agent leaves and its process exits 0.
         good[2].client.leave()
-        assert good[2].wait(5.0) == 0
-        wait_for(lambda: (states(good[0]) or {}).get("e2", ("?", 0))[0] == "left", 10.0, "e2 to be seen as left")
+        assert good[2].wait(30.0) == 0
+        wait_for(lambda: (states(good[0]) or {}).get("e2", ("?", 0))[0] == "left", 30.0, "e2 to be seen as left")
 
 
 def test_gossipctl_up_exit_when_converged(tmp_path: Path) -> None:
     base = free_port_block(5)
     proc = subprocess.run(
         [sys.executable, "-m", "gossip_agent.cli", "up", "-f", str(REPO / "examples" / "gossipcluster.yaml"),
-         "--base-port", str(base), "--dir", str(tmp_path / "lc"), "--exit-when-converged", "--timeout", "40"],
-        capture_output=True, text=True, timeout=90)
+         "--base-port", str(base), "--dir", str(tmp_path / "lc"), "--exit-when-converged", "--timeout", "90"],
+        capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "converged: all 5 agents see 5 alive" in proc.stdout
     # Every process it started is gone (their ports are free again).
-    wait_for(lambda: all(port_is_free(p) for p in range(base, base + 5)), 10.0, "ports to be released")
+    wait_for(lambda: all(port_is_free(p) for p in range(base, base + 5)), 30.0, "ports to be released")

@@ -196,7 +196,8 @@ async def test_joining_starts_anti_entropy_from_the_member_event(monkeypatch: py
     a1 = Agent(s1.config, extensions=[s1])
     await a1.start()
     try:
-        for _ in range(100):
+        deadline = asyncio.get_running_loop().time() + 30.0  # generous: only the join event can deliver it
+        while asyncio.get_running_loop().time() < deadline:
             if s1.store.get("before-join") is not None:
                 break
             await asyncio.sleep(0.05)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.netns import AgentNet, agent_config, detection_bound, make_net, startup_bound
+from tests.chaos.netns import BUSY_MACHINE_SLACK, AgentNet, agent_config, detection_bound, make_net, startup_bound
 
 pytestmark = pytest.mark.netns
 
@@ -37,7 +37,7 @@ def merge_bound(spec: dict[str, Any], n: int) -> float:
     """After healing: a few reconnect rounds (a member learns its peers came back only when it syncs with one
     of them, and refutations travel one more round), then gossip and a push-pull, plus slack."""
     cfg = agent_config(spec)
-    return 4 * cfg.membership.reconnect_interval + 2 * cfg.gossip.push_pull_interval + 10.0
+    return 4 * cfg.membership.reconnect_interval + 2 * cfg.gossip.push_pull_interval + BUSY_MACHINE_SLACK
 
 
 @pytest.fixture

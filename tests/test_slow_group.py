@@ -1,0 +1,56 @@
+"""The slow group's rules (tests/conftest.py), run on a throwaway test file with pytest's own pytester."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CONFTEST = Path(__file__).with_name("conftest.py").read_text()
+INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\nmarkers =\n    slow: long\n"
+
+TESTS = """
+import pytest
+
+@pytest.mark.slow(quiet_seconds=2)
+def test_big(request):
+    print("TIMEOUT", request.node.get_closest_marker("timeout").args[0])
+
+def test_small():
+    pass
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini(INI)
+    pytester.makepyfile(test_group=TESTS)
+    return pytester
+
+
+def test_default_run_skips_the_slow_group_and_says_how_to_run_it(project: pytest.Pytester) -> None:
+    result = project.runpytest("-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*slow group: run with `scripts/test --slow`*`scripts/test -m slow`*"])
+
+
+def test_m_slow_runs_only_the_slow_group_under_budget_times_quiet_seconds(project: pytest.Pytester) -> None:
+    result = project.runpytest("-m", "slow", "-s")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*TIMEOUT 20.0"])  # the default budget, 10 x 2 s
+    result = project.runpytest("-m", "slow", "--slow-budget", "3", "-s")
+    result.stdout.fnmatch_lines(["*TIMEOUT 6.0"])  # CI's
+
+
+def test_slow_flag_runs_everything(project: pytest.Pytester) -> None:
+    project.runpytest("--slow").assert_outcomes(passed=2)
+
+
+def test_a_slow_test_must_state_its_cost(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini(INI)
+    pytester.makepyfile(test_bad="import pytest\n\n@pytest.mark.slow\ndef test_x():\n    pass\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*quiet_seconds*"])
