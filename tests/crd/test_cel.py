@@ -52,6 +52,8 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A running CRD server's kubeconfig (a fresh instance with its own ports and run dir, stopped after)."""
     reason = _unavailable()
     if reason is not None:
+        if os.environ.get("GOSSIP_REQUIRE_CRD_SERVER") == "1":  # CI builds the server: a skip there hides a gap
+            pytest.fail(reason)
         pytest.skip(reason)
     external = os.environ.get("CRD_SERVER_KUBECONFIG")
     if external:
