@@ -134,7 +134,6 @@ def test_bench_script_runs_and_reports_both_tables() -> None:
     assert [r["cross_zone_fraction"] for r in report["choice"]] == ["uniform", "0.15"]
 
 
-@pytest.mark.slow
 def test_at_1000_members_the_cut_holds_and_mixing_stays_within_a_round() -> None:
     zones = [f"zone-{i % 3}" for i in range(1000)]
     policy = TopologyPolicy()
@@ -148,7 +147,6 @@ def test_at_1000_members_the_cut_holds_and_mixing_stays_within_a_round() -> None
         statistics.mean(r.rounds_to_all or 0 for r in uniform) + 1
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("build", [three_zones, random_geometric])
 def test_convergence_holds_over_more_seeds(build: Callable[[int, random.Random], Topology]) -> None:
     for seed in range(3, 9):
