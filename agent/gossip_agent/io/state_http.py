@@ -64,6 +64,7 @@ WATCH_QUEUE = 1024
 MAX_WATCHERS = 256
 MAX_PREFIX_BYTES = 4096
 WATCH_HEARTBEAT = 15.0
+WATCH_DISCONNECT_CHECK = 1.0
 MAX_LIST = 1000
 MAX_SET_OPS = 1024
 MAX_TIMEOUT = 60.0
@@ -396,11 +397,19 @@ class StateApi:
         try:
             await response.prepare(request)
             await response.write(json.dumps({"event": "watching", "prefix": prefix}).encode() + b"\n")
+            loop = asyncio.get_running_loop()
+            quiet_since = loop.time()
             while True:
                 try:
-                    line = await asyncio.wait_for(queue.get(), WATCH_HEARTBEAT)
+                    # Short waits: a client that hung up frees its slot within a second, not a heartbeat.
+                    line = await asyncio.wait_for(queue.get(), WATCH_DISCONNECT_CHECK)
                 except TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
+                        break
+                    if loop.time() - quiet_since < WATCH_HEARTBEAT:
+                        continue
                     line = b'{"event":"heartbeat"}\n'
+                quiet_since = loop.time()
                 if line is None:
                     await response.write(json.dumps({"event": "error", "error": (
                         f"watch client too slow: more than {WATCH_QUEUE} changes pending; reconnect and "
