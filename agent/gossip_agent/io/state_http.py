@@ -466,11 +466,7 @@ class StateApi:
             raise _error(400, 'nothing to do: give "add" and/or "remove"')
 
         def mutate(s: ORSet, node: str, _: Any) -> ORSet:
-            for element in remove:
-                s = s.remove(element)
-            for element in add:
-                s = s.add(node, element)
-            return s
+            return s.update(node, add, remove)  # one copy: O(ops + size), not O(ops * size)
 
         return await self._update_crdt(request, key, ORSet, mutate, "set", "elements", w, timeout)
 
