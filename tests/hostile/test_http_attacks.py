@@ -445,3 +445,28 @@ async def test_one_client_cannot_take_every_watch_slot() -> None:
                     break
             await asyncio.sleep(0.1)
         assert r.status == 200
+
+
+async def test_gossipctl_sends_its_token(tokens: Tokens, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from gossip_agent.cli.client import AgentClient, ClientError, add_client_args, client_from_args
+
+    async with running("cli", apiTokensFile=tokens.path) as agent:
+        addr = f"127.0.0.1:{agent.port}"
+        with pytest.raises(ClientError, match="401"):
+            await asyncio.to_thread(AgentClient(addr).status)
+        assert (await asyncio.to_thread(AgentClient(addr, token=tokens.read).status))["name"] == "cli"
+        monkeypatch.setenv("GOSSIP_TOKEN", tokens.write)
+        parser = argparse.ArgumentParser()
+        add_client_args(parser)
+        client = client_from_args(parser.parse_args(["--addr", addr]))
+        status, _ = await asyncio.to_thread(client.request, "PUT", "/v1/kv/from-cli", b"v")
+        assert status == 200
+
+
+def test_local_clusters_encrypt_gossip_by_default() -> None:
+    from gossip_agent.cli.main import build_parser as ctl_parser
+
+    assert ctl_parser().parse_args(["up", "-f", "x.yaml"]).encrypt is True
+    assert ctl_parser().parse_args(["up", "-f", "x.yaml", "--no-encrypt"]).encrypt is False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import ssl
 import urllib.error
 import urllib.request
@@ -64,9 +65,11 @@ class Stream:
 
 class AgentClient:
     def __init__(self, addr: str, *, timeout: float = DEFAULT_TIMEOUT, cafile: str | None = None,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False, token: str | None = None) -> None:
         self.url = base_url(addr)
         self.timeout = timeout
+        # A bearer token for agents with security.apiTokensFile (read or write scope); sent on every request.
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._ssl: ssl.SSLContext | None = None
         if self.url.startswith("https://"):
             self._ssl = ssl.create_default_context(cafile=cafile)
@@ -98,7 +101,8 @@ class AgentClient:
 
     def _open(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str] | None,
               timeout: float | None) -> tuple[int, Any]:
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=dict(headers or {}))
+        req = urllib.request.Request(self.url + path, data=body, method=method,
+                                     headers={**self._auth, **(headers or {})})
         try:
             resp = urllib.request.urlopen(req, timeout=timeout, context=self._ssl)
             return int(resp.status), resp
@@ -166,7 +170,10 @@ def add_client_args(p: argparse.ArgumentParser, *, timeout: float = DEFAULT_TIME
     p.add_argument("--cacert", help="CA file to verify an https agent")
     p.add_argument("--insecure", action="store_true", help="do not verify an https agent's certificate")
     p.add_argument("--timeout", type=float, default=timeout, help="seconds (default %(default)s)")
+    p.add_argument("--token", default=os.environ.get("GOSSIP_TOKEN") or None,
+                   help="API bearer token (default: $GOSSIP_TOKEN); needed when the agent has security.apiTokensFile")
 
 
 def client_from_args(args: argparse.Namespace) -> AgentClient:
-    return AgentClient(args.addr, timeout=args.timeout, cafile=args.cacert, insecure=args.insecure)
+    return AgentClient(args.addr, timeout=args.timeout, cafile=args.cacert, insecure=args.insecure,
+                       token=getattr(args, "token", None))

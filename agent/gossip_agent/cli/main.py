@@ -87,7 +87,8 @@ def register_up(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicas", type=int, help="override spec.replicas")
     p.add_argument("--dir", default=".local-cluster", help="configs, logs and data (default %(default)s)")
     p.add_argument("--preset", choices=["lan", "local", "wan"], help="override the timings preset")
-    p.add_argument("--encrypt", action="store_true", help="generate a keyring and encrypt all traffic")
+    p.add_argument("--encrypt", action=argparse.BooleanOptionalAction, default=True,
+                   help="generate a keyring and encrypt all gossip (default; --no-encrypt for plaintext)")
     p.add_argument("--exit-when-converged", action="store_true",
                    help="exit 0 once converged (non-zero on timeout), tearing the cluster down")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to converge (default %(default)s)")
