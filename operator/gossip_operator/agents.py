@@ -37,7 +37,8 @@ class AgentsClient:
         return self._session
 
     async def query(self, pods: Sequence[PodObservation], *, default_port: int, limit: int,
-                    tls_ca: str | None = None, tls: bool = False) -> tuple[AgentReport, ...]:
+                    tls_ca: str | None = None, tls: bool = False,
+                    token: str | None = None) -> tuple[AgentReport, ...]:
         candidates = sorted((p for p in pods if p.ip and not p.terminating), key=lambda p: (not p.ready, p.name))
         context: ssl.SSLContext | None = None
         if tls:
@@ -47,27 +48,29 @@ class AgentsClient:
         queue = list(candidates)
         batch, queue = queue[:limit], queue[limit:]
         while batch:
-            results = await asyncio.gather(*(self._query_one(p, default_port, context) for p in batch))
+            results = await asyncio.gather(*(self._query_one(p, default_port, context, token) for p in batch))
             reports.extend(results)
             failures = sum(1 for r in results if not r.ok)
             batch, queue = queue[:failures], queue[failures:]
         return tuple(reports)
 
     async def _query_one(self, pod: PodObservation, default_port: int,
-                         context: ssl.SSLContext | None) -> AgentReport:
+                         context: ssl.SSLContext | None, token: str | None = None) -> AgentReport:
         scheme = "https" if context is not None else "http"
         base = f"{scheme}://{pod.ip}:{pod.port or default_port}"
         session = self._get_session()
         try:
-            status = await self._get_json(session, f"{base}/v1/status", context)
-            members_doc = await self._get_json(session, f"{base}/v1/members", context)
+            status = await self._get_json(session, f"{base}/v1/status", context, token)
+            members_doc = await self._get_json(session, f"{base}/v1/members", context, token)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             return AgentReport(pod=pod.name, error=f"{type(exc).__name__}: {exc}"[:200])
         return AgentReport(pod=pod.name, status=status, members=_members(members_doc))
 
     @staticmethod
-    async def _get_json(session: aiohttp.ClientSession, url: str, context: ssl.SSLContext | None) -> dict[str, Any]:
-        async with session.get(url, ssl=context if context is not None else False) as response:
+    async def _get_json(session: aiohttp.ClientSession, url: str, context: ssl.SSLContext | None,
+                        token: str | None = None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        async with session.get(url, ssl=context if context is not None else False, headers=headers) as response:
             if response.status != 200:
                 raise ValueError(f"{url} answered {response.status}")
             doc = await response.json(content_type=None)

@@ -87,6 +87,20 @@ async def _ensure_keyring(runtime: Runtime, spec: ClusterSpec, owner: Owner,
     return secret_manifest.keyring_hash(value)
 
 
+async def _ensure_api_tokens(runtime: Runtime, spec: ClusterSpec, owner: Owner, created: list[str]) -> None:
+    """The HTTP API tokens Secret, generated (a read and a write token) when absent; never patched."""
+    name = secret_manifest.api_tokens_secret_name(spec)
+    if await runtime.kube.get(SECRETS, spec.namespace, name) is not None:
+        return
+    body = secret_manifest.render_api_tokens(spec, owner, secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+    try:
+        await runtime.kube.create(SECRETS, spec.namespace, body)
+        runtime.metrics.writes.labels(kind="Secret", verb="create").inc()
+        created.append(f"Secret/{name}")
+    except Conflict:
+        pass
+
+
 async def _apply(runtime: Runtime, child: manifests.Child, namespace: str, uid: str,
                  created: list[str], updated: list[str], deleted: list[str], warnings: list[str]) -> None:
     kube = runtime.kube
@@ -170,6 +184,7 @@ async def _reconcile(runtime: Runtime, body: Mapping[str, Any], *, name: str, na
     deleted: list[str] = []
     warnings: list[str] = []
     keyring_hash = await _ensure_keyring(runtime, spec, owner, created, warnings)
+    await _ensure_api_tokens(runtime, spec, owner, created)
     settings = runtime.settings
     options = manifests.RenderOptions(
         cluster_domain=settings.cluster_domain,

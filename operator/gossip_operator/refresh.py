@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gossip_operator import status as status_model
-from gossip_operator.manifests.common import selector_string
+from gossip_operator.manifests import secret as secret_manifest
+from gossip_operator.manifests.common import API_TOKENS_KEY, selector_string
 from gossip_operator.manifests.resources import GOSSIPCLUSTERS, SECRETS
 from gossip_operator.runtime import Runtime
 from gossip_operator.spec import DEFAULT_PORT, ClusterSpec, InvalidSpec, parse
@@ -25,6 +26,12 @@ async def _tls_ca(runtime: Runtime, spec: ClusterSpec) -> str | None:
     secret = await runtime.kube.get(SECRETS, spec.namespace, spec.tls_secret)
     value = ((secret or {}).get("data") or {}).get("ca.crt")
     return base64.b64decode(value).decode() if value else None
+
+
+async def _api_token(runtime: Runtime, spec: ClusterSpec) -> str | None:
+    """The read token of the cluster's API tokens Secret (agents answer 401 without one)."""
+    secret = await runtime.kube.get(SECRETS, spec.namespace, secret_manifest.api_tokens_secret_name(spec))
+    return secret_manifest.read_token(((secret or {}).get("data") or {}).get(API_TOKENS_KEY))
 
 
 async def refresh(runtime: Runtime, body: Mapping[str, Any], *,
@@ -52,6 +59,7 @@ async def refresh(runtime: Runtime, body: Mapping[str, Any], *,
             limit=runtime.settings.agents_to_query,
             tls=bool(spec and spec.tls),
             tls_ca=await _tls_ca(runtime, spec) if spec else None,
+            token=await _api_token(runtime, spec) if spec else None,
         )
         for report in reports:
             runtime.metrics.agent_queries.labels(result="ok" if report.ok else "error").inc()

@@ -470,3 +470,32 @@ def test_local_clusters_encrypt_gossip_by_default() -> None:
 
     assert ctl_parser().parse_args(["up", "-f", "x.yaml"]).encrypt is True
     assert ctl_parser().parse_args(["up", "-f", "x.yaml", "--no-encrypt"]).encrypt is False
+
+
+def test_the_operators_token_secret_is_what_the_agent_reads(tmp_path: Path) -> None:
+    """The operator generates `<cluster>-api-tokens` (manifests/secret.py) in the agent's token-file format,
+    mounts it where the ConfigMap's apiTokensFile points, and queries agents with its read token."""
+    import base64
+
+    from gossip_agent.io.auth import Scope, TokenFile
+    from gossip_operator.manifests import configmap, secret, statefulset
+    from gossip_operator.manifests.common import Owner
+    from gossip_operator.spec import parse
+
+    spec = parse({"image": "gossip-agent:0.1.0", "replicas": 3}, name="demo", namespace="ns")
+    owner = Owner(name="demo", uid="u1")
+    read, write = generate_token(), generate_token()
+    body = secret.render_api_tokens(spec, owner, read, write)
+    assert body["metadata"]["name"] == "demo-api-tokens"
+    data = body["data"]["tokens"]
+    path = tmp_path / "tokens"
+    path.write_bytes(base64.b64decode(data))
+    tokens = TokenFile(str(path))
+    assert tokens.scope_of(read) is Scope.READ and tokens.scope_of(write) is Scope.WRITE
+    assert secret.read_token(data) == read
+    config_path = configmap.agent_config(spec, "cluster.local")["security"]["apiTokensFile"]
+    sts = statefulset.render(spec, owner, cluster_domain="cluster.local", keyring_hash="h")
+    pod = sts["spec"]["template"]["spec"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "api-tokens")
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-tokens")
+    assert config_path == f"{mount['mountPath']}/tokens" and volume["secret"]["secretName"] == "demo-api-tokens"

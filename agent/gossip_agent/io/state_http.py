@@ -402,7 +402,9 @@ class StateApi:
             while True:
                 try:
                     # Short waits: a client that hung up frees its slot within a second, not a heartbeat.
-                    line = await asyncio.wait_for(queue.get(), WATCH_DISCONNECT_CHECK)
+                    # (asyncio.timeout: 3.11's wait_for can lose a cancel that races a queued line.)
+                    async with asyncio.timeout(WATCH_DISCONNECT_CHECK):
+                        line = await queue.get()
                 except TimeoutError:
                     if request.transport is None or request.transport.is_closing():
                         break
