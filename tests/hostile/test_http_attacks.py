@@ -33,7 +33,7 @@ from gossip_agent.io.security import generate_key
 from gossip_agent.io.state_service import state_extensions
 
 BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0}
-MAX_STALL = 1.0  # seconds; before the fix 4 bombs stalled the agent 7 s
+MAX_STALL = 2.0  # seconds; before the fix 4 bombs stalled the agent 3.5-7.3 s (measured here)
 MAX_RSS_GROWTH_MB = 64  # before the fix 4 bombs added ~130 MB
 
 
@@ -411,7 +411,10 @@ async def test_connections_over_the_cap_are_closed_and_counted() -> None:
     port = runner.addresses[0][1]
     try:
         held = [_connect(port), _connect(port)]
-        await asyncio.sleep(0.1)
+        for _ in range(100):  # wait until the server has admitted both (accepts may lag on a busy machine)
+            if sum(runner.guard.per_client.values()) == 2:
+                break
+            await asyncio.sleep(0.05)
         extra = _connect(port)
         assert await asyncio.to_thread(_closed_within, extra, 5.0)
         assert runner.guard.refused == 1

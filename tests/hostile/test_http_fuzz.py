@@ -44,7 +44,7 @@ from gossip_agent.io.state_service import state_extensions
 EXAMPLES = int(os.environ.get("GOSSIP_FUZZ_HTTP_EXAMPLES", "8000"))
 BATCH = 20_000
 PER_REQUEST_S = 10.0
-MAX_STALL_S = 1.0
+MAX_STALL_S = 2.0
 MAX_RSS_GROWTH_MB = 200.0
 ALLOWED_5XX = {503, 504}
 
