@@ -502,3 +502,18 @@ def test_the_operators_token_secret_is_what_the_agent_reads(tmp_path: Path) -> N
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "api-tokens")
     volume = next(v for v in pod["volumes"] if v["name"] == "api-tokens")
     assert config_path == f"{mount['mountPath']}/tokens" and volume["secret"]["secretName"] == "demo-api-tokens"
+
+
+async def test_refusals_are_counted_in_metrics(tokens: Tokens) -> None:
+    from gossip_agent.cli.client import parse_metrics
+
+    async with running("counted", apiTokensFile=tokens.path) as agent, aiohttp.ClientSession() as s:
+        async with s.get(url(agent, "/v1/members")) as r:
+            assert r.status == 401
+        async with s.post(url(agent, "/v1/internal/pushpull"), data=b"x", headers={"Content-Encoding": "gzip"}) as r:
+            assert r.status == 415
+        async with s.get(url(agent, "/metrics")) as r:
+            metrics = parse_metrics(await r.text())
+        assert metrics['gossip_http_refused_total{reason="auth_401"}'] == 1
+        assert metrics['gossip_http_refused_total{reason="encoding_refused"}'] == 1
+        assert metrics['gossip_http_refused_total{reason="connection_cap"}'] == 0

@@ -25,11 +25,13 @@ import json
 import logging
 import zlib
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gossip_agent.io.auth import ApiAuth, RouteClass
 
@@ -232,3 +234,22 @@ class GuardedRunner(web.AppRunner):
         server = await super()._make_server()
         self.guard.attach(server)
         return server
+
+
+class HttpCollector(Collector):
+    """`gossip_http_refused_total{reason}`: requests and connections the guard refused (read on scrape)."""
+
+    def __init__(self, stats: Counter[str], guard: ConnectionGuard) -> None:
+        self.stats = stats
+        self.guard = guard
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("gossip_http_refused", "HTTP requests and connections refused, by reason "
+                                     "(auth_401, auth_403, encoding_refused, body_too_large, body_timeout, "
+                                     "inflate_refused, connection_cap).", labels=["reason"])
+        for reason, count in sorted(self.stats.items()):
+            family.add_metric([reason], count)
+        family.add_metric(["connection_cap"], self.guard.refused)
+        yield family
+        yield GaugeMetricFamily("gossip_http_connections", "Open HTTP connections.",
+                                value=sum(self.guard.per_client.values()))

@@ -43,7 +43,7 @@ from gossip_agent.io import tls
 from gossip_agent.io.auth import ApiAuth
 from gossip_agent.io.extension import Extension
 from gossip_agent.io.http_api import make_app
-from gossip_agent.io.http_limits import GuardedRunner
+from gossip_agent.io.http_limits import HTTP_STATS, GuardedRunner, HttpCollector
 from gossip_agent.io.metrics import AgentMetrics, AgentStats
 from gossip_agent.io.peer_client import MAX_PUSH_PULL_BYTES, PeerClient, PeerError
 from gossip_agent.io.security import KeyringError, KeyringFile, Purpose, Security
@@ -240,8 +240,9 @@ class Agent:
         self._udp, self.port = udp, port
         for warning in self.api_auth.warnings():
             log.warning("%s", warning)
-        runner = GuardedRunner(make_app(self, routes, auth=self.api_auth), access_log=None, handle_signals=False,
-                               shutdown_timeout=1.0)
+        app = make_app(self, routes, auth=self.api_auth)
+        runner = GuardedRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self.metrics.registry.register(HttpCollector(app[HTTP_STATS], runner.guard))
         try:
             for ext in self.extensions:
                 ext.attach(self)
