@@ -284,6 +284,10 @@ async def test_required_client_certificates_and_cluster_only_peer_endpoints(tmp_
                 assert r.status == 200
             async with s.post(base + "/v1/internal/pushpull", data=b"\x01junk", ssl=member) as r:
                 assert r.status == 400  # a member, but a malformed body
+        from gossip_agent.cli.client import AgentClient
+
+        with_cert = AgentClient(base, cafile=ca, cert=crt, key=key)
+        assert (await asyncio.to_thread(with_cert.status))["name"] == "mtls"  # gossipctl --cert/--key
     finally:
         await agent.stop()
 
