@@ -521,3 +521,19 @@ async def test_refusals_are_counted_in_metrics(tokens: Tokens) -> None:
         assert metrics['gossip_http_refused_total{reason="auth_401"}'] == 1
         assert metrics['gossip_http_refused_total{reason="encoding_refused"}'] == 1
         assert metrics['gossip_http_refused_total{reason="connection_cap"}'] == 0
+
+
+async def test_the_operator_queries_token_protected_agents_with_its_read_token(tokens: Tokens) -> None:
+    from gossip_operator.agents import AgentsClient
+    from gossip_operator.status import PodObservation
+
+    async with running("queried", apiTokensFile=tokens.path) as agent:
+        client = AgentsClient(timeout=5.0)
+        try:
+            pod = PodObservation("queried-0", "127.0.0.1", True, port=agent.port)
+            (without,) = await client.query([pod], default_port=agent.port, limit=1)
+            assert not without.ok and "401" in (without.error or "")
+            (with_token,) = await client.query([pod], default_port=agent.port, limit=1, token=tokens.read)
+            assert with_token.ok and with_token.status is not None and with_token.status["name"] == "queried"
+        finally:
+            await client.close()
