@@ -45,9 +45,9 @@ class AgentsClient:
 
     async def query(self, pods: Sequence[PodObservation], *, default_port: int, limit: int,
                     tls_ca: str | None = None, tls: bool = False, budget: float | None = None,
-                    ) -> tuple[AgentReport, ...]:
+                    token: str | None = None) -> tuple[AgentReport, ...]:
         """Reports of up to `limit` agents (see the module docstring); queries still running when `budget`
-        seconds (default: two query timeouts) are over count as failed."""
+        seconds (default: two query timeouts) are over count as failed. `token`: the cluster's read token."""
         candidates = sorted((p for p in pods if p.ip and not p.terminating), key=lambda p: (not p.ready, p.name))
         context: ssl.SSLContext | None = None
         if tls:
@@ -61,7 +61,7 @@ class AgentsClient:
         running: dict[asyncio.Task[AgentReport], PodObservation] = {}
 
         def start(pod: PodObservation) -> None:
-            running[asyncio.ensure_future(self._query_one(pod, default_port, context))] = pod
+            running[asyncio.ensure_future(self._query_one(pod, default_port, context, token))] = pod
 
         for pod in queue[:limit]:
             start(pod)
@@ -89,21 +89,23 @@ class AgentsClient:
         return tuple(reports)
 
     async def _query_one(self, pod: PodObservation, default_port: int,
-                         context: ssl.SSLContext | None) -> AgentReport:
+                         context: ssl.SSLContext | None, token: str | None = None) -> AgentReport:
         scheme = "https" if context is not None else "http"
         base = f"{scheme}://{pod.ip}:{pod.port or default_port}"
         session = self._get_session()
         try:
             async with asyncio.timeout(self._query_timeout):
-                status = await self._get_json(session, f"{base}/v1/status", context)
-                members_doc = await self._get_json(session, f"{base}/v1/members", context)
+                status = await self._get_json(session, f"{base}/v1/status", context, token)
+                members_doc = await self._get_json(session, f"{base}/v1/members", context, token)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             return AgentReport(pod=pod.name, error=f"{type(exc).__name__}: {exc}"[:200])
         return AgentReport(pod=pod.name, status=status, members=_members(members_doc))
 
     @staticmethod
-    async def _get_json(session: aiohttp.ClientSession, url: str, context: ssl.SSLContext | None) -> dict[str, Any]:
-        async with session.get(url, ssl=context if context is not None else False) as response:
+    async def _get_json(session: aiohttp.ClientSession, url: str, context: ssl.SSLContext | None,
+                        token: str | None = None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        async with session.get(url, ssl=context if context is not None else False, headers=headers) as response:
             if response.status != 200:
                 raise ValueError(f"{url} answered {response.status}")
             doc = await response.json(content_type=None)

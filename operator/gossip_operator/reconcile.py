@@ -90,6 +90,20 @@ async def _ensure_keyring(runtime: Runtime, spec: ClusterSpec, owner: Owner,
     return secret_manifest.keyring_hash(value)
 
 
+async def _ensure_api_tokens(runtime: Runtime, spec: ClusterSpec, owner: Owner, created: list[str]) -> None:
+    """The HTTP API tokens Secret, generated (a read and a write token) when absent; never patched."""
+    name = secret_manifest.api_tokens_secret_name(spec)
+    if await runtime.kube.get(SECRETS, spec.namespace, name) is not None:
+        return
+    body = secret_manifest.render_api_tokens(spec, owner, secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+    try:
+        await runtime.kube.create(SECRETS, spec.namespace, body)
+        runtime.metrics.writes.labels(kind="Secret", verb="create").inc()
+        created.append(f"Secret/{name}")
+    except Conflict:
+        pass
+
+
 async def _apply(runtime: Runtime, child: manifests.Child, namespace: str, uid: str,
                  created: list[str], updated: list[str], deleted: list[str], warnings: list[str]) -> None:
     kube = runtime.kube
@@ -178,6 +192,7 @@ async def _reconcile(runtime: Runtime, body: Mapping[str, Any], *, name: str, na
     deleted: list[str] = []
     warnings: list[str] = []
     keyring_hash = await _ensure_keyring(runtime, spec, owner, created, warnings)
+    await _ensure_api_tokens(runtime, spec, owner, created)
     settings = runtime.settings
     # Discovery picks policy/v1 or (Kubernetes < 1.21) policy/v1beta1; a disabled PDB is deleted under it too.
     pdb_resource = await runtime.api_versions.pick(runtime.kube, PDB_PREFERENCE)

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gossip_operator import status as status_model
-from gossip_operator.manifests.common import selector_string
+from gossip_operator.manifests import secret as secret_manifest
+from gossip_operator.manifests.common import API_TOKENS_KEY, selector_string
 from gossip_operator.manifests.resources import GOSSIPCLUSTERS, SECRETS
 from gossip_operator.runtime import Runtime
 from gossip_operator.spec import DEFAULT_PORT, ClusterSpec, InvalidSpec, parse
@@ -35,6 +36,12 @@ async def _tls_trust(runtime: Runtime, spec: ClusterSpec) -> str | None:
         if data.get(key):
             return base64.b64decode(data[key]).decode()
     return None
+
+
+async def _api_token(runtime: Runtime, spec: ClusterSpec) -> str | None:
+    """The read token of the cluster's API tokens Secret (agents answer 401 without one)."""
+    secret = await runtime.kube.get(SECRETS, spec.namespace, secret_manifest.api_tokens_secret_name(spec))
+    return secret_manifest.read_token(((secret or {}).get("data") or {}).get(API_TOKENS_KEY))
 
 
 def _identity(body: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -65,6 +72,7 @@ async def query_agents(runtime: Runtime, body: Mapping[str, Any],
             limit=runtime.settings.agents_to_query,
             tls=bool(spec and spec.tls),
             tls_ca=await _tls_trust(runtime, spec) if spec else None,
+            token=await _api_token(runtime, spec) if spec else None,
         )
         for report in reports:
             runtime.metrics.agent_queries.labels(result="ok" if report.ok else "error").inc()

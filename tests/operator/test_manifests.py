@@ -120,7 +120,8 @@ def test_configmap_seeds_and_agent_sections() -> None:
         "demo-2.demo-peers.ns.svc.example.local:7946", "demo-peers.ns.svc.example.local:7946"]
     assert config["gossip"] == {"fanout": 4}
     assert config["storage"] == {"fsync": "always", "dataDir": "/data"}
-    assert config["security"] == {"keyringFile": "/etc/gossip/keyring/keyring"}
+    assert config["security"] == {"keyringFile": "/etc/gossip/keyring/keyring",
+                                  "apiTokensFile": "/etc/gossip/api-tokens/tokens"}
     assert "name" not in config and "advertiseAddress" not in config  # from the environment, per pod
     assert configmap.seeds(_spec(replicas=1), "cluster.local") == []
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import ssl
 import urllib.error
 import urllib.parse
@@ -90,13 +91,16 @@ class Stream:
 
 class AgentClient:
     def __init__(self, addr: str, *, timeout: float = DEFAULT_TIMEOUT, cafile: str | None = None,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False, token: str | None = None, cert: str | None = None,
+                 key: str | None = None) -> None:
         try:
             check_addr(addr)
         except ValueError as exc:
             raise ClientError(str(exc)) from None
         self.url = base_url(addr)
         self.timeout = timeout
+        # A bearer token for agents with security.apiTokensFile (read or write scope); sent on every request.
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._ssl: ssl.SSLContext | None = None
         if self.url.startswith("https://"):
             self._ssl = ssl.create_default_context(cafile=cafile)
@@ -105,6 +109,11 @@ class AgentClient:
                 self._ssl.check_hostname = False
             if insecure:
                 self._ssl.verify_mode = ssl.CERT_NONE
+            if cert:  # a client certificate, for agents with security.tlsClientAuth: required
+                try:
+                    self._ssl.load_cert_chain(cert, key)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ClientError(f"--cert/--key: cannot load: {exc}") from None
 
     def request(self, method: str, path: str, body: bytes | None = None, *,
                 headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
@@ -128,7 +137,8 @@ class AgentClient:
 
     def _open(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str] | None,
               timeout: float | None) -> tuple[int, Any]:
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=dict(headers or {}))
+        req = urllib.request.Request(self.url + path, data=body, method=method,
+                                     headers={**self._auth, **(headers or {})})
         try:
             resp = urllib.request.urlopen(req, timeout=timeout, context=self._ssl)
             return int(resp.status), resp
@@ -197,7 +207,13 @@ def add_client_args(p: argparse.ArgumentParser, *, timeout: float = DEFAULT_TIME
     p.add_argument("--cacert", help="CA file to verify an https agent")
     p.add_argument("--insecure", action="store_true", help="do not verify an https agent's certificate")
     p.add_argument("--timeout", type=float, default=timeout, help="seconds (default %(default)s)")
+    p.add_argument("--cert", help="client certificate (PEM) for an https agent that requires one")
+    p.add_argument("--key", help="private key of --cert (PEM; default: in the --cert file)")
+    p.add_argument("--token", default=os.environ.get("GOSSIP_TOKEN") or None,
+                   help="API bearer token (default: $GOSSIP_TOKEN); needed when the agent has security.apiTokensFile")
 
 
 def client_from_args(args: argparse.Namespace) -> AgentClient:
-    return AgentClient(args.addr, timeout=args.timeout, cafile=args.cacert, insecure=args.insecure)
+    return AgentClient(args.addr, timeout=args.timeout, cafile=args.cacert, insecure=args.insecure,
+                       token=getattr(args, "token", None), cert=getattr(args, "cert", None),
+                       key=getattr(args, "key", None))

@@ -173,7 +173,8 @@ def register_up(p: argparse.ArgumentParser) -> None:
                    "being the manifest's metadata.name)")
     p.add_argument("--clean", action="store_true", help="delete the directory's data, logs and configs first")
     p.add_argument("--preset", choices=["lan", "local", "wan"], help="override the timings preset")
-    p.add_argument("--encrypt", action="store_true", help="generate a keyring and encrypt all traffic")
+    p.add_argument("--encrypt", action=argparse.BooleanOptionalAction, default=True,
+                   help="generate a keyring and encrypt all gossip (default; --no-encrypt for plaintext)")
     p.add_argument("--restart-delay", type=float, default=10.0, metavar="S",
                    help="first wait before restarting an agent that died; doubles per death up to 30s "
                    "(default %(default)s, kubelet's first crash back-off: longer than failure detection, so the "

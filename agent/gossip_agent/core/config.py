@@ -21,6 +21,7 @@ GOSSIP_MODES = ("push", "pull", "push-pull")
 PROBE_SCHEDULES = ("aligned", "shuffled")
 CONFLICT_POLICIES = ("lww", "siblings")
 FSYNC_POLICIES = ("always", "interval", "never")
+TLS_CLIENT_AUTH = ("optional", "required")
 PRESETS = ("lan", "local", "wan")
 
 
@@ -122,6 +123,12 @@ class SecurityConfig:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_ca_file: str | None = None
+    # Bearer tokens of the HTTP API, one `scope:token` a line (scope `read` or `write`; write implies read).
+    # Unset: the API is open (local development; the agent logs a warning). Probes and /metrics stay open.
+    api_tokens_file: str | None = None
+    # "required": every API request except /healthz, /readyz and /metrics must present a client certificate
+    # that tlsCaFile verifies (checked per request, so kubelet probes and scrapes without one still work).
+    tls_client_auth: str = "optional"
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +368,12 @@ def validate(cfg: AgentConfig) -> None:
          f"storage.fsync: must be one of {', '.join(FSYNC_POLICIES)}, got {cfg.storage.fsync!r}"),
         (bool(cfg.security.tls_cert_file) == bool(cfg.security.tls_key_file),
          "security: tlsCertFile and tlsKeyFile must be given together"),
+        (cfg.security.tls_client_auth in TLS_CLIENT_AUTH,
+         f"security.tlsClientAuth: must be one of {', '.join(TLS_CLIENT_AUTH)}, got {cfg.security.tls_client_auth!r}"),
+        (cfg.security.tls_client_auth != "required"
+         or (bool(cfg.security.tls_cert_file) and bool(cfg.security.tls_ca_file)),
+         "security.tlsClientAuth: required needs tlsCertFile, tlsKeyFile and tlsCaFile (the CA that verifies "
+         "client certificates)"),
     ]
     for seed in cfg.seeds:
         host, sep, port = seed.rpartition(":")

@@ -13,7 +13,7 @@ exact without ever-growing tombstone sets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -94,6 +94,18 @@ class ORSet:
     def add(self, node: str, element: str) -> ORSet:
         context, dot = self.context.increment(node)
         return ORSet({**self.entries, element: frozenset((dot,))}, context)
+
+    def update(self, node: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> ORSet:
+        """`remove` each of `remove`, then `add` each of `add`: the same set as that sequence of single
+        operations, in one copy of the entries (a request of n operations costs O(n + size), not O(n * size))."""
+        entries = dict(self.entries)
+        context = self.context
+        for element in remove:
+            entries.pop(element, None)
+        for element in add:
+            context, dot = context.increment(node)
+            entries[element] = frozenset((dot,))
+        return ORSet(entries, context)
 
     def remove(self, element: str) -> ORSet:
         if element not in self.entries:

@@ -3,10 +3,14 @@
 Handlers are thin: they call an `AgentAPI` (the runtime, or a fake in tests), which owns the Node. Peer
 endpoints take and return sealed binary bodies; a body that fails authentication or decoding answers 400
 and is counted as a dropped packet by the runtime. User endpoints speak JSON (see docs/agent-api.md).
+
+Every request passes `guard_middleware` first (io/http_limits.py): access control (io/auth.py), then the
+body read within its time and size bounds, so handlers never see an unauthenticated or unbounded body.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -14,6 +18,8 @@ from aiohttp import web
 
 from gossip_agent.core.codec import DecodeError
 from gossip_agent.core.messages import MemberSnapshot
+from gossip_agent.io.auth import ApiAuth
+from gossip_agent.io.http_limits import HTTP_STATS, Inflater, guard_middleware, handler_args
 from gossip_agent.io.metrics import CONTENT_TYPE
 from gossip_agent.io.peer_client import MAX_PUSH_PULL_BYTES, PING_PATH, PUSH_PULL_PATH
 from gossip_agent.io.security import AuthError
@@ -93,9 +99,13 @@ async def internal_ping(request: web.Request) -> web.Response:
     return web.Response(body=answer, content_type="application/octet-stream")
 
 
-def make_app(agent: AgentAPI, extra_routes: Iterable[web.AbstractRouteDef] = ()) -> web.Application:
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+def make_app(agent: AgentAPI, extra_routes: Iterable[web.AbstractRouteDef] = (), *,
+             auth: ApiAuth | None = None) -> web.Application:
+    """The agent's app. `auth` None means an open API (tests, local development)."""
+    guard = guard_middleware(auth or ApiAuth(), Inflater(), MAX_REQUEST_BYTES)
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[guard], handler_args=handler_args())
     app[AGENT] = agent
+    app[HTTP_STATS] = Counter()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -44,9 +44,11 @@ from gossip_agent.core.effects import Effect, EventKind, MemberEvent, Send, Sync
 from gossip_agent.core.messages import Ack, Address, MemberSnapshot, MemberState, Packet, Ping, PushPullState
 from gossip_agent.core.node import Node
 from gossip_agent.io import tls
+from gossip_agent.io.auth import ApiAuth
 from gossip_agent.io.events_http import MemberWatchHub, member_watch_routes
 from gossip_agent.io.extension import Extension
 from gossip_agent.io.http_api import make_app
+from gossip_agent.io.http_limits import HTTP_STATS, GuardedRunner, HttpCollector
 from gossip_agent.io.metrics import AgentMetrics, AgentStats
 from gossip_agent.io.peer_client import MAX_PUSH_PULL_BYTES, PeerClient, PeerError
 from gossip_agent.io.probe_rtt import ProbeRtt
@@ -150,6 +152,7 @@ class Agent:
         self.peer_client = PeerClient(self.security, timeout=config.membership.stream_timeout,
                                       ssl_context=tls.client_context(config.security))
         self._server_ssl = tls.server_context(config.security)
+        self.api_auth = ApiAuth.from_config(config.security, lambda: self.security.encrypted)
         self._node: Node | None = None
         self._udp: UdpTransport | None = None
         self._runner: web.AppRunner | None = None
@@ -244,8 +247,11 @@ class Agent:
         self._node = Node(cfg, advertise, self.rng, self.clock(), delegate, incarnation=self._initial_incarnation,
                           clock_offset=time.time() - self.clock())
         self._udp, self.port = udp, port
-        runner = web.AppRunner(make_app(self, routes), access_log=None, handle_signals=False,
-                               shutdown_timeout=1.0)
+        for warning in self.api_auth.warnings():
+            log.warning("%s", warning)
+        app = make_app(self, routes, auth=self.api_auth)
+        runner = GuardedRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self.metrics.registry.register(HttpCollector(app[HTTP_STATS], runner.guard))
         try:
             for ext in self.extensions:
                 ext.attach(self)

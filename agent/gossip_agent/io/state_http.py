@@ -16,11 +16,14 @@ the context its client read replaces exactly those (core/crdt.py).
 Writes accept `?w=N` (holders including this agent, default 1) and `?timeout=seconds`.
 
 Sizes are checked before anything is allocated (Content-Length, then a capped read); invalid input
-answers 4xx with `{"error": "..."}` naming the problem.
+answers 4xx with `{"error": "..."}` naming the problem. Keys are checked here, at the edge (`key_problem`):
+no control characters (NUL included), no `.`/`..` path segments (keys often become file or URL paths in
+the programs that read them), 1..state.maxKeyBytes bytes of UTF-8. JSON deeper than 32 levels is a 400.
 
 The watch stream (`GET /v1/watch?prefix=`) is newline-delimited JSON, one line per change; every client
 has a bounded queue, and a client that falls `WATCH_QUEUE` changes behind is told so and disconnected
-(it reconnects and re-reads: a watch is a notification, not a log).
+(it reconnects and re-reads: a watch is a notification, not a log). At most `MAX_WATCHERS` watches in all
+and `MAX_WATCHES_PER_CLIENT` from one address (429), so one client cannot take every slot.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import base64
 import binascii
 import contextlib
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -55,6 +59,7 @@ from gossip_agent.core.kvstore import (
 from gossip_agent.core.replica import parse_write_concern
 from gossip_agent.core.state_codec import StateCodecError, decode_context, encode_context
 from gossip_agent.core.vector_clock import VersionVector
+from gossip_agent.io.http_limits import MAX_WATCHES_PER_CLIENT, loads_limited, request_body
 
 if TYPE_CHECKING:
     from gossip_agent.io.state_service import StateService
@@ -72,7 +77,9 @@ _ROUTE_OF = {"pncounter": "/v1/crdt/counters/", "orset": "/v1/crdt/sets/",
              "lwwregister": "/v1/crdt/registers/lww/", "mvregister": "/v1/crdt/registers/mv/"}
 WATCH_QUEUE = 1024
 MAX_WATCHERS = 256
+MAX_PREFIX_BYTES = 4096
 WATCH_HEARTBEAT = 15.0
+WATCH_DISCONNECT_CHECK = 1.0
 MAX_LIST = 1000
 MAX_SET_OPS = 1024
 MAX_TIMEOUT = 60.0
@@ -206,6 +213,27 @@ class WatchHub:
         self._clients.clear()
 
 
+def key_problem(key: str) -> str | None:
+    """Why `key` is not acceptable from a client (None if it is); lengths are the store's check."""
+    if not key:
+        return "key is empty"
+    for i, ch in enumerate(key):
+        if ch < " " or "\x7f" <= ch <= "\x9f":
+            return f"key contains the control character U+{ord(ch):04X} at position {i}; keys are printable text"
+    if any(segment in (".", "..") for segment in key.split("/")):
+        return f"key {key[:64]!r} has a '.' or '..' path segment; keys may not contain relative path segments"
+    return None
+
+
+def _query_key(value: str, name: str) -> str:
+    """A key-like query parameter (prefix, after): bounded, no control characters."""
+    if len(value) > MAX_PREFIX_BYTES:
+        raise _error(400, f"{name} is longer than {MAX_PREFIX_BYTES} characters")
+    if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in value):
+        raise _error(400, f"{name} contains a control character")
+    return value
+
+
 def _event_line(change: Change) -> bytes:
     entry = change.entry
     if entry is None:
@@ -223,6 +251,7 @@ class StateApi:
 
     def __init__(self, service: StateService) -> None:
         self.svc = service
+        self._watches_by_client: Counter[str] = Counter()
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -247,6 +276,9 @@ class StateApi:
     # -- input -------------------------------------------------------------------------------------------
     def _key(self, request: web.Request, name: str = "key", prefix: str = "") -> str:
         key = prefix + request.match_info[name]
+        problem = key_problem(key)
+        if problem:
+            raise _error(400, problem)
         try:
             self.svc.store.check_key(key)
         except InvalidKey as exc:
@@ -255,23 +287,19 @@ class StateApi:
 
     async def _read(self, request: web.Request, limit: int, what: str) -> bytes:
         """The body, refusing more than `limit` bytes before holding them."""
-        if request.content_length is not None and request.content_length > limit:
+        if request.content_length is not None and request.content_length > limit \
+                and "Content-Encoding" not in request.headers:
             raise _error(413, f"{what} is {request.content_length} bytes; the limit is {limit}")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await request.content.read(65536)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > limit:
-                raise _error(413, f"{what} is larger than the limit of {limit} bytes")
-            chunks.append(chunk)
+        # The guard middleware already read (and inflated) it within the app-wide bounds.
+        body = await request_body(request)
+        if len(body) > limit:
+            raise _error(413, f"{what} is {len(body)} bytes; the limit is {limit}")
+        return body
 
     async def _json(self, request: web.Request, limit: int = 64 * 1024) -> dict[str, Any]:
         body = await self._read(request, limit, "JSON body")
         try:
-            data = json.loads(body)
+            data = loads_limited(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise _error(400, f"invalid JSON body: {exc}") from None
         if not isinstance(data, dict):
@@ -403,7 +431,7 @@ class StateApi:
 
     async def list_keys(self, request: web.Request) -> web.Response:
         q = request.query
-        prefix, after = q.get("prefix", ""), q.get("after") or None
+        prefix, after = _query_key(q.get("prefix", ""), "prefix"), _query_key(q.get("after", ""), "after") or None
         raw = q.get("limit", "100")
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
             raise _error(400, f"limit must be an integer 1..{MAX_LIST}, got {raw[:20]!r}")
@@ -417,18 +445,32 @@ class StateApi:
         hub = self.svc.watchers
         if len(hub) >= MAX_WATCHERS:
             raise _error(503, f"too many watch clients (limit {MAX_WATCHERS})")
-        prefix = request.query.get("prefix", "")
+        client = request.remote or "?"
+        if self._watches_by_client[client] >= MAX_WATCHES_PER_CLIENT:
+            raise _error(429, f"too many watches from {client} (limit {MAX_WATCHES_PER_CLIENT} per client)")
+        prefix = _query_key(request.query.get("prefix", ""), "prefix")
         ident, queue = hub.subscribe(prefix)
+        self._watches_by_client[client] += 1
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
                                                "Cache-Control": "no-cache"})
         try:
             await response.prepare(request)
             await response.write(json.dumps({"event": "watching", "prefix": prefix}).encode() + b"\n")
+            loop = asyncio.get_running_loop()
+            quiet_since = loop.time()
             while True:
                 try:
-                    line = await asyncio.wait_for(queue.get(), WATCH_HEARTBEAT)
+                    # Short waits: a client that hung up frees its slot within a second, not a heartbeat.
+                    # (asyncio.timeout: 3.11's wait_for can lose a cancel that races a queued line.)
+                    async with asyncio.timeout(WATCH_DISCONNECT_CHECK):
+                        line = await queue.get()
                 except TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
+                        break
+                    if loop.time() - quiet_since < WATCH_HEARTBEAT:
+                        continue
                     line = b'{"event":"heartbeat"}\n'
+                quiet_since = loop.time()
                 if line is None:
                     await response.write(json.dumps({"event": "error", "error": (
                         f"watch client too slow: more than {WATCH_QUEUE} changes pending; reconnect and "
@@ -441,6 +483,9 @@ class StateApi:
             pass
         finally:
             hub.unsubscribe(ident)
+            self._watches_by_client[client] -= 1
+            if self._watches_by_client[client] <= 0:
+                del self._watches_by_client[client]
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await response.write_eof()
         return response
@@ -482,11 +527,7 @@ class StateApi:
             raise _error(400, 'nothing to do: give "add" and/or "remove"')
 
         def mutate(s: ORSet, node: str, _: Any) -> ORSet:
-            for element in remove:
-                s = s.remove(element)
-            for element in add:
-                s = s.add(node, element)
-            return s
+            return s.update(node, add, remove)  # one copy: O(ops + size), not O(ops * size)
 
         return await self._update_crdt(request, key, ORSet, mutate, "set", "elements", w, timeout)
 

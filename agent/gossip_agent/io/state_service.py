@@ -551,7 +551,8 @@ class StateService(Extension, StateDelegate):
         interval = self.config.anti_entropy.interval
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), interval * (0.5 + self.rng.random()))
+                async with asyncio.timeout(interval * (0.5 + self.rng.random())):  # not wait_for: see _tick_loop
+                    await self._kick.wait()
             self._kick.clear()
             peers = self.agent.live_members()
             if not peers:
@@ -616,8 +617,11 @@ class StateService(Extension, StateDelegate):
             if now < busy_until:
                 await asyncio.sleep(TICK)
             else:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that races the event being set
+                # (an agent stopping right after a write then hung in stop(), waiting for this task).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), IDLE_TICK)
+                    async with asyncio.timeout(IDLE_TICK):
+                        await self._changed.wait()
 
     def tick(self) -> None:
         agent, store = self.agent, self.store

@@ -25,7 +25,7 @@ def server_context(sec: SecurityConfig) -> ssl.SSLContext | None:
             ctx.load_verify_locations(sec.tls_ca_file)
             ctx.verify_mode = ssl.CERT_OPTIONAL
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"security.tlsCertFile/tlsKeyFile/tlsCAFile: cannot load: {exc}") from None
+        raise ConfigError(f"security.tlsCertFile/tlsKeyFile/tlsCaFile: cannot load: {exc}") from None
     return ctx
 
 

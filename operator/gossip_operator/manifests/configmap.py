@@ -23,6 +23,8 @@ import json
 from typing import Any
 
 from gossip_operator.manifests.common import (
+    API_TOKENS_DIR,
+    API_TOKENS_KEY,
     DATA_DIR,
     KEYRING_DIR,
     KEYRING_KEY,
@@ -61,7 +63,8 @@ def agent_config(spec: ClusterSpec, cluster_domain: str, *, with_seeds: bool = T
         if section != "storage":
             config[section] = dict(values)
     config["storage"] = {**spec.agent_sections.get("storage", {}), "dataDir": DATA_DIR}
-    security: dict[str, Any] = {"keyringFile": f"{KEYRING_DIR}/{KEYRING_KEY}"}
+    security: dict[str, Any] = {"keyringFile": f"{KEYRING_DIR}/{KEYRING_KEY}",
+                                "apiTokensFile": f"{API_TOKENS_DIR}/{API_TOKENS_KEY}"}
     if spec.tls:
         security |= {"tlsCertFile": f"{TLS_DIR}/tls.crt", "tlsKeyFile": f"{TLS_DIR}/tls.key"}
         if tls_ca:  # a missing file would stop the agent at start

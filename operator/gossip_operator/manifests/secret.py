@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from gossip_operator.manifests.common import KEYRING_KEY, Owner, labels
+from gossip_operator.manifests.common import API_TOKENS_KEY, KEYRING_KEY, Owner, labels
 from gossip_operator.spec import ClusterSpec
 
 KEY_BYTES = 32
@@ -58,3 +58,33 @@ def render(spec: ClusterSpec, owner: Owner | None, keys: Sequence[bytes]) -> dic
         meta["ownerReferences"] = [owner.reference()]
     encoded = base64.b64encode(keyring_text(keys).encode()).decode()
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta, "data": {KEYRING_KEY: encoded}}
+
+
+# -- the HTTP API's bearer tokens -------------------------------------------------------------------------------
+# `<cluster>-api-tokens`, key `tokens`: "read:<token>" and "write:<token>" lines (the agent's
+# security.apiTokensFile format). Generated once, owned by the cluster; users read the tokens from it (gossipctl
+# --token), the operator uses the read token for its status queries. Rotation: edit the Secret; agents re-read it.
+
+
+def api_tokens_secret_name(spec: ClusterSpec) -> str:
+    return f"{spec.name}-api-tokens"
+
+
+def render_api_tokens(spec: ClusterSpec, owner: Owner, read_token: str, write_token: str) -> dict[str, Any]:
+    """The tokens Secret. The random tokens come from the caller (this module draws no randomness)."""
+    meta: dict[str, Any] = {"name": api_tokens_secret_name(spec), "namespace": spec.namespace,
+                            "labels": labels(spec, "api-tokens"), "ownerReferences": [owner.reference()]}
+    text = f"read:{read_token}\nwrite:{write_token}\n"
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta,
+            "data": {API_TOKENS_KEY: base64.b64encode(text.encode()).decode()}}
+
+
+def read_token(secret_data_b64: str | None) -> str | None:
+    """A token the operator may query agents with: the first `read` token, else the first `write` token."""
+    try:
+        text = base64.b64decode(secret_data_b64 or "").decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    pairs = [line.strip().partition(":") for line in text.splitlines() if ":" in line]
+    by_scope = {scope.strip(): token.strip() for scope, _, token in reversed(pairs)}
+    return by_scope.get("read") or by_scope.get("write") or None

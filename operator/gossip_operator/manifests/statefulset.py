@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from gossip_operator.manifests.common import (
+    API_TOKENS_DIR,
     CONFIG_FILE,
     CONFIG_HASH_ANNOTATION,
     CONTAINER_NAME,
@@ -35,6 +36,7 @@ from gossip_operator.manifests.common import (
     selector_labels,
 )
 from gossip_operator.manifests.configmap import CONFIG_KEY, config_hash
+from gossip_operator.manifests.secret import api_tokens_secret_name
 from gossip_operator.spec import ClusterSpec
 
 RUN_AS_USER = 65532  # the conventional "nonroot" user of distroless images
@@ -65,6 +67,7 @@ def _container(spec: ClusterSpec) -> dict[str, Any]:
     mounts = [
         {"name": "config", "mountPath": CONFIG_FILE, "subPath": CONFIG_KEY, "readOnly": True},
         {"name": "keyring", "mountPath": KEYRING_DIR, "readOnly": True},
+        {"name": "api-tokens", "mountPath": API_TOKENS_DIR, "readOnly": True},
         {"name": "data", "mountPath": DATA_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
@@ -107,6 +110,7 @@ def _pod_spec(spec: ClusterSpec) -> dict[str, Any]:
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": names.configmap}},
         {"name": "keyring", "secret": {"secretName": spec.gossip_key_secret, "defaultMode": 0o440}},
+        {"name": "api-tokens", "secret": {"secretName": api_tokens_secret_name(spec), "defaultMode": 0o440}},
         {"name": "tmp", "emptyDir": {}},
     ]
     if spec.tls:

@@ -1,0 +1,255 @@
+"""Bounds on what one HTTP client can make the agent do: time, connections, body bytes, inflation, nesting.
+
+Why each bound exists (issue 10, attacks 4 and 10):
+- aiohttp inflates a `Content-Encoding: gzip` body as it arrives, on the event loop, before any handler or
+  authentication runs: 4 concurrent 1 MiB gzip bombs stalled an agent for 7 s and grew RSS by 130 MB. The
+  server is therefore built with `auto_decompress=False` (`handler_args`), and `guard_middleware` decides:
+  peer endpoints never take HTTP-level compression (peers compress inside the sealed frame, which is
+  authenticated before it is inflated, see core/codec.py), user routes take it only after `ApiAuth` passed;
+  then `Inflater` decompresses incrementally (`zlib.decompressobj` with `max_length`) in a worker thread,
+  at most `INFLATE_CONCURRENCY` at a time, and stops at the route's byte limit (413).
+- Slow clients: a connection must deliver a complete request head within `HEADER_TIMEOUT` (aiohttp's
+  keep-alive timer starts at connect and fires while no request is being handled; it is also the idle
+  timeout between requests), and a body within `BODY_TIMEOUT` (408).
+- Connections: at most `MAX_CONNECTIONS`, `MAX_CONNECTIONS_PER_CLIENT` from one address (`ConnectionGuard`;
+  over the cap the connection is closed at once and counted).
+- Bodies: `client_max_size` caps every body (413); routes check their own tighter limits.
+- JSON: `loads_limited` answers a body nested deeper than `MAX_JSON_DEPTH` with 400 instead of the 500 a
+  RecursionError gave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import zlib
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gossip_agent.io.auth import ApiAuth, RouteClass
+
+log = logging.getLogger("gossip_agent.http")
+
+HEADER_TIMEOUT = 15.0
+BODY_TIMEOUT = 30.0
+MAX_CONNECTIONS = 1024
+MAX_CONNECTIONS_PER_CLIENT = 128
+MAX_WATCHES_PER_CLIENT = 16
+MAX_JSON_DEPTH = 32
+MAX_HEADERS = 64
+MAX_HEADER_LINE = 8190
+INFLATE_CONCURRENCY = 2
+INFLATE_CHUNK = 256 * 1024
+# Content-Encodings a user route accepts (after authentication); anything else is 415.
+ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+BODY = web.RequestKey("inflated_body", bytes)
+HTTP_STATS = web.AppKey("http_stats", Counter)
+
+
+def handler_args() -> dict[str, Any]:
+    """aiohttp server (RequestHandler) settings for `web.Application(handler_args=...)`."""
+    return {"auto_decompress": False, "keepalive_timeout": HEADER_TIMEOUT, "max_headers": MAX_HEADERS,
+            "max_line_size": MAX_HEADER_LINE, "max_field_size": MAX_HEADER_LINE, "lingering_time": 2.0}
+
+
+class InflateError(ValueError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def inflate_sync(data: bytes, wbits: int, limit: int) -> bytes:
+    """Decompress `data`, refusing (413) once the output would pass `limit` bytes; never holds more than
+    `limit + INFLATE_CHUNK` bytes of output."""
+    inflater = zlib.decompressobj(wbits)
+    out: list[bytes] = []
+    size = 0
+    pending = data
+    try:
+        while True:
+            chunk = inflater.decompress(pending, INFLATE_CHUNK)
+            size += len(chunk)
+            if size > limit:
+                raise InflateError(413, f"the decompressed body is larger than the limit of {limit} bytes")
+            out.append(chunk)
+            pending = inflater.unconsumed_tail
+            if inflater.eof or (not pending and not chunk):
+                break
+    except zlib.error as exc:
+        raise InflateError(400, f"invalid compressed body: {exc}") from None
+    if not inflater.eof:
+        raise InflateError(400, "invalid compressed body: the stream ends early")
+    if inflater.unused_data:
+        raise InflateError(400, "invalid compressed body: bytes after the end of the stream")
+    return b"".join(out)
+
+
+class Inflater:
+    """Bounded concurrency for decompression; large bodies are inflated off the event loop."""
+
+    def __init__(self, concurrency: int = INFLATE_CONCURRENCY) -> None:
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def inflate(self, data: bytes, encoding: str, limit: int) -> bytes:
+        # zlib releases the GIL while it inflates, so a worker thread keeps the loop free; the semaphore
+        # bounds the threads (and the memory: each holds at most limit + INFLATE_CHUNK of output).
+        wbits = ENCODINGS[encoding]
+        async with self._slots:
+            return await asyncio.get_running_loop().run_in_executor(None, inflate_sync, data, wbits, limit)
+
+
+def loads_limited(body: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`json.loads` that refuses nesting deeper than `max_depth` (ValueError, a 400 for callers)."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {max_depth} levels") from None
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                raise ValueError(f"nested deeper than {max_depth} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return data
+
+
+def _json_error(status: int, message: str) -> web.HTTPException:
+    exc = web.HTTPException(text=json.dumps({"error": message}), content_type="application/json")
+    exc.set_status(status)
+    return exc
+
+
+def guard_middleware(auth: ApiAuth, inflater: Inflater, max_body: int) -> Middleware:
+    """Authenticate, then read (and, on user routes, inflate) the body within its time and size bounds,
+    all before the handler runs; the handler finds the body in `request.read()` or `request[BODY]`."""
+
+    @web.middleware
+    async def guard(request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        stats = request.app[HTTP_STATS]
+        try:
+            kind = auth.check(request)
+        except web.HTTPException as exc:
+            stats[f"auth_{exc.status}"] += 1
+            raise
+        if request.content_length is not None and request.content_length > max_body:
+            stats["body_too_large"] += 1
+            raise _json_error(413, f"the request body is {request.content_length} bytes; the limit is {max_body}")
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity" and (kind is RouteClass.PEER or encoding not in ENCODINGS):
+            stats["encoding_refused"] += 1
+            raise _json_error(415, f"Content-Encoding {encoding[:32]!r} is not accepted here"
+                                   + (" (peers compress inside the sealed frame)" if kind is RouteClass.PEER
+                                      else f"; use one of {', '.join(sorted(ENCODINGS))} or none"))
+        if request.body_exists and request.method not in ("GET", "HEAD"):
+            try:
+                async with asyncio.timeout(BODY_TIMEOUT):
+                    raw = await request.read()
+            except TimeoutError:
+                stats["body_timeout"] += 1
+                raise _json_error(408, f"the request body did not arrive within {BODY_TIMEOUT:g} s") from None
+            except web.HTTPRequestEntityTooLarge:
+                stats["body_too_large"] += 1
+                raise _json_error(413, f"the request body is larger than the limit of {max_body} bytes") from None
+            if encoding != "identity":
+                try:
+                    request[BODY] = await inflater.inflate(raw, encoding, max_body)
+                except InflateError as exc:
+                    stats["inflate_refused"] += 1
+                    raise _json_error(exc.status, str(exc)) from None
+        return await handler(request)
+
+    return guard
+
+
+async def request_body(request: web.Request) -> bytes:
+    """The request body as the handler should see it (inflated when it was compressed)."""
+    if BODY in request:
+        return request[BODY]
+    return await request.read()
+
+
+class ConnectionGuard:
+    """Caps open connections, in total and per client address; counts what it refused."""
+
+    def __init__(self, max_total: int = MAX_CONNECTIONS, max_per_client: int = MAX_CONNECTIONS_PER_CLIENT) -> None:
+        self.max_total = max_total
+        self.max_per_client = max_per_client
+        self.per_client: Counter[str] = Counter()
+        self.refused = 0
+        self._open: dict[object, str] = {}
+
+    def admit(self, handler: object, transport: asyncio.BaseTransport) -> bool:
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if len(self._open) >= self.max_total or self.per_client[client] >= self.max_per_client:
+            self.refused += 1
+            return False
+        self._open[handler] = client
+        self.per_client[client] += 1
+        return True
+
+    def release(self, handler: object) -> None:
+        client = self._open.pop(handler, None)
+        if client is not None:
+            self.per_client[client] -= 1
+            if self.per_client[client] <= 0:
+                del self.per_client[client]
+
+    def attach(self, server: web.Server) -> None:
+        """Wrap the server's connection bookkeeping (the only per-connection hook aiohttp offers)."""
+        made, lost = server.connection_made, server.connection_lost
+
+        def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+            made(handler, transport)
+            if not self.admit(handler, transport):
+                handler.force_close()
+
+        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+            self.release(handler)
+            lost(handler, exc)
+
+        setattr(server, "connection_made", connection_made)  # noqa: B010 - instance override on purpose
+        setattr(server, "connection_lost", connection_lost)  # noqa: B010
+
+
+class GuardedRunner(web.AppRunner):
+    """An AppRunner whose server refuses connections over `ConnectionGuard`'s caps."""
+
+    def __init__(self, app: web.Application, *, guard: ConnectionGuard | None = None, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.guard = guard or ConnectionGuard()
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        self.guard.attach(server)
+        return server
+
+
+class HttpCollector(Collector):
+    """`gossip_http_refused_total{reason}`: requests and connections the guard refused (read on scrape)."""
+
+    def __init__(self, stats: Counter[str], guard: ConnectionGuard) -> None:
+        self.stats = stats
+        self.guard = guard
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("gossip_http_refused", "HTTP requests and connections refused, by reason "
+                                     "(auth_401, auth_403, encoding_refused, body_too_large, body_timeout, "
+                                     "inflate_refused, connection_cap).", labels=["reason"])
+        for reason, count in sorted(self.stats.items()):
+            family.add_metric([reason], count)
+        family.add_metric(["connection_cap"], self.guard.refused)
+        yield family
+        yield GaugeMetricFamily("gossip_http_connections", "Open HTTP connections.",
+                                value=sum(self.guard.per_client.values()))
