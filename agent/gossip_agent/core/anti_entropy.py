@@ -118,7 +118,7 @@ def respond(store: KvStore, request: AeRequest, now_ms: int, limits: Limits = Li
     room = limits.max_entry_bytes
     for entry in request.push:
         try:
-            changed = store.apply_remote(entry)
+            changed = store.apply_remote(entry, now_ms)
         except InvalidEntry:
             continue
         if not changed and store.was_collected(entry.key):
@@ -232,7 +232,7 @@ class Session:
         for entry in response.entries:
             stats.pulled += 1
             try:
-                if self.store.apply_remote(entry):
+                if self.store.apply_remote(entry, now_ms):
                     stats.repaired += 1
             except InvalidEntry:
                 continue

@@ -425,7 +425,7 @@ class StateService(Extension, StateDelegate):
         if isinstance(item, Announcement):
             return self._on_announcement(item)
         try:
-            changed = self._store.apply_remote(item)
+            changed = self._store.apply_remote(item, self.now_ms())
         except InvalidEntry as exc:
             self.stats.rumors["dropped"] += 1
             log.debug("dropped a state rumor: %s", exc)
@@ -464,7 +464,7 @@ class StateService(Extension, StateDelegate):
             entry = decode_payload(answer, self.limits)
             if isinstance(entry, Announcement):
                 raise StateCodecError("fetch answered with an announcement")
-            if self.store.apply_remote(entry):
+            if self.store.apply_remote(entry, self.now_ms()):
                 self._commit()
                 self.stats.rumors["pulled"] += 1
             else:
@@ -522,7 +522,7 @@ class StateService(Extension, StateDelegate):
             entry = decode_payload(body, self.limits)
             if isinstance(entry, Announcement):
                 raise StateCodecError("replicate needs the whole entry")
-            if self.store.apply_remote(entry):
+            if self.store.apply_remote(entry, self.now_ms()):
                 self._commit()  # logged before we acknowledge
                 self.stats.rumors["replicated"] += 1
         except (StateCodecError, InvalidEntry) as exc:
