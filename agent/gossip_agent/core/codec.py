@@ -48,8 +48,9 @@ PUSH_PULL_ZLIB = 0x02
 _COMPRESS_OVER = 512
 # Largest UDP payload over IPv4; nothing bigger can arrive, so nothing bigger is decoded as a packet.
 MAX_PACKET_BYTES = 65_507
-# The security layer's envelope: frame byte + 12-byte nonce + 16-byte AES-GCM tag (io/security.py checks it).
-ENVELOPE_RESERVE = 29
+# The security layer's envelope: frame byte + 12-byte nonce + 16-byte AES-GCM tag + 6-byte replay stamp
+# (io/security.py checks it).
+ENVELOPE_RESERVE = 35
 # The message array's header: msgpack array16 (3 bytes) covers up to 65535 messages, more than an MTU holds.
 _ARRAY_HEADER_MAX = 3
 _MAX_NAME_BYTES = 256

@@ -154,6 +154,7 @@ class StateStats:
         self.snapshots = 0
         self.replayed = 0
         self.watch_dropped = 0
+        self.recovery: Counter[str] = Counter()        # snapshot_unreadable, record_unreadable
 
 
 class StateService(Extension, StateDelegate):
@@ -188,6 +189,7 @@ class StateService(Extension, StateDelegate):
         self._stopping = False
         self._repair_target: str | None = None
         self._meta_warned = False
+        self._log_error: str | None = None
         from gossip_agent.io.state_http import StateApi, WatchHub
         self.watchers = WatchHub()
         self.api = StateApi(self)
@@ -247,7 +249,15 @@ class StateService(Extension, StateDelegate):
                 "convergence": self.tracker.status(self.wall()).to_json()}
 
     def ready(self) -> bool:
-        return self._store is not None
+        return self.readiness()[0]
+
+    def readiness(self) -> tuple[bool, str]:
+        """Not ready while writes cannot be made durable (the last log append failed)."""
+        if self._store is None:
+            return False, "state not loaded"
+        if self._log_error is not None:
+            return False, f"state log not writable: {self._log_error}"
+        return True, "ready"
 
     # -- accessors ------------------------------------------------------------------------------------------
     @property
@@ -278,26 +288,35 @@ class StateService(Extension, StateDelegate):
         durable = DurableLog(storage.data_dir, fsync=storage.fsync)
         snapshot, records = durable.open()
         id_path = Path(storage.data_dir) / "replica-id"
+        store: KvStore | None = None
         if snapshot is not None:
             try:
                 plain = msgpack.unpackb(snapshot, raw=False, strict_map_key=True)
                 store = KvStore.restore(plain, self.config.state)
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
-                durable.close()
-                raise RuntimeError(f"data dir {storage.data_dir}: the state snapshot is unreadable ({exc}); "
-                                   "move it away to start from the log and the peers") from None
-        else:
-            replica = _read_replica_id(id_path) if records else None
+                # Not fatal, and not silent: keep the bad file for inspection, start from the log, and let
+                # anti-entropy bring back from the peers what only the snapshot held (it runs on join).
+                aside = durable.set_aside_snapshot()
+                self.stats.recovery["snapshot_unreadable"] += 1
+                log.error("data dir %s: the state snapshot is unreadable (%s); moved it to %s and recovering from "
+                          "the log and the peers", storage.data_dir, exc, aside.name)
+        if store is None:
+            replica = _read_replica_id(id_path) if records or snapshot is not None else None
             if replica is None:  # no state here: a new replica (its writes must not reuse old dots)
                 replica = replica_id(self.config.name, secrets.token_hex(3))
                 _write_replica_id(id_path, replica)
             store = KvStore(replica, self.config.state)
-        for record in records:
+        for index, record in enumerate(records):
             try:
                 store.replay(decode_change(record, self.limits))
                 self.stats.replayed += 1
             except (StateCodecError, InvalidEntry, ValueError) as exc:
-                log.warning("data dir %s: skipped a log record that does not decode: %s", storage.data_dir, exc)
+                # Never silent: counted, logged with the record's position, and the record kept aside.
+                self.stats.recovery["record_unreadable"] += 1
+                durable.set_aside_record(record)
+                log.error("data dir %s: log record %d of %d does not decode (%s); kept in %s, the peers' copy "
+                          "will be repaired in by anti-entropy", storage.data_dir, index + 1, len(records), exc,
+                          durable.rejected_path.name)
         store.drain_changes()
         if not id_path.exists():
             _write_replica_id(id_path, store.node)
@@ -315,8 +334,13 @@ class StateService(Extension, StateDelegate):
         self._changed.set()
         durable = self._log
         if durable is not None:
-            for change in changes:
-                durable.append(encode_change(change))
+            try:
+                for change in changes:
+                    durable.append(encode_change(change))
+            except OSError as exc:
+                self._log_error = str(exc)  # readiness reports it; the write is not acknowledged (500)
+                raise
+            self._log_error = None
             self.stats.log_records += len(changes)
         self.watchers.publish([c for c in changes if c.origin != "prune"])  # no value changed
         return changes
@@ -746,6 +770,12 @@ class StateCollector(Collector):
         yield _labelled("gossip_state_write_concern", "Writes with w > 1 by outcome.", "result", st.write_concern)
         yield _counter("gossip_state_log_records", "Records appended to the durable log.", st.log_records)
         yield _counter("gossip_state_snapshots", "Snapshots written.", st.snapshots)
+        yield _labelled("gossip_state_recovery_problems", "Recovery problems, never silent: snapshot_unreadable "
+                        "(recovered from the log and the peers), record_unreadable (log records kept aside).",
+                        "problem", st.recovery)
+        yield _labelled("gossip_state_refused", "Numbers refused at the edge, by reason (clock_drift, "
+                        "counter_overflow, crdt_invalid): 400s to clients, dropped rumors/entries from peers.",
+                        "reason", s_refused(svc))
         yield _counter("gossip_state_watch_dropped", "Watch clients disconnected for being slow.",
                        svc.watchers.dropped)
         status = svc.tracker.status(svc.wall())
@@ -761,6 +791,10 @@ class StateCollector(Collector):
         last = status.last_convergence_seconds
         yield GaugeMetricFamily("gossip_state_last_convergence_seconds", "Newest write to full agreement, last "
                                 "measured (NaN: never).", value=math.nan if last is None else last)
+
+
+def s_refused(svc: StateService) -> Mapping[str, int]:
+    return dict(svc._store.refused) if svc._store is not None else {}
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
