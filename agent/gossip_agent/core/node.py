@@ -627,7 +627,7 @@ class Node:
             pos = self._probe_index + int(self.rng.random() * (len(self._probe_order) - self._probe_index + 1))
             self._probe_order.insert(pos, member.name)
             out.append(MemberEvent(EventKind.JOIN, member.snapshot()))
-            self._enqueue(rumor, source)
+            self._enqueue(rumor, source, low=True)  # announcements of newcomers never crowd out real news
             return True
         previous = member.state
         self._former.pop(member.name, None)
@@ -686,10 +686,10 @@ class Node:
         return True
 
     # -- dissemination ---------------------------------------------------------------------------------
-    def _enqueue(self, rumor: Rumor, source: str | None, *, key: str | None = None) -> None:
+    def _enqueue(self, rumor: Rumor, source: str | None, *, key: str | None = None, low: bool = False) -> None:
         if key is None and not isinstance(rumor, StateRumor):
             key = "m:" + rumor.name
-        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source)
+        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source, low=low)
 
     def _budget(self, used: int = 0) -> int:
         return self.config.gossip.mtu - self._header - used

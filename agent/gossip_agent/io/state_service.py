@@ -82,6 +82,7 @@ from gossip_agent.core.replica import (
     counted_members,
     decode_payload,
     encode_announcement,
+    hedge_delay,
     inline_budget,
     merged_meta,
     replica_id,
@@ -129,6 +130,8 @@ RETIRE_EVERY = 60.0
 # Anti-entropy messages: entries per message (approximate) stay well below the HTTP body cap (4 MiB).
 AE_LIMITS = Limits(max_entry_bytes=2 << 20)
 AE_MAX_RESPONSE = 16 << 20
+# Anti-entropy requests answered at once; more get 503 (the initiator retries in its next session).
+AE_MAX_CONCURRENT = 4
 # Remembered large-value announcements (key, digest): a repeat is not pulled or forwarded again.
 ANNOUNCE_MEMORY = 4096
 # Rumor payloads seen recently (by hash): epidemic spread delivers each one several times, and a repeat is
@@ -190,6 +193,7 @@ class StateService(Extension, StateDelegate):
         self._repair_target: str | None = None
         self._meta_warned = False
         self._log_error: str | None = None
+        self._ae_serving = 0
         from gossip_agent.io.state_http import StateApi, WatchHub
         self.watchers = WatchHub()
         self.api = StateApi(self)
@@ -219,7 +223,7 @@ class StateService(Extension, StateDelegate):
         # Updates (every published root) are frequent and change no one's liveness.
         if self._agent is None or event.kind is EventKind.UPDATE:
             return
-        has_peers = bool(self._agent.live_members())
+        has_peers = self._agent.node.counts()[MemberState.ALIVE] > 1  # O(1): events may come by thousands
         if has_peers and not self._had_peers:
             self.kick_anti_entropy()  # we (re)joined: catch up state at once
         self._had_peers = has_peers
@@ -391,23 +395,36 @@ class StateService(Extension, StateDelegate):
         payload = encode_rumor(entry)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        hedge = hedge_delay(timeout)
         pending: dict[asyncio.Task[bool], str] = {}
+        asked_at: dict[asyncio.Task[bool], float] = {}
         try:
             while not concern.met:
+                now = loop.time()
                 live = {m.name: m.addr for m in agent.live_members()}
                 names = list(live)
-                for name in concern.next_targets(names, pending.values(), [self.rng.random() for _ in names]):
-                    task = loop.create_task(self._replicate_to(live[name], payload, deadline - loop.time()))
+                slow = [name for task, name in pending.items() if now - asked_at[task] >= hedge]
+                for name in concern.next_targets(names, pending.values(), [self.rng.random() for _ in names],
+                                                 slow):
+                    task = loop.create_task(self._replicate_to(live[name], payload, deadline - now))
                     pending[task] = name
-                remaining = deadline - loop.time()
+                    asked_at[task] = now
+                    if slow:
+                        self.stats.write_concern["hedged"] += 1
+                remaining = deadline - now
                 if remaining <= 0:
                     break
                 if not pending:
                     await asyncio.sleep(min(0.1, remaining))  # no peer to ask yet: members may (re)join
                     continue
-                done, _ = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                # Wake at the next hedge point too: a peer that is slow by then is covered by another.
+                next_hedge = min((asked_at[t] + hedge for t in pending if now - asked_at[t] < hedge),
+                                 default=math.inf)
+                done, _ = await asyncio.wait(pending, timeout=min(remaining, max(0.0, next_hedge - now)),
+                                             return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     name = pending.pop(task)
+                    asked_at.pop(task, None)
                     if task.result():
                         concern.ack(name)
                     else:
@@ -528,6 +545,17 @@ class StateService(Extension, StateDelegate):
                             content_type="application/octet-stream")
 
     async def _serve_ae(self, request: web.Request) -> web.Response:
+        if self._ae_serving >= AE_MAX_CONCURRENT:
+            # Each answer is bounded (anti_entropy.Limits.max_scan), and so is how many run at once.
+            self.stats.ae["busy"] += 1
+            return web.Response(status=503, text="anti-entropy: too many concurrent requests, retry later")
+        self._ae_serving += 1
+        try:
+            return await self._answer_ae(request)
+        finally:
+            self._ae_serving -= 1
+
+    async def _answer_ae(self, request: web.Request) -> web.Response:
         body = await self._open_body(request, AE_MAX_RESPONSE)
         try:
             ae_request = decode_ae_request(body, self.limits)
