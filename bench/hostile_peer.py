@@ -144,8 +144,7 @@ def attack_ae(agents: list[AgentProcess]) -> dict[str, Any]:
     a0 = agents[0]
     for i in range(2000):
         put(a0, f"bulk/{i}", b"v" * 16)
-    level = min(3, DEFAULT_DEPTH)
-    nodes = [(level, i) for i in range(min(4096, 1 << (DEFAULT_BITS * level)))]
+    nodes = [(1, i % (1 << DEFAULT_BITS)) for i in range(4096)]  # the issue's ~8 KB of want_nodes
     body = ae_request((DEFAULT_BITS, DEFAULT_DEPTH), nodes)
     results: list[Any] = []
 
