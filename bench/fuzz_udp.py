@@ -185,9 +185,11 @@ def main() -> int:
               f"{elapsed:,.0f}s, "
               f"{crashes} crashes, {len(node.table)} members in the fuzzed node")
         if agents is not None:
-            status = agents[0].status()
-            ok = status is not None and status["members"]["alive"] == 2
-            print(f"agent: alive and sees its peer: {ok}; RSS MB max {max(s[0] for s in samples):.1f} "
+            from tests.hostile.peer_support import http
+            states = {m["name"]: m["state"] for m in agents[0].client.members()}
+            ok = states.get(agents[1].name) == "alive" and http(agents[0].addr, "GET", "/readyz")[0] == 200
+            print(f"agent: ready and sees its peer alive: {ok} ({len(states)} members incl. fuzzed ones); "
+                  f"RSS MB max {max(s[0] for s in samples):.1f} "
                   f"(first {samples[0][0]:.1f}); loop lag max seen {max(s[1] for s in samples):.3f}s")
             crashes += 0 if ok else 1
         return 1 if crashes else 0
