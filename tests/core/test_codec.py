@@ -29,11 +29,13 @@ from gossip_agent.core.messages import (
 )
 
 names = st.text(min_size=1, max_size=40)
-hosts = st.one_of(st.ip_addresses().map(str), st.from_regex(r"[a-z][a-z0-9.-]{0,40}", fullmatch=True))
+hosts = st.one_of(st.ip_addresses().map(str),
+                  st.from_regex(r"[a-z]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z]([a-z0-9-]{0,20}[a-z0-9])?){0,3}",
+                                fullmatch=True))
 ports = st.integers(0, 65535)
 addrs = st.tuples(hosts, ports)
 seqs = st.integers(0, 2**32 - 1)
-incs = st.integers(0, 2**64 - 1)
+incs = st.integers(0, 2**63 - 1)  # codec.MAX_INCARNATION; above it is a counted drop (tests/core/test_ranges.py)
 metas = st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=4)
 
 messages = st.one_of(

@@ -18,6 +18,7 @@ from gossip_agent.core.replica import (
     counted_members,
     decode_payload,
     encode_announcement,
+    hedge_delay,
     inline_budget,
     member_of,
     merged_meta,
@@ -155,3 +156,15 @@ def test_context_writers_are_safe_to_retire_only_once_nothing_recent_or_live_nam
     entry = me.entry("a")
     assert isinstance(entry, ValueEntry) and entry.context.nodes() == {"me@1"}
     assert me.get("a").values == (b"new",)  # type: ignore[union-attr]
+
+
+def test_write_concern_asks_another_peer_when_one_is_slow() -> None:
+    """Issue 10: `w=2` waited its whole timeout on one paused peer while healthy peers were free."""
+    wc = WriteConcern(2)
+    first = wc.next_targets(["a", "b", "c"], [], [0.1, 0.2, 0.3])
+    assert first == ["a"]
+    assert wc.next_targets(["a", "b", "c"], ["a"], [0.1, 0.2, 0.3]) == []  # "a" still has time
+    assert wc.next_targets(["a", "b", "c"], ["a"], [0.1, 0.2, 0.3], slow=["a"]) == ["b"]
+    assert wc.next_targets(["a", "b", "c"], ["a", "b"], [0.1, 0.2, 0.3], slow=["a"]) == []
+    assert wc.next_targets(["a", "b", "c"], ["a", "b"], [0.1, 0.2, 0.3], slow=["a", "b"]) == ["c"]
+    assert 0.1 <= hedge_delay(0.2) < hedge_delay(2.0) <= hedge_delay(60.0) == 1.0

@@ -23,7 +23,7 @@ Responses are capped (`Limits`); what does not fit is left for the next round or
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from gossip_agent.core.kvstore import Entry, InvalidEntry, KvStore, ValueEntry
@@ -50,6 +50,10 @@ class Limits:
     max_records: int = 65536         # listing records per response (16 bytes each: 1 MiB)
     max_entry_bytes: int = 4 << 20   # entries per message (approximate bytes)
     max_rounds: int = 64             # a session gives up after this many round trips
+    # CPU per response: leaf slots walked plus keys visited for listings and wanted nodes. Past it the response
+    # is truncated (the first node is always served, so a session progresses). 4,096 `want_nodes` each
+    # walking every leaf of a 10k-key store used to cost 25 s of event loop; now a response is ~10-50 ms.
+    max_scan: int = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +122,7 @@ def respond(store: KvStore, request: AeRequest, now_ms: int, limits: Limits = Li
     room = limits.max_entry_bytes
     for entry in request.push:
         try:
-            changed = store.apply_remote(entry)
+            changed = store.apply_remote(entry, now_ms)
         except InvalidEntry:
             continue
         if not changed and store.was_collected(entry.key):
@@ -139,7 +143,13 @@ def respond(store: KvStore, request: AeRequest, now_ms: int, limits: Limits = Li
     truncated = False
     listings: list[Listing] = []
     budget = limits.max_records
-    for node in request.listing:
+    scan = limits.max_scan
+    for i, node in enumerate(dict.fromkeys(request.listing)):
+        cost = tree.walk_cost(*node) + tree.count(*node)
+        if i and cost > scan:
+            truncated = True
+            break
+        scan -= cost
         records = [khash[:KEY_ID_BYTES] + digest[:DIGEST_ID_BYTES]
                    for _, khash, digest in tree.items_under(*node)]
         if len(records) > budget:
@@ -147,9 +157,15 @@ def respond(store: KvStore, request: AeRequest, now_ms: int, limits: Limits = Li
             break
         budget -= len(records)
         listings.append(Listing(node, b"".join(records)))
-    wanted = [key for prefix in request.want for key in tree.keys_with_hash_prefix(prefix)]
-    wanted += [key for node in request.want_nodes for key, _, _ in tree.items_under(*node)]
-    for key in wanted:
+    wanted = [key for prefix in dict.fromkeys(request.want) for key in tree.keys_with_hash_prefix(prefix)]
+    seen: set[str] = set()
+    for key in _wanted_under(tree, tuple(dict.fromkeys(request.want_nodes)), wanted, scan):
+        if key is None:
+            truncated = True
+            break
+        if key in seen:
+            continue
+        seen.add(key)
         found = store.entry(key)
         if found is None:
             continue
@@ -159,6 +175,24 @@ def respond(store: KvStore, request: AeRequest, now_ms: int, limits: Limits = Li
             break
         entries.append(found)
     return AeResponse(_shape(tree), root, children, tuple(listings), tuple(entries), tuple(collected), truncated)
+
+
+def _wanted_under(tree: MerkleTree, nodes: tuple[NodeId, ...], first: list[str], scan: int) -> Iterator[str | None]:
+    """Keys asked for: `first`, then every key under `nodes`, lazily, charging leaf walks and keys against
+    `scan`; yields None (and stops) once the budget is spent (the first node is always walked)."""
+    yield from first
+    for i, node in enumerate(nodes):
+        cost = tree.walk_cost(*node)
+        if i and cost > scan:
+            yield None
+            return
+        scan -= cost
+        for key, _, _ in tree.items_under(*node):
+            scan -= 1
+            if scan < 0 and i:
+                yield None
+                return
+            yield key
 
 
 def _shape(tree: MerkleTree) -> tuple[int, int]:
@@ -232,7 +266,7 @@ class Session:
         for entry in response.entries:
             stats.pulled += 1
             try:
-                if self.store.apply_remote(entry):
+                if self.store.apply_remote(entry, now_ms):
                     stats.repaired += 1
             except InvalidEntry:
                 continue

@@ -4,6 +4,11 @@ A rumor is sent at most `retransmit_mult · ceil(log10(N + 1))` times by each me
 spread to reach everyone with high probability, few enough that traffic stays bounded. Rumors sent the
 fewest times go first, newest first among equals, so fresh news always wins the space in a packet.
 A newer rumor about the same subject (e.g. member X) replaces the older one.
+
+Two priorities: rumors about members we already know (suspicions, deaths, refutations, state) go before
+rumors announcing new members (`low=True`), and past `max_items` the low ones are evicted first. A flood of
+forged Alives for made-up members (anyone on the network can send them to a plaintext cluster) then can
+neither push a real suspicion or death out of the queue nor take its place in packets.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class _Item:
     # Member we heard it from: sending it back there is wasted bytes.
     source: str | None = None
     transmits: int = 0
+    prio: int = 0  # 0: about known members and state; 1: a new member's announcement
     sent_to: set[str] = field(default_factory=set)
 
 
@@ -42,8 +48,8 @@ class BroadcastQueue:
     def __init__(self, retransmit_mult: int, max_items: int = 4096) -> None:
         self.retransmit_mult = retransmit_mult
         self.max_items = max_items
-        # transmits -> {id: item}; dicts keep insertion order, so the newest item of a level is last.
-        self._levels: dict[int, dict[int, _Item]] = {}
+        # (priority, transmits) -> {id: item}; dicts keep insertion order, so the newest item of a level is last.
+        self._levels: dict[tuple[int, int], dict[int, _Item]] = {}
         self._by_key: dict[str, _Item] = {}
         self._next_id = 0
         self._len = 0
@@ -52,15 +58,17 @@ class BroadcastQueue:
     def __len__(self) -> int:
         return self._len
 
-    def enqueue(self, rumor: Rumor, size: int, *, key: str | None = None, source: str | None = None) -> None:
-        """Queue a rumor of `size` encoded bytes; a rumor with the same `key` is replaced."""
+    def enqueue(self, rumor: Rumor, size: int, *, key: str | None = None, source: str | None = None,
+                low: bool = False) -> None:
+        """Queue a rumor of `size` encoded bytes; a rumor with the same `key` is replaced. `low`: a new
+        member's announcement (sent after, and evicted before, everything else)."""
         if key is not None:
             old = self._by_key.pop(key, None)
             if old is not None:
                 self._remove(old)
-        item = _Item(rumor=rumor, key=key, size=size, id=self._next_id, source=source)
+        item = _Item(rumor=rumor, key=key, size=size, id=self._next_id, source=source, prio=int(low))
         self._next_id += 1
-        self._levels.setdefault(0, {})[item.id] = item
+        self._levels.setdefault((item.prio, 0), {})[item.id] = item
         self._len += 1
         if key is not None:
             self._by_key[key] = item
@@ -68,11 +76,11 @@ class BroadcastQueue:
             self._evict()
 
     def _remove(self, item: _Item) -> None:
-        level = self._levels.get(item.transmits)
+        level = self._levels.get((item.prio, item.transmits))
         if level is not None and level.pop(item.id, None) is not None:
             self._len -= 1
             if not level:
-                del self._levels[item.transmits]
+                del self._levels[(item.prio, item.transmits)]
 
     def _evict(self) -> None:
         while self._len > self.max_items:
@@ -122,7 +130,7 @@ class BroadcastQueue:
                 if item.key is not None and self._by_key.get(item.key) is item:
                     del self._by_key[item.key]
                 continue
-            self._levels.setdefault(item.transmits, {})[item.id] = item
+            self._levels.setdefault((item.prio, item.transmits), {})[item.id] = item
             self._len += 1
         return [item.rumor for item in chosen]
 

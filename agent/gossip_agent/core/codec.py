@@ -16,6 +16,8 @@ Rules of this module:
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import zlib
 from enum import IntEnum
 from typing import Any
@@ -46,13 +48,21 @@ PUSH_PULL_ZLIB = 0x02
 _COMPRESS_OVER = 512
 # Largest UDP payload over IPv4; nothing bigger can arrive, so nothing bigger is decoded as a packet.
 MAX_PACKET_BYTES = 65_507
-# The security layer's envelope: frame byte + 12-byte nonce + 16-byte AES-GCM tag (io/security.py checks it).
-ENVELOPE_RESERVE = 29
+# The security layer's envelope: frame byte + 12-byte nonce + 16-byte AES-GCM tag + 6-byte replay stamp
+# (io/security.py checks it).
+ENVELOPE_RESERVE = 35
 # The message array's header: msgpack array16 (3 bytes) covers up to 65535 messages, more than an MTU holds.
 _ARRAY_HEADER_MAX = 3
 _MAX_NAME_BYTES = 256
 _MAX_U32 = 0xFFFF_FFFF
-_MAX_U64 = 0xFFFF_FFFF_FFFF_FFFF
+MAX_INCARNATION = (1 << 63) - 1
+"""Largest incarnation accepted (and ever produced: a refutation saturates here). Anything above, up to the
+u64 a packet can carry, is a counted drop (`out_of_range`): 2^64-1 used to make the refutation overflow
+msgpack and break every push-pull of the victim for good."""
+MAX_HOST_BYTES = 253
+"""Longest host accepted in an address (a DNS name's limit); hosts are ASCII hostnames or IP literals."""
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
 
 
 class MessageType(IntEnum):
@@ -190,6 +200,35 @@ def _uint(v: Any, limit: int) -> int:
     return v
 
 
+def _incarnation(v: Any) -> int:
+    if type(v) is not int or v < 0:
+        raise DecodeError("malformed", "expected an unsigned incarnation")
+    if v > MAX_INCARNATION:
+        raise DecodeError("out_of_range", f"incarnation {v} above {MAX_INCARNATION}")
+    return v
+
+
+def valid_host(v: object) -> bool:
+    """An ASCII hostname or an IP literal of at most MAX_HOST_BYTES: what an address may carry. Anything else
+    (e.g. 64 x 'é', whose IDNA encoding fails inside the socket call) is refused at decode, so it can never
+    reach a sendto."""
+    if type(v) is not str or not 0 < len(v) <= MAX_HOST_BYTES or not v.isascii():
+        return False
+    if _HOSTNAME.fullmatch(v):
+        return True
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _host(v: Any) -> str:
+    if not valid_host(v):
+        raise DecodeError("bad_host", "expected an ASCII hostname or IP address of at most 253 bytes")
+    return v  # type: ignore[no-any-return]
+
+
 def _port(v: Any) -> int:
     if type(v) is not int or not 0 <= v <= 0xFFFF:
         raise DecodeError("malformed", "expected a port number")
@@ -228,25 +267,25 @@ def _message(t: Any) -> Message:
     if len(t) != _ARITY[mtype]:
         raise DecodeError("malformed", f"{mtype.name.lower()} has {len(t)} fields")
     if mtype is MessageType.PING:
-        return Ping(_uint(t[1], _MAX_U32), _str(t[2]), _str(t[3]), (_str(t[4]), _port(t[5])))
+        return Ping(_uint(t[1], _MAX_U32), _str(t[2]), _str(t[3]), (_host(t[4]), _port(t[5])))
     if mtype is MessageType.ACK:
         return Ack(_uint(t[1], _MAX_U32), _uint(t[2], _MAX_U32))
     if mtype is MessageType.NACK:
         return Nack(_uint(t[1], _MAX_U32))
     if mtype is MessageType.PING_REQ:
-        return PingReq(_uint(t[1], _MAX_U32), _str(t[2]), (_str(t[3]), _port(t[4])), _str(t[5]),
-                       (_str(t[6]), _port(t[7])), _bool(t[8]))
+        return PingReq(_uint(t[1], _MAX_U32), _str(t[2]), (_host(t[3]), _port(t[4])), _str(t[5]),
+                       (_host(t[6]), _port(t[7])), _bool(t[8]))
     if mtype is MessageType.ALIVE:
-        return Alive(_str(t[1]), _uint(t[2], _MAX_U64), (_str(t[3]), _port(t[4])), _meta(t[5]))
+        return Alive(_str(t[1]), _incarnation(t[2]), (_host(t[3]), _port(t[4])), _meta(t[5]))
     if mtype is MessageType.SUSPECT:
-        return Suspect(_str(t[1]), _uint(t[2], _MAX_U64), _str(t[3]))
+        return Suspect(_str(t[1]), _incarnation(t[2]), _str(t[3]))
     if mtype is MessageType.DEAD:
-        return Dead(_str(t[1]), _uint(t[2], _MAX_U64), _str(t[3]))
+        return Dead(_str(t[1]), _incarnation(t[2]), _str(t[3]))
     if mtype is MessageType.STATE:
         if type(t[1]) is not bytes:
             raise DecodeError("malformed", "state payload is not bytes")
         return StateRumor(t[1])
-    return PullRequest(_str(t[1]), (_str(t[2]), _port(t[3])))
+    return PullRequest(_str(t[1]), (_host(t[2]), _port(t[3])))
 
 
 def _check_version(data: bytes, version: int) -> None:
@@ -298,7 +337,7 @@ def decode_push_pull(data: bytes, max_bytes: int) -> PushPullState:
             if type(row) is not list or len(row) != 6:
                 raise DecodeError("malformed", "a member row has 6 fields")
             state = _uint(row[4], 3)
-            members.append(MemberSnapshot(_str(row[0]), (_str(row[1]), _port(row[2])), _uint(row[3], _MAX_U64),
+            members.append(MemberSnapshot(_str(row[0]), (_host(row[1]), _port(row[2])), _incarnation(row[3]),
                                           MemberState(state), _meta(row[5])))
         return PushPullState(_str(obj[0]), tuple(members), _bool(obj[1]))
     except DecodeError:

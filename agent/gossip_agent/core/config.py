@@ -62,6 +62,11 @@ class MembershipConfig:
     reconnect_interval: float = 30.0
     # ... for at most this long after their death.
     reconnect_timeout: float = 24 * 3600.0
+    # Most members the table holds (self, dead and left included). A new member past it is refused and counted
+    # (gossip_dropped_total{reason="member_cap"}): forged Alive floods cannot grow memory, CPU per probe round
+    # or push-pull size without bound. 5000 is ~2x the largest cluster the benchmarks run (2,000 members in the
+    # simulator), and keeps a full push-pull (~100 B a member) under the 2 MiB stream cap.
+    max_members: int = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,11 @@ class StateConfig:
     max_value_bytes: int = 64 * 1024
     # Tombstones are collected once every current member has seen them, or after this TTL at the latest.
     tombstone_ttl: float = 24 * 3600.0
+    # A timestamp (client causal context, rumor, anti-entropy or replicated entry) more than this far ahead of
+    # our clock is refused (400, or a counted drop) instead of dragging our clock into the future: one forged
+    # HLC near 2^63 used to stop every later write from replicating. Honest clocks (NTP) differ by far less;
+    # an honest entry refused for a skewed writer clock is accepted once our clock catches up (anti-entropy).
+    max_clock_drift_ms: int = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +139,11 @@ class SecurityConfig:
     # "required": every API request except /healthz, /readyz and /metrics must present a client certificate
     # that tlsCaFile verifies (checked per request, so kubelet probes and scrapes without one still work).
     tls_client_auth: str = "optional"
+    # Sealed UDP packets older (or further ahead) than this by their sealing time are dropped as replays, and
+    # a nonce seen within it is dropped too (gossip_dropped_total{reason="replay"}). It must exceed the clock
+    # skew between members plus the network delay; keyring rotation does not matter (the stamp is inside the
+    # authenticated plaintext, whatever key sealed it).
+    replay_window: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +279,7 @@ def _convert(section: str, fld: dataclasses.Field[Any], value: Any) -> Any:
 
 
 def _is_duration(name: str) -> bool:
-    return name.endswith(("interval", "timeout", "_after", "_ttl"))
+    return name.endswith(("interval", "timeout", "_after", "_ttl", "_window"))
 
 
 def _number(value: Any, key: str) -> float:
@@ -347,6 +362,11 @@ def validate(cfg: AgentConfig) -> None:
         (1 <= m.suspicion_max_timeout_mult <= 100, "membership.suspicionMaxTimeoutMult: must be 1..100"),
         (1 <= m.awareness_max_multiplier <= 64, "membership.awarenessMaxMultiplier: must be 1..64"),
         (m.stream_timeout > 0, "membership.streamTimeout: must be > 0"),
+        (16 <= m.max_members <= 1_000_000, f"membership.maxMembers: must be 16..1000000, got {m.max_members}"),
+        (1 <= cfg.state.max_clock_drift_ms <= 86_400_000,
+         f"state.maxClockDriftMs: must be 1..86400000 (1 day), got {cfg.state.max_clock_drift_ms}"),
+        (1.0 <= cfg.security.replay_window <= 3600.0,
+         f"security.replayWindow: must be 1s..1h, got {cfg.security.replay_window}s"),
         (m.reconnect_interval >= 0, "membership.reconnectInterval: must be >= 0 (0 disables reconnects)"),
         (m.probe_schedule in PROBE_SCHEDULES,
          f"membership.probeSchedule: must be one of {', '.join(PROBE_SCHEDULES)}, got {m.probe_schedule!r}"),

@@ -14,6 +14,14 @@ from dataclasses import dataclass
 
 LOGICAL_BITS = 16
 """`Hlc.packed()` reserves this many low bits for the logical counter (it saturates there)."""
+MAX_WALL_MS = (1 << 63) - 1
+"""Largest physical part any decoder accepts (msgpack int64). Ingest also bounds it by the local clock plus a
+drift tolerance (`StateConfig.max_clock_drift_ms`), which is what actually keeps it sane."""
+MAX_LOGICAL = (1 << 32) - 1
+"""Largest logical counter accepted or produced. Past it, `tick`/`update` carry into the physical part (one
+millisecond later, logical 0): a forged counter near a limit can never make the next local event overflow."""
+DEFAULT_MAX_DRIFT_MS = 60_000
+"""Default tolerance for a remote clock running ahead of ours (see `StateConfig.max_clock_drift_ms`)."""
 
 
 class ClockDriftError(ValueError):
@@ -43,7 +51,27 @@ def tick(last: Hlc, now_ms: int) -> Hlc:
     """The timestamp of a local event (a write): strictly after `last`, and ≥ the physical clock."""
     if now_ms > last.wall_ms:
         return Hlc(now_ms, 0, last.node)
-    return Hlc(last.wall_ms, last.logical + 1, last.node)
+    return _carry(last.wall_ms, last.logical + 1, last.node)
+
+
+def _carry(wall: int, logical: int, node: str) -> Hlc:
+    """(wall, logical) with the logical counter kept within MAX_LOGICAL by moving one millisecond on."""
+    if logical > MAX_LOGICAL:
+        return Hlc(wall + 1, 0, node)
+    return Hlc(wall, logical, node)
+
+
+def ahead_ms(ts: Hlc, now_ms: int) -> int:
+    """How far `ts` runs ahead of the physical clock `now_ms` (negative: behind)."""
+    return ts.wall_ms - now_ms
+
+
+def check_drift(ts: Hlc, now_ms: int, max_drift_ms: int) -> None:
+    """Raise ClockDriftError if `ts` is more than `max_drift_ms` ahead of `now_ms` (checked at every edge where
+    a remote timestamp enters: client contexts, rumors, anti-entropy, replication)."""
+    if ts.wall_ms - now_ms > max_drift_ms:
+        raise ClockDriftError(f"timestamp {ts.wall_ms} ms is {ts.wall_ms - now_ms} ms ahead of this agent's clock "
+                              f"(tolerance state.maxClockDriftMs = {max_drift_ms} ms)")
 
 
 def update(last: Hlc, remote: Hlc, now_ms: int, *, max_drift_ms: int | None = None) -> Hlc:
@@ -52,9 +80,8 @@ def update(last: Hlc, remote: Hlc, now_ms: int, *, max_drift_ms: int | None = No
     `max_drift_ms` rejects a remote clock that runs too far ahead: following it would drag every later
     local write into the future (and make it win every last-writer-wins race).
     """
-    if max_drift_ms is not None and remote.wall_ms - now_ms > max_drift_ms:
-        raise ClockDriftError(f"remote clock {remote.wall_ms} ms is {remote.wall_ms - now_ms} ms ahead of ours "
-                              f"(tolerance {max_drift_ms} ms)")
+    if max_drift_ms is not None:
+        check_drift(remote, now_ms, max_drift_ms)
     wall = max(last.wall_ms, remote.wall_ms, now_ms)
     if wall == last.wall_ms and wall == remote.wall_ms:
         logical = max(last.logical, remote.logical) + 1
@@ -64,7 +91,7 @@ def update(last: Hlc, remote: Hlc, now_ms: int, *, max_drift_ms: int | None = No
         logical = remote.logical + 1
     else:
         logical = 0
-    return Hlc(wall, logical, last.node)
+    return _carry(wall, logical, last.node)
 
 
 def observe(last: Hlc, remote: Hlc) -> Hlc:
@@ -85,6 +112,8 @@ def from_plain(data: object) -> Hlc:
     wall, logical, node = data
     if not (_is_uint(wall) and _is_uint(logical) and isinstance(node, str)):
         raise ValueError(f"hlc: expected [wall_ms, logical, node], got {data!r:.80}")
+    if logical > MAX_LOGICAL:
+        raise ValueError(f"hlc: logical counter {logical} above {MAX_LOGICAL}")
     return Hlc(wall, logical, node)
 
 

@@ -78,6 +78,16 @@ class InvalidEntry(StateError):
     """A remote entry breaks an invariant or a limit; it is dropped, not merged."""
 
 
+class OutOfRange(StateError):
+    """A number would leave its range: a timestamp too far ahead of our clock, or a counter or dot that the
+    next increment would push past MAX_COUNTER. Refused where it enters, before anything is stored: a value
+    no decoder accepts would stop the key replicating and make the log record unreadable."""
+
+
+MAX_COUNTER = (1 << 63) - 1
+"""Largest dot, version-vector entry or counter total per node any decoder accepts (msgpack int64)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Version:
     """One write of a key: a value, or a tombstone (`value is None`)."""
@@ -215,6 +225,7 @@ class KvStore:
         self._retired: frozenset[str] = frozenset()
         self._tracking = _Tracking()
         self._counters = _Counters()
+        self.refused: dict[str, int] = {}   # reason -> count: numbers refused at the edge (metrics)
         self._changes: list[Change] = []
         self._policies = sorted(self.config.conflict_policies.items(), key=lambda kv: -len(kv[0]))
 
@@ -280,8 +291,16 @@ class KvStore:
                 raise TooManySiblings(f"{key!r} has {len(kept)} concurrent values; read it and write back "
                                       "with its context to resolve them")
         stamp_after = context.timestamp if context is not None else hlc_mod.ZERO
-        self.clock = hlc_mod.update(self.clock, stamp_after, now_ms)
-        new_context, dot = base.merge(seen).increment(self.node)
+        try:
+            clock = hlc_mod.update(self.clock, stamp_after, now_ms, max_drift_ms=self.config.max_clock_drift_ms)
+        except hlc_mod.ClockDriftError as err:
+            raise self._refuse("clock_drift", f"causal context: {err}") from None
+        new_context = base.merge(seen)
+        if new_context.get(self.node) >= MAX_COUNTER:
+            raise self._refuse("counter_overflow", f"{key!r}: the context's counter for this replica is at "
+                                                   f"{MAX_COUNTER}; no further write fits")
+        self.clock = clock
+        new_context, dot = new_context.increment(self.node)
         version = Version(dot, self.clock, value)
         live_before = len(current.live) if current is not None else 0
         if kept:  # a write concurrent with live values it has not read: a new sibling
@@ -304,11 +323,19 @@ class KvStore:
             raise KindMismatch(f"{key!r} holds plain values, not a {kind.TYPE}")
         if isinstance(current, CrdtEntry) and not isinstance(current.value, kind):
             raise KindMismatch(f"{key!r} holds a {current.value.TYPE}, not a {kind.TYPE}")
-        self.clock = hlc_mod.tick(self.clock, now_ms)
+        clock = hlc_mod.tick(self.clock, now_ms)
         start: C = current.value if isinstance(current, CrdtEntry) else kind()  # type: ignore[assignment]
-        value = mutate(start, self.node, self.clock)
+        try:
+            value = mutate(start, self.node, clock)
+        except (ValueError, OverflowError) as err:
+            raise self._refuse("crdt_invalid", f"{key!r}: {err}") from None
+        plain = crdt_mod.to_plain(value)
+        if _max_int(plain) > MAX_COUNTER:
+            raise self._refuse("counter_overflow", f"{key!r}: the {kind.TYPE} would hold a number above "
+                                                   f"{MAX_COUNTER} (2^63-1); refused")
+        self.clock = clock
         entry = CrdtEntry(key, value, self.clock)
-        size = len(_pack(crdt_mod.to_plain(value)))
+        size = len(_pack(plain))
         if size > self.config.max_value_bytes:
             raise ValueTooLarge(f"{key!r}: the {kind.TYPE} would encode to {size} bytes; the limit is "
                                 f"{self.config.max_value_bytes}")
@@ -317,12 +344,15 @@ class KvStore:
         return value
 
     # -- remote writes -----------------------------------------------------------------------------
-    def apply_remote(self, entry: Entry) -> bool:
+    def apply_remote(self, entry: Entry, now_ms: int | None = None) -> bool:
         """Merge a key state from a peer (a rumor or an anti-entropy repair). True if ours changed.
 
-        Raises InvalidEntry if the entry breaks a limit or an invariant.
+        Raises InvalidEntry if the entry breaks a limit or an invariant, or (given `now_ms`, which every
+        network edge passes) carries a timestamp further ahead of our clock than `max_clock_drift_ms`.
         """
         self.validate(entry)
+        if now_ms is not None:
+            self.check_timestamps(entry, now_ms)
         entry = self._normalize(entry)
         self.clock = hlc_mod.observe(self.clock, entry.timestamp)
         key = entry.key
@@ -358,6 +388,28 @@ class KvStore:
             return False
         self._collect(key, to_graveyard=now_ms - current.timestamp.wall_ms < self._ttl_ms)
         return True
+
+    def _refuse(self, reason: str, message: str) -> OutOfRange:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        return OutOfRange(message)
+
+    def check_timestamps(self, entry: Entry, now_ms: int) -> None:
+        """InvalidEntry (counted as `clock_drift`) if any timestamp in `entry` runs more than
+        `max_clock_drift_ms` ahead of `now_ms`: merging it would drag our clock (and every later local write)
+        into the future, up to values no decoder accepts."""
+        limit = now_ms + self.config.max_clock_drift_ms
+        stamps = [entry.timestamp]
+        if isinstance(entry, ValueEntry):
+            stamps.extend(v.timestamp for v in entry.versions)
+        else:
+            inner = getattr(entry.value, "timestamp", None)
+            if isinstance(inner, Hlc):
+                stamps.append(inner)
+        worst = max(s.wall_ms for s in stamps)
+        if worst > limit:
+            self.refused["clock_drift"] = self.refused.get("clock_drift", 0) + 1
+            raise InvalidEntry(f"{entry.key!r}: timestamp {worst} ms is {worst - now_ms} ms ahead of this agent's "
+                               f"clock (tolerance state.maxClockDriftMs = {self.config.max_clock_drift_ms} ms)")
 
     def validate(self, entry: Entry) -> None:
         """Limits and invariants every stored entry satisfies; raises InvalidEntry."""
@@ -676,6 +728,17 @@ def entry_digest(entry: Entry) -> bytes:
 
 def _pack(data: Any) -> bytes:
     return msgpack.packb(data, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _max_int(data: object) -> int:
+    """The largest integer anywhere in plain (nested list) data; 0 if none."""
+    if isinstance(data, bool):
+        return 0
+    if isinstance(data, int):
+        return abs(data)
+    if isinstance(data, list | tuple):
+        return max((_max_int(item) for item in data), default=0)
+    return 0
 
 
 def _list(data: object) -> list[Any]:

@@ -135,6 +135,13 @@ class MerkleTree:
                 for key, (khash, digest) in sorted(items.items(), key=lambda kv: kv[1][0]):
                     yield key, khash, digest
 
+    def walk_cost(self, level: int, index: int) -> int:
+        """Leaf slots `items_under(level, index)` visits before yielding anything (the CPU a request for that
+        node costs besides its keys): what anti-entropy charges against a request's budget."""
+        if self._counts[level].get(index, 0) == 0:
+            return 0
+        return min(1 << (self.bits * (self.depth - level)), len(self._leaves))
+
     def keys_with_hash_prefix(self, prefix: bytes) -> list[str]:
         """Keys whose hash starts with `prefix` (≥ 4 bytes): resolves short key ids sent by a peer."""
         items = self._leaves.get(self.leaf_of(prefix), {})

@@ -272,7 +272,7 @@ class Node:
         if dict(meta) == self.meta:
             return []
         self.meta = dict(meta)
-        self.incarnation += 1
+        self.incarnation = min(self.incarnation + 1, codec.MAX_INCARNATION)
         self._announce_self(now)
         out: list[Effect] = []
         if self.config.gossip.immediate_forward:
@@ -590,7 +590,10 @@ class Node:
         if isinstance(rumor, Alive) and rumor.incarnation == self.incarnation and rumor.addr == self.addr \
                 and dict(rumor.meta) == self.meta:
             return False
-        self.incarnation = rumor.incarnation + 1
+        # Saturates at the codec's MAX_INCARNATION (decoders refuse more): an accusation forged at the maximum
+        # cannot be refuted, but it can no longer overflow the encoder; the member is reaped after
+        # `reap_after` and then re-added by its next Alive at the maximum.
+        self.incarnation = min(rumor.incarnation + 1, codec.MAX_INCARNATION)
         if not isinstance(rumor, Alive):
             # Lifeguard: being accused suggests we are slow; probe more gently for a while.
             self.awareness.apply_delta(1)
@@ -613,6 +616,10 @@ class Node:
             self.stats["meta_too_large"] += 1
             return False
         if member is None:
+            if len(self.table) >= self.config.membership.max_members:
+                # Counted refusal: a forged Alive flood cannot grow the table (memory, probe rounds, push-pull).
+                self.stats["member_cap"] += 1
+                return False
             self._former.pop(rumor.name, None)
             member = Member(rumor.name, rumor.addr, rumor.incarnation, MemberState.ALIVE, dict(rumor.meta), now)
             self.table.add(member)
@@ -620,7 +627,7 @@ class Node:
             pos = self._probe_index + int(self.rng.random() * (len(self._probe_order) - self._probe_index + 1))
             self._probe_order.insert(pos, member.name)
             out.append(MemberEvent(EventKind.JOIN, member.snapshot()))
-            self._enqueue(rumor, source)
+            self._enqueue(rumor, source, low=True)  # announcements of newcomers never crowd out real news
             return True
         previous = member.state
         self._former.pop(member.name, None)
@@ -679,10 +686,10 @@ class Node:
         return True
 
     # -- dissemination ---------------------------------------------------------------------------------
-    def _enqueue(self, rumor: Rumor, source: str | None, *, key: str | None = None) -> None:
+    def _enqueue(self, rumor: Rumor, source: str | None, *, key: str | None = None, low: bool = False) -> None:
         if key is None and not isinstance(rumor, StateRumor):
             key = "m:" + rumor.name
-        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source)
+        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source, low=low)
 
     def _budget(self, used: int = 0) -> int:
         return self.config.gossip.mtu - self._header - used

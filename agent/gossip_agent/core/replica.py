@@ -280,12 +280,14 @@ class WriteConcern:
     def fail(self, peer: str) -> None:
         self.failed[peer] = self.failed.get(peer, 0) + 1
 
-    def next_targets(self, live: Iterable[str], in_flight: Iterable[str], order: Iterable[float]) -> list[str]:
+    def next_targets(self, live: Iterable[str], in_flight: Iterable[str], order: Iterable[float],
+                     slow: Iterable[str] = ()) -> list[str]:
         """Peers to ask now: enough to cover what is still needed, never one that acknowledged or is being
         asked; peers that failed fewer times first, then in the caller's random `order` (one float per
-        live peer)."""
+        live peer). Asks still in flight but `slow` (past the caller's hedge delay) no longer count toward
+        what is covered: one paused peer must not hold a write for its whole timeout while others are free."""
         busy = set(in_flight)
-        room = self.needed - len(busy)
+        room = self.needed - len(busy - set(slow))
         if room <= 0:
             return []
         ranked = sorted((self.failed.get(name, 0), rank, name) for name, rank in zip(live, order, strict=False)
@@ -295,6 +297,12 @@ class WriteConcern:
     def timeout_message(self, timeout: float) -> str:
         return (f"write concern not met: {self.holders} of {self.w} members acknowledged the write within "
                 f"{timeout:g}s; it is stored on this agent (and logged) and may still converge to the others")
+
+
+def hedge_delay(timeout: float) -> float:
+    """How long a replication ask may stay unanswered before another peer is asked too: a fifth of the
+    write's timeout, between 0.1 s (a healthy peer on a busy machine answers well within it) and 1 s."""
+    return min(1.0, max(0.1, timeout / 5))
 
 
 def status_block(root: str, keys: int, hlc_ms: int, tombstones: int, replica: str) -> dict[str, Any]:

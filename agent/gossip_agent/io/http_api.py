@@ -52,9 +52,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if request.app[AGENT].ready():
+    agent = request.app[AGENT]
+    readiness = getattr(agent, "readiness", None)  # the runtime says why (UDP down, loop stalled, ...)
+    ok, why = readiness() if readiness is not None else (agent.ready(), "not joined")
+    if ok:
         return web.Response(text="ready")
-    return web.Response(status=503, text="not joined")
+    return web.Response(status=503, text=why)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -46,6 +47,22 @@ class DurableLog:
     @property
     def snapshot_path(self) -> Path:
         return self.dir / "snapshot"
+
+    @property
+    def rejected_path(self) -> Path:
+        return self.dir / "wal.rejected"
+
+    def set_aside_snapshot(self) -> Path:
+        """Move an unreadable snapshot out of the way (kept for inspection, never overwritten): recovery goes on
+        from the log, and the next snapshot is written fresh."""
+        aside = self.dir / f"snapshot.unreadable-{int(time.time())}"
+        os.replace(self.snapshot_path, aside)
+        return aside
+
+    def set_aside_record(self, record: bytes) -> None:
+        """Keep a log record recovery could not apply (framed like the log), so nothing is dropped unseen."""
+        with open(self.rejected_path, "ab") as f:
+            f.write(_HEADER.pack(len(record), zlib.crc32(record)) + record)
 
     def open(self) -> tuple[bytes | None, list[bytes]]:
         """Create the directory if needed and return (snapshot or None, records logged after it)."""

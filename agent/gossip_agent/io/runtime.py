@@ -33,10 +33,13 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gossip_agent.core import codec
 from gossip_agent.core.config import AgentConfig
@@ -54,7 +57,7 @@ from gossip_agent.io.peer_client import MAX_PUSH_PULL_BYTES, PeerClient, PeerErr
 from gossip_agent.io.probe_rtt import ProbeRtt
 from gossip_agent.io.security import KeyringError, KeyringFile, Purpose, Security
 from gossip_agent.io.seeds import default_advertise_address, resolve_seeds
-from gossip_agent.io.transport import UdpTransport, open_udp
+from gossip_agent.io.transport import SendResult, UdpTransport, open_udp
 
 log = logging.getLogger("gossip_agent")
 
@@ -68,6 +71,15 @@ KEYRING_RELOAD_EVERY = 10.0
 # Timer slack: fire a hair after the deadline so `tick(now)` never runs just before it and spins.
 _SLACK = 0.001
 _PORT_ATTEMPTS = 20
+# The watchdog: wakes this often, measures how late it woke (event-loop lag), and reopens a closed UDP endpoint.
+WATCHDOG_EVERY = 0.25
+# Readiness fails while the loop lagged more than this within the last LAG_WINDOW seconds (stalled agent).
+LOOP_STALL = 1.0
+LAG_WINDOW = 10.0
+# A push-pull state is merged this many rows at a time, yielding to the loop in between: a peer's (forged)
+# view of thousands of members must not stall probes and acks (1,000 fake members used to stall 10.9 s).
+PUSH_PULL_CHUNK = 128
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 def settle_memory() -> None:
@@ -148,7 +160,8 @@ class Agent:
         self._probe_rtt = ProbeRtt(self.metrics.latency.probe_rtt.observe, clock)
         self._refutations = 0
         self._keyring_file = KeyringFile(config.security.keyring_file) if config.security.keyring_file else None
-        self.security = Security(self._keyring_file.keyring if self._keyring_file else None)
+        self.security = Security(self._keyring_file.keyring if self._keyring_file else None,
+                                 replay_window=config.security.replay_window)
         self.peer_client = PeerClient(self.security, timeout=config.membership.stream_timeout,
                                       ssl_context=tls.client_context(config.security))
         self._server_ssl = tls.server_context(config.security)
@@ -165,6 +178,13 @@ class Agent:
         self._done = asyncio.Event()
         self._stopped = False
         self.port = 0
+        self.loop_lag = Histogram("gossip_event_loop_lag_seconds", "How late the watchdog woke: time the event "
+                                  "loop was busy with something else (each sample one period).",
+                                  buckets=LAG_BUCKETS, registry=self.metrics.registry)
+        self._lags: list[tuple[float, float]] = []   # (at, lag) over the last LAG_WINDOW seconds
+        self.udp_reopens = 0
+        self._udp_down_since: float | None = None
+        self.metrics.registry.register(_RuntimeCollector(self))
 
     # -- views (HTTP API, extensions, tests) ----------------------------------------------------------
     @property
@@ -188,8 +208,35 @@ class Agent:
         return [m for m in self.node.members() if m.state == MemberState.ALIVE and m.name != self.node.name]
 
     def ready(self) -> bool:
-        return (self._node is not None and self._node.joined and not self._node.leaving
-                and all(e.ready() for e in self.extensions))
+        return self.readiness()[0]
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready, or not and why (GET /readyz answers the reason): joined and not leaving, the UDP endpoint
+        open, the event loop not stalled lately, and every extension ready (the state layer: it can log and
+        replicate writes)."""
+        node = self._node
+        if node is None:
+            return False, "not started"
+        if node.leaving:
+            return False, "leaving"
+        if not node.joined:
+            return False, "not joined"
+        if self._udp is None or self._udp.closed:
+            return False, "udp endpoint closed (reopening)"
+        lag = self.recent_lag()
+        if lag > LOOP_STALL:
+            return False, f"event loop stalled {lag:.1f}s within the last {LAG_WINDOW:.0f}s"
+        for ext in self.extensions:
+            check = getattr(ext, "readiness", None)
+            ok, why = check() if check is not None else (ext.ready(), f"{ext.name} not ready")
+            if not ok:
+                return False, why
+        return True, "ready"
+
+    def recent_lag(self) -> float:
+        """Largest event-loop lag measured within the last LAG_WINDOW seconds."""
+        cutoff = self.clock() - LAG_WINDOW
+        return max((lag for at, lag in self._lags if at >= cutoff), default=0.0)
 
     def status(self) -> Mapping[str, Any]:
         node = self.node
@@ -215,6 +262,7 @@ class Agent:
         for ext in self.extensions:
             await ext.start()
         self._reschedule()
+        self.spawn(self._watchdog(), "watchdog")
         self.spawn(self._join_loop(), "join")
         if self._keyring_file is not None:
             self.spawn(self._keyring_loop(), "keyring")
@@ -455,8 +503,9 @@ class Agent:
         if len(data) > codec.MAX_PACKET_BYTES:
             stats.dropped["oversized_out"] += 1
             return
-        if self._udp is None or not self._udp.sendto(data, to):
-            stats.dropped["send_buffer_full"] += 1
+        result = SendResult.CLOSED if self._udp is None else self._udp.sendto(data, to)
+        if result is not SendResult.SENT:
+            stats.dropped[result.value] += 1
             return
         stats.packets["out"] += 1
         self._probe_rtt.sent(packet)
@@ -499,13 +548,18 @@ class Agent:
         state = self.node.push_pull_state(join)
         try:
             remote = await self.peer_client.push_pull(to, state)
+            self._check_push_pull(remote)
+        except codec.DecodeError as exc:
+            self.stats.streams[("pushpull", exc.reason)] += 1
+            self._feed(self.node.sync_failed(to, self.clock()))
+            return
         except PeerError as exc:
             self.stats.streams[("pushpull", exc.reason)] += 1
             log.debug("push-pull with %s:%d failed: %s", to[0], to[1], exc)
             self._feed(self.node.sync_failed(to, self.clock()))
             return
         self.stats.streams[("pushpull", "ok")] += 1
-        self._feed(self.node.merge_push_pull(remote, self.clock()))
+        await self._merge_push_pull(remote)
 
     async def _tcp_probe(self, probe: TcpProbe) -> None:
         node = self.node
@@ -527,17 +581,35 @@ class Agent:
         """A peer's push-pull: answer with our view (as it was before merging theirs), then merge."""
         try:
             remote = codec.decode_push_pull(self.security.open(body, Purpose.STREAM), MAX_PUSH_PULL_BYTES)
+            self._check_push_pull(remote)
         except (codec.DecodeError, ValueError) as exc:
             self.stats.dropped[getattr(exc, "reason", "malformed")] += 1
             raise
         self.stats.bytes[("in", "pushpull")] += len(body)
         node = self.node
         mine = node.push_pull_state(False)
-        self._feed(node.merge_push_pull(remote, self.clock()))
+        await self._merge_push_pull(remote)
         answer = self.security.seal(codec.encode_push_pull(PushPullState(mine.sender, mine.members, False)),
                                     Purpose.STREAM)
         self.stats.bytes[("out", "pushpull")] += len(answer)
         return answer
+
+    def _check_push_pull(self, remote: PushPullState) -> None:
+        cap = self.config.membership.max_members
+        if len(remote.members) > cap:
+            self.stats.dropped["too_many_members"] += 1
+            raise codec.DecodeError("too_many_members", f"{len(remote.members)} rows > membership.maxMembers {cap}")
+
+    async def _merge_push_pull(self, remote: PushPullState) -> None:
+        """Merge a peer's view in chunks of PUSH_PULL_CHUNK rows, yielding to the loop between chunks."""
+        rows = remote.members
+        for start in range(0, len(rows), PUSH_PULL_CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            if self._stopped:
+                return
+            chunk = PushPullState(remote.sender, rows[start:start + PUSH_PULL_CHUNK], remote.join)
+            self._feed(self.node.merge_push_pull(chunk, self.clock()))
 
     async def serve_ping(self, body: bytes) -> bytes | None:
         """The TCP fallback probe: ack if the ping names us."""
@@ -551,6 +623,40 @@ class Agent:
         if not pings:
             return None
         return self.security.seal(codec.encode_packet(Packet(node.name, (Ack(pings[0].seq),))), Purpose.STREAM)
+
+    # -- watchdog: loop lag and the UDP endpoint ---------------------------------------------------------
+    async def _watchdog(self) -> None:
+        """Measure event-loop lag (how late a short sleep wakes) and reopen a closed UDP endpoint."""
+        loop = asyncio.get_running_loop()
+        while not self._stopped:
+            before = loop.time()
+            await asyncio.sleep(WATCHDOG_EVERY)
+            lag = max(0.0, loop.time() - before - WATCHDOG_EVERY)
+            self.loop_lag.observe(lag)
+            now = self.clock()
+            self._lags.append((now, lag))
+            if self._lags[0][0] < now - LAG_WINDOW:
+                self._lags = [(at, v) for at, v in self._lags if at >= now - LAG_WINDOW]
+            if self._udp is not None and self._udp.closed:
+                await self._reopen_udp()
+
+    async def _reopen_udp(self) -> None:
+        cfg = self.config
+        if self._udp_down_since is None:
+            self._udp_down_since = self.clock()
+            log.error("udp endpoint on port %d is closed; reopening", self.port)
+        old = self._udp
+        try:
+            udp = await open_udp(cfg.bind_address, self.port, self._on_datagram)
+        except OSError as exc:
+            log.error("cannot reopen udp port %d yet: %s", self.port, exc)
+            return
+        if old is not None:
+            old.close()
+        self._udp = udp
+        self.udp_reopens += 1
+        log.warning("udp endpoint reopened on port %d after %.1fs", self.port, self.clock() - self._udp_down_since)
+        self._udp_down_since = None
 
     # -- join and housekeeping -------------------------------------------------------------------------
     async def _join_loop(self) -> None:
@@ -607,3 +713,21 @@ class Agent:
     def perform(self, effects: Iterable[Effect]) -> None:
         """Perform effects an extension got from a Node call of its own."""
         self._feed(effects)
+
+
+class _RuntimeCollector(Collector):
+    """Runtime health families: recent loop lag, UDP reopens."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def collect(self) -> Iterator[Metric]:
+        agent = self.agent
+        yield GaugeMetricFamily("gossip_event_loop_lag_max_seconds", "Largest event-loop lag within the last "
+                                f"{LAG_WINDOW:.0f} seconds (readiness fails above {LOOP_STALL}s).",
+                                value=agent.recent_lag())
+        reopens = CounterMetricFamily("gossip_udp_reopens", "Times the UDP endpoint was found closed and reopened.")
+        reopens.add_metric([], agent.udp_reopens)
+        yield reopens
+        up = agent._udp is not None and not agent._udp.closed
+        yield GaugeMetricFamily("gossip_udp_up", "1 while the UDP endpoint is open.", value=int(up))

@@ -20,9 +20,21 @@ Keyring file (the operator's Secret holds one; `gossipctl keygen` prints a key):
 - a JSON list of base64 strings, the first being the primary.
 Keys decode to 16, 24 or 32 bytes (AES-128/192/256).
 
-Caveats: there is no replay window for UDP packets (SWIM messages are idempotent and carry sequence numbers
-and incarnations; a replayed rumor is old news); and an agent without a keyring drops every envelope, an
-agent with one drops every plaintext packet: a cluster is either encrypted or not (no mixed rollout mode).
+Replay protection (UDP packets): a replayed sealed Alive used to re-add a member removed minutes earlier.
+A sealed packet's nonce is no longer random but (sender id: 8 random bytes per process, sequence: 4 bytes),
+unique per key as GCM requires, and its plaintext starts with the sealing time (6 bytes, ms since the epoch);
+the associated data names the purpose `gossip/packet+stamp`, so a packet sealed without a stamp (an old agent,
+or one captured before the upgrade) does not authenticate. A receiver drops (`ReplayError`, counted as
+`replay`) a packet whose stamp is outside +-`security.replayWindow` of its clock, or whose (sender id,
+sequence) it has seen, with a 1024-packet sliding window per sender id (as IPsec and WireGuard do) for at
+most `MAX_SENDERS` sender ids. The window survives keyring rotation (the stamp is inside the plaintext,
+whatever key sealed it); clock skew between members must stay below the window. A restarted receiver has no
+sequence state, and the timestamp bounds what it can be replayed to. Stream (HTTP) bodies keep random
+nonces: they are requests answered once, over TCP.
+
+Caveats: an agent without a keyring drops every envelope, an agent with one drops every plaintext packet: a
+cluster is either encrypted or not (no mixed rollout mode); plaintext clusters have no replay protection
+(nor any authenticity); agents of this version and older ones do not exchange UDP packets (upgrade all).
 """
 
 from __future__ import annotations
@@ -31,7 +43,10 @@ import base64
 import binascii
 import json
 import os
-from collections.abc import Sequence
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,16 +60,23 @@ ENVELOPE_V1 = 0xE1
 NONCE_BYTES = 12
 TAG_BYTES = 16
 OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES
+STAMP_BYTES = 6
+PACKET_OVERHEAD = OVERHEAD + STAMP_BYTES
 KEY_SIZES = (16, 24, 32)
 MAX_KEYS = 16
+# Replay window: sequences remembered per sender id, and sender ids remembered (least recently heard go first).
+REPLAY_WINDOW_PACKETS = 1024
+MAX_SENDERS = 16384
+_SEQ_MAX = 0xFFFF_FFFF
 
-assert codec.ENVELOPE_RESERVE >= OVERHEAD, "codec must reserve room for the envelope"
+assert codec.ENVELOPE_RESERVE >= PACKET_OVERHEAD, "codec must reserve room for the envelope and its stamp"
 assert ENVELOPE_V1 >= 0x80 > codec.VERSION
 
 
 class Purpose(Enum):
     PACKET = b"gossip/packet"
     STREAM = b"gossip/stream"
+    STAMPED_PACKET = b"gossip/packet+stamp"  # what `Security` seals packets as (see "Replay protection")
 
 
 class KeyringError(ValueError):
@@ -65,6 +87,12 @@ class AuthError(ValueError):
     """A frame failed authentication (wrong key, tampered, truncated) or its framing is not the expected one."""
 
     reason = "auth"
+
+
+class ReplayError(AuthError):
+    """An authentic packet seen before, or stamped outside the replay window."""
+
+    reason = "replay"
 
 
 def generate_key(size: int = 32) -> str:
@@ -132,8 +160,9 @@ class Keyring:
             raise KeyringError(f"security.keyringFile: cannot read {path}: {exc.strerror}") from None
         return cls(parse_keyring(text))
 
-    def seal(self, plaintext: bytes, purpose: Purpose) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
+    def seal(self, plaintext: bytes, purpose: Purpose, nonce: bytes | None = None) -> bytes:
+        """`nonce` (12 bytes) must never repeat under a key; None: a random one."""
+        nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
         aad = bytes((ENVELOPE_V1,)) + purpose.value
         return bytes((ENVELOPE_V1,)) + nonce + self._keys[0].encrypt(nonce, plaintext, aad)
 
@@ -157,8 +186,14 @@ class Security:
     `keyring` may be swapped at runtime (file reload) — reads of the attribute are atomic.
     """
 
-    def __init__(self, keyring: Keyring | None) -> None:
+    def __init__(self, keyring: Keyring | None, *, replay_window: float = 60.0,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.keyring = keyring
+        self.replay_window = replay_window
+        self.wall = wall_clock
+        self._sender_id = os.urandom(8)
+        self._seq = 0
+        self._seen: OrderedDict[bytes, list[int]] = OrderedDict()  # sender id -> [top sequence, bitmap]
 
     @property
     def encrypted(self) -> bool:
@@ -166,7 +201,16 @@ class Security:
 
     def seal(self, frame: bytes, purpose: Purpose) -> bytes:
         keyring = self.keyring
-        return frame if keyring is None else keyring.seal(frame, purpose)
+        if keyring is None:
+            return frame
+        if purpose is not Purpose.PACKET:
+            return keyring.seal(frame, purpose)
+        self._seq += 1
+        if self._seq > _SEQ_MAX:  # a fresh sender id keeps every (id, sequence) nonce unique
+            self._sender_id, self._seq = os.urandom(8), 1
+        nonce = self._sender_id + struct.pack(">I", self._seq)
+        stamp = int(self.wall() * 1000).to_bytes(STAMP_BYTES, "big")
+        return keyring.seal(stamp + frame, Purpose.STAMPED_PACKET, nonce)
 
     def open(self, data: bytes, purpose: Purpose) -> bytes:
         keyring = self.keyring
@@ -174,7 +218,36 @@ class Security:
             if data[:1] and data[0] >= 0x80:
                 raise AuthError("encrypted envelope but no keyring configured")
             return data
-        return keyring.open(data, purpose)
+        if purpose is not Purpose.PACKET:
+            return keyring.open(data, purpose)
+        plain = keyring.open(data, Purpose.STAMPED_PACKET)
+        if len(plain) < STAMP_BYTES:
+            raise AuthError("sealed packet without a stamp")
+        age = self.wall() - int.from_bytes(plain[:STAMP_BYTES], "big") / 1000
+        if abs(age) > self.replay_window:
+            raise ReplayError(f"packet stamped {age:.1f}s ago, outside the {self.replay_window:g}s replay window")
+        self._check_sequence(data[1:9], struct.unpack(">I", data[9:1 + NONCE_BYTES])[0])
+        return plain[STAMP_BYTES:]
+
+    def _check_sequence(self, sender: bytes, seq: int) -> None:
+        """Sliding window per sender id: newer than the top moves it; within the window, each once."""
+        seen = self._seen
+        state = seen.get(sender)
+        if state is None:
+            seen[sender] = [seq, 1]
+            if len(seen) > MAX_SENDERS:
+                seen.popitem(last=False)
+            return
+        seen.move_to_end(sender)
+        top, bits = state
+        if seq > top:
+            state[0] = seq
+            state[1] = ((bits << (seq - top)) | 1) & ((1 << REPLAY_WINDOW_PACKETS) - 1)
+            return
+        offset = top - seq
+        if offset >= REPLAY_WINDOW_PACKETS or (bits >> offset) & 1:
+            raise ReplayError("packet already seen (or older than the replay window)")
+        state[1] = bits | (1 << offset)
 
 
 class KeyringFile:

@@ -82,6 +82,7 @@ from gossip_agent.core.replica import (
     counted_members,
     decode_payload,
     encode_announcement,
+    hedge_delay,
     inline_budget,
     merged_meta,
     replica_id,
@@ -129,6 +130,8 @@ RETIRE_EVERY = 60.0
 # Anti-entropy messages: entries per message (approximate) stay well below the HTTP body cap (4 MiB).
 AE_LIMITS = Limits(max_entry_bytes=2 << 20)
 AE_MAX_RESPONSE = 16 << 20
+# Anti-entropy requests answered at once; more get 503 (the initiator retries in its next session).
+AE_MAX_CONCURRENT = 4
 # Remembered large-value announcements (key, digest): a repeat is not pulled or forwarded again.
 ANNOUNCE_MEMORY = 4096
 # Rumor payloads seen recently (by hash): epidemic spread delivers each one several times, and a repeat is
@@ -154,6 +157,7 @@ class StateStats:
         self.snapshots = 0
         self.replayed = 0
         self.watch_dropped = 0
+        self.recovery: Counter[str] = Counter()        # snapshot_unreadable, record_unreadable
 
 
 class StateService(Extension, StateDelegate):
@@ -188,6 +192,8 @@ class StateService(Extension, StateDelegate):
         self._stopping = False
         self._repair_target: str | None = None
         self._meta_warned = False
+        self._log_error: str | None = None
+        self._ae_serving = 0
         from gossip_agent.io.state_http import StateApi, WatchHub
         self.watchers = WatchHub()
         self.api = StateApi(self)
@@ -217,7 +223,7 @@ class StateService(Extension, StateDelegate):
         # Updates (every published root) are frequent and change no one's liveness.
         if self._agent is None or event.kind is EventKind.UPDATE:
             return
-        has_peers = bool(self._agent.live_members())
+        has_peers = self._agent.node.counts()[MemberState.ALIVE] > 1  # O(1): events may come by thousands
         if has_peers and not self._had_peers:
             self.kick_anti_entropy()  # we (re)joined: catch up state at once
         self._had_peers = has_peers
@@ -247,7 +253,15 @@ class StateService(Extension, StateDelegate):
                 "convergence": self.tracker.status(self.wall()).to_json()}
 
     def ready(self) -> bool:
-        return self._store is not None
+        return self.readiness()[0]
+
+    def readiness(self) -> tuple[bool, str]:
+        """Not ready while writes cannot be made durable (the last log append failed)."""
+        if self._store is None:
+            return False, "state not loaded"
+        if self._log_error is not None:
+            return False, f"state log not writable: {self._log_error}"
+        return True, "ready"
 
     # -- accessors ------------------------------------------------------------------------------------------
     @property
@@ -278,26 +292,35 @@ class StateService(Extension, StateDelegate):
         durable = DurableLog(storage.data_dir, fsync=storage.fsync)
         snapshot, records = durable.open()
         id_path = Path(storage.data_dir) / "replica-id"
+        store: KvStore | None = None
         if snapshot is not None:
             try:
                 plain = msgpack.unpackb(snapshot, raw=False, strict_map_key=True)
                 store = KvStore.restore(plain, self.config.state)
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
-                durable.close()
-                raise RuntimeError(f"data dir {storage.data_dir}: the state snapshot is unreadable ({exc}); "
-                                   "move it away to start from the log and the peers") from None
-        else:
-            replica = _read_replica_id(id_path) if records else None
+                # Not fatal, and not silent: keep the bad file for inspection, start from the log, and let
+                # anti-entropy bring back from the peers what only the snapshot held (it runs on join).
+                aside = durable.set_aside_snapshot()
+                self.stats.recovery["snapshot_unreadable"] += 1
+                log.error("data dir %s: the state snapshot is unreadable (%s); moved it to %s and recovering from "
+                          "the log and the peers", storage.data_dir, exc, aside.name)
+        if store is None:
+            replica = _read_replica_id(id_path) if records or snapshot is not None else None
             if replica is None:  # no state here: a new replica (its writes must not reuse old dots)
                 replica = replica_id(self.config.name, secrets.token_hex(3))
                 _write_replica_id(id_path, replica)
             store = KvStore(replica, self.config.state)
-        for record in records:
+        for index, record in enumerate(records):
             try:
                 store.replay(decode_change(record, self.limits))
                 self.stats.replayed += 1
             except (StateCodecError, InvalidEntry, ValueError) as exc:
-                log.warning("data dir %s: skipped a log record that does not decode: %s", storage.data_dir, exc)
+                # Never silent: counted, logged with the record's position, and the record kept aside.
+                self.stats.recovery["record_unreadable"] += 1
+                durable.set_aside_record(record)
+                log.error("data dir %s: log record %d of %d does not decode (%s); kept in %s, the peers' copy "
+                          "will be repaired in by anti-entropy", storage.data_dir, index + 1, len(records), exc,
+                          durable.rejected_path.name)
         store.drain_changes()
         if not id_path.exists():
             _write_replica_id(id_path, store.node)
@@ -315,8 +338,13 @@ class StateService(Extension, StateDelegate):
         self._changed.set()
         durable = self._log
         if durable is not None:
-            for change in changes:
-                durable.append(encode_change(change))
+            try:
+                for change in changes:
+                    durable.append(encode_change(change))
+            except OSError as exc:
+                self._log_error = str(exc)  # readiness reports it; the write is not acknowledged (500)
+                raise
+            self._log_error = None
             self.stats.log_records += len(changes)
         self.watchers.publish([c for c in changes if c.origin != "prune"])  # no value changed
         return changes
@@ -367,23 +395,36 @@ class StateService(Extension, StateDelegate):
         payload = encode_rumor(entry)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        hedge = hedge_delay(timeout)
         pending: dict[asyncio.Task[bool], str] = {}
+        asked_at: dict[asyncio.Task[bool], float] = {}
         try:
             while not concern.met:
+                now = loop.time()
                 live = {m.name: m.addr for m in agent.live_members()}
                 names = list(live)
-                for name in concern.next_targets(names, pending.values(), [self.rng.random() for _ in names]):
-                    task = loop.create_task(self._replicate_to(live[name], payload, deadline - loop.time()))
+                slow = [name for task, name in pending.items() if now - asked_at[task] >= hedge]
+                for name in concern.next_targets(names, pending.values(), [self.rng.random() for _ in names],
+                                                 slow):
+                    task = loop.create_task(self._replicate_to(live[name], payload, deadline - now))
                     pending[task] = name
-                remaining = deadline - loop.time()
+                    asked_at[task] = now
+                    if slow:
+                        self.stats.write_concern["hedged"] += 1
+                remaining = deadline - now
                 if remaining <= 0:
                     break
                 if not pending:
                     await asyncio.sleep(min(0.1, remaining))  # no peer to ask yet: members may (re)join
                     continue
-                done, _ = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                # Wake at the next hedge point too: a peer that is slow by then is covered by another.
+                next_hedge = min((asked_at[t] + hedge for t in pending if now - asked_at[t] < hedge),
+                                 default=math.inf)
+                done, _ = await asyncio.wait(pending, timeout=min(remaining, max(0.0, next_hedge - now)),
+                                             return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     name = pending.pop(task)
+                    asked_at.pop(task, None)
                     if task.result():
                         concern.ack(name)
                     else:
@@ -425,7 +466,7 @@ class StateService(Extension, StateDelegate):
         if isinstance(item, Announcement):
             return self._on_announcement(item)
         try:
-            changed = self._store.apply_remote(item)
+            changed = self._store.apply_remote(item, self.now_ms())
         except InvalidEntry as exc:
             self.stats.rumors["dropped"] += 1
             log.debug("dropped a state rumor: %s", exc)
@@ -464,7 +505,7 @@ class StateService(Extension, StateDelegate):
             entry = decode_payload(answer, self.limits)
             if isinstance(entry, Announcement):
                 raise StateCodecError("fetch answered with an announcement")
-            if self.store.apply_remote(entry):
+            if self.store.apply_remote(entry, self.now_ms()):
                 self._commit()
                 self.stats.rumors["pulled"] += 1
             else:
@@ -504,6 +545,17 @@ class StateService(Extension, StateDelegate):
                             content_type="application/octet-stream")
 
     async def _serve_ae(self, request: web.Request) -> web.Response:
+        if self._ae_serving >= AE_MAX_CONCURRENT:
+            # Each answer is bounded (anti_entropy.Limits.max_scan), and so is how many run at once.
+            self.stats.ae["busy"] += 1
+            return web.Response(status=503, text="anti-entropy: too many concurrent requests, retry later")
+        self._ae_serving += 1
+        try:
+            return await self._answer_ae(request)
+        finally:
+            self._ae_serving -= 1
+
+    async def _answer_ae(self, request: web.Request) -> web.Response:
         body = await self._open_body(request, AE_MAX_RESPONSE)
         try:
             ae_request = decode_ae_request(body, self.limits)
@@ -522,7 +574,7 @@ class StateService(Extension, StateDelegate):
             entry = decode_payload(body, self.limits)
             if isinstance(entry, Announcement):
                 raise StateCodecError("replicate needs the whole entry")
-            if self.store.apply_remote(entry):
+            if self.store.apply_remote(entry, self.now_ms()):
                 self._commit()  # logged before we acknowledge
                 self.stats.rumors["replicated"] += 1
         except (StateCodecError, InvalidEntry) as exc:
@@ -752,6 +804,12 @@ class StateCollector(Collector):
         yield _labelled("gossip_state_write_concern", "Writes with w > 1 by outcome.", "result", st.write_concern)
         yield _counter("gossip_state_log_records", "Records appended to the durable log.", st.log_records)
         yield _counter("gossip_state_snapshots", "Snapshots written.", st.snapshots)
+        yield _labelled("gossip_state_recovery_problems", "Recovery problems, never silent: snapshot_unreadable "
+                        "(recovered from the log and the peers), record_unreadable (log records kept aside).",
+                        "problem", st.recovery)
+        yield _labelled("gossip_state_refused", "Numbers refused at the edge, by reason (clock_drift, "
+                        "counter_overflow, crdt_invalid): 400s to clients, dropped rumors/entries from peers.",
+                        "reason", s_refused(svc))
         yield _counter("gossip_state_watch_dropped", "Watch clients disconnected for being slow.",
                        svc.watchers.dropped)
         status = svc.tracker.status(svc.wall())
@@ -767,6 +825,10 @@ class StateCollector(Collector):
         last = status.last_convergence_seconds
         yield GaugeMetricFamily("gossip_state_last_convergence_seconds", "Newest write to full agreement, last "
                                 "measured (NaN: never).", value=math.nan if last is None else last)
+
+
+def s_refused(svc: StateService) -> Mapping[str, int]:
+    return dict(svc._store.refused) if svc._store is not None else {}
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

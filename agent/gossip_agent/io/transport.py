@@ -3,6 +3,12 @@
 Received datagrams go straight to a callback on the event loop thread (no queue to grow). Sends never wait:
 if the kernel buffer is full and asyncio starts buffering, further sends are dropped once that buffer
 passes `MAX_WRITE_BUFFER` bytes, as UDP would drop them anyway.
+
+A send never closes the endpoint: asyncio's datagram transport closes itself on any non-OSError raised by
+the socket call (e.g. `UnicodeError: encoding of hostname failed` for a host a peer made up), so `sendto`
+refuses hosts that are not ASCII hostnames or IP literals before the call and turns whatever the call still
+raises into a per-message failure (`SendResult`). If the endpoint closes anyway, `closed` says so and the
+runtime reopens it (and reports not ready meanwhile).
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
+from enum import Enum
 from typing import cast
 
+from gossip_agent.core.codec import valid_host
 from gossip_agent.core.messages import Address
 
 log = logging.getLogger(__name__)
@@ -22,11 +30,22 @@ MAX_WRITE_BUFFER = 256 * 1024
 RECV_BUFFER = 1024 * 1024
 
 
+class SendResult(Enum):
+    """What became of one datagram; every value but SENT is a counted drop with that reason."""
+
+    SENT = "sent"
+    CLOSED = "udp_closed"
+    BUFFER_FULL = "send_buffer_full"
+    BAD_ADDRESS = "bad_address"
+    ERROR = "send_error"
+
+
 class UdpTransport(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Callable[[bytes, Address], None]) -> None:
         self._on_datagram = on_datagram
         self._transport: asyncio.DatagramTransport | None = None
         self.send_errors = 0
+        self.lost = False
 
     # -- asyncio.DatagramProtocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -40,6 +59,11 @@ class UdpTransport(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | bytes | int, ...]) -> None:
         self._on_datagram(data, (str(addr[0]), int(addr[1])))
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if exc is not None:
+            log.error("udp endpoint closed: %s", exc)
+
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from a dead peer lands here on Linux; it is expected, not an error.
         self.send_errors += 1
@@ -52,13 +76,29 @@ class UdpTransport(asyncio.DatagramProtocol):
         host, port = self._transport.get_extra_info("sockname")[:2]
         return (str(host), int(port))
 
-    def sendto(self, data: bytes, addr: Address) -> bool:
-        """Queue one datagram; False if it was dropped (closed, or the write buffer is full)."""
+    @property
+    def closed(self) -> bool:
         t = self._transport
-        if t is None or t.is_closing() or _buffered(t) > MAX_WRITE_BUFFER:
-            return False
-        t.sendto(data, addr)
-        return True
+        return self.lost or t is None or t.is_closing()
+
+    def sendto(self, data: bytes, addr: Address) -> SendResult:
+        """Queue one datagram, or say why it was dropped. Never raises, never closes the endpoint."""
+        t = self._transport
+        if t is None or self.lost or t.is_closing():
+            return SendResult.CLOSED
+        if not valid_host(addr[0]) or not 0 < addr[1] <= 0xFFFF:
+            return SendResult.BAD_ADDRESS
+        if _buffered(t) > MAX_WRITE_BUFFER:
+            return SendResult.BUFFER_FULL
+        try:
+            t.sendto(data, addr)
+        except Exception as exc:  # the transport may still have closed itself (fatal error): runtime reopens
+            self.send_errors += 1
+            log.debug("udp send to %r failed: %s", addr, exc)
+            return SendResult.ERROR
+        if t.is_closing():
+            return SendResult.ERROR
+        return SendResult.SENT
 
     def close(self) -> None:
         if self._transport is not None:

@@ -1,0 +1,204 @@
+"""Peer-side attacks on real agents (issue 10), shared by tests/hostile/test_peer_*.py and bench/hostile_peer.py.
+
+The attack builders produce raw wire bytes (not through our encoders' checks), so the same attacks run against
+older agents too (bench/hostile_peer.py --pythonpath measures "before"). A `Stall` probe thread measures how
+long an agent takes to answer /healthz during an attack: an outside view of event-loop stalls, next to the
+agent's own gossip_event_loop_lag_* metrics.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgpack
+
+from gossip_agent.cli.client import ClientError, parse_metrics
+from gossip_agent.cli.cluster import AgentProcess, LocalCluster, free_port_block
+
+T = TypeVar("T")
+VERSION = b"\x01"
+ALIVE, SUSPECT = 4, 5
+
+SPEC: dict[str, Any] = {
+    "preset": "local",
+    "membership": {"probeInterval": "500ms", "probeTimeout": "200ms", "suspicionMult": 3,
+                   "suspicionMaxTimeoutMult": 2, "reapAfter": "60s", "streamTimeout": "2s"},
+    "gossip": {"interval": "100ms", "pushPullInterval": "5s"},
+    "antiEntropy": {"interval": "2s"},
+    "storage": {"fsync": "interval"},
+}
+
+
+# -- cluster --------------------------------------------------------------------------------------------
+def config(name: str, port: int, seeds: list[str], data: Path, **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {**SPEC, "name": name, "bindAddress": "127.0.0.1", "advertiseAddress": "127.0.0.1",
+                           "port": port, "seeds": seeds, "storage": {**SPEC["storage"], "dataDir": str(data / name)}}
+    for key, value in extra.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg
+
+
+def start_cluster(c: LocalCluster, root: Path, n: int, **extra: Any) -> list[AgentProcess]:
+    base = free_port_block(n)
+    seeds = [f"127.0.0.1:{base}"]
+    agents = [c.start(config(f"a{i}", base + i, seeds, root / "data", **extra)) for i in range(n)]
+    wait_for(lambda: all_alive(agents, n), 60.0, f"{n} agents to join")
+    return agents
+
+
+def all_alive(agents: list[AgentProcess], n: int) -> bool:
+    for a in agents:
+        s = a.status()
+        if s is None or s["members"]["alive"] != n:
+            return False
+    return True
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (ClientError, OSError, ValueError):
+            last = None
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what} (last: {last!r})")
+
+
+def http(addr: str, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None,
+         timeout: float = 10.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://{addr}{path}", data=body, method=method, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def metrics(agent: AgentProcess) -> dict[str, float]:
+    return parse_metrics(agent.client.metrics())
+
+
+def metric(agent: AgentProcess, name: str) -> float:
+    return metrics(agent).get(name, 0.0)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def put(agent: AgentProcess, key: str, value: bytes, query: str = "") -> int:
+    return http(agent.addr, "PUT", f"/v1/kv/{key}{query}", value)[0]
+
+
+def get(agent: AgentProcess, key: str) -> bytes | None:
+    status, body = http(agent.addr, "GET", f"/v1/kv/{key}")
+    return body if status == 200 else None
+
+
+def udp_send(port: int, data: bytes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(data, ("127.0.0.1", port))
+
+
+# -- stall probe ----------------------------------------------------------------------------------------
+class Stall:
+    """Polls /healthz every 50 ms in a thread; `worst` is the longest answer time (or timeout) seen."""
+
+    def __init__(self, agent: AgentProcess, timeout: float = 30.0) -> None:
+        self.addr, self.timeout = agent.addr, timeout
+        self.worst = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            with suppress(OSError):
+                http(self.addr, "GET", "/healthz", timeout=self.timeout)
+            self.worst = max(self.worst, time.monotonic() - t0)
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> Stall:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout + 5)
+
+
+@contextmanager
+def measured(agent: AgentProcess) -> Iterator[dict[str, float]]:
+    """Figures of an attack on `agent`: stall seconds seen from outside, RSS before/after (MB)."""
+    out: dict[str, float] = {"rss_before_mb": rss_mb(agent.pid)}
+    with Stall(agent) as stall:
+        yield out
+    out["stall_s"] = stall.worst
+    out["rss_after_mb"] = rss_mb(agent.pid) if agent.running() else 0.0
+
+
+# -- attack builders (raw wire bytes) -------------------------------------------------------------------
+def packet(sender: str, messages: list[list[Any]]) -> bytes:
+    return VERSION + msgpack.packb([sender, messages], use_bin_type=True)
+
+
+def alive(name: str, incarnation: int, host: str, port: int, meta: Mapping[str, str] | None = None) -> list[Any]:
+    return [ALIVE, name, incarnation, host, port, dict(meta or {})]
+
+
+def push_pull_body(sender: str, rows: list[list[Any]], join: bool = False) -> bytes:
+    body = msgpack.packb([sender, join, rows], use_bin_type=True)
+    return b"\x02" + zlib.compress(body, 9)
+
+
+def fake_rows(n: int, prefix: str = "fake") -> list[list[Any]]:
+    return [[f"{prefix}{i}", "127.0.0.1", 1 + i % 60000, 1, 0, {}] for i in range(n)]
+
+
+def context_header(wall_ms: int, logical: int = 0, node: str = "evil") -> str:
+    return base64.b64encode(msgpack.packb([5, [], [wall_ms, logical, node]], use_bin_type=True)).decode()
+
+
+def ae_request(shape: tuple[int, int], want_nodes: list[tuple[int, int]], push: list[Any] | None = None) -> bytes:
+    flat = [n for node in want_nodes for n in node]
+    return b"\x01" + msgpack.packb([3, list(shape), None, [], [], push or [], [], flat], use_bin_type=True)
+
+
+def lww_entry(key: str, node: str, counter: int, wall_ms: int, value: bytes) -> list[Any]:
+    return [0, key, [node, counter], [[node, counter, wall_ms, 0, value]]]
+
+
+def replicate_body(entry: list[Any]) -> bytes:
+    return b"\x01" + msgpack.packb([1, entry], use_bin_type=True)
+
+
+def counter_delta(agent: AgentProcess, key: str, delta: int) -> int:
+    return http(agent.addr, "POST", f"/v1/crdt/counters/{key}", json.dumps({"delta": delta}).encode(),
+                {"Content-Type": "application/json"})[0]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def random_name() -> str:
+    return "x" + os.urandom(4).hex()

@@ -1,0 +1,152 @@
+"""Attacks on the replicated state through peers and clients, on real agents (issue 10, items 1, 2, 6).
+
+The issue's first finding: one causal context with an HLC of 2^63-1 (or ~1,030 counter increments of 2^53,
+or a forged anti-entropy push) made every later write answer 200 but never replicate, lost an acknowledged
+write after kill -9 and broke graceful restarts. Here each such input is refused where it enters (400 or a
+counted drop), replication carries on, and a kill -9 plus restart recovers every acknowledged write.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gossip_agent.cli.cluster import AgentProcess, LocalCluster
+from gossip_agent.core.merkle import DEFAULT_BITS, DEFAULT_DEPTH
+from tests.hostile.peer_support import (
+    ae_request,
+    context_header,
+    counter_delta,
+    get,
+    http,
+    lww_entry,
+    measured,
+    metric,
+    now_ms,
+    put,
+    replicate_body,
+    start_cluster,
+    wait_for,
+)
+
+LAG_BOUND = 2.0
+Cluster = tuple[LocalCluster, list[AgentProcess], Path]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("peer-state")
+    with LocalCluster(root) as c:
+        yield c, start_cluster(c, root, 3), root
+
+
+def replicated(agents: list[AgentProcess], key: str, value: bytes, timeout: float = 20.0) -> None:
+    for a in agents:
+        wait_for(lambda a=a: get(a, key) == value, timeout, f"{key}={value!r} at {a.name}")
+
+
+def refused(agent: AgentProcess, reason: str) -> float:
+    return metric(agent, f'gossip_state_refused_total{{reason="{reason}"}}')
+
+
+def test_a_context_from_the_far_future_is_a_400_and_replication_goes_on(cluster: Cluster) -> None:
+    _, agents, _ = cluster
+    a0 = agents[0]
+    for wall in (2**63 - 1, 2**62, now_ms() + 3_600_000):
+        status, body = http(a0.addr, "PUT", "/v1/kv/poisoned", b"x", {"X-Gossip-Context": context_header(wall)})
+        assert status == 400 and b"maxClockDriftMs" in body, (status, body)
+    assert refused(a0, "clock_drift") >= 3
+    for i in range(3):
+        assert put(a0, "after", b"v%d" % i) == 200
+    replicated(agents, "after", b"v2")
+    # w=3 is met (the issue: w=4 answered 504 for good).
+    assert http(a0.addr, "PUT", "/v1/kv/concern?w=3&timeout=10", b"c")[0] == 200
+    assert http(a0.addr, "GET", "/readyz")[0] == 200
+
+
+def test_counter_increments_of_2_53_stop_with_a_400_and_the_counter_still_replicates(cluster: Cluster) -> None:
+    _, agents, _ = cluster
+    a1 = agents[1]
+    statuses = [counter_delta(a1, "big", 2**53) for _ in range(1030)]
+    assert statuses[:1023] == [200] * 1023 and set(statuses[1023:]) == {400}
+    assert refused(a1, "counter_overflow") >= 7
+    expected = str(1023 * 2**53).encode()
+    for a in agents:
+        wait_for(lambda a=a: expected in http(a.addr, "GET", "/v1/crdt/counters/big")[1], 20.0,
+                 f"the exact total at {a.name}")
+    assert counter_delta(a1, "big", -1) == 200  # the decrement side has room
+
+
+def test_forged_future_entries_from_peers_are_counted_drops(cluster: Cluster) -> None:
+    _, agents, _ = cluster
+    a2 = agents[2]
+    future = lww_entry("forged", "evil", 1, 2**63 - 1, b"x")
+    status, _ = http(a2.addr, "POST", "/v1/internal/replicate", replicate_body(future))
+    assert status == 400
+    shape = (DEFAULT_BITS, DEFAULT_DEPTH)
+    status, _ = http(a2.addr, "POST", "/v1/internal/antientropy", ae_request(shape, [], push=[future]))
+    assert status == 200  # the exchange is answered, the forged entry is not merged
+    assert refused(a2, "clock_drift") >= 2
+    assert get(a2, "forged") is None
+    assert put(a2, "after-forge", b"ok") == 200
+    replicated(agents, "after-forge", b"ok")
+
+
+def test_anti_entropy_requests_are_bounded(cluster: Cluster) -> None:
+    """Issue: want_nodes of 4,096 entries (~8 KB), 10 concurrent, stalled an agent 25 s (declared dead)."""
+    _, agents, _ = cluster
+    a0 = agents[0]
+    for i in range(1000):
+        put(a0, f"bulk/{i}", b"v" * 32)
+    shape = (DEFAULT_BITS, DEFAULT_DEPTH)
+    # The issue's request: 4,096 want_nodes (~8 KB), each near the root (every key under it, walked each time).
+    body = ae_request(shape, [(1, i % (1 << DEFAULT_BITS)) for i in range(4096)])
+    assert len(body) < 16 * 1024
+    results: list[int] = []
+    with measured(a0) as figures:
+        threads = [threading.Thread(target=lambda: results.append(
+            http(a0.addr, "POST", "/v1/internal/antientropy", body, timeout=60)[0])) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert set(results) <= {200, 503} and 200 in results
+    assert figures["stall_s"] < LAG_BOUND * 5
+    assert metric(a0, "gossip_event_loop_lag_max_seconds") < LAG_BOUND
+    assert all((s := a.status()) and s["members"]["alive"] == 3 for a in agents)
+
+
+def test_kill_9_then_restart_recovers_every_acknowledged_write(cluster: Cluster) -> None:
+    c, agents, _ = cluster
+    a2 = agents[2]
+    # Poison attempts first (the issue's attack made the next log record unreadable after kill -9).
+    http(a2.addr, "PUT", "/v1/kv/acked", b"x", {"X-Gossip-Context": context_header(2**63 - 1)})
+    acked = [f"acked/{i}" for i in range(20)]
+    for key in acked:
+        assert put(a2, key, key.encode()) == 200
+    a2.signal(signal.SIGKILL)
+    a2.wait(10)
+    cfg_path = a2.config_path
+    cfg = json.loads(cfg_path.read_text())
+    restarted = c.start(cfg)
+    wait_for(lambda: restarted.status(), 30.0, "the restarted agent")
+    for key in acked:
+        assert get(restarted, key) == key.encode()
+    assert metric(restarted, 'gossip_state_recovery_problems_total{problem="record_unreadable"}') == 0
+    # A graceful restart then an unreadable snapshot: recovered from the log and the peers, and said so.
+    c.stop(restarted)
+    snap = Path(cfg["storage"]["dataDir"]) / "snapshot"
+    assert snap.exists()
+    snap.write_bytes(b"\x00garbage")
+    again = c.start(cfg)
+    wait_for(lambda: again.status(), 30.0, "the agent with a broken snapshot")
+    assert metric(again, 'gossip_state_recovery_problems_total{problem="snapshot_unreadable"}') == 1
+    assert "snapshot is unreadable" in again.log_path.read_text()
+    for key in acked:  # only the snapshot held them: anti-entropy brings them back from the peers
+        wait_for(lambda key=key: get(again, key) == key.encode(), 30.0, f"{key} back from the peers")
+    agents[2] = again
