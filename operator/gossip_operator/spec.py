@@ -87,15 +87,18 @@ _QUANTITY_SUFFIX = {
 AGENT_SECTIONS: Mapping[str, frozenset[str]] = {
     "membership": frozenset({
         "probeInterval", "probeTimeout", "indirectChecks", "suspicionMult", "suspicionMaxTimeoutMult",
-        "awarenessMaxMultiplier", "reapAfter", "tcpFallbackProbe", "probeSchedule", "streamTimeout",
+        "awarenessMaxMultiplier", "reapAfter", "tcpFallbackProbe", "probeSchedule", "streamTimeout", "maxMembers",
     }),
     "gossip": frozenset({
         "mode", "fanout", "interval", "retransmitMult", "immediateForward", "pushPullInterval", "mtu",
         "maxMetaBytes",
     }),
     "antiEntropy": frozenset({"interval", "enabled"}),
-    "state": frozenset({"conflictPolicy", "conflictPolicies", "maxKeyBytes", "maxValueBytes", "tombstoneTtl"}),
+    "state": frozenset({
+        "conflictPolicy", "conflictPolicies", "maxKeyBytes", "maxValueBytes", "tombstoneTtl", "maxClockDriftMs",
+    }),
     "storage": frozenset({"fsync", "fsyncInterval", "snapshotEvery"}),
+    "security": frozenset({"replayWindow"}),
 }
 _OPERATOR_SECTION_KEYS: Mapping[str, frozenset[str]] = {
     "storage": frozenset({"size", "storageClassName", "ephemeral"}),
@@ -323,7 +326,7 @@ def parse(spec: Mapping[str, Any] | None, *, name: str, namespace: str) -> Clust
         p.add("storage.storageClassName: cannot be set when storage.ephemeral is true")
 
     security = p.mapping(data.get("security"), "security")
-    p.unknown(security, _OPERATOR_SECTION_KEYS["security"], "security")
+    p.unknown(security, AGENT_SECTIONS["security"] | _OPERATOR_SECTION_KEYS["security"], "security")
     key_secret = security.get("gossipKeySecret")
     key_secret_is_default = key_secret is None
     if key_secret is None:
@@ -437,11 +440,11 @@ def _parse_agent_sections(p: _Problems, data: Mapping[str, Any], preset: str) ->
     sections: dict[str, dict[str, Any]] = {}
     for section, known in AGENT_SECTIONS.items():
         values = p.mapping(data.get(section), section)
-        if section != "storage":
+        if section not in _OPERATOR_SECTION_KEYS:  # mixed sections are checked where they are parsed
             p.unknown(values, known, section)
         kept = {k: v for k, v in values.items() if k in known}
         for key, v in kept.items():
-            is_duration = key.endswith(("Interval", "Timeout", "After", "Ttl"))
+            is_duration = key.endswith(("Interval", "Timeout", "After", "Ttl", "Window"))
             if is_duration and parse_duration(v) is None:
                 p.add(f"{section}.{key}: expected a duration like 500ms, 1s, 2m, got {v!r}")
         if kept:

@@ -22,7 +22,7 @@ from gossip_operator.manifests import (
     statefulset,
 )
 from gossip_operator.manifests.common import Owner, selector_string
-from gossip_operator.spec import ClusterSpec, parse
+from gossip_operator.spec import ClusterSpec, InvalidSpec, parse
 
 OWNER = Owner(name="demo", uid="1234")
 
@@ -182,6 +182,23 @@ def test_rendered_config_is_accepted_by_the_agent(extra: dict[str, Any]) -> None
         "config.json"])
     agent = from_mapping({**config, "name": "demo-0"})
     assert agent.storage.data_dir == "/data" and agent.port == 7946
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gossip_agent") is None, reason="gossip_agent not installed")
+def test_hostile_input_bounds_reach_the_agent_from_the_spec() -> None:
+    """The agent's bounds on members, clock drift and replays are settable in a GossipCluster, and arrive."""
+    from gossip_agent.core.config import from_mapping
+
+    spec = _spec(membership={"maxMembers": 100}, state={"maxClockDriftMs": 5000},
+                 security={"replayWindow": "30s", "tlsSecret": "t"})
+    config = json.loads(configmap.render(spec, OWNER, cluster_domain="cluster.local")["data"]["config.json"])
+    agent = from_mapping({**config, "name": "demo-0"})
+    assert agent.membership.max_members == 100 and agent.state.max_clock_drift_ms == 5000
+    assert agent.security.replay_window == 30.0 and agent.security.keyring_file  # operator keys kept too
+    with pytest.raises(InvalidSpec, match="security.replayWindow"):
+        _spec(security={"replayWindow": "soon"})
+    with pytest.raises(InvalidSpec, match="security: unknown"):
+        _spec(security={"replayWindo": "30s"})
 
 
 def test_pdb_defaults_and_overrides() -> None:

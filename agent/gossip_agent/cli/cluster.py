@@ -57,16 +57,18 @@ SPEC_KEYS: Mapping[str, frozenset[str]] = {
     }),
     "membership": frozenset({
         "probeInterval", "probeTimeout", "indirectChecks", "suspicionMult", "suspicionMaxTimeoutMult",
-        "awarenessMaxMultiplier", "reapAfter", "tcpFallbackProbe", "probeSchedule", "streamTimeout",
+        "awarenessMaxMultiplier", "reapAfter", "tcpFallbackProbe", "probeSchedule", "streamTimeout", "maxMembers",
     }),
     "gossip": frozenset({
         "mode", "fanout", "interval", "retransmitMult", "immediateForward", "pushPullInterval", "mtu",
         "maxMetaBytes",
     }),
     "antiEntropy": frozenset({"interval", "enabled"}),
-    "state": frozenset({"conflictPolicy", "conflictPolicies", "maxKeyBytes", "maxValueBytes", "tombstoneTtl"}),
+    "state": frozenset({
+        "conflictPolicy", "conflictPolicies", "maxKeyBytes", "maxValueBytes", "tombstoneTtl", "maxClockDriftMs",
+    }),
     "storage": frozenset({"fsync", "fsyncInterval", "snapshotEvery", "size", "storageClassName", "ephemeral"}),
-    "security": frozenset({"gossipKeySecret", "tlsSecret"}),
+    "security": frozenset({"gossipKeySecret", "tlsSecret", "replayWindow"}),
 }
 # A manifest is a small text file; anything larger is a mistake (`-f /dev/zero` must not read forever).
 MAX_MANIFEST_BYTES = 1 << 20

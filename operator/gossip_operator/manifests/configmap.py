@@ -60,10 +60,11 @@ def agent_config(spec: ClusterSpec, cluster_domain: str, *, with_seeds: bool = T
     if with_seeds:
         config["seeds"] = seeds(spec, cluster_domain)
     for section, values in spec.agent_sections.items():
-        if section != "storage":
+        if section not in ("storage", "security"):  # these two get the operator's keys too (below)
             config[section] = dict(values)
     config["storage"] = {**spec.agent_sections.get("storage", {}), "dataDir": DATA_DIR}
-    security: dict[str, Any] = {"keyringFile": f"{KEYRING_DIR}/{KEYRING_KEY}",
+    security: dict[str, Any] = {**spec.agent_sections.get("security", {}),
+                                "keyringFile": f"{KEYRING_DIR}/{KEYRING_KEY}",
                                 "apiTokensFile": f"{API_TOKENS_DIR}/{API_TOKENS_KEY}"}
     if spec.tls:
         security |= {"tlsCertFile": f"{TLS_DIR}/tls.crt", "tlsKeyFile": f"{TLS_DIR}/tls.key"}
