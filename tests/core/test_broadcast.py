@@ -60,3 +60,16 @@ def test_rumor_retires_once_every_other_member_has_it() -> None:
     q.enqueue(StateRumor(b"x"), 10, source="a")
     assert q.take(1000, n_members=3, to="b") == [StateRumor(b"x")]
     assert len(q) == 0  # self + source a + peer b: everyone has it
+
+
+def test_a_send_to_a_dead_member_does_not_count_toward_everyone_has_it() -> None:
+    # 4 live members (self, b, c, leaver) and a crashed d: a rumor must reach the 3 other live members, even
+    # when one of its sends went to the dead d (gossip to the dead). Counting d retired it before the leaver.
+    q = BroadcastQueue(retransmit_mult=4)
+    q.enqueue(Alive("leaver", 2, ("h", 1)), 10)
+    assert q.take(1000, n_members=4, to="d", to_live=False)
+    assert q.take(1000, n_members=4, to="b")
+    assert len(q) == 1  # c has not heard it: the rumor stays
+    assert q.take(1000, n_members=4, to="c")
+    assert q.take(1000, n_members=4, to="leaver")
+    assert len(q) == 0  # every live member has it now

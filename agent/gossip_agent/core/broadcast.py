@@ -92,11 +92,14 @@ class BroadcastQueue:
                 del self._by_key[oldest.key]
             self.dropped += 1
 
-    def take(self, budget: int, n_members: int, *, to: str | None = None) -> list[Rumor]:
+    def take(self, budget: int, n_members: int, *, to: str | None = None, to_live: bool = True) -> list[Rumor]:
         """Rumors filling at most `budget` bytes for a packet to member `to`; counts one transmit each.
 
         Rumors that reached the retransmit limit leave the queue. Rumors heard from `to`, or already sent to
-        it, are skipped: they would be wasted bytes.
+        it, are skipped: they would be wasted bytes. `to_live`: `to` is one of the `n_members` live members. A
+        send to a dead member (gossip to the dead, so a wrongly declared member can refute) is a transmit but
+        does not count toward "every live member has it": otherwise a leave announced just after a crash could
+        be retired having reached only the crashed member, and the others would see the leaver die instead.
         """
         if not self._len or budget <= 0:
             return []
@@ -121,7 +124,7 @@ class BroadcastQueue:
         for item in chosen:
             self._remove(item)
             item.transmits += 1
-            if to is not None:
+            if to is not None and to_live:
                 item.sent_to.add(to)
             # Retired at the limit, or once every other member has it: a rumor is never sent back to its
             # source nor twice to one peer, so in a small cluster the limit alone would never be reached.

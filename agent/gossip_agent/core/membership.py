@@ -111,6 +111,11 @@ class MemberTable:
     def counts(self) -> dict[MemberState, int]:
         return dict(self._counts)
 
+    def is_live(self, name: str) -> bool:
+        """Alive or suspect: a member that counts toward "every member has heard it"."""
+        member = self._members.get(name)
+        return member is not None and member.state in _LIVE
+
     @property
     def n_live(self) -> int:
         """Members that count for timeouts and retransmit limits: alive or suspect (self included)."""

@@ -305,7 +305,8 @@ class Node:
             elif isinstance(msg, PullRequest):
                 reply_pull = msg.source_addr
         if reply_pull is not None:
-            rumors = self.queue.take(self._budget(), self.table.n_live, to=packet.sender)
+            rumors = self.queue.take(self._budget(), self.table.n_live, to=packet.sender,
+                                     to_live=self.table.is_live(packet.sender))
             if rumors:
                 out.append(Send(reply_pull, Packet(self.name, tuple(rumors))))
         if self._refuted:
@@ -697,7 +698,8 @@ class Node:
     def _send(self, to: Address, to_name: str | None, msgs: list[Message], out: list[Effect]) -> None:
         """Send `msgs` with as many queued rumors piggybacked as the MTU allows."""
         used = sum(codec.message_size(m) for m in msgs)
-        rumors = self.queue.take(self._budget(used), self.table.n_live, to=to_name) if len(self.queue) else []
+        rumors = self.queue.take(self._budget(used), self.table.n_live, to=to_name,
+                                 to_live=to_name is None or self.table.is_live(to_name)) if len(self.queue) else []
         out.append(Send(to, Packet(self.name, (*msgs, *rumors))))
 
     def _gossip(self, now: float, out: list[Effect]) -> None:
@@ -705,8 +707,8 @@ class Node:
         pull = (PullRequest(self.name, self.addr),) if mode != "push" else ()
         pull_size = codec.message_size(pull[0]) if pull else 0
         for peer in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=False):
-            rumors = self.queue.take(self._budget(pull_size), self.table.n_live, to=peer.name) \
-                if mode != "pull" else []
+            rumors = self.queue.take(self._budget(pull_size), self.table.n_live, to=peer.name,
+                                     to_live=self.table.is_live(peer.name)) if mode != "pull" else []
             if rumors or mode == "pull":
                 out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull))))
                 self.stats["gossip_packets"] += 1
@@ -720,7 +722,8 @@ class Node:
         at most every quarter interval (each still bounded by the queue's retransmit limits)."""
         self._next_gossip = min(self._next_gossip, now + self.config.gossip.interval * _EARLY_GOSSIP_FRACTION)
         for peer in self._random_peers(self.config.gossip.fanout, exclude=exclude, live_only=False):
-            rumors = self.queue.take(self._budget(), self.table.n_live, to=peer.name)
+            rumors = self.queue.take(self._budget(), self.table.n_live, to=peer.name,
+                                     to_live=self.table.is_live(peer.name))
             if rumors:
                 out.append(Send(peer.addr, Packet(self.name, tuple(rumors))))
                 self.stats["forwarded_packets"] += 1
