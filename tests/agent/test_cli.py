@@ -241,6 +241,8 @@ def test_status_text_is_readable() -> None:
                           "members": {"alive": 2, "suspect": 1, "dead": 0, "left": 0},
                           "state": {"root": "ab" * 32, "keys": 4},
                           "convergence": {"converged": False, "lastConvergenceSeconds": None}})
+    assert status_lines({"convergence": {"lastConvergenceSeconds": 0.13666057586669922, "fraction": 1.0}}) == [
+        "convergence:", "  lastConvergenceSeconds:  0.137", "  fraction:                1"]
     assert lines == [
         "name:         a",
         "address:      127.0.0.1:7946",

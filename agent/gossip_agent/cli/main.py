@@ -113,6 +113,8 @@ def _plain(value: Any) -> str:
         return ", ".join(_plain(v) for v in value) or "-"
     if isinstance(value, dict):
         return ", ".join(f"{k}={_plain(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") or "0"  # seconds and fractions: ms precision reads best
     return str(value)
 
 
