@@ -433,7 +433,8 @@ class StateApi:
         q = request.query
         prefix, after = _query_key(q.get("prefix", ""), "prefix"), _query_key(q.get("after", ""), "after") or None
         raw = q.get("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
+        # isascii: "²".isdigit() is True but int("²") raises (a 500 before this check).
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 20) or not 1 <= int(raw) <= MAX_LIST:
             raise _error(400, f"limit must be an integer 1..{MAX_LIST}, got {raw[:20]!r}")
         values = q.get("values", "false").lower() in ("1", "true", "yes")
         page = self.svc.store.scan(prefix, after, int(raw))

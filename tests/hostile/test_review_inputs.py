@@ -1,0 +1,113 @@
+"""Hostile-input review of the merged hardening (issue 10): breaks found by attacking real agents on loopback.
+
+Each test failed before its fix:
+- `GET /v1/kv?limit=²`: `str.isdigit()` accepts Unicode digits that `int()` refuses, a 500;
+- JSON strings holding a lone UTF-16 surrogate (`"\\ud800"`) on `/v1/kv`, sets and both register routes: a
+  500 from deep in the store (msgpack / UTF-8 encoding), not a 400 at the edge;
+- one forged UDP Alive whose metadata says `state.keys: "²"` (or 5,000 digits): every state housekeeping tick
+  raised (no tombstone acknowledgement, no GC, no interval fsync; a traceback logged 10 times a second),
+  and the anti-entropy task died for good when it picked that member, while `/readyz` stayed 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from gossip_agent.core.codec import encode_packet
+from gossip_agent.core.config import from_mapping
+from gossip_agent.core.convergence import parse_state_meta
+from gossip_agent.core.messages import Alive, Packet
+from gossip_agent.core.replica import parse_write_concern
+from gossip_agent.io.runtime import Agent
+from gossip_agent.io.state_service import state_extensions
+
+BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0}
+JSON = {"Content-Type": "application/json"}
+
+
+@contextlib.asynccontextmanager
+async def running(name: str) -> AsyncIterator[Agent]:
+    cfg = from_mapping({**BASE, "name": name})
+    agent = Agent(cfg, extensions=state_extensions(cfg))
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.stop()
+
+
+def url(agent: Agent, path: str) -> str:
+    return f"http://127.0.0.1:{agent.port}{path}"
+
+
+@pytest.mark.parametrize("raw", ["\u00b2", "\u0661", "9" * 5000])
+def test_published_state_with_non_ascii_or_huge_digits_is_ignored(raw: str) -> None:
+    root = "ab" * 32
+    assert parse_state_meta({"state.root": root, "state.keys": raw, "state.hlc": "1"}) is None
+    assert parse_state_meta({"state.root": root, "state.keys": "1", "state.hlc": raw}) is None
+    assert parse_state_meta({"state.root": root, "state.keys": "12", "state.hlc": "34"}) is not None
+
+
+def test_write_concern_with_unicode_digits_is_a_clear_error() -> None:
+    for raw in ("\u00b2", "\u0662"):
+        with pytest.raises(ValueError, match="w must be an integer"):
+            parse_write_concern(raw)
+
+
+async def test_unicode_digits_in_query_numbers_are_400() -> None:
+    async with running("digits") as agent, aiohttp.ClientSession() as s:
+        for query in ("limit=%C2%B2", "limit=%D9%A1", "limit=" + "9" * 5000):
+            async with s.get(url(agent, f"/v1/kv?{query}")) as r:
+                assert r.status == 400, (query, r.status)
+        async with s.put(url(agent, "/v1/kv/k?w=%C2%B2"), data=b"v") as r:
+            assert r.status == 400
+            assert "w must be an integer" in (await r.json())["error"]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("PUT", "/v1/kv/k", b'{"value": "\\ud800"}'),
+    ("PUT", "/v1/kv/k", b'{"value": "ok", "\\udfff": 1}'),
+    ("POST", "/v1/crdt/sets/s", b'{"add": ["x\\ud800"]}'),
+    ("PUT", "/v1/crdt/registers/lww/r", b'{"value": "\\udfff"}'),
+    ("PUT", "/v1/crdt/registers/mv/r", b'{"value": "\\udbff"}'),
+])
+async def test_lone_surrogates_in_json_are_400_and_store_nothing(method: str, path: str, body: bytes) -> None:
+    async with running("victim") as agent, aiohttp.ClientSession() as s:
+        async with s.request(method, url(agent, path), data=body, headers=JSON) as r:
+            assert r.status == 400, (path, r.status, await r.text())
+            assert "surrogate" in (await r.json())["error"]
+        async with s.get(url(agent, "/v1/kv?limit=1000")) as r:
+            assert (await r.json())["entries"] == []
+        valid = b'{"add": ["\\ud83d\\ude00"]}' if "sets" in path else b'{"value": "caf\\u00e9 \\ud83d\\ude00"}'
+        async with s.request(method, url(agent, path), data=valid, headers=JSON) as r:
+            assert r.status == 200, await r.text()  # a valid surrogate pair is fine
+
+
+async def test_forged_state_metadata_does_not_stop_housekeeping_or_anti_entropy(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR)
+    async with running("victim") as agent:
+        meta = {"state.root": "ab" * 32, "state.keys": "\u00b2", "state.hlc": "1"}
+        packet = encode_packet(Packet("evil", (Alive("evil", 1, ("127.0.0.1", 9), meta),)))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(packet, ("127.0.0.1", agent.port))
+        for _ in range(100):
+            if any(m.name == "evil" for m in agent.members()):
+                break
+            await asyncio.sleep(0.05)
+        assert any(m.name == "evil" for m in agent.members())
+        svc = next(e for e in agent.extensions if hasattr(e, "tick"))
+        svc.tick()  # raised ValueError before the fix
+        await asyncio.sleep(1.0)
+        tasks = {t.get_name(): t for t in asyncio.all_tasks()}
+        if "anti-entropy" in tasks:
+            assert not tasks["anti-entropy"].done()
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert not any("housekeeping failed" in e or "failed" in e for e in errors), errors
