@@ -111,3 +111,32 @@ async def test_forged_state_metadata_does_not_stop_housekeeping_or_anti_entropy(
             assert not tasks["anti-entropy"].done()
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert not any("housekeeping failed" in e or "failed" in e for e in errors), errors
+
+
+async def test_an_unexpected_error_costs_one_anti_entropy_round_not_all_of_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defence in depth for the break above: the anti-entropy loop outlives any one round's failure."""
+    async with running("resilient") as agent:
+        packet = encode_packet(Packet("peer", (Alive("peer", 1, ("127.0.0.1", 9), {}),)))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(packet, ("127.0.0.1", agent.port))
+        for _ in range(100):
+            if agent.live_members():
+                break
+            await asyncio.sleep(0.05)
+        svc = next(e for e in agent.extensions if hasattr(e, "sync_with"))
+        calls = 0
+
+        async def broken(addr: object) -> bool:
+            nonlocal calls
+            calls += 1
+            raise RuntimeError("unforeseen")
+
+        monkeypatch.setattr(svc, "sync_with", broken)
+        for expected in (1, 2):
+            svc.kick_anti_entropy()
+            for _ in range(100):
+                if calls >= expected:
+                    break
+                await asyncio.sleep(0.02)
+            assert calls >= expected, "the anti-entropy task died after one failed round"
