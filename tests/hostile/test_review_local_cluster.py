@@ -4,18 +4,28 @@ Each test failed before its fix:
 - a client that trickled one byte every 1.5 s into `control.sock` stalled `up`'s loop for as long as it
   trickled: a SIGKILLed agent was restarted after 18 s instead of its 1-2 s backoff (measured on a real `up`);
   each idle connection (`nc -U control.sock` left open) stalled it 2 s.
+- `up.lock` planted as a symlink in a cluster directory another user controls: `gossipctl up --dir` followed
+  it and truncated the target (as root: any file), writing its PID there; the keyring was written the same
+  way, and readable by others until its chmod.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import stat
 import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from gossip_agent.cli import control
+from gossip_agent.cli.cluster import DirLock
 from gossip_agent.cli.control import ControlServer
+from gossip_agent.cli.main import build_parser, run_up
+from gossip_agent.core.config import ConfigError
 
 
 def _serve(server: ControlServer, seconds: float) -> list[tuple[float, dict[str, object]]]:
@@ -72,3 +82,68 @@ def test_a_trickling_or_idle_client_never_stalls_the_supervisor_loop(tmp_path: P
         server.close()
     assert [r for _, r in seen] == [{"op": "ps"}]
     assert answers and answers[0]["ok"] is True
+
+
+def test_a_planted_lock_symlink_is_never_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    cluster = tmp_path / "cluster"
+    cluster.mkdir()
+    (cluster / "up.lock").symlink_to(victim)
+    with pytest.raises(OSError):
+        DirLock(cluster)
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_directory_others_can_write_or_own_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(PermissionError, match="writable by every user"):
+        DirLock(shared)
+    assert not (shared / "up.lock").exists()
+    if os.geteuid() == 0:  # as root (CI), hand the directory to another user
+        theirs = tmp_path / "theirs"
+        theirs.mkdir()
+        os.chown(theirs, 65534, 65534)
+        with pytest.raises(PermissionError, match="belongs to uid 65534"):
+            DirLock(theirs)
+
+
+def test_up_on_a_foreign_directory_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("apiVersion: gossip.example.com/v1alpha1\nkind: GossipCluster\nmetadata:\n  name: x\n"
+                        "spec:\n  replicas: 1\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "keyring").symlink_to(tmp_path / "stolen-key")
+    args = build_parser().parse_args(["up", "-f", str(manifest), "--dir", str(shared), "--exit-when-converged"])
+    with pytest.raises(ConfigError, match="writable by every user"):
+        run_up(args)
+    assert not (tmp_path / "stolen-key").exists()
+
+
+def test_the_keyring_is_private_from_the_start_and_not_written_through_a_symlink(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`up` replaces a keyring symlink left in its own directory instead of writing through it."""
+    import gossip_agent.cli.main as main
+
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("apiVersion: gossip.example.com/v1alpha1\nkind: GossipCluster\nmetadata:\n  name: x\n"
+                        "spec:\n  replicas: 1\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keyring").symlink_to(tmp_path / "elsewhere")
+
+    def no_agents(*_: object, **__: object) -> list[dict[str, object]]:
+        raise RuntimeError("stop after the keyring")  # the keyring is written before any config or agent
+
+    monkeypatch.setattr(main, "agent_configs", no_agents)
+    args = build_parser().parse_args(["up", "-f", str(manifest), "--dir", str(mine), "--exit-when-converged"])
+    with pytest.raises(RuntimeError, match="stop after the keyring"):
+        run_up(args)
+    keyring = mine / "keyring"
+    assert not (tmp_path / "elsewhere").exists()
+    assert not keyring.is_symlink()
+    assert stat.S_IMODE(keyring.stat().st_mode) == 0o600

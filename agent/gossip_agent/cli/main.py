@@ -291,8 +291,12 @@ def _run_up_locked(args: argparse.Namespace, manifest: Manifest, n: int, workdir
     if args.encrypt:
         from gossip_agent.io.security import generate_key
         keyring = workdir / "keyring"
-        keyring.write_text(generate_key() + "\n")
-        keyring.chmod(0o600)
+        # Created 0600 (never readable by others, not even between a write and a chmod), afresh, not
+        # through a symlink left in the directory (found by review).
+        with contextlib.suppress(FileNotFoundError):
+            keyring.unlink()
+        with os.fdopen(os.open(keyring, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w") as f:
+            f.write(generate_key() + "\n")
         extra["security"] = {"keyringFile": str(keyring)}
     configs = agent_configs(manifest, base_port=args.base_port, replicas=n, data_root=workdir / "data",
                             extra=extra)
