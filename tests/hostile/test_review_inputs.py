@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from gossip_agent.core.codec import encode_packet
-from gossip_agent.core.config import from_mapping
+from gossip_agent.core.codec import DecodeError, decode_packet, encode_packet
+from gossip_agent.core.config import ConfigError, from_mapping
 from gossip_agent.core.convergence import parse_state_meta
 from gossip_agent.core.messages import Alive, Packet
 from gossip_agent.core.replica import parse_write_concern
@@ -140,3 +140,29 @@ async def test_an_unexpected_error_costs_one_anti_entropy_round_not_all_of_them(
                     break
                 await asyncio.sleep(0.02)
             assert calls >= expected, "the anti-entropy task died after one failed round"
+
+
+ESCAPES = "x\x1b[2J\x1b]0;pwned\x07\nfake-line"
+
+
+def test_member_names_with_control_characters_are_dropped_at_decode() -> None:
+    """A forged Alive's name reached `gossipctl members` raw: it cleared the terminal and forged lines."""
+    for name in (ESCAPES, "a\x00b", "tab\tname", "del\x7f", "c1\x9b31m"):
+        with pytest.raises(DecodeError):
+            decode_packet(encode_packet(Packet(name, (Alive(name, 1, ("127.0.0.1", 9), {}),))))
+        with pytest.raises(DecodeError):
+            decode_packet(encode_packet(Packet("ok", (Alive(name, 1, ("127.0.0.1", 9), {}),))))
+        with pytest.raises(ConfigError, match="control characters"):
+            from_mapping({**BASE, "name": name})
+    fine = "caf\u00e9-\u30ce\u30fc\u30c9-0"
+    assert decode_packet(encode_packet(Packet(fine, (Alive(fine, 1, ("127.0.0.1", 9), {}),)))).sender == fine
+
+
+async def test_a_forged_member_with_escapes_in_its_name_never_joins() -> None:
+    async with running("victim") as agent:
+        packet = encode_packet(Packet("ok", (Alive(ESCAPES, 1, ("127.0.0.1", 9), {}),
+                                             Alive("plain", 1, ("127.0.0.1", 9), {}))))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(packet, ("127.0.0.1", agent.port))
+        await asyncio.sleep(0.5)
+        assert [m.name for m in agent.members()] == ["victim"]  # the whole packet is dropped, counted
