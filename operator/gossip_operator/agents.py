@@ -16,6 +16,7 @@ host name.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,8 @@ import aiohttp
 from gossip_operator.status import AgentReport, MemberView, PodObservation
 
 MAX_MEMBERS = 10_000
+# /v1/members of MAX_MEMBERS members with their metadata stays well below this.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
 
 
 class AgentsClient:
@@ -108,7 +111,18 @@ class AgentsClient:
         async with session.get(url, ssl=context if context is not None else False, headers=headers) as response:
             if response.status != 200:
                 raise ValueError(f"{url} answered {response.status}")
-            doc = await response.json(content_type=None)
+            # Read within a bound and parse without recursion errors escaping: an agent pod is not trusted
+            # more than its network position. A body of gigabytes grew the operator without limit, and a
+            # deeply nested one raised RecursionError out of the status pass (found by review).
+            raw = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                raw += chunk
+                if len(raw) > MAX_ANSWER_BYTES:
+                    raise ValueError(f"{url} answered more than {MAX_ANSWER_BYTES} bytes")
+            try:
+                doc = json.loads(raw)
+            except RecursionError:
+                raise ValueError(f"{url} answered JSON nested too deeply") from None
             if not isinstance(doc, dict):
                 raise ValueError(f"{url} answered {type(doc).__name__}, expected an object")
             return doc

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import ssl
 import urllib.error
 import urllib.parse
@@ -217,3 +218,12 @@ def client_from_args(args: argparse.Namespace) -> AgentClient:
     return AgentClient(args.addr, timeout=args.timeout, cafile=args.cacert, insecure=args.insecure,
                        token=getattr(args, "token", None), cert=getattr(args, "cert", None),
                        key=getattr(args, "key", None))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(text: object) -> str:
+    """`text` safe to print on a terminal: control characters as \\xNN. What agents report (metadata values,
+    from any peer) reached the terminal raw, so escape sequences could clear it or forge lines (review)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))

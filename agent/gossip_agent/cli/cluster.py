@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -315,6 +316,21 @@ class ClusterDirBusy(Exception):
     """Another `gossipctl up` holds the cluster directory."""
 
 
+def check_dir_is_ours(directory: Path) -> None:
+    """PermissionError unless `directory` belongs to this user and others cannot write into it.
+
+    `up` writes configs, the keyring and agents' data there and truncates its lock file: in a directory
+    another user owns or anyone may write to, that user could plant symlinks (a root `gossipctl up` then
+    overwrote any file they chose; found by review) or read the keyring. Like ssh's StrictModes."""
+    st = os.stat(directory)
+    if st.st_uid != os.geteuid():
+        raise PermissionError(f"{directory} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}); "
+                              "use a directory of your own")
+    if st.st_mode & stat.S_IWOTH:
+        raise PermissionError(f"{directory} is writable by every user (mode {stat.S_IMODE(st.st_mode):o}); "
+                              f"chmod o-w {directory}, or use another directory")
+
+
 class DirLock:
     """An exclusive lock on a cluster directory, held while the process lives (or until `release`).
 
@@ -329,7 +345,9 @@ class DirLock:
 
         self.path = directory / LOCK_FILE
         directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        check_dir_is_ours(directory)
+        # O_NOFOLLOW: an `up.lock` planted as a symlink would have had its target truncated (found by review).
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -23,7 +23,7 @@ from typing import Any
 
 from gossip_agent import __version__
 from gossip_agent.cli import control, kv
-from gossip_agent.cli.client import ClientError, Register, Run, add_client_args, client_from_args
+from gossip_agent.cli.client import ClientError, Register, Run, add_client_args, client_from_args, shown
 from gossip_agent.cli.cluster import (
     AgentProcess,
     ClusterDirBusy,
@@ -90,8 +90,8 @@ def run_members(args: argparse.Namespace) -> int:
     rows = [("NAME", "ADDRESS", "STATE", "INCARNATION", *(("META",) if wide else ()))]
     for m in sorted(members, key=lambda m: str(m["name"])):
         meta = ",".join(f"{k}={v}" for k, v in sorted(m.get("meta", {}).items()))
-        rows.append((str(m["name"]), f"{m['address']}:{m['port']}", str(m["state"]), str(m["incarnation"]),
-                     *((meta,) if wide else ())))
+        rows.append((shown(m["name"]), shown(f"{m['address']}:{m['port']}"), shown(m["state"]),
+                     shown(m["incarnation"]), *((shown(meta),) if wide else ())))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -293,8 +293,12 @@ def _run_up_locked(args: argparse.Namespace, manifest: Manifest, n: int, workdir
     if args.encrypt:
         from gossip_agent.io.security import generate_key
         keyring = workdir / "keyring"
-        keyring.write_text(generate_key() + "\n")
-        keyring.chmod(0o600)
+        # Created 0600 (never readable by others, not even between a write and a chmod), afresh, not
+        # through a symlink left in the directory (found by review).
+        with contextlib.suppress(FileNotFoundError):
+            keyring.unlink()
+        with os.fdopen(os.open(keyring, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w") as f:
+            f.write(generate_key() + "\n")
         extra["security"] = {"keyringFile": str(keyring)}
     configs = agent_configs(manifest, base_port=args.base_port, replicas=n, data_root=workdir / "data",
                             extra=extra)

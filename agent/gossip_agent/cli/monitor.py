@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gossip_agent.cli.client import AgentClient, ClientError, Register, Run, add_client_args, client_from_args
+from gossip_agent.cli.client import AgentClient, ClientError, Register, Run, add_client_args, client_from_args, shown
 
 WATCH_PATH = "/v1/members/watch"
 _ROOT_CHARS = 12
@@ -98,7 +98,7 @@ def _clock(event: Mapping[str, Any]) -> str:
 
 
 def _member(m: Mapping[str, Any]) -> str:
-    return f"{m.get('name')}  {m.get('address')}:{m.get('port')}"
+    return shown(f"{m.get('name')}  {m.get('address')}:{m.get('port')}")
 
 
 def _meta(meta: Any) -> str:
@@ -108,7 +108,7 @@ def _meta(meta: Any) -> str:
     for k, v in sorted(meta.items()):
         text = str(v)
         cells.append(f"{k}={text[:_META_VALUE_CHARS]}{'…' if len(text) > _META_VALUE_CHARS else ''}")
-    return "  meta " + ",".join(cells)
+    return "  meta " + shown(",".join(cells))
 
 
 def _plural(n: Any, word: str) -> str:

@@ -352,6 +352,8 @@ def validate(cfg: AgentConfig) -> None:
     m, g = cfg.membership, cfg.gossip
     checks: list[tuple[bool, str]] = [
         (bool(cfg.name) and len(cfg.name.encode()) <= 128, "name: must be 1..128 bytes"),
+        # Peers refuse names with control characters (core/codec.py: terminal injection), so must we.
+        (not any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in cfg.name), "name: no control characters"),
         (0 <= cfg.port <= 65535, f"port: must be 0..65535, got {cfg.port}"),
         (cfg.advertise_port is None or 1 <= cfg.advertise_port <= 65535, "advertisePort: must be 1..65535"),
         (m.probe_interval > 0, "membership.probeInterval: must be > 0"),

@@ -35,12 +35,22 @@ def state_meta(root_hex: str, keys: int, hlc_ms: int) -> dict[str, str]:
     return {META_ROOT: root_hex, META_KEYS: str(keys), META_HLC: str(hlc_ms)}
 
 
+# Published counts are decimal ASCII of at most this many digits (2^64 has 20). Peers send these strings:
+# `str.isdigit()` alone also accepts "²" or Arabic-Indic digits, and a 5,000-digit string, on which `int()` raises; one
+# forged Alive with such a value made every housekeeping tick and the anti-entropy task fail (found by review).
+_MAX_DECIMAL_DIGITS = 20
+
+
+def _is_decimal(text: str) -> bool:
+    return 0 < len(text) <= _MAX_DECIMAL_DIGITS and text.isascii() and text.isdigit()
+
+
 def parse_state_meta(meta: Mapping[str, str]) -> PublishedState | None:
     """The published state of a member, or None if it publishes none (or garbage)."""
     root, keys, hlc_ms = meta.get(META_ROOT), meta.get(META_KEYS), meta.get(META_HLC)
     if root is None or keys is None or hlc_ms is None:
         return None
-    if len(root) != 64 or not keys.isdigit() or not hlc_ms.isdigit():
+    if len(root) != 64 or not _is_decimal(keys) or not _is_decimal(hlc_ms):
         return None
     try:
         bytes.fromhex(root)

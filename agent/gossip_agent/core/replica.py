@@ -245,7 +245,7 @@ def parse_write_concern(raw: str | None, *, default: int = 1) -> int:
     size changes under a write, so a client should say how many holders it needs."""
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 20):  # "²".isdigit() is True; int() refuses it
         raise ValueError(f"w must be an integer 1..{MAX_WRITE_CONCERN} (holders including this agent), "
                          f"got {raw[:20]!r}")
     w = int(raw)

@@ -104,7 +104,8 @@ def generate_token() -> str:
 
 
 class TokenFile:
-    """A token file, re-read when its stamp changes; a broken new version keeps the old tokens (logged)."""
+    """A token file, re-read when its stamp changes; a broken new version keeps the old tokens (logged); an
+    emptied one (no token lines) revokes them all (logged)."""
 
     def __init__(self, path: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
@@ -138,9 +139,14 @@ class TokenFile:
                 self._stamp = stamp
                 try:
                     tokens = self._load()
-                    if tokens:
-                        self.tokens = tokens
+                    if not tokens:
+                        # Emptied: revoke every token (fail closed). Keeping the old ones, silently, was a
+                        # revocation that did not happen (found by review).
+                        log.error("%s now holds no tokens: every API request is refused until it holds some",
+                                  self.path)
+                    else:
                         log.info("reloaded %d API token(s) from %s", len(tokens), self.path)
+                    self.tokens = tokens
                 except TokenFileError as exc:
                     log.error("%s; keeping the previous tokens", exc)
         return self.tokens
