@@ -29,7 +29,7 @@ from gossip_agent.core.messages import (
 )
 
 # Names are identifiers without control characters (the decoder drops those: terminal injection).
-names = st.text(st.characters(blacklist_categories=("Cc",)), min_size=1, max_size=40)
+names = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
 hosts = st.one_of(st.ip_addresses().map(str),
                   st.from_regex(r"[a-z]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z]([a-z0-9-]{0,20}[a-z0-9])?){0,3}",
                                 fullmatch=True))

@@ -55,3 +55,13 @@ def test_round_trip() -> None:
 def test_invalid_configs_are_rejected_with_a_clear_message(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         from_mapping(data)
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("a\udc80b", "valid UTF-8"),      # GOSSIP_NAME holding an undecodable byte arrives as a lone surrogate
+    ("a\x1b[2Jb", "control characters"),
+    ("x" * 129, "1..128 bytes"),
+])
+def test_bad_agent_names_are_config_errors(name: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_mapping({"name": name})

@@ -351,7 +351,9 @@ def validate(cfg: AgentConfig) -> None:
     """Cross-field rules; raises ConfigError naming the setting and the allowed range."""
     m, g = cfg.membership, cfg.gossip
     checks: list[tuple[bool, str]] = [
-        (bool(cfg.name) and len(cfg.name.encode()) <= 128, "name: must be 1..128 bytes"),
+        # A name from the environment can hold lone surrogates (undecodable bytes): no peer could decode it.
+        (not any("\ud800" <= ch <= "\udfff" for ch in cfg.name), "name: must be valid UTF-8 text"),
+        (bool(cfg.name) and len(cfg.name.encode("utf-8", "surrogatepass")) <= 128, "name: must be 1..128 bytes"),
         # Peers refuse names with control characters (core/codec.py: terminal injection), so must we.
         (not any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in cfg.name), "name: no control characters"),
         (0 <= cfg.port <= 65535, f"port: must be 0..65535, got {cfg.port}"),
