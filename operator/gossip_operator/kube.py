@@ -32,6 +32,9 @@ API_CALLS: frozenset[tuple[str, str, str]] = frozenset({
     (GROUP, PLURAL, "watch"),
     (GROUP, PLURAL, "patch"),
     (GROUP, f"{PLURAL}/status", "patch"),
+    # Not a call: children's ownerReferences set blockOwnerDeletion, and the OwnerReferencesPermissionEnforcement
+    # admission plugin (OpenShift) then requires update on the owner's finalizers (creates get 403 without it).
+    (GROUP, f"{PLURAL}/finalizers", "update"),
     # kopf: notice CRDs appearing/changing (resource scanning).
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
@@ -196,6 +199,16 @@ class KubeClient:
                 cls = NotFound if response.status == 404 else Conflict if response.status == 409 else ApiError
                 raise cls(response.status, reason, message)
             return payload
+
+    async def serves(self, resource: Resource) -> bool:
+        """Discovery: does the API server serve this group/version/plural? (GET /apis/GROUP/VERSION, which
+        RBAC's system:discovery role lets every authenticated client read; no API_CALLS entry needed.)"""
+        try:
+            listing = await self._request("GET", resource.path().rsplit("/", 1)[0])
+        except NotFound:
+            return False
+        return any(isinstance(r, Mapping) and r.get("name") == resource.plural
+                   for r in listing.get("resources") or [])
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         _check_declared(resource, "get")

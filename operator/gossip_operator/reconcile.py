@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossip_operator import manifests
+from gossip_operator.discovery import PDB_PREFERENCE
 from gossip_operator.kube import Conflict
 from gossip_operator.manifests import drift
 from gossip_operator.manifests import secret as secret_manifest
@@ -171,11 +172,17 @@ async def _reconcile(runtime: Runtime, body: Mapping[str, Any], *, name: str, na
     warnings: list[str] = []
     keyring_hash = await _ensure_keyring(runtime, spec, owner, created, warnings)
     settings = runtime.settings
+    # Discovery picks policy/v1 or (Kubernetes < 1.21) policy/v1beta1; a disabled PDB is deleted under it too.
+    pdb_resource = await runtime.api_versions.pick(runtime.kube, PDB_PREFERENCE)
+    if pdb_resource is None and spec.pdb_enabled:
+        warnings.append("PodDisruptionBudget skipped: the API server serves neither policy/v1 nor policy/v1beta1 "
+                        "poddisruptionbudgets, so a node drain may evict several agents at once")
     options = manifests.RenderOptions(
         cluster_domain=settings.cluster_domain,
         keyring_hash=keyring_hash,
         operator_namespace=settings.operator_namespace,
         operator_labels=settings.operator_labels,
+        pdb_resource=pdb_resource,
     )
     for child in manifests.render_children(spec, owner, options):
         await _apply(runtime, child, namespace, uid, created, updated, deleted, warnings)

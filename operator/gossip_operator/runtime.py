@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossip_operator.agents import AgentsClient
+from gossip_operator.discovery import ApiVersions
 from gossip_operator.kube import KubeClient
 from gossip_operator.metrics import OperatorMetrics
 from gossip_operator.settings import OperatorSettings
@@ -19,6 +20,8 @@ class Runtime:
     kube: KubeClient
     agents: AgentsClient
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    # Which optional APIs (PodDisruptionBudget versions) the server serves.
+    api_versions: ApiVersions = field(default_factory=ApiVersions)
     # Reconcile and status passes of one cluster never overlap (kopf runs timers and change handlers
     # concurrently); different clusters proceed in parallel.
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)

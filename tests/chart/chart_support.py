@@ -34,6 +34,21 @@ def run_helm(helm: Path, env: dict[str, str], *args: str) -> subprocess.Complete
     return subprocess.run([str(helm), *args], capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
+# What every install must set: the operator image repository (no public image exists; the chart fails without).
+REPOSITORY = "registry.example/gossip-operator"
+REQUIRED_VALUES: dict[str, Any] = {"image": {"repository": REPOSITORY}}
+REQUIRED_SET = f"image.repository={REPOSITORY}"
+
+
+def with_required(values: dict[str, Any] | None) -> dict[str, Any]:
+    """`values` on top of REQUIRED_VALUES (a deep merge of the two levels used)."""
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in REQUIRED_VALUES.items()}
+    for key, value in (values or {}).items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
 # Non-default values that switch on every optional part of the chart.
 FULL_VALUES: dict[str, Any] = {
     "fullnameOverride": "gossip-op",

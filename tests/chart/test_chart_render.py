@@ -15,8 +15,19 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.chart.chart_support import CHART, EXTERNAL_RBAC_VALUES, FULL_VALUES, MONITORING_API, ROOT, Render, run_helm
+from tests.chart.chart_support import (
+    CHART,
+    EXTERNAL_RBAC_VALUES,
+    FULL_VALUES,
+    MONITORING_API,
+    REQUIRED_SET,
+    ROOT,
+    Render,
+    run_helm,
+    with_required,
+)
 from tests.chart.pod_security import pod_specs, restricted_violations
+from tests.support.kube_emulator import emulated_cluster_in_thread
 
 CRD_NAME = "gossipclusters.gossip-operator.dev.yaml"
 KUBERNETES_VERSIONS = ("1.30", "1.34")
@@ -53,9 +64,8 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 )
 def test_helm_lint_strict(helm: Path, helm_env: dict[str, str], tmp_path: Path, values: dict[str, Any] | None) -> None:
     args = ["lint", "--strict", str(CHART)]
-    if values is not None:
-        (tmp_path / "values.json").write_text(json.dumps(values))
-        args += ["--values", str(tmp_path / "values.json")]
+    (tmp_path / "values.json").write_text(json.dumps(with_required(values)))
+    args += ["--values", str(tmp_path / "values.json")]
     proc = run_helm(helm, helm_env, *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
@@ -80,12 +90,59 @@ def test_values_schema_rejects_typos(helm: Path, helm_env: dict[str, str], set_a
     assert lint.returncode != 0, f"helm lint accepted --set {set_arg}"
 
 
+IMAGE_ADVICE = ("image.repository is required: no public gossip-operator image is published. Build it from "
+                "Dockerfile.operator, push it to a registry your cluster can pull from, and set --set "
+                "image.repository=REGISTRY/gossip-operator")
+
+
+@pytest.mark.parametrize("command", [["template", "rel"], ["install", "rel"]], ids=["template", "install"])
+def test_no_image_repository_fails_with_advice(helm: Path, helm_env: dict[str, str], command: list[str],
+                                               tmp_path: Path) -> None:
+    """The default image used to be gossip-operator:0.1.0, which exists in no registry: pods stuck in
+    ImagePullBackOff. Now the install fails at once and says what to do (`helm install` against the emulator:
+    it fails while rendering, before it deploys anything). (`helm lint` skips `required` by design: it only
+    prints the message as [INFO].)"""
+    with emulated_cluster_in_thread(tmp_path / "kubeconfig") as cluster:
+        proc = run_helm(helm, {**helm_env, "KUBECONFIG": str(cluster.kubeconfig)}, *command, str(CHART))
+        writes = cluster.writes()
+    assert proc.returncode != 0
+    # Helm installs crds/ before it renders the templates; nothing else is written.
+    assert [w.resource for w in writes] in ([], ["customresourcedefinitions"])
+    assert IMAGE_ADVICE in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "docs/deploy.md" in proc.stdout + proc.stderr
+
+
+def test_values_schema_rejects_a_malformed_repository(helm: Path, helm_env: dict[str, str]) -> None:
+    proc = run_helm(helm, helm_env, "template", "rel", str(CHART), "--set", "image.repository=Has Space")
+    assert proc.returncode != 0 and "image.repository" in proc.stderr, proc.stderr
+
+
+def test_kube_version_is_what_the_chart_really_needs(helm: Path, helm_env: dict[str, str]) -> None:
+    """The chart is installed and tested on Kubernetes 1.20 (CEL rules need 1.25+, which the operator's own
+    validation stands in for): 1.20 renders, 1.19 is refused by Helm's kubeVersion check."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == ">=1.20.0-0"
+    ok = run_helm(helm, helm_env, "template", "rel", str(CHART), "--set", REQUIRED_SET, "--kube-version", "1.20.2")
+    assert ok.returncode == 0, ok.stderr
+    old = run_helm(helm, helm_env, "template", "rel", str(CHART), "--set", REQUIRED_SET, "--kube-version", "1.19.9")
+    assert old.returncode != 0 and "kubeVersion" in old.stderr, old.stderr
+
+
+def test_rbac_grants_update_on_finalizers_for_owner_reference_enforcement(render: Render) -> None:
+    """Children set blockOwnerDeletion: true; with OwnerReferencesPermissionEnforcement (OpenShift) their creation
+    is refused (403) unless the operator may update gossipclusters/finalizers."""
+    for values in ({}, {"operator": {"clusterWide": True}}):
+        rules = _rbac(render(values))
+        granted = set().union(*rules.values())
+        assert ("gossip-operator.dev", "gossipclusters/finalizers", "update") in granted
+
+
 def test_helm4_lints_and_renders_the_same(
     helm4: Path, helm_env: dict[str, str], tmp_path: Path, rendered_variants: dict[str, list[dict[str, Any]]]
 ) -> None:
     """Helm 4 (JSON Schema 2020-12 validator, new template engine build) agrees with Helm 3."""
     (tmp_path / "full.json").write_text(json.dumps(FULL_VALUES))
-    for extra in ([], ["--values", str(tmp_path / "full.json")]):
+    for extra in (["--set", REQUIRED_SET], ["--values", str(tmp_path / "full.json")]):
         lint = run_helm(helm4, helm_env, "lint", "--strict", str(CHART), *extra)
         assert lint.returncode == 0, lint.stdout + lint.stderr
     typo = run_helm(helm4, helm_env, "template", "rel", str(CHART), "--set", "operator.clusterwide=true")
@@ -232,7 +289,7 @@ def test_deployment_shape(rendered_variants: dict[str, list[dict[str, Any]]]) ->
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert probe == {"path": "/healthz", "port": "health"}
     assert ports == {"metrics": 9090, "health": 8080}
-    assert container["image"] == "gossip-operator:0.1.0"
+    assert container["image"] == "registry.example/gossip-operator:0.1.0"
     env = {e["name"]: e for e in container["env"]}
     assert env["GOSSIP_OPERATOR_NAMESPACES"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["GOSSIP_OPERATOR_LIVENESS_PORT"]["value"] == "8080"
@@ -414,7 +471,7 @@ def _notes(helm: Path, helm_env: dict[str, str], tmp_path: Path, *args: str) -> 
         'data: {notes: {{ tpl (.Files.Get "notes/NOTES.txt") . | quote }}}\n'
     )
     show = ["--show-only", "templates/notes-under-test.yaml"]
-    proc = run_helm(helm, helm_env, "template", "rel", str(chart), "-n", "gossip", *show, *args)
+    proc = run_helm(helm, helm_env, "template", "rel", str(chart), "-n", "gossip", *show, "--set", REQUIRED_SET, *args)
     assert proc.returncode == 0, proc.stderr
     notes: str = yaml.safe_load(proc.stdout)["data"]["notes"]
     return notes
@@ -464,7 +521,7 @@ def test_helm_package_includes_crd_schema_and_dashboard(helm: Path, helm_env: di
 
 
 def test_helm_renders_the_crd(helm: Path, helm_env: dict[str, str]) -> None:
-    proc = run_helm(helm, helm_env, "template", "rel", str(CHART), "--include-crds")
+    proc = run_helm(helm, helm_env, "template", "rel", str(CHART), "--include-crds", "--set", REQUIRED_SET)
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     crd = one(docs, "CustomResourceDefinition")

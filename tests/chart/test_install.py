@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.chart_support import CHART, ROOT, run_helm
+from tests.chart.chart_support import CHART, REQUIRED_SET, ROOT, run_helm
 from tests.chart.pod_security import restricted_violations
 from tests.support.kube_emulator import EmulatedCluster, emulated_cluster_in_thread, free_port
 
@@ -99,7 +99,7 @@ def test_helm_template_kubectl_apply_then_the_operator_reconciles(
         NAMESPACE,
         "--set",
         f"operator.healthPort={health_port},metrics.port={metrics_port},operator.clusterWide={str(cluster_wide).lower()},"
-        "operator.settings.statusInterval=1s",
+        f"operator.settings.statusInterval=1s,{REQUIRED_SET}",
     )
     assert proc.returncode == 0, proc.stderr
     out = kubectl("apply", "--validate=false", "-n", NAMESPACE, "-f", "-", stdin=proc.stdout)

@@ -47,7 +47,9 @@ def test_operator_labels_from_env_and_flag() -> None:
 
 def test_api_calls_shape_and_guard() -> None:
     assert all(isinstance(g, str) and isinstance(r, str) and v in {"get", "list", "watch", "create", "patch",
-                                                                    "delete"} for g, r, v in API_CALLS)
+                                                                    "delete"} for g, r, v in API_CALLS
+               if r != "gossipclusters/finalizers")
+    assert ("gossip-operator.dev", "gossipclusters/finalizers", "update") in API_CALLS
     assert {r for _, r in CLUSTER_SCOPED} == {"customresourcedefinitions", "namespaces"}
     _check_declared(STATEFULSETS, "patch")
     with pytest.raises(UndeclaredApiCall):

@@ -51,11 +51,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* No public operator image exists, so there is no default that could ever be pulled: fail with what to do. */}}
 {{- define "gossip-operator.image" -}}
+{{- $repository := required "image.repository is required: no public gossip-operator image is published. Build it from Dockerfile.operator, push it to a registry your cluster can pull from, and set --set image.repository=REGISTRY/gossip-operator (see docs/deploy.md)" .Values.image.repository }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 

@@ -15,6 +15,11 @@ operator.clusterWide is true.
 - apiGroups: [gossip-operator.dev]
   resources: [gossipclusters/status]
   verbs: [patch]
+# Children carry ownerReferences with blockOwnerDeletion: true. Where the OwnerReferencesPermissionEnforcement
+# admission plugin runs (OpenShift), creating them needs update on the owner's finalizers subresource (403 else).
+- apiGroups: [gossip-operator.dev]
+  resources: [gossipclusters/finalizers]
+  verbs: [update]
 # kopf: notice CRDs appearing or changing (resource scanning). Cluster-scoped.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]

@@ -38,11 +38,15 @@ class RenderOptions:
     keyring_hash: str = ""
     operator_namespace: str | None = None
     operator_labels: Mapping[str, str] = field(default_factory=lambda: {"app.kubernetes.io/name": "gossip-operator"})
+    # The PodDisruptionBudget API the server serves (discovery); None: none, the PDB is left out.
+    pdb_resource: Resource | None = PODDISRUPTIONBUDGETS
 
 
 def render_children(spec: ClusterSpec, owner: Owner, options: RenderOptions) -> list[Child]:
     """Children in creation order: config and Services before the pods that need them."""
     names = Names.of(spec.name)
+    pdb_children = [] if options.pdb_resource is None else [
+        Child(options.pdb_resource, names.pdb, pdb.render(spec, owner, api_version=options.pdb_resource.api_version))]
     return [
         Child(CONFIGMAPS, names.configmap, configmap.render(spec, owner, cluster_domain=options.cluster_domain)),
         Child(SERVICES, names.headless_service, services.render_headless(spec, owner)),
@@ -51,7 +55,7 @@ def render_children(spec: ClusterSpec, owner: Owner, options: RenderOptions) -> 
               statefulset.render(spec, owner, cluster_domain=options.cluster_domain,
                                  keyring_hash=options.keyring_hash),
               immutable=tuple(("spec", f) for f in statefulset.IMMUTABLE_SPEC_FIELDS)),
-        Child(PODDISRUPTIONBUDGETS, names.pdb, pdb.render(spec, owner)),
+        *pdb_children,
         Child(NETWORKPOLICIES, names.network_policy,
               networkpolicy.render(spec, owner, operator_namespace=options.operator_namespace,
                                    operator_labels=options.operator_labels)),
