@@ -33,16 +33,20 @@ for f in /etc/pip.conf /etc/xdg/pip/pip.conf "$HOME/.config/pip/pip.conf" "$HOME
   [ -f "$f" ] || continue
   case $f in "$HOME"/*) add_mount "$f" "/root${f#"$HOME"}" ;; *) add_mount "$f" ;; esac
   # every absolute path (or file:// URL) the file names, e.g. cert, constraint, find-links, extra-index-url
-  for p in $(grep -oE '(file://)?/[^[:space:]]+' "$f" | sed 's#^file://##' | sort -u); do
+  # (a file:// index is mounted from its parent: a PEP 503 tree's links usually point beside `simple/`)
+  for p in $( { grep -oE '(^|[[:space:]=])/[^[:space:]]+' "$f" | sed 's#^[[:space:]=]*##'
+               grep -oE 'file://[^[:space:]]+' "$f" | sed 's#^file://##; s#/*$##' | xargs -r -n1 dirname; } | sort -u); do
     case " ${mounts[*]} " in *" $p:"*) ;; *) add_mount "$p" ;; esac
   done
 done
 
 build() { # build NAME: Dockerfile.NAME -> localhost/gossip-NAME:TAG
   local name=$1 s; s=$(date +%s)
-  nice -n 19 buildah bud --pull=never --layers -q "${mounts[@]}" \
+  local log=${TMPDIR:-/tmp}/gossip-build-$name.log
+  nice -n 19 buildah bud --pull=never --layers "${mounts[@]}" \
     --build-arg REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    -f "$ROOT/Dockerfile.$name" -t "localhost/gossip-$name:$TAG" "$ROOT" >/dev/null
+    -f "$ROOT/Dockerfile.$name" -t "localhost/gossip-$name:$TAG" "$ROOT" > "$log" 2>&1 \
+    || { tail -40 "$log" >&2; echo "buildah bud of Dockerfile.$name failed (full log: $log)" >&2; return 1; }
   say "built localhost/gossip-$name:$TAG in $(( $(date +%s)-s ))s ($(podman image inspect --format '{{.Id}}' "localhost/gossip-$name:$TAG" | cut -c1-12))"
 }
 build agent
