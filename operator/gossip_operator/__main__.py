@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--status-interval", metavar="DURATION", help="how often agents are asked (default 10s)")
     p.add_argument("--resync-interval", metavar="DURATION", help="how often children are checked (default 60s)")
     p.add_argument("--agents-to-query", type=int, metavar="N", help="agents asked per status pass (default 3)")
-    p.add_argument("--cluster-domain", metavar="DOMAIN", help="DNS suffix of seeds (default cluster.local)")
+    p.add_argument("--cluster-domain", metavar="DOMAIN",
+                   help="DNS suffix appended to seed names (default: none, relative NAME-0.NAME-peers.NS.svc)")
     p.add_argument("--liveness-port", type=int, metavar="PORT", help="kopf /healthz port (default 8080, 0: off)")
     p.add_argument("--metrics-port", type=int, metavar="PORT", help="Prometheus /metrics port (default 9090, 0: off)")
     p.add_argument("--operator-labels", metavar="K=V[,K=V]",

@@ -1,33 +1,46 @@
 """kopf handlers: thin glue from kopf's causes to reconcile.py and refresh.py. No decisions live here.
 
-`build_registry(settings)` registers everything in a fresh registry, so timer intervals come from the settings
+`build_registry(settings, runtime)` registers everything in a fresh registry, so intervals come from the settings
 and tests can run several operators (one after another) in one process.
 
-- create / update / resume of a GossipCluster, and a resync timer: reconcile the children;
-- a status timer: ask a few agents, patch the status when it changed, post Events for what changed;
-- indexes of agent pods and StatefulSets (kept current by watches), so a status pass makes no LIST call;
+- create / update / resume of a GossipCluster: reconcile the children;
+- a watch handler (kopf.on.event) keeps runtime.loops current: each cluster gets a status loop (ask a few agents
+  with no lock held, then write the status under the cluster's lock) and a resync loop (reconcile again). Not
+  kopf timers: those put a finalizer on every GossipCluster (see loops.py), so no finalizer is ever added;
+- indexes of agent pods and StatefulSets (kept current by watches, filtered by label on the server through
+  kopf's settings.watching.label_selectors, see runner.py), so a status pass makes no LIST call;
 - login: the same credentials the operator's own client uses.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+import copy
+import logging
+import time
+from typing import Any
 
 import kopf
 
 from gossip_operator import status as status_model
+from gossip_operator.loops import Loop
 from gossip_operator.manifests.common import AGENT_APP, AGENT_PORT_ANNOTATION, HTTP_PORT_NAME, MANAGER
 from gossip_operator.reconcile import ReconcileResult, reconcile
-from gossip_operator.refresh import refresh
+from gossip_operator.refresh import query_agents, refresh
 from gossip_operator.runtime import Runtime
 from gossip_operator.settings import OperatorSettings
 from gossip_operator.spec import GROUP, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, PLURAL, VERSION
 
 MANAGED = {LABEL_MANAGED_BY: MANAGER, LABEL_NAME: AGENT_APP}
-_T = TypeVar("_T")
+# The same as a label selector string, for server-side filtering of the pod and StatefulSet watches.
+MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in sorted(MANAGED.items()))
+
+
+logger = logging.getLogger(__name__)
+
+
+class _ClusterLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"{(self.extra or {}).get('cluster')}: {msg}", kwargs
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -36,40 +49,17 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
-def _not_exiting(memo: Any, **_: Any) -> bool:
-    """The timers' filter. On exit kopf stops the timers it knows, but a worker still draining an object's events
-    re-spawns them (kopf spawns timers on every event it processes), and those would keep firing until kopf
-    cancels them as hung tasks seconds later. Once the runner has begun to exit, timers match no object."""
-    return not _runtime(memo).exiting
-
-
-async def _until_stopped(work: Awaitable[_T], stopped: Any) -> _T | None:
-    """Run a timer's pass, but cancel it when kopf stops the timer (operator exit, object deleted): a pass waiting
-    on a slow agent or API call must not hold the shutdown back. None when cancelled so."""
-    task = asyncio.ensure_future(work)
-    waiter = asyncio.ensure_future(stopped.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return None if task.cancelled() else task.result()
-
-
-def _post(body: kopf.Body, events: Any) -> None:
+def _post(body: Any, events: Any) -> None:
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 def _observations(indexes: dict[str, Any], namespace: str | None, name: str | None,
                   ) -> tuple[list[status_model.PodObservation], status_model.StatefulSetObservation | None]:
-    """This cluster's pods and StatefulSet from kopf's indexes (passed to handlers as kwargs by name)."""
+    """This cluster's pods and StatefulSet from kopf's indexes (handed to every handler as kwargs by name)."""
     key = (namespace, name)
-    pods = list(indexes["agent_pods"].get(key, []))
-    sets = list(indexes["agent_statefulsets"].get(key, []))
+    pods = list(indexes.get("agent_pods", {}).get(key, []))
+    sets = list(indexes.get("agent_statefulsets", {}).get(key, []))
     return pods, (sets[0] if sets else None)
 
 
@@ -87,6 +77,13 @@ def _report(body: kopf.Body, result: ReconcileResult, trigger: str, logger: Any)
 
 def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    # kopf's index objects (live views), captured from the first watch event: the loops run outside handlers.
+    indexes: dict[str, Any] = {}
+
+    def _capture(kwargs: dict[str, Any]) -> None:
+        for index in ("agent_pods", "agent_statefulsets"):
+            if index in kwargs:
+                indexes.setdefault(index, kwargs[index])
 
     @kopf.on.login(registry=registry)
     def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
@@ -108,56 +105,77 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             return {}
         return {(namespace, cluster): status_model.statefulset_observation(body)}
 
-    async def _reconcile(trigger: str, body: kopf.Body, memo: Any, logger: Any, indexes: dict[str, Any]) -> None:
-        runtime = _runtime(memo)
-        async with runtime.lock(str(body.metadata.uid)):
+    async def _reconcile(runtime: Runtime, trigger: str, body: Any, logger: Any) -> None:
+        async with runtime.lock(str(body["metadata"]["uid"])):
             result = await reconcile(runtime, body, trigger=trigger)
             _report(body, result, trigger, logger)
-            if result.spec_error or result.changed:  # show InvalidSpec / progress now, not at the next tick
-                pods, sts = _observations(indexes, body.metadata.namespace, body.metadata.name)
-                update = await refresh(runtime, body, pods=pods, statefulset=sts)
+            if result.spec_error or result.changed:  # show InvalidSpec / progress now, not at the next pass
+                pods, sts = _observations(indexes, body["metadata"].get("namespace"), body["metadata"]["name"])
+                update = await refresh(runtime, body, pods=pods, statefulset=sts)  # last agent reports: no I/O
                 _post(body, update.events)
 
     backoff = settings.retry_backoff
 
     @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile-create", backoff=backoff, registry=registry)
     async def on_create(body: kopf.Body, memo: Any, logger: Any, **kwargs: Any) -> None:
-        await _reconcile("create", body, memo, logger, kwargs)
+        _capture(kwargs)
+        await _reconcile(_runtime(memo), "create", body, logger)
 
     @kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile-update", backoff=backoff, registry=registry)
     async def on_update(body: kopf.Body, memo: Any, logger: Any, **kwargs: Any) -> None:
-        await _reconcile("update", body, memo, logger, kwargs)
+        _capture(kwargs)
+        await _reconcile(_runtime(memo), "update", body, logger)
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile-resume", backoff=backoff, registry=registry)
     async def on_resume(body: kopf.Body, memo: Any, logger: Any, **kwargs: Any) -> None:
-        await _reconcile("resume", body, memo, logger, kwargs)
+        _capture(kwargs)
+        await _reconcile(_runtime(memo), "resume", body, logger)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, id="resync", interval=settings.resync_interval,
-                initial_delay=settings.resync_interval, when=_not_exiting, registry=registry)
-    async def resync(body: kopf.Body, memo: Any, logger: Any, **kwargs: Any) -> None:
-        await _until_stopped(_reconcile("resync", body, memo, logger, kwargs), kwargs["stopped"])
+    def loops(runtime: Runtime) -> tuple[Loop, ...]:
+        async def resync(uid: str) -> None:
+            body = runtime.loops.body(uid)
+            if body is not None:
+                # A plain logger: kopf's per-object loggers belong to one object and turn warnings into Events
+                # on it; _report posts the Events it wants itself.
+                meta = body["metadata"]
+                await _reconcile(runtime, "resync", body, _ClusterLogger(logger, {
+                    "cluster": f"{meta.get('namespace')}/{meta['name']}"}))
 
-    @kopf.timer(GROUP, VERSION, PLURAL, id="status", interval=settings.status_interval, when=_not_exiting,
-                registry=registry)
-    async def status_timer(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-        runtime = _runtime(memo)
-        pods, sts = _observations(kwargs, body.metadata.namespace, body.metadata.name)
-
-        async def status_pass() -> status_model.StatusUpdate:
-            async with runtime.lock(str(body.metadata.uid)):
-                try:
-                    return await refresh(runtime, body, pods=pods, statefulset=sts)
-                except Exception:
-                    runtime.metrics.errors.labels(stage="status").inc()
-                    raise
-
-        update = await _until_stopped(status_pass(), kwargs["stopped"])
-        if update is not None:
+        async def status_pass(uid: str) -> None:
+            body = runtime.loops.body(uid)
+            if body is None:
+                return
+            meta = body["metadata"]
+            started = time.monotonic()
+            try:
+                pods, _ = _observations(indexes, meta.get("namespace"), meta["name"])
+                reports = await query_agents(runtime, body, pods)  # slow part: no lock held
+                async with runtime.lock(uid):
+                    body = runtime.loops.body(uid) or body  # the freshest spec/generation
+                    pods, sts = _observations(indexes, meta.get("namespace"), meta["name"])
+                    update = await refresh(runtime, body, pods=pods, statefulset=sts, reports=reports)
+            except Exception:
+                runtime.metrics.errors.labels(stage="status").inc()
+                raise
+            runtime.metrics.status_seconds.observe(time.monotonic() - started)  # queries included
             _post(body, update.events)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, id="forget", optional=True, registry=registry)
-    def forget(body: kopf.Body, memo: Any, **_: Any) -> None:
-        # Children go with the cluster by ownerReferences (Kubernetes' garbage collector); only drop our state.
-        _runtime(memo).forget(str(body.metadata.uid), f"{body.metadata.namespace}/{body.metadata.name}")
+        return (Loop("status", settings.status_interval, 0.0, status_pass),
+                Loop("resync", settings.resync_interval, settings.resync_interval, resync))
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, id="track", registry=registry)
+    async def track(event: Any, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+        runtime = _runtime(memo)
+        _capture(kwargs)
+        uid = str(body.metadata.uid)
+        if event.get("type") == "DELETED" or body.metadata.get("deletionTimestamp"):
+            # Children go with the cluster by ownerReferences (Kubernetes' garbage collector); only drop our state.
+            runtime.forget(uid, f"{body.metadata.namespace}/{body.metadata.name}")
+            return
+        if runtime.exiting:
+            return
+        if not runtime.loops.loops:
+            runtime.loops.loops = loops(runtime)
+        runtime.loops.track(uid, copy.deepcopy(dict(body)))
 
     return registry

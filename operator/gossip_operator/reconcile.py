@@ -2,7 +2,8 @@
 
 Idempotent by construction: a child is patched only when it differs from what is wanted (see drift.py), so a
 second pass over an unchanged cluster sends no write at all, only GETs. The same pass serves create, update,
-resume and the periodic drift check. An invalid spec touches no child; the status pass reports it.
+resume and the periodic drift check. An invalid spec touches no child, nor does a change the running agents
+cannot survive (transitions.py); the status pass reports either.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from gossip_operator.kube import Conflict
 from gossip_operator.manifests import drift
 from gossip_operator.manifests import secret as secret_manifest
 from gossip_operator.manifests.common import KEYRING_KEY, LAST_APPLIED_ANNOTATION, Owner
-from gossip_operator.manifests.resources import SECRETS
+from gossip_operator.manifests.resources import SECRETS, STATEFULSETS
 from gossip_operator.runtime import Runtime
 from gossip_operator.spec import ClusterSpec, InvalidSpec, parse
+from gossip_operator.transitions import unsafe_transitions
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +167,11 @@ async def _reconcile(runtime: Runtime, body: Mapping[str, Any], *, name: str, na
         return ReconcileResult(spec_error=str(exc))
     if spec.paused:
         return ReconcileResult(paused=True)
+    generation = int((body.get("metadata") or {}).get("generation") or 0)
+    refused = unsafe_transitions(spec, await runtime.kube.get(STATEFULSETS, namespace, name))
+    runtime.set_transition_error(uid, generation, "; ".join(refused) if refused else None)
+    if refused:  # CEL refuses these on 1.25+; here (older servers) nothing is changed and the status says why
+        return ReconcileResult(spec_error="; ".join(refused))
     owner = Owner(name=name, uid=uid)
     created: list[str] = []
     updated: list[str] = []
@@ -177,12 +184,20 @@ async def _reconcile(runtime: Runtime, body: Mapping[str, Any], *, name: str, na
     if pdb_resource is None and spec.pdb_enabled:
         warnings.append("PodDisruptionBudget skipped: the API server serves neither policy/v1 nor policy/v1beta1 "
                         "poddisruptionbudgets, so a node drain may evict several agents at once")
+    tls_ca = True
+    if spec.tls_secret:
+        tls = await runtime.kube.get(SECRETS, namespace, spec.tls_secret)
+        if tls is None:
+            warnings.append(f"TLS Secret {spec.tls_secret} not found: agent pods cannot start until it exists")
+        else:
+            tls_ca = bool((tls.get("data") or {}).get("ca.crt"))
     options = manifests.RenderOptions(
         cluster_domain=settings.cluster_domain,
         keyring_hash=keyring_hash,
         operator_namespace=settings.operator_namespace,
         operator_labels=settings.operator_labels,
         pdb_resource=pdb_resource,
+        tls_ca=tls_ca,
     )
     for child in manifests.render_children(spec, owner, options):
         await _apply(runtime, child, namespace, uid, created, updated, deleted, warnings)

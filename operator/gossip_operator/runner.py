@@ -21,7 +21,7 @@ import kopf
 from aiohttp import web
 
 from gossip_operator.agents import AgentsClient
-from gossip_operator.handlers import build_registry
+from gossip_operator.handlers import MANAGED_SELECTOR, build_registry
 from gossip_operator.kube import KubeClient, load_configuration
 from gossip_operator.metrics import OperatorMetrics
 from gossip_operator.runtime import Runtime
@@ -41,6 +41,11 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     # Only warnings and errors from logs become Events; our own Events are posted explicitly.
     k.posting.level = logging.WARNING
     k.peering.standalone = True
+    # Watch only the agents' pods and StatefulSets, filtered by the API server (the indexes' `labels=` filter
+    # is applied by kopf after every event has arrived: a cluster-wide operator would receive every pod event
+    # of the cluster).
+    for resource in (("v1", "pods"), ("apps", "v1", "statefulsets")):
+        k.watching.label_selectors[resource] = MANAGED_SELECTOR
     k.watching.server_timeout = 300
     k.watching.client_timeout = 330
     k.networking.request_timeout = 60
@@ -103,13 +108,14 @@ async def run(settings: OperatorSettings, *, stop_flag: StopFlag | None = None,
               runtime: Runtime | None = None) -> None:
     """Run until stop_flag is set (or SIGTERM/SIGINT arrives when this is the main thread).
 
-    What stops kopf is our own flag, set by `begin_exit` after `runtime.exiting`: the timers' filter then matches
-    nothing, so no timer is re-spawned while kopf drains its workers, and kopf has no hung task to wait for.
+    What stops kopf is our own flag, set by `begin_exit` after `runtime.begin_exit()` has cancelled the per-cluster
+    loops (and made sure none starts again while kopf drains its workers), so kopf has no hung task to wait for.
     """
     if runtime is None:
         runtime = Runtime(settings=settings, kube=KubeClient(load_configuration(settings.kubeconfig)),
                           agents=AgentsClient(timeout=settings.agent_timeout))
     runtime.exiting = False
+    runtime.loops.closed = False
     loop = asyncio.get_running_loop()
     k = kopf_settings(settings)
     stopping = asyncio.Event()  # the only stop flag kopf sees

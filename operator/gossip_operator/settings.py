@@ -6,7 +6,8 @@ Environment (all optional):
   GOSSIP_OPERATOR_RESYNC_INTERVAL   how often children are checked for drift (default 60s)
   GOSSIP_OPERATOR_AGENT_TIMEOUT     per-request timeout when asking an agent (default 2s)
   GOSSIP_OPERATOR_AGENTS_TO_QUERY   agents asked per status pass (default 3)
-  GOSSIP_OPERATOR_CLUSTER_DOMAIN    DNS suffix for seeds (default cluster.local)
+  GOSSIP_OPERATOR_CLUSTER_DOMAIN    DNS suffix appended to seed names (default none: the relative
+                                    NAME-0.NAME-peers.NS.svc form, completed by the pods' DNS search path)
   GOSSIP_OPERATOR_LIVENESS_PORT     kopf's liveness endpoint /healthz (default 8080; 0 = off)
   GOSSIP_OPERATOR_METRICS_PORT      Prometheus /metrics (default 9090; 0 = off)
   GOSSIP_OPERATOR_RETRY_BACKOFF     delay before retrying a failed reconcile (default 5s)
@@ -73,7 +74,7 @@ class OperatorSettings:
     resync_interval: float = 60.0
     agent_timeout: float = 2.0
     agents_to_query: int = 3
-    cluster_domain: str = "cluster.local"
+    cluster_domain: str = ""
     liveness_host: str = "0.0.0.0"
     liveness_port: int = 8080
     metrics_host: str = "0.0.0.0"

@@ -37,6 +37,10 @@ PRESET_PROBE_TIMINGS: Mapping[str, tuple[float, float]] = {
     "wan": (5.0, 3.0),
 }
 DEFAULT_MTU = 1400
+# Requests an agent gets for cpu/memory unless the spec sets that request or a limit (Kubernetes then takes the
+# limit as the request). Without requests a pod is BestEffort: the first evicted under node pressure. An idle
+# agent uses ~40 MiB resident and well under 10m CPU (bench/README.md).
+DEFAULT_REQUESTS: Mapping[str, str] = {"cpu": "50m", "memory": "64Mi"}
 
 # Labels the operator uses to select a cluster's pods; pod.labels may not override them.
 LABEL_NAME = "app.kubernetes.io/name"
@@ -44,6 +48,26 @@ LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 RESERVED_POD_LABELS = frozenset({LABEL_NAME, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_COMPONENT})
+
+# Spec changes the running agents cannot survive, by field: refused by the CRD's CEL transition rules (the same
+# messages; a test keeps them equal) and, where CEL does not run (Kubernetes < 1.25), by the operator itself
+# (transitions.py), which then reports Ready=False InvalidSpec and changes no child.
+TRANSITION_MESSAGES: Mapping[str, str] = {
+    "port": "port cannot change while agents run (agents on the new port cannot reach those on the old one during "
+            "the rolling update): first scale to 0 replicas with the old port, then change port and scale up; or "
+            "create a new GossipCluster",
+    "security.tlsSecret": "security.tlsSecret cannot be added, removed or renamed while agents run (agents with the "
+                          "old and the new TLS setup cannot talk during the rolling update): first scale to 0 "
+                          "replicas with the old setting, then change it and scale up; to rotate certificates, "
+                          "update the Secret's contents in place",
+    "storage.ephemeral": "storage.ephemeral cannot change after creation (the StatefulSet's data volume is fixed "
+                         "when it is created): create a new GossipCluster instead",
+    "storage.size": "storage.size cannot change after creation (a StatefulSet's volumeClaimTemplates are "
+                    "immutable): to grow the volumes, resize each PersistentVolumeClaim data-NAME-N if its "
+                    "StorageClass allows expansion, and keep storage.size as it was",
+    "storage.storageClassName": "storage.storageClassName cannot change after creation (a StatefulSet's "
+                                "volumeClaimTemplates are immutable): create a new GossipCluster instead",
+}
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -140,6 +164,17 @@ class ClusterSpec:
     @property
     def tls(self) -> bool:
         return self.tls_secret is not None
+
+    def effective_resources(self) -> dict[str, dict[str, str]]:
+        """The container's resources: the spec's, plus DEFAULT_REQUESTS for what it leaves open."""
+        requests = dict(self.resources.get("requests", {}))
+        limits = self.resources.get("limits", {})
+        for resource, amount in DEFAULT_REQUESTS.items():
+            if resource not in requests and resource not in limits:
+                requests[resource] = amount
+        out = {k: dict(v) for k, v in self.resources.items()}
+        out["requests"] = requests
+        return out
 
 
 def default_gossip_key_secret(name: str) -> str:

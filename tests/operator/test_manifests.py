@@ -88,7 +88,9 @@ def test_statefulset_overrides_tls_and_ephemeral_storage() -> None:
     assert {"name": "data", "emptyDir": {}} in pod["volumes"]
     assert {"name": "tls", "secret": {"secretName": "demo-tls", "defaultMode": 0o440}} in pod["volumes"]
     assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS" and "https://127.0.0.1:8000" in str(c["lifecycle"])
-    assert c["resources"] == {"limits": {"memory": "256Mi"}} and c["imagePullPolicy"] == "Always"
+    # A limit stands for its own request (Kubernetes copies it); the other resource gets the default request.
+    assert c["resources"] == {"limits": {"memory": "256Mi"}, "requests": {"cpu": "50m"}}
+    assert c["imagePullPolicy"] == "Always"
     assert pod["nodeSelector"] == {"zone": "a"} and pod["tolerations"][0]["key"] == "k"
     assert pod["affinity"] == {"podAntiAffinity": {}}
     assert pod["topologySpreadConstraints"][0]["labelSelector"] == {"matchLabels": {
@@ -121,6 +123,46 @@ def test_configmap_seeds_and_agent_sections() -> None:
     assert config["security"] == {"keyringFile": "/etc/gossip/keyring/keyring"}
     assert "name" not in config and "advertiseAddress" not in config  # from the environment, per pod
     assert configmap.seeds(_spec(replicas=1), "cluster.local") == []
+
+
+def test_seeds_are_relative_unless_a_domain_is_configured() -> None:
+    """Seeds used to end in a hard-coded .cluster.local; the relative form is completed by the pod's DNS search
+    path with whatever domain the cluster has."""
+    config = json.loads(configmap.render(_spec(replicas=2), OWNER, cluster_domain="")["data"]["config.json"])
+    assert config["seeds"] == ["demo-0.demo-peers.ns.svc:7946", "demo-1.demo-peers.ns.svc:7946",
+                               "demo-peers.ns.svc:7946"]
+    from gossip_operator.manifests import RenderOptions
+    from gossip_operator.settings import OperatorSettings
+
+    assert OperatorSettings().cluster_domain == "" and RenderOptions().cluster_domain == ""
+
+
+def test_agents_get_resource_requests_by_default() -> None:
+    """A pod without requests is BestEffort: the first evicted under node pressure."""
+    (c,) = statefulset.render(_spec(), OWNER, cluster_domain="", keyring_hash="")["spec"]["template"]["spec"][
+        "containers"]
+    assert c["resources"] == {"requests": {"cpu": "50m", "memory": "64Mi"}}
+    spec = _spec(resources={"requests": {"memory": "200Mi"}, "limits": {"cpu": "2"}})
+    (c,) = statefulset.render(spec, OWNER, cluster_domain="", keyring_hash="")["spec"]["template"]["spec"][
+        "containers"]
+    assert c["resources"] == {"requests": {"memory": "200Mi"}, "limits": {"cpu": "2"}}
+
+
+def test_volume_ownership_changes_only_on_mismatch() -> None:
+    pod = statefulset.render(_spec(), OWNER, cluster_domain="", keyring_hash="")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+
+
+def test_tls_without_ca_names_no_ca_file() -> None:
+    """A TLS Secret without ca.crt (e.g. a certificate from a public CA): a tlsCaFile pointing at a missing file
+    would stop every agent at start."""
+    spec = _spec(security={"tlsSecret": "t"})
+    with_ca = json.loads(configmap.render(spec, OWNER, cluster_domain="")["data"]["config.json"])["security"]
+    without = json.loads(configmap.render(spec, OWNER, cluster_domain="", tls_ca=False)["data"]["config.json"])[
+        "security"]
+    assert with_ca["tlsCaFile"] == "/etc/gossip/tls/ca.crt" and "tlsCaFile" not in without
+    assert without["tlsCertFile"] == "/etc/gossip/tls/tls.crt"
+    assert configmap.config_hash(spec, "") != configmap.config_hash(spec, "", tls_ca=False)  # rolls the pods
 
 
 def test_config_hash_ignores_seeds_but_not_settings() -> None:

@@ -117,7 +117,7 @@ async def test_scale_subresource_scales_the_statefulset(cluster: EmulatedCluster
     await wait_for(lambda: cluster.api.get_object(STS, NAMESPACE, "demo")["spec"]["replicas"] == 5,
                    what="5 replicas")
     config = cluster.api.get_object("v1/configmaps", NAMESPACE, "demo-config")["data"]["config.json"]
-    assert "demo-2.demo-peers.default.svc.cluster.local:7946" in config
+    assert "demo-2.demo-peers.default.svc:7946" in config
     before = cluster.api.get_object(STS, NAMESPACE, "demo")["spec"]["template"]
     cluster.api.patch_object(GSC, NAMESPACE, "demo", {"spec": {"replicas": 2}}, subresource="scale")
     await wait_for(lambda: cluster.api.get_object(STS, NAMESPACE, "demo")["spec"]["replicas"] == 2,

@@ -34,7 +34,9 @@ class Child:
 
 @dataclass(frozen=True, slots=True)
 class RenderOptions:
-    cluster_domain: str = "cluster.local"
+    cluster_domain: str = ""  # "": relative seed names (NAME-0.NAME-peers.NS.svc), completed by the pod's DNS
+    # The TLS Secret has a ca.crt (read by the reconciler); without, the agents' config names none.
+    tls_ca: bool = True
     keyring_hash: str = ""
     operator_namespace: str | None = None
     operator_labels: Mapping[str, str] = field(default_factory=lambda: {"app.kubernetes.io/name": "gossip-operator"})
@@ -48,12 +50,13 @@ def render_children(spec: ClusterSpec, owner: Owner, options: RenderOptions) -> 
     pdb_children = [] if options.pdb_resource is None else [
         Child(options.pdb_resource, names.pdb, pdb.render(spec, owner, api_version=options.pdb_resource.api_version))]
     return [
-        Child(CONFIGMAPS, names.configmap, configmap.render(spec, owner, cluster_domain=options.cluster_domain)),
+        Child(CONFIGMAPS, names.configmap, configmap.render(spec, owner, cluster_domain=options.cluster_domain,
+                                                            tls_ca=options.tls_ca)),
         Child(SERVICES, names.headless_service, services.render_headless(spec, owner)),
         Child(SERVICES, names.client_service, services.render_client(spec, owner)),
         Child(STATEFULSETS, names.statefulset,
               statefulset.render(spec, owner, cluster_domain=options.cluster_domain,
-                                 keyring_hash=options.keyring_hash),
+                                 keyring_hash=options.keyring_hash, tls_ca=options.tls_ca),
               immutable=tuple(("spec", f) for f in statefulset.IMMUTABLE_SPEC_FIELDS)),
         *pdb_children,
         Child(NETWORKPOLICIES, names.network_policy,

@@ -104,13 +104,19 @@ def metadata(spec: ClusterSpec, owner: Owner, name: str, component: str = "agent
     }
 
 
-def pod_dns_name(spec: ClusterSpec, ordinal: int, cluster_domain: str) -> str:
+def _qualified(name: str, cluster_domain: str) -> str:
+    """`NAME.svc` as is (the pod's DNS search path completes it with whatever the cluster's domain is), or
+    with an explicitly configured domain appended."""
+    return f"{name}.{cluster_domain}" if cluster_domain else name
+
+
+def pod_dns_name(spec: ClusterSpec, ordinal: int, cluster_domain: str = "") -> str:
     names = Names.of(spec.name)
-    return f"{names.statefulset}-{ordinal}.{names.headless_service}.{spec.namespace}.svc.{cluster_domain}"
+    return _qualified(f"{names.statefulset}-{ordinal}.{names.headless_service}.{spec.namespace}.svc", cluster_domain)
 
 
-def headless_dns_name(spec: ClusterSpec, cluster_domain: str) -> str:
-    return f"{Names.of(spec.name).headless_service}.{spec.namespace}.svc.{cluster_domain}"
+def headless_dns_name(spec: ClusterSpec, cluster_domain: str = "") -> str:
+    return _qualified(f"{Names.of(spec.name).headless_service}.{spec.namespace}.svc", cluster_domain)
 
 
 def without_none(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,10 @@ The pod name and pod IP come from the environment (GOSSIP_NAME, GOSSIP_ADVERTISE
 so one ConfigMap serves every pod.
 
 Seeds: the stable DNS names of the first (up to) three pods plus the headless Service's name, which
-resolves to every pod, ready or not (publishNotReadyAddresses). With one replica there are no seeds: an agent
-alone must not wait to join anybody (its readiness requires a joined peer when seeds are set).
+resolves to every pod, ready or not (publishNotReadyAddresses). They are relative (`NAME-0.NAME-peers.NS.svc`):
+the pod's resolv.conf search path completes them with the cluster's real domain, so nothing assumes
+cluster.local (a domain is appended only when the operator is configured with one). With one replica there
+are no seeds: an agent alone must not wait to join anybody (its readiness requires a joined peer when seeds are set).
 Seeds are left out of the config hash on the pod template: they only matter when an agent starts, so scaling
 (which changes the list) must not restart the running agents.
 """
@@ -44,8 +46,10 @@ def seeds(spec: ClusterSpec, cluster_domain: str) -> list[str]:
     return [*pods, f"{headless_dns_name(spec, cluster_domain)}:{spec.port}"]
 
 
-def agent_config(spec: ClusterSpec, cluster_domain: str, *, with_seeds: bool = True) -> dict[str, Any]:
-    """The agent config mapping (what `gossip_agent.core.config.from_mapping` reads)."""
+def agent_config(spec: ClusterSpec, cluster_domain: str, *, with_seeds: bool = True,
+                 tls_ca: bool = True) -> dict[str, Any]:
+    """The agent config mapping (what `gossip_agent.core.config.from_mapping` reads). `tls_ca`: the TLS Secret
+    has a ca.crt (without one the agent verifies peers against the system trust store)."""
     config: dict[str, Any] = {
         "bindAddress": "0.0.0.0",
         "port": spec.port,
@@ -59,23 +63,21 @@ def agent_config(spec: ClusterSpec, cluster_domain: str, *, with_seeds: bool = T
     config["storage"] = {**spec.agent_sections.get("storage", {}), "dataDir": DATA_DIR}
     security: dict[str, Any] = {"keyringFile": f"{KEYRING_DIR}/{KEYRING_KEY}"}
     if spec.tls:
-        security |= {
-            "tlsCertFile": f"{TLS_DIR}/tls.crt",
-            "tlsKeyFile": f"{TLS_DIR}/tls.key",
-            "tlsCaFile": f"{TLS_DIR}/ca.crt",  # the agent reads tlsCaFile (docs/agent-api.md says tlsCAFile)
-        }
+        security |= {"tlsCertFile": f"{TLS_DIR}/tls.crt", "tlsKeyFile": f"{TLS_DIR}/tls.key"}
+        if tls_ca:  # a missing file would stop the agent at start
+            security["tlsCaFile"] = f"{TLS_DIR}/ca.crt"  # the agent reads tlsCaFile (docs/agent-api.md: tlsCAFile)
     config["security"] = security
     return config
 
 
-def config_hash(spec: ClusterSpec, cluster_domain: str) -> str:
+def config_hash(spec: ClusterSpec, cluster_domain: str, *, tls_ca: bool = True) -> str:
     """Checksum of everything in the config an agent reads at start, except the seeds."""
-    canonical = json.dumps(agent_config(spec, cluster_domain, with_seeds=False), sort_keys=True)
+    canonical = json.dumps(agent_config(spec, cluster_domain, with_seeds=False, tls_ca=tls_ca), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def render(spec: ClusterSpec, owner: Owner, *, cluster_domain: str) -> dict[str, Any]:
-    text = json.dumps(agent_config(spec, cluster_domain), indent=2) + "\n"
+def render(spec: ClusterSpec, owner: Owner, *, cluster_domain: str, tls_ca: bool = True) -> dict[str, Any]:
+    text = json.dumps(agent_config(spec, cluster_domain, tls_ca=tls_ca), indent=2) + "\n"
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

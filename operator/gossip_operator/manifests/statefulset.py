@@ -8,6 +8,8 @@ Choices and why:
   Scaling down removes the highest ordinals the same graceful way.
 - The pod template carries checksums of the agent config (without seeds) and of the keyring, so a change of
   either rolls the agents; scaling alone does not.
+- Resource requests by default (spec.py DEFAULT_REQUESTS): a pod without any is BestEffort, the first one
+  evicted under node pressure, and a gossip member that vanishes under load looks like a failure to its peers.
 - Restricted Pod Security Standard: non-root, read-only root filesystem (a /tmp emptyDir for scratch), no
   privilege escalation, all capabilities dropped, RuntimeDefault seccomp, no service account token.
 """
@@ -96,8 +98,7 @@ def _container(spec: ClusterSpec) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    if spec.resources:
-        container["resources"] = {k: dict(v) for k, v in spec.resources.items()}
+    container["resources"] = {k: dict(v) for k, v in spec.effective_resources().items()}
     return container
 
 
@@ -122,6 +123,9 @@ def _pod_spec(spec: ClusterSpec) -> dict[str, Any]:
             "runAsUser": RUN_AS_USER,
             "runAsGroup": RUN_AS_USER,
             "fsGroup": RUN_AS_USER,
+            # Change the volume's ownership only when its root does not match already: a recursive chown of
+            # a large data volume on every start would delay each restart by minutes.
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [_container(spec)],
@@ -147,12 +151,13 @@ def _pod_spec(spec: ClusterSpec) -> dict[str, Any]:
     return out
 
 
-def render(spec: ClusterSpec, owner: Owner, *, cluster_domain: str, keyring_hash: str) -> dict[str, Any]:
+def render(spec: ClusterSpec, owner: Owner, *, cluster_domain: str, keyring_hash: str,
+           tls_ca: bool = True) -> dict[str, Any]:
     names = Names.of(spec.name)
     template_labels = {**spec.pod.labels, **labels(spec)}
     template_annotations = {
         **spec.pod.annotations,
-        CONFIG_HASH_ANNOTATION: config_hash(spec, cluster_domain),
+        CONFIG_HASH_ANNOTATION: config_hash(spec, cluster_domain, tls_ca=tls_ca),
         KEYRING_HASH_ANNOTATION: keyring_hash,
     }
     body: dict[str, Any] = {
