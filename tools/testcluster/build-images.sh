@@ -14,7 +14,9 @@
 #    is bind-mounted read-only into the build's RUN steps at the same path (`buildah bud -v`);
 #  * the Dockerfiles' BuildKit `RUN --mount=type=bind,from=build,...` is supported by buildah >= 1.24 (bookworm
 #    ships 1.28), so the files are used unchanged.
-# buildah's layer cache makes an unchanged rebuild take seconds.
+# No layer cache (--layers=false): buildah 1.28 with --layers mounted a stale /wheels into the second stage when
+# the first stage came from the cache (the agent image then lacked its own wheel: "gossip-agent: executable file
+# not found"). A full build takes about a minute per image with the local package index.
 set -euo pipefail
 HERE=$(dirname "$(readlink -f "$0")"); ROOT=$(cd "$HERE/../.." && pwd)
 TAG=${GOSSIP_E2E_TAG:-e2e}
@@ -43,10 +45,13 @@ done
 build() { # build NAME: Dockerfile.NAME -> localhost/gossip-NAME:TAG
   local name=$1 s; s=$(date +%s)
   local log=${TMPDIR:-/tmp}/gossip-build-$name.log
-  nice -n 19 buildah bud --pull=never --layers "${mounts[@]}" \
+  nice -n 19 buildah bud --pull=never --layers=false "${mounts[@]}" \
     --build-arg REVISION="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     -f "$ROOT/Dockerfile.$name" -t "localhost/gossip-$name:$TAG" "$ROOT" > "$log" 2>&1 \
     || { tail -40 "$log" >&2; echo "buildah bud of Dockerfile.$name failed (full log: $log)" >&2; return 1; }
+  # the image must hold its entry point (a wrong /wheels mount once produced an image without it)
+  podman run --rm --net=none --entrypoint sh "localhost/gossip-$name:$TAG" -c "command -v gossip-$name" >/dev/null \
+    || { echo "localhost/gossip-$name:$TAG has no gossip-$name executable" >&2; return 1; }
   say "built localhost/gossip-$name:$TAG in $(( $(date +%s)-s ))s ($(podman image inspect --format '{{.Id}}' "localhost/gossip-$name:$TAG" | cut -c1-12))"
 }
 build agent
