@@ -103,14 +103,21 @@ class Timings:
     """Durations measured by the suite: printed at the end of the run and appended to $GOSSIP_E2E_TIMINGS."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[str, float]] = []
+        self.rows: list[str] = []
 
     def record(self, what: str, seconds: float) -> None:
-        self.rows.append((what, seconds))
+        self._add(f"{seconds:7.1f}s  {what}")
+
+    def note(self, what: str) -> None:
+        """Something observed that is not a duration (a count, the message a user saw)."""
+        self._add(f"{'':8}  {what}")
+
+    def _add(self, line: str) -> None:
+        self.rows.append(line)
         path = os.environ.get("GOSSIP_E2E_TIMINGS")
         if path:
             with open(path, "a", encoding="utf-8") as f:
-                f.write(f"{seconds:7.1f}s  {what}\n")
+                f.write(line + "\n")
 
 
 TIMINGS = Timings()
