@@ -514,17 +514,25 @@ def test_safe_edit_rolls_pods_without_losing_acknowledged_writes(release: Releas
                 "-p", json.dumps({"spec": {"membership": {"probeInterval": "800ms"}}}))
 
         def rolled() -> bool:
+            # replaced and Ready; not yet Converged: with ten writes a second the agents' roots never agree at
+            # one instant (the agents say so: NotConverged while the writer runs)
             pods = agent_pods(CLUSTER, ns)
+            obj = gsc(CLUSTER, ns)
             return (len(pods) == 3 and all(p["metadata"]["uid"] != old.get(n) for n, p in pods.items())
-                    and healthy(CLUSTER, ns, 3) is not None)
+                    and condition(obj, "Ready").get("status") == "True"
+                    and condition(obj, "Progressing").get("status") == "False"
+                    and condition(obj, "Ready").get("observedGeneration") == obj["metadata"]["generation"])  # type: ignore[index]
 
-        eventually(rolled, what="every pod replaced by the rolling update and converged",
+        eventually(rolled, what="every pod replaced by the rolling update and Ready",
                    describe=describe(CLUSTER, ns), timeout=600)
-        TIMINGS.record("step 7: safe edit -> all 3 pods rolled, Converged", time.monotonic() - started)
+        TIMINGS.record("step 7: safe edit -> all 3 pods rolled and Ready (writes flowing)", time.monotonic() - started)
         time.sleep(2)  # a few writes after the roll too
     finally:
         kubectl("exec", "-n", ns, writer, "--", "touch", "/tmp/stop", check=False)
     eventually(lambda: "DONE" in kubectl("logs", "-n", ns, writer), what="the writer to stop", timeout=60)
+    stopped = time.monotonic()
+    wait_healthy(CLUSTER, ns, 3, "Converged once the writes stopped")
+    TIMINGS.record("step 7: writer stopped -> Converged", time.monotonic() - stopped)
     log = kubectl("logs", "-n", ns, writer)
     kubectl("delete", "pod", writer, "-n", ns, "--wait=false")
     acked = {line.split()[1] for line in log.splitlines() if line.startswith("ACK ")}
