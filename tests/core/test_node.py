@@ -399,3 +399,15 @@ def test_a_member_reaped_and_rejoining_holds_one_probe_slot() -> None:
         assert node.member("p2") is None
         node.handle_packet(Packet("p2", (Alive("p2", incarnation + 1, ("h", 2)),)), ("h", 2), t)
     assert node._probe_order.count("p2") == 1
+
+
+def test_a_join_round_in_which_no_seed_resolved_does_not_count_as_joined() -> None:
+    """Found on a real cluster (tests/e2e): pods start before their peers' DNS names exist, so the first join
+    round resolves nobody. The node must stay unjoined (not ready) and keep trying, not call itself joined."""
+    node = Node(cfg("n0"), ("10.0.0.1", 7946), random.Random(1), 0.0)
+    assert node.joined  # no join attempted: a node without seeds is a cluster of one
+    assert node.join([], 0.0) == []
+    assert not node.joined
+    assert node.join([("10.0.0.1", 7946)], 1.0) == []  # only ourselves: still alone
+    assert not node.joined
+    assert node.join([("10.0.0.2", 7946)], 2.0) == [SyncWith(("10.0.0.2", 7946), join=True)]

@@ -173,7 +173,10 @@ class Node:
     def join(self, seeds: Sequence[Address], now: float) -> list[Effect]:
         """Contact seeds (push-pull with join=True). Call again with re-resolved seeds to retry."""
         targets = [s for s in dict.fromkeys(seeds) if s != self.addr]
-        self._seeded = self._seeded or bool(targets)
+        # A join attempt means this node was given seeds: it counts as joined only once another member is alive,
+        # even when no seed resolved to anyone else this round (DNS records of peers still starting); otherwise
+        # a pod that started before its peers' DNS names existed stayed alone, "joined" and ready, for good.
+        self._seeded = True
         if targets:
             # One follow-up sync with a random member shortly after: members that joined at the same moment
             # through other seeds were not in the seed's view yet, and would otherwise wait for a rumor.
