@@ -245,6 +245,13 @@ class Node:
             self._probe_failed(probe, now, out, blame_self=False)
         return out
 
+    @property
+    def _rumor_population(self) -> int:
+        """Live members counting us, as the rumor queue's "everyone has it" check needs: once we leave we are
+        LEFT, no longer among the table's live members, and without the +1 our own leave rumor would be
+        retired one recipient short (several members leaving at once then saw each other die)."""
+        return self.table.n_live + (1 if self.leaving else 0)
+
     def leave(self, now: float) -> list[Effect]:
         """Broadcast our graceful leave; the driver keeps ticking briefly so it spreads, then stops."""
         if self.leaving:
@@ -308,7 +315,7 @@ class Node:
             elif isinstance(msg, PullRequest):
                 reply_pull = msg.source_addr
         if reply_pull is not None:
-            rumors = self.queue.take(self._budget(), self.table.n_live, to=packet.sender,
+            rumors = self.queue.take(self._budget(), self._rumor_population, to=packet.sender,
                                      to_live=self.table.is_live(packet.sender))
             if rumors:
                 out.append(Send(reply_pull, Packet(self.name, tuple(rumors))))
@@ -701,7 +708,7 @@ class Node:
     def _send(self, to: Address, to_name: str | None, msgs: list[Message], out: list[Effect]) -> None:
         """Send `msgs` with as many queued rumors piggybacked as the MTU allows."""
         used = sum(codec.message_size(m) for m in msgs)
-        rumors = self.queue.take(self._budget(used), self.table.n_live, to=to_name,
+        rumors = self.queue.take(self._budget(used), self._rumor_population, to=to_name,
                                  to_live=to_name is None or self.table.is_live(to_name)) if len(self.queue) else []
         out.append(Send(to, Packet(self.name, (*msgs, *rumors))))
 
@@ -710,7 +717,7 @@ class Node:
         pull = (PullRequest(self.name, self.addr),) if mode != "push" else ()
         pull_size = codec.message_size(pull[0]) if pull else 0
         for peer in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=False):
-            rumors = self.queue.take(self._budget(pull_size), self.table.n_live, to=peer.name,
+            rumors = self.queue.take(self._budget(pull_size), self._rumor_population, to=peer.name,
                                      to_live=self.table.is_live(peer.name)) if mode != "pull" else []
             if rumors or mode == "pull":
                 out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull))))
@@ -725,7 +732,7 @@ class Node:
         at most every quarter interval (each still bounded by the queue's retransmit limits)."""
         self._next_gossip = min(self._next_gossip, now + self.config.gossip.interval * _EARLY_GOSSIP_FRACTION)
         for peer in self._random_peers(self.config.gossip.fanout, exclude=exclude, live_only=False):
-            rumors = self.queue.take(self._budget(), self.table.n_live, to=peer.name,
+            rumors = self.queue.take(self._budget(), self._rumor_population, to=peer.name,
                                      to_live=self.table.is_live(peer.name))
             if rumors:
                 out.append(Send(peer.addr, Packet(self.name, tuple(rumors))))
