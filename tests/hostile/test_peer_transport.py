@@ -80,9 +80,20 @@ async def test_a_send_to_an_unencodable_host_is_one_failed_message(pair: list[Ag
     assert alive(a1) >= {"t0", "t1"}
 
 
-async def test_a_closed_udp_endpoint_fails_readiness_and_is_reopened(pair: list[Agent]) -> None:
+async def test_a_closed_udp_endpoint_fails_readiness_and_is_reopened(pair: list[Agent],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     a0, a1 = pair
     assert await readyz(a0) == (200, "ready")
+    # Hold the watchdog's reopen until the closed state has been observed: on a busy machine the readiness
+    # request can take longer than a watchdog period, and the test must not depend on winning that race.
+    gate = asyncio.Event()
+    reopen = a0._reopen_udp
+
+    async def reopen_when_allowed() -> None:
+        await gate.wait()
+        await reopen()
+
+    monkeypatch.setattr(a0, "_reopen_udp", reopen_when_allowed)
     udp = a0._udp
     assert udp is not None
     udp.close()  # as asyncio does after a fatal send error
@@ -91,6 +102,7 @@ async def test_a_closed_udp_endpoint_fails_readiness_and_is_reopened(pair: list[
     assert status == 503 and "udp" in text
     a0._send(a1.address, Packet("t0", ()))
     assert a0.stats.dropped["udp_closed"] == 1 and a0.stats.dropped["send_buffer_full"] == 0
+    gate.set()
     await eventually(lambda: a0._udp is not udp and not a0._udp.closed, what="the endpoint to be reopened")
     assert a0.udp_reopens == 1
     out = a0.stats.packets["out"]
