@@ -7,6 +7,7 @@ nothing assumes that pod IPs are reachable from the test process.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -171,11 +172,19 @@ def helm_template(release: str, namespace: str, images: Images, *, home: Path, k
 
 
 # The agents' HTTP API from inside a pod (the agent image has Python): METHOD URL [BODY] -> status line, body.
+# Runs inside an agent pod: the operator mounts the cluster's API tokens there (the API answers 401 without
+# one), so this also proves the Secret is generated, mounted and read.
 _HTTP = """
-import sys, urllib.request as u, urllib.error as e
+import os, sys, urllib.request as u, urllib.error as e
 method, url = sys.argv[1], sys.argv[2]
 data = sys.argv[3].encode() if len(sys.argv) > 3 else None
-req = u.Request(url, data=data, method=method)
+headers = {}
+tokens = "/etc/gossip/api-tokens/tokens"
+if os.path.exists(tokens):
+    for line in open(tokens):
+        if line.startswith("write:"):
+            headers["Authorization"] = "Bearer " + line[len("write:"):].strip()
+req = u.Request(url, data=data, method=method, headers=headers)
 try:
     r = u.urlopen(req, timeout=15); code, body = r.status, r.read()
 except e.HTTPError as x:
@@ -193,6 +202,15 @@ def agent_http(namespace: str, pod: str, method: str, path: str, body: str | Non
     out = kubectl(*args, timeout=60)
     code, _, text = out.partition("\n")
     return int(code), text
+
+
+def api_token(namespace: str, cluster: str, scope: str = "write") -> str:
+    """A token of the cluster's API tokens Secret (NAME-api-tokens, key `tokens`: `scope:token` lines)."""
+    encoded = kubectl("get", "secret", f"{cluster}-api-tokens", "-n", namespace, "-o", "jsonpath={.data.tokens}")
+    for line in base64.b64decode(encoded).decode().splitlines():
+        if line.startswith(f"{scope}:"):
+            return line[len(scope) + 1:].strip()
+    raise AssertionError(f"no {scope} token in {cluster}-api-tokens")
 
 
 def agent_json(namespace: str, pod: str, path: str) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from tests.e2e.cluster import (
     KubectlError,
     agent_http,
     agent_json,
+    api_token,
     condition,
     eventually,
     get,
@@ -499,11 +500,13 @@ def test_unsafe_spec_edits_are_refused_with_a_clear_message(release: Release) ->
 _WRITER = """
 import json, os, sys, time, urllib.request as u, urllib.error as e
 url, deadline, i = sys.argv[1], time.time() + float(sys.argv[2]), 0
+auth = {"Authorization": "Bearer " + sys.argv[3]}
 while time.time() < deadline and not os.path.exists("/tmp/stop"):
     key = "roll/%06d" % i
     i += 1
     try:
-        r = u.urlopen(u.Request("%s/v1/kv/%s?w=2&timeout=3" % (url, key), data=b"v", method="PUT"), timeout=8)
+        r = u.urlopen(u.Request("%s/v1/kv/%s?w=2&timeout=3" % (url, key), data=b"v", method="PUT", headers=auth),
+                      timeout=8)
         if r.status in (200, 201):
             print("ACK", key, flush=True)
     except (e.URLError, OSError) as x:
@@ -521,7 +524,8 @@ def test_safe_edit_rolls_pods_without_losing_acknowledged_writes(release: Releas
     writer = "e2e-writer"
     kubectl("run", writer, "-n", ns, f"--image={images.agent}", f"--image-pull-policy={images.pull_policy}",
             "--restart=Never", "--labels=app.kubernetes.io/name=e2e-writer", "--command", "--",
-            "python3", "-c", _WRITER, f"http://{CLUSTER}.{ns}.svc.cluster.local:{AGENT_PORT}", "600")
+            "python3", "-c", _WRITER, f"http://{CLUSTER}.{ns}.svc.cluster.local:{AGENT_PORT}", "600",
+            api_token(ns, CLUSTER))
     try:
         eventually(lambda: "ACK" in kubectl("logs", "-n", ns, writer, check=False), what="the writer's first ack",
                    timeout=120)
