@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import ssl
 import urllib.error
 import urllib.parse
@@ -19,6 +18,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any
+
+from gossip_agent.core.text import escape_control_chars
 
 DEFAULT_TIMEOUT = 2.0
 
@@ -220,10 +221,7 @@ def client_from_args(args: argparse.Namespace) -> AgentClient:
                        key=getattr(args, "key", None))
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def shown(text: object) -> str:
     """`text` safe to print on a terminal: control characters as \\xNN. What agents report (metadata values,
     from any peer) reached the terminal raw, so escape sequences could clear it or forge lines (review)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    return escape_control_chars(str(text))

@@ -40,6 +40,7 @@ from gossip_agent.core.messages import (
     StateRumor,
     Suspect,
 )
+from gossip_agent.core.text import first_control_char
 
 VERSION = 0x01
 """First byte of a plaintext packet or stream body (wire format version 1)."""
@@ -188,16 +189,10 @@ def _unpack(data: bytes, max_bytes: int) -> Any:
     return obj
 
 
-# C0/C1 control characters and DEL. A member name is shown by gossipctl (members, monitor, the `up` view) and
-# logged: one forged Alive named "x\x1b[2J\x1b]0;...\nfake-line" cleared the terminal and forged output lines
-# (found by review). Names are identifiers; config refuses such names too (core/config.py).
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def _str(v: Any) -> str:
     if type(v) is not str or len(v) > _MAX_NAME_BYTES:
         raise DecodeError("malformed", "expected a short string")
-    if _CONTROL_CHARS.search(v):
+    if first_control_char(v) is not None:  # names are shown by gossipctl and logged (core/text.py)
         raise DecodeError("malformed", "a name holds a control character")
     return v
 

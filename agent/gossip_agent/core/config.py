@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gossip_agent.core.text import first_control_char
+
 GOSSIP_MODES = ("push", "pull", "push-pull")
 PROBE_SCHEDULES = ("aligned", "shuffled")
 CONFLICT_POLICIES = ("lww", "siblings")
@@ -355,7 +357,7 @@ def validate(cfg: AgentConfig) -> None:
         (not any("\ud800" <= ch <= "\udfff" for ch in cfg.name), "name: must be valid UTF-8 text"),
         (bool(cfg.name) and len(cfg.name.encode("utf-8", "surrogatepass")) <= 128, "name: must be 1..128 bytes"),
         # Peers refuse names with control characters (core/codec.py: terminal injection), so must we.
-        (not any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in cfg.name), "name: no control characters"),
+        (first_control_char(cfg.name) is None, "name: no control characters"),
         (0 <= cfg.port <= 65535, f"port: must be 0..65535, got {cfg.port}"),
         (cfg.advertise_port is None or 1 <= cfg.advertise_port <= 65535, "advertisePort: must be 1..65535"),
         (m.probe_interval > 0, "membership.probeInterval: must be > 0"),

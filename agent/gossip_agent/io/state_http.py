@@ -58,6 +58,7 @@ from gossip_agent.core.kvstore import (
 )
 from gossip_agent.core.replica import parse_write_concern
 from gossip_agent.core.state_codec import StateCodecError, decode_context, encode_context
+from gossip_agent.core.text import first_control_char
 from gossip_agent.core.vector_clock import VersionVector
 from gossip_agent.io.http_limits import MAX_WATCHES_PER_CLIENT, loads_limited, request_body
 
@@ -218,9 +219,9 @@ def key_problem(key: str) -> str | None:
     """Why `key` is not acceptable from a client (None if it is); lengths are the store's check."""
     if not key:
         return "key is empty"
-    for i, ch in enumerate(key):
-        if ch < " " or "\x7f" <= ch <= "\x9f":
-            return f"key contains the control character U+{ord(ch):04X} at position {i}; keys are printable text"
+    at = first_control_char(key)
+    if at is not None:
+        return f"key contains the control character U+{ord(key[at]):04X} at position {at}; keys are printable text"
     if any(segment in (".", "..") for segment in key.split("/")):
         return f"key {key[:64]!r} has a '.' or '..' path segment; keys may not contain relative path segments"
     return None
@@ -230,7 +231,7 @@ def _query_key(value: str, name: str) -> str:
     """A key-like query parameter (prefix, after): bounded, no control characters."""
     if len(value) > MAX_PREFIX_BYTES:
         raise _error(400, f"{name} is longer than {MAX_PREFIX_BYTES} characters")
-    if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in value):
+    if first_control_char(value) is not None:
         raise _error(400, f"{name} contains a control character")
     return value
 
