@@ -20,7 +20,6 @@ import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -31,8 +30,8 @@ from gossip_agent.io.auth import generate_token
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.security import generate_key
 from gossip_agent.io.state_service import state_extensions
+from tests.hostile.agent_support import BASE, running, url
 
-BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0}
 MAX_STALL = 2.0  # seconds; before the fix 4 bombs stalled the agent 3.5-7.3 s (measured here)
 MAX_RSS_GROWTH_MB = 64  # before the fix 4 bombs added ~130 MB
 
@@ -105,21 +104,6 @@ def keyring(tmp_path: Path) -> str:
     path = tmp_path / "keyring"
     path.write_text(generate_key() + "\n")
     return str(path)
-
-
-@contextlib.asynccontextmanager
-async def running(name: str, **security: Any) -> AsyncIterator[Agent]:
-    cfg = from_mapping({**BASE, "name": name, "security": security})
-    agent = Agent(cfg, extensions=state_extensions(cfg))
-    await agent.start()
-    try:
-        yield agent
-    finally:
-        await agent.stop()
-
-
-def url(agent: Agent, path: str) -> str:
-    return f"http://127.0.0.1:{agent.port}{path}"
 
 
 def bearer(token: str) -> dict[str, str]:

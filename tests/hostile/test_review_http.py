@@ -10,29 +10,15 @@ before a byte is read. A client hanging up mid-body logged a traceback per conne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import AsyncIterator
 
 import aiohttp
 
-from gossip_agent.core.config import from_mapping
 from gossip_agent.io import http_limits
 from gossip_agent.io.peer_client import PUSH_PULL_PATH
-from gossip_agent.io.runtime import Agent
+from tests.hostile.agent_support import running
 
-BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0}
 BODY = 4 * 1024 * 1024
-
-
-@contextlib.asynccontextmanager
-async def running(name: str) -> AsyncIterator[Agent]:
-    agent = Agent(from_mapping({**BASE, "name": name}))
-    await agent.start()
-    try:
-        yield agent
-    finally:
-        await agent.stop()
 
 
 def _almost_whole_body(port: int) -> socket.socket:
@@ -52,7 +38,7 @@ def _status(s: socket.socket) -> int | None:
 
 
 async def test_unauthenticated_large_bodies_are_held_only_within_a_byte_budget() -> None:
-    async with running("budget") as agent:
+    async with running("budget", state=False) as agent:
         per_client = getattr(http_limits, "MAX_BODY_BYTES_PER_CLIENT", 16 << 20) // BODY  # 4
         socks = [await asyncio.to_thread(_almost_whole_body, agent.port) for _ in range(per_client + 6)]
         try:

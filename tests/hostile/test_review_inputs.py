@@ -12,11 +12,9 @@ Each test failed before its fix:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -26,26 +24,11 @@ from gossip_agent.core.config import ConfigError, from_mapping
 from gossip_agent.core.convergence import parse_state_meta
 from gossip_agent.core.messages import Alive, Packet
 from gossip_agent.core.replica import parse_write_concern
-from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_service import state_extensions
+from tests.hostile.agent_support import BASE, running, url
 
-BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0}
 JSON = {"Content-Type": "application/json"}
 
 
-@contextlib.asynccontextmanager
-async def running(name: str) -> AsyncIterator[Agent]:
-    cfg = from_mapping({**BASE, "name": name})
-    agent = Agent(cfg, extensions=state_extensions(cfg))
-    await agent.start()
-    try:
-        yield agent
-    finally:
-        await agent.stop()
-
-
-def url(agent: Agent, path: str) -> str:
-    return f"http://127.0.0.1:{agent.port}{path}"
 
 
 @pytest.mark.parametrize("raw", ["\u00b2", "\u0661", "9" * 5000])

@@ -10,25 +10,12 @@ reserved per token, or eviction of the oldest watcher of the busiest client), no
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import AsyncIterator
 
 import pytest
 
-from gossip_agent.core.config import from_mapping
 from gossip_agent.io import events_http
-from gossip_agent.io.runtime import Agent
-
-
-@contextlib.asynccontextmanager
-async def running() -> AsyncIterator[Agent]:
-    agent = Agent(from_mapping({"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "name": "w"}))
-    await agent.start()
-    try:
-        yield agent
-    finally:
-        await agent.stop()
+from tests.hostile.agent_support import running
 
 
 def _watch(port: int, source: str) -> tuple[socket.socket, int]:
@@ -42,7 +29,7 @@ def _watch(port: int, source: str) -> tuple[socket.socket, int]:
 
 @pytest.mark.xfail(strict=True, reason="watch slots are capped per address only: 8 addresses take all 64")
 async def test_many_source_addresses_cannot_take_every_membership_watch_slot() -> None:
-    async with running() as agent:
+    async with running("w", state=False) as agent:
         held = []
         try:
             for a in range(2, 2 + events_http.MAX_WATCHERS // events_http.MAX_PER_CLIENT):

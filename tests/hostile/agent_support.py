@@ -1,0 +1,29 @@
+"""One real in-process agent on 127.0.0.1 for the HTTP attack tests: start, yield, always stop."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gossip_agent.core.config import from_mapping
+from gossip_agent.io.runtime import Agent
+from gossip_agent.io.state_service import state_extensions
+
+BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0}
+
+
+@contextlib.asynccontextmanager
+async def running(name: str, *, state: bool = True, **security: Any) -> AsyncIterator[Agent]:
+    """An agent named `name` (with the state layer unless `state=False`), `security` as its config section."""
+    cfg = from_mapping({**BASE, "name": name, **({"security": security} if security else {})})
+    agent = Agent(cfg, extensions=state_extensions(cfg)) if state else Agent(cfg)
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.stop()
+
+
+def url(agent: Agent, path: str) -> str:
+    return f"http://127.0.0.1:{agent.port}{path}"
