@@ -14,6 +14,14 @@ work (wall time there is several times the CPU time).
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests check properties, not speed: hypothesis' per-example deadline (200 ms) and its "too slow" health
+# checks fail at random on a busy 2-core machine. One profile for the whole suite turns them off; the per-test
+# `@settings(max_examples=...)` still bound the work.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                         HealthCheck.data_too_large])
+settings.load_profile("suite")
 
 pytest_plugins = ("pytester",)  # tests/test_slow_group.py checks these rules on a throwaway project
 
