@@ -24,8 +24,8 @@ Why each bound exists (issue 10, attacks 4 and 10):
   1. at most `per_address` watches from one client address (429);
   2. with API tokens, at most `total // WATCH_TOKEN_SHARE` (and at least `per_address`) per token, from any
      number of addresses (429): a leaked read token cannot take every slot;
-  3. with API tokens, `total // WATCH_WRITE_RESERVE_SHARE` slots are held back for write-scope tokens (the
-     operator, admins): read tokens together hold at most the rest;
+  3. with API tokens, `total // WATCH_WRITE_RESERVE_SHARE` slots are held back for write-scope tokens
+     (administrators): read tokens together hold at most the rest;
   4. when the slots open to the newcomer are full, fair share: the oldest watch of the holder (token, or
      address without tokens) with the most slots is ended (a last `error` line saying so), if the newcomer
      holds at least two fewer (so two clients never take turns evicting each other); a read-scope newcomer
