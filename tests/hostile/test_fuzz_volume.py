@@ -4,7 +4,7 @@ codec and a Node) and 20,000 more into a real agent over UDP (slow group: CI run
 The generator draws msgpack arrays shaped like each message type with fields from boundary values (0, 2^8,
 2^16, 2^32, 2^53, 2^63, 2^64 and neighbours; empty, huge, non-ASCII, NUL-bearing texts; valid hosts), a few
 with a field dropped or added and a few byte-mutated: the inputs that get past the decoder's shape checks.
-Plain `random` (seeded, reproducible) is ~20x cheaper per input than hypothesis, which is how a CI run reaches
+Plain `random` (seeded, reproducible) is ~30x cheaper per input than hypothesis, which is how a CI run reaches
 its 100k+ inputs within budget; the hypothesis fuzzers (test_peer_fuzz.py, test_http_fuzz.py) add the shrinking
 and the HTTP side. Properties: no input crashes the codec or the Node (what decodes round-trips; what the Node
 sends encodes, to a valid host), the Node's per-peer state stays bounded, and the real agent, fed 20,000
