@@ -1,7 +1,8 @@
 """Long fuzz run of the UDP side (issue 10): structured, boundary-valued packets, millions of them.
 
-CI runs the hypothesis version (tests/hostile/test_peer_fuzz.py, ~45k inputs). This script is the long run,
-not in CI:
+CI runs the hypothesis version (tests/hostile/test_peer_fuzz.py, 44,800 inputs) and this generator over
+220,000 inputs (`fuzz_in_process`, tests/hostile/test_fuzz_volume.py, slow group). This script is the long
+run, not in CI:
 
     .venv/bin/python bench/fuzz_udp.py --inputs 10000000                 # in-process: codec + Node, ~1-2 h
     .venv/bin/python bench/fuzz_udp.py --inputs 300000 --agent            # also over UDP into a real agent
@@ -24,6 +25,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +133,65 @@ def check_one(node: Node, data: bytes, now: float) -> bool:
     return True
 
 
+@dataclass
+class FuzzRun:
+    """What one in-process run saw: counts, the crashes (input index, bytes, traceback), and the largest
+    state the fuzzed Node held (sampled every `SAMPLE_EVERY` inputs): members, queued rumors, relays for
+    indirect probes, suspicions."""
+
+    inputs: int = 0
+    skipped: int = 0
+    decoded: int = 0
+    crashes: list[tuple[int, bytes, str]] = field(default_factory=list)
+    peak: Counter[str] = field(default_factory=Counter)
+
+
+SAMPLE_EVERY = 1000
+FRESH_NODE_EVERY = 50_000
+
+
+def fuzz_target(seed: int, now: float) -> Node:
+    return Node(AgentConfig.preset_config("lan", name="fuzz-target"), ("127.0.0.1", 7946), random.Random(seed), now)
+
+
+def node_state(node: Node) -> dict[str, int]:
+    """The sizes of the Node's per-peer state (what a flood could grow)."""
+    return {"members": len(node.table), "queue": len(node.queue), "relays": len(node._relays),
+            "suspicions": len(node._suspicions)}
+
+
+def fuzz_in_process(inputs: int, seed: int, on_input: Callable[[int, bytes], None] | None = None,
+                    *, fresh_node_every: int = FRESH_NODE_EVERY) -> FuzzRun:
+    """`inputs` generated packets (seeded) through the codec and a Node (`check_one`); `on_input(i, data)`
+    also gets each one (the --agent sender). A fresh Node every `fresh_node_every` inputs: a full member table
+    makes every tick slower."""
+    r = random.Random(seed)
+    run = FuzzRun()
+    node = fuzz_target(7, 0.0)
+    now = 1.0
+    for i in range(inputs):
+        run.inputs += 1
+        data = gen_packet(r)
+        if data is None:
+            run.skipped += 1
+            continue
+        now += 0.001
+        if i % fresh_node_every == 0:
+            node = fuzz_target(i, now)
+        try:
+            run.decoded += check_one(node, data, now)
+        except Exception:
+            run.crashes.append((i, data, traceback.format_exc()))
+        if on_input is not None:
+            on_input(i, data)
+        if i % SAMPLE_EVERY == 0:
+            for name, size in node_state(node).items():
+                run.peak[name] = max(run.peak[name], size)
+    for name, size in node_state(node).items():
+        run.peak[name] = max(run.peak[name], size)
+    return run
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--inputs", type=int, default=1_000_000)
@@ -137,10 +200,6 @@ def main() -> int:
     ap.add_argument("--pause", type=float, default=0.005, help="with --agent: seconds of sleep every 10 inputs "
                     "(0.005: at most ~2,000 packets/s)")
     args = ap.parse_args()
-    r = random.Random(args.seed)
-    node = Node(AgentConfig.preset_config("lan", name="fuzz-target"), ("127.0.0.1", 7946), random.Random(7), 0.0)
-    crashes = skipped = decoded = 0
-    now = 1.0
     started = time.monotonic()
     cluster = agents = None
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -151,39 +210,30 @@ def main() -> int:
         tmp = Path(tempfile.mkdtemp(prefix="fuzz-udp-"))
         cluster = LocalCluster(tmp)
         agents = start_cluster(cluster, tmp, 2)
+
+    def each(i: int, data: bytes) -> None:
+        if agents is not None:
+            sock.sendto(data, ("127.0.0.1", agents[0].port))
+            if i % 10 == 0:
+                time.sleep(args.pause)  # the rate: a full-speed flood measures CPU capacity, not robustness
+            if i % 20_000 == 0:
+                try:
+                    lag = metric(agents[0], "gossip_event_loop_lag_max_seconds")
+                except Exception:
+                    lag = float("inf")  # did not answer within the client's timeout
+                samples.append((rss_mb(agents[0].pid), lag))
+        if i and i % 500_000 == 0:
+            print(f"{i:,} inputs, {i / (time.monotonic() - started):,.0f}/s", flush=True)
+
     try:
-        for i in range(args.inputs):
-            data = gen_packet(r)
-            if data is None:
-                skipped += 1
-                continue
-            now += 0.001
-            if i % 50_000 == 0:  # a fresh Node now and then: a full member table makes every tick slower
-                node = Node(AgentConfig.preset_config("lan", name="fuzz-target"), ("127.0.0.1", 7946),
-                            random.Random(i), now)
-            try:
-                decoded += check_one(node, data, now)
-            except Exception:
-                crashes += 1
-                print(f"CRASH on input {i}: {data!r}", file=sys.stderr)
-                traceback.print_exc()
-            if agents is not None:
-                sock.sendto(data, ("127.0.0.1", agents[0].port))
-                if i % 10 == 0:
-                    time.sleep(args.pause)  # the rate: a full-speed flood measures CPU capacity, not robustness
-                if i % 20_000 == 0:
-                    try:
-                        lag = metric(agents[0], "gossip_event_loop_lag_max_seconds")
-                    except Exception:
-                        lag = float("inf")  # did not answer within the client's timeout
-                    samples.append((rss_mb(agents[0].pid), lag))
-            if i and i % 500_000 == 0:
-                rate = i / (time.monotonic() - started)
-                print(f"{i:,} inputs, {crashes} crashes, {rate:,.0f}/s", flush=True)
+        run = fuzz_in_process(args.inputs, args.seed, each)
+        for i, data, trace in run.crashes:
+            print(f"CRASH on input {i}: {data!r}\n{trace}", file=sys.stderr)
+        crashes = len(run.crashes)
         elapsed = time.monotonic() - started
-        print(f"done: {args.inputs:,} inputs ({skipped:,} not msgpack-representable, {decoded:,} decoded) in "
-              f"{elapsed:,.0f}s, "
-              f"{crashes} crashes, {len(node.table)} members in the fuzzed node")
+        print(f"done: {args.inputs:,} inputs ({run.skipped:,} not msgpack-representable, {run.decoded:,} decoded) "
+              f"in {elapsed:,.0f}s, {crashes} crashes; largest Node state "
+              + ", ".join(f"{name} {size:,}" for name, size in sorted(run.peak.items())))
         if agents is not None:
             from tests.hostile.peer_support import http
             states = {m["name"]: m["state"] for m in agents[0].client.members()}

@@ -8,9 +8,11 @@ strings that are empty, huge, non-ASCII, NUL-bearing, and valid hosts. Propertie
 - whatever it accepts re-encodes to a packet that decodes to the same thing;
 - a Node fed the packet never raises, and every packet it then sends encodes and decodes (the 'é' host
   crashed the agent at send time, not at decode time).
-`FUZZ_EXAMPLES` sets the examples of the packet test (default 25,000, ~35 s on one core; the push-pull test
-runs 3/5 as many, as each costs more: 40,000 structured UDP-side inputs per CI run). For a 10M-input run
-use `bench/fuzz_udp.py` (see bench/README.md).
+Two sizes of each test: `quick` in the default run (3,000 packets, 1,800 push-pull states: ~4.5 and ~3.5 s of
+CPU, within the default group's 8 s per test) and `full` in the slow group, which CI runs (`FUZZ_EXAMPLES`, default
+25,000 packets, ~27 s of CPU; the push-pull test 3/5 as many, ~23 s, as each costs more). A CI run thus fuzzes
+the UDP side with 44,800 hypothesis inputs, plus the 220,000 of bench/fuzz_udp.py's generator in
+test_fuzz_volume.py. For a 10M-input run use `bench/fuzz_udp.py` (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import random
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,8 +32,12 @@ from gossip_agent.core.effects import Send
 from gossip_agent.core.node import Node
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25000"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-FUZZ_HALF = settings(FUZZ, max_examples=max(1, EXAMPLES * 3 // 5))
+QUICK_EXAMPLES = 3000
+FUZZ = settings(deadline=None, database=None, suppress_health_check=list(HealthCheck))
+# (examples of the packet test; the push-pull test runs 3/5 as many.) Measured 2026-11-30 at load ~20: full
+# ~28 s and ~24 s of CPU, quick (4,000 then) ~6 s and ~4.5 s.
+SIZES = [pytest.param(QUICK_EXAMPLES, id="quick"),
+         pytest.param(EXAMPLES, id="full", marks=pytest.mark.slow(quiet_seconds=30))]
 
 _EDGES = [0, 1, 2**7, 2**8 - 1, 2**8, 2**16 - 1, 2**16, 2**31, 2**32 - 1, 2**32, 2**53 - 1, 2**53, 2**53 + 1,
           2**62, 2**63 - 2, 2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1, -1, -(2**31), -(2**63)]
@@ -92,9 +99,7 @@ def _node() -> Node:
     return _NODE
 
 
-@FUZZ
-@given(obj=packets)
-def test_structured_packets_decode_or_fail_cleanly_and_never_break_the_node(obj: Any) -> None:
+def _check_packet(obj: Any) -> None:
     data = _bytes(obj)
     if data is None:
         return
@@ -111,10 +116,7 @@ def test_structured_packets_decode_or_fail_cleanly_and_never_break_the_node(obj:
             assert codec.decode_packet(codec.encode_packet(effect.packet)) == effect.packet
 
 
-@FUZZ_HALF
-@given(obj=st.tuples(texts | scalars, st.booleans() | scalars,
-                     st.lists(st.tuples(texts, hosts, ints, ints, ints, metas).map(list), max_size=5) | scalars))
-def test_structured_push_pull_states_decode_or_fail_cleanly(obj: Any) -> None:
+def _check_push_pull(obj: Any) -> None:
     try:
         body = msgpack.packb(list(obj), use_bin_type=True)
     except (OverflowError, ValueError, TypeError):
@@ -129,3 +131,18 @@ def test_structured_push_pull_states_decode_or_fail_cleanly(obj: Any) -> None:
     for effect in effects:
         if isinstance(effect, Send):
             assert codec.decode_packet(codec.encode_packet(effect.packet)) == effect.packet
+
+
+push_pull_states = st.tuples(texts | scalars, st.booleans() | scalars,
+                             st.lists(st.tuples(texts, hosts, ints, ints, ints, metas).map(list), max_size=5)
+                             | scalars)
+
+
+@pytest.mark.parametrize("examples", SIZES)
+def test_structured_packets_decode_or_fail_cleanly_and_never_break_the_node(examples: int) -> None:
+    settings(FUZZ, max_examples=examples)(given(obj=packets)(_check_packet))()
+
+
+@pytest.mark.parametrize("examples", SIZES)
+def test_structured_push_pull_states_decode_or_fail_cleanly(examples: int) -> None:
+    settings(FUZZ, max_examples=max(1, examples * 3 // 5))(given(obj=push_pull_states)(_check_push_pull))()

@@ -58,6 +58,22 @@ class RouteClass(enum.Enum):
     WRITE = "write"
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request, as far as `ApiAuth.check` could tell; handlers that share a resource fairly
+    (watch slots, io/http_limits.py `WatchSlots`) read it from `request[CALLER]`.
+
+    `token` is a short digest naming the bearer token (never the token itself), None when the API runs
+    without tokens (every caller is then only its address); `write` says the token has the write scope."""
+
+    token: str | None = None
+    write: bool = False
+
+
+CALLER = web.RequestKey("caller", Caller)
+OPEN = Caller()
+
+
 class TokenFileError(ConfigError):
     """The token file is unreadable or malformed; the message names the line."""
 
@@ -94,6 +110,11 @@ def parse_tokens(text: str) -> list[tuple[Scope, bytes]]:
     if len(out) > MAX_TOKENS:
         raise TokenFileError(f"api tokens: at most {MAX_TOKENS} tokens, got {len(out)}")
     return out
+
+
+def token_identity(token: str) -> str:
+    """A name for a token that is safe to keep and compare (64 bits of its SHA-256; not the token)."""
+    return _digest(token)[:8].hex()
 
 
 def generate_token() -> str:
@@ -216,6 +237,7 @@ class ApiAuth:
             if kind is RouteClass.WRITE and scope is not Scope.WRITE:
                 raise _deny(403, f"{request.method} {request.path} needs a token with the write scope; this "
                                  "token is read-only")
+            request[CALLER] = Caller(token_identity(token), scope is Scope.WRITE)
         return kind
 
 

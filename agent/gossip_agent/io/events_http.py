@@ -19,8 +19,10 @@ What a client reads:
    last report: a write storm gives one line a second, not one per write.
 4. `heartbeat` after `HEARTBEAT` seconds without events (a dead connection is noticed by both sides).
 
-Bounded: at most `MAX_WATCHERS` streams (503 past it), `MAX_PER_CLIENT` of them from one address (429), so
-one client cannot take every slot; each has a queue of `QUEUE` events. Publishing never
+Bounded: at most `MAX_WATCHERS` streams, shared by `WatchSlots` (io/http_limits.py): `MAX_PER_CLIENT` from
+one address (429); with API tokens at most a quarter per token (429) and an eighth kept for write-scope
+tokens; when full, the oldest stream of the busiest client ends (a last `error` line, `"evicted": true`) if
+the newcomer holds at least two fewer, else 503. Each stream has a queue of `QUEUE` events. Publishing never
 blocks the agent: a client that falls `QUEUE` events behind is removed, told so in a last `error` line, and
 disconnected (it reconnects and gets a fresh snapshot: a watch is a notification, not a log); a write that
 the client does not read within `WRITE_TIMEOUT` closes the connection. Both count in
@@ -34,7 +36,6 @@ import contextlib
 import json
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,7 +44,9 @@ from aiohttp import web
 
 from gossip_agent.core.effects import EventKind, MemberEvent
 from gossip_agent.core.messages import MemberSnapshot
+from gossip_agent.io.auth import OPEN, Caller
 from gossip_agent.io.http_api import member_json
+from gossip_agent.io.http_limits import WatchRefused, WatchSlot, WatchSlots, caller_of, count_watch
 from gossip_agent.io.metrics import AgentStats
 
 PATH = "/v1/members/watch"
@@ -74,7 +77,12 @@ class Watcher:
 
     updates: bool
     queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(QUEUE + 1))
-    client: str = ""
+    slot: WatchSlot | None = None
+
+    @property
+    def evicted(self) -> bool:
+        """Its slot went to a client holding fewer (fair share, io/http_limits.py `WatchSlots`)."""
+        return self.slot is not None and self.slot.evicted
 
 
 class ConvergenceDigest:
@@ -135,9 +143,7 @@ class MemberWatchHub:
         self.wall = wall
         self.monotonic = monotonic
         self.queue_size = queue_size
-        self.max_watchers = max_watchers
-        self.max_per_client = max_per_client
-        self._per_client: Counter[str] = Counter()
+        self.slots = WatchSlots(max_watchers, max_per_client, "membership watchers")
         self.sample_every = sample_every
         self._watchers: list[Watcher] = []
         self._digest = ConvergenceDigest()
@@ -147,22 +153,31 @@ class MemberWatchHub:
     def __len__(self) -> int:
         return len(self._watchers)
 
-    # -- subscriptions ---------------------------------------------------------------------------------
-    def full(self, client: str = "") -> str | None:
-        """Why a new watcher from `client` is refused now ("total" or "client"), or None."""
-        if self._closed or len(self._watchers) >= self.max_watchers:
-            return "total"
-        if self._per_client[client] >= self.max_per_client:
-            return "client"
-        return None
+    @property
+    def max_watchers(self) -> int:
+        return self.slots.total
 
-    def subscribe(self, *, updates: bool = False, client: str = "") -> tuple[Watcher, bytes] | None:
-        """A new watcher and its snapshot line; None when `full(client)`."""
-        if self.full(client):
-            return None
-        watcher = Watcher(updates, asyncio.Queue(self.queue_size + 1), client)
+    @max_watchers.setter
+    def max_watchers(self, value: int) -> None:
+        self.slots.total = value
+
+    @property
+    def max_per_client(self) -> int:
+        return self.slots.per_address
+
+    @max_per_client.setter
+    def max_per_client(self, value: int) -> None:
+        self.slots.per_address = value
+
+    # -- subscriptions ---------------------------------------------------------------------------------
+    def subscribe(self, *, updates: bool = False, client: str = "", caller: Caller = OPEN) -> tuple[Watcher, bytes]:
+        """A new watcher from address `client` and its snapshot line; WatchRefused when there is no slot for
+        it (a watch evicted to make room gets b"" and reads `evicted`)."""
+        if self._closed:
+            raise WatchRefused(503, "watch_full", "the agent is stopping")
+        watcher = Watcher(updates, asyncio.Queue(self.queue_size + 1))
+        watcher.slot = self.slots.acquire(client, caller, lambda: self._evict(watcher))
         self._watchers.append(watcher)
-        self._per_client[client] += 1
         self.stats.member_watchers = len(self._watchers)
         status = self.agent.status()
         snapshot: dict[str, Any] = {
@@ -178,13 +193,19 @@ class MemberWatchHub:
         return watcher, _line(snapshot)
 
     def unsubscribe(self, watcher: Watcher) -> None:
+        if watcher.slot is not None:
+            self.slots.release(watcher.slot)
         if watcher not in self._watchers:
             return
         self._watchers.remove(watcher)
-        self._per_client[watcher.client] -= 1
-        if self._per_client[watcher.client] <= 0:
-            del self._per_client[watcher.client]
         self.stats.member_watchers = len(self._watchers)
+
+    def _evict(self, watcher: Watcher) -> None:
+        """End `watcher`'s stream (its slot is already gone): b"" wakes its handler, which sees `evicted`.
+        A watcher still in the hub always has a free queue slot (`publish` keeps one)."""
+        self.unsubscribe(watcher)
+        with contextlib.suppress(asyncio.QueueFull):
+            watcher.queue.put_nowait(b"")
 
     def dropped(self) -> None:
         """A stream closed for not reading (the handler's write timed out)."""
@@ -197,7 +218,7 @@ class MemberWatchHub:
             with contextlib.suppress(asyncio.QueueFull):
                 watcher.queue.put_nowait(b"")
         self._watchers.clear()
-        self._per_client.clear()
+        self.slots.clear()
         self.stats.member_watchers = 0
         if self._sampler is not None:
             self._sampler.cancel()
@@ -258,18 +279,15 @@ def member_watch_routes(hub: MemberWatchHub) -> list[web.AbstractRouteDef]:
 
     async def watch(request: web.Request) -> web.StreamResponse:
         updates = _flag(request.query.get("updates"), "updates")
-        client = request.remote or "?"
-        full = hub.full(client)
-        if full == "client":
-            raise web.HTTPTooManyRequests(text=json.dumps({"error": (
-                f"too many membership watchers from {client} (limit {hub.max_per_client} per client)")}),
-                content_type="application/json")
-        subscribed = None if full else hub.subscribe(updates=updates, client=client)
-        if subscribed is None:
-            raise web.HTTPServiceUnavailable(
-                text=json.dumps({"error": f"too many membership watchers (limit {hub.max_watchers})"}),
-                content_type="application/json")
-        watcher, snapshot = subscribed
+        evictions = hub.slots.evictions
+        try:
+            watcher, snapshot = hub.subscribe(updates=updates, client=request.remote or "?",
+                                              caller=caller_of(request))
+        except WatchRefused as exc:
+            count_watch(request, exc.reason)
+            raise _refused(exc) from None
+        if hub.slots.evictions != evictions:
+            count_watch(request, "evicted_members")
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
                                                "Cache-Control": "no-cache"})
         try:
@@ -293,7 +311,11 @@ def member_watch_routes(hub: MemberWatchHub) -> list[web.AbstractRouteDef]:
                         "fresh snapshot")}))
                     break
                 if not line:
-                    break  # the agent is stopping
+                    if watcher.evicted:
+                        await _write(response, _line({"event": "error", "evicted": True, "error": (
+                            "this stream's slot went to a client holding fewer streams (fair share); reconnect "
+                            "later")}))
+                    break  # evicted, or the agent is stopping
                 await _write(response, line)
         except TimeoutError:
             hub.dropped()  # the client stopped reading: free the connection rather than wait on it
@@ -309,6 +331,14 @@ def member_watch_routes(hub: MemberWatchHub) -> list[web.AbstractRouteDef]:
         return response
 
     return [web.get(PATH, watch)]
+
+
+def _refused(exc: WatchRefused) -> web.HTTPException:
+    refused = web.HTTPException(text=json.dumps({"error": str(exc)}), content_type="application/json")
+    refused.set_status(exc.status)
+    if exc.status == 503:
+        refused.headers["Retry-After"] = "5"
+    return refused
 
 
 async def _write(response: web.StreamResponse, line: bytes) -> None:

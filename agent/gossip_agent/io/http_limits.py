@@ -18,6 +18,22 @@ Why each bound exists (issue 10, attacks 4 and 10):
   over it a 503 with Retry-After, before a byte is read). Peer endpoints read their body before the seal can
   be checked, so without the budget one unauthenticated client with 100 connections each sending 4 MiB
   minus one byte pinned 420 MB of RSS (never returned to the OS), and 8 addresses could pin 4 GiB (review).
+- Watches (`WatchSlots`): long-lived streams hold a slot for as long as the client likes, so a cap per
+  address alone let 8 addresses take all 64 membership-watch slots and lock the operator out (review).
+  The policy, per stream kind (membership watches, key watches):
+  1. at most `per_address` watches from one client address (429);
+  2. with API tokens, at most `total // WATCH_TOKEN_SHARE` (and at least `per_address`) per token, from any
+     number of addresses (429): a leaked read token cannot take every slot;
+  3. with API tokens, `total // WATCH_WRITE_RESERVE_SHARE` slots are held back for write-scope tokens
+     (administrators): read tokens together hold at most the rest;
+  4. when the slots open to the newcomer are full, fair share: the oldest watch of the holder (token, or
+     address without tokens) with the most slots is ended (a last `error` line saying so), if the newcomer
+     holds at least two fewer (so two clients never take turns evicting each other); a read-scope newcomer
+     never ends a write-scope watch. Otherwise 503.
+  Refusals count in `gossip_http_refused_total{reason="watch_address"|"watch_token"|"watch_full"}`,
+  evictions in `gossip_watch_evicted_total{stream}`. Without tokens the API cannot tell clients apart beyond
+  their address: one client with as many addresses as there are slots can still hold them all (one each),
+  which is one more reason to configure tokens outside local development.
 - JSON: `loads_limited` answers a body nested deeper than `MAX_JSON_DEPTH` with 400 instead of the 500 a
   RecursionError gave.
 """
@@ -30,6 +46,7 @@ import logging
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -37,7 +54,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gossip_agent.io.auth import ApiAuth, RouteClass
+from gossip_agent.io.auth import CALLER, OPEN, ApiAuth, Caller, RouteClass
 
 log = logging.getLogger("gossip_agent.http")
 
@@ -46,6 +63,10 @@ BODY_TIMEOUT = 30.0
 MAX_CONNECTIONS = 1024
 MAX_CONNECTIONS_PER_CLIENT = 128
 MAX_WATCHES_PER_CLIENT = 16
+# Watch-slot fair share (see the module docstring): a token holds at most 1/4 of a stream's slots, and 1/8
+# of them are kept for write-scope tokens.
+WATCH_TOKEN_SHARE = 4
+WATCH_WRITE_RESERVE_SHARE = 8
 MAX_JSON_DEPTH = 32
 MAX_HEADERS = 64
 MAX_HEADER_LINE = 8190
@@ -304,6 +325,138 @@ class GuardedRunner(web.AppRunner):
         return server
 
 
+@dataclass(eq=False)
+class WatchSlot:
+    """One open watch. `holder` is what fair share counts by: the token when there is one, else the address."""
+
+    address: str
+    holder: str
+    write: bool
+    on_evict: Callable[[], None]
+    evicted: bool = False
+
+
+class WatchRefused(Exception):
+    """No slot for this watch: `status` 429 (over a per-client cap) or 503 (full), `reason` for the metric."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class WatchSlots:
+    """The watch slots of one stream kind and who holds them (the policy is in the module docstring).
+
+    Pure bookkeeping: `acquire` decides, and ends an evicted watch only through its `on_evict` callback (the
+    stream's handler then writes its last line and closes)."""
+
+    def __init__(self, total: int, per_address: int, what: str = "watches") -> None:
+        self.total = total
+        self.per_address = per_address
+        self.what = what
+        self.evictions = 0
+        self._slots: dict[WatchSlot, None] = {}  # insertion-ordered: oldest first
+        self._by_address: Counter[str] = Counter()
+        self._by_holder: Counter[str] = Counter()
+        self._write = 0
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    @property
+    def per_token(self) -> int:
+        return max(self.per_address, self.total // WATCH_TOKEN_SHARE)
+
+    @property
+    def write_reserve(self) -> int:
+        return self.total // WATCH_WRITE_RESERVE_SHARE
+
+    def held_by(self, address: str) -> int:
+        return self._by_address[address]
+
+    def acquire(self, address: str, caller: Caller = OPEN,
+                on_evict: Callable[[], None] = lambda: None) -> WatchSlot:
+        """A slot for a watch from `address` by `caller`, or WatchRefused; may evict another watch first."""
+        tokens = caller.token is not None
+        holder = f"token:{caller.token}" if tokens else f"address:{address}"
+        if self._by_address[address] >= self.per_address:
+            raise WatchRefused(429, "watch_address", f"too many {self.what} from {address} (limit "
+                                                     f"{self.per_address} per client address)")
+        if tokens and self._by_holder[holder] >= self.per_token:
+            raise WatchRefused(429, "watch_token", f"too many {self.what} with this token (limit "
+                                                   f"{self.per_token} per client token)")
+        if not self._room(tokens, caller.write):
+            victim = self._fair_share_victim(holder, tokens and not caller.write)
+            if victim is None:
+                detail = f"limit {self.total}" + (f", {self.write_reserve} of them kept for write-scope tokens"
+                                                  if tokens and not caller.write else "")
+                raise WatchRefused(503, "watch_full", f"too many {self.what} ({detail}); retry later")
+            self.release(victim)
+            victim.evicted = True
+            self.evictions += 1
+            victim.on_evict()
+        slot = WatchSlot(address, holder, caller.write, on_evict)
+        self._slots[slot] = None
+        self._by_address[address] += 1
+        self._by_holder[holder] += 1
+        self._write += slot.write
+        return slot
+
+    def release(self, slot: WatchSlot) -> None:
+        """The watch ended (idempotent: an evicted watch's handler releases it again)."""
+        if slot not in self._slots:
+            return
+        del self._slots[slot]
+        self._write -= slot.write
+        for counts, name in ((self._by_address, slot.address), (self._by_holder, slot.holder)):
+            counts[name] -= 1
+            if counts[name] <= 0:
+                del counts[name]
+
+    def clear(self) -> None:
+        self._slots.clear()
+        self._by_address.clear()
+        self._by_holder.clear()
+        self._write = 0
+
+    def _room(self, tokens: bool, write: bool) -> bool:
+        if len(self._slots) >= self.total:
+            return False
+        return not tokens or write or len(self._slots) - self._write < self.total - self.write_reserve
+
+    def _fair_share_victim(self, holder: str, read_only: bool) -> WatchSlot | None:
+        """The oldest watch of the busiest holder, if it holds at least two more than `holder`; a read-scope
+        newcomer (`read_only`) only competes with read-scope watches."""
+        counts: Counter[str] = Counter()
+        oldest: dict[str, WatchSlot] = {}
+        for slot in self._slots:  # oldest first
+            if read_only and slot.write:
+                continue
+            counts[slot.holder] += 1
+            oldest.setdefault(slot.holder, slot)
+        if not counts:
+            return None
+        # The most slots wins; among equals, the one whose oldest watch is oldest (dicts keep that order).
+        busiest = max(oldest, key=lambda h: counts[h])
+        if self._by_holder[holder] + 1 < counts[busiest]:
+            return oldest[busiest]
+        return None
+
+
+def caller_of(request: web.Request) -> Caller:
+    """Who sent `request` (set by `ApiAuth.check`; an open API, or an app without the guard, is OPEN)."""
+    caller = request.get(CALLER)
+    return caller if isinstance(caller, Caller) else OPEN
+
+
+def count_watch(request: web.Request, key: str) -> None:
+    """Count a watch refusal (`watch_*`) or eviction (`evicted_<stream>`) in the app's HTTP stats."""
+    stats = request.app.get(HTTP_STATS)
+    if stats is not None:
+        stats[key] += 1
+
+
 class HttpCollector(Collector):
     """`gossip_http_refused_total{reason}`: requests and connections the guard refused (read on scrape)."""
 
@@ -314,10 +467,17 @@ class HttpCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily("gossip_http_refused", "HTTP requests and connections refused, by reason "
                                      "(auth_401, auth_403, encoding_refused, body_too_large, body_timeout, "
-                                     "body_budget, body_aborted, inflate_refused, connection_cap).", labels=["reason"])
+                                     "body_budget, body_aborted, inflate_refused, connection_cap, "
+                                     "watch_address, watch_token, watch_full).", labels=["reason"])
+        evicted = CounterMetricFamily("gossip_watch_evicted", "Watches ended to give their slot to a client "
+                                      "holding fewer (fair share), by stream (members, kv).", labels=["stream"])
         for reason, count in sorted(self.stats.items()):
-            family.add_metric([reason], count)
+            if reason.startswith("evicted_"):
+                evicted.add_metric([reason.removeprefix("evicted_")], count)
+            else:
+                family.add_metric([reason], count)
         family.add_metric(["connection_cap"], self.guard.refused)
         yield family
+        yield evicted
         yield GaugeMetricFamily("gossip_http_connections", "Open HTTP connections.",
                                 value=sum(self.guard.per_client.values()))

@@ -22,8 +22,9 @@ the programs that read them), 1..state.maxKeyBytes bytes of UTF-8. JSON deeper t
 
 The watch stream (`GET /v1/watch?prefix=`) is newline-delimited JSON, one line per change; every client
 has a bounded queue, and a client that falls `WATCH_QUEUE` changes behind is told so and disconnected
-(it reconnects and re-reads: a watch is a notification, not a log). At most `MAX_WATCHERS` watches in all
-and `MAX_WATCHES_PER_CLIENT` from one address (429), so one client cannot take every slot.
+(it reconnects and re-reads: a watch is a notification, not a log). At most `MAX_WATCHERS` watches in all,
+shared fairly by `WatchSlots` (io/http_limits.py: `MAX_WATCHES_PER_CLIENT` per address, per-token caps, a
+reserve for write tokens, eviction of the busiest client's oldest watch).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import base64
 import binascii
 import contextlib
 import json
-from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,7 +60,15 @@ from gossip_agent.core.replica import parse_write_concern
 from gossip_agent.core.state_codec import StateCodecError, decode_context, encode_context
 from gossip_agent.core.text import first_control_char
 from gossip_agent.core.vector_clock import VersionVector
-from gossip_agent.io.http_limits import MAX_WATCHES_PER_CLIENT, loads_limited, request_body
+from gossip_agent.io.http_limits import (
+    MAX_WATCHES_PER_CLIENT,
+    WatchRefused,
+    WatchSlots,
+    caller_of,
+    count_watch,
+    loads_limited,
+    request_body,
+)
 
 if TYPE_CHECKING:
     from gossip_agent.io.state_service import StateService
@@ -191,6 +199,14 @@ class WatchHub:
     def unsubscribe(self, ident: int) -> None:
         self._clients.pop(ident, None)
 
+    def end(self, ident: int) -> None:
+        """End one watch (its slot was given away): b"" wakes its handler. A client still here always has a
+        free queue slot (`publish` keeps one)."""
+        client = self._clients.pop(ident, None)
+        if client is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                client[1].put_nowait(b"")
+
     def publish(self, changes: Sequence[Change]) -> None:
         if not self._clients:
             return
@@ -253,7 +269,7 @@ class StateApi:
 
     def __init__(self, service: StateService) -> None:
         self.svc = service
-        self._watches_by_client: Counter[str] = Counter()
+        self.watch_slots = WatchSlots(MAX_WATCHERS, MAX_WATCHES_PER_CLIENT, "watches")
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -459,14 +475,17 @@ class StateApi:
     # -- /v1/watch ---------------------------------------------------------------------------------------
     async def watch(self, request: web.Request) -> web.StreamResponse:
         hub = self.svc.watchers
-        if len(hub) >= MAX_WATCHERS:
-            raise _error(503, f"too many watch clients (limit {MAX_WATCHERS})")
-        client = request.remote or "?"
-        if self._watches_by_client[client] >= MAX_WATCHES_PER_CLIENT:
-            raise _error(429, f"too many watches from {client} (limit {MAX_WATCHES_PER_CLIENT} per client)")
         prefix = _query_key(request.query.get("prefix", ""), "prefix")
+        evictions = self.watch_slots.evictions
+        ident = 0
+        try:
+            slot = self.watch_slots.acquire(request.remote or "?", caller_of(request), lambda: hub.end(ident))
+        except WatchRefused as exc:
+            count_watch(request, exc.reason)
+            raise _error(exc.status, str(exc)) from None
+        if self.watch_slots.evictions != evictions:
+            count_watch(request, "evicted_kv")
         ident, queue = hub.subscribe(prefix)
-        self._watches_by_client[client] += 1
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
                                                "Cache-Control": "no-cache"})
         try:
@@ -493,15 +512,17 @@ class StateApi:
                         "re-read")}).encode() + b"\n")
                     break
                 if not line:
-                    break  # the agent is stopping
+                    if slot.evicted:
+                        await response.write(json.dumps({"event": "error", "evicted": True, "error": (
+                            "this watch's slot went to a client holding fewer watches (fair share); reconnect "
+                            "later")}).encode() + b"\n")
+                    break  # evicted, or the agent is stopping
                 await response.write(line)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             hub.unsubscribe(ident)
-            self._watches_by_client[client] -= 1
-            if self._watches_by_client[client] <= 0:
-                del self._watches_by_client[client]
+            self.watch_slots.release(slot)
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await response.write_eof()
         return response
