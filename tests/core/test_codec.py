@@ -107,6 +107,23 @@ def test_push_pull_oversized_is_rejected_before_parsing() -> None:
     assert err.value.reason == "oversized"
 
 
+def test_push_pull_with_too_many_rows_is_refused_before_any_row_is_built() -> None:
+    rows = tuple(MemberSnapshot(f"m{i}", ("10.0.0.1", 7946), i, MemberState.ALIVE) for i in range(50))
+    data = codec.encode_push_pull(PushPullState("a", rows))
+    assert len(codec.decode_push_pull(data, 1 << 20, max_members=50).members) == 50
+    with pytest.raises(DecodeError) as err:
+        codec.decode_push_pull(data, 1 << 20, max_members=49)
+    assert err.value.reason == "too_many_members"
+    # Rows that would not even decode are never looked at: the count is checked first.
+    bad = bytes((codec.PUSH_PULL_VERSION,)) + msgpack.packb(["a", False, [[None] * 6] * 50])
+    with pytest.raises(DecodeError) as err:
+        codec.decode_push_pull(bad, 1 << 20)
+    assert err.value.reason == "malformed"
+    with pytest.raises(DecodeError) as err:
+        codec.decode_push_pull(bad, 1 << 20, max_members=10)
+    assert err.value.reason == "too_many_members"
+
+
 def test_compact_ping() -> None:
     p = Packet("demo-0", (Ping(7, "demo-1", "demo-0", ("10.0.0.5", 7946)),))
     assert len(codec.encode_packet(p)) < 50

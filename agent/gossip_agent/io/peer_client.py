@@ -101,13 +101,15 @@ class PeerClient:
         except AuthError as exc:
             raise PeerError("auth", str(exc)) from None
 
-    async def push_pull(self, addr: Address, state: PushPullState,
-                        max_bytes: int = MAX_PUSH_PULL_BYTES) -> PushPullState:
+    async def push_pull(self, addr: Address, state: PushPullState, max_bytes: int = MAX_PUSH_PULL_BYTES,
+                        max_members: int | None = None) -> PushPullState:
+        """One exchange: our view out, the peer's back (refused past `max_bytes` or `max_members` rows, with the
+        decoder's reason, e.g. `too_many_members`)."""
         answer = await self.exchange(addr, PUSH_PULL_PATH, codec.encode_push_pull(state), max_bytes=max_bytes)
         try:
-            return codec.decode_push_pull(answer, max_bytes)
+            return codec.decode_push_pull(answer, max_bytes, max_members)
         except codec.DecodeError as exc:
-            raise PeerError("decode", exc.reason) from None
+            raise PeerError(exc.reason, str(exc)) from None
 
     async def ping(self, addr: Address, ping: Ping, sender: str, timeout: float | None = None) -> bool:
         """The TCP fallback probe: True if `addr` answered as `ping.target` with a matching ack."""

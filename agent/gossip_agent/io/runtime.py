@@ -547,14 +547,11 @@ class Agent:
     async def _sync(self, to: Address, join: bool) -> None:
         state = self.node.push_pull_state(join)
         try:
-            remote = await self.peer_client.push_pull(to, state)
-            self._check_push_pull(remote)
-        except codec.DecodeError as exc:
-            self.stats.streams[("pushpull", exc.reason)] += 1
-            self._feed(self.node.sync_failed(to, self.clock()))
-            return
+            remote = await self.peer_client.push_pull(to, state, max_members=self.config.membership.max_members)
         except PeerError as exc:
             self.stats.streams[("pushpull", exc.reason)] += 1
+            if exc.reason == "too_many_members":
+                self.stats.dropped["too_many_members"] += 1
             log.debug("push-pull with %s:%d failed: %s", to[0], to[1], exc)
             self._feed(self.node.sync_failed(to, self.clock()))
             return
@@ -580,8 +577,8 @@ class Agent:
     async def serve_push_pull(self, body: bytes) -> bytes:
         """A peer's push-pull: answer with our view (as it was before merging theirs), then merge."""
         try:
-            remote = codec.decode_push_pull(self.security.open(body, Purpose.STREAM), MAX_PUSH_PULL_BYTES)
-            self._check_push_pull(remote)
+            remote = codec.decode_push_pull(self.security.open(body, Purpose.STREAM), MAX_PUSH_PULL_BYTES,
+                                            self.config.membership.max_members)
         except (codec.DecodeError, ValueError) as exc:
             self.stats.dropped[getattr(exc, "reason", "malformed")] += 1
             raise
@@ -593,12 +590,6 @@ class Agent:
                                     Purpose.STREAM)
         self.stats.bytes[("out", "pushpull")] += len(answer)
         return answer
-
-    def _check_push_pull(self, remote: PushPullState) -> None:
-        cap = self.config.membership.max_members
-        if len(remote.members) > cap:
-            self.stats.dropped["too_many_members"] += 1
-            raise codec.DecodeError("too_many_members", f"{len(remote.members)} rows > membership.maxMembers {cap}")
 
     async def _merge_push_pull(self, remote: PushPullState) -> None:
         """Merge a peer's view in chunks of PUSH_PULL_CHUNK rows, yielding to the loop between chunks."""
