@@ -80,6 +80,10 @@ def expected() -> dict[Path, str]:
     return {**dict.fromkeys(CRD_COPIES, crd), DOC: render_doc(DOC.read_text())}
 
 
+def _show(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report files that differ")
@@ -87,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     stale = [path for path, text in expected().items() if path.read_text() != text]
     if args.check:
         for path in stale:
-            print(f"{path.relative_to(ROOT)} differs from the settings in core/config.py: run {COMMAND}")
+            print(f"{_show(path)} differs from the settings in core/config.py: run {COMMAND}")
         return 1 if stale else 0
     for path in stale:
         path.write_text(expected()[path])
-        print(f"wrote {path.relative_to(ROOT)}")
+        print(f"wrote {_show(path)}")
     return 0
 
 
