@@ -443,7 +443,7 @@ def _build(cls: type[Any], section: str, data: Mapping[str, Any], base: Any, pro
     unknown = sorted(str(k) for k in data if k not in allowed)
     if unknown:
         where = f"section '{section}'" if section else "top level"
-        problems.append(f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(fields))}")
+        problems.append(f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(allowed))}")
     changes = {}
     for name, (f, tp, meta) in fields.items():
         if name in data:
