@@ -85,10 +85,10 @@ _OPERATOR_SECTION_KEYS: Mapping[str, frozenset[str]] = {
     "storage": frozenset({"size", "storageClassName", "ephemeral"}),
     "security": frozenset({"gossipKeySecret", "tlsSecret"}),
 }
+# The spec's own keys: the operator's, and the agent's (its sections, port, preset) from the settings' declarations.
 _TOP_LEVEL = frozenset({
-    "replicas", "image", "imagePullPolicy", "paused", "port", "preset", "resources", "podDisruptionBudget",
-    "pod", "membership", "gossip", "antiEntropy", "state", "storage", "security",
-})
+    "replicas", "image", "imagePullPolicy", "paused", "resources", "podDisruptionBudget", "pod",
+}) | settings_schema.spec_top_level_keys()
 _POD_KEYS = frozenset({
     "labels", "annotations", "nodeSelector", "priorityClassName", "serviceAccountName", "imagePullSecrets",
     "terminationGracePeriodSeconds", "tolerations", "affinity", "topologySpreadConstraints", "networkPolicy",

@@ -118,5 +118,21 @@ def test_agent_sections_get_the_agents_own_messages(spec: dict[str, object]) -> 
 
 def test_every_agent_setting_a_spec_may_hold_is_copied_to_the_agents() -> None:
     """membership.reconnectInterval and reconnectTimeout exist in the agent: a GossipCluster can set them."""
+    from gossip_operator.manifests.configmap import agent_config
+
     spec = _parse(membership={"reconnectInterval": "1m", "reconnectTimeout": "2h"})
     assert spec.agent_sections["membership"] == {"reconnectInterval": "1m", "reconnectTimeout": "2h"}
+    agent = from_mapping({**agent_config(spec, ""), "name": "demo-0"})  # what the agents read from the ConfigMap
+    assert (agent.membership.reconnect_interval, agent.membership.reconnect_timeout) == (60.0, 7200.0)
+
+
+def test_the_keys_the_operator_admits_are_the_crds() -> None:
+    from gossip_operator import spec as module
+    from tests.operator.conftest import CRD_PATH
+
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    properties = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert set(properties) == module._TOP_LEVEL
+    for section, known in module.AGENT_SECTIONS.items():
+        operator_keys = module._OPERATOR_SECTION_KEYS.get(section, frozenset())
+        assert known | operator_keys == set(properties[section]["properties"]), section
