@@ -24,21 +24,26 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+from gossip_agent.core.config import ConfigError, parse_duration
+
+_SECONDS = re.compile(r"^\d+(\.\d+)?$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DEFAULT_OPERATOR_LABELS = {"app.kubernetes.io/name": "gossip-operator"}
 
 
 def parse_seconds(value: str | float, name: str) -> float:
+    """Seconds from a number (or its text: environment variables and flags have always taken "10") or a duration
+    read by the agent's duration parser ("500ms", "10s", "2m", "1h")."""
     if isinstance(value, int | float):
         seconds = float(value)
+    elif _SECONDS.match(value.strip()):
+        seconds = float(value.strip())
     else:
-        match = _DURATION.match(value.strip())
-        if not match:
-            raise ValueError(f"{name}: expected seconds or a duration like 10s or 500ms, got {value!r}")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            seconds = parse_duration(value.strip(), name)
+        except ConfigError:
+            raise ValueError(f"{name}: expected seconds or a duration like 10s or 500ms, got {value!r}") from None
     if seconds <= 0:
         raise ValueError(f"{name}: must be above 0, got {value!r}")
     return seconds

@@ -2,10 +2,12 @@
 
 The CRD's schema and CEL rules reject most mistakes at admission. This module re-checks what the operator
 relies on (an API server may skip validation, e.g. `kubectl apply --validate=false` against an old server or
-an emulator) and checks what a schema cannot know: values that depend on the preset (probeTimeout set alone
-above the preset's probeInterval), names too long for the children derived from them, requests above limits.
-Every problem is reported at once, each naming the field and what is allowed, so a user can fix the spec in
-one edit. Pure: no I/O, no clock.
+an emulator) and checks what a schema cannot know: names too long for the children derived from them,
+requests above limits. The agent sections are checked by the agent's own parser
+(`gossip_agent.core.config.from_mapping`, with the spec's preset), so the operator and the agents accept exactly
+the same settings with the same messages, including rules that depend on the preset (probeTimeout set alone
+above the preset's probeInterval). Every problem is reported at once, each naming the field and what is
+allowed, so a user can fix the spec in one edit. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from gossip_agent.core import settings_schema
+from gossip_agent.core.config import PRESETS, ConfigError, from_mapping
 
 GROUP = "gossip-operator.dev"
 VERSION = "v1alpha1"
@@ -28,15 +33,6 @@ DEFAULT_STORAGE_SIZE = "1Gi"
 # (at most 63 characters), and pods are named NAME-<ordinal>; 52 leaves room for both.
 MAX_NAME_LENGTH = 52
 
-PRESETS = ("lan", "local", "wan")
-# (probeInterval, probeTimeout) of each preset, in seconds: needed to check probeTimeout < probeInterval when
-# the spec sets only one of them. They equal gossip_agent.core.config's presets (a test checks it).
-PRESET_PROBE_TIMINGS: Mapping[str, tuple[float, float]] = {
-    "lan": (1.0, 0.5),
-    "local": (1.0, 0.2),
-    "wan": (5.0, 3.0),
-}
-DEFAULT_MTU = 1400
 # Requests an agent gets for cpu/memory unless the spec sets that request or a limit (Kubernetes then takes the
 # limit as the request). Without requests a pod is BestEffort: the first evicted under node pressure. An idle
 # agent uses ~40 MiB resident and well under 10m CPU (bench/README.md).
@@ -69,8 +65,6 @@ TRANSITION_MESSAGES: Mapping[str, str] = {
                                 "volumeClaimTemplates are immutable): create a new GossipCluster instead",
 }
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _SECRET_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _QUANTITY_RE = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
@@ -82,32 +76,19 @@ _QUANTITY_SUFFIX = {
     "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
 }
 
-# The agent's config sections the operator copies into the ConfigMap, with the keys the agent knows.
-# Keys the schema admits but the agent must not see (storage.size ...) are dropped by the renderer.
-AGENT_SECTIONS: Mapping[str, frozenset[str]] = {
-    "membership": frozenset({
-        "probeInterval", "probeTimeout", "indirectChecks", "suspicionMult", "suspicionMaxTimeoutMult",
-        "awarenessMaxMultiplier", "reapAfter", "tcpFallbackProbe", "probeSchedule", "streamTimeout", "maxMembers",
-    }),
-    "gossip": frozenset({
-        "mode", "fanout", "interval", "retransmitMult", "immediateForward", "pushPullInterval", "mtu",
-        "maxMetaBytes",
-    }),
-    "antiEntropy": frozenset({"interval", "enabled"}),
-    "state": frozenset({
-        "conflictPolicy", "conflictPolicies", "maxKeyBytes", "maxValueBytes", "tombstoneTtl", "maxClockDriftMs",
-    }),
-    "storage": frozenset({"fsync", "fsyncInterval", "snapshotEvery"}),
-    "security": frozenset({"replayWindow"}),
-}
+# The agent's config sections the operator copies into the ConfigMap, with the keys a spec may set there: read
+# from the settings' declarations in gossip_agent.core.config, the one source of the agent's parser, this check,
+# the CRD's agent sections and the docs. Keys the schema admits but the agent must not see (storage.size ...)
+# are the operator's (_OPERATOR_SECTION_KEYS) and dropped by the renderer.
+AGENT_SECTIONS: Mapping[str, frozenset[str]] = settings_schema.spec_keys()
 _OPERATOR_SECTION_KEYS: Mapping[str, frozenset[str]] = {
     "storage": frozenset({"size", "storageClassName", "ephemeral"}),
     "security": frozenset({"gossipKeySecret", "tlsSecret"}),
 }
+# The spec's own keys: the operator's, and the agent's (its sections, port, preset) from the settings' declarations.
 _TOP_LEVEL = frozenset({
-    "replicas", "image", "imagePullPolicy", "paused", "port", "preset", "resources", "podDisruptionBudget",
-    "pod", "membership", "gossip", "antiEntropy", "state", "storage", "security",
-})
+    "replicas", "image", "imagePullPolicy", "paused", "resources", "podDisruptionBudget", "pod",
+}) | settings_schema.spec_top_level_keys()
 _POD_KEYS = frozenset({
     "labels", "annotations", "nodeSelector", "priorityClassName", "serviceAccountName", "imagePullSecrets",
     "terminationGracePeriodSeconds", "tolerations", "affinity", "topologySpreadConstraints", "networkPolicy",
@@ -182,16 +163,6 @@ class ClusterSpec:
 
 def default_gossip_key_secret(name: str) -> str:
     return f"{name}-gossip-key"
-
-
-def parse_duration(value: Any) -> float | None:
-    """Seconds from a duration string like "500ms", "1s", "2m", "1h"; None when malformed."""
-    if not isinstance(value, str):
-        return None
-    match = _DURATION_RE.match(value)
-    if not match:
-        return None
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 def parse_quantity(value: Any) -> Decimal | None:
@@ -443,41 +414,13 @@ def _parse_agent_sections(p: _Problems, data: Mapping[str, Any], preset: str) ->
         if section not in _OPERATOR_SECTION_KEYS:  # mixed sections are checked where they are parsed
             p.unknown(values, known, section)
         kept = {k: v for k, v in values.items() if k in known}
-        for key, v in kept.items():
-            is_duration = key.endswith(("Interval", "Timeout", "After", "Ttl", "Window"))
-            if is_duration and parse_duration(v) is None:
-                p.add(f"{section}.{key}: expected a duration like 500ms, 1s, 2m, got {v!r}")
         if kept:
             sections[section] = kept
 
-    membership = sections.get("membership", {})
-    interval = parse_duration(membership.get("probeInterval", "x")) or PRESET_PROBE_TIMINGS[preset][0]
-    timeout = parse_duration(membership.get("probeTimeout", "x")) or PRESET_PROBE_TIMINGS[preset][1]
-    if "probeInterval" in membership and parse_duration(membership["probeInterval"]) == 0:
-        p.add("membership.probeInterval: must be above 0")
-    elif ("probeInterval" in membership or "probeTimeout" in membership) and not 0 < timeout < interval:
-        p.add(f"membership.probeTimeout ({timeout:g}s) must be above 0 and below membership.probeInterval "
-              f"({interval:g}s{', the ' + preset + ' preset' if 'probeInterval' not in membership else ''})")
-    gossip = sections.get("gossip", {})
-    fanout = gossip.get("fanout")
-    if fanout is not None and (isinstance(fanout, bool) or not isinstance(fanout, int) or not 1 <= fanout <= 16):
-        p.add(f"gossip.fanout: must be 1..16, got {fanout!r}")
-    if gossip.get("mode") is not None and gossip["mode"] not in ("push", "pull", "push-pull"):
-        p.add(f"gossip.mode: must be one of push, pull, push-pull, got {gossip['mode']!r}")
-    mtu = gossip.get("mtu", DEFAULT_MTU)
-    meta = gossip.get("maxMetaBytes")
-    if isinstance(mtu, int) and isinstance(meta, int) and meta * 2 > mtu:
-        p.add(f"gossip.maxMetaBytes ({meta}) must be at most half of gossip.mtu ({mtu})")
-    for section, key in (("gossip", "interval"), ("antiEntropy", "interval")):
-        value = sections.get(section, {}).get(key)
-        if value is not None and parse_duration(value) == 0:
-            p.add(f"{section}.{key}: must be above 0")
-    state = sections.get("state", {})
-    for prefix, policy in p.mapping(state.get("conflictPolicies"), "state.conflictPolicies").items():
-        if not prefix:
-            p.add("state.conflictPolicies: a key prefix must not be empty (use state.conflictPolicy for all keys)")
-        if policy not in ("lww", "siblings"):
-            p.add(f"state.conflictPolicies[{prefix!r}]: must be lww or siblings, got {policy!r}")
-    if state.get("conflictPolicy") is not None and state["conflictPolicy"] not in ("lww", "siblings"):
-        p.add(f"state.conflictPolicy: must be lww or siblings, got {state['conflictPolicy']!r}")
+    # The agent's parser, with the spec's preset: the same acceptance and the same messages as the agents'.
+    try:
+        from_mapping({"preset": preset, **sections})
+    except ConfigError as exc:
+        for problem in exc.problems:
+            p.add(problem)
     return sections

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gossip_agent.__main__ import build_parser, load_config, skip_system_trust_store
 from gossip_agent.cli.client import AgentClient, ClientError
@@ -148,14 +149,17 @@ def test_unknown_spec_keys_name_the_section_and_the_known_keys(tmp_path: Path, s
         load_manifest(m)
 
 
-def test_spec_keys_equal_the_operators_schema() -> None:
-    from gossip_agent.cli.cluster import SPEC_KEYS
-    from gossip_operator import spec
+def test_spec_keys_equal_the_crd() -> None:
+    """gossipctl admits exactly the keys the CRD's spec admits (agent keys from the settings' declarations)."""
+    from gossip_agent.cli.cluster import spec_keys
 
-    expected = {"": spec._TOP_LEVEL, **{section: spec.AGENT_SECTIONS.get(section, frozenset())
-                                        | spec._OPERATOR_SECTION_KEYS.get(section, frozenset())
-                                        for section in (*spec.AGENT_SECTIONS, *spec._OPERATOR_SECTION_KEYS)}}
-    assert dict(SPEC_KEYS) == expected
+    crd = yaml.safe_load((REPO / "crds" / "gossipclusters.gossip-operator.dev.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    keys = spec_keys()
+    assert keys[""] == set(spec)
+    for section, known in keys.items():
+        if section:
+            assert known == set(spec[section]["properties"]), section
     load_manifest(EXAMPLE)  # the example manifest passes
 
 

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import yaml
 
-from gossip_operator.spec import (
-    PRESET_PROBE_TIMINGS,
-    InvalidSpec,
-    parse,
-    parse_duration,
-    parse_quantity,
-)
+from gossip_agent.core.config import ConfigError, from_mapping
+from gossip_operator.spec import InvalidSpec, parse, parse_quantity
 from tests.operator.conftest import EXAMPLE_PATH
 
 
@@ -95,17 +88,51 @@ def test_names_that_cannot_name_children(name: str) -> None:
     assert "metadata.name" in _problems(name=name)
 
 
-def test_durations_and_quantities() -> None:
-    assert parse_duration("500ms") == 0.5 and parse_duration("2m") == 120 and parse_duration("1.5s") == 1.5
-    assert parse_duration("5") is None and parse_duration(5) is None
+def test_quantities() -> None:
     assert parse_quantity("1Gi") == parse_quantity("1024Mi") and parse_quantity("500m") == parse_quantity("0.5")
     assert parse_quantity("1e3") == parse_quantity("1k") and parse_quantity("x") is None
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gossip_agent") is None, reason="gossip_agent not installed")
-def test_preset_timings_match_the_agent() -> None:
-    from gossip_agent.core.config import AgentConfig
+# Agent sections: the operator reports exactly what the agent's parser reports (the operator calls it).
+AGENT_SECTION_CASES = [
+    {"membership": {"probeTimeout": "2s"}},
+    {"preset": "wan", "membership": {"probeInterval": "2s"}},
+    {"membership": {"probeInterval": 1}},  # a bare number: refused by the CRD, the operator and the agent alike
+    {"membership": {"reconnectInterval": "soon", "maxMembers": 3}},
+    {"gossip": {"fanout": 17, "interval": "0s", "mode": "gossip"}},
+    {"gossip": {"mtu": 1000, "maxMetaBytes": 600}},
+    {"state": {"conflictPolicies": {"": "lww", "a/": "first"}, "maxKeyBytes": "256"}},
+    {"storage": {"fsync": "sometimes", "fsyncInterval": "5"}},
+    {"security": {"replayWindow": "2h"}},
+]
 
-    for preset, (interval, timeout) in PRESET_PROBE_TIMINGS.items():
-        membership = AgentConfig.preset_config(preset).membership
-        assert (membership.probe_interval, membership.probe_timeout) == (interval, timeout), preset
+
+@pytest.mark.parametrize("spec", AGENT_SECTION_CASES)
+def test_agent_sections_get_the_agents_own_messages(spec: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as agent:
+        from_mapping(spec)
+    with pytest.raises(InvalidSpec) as operator:
+        parse({"image": "gossip-agent:0.1.0", **spec}, name="demo", namespace="ns")
+    assert operator.value.problems == agent.value.problems
+
+
+def test_every_agent_setting_a_spec_may_hold_is_copied_to_the_agents() -> None:
+    """membership.reconnectInterval and reconnectTimeout exist in the agent: a GossipCluster can set them."""
+    from gossip_operator.manifests.configmap import agent_config
+
+    spec = _parse(membership={"reconnectInterval": "1m", "reconnectTimeout": "2h"})
+    assert spec.agent_sections["membership"] == {"reconnectInterval": "1m", "reconnectTimeout": "2h"}
+    agent = from_mapping({**agent_config(spec, ""), "name": "demo-0"})  # what the agents read from the ConfigMap
+    assert (agent.membership.reconnect_interval, agent.membership.reconnect_timeout) == (60.0, 7200.0)
+
+
+def test_the_keys_the_operator_admits_are_the_crds() -> None:
+    from gossip_operator import spec as module
+    from tests.operator.conftest import CRD_PATH
+
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    properties = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert set(properties) == module._TOP_LEVEL
+    for section, known in module.AGENT_SECTIONS.items():
+        operator_keys = module._OPERATOR_SECTION_KEYS.get(section, frozenset())
+        assert known | operator_keys == set(properties[section]["properties"]), section

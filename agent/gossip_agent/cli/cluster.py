@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from gossip_agent.cli.client import AgentClient, ClientError
+from gossip_agent.core import settings_schema
 from gossip_agent.core.config import ConfigError, from_mapping
 
 MANIFEST_KIND = "GossipCluster"
@@ -47,30 +48,38 @@ class Manifest:
     spec: Mapping[str, Any]
 
 
-# What a GossipCluster spec admits, by section ("" is the spec itself): the operator's schema
-# (gossip_operator.spec), repeated here because the agent package runs without the operator installed; a
-# test keeps the two equal. gossipctl checks a manifest against it, so a typo is reported in the manifest's
-# own terms (`spec.gossip`, the keys a spec may hold), not in those of the agent config it expands to.
-SPEC_KEYS: Mapping[str, frozenset[str]] = {
-    "": frozenset({
-        "replicas", "image", "imagePullPolicy", "paused", "port", "preset", "resources", "podDisruptionBudget",
-        "pod", "membership", "gossip", "antiEntropy", "state", "storage", "security",
-    }),
-    "membership": frozenset({
-        "probeInterval", "probeTimeout", "indirectChecks", "suspicionMult", "suspicionMaxTimeoutMult",
-        "awarenessMaxMultiplier", "reapAfter", "tcpFallbackProbe", "probeSchedule", "streamTimeout", "maxMembers",
-    }),
-    "gossip": frozenset({
-        "mode", "fanout", "interval", "retransmitMult", "immediateForward", "pushPullInterval", "mtu",
-        "maxMetaBytes",
-    }),
-    "antiEntropy": frozenset({"interval", "enabled"}),
-    "state": frozenset({
-        "conflictPolicy", "conflictPolicies", "maxKeyBytes", "maxValueBytes", "tombstoneTtl", "maxClockDriftMs",
-    }),
-    "storage": frozenset({"fsync", "fsyncInterval", "snapshotEvery", "size", "storageClassName", "ephemeral"}),
-    "security": frozenset({"gossipKeySecret", "tlsSecret", "replayWindow"}),
+# Keys of a GossipCluster spec that are the operator's business (the agents never see them), by section ("" is
+# the spec itself). The agent's keys come from the settings' declarations (core/settings_schema.py), so only
+# these are listed here, because the agent package runs without the operator installed; a test keeps the union
+# equal to the CRD's spec. gossipctl checks a manifest against it, so a typo is reported in the manifest's own
+# terms (`spec.gossip`, the keys a spec may hold), not in those of the agent config it expands to.
+OPERATOR_KEYS: Mapping[str, frozenset[str]] = {
+    "": frozenset({"replicas", "image", "imagePullPolicy", "paused", "resources", "podDisruptionBudget", "pod"}),
+    "storage": frozenset({"size", "storageClassName", "ephemeral"}),
+    "security": frozenset({"gossipKeySecret", "tlsSecret"}),
 }
+
+
+def spec_keys() -> dict[str, frozenset[str]]:
+    """What a GossipCluster spec admits, by section ("" is the spec itself)."""
+    sections = settings_schema.spec_keys()
+    out = {"": settings_schema.spec_top_level_keys() | OPERATOR_KEYS[""]}
+    out.update({section: keys | OPERATOR_KEYS.get(section, frozenset()) for section, keys in sections.items()})
+    return out
+
+
+def agent_mapping(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The agent config a spec describes: the spec without the operator's keys."""
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        if key in OPERATOR_KEYS[""]:
+            continue
+        if key in OPERATOR_KEYS and isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if k not in OPERATOR_KEYS[key]}
+        out[key] = value
+    return out
+
+
 # A manifest is a small text file; anything larger is a mistake (`-f /dev/zero` must not read forever).
 MAX_MANIFEST_BYTES = 1 << 20
 
@@ -102,15 +111,17 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def check_spec_keys(spec: Mapping[str, Any]) -> None:
     """ConfigError naming `spec` or `spec.SECTION`, the unknown keys and the known ones."""
+    known_keys = spec_keys()
+
     def check(data: Mapping[str, Any], section: str) -> None:
-        known = SPEC_KEYS[section]
+        known = known_keys[section]
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
             where = f"spec.{section}" if section else "spec"
             raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
 
     check(spec, "")
-    for section in SPEC_KEYS:
+    for section in known_keys:
         value = spec.get(section) if section else None
         if value is None:
             continue
@@ -154,7 +165,7 @@ def agent_configs(manifest: Manifest, *, base_port: int, replicas: int | None = 
     seeds = [f"127.0.0.1:{base_port + i}" for i in range(min(SEED_COUNT, n))]
     out = []
     for i in range(n):
-        data: dict[str, Any] = {k: v for k, v in manifest.spec.items() if k != "replicas"}
+        data = agent_mapping(manifest.spec)
         data.setdefault("preset", "lan")
         data.update(name=f"{manifest.name}-{i}", bindAddress="127.0.0.1", advertiseAddress="127.0.0.1",
                     port=base_port + i, seeds=seeds)

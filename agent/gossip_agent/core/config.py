@@ -1,9 +1,14 @@
-"""Agent configuration: one frozen object, presets, and validation with errors a user can act on.
+"""Agent configuration: one frozen object, presets, and the one parser of the settings a user writes.
 
 The file format is YAML with camelCase keys, and its sections (`membership`, `gossip`, `antiEntropy`,
 `state`, `storage`, `security`) are the same as a GossipCluster's `spec`: the operator copies the spec's
 sections into the agent's ConfigMap, and `gossipctl up` hands a manifest's spec to the agents it starts.
-So there is one mapping from user words to agent settings, and it lives here.
+
+Every setting is declared once, here: its field carries a `Setting` (why it exists, its unit, its range, whether
+a GossipCluster may set it). The parser below, the operator's checks (which call this parser), the CRD's agent
+sections and the configuration reference in docs/agent-api.md all read these declarations
+(`core/settings_schema.py`; `tools/gen_settings.py` writes the CRD and the doc, a test fails when they drift).
+Adding a setting is one field here plus that command.
 
 Defaults follow hashicorp/memberlist (`DefaultLANConfig`, `DefaultLocalConfig`, `DefaultWANConfig`):
 those numbers have years of production behind them.
@@ -13,154 +18,248 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from gossip_agent.core.text import first_control_char
 
-GOSSIP_MODES = ("push", "pull", "push-pull")
-PROBE_SCHEDULES = ("aligned", "shuffled")
-CONFLICT_POLICIES = ("lww", "siblings")
-FSYNC_POLICIES = ("always", "interval", "never")
-TLS_CLIENT_AUTH = ("optional", "required")
-PRESETS = ("lan", "local", "wan")
+GossipMode = Literal["push", "pull", "push-pull"]
+ProbeSchedule = Literal["aligned", "shuffled"]
+ConflictPolicy = Literal["lww", "siblings"]
+FsyncPolicy = Literal["always", "interval", "never"]
+TlsClientAuth = Literal["optional", "required"]
+Preset = Literal["lan", "local", "wan"]
+GOSSIP_MODES: tuple[str, ...] = get_args(GossipMode)
+PROBE_SCHEDULES: tuple[str, ...] = get_args(ProbeSchedule)
+CONFLICT_POLICIES: tuple[str, ...] = get_args(ConflictPolicy)
+FSYNC_POLICIES: tuple[str, ...] = get_args(FsyncPolicy)
+TLS_CLIENT_AUTH: tuple[str, ...] = get_args(TlsClientAuth)
+PRESETS: tuple[str, ...] = get_args(Preset)
+
+# A duration is a decimal number with a unit: "500ms", "1.5s", "2m", "1h" (the CRD's pattern, and a subset of
+# what CEL's duration() and Go's time.ParseDuration read). A bare number is refused: is `1` a second or a
+# millisecond? The length bound keeps a hostile value from costing anything.
+DURATION_PATTERN = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"
+DURATION_MAX_LENGTH = 32
+_DURATION_RE = re.compile(DURATION_PATTERN)
+# Seconds per unit, largest first (format_duration picks the largest that writes the value exactly).
+_DURATION_UNITS: Mapping[str, float] = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
 class ConfigError(ValueError):
-    """A setting is missing, malformed or out of range; the message names the key and what is allowed."""
+    """Settings are missing, malformed or out of range; each problem names the key and what is allowed."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems: tuple[str, ...] = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """What one config field means to a user: the single description every layer reads.
+
+    `why` is one line for the CRD and the docs. `duration`: written "500ms" / "1s" / "2m" / "1h", held in
+    seconds. `minimum`/`maximum` bound numbers (seconds for durations); `above` makes the minimum exclusive.
+    `max_items` bounds a map. `in_spec`: a GossipCluster may set it (paths and addresses are the operator's to
+    fill in, so they are not). `crd_default`: the CRD stores the default in every object; only for settings
+    every agent image knows and whose default no preset changes (a newer setting left unset keeps older agent
+    images working, and a preset's value must not be overwritten by a stored one). `crd_maximum`: False when
+    the CRD states the maximum as a CEL rule whose message says why (crds/: gossip.fanout).
+    """
+
+    why: str
+    duration: bool = False
+    unit: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    above: bool = False
+    max_items: int | None = None
+    in_spec: bool = True
+    crd_default: bool = False
+    crd_maximum: bool = True
+
+
+_T = TypeVar("_T")
+
+
+def setting(default: _T, why: str, **facts: Any) -> _T:
+    """A dataclass field with a default and its `Setting`."""
+    return field(default=default, metadata={"setting": Setting(why, **facts)})
+
+
+def setting_factory(factory: Callable[[], _T], why: str, **facts: Any) -> _T:
+    """A dataclass field with a mutable default (built per instance) and its `Setting`."""
+    return field(default_factory=factory, metadata={"setting": Setting(why, **facts)})
+
+
+def _duration(default: float, why: str, **facts: Any) -> float:
+    return setting(default, why, duration=True, **facts)
 
 
 @dataclass(frozen=True, slots=True)
 class MembershipConfig:
-    """SWIM failure detection and Lifeguard settings."""
+    """SWIM failure detection (Lifeguard). Unset timings take the preset's value."""
 
-    # Time between probes of one member. memberlist LAN: 1 s. Lower detects faster but costs traffic.
-    probe_interval: float = 1.0
-    # Wait this long for a direct ack before asking others (ping-req). Must be below probe_interval, and
-    # above the network's 99th-percentile round trip, or healthy members get suspected.
-    probe_timeout: float = 0.5
-    # Members asked to ping a target that missed its direct ack. 3 keeps false positives rare at 10% loss.
-    indirect_checks: int = 3
-    # Suspicion timeout multiplier: min timeout = mult * max(1, log10(N)) * probe_interval.
-    suspicion_mult: int = 4
-    # Lifeguard: the suspicion timeout starts at max_timeout_mult * min and shrinks with confirmations.
-    suspicion_max_timeout_mult: int = 6
-    # Lifeguard local health: probe interval and timeout are scaled by (1 + score), score ≤ this - 1.
-    awareness_max_multiplier: int = 8
-    # Dead and left members are kept (and still gossiped to) this long, then reaped from the table.
-    reap_after: float = 30.0
-    # Fall back to a TCP (HTTP) ping when UDP fails both directly and indirectly (memberlist does too):
-    # it tells a member behind a UDP-only fault apart from a dead one.
-    tcp_fallback_probe: bool = True
+    probe_interval: float = _duration(
+        1.0, "Time between probes of one member; lower detects failures faster but costs traffic.", above=True,
+        minimum=0)
+    probe_timeout: float = _duration(
+        0.5, "Wait this long for a direct ack before asking others (ping-req); must be below probeInterval and "
+        "above the network's 99th-percentile round trip.", above=True, minimum=0)
+    indirect_checks: int = setting(
+        3, "Members asked to ping a target that missed its direct ack (3 keeps false positives rare at 10% loss).",
+        minimum=0, maximum=16)
+    suspicion_mult: int = setting(
+        4, "Suspicion timeout multiplier: the minimum timeout is suspicionMult * max(1, log10(N)) * probeInterval.",
+        minimum=1, maximum=100)
+    suspicion_max_timeout_mult: int = setting(
+        6, "Lifeguard: a suspicion starts at this many times the minimum timeout and shrinks with confirmations.",
+        minimum=1, maximum=100, crd_default=True)
+    awareness_max_multiplier: int = setting(
+        8, "Lifeguard local health: probe interval and timeout are scaled by up to this factor while this member "
+        "misses acks.", minimum=1, maximum=64, crd_default=True)
+    reap_after: float = _duration(
+        30.0, "Dead and left members are kept (and still gossiped) this long, then removed from the table.")
+    # memberlist falls back to TCP too: it tells a member behind a UDP-only fault apart from a dead one.
+    tcp_fallback_probe: bool = setting(
+        True, "Ping over TCP (HTTP) when UDP fails both directly and indirectly.", crd_default=True)
     # "aligned": members share one randomized ring and a round number from the wall clock, so every member is
     # probed by exactly one other in every interval and a failure is noticed within ~1 interval, not after an
     # exponential wait (a tail of several intervals). "shuffled": memberlist's per-member shuffled order.
-    probe_schedule: str = "aligned"
-    # Timeout of a stream (HTTP) exchange: push-pull sync, TCP probe, anti-entropy.
-    stream_timeout: float = 10.0
-    # Members declared dead (not left) are retried with a push-pull sync this often, so a healed partition
-    # merges again even after the dead were reaped (Serf's reconnect; memberlist leaves it to its user).
-    reconnect_interval: float = 30.0
-    # ... for at most this long after their death.
-    reconnect_timeout: float = 24 * 3600.0
-    # Most members the table holds (self, dead and left included). A new member past it is refused and counted
-    # (gossip_dropped_total{reason="member_cap"}): forged Alive floods cannot grow memory, CPU per probe round
-    # or push-pull size without bound. 5000 is ~2x the largest cluster the benchmarks run (2,000 members in the
-    # simulator), and keeps a full push-pull (~100 B a member) under the 2 MiB stream cap.
-    max_members: int = 5000
+    probe_schedule: ProbeSchedule = setting(
+        "aligned", "aligned (each member probed once per interval, rounds from the wall clock) or shuffled "
+        "(memberlist's per-member shuffled round-robin).")
+    stream_timeout: float = _duration(
+        10.0, "Timeout of a stream (HTTP) exchange: push-pull sync, TCP probe, anti-entropy.", above=True, minimum=0)
+    # Serf's reconnect; memberlist leaves it to its user.
+    reconnect_interval: float = _duration(
+        30.0, "Members declared dead (not left) are retried with a push-pull sync this often, so a healed "
+        "partition merges again; 0s disables.")
+    reconnect_timeout: float = _duration(
+        24 * 3600.0, "Dead members are retried for at most this long after their death.")
+    # 5000 is ~2x the largest cluster the benchmarks run (2,000 members in the simulator), and keeps a full
+    # push-pull (~100 B a member) under the 2 MiB stream cap.
+    max_members: int = setting(
+        5000, "Most members the table holds (self, dead and left included); more are refused and counted, so "
+        "forged joins cannot grow memory or probe rounds without bound.", unit="members", minimum=16,
+        maximum=1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
 class GossipConfig:
-    """Dissemination settings."""
+    """Rumor dissemination. Unset timings take the preset's value."""
 
-    mode: str = "push-pull"
-    # Random peers that receive a gossip packet every interval. memberlist LAN: 3.
-    fanout: int = 3
-    interval: float = 0.2
-    # A rumor is retransmitted retransmit_mult * ceil(log10(N + 1)) times, then dropped from the queue.
-    retransmit_mult: int = 4
-    # Forward a fresh rumor at once to `fanout` peers instead of waiting for the next gossip tick.
-    immediate_forward: bool = True
-    # Full membership (and, with agent state, Merkle root) sync with one random peer this often.
-    push_pull_interval: float = 30.0
-    # Largest UDP packet we send; piggybacked rumors are packed up to it.
-    mtu: int = 1400
-    # Largest accepted member metadata (encoded bytes), so a member cannot bloat every packet.
-    max_meta_bytes: int = 512
+    mode: GossipMode = setting(
+        "push-pull", "push, pull or push-pull dissemination.", crd_default=True)
+    fanout: int = setting(
+        3, "Random peers that receive a gossip packet every interval.", minimum=1, maximum=16, crd_maximum=False)
+    interval: float = _duration(0.2, "Gossip tick.", above=True, minimum=0)
+    retransmit_mult: int = setting(
+        4, "A rumor is retransmitted retransmitMult * ceil(log10(N + 1)) times, then dropped from the queue.",
+        minimum=1, maximum=100)
+    immediate_forward: bool = setting(
+        True, "Forward a fresh rumor at once to fanout peers instead of waiting for the next gossip tick.",
+        crd_default=True)
+    push_pull_interval: float = _duration(
+        30.0, "Full membership (and state root) sync with one random peer this often; 0s disables.")
+    mtu: int = setting(
+        1400, "Largest UDP packet sent; piggybacked rumors are packed up to it.", unit="bytes", minimum=576,
+        maximum=65000, crd_default=True)
+    max_meta_bytes: int = setting(
+        512, "Largest accepted member metadata (encoded), so a member cannot bloat every packet; at most mtu/2.",
+        unit="bytes", minimum=16, maximum=32500, crd_default=True)
 
 
 @dataclass(frozen=True, slots=True)
 class AntiEntropyConfig:
     """Merkle anti-entropy with a random peer."""
 
-    interval: float = 10.0
-    enabled: bool = True
+    interval: float = _duration(
+        10.0, "Merkle anti-entropy with a random peer this often.", above=True, minimum=0, crd_default=True)
+    enabled: bool = setting(True, "Run anti-entropy at all.", crd_default=True)
 
 
 @dataclass(frozen=True, slots=True)
 class StateConfig:
     """Replicated key-value state."""
 
-    conflict_policy: str = "lww"
-    # Per key prefix overrides, longest prefix wins: {"carts/": "siblings"}.
-    conflict_policies: Mapping[str, str] = field(default_factory=dict)
-    max_key_bytes: int = 256
-    max_value_bytes: int = 64 * 1024
-    # Tombstones are collected once every current member has seen them, or after this TTL at the latest.
-    tombstone_ttl: float = 24 * 3600.0
-    # A timestamp (client causal context, rumor, anti-entropy or replicated entry) more than this far ahead of
-    # our clock is refused (400, or a counted drop) instead of dragging our clock into the future: one forged
-    # HLC near 2^63 used to stop every later write from replicating. Honest clocks (NTP) differ by far less;
-    # an honest entry refused for a skewed writer clock is accepted once our clock catches up (anti-entropy).
-    max_clock_drift_ms: int = 60_000
+    conflict_policy: ConflictPolicy = setting(
+        "lww", "lww (last writer wins by HLC) or siblings (keep concurrent values).", crd_default=True)
+    conflict_policies: Mapping[str, ConflictPolicy] = setting_factory(
+        dict, 'Per key prefix overrides, longest prefix wins: {"carts/": siblings}.', max_items=64)
+    max_key_bytes: int = setting(
+        256, "Longest key accepted.", unit="bytes", minimum=1, maximum=4096, crd_default=True)
+    max_value_bytes: int = setting(
+        64 * 1024, "Largest value accepted.", unit="bytes", minimum=1, maximum=16 * 1024 * 1024, crd_default=True)
+    tombstone_ttl: float = _duration(
+        24 * 3600.0, "Tombstones are collected once every current member has seen them, or after this at the "
+        "latest.", crd_default=True)
+    # One forged HLC near 2^63 used to stop every later write from replicating. Honest clocks (NTP) differ by far
+    # less; an honest entry refused for a skewed writer clock is accepted once our clock catches up.
+    max_clock_drift_ms: int = setting(
+        60_000, "Timestamps further ahead of this agent's clock than this are refused (400, or a counted drop), "
+        "so one far-future write cannot stop every later write from winning.", unit="ms", minimum=1,
+        maximum=86_400_000)
 
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     """Durability: an append-only log and periodic snapshots in data_dir (None = in memory only)."""
 
-    data_dir: str | None = None
-    fsync: str = "interval"
-    fsync_interval: float = 0.05
-    snapshot_every: int = 10_000
+    data_dir: str | None = setting(
+        None, "Directory of the log and snapshots; unset keeps state in memory only.", in_spec=False)
+    fsync: FsyncPolicy = setting(
+        "interval", "always (every write), interval (every fsyncInterval) or never (the OS decides).",
+        crd_default=True)
+    fsync_interval: float = _duration(0.05, "How often the log is synced with fsync: interval.", crd_default=True)
+    snapshot_every: int = setting(
+        10_000, "Log records between snapshots.", unit="records", minimum=1, crd_default=True)
 
 
 @dataclass(frozen=True, slots=True)
 class SecurityConfig:
     """Paths to secret material; empty = plaintext (fine on loopback, not in a cluster)."""
 
-    keyring_file: str | None = None
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    tls_ca_file: str | None = None
-    # Bearer tokens of the HTTP API, one `scope:token` a line (scope `read` or `write`; write implies read).
+    keyring_file: str | None = setting(
+        None, "Gossip keyring: base64 32-byte keys, one a line, primary first; unset: packets are not sealed.",
+        in_spec=False)
+    tls_cert_file: str | None = setting(None, "TLS certificate of the HTTP API and peer streams.", in_spec=False)
+    tls_key_file: str | None = setting(None, "Key of tlsCertFile.", in_spec=False)
+    tls_ca_file: str | None = setting(None, "CA that verifies peers (and client certificates).", in_spec=False)
     # Unset: the API is open (local development; the agent logs a warning). Probes and /metrics stay open.
-    api_tokens_file: str | None = None
-    # "required": every API request except /healthz, /readyz and /metrics must present a client certificate
-    # that tlsCaFile verifies (checked per request, so kubelet probes and scrapes without one still work).
-    tls_client_auth: str = "optional"
-    # Sealed UDP packets older (or further ahead) than this by their sealing time are dropped as replays, and
-    # a nonce seen within it is dropped too (gossip_dropped_total{reason="replay"}). It must exceed the clock
-    # skew between members plus the network delay; keyring rotation does not matter (the stamp is inside the
-    # authenticated plaintext, whatever key sealed it).
-    replay_window: float = 60.0
+    api_tokens_file: str | None = setting(
+        None, "Bearer tokens of the HTTP API, one scope:token a line (scope read or write; write implies read).",
+        in_spec=False)
+    # Checked per request, so kubelet probes and scrapes without a client certificate still work.
+    tls_client_auth: TlsClientAuth = setting(
+        "optional", "required: every API request except /healthz, /readyz and /metrics must present a client "
+        "certificate that tlsCaFile verifies.", in_spec=False)
+    # The stamp is inside the authenticated plaintext, so keyring rotation does not matter.
+    replay_window: float = _duration(
+        60.0, "Sealed packets older or newer than this by their sealing time, or seen before within it, are "
+        "dropped as replays; must exceed the clock skew between members.", minimum=1.0, maximum=3600.0)
 
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    """Everything an agent needs to run. Build with `AgentConfig.preset(...)` or `from_mapping(...)`."""
+    """Everything an agent needs to run. Build with `AgentConfig.preset_config(...)` or `from_mapping(...)`."""
 
-    name: str = "agent"
-    bind_address: str = "0.0.0.0"
-    port: int = 7946
-    advertise_address: str | None = None
-    advertise_port: int | None = None
-    # "host:port" entries; a host may be a DNS name (e.g. a headless Service), re-resolved on every retry.
-    seeds: tuple[str, ...] = ()
-    preset: str = "lan"
-    meta: Mapping[str, str] = field(default_factory=dict)
+    name: str = setting("agent", "Member name, unique in the cluster (1..128 bytes of UTF-8 text).", in_spec=False)
+    bind_address: str = setting("0.0.0.0", "Address the UDP and HTTP sockets bind.", in_spec=False)
+    # port and preset are top-level keys of a GossipCluster spec too (the operator reads them: spec.port).
+    port: int = setting(7946, "Port of UDP gossip and HTTP alike; 0 picks a free one.", minimum=0, maximum=65535)
+    advertise_address: str | None = setting(None, "Address peers reach this agent at (default: bindAddress).",
+                                            in_spec=False)
+    advertise_port: int | None = setting(None, "Port peers reach this agent at (default: port).", minimum=1,
+                                         maximum=65535, in_spec=False)
+    seeds: tuple[str, ...] = setting(
+        (), "host:port entries to join through; a host may be a DNS name, re-resolved on every retry.",
+        in_spec=False)
+    preset: Preset = setting("lan", "Base timings: memberlist's lan, local or wan numbers.")
+    meta: Mapping[str, str] = setting_factory(dict, "Metadata gossiped with this member.", in_spec=False)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     gossip: GossipConfig = field(default_factory=GossipConfig)
     anti_entropy: AntiEntropyConfig = field(default_factory=AntiEntropyConfig)
@@ -171,13 +270,14 @@ class AgentConfig:
     @staticmethod
     def preset_config(preset: str = "lan", **overrides: Any) -> AgentConfig:
         """A config with a preset's timings (memberlist's LAN/local/WAN numbers) and top-level overrides."""
-        base = AgentConfig(preset=preset, membership=_PRESET_MEMBERSHIP[preset], gossip=_PRESET_GOSSIP[preset])
+        base = AgentConfig(preset=preset,  # type: ignore[arg-type]
+                           membership=PRESET_MEMBERSHIP[preset], gossip=PRESET_GOSSIP[preset])
         cfg = dataclasses.replace(base, **overrides)
         validate(cfg)
         return cfg
 
 
-_PRESET_MEMBERSHIP = {
+PRESET_MEMBERSHIP: Mapping[str, MembershipConfig] = {
     "lan": MembershipConfig(),
     "local": MembershipConfig(
         probe_interval=1.0, probe_timeout=0.2, indirect_checks=1, suspicion_mult=3, reap_after=15.0,
@@ -187,126 +287,179 @@ _PRESET_MEMBERSHIP = {
         probe_interval=5.0, probe_timeout=3.0, suspicion_mult=6, reap_after=60.0, stream_timeout=30.0,
     ),
 }
-_PRESET_GOSSIP = {
+PRESET_GOSSIP: Mapping[str, GossipConfig] = {
     "lan": GossipConfig(),
     "local": GossipConfig(interval=0.1, retransmit_mult=2, push_pull_interval=15.0),
     "wan": GossipConfig(fanout=4, interval=0.5, push_pull_interval=60.0),
 }
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# The config file's sections: camelCase key, AgentConfig attribute, dataclass.
+SECTIONS: tuple[tuple[str, str, type[Any]], ...] = (
+    ("membership", "membership", MembershipConfig),
+    ("gossip", "gossip", GossipConfig),
+    ("antiEntropy", "anti_entropy", AntiEntropyConfig),
+    ("state", "state", StateConfig),
+    ("storage", "storage", StorageConfig),
+    ("security", "security", SecurityConfig),
+)
+_SECTION_ATTRS = frozenset(attr for _, attr, _ in SECTIONS)
 
 
 def parse_duration(value: Any, key: str) -> float:
-    """Seconds from a number (seconds) or a string like "500ms", "1s", "2m", "1h"."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a duration like '500ms' or '1s', got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if not match:
-            raise ConfigError(f"{key}: expected a duration like '500ms', '1s', '2m', got {value!r}")
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    else:
-        raise ConfigError(f"{key}: expected a duration like '500ms' or '1s', got {value!r}")
-    if seconds < 0:
-        raise ConfigError(f"{key}: must not be negative, got {value!r}")
-    return seconds
+    """Seconds from a duration string: "500ms", "1.5s", "2m", "1h" (DURATION_PATTERN)."""
+    match = _DURATION_RE.match(value) if isinstance(value, str) and len(value) <= DURATION_MAX_LENGTH else None
+    if match is None:
+        raise ConfigError(f"{key}: expected a duration with a unit like '500ms', '1s', '2m' or '1h', got {value!r}")
+    unit = match.group(2)
+    return float(value[: -len(unit)]) * _DURATION_UNITS[unit]
 
 
-def _camel(name: str) -> str:
+def format_duration(seconds: float) -> str:
+    """The text that `parse_duration` reads back to exactly `seconds`: "24h", "30s", "500ms", or "0.0125s"."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in _DURATION_UNITS.items():
+        count = round(seconds / size)
+        if count >= 1 and count * size == seconds:
+            return f"{count}{unit}"
+    text = repr(float(seconds))
+    return f"{text}s" if "e" not in text else f"{seconds:.9f}".rstrip("0") + "s"
+
+
+def camel(name: str) -> str:
+    """The camelCase key users write for a snake_case attribute."""
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)
 
 
-_SECTIONS: dict[str, tuple[str, type[Any]]] = {
-    "membership": ("membership", MembershipConfig),
-    "gossip": ("gossip", GossipConfig),
-    "antiEntropy": ("anti_entropy", AntiEntropyConfig),
-    "state": ("state", StateConfig),
-    "storage": ("storage", StorageConfig),
-    "security": ("security", SecurityConfig),
-}
-# Keys that may appear in a GossipCluster spec but mean nothing to an agent (the operator's business).
-_IGNORED_TOP = frozenset({
-    "replicas", "image", "imagePullPolicy", "resources", "pod", "paused", "podDisruptionBudget", "apiVersion",
-    "kind", "metadata", "storageSize", "storageClassName",
-})
-# Keys inside a section that only the operator reads (volume size, Secret names).
-_IGNORED_IN_SECTION = {
-    "storage": frozenset({"size", "storageClassName", "ephemeral"}),
-    "security": frozenset({"gossipKeySecret", "tlsSecret"}),
-}
+def setting_of(fld: dataclasses.Field[Any]) -> Setting:
+    found = fld.metadata.get("setting")
+    if not isinstance(found, Setting):
+        raise AssertionError(f"config field {fld.name} has no Setting")
+    return found
 
 
-def _convert(section: str, fld: dataclasses.Field[Any], value: Any) -> Any:
-    key = f"{section}.{_camel(fld.name)}" if section else _camel(fld.name)
-    default = fld.default if fld.default is not dataclasses.MISSING else None
-    ftype = str(fld.type)
+_FIELDS: dict[type[Any], tuple[tuple[dataclasses.Field[Any], Any, Setting], ...]] = {}
+
+
+def settings_fields(cls: type[Any]) -> tuple[tuple[dataclasses.Field[Any], Any, Setting], ...]:
+    """(field, resolved type, Setting) of every setting of a config dataclass, in declaration order."""
+    if cls not in _FIELDS:
+        hints = typing.get_type_hints(cls)
+        _FIELDS[cls] = tuple((f, hints[f.name], setting_of(f)) for f in dataclasses.fields(cls)
+                             if f.name not in _SECTION_ATTRS)
+    return _FIELDS[cls]
+
+
+def _optional(tp: Any) -> tuple[Any, bool]:
+    """(the type without None, whether None is allowed)."""
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def choices(tp: Any) -> tuple[str, ...] | None:
+    """The allowed values of a Literal type (after Optional), else None."""
+    inner, _ = _optional(tp)
+    return get_args(inner) if get_origin(inner) is Literal else None
+
+
+def convert(key: str, tp: Any, meta: Setting, value: Any) -> Any:
+    """The one converter from what a user wrote to the field's Python value; ConfigError names the key."""
+    inner, nullable = _optional(tp)
     if value is None:
-        if "None" in ftype:
+        if nullable:
             return None
         raise ConfigError(f"{key}: must be set")
-    if ftype == "float":
-        return parse_duration(value, key) if _is_duration(fld.name) else _number(value, key)
-    if ftype == "bool":
+    if get_origin(inner) is Literal:
+        allowed = get_args(inner)
+        if value not in allowed or not isinstance(value, str):
+            raise ConfigError(f"{key}: must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+    if inner is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
-    if ftype == "int":
+    if inner is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
-    if ftype in ("str", "str | None"):
+    if inner is float:
+        if meta.duration:
+            return parse_duration(value, key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if inner is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
-    if ftype == "Mapping[str, str]":
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
-                                                     for k, v in value.items()):
-            raise ConfigError(f"{key}: expected a map of strings, got {value!r}")
-        return dict(value)
-    if ftype == "int | None":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if ftype == "tuple[str, ...]":
+    if get_origin(inner) is Mapping:
+        value_type = get_args(inner)[1]
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key}: expected a map with string keys, got {value!r}")
+        if meta.max_items is not None and len(value) > meta.max_items:
+            raise ConfigError(f"{key}: at most {meta.max_items} entries, got {len(value)}")
+        return {k: convert(f"{key}[{k!r}]", value_type, meta, v) for k, v in value.items()}
+    if get_origin(inner) is tuple:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{key}: expected a list of 'host:port' strings, got {value!r}")
         return tuple(v.strip() for v in value)
-    raise AssertionError(f"unhandled config field type {ftype} for {key} (default {default!r})")
+    raise AssertionError(f"unhandled config field type {inner!r} for {key}")
 
 
-def _is_duration(name: str) -> bool:
-    return name.endswith(("interval", "timeout", "_after", "_ttl", "_window"))
+def to_text(meta: Setting, value: float) -> str:
+    """A number as a user writes it: "1s" for durations, "4096" otherwise."""
+    if meta.duration:
+        return format_duration(value)
+    return str(value) if isinstance(value, int) or not value.is_integer() else str(int(value))
 
 
-def _number(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    return float(value)
+def _range_problem(key: str, meta: Setting, value: Any) -> str | None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    low, high = meta.minimum, meta.maximum
+    too_low = low is not None and (value <= low if meta.above else value < low)
+    too_high = high is not None and value > high
+    if not (too_low or too_high):
+        return None
+    got = to_text(meta, value)
+    if meta.above and high is None:
+        return f"{key}: must be above {to_text(meta, low or 0)}, got {got}"
+    if high is None:
+        return f"{key}: must be at least {to_text(meta, low or 0)}, got {got}"
+    if low is None:
+        return f"{key}: must be at most {to_text(meta, high)}, got {got}"
+    return f"{key}: must be {to_text(meta, low)}..{to_text(meta, high)}, got {got}"
 
 
-def _build(cls: type[Any], section: str, data: Mapping[str, Any], base: Any) -> Any:
-    fields = {_camel(f.name): f for f in dataclasses.fields(cls)}
-    ignored = _IGNORED_TOP | set(_SECTIONS) if not section else _IGNORED_IN_SECTION.get(section, frozenset())
-    unknown = sorted(set(data) - set(fields) - ignored)
+def _build(cls: type[Any], section: str, data: Mapping[str, Any], base: Any, problems: list[str]) -> Any:
+    fields = {camel(f.name): (f, tp, meta) for f, tp, meta in settings_fields(cls)}
+    allowed = set(fields) | ({c for c, _, _ in SECTIONS} if not section else set())
+    unknown = sorted(str(k) for k in data if k not in allowed)
     if unknown:
         where = f"section '{section}'" if section else "top level"
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(fields))}")
-    changes = {f.name: _convert(section, f, data[camel]) for camel, f in fields.items()
-               if camel in data and f.name not in {s[0] for s in _SECTIONS.values()}}
+        problems.append(f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(allowed))}")
+    changes = {}
+    for name, (f, tp, meta) in fields.items():
+        if name in data:
+            try:
+                changes[f.name] = convert(f"{section}.{name}" if section else name, tp, meta, data[name])
+            except ConfigError as exc:
+                problems.extend(exc.problems)
     return dataclasses.replace(base, **changes)
 
 
 def from_mapping(data: Mapping[str, Any], *, base: AgentConfig | None = None) -> AgentConfig:
-    """Build and validate a config from a camelCase mapping (a YAML config file or a GossipCluster spec).
+    """Build and validate a config from a camelCase mapping (a YAML config file or the agent sections of a
+    GossipCluster spec).
 
     Unknown keys are errors (a typo must not silently fall back to a default). A `preset` key picks the
-    base timings, which the mapping's own keys then override.
+    base timings, which the mapping's own keys then override. ConfigError lists every problem found.
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
@@ -315,33 +468,38 @@ def from_mapping(data: Mapping[str, Any], *, base: AgentConfig | None = None) ->
         raise ConfigError(f"preset: must be one of {', '.join(PRESETS)}, got {preset!r}")
     if base is None or preset != base.preset:
         base = AgentConfig.preset_config(preset) if base is None else dataclasses.replace(
-            base, preset=preset, membership=_PRESET_MEMBERSHIP[preset], gossip=_PRESET_GOSSIP[preset])
-    cfg: AgentConfig = _build(AgentConfig, "", data, base)
-    for camel, (attr, cls) in _SECTIONS.items():
-        if camel in data:
-            section = data[camel]
-            if section is None:
-                continue
-            if not isinstance(section, Mapping):
-                raise ConfigError(f"{camel}: expected a mapping, got {section!r}")
-            cfg = dataclasses.replace(cfg, **{attr: _build(cls, camel, section, getattr(cfg, attr))})
-    validate(cfg)
+            base, preset=preset, membership=PRESET_MEMBERSHIP[preset], gossip=PRESET_GOSSIP[preset])
+    problems: list[str] = []
+    cfg: AgentConfig = _build(AgentConfig, "", data, base, problems)
+    for key, attr, cls in SECTIONS:
+        section = data.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, Mapping):
+            problems.append(f"{key}: expected a mapping, got {type(section).__name__}")
+            continue
+        cfg = dataclasses.replace(cfg, **{attr: _build(cls, key, section, getattr(cfg, attr), problems)})
+    given = frozenset(data.get("membership") or {}) if isinstance(data.get("membership"), Mapping) else frozenset()
+    problems.extend(check(cfg, preset_note="probeInterval" not in given))
+    if problems:
+        raise ConfigError(*problems)
     return cfg
 
 
 def to_mapping(cfg: AgentConfig) -> dict[str, Any]:
     """The camelCase mapping that `from_mapping` reads back to an equal config."""
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            out[_camel(f.name)] = {_camel(g.name): _plain(getattr(value, g.name)) for g in dataclasses.fields(value)}
-        else:
-            out[_camel(f.name)] = _plain(value)
+    for f, _, meta in settings_fields(AgentConfig):
+        out[camel(f.name)] = _plain(meta, getattr(cfg, f.name))
+    for key, attr, cls in SECTIONS:
+        section = getattr(cfg, attr)
+        out[key] = {camel(f.name): _plain(meta, getattr(section, f.name)) for f, _, meta in settings_fields(cls)}
     return out
 
 
-def _plain(value: Any) -> Any:
+def _plain(meta: Setting, value: Any) -> Any:
+    if meta.duration and isinstance(value, float):
+        return format_duration(value)
     if isinstance(value, tuple):
         return list(value)
     if isinstance(value, Mapping):
@@ -350,52 +508,41 @@ def _plain(value: Any) -> Any:
 
 
 def validate(cfg: AgentConfig) -> None:
-    """Cross-field rules; raises ConfigError naming the setting and the allowed range."""
+    """Raise ConfigError listing every problem of a config built in code (ranges and cross-field rules)."""
+    problems = check(cfg)
+    if problems:
+        raise ConfigError(*problems)
+
+
+def check(cfg: AgentConfig, *, preset_note: bool = False) -> list[str]:
+    """Every problem of `cfg`: each setting's range, then the rules that relate settings.
+
+    `preset_note`: probeInterval was not set by the user, so a message about it names the preset it came from.
+    """
+    problems: list[str] = []
+    for key, attr, cls in (("", "", AgentConfig), *SECTIONS):
+        obj = getattr(cfg, attr) if attr else cfg
+        for f, _, meta in settings_fields(cls):
+            name = f"{key}.{camel(f.name)}" if key else camel(f.name)
+            if (problem := _range_problem(name, meta, getattr(obj, f.name))) is not None:
+                problems.append(problem)
     m, g = cfg.membership, cfg.gossip
-    checks: list[tuple[bool, str]] = [
+    rules: list[tuple[bool, str]] = [
         # A name from the environment can hold lone surrogates (undecodable bytes): no peer could decode it.
         (not any("\ud800" <= ch <= "\udfff" for ch in cfg.name), "name: must be valid UTF-8 text"),
         (bool(cfg.name) and len(cfg.name.encode("utf-8", "surrogatepass")) <= 128, "name: must be 1..128 bytes"),
         # Peers refuse names with control characters (core/codec.py: terminal injection), so must we.
         (first_control_char(cfg.name) is None, "name: no control characters"),
-        (0 <= cfg.port <= 65535, f"port: must be 0..65535, got {cfg.port}"),
-        (cfg.advertise_port is None or 1 <= cfg.advertise_port <= 65535, "advertisePort: must be 1..65535"),
-        (m.probe_interval > 0, "membership.probeInterval: must be > 0"),
-        (0 < m.probe_timeout < m.probe_interval,
-         f"membership.probeTimeout ({m.probe_timeout}s) must be > 0 and below probeInterval ({m.probe_interval}s)"),
-        (0 <= m.indirect_checks <= 16, "membership.indirectChecks: must be 0..16"),
-        (1 <= m.suspicion_mult <= 100, "membership.suspicionMult: must be 1..100"),
-        (1 <= m.suspicion_max_timeout_mult <= 100, "membership.suspicionMaxTimeoutMult: must be 1..100"),
-        (1 <= m.awareness_max_multiplier <= 64, "membership.awarenessMaxMultiplier: must be 1..64"),
-        (m.stream_timeout > 0, "membership.streamTimeout: must be > 0"),
-        (16 <= m.max_members <= 1_000_000, f"membership.maxMembers: must be 16..1000000, got {m.max_members}"),
-        (1 <= cfg.state.max_clock_drift_ms <= 86_400_000,
-         f"state.maxClockDriftMs: must be 1..86400000 (1 day), got {cfg.state.max_clock_drift_ms}"),
-        (1.0 <= cfg.security.replay_window <= 3600.0,
-         f"security.replayWindow: must be 1s..1h, got {cfg.security.replay_window}s"),
-        (m.reconnect_interval >= 0, "membership.reconnectInterval: must be >= 0 (0 disables reconnects)"),
-        (m.probe_schedule in PROBE_SCHEDULES,
-         f"membership.probeSchedule: must be one of {', '.join(PROBE_SCHEDULES)}, got {m.probe_schedule!r}"),
-        (g.mode in GOSSIP_MODES, f"gossip.mode: must be one of {', '.join(GOSSIP_MODES)}, got {g.mode!r}"),
-        (1 <= g.fanout <= 16, f"gossip.fanout: must be 1..16, got {g.fanout}"),
-        (g.interval > 0, "gossip.interval: must be > 0"),
-        (1 <= g.retransmit_mult <= 100, "gossip.retransmitMult: must be 1..100"),
-        (g.push_pull_interval >= 0, "gossip.pushPullInterval: must be >= 0 (0 disables periodic sync)"),
-        (576 <= g.mtu <= 65000, f"gossip.mtu: must be 576..65000, got {g.mtu}"),
-        (16 <= g.max_meta_bytes <= g.mtu // 2, "gossip.maxMetaBytes: must be 16..mtu/2"),
-        (cfg.anti_entropy.interval > 0, "antiEntropy.interval: must be > 0"),
-        (cfg.state.conflict_policy in CONFLICT_POLICIES,
-         f"state.conflictPolicy: must be one of {', '.join(CONFLICT_POLICIES)}, got {cfg.state.conflict_policy!r}"),
-        (all(p in CONFLICT_POLICIES for p in cfg.state.conflict_policies.values()),
-         f"state.conflictPolicies: values must be one of {', '.join(CONFLICT_POLICIES)}"),
-        (1 <= cfg.state.max_key_bytes <= 4096, "state.maxKeyBytes: must be 1..4096"),
-        (1 <= cfg.state.max_value_bytes <= 16 * 1024 * 1024, "state.maxValueBytes: must be 1..16Mi"),
-        (cfg.storage.fsync in FSYNC_POLICIES,
-         f"storage.fsync: must be one of {', '.join(FSYNC_POLICIES)}, got {cfg.storage.fsync!r}"),
+        (m.probe_interval <= 0 or m.probe_timeout <= 0 or m.probe_timeout < m.probe_interval,
+         f"membership.probeTimeout ({format_duration(m.probe_timeout)}) must be above 0 and below "
+         f"membership.probeInterval ({format_duration(m.probe_interval)}"
+         f"{', the ' + cfg.preset + ' preset' if preset_note else ''})"),
+        (g.max_meta_bytes * 2 <= g.mtu,
+         f"gossip.maxMetaBytes ({g.max_meta_bytes}) must be at most half of gossip.mtu ({g.mtu})"),
+        ("" not in cfg.state.conflict_policies,
+         "state.conflictPolicies: a key prefix must not be empty (use state.conflictPolicy for all keys)"),
         (bool(cfg.security.tls_cert_file) == bool(cfg.security.tls_key_file),
          "security: tlsCertFile and tlsKeyFile must be given together"),
-        (cfg.security.tls_client_auth in TLS_CLIENT_AUTH,
-         f"security.tlsClientAuth: must be one of {', '.join(TLS_CLIENT_AUTH)}, got {cfg.security.tls_client_auth!r}"),
         (cfg.security.tls_client_auth != "required"
          or (bool(cfg.security.tls_cert_file) and bool(cfg.security.tls_ca_file)),
          "security.tlsClientAuth: required needs tlsCertFile, tlsKeyFile and tlsCaFile (the CA that verifies "
@@ -403,8 +550,19 @@ def validate(cfg: AgentConfig) -> None:
     ]
     for seed in cfg.seeds:
         host, sep, port = seed.rpartition(":")
-        checks.append((bool(sep) and bool(host) and port.isdigit() and 0 < int(port) < 65536,
-                       f"seeds: {seed!r} is not 'host:port'"))
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+        rules.append((bool(sep) and bool(host) and port.isdigit() and 0 < int(port) < 65536,
+                      f"seeds: {seed!r} is not 'host:port'"))
+    # Values a config built in code can hold although the parser would never produce them.
+    for key, value, allowed in (
+        ("membership.probeSchedule", m.probe_schedule, PROBE_SCHEDULES),
+        ("gossip.mode", g.mode, GOSSIP_MODES),
+        ("state.conflictPolicy", cfg.state.conflict_policy, CONFLICT_POLICIES),
+        ("storage.fsync", cfg.storage.fsync, FSYNC_POLICIES),
+        ("security.tlsClientAuth", cfg.security.tls_client_auth, TLS_CLIENT_AUTH),
+    ):
+        rules.append((value in allowed, f"{key}: must be one of {', '.join(allowed)}, got {value!r}"))
+    rules.extend((policy in CONFLICT_POLICIES,
+                  f"state.conflictPolicies[{prefix!r}]: must be one of {', '.join(CONFLICT_POLICIES)}, got {policy!r}")
+                 for prefix, policy in cfg.state.conflict_policies.items())
+    problems.extend(message for ok, message in rules if not ok)
+    return problems
