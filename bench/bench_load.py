@@ -94,7 +94,7 @@ VERSION_BYTES = 16          # one write's version in the floor: a 64-bit HLC + a
 SERF_EVENT_LIMIT = 512      # Serf's UserEventSizeLimit (name + payload)
 MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead")
 DATA_TYPES = ("state", "pull")
-MEMBERSHIP_OPS = ("pushpull", "push_pull", "probe", "tcp_probe", "join")
+MEMBERSHIP_OPS = ("pushpull",)
 TYPE_NAMES = {int(t): t.name.lower() for t in MessageType}
 
 
@@ -515,6 +515,7 @@ class OursLoad:
             "agent_counters": {
                 "messages_out_by_type": sum_deltas(m0, m1, "gossip_messages_total", "type", 'direction="out"'),
                 "bytes_out_by_kind": sum_deltas(m0, m1, "gossip_bytes_total", "kind", 'direction="out"'),
+                "bytes_in_by_kind": sum_deltas(m0, m1, "gossip_bytes_total", "kind", 'direction="in"'),
                 "dropped": sum_deltas(m0, m1, "gossip_packets_dropped_total", "reason"),
                 "state_rumors": sum_deltas(m0, m1, "gossip_state_rumors_total", "result"),
                 "antientropy_bytes": sum_deltas(m0, m1, "gossip_antientropy_bytes_total", "direction"),
@@ -546,15 +547,20 @@ def byte_figures(r: dict[str, Any], writes: int, n: int, write_window: float) ->
             by_type["udp_undecoded"] = cap["undecoded_bytes"] * scale
     elif whole["udp_bytes"]:
         by_type["udp (not decoded)"] = whole["udp_bytes"]
-    kinds = r.get("agent_counters", {}).get("bytes_out_by_kind", {})
-    tcp_kinds = {k: v for k, v in kinds.items() if k not in TYPE_NAMES.values()}
-    tcp_total = sum(tcp_kinds.values())
+    # TCP: push-pull bodies are counted by the serving agent (in + out), anti-entropy by the initiator (sent +
+    # received); HTTP headers, handshakes and other stream operations are shared in the same proportion.
+    counters = r.get("agent_counters", {})
+    tcp_parts = {"pushpull": counters.get("bytes_out_by_kind", {}).get("pushpull", 0.0)
+                 + counters.get("bytes_in_by_kind", {}).get("pushpull", 0.0),
+                 "antientropy": sum(counters.get("antientropy_bytes", {}).values())}
+    tcp_total = sum(tcp_parts.values())
     if whole["tcp_bytes"]:
         if tcp_total > 0:
-            for k, v in tcp_kinds.items():
-                by_type[f"tcp:{k}"] = whole["tcp_bytes"] * v / tcp_total
+            for k, v in tcp_parts.items():
+                if v:
+                    by_type[f"tcp:{k}"] = whole["tcp_bytes"] * v / tcp_total
         else:
-            by_type["tcp:?"] = whole["tcp_bytes"]
+            by_type["tcp:other"] = whole["tcp_bytes"]
     out["bytes_by_type"] = {k: round(v) for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])}
     total = sum(by_type.values()) or 1.0
     member = sum(v for k, v in by_type.items() if k in MEMBERSHIP_TYPES or

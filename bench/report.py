@@ -1,0 +1,393 @@
+"""bench/REPORT.md and its plots from bench_load.py's raw JSON — optionally running the benchmark first.
+
+    .venv/bin/pip install -r requirements-bench.txt          # matplotlib, once
+    .venv/bin/python bench/report.py --run                     # the default plan (~15-25 min), then the report
+    .venv/bin/python bench/report.py                           # the report again from bench/out/*.json
+
+`--run` runs bench_load.py four times into bench/out/ (raw JSON and a text log each): N = 10 and 50 at 10 and
+100 writes/s of 1 KiB in each gossip mode; the 8-agent issue scenario (80 writes of 200 B at 10/s, each mode,
+Serf beside); Serf user events at 200 B for N = 10 and 50; and the fanout x retransmitMult sweep at N = 10.
+`--n` changes the sizes (e.g. `--n 10,50,200` if the machine can hold 200 agents). The report reads every
+`bench/out/*.json` (or the files given), so separate runs can be combined.
+
+Writes bench/REPORT.md (machine, versions, load, parameters, targets, tables, ratios) and PNGs in bench/out/
+(gitignored): latency CDF ours vs Serf, bytes per write vs N, bytes by message type, latency and bytes vs
+fanout/retransmits. Figures on a shared machine are noisy: compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+REPORT = HERE / "REPORT.md"
+
+TARGETS = {"x_floor": 2.5, "membership_share": 0.10, "t100_median_ms": 60.0, "t100_p99_ms": 250.0,
+           "roots_equal_s": 1.0, "issue8_kBps": 30.0}
+
+
+def run_plan(n: str, extra: Sequence[str]) -> None:
+    py = sys.executable
+    bench = str(HERE / "bench_load.py")
+    OUT.mkdir(exist_ok=True)
+    plans = {
+        "load": ["--n", n, "--rate", "10,100", "--size", "1024", "--seconds", "10", "--modes",
+                 "push,pull,push-pull"],
+        "issue8": ["--no-default", "--issue-scenario", "--serf"],
+        "serf200": ["--n", ",".join(x for x in n.split(",") if int(x) >= 10), "--rate", "10,100", "--size", "200",
+                    "--seconds", "10", "--modes", "push-pull", "--serf"],
+        "sweep": ["--no-default", "--sweep", "--size", "1024", "--seconds", "8"],
+    }
+    for name, args in plans.items():
+        print(f"report: running bench_load.py {' '.join(args)}", file=sys.stderr, flush=True)
+        with open(OUT / f"{name}.txt", "w") as log:
+            subprocess.run([py, bench, *args, *extra, "--json", str(OUT / f"{name}.json")], stdout=log, check=False)
+
+
+def load(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    metas, rows = [], []
+    for p in paths:
+        data = json.loads(p.read_text())
+        meta = dict(data["meta"], file=p.name)
+        metas.append(meta)
+        for r in data["results"]:
+            r["_file"] = p.name
+            rows.append(r)
+    return metas, rows
+
+
+def fmt(x: Any, nd: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def who(r: dict[str, Any]) -> str:
+    sc = r["scenario"]
+    return "serf" if sc["impl"] == "serf" else sc["mode"]
+
+
+def met(value: float | None, target: float) -> str:
+    if value is None:
+        return "-"
+    return "yes" if value <= target else "NO"
+
+
+def main_table(rows: list[dict[str, Any]]) -> list[str]:
+    head = ("| scenario | impl/mode | N | writes/s | value B | acked | B/write | x floor | kB/s (writes) | "
+            "membership+conv. | alive | t100 median ms | t100 p99 ms | incomplete | roots equal s | "
+            "CPU %/agent | incarnation max | load before→after |")
+    cols = head.count("|") - 1
+    out = [head, "|" + " --- |" * cols]
+    for r in rows:
+        sc = r["scenario"]
+        if "error" in r:
+            out.append(f"| {sc['label']} | {who(r)} | {sc['n']} | {sc['rate']:g} | {sc['size']} | ERROR: "
+                       f"{r['error'][:80]} |" + " |" * (cols - 6))
+            continue
+        lat = r["latency"]
+        sets = f" ({', '.join(sc['sets'])})" if sc["sets"] else ""
+        out.append(
+            f"| {sc['label']}{sets} | {who(r)} | {sc['n']} | {sc['rate']:g} | {sc['size']} | {r['writes_acked']} | "
+            f"{fmt(r.get('bytes_per_write'))} | {fmt(r.get('x_floor'), 2)} | {fmt(r.get('kBps_during_writes'))} | "
+            f"{pctf(r.get('membership_share'))} | {pctf(r.get('alive_share'))} | {fmt(lat['t100_median_ms'])} | "
+            f"{fmt(lat['t100_p99_ms'])} | {lat['incomplete']} | {fmt(r.get('roots_equal_after_last_write_s'), 2)} | "
+            f"{fmt((r.get('cpu_pct_per_agent') or {}).get('mean'))} | "
+            f"{fmt((r.get('incarnation') or {}).get('max'), 0)} | "
+            f"{'/'.join(fmt(x) for x in r['load_before'])} → {'/'.join(fmt(x) for x in r['load_after'])} |")
+    return out
+
+
+def pctf(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f} %"
+
+
+def targets_table(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["| scenario | mode | x floor (≤ 2.5) | membership+conv. (≤ 10 %) | t100 median (≤ 60 ms) | "
+           "t100 p99 (≤ 250 ms) | roots equal (≤ 1 s) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        sc = r["scenario"]
+        if "error" in r or sc["impl"] != "ours" or sc["label"] != "load" or sc["size"] != 1024:
+            continue
+        lat = r["latency"]
+        roots = r.get("roots_equal_after_last_write_s")
+        out.append(
+            f"| N={sc['n']}, {sc['rate']:g}/s | {sc['mode']} | {fmt(r.get('x_floor'), 2)} "
+            f"({met(r.get('x_floor'), TARGETS['x_floor'])}) | {pctf(r.get('membership_share'))} "
+            f"({met(r.get('membership_share'), TARGETS['membership_share'])}) | {fmt(lat['t100_median_ms'])} ms "
+            f"({met(lat['t100_median_ms'], TARGETS['t100_median_ms'])}) | {fmt(lat['t100_p99_ms'])} ms "
+            f"({met(lat['t100_p99_ms'], TARGETS['t100_p99_ms'])}) | {fmt(roots, 2)} s "
+            f"({met(roots, TARGETS['roots_equal_s'])}) |")
+    issue = [r for r in rows if r["scenario"]["label"] == "issue8" and "error" not in r]
+    if issue:
+        out += ["", "8-agent scenario (80 writes of 200 B at 10/s), IP-level agent-to-agent traffic while writing "
+                "(target ≤ 30 kB/s):", "", "| impl/mode | kB/s | x floor | met |", "| --- | --- | --- | --- |"]
+        for r in issue:
+            out.append(f"| {who(r)} | {fmt(r.get('kBps_during_writes'))} | {fmt(r.get('x_floor'), 2)} | "
+                       f"{met(r.get('kBps_during_writes'), TARGETS['issue8_kBps']) if who(r) != 'serf' else '-'} |")
+    return out
+
+
+def types_table(rows: list[dict[str, Any]]) -> list[str]:
+    kinds: list[str] = []
+    for r in rows:
+        for k in r.get("bytes_by_type") or {}:
+            if k not in kinds:
+                kinds.append(k)
+    if not kinds:
+        return ["(no byte figures: nft/AF_PACKET need root)"]
+    out = ["Bytes per write by message type (IP level; UDP from the decoded capture, headers shared by size; TCP "
+           "by the agents' per-operation counters):", "",
+           "| scenario | impl/mode | " + " | ".join(kinds) + " | capture drops |",
+           "| --- | --- |" + " ---: |" * len(kinds) + " ---: |"]
+    for r in rows:
+        if "error" in r or not r.get("bytes_by_type"):
+            continue
+        sc = r["scenario"]
+        w = max(1, r["writes_acked"])
+        cap = r.get("capture") or {}
+        sets = f" ({', '.join(sc['sets'])})" if sc["sets"] else ""
+        cells = " | ".join(fmt(round(r["bytes_by_type"].get(k, 0) / w)) if r["bytes_by_type"].get(k) else ""
+                           for k in kinds)
+        out.append(f"| {sc['label']} N={sc['n']} {sc['rate']:g}/s {sc['size']} B{sets} | {who(r)} | {cells} | "
+                   f"{fmt(cap.get('kernel_drops'))} |")
+    return out
+
+
+def serf_table(rows: list[dict[str, Any]]) -> list[str]:
+    serf = {(r["scenario"]["label"], r["scenario"]["n"], r["scenario"]["rate"], r["scenario"]["size"]): r
+            for r in rows if r["scenario"]["impl"] == "serf" and "error" not in r}
+    out = ["| scenario | ours mode | ours B/write | serf B/event | ours/serf bytes | ours t100 median ms | "
+           "serf t100 median ms | ours/serf t100 | ours p99 | serf p99 |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        sc = r["scenario"]
+        key = (sc["label"], sc["n"], sc["rate"], sc["size"])
+        s = serf.get(key)
+        if s is None or sc["impl"] != "ours" or "error" in r:
+            continue
+        ob, sb = r.get("bytes_per_write"), s.get("bytes_per_write")
+        ol, sl = r["latency"]["t100_median_ms"], s["latency"]["t100_median_ms"]
+        out.append(f"| {sc['label']} N={sc['n']} {sc['rate']:g}/s {sc['size']} B | {sc['mode']} | {fmt(ob)} | "
+                   f"{fmt(sb)} | {ratio(ob, sb)} | {fmt(ol)} | {fmt(sl)} | {ratio(ol, sl)} | "
+                   f"{fmt(r['latency']['t100_p99_ms'])} | {fmt(s['latency']['t100_p99_ms'])} |")
+    return out if len(out) > 2 else ["(no Serf rows: serf not installed, or only value sizes above its 512 B limit)"]
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or not b:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+# -- plots ------------------------------------------------------------------------------------------------------
+def plots(rows: list[dict[str, Any]]) -> list[str]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ["(no plots: matplotlib is not installed — `.venv/bin/pip install -r requirements-bench.txt`)"]
+    made: list[str] = []
+    ok = [r for r in rows if "error" not in r]
+
+    # 1. CDF of write -> all latency, ours (each mode) vs Serf, per scenario that has Serf.
+    groups: dict[tuple[str, int, float, int], list[dict[str, Any]]] = {}
+    for r in ok:
+        sc = r["scenario"]
+        groups.setdefault((sc["label"], sc["n"], sc["rate"], sc["size"]), []).append(r)
+    with_serf = [(k, g) for k, g in groups.items() if any(x["scenario"]["impl"] == "serf" for x in g)]
+    if with_serf:
+        cols = min(3, len(with_serf))
+        rows_n = (len(with_serf) + cols - 1) // cols
+        fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.8 * rows_n), squeeze=False)
+        for ax, (k, g) in zip(axes.flat, with_serf, strict=False):
+            for r in g:
+                xs = sorted(r["latency"]["t100_ms"])
+                if xs:
+                    ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=who(r))
+            ax.set_xscale("log")
+            ax.set_title(f"{k[0]}: N={k[1]}, {k[2]:g}/s, {k[3]} B", fontsize=9)
+            ax.set_xlabel("write → all agents (ms)")
+            ax.set_ylabel("fraction of writes")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        for ax in list(axes.flat)[len(with_serf):]:
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(OUT / "latency_cdf.png", dpi=110)
+        plt.close(fig)
+        made.append("latency_cdf.png")
+
+    # 2. bytes per write (x floor) vs N, per mode and rate.
+    series: dict[tuple[str, float, int], list[tuple[int, float]]] = {}
+    for r in ok:
+        sc = r["scenario"]
+        if sc["label"] in ("load", "issue8") and r.get("x_floor") is not None:
+            series.setdefault((who(r), sc["rate"], sc["size"]), []).append((sc["n"], r["x_floor"]))
+    if series:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for (w, rate, size), pts in sorted(series.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{w}, {rate:g}/s, {size} B")
+        ax.axhline(TARGETS["x_floor"], color="k", linestyle="--", linewidth=1, label="target 2.5x floor")
+        ax.set_xlabel("agents (N)")
+        ax.set_ylabel("wire bytes per write / floor")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(OUT / "bytes_per_write_vs_n.png", dpi=110)
+        plt.close(fig)
+        made.append("bytes_per_write_vs_n.png")
+
+    # 3. bytes by message type, stacked, per write.
+    typed = [r for r in ok if r.get("bytes_by_type") and r["scenario"]["impl"] == "ours"
+             and r["scenario"]["label"] in ("load", "issue8")]
+    if typed:
+        kinds: list[str] = []
+        for r in typed:
+            kinds += [k for k in r["bytes_by_type"] if k not in kinds]
+        fig, ax = plt.subplots(figsize=(max(7, 0.55 * len(typed) + 2), 5))
+        bottoms = [0.0] * len(typed)
+        labels = [f"{r['scenario']['label']} N={r['scenario']['n']}\n{r['scenario']['rate']:g}/s "
+                  f"{r['scenario']['mode']}" for r in typed]
+        for k in kinds:
+            vals = [r["bytes_by_type"].get(k, 0) / max(1, r["writes_acked"]) / r["floor_bytes_per_write"]
+                    for r in typed]
+            ax.bar(range(len(typed)), vals, bottom=bottoms, label=k)
+            bottoms = [b + v for b, v in zip(bottoms, vals, strict=True)]
+        ax.axhline(TARGETS["x_floor"], color="k", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(typed)), labels, rotation=60, fontsize=6, ha="right")
+        ax.set_ylabel("bytes per write, in floors")
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(OUT / "bytes_by_type.png", dpi=110)
+        plt.close(fig)
+        made.append("bytes_by_type.png")
+
+    # 4. latency and bytes vs fanout / retransmitMult.
+    sweep = [r for r in ok if r["scenario"]["label"] == "sweep"]
+    if sweep:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+        by_fan: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        for r in sweep:
+            sets = dict(s.split("=", 1) for s in r["scenario"]["sets"])
+            by_fan.setdefault(int(sets.get("gossip.fanout", 3)), []).append(
+                (int(sets.get("gossip.retransmitMult", 4)), r))
+        for fan, pts in sorted(by_fan.items()):
+            pts.sort(key=lambda p: p[0])
+            a1.plot([p[0] for p in pts], [p[1]["latency"]["t100_median_ms"] or float("nan") for p in pts],
+                    marker="o", label=f"fanout {fan}, median")
+            a1.plot([p[0] for p in pts], [p[1]["latency"]["t100_p99_ms"] or float("nan") for p in pts],
+                    marker="x", linestyle=":", label=f"fanout {fan}, p99")
+            a2.plot([p[0] for p in pts], [p[1].get("x_floor") or float("nan") for p in pts], marker="o",
+                    label=f"fanout {fan}")
+        a1.set_xlabel("gossip.retransmitMult")
+        a1.set_ylabel("write → all t100 (ms)")
+        a1.set_yscale("log")
+        a2.set_xlabel("gossip.retransmitMult")
+        a2.set_ylabel("bytes per write / floor")
+        n = sweep[0]["scenario"]["n"]
+        a1.set_title(f"N={n}, {sweep[0]['scenario']['rate']:g}/s, {sweep[0]['scenario']['size']} B", fontsize=9)
+        for a in (a1, a2):
+            a.grid(alpha=0.3)
+            a.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(OUT / "fanout_retransmit.png", dpi=110)
+        plt.close(fig)
+        made.append("fanout_retransmit.png")
+    return made
+
+
+def write_report(metas: list[dict[str, Any]], rows: list[dict[str, Any]], images: list[str]) -> str:
+    order = {"load": 0, "issue8": 1, "sweep": 2}
+    rows = sorted(rows, key=lambda r: (order.get(r["scenario"]["label"], 9), r["scenario"]["size"],
+                                       r["scenario"]["n"], r["scenario"]["rate"], r["scenario"]["impl"] == "serf",
+                                       r["scenario"]["mode"], r["scenario"]["sets"]))
+    lines = ["# Dissemination under load — generated report", "",
+             "Generated by `bench/report.py` from `bench_load.py`'s raw JSON (bench/out/, not in git). "
+             "Do not edit by hand. Method, definitions and caveats: the docstring of bench/bench_load.py and "
+             "bench/README.md.", ""]
+    lines += ["## Runs", "", "| file | date (UTC) | machine | versions | load at start → end | arguments |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for m in metas:
+        v = ", ".join(f"{k} {x}" for k, x in m["versions"].items())
+        lines.append(f"| {m['file']} | {m['date']} | {m['machine']} | {v} | {m['load_start']} → "
+                     f"{m.get('load_end', '-')} | `{' '.join(m['argv'])}` |")
+    loads = [x for r in rows if "load_before" in r for x in (r["load_before"][0], r["load_after"][0])]
+    if loads:
+        lines += ["", f"1-minute load average across scenarios: median {statistics.median(loads):.1f}, max "
+                  f"{max(loads):.1f} (2 cores). On a shared machine absolute latencies and CPU are noisy; byte "
+                  "counts and ratios within one run are the robust figures."]
+    lines += ["", "Definitions: floor = (N-1) x (key + value + 16 B version) per write; bytes are IP-level "
+              "agent-to-agent (127.0.0.1 → 127.0.0.1 on the agents' ports; the bench's client uses 127.0.0.2 and "
+              "is not counted), from the first write to the last acknowledgement + 3 s; kB/s is over the writes "
+              "alone; membership+conv. = ping, ack, nack, ping_req, alive, suspect, dead and push-pull bytes "
+              "(roots travel in Alive metadata today); t100 = PUT sent → change on the last agent's watch "
+              "stream (Serf: its \"Received event\" log line).", ""]
+    lines += ["## Targets", "", *targets_table(rows)]
+    lines += ["", "## All scenarios", "", *main_table(rows)]
+    lines += ["", "## Bytes by message type", "", *types_table(rows)]
+    lines += ["", "## Beside Serf (user events of the same size and rate)", "", *serf_table(rows)]
+    counters = [r for r in rows if r.get("agent_counters")]
+    if counters:
+        lines += ["", "## The agents' own counters (summed over agents, per write)", "",
+                  "`gossip_messages_total{direction=out}` by type; `gossip_bytes_total{direction=out}` by kind "
+                  "(a UDP datagram is counted under its first message's type only).", "",
+                  "| scenario | mode | messages by type | bytes by kind | drops |", "| --- | --- | --- | --- | --- |"]
+        for r in counters:
+            sc, c = r["scenario"], r["agent_counters"]
+            w = max(1, r["writes_acked"])
+            msg = ", ".join(f"{k} {v / w:.1f}" for k, v in sorted(c["messages_out_by_type"].items(),
+                                                                    key=lambda kv: -kv[1]))
+            byt = ", ".join(f"{k} {v / w:,.0f}" for k, v in sorted(c["bytes_out_by_kind"].items(),
+                                                                   key=lambda kv: -kv[1]))
+            drops = ", ".join(f"{k} {v:.0f}" for k, v in c["dropped"].items()) or "0"
+            sets = f" ({', '.join(sc['sets'])})" if sc["sets"] else ""
+            lines.append(f"| {sc['label']} N={sc['n']} {sc['rate']:g}/s {sc['size']} B{sets} | {sc['mode']} | "
+                         f"{msg} | {byt} | {drops} |")
+    if images:
+        lines += ["", "## Plots", "", "PNG files in bench/out/ (generated, not in git):", ""]
+        lines += [f"- `bench/out/{name}`" for name in images]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", action="store_true", help="run the default bench_load.py plan first")
+    p.add_argument("--n", default="10,50", help="cluster sizes for --run (default %(default)s)")
+    p.add_argument("--bench-arg", action="append", default=[], help="extra argument for bench_load.py runs")
+    p.add_argument("--output", default=str(REPORT), help="report path (default bench/REPORT.md)")
+    p.add_argument("files", nargs="*", type=Path, help="raw JSON files (default: bench/out/*.json)")
+    args = p.parse_args(argv)
+    if args.run:
+        run_plan(args.n, args.bench_arg)
+    files = args.files or sorted(OUT.glob("*.json"))
+    if not files:
+        print("report: no raw JSON in bench/out/ (run with --run)", file=sys.stderr)
+        return 1
+    metas, rows = load(files)
+    OUT.mkdir(exist_ok=True)
+    images = plots(rows)
+    Path(args.output).write_text(write_report(metas, rows, images))
+    print(f"report: wrote {args.output} and {len(images)} plots in {OUT}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
