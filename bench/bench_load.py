@@ -10,7 +10,8 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
              hook, created and removed by the bench): UDP to the agents' port range and TCP to or from it, only
              with source AND destination 127.0.0.1. This bench's HTTP client binds 127.0.0.2, so its PUTs, watch
              streams, /v1/status and /metrics polls are never counted. Window: from the first write until the
-             last write's acknowledgement plus `--tail` seconds (rumors still retransmitting count).
+             last write's acknowledgement plus `--tail` seconds, extended (up to `--drain-timeout`) until every
+             agent's rumor queue is empty: retransmissions still queued are part of a write's cost.
   floor      (N-1) copies of key + value + 16 B of version (one 64-bit HLC and a 64-bit counter): what delivering
              each write exactly once to every other agent would cost. `x_floor` = bytes per write / floor.
   by type    Every UDP datagram between agents is also captured (AF_PACKET on `lo`, a kernel BPF filter keeping
@@ -350,6 +351,10 @@ class OursLoad:
         bodies = await asyncio.gather(*(self.get(session, a, "/metrics") for a in agents))
         return [metrics_snapshot(b.decode()) if b else {} for b in bodies]
 
+    async def queue_depth(self, session: aiohttp.ClientSession, agents: Sequence[bc.Agent]) -> int:
+        """Rumors queued in all agents (gossip_broadcast_queue_depth)."""
+        return int(sum(m.get("gossip_broadcast_queue_depth", 0.0) for m in await self.metrics(session, agents)))
+
     async def roots(self, session: aiohttp.ClientSession, agents: Sequence[bc.Agent]) -> list[str | None]:
         bodies = await asyncio.gather(*(self.get(session, a, "/v1/status") for a in agents))
         out: list[str | None] = []
@@ -476,6 +481,13 @@ class OursLoad:
             rest = t_last + args.tail - time.perf_counter()
             if rest > 0:
                 await asyncio.sleep(rest)
+            # Rumors still queued will be sent: wait (bounded) until every agent's rumor queue is empty, so the
+            # bytes are the whole cost of the writes, not the part sent before an arbitrary cut.
+            queued_at_tail = await self.queue_depth(session, agents)
+            queued = queued_at_tail
+            while queued and time.perf_counter() - t_last < args.tail + args.drain_timeout:
+                await asyncio.sleep(0.25)
+                queued = await self.queue_depth(session, agents)
             t_end = time.perf_counter()
             c_end = nft.read()
             ticks_end = [bc.cpu_ticks(a.pid) for a in agents]
@@ -507,6 +519,7 @@ class OursLoad:
                         "complete": len(t100), "incomplete": len(acked) - len(t100),
                         "t100_ms": [round(1000 * x, 2) for x in t100]},
             "roots_equal_after_last_write_s": r3(roots_equal), "distinct_roots_max": distinct_max,
+            "rumors_queued": {"after_tail": queued_at_tail, "at_end": queued},
             "floor_bytes_per_write": floor,
             "cpu_pct_per_agent": {"mean": r3(statistics.fmean(cpu)) if cpu else None,
                                   "max": r3(max(cpu)) if cpu else None,
@@ -755,6 +768,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-default", action="store_true", help="only --issue-scenario / --sweep runs")
     p.add_argument("--settle", type=float, default=3.0, help="seconds between join and the first write")
     p.add_argument("--tail", type=float, default=3.0, help="seconds counted after the last write's ack")
+    p.add_argument("--drain-timeout", type=float, default=20.0,
+                   help="after the tail, wait this long at most for every rumor queue to empty")
     p.add_argument("--deliver-timeout", type=float, default=15.0)
     p.add_argument("--converge-timeout", type=float, default=30.0)
     p.add_argument("--join-timeout", type=float, default=120.0)

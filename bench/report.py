@@ -194,7 +194,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 # -- plots ------------------------------------------------------------------------------------------------------
-def plots(rows: list[dict[str, Any]]) -> list[str]:
+def plots(rows: list[dict[str, Any]], out: Path) -> list[str]:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -228,7 +228,7 @@ def plots(rows: list[dict[str, Any]]) -> list[str]:
         for ax in list(axes.flat)[len(with_serf):]:
             ax.axis("off")
         fig.tight_layout()
-        fig.savefig(OUT / "latency_cdf.png", dpi=110)
+        fig.savefig(out / "latency_cdf.png", dpi=110)
         plt.close(fig)
         made.append("latency_cdf.png")
 
@@ -250,7 +250,7 @@ def plots(rows: list[dict[str, Any]]) -> list[str]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(OUT / "bytes_per_write_vs_n.png", dpi=110)
+        fig.savefig(out / "bytes_per_write_vs_n.png", dpi=110)
         plt.close(fig)
         made.append("bytes_per_write_vs_n.png")
 
@@ -276,7 +276,7 @@ def plots(rows: list[dict[str, Any]]) -> list[str]:
         ax.legend(fontsize=7, ncol=2)
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
-        fig.savefig(OUT / "bytes_by_type.png", dpi=110)
+        fig.savefig(out / "bytes_by_type.png", dpi=110)
         plt.close(fig)
         made.append("bytes_by_type.png")
 
@@ -308,13 +308,13 @@ def plots(rows: list[dict[str, Any]]) -> list[str]:
             a.grid(alpha=0.3)
             a.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(OUT / "fanout_retransmit.png", dpi=110)
+        fig.savefig(out / "fanout_retransmit.png", dpi=110)
         plt.close(fig)
         made.append("fanout_retransmit.png")
     return made
 
 
-def write_report(metas: list[dict[str, Any]], rows: list[dict[str, Any]], images: list[str]) -> str:
+def write_report(metas: list[dict[str, Any]], rows: list[dict[str, Any]], images: list[str], out: Path) -> str:
     order = {"load": 0, "issue8": 1, "sweep": 2}
     rows = sorted(rows, key=lambda r: (order.get(r["scenario"]["label"], 9), r["scenario"]["size"],
                                        r["scenario"]["n"], r["scenario"]["rate"], r["scenario"]["impl"] == "serf",
@@ -362,8 +362,9 @@ def write_report(metas: list[dict[str, Any]], rows: list[dict[str, Any]], images
             lines.append(f"| {sc['label']} N={sc['n']} {sc['rate']:g}/s {sc['size']} B{sets} | {sc['mode']} | "
                          f"{msg} | {byt} | {drops} |")
     if images:
-        lines += ["", "## Plots", "", "PNG files in bench/out/ (generated, not in git):", ""]
-        lines += [f"- `bench/out/{name}`" for name in images]
+        where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+        lines += ["", "## Plots", "", f"PNG files in {where}/ (generated, not in git):", ""]
+        lines += [f"- `{where}/{name}`" for name in images]
     return "\n".join(lines) + "\n"
 
 
@@ -373,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n", default="10,50", help="cluster sizes for --run (default %(default)s)")
     p.add_argument("--bench-arg", action="append", default=[], help="extra argument for bench_load.py runs")
     p.add_argument("--output", default=str(REPORT), help="report path (default bench/REPORT.md)")
+    p.add_argument("--out-dir", type=Path, default=OUT, help="where the plots go (default bench/out/)")
     p.add_argument("files", nargs="*", type=Path, help="raw JSON files (default: bench/out/*.json)")
     args = p.parse_args(argv)
     if args.run:
@@ -382,10 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("report: no raw JSON in bench/out/ (run with --run)", file=sys.stderr)
         return 1
     metas, rows = load(files)
-    OUT.mkdir(exist_ok=True)
-    images = plots(rows)
-    Path(args.output).write_text(write_report(metas, rows, images))
-    print(f"report: wrote {args.output} and {len(images)} plots in {OUT}", file=sys.stderr)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    images = plots(rows, args.out_dir)
+    Path(args.output).write_text(write_report(metas, rows, images, args.out_dir))
+    print(f"report: wrote {args.output} and {len(images)} plots in {args.out_dir}", file=sys.stderr)
     return 0
 
 
