@@ -18,8 +18,10 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
              only 127.0.0.1 -> 127.0.0.1 UDP to the port range, one copy per datagram) by a child process and
              decoded: each message's msgpack bytes by type (ping, ack, nack, ping_req, alive, suspect, dead,
              state, pull); each datagram's headers (IP 20 + UDP 8 + framing) are shared among its messages in
-             proportion to their size, so the types add up to the UDP wire total. Kernel drops of the capture
-             socket are reported (`capture.kernel_drops`): shares are then from the datagrams it kept. TCP
+             proportion to their size. A Python capture cannot keep up with 50 busy agents (the kernel drops
+             what it cannot queue: `capture.kernel_drops`, `capture_kept`), so the split uses the agents' own
+             exact message counts by type (`gossip_messages_total{direction="out"}`) times each type's mean
+             wire size from the capture, scaled to the nft UDP total (`udp_split` says which method). TCP
              (push-pull membership syncs, Merkle anti-entropy, stream probes) is split by operation with the
              agents' own byte counters (`gossip_bytes_total{kind=<op>}`), scaled to the nft TCP total.
              The agents' counters are also reported as they are: `gossip_messages_total{type}` (messages by type)
@@ -192,7 +194,7 @@ def capture_child(lo: int, hi: int, out: str) -> int:
     """Runs in a child process until SIGTERM; writes per-message-type byte counts to `out` (JSON)."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE (root)
+        sock.setsockopt(socket.SOL_SOCKET, 33, 256 << 20)  # SO_RCVBUFFORCE (root)
     attach_filter(sock, bpf_program(lo, hi))
     sock.bind(("lo", 0))
     sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)  # reading resets the kernel's counters
@@ -552,12 +554,25 @@ def byte_figures(r: dict[str, Any], writes: int, n: int, write_window: float) ->
         out["kBps_during_writes"] = round(during["bytes"] / write_window / 1000, 2)
     by_type: dict[str, float] = {}
     cap = r.get("capture")
+    counts = r.get("agent_counters", {}).get("messages_out_by_type", {})
     if cap and cap.get("wire_bytes"):
-        scale = whole["udp_bytes"] / cap["wire_bytes"]
-        for k, v in cap["wire_bytes_by_type"].items():
-            by_type[k] = v * scale
+        weights = dict(cap["wire_bytes_by_type"])
+        out["udp_split"] = "capture"
+        captured = cap.get("messages") or {}
+        if counts and captured:
+            # The agents count every message they send (exact even when the capture could not keep up); the
+            # capture gives each type's mean wire size (headers shared), which sampling does not bias. A type
+            # the capture never kept (rare: a nack, a suspicion) gets the mean size of all captured messages.
+            overall = sum(cap["wire_bytes_by_type"].values()) / max(1, sum(captured.values()))
+            weights = {t: c * (cap["wire_bytes_by_type"][t] / captured[t] if captured.get(t) else overall)
+                       for t, c in counts.items() if c > 0}
+            out["udp_split"] = "agent message counts x captured mean wire size"
         if cap.get("undecoded_bytes"):
-            by_type["udp_undecoded"] = cap["undecoded_bytes"] * scale
+            weights["udp_undecoded"] = cap["undecoded_bytes"]
+        scale = whole["udp_bytes"] / (sum(weights.values()) or 1.0)
+        for k, v in weights.items():
+            by_type[k] = v * scale
+        out["capture_kept"] = round(cap["packets"] / max(1, whole["udp_packets"]), 3)
     elif whole["udp_bytes"]:
         by_type["udp (not decoded)"] = whole["udp_bytes"]
     # TCP: push-pull bodies are counted by the serving agent (in + out), anti-entropy by the initiator (sent +

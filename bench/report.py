@@ -54,6 +54,9 @@ def run_plan(n: str, extra: Sequence[str]) -> None:
 
 
 def load(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    sys.path.insert(0, str(HERE))
+    import bench_load  # the byte accounting, re-applied to the raw counters (older JSON gets today's method)
+
     metas, rows = [], []
     for p in paths:
         data = json.loads(p.read_text())
@@ -61,6 +64,8 @@ def load(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[dict[str, An
         metas.append(meta)
         for r in data["results"]:
             r["_file"] = p.name
+            if r["scenario"]["impl"] == "ours" and "error" not in r:
+                r.update(bench_load.byte_figures(r, r["writes_acked"], r["scenario"]["n"], r["write_window_s"]))
             rows.append(r)
     return metas, rows
 
@@ -149,21 +154,23 @@ def types_table(rows: list[dict[str, Any]]) -> list[str]:
                 kinds.append(k)
     if not kinds:
         return ["(no byte figures: nft/AF_PACKET need root)"]
-    out = ["Bytes per write by message type (IP level; UDP from the decoded capture, headers shared by size; TCP "
-           "by the agents' per-operation counters):", "",
-           "| scenario | impl/mode | " + " | ".join(kinds) + " | capture drops |",
+    out = ["Bytes per write by message type, IP level: UDP = the agents' exact message counts by type x each "
+           "type's mean wire size in the decoded capture (headers shared by size), scaled to the nftables UDP "
+           "total; TCP = push-pull and anti-entropy by the agents' own byte counters, scaled to the nftables TCP "
+           "total. \"capture kept\": datagrams the Python capture decoded (the rest the kernel dropped while it "
+           "was busy; the mean sizes come from those it kept).", "",
+           "| scenario | impl/mode | " + " | ".join(kinds) + " | capture kept |",
            "| --- | --- |" + " ---: |" * len(kinds) + " ---: |"]
     for r in rows:
         if "error" in r or not r.get("bytes_by_type"):
             continue
         sc = r["scenario"]
         w = max(1, r["writes_acked"])
-        cap = r.get("capture") or {}
         sets = f" ({', '.join(sc['sets'])})" if sc["sets"] else ""
         cells = " | ".join(fmt(round(r["bytes_by_type"].get(k, 0) / w)) if r["bytes_by_type"].get(k) else ""
                            for k in kinds)
         out.append(f"| {sc['label']} N={sc['n']} {sc['rate']:g}/s {sc['size']} B{sets} | {who(r)} | {cells} | "
-                   f"{fmt(cap.get('kernel_drops'))} |")
+                   f"{pctf(r.get('capture_kept'))} |")
     return out
 
 
@@ -216,9 +223,12 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[str]:
         fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.8 * rows_n), squeeze=False)
         for ax, (k, g) in zip(axes.flat, with_serf, strict=False):
             for r in g:
+                # Over every acknowledged write: one some agent never got leaves the curve short of 1.
                 xs = sorted(r["latency"]["t100_ms"])
+                total = max(1, r["writes_acked"])
                 if xs:
-                    ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=who(r))
+                    lost = f", {r['latency']['incomplete']} never at all" if r["latency"]["incomplete"] else ""
+                    ax.plot(xs, [(i + 1) / total for i in range(len(xs))], label=who(r) + lost)
             ax.set_xscale("log")
             ax.set_title(f"{k[0]}: N={k[1]}, {k[2]:g}/s, {k[3]} B", fontsize=9)
             ax.set_xlabel("write → all agents (ms)")
@@ -265,10 +275,11 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[str]:
         bottoms = [0.0] * len(typed)
         labels = [f"{r['scenario']['label']} N={r['scenario']['n']}\n{r['scenario']['rate']:g}/s "
                   f"{r['scenario']['mode']}" for r in typed]
-        for k in kinds:
+        colors = plt.get_cmap("tab20").colors
+        for ci, k in enumerate(kinds):
             vals = [r["bytes_by_type"].get(k, 0) / max(1, r["writes_acked"]) / r["floor_bytes_per_write"]
                     for r in typed]
-            ax.bar(range(len(typed)), vals, bottom=bottoms, label=k)
+            ax.bar(range(len(typed)), vals, bottom=bottoms, label=k, color=colors[ci % len(colors)])
             bottoms = [b + v for b, v in zip(bottoms, vals, strict=True)]
         ax.axhline(TARGETS["x_floor"], color="k", linestyle="--", linewidth=1)
         ax.set_xticks(range(len(typed)), labels, rotation=60, fontsize=6, ha="right")
@@ -289,14 +300,15 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[str]:
             sets = dict(s.split("=", 1) for s in r["scenario"]["sets"])
             by_fan.setdefault(int(sets.get("gossip.fanout", 3)), []).append(
                 (int(sets.get("gossip.retransmitMult", 4)), r))
-        for fan, pts in sorted(by_fan.items()):
+        for ci, (fan, pts) in enumerate(sorted(by_fan.items())):
             pts.sort(key=lambda p: p[0])
+            color = f"C{ci}"
             a1.plot([p[0] for p in pts], [p[1]["latency"]["t100_median_ms"] or float("nan") for p in pts],
-                    marker="o", label=f"fanout {fan}, median")
+                    marker="o", color=color, label=f"fanout {fan}, median")
             a1.plot([p[0] for p in pts], [p[1]["latency"]["t100_p99_ms"] or float("nan") for p in pts],
-                    marker="x", linestyle=":", label=f"fanout {fan}, p99")
+                    marker="x", linestyle=":", color=color, label=f"fanout {fan}, p99")
             a2.plot([p[0] for p in pts], [p[1].get("x_floor") or float("nan") for p in pts], marker="o",
-                    label=f"fanout {fan}")
+                    color=color, label=f"fanout {fan}")
         a1.set_xlabel("gossip.retransmitMult")
         a1.set_ylabel("write → all t100 (ms)")
         a1.set_yscale("log")
@@ -314,11 +326,17 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[str]:
     return made
 
 
+MODE_ORDER = {"push": 0, "pull": 1, "push-pull": 2, "-": 3}
+
+
+def row_order(r: dict[str, Any]) -> tuple[Any, ...]:
+    sc = r["scenario"]
+    return ({"load": 0, "issue8": 1, "sweep": 2}.get(sc["label"], 9), -sc["size"], sc["n"], sc["rate"],
+            sc["impl"] == "serf", MODE_ORDER.get(sc["mode"], 9), sc["sets"])
+
+
 def write_report(metas: list[dict[str, Any]], rows: list[dict[str, Any]], images: list[str], out: Path) -> str:
-    order = {"load": 0, "issue8": 1, "sweep": 2}
-    rows = sorted(rows, key=lambda r: (order.get(r["scenario"]["label"], 9), r["scenario"]["size"],
-                                       r["scenario"]["n"], r["scenario"]["rate"], r["scenario"]["impl"] == "serf",
-                                       r["scenario"]["mode"], r["scenario"]["sets"]))
+    rows = sorted(rows, key=row_order)
     lines = ["# Dissemination under load — generated report", "",
              "Generated by `bench/report.py` from `bench_load.py`'s raw JSON (bench/out/, not in git). "
              "Do not edit by hand. Method, definitions and caveats: the docstring of bench/bench_load.py and "
@@ -384,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("report: no raw JSON in bench/out/ (run with --run)", file=sys.stderr)
         return 1
     metas, rows = load(files)
+    rows.sort(key=row_order)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     images = plots(rows, args.out_dir)
     Path(args.output).write_text(write_report(metas, rows, images, args.out_dir))

@@ -29,10 +29,11 @@ linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /
 
 
 def test_byte_figures_add_up_and_split_membership_from_data() -> None:
-    r = {"nft_whole": {"bytes": 12_000, "udp_bytes": 10_000, "tcp_bytes": 2_000},
+    r = {"nft_whole": {"bytes": 12_000, "udp_bytes": 10_000, "udp_packets": 20, "tcp_bytes": 2_000},
          "nft_during_writes": {"bytes": 6_000}, "floor_bytes_per_write": 500,
          # The capture saw half the datagrams (the other half dropped): shares scale to the nft total.
-         "capture": {"wire_bytes": 5_000, "wire_bytes_by_type": {"state": 2_000, "alive": 2_500, "ping": 500}},
+         "capture": {"packets": 10, "wire_bytes": 5_000,
+                     "wire_bytes_by_type": {"state": 2_000, "alive": 2_500, "ping": 500}},
          "agent_counters": {"bytes_out_by_kind": {"pushpull": 300}, "bytes_in_by_kind": {"pushpull": 100},
                             "antientropy_bytes": {"sent": 100, "received": 300}}}
     out = bench_load.byte_figures(r, writes=4, n=3, write_window=2.0)
@@ -44,6 +45,21 @@ def test_byte_figures_add_up_and_split_membership_from_data() -> None:
     assert sum(out["bytes_by_type"].values()) == 12_000
     assert out["membership_share"] == pytest.approx(7 / 12, abs=1e-3)   # alive + ping + push-pull
     assert out["alive_share"] == pytest.approx(5 / 12, abs=1e-3)
+    assert out["udp_split"] == "capture"
+
+
+def test_byte_figures_use_the_agents_message_counts_when_the_capture_dropped() -> None:
+    # The capture kept 1 state message in 4 but every alive one: its shares alone would say alive 2/3.
+    r = {"nft_whole": {"bytes": 9_000, "udp_bytes": 9_000, "udp_packets": 80, "tcp_bytes": 0},
+         "floor_bytes_per_write": 1_000,
+         "capture": {"packets": 40, "wire_bytes": 3_000, "messages": {"state": 10, "alive": 20},
+                     "wire_bytes_by_type": {"state": 1_000, "alive": 2_000}},
+         "agent_counters": {"messages_out_by_type": {"state": 40, "alive": 20, "nack": 1}}}
+    out = bench_load.byte_figures(r, writes=3, n=3, write_window=1.0)
+    assert out["udp_split"].startswith("agent message counts")
+    # state 40 x 100 B, alive 20 x 100 B, nack 1 x the captured mean (100 B); scaled to 9,000.
+    assert out["bytes_by_type"] == {"state": 5_902, "alive": 2_951, "nack": 148}
+    assert out["capture_kept"] == 0.5
 
 
 @linux
