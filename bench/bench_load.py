@@ -427,6 +427,7 @@ class OursLoad:
         errors: Counter[str] = Counter()
         lags: list[float] = []
         load_before = bc.loadavg()
+        wall_start = time.time()
         cap = Capture(lo, hi, self.workdir)
         captured = cap.start()
         with AgentNft(lo, hi) as nft:
@@ -536,6 +537,8 @@ class OursLoad:
                 "antientropy_bytes": sum_deltas(m0, m1, "gossip_antientropy_bytes_total", "direction"),
             },
             "nft_whole": whole, "nft_during_writes": during, "capture": capture,
+            # Overload shows in membership too: suspicions (and deaths) of agents nobody stopped, from their logs.
+            "membership_under_load": bc.false_positives(self.cluster, wall_start),
         }
         out.update(byte_figures(out, len(acked), n, write_window))
         return out

@@ -94,7 +94,7 @@ def met(value: float | None, target: float) -> str:
 def main_table(rows: list[dict[str, Any]]) -> list[str]:
     head = ("| scenario | impl/mode | N | writes/s | value B | acked | B/write | x floor | kB/s (writes) | "
             "membership+conv. | alive | t100 median ms | t100 p99 ms | incomplete | roots equal s | "
-            "CPU %/agent | incarnation max | load before→after |")
+            "CPU %/agent | incarnation max | live agents declared dead / suspected | load before→after |")
     cols = head.count("|") - 1
     out = [head, "|" + " --- |" * cols]
     for r in rows:
@@ -111,9 +111,14 @@ def main_table(rows: list[dict[str, Any]]) -> list[str]:
             f"{pctf(r.get('membership_share'))} | {pctf(r.get('alive_share'))} | {fmt(lat['t100_median_ms'])} | "
             f"{fmt(lat['t100_p99_ms'])} | {lat['incomplete']} | {fmt(r.get('roots_equal_after_last_write_s'), 2)} | "
             f"{fmt((r.get('cpu_pct_per_agent') or {}).get('mean'))} | "
-            f"{fmt((r.get('incarnation') or {}).get('max'), 0)} | "
+            f"{fmt((r.get('incarnation') or {}).get('max'), 0)} | {overload(r)} | "
             f"{'/'.join(fmt(x) for x in r['load_before'])} → {'/'.join(fmt(x) for x in r['load_after'])} |")
     return out
+
+
+def overload(r: dict[str, Any]) -> str:
+    m = r.get("membership_under_load")
+    return "-" if not m else f"{m['false_positives']} / {m['suspected_members']}"
 
 
 def pctf(x: float | None) -> str:
@@ -121,8 +126,8 @@ def pctf(x: float | None) -> str:
 
 
 def targets_table(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["| scenario | mode | x floor (≤ 2.5) | membership+conv. (≤ 10 %) | t100 median (≤ 60 ms) | "
-           "t100 p99 (≤ 250 ms) | roots equal (≤ 1 s) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    out = ["| run | scenario | mode | x floor (≤ 2.5) | membership+conv. (≤ 10 %) | t100 median (≤ 60 ms) | "
+           "t100 p99 (≤ 250 ms) | roots equal (≤ 1 s) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         sc = r["scenario"]
         if "error" in r or sc["impl"] != "ours" or sc["label"] != "load" or sc["size"] != 1024:
@@ -130,7 +135,8 @@ def targets_table(rows: list[dict[str, Any]]) -> list[str]:
         lat = r["latency"]
         roots = r.get("roots_equal_after_last_write_s")
         out.append(
-            f"| N={sc['n']}, {sc['rate']:g}/s | {sc['mode']} | {fmt(r.get('x_floor'), 2)} "
+            f"| {r['_file'].removesuffix('.json')} | N={sc['n']}, {sc['rate']:g}/s | {sc['mode']} | "
+            f"{fmt(r.get('x_floor'), 2)} "
             f"({met(r.get('x_floor'), TARGETS['x_floor'])}) | {pctf(r.get('membership_share'))} "
             f"({met(r.get('membership_share'), TARGETS['membership_share'])}) | {fmt(lat['t100_median_ms'])} ms "
             f"({met(lat['t100_median_ms'], TARGETS['t100_median_ms'])}) | {fmt(lat['t100_p99_ms'])} ms "

@@ -86,6 +86,7 @@ def test_bench_load_smoke(tmp_path: Path) -> None:
     assert r["latency"]["complete"] == 6, r["latency"]
     assert r["roots_equal_after_last_write_s"] is not None
     assert r["incarnation"]["max"] >= 0
+    assert {"false_positives", "suspected_members"} <= set(r["membership_under_load"])
     if os.geteuid() == 0 and shutil.which("nft"):
         whole = r["nft_whole"]
         assert whole["udp_bytes"] > 0
