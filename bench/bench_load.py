@@ -35,6 +35,8 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
              some agent never emitted within `--deliver-timeout` are counted as incomplete.
   roots      time from the last write's acknowledgement until every agent's published Merkle root
              (GET /v1/status) is the same.
+  critical   with `--critical-every K`, every K-th write is PUT with `?priority=critical` (agents that do not
+             know the parameter ignore it) and t100 is reported per class, with critical/normal medians.
   cost       CPU % of one core per agent over the window, incarnation reached (gossip_incarnation), rumor
              queue and drop counters; load average before and after.
 
@@ -299,9 +301,12 @@ class Scenario:
     mode: str = "push-pull"
     sets: list[str] = field(default_factory=list)
     label: str = ""
+    critical_every: int = 0        # every k-th write asks for ?priority=critical (0: none)
 
     def title(self) -> str:
         extra = f" {' '.join(self.sets)}" if self.sets else ""
+        if self.critical_every:
+            extra += f" critical 1/{self.critical_every}"
         what = self.mode if self.impl == "ours" else "serf"
         return f"{self.label or 'load'}: N={self.n} {self.rate:g}/s {self.size} B x{self.writes} {what}{extra}"
 
@@ -426,6 +431,7 @@ class OursLoad:
         acked: dict[str, float] = {}
         errors: Counter[str] = Counter()
         lags: list[float] = []
+        critical: set[str] = set()
         load_before = bc.loadavg()
         wall_start = time.time()
         cap = Capture(lo, hi, self.workdir)
@@ -441,9 +447,13 @@ class OursLoad:
                 key = keys[i]
                 writer_of[key] = a.name
                 body = os.urandom(sc.size)
+                query = ""
+                if sc.critical_every and i % sc.critical_every == 0:
+                    query = "?priority=critical"
+                    critical.add(key)
                 sent[key] = time.perf_counter()
                 try:
-                    async with session.put(f"http://{AGENT_ADDR}:{a.port}/v1/kv/{key}", data=body,
+                    async with session.put(f"http://{AGENT_ADDR}:{a.port}/v1/kv/{key}{query}", data=body,
                                            timeout=aiohttp.ClientTimeout(total=30)) as r:
                         await r.read()
                         if r.status != 200:
@@ -499,6 +509,16 @@ class OursLoad:
         load_after = bc.loadavg()
 
         t100 = [max(arrivals[k].values()) - sent[k] for k in acked if len(arrivals.get(k, {})) >= n]
+        by_class: dict[str, Any] = {}
+        if critical:
+            for cls, chosen in (("critical", [k for k in acked if k in critical]),
+                                ("normal", [k for k in acked if k not in critical])):
+                xs = [max(arrivals[k].values()) - sent[k] for k in chosen if len(arrivals.get(k, {})) >= n]
+                by_class[cls] = {"writes": len(chosen), "complete": len(xs),
+                                 "t100_median_ms": r3(1000 * statistics.median(xs)) if xs else None,
+                                 "t100_p99_ms": r3(1000 * (pct(xs, 99) or 0)) if xs else None}
+            c, m = by_class["critical"]["t100_median_ms"], by_class["normal"]["t100_median_ms"]
+            by_class["critical_over_normal_median"] = round(c / m, 2) if c is not None and m else None
         each = [t - sent[k] for k in acked for who, t in arrivals.get(k, {}).items() if who != writer_of[k]]
         window = t_end - t_start
         write_window = t_last - t_start
@@ -521,6 +541,7 @@ class OursLoad:
                         "each_median_ms": r3(1000 * statistics.median(each)) if each else None,
                         "complete": len(t100), "incomplete": len(acked) - len(t100),
                         "t100_ms": [round(1000 * x, 2) for x in t100]},
+            "latency_by_class": by_class,
             "roots_equal_after_last_write_s": r3(roots_equal), "distinct_roots_max": distinct_max,
             "rumors_queued": {"after_tail": queued_at_tail, "at_end": queued},
             "floor_bytes_per_write": floor,
@@ -741,7 +762,8 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
         for rate in parse_list(args.rate, float):
             writes = args.writes or max(1, round(rate * args.seconds))
             for mode in parse_list(args.modes, str):
-                out.append(Scenario("ours", n, rate, args.size, writes, mode, list(args.set), "load"))
+                out.append(Scenario("ours", n, rate, args.size, writes, mode, list(args.set),
+                                    "critical" if args.critical_every else "load", args.critical_every))
             if args.serf and args.size + 24 <= SERF_EVENT_LIMIT:
                 out.append(Scenario("serf", n, rate, args.size, writes, "-", [], "load"))
     if args.issue_scenario:
@@ -783,6 +805,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--serf", action="store_true", help="Serf user events beside us (sizes <= 488 B)")
     p.add_argument("--issue-scenario", action="store_true", help="add the 8-agent, 80 x 200 B at 10/s runs")
     p.add_argument("--sweep", action="store_true", help="add N=10 runs over fanout x retransmitMult")
+    p.add_argument("--critical-every", type=int, default=0, metavar="K",
+                   help="every K-th write is PUT with ?priority=critical; t100 is then also reported per class")
     p.add_argument("--no-default", action="store_true", help="only --issue-scenario / --sweep runs")
     p.add_argument("--settle", type=float, default=3.0, help="seconds between join and the first write")
     p.add_argument("--tail", type=float, default=3.0, help="seconds counted after the last write's ack")
@@ -845,6 +869,10 @@ def row_text(r: dict[str, Any]) -> str:
     lat = r["latency"]
     parts = [r["title"], f"acked {r['writes_acked']}",
              f"t100 median {lat['t100_median_ms']} ms p99 {lat['t100_p99_ms']} ms (incomplete {lat['incomplete']})"]
+    if r.get("latency_by_class"):
+        c = r["latency_by_class"]
+        parts.append(f"critical t100 median {c['critical']['t100_median_ms']} ms vs normal "
+                     f"{c['normal']['t100_median_ms']} ms ({c['critical_over_normal_median']}x)")
     if "bytes_per_write" in r:
         parts.append(f"{r['bytes_per_write']} B/write = {r['x_floor']}x floor")
     if "kBps_during_writes" in r:

@@ -46,6 +46,8 @@ def run_plan(n: str, extra: Sequence[str]) -> None:
         "serf200": ["--n", ",".join(x for x in n.split(",") if int(x) >= 10), "--rate", "10,100", "--size", "200",
                     "--seconds", "10", "--modes", "push-pull", "--serf"],
         "sweep": ["--no-default", "--sweep", "--size", "1024", "--seconds", "8"],
+        "critical": ["--n", "10", "--rate", "100", "--size", "1024", "--seconds", "10", "--modes", "push-pull",
+                     "--critical-every", "10"],
     }
     for name, args in plans.items():
         print(f"report: running bench_load.py {' '.join(args)}", file=sys.stderr, flush=True)
@@ -178,6 +180,24 @@ def types_table(rows: list[dict[str, Any]]) -> list[str]:
         out.append(f"| {sc['label']} N={sc['n']} {sc['rate']:g}/s {sc['size']} B{sets} | {who(r)} | {cells} | "
                    f"{pctf(r.get('capture_kept'))} |")
     return out
+
+
+def critical_table(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["Every 10th write PUT with `?priority=critical` under the rest of the load (target: critical t100 ≤ 0.5x "
+           "normal). Agents that do not know the parameter ignore it, so before the priority work the ratio is ~1.",
+           "", "| run | scenario | mode | critical writes | critical t100 median / p99 ms | normal t100 median / "
+           "p99 ms | critical / normal (median) | met |", "| --- | --- | --- | ---: | --- | --- | ---: | --- |"]
+    for r in rows:
+        c = r.get("latency_by_class")
+        if not c or "error" in r:
+            continue
+        sc = r["scenario"]
+        ratio_ = c.get("critical_over_normal_median")
+        out.append(f"| {r['_file'].removesuffix('.json')} | N={sc['n']}, {sc['rate']:g}/s, {sc['size']} B | "
+                   f"{sc['mode']} | {c['critical']['writes']} | {fmt(c['critical']['t100_median_ms'])} / "
+                   f"{fmt(c['critical']['t100_p99_ms'])} | {fmt(c['normal']['t100_median_ms'])} / "
+                   f"{fmt(c['normal']['t100_p99_ms'])} | {fmt(ratio_, 2)} | {met(ratio_, 0.5)} |")
+    return out if len(out) > 4 else []
 
 
 def serf_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -337,7 +357,7 @@ MODE_ORDER = {"push": 0, "pull": 1, "push-pull": 2, "-": 3}
 
 def row_order(r: dict[str, Any]) -> tuple[Any, ...]:
     sc = r["scenario"]
-    return ({"load": 0, "issue8": 1, "sweep": 2}.get(sc["label"], 9), -sc["size"], sc["n"], sc["rate"],
+    return ({"load": 0, "issue8": 1, "critical": 2, "sweep": 3}.get(sc["label"], 9), -sc["size"], sc["n"], sc["rate"],
             sc["impl"] == "serf", MODE_ORDER.get(sc["mode"], 9), sc["sets"])
 
 
@@ -367,6 +387,9 @@ def write_report(metas: list[dict[str, Any]], rows: list[dict[str, Any]], images
     lines += ["## Targets", "", *targets_table(rows)]
     lines += ["", "## All scenarios", "", *main_table(rows)]
     lines += ["", "## Bytes by message type", "", *types_table(rows)]
+    crit = critical_table(rows)
+    if crit:
+        lines += ["", "## Critical writes", "", *crit]
     lines += ["", "## Beside Serf (user events of the same size and rate)", "", *serf_table(rows)]
     counters = [r for r in rows if r.get("agent_counters")]
     if counters:
