@@ -4,9 +4,10 @@
     .venv/bin/python bench/report.py --run                     # the default plan (~15-25 min), then the report
     .venv/bin/python bench/report.py                           # the report again from bench/out/*.json
 
-`--run` runs bench_load.py four times into bench/out/ (raw JSON and a text log each): N = 10 and 50 at 10 and
+`--run` runs bench_load.py five times into bench/out/ (raw JSON and a text log each): N = 10 and 50 at 10 and
 100 writes/s of 1 KiB in each gossip mode; the 8-agent issue scenario (80 writes of 200 B at 10/s, each mode,
-Serf beside); Serf user events at 200 B for N = 10 and 50; and the fanout x retransmitMult sweep at N = 10.
+Serf beside); Serf user events at 200 B for N = 10 and 50; the fanout x retransmitMult sweep at N = 10; and
+critical against normal writes (every 10th write `?priority=critical`, N = 10, 100 writes/s).
 `--n` changes the sizes (e.g. `--n 10,50,200` if the machine can hold 200 agents). The report reads every
 `bench/out/*.json` (or the files given), so separate runs can be combined.
 
@@ -253,7 +254,8 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[str]:
                 xs = sorted(r["latency"]["t100_ms"])
                 total = max(1, r["writes_acked"])
                 if xs:
-                    lost = f", {r['latency']['incomplete']} never at all" if r["latency"]["incomplete"] else ""
+                    lost = (f", {r['latency']['incomplete']} never reached all"
+                            if r["latency"]["incomplete"] else "")
                     ax.plot(xs, [(i + 1) / total for i in range(len(xs))], label=who(r) + lost)
             ax.set_xscale("log")
             ax.set_title(f"{k[0]}: N={k[1]}, {k[2]:g}/s, {k[3]} B", fontsize=9)
@@ -270,15 +272,23 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[str]:
 
     # 2. bytes per write (x floor) vs N, per mode and rate.
     series: dict[tuple[str, float, int], list[tuple[int, float]]] = {}
+    lossy: set[tuple[str, float, int]] = set()
     for r in ok:
         sc = r["scenario"]
         if sc["label"] in ("load", "issue8") and r.get("x_floor") is not None:
-            series.setdefault((who(r), sc["rate"], sc["size"]), []).append((sc["n"], r["x_floor"]))
+            key = (who(r), sc["rate"], sc["size"])
+            series.setdefault(key, []).append((sc["n"], r["x_floor"]))
+            if r["latency"]["incomplete"] * 2 > r["writes_acked"]:
+                lossy.add(key)
     if series:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for (w, rate, size), pts in sorted(series.items()):
-            pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{w}, {rate:g}/s, {size} B")
+        fig, ax = plt.subplots(figsize=(8, 5))
+        colors = plt.get_cmap("tab20").colors
+        for ci, ((w, rate, size), pts) in enumerate(sorted(series.items())):
+            pts.sort()  # repeated runs of one scenario show as several points at one N
+            note = " (most events never reached all)" if (w, rate, size) in lossy else ""
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if size < 1000 else "s",
+                    linestyle="-" if rate < 50 else "--", color=colors[ci % len(colors)],
+                    label=f"{w}, {rate:g}/s, {size} B{note}")
         ax.axhline(TARGETS["x_floor"], color="k", linestyle="--", linewidth=1, label="target 2.5x floor")
         ax.set_xlabel("agents (N)")
         ax.set_ylabel("wire bytes per write / floor")
