@@ -37,6 +37,7 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
              (GET /v1/status) is the same.
   critical   with `--critical-every K`, every K-th write is PUT with `?priority=critical` (agents that do not
              know the parameter ignore it) and t100 is reported per class, with critical/normal medians.
+  idle       before the writes, `--idle-seconds` of agent-to-agent bytes/s per agent (same counters), per mode.
   cost       CPU % of one core per agent over the window, incarnation reached (gossip_incarnation), rumor
              queue and drop counters; load average before and after.
 
@@ -412,8 +413,11 @@ class OursLoad:
             if len(ready) < len(agents):
                 raise RuntimeError(f"only {len(ready)} of {len(agents)} watch streams opened")
             await asyncio.sleep(args.settle)
+            idle = await asyncio.to_thread(idle_traffic, self.cluster, len(agents), args.idle_seconds)
             try:
-                return await self._window(session, agents, arrivals, started)
+                result = await self._window(session, agents, arrivals, started)
+                result["idle"] = idle
+                return result
             finally:
                 for w in watchers:
                     w.cancel()
@@ -565,6 +569,23 @@ class OursLoad:
         return out
 
 
+def idle_traffic(cl: bc.Cluster, n: int, seconds: float) -> dict[str, Any] | None:
+    """Agent-to-agent bytes/s per agent with no writes, over `seconds` after the settle (same nft counters)."""
+    if seconds <= 0:
+        return None
+    lo, hi = cl.port_range
+    with AgentNft(lo, hi) as nft:
+        c0 = nft.read()
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        d = nft_delta(c0, nft.read())
+        secs = time.monotonic() - t0
+    if d is None:
+        return None
+    return {"seconds": round(secs, 1), "Bps_per_agent": round(d["bytes"] / n / secs, 1),
+            "udp_pps_per_agent": round(d["udp_packets"] / n / secs, 2)}
+
+
 def byte_figures(r: dict[str, Any], writes: int, n: int, write_window: float) -> dict[str, Any]:
     """Bytes per write, x floor, the breakdown by type (UDP by capture, TCP by the agents' counters) and shares."""
     whole, during = r.get("nft_whole"), r.get("nft_during_writes")
@@ -680,6 +701,7 @@ def run_serf(sc: Scenario, args: argparse.Namespace, workdir: Path, ports: bc.Po
     errors: Counter[str] = Counter()
     try:
         time.sleep(args.settle)
+        idle = idle_traffic(cl, len(agents), args.idle_seconds)
         load_before = bc.loadavg()
         with AgentNft(lo, hi) as nft:
             ticks0 = [bc.cpu_ticks(a.pid) for a in agents]
@@ -738,7 +760,7 @@ def run_serf(sc: Scenario, args: argparse.Namespace, workdir: Path, ports: bc.Po
                     "each_median_ms": r3(1000 * statistics.median(each)) if each else None,
                     "complete": len(t100), "incomplete": len(sent) - len(t100),
                     "t100_ms": [round(1000 * x, 2) for x in t100]},
-        "floor_bytes_per_write": floor,
+        "floor_bytes_per_write": floor, "idle": idle,
         "cpu_pct_per_agent": {"mean": r3(statistics.fmean(cpu)) if cpu else None, "max": r3(max(cpu)) if cpu else None},
         "nft_whole": whole, "nft_during_writes": during,
     }
@@ -809,6 +831,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="every K-th write is PUT with ?priority=critical; t100 is then also reported per class")
     p.add_argument("--no-default", action="store_true", help="only --issue-scenario / --sweep runs")
     p.add_argument("--settle", type=float, default=3.0, help="seconds between join and the first write")
+    p.add_argument("--idle-seconds", type=float, default=5.0,
+                   help="after the settle, measure idle bytes/s per agent this long (0: skip)")
     p.add_argument("--tail", type=float, default=3.0, help="seconds counted after the last write's ack")
     p.add_argument("--drain-timeout", type=float, default=20.0,
                    help="after the tail, wait this long at most for every rumor queue to empty")
@@ -883,6 +907,8 @@ def row_text(r: dict[str, Any]) -> str:
         parts.append(f"roots equal +{r['roots_equal_after_last_write_s']} s")
     if r.get("bytes_by_type"):
         parts.append("by type " + ", ".join(f"{k} {v}" for k, v in list(r["bytes_by_type"].items())[:6]))
+    if r.get("idle"):
+        parts.append(f"idle {r['idle']['Bps_per_agent']} B/s per agent")
     parts.append(f"load {r['load_before']}->{r['load_after']}")
     return " | ".join(parts)
 

@@ -97,7 +97,8 @@ def met(value: float | None, target: float) -> str:
 def main_table(rows: list[dict[str, Any]]) -> list[str]:
     head = ("| scenario | impl/mode | N | writes/s | value B | acked | B/write | x floor | kB/s (writes) | "
             "membership+conv. | alive | t100 median ms | t100 p99 ms | incomplete | roots equal s | "
-            "CPU %/agent | incarnation max | live agents declared dead / suspected | load before→after |")
+            "CPU %/agent | incarnation max | live agents declared dead / suspected | idle B/s/agent | "
+            "load before→after |")
     cols = head.count("|") - 1
     out = [head, "|" + " --- |" * cols]
     for r in rows:
@@ -115,6 +116,7 @@ def main_table(rows: list[dict[str, Any]]) -> list[str]:
             f"{fmt(lat['t100_p99_ms'])} | {lat['incomplete']} | {fmt(r.get('roots_equal_after_last_write_s'), 2)} | "
             f"{fmt((r.get('cpu_pct_per_agent') or {}).get('mean'))} | "
             f"{fmt((r.get('incarnation') or {}).get('max'), 0)} | {overload(r)} | "
+            f"{fmt((r.get('idle') or {}).get('Bps_per_agent'))} | "
             f"{'/'.join(fmt(x) for x in r['load_before'])} → {'/'.join(fmt(x) for x in r['load_after'])} |")
     return out
 

@@ -66,7 +66,8 @@ def test_byte_figures_use_the_agents_message_counts_when_the_capture_dropped() -
 def test_bench_load_smoke(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
     cmd = [sys.executable, str(BENCH), "--n", "3", "--rate", "20", "--writes", "6", "--size", "300",
-           "--modes", "push-pull", "--settle", "0.5", "--tail", "0.5", "--deliver-timeout", "60",
+           "--modes", "push-pull", "--settle", "0.5", "--idle-seconds", "1", "--tail", "0.5",
+           "--deliver-timeout", "60",
            "--converge-timeout", "60", "--base-port", str(27000 + os.getpid() % 3000),
            "--json", str(out), "--keep-logs", str(tmp_path / "logs")]
     if shutil.which("serf"):
@@ -96,6 +97,7 @@ def test_bench_load_smoke(tmp_path: Path) -> None:
         # 6 PUTs of 300 B, watch streams and status polls went through the client address: none counted. What
         # is counted is agent-to-agent: at least one copy of each write to each of the 2 others.
         assert whole["bytes"] >= r["floor_bytes_per_write"] * 6
+        assert r["idle"]["Bps_per_agent"] >= 0
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
         assert f"gossip_load_{proc.pid}" not in tables
     if shutil.which("serf"):
