@@ -1,0 +1,917 @@
+"""Dissemination under load: real agents on 127.0.0.1, sustained writes through random agents, where the bytes go.
+
+For each scenario (N agents, a write rate, a value size, a gossip mode and optional config overrides) a fresh
+cluster of real agent processes starts (bench_cluster.py's machinery: seeds one by one, the rest in a burst, all
+joined when every agent has logged every other), every agent gets a watch stream (`GET /v1/watch?prefix=bench/`)
+to this process, and then `--writes` PUTs of `--size` random bytes, each to a new key, go to random agents at
+`--rate` writes/s (open loop: a slow agent does not slow the schedule). Measured:
+
+  bytes      IP-level bytes between agents from nftables counters of our own (table `gossip_load_<pid>`, output
+             hook, created and removed by the bench): UDP to the agents' port range and TCP to or from it, only
+             with source AND destination 127.0.0.1. This bench's HTTP client binds 127.0.0.2, so its PUTs, watch
+             streams, /v1/status and /metrics polls are never counted. Window: from the first write until the
+             last write's acknowledgement plus `--tail` seconds, extended (up to `--drain-timeout`) until every
+             agent's rumor queue is empty: retransmissions still queued are part of a write's cost.
+  floor      (N-1) copies of key + value + 16 B of version (one 64-bit HLC and a 64-bit counter): what delivering
+             each write exactly once to every other agent would cost. `x_floor` = bytes per write / floor.
+  by type    Every UDP datagram between agents is also captured (AF_PACKET on `lo`, a kernel BPF filter keeping
+             only 127.0.0.1 -> 127.0.0.1 UDP to the port range, one copy per datagram) by a child process and
+             decoded: each message's msgpack bytes by type (ping, ack, nack, ping_req, alive, suspect, dead,
+             state, pull); each datagram's headers (IP 20 + UDP 8 + framing) are shared among its messages in
+             proportion to their size. A Python capture cannot keep up with 50 busy agents (the kernel drops
+             what it cannot queue: `capture.kernel_drops`, `capture_kept`), so the split uses the agents' own
+             exact message counts by type (`gossip_messages_total{direction="out"}`) times each type's mean
+             wire size from the capture, scaled to the nft UDP total (`udp_split` says which method). TCP
+             (push-pull membership syncs, Merkle anti-entropy, stream probes) is split by operation with the
+             agents' own byte counters (`gossip_bytes_total{kind=<op>}`), scaled to the nft TCP total.
+             The agents' counters are also reported as they are: `gossip_messages_total{type}` (messages by type)
+             and `gossip_bytes_total{kind}`, whose UDP kind is only a datagram's *first* message type (a state
+             rumor piggybacked on a ping counts as ping), so they cannot give bytes by message type.
+  share      membership/convergence = ping + ack + nack + ping_req + alive + suspect + dead (UDP) + push-pull
+             (TCP); data = state + pull (UDP) + anti-entropy (TCP). Today an agent's Merkle root travels in its
+             Alive metadata, so root publication is counted as `alive`.
+  latency    write -> all (t100): from just before the PUT is sent to the arrival of the change on the LAST
+             agent's watch stream (an agent emits it right after applying the write); median, p99, max; writes
+             some agent never emitted within `--deliver-timeout` are counted as incomplete.
+  roots      time from the last write's acknowledgement until every agent's published Merkle root
+             (GET /v1/status) is the same.
+  critical   with `--critical-every K`, every K-th write is PUT with `?priority=critical` (agents that do not
+             know the parameter ignore it) and t100 is reported per class, with critical/normal medians.
+  idle       before the writes, `--idle-seconds` of agent-to-agent bytes/s per agent (same counters), per mode.
+  cost       CPU % of one core per agent over the window, incarnation reached (gossip_incarnation), rumor
+             queue and drop counters; load average before and after.
+
+Serf (`--serf`, if the `serf` binary is installed): the same N, rate and size as user events (one RPC `event`
+per write to a random agent, Coalesce off), delivery at each agent stamped when its "Received event:
+user-event" log line arrives; bytes from the same nft counters (its RPC ports are outside the counted range).
+Serf refuses user events whose name + payload exceed 512 B, so scenarios with larger values have no Serf row.
+
+    python bench/bench_load.py [--n 8,10,50] [--rate 10,100] [--size 1024] [--writes 0 | --seconds 10]
+        [--modes push,pull,push-pull] [--serf] [--issue-scenario] [--sweep] [--set gossip.fanout=6]
+        [--json FILE] [--keep-logs DIR]
+
+`--issue-scenario` adds the 8-agent case (80 writes of 200 B at 10/s, each mode, and Serf); `--sweep` adds
+N=10, 10 writes/s runs over gossip.fanout and gossip.retransmitMult. Needs Linux, root (nft, AF_PACKET) for the
+byte figures; without them only latency and convergence are reported. Every process is a Popen of this bench,
+stopped by PID; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import datetime as dt
+import json
+import os
+import platform
+import random
+import re
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgpack
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import bench_cluster as bc  # noqa: E402  (bench/bench_cluster.py, beside this file)
+import serf as serf_mod  # noqa: E402
+
+from gossip_agent.core.codec import MessageType  # noqa: E402
+
+CLIENT_ADDR = "127.0.0.2"   # the bench's HTTP client: outside the counted traffic
+AGENT_ADDR = "127.0.0.1"
+VERSION_BYTES = 16          # one write's version in the floor: a 64-bit HLC + a 64-bit counter
+SERF_EVENT_LIMIT = 512      # Serf's UserEventSizeLimit (name + payload)
+MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead")
+DATA_TYPES = ("state", "pull")
+MEMBERSHIP_OPS = ("pushpull",)
+TYPE_NAMES = {int(t): t.name.lower() for t in MessageType}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def pct(values: Sequence[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def r3(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+# -- nftables: agent-to-agent bytes only ------------------------------------------------------------------------
+class AgentNft(bc.Nft):
+    """bench_cluster's counters, narrowed to 127.0.0.1 -> 127.0.0.1, so the client (127.0.0.2) is not counted."""
+
+    def __enter__(self) -> AgentNft:
+        if bc.shutil.which("nft") is None or os.geteuid() != 0:
+            log("nft or root missing: no wire byte figures")
+            return self
+        t, rng = f"gossip_load_{os.getpid()}", f"{self.lo}-{self.hi}"
+        self.table = t
+        ips = ["ip", "saddr", AGENT_ADDR, "ip", "daddr", AGENT_ADDR]
+        try:
+            bc.Nft._live.add(t)
+            self._nft("add", "table", "inet", t)
+            for c in self.COUNTERS:
+                self._nft("add", "counter", "inet", t, c)
+            self._nft("add", "chain", "inet", t, "out", "{ type filter hook output priority 0; policy accept; }")
+            self._nft("add", "rule", "inet", t, "out", *ips, "udp", "dport", rng, "counter", "name", "c_udp")
+            self._nft("add", "rule", "inet", t, "out", *ips, "tcp", "dport", rng, "counter", "name", "c_tcp_to")
+            self._nft("add", "rule", "inet", t, "out", *ips, "tcp", "sport", rng, "counter", "name", "c_tcp_from")
+            self.ok = True
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            log(f"nft counters unavailable ({exc}): no wire byte figures")
+            self._remove(t)
+        return self
+
+
+def nft_delta(a: dict[str, tuple[int, int]] | None, b: dict[str, tuple[int, int]] | None) -> dict[str, int] | None:
+    if a is None or b is None:
+        return None
+    d = {k: (b[k][0] - a[k][0], b[k][1] - a[k][1]) for k in bc.Nft.COUNTERS}
+    return {"udp_bytes": d["c_udp"][1], "udp_packets": d["c_udp"][0],
+            "tcp_bytes": d["c_tcp_to"][1] + d["c_tcp_from"][1],
+            "tcp_packets": d["c_tcp_to"][0] + d["c_tcp_from"][0],
+            "bytes": d["c_udp"][1] + d["c_tcp_to"][1] + d["c_tcp_from"][1]}
+
+
+# -- packet capture child (AF_PACKET on lo + a classic BPF filter) ----------------------------------------------
+SO_ATTACH_FILTER = 26
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+ETH_P_ALL = 0x0003
+
+
+def bpf_program(lo: int, hi: int) -> list[tuple[int, int, int, int]]:
+    """Keep one copy (PACKET_HOST) of IPv4 UDP 127.0.0.1 -> 127.0.0.1 with destination port in [lo, hi]."""
+    loop = 0x7F000001
+    return [
+        (0x20, 0, 0, 0xFFFFF004),  # ld  pkttype (ancillary)
+        (0x15, 0, 13, 0),          # jeq PACKET_HOST (loopback: the outgoing copy is skipped, as libpcap does)
+        (0x28, 0, 0, 12),          # ldh ethertype
+        (0x15, 0, 11, 0x0800),
+        (0x30, 0, 0, 23),          # ldb ip proto
+        (0x15, 0, 9, 17),
+        (0x20, 0, 0, 26),          # ld  saddr
+        (0x15, 0, 7, loop),
+        (0x20, 0, 0, 30),          # ld  daddr
+        (0x15, 0, 5, loop),
+        (0xB1, 0, 0, 14),          # ldxb 4*([14]&0xf)
+        (0x48, 0, 0, 16),          # ldh [x+16]: UDP destination port
+        (0x35, 0, 2, lo),          # jge lo
+        (0x25, 1, 0, hi),          # jgt hi -> drop
+        (0x06, 0, 0, 0x40000),     # ret: keep the whole frame
+        (0x06, 0, 0, 0),           # drop
+    ]
+
+
+def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
+    raw = b"".join(struct.pack("HBBI", *ins) for ins in prog)
+    buf = ctypes.create_string_buffer(raw)
+    fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def capture_child(lo: int, hi: int, out: str) -> int:
+    """Runs in a child process until SIGTERM; writes per-message-type byte counts to `out` (JSON)."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, 33, 256 << 20)  # SO_RCVBUFFORCE (root)
+    attach_filter(sock, bpf_program(lo, hi))
+    sock.bind(("lo", 0))
+    sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)  # reading resets the kernel's counters
+    stop = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    sock.settimeout(0.2)
+    msgs: Counter[str] = Counter()
+    msg_bytes: Counter[str] = Counter()
+    shared: Counter[str] = Counter()   # message bytes + its share of the datagram's headers
+    packets = wire = undecoded = undecoded_bytes = 0
+    buf = bytearray(1 << 18)
+    print("ready", flush=True)
+    while not stop:
+        try:
+            n = sock.recv_into(buf)
+        except TimeoutError:
+            continue
+        except InterruptedError:
+            continue
+        frame = memoryview(buf)[:n]
+        ihl = (frame[14] & 0x0F) * 4
+        ip_len = n - 14
+        payload = bytes(frame[14 + ihl + 8:])
+        packets += 1
+        wire += ip_len
+        try:
+            if not payload or payload[0] != 0x01:
+                raise ValueError("not a plaintext packet")
+            _sender, messages = msgpack.unpackb(payload[1:], raw=True, strict_map_key=False)
+            sizes = [(TYPE_NAMES.get(m[0], f"type{m[0]}"), len(msgpack.packb(m, use_bin_type=True)))
+                     for m in messages]
+        except Exception:  # any garbage: counted, never fatal
+            undecoded += 1
+            undecoded_bytes += ip_len
+            continue
+        total = sum(s for _, s in sizes) or 1
+        for name, size in sizes:
+            msgs[name] += 1
+            msg_bytes[name] += size
+            shared[name] += ip_len * size / total
+    st = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+    seen, drops = struct.unpack("II", st)
+    Path(out).write_text(json.dumps({
+        "packets": packets, "wire_bytes": wire, "undecoded_packets": undecoded, "undecoded_bytes": undecoded_bytes,
+        "kernel_seen": seen, "kernel_drops": drops, "messages": dict(msgs), "message_bytes": dict(msg_bytes),
+        "wire_bytes_by_type": {k: round(v) for k, v in shared.items()}}))
+    return 0
+
+
+class Capture:
+    """The capture child: started before a window, stopped (SIGTERM) after it; None figures if unavailable."""
+
+    def __init__(self, lo: int, hi: int, workdir: Path) -> None:
+        self.lo, self.hi = lo, hi
+        self.out = workdir / f"capture-{lo}-{time.monotonic_ns()}.json"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> bool:
+        if os.geteuid() != 0:
+            return False
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--capture-child",
+                                      f"{self.lo},{self.hi},{self.out}"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        bc._PROCS.append(self.proc)  # type: ignore[arg-type]  # stopped at exit like every agent
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if line.strip() != "ready":
+            log(f"capture unavailable: {self.proc.stderr.read()[-300:] if self.proc.stderr else ''}")
+            self.stop()
+            return False
+        return True
+
+    def stop(self) -> dict[str, Any] | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(30)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+        try:
+            return dict(json.loads(self.out.read_text()))
+        except (OSError, ValueError):
+            return None
+
+
+# -- scenarios --------------------------------------------------------------------------------------------------
+@dataclass
+class Scenario:
+    impl: str                      # ours | serf
+    n: int
+    rate: float
+    size: int
+    writes: int
+    mode: str = "push-pull"
+    sets: list[str] = field(default_factory=list)
+    label: str = ""
+    critical_every: int = 0        # every k-th write asks for ?priority=critical (0: none)
+
+    def title(self) -> str:
+        extra = f" {' '.join(self.sets)}" if self.sets else ""
+        if self.critical_every:
+            extra += f" critical 1/{self.critical_every}"
+        what = self.mode if self.impl == "ours" else "serf"
+        return f"{self.label or 'load'}: N={self.n} {self.rate:g}/s {self.size} B x{self.writes} {what}{extra}"
+
+
+def metrics_snapshot(text: str) -> dict[str, float]:
+    from gossip_agent.cli.client import parse_metrics
+    return parse_metrics(text)
+
+
+def labelled(m: dict[str, float], name: str, label: str, where: str = "") -> dict[str, float]:
+    """{label value: sum} over the series of `name` whose labels contain `where`."""
+    out: Counter[str] = Counter()
+    rx = re.compile(rf'{label}="([^"]*)"')
+    for k, v in m.items():
+        if k.startswith(name + "{") and where in k:
+            mm = rx.search(k)
+            if mm:
+                out[mm.group(1)] += v
+    return dict(out)
+
+
+def sum_deltas(before: list[dict[str, float]], after: list[dict[str, float]], name: str, label: str,
+               where: str = "") -> dict[str, float]:
+    total: Counter[str] = Counter()
+    for b, a in zip(before, after, strict=True):
+        lb, la = labelled(b, name, label, where), labelled(a, name, label, where)
+        for k, v in la.items():
+            total[k] += v - lb.get(k, 0.0)
+    return {k: v for k, v in total.items() if v}
+
+
+class OursLoad:
+    """One scenario on our agents."""
+
+    def __init__(self, sc: Scenario, args: argparse.Namespace, workdir: Path, ports: bc.Ports, hub: bc.LogHub):
+        self.sc, self.args, self.workdir = sc, args, workdir
+        sets = [f"gossip.mode={sc.mode}", *sc.sets]
+        self.cluster = bc.Cluster(bc.Ours(sets), hub, workdir, ports, sc.n)
+
+    async def get(self, session: aiohttp.ClientSession, agent: bc.Agent, path: str) -> bytes | None:
+        try:
+            async with session.get(f"http://{AGENT_ADDR}:{agent.port}{path}",
+                                   timeout=aiohttp.ClientTimeout(total=10)) as r:
+                return await r.read() if r.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    async def metrics(self, session: aiohttp.ClientSession, agents: Sequence[bc.Agent]) -> list[dict[str, float]]:
+        bodies = await asyncio.gather(*(self.get(session, a, "/metrics") for a in agents))
+        return [metrics_snapshot(b.decode()) if b else {} for b in bodies]
+
+    async def queue_depth(self, session: aiohttp.ClientSession, agents: Sequence[bc.Agent]) -> int:
+        """Rumors queued in all agents (gossip_broadcast_queue_depth)."""
+        return int(sum(m.get("gossip_broadcast_queue_depth", 0.0) for m in await self.metrics(session, agents)))
+
+    async def roots(self, session: aiohttp.ClientSession, agents: Sequence[bc.Agent]) -> list[str | None]:
+        bodies = await asyncio.gather(*(self.get(session, a, "/v1/status") for a in agents))
+        out: list[str | None] = []
+        for b in bodies:
+            try:
+                out.append(json.loads(b)["state"]["root"] if b else None)
+            except (ValueError, KeyError, TypeError):
+                out.append(None)
+        return out
+
+    async def run(self) -> dict[str, Any]:
+        sc, cl = self.sc, self.cluster
+        started = bc.start_cluster(cl, sc.n, batch=20 if sc.n > 60 else 0, timeout=self.args.join_timeout)
+        if not started.get("converged"):
+            raise RuntimeError(f"{sc.title()}: the cluster did not converge: {started}")
+        agents = cl.live()
+        try:
+            return await self._measure(agents, started)
+        finally:
+            cl.stop_all()
+
+    async def _measure(self, agents: list[bc.Agent], started: dict[str, Any]) -> dict[str, Any]:
+        args = self.args
+        connector = aiohttp.TCPConnector(limit=0, local_addr=(CLIENT_ADDR, 0))
+        arrivals: dict[str, dict[str, float]] = {}
+        key_rx = re.compile(rb'"key": ?"(bench/[^"]*)"')
+        async with aiohttp.ClientSession(connector=connector) as session:
+            ready: set[str] = set()
+
+            async def watch(a: bc.Agent) -> None:
+                url = f"http://{AGENT_ADDR}:{a.port}/v1/watch?prefix=bench/"
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=None)) as r:
+                    async for line in r.content:
+                        now = time.perf_counter()
+                        if b'"watching"' in line:
+                            ready.add(a.name)
+                            continue
+                        m = key_rx.search(line)
+                        if m:
+                            arrivals.setdefault(m.group(1).decode(), {}).setdefault(a.name, now)
+                        elif b'"error"' in line:
+                            log(f"{a.name}: watch: {line[:200]!r}")
+
+            watchers = [asyncio.create_task(watch(a)) for a in agents]
+            deadline = time.monotonic() + 60
+            while len(ready) < len(agents) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if len(ready) < len(agents):
+                raise RuntimeError(f"only {len(ready)} of {len(agents)} watch streams opened")
+            await asyncio.sleep(args.settle)
+            idle = await asyncio.to_thread(idle_traffic, self.cluster, len(agents), args.idle_seconds)
+            try:
+                result = await self._window(session, agents, arrivals, started)
+                result["idle"] = idle
+                return result
+            finally:
+                for w in watchers:
+                    w.cancel()
+                await asyncio.gather(*watchers, return_exceptions=True)
+
+    async def _window(self, session: aiohttp.ClientSession, agents: list[bc.Agent],
+                      arrivals: dict[str, dict[str, float]], started: dict[str, Any]) -> dict[str, Any]:
+        sc, args = self.sc, self.args
+        lo, hi = self.cluster.port_range
+        rng = random.Random(args.seed)
+        run_tag = f"{sc.n}-{time.monotonic_ns() % 10**9}"
+        keys = [f"bench/{run_tag}/{i}" for i in range(sc.writes)]
+        sent: dict[str, float] = {}
+        writer_of: dict[str, str] = {}
+        acked: dict[str, float] = {}
+        errors: Counter[str] = Counter()
+        lags: list[float] = []
+        critical: set[str] = set()
+        load_before = bc.loadavg()
+        wall_start = time.time()
+        cap = Capture(lo, hi, self.workdir)
+        captured = cap.start()
+        with AgentNft(lo, hi) as nft:
+            m0 = await self.metrics(session, agents)
+            ticks0 = [bc.cpu_ticks(a.pid) for a in agents]
+            c0 = nft.read()
+            t_start = time.perf_counter()
+
+            async def put(i: int) -> None:
+                a = agents[rng.randrange(len(agents))]
+                key = keys[i]
+                writer_of[key] = a.name
+                body = os.urandom(sc.size)
+                query = ""
+                if sc.critical_every and i % sc.critical_every == 0:
+                    query = "?priority=critical"
+                    critical.add(key)
+                sent[key] = time.perf_counter()
+                try:
+                    async with session.put(f"http://{AGENT_ADDR}:{a.port}/v1/kv/{key}{query}", data=body,
+                                           timeout=aiohttp.ClientTimeout(total=30)) as r:
+                        await r.read()
+                        if r.status != 200:
+                            errors[str(r.status)] += 1
+                            return
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    errors[type(exc).__name__] += 1
+                    return
+                acked[key] = time.perf_counter()
+
+            tasks = []
+            for i in range(sc.writes):
+                due = t_start + i / sc.rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                lags.append(time.perf_counter() - due)
+                tasks.append(asyncio.create_task(put(i)))
+            await asyncio.gather(*tasks)
+            t_last = time.perf_counter()
+            c_last = nft.read()
+            ticks_last = [bc.cpu_ticks(a.pid) for a in agents]
+            # Roots equal, then everything delivered (bounded), then the tail.
+            roots_equal: float | None = None
+            distinct_max = 0
+            while time.perf_counter() - t_last < args.converge_timeout:
+                roots = await self.roots(session, agents)
+                distinct = len(set(roots))
+                distinct_max = max(distinct_max, distinct)
+                if distinct == 1 and None not in roots:
+                    roots_equal = time.perf_counter() - t_last
+                    break
+                await asyncio.sleep(0.05)
+            n = len(agents)
+            while time.perf_counter() - t_last < args.deliver_timeout and any(
+                    len(arrivals.get(k, {})) < n for k in acked):
+                await asyncio.sleep(0.05)
+            rest = t_last + args.tail - time.perf_counter()
+            if rest > 0:
+                await asyncio.sleep(rest)
+            # Rumors still queued will be sent: wait (bounded) until every agent's rumor queue is empty, so the
+            # bytes are the whole cost of the writes, not the part sent before an arbitrary cut.
+            queued_at_tail = await self.queue_depth(session, agents)
+            queued = queued_at_tail
+            while queued and time.perf_counter() - t_last < args.tail + args.drain_timeout:
+                await asyncio.sleep(0.25)
+                queued = await self.queue_depth(session, agents)
+            t_end = time.perf_counter()
+            c_end = nft.read()
+            ticks_end = [bc.cpu_ticks(a.pid) for a in agents]
+            m1 = await self.metrics(session, agents)
+        capture = cap.stop() if captured else None
+        load_after = bc.loadavg()
+
+        t100 = [max(arrivals[k].values()) - sent[k] for k in acked if len(arrivals.get(k, {})) >= n]
+        by_class: dict[str, Any] = {}
+        if critical:
+            for cls, chosen in (("critical", [k for k in acked if k in critical]),
+                                ("normal", [k for k in acked if k not in critical])):
+                xs = [max(arrivals[k].values()) - sent[k] for k in chosen if len(arrivals.get(k, {})) >= n]
+                by_class[cls] = {"writes": len(chosen), "complete": len(xs),
+                                 "t100_median_ms": r3(1000 * statistics.median(xs)) if xs else None,
+                                 "t100_p99_ms": r3(1000 * (pct(xs, 99) or 0)) if xs else None}
+            c, m = by_class["critical"]["t100_median_ms"], by_class["normal"]["t100_median_ms"]
+            by_class["critical_over_normal_median"] = round(c / m, 2) if c is not None and m else None
+        each = [t - sent[k] for k in acked for who, t in arrivals.get(k, {}).items() if who != writer_of[k]]
+        window = t_end - t_start
+        write_window = t_last - t_start
+        whole = nft_delta(c0, c_end)
+        during = nft_delta(c0, c_last)
+        floor = (n - 1) * (len(keys[0]) + sc.size + VERSION_BYTES)
+        cpu = [100.0 * (b - a) / bc.CLK_TCK / window for a, b in zip(ticks0, ticks_end, strict=True)
+               if a is not None and b is not None]
+        cpu_w = [100.0 * (b - a) / bc.CLK_TCK / write_window for a, b in zip(ticks0, ticks_last, strict=True)
+                 if a is not None and b is not None]
+        incarnations = [m.get("gossip_incarnation", 0.0) for m in m1]
+        out: dict[str, Any] = {
+            "scenario": asdict(sc), "title": sc.title(), "join": started, "load_before": load_before,
+            "load_after": load_after, "writes_acked": len(acked), "write_errors": dict(errors),
+            "schedule_lag_ms_p99": r3(1000 * (pct(lags, 99) or 0.0)),
+            "write_window_s": r3(write_window), "window_s": r3(window),
+            "latency": {"t100_median_ms": r3(1000 * statistics.median(t100)) if t100 else None,
+                        "t100_p99_ms": r3(1000 * (pct(t100, 99) or 0)) if t100 else None,
+                        "t100_max_ms": r3(1000 * max(t100)) if t100 else None,
+                        "each_median_ms": r3(1000 * statistics.median(each)) if each else None,
+                        "complete": len(t100), "incomplete": len(acked) - len(t100),
+                        "t100_ms": [round(1000 * x, 2) for x in t100]},
+            "latency_by_class": by_class,
+            "roots_equal_after_last_write_s": r3(roots_equal), "distinct_roots_max": distinct_max,
+            "rumors_queued": {"after_tail": queued_at_tail, "at_end": queued},
+            "floor_bytes_per_write": floor,
+            "cpu_pct_per_agent": {"mean": r3(statistics.fmean(cpu)) if cpu else None,
+                                  "max": r3(max(cpu)) if cpu else None,
+                                  "mean_during_writes": r3(statistics.fmean(cpu_w)) if cpu_w else None},
+            "incarnation": {"max": max(incarnations, default=0), "mean": r3(statistics.fmean(incarnations))},
+            "agent_counters": {
+                "messages_out_by_type": sum_deltas(m0, m1, "gossip_messages_total", "type", 'direction="out"'),
+                "bytes_out_by_kind": sum_deltas(m0, m1, "gossip_bytes_total", "kind", 'direction="out"'),
+                "bytes_in_by_kind": sum_deltas(m0, m1, "gossip_bytes_total", "kind", 'direction="in"'),
+                "dropped": sum_deltas(m0, m1, "gossip_packets_dropped_total", "reason"),
+                "state_rumors": sum_deltas(m0, m1, "gossip_state_rumors_total", "result"),
+                "antientropy_bytes": sum_deltas(m0, m1, "gossip_antientropy_bytes_total", "direction"),
+            },
+            "nft_whole": whole, "nft_during_writes": during, "capture": capture,
+            # Overload shows in membership too: suspicions (and deaths) of agents nobody stopped, from their logs.
+            "membership_under_load": bc.false_positives(self.cluster, wall_start),
+        }
+        out.update(byte_figures(out, len(acked), n, write_window))
+        return out
+
+
+def idle_traffic(cl: bc.Cluster, n: int, seconds: float) -> dict[str, Any] | None:
+    """Agent-to-agent bytes/s per agent with no writes, over `seconds` after the settle (same nft counters)."""
+    if seconds <= 0:
+        return None
+    lo, hi = cl.port_range
+    with AgentNft(lo, hi) as nft:
+        c0 = nft.read()
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        d = nft_delta(c0, nft.read())
+        secs = time.monotonic() - t0
+    if d is None:
+        return None
+    return {"seconds": round(secs, 1), "Bps_per_agent": round(d["bytes"] / n / secs, 1),
+            "udp_pps_per_agent": round(d["udp_packets"] / n / secs, 2)}
+
+
+def byte_figures(r: dict[str, Any], writes: int, n: int, write_window: float) -> dict[str, Any]:
+    """Bytes per write, x floor, the breakdown by type (UDP by capture, TCP by the agents' counters) and shares."""
+    whole, during = r.get("nft_whole"), r.get("nft_during_writes")
+    out: dict[str, Any] = {}
+    if not whole or not writes:
+        return out
+    per_write = whole["bytes"] / writes
+    out["bytes_per_write"] = round(per_write)
+    out["x_floor"] = round(per_write / r["floor_bytes_per_write"], 2)
+    if during and write_window > 0:
+        out["kBps_during_writes"] = round(during["bytes"] / write_window / 1000, 2)
+    by_type: dict[str, float] = {}
+    cap = r.get("capture")
+    counts = r.get("agent_counters", {}).get("messages_out_by_type", {})
+    if cap and cap.get("wire_bytes"):
+        weights = dict(cap["wire_bytes_by_type"])
+        out["udp_split"] = "capture"
+        captured = cap.get("messages") or {}
+        if counts and captured:
+            # The agents count every message they send (exact even when the capture could not keep up); the
+            # capture gives each type's mean wire size (headers shared), which sampling does not bias. A type
+            # the capture never kept (rare: a nack, a suspicion) gets the mean size of all captured messages.
+            overall = sum(cap["wire_bytes_by_type"].values()) / max(1, sum(captured.values()))
+            weights = {t: c * (cap["wire_bytes_by_type"][t] / captured[t] if captured.get(t) else overall)
+                       for t, c in counts.items() if c > 0}
+            out["udp_split"] = "agent message counts x captured mean wire size"
+        if cap.get("undecoded_bytes"):
+            weights["udp_undecoded"] = cap["undecoded_bytes"]
+        scale = whole["udp_bytes"] / (sum(weights.values()) or 1.0)
+        for k, v in weights.items():
+            by_type[k] = v * scale
+        out["capture_kept"] = round(cap["packets"] / max(1, whole["udp_packets"]), 3)
+    elif whole["udp_bytes"]:
+        by_type["udp (not decoded)"] = whole["udp_bytes"]
+    # TCP: push-pull bodies are counted by the serving agent (in + out), anti-entropy by the initiator (sent +
+    # received); HTTP headers, handshakes and other stream operations are shared in the same proportion.
+    counters = r.get("agent_counters", {})
+    tcp_parts = {"pushpull": counters.get("bytes_out_by_kind", {}).get("pushpull", 0.0)
+                 + counters.get("bytes_in_by_kind", {}).get("pushpull", 0.0),
+                 "antientropy": sum(counters.get("antientropy_bytes", {}).values())}
+    tcp_total = sum(tcp_parts.values())
+    if whole["tcp_bytes"]:
+        if tcp_total > 0:
+            for k, v in tcp_parts.items():
+                if v:
+                    by_type[f"tcp:{k}"] = whole["tcp_bytes"] * v / tcp_total
+        else:
+            by_type["tcp:other"] = whole["tcp_bytes"]
+    out["bytes_by_type"] = {k: round(v) for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])}
+    total = sum(by_type.values()) or 1.0
+    member = sum(v for k, v in by_type.items() if k in MEMBERSHIP_TYPES or
+                 (k.startswith("tcp:") and any(op in k for op in MEMBERSHIP_OPS)))
+    out["membership_share"] = round(member / total, 3)
+    out["alive_share"] = round(by_type.get("alive", 0.0) / total, 3)
+    return out
+
+
+# -- Serf --------------------------------------------------------------------------------------------------------
+_SERF_USER_RE = re.compile(r"Received event: user-event: (\S+)")
+
+
+def parse_serf_load(line: str) -> bc.Parsed | None:
+    m = _SERF_USER_RE.search(line)
+    if m:
+        return ("user", m.group(1), None)
+    return bc.parse_serf(line)
+
+
+class SerfLoad(bc.Serf):
+    parse = staticmethod(parse_serf_load)
+
+
+class SerfRpc:
+    """Serf's msgpack RPC (handshake, then `event`), enough to send user events from this process."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection((AGENT_ADDR, port), timeout=10)
+        self.unpacker = msgpack.Unpacker(raw=False)
+        self.seq = 0
+        self.call("handshake", {"Version": 1})
+
+    def call(self, command: str, body: dict[str, Any]) -> None:
+        self.sock.sendall(msgpack.packb({"Command": command, "Seq": self.seq}) + msgpack.packb(body))
+        self.seq += 1
+        while True:
+            for header in self.unpacker:
+                if header.get("Error"):
+                    raise RuntimeError(f"serf rpc {command}: {header['Error']}")
+                return
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("serf rpc: connection closed")
+            self.unpacker.feed(chunk)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def run_serf(sc: Scenario, args: argparse.Namespace, workdir: Path, ports: bc.Ports, hub: bc.LogHub) -> dict[str, Any]:
+    cl = bc.Cluster(SerfLoad(), hub, workdir, ports, sc.n)
+    started = bc.start_cluster(cl, sc.n, batch=20 if sc.n > 60 else 0, timeout=args.join_timeout)
+    if not started.get("converged"):
+        cl.stop_all()
+        raise RuntimeError(f"{sc.title()}: the Serf cluster did not converge")
+    agents = cl.live()
+    rng = random.Random(args.seed)
+    rpcs: dict[str, SerfRpc] = {}
+    lo, hi = cl.port_range
+    tag = f"e{time.monotonic_ns() % 10**9}"
+    names = [f"{tag}-{i}" for i in range(sc.writes)]
+    payload_size = sc.size
+    sent: dict[str, float] = {}
+    errors: Counter[str] = Counter()
+    try:
+        time.sleep(args.settle)
+        idle = idle_traffic(cl, len(agents), args.idle_seconds)
+        load_before = bc.loadavg()
+        with AgentNft(lo, hi) as nft:
+            ticks0 = [bc.cpu_ticks(a.pid) for a in agents]
+            c0 = nft.read()
+            t_start = time.perf_counter()
+            for i, name in enumerate(names):
+                due = t_start + i / sc.rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                a = agents[rng.randrange(len(agents))]
+                try:
+                    rpc = rpcs.get(a.name) or rpcs.setdefault(a.name, SerfRpc(a.rpc_port))
+                    sent[name] = time.time()
+                    rpc.call("event", {"Name": name, "Payload": os.urandom(payload_size), "Coalesce": False})
+                except (OSError, RuntimeError) as exc:
+                    errors[str(exc)[:80]] += 1
+                    sent.pop(name, None)
+            t_last = time.perf_counter()
+            c_last = nft.read()
+            n = len(agents)
+            bc.wait_until(lambda: all(all(cl.hub.get(a.name, "user", k) for a in agents) for k in sent),
+                          args.deliver_timeout, poll=0.05)
+            rest = t_last + args.tail - time.perf_counter()
+            if rest > 0:
+                time.sleep(rest)
+            t_end = time.perf_counter()
+            c_end = nft.read()
+            ticks_end = [bc.cpu_ticks(a.pid) for a in agents]
+        load_after = bc.loadavg()
+    finally:
+        for rpc in rpcs.values():
+            rpc.close()
+        cl.stop_all()
+    t100: list[float] = []
+    each: list[float] = []
+    for k, t0 in sent.items():
+        evs = [cl.hub.get(a.name, "user", k) for a in agents]
+        got = [e.t - t0 for e in evs if e]
+        each.extend(got)
+        if len(got) == n:
+            t100.append(max(got))
+    window = t_end - t_start
+    write_window = t_last - t_start
+    cpu = [100.0 * (b - a) / bc.CLK_TCK / window for a, b in zip(ticks0, ticks_end, strict=True)
+           if a is not None and b is not None]
+    floor = (n - 1) * (len(names[0]) + sc.size + VERSION_BYTES)
+    whole, during = nft_delta(c0, c_end), nft_delta(c0, c_last)
+    out: dict[str, Any] = {
+        "scenario": asdict(sc), "title": sc.title(), "join": started, "load_before": load_before,
+        "load_after": load_after, "writes_acked": len(sent), "write_errors": dict(errors),
+        "write_window_s": r3(write_window), "window_s": r3(window),
+        "latency": {"t100_median_ms": r3(1000 * statistics.median(t100)) if t100 else None,
+                    "t100_p99_ms": r3(1000 * (pct(t100, 99) or 0)) if t100 else None,
+                    "t100_max_ms": r3(1000 * max(t100)) if t100 else None,
+                    "each_median_ms": r3(1000 * statistics.median(each)) if each else None,
+                    "complete": len(t100), "incomplete": len(sent) - len(t100),
+                    "t100_ms": [round(1000 * x, 2) for x in t100]},
+        "floor_bytes_per_write": floor, "idle": idle,
+        "cpu_pct_per_agent": {"mean": r3(statistics.fmean(cpu)) if cpu else None, "max": r3(max(cpu)) if cpu else None},
+        "nft_whole": whole, "nft_during_writes": during,
+    }
+    if whole and sent:
+        out["bytes_per_write"] = round(whole["bytes"] / len(sent))
+        out["x_floor"] = round(whole["bytes"] / len(sent) / floor, 2)
+        out["bytes_by_type"] = {"udp (serf)": whole["udp_bytes"], "tcp (serf push-pull)": whole["tcp_bytes"]}
+        if during and write_window > 0:
+            out["kBps_during_writes"] = round(during["bytes"] / write_window / 1000, 2)
+    return out
+
+
+# -- the plan ----------------------------------------------------------------------------------------------------
+def parse_list(text: str, kind: type) -> list[Any]:
+    return [kind(x) for x in text.split(",") if x.strip()]
+
+
+def plan(args: argparse.Namespace) -> list[Scenario]:
+    out: list[Scenario] = []
+    for n in parse_list(args.n, int):
+        for rate in parse_list(args.rate, float):
+            writes = args.writes or max(1, round(rate * args.seconds))
+            for mode in parse_list(args.modes, str):
+                out.append(Scenario("ours", n, rate, args.size, writes, mode, list(args.set),
+                                    "critical" if args.critical_every else "load", args.critical_every))
+            if args.serf and args.size + 24 <= SERF_EVENT_LIMIT:
+                out.append(Scenario("serf", n, rate, args.size, writes, "-", [], "load"))
+    if args.issue_scenario:
+        for mode in ("push", "pull", "push-pull"):
+            out.append(Scenario("ours", 8, 10, 200, 80, mode, list(args.set), "issue8"))
+        if args.serf:
+            out.append(Scenario("serf", 8, 10, 200, 80, "-", [], "issue8"))
+    if args.sweep:
+        for fanout in (1, 3, 6):
+            for mult in (1, 2, 4):
+                out.append(Scenario("ours", 10, 10, args.size, max(1, round(10 * args.seconds)), "push-pull",
+                                    [f"gossip.fanout={fanout}", f"gossip.retransmitMult={mult}"], "sweep"))
+    return out
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    with contextlib.suppress(ImportError):
+        from gossip_agent import __version__
+        out["gossip_agent"] = __version__
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                    cwd=ROOT, timeout=10).stdout.strip()
+    if serf_mod.available():
+        out["serf"] = serf_mod.version()
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", default="10", help="comma list of cluster sizes (default %(default)s)")
+    p.add_argument("--rate", default="10", help="comma list of writes/s (default %(default)s)")
+    p.add_argument("--size", type=int, default=1024, help="value bytes (default %(default)s)")
+    p.add_argument("--seconds", type=float, default=10.0, help="write for this long (default %(default)s)")
+    p.add_argument("--writes", type=int, default=0, help="write count instead of --seconds")
+    p.add_argument("--modes", default="push-pull", help="comma list of gossip.mode (default %(default)s)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override our agents' config (repeatable)")
+    p.add_argument("--serf", action="store_true", help="Serf user events beside us (sizes <= 488 B)")
+    p.add_argument("--issue-scenario", action="store_true", help="add the 8-agent, 80 x 200 B at 10/s runs")
+    p.add_argument("--sweep", action="store_true", help="add N=10 runs over fanout x retransmitMult")
+    p.add_argument("--critical-every", type=int, default=0, metavar="K",
+                   help="every K-th write is PUT with ?priority=critical; t100 is then also reported per class")
+    p.add_argument("--no-default", action="store_true", help="only --issue-scenario / --sweep runs")
+    p.add_argument("--settle", type=float, default=3.0, help="seconds between join and the first write")
+    p.add_argument("--idle-seconds", type=float, default=5.0,
+                   help="after the settle, measure idle bytes/s per agent this long (0: skip)")
+    p.add_argument("--tail", type=float, default=3.0, help="seconds counted after the last write's ack")
+    p.add_argument("--drain-timeout", type=float, default=20.0,
+                   help="after the tail, wait this long at most for every rumor queue to empty")
+    p.add_argument("--deliver-timeout", type=float, default=15.0)
+    p.add_argument("--converge-timeout", type=float, default=30.0)
+    p.add_argument("--join-timeout", type=float, default=120.0)
+    p.add_argument("--base-port", type=int, default=23000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", metavar="FILE", help="write the figures as JSON here")
+    p.add_argument("--keep-logs", metavar="DIR")
+    p.add_argument("--capture-child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.capture_child:
+        lo, hi, out = args.capture_child.split(",", 2)
+        return capture_child(int(lo), int(hi), out)
+    if args.serf and not serf_mod.available():
+        log("serf is not installed (apt-get install serf): no Serf rows")
+        args.serf = False
+    scenarios = plan(args)
+    if args.no_default:
+        scenarios = [s for s in scenarios if s.label != "load"]
+    signal.signal(signal.SIGTERM, bc._on_term)
+    workdir = Path(args.keep_logs) if args.keep_logs else Path(tempfile.mkdtemp(prefix="bench-load-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    meta = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.node()} {os.cpu_count()} cpus, {platform.platform()}",
+            "load_start": bc.loadavg(), "versions": versions(), "argv": sys.argv[1:]}
+    hub = bc.LogHub()
+    ports = bc.Ports(args.base_port)
+    results: list[dict[str, Any]] = []
+    try:
+        for sc in scenarios:
+            log(f"== {sc.title()} (load {bc.loadavg()})")
+            try:
+                if sc.impl == "serf":
+                    r = run_serf(sc, args, workdir, ports, hub)
+                else:
+                    r = asyncio.run(OursLoad(sc, args, workdir, ports, hub).run())
+            except RuntimeError as exc:
+                log(f"{sc.title()}: failed: {exc}")
+                r = {"scenario": asdict(sc), "title": sc.title(), "error": str(exc)}
+            results.append(r)
+            print(row_text(r), flush=True)
+            if args.json:  # after every scenario: a long plan that dies keeps what it measured
+                Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    finally:
+        hub.close()
+        bc._cleanup_all()
+    meta["load_end"] = bc.loadavg()
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def row_text(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"{r['title']}: ERROR {r['error']}"
+    lat = r["latency"]
+    parts = [r["title"], f"acked {r['writes_acked']}",
+             f"t100 median {lat['t100_median_ms']} ms p99 {lat['t100_p99_ms']} ms (incomplete {lat['incomplete']})"]
+    if r.get("latency_by_class"):
+        c = r["latency_by_class"]
+        parts.append(f"critical t100 median {c['critical']['t100_median_ms']} ms vs normal "
+                     f"{c['normal']['t100_median_ms']} ms ({c['critical_over_normal_median']}x)")
+    if "bytes_per_write" in r:
+        parts.append(f"{r['bytes_per_write']} B/write = {r['x_floor']}x floor")
+    if "kBps_during_writes" in r:
+        parts.append(f"{r['kBps_during_writes']} kB/s")
+    if "membership_share" in r:
+        parts.append(f"membership/convergence {100 * r['membership_share']:.0f}%")
+    if r.get("roots_equal_after_last_write_s") is not None:
+        parts.append(f"roots equal +{r['roots_equal_after_last_write_s']} s")
+    if r.get("bytes_by_type"):
+        parts.append("by type " + ", ".join(f"{k} {v}" for k, v in list(r["bytes_by_type"].items())[:6]))
+    if r.get("idle"):
+        parts.append(f"idle {r['idle']['Bps_per_agent']} B/s per agent")
+    parts.append(f"load {r['load_before']}->{r['load_after']}")
+    return " | ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
