@@ -49,7 +49,7 @@ from gossip_agent.core.node import Node
 from gossip_agent.io import tls
 from gossip_agent.io.auth import ApiAuth
 from gossip_agent.io.events_http import MemberWatchHub, member_watch_routes
-from gossip_agent.io.extension import Extension
+from gossip_agent.io.host import Extension
 from gossip_agent.io.http_api import make_app
 from gossip_agent.io.http_limits import HTTP_STATS, GuardedRunner, HttpCollector
 from gossip_agent.io.metrics import AgentMetrics, AgentStats
