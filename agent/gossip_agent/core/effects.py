@@ -35,6 +35,21 @@ class TcpProbe:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class JoinSeeds:
+    """Resolve the seeds (each attempt anew: DNS records of peers appear as they start) and call
+    `Node.join(addresses, now)` with the result, even an empty one (the Node then retries later).
+    `rejoin`: we were joined before and lost every peer (for logs and counters)."""
+
+    rejoin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveDone:
+    """Our leave has spread (its rumor is out of our queue, or nobody is left to tell, or the linger time
+    passed): stop the process. Emitted once, after `Node.leave`."""
+
+
 class EventKind(Enum):
     JOIN = "join"          # a member we did not know, alive
     UPDATE = "update"      # address or metadata changed
@@ -53,4 +68,4 @@ class MemberEvent:
     member: MemberSnapshot
 
 
-Effect = Send | SyncWith | TcpProbe | MemberEvent
+Effect = Send | SyncWith | TcpProbe | MemberEvent | JoinSeeds | LeaveDone
