@@ -20,7 +20,8 @@ class Send:
 @dataclass(frozen=True, slots=True)
 class SyncWith:
     """Run a push-pull exchange over a stream with `to`: send `Node.push_pull_state(join)`, feed the answer to
-    `Node.merge_push_pull`; on failure call `Node.sync_failed`."""
+    `Node.merge_push_pull`; on failure call `Node.sync_failed` (a failed join attempt is retried from there).
+    The responder side is `Node.serve_push_pull`."""
 
     to: Address
     join: bool
