@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gossip_agent.core.effects import EventKind
 from gossip_agent.core.messages import MemberState
-from gossip_agent.sim import Simulation
+from gossip_agent.core.node import LEAVE_LINGER
+from gossip_agent.sim import Simulation, make_config
+from gossip_agent.sim.cluster import Status
 
 from .conftest import converged_cluster, saw_all
 
@@ -71,3 +75,25 @@ def test_isolated_node_rejoins_through_the_seeds() -> None:
     sim.heal()
     assert sim.run_until_condition(sim.converged, timeout=30.0, check_every=0.5) is not None
     assert sim.stats["rejoins"] >= 1
+
+
+def test_a_leaver_stops_once_its_core_says_the_leave_has_spread() -> None:
+    """No fixed linger in the driver: the core's `LeaveDone` (its leave rumor is out of the queue, at most
+    LEAVE_LINGER after leaving) stops the node, as it stops an agent."""
+    sim = converged_cluster(20, seed=4)
+    sim.leave("n7")
+    stopped = sim.run_until_condition(lambda: sim.status[7] == Status.LEFT, timeout=LEAVE_LINGER + 0.5,
+                                      check_every=0.01)
+    assert stopped is not None
+    # It stopped because the rumor was out (in a fraction of the linger bound here), not at the bound.
+    assert stopped - sim.left_at[7] < LEAVE_LINGER / 2
+    assert sim.node("n7").queue_depth() == 0
+    assert sim.run_until_condition(lambda: sim.all_see("n7", MemberState.LEFT), timeout=5.0,
+                                   check_every=0.01) is not None
+
+
+def test_running_nodes_are_not_reconfigured_beyond_immediate_forwarding() -> None:
+    sim = converged_cluster(5, seed=5)
+    other = make_config("lan", membership={"probe_interval": 2.0})
+    with pytest.raises(ValueError, match="immediate_forward"):
+        sim.reconfigure(other)

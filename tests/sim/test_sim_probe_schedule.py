@@ -18,15 +18,13 @@ from .conftest import converged_cluster
 def record_probes(sim: Simulation) -> list[tuple[float, str, str]]:
     """(time, prober, target) of every direct probe the simulation sends from now on."""
     probes: list[tuple[float, str, str]] = []
-    send = sim._send
 
-    def tap(i: int, e: Send) -> None:
+    def tap(now: float, i: int, e: Send) -> None:
         first = e.packet.messages[0] if e.packet.messages else None
         if isinstance(first, Ping) and first.source == e.packet.sender:
-            probes.append((sim.now, e.packet.sender, first.target))
-        send(i, e)
+            probes.append((now, e.packet.sender, first.target))
 
-    sim._send = tap  # type: ignore[method-assign]
+    sim.on_send.append(tap)
     return probes
 
 

@@ -20,7 +20,8 @@ class Send:
 @dataclass(frozen=True, slots=True)
 class SyncWith:
     """Run a push-pull exchange over a stream with `to`: send `Node.push_pull_state(join)`, feed the answer to
-    `Node.merge_push_pull`; on failure call `Node.sync_failed`."""
+    `Node.merge_push_pull`; on failure call `Node.sync_failed` (a failed join attempt is retried from there).
+    The responder side is `Node.serve_push_pull`."""
 
     to: Address
     join: bool
@@ -33,6 +34,21 @@ class TcpProbe:
     to: Address
     target: str
     seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinSeeds:
+    """Resolve the seeds (each attempt anew: DNS records of peers appear as they start) and call
+    `Node.join(addresses, now)` with the result, even an empty one (the Node then retries later).
+    `rejoin`: we were joined before and lost every peer (for logs and counters)."""
+
+    rejoin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveDone:
+    """Our leave has spread (its rumor is out of our queue, or nobody is left to tell, or the linger time
+    passed): stop the process. Emitted once, after `Node.leave`."""
 
 
 class EventKind(Enum):
@@ -53,4 +69,4 @@ class MemberEvent:
     member: MemberSnapshot
 
 
-Effect = Send | SyncWith | TcpProbe | MemberEvent
+Effect = Send | SyncWith | TcpProbe | MemberEvent | JoinSeeds | LeaveDone

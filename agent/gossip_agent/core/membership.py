@@ -117,6 +117,11 @@ class MemberTable:
         return member is not None and member.state in _LIVE
 
     @property
+    def n_alive(self) -> int:
+        """Alive members (self included while we are alive)."""
+        return self._counts[MemberState.ALIVE]
+
+    @property
     def n_live(self) -> int:
         """Members that count for timeouts and retransmit limits: alive or suspect (self included)."""
         return self._counts[MemberState.ALIVE] + self._counts[MemberState.SUSPECT]

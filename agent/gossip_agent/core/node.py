@@ -30,7 +30,8 @@ from gossip_agent.core import codec, probe_schedule
 from gossip_agent.core.awareness import Awareness
 from gossip_agent.core.broadcast import BroadcastQueue
 from gossip_agent.core.config import AgentConfig
-from gossip_agent.core.effects import Effect, EventKind, MemberEvent, Send, SyncWith, TcpProbe
+from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
+from gossip_agent.core.joining import JoinSchedule
 from gossip_agent.core.membership import Member, MemberTable
 from gossip_agent.core.messages import (
     Ack,
@@ -64,6 +65,9 @@ _EARLY_GOSSIP_FRACTION = 0.25
 _RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
 # The follow-up sync after a join, in gossip intervals (0.5 s with LAN timings).
 _FOLLOWUP_SYNC_INTERVALS = 2.5
+# After `leave`, how long at most we keep running so our leave rumor spreads (seconds): we stop earlier once
+# it has left our queue (sent its retransmit limit) or nobody is left to tell.
+LEAVE_LINGER = 1.0
 
 
 class StateDelegate(Protocol):
@@ -100,15 +104,29 @@ def meta_size(meta: Mapping[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) + 2 for k, v in meta.items())
 
 
+def split_push_pull(state: PushPullState, rows: int | None) -> list[PushPullState]:
+    """`state` in parts of at most `rows` rows (one part without a bound); merging the parts in order is
+    merging the whole."""
+    members = state.members
+    if rows is None or len(members) <= rows:
+        return [state]
+    return [PushPullState(state.sender, members[i:i + rows], state.join) for i in range(0, len(members), rows)]
+
+
 class Node:
     """One member's view of the cluster. Not thread-safe; one driver owns it."""
 
     def __init__(self, config: AgentConfig, addr: Address, rng: Rng, now: float,
-                 delegate: StateDelegate | None = None, *, incarnation: int = 0, clock_offset: float = 0.0) -> None:
+                 delegate: StateDelegate | None = None, *, incarnation: int = 0, clock_offset: float = 0.0,
+                 leave_linger: float = LEAVE_LINGER) -> None:
+        # Read-only after construction: a running core is never reconfigured (the one setting a driver may
+        # switch live, immediate forwarding, has its own method and field below).
         self.config = config
         # Wall-clock time minus `now`: aligned probing numbers its rounds by the wall clock, shared by all
-        # members. The driver refreshes it (a wall-clock step only misaligns rounds for a moment).
-        self.clock_offset = clock_offset
+        # members. The driver reports wall-clock readings (`observe_wall_clock`); a step only misaligns rounds
+        # for a moment.
+        self._clock_offset = clock_offset
+        self._immediate_forward = config.gossip.immediate_forward
         self.name = config.name
         self.addr = addr
         self.rng = rng
@@ -123,8 +141,11 @@ class Node:
         self.table.add(Member(self.name, addr, incarnation, MemberState.ALIVE, dict(self.meta), now))
         self.stats: Counter[str] = Counter()
         self.leaving = False
+        self._leave_linger = leave_linger
+        self._leave_until = _NEVER
+        self._leave_done = False
+        self._join = JoinSchedule(rng, config.membership.stream_timeout)
         self._refuted = False
-        self._seeded = False
         self._seq = 0
         self._probe_order: list[str] = []
         self._probe_index = 0
@@ -159,6 +180,20 @@ class Node:
         m = self.table.get(name)
         return m.snapshot() if m else None
 
+    def member_state(self, name: str) -> MemberState | None:
+        """How we see `name` now (None: not in our table, e.g. never heard of or reaped)."""
+        m = self.table.get(name)
+        return m.state if m is not None else None
+
+    @property
+    def join_attempts(self) -> int:
+        """Join attempts made so far (`join` calls)."""
+        return self._join.attempts
+
+    def queue_depth(self) -> int:
+        """Rumors waiting for (re)transmission."""
+        return len(self.queue)
+
     @property
     def health_score(self) -> int:
         """Lifeguard local health: 0 is healthy; probes slow down by a factor (1 + score)."""
@@ -167,16 +202,28 @@ class Node:
     @property
     def joined(self) -> bool:
         """True once another member is known alive (or no seeds were given)."""
-        return not self._seeded or self.table.counts()[MemberState.ALIVE] > 1
+        return not self._join.active or self.table.n_alive > 1
 
     # -- driver entry points ---------------------------------------------------------------------------
+    def observe_wall_clock(self, wall: float, now: float) -> None:
+        """The wall clock read `wall` at `now`: aligned probing numbers its rounds by the wall clock, which
+        members share, so the driver reports it before ticking (and a wall-clock step is followed)."""
+        self._clock_offset = wall - now
+
+    def set_immediate_forward(self, enabled: bool) -> None:
+        """Switch immediate forwarding of fresh rumors on or off (an experiment's knob; the only setting a
+        running core takes: everything else in `config` is fixed at construction)."""
+        self._immediate_forward = enabled
+
     def join(self, seeds: Sequence[Address], now: float) -> list[Effect]:
-        """Contact seeds (push-pull with join=True). Call again with re-resolved seeds to retry."""
+        """One join attempt: push-pull (join=True) with each seed address. Call it once at start with the
+        resolved seeds; the Node asks for later attempts itself (`JoinSeeds`: failed attempts with backoff, and
+        rejoins after losing every peer, see core/joining.py), and the driver answers each with this call."""
         targets = [s for s in dict.fromkeys(seeds) if s != self.addr]
         # A join attempt means this node was given seeds: it counts as joined only once another member is alive,
         # even when no seed resolved to anyone else this round (DNS records of peers still starting); otherwise
         # a pod that started before its peers' DNS names existed stayed alone, "joined" and ready, for good.
-        self._seeded = True
+        self._join.attempted(targets, now)
         if targets:
             # One follow-up sync with a random member shortly after: members that joined at the same moment
             # through other seeds were not in the seed's view yet, and would otherwise wait for a rumor.
@@ -195,10 +242,19 @@ class Node:
             self.table.add(Member(row.name, row.addr, row.incarnation, row.state, row.meta, now))
             self._probe_order.append(row.name)
         self.rng.shuffle(self._probe_order)
-        self._seeded = True
+        self._join.active = True  # seeded as far as rejoining goes: it joins the seeds again if it loses everyone
 
     def push_pull_state(self, join: bool) -> PushPullState:
         return PushPullState(self.name, tuple(m.snapshot() for m in self.table), join)
+
+    def serve_push_pull(self, remote: PushPullState, *,
+                        chunk_rows: int | None = None) -> tuple[PushPullState, list[PushPullState]]:
+        """A peer's push-pull reached us: (our answer, the merges to run), in memberlist's order. The answer is
+        our view from *before* merging theirs: the initiator learns what we knew, and its own rows are not
+        echoed back to it. Feed each returned part to `merge_push_pull`, in order; with `chunk_rows` the view
+        comes in parts of that many rows, so a driver can yield between them (a forged view of thousands of
+        rows must not stall the event loop)."""
+        return self.push_pull_state(False), split_push_pull(remote, chunk_rows)
 
     def merge_push_pull(self, remote: PushPullState, now: float) -> list[Effect]:
         """Merge a full membership view. Dead or suspect rows count as suspicions only: we let the member
@@ -224,6 +280,7 @@ class Node:
 
     def sync_failed(self, to: Address, now: float) -> list[Effect]:
         self.stats["sync_failed"] += 1
+        self._join.sync_failed(to, now, self.joined)
         return []
 
     def tcp_probe_ok(self, seq: int, now: float) -> list[Effect]:
@@ -253,10 +310,11 @@ class Node:
         return self.table.n_live + (1 if self.leaving else 0)
 
     def leave(self, now: float) -> list[Effect]:
-        """Broadcast our graceful leave; the driver keeps ticking briefly so it spreads, then stops."""
+        """Broadcast our graceful leave. The driver keeps running (ticks, packets) until `LeaveDone`."""
         if self.leaving:
             return []
         self.leaving = True
+        self._leave_until = now + self._leave_linger
         me = self.table.get(self.name)
         assert me is not None
         self.table.set_state(me, MemberState.LEFT, now)
@@ -271,7 +329,7 @@ class Node:
         A later rumor with the same `key` replaces an unsent earlier one."""
         out: list[Effect] = []
         self._enqueue(StateRumor(payload), None, key=None if key is None else "s:" + key)
-        if self.config.gossip.immediate_forward:
+        if self._immediate_forward:
             self._forward(now, None, out)
         return out
 
@@ -285,7 +343,7 @@ class Node:
         self.incarnation = min(self.incarnation + 1, codec.MAX_INCARNATION)
         self._announce_self(now)
         out: list[Effect] = []
-        if self.config.gossip.immediate_forward:
+        if self._immediate_forward:
             self._forward(now, None, out)
         return out
 
@@ -325,7 +383,7 @@ class Node:
             sender = self.table.get(packet.sender)
             if sender is not None:
                 self._send(sender.addr, sender.name, [], out)
-        if fresh and self.config.gossip.immediate_forward and not self.leaving:
+        if fresh and self._immediate_forward and not self.leaving:
             self._forward(now, packet.sender, out)
         return out
 
@@ -353,11 +411,27 @@ class Node:
             peer = self._random_peers(1, exclude=None, live_only=True)
             if peer:
                 out.append(SyncWith(peer[0].addr, join=False))
+        rejoin = self._join.due(now, self.joined, self.leaving)
+        if rejoin is not None:
+            self.stats["rejoin_requests" if rejoin else "join_retries"] += 1
+            out.append(JoinSeeds(rejoin))
+        if self.leaving and not self._leave_done and (now >= self._leave_until or not self._leave_spreading()):
+            self._leave_done = True
+            out.append(LeaveDone())
         return out
 
+    def _leave_spreading(self) -> bool:
+        """Our leave rumor (and whatever else is queued) still has someone to go to."""
+        return len(self.queue) > 0 and self.table.n_live > 0
+
     def next_deadline(self) -> float:
-        """The earliest time at which `tick` has something to do."""
+        """The earliest time at which `tick` has something to do (a time already past: at once)."""
         deadline = self._followup_sync_at if self.leaving else min(self._next_push_pull, self._followup_sync_at)
+        if self.leaving:
+            if not self._leave_done:
+                deadline = min(deadline, self._leave_until if self._leave_spreading() else 0.0)
+        elif self._join.active:
+            deadline = min(deadline, self._join.deadline(self.joined))
         if self._former:
             deadline = min(deadline, self._next_reconnect)
         if not self.leaving and len(self._probe_order) and self._probe is None:
@@ -383,9 +457,9 @@ class Node:
 
     def _next_round_at(self, now: float) -> float:
         """`now`-clock time at which our next aligned round starts."""
-        interval, wall = self.config.membership.probe_interval, now + self.clock_offset
+        interval, wall = self.config.membership.probe_interval, now + self._clock_offset
         r = probe_schedule.round_of(wall, self._probe_phase, interval)
-        return probe_schedule.round_start(r + 1, self._probe_phase, interval) - self.clock_offset
+        return probe_schedule.round_start(r + 1, self._probe_phase, interval) - self._clock_offset
 
     def _aligned_target(self, now: float) -> Member | None:
         """This round's target on the shared ring; None if we already probed in this round."""
@@ -395,7 +469,7 @@ class Node:
         me = bisect.bisect_left(ring, (key, self.name)) if key is not None else n
         if n < 2 or me >= n or ring[me][1] != self.name:
             return self._next_target()  # not on the ring (yet): fall back to the shuffled order
-        r = probe_schedule.round_of(now + self.clock_offset, self._probe_phase, self.config.membership.probe_interval)
+        r = probe_schedule.round_of(now + self._clock_offset, self._probe_phase, self.config.membership.probe_interval)
         if r == self._last_round:
             return None
         self._last_round = r

@@ -4,18 +4,21 @@ Rules of this module:
 - The Node is only touched from the event loop thread, and only through `_feed` (packets, stream results)
   or `_on_timer` (time). Both perform the returned effects at once and re-arm a single timer at
   `node.next_deadline()`: an idle agent wakes only when the protocol has something to do (no polling).
+- The runtime decides nothing about the protocol: join retries and rejoins (`JoinSeeds`, core/joining.py),
+  the leave linger (`LeaveDone`), the order of a push-pull answer (`Node.serve_push_pull`) are the Node's;
+  this module resolves seed names, runs streams, and stops when told.
 - Everything is bounded: concurrent stream operations (`MAX_STREAMS`; past it a sync counts as failed and a
-  TCP probe is skipped), join retries (exponential backoff capped at `JOIN_BACKOFF_MAX`), the leave linger
-  (`LEAVE_LINGER`), request and answer sizes (codec, peer client, HTTP API).
+  TCP probe is skipped), one seed resolution at a time, request and answer sizes (codec, peer client, HTTP
+  API).
 - A failure in one packet or effect is logged and counted, never fatal: garbage from the network must not
   stop the agent.
 
 Lifecycle: `start()` opens UDP and binds HTTP on the same port number, creates the Node (with the
 extensions' state delegate), attaches the extensions, only then serves HTTP (a request never meets an
-unattached extension), starts extensions and the join loop; `run()` also installs SIGTERM/SIGINT handlers
-and returns the exit code after `stop()`.
-A leave (signal or POST /v1/leave) broadcasts `left`, keeps ticking until the rumor is sent out or
-`LEAVE_LINGER` passes, then stops. A second signal stops at once.
+unattached extension), starts extensions and the first join attempt; `run()` also installs SIGTERM/SIGINT
+handlers and returns the exit code after `stop()`.
+A leave (signal or POST /v1/leave) broadcasts `left` and keeps running until the Node says it has spread
+(`LeaveDone`: the rumor is sent out, or its linger time passed), then stops. A second signal stops at once.
 
 Observers hook in here, not in the Node: member events (and refutations, seen as the Node's `refutations`
 count moving) go to `member_watch` (`GET /v1/members/watch`, io/events_http.py), and probe round trips are
@@ -43,13 +46,22 @@ from prometheus_client.registry import Collector
 
 from gossip_agent.core import codec
 from gossip_agent.core.config import AgentConfig
-from gossip_agent.core.effects import Effect, EventKind, MemberEvent, Send, SyncWith, TcpProbe
+from gossip_agent.core.effects import (
+    Effect,
+    EventKind,
+    JoinSeeds,
+    LeaveDone,
+    MemberEvent,
+    Send,
+    SyncWith,
+    TcpProbe,
+)
 from gossip_agent.core.messages import Ack, Address, MemberSnapshot, MemberState, Packet, Ping, PushPullState
-from gossip_agent.core.node import Node
+from gossip_agent.core.node import Node, split_push_pull
 from gossip_agent.io import tls
 from gossip_agent.io.auth import ApiAuth
 from gossip_agent.io.events_http import MemberWatchHub, member_watch_routes
-from gossip_agent.io.extension import Extension
+from gossip_agent.io.host import Extension
 from gossip_agent.io.http_api import make_app
 from gossip_agent.io.http_limits import HTTP_STATS, GuardedRunner, HttpCollector
 from gossip_agent.io.metrics import AgentMetrics, AgentStats
@@ -62,11 +74,6 @@ from gossip_agent.io.transport import SendResult, UdpTransport, open_udp
 log = logging.getLogger("gossip_agent")
 
 MAX_STREAMS = 8
-JOIN_BACKOFF_MIN = 0.5
-JOIN_BACKOFF_MAX = 30.0
-# While joined, how often to check that we still are (all peers gone → join through the seeds again).
-REJOIN_CHECK = 5.0
-LEAVE_LINGER = 1.0
 KEYRING_RELOAD_EVERY = 10.0
 # Timer slack: fire a hair after the deadline so `tick(now)` never runs just before it and spins.
 _SLACK = 0.001
@@ -140,7 +147,7 @@ class _NodeView:
         return self._agent.node.counts()
 
     def queue_depth(self) -> int:
-        return len(self._agent.node.queue)
+        return self._agent.node.queue_depth()
 
 
 class Agent:
@@ -174,7 +181,8 @@ class Agent:
         self._timer_at = math.inf
         self._tasks: set[asyncio.Task[Any]] = set()
         self._streams = 0
-        self._leave_task: asyncio.Task[None] | None = None
+        self._leave_requested = False
+        self._resolving: asyncio.Task[None] | None = None  # the seed resolution for a join attempt, if any
         self._done = asyncio.Event()
         self._stopped = False
         self.port = 0
@@ -263,7 +271,10 @@ class Agent:
             await ext.start()
         self._reschedule()
         self.spawn(self._watchdog(), "watchdog")
-        self.spawn(self._join_loop(), "join")
+        if self.config.seeds:
+            self._join_through_seeds(JoinSeeds(rejoin=False))
+        else:
+            self.stats.joined = True
         if self._keyring_file is not None:
             self.spawn(self._keyring_loop(), "keyring")
         cfg, addr = self.config, self.node.addr
@@ -330,7 +341,7 @@ class Agent:
         return 0
 
     def _on_signal(self) -> None:
-        if self._leave_task is None:
+        if not self._leave_requested:
             log.info("signal: leaving the cluster")
             self.request_leave()
         else:
@@ -338,24 +349,10 @@ class Agent:
             self._done.set()
 
     def request_leave(self) -> None:
-        """Graceful leave, then stop (idempotent)."""
-        if self._leave_task is None and self._node is not None:
-            self._leave_task = asyncio.get_running_loop().create_task(self._leave(), name="leave")
-
-    async def _leave(self) -> None:
-        node = self.node
-        self._feed(node.leave(self.clock()))
-        deadline = self.clock() + LEAVE_LINGER
-        # Linger while the `left` rumor is still queued for retransmission (it leaves the queue once sent
-        # its retransmit limit), at most LEAVE_LINGER: gossip ticks keep running meanwhile.
-        while self.clock() < deadline and len(node.queue) > 0 and self._has_peers():
-            await asyncio.sleep(0.05)
-        log.info("left the cluster")
-        self._done.set()
-
-    def _has_peers(self) -> bool:
-        counts = self.node.counts()
-        return counts[MemberState.ALIVE] + counts[MemberState.SUSPECT] > 0
+        """Graceful leave, then stop when the Node says it has spread (idempotent)."""
+        if not self._leave_requested and self._node is not None and not self._stopped:
+            self._leave_requested = True
+            self._feed(self._node.leave(self.clock()))
 
     async def wait_done(self) -> None:
         await self._done.wait()
@@ -375,8 +372,6 @@ class Agent:
         if self._timer is not None:
             self._timer.cancel()
         tasks = [t for t in self._tasks if t is not asyncio.current_task()]
-        if self._leave_task is not None and self._leave_task is not asyncio.current_task():
-            tasks.append(self._leave_task)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -414,6 +409,9 @@ class Agent:
             if node is not None and node.stats["refutations"] != self._refutations:
                 self._refutations = node.stats["refutations"]
                 self.member_watch.refuted(node.member(node.name))
+            if node is not None and not self.stats.joined and node.join_attempts and node.joined and not node.leaving:
+                self.stats.joined = True
+                log.info("joined the cluster after %d attempt(s)", node.join_attempts)
 
     def _reschedule(self) -> None:
         if self._stopped or self._node is None or self._loop is None:
@@ -440,7 +438,7 @@ class Agent:
             return
         try:
             now = self.clock()
-            self.node.clock_offset = time.time() - now  # follow wall-clock adjustments (aligned probing)
+            self.node.observe_wall_clock(time.time(), now)  # follow wall-clock steps (aligned probing)
             effects = self.node.tick(now)
         except Exception:
             log.exception("node.tick failed")
@@ -486,6 +484,11 @@ class Agent:
                 self._feed_later(lambda: self.node.sync_failed(effect.to, self.clock()))
         elif isinstance(effect, TcpProbe):
             self._start_stream(self._tcp_probe(effect), "tcp_ping")
+        elif isinstance(effect, JoinSeeds):
+            self._join_through_seeds(effect)
+        elif isinstance(effect, LeaveDone):
+            log.info("left the cluster")
+            self._done.set()
 
     def _feed_later(self, call: Callable[[], list[Effect]]) -> None:
         """Run a Node call on the next loop iteration (never re-enter the Node while performing effects)."""
@@ -556,7 +559,7 @@ class Agent:
             self._feed(self.node.sync_failed(to, self.clock()))
             return
         self.stats.streams[("pushpull", "ok")] += 1
-        await self._merge_push_pull(remote)
+        await self._merge_parts(split_push_pull(remote, PUSH_PULL_CHUNK))
 
     async def _tcp_probe(self, probe: TcpProbe) -> None:
         node = self.node
@@ -583,24 +586,20 @@ class Agent:
             self.stats.dropped[getattr(exc, "reason", "malformed")] += 1
             raise
         self.stats.bytes[("in", "pushpull")] += len(body)
-        node = self.node
-        mine = node.push_pull_state(False)
-        await self._merge_push_pull(remote)
-        answer = self.security.seal(codec.encode_push_pull(PushPullState(mine.sender, mine.members, False)),
-                                    Purpose.STREAM)
+        mine, parts = self.node.serve_push_pull(remote, chunk_rows=PUSH_PULL_CHUNK)
+        await self._merge_parts(parts)
+        answer = self.security.seal(codec.encode_push_pull(mine), Purpose.STREAM)
         self.stats.bytes[("out", "pushpull")] += len(answer)
         return answer
 
-    async def _merge_push_pull(self, remote: PushPullState) -> None:
-        """Merge a peer's view in chunks of PUSH_PULL_CHUNK rows, yielding to the loop between chunks."""
-        rows = remote.members
-        for start in range(0, len(rows), PUSH_PULL_CHUNK):
-            if start:
+    async def _merge_parts(self, parts: Sequence[PushPullState]) -> None:
+        """Merge a peer's view part by part (PUSH_PULL_CHUNK rows each), yielding to the loop in between."""
+        for k, part in enumerate(parts):
+            if k:
                 await asyncio.sleep(0)
             if self._stopped:
                 return
-            chunk = PushPullState(remote.sender, rows[start:start + PUSH_PULL_CHUNK], remote.join)
-            self._feed(self.node.merge_push_pull(chunk, self.clock()))
+            self._feed(self.node.merge_push_pull(part, self.clock()))
 
     async def serve_ping(self, body: bytes) -> bytes | None:
         """The TCP fallback probe: ack if the ping names us."""
@@ -650,38 +649,29 @@ class Agent:
         self._udp_down_since = None
 
     # -- join and housekeeping -------------------------------------------------------------------------
-    async def _join_loop(self) -> None:
-        """Join through the seeds (re-resolved each attempt) with capped exponential backoff; afterwards check
-        now and then that we still have peers, and join again if not (e.g. after a long partition)."""
-        cfg = self.config
-        if not cfg.seeds:
-            self.stats.joined = True
+    def _join_through_seeds(self, ask: JoinSeeds) -> None:
+        """A join attempt (at start, or when the Node asks): resolve the seed names, then `Node.join`. One
+        resolution at a time; a request meanwhile is answered by the one in flight."""
+        if self._resolving is not None or self._stopped:
             return
-        backoff = JOIN_BACKOFF_MIN
-        attempts = 0
-        while not self._stopped:
-            node = self.node
-            if node.leaving:
-                return
-            if node.joined and attempts:
-                if not self.stats.joined:
-                    log.info("joined the cluster after %d attempt(s)", attempts)
-                self.stats.joined = True
-                backoff = JOIN_BACKOFF_MIN
-                await asyncio.sleep(REJOIN_CHECK)
-                continue
-            attempts += 1
-            seeds = await resolve_seeds(cfg.seeds, timeout=cfg.membership.stream_timeout)
-            effects = node.join(seeds, self.clock())
-            syncs = [e for e in effects if isinstance(e, SyncWith)]
-            self._feed(e for e in effects if not isinstance(e, SyncWith))
-            if syncs:
-                await asyncio.gather(*(self._sync(s.to, s.join) for s in syncs[:MAX_STREAMS]))
-            if self.node.joined:
-                continue
-            log.info("not joined yet (%d seed address(es) tried); retrying in %.1fs", len(syncs), backoff)
-            await asyncio.sleep(backoff * (0.5 + self.rng.random()))
-            backoff = min(backoff * 2, JOIN_BACKOFF_MAX)
+        node = self.node
+        if ask.rejoin:
+            log.warning("no other member left: joining through the seeds again")
+        elif node.join_attempts:
+            log.info("not joined yet after %d attempt(s); trying the seeds again", node.join_attempts)
+
+        async def attempt() -> None:
+            seeds: list[Address] = []
+            try:
+                seeds = await resolve_seeds(self.config.seeds, timeout=self.config.membership.stream_timeout)
+            except Exception:
+                log.exception("cannot resolve the seeds")  # an empty attempt: the Node retries later
+            finally:
+                self._resolving = None
+            if not self._stopped:
+                self._feed(node.join(seeds, self.clock()))
+
+        self._resolving = self.spawn(attempt(), "join")
 
     async def _keyring_loop(self) -> None:
         assert self._keyring_file is not None
@@ -689,7 +679,7 @@ class Agent:
             await asyncio.sleep(KEYRING_RELOAD_EVERY)
             try:
                 if self._keyring_file.reload_if_changed():
-                    self.security.keyring = self._keyring_file.keyring
+                    self.security.rotate(self._keyring_file.keyring)
                     log.info("keyring reloaded (%d keys)", self._keyring_file.keyring.size)
             except KeyringError as exc:
                 log.error("keyring file changed but is invalid, keeping the old keys: %s", exc)

@@ -199,6 +199,11 @@ class Security:
     def encrypted(self) -> bool:
         return self.keyring is not None
 
+    def rotate(self, keyring: Keyring) -> None:
+        """Use a reloaded keyring from now on (the replay window and sender id stay: rotation is not a new
+        process). The one live change a running agent's security takes."""
+        self.keyring = keyring
+
     def seal(self, frame: bytes, purpose: Purpose) -> bytes:
         keyring = self.keyring
         if keyring is None:

@@ -49,7 +49,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 from aiohttp import web
@@ -98,13 +98,10 @@ from gossip_agent.core.state_codec import (
     encode_change,
     encode_rumor,
 )
-from gossip_agent.io.extension import Extension
+from gossip_agent.io.host import AgentHost, Extension
 from gossip_agent.io.peer_client import PeerError
 from gossip_agent.io.persistence import DurableLog
 from gossip_agent.io.security import AuthError, Purpose
-
-if TYPE_CHECKING:
-    from gossip_agent.io.runtime import Agent
 
 log = logging.getLogger("gossip_agent.state")
 
@@ -178,7 +175,7 @@ class StateService(Extension, StateDelegate):
         self.retirement = Retirement(config.state.tombstone_ttl)
         self._store: KvStore | None = None
         self._log: DurableLog | None = None
-        self._agent: Agent | None = None
+        self._agent: AgentHost | None = None
         self._announced: OrderedDict[tuple[str, bytes], None] = OrderedDict()
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._pulls: set[str] = set()
@@ -209,7 +206,7 @@ class StateService(Extension, StateDelegate):
                 web.post(REPLICATE_PATH, self._serve_replicate),
                 web.post(FETCH_PATH, self._serve_fetch)]
 
-    def attach(self, agent: Agent) -> None:
+    def attach(self, agent: AgentHost) -> None:
         self.open()
         self._agent = agent
         node = agent.node
@@ -265,7 +262,7 @@ class StateService(Extension, StateDelegate):
 
     # -- accessors ------------------------------------------------------------------------------------------
     @property
-    def agent(self) -> Agent:
+    def agent(self) -> AgentHost:
         if self._agent is None:
             raise RuntimeError("state service not attached to an agent")
         return self._agent

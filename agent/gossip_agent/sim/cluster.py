@@ -5,18 +5,20 @@ every effect a node returns is performed here the way the agent runtime would pe
 
 - `Send` becomes a datagram on a `Network` link (lost, cut by a partition, or delivered after a latency);
 - `SyncWith` becomes a push-pull stream: the initiator's state reaches the responder after one link delay,
-  the responder merges it and answers with its own state taken *before* the merge (memberlist's order), which
-  the initiator merges one link delay later; a cut path or a down host makes it fail after the stream timeout;
+  the responder serves it (`Node.serve_push_pull`: the answer and the merge, in the core's order), and the
+  initiator merges the answer one link delay later; a cut path or a down host makes it fail after the stream
+  timeout;
 - `TcpProbe` succeeds after a round trip iff the target host is up, reachable, and still the named member;
+- `JoinSeeds` is a join attempt through the seeds at once (`Node.join` with the seeds' addresses);
+- `LeaveDone` stops a leaving node (its leave has spread);
 - `MemberEvent` is counted, indexed for the queries below, and (optionally) logged with its virtual time.
 
 The run loop is one heap of (time, seq, kind, node, arg): node wakeups come from `Node.next_deadline()` and
 are rescheduled after every call into a node (stale wakeups are skipped by a per-node generation number).
 
-The agent runtime's join loop is emulated too: with `rejoin_interval` set (5 s, the runtime's
-`REJOIN_CHECK`), a running node that knows no other alive member (`not Node.joined`) calls `Node.join` with
-the seeds again. Reconnecting to failed members after a partition is the core's own job
-(`membership.reconnect_interval`), so the simulation needs no help there.
+Join retries, rejoins after losing every peer, the leave linger and reconnecting to failed members after a
+partition are the core's own decisions (core/joining.py, `Node.leave`, `membership.reconnect_interval`): the
+simulation only performs the effects, as the agent runtime does.
 
 Caveats: streams are not lost and take one link delay each way (no handshake, no transfer time); CPU time is
 zero (a node handles a packet at the instant it arrives); a crashed host's datagrams already in flight still
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import heapq
 import math
 import random
 from collections import Counter
@@ -37,7 +38,7 @@ from typing import Any
 
 from gossip_agent.core import codec
 from gossip_agent.core.config import AgentConfig
-from gossip_agent.core.effects import Effect, EventKind, MemberEvent, Send, SyncWith, TcpProbe
+from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
 from gossip_agent.core.messages import Address, MemberSnapshot, MemberState, PushPullState
 from gossip_agent.core.node import Node, StateDelegate
 from gossip_agent.sim.network import (
@@ -104,8 +105,8 @@ class Simulation:
     def __init__(self, n: int = 0, *, seed: int = 1, config: AgentConfig | None = None,
                  link: LinkProfile | None = None, bandwidth: float | None = None, bytes_mode: str = "off",
                  delegate_factory: Callable[[int], StateDelegate] | None = None,
-                 keep_events: bool = False, rejoin_interval: float | None = 5.0,
-                 leave_linger: float = 1.0, max_events: int | None = None, clock_skew: float = 0.0) -> None:
+                 keep_events: bool = False, leave_linger: float | None = None, max_events: int | None = None,
+                 clock_skew: float = 0.0) -> None:
         if bytes_mode not in _BYTES_MODES:
             raise ValueError(f"bytes_mode must be one of {_BYTES_MODES}")
         self.seed = seed
@@ -118,7 +119,8 @@ class Simulation:
         self.bytes_mode = "estimate" if bandwidth is not None and bytes_mode == "off" else bytes_mode
         self.delegate_factory = delegate_factory
         self.keep_events = keep_events
-        self.rejoin_interval = rejoin_interval
+        # None: a leaver stops when its core says its leave has spread (`LeaveDone`), as an agent does. A number
+        # keeps every leaver running exactly that long instead (tests of a leaver that lingers).
         self.leave_linger = leave_linger
         self.max_events = max_events
         # Each node's wall clock is off by up to this many seconds (uniform, fixed per node): aligned probing
@@ -145,8 +147,9 @@ class Simulation:
         self.left_at: dict[int, float] = {}
         self.started_at: dict[int, float] = {}
         self.on_event: list[Callable[[float, int, MemberEvent], None]] = []
+        # Observers of every datagram a node sends (virtual time, sender index, the Send), before the network.
+        self.on_send: list[Callable[[float, int, Send], None]] = []
         self._process: list[int] = []  # how many times each node was started (a restart is a new process)
-        self._driver_rng = random.Random(f"driver:{seed}")
         for _ in range(n):
             self.add_node()
 
@@ -207,10 +210,6 @@ class Simulation:
         self.started_at[i] = self.now
         self._wake_gen[i] += 1
         self._wake_at[i] = _INF
-        if self.rejoin_interval:
-            proc = self._process[i]
-            self.at(self.now + self.rejoin_interval * (1 + self._driver_rng.random()),
-                    lambda: self._rejoin(i, proc))
         return node
 
     def start_joined(self, *, seeds: int = 3) -> None:
@@ -260,17 +259,20 @@ class Simulation:
         self.start(i, self.seeds if seeds is None else seeds)
 
     def leave(self, node: int | str) -> None:
-        """Graceful leave: broadcast it, keep running `leave_linger` seconds so it spreads, then stop."""
+        """Graceful leave: broadcast it, keep running until the core says it has spread (or, with
+        `leave_linger` set, that long), then stop."""
         i = self.idx(node)
         n = self.node(i)
         self.status[i] = Status.LEAVING
         self.left_at[i] = self.now
         self._perform(i, n.leave(self.now))
         self._reschedule(i)
-        self.at(self.now + self.leave_linger, lambda: self._stop_left(i))
+        if self.leave_linger is not None:
+            proc = self._process[i]
+            self.at(self.now + self.leave_linger, lambda: self._stop_left(i, proc))
 
-    def _stop_left(self, i: int) -> None:
-        if self.status[i] == Status.LEAVING:
+    def _stop_left(self, i: int, proc: int) -> None:
+        if self.status[i] == Status.LEAVING and self._process[i] == proc:
             self.status[i] = Status.LEFT
             self.net.crash(i)
             self._wake_gen[i] += 1
@@ -292,13 +294,17 @@ class Simulation:
         self.net.set_default(dataclasses.replace(self.net.default, loss=loss))
 
     def reconfigure(self, config: AgentConfig) -> None:
-        """Use `config` for nodes started from now on, and hand it to running nodes too. Only settings the
-        core reads on every call change a running node (e.g. `gossip.immediate_forward`, `gossip.fanout`,
-        probe timings); sizes fixed at construction (retransmit multiplier, awareness bound) do not."""
+        """Use `config` for nodes started from now on. A running core is not reconfigured: of its settings
+        only `gossip.immediate_forward` changes live (`Node.set_immediate_forward`); a config differing in
+        anything else raises ValueError (restart the nodes that should run with it)."""
+        same = dataclasses.replace(config, gossip=dataclasses.replace(
+            config.gossip, immediate_forward=self.config.gossip.immediate_forward))
+        if same != self.config and any(node is not None for node in self.nodes):
+            raise ValueError("only gossip.immediate_forward changes on running nodes; restart them for the rest")
         self.config = config
-        for i, node in enumerate(self.nodes):
+        for node in self.nodes:
             if node is not None:
-                node.config = dataclasses.replace(config, name=self.names[i])
+                node.set_immediate_forward(config.gossip.immediate_forward)
 
     def broadcast(self, node: int | str, payload: bytes, *, key: str | None = None) -> None:
         i = self.idx(node)
@@ -308,13 +314,10 @@ class Simulation:
     # -- running -------------------------------------------------------------------------------------
     def run_until(self, t_end: float) -> None:
         """Process every event due up to `t_end`, then set the clock to `t_end`."""
-        heap = self._queue._heap
-        pop = heapq.heappop
         nodes, status, addrs = self.nodes, self.status, self.addrs
         stats = self.stats
         processed = 0
-        while heap and heap[0][0] <= t_end:
-            now, _, kind, i, arg = pop(heap)
+        for now, _, kind, i, arg in self._queue.pop_due(t_end):
             self.now = now
             processed += 1
             if kind == DELIVER:
@@ -404,12 +407,20 @@ class Simulation:
                 self._sync_start(i, e)  # type: ignore[arg-type]
             elif t is TcpProbe:
                 self._tcp_probe(i, e)  # type: ignore[arg-type]
+            elif t is JoinSeeds:
+                self._join_seeds(i, e)  # type: ignore[arg-type]
+            elif t is LeaveDone:
+                if self.leave_linger is None:
+                    self._stop_left(i, self._process[i])
             else:
                 raise TypeError(f"unknown effect {e!r}")
 
     def _send(self, i: int, e: Send) -> None:
         stats = self.stats
         packet = e.packet
+        if self.on_send:
+            for hook in self.on_send:
+                hook(self.now, i, e)
         stats["packets_sent"] += 1
         stats["messages_sent"] += len(packet.messages)
         size = 0
@@ -452,9 +463,10 @@ class Simulation:
             return
         responder = self.nodes[j]
         assert responder is not None
-        reply = responder.push_pull_state(False)
+        reply, merges = responder.serve_push_pull(state)
         self._count_sync(reply)
-        self._perform(j, responder.merge_push_pull(state, self.now))
+        for part in merges:
+            self._perform(j, responder.merge_push_pull(part, self.now))
         self._reschedule(j)
         self._queue.push(self.now + self.net.stream_delay(j, i), SYNC_REPLY, i, (j, reply))
 
@@ -499,20 +511,13 @@ class Simulation:
         for hook in self.on_event:
             hook(self.now, i, e)
 
-    def _rejoin(self, i: int, proc: int) -> None:
-        """The runtime's join loop after the first join: every `rejoin_interval`, a node that knows no other
-        alive member joins through the seeds again (the runtime re-resolves the seed DNS name first)."""
-        if self._process[i] != proc or self.status[i] != Status.UP:
-            return
+    def _join_seeds(self, i: int, e: JoinSeeds) -> None:
+        """A join attempt the core asked for, through the cluster's seeds (the runtime resolves the seed DNS
+        names first). Counted as `rejoins` when the node had been joined before, else `join_retries`."""
+        self.stats["rejoins" if e.rejoin else "join_retries"] += 1
         node = self.nodes[i]
         assert node is not None
-        if not node.joined:
-            self.stats["rejoins"] += 1
-            self._perform(i, node.join([self.addrs[s] for s in self.seeds if s != i], self.now))
-            self._reschedule(i)
-        interval = self.rejoin_interval
-        assert interval is not None
-        self.at(self.now + interval, lambda: self._rejoin(i, proc))
+        self._perform(i, node.join([self.addrs[s] for s in self.seeds if s != i], self.now))
 
     # -- queries -------------------------------------------------------------------------------------
     def live(self) -> list[int]:
@@ -529,21 +534,19 @@ class Simulation:
         for i in live:
             node = self.nodes[i]
             assert node is not None
-            if node.table.counts()[MemberState.ALIVE] != n_live:
+            if node.counts()[MemberState.ALIVE] != n_live:
                 return False
         gone = [self.names[i] for i, s in enumerate(self.status) if s not in (Status.UP, Status.IDLE)]
         for i in live:
-            table = self.nodes[i].table  # type: ignore[union-attr]
+            member_state = self.nodes[i].member_state  # type: ignore[union-attr]
             for name in gone:
-                m = table.get(name)
-                if m is not None and m.state == MemberState.ALIVE:
+                if member_state(name) == MemberState.ALIVE:
                     return False
         return True
 
     def state_of(self, observer: int | str, subject: int | str) -> MemberState | None:
         """How `observer` sees `subject` now (None: not in its table, e.g. reaped)."""
-        m = self.node(observer).table.get(self.names[self.idx(subject)])
-        return m.state if m is not None else None
+        return self.node(observer).member_state(self.names[self.idx(subject)])
 
     def views(self, subject: int | str) -> Counter[MemberState | None]:
         """How all live nodes (other than the subject) see `subject`."""
