@@ -214,7 +214,7 @@ class RepairPlanner:
             seen = self._peers.get(name)
             if seen is None or seen.root is None or seen.root == mine:
                 continue
-            if now - seen.since >= self.hold:
+            if now >= seen.since + self.hold:  # the deadline's own expression: no rounding gap to spin in
                 candidates.append(name)
             else:
                 later = min(later, seen.since + self.hold)

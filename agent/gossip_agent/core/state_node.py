@@ -544,6 +544,10 @@ class StateNode:
         self._plan_repair(now, out)
 
     def _plan_repair(self, now: float, out: list[StateEffect]) -> None:
+        view, mine = self._view, self.store.root_hex()
+        if view.counted - view.counted_roots.get(mine, 0) - view.counted_roots.get(None, 0) <= 0:
+            self._repair_at = _NEVER  # every member publishes our root (or none): nobody to repair from
+            return
         target, later = self.planner.plan(now, self._view.alive, self.rng.random())
         if target is not None:
             self.planner.started(now)
