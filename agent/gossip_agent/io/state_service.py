@@ -371,22 +371,26 @@ class StateService(Extension, StateDelegate):
         deadline = core.next_deadline()
         if deadline >= self._wake_at and not after_tick:
             return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake_at = deadline
+        if deadline == math.inf:
+            return
         now = self.agent.now()
         delay = deadline - now
         if after_tick and delay <= 0:
             delay = STUCK_STEP  # the core left a due deadline: never spin
-        if self._timer is not None:
-            self._timer.cancel()
-        self._wake_at = deadline
         self._timer = asyncio.get_running_loop().call_later(min(max(0.0, delay), MAX_SLEEP), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._wake_at = math.inf
+        self._wake_at = -math.inf  # effects performed by the tick do not reschedule: done once, below
         try:
             self.tick()
         except Exception:
             log.exception("state housekeeping failed")
+        self._wake_at = math.inf
         self._reschedule(after_tick=True)
 
     def tick(self) -> None:
