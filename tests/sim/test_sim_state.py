@@ -54,8 +54,9 @@ def test_random_writes_with_loss_converge_to_one_root() -> None:
     random_writes_converge(200, writes=100, keys=40, seed=7)
 
 
-# Slow group: 1,000 nodes, 300 writes to 200 keys, through the product's state core.
-@pytest.mark.slow(quiet_seconds=600)
+# Slow group: 1,000 nodes, 300 writes to 200 keys, through the product's state core. Measured 2026-11-30:
+# 124 s of CPU (874 s wall on a machine at load ~25); the CPU time is what a quiet machine needs.
+@pytest.mark.slow(quiet_seconds=130)
 def test_random_writes_at_1000_nodes_with_loss_converge_to_one_root() -> None:
     random_writes_converge(1000, writes=300, keys=200, seed=7)
 
