@@ -207,3 +207,17 @@ def test_retirement_forgets_writers_of_members_gone_longer_than_the_ttl() -> Non
 def _rumor(entry: object) -> bytes:
     from gossip_agent.core.state_codec import encode_rumor
     return encode_rumor(entry)  # type: ignore[arg-type]
+
+
+def test_the_convergence_lag_counts_from_the_end_of_an_agreement_not_from_its_last_observation() -> None:
+    """Nothing polls: an idle, converged cluster is observed once, then not again until something changes;
+    the lag after a change must start at the change (an hour of idle agreement is not an hour of lag)."""
+    c = core("a")
+    c.on_member_event(member("b", publishing(c)), 0.0)
+    run(c, 1.0)
+    assert c.convergence(WALL + 1).converged
+    c.put("k", b"v", None, 3600.0, WALL + 3600)  # an hour later: we differ from b now
+    run(c, 3600.5)
+    status = c.convergence(WALL + 3601)
+    assert not status.converged
+    assert status.seconds_since_agreement is not None and status.seconds_since_agreement <= 1.0

@@ -120,6 +120,14 @@ class ConvergenceTracker:
                 self._measured_write_ms = newest_write_ms
         return self.status(now)
 
+    def held(self, now: float) -> None:
+        """Nothing changed between the last observation and `now`: an agreement seen then still held now.
+        An observer that looks on change rather than on a timer (the state core) calls this with the time of
+        the first change before observing it, so the lag counts from the end of the agreement, not from its
+        last observation (which may be hours old in an idle cluster)."""
+        if self._converged:
+            self._agreed_at = now
+
     @property
     def converged(self) -> bool:
         return self._converged

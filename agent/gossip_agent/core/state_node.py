@@ -232,6 +232,7 @@ class StateNode:
         self._unsynced = False
         self._last_sync = now
         self._observe_at = now             # publish/observe due (a change to look at); _NEVER when clean
+        self._dirty_since: float | None = None  # first change not yet observed
         self._repair_at = _NEVER
         self._gc_at = now + GC_EVERY
         self._retire_at = now              # the first check at once (absence clocks start there)
@@ -495,6 +496,8 @@ class StateNode:
             self.planner.forget(m.name)
 
     def _dirty(self, now: float) -> None:
+        if self._dirty_since is None:
+            self._dirty_since = now
         if self._observe_at == _NEVER:
             self._observe_at = now + OBSERVE_DELAY
 
@@ -534,6 +537,9 @@ class StateNode:
             self.meta.done(now, mine)
         else:
             self._observe_at = self.meta.due_at(mine)  # changed: publish when the rate limit allows
+        if self._dirty_since is not None:  # whatever agreed at the last observation held until the change
+            self.tracker.held(wall - (now - self._dirty_since))
+            self._dirty_since = None
         roots = self._view.counted_roots
         distinct = len(roots) - (None in roots) + (s.root not in roots)
         status = self.tracker.observe_counts(wall, self._view.counted, roots.get(s.root, 0), distinct,
