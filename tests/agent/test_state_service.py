@@ -8,8 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gossip_agent.core.config import AgentConfig, from_mapping
 from gossip_agent.core.kvstore import Change, KvStore, ValueEntry
 from gossip_agent.io.runtime import Agent
@@ -39,6 +37,7 @@ async def test_recovery_replays_snapshot_and_log(tmp_path: Path) -> None:
     assert svc.stats.snapshots >= 1
     svc.put("after-snapshot", b"x", None)
     root, replica = svc.store.root_hex(), svc.store.node
+    await svc.flush()  # snapshots are written on a worker thread
     # No snapshot on stop: the log must carry what the snapshot does not (as after a kill -9).
     assert svc._log is not None
     svc._log.close()
@@ -147,6 +146,7 @@ async def test_writers_of_reaped_members_are_retired_after_the_ttl(tmp_path: Pat
         assert svc.store.get("a").values == (b"mine",)  # type: ignore[union-attr]
         assert svc.store.get("fresh").values == (b"v",)  # type: ignore[union-attr]
         root, replica = svc.store.root_hex(), svc.store.node
+        await svc.flush()  # snapshots are written on a worker thread
         assert svc._log is not None  # as after a kill -9: the retirement's own snapshot must carry it
         svc._log.close()
         svc._log = None
@@ -180,12 +180,10 @@ async def test_a_writer_with_live_values_is_not_retired(tmp_path: Path) -> None:
         await agent.stop()
 
 
-async def test_joining_starts_anti_entropy_from_the_member_event(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_joining_starts_anti_entropy_from_the_member_event() -> None:
     """State a member holds before a peer joins (as if recovered from its data dir: never gossiped) reaches
     the peer by the anti-entropy the join event starts (the periodic session is an hour away, and no
-    housekeeping tick runs after the first)."""
-    from gossip_agent.io import state_service
-    monkeypatch.setattr(state_service, "TICK", 3600.0)
+    housekeeping runs on a timer: the state core wakes at its own deadlines)."""
     fast = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"interval": "1h"},
             "membership": {"probeInterval": "200ms", "probeTimeout": "100ms"}, "gossip": {"interval": "50ms"}}
     s0 = StateService(from_mapping({**fast, "name": "s0"}))

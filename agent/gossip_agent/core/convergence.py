@@ -95,14 +95,23 @@ class ConvergenceTracker:
                 newest_write_ms: int | None = None) -> ConvergenceStatus:
         """Record one observation. `newest_write_ms`: wall ms of our HLC high-water mark (the newest
         write we hold); agreement after a newer write than the last measured one records its time."""
-        members = 1 + len(roots)
-        agree = 1 + sum(1 for root in roots.values() if root == my_root)
+        agree = sum(1 for root in roots.values() if root == my_root)
+        distinct = len({my_root, *(r for r in roots.values() if r is not None)})
+        return self.observe_counts(now, len(roots), agree, distinct, newest_write_ms=newest_write_ms)
+
+    def observe_counts(self, now: float, others: int, agree: int, distinct: int, *,
+                       newest_write_ms: int | None = None) -> ConvergenceStatus:
+        """`observe` from counts a caller keeps incrementally (the state core, fed by member events, so an
+        observation costs O(1) instead of a walk of the member table): `others` counted members besides us,
+        `agree` of them publishing our root, `distinct` roots published (ours included)."""
+        members = 1 + others
+        agree += 1
         converged = agree == members
         if converged and not self._converged:
             self.agreements += 1
         self._converged = converged
         self._fraction = agree / members
-        self._distinct = len({my_root, *(r for r in roots.values() if r is not None)})
+        self._distinct = distinct
         if converged:
             self._agreed_at = now
             if newest_write_ms is not None and (self._measured_write_ms is None
@@ -110,6 +119,14 @@ class ConvergenceTracker:
                 self._last_convergence = max(0.0, now - newest_write_ms / 1000.0)
                 self._measured_write_ms = newest_write_ms
         return self.status(now)
+
+    def held(self, now: float) -> None:
+        """Nothing changed between the last observation and `now`: an agreement seen then still held now.
+        An observer that looks on change rather than on a timer (the state core) calls this with the time of
+        the first change before observing it, so the lag counts from the end of the agreement, not from its
+        last observation (which may be hours old in an idle cluster)."""
+        if self._converged:
+            self._agreed_at = now
 
     @property
     def converged(self) -> bool:

@@ -508,6 +508,10 @@ class KvStore:
     def retired(self) -> frozenset[str]:
         return self._retired
 
+    def holds_garbage(self) -> bool:
+        """Tombstones or graveyard entries wait for collection (`collect_garbage` has work)."""
+        return bool(self._tombstones or self._graveyard)
+
     def root_hex(self) -> str:
         return self.merkle.root_hex()
 
@@ -634,16 +638,16 @@ class KvStore:
 
     def snapshot(self) -> dict[str, Any]:
         """The whole store as plain (msgpack-ready) data; `restore` reads it back."""
-        return {
-            "v": 1,
-            "node": self.node,
-            "clock": hlc_mod.to_plain(self.clock),
-            "entries": [entry_to_plain(self._entries[k]) for k in self._sorted],
-            "graveyard": [[k, g.context.to_plain(), hlc_mod.to_plain(g.timestamp)]
-                          for k, g in sorted(self._graveyard.items())],
-            "retired": sorted(self._retired),
-            "conflicts": [self._counters.detected, self._counters.resolved],
-        }
+        return self.capture().to_plain()
+
+    def capture(self) -> StoreImage:
+        """The store as of now, cheaply: references to its (immutable) entries, no conversion. The image
+        stays consistent while the store changes, so the costly `to_plain` and packing can run on another
+        thread (the state driver writes snapshots off the event loop)."""
+        entries = self._entries
+        return StoreImage(self.node, self.clock, tuple(entries[k] for k in self._sorted),
+                          tuple((k, g.context, g.timestamp) for k, g in sorted(self._graveyard.items())),
+                          self._retired, (self._counters.detected, self._counters.resolved))
 
     @classmethod
     def restore(cls, data: Any, config: StateConfig | None = None, *, merkle_depth: int = DEFAULT_DEPTH,
@@ -680,6 +684,30 @@ class KvStore:
         self.merkle.update(key, entry_digest(entry))
         if self.record_changes:
             self._changes.append(Change(key, entry, origin))
+
+
+@dataclass(frozen=True, slots=True)
+class StoreImage:
+    """A store captured at one instant (`KvStore.capture`): immutable parts only."""
+
+    node: str
+    clock: Hlc
+    entries: tuple[Entry, ...]
+    graveyard: tuple[tuple[str, VersionVector, Hlc], ...]
+    retired: frozenset[str]
+    conflicts: tuple[int, int]
+
+    def to_plain(self) -> dict[str, Any]:
+        """The snapshot format (`KvStore.restore` reads it back)."""
+        return {
+            "v": 1,
+            "node": self.node,
+            "clock": hlc_mod.to_plain(self.clock),
+            "entries": [entry_to_plain(e) for e in self.entries],
+            "graveyard": [[k, context.to_plain(), hlc_mod.to_plain(ts)] for k, context, ts in self.graveyard],
+            "retired": sorted(self.retired),
+            "conflicts": list(self.conflicts),
+        }
 
 
 def read_result(entry: ValueEntry) -> ReadResult:

@@ -122,6 +122,10 @@ class MetaPublisher:
     def due(self, now: float, meta: Mapping[str, str]) -> bool:
         return dict(meta) != self.published and now - self._at >= self.min_interval
 
+    def due_at(self, meta: Mapping[str, str]) -> float:
+        """When `meta` may be published (inf: it is what we publish already)."""
+        return float("inf") if dict(meta) == self.published else self._at + self.min_interval
+
     def done(self, now: float, meta: Mapping[str, str]) -> None:
         self.published = dict(meta)
         self._at = now
@@ -170,25 +174,54 @@ class RepairPlanner:
     _last: float = float("-inf")
 
     def observe(self, now: float, my_root: str, roots: Mapping[str, str | None]) -> None:
-        if self._mine.root != my_root:
-            self._mine = _Seen(my_root, now)
+        """Everything at once: our root and every peer's (peers missing from `roots` are forgotten)."""
+        self.mine(now, my_root)
         for name in [n for n in self._peers if n not in roots]:
             del self._peers[name]
         for name, root in roots.items():
-            seen = self._peers.get(name)
-            if seen is None or seen.root != root:
-                self._peers[name] = _Seen(root, now)
+            self.peer(now, name, root)
+
+    def mine(self, now: float, my_root: str) -> None:
+        """Our root now (a change restarts our hold)."""
+        if self._mine.root != my_root:
+            self._mine = _Seen(my_root, now)
+
+    def peer(self, now: float, name: str, root: str | None) -> None:
+        """One peer's published root now (incremental form of `observe`, fed by member events)."""
+        seen = self._peers.get(name)
+        if seen is None or seen.root != root:
+            self._peers[name] = _Seen(root, now)
+
+    def forget(self, name: str) -> None:
+        self._peers.pop(name, None)
+
+    def earliest(self) -> float:
+        """No pick can succeed before this time (our hold and the gap since the last repair)."""
+        return max(self._last + self.min_gap, self._mine.since + self.hold)
 
     def pick(self, now: float, live: Iterable[str], choice: float) -> str | None:
         """A peer to repair from, or None. `choice` in [0, 1) picks among the candidates (the caller's RNG)."""
-        if now - self._last < self.min_gap or now - self._mine.since < self.hold:
-            return None
+        return self.plan(now, live, choice)[0]
+
+    def plan(self, now: float, live: Iterable[str], choice: float) -> tuple[str | None, float]:
+        """`pick`, and the time a pick is next worth trying if there is none now (inf: no divergent peer)."""
+        if now < self.earliest():
+            return None, self.earliest()
         mine = self._mine.root
-        candidates = sorted(name for name in live if (seen := self._peers.get(name)) is not None
-                            and seen.root is not None and seen.root != mine and now - seen.since >= self.hold)
+        candidates: list[str] = []
+        later = float("inf")
+        for name in live:
+            seen = self._peers.get(name)
+            if seen is None or seen.root is None or seen.root == mine:
+                continue
+            if now >= seen.since + self.hold:  # the deadline's own expression: no rounding gap to spin in
+                candidates.append(name)
+            else:
+                later = min(later, seen.since + self.hold)
         if not candidates:
-            return None
-        return candidates[min(len(candidates) - 1, int(choice * len(candidates)))]
+            return None, later
+        candidates.sort()
+        return candidates[min(len(candidates) - 1, int(choice * len(candidates)))], self.earliest()
 
     def started(self, now: float) -> None:
         self._last = now

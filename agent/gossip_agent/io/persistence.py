@@ -1,9 +1,12 @@
 """Durability for the replicated state: an append-only log plus periodic snapshots in a data directory.
 
-Records are opaque bytes that the state layer can re-apply idempotently (versioned entries merge, so
-applying one twice changes nothing). That is what keeps the snapshot step simple: write `snapshot.tmp`,
-fsync, rename over `snapshot`, then truncate the log; a crash between rename and truncate only replays
-records the snapshot already holds.
+Records are opaque bytes that the state layer can re-apply in order (replaying them over a snapshot that
+already holds them ends in the same state). That is what keeps the snapshot step simple, and lets it run off
+the event loop: `begin_snapshot` (on the loop, at the instant the store is captured) renames `wal` to
+`wal.prev` and starts an empty `wal` for the records that follow; `finish_snapshot` (any thread) writes
+`snapshot.tmp`, fsyncs, renames it over `snapshot` and removes `wal.prev`. Recovery replays `wal.prev` (if a
+crash left one) then `wal` after the snapshot: before the rename they complete the old snapshot, after it
+they only replay records the new one already holds.
 
 Each record is framed as length (4 bytes) + CRC32 (4 bytes) + payload. Records reach the OS with an
 unbuffered `os.write` before a write is acknowledged, so a `kill -9` loses nothing acknowledged; the fsync
@@ -49,6 +52,10 @@ class DurableLog:
         return self.dir / "snapshot"
 
     @property
+    def prev_path(self) -> Path:
+        return self.dir / "wal.prev"
+
+    @property
     def rejected_path(self) -> Path:
         return self.dir / "wal.rejected"
 
@@ -68,34 +75,25 @@ class DurableLog:
         """Create the directory if needed and return (snapshot or None, records logged after it)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         snapshot = self.snapshot_path.read_bytes() if self.snapshot_path.exists() else None
+        prev: list[bytes] = []
+        if self.prev_path.exists():  # a snapshot did not finish: its records still count
+            prev, good_prev = _read_records(self.prev_path.read_bytes())
+            self.torn_tail_bytes += self.prev_path.stat().st_size - good_prev
         records, good_bytes = self._read_wal()
         self._fd = os.open(self.wal_path, os.O_WRONLY | os.O_CREAT, 0o600)
         size = os.fstat(self._fd).st_size
         if good_bytes < size:
-            self.torn_tail_bytes = size - good_bytes
-            log.warning("data dir %s: cut %d bytes of a torn or corrupt log tail", self.dir, self.torn_tail_bytes)
+            self.torn_tail_bytes += size - good_bytes
+            log.warning("data dir %s: cut %d bytes of a torn or corrupt log tail", self.dir, size - good_bytes)
             os.ftruncate(self._fd, good_bytes)
         os.lseek(self._fd, good_bytes, os.SEEK_SET)
-        self.records_since_snapshot = len(records)
-        return snapshot, records
+        self.records_since_snapshot = len(prev) + len(records)
+        return snapshot, prev + records
 
     def _read_wal(self) -> tuple[list[bytes], int]:
         if not self.wal_path.exists():
             return [], 0
-        data = self.wal_path.read_bytes()
-        records: list[bytes] = []
-        pos = 0
-        while pos + _HEADER.size <= len(data):
-            length, crc = _HEADER.unpack_from(data, pos)
-            end = pos + _HEADER.size + length
-            if length > MAX_RECORD_BYTES or end > len(data):
-                break
-            payload = data[pos + _HEADER.size:end]
-            if zlib.crc32(payload) != crc:
-                break
-            records.append(payload)
-            pos = end
-        return records, pos
+        return _read_records(self.wal_path.read_bytes())
 
     def append(self, record: bytes) -> None:
         """Log one record; when this returns the record survives a kill -9 (and, with fsync=always, a crash)."""
@@ -121,7 +119,36 @@ class DurableLog:
 
     def write_snapshot(self, blob: bytes) -> None:
         """Replace the snapshot atomically with `blob` (which must include every logged record), then
-        start an empty log."""
+        start an empty log (both steps at once, on the calling thread)."""
+        self.begin_snapshot()
+        self.finish_snapshot(blob)
+
+    def begin_snapshot(self) -> None:
+        """The store was captured just now: later records go to a fresh `wal`, the ones the capture holds
+        stay in `wal.prev` until `finish_snapshot` has the snapshot on disk. Call on the thread that appends,
+        never while another snapshot is unfinished."""
+        if self._fd is None:
+            raise RuntimeError("DurableLog.begin_snapshot before open()")
+        if self._unsynced and self.fsync != "never":
+            os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        if self.prev_path.exists():  # the last snapshot failed: wal.prev must keep every record since the one before
+            with open(self.prev_path, "ab") as prev:
+                prev.write(self.wal_path.read_bytes())
+                prev.flush()
+                os.fsync(prev.fileno())
+            os.unlink(self.wal_path)
+        else:
+            os.replace(self.wal_path, self.prev_path)
+        self._fd = os.open(self.wal_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._sync_dir()
+        self._unsynced = False
+        self.records_since_snapshot = 0
+
+    def finish_snapshot(self, blob: bytes) -> None:
+        """Write `blob` (the store as captured at `begin_snapshot`) as the snapshot, atomically, then drop the
+        records it holds. Touches no file the appending thread uses: safe on a worker thread."""
         tmp = self.dir / "snapshot.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -132,20 +159,35 @@ class DurableLog:
         finally:
             os.close(fd)
         os.replace(tmp, self.snapshot_path)
+        self._sync_dir()
+        self.prev_path.unlink(missing_ok=True)
+
+    def _sync_dir(self) -> None:
         dir_fd = os.open(self.dir, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.lseek(self._fd, 0, os.SEEK_SET)
-            os.fsync(self._fd)
-        self._unsynced = False
-        self.records_since_snapshot = 0
 
     def close(self) -> None:
         if self._fd is not None:
             self.sync()
             os.close(self._fd)
             self._fd = None
+
+
+def _read_records(data: bytes) -> tuple[list[bytes], int]:
+    """The whole records at the start of `data`, and how many bytes they take (the rest is a torn tail)."""
+    records: list[bytes] = []
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        length, crc = _HEADER.unpack_from(data, pos)
+        end = pos + _HEADER.size + length
+        if length > MAX_RECORD_BYTES or end > len(data):
+            break
+        payload = data[pos + _HEADER.size:end]
+        if zlib.crc32(payload) != crc:
+            break
+        records.append(payload)
+        pos = end
+    return records, pos

@@ -1,37 +1,22 @@
-"""The replicated key-value state as an agent extension: store, durability, dissemination, anti-entropy,
-write concern, convergence monitoring.
+"""The replicated key-value state as an agent extension: the driver of the state core (core/state_node.py)
+with files, HTTP and the agent's Node.
 
-How a write travels:
-1. The HTTP handler (io/state_http.py) calls `put`/`delete`/`update_*`; the store (core/kvstore.py) returns
-   the key's new state.
-2. `_commit` drains the store's changes into the append-only log *before* the handler answers (so a
-   `kill -9` loses nothing acknowledged; `storage.fsync` decides what a machine crash may lose), tells the
-   watchers, and counts them.
-3. The key's whole state is broadcast as a state rumor (piggybacked, bounded retransmits, immediate
-   forward). A state too big for a packet is announced instead (key, digest, our address) and receivers
-   pull it from us over HTTP (core/replica.py).
-4. With `?w=N` the state is also POSTed to N-1 live peers (`/v1/internal/replicate`), who log it before
-   acknowledging; the handler answers once N members hold it, or 504 saying it may still converge.
-Every change a peer's rumor or an anti-entropy exchange brings is logged and watched the same way, but not
-re-broadcast by us (rumors are forwarded by the Node; repairs are local catch-ups).
-
-Background loops (between `start` and `stop`):
-- anti-entropy with a random live peer every `antiEntropy.interval` (jittered), at once after joining (or
-  re-joining: push-pull on join catches up membership, not state) as told by the member events (our first
-  live peer), and with a peer whose published root has differed from ours for a while (core/replica.py's
-  RepairPlanner). No poll backs the events up: the runtime reports every member change, and the periodic
-  session is the safety net anyway;
-- a 100 ms housekeeping tick: publish root/keys/HLC in our metadata (rate-limited, only when changed), feed
-  the convergence tracker from the members' metadata, acknowledge tombstones when every member publishes
-  our root, collect garbage, fsync with `storage.fsync: interval`, and snapshot every
-  `storage.snapshotEvery` records;
-- every `RETIRE_EVERY` seconds (from the tick): retire the writers of members missing from the member
-  table for longer than `state.tombstoneTtl`, unretire those whose member is back (core/replica.py's
-  `Retirement`, `KvStore.context_writers` for safety), and snapshot at once when that changed the retired
-  set (the snapshot carries it, the log does not).
-
-Recovery (on first use, before any traffic): load the snapshot, replay the log after it. A data dir with
-no state gets a fresh replica id (core/replica.py explains why), stored in `replica-id`.
+Every decision is the core's: what a write broadcasts, which rumor is news, when to publish our root, which
+peer to repair from, when to collect tombstones, retire writers, fsync and snapshot. This module performs
+what it asks (`_perform`), and owns only what needs I/O:
+- recovery (on first use, before any traffic): load the snapshot, replay the log after it. A data dir with
+  no state gets a fresh replica id (core/replica.py explains why), stored in `replica-id`;
+- the log (`Persist`: appended before the HTTP handler answers, so a `kill -9` loses nothing acknowledged;
+  `storage.fsync` decides what a machine crash may lose) and snapshots (`Snapshot`: the store is captured
+  on the event loop at once, packed and written on a worker thread, io/persistence.py keeping the records
+  since the capture apart until the file is in place);
+- the peer endpoints (anti-entropy, write-concern replication, value fetch) and the sessions the core asks
+  for (`AntiEntropyWith`: one at a time, on a task of its own), value pulls (`FetchValue`), and write
+  concern (`?w=N`: the state is POSTed to N-1 live peers, who log it before acknowledging; the handler
+  answers once N members hold it, or 504 saying it may still converge);
+- the timer: it wakes at the core's `next_deadline()` (no polling: an idle agent wakes for its periodic
+  anti-entropy and the retirement check only);
+- the watch streams and the Prometheus collector.
 
 Only the event loop thread touches the store; nothing awaits between reading and writing it.
 """
@@ -39,15 +24,13 @@ Only the event loop thread touches the store; nothing awaits between reading and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
 import random
 import secrets
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,32 +39,17 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gossip_agent.core.anti_entropy import AeRequest, AntiEntropyError, Limits, Session, respond
+from gossip_agent.core.anti_entropy import AeRequest, AntiEntropyError
 from gossip_agent.core.config import AgentConfig
-from gossip_agent.core.convergence import ConvergenceTracker, parse_state_meta, state_meta
+from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker
 from gossip_agent.core.crdt import Crdt
-from gossip_agent.core.effects import EventKind, MemberEvent
+from gossip_agent.core.effects import MemberEvent
 from gossip_agent.core.hlc import Hlc
-from gossip_agent.core.kvstore import (
-    C,
-    CausalContext,
-    Change,
-    Entry,
-    InvalidEntry,
-    KvStore,
-    entry_digest,
-)
-from gossip_agent.core.messages import Address, MemberState
+from gossip_agent.core.kvstore import C, CausalContext, Change, Entry, InvalidEntry, KvStore, StoreImage
+from gossip_agent.core.messages import Address
 from gossip_agent.core.node import StateDelegate
 from gossip_agent.core.replica import (
-    Announcement,
-    MetaPublisher,
-    RepairPlanner,
-    Retirement,
     WriteConcern,
-    counted_members,
-    decode_payload,
-    encode_announcement,
     hedge_delay,
     inline_budget,
     merged_meta,
@@ -98,6 +66,19 @@ from gossip_agent.core.state_codec import (
     encode_change,
     encode_rumor,
 )
+from gossip_agent.core.state_node import (
+    AntiEntropyWith,
+    Broadcast,
+    FetchValue,
+    Fsync,
+    Note,
+    Persist,
+    PublishMeta,
+    Snapshot,
+    StateEffect,
+    StateNode,
+    StateStats,
+)
 from gossip_agent.io.host import AgentHost, Extension
 from gossip_agent.io.peer_client import PeerError
 from gossip_agent.io.persistence import DurableLog
@@ -108,53 +89,17 @@ log = logging.getLogger("gossip_agent.state")
 AE_PATH = "/v1/internal/antientropy"
 REPLICATE_PATH = "/v1/internal/replicate"
 FETCH_PATH = "/v1/internal/fetch"
-TICK = 0.1
-# Idle (nothing changed for BUSY_WINDOW): housekeeping wakes on a change, at the latest every IDLE_TICK, so
-# an idle agent does not walk its member table ten times a second (changes wake it at once).
-IDLE_TICK = 5.0
-BUSY_WINDOW = 2.0
-# Root publication: at most this often (each publication bumps our incarnation and gossips an Alive).
-META_MIN_INTERVAL = 0.25
-# A divergent peer is repaired from once both roots were stable this long, at most once per gap.
-REPAIR_HOLD = 0.3
-REPAIR_MIN_GAP = 0.5
-# Tombstones acknowledged by every member are collected after this grace (lets the others see the same
-# agreement before the first collection changes a root).
-ACK_GRACE_MS = 3000
-GC_EVERY = 1.0
-# Retirement of reaped writers: a scan of the whole store, and the TTL it waits for is a day by default.
-RETIRE_EVERY = 60.0
-# Anti-entropy messages: entries per message (approximate) stay well below the HTTP body cap (4 MiB).
-AE_LIMITS = Limits(max_entry_bytes=2 << 20)
 AE_MAX_RESPONSE = 16 << 20
 # Anti-entropy requests answered at once; more get 503 (the initiator retries in its next session).
 AE_MAX_CONCURRENT = 4
-# Remembered large-value announcements (key, digest): a repeat is not pulled or forwarded again.
-ANNOUNCE_MEMORY = 4096
-# Rumor payloads seen recently (by hash): epidemic spread delivers each one several times, and a repeat is
-# dropped before decoding (decoding and merging dominate an agent's CPU under write load).
-SEEN_MEMORY = 16384
 # Peer bodies start with this byte: the security layer tells plaintext (< 0x80) from envelopes by the first
 # byte, and a msgpack array starts at 0x90.
 FRAME = b"\x01"
-
-
-
-class StateStats:
-    """Counters bumped on hot paths, exported on scrape."""
-
-    def __init__(self) -> None:
-        self.writes: Counter[str] = Counter()          # op: put, delete, counter, set
-        self.rumors: Counter[str] = Counter()          # applied, duplicate, dropped, announced_pull, ...
-        self.ae: Counter[str] = Counter()              # sessions, rounds, failures, in_sync, served
-        self.ae_bytes: Counter[str] = Counter()        # direction: sent, received
-        self.ae_repaired: Counter[str] = Counter()     # side: pulled (ours changed), pushed (theirs changed)
-        self.write_concern: Counter[str] = Counter()   # met, timeout
-        self.log_records = 0
-        self.snapshots = 0
-        self.replayed = 0
-        self.watch_dropped = 0
-        self.recovery: Counter[str] = Counter()        # snapshot_unreadable, record_unreadable
+# The timer sleeps at most this long at once (the core's deadlines are exact; this only bounds the damage of
+# a clock that jumps), and at least this long when the core says it is already due right after a tick.
+MAX_SLEEP = 60.0
+STUCK_STEP = 0.01
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "error": logging.ERROR}
 
 
 class StateService(Extension, StateDelegate):
@@ -169,25 +114,18 @@ class StateService(Extension, StateDelegate):
         self.rng = rng or random.Random()
         self.limits = CodecLimits.from_config(config.state, max_message_bytes=AE_MAX_RESPONSE)
         self.stats = StateStats()
-        self.tracker = ConvergenceTracker()
-        self.meta = MetaPublisher(META_MIN_INTERVAL)
-        self.planner = RepairPlanner(REPAIR_HOLD, REPAIR_MIN_GAP)
-        self.retirement = Retirement(config.state.tombstone_ttl)
+        self._core: StateNode | None = None
         self._store: KvStore | None = None
         self._log: DurableLog | None = None
         self._agent: AgentHost | None = None
-        self._announced: OrderedDict[tuple[str, bytes], None] = OrderedDict()
-        self._seen: OrderedDict[int, None] = OrderedDict()
-        self._pulls: set[str] = set()
-        self._kick = asyncio.Event()
-        self._changed = asyncio.Event()
-        self._had_peers = False
-        self._last_gc = 0.0
-        self._last_retire = -math.inf
-        self._last_sync = 0.0
-        self._inline_limit = 0
         self._stopping = False
-        self._repair_target: str | None = None
+        self._started = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._wake_at = math.inf
+        self._ae_kick = asyncio.Event()
+        self._ae_next: AntiEntropyWith | None = None
+        self._snapshotting: asyncio.Future[None] | None = None
+        self._snapshot_again = False
         self._meta_warned = False
         self._log_error: str | None = None
         self._ae_serving = 0
@@ -210,44 +148,62 @@ class StateService(Extension, StateDelegate):
         self.open()
         self._agent = agent
         node = agent.node
-        self._inline_limit = inline_budget(self.config.gossip.mtu, node.name, node.addr)
+        durable = self._log
+        self._core = StateNode(self.config, self.store, self.rng, agent.now(), addr=agent.address,
+                               inline_limit=inline_budget(self.config.gossip.mtu, node.name, node.addr),
+                               durable=durable is not None,
+                               logged=durable.records_since_snapshot if durable is not None else 0,
+                               limits=self.limits, stats=self.stats)
         agent.metrics.registry.register(StateCollector(self))
 
     def on_member_event(self, event: MemberEvent) -> None:
-        self._changed.set()  # a member's liveness or published root changed: housekeeping has work
-        if event.kind is not EventKind.REAP:
-            self.retirement.seen(event.member.name)
-        # Updates (every published root) are frequent and change no one's liveness.
-        if self._agent is None or event.kind is EventKind.UPDATE:
-            return
-        has_peers = self._agent.node.counts()[MemberState.ALIVE] > 1  # O(1): events may come by thousands
-        if has_peers and not self._had_peers:
-            self.kick_anti_entropy()  # we (re)joined: catch up state at once
-        self._had_peers = has_peers
+        if self._core is not None and self._agent is not None:
+            self._perform(self._core.on_member_event(event, self._agent.now()))
 
     async def start(self) -> None:
-        agent = self.agent
-        agent.spawn(self._tick_loop(), "state-tick")
+        self._started = True
         if self.config.anti_entropy.enabled:
-            agent.spawn(self._anti_entropy_loop(), "anti-entropy")
+            self.agent.spawn(self._anti_entropy_worker(), "anti-entropy")
+        self._reschedule()
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.watchers.close_all()
         if self._log is not None and self._store is not None:
-            self._commit()
+            await self.flush()
+            effects = self._core.stop(self._agent.now()) if self._core is not None and self._agent else []
             try:
-                self._snapshot()
+                self._perform(effects)
+                if self._core is None:
+                    self._start_snapshot()
+                await self.flush()
             except OSError:
                 log.exception("cannot write the state snapshot on stop")
             self._log.close()
 
+    async def flush(self) -> None:
+        """Wait until the snapshots asked for so far are on disk (or failed, which is logged)."""
+        while self._snapshotting is not None:
+            pending = self._snapshotting
+            await asyncio.wait([pending])
+            if self._snapshotting is pending:  # the done callback has not run yet
+                await asyncio.sleep(0)
+
     def status(self) -> Mapping[str, Any]:
         if self._store is None:
             return {}
+        if self._core is not None:
+            return self._core.status(self.wall())
         s = self._store.stats()
         return {"state": status_block(s.root, s.keys, s.hlc.wall_ms, s.tombstones, self._store.node),
-                "convergence": self.tracker.status(self.wall()).to_json()}
+                "convergence": ConvergenceTracker().status(self.wall()).to_json()}
+
+    def convergence(self) -> ConvergenceStatus:
+        tracker = self._core.tracker if self._core is not None else ConvergenceTracker()
+        return tracker.status(self.wall())
 
     def ready(self) -> bool:
         return self.readiness()[0]
@@ -266,6 +222,12 @@ class StateService(Extension, StateDelegate):
         if self._agent is None:
             raise RuntimeError("state service not attached to an agent")
         return self._agent
+
+    @property
+    def core(self) -> StateNode:
+        if self._core is None:
+            raise RuntimeError("state service not attached to an agent")
+        return self._core
 
     @property
     def store(self) -> KvStore:
@@ -326,13 +288,32 @@ class StateService(Extension, StateDelegate):
         log.info("state recovered from %s: %d keys, %d tombstones (snapshot %s, %d log records), replica %s",
                  storage.data_dir, s.keys, s.tombstones, "yes" if snapshot else "no", len(records), store.node)
 
-    # -- commit path ----------------------------------------------------------------------------------------
-    def _commit(self) -> list[Change]:
-        """Log every pending change (before anything is acknowledged), then tell the watchers."""
-        changes = self.store.drain_changes()
-        if not changes:
-            return changes
-        self._changed.set()
+    # -- effects --------------------------------------------------------------------------------------------
+    def _perform(self, effects: Iterable[StateEffect]) -> None:
+        """Do what the core asked, in order (a Persist that fails raises: nothing after it is performed)."""
+        for e in effects:
+            if isinstance(e, Persist):
+                self._persist(e.changes)
+            elif isinstance(e, Broadcast):
+                self.agent.broadcast_state(e.payload, key=e.key)
+            elif isinstance(e, PublishMeta):
+                self._publish_meta(e.state)
+            elif isinstance(e, AntiEntropyWith):
+                self._ae_next = e  # the newest wins; sessions run one at a time
+                self._ae_kick.set()
+            elif isinstance(e, FetchValue):
+                self.agent.spawn(self._pull(e), "state-pull")
+            elif isinstance(e, Fsync):
+                if self._log is not None:
+                    self._log.sync()
+            elif isinstance(e, Snapshot):
+                self._start_snapshot()
+            elif isinstance(e, Note):
+                log.log(_LEVELS[e.level], "%s", e.text)
+        self._reschedule()
+
+    def _persist(self, changes: Sequence[Change]) -> None:
+        """Log every change (before anything is acknowledged), then tell the watchers."""
         durable = self._log
         if durable is not None:
             try:
@@ -342,41 +323,98 @@ class StateService(Extension, StateDelegate):
                 self._log_error = str(exc)  # readiness reports it; the write is not acknowledged (500)
                 raise
             self._log_error = None
-            self.stats.log_records += len(changes)
         self.watchers.publish([c for c in changes if c.origin != "prune"])  # no value changed
-        return changes
 
-    def _broadcast(self, entry: Entry) -> None:
-        payload = encode_rumor(entry)
-        self._seen[hash(payload)] = None  # our own rumor coming back is old news
-        if len(payload) > self._inline_limit:
-            ann = Announcement(entry.key, entry_digest(entry), self.agent.address)
-            self._remember_announcement(ann.key, ann.digest)
-            payload = encode_announcement(ann)
-            self.stats.rumors["announced"] += 1
-        self.agent.broadcast_state(payload, key=entry.key)
+    def _publish_meta(self, state: Mapping[str, str]) -> None:
+        agent = self.agent
+        node = agent.node
+        if node.leaving:
+            return
+        try:
+            agent.update_meta(merged_meta(node.meta, state))
+        except ValueError as exc:  # the member's own metadata leaves no room for ours
+            if not self._meta_warned:
+                log.error("cannot publish the state root in the membership metadata: %s", exc)
+                self._meta_warned = True
 
-    def _local(self, op: str, entry: Entry | None) -> Entry | None:
-        self._commit()
-        if entry is not None:
-            self.stats.writes[op] += 1
-            self._broadcast(entry)
-        return entry
+    def _start_snapshot(self) -> None:
+        """Capture the store now; pack and write it on a worker thread (one snapshot at a time)."""
+        durable = self._log
+        if durable is None or self._store is None:
+            return
+        if self._snapshotting is not None:
+            self._snapshot_again = True
+            return
+        image = self._store.capture()
+        durable.begin_snapshot()
+        future = asyncio.get_running_loop().run_in_executor(None, _write_snapshot, durable, image)
+        self._snapshotting = future
+        future.add_done_callback(self._snapshot_done)
+
+    def _snapshot_done(self, future: asyncio.Future[None]) -> None:
+        self._snapshotting = None
+        exc = future.exception() if not future.cancelled() else None
+        if exc is not None:
+            log.error("cannot write the state snapshot (the log keeps every record): %s", exc)
+        if self._snapshot_again:
+            self._snapshot_again = False
+            self._start_snapshot()
+
+    # -- the timer ------------------------------------------------------------------------------------------
+    def _reschedule(self, *, after_tick: bool = False) -> None:
+        core = self._core
+        if core is None or not self._started or self._stopping:
+            return
+        deadline = core.next_deadline()
+        if deadline >= self._wake_at and not after_tick:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake_at = deadline
+        if deadline == math.inf:
+            return
+        now = self.agent.now()
+        delay = deadline - now
+        if after_tick and delay <= 0:
+            delay = STUCK_STEP  # the core left a due deadline: never spin
+        self._timer = asyncio.get_running_loop().call_later(min(max(0.0, delay), MAX_SLEEP), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wake_at = -math.inf  # effects performed by the tick do not reschedule: done once, below
+        try:
+            self.tick()
+        except Exception:
+            log.exception("state housekeeping failed")
+        self._wake_at = math.inf
+        self._reschedule(after_tick=True)
+
+    def tick(self) -> None:
+        """Run whatever the core has due now (the timer calls it; tests may too)."""
+        self._perform(self.core.tick(self.agent.now(), self.wall()))
+
+    def retire_reaped(self) -> int:
+        """The retirement check at once (it runs every `state_node.RETIRE_EVERY` by itself); how many
+        writers it retired."""
+        retired, effects = self.core.retire_reaped(self.agent.now(), self.wall())
+        self._perform(effects)
+        return retired
 
     # -- local writes (HTTP handlers call these; StateError subclasses name invalid input) ------------------
     def put(self, key: str, value: bytes, context: CausalContext | None) -> Entry:
-        entry = self.store.local_put(key, value, self.now_ms(), context)
-        self._local("put", entry)
+        entry, effects = self.core.put(key, value, context, self.agent.now(), self.wall())
+        self._perform(effects)
         return entry
 
     def delete(self, key: str, context: CausalContext | None) -> Entry | None:
-        return self._local("delete", self.store.local_delete(key, self.now_ms(), context))
+        entry, effects = self.core.delete(key, context, self.agent.now(), self.wall())
+        self._perform(effects)
+        return entry
 
     def update_crdt(self, key: str, kind: type[C], mutate: Callable[[C, str, Hlc], C], op: str) -> Entry:
-        self.store.update_crdt(key, kind, mutate, self.now_ms())
-        entry = self.store.entry(key)
-        assert entry is not None
-        self._local(op, entry)
+        entry, effects = self.core.update_crdt(key, kind, mutate, op, self.agent.now(), self.wall())
+        self._perform(effects)
         return entry
 
     def get_crdt(self, key: str) -> Crdt | None:
@@ -388,7 +426,6 @@ class StateService(Extension, StateDelegate):
         concern = WriteConcern(w)
         if concern.met:
             return concern
-        agent = self.agent
         payload = encode_rumor(entry)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -398,7 +435,7 @@ class StateService(Extension, StateDelegate):
         try:
             while not concern.met:
                 now = loop.time()
-                live = {m.name: m.addr for m in agent.live_members()}
+                live = dict(self.core.live_peers())
                 names = list(live)
                 slow = [name for task, name in pending.items() if now - asked_at[task] >= hedge]
                 for name in concern.next_targets(names, pending.values(), [self.rng.random() for _ in names],
@@ -445,74 +482,23 @@ class StateService(Extension, StateDelegate):
 
     # -- state rumors (the Node calls this on the event loop) -----------------------------------------------
     def on_state_rumor(self, payload: bytes, now: float) -> bool:
-        if self._store is None or self._stopping:
+        core = self._core
+        if core is None or self._stopping:
             return False
-        ident = hash(payload)
-        if ident in self._seen:
-            self.stats.rumors["duplicate"] += 1
-            return False
-        self._seen[ident] = None
-        if len(self._seen) > SEEN_MEMORY:
-            self._seen.popitem(last=False)
-        try:
-            item = decode_payload(payload, self.limits)
-        except StateCodecError as exc:
-            self.stats.rumors["dropped"] += 1
-            log.debug("dropped a state rumor: %s", exc)
-            return False
-        if isinstance(item, Announcement):
-            return self._on_announcement(item)
-        try:
-            changed = self._store.apply_remote(item, self.now_ms())
-        except InvalidEntry as exc:
-            self.stats.rumors["dropped"] += 1
-            log.debug("dropped a state rumor: %s", exc)
-            return False
-        if not changed:
-            self.stats.rumors["duplicate"] += 1
-            return False
-        self.stats.rumors["applied"] += 1
-        self._commit()
-        return True
+        new, effects = core.on_rumor(payload, now, self.wall())
+        if effects:
+            self._perform(effects)
+        return new
 
-    def _remember_announcement(self, key: str, digest: bytes) -> bool:
-        """True if (key, digest) is new here."""
-        ident = (key, digest)
-        if ident in self._announced:
-            return False
-        self._announced[ident] = None
-        while len(self._announced) > ANNOUNCE_MEMORY:
-            self._announced.popitem(last=False)
-        return True
-
-    def _on_announcement(self, ann: Announcement) -> bool:
-        if not self._remember_announcement(ann.key, ann.digest):
-            self.stats.rumors["duplicate"] += 1
-            return False
-        if self.store.merkle.digest_of(ann.key) != ann.digest and ann.key not in self._pulls \
-                and self._agent is not None:
-            self._pulls.add(ann.key)
-            self.agent.spawn(self._pull(ann), "state-pull")
-        return True  # forward the announcement: others may lack the value too
-
-    async def _pull(self, ann: Announcement) -> None:
+    async def _pull(self, fetch: FetchValue) -> None:
+        core = self.core
         try:
-            body = msgpack.packb([ann.key], use_bin_type=True)
-            answer = await self._exchange(ann.origin, FETCH_PATH, body, max_bytes=self.limits.max_message_bytes)
-            entry = decode_payload(answer, self.limits)
-            if isinstance(entry, Announcement):
-                raise StateCodecError("fetch answered with an announcement")
-            if self.store.apply_remote(entry, self.now_ms()):
-                self._commit()
-                self.stats.rumors["pulled"] += 1
-            else:
-                self.stats.rumors["pulled_duplicate"] += 1
+            body = msgpack.packb([fetch.key], use_bin_type=True)
+            answer = await self._exchange(fetch.origin, FETCH_PATH, body, max_bytes=self.limits.max_message_bytes)
+            effects = core.on_fetched(fetch.key, answer, self.agent.now(), self.wall())
         except (PeerError, StateCodecError, InvalidEntry) as exc:
-            self.stats.rumors["pull_failed"] += 1
-            log.debug("pull of %r from %s:%d failed (anti-entropy will repair it): %s", ann.key,
-                      ann.origin[0], ann.origin[1], exc)
-        finally:
-            self._pulls.discard(ann.key)
+            effects = core.fetch_failed(fetch.key, f"from {fetch.origin[0]}:{fetch.origin[1]}: {exc}")
+        self._perform(effects)
 
     async def _exchange(self, addr: Address, path: str, body: bytes, *, max_bytes: int,
                         timeout: float | None = None) -> bytes:
@@ -556,27 +542,20 @@ class StateService(Extension, StateDelegate):
         body = await self._open_body(request, AE_MAX_RESPONSE)
         try:
             ae_request = decode_ae_request(body, self.limits)
-            response = respond(self.store, ae_request, self.now_ms(), AE_LIMITS)
+            response, effects = self.core.serve_anti_entropy(ae_request, self.agent.now(), self.wall())
         except (StateCodecError, AntiEntropyError) as exc:
             self.agent.stats.dropped["antientropy"] += 1
             return web.Response(status=400, text=str(exc))
-        changes = self._commit()
-        self.stats.ae_repaired["pushed_in"] += sum(1 for c in changes if c.origin == "remote")
-        self.stats.ae["served"] += 1
+        self._perform(effects)
         return self._sealed(encode_ae(response))
 
     async def _serve_replicate(self, request: web.Request) -> web.Response:
         body = await self._open_body(request, self.limits.max_message_bytes)
         try:
-            entry = decode_payload(body, self.limits)
-            if isinstance(entry, Announcement):
-                raise StateCodecError("replicate needs the whole entry")
-            if self.store.apply_remote(entry, self.now_ms()):
-                self._commit()  # logged before we acknowledge
-                self.stats.rumors["replicated"] += 1
+            effects = self.core.on_replicate(body, self.agent.now(), self.wall())
         except (StateCodecError, InvalidEntry) as exc:
-            self.stats.rumors["dropped"] += 1
             return web.Response(status=400, text=str(exc))
+        self._perform(effects)  # logged before we acknowledge
         return self._sealed(b"ok")
 
     async def _serve_fetch(self, request: web.Request) -> web.Response:
@@ -587,174 +566,62 @@ class StateService(Extension, StateDelegate):
                 raise ValueError("key must be a string")
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             return web.Response(status=400, text=f"fetch: expected [key]: {exc}")
-        entry = self.store.entry(key)
-        if entry is None:
+        answer = self.core.fetch_answer(key)
+        if answer is None:
             return web.Response(status=404, text="no such key")
-        return self._sealed(encode_rumor(entry))
+        return self._sealed(answer)
 
     # -- anti-entropy initiator -----------------------------------------------------------------------------
     def kick_anti_entropy(self) -> None:
-        self._kick.set()
+        """Anti-entropy with a random live peer now (as the periodic one would)."""
+        self._perform(self.core.kick_anti_entropy(self.agent.now()))
 
-    async def _anti_entropy_loop(self) -> None:
-        interval = self.config.anti_entropy.interval
+    async def _anti_entropy_worker(self) -> None:
+        """Runs the sessions the core asks for, one at a time."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval * (0.5 + self.rng.random())):  # not wait_for: see _tick_loop
-                    await self._kick.wait()
-            self._kick.clear()
+            await self._ae_kick.wait()
+            self._ae_kick.clear()
+            target, self._ae_next = self._ae_next, None
+            if target is None:
+                continue
             try:
-                await self._anti_entropy_round()
+                await self.sync_with(target.addr)
             except Exception:
-                # Like the housekeeping tick: one unexpected error (a peer's metadata no parser foresaw, say)
-                # must cost one round, never end anti-entropy for the agent's lifetime (found by review).
+                # One unexpected error (a peer's metadata no parser foresaw, say) must cost one session,
+                # never end anti-entropy for the agent's lifetime (found by review).
                 self.stats.ae["failures"] += 1
                 log.exception("anti-entropy round failed")
 
-    async def _anti_entropy_round(self) -> None:
-        peers = self.agent.live_members()
-        if not peers:
-            return
-        target = self._repair_target
-        self._repair_target = None
-        chosen = next((m for m in peers if m.name == target), None) if target else None
-        peer = chosen or peers[int(self.rng.random() * len(peers))]
-        published = parse_state_meta(peer.meta)
-        if chosen is None and published is not None and published.root == self.store.root_hex():
-            # The peer publishes our root: nothing to repair, so an idle cluster sends no AE traffic.
-            self.stats.ae["skipped_same_root"] += 1
-            return
-        await self.sync_with(peer.addr)
-
     async def sync_with(self, addr: Address) -> bool:
         """One anti-entropy session with the peer at `addr`; True if it completed."""
-        store = self.store
-        stats = self.stats
-        session = Session(store, AE_LIMITS)
+        core, agent, stats = self.core, self.agent, self.stats
+        started = agent.now()
+        session = core.start_anti_entropy(started)
         request: AeRequest | None = session.start()
-        stats.ae["sessions"] += 1
-        started = self.agent.now()
-        self.planner.started(started)
         try:
             while request is not None:
                 body = encode_ae(request)
                 answer = await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE)
                 stats.ae_bytes["sent"] += len(body)
                 stats.ae_bytes["received"] += len(answer)
-                stats.ae["rounds"] += 1
-                request = session.handle(decode_ae_response(answer, self.limits), self.now_ms())
-                self._commit()
+                request, effects = core.on_anti_entropy_reply(session, decode_ae_response(answer, self.limits),
+                                                              agent.now(), self.wall())
+                self._perform(effects)
         except (PeerError, StateCodecError, AntiEntropyError) as exc:
-            stats.ae["failures"] += 1
-            log.debug("anti-entropy with %s:%d failed: %s", addr[0], addr[1], exc)
-            self._commit()
+            self._perform(core.anti_entropy_failed(f"with {addr[0]}:{addr[1]}: {exc}", agent.now()))
             return False
-        self.agent.metrics.latency.anti_entropy_session.observe(max(0.0, self.agent.now() - started))
+        agent.metrics.latency.anti_entropy_session.observe(max(0.0, agent.now() - started))
         s = session.stats
-        stats.ae_repaired["pulled"] += s.repaired
-        stats.ae_repaired["pushed"] += s.pushed
-        if s.in_sync:
-            stats.ae["in_sync"] += 1
-        elif s.repaired or s.pushed:
+        if not s.in_sync and (s.repaired or s.pushed):
             log.debug("anti-entropy with %s:%d: %d rounds, %d repaired here, %d pushed", addr[0], addr[1],
                       s.rounds, s.repaired, s.pushed)
         return True
 
-    # -- housekeeping ---------------------------------------------------------------------------------------
-    async def _tick_loop(self) -> None:
-        busy_until = 0.0
-        while True:
-            try:
-                self.tick()
-            except Exception:
-                log.exception("state housekeeping failed")
-            now = self.agent.now()
-            if self._changed.is_set():
-                self._changed.clear()
-                busy_until = now + BUSY_WINDOW
-            if now < busy_until:
-                await asyncio.sleep(TICK)
-            else:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that races the event being set
-                # (an agent stopping right after a write then hung in stop(), waiting for this task).
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(IDLE_TICK):
-                        await self._changed.wait()
 
-    def tick(self) -> None:
-        agent, store = self.agent, self.store
-        now, wall = agent.now(), self.wall()
-        node = agent.node
-        stats = store.stats()
-        # 1. our state in the membership metadata
-        mine = state_meta(stats.root, stats.keys, stats.hlc.wall_ms)
-        if self.meta.due(now, mine) and not node.leaving:
-            try:
-                agent.update_meta(merged_meta(node.meta, mine))
-            except ValueError as exc:  # the member's own metadata leaves no room for ours
-                if not self._meta_warned:
-                    log.error("cannot publish the state root in the membership metadata: %s", exc)
-                    self._meta_warned = True
-            self.meta.done(now, mine)
-        # 2. convergence, from what the members publish
-        members = agent.members()
-        roots = counted_members(members, node.name)
-        status = self.tracker.observe(wall, stats.root, roots, newest_write_ms=stats.hlc.wall_ms or None)
-        live = [m.name for m in members if m.state == MemberState.ALIVE and m.name != node.name]
-        self.planner.observe(now, stats.root, {n: roots.get(n) for n in live})
-        # 3. anti-entropy with a peer that stays divergent (after joining: `on_member_event`)
-        target = self.planner.pick(now, live, self.rng.random())
-        if target is not None:
-            self._repair_target = target
-            self.planner.started(now)
-            self.kick_anti_entropy()
-        # 4. tombstones every member holds, and garbage
-        if status.converged and stats.tombstones:
-            store.acknowledge_tombstones(self.now_ms())
-        if now - self._last_gc >= GC_EVERY:
-            self._last_gc = now
-            if store.collect_garbage(self.now_ms(), ack_grace_ms=ACK_GRACE_MS):
-                self._commit()
-        if now - self._last_retire >= RETIRE_EVERY:
-            self._last_retire = now
-            self.retire_reaped()
-        # 5. durability
-        durable = self._log
-        if durable is not None:
-            cfg = self.config.storage
-            if cfg.fsync == "interval" and now - self._last_sync >= cfg.fsync_interval:
-                self._last_sync = now
-                durable.sync()
-            if durable.records_since_snapshot >= cfg.snapshot_every:
-                self._snapshot()
-
-    def retire_reaped(self) -> int:
-        """Retire the writers whose member has been gone longer than the TTL (when the store says it is
-        safe), unretire those whose member is back; returns how many were retired."""
-        agent, store = self.agent, self.store
-        writers = store.context_writers(self.now_ms())
-        plan = self.retirement.plan(agent.now(), writers=writers, retired=store.retired,
-                                    present={m.name for m in agent.members()}, me=store.node)
-        retire = sorted(r for r in plan.retire if writers.get(r))
-        if plan.unretire:
-            store.unretire_nodes(plan.unretire)
-            log.info("writers back in the cluster, no longer pruned: %s", ", ".join(sorted(plan.unretire)))
-        if retire:
-            keys = store.retire_nodes(retire)
-            self._commit()
-            log.info("retired writers of members gone longer than the tombstone TTL: %s (%d keys pruned)",
-                     ", ".join(retire), keys)
-        if retire or plan.unretire:
-            self._snapshot()  # the retired set lives in the snapshot
-        return len(retire)
-
-    def _snapshot(self) -> None:
-        if self._log is None or self._store is None:
-            return
-        self._commit()
-        blob: bytes = msgpack.packb(self._store.snapshot(), use_bin_type=True)
-        self._log.write_snapshot(blob)
-        self.stats.snapshots += 1
+def _write_snapshot(durable: DurableLog, image: StoreImage) -> None:
+    """On a worker thread: the captured store, packed, as the new snapshot."""
+    blob: bytes = msgpack.packb(image.to_plain(), use_bin_type=True)
+    durable.finish_snapshot(blob)
 
 
 def _read_replica_id(path: Path) -> str | None:
@@ -818,7 +685,7 @@ class StateCollector(Collector):
                         "reason", s_refused(svc))
         yield _counter("gossip_state_watch_dropped", "Watch clients disconnected for being slow.",
                        svc.watchers.dropped)
-        status = svc.tracker.status(svc.wall())
+        status = svc.convergence()
         yield GaugeMetricFamily("gossip_state_converged", "1 while every member publishes our root.",
                                 value=int(status.converged))
         yield GaugeMetricFamily("gossip_state_agreeing_fraction", "Share of members whose root equals ours.",

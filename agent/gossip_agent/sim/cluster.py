@@ -149,6 +149,8 @@ class Simulation:
         self.on_event: list[Callable[[float, int, MemberEvent], None]] = []
         # Observers of every datagram a node sends (virtual time, sender index, the Send), before the network.
         self.on_send: list[Callable[[float, int, Send], None]] = []
+        # Hook for drivers beside the Node (sim/state.py): every event, JOIN included, as (observer, event).
+        self.on_any_event: list[Callable[[int, MemberEvent], None]] = []
         self._process: list[int] = []  # how many times each node was started (a restart is a new process)
         for _ in range(n):
             self.add_node()
@@ -305,6 +307,12 @@ class Simulation:
         for node in self.nodes:
             if node is not None:
                 node.set_immediate_forward(config.gossip.immediate_forward)
+
+    def call(self, node: int | str, fn: Callable[[Node, float], list[Effect]]) -> None:
+        """Hook for drivers beside the Node (sim/state.py): call into a node's core now, perform its effects."""
+        i = self.idx(node)
+        self._perform(i, fn(self.node(i), self.now))
+        self._reschedule(i)
 
     def broadcast(self, node: int | str, payload: bytes, *, key: str | None = None) -> None:
         i = self.idx(node)
@@ -493,6 +501,8 @@ class Simulation:
         self._queue.push(self.now + rtt, TCP_PROBE_OK, i, e.seq)
 
     def _on_event(self, i: int, e: MemberEvent) -> None:
+        for any_hook in self.on_any_event:
+            any_hook(i, e)
         kind = e.kind
         if kind is EventKind.JOIN:
             self.stats["event_join"] += 1

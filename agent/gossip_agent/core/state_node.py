@@ -1,0 +1,632 @@
+"""The replicated state layer of one member as a pure state machine: what the membership `Node` is to SWIM.
+
+Drivers (io/state_service.py with sockets and files, sim/state.py with virtual links, tests) feed it events
+and the time, and perform the effects it returns; `next_deadline()` says when to call `tick` next. It never
+reads a clock, does no I/O and draws randomness only from the `Rng` it was given, so the simulator can run
+the product's state layer at a thousand members and a test can step it by hand.
+
+Two times come in, because the layer needs both: `now` (monotonic seconds, like the Node's) for every
+schedule, and `wall` (seconds since the epoch) for what other members compare: HLC timestamps of writes,
+tombstone ages and convergence times.
+
+What it decides (each rule used to live in the agent's 100 ms housekeeping loop):
+- the store (core/kvstore.py): local writes, rumors, pulled values and anti-entropy repairs all merge here,
+  and every change it makes leaves as a `Persist` effect (log it before anything is acknowledged);
+- dissemination: a local write's whole state is a `Broadcast` (or, too big for a packet, an announcement
+  whose receivers `FetchValue` from the origin); rumors already seen (by hash) and announcements already
+  handled are remembered in bounded memories and dropped before any decoding;
+- metadata: our root, key count and HLC go into the member's metadata (`PublishMeta`), at most every
+  META_MIN_INTERVAL and only when they changed;
+- convergence and repair: the members' published roots, known from member events, feed the convergence
+  tracker and the repair planner; a peer divergent for a while gets an `AntiEntropyWith`, and so does a
+  random peer every `antiEntropy.interval` (jittered) and the first peer after we (re)join;
+- tombstones every member acknowledges (all publish our root) are collected after ACK_GRACE_MS; writers of
+  members gone longer than `state.tombstoneTtl` are retired (core/replica.py's `Retirement`);
+- durability policy: `Fsync` every `storage.fsyncInterval` while records are unsynced (policy `interval`),
+  `Snapshot` every `storage.snapshotEvery` records and when the retired set changed (only the snapshot
+  carries it).
+
+Nothing is polled: each rule has a deadline, and an idle member has only the retirement check (every
+RETIRE_EVERY) and its periodic anti-entropy left.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gossip_agent.core.anti_entropy import AeRequest, AeResponse, Limits, Session, respond
+from gossip_agent.core.config import AgentConfig
+from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker, parse_state_meta, state_meta
+from gossip_agent.core.effects import EventKind, MemberEvent
+from gossip_agent.core.hlc import Hlc
+from gossip_agent.core.kvstore import C, CausalContext, Change, Entry, InvalidEntry, KvStore, entry_digest
+from gossip_agent.core.messages import Address, MemberSnapshot, MemberState
+from gossip_agent.core.replica import (
+    Announcement,
+    MetaPublisher,
+    RepairPlanner,
+    Retirement,
+    decode_payload,
+    encode_announcement,
+    status_block,
+)
+from gossip_agent.core.rng import Rng
+from gossip_agent.core.state_codec import CodecLimits, StateCodecError, encode_rumor
+
+# Root publication: at most this often (each publication bumps our incarnation and gossips an Alive).
+META_MIN_INTERVAL = 0.25
+# A divergent peer is repaired from once both roots were stable this long, at most once per gap.
+REPAIR_HOLD = 0.3
+REPAIR_MIN_GAP = 0.5
+# Tombstones acknowledged by every member are collected after this grace (lets the others see the same
+# agreement before the first collection changes a root).
+ACK_GRACE_MS = 3000
+GC_EVERY = 1.0
+# Retirement of reaped writers: a scan of the whole store, and the TTL it waits for is a day by default.
+RETIRE_EVERY = 60.0
+# A change (ours or a member's published root) is looked at this long after the first one: a burst of
+# member events costs one observation, and convergence times keep this resolution.
+OBSERVE_DELAY = 0.1
+# Anti-entropy messages: entries per message (approximate) stay well below the HTTP body cap (4 MiB).
+AE_LIMITS = Limits(max_entry_bytes=2 << 20)
+# Remembered large-value announcements (key, digest): a repeat is not pulled or forwarded again.
+ANNOUNCE_MEMORY = 4096
+# Rumor payloads seen recently (by hash): epidemic spread delivers each one several times, and a repeat is
+# dropped before decoding (decoding and merging dominate an agent's CPU under write load).
+SEEN_MEMORY = 16384
+_NEVER = math.inf
+
+
+# -- effects ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Append these changes to the log, then tell the watchers (prune changes alter no value). Perform it
+    before acknowledging anything: the effects that follow assume it succeeded."""
+
+    changes: tuple[Change, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Gossip this state rumor payload (`Node.broadcast_state`); a newer one for `key` replaces it."""
+
+    payload: bytes
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishMeta:
+    """Put these state keys into our member metadata (the member's other keys stay)."""
+
+    state: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class AntiEntropyWith:
+    """Run one anti-entropy session with this peer: `start_anti_entropy`, then `on_anti_entropy_reply` per
+    answer, `anti_entropy_failed` if the peer cannot be reached. One session at a time is enough."""
+
+    peer: str
+    addr: Address
+
+
+@dataclass(frozen=True, slots=True)
+class FetchValue:
+    """Pull `key`'s whole state from `origin` (it announced a state too big for a packet); report with
+    `on_fetched` or `fetch_failed`."""
+
+    key: str
+    origin: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Fsync:
+    """Make the logged records durable (policy `interval`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Write a snapshot of the store as it is now (capture it before the next event)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something an operator should read in the log."""
+
+    level: Literal["debug", "info", "error"]
+    text: str
+
+
+StateEffect = Persist | Broadcast | PublishMeta | AntiEntropyWith | FetchValue | Fsync | Snapshot | Note
+
+
+class StateStats:
+    """Counters bumped on hot paths, exported on scrape."""
+
+    def __init__(self) -> None:
+        self.writes: Counter[str] = Counter()          # op: put, delete, counter, set
+        self.rumors: Counter[str] = Counter()          # applied, duplicate, dropped, announced_pull, ...
+        self.ae: Counter[str] = Counter()              # sessions, rounds, failures, in_sync, served
+        self.ae_bytes: Counter[str] = Counter()        # direction: sent, received
+        self.ae_repaired: Counter[str] = Counter()     # side: pulled (ours changed), pushed (theirs changed)
+        self.write_concern: Counter[str] = Counter()   # met, timeout
+        self.log_records = 0
+        self.snapshots = 0
+        self.replayed = 0
+        self.watch_dropped = 0
+        self.recovery: Counter[str] = Counter()        # snapshot_unreadable, record_unreadable
+
+
+@dataclass(slots=True)
+class _Peer:
+    addr: Address
+    state: MemberState
+    root: str | None  # published root (None: publishes none, or garbage)
+
+
+@dataclass(slots=True)
+class _View:
+    """The members as the member events told us, with the counts convergence needs kept incrementally."""
+
+    peers: dict[str, _Peer] = field(default_factory=dict)
+    alive: dict[str, None] = field(default_factory=dict)      # insertion-ordered: deterministic peer choice
+    counted_roots: Counter[str | None] = field(default_factory=Counter)  # of members counted (not left)
+    counted: int = 0
+
+    def set(self, name: str, addr: Address, state: MemberState, root: str | None) -> None:
+        self.remove(name)
+        self.peers[name] = _Peer(addr, state, root)
+        if state == MemberState.ALIVE:
+            self.alive[name] = None
+        if state != MemberState.LEFT:
+            self.counted_roots[root] += 1
+            self.counted += 1
+
+    def remove(self, name: str) -> None:
+        old = self.peers.pop(name, None)
+        if old is None:
+            return
+        self.alive.pop(name, None)
+        if old.state != MemberState.LEFT:
+            self.counted -= 1
+            self.counted_roots[old.root] -= 1
+            if not self.counted_roots[old.root]:
+                del self.counted_roots[old.root]
+
+
+class StateNode:
+    """One member's replica and every decision about it. Not thread-safe; one driver owns it.
+
+    `store`: the recovered replica (the driver loads snapshot and log). `inline_limit`: the largest rumor
+    payload that fits a gossip packet (`replica.inline_budget`). `durable`: there is a log to fsync and
+    snapshot (a data dir); `logged` records are in it since the last snapshot.
+    """
+
+    def __init__(self, config: AgentConfig, store: KvStore, rng: Rng, now: float, *, addr: Address,
+                 inline_limit: int, durable: bool = False, logged: int = 0,
+                 limits: CodecLimits | None = None, stats: StateStats | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.store = store
+        self.rng = rng
+        self.addr = addr
+        self.inline_limit = inline_limit
+        self.durable = durable
+        self.limits = limits or CodecLimits.from_config(config.state)
+        self.stats = stats or StateStats()
+        self.tracker = ConvergenceTracker()
+        self.meta = MetaPublisher(META_MIN_INTERVAL)
+        self.planner = RepairPlanner(REPAIR_HOLD, REPAIR_MIN_GAP)
+        self.retirement = Retirement(config.state.tombstone_ttl)
+        self.stopping = False
+        self._view = _View()
+        self._announced: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._pulls: set[str] = set()
+        self._had_peers = False
+        self._logged = logged              # records since the last snapshot
+        self._unsynced = False
+        self._last_sync = now
+        self._observe_at = now             # publish/observe due (a change to look at); _NEVER when clean
+        self._dirty_since: float | None = None  # first change not yet observed
+        self._repair_at = _NEVER
+        self._gc_at = now + GC_EVERY
+        self._retire_at = now              # the first check at once (absence clocks start there)
+        interval = config.anti_entropy.interval
+        self._ae_at = now + interval * (0.5 + rng.random()) if config.anti_entropy.enabled else _NEVER
+
+    # -- views ------------------------------------------------------------------------------------------
+    def live_peers(self) -> list[tuple[str, Address]]:
+        """Alive members other than us, as the member events told us."""
+        peers = self._view.peers
+        return [(name, peers[name].addr) for name in self._view.alive]
+
+    def status(self, wall: float) -> dict[str, object]:
+        """The `state` and `convergence` objects of `GET /v1/status`."""
+        s = self.store.stats()
+        return {"state": status_block(s.root, s.keys, s.hlc.wall_ms, s.tombstones, self.store.node),
+                "convergence": self.tracker.status(wall).to_json()}
+
+    def convergence(self, wall: float) -> ConvergenceStatus:
+        return self.tracker.status(wall)
+
+    # -- local writes (StateError subclasses raise before anything changed) --------------------------------
+    def put(self, key: str, value: bytes, context: CausalContext | None, now: float,
+            wall: float) -> tuple[Entry, list[StateEffect]]:
+        entry = self.store.local_put(key, value, _ms(wall), context)
+        return entry, self._local("put", entry, now)
+
+    def delete(self, key: str, context: CausalContext | None, now: float,
+               wall: float) -> tuple[Entry | None, list[StateEffect]]:
+        entry = self.store.local_delete(key, _ms(wall), context)
+        return entry, self._local("delete", entry, now)
+
+    def update_crdt(self, key: str, kind: type[C], mutate: Callable[[C, str, Hlc], C], op: str, now: float,
+                    wall: float) -> tuple[Entry, list[StateEffect]]:
+        self.store.update_crdt(key, kind, mutate, _ms(wall))
+        entry = self.store.entry(key)
+        assert entry is not None
+        return entry, self._local(op, entry, now)
+
+    def _local(self, op: str, entry: Entry | None, now: float) -> list[StateEffect]:
+        out: list[StateEffect] = []
+        self._commit(out, now)
+        if entry is not None:
+            self.stats.writes[op] += 1
+            self._broadcast(entry, out)
+        return out
+
+    def _broadcast(self, entry: Entry, out: list[StateEffect]) -> None:
+        payload = encode_rumor(entry)
+        self._remember_seen(hash(payload))  # our own rumor coming back is old news
+        if len(payload) > self.inline_limit:
+            ann = Announcement(entry.key, entry_digest(entry), self.addr)
+            self._remember_announcement(ann.key, ann.digest)
+            payload = encode_announcement(ann)
+            self.stats.rumors["announced"] += 1
+        out.append(Broadcast(payload, entry.key))
+
+    # -- state from peers -------------------------------------------------------------------------------
+    def on_rumor(self, payload: bytes, now: float, wall: float) -> tuple[bool, list[StateEffect]]:
+        """A state rumor the Node received; True if it was new here (the Node then forwards it)."""
+        out: list[StateEffect] = []
+        if self.stopping:
+            return False, out
+        ident = hash(payload)
+        if ident in self._seen:
+            self.stats.rumors["duplicate"] += 1
+            return False, out
+        self._remember_seen(ident)
+        try:
+            item = decode_payload(payload, self.limits)
+        except StateCodecError as exc:
+            self.stats.rumors["dropped"] += 1
+            out.append(Note("debug", f"dropped a state rumor: {exc}"))
+            return False, out
+        if isinstance(item, Announcement):
+            return self._on_announcement(item, out), out
+        try:
+            changed = self.store.apply_remote(item, _ms(wall))
+        except InvalidEntry as exc:
+            self.stats.rumors["dropped"] += 1
+            out.append(Note("debug", f"dropped a state rumor: {exc}"))
+            return False, out
+        if not changed:
+            self.stats.rumors["duplicate"] += 1
+            return False, out
+        self.stats.rumors["applied"] += 1
+        self._commit(out, now)
+        return True, out
+
+    def _remember_seen(self, ident: int) -> None:
+        seen = self._seen
+        seen[ident] = None
+        if len(seen) > SEEN_MEMORY:
+            seen.popitem(last=False)
+
+    def _remember_announcement(self, key: str, digest: bytes) -> bool:
+        """True if (key, digest) is new here."""
+        ident = (key, digest)
+        if ident in self._announced:
+            return False
+        self._announced[ident] = None
+        while len(self._announced) > ANNOUNCE_MEMORY:
+            self._announced.popitem(last=False)
+        return True
+
+    def _on_announcement(self, ann: Announcement, out: list[StateEffect]) -> bool:
+        if not self._remember_announcement(ann.key, ann.digest):
+            self.stats.rumors["duplicate"] += 1
+            return False
+        if self.store.merkle.digest_of(ann.key) != ann.digest and ann.key not in self._pulls:
+            self._pulls.add(ann.key)
+            out.append(FetchValue(ann.key, ann.origin))
+        return True  # forward the announcement: others may lack the value too
+
+    def on_fetched(self, key: str, payload: bytes, now: float, wall: float) -> list[StateEffect]:
+        """The answer to a `FetchValue`. Raises StateCodecError or InvalidEntry (then call `fetch_failed`)."""
+        self._pulls.discard(key)
+        entry = decode_payload(payload, self.limits)
+        if isinstance(entry, Announcement):
+            raise StateCodecError("fetch answered with an announcement")
+        out: list[StateEffect] = []
+        if self.store.apply_remote(entry, _ms(wall)):
+            self._commit(out, now)
+            self.stats.rumors["pulled"] += 1
+        else:
+            self.stats.rumors["pulled_duplicate"] += 1
+        return out
+
+    def fetch_failed(self, key: str, why: str) -> list[StateEffect]:
+        self._pulls.discard(key)
+        self.stats.rumors["pull_failed"] += 1
+        return [Note("debug", f"pull of {key!r} failed (anti-entropy will repair it): {why}")]
+
+    def fetch_answer(self, key: str) -> bytes | None:
+        """What we answer a peer's fetch of `key` (None: we hold no such key)."""
+        entry = self.store.entry(key)
+        return None if entry is None else encode_rumor(entry)
+
+    def on_replicate(self, payload: bytes, now: float, wall: float) -> list[StateEffect]:
+        """A peer's write-concern push: merge it; perform the effects (it is logged) before acknowledging.
+        Raises StateCodecError or InvalidEntry on bad input (counted as a dropped rumor)."""
+        out: list[StateEffect] = []
+        try:
+            entry = decode_payload(payload, self.limits)
+            if isinstance(entry, Announcement):
+                raise StateCodecError("replicate needs the whole entry")
+            if self.store.apply_remote(entry, _ms(wall)):
+                self._commit(out, now)
+                self.stats.rumors["replicated"] += 1
+        except (StateCodecError, InvalidEntry):
+            self.stats.rumors["dropped"] += 1
+            raise
+        return out
+
+    def replicate_payload(self, entry: Entry) -> bytes:
+        return encode_rumor(entry)
+
+    # -- anti-entropy -----------------------------------------------------------------------------------
+    def serve_anti_entropy(self, request: AeRequest, now: float,
+                           wall: float) -> tuple[AeResponse, list[StateEffect]]:
+        """Answer one round of a peer's session (raises AntiEntropyError on a request that breaks the
+        protocol); what the peer pushed is merged and logged."""
+        response = respond(self.store, request, _ms(wall), AE_LIMITS)
+        out: list[StateEffect] = []
+        changes = self._commit(out, now)
+        self.stats.ae_repaired["pushed_in"] += sum(1 for c in changes if c.origin == "remote")
+        self.stats.ae["served"] += 1
+        return response, out
+
+    def start_anti_entropy(self, now: float) -> Session:
+        """A session with a peer begins (the driver sends `session.start()`)."""
+        self.stats.ae["sessions"] += 1
+        self.planner.started(now)
+        if self._repair_at < _NEVER:
+            self._repair_at = max(self._repair_at, self.planner.earliest())
+        return Session(self.store, AE_LIMITS)
+
+    def on_anti_entropy_reply(self, session: Session, response: AeResponse, now: float,
+                              wall: float) -> tuple[AeRequest | None, list[StateEffect]]:
+        """One answer of the peer: merge what it sent; the next request, or None when the session is done.
+        Raises AntiEntropyError (then call `anti_entropy_failed`)."""
+        self.stats.ae["rounds"] += 1
+        request = session.handle(response, _ms(wall))
+        out: list[StateEffect] = []
+        self._commit(out, now)
+        if request is None:
+            s = session.stats
+            self.stats.ae_repaired["pulled"] += s.repaired
+            self.stats.ae_repaired["pushed"] += s.pushed
+            if s.in_sync:
+                self.stats.ae["in_sync"] += 1
+        return request, out
+
+    def anti_entropy_failed(self, why: str, now: float) -> list[StateEffect]:
+        self.stats.ae["failures"] += 1
+        out: list[StateEffect] = [Note("debug", f"anti-entropy failed: {why}")]
+        self._commit(out, now)
+        return out
+
+    def kick_anti_entropy(self, now: float) -> list[StateEffect]:
+        """Run the periodic anti-entropy now (the driver's manual trigger; a (re)join does it by itself)."""
+        self._ae_at = now
+        out: list[StateEffect] = []
+        self._tick_anti_entropy(now, out)
+        return out
+
+    def _tick_anti_entropy(self, now: float, out: list[StateEffect]) -> None:
+        if now < self._ae_at:
+            return
+        interval = self.config.anti_entropy.interval
+        self._ae_at = now + interval * (0.5 + self.rng.random()) if self.config.anti_entropy.enabled else _NEVER
+        peers = self.live_peers()
+        if not peers:
+            return
+        name, addr = peers[int(self.rng.random() * len(peers))]
+        if self._view.peers[name].root == self.store.root_hex():
+            # The peer publishes our root: nothing to repair, so an idle cluster sends no AE traffic.
+            self.stats.ae["skipped_same_root"] += 1
+            return
+        out.append(AntiEntropyWith(name, addr))
+
+    # -- membership -------------------------------------------------------------------------------------
+    def on_member_event(self, event: MemberEvent, now: float) -> list[StateEffect]:
+        """A member's liveness or metadata changed (the Node reports each change)."""
+        m = event.member
+        out: list[StateEffect] = []
+        if m.name == self.name:
+            return out
+        if event.kind is EventKind.REAP:
+            self._view.remove(m.name)
+            self.planner.forget(m.name)
+        else:
+            self.retirement.seen(m.name)
+            self._see(m, now)
+        self._dirty(now)
+        if event.kind is not EventKind.UPDATE:  # updates (every published root) change no one's liveness
+            has_peers = bool(self._view.alive)
+            if has_peers and not self._had_peers:
+                self._ae_at = now  # we (re)joined: catch up state at once (push-pull catches up membership only)
+                self._tick_anti_entropy(now, out)
+            self._had_peers = has_peers
+        return out
+
+    def set_members(self, members: Iterable[MemberSnapshot], now: float) -> list[StateEffect]:
+        """The whole member table at once (a driver that installs a view without events, e.g. the
+        simulator's pre-joined start)."""
+        for m in members:
+            if m.name != self.name:
+                self._see(m, now)
+        self._dirty(now)
+        self._had_peers = bool(self._view.alive)
+        return []
+
+    def _see(self, m: MemberSnapshot, now: float) -> None:
+        published = parse_state_meta(m.meta)
+        root = published.root if published is not None else None
+        self._view.set(m.name, m.addr, m.state, root)
+        if m.state == MemberState.ALIVE:
+            self.planner.peer(now, m.name, root)
+        else:
+            self.planner.forget(m.name)
+
+    def _dirty(self, now: float) -> None:
+        if self._dirty_since is None:
+            self._dirty_since = now
+        if self._observe_at == _NEVER:
+            self._observe_at = now + OBSERVE_DELAY
+
+    # -- time -------------------------------------------------------------------------------------------
+    def next_deadline(self) -> float:
+        d = min(self._observe_at, self._repair_at, self._retire_at, self._ae_at)
+        if self.store.holds_garbage():
+            d = min(d, self._gc_at)
+        if self._unsynced:
+            d = min(d, self._last_sync + self.config.storage.fsync_interval)
+        return d
+
+    def tick(self, now: float, wall: float) -> list[StateEffect]:
+        out: list[StateEffect] = []
+        store = self.store
+        if now >= self._observe_at:
+            self._observe_at = _NEVER
+            self._observe(now, wall, out)
+        if now >= self._repair_at:
+            self._plan_repair(now, out)
+        if now >= self._gc_at:
+            self._gc_at = now + GC_EVERY
+            if store.collect_garbage(_ms(wall), ack_grace_ms=ACK_GRACE_MS):
+                self._commit(out, now)
+        if now >= self._retire_at:
+            self._retire_at = now + RETIRE_EVERY
+            self._retire(now, wall, out)
+        self._tick_anti_entropy(now, out)
+        self._durability(now, out)
+        return out
+
+    def _observe(self, now: float, wall: float, out: list[StateEffect]) -> None:
+        s = self.store.stats()
+        mine = state_meta(s.root, s.keys, s.hlc.wall_ms)
+        if self.meta.due(now, mine):
+            out.append(PublishMeta(mine))
+            self.meta.done(now, mine)
+        else:
+            self._observe_at = self.meta.due_at(mine)  # changed: publish when the rate limit allows
+        if self._dirty_since is not None:  # whatever agreed at the last observation held until the change
+            self.tracker.held(wall - (now - self._dirty_since))
+            self._dirty_since = None
+        roots = self._view.counted_roots
+        distinct = len(roots) - (None in roots) + (s.root not in roots)
+        status = self.tracker.observe_counts(wall, self._view.counted, roots.get(s.root, 0), distinct,
+                                             newest_write_ms=s.hlc.wall_ms or None)
+        if status.converged and s.tombstones:
+            self.store.acknowledge_tombstones(_ms(wall))
+        self.planner.mine(now, s.root)
+        self._plan_repair(now, out)
+
+    def _plan_repair(self, now: float, out: list[StateEffect]) -> None:
+        view, mine = self._view, self.store.root_hex()
+        if view.counted - view.counted_roots.get(mine, 0) - view.counted_roots.get(None, 0) <= 0:
+            self._repair_at = _NEVER  # every member publishes our root (or none): nobody to repair from
+            return
+        target, later = self.planner.plan(now, self._view.alive, self.rng.random())
+        if target is not None:
+            self.planner.started(now)
+            out.append(AntiEntropyWith(target, self._view.peers[target].addr))
+            _, later = self.planner.plan(now, self._view.alive, 0.0)
+        self._repair_at = later
+
+    def _retire(self, now: float, wall: float, out: list[StateEffect]) -> int:
+        store = self.store
+        writers = store.context_writers(_ms(wall))
+        present = {*self._view.peers, self.name}
+        plan = self.retirement.plan(now, writers=writers, retired=store.retired, present=present, me=store.node)
+        retire = sorted(r for r in plan.retire if writers.get(r))
+        if plan.unretire:
+            store.unretire_nodes(plan.unretire)
+            out.append(Note("info", "writers back in the cluster, no longer pruned: "
+                            + ", ".join(sorted(plan.unretire))))
+        if retire:
+            keys = store.retire_nodes(retire)
+            self._commit(out, now)
+            out.append(Note("info", "retired writers of members gone longer than the tombstone TTL: "
+                            f"{', '.join(retire)} ({keys} keys pruned)"))
+        if retire or plan.unretire:
+            self._snapshot(out)  # the retired set lives in the snapshot
+        return len(retire)
+
+    def retire_reaped(self, now: float, wall: float) -> tuple[int, list[StateEffect]]:
+        """The retirement check at once (it also runs every RETIRE_EVERY); how many writers it retired."""
+        out: list[StateEffect] = []
+        return self._retire(now, wall, out), out
+
+    def _durability(self, now: float, out: list[StateEffect]) -> None:
+        if not self.durable:
+            return
+        cfg = self.config.storage
+        if self._unsynced and now - self._last_sync >= cfg.fsync_interval:
+            self._last_sync = now
+            self._unsynced = False
+            out.append(Fsync())
+        if self._logged >= cfg.snapshot_every:
+            self._snapshot(out)
+
+    def _snapshot(self, out: list[StateEffect]) -> None:
+        if self.durable:
+            self._logged = 0
+            self.stats.snapshots += 1
+            out.append(Snapshot())
+
+    def stop(self, now: float) -> list[StateEffect]:
+        """Shutting down: take no more rumors; the last changes logged and a snapshot."""
+        self.stopping = True
+        out: list[StateEffect] = []
+        self._commit(out, now)
+        self._snapshot(out)
+        return out
+
+    # -- commit -----------------------------------------------------------------------------------------
+    def _commit(self, out: list[StateEffect], now: float) -> list[Change]:
+        changes = self.store.drain_changes()
+        if changes:
+            out.append(Persist(tuple(changes)))
+            if self.durable:
+                self._logged += len(changes)
+                self.stats.log_records += len(changes)
+                if self.config.storage.fsync == "interval":
+                    self._unsynced = True
+            self._dirty(now)  # our root changed
+        return changes
+
+    def changed(self, now: float) -> None:
+        """The driver changed the store behind our back (recovery, a test): look at it soon."""
+        self._dirty(now)
+
+
+def _ms(wall: float) -> int:
+    return int(wall * 1000)

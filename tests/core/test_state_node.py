@@ -1,0 +1,223 @@
+"""The state core without sockets or clocks: events in, effects out, deadlines instead of a polling tick."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import TypeVar
+
+from gossip_agent.core.anti_entropy import AeRequest
+from gossip_agent.core.config import AgentConfig, StateConfig, StorageConfig
+from gossip_agent.core.convergence import META_ROOT, state_meta
+from gossip_agent.core.effects import EventKind, MemberEvent
+from gossip_agent.core.kvstore import KvStore
+from gossip_agent.core.messages import Address, MemberSnapshot, MemberState
+from gossip_agent.core.state_node import (
+    ACK_GRACE_MS,
+    META_MIN_INTERVAL,
+    REPAIR_HOLD,
+    RETIRE_EVERY,
+    AntiEntropyWith,
+    Broadcast,
+    FetchValue,
+    Fsync,
+    Persist,
+    PublishMeta,
+    Snapshot,
+    StateEffect,
+    StateNode,
+)
+
+WALL = 1_795_000_000.0
+E = TypeVar("E")
+
+
+def config(name: str, *, ae: bool = False, **storage: object) -> AgentConfig:
+    base = AgentConfig.preset_config("lan", name=name)
+    return dataclasses.replace(base, anti_entropy=dataclasses.replace(base.anti_entropy, enabled=ae),
+                               state=StateConfig(tombstone_ttl=3600.0),
+                               storage=dataclasses.replace(StorageConfig(), **storage))  # type: ignore[arg-type]
+
+
+def core(name: str, *, now: float = 0.0, inline_limit: int = 1200, ae: bool = False, durable: bool = False,
+         **storage: object) -> StateNode:
+    cfg = config(name, ae=ae, **storage)
+    return StateNode(cfg, KvStore(f"{name}@e1", cfg.state), random.Random(1), now, addr=addr(name),
+                     inline_limit=inline_limit, durable=durable)
+
+
+def addr(name: str) -> Address:
+    return ("10.0.0.1", 7000 + sum(map(ord, name)) % 1000)
+
+
+def of(kind: type[E], effects: list[StateEffect]) -> list[E]:
+    return [e for e in effects if isinstance(e, kind)]
+
+
+def member(name: str, meta: dict[str, str] | None = None, state: MemberState = MemberState.ALIVE) -> MemberEvent:
+    return MemberEvent(EventKind.JOIN, MemberSnapshot(name, addr(name), 1, state, meta or {}))
+
+
+def publishing(c: StateNode) -> dict[str, str]:
+    s = c.store.stats()
+    return state_meta(s.root, s.keys, s.hlc.wall_ms)
+
+
+def run(c: StateNode, until: float) -> list[StateEffect]:
+    """Tick `c` at each of its deadlines up to `until` (what a driver does); all effects, in order."""
+    out: list[StateEffect] = []
+    for _ in range(1000):
+        d = c.next_deadline()
+        if d > until:
+            return out
+        out += c.tick(d, WALL + d)
+    raise AssertionError("more than 1000 deadlines: the core is spinning")
+
+
+def test_a_write_is_persisted_before_it_is_broadcast_and_a_repeat_rumor_is_dropped_undecoded() -> None:
+    a, b = core("a"), core("b")
+    _, effects = a.put("k", b"v", None, 0.0, WALL)
+    assert [type(e) for e in effects] == [Persist, Broadcast]
+    persist, broadcast = effects
+    assert isinstance(persist, Persist) and [c.key for c in persist.changes] == ["k"]
+    assert isinstance(broadcast, Broadcast) and broadcast.key == "k"
+    new, effects = b.on_rumor(broadcast.payload, 0.0, WALL)
+    assert new and of(Persist, effects)
+    assert b.store.get("k") is not None and b.store.root_hex() == a.store.root_hex()
+    assert b.on_rumor(broadcast.payload, 0.0, WALL) == (False, [])
+    assert a.on_rumor(broadcast.payload, 0.0, WALL) == (False, [])  # our own rumor coming back
+    assert b.stats.rumors == {"applied": 1, "duplicate": 1} and a.stats.rumors == {"duplicate": 1}
+
+
+def test_no_polling_an_idle_core_sleeps_until_its_retirement_check() -> None:
+    c = core("idle")
+    run(c, 1.0)  # first observation and retirement check
+    assert c.next_deadline() == RETIRE_EVERY
+
+
+def test_the_root_is_published_when_it_changes_at_most_every_interval() -> None:
+    c = core("a")
+    first = run(c, 0.5)
+    assert of(PublishMeta, first) == [PublishMeta(publishing(c))]
+    c.put("k1", b"1", None, 1.0, WALL + 1)
+    at = c.next_deadline()
+    assert 1.0 < at <= 1.2
+    published = of(PublishMeta, c.tick(at, WALL + at))
+    assert [p.state for p in published] == [publishing(c)]
+    assert c.next_deadline() == RETIRE_EVERY  # nothing else to do: no wake-up until then
+    c.put("k2", b"2", None, at + 0.01, WALL + at + 0.01)
+    assert not of(PublishMeta, c.tick(at + 0.11, WALL + at + 0.11))  # rate-limited...
+    assert c.next_deadline() == at + META_MIN_INTERVAL  # ...to a deadline, not a poll
+    later = of(PublishMeta, run(c, at + 1.0))
+    assert [p.state[META_ROOT] for p in later] == [c.store.root_hex()]
+
+
+def test_joining_starts_anti_entropy_with_a_peer_that_publishes_another_root() -> None:
+    c = core("a")
+    c.put("k", b"v", None, 0.0, WALL)
+    other = core("b")
+    effects = c.on_member_event(member("b", publishing(other)), 0.1)
+    assert effects == [AntiEntropyWith("b", addr("b"))]
+    same = core("s")
+    same.put("k", b"v", None, 0.0, WALL)
+    d = core("d")
+    d.put("k", b"v", None, 0.0, WALL)  # another replica id: another root
+    assert d.on_member_event(member("a", publishing(d)), 0.1) == []  # publishes our root: no traffic
+    assert d.stats.ae["skipped_same_root"] == 1
+
+
+def test_a_peer_divergent_for_the_hold_time_is_repaired_from() -> None:
+    c = core("a")
+    run(c, 0.5)
+    peer = core("p")
+    peer.put("x", b"1", None, 0.0, WALL)
+    c.on_member_event(member("q", publishing(c)), 0.5)  # joined: a same-root peer, no session
+    c.on_member_event(MemberEvent(EventKind.JOIN, MemberSnapshot("p", addr("p"), 1, MemberState.ALIVE,
+                                                                 publishing(peer))), 0.6)
+    effects = run(c, 0.6 + REPAIR_HOLD + 0.2)
+    assert AntiEntropyWith("p", addr("p")) in effects
+    session = c.start_anti_entropy(1.0)
+    request: AeRequest | None = session.start()
+    while request is not None:
+        response, _ = peer.serve_anti_entropy(request, 1.0, WALL + 1)
+        request, _ = c.on_anti_entropy_reply(session, response, 1.0, WALL + 1)
+    assert c.store.get("x") is not None
+
+
+def test_tombstones_every_member_holds_are_collected_after_the_grace() -> None:
+    c = core("a")
+    c.put("gone", b"v", None, 0.0, WALL)
+    c.delete("gone", None, 0.0, WALL)
+    run(c, 0.5)
+    assert c.store.entry("gone") is not None  # nobody else confirmed yet
+    c.on_member_event(member("b", publishing(c)), 1.0)  # the only other member holds our root
+    run(c, 1.5)
+    effects = run(c, 2.0 + ACK_GRACE_MS / 1000)
+    assert c.store.entry("gone") is None
+    gc = [ch for p in of(Persist, effects) for ch in p.changes]
+    assert [(ch.key, ch.entry, ch.origin) for ch in gc] == [("gone", None, "gc")]
+
+
+def test_fsync_and_snapshot_are_scheduled_only_when_durable_and_needed() -> None:
+    c = core("a", durable=True, fsync="interval", fsync_interval=0.05, snapshot_every=3)
+    run(c, 0.5)
+    assert not of(Fsync, run(c, 10.0))  # nothing logged: nothing to sync
+    c.put("k1", b"1", None, 10.0, WALL + 10)
+    assert c.next_deadline() <= 10.05
+    assert of(Fsync, c.tick(10.05, WALL + 10.05)) == [Fsync()]
+    c.put("k2", b"2", None, 11.0, WALL + 11)
+    c.put("k3", b"3", None, 11.0, WALL + 11)
+    assert of(Snapshot, run(c, 11.1)) == [Snapshot()]
+    assert c.stats.snapshots == 1
+    memory = core("m")  # no data dir
+    memory.put("k", b"v", None, 0.0, WALL)
+    assert not of(Fsync, run(memory, 5.0)) and not of(Snapshot, run(memory, 5.0))
+
+
+def test_a_state_too_big_for_a_packet_is_announced_and_pulled_once() -> None:
+    a, b = core("a", inline_limit=64), core("b")
+    _, effects = a.put("big", b"x" * 500, None, 0.0, WALL)
+    [announce] = of(Broadcast, effects)
+    assert len(announce.payload) < 200
+    new, effects = b.on_rumor(announce.payload, 0.0, WALL)
+    assert new and effects == [FetchValue("big", addr("a"))]
+    answer = a.fetch_answer("big")
+    assert answer is not None
+    assert of(Persist, b.on_fetched("big", answer, 0.1, WALL))
+    assert b.store.root_hex() == a.store.root_hex() and b.stats.rumors["pulled"] == 1
+
+
+def test_retirement_forgets_writers_of_members_gone_longer_than_the_ttl() -> None:
+    cfg = config("a")
+    cfg = dataclasses.replace(cfg, state=StateConfig(tombstone_ttl=30.0))
+    c = StateNode(cfg, KvStore("a@e1", cfg.state), random.Random(1), 0.0, addr=addr("a"), inline_limit=1200,
+                  durable=True)
+    gone = KvStore("gone@x1", cfg.state)
+    new, _ = c.on_rumor(_rumor(gone.local_put("k", b"old", int(WALL * 1000) - 5)), 0.0, WALL)
+    assert new
+    read = c.store.get("k")
+    assert read is not None
+    c.put("k", b"mine", read.context, 0.0, WALL)
+    run(c, 1.0)
+    assert c.store.retired == frozenset()
+    effects = run(c, 2 * RETIRE_EVERY + 1)
+    assert c.store.retired == frozenset({"gone@x1"}) and of(Snapshot, effects)
+
+
+def _rumor(entry: object) -> bytes:
+    from gossip_agent.core.state_codec import encode_rumor
+    return encode_rumor(entry)  # type: ignore[arg-type]
+
+
+def test_the_convergence_lag_counts_from_the_end_of_an_agreement_not_from_its_last_observation() -> None:
+    """Nothing polls: an idle, converged cluster is observed once, then not again until something changes;
+    the lag after a change must start at the change (an hour of idle agreement is not an hour of lag)."""
+    c = core("a")
+    c.on_member_event(member("b", publishing(c)), 0.0)
+    run(c, 1.0)
+    assert c.convergence(WALL + 1).converged
+    c.put("k", b"v", None, 3600.0, WALL + 3600)  # an hour later: we differ from b now
+    run(c, 3600.5)
+    status = c.convergence(WALL + 3601)
+    assert not status.converged
+    assert status.seconds_since_agreement is not None and status.seconds_since_agreement <= 1.0
