@@ -36,7 +36,7 @@ import contextlib
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -71,7 +71,38 @@ from gossip_agent.io.http_limits import (
 )
 
 if TYPE_CHECKING:
-    from gossip_agent.io.state_service import StateService
+    from gossip_agent.core.config import AgentConfig
+    from gossip_agent.core.crdt import Crdt
+    from gossip_agent.core.kvstore import C, KvStore
+    from gossip_agent.core.replica import WriteConcern
+    from gossip_agent.core.state_codec import CodecLimits
+    from gossip_agent.io.host import AgentHost
+
+
+class StateBackend(Protocol):
+    """What the HTTP handlers need of the replicated state (`io/state_service.StateService` is the one): the
+    handlers never import the service, so the two modules have no import cycle and the API can be tested
+    against a small fake."""
+
+    config: AgentConfig
+    limits: CodecLimits
+    watchers: WatchHub
+
+    @property
+    def agent(self) -> AgentHost: ...
+
+    @property
+    def store(self) -> KvStore: ...
+
+    def put(self, key: str, value: bytes, context: CausalContext | None) -> Entry: ...
+
+    def delete(self, key: str, context: CausalContext | None) -> Entry | None: ...
+
+    def update_crdt(self, key: str, kind: type[C], mutate: Callable[[C, str, Hlc], C], op: str) -> Entry: ...
+
+    def get_crdt(self, key: str) -> Crdt | None: ...
+
+    async def replicate(self, entry: Entry, w: int, timeout: float) -> WriteConcern: ...
 
 _C = TypeVar("_C", PNCounter, ORSet, LWWRegister, MVRegister)
 
@@ -265,9 +296,9 @@ def _event_line(change: Change) -> bytes:
 
 
 class StateApi:
-    """HTTP handlers bound to one StateService."""
+    """HTTP handlers bound to one state backend (the StateService)."""
 
-    def __init__(self, service: StateService) -> None:
+    def __init__(self, service: StateBackend) -> None:
         self.svc = service
         self.watch_slots = WatchSlots(MAX_WATCHERS, MAX_WATCHES_PER_CLIENT, "watches")
 

@@ -83,6 +83,7 @@ from gossip_agent.io.host import AgentHost, Extension
 from gossip_agent.io.peer_client import PeerError
 from gossip_agent.io.persistence import DurableLog
 from gossip_agent.io.security import AuthError, Purpose
+from gossip_agent.io.state_http import StateApi, WatchHub
 
 log = logging.getLogger("gossip_agent.state")
 
@@ -129,7 +130,6 @@ class StateService(Extension, StateDelegate):
         self._meta_warned = False
         self._log_error: str | None = None
         self._ae_serving = 0
-        from gossip_agent.io.state_http import StateApi, WatchHub
         self.watchers = WatchHub()
         self.api = StateApi(self)
 
