@@ -78,7 +78,11 @@ class DurableLog:
         prev: list[bytes] = []
         if self.prev_path.exists():  # a snapshot did not finish: its records still count
             prev, good_prev = _read_records(self.prev_path.read_bytes())
-            self.torn_tail_bytes += self.prev_path.stat().st_size - good_prev
+            torn = self.prev_path.stat().st_size - good_prev
+            if torn:  # cut it: the next begin_snapshot appends to wal.prev, and records behind a torn one are lost
+                self.torn_tail_bytes += torn
+                log.warning("data dir %s: cut %d bytes of a torn or corrupt wal.prev tail", self.dir, torn)
+                os.truncate(self.prev_path, good_prev)
         records, good_bytes = self._read_wal()
         self._fd = os.open(self.wal_path, os.O_WRONLY | os.O_CREAT, 0o600)
         size = os.fstat(self._fd).st_size
