@@ -137,14 +137,24 @@ class DurableLog:
             os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
-        if self.prev_path.exists():  # the last snapshot failed: wal.prev must keep every record since the one before
-            with open(self.prev_path, "ab") as prev:
-                prev.write(self.wal_path.read_bytes())
-                prev.flush()
-                os.fsync(prev.fileno())
-            os.unlink(self.wal_path)
-        else:
-            os.replace(self.wal_path, self.prev_path)
+        try:
+            if self.prev_path.exists():  # the last snapshot failed: wal.prev keeps every record since the one before
+                kept = self.prev_path.stat().st_size
+                try:
+                    with open(self.prev_path, "ab") as prev:
+                        prev.write(self.wal_path.read_bytes())
+                        prev.flush()
+                        os.fsync(prev.fileno())
+                except OSError:
+                    os.truncate(self.prev_path, kept)  # drop the part copied: wal still holds those records
+                    raise
+                os.unlink(self.wal_path)
+            else:
+                os.replace(self.wal_path, self.prev_path)
+        except OSError:  # (disk full) no snapshot this time, but the log stays open for the next records
+            self._fd = os.open(self.wal_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.lseek(self._fd, 0, os.SEEK_END)
+            raise
         self._fd = os.open(self.wal_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self._sync_dir()
         self._unsynced = False
