@@ -307,7 +307,7 @@ _SECTION_ATTRS = frozenset(attr for _, attr, _ in SECTIONS)
 
 def parse_duration(value: Any, key: str) -> float:
     """Seconds from a duration string: "500ms", "1.5s", "2m", "1h" (DURATION_PATTERN)."""
-    match = _DURATION_RE.match(value) if isinstance(value, str) and len(value) <= DURATION_MAX_LENGTH else None
+    match = _DURATION_RE.fullmatch(value) if isinstance(value, str) and len(value) <= DURATION_MAX_LENGTH else None
     if match is None:
         raise ConfigError(f"{key}: expected a duration with a unit like '500ms', '1s', '2m' or '1h', got {value!r}")
     unit = match.group(2)
