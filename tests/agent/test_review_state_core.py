@@ -5,12 +5,18 @@ with a file-size limit (RLIMIT_FSIZE), so no filesystem has to be mounted."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+from gossip_agent.cli.cluster import LocalCluster, free_port_block
 from gossip_agent.io.persistence import DurableLog
+from tests.agent.test_state_processes import config, get, wait_for
 
 
 def _crash(log: DurableLog) -> None:
@@ -69,3 +75,54 @@ def test_a_snapshot_start_that_runs_out_of_disk_keeps_the_log_writable(tmp_path:
     assert "begin failed" in done.stdout  # the limit did bite
     _, records = DurableLog(tmp_path).open()
     assert records == [b"a" * 3000, b"b" * 3000, b"c" * 10]
+
+
+def _put(addr: str, key: str, value: bytes) -> int | None:
+    """The status of one PUT, None when the agent is gone (connection refused or reset)."""
+    req = urllib.request.Request(f"http://{addr}/v1/kv/{key}", data=value, method="PUT")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def test_writes_during_a_graceful_stop_are_logged_or_refused_with_503(tmp_path: Path) -> None:
+    """SIGTERM under a stream of writes: every acknowledged write is there after the restart, and a write
+    that arrives after the log is closed is told to go elsewhere (503), not a server error (500)."""
+    base = free_port_block(1)
+    cfg = config("g0", base, [], tmp_path / "data", storage={"snapshotEvery": 7})
+    acked: dict[str, bytes] = {}
+    statuses: list[int] = []
+    with LocalCluster(tmp_path) as c:
+        agent = c.start(cfg)
+        wait_for(lambda: agent.status(), 60.0, "g0 to start")
+        gone = threading.Event()
+
+        def writer(t: int) -> None:
+            for i in range(100_000):
+                key, value = f"t{t}-{i}", b"v%d" % i
+                status = _put(agent.addr, key, value)
+                if status is None:
+                    gone.set()
+                    return
+                statuses.append(status)
+                if status == 200:
+                    acked[key] = value
+
+        threads = [threading.Thread(target=writer, args=(t,), daemon=True) for t in range(4)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(acked) >= 200, 60.0, "200 acknowledged writes")
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(60.0) == 0
+        for t in threads:
+            t.join(60.0)
+        assert gone.is_set()
+        assert set(statuses) <= {200, 503}, sorted(set(statuses))
+        agent = c.start(cfg)
+        wait_for(lambda: agent.status(), 60.0, "g0 to restart")
+        missing = [key for key, value in acked.items() if get(agent, key) != value]
+        assert not missing, missing[:5]

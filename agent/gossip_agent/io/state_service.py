@@ -120,6 +120,7 @@ class StateService(Extension, StateDelegate):
         self._log: DurableLog | None = None
         self._agent: AgentHost | None = None
         self._stopping = False
+        self._log_closed = False
         self._started = False
         self._timer: asyncio.TimerHandle | None = None
         self._wake_at = math.inf
@@ -183,6 +184,7 @@ class StateService(Extension, StateDelegate):
             except OSError:
                 log.exception("cannot write the state snapshot on stop")
             self._log.close()
+            self._log_closed = True
 
     async def flush(self) -> None:
         """Wait until the snapshots asked for so far are on disk (or failed, which is logged)."""
@@ -316,6 +318,9 @@ class StateService(Extension, StateDelegate):
         """Log every change (before anything is acknowledged), then tell the watchers."""
         durable = self._log
         if durable is not None:
+            if self._log_closed:  # stopping: a change now would be acknowledged but never logged
+                raise web.HTTPServiceUnavailable(text="the agent is stopping and logs no more changes; "
+                                                 "write to another member or retry after its restart")
             try:
                 for change in changes:
                     durable.append(encode_change(change))
