@@ -27,7 +27,8 @@ What it decides (each rule used to live in the agent's 100 ms housekeeping loop)
   carries it).
 
 Nothing is polled: each rule has a deadline, and an idle member has only the retirement check (every
-RETIRE_EVERY) and its periodic anti-entropy left.
+RETIRE_EVERY), its periodic anti-entropy and, while it holds tombstones or a graveyard, the TTL check (at
+most every GC_IDLE_MAX) left.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ REPAIR_MIN_GAP = 0.5
 # agreement before the first collection changes a root).
 ACK_GRACE_MS = 3000
 GC_EVERY = 1.0
+# With no acknowledgement in its grace, collection waits only for the TTL (tombstones a member never
+# confirmed, and the graveyard): checked this often, at most GC_IDLE_MAX, so an idle member does not wake
+# every GC_EVERY for a whole TTL after one delete; a collection is at most a tenth of the TTL late.
+GC_IDLE_MAX = 60.0
 # Retirement of reaped writers: a scan of the whole store, and the TTL it waits for is a day by default.
 RETIRE_EVERY = 60.0
 # A change (ours or a member's published root) is looked at this long after the first one: a burst of
@@ -235,6 +240,7 @@ class StateNode:
         self._dirty_since: float | None = None  # first change not yet observed
         self._repair_at = _NEVER
         self._gc_at = now + GC_EVERY
+        self._acked_at = -math.inf         # when tombstones were last acknowledged (collected after the grace)
         self._retire_at = now              # the first check at once (absence clocks start there)
         interval = config.anti_entropy.interval
         self._ae_at = now + interval * (0.5 + rng.random()) if config.anti_entropy.enabled else _NEVER
@@ -519,7 +525,10 @@ class StateNode:
         if now >= self._repair_at:
             self._plan_repair(now, out)
         if now >= self._gc_at:
-            self._gc_at = now + GC_EVERY
+            if now - self._acked_at <= ACK_GRACE_MS / 1000 + GC_EVERY:
+                self._gc_at = now + GC_EVERY
+            else:
+                self._gc_at = now + max(GC_EVERY, min(GC_IDLE_MAX, self.config.state.tombstone_ttl / 10))
             if store.collect_garbage(_ms(wall), ack_grace_ms=ACK_GRACE_MS):
                 self._commit(out, now)
         if now >= self._retire_at:
@@ -544,8 +553,9 @@ class StateNode:
         distinct = len(roots) - (None in roots) + (s.root not in roots)
         status = self.tracker.observe_counts(wall, self._view.counted, roots.get(s.root, 0), distinct,
                                              newest_write_ms=s.hlc.wall_ms or None)
-        if status.converged and s.tombstones:
-            self.store.acknowledge_tombstones(_ms(wall))
+        if status.converged and s.tombstones and self.store.acknowledge_tombstones(_ms(wall)):
+            self._acked_at = now
+            self._gc_at = min(self._gc_at, now + ACK_GRACE_MS / 1000)
         self.planner.mine(now, s.root)
         self._plan_repair(now, out)
 
