@@ -77,6 +77,33 @@ def test_a_snapshot_start_that_runs_out_of_disk_keeps_the_log_writable(tmp_path:
     assert records == [b"a" * 3000, b"b" * 3000, b"c" * 10]
 
 
+_APPEND_DISK_FULL = textwrap.dedent("""
+    import resource, signal, sys
+    from gossip_agent.io.persistence import DurableLog
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    log = DurableLog(sys.argv[1], fsync="never")
+    log.open()
+    log.append(b"a" * 3000)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+    try:
+        log.append(b"b" * 3000)     # part of the record fits, then the disk is full: not acknowledged
+    except OSError as exc:
+        print("append failed:", exc)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    log.append(b"c" * 10)           # room again: this one is acknowledged
+    log.close()
+""")
+
+
+def test_an_append_that_runs_out_of_disk_leaves_no_part_record_before_later_ones(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _APPEND_DISK_FULL, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "append failed" in done.stdout
+    _, records = DurableLog(tmp_path).open()
+    assert records == [b"a" * 3000, b"c" * 10]
+
+
 def _put(addr: str, key: str, value: bytes) -> int | None:
     """The status of one PUT, None when the agent is gone (connection refused or reset)."""
     req = urllib.request.Request(f"http://{addr}/v1/kv/{key}", data=value, method="PUT")

@@ -106,9 +106,15 @@ class DurableLog:
         if len(record) > MAX_RECORD_BYTES:
             raise ValueError(f"record of {len(record)} bytes exceeds {MAX_RECORD_BYTES}")
         frame = _HEADER.pack(len(record), zlib.crc32(record)) + record
+        start = os.lseek(self._fd, 0, os.SEEK_CUR)
         written = 0
-        while written < len(frame):
-            written += os.write(self._fd, frame[written:])
+        try:
+            while written < len(frame):
+                written += os.write(self._fd, frame[written:])
+        except OSError:  # (disk full) cut the part written: records appended later must not follow a torn one
+            os.ftruncate(self._fd, start)
+            os.lseek(self._fd, start, os.SEEK_SET)
+            raise
         self.records_since_snapshot += 1
         if self.fsync == "always":
             os.fsync(self._fd)
