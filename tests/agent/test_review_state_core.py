@@ -104,6 +104,34 @@ def test_an_append_that_runs_out_of_disk_leaves_no_part_record_before_later_ones
     assert records == [b"a" * 3000, b"c" * 10]
 
 
+_SNAPSHOT_DISK_FULL = textwrap.dedent("""
+    import resource, signal, sys
+    from gossip_agent.io.persistence import DurableLog
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    log = DurableLog(sys.argv[1], fsync="never")
+    log.open()
+    log.append(b"a" * 100)
+    log.begin_snapshot()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+    try:
+        log.finish_snapshot(b"s" * 10_000)  # the disk fills up halfway through the snapshot
+    except OSError as exc:
+        print("snapshot failed:", exc)
+    log.close()
+""")
+
+
+def test_a_snapshot_that_runs_out_of_disk_gives_the_space_back(tmp_path: Path) -> None:
+    """The part-written snapshot.tmp would hold the last free space, so the log could take no more records."""
+    done = subprocess.run([sys.executable, "-c", _SNAPSHOT_DISK_FULL, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "snapshot failed" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wal", "wal.prev"]
+    _, records = DurableLog(tmp_path).open()
+    assert records == [b"a" * 100]
+
+
 def _put(addr: str, key: str, value: bytes) -> int | None:
     """The status of one PUT, None when the agent is gone (connection refused or reset)."""
     req = urllib.request.Request(f"http://{addr}/v1/kv/{key}", data=value, method="PUT")

@@ -172,12 +172,16 @@ class DurableLog:
         tmp = self.dir / "snapshot.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                view = memoryview(blob)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:  # (disk full) give the space back: the log needs it more than a part snapshot does
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.snapshot_path)
         self._sync_dir()
         self.prev_path.unlink(missing_ok=True)
