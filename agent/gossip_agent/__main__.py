@@ -104,10 +104,10 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> AgentCo
             continue
         value: Any = raw
         if kind == "int":
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ConfigError(f"{var}: expected an integer, got {raw!r}") from None
+            # ASCII digits only: int() also takes "٣" and "3_000", which the same value in a file is refused for.
+            if not (raw.isascii() and raw.isdigit()):
+                raise ConfigError(f"{var}: expected an integer, got {raw!r}")
+            value = int(raw)
         elif kind == "list":
             value = [s.strip() for s in raw.split(",") if s.strip()]
         set_key_path(data, path, value)

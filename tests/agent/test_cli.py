@@ -40,6 +40,8 @@ def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
     ("membership: {probeTimeout: 5s}\n", {}, "membership.probeTimeout"),
     ("gossip: {fanuot: 3}\n", {}, "fanuot"),
     ("", {"GOSSIP_PORT": "seven"}, "GOSSIP_PORT"),
+    ("", {"GOSSIP_PORT": "\u0663"}, "GOSSIP_PORT"),  # int() would read an Arabic-Indic 3
+    ("", {"GOSSIP_PORT": "3_000"}, "GOSSIP_PORT"),
     ("[1, 2]\n", {}, "must hold a mapping"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, content: str, env: dict[str, str], message: str) -> None:

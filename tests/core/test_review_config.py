@@ -14,3 +14,12 @@ def test_a_malformed_duration_is_a_config_error_naming_the_key(text: str) -> Non
         from_mapping({"membership": {"probeInterval": text}})
     with pytest.raises(ConfigError, match="k: expected a duration"):
         parse_duration(text, "k")
+
+
+@pytest.mark.parametrize("key", ["membership.probeInterval", "membership.probeTimeout", "membership.streamTimeout",
+                                 "gossip.interval", "antiEntropy.interval"])
+@pytest.mark.parametrize("text", ["0.0000000000000000000000000001ms", "0.5ms", "0s"])
+def test_timer_intervals_have_a_floor_so_no_setting_makes_an_agent_spin(key: str, text: str) -> None:
+    section, name = key.split(".")
+    with pytest.raises(ConfigError, match=f"{key}: must be at least 1ms"):
+        from_mapping({section: {name: text}})

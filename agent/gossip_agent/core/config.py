@@ -22,6 +22,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from gossip_agent.core.text import first_control_char
@@ -95,6 +96,10 @@ def setting_factory(factory: Callable[[], _T], why: str, **facts: Any) -> _T:
     return field(default_factory=factory, metadata={"setting": Setting(why, **facts)})
 
 
+# The shortest timer interval a setting may ask for: "above 0" let 1e-28ms through, an agent that would spin.
+MIN_INTERVAL = 0.001
+
+
 def _duration(default: float, why: str, **facts: Any) -> float:
     return setting(default, why, duration=True, **facts)
 
@@ -104,11 +109,11 @@ class MembershipConfig:
     """SWIM failure detection (Lifeguard). Unset timings take the preset's value."""
 
     probe_interval: float = _duration(
-        1.0, "Time between probes of one member; lower detects failures faster but costs traffic.", above=True,
-        minimum=0)
+        1.0, "Time between probes of one member; lower detects failures faster but costs traffic.",
+        minimum=MIN_INTERVAL)
     probe_timeout: float = _duration(
         0.5, "Wait this long for a direct ack before asking others (ping-req); must be below probeInterval and "
-        "above the network's 99th-percentile round trip.", above=True, minimum=0)
+        "above the network's 99th-percentile round trip.", minimum=MIN_INTERVAL)
     indirect_checks: int = setting(
         3, "Members asked to ping a target that missed its direct ack (3 keeps false positives rare at 10% loss).",
         minimum=0, maximum=16)
@@ -133,7 +138,7 @@ class MembershipConfig:
         "aligned", "aligned (each member probed once per interval, rounds from the wall clock) or shuffled "
         "(memberlist's per-member shuffled round-robin).")
     stream_timeout: float = _duration(
-        10.0, "Timeout of a stream (HTTP) exchange: push-pull sync, TCP probe, anti-entropy.", above=True, minimum=0)
+        10.0, "Timeout of a stream (HTTP) exchange: push-pull sync, TCP probe, anti-entropy.", minimum=MIN_INTERVAL)
     # Serf's reconnect; memberlist leaves it to its user.
     reconnect_interval: float = _duration(
         30.0, "Members declared dead (not left) are retried with a push-pull sync this often, so a healed "
@@ -156,7 +161,7 @@ class GossipConfig:
         "push-pull", "push, pull or push-pull dissemination.", crd_default=True)
     fanout: int = setting(
         3, "Random peers that receive a gossip packet every interval.", minimum=1, maximum=16, crd_maximum=False)
-    interval: float = _duration(0.2, "Gossip tick.", above=True, minimum=0)
+    interval: float = _duration(0.2, "Gossip tick.", minimum=MIN_INTERVAL)
     retransmit_mult: int = setting(
         4, "A rumor is retransmitted retransmitMult * ceil(log10(N + 1)) times, then dropped from the queue.",
         minimum=1, maximum=100)
@@ -178,7 +183,7 @@ class AntiEntropyConfig:
     """Merkle anti-entropy with a random peer."""
 
     interval: float = _duration(
-        10.0, "Merkle anti-entropy with a random peer this often.", above=True, minimum=0, crd_default=True)
+        10.0, "Merkle anti-entropy with a random peer this often.", minimum=MIN_INTERVAL, crd_default=True)
     enabled: bool = setting(True, "Run anti-entropy at all.", crd_default=True)
 
 
@@ -315,15 +320,16 @@ def parse_duration(value: Any, key: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The text that `parse_duration` reads back to exactly `seconds`: "24h", "30s", "500ms", or "0.0125s"."""
+    """The text that `parse_duration` reads back to exactly `seconds`: "24h", "30s", "500ms", or "0.0125s" (a
+    value too small or too precise for the parser's 32 characters is still spelled out, for error messages)."""
     if seconds == 0:
         return "0s"
     for unit, size in _DURATION_UNITS.items():
         count = round(seconds / size)
         if count >= 1 and count * size == seconds:
             return f"{count}{unit}"
-    text = repr(float(seconds))
-    return f"{text}s" if "e" not in text else f"{seconds:.9f}".rstrip("0") + "s"
+    # repr is the shortest text that reads back exactly; Decimal spells its exponent form out ("1e-31" -> "0.0…01").
+    return format(Decimal(repr(float(seconds))), "f") + "s"
 
 
 def camel(name: str) -> str:
