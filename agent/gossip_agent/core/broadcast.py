@@ -92,7 +92,8 @@ class BroadcastQueue:
                 del self._by_key[oldest.key]
             self.dropped += 1
 
-    def take(self, budget: int, n_members: int, *, to: str | None = None, to_live: bool = True) -> list[Rumor]:
+    def take(self, budget: int, n_members: int, *, to: str | None = None, to_live: bool = True,
+             limit: int | None = None) -> list[Rumor]:
         """Rumors filling at most `budget` bytes for a packet to member `to`; counts one transmit each.
 
         Rumors that reached the retransmit limit leave the queue. Rumors heard from `to`, or already sent to
@@ -100,10 +101,12 @@ class BroadcastQueue:
         send to a dead member (gossip to the dead, so a wrongly declared member can refute) is a transmit but
         does not count toward "every live member has it": otherwise a leave announced just after a crash could
         be retired having reached only the crashed member, and the others would see the leaver die instead.
+        `limit`: the retransmit limit to apply instead of the queue's own (pull answers: see Node._gossip).
         """
         if not self._len or budget <= 0:
             return []
-        limit = retransmit_limit(self.retransmit_mult, n_members)
+        if limit is None:
+            limit = retransmit_limit(self.retransmit_mult, n_members)
         chosen: list[_Item] = []
         remaining = budget
         # Bounded scan: a packet is filled from the best candidates, not from a walk over a long queue.

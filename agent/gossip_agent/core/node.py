@@ -13,6 +13,9 @@ Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
   the suspect refutes by raising its incarnation;
 - membership changes and state updates are rumors: piggybacked on every packet with a retransmit limit,
   pushed to `fanout` peers each gossip interval, and (optionally) forwarded at once when fresh;
+- `gossip.mode` says who starts an exchange: `push` sends rumors unasked, `pull` asks `fanout` peers for
+  theirs each pull round and sends rumors only in answers (no piggybacking, no forwarding: its one exception is
+  our own leave, since a member that is gone answers nobody), `push-pull` pushes and asks in the same packet;
 - a full push-pull sync with a random member every push-pull interval, and with seeds on join, repairs
   whatever rumors missed.
 """
@@ -28,7 +31,7 @@ from typing import Protocol
 
 from gossip_agent.core import codec, probe_schedule
 from gossip_agent.core.awareness import Awareness
-from gossip_agent.core.broadcast import BroadcastQueue
+from gossip_agent.core.broadcast import BroadcastQueue, retransmit_limit
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
 from gossip_agent.core.joining import JoinSchedule
@@ -127,6 +130,12 @@ class Node:
         # for a moment.
         self._clock_offset = clock_offset
         self._immediate_forward = config.gossip.immediate_forward
+        # False in pull mode: rumors leave only in answers to pull requests (see _gossip).
+        self._pushes = config.gossip.mode != "pull"
+        # Pull mode: the current pull interval (backs off while pulls bring nothing), and whether a fresh rumor
+        # arrived (or was queued here) since the last pull round.
+        self._pull_interval = config.gossip.interval
+        self._pull_activity = False
         self.name = config.name
         self.addr = addr
         self.rng = rng
@@ -329,8 +338,7 @@ class Node:
         A later rumor with the same `key` replaces an unsent earlier one."""
         out: list[Effect] = []
         self._enqueue(StateRumor(payload), None, key=None if key is None else "s:" + key)
-        if self._immediate_forward:
-            self._forward(now, None, out)
+        self._fresh_rumor(now, None, out)
         return out
 
     def update_meta(self, meta: Mapping[str, str], now: float) -> list[Effect]:
@@ -343,8 +351,7 @@ class Node:
         self.incarnation = min(self.incarnation + 1, codec.MAX_INCARNATION)
         self._announce_self(now)
         out: list[Effect] = []
-        if self._immediate_forward:
-            self._forward(now, None, out)
+        self._fresh_rumor(now, None, out)
         return out
 
     def handle_packet(self, packet: Packet, src: Address, now: float) -> list[Effect]:
@@ -374,17 +381,18 @@ class Node:
                 reply_pull = msg.source_addr
         if reply_pull is not None:
             rumors = self.queue.take(self._budget(), self._rumor_population, to=packet.sender,
-                                     to_live=self.table.is_live(packet.sender))
+                                     to_live=self.table.is_live(packet.sender), limit=self._answer_limit())
             if rumors:
                 out.append(Send(reply_pull, Packet(self.name, tuple(rumors))))
         if self._refuted:
             # Answer an accusation to the accuser at once: it is the member about to spread it further.
+            # (Not in pull mode: the refutation waits for pulls like any rumor.)
             self._refuted = False
             sender = self.table.get(packet.sender)
-            if sender is not None:
+            if sender is not None and self._pushes:
                 self._send(sender.addr, sender.name, [], out)
-        if fresh and self._immediate_forward and not self.leaving:
-            self._forward(now, packet.sender, out)
+        if fresh and not self.leaving:
+            self._fresh_rumor(now, packet.sender, out)
         return out
 
     def tick(self, now: float) -> list[Effect]:
@@ -396,9 +404,13 @@ class Node:
         self._tick_reap(now, out)
         g = self.config.gossip
         if now >= self._next_gossip:
-            if len(self.queue) or g.mode == "pull":
+            if not self._pushes:
                 self._gossip(now, out)
-            self._next_gossip = now + g.interval
+                self._next_gossip = now + self._next_pull_interval()
+            else:
+                if len(self.queue):
+                    self._gossip(now, out)
+                self._next_gossip = now + g.interval
         if now >= self._followup_sync_at:
             self._followup_sync_at = _NEVER
             peer = self._random_peers(1, exclude=None, live_only=True, alive_only=True)
@@ -780,10 +792,11 @@ class Node:
         return self.config.gossip.mtu - self._header - used
 
     def _send(self, to: Address, to_name: str | None, msgs: list[Message], out: list[Effect]) -> None:
-        """Send `msgs` with as many queued rumors piggybacked as the MTU allows."""
+        """Send `msgs` with as many queued rumors piggybacked as the MTU allows (none in pull mode)."""
         used = sum(codec.message_size(m) for m in msgs)
         rumors = self.queue.take(self._budget(used), self._rumor_population, to=to_name,
-                                 to_live=to_name is None or self.table.is_live(to_name)) if len(self.queue) else []
+                                 to_live=to_name is None or self.table.is_live(to_name)) \
+            if len(self.queue) and self._pushes else []
         out.append(Send(to, Packet(self.name, (*msgs, *rumors))))
 
     def _gossip(self, now: float, out: list[Effect]) -> None:
@@ -796,6 +809,43 @@ class Node:
             if rumors or mode == "pull":
                 out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull))))
                 self.stats["gossip_packets"] += 1
+
+    def _fresh_rumor(self, now: float, source: str | None, out: list[Effect]) -> None:
+        """A rumor new to us was queued (heard from `source`, or ours): push modes forward it at once if
+        configured; pull mode only pulls at the gossip interval again, since the cluster is busy."""
+        if self._pushes:
+            if self._immediate_forward:
+                self._forward(now, source, out)
+            return
+        self._pull_activity = True
+        self._pull_interval = self.config.gossip.interval
+        self._next_gossip = min(self._next_gossip, now + self._pull_interval)
+
+    def _answer_limit(self) -> int | None:
+        """How many pull answers carry a rumor before it is retired (None: the queue's retransmit limit).
+
+        In pull mode answers are a rumor's only way out, and every member asks `fanout` peers per round, so
+        each member is asked about `fanout` times a round, often by peers that already hold the rumor: with
+        the push limit a rumor would be retired after a round or so, and the last members would miss it. It
+        stays for the retransmit limit in rounds instead (still never sent twice to one peer, and retired
+        once every live member has it). push-pull keeps the push limit: its pushes spread the rumor already."""
+        if self._pushes:
+            return None
+        n = self._rumor_population
+        return retransmit_limit(self.config.gossip.retransmit_mult, n) * self.config.gossip.fanout
+
+    def _next_pull_interval(self) -> float:
+        """Pull mode, after a pull round: the wait until the next one. A round after which nothing fresh
+        arrived (no answer carried news, our queue is empty) doubles it, up to the probe interval, so an idle
+        cluster pulls rarely; any news puts it back to the gossip interval."""
+        g = self.config.gossip
+        if self._pull_activity or len(self.queue):
+            self._pull_interval = g.interval
+        else:
+            ceiling = max(g.interval, self.config.membership.probe_interval)
+            self._pull_interval = min(self._pull_interval * 2, ceiling)
+        self._pull_activity = False
+        return self._pull_interval
 
     def _forward(self, now: float, exclude: str | None, out: list[Effect]) -> None:
         """Immediate forwarding: fresh rumors go to `fanout` peers now, not at the next gossip tick.

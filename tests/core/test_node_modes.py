@@ -1,0 +1,187 @@
+"""gossip.mode does what its name says: push sends rumors unasked, pull only answers pull requests (and backs
+off while idle), push-pull does both. Simulated time only: every test drives the core with explicit `now`."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import replace
+
+import pytest
+
+from gossip_agent.core.config import AgentConfig, GossipMode
+from gossip_agent.core.effects import Effect, Send
+from gossip_agent.core.messages import Ack, Alive, Dead, Message, Packet, Ping, PullRequest, StateRumor, Suspect
+from gossip_agent.core.node import Node
+from gossip_agent.sim import LinkProfile, PayloadLog, Simulation, make_config
+
+RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
+
+
+def mode_config(mode: GossipMode) -> AgentConfig:
+    base = AgentConfig.preset_config("lan", name="a")
+    return replace(base, membership=replace(base.membership, tcp_fallback_probe=False),
+                   gossip=replace(base.gossip, mode=mode, immediate_forward=True))
+
+
+class _Accept:
+    """A state delegate to which every payload is new."""
+
+    def on_state_rumor(self, payload: bytes, now: float) -> bool:
+        return True
+
+
+def node_with_peers(mode: GossipMode, peers: int = 5) -> Node:
+    """Node "a" in `mode` that already knows `peers` alive members p2, p3, ... and has sent everything about
+    them (its queue is empty), so later sends show only what the test caused."""
+    node = Node(mode_config(mode), ("h", 1), random.Random(7), 0.0, _Accept())
+    for i in range(2, 2 + peers):
+        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i)),)), ("h", i), 0.0)
+    drain(node, 0.0)
+    return node
+
+
+def drain(node: Node, now: float) -> None:
+    """Empty `node`'s rumor queue: every peer pulls from it until it has everything."""
+    for _ in range(8):
+        for m in node.members():
+            if m.name != node.name:
+                node.handle_packet(Packet(m.name, (PullRequest(m.name, m.addr),)), m.addr, now)
+    assert node.queue_depth() == 0
+
+
+def _rumors(msgs: tuple[Message, ...]) -> list[Message]:
+    """The rumors in a packet, less Lifeguard's buddy system (a probe of a suspect tells the suspect itself,
+    so it can refute: part of the probe, in every mode)."""
+    target = next((m.target for m in msgs if isinstance(m, Ping)), None)
+    return [m for m in msgs if isinstance(m, RUMOR_TYPES) and not (isinstance(m, Suspect) and m.name == target)]
+
+
+def rumor_sends(effects: list[Effect]) -> list[Send]:
+    return [e for e in effects if isinstance(e, Send) and _rumors(e.packet.messages)]
+
+
+def run(node: Node, until: float) -> list[tuple[float, Send]]:
+    """Tick `node` at each of its deadlines up to `until`; every Send with its time. Its peers ack its pings
+    at once (so it suspects nobody) and answer nothing else."""
+    sends: list[tuple[float, Send]] = []
+    t = node.next_deadline()
+    while t <= until:
+        effects = node.tick(t)
+        for e in list(effects):
+            if not isinstance(e, Send):
+                continue
+            ping = next((m for m in e.packet.messages if isinstance(m, Ping)), None)
+            if ping is not None:
+                effects += node.handle_packet(Packet(ping.target, (Ack(ping.seq),)), e.to, t)
+        sends += [(t, e) for e in effects if isinstance(e, Send)]
+        t = max(node.next_deadline(), t + 1e-6)
+    return sends
+
+
+def test_pull_mode_never_sends_a_fresh_write_unasked_only_in_an_answer() -> None:
+    node = node_with_peers("pull")
+    assert rumor_sends(node.broadcast_state(b"write", 1.0)) == []
+    sends = run(node, 10.0)
+    assert sends, "the node probes and pulls meanwhile"
+    assert rumor_sends([s for _, s in sends]) == [], "a rumor left in a probe or gossip packet"
+    # Asked, it answers with the write.
+    answer = node.handle_packet(Packet("p3", (PullRequest("p3", ("h", 3)),)), ("h", 3), 10.0)
+    [reply] = rumor_sends(answer)
+    assert reply.to == ("h", 3) and StateRumor(b"write") in reply.packet.messages
+
+
+def test_pull_mode_never_sends_a_membership_change_unasked() -> None:
+    node = node_with_peers("pull")
+    # A new member, heard of: fresh, but not forwarded; our own metadata change: not pushed either.
+    assert rumor_sends(node.handle_packet(Packet("p2", (Alive("new", 1, ("h", 99)),)), ("h", 2), 1.0)) == []
+    assert rumor_sends(node.update_meta({"zone": "b"}, 1.0)) == []
+    assert rumor_sends([s for _, s in run(node, 10.0)]) == []
+    answer = node.handle_packet(Packet("p4", (PullRequest("p4", ("h", 4)),)), ("h", 4), 10.0)
+    # What it says about them may have moved on meanwhile (nobody answers its probes here), but it is said.
+    sent = {m.name for e in rumor_sends(answer) for m in e.packet.messages
+            if isinstance(m, (Alive, Suspect, Dead))}
+    assert {"new", "a"} <= sent
+
+
+def gaps_of(times: list[float]) -> list[float]:
+    return [round(b - a, 6) for a, b in itertools.pairwise(times)]
+
+
+def pull_times(sends: list[tuple[float, Send]]) -> list[float]:
+    return sorted({t for t, s in sends if any(isinstance(m, PullRequest) for m in s.packet.messages)})
+
+
+def test_idle_pulls_back_off_to_the_probe_interval_and_news_resets_them() -> None:
+    node = node_with_peers("pull")
+    g, m = node.config.gossip, node.config.membership
+    times = pull_times(run(node, 20.0))
+    gaps = gaps_of(times)
+    # Doubling from the gossip interval, then capped at the probe interval.
+    assert gaps[:4] == [g.interval, 2 * g.interval, 4 * g.interval, m.probe_interval]
+    assert set(gaps[4:]) == {m.probe_interval}
+    # An answer carrying news: the next pull comes one gossip interval later, and stays at that pace while
+    # our queue holds news; once our peers have pulled it from us, the pulls back off again.
+    t = times[-1] + 0.1
+    node.handle_packet(Packet("p2", (StateRumor(b"news"),)), ("h", 2), t)
+    after = pull_times(run(node, t + 1.0))
+    assert after[0] == pytest.approx(t + g.interval)
+    assert gaps_of(after) == [g.interval] * (len(after) - 1)
+    drain(node, t + 1.0)
+    later = pull_times(run(node, t + 10.0))
+    gaps = gaps_of(later)
+    assert gaps[:3] == [2 * g.interval, 4 * g.interval, m.probe_interval]
+
+
+def test_push_pull_idle_sends_no_pull_requests() -> None:
+    """push-pull asks only in packets that push rumors: idle, it is as quiet as push."""
+    node = node_with_peers("push-pull")
+    assert pull_times(run(node, 10.0)) == []
+
+
+@pytest.mark.parametrize("mode", ["push", "push-pull"])
+def test_push_modes_forward_fresh_rumors_at_once(mode: GossipMode) -> None:
+    node = node_with_peers(mode)
+    sends = rumor_sends(node.broadcast_state(b"write", 1.0))
+    assert len(sends) == node.config.gossip.fanout
+    assert all(StateRumor(b"write") in s.packet.messages for s in sends)
+    heard = rumor_sends(node.handle_packet(Packet("p2", (StateRumor(b"heard"),)), ("h", 2), 1.0))
+    assert heard and all(s.to != ("h", 2) for s in heard), "forwarded, not back to its source"
+    # The pull request rides along only in push-pull.
+    assert any(isinstance(m, PullRequest) for _, s in run(node, 1.3) for m in s.packet.messages) == (
+        mode == "push-pull")
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_pull_mode_cluster_converges_a_write_without_pushing_it(seed: int) -> None:
+    latency = 0.001  # fixed, no jitter: an answer leaves exactly one latency after its request was sent
+    sim = Simulation(8, seed=seed, config=make_config("lan", gossip={"mode": "pull"}),
+                     link=LinkProfile(latency=latency, jitter=0.0), delegate_factory=lambda i: PayloadLog())
+    sim.start_all(seeds=3, spread=2.0)
+    assert sim.run_until_condition(sim.converged, timeout=60.0, check_every=0.25) is not None
+    unasked: list[str] = []
+    # (asker, answerer) node indexes -> when the asker's pull requests to the answerer were sent.
+    asked: dict[tuple[int, int], list[float]] = {}
+
+    def watch(now: float, i: int, send: Send) -> None:
+        msgs = send.packet.messages
+        if any(isinstance(m, PullRequest) for m in msgs):
+            asked.setdefault((i, sim.index[send.to]), []).append(now)
+        if _rumors(msgs):
+            sent = asked.get((sim.index[send.to], i), [])
+            answering = [t for t in sent if abs(now - latency - t) < 1e-9]
+            if answering:
+                sent.remove(answering[0])
+            else:
+                unasked.append(f"{sim.names[i]} -> {send.to} at {now:.3f}: {msgs}")
+
+    sim.on_send.append(watch)
+    sim.run_for(10.0)  # idle: pulls back off
+    unasked.clear()  # answers to requests sent before we watched
+    logs = [d for d in sim.delegates if isinstance(d, PayloadLog)]
+    logs[0].on_state_rumor(b"w", sim.now)
+    sim.broadcast(0, b"w")
+    done = sim.run_until_condition(lambda: all(b"w" in d.first_seen for d in logs), timeout=30.0,
+                                   check_every=0.05)
+    assert done is not None, "the write did not reach every member by pulls"
+    assert unasked == []
