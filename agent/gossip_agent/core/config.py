@@ -160,13 +160,14 @@ class GossipConfig:
     mode: GossipMode = setting(
         "push-pull",
         "Who starts a rumor exchange. push: rumors go out unasked (piggybacked on probes, forwarded at once with "
-        "immediateForward, sent to fanout peers each interval); the lowest latency, and idle it costs nothing beyond "
-        "probes. pull: every interval an agent asks fanout peers for their rumors, and rumors leave an agent only in "
-        "answers (not piggybacked, not forwarded; a leaving agent still announces its own leave); a write waits for "
-        "its peers to ask, so it spreads in seconds rather than milliseconds, and idle the requests back off to one "
-        "round per probeInterval, which still costs more bytes than push. push-pull: push, plus a pull request in "
-        "each gossip packet while rumors are queued, so a peer that missed a rumor gets it back; push's latency "
-        "for a few more bytes, and idle it is as quiet as push.",
+        "immediateForward, sent to fanout peers each interval); the lowest latency, and idle it costs nothing "
+        "beyond probes. pull: every interval an agent asks fanout peers for their rumors, and rumors leave an agent "
+        "only in answers (not piggybacked, not forwarded; a leaving agent still pushes its leave, with what it "
+        "holds); a write waits for peers to ask, so it spreads in hundreds of milliseconds to a second (push: a few "
+        "milliseconds), and idle the requests back off to one round per probeInterval, which still costs more "
+        "bytes than push. "
+        "push-pull: push, plus a pull request in each gossip packet while rumors are queued, so a peer that missed "
+        "a rumor gets it back; push's latency for a few more bytes, and idle it is as quiet as push.",
         crd_default=True)
     fanout: int = setting(
         3, "Random peers that receive a gossip packet every interval.", minimum=1, maximum=16, crd_maximum=False)

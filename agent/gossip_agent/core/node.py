@@ -13,9 +13,10 @@ Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
   the suspect refutes by raising its incarnation;
 - membership changes and state updates are rumors: piggybacked on every packet with a retransmit limit,
   pushed to `fanout` peers each gossip interval, and (optionally) forwarded at once when fresh;
-- `gossip.mode` says who starts an exchange: `push` sends rumors unasked, `pull` asks `fanout` peers for
-  theirs each pull round and sends rumors only in answers (no piggybacking, no forwarding: its one exception is
-  our own leave, since a member that is gone answers nobody), `push-pull` pushes and asks in the same packet;
+- `gossip.mode` says who starts an exchange: `push` sends rumors unasked; `pull` asks `fanout` peers for
+  theirs each pull round and sends rumors only in answers (no piggybacking, no forwarding; its one exception is
+  our own leave, pushed with whatever we still hold, since a member that is gone answers nobody); `push-pull`
+  pushes, and asks in the same packets;
 - a full push-pull sync with a random member every push-pull interval, and with seeds on join, repairs
   whatever rumors missed.
 """
