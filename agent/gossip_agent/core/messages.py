@@ -90,7 +90,8 @@ class StateRumor:
 
 @dataclass(frozen=True, slots=True)
 class PullRequest:
-    """Pull gossip: 'send me your freshest rumors' (carries a digest of what the asker already holds)."""
+    """Pull gossip: 'send me your freshest rumors'. It names only the asker: the answer carries what the
+    responder's queue holds, each rumor at most once per asker."""
 
     source: str
     source_addr: Address
