@@ -5,7 +5,7 @@
 #
 #  1. build.sh / images.sh: build or reuse the cluster binaries and base images (cached in $HOME/.cache/kube-testbed)
 #  2. build-images.sh: our two images from Dockerfile.agent and Dockerfile.operator, unchanged, with buildah
-#  3. helm (tools/get-helm.py -> .tools/bin), for `helm template` of the chart
+#  3. helm (tools/get-helm.py -> .tools/), for the suite's `helm install` / `helm uninstall` of the chart
 #  4. cluster.sh up (a trap tears it down on EVERY exit: success, failure, Ctrl-C, TERM, HUP)
 #  5. import-image.sh: our images into the cluster's containerd
 #  6. pytest tests/e2e INSIDE the cluster's network namespace (cluster.sh exec), GOSSIP_E2E=1 + KUBECONFIG
