@@ -339,6 +339,8 @@ def test_scale_up_then_down_members_join_then_leave(release: Release) -> None:
     for name, states in seen.items():
         states.add(final.get(name, "gone"))
     SCALE_DOWN.update(seen=seen, dead_in_status=dead_in_status)
+    TIMINGS.note("step 5: states the survivor demo-0 saw for the removed members: "
+                 + ", ".join(f"{n} {sorted(st)}" for n, st in sorted(seen.items())))
     assert any("left" in states for states in seen.values()), seen
 
 
