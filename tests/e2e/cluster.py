@@ -176,6 +176,18 @@ class Helm:
                                        f"{result.stderr.strip()}"
         return result.stdout
 
+    def major(self) -> int:
+        version = self.check("version", "--template", "{{.Version}}").strip()  # e.g. v3.17.2
+        return int(version.lstrip("v").split(".")[0])
+
+    def install_flags(self, kube_version: str) -> list[str]:
+        """What a user passes for this helm and server (docs/deploy.md "Kubernetes versions"): Helm 4 installs
+        crds/ by server-side apply, which a server that does not know every field of the CRD's schema refuses
+        (`x-kubernetes-validations: field not declared in schema` on 1.20; `fieldPath`/`reason` need 1.28), so
+        there it must create the objects client-side, as Helm 3 always does."""
+        minor = int(kube_version.split(".")[1])
+        return ["--server-side=false"] if self.major() >= 4 and minor < 28 else []
+
     @staticmethod
     def values(images: Images) -> list[str]:
         """The chart's values for the images under test, with short operator intervals (the suite waits less)."""
