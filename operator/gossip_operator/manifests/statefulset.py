@@ -3,9 +3,11 @@
 Choices and why:
 - podManagementPolicy Parallel: an agent becomes ready only after joining a peer, so OrderedReady would wait
   forever for pod 0 to be ready before starting pod 1.
-- Rolling updates restart one agent at a time; each leaves gracefully first (preStop POST /v1/leave, then
-  SIGTERM, which also means "leave" to the agent), so peers mark it `left` rather than suspecting it.
-  Scaling down removes the highest ordinals the same graceful way.
+- Rolling updates restart one agent at a time; each leaves gracefully on the SIGTERM kubelet sends (SIGTERM
+  means "leave" to the agent: announce it, linger up to a second while it spreads, exit), so peers mark it
+  `left` rather than suspecting it. Scaling down removes the highest ordinals the same graceful way. No preStop
+  hook: an HTTP `POST /v1/leave` from inside the pod needs the API's write token, races the agent's own exit
+  (the hook process dies with the container) and adds nothing the signal does not do.
 - The pod template carries checksums of the agent config (without seeds) and of the keyring, so a change of
   either rolls the agents; scaling alone does not.
 - Resource requests by default (spec.py DEFAULT_REQUESTS): a pod without any is BestEffort, the first one
@@ -44,16 +46,6 @@ RUN_AS_USER = 65532  # the conventional "nonroot" user of distroless images
 IMMUTABLE_SPEC_FIELDS = ("selector", "serviceName", "podManagementPolicy", "volumeClaimTemplates")
 
 
-def _leave_command(spec: ClusterSpec) -> list[str]:
-    scheme = "https" if spec.tls else "http"
-    script = (
-        "import ssl,urllib.request as u;"
-        "c=ssl.create_default_context();c.check_hostname=False;c.verify_mode=ssl.CERT_NONE;"
-        f"u.urlopen(u.Request('{scheme}://127.0.0.1:{spec.port}/v1/leave',method='POST'),timeout=5,context=c)"
-    )
-    return ["python", "-c", script]
-
-
 def _probe(spec: ClusterSpec, path: str, *, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": HTTP_PORT_NAME, "scheme": "HTTPS" if spec.tls else "HTTP"},
@@ -89,7 +81,6 @@ def _container(spec: ClusterSpec) -> dict[str, Any]:
         ],
         "readinessProbe": _probe(spec, "/readyz", period=5, failures=3),
         "livenessProbe": _probe(spec, "/healthz", period=10, failures=6),
-        "lifecycle": {"preStop": {"exec": {"command": _leave_command(spec)}}},
         "volumeMounts": mounts,
         "securityContext": {
             "runAsNonRoot": True,
