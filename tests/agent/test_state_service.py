@@ -67,6 +67,32 @@ async def test_wiped_data_dir_gets_a_fresh_replica_id(tmp_path: Path) -> None:
     await agent.stop()
 
 
+async def test_a_replica_id_file_that_is_not_ours_means_a_fresh_replica_not_a_crash(tmp_path: Path) -> None:
+    """A replica-id file that is not UTF-8, is huge, or names another member: recovery keeps the data and goes on
+    under a fresh replica id (safe: new writes cannot reuse the old dots), counted and logged."""
+    cfg = config(tmp_path / "d")
+    for junk in (b"\xff\xfe\x00garbage", b"solo@" + b"a" * 100_000, b"other@abc123\n", b"solo@not alnum\n"):
+        agent, svc = await run_agent(cfg)
+        svc.put("a", b"1", None)
+        first = svc.store.node
+        await svc.flush()
+        assert svc._log is not None
+        svc._log.close()  # as after a kill -9: no snapshot on stop, the log holds the write
+        svc._log = None
+        await agent.stop()
+        (tmp_path / "d" / "replica-id").write_bytes(junk)
+        again = StateService(cfg)
+        again.open()
+        assert again.store.get("a") is not None, junk[:20]
+        assert again.store.node != first and again.store.node.startswith("solo@"), again.store.node[:40]
+        assert again.stats.recovery["replica_id_unreadable"] == 1
+        assert (tmp_path / "d" / "replica-id").read_text().strip() == again.store.node
+        assert again._log is not None
+        again._log.close()
+        for path in (tmp_path / "d").iterdir():
+            path.unlink()
+
+
 async def test_in_memory_store_and_malformed_rumors_are_counted(tmp_path: Path) -> None:
     agent, svc = await run_agent(config(None))
     try:

@@ -231,7 +231,8 @@ class StorageConfig:
         crd_default=True)
     fsync_interval: float = _duration(0.05, "How often the log is synced with fsync: interval.", crd_default=True)
     snapshot_every: int = setting(
-        10_000, "Log records between snapshots.", unit="records", minimum=1, crd_default=True)
+        10_000, "Log records between snapshots.", unit="records", minimum=1, maximum=100_000_000,
+        crd_default=True)
 
 
 @dataclass(frozen=True, slots=True)

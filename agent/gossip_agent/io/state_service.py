@@ -49,9 +49,11 @@ from gossip_agent.core.kvstore import C, CausalContext, Change, Entry, InvalidEn
 from gossip_agent.core.messages import Address
 from gossip_agent.core.node import StateDelegate
 from gossip_agent.core.replica import (
+    EPOCH_SEPARATOR,
     WriteConcern,
     hedge_delay,
     inline_budget,
+    member_of,
     merged_meta,
     replica_id,
     status_block,
@@ -266,7 +268,11 @@ class StateService(Extension, StateDelegate):
                 log.error("data dir %s: the state snapshot is unreadable (%s); moved it to %s and recovering from "
                           "the log and the peers", storage.data_dir, exc, aside.name)
         if store is None:
-            replica = _read_replica_id(id_path) if records or snapshot is not None else None
+            replica = _read_replica_id(id_path, self.config.name) if records or snapshot is not None else None
+            if replica is None and id_path.exists() and (records or snapshot is not None):
+                self.stats.recovery["replica_id_unreadable"] += 1
+                log.error("data dir %s: %s is not this member's replica id; recovering under a fresh one",
+                          storage.data_dir, id_path.name)
             if replica is None:  # no state here: a new replica (its writes must not reuse old dots)
                 replica = replica_id(self.config.name, secrets.token_hex(3))
                 _write_replica_id(id_path, replica)
@@ -629,12 +635,28 @@ def _write_snapshot(durable: DurableLog, image: StoreImage) -> None:
     durable.finish_snapshot(blob)
 
 
-def _read_replica_id(path: Path) -> str | None:
+MAX_REPLICA_ID_FILE = 1024
+
+
+def _read_replica_id(path: Path, name: str) -> str | None:
+    """This member's replica id from `path`, or None when the file is missing or is not one (too long, not UTF-8,
+    another member's, a bad epoch): the caller then starts a fresh replica, which is always safe (its writes
+    cannot reuse the old dots; the replayed records keep theirs)."""
     try:
-        text = path.read_text().strip()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_REPLICA_ID_FILE + 1)
     except OSError:
         return None
-    return text or None
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    if len(raw) > MAX_REPLICA_ID_FILE or member_of(text) != name:
+        return None
+    try:
+        return replica_id(name, text[len(name) + len(EPOCH_SEPARATOR):])
+    except ValueError:
+        return None
 
 
 def _write_replica_id(path: Path, replica: str) -> None:
