@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gossip_agent.core.config import ConfigError, SecurityConfig
+from gossip_agent.io.security import file_stamp
 
 log = logging.getLogger("gossip_agent.auth")
 
@@ -131,18 +131,11 @@ class TokenFile:
     def __init__(self, path: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self._clock = clock
-        self._stamp = self._stat()
+        self._stamp = file_stamp(self.path)
         self._checked = clock()
         self.tokens = self._load()
         if not self.tokens:
             raise TokenFileError(f"security.apiTokensFile: {path} holds no tokens")
-
-    def _stat(self) -> tuple[int, int, int]:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return (0, 0, 0)
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _load(self) -> list[tuple[Scope, bytes]]:
         try:
@@ -155,7 +148,7 @@ class TokenFile:
         now = self._clock()
         if now - self._checked >= RELOAD_CHECK_INTERVAL:
             self._checked = now
-            stamp = self._stat()
+            stamp = file_stamp(self.path)
             if stamp != self._stamp:
                 self._stamp = stamp
                 try:

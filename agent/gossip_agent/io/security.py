@@ -255,25 +255,28 @@ class Security:
         state[1] = bits | (1 << offset)
 
 
+def file_stamp(path: str) -> tuple[int, int, int]:
+    """What changes when a mounted Secret's file is replaced (mtime, size, inode); zeros while it is missing. The
+    keyring and the API token file reload when it differs from the stamp they loaded."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 class KeyringFile:
     """Watches a keyring file (a mounted Secret) and reloads it when it changes: rotation without restart."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._stamp = self._stat()
+        self._stamp = file_stamp(self.path)
         self.keyring = Keyring.from_file(path)
-
-    def _stat(self) -> tuple[int, int, int]:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return (0, 0, 0)
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def reload_if_changed(self) -> bool:
         """Re-read the file if its stamp changed; True if the keyring was replaced. Raises KeyringError if the
         new file is invalid (the caller keeps the old keyring and logs)."""
-        stamp = self._stat()
+        stamp = file_stamp(self.path)
         if stamp == self._stamp:
             return False
         self._stamp = stamp
