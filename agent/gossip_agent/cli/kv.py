@@ -87,25 +87,17 @@ def register_put(p: argparse.ArgumentParser) -> None:
 
 
 def run_put(args: argparse.Namespace) -> int:
-    if (args.value is None) == (args.file is None):
-        raise ClientError("put: give the value as an argument or with --file (one of them)")
-    if args.file == "-":
-        value = sys.stdin.buffer.read()
-    elif args.file is not None:
-        try:
-            with open(args.file, "rb") as f:
-                value = f.read()
-        except OSError as exc:
-            raise ClientError(f"put: cannot read {args.file}: {exc.strerror}") from None
-    else:
-        value = args.value.encode()
+    return _put_bytes(_Http(args), _key_path(args.key), args, _value_arg(args, "put"), f"put {args.key}")
+
+
+def _put_bytes(http: _Http, path: str, args: argparse.Namespace, value: bytes, what: str) -> int:
+    """PUT `value` (with `--context` and `-w` when given) and report how many members hold it."""
     headers = {"Content-Type": "application/octet-stream"}
-    if args.context:
+    if getattr(args, "context", None):
         headers[CONTEXT_HEADER] = args.context
-    status, _, body = _Http(args).call("PUT", _key_path(args.key) + _query(w=args.w if args.w != 1 else None),
-                                       value, headers)
+    status, _, body = http.call("PUT", path + _query(w=args.w if args.w != 1 else None), value, headers)
     if status != 200:
-        raise _fail(status, body, f"put {args.key}")
+        raise _fail(status, body, what)
     answer = json.loads(body)
     if args.json:
         _print_json(answer)
@@ -368,19 +360,7 @@ def run_register(args: argparse.Namespace) -> int:
     what = f"register {args.kind} {args.action} {args.name}"
     http = _Http(args)
     if args.action == "set":
-        headers = {"Content-Type": "application/octet-stream"}
-        if getattr(args, "context", None):
-            headers[CONTEXT_HEADER] = args.context
-        status, _, answer = http.call("PUT", path + _query(w=args.w if args.w != 1 else None),
-                                      _value_arg(args, what), headers)
-        if status != 200:
-            raise _fail(status, answer, what)
-        doc = json.loads(answer)
-        if args.json:
-            _print_json(doc)
-        else:
-            print(f"ok ({doc.get('acknowledged', 1)} holder(s))")
-        return 0
+        return _put_bytes(http, path, args, _value_arg(args, what), what)
     status, _, answer = http.call("GET", path)
     if status != 200:
         raise _fail(status, answer, what)
