@@ -7,8 +7,9 @@ packet carries a few rows in a fixed byte allowance (Scuttlebutt-style): a row r
 sequence number is higher, so repeats and reorderings are harmless and nothing is ever retransmitted as such.
 
 Which rows go out: those that changed recently first (each is sent FRESH_SENDS times before it is just one row
-among the others), then the others in round-robin order, so every row keeps circulating and a member that
-missed an update learns it within a bounded number of packets. Pure: no clock, no I/O.
+among the others: pushed on, an update spreads epidemically), then BACKGROUND_ROWS others in round-robin order,
+so every row keeps circulating and a member that missed an update learns it within a bounded number of
+packets, while an idle cluster's probes carry one row each. Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ collides by chance with negligible probability."""
 FRESH_SENDS = 4
 """Packets a changed row rides in before it falls back to the round-robin: a handful of pushes spreads it
 epidemically; the round-robin is the safety net for the members they missed."""
+DIGEST_ALLOWANCE = 480
+"""Bytes of a packet at most given to digests (about nine rows with names of ~20 bytes): fresh rows fill it
+only after a change; otherwise a packet carries BACKGROUND_ROWS rows."""
+BACKGROUND_ROWS = 1
 MAX_SEQ = (1 << 63) - 1
 MAX_KEYS = (1 << 63) - 1
 MAX_HLC_MS = (1 << 63) - 1
@@ -51,6 +56,7 @@ class DigestTable:
         self._rows: dict[str, _Row] = {}
         self._clock = 0      # change counter: orders rows by freshness
         self._cursor = 0     # round-robin position over the rows
+        self._fresh = 0      # rows with fresh sends left
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -93,7 +99,10 @@ class DigestTable:
 
     def forget(self, name: str) -> bool:
         """A member was reaped: its row goes (it would otherwise circulate forever)."""
-        return self._rows.pop(name, None) is not None
+        row = self._rows.pop(name, None)
+        if row is not None and row.fresh > 0:
+            self._fresh -= 1
+        return row is not None
 
     def _put(self, digest: Digest) -> None:
         self._clock += 1
@@ -101,12 +110,20 @@ class DigestTable:
         if row is None:
             row = _Row(digest, FRESH_SENDS, self._clock)
         else:
+            if row.fresh > 0:
+                self._fresh -= 1
             row.digest, row.fresh, row.order = digest, FRESH_SENDS, self._clock
+        self._fresh += 1
         self._rows[digest.name] = row
 
-    def select(self, budget: int, size: Callable[[Digest], int]) -> list[Digest]:
+    def has_fresh(self) -> bool:
+        """Some row changed lately and still wants pushing."""
+        return self._fresh > 0
+
+    def select(self, budget: int, size: Callable[[Digest], int], *, background: int = BACKGROUND_ROWS) -> list[Digest]:
         """Rows to piggyback on one packet, within `budget` bytes (`size` gives a row's exact wire size):
-        fresh rows first (newest change first), then the rest round-robin. Each row at most once."""
+        fresh rows first (newest change first), then up to `background` others round-robin. Each row at
+        most once."""
         if budget <= 0 or not self._rows:
             return []
         out: list[Digest] = []
@@ -118,17 +135,20 @@ class DigestTable:
                 continue
             budget -= n
             row.fresh -= 1
+            if not row.fresh:
+                self._fresh -= 1
             out.append(row.digest)
             chosen.add(row.digest.name)
         rows = list(self._rows.values())
         total = len(rows)
         looked = 0
-        while looked < total:
+        while looked < total and background > 0:
             row = rows[(self._cursor + looked) % total]
             if row.digest.name not in chosen:
                 n = size(row.digest)
                 if n > budget:
                     break  # this row leads the next packet's round-robin
+                background -= 1
                 budget -= n
                 out.append(row.digest)
                 chosen.add(row.digest.name)
