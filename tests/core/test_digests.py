@@ -68,6 +68,19 @@ def test_round_robin_reaches_every_row_within_bounded_packets() -> None:
     t.publish(ROOT_A, 1, 1)
     size = codec.message_size(_d("m10", 1))
     seen: set[str] = set()
-    for _ in range(FRESH_SENDS * 21 + 21):  # fresh lane drains, then two rows a packet round-robin
+    for _ in range(FRESH_SENDS * 21 + 21):  # fresh lane drains, then the round-robin
         seen.update(d.name for d in t.select(2 * size + 1, codec.message_size))
     assert seen == {*(f"m{i}" for i in range(20)), "me"}
+
+
+def test_an_older_row_heard_puts_ours_back_in_front_once() -> None:
+    t = DigestTable("me", 10)
+    t.merge(_d("a", 5))
+    t.publish(ROOT_A, 1, 1, seq_floor=9)
+    while t.has_fresh():
+        t.select(10_000, codec.message_size, background=0)
+    assert not t.merge(_d("a", 3)) and t.has_fresh()          # the sender is behind about a
+    assert t.select(10_000, codec.message_size, background=0) == [_d("a", 5)]
+    assert not t.has_fresh()
+    stale_me = Digest("me", 2, root_prefix(ROOT_A), 1, 1)
+    assert not t.merge(stale_me) and t.has_fresh()             # ...or about us

@@ -28,7 +28,7 @@ epidemically; the round-robin is the safety net for the members they missed."""
 DIGEST_ALLOWANCE = 480
 """Bytes of a packet at most given to digests (about nine rows with names of ~20 bytes): fresh rows fill it
 only after a change; otherwise a packet carries BACKGROUND_ROWS rows."""
-BACKGROUND_ROWS = 1
+BACKGROUND_ROWS = 2
 MAX_SEQ = (1 << 63) - 1
 MAX_KEYS = (1 << 63) - 1
 MAX_HLC_MS = (1 << 63) - 1
@@ -86,10 +86,16 @@ class DigestTable:
 
     def merge(self, digest: Digest) -> bool:
         """A row heard from a peer: True if it is newer than ours (then the table changed). Rows about us
-        are ignored (we are the only source of our own row), as are rows past `max_rows`."""
+        are ignored (we are the only source of our own row), as are rows past `max_rows`. A row older than
+        ours tells us the sender is behind: ours goes back to the front of the line for one send (the
+        correction reaches it within a packet or two instead of a round-robin cycle)."""
+        old = self._rows.get(digest.name)
+        if old is not None and digest.seq < old.digest.seq and old.fresh == 0:
+            old.fresh = 1
+            self._fresh += 1
+            return False
         if digest.name == self.me:
             return False
-        old = self._rows.get(digest.name)
         if old is not None and digest.seq <= old.digest.seq:
             return False
         if old is None and len(self._rows) >= self.max_rows:

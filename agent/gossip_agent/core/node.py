@@ -34,7 +34,7 @@ from gossip_agent.core import codec, probe_schedule
 from gossip_agent.core.awareness import Awareness
 from gossip_agent.core.broadcast import BroadcastQueue, retransmit_limit
 from gossip_agent.core.config import AgentConfig
-from gossip_agent.core.digests import DIGEST_ALLOWANCE, DigestTable
+from gossip_agent.core.digests import BACKGROUND_ROWS, DIGEST_ALLOWANCE, DigestTable
 from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
 from gossip_agent.core.joining import JoinSchedule
 from gossip_agent.core.membership import Member, MemberTable
@@ -820,12 +820,14 @@ class Node:
             key = "m:" + rumor.name
         self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source, low=low)
 
-    def _digests_for(self, to_name: str | None) -> list[Digest]:
-        """Convergence digests for a packet to `to_name`, within DIGEST_ALLOWANCE; none to a member that does
-        not advertise reading them (an older agent would drop the whole packet)."""
+    def _digests_for(self, to_name: str | None, *, background: bool = True) -> list[Digest]:
+        """Convergence digests for a packet to `to_name`, within DIGEST_ALLOWANCE; none to a member not known
+        to read them (an older agent would drop the whole packet). Without `background`, fresh rows only:
+        gossip and forwarded packets are many under writes, and the round-robin rides on probes and acks."""
         if to_name not in self._digest_readers or not len(self.root_digests):
             return []
-        return self.root_digests.select(DIGEST_ALLOWANCE, codec.message_size)
+        return self.root_digests.select(DIGEST_ALLOWANCE, codec.message_size,
+                                        background=BACKGROUND_ROWS if background else 0)
 
     def _on_root_digest(self, digest: Digest, sender: str, now: float) -> None:
         """Rows from and about members we know only: a forged name cannot take a row (the table is bounded
@@ -860,7 +862,7 @@ class Node:
             rumors = self.queue.take(self._budget(pull_size + DIGEST_ALLOWANCE), self._rumor_population,
                                      to=peer.name, to_live=self.table.is_live(peer.name)) if mode != "pull" else []
             if rumors or mode == "pull" or (fresh_digests and peer.name in self._digest_readers):
-                digests = self._digests_for(peer.name)
+                digests = self._digests_for(peer.name, background=False)
                 fresh_digests = False
                 if rumors or pull or digests:
                     out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *digests))))
@@ -915,7 +917,7 @@ class Node:
             rumors = self.queue.take(self._budget(DIGEST_ALLOWANCE), self._rumor_population, to=peer.name,
                                      to_live=self.table.is_live(peer.name))
             if rumors:
-                digests = self._digests_for(peer.name)
+                digests = self._digests_for(peer.name, background=False)
                 out.append(Send(peer.addr, Packet(self.name, (*rumors, *digests))))
                 self.stats["forwarded_packets"] += 1
 
