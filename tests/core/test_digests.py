@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gossip_agent.core import codec
-from gossip_agent.core.digests import FRESH_SENDS, ROOT_PREFIX_BYTES, DigestTable, root_prefix
+from gossip_agent.core.digests import BACKGROUND_CYCLES, FRESH_SENDS, ROOT_PREFIX_BYTES, DigestTable, root_prefix
 from gossip_agent.core.messages import Digest
 
 ROOT_A = "ab" * 32
@@ -84,3 +84,16 @@ def test_an_older_row_heard_puts_ours_back_in_front_once() -> None:
     assert not t.has_fresh()
     stale_me = Digest("me", 2, root_prefix(ROOT_A), 1, 1)
     assert not t.merge(stale_me) and t.has_fresh()             # ...or about us
+
+
+def test_an_idle_table_stops_its_round_robin() -> None:
+    t = DigestTable("me", 10)
+    for i in range(5):
+        t.merge(_d(f"m{i}", 1))
+    sent = 0
+    for _ in range(1000):
+        sent += len(t.select(10_000, codec.message_size))
+    assert sent <= 5 * FRESH_SENDS + BACKGROUND_CYCLES * 5
+    assert t.select(10_000, codec.message_size) == []        # idle: nothing rides on probes any more
+    t.merge(_d("m0", 2))
+    assert t.select(10_000, codec.message_size)               # a change starts it again

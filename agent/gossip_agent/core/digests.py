@@ -8,8 +8,9 @@ sequence number is higher, so repeats and reorderings are harmless and nothing i
 
 Which rows go out: those that changed recently first (each is sent FRESH_SENDS times before it is just one row
 among the others: pushed on, an update spreads epidemically), then BACKGROUND_ROWS others in round-robin order,
-so every row keeps circulating and a member that missed an update learns it within a bounded number of
-packets, while an idle cluster's probes carry one row each. Pure: no clock, no I/O.
+so a member that missed an update learns it within a bounded number of packets. The round-robin runs for
+BACKGROUND_CYCLES cycles of the table after the last change and then stops: an idle cluster sends no digests,
+and the bytes of its probes stay what they were. Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ DIGEST_ALLOWANCE = 480
 """Bytes of a packet at most given to digests (about nine rows with names of ~20 bytes): fresh rows fill it
 only after a change; otherwise a packet carries BACKGROUND_ROWS rows."""
 BACKGROUND_ROWS = 2
+BACKGROUND_CYCLES = 3
 MAX_SEQ = (1 << 63) - 1
 MAX_KEYS = (1 << 63) - 1
 MAX_HLC_MS = (1 << 63) - 1
@@ -57,6 +59,7 @@ class DigestTable:
         self._clock = 0      # change counter: orders rows by freshness
         self._cursor = 0     # round-robin position over the rows
         self._fresh = 0      # rows with fresh sends left
+        self._background_left = 0  # round-robin rows still to send since the last change
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -120,6 +123,7 @@ class DigestTable:
                 self._fresh -= 1
             row.digest, row.fresh, row.order = digest, FRESH_SENDS, self._clock
         self._fresh += 1
+        self._background_left = BACKGROUND_CYCLES * len(self._rows)
         self._rows[digest.name] = row
 
     def has_fresh(self) -> bool:
@@ -148,6 +152,7 @@ class DigestTable:
         rows = list(self._rows.values())
         total = len(rows)
         looked = 0
+        background = min(background, self._background_left)
         while looked < total and background > 0:
             row = rows[(self._cursor + looked) % total]
             if row.digest.name not in chosen:
@@ -155,6 +160,7 @@ class DigestTable:
                 if n > budget:
                     break  # this row leads the next packet's round-robin
                 background -= 1
+                self._background_left -= 1
                 budget -= n
                 out.append(row.digest)
                 chosen.add(row.digest.name)
