@@ -73,3 +73,13 @@ def test_digests_from_or_about_unknown_members_are_dropped() -> None:
     a.handle_packet(Packet("n1", (Digest("forged", 1, root_prefix(ROOT), 1, 1),)), ("10.0.0.2", 7946), c.now)
     assert rec.digests == [] and len(a.root_digests) == 0
     assert a.stats["digests_unknown_member"] == 2
+
+
+def test_a_member_back_from_death_is_offered_digests_apart_again() -> None:
+    from gossip_agent.core.messages import Alive, Dead
+    a = node_with_peers(cfg("a"), 1, seed=3)
+    a.handle_packet(Packet("p2", (Digest("p2", 1, root_prefix(ROOT), 1, 1),)), ("h", 2), 0.0)
+    assert "p2" in a._digest_readers
+    a.handle_packet(Packet("p2", (Dead("p2", 1, "p2"),)), ("h", 2), 0.1)
+    a.handle_packet(Packet("p2", (Alive("p2", 2, ("h", 2)),)), ("h", 2), 0.2)  # restarted, maybe downgraded
+    assert "p2" not in a._digest_readers

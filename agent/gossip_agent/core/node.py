@@ -760,7 +760,8 @@ class Node:
             return True
         previous = member.state
         self._former.pop(member.name, None)
-        changed = member.addr != rumor.addr or member.meta != rumor.meta
+        moved = member.addr != rumor.addr
+        changed = moved or member.meta != rumor.meta
         member.incarnation, member.addr, member.meta = rumor.incarnation, rumor.addr, dict(rumor.meta)
         self.table.set_state(member, MemberState.ALIVE, now)
         self._suspicions.pop(member.name, None)
@@ -769,6 +770,10 @@ class Node:
                 out.append(MemberEvent(EventKind.UPDATE, member.snapshot()))
         else:
             out.append(MemberEvent(EventKind.ALIVE, member.snapshot()))
+        if previous != MemberState.ALIVE or moved:
+            # Back from suspicion or death, or moved: perhaps a restart on another release. It gets digests
+            # again only once it sends one (until then, in packets of their own).
+            self._digest_readers.discard(member.name)
         self._enqueue(rumor, source)
         return True
 
