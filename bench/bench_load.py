@@ -27,9 +27,9 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
              The agents' counters are also reported as they are: `gossip_messages_total{type}` (messages by type)
              and `gossip_bytes_total{kind}`, whose UDP kind is only a datagram's *first* message type (a state
              rumor piggybacked on a ping counts as ping), so they cannot give bytes by message type.
-  share      membership/convergence = ping + ack + nack + ping_req + alive + suspect + dead (UDP) + push-pull
-             (TCP); data = state + pull (UDP) + anti-entropy (TCP). Today an agent's Merkle root travels in its
-             Alive metadata, so root publication is counted as `alive`.
+  share      membership/convergence = ping + ack + nack + ping_req + alive + suspect + dead + digest (UDP) +
+             push-pull (TCP); data = state + pull (UDP) + anti-entropy (TCP). An agent's Merkle root travels as a
+             convergence digest (`digest`; older agents: in their Alive metadata, counted as `alive`).
   latency    write -> all (t100): from just before the PUT is sent to the arrival of the change on the LAST
              agent's watch stream (an agent emits it right after applying the write); median, p99, max; writes
              some agent never emitted within `--deliver-timeout` are counted as incomplete.
@@ -98,7 +98,7 @@ CLIENT_ADDR = "127.0.0.2"   # the bench's HTTP client: outside the counted traff
 AGENT_ADDR = "127.0.0.1"
 VERSION_BYTES = 16          # one write's version in the floor: a 64-bit HLC + a 64-bit counter
 SERF_EVENT_LIMIT = 512      # Serf's UserEventSizeLimit (name + payload)
-MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead")
+MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead", "digest")
 DATA_TYPES = ("state", "pull")
 MEMBERSHIP_OPS = ("pushpull",)
 TYPE_NAMES = {int(t): t.name.lower() for t in MessageType}

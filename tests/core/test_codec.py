@@ -204,3 +204,28 @@ def test_huge_declared_lengths_do_not_allocate() -> None:
 def test_message_type_labels() -> None:
     assert codec.message_type(Ping(1, "a", "b", ("h", 1))) is codec.MessageType.PING
     assert codec.message_type(StateRumor(b"")) is codec.MessageType.STATE
+
+
+# -- convergence digests ------------------------------------------------------------------------------------
+
+def test_digest_round_trips_and_is_small() -> None:
+    from gossip_agent.core.messages import Digest
+    d = Digest("agent-7", 1_764_470_000_000, bytes(range(16)), 12_345, 1_764_470_000_123)
+    packet = Packet("agent-1", (d,))
+    assert codec.decode_packet(codec.encode_packet(packet)) == packet
+    assert codec.message_size(d) <= 52
+    assert codec.message_label(d) == "digest"
+
+
+def test_hostile_digests_are_refused() -> None:
+    def raw(fields: list[object]) -> bytes:
+        return bytes((codec.VERSION,)) + msgpack.packb(["x", [[9, *fields]]], use_bin_type=True)
+
+    good = ["a", 1, bytes(16), 1, 1]
+    assert codec.decode_packet(raw(good)).messages
+    for bad in (["a", 1, bytes(15), 1, 1], ["a", 1, bytes(17), 1, 1], ["a", 1, "x" * 16, 1, 1],
+                ["a", -1, bytes(16), 1, 1], ["a", 1 << 63, bytes(16), 1, 1], ["a", 1, bytes(16), -1, 1],
+                ["a", 1, bytes(16), 1, 1.5], ["a\n", 1, bytes(16), 1, 1], ["a" * 300, 1, bytes(16), 1, 1],
+                ["a", 1, bytes(16), 1], ["a", 1, bytes(16), 1, 1, 1]):
+        with pytest.raises(codec.DecodeError):
+            codec.decode_packet(raw(bad))

@@ -8,13 +8,14 @@ from typing import TypeVar
 
 from gossip_agent.core.anti_entropy import AeRequest
 from gossip_agent.core.config import AgentConfig, StateConfig, StorageConfig
-from gossip_agent.core.convergence import META_ROOT, state_meta
+from gossip_agent.core.convergence import state_meta
 from gossip_agent.core.effects import EventKind, MemberEvent
 from gossip_agent.core.kvstore import KvStore
-from gossip_agent.core.messages import Address, MemberSnapshot, MemberState
+from gossip_agent.core.messages import Address, Digest, MemberSnapshot, MemberState
 from gossip_agent.core.state_node import (
     ACK_GRACE_MS,
-    META_MIN_INTERVAL,
+    DIGEST_MAX_WAIT,
+    DIGEST_QUIET,
     REPAIR_HOLD,
     RETIRE_EVERY,
     AntiEntropyWith,
@@ -22,7 +23,7 @@ from gossip_agent.core.state_node import (
     FetchValue,
     Fsync,
     Persist,
-    PublishMeta,
+    PublishDigest,
     Snapshot,
     StateEffect,
     StateNode,
@@ -95,21 +96,53 @@ def test_no_polling_an_idle_core_sleeps_until_its_retirement_check() -> None:
     assert c.next_deadline() == RETIRE_EVERY
 
 
-def test_the_root_is_published_when_it_changes_at_most_every_interval() -> None:
+def digest_of(c: StateNode) -> PublishDigest:
+    s = c.store.stats()
+    return PublishDigest(s.root, s.keys, s.hlc.wall_ms, 0)
+
+
+def published(effects: list[StateEffect]) -> list[tuple[str, int, int]]:
+    return [(p.root, p.keys, p.hlc_ms) for p in of(PublishDigest, effects)]
+
+
+def test_the_digest_is_published_when_the_replica_is_quiet_and_at_most_a_max_wait_while_busy() -> None:
     c = core("a")
-    first = run(c, 0.5)
-    assert of(PublishMeta, first) == [PublishMeta(publishing(c))]
+    first = of(PublishDigest, run(c, 0.5))
+    assert [(p.root, p.keys, p.hlc_ms) for p in first] == [(c.store.root_hex(), 0, 0)]
+    assert first[0].seq_floor >= int(WALL * 1000)  # numbered by the wall clock: above any before a restart
     c.put("k1", b"1", None, 1.0, WALL + 1)
     at = c.next_deadline()
-    assert 1.0 < at <= 1.2
-    published = of(PublishMeta, c.tick(at, WALL + at))
-    assert [p.state for p in published] == [publishing(c)]
+    assert 1.0 < at <= 1.0 + DIGEST_QUIET
+    assert published(run(c, 1.0 + DIGEST_QUIET - 0.01)) == []  # not quiet long enough yet
+    effects = run(c, 1.0 + DIGEST_QUIET)
+    d = digest_of(c)
+    assert published(effects) == [(d.root, d.keys, d.hlc_ms)]
     assert c.next_deadline() == RETIRE_EVERY  # nothing else to do: no wake-up until then
-    c.put("k2", b"2", None, at + 0.01, WALL + at + 0.01)
-    assert not of(PublishMeta, c.tick(at + 0.11, WALL + at + 0.11))  # rate-limited...
-    assert c.next_deadline() == at + META_MIN_INTERVAL  # ...to a deadline, not a poll
-    later = of(PublishMeta, run(c, at + 1.0))
-    assert [p.state[META_ROOT] for p in later] == [c.store.root_hex()]
+    # A steady stream of writes (every 50 ms) is never quiet: one digest at most every DIGEST_MAX_WAIT.
+    t, sent = 2.0, []
+    while t < 4.0:
+        c.put(f"w{t:.2f}", b"x", None, t, WALL + t)
+        sent += [t for _ in published(run(c, t + 0.05 - 1e-6))]
+        t += 0.05
+    assert 1 <= len(sent) <= 2 / DIGEST_MAX_WAIT + 1
+    assert published(run(c, t + DIGEST_QUIET)) == [(digest_of(c).root, digest_of(c).keys, digest_of(c).hlc_ms)]
+
+
+def test_a_members_digest_overrides_the_root_its_metadata_publishes_and_convergence_follows() -> None:
+    a, b = core("a"), core("b")
+    _, effects = a.put("k", b"v", None, 0.0, WALL)
+    b.on_rumor(of(Broadcast, effects)[0].payload, 0.0, WALL)
+    stale = core("stale")
+    a.on_member_event(member("b", publishing(stale)), 0.0)  # an old root in b's metadata
+    run(a, 0.5)
+    assert not a.convergence(WALL + 0.5).converged
+    a.on_root_digest(Digest("b", 1, bytes.fromhex(b.store.root_hex())[:16], 1, 0), 0.6)
+    run(a, 1.0)
+    assert a.convergence(WALL + 1.0).converged
+    # A member with neither a digest nor a root in its metadata counts as not agreeing.
+    a.on_member_event(member("c"), 1.1)
+    run(a, 1.5)
+    assert not a.convergence(WALL + 1.5).converged
 
 
 def test_joining_starts_anti_entropy_with_a_peer_that_publishes_another_root() -> None:

@@ -97,3 +97,40 @@ def test_partition_with_concurrent_writes_heals_to_identical_state() -> None:
         gone = store.get("del/x")
         assert gone is None or gone.deleted  # the delete did not resurrect
     assert len({s.cores[i].store.get("k").values[0] for i in everyone}) == 1  # type: ignore[union-attr]
+
+
+def test_roots_travel_as_digests_every_member_learns_every_root_and_incarnations_stay() -> None:
+    """Convergence monitoring off the membership path: during and after a write burst (5% loss) every
+    member's state core learns every other member's root from the digests piggybacked on its traffic, reports
+    the cluster converged within bounded virtual time, and no member's incarnation moves (no Alive per root)."""
+    n = 16
+    s = StateSimulation(n, seed=11, config=CONFIG, link=LinkProfile(loss=0.05))
+    sim = s.sim
+    s.start_joined()
+    sim.run_for(2.0)
+    everyone = list(range(n))
+    joined = {i: sim.node(i).incarnation for i in everyone}
+    rng = random.Random(11)
+    for w in range(60):  # 20 writes per virtual second for 3 s
+        s.put(rng.randrange(n), f"k{rng.randrange(20)}", f"v{w}".encode())
+        sim.run_for(0.05)
+    writes_done = sim.now
+
+    def every_member_knows_every_root() -> bool:
+        if len(s.roots(everyone)) != 1:
+            return False
+        root = bytes.fromhex(next(iter(s.roots(everyone))))[:16]
+        for i in everyone:
+            table = sim.node(i).root_digests
+            if any(table.get(sim.names[j]) is None or table.get(sim.names[j]).root != root  # type: ignore[union-attr]
+                   for j in everyone):
+                return False
+            if not s.cores[i].convergence(s.wall()).converged:
+                return False
+        return True
+
+    agreed = sim.run_until_condition(every_member_knows_every_root, timeout=20.0, check_every=0.25)
+    assert agreed is not None, f"not every member learned every root 20 s after the writes: {dict(s.stats)}"
+    print(f"\nevery member knows every root {agreed - writes_done:.2f} s after the last write")
+    assert {i: sim.node(i).incarnation for i in everyone} == joined
+    assert not any(sim.node(i).meta.get("state.root") for i in everyone)  # roots no longer in metadata

@@ -24,10 +24,12 @@ from typing import Any
 
 import msgpack
 
+from gossip_agent.core.digests import MAX_HLC_MS, MAX_KEYS, MAX_SEQ, ROOT_PREFIX_BYTES
 from gossip_agent.core.messages import (
     Ack,
     Alive,
     Dead,
+    Digest,
     MemberSnapshot,
     MemberState,
     Message,
@@ -76,6 +78,7 @@ class MessageType(IntEnum):
     DEAD = 6
     STATE = 7
     PULL = 8
+    DIGEST = 9
 
 
 class DecodeError(ValueError):
@@ -109,13 +112,15 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
         return (MessageType.STATE, bytes(m.payload))
     if isinstance(m, PullRequest):
         return (MessageType.PULL, m.source, m.source_addr[0], m.source_addr[1])
+    if isinstance(m, Digest):
+        return (MessageType.DIGEST, m.name, m.seq, bytes(m.root), m.keys, m.hlc_ms)
     raise TypeError(f"not a message: {m!r}")
 
 
 _TYPE_OF: dict[type, MessageType] = {
     Ping: MessageType.PING, Ack: MessageType.ACK, Nack: MessageType.NACK, PingReq: MessageType.PING_REQ,
     Alive: MessageType.ALIVE, Suspect: MessageType.SUSPECT, Dead: MessageType.DEAD, StateRumor: MessageType.STATE,
-    PullRequest: MessageType.PULL,
+    PullRequest: MessageType.PULL, Digest: MessageType.DIGEST,
 }
 _LABEL_OF = {cls: t.name.lower() for cls, t in _TYPE_OF.items()}
 
@@ -253,7 +258,7 @@ def _meta(v: Any) -> dict[str, str]:
 _ARITY = {
     MessageType.PING: 6, MessageType.ACK: 3, MessageType.NACK: 2, MessageType.PING_REQ: 9,
     MessageType.ALIVE: 6, MessageType.SUSPECT: 4, MessageType.DEAD: 4, MessageType.STATE: 2,
-    MessageType.PULL: 4,
+    MessageType.PULL: 4, MessageType.DIGEST: 6,
 }
 
 
@@ -288,6 +293,10 @@ def _message(t: Any) -> Message:
         if type(t[1]) is not bytes:
             raise DecodeError("malformed", "state payload is not bytes")
         return StateRumor(t[1])
+    if mtype is MessageType.DIGEST:
+        if type(t[3]) is not bytes or len(t[3]) != ROOT_PREFIX_BYTES:
+            raise DecodeError("malformed", f"a digest's root is {ROOT_PREFIX_BYTES} bytes")
+        return Digest(_str(t[1]), _uint(t[2], MAX_SEQ), t[3], _uint(t[4], MAX_KEYS), _uint(t[5], MAX_HLC_MS))
     return PullRequest(_str(t[1]), (_host(t[2]), _port(t[3])))
 
 

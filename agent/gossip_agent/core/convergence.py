@@ -1,8 +1,9 @@
 """Convergence math: do the replicas agree, how many disagree, and how long agreement took.
 
-Each agent publishes its Merkle root, key count and HLC high-water mark in its membership metadata
-(`state_meta`). Equal roots mean equal contents, so comparing ours with the roots the other members
-publish tells, without any extra traffic, whether the cluster has converged. The tracker is fed
+Each agent publishes its Merkle root, key count and HLC high-water mark as a convergence digest
+(core/digests.py, piggybacked on gossip); agents of the previous release put them in their membership
+metadata instead (`state_meta`, still parsed here for them). Equal roots mean equal contents, so comparing
+ours with the roots the other members publish tells whether the cluster has converged. The tracker is fed
 observations (time, our root, their roots) and keeps the two timings the status reports:
 - seconds since the last full agreement (0 while converged): the convergence lag;
 - the last measured convergence time: from the HLC of the newest write we hold to the first

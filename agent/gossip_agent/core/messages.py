@@ -97,8 +97,21 @@ class PullRequest:
     source_addr: Address
 
 
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """A member's convergence digest: a prefix of its replica's Merkle root, its key count and HLC high-water
+    mark, versioned by a per-member sequence number. Piggybacked in a small per-packet allowance and merged by
+    sequence (core/digests.py), never queued as a rumor: publishing a root costs no incarnation and no Alive."""
+
+    name: str
+    seq: int
+    root: bytes  # the first ROOT_PREFIX_BYTES bytes of the Merkle root
+    keys: int
+    hlc_ms: int
+
+
 Rumor = Alive | Suspect | Dead | StateRumor
-Message = Ping | Ack | Nack | PingReq | Alive | Suspect | Dead | StateRumor | PullRequest
+Message = Ping | Ack | Nack | PingReq | Alive | Suspect | Dead | StateRumor | PullRequest | Digest
 
 
 @dataclass(frozen=True, slots=True)

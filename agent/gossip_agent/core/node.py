@@ -34,6 +34,7 @@ from gossip_agent.core import codec, probe_schedule
 from gossip_agent.core.awareness import Awareness
 from gossip_agent.core.broadcast import BroadcastQueue, retransmit_limit
 from gossip_agent.core.config import AgentConfig
+from gossip_agent.core.digests import BACKGROUND_ROWS, DIGEST_ALLOWANCE, DigestTable
 from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
 from gossip_agent.core.joining import JoinSchedule
 from gossip_agent.core.membership import Member, MemberTable
@@ -42,6 +43,7 @@ from gossip_agent.core.messages import (
     Address,
     Alive,
     Dead,
+    Digest,
     MemberSnapshot,
     MemberState,
     Message,
@@ -81,6 +83,10 @@ class StateDelegate(Protocol):
         """Apply a state rumor; True if it was new here (then it is re-broadcast and forwarded)."""
         ...
 
+    def on_root_digest(self, digest: Digest, now: float) -> None:
+        """A member's convergence digest newer than any we held (core/digests.py)."""
+        ...
+
 
 @dataclass(slots=True)
 class _Probe:
@@ -102,6 +108,11 @@ class _Relay:
     origin_seq: int
     nack_at: float
     expire_at: float
+
+
+def _allowance(digests: list[Digest]) -> int:
+    """Bytes to keep free for these digests: the fixed allowance when a packet carries any."""
+    return DIGEST_ALLOWANCE if digests else 0
 
 
 def meta_size(meta: Mapping[str, str]) -> int:
@@ -148,6 +159,11 @@ class Node:
         self.awareness = Awareness(config.membership.awareness_max_multiplier)
         self.queue = BroadcastQueue(config.gossip.retransmit_mult)
         self.table = MemberTable()
+        self.root_digests = DigestTable(self.name, config.membership.max_members)
+        # Members that sent us digests: they read them, so ours ride on our packets to them. An older agent
+        # drops a whole packet holding a message type it does not know, so the others get ours only in a
+        # packet of their own beside each probe (see _tick_probe) until they answer with digests.
+        self._digest_readers: set[str] = set()
         self.table.add(Member(self.name, addr, incarnation, MemberState.ALIVE, dict(self.meta), now))
         self.stats: Counter[str] = Counter()
         self.leaving = False
@@ -342,6 +358,11 @@ class Node:
         self._fresh_rumor(now, None, out)
         return out
 
+    def publish_root_digest(self, root_hex: str, keys: int, hlc_ms: int, *, seq_floor: int = 0) -> bool:
+        """Our replica's convergence digest: it rides in the digest allowance of the packets we send anyway
+        (no incarnation bump, no rumor, no event). False if it equals the one we publish."""
+        return self.root_digests.publish(root_hex, keys, hlc_ms, seq_floor=seq_floor) is not None
+
     def update_meta(self, meta: Mapping[str, str], now: float) -> list[Effect]:
         """Change our metadata: bumps our incarnation and broadcasts a fresh Alive."""
         if meta_size(meta) > self.config.gossip.max_meta_bytes:
@@ -380,11 +401,14 @@ class Node:
                 self.stats["nacks_received"] += 1
             elif isinstance(msg, PullRequest):
                 reply_pull = msg.source_addr
+            elif isinstance(msg, Digest):
+                self._on_root_digest(msg, packet.sender, now)
         if reply_pull is not None:
-            rumors = self.queue.take(self._budget(), self._rumor_population, to=packet.sender,
+            digests = self._digests_for(packet.sender)
+            rumors = self.queue.take(self._budget(_allowance(digests)), self._rumor_population, to=packet.sender,
                                      to_live=self.table.is_live(packet.sender), limit=self._answer_limit())
-            if rumors:
-                out.append(Send(reply_pull, Packet(self.name, tuple(rumors))))
+            if rumors or digests:
+                out.append(Send(reply_pull, Packet(self.name, (*rumors, *digests))))
         if self._refuted:
             # Answer an accusation to the accuser at once: it is the member about to spread it further.
             # (Not in pull mode: the refutation waits for pulls like any rumor.)
@@ -409,7 +433,7 @@ class Node:
                 self._gossip(now, out)
                 self._next_gossip = now + self._next_pull_interval()
             else:
-                if len(self.queue):
+                if len(self.queue) or self.root_digests.has_fresh():
                     self._gossip(now, out)
                 self._next_gossip = now + g.interval
         if now >= self._followup_sync_at:
@@ -453,7 +477,7 @@ class Node:
         probe = self._probe
         if probe is not None:
             deadline = min(deadline, probe.end_at if probe.indirect_sent else probe.indirect_at)
-        if len(self.queue) or self.config.gossip.mode == "pull":
+        if len(self.queue) or self.config.gossip.mode == "pull" or self.root_digests.has_fresh():
             deadline = min(deadline, self._next_gossip)
         for relay in self._relays.values():
             deadline = min(deadline, relay.nack_at, relay.expire_at)
@@ -532,6 +556,11 @@ class Node:
             msgs.append(Suspect(target.name, target.incarnation, self.name))
         self.stats["probes"] += 1
         self._send(target.addr, target.name, msgs, out)
+        if target.name not in self._digest_readers and len(self.root_digests):
+            # Not known to read digests (yet): ours in a packet apart, which an older agent drops alone.
+            digests = self.root_digests.select(DIGEST_ALLOWANCE, codec.message_size)
+            out.append(Send(target.addr, Packet(self.name, tuple(digests))))
+            self.stats["digest_offers"] += 1
 
     def _send_indirect(self, probe: _Probe, now: float, out: list[Effect]) -> None:
         probe.indirect_sent = True
@@ -651,6 +680,8 @@ class Node:
             if member is None or not gone or member.state_since != since:
                 continue
             self.table.remove(name)
+            self.root_digests.forget(name)
+            self._digest_readers.discard(name)
             self._forget_probe_slot(name)
             out.append(MemberEvent(EventKind.REAP, member.snapshot()))
 
@@ -729,7 +760,8 @@ class Node:
             return True
         previous = member.state
         self._former.pop(member.name, None)
-        changed = member.addr != rumor.addr or member.meta != rumor.meta
+        moved = member.addr != rumor.addr
+        changed = moved or member.meta != rumor.meta
         member.incarnation, member.addr, member.meta = rumor.incarnation, rumor.addr, dict(rumor.meta)
         self.table.set_state(member, MemberState.ALIVE, now)
         self._suspicions.pop(member.name, None)
@@ -738,6 +770,10 @@ class Node:
                 out.append(MemberEvent(EventKind.UPDATE, member.snapshot()))
         else:
             out.append(MemberEvent(EventKind.ALIVE, member.snapshot()))
+        if previous != MemberState.ALIVE or moved:
+            # Back from suspicion or death, or moved: perhaps a restart on another release. It gets digests
+            # again only once it sends one (until then, in packets of their own).
+            self._digest_readers.discard(member.name)
         self._enqueue(rumor, source)
         return True
 
@@ -789,27 +825,53 @@ class Node:
             key = "m:" + rumor.name
         self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source, low=low)
 
+    def _digests_for(self, to_name: str | None, *, background: bool = True) -> list[Digest]:
+        """Convergence digests for a packet to `to_name`, within DIGEST_ALLOWANCE; none to a member not known
+        to read them (an older agent would drop the whole packet). Without `background`, fresh rows only:
+        gossip and forwarded packets are many under writes, and the round-robin rides on probes and acks."""
+        if to_name not in self._digest_readers or not len(self.root_digests):
+            return []
+        return self.root_digests.select(DIGEST_ALLOWANCE, codec.message_size,
+                                        background=BACKGROUND_ROWS if background else 0)
+
+    def _on_root_digest(self, digest: Digest, sender: str, now: float) -> None:
+        """Rows from and about members we know only: a forged name cannot take a row (the table is bounded
+        too, and so is the set of readers: members of our table only, forgotten when reaped)."""
+        if self.table.get(sender) is None or self.table.get(digest.name) is None:
+            self.stats["digests_unknown_member"] += 1
+            return
+        self._digest_readers.add(sender)
+        if self.root_digests.merge(digest) and self.delegate is not None:
+            self.delegate.on_root_digest(digest, now)
+
     def _budget(self, used: int = 0) -> int:
         return self.config.gossip.mtu - self._header - used
 
     def _send(self, to: Address, to_name: str | None, msgs: list[Message], out: list[Effect]) -> None:
         """Send `msgs` with as many queued rumors piggybacked as the MTU allows (none in pull mode)."""
         used = sum(codec.message_size(m) for m in msgs)
-        rumors = self.queue.take(self._budget(used), self._rumor_population, to=to_name,
+        digests = self._digests_for(to_name)
+        rumors = self.queue.take(self._budget(used + _allowance(digests)), self._rumor_population, to=to_name,
                                  to_live=to_name is None or self.table.is_live(to_name)) \
             if len(self.queue) and self._pushes else []
-        out.append(Send(to, Packet(self.name, (*msgs, *rumors))))
+        out.append(Send(to, Packet(self.name, (*msgs, *rumors, *digests))))
 
     def _gossip(self, now: float, out: list[Effect]) -> None:
         mode = self.config.gossip.mode
         pull = (PullRequest(self.name, self.addr),) if mode != "push" else ()
         pull_size = codec.message_size(pull[0]) if pull else 0
+        # Fresh convergence digests go out at least with one packet a round (to the first peer that reads
+        # them), so a root published after the writes stopped still spreads at gossip speed.
+        fresh_digests = self.root_digests.has_fresh()
         for peer in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=False):
-            rumors = self.queue.take(self._budget(pull_size), self._rumor_population, to=peer.name,
-                                     to_live=self.table.is_live(peer.name)) if mode != "pull" else []
-            if rumors or mode == "pull":
-                out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull))))
-                self.stats["gossip_packets"] += 1
+            rumors = self.queue.take(self._budget(pull_size + DIGEST_ALLOWANCE), self._rumor_population,
+                                     to=peer.name, to_live=self.table.is_live(peer.name)) if mode != "pull" else []
+            if rumors or mode == "pull" or (fresh_digests and peer.name in self._digest_readers):
+                digests = self._digests_for(peer.name, background=False)
+                fresh_digests = False
+                if rumors or pull or digests:
+                    out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *digests))))
+                    self.stats["gossip_packets"] += 1
 
     def _fresh_rumor(self, now: float, source: str | None, out: list[Effect]) -> None:
         """A rumor new to us was queued (heard from `source`, or ours): push modes forward it at once if
@@ -857,10 +919,11 @@ class Node:
         at most every quarter interval (each still bounded by the queue's retransmit limits)."""
         self._next_gossip = min(self._next_gossip, now + self.config.gossip.interval * _EARLY_GOSSIP_FRACTION)
         for peer in self._random_peers(self.config.gossip.fanout, exclude=exclude, live_only=False):
-            rumors = self.queue.take(self._budget(), self._rumor_population, to=peer.name,
+            rumors = self.queue.take(self._budget(DIGEST_ALLOWANCE), self._rumor_population, to=peer.name,
                                      to_live=self.table.is_live(peer.name))
             if rumors:
-                out.append(Send(peer.addr, Packet(self.name, tuple(rumors))))
+                digests = self._digests_for(peer.name, background=False)
+                out.append(Send(peer.addr, Packet(self.name, (*rumors, *digests))))
                 self.stats["forwarded_packets"] += 1
 
     def _random_peers(self, k: int, *, exclude: str | None, live_only: bool,

@@ -15,10 +15,12 @@ What it decides (each rule used to live in the agent's 100 ms housekeeping loop)
 - dissemination: a local write's whole state is a `Broadcast` (or, too big for a packet, an announcement
   whose receivers `FetchValue` from the origin); rumors already seen (by hash) and announcements already
   handled are remembered in bounded memories and dropped before any decoding;
-- metadata: our root, key count and HLC go into the member's metadata (`PublishMeta`), at most every
-  META_MIN_INTERVAL and only when they changed;
-- convergence and repair: the members' published roots, known from member events, feed the convergence
-  tracker and the repair planner; a peer divergent for a while gets an `AntiEntropyWith`, and so does a
+- convergence digests: our root, key count and HLC are published as a digest (`PublishDigest`, carried
+  beside the membership traffic, core/digests.py) once the replica is quiet for DIGEST_QUIET, or every
+  DIGEST_MAX_WAIT while writes keep coming; it costs no incarnation bump and no membership rumor;
+- convergence and repair: the members' roots, known from their digests (or, for a member too old to send
+  digests, from the metadata its member events carry), feed the convergence tracker and the repair
+  planner; a peer divergent for a while gets an `AntiEntropyWith`, and so does a
   random peer every `antiEntropy.interval` (jittered) and the first peer after we (re)join;
 - tombstones every member acknowledges (all publish our root) are collected after ACK_GRACE_MS; writers of
   members gone longer than `state.tombstoneTtl` are retired (core/replica.py's `Retirement`);
@@ -35,20 +37,20 @@ from __future__ import annotations
 
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from gossip_agent.core.anti_entropy import AeRequest, AeResponse, Limits, Session, respond
 from gossip_agent.core.config import AgentConfig
-from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker, parse_state_meta, state_meta
+from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker, parse_state_meta
+from gossip_agent.core.digests import ROOT_PREFIX_BYTES
 from gossip_agent.core.effects import EventKind, MemberEvent
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import C, CausalContext, Change, Entry, InvalidEntry, KvStore, entry_digest
-from gossip_agent.core.messages import Address, MemberSnapshot, MemberState
+from gossip_agent.core.messages import Address, Digest, MemberSnapshot, MemberState
 from gossip_agent.core.replica import (
     Announcement,
-    MetaPublisher,
     RepairPlanner,
     Retirement,
     decode_payload,
@@ -58,8 +60,10 @@ from gossip_agent.core.replica import (
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.state_codec import CodecLimits, StateCodecError, encode_rumor
 
-# Root publication: at most this often (each publication bumps our incarnation and gossips an Alive).
-META_MIN_INTERVAL = 0.25
+# Digest publication: once the replica has been quiet this long, or at the latest this long after the first
+# unpublished change while writes keep coming (a digest is cheap, but a root per write is not news anyone needs).
+DIGEST_QUIET = 0.15
+DIGEST_MAX_WAIT = 1.0
 # A divergent peer is repaired from once both roots were stable this long, at most once per gap.
 REPAIR_HOLD = 0.3
 REPAIR_MIN_GAP = 0.5
@@ -104,10 +108,14 @@ class Broadcast:
 
 
 @dataclass(frozen=True, slots=True)
-class PublishMeta:
-    """Put these state keys into our member metadata (the member's other keys stay)."""
+class PublishDigest:
+    """Publish our convergence digest (`Node.publish_root_digest`): it numbers it above `seq_floor` (the wall
+    time in ms, so a restarted member still numbers above what it published before)."""
 
-    state: Mapping[str, str]
+    root: str
+    keys: int
+    hlc_ms: int
+    seq_floor: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +154,7 @@ class Note:
     text: str
 
 
-StateEffect = Persist | Broadcast | PublishMeta | AntiEntropyWith | FetchValue | Fsync | Snapshot | Note
+StateEffect = Persist | Broadcast | PublishDigest | AntiEntropyWith | FetchValue | Fsync | Snapshot | Note
 
 
 class StateStats:
@@ -224,7 +232,10 @@ class StateNode:
         self.limits = limits or CodecLimits.from_config(config.state)
         self.stats = stats or StateStats()
         self.tracker = ConvergenceTracker()
-        self.meta = MetaPublisher(META_MIN_INTERVAL)
+        self.published: tuple[str, int, int] | None = None  # (root, keys, hlc_ms) of our last digest
+        self._last_change = -math.inf      # our replica's last change
+        self._unpublished_since: float | None = None  # first change our digest does not show yet
+        self._digest_roots: dict[str, str] = {}  # member -> root prefix (hex) from its newest digest
         self.planner = RepairPlanner(REPAIR_HOLD, REPAIR_MIN_GAP)
         self.retirement = Retirement(config.state.tombstone_ttl)
         self.stopping = False
@@ -454,7 +465,7 @@ class StateNode:
         if not peers:
             return
         name, addr = peers[int(self.rng.random() * len(peers))]
-        if self._view.peers[name].root == self.store.root_hex():
+        if self._view.peers[name].root == self._my_root():
             # The peer publishes our root: nothing to repair, so an idle cluster sends no AE traffic.
             self.stats.ae["skipped_same_root"] += 1
             return
@@ -469,6 +480,7 @@ class StateNode:
             return out
         if event.kind is EventKind.REAP:
             self._view.remove(m.name)
+            self._digest_roots.pop(m.name, None)
             self.planner.forget(m.name)
         else:
             self.retirement.seen(m.name)
@@ -492,9 +504,29 @@ class StateNode:
         self._had_peers = bool(self._view.alive)
         return []
 
+    def on_root_digest(self, digest: Digest, now: float) -> None:
+        """A member's newer convergence digest (the Node merged it: only members it knows, newest only)."""
+        if digest.name == self.name:
+            return
+        root = digest.root.hex()
+        self._digest_roots[digest.name] = root
+        peer = self._view.peers.get(digest.name)
+        if peer is None or peer.root == root:
+            return
+        self._view.set(digest.name, peer.addr, peer.state, root)
+        if peer.state == MemberState.ALIVE:
+            self.planner.peer(now, digest.name, root)
+        self._dirty(now)
+
+    def _my_root(self) -> str:
+        """Our root in the form members' roots are compared in: the digest's prefix."""
+        return self.store.root_hex()[:2 * ROOT_PREFIX_BYTES]
+
     def _see(self, m: MemberSnapshot, now: float) -> None:
-        published = parse_state_meta(m.meta)
-        root = published.root if published is not None else None
+        root = self._digest_roots.get(m.name)
+        if root is None:  # an agent too old to send digests: the root its metadata publishes
+            published = parse_state_meta(m.meta)
+            root = published.root[:2 * ROOT_PREFIX_BYTES] if published is not None else None
         self._view.set(m.name, m.addr, m.state, root)
         if m.state == MemberState.ALIVE:
             self.planner.peer(now, m.name, root)
@@ -540,27 +572,39 @@ class StateNode:
 
     def _observe(self, now: float, wall: float, out: list[StateEffect]) -> None:
         s = self.store.stats()
-        mine = state_meta(s.root, s.keys, s.hlc.wall_ms)
-        if self.meta.due(now, mine):
-            out.append(PublishMeta(mine))
-            self.meta.done(now, mine)
-        else:
-            self._observe_at = self.meta.due_at(mine)  # changed: publish when the rate limit allows
+        self._publish(now, wall, (s.root, s.keys, s.hlc.wall_ms), out)
+        root = s.root[:2 * ROOT_PREFIX_BYTES]
         if self._dirty_since is not None:  # whatever agreed at the last observation held until the change
             self.tracker.held(wall - (now - self._dirty_since))
             self._dirty_since = None
         roots = self._view.counted_roots
-        distinct = len(roots) - (None in roots) + (s.root not in roots)
-        status = self.tracker.observe_counts(wall, self._view.counted, roots.get(s.root, 0), distinct,
+        distinct = len(roots) - (None in roots) + (root not in roots)
+        status = self.tracker.observe_counts(wall, self._view.counted, roots.get(root, 0), distinct,
                                              newest_write_ms=s.hlc.wall_ms or None)
         if status.converged and s.tombstones and self.store.acknowledge_tombstones(_ms(wall)):
             self._acked_at = now
             self._gc_at = min(self._gc_at, now + ACK_GRACE_MS / 1000)
-        self.planner.mine(now, s.root)
+        self.planner.mine(now, root)
         self._plan_repair(now, out)
 
+    def _publish(self, now: float, wall: float, mine: tuple[str, int, int], out: list[StateEffect]) -> None:
+        """Publish our digest when the replica went quiet or the oldest unpublished change waited long enough;
+        otherwise come back then."""
+        if mine == self.published:
+            self._unpublished_since = None
+            return
+        since = now if self._unpublished_since is None else self._unpublished_since
+        due = min(self._last_change + DIGEST_QUIET, since + DIGEST_MAX_WAIT)
+        if now >= due:
+            out.append(PublishDigest(*mine, seq_floor=_ms(wall)))
+            self.published = mine
+            self._unpublished_since = None
+        else:
+            self._unpublished_since = since
+            self._observe_at = min(self._observe_at, due)
+
     def _plan_repair(self, now: float, out: list[StateEffect]) -> None:
-        view, mine = self._view, self.store.root_hex()
+        view, mine = self._view, self._my_root()
         if view.counted - view.counted_roots.get(mine, 0) - view.counted_roots.get(None, 0) <= 0:
             self._repair_at = _NEVER  # every member publishes our root (or none): nobody to repair from
             return
@@ -630,6 +674,9 @@ class StateNode:
                 self.stats.log_records += len(changes)
                 if self.config.storage.fsync == "interval":
                     self._unsynced = True
+            self._last_change = now
+            if self._unpublished_since is None:
+                self._unpublished_since = now
             self._dirty(now)  # our root changed
         return changes
 

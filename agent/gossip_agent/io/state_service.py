@@ -46,7 +46,7 @@ from gossip_agent.core.crdt import Crdt
 from gossip_agent.core.effects import MemberEvent
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import C, CausalContext, Change, Entry, InvalidEntry, KvStore, StoreImage
-from gossip_agent.core.messages import Address
+from gossip_agent.core.messages import Address, Digest
 from gossip_agent.core.node import StateDelegate
 from gossip_agent.core.replica import (
     EPOCH_SEPARATOR,
@@ -54,7 +54,6 @@ from gossip_agent.core.replica import (
     hedge_delay,
     inline_budget,
     member_of,
-    merged_meta,
     replica_id,
     status_block,
 )
@@ -75,7 +74,7 @@ from gossip_agent.core.state_node import (
     Fsync,
     Note,
     Persist,
-    PublishMeta,
+    PublishDigest,
     Snapshot,
     StateEffect,
     StateNode,
@@ -130,7 +129,6 @@ class StateService(Extension, StateDelegate):
         self._ae_next: AntiEntropyWith | None = None
         self._snapshotting: asyncio.Future[None] | None = None
         self._snapshot_again = False
-        self._meta_warned = False
         self._log_error: str | None = None
         self._ae_serving = 0
         self.watchers = WatchHub()
@@ -304,8 +302,9 @@ class StateService(Extension, StateDelegate):
                 self._persist(e.changes)
             elif isinstance(e, Broadcast):
                 self.agent.broadcast_state(e.payload, key=e.key)
-            elif isinstance(e, PublishMeta):
-                self._publish_meta(e.state)
+            elif isinstance(e, PublishDigest):
+                if not self.agent.node.leaving:
+                    self.agent.publish_root_digest(e.root, e.keys, e.hlc_ms, seq_floor=e.seq_floor)
             elif isinstance(e, AntiEntropyWith):
                 self._ae_next = e  # the newest wins; sessions run one at a time
                 self._ae_kick.set()
@@ -335,18 +334,6 @@ class StateService(Extension, StateDelegate):
                 raise
             self._log_error = None
         self.watchers.publish([c for c in changes if c.origin != "prune"])  # no value changed
-
-    def _publish_meta(self, state: Mapping[str, str]) -> None:
-        agent = self.agent
-        node = agent.node
-        if node.leaving:
-            return
-        try:
-            agent.update_meta(merged_meta(node.meta, state))
-        except ValueError as exc:  # the member's own metadata leaves no room for ours
-            if not self._meta_warned:
-                log.error("cannot publish the state root in the membership metadata: %s", exc)
-                self._meta_warned = True
 
     def _start_snapshot(self) -> None:
         """Capture the store now; pack and write it on a worker thread (one snapshot at a time)."""
@@ -492,6 +479,13 @@ class StateService(Extension, StateDelegate):
         return answer == b"ok"
 
     # -- state rumors (the Node calls this on the event loop) -----------------------------------------------
+    def on_root_digest(self, digest: Digest, now: float) -> None:
+        core = self._core
+        if core is None or self._stopping:
+            return
+        core.on_root_digest(digest, now)
+        self._reschedule()  # its next observation may be sooner now
+
     def on_state_rumor(self, payload: bytes, now: float) -> bool:
         core = self._core
         if core is None or self._stopping:

@@ -39,7 +39,7 @@ from typing import Any
 from gossip_agent.core import codec
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
-from gossip_agent.core.messages import Address, MemberSnapshot, MemberState, PushPullState
+from gossip_agent.core.messages import Address, Digest, MemberSnapshot, MemberState, PushPullState
 from gossip_agent.core.node import Node, StateDelegate
 from gossip_agent.sim.network import (
     CALL,
@@ -83,6 +83,9 @@ class PayloadLog:
             return False
         self.first_seen[payload] = now
         return True
+
+    def on_root_digest(self, digest: Digest, now: float) -> None:
+        """Digests are the state layer's; this delegate has none."""
 
 
 def node_address(i: int) -> Address:

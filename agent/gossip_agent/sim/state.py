@@ -5,7 +5,8 @@
 the simulation's event hook, and its timers run on the simulation's virtual clock at `next_deadline()`. Its
 effects are performed the way io/state_service.py performs them, over virtual links:
 
-- `Broadcast` and `PublishMeta` become calls into the node's own `Node` (`broadcast_state`, `update_meta`);
+- `Broadcast` and `PublishDigest` become calls into the node's own `Node` (`broadcast_state`,
+  `publish_root_digest`), and the digests the Node hears go to the core (`on_root_digest`);
 - `AntiEntropyWith` becomes a session over a virtual stream, one at a time per node: each request reaches
   the peer after one link delay, the peer's `serve_anti_entropy` answers, the answer comes back one link
   delay later; a cut path or a down host fails the session after the stream timeout;
@@ -29,14 +30,15 @@ from gossip_agent.core.anti_entropy import AeRequest, AeResponse, AntiEntropyErr
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import MemberEvent
 from gossip_agent.core.kvstore import InvalidEntry, KvStore
-from gossip_agent.core.node import Node, StateDelegate
-from gossip_agent.core.replica import inline_budget, merged_meta, replica_id
+from gossip_agent.core.messages import Digest
+from gossip_agent.core.node import StateDelegate
+from gossip_agent.core.replica import inline_budget, replica_id
 from gossip_agent.core.state_codec import StateCodecError
 from gossip_agent.core.state_node import (
     AntiEntropyWith,
     Broadcast,
     FetchValue,
-    PublishMeta,
+    PublishDigest,
     StateEffect,
     StateNode,
 )
@@ -58,6 +60,9 @@ class _Delegate:
 
     def on_state_rumor(self, payload: bytes, now: float) -> bool:
         return self.sim._on_rumor(self.i, payload, now)
+
+    def on_root_digest(self, digest: Digest, now: float) -> None:
+        self.sim._on_root_digest(self.i, digest, now)
 
 
 class StateSimulation:
@@ -138,6 +143,12 @@ class StateSimulation:
             self.sim.at(now, lambda: self._perform(i, effects))
         return new
 
+    def _on_root_digest(self, i: int, digest: Digest, now: float) -> None:
+        core = self.cores.get(i)
+        if core is not None and self._up(i):
+            core.on_root_digest(digest, now)
+            self.sim.at(now, lambda: self._reschedule(i))  # its next observation may be sooner now
+
     def _on_member_event(self, i: int, event: MemberEvent) -> None:
         core = self.cores.get(i)
         if core is not None and self._up(i):
@@ -164,10 +175,12 @@ class StateSimulation:
             if isinstance(e, Broadcast):
                 self.stats["broadcasts"] += 1
                 self.sim.broadcast(i, e.payload, key=e.key)
-            elif isinstance(e, PublishMeta):
+            elif isinstance(e, PublishDigest):
                 if self.publish_meta:
-                    self.stats["meta_published"] += 1
-                    self.sim.call(i, _meta_update(e))
+                    self.stats["digests_published"] += 1
+                    node = self.sim.node(i)
+                    if not node.leaving:
+                        node.publish_root_digest(e.root, e.keys, e.hlc_ms, seq_floor=e.seq_floor)
             elif isinstance(e, AntiEntropyWith):
                 self._ae_next[i] = e
                 if not self._ae_busy[i]:
@@ -264,11 +277,3 @@ class StateSimulation:
     def one_root(self, nodes: Iterable[int]) -> Callable[[], bool]:
         group = list(nodes)
         return lambda: len(self.roots(group)) == 1
-
-
-def _meta_update(e: PublishMeta) -> Callable[[Node, float], list[Any]]:
-    def update(node: Node, now: float) -> list[Any]:
-        if node.leaving:
-            return []
-        return node.update_meta(merged_meta(node.meta, e.state), now)
-    return update
