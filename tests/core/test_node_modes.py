@@ -185,3 +185,16 @@ def test_pull_mode_cluster_converges_a_write_without_pushing_it(seed: int) -> No
                                    check_every=0.05)
     assert done is not None, "the write did not reach every member by pulls"
     assert unasked == []
+
+
+def test_a_pull_request_is_answered_at_the_askers_known_address_never_at_the_address_it_names() -> None:
+    """A forged request naming a third party's address must not make us send it an answer (reflection)."""
+    node = node_with_peers("pull")
+    node.broadcast_state(b"write", 1.0)
+    victim = ("victim", 9)
+    answer = node.handle_packet(Packet("p3", (PullRequest("p3", victim),)), ("elsewhere", 1), 2.0)
+    [reply] = rumor_sends(answer)
+    assert reply.to == ("h", 3)
+    # A name we do not know gets nothing, and that is counted.
+    assert node.handle_packet(Packet("stranger", (PullRequest("stranger", victim),)), victim, 2.0) == []
+    assert node.stats["pull_unknown_sender"] == 1

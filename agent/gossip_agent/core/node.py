@@ -400,7 +400,7 @@ class Node:
                     self._probe.nacks += 1
                 self.stats["nacks_received"] += 1
             elif isinstance(msg, PullRequest):
-                reply_pull = msg.source_addr
+                reply_pull = self._pull_reply_address(packet.sender)
             elif isinstance(msg, Digest):
                 self._on_root_digest(msg, packet.sender, now)
         if reply_pull is not None:
@@ -883,6 +883,18 @@ class Node:
         self._pull_activity = True
         self._pull_interval = self.config.gossip.interval
         self._next_gossip = min(self._next_gossip, now + self._pull_interval)
+
+    def _pull_reply_address(self, sender: str) -> Address | None:
+        """Where a pull request is answered: the asker's address in our table, never the address written
+        inside the request. Answering that one let anyone point an MTU-sized answer at a third party with one
+        small forged packet (a reflector). A name we do not know gets no answer (counted): a joiner's push-pull
+        brings it everything, and a member we think dead is still answered (it may need to learn that, and
+        refute)."""
+        member = self.table.get(sender)
+        if member is None:
+            self.stats["pull_unknown_sender"] += 1
+            return None
+        return member.addr
 
     def _answer_limit(self) -> int | None:
         """How many pull answers carry a rumor before it is retired (None: the queue's retransmit limit).
