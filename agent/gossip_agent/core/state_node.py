@@ -60,10 +60,15 @@ from gossip_agent.core.replica import (
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.state_codec import CodecLimits, StateCodecError, encode_rumor
 
-# Digest publication: once the replica has been quiet this long, or at the latest this long after the first
-# unpublished change while writes keep coming (a digest is cheap, but a root per write is not news anyone needs).
+# Digest publication: once the replica has been quiet DIGEST_QUIET, or at the latest DIGEST_MAX_WAIT after the
+# first unpublished change while writes keep coming. Within DIGEST_BUSY of our last publication the replica
+# must be quiet DIGEST_QUIET_BUSY instead: under a steady stream of writes, short lulls are common and each
+# would publish a root that is stale a moment later (every publication costs a row to every member), while a
+# real end of the writes is still published within DIGEST_QUIET_BUSY.
 DIGEST_QUIET = 0.15
-DIGEST_MAX_WAIT = 1.0
+DIGEST_QUIET_BUSY = 0.4
+DIGEST_BUSY = 2.0
+DIGEST_MAX_WAIT = 3.0
 # A divergent peer is repaired from once both roots were stable this long, at most once per gap.
 REPAIR_HOLD = 0.3
 REPAIR_MIN_GAP = 0.5
@@ -234,6 +239,7 @@ class StateNode:
         self.tracker = ConvergenceTracker()
         self.published: tuple[str, int, int] | None = None  # (root, keys, hlc_ms) of our last digest
         self._last_change = -math.inf      # our replica's last change
+        self._published_at = -math.inf  # when we last published a digest
         self._unpublished_since: float | None = None  # first change our digest does not show yet
         self._digest_roots: dict[str, str] = {}  # member -> root prefix (hex) from its newest digest
         self.planner = RepairPlanner(REPAIR_HOLD, REPAIR_MIN_GAP)
@@ -594,10 +600,12 @@ class StateNode:
             self._unpublished_since = None
             return
         since = now if self._unpublished_since is None else self._unpublished_since
-        due = min(self._last_change + DIGEST_QUIET, since + DIGEST_MAX_WAIT)
+        busy = now - self._published_at < DIGEST_BUSY
+        due = min(self._last_change + (DIGEST_QUIET_BUSY if busy else DIGEST_QUIET), since + DIGEST_MAX_WAIT)
         if now >= due:
             out.append(PublishDigest(*mine, seq_floor=_ms(wall)))
             self.published = mine
+            self._published_at = now
             self._unpublished_since = None
         else:
             self._unpublished_since = since
