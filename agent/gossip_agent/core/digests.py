@@ -39,6 +39,8 @@ collides by chance with probability 2^-64 per comparison."""
 FRESH_SENDS = 3
 """Packets a changed row rides in at each member that learns it: with three pushes per member an epidemic
 misses about e^-3 (5 %) of the members, and reconciliation finds those in a probe round trip."""
+OWN_SENDS = FRESH_SENDS
+"""Packets our own new row rides in."""
 DIGEST_ALLOWANCE = 480
 """Bytes of a piggybacking packet at most given to digests (about fourteen rows with names of ~20 bytes)."""
 REPAIR_ALLOWANCE = 1200
@@ -146,7 +148,7 @@ class DigestTable:
         old = self.get(self.me)
         seq = min(MAX_SEQ, max(seq_floor, 0 if old is None else old.seq + 1))
         digest = Digest(self.me, seq, root, min(keys, MAX_KEYS), min(hlc_ms, MAX_HLC_MS))
-        self._put(digest)
+        self._put(digest, OWN_SENDS)
         return digest
 
     def seq_bound(self, now: float) -> int:
@@ -178,7 +180,7 @@ class DigestTable:
                 return Merge.SAME
         elif len(self._rows) >= self.max_rows:
             return Merge.REFUSED
-        self._put(digest)
+        self._put(digest, FRESH_SENDS)
         return Merge.NEW
 
     def forget(self, name: str) -> bool:
@@ -194,17 +196,18 @@ class DigestTable:
             self._fresh -= 1
         return row is not None
 
-    def _put(self, digest: Digest) -> None:
+    def _put(self, digest: Digest, sends: int) -> None:
         self._clock += 1
         row = self._rows.pop(digest.name, None)  # re-insert: dict order is the order of change
         check = _row_check(digest)
         if row is None:
-            row = _Row(digest, FRESH_SENDS, self._clock, check, _name_hash(digest.name))
+            row = _Row(digest, sends, self._clock, check, _name_hash(digest.name))
         else:
             if row.fresh > 0:
                 self._fresh -= 1
-            row.digest, row.fresh, row.order, row.check = digest, FRESH_SENDS, self._clock, check
-        self._fresh += 1
+            row.digest, row.fresh, row.order, row.check = digest, sends, self._clock, check
+        if sends > 0:
+            self._fresh += 1
         self._summaries_left = SUMMARY_PINGS
         self._rows[digest.name] = row
 

@@ -912,7 +912,7 @@ class Node:
     def _send(self, to: Address, to_name: str | None, msgs: list[Message], out: list[Effect]) -> None:
         """Send `msgs` with as many queued rumors piggybacked as the MTU allows (none in pull mode)."""
         used = sum(codec.message_size(m) for m in msgs)
-        digests = self._digests_for(to_name, ping=any(isinstance(m, Ping) for m in msgs))
+        digests = self._digests_for(to_name, ping=any(isinstance(m, Ping | Ack) for m in msgs))
         rumors = self.queue.take(self._budget(used + _allowance(digests)), self._rumor_population, to=to_name,
                                  to_live=to_name is None or self.table.is_live(to_name)) \
             if len(self.queue) and self._pushes else []

@@ -69,6 +69,11 @@ DIGEST_QUIET = 0.15
 DIGEST_QUIET_BUSY = 0.4
 DIGEST_BUSY = 2.0
 DIGEST_MAX_WAIT = 3.0
+# A peer whose digest shows an older HLC than ours may simply not have published since our last change: its
+# root is not taken as divergent until DIGEST_LATE after that change (the time a peer that has the change takes
+# to publish it, DIGEST_QUIET_BUSY, and for the digest to spread). A peer that truly lacks a change repairs
+# from us meanwhile: our digest shows it a newer HLC, which it does not wait for.
+DIGEST_LATE = DIGEST_QUIET_BUSY + 0.8
 # A divergent peer is repaired from once both roots were stable this long, at most once per gap.
 REPAIR_HOLD = 0.3
 REPAIR_MIN_GAP = 0.5
@@ -242,6 +247,7 @@ class StateNode:
         self._published_at = -math.inf  # when we last published a digest
         self._unpublished_since: float | None = None  # first change our digest does not show yet
         self._digest_roots: dict[str, str] = {}  # member -> root prefix (hex) from its newest digest
+        self._digest_hlc: dict[str, int] = {}  # member -> HLC wall ms of its newest digest
         self.planner = RepairPlanner(REPAIR_HOLD, REPAIR_MIN_GAP)
         self.retirement = Retirement(config.state.tombstone_ttl)
         self.stopping = False
@@ -487,6 +493,7 @@ class StateNode:
         if event.kind is EventKind.REAP:
             self._view.remove(m.name)
             self._digest_roots.pop(m.name, None)
+            self._digest_hlc.pop(m.name, None)
             self.planner.forget(m.name)
         else:
             self.retirement.seen(m.name)
@@ -516,6 +523,7 @@ class StateNode:
             return
         root = digest.root.hex()
         self._digest_roots[digest.name] = root
+        self._digest_hlc[digest.name] = digest.hlc_ms
         peer = self._view.peers.get(digest.name)
         if peer is None or peer.root == root:
             return
@@ -616,11 +624,18 @@ class StateNode:
         if view.counted - view.counted_roots.get(mine, 0) - view.counted_roots.get(None, 0) <= 0:
             self._repair_at = _NEVER  # every member publishes our root (or none): nobody to repair from
             return
-        target, later = self.planner.plan(now, self._view.alive, self.rng.random())
+        live: Iterable[str] = self._view.alive
+        late_until = self._last_change + DIGEST_LATE
+        if now < late_until:
+            mine_ms = self.store.clock.wall_ms
+            live = [name for name in live if self._digest_hlc.get(name, mine_ms) >= mine_ms]
+        target, later = self.planner.plan(now, live, self.rng.random())
         if target is not None:
             self.planner.started(now)
             out.append(AntiEntropyWith(target, self._view.peers[target].addr))
-            _, later = self.planner.plan(now, self._view.alive, 0.0)
+            _, later = self.planner.plan(now, live, 0.0)
+        if live is not self._view.alive:
+            later = min(later, late_until)
         self._repair_at = later
 
     def _retire(self, now: float, wall: float, out: list[StateEffect]) -> int:
