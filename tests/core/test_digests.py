@@ -194,9 +194,9 @@ def test_forgetting_a_member_drops_what_was_owed_to_it_and_of_it() -> None:
 def test_repairs_to_one_peer_are_rate_limited() -> None:
     x = DigestExchange(DigestTable("me", 10))
     assert x.repair_allowed("p", 1.0)
-    assert not x.repair_allowed("p", 1.01)
-    assert x.repair_allowed("q", 1.01)
-    assert x.repair_allowed("p", 1.2)
+    assert not x.repair_allowed("p", 1.2)
+    assert x.repair_allowed("q", 1.2)
+    assert x.repair_allowed("p", 1.3)
 
 
 def test_the_whole_table_comes_in_parts_within_the_budget() -> None:

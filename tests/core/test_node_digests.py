@@ -130,6 +130,11 @@ def test_a_joiner_gets_the_whole_table_with_its_join() -> None:
     seed = next(iter(c.nodes))
     c.run_effects(joiner, joiner.join([seed], c.now))  # no tick: the rows came with the push-pull
     assert {d.name for d in joiner.root_digests.rows()} == {"n0", "n1", "n2", "n3"}
+    sent = sum(n.stats["digest_tables_sent"] for n in c.nodes.values())
+    assert sent >= 1
+    for _ in range(20):  # a join push-pull replayed: the table goes no more than once per TABLE_MIN_GAP
+        c.run_effects(joiner, joiner.join([seed], c.now))
+    assert sum(n.stats["digest_tables_sent"] for n in c.nodes.values()) == sent
 
 
 def test_a_forged_row_with_a_huge_sequence_number_does_not_freeze_a_member_s_root() -> None:

@@ -16,6 +16,7 @@ from gossip_agent.core.messages import Address, Digest, MemberSnapshot, MemberSt
 from gossip_agent.core.state_node import (
     ACK_GRACE_MS,
     DIGEST_BUSY,
+    DIGEST_LATE,
     DIGEST_MAX_WAIT,
     DIGEST_QUIET,
     DIGEST_QUIET_BUSY,
@@ -155,6 +156,31 @@ def test_a_members_digest_overrides_the_root_its_metadata_publishes_and_converge
     a.on_member_event(member("c"), 1.1)
     run(a, 1.5)
     assert not a.convergence(WALL + 1.5).converged
+
+
+def test_a_peer_whose_digest_is_only_late_is_not_repaired_from_until_it_had_time_to_publish() -> None:
+    # Before: a peer's digest from before our last write looked divergent once both roots held REPAIR_HOLD, and
+    # an anti-entropy session started while the peer's new digest (same root as ours) was still on its way.
+    a, b = core("a"), core("b")
+    _, effects = a.put("k1", b"1", None, 0.0, WALL)
+    b.on_rumor(of(Broadcast, effects)[0].payload, 0.0, WALL)
+    a.on_member_event(member("b"), 0.0)
+    old = b.store.stats()
+    a.on_root_digest(Digest("b", 1, root_prefix(old.root), old.keys, old.hlc.wall_ms), 0.5)
+    run(a, 1.0)
+    _, effects = a.put("k2", b"2", None, 2.0, WALL + 2.0)  # b will have it too, and publish it: no repair
+    assert of(AntiEntropyWith, run(a, 2.0 + DIGEST_LATE - 0.01)) == []
+    # Still b's old root: b truly lacks the write, and is repaired from now.
+    assert of(AntiEntropyWith, run(a, 2.0 + DIGEST_LATE + 0.01)) == [AntiEntropyWith("b", addr("b"))]
+    # A digest with our HLC or newer is no late one: a different root then is repaired from after the hold.
+    c = core("c")
+    c.on_member_event(member("d"), 0.0)
+    c.put("k", b"c", None, 0.0, WALL)
+    d = core("d")
+    d.put("k", b"d", None, 0.0, WALL + 1.0)
+    mine = c.store.stats()
+    c.on_root_digest(Digest("d", 1, root_prefix(d.store.root_hex()), 1, mine.hlc.wall_ms + 1), 0.1)
+    assert of(AntiEntropyWith, run(c, 0.1 + REPAIR_HOLD + 0.01)) == [AntiEntropyWith("d", addr("d"))]
 
 
 def test_joining_starts_anti_entropy_with_a_peer_that_publishes_another_root() -> None:

@@ -311,9 +311,12 @@ class DigestTable:
 MAX_DIGEST_MESSAGES = 64
 """Digest messages (rows and summaries) a member takes from one packet: an honest packet holds at most the
 allowance's dozen rows and one summary; a 64 KB packet of forged ones must not buy seconds of hashing."""
-REPAIR_MIN_GAP = 0.05
-"""Seconds between two packets of digests of their own to one peer: a peer that keeps sending stale rows
-gets answers no faster than this."""
+REPAIR_MIN_GAP = 0.25
+"""Seconds between two packets of digests of their own to one peer: a peer (or a forger using its name) that
+keeps sending stale rows or odd summaries gets answers no faster than this. An honest reconciliation needs
+one such packet."""
+TABLE_MIN_GAP = 5.0
+"""Seconds between two whole tables sent to one joiner (a join push-pull repeated, or replayed)."""
 _SUMMARY_ROOM = 2 * MAX_SUMMARY_BUCKETS + 8
 
 
@@ -326,6 +329,7 @@ class DigestExchange:
         self.table = table
         self._reply_to: set[str] = set()
         self._repaired_at: dict[str, float] = {}
+        self._table_sent_at: dict[str, float] = {}
 
     def heard_summary(self, peer: str, summary: DigestSummary) -> None:
         if self.table.reconcile(peer, summary) and summary.reply:
@@ -359,8 +363,16 @@ class DigestExchange:
         self._repaired_at[to] = now
         return True
 
+    def table_allowed(self, to: str, now: float) -> bool:
+        """The whole table may go to joiner `to` now (at most one per TABLE_MIN_GAP)."""
+        if now < self._table_sent_at.get(to, -math.inf) + TABLE_MIN_GAP:
+            return False
+        self._table_sent_at[to] = now
+        return True
+
     def forget(self, peer: str) -> None:
         """`peer` is no longer sent digests (reaped, or no longer known to read them)."""
         self.table.forget_peer(peer)
         self._reply_to.discard(peer)
         self._repaired_at.pop(peer, None)
+        self._table_sent_at.pop(peer, None)

@@ -314,7 +314,7 @@ class Node:
         if remote.join and any(row.name == remote.sender for row in remote.members):
             # A joiner's view (its own row is in one part only, so this runs once per join): push-pull's
             # stream format has no room for digests that older agents would read, so they follow by UDP.
-            self._send_digest_table(remote.sender, out)
+            self._send_digest_table(remote.sender, now, out)
         return out
 
     def sync_failed(self, to: Address, now: float) -> list[Effect]:
@@ -896,11 +896,11 @@ class Node:
             out.append(Send(member.addr, Packet(self.name, tuple(digests))))
             self.stats["digest_repairs"] += 1
 
-    def _send_digest_table(self, to_name: str, out: list[Effect]) -> None:
+    def _send_digest_table(self, to_name: str, now: float, out: list[Effect]) -> None:
         """A joiner's first view of the digests: the whole table, in packets of digests alone (an older agent
         drops just those). The joiner then knows every root at once, not after rounds of reconciliation."""
         member = self.table.get(to_name)
-        if member is None or to_name == self.name:
+        if member is None or to_name == self.name or not self._digest_exchange.table_allowed(to_name, now):
             return
         for part in self.root_digests.all_rows(REPAIR_ALLOWANCE, codec.message_size):
             out.append(Send(member.addr, Packet(self.name, tuple(part))))
