@@ -209,23 +209,28 @@ def test_message_type_labels() -> None:
 # -- convergence digests ------------------------------------------------------------------------------------
 
 def test_digest_round_trips_and_is_small() -> None:
-    from gossip_agent.core.messages import Digest
-    d = Digest("agent-7", 1_764_470_000_000, bytes(range(16)), 12_345, 1_764_470_000_123)
-    packet = Packet("agent-1", (d,))
+    from gossip_agent.core.messages import Digest, DigestSummary
+    d = Digest("agent-7", 1_764_470_000_000, bytes(range(8)), 12_345, 1_764_470_000_123)
+    summary = DigestSummary(bytes(range(26)), True)
+    packet = Packet("agent-1", (d, summary))
     assert codec.decode_packet(codec.encode_packet(packet)) == packet
-    assert codec.message_size(d) <= 52
-    assert codec.message_label(d) == "digest"
+    assert codec.message_size(d) <= 44
+    assert codec.message_size(summary) <= 26 + 5
+    assert codec.message_label(d) == codec.message_label(summary) == "digest"
 
 
 def test_hostile_digests_are_refused() -> None:
     def raw(fields: list[object]) -> bytes:
         return bytes((codec.VERSION,)) + msgpack.packb(["x", [[9, *fields]]], use_bin_type=True)
 
-    good = ["a", 1, bytes(16), 1, 1]
+    good = ["a", 1, bytes(8), 1, 1]
     assert codec.decode_packet(raw(good)).messages
-    for bad in (["a", 1, bytes(15), 1, 1], ["a", 1, bytes(17), 1, 1], ["a", 1, "x" * 16, 1, 1],
-                ["a", -1, bytes(16), 1, 1], ["a", 1 << 63, bytes(16), 1, 1], ["a", 1, bytes(16), -1, 1],
-                ["a", 1, bytes(16), 1, 1.5], ["a\n", 1, bytes(16), 1, 1], ["a" * 300, 1, bytes(16), 1, 1],
-                ["a", 1, bytes(16), 1], ["a", 1, bytes(16), 1, 1, 1]):
+    assert codec.decode_packet(raw([bytes(128), False])).messages  # a summary of 64 buckets
+    for bad in (["a", 1, bytes(7), 1, 1], ["a", 1, bytes(9), 1, 1], ["a", 1, "x" * 8, 1, 1],
+                ["a", -1, bytes(8), 1, 1], ["a", 1 << 63, bytes(8), 1, 1], ["a", 1, bytes(8), -1, 1],
+                ["a", 1, bytes(8), 1, 1.5], ["a\n", 1, bytes(8), 1, 1], ["a" * 300, 1, bytes(8), 1, 1],
+                ["a", 1, bytes(8), 1], ["a", 1, bytes(8), 1, 1, 1],
+                # summaries: empty, odd, over 64 buckets, not bytes, reply not a bool
+                [b"", True], [bytes(3), True], [bytes(130), True], ["ab", True], [bytes(2), 1], [bytes(2)]):
         with pytest.raises(codec.DecodeError):
             codec.decode_packet(raw(bad))

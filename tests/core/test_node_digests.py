@@ -3,9 +3,9 @@ them (an older agent drops a whole packet with a message type it does not know),
 
 from __future__ import annotations
 
-from gossip_agent.core.digests import root_prefix
+from gossip_agent.core.digests import MAX_DIGEST_MESSAGES, MAX_SEQ, root_prefix
 from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.messages import Digest, Packet, Ping
+from gossip_agent.core.messages import Digest, DigestSummary, Packet, Ping
 from tests.core.test_node import Cluster, cfg, node_with_peers
 
 ROOT = "ab" * 32
@@ -50,17 +50,20 @@ def test_digests_ride_with_a_ping_only_to_members_that_sent_digests() -> None:
         effects = a.tick(a.next_deadline())
     sends = [e for e in effects if isinstance(e, Send)]
     kinds = [{type(m) for m in s.packet.messages} for s in sends]
-    assert {Digest} in kinds  # offered in a packet of its own, which an older agent drops alone
-    assert all(Digest not in k or k == {Digest} for k in kinds)
+    assert {Digest, DigestSummary} in kinds  # offered in a packet of its own, which an older agent drops alone
+    assert all(not k & {Digest, DigestSummary} or k <= {Digest, DigestSummary} for k in kinds)
     # Once p2 sent a digest it reads them: ours ride on the probe itself.
     a.handle_packet(Packet("p2", (Digest("p2", 1, root_prefix(ROOT), 1, 1),)), ("h", 2), a.next_deadline())
     a.publish_root_digest("cd" * 32, 2, 2)
+    offers = a.stats["digest_offers"]
     effects = []
+    sent: list[Send] = []
     while not any(isinstance(e, Send) and isinstance(e.packet.messages[0], Ping) for e in effects):
         effects = a.tick(a.next_deadline())
-    [ping] = [e for e in effects if isinstance(e, Send) and isinstance(e.packet.messages[0], Ping)]
-    assert any(isinstance(m, Digest) and m.name == "a" for m in ping.packet.messages)
-    assert not [e for e in effects if isinstance(e, Send) and {type(m) for m in e.packet.messages} == {Digest}]
+        sent += [e for e in effects if isinstance(e, Send)]
+    assert any(isinstance(m, Digest) and m.name == "a" and m.root == root_prefix("cd" * 32)
+               for s in sent for m in s.packet.messages)  # pushed with the gossip packets of the next rounds
+    assert a.stats["digest_offers"] == offers  # no packet apart any more
 
 
 def test_digests_from_or_about_unknown_members_are_dropped() -> None:
@@ -83,3 +86,93 @@ def test_a_member_back_from_death_is_offered_digests_apart_again() -> None:
     a.handle_packet(Packet("p2", (Dead("p2", 1, "p2"),)), ("h", 2), 0.1)
     a.handle_packet(Packet("p2", (Alive("p2", 2, ("h", 2)),)), ("h", 2), 0.2)  # restarted, maybe downgraded
     assert "p2" not in a._digest_readers
+
+
+WALL_MS = 1_764_470_000_000
+
+
+def _converged(c: Cluster) -> bool:
+    return all(n.root_digests.get(o.name) == o.root_digests.get(o.name) for n in c.nodes.values()
+               for o in c.nodes.values())
+
+
+def test_a_member_that_missed_a_root_learns_it_from_the_summary_on_a_probe() -> None:
+    c = Cluster(6)
+    c.join_all()
+    c.advance(3.0)
+    for i, n in enumerate(c.nodes.values()):
+        n.publish_root_digest(ROOT, 1, 1, seq_floor=WALL_MS + i, now=c.now)
+    c.advance(c.now + 5.0)
+    assert _converged(c)
+    repairs = sum(n.stats["digest_repairs"] for n in c.nodes.values())
+    c.down.add("n5")  # n5 misses every push of n0's new root...
+    c.node("n0").publish_root_digest("cd" * 32, 2, 2, seq_floor=WALL_MS + 100, now=c.now)
+    c.advance(c.now + 1.0)
+    assert c.node("n5").root_digests.get("n0") != c.node("n0").root_digests.get("n0")
+    c.down.discard("n5")  # ...and is caught up by summaries on the next probes, no pushes left
+    assert not any(n.root_digests.has_fresh() for n in c.nodes.values())
+    c.advance(c.now + 3.0)
+    assert _converged(c)
+    assert sum(n.stats["digest_repairs"] for n in c.nodes.values()) - repairs <= 6
+
+
+def test_a_joiner_gets_the_whole_table_with_its_join() -> None:
+    c = Cluster(5)
+    joiner = c.node("n4")
+    c.down.add("n4")
+    c.join_all()
+    c.advance(2.0)
+    for i, n in enumerate(c.nodes.values()):
+        if n is not joiner:
+            n.publish_root_digest(ROOT, 1, 1, seq_floor=WALL_MS + i, now=c.now)
+    c.advance(c.now + 3.0)
+    c.down.discard("n4")
+    seed = next(iter(c.nodes))
+    c.run_effects(joiner, joiner.join([seed], c.now))  # no tick: the rows came with the push-pull
+    assert {d.name for d in joiner.root_digests.rows()} == {"n0", "n1", "n2", "n3"}
+    sent = sum(n.stats["digest_tables_sent"] for n in c.nodes.values())
+    assert sent >= 1
+    for _ in range(20):  # a join push-pull replayed: the table goes no more than once per TABLE_MIN_GAP
+        c.run_effects(joiner, joiner.join([seed], c.now))
+    assert sum(n.stats["digest_tables_sent"] for n in c.nodes.values()) == sent
+
+
+def test_a_forged_row_with_a_huge_sequence_number_does_not_freeze_a_member_s_root() -> None:
+    c = Cluster(3)
+    c.join_all()
+    c.advance(2.0)
+    for i, n in enumerate(c.nodes.values()):
+        n.publish_root_digest(ROOT, 1, 1, seq_floor=WALL_MS + i, now=c.now)
+    c.advance(c.now + 2.0)
+    a = c.node("n0")
+    forged = Digest("n1", MAX_SEQ, root_prefix("ee" * 32), 0, 0)
+    c.run_effects(c.node("n2"), a.handle_packet(Packet("n2", (forged,)), ("10.0.0.3", 7946), c.now))
+    assert a.stats["digests_refused"] == 1
+    c.node("n1").publish_root_digest("cd" * 32, 2, 2, seq_floor=WALL_MS + 3000, now=c.now)
+    c.advance(c.now + 3.0)
+    row = a.root_digests.get("n1")
+    assert row is not None and row.root == root_prefix("cd" * 32)
+
+
+def test_a_forged_row_within_the_clock_slack_is_outbid_by_its_owner() -> None:
+    c = Cluster(3)
+    c.join_all()
+    c.advance(2.0)
+    for i, n in enumerate(c.nodes.values()):
+        n.publish_root_digest(ROOT, 1, 1, seq_floor=WALL_MS + i, now=c.now)
+    c.advance(c.now + 2.0)
+    forged = Digest("n1", WALL_MS + 60_000, root_prefix("ee" * 32), 0, 0)
+    for name in ("n0", "n1"):
+        node = c.node(name)
+        c.run_effects(node, node.handle_packet(Packet("n2", (forged,)), ("10.0.0.3", 7946), c.now))
+    c.advance(c.now + 3.0)
+    for n in c.nodes.values():
+        row = n.root_digests.get("n1")
+        assert row is not None and row.root == root_prefix(ROOT) and row.seq > WALL_MS + 60_000
+
+
+def test_a_packet_of_many_digest_messages_is_cut_at_the_bound() -> None:
+    a = node_with_peers(cfg("a"), 3, seed=3)
+    flood = tuple(DigestSummary(bytes(128), True) for _ in range(MAX_DIGEST_MESSAGES + 500))
+    a.handle_packet(Packet("p2", flood), ("h", 2), 0.0)
+    assert a.stats["digests_over_limit"] == 500

@@ -9,13 +9,17 @@ from typing import TypeVar
 from gossip_agent.core.anti_entropy import AeRequest
 from gossip_agent.core.config import AgentConfig, StateConfig, StorageConfig
 from gossip_agent.core.convergence import state_meta
+from gossip_agent.core.digests import root_prefix
 from gossip_agent.core.effects import EventKind, MemberEvent
 from gossip_agent.core.kvstore import KvStore
 from gossip_agent.core.messages import Address, Digest, MemberSnapshot, MemberState
 from gossip_agent.core.state_node import (
     ACK_GRACE_MS,
+    DIGEST_BUSY,
+    DIGEST_LATE,
     DIGEST_MAX_WAIT,
     DIGEST_QUIET,
+    DIGEST_QUIET_BUSY,
     REPAIR_HOLD,
     RETIRE_EVERY,
     AntiEntropyWith,
@@ -110,22 +114,31 @@ def test_the_digest_is_published_when_the_replica_is_quiet_and_at_most_a_max_wai
     first = of(PublishDigest, run(c, 0.5))
     assert [(p.root, p.keys, p.hlc_ms) for p in first] == [(c.store.root_hex(), 0, 0)]
     assert first[0].seq_floor >= int(WALL * 1000)  # numbered by the wall clock: above any before a restart
-    c.put("k1", b"1", None, 1.0, WALL + 1)
+    t0 = 0.5 + DIGEST_BUSY  # idle since the first publication
+    c.put("k1", b"1", None, t0, WALL + t0)
     at = c.next_deadline()
-    assert 1.0 < at <= 1.0 + DIGEST_QUIET
-    assert published(run(c, 1.0 + DIGEST_QUIET - 0.01)) == []  # not quiet long enough yet
-    effects = run(c, 1.0 + DIGEST_QUIET)
+    assert t0 < at <= t0 + DIGEST_QUIET
+    assert published(run(c, t0 + DIGEST_QUIET - 0.01)) == []  # not quiet long enough yet
+    effects = run(c, t0 + DIGEST_QUIET)
     d = digest_of(c)
     assert published(effects) == [(d.root, d.keys, d.hlc_ms)]
     assert c.next_deadline() == RETIRE_EVERY  # nothing else to do: no wake-up until then
-    # A steady stream of writes (every 50 ms) is never quiet: one digest at most every DIGEST_MAX_WAIT.
-    t, sent = 2.0, []
-    while t < 4.0:
+    # Just published: a lull must be longer to count as quiet.
+    t1 = t0 + 0.5
+    c.put("k2", b"2", None, t1, WALL + t1)
+    assert published(run(c, t1 + DIGEST_QUIET)) == []
+    assert published(run(c, t1 + DIGEST_QUIET_BUSY)) == [(digest_of(c).root, digest_of(c).keys,
+                                                          digest_of(c).hlc_ms)]
+    # A steady stream of writes (every 50 ms, a lull of 0.3 s each second) publishes at most every
+    # DIGEST_MAX_WAIT.
+    t, sent, span = t1 + 1.0, [], 3 * DIGEST_MAX_WAIT
+    end = t + span
+    while t < end:
         c.put(f"w{t:.2f}", b"x", None, t, WALL + t)
         sent += [t for _ in published(run(c, t + 0.05 - 1e-6))]
-        t += 0.05
-    assert 1 <= len(sent) <= 2 / DIGEST_MAX_WAIT + 1
-    assert published(run(c, t + DIGEST_QUIET)) == [(digest_of(c).root, digest_of(c).keys, digest_of(c).hlc_ms)]
+        t += 0.3 if round(t * 20) % 20 == 0 else 0.05
+    assert 1 <= len(sent) <= span / DIGEST_MAX_WAIT + 1
+    assert published(run(c, t + DIGEST_QUIET_BUSY)) == [(digest_of(c).root, digest_of(c).keys, digest_of(c).hlc_ms)]
 
 
 def test_a_members_digest_overrides_the_root_its_metadata_publishes_and_convergence_follows() -> None:
@@ -136,13 +149,38 @@ def test_a_members_digest_overrides_the_root_its_metadata_publishes_and_converge
     a.on_member_event(member("b", publishing(stale)), 0.0)  # an old root in b's metadata
     run(a, 0.5)
     assert not a.convergence(WALL + 0.5).converged
-    a.on_root_digest(Digest("b", 1, bytes.fromhex(b.store.root_hex())[:16], 1, 0), 0.6)
+    a.on_root_digest(Digest("b", 1, root_prefix(b.store.root_hex()), 1, 0), 0.6)
     run(a, 1.0)
     assert a.convergence(WALL + 1.0).converged
     # A member with neither a digest nor a root in its metadata counts as not agreeing.
     a.on_member_event(member("c"), 1.1)
     run(a, 1.5)
     assert not a.convergence(WALL + 1.5).converged
+
+
+def test_a_peer_whose_digest_is_only_late_is_not_repaired_from_until_it_had_time_to_publish() -> None:
+    # Before: a peer's digest from before our last write looked divergent once both roots held REPAIR_HOLD, and
+    # an anti-entropy session started while the peer's new digest (same root as ours) was still on its way.
+    a, b = core("a"), core("b")
+    _, effects = a.put("k1", b"1", None, 0.0, WALL)
+    b.on_rumor(of(Broadcast, effects)[0].payload, 0.0, WALL)
+    a.on_member_event(member("b"), 0.0)
+    old = b.store.stats()
+    a.on_root_digest(Digest("b", 1, root_prefix(old.root), old.keys, old.hlc.wall_ms), 0.5)
+    run(a, 1.0)
+    _, effects = a.put("k2", b"2", None, 2.0, WALL + 2.0)  # b will have it too, and publish it: no repair
+    assert of(AntiEntropyWith, run(a, 2.0 + DIGEST_LATE - 0.01)) == []
+    # Still b's old root: b truly lacks the write, and is repaired from now.
+    assert of(AntiEntropyWith, run(a, 2.0 + DIGEST_LATE + 0.01)) == [AntiEntropyWith("b", addr("b"))]
+    # A digest with our HLC or newer is no late one: a different root then is repaired from after the hold.
+    c = core("c")
+    c.on_member_event(member("d"), 0.0)
+    c.put("k", b"c", None, 0.0, WALL)
+    d = core("d")
+    d.put("k", b"d", None, 0.0, WALL + 1.0)
+    mine = c.store.stats()
+    c.on_root_digest(Digest("d", 1, root_prefix(d.store.root_hex()), 1, mine.hlc.wall_ms + 1), 0.1)
+    assert of(AntiEntropyWith, run(c, 0.1 + REPAIR_HOLD + 0.01)) == [AntiEntropyWith("d", addr("d"))]
 
 
 def test_joining_starts_anti_entropy_with_a_peer_that_publishes_another_root() -> None:

@@ -14,6 +14,7 @@ import random
 import pytest
 
 from gossip_agent.core.config import StateConfig
+from gossip_agent.core.digests import root_prefix
 from gossip_agent.sim.cluster import make_config
 from gossip_agent.sim.network import LinkProfile
 from gossip_agent.sim.state import StateSimulation
@@ -119,7 +120,7 @@ def test_roots_travel_as_digests_every_member_learns_every_root_and_incarnations
     def every_member_knows_every_root() -> bool:
         if len(s.roots(everyone)) != 1:
             return False
-        root = bytes.fromhex(next(iter(s.roots(everyone))))[:16]
+        root = root_prefix(next(iter(s.roots(everyone))))
         for i in everyone:
             table = sim.node(i).root_digests
             if any(table.get(sim.names[j]) is None or table.get(sim.names[j]).root != root  # type: ignore[union-attr]

@@ -24,12 +24,13 @@ from typing import Any
 
 import msgpack
 
-from gossip_agent.core.digests import MAX_HLC_MS, MAX_KEYS, MAX_SEQ, ROOT_PREFIX_BYTES
+from gossip_agent.core.digests import MAX_HLC_MS, MAX_KEYS, MAX_SEQ, MAX_SUMMARY_BUCKETS, ROOT_PREFIX_BYTES
 from gossip_agent.core.messages import (
     Ack,
     Alive,
     Dead,
     Digest,
+    DigestSummary,
     MemberSnapshot,
     MemberState,
     Message,
@@ -114,13 +115,15 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
         return (MessageType.PULL, m.source, m.source_addr[0], m.source_addr[1])
     if isinstance(m, Digest):
         return (MessageType.DIGEST, m.name, m.seq, bytes(m.root), m.keys, m.hlc_ms)
+    if isinstance(m, DigestSummary):
+        return (MessageType.DIGEST, bytes(m.buckets), m.reply)
     raise TypeError(f"not a message: {m!r}")
 
 
 _TYPE_OF: dict[type, MessageType] = {
     Ping: MessageType.PING, Ack: MessageType.ACK, Nack: MessageType.NACK, PingReq: MessageType.PING_REQ,
     Alive: MessageType.ALIVE, Suspect: MessageType.SUSPECT, Dead: MessageType.DEAD, StateRumor: MessageType.STATE,
-    PullRequest: MessageType.PULL, Digest: MessageType.DIGEST,
+    PullRequest: MessageType.PULL, Digest: MessageType.DIGEST, DigestSummary: MessageType.DIGEST,
 }
 _LABEL_OF = {cls: t.name.lower() for cls, t in _TYPE_OF.items()}
 
@@ -272,6 +275,8 @@ def _message(t: Any) -> Message:
         mtype = MessageType(kind)
     except ValueError:
         raise DecodeError("unknown_type", f"message type {kind}") from None
+    if mtype is MessageType.DIGEST and len(t) == 3:
+        return _digest_summary(t)
     if len(t) != _ARITY[mtype]:
         raise DecodeError("malformed", f"{mtype.name.lower()} has {len(t)} fields")
     if mtype is MessageType.PING:
@@ -298,6 +303,14 @@ def _message(t: Any) -> Message:
             raise DecodeError("malformed", f"a digest's root is {ROOT_PREFIX_BYTES} bytes")
         return Digest(_str(t[1]), _uint(t[2], MAX_SEQ), t[3], _uint(t[4], MAX_KEYS), _uint(t[5], MAX_HLC_MS))
     return PullRequest(_str(t[1]), (_host(t[2]), _port(t[3])))
+
+
+def _digest_summary(t: list[Any]) -> DigestSummary:
+    """The short form of a digest message: [9, checksums, reply]."""
+    b = t[1]
+    if type(b) is not bytes or not b or len(b) % 2 or len(b) > 2 * MAX_SUMMARY_BUCKETS:
+        raise DecodeError("malformed", f"a digest summary is 1 to {MAX_SUMMARY_BUCKETS} two-byte buckets")
+    return DigestSummary(b, _bool(t[2]))
 
 
 def _check_version(data: bytes, version: int) -> None:

@@ -2,45 +2,97 @@
 
 Why not member metadata: a metadata change bumps the member's incarnation and spreads an Alive rumor that
 every agent retransmits retransmitMult*ceil(log10(N+1)) times; under writes that made convergence monitoring
-cost more than replication. A digest instead lives in this table, one row per member, and each outgoing
-packet carries a few rows in a fixed byte allowance (Scuttlebutt-style): a row replaces ours only when its
-sequence number is higher, so repeats and reorderings are harmless and nothing is ever retransmitted as such.
+cost more than replication. A digest instead lives in this table, one row per member, and packets carry a few
+rows in a fixed byte allowance (Scuttlebutt-style): a row replaces ours only when its sequence number is
+higher, so repeats and reorderings are harmless and nothing is ever retransmitted as such.
 
-Which rows go out: those that changed recently first (each is sent FRESH_SENDS times before it is just one row
-among the others: pushed on, an update spreads epidemically), then BACKGROUND_ROWS others in round-robin order,
-so a member that missed an update learns it within a bounded number of packets. The round-robin runs for
-BACKGROUND_CYCLES cycles of the table after the last change and then stops: an idle cluster sends no digests,
-and the bytes of its probes stay what they were. Pure: no clock, no I/O.
+How rows spread, cheapest first:
+- a changed row is pushed FRESH_SENDS times by every member that learns it (epidemic: most members learn it
+  within a few gossip rounds);
+- the members it missed are found by reconciliation, not by re-sending rows: for SUMMARY_PINGS probes after
+  its table last changed (and once it has nothing fresh left to push) a member's probes carry a summary of its
+  table, SUMMARY_ROWS_PER_BUCKET rows to a 16-bit checksum of (name, seq, root). The probed member answers
+  only the buckets that differ, with its rows of those buckets and its own summary; the prober then sends the
+  rows the other one still lacks. A straggler is caught up in one probe round trip, and an idle, agreeing
+  cluster sends neither rows nor summaries;
+- a row older than ours from a peer means that peer is behind: we owe it ours (sent in the next packet to it).
+
+Hostile input: rows are bounded in count (`max_rows`, names the Node knows only), a sequence number may not
+run ahead of the receiver's wall clock by more than SEQ_SLACK_MS (a forged row with seq 2^63-1 would freeze a
+member's row for good), and a member that hears a row about itself numbered at or above its own republishes
+its own above it (the owner's word wins, as with an incarnation refutation). Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from enum import Enum
 
-from gossip_agent.core.messages import Digest
+from gossip_agent.core.messages import Digest, DigestSummary
 
-ROOT_PREFIX_BYTES = 16
-"""Bytes of the Merkle root a digest carries: equal roots are all convergence compares, and a 128-bit prefix
-collides by chance with negligible probability."""
-FRESH_SENDS = 4
-"""Packets a changed row rides in before it falls back to the round-robin: a handful of pushes spreads it
-epidemically; the round-robin is the safety net for the members they missed."""
+ROOT_PREFIX_BYTES = 8
+"""Bytes of the Merkle root a digest carries: equal roots are all convergence compares, and a 64-bit prefix
+collides by chance with probability 2^-64 per comparison."""
+FRESH_SENDS = 3
+"""Packets a changed row rides in at each member that learns it: with three pushes per member an epidemic
+misses about e^-3 (5 %) of the members, and reconciliation finds those in a probe round trip."""
+OWN_SENDS = FRESH_SENDS
+"""Packets our own new row rides in."""
 DIGEST_ALLOWANCE = 480
-"""Bytes of a packet at most given to digests (about nine rows with names of ~20 bytes): fresh rows fill it
-only after a change; otherwise a packet carries BACKGROUND_ROWS rows."""
-BACKGROUND_ROWS = 2
-BACKGROUND_CYCLES = 3
+"""Bytes of a piggybacking packet at most given to digests (about fourteen rows with names of ~20 bytes)."""
+REPAIR_ALLOWANCE = 1200
+"""Bytes of digests in a packet of their own (a reconciliation answer that did not fit a reply)."""
+SUMMARY_PINGS = 8
+"""Probes that carry a summary after the table's last change: enough for every member that missed a change
+to be probed by (or to probe) one that has it, while an idle table sends none."""
+SUMMARY_ROWS_PER_BUCKET = 4
+MAX_SUMMARY_BUCKETS = 64
+"""Bound on a summary's buckets (two bytes each): at most 128 B on a probe, whatever the cluster size."""
+SEQ_SLACK_MS = 10 * 60 * 1000
+"""How far a row's sequence number (its owner's wall clock in ms when it published) may run ahead of ours:
+ten minutes of clock skew; a row beyond is refused and counted, so a forged huge number cannot freeze a row."""
 MAX_SEQ = (1 << 63) - 1
 MAX_KEYS = (1 << 63) - 1
 MAX_HLC_MS = (1 << 63) - 1
 
 
+class Merge(Enum):
+    """What merging one row did."""
+
+    NEW = "new"            # newer than ours: taken
+    SAME = "same"          # the version we hold
+    OLDER = "older"        # older than ours: the sender is behind (we owe it ours)
+    REFUSED = "refused"    # table full, or a sequence number too far ahead
+    ABOUT_ME = "about_me"  # a row about us: never taken (ours was republished above it if it was not older)
+
+
 @dataclass(slots=True)
 class _Row:
     digest: Digest
-    fresh: int  # sends left at the front of the line
-    order: int  # when it last changed here (higher: fresher)
+    fresh: int   # pushes left
+    order: int   # when it last changed here (higher: fresher)
+    check: int   # 16-bit checksum of (name, seq, root)
+    bucket: int  # a 32-bit hash of the name: bucket = bucket % buckets
+
+
+def _hash(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def _row_check(d: Digest) -> int:
+    return _hash(b"%s\x00%d\x00%s" % (d.name.encode(), d.seq, d.root)) & 0xFFFF
+
+
+def _name_hash(name: str) -> int:
+    return _hash(name.encode()) & 0xFFFFFFFF
+
+
+def summary_buckets(rows: int) -> int:
+    """Buckets of a summary of a table of `rows` rows."""
+    return max(1, min(MAX_SUMMARY_BUCKETS, math.ceil(rows / SUMMARY_ROWS_PER_BUCKET)))
 
 
 def root_prefix(root_hex: str) -> bytes:
@@ -49,17 +101,20 @@ def root_prefix(root_hex: str) -> bytes:
 
 
 class DigestTable:
-    """Every known member's latest digest (ours included). Bounded by `max_rows`: a row for an unknown
-    member beyond it is refused (counted by the caller), so forged names cannot grow it."""
+    """Every known member's latest digest (ours included), plus the rows we owe particular peers. Bounded by
+    `max_rows`: a row for an unknown member beyond it is refused (counted by the caller), so forged names
+    cannot grow it; what we owe is kept only for peers the caller names, as names of rows we hold."""
 
     def __init__(self, me: str, max_rows: int) -> None:
         self.me = me
         self.max_rows = max_rows
         self._rows: dict[str, _Row] = {}
         self._clock = 0      # change counter: orders rows by freshness
-        self._cursor = 0     # round-robin position over the rows
         self._fresh = 0      # rows with fresh sends left
-        self._background_left = 0  # round-robin rows still to send since the last change
+        self._summaries_left = 0
+        self._owed: dict[str, set[str]] = {}
+        # Wall-clock reference (node time, ms) from our last publication: bounds the sequence numbers we take.
+        self._wall_ref: tuple[float, int] | None = None
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -74,70 +129,158 @@ class DigestTable:
     def rows(self) -> Iterator[Digest]:
         return (row.digest for row in self._rows.values())
 
-    def publish(self, root_hex: str, keys: int, hlc_ms: int, *, seq_floor: int = 0) -> Digest | None:
+    # -- our own row --------------------------------------------------------------------------------------
+    def publish(self, root_hex: str, keys: int, hlc_ms: int, *, seq_floor: int = 0,
+                now: float | None = None) -> Digest | None:
         """Our replica's state: a new own row (None if it equals the current one). The sequence number is
         above both our previous one and `seq_floor` (the driver passes the wall time in ms, so a restarted
-        member, whose table starts empty, still numbers above what it published before)."""
+        member, whose table starts empty, still numbers above what it published before). With `now` (the
+        caller's monotonic time), `seq_floor` is also taken as the wall clock that bounds peers' numbers."""
+        if now is not None and seq_floor > 0:
+            self._wall_ref = (now, seq_floor)
         root = root_prefix(root_hex)
         old = self.get(self.me)
         if old is not None and (old.root, old.keys, old.hlc_ms) == (root, keys, hlc_ms):
             return None
+        return self._publish_own(root, keys, hlc_ms, seq_floor)
+
+    def _publish_own(self, root: bytes, keys: int, hlc_ms: int, seq_floor: int) -> Digest:
+        old = self.get(self.me)
         seq = min(MAX_SEQ, max(seq_floor, 0 if old is None else old.seq + 1))
         digest = Digest(self.me, seq, root, min(keys, MAX_KEYS), min(hlc_ms, MAX_HLC_MS))
-        self._put(digest)
+        self._put(digest, OWN_SENDS)
         return digest
 
-    def merge(self, digest: Digest) -> bool:
-        """A row heard from a peer: True if it is newer than ours (then the table changed). Rows about us
-        are ignored (we are the only source of our own row), as are rows past `max_rows`. A row older than
-        ours tells us the sender is behind: ours goes back to the front of the line for one send (the
-        correction reaches it within a packet or two instead of a round-robin cycle)."""
+    def seq_bound(self, now: float) -> int:
+        """The highest sequence number we take at `now`: our wall clock plus SEQ_SLACK_MS (MAX_SEQ before we
+        published with a wall-clock reference)."""
+        if self._wall_ref is None:
+            return MAX_SEQ
+        then, wall_ms = self._wall_ref
+        return min(MAX_SEQ, wall_ms + max(0, int((now - then) * 1000)) + SEQ_SLACK_MS)
+
+    # -- peers' rows --------------------------------------------------------------------------------------
+    def merge(self, digest: Digest, *, now: float | None = None) -> Merge:
+        """A row heard from a peer. Rows about us are never taken: one numbered above ours, or as ours but not
+        ours (forged, or from before a restart), makes us republish ours above it. Rows past `max_rows` or
+        numbered beyond `seq_bound(now)` are refused."""
+        if now is not None and digest.seq > self.seq_bound(now):
+            return Merge.REFUSED
         old = self._rows.get(digest.name)
-        if old is not None and digest.seq < old.digest.seq and old.fresh == 0:
-            old.fresh = 1
-            self._fresh += 1
-            return False
         if digest.name == self.me:
-            return False
-        if old is not None and digest.seq <= old.digest.seq:
-            return False
-        if old is None and len(self._rows) >= self.max_rows:
-            return False
-        self._put(digest)
-        return True
+            if old is not None and (digest.seq > old.digest.seq or (digest.seq == old.digest.seq
+                                                                     and digest != old.digest)):
+                d = old.digest
+                self._publish_own(d.root, d.keys, d.hlc_ms, digest.seq + 1)
+            return Merge.ABOUT_ME
+        if old is not None:
+            if digest.seq < old.digest.seq:
+                return Merge.OLDER
+            if digest.seq == old.digest.seq:
+                return Merge.SAME
+        elif len(self._rows) >= self.max_rows:
+            return Merge.REFUSED
+        self._put(digest, FRESH_SENDS)
+        return Merge.NEW
 
     def forget(self, name: str) -> bool:
-        """A member was reaped: its row goes (it would otherwise circulate forever)."""
+        """A member was reaped: its row goes (it would otherwise circulate forever), and so does what we owed
+        it or owed others of its row."""
+        self._owed.pop(name, None)
+        for peer in [p for p, names in self._owed.items() if name in names]:
+            self._owed[peer].discard(name)
+            if not self._owed[peer]:
+                del self._owed[peer]
         row = self._rows.pop(name, None)
         if row is not None and row.fresh > 0:
             self._fresh -= 1
         return row is not None
 
-    def _put(self, digest: Digest) -> None:
+    def _put(self, digest: Digest, sends: int) -> None:
         self._clock += 1
-        row = self._rows.pop(digest.name, None)  # re-insert: dict order is the round-robin order
+        row = self._rows.pop(digest.name, None)  # re-insert: dict order is the order of change
+        check = _row_check(digest)
         if row is None:
-            row = _Row(digest, FRESH_SENDS, self._clock)
+            row = _Row(digest, sends, self._clock, check, _name_hash(digest.name))
         else:
             if row.fresh > 0:
                 self._fresh -= 1
-            row.digest, row.fresh, row.order = digest, FRESH_SENDS, self._clock
-        self._fresh += 1
-        self._background_left = BACKGROUND_CYCLES * len(self._rows)
+            row.digest, row.fresh, row.order, row.check = digest, sends, self._clock, check
+        if sends > 0:
+            self._fresh += 1
+        self._summaries_left = SUMMARY_PINGS
         self._rows[digest.name] = row
 
     def has_fresh(self) -> bool:
         """Some row changed lately and still wants pushing."""
         return self._fresh > 0
 
-    def select(self, budget: int, size: Callable[[Digest], int], *, background: int = BACKGROUND_ROWS) -> list[Digest]:
-        """Rows to piggyback on one packet, within `budget` bytes (`size` gives a row's exact wire size):
-        fresh rows first (newest change first), then up to `background` others round-robin. Each row at
-        most once."""
+    # -- reconciliation -----------------------------------------------------------------------------------
+    def summary(self, reply: bool, buckets: int | None = None) -> DigestSummary:
+        """Our table in a few bytes: per bucket of names, the XOR of its rows' 16-bit checksums."""
+        n = summary_buckets(len(self._rows)) if buckets is None else buckets
+        sums = [0] * n
+        for row in self._rows.values():
+            sums[row.bucket % n] ^= row.check
+        return DigestSummary(b"".join(s.to_bytes(2, "big") for s in sums), reply)
+
+    def summary_due(self) -> bool:
+        """A probe should carry our summary: the table changed within the last SUMMARY_PINGS probes and has
+        nothing fresh left to push (while it does, differences are expected and pushes are on their way)."""
+        return self._summaries_left > 0 and not self._fresh and bool(self._rows)
+
+    def summary_sent(self) -> None:
+        self._summaries_left = max(0, self._summaries_left - 1)
+
+    def reconcile(self, peer: str, summary: DigestSummary) -> bool:
+        """A peer's summary: we owe it our rows of every bucket whose checksum differs from ours. True if
+        any bucket differs (then the peer lacks something, or we do)."""
+        n = len(summary.buckets) // 2
+        if n == 0:
+            return False
+        mine = self.summary(False, n).buckets
+        differing = {i for i in range(n) if mine[2 * i:2 * i + 2] != summary.buckets[2 * i:2 * i + 2]}
+        if not differing:
+            return False
+        self.owe(peer, (name for name, row in self._rows.items() if row.bucket % n in differing))
+        return True
+
+    def owe(self, peer: str, names: Iterable[str]) -> None:
+        """Send `peer` our rows of `names` at the next chance."""
+        owed = self._owed.setdefault(peer, set())
+        owed.update(name for name in names if name in self._rows)
+        if not owed:
+            del self._owed[peer]
+
+    def owes(self, peer: str) -> bool:
+        return peer in self._owed
+
+    def forget_peer(self, peer: str) -> None:
+        """Nothing more owed to `peer` (it stopped being one we send digests to)."""
+        self._owed.pop(peer, None)
+
+    # -- choosing rows ------------------------------------------------------------------------------------
+    def select(self, budget: int, size: Callable[[Digest], int], *, to: str | None = None) -> list[Digest]:
+        """Rows for one packet to `to`, within `budget` bytes (`size` gives a row's exact wire size): the rows
+        we owe `to` first, then fresh rows (newest change first, each push counted). Each row at most once."""
         if budget <= 0 or not self._rows:
             return []
         out: list[Digest] = []
-        chosen: set[str] = set()
+        owed = self._owed.get(to) if to is not None else None
+        if owed:
+            for name in sorted(owed, key=lambda k: -self._rows[k].order):
+                d = self._rows[name].digest
+                n = size(d)
+                if n > budget:
+                    break
+                budget -= n
+                out.append(d)
+                owed.discard(name)
+            if not owed:
+                del self._owed[to]  # type: ignore[arg-type]
+        if not self._fresh:
+            return out
+        chosen = {d.name for d in out}
         fresh = sorted((r for r in self._rows.values() if r.fresh > 0), key=lambda r: -r.order)
         for row in fresh:
             n = size(row.digest)
@@ -147,23 +290,89 @@ class DigestTable:
             row.fresh -= 1
             if not row.fresh:
                 self._fresh -= 1
-            out.append(row.digest)
-            chosen.add(row.digest.name)
-        rows = list(self._rows.values())
-        total = len(rows)
-        looked = 0
-        background = min(background, self._background_left)
-        while looked < total and background > 0:
-            row = rows[(self._cursor + looked) % total]
             if row.digest.name not in chosen:
-                n = size(row.digest)
-                if n > budget:
-                    break  # this row leads the next packet's round-robin
-                background -= 1
-                self._background_left -= 1
-                budget -= n
                 out.append(row.digest)
-                chosen.add(row.digest.name)
-            looked += 1
-        self._cursor = (self._cursor + looked) % total
         return out
+
+    def all_rows(self, budget: int, size: Callable[[Digest], int]) -> list[list[Digest]]:
+        """The whole table in parts of at most `budget` bytes (a joiner's first view)."""
+        parts: list[list[Digest]] = [[]]
+        left = budget
+        for row in sorted(self._rows.values(), key=lambda r: -r.order):
+            n = size(row.digest)
+            if n > left and parts[-1]:
+                parts.append([])
+                left = budget
+            parts[-1].append(row.digest)
+            left -= n
+        return [p for p in parts if p]
+
+
+MAX_DIGEST_MESSAGES = 64
+"""Digest messages (rows and summaries) a member takes from one packet: an honest packet holds at most the
+allowance's dozen rows and one summary; a 64 KB packet of forged ones must not buy seconds of hashing."""
+REPAIR_MIN_GAP = 0.25
+"""Seconds between two packets of digests of their own to one peer: a peer (or a forger using its name) that
+keeps sending stale rows or odd summaries gets answers no faster than this. An honest reconciliation needs
+one such packet."""
+TABLE_MIN_GAP = 5.0
+"""Seconds between two whole tables sent to one joiner (a join push-pull repeated, or replayed)."""
+_SUMMARY_ROOM = 2 * MAX_SUMMARY_BUCKETS + 8
+
+
+class DigestExchange:
+    """What one member says about digests to each peer: the table, plus which peers asked for our summary and
+    when we last sent one a packet of digests alone. Per-peer state is only for peers the Node knows (it
+    calls `forget` on reap), so it is bounded like the table."""
+
+    def __init__(self, table: DigestTable) -> None:
+        self.table = table
+        self._reply_to: set[str] = set()
+        self._repaired_at: dict[str, float] = {}
+        self._table_sent_at: dict[str, float] = {}
+
+    def heard_summary(self, peer: str, summary: DigestSummary) -> None:
+        if self.table.reconcile(peer, summary) and summary.reply:
+            self._reply_to.add(peer)
+
+    def outgoing(self, to: str, budget: int, size: Callable[[Digest], int], *,
+                 ping: bool = False) -> list[Digest | DigestSummary]:
+        """Digests for one packet to `to`: owed and fresh rows, then our summary if `to` asked for it (a
+        reply) or, on a probe, if one is due (asking for a reply)."""
+        extra: DigestSummary | None = None
+        if to in self._reply_to:
+            self._reply_to.discard(to)
+            extra = self.table.summary(False)
+        elif ping and self.table.summary_due():
+            self.table.summary_sent()
+            extra = self.table.summary(True)
+        rows: list[Digest | DigestSummary] = list(
+            self.table.select(budget - (_SUMMARY_ROOM if extra is not None else 0), size, to=to))
+        if extra is not None:
+            rows.append(extra)
+        return rows
+
+    def pending(self, to: str) -> bool:
+        """We owe `to` rows or a summary."""
+        return self.table.owes(to) or to in self._reply_to
+
+    def repair_allowed(self, to: str, now: float) -> bool:
+        """A packet of digests alone may go to `to` now (at most one per REPAIR_MIN_GAP)."""
+        if now < self._repaired_at.get(to, -math.inf) + REPAIR_MIN_GAP:
+            return False
+        self._repaired_at[to] = now
+        return True
+
+    def table_allowed(self, to: str, now: float) -> bool:
+        """The whole table may go to joiner `to` now (at most one per TABLE_MIN_GAP)."""
+        if now < self._table_sent_at.get(to, -math.inf) + TABLE_MIN_GAP:
+            return False
+        self._table_sent_at[to] = now
+        return True
+
+    def forget(self, peer: str) -> None:
+        """`peer` is no longer sent digests (reaped, or no longer known to read them)."""
+        self.table.forget_peer(peer)
+        self._reply_to.discard(peer)
+        self._repaired_at.pop(peer, None)
+        self._table_sent_at.pop(peer, None)

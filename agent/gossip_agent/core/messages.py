@@ -110,8 +110,19 @@ class Digest:
     hlc_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class DigestSummary:
+    """A member's convergence digest table in a few bytes (core/digests.py): per bucket of member names, a
+    16-bit checksum of its rows. A peer answers the buckets that differ with its rows of them; with `reply`
+    it adds its own summary, so the asker can send back what the peer lacks. Travels as a digest message
+    (type 9) with two fields instead of five."""
+
+    buckets: bytes  # two bytes per bucket
+    reply: bool
+
+
 Rumor = Alive | Suspect | Dead | StateRumor
-Message = Ping | Ack | Nack | PingReq | Alive | Suspect | Dead | StateRumor | PullRequest | Digest
+Message = Ping | Ack | Nack | PingReq | Alive | Suspect | Dead | StateRumor | PullRequest | Digest | DigestSummary
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,14 @@ from gossip_agent.core import codec, probe_schedule
 from gossip_agent.core.awareness import Awareness
 from gossip_agent.core.broadcast import BroadcastQueue, retransmit_limit
 from gossip_agent.core.config import AgentConfig
-from gossip_agent.core.digests import BACKGROUND_ROWS, DIGEST_ALLOWANCE, DigestTable
+from gossip_agent.core.digests import (
+    DIGEST_ALLOWANCE,
+    MAX_DIGEST_MESSAGES,
+    REPAIR_ALLOWANCE,
+    DigestExchange,
+    DigestTable,
+    Merge,
+)
 from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
 from gossip_agent.core.joining import JoinSchedule
 from gossip_agent.core.membership import Member, MemberTable
@@ -44,6 +51,7 @@ from gossip_agent.core.messages import (
     Alive,
     Dead,
     Digest,
+    DigestSummary,
     MemberSnapshot,
     MemberState,
     Message,
@@ -110,7 +118,7 @@ class _Relay:
     expire_at: float
 
 
-def _allowance(digests: list[Digest]) -> int:
+def _allowance(digests: list[Digest | DigestSummary]) -> int:
     """Bytes to keep free for these digests: the fixed allowance when a packet carries any."""
     return DIGEST_ALLOWANCE if digests else 0
 
@@ -164,6 +172,7 @@ class Node:
         # drops a whole packet holding a message type it does not know, so the others get ours only in a
         # packet of their own beside each probe (see _tick_probe) until they answer with digests.
         self._digest_readers: set[str] = set()
+        self._digest_exchange = DigestExchange(self.root_digests)
         self.table.add(Member(self.name, addr, incarnation, MemberState.ALIVE, dict(self.meta), now))
         self.stats: Counter[str] = Counter()
         self.leaving = False
@@ -302,6 +311,10 @@ class Node:
                 rumor = Suspect(row.name, row.incarnation, remote.sender)
             self._apply_rumor(rumor, now, remote.sender, out)
         self._refuted = False  # the stream exchange itself carries our refutation back
+        if remote.join and any(row.name == remote.sender for row in remote.members):
+            # A joiner's view (its own row is in one part only, so this runs once per join): push-pull's
+            # stream format has no room for digests that older agents would read, so they follow by UDP.
+            self._send_digest_table(remote.sender, now, out)
         return out
 
     def sync_failed(self, to: Address, now: float) -> list[Effect]:
@@ -358,10 +371,12 @@ class Node:
         self._fresh_rumor(now, None, out)
         return out
 
-    def publish_root_digest(self, root_hex: str, keys: int, hlc_ms: int, *, seq_floor: int = 0) -> bool:
+    def publish_root_digest(self, root_hex: str, keys: int, hlc_ms: int, *, seq_floor: int = 0,
+                            now: float | None = None) -> bool:
         """Our replica's convergence digest: it rides in the digest allowance of the packets we send anyway
-        (no incarnation bump, no rumor, no event). False if it equals the one we publish."""
-        return self.root_digests.publish(root_hex, keys, hlc_ms, seq_floor=seq_floor) is not None
+        (no incarnation bump, no rumor, no event). False if it equals the one we publish. `seq_floor` is the
+        wall clock in ms; with `now`, it also bounds the sequence numbers we take from peers."""
+        return self.root_digests.publish(root_hex, keys, hlc_ms, seq_floor=seq_floor, now=now) is not None
 
     def update_meta(self, meta: Mapping[str, str], now: float) -> list[Effect]:
         """Change our metadata: bumps our incarnation and broadcasts a fresh Alive."""
@@ -386,8 +401,9 @@ class Node:
             if isinstance(msg, _RUMOR_TYPES) and self._apply_rumor(
                     msg, now, packet.sender, out):
                 fresh = True
+        self._on_digests(packet, now)  # before a Ping: its Ack then answers them
         for msg in packet.messages:
-            if isinstance(msg, _RUMOR_TYPES):
+            if isinstance(msg, _RUMOR_TYPES):  # digests: _on_digests
                 continue
             if isinstance(msg, Ping):
                 self._on_ping(msg, src, out)
@@ -401,14 +417,13 @@ class Node:
                 self.stats["nacks_received"] += 1
             elif isinstance(msg, PullRequest):
                 reply_pull = self._pull_reply_address(packet.sender)
-            elif isinstance(msg, Digest):
-                self._on_root_digest(msg, packet.sender, now)
         if reply_pull is not None:
             digests = self._digests_for(packet.sender)
             rumors = self.queue.take(self._budget(_allowance(digests)), self._rumor_population, to=packet.sender,
                                      to_live=self.table.is_live(packet.sender), limit=self._answer_limit())
             if rumors or digests:
                 out.append(Send(reply_pull, Packet(self.name, (*rumors, *digests))))
+        self._repair_digests(packet.sender, now, out)
         if self._refuted:
             # Answer an accusation to the accuser at once: it is the member about to spread it further.
             # (Not in pull mode: the refutation waits for pulls like any rumor.)
@@ -556,10 +571,11 @@ class Node:
             msgs.append(Suspect(target.name, target.incarnation, self.name))
         self.stats["probes"] += 1
         self._send(target.addr, target.name, msgs, out)
-        if target.name not in self._digest_readers and len(self.root_digests):
-            # Not known to read digests (yet): ours in a packet apart, which an older agent drops alone.
-            digests = self.root_digests.select(DIGEST_ALLOWANCE, codec.message_size)
-            out.append(Send(target.addr, Packet(self.name, tuple(digests))))
+        own = self.root_digests.get(self.name)
+        if target.name not in self._digest_readers and own is not None:
+            # Not known to read digests (yet): our row and summary in a packet apart, which an older agent
+            # drops alone; a newer one answers with what we lack and is a reader from then on.
+            out.append(Send(target.addr, Packet(self.name, (own, self.root_digests.summary(True)))))
             self.stats["digest_offers"] += 1
 
     def _send_indirect(self, probe: _Probe, now: float, out: list[Effect]) -> None:
@@ -681,6 +697,7 @@ class Node:
                 continue
             self.table.remove(name)
             self.root_digests.forget(name)
+            self._digest_exchange.forget(name)
             self._digest_readers.discard(name)
             self._forget_probe_slot(name)
             out.append(MemberEvent(EventKind.REAP, member.snapshot()))
@@ -774,6 +791,7 @@ class Node:
             # Back from suspicion or death, or moved: perhaps a restart on another release. It gets digests
             # again only once it sends one (until then, in packets of their own).
             self._digest_readers.discard(member.name)
+            self._digest_exchange.forget(member.name)
         self._enqueue(rumor, source)
         return True
 
@@ -825,24 +843,68 @@ class Node:
             key = "m:" + rumor.name
         self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source, low=low)
 
-    def _digests_for(self, to_name: str | None, *, background: bool = True) -> list[Digest]:
-        """Convergence digests for a packet to `to_name`, within DIGEST_ALLOWANCE; none to a member not known
-        to read them (an older agent would drop the whole packet). Without `background`, fresh rows only:
-        gossip and forwarded packets are many under writes, and the round-robin rides on probes and acks."""
-        if to_name not in self._digest_readers or not len(self.root_digests):
+    def _digests_for(self, to_name: str | None, *, ping: bool = False) -> list[Digest | DigestSummary]:
+        """Convergence digests for a packet to `to_name`, within DIGEST_ALLOWANCE (core/digests.py: rows we
+        owe it, fresh rows, a summary on a probe or when asked); none to a member not known to read them (an
+        older agent would drop the whole packet)."""
+        if to_name is None or to_name not in self._digest_readers or not len(self.root_digests):
             return []
-        return self.root_digests.select(DIGEST_ALLOWANCE, codec.message_size,
-                                        background=BACKGROUND_ROWS if background else 0)
+        return self._digest_exchange.outgoing(to_name, DIGEST_ALLOWANCE, codec.message_size, ping=ping)
+
+    def _on_digests(self, packet: Packet, now: float) -> None:
+        """A packet's digest rows and summaries. From and about members we know only: a forged name cannot take
+        a row (the table is bounded too, and so is the set of readers: members of our table only, forgotten
+        when reaped). At most MAX_DIGEST_MESSAGES a packet."""
+        taken = 0
+        for msg in packet.messages:
+            if not isinstance(msg, Digest | DigestSummary):
+                continue
+            if taken >= MAX_DIGEST_MESSAGES:
+                self.stats["digests_over_limit"] += 1
+                continue
+            taken += 1
+            if self.table.get(packet.sender) is None:
+                self.stats["digests_unknown_member"] += 1
+                continue
+            self._digest_readers.add(packet.sender)
+            if isinstance(msg, DigestSummary):
+                self._digest_exchange.heard_summary(packet.sender, msg)
+            else:
+                self._on_root_digest(msg, packet.sender, now)
 
     def _on_root_digest(self, digest: Digest, sender: str, now: float) -> None:
-        """Rows from and about members we know only: a forged name cannot take a row (the table is bounded
-        too, and so is the set of readers: members of our table only, forgotten when reaped)."""
-        if self.table.get(sender) is None or self.table.get(digest.name) is None:
+        if self.table.get(digest.name) is None:
             self.stats["digests_unknown_member"] += 1
             return
-        self._digest_readers.add(sender)
-        if self.root_digests.merge(digest) and self.delegate is not None:
-            self.delegate.on_root_digest(digest, now)
+        merged = self.root_digests.merge(digest, now=now)
+        if merged is Merge.NEW:
+            if self.delegate is not None:
+                self.delegate.on_root_digest(digest, now)
+        elif merged is Merge.OLDER:
+            self.root_digests.owe(sender, (digest.name,))  # the sender is behind: ours goes back to it
+        elif merged is Merge.REFUSED:
+            self.stats["digests_refused"] += 1
+
+    def _repair_digests(self, to_name: str, now: float, out: list[Effect]) -> None:
+        """Rows (or a summary) we owe `to_name` that no reply carried: a packet of digests alone."""
+        member = self.table.get(to_name)
+        if (member is None or to_name not in self._digest_readers or not self._digest_exchange.pending(to_name)
+                or not self._digest_exchange.repair_allowed(to_name, now)):
+            return
+        digests = self._digest_exchange.outgoing(to_name, REPAIR_ALLOWANCE, codec.message_size)
+        if digests:
+            out.append(Send(member.addr, Packet(self.name, tuple(digests))))
+            self.stats["digest_repairs"] += 1
+
+    def _send_digest_table(self, to_name: str, now: float, out: list[Effect]) -> None:
+        """A joiner's first view of the digests: the whole table, in packets of digests alone (an older agent
+        drops just those). The joiner then knows every root at once, not after rounds of reconciliation."""
+        member = self.table.get(to_name)
+        if member is None or to_name == self.name or not self._digest_exchange.table_allowed(to_name, now):
+            return
+        for part in self.root_digests.all_rows(REPAIR_ALLOWANCE, codec.message_size):
+            out.append(Send(member.addr, Packet(self.name, tuple(part))))
+            self.stats["digest_tables_sent"] += 1
 
     def _budget(self, used: int = 0) -> int:
         return self.config.gossip.mtu - self._header - used
@@ -850,7 +912,7 @@ class Node:
     def _send(self, to: Address, to_name: str | None, msgs: list[Message], out: list[Effect]) -> None:
         """Send `msgs` with as many queued rumors piggybacked as the MTU allows (none in pull mode)."""
         used = sum(codec.message_size(m) for m in msgs)
-        digests = self._digests_for(to_name)
+        digests = self._digests_for(to_name, ping=any(isinstance(m, Ping | Ack) for m in msgs))
         rumors = self.queue.take(self._budget(used + _allowance(digests)), self._rumor_population, to=to_name,
                                  to_live=to_name is None or self.table.is_live(to_name)) \
             if len(self.queue) and self._pushes else []
@@ -867,7 +929,7 @@ class Node:
             rumors = self.queue.take(self._budget(pull_size + DIGEST_ALLOWANCE), self._rumor_population,
                                      to=peer.name, to_live=self.table.is_live(peer.name)) if mode != "pull" else []
             if rumors or mode == "pull" or (fresh_digests and peer.name in self._digest_readers):
-                digests = self._digests_for(peer.name, background=False)
+                digests = self._digests_for(peer.name)
                 fresh_digests = False
                 if rumors or pull or digests:
                     out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *digests))))
@@ -934,7 +996,7 @@ class Node:
             rumors = self.queue.take(self._budget(DIGEST_ALLOWANCE), self._rumor_population, to=peer.name,
                                      to_live=self.table.is_live(peer.name))
             if rumors:
-                digests = self._digests_for(peer.name, background=False)
+                digests = self._digests_for(peer.name)
                 out.append(Send(peer.addr, Packet(self.name, (*rumors, *digests))))
                 self.stats["forwarded_packets"] += 1
 

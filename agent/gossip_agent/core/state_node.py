@@ -60,10 +60,20 @@ from gossip_agent.core.replica import (
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.state_codec import CodecLimits, StateCodecError, encode_rumor
 
-# Digest publication: once the replica has been quiet this long, or at the latest this long after the first
-# unpublished change while writes keep coming (a digest is cheap, but a root per write is not news anyone needs).
+# Digest publication: once the replica has been quiet DIGEST_QUIET, or at the latest DIGEST_MAX_WAIT after the
+# first unpublished change while writes keep coming. Within DIGEST_BUSY of our last publication the replica
+# must be quiet DIGEST_QUIET_BUSY instead: under a steady stream of writes, short lulls are common and each
+# would publish a root that is stale a moment later (every publication costs a row to every member), while a
+# real end of the writes is still published within DIGEST_QUIET_BUSY.
 DIGEST_QUIET = 0.15
-DIGEST_MAX_WAIT = 1.0
+DIGEST_QUIET_BUSY = 0.4
+DIGEST_BUSY = 2.0
+DIGEST_MAX_WAIT = 3.0
+# A peer whose digest shows an older HLC than ours may simply not have published since our last change: its
+# root is not taken as divergent until DIGEST_LATE after that change (the time a peer that has the change takes
+# to publish it, DIGEST_QUIET_BUSY, and for the digest to spread). A peer that truly lacks a change repairs
+# from us meanwhile: our digest shows it a newer HLC, which it does not wait for.
+DIGEST_LATE = DIGEST_QUIET_BUSY + 0.8
 # A divergent peer is repaired from once both roots were stable this long, at most once per gap.
 REPAIR_HOLD = 0.3
 REPAIR_MIN_GAP = 0.5
@@ -234,8 +244,10 @@ class StateNode:
         self.tracker = ConvergenceTracker()
         self.published: tuple[str, int, int] | None = None  # (root, keys, hlc_ms) of our last digest
         self._last_change = -math.inf      # our replica's last change
+        self._published_at = -math.inf  # when we last published a digest
         self._unpublished_since: float | None = None  # first change our digest does not show yet
         self._digest_roots: dict[str, str] = {}  # member -> root prefix (hex) from its newest digest
+        self._digest_hlc: dict[str, int] = {}  # member -> HLC wall ms of its newest digest
         self.planner = RepairPlanner(REPAIR_HOLD, REPAIR_MIN_GAP)
         self.retirement = Retirement(config.state.tombstone_ttl)
         self.stopping = False
@@ -481,6 +493,7 @@ class StateNode:
         if event.kind is EventKind.REAP:
             self._view.remove(m.name)
             self._digest_roots.pop(m.name, None)
+            self._digest_hlc.pop(m.name, None)
             self.planner.forget(m.name)
         else:
             self.retirement.seen(m.name)
@@ -510,6 +523,7 @@ class StateNode:
             return
         root = digest.root.hex()
         self._digest_roots[digest.name] = root
+        self._digest_hlc[digest.name] = digest.hlc_ms
         peer = self._view.peers.get(digest.name)
         if peer is None or peer.root == root:
             return
@@ -594,10 +608,12 @@ class StateNode:
             self._unpublished_since = None
             return
         since = now if self._unpublished_since is None else self._unpublished_since
-        due = min(self._last_change + DIGEST_QUIET, since + DIGEST_MAX_WAIT)
+        busy = now - self._published_at < DIGEST_BUSY
+        due = min(self._last_change + (DIGEST_QUIET_BUSY if busy else DIGEST_QUIET), since + DIGEST_MAX_WAIT)
         if now >= due:
             out.append(PublishDigest(*mine, seq_floor=_ms(wall)))
             self.published = mine
+            self._published_at = now
             self._unpublished_since = None
         else:
             self._unpublished_since = since
@@ -608,11 +624,18 @@ class StateNode:
         if view.counted - view.counted_roots.get(mine, 0) - view.counted_roots.get(None, 0) <= 0:
             self._repair_at = _NEVER  # every member publishes our root (or none): nobody to repair from
             return
-        target, later = self.planner.plan(now, self._view.alive, self.rng.random())
+        live: Iterable[str] = self._view.alive
+        late_until = self._last_change + DIGEST_LATE
+        if now < late_until:
+            mine_ms = self.store.clock.wall_ms
+            live = [name for name in live if self._digest_hlc.get(name, mine_ms) >= mine_ms]
+        target, later = self.planner.plan(now, live, self.rng.random())
         if target is not None:
             self.planner.started(now)
             out.append(AntiEntropyWith(target, self._view.peers[target].addr))
-            _, later = self.planner.plan(now, self._view.alive, 0.0)
+            _, later = self.planner.plan(now, live, 0.0)
+        if live is not self._view.alive:
+            later = min(later, late_until)
         self._repair_at = later
 
     def _retire(self, now: float, wall: float, out: list[StateEffect]) -> int:

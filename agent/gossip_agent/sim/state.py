@@ -180,7 +180,8 @@ class StateSimulation:
                     self.stats["digests_published"] += 1
                     node = self.sim.node(i)
                     if not node.leaving:
-                        node.publish_root_digest(e.root, e.keys, e.hlc_ms, seq_floor=e.seq_floor)
+                        node.publish_root_digest(e.root, e.keys, e.hlc_ms, seq_floor=e.seq_floor,
+                                                 now=self.sim.now)
             elif isinstance(e, AntiEntropyWith):
                 self._ae_next[i] = e
                 if not self._ae_busy[i]:
