@@ -882,7 +882,7 @@ class Node:
         before = sent["critical"] + sent["normal"]
         rumors = self.queue.take(allowed, self._rumor_population, to=to_name,
                                  to_live=to_name is None or self.table.is_live(to_name), limit=limit)
-        self._charge(sent["critical"] + sent["normal"] - before)
+        self.send_budget.charge(sent["critical"] + sent["normal"] - before)
         if allowed < room:
             budget_deferred(self.stats, self.queue)
         if rumors and to_name not in self._digest_readers:
