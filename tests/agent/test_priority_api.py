@@ -42,6 +42,12 @@ async def test_priority_critical_queues_a_critical_rumor_and_bad_values_are_400(
         async with s.get(url(agent, "/v1/kv/normal")) as r:
             assert await r.read() == b"v"  # refused writes stored nothing
         assert agent.node.stats["rumor_bytes_critical"] == 0  # nobody to send to yet
+        async with s.get(url(agent, "/metrics")) as r:
+            text = await r.text()
+        for family in ("gossip_rumor_bytes_total", "gossip_budget_deferred_total", "gossip_budget_dropped_total"):
+            for cls in ("critical", "normal"):
+                assert f'{family}{{class="{cls}"}} 0.0' in text
+        assert "rumor_bytes_critical" not in text  # not repeated among gossip_node_events_total
 
 
 def _gossipctl(argv: list[str]) -> int:
