@@ -38,8 +38,10 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
   critical   with `--critical-every K`, every K-th write is PUT with `?priority=critical` (agents that do not
              know the parameter ignore it) and t100 is reported per class, with critical/normal medians.
   budget     with `--budget B`, the agents run with `gossip.maxBytesPerSecond=B` (a row beside each row
-             without it): each agent's own outgoing gossip bytes/s over the measured window (mean, max; from
-             `gossip_bytes_total{direction="out"}`, payload without IP/UDP headers) against B, and the budget's
+             without it): each agent's own outgoing gossip bytes/s while writing and over the whole window
+             with its tail and drain (mean, max; from `gossip_bytes_total{direction="out"}` of UDP message
+             kinds: payloads, no IP/UDP headers; streams such as anti-entropy are outside the budget) against
+             B, and the budget's
              counters: rumor bytes by class, deferrals and drops (`gossip_rumor_bytes_total`,
              `gossip_budget_deferred_total`, `gossip_budget_dropped_total`).
   idle       before the writes, `--idle-seconds` of agent-to-agent bytes/s per agent (same counters), per mode.
@@ -489,6 +491,7 @@ class OursLoad:
             t_last = time.perf_counter()
             c_last = nft.read()
             ticks_last = [bc.cpu_ticks(a.pid) for a in agents]
+            m_last = await self.metrics(session, agents) if sc.budget else m0
             # Roots equal, then everything delivered (bounded), then the tail.
             roots_equal: float | None = None
             distinct_max = 0
@@ -574,6 +577,7 @@ class OursLoad:
                 "budget_dropped_by_class": sum_deltas(m0, m1, "gossip_budget_dropped_total", "class"),
             },
             "out_Bps_per_agent": out_rates(m0, m1, window),
+            "out_Bps_per_agent_during_writes": out_rates(m0, m_last, write_window) if sc.budget else None,
             "nft_whole": whole, "nft_during_writes": during, "capture": capture,
             # Overload shows in membership too: suspicions (and deaths) of agents nobody stopped, from their logs.
             "membership_under_load": bc.false_positives(self.cluster, wall_start),
@@ -583,9 +587,13 @@ class OursLoad:
 
 
 def out_rates(before: list[dict[str, float]], after: list[dict[str, float]], seconds: float) -> dict[str, Any]:
-    """Each agent's outgoing gossip bytes/s (its own counter: UDP payloads and stream bodies, no IP/UDP
-    headers) over `seconds`: mean and max over the agents (what `gossip.maxBytesPerSecond` bounds)."""
-    rates = [sum(sum_deltas([b], [a], "gossip_bytes_total", "kind", 'direction="out"').values()) / seconds
+    """Each agent's outgoing UDP gossip bytes/s (its own counter, `gossip_bytes_total{direction="out"}` of the
+    message-type kinds: payloads without IP/UDP headers; stream bodies such as anti-entropy are not under the
+    budget and not counted) over `seconds`: mean and max over the agents (what `gossip.maxBytesPerSecond`
+    bounds)."""
+    udp = set(TYPE_NAMES.values())
+    rates = [sum(v for k, v in sum_deltas([b], [a], "gossip_bytes_total", "kind", 'direction="out"').items()
+                 if k in udp) / seconds
              for b, a in zip(before, after, strict=True)] if seconds > 0 else []
     return {"mean": round(statistics.fmean(rates)) if rates else None, "max": round(max(rates)) if rates else None}
 
@@ -930,7 +938,9 @@ def row_text(r: dict[str, Any]) -> str:
         parts.append(f"{r['kBps_during_writes']} kB/s")
     if r.get("scenario", {}).get("budget") and r.get("out_Bps_per_agent"):
         rates, counters = r["out_Bps_per_agent"], r.get("agent_counters", {})
-        parts.append(f"per agent out {rates['mean']} B/s mean, {rates['max']} max (budget "
+        writing = r.get("out_Bps_per_agent_during_writes") or {}
+        parts.append(f"per agent out {writing.get('mean')} B/s mean, {writing.get('max')} max while writing, "
+                     f"{rates['mean']} / {rates['max']} over the window (budget "
                      f"{r['scenario']['budget']}); deferred {counters.get('budget_deferred_by_class', {})}, "
                      f"dropped {counters.get('budget_dropped_by_class', {})}")
     if "membership_share" in r:

@@ -86,7 +86,8 @@ def test_out_rates_per_agent_and_budget_plan() -> None:
               {'gossip_bytes_total{direction="out",kind="ping"}': 0.0}]
     after = [{'gossip_bytes_total{direction="out",kind="ping"}': 1100.0,
               'gossip_bytes_total{direction="out",kind="state"}': 2000.0,
-              'gossip_bytes_total{direction="in",kind="state"}': 9999.0},
+              'gossip_bytes_total{direction="in",kind="state"}': 9999.0,
+              'gossip_bytes_total{direction="out",kind="antientropy"}': 7777.0},
              {'gossip_bytes_total{direction="out",kind="ping"}': 1000.0}]
     assert bench_load.out_rates(before, after, 2.0) == {"mean": 1000, "max": 1500}
     args = argparse.Namespace(n="10", rate="100", writes=0, seconds=1.0, modes="push-pull", set=[], size=512,
