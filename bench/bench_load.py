@@ -37,6 +37,13 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
              (GET /v1/status) is the same.
   critical   with `--critical-every K`, every K-th write is PUT with `?priority=critical` (agents that do not
              know the parameter ignore it) and t100 is reported per class, with critical/normal medians.
+  budget     with `--budget B`, the agents run with `gossip.maxBytesPerSecond=B` (a row beside each row
+             without it): each agent's own outgoing gossip bytes/s while writing and over the whole window
+             with its tail and drain (mean, max; from `gossip_bytes_total{direction="out"}` of UDP message
+             kinds: payloads, no IP/UDP headers; streams such as anti-entropy are outside the budget) against
+             B, and the budget's
+             counters: rumor bytes by class, deferrals and drops (`gossip_rumor_bytes_total`,
+             `gossip_budget_deferred_total`, `gossip_budget_dropped_total`).
   idle       before the writes, `--idle-seconds` of agent-to-agent bytes/s per agent (same counters), per mode.
   cost       CPU % of one core per agent over the window, incarnation reached (gossip_incarnation), rumor
              queue and drop counters; load average before and after.
@@ -102,6 +109,7 @@ MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead
 DATA_TYPES = ("state", "pull")
 MEMBERSHIP_OPS = ("pushpull",)
 TYPE_NAMES = {int(t): t.name.lower() for t in MessageType}
+TYPE_NAMES[int(MessageType.STATE_CRITICAL)] = "state"  # a critical state rumor: the agents count it as state
 
 
 def log(msg: str) -> None:
@@ -303,11 +311,14 @@ class Scenario:
     sets: list[str] = field(default_factory=list)
     label: str = ""
     critical_every: int = 0        # every k-th write asks for ?priority=critical (0: none)
+    budget: int = 0                # gossip.maxBytesPerSecond of our agents (0: unlimited)
 
     def title(self) -> str:
         extra = f" {' '.join(self.sets)}" if self.sets else ""
         if self.critical_every:
             extra += f" critical 1/{self.critical_every}"
+        if self.budget:
+            extra += f" budget {self.budget} B/s"
         what = self.mode if self.impl == "ours" else "serf"
         return f"{self.label or 'load'}: N={self.n} {self.rate:g}/s {self.size} B x{self.writes} {what}{extra}"
 
@@ -480,6 +491,7 @@ class OursLoad:
             t_last = time.perf_counter()
             c_last = nft.read()
             ticks_last = [bc.cpu_ticks(a.pid) for a in agents]
+            m_last = await self.metrics(session, agents) if sc.budget else m0
             # Roots equal, then everything delivered (bounded), then the tail.
             roots_equal: float | None = None
             distinct_max = 0
@@ -560,13 +572,30 @@ class OursLoad:
                 "dropped": sum_deltas(m0, m1, "gossip_packets_dropped_total", "reason"),
                 "state_rumors": sum_deltas(m0, m1, "gossip_state_rumors_total", "result"),
                 "antientropy_bytes": sum_deltas(m0, m1, "gossip_antientropy_bytes_total", "direction"),
+                "rumor_bytes_by_class": sum_deltas(m0, m1, "gossip_rumor_bytes_total", "class"),
+                "budget_deferred_by_class": sum_deltas(m0, m1, "gossip_budget_deferred_total", "class"),
+                "budget_dropped_by_class": sum_deltas(m0, m1, "gossip_budget_dropped_total", "class"),
             },
+            "out_Bps_per_agent": out_rates(m0, m1, window),
+            "out_Bps_per_agent_during_writes": out_rates(m0, m_last, write_window) if sc.budget else None,
             "nft_whole": whole, "nft_during_writes": during, "capture": capture,
             # Overload shows in membership too: suspicions (and deaths) of agents nobody stopped, from their logs.
             "membership_under_load": bc.false_positives(self.cluster, wall_start),
         }
         out.update(byte_figures(out, len(acked), n, write_window))
         return out
+
+
+def out_rates(before: list[dict[str, float]], after: list[dict[str, float]], seconds: float) -> dict[str, Any]:
+    """Each agent's outgoing UDP gossip bytes/s (its own counter, `gossip_bytes_total{direction="out"}` of the
+    message-type kinds: payloads without IP/UDP headers; stream bodies such as anti-entropy are not under the
+    budget and not counted) over `seconds`: mean and max over the agents (what `gossip.maxBytesPerSecond`
+    bounds)."""
+    udp = set(TYPE_NAMES.values())
+    rates = [sum(v for k, v in sum_deltas([b], [a], "gossip_bytes_total", "kind", 'direction="out"').items()
+                 if k in udp) / seconds
+             for b, a in zip(before, after, strict=True)] if seconds > 0 else []
+    return {"mean": round(statistics.fmean(rates)) if rates else None, "max": round(max(rates)) if rates else None}
 
 
 def idle_traffic(cl: bc.Cluster, n: int, seconds: float) -> dict[str, Any] | None:
@@ -786,6 +815,10 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
             for mode in parse_list(args.modes, str):
                 out.append(Scenario("ours", n, rate, args.size, writes, mode, list(args.set),
                                     "critical" if args.critical_every else "load", args.critical_every))
+                if args.budget:  # the same run under the byte budget, beside it
+                    out.append(Scenario("ours", n, rate, args.size, writes, mode,
+                                        [*args.set, f"gossip.maxBytesPerSecond={args.budget}"], "budget",
+                                        args.critical_every, args.budget))
             if args.serf and args.size + 24 <= SERF_EVENT_LIMIT:
                 out.append(Scenario("serf", n, rate, args.size, writes, "-", [], "load"))
     if args.issue_scenario:
@@ -829,6 +862,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sweep", action="store_true", help="add N=10 runs over fanout x retransmitMult")
     p.add_argument("--critical-every", type=int, default=0, metavar="K",
                    help="every K-th write is PUT with ?priority=critical; t100 is then also reported per class")
+    p.add_argument("--budget", type=int, default=0, metavar="BYTES",
+                   help="also run each scenario with gossip.maxBytesPerSecond=BYTES (per-agent bytes/s reported)")
     p.add_argument("--no-default", action="store_true", help="only --issue-scenario / --sweep runs")
     p.add_argument("--settle", type=float, default=3.0, help="seconds between join and the first write")
     p.add_argument("--idle-seconds", type=float, default=5.0,
@@ -901,6 +936,13 @@ def row_text(r: dict[str, Any]) -> str:
         parts.append(f"{r['bytes_per_write']} B/write = {r['x_floor']}x floor")
     if "kBps_during_writes" in r:
         parts.append(f"{r['kBps_during_writes']} kB/s")
+    if r.get("scenario", {}).get("budget") and r.get("out_Bps_per_agent"):
+        rates, counters = r["out_Bps_per_agent"], r.get("agent_counters", {})
+        writing = r.get("out_Bps_per_agent_during_writes") or {}
+        parts.append(f"per agent out {writing.get('mean')} B/s mean, {writing.get('max')} max while writing, "
+                     f"{rates['mean']} / {rates['max']} over the window (budget "
+                     f"{r['scenario']['budget']}); deferred {counters.get('budget_deferred_by_class', {})}, "
+                     f"dropped {counters.get('budget_dropped_by_class', {})}")
     if "membership_share" in r:
         parts.append(f"membership/convergence {100 * r['membership_share']:.0f}%")
     if r.get("roots_equal_after_last_write_s") is not None:

@@ -7,7 +7,8 @@
 `--run` runs bench_load.py five times into bench/out/ (raw JSON and a text log each): N = 10 and 50 at 10 and
 100 writes/s of 1 KiB in each gossip mode; the 8-agent issue scenario (80 writes of 200 B at 10/s, each mode,
 Serf beside); Serf user events at 200 B for N = 10 and 50; the fanout x retransmitMult sweep at N = 10; and
-critical against normal writes (every 10th write `?priority=critical`, N = 10, 100 writes/s).
+critical against normal writes (every 10th write `?priority=critical`, N = 10, 100 writes/s), and the same at
+512 B without and with a 30 kB/s per-agent byte budget (`gossip.maxBytesPerSecond`).
 `--n` changes the sizes (e.g. `--n 10,50,200` if the machine can hold 200 agents). The report reads every
 `bench/out/*.json` (or the files given), so separate runs can be combined.
 
@@ -49,6 +50,8 @@ def run_plan(n: str, extra: Sequence[str]) -> None:
         "sweep": ["--no-default", "--sweep", "--size", "1024", "--seconds", "8"],
         "critical": ["--n", "10", "--rate", "100", "--size", "1024", "--seconds", "10", "--modes", "push-pull",
                      "--critical-every", "10"],
+        "budget": ["--n", "10", "--rate", "100", "--size", "512", "--seconds", "10", "--modes", "push-pull",
+                   "--critical-every", "10", "--budget", "30000"],
     }
     for name, args in plans.items():
         print(f"report: running bench_load.py {' '.join(args)}", file=sys.stderr, flush=True)
@@ -196,7 +199,8 @@ def critical_table(rows: list[dict[str, Any]]) -> list[str]:
             continue
         sc = r["scenario"]
         ratio_ = c.get("critical_over_normal_median")
-        out.append(f"| {r['_file'].removesuffix('.json')} | N={sc['n']}, {sc['rate']:g}/s, {sc['size']} B | "
+        budget = f", budget {sc['budget']} B/s" if sc.get("budget") else ""
+        out.append(f"| {r['_file'].removesuffix('.json')} | N={sc['n']}, {sc['rate']:g}/s, {sc['size']} B{budget} | "
                    f"{sc['mode']} | {c['critical']['writes']} | {fmt(c['critical']['t100_median_ms'])} / "
                    f"{fmt(c['critical']['t100_p99_ms'])} | {fmt(c['normal']['t100_median_ms'])} / "
                    f"{fmt(c['normal']['t100_p99_ms'])} | {fmt(ratio_, 2)} | {met(ratio_, 0.5)} |")
@@ -369,7 +373,8 @@ MODE_ORDER = {"push": 0, "pull": 1, "push-pull": 2, "-": 3}
 
 def row_order(r: dict[str, Any]) -> tuple[Any, ...]:
     sc = r["scenario"]
-    return ({"load": 0, "issue8": 1, "critical": 2, "sweep": 3}.get(sc["label"], 9), -sc["size"], sc["n"], sc["rate"],
+    order = {"load": 0, "issue8": 1, "critical": 2, "budget": 2, "sweep": 3}
+    return (order.get(sc["label"], 9), -sc["size"], sc["n"], sc["rate"],
             sc["impl"] == "serf", MODE_ORDER.get(sc["mode"], 9), sc["sets"])
 
 

@@ -8,6 +8,7 @@ HTTP traffic is not. Plus the byte accounting on a hand-made result, without pro
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -80,6 +81,22 @@ def test_byte_figures_use_the_agents_message_counts_when_the_capture_dropped() -
 
 
 @linux
+def test_out_rates_per_agent_and_budget_plan() -> None:
+    before = [{'gossip_bytes_total{direction="out",kind="ping"}': 100.0},
+              {'gossip_bytes_total{direction="out",kind="ping"}': 0.0}]
+    after = [{'gossip_bytes_total{direction="out",kind="ping"}': 1100.0,
+              'gossip_bytes_total{direction="out",kind="state"}': 2000.0,
+              'gossip_bytes_total{direction="in",kind="state"}': 9999.0,
+              'gossip_bytes_total{direction="out",kind="antientropy"}': 7777.0},
+             {'gossip_bytes_total{direction="out",kind="ping"}': 1000.0}]
+    assert bench_load.out_rates(before, after, 2.0) == {"mean": 1000, "max": 1500}
+    args = argparse.Namespace(n="10", rate="100", writes=0, seconds=1.0, modes="push-pull", set=[], size=512,
+                              critical_every=10, budget=30000, serf=False, issue_scenario=False, sweep=False)
+    plain, budgeted = bench_load.plan(args)
+    assert plain.budget == 0 and budgeted.budget == 30000
+    assert "gossip.maxBytesPerSecond=30000" in budgeted.sets and budgeted.critical_every == 10
+
+
 def test_bench_load_smoke(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
     cmd = [sys.executable, str(BENCH), "--n", "3", "--rate", "20", "--writes", "6", "--size", "300",

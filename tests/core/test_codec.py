@@ -47,7 +47,7 @@ messages = st.one_of(
     st.builds(Alive, names, incs, addrs, metas),
     st.builds(Suspect, names, incs, names),
     st.builds(Dead, names, incs, names),
-    st.builds(StateRumor, st.binary(max_size=300)),
+    st.builds(StateRumor, st.binary(max_size=300), st.booleans()),
     st.builds(PullRequest, names, addrs),
 )
 packets = st.builds(Packet, names, st.lists(messages, max_size=20).map(tuple))
@@ -234,3 +234,25 @@ def test_hostile_digests_are_refused() -> None:
                 [b"", True], [bytes(3), True], [bytes(130), True], ["ab", True], [bytes(2), 1], [bytes(2)]):
         with pytest.raises(codec.DecodeError):
             codec.decode_packet(raw(bad))
+
+
+# -- critical state rumors (type 13) --------------------------------------------------------------------
+
+def test_critical_state_rumor_is_type_13_with_the_state_body() -> None:
+    plain, critical = StateRumor(b"payload"), StateRumor(b"payload", critical=True)
+    assert codec.message_type(critical) is codec.MessageType.STATE_CRITICAL == 13
+    assert codec.message_size(critical) == codec.message_size(plain)  # same body, one-byte type either way
+    packet = Packet("a", (critical, plain))
+    assert codec.decode_packet(codec.encode_packet(packet)) == packet
+    assert msgpack.unpackb(codec.encode_packet(Packet("a", (critical,)))[1:])[1][0] == [13, b"payload"]
+
+
+def test_hostile_critical_state_rumors_are_refused() -> None:
+    def raw(message: list[object]) -> bytes:
+        return bytes((codec.VERSION,)) + msgpack.packb(["x", [message]], use_bin_type=True)
+
+    assert codec.decode_packet(raw([13, b""])).messages == (StateRumor(b"", critical=True),)
+    for bad in ([13], [13, "text"], [13, 5], [13, None], [13, b"x", b"y"], [13, [b"x"]], [13, {"a": 1}]):
+        with pytest.raises(DecodeError) as info:
+            codec.decode_packet(raw(bad))
+        assert info.value.reason == "malformed"

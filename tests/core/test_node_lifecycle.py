@@ -125,8 +125,9 @@ def test_a_leaver_asks_to_stop_once_its_leave_rumor_is_sent_out() -> None:
 
 
 def test_a_leaver_stops_after_the_linger_time_even_with_rumors_still_queued() -> None:
+    # 118 members: the leave (critical: forwarded to 2 x fanout) is still queued after the forward and one round.
     node = Node(cfg(), ME, random.Random(6), 0.0, leave_linger=0.01)
-    for i in range(2, 40):
+    for i in range(2, 120):
         node.handle_packet(Packet(f"n{i}", (Alive(f"n{i}", 1, (f"10.0.0.{i}", 7946)),)), ME, 0.0)
     node.leave(1.0)
     assert node.next_deadline() <= 1.01

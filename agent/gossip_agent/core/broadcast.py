@@ -5,10 +5,13 @@ spread to reach everyone with high probability, few enough that traffic stays bo
 fewest times go first, newest first among equals, so fresh news always wins the space in a packet.
 A newer rumor about the same subject (e.g. member X) replaces the older one.
 
-Two priorities: rumors about members we already know (suspicions, deaths, refutations, state) go before
-rumors announcing new members (`low=True`), and past `max_items` the low ones are evicted first. A flood of
-forged Alives for made-up members (anyone on the network can send them to a plaintext cluster) then can
-neither push a real suspicion or death out of the queue nor take its place in packets.
+Three priorities. Critical rumors (`critical=True`: membership changes about known members — suspicions,
+deaths, refutations — and state writes a client flagged `?priority=critical`) go before everything: under
+load or a byte budget (core/send_budget.py) they take the space in a packet first, whatever their transmit
+count. Normal rumors (state) come next, and rumors announcing new members (`low=True`) last; past
+`max_items` the lowest are evicted first. A flood of forged Alives for made-up members (anyone on the network
+can send them to a plaintext cluster) then can neither push a real suspicion or death out of the queue nor
+take its place in packets.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from gossip_agent.core.messages import Rumor
 _MIN_RUMOR_BYTES = 8
 # Queue items looked at per packet at most.
 _MAX_SCAN = 512
+# Priority levels (lower goes first, higher is evicted first) and their class names in stats and metrics.
+CRITICAL, NORMAL, LOW = 0, 1, 2
+CLASSES = ("critical", "normal")
+_CLASS_OF = ("critical", "normal", "normal")
 
 
 def retransmit_limit(retransmit_mult: int, n_members: int) -> int:
@@ -38,7 +45,7 @@ class _Item:
     # Member we heard it from: sending it back there is wasted bytes.
     source: str | None = None
     transmits: int = 0
-    prio: int = 0  # 0: about known members and state; 1: a new member's announcement
+    prio: int = NORMAL  # CRITICAL, NORMAL, or LOW (a new member's announcement)
     sent_to: set[str] = field(default_factory=set)
 
 
@@ -53,23 +60,36 @@ class BroadcastQueue:
         self._by_key: dict[str, _Item] = {}
         self._next_id = 0
         self._len = 0
+        self._per_prio = [0, 0, 0]
         self.dropped = 0
+        # By class ("critical"/"normal"): rumors evicted unsent to everyone, and rumor bytes handed to packets.
+        self.dropped_by_class: dict[str, int] = dict.fromkeys(CLASSES, 0)
+        self.sent_bytes: dict[str, int] = dict.fromkeys(CLASSES, 0)
 
     def __len__(self) -> int:
         return self._len
 
+    def pending(self, cls: str) -> int:
+        """Rumors of class `cls` ("critical" or "normal", the latter counting announcements) queued now."""
+        if cls == "critical":
+            return self._per_prio[CRITICAL]
+        return self._per_prio[NORMAL] + self._per_prio[LOW]
+
     def enqueue(self, rumor: Rumor, size: int, *, key: str | None = None, source: str | None = None,
-                low: bool = False) -> None:
+                low: bool = False, critical: bool = False) -> None:
         """Queue a rumor of `size` encoded bytes; a rumor with the same `key` is replaced. `low`: a new
-        member's announcement (sent after, and evicted before, everything else)."""
+        member's announcement (sent after, and evicted before, everything else); `critical`: sent before
+        everything else and evicted last (`low` wins if both are given)."""
         if key is not None:
             old = self._by_key.pop(key, None)
             if old is not None:
                 self._remove(old)
-        item = _Item(rumor=rumor, key=key, size=size, id=self._next_id, source=source, prio=int(low))
+        prio = LOW if low else CRITICAL if critical else NORMAL
+        item = _Item(rumor=rumor, key=key, size=size, id=self._next_id, source=source, prio=prio)
         self._next_id += 1
         self._levels.setdefault((item.prio, 0), {})[item.id] = item
         self._len += 1
+        self._per_prio[prio] += 1
         if key is not None:
             self._by_key[key] = item
         if self._len > self.max_items:
@@ -79,6 +99,7 @@ class BroadcastQueue:
         level = self._levels.get((item.prio, item.transmits))
         if level is not None and level.pop(item.id, None) is not None:
             self._len -= 1
+            self._per_prio[item.prio] -= 1
             if not level:
                 del self._levels[(item.prio, item.transmits)]
 
@@ -91,6 +112,7 @@ class BroadcastQueue:
             if oldest.key is not None and self._by_key.get(oldest.key) is oldest:
                 del self._by_key[oldest.key]
             self.dropped += 1
+            self.dropped_by_class[_CLASS_OF[oldest.prio]] += 1
 
     def take(self, budget: int, n_members: int, *, to: str | None = None, to_live: bool = True,
              limit: int | None = None) -> list[Rumor]:
@@ -126,6 +148,7 @@ class BroadcastQueue:
                 break
         for item in chosen:
             self._remove(item)
+            self.sent_bytes[_CLASS_OF[item.prio]] += item.size
             item.transmits += 1
             if to is not None and to_live:
                 item.sent_to.add(to)
@@ -138,6 +161,7 @@ class BroadcastQueue:
                 continue
             self._levels.setdefault((item.prio, item.transmits), {})[item.id] = item
             self._len += 1
+            self._per_prio[item.prio] += 1
         return [item.rumor for item in chosen]
 
     def peek_all(self) -> list[Rumor]:

@@ -80,6 +80,7 @@ class MessageType(IntEnum):
     STATE = 7
     PULL = 8
     DIGEST = 9
+    STATE_CRITICAL = 13  # a StateRumor with critical=True: same body as STATE
 
 
 class DecodeError(ValueError):
@@ -110,7 +111,7 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
         return (MessageType.PING_REQ, m.seq, m.target, m.target_addr[0], m.target_addr[1], m.source,
                 m.source_addr[0], m.source_addr[1], m.want_nack)
     if isinstance(m, StateRumor):
-        return (MessageType.STATE, bytes(m.payload))
+        return (MessageType.STATE_CRITICAL if m.critical else MessageType.STATE, bytes(m.payload))
     if isinstance(m, PullRequest):
         return (MessageType.PULL, m.source, m.source_addr[0], m.source_addr[1])
     if isinstance(m, Digest):
@@ -130,6 +131,8 @@ _LABEL_OF = {cls: t.name.lower() for cls, t in _TYPE_OF.items()}
 
 def message_type(m: Message) -> MessageType:
     """The wire type of a message."""
+    if isinstance(m, StateRumor) and m.critical:
+        return MessageType.STATE_CRITICAL
     return _TYPE_OF[type(m)]
 
 
@@ -261,7 +264,7 @@ def _meta(v: Any) -> dict[str, str]:
 _ARITY = {
     MessageType.PING: 6, MessageType.ACK: 3, MessageType.NACK: 2, MessageType.PING_REQ: 9,
     MessageType.ALIVE: 6, MessageType.SUSPECT: 4, MessageType.DEAD: 4, MessageType.STATE: 2,
-    MessageType.PULL: 4, MessageType.DIGEST: 6,
+    MessageType.PULL: 4, MessageType.DIGEST: 6, MessageType.STATE_CRITICAL: 2,
 }
 
 
@@ -294,10 +297,10 @@ def _message(t: Any) -> Message:
         return Suspect(_str(t[1]), _incarnation(t[2]), _str(t[3]))
     if mtype is MessageType.DEAD:
         return Dead(_str(t[1]), _incarnation(t[2]), _str(t[3]))
-    if mtype is MessageType.STATE:
+    if mtype is MessageType.STATE or mtype is MessageType.STATE_CRITICAL:
         if type(t[1]) is not bytes:
             raise DecodeError("malformed", "state payload is not bytes")
-        return StateRumor(t[1])
+        return StateRumor(t[1], mtype is MessageType.STATE_CRITICAL)
     if mtype is MessageType.DIGEST:
         if type(t[3]) is not bytes or len(t[3]) != ROOT_PREFIX_BYTES:
             raise DecodeError("malformed", f"a digest's root is {ROOT_PREFIX_BYTES} bytes")

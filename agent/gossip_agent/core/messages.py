@@ -83,9 +83,13 @@ class Dead:
 
 @dataclass(frozen=True, slots=True)
 class StateRumor:
-    """Opaque replicated-state update; the state layer decides whether it is new (and so forwarded)."""
+    """Opaque replicated-state update; the state layer decides whether it is new (and so forwarded).
+
+    `critical`: a write the client flagged `?priority=critical`. It travels as its own wire type (so relays
+    keep its priority) to members known to read it, as a plain state rumor to the others."""
 
     payload: bytes
+    critical: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,7 @@ from gossip_agent.core.messages import (
     Suspect,
 )
 from gossip_agent.core.rng import Rng
+from gossip_agent.core.send_budget import SendBudget, budget_deferred, budget_stats, effective_burst
 from gossip_agent.core.suspicion import Suspicion, suspicion_min_timeout
 
 _NEVER = math.inf
@@ -123,6 +124,11 @@ def _allowance(digests: list[Digest | DigestSummary]) -> int:
     return DIGEST_ALLOWANCE if digests else 0
 
 
+def _digest_bytes(digests: Sequence[Digest | DigestSummary]) -> int:
+    """What these digests cost on the wire (the send budget charges this, not the allowance)."""
+    return sum(codec.message_size(d) for d in digests)
+
+
 def meta_size(meta: Mapping[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) + 2 for k, v in meta.items())
 
@@ -166,6 +172,10 @@ class Node:
             raise ValueError(f"metadata is larger than gossip.maxMetaBytes ({config.gossip.max_meta_bytes} B)")
         self.awareness = Awareness(config.membership.awareness_max_multiplier)
         self.queue = BroadcastQueue(config.gossip.retransmit_mult)
+        # gossip.maxBytesPerSecond: what optional (rumor) bytes may go; probes and acks always go (send_budget).
+        self.send_budget = SendBudget(config.gossip.max_bytes_per_second, effective_burst(
+            config.gossip.max_bytes_per_second, config.gossip.max_burst_bytes, config.gossip.mtu), now)
+        self._critical_fresh = False  # a critical rumor was queued since the last immediate forward
         self.table = MemberTable()
         self.root_digests = DigestTable(self.name, config.membership.max_members)
         # Members that sent us digests: they read them, so ours ride on our packets to them. An older agent
@@ -353,6 +363,7 @@ class Node:
         if self.leaving:
             return []
         self.leaving = True
+        self.send_budget.refill(now)
         self._leave_until = now + self._leave_linger
         me = self.table.get(self.name)
         assert me is not None
@@ -363,11 +374,14 @@ class Node:
         self._forward(now, None, out)
         return out
 
-    def broadcast_state(self, payload: bytes, now: float, *, key: str | None = None) -> list[Effect]:
+    def broadcast_state(self, payload: bytes, now: float, *, key: str | None = None,
+                        critical: bool = False) -> list[Effect]:
         """Queue a state rumor (piggybacked, bounded retransmits) and forward it at once if configured.
-        A later rumor with the same `key` replaces an unsent earlier one."""
+        A later rumor with the same `key` replaces an unsent earlier one. `critical`: ahead of every other
+        rumor, forwarded to twice the fanout, and marked on the wire so relays do the same."""
         out: list[Effect] = []
-        self._enqueue(StateRumor(payload), None, key=None if key is None else "s:" + key)
+        self.send_budget.refill(now)
+        self._enqueue(StateRumor(payload, critical), None, key=None if key is None else "s:" + key)
         self._fresh_rumor(now, None, out)
         return out
 
@@ -385,6 +399,7 @@ class Node:
         if dict(meta) == self.meta:
             return []
         self.meta = dict(meta)
+        self.send_budget.refill(now)
         self.incarnation = min(self.incarnation + 1, codec.MAX_INCARNATION)
         self._announce_self(now)
         out: list[Effect] = []
@@ -393,6 +408,7 @@ class Node:
 
     def handle_packet(self, packet: Packet, src: Address, now: float) -> list[Effect]:
         out: list[Effect] = []
+        self.send_budget.refill(now)
         fresh = False
         reply_pull: Address | None = None
         # Rumors first: an Ack to a Ping in the same packet then carries whatever they made us say
@@ -419,9 +435,9 @@ class Node:
                 reply_pull = self._pull_reply_address(packet.sender)
         if reply_pull is not None:
             digests = self._digests_for(packet.sender)
-            rumors = self.queue.take(self._budget(_allowance(digests)), self._rumor_population, to=packet.sender,
-                                     to_live=self.table.is_live(packet.sender), limit=self._answer_limit())
+            rumors = self._take(self._budget(_allowance(digests)), packet.sender, limit=self._answer_limit())
             if rumors or digests:
+                self._charge(_digest_bytes(digests))
                 out.append(Send(reply_pull, Packet(self.name, (*rumors, *digests))))
         self._repair_digests(packet.sender, now, out)
         if self._refuted:
@@ -438,6 +454,7 @@ class Node:
     def tick(self, now: float) -> list[Effect]:
         """Run everything due at `now`: probes, probe timeouts, gossip, push-pull, suspicion expiry, reaping."""
         out: list[Effect] = []
+        self.send_budget.refill(now)
         self._tick_probe(now, out)
         self._tick_relays(now, out)
         self._tick_suspicions(now, out)
@@ -841,7 +858,11 @@ class Node:
     def _enqueue(self, rumor: Rumor, source: str | None, *, key: str | None = None, low: bool = False) -> None:
         if key is None and not isinstance(rumor, StateRumor):
             key = "m:" + rumor.name
-        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source, low=low)
+        # Critical: membership changes about known members, and state writes flagged critical.
+        critical = not low and (rumor.critical if isinstance(rumor, StateRumor) else True)
+        self._critical_fresh |= critical
+        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source, low=low, critical=critical)
+        budget_stats(self.stats, self.queue)
 
     def _digests_for(self, to_name: str | None, *, ping: bool = False) -> list[Digest | DigestSummary]:
         """Convergence digests for a packet to `to_name`, within DIGEST_ALLOWANCE (core/digests.py: rows we
@@ -893,6 +914,7 @@ class Node:
             return
         digests = self._digest_exchange.outgoing(to_name, REPAIR_ALLOWANCE, codec.message_size)
         if digests:
+            self._charge(_digest_bytes(digests))
             out.append(Send(member.addr, Packet(self.name, tuple(digests))))
             self.stats["digest_repairs"] += 1
 
@@ -903,6 +925,7 @@ class Node:
         if member is None or to_name == self.name or not self._digest_exchange.table_allowed(to_name, now):
             return
         for part in self.root_digests.all_rows(REPAIR_ALLOWANCE, codec.message_size):
+            self._charge(_digest_bytes(part))
             out.append(Send(member.addr, Packet(self.name, tuple(part))))
             self.stats["digest_tables_sent"] += 1
 
@@ -913,10 +936,32 @@ class Node:
         """Send `msgs` with as many queued rumors piggybacked as the MTU allows (none in pull mode)."""
         used = sum(codec.message_size(m) for m in msgs)
         digests = self._digests_for(to_name, ping=any(isinstance(m, Ping | Ack) for m in msgs))
-        rumors = self.queue.take(self._budget(used + _allowance(digests)), self._rumor_population, to=to_name,
-                                 to_live=to_name is None or self.table.is_live(to_name)) \
+        # The send budget charges these bytes but never refuses them: only the piggyback is trimmed.
+        self._charge(used + _digest_bytes(digests))
+        rumors = self._take(self._budget(used + _allowance(digests)), to_name) \
             if len(self.queue) and self._pushes else []
         out.append(Send(to, Packet(self.name, (*msgs, *rumors, *digests))))
+
+    def _take(self, room: int, to_name: str | None, *, limit: int | None = None) -> list[Rumor]:
+        """Queued rumors for a packet to `to_name`: at most `room` bytes, and only what the send budget allows
+        now (critical first, by the queue's order); their bytes are charged. Critical state rumors go as
+        plain ones to a member not known to read new message types (an older agent drops the whole packet)."""
+        allowed = self.send_budget.allow(room)
+        sent = self.queue.sent_bytes
+        before = sent["critical"] + sent["normal"]
+        rumors = self.queue.take(allowed, self._rumor_population, to=to_name,
+                                 to_live=to_name is None or self.table.is_live(to_name), limit=limit)
+        self.send_budget.charge(sent["critical"] + sent["normal"] - before)
+        if allowed < room:
+            budget_deferred(self.stats, self.queue)
+        if rumors and to_name not in self._digest_readers:
+            rumors = [StateRumor(r.payload) if isinstance(r, StateRumor) and r.critical else r for r in rumors]
+        budget_stats(self.stats, self.queue)
+        return rumors
+
+    def _charge(self, size: int) -> None:
+        """Bytes of a packet going out, besides its rumors (charged by `_take`): the header and `size`."""
+        self.send_budget.charge(self._header + size)
 
     def _gossip(self, now: float, out: list[Effect]) -> None:
         mode = self.config.gossip.mode
@@ -926,12 +971,12 @@ class Node:
         # them), so a root published after the writes stopped still spreads at gossip speed.
         fresh_digests = self.root_digests.has_fresh()
         for peer in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=False):
-            rumors = self.queue.take(self._budget(pull_size + DIGEST_ALLOWANCE), self._rumor_population,
-                                     to=peer.name, to_live=self.table.is_live(peer.name)) if mode != "pull" else []
+            rumors = self._take(self._budget(pull_size + DIGEST_ALLOWANCE), peer.name) if mode != "pull" else []
             if rumors or mode == "pull" or (fresh_digests and peer.name in self._digest_readers):
                 digests = self._digests_for(peer.name)
                 fresh_digests = False
                 if rumors or pull or digests:
+                    self._charge(pull_size + _digest_bytes(digests))
                     out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *digests))))
                     self.stats["gossip_packets"] += 1
 
@@ -992,11 +1037,14 @@ class Node:
         member that both missed waits for the regular tick. Under a steady stream of fresh rumors, rounds come
         at most every quarter interval (each still bounded by the queue's retransmit limits)."""
         self._next_gossip = min(self._next_gossip, now + self.config.gossip.interval * _EARLY_GOSSIP_FRACTION)
-        for peer in self._random_peers(self.config.gossip.fanout, exclude=exclude, live_only=False):
-            rumors = self.queue.take(self._budget(DIGEST_ALLOWANCE), self._rumor_population, to=peer.name,
-                                     to_live=self.table.is_live(peer.name))
+        # A critical rumor among the fresh ones goes to twice the fanout (core/broadcast.py: CRITICAL).
+        fanout = self.config.gossip.fanout * (2 if self._critical_fresh else 1)
+        self._critical_fresh = False
+        for peer in self._random_peers(fanout, exclude=exclude, live_only=False):
+            rumors = self._take(self._budget(DIGEST_ALLOWANCE), peer.name)
             if rumors:
                 digests = self._digests_for(peer.name)
+                self._charge(_digest_bytes(digests))
                 out.append(Send(peer.addr, Packet(self.name, (*rumors, *digests))))
                 self.stats["forwarded_packets"] += 1
 

@@ -111,10 +111,12 @@ class Persist:
 
 @dataclass(frozen=True, slots=True)
 class Broadcast:
-    """Gossip this state rumor payload (`Node.broadcast_state`); a newer one for `key` replaces it."""
+    """Gossip this state rumor payload (`Node.broadcast_state`); a newer one for `key` replaces it.
+    `critical`: the client flagged the write `?priority=critical` (it jumps the rumor queue)."""
 
     payload: bytes
     key: str
+    critical: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,14 +287,14 @@ class StateNode:
 
     # -- local writes (StateError subclasses raise before anything changed) --------------------------------
     def put(self, key: str, value: bytes, context: CausalContext | None, now: float,
-            wall: float) -> tuple[Entry, list[StateEffect]]:
+            wall: float, *, critical: bool = False) -> tuple[Entry, list[StateEffect]]:
         entry = self.store.local_put(key, value, _ms(wall), context)
-        return entry, self._local("put", entry, now)
+        return entry, self._local("put", entry, now, critical=critical)
 
     def delete(self, key: str, context: CausalContext | None, now: float,
-               wall: float) -> tuple[Entry | None, list[StateEffect]]:
+               wall: float, *, critical: bool = False) -> tuple[Entry | None, list[StateEffect]]:
         entry = self.store.local_delete(key, _ms(wall), context)
-        return entry, self._local("delete", entry, now)
+        return entry, self._local("delete", entry, now, critical=critical)
 
     def update_crdt(self, key: str, kind: type[C], mutate: Callable[[C, str, Hlc], C], op: str, now: float,
                     wall: float) -> tuple[Entry, list[StateEffect]]:
@@ -301,15 +303,15 @@ class StateNode:
         assert entry is not None
         return entry, self._local(op, entry, now)
 
-    def _local(self, op: str, entry: Entry | None, now: float) -> list[StateEffect]:
+    def _local(self, op: str, entry: Entry | None, now: float, *, critical: bool = False) -> list[StateEffect]:
         out: list[StateEffect] = []
         self._commit(out, now)
         if entry is not None:
             self.stats.writes[op] += 1
-            self._broadcast(entry, out)
+            self._broadcast(entry, out, critical=critical)
         return out
 
-    def _broadcast(self, entry: Entry, out: list[StateEffect]) -> None:
+    def _broadcast(self, entry: Entry, out: list[StateEffect], *, critical: bool = False) -> None:
         payload = encode_rumor(entry)
         self._remember_seen(hash(payload))  # our own rumor coming back is old news
         if len(payload) > self.inline_limit:
@@ -317,7 +319,7 @@ class StateNode:
             self._remember_announcement(ann.key, ann.digest)
             payload = encode_announcement(ann)
             self.stats.rumors["announced"] += 1
-        out.append(Broadcast(payload, entry.key))
+        out.append(Broadcast(payload, entry.key, critical))
 
     # -- state from peers -------------------------------------------------------------------------------
     def on_rumor(self, payload: bytes, now: float, wall: float) -> tuple[bool, list[StateEffect]]:

@@ -15,7 +15,9 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gossip_agent.core.broadcast import CLASSES
 from gossip_agent.core.messages import MemberState
+from gossip_agent.core.send_budget import BYTES_KEY, DEFERRED_KEY, DROPPED_KEY
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -32,6 +34,16 @@ _NODE_COUNTERS = {
     "refutations": ("gossip_refutations", "Times this agent refuted a rumor about itself."),
     "tcp_fallback_acks": ("gossip_tcp_fallback_acks", "Probes answered only over the TCP fallback."),
 }
+# Node.stats keys per rumor class ("critical"/"normal"): prefix -> (metric name, help), labelled {class=...}.
+_CLASS_COUNTERS = {
+    BYTES_KEY: ("gossip_rumor_bytes", "Rumor bytes put in outgoing packets, by class (critical: membership "
+                "changes and writes with ?priority=critical)."),
+    DEFERRED_KEY: ("gossip_budget_deferred", "Outgoing packets whose piggyback gossip.maxBytesPerSecond "
+                   "trimmed while rumors of this class waited (they stay queued and go when the budget refills)."),
+    DROPPED_KEY: ("gossip_budget_dropped", "Rumors of this class the bounded queue evicted before they reached "
+                  "every member (anti-entropy repairs state; under a byte budget, what could not wait)."),
+}
+_CLASS_KEYS = {prefix + cls for prefix in _CLASS_COUNTERS for cls in CLASSES}
 
 
 class NodeView(Protocol):
@@ -77,9 +89,14 @@ class AgentCollector(Collector):
         other = CounterMetricFamily("gossip_node_events", "Other protocol events counted by the node.",
                                     labels=["event"])
         for key, value in sorted(node_stats.items()):
-            if key not in _NODE_COUNTERS:
+            if key not in _NODE_COUNTERS and key not in _CLASS_KEYS:
                 other.add_metric([key], value)
         yield other
+        for prefix, (name, doc) in _CLASS_COUNTERS.items():
+            by_class = CounterMetricFamily(name, doc, labels=["class"])
+            for cls in CLASSES:
+                by_class.add_metric([cls], node_stats.get(prefix + cls, 0))
+            yield by_class
         msgs = CounterMetricFamily("gossip_messages", "Protocol messages by direction and type.",
                                    labels=["direction", "type"])
         for (direction, mtype), value in sorted(s.messages.items()):

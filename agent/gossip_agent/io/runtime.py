@@ -685,8 +685,8 @@ class Agent:
                 log.error("keyring file changed but is invalid, keeping the old keys: %s", exc)
 
     # -- services for extensions -----------------------------------------------------------------------
-    def broadcast_state(self, payload: bytes, *, key: str | None = None) -> None:
-        self._feed(self.node.broadcast_state(payload, self.clock(), key=key))
+    def broadcast_state(self, payload: bytes, *, key: str | None = None, critical: bool = False) -> None:
+        self._feed(self.node.broadcast_state(payload, self.clock(), key=key, critical=critical))
 
     def update_meta(self, meta: Mapping[str, str]) -> None:
         self._feed(self.node.update_meta(meta, self.clock()))

@@ -94,9 +94,9 @@ class StateBackend(Protocol):
     @property
     def store(self) -> KvStore: ...
 
-    def put(self, key: str, value: bytes, context: CausalContext | None) -> Entry: ...
+    def put(self, key: str, value: bytes, context: CausalContext | None, *, critical: bool = False) -> Entry: ...
 
-    def delete(self, key: str, context: CausalContext | None) -> Entry | None: ...
+    def delete(self, key: str, context: CausalContext | None, *, critical: bool = False) -> Entry | None: ...
 
     def update_crdt(self, key: str, kind: type[C], mutate: Callable[[C, str, Hlc], C], op: str) -> Entry: ...
 
@@ -126,6 +126,7 @@ MAX_SET_OPS = 1024
 MAX_TIMEOUT = 60.0
 DEFAULT_WRITE_TIMEOUT = 5.0  # a w > 1 write waits at most this long by default
 _JSON = "application/json"
+_PRIORITIES = ("critical", "normal")  # ?priority= on PUT/DELETE /v1/kv/...
 
 
 class ApiError(web.HTTPException):
@@ -365,6 +366,15 @@ class StateApi:
         except (binascii.Error, ValueError, StateCodecError) as exc:
             raise _error(400, f"invalid context (send back the {CONTEXT_HEADER} a read returned): {exc}") from None
 
+    @staticmethod
+    def _critical(request: web.Request) -> bool:
+        """`?priority=critical|normal` (default normal): a critical write's rumor jumps every queue, goes to
+        twice the fanout and is relayed as critical (core/broadcast.py)."""
+        raw = request.query.get("priority", "normal")
+        if raw not in _PRIORITIES:
+            raise _error(400, f"priority must be critical or normal, got {raw[:20]!r}")
+        return raw == "critical"
+
     def _write_params(self, request: web.Request) -> tuple[int, float]:
         try:
             w = parse_write_concern(request.query.get("w"))
@@ -429,9 +439,10 @@ class StateApi:
     async def put(self, request: web.Request) -> web.Response:
         key = self._key(request)
         w, timeout = self._write_params(request)
+        critical = self._critical(request)
         value, context = await self._value_body(request)
         try:
-            entry = self.svc.put(key, value, context)
+            entry = self.svc.put(key, value, context, critical=critical)
         except StateError as exc:
             raise _state_error(exc) from None
         assert isinstance(entry, ValueEntry)
@@ -469,9 +480,10 @@ class StateApi:
     async def delete(self, request: web.Request) -> web.Response:
         key = self._key(request)
         w, timeout = self._write_params(request)
+        critical = self._critical(request)
         context = self._context(request.headers.get(CONTEXT_HEADER))
         try:
-            entry = self.svc.delete(key, context)
+            entry = self.svc.delete(key, context, critical=critical)
         except StateError as exc:
             raise _state_error(exc) from None
         if entry is None:

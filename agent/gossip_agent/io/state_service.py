@@ -301,7 +301,7 @@ class StateService(Extension, StateDelegate):
             if isinstance(e, Persist):
                 self._persist(e.changes)
             elif isinstance(e, Broadcast):
-                self.agent.broadcast_state(e.payload, key=e.key)
+                self.agent.broadcast_state(e.payload, key=e.key, critical=e.critical)
             elif isinstance(e, PublishDigest):
                 if not self.agent.node.leaving:
                     self.agent.publish_root_digest(e.root, e.keys, e.hlc_ms, seq_floor=e.seq_floor)
@@ -400,13 +400,14 @@ class StateService(Extension, StateDelegate):
         return retired
 
     # -- local writes (HTTP handlers call these; StateError subclasses name invalid input) ------------------
-    def put(self, key: str, value: bytes, context: CausalContext | None) -> Entry:
-        entry, effects = self.core.put(key, value, context, self.agent.now(), self.wall())
+    def put(self, key: str, value: bytes, context: CausalContext | None, *, critical: bool = False) -> Entry:
+        """A local write; `critical` (`?priority=critical`): its rumor jumps the queue (core/broadcast.py)."""
+        entry, effects = self.core.put(key, value, context, self.agent.now(), self.wall(), critical=critical)
         self._perform(effects)
         return entry
 
-    def delete(self, key: str, context: CausalContext | None) -> Entry | None:
-        entry, effects = self.core.delete(key, context, self.agent.now(), self.wall())
+    def delete(self, key: str, context: CausalContext | None, *, critical: bool = False) -> Entry | None:
+        entry, effects = self.core.delete(key, context, self.agent.now(), self.wall(), critical=critical)
         self._perform(effects)
         return entry
 

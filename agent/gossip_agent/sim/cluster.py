@@ -317,9 +317,9 @@ class Simulation:
         self._perform(i, fn(self.node(i), self.now))
         self._reschedule(i)
 
-    def broadcast(self, node: int | str, payload: bytes, *, key: str | None = None) -> None:
+    def broadcast(self, node: int | str, payload: bytes, *, key: str | None = None, critical: bool = False) -> None:
         i = self.idx(node)
-        self._perform(i, self.node(i).broadcast_state(payload, self.now, key=key))
+        self._perform(i, self.node(i).broadcast_state(payload, self.now, key=key, critical=critical))
         self._reschedule(i)
 
     # -- running -------------------------------------------------------------------------------------

@@ -155,16 +155,18 @@ class StateSimulation:
             self._perform(i, core.on_member_event(event, self.sim.now))
 
     # -- local writes -------------------------------------------------------------------------------------
-    def put(self, i: int, key: str, value: bytes, *, read_first: bool = False) -> None:
+    def put(self, i: int, key: str, value: bytes, *, read_first: bool = False, critical: bool = False) -> None:
         """A write at node i; with `read_first`, carrying the causal context read there (a client's
-        read-modify-write: it replaces what it read instead of adding a sibling to it)."""
+        read-modify-write: it replaces what it read instead of adding a sibling to it). `critical`: a write
+        flagged `?priority=critical`."""
         core = self.cores[i]
         current = core.store.get(key) if read_first else None
-        _, effects = core.put(key, value, current.context if current else None, self.sim.now, self.wall())
+        _, effects = core.put(key, value, current.context if current else None, self.sim.now, self.wall(),
+                              critical=critical)
         self._perform(i, effects)
 
-    def delete(self, i: int, key: str) -> None:
-        _, effects = self.cores[i].delete(key, None, self.sim.now, self.wall())
+    def delete(self, i: int, key: str, *, critical: bool = False) -> None:
+        _, effects = self.cores[i].delete(key, None, self.sim.now, self.wall(), critical=critical)
         self._perform(i, effects)
 
     # -- effects ------------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ class StateSimulation:
         for e in effects:
             if isinstance(e, Broadcast):
                 self.stats["broadcasts"] += 1
-                self.sim.broadcast(i, e.payload, key=e.key)
+                self.sim.broadcast(i, e.payload, key=e.key, critical=e.critical)
             elif isinstance(e, PublishDigest):
                 if self.publish_meta:
                     self.stats["digests_published"] += 1

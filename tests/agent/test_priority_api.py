@@ -1,0 +1,69 @@
+"""`?priority=critical` on PUT/DELETE /v1/kv (io/state_http.py) and `gossipctl put/del --critical` (cli/kv.py):
+the flag reaches the Node's rumor queue as a critical rumor; a bad value is a 400 that stores nothing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gossip_agent.cli import kv
+from gossip_agent.core.messages import StateRumor
+from tests.hostile.agent_support import running, url
+
+
+def _queued(agent: Any) -> list[StateRumor]:
+    return [r for r in agent.node.queue.peek_all() if isinstance(r, StateRumor)]
+
+
+async def test_priority_critical_queues_a_critical_rumor_and_bad_values_are_400() -> None:
+    async with running("prio") as agent, aiohttp.ClientSession() as s:
+        async with s.put(url(agent, "/v1/kv/plain"), data=b"v") as r:
+            assert r.status == 200
+        async with s.put(url(agent, "/v1/kv/urgent?priority=critical"), data=b"v") as r:
+            assert r.status == 200, await r.text()
+        async with s.put(url(agent, "/v1/kv/normal?priority=normal"), data=b"v") as r:
+            assert r.status == 200
+        # Alone, the agent keeps its rumors queued: the flags can be read there.
+        assert sorted(r.critical for r in _queued(agent)) == [False, False, True]
+        assert _queued(agent)[0].critical  # critical first, though written second
+        async with s.delete(url(agent, "/v1/kv/plain?priority=critical")) as r:
+            assert r.status == 200
+        assert sum(r.critical for r in _queued(agent)) == 2
+        for bad in ("urgent", "CRITICAL", "", "critical%00", "x" * 5000):
+            for method in ("PUT", "DELETE"):
+                async with s.request(method, url(agent, f"/v1/kv/normal?priority={bad}"), data=b"w") as r:
+                    assert r.status == 400, (method, bad, r.status)
+                    error = (await r.json())["error"]
+                    assert "priority must be critical or normal" in error and len(error) < 100
+        async with s.get(url(agent, "/v1/kv/normal")) as r:
+            assert await r.read() == b"v"  # refused writes stored nothing
+        assert agent.node.stats["rumor_bytes_critical"] == 0  # nobody to send to yet
+        async with s.get(url(agent, "/metrics")) as r:
+            text = await r.text()
+        for family in ("gossip_rumor_bytes_total", "gossip_budget_deferred_total", "gossip_budget_dropped_total"):
+            for cls in ("critical", "normal"):
+                assert f'{family}{{class="{cls}"}} 0.0' in text
+        assert "rumor_bytes_critical" not in text  # not repeated among gossip_node_events_total
+
+
+def _gossipctl(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gossipctl")
+    kv.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+async def test_gossipctl_put_and_del_critical(capsys: pytest.CaptureFixture[str]) -> None:
+    async with running("prio-cli") as agent:
+        addr = ["--addr", f"127.0.0.1:{agent.port}"]
+        # gossipctl is a blocking client: it runs in a thread while the agent serves on this loop.
+        assert await asyncio.to_thread(_gossipctl, ["put", *addr, "plain", "v"]) == 0
+        assert await asyncio.to_thread(_gossipctl, ["put", *addr, "--critical", "-w", "1", "urgent", "v"]) == 0
+        assert [r.critical for r in _queued(agent)] == [True, False]
+        assert await asyncio.to_thread(_gossipctl, ["del", *addr, "--critical", "plain"]) == 0
+        assert [r.critical for r in _queued(agent)] == [True, True]
+        assert capsys.readouterr().out.count("ok (1 holder(s))") == 2
