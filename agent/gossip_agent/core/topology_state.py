@@ -160,6 +160,11 @@ class TopologyState:
         self._readers.discard(peer)
         self.client.forget(peer)
 
+    def assume_reader(self, peer: str) -> None:
+        """Treat `peer` as reading coordinates without an offer: the simulator's converged start
+        (`Simulation.start_joined`), standing for a cluster that has run longer than one probe pass."""
+        self._readers.add(peer)
+
     def offer_again(self, peer: str) -> None:
         """A member back from suspicion or death, or at a new address (perhaps an older release now): it gets
         coordinates only in packets of their own again until it sends one."""
@@ -218,6 +223,13 @@ class TopologyState:
         if threshold is None or remote is None:
             return False  # unknown is not evidence of nearness: far picks are the ones that keep mixing
         return estimate_rtt(self.client.coordinate, remote) <= threshold
+
+    def piggybacks_to(self, name: str, meta: Mapping[str, str], rng: Rng) -> bool:
+        """Whether rumors ride on a probe or ack to this member: always to a near one, with probability f to
+        a far one -- the same share of far transmissions as the choice of gossip peers. Probe targets are
+        round-robin (bounded detection time), so two thirds of them are far with three zones; without this
+        rule their piggybacked rumors would carry most cross-zone bytes under writes."""
+        return self.is_near(name, meta) or rng.random() < self.policy.cross_zone_fraction
 
     def choose(self, order: Sequence[str], k: int, rng: Rng, eligible: Callable[[str], T | None],
                meta_of: Callable[[T], Mapping[str, str]]) -> list[T]:
