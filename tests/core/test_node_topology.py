@@ -164,3 +164,35 @@ def test_an_invalid_zone_in_a_peers_metadata_counts_as_unknown(zone: str) -> Non
     member = node.member("p")
     assert member is not None and node.topology.zone_of(member.meta) is None
     assert node.topology.peer_class(member.meta) == "unknown"
+
+
+def test_anti_entropy_partners_are_near_mostly_and_uniform_without_a_zone() -> None:
+    aware = _node_among_zones(_zoned("a", "z0"), 300, seed=4)
+    names = [f"p{i}" for i in range(300)]
+    rng = random.Random(3)
+    picks = [aware.choose_partner(names, rng) for _ in range(4000)]
+    far = sum(1 for p in picks if p is not None and int(p[1:]) % 3 != 0)
+    assert abs(far / len(picks) - 0.15) < 0.02
+    plain = _node_among_zones(_zoned("a", None), 300, seed=4)
+    r1, r2 = random.Random(5), random.Random(5)
+    assert [plain.choose_partner(names, r1) for _ in range(50)] == [names[int(r2.random() * 300)] for _ in range(50)]
+
+
+def test_the_state_core_asks_the_partner_choice_for_its_anti_entropy_partner() -> None:
+    from gossip_agent.core.state_node import AntiEntropyWith
+    from tests.core.test_state_node import addr, core, member, run
+
+    c = core("a", ae=True)
+    for name in ("b", "c", "d"):
+        c.on_member_event(member(name), 0.0)
+    c.put("k", b"v", None, 0.0, 1.7e12)
+    asked: list[list[str]] = []
+
+    def choose(names: list[str], rng: object) -> str:
+        asked.append(sorted(names))
+        return "c"
+
+    c.choose_partner = choose  # type: ignore[assignment]
+    effects = run(c, 60.0)
+    assert asked and asked[0] == ["b", "c", "d"]
+    assert {e for e in effects if isinstance(e, AntiEntropyWith)} == {AntiEntropyWith("c", addr("c"))}

@@ -255,6 +255,11 @@ class Node:
             return None
         return self.topology.observe_rtt(name, rtt, now, self.rng)
 
+    def choose_partner(self, names: Sequence[str], rng: Rng) -> str | None:
+        """One of `names` for anti-entropy (core/state_node.py): near/far as gossip peers are
+        (core/topology_state.py), a plain uniform draw from `rng` while no topology is known."""
+        return self.topology.choose_one(names, rng, lambda n: m.meta if (m := self.table.get(n)) else None)
+
     def set_zone(self, zone: str | None, now: float) -> list[Effect]:
         """Our zone (validated by core.topology.parse_zone; None: unknown) changed, e.g. the zone file was
         rewritten: it goes into our metadata, re-announced with a bumped incarnation."""

@@ -31,6 +31,7 @@ Pure: no clock (callers pass `now`), no I/O; randomness only from the caller's `
 from __future__ import annotations
 
 import math
+import struct
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
@@ -71,6 +72,7 @@ class TopologyState:
         self._zones: dict[str, str | None] = {}
         self._threshold: float | None = None
         self._threshold_at = -math.inf
+        self._message: tuple[Coordinate, NetCoordinate] | None = None
 
     # -- coordinates ---------------------------------------------------------------------------------------
     @property
@@ -99,8 +101,15 @@ class TopologyState:
         return "unknown" if same is None else "same_zone" if same else "cross_zone"
 
     def coordinate_message(self) -> NetCoordinate:
+        """Our coordinate as it travels: rounded to float32 (the wire's precision, core/codec.py), so the
+        message equals what the receiver decodes. Built once per coordinate change."""
         c = self.client.coordinate
-        return NetCoordinate(c.vec, c.height, c.error, c.adjustment)
+        cached = self._message
+        if cached is None or cached[0] is not c:
+            *vec, height, error, adjustment = struct.unpack(
+                f"<{len(c.vec) + 3}f", struct.pack(f"<{len(c.vec) + 3}f", *c.vec, c.height, c.error, c.adjustment))
+            cached = self._message = (c, NetCoordinate(tuple(vec), height, error, adjustment))
+        return cached[1]
 
     def reads_coordinates(self, peer: str) -> bool:
         """`peer` has sent us a coordinate: it reads them, so ours may share its packets."""
