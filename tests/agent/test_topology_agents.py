@@ -109,3 +109,31 @@ async def test_topology_metrics_are_exported(zoned: tuple[list[Agent], Path]) ->
     assert metrics["gossip_rtt_estimate_relative_error_count"] >= 1
     assert metrics['gossip_peer_class_bytes_total{direction="out",peer_class="same_zone"}'] > 0
     assert metrics['gossip_peer_class_bytes_total{direction="out",peer_class="cross_zone"}'] > 0
+
+
+async def test_a_hostile_coordinate_is_a_counted_refusal_and_the_ping_beside_it_is_still_acked(
+        zoned: tuple[list[Agent], Path]) -> None:
+    import math
+    import socket
+
+    from gossip_agent.core import codec
+    from gossip_agent.core.messages import Ack, NetCoordinate, Packet, Ping
+
+    agents, _ = zoned
+    a0 = agents[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        port = s.getsockname()[1]
+        bad = NetCoordinate((math.nan,) * 8, 0.001, 0.5, 0.0)
+        packet = Packet("a1", (Ping(4242, "a0", "a1", ("127.0.0.1", port)), bad))
+        s.sendto(codec.encode_packet(packet), ("127.0.0.1", a0.port))
+        loop = asyncio.get_running_loop()
+        data = await asyncio.wait_for(loop.sock_recv(s, 65535), timeout=30.0)
+    answer = codec.decode_packet(data)
+    assert answer.messages and answer.messages[0] == Ack(4242, answer.messages[0].digest)  # type: ignore[union-attr]
+    await eventually(lambda: a0.node.topology.rejections().get("not_finite", 0) >= 1, what="a counted refusal")
+    metrics = parse_metrics(a0.render_metrics().decode())
+    assert metrics['gossip_coordinate_rejections_total{reason="not_finite"}'] >= 1
+    stored = a0.node.topology.coordinates().get("a1")  # a1's own (earlier, finite) coordinate, if any
+    assert stored is None or all(math.isfinite(x) for x in stored.vec)
