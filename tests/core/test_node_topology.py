@@ -196,3 +196,10 @@ def test_the_state_core_asks_the_partner_choice_for_its_anti_entropy_partner() -
     effects = run(c, 60.0)
     assert asked and asked[0] == ["b", "c", "d"]
     assert {e for e in effects if isinstance(e, AntiEntropyWith)} == {AntiEntropyWith("c", addr("c"))}
+
+
+def test_a_zone_given_as_plain_metadata_is_our_zone_if_valid() -> None:
+    a = Node(dataclasses.replace(cfg("a"), meta={ZONE_META_KEY: "zone-m"}), ("h", 1), random.Random(1), 0.0)
+    assert a.topology.local_zone == "zone-m"
+    b = Node(dataclasses.replace(cfg("b"), meta={ZONE_META_KEY: "not valid!"}), ("h", 1), random.Random(1), 0.0)
+    assert b.topology.local_zone is None

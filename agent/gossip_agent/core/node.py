@@ -160,6 +160,8 @@ class Node:
         self.topology = TopologyState(config.topology, max_peers=config.membership.max_members)
         if self.topology.local_zone is not None:
             self.meta[ZONE_META_KEY] = self.topology.local_zone
+        elif ZONE_META_KEY in self.meta:  # a zone given as plain metadata counts too, if it is a valid one
+            self.topology.set_local_zone(self.topology.zone_of(self.meta))
         if meta_size(self.meta) > config.gossip.max_meta_bytes:
             raise ValueError(f"metadata is larger than gossip.maxMetaBytes ({config.gossip.max_meta_bytes} B)")
         self.awareness = Awareness(config.membership.awareness_max_multiplier)
