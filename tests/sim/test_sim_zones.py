@@ -42,3 +42,26 @@ def test_at_150_members_aware_choice_cuts_cross_zone_bytes_and_keeps_spread_and_
 @pytest.mark.slow(quiet_seconds=80)
 def test_at_1000_members_aware_choice_cuts_cross_zone_bytes_4x_with_the_same_spread_and_detection() -> None:
     _check(compare(1000, seed=1, writes=30), cut=4.0, t100=1.2)
+
+
+def test_zone_links_take_their_zone_pairs_latency_and_bytes_split_by_zone() -> None:
+    from gossip_agent.sim.cluster import Simulation
+    from gossip_agent.sim.network import LinkProfile
+    from gossip_agent.sim.zones import zone_rtt
+
+    sim = Simulation(6, seed=3, bytes_mode="estimate", measure_rtt=True)
+    sim.set_zones(["zone-a", "zone-b", "zone-c"] * 2, zone_rtt, jitter=0.0)
+    assert sim.net.link(0, 3).latency == pytest.approx(0.0005)   # both in zone-a: 1 ms RTT
+    assert sim.net.link(0, 1).latency == pytest.approx(0.010)    # a-b: 20 ms RTT
+    assert sim.net.link(2, 1).latency == pytest.approx(0.025)    # c-b: 50 ms RTT
+    sim.net.set_link(0, 1, LinkProfile(latency=0.2, jitter=0.0))
+    assert sim.net.link(0, 1).latency == 0.2                     # a pair's own profile wins
+    sim.start_joined()
+    sim.run_for(20.0)
+    assert sim.node(0).topology.local_zone == "zone-a" and sim.node(0).meta["zone"] == "zone-a"
+    assert sim.stats["bytes_same_zone"] > 0 and sim.stats["bytes_cross_zone"] > 0
+    assert sim.stats["rtt_samples"] > 0
+    estimate = sim.node(2).topology.estimate("n2", "n1", "n2")
+    assert estimate is not None and 0.025 < estimate < 0.1  # c-b is 50 ms; coordinates learn from probes
+    with pytest.raises(ValueError, match="before starting"):
+        sim.set_zones(["zone-a"] * 6, zone_rtt)
