@@ -51,7 +51,7 @@ from gossip_agent.sim.topology import (
     spread_rounds,
     three_zones,
 )
-from gossip_agent.sim.zones import compare, summary
+from gossip_agent.sim.zones import summary, sweep
 
 TOPOLOGIES: dict[str, Callable[[int, random.Random], Topology]] = {
     "3-zones": three_zones,
@@ -175,14 +175,16 @@ def plot(directory: str, conv: list[dict[str, Any]], scatter: dict[str, Any], mi
     print(f"plots written to {out}/", file=sys.stderr)
 
 
-def protocol(nodes: int, seeds: list[int], writes: int, payload_bytes: int) -> list[dict[str, Any]]:
-    """Random vs topology-aware choice in the membership simulator (gossip_agent/sim/zones.py), per seed."""
+def protocol(nodes: int, seeds: list[int], writes: int, payload_bytes: int,
+             fractions: list[float]) -> list[dict[str, Any]]:
+    """Random vs topology-aware choice (at each fraction) in the membership simulator
+    (gossip_agent/sim/zones.py), per seed."""
     rows: list[dict[str, Any]] = []
     for seed in seeds:
         t0 = time.process_time()
-        runs = compare(nodes, seed=seed, writes=writes, payload_bytes=payload_bytes)
+        runs = sweep(nodes, fractions, seed=seed, writes=writes, payload_bytes=payload_bytes)
         cpu = time.process_time() - t0
-        for row in summary(list(runs.values())):
+        for row in summary(runs):
             rows.append({"seed": seed, **row, "cpu_s": round(cpu, 1)})
     return rows
 
@@ -201,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol-seeds", default="1", help="comma list of seeds for the protocol run")
     parser.add_argument("--protocol-writes", type=int, default=30)
     parser.add_argument("--payload-bytes", type=int, default=256)
+    parser.add_argument("--protocol-fractions", default="0.15",
+                        help="cross-zone fractions of the aware runs (comma list; each ~40 s of CPU at N=1,000)")
     parser.add_argument("--json", nargs="?", const="-", default=None)
     parser.add_argument("--plot", default=None, metavar="DIR")
     args = parser.parse_args(argv)
@@ -210,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     conv, scatter = convergence(args.nodes, args.seconds, args.seed, args.every)
     mix = choice(args.mix_nodes, fractions, args.seeds)
     proto = protocol(args.protocol_nodes, [int(x) for x in args.protocol_seeds.split(",") if x],
-                     args.protocol_writes, args.payload_bytes) if args.protocol_nodes else []
+                     args.protocol_writes, args.payload_bytes,
+                     [float(x) for x in args.protocol_fractions.split(",") if x]) if args.protocol_nodes else []
     if args.json is not None:
         text = json.dumps({"convergence": conv, "choice": mix, "protocol": proto}, indent=1)
         if args.json == "-":

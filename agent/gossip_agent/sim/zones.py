@@ -45,6 +45,7 @@ class ZoneRun:
 
     mode: str
     nodes: int
+    fraction: float = 1.0
     write_bytes_same: int = 0
     write_bytes_cross: int = 0
     idle_bytes_same: int = 0
@@ -88,7 +89,7 @@ def run_zones(n: int, mode: str, *, seed: int = 1, fraction: float = 0.15, write
     sim.set_zones([ZONES[i % len(ZONES)] for i in range(n)], zone_rtt)
     sim.start_joined()
     sim.run_for(warmup)
-    run = ZoneRun(mode, n)
+    run = ZoneRun(mode, n, fraction if mode == "aware" else 1.0)
     logs = [d for d in sim.delegates if isinstance(d, PayloadLog)]
     before = sim.stats.copy()
     t_start = sim.now
@@ -142,13 +143,19 @@ def compare(n: int, *, seed: int = 1, fraction: float = 0.15, **kwargs: object) 
             for mode in ("random", "aware")}
 
 
+def sweep(n: int, fractions: Sequence[float], *, seed: int = 1, **kwargs: object) -> list[ZoneRun]:
+    """Random choice, then aware choice at each cross-zone fraction (same seed): cost against mixing."""
+    return [run_zones(n, "random", seed=seed, **kwargs),  # type: ignore[arg-type]
+            *(run_zones(n, "aware", seed=seed, fraction=f, **kwargs) for f in fractions)]  # type: ignore[arg-type]
+
+
 def summary(runs: Sequence[ZoneRun]) -> list[dict[str, object]]:
     """Rows for a report: shares, ratios against the first run (random), spread and detection."""
     base = runs[0]
     rows: list[dict[str, object]] = []
     for r in runs:
         rows.append({
-            "mode": r.mode, "nodes": r.nodes,
+            "mode": r.mode, "nodes": r.nodes, "fraction": r.fraction,
             "write_cross_share": round(r.write_cross_share, 4),
             "write_cross_bytes_reduction": round(base.write_bytes_cross / max(1, r.write_bytes_cross), 2),
             "idle_cross_share": round(r.idle_cross_share, 4),
