@@ -56,6 +56,7 @@ from gossip_agent.core.messages import (
     MemberState,
     Message,
     Nack,
+    NetCoordinate,
     Packet,
     Ping,
     PingReq,
@@ -68,6 +69,7 @@ from gossip_agent.core.messages import (
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.send_budget import SendBudget, budget_deferred, budget_stats, effective_burst
 from gossip_agent.core.suspicion import Suspicion, suspicion_min_timeout
+from gossip_agent.core.topology_state import ZONE_META_KEY, TopologyState
 
 _NEVER = math.inf
 # Relays nack a little before the prober's indirect window closes, so the nack arrives in time to count.
@@ -168,6 +170,12 @@ class Node:
         self.delegate = delegate
         self.incarnation = incarnation
         self.meta: dict[str, str] = dict(config.meta)
+        # Zones, network coordinates and near/far peer choice (core/topology_state.py); our zone rides in meta.
+        self.topology = TopologyState(config.topology, max_peers=config.membership.max_members)
+        if self.topology.local_zone is not None:
+            self.meta[ZONE_META_KEY] = self.topology.local_zone
+        elif ZONE_META_KEY in self.meta:  # a zone given as plain metadata counts too, if it is a valid one
+            self.topology.set_local_zone(self.topology.zone_of(self.meta))
         if meta_size(self.meta) > config.gossip.max_meta_bytes:
             raise ValueError(f"metadata is larger than gossip.maxMetaBytes ({config.gossip.max_meta_bytes} B)")
         self.awareness = Awareness(config.membership.awareness_max_multiplier)
@@ -259,6 +267,31 @@ class Node:
         """Switch immediate forwarding of fresh rumors on or off (an experiment's knob; the only setting a
         running core takes: everything else in `config` is fixed at construction)."""
         self._immediate_forward = enabled
+
+    def observe_rtt(self, name: str, rtt: float, now: float) -> float | None:
+        """A probe round trip to `name` measured by the driver (io/probe_rtt.py), in seconds: a Vivaldi sample
+        against the coordinate `name` sent with its ack. Returns the relative error of the estimate made just
+        before it (for metrics), or None if unused."""
+        if name == self.name or name not in self.table:
+            return None
+        return self.topology.observe_rtt(name, rtt, now, self.rng)
+
+    def choose_partner(self, names: Sequence[str], rng: Rng) -> str | None:
+        """One of `names` for anti-entropy (core/state_node.py): near/far as gossip peers are
+        (core/topology_state.py), a plain uniform draw from `rng` while no topology is known."""
+        return self.topology.choose_one(names, rng, lambda n: m.meta if (m := self.table.get(n)) else None)
+
+    def set_zone(self, zone: str | None, now: float) -> list[Effect]:
+        """Our zone (validated by core.topology.parse_zone; None: unknown) changed, e.g. the zone file was
+        rewritten: it goes into our metadata, re-announced with a bumped incarnation."""
+        if not self.topology.set_local_zone(zone):
+            return []
+        meta = dict(self.meta)
+        if zone is None:
+            meta.pop(ZONE_META_KEY, None)
+        else:
+            meta[ZONE_META_KEY] = zone
+        return self.update_meta(meta, now)
 
     def join(self, seeds: Sequence[Address], now: float) -> list[Effect]:
         """One join attempt: push-pull (join=True) with each seed address. Call it once at start with the
@@ -433,6 +466,11 @@ class Node:
                 self.stats["nacks_received"] += 1
             elif isinstance(msg, PullRequest):
                 reply_pull = self._pull_reply_address(packet.sender)
+            elif isinstance(msg, NetCoordinate):
+                if packet.sender != self.name and packet.sender in self.table:
+                    self.topology.on_coordinate(packet.sender, msg)
+                else:
+                    self.stats["coordinates_unknown_member"] += 1
         if reply_pull is not None:
             digests = self._digests_for(packet.sender)
             rumors = self._take(self._budget(_allowance(digests)), packet.sender, limit=self._answer_limit())
@@ -587,12 +625,22 @@ class Node:
             # Lifeguard's buddy system: tell the suspect directly, so it can refute at once.
             msgs.append(Suspect(target.name, target.incarnation, self.name))
         self.stats["probes"] += 1
+        if not self.topology.reads_coordinates(target.name):
+            # Not known to read coordinates: ours in a packet apart, first, which an older agent drops alone;
+            # a newer one then puts its own on its acks. (Pings carry none: the prober's sample needs only the
+            # target's, and every ping would pay ~50 bytes.)
+            offer = self.topology.coordinate_message()
+            self._charge(codec.message_size(offer))
+            out.append(Send(target.addr, Packet(self.name, (offer,))))
+            self.stats["coordinate_offers"] += 1
         self._send(target.addr, target.name, msgs, out)
         own = self.root_digests.get(self.name)
         if target.name not in self._digest_readers and own is not None:
             # Not known to read digests (yet): our row and summary in a packet apart, which an older agent
             # drops alone; a newer one answers with what we lack and is a reader from then on.
-            out.append(Send(target.addr, Packet(self.name, (own, self.root_digests.summary(True)))))
+            offer_digests: list[Digest | DigestSummary] = [own, self.root_digests.summary(True)]
+            self._charge(_digest_bytes(offer_digests))
+            out.append(Send(target.addr, Packet(self.name, tuple(offer_digests))))
             self.stats["digest_offers"] += 1
 
     def _send_indirect(self, probe: _Probe, now: float, out: list[Effect]) -> None:
@@ -631,7 +679,21 @@ class Node:
         if msg.target != self.name:
             self.stats["ping_wrong_target"] += 1
             return
-        self._send(msg.source_addr, msg.source, [Ack(msg.seq, self.table.digest)], out)
+        self._send(msg.source_addr, msg.source, [Ack(msg.seq, self.table.digest), *self._coordinate_for(msg.source)],
+                   out)
+
+    def _piggybacks_to(self, name: str | None) -> bool:
+        """Whether a probe, ack or ping-req to `name` carries rumors: always, except to a far member under
+        topology-aware choice, then with probability crossZoneFraction (probe targets stay round-robin, so
+        without this two thirds of the piggybacked bytes would still cross zones; core/topology_state.py)."""
+        if name is None or not self.topology.active():
+            return True
+        member = self.table.get(name)
+        return member is None or self.topology.piggybacks_to(name, member.meta, self.rng)
+
+    def _coordinate_for(self, name: str) -> tuple[NetCoordinate, ...]:
+        """Our coordinate for an ack to `name`, if it reads coordinates (core/topology_state.py)."""
+        return (self.topology.coordinate_message(),) if self.topology.reads_coordinates(name) else ()
 
     def _on_ping_req(self, msg: PingReq, now: float, out: list[Effect]) -> None:
         m = self.config.membership
@@ -716,6 +778,7 @@ class Node:
             self.root_digests.forget(name)
             self._digest_exchange.forget(name)
             self._digest_readers.discard(name)
+            self.topology.forget(name)
             self._forget_probe_slot(name)
             out.append(MemberEvent(EventKind.REAP, member.snapshot()))
 
@@ -809,6 +872,7 @@ class Node:
             # again only once it sends one (until then, in packets of their own).
             self._digest_readers.discard(member.name)
             self._digest_exchange.forget(member.name)
+            self.topology.offer_again(member.name)
         self._enqueue(rumor, source)
         return True
 
@@ -939,7 +1003,7 @@ class Node:
         # The send budget charges these bytes but never refuses them: only the piggyback is trimmed.
         self._charge(used + _digest_bytes(digests))
         rumors = self._take(self._budget(used + _allowance(digests)), to_name) \
-            if len(self.queue) and self._pushes else []
+            if len(self.queue) and self._pushes and (not msgs or self._piggybacks_to(to_name)) else []
         out.append(Send(to, Packet(self.name, (*msgs, *rumors, *digests))))
 
     def _take(self, room: int, to_name: str | None, *, limit: int | None = None) -> list[Rumor]:
@@ -1063,6 +1127,9 @@ class Node:
             states = (MemberState.ALIVE,)
         elif live_only:
             states = (MemberState.ALIVE, MemberState.SUSPECT)
+        if self.topology.active():  # near/far choice (core/topology_state.py); else uniform, as below
+            return self.topology.choose(order, k, self.rng, lambda name: self._eligible(name, exclude, states),
+                                        lambda m: m.meta)
         chosen: dict[str, Member] = {}
 
         def consider(name: str) -> None:
@@ -1082,6 +1149,10 @@ class Node:
                     break
                 consider(name)
         return list(chosen.values())
+
+    def _eligible(self, name: str, exclude: str | None, states: tuple[MemberState, ...]) -> Member | None:
+        m = self.table.get(name) if name != exclude else None
+        return m if m is not None and m.state in states else None
 
     def _push_pull_interval(self) -> float:
         """memberlist's pushPullScale: sync less often past 32 members, so the total rate stays flat."""
