@@ -370,9 +370,11 @@ class DigestExchange:
         self._table_sent_at[to] = now
         return True
 
-    def forget(self, peer: str) -> None:
-        """`peer` is no longer sent digests (reaped, or no longer known to read them)."""
+    def forget(self, peer: str, *, reaped: bool = True) -> None:
+        """`peer` is no longer sent digests: reaped, or (not `reaped`) no longer known to read them, when only
+        what we owed it goes (the rate limits stay, or a flapping member would reset them)."""
         self.table.forget_peer(peer)
         self._reply_to.discard(peer)
-        self._repaired_at.pop(peer, None)
-        self._table_sent_at.pop(peer, None)
+        if reaped:
+            self._repaired_at.pop(peer, None)
+            self._table_sent_at.pop(peer, None)

@@ -791,7 +791,7 @@ class Node:
             # Back from suspicion or death, or moved: perhaps a restart on another release. It gets digests
             # again only once it sends one (until then, in packets of their own).
             self._digest_readers.discard(member.name)
-            self._digest_exchange.forget(member.name)
+            self._digest_exchange.forget(member.name, reaped=False)
         self._enqueue(rumor, source)
         return True
 
