@@ -66,7 +66,7 @@ from gossip_agent.core.state_codec import CodecLimits, StateCodecError, encode_r
 # would publish a root that is stale a moment later (every publication costs a row to every member), while a
 # real end of the writes is still published within DIGEST_QUIET_BUSY.
 DIGEST_QUIET = 0.15
-DIGEST_QUIET_BUSY = 0.4
+DIGEST_QUIET_BUSY = 0.6
 DIGEST_BUSY = 2.0
 DIGEST_MAX_WAIT = 3.0
 # A peer whose digest shows an older HLC than ours may simply not have published since our last change: its
