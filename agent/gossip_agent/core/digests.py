@@ -138,6 +138,7 @@ class DigestTable:
         caller's monotonic time), `seq_floor` is also taken as the wall clock that bounds peers' numbers."""
         if now is not None and seq_floor > 0:
             self._wall_ref = (now, seq_floor)
+            self._drop_beyond(self.seq_bound(now))
         root = root_prefix(root_hex)
         old = self.get(self.me)
         if old is not None and (old.root, old.keys, old.hlc_ms) == (root, keys, hlc_ms):
@@ -150,6 +151,11 @@ class DigestTable:
         digest = Digest(self.me, seq, root, min(keys, MAX_KEYS), min(hlc_ms, MAX_HLC_MS))
         self._put(digest, OWN_SENDS)
         return digest
+
+    def _drop_beyond(self, bound: int) -> None:
+        """Rows numbered past `bound` (taken before we knew the wall clock) go: the next honest row is new."""
+        for name in [n for n, r in self._rows.items() if r.digest.seq > bound and n != self.me]:
+            self.forget(name)
 
     def seq_bound(self, now: float) -> int:
         """The highest sequence number we take at `now`: our wall clock plus SEQ_SLACK_MS (MAX_SEQ before we

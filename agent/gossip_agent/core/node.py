@@ -854,16 +854,17 @@ class Node:
     def _on_digests(self, packet: Packet, now: float) -> None:
         """A packet's digest rows and summaries. From and about members we know only: a forged name cannot take
         a row (the table is bounded too, and so is the set of readers: members of our table only, forgotten
-        when reaped). At most MAX_DIGEST_MESSAGES a packet."""
-        taken = 0
+        when reaped). At most MAX_DIGEST_MESSAGES a packet, and one summary (each costs a pass over the table)."""
+        taken, summaries = 0, 0
         for msg in packet.messages:
             if not isinstance(msg, Digest | DigestSummary):
                 continue
-            if taken >= MAX_DIGEST_MESSAGES:
+            summaries += isinstance(msg, DigestSummary)
+            if taken >= MAX_DIGEST_MESSAGES or summaries > 1:  # an honest packet has one summary at most
                 self.stats["digests_over_limit"] += 1
                 continue
             taken += 1
-            if self.table.get(packet.sender) is None:
+            if self.table.get(packet.sender) is None or packet.sender == self.name:
                 self.stats["digests_unknown_member"] += 1
                 continue
             self._digest_readers.add(packet.sender)
