@@ -189,3 +189,17 @@ def test_digests_in_a_packet_that_claims_to_come_from_us_are_dropped() -> None:
     effects = a.handle_packet(Packet("a", (DigestSummary(bytes(2), True),)), ("h", 1), 0.0)
     assert "a" not in a._digest_readers and not effects
     assert a.stats["digests_unknown_member"] == 1
+
+
+def test_an_idle_agreeing_cluster_sends_no_digests_at_all() -> None:
+    c = Cluster(6)
+    c.join_all()
+    c.advance(3.0)
+    for i, n in enumerate(c.nodes.values()):
+        n.publish_root_digest(ROOT, 1, 1, seq_floor=WALL_MS + i, now=c.now)
+    c.advance(c.now + 10.0)
+    assert _converged(c)
+    mark = len(c.sent)
+    c.advance(c.now + 10.0)
+    assert not [m for _, s in c.sent[mark:] for m in s.packet.messages if isinstance(m, Digest | DigestSummary)]
+    assert len(c.sent) > mark  # probes went on

@@ -448,7 +448,7 @@ class Node:
                 self._gossip(now, out)
                 self._next_gossip = now + self._next_pull_interval()
             else:
-                if len(self.queue) or self.root_digests.has_fresh():
+                if len(self.queue) or self.root_digests.has_fresh() or self.root_digests.summary_due():
                     self._gossip(now, out)
                 self._next_gossip = now + g.interval
         if now >= self._followup_sync_at:
@@ -492,7 +492,8 @@ class Node:
         probe = self._probe
         if probe is not None:
             deadline = min(deadline, probe.end_at if probe.indirect_sent else probe.indirect_at)
-        if len(self.queue) or self.config.gossip.mode == "pull" or self.root_digests.has_fresh():
+        if (len(self.queue) or self.config.gossip.mode == "pull" or self.root_digests.has_fresh()
+                or self.root_digests.summary_due()):
             deadline = min(deadline, self._next_gossip)
         for relay in self._relays.values():
             deadline = min(deadline, relay.nack_at, relay.expire_at)
@@ -923,18 +924,23 @@ class Node:
         mode = self.config.gossip.mode
         pull = (PullRequest(self.name, self.addr),) if mode != "push" else ()
         pull_size = codec.message_size(pull[0]) if pull else 0
-        # Fresh convergence digests go out at least with one packet a round (to the first peer that reads
-        # them), so a root published after the writes stopped still spreads at gossip speed.
-        fresh_digests = self.root_digests.has_fresh()
+        # Fresh convergence digests go out with the round's packets to peers that read them (so a root
+        # published after the writes stopped still spreads at gossip speed), and once the table has settled
+        # one packet a round asks a peer for reconciliation (core/digests.py) for a few rounds.
+        ask = self.root_digests.summary_due()
         for peer in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=False):
             rumors = self.queue.take(self._budget(pull_size + DIGEST_ALLOWANCE), self._rumor_population,
                                      to=peer.name, to_live=self.table.is_live(peer.name)) if mode != "pull" else []
-            if rumors or mode == "pull" or (fresh_digests and peer.name in self._digest_readers):
-                digests = self._digests_for(peer.name)
-                fresh_digests = False
+            reader = peer.name in self._digest_readers
+            fresh, asking = reader and self.root_digests.has_fresh(), reader and ask
+            if rumors or mode == "pull" or fresh or asking:
+                digests = self._digests_for(peer.name, ping=asking)
+                ask = ask and not asking
                 if rumors or pull or digests:
                     out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *digests))))
                     self.stats["gossip_packets"] += 1
+        if ask:
+            self.root_digests.summary_sent()  # no peer to ask this round: spent anyway (a few rounds, then quiet)
 
     def _fresh_rumor(self, now: float, source: str | None, out: list[Effect]) -> None:
         """A rumor new to us was queued (heard from `source`, or ours): push modes forward it at once if
