@@ -336,9 +336,13 @@ class DigestExchange:
         self._reply_to: set[str] = set()
         self._repaired_at: dict[str, float] = {}
         self._table_sent_at: dict[str, float] = {}
+        self._told: set[str] = set()  # peers we sent digests to (they know we read them)
 
     def heard_summary(self, peer: str, summary: DigestSummary) -> None:
-        if self.table.reconcile(peer, summary) and summary.reply:
+        """A peer's summary: what differs is owed to it, with our summary if it asked. A peer we never sent
+        digests to is answered even if nothing differs: it learns that we read them (and stops offering its
+        own in packets apart)."""
+        if (self.table.reconcile(peer, summary) or peer not in self._told) and summary.reply:
             self._reply_to.add(peer)
 
     def outgoing(self, to: str, budget: int, size: Callable[[Digest], int], *,
@@ -356,6 +360,8 @@ class DigestExchange:
             self.table.select(budget - (_SUMMARY_ROOM if extra is not None else 0), size, to=to))
         if extra is not None:
             rows.append(extra)
+        if rows:
+            self._told.add(to)
         return rows
 
     def pending(self, to: str) -> bool:
@@ -381,6 +387,7 @@ class DigestExchange:
         what we owed it goes (the rate limits stay, or a flapping member would reset them)."""
         self.table.forget_peer(peer)
         self._reply_to.discard(peer)
+        self._told.discard(peer)
         if reaped:
             self._repaired_at.pop(peer, None)
             self._table_sent_at.pop(peer, None)
