@@ -9,13 +9,19 @@ higher, so repeats and reorderings are harmless and nothing is ever retransmitte
 How rows spread, cheapest first:
 - a changed row is pushed FRESH_SENDS times by every member that learns it (epidemic: most members learn it
   within a few gossip rounds);
-- the members it missed are found by reconciliation, not by re-sending rows: for SUMMARY_PINGS probes after
-  its table last changed (and once it has nothing fresh left to push) a member's probes carry a summary of its
-  table, SUMMARY_ROWS_PER_BUCKET rows to a 16-bit checksum of (name, seq, root). The probed member answers
-  only the buckets that differ, with its rows of those buckets and its own summary; the prober then sends the
-  rows the other one still lacks. A straggler is caught up in one probe round trip, and an idle, agreeing
-  cluster sends neither rows nor summaries;
-- a row older than ours from a peer means that peer is behind: we owe it ours (sent in the next packet to it).
+- the members it missed are found by reconciliation, not by re-sending rows: for SUMMARY_PINGS packets after
+  its table last changed (and once it has nothing fresh left to push) a member's probes, acks and one gossip
+  packet a round carry a summary of its table, SUMMARY_ROWS_PER_BUCKET rows to a 16-bit checksum of (name,
+  seq, root). The receiver answers only the buckets that differ, with its rows of those buckets and its own
+  summary; the asker then sends the rows the other one still lacks. A straggler is caught up in one round
+  trip, and an idle, agreeing cluster sends neither rows nor summaries;
+- a row older than ours from a peer means that peer is behind: we owe it ours (sent in the next packet to it);
+- a joiner gets the whole table from the member that answers its join push-pull, in packets of digests
+  alone beside the stream (the stream's format is older agents': a fourth element would break their decoder).
+
+Wire: a row is [9, name, seq, root prefix, keys, seq - hlc_ms], a summary [9, checksums, reply] (message type 9
+with two fields). Older agents drop a whole packet with a type they do not know, so digests share packets only
+with peers that sent digests (Node._digest_readers); others get ours in packets apart.
 
 Hostile input: rows are bounded in count (`max_rows`, names the Node knows only), a sequence number may not
 run ahead of the receiver's wall clock by more than SEQ_SLACK_MS (a forged row with seq 2^63-1 would freeze a
