@@ -16,11 +16,13 @@ What it decides (each rule used to live in the agent's 100 ms housekeeping loop)
   whose receivers `FetchValue` from the origin); rumors already seen (by hash) and announcements already
   handled are remembered in bounded memories and dropped before any decoding;
 - convergence digests: our root, key count and HLC are published as a digest (`PublishDigest`, carried
-  beside the membership traffic, core/digests.py) once the replica is quiet for DIGEST_QUIET, or every
-  DIGEST_MAX_WAIT while writes keep coming; it costs no incarnation bump and no membership rumor;
+  beside the membership traffic, core/digests.py) once the replica is quiet for DIGEST_QUIET (DIGEST_QUIET_BUSY
+  soon after the previous one), or every DIGEST_MAX_WAIT while writes keep coming; it costs no incarnation
+  bump and no membership rumor;
 - convergence and repair: the members' roots, known from their digests (or, for a member too old to send
   digests, from the metadata its member events carry), feed the convergence tracker and the repair
-  planner; a peer divergent for a while gets an `AntiEntropyWith`, and so does a
+  planner; a peer divergent for a while gets an `AntiEntropyWith` (one whose digest is only late, older
+  than our HLC, after DIGEST_LATE at the earliest), and so does a
   random peer every `antiEntropy.interval` (jittered) and the first peer after we (re)join;
 - tombstones every member acknowledges (all publish our root) are collected after ACK_GRACE_MS; writers of
   members gone longer than `state.tombstoneTtl` are retired (core/replica.py's `Retirement`);
@@ -66,7 +68,7 @@ from gossip_agent.core.state_codec import CodecLimits, StateCodecError, encode_r
 # would publish a root that is stale a moment later (every publication costs a row to every member), while a
 # real end of the writes is still published within DIGEST_QUIET_BUSY.
 DIGEST_QUIET = 0.15
-DIGEST_QUIET_BUSY = 0.6
+DIGEST_QUIET_BUSY = 0.3
 DIGEST_BUSY = 2.0
 DIGEST_MAX_WAIT = 3.0
 # A peer whose digest shows an older HLC than ours may simply not have published since it got our newer
