@@ -214,7 +214,9 @@ def test_digest_round_trips_and_is_small() -> None:
     summary = DigestSummary(bytes(range(26)), True)
     packet = Packet("agent-1", (d, summary))
     assert codec.decode_packet(codec.encode_packet(packet)) == packet
-    assert codec.message_size(d) <= 44
+    assert codec.message_size(d) <= 38
+    ahead = Digest("agent-7", 1_000, bytes(8), 1, 5_000)  # an HLC ahead of the publisher's wall clock
+    assert codec.decode_packet(codec.encode_packet(Packet("a", (ahead,)))).messages == (ahead,)
     assert codec.message_size(summary) <= 26 + 5
     assert codec.message_label(d) == codec.message_label(summary) == "digest"
 
@@ -230,6 +232,8 @@ def test_hostile_digests_are_refused() -> None:
                 ["a", -1, bytes(8), 1, 1], ["a", 1 << 63, bytes(8), 1, 1], ["a", 1, bytes(8), -1, 1],
                 ["a", 1, bytes(8), 1, 1.5], ["a\n", 1, bytes(8), 1, 1], ["a" * 300, 1, bytes(8), 1, 1],
                 ["a", 1, bytes(8), 1], ["a", 1, bytes(8), 1, 1, 1],
+                # the HLC travels as its lag behind seq: below 0 or past 2^63-1 once added back
+                ["a", 1, bytes(8), 1, 2], ["a", 1, bytes(8), 1, -(1 << 63)],
                 # summaries: empty, odd, over 64 buckets, not bytes, reply not a bool
                 [b"", True], [bytes(3), True], [bytes(130), True], ["ab", True], [bytes(2), 1], [bytes(2)]):
         with pytest.raises(codec.DecodeError):

@@ -163,6 +163,15 @@ def test_a_forged_huge_sequence_number_is_refused_once_the_wall_clock_is_known()
     assert t.get("a") == _d("a", WALL_MS + 60_000 + SEQ_SLACK_MS, ROOT_B)
 
 
+def test_a_row_taken_before_the_wall_clock_was_known_goes_once_it_is() -> None:
+    # Before: a forged row that arrived before our first publication was kept for good.
+    t = DigestTable("me", 10)
+    assert t.merge(_d("a", MAX_SEQ, ROOT_B), now=0.0) is Merge.NEW  # no bound yet
+    t.publish(ROOT_A, 1, 1, seq_floor=WALL_MS, now=0.0)
+    assert "a" not in t
+    assert t.merge(_d("a", WALL_MS - 10)) is Merge.NEW  # the honest row is new again
+
+
 def test_the_owner_republishes_above_a_row_about_itself_numbered_at_or_above_its_own() -> None:
     # Before: rows about us were ignored, so a forged row (or one from before a restart without a wall clock)
     # with a higher number kept winning everywhere else, and our real root never showed again.

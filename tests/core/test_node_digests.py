@@ -173,6 +173,33 @@ def test_a_forged_row_within_the_clock_slack_is_outbid_by_its_owner() -> None:
 
 def test_a_packet_of_many_digest_messages_is_cut_at_the_bound() -> None:
     a = node_with_peers(cfg("a"), 3, seed=3)
-    flood = tuple(DigestSummary(bytes(128), True) for _ in range(MAX_DIGEST_MESSAGES + 500))
-    a.handle_packet(Packet("p2", flood), ("h", 2), 0.0)
+    rows = tuple(Digest("p3", i + 1, root_prefix(ROOT), 1, 1) for i in range(MAX_DIGEST_MESSAGES + 500))
+    a.handle_packet(Packet("p2", rows), ("h", 2), 0.0)
     assert a.stats["digests_over_limit"] == 500
+    # Each summary is a pass over the table: one a packet.
+    a.handle_packet(Packet("p2", tuple(DigestSummary(bytes(128), True) for _ in range(50))), ("h", 2), 0.0)
+    assert a.stats["digests_over_limit"] == 500 + 49
+
+
+def test_digests_in_a_packet_that_claims_to_come_from_us_are_dropped() -> None:
+    # Before: our own name is in our member table, so a forged packet "from us" made us a reader of
+    # ourselves and sent repair packets to our own address.
+    a = node_with_peers(cfg("a"), 1, seed=3)
+    a.publish_root_digest(ROOT, 1, 1, seq_floor=WALL_MS, now=0.0)
+    effects = a.handle_packet(Packet("a", (DigestSummary(bytes(2), True),)), ("h", 1), 0.0)
+    assert "a" not in a._digest_readers and not effects
+    assert a.stats["digests_unknown_member"] == 1
+
+
+def test_an_idle_agreeing_cluster_sends_no_digests_at_all() -> None:
+    c = Cluster(6)
+    c.join_all()
+    c.advance(3.0)
+    for i, n in enumerate(c.nodes.values()):
+        n.publish_root_digest(ROOT, 1, 1, seq_floor=WALL_MS + i, now=c.now)
+    c.advance(c.now + 10.0)
+    assert _converged(c)
+    mark = len(c.sent)
+    c.advance(c.now + 10.0)
+    assert not [m for _, s in c.sent[mark:] for m in s.packet.messages if isinstance(m, Digest | DigestSummary)]
+    assert len(c.sent) > mark  # probes went on

@@ -130,8 +130,9 @@ def test_roots_travel_as_digests_every_member_learns_every_root_and_incarnations
                 return False
         return True
 
-    agreed = sim.run_until_condition(every_member_knows_every_root, timeout=20.0, check_every=0.25)
-    assert agreed is not None, f"not every member learned every root 20 s after the writes: {dict(s.stats)}"
+    agreed = sim.run_until_condition(every_member_knows_every_root, timeout=5.0, check_every=0.25)
+    # Virtual time, so no timing luck: about 1 s with reconciliation by summaries (9.5 s with round-robin rows).
+    assert agreed is not None, f"not every member learned every root 5 s after the writes: {dict(s.stats)}"
     print(f"\nevery member knows every root {agreed - writes_done:.2f} s after the last write")
     assert {i: sim.node(i).incarnation for i in everyone} == joined
     assert not any(sim.node(i).meta.get("state.root") for i in everyone)  # roots no longer in metadata

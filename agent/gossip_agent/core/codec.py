@@ -124,7 +124,8 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
     if isinstance(m, PullRequest):
         return (MessageType.PULL, m.source, m.source_addr[0], m.source_addr[1])
     if isinstance(m, Digest):
-        return (MessageType.DIGEST, m.name, m.seq, bytes(m.root), m.keys, m.hlc_ms)
+        # The HLC as its lag behind the sequence number (the wall ms at publication): a few bytes, not nine.
+        return (MessageType.DIGEST, m.name, m.seq, bytes(m.root), m.keys, m.seq - m.hlc_ms)
     if isinstance(m, DigestSummary):
         return (MessageType.DIGEST, bytes(m.buckets), m.reply)
     if isinstance(m, NetCoordinate):
@@ -316,7 +317,10 @@ def _message(t: Any) -> Message:
     if mtype is MessageType.DIGEST:
         if type(t[3]) is not bytes or len(t[3]) != ROOT_PREFIX_BYTES:
             raise DecodeError("malformed", f"a digest's root is {ROOT_PREFIX_BYTES} bytes")
-        return Digest(_str(t[1]), _uint(t[2], MAX_SEQ), t[3], _uint(t[4], MAX_KEYS), _uint(t[5], MAX_HLC_MS))
+        seq, lag = _uint(t[2], MAX_SEQ), t[5]
+        if type(lag) is not int or not 0 <= seq - lag <= MAX_HLC_MS:
+            raise DecodeError("malformed", "a digest's HLC is out of range")
+        return Digest(_str(t[1]), seq, t[3], _uint(t[4], MAX_KEYS), seq - lag)
     if mtype is MessageType.COORDINATE:
         # Only the shape here (exact length, so nothing else is read); NaN or out-of-range numbers are the
         # receiving core's counted refusal (VivaldiClient.accept), which keeps the ping or ack beside them.

@@ -182,7 +182,7 @@ class GossipConfig:
         True, "Forward a fresh rumor at once to fanout peers instead of waiting for the next gossip tick.",
         crd_default=True)
     push_pull_interval: float = _duration(
-        30.0, "Full membership (and state root) sync with one random peer this often; 0s disables.")
+        30.0, "Full membership sync (TCP push-pull) with one random peer this often; 0s disables.")
     mtu: int = setting(
         1400, "Largest UDP packet sent; piggybacked rumors are packed up to it.", unit="bytes", minimum=576,
         maximum=65000, crd_default=True)

@@ -9,13 +9,19 @@ higher, so repeats and reorderings are harmless and nothing is ever retransmitte
 How rows spread, cheapest first:
 - a changed row is pushed FRESH_SENDS times by every member that learns it (epidemic: most members learn it
   within a few gossip rounds);
-- the members it missed are found by reconciliation, not by re-sending rows: for SUMMARY_PINGS probes after
-  its table last changed (and once it has nothing fresh left to push) a member's probes carry a summary of its
-  table, SUMMARY_ROWS_PER_BUCKET rows to a 16-bit checksum of (name, seq, root). The probed member answers
-  only the buckets that differ, with its rows of those buckets and its own summary; the prober then sends the
-  rows the other one still lacks. A straggler is caught up in one probe round trip, and an idle, agreeing
-  cluster sends neither rows nor summaries;
-- a row older than ours from a peer means that peer is behind: we owe it ours (sent in the next packet to it).
+- the members it missed are found by reconciliation, not by re-sending rows: for SUMMARY_PINGS packets after
+  its table last changed (and once it has nothing fresh left to push) a member's probes, acks and one gossip
+  packet a round carry a summary of its table, SUMMARY_ROWS_PER_BUCKET rows to a 16-bit checksum of (name,
+  seq, root). The receiver answers only the buckets that differ, with its rows of those buckets and its own
+  summary; the asker then sends the rows the other one still lacks. A straggler is caught up in one round
+  trip, and an idle, agreeing cluster sends neither rows nor summaries;
+- a row older than ours from a peer means that peer is behind: we owe it ours (sent in the next packet to it);
+- a joiner gets the whole table from the member that answers its join push-pull, in packets of digests
+  alone beside the stream (the stream's format is older agents': a fourth element would break their decoder).
+
+Wire: a row is [9, name, seq, root prefix, keys, seq - hlc_ms], a summary [9, checksums, reply] (message type 9
+with two fields). Older agents drop a whole packet with a type they do not know, so digests share packets only
+with peers that sent digests (Node._digest_readers); others get ours in packets apart.
 
 Hostile input: rows are bounded in count (`max_rows`, names the Node knows only), a sequence number may not
 run ahead of the receiver's wall clock by more than SEQ_SLACK_MS (a forged row with seq 2^63-1 would freeze a
@@ -138,6 +144,7 @@ class DigestTable:
         caller's monotonic time), `seq_floor` is also taken as the wall clock that bounds peers' numbers."""
         if now is not None and seq_floor > 0:
             self._wall_ref = (now, seq_floor)
+            self._drop_beyond(self.seq_bound(now))
         root = root_prefix(root_hex)
         old = self.get(self.me)
         if old is not None and (old.root, old.keys, old.hlc_ms) == (root, keys, hlc_ms):
@@ -150,6 +157,11 @@ class DigestTable:
         digest = Digest(self.me, seq, root, min(keys, MAX_KEYS), min(hlc_ms, MAX_HLC_MS))
         self._put(digest, OWN_SENDS)
         return digest
+
+    def _drop_beyond(self, bound: int) -> None:
+        """Rows numbered past `bound` (taken before we knew the wall clock) go: the next honest row is new."""
+        for name in [n for n, r in self._rows.items() if r.digest.seq > bound and n != self.me]:
+            self.forget(name)
 
     def seq_bound(self, now: float) -> int:
         """The highest sequence number we take at `now`: our wall clock plus SEQ_SLACK_MS (MAX_SEQ before we
@@ -330,9 +342,13 @@ class DigestExchange:
         self._reply_to: set[str] = set()
         self._repaired_at: dict[str, float] = {}
         self._table_sent_at: dict[str, float] = {}
+        self._told: set[str] = set()  # peers we sent digests to (they know we read them)
 
     def heard_summary(self, peer: str, summary: DigestSummary) -> None:
-        if self.table.reconcile(peer, summary) and summary.reply:
+        """A peer's summary: what differs is owed to it, with our summary if it asked. A peer we never sent
+        digests to is answered even if nothing differs: it learns that we read them (and stops offering its
+        own in packets apart)."""
+        if (self.table.reconcile(peer, summary) or peer not in self._told) and summary.reply:
             self._reply_to.add(peer)
 
     def outgoing(self, to: str, budget: int, size: Callable[[Digest], int], *,
@@ -350,6 +366,8 @@ class DigestExchange:
             self.table.select(budget - (_SUMMARY_ROOM if extra is not None else 0), size, to=to))
         if extra is not None:
             rows.append(extra)
+        if rows:
+            self._told.add(to)
         return rows
 
     def pending(self, to: str) -> bool:
@@ -370,9 +388,12 @@ class DigestExchange:
         self._table_sent_at[to] = now
         return True
 
-    def forget(self, peer: str) -> None:
-        """`peer` is no longer sent digests (reaped, or no longer known to read them)."""
+    def forget(self, peer: str, *, reaped: bool = True) -> None:
+        """`peer` is no longer sent digests: reaped, or (not `reaped`) no longer known to read them, when only
+        what we owed it goes (the rate limits stay, or a flapping member would reset them)."""
         self.table.forget_peer(peer)
         self._reply_to.discard(peer)
-        self._repaired_at.pop(peer, None)
-        self._table_sent_at.pop(peer, None)
+        self._told.discard(peer)
+        if reaped:
+            self._repaired_at.pop(peer, None)
+            self._table_sent_at.pop(peer, None)

@@ -503,7 +503,7 @@ class Node:
                 self._gossip(now, out)
                 self._next_gossip = now + self._next_pull_interval()
             else:
-                if len(self.queue) or self.root_digests.has_fresh():
+                if len(self.queue) or self.root_digests.has_fresh() or self.root_digests.summary_due():
                     self._gossip(now, out)
                 self._next_gossip = now + g.interval
         if now >= self._followup_sync_at:
@@ -547,7 +547,8 @@ class Node:
         probe = self._probe
         if probe is not None:
             deadline = min(deadline, probe.end_at if probe.indirect_sent else probe.indirect_at)
-        if len(self.queue) or self.config.gossip.mode == "pull" or self.root_digests.has_fresh():
+        if (len(self.queue) or self.config.gossip.mode == "pull" or self.root_digests.has_fresh()
+                or self.root_digests.summary_due()):
             deadline = min(deadline, self._next_gossip)
         for relay in self._relays.values():
             deadline = min(deadline, relay.nack_at, relay.expire_at)
@@ -871,7 +872,7 @@ class Node:
             # Back from suspicion or death, or moved: perhaps a restart on another release. It gets digests
             # again only once it sends one (until then, in packets of their own).
             self._digest_readers.discard(member.name)
-            self._digest_exchange.forget(member.name)
+            self._digest_exchange.forget(member.name, reaped=False)
             self.topology.offer_again(member.name)
         self._enqueue(rumor, source)
         return True
@@ -939,16 +940,17 @@ class Node:
     def _on_digests(self, packet: Packet, now: float) -> None:
         """A packet's digest rows and summaries. From and about members we know only: a forged name cannot take
         a row (the table is bounded too, and so is the set of readers: members of our table only, forgotten
-        when reaped). At most MAX_DIGEST_MESSAGES a packet."""
-        taken = 0
+        when reaped). At most MAX_DIGEST_MESSAGES a packet, and one summary (each costs a pass over the table)."""
+        taken, summaries = 0, 0
         for msg in packet.messages:
             if not isinstance(msg, Digest | DigestSummary):
                 continue
-            if taken >= MAX_DIGEST_MESSAGES:
+            summaries += isinstance(msg, DigestSummary)
+            if taken >= MAX_DIGEST_MESSAGES or summaries > 1:  # an honest packet has one summary at most
                 self.stats["digests_over_limit"] += 1
                 continue
             taken += 1
-            if self.table.get(packet.sender) is None:
+            if self.table.get(packet.sender) is None or packet.sender == self.name:
                 self.stats["digests_unknown_member"] += 1
                 continue
             self._digest_readers.add(packet.sender)
@@ -1031,18 +1033,23 @@ class Node:
         mode = self.config.gossip.mode
         pull = (PullRequest(self.name, self.addr),) if mode != "push" else ()
         pull_size = codec.message_size(pull[0]) if pull else 0
-        # Fresh convergence digests go out at least with one packet a round (to the first peer that reads
-        # them), so a root published after the writes stopped still spreads at gossip speed.
-        fresh_digests = self.root_digests.has_fresh()
+        # Fresh convergence digests go out with the round's packets to peers that read them (so a root
+        # published after the writes stopped still spreads at gossip speed), and once the table has settled
+        # one packet a round asks a peer for reconciliation (core/digests.py) for a few rounds.
+        ask = self.root_digests.summary_due()
         for peer in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=False):
             rumors = self._take(self._budget(pull_size + DIGEST_ALLOWANCE), peer.name) if mode != "pull" else []
-            if rumors or mode == "pull" or (fresh_digests and peer.name in self._digest_readers):
-                digests = self._digests_for(peer.name)
-                fresh_digests = False
+            reader = peer.name in self._digest_readers
+            fresh, asking = reader and self.root_digests.has_fresh(), reader and ask
+            if rumors or mode == "pull" or fresh or asking:
+                digests = self._digests_for(peer.name, ping=asking)
+                ask = ask and not asking
                 if rumors or pull or digests:
                     self._charge(pull_size + _digest_bytes(digests))
                     out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *digests))))
                     self.stats["gossip_packets"] += 1
+        if ask:
+            self.root_digests.summary_sent()  # no peer to ask this round: spent anyway (a few rounds, then quiet)
 
     def _fresh_rumor(self, now: float, source: str | None, out: list[Effect]) -> None:
         """A rumor new to us was queued (heard from `source`, or ours): push modes forward it at once if

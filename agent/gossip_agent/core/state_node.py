@@ -16,11 +16,13 @@ What it decides (each rule used to live in the agent's 100 ms housekeeping loop)
   whose receivers `FetchValue` from the origin); rumors already seen (by hash) and announcements already
   handled are remembered in bounded memories and dropped before any decoding;
 - convergence digests: our root, key count and HLC are published as a digest (`PublishDigest`, carried
-  beside the membership traffic, core/digests.py) once the replica is quiet for DIGEST_QUIET, or every
-  DIGEST_MAX_WAIT while writes keep coming; it costs no incarnation bump and no membership rumor;
+  beside the membership traffic, core/digests.py) once the replica is quiet for DIGEST_QUIET (DIGEST_QUIET_BUSY
+  soon after the previous one), or every DIGEST_MAX_WAIT while writes keep coming; it costs no incarnation
+  bump and no membership rumor;
 - convergence and repair: the members' roots, known from their digests (or, for a member too old to send
   digests, from the metadata its member events carry), feed the convergence tracker and the repair
-  planner; a peer divergent for a while gets an `AntiEntropyWith`, and so does a
+  planner; a peer divergent for a while gets an `AntiEntropyWith` (one whose digest is only late, older
+  than our HLC, after DIGEST_LATE at the earliest), and so does a
   random peer every `antiEntropy.interval` (jittered) and the first peer after we (re)join;
 - tombstones every member acknowledges (all publish our root) are collected after ACK_GRACE_MS; writers of
   members gone longer than `state.tombstoneTtl` are retired (core/replica.py's `Retirement`);
@@ -66,14 +68,15 @@ from gossip_agent.core.state_codec import CodecLimits, StateCodecError, encode_r
 # would publish a root that is stale a moment later (every publication costs a row to every member), while a
 # real end of the writes is still published within DIGEST_QUIET_BUSY.
 DIGEST_QUIET = 0.15
-DIGEST_QUIET_BUSY = 0.4
+DIGEST_QUIET_BUSY = 0.3
 DIGEST_BUSY = 2.0
 DIGEST_MAX_WAIT = 3.0
-# A peer whose digest shows an older HLC than ours may simply not have published since our last change: its
-# root is not taken as divergent until DIGEST_LATE after that change (the time a peer that has the change takes
-# to publish it, DIGEST_QUIET_BUSY, and for the digest to spread). A peer that truly lacks a change repairs
-# from us meanwhile: our digest shows it a newer HLC, which it does not wait for.
-DIGEST_LATE = DIGEST_QUIET_BUSY + 0.8
+# A peer whose digest shows an older HLC than ours may simply not have published since it got our newer
+# writes: its root is not taken as divergent until DIGEST_LATE after we first saw ours ahead of its digest
+# (the time a peer that has the writes takes to publish them, DIGEST_QUIET_BUSY, and for the digest to
+# spread). Bounded per digest, so a peer that truly lacks writes is repaired from at most DIGEST_LATE later
+# (and it repairs from us meanwhile: our digest shows it a newer HLC, which it does not wait for).
+DIGEST_LATE = DIGEST_QUIET_BUSY + 0.4
 # A divergent peer is repaired from once both roots were stable this long, at most once per gap.
 REPAIR_HOLD = 0.3
 REPAIR_MIN_GAP = 0.5
@@ -250,6 +253,7 @@ class StateNode:
         self._unpublished_since: float | None = None  # first change our digest does not show yet
         self._digest_roots: dict[str, str] = {}  # member -> root prefix (hex) from its newest digest
         self._digest_hlc: dict[str, int] = {}  # member -> HLC wall ms of its newest digest
+        self._ahead_since: dict[str, float] = {}  # member -> when we first saw our HLC ahead of its digest
         self.planner = RepairPlanner(REPAIR_HOLD, REPAIR_MIN_GAP)
         self.retirement = Retirement(config.state.tombstone_ttl)
         self.stopping = False
@@ -505,6 +509,7 @@ class StateNode:
             self._view.remove(m.name)
             self._digest_roots.pop(m.name, None)
             self._digest_hlc.pop(m.name, None)
+            self._ahead_since.pop(m.name, None)
             self.planner.forget(m.name)
         else:
             self.retirement.seen(m.name)
@@ -535,6 +540,7 @@ class StateNode:
         root = digest.root.hex()
         self._digest_roots[digest.name] = root
         self._digest_hlc[digest.name] = digest.hlc_ms
+        self._ahead_since.pop(digest.name, None)
         peer = self._view.peers.get(digest.name)
         if peer is None or peer.root == root:
             return
@@ -635,19 +641,29 @@ class StateNode:
         if view.counted - view.counted_roots.get(mine, 0) - view.counted_roots.get(None, 0) <= 0:
             self._repair_at = _NEVER  # every member publishes our root (or none): nobody to repair from
             return
-        live: Iterable[str] = self._view.alive
-        late_until = self._last_change + DIGEST_LATE
-        if now < late_until:
-            mine_ms = self.store.clock.wall_ms
-            live = [name for name in live if self._digest_hlc.get(name, mine_ms) >= mine_ms]
+        live, late_until = self._not_late(now)
         target, later = self.planner.plan(now, live, self.rng.random())
         if target is not None:
             self.planner.started(now)
             out.append(AntiEntropyWith(target, self._view.peers[target].addr))
             _, later = self.planner.plan(now, live, 0.0)
-        if live is not self._view.alive:
-            later = min(later, late_until)
+        later = min(later, late_until)
         self._repair_at = later
+
+    def _not_late(self, now: float) -> tuple[Iterable[str], float]:
+        """The alive peers whose digests may count as divergent now, and when the next late one may (or inf)."""
+        mine_ms, ahead, late_until = self.store.clock.wall_ms, self._ahead_since, math.inf
+        live: list[str] = []
+        for name in self._view.alive:
+            if self._digest_hlc.get(name, mine_ms) >= mine_ms:
+                live.append(name)
+                continue
+            since = ahead.setdefault(name, min(now, self._last_change))
+            if now >= since + DIGEST_LATE:
+                live.append(name)
+            else:
+                late_until = min(late_until, since + DIGEST_LATE)
+        return live, late_until
 
     def _retire(self, now: float, wall: float, out: list[StateEffect]) -> int:
         store = self.store
