@@ -30,6 +30,8 @@ from gossip_agent.core.messages import (
     Alive,
     Dead,
     Digest,
+    Graft,
+    IHave,
     MemberSnapshot,
     MemberState,
     Message,
@@ -37,11 +39,13 @@ from gossip_agent.core.messages import (
     Packet,
     Ping,
     PingReq,
+    Prune,
     PullRequest,
     PushPullState,
     StateRumor,
     Suspect,
 )
+from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE
 from gossip_agent.core.text import first_control_char
 
 VERSION = 0x01
@@ -79,6 +83,9 @@ class MessageType(IntEnum):
     STATE = 7
     PULL = 8
     DIGEST = 9
+    IHAVE = 10
+    GRAFT = 11
+    PRUNE = 12
 
 
 class DecodeError(ValueError):
@@ -114,13 +121,20 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
         return (MessageType.PULL, m.source, m.source_addr[0], m.source_addr[1])
     if isinstance(m, Digest):
         return (MessageType.DIGEST, m.name, m.seq, bytes(m.root), m.keys, m.hlc_ms)
+    if isinstance(m, IHave):
+        return (MessageType.IHAVE, _pack_ids(m.ids))
+    if isinstance(m, Graft):
+        return (MessageType.GRAFT, _pack_ids(m.ids))
+    if isinstance(m, Prune):
+        return (MessageType.PRUNE,)
     raise TypeError(f"not a message: {m!r}")
 
 
 _TYPE_OF: dict[type, MessageType] = {
     Ping: MessageType.PING, Ack: MessageType.ACK, Nack: MessageType.NACK, PingReq: MessageType.PING_REQ,
     Alive: MessageType.ALIVE, Suspect: MessageType.SUSPECT, Dead: MessageType.DEAD, StateRumor: MessageType.STATE,
-    PullRequest: MessageType.PULL, Digest: MessageType.DIGEST,
+    PullRequest: MessageType.PULL, Digest: MessageType.DIGEST, IHave: MessageType.IHAVE, Graft: MessageType.GRAFT,
+    Prune: MessageType.PRUNE,
 }
 _LABEL_OF = {cls: t.name.lower() for cls, t in _TYPE_OF.items()}
 
@@ -136,6 +150,19 @@ def message_label(m: Message) -> str:
 
 
 _packer = msgpack.Packer(use_bin_type=True)
+
+
+def _pack_ids(ids: tuple[int, ...]) -> bytes:
+    """Tree ids on the wire: one bin of ID_BYTES big-endian bytes each (8 B an id, 2 B of header)."""
+    return b"".join(i.to_bytes(ID_BYTES, "big") for i in ids)
+
+
+def _ids(v: Any) -> tuple[int, ...]:
+    if type(v) is not bytes or len(v) % ID_BYTES:
+        raise DecodeError("malformed", f"tree ids are a multiple of {ID_BYTES} bytes")
+    if len(v) > MAX_IDS_PER_MESSAGE * ID_BYTES:
+        raise DecodeError("malformed", f"more than {MAX_IDS_PER_MESSAGE} tree ids")
+    return tuple(int.from_bytes(v[i:i + ID_BYTES], "big") for i in range(0, len(v), ID_BYTES))
 
 
 def encode_packet(p: Packet) -> bytes:
@@ -258,7 +285,7 @@ def _meta(v: Any) -> dict[str, str]:
 _ARITY = {
     MessageType.PING: 6, MessageType.ACK: 3, MessageType.NACK: 2, MessageType.PING_REQ: 9,
     MessageType.ALIVE: 6, MessageType.SUSPECT: 4, MessageType.DEAD: 4, MessageType.STATE: 2,
-    MessageType.PULL: 4, MessageType.DIGEST: 6,
+    MessageType.PULL: 4, MessageType.DIGEST: 6, MessageType.IHAVE: 2, MessageType.GRAFT: 2, MessageType.PRUNE: 1,
 }
 
 
@@ -297,6 +324,12 @@ def _message(t: Any) -> Message:
         if type(t[3]) is not bytes or len(t[3]) != ROOT_PREFIX_BYTES:
             raise DecodeError("malformed", f"a digest's root is {ROOT_PREFIX_BYTES} bytes")
         return Digest(_str(t[1]), _uint(t[2], MAX_SEQ), t[3], _uint(t[4], MAX_KEYS), _uint(t[5], MAX_HLC_MS))
+    if mtype is MessageType.IHAVE:
+        return IHave(_ids(t[1]))
+    if mtype is MessageType.GRAFT:
+        return Graft(_ids(t[1]))
+    if mtype is MessageType.PRUNE:
+        return Prune()
     return PullRequest(_str(t[1]), (_host(t[2]), _port(t[3])))
 
 

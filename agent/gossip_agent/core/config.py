@@ -28,12 +28,14 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 from gossip_agent.core.text import first_control_char
 
 GossipMode = Literal["push", "pull", "push-pull"]
+BroadcastPath = Literal["tree", "flood"]
 ProbeSchedule = Literal["aligned", "shuffled"]
 ConflictPolicy = Literal["lww", "siblings"]
 FsyncPolicy = Literal["always", "interval", "never"]
 TlsClientAuth = Literal["optional", "required"]
 Preset = Literal["lan", "local", "wan"]
 GOSSIP_MODES: tuple[str, ...] = get_args(GossipMode)
+BROADCAST_PATHS: tuple[str, ...] = get_args(BroadcastPath)
 PROBE_SCHEDULES: tuple[str, ...] = get_args(ProbeSchedule)
 CONFLICT_POLICIES: tuple[str, ...] = get_args(ConflictPolicy)
 FSYNC_POLICIES: tuple[str, ...] = get_args(FsyncPolicy)
@@ -186,6 +188,14 @@ class GossipConfig:
     max_meta_bytes: int = setting(
         512, "Largest accepted member metadata (encoded), so a member cannot bloat every packet; at most mtu/2.",
         unit="bytes", minimum=16, maximum=32500, crd_default=True)
+    # Plumtree (core/plumtree.py): state writes cost about one full copy per member instead of
+    # retransmitMult * ceil(log10(N + 1)) from every member. Membership rumors always flood.
+    broadcast: BroadcastPath = setting(
+        "tree", "How state writes spread in push and push-pull modes. tree: pushed along a spanning tree that "
+        "gossip builds and repairs (fanout eager neighbours per agent, ids announced to the others every "
+        "interval/4, a missing payload fetched after interval/2), about one copy per agent; flood: every agent "
+        "retransmits each write retransmitMult * ceil(log10(N + 1)) times, like membership rumors. pull mode "
+        "always floods (answers to pulls).")
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,6 +583,7 @@ def check(cfg: AgentConfig, *, preset_note: bool = False) -> list[str]:
     for key, value, allowed in (
         ("membership.probeSchedule", m.probe_schedule, PROBE_SCHEDULES),
         ("gossip.mode", g.mode, GOSSIP_MODES),
+        ("gossip.broadcast", g.broadcast, BROADCAST_PATHS),
         ("state.conflictPolicy", cfg.state.conflict_policy, CONFLICT_POLICIES),
         ("storage.fsync", cfg.storage.fsync, FSYNC_POLICIES),
         ("security.tlsClientAuth", cfg.security.tls_client_auth, TLS_CLIENT_AUTH),

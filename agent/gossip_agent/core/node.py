@@ -18,7 +18,10 @@ Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
   our own leave, pushed with whatever we still hold, since a member that is gone answers nobody); `push-pull`
   pushes, and asks in the same packets;
 - a full push-pull sync with a random member every push-pull interval, and with seeds on join, repairs
-  whatever rumors missed.
+  whatever rumors missed;
+- state rumors, with `gossip.broadcast: tree` in push modes, travel along an epidemic broadcast tree instead
+  (core/plumtree.py: eager pushes, lazy IHAVEs, GRAFT/PRUNE), about one copy per member; members not known to
+  read tree messages still get them from the queue above.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from gossip_agent.core.messages import (
     Alive,
     Dead,
     Digest,
+    Graft,
+    IHave,
     MemberSnapshot,
     MemberState,
     Message,
@@ -51,12 +56,14 @@ from gossip_agent.core.messages import (
     Packet,
     Ping,
     PingReq,
+    Prune,
     PullRequest,
     PushPullState,
     Rumor,
     StateRumor,
     Suspect,
 )
+from gossip_agent.core.plumtree import MAX_IDS_PER_MESSAGE, Plumtree, message_id
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.suspicion import Suspicion, suspicion_min_timeout
 
@@ -69,6 +76,7 @@ _MAX_FORMER = 1024
 _EARLY_GOSSIP_FRACTION = 0.25
 # Rumor message classes, as a tuple: isinstance with a tuple is cheaper than with a union, per message.
 _RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
+_TREE_TYPES = (IHave, Graft, Prune)
 # The follow-up sync after a join, in gossip intervals (0.5 s with LAN timings).
 _FOLLOWUP_SYNC_INTERVALS = 2.5
 # After `leave`, how long at most we keep running so our leave rumor spreads (seconds): we stop earlier once
@@ -164,6 +172,12 @@ class Node:
         # drops a whole packet holding a message type it does not know, so the others get ours only in a
         # packet of their own beside each probe (see _tick_probe) until they answer with digests.
         self._digest_readers: set[str] = set()
+        # State rumors along a broadcast tree (push modes only: pull never pushes). Lazy announcements every
+        # quarter gossip interval, a missing payload grafted half an interval after its first announcement.
+        g0 = config.gossip
+        self._tree_on = g0.broadcast == "tree" and self._pushes
+        self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval / 4,
+                             graft_timeout=g0.interval / 2)
         self.table.add(Member(self.name, addr, incarnation, MemberState.ALIVE, dict(self.meta), now))
         self.stats: Counter[str] = Counter()
         self.leaving = False
@@ -350,11 +364,25 @@ class Node:
         self._forward(now, None, out)
         return out
 
-    def broadcast_state(self, payload: bytes, now: float, *, key: str | None = None) -> list[Effect]:
-        """Queue a state rumor (piggybacked, bounded retransmits) and forward it at once if configured.
-        A later rumor with the same `key` replaces an unsent earlier one."""
+    def broadcast_state(self, payload: bytes, now: float, *, key: str | None = None,
+                        critical: bool = False) -> list[Effect]:
+        """Send a state rumor. Tree path: pushed at once to the tree's eager neighbours (a `critical` one also
+        to `fanout` random others), announced to the lazy ones. Flood path: queued (piggybacked, bounded
+        retransmits; a later rumor with the same `key` replaces an unsent earlier one) and forwarded at once
+        if configured."""
         out: list[Effect] = []
-        self._enqueue(StateRumor(payload), None, key=None if key is None else "s:" + key)
+        rumor = StateRumor(payload)
+        skey = None if key is None else "s:" + key
+        if self._tree_on:
+            ident = message_id(payload)
+            self.tree.receive(ident, None, now)
+            extra = [m.name for m in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=True,
+                                                          alive_only=True) if m.name not in self.tree.eager] \
+                if critical else []
+            if self._tree_spread(ident, rumor, None, now, out, extra=extra) and self._flood_to_others(rumor, skey):
+                self._fresh_rumor(now, None, out)
+            return out
+        self._enqueue(rumor, None, key=skey)
         self._fresh_rumor(now, None, out)
         return out
 
@@ -403,6 +431,8 @@ class Node:
                 reply_pull = msg.source_addr
             elif isinstance(msg, Digest):
                 self._on_root_digest(msg, packet.sender, now)
+            elif isinstance(msg, _TREE_TYPES):
+                self._on_tree_message(msg, packet.sender, now, out)
         if reply_pull is not None:
             digests = self._digests_for(packet.sender)
             rumors = self.queue.take(self._budget(_allowance(digests)), self._rumor_population, to=packet.sender,
@@ -436,6 +466,8 @@ class Node:
                 if len(self.queue) or self.root_digests.has_fresh():
                     self._gossip(now, out)
                 self._next_gossip = now + g.interval
+        if self._tree_on:
+            self._tick_tree(now, out)
         if now >= self._followup_sync_at:
             self._followup_sync_at = _NEVER
             peer = self._random_peers(1, exclude=None, live_only=True, alive_only=True)
@@ -479,6 +511,8 @@ class Node:
             deadline = min(deadline, probe.end_at if probe.indirect_sent else probe.indirect_at)
         if len(self.queue) or self.config.gossip.mode == "pull" or self.root_digests.has_fresh():
             deadline = min(deadline, self._next_gossip)
+        if self._tree_on:
+            deadline = min(deadline, self.tree.next_deadline())
         for relay in self._relays.values():
             deadline = min(deadline, relay.nack_at, relay.expire_at)
         for suspicion in self._suspicions.values():
@@ -682,6 +716,7 @@ class Node:
             self.table.remove(name)
             self.root_digests.forget(name)
             self._digest_readers.discard(name)
+            self.tree.remove(name)
             self._forget_probe_slot(name)
             out.append(MemberEvent(EventKind.REAP, member.snapshot()))
 
@@ -689,6 +724,8 @@ class Node:
     def _apply_rumor(self, rumor: Rumor, now: float, source: str | None, out: list[Effect]) -> bool:
         """Apply one rumor; True if it changed our view (it is then queued for re-broadcast)."""
         if isinstance(rumor, StateRumor):
+            if self._tree_on:
+                return self._tree_receive(rumor, now, source, out)
             if self.delegate is None or not self.delegate.on_state_rumor(rumor.payload, now):
                 return False
             self._enqueue(rumor, source)
@@ -774,6 +811,7 @@ class Node:
             # Back from suspicion or death, or moved: perhaps a restart on another release. It gets digests
             # again only once it sends one (until then, in packets of their own).
             self._digest_readers.discard(member.name)
+            self.tree.remove(member.name)  # a restart lost its tree links: it picks new ones
         self._enqueue(rumor, source)
         return True
 
@@ -810,6 +848,7 @@ class Node:
         self.table.set_state(member, MemberState.LEFT if left else MemberState.DEAD, now)
         self._suspicions.pop(member.name, None)
         self._graveyard.append((now, member.name))
+        self.tree.remove(member.name)
         if not left:
             self._former[member.name] = (member.addr, now)
             if len(self._former) > _MAX_FORMER:
@@ -970,3 +1009,120 @@ class Node:
         if n <= 32:
             return base
         return base * (math.ceil(math.log2(n) - math.log2(32)) + 1)
+
+    # -- broadcast tree (state rumors; core/plumtree.py) -----------------------------------------------------
+    def _tree_receive(self, rumor: StateRumor, now: float, source: str | None, out: list[Effect]) -> bool:
+        """A state payload from `source`: a duplicate prunes a link; a new one goes to the state layer and, if
+        taken, on along the tree. Never queued here (False): see `_flood_to_others`."""
+        ident = message_id(rumor.payload)
+        if not self.tree.receive(ident, source, now, can_prune=source in self._digest_readers):
+            self.stats["tree_duplicates"] += 1
+            return False
+        if self.delegate is not None and self.delegate.on_state_rumor(rumor.payload, now):
+            self._tree_spread(ident, rumor, source, now, out)
+        return False
+
+    def _tree_spread(self, ident: int, rumor: StateRumor, source: str | None, now: float, out: list[Effect], *,
+                     extra: Sequence[str] = ()) -> bool:
+        """Push a new payload to the eager neighbours (and `extra` members), announce it to the lazy ones."""
+        for name in (*self.tree.deliver(ident, rumor.payload, source, now), *extra):
+            self._tree_send(name, [rumor], out)
+            self.stats["tree_pushes"] += 1
+        return True
+
+    def _flood_to_others(self, rumor: StateRumor, key: str | None) -> bool:
+        """Our own write, also queued (the flood's way) for live members that neither read tree messages nor
+        are eager neighbours: an older agent learns it from us, from older agents' own floods, or by
+        anti-entropy; a newer one not yet known to read tree messages gets it twice at worst. Only the writer
+        does this, so a member's readers still being discovered (after a start) costs at most the queue's
+        retransmit limit per write, not that much at every member. True if it was queued."""
+        readers, eager = self._digest_readers, self.tree.eager
+        covered = {m.name for m in self.table if m.name != self.name and self.table.is_live(m.name)
+                   and (m.name in readers or m.name in eager)}
+        if len(covered) >= self.table.n_live - 1:
+            return False
+        self.stats["tree_flood_fallback"] += 1
+        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, covered=covered)
+        return True
+
+    def _tree_send(self, name: str, msgs: Sequence[Message], out: list[Effect]) -> None:
+        """Tree traffic to a live member: with piggybacked rumors to a member known to read tree messages;
+        control messages to any other in a packet of their own (an older agent drops that packet alone)."""
+        member = self.table.get(name)
+        if member is None or not self.table.is_live(name):
+            self.tree.remove(name)
+            return
+        reader = name in self._digest_readers
+        if not reader and not all(isinstance(m, StateRumor) for m in msgs):
+            out.append(Send(member.addr, Packet(self.name, tuple(msgs))))
+            return
+        # Queued rumors ride along. Fresh digests ride on control packets only (announcements go to every lazy
+        # neighbour each lazy interval, plenty of carriers; the digests' round-robin rides on probes and acks):
+        # on every payload push they cost as much as the ids of the whole tree.
+        pushes = any(isinstance(m, StateRumor) for m in msgs)
+        digests = self._digests_for(name, background=False) if reader and not pushes else []
+        used = sum(codec.message_size(m) for m in msgs) + _allowance(digests)
+        rumors = self.queue.take(self._budget(used), self._rumor_population, to=name) if len(self.queue) else []
+        out.append(Send(member.addr, Packet(self.name, (*msgs, *rumors, *digests))))
+
+    def _on_tree_message(self, msg: IHave | Graft | Prune, sender: str, now: float, out: list[Effect]) -> None:
+        """IHAVE / GRAFT / PRUNE from a live member (others are dropped and counted). Whoever sends them reads
+        them: from now on our new message types ride on our packets to it."""
+        if not self.table.is_live(sender) or sender == self.name:
+            self.stats["tree_unknown_member"] += 1
+            return
+        self._digest_readers.add(sender)
+        if not self._tree_on:
+            return  # flood path (or pull): everything reaches us by the queue; the sender's tree repairs
+        if isinstance(msg, IHave):
+            self.tree.on_ihave(msg.ids, sender, now)
+        elif isinstance(msg, Graft):
+            payloads = self.tree.on_graft(msg.ids, sender)
+            self.stats["tree_graft_answers"] += len(payloads)
+            self._tree_send_packed(sender, [StateRumor(p) for p in payloads], out)
+        else:
+            self.tree.on_prune(sender)
+
+    def _tick_tree(self, now: float, out: list[Effect]) -> None:
+        """Fill the tree's neighbour sets from live members, then send what its timers made due: link
+        requests and grafts, the batched announcements, prunes."""
+        wanted = self.tree.wanted()
+        if wanted and not self.leaving:
+            neighbours = self.tree.neighbours()
+            for cand in self._random_peers(wanted + len(neighbours), exclude=None, live_only=True,
+                                           alive_only=True):
+                if wanted and cand.name not in neighbours and self.tree.add_neighbour(cand.name):
+                    wanted -= 1
+        if now < self.tree.next_deadline():
+            return
+        due = self.tree.tick(now)
+        for peer in due.peers():
+            msgs: list[Message] = []
+            ihaves = due.ihaves.get(peer, [])
+            msgs.extend(IHave(tuple(ihaves[i:i + MAX_IDS_PER_MESSAGE]))
+                        for i in range(0, len(ihaves), MAX_IDS_PER_MESSAGE))
+            grafts = due.grafts.get(peer)
+            if grafts is not None:
+                msgs.extend(Graft(tuple(grafts[i:i + MAX_IDS_PER_MESSAGE]))
+                            for i in range(0, max(1, len(grafts)), MAX_IDS_PER_MESSAGE))
+                self.stats["tree_grafts"] += len(grafts)
+            if peer in due.prunes:
+                msgs.append(Prune())
+                self.stats["tree_prunes"] += 1
+            self.stats["tree_ihave_ids"] += len(ihaves)
+            self._tree_send_packed(peer, msgs, out)
+
+    def _tree_send_packed(self, name: str, msgs: Sequence[Message], out: list[Effect]) -> None:
+        """`msgs` to `name` in as few packets as the MTU allows (room left for digests)."""
+        budget = self._budget(DIGEST_ALLOWANCE)
+        batch: list[Message] = []
+        used = 0
+        for msg in msgs:
+            size = codec.message_size(msg)
+            if batch and used + size > budget:
+                self._tree_send(name, batch, out)
+                batch, used = [], 0
+            batch.append(msg)
+            used += size
+        if batch:
+            self._tree_send(name, batch, out)
