@@ -47,7 +47,8 @@ user-event" log line arrives; bytes from the same nft counters (its RPC ports ar
 Serf refuses user events whose name + payload exceed 512 B, so scenarios with larger values have no Serf row.
 
     python bench/bench_load.py [--n 8,10,50] [--rate 10,100] [--size 1024] [--writes 0 | --seconds 10]
-        [--modes push,pull,push-pull] [--serf] [--issue-scenario] [--sweep] [--set gossip.fanout=6]
+        [--modes push,pull,push-pull] [--broadcasts tree,flood] [--serf] [--issue-scenario] [--sweep]
+        [--set gossip.fanout=6]
         [--json FILE] [--keep-logs DIR]
 
 `--issue-scenario` adds the 8-agent case (80 writes of 200 B at 10/s, each mode, and Serf); `--sweep` adds
@@ -99,7 +100,7 @@ AGENT_ADDR = "127.0.0.1"
 VERSION_BYTES = 16          # one write's version in the floor: a 64-bit HLC + a 64-bit counter
 SERF_EVENT_LIMIT = 512      # Serf's UserEventSizeLimit (name + payload)
 MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead", "digest")
-DATA_TYPES = ("state", "pull")
+DATA_TYPES = ("state", "pull", "ihave", "graft", "prune")
 MEMBERSHIP_OPS = ("pushpull",)
 TYPE_NAMES = {int(t): t.name.lower() for t in MessageType}
 
@@ -778,19 +779,29 @@ def parse_list(text: str, kind: type) -> list[Any]:
     return [kind(x) for x in text.split(",") if x.strip()]
 
 
+def broadcast_sets(args: argparse.Namespace) -> list[list[str]]:
+    """The config overrides of each run: `--set`s, and with `--broadcasts` one run per gossip.broadcast path
+    (before/after of the broadcast tree in one run)."""
+    if not args.broadcasts:
+        return [list(args.set)]
+    return [[*args.set, f"gossip.broadcast={b}"] for b in parse_list(args.broadcasts, str)]
+
+
 def plan(args: argparse.Namespace) -> list[Scenario]:
     out: list[Scenario] = []
     for n in parse_list(args.n, int):
         for rate in parse_list(args.rate, float):
             writes = args.writes or max(1, round(rate * args.seconds))
             for mode in parse_list(args.modes, str):
-                out.append(Scenario("ours", n, rate, args.size, writes, mode, list(args.set),
-                                    "critical" if args.critical_every else "load", args.critical_every))
+                for sets in broadcast_sets(args):
+                    out.append(Scenario("ours", n, rate, args.size, writes, mode, sets,
+                                        "critical" if args.critical_every else "load", args.critical_every))
             if args.serf and args.size + 24 <= SERF_EVENT_LIMIT:
                 out.append(Scenario("serf", n, rate, args.size, writes, "-", [], "load"))
     if args.issue_scenario:
         for mode in ("push", "pull", "push-pull"):
-            out.append(Scenario("ours", 8, 10, 200, 80, mode, list(args.set), "issue8"))
+            for sets in broadcast_sets(args):
+                out.append(Scenario("ours", 8, 10, 200, 80, mode, sets, "issue8"))
         if args.serf:
             out.append(Scenario("serf", 8, 10, 200, 80, "-", [], "issue8"))
     if args.sweep:
@@ -824,6 +835,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--modes", default="push-pull", help="comma list of gossip.mode (default %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override our agents' config (repeatable)")
+    p.add_argument("--broadcasts", default="", metavar="PATHS",
+                   help="comma list of gossip.broadcast (tree, flood): one run of each of our scenarios per path")
     p.add_argument("--serf", action="store_true", help="Serf user events beside us (sizes <= 488 B)")
     p.add_argument("--issue-scenario", action="store_true", help="add the 8-agent, 80 x 200 B at 10/s runs")
     p.add_argument("--sweep", action="store_true", help="add N=10 runs over fanout x retransmitMult")

@@ -1088,10 +1088,9 @@ class Node:
         requests and grafts, the batched announcements, prunes."""
         wanted = self.tree.wanted()
         if wanted and not self.leaving:
-            neighbours = self.tree.neighbours()
-            for cand in self._random_peers(wanted + len(neighbours), exclude=None, live_only=True,
-                                           alive_only=True):
-                if wanted and cand.name not in neighbours and self.tree.add_neighbour(cand.name):
+            eager = self.tree.eager
+            for cand in self._random_peers(wanted + len(eager), exclude=None, live_only=True, alive_only=True):
+                if wanted and self.tree.add_neighbour(cand.name):
                     wanted -= 1
         if now < self.tree.next_deadline():
             return

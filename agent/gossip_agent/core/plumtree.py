@@ -113,8 +113,10 @@ class Plumtree:
 
     def wanted(self) -> int:
         """New eager neighbours wanted now: the tree needs `eager_target` links; fewer (a newcomer, members
-        died) and the Node adds random live members with `add_neighbour`."""
-        return max(0, self.eager_target - len(self.eager) - len(self.lazy))
+        died) and the Node adds random live members with `add_neighbour`. With no eager link left at all, one
+        (a lazy link may be promoted): waiting for a graft would delay the next payload by a graft timeout."""
+        missing = self.eager_target - len(self.eager) - len(self.lazy)
+        return max(missing, 0 if self.eager else 1)
 
     def add_neighbour(self, name: str) -> bool:
         """Make `name` an eager neighbour of ours and tell it so (an empty GRAFT at the next `tick`)."""
