@@ -122,3 +122,13 @@ def test_a_critical_write_also_goes_to_fanout_random_peers_beyond_the_tree() -> 
     critical = {addr_name(node, s) for s in sends(node.broadcast_state(b"c", 0.03, critical=True))}
     assert normal == node.tree.eager
     assert critical > normal and len(critical) == len(normal) + node.config.gossip.fanout
+
+
+def test_a_write_near_the_inline_limit_is_flooded_even_beside_digests() -> None:
+    """The flood path keeps DIGEST_ALLOWANCE free in its packets; a 1 KiB value is larger than what that leaves
+    of the MTU, so it goes in a packet without digests (before, it never left but in anti-entropy)."""
+    node = tree_node(readers=6, broadcast="flood")
+    assert node.publish_root_digest("ab" * 32, 1, 1)
+    payload = b"v" * 1100
+    out = sends(node.broadcast_state(payload, 0.02))
+    assert [s for s in out if StateRumor(payload) in s.packet.messages]

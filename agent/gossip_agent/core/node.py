@@ -437,6 +437,12 @@ class Node:
             digests = self._digests_for(packet.sender)
             rumors = self.queue.take(self._budget(_allowance(digests)), self._rumor_population, to=packet.sender,
                                      to_live=self.table.is_live(packet.sender), limit=self._answer_limit())
+            if not rumors and digests and len(self.queue):
+                # A rumor too large to sit beside the digest allowance: in a packet of its own.
+                large = self.queue.take(self._budget(), self._rumor_population, to=packet.sender,
+                                        to_live=self.table.is_live(packet.sender), limit=self._answer_limit())
+                if large:
+                    out.append(Send(reply_pull, Packet(self.name, tuple(large))))
             if rumors or digests:
                 out.append(Send(reply_pull, Packet(self.name, (*rumors, *digests))))
         if self._refuted:
@@ -903,14 +909,24 @@ class Node:
         # them), so a root published after the writes stopped still spreads at gossip speed.
         fresh_digests = self.root_digests.has_fresh()
         for peer in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=False):
-            rumors = self.queue.take(self._budget(pull_size + DIGEST_ALLOWANCE), self._rumor_population,
-                                     to=peer.name, to_live=self.table.is_live(peer.name)) if mode != "pull" else []
+            rumors, large = self._take_beside_digests(pull_size, peer.name) if mode != "pull" else ([], False)
             if rumors or mode == "pull" or (fresh_digests and peer.name in self._digest_readers):
-                digests = self._digests_for(peer.name, background=False)
-                fresh_digests = False
+                digests = [] if large else self._digests_for(peer.name, background=False)
+                fresh_digests = fresh_digests and large
                 if rumors or pull or digests:
                     out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *digests))))
                     self.stats["gossip_packets"] += 1
+
+    def _take_beside_digests(self, used: int, to: str) -> tuple[list[Rumor], bool]:
+        """Rumors for a packet to `to` that keeps the digest allowance free; when none fits there but a
+        rumor waits (a state payload near the inline limit, e.g. a 1 KiB value, is larger than what the
+        allowance leaves), the packet goes without digests instead (True): else such writes never left."""
+        live = self.table.is_live(to)
+        rumors = self.queue.take(self._budget(used + DIGEST_ALLOWANCE), self._rumor_population, to=to,
+                                 to_live=live)
+        if rumors or not len(self.queue):
+            return rumors, False
+        return self.queue.take(self._budget(used), self._rumor_population, to=to, to_live=live), True
 
     def _fresh_rumor(self, now: float, source: str | None, out: list[Effect]) -> None:
         """A rumor new to us was queued (heard from `source`, or ours): push modes forward it at once if
@@ -958,10 +974,9 @@ class Node:
         at most every quarter interval (each still bounded by the queue's retransmit limits)."""
         self._next_gossip = min(self._next_gossip, now + self.config.gossip.interval * _EARLY_GOSSIP_FRACTION)
         for peer in self._random_peers(self.config.gossip.fanout, exclude=exclude, live_only=False):
-            rumors = self.queue.take(self._budget(DIGEST_ALLOWANCE), self._rumor_population, to=peer.name,
-                                     to_live=self.table.is_live(peer.name))
+            rumors, large = self._take_beside_digests(0, peer.name)
             if rumors:
-                digests = self._digests_for(peer.name, background=False)
+                digests = [] if large else self._digests_for(peer.name, background=False)
                 out.append(Send(peer.addr, Packet(self.name, (*rumors, *digests))))
                 self.stats["forwarded_packets"] += 1
 
