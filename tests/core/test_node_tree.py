@@ -11,7 +11,7 @@ from gossip_agent.core.config import AgentConfig, BroadcastPath, GossipMode
 from gossip_agent.core.effects import Effect, Send
 from gossip_agent.core.messages import Alive, Graft, IHave, Packet, Prune, PullRequest, StateRumor
 from gossip_agent.core.node import Node
-from gossip_agent.core.plumtree import message_id
+from gossip_agent.core.plumtree import PRUNE_AFTER, message_id
 
 OLD_TYPES = (Alive, StateRumor, PullRequest)
 
@@ -77,8 +77,12 @@ def test_a_relayed_write_goes_on_to_eager_neighbours_but_not_back_and_a_duplicat
     assert {addr_name(node, s) for s in out} == node.tree.eager - {parent}
     other = sorted(node.tree.eager - {parent})[0]
     node.handle_packet(Packet(other, (StateRumor(b"r"),)), ("h", 0), 0.03)
-    assert other in node.tree.lazy and node.stats["tree_duplicates"] == 1
-    pruned = [s for t in (0.1, 0.2) for s in sends(node.tick(t)) if Prune() in s.packet.messages]
+    for i in range(1, PRUNE_AFTER):  # a redundant link duplicates every payload
+        payload = b"r%d" % i
+        node.handle_packet(Packet(parent, (StateRumor(payload),)), ("h", 0), 0.03)
+        node.handle_packet(Packet(other, (StateRumor(payload),)), ("h", 0), 0.03)
+    assert other in node.tree.lazy and node.stats["tree_duplicates"] == PRUNE_AFTER
+    pruned = [s for s in sends(node.tick(0.04)) if Prune() in s.packet.messages]
     assert [addr_name(node, s) for s in pruned] == [other]
 
 

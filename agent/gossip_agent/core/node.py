@@ -177,7 +177,7 @@ class Node:
         g0 = config.gossip
         self._tree_on = g0.broadcast == "tree" and self._pushes
         self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval / 4,
-                             graft_timeout=g0.interval / 2)
+                             graft_timeout=g0.interval / 2, rng=rng)
         self.table.add(Member(self.name, addr, incarnation, MemberState.ALIVE, dict(self.meta), now))
         self.stats: Counter[str] = Counter()
         self.leaving = False

@@ -6,8 +6,9 @@ spanning tree that gossip itself builds and repairs:
 
 - every member keeps two neighbour sets: `eager` peers get each new payload at once, `lazy` peers only its id
   (IHAVE, batched every `lazy_interval`);
-- a payload that arrives twice means the eager links hold a cycle: the receiver PRUNEs the link it came over
-  (both ends move it to lazy), so the eager links thin out into a tree;
+- payloads that arrive twice mean the eager links hold a cycle: after PRUNE_AFTER duplicates in a row over a
+  link the receiver PRUNEs it (both ends move it to lazy; the PRUNE leaves at once), so the eager links thin
+  out into a tree; a member's last eager link is never pruned (its duplicates came over links since gone);
 - an IHAVE for an id we lack starts a timer; if the payload is still missing `graft_timeout` later we GRAFT the
   announcer (ask it for the payload, and both ends make the link eager): a lost eager link is repaired within
   one lazy interval plus one graft timeout, and the tree heals around dead members the same way;
@@ -30,6 +31,8 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from gossip_agent.core.rng import Rng
+
 ID_BYTES = 8
 """A payload's id on the wire: the first 8 bytes of its BLAKE2b hash (collisions within the bounded memory of
 seen ids are negligible, and a colliding payload would still reach everyone by anti-entropy)."""
@@ -49,6 +52,12 @@ MAX_ANNOUNCERS = 4
 MAX_ANNOUNCE_PER_PEER = 1024
 # Payloads sent in answer to one graft at most.
 MAX_GRAFT_ANSWER = 64
+# An eager link is pruned after this many duplicates in a row (none of its payloads first in between). One
+# duplicate is often a transient: while the tree is rewired (a graft, a prune on its way), payloads in flight
+# meet themselves, and pruning on each such duplicate cut links of the same cycle at several members at
+# once, which split the tree; at 100 writes/s it never healed (measured in the simulator: t100 ~90 ms with
+# 1.7 grafts per write; with 3, ~4 ms and 0.1 grafts per write, ~10% more payload copies).
+PRUNE_AFTER = 3
 
 
 def message_id(payload: bytes) -> int:
@@ -89,8 +98,13 @@ class Plumtree:
     """One member's broadcast tree. Names are member names; ids come from `message_id`."""
 
     def __init__(self, me: str, *, eager_target: int, lazy_interval: float, graft_timeout: float,
-                 max_neighbours: int | None = None) -> None:
+                 rng: Rng | None = None, max_neighbours: int | None = None) -> None:
         self.me = me
+        # Graft timers are drawn in [graft_timeout/2, graft_timeout]: when a whole subtree missed a payload
+        # (its root's link broke), the first member to graft pushes it down its eager links before the others'
+        # timers fire. Equal timers made every member of the subtree graft at once: a new eager link each, a
+        # cycle each, duplicates and prunes that broke the tree elsewhere, at 100 writes/s without end.
+        self._rng = rng
         self.eager_target = max(1, eager_target)
         self.lazy_interval = lazy_interval
         self.graft_timeout = graft_timeout
@@ -106,25 +120,33 @@ class Plumtree:
         self._flush_at = math.inf
         self._prunes: set[str] = set()
         self._links: set[str] = set()  # new eager neighbours still to be told (empty GRAFT)
+        # Neighbours we picked ourselves (eager or lazy by now). Links others asked for do not count: with
+        # them counted every member ends with ~eager_target links in all, a sparse graph that falls apart
+        # into pieces; eager_target picks per member (a random k-out graph) is connected.
+        self._picked: set[str] = set()
+        self._dups: dict[str, int] = {}  # eager link -> duplicates in a row over it
+        self.kept_links = 0  # prunes of our last eager link answered with a link request
 
     # -- neighbours ---------------------------------------------------------------------------------------
     def neighbours(self) -> set[str]:
         return self.eager | self.lazy
 
     def wanted(self) -> int:
-        """New eager neighbours wanted now: the tree needs `eager_target` links; fewer (a newcomer, members
-        died) and the Node adds random live members with `add_neighbour`. With no eager link left at all, one
-        (a lazy link may be promoted): waiting for a graft would delay the next payload by a graft timeout."""
-        missing = self.eager_target - len(self.eager) - len(self.lazy)
+        """New neighbours wanted now: `eager_target` of our own picking (a newcomer has none, a member that
+        died leaves a gap), added by the Node from random live members with `add_neighbour`. With no eager
+        link left at all, one (a lazy link may be promoted): waiting for a graft would delay the next payload
+        by a graft timeout."""
+        missing = self.eager_target - len(self._picked)
         return max(missing, 0 if self.eager else 1)
 
     def add_neighbour(self, name: str) -> bool:
         """Make `name` an eager neighbour of ours and tell it so (an empty GRAFT at the next `tick`)."""
-        if name == self.me or name in self.eager or not self._room():
+        if name == self.me or name in self.eager or (name not in self.lazy and not self._room()):
             return False
         self.lazy.discard(name)
         self.eager.add(name)
         self._links.add(name)
+        self._picked.add(name)
         return True
 
     def remove(self, name: str) -> None:
@@ -134,6 +156,8 @@ class Plumtree:
         self._announce.pop(name, None)
         self._prunes.discard(name)
         self._links.discard(name)
+        self._picked.discard(name)
+        self._dups.pop(name, None)
         for missing in self._missing.values():
             if name in missing.announcers:
                 missing.announcers.remove(name)
@@ -169,6 +193,8 @@ class Plumtree:
         make it drop the whole packet; and a copy it floods us must not cost us a tree link)."""
         first = self._seen.get(ident)
         if first is None:
+            if sender is not None:
+                self._dups.pop(sender, None)
             off_tree = sender is not None and sender not in self.eager
             self._seen[ident] = _First(sender, off_tree, can_prune)
             if len(self._seen) > MAX_SEEN:
@@ -180,20 +206,27 @@ class Plumtree:
         if sender is None or sender == first.sender:
             return False
         if first.off_tree:
-            if first.sender is not None and first.prunable:
+            if first.sender is not None and first.prunable and first.sender not in self.eager:
                 self._prune(first.sender, now)
             first.off_tree = False
             if sender in self.eager:
                 return False  # the tree delivered as it should: keep this link
         if can_prune:
-            self._prune(sender, now)
+            if sender not in self.eager:
+                self._prune(sender, now)  # not even a tree link of ours: no reason to wait
+            elif len(self.eager) > 1:  # our last eager link stays (see on_prune)
+                n = self._dups[sender] = self._dups.get(sender, 0) + 1
+                if n >= PRUNE_AFTER:
+                    del self._dups[sender]
+                    self._prune(sender, now)
         return False
 
     def _prune(self, name: str, now: float) -> None:
+        """Sent at once (the next `tick`), not with the lazy flush: until the other end hears it, it keeps
+        pushing over the link, and the duplicates that causes elsewhere in the same cycle prune that cycle's
+        other links too, which cuts the tree in pieces (at 100 writes/s, most of the time)."""
         self._make_lazy(name)
         self._prunes.add(name)
-        if self._flush_at == math.inf:
-            self._flush_at = now + self.lazy_interval
 
     def deliver(self, ident: int, payload: bytes, sender: str | None, now: float) -> list[str]:
         """The state layer took a new payload: the eager peers to push it to now (not back to `sender`); its id
@@ -245,7 +278,8 @@ class Plumtree:
             if missing is None:
                 if len(self._missing) >= MAX_MISSING:
                     continue  # counted by the caller's view of what stayed missing: anti-entropy repairs it
-                deadline = now + self.graft_timeout
+                spread = 0.5 + 0.5 * self._rng.random() if self._rng is not None else 1.0
+                deadline = now + self.graft_timeout * spread
                 self._missing[ident] = _Missing([sender], deadline)
                 heapq.heappush(self._timers, (deadline, ident))
             elif sender not in missing.announcers and sender not in missing.grafted \
@@ -265,14 +299,23 @@ class Plumtree:
         return out
 
     def on_prune(self, sender: str) -> None:
-        """`sender` got our payloads twice: the link becomes lazy."""
-        if sender in self.eager:
-            self.eager.discard(sender)
-            self.lazy.add(sender)
+        """`sender` got our payloads twice: the link becomes lazy. Unless it is our last eager link: then the
+        duplicates it saw came over links of ours that are gone since (we forward to eager links only, and
+        over this one alone nothing of ours can duplicate), and without it no payload reaches us but by a
+        graft: we keep it and ask the sender to keep it too (a link request)."""
+        if sender not in self.eager:
+            return
+        if len(self.eager) == 1:
+            self._links.add(sender)
+            self.kept_links += 1
+            return
+        self.eager.discard(sender)
+        self.lazy.add(sender)
+        self._dups.pop(sender, None)
 
     # -- time ---------------------------------------------------------------------------------------------
     def next_deadline(self) -> float:
-        deadline = -math.inf if self._links else self._flush_at
+        deadline = -math.inf if self._links or self._prunes else self._flush_at
         while self._timers and self._timers[0][1] not in self._missing:
             heapq.heappop(self._timers)
         if self._timers:
@@ -302,14 +345,14 @@ class Plumtree:
         for peer in self._links:
             out.grafts.setdefault(peer, [])
         self._links.clear()
+        out.prunes = self._prunes
+        self._prunes = set()
         if now >= self._flush_at:
             self._flush_at = math.inf
             for peer, queue in self._announce.items():
                 if queue:
                     out.ihaves[peer] = list(queue)
             self._announce.clear()
-            out.prunes = self._prunes
-            self._prunes = set()
             self._expire_cache(now)
         return out
 
