@@ -17,9 +17,10 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
   by type    Every UDP datagram between agents is also captured (AF_PACKET on `lo`, a kernel BPF filter keeping
              only 127.0.0.1 -> 127.0.0.1 UDP to the port range, one copy per datagram) by a child process and
              decoded: each message's msgpack bytes by type (ping, ack, nack, ping_req, alive, suspect, dead,
-             state, pull); each datagram's headers (IP 20 + UDP 8 + framing) are shared among its messages in
-             proportion to their size. A Python capture cannot keep up with 50 busy agents (the kernel drops
-             what it cannot queue: `capture.kernel_drops`, `capture_kept`), so the split uses the agents' own
+             state, pull, digest, and the broadcast tree's ihave, graft, prune); each datagram's headers (IP 20
+             + UDP 8 + framing) are shared among its messages in proportion to their size. A Python capture
+             cannot keep up with 50 busy agents (the kernel drops what it cannot queue:
+             `capture.kernel_drops`, `capture_kept`), so the split uses the agents' own
              exact message counts by type (`gossip_messages_total{direction="out"}`) times each type's mean
              wire size from the capture, scaled to the nft UDP total (`udp_split` says which method). TCP
              (push-pull membership syncs, Merkle anti-entropy, stream probes) is split by operation with the
@@ -28,8 +29,9 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
              and `gossip_bytes_total{kind}`, whose UDP kind is only a datagram's *first* message type (a state
              rumor piggybacked on a ping counts as ping), so they cannot give bytes by message type.
   share      membership/convergence = ping + ack + nack + ping_req + alive + suspect + dead + digest (UDP) +
-             push-pull (TCP); data = state + pull (UDP) + anti-entropy (TCP). An agent's Merkle root travels as a
-             convergence digest (`digest`; older agents: in their Alive metadata, counted as `alive`).
+             push-pull (TCP); data = state + pull + ihave + graft + prune (UDP) + anti-entropy (TCP). An
+             agent's Merkle root travels as a convergence digest (`digest`; older agents: in their Alive
+             metadata, counted as `alive`).
   latency    write -> all (t100): from just before the PUT is sent to the arrival of the change on the LAST
              agent's watch stream (an agent emits it right after applying the write); median, p99, max; writes
              some agent never emitted within `--deliver-timeout` are counted as incomplete.
@@ -51,10 +53,11 @@ Serf refuses user events whose name + payload exceed 512 B, so scenarios with la
         [--set gossip.fanout=6]
         [--json FILE] [--keep-logs DIR]
 
-`--issue-scenario` adds the 8-agent case (80 writes of 200 B at 10/s, each mode, and Serf); `--sweep` adds
-N=10, 10 writes/s runs over gossip.fanout and gossip.retransmitMult. Needs Linux, root (nft, AF_PACKET) for the
-byte figures; without them only latency and convergence are reported. Every process is a Popen of this bench,
-stopped by PID; every wait is bounded.
+`--broadcasts tree,flood` runs each of our scenarios once per gossip.broadcast path (the broadcast tree against
+the flood, before/after in one run). `--issue-scenario` adds the 8-agent case (80 writes of 200 B at 10/s, each
+mode, and Serf); `--sweep` adds N=10, 10 writes/s runs over gossip.fanout and gossip.retransmitMult. Needs
+Linux, root (nft, AF_PACKET) for the byte figures; without them only latency and convergence are reported.
+Every process is a Popen of this bench, stopped by PID; every wait is bounded.
 """
 
 from __future__ import annotations
