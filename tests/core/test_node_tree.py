@@ -136,3 +136,20 @@ def test_a_write_near_the_inline_limit_is_flooded_even_beside_digests() -> None:
     payload = b"v" * 1100
     out = sends(node.broadcast_state(payload, 0.02))
     assert [s for s in out if StateRumor(payload) in s.packet.messages]
+
+
+def test_a_graft_is_answered_to_the_member_address_and_bounded() -> None:
+    """Whoever forges a member's name in a graft cannot aim the answer elsewhere nor draw more than
+    MAX_GRAFT_ANSWER payloads with one message."""
+    from gossip_agent.core.plumtree import MAX_GRAFT_ANSWER, MAX_IDS_PER_MESSAGE
+
+    node = tree_node(readers=6)
+    node.tick(0.01)
+    payloads = [b"p%03d" % i for i in range(MAX_IDS_PER_MESSAGE)]
+    for p in payloads:
+        node.broadcast_state(p, 0.02)
+    graft = Graft(tuple(message_id(p) for p in payloads))
+    out = sends(node.handle_packet(Packet("p6", (graft,)), ("evil", 9), 0.03))
+    answered = [m for s in out for m in s.packet.messages if isinstance(m, StateRumor)]
+    assert {s.to for s in out} == {("h", 6)}
+    assert len(answered) == MAX_GRAFT_ANSWER

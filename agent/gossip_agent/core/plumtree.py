@@ -50,8 +50,8 @@ MAX_MISSING = 2048
 MAX_ANNOUNCERS = 4
 # Announcements queued for one lazy peer; past this the oldest are dropped (anti-entropy is the safety net).
 MAX_ANNOUNCE_PER_PEER = 1024
-# Payloads sent in answer to one graft at most.
-MAX_GRAFT_ANSWER = 64
+# Payloads sent in answer to one graft at most: a graft of 1 KiB of ids must not draw 100 KiB of answers.
+MAX_GRAFT_ANSWER = 16
 # An eager link is pruned after this many duplicates in a row (none of its payloads first in between). One
 # duplicate is often a transient: while the tree is rewired (a graft, a prune on its way), payloads in flight
 # meet themselves, and pruning on each such duplicate cut links of the same cycle at several members at
