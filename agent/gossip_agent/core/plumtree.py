@@ -315,7 +315,9 @@ class Plumtree:
 
     # -- time ---------------------------------------------------------------------------------------------
     def next_deadline(self) -> float:
-        deadline = -math.inf if self._links or self._prunes else self._flush_at
+        """When `tick` has something to do: 0.0 (a time already past: at once) while link requests or prunes
+        wait. Never -inf: drivers take any infinity for "nothing to do" (the agent's timer stopped for good)."""
+        deadline = 0.0 if self._links or self._prunes else self._flush_at
         while self._timers and self._timers[0][1] not in self._missing:
             heapq.heappop(self._timers)
         if self._timers:
