@@ -178,6 +178,9 @@ class Node:
         self._tree_on = g0.broadcast == "tree" and self._pushes
         self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval / 4,
                              graft_timeout=g0.interval / 2, rng=rng)
+        # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
+        # a member without links misses every write made meanwhile, and nothing announces those to it later.
+        self._tree_fill_at = now
         self.table.add(Member(self.name, addr, incarnation, MemberState.ALIVE, dict(self.meta), now))
         self.stats: Counter[str] = Counter()
         self.leaving = False
@@ -519,6 +522,8 @@ class Node:
             deadline = min(deadline, self._next_gossip)
         if self._tree_on:
             deadline = min(deadline, self.tree.next_deadline())
+            if self.tree.wanted() and self.table.n_alive - 1 > self.tree.picked and not self.leaving:
+                deadline = min(deadline, self._tree_fill_at)  # (members left to pick: else no idle wake-ups)
         for relay in self._relays.values():
             deadline = min(deadline, relay.nack_at, relay.expire_at)
         for suspicion in self._suspicions.values():
@@ -1102,7 +1107,8 @@ class Node:
         """Fill the tree's neighbour sets from live members, then send what its timers made due: link
         requests and grafts, the batched announcements, prunes."""
         wanted = self.tree.wanted()
-        if wanted and not self.leaving:
+        if wanted and not self.leaving and now >= self._tree_fill_at:
+            self._tree_fill_at = now + self.config.gossip.interval
             eager = self.tree.eager
             for cand in self._random_peers(wanted + len(eager), exclude=None, live_only=True, alive_only=True):
                 if wanted and self.tree.add_neighbour(cand.name):

@@ -131,6 +131,11 @@ class Plumtree:
     def neighbours(self) -> set[str]:
         return self.eager | self.lazy
 
+    @property
+    def picked(self) -> int:
+        """Neighbours of our own picking (see `wanted`)."""
+        return len(self._picked)
+
     def wanted(self) -> int:
         """New neighbours wanted now: `eager_target` of our own picking (a newcomer has none, a member that
         died leaves a gap), added by the Node from random live members with `add_neighbour`. With no eager
