@@ -17,9 +17,10 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
   by type    Every UDP datagram between agents is also captured (AF_PACKET on `lo`, a kernel BPF filter keeping
              only 127.0.0.1 -> 127.0.0.1 UDP to the port range, one copy per datagram) by a child process and
              decoded: each message's msgpack bytes by type (ping, ack, nack, ping_req, alive, suspect, dead,
-             state, pull); each datagram's headers (IP 20 + UDP 8 + framing) are shared among its messages in
-             proportion to their size. A Python capture cannot keep up with 50 busy agents (the kernel drops
-             what it cannot queue: `capture.kernel_drops`, `capture_kept`), so the split uses the agents' own
+             state, pull, digest, and the broadcast tree's ihave, graft, prune); each datagram's headers (IP 20
+             + UDP 8 + framing) are shared among its messages in proportion to their size. A Python capture
+             cannot keep up with 50 busy agents (the kernel drops what it cannot queue:
+             `capture.kernel_drops`, `capture_kept`), so the split uses the agents' own
              exact message counts by type (`gossip_messages_total{direction="out"}`) times each type's mean
              wire size from the capture, scaled to the nft UDP total (`udp_split` says which method). TCP
              (push-pull membership syncs, Merkle anti-entropy, stream probes) is split by operation with the
@@ -28,8 +29,9 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
              and `gossip_bytes_total{kind}`, whose UDP kind is only a datagram's *first* message type (a state
              rumor piggybacked on a ping counts as ping), so they cannot give bytes by message type.
   share      membership/convergence = ping + ack + nack + ping_req + alive + suspect + dead + digest (UDP) +
-             push-pull (TCP); data = state + pull (UDP) + anti-entropy (TCP). An agent's Merkle root travels as a
-             convergence digest (`digest`; older agents: in their Alive metadata, counted as `alive`).
+             push-pull (TCP); data = state + pull + ihave + graft + prune (UDP) + anti-entropy (TCP). An
+             agent's Merkle root travels as a convergence digest (`digest`; older agents: in their Alive
+             metadata, counted as `alive`).
   latency    write -> all (t100): from just before the PUT is sent to the arrival of the change on the LAST
              agent's watch stream (an agent emits it right after applying the write); median, p99, max; writes
              some agent never emitted within `--deliver-timeout` are counted as incomplete.
@@ -54,13 +56,15 @@ user-event" log line arrives; bytes from the same nft counters (its RPC ports ar
 Serf refuses user events whose name + payload exceed 512 B, so scenarios with larger values have no Serf row.
 
     python bench/bench_load.py [--n 8,10,50] [--rate 10,100] [--size 1024] [--writes 0 | --seconds 10]
-        [--modes push,pull,push-pull] [--serf] [--issue-scenario] [--sweep] [--set gossip.fanout=6]
+        [--modes push,pull,push-pull] [--broadcasts tree,flood] [--serf] [--issue-scenario] [--sweep]
+        [--set gossip.fanout=6]
         [--json FILE] [--keep-logs DIR]
 
-`--issue-scenario` adds the 8-agent case (80 writes of 200 B at 10/s, each mode, and Serf); `--sweep` adds
-N=10, 10 writes/s runs over gossip.fanout and gossip.retransmitMult. Needs Linux, root (nft, AF_PACKET) for the
-byte figures; without them only latency and convergence are reported. Every process is a Popen of this bench,
-stopped by PID; every wait is bounded.
+`--broadcasts tree,flood` runs each of our scenarios once per gossip.broadcast path (the broadcast tree against
+the flood, before/after in one run). `--issue-scenario` adds the 8-agent case (80 writes of 200 B at 10/s, each
+mode, and Serf); `--sweep` adds N=10, 10 writes/s runs over gossip.fanout and gossip.retransmitMult. Needs
+Linux, root (nft, AF_PACKET) for the byte figures; without them only latency and convergence are reported.
+Every process is a Popen of this bench, stopped by PID; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ AGENT_ADDR = "127.0.0.1"
 VERSION_BYTES = 16          # one write's version in the floor: a 64-bit HLC + a 64-bit counter
 SERF_EVENT_LIMIT = 512      # Serf's UserEventSizeLimit (name + payload)
 MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead", "digest")
-DATA_TYPES = ("state", "pull")
+DATA_TYPES = ("state", "pull", "ihave", "graft", "prune")
 MEMBERSHIP_OPS = ("pushpull",)
 TYPE_NAMES = {int(t): t.name.lower() for t in MessageType}
 TYPE_NAMES[int(MessageType.STATE_CRITICAL)] = "state"  # a critical state rumor: the agents count it as state
@@ -807,23 +811,33 @@ def parse_list(text: str, kind: type) -> list[Any]:
     return [kind(x) for x in text.split(",") if x.strip()]
 
 
+def broadcast_sets(args: argparse.Namespace) -> list[list[str]]:
+    """The config overrides of each run: `--set`s, and with `--broadcasts` one run per gossip.broadcast path
+    (before/after of the broadcast tree in one run)."""
+    if not args.broadcasts:
+        return [list(args.set)]
+    return [[*args.set, f"gossip.broadcast={b}"] for b in parse_list(args.broadcasts, str)]
+
+
 def plan(args: argparse.Namespace) -> list[Scenario]:
     out: list[Scenario] = []
     for n in parse_list(args.n, int):
         for rate in parse_list(args.rate, float):
             writes = args.writes or max(1, round(rate * args.seconds))
             for mode in parse_list(args.modes, str):
-                out.append(Scenario("ours", n, rate, args.size, writes, mode, list(args.set),
-                                    "critical" if args.critical_every else "load", args.critical_every))
-                if args.budget:  # the same run under the byte budget, beside it
-                    out.append(Scenario("ours", n, rate, args.size, writes, mode,
-                                        [*args.set, f"gossip.maxBytesPerSecond={args.budget}"], "budget",
-                                        args.critical_every, args.budget))
+                for sets in broadcast_sets(args):
+                    out.append(Scenario("ours", n, rate, args.size, writes, mode, sets,
+                                        "critical" if args.critical_every else "load", args.critical_every))
+                    if args.budget:  # the same run under the byte budget, beside it
+                        out.append(Scenario("ours", n, rate, args.size, writes, mode,
+                                            [*sets, f"gossip.maxBytesPerSecond={args.budget}"], "budget",
+                                            args.critical_every, args.budget))
             if args.serf and args.size + 24 <= SERF_EVENT_LIMIT:
                 out.append(Scenario("serf", n, rate, args.size, writes, "-", [], "load"))
     if args.issue_scenario:
         for mode in ("push", "pull", "push-pull"):
-            out.append(Scenario("ours", 8, 10, 200, 80, mode, list(args.set), "issue8"))
+            for sets in broadcast_sets(args):
+                out.append(Scenario("ours", 8, 10, 200, 80, mode, sets, "issue8"))
         if args.serf:
             out.append(Scenario("serf", 8, 10, 200, 80, "-", [], "issue8"))
     if args.sweep:
@@ -857,6 +871,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--modes", default="push-pull", help="comma list of gossip.mode (default %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override our agents' config (repeatable)")
+    p.add_argument("--broadcasts", default="", metavar="PATHS",
+                   help="comma list of gossip.broadcast (tree, flood): one run of each of our scenarios per path")
     p.add_argument("--serf", action="store_true", help="Serf user events beside us (sizes <= 488 B)")
     p.add_argument("--issue-scenario", action="store_true", help="add the 8-agent, 80 x 200 B at 10/s runs")
     p.add_argument("--sweep", action="store_true", help="add N=10 runs over fanout x retransmitMult")

@@ -87,8 +87,12 @@ def fmt(x: Any, nd: int = 1) -> str:
 
 
 def who(r: dict[str, Any]) -> str:
+    """Serf, or our gossip mode (with the broadcast path when the run set one: `--broadcasts`)."""
     sc = r["scenario"]
-    return "serf" if sc["impl"] == "serf" else sc["mode"]
+    if sc["impl"] == "serf":
+        return "serf"
+    path = next((s.split("=", 1)[1] for s in sc["sets"] if s.startswith("gossip.broadcast=")), None)
+    return f"{sc['mode']} {path}" if path else str(sc["mode"])
 
 
 def met(value: float | None, target: float) -> str:
@@ -143,7 +147,7 @@ def targets_table(rows: list[dict[str, Any]]) -> list[str]:
         lat = r["latency"]
         roots = r.get("roots_equal_after_last_write_s")
         out.append(
-            f"| {r['_file'].removesuffix('.json')} | N={sc['n']}, {sc['rate']:g}/s | {sc['mode']} | "
+            f"| {r['_file'].removesuffix('.json')} | N={sc['n']}, {sc['rate']:g}/s | {who(r)} | "
             f"{fmt(r.get('x_floor'), 2)} "
             f"({met(r.get('x_floor'), TARGETS['x_floor'])}) | {pctf(r.get('membership_share'))} "
             f"({met(r.get('membership_share'), TARGETS['membership_share'])}) | {fmt(lat['t100_median_ms'])} ms "

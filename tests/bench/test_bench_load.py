@@ -91,7 +91,8 @@ def test_out_rates_per_agent_and_budget_plan() -> None:
              {'gossip_bytes_total{direction="out",kind="ping"}': 1000.0}]
     assert bench_load.out_rates(before, after, 2.0) == {"mean": 1000, "max": 1500}
     args = argparse.Namespace(n="10", rate="100", writes=0, seconds=1.0, modes="push-pull", set=[], size=512,
-                              critical_every=10, budget=30000, serf=False, issue_scenario=False, sweep=False)
+                              critical_every=10, budget=30000, serf=False, issue_scenario=False, sweep=False,
+                              broadcasts="")
     plain, budgeted = bench_load.plan(args)
     assert plain.budget == 0 and budgeted.budget == 30000
     assert "gossip.maxBytesPerSecond=30000" in budgeted.sets and budgeted.critical_every == 10

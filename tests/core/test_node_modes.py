@@ -9,19 +9,30 @@ from dataclasses import replace
 
 import pytest
 
-from gossip_agent.core.config import AgentConfig, GossipMode
+from gossip_agent.core.config import AgentConfig, BroadcastPath, GossipMode
 from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.messages import Ack, Alive, Dead, Message, Packet, Ping, PullRequest, StateRumor, Suspect
+from gossip_agent.core.messages import (
+    Ack,
+    Alive,
+    Dead,
+    IHave,
+    Message,
+    Packet,
+    Ping,
+    PullRequest,
+    StateRumor,
+    Suspect,
+)
 from gossip_agent.core.node import Node
 from gossip_agent.sim import LinkProfile, PayloadLog, Simulation, make_config
 
 RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
 
 
-def mode_config(mode: GossipMode) -> AgentConfig:
+def mode_config(mode: GossipMode, broadcast: BroadcastPath = "flood") -> AgentConfig:
     base = AgentConfig.preset_config("lan", name="a")
     return replace(base, membership=replace(base.membership, tcp_fallback_probe=False),
-                   gossip=replace(base.gossip, mode=mode, immediate_forward=True))
+                   gossip=replace(base.gossip, mode=mode, immediate_forward=True, broadcast=broadcast))
 
 
 class _Accept:
@@ -31,10 +42,10 @@ class _Accept:
         return True
 
 
-def node_with_peers(mode: GossipMode, peers: int = 5) -> Node:
+def node_with_peers(mode: GossipMode, peers: int = 5, broadcast: BroadcastPath = "flood") -> Node:
     """Node "a" in `mode` that already knows `peers` alive members p2, p3, ... and has sent everything about
     them (its queue is empty), so later sends show only what the test caused."""
-    node = Node(mode_config(mode), ("h", 1), random.Random(7), 0.0, _Accept())
+    node = Node(mode_config(mode, broadcast), ("h", 1), random.Random(7), 0.0, _Accept())
     for i in range(2, 2 + peers):
         node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i)),)), ("h", i), 0.0)
     drain(node, 0.0)
@@ -139,17 +150,26 @@ def test_push_pull_idle_sends_no_pull_requests() -> None:
     assert pull_times(run(node, 10.0)) == []
 
 
+@pytest.mark.parametrize("broadcast", ["flood", "tree"])
 @pytest.mark.parametrize("mode", ["push", "push-pull"])
-def test_push_modes_forward_fresh_rumors_at_once(mode: GossipMode) -> None:
-    node = node_with_peers(mode)
+def test_push_modes_forward_fresh_rumors_at_once(mode: GossipMode, broadcast: BroadcastPath) -> None:
+    """Flood: to fanout random peers; tree: to the fanout eager neighbours it picked (at its first tick)."""
+    node = node_with_peers(mode, broadcast=broadcast)
+    node.tick(0.5)
+    if broadcast == "tree":
+        assert len(node.tree.eager) == node.config.gossip.fanout
+        for m in node.members():  # every peer reads tree messages (they sent us one)
+            if m.name != node.name:
+                node.handle_packet(Packet(m.name, (IHave(()),)), m.addr, 0.5)
     sends = rumor_sends(node.broadcast_state(b"write", 1.0))
     assert len(sends) == node.config.gossip.fanout
     assert all(StateRumor(b"write") in s.packet.messages for s in sends)
     heard = rumor_sends(node.handle_packet(Packet("p2", (StateRumor(b"heard"),)), ("h", 2), 1.0))
     assert heard and all(s.to != ("h", 2) for s in heard), "forwarded, not back to its source"
-    # The pull request rides along only in push-pull.
+    # The pull request rides along only in push-pull (in gossip rounds, which run while rumors are queued:
+    # the tree queues none of its state rumors, it repairs them by grafts).
     assert any(isinstance(m, PullRequest) for _, s in run(node, 1.3) for m in s.packet.messages) == (
-        mode == "push-pull")
+        mode == "push-pull" and broadcast == "flood")
 
 
 @pytest.mark.parametrize("seed", [1, 2])

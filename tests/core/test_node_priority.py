@@ -8,7 +8,7 @@ import random
 from dataclasses import replace
 
 from gossip_agent.core import codec
-from gossip_agent.core.config import AgentConfig
+from gossip_agent.core.config import AgentConfig, BroadcastPath
 from gossip_agent.core.digests import ROOT_PREFIX_BYTES
 from gossip_agent.core.effects import Effect, Send
 from gossip_agent.core.messages import Ack, Alive, Digest, Packet, Ping, StateRumor
@@ -27,12 +27,13 @@ class Accept:
 
 
 def config(*, rate: int = 0, burst: int = 0, immediate_forward: bool = True, fanout: int = 3,
-           retransmit_mult: int = 4) -> AgentConfig:
+           retransmit_mult: int = 4, broadcast: BroadcastPath = "flood") -> AgentConfig:
+    """The flood path unless told: these tests count queue sends (the tree path has its own tests below)."""
     base = AgentConfig.preset_config("lan", name="a")
     return replace(base, membership=replace(base.membership, tcp_fallback_probe=False),
                    gossip=replace(base.gossip, max_bytes_per_second=rate, max_burst_bytes=burst,
                                   immediate_forward=immediate_forward, fanout=fanout,
-                                  retransmit_mult=retransmit_mult))
+                                  retransmit_mult=retransmit_mult, broadcast=broadcast))
 
 
 def node_with_peers(cfg: AgentConfig, peers: int, *, readers: int = 0, seed: int = 1) -> Node:
@@ -159,3 +160,27 @@ def test_under_budget_critical_goes_before_normal_and_deferrals_and_drops_are_co
     assert node.stats["budget_deferred_normal"] > 0
     assert node.stats["rumors_dropped_normal"] > 0  # the queue (50 here) overflowed: evicted, counted
     assert node.stats["rumors_dropped_critical"] == 0
+
+
+def test_tree_path_critical_rumor_goes_to_its_eager_neighbours_and_fanout_more_at_every_hop() -> None:
+    node = node_with_peers(config(fanout=2, broadcast="tree"), 10, readers=10)
+    node.tick(0.5)  # the tree picks its neighbours
+    eager = set(node.tree.eager)
+    assert eager
+    out = sends(node.handle_packet(Packet("p2", (StateRumor(b"y" * 50, critical=True),)), ("h", 2), 1.0))
+    to = [s.to for s in out if state_rumors(s)]
+    assert len(to) == len(set(to)) >= len(eager - {"p2"}) + 2
+    assert ("h", 2) not in to
+    assert all(r.critical for s in out for r in state_rumors(s))
+
+
+def test_tree_path_pushes_of_normal_writes_wait_for_the_budget_critical_ones_do_not() -> None:
+    node = node_with_peers(config(fanout=3, broadcast="tree", rate=2_000, burst=1_400), 10, readers=10)
+    node.tick(0.5)
+    pushed = 0
+    for i in range(20):
+        pushed += sum(1 for s in sends(node.broadcast_state(bytes([i]) * 900, 1.0)) if state_rumors(s))
+    assert pushed <= 2, "the budget let every normal push go"
+    assert node.stats["tree_pushes_deferred"] > 0
+    critical = sends(node.broadcast_state(b"C" * 900, 1.0, critical=True))
+    assert sum(1 for s in critical if state_rumors(s)) >= 3

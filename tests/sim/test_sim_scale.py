@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from gossip_agent.core.messages import MemberState
-from gossip_agent.sim import PayloadLog, Simulation
+from gossip_agent.sim import PayloadLog, Simulation, make_config
 
 N = 1000
 JOIN_N = 200  # the join at a size the default run affords: ~1/25 of the 1,000-member join's rumor deliveries
@@ -26,7 +26,11 @@ class Joined:
 
 
 def with_payload_logs(n: int, seed: int) -> Simulation:
-    return Simulation(n, seed=seed, delegate_factory=lambda i: PayloadLog())
+    """The flood path (gossip.broadcast: flood): immediate forwarding, what these tests compare, is how
+    flooded rumors leave at once; the broadcast tree pushes at once whatever that setting says."""
+    base = make_config()
+    config = dataclasses.replace(base, gossip=dataclasses.replace(base.gossip, broadcast="flood"))
+    return Simulation(n, seed=seed, config=config, delegate_factory=lambda i: PayloadLog())
 
 
 def join(n: int) -> Joined:

@@ -76,16 +76,19 @@ class BroadcastQueue:
         return self._per_prio[NORMAL] + self._per_prio[LOW]
 
     def enqueue(self, rumor: Rumor, size: int, *, key: str | None = None, source: str | None = None,
-                low: bool = False, critical: bool = False) -> None:
+                low: bool = False, critical: bool = False, covered: set[str] | None = None) -> None:
         """Queue a rumor of `size` encoded bytes; a rumor with the same `key` is replaced. `low`: a new
         member's announcement (sent after, and evicted before, everything else); `critical`: sent before
-        everything else and evicted last (`low` wins if both are given)."""
+        everything else and evicted last (`low` wins if both are given). `covered`: live members that get it
+        another way (the broadcast tree), counted as sent to: it goes only to the others."""
         if key is not None:
             old = self._by_key.pop(key, None)
             if old is not None:
                 self._remove(old)
         prio = LOW if low else CRITICAL if critical else NORMAL
         item = _Item(rumor=rumor, key=key, size=size, id=self._next_id, source=source, prio=prio)
+        if covered:
+            item.sent_to = covered
         self._next_id += 1
         self._levels.setdefault((item.prio, 0), {})[item.id] = item
         self._len += 1

@@ -32,6 +32,8 @@ from gossip_agent.core.messages import (
     Dead,
     Digest,
     DigestSummary,
+    Graft,
+    IHave,
     MemberSnapshot,
     MemberState,
     Message,
@@ -40,11 +42,13 @@ from gossip_agent.core.messages import (
     Packet,
     Ping,
     PingReq,
+    Prune,
     PullRequest,
     PushPullState,
     StateRumor,
     Suspect,
 )
+from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE
 from gossip_agent.core.text import first_control_char
 from gossip_agent.core.vivaldi import VivaldiConfig
 
@@ -88,6 +92,9 @@ class MessageType(IntEnum):
     STATE = 7
     PULL = 8
     DIGEST = 9
+    IHAVE = 10
+    GRAFT = 11
+    PRUNE = 12
     STATE_CRITICAL = 13  # a StateRumor with critical=True: same body as STATE
     COORDINATE = 14
 
@@ -130,6 +137,12 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
         return (MessageType.DIGEST, bytes(m.buckets), m.reply)
     if isinstance(m, NetCoordinate):
         return (MessageType.COORDINATE, _COORDINATE.pack(*m.vec, m.height, m.error, m.adjustment))
+    if isinstance(m, IHave):
+        return (MessageType.IHAVE, _pack_ids(m.ids))
+    if isinstance(m, Graft):
+        return (MessageType.GRAFT, _pack_ids(m.ids))
+    if isinstance(m, Prune):
+        return (MessageType.PRUNE,)
     raise TypeError(f"not a message: {m!r}")
 
 
@@ -137,7 +150,8 @@ _TYPE_OF: dict[type, MessageType] = {
     Ping: MessageType.PING, Ack: MessageType.ACK, Nack: MessageType.NACK, PingReq: MessageType.PING_REQ,
     Alive: MessageType.ALIVE, Suspect: MessageType.SUSPECT, Dead: MessageType.DEAD, StateRumor: MessageType.STATE,
     PullRequest: MessageType.PULL, Digest: MessageType.DIGEST, DigestSummary: MessageType.DIGEST,
-    NetCoordinate: MessageType.COORDINATE,
+    NetCoordinate: MessageType.COORDINATE, IHave: MessageType.IHAVE, Graft: MessageType.GRAFT,
+    Prune: MessageType.PRUNE,
 }
 _LABEL_OF = {cls: t.name.lower() for cls, t in _TYPE_OF.items()}
 
@@ -155,6 +169,19 @@ def message_label(m: Message) -> str:
 
 
 _packer = msgpack.Packer(use_bin_type=True)
+
+
+def _pack_ids(ids: tuple[int, ...]) -> bytes:
+    """Tree ids on the wire: one bin of ID_BYTES big-endian bytes each (8 B an id, 2 B of header)."""
+    return b"".join(i.to_bytes(ID_BYTES, "big") for i in ids)
+
+
+def _ids(v: Any) -> tuple[int, ...]:
+    if type(v) is not bytes or len(v) % ID_BYTES:
+        raise DecodeError("malformed", f"tree ids are a multiple of {ID_BYTES} bytes")
+    if len(v) > MAX_IDS_PER_MESSAGE * ID_BYTES:
+        raise DecodeError("malformed", f"more than {MAX_IDS_PER_MESSAGE} tree ids")
+    return tuple(int.from_bytes(v[i:i + ID_BYTES], "big") for i in range(0, len(v), ID_BYTES))
 
 
 def encode_packet(p: Packet) -> bytes:
@@ -278,6 +305,7 @@ _ARITY = {
     MessageType.PING: 6, MessageType.ACK: 3, MessageType.NACK: 2, MessageType.PING_REQ: 9,
     MessageType.ALIVE: 6, MessageType.SUSPECT: 4, MessageType.DEAD: 4, MessageType.STATE: 2,
     MessageType.PULL: 4, MessageType.DIGEST: 6, MessageType.STATE_CRITICAL: 2, MessageType.COORDINATE: 2,
+    MessageType.IHAVE: 2, MessageType.GRAFT: 2, MessageType.PRUNE: 1,
 }
 
 
@@ -328,6 +356,12 @@ def _message(t: Any) -> Message:
             raise DecodeError("malformed", f"a coordinate is {_COORDINATE.size} bytes")
         *vec, height, error, adjustment = _COORDINATE.unpack(t[1])
         return NetCoordinate(tuple(vec), height, error, adjustment)
+    if mtype is MessageType.IHAVE:
+        return IHave(_ids(t[1]))
+    if mtype is MessageType.GRAFT:
+        return Graft(_ids(t[1]))
+    if mtype is MessageType.PRUNE:
+        return Prune()
     return PullRequest(_str(t[1]), (_host(t[2]), _port(t[3])))
 
 

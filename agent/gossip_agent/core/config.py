@@ -29,6 +29,7 @@ from gossip_agent.core.text import first_control_char
 from gossip_agent.core.topology import DEFAULT_CROSS_ZONE_FRACTION, parse_zone
 
 GossipMode = Literal["push", "pull", "push-pull"]
+BroadcastPath = Literal["tree", "flood"]
 ProbeSchedule = Literal["aligned", "shuffled"]
 ConflictPolicy = Literal["lww", "siblings"]
 FsyncPolicy = Literal["always", "interval", "never"]
@@ -36,6 +37,7 @@ TlsClientAuth = Literal["optional", "required"]
 Preset = Literal["lan", "local", "wan"]
 TopologyMode = Literal["aware", "random"]
 GOSSIP_MODES: tuple[str, ...] = get_args(GossipMode)
+BROADCAST_PATHS: tuple[str, ...] = get_args(BroadcastPath)
 PROBE_SCHEDULES: tuple[str, ...] = get_args(ProbeSchedule)
 CONFLICT_POLICIES: tuple[str, ...] = get_args(ConflictPolicy)
 FSYNC_POLICIES: tuple[str, ...] = get_args(FsyncPolicy)
@@ -198,6 +200,14 @@ class GossipConfig:
     max_burst_bytes: int = setting(
         0, "How many bytes the budget lets out at once after a quiet spell; 0 = one second of maxBytesPerSecond "
         "(never below mtu).", unit="bytes", minimum=0, maximum=1_000_000_000)
+    # Plumtree (core/plumtree.py): state writes cost about one full copy per member instead of
+    # retransmitMult * ceil(log10(N + 1)) from every member. Membership rumors always flood.
+    broadcast: BroadcastPath = setting(
+        "tree", "How state writes spread in push and push-pull modes. tree: pushed along a spanning tree that "
+        "gossip builds and repairs (fanout eager neighbours per agent, ids announced to the others every "
+        "interval/4, a missing payload fetched after interval/2), about one copy per agent; flood: every agent "
+        "retransmits each write retransmitMult * ceil(log10(N + 1)) times, like membership rumors. pull mode "
+        "always floods (answers to pulls).")
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,6 +638,7 @@ def check(cfg: AgentConfig, *, preset_note: bool = False) -> list[str]:
     for key, value, allowed in (
         ("membership.probeSchedule", m.probe_schedule, PROBE_SCHEDULES),
         ("gossip.mode", g.mode, GOSSIP_MODES),
+        ("gossip.broadcast", g.broadcast, BROADCAST_PATHS),
         ("state.conflictPolicy", cfg.state.conflict_policy, CONFLICT_POLICIES),
         ("storage.fsync", cfg.storage.fsync, FSYNC_POLICIES),
         ("security.tlsClientAuth", cfg.security.tls_client_auth, TLS_CLIENT_AUTH),

@@ -137,9 +137,29 @@ class NetCoordinate:
     adjustment: float
 
 
+
+@dataclass(frozen=True, slots=True)
+class IHave:
+    """Broadcast tree (core/plumtree.py): the sender holds the state payloads with these ids."""
+
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Graft:
+    """Broadcast tree: send me these payloads, and push the next ones to me (no ids: a link request)."""
+
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Prune:
+    """Broadcast tree: your payloads reach me twice; stop pushing them to me, announce them instead."""
+
+
 Rumor = Alive | Suspect | Dead | StateRumor
 Message = (Ping | Ack | Nack | PingReq | Alive | Suspect | Dead | StateRumor | PullRequest | Digest | DigestSummary
-           | NetCoordinate)
+           | NetCoordinate | IHave | Graft | Prune)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,10 @@ Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
   our own leave, pushed with whatever we still hold, since a member that is gone answers nobody); `push-pull`
   pushes, and asks in the same packets;
 - a full push-pull sync with a random member every push-pull interval, and with seeds on join, repairs
-  whatever rumors missed.
+  whatever rumors missed;
+- state rumors, with `gossip.broadcast: tree` in push modes, travel along an epidemic broadcast tree instead
+  (core/plumtree.py: eager pushes, lazy IHAVEs, GRAFT/PRUNE), about one copy per member; members not known to
+  read tree messages still get them from the queue above.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ from gossip_agent.core.messages import (
     Dead,
     Digest,
     DigestSummary,
+    Graft,
+    IHave,
     MemberSnapshot,
     MemberState,
     Message,
@@ -60,12 +65,14 @@ from gossip_agent.core.messages import (
     Packet,
     Ping,
     PingReq,
+    Prune,
     PullRequest,
     PushPullState,
     Rumor,
     StateRumor,
     Suspect,
 )
+from gossip_agent.core.plumtree import MAX_IDS_PER_MESSAGE, Plumtree, message_id
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.send_budget import SendBudget, budget_deferred, budget_stats, effective_burst
 from gossip_agent.core.suspicion import Suspicion, suspicion_min_timeout
@@ -80,6 +87,7 @@ _MAX_FORMER = 1024
 _EARLY_GOSSIP_FRACTION = 0.25
 # Rumor message classes, as a tuple: isinstance with a tuple is cheaper than with a union, per message.
 _RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
+_TREE_TYPES = (IHave, Graft, Prune)
 # The follow-up sync after a join, in gossip intervals (0.5 s with LAN timings).
 _FOLLOWUP_SYNC_INTERVALS = 2.5
 # After `leave`, how long at most we keep running so our leave rumor spreads (seconds): we stop earlier once
@@ -191,6 +199,15 @@ class Node:
         # packet of their own beside each probe (see _tick_probe) until they answer with digests.
         self._digest_readers: set[str] = set()
         self._digest_exchange = DigestExchange(self.root_digests)
+        # State rumors along a broadcast tree (push modes only: pull never pushes). Lazy announcements every
+        # quarter gossip interval, a missing payload grafted half an interval after its first announcement.
+        g0 = config.gossip
+        self._tree_on = g0.broadcast == "tree" and self._pushes
+        self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval / 4,
+                             graft_timeout=g0.interval / 2, rng=rng)
+        # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
+        # a member without links misses every write made meanwhile, and nothing announces those to it later.
+        self._tree_fill_at = now
         self.table.add(Member(self.name, addr, incarnation, MemberState.ALIVE, dict(self.meta), now))
         self.stats: Counter[str] = Counter()
         self.leaving = False
@@ -409,12 +426,25 @@ class Node:
 
     def broadcast_state(self, payload: bytes, now: float, *, key: str | None = None,
                         critical: bool = False) -> list[Effect]:
-        """Queue a state rumor (piggybacked, bounded retransmits) and forward it at once if configured.
-        A later rumor with the same `key` replaces an unsent earlier one. `critical`: ahead of every other
-        rumor, forwarded to twice the fanout, and marked on the wire so relays do the same."""
+        """Send a state rumor. Tree path: pushed at once to the tree's eager neighbours (a `critical` one also
+        to `fanout` random others), announced to the lazy ones. Flood path: queued (piggybacked, bounded
+        retransmits; a later rumor with the same `key` replaces an unsent earlier one) and forwarded at once
+        if configured. `critical`: ahead of every other rumor, to more peers, and marked on the wire so relays
+        keep it ahead."""
         out: list[Effect] = []
         self.send_budget.refill(now)
-        self._enqueue(StateRumor(payload, critical), None, key=None if key is None else "s:" + key)
+        rumor = StateRumor(payload, critical)
+        skey = None if key is None else "s:" + key
+        if self._tree_on:
+            ident = message_id(payload)
+            self.tree.receive(ident, None, now)
+            extra = [m.name for m in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=True,
+                                                          alive_only=True) if m.name not in self.tree.eager] \
+                if critical else []
+            if self._tree_spread(ident, rumor, None, now, out, extra=extra) and self._flood_to_others(rumor, skey):
+                self._fresh_rumor(now, None, out)
+            return out
+        self._enqueue(rumor, None, key=skey)
         self._fresh_rumor(now, None, out)
         return out
 
@@ -471,9 +501,17 @@ class Node:
                     self.topology.on_coordinate(packet.sender, msg)
                 else:
                     self.stats["coordinates_unknown_member"] += 1
+            elif isinstance(msg, _TREE_TYPES):
+                self._on_tree_message(msg, packet.sender, now, out)
         if reply_pull is not None:
             digests = self._digests_for(packet.sender)
             rumors = self._take(self._budget(_allowance(digests)), packet.sender, limit=self._answer_limit())
+            if not rumors and digests and len(self.queue):
+                # A rumor too large to sit beside the digest allowance: in a packet of its own.
+                large = self._take(self._budget(), packet.sender, limit=self._answer_limit())
+                if large:
+                    self._charge(0)
+                    out.append(Send(reply_pull, Packet(self.name, tuple(large))))
             if rumors or digests:
                 self._charge(_digest_bytes(digests))
                 out.append(Send(reply_pull, Packet(self.name, (*rumors, *digests))))
@@ -506,6 +544,8 @@ class Node:
                 if len(self.queue) or self.root_digests.has_fresh() or self.root_digests.summary_due():
                     self._gossip(now, out)
                 self._next_gossip = now + g.interval
+        if self._tree_on:
+            self._tick_tree(now, out)
         if now >= self._followup_sync_at:
             self._followup_sync_at = _NEVER
             peer = self._random_peers(1, exclude=None, live_only=True, alive_only=True)
@@ -550,6 +590,10 @@ class Node:
         if (len(self.queue) or self.config.gossip.mode == "pull" or self.root_digests.has_fresh()
                 or self.root_digests.summary_due()):
             deadline = min(deadline, self._next_gossip)
+        if self._tree_on:
+            deadline = min(deadline, self.tree.next_deadline())
+            if self.tree.wanted() and self.table.n_alive - 1 > self.tree.picked and not self.leaving:
+                deadline = min(deadline, self._tree_fill_at)  # (members left to pick: else no idle wake-ups)
         for relay in self._relays.values():
             deadline = min(deadline, relay.nack_at, relay.expire_at)
         for suspicion in self._suspicions.values():
@@ -780,6 +824,7 @@ class Node:
             self._digest_exchange.forget(name)
             self._digest_readers.discard(name)
             self.topology.forget(name)
+            self.tree.remove(name)
             self._forget_probe_slot(name)
             out.append(MemberEvent(EventKind.REAP, member.snapshot()))
 
@@ -787,6 +832,8 @@ class Node:
     def _apply_rumor(self, rumor: Rumor, now: float, source: str | None, out: list[Effect]) -> bool:
         """Apply one rumor; True if it changed our view (it is then queued for re-broadcast)."""
         if isinstance(rumor, StateRumor):
+            if self._tree_on:
+                return self._tree_receive(rumor, now, source, out)
             if self.delegate is None or not self.delegate.on_state_rumor(rumor.payload, now):
                 return False
             self._enqueue(rumor, source)
@@ -874,6 +921,7 @@ class Node:
             self._digest_readers.discard(member.name)
             self._digest_exchange.forget(member.name, reaped=False)
             self.topology.offer_again(member.name)
+            self.tree.remove(member.name)  # a restart lost its tree links: it picks new ones
         self._enqueue(rumor, source)
         return True
 
@@ -910,6 +958,7 @@ class Node:
         self.table.set_state(member, MemberState.LEFT if left else MemberState.DEAD, now)
         self._suspicions.pop(member.name, None)
         self._graveyard.append((now, member.name))
+        self.tree.remove(member.name)
         if not left:
             self._former[member.name] = (member.addr, now)
             if len(self._former) > _MAX_FORMER:
@@ -1038,18 +1087,27 @@ class Node:
         # one packet a round asks a peer for reconciliation (core/digests.py) for a few rounds.
         ask = self.root_digests.summary_due()
         for peer in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=False):
-            rumors = self._take(self._budget(pull_size + DIGEST_ALLOWANCE), peer.name) if mode != "pull" else []
+            rumors, large = self._take_beside_digests(pull_size, peer.name) if mode != "pull" else ([], False)
             reader = peer.name in self._digest_readers
             fresh, asking = reader and self.root_digests.has_fresh(), reader and ask
             if rumors or mode == "pull" or fresh or asking:
-                digests = self._digests_for(peer.name, ping=asking)
-                ask = ask and not asking
+                digests = [] if large else self._digests_for(peer.name, ping=asking)
+                ask = ask and not (asking and not large)
                 if rumors or pull or digests:
                     self._charge(pull_size + _digest_bytes(digests))
                     out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *digests))))
                     self.stats["gossip_packets"] += 1
         if ask:
             self.root_digests.summary_sent()  # no peer to ask this round: spent anyway (a few rounds, then quiet)
+
+    def _take_beside_digests(self, used: int, to: str) -> tuple[list[Rumor], bool]:
+        """Rumors for a packet to `to` that keeps the digest allowance free; when none fits there but a
+        rumor waits (a state payload near the inline limit, e.g. a 1 KiB value, is larger than what the
+        allowance leaves), the packet goes without digests instead (True): else such writes never left."""
+        rumors = self._take(self._budget(used + DIGEST_ALLOWANCE), to)
+        if rumors or not len(self.queue):
+            return rumors, False
+        return self._take(self._budget(used), to), True
 
     def _fresh_rumor(self, now: float, source: str | None, out: list[Effect]) -> None:
         """A rumor new to us was queued (heard from `source`, or ours): push modes forward it at once if
@@ -1112,9 +1170,9 @@ class Node:
         fanout = self.config.gossip.fanout * (2 if self._critical_fresh else 1)
         self._critical_fresh = False
         for peer in self._random_peers(fanout, exclude=exclude, live_only=False):
-            rumors = self._take(self._budget(DIGEST_ALLOWANCE), peer.name)
+            rumors, large = self._take_beside_digests(0, peer.name)
             if rumors:
-                digests = self._digests_for(peer.name)
+                digests = [] if large else self._digests_for(peer.name)
                 self._charge(_digest_bytes(digests))
                 out.append(Send(peer.addr, Packet(self.name, (*rumors, *digests))))
                 self.stats["forwarded_packets"] += 1
@@ -1170,3 +1228,135 @@ class Node:
         if n <= 32:
             return base
         return base * (math.ceil(math.log2(n) - math.log2(32)) + 1)
+
+    # -- broadcast tree (state rumors; core/plumtree.py) -----------------------------------------------------
+    def _tree_receive(self, rumor: StateRumor, now: float, source: str | None, out: list[Effect]) -> bool:
+        """A state payload from `source`: a duplicate prunes a link; a new one goes to the state layer and, if
+        taken, on along the tree. Never queued here (False): see `_flood_to_others`."""
+        ident = message_id(rumor.payload)
+        if not self.tree.receive(ident, source, now, can_prune=source in self._digest_readers):
+            self.stats["tree_duplicates"] += 1
+            return False
+        if self.delegate is not None and self.delegate.on_state_rumor(rumor.payload, now):
+            # A critical write goes to `fanout` more members at every hop, not only along the tree.
+            extra = [m.name for m in self._random_peers(self.config.gossip.fanout, exclude=source, live_only=True,
+                                                          alive_only=True) if m.name not in self.tree.eager] \
+                if rumor.critical else []
+            self._tree_spread(ident, rumor, source, now, out, extra=extra)
+        return False
+
+    def _tree_spread(self, ident: int, rumor: StateRumor, source: str | None, now: float, out: list[Effect], *,
+                     extra: Sequence[str] = ()) -> bool:
+        """Push a new payload to the eager neighbours (and `extra` members), announce it to the lazy ones."""
+        size = self._header + codec.message_size(rumor)
+        for name in (*self.tree.deliver(ident, rumor.payload, source, now), *extra):
+            if not rumor.critical and self.send_budget.allow(size) < size:
+                # Over the send budget: this neighbour learns the id from its other links' announcements and
+                # grafts it later (critical payloads always go).
+                self.stats["tree_pushes_deferred"] += 1
+                continue
+            self._tree_send(name, [rumor], out)
+            self.stats["tree_pushes"] += 1
+        return True
+
+    def _flood_to_others(self, rumor: StateRumor, key: str | None) -> bool:
+        """Our own write, also queued (the flood's way) for live members that neither read tree messages nor
+        are eager neighbours: an older agent learns it from us, from older agents' own floods, or by
+        anti-entropy; a newer one not yet known to read tree messages gets it twice at worst. Only the writer
+        does this, so a member's readers still being discovered (after a start) costs at most the queue's
+        retransmit limit per write, not that much at every member. True if it was queued."""
+        readers, eager = self._digest_readers, self.tree.eager
+        covered = {m.name for m in self.table if m.name != self.name and self.table.is_live(m.name)
+                   and (m.name in readers or m.name in eager)}
+        if len(covered) >= self.table.n_live - 1:
+            return False
+        self.stats["tree_flood_fallback"] += 1
+        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, covered=covered, critical=rumor.critical)
+        return True
+
+    def _tree_send(self, name: str, msgs: Sequence[Message], out: list[Effect]) -> None:
+        """Tree traffic to a live member: with piggybacked rumors to a member known to read tree messages;
+        control messages to any other in a packet of their own (an older agent drops that packet alone)."""
+        member = self.table.get(name)
+        if member is None or not self.table.is_live(name):
+            self.tree.remove(name)
+            return
+        reader = name in self._digest_readers
+        if not reader:
+            # A critical rumor is type 13, which an older agent cannot read: a plain one to it.
+            msgs = [StateRumor(m.payload) if isinstance(m, StateRumor) and m.critical else m for m in msgs]
+        if not reader and not all(isinstance(m, StateRumor) for m in msgs):
+            self._charge(sum(codec.message_size(m) for m in msgs))
+            out.append(Send(member.addr, Packet(self.name, tuple(msgs))))
+            return
+        # Queued rumors ride along. Fresh digests ride on control packets only (announcements go to every lazy
+        # neighbour each lazy interval, plenty of carriers; the digests' round-robin rides on probes and acks):
+        # on every payload push they cost as much as the ids of the whole tree.
+        pushes = any(isinstance(m, StateRumor) for m in msgs)
+        digests = self._digests_for(name) if reader and not pushes else []
+        used = sum(codec.message_size(m) for m in msgs)
+        self._charge(used + _digest_bytes(digests))
+        rumors = self._take(self._budget(used + _allowance(digests)), name) if len(self.queue) else []
+        out.append(Send(member.addr, Packet(self.name, (*msgs, *rumors, *digests))))
+
+    def _on_tree_message(self, msg: IHave | Graft | Prune, sender: str, now: float, out: list[Effect]) -> None:
+        """IHAVE / GRAFT / PRUNE from a live member (others are dropped and counted). Whoever sends them reads
+        them: from now on our new message types ride on our packets to it."""
+        if not self.table.is_live(sender) or sender == self.name:
+            self.stats["tree_unknown_member"] += 1
+            return
+        self._digest_readers.add(sender)
+        if not self._tree_on:
+            return  # flood path (or pull): everything reaches us by the queue; the sender's tree repairs
+        if isinstance(msg, IHave):
+            self.tree.on_ihave(msg.ids, sender, now)
+        elif isinstance(msg, Graft):
+            payloads = self.tree.on_graft(msg.ids, sender)
+            self.stats["tree_graft_answers"] += len(payloads)
+            self._tree_send_packed(sender, [StateRumor(p) for p in payloads], out)
+        else:
+            self.tree.on_prune(sender)
+
+    def _tick_tree(self, now: float, out: list[Effect]) -> None:
+        """Fill the tree's neighbour sets from live members, then send what its timers made due: link
+        requests and grafts, the batched announcements, prunes."""
+        wanted = self.tree.wanted()
+        if wanted and not self.leaving and now >= self._tree_fill_at:
+            self._tree_fill_at = now + self.config.gossip.interval
+            eager = self.tree.eager
+            for cand in self._random_peers(wanted + len(eager), exclude=None, live_only=True, alive_only=True):
+                if wanted and self.tree.add_neighbour(cand.name):
+                    wanted -= 1
+        if now < self.tree.next_deadline():
+            return
+        due = self.tree.tick(now)
+        for peer in due.peers():
+            msgs: list[Message] = []
+            ihaves = due.ihaves.get(peer, [])
+            msgs.extend(IHave(tuple(ihaves[i:i + MAX_IDS_PER_MESSAGE]))
+                        for i in range(0, len(ihaves), MAX_IDS_PER_MESSAGE))
+            grafts = due.grafts.get(peer)
+            if grafts is not None:
+                msgs.extend(Graft(tuple(grafts[i:i + MAX_IDS_PER_MESSAGE]))
+                            for i in range(0, max(1, len(grafts)), MAX_IDS_PER_MESSAGE))
+                self.stats["tree_grafts"] += len(grafts)
+            if peer in due.prunes:
+                msgs.append(Prune())
+                self.stats["tree_prunes"] += 1
+            self.stats["tree_ihave_ids"] += len(ihaves)
+            self._tree_send_packed(peer, msgs, out)
+
+    def _tree_send_packed(self, name: str, msgs: Sequence[Message], out: list[Effect]) -> None:
+        """`msgs` to `name` in as few packets as the MTU allows (room left for digests)."""
+        budget = self._budget(DIGEST_ALLOWANCE)
+        batch: list[Message] = []
+        used = 0
+        for msg in msgs:
+            size = codec.message_size(msg)
+            if batch and used + size > budget:
+                self._tree_send(name, batch, out)
+                batch, used = [], 0
+            batch.append(msg)
+            used += size
+        if batch:
+            self._tree_send(name, batch, out)

@@ -25,7 +25,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gossip_agent.core.config import AgentConfig, TopologyConfig
+from gossip_agent.core.config import AgentConfig, BroadcastPath, TopologyConfig
 from gossip_agent.sim.cluster import PayloadLog, Simulation, make_config
 
 ZONES = ("zone-a", "zone-b", "zone-c")
@@ -74,17 +74,20 @@ class ZoneRun:
         return statistics.median(self.detection) if self.detection else float("inf")
 
 
-def zone_config(mode: str, fraction: float, base: AgentConfig | None = None) -> AgentConfig:
+def zone_config(mode: str, fraction: float, base: AgentConfig | None = None, *,
+                broadcast: BroadcastPath = "tree") -> AgentConfig:
     cfg = base or make_config("lan")
     return dataclasses.replace(cfg, topology=TopologyConfig(mode=mode,  # type: ignore[arg-type]
-                                                            cross_zone_fraction=fraction))
+                                                            cross_zone_fraction=fraction),
+                               gossip=dataclasses.replace(cfg.gossip, broadcast=broadcast))
 
 
 def run_zones(n: int, mode: str, *, seed: int = 1, fraction: float = 0.15, writes: int = 20,
               write_every: float = 0.5, payload_bytes: int = 256, idle_seconds: float = 10.0, crashes: int = 3,
-              warmup: float = 10.0, settle: float = 3.0, detect_timeout: float = 60.0) -> ZoneRun:
-    """One run (see the module docstring)."""
-    sim = Simulation(n, seed=seed, config=zone_config(mode, fraction), bytes_mode="estimate",
+              warmup: float = 10.0, settle: float = 3.0, detect_timeout: float = 60.0,
+              broadcast: BroadcastPath = "tree") -> ZoneRun:
+    """One run (see the module docstring); `broadcast`: how the writes spread (gossip.broadcast)."""
+    sim = Simulation(n, seed=seed, config=zone_config(mode, fraction, broadcast=broadcast), bytes_mode="estimate",
                      delegate_factory=lambda i: PayloadLog(), measure_rtt=True)
     sim.set_zones([ZONES[i % len(ZONES)] for i in range(n)], zone_rtt)
     sim.start_joined()

@@ -1,0 +1,158 @@
+"""The Node on the broadcast-tree path (gossip.broadcast: tree): state rumors go to the tree's neighbours, tree
+messages reach only members known to read them (others get them in packets of their own), hostile senders are
+dropped, grafts are answered, pull mode never pushes, and a critical write goes to extra peers."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+
+from gossip_agent.core.config import AgentConfig, BroadcastPath, GossipMode
+from gossip_agent.core.effects import Effect, Send
+from gossip_agent.core.messages import Alive, Graft, IHave, Packet, Prune, PullRequest, StateRumor
+from gossip_agent.core.node import Node
+from gossip_agent.core.plumtree import PRUNE_AFTER, message_id
+
+OLD_TYPES = (Alive, StateRumor, PullRequest)
+
+
+class _Accept:
+    def on_state_rumor(self, payload: bytes, now: float) -> bool:
+        return True
+
+
+def tree_node(peers: int = 6, *, mode: GossipMode = "push-pull", broadcast: BroadcastPath = "tree",
+              readers: int = 0) -> Node:
+    """Node "a" knowing alive p2..p(peers+1); the first `readers` of them have sent it a tree message."""
+    base = AgentConfig.preset_config("lan", name="a")
+    cfg = replace(base, membership=replace(base.membership, tcp_fallback_probe=False),
+                  gossip=replace(base.gossip, mode=mode, broadcast=broadcast))
+    node = Node(cfg, ("h", 1), random.Random(3), 0.0, _Accept())
+    for i in range(2, 2 + peers):
+        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i)),)), ("h", i), 0.0)
+    for i in range(2, 2 + readers):
+        node.handle_packet(Packet(f"p{i}", (Prune(),)), ("h", i), 0.0)  # no link: it only shows it reads them
+    return node
+
+
+def sends(effects: list[Effect]) -> list[Send]:
+    return [e for e in effects if isinstance(e, Send)]
+
+
+def addr_name(node: Node, send: Send) -> str:
+    return next(m.name for m in node.members() if m.addr == send.to)
+
+
+def test_first_tick_picks_fanout_eager_neighbours_and_tells_them_in_packets_of_their_own() -> None:
+    node = tree_node()
+    out = sends(node.tick(0.01))
+    grafts = [s for s in out if any(isinstance(m, Graft) for m in s.packet.messages)]
+    assert len(node.tree.eager) == node.config.gossip.fanout == len(grafts)
+    # Nobody is known to read tree messages yet: an older agent would drop a whole packet holding one.
+    assert all(not any(isinstance(m, OLD_TYPES) for m in s.packet.messages) for s in grafts)
+
+
+def test_a_write_goes_to_the_eager_neighbours_only_once_everyone_reads_tree_messages() -> None:
+    node = tree_node(readers=6)
+    node.tick(0.01)
+    out = sends(node.broadcast_state(b"w", 0.02))
+    assert {addr_name(node, s) for s in out} == node.tree.eager
+    assert all(StateRumor(b"w") in s.packet.messages for s in out)
+    assert not any(isinstance(r, StateRumor) for r in node.queue.peek_all())  # nothing left for a flood
+    assert node.stats["tree_flood_fallback"] == 0
+
+
+def test_members_not_known_to_read_tree_messages_still_get_the_write_from_the_queue() -> None:
+    node = tree_node(readers=0)
+    node.tick(0.01)
+    node.broadcast_state(b"w", 0.02)
+    assert StateRumor(b"w") in node.queue.peek_all() and node.stats["tree_flood_fallback"] == 1
+
+
+def test_a_relayed_write_goes_on_to_eager_neighbours_but_not_back_and_a_duplicate_prunes() -> None:
+    node = tree_node(readers=6)
+    node.tick(0.01)
+    parent = sorted(node.tree.eager)[0]
+    out = sends(node.handle_packet(Packet(parent, (StateRumor(b"r"),)), ("h", 0), 0.02))
+    assert {addr_name(node, s) for s in out} == node.tree.eager - {parent}
+    other = sorted(node.tree.eager - {parent})[0]
+    node.handle_packet(Packet(other, (StateRumor(b"r"),)), ("h", 0), 0.03)
+    for i in range(1, PRUNE_AFTER):  # a redundant link duplicates every payload
+        payload = b"r%d" % i
+        node.handle_packet(Packet(parent, (StateRumor(payload),)), ("h", 0), 0.03)
+        node.handle_packet(Packet(other, (StateRumor(payload),)), ("h", 0), 0.03)
+    assert other in node.tree.lazy and node.stats["tree_duplicates"] == PRUNE_AFTER
+    # Due at once, and finite: the agent's runtime reads any infinity as "nothing to do" (its timer stopped).
+    assert math.isfinite(node.next_deadline()) and node.next_deadline() <= 0.03
+    pruned = [s for s in sends(node.tick(0.04)) if Prune() in s.packet.messages]
+    assert [addr_name(node, s) for s in pruned] == [other]
+
+
+def test_an_ihave_for_a_missing_write_is_grafted_and_a_graft_is_answered() -> None:
+    node = tree_node(readers=6)
+    node.tick(0.01)
+    ident = message_id(b"lost")
+    node.handle_packet(Packet("p7", (IHave((ident,)),)), ("h", 7), 1.0)
+    out = sends(node.tick(1.0 + node.tree.graft_timeout + 1e-9))
+    assert [(addr_name(node, s), [m for m in s.packet.messages if isinstance(m, Graft)]) for s in out
+            if any(isinstance(m, Graft) for m in s.packet.messages)] == [("p7", [Graft((ident,))])]
+    node.broadcast_state(b"mine", 2.0)
+    answer = sends(node.handle_packet(Packet("p6", (Graft((message_id(b"mine"),)),)), ("h", 6), 2.1))
+    assert any(StateRumor(b"mine") in s.packet.messages and s.to == ("h", 6) for s in answer)
+    assert "p6" in node.tree.eager
+
+
+def test_tree_messages_from_unknown_or_dead_senders_are_dropped_and_counted() -> None:
+    node = tree_node(readers=0)
+    node.handle_packet(Packet("forged", (Graft(()), IHave((1,)), Prune())), ("h", 99), 0.0)
+    assert node.stats["tree_unknown_member"] == 3
+    assert "forged" not in node.tree.neighbours()
+    assert node.member("forged") is None
+
+
+def test_pull_mode_never_pushes_a_write_and_flood_mode_never_uses_the_tree() -> None:
+    for mode, broadcast in (("pull", "tree"), ("push-pull", "flood")):
+        node = tree_node(readers=6, mode=mode, broadcast=broadcast)  # type: ignore[arg-type]
+        node.tick(0.01)
+        assert node.tree.neighbours() == set()
+        out = sends(node.broadcast_state(b"w", 0.02))
+        assert StateRumor(b"w") in node.queue.peek_all()
+        if mode == "pull":
+            assert out == []
+
+
+def test_a_critical_write_also_goes_to_fanout_random_peers_beyond_the_tree() -> None:
+    node = tree_node(peers=12, readers=12)
+    node.tick(0.01)
+    normal = {addr_name(node, s) for s in sends(node.broadcast_state(b"n", 0.02))}
+    critical = {addr_name(node, s) for s in sends(node.broadcast_state(b"c", 0.03, critical=True))}
+    assert normal == node.tree.eager
+    assert critical > normal and len(critical) == len(normal) + node.config.gossip.fanout
+
+
+def test_a_write_near_the_inline_limit_is_flooded_even_beside_digests() -> None:
+    """The flood path keeps DIGEST_ALLOWANCE free in its packets; a 1 KiB value is larger than what that leaves
+    of the MTU, so it goes in a packet without digests (before, it never left but in anti-entropy)."""
+    node = tree_node(readers=6, broadcast="flood")
+    assert node.publish_root_digest("ab" * 32, 1, 1)
+    payload = b"v" * 1100
+    out = sends(node.broadcast_state(payload, 0.02))
+    assert [s for s in out if StateRumor(payload) in s.packet.messages]
+
+
+def test_a_graft_is_answered_to_the_member_address_and_bounded() -> None:
+    """Whoever forges a member's name in a graft cannot aim the answer elsewhere nor draw more than
+    MAX_GRAFT_ANSWER payloads with one message."""
+    from gossip_agent.core.plumtree import MAX_GRAFT_ANSWER, MAX_IDS_PER_MESSAGE
+
+    node = tree_node(readers=6)
+    node.tick(0.01)
+    payloads = [b"p%03d" % i for i in range(MAX_IDS_PER_MESSAGE)]
+    for p in payloads:
+        node.broadcast_state(p, 0.02)
+    graft = Graft(tuple(message_id(p) for p in payloads))
+    out = sends(node.handle_packet(Packet("p6", (graft,)), ("evil", 9), 0.03))
+    answered = [m for s in out for m in s.packet.messages if isinstance(m, StateRumor)]
+    assert {s.to for s in out} == {("h", 6)}
+    assert len(answered) == MAX_GRAFT_ANSWER

@@ -1,0 +1,201 @@
+"""The broadcast tree's pure core (core/plumtree.py): prune on a duplicate, graft on a missed payload, repair
+when members die, and every memory bounded. Times are explicit; nothing here sends anything."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gossip_agent.core import plumtree
+from gossip_agent.core.plumtree import Plumtree, message_id
+
+LAZY, GRAFT = 0.05, 0.1
+
+
+def tree(eager: tuple[str, ...] = ("b", "c"), lazy: tuple[str, ...] = ("d", "e")) -> Plumtree:
+    t = Plumtree("a", eager_target=2, lazy_interval=LAZY, graft_timeout=GRAFT)
+    for name in eager:
+        assert t.add_neighbour(name)
+    t.tick(0.0)  # sends the link requests
+    for name in lazy:
+        t.on_ihave((), name, 0.0)  # an (empty) announcement makes the sender a lazy neighbour
+    return t
+
+
+def test_message_id_is_a_stable_64_bit_hash_of_the_payload() -> None:
+    assert message_id(b"x") == message_id(b"x") != message_id(b"y")
+    assert 0 <= message_id(b"x") < 1 << 64
+
+
+def test_new_neighbours_are_told_by_an_empty_graft_at_once() -> None:
+    t = Plumtree("a", eager_target=2, lazy_interval=LAZY, graft_timeout=GRAFT)
+    assert t.wanted() == 2
+    assert t.add_neighbour("b") and not t.add_neighbour("b") and not t.add_neighbour("a")
+    assert t.next_deadline() == 0.0  # a time already past: at once (never -inf: drivers read it as never)
+    assert t.tick(0.0).grafts == {"b": []}
+    assert t.next_deadline() == math.inf and t.wanted() == 1
+
+
+def test_a_new_payload_goes_to_eager_peers_but_its_sender_and_is_announced_to_lazy_ones_in_a_batch() -> None:
+    t = tree()
+    assert t.receive(1, "b", 1.0)
+    assert sorted(t.deliver(1, b"one", "b", 1.0)) == ["c"]
+    assert t.receive(2, None, 1.01)
+    assert sorted(t.deliver(2, b"two", None, 1.01)) == ["b", "c"]
+    assert t.next_deadline() == pytest.approx(1.0 + LAZY)
+    assert t.tick(1.04).ihaves == {}
+    out = t.tick(1.0 + LAZY)
+    assert out.ihaves == {"d": [1, 2], "e": [1, 2]} and not out.grafts and not out.prunes
+
+
+def test_duplicates_in_a_row_prune_the_link_they_came_over_at_once() -> None:
+    t = tree()
+    for ident in range(1, plumtree.PRUNE_AFTER + 1):
+        assert "c" in t.eager
+        assert t.receive(ident, "b", 1.0)
+        t.deliver(ident, b"x", "b", 1.0)
+        assert not t.receive(ident, "c", 1.01)
+    assert "c" in t.lazy and "c" not in t.eager
+    assert t.next_deadline() == 0.0  # the prune leaves at the next tick, not with the lazy flush
+    assert t.tick(1.02).prunes == {"c"}
+    assert not t.receive(1, "b", 1.1)  # the same link again: nothing new to prune
+    assert t.tick(2.0).prunes == set()
+
+
+def test_a_link_that_delivers_first_in_between_is_not_pruned() -> None:
+    """A duplicate now and then is a transient of rewiring elsewhere; a redundant link duplicates every time."""
+    t = tree()
+    for ident in range(10):
+        first, second = ("b", "c") if ident % 2 else ("c", "b")
+        assert t.receive(ident, first, 1.0)
+        assert not t.receive(ident, second, 1.0)
+    assert t.eager == {"b", "c"} and t.tick(2.0).prunes == set()
+
+
+def test_the_last_eager_link_is_never_pruned() -> None:
+    t = tree()
+    t.on_prune("b")
+    assert t.eager == {"c"}
+    for ident in range(2 * plumtree.PRUNE_AFTER):
+        t.receive(ident, None, 1.0)
+        assert not t.receive(ident, "c", 1.0)
+    assert t.eager == {"c"}
+    t.on_prune("c")  # theirs: the link stays, and they are asked to keep it
+    assert t.eager == {"c"} and t.tick(2.0).grafts == {"c": []} and t.kept_links == 1
+
+
+def test_a_duplicate_after_an_off_tree_copy_prunes_the_off_tree_link_not_the_tree() -> None:
+    """A critical write's extra push (or a peer whose link request was lost) arrives first from a member that
+    is not an eager neighbour: the tree link that delivers next is the one to keep."""
+    t = tree()
+    assert t.receive(1, "x", 1.0)
+    assert "x" in t.lazy  # links are symmetric: we announce to it from now on
+    assert not t.receive(1, "b", 1.01)
+    assert t.eager == {"b", "c"}
+    assert t.tick(2.0).prunes == {"x"}
+
+
+def test_a_copy_from_a_member_that_cannot_read_tree_messages_prunes_nothing() -> None:
+    """An older agent's flood is no tree link: it must not cost one (a prune would only make it drop the packet)."""
+    t = tree()
+    assert t.receive(1, "old", 1.0, can_prune=False)
+    assert "old" not in t.neighbours()
+    assert not t.receive(1, "b", 1.01)
+    assert not t.receive(1, "old", 1.02, can_prune=False)
+    assert t.eager == {"b", "c"} and t.tick(2.0).prunes == set()
+
+
+def test_prune_and_graft_from_a_peer_move_its_link() -> None:
+    t = tree()
+    t.on_prune("b")
+    assert "b" in t.lazy and "b" not in t.eager
+    t.on_prune("zz")  # no link: nothing happens
+    assert "zz" not in t.neighbours()
+    assert t.on_graft((), "d") == []
+    assert "d" in t.eager and "d" not in t.lazy
+
+
+def test_an_ihave_for_a_missing_payload_grafts_the_announcer_after_the_timeout() -> None:
+    t = tree()
+    t.on_ihave((7,), "d", 1.0)
+    t.on_ihave((7,), "e", 1.02)
+    assert t.next_deadline() == pytest.approx(1.0 + GRAFT)
+    assert t.tick(1.0 + GRAFT - 0.001).grafts == {}
+    out = t.tick(1.0 + GRAFT)
+    assert out.grafts == {"d": [7]}
+    assert "d" in t.eager and "d" not in t.lazy  # the repaired link is eager at once
+    # Still missing a graft timeout later: the next announcer; then nobody is left and it is given up.
+    assert t.tick(1.0 + 2 * GRAFT + 1e-9).grafts == {"e": [7]}
+    assert t.tick(1.0 + 3 * GRAFT + 1e-9).grafts == {}
+    assert t.stats()["missing"] == 0 and t.next_deadline() == math.inf
+
+
+def test_a_payload_that_arrives_in_time_cancels_the_graft() -> None:
+    t = tree()
+    t.on_ihave((7,), "d", 1.0)
+    assert t.receive(7, "b", 1.05)
+    assert t.tick(1.0 + GRAFT).grafts == {}
+
+
+def test_an_ihave_for_a_payload_we_hold_needs_no_announcement_back() -> None:
+    t = tree()
+    assert t.receive(1, "b", 1.0)
+    t.deliver(1, b"one", "b", 1.0)
+    t.on_ihave((1,), "d", 1.01)
+    assert t.tick(1.0 + LAZY).ihaves == {"e": [1]}
+
+
+def test_a_graft_is_answered_from_the_cache_while_it_lasts() -> None:
+    t = tree()
+    assert t.receive(1, None, 1.0)
+    t.deliver(1, b"one", None, 1.0)
+    assert t.on_graft((1, 99), "e") == [b"one"]
+    assert "e" in t.eager
+    t.tick(1.0 + plumtree.CACHE_SECONDS + 1)
+    assert t.on_graft((1,), "e") == []
+
+
+def test_member_death_clears_its_links_and_asks_for_new_neighbours() -> None:
+    t = tree(lazy=())
+    assert t.wanted() == 0
+    t.on_ihave((5,), "b", 1.0)
+    t.remove("b")
+    t.remove("c")
+    assert t.neighbours() == set() and t.wanted() == 2
+    assert t.tick(1.0 + GRAFT).grafts == {}  # its only announcer died: nobody to graft
+    assert t.add_neighbour("f") and t.add_neighbour("g")
+    assert t.tick(2.0).grafts == {"f": [], "g": []}
+
+
+def test_every_memory_is_bounded() -> None:
+    t = Plumtree("a", eager_target=2, lazy_interval=LAZY, graft_timeout=GRAFT, max_neighbours=4)
+    for i in range(50):
+        t.on_ihave((), f"p{i}", 0.0)
+        t.on_graft((), f"q{i}")
+    assert len(t.neighbours()) == 4
+    for i in range(plumtree.MAX_SEEN + 10):
+        t.receive(i, None, 0.0)
+    assert t.stats()["seen"] == plumtree.MAX_SEEN
+    many = tuple(range(1 << 40, (1 << 40) + plumtree.MAX_MISSING + 10))
+    t.on_ihave(many, "p0", 0.0)
+    assert t.stats()["missing"] == plumtree.MAX_MISSING
+    big = b"x" * (64 << 10)
+    for i in range(100):
+        t.deliver(i, big, None, 0.0)
+    assert t.stats()["cached"] * len(big) <= plumtree.MAX_CACHED_BYTES
+    for i in range(plumtree.MAX_ANNOUNCE_PER_PEER + 10):
+        t.deliver(i, b"", None, 0.0)
+    assert all(len(ids) <= plumtree.MAX_ANNOUNCE_PER_PEER for ids in t.tick(1.0).ihaves.values())
+    assert len(t.on_graft(tuple(range(1000)), "p0")) <= plumtree.MAX_GRAFT_ANSWER
+
+
+def test_each_member_picks_its_own_neighbours_whatever_others_picked() -> None:
+    """Links others asked for do not count: with them, members ended with ~fanout links in all, a sparse graph
+    in pieces; fanout picks each (a random k-out graph) is connected."""
+    t = tree(eager=(), lazy=("d", "e", "f"))
+    t.on_graft((), "g")
+    assert t.wanted() == 2
+    assert t.add_neighbour("d")  # a lazy link may be promoted
+    assert t.eager == {"d", "g"} and t.lazy == {"e", "f"} and t.wanted() == 1
+    assert t.tick(1.0).grafts == {"d": []}
