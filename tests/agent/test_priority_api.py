@@ -15,12 +15,17 @@ from gossip_agent.core.messages import StateRumor
 from tests.hostile.agent_support import running, url
 
 
+# The flood path: an agent alone keeps its rumors queued there, where the flags can be read (on the broadcast
+# tree an agent without neighbours has nobody to push to and queues nothing).
+FLOOD = {"broadcast": "flood"}
+
+
 def _queued(agent: Any) -> list[StateRumor]:
     return [r for r in agent.node.queue.peek_all() if isinstance(r, StateRumor)]
 
 
 async def test_priority_critical_queues_a_critical_rumor_and_bad_values_are_400() -> None:
-    async with running("prio") as agent, aiohttp.ClientSession() as s:
+    async with running("prio", gossip=FLOOD) as agent, aiohttp.ClientSession() as s:
         async with s.put(url(agent, "/v1/kv/plain"), data=b"v") as r:
             assert r.status == 200
         async with s.put(url(agent, "/v1/kv/urgent?priority=critical"), data=b"v") as r:
@@ -58,7 +63,7 @@ def _gossipctl(argv: list[str]) -> int:
 
 
 async def test_gossipctl_put_and_del_critical(capsys: pytest.CaptureFixture[str]) -> None:
-    async with running("prio-cli") as agent:
+    async with running("prio-cli", gossip=FLOOD) as agent:
         addr = ["--addr", f"127.0.0.1:{agent.port}"]
         # gossipctl is a blocking client: it runs in a thread while the agent serves on this loop.
         assert await asyncio.to_thread(_gossipctl, ["put", *addr, "plain", "v"]) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -268,3 +269,16 @@ async def test_connection_refused_is_told_apart_from_other_failures() -> None:
         assert err.value.reason == "refused"
     finally:
         await client.close()
+
+
+async def test_a_deadline_of_minus_infinity_means_at_once_not_never(trio: list[Agent],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A core saying "overdue" with -inf must get its tick: read as "never", the agent stopped probing."""
+    agent = trio[0]
+    monkeypatch.setattr(agent.node, "next_deadline", lambda: -math.inf)
+    if agent._timer is not None:
+        agent._timer.cancel()
+        agent._timer = None
+    agent._timer_at = math.inf
+    agent._reschedule()
+    assert agent._timer is not None

@@ -14,9 +14,12 @@ BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0}
 
 
 @contextlib.asynccontextmanager
-async def running(name: str, *, state: bool = True, **security: Any) -> AsyncIterator[Agent]:
-    """An agent named `name` (with the state layer unless `state=False`), `security` as its config section."""
-    cfg = from_mapping({**BASE, "name": name, **({"security": security} if security else {})})
+async def running(name: str, *, state: bool = True, gossip: dict[str, Any] | None = None,
+                  **security: Any) -> AsyncIterator[Agent]:
+    """An agent named `name` (with the state layer unless `state=False`), `security` as its config section
+    and `gossip` as its gossip section."""
+    cfg = from_mapping({**BASE, "name": name, **({"security": security} if security else {}),
+                        **({"gossip": gossip} if gossip else {})})
     agent = Agent(cfg, extensions=state_extensions(cfg)) if state else Agent(cfg)
     await agent.start()
     try:

@@ -444,9 +444,9 @@ class Agent:
             self._timer.cancel()
             self._timer = None
             self._timer_at = math.inf
-        if math.isinf(deadline):
-            return
-        delay = max(0.0, deadline - self.clock()) + _SLACK
+        if math.isnan(deadline) or deadline == math.inf:
+            return  # nothing due ever (NaN would be a core's bug: never a timer that fires at once forever)
+        delay = max(0.0, deadline - self.clock()) + _SLACK  # -inf or the past: at once
         self._timer_at = deadline
         self._timer = self._loop.call_at(self._loop.time() + delay, self._on_timer)
 
