@@ -24,6 +24,7 @@ Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
 from __future__ import annotations
 
 import bisect
+import ipaddress
 import math
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
@@ -124,6 +125,18 @@ class _Relay:
 def _allowance(digests: list[Digest | DigestSummary]) -> int:
     """Bytes to keep free for these digests: the fixed allowance when a packet carries any."""
     return DIGEST_ALLOWANCE if digests else 0
+
+
+def _same_host(a: str, b: str) -> bool:
+    """Two hosts are the same: equal IP addresses (an IPv4-mapped IPv6 one equals its IPv4), else equal
+    names, case-insensitively."""
+    try:
+        ia, ib = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return a.lower() == b.lower()
+    ia = ia.ipv4_mapped or ia if isinstance(ia, ipaddress.IPv6Address) else ia
+    ib = ib.ipv4_mapped or ib if isinstance(ib, ipaddress.IPv6Address) else ib
+    return ia == ib
 
 
 def _digest_bytes(digests: Sequence[Digest | DigestSummary]) -> int:
@@ -334,9 +347,10 @@ class Node:
         rows must not stall the event loop)."""
         return self.push_pull_state(False), split_push_pull(remote, chunk_rows)
 
-    def merge_push_pull(self, remote: PushPullState, now: float) -> list[Effect]:
+    def merge_push_pull(self, remote: PushPullState, now: float, *, source_host: str | None = None) -> list[Effect]:
         """Merge a full membership view. Dead or suspect rows count as suspicions only: we let the member
-        refute, as a newcomer's stale view must not kill anyone."""
+        refute, as a newcomer's stale view must not kill anyone. `source_host`: the host the stream came from
+        (its connection proves it), when the driver knows it; a joiner's digest table goes only there."""
         out: list[Effect] = []
         for row in remote.members:
             known = self.table.get(row.name)
@@ -357,7 +371,7 @@ class Node:
         if remote.join and any(row.name == remote.sender for row in remote.members):
             # A joiner's view (its own row is in one part only, so this runs once per join): push-pull's
             # stream format has no room for digests that older agents would read, so they follow by UDP.
-            self._send_digest_table(remote.sender, now, out)
+            self._send_digest_table(remote.sender, now, out, source_host)
         return out
 
     def sync_failed(self, to: Address, now: float) -> list[Effect]:
@@ -984,11 +998,18 @@ class Node:
             out.append(Send(member.addr, Packet(self.name, tuple(digests))))
             self.stats["digest_repairs"] += 1
 
-    def _send_digest_table(self, to_name: str, now: float, out: list[Effect]) -> None:
+    def _send_digest_table(self, to_name: str, now: float, out: list[Effect], source_host: str | None) -> None:
         """A joiner's first view of the digests: the whole table, in packets of digests alone (an older agent
-        drops just those). The joiner then knows every root at once, not after rounds of reconciliation."""
+        drops just those). The joiner then knows every root at once, not after rounds of reconciliation.
+        Only to the host the join's stream came from: a join forged for another address would otherwise make
+        us a reflector (a small request, up to maxMembers rows sent to a victim); that joiner reconciles."""
         member = self.table.get(to_name)
-        if member is None or to_name == self.name or not self._digest_exchange.table_allowed(to_name, now):
+        if member is None or to_name == self.name:
+            return
+        if source_host is not None and not _same_host(member.addr[0], source_host):
+            self.stats["digest_tables_unverified"] += 1
+            return
+        if not self._digest_exchange.table_allowed(to_name, now):
             return
         for part in self.root_digests.all_rows(REPAIR_ALLOWANCE, codec.message_size):
             self._charge(_digest_bytes(part))

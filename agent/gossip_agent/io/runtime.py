@@ -616,8 +616,9 @@ class Agent:
         if ok:
             self._feed(node.tcp_probe_ok(probe.seq, self.clock()))
 
-    async def serve_push_pull(self, body: bytes) -> bytes:
-        """A peer's push-pull: answer with our view (as it was before merging theirs), then merge."""
+    async def serve_push_pull(self, body: bytes, source_host: str | None = None) -> bytes:
+        """A peer's push-pull: answer with our view (as it was before merging theirs), then merge.
+        `source_host`: the connection's peer address (a joiner's digest table goes only there)."""
         try:
             remote = codec.decode_push_pull(self.security.open(body, Purpose.STREAM), MAX_PUSH_PULL_BYTES,
                                             self.config.membership.max_members)
@@ -626,19 +627,19 @@ class Agent:
             raise
         self.stats.bytes[("in", "pushpull")] += len(body)
         mine, parts = self.node.serve_push_pull(remote, chunk_rows=PUSH_PULL_CHUNK)
-        await self._merge_parts(parts)
+        await self._merge_parts(parts, source_host)
         answer = self.security.seal(codec.encode_push_pull(mine), Purpose.STREAM)
         self.stats.bytes[("out", "pushpull")] += len(answer)
         return answer
 
-    async def _merge_parts(self, parts: Sequence[PushPullState]) -> None:
+    async def _merge_parts(self, parts: Sequence[PushPullState], source_host: str | None = None) -> None:
         """Merge a peer's view part by part (PUSH_PULL_CHUNK rows each), yielding to the loop in between."""
         for k, part in enumerate(parts):
             if k:
                 await asyncio.sleep(0)
             if self._stopped:
                 return
-            self._feed(self.node.merge_push_pull(part, self.clock()))
+            self._feed(self.node.merge_push_pull(part, self.clock(), source_host=source_host))
 
     async def serve_ping(self, body: bytes) -> bytes | None:
         """The TCP fallback probe: ack if the ping names us."""
