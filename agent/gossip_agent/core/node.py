@@ -185,8 +185,13 @@ class Node:
         self.meta: dict[str, str] = dict(config.meta)
         # Zones, network coordinates and near/far peer choice (core/topology_state.py); our zone rides in meta.
         self.topology = TopologyState(config.topology, max_peers=config.membership.max_members)
+        zone_unannounced = False
         if self.topology.local_zone is not None:
-            self.meta[ZONE_META_KEY] = self.topology.local_zone
+            # A zone that does not fit gossip.maxMetaBytes is known here but not announced (as in set_zone).
+            with_zone = {**self.meta, ZONE_META_KEY: self.topology.local_zone}
+            zone_unannounced = meta_size(with_zone) > config.gossip.max_meta_bytes
+            if not zone_unannounced:
+                self.meta = with_zone
         elif ZONE_META_KEY in self.meta:  # a zone given as plain metadata counts too, if it is a valid one
             self.topology.set_local_zone(self.topology.zone_of(self.meta))
         if meta_size(self.meta) > config.gossip.max_meta_bytes:
@@ -206,6 +211,8 @@ class Node:
         self._digest_exchange = DigestExchange(self.root_digests)
         self.table.add(Member(self.name, addr, incarnation, MemberState.ALIVE, dict(self.meta), now))
         self.stats: Counter[str] = Counter()
+        if zone_unannounced:
+            self.stats["zone_not_announced"] += 1
         self.leaving = False
         self._leave_linger = leave_linger
         self._leave_until = _NEVER
@@ -304,6 +311,11 @@ class Node:
             meta.pop(ZONE_META_KEY, None)
         else:
             meta[ZONE_META_KEY] = zone
+            if meta_size(meta) > self.config.gossip.max_meta_bytes:
+                # Known here (our own peer choice uses it) but not announced, and no stale zone left in our
+                # metadata; update_meta would raise, and the zone was already set above.
+                self.stats["zone_not_announced"] += 1
+                meta.pop(ZONE_META_KEY)
         return self.update_meta(meta, now)
 
     def join(self, seeds: Sequence[Address], now: float) -> list[Effect]:

@@ -59,6 +59,7 @@ from gossip_agent.core.effects import (
 )
 from gossip_agent.core.messages import Ack, Address, MemberSnapshot, MemberState, Packet, Ping, PushPullState
 from gossip_agent.core.node import Node, split_push_pull
+from gossip_agent.core.topology_state import ZONE_META_KEY
 from gossip_agent.io import tls
 from gossip_agent.io.auth import ApiAuth
 from gossip_agent.io.events_http import MemberWatchHub, member_watch_routes
@@ -744,6 +745,9 @@ class Agent:
                 log.info("zone is now %s", reading.zone or "unknown")
                 self._peer_classes_stale = True
                 self._feed(self._node.set_zone(reading.zone, self.clock()))
+                if reading.zone is not None and self._node.meta.get(ZONE_META_KEY) != reading.zone:
+                    log.error("zone %s is not announced to peers: with it, this agent's metadata would exceed "
+                              "gossip.maxMetaBytes (%d B)", reading.zone, self.config.gossip.max_meta_bytes)
 
     async def _keyring_loop(self) -> None:
         assert self._keyring_file is not None
