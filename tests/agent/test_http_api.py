@@ -52,7 +52,7 @@ class FakeAgent:
     def request_leave(self) -> None:
         self.left += 1
 
-    async def serve_push_pull(self, body: bytes) -> bytes:
+    async def serve_push_pull(self, body: bytes, source_host: str | None = None) -> bytes:
         if body == b"bad":
             raise DecodeError("malformed")
         if body == b"forged":

@@ -72,3 +72,22 @@ async def test_gossipctl_put_and_del_critical(capsys: pytest.CaptureFixture[str]
         assert await asyncio.to_thread(_gossipctl, ["del", *addr, "--critical", "plain"]) == 0
         assert [r.critical for r in _queued(agent)] == [True, True]
         assert capsys.readouterr().out.count("ok (1 holder(s))") == 2
+
+
+async def test_a_repeated_priority_or_rtt_parameter_is_a_400_not_a_silent_pick() -> None:
+    # `?priority=normal&priority=critical` used to store a normal write (the first value won, unsaid), and
+    # `/v1/rtt?to=a&to=b` to answer for a: an ambiguous request gets a clear 400 and changes nothing.
+    async with running("prio") as agent, aiohttp.ClientSession() as s:
+        for method in ("PUT", "DELETE"):
+            async with s.request(method, url(agent, "/v1/kv/k?priority=normal&priority=critical"),
+                                 data=b"v") as r:
+                assert r.status == 400, (method, r.status)
+                assert "priority" in (await r.json())["error"]
+        async with s.get(url(agent, "/v1/kv/k")) as r:
+            assert r.status == 404  # nothing stored
+        for query in ("to=prio&to=other", "to=prio&from=prio&from=x"):
+            async with s.get(url(agent, f"/v1/rtt?{query}")) as r:
+                assert r.status == 400, (query, r.status)
+                assert "more than once" in await r.text()
+        async with s.get(url(agent, "/v1/rtt?to=prio")) as r:
+            assert r.status == 200  # a single value is fine

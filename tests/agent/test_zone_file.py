@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gossip_agent.core.config import ConfigError, from_mapping
-from gossip_agent.io.zone_file import MAX_BYTES, read_zone_file
+from gossip_agent.io.zone_file import MAX_BYTES, ZoneReading, read_zone_file
 
 
 def test_a_zone_file_gives_the_zone_and_its_trailing_newline_is_ignored(tmp_path: Path) -> None:
@@ -66,3 +66,25 @@ def test_the_zone_can_come_from_the_environment() -> None:
     assert cfg.topology.zone == "eu-west-1b"
     with pytest.raises(ConfigError, match="topology.zone"):
         load_config(build_parser().parse_args([]), {"GOSSIP_ZONE": "no spaces please"})
+
+
+def test_a_named_pipe_is_refused_at_once_instead_of_blocking_the_agent(tmp_path: Path) -> None:
+    # A careless zoneFile (a FIFO nobody writes) used to block open() for good: at start-up that is the event
+    # loop itself, later a thread the agent's shutdown then waits for.
+    import os
+    import threading
+
+    path = tmp_path / "zone"
+    os.mkfifo(path)
+    result: list[object] = []
+    reader = threading.Thread(target=lambda: result.append(read_zone_file(str(path))), daemon=True)
+    reader.start()
+    reader.join(timeout=10.0)
+    if reader.is_alive():  # unblock the stuck reader before failing
+        with open(path, "wb"):
+            pass
+        reader.join(timeout=10.0)
+    assert result, "read_zone_file blocked on a FIFO"
+    [reading] = result
+    assert isinstance(reading, ZoneReading) and reading.zone is None
+    assert reading.error is not None and "regular file" in reading.error

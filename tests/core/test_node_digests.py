@@ -203,3 +203,28 @@ def test_an_idle_agreeing_cluster_sends_no_digests_at_all() -> None:
     c.advance(c.now + 10.0)
     assert not [m for _, s in c.sent[mark:] for m in s.packet.messages if isinstance(m, Digest | DigestSummary)]
     assert len(c.sent) > mark  # probes went on
+
+
+def test_a_join_push_pull_sends_the_table_only_to_the_host_the_stream_came_from() -> None:
+    # A push-pull is a request anyone can make to a plaintext cluster: a forged join for a made-up name at a
+    # victim's address used to make us send our whole digest table there by UDP (a reflector: ~35 B a row,
+    # up to membership.maxMembers rows, again every TABLE_MIN_GAP per name) for a request of ~100 bytes.
+    from gossip_agent.core.messages import MemberSnapshot, MemberState, PushPullState
+
+    a = node_with_peers(cfg("a"), 3, seed=1)
+    a.publish_root_digest(ROOT, 1, 1, seq_floor=WALL_MS, now=0.0)
+
+    def join(name: str, host: str, source: str | None) -> list[Effect]:
+        row = MemberSnapshot(name, (host, 7946), 1, MemberState.ALIVE, {})
+        return a.merge_push_pull(PushPullState(name, (row,), True), 1.0, source_host=source)
+
+    def tables(effects: list[Effect]) -> list[Send]:
+        return [e for e in effects if isinstance(e, Send)
+                and all(isinstance(m, Digest | DigestSummary) for m in e.packet.messages)]
+
+    assert not tables(join("forged", "192.0.2.7", "198.51.100.1"))  # stream from elsewhere: no table
+    assert a.stats["digest_tables_unverified"] == 1
+    [sent] = tables(join("honest", "10.0.0.9", "10.0.0.9"))
+    assert sent.to == ("10.0.0.9", 7946)
+    assert tables(join("mapped", "10.0.0.8", "::ffff:10.0.0.8"))  # the same host, IPv4-mapped
+    assert tables(join("untold", "10.0.0.7", None))  # a driver that cannot tell (the simulator): as before

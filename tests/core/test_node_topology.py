@@ -203,3 +203,26 @@ def test_a_zone_given_as_plain_metadata_is_our_zone_if_valid() -> None:
     assert a.topology.local_zone == "zone-m"
     b = Node(dataclasses.replace(cfg("b"), meta={ZONE_META_KEY: "not valid!"}), ("h", 1), random.Random(1), 0.0)
     assert b.topology.local_zone is None
+
+
+def _full_meta(config: AgentConfig) -> dict[str, str]:
+    """Metadata a few bytes short of gossip.maxMetaBytes: room for no zone."""
+    return {"blob": "x" * (config.gossip.max_meta_bytes - len("blob") - 2 - 4)}
+
+
+def test_a_zone_that_does_not_fit_the_metadata_is_kept_locally_and_counted_not_an_exception() -> None:
+    # The zone file is filled after scheduling; with metadata near gossip.maxMetaBytes, set_zone used to raise
+    # from update_meta (after set_local_zone had already changed): the runtime's zone-file task died for good,
+    # and our zone was half-set. At start-up the same zone made Node() raise: the agent did not start.
+    base = cfg("a")
+    full = dataclasses.replace(base, meta=_full_meta(base))
+    a = Node(full, ("h", 1), random.Random(1), 0.0)
+    assert a.set_zone("zone-a", 1.0) == []  # not announced: nothing to send
+    assert a.topology.local_zone == "zone-a" and ZONE_META_KEY not in a.meta
+    assert a.stats["zone_not_announced"] == 1
+    assert a.set_zone(None, 2.0) == [] and a.topology.local_zone is None
+
+    zoned = dataclasses.replace(full, topology=TopologyConfig(zone="zone-b"))
+    b = Node(zoned, ("h", 1), random.Random(1), 0.0)  # starts
+    assert b.topology.local_zone == "zone-b" and ZONE_META_KEY not in b.meta
+    assert b.stats["zone_not_announced"] == 1

@@ -17,7 +17,8 @@ How rows spread, cheapest first:
   trip, and an idle, agreeing cluster sends neither rows nor summaries;
 - a row older than ours from a peer means that peer is behind: we owe it ours (sent in the next packet to it);
 - a joiner gets the whole table from the member that answers its join push-pull, in packets of digests
-  alone beside the stream (the stream's format is older agents': a fourth element would break their decoder).
+  alone beside the stream (the stream's format is older agents': a fourth element would break their
+  decoder), and only to the host the stream came from (else a forged join would make us a reflector).
 
 Wire: a row is [9, name, seq, root prefix, keys, seq - hlc_ms], a summary [9, checksums, reply] (message type 9
 with two fields). Older agents drop a whole packet with a type they do not know, so digests share packets only

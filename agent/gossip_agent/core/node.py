@@ -27,6 +27,7 @@ Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
 from __future__ import annotations
 
 import bisect
+import ipaddress
 import math
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
@@ -134,6 +135,18 @@ def _allowance(digests: list[Digest | DigestSummary]) -> int:
     return DIGEST_ALLOWANCE if digests else 0
 
 
+def _same_host(a: str, b: str) -> bool:
+    """Two hosts are the same: equal IP addresses (an IPv4-mapped IPv6 one equals its IPv4), else equal
+    names, case-insensitively."""
+    try:
+        ia, ib = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return a.lower() == b.lower()
+    ia = ia.ipv4_mapped or ia if isinstance(ia, ipaddress.IPv6Address) else ia
+    ib = ib.ipv4_mapped or ib if isinstance(ib, ipaddress.IPv6Address) else ib
+    return ia == ib
+
+
 def _digest_bytes(digests: Sequence[Digest | DigestSummary]) -> int:
     """What these digests cost on the wire (the send budget charges this, not the allowance)."""
     return sum(codec.message_size(d) for d in digests)
@@ -180,8 +193,13 @@ class Node:
         self.meta: dict[str, str] = dict(config.meta)
         # Zones, network coordinates and near/far peer choice (core/topology_state.py); our zone rides in meta.
         self.topology = TopologyState(config.topology, max_peers=config.membership.max_members)
+        zone_unannounced = False
         if self.topology.local_zone is not None:
-            self.meta[ZONE_META_KEY] = self.topology.local_zone
+            # A zone that does not fit gossip.maxMetaBytes is known here but not announced (as in set_zone).
+            with_zone = {**self.meta, ZONE_META_KEY: self.topology.local_zone}
+            zone_unannounced = meta_size(with_zone) > config.gossip.max_meta_bytes
+            if not zone_unannounced:
+                self.meta = with_zone
         elif ZONE_META_KEY in self.meta:  # a zone given as plain metadata counts too, if it is a valid one
             self.topology.set_local_zone(self.topology.zone_of(self.meta))
         if meta_size(self.meta) > config.gossip.max_meta_bytes:
@@ -210,6 +228,8 @@ class Node:
         self._tree_fill_at = now
         self.table.add(Member(self.name, addr, incarnation, MemberState.ALIVE, dict(self.meta), now))
         self.stats: Counter[str] = Counter()
+        if zone_unannounced:
+            self.stats["zone_not_announced"] += 1
         self.leaving = False
         self._leave_linger = leave_linger
         self._leave_until = _NEVER
@@ -308,6 +328,11 @@ class Node:
             meta.pop(ZONE_META_KEY, None)
         else:
             meta[ZONE_META_KEY] = zone
+            if meta_size(meta) > self.config.gossip.max_meta_bytes:
+                # Known here (our own peer choice uses it) but not announced, and no stale zone left in our
+                # metadata; update_meta would raise, and the zone was already set above.
+                self.stats["zone_not_announced"] += 1
+                meta.pop(ZONE_META_KEY)
         return self.update_meta(meta, now)
 
     def join(self, seeds: Sequence[Address], now: float) -> list[Effect]:
@@ -351,9 +376,10 @@ class Node:
         rows must not stall the event loop)."""
         return self.push_pull_state(False), split_push_pull(remote, chunk_rows)
 
-    def merge_push_pull(self, remote: PushPullState, now: float) -> list[Effect]:
+    def merge_push_pull(self, remote: PushPullState, now: float, *, source_host: str | None = None) -> list[Effect]:
         """Merge a full membership view. Dead or suspect rows count as suspicions only: we let the member
-        refute, as a newcomer's stale view must not kill anyone."""
+        refute, as a newcomer's stale view must not kill anyone. `source_host`: the host the stream came from
+        (its connection proves it), when the driver knows it; a joiner's digest table goes only there."""
         out: list[Effect] = []
         for row in remote.members:
             known = self.table.get(row.name)
@@ -374,7 +400,7 @@ class Node:
         if remote.join and any(row.name == remote.sender for row in remote.members):
             # A joiner's view (its own row is in one part only, so this runs once per join): push-pull's
             # stream format has no room for digests that older agents would read, so they follow by UDP.
-            self._send_digest_table(remote.sender, now, out)
+            self._send_digest_table(remote.sender, now, out, source_host)
         return out
 
     def sync_failed(self, to: Address, now: float) -> list[Effect]:
@@ -1033,11 +1059,18 @@ class Node:
             out.append(Send(member.addr, Packet(self.name, tuple(digests))))
             self.stats["digest_repairs"] += 1
 
-    def _send_digest_table(self, to_name: str, now: float, out: list[Effect]) -> None:
+    def _send_digest_table(self, to_name: str, now: float, out: list[Effect], source_host: str | None) -> None:
         """A joiner's first view of the digests: the whole table, in packets of digests alone (an older agent
-        drops just those). The joiner then knows every root at once, not after rounds of reconciliation."""
+        drops just those). The joiner then knows every root at once, not after rounds of reconciliation.
+        Only to the host the join's stream came from: a join forged for another address would otherwise make
+        us a reflector (a small request, up to maxMembers rows sent to a victim); that joiner reconciles."""
         member = self.table.get(to_name)
-        if member is None or to_name == self.name or not self._digest_exchange.table_allowed(to_name, now):
+        if member is None or to_name == self.name:
+            return
+        if source_host is not None and not _same_host(member.addr[0], source_host):
+            self.stats["digest_tables_unverified"] += 1
+            return
+        if not self._digest_exchange.table_allowed(to_name, now):
             return
         for part in self.root_digests.all_rows(REPAIR_ALLOWANCE, codec.message_size):
             self._charge(_digest_bytes(part))

@@ -59,6 +59,7 @@ from gossip_agent.core.effects import (
 )
 from gossip_agent.core.messages import Ack, Address, MemberSnapshot, MemberState, Packet, Ping, PushPullState
 from gossip_agent.core.node import Node, split_push_pull
+from gossip_agent.core.topology_state import ZONE_META_KEY
 from gossip_agent.io import tls
 from gossip_agent.io.auth import ApiAuth
 from gossip_agent.io.events_http import MemberWatchHub, member_watch_routes
@@ -616,8 +617,9 @@ class Agent:
         if ok:
             self._feed(node.tcp_probe_ok(probe.seq, self.clock()))
 
-    async def serve_push_pull(self, body: bytes) -> bytes:
-        """A peer's push-pull: answer with our view (as it was before merging theirs), then merge."""
+    async def serve_push_pull(self, body: bytes, source_host: str | None = None) -> bytes:
+        """A peer's push-pull: answer with our view (as it was before merging theirs), then merge.
+        `source_host`: the connection's peer address (a joiner's digest table goes only there)."""
         try:
             remote = codec.decode_push_pull(self.security.open(body, Purpose.STREAM), MAX_PUSH_PULL_BYTES,
                                             self.config.membership.max_members)
@@ -626,19 +628,19 @@ class Agent:
             raise
         self.stats.bytes[("in", "pushpull")] += len(body)
         mine, parts = self.node.serve_push_pull(remote, chunk_rows=PUSH_PULL_CHUNK)
-        await self._merge_parts(parts)
+        await self._merge_parts(parts, source_host)
         answer = self.security.seal(codec.encode_push_pull(mine), Purpose.STREAM)
         self.stats.bytes[("out", "pushpull")] += len(answer)
         return answer
 
-    async def _merge_parts(self, parts: Sequence[PushPullState]) -> None:
+    async def _merge_parts(self, parts: Sequence[PushPullState], source_host: str | None = None) -> None:
         """Merge a peer's view part by part (PUSH_PULL_CHUNK rows each), yielding to the loop in between."""
         for k, part in enumerate(parts):
             if k:
                 await asyncio.sleep(0)
             if self._stopped:
                 return
-            self._feed(self.node.merge_push_pull(part, self.clock()))
+            self._feed(self.node.merge_push_pull(part, self.clock(), source_host=source_host))
 
     async def serve_ping(self, body: bytes) -> bytes | None:
         """The TCP fallback probe: ack if the ping names us."""
@@ -743,6 +745,9 @@ class Agent:
                 log.info("zone is now %s", reading.zone or "unknown")
                 self._peer_classes_stale = True
                 self._feed(self._node.set_zone(reading.zone, self.clock()))
+                if reading.zone is not None and self._node.meta.get(ZONE_META_KEY) != reading.zone:
+                    log.error("zone %s is not announced to peers: with it, this agent's metadata would exceed "
+                              "gossip.maxMetaBytes (%d B)", reading.zone, self.config.gossip.max_meta_bytes)
 
     async def _keyring_loop(self) -> None:
         assert self._keyring_file is not None

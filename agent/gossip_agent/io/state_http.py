@@ -370,6 +370,8 @@ class StateApi:
     def _critical(request: web.Request) -> bool:
         """`?priority=critical|normal` (default normal): a critical write's rumor jumps every queue, goes to
         twice the fanout and is relayed as critical (core/broadcast.py)."""
+        if len(request.query.getall("priority", ())) > 1:
+            raise _error(400, "priority given more than once: give it once (critical or normal)")
         raw = request.query.get("priority", "normal")
         if raw not in _PRIORITIES:
             raise _error(400, f"priority must be critical or normal, got {raw[:20]!r}")

@@ -6,7 +6,7 @@ have probed the other: that is what coordinates are for.
 
 - `GET /v1/coordinates`: `{"self": name, "zone": zone|null, "coordinates": [{"name", "zone", "vec",
   "height", "error", "adjustment"}, ...]}`, this agent first, then peers by name (seconds throughout).
-- `GET /v1/rtt?to=b[&from=a]`: `from` defaults to this agent. 400 for a missing or malformed name, 404 for a
+- `GET /v1/rtt?to=b[&from=a]`: `from` defaults to this agent. 400 for a missing, repeated or malformed name, 404 for a
   name not in the member table, 409 when a member has no coordinate yet; else `{"from", "to",
   "rttSeconds", "rttMs", "sameZone": true|false|null}`.
 
@@ -34,6 +34,8 @@ def _coordinate_json(name: str, zone: str | None, c: Coordinate) -> dict[str, An
 
 
 def _name(request: web.Request, key: str, default: str | None) -> str:
+    if len(request.query.getall(key, ())) > 1:
+        raise web.HTTPBadRequest(text=f"query parameter '{key}' given more than once")
     value = request.query.get(key, default)
     if value is None or not value:
         raise web.HTTPBadRequest(text=f"query parameter '{key}' (a member name) is required")

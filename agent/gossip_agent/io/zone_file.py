@@ -4,13 +4,16 @@ WHY a file. A pod's zone is its node's `topology.kubernetes.io/zone` label, know
 operator copies it into a pod annotation, and a downward-API volume shows that annotation as a file that the
 kubelet rewrites when it changes (docs/topology.md). An environment variable would be frozen at start.
 
-Rules: a missing or empty file means "zone unknown"; the content is read with a size bound (`MAX_BYTES`) and
+Rules: a missing or empty file means "zone unknown"; anything but a regular file (a FIFO would block) is
+refused; the content is read with a size bound (`MAX_BYTES`) and
 validated by `core.topology.parse_zone`; an invalid zone is reported (`error`) and treated as unknown, never
 guessed. `read()` is a stat plus a read of at most `MAX_BYTES` bytes: cheap enough to run every few seconds.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 
 from gossip_agent.core.topology import ZONE_MAX_LENGTH, parse_zone
@@ -31,13 +34,23 @@ class ZoneReading:
 
 def read_zone_file(path: str) -> ZoneReading:
     """The zone in `path` now (see the module docstring); never raises."""
+    # Non-blocking open, then regular files only: a FIFO (or a terminal) would block open() or read() for
+    # good -- at start-up that is the event loop, later a thread the agent's shutdown waits for.
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return ZoneReading(None)
     except OSError as exc:
         return ZoneReading(None, f"cannot read zone file {path}: {exc.strerror or exc}")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ZoneReading(None, f"zone file {path} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        return ZoneReading(None, f"cannot read zone file {path}: {exc.strerror or exc}")
+    finally:
+        os.close(fd)
     if len(raw) > MAX_BYTES:
         return ZoneReading(None, f"zone file {path} is larger than {MAX_BYTES} bytes")
     try:
