@@ -14,7 +14,6 @@ from gossip_agent.cli import kv
 from gossip_agent.core.messages import StateRumor
 from tests.hostile.agent_support import running, url
 
-
 # The flood path: an agent alone keeps its rumors queued there, where the flags can be read (on the broadcast
 # tree an agent without neighbours has nobody to push to and queues nothing).
 FLOOD = {"broadcast": "flood"}
