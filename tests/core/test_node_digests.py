@@ -228,3 +228,19 @@ def test_a_join_push_pull_sends_the_table_only_to_the_host_the_stream_came_from(
     assert sent.to == ("10.0.0.9", 7946)
     assert tables(join("mapped", "10.0.0.8", "::ffff:10.0.0.8"))  # the same host, IPv4-mapped
     assert tables(join("untold", "10.0.0.7", None))  # a driver that cannot tell (the simulator): as before
+
+
+def test_an_agent_that_never_published_bounds_digest_numbers_by_its_wall_clock() -> None:
+    """No publication of its own (no state layer, or not yet): the driver's wall clock bounds peers' rows."""
+    c = Cluster(3)
+    c.join_all()
+    c.advance(2.0)
+    a = c.node("n0")
+    forged = Digest("n1", MAX_SEQ, root_prefix("ee" * 32), 0, 0)
+    a.observe_wall_clock(WALL_MS / 1000, c.now)
+    c.run_effects(c.node("n2"), a.handle_packet(Packet("n2", (forged,)), ("10.0.0.3", 7946), c.now))
+    assert a.stats["digests_refused"] == 1 and a.root_digests.get("n1") is None
+    c.node("n1").publish_root_digest("cd" * 32, 2, 2, seq_floor=WALL_MS + 3000, now=c.now)
+    c.advance(c.now + 3.0)
+    row = a.root_digests.get("n1")
+    assert row is not None and row.root == root_prefix("cd" * 32)

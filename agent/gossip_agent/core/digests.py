@@ -159,6 +159,15 @@ class DigestTable:
         self._put(digest, OWN_SENDS)
         return digest
 
+    def observe_wall(self, now: float, wall_ms: int) -> None:
+        """The wall clock read `wall_ms` at `now` (the driver tells the Node before each tick): peers' numbers
+        are bounded from then on, also on an agent that never publishes a digest of its own (without this a
+        single forged row numbered 2^63 - 1 froze a member's row there until it was reaped)."""
+        first = self._wall_ref is None
+        self._wall_ref = (now, wall_ms)
+        if first:
+            self._drop_beyond(self.seq_bound(now))
+
     def _drop_beyond(self, bound: int) -> None:
         """Rows numbered past `bound` (taken before we knew the wall clock) go: the next honest row is new."""
         for name in [n for n, r in self._rows.items() if r.digest.seq > bound and n != self.me]:

@@ -299,6 +299,8 @@ class Node:
         """The wall clock read `wall` at `now`: aligned probing numbers its rounds by the wall clock, which
         members share, so the driver reports it before ticking (and a wall-clock step is followed)."""
         self._clock_offset = wall - now
+        if math.isfinite(wall) and 0 < wall < 1e13:  # a sane wall clock (seconds since 1970) bounds digest numbers
+            self.root_digests.observe_wall(now, int(wall * 1000))
 
     def set_immediate_forward(self, enabled: bool) -> None:
         """Switch immediate forwarding of fresh rumors on or off (an experiment's knob; the only setting a
