@@ -68,6 +68,18 @@ def delayer_problem() -> str | None:
     return None
 
 
+def join_netns(ns: str) -> None:
+    """Move the CALLING thread into namespace `ns` (setns(2) changes only that thread): call it first thing
+    in a thread of your own."""
+    fd = os.open(NETNS_DIR / ns, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 def in_ns_thread(ns: str, fn: Callable[[], T]) -> T:
     """Run fn in a short-lived thread that joined namespace `ns` (the calling thread never moves); sockets made
     there stay in `ns` for life."""
@@ -76,13 +88,7 @@ def in_ns_thread(ns: str, fn: Callable[[], T]) -> T:
 
     def body() -> None:
         try:
-            fd = os.open(NETNS_DIR / ns, os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
+            join_netns(ns)
             result.append(fn())
         except BaseException as exc:
             error.append(exc)
