@@ -40,8 +40,10 @@ def test_every_setting_says_why_in_one_line(key: str, meta: Setting) -> None:
 
 
 def test_every_float_is_a_declared_duration_and_names_do_not_matter() -> None:
-    """Durations are known by their declaration, not by a key-name suffix or the text of a type."""
-    assert all(meta.duration for _, _, _, tp, meta in FIELDS if tp is float)
+    """Durations are known by their declaration, not by a key-name suffix or the text of a type; a float that
+    is not a duration (topology.crossZoneFraction) is a plain number with both bounds declared."""
+    assert all(meta.duration or (meta.minimum is not None and meta.maximum is not None)
+               for _, _, _, tp, meta in FIELDS if tp is float)
     plain, duration = Setting("A number."), Setting("A duration.", duration=True)
     assert convert("retryInterval", float, plain, 2) == 2.0
     assert convert("size", float, duration, "2m") == 120.0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import struct
 import zlib
 from enum import IntEnum
 from typing import Any
@@ -34,6 +35,7 @@ from gossip_agent.core.messages import (
     MemberState,
     Message,
     Nack,
+    NetCoordinate,
     Packet,
     Ping,
     PingReq,
@@ -43,6 +45,7 @@ from gossip_agent.core.messages import (
     Suspect,
 )
 from gossip_agent.core.text import first_control_char
+from gossip_agent.core.vivaldi import VivaldiConfig
 
 VERSION = 0x01
 """First byte of a plaintext packet or stream body (wire format version 1)."""
@@ -64,6 +67,11 @@ u64 a packet can carry, is a counted drop (`out_of_range`): 2^64-1 used to make 
 msgpack and break every push-pull of the victim for good."""
 MAX_HOST_BYTES = 253
 """Longest host accepted in an address (a DNS name's limit); hosts are ASCII hostnames or IP literals."""
+COORDINATE_DIMENSIONS = VivaldiConfig().dimensions
+"""A coordinate on the wire is `[14, bytes]`: the vector, height, error and adjustment as little-endian
+float32 (4 * (dimensions + 3) = 44 bytes, ~48 with its framing, half of msgpack's float64s; float32 keeps
+~7 digits, far finer than any RTT measured in seconds). A body of any other length is malformed."""
+_COORDINATE = struct.Struct(f"<{COORDINATE_DIMENSIONS + 3}f")
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
 
@@ -79,6 +87,7 @@ class MessageType(IntEnum):
     STATE = 7
     PULL = 8
     DIGEST = 9
+    COORDINATE = 14
 
 
 class DecodeError(ValueError):
@@ -114,13 +123,15 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
         return (MessageType.PULL, m.source, m.source_addr[0], m.source_addr[1])
     if isinstance(m, Digest):
         return (MessageType.DIGEST, m.name, m.seq, bytes(m.root), m.keys, m.hlc_ms)
+    if isinstance(m, NetCoordinate):
+        return (MessageType.COORDINATE, _COORDINATE.pack(*m.vec, m.height, m.error, m.adjustment))
     raise TypeError(f"not a message: {m!r}")
 
 
 _TYPE_OF: dict[type, MessageType] = {
     Ping: MessageType.PING, Ack: MessageType.ACK, Nack: MessageType.NACK, PingReq: MessageType.PING_REQ,
     Alive: MessageType.ALIVE, Suspect: MessageType.SUSPECT, Dead: MessageType.DEAD, StateRumor: MessageType.STATE,
-    PullRequest: MessageType.PULL, Digest: MessageType.DIGEST,
+    PullRequest: MessageType.PULL, Digest: MessageType.DIGEST, NetCoordinate: MessageType.COORDINATE,
 }
 _LABEL_OF = {cls: t.name.lower() for cls, t in _TYPE_OF.items()}
 
@@ -258,7 +269,7 @@ def _meta(v: Any) -> dict[str, str]:
 _ARITY = {
     MessageType.PING: 6, MessageType.ACK: 3, MessageType.NACK: 2, MessageType.PING_REQ: 9,
     MessageType.ALIVE: 6, MessageType.SUSPECT: 4, MessageType.DEAD: 4, MessageType.STATE: 2,
-    MessageType.PULL: 4, MessageType.DIGEST: 6,
+    MessageType.PULL: 4, MessageType.DIGEST: 6, MessageType.COORDINATE: 2,
 }
 
 
@@ -297,6 +308,13 @@ def _message(t: Any) -> Message:
         if type(t[3]) is not bytes or len(t[3]) != ROOT_PREFIX_BYTES:
             raise DecodeError("malformed", f"a digest's root is {ROOT_PREFIX_BYTES} bytes")
         return Digest(_str(t[1]), _uint(t[2], MAX_SEQ), t[3], _uint(t[4], MAX_KEYS), _uint(t[5], MAX_HLC_MS))
+    if mtype is MessageType.COORDINATE:
+        # Only the shape here (exact length, so nothing else is read); NaN or out-of-range numbers are the
+        # receiving core's counted refusal (VivaldiClient.accept), which keeps the ping or ack beside them.
+        if type(t[1]) is not bytes or len(t[1]) != _COORDINATE.size:
+            raise DecodeError("malformed", f"a coordinate is {_COORDINATE.size} bytes")
+        *vec, height, error, adjustment = _COORDINATE.unpack(t[1])
+        return NetCoordinate(tuple(vec), height, error, adjustment)
     return PullRequest(_str(t[1]), (_host(t[2]), _port(t[3])))
 
 

@@ -110,8 +110,20 @@ class Digest:
     hlc_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class NetCoordinate:
+    """The sender's Vivaldi network coordinate (core/vivaldi.py), piggybacked on pings and acks so the prober
+    can turn the probe's round trip into a coordinate update (core/topology_state.py). Values as decoded: the
+    codec checks the shape, the receiving core checks the numbers (`VivaldiClient.accept`)."""
+
+    vec: tuple[float, ...]
+    height: float
+    error: float
+    adjustment: float
+
+
 Rumor = Alive | Suspect | Dead | StateRumor
-Message = Ping | Ack | Nack | PingReq | Alive | Suspect | Dead | StateRumor | PullRequest | Digest
+Message = Ping | Ack | Nack | PingReq | Alive | Suspect | Dead | StateRumor | PullRequest | Digest | NetCoordinate
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ from gossip_agent.core.messages import (
     MemberState,
     Message,
     Nack,
+    NetCoordinate,
     Packet,
     Ping,
     PingReq,
@@ -59,6 +60,7 @@ from gossip_agent.core.messages import (
 )
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.suspicion import Suspicion, suspicion_min_timeout
+from gossip_agent.core.topology_state import ZONE_META_KEY, TopologyState
 
 _NEVER = math.inf
 # Relays nack a little before the prober's indirect window closes, so the nack arrives in time to count.
@@ -154,6 +156,10 @@ class Node:
         self.delegate = delegate
         self.incarnation = incarnation
         self.meta: dict[str, str] = dict(config.meta)
+        # Zones, network coordinates and near/far peer choice (core/topology_state.py); our zone rides in meta.
+        self.topology = TopologyState(config.topology, max_peers=config.membership.max_members)
+        if self.topology.local_zone is not None:
+            self.meta[ZONE_META_KEY] = self.topology.local_zone
         if meta_size(self.meta) > config.gossip.max_meta_bytes:
             raise ValueError(f"metadata is larger than gossip.maxMetaBytes ({config.gossip.max_meta_bytes} B)")
         self.awareness = Awareness(config.membership.awareness_max_multiplier)
@@ -240,6 +246,26 @@ class Node:
         """Switch immediate forwarding of fresh rumors on or off (an experiment's knob; the only setting a
         running core takes: everything else in `config` is fixed at construction)."""
         self._immediate_forward = enabled
+
+    def observe_rtt(self, name: str, rtt: float, now: float) -> float | None:
+        """A probe round trip to `name` measured by the driver (io/probe_rtt.py), in seconds: a Vivaldi sample
+        against the coordinate `name` sent with its ack. Returns the relative error of the estimate made just
+        before it (for metrics), or None if unused."""
+        if name == self.name or name not in self.table:
+            return None
+        return self.topology.observe_rtt(name, rtt, now, self.rng)
+
+    def set_zone(self, zone: str | None, now: float) -> list[Effect]:
+        """Our zone (validated by core.topology.parse_zone; None: unknown) changed, e.g. the zone file was
+        rewritten: it goes into our metadata, re-announced with a bumped incarnation."""
+        if not self.topology.set_local_zone(zone):
+            return []
+        meta = dict(self.meta)
+        if zone is None:
+            meta.pop(ZONE_META_KEY, None)
+        else:
+            meta[ZONE_META_KEY] = zone
+        return self.update_meta(meta, now)
 
     def join(self, seeds: Sequence[Address], now: float) -> list[Effect]:
         """One join attempt: push-pull (join=True) with each seed address. Call it once at start with the
@@ -403,6 +429,11 @@ class Node:
                 reply_pull = msg.source_addr
             elif isinstance(msg, Digest):
                 self._on_root_digest(msg, packet.sender, now)
+            elif isinstance(msg, NetCoordinate):
+                if packet.sender != self.name and packet.sender in self.table:
+                    self.topology.on_coordinate(packet.sender, msg)
+                else:
+                    self.stats["coordinates_unknown_member"] += 1
         if reply_pull is not None:
             digests = self._digests_for(packet.sender)
             rumors = self.queue.take(self._budget(_allowance(digests)), self._rumor_population, to=packet.sender,
@@ -555,6 +586,12 @@ class Node:
             # Lifeguard's buddy system: tell the suspect directly, so it can refute at once.
             msgs.append(Suspect(target.name, target.incarnation, self.name))
         self.stats["probes"] += 1
+        if self.topology.reads_coordinates(target.name):
+            msgs.append(self.topology.coordinate_message())
+        else:
+            # Not known to read coordinates: ours in a packet apart, first, which an older agent drops alone.
+            out.append(Send(target.addr, Packet(self.name, (self.topology.coordinate_message(),))))
+            self.stats["coordinate_offers"] += 1
         self._send(target.addr, target.name, msgs, out)
         if target.name not in self._digest_readers and len(self.root_digests):
             # Not known to read digests (yet): ours in a packet apart, which an older agent drops alone.
@@ -598,7 +635,12 @@ class Node:
         if msg.target != self.name:
             self.stats["ping_wrong_target"] += 1
             return
-        self._send(msg.source_addr, msg.source, [Ack(msg.seq, self.table.digest)], out)
+        self._send(msg.source_addr, msg.source, [Ack(msg.seq, self.table.digest), *self._coordinate_for(msg.source)],
+                   out)
+
+    def _coordinate_for(self, name: str) -> tuple[NetCoordinate, ...]:
+        """Our coordinate for a ping or ack to `name`, if it reads coordinates (core/topology_state.py)."""
+        return (self.topology.coordinate_message(),) if self.topology.reads_coordinates(name) else ()
 
     def _on_ping_req(self, msg: PingReq, now: float, out: list[Effect]) -> None:
         m = self.config.membership
@@ -606,7 +648,8 @@ class Node:
         self._relays[seq] = _Relay(msg.source_addr, msg.seq,
                                    nack_at=now + m.probe_timeout * _NACK_FRACTION if msg.want_nack else _NEVER,
                                    expire_at=now + m.probe_interval)
-        self._send(msg.target_addr, msg.target, [Ping(seq, msg.target, self.name, self.addr)], out)
+        self._send(msg.target_addr, msg.target,
+                   [Ping(seq, msg.target, self.name, self.addr), *self._coordinate_for(msg.target)], out)
 
     def _on_ack(self, msg: Ack, now: float, out: list[Effect]) -> None:
         self.stats["acks_received"] += 1
@@ -682,6 +725,7 @@ class Node:
             self.table.remove(name)
             self.root_digests.forget(name)
             self._digest_readers.discard(name)
+            self.topology.forget(name)
             self._forget_probe_slot(name)
             out.append(MemberEvent(EventKind.REAP, member.snapshot()))
 
@@ -774,6 +818,7 @@ class Node:
             # Back from suspicion or death, or moved: perhaps a restart on another release. It gets digests
             # again only once it sends one (until then, in packets of their own).
             self._digest_readers.discard(member.name)
+            self.topology.offer_again(member.name)
         self._enqueue(rumor, source)
         return True
 
@@ -941,6 +986,9 @@ class Node:
             states = (MemberState.ALIVE,)
         elif live_only:
             states = (MemberState.ALIVE, MemberState.SUSPECT)
+        if self.topology.active():  # near/far choice (core/topology_state.py); else uniform, as below
+            return self.topology.choose(order, k, self.rng, lambda name: self._eligible(name, exclude, states),
+                                        lambda m: m.meta)
         chosen: dict[str, Member] = {}
 
         def consider(name: str) -> None:
@@ -960,6 +1008,10 @@ class Node:
                     break
                 consider(name)
         return list(chosen.values())
+
+    def _eligible(self, name: str, exclude: str | None, states: tuple[MemberState, ...]) -> Member | None:
+        m = self.table.get(name) if name != exclude else None
+        return m if m is not None and m.state in states else None
 
     def _push_pull_interval(self) -> float:
         """memberlist's pushPullScale: sync less often past 32 members, so the total rate stays flat."""

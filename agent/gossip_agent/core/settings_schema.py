@@ -105,6 +105,13 @@ def _schema_type(tp: Any, meta: Setting) -> dict[str, Any]:
         if meta.maximum is not None and meta.crd_maximum:
             node["maximum"] = int(meta.maximum)
         return node
+    if tp is float:  # a plain number (a fraction); durations are strings, above
+        node = {"type": "number"}
+        if meta.minimum is not None:
+            node["minimum"] = meta.minimum
+        if meta.maximum is not None and meta.crd_maximum:
+            node["maximum"] = meta.maximum
+        return node
     if get_origin(tp) is Mapping:
         value_type = get_args(tp)[1]
         node = {"type": "object"}

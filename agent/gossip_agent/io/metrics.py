@@ -8,7 +8,7 @@ Node's own `stats`, into metric families when scraped. Nothing is computed while
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -60,6 +60,8 @@ class AgentStats:
         self.joined = False
         self.member_watchers = 0        # open `GET /v1/members/watch` streams
         self.member_watch_dropped = 0   # of them, disconnected for falling behind
+        self.peer_class_bytes: Counter[tuple[str, str]] = Counter()  # (direction, same_zone|cross_zone|unknown)
+        self.zone_file_errors = 0       # zone file reads refused (unreadable, oversized, not a zone)
 
 
 class AgentCollector(Collector):
@@ -150,9 +152,63 @@ class LatencyMetrics:
             "gossip_state_write_ack_seconds", "Writes with w > 1: from the local commit until w members hold "
             "the write (writes that time out are counted in gossip_state_write_concern_total instead).",
             buckets=WRITE_ACK_BUCKETS, registry=registry)
+        self.rtt_estimate_error = Histogram(
+            "gossip_rtt_estimate_relative_error", "Network coordinates: |estimated - measured| / measured RTT, for "
+            "the estimate made just before each probe round trip was measured.", buckets=RTT_ERROR_BUCKETS,
+            registry=registry)
         self.anti_entropy_session = Histogram(
             "gossip_antientropy_session_seconds", "Anti-entropy sessions this agent initiated and completed, "
             "from the first request to the last answer merged.", buckets=ANTI_ENTROPY_BUCKETS, registry=registry)
+
+
+#: Relative error |estimate - measured| / measured of the RTT estimate made just before each probe sample.
+RTT_ERROR_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class TopologyView(Protocol):
+    """What the topology collector reads (core/topology_state.TopologyState, or a fake in tests)."""
+
+    @property
+    def coordinate_error(self) -> float: ...
+    @property
+    def coordinates_known(self) -> int: ...
+    @property
+    def local_zone(self) -> str | None: ...
+    def rejections(self) -> Mapping[str, int]: ...
+
+
+class TopologyCollector(Collector):
+    """Network coordinates and zone traffic: the coordinate's own error estimate, how many peers' coordinates
+    are known, refused coordinates and RTT samples by reason, and bytes by peer class (same zone, cross zone,
+    unknown: either zone not known)."""
+
+    def __init__(self, view: Callable[[], TopologyView | None], stats: AgentStats) -> None:
+        self.view = view
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        by_class = CounterMetricFamily("gossip_peer_class_bytes", "UDP bytes by direction and peer class: "
+                                       "same_zone, cross_zone, or unknown (a zone not known).",
+                                       labels=["direction", "peer_class"])
+        for (direction, cls), value in sorted(self.stats.peer_class_bytes.items()):
+            by_class.add_metric([direction, cls], value)
+        yield by_class
+        errors = CounterMetricFamily("gossip_zone_file_errors", "Zone file reads refused (unreadable, oversized "
+                                     "or not a zone label); the zone is then unknown.")
+        errors.add_metric([], self.stats.zone_file_errors)
+        yield errors
+        view = self.view()
+        if view is None:
+            return
+        yield GaugeMetricFamily("gossip_coordinate_error", "This agent's Vivaldi error estimate (relative; "
+                                "1.5 = no samples yet, lower is more confident).", value=view.coordinate_error)
+        yield GaugeMetricFamily("gossip_coordinates_known", "Peers whose network coordinate this agent holds.",
+                                value=view.coordinates_known)
+        rejected = CounterMetricFamily("gossip_coordinate_rejections", "Peer coordinates and RTT samples "
+                                       "refused, by reason.", labels=["reason"])
+        for reason, value in sorted(view.rejections().items()):
+            rejected.add_metric([reason], value)
+        yield rejected
 
 
 class AgentMetrics:

@@ -10,6 +10,9 @@ they are not mistaken for a direct round trip.
 A ping is the first message of its packet and an ack the first of its answer (the Node puts protocol
 messages before piggybacked rumors), so only first messages are looked at: one type check per packet.
 
+Each closed round trip also goes back to the caller (`received` returns it), which feeds it to the Node as a
+network-coordinate sample once the packet (whose coordinate came with the ack) has been handled.
+
 Bounded: at most `MAX_PENDING` pings are remembered, the oldest forgotten first (an unanswered ping is just
 forgotten; it never produces a sample).
 """
@@ -43,14 +46,18 @@ class ProbeRtt:
             if len(pending) > MAX_PENDING:
                 del pending[next(iter(pending))]
 
-    def received(self, packet: Packet) -> None:
+    def received(self, packet: Packet) -> tuple[str, float] | None:
+        """Closes a round trip if `packet` is the ack of one: returns (member, seconds) -- the runtime hands it
+        to `Node.observe_rtt`, a Vivaldi sample (core/topology_state.py) -- after `observe` had it."""
         if not self._pending or not packet.messages:
-            return
+            return None
         first = packet.messages[0]
         if type(first) is not Ack:
-            return
+            return None
         sent = self._pending.get(first.seq)
         if sent is None or sent[0] != packet.sender:
-            return
+            return None
         del self._pending[first.seq]
-        self._observe(max(0.0, self._clock() - sent[1]))
+        rtt = max(0.0, self._clock() - sent[1])
+        self._observe(rtt)
+        return sent[0], rtt

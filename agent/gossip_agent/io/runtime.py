@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import math
@@ -64,17 +65,22 @@ from gossip_agent.io.events_http import MemberWatchHub, member_watch_routes
 from gossip_agent.io.host import Extension
 from gossip_agent.io.http_api import make_app
 from gossip_agent.io.http_limits import HTTP_STATS, GuardedRunner, HttpCollector
-from gossip_agent.io.metrics import AgentMetrics, AgentStats
+from gossip_agent.io.metrics import AgentMetrics, AgentStats, TopologyCollector
 from gossip_agent.io.peer_client import MAX_PUSH_PULL_BYTES, PeerClient, PeerError
 from gossip_agent.io.probe_rtt import ProbeRtt
 from gossip_agent.io.security import KeyringError, KeyringFile, Purpose, Security
 from gossip_agent.io.seeds import default_advertise_address, resolve_seeds
+from gossip_agent.io.topology_http import topology_routes
 from gossip_agent.io.transport import SendResult, UdpTransport, open_udp
+from gossip_agent.io.zone_file import RELOAD_EVERY as ZONE_RELOAD_EVERY
+from gossip_agent.io.zone_file import read_zone_file
 
 log = logging.getLogger("gossip_agent")
 
 MAX_STREAMS = 8
 KEYRING_RELOAD_EVERY = 10.0
+# Seconds between rebuilds of the address -> peer class map behind the bytes-by-peer-class counter.
+PEER_CLASS_REFRESH = 1.0
 # Timer slack: fire a hair after the deadline so `tick(now)` never runs just before it and spins.
 _SLACK = 0.001
 _PORT_ATTEMPTS = 20
@@ -193,6 +199,14 @@ class Agent:
         self.udp_reopens = 0
         self._udp_down_since: float | None = None
         self.metrics.registry.register(_RuntimeCollector(self))
+        self.metrics.registry.register(TopologyCollector(lambda: self._node.topology if self._node else None,
+                                                         self.stats))
+        # Destination address -> peer class (same_zone, cross_zone, unknown) for the bytes-by-class counter,
+        # rebuilt from the member table at most every PEER_CLASS_REFRESH seconds after a member or zone change.
+        self._peer_classes: dict[Address, str] = {}
+        self._peer_classes_at = -math.inf
+        self._peer_classes_stale = True
+        self._zone_error: str | None = None
 
     # -- views (HTTP API, extensions, tests) ----------------------------------------------------------
     @property
@@ -277,6 +291,8 @@ class Agent:
             self.stats.joined = True
         if self._keyring_file is not None:
             self.spawn(self._keyring_loop(), "keyring")
+        if self.config.topology.zone_file and self.config.topology.zone is None:
+            self.spawn(self._zone_loop(self.config.topology.zone_file), "zone-file")
         cfg, addr = self.config, self.node.addr
         log.info("agent %s listening on %s:%d (udp+%s), advertising %s:%d%s", cfg.name, cfg.bind_address,
                  self.port, "https" if self._server_ssl else "http", addr[0], addr[1],
@@ -289,7 +305,8 @@ class Agent:
         cfg = self.config
         attempts = _PORT_ATTEMPTS if cfg.port == 0 else 1
         delegate = next((d for d in (e.state_delegate() for e in self.extensions) if d is not None), None)
-        routes = [*member_watch_routes(self.member_watch), *(r for e in self.extensions for r in e.routes())]
+        routes = [*member_watch_routes(self.member_watch), *topology_routes(lambda: self.node),
+                  *(r for e in self.extensions for r in e.routes())]
         for attempt in range(attempts):
             udp = await open_udp(cfg.bind_address, cfg.port, self._on_datagram)
             port = udp.local_address[1]
@@ -303,7 +320,8 @@ class Agent:
             break
         advertise = (cfg.advertise_address or default_advertise_address(cfg.bind_address, cfg.seeds),
                      cfg.advertise_port or port)
-        self._node = Node(cfg, advertise, self.rng, self.clock(), delegate, incarnation=self._initial_incarnation,
+        self._node = Node(self._with_zone_file(cfg), advertise, self.rng, self.clock(), delegate,
+                          incarnation=self._initial_incarnation,
                           clock_offset=time.time() - self.clock())
         self._udp, self.port = udp, port
         for warning in self.api_auth.warnings():
@@ -463,11 +481,17 @@ class Agent:
             return
         kind = codec.message_label(packet.messages[0]) if packet.messages else "empty"
         stats.bytes[("in", kind)] += len(data)
-        self._probe_rtt.received(packet)
+        stats.peer_class_bytes[("in", self._peer_class(src))] += len(data)
+        rtt = self._probe_rtt.received(packet)
         for m in packet.messages:
             stats.messages[("in", codec.message_label(m))] += 1
         try:
-            effects = self._node.handle_packet(packet, src, self.clock())
+            now = self.clock()
+            effects = self._node.handle_packet(packet, src, now)
+            if rtt is not None:  # after the packet: the coordinate that came with the ack is known now
+                error = self._node.observe_rtt(rtt[0], rtt[1], now)
+                if error is not None:
+                    self.metrics.latency.rtt_estimate_error.observe(error)
         except Exception:
             log.exception("node.handle_packet failed on a packet from %s:%d", src[0], src[1])
             stats.dropped["handler_error"] += 1
@@ -514,10 +538,24 @@ class Agent:
         self._probe_rtt.sent(packet)
         kind = codec.message_label(packet.messages[0]) if packet.messages else "empty"
         stats.bytes[("out", kind)] += len(data)
+        stats.peer_class_bytes[("out", self._peer_class(to))] += len(data)
         for m in packet.messages:
             stats.messages[("out", codec.message_label(m))] += 1
 
+    def _peer_class(self, addr: Address) -> str:
+        """same_zone, cross_zone or unknown for a packet to or from `addr` (metrics only)."""
+        node = self._node
+        if node is None:
+            return "unknown"
+        now = self.clock()
+        if self._peer_classes_stale and now >= self._peer_classes_at + PEER_CLASS_REFRESH:
+            topology = node.topology
+            self._peer_classes = {m.addr: topology.peer_class(m.meta) for m in node.members() if m.name != node.name}
+            self._peer_classes_at, self._peer_classes_stale = now, False
+        return self._peer_classes.get(addr, "unknown")
+
     def _on_member_event(self, event: MemberEvent) -> None:
+        self._peer_classes_stale = True
         m = event.member
         self.stats.events[event.kind.value] += 1
         self.member_watch.member_event(event)
@@ -672,6 +710,38 @@ class Agent:
                 self._feed(node.join(seeds, self.clock()))
 
         self._resolving = self.spawn(attempt(), "join")
+
+    def _with_zone_file(self, cfg: AgentConfig) -> AgentConfig:
+        """The config the Node starts with: the zone file's zone when no zone is configured, so our first
+        Alive already carries it."""
+        path = cfg.topology.zone_file
+        if not path or cfg.topology.zone is not None:
+            return cfg
+        reading = read_zone_file(path)
+        self._note_zone_error(reading.error)
+        return dataclasses.replace(cfg, topology=dataclasses.replace(cfg.topology, zone=reading.zone))
+
+    def _note_zone_error(self, error: str | None) -> None:
+        if error is not None:
+            self.stats.zone_file_errors += 1
+            if error != self._zone_error:
+                log.error("%s; zone unknown until it is fixed", error)
+        elif self._zone_error is not None:
+            log.info("zone file readable again")
+        self._zone_error = error
+
+    async def _zone_loop(self, path: str) -> None:
+        """Re-read the zone file (a downward-API volume the kubelet rewrites): a change is re-announced."""
+        while True:
+            await asyncio.sleep(ZONE_RELOAD_EVERY)
+            reading = await asyncio.to_thread(read_zone_file, path)
+            self._note_zone_error(reading.error)
+            if self._stopped or self._node is None:
+                return
+            if reading.zone != self._node.topology.local_zone:
+                log.info("zone is now %s", reading.zone or "unknown")
+                self._peer_classes_stale = True
+                self._feed(self._node.set_zone(reading.zone, self.clock()))
 
     async def _keyring_loop(self) -> None:
         assert self._keyring_file is not None

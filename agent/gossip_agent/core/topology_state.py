@@ -1,0 +1,276 @@
+"""What one member knows about the network's shape: its own zone and coordinate, its peers' coordinates and
+zones, and the near/far peer choice the Node uses for gossip, indirect probes and syncs.
+
+WHY a module of its own. The Node (core/node.py) only calls in here from a few small hooks: a coordinate
+arrived (`on_coordinate`), a probe round trip was measured (`observe_rtt`), which peers to send to
+(`choose`), a member was reaped (`forget`). Everything about Vivaldi (core/vivaldi.py) and the near/far
+policy (core/topology.py) stays here, so the Node's protocol code does not grow with it.
+
+MIXED VERSIONS. An older agent drops a whole packet holding a message type it does not know, and agents of
+the previous release read digests (type 9) but not coordinates (type 14). So a coordinate rides on a ping or
+an ack only to a peer that has sent us one (`reads_coordinates`); to any other peer the prober offers its
+coordinate once per probe in a small packet of its own (`Node._tick_probe`), which an older agent drops alone
+and a newer one answers by putting its own on its acks -- after the first exchange no extra packet is sent.
+A member back from the dead or at a new address is offered again (perhaps a restart on an older release).
+
+BOUNDED. Coordinates and readers are kept for members of the Node's table only (at most
+`membership.maxMembers`), and forgotten when the member is reaped; the zone cache is bounded too.
+
+NEAR. When this member's zone and a peer's zone are known, near means the same zone; otherwise near means an
+estimated RTT within `near_rtt_ratio` times a low quantile of the estimates to every peer with a coordinate
+(core/topology.py). The threshold is recomputed from the coordinates at most every `THRESHOLD_REFRESH`
+seconds (when an RTT sample arrives), so a peer choice costs O(k), not O(N).
+
+EQUAL TO UNIFORM WITHOUT INFORMATION. In `random` mode, and in `aware` mode while nothing is known (no local
+zone and no peer coordinate), `active()` is False and the Node runs its old uniform choice unchanged, drawing
+the same random numbers.
+
+Pure: no clock (callers pass `now`), no I/O; randomness only from the caller's `Rng`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from gossip_agent.core.config import TopologyConfig
+from gossip_agent.core.messages import NetCoordinate
+from gossip_agent.core.rng import Rng
+from gossip_agent.core.topology import TopologyPolicy, far_pick_count, near_rtt_threshold, parse_zone
+from gossip_agent.core.vivaldi import Coordinate, VivaldiClient, VivaldiConfig, estimate_rtt
+
+#: The member metadata key that carries a member's zone (validated by core.topology.parse_zone on receipt).
+ZONE_META_KEY = "zone"
+#: Seconds between recomputations of the RTT threshold that makes a zone-less peer near.
+THRESHOLD_REFRESH = 5.0
+#: Distinct zone strings whose parse is cached (a few zones in practice; cleared when exceeded).
+_ZONE_CACHE = 256
+#: Random draws per wanted pick before the other class fills in (rejection sampling stays O(k)).
+_DRAWS_PER_PICK = 12
+#: At or below this many members a choice that came up short scans them all (sampling can miss there).
+_SCAN_BELOW = 64
+
+T = TypeVar("T")
+
+
+class TopologyState:
+    """One member's coordinate, its peers' coordinates and zones, and the near/far choice. See the module
+    docstring for why and how."""
+
+    def __init__(self, config: TopologyConfig, *, max_peers: int, vivaldi: VivaldiConfig | None = None) -> None:
+        self.mode = config.mode
+        self.policy = TopologyPolicy(cross_zone_fraction=config.cross_zone_fraction)
+        self.client = VivaldiClient(vivaldi)
+        self.local_zone: str | None = parse_zone(config.zone) if config.zone is not None else None
+        self.max_peers = max_peers
+        self.stats: Counter[str] = Counter()
+        self._coordinates: dict[str, Coordinate] = {}
+        self._readers: set[str] = set()
+        self._zones: dict[str, str | None] = {}
+        self._threshold: float | None = None
+        self._threshold_at = -math.inf
+
+    # -- coordinates ---------------------------------------------------------------------------------------
+    @property
+    def coordinate(self) -> Coordinate:
+        """This member's own coordinate."""
+        return self.client.coordinate
+
+    @property
+    def coordinate_error(self) -> float:
+        return self.client.coordinate.error
+
+    @property
+    def coordinates_known(self) -> int:
+        return len(self._coordinates)
+
+    def rejections(self) -> dict[str, int]:
+        """Refused coordinates and RTT samples by reason (for metrics)."""
+        out = {str(reason): n for reason, n in self.client.stats.rejected.items()}
+        if self.stats["coordinates_over_cap"]:
+            out["over_cap"] = self.stats["coordinates_over_cap"]
+        return out
+
+    def peer_class(self, meta: Mapping[str, str]) -> str:
+        """same_zone, cross_zone, or unknown (either zone not known): the label of traffic to that member."""
+        same = self.same_zone(meta)
+        return "unknown" if same is None else "same_zone" if same else "cross_zone"
+
+    def coordinate_message(self) -> NetCoordinate:
+        c = self.client.coordinate
+        return NetCoordinate(c.vec, c.height, c.error, c.adjustment)
+
+    def reads_coordinates(self, peer: str) -> bool:
+        """`peer` has sent us a coordinate: it reads them, so ours may share its packets."""
+        return peer in self._readers
+
+    def on_coordinate(self, peer: str, msg: NetCoordinate) -> bool:
+        """A coordinate `peer` (a member of our table: the caller checks) sent. Checked by
+        `VivaldiClient.accept` (a refusal is counted in `client.stats.rejected` and loses nothing else);
+        True if it was kept."""
+        self._readers.add(peer)
+        checked = self.client.accept(msg.vec, msg.height, msg.error, msg.adjustment)
+        if checked is None:
+            self.stats["coordinates_rejected"] += 1
+            return False
+        if peer not in self._coordinates and len(self._coordinates) >= self.max_peers:
+            self.stats["coordinates_over_cap"] += 1
+            return False
+        self._coordinates[peer] = checked
+        return True
+
+    def observe_rtt(self, peer: str, rtt: float, now: float, rng: Rng) -> float | None:
+        """A measured round trip (seconds) to `peer`: moves our coordinate toward agreement with it.
+
+        Returns the relative error |estimate - rtt| / rtt of the estimate made just before the update (what
+        the metrics report as estimate vs measured), or None if the sample could not be used (no coordinate
+        of the peer yet, or a refused RTT, counted)."""
+        remote = self._coordinates.get(peer)
+        if remote is None:
+            self.stats["rtt_without_coordinate"] += 1
+            return None
+        before = estimate_rtt(self.client.coordinate, remote)
+        if self.client.update(peer, remote, rtt, rng) is not None:
+            return None
+        if now >= self._threshold_at + THRESHOLD_REFRESH:
+            self._refresh_threshold(now)
+        return abs(before - rtt) / rtt if rtt > 0 else None
+
+    def coordinate_of(self, name: str, self_name: str) -> Coordinate | None:
+        if name == self_name:
+            return self.client.coordinate
+        return self._coordinates.get(name)
+
+    def coordinates(self) -> Mapping[str, Coordinate]:
+        """Peers' last known coordinates (read-only view)."""
+        return self._coordinates
+
+    def estimate(self, a: str, b: str, self_name: str) -> float | None:
+        """Estimated RTT between members `a` and `b` (seconds); None if either coordinate is unknown."""
+        ca, cb = self.coordinate_of(a, self_name), self.coordinate_of(b, self_name)
+        if ca is None or cb is None:
+            return None
+        return 0.0 if a == b else estimate_rtt(ca, cb)
+
+    def forget(self, peer: str) -> None:
+        """A reaped member: drop all we know about it."""
+        self._coordinates.pop(peer, None)
+        self._readers.discard(peer)
+        self.client.forget(peer)
+
+    def offer_again(self, peer: str) -> None:
+        """A member back from suspicion or death, or at a new address (perhaps an older release now): it gets
+        coordinates only in packets of their own again until it sends one."""
+        self._readers.discard(peer)
+
+    def _refresh_threshold(self, now: float) -> None:
+        local = self.client.coordinate
+        estimates: list[float | None] = [estimate_rtt(local, c) for c in self._coordinates.values()]
+        self._threshold = near_rtt_threshold(estimates, self.policy) if estimates else None
+        self._threshold_at = now
+
+    # -- zones ---------------------------------------------------------------------------------------------
+    def set_local_zone(self, zone: str | None) -> bool:
+        """Our zone changed (the zone file was rewritten); True if it differs. `zone` is already validated."""
+        if zone == self.local_zone:
+            return False
+        self.local_zone = zone
+        return True
+
+    def zone_of(self, meta: Mapping[str, str]) -> str | None:
+        """A member's zone from its metadata, validated (an invalid one is counted and treated as unknown)."""
+        raw = meta.get(ZONE_META_KEY)
+        if raw is None:
+            return None
+        try:
+            return self._zones[raw]
+        except KeyError:
+            pass
+        try:
+            zone = parse_zone(raw)
+        except ValueError:
+            self.stats["zones_invalid"] += 1
+            zone = None
+        if len(self._zones) >= _ZONE_CACHE:
+            self._zones.clear()
+        self._zones[raw] = zone
+        return zone
+
+    def same_zone(self, meta: Mapping[str, str]) -> bool | None:
+        """True/False when both zones are known, else None."""
+        if self.local_zone is None:
+            return None
+        zone = self.zone_of(meta)
+        return None if zone is None else zone == self.local_zone
+
+    # -- peer choice ---------------------------------------------------------------------------------------
+    def active(self) -> bool:
+        """Whether the choice differs from uniform: aware mode, and a zone or some coordinate is known."""
+        return self.mode == "aware" and (self.local_zone is not None or self._threshold is not None)
+
+    def is_near(self, name: str, meta: Mapping[str, str]) -> bool:
+        same = self.same_zone(meta)
+        if same is not None:
+            return same
+        threshold, remote = self._threshold, self._coordinates.get(name)
+        if threshold is None or remote is None:
+            return False  # unknown is not evidence of nearness: far picks are the ones that keep mixing
+        return estimate_rtt(self.client.coordinate, remote) <= threshold
+
+    def choose(self, order: Sequence[str], k: int, rng: Rng, eligible: Callable[[str], T | None],
+               meta_of: Callable[[T], Mapping[str, str]]) -> list[T]:
+        """Up to k distinct eligible members of `order`: about (1 - f) * k near and f * k far ones
+        (core/topology.py's rule, far_pick_count), each uniformly within its class.
+
+        Rejection sampling over `order` (O(k) draws, not O(N)); a class that stays short after its draws is
+        filled from the other (as choose_peers does), and small clusters are scanned in full."""
+        if not order or k <= 0:
+            return []
+        n_far = far_pick_count(k, self.policy.cross_zone_fraction, rng)
+        wanted = {True: k - n_far, False: n_far}
+        taken = {True: 0, False: 0}
+        chosen: dict[str, T] = {}
+        spare: dict[str, T] = {}
+        size = len(order)
+        for _ in range(_DRAWS_PER_PICK * k + 4):
+            if len(chosen) >= k:
+                break
+            name = order[int(rng.random() * size)]
+            if name in chosen or name in spare:
+                continue
+            member = eligible(name)
+            if member is None:
+                continue
+            near = self.is_near(name, meta_of(member))
+            if taken[near] < wanted[near]:
+                chosen[name] = member
+                taken[near] += 1
+            else:
+                spare[name] = member
+        if len(chosen) < k and size <= _SCAN_BELOW:
+            for name in order:
+                if name not in chosen and name not in spare and (member := eligible(name)) is not None:
+                    near = self.is_near(name, meta_of(member))
+                    if taken[near] < wanted[near]:
+                        chosen[name] = member
+                        taken[near] += 1
+                    else:
+                        spare[name] = member
+        for name, member in spare.items():  # the short class is filled from the other
+            if len(chosen) >= k:
+                break
+            chosen[name] = member
+        return list(chosen.values())
+
+    def choose_one(self, names: Sequence[str], rng: Rng, meta_of: Callable[[str], Mapping[str, str] | None]
+                   ) -> str | None:
+        """One member of `names` (an anti-entropy partner): far with probability f, else near; uniform when
+        `active()` is False (one draw, as a plain random choice)."""
+        if not names:
+            return None
+        if not self.active():
+            return names[int(rng.random() * len(names))]
+        picked = self.choose(names, 1, rng, lambda name: name, lambda name: meta_of(name) or {})
+        return picked[0] if picked else None
