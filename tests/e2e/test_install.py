@@ -305,7 +305,8 @@ def test_agent_pods_learn_their_nodes_zone_live(release: Release) -> None:
     """The running demo agents were scheduled before the node had a zone. Labelling the node
     `topology.kubernetes.io/zone` makes the operator annotate each pod (`gossip-operator.dev/zone`), and the
     kubelet rewrites the downward-API file the agent reads, without a restart (docs/operator.md, "Each agent
-    pod's zone"). The label is removed afterwards (the annotation goes with it)."""
+    pod's zone"); each agent then reports its zone and its peers' (gossiped in member metadata). Removing the
+    label removes the annotation and the agents' zone, again without a restart."""
     from gossip_operator.manifests.common import ZONE_ANNOTATION
     from gossip_operator.zones import ZONE_LABEL
 
@@ -331,10 +332,32 @@ def test_agent_pods_learn_their_nodes_zone_live(release: Release) -> None:
                    what="the zone in every agent's downward-API file (kubelet sync, about a minute)")
         TIMINGS.record("step 3b: node labelled with a zone -> the zone file in every agent pod",
                        time.monotonic() - started)
+        # The agents read the file (topology.zoneFile, re-read every few seconds) and gossip the zone in their
+        # member metadata: each reports its own zone and its peers'.
+        def zones_reported() -> bool:
+            for name in pods:
+                answer = agent_json(ns, name, "/v1/coordinates")
+                if answer.get("zone") != E2E_ZONE:
+                    return False
+                peers = {row["name"]: row.get("zone") for row in answer.get("coordinates") or []}
+                if set(peers) != set(pods) or set(peers.values()) != {E2E_ZONE}:
+                    return False
+            return True
+
+        eventually(zones_reported, what="every agent reporting its zone and its peers' (GET /v1/coordinates)")
+        TIMINGS.record("step 3b: node labelled with a zone -> every agent reports it and its peers' zones",
+                       time.monotonic() - started)
         after = agent_pods(CLUSTER, ns)
         assert sorted(after) == sorted(pods)
         assert {name: sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses") or [])
                 for name, p in after.items()} == restarts, "no agent restarted to learn its zone"
+        # The label removed: the annotation goes and the agents' zone becomes unknown again, live.
+        for node in nodes:
+            kubectl("label", "node", node, f"{ZONE_LABEL}-")
+        eventually(lambda: all(ZONE_ANNOTATION not in (p["metadata"].get("annotations") or {})
+                               for p in agent_pods(CLUSTER, ns).values()), what="the zone annotations removed")
+        eventually(lambda: all(agent_json(ns, name, "/v1/coordinates").get("zone") is None for name in pods),
+                   what="every agent's zone unknown again")
     finally:
         for node in nodes:
             kubectl("label", "node", node, f"{ZONE_LABEL}-", check=False)

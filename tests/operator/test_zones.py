@@ -188,3 +188,30 @@ async def test_a_failed_patch_is_retried_by_the_resync_pass(cluster: EmulatedClu
     assert failures["left"] == 0
     assert operator.runtime.metrics.zone_annotations.labels(result="error")._value.get() >= 1
 
+
+
+def test_agent_config_reads_the_zone_file_and_keeps_the_specs_topology_settings() -> None:
+    """The ConfigMap names the projected file under the agent's own setting (parsed by the agent's parser, so a
+    renamed setting fails here), and the spec's topology settings pass through beside it."""
+    from gossip_agent.core.config import from_mapping
+    from gossip_operator.manifests.configmap import agent_config
+    from gossip_operator.spec import parse
+
+    spec = parse(gsc_body(topology={"crossZoneFraction": 0.25, "mode": "aware"})["spec"], name="demo",
+                 namespace=NAMESPACE)
+    cfg = from_mapping({**agent_config(spec, ""), "name": "demo-0"})
+    assert cfg.topology.zone_file == ZONE_FILE
+    assert cfg.topology.cross_zone_fraction == 0.25 and cfg.topology.mode == "aware"
+    assert cfg.topology.zone is None  # the file decides, per pod
+    plain = from_mapping({**agent_config(parse(gsc_body()["spec"], name="demo", namespace=NAMESPACE), ""),
+                          "name": "demo-0"})
+    assert plain.topology.zone_file == ZONE_FILE
+
+
+def test_a_spec_cannot_set_the_zone_or_the_zone_file() -> None:
+    """Both differ per pod: the operator fills in the file, a spec that tries is refused."""
+    from gossip_operator.spec import InvalidSpec, parse
+
+    for key in ("zone", "zoneFile"):
+        with pytest.raises(InvalidSpec, match=key):
+            parse(gsc_body(topology={key: "x"})["spec"], name="demo", namespace=NAMESPACE)
