@@ -56,8 +56,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.chaos.netns import AGENT_PORT, AgentNet, AgentProc, environment_problem  # noqa: E402
+from tests.chaos.netns import AgentProc, environment_problem  # noqa: E402
 from tests.chaos.zones_netns import (  # noqa: E402
+    ZonedAgents,
     ZonedTestbed,
     ZoneLayout,
     delayer_problem,
@@ -95,7 +96,7 @@ def r3(x: float | None) -> float | None:
 
 
 def mode_spec(mode: str, base: Mapping[str, Any], group: int, fraction: float | None) -> dict[str, Any]:
-    """The agent config of one agent of `group` in `mode`."""
+    """What `mode` adds to the config of an agent of `group`."""
     spec = json.loads(json.dumps(base))
     topology = dict(spec.get("topology") or {})
     if mode == "aware":
@@ -112,7 +113,7 @@ def mode_spec(mode: str, base: Mapping[str, Any], group: int, fraction: float | 
 
 
 # How the agent is told to choose peers uniformly at random (topology-aware choice off).
-UNIFORM: dict[str, Any] = {}
+UNIFORM: dict[str, Any] = {"mode": "random"}
 
 
 # ---- talking to every agent from the router namespace ----------------------------------------------------------
@@ -158,44 +159,24 @@ class Run:
         self.workdir = workdir
         self.result: dict[str, Any] = {"mode": mode, "groups": list(layout.sizes), "n": sum(layout.sizes)}
 
-    def start_agents(self, bed: ZonedTestbed, net: AgentNet) -> list[AgentProc]:
-        seeds = [g[0] for g in bed.groups()]
-        base = yaml.safe_load(self.args.spec) if self.args.spec else {"preset": "lan"}
-        agents: list[AgentProc] = []
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GOSSIP_")}
-        env["PYTHONUNBUFFERED"] = "1"
-        for host in bed.hosts:
-            group = bed.group_of[host.index]
-            spec = mode_spec(self.mode, base, group, self.args.fraction)
-            path = self.workdir / f"agent-{host.index}.yaml"
-            path.write_text(yaml.safe_dump(spec))
-            name = f"{zone_name(group)}-{host.index}"
-            argv = [sys.executable, "-m", "gossip_agent", "--config", str(path), "--name", name,
-                    "--bind-address", host.addr, "--port", str(AGENT_PORT), "--log-level", "info"]
-            for seed in seeds:
-                if seed is not host:
-                    argv += ["--seed", f"{seed.addr}:{AGENT_PORT}"]
-            agent = AgentProc(name, host, bed.spawn(host, argv, env=env, log_name=name))
-            net.agents.append(agent)
-            agents.append(agent)
-            if host in seeds:
-                time.sleep(0.3)
-        return agents
+    def start_agents(self, net: ZonedAgents) -> list[AgentProc]:
+        return net.start_all(lambda group: mode_spec(self.mode, {}, group, self.args.fraction))
 
     def execute(self) -> dict[str, Any]:
         with ZonedTestbed(self.layout, self.workdir) as bed:
-            net = AgentNet(bed, {}, sys.executable)
+            base = yaml.safe_load(self.args.spec) if self.args.spec else {"preset": "lan"}
+            net = ZonedAgents(bed, base)
             router = RouterLoop(bed.router_ns)
             try:
                 return self._execute(bed, net, router)
             finally:
                 router.close()
 
-    def _execute(self, bed: ZonedTestbed, net: AgentNet, router: RouterLoop) -> dict[str, Any]:
+    def _execute(self, bed: ZonedTestbed, net: ZonedAgents, router: RouterLoop) -> dict[str, Any]:
         args, res = self.args, self.result
         n = len(bed.hosts)
         t0 = time.monotonic()
-        agents = self.start_agents(bed, net)
+        agents = self.start_agents(net)
         names = [a.name for a in agents]
         deadline = t0 + args.join_timeout
         joined = False
@@ -246,9 +227,8 @@ class Run:
         return res
 
     # -- rtt ---------------------------------------------------------------------------------------------------
-    def measure_rtt(self, bed: ZonedTestbed, net: AgentNet, agents: Sequence[AgentProc]) -> dict[str, Any]:
+    def measure_rtt(self, bed: ZonedTestbed, net: ZonedAgents, agents: Sequence[AgentProc]) -> dict[str, Any]:
         groups = bed.groups()
-        by_host = {a.host.index: a for a in agents}
         measured: dict[str, float] = {}
         for a, b in itertools.combinations(range(len(groups)), 2):
             rtts = icmp_rtts(groups[a][0].ns, groups[b][-1].addr, count=20)
@@ -277,7 +257,6 @@ class Run:
                 estimates.setdefault(key, []).append(est)
                 if gx != gy and key in measured:
                     errors_rel.append(abs(est - measured[key]) / measured[key])
-        del by_host
         same = [e for k, v in estimates.items() for e in v if k.split("-")[0] == k.split("-")[1]]
         cross = [e for k, v in estimates.items() for e in v if k.split("-")[0] != k.split("-")[1]]
         per_pair = {}

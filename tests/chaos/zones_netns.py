@@ -35,8 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import yaml
+
 from tests.chaos.netns import (
+    AGENT_PORT,
     NETNS_DIR,
+    AgentNet,
+    AgentProc,
     Host,
     NetnsError,
     Proc,
@@ -292,3 +297,55 @@ class ZonedTestbed(Testbed):
                     drops += int(fields[5]) + int(fields[6])
         return drops
 
+
+
+class ZonedAgents(AgentNet):
+    """Gossip agents on a ZonedTestbed, one per host, each with its own config: the shared `spec` plus what
+    `per_group(group)` adds (e.g. `{"topology": {"zone": zone_name(group)}}`). The first host of each group
+    seeds the others; agents are named `zone-<x>-<host index>`."""
+
+    def __init__(self, bed: ZonedTestbed, spec: Mapping[str, object], python: str = sys.executable) -> None:
+        super().__init__(bed, spec, python)
+        self.zbed = bed
+
+    def name_of(self, host: Host) -> str:
+        return f"{self.zbed.zone_of(host)}-{host.index}"
+
+    def start_all(self, per_group: Callable[[int], Mapping[str, object]] = lambda g: {}) -> list[AgentProc]:
+        seeds = [g[0] for g in self.zbed.groups()]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GOSSIP_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        started: list[AgentProc] = []
+        for host in self.zbed.hosts:
+            group = self.zbed.group_of[host.index]
+            spec = _merged(self.spec, per_group(group))
+            path = self.bed.workdir / f"agent-{host.index}.yaml"
+            path.write_text(yaml.safe_dump(spec))
+            name = self.name_of(host)
+            argv = [self.python, "-m", "gossip_agent", "--config", str(path), "--name", name,
+                    "--bind-address", host.addr, "--port", str(AGENT_PORT), "--log-level", "info"]
+            for seed in seeds:
+                if seed is not host:
+                    argv += ["--seed", f"{seed.addr}:{AGENT_PORT}"]
+            agent = AgentProc(name, host, self.bed.spawn(host, argv, env=env, log_name=name))
+            self.agents.append(agent)
+            started.append(agent)
+        return started
+
+    def rtt_ms(self, at: AgentProc, to: AgentProc) -> float | None:
+        """`at`'s estimate of the round trip to `to` (GET /v1/rtt at `at`), or None while it has none."""
+        body = self.get(at, f"/v1/rtt?to={to.name}")
+        if body is None:
+            return None
+        value = json.loads(body).get("rttMs")
+        return float(value) if isinstance(value, int | float) else None
+
+
+def _merged(base: Mapping[str, object], extra: Mapping[str, object]) -> dict[str, object]:
+    out = json.loads(json.dumps(dict(base)))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out  # type: ignore[no-any-return]
