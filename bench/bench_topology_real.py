@@ -9,10 +9,11 @@ For each mode (a fresh set of namespaces and agents each time, one mode after th
   join        N agents start (the first of each group seeds the rest); time until every agent sees all N alive;
   settle      --settle seconds of normal running (probes feed the coordinates);
   rtt         ICMP round trips between one host of each pair of groups (median of 20; the "measured" RTT),
-              beside the agents' estimates (`GET /v1/rtt?from=a&to=b` asked at a, for every cross-group pair
-              and a sample of same-group pairs): median estimate per group pair, its error against the
-              measured RTT, and whether the estimates separate the groups (every cross-group estimate above
-              every same-group one, and by how much);
+              beside the agents' estimates (`GET /v1/rtt?from=a&to=b` asked at a, for every ordered pair):
+              median estimate per group pair, its error against the measured RTT, and how many agents'
+              estimates separate their own group from the others (by median, and strictly: every other-group
+              estimate above every own-group one);
+  bytes       split by protocol: UDP (probes, gossip) and TCP (push-pull and anti-entropy streams);
   idle bytes  agent-to-agent bytes per group pair over --idle seconds (router counters), cross-zone share;
   writes      --writes PUTs at --rate/s to random agents; every agent's watch stream (GET /v1/watch) stamps the
               arrival; write->all t100 per write (median, p90, max) and the bytes per group pair meanwhile;
@@ -206,13 +207,13 @@ class Run:
         watch_views(args.settle)
         res["rtt"] = self.measure_rtt(bed, net, agents)
         log(f"{self.mode}: rtt {json.dumps(res['rtt'].get('summary'))}")
-        b0 = bed.pair_bytes()
+        b0 = bed.pair_bytes_by_proto()
         watch_views(args.idle)
-        b1 = bed.pair_bytes()
+        b1 = bed.pair_bytes_by_proto()
         res["idle_bytes"] = self.bytes_summary(b0, b1, args.idle)
         log(f"{self.mode}: idle bytes {json.dumps(res['idle_bytes']['summary'])}")
         res["writes"] = router.call(self.writes(agents), timeout=args.writes / args.rate + 300)
-        b2 = bed.pair_bytes()
+        b2 = bed.pair_bytes_by_proto()
         res["write_bytes"] = self.bytes_summary(b1, b2, res["writes"].get("window_s") or 1.0)
         log(f"{self.mode}: t100 {json.dumps(res['writes'].get('t100'))}, "
             f"bytes {json.dumps(res['write_bytes']['summary'])}")
@@ -237,8 +238,11 @@ class Run:
         estimates: dict[str, list[float]] = {}
         errors_rel: list[float] = []
         missing = 0
+        strict = by_median = observers = 0
         for x in agents:
             gx = bed.group_of[x.host.index]
+            mine: list[float] = []
+            theirs: list[float] = []
             for y in agents:
                 if x is y:
                     continue
@@ -255,8 +259,13 @@ class Run:
                     continue
                 key = f"{min(gx, gy)}-{max(gx, gy)}"
                 estimates.setdefault(key, []).append(est)
+                (mine if gx == gy else theirs).append(est)
                 if gx != gy and key in measured:
                     errors_rel.append(abs(est - measured[key]) / measured[key])
+            if mine and theirs:
+                observers += 1
+                strict += max(mine) < min(theirs)
+                by_median += statistics.median(mine) < statistics.median(theirs)
         same = [e for k, v in estimates.items() for e in v if k.split("-")[0] == k.split("-")[1]]
         cross = [e for k, v in estimates.items() for e in v if k.split("-")[0] != k.split("-")[1]]
         per_pair = {}
@@ -274,22 +283,34 @@ class Run:
             "max_same_zone_est_ms": r3(max(same)) if same else None,
             "min_cross_zone_est_ms": r3(min(cross)) if cross else None,
             "separated": bool(same and cross and min(cross) > max(same)),
+            "median_same_zone_est_ms": r3(statistics.median(same)) if same else None,
+            "median_cross_zone_est_ms": r3(statistics.median(cross)) if cross else None,
+            "observers": observers,
+            "observers_separating_strictly": strict,
+            "observers_separating_by_median": by_median,
             "missing": missing,
         }
         return {"summary": summary, "pairs": per_pair,
                 "scatter": {k: [r3(v) for v in vals] for k, vals in estimates.items()}}
 
     # -- bytes -------------------------------------------------------------------------------------------------
-    def bytes_summary(self, before: Mapping[tuple[int, int], int], after: Mapping[tuple[int, int], int],
+    def bytes_summary(self, before: Mapping[tuple[int, int, str], int], after: Mapping[tuple[int, int, str], int],
                       seconds: float) -> dict[str, Any]:
         delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-        cross = sum(v for (a, b), v in delta.items() if a != b)
-        same = sum(v for (a, b), v in delta.items() if a == b)
+        cross = sum(v for (a, b, _), v in delta.items() if a != b)
+        same = sum(v for (a, b, _), v in delta.items() if a == b)
         total = cross + same
+        by_proto: dict[str, dict[str, int]] = {}
+        pairs: dict[str, int] = {}
+        for (a, b, proto), v in sorted(delta.items()):
+            row = by_proto.setdefault(proto, {"cross": 0, "same": 0})
+            row["cross" if a != b else "same"] += v
+            pairs[f"{a}-{b}"] = pairs.get(f"{a}-{b}", 0) + v
         return {"summary": {"cross_bytes": cross, "same_bytes": same,
                             "cross_share": r3(cross / total) if total else None,
-                            "cross_bytes_per_s": r3(cross / seconds), "seconds": r3(seconds)},
-                "pairs": {f"{a}-{b}": v for (a, b), v in sorted(delta.items())}}
+                            "cross_bytes_per_s": r3(cross / seconds), "seconds": r3(seconds),
+                            "by_proto": by_proto},
+                "pairs": pairs}
 
     # -- writes ------------------------------------------------------------------------------------------------
     async def writes(self, agents: Sequence[AgentProc]) -> dict[str, Any]:
@@ -380,7 +401,7 @@ def layout_from(groups: Sequence[int], rtts: Sequence[float]) -> ZoneLayout:
 
 
 def table(results: Sequence[Mapping[str, Any]]) -> str:
-    cols = ["mode", "n", "join_s", "rtt_err_med", "separated", "idle_cross_B/s", "idle_cross_share",
+    cols = ["mode", "n", "join_s", "rtt_err_med", "sep_median", "sep_strict", "idle_cross_B/s", "idle_cross_share",
             "write_cross_B", "t100_med_ms", "t100_p90_ms", "t100_max_ms", "complete", "false_pos"]
     rows = [cols]
     for r in results:
@@ -391,7 +412,9 @@ def table(results: Sequence[Mapping[str, Any]]) -> str:
         t = w.get("t100") or {}
         fp = r.get("false_positives") or {}
         rows.append([str(x) for x in (
-            r["mode"], r["n"], r.get("join_s"), rtt.get("median_rel_error_cross"), rtt.get("separated"),
+            r["mode"], r["n"], r.get("join_s"), rtt.get("median_rel_error_cross"),
+            f"{rtt.get('observers_separating_by_median')}/{rtt.get('observers')}",
+            f"{rtt.get('observers_separating_strictly')}/{rtt.get('observers')}",
             idle.get("cross_bytes_per_s"), idle.get("cross_share"), wb.get("cross_bytes"), t.get("median_ms"),
             t.get("p90_ms"), t.get("max_ms"), f"{w.get('complete')}/{w.get('writes')}",
             len(fp.get("non_alive_views") or []) + int(fp.get("dead_log_lines") or 0))])
@@ -413,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--drain", type=float, default=30.0, help="seconds to wait for the last writes to arrive")
     p.add_argument("--tail", type=float, default=5.0, help="seconds of watching views after the writes")
     p.add_argument("--join-timeout", type=float, default=180.0)
-    p.add_argument("--same-zone-sample", type=float, default=0.3, help="share of same-zone pairs asked for /v1/rtt")
+    p.add_argument("--same-zone-sample", type=float, default=1.0, help="share of same-zone pairs asked for /v1/rtt")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE")
     args = p.parse_args(argv)

@@ -241,10 +241,11 @@ class ZonedTestbed(Testbed):
         `bridge`), at a priority before the delay. The delay: iptables NFQUEUE rules (this kernel lacks nft's
         native `queue` expression; iptables-nft reaches the same queues through the xtables target)."""
         n = len(self.layout.sizes)
-        routed = [f"ip saddr {ZONE_NET}.{a}.0/24 ip daddr {ZONE_NET}.{b}.0/24 counter comment \"z{a}-{b}\""
-                  for a in range(n) for b in range(n) if a != b]
-        bridged = [f"ip saddr {ZONE_NET}.{g}.0/24 ip daddr {ZONE_NET}.{g}.0/24 counter comment \"z{g}-{g}\""
-                   for g in range(n)]
+        protos = (("udp", "meta l4proto udp"), ("tcp", "meta l4proto tcp"), ("other", "meta l4proto != { udp, tcp }"))
+        routed = [f"ip saddr {ZONE_NET}.{a}.0/24 ip daddr {ZONE_NET}.{b}.0/24 {match} counter comment \"z{a}-{b}-{p}\""
+                  for a in range(n) for b in range(n) if a != b for p, match in protos]
+        bridged = [f"ip saddr {ZONE_NET}.{g}.0/24 ip daddr {ZONE_NET}.{g}.0/24 {match} counter comment \"z{g}-{g}-{p}\""
+                   for g in range(n) for p, match in protos]
         nl = "\n    "
         script = (f"table inet gsp_zones {{\n  chain forward {{ type filter hook forward priority -10; "
                   f"policy accept;\n    {nl.join(routed)}\n  }}\n}}\n"
@@ -271,19 +272,27 @@ class ZonedTestbed(Testbed):
         if not delayer.alive():
             raise NetnsError(f"the NFQUEUE delayer exited: {delayer.log_tail()}")
 
-    def pair_bytes(self) -> dict[tuple[int, int], int]:
-        """Bytes counted so far per ordered pair of groups (a, a): inside group a (bridged)."""
-        out: dict[tuple[int, int], int] = {}
+    def pair_bytes_by_proto(self) -> dict[tuple[int, int, str], int]:
+        """Bytes counted so far per ordered pair of groups and protocol ("udp", "tcp", "other"); (a, a, p):
+        inside group a (bridged)."""
+        out: dict[tuple[int, int, str], int] = {}
         for family, table in (("inet", "gsp_zones"), ("bridge", "gsp_zones_l2")):
             text = ns_exec(self.router_ns, ["nft", "-j", "list", "table", family, table]).stdout
             for item in json.loads(text).get("nftables", []):
                 rule = item.get("rule")
                 if not rule or not str(rule.get("comment", "")).startswith("z"):
                     continue
-                a, b = (int(x) for x in str(rule["comment"])[1:].split("-"))
+                a, b, proto = str(rule["comment"])[1:].split("-")
                 for expr in rule.get("expr", []):
                     if "counter" in expr:
-                        out[(a, b)] = int(expr["counter"]["bytes"])
+                        out[(int(a), int(b), proto)] = int(expr["counter"]["bytes"])
+        return out
+
+    def pair_bytes(self) -> dict[tuple[int, int], int]:
+        """Bytes counted so far per ordered pair of groups, all protocols; (a, a): inside group a (bridged)."""
+        out: dict[tuple[int, int], int] = {}
+        for (a, b, _), value in self.pair_bytes_by_proto().items():
+            out[(a, b)] = out.get((a, b), 0) + value
         return out
 
     def queue_drops(self) -> int:
