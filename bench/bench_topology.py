@@ -1,7 +1,8 @@
-"""Topology (issue 13, first layer): Vivaldi convergence and the cost/benefit of near/far peer choice.
+"""Topology: Vivaldi convergence, the cost/benefit of near/far peer choice, and the protocol across zones.
 
-Runs the pure cores only (`core/vivaldi.py`, `core/topology.py`) through the standalone drivers in
-`gossip_agent/sim/topology.py`, in virtual time; no agent processes, no network. Two tables:
+Tables 1 and 2 run the pure cores only (`core/vivaldi.py`, `core/topology.py`) through the standalone
+drivers in `gossip_agent/sim/topology.py`; table 3 runs real Node cores in the membership simulator
+(`gossip_agent/sim/zones.py`). All in virtual time; no agent processes, no network. Three tables:
 
 1. Convergence: median relative RTT error (estimate vs base RTT, over all pairs) against virtual time, on the
    3-zone topology (1 ms inside a zone, 20/35/50 ms between) and a random geometric one (100 ms square plus
@@ -12,9 +13,14 @@ Runs the pure cores only (`core/vivaldi.py`, `core/topology.py`) through the sta
 2. Choice: for each cross-zone fraction f, the share of chosen peers in another zone (3 equal zones), the
    reduction against uniform random choice, and a push epidemic over the chosen peers (fanout 3): rounds until
    every zone and every member is informed, against uniform choice.
+3. Protocol: N real Nodes (default 1,000) in 3 zones with per-zone-pair latency, `topology.mode` random vs
+   aware: cross-zone bytes under a steady write load (2 writes/s) and idle, write -> all t100, crash
+   detection time and false positives (about a minute of CPU per mode and seed at N = 1,000).
 
     python bench/bench_topology.py [--nodes 200] [--seconds 120] [--mix-nodes 1000] [--seeds 20]
-                                   [--fractions 0.05,0.1,0.15,0.2,0.3,0.5,0.667] [--json [FILE]] [--plot DIR]
+                                   [--fractions 0.05,0.1,0.15,0.2,0.3,0.5,0.667] [--protocol-nodes 1000]
+                                   [--protocol-seeds 1,2] [--protocol-writes 30] [--payload-bytes 256]
+                                   [--json [FILE]] [--plot DIR]
 
 `--plot DIR` writes PNGs (convergence curves, estimated-vs-measured RTT scatter, rounds vs fraction) if
 matplotlib happens to be installed; it is not a dependency of the project.
@@ -45,6 +51,7 @@ from gossip_agent.sim.topology import (
     spread_rounds,
     three_zones,
 )
+from gossip_agent.sim.zones import summary, sweep
 
 TOPOLOGIES: dict[str, Callable[[int, random.Random], Topology]] = {
     "3-zones": three_zones,
@@ -168,6 +175,20 @@ def plot(directory: str, conv: list[dict[str, Any]], scatter: dict[str, Any], mi
     print(f"plots written to {out}/", file=sys.stderr)
 
 
+def protocol(nodes: int, seeds: list[int], writes: int, payload_bytes: int,
+             fractions: list[float]) -> list[dict[str, Any]]:
+    """Random vs topology-aware choice (at each fraction) in the membership simulator
+    (gossip_agent/sim/zones.py), per seed."""
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        t0 = time.process_time()
+        runs = sweep(nodes, fractions, seed=seed, writes=writes, payload_bytes=payload_bytes)
+        cpu = time.process_time() - t0
+        for row in summary(runs):
+            rows.append({"seed": seed, **row, "cpu_s": round(cpu, 1)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=200)
@@ -177,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mix-nodes", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=20, help="epidemic runs per fraction")
     parser.add_argument("--fractions", default="0.05,0.1,0.15,0.2,0.3,0.5,0.667")
+    parser.add_argument("--protocol-nodes", type=int, default=1000,
+                        help="N of the random-vs-aware protocol run (real Nodes in the simulator); 0 skips it")
+    parser.add_argument("--protocol-seeds", default="1", help="comma list of seeds for the protocol run")
+    parser.add_argument("--protocol-writes", type=int, default=30)
+    parser.add_argument("--payload-bytes", type=int, default=256)
+    parser.add_argument("--protocol-fractions", default="0.15",
+                        help="cross-zone fractions of the aware runs (comma list; each ~40 s of CPU at N=1,000)")
     parser.add_argument("--json", nargs="?", const="-", default=None)
     parser.add_argument("--plot", default=None, metavar="DIR")
     args = parser.parse_args(argv)
@@ -185,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     fractions = [float(x) for x in args.fractions.split(",") if x]
     conv, scatter = convergence(args.nodes, args.seconds, args.seed, args.every)
     mix = choice(args.mix_nodes, fractions, args.seeds)
+    proto = protocol(args.protocol_nodes, [int(x) for x in args.protocol_seeds.split(",") if x],
+                     args.protocol_writes, args.payload_bytes,
+                     [float(x) for x in args.protocol_fractions.split(",") if x]) if args.protocol_nodes else []
     if args.json is not None:
-        text = json.dumps({"convergence": conv, "choice": mix}, indent=1)
+        text = json.dumps({"convergence": conv, "choice": mix, "protocol": proto}, indent=1)
         if args.json == "-":
             print(text)
         else:
@@ -197,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         print_table(conv)
         print(f"\n# near/far choice, N={args.mix_nodes} in 3 equal zones, k=3, {args.seeds} epidemics per row")
         print_table(mix)
+        if proto:
+            print(f"\n# the protocol, N={args.protocol_nodes} real Nodes in 3 zones (1 ms inside, 20/35/50 ms "
+                  f"between), {args.protocol_writes} writes of {args.payload_bytes} B at 2/s, then idle, then "
+                  "crashes")
+            print_table(proto)
     if args.plot:
         plot(args.plot, conv, scatter, mix)
     return 0

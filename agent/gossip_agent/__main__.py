@@ -27,6 +27,7 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "GOSSIP_ADVERTISE_ADDRESS": (("advertiseAddress",), "str"),
     "GOSSIP_SEEDS": (("seeds",), "list"),
     "GOSSIP_DATA_DIR": (("storage", "dataDir"), "str"),
+    "GOSSIP_ZONE": (("topology", "zone"), "str"),
 }
 
 

@@ -57,3 +57,12 @@ def test_the_topology_section_reads_back() -> None:
     assert (cfg.topology.zone, cfg.topology.zone_file, cfg.topology.cross_zone_fraction, cfg.topology.mode) == (
         "zone-a", "/etc/gossip/podinfo/zone", 0.2, "random")
     assert from_mapping({}).topology.cross_zone_fraction == 0.15 and from_mapping({}).topology.mode == "aware"
+
+
+def test_the_zone_can_come_from_the_environment() -> None:
+    from gossip_agent.__main__ import build_parser, load_config
+
+    cfg = load_config(build_parser().parse_args([]), {"GOSSIP_ZONE": "eu-west-1b"})
+    assert cfg.topology.zone == "eu-west-1b"
+    with pytest.raises(ConfigError, match="topology.zone"):
+        load_config(build_parser().parse_args([]), {"GOSSIP_ZONE": "no spaces please"})

@@ -31,7 +31,7 @@ def _kinds(effects: list[Effect]) -> list[list[type]]:
     return [[type(m) for m in e.packet.messages] for e in effects if isinstance(e, Send)]
 
 
-def test_coordinates_are_offered_apart_until_the_peer_sends_one_then_ride_on_the_ping() -> None:
+def test_coordinates_are_offered_apart_until_the_peer_sends_one_then_no_more() -> None:
     a = node_with_peers(cfg("a"), 1, seed=3)
     kinds = _kinds(_until_ping(a))
     assert [NetCoordinate] in kinds  # a packet of its own, which an older agent drops alone
@@ -39,8 +39,7 @@ def test_coordinates_are_offered_apart_until_the_peer_sends_one_then_ride_on_the
     assert kinds.index([NetCoordinate]) < next(i for i, k in enumerate(kinds) if k[0] is Ping)  # offered first
     a.handle_packet(Packet("p2", (NetCoordinate((0.001,) * 8, 0.0001, 1.0, 0.0),)), ("h", 2), a.next_deadline())
     kinds = _kinds(_until_ping(a))
-    assert [NetCoordinate] not in kinds
-    assert any(k[0] is Ping and NetCoordinate in k for k in kinds)
+    assert not any(NetCoordinate in k for k in kinds)  # pings carry none: the sample needs the target's
 
 
 def test_an_ack_carries_our_coordinate_only_to_a_reader() -> None:
@@ -165,3 +164,42 @@ def test_an_invalid_zone_in_a_peers_metadata_counts_as_unknown(zone: str) -> Non
     member = node.member("p")
     assert member is not None and node.topology.zone_of(member.meta) is None
     assert node.topology.peer_class(member.meta) == "unknown"
+
+
+def test_anti_entropy_partners_are_near_mostly_and_uniform_without_a_zone() -> None:
+    aware = _node_among_zones(_zoned("a", "z0"), 300, seed=4)
+    names = [f"p{i}" for i in range(300)]
+    rng = random.Random(3)
+    picks = [aware.choose_partner(names, rng) for _ in range(4000)]
+    far = sum(1 for p in picks if p is not None and int(p[1:]) % 3 != 0)
+    assert abs(far / len(picks) - 0.15) < 0.02
+    plain = _node_among_zones(_zoned("a", None), 300, seed=4)
+    r1, r2 = random.Random(5), random.Random(5)
+    assert [plain.choose_partner(names, r1) for _ in range(50)] == [names[int(r2.random() * 300)] for _ in range(50)]
+
+
+def test_the_state_core_asks_the_partner_choice_for_its_anti_entropy_partner() -> None:
+    from gossip_agent.core.state_node import AntiEntropyWith
+    from tests.core.test_state_node import addr, core, member, run
+
+    c = core("a", ae=True)
+    for name in ("b", "c", "d"):
+        c.on_member_event(member(name), 0.0)
+    c.put("k", b"v", None, 0.0, 1.7e12)
+    asked: list[list[str]] = []
+
+    def choose(names: list[str], rng: object) -> str:
+        asked.append(sorted(names))
+        return "c"
+
+    c.choose_partner = choose  # type: ignore[assignment]
+    effects = run(c, 60.0)
+    assert asked and asked[0] == ["b", "c", "d"]
+    assert {e for e in effects if isinstance(e, AntiEntropyWith)} == {AntiEntropyWith("c", addr("c"))}
+
+
+def test_a_zone_given_as_plain_metadata_is_our_zone_if_valid() -> None:
+    a = Node(dataclasses.replace(cfg("a"), meta={ZONE_META_KEY: "zone-m"}), ("h", 1), random.Random(1), 0.0)
+    assert a.topology.local_zone == "zone-m"
+    b = Node(dataclasses.replace(cfg("b"), meta={ZONE_META_KEY: "not valid!"}), ("h", 1), random.Random(1), 0.0)
+    assert b.topology.local_zone is None

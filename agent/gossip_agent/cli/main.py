@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any
 
 from gossip_agent import __version__
-from gossip_agent.cli import control, kv
+from gossip_agent.cli import control, kv, topology
 from gossip_agent.cli.client import ClientError, Register, Run, add_client_args, client_from_args, shown
 from gossip_agent.cli.cluster import (
     AgentProcess,
@@ -552,6 +552,7 @@ COMMANDS: dict[str, tuple[str, Register, Run]] = {
     "keygen": ("print a new base64 key for a keyring file", register_keygen, run_keygen),
 }
 COMMANDS.update(kv.COMMANDS)
+COMMANDS.update(topology.COMMANDS)
 
 
 def _no_abbreviations(parser: argparse.ArgumentParser) -> None:

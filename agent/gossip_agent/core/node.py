@@ -160,6 +160,8 @@ class Node:
         self.topology = TopologyState(config.topology, max_peers=config.membership.max_members)
         if self.topology.local_zone is not None:
             self.meta[ZONE_META_KEY] = self.topology.local_zone
+        elif ZONE_META_KEY in self.meta:  # a zone given as plain metadata counts too, if it is a valid one
+            self.topology.set_local_zone(self.topology.zone_of(self.meta))
         if meta_size(self.meta) > config.gossip.max_meta_bytes:
             raise ValueError(f"metadata is larger than gossip.maxMetaBytes ({config.gossip.max_meta_bytes} B)")
         self.awareness = Awareness(config.membership.awareness_max_multiplier)
@@ -254,6 +256,11 @@ class Node:
         if name == self.name or name not in self.table:
             return None
         return self.topology.observe_rtt(name, rtt, now, self.rng)
+
+    def choose_partner(self, names: Sequence[str], rng: Rng) -> str | None:
+        """One of `names` for anti-entropy (core/state_node.py): near/far as gossip peers are
+        (core/topology_state.py), a plain uniform draw from `rng` while no topology is known."""
+        return self.topology.choose_one(names, rng, lambda n: m.meta if (m := self.table.get(n)) else None)
 
     def set_zone(self, zone: str | None, now: float) -> list[Effect]:
         """Our zone (validated by core.topology.parse_zone; None: unknown) changed, e.g. the zone file was
@@ -586,10 +593,10 @@ class Node:
             # Lifeguard's buddy system: tell the suspect directly, so it can refute at once.
             msgs.append(Suspect(target.name, target.incarnation, self.name))
         self.stats["probes"] += 1
-        if self.topology.reads_coordinates(target.name):
-            msgs.append(self.topology.coordinate_message())
-        else:
-            # Not known to read coordinates: ours in a packet apart, first, which an older agent drops alone.
+        if not self.topology.reads_coordinates(target.name):
+            # Not known to read coordinates: ours in a packet apart, first, which an older agent drops alone;
+            # a newer one then puts its own on its acks. (Pings carry none: the prober's sample needs only the
+            # target's, and every ping would pay ~50 bytes.)
             out.append(Send(target.addr, Packet(self.name, (self.topology.coordinate_message(),))))
             self.stats["coordinate_offers"] += 1
         self._send(target.addr, target.name, msgs, out)
@@ -638,8 +645,17 @@ class Node:
         self._send(msg.source_addr, msg.source, [Ack(msg.seq, self.table.digest), *self._coordinate_for(msg.source)],
                    out)
 
+    def _piggybacks_to(self, name: str | None) -> bool:
+        """Whether a probe, ack or ping-req to `name` carries rumors: always, except to a far member under
+        topology-aware choice, then with probability crossZoneFraction (probe targets stay round-robin, so
+        without this two thirds of the piggybacked bytes would still cross zones; core/topology_state.py)."""
+        if name is None or not self.topology.active():
+            return True
+        member = self.table.get(name)
+        return member is None or self.topology.piggybacks_to(name, member.meta, self.rng)
+
     def _coordinate_for(self, name: str) -> tuple[NetCoordinate, ...]:
-        """Our coordinate for a ping or ack to `name`, if it reads coordinates (core/topology_state.py)."""
+        """Our coordinate for an ack to `name`, if it reads coordinates (core/topology_state.py)."""
         return (self.topology.coordinate_message(),) if self.topology.reads_coordinates(name) else ()
 
     def _on_ping_req(self, msg: PingReq, now: float, out: list[Effect]) -> None:
@@ -648,8 +664,7 @@ class Node:
         self._relays[seq] = _Relay(msg.source_addr, msg.seq,
                                    nack_at=now + m.probe_timeout * _NACK_FRACTION if msg.want_nack else _NEVER,
                                    expire_at=now + m.probe_interval)
-        self._send(msg.target_addr, msg.target,
-                   [Ping(seq, msg.target, self.name, self.addr), *self._coordinate_for(msg.target)], out)
+        self._send(msg.target_addr, msg.target, [Ping(seq, msg.target, self.name, self.addr)], out)
 
     def _on_ack(self, msg: Ack, now: float, out: list[Effect]) -> None:
         self.stats["acks_received"] += 1
@@ -898,7 +913,7 @@ class Node:
         digests = self._digests_for(to_name)
         rumors = self.queue.take(self._budget(used + _allowance(digests)), self._rumor_population, to=to_name,
                                  to_live=to_name is None or self.table.is_live(to_name)) \
-            if len(self.queue) and self._pushes else []
+            if len(self.queue) and self._pushes and (not msgs or self._piggybacks_to(to_name)) else []
         out.append(Send(to, Packet(self.name, (*msgs, *rumors, *digests))))
 
     def _gossip(self, now: float, out: list[Effect]) -> None:

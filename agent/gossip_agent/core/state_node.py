@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -255,6 +255,9 @@ class StateNode:
         self._retire_at = now              # the first check at once (absence clocks start there)
         interval = config.anti_entropy.interval
         self._ae_at = now + interval * (0.5 + rng.random()) if config.anti_entropy.enabled else _NEVER
+        # Anti-entropy partner choice; the driver sets the membership core's near/far choice
+        # (Node.choose_partner, core/topology_state.py). None: uniform.
+        self.choose_partner: Callable[[Sequence[str], Rng], str | None] | None = None
 
     # -- views ------------------------------------------------------------------------------------------
     def live_peers(self) -> list[tuple[str, Address]]:
@@ -464,7 +467,13 @@ class StateNode:
         peers = self.live_peers()
         if not peers:
             return
-        name, addr = peers[int(self.rng.random() * len(peers))]
+        if self.choose_partner is None:
+            name, addr = peers[int(self.rng.random() * len(peers))]
+        else:
+            chosen = self.choose_partner([p for p, _ in peers], self.rng)
+            if chosen is None or chosen not in self._view.peers:
+                return
+            name, addr = chosen, self._view.peers[chosen].addr
         if self._view.peers[name].root == self._my_root():
             # The peer publishes our root: nothing to repair, so an idle cluster sends no AE traffic.
             self.stats.ae["skipped_same_root"] += 1

@@ -31,6 +31,7 @@ Pure: no clock (callers pass `now`), no I/O; randomness only from the caller's `
 from __future__ import annotations
 
 import math
+import struct
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
@@ -71,6 +72,7 @@ class TopologyState:
         self._zones: dict[str, str | None] = {}
         self._threshold: float | None = None
         self._threshold_at = -math.inf
+        self._message: tuple[Coordinate, NetCoordinate] | None = None
 
     # -- coordinates ---------------------------------------------------------------------------------------
     @property
@@ -99,8 +101,15 @@ class TopologyState:
         return "unknown" if same is None else "same_zone" if same else "cross_zone"
 
     def coordinate_message(self) -> NetCoordinate:
+        """Our coordinate as it travels: rounded to float32 (the wire's precision, core/codec.py), so the
+        message equals what the receiver decodes. Built once per coordinate change."""
         c = self.client.coordinate
-        return NetCoordinate(c.vec, c.height, c.error, c.adjustment)
+        cached = self._message
+        if cached is None or cached[0] is not c:
+            *vec, height, error, adjustment = struct.unpack(
+                f"<{len(c.vec) + 3}f", struct.pack(f"<{len(c.vec) + 3}f", *c.vec, c.height, c.error, c.adjustment))
+            cached = self._message = (c, NetCoordinate(tuple(vec), height, error, adjustment))
+        return cached[1]
 
     def reads_coordinates(self, peer: str) -> bool:
         """`peer` has sent us a coordinate: it reads them, so ours may share its packets."""
@@ -160,6 +169,11 @@ class TopologyState:
         self._readers.discard(peer)
         self.client.forget(peer)
 
+    def assume_reader(self, peer: str) -> None:
+        """Treat `peer` as reading coordinates without an offer: the simulator's converged start
+        (`Simulation.start_joined`), standing for a cluster that has run longer than one probe pass."""
+        self._readers.add(peer)
+
     def offer_again(self, peer: str) -> None:
         """A member back from suspicion or death, or at a new address (perhaps an older release now): it gets
         coordinates only in packets of their own again until it sends one."""
@@ -218,6 +232,13 @@ class TopologyState:
         if threshold is None or remote is None:
             return False  # unknown is not evidence of nearness: far picks are the ones that keep mixing
         return estimate_rtt(self.client.coordinate, remote) <= threshold
+
+    def piggybacks_to(self, name: str, meta: Mapping[str, str], rng: Rng) -> bool:
+        """Whether rumors ride on a probe or ack to this member: always to a near one, with probability f to
+        a far one -- the same share of far transmissions as the choice of gossip peers. Probe targets are
+        round-robin (bounded detection time), so two thirds of them are far with three zones; without this
+        rule their piggybacked rumors would carry most cross-zone bytes under writes."""
+        return self.is_near(name, meta) or rng.random() < self.policy.cross_zone_fraction
 
     def choose(self, order: Sequence[str], k: int, rng: Rng, eligible: Callable[[str], T | None],
                meta_of: Callable[[T], Mapping[str, str]]) -> list[T]:

@@ -31,6 +31,7 @@ from aiohttp import web
 from gossip_agent.core.effects import MemberEvent
 from gossip_agent.core.messages import Address, MemberSnapshot, MemberState
 from gossip_agent.core.node import StateDelegate
+from gossip_agent.core.rng import Rng
 from gossip_agent.io.metrics import AgentMetrics, AgentStats
 from gossip_agent.io.peer_client import PeerClient
 from gossip_agent.io.security import Security
@@ -52,6 +53,8 @@ class MemberView(Protocol):
     def meta(self) -> Mapping[str, str]: ...
 
     def counts(self) -> Mapping[MemberState, int]: ...
+
+    def choose_partner(self, names: Sequence[str], rng: Rng) -> str | None: ...
 
 
 class AgentHost(Protocol):

@@ -207,6 +207,7 @@ class Agent:
         self._peer_classes_at = -math.inf
         self._peer_classes_stale = True
         self._zone_error: str | None = None
+        self.zone_reload_every = ZONE_RELOAD_EVERY  # seconds between zone-file reads (tests shorten it)
 
     # -- views (HTTP API, extensions, tests) ----------------------------------------------------------
     @property
@@ -733,7 +734,7 @@ class Agent:
     async def _zone_loop(self, path: str) -> None:
         """Re-read the zone file (a downward-API volume the kubelet rewrites): a change is re-announced."""
         while True:
-            await asyncio.sleep(ZONE_RELOAD_EVERY)
+            await asyncio.sleep(self.zone_reload_every)
             reading = await asyncio.to_thread(read_zone_file, path)
             self._note_zone_error(reading.error)
             if self._stopped or self._node is None:

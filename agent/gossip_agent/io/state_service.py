@@ -155,6 +155,7 @@ class StateService(Extension, StateDelegate):
                                durable=durable is not None,
                                logged=durable.records_since_snapshot if durable is not None else 0,
                                limits=self.limits, stats=self.stats)
+        self._core.choose_partner = node.choose_partner  # near/far anti-entropy partners (core/topology_state)
         agent.metrics.registry.register(StateCollector(self))
 
     def on_member_event(self, event: MemberEvent) -> None:

@@ -20,6 +20,12 @@ Join retries, rejoins after losing every peer, the leave linger and reconnecting
 partition are the core's own decisions (core/joining.py, `Node.leave`, `membership.reconnect_interval`): the
 simulation only performs the effects, as the agent runtime does.
 
+Topology (optional): `set_zones` puts every node in a zone (its `topology.zone`, so it gossips it in its
+metadata) and gives links the latency of their zone pair (sim/network.py); with bytes counted, the bytes
+sent are also split into `bytes_same_zone` / `bytes_cross_zone` (datagrams and push-pull streams).
+`measure_rtt=True` times each node's probes (core/probe_timer.py, as the runtime does with its clock) and
+feeds the round trips to `Node.observe_rtt`, so network coordinates converge as in an agent.
+
 Caveats: streams are not lost and take one link delay each way (no handshake, no transfer time); CPU time is
 zero (a node handles a packet at the instant it arrives); a crashed host's datagrams already in flight still
 arrive.
@@ -41,6 +47,7 @@ from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
 from gossip_agent.core.messages import Address, Digest, MemberSnapshot, MemberState, PushPullState
 from gossip_agent.core.node import Node, StateDelegate
+from gossip_agent.core.probe_timer import ProbeTimer
 from gossip_agent.sim.network import (
     CALL,
     DELIVER,
@@ -60,6 +67,7 @@ PORT = 7946
 STUCK_STEP = 0.001
 _INF = math.inf
 _BYTES_MODES = ("off", "estimate", "exact")
+_RTT_ERRORS_KEPT = 200_000
 
 
 class Status(IntEnum):
@@ -109,7 +117,7 @@ class Simulation:
                  link: LinkProfile | None = None, bandwidth: float | None = None, bytes_mode: str = "off",
                  delegate_factory: Callable[[int], StateDelegate] | None = None,
                  keep_events: bool = False, leave_linger: float | None = None, max_events: int | None = None,
-                 clock_skew: float = 0.0) -> None:
+                 clock_skew: float = 0.0, measure_rtt: bool = False) -> None:
         if bytes_mode not in _BYTES_MODES:
             raise ValueError(f"bytes_mode must be one of {_BYTES_MODES}")
         self.seed = seed
@@ -129,6 +137,10 @@ class Simulation:
         # Each node's wall clock is off by up to this many seconds (uniform, fixed per node): aligned probing
         # numbers its rounds by the wall clock, so skew is what makes real rounds disagree.
         self.clock_skew = clock_skew
+        self.measure_rtt = measure_rtt
+        self._timers: list[ProbeTimer | None] = []
+        # Zone model (set_zones): each node's zone label, or None when zones are not simulated.
+        self.zone_names: list[str] | None = None
         self.names: list[str] = []
         self.addrs: list[Address] = []
         self.nodes: list[Node | None] = []
@@ -154,6 +166,8 @@ class Simulation:
         self.on_send: list[Callable[[float, int, Send], None]] = []
         # Hook for drivers beside the Node (sim/state.py): every event, JOIN included, as (observer, event).
         self.on_any_event: list[Callable[[int, MemberEvent], None]] = []
+        # Relative errors of the RTT estimates just before each measured probe (measure_rtt), latest last.
+        self.rtt_errors: list[float] = []
         self._process: list[int] = []  # how many times each node was started (a restart is a new process)
         for _ in range(n):
             self.add_node()
@@ -178,6 +192,7 @@ class Simulation:
         # keeps for a 3-byte message-array header (added back per packet below).
         self._header.append(codec.packet_overhead(name) - codec.ENVELOPE_RESERVE - 3)
         self._process.append(0)
+        self._timers.append(None)
         self.net.add_host()
         self.net.crash(i)  # not started yet: unreachable
         return i
@@ -203,6 +218,9 @@ class Simulation:
         if self.status[i] in (Status.UP, Status.LEAVING):
             raise ValueError(f"{self.names[i]} is already running")
         cfg = dataclasses.replace(self.config, name=self.names[i])
+        if self.zone_names is not None:
+            cfg = dataclasses.replace(cfg, topology=dataclasses.replace(cfg.topology, zone=self.zone_names[i]))
+        self._timers[i] = ProbeTimer() if self.measure_rtt else None
         self._process[i] += 1
         rng = random.Random(f"node:{self.seed}:{i}:{self._process[i]}")
         delegate = self.delegate_factory(i) if self.delegate_factory else None
@@ -227,6 +245,12 @@ class Simulation:
         rows = [MemberSnapshot(n.name, n.addr, n.incarnation, MemberState.ALIVE, dict(n.meta)) for n in nodes]
         for i, node in zip(idle, nodes, strict=True):
             node.bootstrap(rows, self.now)
+            if self.measure_rtt:
+                # A converged cluster has probed everyone once: every member knows every other reads
+                # coordinates (else each probe of the first pass carries an offer packet; core/topology_state).
+                for row in rows:
+                    if row.name != node.name:
+                        node.topology.assume_reader(row.name)
             self._reschedule(i)
 
     def start_all(self, *, seeds: int | Sequence[int] = 3, spread: float = 5.0) -> None:
@@ -282,6 +306,22 @@ class Simulation:
             self.net.crash(i)
             self._wake_gen[i] += 1
             self._wake_at[i] = _INF
+
+    def set_zones(self, zones: Sequence[str], rtt: Callable[[str, str], float], *,
+                  jitter: float = 0.1) -> None:
+        """Node i runs in zone `zones[i]` (set before the nodes start: it is their `topology.zone`); a link
+        between zones a and b has a one-way latency of rtt(a, b) / 2, plus up to `jitter` of it at random."""
+        if len(zones) != len(self.names):
+            raise ValueError(f"{len(zones)} zones for {len(self.names)} nodes")
+        if any(self.nodes):
+            raise ValueError("set zones before starting nodes (a zone is part of a node's config)")
+        labels = sorted(set(zones))
+        number = {z: k for k, z in enumerate(labels)}
+        profiles = {(number[a], number[b]): LinkProfile(latency=rtt(a, b) / 2, jitter=rtt(a, b) / 2 * jitter,
+                                                        loss=self.net.default.loss)
+                    for a in labels for b in labels}
+        self.net.set_zones([number[z] for z in zones], profiles)
+        self.zone_names = list(zones)
 
     def partition(self, *groups: Iterable[int | str]) -> None:
         self.net.partition([[self.idx(x) for x in g] for g in groups])
@@ -340,7 +380,11 @@ class Simulation:
                 node = nodes[i]
                 assert node is not None
                 stats["packets_delivered"] += 1
+                timer = self._timers[i]
+                sample = timer.received(packet, now) if timer is not None else None
                 self._perform(i, node.handle_packet(packet, addrs[src], now))
+                if sample is not None:
+                    self._observe_rtt(node, sample, now)
                 self._reschedule(i)
             elif kind == WAKE:
                 if arg != self._wake_gen[i]:
@@ -434,6 +478,9 @@ class Simulation:
                 hook(self.now, i, e)
         stats["packets_sent"] += 1
         stats["messages_sent"] += len(packet.messages)
+        timer = self._timers[i]
+        if timer is not None:
+            timer.sent(packet, self.now)
         size = 0
         mode = self.bytes_mode
         if mode != "off":
@@ -452,9 +499,23 @@ class Simulation:
         if j is None:
             stats["packets_unroutable"] += 1
             return
+        if self.zone_names is not None and size:
+            self._count_zone_bytes(i, j, size)
         arrive = self.net.datagram(i, j, self.now, size)
         if arrive is not None:
             self._queue.push(arrive, DELIVER, j, (i, packet))
+
+    def _observe_rtt(self, node: Node, sample: tuple[str, float], now: float) -> None:
+        error = node.observe_rtt(sample[0], sample[1], now)
+        if error is not None:
+            self.stats["rtt_samples"] += 1
+            self.rtt_errors.append(error)
+            if len(self.rtt_errors) > _RTT_ERRORS_KEPT:
+                del self.rtt_errors[: len(self.rtt_errors) // 2]
+
+    def _count_zone_bytes(self, i: int, j: int, size: int) -> None:
+        net = self.net
+        self.stats["bytes_same_zone" if net.zone[i] == net.zone[j] else "bytes_cross_zone"] += size
 
     def _sync_start(self, i: int, e: SyncWith) -> None:
         self.stats["syncs"] += 1
@@ -465,7 +526,7 @@ class Simulation:
             self._queue.push(self.now + self.config.membership.stream_timeout, SYNC_FAILED, i, e.to)
             return
         state = node.push_pull_state(e.join)
-        self._count_sync(state)
+        self._count_sync(state, i, j)
         self._queue.push(self.now + self.net.stream_delay(i, j), SYNC_REQUEST, j, (i, state))
 
     def _sync_request(self, j: int, i: int, state: PushPullState) -> None:
@@ -475,7 +536,7 @@ class Simulation:
         responder = self.nodes[j]
         assert responder is not None
         reply, merges = responder.serve_push_pull(state)
-        self._count_sync(reply)
+        self._count_sync(reply, j, i)
         for part in merges:
             self._perform(j, responder.merge_push_pull(part, self.now))
         self._reschedule(j)
@@ -490,10 +551,13 @@ class Simulation:
         self._perform(i, node.merge_push_pull(reply, self.now))
         self._reschedule(i)
 
-    def _count_sync(self, state: PushPullState) -> None:
+    def _count_sync(self, state: PushPullState, i: int, j: int) -> None:
         self.stats["sync_rows"] += len(state.members)
         if self.bytes_mode != "off":
-            self.stats["sync_bytes"] += len(codec.encode_push_pull(state))
+            size = len(codec.encode_push_pull(state))
+            self.stats["sync_bytes"] += size
+            if self.zone_names is not None:
+                self._count_zone_bytes(i, j, size)
 
     def _tcp_probe(self, i: int, e: TcpProbe) -> None:
         self.stats["tcp_probes"] += 1

@@ -12,6 +12,9 @@ Model, and its caveats:
   more group). `block(a, b)` cuts a single pair, both ways. Healing restores full connectivity.
 - A down host neither sends nor receives. Datagrams already in flight from it still arrive (they left the
   NIC before the crash); datagrams to it are dropped on arrival.
+- Zones (optional, `set_zones`): every host is in a zone, and a datagram or stream between two hosts takes
+  the profile of their zone pair (inside a zone, or between two zones) unless `set_link` overrode the pair:
+  a cluster spread over three availability zones is three profiles, not N² links.
 - Bandwidth (optional, per sending host): datagrams queue behind each other on the sender's uplink, so a
   burst is spread out in time. Needs packet sizes, so the simulation turns byte accounting on with it.
 """
@@ -92,6 +95,9 @@ class Network:
         self._group: list[int] = [0] * n
         self._blocked: set[tuple[int, int]] = set()
         self._uplink_free: list[float] = [0.0] * n
+        # Zone model: host -> zone index, and (zone a, zone b) -> profile; empty when not used.
+        self.zone: list[int] = [0] * n
+        self._zone_links: dict[tuple[int, int], LinkProfile] = {}
         self.up: list[bool] = [True] * n
         self.partitioned = False
         self.lost = 0  # datagrams dropped by random loss
@@ -99,6 +105,7 @@ class Network:
 
     def add_host(self) -> int:
         self._group.append(0)
+        self.zone.append(0)
         self._uplink_free.append(0.0)
         self.up.append(True)
         return len(self.up) - 1
@@ -108,6 +115,31 @@ class Network:
         self._links[(a, b)] = profile
         if both_ways:
             self._links[(b, a)] = profile
+
+    def set_zones(self, zone_of_host: Iterable[int], profiles: dict[tuple[int, int], LinkProfile]) -> None:
+        """Put host h in zone `zone_of_host[h]`; links between zones a and b take `profiles[(a, b)]` (both
+        orders are looked up; `(a, a)` is the inside of zone a). Pairs set with `set_link` keep their own."""
+        zones = list(zone_of_host)
+        if len(zones) != len(self.zone):
+            raise ValueError(f"{len(zones)} zones for {len(self.zone)} hosts")
+        self.zone = zones
+        table = dict(profiles)
+        for (a, b), profile in profiles.items():
+            table.setdefault((b, a), profile)
+        missing = {(a, b) for a in set(zones) for b in set(zones)} - set(table)
+        if missing:
+            raise ValueError(f"no link profile for zone pair(s) {sorted(missing)}")
+        self._zone_links = table
+
+    def link(self, a: int, b: int) -> LinkProfile:
+        """The profile of the link from a to b: its own, else its zone pair's, else the default."""
+        if self._links:
+            own = self._links.get((a, b))
+            if own is not None:
+                return own
+        if self._zone_links:
+            return self._zone_links[(self.zone[a], self.zone[b])]
+        return self.default
 
     def set_default(self, profile: LinkProfile) -> None:
         self.default = profile
@@ -159,7 +191,7 @@ class Network:
 
     def stream_delay(self, a: int, b: int) -> float:
         """One-way delay of a stream message (no loss: TCP retransmits; the retransmit time is ignored)."""
-        link = self._links.get((a, b), self.default) if self._links else self.default
+        link = self.link(a, b) if self._links or self._zone_links else self.default
         return link.latency + link.jitter * self.rng.random()
 
     def datagram(self, a: int, b: int, now: float, size: int) -> float | None:
@@ -169,7 +201,7 @@ class Network:
         if self.partitioned and (self._group[a] != self._group[b] or (a, b) in self._blocked):
             self.cut += 1
             return None
-        link = self._links.get((a, b), self.default) if self._links else self.default
+        link = self.link(a, b) if self._links or self._zone_links else self.default
         rng = self.rng
         if link.loss and rng.random() < link.loss:
             self.lost += 1
