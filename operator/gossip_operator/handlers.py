@@ -9,6 +9,8 @@ and tests can run several operators (one after another) in one process.
   kopf timers: those put a finalizer on every GossipCluster (see loops.py), so no finalizer is ever added;
 - indexes of agent pods and StatefulSets (kept current by watches, filtered by label on the server through
   kopf's settings.watching.label_selectors, see runner.py), so a status pass makes no LIST call;
+- zones: an index of every node's zone and one of the agent pods by node; a pod event, a node event and each
+  resync pass hand the affected pods to zone_annotator.py, which writes each pod's zone annotation (zones.py);
 - login: the same credentials the operator's own client uses.
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 import kopf
 
 from gossip_operator import status as status_model
+from gossip_operator import zones
 from gossip_operator.loops import Loop
 from gossip_operator.manifests.common import AGENT_APP, AGENT_PORT_ANNOTATION, HTTP_PORT_NAME, MANAGER
 from gossip_operator.manifests.resources import GOSSIPCLUSTERS
@@ -30,6 +33,7 @@ from gossip_operator.refresh import query_agents, refresh
 from gossip_operator.runtime import Runtime
 from gossip_operator.settings import OperatorSettings
 from gossip_operator.spec import GROUP, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, PLURAL, VERSION
+from gossip_operator.zone_annotator import annotate
 
 MANAGED = {LABEL_MANAGED_BY: MANAGER, LABEL_NAME: AGENT_APP}
 # The same as a label selector string, for server-side filtering of the pod and StatefulSet watches.
@@ -82,7 +86,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     indexes: dict[str, Any] = {}
 
     def _capture(kwargs: dict[str, Any]) -> None:
-        for index in ("agent_pods", "agent_statefulsets"):
+        for index in ("agent_pods", "agent_statefulsets", "node_zones", "agent_pods_by_node"):
             if index in kwargs:
                 indexes.setdefault(index, kwargs[index])
 
@@ -105,6 +109,37 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         if not cluster:
             return {}
         return {(namespace, cluster): status_model.statefulset_observation(body)}
+
+    @kopf.index("v1", "nodes", id="node_zones", registry=registry)
+    def node_zones(name: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+        return {name: zones.node_zone(labels)}
+
+    @kopf.index("v1", "pods", id="agent_pods_by_node", labels=MANAGED, registry=registry)
+    def agent_pods_by_node(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        pod = zones.pod_zone(body)
+        return {pod.node: pod} if pod.node else {}
+
+    def _node_zone(node: str) -> zones.NodeZone | None:
+        return next(iter(indexes.get("node_zones", {}).get(node, [])), None)
+
+    def _pods_on(node: str) -> list[zones.PodZone]:
+        return list(indexes.get("agent_pods_by_node", {}).get(node, []))
+
+    @kopf.on.event("v1", "pods", id="pod-zone", labels=MANAGED, registry=registry)
+    async def pod_zone(event: Any, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+        _capture(kwargs)
+        if event.get("type") != "DELETED":
+            await annotate(_runtime(memo), [zones.pod_zone(body)], _node_zone)
+
+    @kopf.on.event("v1", "nodes", id="node-zone", registry=registry)
+    async def node_zone(event: Any, name: str, memo: Any, **kwargs: Any) -> None:
+        _capture(kwargs)
+        if event.get("type") != "DELETED":
+            await annotate(_runtime(memo), _pods_on(name), _node_zone)
+
+    def _cluster_pods(namespace: str | None, cluster: str) -> list[zones.PodZone]:
+        return [pod for store in indexes.get("agent_pods_by_node", {}).values() for pod in store
+                if pod.namespace == namespace and pod.cluster == cluster]
 
     async def _exists(runtime: Runtime, body: Any) -> bool:
         """Is this very cluster (same uid) still there and not being deleted, by the API server's word?
@@ -160,6 +195,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             # A plain logger: kopf's per-object loggers belong to one object and turn warnings into Events
             # on it; _report posts the Events it wants itself.
             await _reconcile(runtime, "resync", body, _ClusterLogger(logger, {"cluster": key}))
+            # Zone annotations that a failed patch left behind (event handlers are not retried).
+            await annotate(runtime, _cluster_pods(meta.get("namespace"), str(meta["name"])), _node_zone)
 
         async def status_pass(uid: str) -> None:
             body = runtime.loops.body(uid)

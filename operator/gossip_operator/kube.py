@@ -48,6 +48,11 @@ API_CALLS: frozenset[tuple[str, str, str]] = frozenset({
     # indexes: agent pods (where to reach agents) and StatefulSets (rollout progress), no LIST per pass.
     ("", "pods", "list"),
     ("", "pods", "watch"),
+    # zones: each agent pod gets its node's zone as an annotation (zones.py); nodes are indexed, never read
+    # one by one.
+    ("", "pods", "patch"),
+    ("", "nodes", "list"),
+    ("", "nodes", "watch"),
     ("apps", "statefulsets", "list"),
     ("apps", "statefulsets", "watch"),
     # children.
@@ -75,6 +80,7 @@ API_CALLS: frozenset[tuple[str, str, str]] = frozenset({
 CLUSTER_SCOPED: frozenset[tuple[str, str]] = frozenset({
     ("apiextensions.k8s.io", "customresourcedefinitions"),
     ("", "namespaces"),
+    ("", "nodes"),
 })
 
 MERGE_PATCH = "application/merge-patch+json"

@@ -31,6 +31,10 @@ class OperatorMetrics:
         self.agent_queries = Counter(
             "gossip_operator_agent_queries", "Agent status queries by result.", ["result"],
             registry=self.registry)
+        self.zone_annotations = Counter(
+            "gossip_operator_zone_annotations", "Agent pod zone annotations by result: written, error (the API "
+            "refused the patch; retried), invalid_label (a node's zone label the agents would refuse; not used).",
+            ["result"], registry=self.registry)
         self.clusters = Gauge(
             "gossip_operator_clusters", "GossipClusters by phase.", ["phase"], registry=self.registry)
         self._phases: dict[str, str] = {}

@@ -35,6 +35,9 @@ class Runtime:
     _transition_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
     # The status and resync loops of every cluster (loops.py; set up by handlers.build_registry).
     loops: ClusterLoops = field(default_factory=ClusterLoops)
+    # The last refused zone label reported per node (zone_annotator.py warns once per node and label, not per pod
+    # and pass).
+    zone_problems: dict[str, str] = field(default_factory=dict)
     # Set once the process begins to stop (before kopf is told to): loops no longer run or start.
     exiting: bool = False
 

@@ -290,6 +290,79 @@ def test_example_converges(release: Release, images: Images) -> None:
         assert [r["uid"] for r in pdb["metadata"]["ownerReferences"]] == [uid]
 
 
+# ---- 3b: each agent pod learns its node's zone, live ---------------------------------------------------------
+
+E2E_ZONE = "e2e-zone-a"
+
+
+def _zone_file(namespace: str, pod: str) -> str:
+    from gossip_operator.manifests.common import ZONE_FILE
+
+    return kubectl("exec", "-n", namespace, pod, "-c", "agent", "--", "cat", ZONE_FILE)
+
+
+def test_agent_pods_learn_their_nodes_zone_live(release: Release) -> None:
+    """The running demo agents were scheduled before the node had a zone. Labelling the node
+    `topology.kubernetes.io/zone` makes the operator annotate each pod (`gossip-operator.dev/zone`), and the
+    kubelet rewrites the downward-API file the agent reads, without a restart (docs/operator.md, "Each agent
+    pod's zone"); each agent then reports its zone and its peers' (gossiped in member metadata). Removing the
+    label removes the annotation and the agents' zone, again without a restart."""
+    from gossip_operator.manifests.common import ZONE_ANNOTATION
+    from gossip_operator.zones import ZONE_LABEL
+
+    ns = release.namespace
+    nodes = [n["metadata"]["name"] for n in items("nodes")]
+    assert nodes
+    pods = agent_pods(CLUSTER, ns)
+    restarts = {name: sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses") or [])
+                for name, p in pods.items()}
+    assert all(not _zone_file(ns, name).strip() for name in pods)  # no zone yet: an empty file
+    started = time.monotonic()
+    try:
+        for node in nodes:
+            kubectl("label", "node", node, f"{ZONE_LABEL}={E2E_ZONE}", "--overwrite")
+
+        def annotated() -> bool:
+            return all((p["metadata"].get("annotations") or {}).get(ZONE_ANNOTATION) == E2E_ZONE
+                       for p in agent_pods(CLUSTER, ns).values())
+
+        eventually(annotated, what=f"every agent pod annotated {ZONE_ANNOTATION}={E2E_ZONE}")
+        TIMINGS.record("step 3b: node labelled with a zone -> every agent pod annotated", time.monotonic() - started)
+        eventually(lambda: all(_zone_file(ns, name).strip() == E2E_ZONE for name in pods),
+                   what="the zone in every agent's downward-API file (kubelet sync, about a minute)")
+        TIMINGS.record("step 3b: node labelled with a zone -> the zone file in every agent pod",
+                       time.monotonic() - started)
+        # The agents read the file (topology.zoneFile, re-read every few seconds) and gossip the zone in their
+        # member metadata: each reports its own zone and its peers'.
+        def zones_reported() -> bool:
+            for name in pods:
+                answer = agent_json(ns, name, "/v1/coordinates")
+                if answer.get("zone") != E2E_ZONE:
+                    return False
+                peers = {row["name"]: row.get("zone") for row in answer.get("coordinates") or []}
+                if set(peers) != set(pods) or set(peers.values()) != {E2E_ZONE}:
+                    return False
+            return True
+
+        eventually(zones_reported, what="every agent reporting its zone and its peers' (GET /v1/coordinates)")
+        TIMINGS.record("step 3b: node labelled with a zone -> every agent reports it and its peers' zones",
+                       time.monotonic() - started)
+        after = agent_pods(CLUSTER, ns)
+        assert sorted(after) == sorted(pods)
+        assert {name: sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses") or [])
+                for name, p in after.items()} == restarts, "no agent restarted to learn its zone"
+        # The label removed: the annotation goes and the agents' zone becomes unknown again, live.
+        for node in nodes:
+            kubectl("label", "node", node, f"{ZONE_LABEL}-")
+        eventually(lambda: all(ZONE_ANNOTATION not in (p["metadata"].get("annotations") or {})
+                               for p in agent_pods(CLUSTER, ns).values()), what="the zone annotations removed")
+        eventually(lambda: all(agent_json(ns, name, "/v1/coordinates").get("zone") is None for name in pods),
+                   what="every agent's zone unknown again")
+    finally:
+        for node in nodes:
+            kubectl("label", "node", node, f"{ZONE_LABEL}-", check=False)
+
+
 # ---- 4: write at one agent, read at another ---------------------------------------------------------------
 
 

@@ -50,7 +50,7 @@ def test_api_calls_shape_and_guard() -> None:
                                                                     "delete"} for g, r, v in API_CALLS
                if r != "gossipclusters/finalizers")
     assert ("gossip-operator.dev", "gossipclusters/finalizers", "update") in API_CALLS
-    assert {r for _, r in CLUSTER_SCOPED} == {"customresourcedefinitions", "namespaces"}
+    assert {r for _, r in CLUSTER_SCOPED} == {"customresourcedefinitions", "namespaces", "nodes"}
     _check_declared(STATEFULSETS, "patch")
     with pytest.raises(UndeclaredApiCall):
         _check_declared(PODS, "delete")

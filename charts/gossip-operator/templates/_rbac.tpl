@@ -33,9 +33,14 @@ operator.clusterWide is true.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# Indexes of agent pods (where to reach the agents); no per-pass LIST.
+# Indexes of agent pods (where to reach the agents); no per-pass LIST. patch: each agent pod gets its node's
+# zone as an annotation (projected into the pod by a downward-API volume).
 - apiGroups: [""]
   resources: [pods]
+  verbs: [list, watch, patch]
+# An index of the nodes' zone labels (topology.kubernetes.io/zone), for the pods' zone annotation. Cluster-scoped.
+- apiGroups: [""]
+  resources: [nodes]
   verbs: [list, watch]
 # The agents' StatefulSets: indexed (rollout progress) and written.
 - apiGroups: [apps]

@@ -30,6 +30,9 @@ KEYRING_HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/keyring-hash"
 AGENT_PORT_ANNOTATION = f"{ANNOTATION_PREFIX}/agent-port"
 # On a child: the JSON of what the operator last applied (for three-way merge patches).
 LAST_APPLIED_ANNOTATION = f"{ANNOTATION_PREFIX}/last-applied"
+# On a pod: its node's zone, written by the operator once the pod is scheduled (zones.py), and projected into
+# the pod as the file ZONE_FILE by a downward-API volume, which the agent re-reads live.
+ZONE_ANNOTATION = f"{ANNOTATION_PREFIX}/zone"
 
 CONFIG_DIR = "/etc/gossip"
 CONFIG_FILE = f"{CONFIG_DIR}/config.json"
@@ -40,6 +43,10 @@ TLS_DIR = f"{CONFIG_DIR}/tls"
 API_TOKENS_DIR = f"{CONFIG_DIR}/api-tokens"
 API_TOKENS_KEY = "tokens"
 DATA_DIR = "/data"
+# Facts about the pod itself that the kubelet projects from its metadata (downward API) and keeps current.
+PODINFO_DIR = f"{CONFIG_DIR}/podinfo"
+ZONE_FILE_KEY = "zone"
+ZONE_FILE = f"{PODINFO_DIR}/{ZONE_FILE_KEY}"
 CONTAINER_NAME = "agent"
 HTTP_PORT_NAME = "http"
 GOSSIP_PORT_NAME = "gossip"

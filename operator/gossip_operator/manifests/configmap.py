@@ -3,7 +3,8 @@
 JSON, not YAML: the agent reads JSON without importing a YAML parser, ~1 MiB less resident per pod.
 
 The spec's agent sections are copied as they are (same camelCase keys); the operator adds what only it knows:
-the port, the data directory, the paths where the keyring and TLS Secrets are mounted, and the seeds.
+the port, the data directory, the paths where the keyring and TLS Secrets are mounted, the path of the pod's
+zone file (`topology.zoneFile`: a downward-API file of the pod's zone annotation, see zones.py), and the seeds.
 The pod name and pod IP come from the environment (GOSSIP_NAME, GOSSIP_ADVERTISE_ADDRESS), not from here,
 so one ConfigMap serves every pod.
 
@@ -18,10 +19,12 @@ Seeds are left out of the config hash on the pod template: they only matter when
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Any
 
+from gossip_agent.core.config import SECTIONS, TopologyConfig, camel
 from gossip_operator.manifests.common import (
     API_TOKENS_DIR,
     API_TOKENS_KEY,
@@ -29,6 +32,7 @@ from gossip_operator.manifests.common import (
     KEYRING_DIR,
     KEYRING_KEY,
     TLS_DIR,
+    ZONE_FILE,
     Names,
     Owner,
     headless_dns_name,
@@ -39,6 +43,19 @@ from gossip_operator.spec import ClusterSpec
 
 CONFIG_KEY = "config.json"
 SEED_PODS = 3
+
+
+def _setting_key(cls: type[Any], attr: str) -> tuple[str, str]:
+    """(section, key) the agent's config file uses for a setting, from its declaration in gossip_agent.core.config
+    (a renamed or moved setting fails here, at import, instead of being silently ignored by the agents)."""
+    if attr not in {f.name for f in dataclasses.fields(cls)}:
+        raise AssertionError(f"{cls.__name__} declares no setting {attr}")
+    section = next(key for key, _, section_cls in SECTIONS if section_cls is cls)
+    return section, camel(attr)
+
+
+# The pod's zone, as the downward-API file the StatefulSet mounts (manifests/statefulset.py, zones.py).
+ZONE_FILE_SETTING = _setting_key(TopologyConfig, "zone_file")
 
 
 def seeds(spec: ClusterSpec, cluster_domain: str) -> list[str]:
@@ -59,8 +76,9 @@ def agent_config(spec: ClusterSpec, cluster_domain: str, *, with_seeds: bool = T
     }
     if with_seeds:
         config["seeds"] = seeds(spec, cluster_domain)
+    zone_section, zone_key = ZONE_FILE_SETTING
     for section, values in spec.agent_sections.items():
-        if section not in ("storage", "security"):  # these two get the operator's keys too (below)
+        if section not in ("storage", "security", zone_section):  # these get the operator's keys too (below)
             config[section] = dict(values)
     config["storage"] = {**spec.agent_sections.get("storage", {}), "dataDir": DATA_DIR}
     security: dict[str, Any] = {**spec.agent_sections.get("security", {}),
@@ -71,6 +89,7 @@ def agent_config(spec: ClusterSpec, cluster_domain: str, *, with_seeds: bool = T
         if tls_ca:  # a missing file would stop the agent at start
             security["tlsCaFile"] = f"{TLS_DIR}/ca.crt"  # the agent reads tlsCaFile (docs/agent-api.md: tlsCAFile)
     config["security"] = security
+    config[zone_section] = {**spec.agent_sections.get(zone_section, {}), zone_key: ZONE_FILE}
     return config
 
 

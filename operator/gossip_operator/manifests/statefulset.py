@@ -30,7 +30,10 @@ from gossip_operator.manifests.common import (
     HTTP_PORT_NAME,
     KEYRING_DIR,
     KEYRING_HASH_ANNOTATION,
+    PODINFO_DIR,
     TLS_DIR,
+    ZONE_ANNOTATION,
+    ZONE_FILE_KEY,
     Names,
     Owner,
     labels,
@@ -62,6 +65,7 @@ def _container(spec: ClusterSpec) -> dict[str, Any]:
         {"name": "api-tokens", "mountPath": API_TOKENS_DIR, "readOnly": True},
         {"name": "data", "mountPath": DATA_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "podinfo", "mountPath": PODINFO_DIR, "readOnly": True},
     ]
     if spec.tls:
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
@@ -103,6 +107,11 @@ def _pod_spec(spec: ClusterSpec) -> dict[str, Any]:
         {"name": "keyring", "secret": {"secretName": spec.gossip_key_secret, "defaultMode": 0o440}},
         {"name": "api-tokens", "secret": {"secretName": api_tokens_secret_name(spec), "defaultMode": 0o440}},
         {"name": "tmp", "emptyDir": {}},
+        # The pod's zone (an annotation the operator writes once the pod is scheduled: zones.py), as a file the
+        # kubelet rewrites when the annotation changes; a volume, not an environment variable, for that reason.
+        {"name": "podinfo", "downwardAPI": {"items": [
+            {"path": ZONE_FILE_KEY, "fieldRef": {"fieldPath": f"metadata.annotations['{ZONE_ANNOTATION}']"}},
+        ]}},
     ]
     if spec.tls:
         volumes.append({"name": "tls", "secret": {"secretName": spec.tls_secret, "defaultMode": 0o440}})

@@ -1,0 +1,484 @@
+"""Topology with real agents: groups of agent processes in network namespaces, a real delay between groups.
+
+Each group is a zone: its hosts share a bridge, and traffic between groups goes through a router namespace
+that delays it (iptables NFQUEUE + tests/chaos/nfq_delay.py; no `tc netem` on our machines) and counts its
+bytes per ordered pair of groups (nftables counters; traffic inside a group is counted on the bridges).
+The harness is tests/chaos/zones_netns.py (needs root, nft/iptables and PyPI netfilterqueue).
+
+For each mode (a fresh set of namespaces and agents each time, one mode after the other):
+  join        N agents start (the first of each group seeds the rest); time until every agent sees all N alive;
+  settle      --settle seconds of normal running (probes feed the coordinates);
+  rtt         ICMP round trips between one host of each pair of groups (median of 20; the "measured" RTT),
+              beside the agents' estimates (`GET /v1/rtt?from=a&to=b` asked at a, for every ordered pair):
+              median estimate per group pair, its error against the measured RTT, and how many agents'
+              estimates separate their own group from the others (by median, and strictly: every other-group
+              estimate above every own-group one);
+  bytes       split by protocol: UDP (probes, gossip) and TCP (push-pull and anti-entropy streams);
+  idle bytes  agent-to-agent bytes per group pair over --idle seconds (router counters), cross-zone share;
+  writes      --writes PUTs at --rate/s to random agents; every agent's watch stream (GET /v1/watch) stamps the
+              arrival; write->all t100 per write (median, p90, max) and the bytes per group pair meanwhile;
+  failures    members any agent reports suspect or dead, and "member X dead" log lines (0 expected: nobody
+              fails here, so any is a false positive).
+
+Modes: `aware` (each agent knows its zone: topology.zone, crossZoneFraction as configured, default 0.15) and
+`uniform` (the same agents with topology-aware peer choice off: uniform random choice, as before).
+
+    sudo .venv/bin/python bench/bench_topology_real.py [--groups 10,10,10] [--rtt-ms 20,35,50]
+         [--modes aware,uniform] [--settle 40] [--idle 30] [--writes 30] [--rate 2] [--json [FILE]]
+
+`--rtt-ms` lists the round trip of each pair of groups in order (0-1, 0-2, ..., 1-2, ...), split evenly between
+the two directions; one value applies to every pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import random
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.chaos.netns import AgentProc, environment_problem  # noqa: E402
+from tests.chaos.zones_netns import (  # noqa: E402
+    ZonedAgents,
+    ZonedTestbed,
+    ZoneLayout,
+    delayer_problem,
+    icmp_rtts,
+    join_netns,
+    zone_name,
+)
+
+T = TypeVar("T")
+MAX_AGENTS = 200
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def loadavg() -> list[float]:
+    with contextlib.suppress(OSError):
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    return []
+
+
+def pct(xs: Sequence[float], p: float) -> float | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
+
+
+def r3(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+# ---- modes ----------------------------------------------------------------------------------------------------
+
+
+def mode_spec(mode: str, base: Mapping[str, Any], group: int, fraction: float | None) -> dict[str, Any]:
+    """What `mode` adds to the config of an agent of `group`."""
+    spec = json.loads(json.dumps(base))
+    topology = dict(spec.get("topology") or {})
+    if mode == "aware":
+        topology["zone"] = zone_name(group)
+        if fraction is not None:
+            topology["crossZoneFraction"] = fraction
+    elif mode == "uniform":
+        topology.update(UNIFORM)
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    if topology:
+        spec["topology"] = topology
+    return spec
+
+
+# How the agent is told to choose peers uniformly at random (topology-aware choice off).
+UNIFORM: dict[str, Any] = {"mode": "random"}
+
+
+# ---- talking to every agent from the router namespace ----------------------------------------------------------
+
+
+class RouterLoop:
+    """An asyncio loop in a thread that joined the router namespace: it reaches every group's hosts directly
+    (local to the router, so its requests are neither delayed nor counted as agent-to-agent traffic)."""
+
+    def __init__(self, ns: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ns,), name="router-loop", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self, ns: str) -> None:
+        def body() -> None:
+            asyncio.set_event_loop(self.loop)
+            self._ready.set()
+            self.loop.run_forever()
+
+        join_netns(ns)
+        body()
+
+    def call(self, coro: Awaitable[T], timeout: float = 600.0) -> T:
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        return fut.result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+# ---- one run ---------------------------------------------------------------------------------------------------
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace, mode: str, layout: ZoneLayout, workdir: Path) -> None:
+        self.args = args
+        self.mode = mode
+        self.layout = layout
+        self.workdir = workdir
+        self.result: dict[str, Any] = {"mode": mode, "groups": list(layout.sizes), "n": sum(layout.sizes)}
+
+    def start_agents(self, net: ZonedAgents) -> list[AgentProc]:
+        return net.start_all(lambda group: mode_spec(self.mode, {}, group, self.args.fraction))
+
+    def execute(self) -> dict[str, Any]:
+        with ZonedTestbed(self.layout, self.workdir) as bed:
+            base = yaml.safe_load(self.args.spec) if self.args.spec else {"preset": "lan"}
+            net = ZonedAgents(bed, base)
+            router = RouterLoop(bed.router_ns)
+            try:
+                return self._execute(bed, net, router)
+            finally:
+                router.close()
+
+    def _execute(self, bed: ZonedTestbed, net: ZonedAgents, router: RouterLoop) -> dict[str, Any]:
+        args, res = self.args, self.result
+        n = len(bed.hosts)
+        t0 = time.monotonic()
+        agents = self.start_agents(net)
+        names = [a.name for a in agents]
+        deadline = t0 + args.join_timeout
+        joined = False
+        while time.monotonic() < deadline:
+            if net.sees(agents, {name: ("alive",) for name in names}):
+                joined = True
+                break
+            time.sleep(1.0)
+        res["join_s"] = r3(time.monotonic() - t0) if joined else None
+        if not joined:
+            res["error"] = "not every agent saw all alive before --join-timeout"
+            res["diagnostics"] = net.diagnostics()[-4000:]
+            return res
+        log(f"{self.mode}: {n} agents joined in {res['join_s']} s; settling {args.settle} s")
+        bad_views: set[tuple[str, str, str]] = set()
+
+        def watch_views(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                for a in agents:
+                    view = net.members(a) or {}
+                    for who, state in view.items():
+                        if state != "alive":
+                            bad_views.add((a.name, who, state))
+                time.sleep(max(1.0, seconds / 10))
+
+        watch_views(args.settle)
+        res["rtt"] = self.measure_rtt(bed, net, agents)
+        log(f"{self.mode}: rtt {json.dumps(res['rtt'].get('summary'))}")
+        b0 = bed.pair_bytes_by_proto()
+        watch_views(args.idle)
+        b1 = bed.pair_bytes_by_proto()
+        res["idle_bytes"] = self.bytes_summary(b0, b1, args.idle)
+        log(f"{self.mode}: idle bytes {json.dumps(res['idle_bytes']['summary'])}")
+        res["writes"] = router.call(self.writes(agents), timeout=args.writes / args.rate + 300)
+        b2 = bed.pair_bytes_by_proto()
+        res["write_bytes"] = self.bytes_summary(b1, b2, res["writes"].get("window_s") or 1.0)
+        log(f"{self.mode}: t100 {json.dumps(res['writes'].get('t100'))}, "
+            f"bytes {json.dumps(res['write_bytes']['summary'])}")
+        watch_views(args.tail)
+        dead_lines = {a.name: net.dead_reports(a) for a in agents}
+        res["false_positives"] = {
+            "non_alive_views": sorted(f"{o} saw {w} {s}" for o, w, s in bad_views),
+            "dead_log_lines": sum(len(v) for v in dead_lines.values()),
+        }
+        res["queue_drops"] = bed.queue_drops()
+        res["load_after"] = loadavg()
+        return res
+
+    # -- rtt ---------------------------------------------------------------------------------------------------
+    def measure_rtt(self, bed: ZonedTestbed, net: ZonedAgents, agents: Sequence[AgentProc]) -> dict[str, Any]:
+        groups = bed.groups()
+        measured: dict[str, float] = {}
+        for a, b in itertools.combinations(range(len(groups)), 2):
+            rtts = icmp_rtts(groups[a][0].ns, groups[b][-1].addr, count=20)
+            measured[f"{a}-{b}"] = statistics.median(rtts) * 1000 if rtts else float("nan")
+        rng = random.Random(7)
+        estimates: dict[str, list[float]] = {}
+        errors_rel: list[float] = []
+        missing = 0
+        strict = by_median = observers = 0
+        for x in agents:
+            gx = bed.group_of[x.host.index]
+            mine: list[float] = []
+            theirs: list[float] = []
+            for y in agents:
+                if x is y:
+                    continue
+                gy = bed.group_of[y.host.index]
+                if gx == gy and rng.random() > self.args.same_zone_sample:
+                    continue
+                body = net.get(x, f"/v1/rtt?from={x.name}&to={y.name}")
+                if body is None:
+                    missing += 1
+                    continue
+                est = rtt_ms_of(json.loads(body))
+                if est is None:
+                    missing += 1
+                    continue
+                key = f"{min(gx, gy)}-{max(gx, gy)}"
+                estimates.setdefault(key, []).append(est)
+                (mine if gx == gy else theirs).append(est)
+                if gx != gy and key in measured:
+                    errors_rel.append(abs(est - measured[key]) / measured[key])
+            if mine and theirs:
+                observers += 1
+                strict += max(mine) < min(theirs)
+                by_median += statistics.median(mine) < statistics.median(theirs)
+        same = [e for k, v in estimates.items() for e in v if k.split("-")[0] == k.split("-")[1]]
+        cross = [e for k, v in estimates.items() for e in v if k.split("-")[0] != k.split("-")[1]]
+        per_pair = {}
+        for key, vals in sorted(estimates.items()):
+            row: dict[str, Any] = {"estimates": len(vals), "median_est_ms": r3(statistics.median(vals)),
+                                   "p10_est_ms": r3(pct(vals, 10)), "p90_est_ms": r3(pct(vals, 90))}
+            if key in measured:
+                row["measured_ms"] = r3(measured[key])
+                row["median_rel_error"] = r3(abs(statistics.median(vals) - measured[key]) / measured[key])
+            per_pair[key] = row
+        summary = {
+            "measured_ms": {k: r3(v) for k, v in measured.items()},
+            "median_rel_error_cross": r3(statistics.median(errors_rel)) if errors_rel else None,
+            "p90_rel_error_cross": r3(pct(errors_rel, 90)),
+            "max_same_zone_est_ms": r3(max(same)) if same else None,
+            "min_cross_zone_est_ms": r3(min(cross)) if cross else None,
+            "separated": bool(same and cross and min(cross) > max(same)),
+            "median_same_zone_est_ms": r3(statistics.median(same)) if same else None,
+            "median_cross_zone_est_ms": r3(statistics.median(cross)) if cross else None,
+            "observers": observers,
+            "observers_separating_strictly": strict,
+            "observers_separating_by_median": by_median,
+            "missing": missing,
+        }
+        return {"summary": summary, "pairs": per_pair,
+                "scatter": {k: [r3(v) for v in vals] for k, vals in estimates.items()}}
+
+    # -- bytes -------------------------------------------------------------------------------------------------
+    def bytes_summary(self, before: Mapping[tuple[int, int, str], int], after: Mapping[tuple[int, int, str], int],
+                      seconds: float) -> dict[str, Any]:
+        delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        cross = sum(v for (a, b, _), v in delta.items() if a != b)
+        same = sum(v for (a, b, _), v in delta.items() if a == b)
+        total = cross + same
+        by_proto: dict[str, dict[str, int]] = {}
+        pairs: dict[str, int] = {}
+        for (a, b, proto), v in sorted(delta.items()):
+            row = by_proto.setdefault(proto, {"cross": 0, "same": 0})
+            row["cross" if a != b else "same"] += v
+            pairs[f"{a}-{b}"] = pairs.get(f"{a}-{b}", 0) + v
+        return {"summary": {"cross_bytes": cross, "same_bytes": same,
+                            "cross_share": r3(cross / total) if total else None,
+                            "cross_bytes_per_s": r3(cross / seconds), "seconds": r3(seconds),
+                            "by_proto": by_proto},
+                "pairs": pairs}
+
+    # -- writes ------------------------------------------------------------------------------------------------
+    async def writes(self, agents: Sequence[AgentProc]) -> dict[str, Any]:
+        args = self.args
+        tag = f"{self.mode}-{time.monotonic_ns() % 10**9}"
+        prefix = f"bench/{tag}/"
+        arrivals: dict[str, dict[str, float]] = {}
+        ready: set[str] = set()
+        key_rx = re.compile(rb'"key": ?"(bench/[^"]*)"')
+        rng = random.Random(args.seed)
+        sent: dict[str, float] = {}
+        errors = 0
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            async def watch(a: AgentProc) -> None:
+                url = f"http://{a.addr}:{a.port}/v1/watch?prefix={prefix}"
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=None)) as r:
+                    async for line in r.content:
+                        now = time.perf_counter()
+                        if b'"watching"' in line:
+                            ready.add(a.name)
+                            continue
+                        m = key_rx.search(line)
+                        if m:
+                            arrivals.setdefault(m.group(1).decode(), {}).setdefault(a.name, now)
+
+            watchers = [asyncio.create_task(watch(a)) for a in agents]
+            try:
+                end = time.monotonic() + 60
+                while len(ready) < len(agents) and time.monotonic() < end:
+                    await asyncio.sleep(0.05)
+                if len(ready) < len(agents):
+                    return {"error": f"only {len(ready)} of {len(agents)} watch streams opened"}
+                t_start = time.perf_counter()
+                for i in range(args.writes):
+                    due = t_start + i / args.rate
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                    a = agents[rng.randrange(len(agents))]
+                    key = f"{prefix}{i}"
+                    sent[key] = time.perf_counter()
+                    try:
+                        async with session.put(f"http://{a.addr}:{a.port}/v1/kv/{key}", data=os.urandom(64),
+                                               timeout=aiohttp.ClientTimeout(total=30)) as r:
+                            await r.read()
+                            if r.status != 200:
+                                errors += 1
+                    except (aiohttp.ClientError, TimeoutError):
+                        errors += 1
+                n = len(agents)
+                end = time.monotonic() + args.drain
+                while time.monotonic() < end:
+                    if all(len(arrivals.get(k, {})) >= n for k in sent):
+                        break
+                    await asyncio.sleep(0.1)
+                window = time.perf_counter() - t_start
+            finally:
+                for w in watchers:
+                    w.cancel()
+                await asyncio.gather(*watchers, return_exceptions=True)
+        t100 = [max(arrivals[k].values()) - t for k, t in sent.items() if len(arrivals.get(k, {})) >= n]
+        return {"writes": len(sent), "errors": errors, "complete": len(t100), "incomplete": len(sent) - len(t100),
+                "window_s": r3(window),
+                "t100": {"median_ms": r3(1000 * statistics.median(t100)) if t100 else None,
+                         "p90_ms": r3(1000 * (pct(t100, 90) or 0)) if t100 else None,
+                         "max_ms": r3(1000 * max(t100)) if t100 else None},
+                "t100_ms": [r3(1000 * x) for x in t100]}
+
+
+def rtt_ms_of(answer: Mapping[str, Any]) -> float | None:
+    """The estimate in an answer of GET /v1/rtt, in ms."""
+    for key, scale in (("rttMs", 1.0), ("rtt_ms", 1.0), ("rttSeconds", 1000.0), ("rtt", 1000.0),
+                       ("seconds", 1000.0)):
+        value = answer.get(key)
+        if isinstance(value, int | float):
+            return float(value) * scale
+    return None
+
+
+# ---- main ------------------------------------------------------------------------------------------------------
+
+
+def layout_from(groups: Sequence[int], rtts: Sequence[float]) -> ZoneLayout:
+    pairs = list(itertools.combinations(range(len(groups)), 2))
+    if len(rtts) == 1:
+        rtts = list(rtts) * len(pairs)
+    if len(rtts) != len(pairs):
+        raise SystemExit(f"--rtt-ms: one value, or one per pair of groups ({len(pairs)})")
+    return ZoneLayout.symmetric(groups, dict(zip(pairs, rtts, strict=True)))
+
+
+def table(results: Sequence[Mapping[str, Any]]) -> str:
+    cols = ["mode", "n", "join_s", "rtt_err_med", "sep_median", "sep_strict", "idle_cross_B/s", "idle_cross_share",
+            "write_cross_B", "t100_med_ms", "t100_p90_ms", "t100_max_ms", "complete", "false_pos"]
+    rows = [cols]
+    for r in results:
+        rtt = (r.get("rtt") or {}).get("summary") or {}
+        idle = (r.get("idle_bytes") or {}).get("summary") or {}
+        wb = (r.get("write_bytes") or {}).get("summary") or {}
+        w = r.get("writes") or {}
+        t = w.get("t100") or {}
+        fp = r.get("false_positives") or {}
+        rows.append([str(x) for x in (
+            r["mode"], r["n"], r.get("join_s"), rtt.get("median_rel_error_cross"),
+            f"{rtt.get('observers_separating_by_median')}/{rtt.get('observers')}",
+            f"{rtt.get('observers_separating_strictly')}/{rtt.get('observers')}",
+            idle.get("cross_bytes_per_s"), idle.get("cross_share"), wb.get("cross_bytes"), t.get("median_ms"),
+            t.get("p90_ms"), t.get("max_ms"), f"{w.get('complete')}/{w.get('writes')}",
+            len(fp.get("non_alive_views") or []) + int(fp.get("dead_log_lines") or 0))])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--groups", default="10,10,10", help="hosts per group (zone), comma list")
+    p.add_argument("--rtt-ms", default="20,35,50", help="round trip per pair of groups (ms), comma list")
+    p.add_argument("--modes", default="aware,uniform")
+    p.add_argument("--fraction", type=float, default=None, help="topology.crossZoneFraction (default: the agent's)")
+    p.add_argument("--spec", default="", help="base agent config (YAML/JSON text); default {preset: lan}")
+    p.add_argument("--settle", type=float, default=40.0, help="seconds of running before the RTT measurement")
+    p.add_argument("--idle", type=float, default=30.0, help="seconds of idle traffic counted")
+    p.add_argument("--writes", type=int, default=30)
+    p.add_argument("--rate", type=float, default=2.0, help="writes per second")
+    p.add_argument("--drain", type=float, default=30.0, help="seconds to wait for the last writes to arrive")
+    p.add_argument("--tail", type=float, default=5.0, help="seconds of watching views after the writes")
+    p.add_argument("--join-timeout", type=float, default=180.0)
+    p.add_argument("--same-zone-sample", type=float, default=1.0, help="share of same-zone pairs asked for /v1/rtt")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE")
+    args = p.parse_args(argv)
+    groups = [int(x) for x in args.groups.split(",") if x.strip()]
+    if not 1 < sum(groups) <= MAX_AGENTS:
+        p.error(f"2..{MAX_AGENTS} agents in all")
+    if args.writes < 1 or args.rate <= 0:
+        p.error("--writes >= 1 and --rate > 0")
+    problem = environment_problem() or delayer_problem()
+    if problem:
+        print(f"cannot run: {problem}", file=sys.stderr)
+        return 2
+    layout = layout_from(groups, [float(x) for x in args.rtt_ms.split(",") if x.strip()])
+    results = []
+    started = time.time()
+    for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+        with tempfile.TemporaryDirectory(prefix=f"bench-topo-real-{mode}-") as tmp:
+            log(f"{mode}: {sum(groups)} agents in groups {groups}, load {loadavg()}")
+            results.append(Run(args, mode, layout, Path(tmp)).execute())
+    out = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)), "args": vars(args),
+           "load_before": loadavg(), "results": results}
+    print(table(results))
+    by_mode = {r["mode"]: r for r in results}
+    if "aware" in by_mode and "uniform" in by_mode:
+        a, u = by_mode["aware"], by_mode["uniform"]
+        with contextlib.suppress(KeyError, TypeError, ZeroDivisionError):
+            idle_cut = u["idle_bytes"]["summary"]["cross_bytes"] / a["idle_bytes"]["summary"]["cross_bytes"]
+            write_cut = u["write_bytes"]["summary"]["cross_bytes"] / a["write_bytes"]["summary"]["cross_bytes"]
+            t100_ratio = a["writes"]["t100"]["median_ms"] / u["writes"]["t100"]["median_ms"]
+            p90_ratio = a["writes"]["t100"]["p90_ms"] / u["writes"]["t100"]["p90_ms"]
+            out["comparison"] = {"idle_cross_bytes_cut": r3(idle_cut), "write_cross_bytes_cut": r3(write_cut),
+                                 "t100_median_ratio": r3(t100_ratio), "t100_p90_ratio": r3(p90_ratio)}
+            print(f"aware vs uniform: cross-zone bytes cut {idle_cut:.2f}x idle, {write_cut:.2f}x during writes; "
+                  f"t100 median {t100_ratio:.2f}x, p90 {p90_ratio:.2f}x")
+    if args.json:
+        text = json.dumps(out, indent=1)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
