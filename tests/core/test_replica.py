@@ -168,3 +168,19 @@ def test_write_concern_asks_another_peer_when_one_is_slow() -> None:
     assert wc.next_targets(["a", "b", "c"], ["a", "b"], [0.1, 0.2, 0.3], slow=["a"]) == []
     assert wc.next_targets(["a", "b", "c"], ["a", "b"], [0.1, 0.2, 0.3], slow=["a", "b"]) == ["c"]
     assert 0.1 <= hedge_delay(0.2) < hedge_delay(2.0) <= hedge_delay(60.0) == 1.0
+
+
+def test_repair_planner_lets_the_topology_choose_among_divergent_peers_only() -> None:
+    """A repair partner near us (core/topology.py) costs no cross-zone bytes: the chooser sees exactly the
+    divergent, stable peers, and its pick is the one used; a pick outside them falls back to `choice`."""
+    p = RepairPlanner(hold=0.5, min_gap=1.0)
+    p.observe(0.0, ROOT_A, {"b": ROOT_B, "c": ROOT_A, "d": ROOT_B, "e": ROOT_B})
+    seen: list[list[str]] = []
+
+    def near_d(names: list[str]) -> str:
+        seen.append(list(names))
+        return "d"
+
+    assert p.plan(0.6, ["b", "c", "d", "e"], 0.0, near_d)[0] == "d"
+    assert seen == [["b", "d", "e"]]
+    assert p.plan(0.6, ["b", "c", "d", "e"], 0.0, lambda names: "c")[0] == "b"  # c agrees with us: not a pick

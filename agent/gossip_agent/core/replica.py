@@ -26,7 +26,7 @@ take `now` as an argument and can be tested without sockets or clocks.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,8 +203,11 @@ class RepairPlanner:
         """A peer to repair from, or None. `choice` in [0, 1) picks among the candidates (the caller's RNG)."""
         return self.plan(now, live, choice)[0]
 
-    def plan(self, now: float, live: Iterable[str], choice: float) -> tuple[str | None, float]:
-        """`pick`, and the time a pick is next worth trying if there is none now (inf: no divergent peer)."""
+    def plan(self, now: float, live: Iterable[str], choice: float,
+             chooser: Callable[[Sequence[str]], str | None] | None = None) -> tuple[str | None, float]:
+        """`pick`, and the time a pick is next worth trying if there is none now (inf: no divergent peer).
+        `chooser` (topology-aware choice, core/topology.py) picks among the divergent peers instead of
+        `choice`: a repair from a near peer that holds the missing data costs no cross-zone bytes."""
         if now < self.earliest():
             return None, self.earliest()
         mine = self._mine.root
@@ -221,6 +224,10 @@ class RepairPlanner:
         if not candidates:
             return None, later
         candidates.sort()
+        if chooser is not None:
+            picked = chooser(candidates)
+            if picked in candidates:
+                return picked, self.earliest()
         return candidates[min(len(candidates) - 1, int(choice * len(candidates)))], self.earliest()
 
     def started(self, now: float) -> None:

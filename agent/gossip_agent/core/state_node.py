@@ -642,7 +642,9 @@ class StateNode:
             self._repair_at = _NEVER  # every member publishes our root (or none): nobody to repair from
             return
         live, late_until = self._not_late(now)
-        target, later = self.planner.plan(now, live, self.rng.random())
+        choose = self.choose_partner
+        target, later = self.planner.plan(now, live, self.rng.random(),
+                                          None if choose is None else lambda names: choose(names, self.rng))
         if target is not None:
             self.planner.started(now)
             out.append(AntiEntropyWith(target, self._view.peers[target].addr))
