@@ -15,7 +15,7 @@ from gossip_agent.core.config import AgentConfig, TopologyConfig
 from gossip_agent.core.effects import Effect, Send
 from gossip_agent.core.membership import Member
 from gossip_agent.core.messages import Ack, Alive, MemberState, NetCoordinate, Packet, Ping
-from gossip_agent.core.node import FAR_PROBE_SHARE, Node
+from gossip_agent.core.node import Node
 from gossip_agent.core.topology_state import ZONE_META_KEY
 from tests.core.test_node import Cluster, cfg, node_with_peers
 
@@ -226,60 +226,3 @@ def test_a_zone_that_does_not_fit_the_metadata_is_kept_locally_and_counted_not_a
     b = Node(zoned, ("h", 1), random.Random(1), 0.0)  # starts
     assert b.topology.local_zone == "zone-b" and ZONE_META_KEY not in b.meta
     assert b.stats["zone_not_announced"] == 1
-
-
-def _zoned_cluster(zones: list[str | None], mode: str = "aware") -> list[Node]:
-    """Nodes that all know each other (quietly bootstrapped) with these zones in their metadata; aligned
-    probing (the default schedule)."""
-    from gossip_agent.core.messages import MemberSnapshot
-
-    nodes = []
-    for i, zone in enumerate(zones):
-        base = cfg(f"n{i}")
-        meta = {} if zone is None else {ZONE_META_KEY: zone}
-        config = dataclasses.replace(base, meta=meta, topology=TopologyConfig(mode=mode))  # type: ignore[arg-type]
-        nodes.append(Node(config, (f"10.0.0.{i}", 7946), random.Random(i), 0.0))
-    rows = [MemberSnapshot(f"n{i}", (f"10.0.0.{i}", 7946), 0, MemberState.ALIVE,
-                           {} if z is None else {ZONE_META_KEY: z}) for i, z in enumerate(zones)]
-    for node in nodes:
-        node.bootstrap(rows, 0.0)
-    return nodes
-
-
-@pytest.mark.parametrize("zones", [
-    ["a"] * 10 + ["b"] * 10 + ["c"] * 10,
-    ["a"] * 7 + ["b"] * 2 + ["c"] + [None] * 3,   # a lone zone and members without a zone
-    ["a"] * 6 + ["b"],                            # the lone member joins a group: still probed
-])
-def test_zone_rings_probe_every_member_once_a_round_mostly_inside_its_zone(zones: list[str | None]) -> None:
-    """Aligned probing by zone: in each round every member is probed exactly once (detection time as
-    before), and outside the far rounds (a crossZoneFraction share) by a member of its own zone."""
-    nodes = _zoned_cluster(zones)
-    interval = nodes[0].config.membership.probe_interval
-    same = cross = 0
-    for r in range(200):
-        probed: Counter[str] = Counter()
-        for i, node in enumerate(nodes):
-            now = r * interval + node._probe_phase + 1e-6
-            target = node._aligned_target(now)
-            assert target is not None
-            probed[target.name] += 1
-            if zones[i] is not None and zones[i] == zones[int(target.name[1:])]:
-                same += 1
-            else:
-                cross += 1
-        assert sorted(probed.values()) == [1] * len(nodes), f"round {r}: {probed}"
-    lone = sum(1 for z in set(zones) if z is None or zones.count(z) < 2)
-    if not lone:
-        f = max(FAR_PROBE_SHARE, nodes[0].topology.policy.cross_zone_fraction)
-        share = cross / (same + cross)
-        assert share < f * 2 / 3 + 0.08, share  # uniform ring: 2/3 cross-zone with three equal zones
-
-
-def test_random_mode_probes_along_the_whole_ring() -> None:
-    nodes = _zoned_cluster(["a"] * 10 + ["b"] * 10 + ["c"] * 10, mode="random")
-    interval = nodes[0].config.membership.probe_interval
-    cross = sum(1 for r in range(100) for i, n in enumerate(nodes)
-                if (t := n._aligned_target(r * interval + n._probe_phase + 1e-6)) is not None
-                and t.name[1:] != str(i) and (i // 10) != (int(t.name[1:]) // 10))
-    assert cross / (100 * 30) > 0.5

@@ -31,8 +31,7 @@ def _check(runs: dict[str, ZoneRun], *, cut: float, t100: float, random_share: f
     for run in (random_run, aware):
         assert run.false_positives == 0 and run.undetected == 0
     assert aware.detection_median <= 1.1 * random_run.detection_median
-    # The coordinates estimate RTTs across zones (measured at N = 150: 3% median error after 70 virtual s).
-    assert aware.cross_zone_rtt_error is not None and aware.cross_zone_rtt_error < 0.25
+    assert aware.rtt_error_median is not None and aware.rtt_error_median < 0.5  # coordinates are learning
 
 
 def test_at_150_members_aware_choice_cuts_cross_zone_bytes_and_keeps_spread_and_detection() -> None:
@@ -42,14 +41,11 @@ def test_at_150_members_aware_choice_cuts_cross_zone_bytes_and_keeps_spread_and_
 def test_on_the_broadcast_tree_aware_choice_still_cuts_cross_zone_bytes() -> None:
     """The tree (gossip.broadcast: tree) already favours fast links under random choice: a payload's first
     copy tends to come over the quickest link and the later duplicates, pruned, over the slow cross-zone ones,
-    so about half the bytes cross zones, not two thirds. Aware choice of the tree's neighbours, and probing
-    along each zone's ring, cut that share again (measured at N = 150: 0.51 -> 0.11, 4.6x; idle 2.9x; and
-    6x fewer bytes per write than flooding)."""
+    so about half the bytes cross zones, not two thirds. Aware choice of the tree's neighbours cuts that
+    share again (measured at N = 150: 0.51 -> 0.18, 3x; and 6x fewer bytes per write than flooding)."""
     runs = compare(150, seed=1, writes=30, crashes=2, broadcast="tree")
-    _check(runs, cut=4.0, t100=1.3, random_share=0.4)
-    assert runs["aware"].write_cross_share < 0.15
-    # Idle: probes and acks stay inside the zone in all but the far rounds (probe_schedule.far_round).
-    assert runs["random"].idle_bytes_cross >= 2.0 * runs["aware"].idle_bytes_cross
+    _check(runs, cut=2.5, t100=1.3, random_share=0.4)
+    assert runs["aware"].write_cross_share < 0.25
 
 
 # Slow group: N = 1,000, both modes. Measured 2026-11-30: 74 s of CPU (37 s per mode).

@@ -80,11 +80,6 @@ from gossip_agent.core.suspicion import Suspicion, suspicion_min_timeout
 from gossip_agent.core.topology_state import ZONE_META_KEY, TopologyState
 
 _NEVER = math.inf
-# Aligned probing by zone: at least this share of rounds probes along the whole ring. Probes are where the
-# network coordinates get their samples: with crossZoneFraction (0.15) alone, the estimates between zones
-# took about twice as long to settle (median error 16% after 60 virtual s at N = 150, against 2-3% with a
-# third); a third still keeps 3x fewer probes and acks crossing zones than the plain ring (2/3 of them).
-FAR_PROBE_SHARE = 1 / 3
 # Relays nack a little before the prober's indirect window closes, so the nack arrives in time to count.
 _NACK_FRACTION = 0.8
 # Failed members remembered for reconnects; past this the oldest are forgotten.
@@ -246,11 +241,6 @@ class Node:
         self._probe_index = 0
         self._probe_phase = rng.random() * config.membership.probe_interval
         self._last_round: int | None = None
-        # Aligned probing by zone (probe_schedule.zone_groups): the groups, for which ring object and which
-        # version of the members' zones (bumped when a member's zone in its metadata changes).
-        self._zone_version = 0
-        self._zone_rings: dict[str, list[tuple[int, str]]] = {}
-        self._zone_rings_for: tuple[list[tuple[int, str]], int] | None = None
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
@@ -663,35 +653,7 @@ class Node:
         if r == self._last_round:
             return None
         self._last_round = r
-        zone_target = self._zone_ring_target(ring, r)
-        if zone_target is not None:
-            return zone_target
         return self.table.get(ring[(me + probe_schedule.shift(r, n - 1)) % n][1])
-
-    def _zone_ring_target(self, ring: list[tuple[int, str]], r: int) -> Member | None:
-        """With topology awareness, round `r`'s target along our zone's own ring (probe_schedule.far_round:
-        all but a FAR_PROBE_SHARE, or crossZoneFraction if larger, of rounds); None for a round along the
-        whole ring. Every member
-        computes the same groups from the same members' zones, so each is still probed once per round."""
-        topo = self.topology
-        far_share = max(FAR_PROBE_SHARE, topo.policy.cross_zone_fraction)
-        if topo.mode != "aware" or probe_schedule.far_round(r, far_share):
-            return None
-        if self._zone_rings_for is None or self._zone_rings_for[0] is not ring \
-                or self._zone_rings_for[1] != self._zone_version:
-            def zone_of(name: str) -> str | None:
-                m = self.table.get(name)
-                return None if m is None else topo.zone_of(m.meta)
-            self._zone_rings = probe_schedule.zone_groups(ring, zone_of)
-            self._zone_rings_for = (ring, self._zone_version)
-        group = self._zone_rings.get(self.name)
-        if group is None or len(group) < 2 or len(group) == len(ring):
-            return None
-        key = self.table.ring_key(self.name)
-        me = bisect.bisect_left(group, (key, self.name)) if key is not None else len(group)
-        if me >= len(group) or group[me][1] != self.name:
-            return None
-        return self.table.get(group[(me + probe_schedule.shift(r, len(group) - 1)) % len(group)][1])
 
     def _next_target(self) -> Member | None:
         """Round-robin over a shuffled order (SWIM's bounded detection time), reshuffled every pass."""
@@ -945,8 +907,6 @@ class Node:
     def _announce_self(self, now: float) -> None:
         me = self.table.get(self.name)
         assert me is not None
-        if me.meta.get(ZONE_META_KEY) != self.meta.get(ZONE_META_KEY):
-            self._zone_version += 1
         me.incarnation, me.meta = self.incarnation, dict(self.meta)
         self._enqueue(Alive(self.name, self.incarnation, self.addr, dict(self.meta)), None)
 
@@ -975,8 +935,6 @@ class Node:
         self._former.pop(member.name, None)
         moved = member.addr != rumor.addr
         changed = moved or member.meta != rumor.meta
-        if member.meta.get(ZONE_META_KEY) != rumor.meta.get(ZONE_META_KEY):
-            self._zone_version += 1
         member.incarnation, member.addr, member.meta = rumor.incarnation, rumor.addr, dict(rumor.meta)
         self.table.set_state(member, MemberState.ALIVE, now)
         self._suspicions.pop(member.name, None)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
 
 _MASK64 = (1 << 64) - 1
 _EARLY = 1e-6  # of an interval
@@ -67,33 +66,3 @@ def shift(round_: int, others: int) -> int:
         a += 1
     b = _mix(h) % others
     return 1 + (a * k + b) % others
-
-
-def far_round(round_: int, fraction: float) -> bool:
-    """Whether `round_` probes along the whole cluster's ring rather than each zone's own ring, with topology
-    awareness on (a share `fraction` of rounds, drawn from the round number so every member agrees).
-
-    In the other rounds every member probes along the ring of its zone's members: each member is still
-    probed exactly once per round (by a member of its zone), so detection time is as before, and probes and
-    acks, two thirds of them cross-zone with three zones, stay inside the zone. The far rounds keep every
-    pair of members probing each other now and then (a whole zone cut off is still noticed from outside).
-    """
-    return _mix(round_ * 0x9E3779B97F4A7C15 + 0x5A17) / 2.0**64 < fraction
-
-
-def zone_groups(ring: list[tuple[int, str]], zone_of: Callable[[str], str | None]) -> dict[str, list[tuple[int, str]]]:
-    """The ring split into one sub-ring per zone (ring order kept), the same on every member that sees the
-    same members and zones. Members whose zone is unknown, and zones of a single member, share one group;
-    if that group would be a single member, it joins the first zone's group (nobody is left without a
-    prober). Returns member name -> its group."""
-    by_zone: dict[str | None, list[tuple[int, str]]] = {}
-    for entry in ring:
-        by_zone.setdefault(zone_of(entry[1]), []).append(entry)
-    rest = [e for z, members in by_zone.items() if z is None or len(members) < 2 for e in members]
-    groups = [members for z, members in sorted(by_zone.items(), key=lambda kv: kv[0] or "")
-              if z is not None and len(members) >= 2]
-    if len(rest) == 1 and groups:
-        groups[0] = sorted([*groups[0], *rest])
-    elif rest:
-        groups.append(sorted(rest))
-    return {name: group for group in groups for _, name in group}
