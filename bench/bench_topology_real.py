@@ -57,14 +57,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.chaos.netns import AgentProc, environment_problem  # noqa: E402
+from tests.chaos.netns import AgentProc, environment_problem, join_netns  # noqa: E402
 from tests.chaos.zones_netns import (  # noqa: E402
     ZonedAgents,
     ZonedTestbed,
     ZoneLayout,
     delayer_problem,
     icmp_rtts,
-    join_netns,
     zone_name,
 )
 

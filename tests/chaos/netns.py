@@ -84,31 +84,43 @@ def in_ns(ns: str, argv: Sequence[str], *, input: str | None = None,
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def join_netns(ns: str) -> None:
+    """Move the CALLING thread into namespace `ns` (setns(2) changes only that thread): call it first thing
+    in a thread of your own."""
+    fd = os.open(NETNS_DIR / ns, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def in_ns_thread(ns: str, fn: Callable[[], T]) -> T:
+    """Run fn in a short-lived thread that joined namespace `ns` (the calling thread never moves); sockets made
+    there stay in `ns` for life."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            join_netns(ns)
+            result.append(fn())
+        except BaseException as exc:
+            error.append(exc)
+
+    t = threading.Thread(target=body, name=f"in-{ns}", daemon=True)
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
 def ns_socket(ns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
     """A socket that lives in namespace `ns` (created by a helper thread that joined it; the socket keeps its
     namespace for life, whichever thread uses it)."""
-    result: list[socket.socket | BaseException] = []
-
-    def make() -> None:
-        try:
-            fd = os.open(NETNS_DIR / ns, os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            result.append(socket.socket(family, kind))
-        except BaseException as exc:
-            result.append(exc)
-
-    t = threading.Thread(target=make, name=f"setns-{ns}", daemon=True)
-    t.start()
-    t.join()
-    got = result[0]
-    if isinstance(got, BaseException):
-        raise got
-    return got
+    return in_ns_thread(ns, lambda: socket.socket(family, kind))
 
 
 def http_get(ns: str, host: str, port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:

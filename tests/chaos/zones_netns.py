@@ -22,13 +22,11 @@ delayed nor counted). `icmp_rtts` pings with a raw ICMP socket (no `ping` binary
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import socket
 import struct
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,13 +37,13 @@ import yaml
 
 from tests.chaos.netns import (
     AGENT_PORT,
-    NETNS_DIR,
     AgentNet,
     AgentProc,
     Host,
     NetnsError,
     Proc,
     Testbed,
+    in_ns_thread,
     remove_stale,
     run,
     wait_until,
@@ -59,8 +57,6 @@ FIRST_HOST = 10
 MAX_GROUPS = 8
 QUEUE_BASE = 100
 DELAYER = Path(__file__).resolve().parent / "nfq_delay.py"
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def delayer_problem() -> str | None:
@@ -71,39 +67,6 @@ def delayer_problem() -> str | None:
         return (f"the NFQUEUE delayer needs PyPI netfilterqueue ({exc}); scripts/setup --dev installs it when "
                 "Debian's libnetfilter-queue-dev is present")
     return None
-
-
-def join_netns(ns: str) -> None:
-    """Move the CALLING thread into namespace `ns` (setns(2) changes only that thread): call it first thing
-    in a thread of your own."""
-    fd = os.open(NETNS_DIR / ns, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
-def in_ns_thread(ns: str, fn: Callable[[], T]) -> T:
-    """Run fn in a short-lived thread that joined namespace `ns` (the calling thread never moves); sockets made
-    there stay in `ns` for life."""
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            join_netns(ns)
-            result.append(fn())
-        except BaseException as exc:
-            error.append(exc)
-
-    t = threading.Thread(target=body, name=f"in-{ns}", daemon=True)
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
 
 
 def _checksum(data: bytes) -> int:

@@ -91,18 +91,24 @@ def test_a_member_back_from_death_is_offered_digests_apart_again() -> None:
 WALL_MS = 1_764_470_000_000
 
 
+def _published(n: int, *, join_for: float, settle: float) -> Cluster:
+    """`n` members joined (run `join_for` virtual seconds), each then publishing ROOT, run `settle` more."""
+    c = Cluster(n)
+    c.join_all()
+    c.advance(join_for)
+    for i, node in enumerate(c.nodes.values()):
+        node.publish_root_digest(ROOT, 1, 1, seq_floor=WALL_MS + i, now=c.now)
+    c.advance(c.now + settle)
+    return c
+
+
 def _converged(c: Cluster) -> bool:
     return all(n.root_digests.get(o.name) == o.root_digests.get(o.name) for n in c.nodes.values()
                for o in c.nodes.values())
 
 
 def test_a_member_that_missed_a_root_learns_it_from_the_summary_on_a_probe() -> None:
-    c = Cluster(6)
-    c.join_all()
-    c.advance(3.0)
-    for i, n in enumerate(c.nodes.values()):
-        n.publish_root_digest(ROOT, 1, 1, seq_floor=WALL_MS + i, now=c.now)
-    c.advance(c.now + 5.0)
+    c = _published(6, join_for=3.0, settle=5.0)
     assert _converged(c)
     repairs = sum(n.stats["digest_repairs"] for n in c.nodes.values())
     c.down.add("n5")  # n5 misses every push of n0's new root...
@@ -138,12 +144,7 @@ def test_a_joiner_gets_the_whole_table_with_its_join() -> None:
 
 
 def test_a_forged_row_with_a_huge_sequence_number_does_not_freeze_a_member_s_root() -> None:
-    c = Cluster(3)
-    c.join_all()
-    c.advance(2.0)
-    for i, n in enumerate(c.nodes.values()):
-        n.publish_root_digest(ROOT, 1, 1, seq_floor=WALL_MS + i, now=c.now)
-    c.advance(c.now + 2.0)
+    c = _published(3, join_for=2.0, settle=2.0)
     a = c.node("n0")
     forged = Digest("n1", MAX_SEQ, root_prefix("ee" * 32), 0, 0)
     c.run_effects(c.node("n2"), a.handle_packet(Packet("n2", (forged,)), ("10.0.0.3", 7946), c.now))
@@ -155,12 +156,7 @@ def test_a_forged_row_with_a_huge_sequence_number_does_not_freeze_a_member_s_roo
 
 
 def test_a_forged_row_within_the_clock_slack_is_outbid_by_its_owner() -> None:
-    c = Cluster(3)
-    c.join_all()
-    c.advance(2.0)
-    for i, n in enumerate(c.nodes.values()):
-        n.publish_root_digest(ROOT, 1, 1, seq_floor=WALL_MS + i, now=c.now)
-    c.advance(c.now + 2.0)
+    c = _published(3, join_for=2.0, settle=2.0)
     forged = Digest("n1", WALL_MS + 60_000, root_prefix("ee" * 32), 0, 0)
     for name in ("n0", "n1"):
         node = c.node(name)
@@ -192,12 +188,7 @@ def test_digests_in_a_packet_that_claims_to_come_from_us_are_dropped() -> None:
 
 
 def test_an_idle_agreeing_cluster_sends_no_digests_at_all() -> None:
-    c = Cluster(6)
-    c.join_all()
-    c.advance(3.0)
-    for i, n in enumerate(c.nodes.values()):
-        n.publish_root_digest(ROOT, 1, 1, seq_floor=WALL_MS + i, now=c.now)
-    c.advance(c.now + 10.0)
+    c = _published(6, join_for=3.0, settle=10.0)
     assert _converged(c)
     mark = len(c.sent)
     c.advance(c.now + 10.0)

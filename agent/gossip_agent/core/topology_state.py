@@ -255,30 +255,25 @@ class TopologyState:
         chosen: dict[str, T] = {}
         spare: dict[str, T] = {}
         size = len(order)
-        for _ in range(_DRAWS_PER_PICK * k + 4):
-            if len(chosen) >= k:
-                break
-            name = order[int(rng.random() * size)]
-            if name in chosen or name in spare:
-                continue
-            member = eligible(name)
-            if member is None:
-                continue
+
+        def consider(name: str) -> None:
+            """Place an eligible member not yet looked at: chosen while its class wants more, else spare."""
+            if name in chosen or name in spare or (member := eligible(name)) is None:
+                return
             near = self.is_near(name, meta_of(member))
             if taken[near] < wanted[near]:
                 chosen[name] = member
                 taken[near] += 1
             else:
                 spare[name] = member
+
+        for _ in range(_DRAWS_PER_PICK * k + 4):
+            if len(chosen) >= k:
+                break
+            consider(order[int(rng.random() * size)])
         if len(chosen) < k and size <= _SCAN_BELOW:
             for name in order:
-                if name not in chosen and name not in spare and (member := eligible(name)) is not None:
-                    near = self.is_near(name, meta_of(member))
-                    if taken[near] < wanted[near]:
-                        chosen[name] = member
-                        taken[near] += 1
-                    else:
-                        spare[name] = member
+                consider(name)
         for name, member in spare.items():  # the short class is filled from the other
             if len(chosen) >= k:
                 break
