@@ -7,7 +7,8 @@ The harness is tests/chaos/zones_netns.py (needs root, nft/iptables and PyPI net
 
 For each mode (a fresh set of namespaces and agents each time, one mode after the other):
   join        N agents start (the first of each group seeds the rest); time until every agent sees all N alive;
-  settle      --settle seconds of normal running (probes feed the coordinates);
+  settle      --settle seconds of normal running (probes feed the coordinates), then up to --coord-timeout
+              more until every agent holds every member's coordinate (the time it took is reported);
   rtt         ICMP round trips between one host of each pair of groups (median of 20; the "measured" RTT),
               beside the agents' estimates (`GET /v1/rtt?from=a&to=b` asked at a, for every ordered pair):
               median estimate per group pair, its error against the measured RTT, and how many agents'
@@ -45,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -204,6 +205,12 @@ class Run:
                 time.sleep(max(1.0, seconds / 10))
 
         watch_views(args.settle)
+        # A member learns a peer's coordinate from that peer's ack, so it knows all of them once its probe
+        # round robin has passed every member (~N probe intervals, longer under Lifeguard's slowdown, and
+        # members that joined mid-round wait a second round). Wait for that, bounded, rather than hope the
+        # settle time was long enough: the time it took is part of the result.
+        res["coordinates_complete_s"] = self.wait_for_coordinates(net, agents, args.coord_timeout, watch_views)
+        log(f"{self.mode}: every coordinate known {res['coordinates_complete_s']} s after the settle")
         res["rtt"] = self.measure_rtt(bed, net, agents)
         log(f"{self.mode}: rtt {json.dumps(res['rtt'].get('summary'))}")
         b0 = bed.pair_bytes_by_proto()
@@ -227,6 +234,25 @@ class Run:
         return res
 
     # -- rtt ---------------------------------------------------------------------------------------------------
+    @staticmethod
+    def wait_for_coordinates(net: ZonedAgents, agents: Sequence[AgentProc], timeout: float,
+                             watch_views: Callable[[float], None]) -> float | None:
+        """Seconds until every agent holds a coordinate for every member, polled while watching views; None
+        if `timeout` passed first (the RTT measurement then counts the missing pairs)."""
+        t0 = time.monotonic()
+        while True:
+            complete = True
+            for a in agents:
+                body = net.get(a, "/v1/coordinates")
+                if body is None or len(json.loads(body).get("coordinates", ())) < len(agents):
+                    complete = False
+                    break
+            if complete:
+                return r3(time.monotonic() - t0)
+            if time.monotonic() - t0 >= timeout:
+                return None
+            watch_views(2.0)
+
     def measure_rtt(self, bed: ZonedTestbed, net: ZonedAgents, agents: Sequence[AgentProc]) -> dict[str, Any]:
         groups = bed.groups()
         measured: dict[str, float] = {}
@@ -429,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fraction", type=float, default=None, help="topology.crossZoneFraction (default: the agent's)")
     p.add_argument("--spec", default="", help="base agent config (YAML/JSON text); default {preset: lan}")
     p.add_argument("--settle", type=float, default=40.0, help="seconds of running before the RTT measurement")
+    p.add_argument("--coord-timeout", type=float, default=120.0,
+                   help="after --settle, wait up to this long for every agent to know every coordinate")
     p.add_argument("--idle", type=float, default=30.0, help="seconds of idle traffic counted")
     p.add_argument("--writes", type=int, default=30)
     p.add_argument("--rate", type=float, default=2.0, help="writes per second")
