@@ -73,6 +73,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -316,6 +317,7 @@ class Scenario:
     label: str = ""
     critical_every: int = 0        # every k-th write asks for ?priority=critical (0: none)
     budget: int = 0                # gossip.maxBytesPerSecond of our agents (0: unlimited)
+    src: str = ""                  # our agents' package from this source tree (--before-src), not the installed one
 
     def title(self) -> str:
         extra = f" {' '.join(self.sets)}" if self.sets else ""
@@ -323,6 +325,8 @@ class Scenario:
             extra += f" critical 1/{self.critical_every}"
         if self.budget:
             extra += f" budget {self.budget} B/s"
+        if self.src:
+            extra += f" agents from {self.src}"
         what = self.mode if self.impl == "ours" else "serf"
         return f"{self.label or 'load'}: N={self.n} {self.rate:g}/s {self.size} B x{self.writes} {what}{extra}"
 
@@ -354,13 +358,26 @@ def sum_deltas(before: list[dict[str, float]], after: list[dict[str, float]], na
     return {k: v for k, v in total.items() if v}
 
 
+class OursFrom(bc.Ours):
+    """Our agents, optionally importing the agent package from another source tree (`--before-src`: the same
+    scenario on the code before a change, in the same run)."""
+
+    def __init__(self, overrides: Sequence[str], src: str) -> None:
+        super().__init__(overrides)
+        self.src = src
+
+    def command(self, name: str, port: int, rpc_port: int, seeds: Sequence[int], workdir: Path) -> list[str]:
+        cmd = super().command(name, port, rpc_port, seeds, workdir)
+        return ["env", f"PYTHONPATH={Path(self.src).resolve() / 'agent'}", *cmd] if self.src else cmd
+
+
 class OursLoad:
     """One scenario on our agents."""
 
     def __init__(self, sc: Scenario, args: argparse.Namespace, workdir: Path, ports: bc.Ports, hub: bc.LogHub):
         self.sc, self.args, self.workdir = sc, args, workdir
         sets = [f"gossip.mode={sc.mode}", *sc.sets]
-        self.cluster = bc.Cluster(bc.Ours(sets), hub, workdir, ports, sc.n)
+        self.cluster = bc.Cluster(OursFrom(sets, sc.src), hub, workdir, ports, sc.n)
 
     async def get(self, session: aiohttp.ClientSession, agent: bc.Agent, path: str) -> bytes | None:
         try:
@@ -840,6 +857,9 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
                 out.append(Scenario("ours", 8, 10, 200, 80, mode, sets, "issue8"))
         if args.serf:
             out.append(Scenario("serf", 8, 10, 200, 80, "-", [], "issue8"))
+    if args.before_src:  # each of our scenarios on the code before, right after it on this code
+        out = [x for sc in out for x in ([sc, dataclasses.replace(sc, src=args.before_src)]
+                                         if sc.impl == "ours" else [sc])]
     if args.sweep:
         for fanout in (1, 3, 6):
             for mult in (1, 2, 4):
@@ -881,6 +901,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=0, metavar="BYTES",
                    help="also run each scenario with gossip.maxBytesPerSecond=BYTES (per-agent bytes/s reported)")
     p.add_argument("--no-default", action="store_true", help="only --issue-scenario / --sweep runs")
+    p.add_argument("--before-src", metavar="DIR", default="",
+                   help="also run each of our scenarios with the agent package of this source tree (e.g. `git "
+                        "archive <commit> agent | tar -x -C DIR`): before/after in one run")
     p.add_argument("--settle", type=float, default=3.0, help="seconds between join and the first write")
     p.add_argument("--idle-seconds", type=float, default=5.0,
                    help="after the settle, measure idle bytes/s per agent this long (0: skip)")

@@ -69,8 +69,8 @@ from gossip_agent.core.state_codec import CodecLimits, StateCodecError, encode_r
 # real end of the writes is still published within DIGEST_QUIET_BUSY.
 DIGEST_QUIET = 0.15
 DIGEST_QUIET_BUSY = 0.3
-DIGEST_BUSY = 2.0
 DIGEST_MAX_WAIT = 3.0
+DIGEST_BUSY = DIGEST_MAX_WAIT + DIGEST_QUIET_BUSY
 # A peer whose digest shows an older HLC than ours may simply not have published since it got our newer
 # writes: its root is not taken as divergent until DIGEST_LATE after we first saw ours ahead of its digest
 # (the time a peer that has the writes takes to publish them, DIGEST_QUIET_BUSY, and for the digest to
@@ -131,6 +131,7 @@ class PublishDigest:
     keys: int
     hlc_ms: int
     seq_floor: int
+    interim: bool = False  # published while writes still change the replica (by DIGEST_MAX_WAIT, not quiet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +249,7 @@ class StateNode:
         self.stats = stats or StateStats()
         self.tracker = ConvergenceTracker()
         self.published: tuple[str, int, int] | None = None  # (root, keys, hlc_ms) of our last digest
+        self._published_interim = False  # it was interim (writes kept coming): a final one follows on quiet
         self._last_change = -math.inf      # our replica's last change
         self._published_at = -math.inf  # when we last published a digest
         self._unpublished_since: float | None = None  # first change our digest does not show yet
@@ -621,19 +623,27 @@ class StateNode:
     def _publish(self, now: float, wall: float, mine: tuple[str, int, int], out: list[StateEffect]) -> None:
         """Publish our digest when the replica went quiet or the oldest unpublished change waited long enough;
         otherwise come back then."""
+        busy = self._published_interim or now - self._published_at < DIGEST_BUSY
+        quiet_at = self._last_change + (DIGEST_QUIET_BUSY if busy else DIGEST_QUIET)
         if mine == self.published:
             self._unpublished_since = None
-            return
-        since = now if self._unpublished_since is None else self._unpublished_since
-        busy = now - self._published_at < DIGEST_BUSY
-        due = min(self._last_change + (DIGEST_QUIET_BUSY if busy else DIGEST_QUIET), since + DIGEST_MAX_WAIT)
+            if not self._published_interim:
+                return
+            since, due = now, quiet_at  # an interim row showed our root: it is published again as final
+        else:
+            since = now if self._unpublished_since is None else self._unpublished_since
+            due = min(quiet_at, since + DIGEST_MAX_WAIT)
         if now >= due:
-            out.append(PublishDigest(*mine, seq_floor=_ms(wall)))
-            self.published = mine
+            interim = now < quiet_at
+            out.append(PublishDigest(*mine, seq_floor=_ms(wall), interim=interim))
+            self.published, self._published_interim = mine, interim
             self._published_at = now
             self._unpublished_since = None
+            if interim:  # back once quiet, for the final row (the same root if no write came since)
+                self._observe_at = min(self._observe_at, quiet_at)
         else:
-            self._unpublished_since = since
+            if mine != self.published:
+                self._unpublished_since = since
             self._observe_at = min(self._observe_at, due)
 
     def _plan_repair(self, now: float, out: list[StateEffect]) -> None:

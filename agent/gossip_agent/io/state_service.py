@@ -305,7 +305,8 @@ class StateService(Extension, StateDelegate):
                 self.agent.broadcast_state(e.payload, key=e.key, critical=e.critical)
             elif isinstance(e, PublishDigest):
                 if not self.agent.node.leaving:
-                    self.agent.publish_root_digest(e.root, e.keys, e.hlc_ms, seq_floor=e.seq_floor)
+                    self.agent.publish_root_digest(e.root, e.keys, e.hlc_ms, seq_floor=e.seq_floor,
+                                                   interim=e.interim)
             elif isinstance(e, AntiEntropyWith):
                 self._ae_next = e  # the newest wins; sessions run one at a time
                 self._ae_kick.set()
