@@ -46,7 +46,6 @@ collides by chance with probability 2^-64 per comparison."""
 FRESH_SENDS = 3
 """Packets a changed row rides in at each member that learns it: with three pushes per member an epidemic
 misses about e^-3 (5 %) of the members, and reconciliation finds those in a probe round trip."""
-INTERIM_SENDS = 2
 OWN_SENDS = FRESH_SENDS
 """Packets our own new row rides in."""
 DIGEST_ALLOWANCE = 480
@@ -82,15 +81,8 @@ class _Row:
     digest: Digest
     fresh: int   # pushes left
     order: int   # when it last changed here (higher: fresher)
-    interim: bool  # published while its replica was still changing (published_while_busy)
     check: int   # 16-bit checksum of (name, seq, root)
     bucket: int  # a 32-bit hash of the name: bucket = bucket % buckets
-
-
-def published_while_busy(d: Digest) -> bool:
-    """The row is interim: its owner published it while writes were still changing its replica (an odd
-    sequence number says so; a row published once the replica went quiet has an even one)."""
-    return bool(d.seq & 1)
 
 
 def _hash(data: bytes) -> int:
@@ -126,7 +118,6 @@ class DigestTable:
         self._rows: dict[str, _Row] = {}
         self._clock = 0      # change counter: orders rows by freshness
         self._fresh = 0      # rows with fresh sends left
-        self._fresh_final = 0  # of those, rows not interim: they want packets of their own
         self._summaries_left = 0
         self._owed: dict[str, set[str]] = {}
         # Wall-clock reference (node time, ms) from our last publication: bounds the sequence numbers we take.
@@ -147,7 +138,7 @@ class DigestTable:
 
     # -- our own row --------------------------------------------------------------------------------------
     def publish(self, root_hex: str, keys: int, hlc_ms: int, *, seq_floor: int = 0,
-                now: float | None = None, interim: bool = False) -> Digest | None:
+                now: float | None = None) -> Digest | None:
         """Our replica's state: a new own row (None if it equals the current one). The sequence number is
         above both our previous one and `seq_floor` (the driver passes the wall time in ms, so a restarted
         member, whose table starts empty, still numbers above what it published before). With `now` (the
@@ -157,17 +148,13 @@ class DigestTable:
             self._drop_beyond(self.seq_bound(now))
         root = root_prefix(root_hex)
         old = self.get(self.me)
-        if old is not None and (old.root, old.keys, old.hlc_ms) == (root, keys, hlc_ms) \
-                and published_while_busy(old) == interim:
+        if old is not None and (old.root, old.keys, old.hlc_ms) == (root, keys, hlc_ms):
             return None
-        return self._publish_own(root, keys, hlc_ms, seq_floor, interim)
+        return self._publish_own(root, keys, hlc_ms, seq_floor)
 
-    def _publish_own(self, root: bytes, keys: int, hlc_ms: int, seq_floor: int, interim: bool) -> Digest:
+    def _publish_own(self, root: bytes, keys: int, hlc_ms: int, seq_floor: int) -> Digest:
         old = self.get(self.me)
-        seq = max(seq_floor, 0 if old is None else old.seq + 1)
-        seq += (seq & 1) != interim  # the parity says interim (odd) or not (even)
-        if seq > MAX_SEQ:
-            seq = MAX_SEQ - (not interim)
+        seq = min(MAX_SEQ, max(seq_floor, 0 if old is None else old.seq + 1))
         digest = Digest(self.me, seq, root, min(keys, MAX_KEYS), min(hlc_ms, MAX_HLC_MS))
         self._put(digest, OWN_SENDS)
         return digest
@@ -206,7 +193,7 @@ class DigestTable:
             if old is not None and (digest.seq > old.digest.seq or (digest.seq == old.digest.seq
                                                                      and digest != old.digest)):
                 d = old.digest
-                self._publish_own(d.root, d.keys, d.hlc_ms, digest.seq + 1, published_while_busy(d))
+                self._publish_own(d.root, d.keys, d.hlc_ms, digest.seq + 1)
             return Merge.ABOUT_ME
         if old is not None:
             if digest.seq < old.digest.seq:
@@ -215,7 +202,7 @@ class DigestTable:
                 return Merge.SAME
         elif len(self._rows) >= self.max_rows:
             return Merge.REFUSED
-        self._put(digest, INTERIM_SENDS if published_while_busy(digest) else FRESH_SENDS)
+        self._put(digest, FRESH_SENDS)
         return Merge.NEW
 
     def forget(self, name: str) -> bool:
@@ -227,35 +214,28 @@ class DigestTable:
             if not self._owed[peer]:
                 del self._owed[peer]
         row = self._rows.pop(name, None)
-        if row is not None:
-            self._count_fresh(row, -1)
+        if row is not None and row.fresh > 0:
+            self._fresh -= 1
         return row is not None
 
     def _put(self, digest: Digest, sends: int) -> None:
         self._clock += 1
         row = self._rows.pop(digest.name, None)  # re-insert: dict order is the order of change
         check = _row_check(digest)
-        interim = published_while_busy(digest)
         if row is None:
-            row = _Row(digest, sends, self._clock, interim, check, _name_hash(digest.name))
+            row = _Row(digest, sends, self._clock, check, _name_hash(digest.name))
         else:
-            self._count_fresh(row, -1)
-            row.digest, row.fresh, row.order, row.interim, row.check = digest, sends, self._clock, interim, check
-        self._count_fresh(row, 1)
-        if not interim:  # interim rows are not reconciled: the row that ends the writes will be
-            self._summaries_left = SUMMARY_PINGS
+            if row.fresh > 0:
+                self._fresh -= 1
+            row.digest, row.fresh, row.order, row.check = digest, sends, self._clock, check
+        if sends > 0:
+            self._fresh += 1
+        self._summaries_left = SUMMARY_PINGS
         self._rows[digest.name] = row
 
-    def _count_fresh(self, row: _Row, sign: int) -> None:
-        if row.fresh > 0:
-            self._fresh += sign
-            if not row.interim:
-                self._fresh_final += sign
-
     def has_fresh(self) -> bool:
-        """Some row that is not interim changed lately and still wants pushing: worth packets of its own
-        (interim rows ride only in packets that go anyway)."""
-        return self._fresh_final > 0
+        """Some row changed lately and still wants pushing."""
+        return self._fresh > 0
 
     # -- reconciliation -----------------------------------------------------------------------------------
     def summary(self, reply: bool, buckets: int | None = None) -> DigestSummary:
@@ -269,13 +249,7 @@ class DigestTable:
     def summary_due(self) -> bool:
         """A probe should carry our summary: the table changed within the last SUMMARY_PINGS probes and has
         nothing fresh left to push (while it does, differences are expected and pushes are on their way)."""
-        return self._summaries_left > 0 and not self._fresh and bool(self._rows) and not self.busy()
-
-    def busy(self) -> bool:
-        """Writes are still changing our replica (our newest row is interim): the rows of others are changing
-        too, so tables differ whatever reconciliation does; it waits for the row that ends the writes."""
-        own = self._rows.get(self.me)
-        return own is not None and own.interim
+        return self._summaries_left > 0 and not self._fresh and bool(self._rows)
 
     def summary_sent(self) -> None:
         self._summaries_left = max(0, self._summaries_left - 1)
@@ -284,7 +258,7 @@ class DigestTable:
         """A peer's summary: we owe it our rows of every bucket whose checksum differs from ours. True if
         any bucket differs (then the peer lacks something, or we do)."""
         n = len(summary.buckets) // 2
-        if n == 0 or self.busy():
+        if n == 0:
             return False
         mine = self.summary(False, n).buckets
         differing = {i for i in range(n) if mine[2 * i:2 * i + 2] != summary.buckets[2 * i:2 * i + 2]}
@@ -335,9 +309,9 @@ class DigestTable:
             if n > budget:
                 continue
             budget -= n
-            if row.fresh == 1:
-                self._count_fresh(row, -1)
             row.fresh -= 1
+            if not row.fresh:
+                self._fresh -= 1
             if row.digest.name not in chosen:
                 out.append(row.digest)
         return out

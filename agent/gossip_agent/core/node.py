@@ -477,12 +477,11 @@ class Node:
         return out
 
     def publish_root_digest(self, root_hex: str, keys: int, hlc_ms: int, *, seq_floor: int = 0,
-                            now: float | None = None, interim: bool = False) -> bool:
+                            now: float | None = None) -> bool:
         """Our replica's convergence digest: it rides in the digest allowance of the packets we send anyway
         (no incarnation bump, no rumor, no event). False if it equals the one we publish. `seq_floor` is the
         wall clock in ms; with `now`, it also bounds the sequence numbers we take from peers."""
-        return self.root_digests.publish(root_hex, keys, hlc_ms, seq_floor=seq_floor, now=now,
-                                         interim=interim) is not None
+        return self.root_digests.publish(root_hex, keys, hlc_ms, seq_floor=seq_floor, now=now) is not None
 
     def update_meta(self, meta: Mapping[str, str], now: float) -> list[Effect]:
         """Change our metadata: bumps our incarnation and broadcasts a fresh Alive."""

@@ -16,9 +16,8 @@ What it decides (each rule used to live in the agent's 100 ms housekeeping loop)
   whose receivers `FetchValue` from the origin); rumors already seen (by hash) and announcements already
   handled are remembered in bounded memories and dropped before any decoding;
 - convergence digests: our root, key count and HLC are published as a digest (`PublishDigest`, carried
-  beside the membership traffic, core/digests.py) once the replica is quiet for DIGEST_QUIET (DIGEST_QUIET_BUSY
-  soon after the previous one), or every DIGEST_MAX_WAIT while writes keep coming; it costs no incarnation
-  bump and no membership rumor;
+  beside the membership traffic, core/digests.py) once the replica is quiet for DIGEST_QUIET, or every
+  DIGEST_MAX_WAIT while writes keep coming; it costs no incarnation bump and no membership rumor;
 - convergence and repair: the members' roots, known from their digests (or, for a member too old to send
   digests, from the metadata its member events carry), feed the convergence tracker and the repair
   planner; a peer divergent for a while gets an `AntiEntropyWith` (one whose digest is only late, older
@@ -63,20 +62,23 @@ from gossip_agent.core.rng import Rng
 from gossip_agent.core.state_codec import CodecLimits, StateCodecError, encode_rumor
 
 # Digest publication: once the replica has been quiet DIGEST_QUIET, or at the latest DIGEST_MAX_WAIT after the
-# first unpublished change while writes keep coming. Within DIGEST_BUSY of our last publication the replica
-# must be quiet DIGEST_QUIET_BUSY instead: under a steady stream of writes, short lulls are common and each
-# would publish a root that is stale a moment later (every publication costs a row to every member), while a
-# real end of the writes is still published within DIGEST_QUIET_BUSY.
-DIGEST_QUIET = 0.15
-DIGEST_QUIET_BUSY = 0.3
-DIGEST_MAX_WAIT = 3.0
-DIGEST_BUSY = DIGEST_MAX_WAIT + DIGEST_QUIET_BUSY
+# first unpublished change while writes keep coming. What convergence needs is the root a replica holds when
+# the writes stop, and that is published within DIGEST_QUIET of the last change; a root published while writes
+# keep changing it is stale a moment later, yet costs what any publication costs (a row pushed by every member
+# and reconciled on probes: at N = 50 about 7 KB, as much as seven 1 KiB writes' payloads). So during a stream
+# a member's row is at most DIGEST_MAX_WAIT old (plus its spread, well under a second), and a stream of T
+# seconds costs about T / DIGEST_MAX_WAIT + 1 publications per member. DIGEST_QUIET is longer than the gaps of
+# a steady stream (10 writes/s leave gaps of 0.1-0.2 s between changes at a replica): with a shorter one each
+# such lull published a row that the next write made stale (0.15 s published the first lull of every stream,
+# and every lull more than 2 s after the previous publication).
+DIGEST_QUIET = 0.3
+DIGEST_MAX_WAIT = 5.0
 # A peer whose digest shows an older HLC than ours may simply not have published since it got our newer
 # writes: its root is not taken as divergent until DIGEST_LATE after we first saw ours ahead of its digest
-# (the time a peer that has the writes takes to publish them, DIGEST_QUIET_BUSY, and for the digest to
-# spread). Bounded per digest, so a peer that truly lacks writes is repaired from at most DIGEST_LATE later
-# (and it repairs from us meanwhile: our digest shows it a newer HLC, which it does not wait for).
-DIGEST_LATE = DIGEST_QUIET_BUSY + 0.4
+# (the time a peer that has the writes takes to publish them, DIGEST_QUIET, and for the digest to spread).
+# Bounded per digest, so a peer that truly lacks writes is repaired from at most DIGEST_LATE later (and it
+# repairs from us meanwhile: our digest shows it a newer HLC, which it does not wait for).
+DIGEST_LATE = DIGEST_QUIET + 0.4
 # A divergent peer is repaired from once both roots were stable this long, at most once per gap.
 REPAIR_HOLD = 0.3
 REPAIR_MIN_GAP = 0.5
@@ -131,7 +133,6 @@ class PublishDigest:
     keys: int
     hlc_ms: int
     seq_floor: int
-    interim: bool = False  # published while writes still change the replica (by DIGEST_MAX_WAIT, not quiet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,9 +250,7 @@ class StateNode:
         self.stats = stats or StateStats()
         self.tracker = ConvergenceTracker()
         self.published: tuple[str, int, int] | None = None  # (root, keys, hlc_ms) of our last digest
-        self._published_interim = False  # it was interim (writes kept coming): a final one follows on quiet
         self._last_change = -math.inf      # our replica's last change
-        self._published_at = -math.inf  # when we last published a digest
         self._unpublished_since: float | None = None  # first change our digest does not show yet
         self._digest_roots: dict[str, str] = {}  # member -> root prefix (hex) from its newest digest
         self._digest_hlc: dict[str, int] = {}  # member -> HLC wall ms of its newest digest
@@ -623,27 +622,17 @@ class StateNode:
     def _publish(self, now: float, wall: float, mine: tuple[str, int, int], out: list[StateEffect]) -> None:
         """Publish our digest when the replica went quiet or the oldest unpublished change waited long enough;
         otherwise come back then."""
-        busy = self._published_interim or now - self._published_at < DIGEST_BUSY
-        quiet_at = self._last_change + (DIGEST_QUIET_BUSY if busy else DIGEST_QUIET)
         if mine == self.published:
             self._unpublished_since = None
-            if not self._published_interim:
-                return
-            since, due = now, quiet_at  # an interim row showed our root: it is published again as final
-        else:
-            since = now if self._unpublished_since is None else self._unpublished_since
-            due = min(quiet_at, since + DIGEST_MAX_WAIT)
+            return
+        since = now if self._unpublished_since is None else self._unpublished_since
+        due = min(self._last_change + DIGEST_QUIET, since + DIGEST_MAX_WAIT)
         if now >= due:
-            interim = now < quiet_at
-            out.append(PublishDigest(*mine, seq_floor=_ms(wall), interim=interim))
-            self.published, self._published_interim = mine, interim
-            self._published_at = now
+            out.append(PublishDigest(*mine, seq_floor=_ms(wall)))
+            self.published = mine
             self._unpublished_since = None
-            if interim:  # back once quiet, for the final row (the same root if no write came since)
-                self._observe_at = min(self._observe_at, quiet_at)
         else:
-            if mine != self.published:
-                self._unpublished_since = since
+            self._unpublished_since = since
             self._observe_at = min(self._observe_at, due)
 
     def _plan_repair(self, now: float, out: list[StateEffect]) -> None:

@@ -767,10 +767,9 @@ class Agent:
     def update_meta(self, meta: Mapping[str, str]) -> None:
         self._feed(self.node.update_meta(meta, self.clock()))
 
-    def publish_root_digest(self, root_hex: str, keys: int, hlc_ms: int, *, seq_floor: int,
-                            interim: bool = False) -> None:
+    def publish_root_digest(self, root_hex: str, keys: int, hlc_ms: int, *, seq_floor: int) -> None:
         """Our convergence digest: piggybacked on the packets we send anyway (no effects, no rumor)."""
-        self.node.publish_root_digest(root_hex, keys, hlc_ms, seq_floor=seq_floor, now=self.clock(), interim=interim)
+        self.node.publish_root_digest(root_hex, keys, hlc_ms, seq_floor=seq_floor, now=self.clock())
 
     def perform(self, effects: Iterable[Effect]) -> None:
         """Perform effects an extension got from a Node call of its own."""

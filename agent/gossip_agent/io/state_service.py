@@ -305,8 +305,7 @@ class StateService(Extension, StateDelegate):
                 self.agent.broadcast_state(e.payload, key=e.key, critical=e.critical)
             elif isinstance(e, PublishDigest):
                 if not self.agent.node.leaving:
-                    self.agent.publish_root_digest(e.root, e.keys, e.hlc_ms, seq_floor=e.seq_floor,
-                                                   interim=e.interim)
+                    self.agent.publish_root_digest(e.root, e.keys, e.hlc_ms, seq_floor=e.seq_floor)
             elif isinstance(e, AntiEntropyWith):
                 self._ae_next = e  # the newest wins; sessions run one at a time
                 self._ae_kick.set()

@@ -183,7 +183,7 @@ class StateSimulation:
                     node = self.sim.node(i)
                     if not node.leaving:
                         node.publish_root_digest(e.root, e.keys, e.hlc_ms, seq_floor=e.seq_floor,
-                                                 now=self.sim.now, interim=e.interim)
+                                                 now=self.sim.now)
             elif isinstance(e, AntiEntropyWith):
                 self._ae_next[i] = e
                 if not self._ae_busy[i]:
