@@ -16,7 +16,6 @@ from gossip_agent.core.messages import Address, Digest, MemberSnapshot, MemberSt
 from gossip_agent.core.state_node import (
     ACK_GRACE_MS,
     DIGEST_LATE,
-    DIGEST_MAX_WAIT,
     DIGEST_QUIET,
     REPAIR_HOLD,
     RETIRE_EVERY,
@@ -29,6 +28,7 @@ from gossip_agent.core.state_node import (
     Snapshot,
     StateEffect,
     StateNode,
+    digest_max_wait,
 )
 
 WALL = 1_795_000_000.0
@@ -122,14 +122,15 @@ def test_the_digest_is_published_when_the_replica_is_quiet_and_at_most_a_max_wai
     assert published(effects) == [(d.root, d.keys, d.hlc_ms)]
     assert c.next_deadline() == RETIRE_EVERY  # nothing else to do: no wake-up until then
     # A steady stream of writes (every 50 ms, a lull of 0.3 s each second) publishes at most every
-    # DIGEST_MAX_WAIT, and its last root once quiet.
-    t, sent, span = t0 + 1.0, [], 3 * DIGEST_MAX_WAIT
+    # digest_max_wait, and its last root once quiet.
+    max_wait = digest_max_wait(c.config)
+    t, sent, span = t0 + 1.0, [], 3 * max_wait
     end = t + span
     while t < end:
         c.put(f"w{t:.2f}", b"x", None, t, WALL + t)
         sent += [t for _ in published(run(c, t + 0.05 - 1e-6))]
         t += 0.3 if round(t * 20) % 20 == 0 else 0.05
-    assert 1 <= len(sent) <= span / DIGEST_MAX_WAIT + 1
+    assert 1 <= len(sent) <= span / max_wait + 1
     assert published(run(c, t + DIGEST_QUIET)) == [(digest_of(c).root, digest_of(c).keys, digest_of(c).hlc_ms)]
 
 

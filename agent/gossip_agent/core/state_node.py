@@ -16,8 +16,9 @@ What it decides (each rule used to live in the agent's 100 ms housekeeping loop)
   whose receivers `FetchValue` from the origin); rumors already seen (by hash) and announcements already
   handled are remembered in bounded memories and dropped before any decoding;
 - convergence digests: our root, key count and HLC are published as a digest (`PublishDigest`, carried
-  beside the membership traffic, core/digests.py) once the replica is quiet for DIGEST_QUIET, or every
-  DIGEST_MAX_WAIT while writes keep coming; it costs no incarnation bump and no membership rumor;
+  beside the membership traffic, core/digests.py) once the replica is quiet for DIGEST_QUIET, or once per
+  `antiEntropy.interval` while writes keep coming (`digest_max_wait`); it costs no incarnation bump and no
+  membership rumor;
 - convergence and repair: the members' roots, known from their digests (or, for a member too old to send
   digests, from the metadata its member events carry), feed the convergence tracker and the repair
   planner; a peer divergent for a while gets an `AntiEntropyWith` (one whose digest is only late, older
@@ -61,18 +62,15 @@ from gossip_agent.core.replica import (
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.state_codec import CodecLimits, StateCodecError, encode_rumor
 
-# Digest publication: once the replica has been quiet DIGEST_QUIET, or at the latest DIGEST_MAX_WAIT after the
+# Digest publication: once the replica has been quiet DIGEST_QUIET, or at the latest `digest_max_wait` after the
 # first unpublished change while writes keep coming. What convergence needs is the root a replica holds when
 # the writes stop, and that is published within DIGEST_QUIET of the last change; a root published while writes
 # keep changing it is stale a moment later, yet costs what any publication costs (a row pushed by every member
-# and reconciled on probes: at N = 50 about 7 KB, as much as seven 1 KiB writes' payloads). So during a stream
-# a member's row is at most DIGEST_MAX_WAIT old (plus its spread, well under a second), and a stream of T
-# seconds costs about T / DIGEST_MAX_WAIT + 1 publications per member. DIGEST_QUIET is longer than the gaps of
-# a steady stream (10 writes/s leave gaps of 0.1-0.2 s between changes at a replica): with a shorter one each
-# such lull published a row that the next write made stale (0.15 s published the first lull of every stream,
-# and every lull more than 2 s after the previous publication).
+# and reconciled on probes: at N = 50 about 7 KB, as much as seven 1 KiB writes' payloads). DIGEST_QUIET is
+# longer than the gaps of a steady stream (10 writes/s leave gaps of 0.1-0.2 s between changes at a replica):
+# with a shorter one each such lull published a row that the next write made stale (0.15 s published the first
+# lull of every stream, and every lull more than 2 s after the previous publication).
 DIGEST_QUIET = 0.3
-DIGEST_MAX_WAIT = 5.0
 # A peer whose digest shows an older HLC than ours may simply not have published since it got our newer
 # writes: its root is not taken as divergent until DIGEST_LATE after we first saw ours ahead of its digest
 # (the time a peer that has the writes takes to publish them, DIGEST_QUIET, and for the digest to spread).
@@ -228,6 +226,16 @@ class _View:
                 del self.counted_roots[old.root]
 
 
+def digest_max_wait(config: AgentConfig) -> float:
+    """The longest our digest waits while writes keep changing the replica: one anti-entropy interval. During a
+    stream a published root is stale within a write; it serves the repair planner (a member whose digest
+    shows it lacking writes is repaired from), and a member that truly lacks writes is repaired by the
+    periodic anti-entropy within that interval anyway. So each member's row is at most this old during a
+    stream (plus its spread, under a second), and a stream of T seconds costs about T / interval + 1
+    publications per member instead of one every few seconds."""
+    return config.anti_entropy.interval
+
+
 class StateNode:
     """One member's replica and every decision about it. Not thread-safe; one driver owns it.
 
@@ -250,6 +258,7 @@ class StateNode:
         self.stats = stats or StateStats()
         self.tracker = ConvergenceTracker()
         self.published: tuple[str, int, int] | None = None  # (root, keys, hlc_ms) of our last digest
+        self._digest_max_wait = digest_max_wait(config)
         self._last_change = -math.inf      # our replica's last change
         self._unpublished_since: float | None = None  # first change our digest does not show yet
         self._digest_roots: dict[str, str] = {}  # member -> root prefix (hex) from its newest digest
@@ -626,7 +635,7 @@ class StateNode:
             self._unpublished_since = None
             return
         since = now if self._unpublished_since is None else self._unpublished_since
-        due = min(self._last_change + DIGEST_QUIET, since + DIGEST_MAX_WAIT)
+        due = min(self._last_change + DIGEST_QUIET, since + self._digest_max_wait)
         if now >= due:
             out.append(PublishDigest(*mine, seq_floor=_ms(wall)))
             self.published = mine
