@@ -57,14 +57,16 @@ Serf refuses user events whose name + payload exceed 512 B, so scenarios with la
 
     python bench/bench_load.py [--n 8,10,50] [--rate 10,100] [--size 1024] [--writes 0 | --seconds 10]
         [--modes push,pull,push-pull] [--broadcasts tree,flood] [--serf] [--issue-scenario] [--sweep]
-        [--set gossip.fanout=6]
+        [--set gossip.fanout=6] [--before-src DIR]
         [--json FILE] [--keep-logs DIR]
 
 `--broadcasts tree,flood` runs each of our scenarios once per gossip.broadcast path (the broadcast tree against
-the flood, before/after in one run). `--issue-scenario` adds the 8-agent case (80 writes of 200 B at 10/s, each
-mode, and Serf); `--sweep` adds N=10, 10 writes/s runs over gossip.fanout and gossip.retransmitMult. Needs
-Linux, root (nft, AF_PACKET) for the byte figures; without them only latency and convergence are reported.
-Every process is a Popen of this bench, stopped by PID; every wait is bounded.
+the flood, before/after in one run). `--before-src DIR` runs each of our scenarios a second time, right after
+the first, with agents importing the agent package from DIR/agent (e.g. `mkdir DIR && git archive <commit>
+agent | tar -x -C DIR`): a change against the code before it, in one run. `--issue-scenario` adds the 8-agent
+case (80 writes of 200 B at 10/s, each mode, and Serf); `--sweep` adds N=10, 10 writes/s runs over gossip.fanout
+and gossip.retransmitMult. Needs Linux, root (nft, AF_PACKET) for the byte figures; without them only latency and
+convergence are reported. Every process is a Popen of this bench, stopped by PID; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -857,8 +859,9 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
                 out.append(Scenario("ours", 8, 10, 200, 80, mode, sets, "issue8"))
         if args.serf:
             out.append(Scenario("serf", 8, 10, 200, 80, "-", [], "issue8"))
-    if args.before_src:  # each of our scenarios on the code before, right after it on this code
-        out = [x for sc in out for x in ([sc, dataclasses.replace(sc, src=args.before_src)]
+    before = getattr(args, "before_src", "")
+    if before:  # each of our scenarios on the code before, right after it on this code
+        out = [x for sc in out for x in ([sc, dataclasses.replace(sc, src=before)]
                                          if sc.impl == "ours" else [sc])]
     if args.sweep:
         for fanout in (1, 3, 6):
