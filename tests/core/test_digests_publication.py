@@ -11,7 +11,14 @@ import random
 
 from gossip_agent.core.config import AgentConfig, StateConfig
 from gossip_agent.core.kvstore import KvStore
-from gossip_agent.core.state_node import DIGEST_QUIET, PublishDigest, StateEffect, StateNode, digest_max_wait
+from gossip_agent.core.state_node import (
+    DIGEST_MIN_WAIT,
+    DIGEST_QUIET,
+    PublishDigest,
+    StateEffect,
+    StateNode,
+    digest_max_wait,
+)
 
 WALL = 1_764_470_000.0
 
@@ -63,3 +70,14 @@ def test_a_steady_stream_publishes_once_per_max_wait_and_its_lulls_publish_nothi
     assert (e.root, e.keys, e.hlc_ms) == (s.root, s.keys, s.hlc.wall_ms)
     assert at <= last_write + DIGEST_QUIET + 0.01
     assert len([a for a, _ in published if a > last_write - 0.05]) == 1
+
+
+def test_the_longest_wait_while_busy_is_one_anti_entropy_interval_but_never_under_a_second() -> None:
+    base = AgentConfig.preset_config("lan", name="a")
+
+    def with_interval(seconds: float) -> AgentConfig:
+        return dataclasses.replace(base, anti_entropy=dataclasses.replace(base.anti_entropy, interval=seconds))
+
+    assert digest_max_wait(base) == base.anti_entropy.interval == 10.0
+    assert digest_max_wait(with_interval(30.0)) == 30.0
+    assert digest_max_wait(with_interval(0.005)) == DIGEST_MIN_WAIT  # a test's millisecond anti-entropy

@@ -71,6 +71,7 @@ from gossip_agent.core.state_codec import CodecLimits, StateCodecError, encode_r
 # with a shorter one each such lull published a row that the next write made stale (0.15 s published the first
 # lull of every stream, and every lull more than 2 s after the previous publication).
 DIGEST_QUIET = 0.3
+DIGEST_MIN_WAIT = 1.0
 # A peer whose digest shows an older HLC than ours may simply not have published since it got our newer
 # writes: its root is not taken as divergent until DIGEST_LATE after we first saw ours ahead of its digest
 # (the time a peer that has the writes takes to publish them, DIGEST_QUIET, and for the digest to spread).
@@ -232,8 +233,9 @@ def digest_max_wait(config: AgentConfig) -> float:
     shows it lacking writes is repaired from), and a member that truly lacks writes is repaired by the
     periodic anti-entropy within that interval anyway. So each member's row is at most this old during a
     stream (plus its spread, under a second), and a stream of T seconds costs about T / interval + 1
-    publications per member instead of one every few seconds."""
-    return config.anti_entropy.interval
+    publications per member instead of one every few seconds. Never under DIGEST_MIN_WAIT: an anti-entropy
+    interval of milliseconds (allowed, for tests) must not make every member publish that often."""
+    return max(DIGEST_MIN_WAIT, config.anti_entropy.interval)
 
 
 class StateNode:
