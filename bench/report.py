@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -55,7 +56,7 @@ PLOTS = HERE / "plots"
 REPORT = HERE / "REPORT.md"
 
 TARGETS = {"x_floor": 2.5, "membership_share": 0.10, "t100_median_ms": 60.0, "t100_p99_ms": 250.0,
-           "roots_equal_s": 1.0, "issue8_kBps": 30.0, "critical_ratio": 0.5, "vivaldi_error": 0.15,
+           "roots_equal_s": 1.0, "eight_kBps": 30.0, "critical_ratio": 0.5, "vivaldi_error": 0.15,
            "cross_zone_cut": 4.0, "zone_t100_ratio": 1.2, "detection_ratio": 1.1, "real_rtt_error": 0.25}
 
 #: A 200-agent cluster needs ~45 MB per agent; with less memory available than this the step is skipped.
@@ -113,7 +114,7 @@ def load_plan(sizes: Sequence[int], *, quick: bool = False) -> list[Step]:
                   "--serf"), agents=int(least)),
         ]
     steps += [
-        Step("issue8", "load", "the 8-agent scenario: 80 writes of 200 B at 10/s, each mode, Serf beside",
+        Step("eight", "load", "the 8-agent scenario: 80 writes of 200 B at 10/s, each mode, Serf beside",
              ("--no-default", "--issue-scenario", "--serf"), agents=8),
         Step("critical", "load", "every 10th write ?priority=critical under 100 writes/s of 1 KiB",
              ("--n", "10", "--rate", "100", "--size", "1024", "--seconds", secs, "--modes", "push-pull",
@@ -269,7 +270,14 @@ def _on_term(signum: int, frame: Any) -> None:
 
 def execute(steps: Sequence[Step], run_dir: Path, argv: Sequence[str], extra: Sequence[str] = ()) -> dict[str, Any]:
     """Runs the steps one after the other (never two at once: they would share the CPU) into run_dir."""
-    signal.signal(signal.SIGTERM, _on_term)
+    previous = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        return _execute(steps, run_dir, argv, extra)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _execute(steps: Sequence[Step], run_dir: Path, argv: Sequence[str], extra: Sequence[str]) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "argv": list(argv), "machine": machine(),
         "versions": versions(), "load_start": loadavg(), "mem_available_mb_start": mem_available_mb(), "steps": []}
@@ -351,14 +359,20 @@ def read_run(run_dir: Path | None, files: Sequence[Path] = (), real_json: Path |
 
 
 MODE_ORDER = {"push": 0, "pull": 1, "push-pull": 2, "-": 3}
-STEP_ORDER = {"load": 0, "modes": 1, "serf": 2, "serf100": 3, "issue8": 4, "critical": 5, "budget": 6, "sweep": 7}
+STEP_ORDER = {"load": 0, "modes": 1, "serf": 2, "serf100": 3, "eight": 4, "issue8": 4, "critical": 5, "budget": 6,
+              "sweep": 7}
 
 
 def row_order(r: dict[str, Any]) -> tuple[Any, ...]:
     sc = r["scenario"]
     step = r.get("_step", "")
-    return (STEP_ORDER.get(step, 8 if step.startswith("n") else 9), step, -sc["size"], sc["n"], sc["rate"],
+    return (STEP_ORDER.get(step, 8 if is_large(step) else 9), step, -sc["size"], sc["n"], sc["rate"],
             sc["impl"] == "serf", MODE_ORDER.get(sc["mode"], 9), path_of(r) or "", sc["sets"])
+
+
+def is_large(step: str) -> bool:
+    """A step of the N >= 100 clusters (named n<N>)."""
+    return re.fullmatch(r"n\d+", step) is not None
 
 
 def path_of(r: dict[str, Any]) -> str | None:
@@ -521,13 +535,13 @@ def targets_table(rows: Sequence[dict[str, Any]]) -> list[str]:
                       f"{fmt(roots, 2)} s ({met(roots, TARGETS['roots_equal_s'])})"])
     out = md_table(["scenario", "mode", "x floor (<= 2.5)", "membership+conv. (<= 10 %)", "t100 median (<= 60 ms)",
                     "t100 p99 (<= 250 ms)", "roots equal (<= 1 s)"], cells) if cells else []
-    issue = [r for r in rows if r["_step"] == "issue8" and ok(r)]
+    issue = [r for r in rows if r["scenario"]["label"] == "issue8" and ok(r)]  # bench_load's 8-agent label
     if issue:
         out += ["", "8-agent scenario (80 writes of 200 B at 10/s), IP-level agent-to-agent traffic while writing "
                 "(target <= 30 kB/s):", ""]
         out += md_table(["impl/mode", "kB/s", "x floor", "t100 median ms", "met"],
                         [[who(r), fmt(r.get("kBps_during_writes")), fmt(r.get("x_floor"), 2), fmt(t100(r)),
-                          met(r.get("kBps_during_writes"), TARGETS["issue8_kBps"]) if who(r) != "serf" else "-"]
+                          met(r.get("kBps_during_writes"), TARGETS["eight_kBps"]) if who(r) != "serf" else "-"]
                          for r in issue], right=(1, 2, 3))
     return out
 
@@ -817,7 +831,7 @@ def plot_bytes_vs_n(run: Run, plt: Any, save: Save) -> None:
     series: dict[tuple[str, float, int], list[tuple[int, float]]] = {}
     for r in run.rows:
         sc = r["scenario"]
-        wanted = r["_step"] in ("load", "serf", "issue8") or r["_step"].startswith("n")
+        wanted = r["_step"] in ("load", "serf", "eight", "issue8") or is_large(r["_step"])
         if ok(r) and r.get("x_floor") is not None and wanted and sc["rate"] == 10:
             series.setdefault((who(r), sc["rate"], sc["size"]), []).append((sc["n"], float(r["x_floor"])))
     if not series:
@@ -840,7 +854,7 @@ def plot_bytes_vs_n(run: Run, plt: Any, save: Save) -> None:
 
 def plot_bytes_by_type(run: Run, plt: Any, save: Save) -> None:
     typed = [r for r in run.rows if ok(r) and r.get("bytes_by_type") and r["scenario"]["impl"] == "ours"
-             and r["_step"] in ("load", "modes", "serf", "serf100", "issue8")]
+             and r["_step"] in ("load", "modes", "serf", "serf100", "eight", "issue8")]
     if not typed:
         return
     kinds = type_order(typed)
