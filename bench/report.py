@@ -452,7 +452,7 @@ def pairs_tree_flood(rows: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any
     """(tree, flood) rows of the same step, scenario and mode."""
     by: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
     for r in rows:
-        if ok(r) and r["scenario"]["impl"] == "ours" and path_of(r) in ("tree", "flood"):
+        if ok(r) and r["scenario"]["impl"] == "ours" and path_of(r) in ("tree", "flood") and r["_step"] != "sweep":
             sc = r["scenario"]
             key = (r["_step"], sc["n"], sc["rate"], sc["size"], sc["mode"], tuple(extra_sets(r)))
             by.setdefault(key, {})[str(path_of(r))] = r
@@ -492,15 +492,15 @@ def headline(run: Run) -> list[str]:
             continue
         serf_cells.append([r["_step"], who(r), label(r), fmt(r.get("bytes_per_write")), fmt(s.get("bytes_per_write")),
                            ratio(r.get("bytes_per_write"), s.get("bytes_per_write")), fmt(t100(r)), fmt(t100(s)),
-                           ratio(t100(r), t100(s)),
+                           ratio(t100(r), t100(s)), fmt(t100(r, "each_median_ms")), fmt(t100(s, "each_median_ms")),
                            f"{r['latency']['incomplete']} / {s['latency']['incomplete']}"])
     if serf_cells:
         out += ["**Beside Serf** (user events of the same size at the same rate, through random agents): wire bytes "
-                "per write or event, write->all t100 medians, and writes/events that never reached every agent "
-                "(within the bench's --deliver-timeout).", ""]
+                "per write or event, write->all t100 medians, the median delivery time to each agent, and "
+                "writes/events that never reached every agent (within the bench's --deliver-timeout).", ""]
         out += md_table(["step", "ours", "scenario", "ours B/write", "serf B/event", "ours/serf bytes",
-                         "ours t100 ms", "serf t100 ms", "ours/serf t100", "never all: ours / serf"], serf_cells,
-                        right=range(3, 9))
+                         "ours t100 ms", "serf t100 ms", "ours/serf t100", "ours each ms", "serf each ms",
+                         "never all: ours / serf"], serf_cells, right=range(3, 11))
         out.append("")
     crit = [r for r in rows if ok(r) and r.get("latency_by_class")]
     if crit:

@@ -35,7 +35,8 @@ def load_row(n: int, size: int, *, impl: str = "ours", path: str | None = "tree"
                      "critical_every": 10 if critical else 0, "budget": 0},
         "writes_acked": WRITES, "write_errors": {}, "write_window_s": 2.0, "window_s": 5.0,
         "latency": {"t100_median_ms": sorted(t100_ms)[len(t100_ms) // 2], "t100_p99_ms": max(t100_ms),
-                    "t100_max_ms": max(t100_ms), "complete": len(t100_ms), "incomplete": WRITES - len(t100_ms),
+                    "t100_max_ms": max(t100_ms), "each_median_ms": min(t100_ms), "complete": len(t100_ms),
+                    "incomplete": WRITES - len(t100_ms),
                     "t100_ms": t100_ms},
         "floor_bytes_per_write": (n - 1) * (12 + size + 16),
         "nft_whole": {"bytes": bytes_total, "udp_bytes": udp, "udp_packets": 100, "tcp_bytes": tcp,
@@ -124,8 +125,13 @@ def render(run_dir: Path, out: Path) -> tuple[str, Path]:
     return md.read_text(), plots
 
 
-def test_report_states_the_ratios_of_the_run(run_dir: Path, tmp_path: Path) -> None:
-    text, plots = render(run_dir, tmp_path)
+@pytest.fixture(scope="module")
+def rendered(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    return render(run_dir, tmp_path_factory.mktemp("first"))
+
+
+def test_report_states_the_ratios_of_the_run(rendered: tuple[str, Path]) -> None:
+    text, plots = rendered
     for heading in ("## The run", "## Ratios measured in this run", "## Targets", "## Bytes by message type",
                     "## Fanout and retransmits", "## All load scenarios", "## Topology", "## Plots"):
         assert heading in text, heading
@@ -133,7 +139,7 @@ def test_report_states_the_ratios_of_the_run(run_dir: Path, tmp_path: Path) -> N
     # tree 100 kB vs flood 400 kB: 4x; t100 median tree 15 ms vs flood 30 ms
     assert "| serf | push-pull | N=10 10/s 200 B | " in text and "| 4.00x | 15.0 | 30.0 | 0.50x |" in text
     # ours (tree) 5,000 B/write against Serf's 10,000 B/event; Serf left 5 events short of everyone
-    assert "| 5,000 | 10,000 | 0.50x |" in text and "| 0 / 5 |" in text
+    assert "| 5,000 | 10,000 | 0.50x | 15.0 | 120.0 |" in text and "| 5.0 | 50.0 | 0 / 5 |" in text
     assert "| 10.0 | 40.0 | 0.25 | yes |" in text                                   # critical / normal
     assert "5.00x idle, 5.00x during writes" in text                                # real agents, canned
     assert "**Zone-aware against random peer choice**" in text and "**Vivaldi**" in text
@@ -147,9 +153,9 @@ def test_report_states_the_ratios_of_the_run(run_dir: Path, tmp_path: Path) -> N
         assert f"](plots/{name})" in text
 
 
-def test_rendering_is_deterministic(run_dir: Path, tmp_path: Path) -> None:
-    a_text, a_plots = render(run_dir, tmp_path / "a")
-    b_text, b_plots = render(run_dir, tmp_path / "b")
+def test_rendering_is_deterministic(run_dir: Path, rendered: tuple[str, Path], tmp_path: Path) -> None:
+    a_text, a_plots = rendered
+    b_text, b_plots = render(run_dir, tmp_path)
     assert a_text == b_text
     for p in a_plots.iterdir():
         assert p.read_bytes() == (b_plots / p.name).read_bytes(), p.name
