@@ -792,6 +792,11 @@ def plots(run: Run, out: Path) -> tuple[list[tuple[str, str]], str | None]:
 Save = Callable[[Any, str, str], None]
 
 
+def matplotlib_ticker() -> Any:
+    import matplotlib.ticker
+    return matplotlib.ticker
+
+
 def _cdf(ax: Any, xs: Sequence[float], total: int, **kw: Any) -> None:
     xs = sorted(xs)
     if xs:
@@ -844,6 +849,11 @@ def plot_bytes_vs_n(run: Run, plt: Any, save: Save) -> None:
     ax.axhline(TARGETS["x_floor"], color="k", linestyle=":", linewidth=1, label="target 2.5x floor")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ns = sorted({p[0] for pts in series.values() for p in pts})
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.xaxis.set_minor_locator(matplotlib_ticker().NullLocator())
+    ax.yaxis.set_major_formatter(matplotlib_ticker().FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib_ticker().FormatStrFormatter("%g"))
     ax.set_xlabel("agents (N)")
     ax.set_ylabel("wire bytes per write / floor")
     ax.set_title("bytes per write vs N, 10 writes/s")
@@ -858,20 +868,20 @@ def plot_bytes_by_type(run: Run, plt: Any, save: Save) -> None:
     if not typed:
         return
     kinds = type_order(typed)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(typed) + 2), 4.2))
-    bottoms = [0.0] * len(typed)
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.24 * len(typed)))
+    lefts = [0.0] * len(typed)
     colors = plt.get_cmap("tab20").colors
+    ys = list(range(len(typed)))[::-1]   # the first row on top
     for ci, k in enumerate(kinds):
         vals = [r["bytes_by_type"].get(k, 0) / max(1, r["writes_acked"]) / r["floor_bytes_per_write"] for r in typed]
-        ax.bar(range(len(typed)), vals, bottom=bottoms, label=k, color=colors[ci % len(colors)])
-        bottoms = [b + v for b, v in zip(bottoms, vals, strict=True)]
-    ax.axhline(TARGETS["x_floor"], color="k", linestyle=":", linewidth=1)
-    ax.set_xticks(range(len(typed)), [f"{r['_step']} N={r['scenario']['n']} {r['scenario']['rate']:g}/s "
-                                      f"{r['scenario']['size']}B {who(r)}" for r in typed],
-                  rotation=70, fontsize=5, ha="right")
-    ax.set_ylabel("bytes per write, in floors")
+        ax.barh(ys, vals, left=lefts, label=k, color=colors[ci % len(colors)])
+        lefts = [a + v for a, v in zip(lefts, vals, strict=True)]
+    ax.axvline(TARGETS["x_floor"], color="k", linestyle=":", linewidth=1)
+    ax.set_yticks(ys, [f"{r['_step']}: N={r['scenario']['n']} {r['scenario']['rate']:g}/s {r['scenario']['size']} B, "
+                       f"{who(r)}" for r in typed], fontsize=6)
+    ax.set_xlabel("bytes per write, in floors (dotted: the 2.5x target)")
     ax.set_title("bytes by message type")
-    ax.legend(fontsize=6, ncol=3)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save(fig, "bytes_by_type.png", "Bytes per write by message type, in floors (membership and convergence: ping, "
          "ack, alive, digest, push-pull; data: state, pull, ihave, graft, prune, anti-entropy)")
 
@@ -1063,9 +1073,9 @@ def write_report(run: Run, images: Sequence[tuple[str, str]], why_no_plots: str 
              "(127.0.0.1 → 127.0.0.1 on the agents' ports; the bench's HTTP client uses 127.0.0.2 and is not "
              "counted), from the first write until the last acknowledgement + 3 s and every rumor queue is empty; "
              "kB/s is over the writes alone; membership+conv. = ping, ack, nack, ping_req, alive, suspect, dead, "
-             "digest and push-pull bytes; t100 = PUT sent → the change on the last agent's watch stream (Serf: its "
-             "\"Received event\" log line); \"never all\": writes some agent had not applied within the bench's "
-             "--deliver-timeout.", "",
+             "digest, coordinate and push-pull bytes; t100 = PUT sent → the change on the last agent's watch "
+             "stream (Serf: its \"Received event\" log line); \"never all\": writes some agent had not applied "
+             "within the bench's --deliver-timeout.", "",
              "## Ratios measured in this run", "", *headline(run)]
     lines += ["## Targets: dissemination under load", "", *targets_table(rows), ""]
     sw = sweep_table(rows)
