@@ -910,7 +910,10 @@ def plot_tradeoff(run: Run, plt: Any, save: Save) -> None:
     a1.set(xlabel="gossip.retransmitMult", ylabel="write→all t100 median (ms)", yscale="log",
            title=f"latency vs retransmits, N={n}, {rate:g}/s, {size} B")
     a2.set(xlabel="wire bytes per write / floor", ylabel="write→all t100 median (ms)", yscale="log",
-           title="the trade-off: bytes against latency (m = retransmitMult)")
+           title="bytes against latency (m: retransmitMult)")
+    for a in (a1, a2):
+        a.yaxis.set_major_formatter(matplotlib_ticker().FormatStrFormatter("%g"))
+        a.yaxis.set_minor_formatter(matplotlib_ticker().FormatStrFormatter("%g"))
     a1.legend(fontsize=6)
     a2.legend(fontsize=6)
     save(fig, "fanout_retransmit.png", "Latency against gossip.fanout and gossip.retransmitMult, and the "
@@ -967,32 +970,38 @@ def plot_rtt_scatter(run: Run, plt: Any, save: Save) -> None:
 
 
 def plot_bytes_by_zone(run: Run, plt: Any, save: Save) -> None:
-    bars: list[tuple[str, float, float, float, float]] = []   # label, write same, write cross, idle same, cross
+    # One row per source (the simulator, real agents): their scales differ. Bars: label, write same, write cross,
+    # idle same, idle cross.
+    sources: list[tuple[str, list[tuple[str, float, float, float, float]]]] = []
     if run.topology:
-        for r in run.topology["protocol"]["runs"]:
-            tag = "random" if r["mode"] == "random" else f"aware {r['fraction']:g}"
-            bars.append((f"sim {tag}", r["write_bytes_same"], r["write_bytes_cross"], r["idle_bytes_same"],
-                         r["idle_bytes_cross"]))
+        sources.append((f"simulator, N={run.topology['params']['protocol_nodes']}", [
+            ("random" if r["mode"] == "random" else f"aware {r['fraction']:g}", r["write_bytes_same"],
+             r["write_bytes_cross"], r["idle_bytes_same"], r["idle_bytes_cross"])
+            for r in run.topology["protocol"]["runs"]]))
     if run.topology_real:
+        bars = []
         for r in run.topology_real.get("results", []):
             wb = (r.get("write_bytes") or {}).get("summary") or {}
             ib = (r.get("idle_bytes") or {}).get("summary") or {}
             if wb:
-                bars.append((f"real {r['mode']}", wb.get("same_bytes", 0), wb.get("cross_bytes", 0),
+                bars.append((str(r["mode"]), wb.get("same_bytes", 0), wb.get("cross_bytes", 0),
                              ib.get("same_bytes", 0), ib.get("cross_bytes", 0)))
-    if not bars:
+        if bars:
+            sources.append(("real agents in namespaces", bars))
+    if not sources:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    xs = range(len(bars))
-    for ax, (i, title) in zip(axes, ((1, "during writes"), (3, "idle")), strict=True):
-        ax.bar(xs, [b[i] / 1e6 for b in bars], label="same zone", color="C0")
-        ax.bar(xs, [b[i + 1] / 1e6 for b in bars], bottom=[b[i] / 1e6 for b in bars], label="cross zone",
-               color="C3")
-        ax.set_xticks(xs, [b[0] for b in bars], rotation=40, ha="right")
-        ax.set(ylabel="MB", title=f"bytes by zone, {title}")
-        ax.legend()
+    fig, axes = plt.subplots(len(sources), 2, figsize=(8, 3.2 * len(sources)), squeeze=False)
+    for row, (source, bars) in zip(axes, sources, strict=True):
+        xs = range(len(bars))
+        for ax, (i, phase) in zip(row, ((1, "during writes"), (3, "idle")), strict=True):
+            ax.bar(xs, [b[i] / 1e6 for b in bars], label="same zone", color="C0")
+            ax.bar(xs, [b[i + 1] / 1e6 for b in bars], bottom=[b[i] / 1e6 for b in bars], label="cross zone",
+                   color="C3")
+            ax.set_xticks(xs, [b[0] for b in bars])
+            ax.set(ylabel="MB", title=f"{source}: bytes by zone, {phase}")
+            ax.legend(fontsize=6)
     save(fig, "bytes_by_zone.png", "Bytes inside zones and across zones, random (uniform) against zone-aware choice "
-         "at each crossZoneFraction (simulator; real agents if included)")
+         "at each crossZoneFraction (simulator; real agents when the run includes them)")
 
 
 def plot_t100_vs_fraction(run: Run, plt: Any, save: Save) -> None:
