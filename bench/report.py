@@ -425,7 +425,8 @@ def met(value: float | None, target: float, *, above: bool = False) -> str:
 def ratio(a: float | None, b: float | None, nd: int = 2) -> str:
     if a is None or not b:
         return "-"
-    return f"{a / b:.{nd}f}x"
+    x = a / b
+    return f"{x:.2g}x" if 0 < x < 0.1 else f"{x:.{nd}f}x"
 
 
 def md_table(head: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> list[str]:
@@ -496,8 +497,9 @@ def headline(run: Run) -> list[str]:
                            f"{r['latency']['incomplete']} / {s['latency']['incomplete']}"])
     if serf_cells:
         out += ["**Beside Serf** (user events of the same size at the same rate, through random agents): wire bytes "
-                "per write or event, write->all t100 medians, the median delivery time to each agent, and "
-                "writes/events that never reached every agent (within the bench's --deliver-timeout).", ""]
+                "per write or event, write->all t100 medians (over the writes/events that reached every agent), the "
+                "median delivery time to each agent, and writes/events that never reached every agent (within the "
+                "bench's --deliver-timeout).", ""]
         out += md_table(["step", "ours", "scenario", "ours B/write", "serf B/event", "ours/serf bytes",
                          "ours t100 ms", "serf t100 ms", "ours/serf t100", "ours each ms", "serf each ms",
                          "never all: ours / serf"], serf_cells, right=range(3, 11))
