@@ -799,6 +799,14 @@ def matplotlib_ticker() -> Any:
     return matplotlib.ticker
 
 
+def plain_log_ticks(axis: Any) -> None:
+    """A log axis labelled 1, 2, 5, 10, 20, ... in plain numbers (not 2x10^1)."""
+    t = matplotlib_ticker()
+    axis.set_major_locator(t.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(t.FormatStrFormatter("%g"))
+    axis.set_minor_formatter(t.NullFormatter())
+
+
 def _cdf(ax: Any, xs: Sequence[float], total: int, **kw: Any) -> None:
     xs = sorted(xs)
     if xs:
@@ -854,8 +862,7 @@ def plot_bytes_vs_n(run: Run, plt: Any, save: Save) -> None:
     ns = sorted({p[0] for pts in series.values() for p in pts})
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.xaxis.set_minor_locator(matplotlib_ticker().NullLocator())
-    ax.yaxis.set_major_formatter(matplotlib_ticker().FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(matplotlib_ticker().FormatStrFormatter("%g"))
+    plain_log_ticks(ax.yaxis)
     ax.set_xlabel("agents (N)")
     ax.set_ylabel("wire bytes per write / floor")
     ax.set_title("bytes per write vs N, 10 writes/s")
@@ -914,8 +921,7 @@ def plot_tradeoff(run: Run, plt: Any, save: Save) -> None:
     a2.set(xlabel="wire bytes per write / floor", ylabel="write→all t100 median (ms)", yscale="log",
            title="bytes against latency (m: retransmitMult)")
     for a in (a1, a2):
-        a.yaxis.set_major_formatter(matplotlib_ticker().FormatStrFormatter("%g"))
-        a.yaxis.set_minor_formatter(matplotlib_ticker().FormatStrFormatter("%g"))
+        plain_log_ticks(a.yaxis)
     a1.legend(fontsize=6)
     a2.legend(fontsize=6)
     save(fig, "fanout_retransmit.png", "Latency against gossip.fanout and gossip.retransmitMult, and the "
