@@ -846,11 +846,14 @@ def plot_latency_cdf(run: Run, plt: Any, save: Save) -> None:
 
 def plot_bytes_vs_n(run: Run, plt: Any, save: Save) -> None:
     series: dict[tuple[str, float, int], list[tuple[int, float]]] = {}
+    overloaded: list[tuple[int, float]] = []
     for r in run.rows:
         sc = r["scenario"]
         wanted = r["_step"] in ("load", "serf", "eight", "issue8") or is_large(r["_step"])
         if ok(r) and r.get("x_floor") is not None and wanted and sc["rate"] == 10:
             series.setdefault((who(r), sc["rate"], sc["size"]), []).append((sc["n"], float(r["x_floor"])))
+            if (r.get("membership_under_load") or {}).get("suspected_members"):
+                overloaded.append((sc["n"], float(r["x_floor"])))
     if not series:
         return
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -858,6 +861,9 @@ def plot_bytes_vs_n(run: Run, plt: Any, save: Save) -> None:
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if size < 1000 else "s",
                 linestyle="-" if size < 1000 else "--", color=f"C{i % 10}", label=f"{w}, {size} B")
+    if overloaded:
+        ax.scatter([p[0] for p in overloaded], [p[1] for p in overloaded], marker="x", s=60, color="red", zorder=5,
+                   label="live agents suspected (overloaded run)")
     ax.axhline(TARGETS["x_floor"], color="k", linestyle=":", linewidth=1, label="target 2.5x floor")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -870,7 +876,8 @@ def plot_bytes_vs_n(run: Run, plt: Any, save: Save) -> None:
     ax.set_title("bytes per write vs N, 10 writes/s")
     ax.legend(fontsize=6)
     save(fig, "bytes_per_write_vs_n.png", "Wire bytes per write in floors ((N-1) copies of key + value + version) "
-         "against N at 10 writes/s; Serf: bytes per user event")
+         "against N at 10 writes/s; Serf: bytes per user event; a red x: live agents were suspected during that run, "
+         "so it measured an overloaded machine")
 
 
 def plot_bytes_by_type(run: Run, plt: Any, save: Save) -> None:
@@ -1052,6 +1059,7 @@ def run_section(run: Run) -> list[str]:
         mach = m.get("machine", {})
         vers = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
         loads = [x for s in m.get("steps", []) for x in (s["load_before"][0], s["load_after"][0])]
+        per_row = [float(x) for r in run.rows if "load_before" in r for x in (r["load_before"][0], r["load_after"][0])]
         out += [f"- run: {m.get('started')} → {m.get('finished', '(unfinished)')} UTC, "
                 f"`bench/report.py {' '.join(m.get('argv', []))}`",
                 f"- machine: {mach.get('host')}, {mach.get('cpus')} CPUs ({mach.get('cpu_model') or '?'}), "
@@ -1059,14 +1067,17 @@ def run_section(run: Run) -> list[str]:
                 f"- versions: {vers}",
                 f"- load average (1/5/15 min) at start {m.get('load_start')}, at end {m.get('load_end', '-')}; "
                 f"1-minute load over the steps: median {fmt(statistics.median(loads) if loads else None)}, "
-                f"max {fmt(max(loads) if loads else None)} on {mach.get('cpus')} CPUs. The machine was shared with "
-                "other work: absolute latencies and CPU are noisy; bytes and ratios within the run are the robust "
-                "figures.", ""]
+                f"max {fmt(max(loads) if loads else None)} on {mach.get('cpus')} CPUs"
+                + (f"; at the start and end of each load scenario: median {fmt(statistics.median(per_row))}, max "
+                   f"{fmt(max(per_row))}" if per_row else "")
+                + ". The machine was shared with other work: absolute latencies and CPU are noisy; bytes and ratios "
+                "within the run are the robust figures.", ""]
         cells = []
         for s in m.get("steps", []):
             what = f"SKIPPED: {s['skipped']}" if s.get("skipped") else s["what"]
-            cmd = " ".join(s.get("command") or []) or (json.dumps(s.get("params"), sort_keys=True)
-                                                         if s.get("params") else "")
+            cmd = " ".join(s.get("command") or []).replace(f"{ROOT}/", "")  # paths as from the repository root
+            if not cmd and s.get("params"):
+                cmd = json.dumps(s["params"], sort_keys=True)
             rc = s.get("rc")
             cells.append([s["name"], what, f"`{cmd}`" if cmd else "", fmt(s.get("wall_s")),
                           f"{s['load_before'][0]} → {s['load_after'][0]}", "" if rc in (0, None) else f"exit {rc}"])
