@@ -28,10 +28,10 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
              The agents' counters are also reported as they are: `gossip_messages_total{type}` (messages by type)
              and `gossip_bytes_total{kind}`, whose UDP kind is only a datagram's *first* message type (a state
              rumor piggybacked on a ping counts as ping), so they cannot give bytes by message type.
-  share      membership/convergence = ping + ack + nack + ping_req + alive + suspect + dead + digest (UDP) +
-             push-pull (TCP); data = state + pull + ihave + graft + prune (UDP) + anti-entropy (TCP). An
-             agent's Merkle root travels as a convergence digest (`digest`; older agents: in their Alive
-             metadata, counted as `alive`).
+  share      membership/convergence = ping + ack + nack + ping_req + alive + suspect + dead + digest +
+             coordinate (UDP) + push-pull (TCP); data = state + pull + ihave + graft + prune (UDP) +
+             anti-entropy (TCP). An agent's Merkle root travels as a convergence digest (`digest`; older agents:
+             in their Alive metadata, counted as `alive`).
   latency    write -> all (t100): from just before the PUT is sent to the arrival of the change on the LAST
              agent's watch stream (an agent emits it right after applying the write); median, p99, max; writes
              some agent never emitted within `--deliver-timeout` are counted as incomplete.
@@ -112,7 +112,7 @@ CLIENT_ADDR = "127.0.0.2"   # the bench's HTTP client: outside the counted traff
 AGENT_ADDR = "127.0.0.1"
 VERSION_BYTES = 16          # one write's version in the floor: a 64-bit HLC + a 64-bit counter
 SERF_EVENT_LIMIT = 512      # Serf's UserEventSizeLimit (name + payload)
-MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead", "digest")
+MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead", "digest", "coordinate")
 DATA_TYPES = ("state", "pull", "ihave", "graft", "prune")
 MEMBERSHIP_OPS = ("pushpull",)
 TYPE_NAMES = {int(t): t.name.lower() for t in MessageType}
@@ -555,7 +555,8 @@ class OursLoad:
                 xs = [max(arrivals[k].values()) - sent[k] for k in chosen if len(arrivals.get(k, {})) >= n]
                 by_class[cls] = {"writes": len(chosen), "complete": len(xs),
                                  "t100_median_ms": r3(1000 * statistics.median(xs)) if xs else None,
-                                 "t100_p99_ms": r3(1000 * (pct(xs, 99) or 0)) if xs else None}
+                                 "t100_p99_ms": r3(1000 * (pct(xs, 99) or 0)) if xs else None,
+                                 "t100_ms": [round(1000 * x, 2) for x in xs]}
             c, m = by_class["critical"]["t100_median_ms"], by_class["normal"]["t100_median_ms"]
             by_class["critical_over_normal_median"] = round(c / m, 2) if c is not None and m else None
         each = [t - sent[k] for k in acked for who, t in arrivals.get(k, {}).items() if who != writer_of[k]]
@@ -863,11 +864,13 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
     if before:  # each of our scenarios on the code before, right after it on this code
         out = [x for sc in out for x in ([sc, dataclasses.replace(sc, src=before)]
                                          if sc.impl == "ours" else [sc])]
-    if args.sweep:
-        for fanout in (1, 3, 6):
-            for mult in (1, 2, 4):
-                out.append(Scenario("ours", 10, 10, args.size, max(1, round(10 * args.seconds)), "push-pull",
-                                    [f"gossip.fanout={fanout}", f"gossip.retransmitMult={mult}"], "sweep"))
+    if args.sweep:  # with --broadcasts, once per path (retransmits cost most on the flood)
+        for sets in broadcast_sets(args):
+            for fanout in (1, 3, 6):
+                for mult in (1, 2, 4):
+                    out.append(Scenario("ours", 10, 10, args.size, max(1, round(10 * args.seconds)), "push-pull",
+                                        [*sets, f"gossip.fanout={fanout}", f"gossip.retransmitMult={mult}"],
+                                        "sweep"))
     return out
 
 

@@ -1,84 +1,412 @@
-"""bench/REPORT.md and its plots from bench_load.py's raw JSON — optionally running the benchmark first.
+"""bench/REPORT.md and its plots (bench/plots/), from one run of the loaded and topology benchmarks.
 
-    .venv/bin/pip install -r requirements-bench.txt          # matplotlib, once
-    .venv/bin/python bench/report.py --run                     # the default plan (~15-25 min), then the report
-    .venv/bin/python bench/report.py                           # the report again from bench/out/*.json
+    .venv/bin/pip install -r requirements-bench.txt      # matplotlib, once (scripts/setup --dev has it too)
+    .venv/bin/python bench/report.py --run                 # the whole plan (~40 min on 2 cores), then the report
+    .venv/bin/python bench/report.py                       # the report again from the latest run's JSON
+    .venv/bin/python bench/report.py --list                # the plan, without running it
 
-`--run` runs bench_load.py five times into bench/out/ (raw JSON and a text log each): N = 10 and 50 at 10 and
-100 writes/s of 1 KiB in each gossip mode; the 8-agent issue scenario (80 writes of 200 B at 10/s, each mode,
-Serf beside); Serf user events at 200 B for N = 10 and 50; the fanout x retransmitMult sweep at N = 10; and
-critical against normal writes (every 10th write `?priority=critical`, N = 10, 100 writes/s), and the same at
-512 B without and with a 30 kB/s per-agent byte budget (`gossip.maxBytesPerSecond`).
-`--n` changes the sizes (e.g. `--n 10,50,200` if the machine can hold 200 agents). The report reads every
-`bench/out/*.json` (or the files given), so separate runs can be combined.
+`--run` runs every step of the plan one after the other into a new directory bench/out/run-<UTC time>/ (raw
+JSON and a text log per step, and run.json: machine, versions, each step's command, load average and wall time
+before and after it; bench/out/ is not in git). The steps (`--list` prints them with their arguments):
 
-Writes bench/REPORT.md (machine, versions, load, parameters, targets, tables, ratios) and PNGs in bench/out/
-(gitignored): latency CDF ours vs Serf, bytes per write vs N, bytes by message type, latency and bytes vs
-fanout/retransmits. Figures on a shared machine are noisy: compare ratios within one run.
+- bench_load.py, real agents on 127.0.0.1 (root for the byte counters: nftables and AF_PACKET): 1 KiB writes at
+  10 and 100/s for N = 10 and 50 in push-pull on the broadcast tree and flooding, and at N = 10 in push and pull;
+  200 B writes beside Serf user events of the same size and rate; the 8-agent scenario; critical against normal
+  writes under 100 writes/s, and under a per-agent byte budget; the fanout x retransmitMult sweep on both paths.
+  `--n` changes N; `--n 10,50,200` adds N = 200 reduced to 10 writes/s of 200 B for 5 s (skipped, and said so,
+  without the memory for 200 agents; on a shared 2-core machine 200 Python agents under writes drive the load
+  past 100).
+- the topology simulator, in this process (virtual time, deterministic given the seed): Vivaldi at N = 200
+  (estimated vs true RTT), the near/far choice at N = 1,000, and real Node cores in 3 zones at N = 1,000, random
+  against zone-aware choice at several cross-zone fractions (bytes by zone, write->all t100, crash detection).
+- with `--topology-real` only: bench_topology_real.py (real agents in network namespaces, root; it uses the
+  namespaces, so never beside another namespace test). `--topology-real-json FILE` includes an earlier output.
+
+The report (default bench/REPORT.md) states the machine, versions, parameters and load average, then the
+ratios measured within the run (tree/flood, ours/Serf, critical/normal, aware/random), the targets of the
+dissemination and topology work, and the tables behind them; the plots (PNG, palette-quantised to stay small)
+go to bench/plots/. Re-rendering the same run gives the same files. On a shared machine absolute latencies and
+CPU are noisy; byte counts and ratios within one run are the robust figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import io
 import json
+import os
+import platform
+import random
+import re
+import signal
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out"
+PLOTS = HERE / "plots"
 REPORT = HERE / "REPORT.md"
 
 TARGETS = {"x_floor": 2.5, "membership_share": 0.10, "t100_median_ms": 60.0, "t100_p99_ms": 250.0,
-           "roots_equal_s": 1.0, "issue8_kBps": 30.0}
+           "roots_equal_s": 1.0, "eight_kBps": 30.0, "critical_ratio": 0.5, "vivaldi_error": 0.15,
+           "cross_zone_cut": 4.0, "zone_t100_ratio": 1.2, "detection_ratio": 1.1, "real_rtt_error": 0.25}
+
+#: A 200-agent cluster needs ~45 MB per agent; with less memory available than this the step is skipped.
+LARGE_N_MIN_AVAILABLE_MB = 12_000
+#: Points of the estimated-vs-true RTT scatter kept per topology (the plot does not need 2,000).
+SCATTER_POINTS = 400
+#: PNG size: figures at this dpi, quantised to a palette of this many colours.
+DPI = 80
+PALETTE = 64
 
 
-def run_plan(n: str, extra: Sequence[str]) -> None:
-    py = sys.executable
-    bench = str(HERE / "bench_load.py")
-    OUT.mkdir(exist_ok=True)
-    plans = {
-        "load": ["--n", n, "--rate", "10,100", "--size", "1024", "--seconds", "10", "--modes",
-                 "push,pull,push-pull"],
-        "issue8": ["--no-default", "--issue-scenario", "--serf"],
-        "serf200": ["--n", ",".join(x for x in n.split(",") if int(x) >= 10), "--rate", "10,100", "--size", "200",
-                    "--seconds", "10", "--modes", "push-pull", "--serf"],
-        "sweep": ["--no-default", "--sweep", "--size", "1024", "--seconds", "8"],
-        "critical": ["--n", "10", "--rate", "100", "--size", "1024", "--seconds", "10", "--modes", "push-pull",
-                     "--critical-every", "10"],
-        "budget": ["--n", "10", "--rate", "100", "--size", "512", "--seconds", "10", "--modes", "push-pull",
-                   "--critical-every", "10", "--budget", "30000"],
-    }
-    for name, args in plans.items():
-        print(f"report: running bench_load.py {' '.join(args)}", file=sys.stderr, flush=True)
-        with open(OUT / f"{name}.txt", "w") as log:
-            subprocess.run([py, bench, *args, *extra, "--json", str(OUT / f"{name}.json")], stdout=log, check=False)
+# == the plan ==================================================================================================
+@dataclass(frozen=True)
+class Step:
+    """One invocation. kind: load (bench_load.py with `args`), topology (the simulator with `params`, in this
+    process), topology-real (bench_topology_real.py with `args`)."""
+
+    name: str
+    kind: str
+    what: str
+    args: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    agents: int = 0   # the largest cluster the step starts (for the memory check)
 
 
-def load(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def load_plan(sizes: Sequence[int], *, quick: bool = False) -> list[Step]:
+    """The loaded scenarios: each plot and ratio from a pair measured in the same invocation.
+
+    Tree against flood wherever the path matters (pull always floods its answers: one pull row); Serf user
+    events beside at 200 B (Serf refuses events over 512 B); the critical class under a 100 writes/s background;
+    the fanout x retransmitMult sweep on both paths. N >= 100 is reduced (10 writes/s for 5 s, push-pull only):
+    a 2-core machine cannot hold 200 Python agents at 100 writes/s. `quick`: seconds-long windows, to check the
+    pipeline, not to measure.
+    """
+    small = [n for n in sizes if n < 100]
+    large = [n for n in sizes if n >= 100]
+    secs = "1" if quick else "10"
+    both = ("--broadcasts", "tree,flood")
+    steps: list[Step] = []
+    if small:
+        ns = ",".join(map(str, small))
+        least = str(min(small))
+        steps += [
+            Step("load", "load", "1 KiB writes at 10 and 100/s, push-pull on the tree and flooding",
+                 ("--n", ns, "--rate", "10,100", "--size", "1024", "--seconds", secs, "--modes", "push-pull",
+                  *both), agents=max(small)),
+            Step("modes", "load", f"the same writes in push and pull mode (N={least}; pull always floods)",
+                 ("--n", least, "--rate", "10,100", "--size", "1024", "--seconds", secs, "--modes", "push,pull"),
+                 agents=int(least)),
+            Step("serf", "load", "200 B writes at 10/s (push-pull, tree and flood) beside Serf user events of the "
+                 "same size and rate", ("--n", ns, "--rate", "10", "--size", "200", "--seconds", secs, "--modes",
+                                        "push-pull", *both, "--serf"), agents=max(small)),
+            Step("serf100", "load", f"the same at 100/s (N={least})",
+                 ("--n", least, "--rate", "100", "--size", "200", "--seconds", secs, "--modes", "push-pull", *both,
+                  "--serf"), agents=int(least)),
+        ]
+    steps += [
+        Step("eight", "load", "the 8-agent scenario: 80 writes of 200 B at 10/s, each mode, Serf beside",
+             ("--no-default", "--issue-scenario", "--serf"), agents=8),
+        Step("critical", "load", "every 10th write ?priority=critical under 100 writes/s of 1 KiB",
+             ("--n", "10", "--rate", "100", "--size", "1024", "--seconds", secs, "--modes", "push-pull",
+              "--critical-every", "10"), agents=10),
+        Step("budget", "load", "the same at 512 B, without and with a 30 kB/s per-agent byte budget",
+             ("--n", "10", "--rate", "100", "--size", "512", "--seconds", secs, "--modes", "push-pull",
+              "--critical-every", "10", "--budget", "30000"), agents=10),
+        Step("sweep", "load", "gossip.fanout x gossip.retransmitMult at N=10, 10 writes/s of 1 KiB, tree and flood",
+             ("--no-default", "--sweep", "--size", "1024", "--seconds", "1" if quick else "5", *both), agents=10),
+    ]
+    for n in large:
+        steps.append(Step(f"n{n}", "load", f"N={n}, reduced: 200 B at 10 writes/s for 5 s, push-pull on the tree "
+                          "and flooding, Serf beside",
+                          ("--n", str(n), "--rate", "10", "--size", "200", "--seconds", "1" if quick else "5",
+                           "--modes", "push-pull", *both, "--serf", "--join-timeout", "600", "--idle-seconds", "3"),
+                          agents=n))
+    if quick:
+        steps = [dataclasses.replace(s, args=(*s.args, "--settle", "0.5", "--idle-seconds", "0.5", "--tail", "0.5"))
+                 for s in steps]
+    return steps
+
+
+def topology_params(*, quick: bool = False) -> dict[str, Any]:
+    """Vivaldi at N=200 (the issue's target), the choice rule at N=1,000 and the protocol at N=1,000."""
+    if quick:
+        return {"nodes": 12, "seconds": 10, "every": 5, "mix_nodes": 30, "seeds": 2, "fractions": [0.15, 0.5],
+                "protocol_nodes": 15, "protocol_fractions": [0.15], "protocol_writes": 3, "seed": 1}
+    return {"nodes": 200, "seconds": 60, "every": 10, "mix_nodes": 1000, "seeds": 10,
+            "fractions": [0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.667], "protocol_nodes": 1000,
+            "protocol_fractions": [0.05, 0.15, 0.3], "protocol_writes": 30, "seed": 1}
+
+
+def plan(sizes: Sequence[int], *, quick: bool = False, topology: bool = True, topology_real: bool = False,
+         real_args: Sequence[str] = ()) -> list[Step]:
+    steps = load_plan(sizes, quick=quick)
+    if topology:
+        steps.append(Step("topology", "topology", "the simulator: Vivaldi convergence and RTT scatter, near/far "
+                          "choice, the protocol across 3 zones random vs aware", params=topology_params(quick=quick)))
+    if topology_real:
+        steps.append(Step("topology_real", "topology-real", "real agents in zone namespaces, aware vs uniform",
+                          tuple(real_args)))
+    return steps
+
+
+def step_command(step: Step, run_dir: Path, extra: Sequence[str] = ()) -> list[str]:
+    """The argv of a subprocess step; its JSON goes to run_dir/<name>.json."""
+    out = str(run_dir / f"{step.name}.json")
+    if step.kind == "load":
+        return [sys.executable, str(HERE / "bench_load.py"), *step.args, *extra, "--json", out]
+    if step.kind == "topology-real":
+        return [sys.executable, str(HERE / "bench_topology_real.py"), *step.args, "--json", out]
+    raise ValueError(f"{step.name}: not a subprocess step")
+
+
+def topology_sim(params: dict[str, Any]) -> dict[str, Any]:
+    """The simulator step (bench_topology.py's drivers), keeping the raw bytes by zone for the plots."""
+    sys.path.insert(0, str(HERE))
+    import bench_topology as bt
+
+    from gossip_agent.sim.zones import summary, sweep
+
+    p = params
+    t0 = time.process_time()
+    conv, scatter = bt.convergence(p["nodes"], p["seconds"], p["seed"], p["every"])
+    t1 = time.process_time()
+    mix = bt.choice(p["mix_nodes"], list(p["fractions"]), p["seeds"])
+    t2 = time.process_time()
+    runs = sweep(p["protocol_nodes"], list(p["protocol_fractions"]), seed=p["seed"], writes=p["protocol_writes"],
+                 payload_bytes=256)
+    t3 = time.process_time()
+    rng = random.Random(p["seed"])
+    kept = {name: [[round(1000 * a, 3), round(1000 * b, 3)]
+                   for a, b in (pts if len(pts) <= SCATTER_POINTS else rng.sample(pts, SCATTER_POINTS))]
+            for name, pts in sorted(scatter.items())}
+    raw = []
+    for r in runs:
+        d = dataclasses.asdict(r)
+        d["spread_t100"] = [round(x, 4) for x in d["spread_t100"]]
+        d["detection"] = [round(x, 3) for x in d["detection"]]
+        raw.append(d)
+    return {"params": p, "convergence": conv, "scatter_ms": kept, "choice": mix,
+            "protocol": {"summary": summary(runs), "runs": raw},
+            "cpu_s": {"convergence": round(t1 - t0, 1), "choice": round(t2 - t1, 1), "protocol": round(t3 - t2, 1)}}
+
+
+# == running it =================================================================================================
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def mem_available_mb() -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    return None
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    with contextlib.suppress(ImportError):
+        from gossip_agent import __version__
+        out["gossip_agent"] = __version__
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=ROOT, timeout=10).stdout.strip()
+        if git:
+            out["git"] = git + (" (with uncommitted changes)" if dirty else "")
+    sys.path.insert(0, str(HERE))
+    import serf as serf_mod
+    out["serf"] = serf_mod.version() if serf_mod.available() else "not installed"
+    for mod in ("matplotlib", "numpy", "aiohttp", "msgpack"):
+        with contextlib.suppress(ImportError, AttributeError):
+            out[mod] = str(__import__(mod).__version__)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    mem: int | None = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                      if ln.startswith("model name")), "")
+    return {"host": platform.node(), "cpus": os.cpu_count(), "cpu_model": model, "memory_mb": mem,
+            "platform": platform.platform()}
+
+
+def new_run_dir(base: Path = OUT) -> Path:
+    d = base / f"run-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    d.mkdir(parents=True, exist_ok=False)
+    return d
+
+
+def latest_run_dir(base: Path = OUT) -> Path | None:
+    runs = sorted(p for p in base.glob("run-*") if (p / "run.json").exists())
+    return runs[-1] if runs else None
+
+
+_CHILD: list[subprocess.Popen[bytes]] = []
+
+
+def _on_term(signum: int, frame: Any) -> None:
+    """SIGTERM: stop the running step (by its pid; the benches stop their agents and counters on SIGTERM)."""
+    for p in _CHILD:
+        if p.poll() is None:
+            p.terminate()
+    raise SystemExit(143)
+
+
+def execute(steps: Sequence[Step], run_dir: Path, argv: Sequence[str], extra: Sequence[str] = ()) -> dict[str, Any]:
+    """Runs the steps one after the other (never two at once: they would share the CPU) into run_dir."""
+    previous = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        return _execute(steps, run_dir, argv, extra)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _execute(steps: Sequence[Step], run_dir: Path, argv: Sequence[str], extra: Sequence[str]) -> dict[str, Any]:
+    manifest: dict[str, Any] = {
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "argv": list(argv), "machine": machine(),
+        "versions": versions(), "load_start": loadavg(), "mem_available_mb_start": mem_available_mb(), "steps": []}
+
+    def save() -> None:
+        (run_dir / "run.json").write_text(json.dumps(manifest, indent=1))
+
+    save()
+    for step in steps:
+        rec: dict[str, Any] = {"name": step.name, "kind": step.kind, "what": step.what, "args": list(step.args),
+                               "params": step.params, "load_before": loadavg(), "mem_available_mb": mem_available_mb(),
+                               "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        t0 = time.monotonic()
+        print(f"[{time.strftime('%H:%M:%S')}] report: {step.name}: {step.what} (load {rec['load_before']})",
+              file=sys.stderr, flush=True)
+        if step.agents >= 100 and (rec["mem_available_mb"] or 0) < LARGE_N_MIN_AVAILABLE_MB:
+            rec["skipped"] = f"{rec['mem_available_mb']} MB of memory available, {LARGE_N_MIN_AVAILABLE_MB} MB needed"
+        elif step.kind == "topology":
+            (run_dir / f"{step.name}.json").write_text(json.dumps(topology_sim(step.params), indent=1))
+            rec["rc"] = 0
+        else:
+            cmd = step_command(step, run_dir, extra if step.kind == "load" else ())
+            rec["command"] = ["bench/" + Path(cmd[1]).name, *cmd[2:]]
+            with open(run_dir / f"{step.name}.txt", "wb") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+                _CHILD[:] = [proc]
+                rec["rc"] = proc.wait()
+        rec["wall_s"] = round(time.monotonic() - t0, 1)
+        rec["load_after"] = loadavg()
+        manifest["steps"].append(rec)
+        save()
+    manifest["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    manifest["load_end"] = loadavg()
+    save()
+    return manifest
+
+
+# == reading a run ==============================================================================================
+@dataclass
+class Run:
+    manifest: dict[str, Any]
+    metas: list[dict[str, Any]]
+    rows: list[dict[str, Any]]          # bench_load results, each with _step
+    topology: dict[str, Any] | None
+    topology_real: dict[str, Any] | None
+
+
+def read_run(run_dir: Path | None, files: Sequence[Path] = (), real_json: Path | None = None) -> Run:
+    """The run's manifest and JSON (or loose bench_load JSON files, for older runs)."""
     sys.path.insert(0, str(HERE))
     import bench_load  # the byte accounting, re-applied to the raw counters (older JSON gets today's method)
 
-    metas, rows = [], []
+    manifest: dict[str, Any] = {}
+    paths = list(files)
+    if run_dir is not None:
+        with contextlib.suppress(OSError, ValueError):
+            manifest = json.loads((run_dir / "run.json").read_text())
+        paths += sorted(p for p in run_dir.glob("*.json") if p.name != "run.json")
+    metas: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    topo = real = None
     for p in paths:
         data = json.loads(p.read_text())
-        meta = dict(data["meta"], file=p.name)
-        metas.append(meta)
-        for r in data["results"]:
-            r["_file"] = p.name
-            if r["scenario"]["impl"] == "ours" and "error" not in r:
-                r.update(bench_load.byte_figures(r, r["writes_acked"], r["scenario"]["n"], r["write_window_s"]))
-            rows.append(r)
-    return metas, rows
+        if "convergence" in data and "protocol" in data:
+            topo = data
+        elif "results" in data and "meta" not in data:
+            real = data
+        elif "results" in data:
+            metas.append(dict(data["meta"], file=p.name, step=p.stem))
+            for r in data["results"]:
+                r["_step"] = p.stem
+                if r["scenario"]["impl"] == "ours" and "error" not in r:
+                    r.update(bench_load.byte_figures(r, r["writes_acked"], r["scenario"]["n"], r["write_window_s"]))
+                rows.append(r)
+    if real_json is not None:
+        real = json.loads(real_json.read_text())
+    rows.sort(key=row_order)
+    return Run(manifest, metas, rows, topo, real)
 
 
+MODE_ORDER = {"push": 0, "pull": 1, "push-pull": 2, "-": 3}
+STEP_ORDER = {"load": 0, "modes": 1, "serf": 2, "serf100": 3, "eight": 4, "issue8": 4, "critical": 5, "budget": 6,
+              "sweep": 7}
+
+
+def row_order(r: dict[str, Any]) -> tuple[Any, ...]:
+    sc = r["scenario"]
+    step = r.get("_step", "")
+    return (STEP_ORDER.get(step, 8 if is_large(step) else 9), step, -sc["size"], sc["n"], sc["rate"],
+            sc["impl"] == "serf", MODE_ORDER.get(sc["mode"], 9), path_of(r) or "", sc["sets"])
+
+
+def is_large(step: str) -> bool:
+    """A step of the N >= 100 clusters (named n<N>)."""
+    return re.fullmatch(r"n\d+", step) is not None
+
+
+def path_of(r: dict[str, Any]) -> str | None:
+    """The gossip.broadcast path a row ran with (None: the agent's default, or Serf)."""
+    return next((s.split("=", 1)[1] for s in r["scenario"]["sets"] if s.startswith("gossip.broadcast=")), None)
+
+
+def who(r: dict[str, Any]) -> str:
+    """Serf, or our gossip mode with the broadcast path when the run set one."""
+    sc = r["scenario"]
+    if sc["impl"] == "serf":
+        return "serf"
+    path = path_of(r)
+    if sc["mode"] == "pull" or path is None:
+        return str(sc["mode"])
+    return f"{sc['mode']} {path}"
+
+
+def extra_sets(r: dict[str, Any]) -> list[str]:
+    return [s for s in r["scenario"]["sets"] if not s.startswith("gossip.broadcast=")]
+
+
+def ok(r: dict[str, Any]) -> bool:
+    return "error" not in r
+
+
+# == formatting =================================================================================================
 def fmt(x: Any, nd: int = 1) -> str:
     if x is None:
         return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
     if isinstance(x, float):
         return f"{x:,.{nd}f}"
     if isinstance(x, int):
@@ -86,377 +414,779 @@ def fmt(x: Any, nd: int = 1) -> str:
     return str(x)
 
 
-def who(r: dict[str, Any]) -> str:
-    """Serf, or our gossip mode (with the broadcast path when the run set one: `--broadcasts`)."""
-    sc = r["scenario"]
-    if sc["impl"] == "serf":
-        return "serf"
-    path = next((s.split("=", 1)[1] for s in sc["sets"] if s.startswith("gossip.broadcast=")), None)
-    return f"{sc['mode']} {path}" if path else str(sc["mode"])
-
-
-def met(value: float | None, target: float) -> str:
-    if value is None:
-        return "-"
-    return "yes" if value <= target else "NO"
-
-
-def main_table(rows: list[dict[str, Any]]) -> list[str]:
-    head = ("| scenario | impl/mode | N | writes/s | value B | acked | B/write | x floor | kB/s (writes) | "
-            "membership+conv. | alive | t100 median ms | t100 p99 ms | incomplete | roots equal s | "
-            "CPU %/agent | incarnation max | live agents declared dead / suspected | idle B/s/agent | "
-            "load before→after |")
-    cols = head.count("|") - 1
-    out = [head, "|" + " --- |" * cols]
-    for r in rows:
-        sc = r["scenario"]
-        if "error" in r:
-            out.append(f"| {sc['label']} | {who(r)} | {sc['n']} | {sc['rate']:g} | {sc['size']} | ERROR: "
-                       f"{r['error'][:80]} |" + " |" * (cols - 6))
-            continue
-        lat = r["latency"]
-        sets = f" ({', '.join(sc['sets'])})" if sc["sets"] else ""
-        out.append(
-            f"| {sc['label']}{sets} | {who(r)} | {sc['n']} | {sc['rate']:g} | {sc['size']} | {r['writes_acked']} | "
-            f"{fmt(r.get('bytes_per_write'))} | {fmt(r.get('x_floor'), 2)} | {fmt(r.get('kBps_during_writes'))} | "
-            f"{pctf(r.get('membership_share'))} | {pctf(r.get('alive_share'))} | {fmt(lat['t100_median_ms'])} | "
-            f"{fmt(lat['t100_p99_ms'])} | {lat['incomplete']} | {fmt(r.get('roots_equal_after_last_write_s'), 2)} | "
-            f"{fmt((r.get('cpu_pct_per_agent') or {}).get('mean'))} | "
-            f"{fmt((r.get('incarnation') or {}).get('max'), 0)} | {overload(r)} | "
-            f"{fmt((r.get('idle') or {}).get('Bps_per_agent'))} | "
-            f"{'/'.join(fmt(x) for x in r['load_before'])} → {'/'.join(fmt(x) for x in r['load_after'])} |")
-    return out
-
-
-def overload(r: dict[str, Any]) -> str:
-    m = r.get("membership_under_load")
-    return "-" if not m else f"{m['false_positives']} / {m['suspected_members']}"
-
-
 def pctf(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f} %"
 
 
-def targets_table(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["| run | scenario | mode | x floor (≤ 2.5) | membership+conv. (≤ 10 %) | t100 median (≤ 60 ms) | "
-           "t100 p99 (≤ 250 ms) | roots equal (≤ 1 s) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        sc = r["scenario"]
-        if "error" in r or sc["impl"] != "ours" or sc["label"] != "load" or sc["size"] != 1024:
-            continue
-        lat = r["latency"]
-        roots = r.get("roots_equal_after_last_write_s")
-        out.append(
-            f"| {r['_file'].removesuffix('.json')} | N={sc['n']}, {sc['rate']:g}/s | {who(r)} | "
-            f"{fmt(r.get('x_floor'), 2)} "
-            f"({met(r.get('x_floor'), TARGETS['x_floor'])}) | {pctf(r.get('membership_share'))} "
-            f"({met(r.get('membership_share'), TARGETS['membership_share'])}) | {fmt(lat['t100_median_ms'])} ms "
-            f"({met(lat['t100_median_ms'], TARGETS['t100_median_ms'])}) | {fmt(lat['t100_p99_ms'])} ms "
-            f"({met(lat['t100_p99_ms'], TARGETS['t100_p99_ms'])}) | {fmt(roots, 2)} s "
-            f"({met(roots, TARGETS['roots_equal_s'])}) |")
-    issue = [r for r in rows if r["scenario"]["label"] == "issue8" and "error" not in r]
-    if issue:
-        out += ["", "8-agent scenario (80 writes of 200 B at 10/s), IP-level agent-to-agent traffic while writing "
-                "(target ≤ 30 kB/s):", "", "| impl/mode | kB/s | x floor | met |", "| --- | --- | --- | --- |"]
-        for r in issue:
-            out.append(f"| {who(r)} | {fmt(r.get('kBps_during_writes'))} | {fmt(r.get('x_floor'), 2)} | "
-                       f"{met(r.get('kBps_during_writes'), TARGETS['issue8_kBps']) if who(r) != 'serf' else '-'} |")
-    return out
+def met(value: float | None, target: float, *, above: bool = False) -> str:
+    if value is None:
+        return "-"
+    return "yes" if (value >= target if above else value <= target) else "NO"
 
 
-def types_table(rows: list[dict[str, Any]]) -> list[str]:
-    kinds: list[str] = []
-    for r in rows:
-        for k in r.get("bytes_by_type") or {}:
-            if k not in kinds:
-                kinds.append(k)
-    if not kinds:
-        return ["(no byte figures: nft/AF_PACKET need root)"]
-    out = ["Bytes per write by message type, IP level: UDP = the agents' exact message counts by type x each "
-           "type's mean wire size in the decoded capture (headers shared by size), scaled to the nftables UDP "
-           "total; TCP = push-pull and anti-entropy by the agents' own byte counters, scaled to the nftables TCP "
-           "total. \"capture kept\": datagrams the Python capture decoded (the rest the kernel dropped while it "
-           "was busy; the mean sizes come from those it kept).", "",
-           "| scenario | impl/mode | " + " | ".join(kinds) + " | capture kept |",
-           "| --- | --- |" + " ---: |" * len(kinds) + " ---: |"]
-    for r in rows:
-        if "error" in r or not r.get("bytes_by_type"):
-            continue
-        sc = r["scenario"]
-        w = max(1, r["writes_acked"])
-        sets = f" ({', '.join(sc['sets'])})" if sc["sets"] else ""
-        cells = " | ".join(fmt(round(r["bytes_by_type"].get(k, 0) / w)) if r["bytes_by_type"].get(k) else ""
-                           for k in kinds)
-        out.append(f"| {sc['label']} N={sc['n']} {sc['rate']:g}/s {sc['size']} B{sets} | {who(r)} | {cells} | "
-                   f"{pctf(r.get('capture_kept'))} |")
-    return out
-
-
-def critical_table(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["Every 10th write PUT with `?priority=critical` under the rest of the load (target: critical t100 ≤ 0.5x "
-           "normal). Agents that do not know the parameter ignore it, so before the priority work the ratio is ~1.",
-           "", "| run | scenario | mode | critical writes | critical t100 median / p99 ms | normal t100 median / "
-           "p99 ms | critical / normal (median) | met |", "| --- | --- | --- | ---: | --- | --- | ---: | --- |"]
-    for r in rows:
-        c = r.get("latency_by_class")
-        if not c or "error" in r:
-            continue
-        sc = r["scenario"]
-        ratio_ = c.get("critical_over_normal_median")
-        budget = f", budget {sc['budget']} B/s" if sc.get("budget") else ""
-        out.append(f"| {r['_file'].removesuffix('.json')} | N={sc['n']}, {sc['rate']:g}/s, {sc['size']} B{budget} | "
-                   f"{sc['mode']} | {c['critical']['writes']} | {fmt(c['critical']['t100_median_ms'])} / "
-                   f"{fmt(c['critical']['t100_p99_ms'])} | {fmt(c['normal']['t100_median_ms'])} / "
-                   f"{fmt(c['normal']['t100_p99_ms'])} | {fmt(ratio_, 2)} | {met(ratio_, 0.5)} |")
-    return out if len(out) > 4 else []
-
-
-def serf_table(rows: list[dict[str, Any]]) -> list[str]:
-    serf = {(r["scenario"]["label"], r["scenario"]["n"], r["scenario"]["rate"], r["scenario"]["size"]): r
-            for r in rows if r["scenario"]["impl"] == "serf" and "error" not in r}
-    out = ["| scenario | ours mode | ours B/write | serf B/event | ours/serf bytes | ours t100 median ms | "
-           "serf t100 median ms | ours/serf t100 | ours p99 | serf p99 |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        sc = r["scenario"]
-        key = (sc["label"], sc["n"], sc["rate"], sc["size"])
-        s = serf.get(key)
-        if s is None or sc["impl"] != "ours" or "error" in r:
-            continue
-        ob, sb = r.get("bytes_per_write"), s.get("bytes_per_write")
-        ol, sl = r["latency"]["t100_median_ms"], s["latency"]["t100_median_ms"]
-        out.append(f"| {sc['label']} N={sc['n']} {sc['rate']:g}/s {sc['size']} B | {sc['mode']} | {fmt(ob)} | "
-                   f"{fmt(sb)} | {ratio(ob, sb)} | {fmt(ol)} | {fmt(sl)} | {ratio(ol, sl)} | "
-                   f"{fmt(r['latency']['t100_p99_ms'])} | {fmt(s['latency']['t100_p99_ms'])} |")
-    return out if len(out) > 2 else ["(no Serf rows: serf not installed, or only value sizes above its 512 B limit)"]
-
-
-def ratio(a: float | None, b: float | None) -> str:
+def ratio(a: float | None, b: float | None, nd: int = 2) -> str:
     if a is None or not b:
         return "-"
-    return f"{a / b:.2f}x"
+    x = a / b
+    return f"{x:.2g}x" if 0 < x < 0.1 else f"{x:.{nd}f}x"
 
 
-# -- plots ------------------------------------------------------------------------------------------------------
-def plots(rows: list[dict[str, Any]], out: Path) -> list[str]:
+def md_table(head: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> list[str]:
+    out = ["| " + " | ".join(head) + " |",
+           "|" + "|".join(" ---: " if i in right else " --- " for i in range(len(head))) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def t100(r: dict[str, Any], key: str = "t100_median_ms") -> float | None:
+    v = r["latency"].get(key)
+    return None if v is None else float(v)
+
+
+def label(r: dict[str, Any]) -> str:
+    sc = r["scenario"]
+    sets = extra_sets(r)
+    more = f" ({', '.join(sets)})" if sets else ""
+    return f"N={sc['n']} {sc['rate']:g}/s {sc['size']} B{more}"
+
+
+# == sections: dissemination ====================================================================================
+def pairs_tree_flood(rows: Sequence[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(tree, flood) rows of the same step, scenario and mode."""
+    by: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        if ok(r) and r["scenario"]["impl"] == "ours" and path_of(r) in ("tree", "flood") and r["_step"] != "sweep":
+            sc = r["scenario"]
+            key = (r["_step"], sc["n"], sc["rate"], sc["size"], sc["mode"], tuple(extra_sets(r)))
+            by.setdefault(key, {})[str(path_of(r))] = r
+    return [(d["tree"], d["flood"]) for d in by.values() if "tree" in d and "flood" in d]
+
+
+def serf_of(rows: Sequence[dict[str, Any]], r: dict[str, Any]) -> dict[str, Any] | None:
+    sc = r["scenario"]
+    return next((s for s in rows if ok(s) and s["scenario"]["impl"] == "serf" and s["_step"] == r["_step"]
+                 and (s["scenario"]["n"], s["scenario"]["rate"], s["scenario"]["size"]) ==
+                 (sc["n"], sc["rate"], sc["size"])), None)
+
+
+def headline(run: Run) -> list[str]:
+    """The ratios of the run, each between two arms of the same invocation."""
+    rows = run.rows
+    out: list[str] = []
+    tf = pairs_tree_flood(rows)
+    if tf:
+        cells = []
+        for tree, flood in tf:
+            if tree.get("bytes_per_write") is None or flood.get("bytes_per_write") is None:
+                continue
+            cells.append([tree["_step"], who(tree).split()[0], label(tree), fmt(tree.get("x_floor"), 2),
+                          fmt(flood.get("x_floor"), 2), ratio(flood["bytes_per_write"], tree["bytes_per_write"]),
+                          fmt(t100(tree)), fmt(t100(flood)), ratio(t100(tree), t100(flood))])
+        if cells:
+            out += ["**Broadcast tree against flooding** (same invocation, one after the other): bytes per write "
+                    "in floors, and how many times fewer bytes the tree sends; write->all t100 medians.", ""]
+            out += md_table(["step", "mode", "scenario", "tree x floor", "flood x floor", "flood/tree bytes",
+                             "tree t100 ms", "flood t100 ms", "tree/flood t100"], cells, right=range(3, 9))
+            out.append("")
+    serf_cells = []
+    for r in rows:
+        s = serf_of(rows, r) if ok(r) and r["scenario"]["impl"] == "ours" else None
+        if s is None:
+            continue
+        serf_cells.append([r["_step"], who(r), label(r), fmt(r.get("bytes_per_write")), fmt(s.get("bytes_per_write")),
+                           ratio(r.get("bytes_per_write"), s.get("bytes_per_write")), fmt(t100(r)), fmt(t100(s)),
+                           ratio(t100(r), t100(s)), fmt(t100(r, "each_median_ms")), fmt(t100(s, "each_median_ms")),
+                           f"{r['latency']['incomplete']} / {s['latency']['incomplete']}"])
+    if serf_cells:
+        out += ["**Beside Serf** (user events of the same size at the same rate, through random agents): wire bytes "
+                "per write or event, write->all t100 medians (over the writes/events that reached every agent), the "
+                "median delivery time to each agent, and writes/events that never reached every agent (within the "
+                "bench's --deliver-timeout).", ""]
+        out += md_table(["step", "ours", "scenario", "ours B/write", "serf B/event", "ours/serf bytes",
+                         "ours t100 ms", "serf t100 ms", "ours/serf t100", "ours each ms", "serf each ms",
+                         "never all: ours / serf"], serf_cells, right=range(3, 11))
+        out.append("")
+    crit = [r for r in rows if ok(r) and r.get("latency_by_class")]
+    if crit:
+        cells = []
+        for r in crit:
+            c = r["latency_by_class"]
+            budget = f"budget {r['scenario']['budget']} B/s" if r["scenario"].get("budget") else "no budget"
+            cells.append([r["_step"], label(r).split(" (")[0], budget, fmt(c["critical"]["t100_median_ms"]),
+                          fmt(c["normal"]["t100_median_ms"]), fmt(c.get("critical_over_normal_median"), 2),
+                          met(c.get("critical_over_normal_median"), TARGETS["critical_ratio"])])
+        out += ["**Critical against normal writes** (every 10th write `?priority=critical`; target <= 0.5x):", ""]
+        out += md_table(["step", "scenario", "budget", "critical t100 median ms", "normal t100 median ms",
+                         "critical/normal", "met"], cells, right=range(3, 6))
+        out.append("")
+    out += topology_headline(run)
+    return out
+
+
+def targets_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    cells = []
+    for r in rows:
+        sc = r["scenario"]
+        if not ok(r) or sc["impl"] != "ours" or r["_step"] not in ("load", "modes") or sc["size"] != 1024:
+            continue
+        roots = r.get("roots_equal_after_last_write_s")
+        cells.append([f"N={sc['n']}, {sc['rate']:g}/s", who(r),
+                      f"{fmt(r.get('x_floor'), 2)} ({met(r.get('x_floor'), TARGETS['x_floor'])})",
+                      f"{pctf(r.get('membership_share'))} "
+                      f"({met(r.get('membership_share'), TARGETS['membership_share'])})",
+                      f"{fmt(t100(r))} ms ({met(t100(r), TARGETS['t100_median_ms'])})",
+                      f"{fmt(t100(r, 't100_p99_ms'))} ms ({met(t100(r, 't100_p99_ms'), TARGETS['t100_p99_ms'])})",
+                      f"{fmt(roots, 2)} s ({met(roots, TARGETS['roots_equal_s'])})"])
+    out = md_table(["scenario", "mode", "x floor (<= 2.5)", "membership+conv. (<= 10 %)", "t100 median (<= 60 ms)",
+                    "t100 p99 (<= 250 ms)", "roots equal (<= 1 s)"], cells) if cells else []
+    issue = [r for r in rows if r["scenario"]["label"] == "issue8" and ok(r)]  # bench_load's 8-agent label
+    if issue:
+        out += ["", "8-agent scenario (80 writes of 200 B at 10/s), IP-level agent-to-agent traffic while writing "
+                "(target <= 30 kB/s):", ""]
+        out += md_table(["impl/mode", "kB/s", "x floor", "t100 median ms", "met"],
+                        [[who(r), fmt(r.get("kBps_during_writes")), fmt(r.get("x_floor"), 2), fmt(t100(r)),
+                          met(r.get("kBps_during_writes"), TARGETS["eight_kBps"]) if who(r) != "serf" else "-"]
+                         for r in issue], right=(1, 2, 3))
+    return out
+
+
+def main_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    head = ["step", "impl/mode", "N", "writes/s", "value B", "sets", "acked", "B/write", "x floor", "kB/s (writes)",
+            "membership+conv.", "t100 median ms", "t100 p99 ms", "never all", "roots equal s", "CPU %/agent",
+            "live agents declared dead / suspected", "idle B/s/agent", "load before→after"]
+    cells = []
+    for r in rows:
+        sc = r["scenario"]
+        sets = ", ".join(extra_sets(r)) or "-"
+        if not ok(r):
+            cells.append([r["_step"], who(r), sc["n"], f"{sc['rate']:g}", sc["size"], sets,
+                          f"ERROR: {r['error'][:100]}", *[""] * (len(head) - 7)])
+            continue
+        m = r.get("membership_under_load")
+        cells.append([r["_step"], who(r), sc["n"], f"{sc['rate']:g}", sc["size"], sets, r["writes_acked"],
+                      fmt(r.get("bytes_per_write")), fmt(r.get("x_floor"), 2), fmt(r.get("kBps_during_writes")),
+                      pctf(r.get("membership_share")), fmt(t100(r)), fmt(t100(r, "t100_p99_ms")),
+                      r["latency"]["incomplete"], fmt(r.get("roots_equal_after_last_write_s"), 2),
+                      fmt((r.get("cpu_pct_per_agent") or {}).get("mean")),
+                      "-" if not m else f"{m['false_positives']} / {m['suspected_members']}",
+                      fmt((r.get("idle") or {}).get("Bps_per_agent")),
+                      f"{'/'.join(fmt(x) for x in r['load_before'])} → {'/'.join(fmt(x) for x in r['load_after'])}"])
+    return md_table(head, cells, right=(2, 3, 4, 6, 7, 8, 9, 11, 12, 13, 14, 15, 17))
+
+
+def types_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    typed = [r for r in rows if ok(r) and r.get("bytes_by_type")]
+    kinds = type_order(typed)
+    if not kinds:
+        return ["(no byte figures: nftables and AF_PACKET need root)"]
+    cells = []
+    for r in typed:
+        w = max(1, r["writes_acked"])
+        cells.append([r["_step"], label(r), who(r),
+                      *[fmt(round(r["bytes_by_type"][k] / w)) if r["bytes_by_type"].get(k) else "" for k in kinds],
+                      pctf(r.get("capture_kept"))])
+    return ["Bytes per write by message type, IP level. UDP: the agents' exact message counts by type x each type's "
+            "mean wire size in the decoded capture (headers shared by size), scaled to the nftables UDP total. TCP: "
+            "push-pull and anti-entropy by the agents' own byte counters, scaled to the nftables TCP total. "
+            "\"capture kept\": datagrams the Python capture decoded (the kernel drops the rest while it is busy; "
+            "the mean sizes come from those it kept).", "",
+            *md_table(["step", "scenario", "impl/mode", *kinds, "capture kept"], cells,
+                      right=range(3, 4 + len(kinds)))]
+
+
+#: Data first, then membership and convergence, then whatever else a run counted (Serf's totals).
+TYPE_ORDER = ("state", "pull", "ihave", "graft", "prune", "tcp:antientropy", "alive", "suspect", "dead", "digest",
+              "coordinate", "ping", "ack", "nack", "ping_req", "tcp:pushpull")
+
+
+def type_order(rows: Sequence[dict[str, Any]]) -> list[str]:
+    seen = {k for r in rows for k in r["bytes_by_type"]}
+    return [k for k in TYPE_ORDER if k in seen] + sorted(seen - set(TYPE_ORDER))
+
+
+def sweep_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    sw = [r for r in rows if ok(r) and r["_step"] == "sweep"]
+    if not sw:
+        return []
+    cells = []
+    for r in sw:
+        sets = dict(s.split("=", 1) for s in r["scenario"]["sets"])
+        cells.append([path_of(r) or "-", sets.get("gossip.fanout", "-"), sets.get("gossip.retransmitMult", "-"),
+                      fmt(r.get("x_floor"), 2), fmt(t100(r)), fmt(t100(r, "t100_p99_ms")), r["latency"]["incomplete"],
+                      pctf(r.get("membership_share"))])
+    return md_table(["path", "fanout", "retransmitMult", "x floor", "t100 median ms", "t100 p99 ms", "never all",
+                     "membership+conv."], cells, right=range(1, 7))
+
+
+def budget_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    b = [r for r in rows if ok(r) and r["_step"] == "budget"]
+    cells = []
+    for r in b:
+        c = r.get("agent_counters") or {}
+        writing = r.get("out_Bps_per_agent_during_writes") or {}
+        whole = r.get("out_Bps_per_agent") or {}
+        cells.append([label(r).split(" (")[0], fmt(r["scenario"].get("budget") or None),
+                      f"{fmt(writing.get('mean'))} / {fmt(writing.get('max'))}",
+                      f"{fmt(whole.get('mean'))} / {fmt(whole.get('max'))}",
+                      json.dumps(c.get("budget_deferred_by_class") or {}, sort_keys=True),
+                      json.dumps(c.get("budget_dropped_by_class") or {}, sort_keys=True)])
+    if not cells:
+        return []
+    return md_table(["scenario", "budget B/s", "out B/s per agent while writing (mean / max)",
+                     "over the window (mean / max)", "deferred by class", "dropped by class"], cells)
+
+
+def counters_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    cells = []
+    for r in rows:
+        c = r.get("agent_counters")
+        if not ok(r) or not c:
+            continue
+        w = max(1, r["writes_acked"])
+        msg = ", ".join(f"{k} {v / w:.1f}" for k, v in sorted(c["messages_out_by_type"].items(), key=lambda kv: -kv[1]))
+        drops = ", ".join(f"{k} {v:.0f}" for k, v in sorted(c["dropped"].items())) or "0"
+        cells.append([r["_step"], label(r), who(r), msg, drops])
+    if not cells:
+        return []
+    return ["`gossip_messages_total{direction=\"out\"}` by type, summed over the agents, per write; drops by reason.",
+            "", *md_table(["step", "scenario", "impl/mode", "messages per write by type", "drops"], cells)]
+
+
+# == sections: topology =========================================================================================
+def topology_headline(run: Run) -> list[str]:
+    out: list[str] = []
+    topo = run.topology
+    if topo:
+        p = topo["params"]
+        summ = topo["protocol"]["summary"]
+        cells = [[r["mode"], fmt(r["fraction"], 3), fmt(r["write_cross_bytes_reduction"], 2),
+                  met(r["write_cross_bytes_reduction"], TARGETS["cross_zone_cut"], above=True),
+                  fmt(r["idle_cross_bytes_reduction"], 2), fmt(r["t100_vs_random"], 2),
+                  met(r["t100_vs_random"], TARGETS["zone_t100_ratio"]), fmt(r["detection_vs_random"], 3),
+                  met(r["detection_vs_random"], TARGETS["detection_ratio"]), r["false_positives"],
+                  r["unfinished_writes"]] for r in summ if r["mode"] == "aware"]
+        if cells:
+            out += [f"**Zone-aware against random peer choice** (simulator, N={p['protocol_nodes']} real Node cores "
+                    "in 3 zones, 1 ms inside, 20/35/50 ms between; same seed): how many times fewer cross-zone "
+                    "bytes (target >= 4x), write->all t100 (<= 1.2x) and crash detection (<= 1.1x) against random "
+                    "choice.", ""]
+            out += md_table(["mode", "crossZoneFraction", "cross-zone bytes cut, writes", ">= 4x",
+                             "cut, idle", "t100 / random", "<= 1.2x", "detection / random", "<= 1.1x",
+                             "false positives", "writes never all"], cells, right=range(1, 11))
+            out.append("")
+        final = final_convergence(topo)
+        if final:
+            out += [f"**Vivaldi** (simulator, N={p['nodes']}): median relative RTT error after {p['seconds']} "
+                    "virtual seconds (target <= 15 %): " + "; ".join(
+                        f"{k} {pctf(v)} ({met(v, TARGETS['vivaldi_error'])})" for k, v in final.items()) + ".", ""]
+    real = run.topology_real
+    if real:
+        comp = real.get("comparison") or {}
+        res = {r["mode"]: r for r in real.get("results", [])}
+        errs = {m: ((r.get("rtt") or {}).get("summary") or {}).get("median_rel_error_cross") for m, r in res.items()}
+        out += [f"**Real agents in namespaces** ({real.get('when', '?')}; groups {real.get('args', {}).get('groups')}; "
+                f"load before {real.get('load_before')}): cross-zone bytes cut aware/uniform "
+                f"{fmt(comp.get('idle_cross_bytes_cut'), 2)}x idle, {fmt(comp.get('write_cross_bytes_cut'), 2)}x "
+                f"during writes (target >= 4x); t100 median aware/uniform {fmt(comp.get('t100_median_ratio'), 2)}x; "
+                "estimated vs measured cross-zone RTT, median relative error: "
+                + ", ".join(f"{m} {pctf(e)}" for m, e in sorted(errs.items())) + " (target <= 25 %).", ""]
+    return out
+
+
+def final_convergence(topo: dict[str, Any]) -> dict[str, float]:
+    last: dict[str, tuple[float, float]] = {}
+    for r in topo["convergence"]:
+        if r["variant"] != "default":
+            continue
+        t = float(r["virtual_s"])
+        if r["topology"] not in last or t >= last[r["topology"]][0]:
+            last[r["topology"]] = (t, float(r["median_rel_error"]))
+    return {k: v[1] for k, v in sorted(last.items())}
+
+
+def topology_sections(run: Run) -> list[str]:
+    out: list[str] = []
+    topo = run.topology
+    if topo:
+        p = topo["params"]
+        out += ["### Simulator", "",
+                f"Parameters: {json.dumps(p, sort_keys=True)}; CPU seconds {json.dumps(topo.get('cpu_s'))}.", "",
+                f"Vivaldi convergence, N={p['nodes']} (median and p90 relative error over all pairs; "
+                "`vs probe`: estimate just before each probe against that probe's measured RTT):", ""]
+        conv = [r for r in topo["convergence"]]
+        out += md_table(["topology", "variant", "virtual s", "median error", "p90 error", "vs probe", "intra-zone"],
+                        [[r["topology"], r["variant"], r["virtual_s"], pctf(r["median_rel_error"]),
+                          pctf(r["p90_rel_error"]), pctf(r["median_vs_probe"]), pctf(r["intra_zone_median"])]
+                         for r in conv if r["virtual_s"] in (p["every"], p["seconds"] // 2, p["seconds"])],
+                        right=range(2, 7))
+        out += ["", f"The choice rule alone, N={p['mix_nodes']} in 3 equal zones, 3 peers per round, "
+                f"{p['seeds']} push epidemics per row:", ""]
+        out += md_table(["crossZoneFraction", "cross-zone share of picks", "cut vs uniform", "rounds to all zones",
+                         "rounds to all", "rounds / uniform", "unfinished"],
+                        [[r["cross_zone_fraction"], pctf(r["cross_zone_share"]), fmt(r["reduction_vs_uniform"], 2),
+                          fmt(r["rounds_to_all_zones"], 2), fmt(r["rounds_to_all"], 2),
+                          fmt(r["rounds_vs_uniform"], 3), r["unfinished_runs"]] for r in topo["choice"]],
+                        right=range(1, 7))
+        out += ["", f"The protocol, N={p['protocol_nodes']} Node cores, {p['protocol_writes']} writes of 256 B at "
+                "2/s, then 10 s idle, then 3 crashes (bytes as the codec sizes them, split by zone):", ""]
+        out += md_table(["mode", "fraction", "write bytes same zone", "write bytes cross zone", "idle same",
+                         "idle cross", "t100 median s", "t100 max s", "detection median s", "false positives",
+                         "RTT error median"],
+                        [[r["mode"], fmt(r["fraction"], 3), fmt(r["write_bytes_same"]), fmt(r["write_bytes_cross"]),
+                          fmt(r["idle_bytes_same"]), fmt(r["idle_bytes_cross"]),
+                          fmt(statistics.median(r["spread_t100"]), 4) if r["spread_t100"] else "-",
+                          fmt(max(r["spread_t100"]), 4) if r["spread_t100"] else "-",
+                          fmt(statistics.median(r["detection"]), 2) if r["detection"] else "-",
+                          r["false_positives"], pctf(r["rtt_error_median"])] for r in topo["protocol"]["runs"]],
+                        right=range(1, 11))
+    real = run.topology_real
+    if real:
+        out += ["", "### Real agents in network namespaces (bench_topology_real.py)", "",
+                f"{real.get('when', '?')}, arguments {json.dumps(real.get('args', {}), sort_keys=True)[:400]}, "
+                f"load before {real.get('load_before')}.", ""]
+        cells = []
+        for r in real.get("results", []):
+            rtt = (r.get("rtt") or {}).get("summary") or {}
+            idle = (r.get("idle_bytes") or {}).get("summary") or {}
+            wb = (r.get("write_bytes") or {}).get("summary") or {}
+            w = r.get("writes") or {}
+            fp = r.get("false_positives") or {}
+            cells.append([r.get("mode"), r.get("n"), fmt(r.get("join_s")), pctf(rtt.get("median_rel_error_cross")),
+                          fmt(idle.get("cross_bytes")), fmt(idle.get("same_bytes")), pctf(idle.get("cross_share")),
+                          fmt(wb.get("cross_bytes")), fmt(wb.get("same_bytes")),
+                          fmt((w.get("t100") or {}).get("median_ms")), f"{w.get('complete')}/{w.get('writes')}",
+                          len(fp.get("non_alive_views") or []) + int(fp.get("dead_log_lines") or 0),
+                          "error: " + r["error"][:80] if r.get("error") else ""])
+        out += md_table(["mode", "N", "join s", "RTT error (cross)", "idle cross B", "idle same B", "idle cross share",
+                         "writes cross B", "writes same B", "t100 median ms", "complete", "false positives", ""],
+                        cells, right=range(1, 12))
+    return out
+
+
+# == plots =====================================================================================================
+def plots(run: Run, out: Path) -> tuple[list[tuple[str, str]], str | None]:
+    """(file, caption) of every plot made, and why there are none when matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return ["(no plots: matplotlib is not installed — `.venv/bin/pip install -r requirements-bench.txt`)"]
-    made: list[str] = []
-    ok = [r for r in rows if "error" not in r]
+        return [], "matplotlib is not installed (`.venv/bin/pip install -r requirements-bench.txt`)"
+    matplotlib.rcParams.update({"font.size": 8, "svg.hashsalt": "report", "axes.grid": True, "grid.alpha": 0.3})
+    out.mkdir(parents=True, exist_ok=True)
+    made: list[tuple[str, str]] = []
 
-    # 1. CDF of write -> all latency, ours (each mode) vs Serf, per scenario that has Serf.
-    groups: dict[tuple[str, int, float, int], list[dict[str, Any]]] = {}
-    for r in ok:
-        sc = r["scenario"]
-        groups.setdefault((sc["label"], sc["n"], sc["rate"], sc["size"]), []).append(r)
-    with_serf = [(k, g) for k, g in groups.items() if any(x["scenario"]["impl"] == "serf" for x in g)]
-    if with_serf:
-        cols = min(3, len(with_serf))
-        rows_n = (len(with_serf) + cols - 1) // cols
-        fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.8 * rows_n), squeeze=False)
-        for ax, (k, g) in zip(axes.flat, with_serf, strict=False):
-            for r in g:
-                # Over every acknowledged write: one some agent never got leaves the curve short of 1.
-                xs = sorted(r["latency"]["t100_ms"])
-                total = max(1, r["writes_acked"])
-                if xs:
-                    lost = (f", {r['latency']['incomplete']} never reached all"
-                            if r["latency"]["incomplete"] else "")
-                    ax.plot(xs, [(i + 1) / total for i in range(len(xs))], label=who(r) + lost)
-            ax.set_xscale("log")
-            ax.set_title(f"{k[0]}: N={k[1]}, {k[2]:g}/s, {k[3]} B", fontsize=9)
-            ax.set_xlabel("write → all agents (ms)")
-            ax.set_ylabel("fraction of writes")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        for ax in list(axes.flat)[len(with_serf):]:
-            ax.axis("off")
+    def save(fig: Any, name: str, caption: str) -> None:
         fig.tight_layout()
-        fig.savefig(out / "latency_cdf.png", dpi=110)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
         plt.close(fig)
-        made.append("latency_cdf.png")
+        from PIL import Image
+        buf.seek(0)
+        img = Image.open(buf).convert("RGB").quantize(colors=PALETTE, method=Image.Quantize.MEDIANCUT, dither=0)
+        img.save(out / name, format="PNG", optimize=True)
+        made.append((name, caption))
 
-    # 2. bytes per write (x floor) vs N, per mode and rate.
+    for maker in (plot_latency_cdf, plot_bytes_vs_n, plot_bytes_by_type, plot_tradeoff, plot_critical,
+                  plot_rtt_scatter, plot_bytes_by_zone, plot_t100_vs_fraction):
+        maker(run, plt, save)
+    return made, None
+
+
+Save = Callable[[Any, str, str], None]
+
+
+def matplotlib_ticker() -> Any:
+    import matplotlib.ticker
+    return matplotlib.ticker
+
+
+def plain_log_ticks(axis: Any) -> None:
+    """A log axis labelled 1, 2, 5, 10, 20, ... in plain numbers (not 2x10^1)."""
+    t = matplotlib_ticker()
+    axis.set_major_locator(t.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(t.FormatStrFormatter("%g"))
+    axis.set_minor_formatter(t.NullFormatter())
+
+
+def _cdf(ax: Any, xs: Sequence[float], total: int, **kw: Any) -> None:
+    xs = sorted(xs)
+    if xs:
+        ax.step(xs, [(i + 1) / max(1, total) for i in range(len(xs))], where="post", **kw)
+
+
+def plot_latency_cdf(run: Run, plt: Any, save: Save) -> None:
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in run.rows:
+        if ok(r) and r["_step"] not in ("sweep", "critical", "budget"):
+            sc = r["scenario"]
+            groups.setdefault((r["_step"], sc["n"], sc["rate"], sc["size"]), []).append(r)
+    chosen = [(k, g) for k, g in groups.items() if any(x["scenario"]["impl"] == "serf" for x in g)
+              and any(x["scenario"]["impl"] == "ours" for x in g)]
+    if not chosen:
+        return
+    cols = min(3, len(chosen))
+    nrows = (len(chosen) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.8 * nrows), squeeze=False)
+    for ax, (k, g) in zip(axes.flat, chosen, strict=False):
+        for r in g:
+            lost = r["latency"]["incomplete"]
+            _cdf(ax, r["latency"]["t100_ms"], r["writes_acked"],
+                 label=who(r) + (f" ({lost} never all)" if lost else ""))
+        ax.set_xscale("log")
+        ax.set_title(f"{k[0]}: N={k[1]}, {k[2]:g}/s, {k[3]} B")
+        ax.set_xlabel("write → all agents (ms)")
+        ax.set_ylabel("fraction of writes")
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(chosen):]:
+        ax.axis("off")
+    save(fig, "latency_cdf.png", "CDF of write→all latency (t100), ours on the tree and flooding against Serf user "
+         "events of the same size and rate; a curve ending below 1: writes that never reached every agent")
+
+
+def plot_bytes_vs_n(run: Run, plt: Any, save: Save) -> None:
     series: dict[tuple[str, float, int], list[tuple[int, float]]] = {}
-    lossy: set[tuple[str, float, int]] = set()
-    for r in ok:
+    overloaded: list[tuple[int, float]] = []
+    for r in run.rows:
         sc = r["scenario"]
-        if sc["label"] in ("load", "issue8") and r.get("x_floor") is not None:
-            key = (who(r), sc["rate"], sc["size"])
-            series.setdefault(key, []).append((sc["n"], r["x_floor"]))
-            if r["latency"]["incomplete"] * 2 > r["writes_acked"]:
-                lossy.add(key)
-    if series:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        colors = plt.get_cmap("tab20").colors
-        for ci, ((w, rate, size), pts) in enumerate(sorted(series.items())):
-            pts.sort()  # repeated runs of one scenario show as several points at one N
-            note = " (most events never reached all)" if (w, rate, size) in lossy else ""
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if size < 1000 else "s",
-                    linestyle="-" if rate < 50 else "--", color=colors[ci % len(colors)],
-                    label=f"{w}, {rate:g}/s, {size} B{note}")
-        ax.axhline(TARGETS["x_floor"], color="k", linestyle="--", linewidth=1, label="target 2.5x floor")
-        ax.set_xlabel("agents (N)")
-        ax.set_ylabel("wire bytes per write / floor")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "bytes_per_write_vs_n.png", dpi=110)
-        plt.close(fig)
-        made.append("bytes_per_write_vs_n.png")
-
-    # 3. bytes by message type, stacked, per write.
-    typed = [r for r in ok if r.get("bytes_by_type") and r["scenario"]["impl"] == "ours"
-             and r["scenario"]["label"] in ("load", "issue8")]
-    if typed:
-        kinds: list[str] = []
-        for r in typed:
-            kinds += [k for k in r["bytes_by_type"] if k not in kinds]
-        fig, ax = plt.subplots(figsize=(max(7, 0.55 * len(typed) + 2), 5))
-        bottoms = [0.0] * len(typed)
-        labels = [f"{r['scenario']['label']} N={r['scenario']['n']}\n{r['scenario']['rate']:g}/s "
-                  f"{r['scenario']['mode']}" for r in typed]
-        colors = plt.get_cmap("tab20").colors
-        for ci, k in enumerate(kinds):
-            vals = [r["bytes_by_type"].get(k, 0) / max(1, r["writes_acked"]) / r["floor_bytes_per_write"]
-                    for r in typed]
-            ax.bar(range(len(typed)), vals, bottom=bottoms, label=k, color=colors[ci % len(colors)])
-            bottoms = [b + v for b, v in zip(bottoms, vals, strict=True)]
-        ax.axhline(TARGETS["x_floor"], color="k", linestyle="--", linewidth=1)
-        ax.set_xticks(range(len(typed)), labels, rotation=60, fontsize=6, ha="right")
-        ax.set_ylabel("bytes per write, in floors")
-        ax.legend(fontsize=7, ncol=2)
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "bytes_by_type.png", dpi=110)
-        plt.close(fig)
-        made.append("bytes_by_type.png")
-
-    # 4. latency and bytes vs fanout / retransmitMult.
-    sweep = [r for r in ok if r["scenario"]["label"] == "sweep"]
-    if sweep:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-        by_fan: dict[int, list[tuple[int, dict[str, Any]]]] = {}
-        for r in sweep:
-            sets = dict(s.split("=", 1) for s in r["scenario"]["sets"])
-            by_fan.setdefault(int(sets.get("gossip.fanout", 3)), []).append(
-                (int(sets.get("gossip.retransmitMult", 4)), r))
-        for ci, (fan, pts) in enumerate(sorted(by_fan.items())):
-            pts.sort(key=lambda p: p[0])
-            color = f"C{ci}"
-            a1.plot([p[0] for p in pts], [p[1]["latency"]["t100_median_ms"] or float("nan") for p in pts],
-                    marker="o", color=color, label=f"fanout {fan}, median")
-            a1.plot([p[0] for p in pts], [p[1]["latency"]["t100_p99_ms"] or float("nan") for p in pts],
-                    marker="x", linestyle=":", color=color, label=f"fanout {fan}, p99")
-            a2.plot([p[0] for p in pts], [p[1].get("x_floor") or float("nan") for p in pts], marker="o",
-                    color=color, label=f"fanout {fan}")
-        a1.set_xlabel("gossip.retransmitMult")
-        a1.set_ylabel("write → all t100 (ms)")
-        a1.set_yscale("log")
-        a2.set_xlabel("gossip.retransmitMult")
-        a2.set_ylabel("bytes per write / floor")
-        n = sweep[0]["scenario"]["n"]
-        a1.set_title(f"N={n}, {sweep[0]['scenario']['rate']:g}/s, {sweep[0]['scenario']['size']} B", fontsize=9)
-        for a in (a1, a2):
-            a.grid(alpha=0.3)
-            a.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "fanout_retransmit.png", dpi=110)
-        plt.close(fig)
-        made.append("fanout_retransmit.png")
-    return made
+        wanted = r["_step"] in ("load", "serf", "eight", "issue8") or is_large(r["_step"])
+        if ok(r) and r.get("x_floor") is not None and wanted and sc["rate"] == 10:
+            series.setdefault((who(r), sc["rate"], sc["size"]), []).append((sc["n"], float(r["x_floor"])))
+            if (r.get("membership_under_load") or {}).get("suspected_members"):
+                overloaded.append((sc["n"], float(r["x_floor"])))
+    if not series:
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, ((w, _rate, size), pts) in enumerate(sorted(series.items())):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if size < 1000 else "s",
+                linestyle="-" if size < 1000 else "--", color=f"C{i % 10}", label=f"{w}, {size} B")
+    if overloaded:
+        ax.scatter([p[0] for p in overloaded], [p[1] for p in overloaded], marker="x", s=60, color="red", zorder=5,
+                   label="live agents suspected (overloaded run)")
+    ax.axhline(TARGETS["x_floor"], color="k", linestyle=":", linewidth=1, label="target 2.5x floor")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ns = sorted({p[0] for pts in series.values() for p in pts})
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.xaxis.set_minor_locator(matplotlib_ticker().NullLocator())
+    plain_log_ticks(ax.yaxis)
+    ax.set_xlabel("agents (N)")
+    ax.set_ylabel("wire bytes per write / floor")
+    ax.set_title("bytes per write vs N, 10 writes/s")
+    ax.legend(fontsize=6)
+    save(fig, "bytes_per_write_vs_n.png", "Wire bytes per write in floors ((N-1) copies of key + value + version) "
+         "against N at 10 writes/s; Serf: bytes per user event; a red x: live agents were suspected during that run, "
+         "so it measured an overloaded machine")
 
 
-MODE_ORDER = {"push": 0, "pull": 1, "push-pull": 2, "-": 3}
+def plot_bytes_by_type(run: Run, plt: Any, save: Save) -> None:
+    typed = [r for r in run.rows if ok(r) and r.get("bytes_by_type") and r["scenario"]["impl"] == "ours"
+             and r["_step"] in ("load", "modes", "serf", "serf100", "eight", "issue8")]
+    if not typed:
+        return
+    kinds = type_order(typed)
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.24 * len(typed)))
+    lefts = [0.0] * len(typed)
+    colors = plt.get_cmap("tab20").colors
+    ys = list(range(len(typed)))[::-1]   # the first row on top
+    for ci, k in enumerate(kinds):
+        vals = [r["bytes_by_type"].get(k, 0) / max(1, r["writes_acked"]) / r["floor_bytes_per_write"] for r in typed]
+        ax.barh(ys, vals, left=lefts, label=k, color=colors[ci % len(colors)])
+        lefts = [a + v for a, v in zip(lefts, vals, strict=True)]
+    ax.axvline(TARGETS["x_floor"], color="k", linestyle=":", linewidth=1)
+    ax.set_yticks(ys, [f"{r['_step']}: N={r['scenario']['n']} {r['scenario']['rate']:g}/s {r['scenario']['size']} B, "
+                       f"{who(r)}" for r in typed], fontsize=6)
+    ax.set_xlabel("bytes per write, in floors (dotted: the 2.5x target)")
+    ax.set_title("bytes by message type")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    save(fig, "bytes_by_type.png", "Bytes per write by message type, in floors (membership and convergence: ping, "
+         "ack, alive, digest, push-pull; data: state, pull, ihave, graft, prune, anti-entropy)")
 
 
-def row_order(r: dict[str, Any]) -> tuple[Any, ...]:
-    sc = r["scenario"]
-    order = {"load": 0, "issue8": 1, "critical": 2, "budget": 2, "sweep": 3}
-    return (order.get(sc["label"], 9), -sc["size"], sc["n"], sc["rate"],
-            sc["impl"] == "serf", MODE_ORDER.get(sc["mode"], 9), sc["sets"])
+def plot_tradeoff(run: Run, plt: Any, save: Save) -> None:
+    sw = [r for r in run.rows if ok(r) and r["_step"] == "sweep"]
+    if not sw:
+        return
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))
+    series: dict[tuple[str, int], list[tuple[int, dict[str, Any]]]] = {}
+    for r in sw:
+        sets = dict(s.split("=", 1) for s in r["scenario"]["sets"])
+        series.setdefault((path_of(r) or "default", int(sets.get("gossip.fanout", 3))), []).append(
+            (int(sets.get("gossip.retransmitMult", 4)), r))
+    for i, ((path, fan), pts) in enumerate(sorted(series.items())):
+        pts.sort(key=lambda p: p[0])
+        style = {"color": f"C{i % 10}", "linestyle": "-" if path == "tree" else "--"}
+        a1.plot([p[0] for p in pts], [t100(p[1]) or float("nan") for p in pts], marker="o",
+                label=f"{path}, fanout {fan}", **style)
+        xs = [p[1].get("x_floor") or float("nan") for p in pts]
+        ys = [t100(p[1]) or float("nan") for p in pts]
+        a2.plot(xs, ys, marker="o", label=f"{path}, fanout {fan}", **style)
+        for (mult, _), x, y in zip(pts, xs, ys, strict=True):
+            a2.annotate(f"m{mult}", (x, y), fontsize=5, xytext=(2, 2), textcoords="offset points")
+    n, rate, size = sw[0]["scenario"]["n"], sw[0]["scenario"]["rate"], sw[0]["scenario"]["size"]
+    a1.set(xlabel="gossip.retransmitMult", ylabel="write→all t100 median (ms)", yscale="log",
+           title=f"latency vs retransmits, N={n}, {rate:g}/s, {size} B")
+    a2.set(xlabel="wire bytes per write / floor", ylabel="write→all t100 median (ms)", yscale="log",
+           title="bytes against latency (m: retransmitMult)")
+    for a in (a1, a2):
+        plain_log_ticks(a.yaxis)
+    a1.legend(fontsize=6)
+    a2.legend(fontsize=6)
+    save(fig, "fanout_retransmit.png", "Latency against gossip.fanout and gossip.retransmitMult, and the "
+         "bytes/latency trade-off curve they draw, on the tree (solid) and flooding (dashed)")
 
 
-def write_report(metas: list[dict[str, Any]], rows: list[dict[str, Any]], images: list[str], out: Path) -> str:
-    rows = sorted(rows, key=row_order)
-    lines = ["# Dissemination under load — generated report", "",
-             "Generated by `bench/report.py` from `bench_load.py`'s raw JSON (bench/out/, not in git). "
-             "Do not edit by hand. Method, definitions and caveats: the docstring of bench/bench_load.py and "
-             "bench/README.md.", ""]
-    lines += ["## Runs", "", "| file | date (UTC) | machine | versions | load at start → end | arguments |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for m in metas:
-        v = ", ".join(f"{k} {x}" for k, x in m["versions"].items())
-        lines.append(f"| {m['file']} | {m['date']} | {m['machine']} | {v} | {m['load_start']} → "
-                     f"{m.get('load_end', '-')} | `{' '.join(m['argv'])}` |")
-    loads = [x for r in rows if "load_before" in r for x in (r["load_before"][0], r["load_after"][0])]
-    if loads:
-        lines += ["", f"1-minute load average across scenarios: median {statistics.median(loads):.1f}, max "
-                  f"{max(loads):.1f} (2 cores). On a shared machine absolute latencies and CPU are noisy; byte "
-                  "counts and ratios within one run are the robust figures."]
-    lines += ["", "Definitions: floor = (N-1) x (key + value + 16 B version) per write; bytes are IP-level "
-              "agent-to-agent (127.0.0.1 → 127.0.0.1 on the agents' ports; the bench's client uses 127.0.0.2 and "
-              "is not counted), from the first write to the last acknowledgement + 3 s; kB/s is over the writes "
-              "alone; membership+conv. = ping, ack, nack, ping_req, alive, suspect, dead and push-pull bytes "
-              "(roots travel in Alive metadata today); t100 = PUT sent → change on the last agent's watch "
-              "stream (Serf: its \"Received event\" log line).", ""]
-    lines += ["## Targets", "", *targets_table(rows)]
-    lines += ["", "## All scenarios", "", *main_table(rows)]
-    lines += ["", "## Bytes by message type", "", *types_table(rows)]
-    crit = critical_table(rows)
-    if crit:
-        lines += ["", "## Critical writes", "", *crit]
-    lines += ["", "## Beside Serf (user events of the same size and rate)", "", *serf_table(rows)]
-    counters = [r for r in rows if r.get("agent_counters")]
-    if counters:
-        lines += ["", "## The agents' own counters (summed over agents, per write)", "",
-                  "`gossip_messages_total{direction=out}` by type; `gossip_bytes_total{direction=out}` by kind "
-                  "(a UDP datagram is counted under its first message's type only).", "",
-                  "| scenario | mode | messages by type | bytes by kind | drops |", "| --- | --- | --- | --- | --- |"]
-        for r in counters:
-            sc, c = r["scenario"], r["agent_counters"]
-            w = max(1, r["writes_acked"])
-            msg = ", ".join(f"{k} {v / w:.1f}" for k, v in sorted(c["messages_out_by_type"].items(),
-                                                                    key=lambda kv: -kv[1]))
-            byt = ", ".join(f"{k} {v / w:,.0f}" for k, v in sorted(c["bytes_out_by_kind"].items(),
-                                                                   key=lambda kv: -kv[1]))
-            drops = ", ".join(f"{k} {v:.0f}" for k, v in c["dropped"].items()) or "0"
-            sets = f" ({', '.join(sc['sets'])})" if sc["sets"] else ""
-            lines.append(f"| {sc['label']} N={sc['n']} {sc['rate']:g}/s {sc['size']} B{sets} | {sc['mode']} | "
-                         f"{msg} | {byt} | {drops} |")
-    if images:
-        where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
-        lines += ["", "## Plots", "", f"PNG files in {where}/ (generated, not in git):", ""]
-        lines += [f"- `{where}/{name}`" for name in images]
-    return "\n".join(lines) + "\n"
+def plot_critical(run: Run, plt: Any, save: Save) -> None:
+    crit = [r for r in run.rows if ok(r) and r.get("latency_by_class")]
+    if not crit:
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for i, r in enumerate(crit):
+        c = r["latency_by_class"]
+        tag = f"{r['_step']} {r['scenario']['size']} B" + (f", budget {r['scenario']['budget']}"
+                                                            if r["scenario"].get("budget") else "")
+        for cls, style in (("critical", "-"), ("normal", ":")):
+            xs = c[cls].get("t100_ms")
+            if xs is not None:
+                _cdf(ax, xs, c[cls]["writes"], color=f"C{i % 10}", linestyle=style, label=f"{tag}: {cls}")
+            else:  # older JSON: medians only
+                ax.axvline(c[cls]["t100_median_ms"] or float("nan"), color=f"C{i % 10}", linestyle=style,
+                           label=f"{tag}: {cls} median")
+    ax.set_xscale("log")
+    ax.set(xlabel="write → all agents (ms)", ylabel="fraction of writes",
+           title="critical vs normal writes under 100 writes/s")
+    ax.legend(fontsize=6)
+    save(fig, "critical.png", "write→all t100 of critical writes (solid) against normal writes (dotted) under the "
+         "same 100 writes/s background, with and without a byte budget")
+
+
+def plot_rtt_scatter(run: Run, plt: Any, save: Save) -> None:
+    panels: list[tuple[str, list[tuple[float, float]]]] = []
+    if run.topology:
+        panels += [(f"simulator: {k}, N={run.topology['params']['nodes']}", [(a, b) for a, b in v])
+                   for k, v in run.topology["scatter_ms"].items()]
+    if run.topology_real:
+        for r in run.topology_real.get("results", []):
+            rtt = r.get("rtt") or {}
+            measured = (rtt.get("summary") or {}).get("measured_ms") or {}
+            pts = [(float(measured[k]), float(e)) for k, es in (rtt.get("scatter") or {}).items() if k in measured
+                   for e in es if e is not None]
+            if pts:
+                panels.append((f"real agents ({r['mode']}), cross-zone pairs", pts))
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.3), squeeze=False)
+    for ax, (title, pts) in zip(axes.flat, panels, strict=True):
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=3, alpha=0.5)
+        top = max(max(p) for p in pts)
+        ax.plot([0, top], [0, top], color="grey", linewidth=1)
+        ax.set(xlabel="measured (true) RTT, ms", ylabel="estimated RTT, ms", title=title)
+    save(fig, "rtt_scatter.png", "Estimated (Vivaldi) against measured RTT: the simulator's true RTT per pair, "
+         "and for real agents the ICMP-measured RTT of each zone pair")
+
+
+def plot_bytes_by_zone(run: Run, plt: Any, save: Save) -> None:
+    # One row per source (the simulator, real agents): their scales differ. Bars: label, write same, write cross,
+    # idle same, idle cross.
+    sources: list[tuple[str, list[tuple[str, float, float, float, float]]]] = []
+    if run.topology:
+        sources.append((f"simulator, N={run.topology['params']['protocol_nodes']}", [
+            ("random" if r["mode"] == "random" else f"aware {r['fraction']:g}", r["write_bytes_same"],
+             r["write_bytes_cross"], r["idle_bytes_same"], r["idle_bytes_cross"])
+            for r in run.topology["protocol"]["runs"]]))
+    if run.topology_real:
+        bars = []
+        for r in run.topology_real.get("results", []):
+            wb = (r.get("write_bytes") or {}).get("summary") or {}
+            ib = (r.get("idle_bytes") or {}).get("summary") or {}
+            if wb:
+                bars.append((str(r["mode"]), wb.get("same_bytes", 0), wb.get("cross_bytes", 0),
+                             ib.get("same_bytes", 0), ib.get("cross_bytes", 0)))
+        if bars:
+            sources.append(("real agents in namespaces", bars))
+    if not sources:
+        return
+    fig, axes = plt.subplots(len(sources), 2, figsize=(8, 3.2 * len(sources)), squeeze=False)
+    for row, (source, bars) in zip(axes, sources, strict=True):
+        xs = range(len(bars))
+        for ax, (i, phase) in zip(row, ((1, "during writes"), (3, "idle")), strict=True):
+            ax.bar(xs, [b[i] / 1e6 for b in bars], label="same zone", color="C0")
+            ax.bar(xs, [b[i + 1] / 1e6 for b in bars], bottom=[b[i] / 1e6 for b in bars], label="cross zone",
+                   color="C3")
+            ax.set_xticks(xs, [b[0] for b in bars])
+            ax.set(ylabel="MB", title=f"{source}: bytes by zone, {phase}")
+            ax.legend(fontsize=6)
+    save(fig, "bytes_by_zone.png", "Bytes inside zones and across zones, random (uniform) against zone-aware choice "
+         "at each crossZoneFraction (simulator; real agents when the run includes them)")
+
+
+def plot_t100_vs_fraction(run: Run, plt: Any, save: Save) -> None:
+    topo = run.topology
+    if not topo:
+        return
+    runs = topo["protocol"]["runs"]
+    aware = sorted((r for r in runs if r["mode"] == "aware" and r["spread_t100"]), key=lambda r: r["fraction"])
+    base = next((r for r in runs if r["mode"] == "random" and r["spread_t100"]), None)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    if aware:
+        a1.plot([r["fraction"] for r in aware], [1000 * statistics.median(r["spread_t100"]) for r in aware],
+                marker="o", label="aware, median")
+        a1.plot([r["fraction"] for r in aware], [1000 * max(r["spread_t100"]) for r in aware], marker="x",
+                linestyle=":", label="aware, max")
+    if base:
+        a1.axhline(1000 * statistics.median(base["spread_t100"]), color="grey", label="random, median")
+        a1.axhline(1000 * max(base["spread_t100"]), color="grey", linestyle=":", label="random, max")
+    a1.set(xlabel="topology.crossZoneFraction", ylabel="write→all t100 (virtual ms)",
+           title=f"protocol, N={topo['params']['protocol_nodes']}, 3 zones")
+    a1.legend(fontsize=6)
+    ch = [r for r in topo["choice"] if r["cross_zone_fraction"] != "uniform"]
+    a2.plot([float(r["cross_zone_fraction"]) for r in ch], [r["rounds_vs_uniform"] for r in ch], marker="o",
+            label="rounds to all / uniform")
+    a2.plot([float(r["cross_zone_fraction"]) for r in ch], [r["cross_zone_share"] for r in ch], marker="s",
+            label="cross-zone share of picks")
+    a2.set(xlabel="crossZoneFraction", title=f"choice rule, N={topo['params']['mix_nodes']}")
+    a2.legend(fontsize=6)
+    save(fig, "t100_vs_fraction.png", "write→all t100 against topology.crossZoneFraction (simulator), and the "
+         "choice rule's cost (rounds) against its cross-zone share")
+
+
+# == the report =================================================================================================
+def run_section(run: Run) -> list[str]:
+    m = run.manifest
+    out: list[str] = []
+    if m:
+        mach = m.get("machine", {})
+        vers = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
+        loads = [x for s in m.get("steps", []) for x in (s["load_before"][0], s["load_after"][0])]
+        per_row = [float(x) for r in run.rows if "load_before" in r for x in (r["load_before"][0], r["load_after"][0])]
+        out += [f"- run: {m.get('started')} → {m.get('finished', '(unfinished)')} UTC, "
+                f"`bench/report.py {' '.join(m.get('argv', []))}`",
+                f"- machine: {mach.get('host')}, {mach.get('cpus')} CPUs ({mach.get('cpu_model') or '?'}), "
+                f"{fmt(mach.get('memory_mb'))} MB memory, {mach.get('platform')}",
+                f"- versions: {vers}",
+                f"- load average (1/5/15 min) at start {m.get('load_start')}, at end {m.get('load_end', '-')}; "
+                f"1-minute load over the steps: median {fmt(statistics.median(loads) if loads else None)}, "
+                f"max {fmt(max(loads) if loads else None)} on {mach.get('cpus')} CPUs"
+                + (f"; at the start and end of each load scenario: median {fmt(statistics.median(per_row))}, max "
+                   f"{fmt(max(per_row))}" if per_row else "")
+                + ". The machine was shared with other work: absolute latencies and CPU are noisy; bytes and ratios "
+                "within the run are the robust figures.", ""]
+        cells = []
+        for s in m.get("steps", []):
+            what = f"SKIPPED: {s['skipped']}" if s.get("skipped") else s["what"]
+            cmd = " ".join(s.get("command") or []).replace(f"{ROOT}/", "")  # paths as from the repository root
+            if not cmd and s.get("params"):
+                cmd = json.dumps(s["params"], sort_keys=True)
+            rc = s.get("rc")
+            cells.append([s["name"], what, f"`{cmd}`" if cmd else "", fmt(s.get("wall_s")),
+                          f"{s['load_before'][0]} → {s['load_after'][0]}", "" if rc in (0, None) else f"exit {rc}"])
+        out += md_table(["step", "what", "command / parameters", "wall s", "1-min load", ""], cells)
+    elif run.metas:
+        out += md_table(["file", "date (UTC)", "machine", "versions", "load at start → end", "arguments"],
+                        [[x["file"], x["date"], x["machine"], ", ".join(f"{k} {v}" for k, v in x["versions"].items()),
+                          f"{x['load_start']} → {x.get('load_end', '-')}", f"`{' '.join(x['argv'])}`"]
+                         for x in run.metas])
+    return out
+
+
+def write_report(run: Run, images: Sequence[tuple[str, str]], why_no_plots: str | None, plot_dir: Path,
+                 report_path: Path, notes: Sequence[str] = ()) -> str:
+    rel = Path(os.path.relpath(plot_dir, report_path.parent))
+    rows = run.rows
+    lines = ["# Bench report: dissemination under load, topology", "",
+             "Generated by `bench/report.py` (command in bench/README.md) from one run's raw JSON (bench/out/, not in "
+             "git). Do not edit by hand. Method, definitions and caveats: the docstrings of bench/bench_load.py, "
+             "bench/bench_topology.py, bench/bench_topology_real.py and bench/README.md.", "",
+             "## The run", "", *run_section(run), "", *[f"Note: {n}" for n in notes], *([""] if notes else []),
+             "Definitions: floor = (N-1) x (key + value + 16 B version) per write; bytes are IP-level agent-to-agent "
+             "(127.0.0.1 → 127.0.0.1 on the agents' ports; the bench's HTTP client uses 127.0.0.2 and is not "
+             "counted), from the first write until the last acknowledgement + 3 s and every rumor queue is empty; "
+             "kB/s is over the writes alone; membership+conv. = ping, ack, nack, ping_req, alive, suspect, dead, "
+             "digest, coordinate and push-pull bytes; t100 = PUT sent → the change on the last agent's watch "
+             "stream (Serf: its \"Received event\" log line); \"never all\": writes some agent had not applied "
+             "within the bench's --deliver-timeout.", "",
+             "## Ratios measured in this run", "", *headline(run)]
+    lines += ["## Targets: dissemination under load", "", *targets_table(rows), ""]
+    sw = sweep_table(rows)
+    if sw:
+        lines += ["## Fanout and retransmits: the latency/bytes trade-off", "", *sw, ""]
+    bt = budget_table(rows)
+    if bt:
+        lines += ["## Byte budget", "", *bt, ""]
+    lines += ["## Bytes by message type", "", *types_table(rows), ""]
+    lines += ["## All load scenarios", "", *main_table(rows), ""]
+    ct = counters_table(rows)
+    if ct:
+        lines += ["## The agents' own counters", "", *ct, ""]
+    if run.topology or run.topology_real:
+        lines += ["## Topology", "", *topology_sections(run), ""]
+    if not (run.topology_real):
+        lines += ["Real agents in network namespaces (bench_topology_real.py) are not in this run: "
+                  "`report.py --run --topology-real` (root) or `--topology-real-json FILE` includes them.", ""]
+    lines += ["## Plots", ""]
+    if why_no_plots:
+        lines += [f"(no plots: {why_no_plots})", ""]
+    for name, caption in images:
+        lines += [f"**{caption}.**", "", f"![{name}]({(rel / name).as_posix()})", ""]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", action="store_true", help="run the default bench_load.py plan first")
-    p.add_argument("--n", default="10,50", help="cluster sizes for --run (default %(default)s)")
-    p.add_argument("--bench-arg", action="append", default=[], help="extra argument for bench_load.py runs")
-    p.add_argument("--output", default=str(REPORT), help="report path (default bench/REPORT.md)")
-    p.add_argument("--out-dir", type=Path, default=OUT, help="where the plots go (default bench/out/)")
-    p.add_argument("files", nargs="*", type=Path, help="raw JSON files (default: bench/out/*.json)")
+    p.add_argument("--run", action="store_true", help="run the plan first (into a new bench/out/run-*/)")
+    p.add_argument("--list", action="store_true", help="print the plan and exit")
+    p.add_argument("--n", default="10,50", help="cluster sizes of the load steps (default %(default)s; 10,50,200 adds "
+                   "the reduced 200-agent step, which saturates a shared 2-core machine for ~10 min)")
+    p.add_argument("--steps", default="", help="comma list: run only these steps of the plan")
+    p.add_argument("--quick", action="store_true", help="seconds-long windows and a tiny simulation (a pipeline "
+                   "check, not a measurement)")
+    p.add_argument("--no-topology", action="store_true", help="leave the simulator step out")
+    p.add_argument("--topology-real", action="store_true",
+                   help="also run bench_topology_real.py (root, network namespaces; nothing else may use them)")
+    p.add_argument("--topology-real-arg", action="append", default=[], metavar="ARG",
+                   help="argument for bench_topology_real.py (repeatable)")
+    p.add_argument("--topology-real-json", type=Path, help="include this bench_topology_real.py output")
+    p.add_argument("--bench-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for every bench_load.py step (repeatable)")
+    p.add_argument("--from", dest="run_dir", type=Path, help="the run directory to report (default: the latest)")
+    p.add_argument("--output", type=Path, default=REPORT, help="report path (default bench/REPORT.md)")
+    p.add_argument("--plots", "--out-dir", type=Path, default=PLOTS, help="where the PNGs go (default bench/plots/)")
+    p.add_argument("--note", action="append", default=[],
+                   help="a sentence about the run for the report (e.g. a step stopped by hand, and why)")
+    p.add_argument("files", nargs="*", type=Path, help="loose bench_load.py JSON files to report instead")
     args = p.parse_args(argv)
+    sizes = [int(x) for x in args.n.split(",") if x.strip()]
+    steps = plan(sizes, quick=args.quick, topology=not args.no_topology, topology_real=args.topology_real,
+                 real_args=args.topology_real_arg)
+    if args.steps:
+        wanted = {s.strip() for s in args.steps.split(",")}
+        unknown = wanted - {s.name for s in steps}
+        if unknown:
+            p.error(f"--steps: unknown {sorted(unknown)}; the plan has {[s.name for s in steps]}")
+        steps = [s for s in steps if s.name in wanted]
+    if args.list:
+        for s in steps:
+            shown = " ".join(s.args) if s.kind != "topology" else json.dumps(s.params, sort_keys=True)
+            print(f"{s.name:14} {s.kind:13} {s.what}\n{'':28} {shown}")
+        return 0
+    run_dir = args.run_dir
     if args.run:
-        run_plan(args.n, args.bench_arg)
-    files = args.files or sorted(OUT.glob("*.json"))
-    if not files:
-        print("report: no raw JSON in bench/out/ (run with --run)", file=sys.stderr)
+        run_dir = new_run_dir()
+        print(f"report: running {len(steps)} steps into {run_dir}", file=sys.stderr, flush=True)
+        execute(steps, run_dir, sys.argv[1:] if argv is None else list(argv), args.bench_arg)
+    elif run_dir is None and not args.files:
+        run_dir = latest_run_dir()
+        if run_dir is None:
+            print("report: no run in bench/out/ (run with --run)", file=sys.stderr)
+            return 1
+    run = read_run(run_dir, args.files, args.topology_real_json)
+    if not run.rows and not run.topology and not run.topology_real:
+        print(f"report: nothing to report in {run_dir or args.files}", file=sys.stderr)
         return 1
-    metas, rows = load(files)
-    rows.sort(key=row_order)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    images = plots(rows, args.out_dir)
-    Path(args.output).write_text(write_report(metas, rows, images, args.out_dir))
-    print(f"report: wrote {args.output} and {len(images)} plots in {args.out_dir}", file=sys.stderr)
+    images, why = plots(run, args.plots)
+    args.output.write_text(write_report(run, images, why, args.plots, args.output, args.note))
+    print(f"report: wrote {args.output} and {len(images)} plots in {args.plots}", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,185 @@
+"""bench/report.py does not rot: the report and its plots from a canned run, in seconds, with no agent started.
+
+The canned run holds what the steps write: bench_load.py results (a tree/flood pair beside Serf, critical and
+normal writes, a two-point fanout sweep), the topology simulator's output (computed here on a tiny topology:
+the real drivers, under a second) and a bench_topology_real.py output (canned: that bench needs namespaces and
+root). No timing is asserted: only that the ratios the report states are the ones in the data, that every plot is
+made and small, that rendering twice gives the same bytes, and what the plan would run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import report  # noqa: E402
+
+WRITES = 20
+
+
+def load_row(n: int, size: int, *, impl: str = "ours", path: str | None = "tree", bytes_total: int,
+             t100_ms: list[float], step_sets: tuple[str, ...] = (), critical: bool = False) -> dict[str, Any]:
+    """One bench_load.py result as the bench writes it (the fields the report reads)."""
+    sets = [*([f"gossip.broadcast={path}"] if path and impl == "ours" else []), *step_sets]
+    udp, tcp = bytes_total * 9 // 10, bytes_total - bytes_total * 9 // 10
+    r: dict[str, Any] = {
+        "scenario": {"impl": impl, "n": n, "rate": 10.0, "size": size, "writes": WRITES,
+                     "mode": "push-pull" if impl == "ours" else "-", "sets": sets, "label": "load",
+                     "critical_every": 10 if critical else 0, "budget": 0},
+        "writes_acked": WRITES, "write_errors": {}, "write_window_s": 2.0, "window_s": 5.0,
+        "latency": {"t100_median_ms": sorted(t100_ms)[len(t100_ms) // 2], "t100_p99_ms": max(t100_ms),
+                    "t100_max_ms": max(t100_ms), "each_median_ms": min(t100_ms), "complete": len(t100_ms),
+                    "incomplete": WRITES - len(t100_ms),
+                    "t100_ms": t100_ms},
+        "floor_bytes_per_write": (n - 1) * (12 + size + 16),
+        "nft_whole": {"bytes": bytes_total, "udp_bytes": udp, "udp_packets": 100, "tcp_bytes": tcp,
+                      "tcp_packets": 10},
+        "nft_during_writes": {"bytes": bytes_total // 2, "udp_bytes": udp // 2, "udp_packets": 50, "tcp_bytes": 0,
+                              "tcp_packets": 0},
+        "load_before": [1.0, 1.0, 1.0], "load_after": [1.5, 1.0, 1.0],
+        "cpu_pct_per_agent": {"mean": 1.0, "max": 2.0}, "idle": {"Bps_per_agent": 100.0},
+    }
+    if impl == "ours":
+        r.update({
+            "roots_equal_after_last_write_s": 0.1,
+            "membership_under_load": {"false_positives": 0, "suspected_members": 0},
+            "capture": {"packets": 100, "wire_bytes": udp, "messages": {"state": 60, "digest": 20, "ping": 20},
+                        "wire_bytes_by_type": {"state": udp * 8 // 10, "digest": udp // 10, "ping": udp // 10},
+                        "undecoded_bytes": 0},
+            "agent_counters": {"messages_out_by_type": {"state": 60, "digest": 20, "ping": 20},
+                               "bytes_out_by_kind": {"pushpull": 10}, "bytes_in_by_kind": {"pushpull": 10},
+                               "antientropy_bytes": {"sent": 10}, "dropped": {}},
+        })
+        if critical:
+            crit, normal = t100_ms[:2], t100_ms[2:]
+            r["latency_by_class"] = {
+                "critical": {"writes": 2, "complete": 2, "t100_median_ms": 10.0, "t100_p99_ms": 12.0, "t100_ms": crit},
+                "normal": {"writes": 18, "complete": len(normal), "t100_median_ms": 40.0, "t100_p99_ms": 90.0,
+                           "t100_ms": normal},
+                "critical_over_normal_median": 0.25}
+    else:
+        r["bytes_by_type"] = {"udp (serf)": udp, "tcp (serf push-pull)": tcp}
+        r["bytes_per_write"] = bytes_total // WRITES
+        r["x_floor"] = round(bytes_total / WRITES / r["floor_bytes_per_write"], 2)
+    return r
+
+
+def bench_file(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"meta": {"date": "2026-11-30T08:00:00+00:00", "machine": "test 2 cpus", "load_start": [1.0, 1.0, 1.0],
+                     "versions": {"python": "3.11"}, "argv": ["--test"], "load_end": [1.0, 1.0, 1.0]},
+            "results": results}
+
+
+def topology_real() -> dict[str, Any]:
+    """bench_topology_real.py's output shape (two modes, 2 groups)."""
+    def result(mode: str, cross: int) -> dict[str, Any]:
+        return {"mode": mode, "n": 6, "join_s": 1.0,
+                "rtt": {"summary": {"measured_ms": {"0-1": 20.0}, "median_rel_error_cross": 0.1},
+                        "scatter": {"0-1": [19.0, 21.0, 22.5], "0-0": [0.5, 0.6]}},
+                "idle_bytes": {"summary": {"cross_bytes": cross, "same_bytes": 5000, "cross_share": 0.2}},
+                "write_bytes": {"summary": {"cross_bytes": 2 * cross, "same_bytes": 9000}},
+                "writes": {"writes": 5, "complete": 5, "t100": {"median_ms": 30.0}},
+                "false_positives": {"non_alive_views": [], "dead_log_lines": 0}}
+    return {"when": "2026-11-30 08:00:00 UTC", "args": {"groups": "3,3"}, "load_before": [1.0, 1.0, 1.0],
+            "results": [result("aware", 1000), result("uniform", 5000)],
+            "comparison": {"idle_cross_bytes_cut": 5.0, "write_cross_bytes_cut": 5.0, "t100_median_ratio": 1.1}}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("run")
+    lat = [float(5 + i) for i in range(WRITES)]
+    (d / "serf.json").write_text(json.dumps(bench_file([
+        load_row(10, 200, path="tree", bytes_total=100_000, t100_ms=lat),
+        load_row(10, 200, path="flood", bytes_total=400_000, t100_ms=[x * 2 for x in lat]),
+        load_row(10, 200, impl="serf", path=None, bytes_total=200_000, t100_ms=[x * 10 for x in lat[:15]]),
+    ])))
+    (d / "critical.json").write_text(json.dumps(bench_file([
+        load_row(10, 1024, path=None, bytes_total=300_000, t100_ms=lat, critical=True)])))
+    (d / "sweep.json").write_text(json.dumps(bench_file([
+        load_row(10, 1024, path=p, bytes_total=b, t100_ms=[x * m for x in lat],
+                 step_sets=(f"gossip.fanout={f}", f"gossip.retransmitMult={m}"))
+        for p, f, m, b in (("tree", 3, 1, 200_000), ("tree", 3, 4, 210_000), ("flood", 3, 1, 300_000),
+                           ("flood", 3, 4, 900_000))])))
+    (d / "topology.json").write_text(json.dumps(report.topology_sim(report.topology_params(quick=True))))
+    (d / "topology_real.json").write_text(json.dumps(topology_real()))
+    (d / "run.json").write_text(json.dumps({
+        "started": "2026-11-30T08:00:00+00:00", "finished": "2026-11-30T08:30:00+00:00", "argv": ["--run"],
+        "machine": {"host": "test", "cpus": 2, "memory_mb": 1000, "platform": "Linux"},
+        "versions": {"python": "3.11", "serf": "0.8.2"}, "load_start": [1.0, 1.0, 1.0], "load_end": [2.0, 1.0, 1.0],
+        "steps": [{"name": "serf", "what": "w", "command": ["bench/bench_load.py", "--serf"], "wall_s": 10.0,
+                   "load_before": [1.0, 1.0, 1.0], "load_after": [3.0, 1.0, 1.0], "rc": 0}]}))
+    return d
+
+
+def render(run_dir: Path, out: Path) -> tuple[str, Path]:
+    md, plots = out / "REPORT.md", out / "plots"
+    assert report.main(["--from", str(run_dir), "--output", str(md), "--plots", str(plots)]) == 0
+    return md.read_text(), plots
+
+
+@pytest.fixture(scope="module")
+def rendered(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    return render(run_dir, tmp_path_factory.mktemp("first"))
+
+
+def test_report_states_the_ratios_of_the_run(rendered: tuple[str, Path]) -> None:
+    text, plots = rendered
+    for heading in ("## The run", "## Ratios measured in this run", "## Targets", "## Bytes by message type",
+                    "## Fanout and retransmits", "## All load scenarios", "## Topology", "## Plots"):
+        assert heading in text, heading
+    assert "load average (1/5/15 min) at start [1.0, 1.0, 1.0]" in text and "serf 0.8.2" in text
+    # tree 100 kB vs flood 400 kB: 4x; t100 median tree 15 ms vs flood 30 ms
+    assert "| serf | push-pull | N=10 10/s 200 B | " in text and "| 4.00x | 15.0 | 30.0 | 0.50x |" in text
+    # ours (tree) 5,000 B/write against Serf's 10,000 B/event; Serf left 5 events short of everyone
+    assert "| 5,000 | 10,000 | 0.50x | 15.0 | 120.0 |" in text and "| 5.0 | 50.0 | 0 / 5 |" in text
+    assert "| 10.0 | 40.0 | 0.25 | yes |" in text                                   # critical / normal
+    assert "5.00x idle, 5.00x during writes" in text                                # real agents, canned
+    assert "**Zone-aware against random peer choice**" in text and "**Vivaldi**" in text
+    names = sorted(p.name for p in plots.iterdir())
+    assert names == sorted(["latency_cdf.png", "bytes_per_write_vs_n.png", "bytes_by_type.png",
+                            "fanout_retransmit.png", "critical.png", "rtt_scatter.png", "bytes_by_zone.png",
+                            "t100_vs_fraction.png"])
+    for name in names:
+        data = (plots / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 150_000, (name, len(data))
+        assert f"](plots/{name})" in text
+
+
+def test_rendering_is_deterministic(run_dir: Path, rendered: tuple[str, Path], tmp_path: Path) -> None:
+    a_text, a_plots = rendered
+    b_text, b_plots = render(run_dir, tmp_path)
+    assert a_text == b_text
+    for p in a_plots.iterdir():
+        assert p.read_bytes() == (b_plots / p.name).read_bytes(), p.name
+
+
+def test_plan_reduces_large_clusters_and_runs_namespaces_only_when_asked(tmp_path: Path) -> None:
+    steps = {s.name: s for s in report.plan([10, 50, 200])}
+    assert "topology_real" not in steps and steps["topology"].kind == "topology"
+    big = steps["n200"]
+    assert big.agents == 200 and "--serf" in big.args and big.args[big.args.index("--rate") + 1] == "10"
+    assert "tree,flood" in steps["load"].args and "tree,flood" in steps["sweep"].args
+    real = {s.name: s for s in report.plan([10], topology_real=True, real_args=["--groups", "10,10,10"])}
+    cmd = report.step_command(real["topology_real"], tmp_path)
+    assert cmd[1].endswith("bench_topology_real.py") and cmd[-2:] == ["--json", str(tmp_path / "topology_real.json")]
+    assert "--groups" in cmd
+
+
+def test_execute_skips_a_large_cluster_without_memory_and_records_the_run(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report, "mem_available_mb", lambda: 100)
+    steps = [s for s in report.plan([200], quick=True) if s.name in ("n200", "topology")]
+    manifest = report.execute(steps, tmp_path, ["--run"])
+    recs = {s["name"]: s for s in manifest["steps"]}
+    assert "skipped" in recs["n200"] and not (tmp_path / "n200.json").exists()   # nothing was started
+    assert recs["topology"]["rc"] == 0 and (tmp_path / "topology.json").exists()
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved["finished"] and saved["versions"]["python"] and len(saved["load_start"]) == 3
