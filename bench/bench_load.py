@@ -89,7 +89,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -316,9 +316,12 @@ class Scenario:
     label: str = ""
     critical_every: int = 0        # every k-th write asks for ?priority=critical (0: none)
     budget: int = 0                # gossip.maxBytesPerSecond of our agents (0: unlimited)
+    src: str = ""                  # run our agents from this source tree (--baseline), not this checkout's
 
     def title(self) -> str:
         extra = f" {' '.join(self.sets)}" if self.sets else ""
+        if self.src:
+            extra += " [baseline]"
         if self.critical_every:
             extra += f" critical 1/{self.critical_every}"
         if self.budget:
@@ -354,13 +357,26 @@ def sum_deltas(before: list[dict[str, float]], after: list[dict[str, float]], na
     return {k: v for k, v in total.items() if v}
 
 
+class OursFrom(bc.Ours):
+    """Our agents from another source tree (`--baseline`, e.g. an older commit's agent/ from `git archive`):
+    before and after in one invocation, on the same machine state. `env` execs Python, so the PID is the
+    agent's."""
+
+    def __init__(self, overrides: list[str], src: str) -> None:
+        super().__init__(overrides)
+        self.src = src
+
+    def command(self, name: str, port: int, rpc_port: int, seeds: Sequence[int], workdir: Path) -> list[str]:
+        return ["env", f"PYTHONPATH={self.src}", *super().command(name, port, rpc_port, seeds, workdir)]
+
+
 class OursLoad:
     """One scenario on our agents."""
 
     def __init__(self, sc: Scenario, args: argparse.Namespace, workdir: Path, ports: bc.Ports, hub: bc.LogHub):
         self.sc, self.args, self.workdir = sc, args, workdir
         sets = [f"gossip.mode={sc.mode}", *sc.sets]
-        self.cluster = bc.Cluster(bc.Ours(sets), hub, workdir, ports, sc.n)
+        self.cluster = bc.Cluster(OursFrom(sets, sc.src) if sc.src else bc.Ours(sets), hub, workdir, ports, sc.n)
 
     async def get(self, session: aiohttp.ClientSession, agent: bc.Agent, path: str) -> bytes | None:
         try:
@@ -845,6 +861,9 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
             for mult in (1, 2, 4):
                 out.append(Scenario("ours", 10, 10, args.size, max(1, round(10 * args.seconds)), "push-pull",
                                     [f"gossip.fanout={fanout}", f"gossip.retransmitMult={mult}"], "sweep"))
+    if args.baseline:  # each of our runs once more from the baseline tree, just before it
+        src = str(Path(args.baseline).resolve())
+        out = [x for sc in out for x in ([replace(sc, src=src), sc] if sc.impl == "ours" else [sc])]
     return out
 
 
@@ -880,6 +899,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="every K-th write is PUT with ?priority=critical; t100 is then also reported per class")
     p.add_argument("--budget", type=int, default=0, metavar="BYTES",
                    help="also run each scenario with gossip.maxBytesPerSecond=BYTES (per-agent bytes/s reported)")
+    p.add_argument("--baseline", metavar="DIR",
+                   help="also run each of our scenarios with the agents from DIR (an older commit's agent/, "
+                   "e.g. `git archive REV agent | tar -x -C /tmp/base`): before/after in one invocation")
     p.add_argument("--no-default", action="store_true", help="only --issue-scenario / --sweep runs")
     p.add_argument("--settle", type=float, default=3.0, help="seconds between join and the first write")
     p.add_argument("--idle-seconds", type=float, default=5.0,

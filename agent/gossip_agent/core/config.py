@@ -205,7 +205,7 @@ class GossipConfig:
     broadcast: BroadcastPath = setting(
         "tree", "How state writes spread in push and push-pull modes. tree: pushed along a spanning tree that "
         "gossip builds and repairs (fanout eager neighbours per agent, ids announced to the others every "
-        "interval/4, a missing payload fetched after interval/2), about one copy per agent; flood: every agent "
+        "interval, a missing payload fetched after interval/2), about one copy per agent; flood: every agent "
         "retransmits each write retransmitMult * ceil(log10(N + 1)) times, like membership rumors. pull mode "
         "always floods (answers to pulls).")
 

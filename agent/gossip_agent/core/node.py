@@ -73,7 +73,7 @@ from gossip_agent.core.messages import (
     StateRumor,
     Suspect,
 )
-from gossip_agent.core.plumtree import MAX_IDS_PER_MESSAGE, Plumtree, message_id
+from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE, Plumtree, message_id
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.send_budget import SendBudget, budget_deferred, budget_stats, effective_burst
 from gossip_agent.core.suspicion import Suspicion, suspicion_min_timeout
@@ -89,6 +89,7 @@ _EARLY_GOSSIP_FRACTION = 0.25
 # Rumor message classes, as a tuple: isinstance with a tuple is cheaper than with a union, per message.
 _RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
 _TREE_TYPES = (IHave, Graft, Prune)
+_IHAVE_FRAME = 5  # an IHAVE's bytes besides its ids: array, type, bin header (up to bin16)
 # The follow-up sync after a join, in gossip intervals (0.5 s with LAN timings).
 _FOLLOWUP_SYNC_INTERVALS = 2.5
 # After `leave`, how long at most we keep running so our leave rumor spreads (seconds): we stop earlier once
@@ -217,11 +218,12 @@ class Node:
         # packet of their own beside each probe (see _tick_probe) until they answer with digests.
         self._digest_readers: set[str] = set()
         self._digest_exchange = DigestExchange(self.root_digests)
-        # State rumors along a broadcast tree (push modes only: pull never pushes). Lazy announcements every
-        # quarter gossip interval, a missing payload grafted half an interval after its first announcement.
+        # State rumors along a broadcast tree (push modes only: pull never pushes). Lazy announcements once per
+        # gossip interval (a quarter interval sent ~1.7x the announcement packets, for repairs ~150 ms sooner
+        # that a healthy tree never needs), a missing payload grafted half an interval after its announcement.
         g0 = config.gossip
         self._tree_on = g0.broadcast == "tree" and self._pushes
-        self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval / 4,
+        self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval,
                              graft_timeout=g0.interval / 2, rng=rng)
         # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
         # a member without links misses every write made meanwhile, and nothing announces those to it later.
@@ -1086,6 +1088,9 @@ class Node:
         """Send `msgs` with as many queued rumors piggybacked as the MTU allows (none in pull mode)."""
         used = sum(codec.message_size(m) for m in msgs)
         digests = self._digests_for(to_name, ping=any(isinstance(m, Ping | Ack) for m in msgs))
+        riders = self._tree_riders(to_name, self._budget(used + _allowance(digests)))
+        msgs = [*msgs, *riders]
+        used += sum(codec.message_size(m) for m in riders)
         # The send budget charges these bytes but never refuses them: only the piggyback is trimmed.
         self._charge(used + _digest_bytes(digests))
         rumors = self._take(self._budget(used + _allowance(digests)), to_name) \
@@ -1129,8 +1134,10 @@ class Node:
                 digests = [] if large else self._digests_for(peer.name, ping=asking)
                 ask = ask and not (asking and not large)
                 if rumors or pull or digests:
-                    self._charge(pull_size + _digest_bytes(digests))
-                    out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *digests))))
+                    riders = self._tree_riders(peer.name, self._budget(
+                        pull_size + _allowance(digests) + sum(codec.message_size(r) for r in rumors)))
+                    self._charge(pull_size + _digest_bytes(digests) + sum(codec.message_size(m) for m in riders))
+                    out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *riders, *digests))))
                     self.stats["gossip_packets"] += 1
         if ask:
             self.root_digests.summary_sent()  # no peer to ask this round: spent anyway (a few rounds, then quiet)
@@ -1290,8 +1297,8 @@ class Node:
                 # grafts it later (critical payloads always go).
                 self.stats["tree_pushes_deferred"] += 1
                 continue
-            self._tree_send(name, [rumor], out)
             self.stats["tree_pushes"] += 1
+            self._tree_send(name, [rumor], out)
         return True
 
     def _flood_to_others(self, rumor: StateRumor, key: str | None) -> bool:
@@ -1351,6 +1358,20 @@ class Node:
             self._tree_send_packed(sender, [StateRumor(p) for p in payloads], out)
         else:
             self.tree.on_prune(sender)
+
+    def _tree_riders(self, to_name: str | None, room: int) -> list[Message]:
+        """Announcements queued for `to_name` that ride on a packet going to it anyway (a probe, an ack, a
+        gossip packet): each saves a packet of its own at the next lazy flush (the header, ~40 B at the IP
+        level, costs more than the ids). Only to a member known to read tree messages, in at most half the
+        room left (the piggybacked rumors keep the rest)."""
+        if not self._tree_on or to_name is None or to_name not in self._digest_readers:
+            return []
+        ids = self.tree.take_for(to_name, min(MAX_IDS_PER_MESSAGE, (room // 2 - _IHAVE_FRAME) // ID_BYTES))
+        if not ids:
+            return []
+        self.stats["tree_ihave_ids"] += len(ids)
+        self.stats["tree_ihave_riders"] += 1
+        return [IHave(tuple(ids))]
 
     def _tick_tree(self, now: float, out: list[Effect]) -> None:
         """Fill the tree's neighbour sets from live members, then send what its timers made due: link
