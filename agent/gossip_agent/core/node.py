@@ -37,6 +37,7 @@ from typing import Protocol
 from gossip_agent.core import codec, probe_schedule
 from gossip_agent.core.awareness import Awareness
 from gossip_agent.core.broadcast import BroadcastQueue, retransmit_limit
+from gossip_agent.core.coalesce import Coalescer
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.digests import (
     DIGEST_ALLOWANCE,
@@ -225,6 +226,9 @@ class Node:
         self._tree_on = g0.broadcast == "tree" and self._pushes
         self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval,
                              graft_timeout=g0.interval / 2, rng=rng)
+        # Normal pushes wait up to gossip.coalesceDelay for later writes to the same neighbour (core/coalesce.py).
+        # (A packet of pushes carries no digests: see _tree_send.)
+        self._coalesce: Coalescer[StateRumor] = Coalescer(g0.coalesce_delay, g0.mtu - codec.packet_overhead(self.name))
         # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
         # a member without links misses every write made meanwhile, and nothing announces those to it later.
         self._tree_fill_at = now
@@ -621,7 +625,7 @@ class Node:
                 or self.root_digests.summary_due()):
             deadline = min(deadline, self._next_gossip)
         if self._tree_on:
-            deadline = min(deadline, self.tree.next_deadline())
+            deadline = min(deadline, self.tree.next_deadline(), self._coalesce.next_deadline())
             if self.tree.wanted() and self.table.n_alive - 1 > self.tree.picked and not self.leaving:
                 deadline = min(deadline, self._tree_fill_at)  # (members left to pick: else no idle wake-ups)
         for relay in self._relays.values():
@@ -989,6 +993,7 @@ class Node:
         self._suspicions.pop(member.name, None)
         self._graveyard.append((now, member.name))
         self.tree.remove(member.name)
+        self._coalesce.drop(member.name)
         if not left:
             self._former[member.name] = (member.addr, now)
             if len(self._former) > _MAX_FORMER:
@@ -1298,7 +1303,16 @@ class Node:
                 self.stats["tree_pushes_deferred"] += 1
                 continue
             self.stats["tree_pushes"] += 1
-            self._tree_send(name, [rumor], out)
+            if rumor.critical:  # at once, with whatever waits for this neighbour
+                self._coalesce.sent(name, now)
+                self._tree_send_packed(name, [rumor, *self._coalesce.take(name)], out)
+                continue
+            ready = self._coalesce.add(name, rumor, size - self._header, now)
+            if ready and ready[0] is not rumor:  # a full batch: it goes now, this push starts the next one
+                self.stats["tree_coalesced_packets"] += 1
+                self.stats["tree_coalesced_pushes"] += len(ready)
+            if ready:
+                self._tree_send_packed(name, ready, out)
         return True
 
     def _flood_to_others(self, rumor: StateRumor, key: str | None) -> bool:
@@ -1383,6 +1397,10 @@ class Node:
             for cand in self._random_peers(wanted + len(eager), exclude=None, live_only=True, alive_only=True):
                 if wanted and self.tree.add_neighbour(cand.name):
                     wanted -= 1
+        for peer, batch in self._coalesce.due(now).items():
+            self.stats["tree_coalesced_packets"] += 1
+            self.stats["tree_coalesced_pushes"] += len(batch)
+            self._tree_send_packed(peer, batch, out)
         if now < self.tree.next_deadline():
             return
         due = self.tree.tick(now)
@@ -1403,8 +1421,9 @@ class Node:
             self._tree_send_packed(peer, msgs, out)
 
     def _tree_send_packed(self, name: str, msgs: Sequence[Message], out: list[Effect]) -> None:
-        """`msgs` to `name` in as few packets as the MTU allows (room left for digests)."""
-        budget = self._budget(DIGEST_ALLOWANCE)
+        """`msgs` to `name` in as few packets as the MTU allows (room left for digests, which ride only on
+        packets without pushes)."""
+        budget = self._budget(0 if all(isinstance(m, StateRumor) for m in msgs) else DIGEST_ALLOWANCE)
         batch: list[Message] = []
         used = 0
         for msg in msgs:
