@@ -57,13 +57,16 @@ Serf refuses user events whose name + payload exceed 512 B, so scenarios with la
 
     python bench/bench_load.py [--n 8,10,50] [--rate 10,100] [--size 1024] [--writes 0 | --seconds 10]
         [--modes push,pull,push-pull] [--broadcasts tree,flood] [--serf] [--issue-scenario] [--sweep]
-        [--set gossip.fanout=6]
+        [--set gossip.fanout=6] [--baseline DIR]
         [--json FILE] [--keep-logs DIR]
 
 `--broadcasts tree,flood` runs each of our scenarios once per gossip.broadcast path (the broadcast tree against
-the flood, before/after in one run). `--issue-scenario` adds the 8-agent case (80 writes of 200 B at 10/s, each
-mode, and Serf); `--sweep` adds N=10, 10 writes/s runs over gossip.fanout and gossip.retransmitMult. Needs
-Linux, root (nft, AF_PACKET) for the byte figures; without them only latency and convergence are reported.
+the flood, before/after in one run). `--baseline DIR` runs each of our scenarios once more, just before it, with
+the agents from another source tree (`git archive REV agent | tar -x -C /tmp/base`, then `--baseline
+/tmp/base/agent`): a change against its parent commit in one invocation. `--issue-scenario` adds the 8-agent
+case (80 writes of 200 B at 10/s, each mode, and Serf); `--sweep` adds N=10, 10 writes/s runs over
+gossip.fanout and gossip.retransmitMult. Needs Linux, root (nft, AF_PACKET) for the byte figures; without them
+only latency and convergence are reported.
 Every process is a Popen of this bench, stopped by PID; every wait is bounded.
 """
 
@@ -861,8 +864,9 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
             for mult in (1, 2, 4):
                 out.append(Scenario("ours", 10, 10, args.size, max(1, round(10 * args.seconds)), "push-pull",
                                     [f"gossip.fanout={fanout}", f"gossip.retransmitMult={mult}"], "sweep"))
-    if args.baseline:  # each of our runs once more from the baseline tree, just before it
-        src = str(Path(args.baseline).resolve())
+    baseline = getattr(args, "baseline", None)  # (callers that build their own Namespace may leave it out)
+    if baseline:  # each of our runs once more from the baseline tree, just before it
+        src = str(Path(baseline).resolve())
         out = [x for sc in out for x in ([replace(sc, src=src), sc] if sc.impl == "ours" else [sc])]
     return out
 
