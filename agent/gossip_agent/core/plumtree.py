@@ -5,10 +5,14 @@ of N-1 copies. Plumtree keeps the flood's robustness but sends the full payload 
 spanning tree that gossip itself builds and repairs:
 
 - every member keeps two neighbour sets: `eager` peers get each new payload at once, `lazy` peers only its id
-  (IHAVE, batched every `lazy_interval`);
+  (IHAVE, batched over `lazy_interval`, flushed in the second half of it at a random point so that one end of
+  a lazy link usually hears the other's announcement first and leaves those ids out; ids may also ride on a
+  packet the Node sends that peer anyway, `take_for`);
 - payloads that arrive twice mean the eager links hold a cycle: after PRUNE_AFTER duplicates in a row over a
   link the receiver PRUNEs it (both ends move it to lazy; the PRUNE leaves at once), so the eager links thin
-  out into a tree; a member's last eager link is never pruned (its duplicates came over links since gone);
+  out into a tree; a link that never delivered a payload first is pruned at its first duplicate (the tree
+  forms from ~eager_target links per member); a member's last eager link is never pruned (its duplicates
+  came over links since gone);
 - an IHAVE for an id we lack starts a timer; if the payload is still missing `graft_timeout` later we GRAFT the
   announcer (ask it for the payload, and both ends make the link eager): a lost eager link is repaired within
   one lazy interval plus one graft timeout, and the tree heals around dead members the same way;
