@@ -211,7 +211,7 @@ class GossipConfig:
     # core/coalesce.py: one packet header for several writes to a tree neighbour, for up to this much latency
     # per hop; critical writes never wait.
     coalesce_delay: float = _duration(
-        0.01, "Broadcast tree: a normal write's push to a neighbour that had a packet from this agent less than "
+        0.012, "Broadcast tree: a normal write's push to a neighbour that had a packet from this agent less than "
         "this long ago waits until then, so a stream of writes shares one packet per neighbour (fewer packet "
         "headers, up to this much latency per tree hop); a write after a quiet spell, and every critical write, "
         "goes at once. 0s sends every push at once.", minimum=0.0, maximum=1.0)
