@@ -57,16 +57,17 @@ Serf refuses user events whose name + payload exceed 512 B, so scenarios with la
 
     python bench/bench_load.py [--n 8,10,50] [--rate 10,100] [--size 1024] [--writes 0 | --seconds 10]
         [--modes push,pull,push-pull] [--broadcasts tree,flood] [--serf] [--issue-scenario] [--sweep]
-        [--set gossip.fanout=6] [--before-src DIR]
+        [--set gossip.fanout=6] [--baseline DIR]
         [--json FILE] [--keep-logs DIR]
 
 `--broadcasts tree,flood` runs each of our scenarios once per gossip.broadcast path (the broadcast tree against
-the flood, before/after in one run). `--before-src DIR` runs each of our scenarios a second time, right after
-the first, with agents importing the agent package from DIR/agent (e.g. `mkdir DIR && git archive <commit>
-agent | tar -x -C DIR`): a change against the code before it, in one run. `--issue-scenario` adds the 8-agent
-case (80 writes of 200 B at 10/s, each mode, and Serf); `--sweep` adds N=10, 10 writes/s runs over gossip.fanout
-and gossip.retransmitMult. Needs Linux, root (nft, AF_PACKET) for the byte figures; without them only latency and
-convergence are reported. Every process is a Popen of this bench, stopped by PID; every wait is bounded.
+the flood, before/after in one run). `--baseline DIR` runs each of our scenarios once more, just before it, with
+the agents from another source tree (`git archive REV agent | tar -x -C /tmp/base`, then `--baseline
+/tmp/base/agent`): a change against its parent commit in one invocation. `--issue-scenario` adds the 8-agent
+case (80 writes of 200 B at 10/s, each mode, and Serf); `--sweep` adds N=10, 10 writes/s runs over
+gossip.fanout and gossip.retransmitMult. Needs Linux, root (nft, AF_PACKET) for the byte figures; without them
+only latency and convergence are reported.
+Every process is a Popen of this bench, stopped by PID; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -75,7 +76,6 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -92,7 +92,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -319,10 +319,12 @@ class Scenario:
     label: str = ""
     critical_every: int = 0        # every k-th write asks for ?priority=critical (0: none)
     budget: int = 0                # gossip.maxBytesPerSecond of our agents (0: unlimited)
-    src: str = ""                  # our agents' package from this source tree (--before-src), not the installed one
+    src: str = ""                  # run our agents from this source tree (--baseline), not this checkout's
 
     def title(self) -> str:
         extra = f" {' '.join(self.sets)}" if self.sets else ""
+        if self.src:
+            extra += " [baseline]"
         if self.critical_every:
             extra += f" critical 1/{self.critical_every}"
         if self.budget:
@@ -361,16 +363,18 @@ def sum_deltas(before: list[dict[str, float]], after: list[dict[str, float]], na
 
 
 class OursFrom(bc.Ours):
-    """Our agents, optionally importing the agent package from another source tree (`--before-src`: the same
-    scenario on the code before a change, in the same run)."""
+    """Our agents from another source tree (`--baseline`, e.g. an older commit's agent/ from `git archive`):
+    before and after in one invocation, on the same machine state. `env` execs Python, so the PID is the
+    agent's."""
 
-    def __init__(self, overrides: Sequence[str], src: str) -> None:
+    def __init__(self, overrides: list[str], src: str) -> None:
         super().__init__(overrides)
         self.src = src
 
     def command(self, name: str, port: int, rpc_port: int, seeds: Sequence[int], workdir: Path) -> list[str]:
-        cmd = super().command(name, port, rpc_port, seeds, workdir)
-        return ["env", f"PYTHONPATH={Path(self.src).resolve() / 'agent'}", *cmd] if self.src else cmd
+        root = Path(self.src)  # a whole source tree or its agent/ directory
+        path = root / "agent" if (root / "agent" / "gossip_agent").is_dir() else root
+        return ["env", f"PYTHONPATH={path}", *super().command(name, port, rpc_port, seeds, workdir)]
 
 
 class OursLoad:
@@ -379,7 +383,7 @@ class OursLoad:
     def __init__(self, sc: Scenario, args: argparse.Namespace, workdir: Path, ports: bc.Ports, hub: bc.LogHub):
         self.sc, self.args, self.workdir = sc, args, workdir
         sets = [f"gossip.mode={sc.mode}", *sc.sets]
-        self.cluster = bc.Cluster(OursFrom(sets, sc.src), hub, workdir, ports, sc.n)
+        self.cluster = bc.Cluster(OursFrom(sets, sc.src) if sc.src else bc.Ours(sets), hub, workdir, ports, sc.n)
 
     async def get(self, session: aiohttp.ClientSession, agent: bc.Agent, path: str) -> bytes | None:
         try:
@@ -860,10 +864,6 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
                 out.append(Scenario("ours", 8, 10, 200, 80, mode, sets, "issue8"))
         if args.serf:
             out.append(Scenario("serf", 8, 10, 200, 80, "-", [], "issue8"))
-    before = getattr(args, "before_src", "")
-    if before:  # each of our scenarios on the code before, right after it on this code
-        out = [x for sc in out for x in ([sc, dataclasses.replace(sc, src=before)]
-                                         if sc.impl == "ours" else [sc])]
     if args.sweep:  # with --broadcasts, once per path (retransmits cost most on the flood)
         for sets in broadcast_sets(args):
             for fanout in (1, 3, 6):
@@ -871,6 +871,10 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
                     out.append(Scenario("ours", 10, 10, args.size, max(1, round(10 * args.seconds)), "push-pull",
                                         [*sets, f"gossip.fanout={fanout}", f"gossip.retransmitMult={mult}"],
                                         "sweep"))
+    baseline = getattr(args, "baseline", None)  # (callers that build their own Namespace may leave it out)
+    if baseline:  # each of our runs once more from the baseline tree, just before it
+        src = str(Path(baseline).resolve())
+        out = [x for sc in out for x in ([replace(sc, src=src), sc] if sc.impl == "ours" else [sc])]
     return out
 
 
@@ -906,10 +910,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="every K-th write is PUT with ?priority=critical; t100 is then also reported per class")
     p.add_argument("--budget", type=int, default=0, metavar="BYTES",
                    help="also run each scenario with gossip.maxBytesPerSecond=BYTES (per-agent bytes/s reported)")
+    p.add_argument("--baseline", metavar="DIR",
+                   help="also run each of our scenarios with the agents from DIR (an older commit's agent/, "
+                   "e.g. `git archive REV agent | tar -x -C /tmp/base`): before/after in one invocation")
     p.add_argument("--no-default", action="store_true", help="only --issue-scenario / --sweep runs")
-    p.add_argument("--before-src", metavar="DIR", default="",
-                   help="also run each of our scenarios with the agent package of this source tree (e.g. `git "
-                        "archive <commit> agent | tar -x -C DIR`): before/after in one run")
     p.add_argument("--settle", type=float, default=3.0, help="seconds between join and the first write")
     p.add_argument("--idle-seconds", type=float, default=5.0,
                    help="after the settle, measure idle bytes/s per agent this long (0: skip)")

@@ -205,9 +205,16 @@ class GossipConfig:
     broadcast: BroadcastPath = setting(
         "tree", "How state writes spread in push and push-pull modes. tree: pushed along a spanning tree that "
         "gossip builds and repairs (fanout eager neighbours per agent, ids announced to the others every "
-        "interval/4, a missing payload fetched after interval/2), about one copy per agent; flood: every agent "
+        "interval, a missing payload fetched after interval/2), about one copy per agent; flood: every agent "
         "retransmits each write retransmitMult * ceil(log10(N + 1)) times, like membership rumors. pull mode "
         "always floods (answers to pulls).")
+    # core/coalesce.py: one packet header for several writes to a tree neighbour, for up to this much latency
+    # per hop; critical writes never wait.
+    coalesce_delay: float = _duration(
+        0.012, "Broadcast tree: a normal write's push to a neighbour that had a packet from this agent less than "
+        "this long ago waits until then, so a stream of writes shares one packet per neighbour (fewer packet "
+        "headers, up to this much latency per tree hop); a write after a quiet spell, and every critical write, "
+        "goes at once. 0s sends every push at once.", minimum=0.0, maximum=1.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from typing import Protocol
 from gossip_agent.core import codec, probe_schedule
 from gossip_agent.core.awareness import Awareness
 from gossip_agent.core.broadcast import BroadcastQueue, retransmit_limit
+from gossip_agent.core.coalesce import Coalescer
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.digests import (
     DIGEST_ALLOWANCE,
@@ -73,7 +74,7 @@ from gossip_agent.core.messages import (
     StateRumor,
     Suspect,
 )
-from gossip_agent.core.plumtree import MAX_IDS_PER_MESSAGE, Plumtree, message_id
+from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE, Plumtree, message_id
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.send_budget import SendBudget, budget_deferred, budget_stats, effective_burst
 from gossip_agent.core.suspicion import Suspicion, suspicion_min_timeout
@@ -89,6 +90,7 @@ _EARLY_GOSSIP_FRACTION = 0.25
 # Rumor message classes, as a tuple: isinstance with a tuple is cheaper than with a union, per message.
 _RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
 _TREE_TYPES = (IHave, Graft, Prune)
+_IHAVE_FRAME = 5  # an IHAVE's bytes besides its ids: array, type, bin header (up to bin16)
 # The follow-up sync after a join, in gossip intervals (0.5 s with LAN timings).
 _FOLLOWUP_SYNC_INTERVALS = 2.5
 # After `leave`, how long at most we keep running so our leave rumor spreads (seconds): we stop earlier once
@@ -217,12 +219,16 @@ class Node:
         # packet of their own beside each probe (see _tick_probe) until they answer with digests.
         self._digest_readers: set[str] = set()
         self._digest_exchange = DigestExchange(self.root_digests)
-        # State rumors along a broadcast tree (push modes only: pull never pushes). Lazy announcements every
-        # quarter gossip interval, a missing payload grafted half an interval after its first announcement.
+        # State rumors along a broadcast tree (push modes only: pull never pushes). Lazy announcements once per
+        # gossip interval (a quarter interval sent ~1.7x the announcement packets, for repairs ~150 ms sooner
+        # that a healthy tree never needs), a missing payload grafted half an interval after its announcement.
         g0 = config.gossip
         self._tree_on = g0.broadcast == "tree" and self._pushes
-        self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval / 4,
+        self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval,
                              graft_timeout=g0.interval / 2, rng=rng)
+        # Normal pushes wait up to gossip.coalesceDelay for later writes to the same neighbour (core/coalesce.py).
+        # (A packet of pushes carries no digests: see _tree_send.)
+        self._coalesce: Coalescer[StateRumor] = Coalescer(g0.coalesce_delay, g0.mtu - codec.packet_overhead(self.name))
         # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
         # a member without links misses every write made meanwhile, and nothing announces those to it later.
         self._tree_fill_at = now
@@ -619,7 +625,7 @@ class Node:
                 or self.root_digests.summary_due()):
             deadline = min(deadline, self._next_gossip)
         if self._tree_on:
-            deadline = min(deadline, self.tree.next_deadline())
+            deadline = min(deadline, self.tree.next_deadline(), self._coalesce.next_deadline())
             if self.tree.wanted() and self.table.n_alive - 1 > self.tree.picked and not self.leaving:
                 deadline = min(deadline, self._tree_fill_at)  # (members left to pick: else no idle wake-ups)
         for relay in self._relays.values():
@@ -987,6 +993,7 @@ class Node:
         self._suspicions.pop(member.name, None)
         self._graveyard.append((now, member.name))
         self.tree.remove(member.name)
+        self._coalesce.drop(member.name)
         if not left:
             self._former[member.name] = (member.addr, now)
             if len(self._former) > _MAX_FORMER:
@@ -1086,6 +1093,9 @@ class Node:
         """Send `msgs` with as many queued rumors piggybacked as the MTU allows (none in pull mode)."""
         used = sum(codec.message_size(m) for m in msgs)
         digests = self._digests_for(to_name, ping=any(isinstance(m, Ping | Ack) for m in msgs))
+        riders = self._tree_riders(to_name, self._budget(used + _allowance(digests)))
+        msgs = [*msgs, *riders]
+        used += sum(codec.message_size(m) for m in riders)
         # The send budget charges these bytes but never refuses them: only the piggyback is trimmed.
         self._charge(used + _digest_bytes(digests))
         rumors = self._take(self._budget(used + _allowance(digests)), to_name) \
@@ -1129,8 +1139,10 @@ class Node:
                 digests = [] if large else self._digests_for(peer.name, ping=asking)
                 ask = ask and not (asking and not large)
                 if rumors or pull or digests:
-                    self._charge(pull_size + _digest_bytes(digests))
-                    out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *digests))))
+                    riders = self._tree_riders(peer.name, self._budget(
+                        pull_size + _allowance(digests) + sum(codec.message_size(r) for r in rumors)))
+                    self._charge(pull_size + _digest_bytes(digests) + sum(codec.message_size(m) for m in riders))
+                    out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *riders, *digests))))
                     self.stats["gossip_packets"] += 1
         if ask:
             self.root_digests.summary_sent()  # no peer to ask this round: spent anyway (a few rounds, then quiet)
@@ -1290,8 +1302,17 @@ class Node:
                 # grafts it later (critical payloads always go).
                 self.stats["tree_pushes_deferred"] += 1
                 continue
-            self._tree_send(name, [rumor], out)
             self.stats["tree_pushes"] += 1
+            if rumor.critical:  # at once, with whatever waits for this neighbour
+                self._coalesce.sent(name, now)
+                self._tree_send_packed(name, [rumor, *self._coalesce.take(name)], out)
+                continue
+            ready = self._coalesce.add(name, rumor, size - self._header, now)
+            if ready and ready[0] is not rumor:  # a full batch: it goes now, this push starts the next one
+                self.stats["tree_coalesced_packets"] += 1
+                self.stats["tree_coalesced_pushes"] += len(ready)
+            if ready:
+                self._tree_send_packed(name, ready, out)
         return True
 
     def _flood_to_others(self, rumor: StateRumor, key: str | None) -> bool:
@@ -1352,6 +1373,20 @@ class Node:
         else:
             self.tree.on_prune(sender)
 
+    def _tree_riders(self, to_name: str | None, room: int) -> list[Message]:
+        """Announcements queued for `to_name` that ride on a packet going to it anyway (a probe, an ack, a
+        gossip packet): each saves a packet of its own at the next lazy flush (the header, ~40 B at the IP
+        level, costs more than the ids). Only to a member known to read tree messages, in at most half the
+        room left (the piggybacked rumors keep the rest)."""
+        if not self._tree_on or to_name is None or to_name not in self._digest_readers:
+            return []
+        ids = self.tree.take_for(to_name, min(MAX_IDS_PER_MESSAGE, (room // 2 - _IHAVE_FRAME) // ID_BYTES))
+        if not ids:
+            return []
+        self.stats["tree_ihave_ids"] += len(ids)
+        self.stats["tree_ihave_riders"] += 1
+        return [IHave(tuple(ids))]
+
     def _tick_tree(self, now: float, out: list[Effect]) -> None:
         """Fill the tree's neighbour sets from live members, then send what its timers made due: link
         requests and grafts, the batched announcements, prunes."""
@@ -1362,6 +1397,10 @@ class Node:
             for cand in self._random_peers(wanted + len(eager), exclude=None, live_only=True, alive_only=True):
                 if wanted and self.tree.add_neighbour(cand.name):
                     wanted -= 1
+        for peer, batch in self._coalesce.due(now).items():
+            self.stats["tree_coalesced_packets"] += 1
+            self.stats["tree_coalesced_pushes"] += len(batch)
+            self._tree_send_packed(peer, batch, out)
         if now < self.tree.next_deadline():
             return
         due = self.tree.tick(now)
@@ -1382,8 +1421,9 @@ class Node:
             self._tree_send_packed(peer, msgs, out)
 
     def _tree_send_packed(self, name: str, msgs: Sequence[Message], out: list[Effect]) -> None:
-        """`msgs` to `name` in as few packets as the MTU allows (room left for digests)."""
-        budget = self._budget(DIGEST_ALLOWANCE)
+        """`msgs` to `name` in as few packets as the MTU allows (room left for digests, which ride only on
+        packets without pushes)."""
+        budget = self._budget(0 if all(isinstance(m, StateRumor) for m in msgs) else DIGEST_ALLOWANCE)
         batch: list[Message] = []
         used = 0
         for msg in msgs:

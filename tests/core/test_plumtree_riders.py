@@ -1,0 +1,61 @@
+"""Announcements ride on packets a member sends a lazy neighbour anyway (core/node.py `_tree_riders`, core/plumtree.py
+`take_for`): an IHAVE's own packet costs ~40 B of headers at the IP level for ~10 B of id, so ids that can ride
+on an ack or a gossip packet to the same member are not sent again at the lazy flush."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from gossip_agent.core.config import AgentConfig
+from gossip_agent.core.effects import Effect, Send
+from gossip_agent.core.messages import Ack, Alive, IHave, Packet, Ping, Prune
+from gossip_agent.core.node import Node
+from gossip_agent.core.plumtree import message_id
+
+
+class _Accept:
+    def on_state_rumor(self, payload: bytes, now: float) -> bool:
+        return True
+
+
+def node_with_lazy_peer() -> tuple[Node, str]:
+    base = AgentConfig.preset_config("lan", name="a")
+    cfg = replace(base, membership=replace(base.membership, tcp_fallback_probe=False),
+                  gossip=replace(base.gossip, broadcast="tree"))
+    node = Node(cfg, ("h", 1), random.Random(3), 0.0, _Accept())
+    for i in range(2, 8):
+        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i)),)), ("h", i), 0.0)
+        node.handle_packet(Packet(f"p{i}", (Prune(),)), ("h", i), 0.0)  # shows it reads tree messages
+    node.tick(0.01)
+    lazy = next(f"p{i}" for i in range(2, 8) if f"p{i}" not in node.tree.eager)
+    node.handle_packet(Packet(lazy, (IHave(()),)), ("h", int(lazy[1:])), 0.02)  # a lazy link
+    assert lazy in node.tree.lazy
+    return node, lazy
+
+
+def to(effects: list[Effect], port: int) -> list[Send]:
+    return [e for e in effects if isinstance(e, Send) and e.to == ("h", port)]
+
+
+def test_queued_ids_ride_on_an_ack_to_the_lazy_neighbour_and_are_not_announced_again() -> None:
+    node, lazy = node_with_lazy_peer()
+    port = int(lazy[1:])
+    node.broadcast_state(b"w", 1.0)
+    out = to(node.handle_packet(Packet(lazy, (Ping(9, "a", lazy, ("h", port)),)), ("h", port), 1.01), port)
+    msgs = [m for s in out for m in s.packet.messages]
+    assert any(isinstance(m, Ack) for m in msgs)
+    assert IHave((message_id(b"w"),)) in msgs
+    assert node.stats["tree_ihave_riders"] == 1
+    flush = node.tick(1.0 + node.config.gossip.interval)
+    assert not any(isinstance(m, IHave) for s in to(flush, port) for m in s.packet.messages)
+
+
+def test_without_a_rider_the_flush_announces_within_one_gossip_interval() -> None:
+    """The repair bound: a lazy neighbour hears of every payload within one lazy interval (= gossip.interval)."""
+    node, lazy = node_with_lazy_peer()
+    port = int(lazy[1:])
+    node.broadcast_state(b"w", 1.0)
+    assert node.next_deadline() <= 1.0 + node.config.gossip.interval
+    flush = node.tick(1.0 + node.config.gossip.interval)
+    assert IHave((message_id(b"w"),)) in [m for s in to(flush, port) for m in s.packet.messages]
