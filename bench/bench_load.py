@@ -329,8 +329,6 @@ class Scenario:
             extra += f" critical 1/{self.critical_every}"
         if self.budget:
             extra += f" budget {self.budget} B/s"
-        if self.src:
-            extra += f" agents from {self.src}"
         what = self.mode if self.impl == "ours" else "serf"
         return f"{self.label or 'load'}: N={self.n} {self.rate:g}/s {self.size} B x{self.writes} {what}{extra}"
 
