@@ -76,7 +76,13 @@ from gossip_agent.core.messages import (
 )
 from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE, Plumtree, message_id
 from gossip_agent.core.rng import Rng
-from gossip_agent.core.send_budget import SendBudget, budget_deferred, budget_stats, effective_burst
+from gossip_agent.core.send_budget import (
+    DEFERRED_KEY,
+    SendBudget,
+    budget_deferred,
+    budget_stats,
+    effective_burst,
+)
 from gossip_agent.core.suspicion import Suspicion, suspicion_min_timeout
 from gossip_agent.core.topology_state import ZONE_META_KEY, TopologyState
 
@@ -1300,7 +1306,7 @@ class Node:
             if not rumor.critical and self.send_budget.allow(size) < size:
                 # Over the send budget: this neighbour learns the id from its other links' announcements and
                 # grafts it later (critical payloads always go).
-                self.stats["tree_pushes_deferred"] += 1
+                self._tree_deferred()
                 continue
             self.stats["tree_pushes"] += 1
             if rumor.critical:  # at once, with whatever waits for this neighbour
@@ -1420,9 +1426,34 @@ class Node:
             self.stats["tree_ihave_ids"] += len(ihaves)
             self._tree_send_packed(peer, msgs, out)
 
+    def _tree_within_budget(self, msgs: Sequence[Message]) -> Sequence[Message]:
+        """The tree's payloads that gossip.maxBytesPerSecond lets out now: critical ones and control messages
+        always, normal ones while the bucket holds their bytes. Every payload the tree sends passes here
+        (pushes, coalesced batches, answers to grafts), so a graft cannot carry past the budget what a
+        deferred push held back; a normal payload left out is counted deferred, and the asker grafts it
+        again from its next announcer, or anti-entropy repairs it."""
+        room = self.send_budget.allow(2**31)
+        kept: list[Message] = []
+        for msg in msgs:
+            if isinstance(msg, StateRumor) and not msg.critical:
+                size = self._header + codec.message_size(msg)
+                if size > room:
+                    self._tree_deferred()
+                    continue
+                room -= size
+            kept.append(msg)
+        return kept
+
+    def _tree_deferred(self) -> None:
+        """A normal tree payload held back by the send budget (counted with the queue's deferrals)."""
+        self.stats["tree_pushes_deferred"] += 1
+        self.stats[DEFERRED_KEY + "normal"] += 1
+
     def _tree_send_packed(self, name: str, msgs: Sequence[Message], out: list[Effect]) -> None:
         """`msgs` to `name` in as few packets as the MTU allows (room left for digests, which ride only on
         packets without pushes)."""
+        if not self.send_budget.unlimited:
+            msgs = self._tree_within_budget(msgs)
         budget = self._budget(0 if all(isinstance(m, StateRumor) for m in msgs) else DIGEST_ALLOWANCE)
         batch: list[Message] = []
         used = 0

@@ -38,8 +38,9 @@ _NODE_COUNTERS = {
 _CLASS_COUNTERS = {
     BYTES_KEY: ("gossip_rumor_bytes", "Rumor bytes put in outgoing packets, by class (critical: membership "
                 "changes and writes with ?priority=critical)."),
-    DEFERRED_KEY: ("gossip_budget_deferred", "Outgoing packets whose piggyback gossip.maxBytesPerSecond "
-                   "trimmed while rumors of this class waited (they stay queued and go when the budget refills)."),
+    DEFERRED_KEY: ("gossip_budget_deferred", "What gossip.maxBytesPerSecond held back, by class: packets whose "
+                   "piggyback it trimmed while rumors waited (they stay queued) and broadcast-tree payloads it "
+                   "kept from a neighbour (grafted later, or repaired by anti-entropy)."),
     DROPPED_KEY: ("gossip_budget_dropped", "Rumors of this class the bounded queue evicted before they reached "
                   "every member (anti-entropy repairs state; under a byte budget, what could not wait)."),
 }
