@@ -79,3 +79,14 @@ def test_effective_burst_defaults_to_one_second_and_never_below_a_packet() -> No
     assert effective_burst(100, 0, 1400) == 1400
     assert effective_burst(100, 50, 500) == MIN_BURST_BYTES
     assert effective_burst(10_000, 50_000, 1400) == 50_000
+
+
+def test_normal_payloads_leave_the_critical_reserve() -> None:
+    from gossip_agent.core.send_budget import CRITICAL_RESERVE
+    b = SendBudget(1000, 2000, 0.0)
+    reserve = int(2000 * CRITICAL_RESERVE)
+    assert b.allow_normal(5000) == 2000 - reserve and b.allow(5000) == 2000
+    b.charge(2000 - reserve)
+    assert b.allow_normal(10) == 0 and b.allow(reserve) == reserve
+    assert b.allow_normal(-1) == 0
+    assert SendBudget(0, 0, 0.0).allow_normal(123) == 123

@@ -1303,10 +1303,10 @@ class Node:
         """Push a new payload to the eager neighbours (and `extra` members), announce it to the lazy ones."""
         size = self._header + codec.message_size(rumor)
         for name in (*self.tree.deliver(ident, rumor.payload, source, now), *extra):
-            if not rumor.critical and self.send_budget.allow(size) < size:
+            if not rumor.critical and self.send_budget.allow_normal(size) < size:
                 # Over the send budget: this neighbour learns the id from its other links' announcements and
-                # grafts it later (critical payloads always go).
-                self._tree_deferred()
+                # grafts it later (a critical payload may still spend the reserve: _tree_within_budget).
+                self._tree_deferred("normal")
                 continue
             self.stats["tree_pushes"] += 1
             if rumor.critical:  # at once, with whatever waits for this neighbour
@@ -1427,27 +1427,30 @@ class Node:
             self._tree_send_packed(peer, msgs, out)
 
     def _tree_within_budget(self, msgs: Sequence[Message]) -> Sequence[Message]:
-        """The tree's payloads that gossip.maxBytesPerSecond lets out now: critical ones and control messages
-        always, normal ones while the bucket holds their bytes. Every payload the tree sends passes here
-        (pushes, coalesced batches, answers to grafts), so a graft cannot carry past the budget what a
-        deferred push held back; a normal payload left out is counted deferred, and the asker grafts it
-        again from its next announcer, or anti-entropy repairs it."""
-        room = self.send_budget.allow(2**31)
+        """The tree's payloads that gossip.maxBytesPerSecond lets out now. Control messages always go
+        (like probes); critical payloads while the bucket holds their bytes, normal ones only above the
+        reserve they leave to critical ones (send_budget.CRITICAL_RESERVE). Every payload the tree sends
+        passes here (pushes, coalesced batches, answers to grafts), so a graft cannot carry past the budget
+        what a deferred push held back; a payload left out is counted deferred, and the neighbour grafts it
+        from its next announcer, or anti-entropy repairs it."""
+        budget = self.send_budget
+        spent = 0
         kept: list[Message] = []
         for msg in msgs:
-            if isinstance(msg, StateRumor) and not msg.critical:
+            if isinstance(msg, StateRumor):
                 size = self._header + codec.message_size(msg)
-                if size > room:
-                    self._tree_deferred()
+                room = budget.allow(2**31) if msg.critical else budget.allow_normal(2**31)
+                if spent + size > room:
+                    self._tree_deferred("critical" if msg.critical else "normal")
                     continue
-                room -= size
+                spent += size
             kept.append(msg)
         return kept
 
-    def _tree_deferred(self) -> None:
-        """A normal tree payload held back by the send budget (counted with the queue's deferrals)."""
+    def _tree_deferred(self, cls: str) -> None:
+        """A tree payload of class `cls` held back by the send budget (counted with the queue's deferrals)."""
         self.stats["tree_pushes_deferred"] += 1
-        self.stats[DEFERRED_KEY + "normal"] += 1
+        self.stats[DEFERRED_KEY + cls] += 1
 
     def _tree_send_packed(self, name: str, msgs: Sequence[Message], out: list[Effect]) -> None:
         """`msgs` to `name` in as few packets as the MTU allows (room left for digests, which ride only on

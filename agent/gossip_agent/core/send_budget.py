@@ -35,6 +35,10 @@ def effective_burst(rate: int, burst: int, mtu: int) -> int:
     return max(burst if burst > 0 else rate, mtu, MIN_BURST_BYTES)
 
 
+# The share of the burst that normal broadcast-tree payloads leave to critical ones (`allow_normal`).
+CRITICAL_RESERVE = 0.25
+
+
 class SendBudget:
     """A token bucket of bytes. Call `refill(now)` at each driver entry point, then `allow`/`charge`."""
 
@@ -78,6 +82,16 @@ class SendBudget:
         if self.unlimited:
             return wanted
         return min(wanted, int(self._tokens))
+
+    def allow_normal(self, wanted: int) -> int:
+        """Like `allow`, for a normal payload sent apart from the queue (the broadcast tree's pushes, which
+        no queue orders): it leaves the last CRITICAL_RESERVE of the burst to critical ones, so a stream of
+        normal writes cannot spend what a critical write arriving next needs."""
+        if wanted <= 0:
+            return 0
+        if self.unlimited:
+            return wanted
+        return max(0, min(wanted, int(self._tokens - self.burst * CRITICAL_RESERVE)))
 
     def charge(self, sent: int) -> None:
         """`sent` bytes went on the wire: take them from the bucket, which stops at zero (mandatory bytes
