@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.chaos.netns import AgentProc, environment_problem, join_netns  # noqa: E402
 from tests.chaos.zones_netns import (  # noqa: E402
+    CrossZoneSniffer,
     ZonedAgents,
     ZonedTestbed,
     ZoneLayout,
@@ -168,9 +169,12 @@ class Run:
             base = yaml.safe_load(self.args.spec) if self.args.spec else {"preset": "lan"}
             net = ZonedAgents(bed, base)
             router = RouterLoop(bed.router_ns)
+            self.sniffer = CrossZoneSniffer(bed) if self.args.by_type else None
             try:
                 return self._execute(bed, net, router)
             finally:
+                if self.sniffer is not None:
+                    self.sniffer.close()
                 router.close()
 
     def _execute(self, bed: ZonedTestbed, net: ZonedAgents, router: RouterLoop) -> dict[str, Any]:
@@ -213,14 +217,18 @@ class Run:
         log(f"{self.mode}: every coordinate known {res['coordinates_complete_s']} s after the settle")
         res["rtt"] = self.measure_rtt(bed, net, agents)
         log(f"{self.mode}: rtt {json.dumps(res['rtt'].get('summary'))}")
-        b0 = bed.pair_bytes_by_proto()
+        b0, s0 = bed.pair_bytes_by_proto(), self.sniffed()
         watch_views(args.idle)
-        b1 = bed.pair_bytes_by_proto()
+        b1, s1 = bed.pair_bytes_by_proto(), self.sniffed()
         res["idle_bytes"] = self.bytes_summary(b0, b1, args.idle)
+        if self.sniffer is not None:
+            res["idle_by_type"] = by_type(s0, s1)
         log(f"{self.mode}: idle bytes {json.dumps(res['idle_bytes']['summary'])}")
         res["writes"] = router.call(self.writes(agents), timeout=args.writes / args.rate + 300)
-        b2 = bed.pair_bytes_by_proto()
+        b2, s2 = bed.pair_bytes_by_proto(), self.sniffed()
         res["write_bytes"] = self.bytes_summary(b1, b2, res["writes"].get("window_s") or 1.0)
+        if self.sniffer is not None:
+            res["write_by_type"] = by_type(s1, s2)
         log(f"{self.mode}: t100 {json.dumps(res['writes'].get('t100'))}, "
             f"bytes {json.dumps(res['write_bytes']['summary'])}")
         watch_views(args.tail)
@@ -229,9 +237,55 @@ class Run:
             "non_alive_views": sorted(f"{o} saw {w} {s}" for o, w, s in bad_views),
             "dead_log_lines": sum(len(v) for v in dead_lines.values()),
         }
+        if args.kill:
+            res["detection"] = router.call(self.detection(bed, net, agents), timeout=args.detect_timeout + 60)
+            log(f"{self.mode}: detection {json.dumps(res['detection'])}")
         res["queue_drops"] = bed.queue_drops()
         res["load_after"] = loadavg()
         return res
+
+    def sniffed(self) -> dict[str, int]:
+        return self.sniffer.counts() if self.sniffer is not None else {}
+
+    # -- detection ---------------------------------------------------------------------------------------------
+    async def detection(self, bed: ZonedTestbed, net: ZonedAgents, agents: Sequence[AgentProc]) -> dict[str, Any]:
+        """Kill one agent (SIGKILL, by its PID: a crash, no leave) and poll every other agent's member list
+        until all report it dead: seconds from the kill until each first saw it suspect and dead (median,
+        max), and any other member reported suspect or dead meanwhile (a false positive)."""
+        victim = agents[len(agents) // 2]  # a member of a middle group (the same one in every mode)
+        others = [a for a in agents if a is not victim]
+        suspect_at: dict[str, float] = {}
+        dead_at: dict[str, float] = {}
+        wrong: set[str] = set()
+        net.bed.kill(victim.proc)
+        t0 = time.monotonic()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            async def poll(a: AgentProc) -> None:
+                url = f"http://{a.addr}:{a.port}/v1/members"
+                while a.name not in dead_at and time.monotonic() - t0 < self.args.detect_timeout:
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+                        async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                            body = await r.json(content_type=None)
+                        now = time.monotonic() - t0
+                        for m in body["members"]:
+                            if m["name"] == victim.name:
+                                if m["state"] in ("suspect", "dead"):
+                                    suspect_at.setdefault(a.name, now)
+                                if m["state"] == "dead":
+                                    dead_at.setdefault(a.name, now)
+                            elif m["state"] != "alive":
+                                wrong.add(f"{a.name} saw {m['name']} {m['state']}")
+                    await asyncio.sleep(0.1)
+
+            await asyncio.gather(*(poll(a) for a in others))
+        dead = sorted(dead_at.values())
+        susp = sorted(suspect_at.values())
+        return {"victim": victim.name, "observers": len(others), "saw_dead": len(dead),
+                "first_suspect_s": r3(susp[0]) if susp else None,
+                "suspect_median_s": r3(statistics.median(susp)) if susp else None,
+                "dead_median_s": r3(statistics.median(dead)) if dead else None,
+                "dead_max_s": r3(dead[-1]) if dead else None,
+                "false_positives": sorted(wrong)}
 
     # -- rtt ---------------------------------------------------------------------------------------------------
     @staticmethod
@@ -403,6 +457,12 @@ class Run:
                 "t100_ms": [r3(1000 * x) for x in t100]}
 
 
+def by_type(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    """Sniffed cross-zone bytes (and packet counts) of one phase, largest first."""
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    return dict(sorted(((k, v) for k, v in delta.items() if v), key=lambda kv: -kv[1]))
+
+
 def rtt_ms_of(answer: Mapping[str, Any]) -> float | None:
     """The estimate in an answer of GET /v1/rtt, in ms."""
     for key, scale in (("rttMs", 1.0), ("rtt_ms", 1.0), ("rttSeconds", 1000.0), ("rtt", 1000.0),
@@ -465,6 +525,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--join-timeout", type=float, default=180.0)
     p.add_argument("--same-zone-sample", type=float, default=1.0, help="share of same-zone pairs asked for /v1/rtt")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--by-type", action="store_true",
+                   help="sniff cross-zone packets on the router and split their bytes by message type / stream")
+    p.add_argument("--kill", action="store_true",
+                   help="at the end, kill one agent and time its detection by all others (and count false positives)")
+    p.add_argument("--detect-timeout", type=float, default=60.0)
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE")
     args = p.parse_args(argv)
     groups = [int(x) for x in args.groups.split(",") if x.strip()]
