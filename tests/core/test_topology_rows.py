@@ -6,6 +6,8 @@ a row in a packet that holds anything else (it would drop the whole packet: the 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from typing import Any
 
 import msgpack
 import pytest
@@ -15,6 +17,7 @@ from gossip_agent.core.config import TopologyConfig
 from gossip_agent.core.effects import Effect, Send
 from gossip_agent.core.messages import (
     Ack,
+    Alive,
     MemberSnapshot,
     MemberState,
     NetCoordinate,
@@ -24,7 +27,7 @@ from gossip_agent.core.messages import (
     PushPullState,
 )
 from gossip_agent.core.readers import COORDINATES, DIGESTS, PEER_COORDINATES, Readers
-from gossip_agent.core.topology_state import ROWS_REFRESH, TopologyState
+from gossip_agent.core.topology_state import ROWS_REFRESH, ZONE_META_KEY, TopologyState
 from tests.core.test_node import Cluster, cfg, node_with_peers
 
 
@@ -183,3 +186,55 @@ def test_in_a_zoned_cluster_every_member_soon_holds_every_coordinate() -> None:
                if m is not n and m.name not in n.topology.coordinates()]
     assert missing == []
     assert all(n.topology.stats["rows_kept"] > 0 for n in nodes)
+
+
+def test_a_reader_of_rows_learns_at_its_first_ack_that_we_read_them_too() -> None:
+    """Rows on an ack follow the piggyback rule, so a far prober might wait long for one; the first ack to a
+    reader of rows carries an (empty) message anyway, and the prober offers no more."""
+    a = node_with_peers(cfg("a"), 1, seed=3)
+    ping = Ping(7, "a", "p2", ("h", 2))
+    a.handle_packet(Packet("p2", (_c(0.01), PeerCoordinates(()))), ("h", 2), 1.0)
+    [ack] = _sends(a.handle_packet(Packet("p2", (ping,)), ("h", 2), 2.0))
+    assert [type(m) for m in ack.packet.messages][:3] == [Ack, NetCoordinate, PeerCoordinates]
+    [ack] = _sends(a.handle_packet(Packet("p2", (ping,)), ("h", 2), 3.0))
+    assert PeerCoordinates not in [type(m) for m in ack.packet.messages]  # nothing new to pass on
+    b = node_with_peers(cfg("b"), 1, seed=4)  # the prober's side: p2's answer makes it a reader
+    b.handle_packet(Packet("p2", (_c(0.01), PeerCoordinates(()))), ("h", 2), 1.0)
+    for _ in range(5):
+        effects: list[Effect] = []
+        for _ in range(100):
+            effects = b.tick(b.next_deadline())
+            if any(isinstance(s.packet.messages[0], Ping) for s in _sends(effects)):
+                break
+        pings = [m for s in _sends(effects) for m in s.packet.messages if isinstance(m, Ping)]
+        assert pings
+        assert [PeerCoordinates] not in [[type(m) for m in s.packet.messages] for s in _sends(effects)]
+        b.handle_packet(Packet("p2", (Ack(pings[0].seq, 0), _c(0.01))), ("h", 2), b.next_deadline())
+
+
+def test_digests_and_rows_ride_to_far_members_only_with_the_cross_zone_fraction() -> None:
+    """Under writes digests were the largest share of the cross-zone bytes with real agents; with topology
+    awareness they ride to a far member as rumors do: with probability crossZoneFraction (always to a near
+    one)."""
+    a = node_with_peers(cfg("a"), 0, seed=3)
+    a.set_zone("zone-a", 0.0)
+    for i, zone in ((2, "zone-a"), (3, "zone-b")):
+        a.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i), {ZONE_META_KEY: zone}),)), ("h", i), 0.0)
+        a.handle_packet(Packet(f"p{i}", (_c(0.01), PeerCoordinates(()))), ("h", i), 0.0)
+        a._digest_readers.add(f"p{i}")
+    a.publish_root_digest("ab" * 16, 3, 1000, now=1.0)
+    asked: Counter[str] = Counter()  # packets that were offered digests, by destination
+    outgoing = a._digest_exchange.outgoing
+
+    def counting(to: str, *args: Any, **kwargs: Any) -> Any:
+        asked[to] += 1
+        return outgoing(to, *args, **kwargs)
+
+    a._digest_exchange.outgoing = counting  # type: ignore[method-assign]
+    for k in range(400):
+        for name in ("p2", "p3"):
+            ping = Ping(k, "a", name, ("h", int(name[1:])))
+            a.handle_packet(Packet(name, (ping,)), ("h", int(name[1:])), 2.0 + k)
+    f = a.topology.policy.cross_zone_fraction
+    assert asked["p2"] >= 400  # near: every ack
+    assert 400 * (f - 0.07) < asked["p3"] < 400 * (f + 0.07)  # far: about f of them

@@ -819,8 +819,8 @@ class Node:
         reads those, piggybacked as rumors are (core/topology_state.py)."""
         if not self.topology.reads_coordinates(name):
             return ()
-        rows = self.topology.rows_for(name, now) \
-            if self.topology.reads_rows(name) and self._piggybacks_to(name) else None
+        rows = self.topology.rows_on_ack(name, now, self._piggybacks_to(name)) \
+            if self.topology.reads_rows(name) else None
         return (self.topology.coordinate_message(),) if rows is None else (self.topology.coordinate_message(), rows)
 
     def _on_ping_req(self, msg: PingReq, now: float, out: list[Effect]) -> None:
@@ -1068,8 +1068,12 @@ class Node:
     def _digests_for(self, to_name: str | None, *, ping: bool = False) -> list[Digest | DigestSummary]:
         """Convergence digests for a packet to `to_name`, within DIGEST_ALLOWANCE (core/digests.py: rows we
         owe it, fresh rows, a summary on a probe or when asked); none to a member not known to read them (an
-        older agent would drop the whole packet)."""
+        older agent would drop the whole packet). To a far member under topology-aware choice only with
+        probability crossZoneFraction, as piggybacked rumors (core/topology_state.py): under writes digests
+        were the largest share of what still crossed zones."""
         if to_name is None or to_name not in self._digest_readers or not len(self.root_digests):
+            return []
+        if not self._piggybacks_to(to_name):
             return []
         return self._digest_exchange.outgoing(to_name, DIGEST_ALLOWANCE, codec.message_size, ping=ping)
 
@@ -1112,7 +1116,7 @@ class Node:
         """Rows (or a summary) we owe `to_name` that no reply carried: a packet of digests alone."""
         member = self.table.get(to_name)
         if (member is None or to_name not in self._digest_readers or not self._digest_exchange.pending(to_name)
-                or not self._digest_exchange.repair_allowed(to_name, now)):
+                or not self._piggybacks_to(to_name) or not self._digest_exchange.repair_allowed(to_name, now)):
             return
         digests = self._digest_exchange.outgoing(to_name, REPAIR_ALLOWANCE, codec.message_size)
         if digests:

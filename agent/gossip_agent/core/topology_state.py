@@ -66,9 +66,9 @@ _DRAWS_PER_PICK = 12
 #: At or below this many members a choice that came up short scans them all (sampling can miss there).
 _SCAN_BELOW = 64
 #: Seconds after a peer got our whole table of coordinates before we walk it again (coordinates drift slowly).
-ROWS_REFRESH = 30.0
+ROWS_REFRESH = 120.0
 #: Second-hand rows on one ack (about 60 bytes each).
-ROWS_PER_PACKET = 3
+ROWS_PER_PACKET = 2
 #: Rows of a joiner's table at most (beyond, the rest reach it row by row).
 MAX_TABLE_ROWS = 512
 #: Seconds between two coordinate tables to the same joiner (a forged join flood costs us little).
@@ -99,6 +99,9 @@ class TopologyState:
         self._cursor: dict[str, int] = {}
         self._caught_up: dict[str, float] = {}
         self._tables: dict[str, float] = {}
+        # Peers that got a second-hand coordinates message from us since they (re)appeared: they know we read
+        # them (else a peer we probe would keep offering, packet by packet).
+        self._told: set[str] = set()
         self._zones: dict[str, str | None] = {}
         self._threshold: float | None = None
         self._threshold_at = -math.inf
@@ -222,6 +225,16 @@ class TopologyState:
             self._caught_up[peer] = now
         return PeerCoordinates(tuple(rows)) if rows else None
 
+    def rows_on_ack(self, peer: str, now: float, carry: bool) -> PeerCoordinates | None:
+        """Rows for an ack to `peer` (a reader of rows): the next ones if `carry` (the piggyback rule), and
+        an empty message once if it never had one from us, so it learns that we read them and stops offering."""
+        rows = self.rows_for(peer, now) if carry else None
+        if rows is None and peer not in self._told:
+            rows = PeerCoordinates(())
+        if len(self._told) < self.max_peers:
+            self._told.add(peer)
+        return rows
+
     def table_for(self, peer: str, now: float, self_name: str, per_message: int) -> list[PeerCoordinates]:
         """A joiner's first table: every coordinate we hold (ours first, at most MAX_TABLE_ROWS), in
         messages of `per_message` rows; nothing if we sent `peer` one less than TABLE_INTERVAL ago."""
@@ -277,6 +290,7 @@ class TopologyState:
         self._cursor.pop(peer, None)
         self._caught_up.pop(peer, None)
         self._tables.pop(peer, None)
+        self._told.discard(peer)
         self._readers.forget(peer)
         self.client.forget(peer)
 
@@ -289,6 +303,7 @@ class TopologyState:
         """A member back from suspicion or death, or at a new address (perhaps an older release now): it gets
         coordinates only in packets of their own again until it sends one."""
         self._readers.reset(peer)
+        self._told.discard(peer)
 
     def _refresh_threshold(self, now: float) -> None:
         local = self.client.coordinate
