@@ -486,8 +486,8 @@ def layout_from(groups: Sequence[int], rtts: Sequence[float]) -> ZoneLayout:
 
 
 def table(results: Sequence[Mapping[str, Any]]) -> str:
-    cols = ["mode", "n", "join_s", "rtt_err_med", "sep_median", "sep_strict", "idle_cross_B/s", "idle_cross_share",
-            "write_cross_B", "t100_med_ms", "t100_p90_ms", "t100_max_ms", "complete", "false_pos"]
+    cols = ["mode", "n", "join_s", "coords_s", "rtt_err_med", "sep_median", "sep_strict", "idle_cross_B/s",
+            "idle_cross_share", "write_cross_B", "t100_med_ms", "t100_p90_ms", "t100_max_ms", "complete", "false_pos"]
     rows = [cols]
     for r in results:
         rtt = (r.get("rtt") or {}).get("summary") or {}
@@ -497,7 +497,7 @@ def table(results: Sequence[Mapping[str, Any]]) -> str:
         t = w.get("t100") or {}
         fp = r.get("false_positives") or {}
         rows.append([str(x) for x in (
-            r["mode"], r["n"], r.get("join_s"), rtt.get("median_rel_error_cross"),
+            r["mode"], r["n"], r.get("join_s"), r.get("coordinates_complete_s"), rtt.get("median_rel_error_cross"),
             f"{rtt.get('observers_separating_by_median')}/{rtt.get('observers')}",
             f"{rtt.get('observers_separating_strictly')}/{rtt.get('observers')}",
             idle.get("cross_bytes_per_s"), idle.get("cross_share"), wb.get("cross_bytes"), t.get("median_ms"),
@@ -554,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     by_mode = {r["mode"]: r for r in results}
     if "aware" in by_mode and "uniform" in by_mode:
         a, u = by_mode["aware"], by_mode["uniform"]
+        out["comparison"] = {}
         with contextlib.suppress(KeyError, TypeError, ZeroDivisionError):
             idle_cut = u["idle_bytes"]["summary"]["cross_bytes"] / a["idle_bytes"]["summary"]["cross_bytes"]
             write_cut = u["write_bytes"]["summary"]["cross_bytes"] / a["write_bytes"]["summary"]["cross_bytes"]
@@ -563,6 +564,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  "t100_median_ratio": r3(t100_ratio), "t100_p90_ratio": r3(p90_ratio)}
             print(f"aware vs uniform: cross-zone bytes cut {idle_cut:.2f}x idle, {write_cut:.2f}x during writes; "
                   f"t100 median {t100_ratio:.2f}x, p90 {p90_ratio:.2f}x")
+        with contextlib.suppress(KeyError, TypeError, ZeroDivisionError):
+            ratio = a["detection"]["dead_median_s"] / u["detection"]["dead_median_s"]
+            out["comparison"]["detection_median_ratio"] = r3(ratio)
+            print(f"detection (all saw the killed agent dead), median: {a['detection']['dead_median_s']} s aware, "
+                  f"{u['detection']['dead_median_s']} s uniform ({ratio:.2f}x)")
     if args.json:
         text = json.dumps(out, indent=1)
         if args.json == "-":
