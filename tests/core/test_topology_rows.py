@@ -27,7 +27,7 @@ from gossip_agent.core.messages import (
     PushPullState,
 )
 from gossip_agent.core.readers import COORDINATES, DIGESTS, PEER_COORDINATES, Readers
-from gossip_agent.core.topology_state import ROWS_REFRESH, ZONE_META_KEY, TopologyState
+from gossip_agent.core.topology_state import ZONE_META_KEY, TopologyState
 from tests.core.test_node import Cluster, cfg, node_with_peers
 
 
@@ -108,7 +108,7 @@ def test_a_row_never_replaces_a_fresher_coordinate_and_hostile_rows_are_counted(
     assert topo.reads_rows("p2")
 
 
-def test_each_peer_walks_the_table_once_then_again_after_the_refresh() -> None:
+def test_each_peer_gets_every_change_once_oldest_first() -> None:
     topo = TopologyState(TopologyConfig(), max_peers=20)
     for i in range(7):
         topo.on_coordinate(f"p{i}", _c(i / 10), now=0.0)
@@ -116,12 +116,17 @@ def test_each_peer_walks_the_table_once_then_again_after_the_refresh() -> None:
     while (msg := topo.rows_for("p0", 1.0)) is not None:
         seen += [name for name, _, _ in msg.rows]
     assert seen == [f"p{i}" for i in range(1, 7)]  # all but its own, each once
-    assert topo.rows_for("p0", 1.0 + ROWS_REFRESH / 2) is None
-    topo.on_coordinate("p7", _c(0.7), now=2.0)  # a newcomer goes out at once
-    msg = topo.rows_for("p0", 3.0)
-    assert msg is not None and [n for n, _, _ in msg.rows] == ["p7"]
-    again = topo.rows_for("p0", 3.0 + ROWS_REFRESH + 1)
-    assert again is not None and again.rows[0][0] == "p1" and again.rows[0][2] == pytest.approx(4.0 + ROWS_REFRESH)
+    assert topo.rows_for("p0", 2.0) is None  # nothing changed since
+    topo.on_coordinate("p3", _c(0.33), now=3.0)  # a first-hand update
+    topo.on_rows("p5", PeerCoordinates((("p7", _c(0.7), 1.0),)), 4.0, lambda n: True, "me")  # a kept row
+    msg = topo.rows_for("p0", 5.0, limit=5)
+    assert msg is not None and [(n, age) for n, _, age in msg.rows] == [("p3", 2.0), ("p7", 2.0)]
+    assert msg.rows[0][1].vec[0] == pytest.approx(0.33)  # the new coordinate, not an early snapshot
+    other = topo.rows_for("p6", 5.0, limit=20)  # another peer walks from the start, in order of change
+    assert other is not None and [n for n, _, _ in other.rows] == ["p0", "p1", "p2", "p4", "p5", "p3", "p7"]
+    topo.forget("p3")
+    assert topo.rows_for("p1", 5.0, limit=20) is not None and all(
+        n != "p3" for n, _, _ in topo.rows_for("p2", 5.0, limit=20).rows)  # type: ignore[union-attr]
 
 
 # -- the node --------------------------------------------------------------------------------------------------

@@ -18,12 +18,14 @@ A member back from the dead or at a new address is offered again (perhaps a rest
 SECOND-HAND COORDINATES. First-hand, a member learns a peer's coordinate only from that peer's ack, so it
 could not estimate a pair before it had probed both (at N = 30, some pairs were still unknown after 40 s), and
 with probes mostly inside the zone (core/probe_order.py) far coordinates would arrive rarely. So members pass
-on what they hold: `rows_for(peer)` gives a few (name, coordinate, age) rows, each peer walking the table once
-(new members as they come) and again every ROWS_REFRESH seconds; they ride on acks like piggybacked rumors
-(always to a near member, with probability crossZoneFraction to a far one), and a joiner gets the whole table
-at its join (`Node.merge_push_pull`). A row replaces what we hold only if it is fresher (its age says when it
-was current): a first-hand coordinate is never overwritten by an older second-hand one, and rows never become
-Vivaldi samples (only a measured round trip against the peer's own coordinate does).
+on what they hold: `rows_for(peer)` gives the next few (name, coordinate, age) rows among the coordinates that
+changed here since that peer was last sent rows, oldest change first (every first-hand update and every kept
+row counts as a change, so a peer's walk never ends while coordinates move, and nobody keeps an early, stale
+snapshot); two ride on an ack like piggybacked rumors (always to a near member, with probability
+crossZoneFraction to a far one), and a joiner gets the whole table at its join (`Node.merge_push_pull`). A row
+replaces what we hold only if it is fresher (its age says when it was current): a first-hand coordinate is
+never overwritten by an older second-hand one, and a Vivaldi sample pairs a measured round trip with the
+coordinate that came on that very ack.
 
 BOUNDED. Coordinates and readers are kept for members of the Node's table only (at most
 `membership.maxMembers`), and forgotten when the member is reaped; the zone cache is bounded too.
@@ -42,6 +44,7 @@ Pure: no clock (callers pass `now`), no I/O; randomness only from the caller's `
 
 from __future__ import annotations
 
+import bisect
 import math
 import struct
 from collections import Counter
@@ -65,8 +68,6 @@ _ZONE_CACHE = 256
 _DRAWS_PER_PICK = 12
 #: At or below this many members a choice that came up short scans them all (sampling can miss there).
 _SCAN_BELOW = 64
-#: Seconds after a peer got our whole table of coordinates before we walk it again (coordinates drift slowly).
-ROWS_REFRESH = 120.0
 #: Second-hand rows on one ack (about 60 bytes each).
 ROWS_PER_PACKET = 2
 #: Rows of a joiner's table at most (beyond, the rest reach it row by row).
@@ -93,11 +94,14 @@ class TopologyState:
         self._readers = readers if readers is not None else Readers()
         # When each held coordinate was current (`now` of a first-hand one, now - age of a second-hand one).
         self._as_of: dict[str, float] = {}
-        # Second-hand rows: the names in the order we learned them (append-only, compacted when mostly stale),
-        # each peer's place in it, and when a peer last reached the end.
-        self._log: list[str] = []
+        # Second-hand rows: every coordinate we hold carries the number of its latest update (first-hand or a
+        # kept row); `_updates` lists the numbers in order (stale ones, of names updated again or forgotten,
+        # are skipped and compacted away), and each peer's cursor is the last number it was sent.
+        self._update_seq = 0
+        self._seq_of: dict[str, int] = {}
+        self._name_at: dict[int, str] = {}
+        self._updates: list[int] = []
         self._cursor: dict[str, int] = {}
-        self._caught_up: dict[str, float] = {}
         self._tables: dict[str, float] = {}
         # Peers that got a second-hand coordinates message from us since they (re)appeared: they know we read
         # them (else a peer we probe would keep offering, packet by packet).
@@ -164,14 +168,25 @@ class TopologyState:
         return self._keep(peer, checked, now)
 
     def _keep(self, name: str, checked: Coordinate, as_of: float) -> bool:
-        if name not in self._coordinates:
-            if len(self._coordinates) >= self.max_peers:
-                self.stats["coordinates_over_cap"] += 1
-                return False
-            self._log.append(name)
+        if name not in self._coordinates and len(self._coordinates) >= self.max_peers:
+            self.stats["coordinates_over_cap"] += 1
+            return False
         self._coordinates[name] = checked
         self._as_of[name] = as_of
+        self._note_update(name)
         return True
+
+    def _note_update(self, name: str) -> None:
+        """`name`'s coordinate changed here: it goes to the end of every peer's walk."""
+        old = self._seq_of.pop(name, None)
+        if old is not None:
+            self._name_at.pop(old, None)
+        self._update_seq += 1
+        self._seq_of[name] = self._update_seq
+        self._name_at[self._update_seq] = name
+        self._updates.append(self._update_seq)
+        if len(self._updates) > 2 * len(self._name_at) + 64:  # compaction: stale numbers out
+            self._updates = [q for q in self._updates if q in self._name_at]
 
     def on_rows(self, sender: str, msg: PeerCoordinates, now: float, is_member: Callable[[str], bool],
                 self_name: str) -> int:
@@ -203,26 +218,23 @@ class TopologyState:
         return name, NetCoordinate(tuple(c.vec), c.height, c.error, c.adjustment), max(0.0, now - self._as_of[name])
 
     def rows_for(self, peer: str, now: float, limit: int = ROWS_PER_PACKET) -> PeerCoordinates | None:
-        """The next few rows `peer` has not had from us (see the module docstring); None when it has had
-        them all and the refresh is not due."""
-        log = self._log
-        if len(log) > 2 * len(self._coordinates) + 64:  # compaction: forgotten names out, every walk restarts
-            self._log = log = [n for n in dict.fromkeys(log) if n in self._coordinates]
-            self._cursor.clear()
-        i = self._cursor.get(peer, 0)
-        if i >= len(log):
-            if now < self._caught_up.get(peer, -math.inf) + ROWS_REFRESH:
-                return None
-            i = 0
+        """The next few coordinates that changed here since `peer` was last sent rows (oldest change first; see
+        the module docstring); None when it has had every change."""
+        cursor = self._cursor.get(peer, 0)
+        updates = self._updates
+        i = bisect.bisect_right(updates, cursor)
         rows: list[tuple[str, NetCoordinate, float]] = []
-        while i < len(log) and len(rows) < limit:
-            name = log[i]
+        while i < len(updates) and len(rows) < limit:
+            seq = updates[i]
             i += 1
-            if name != peer and name in self._coordinates:
+            name = self._name_at.get(seq)
+            if name is None:
+                continue
+            cursor = seq
+            if name != peer:
                 rows.append(self._row(name, now))
-        self._cursor[peer] = i
-        if i >= len(log):
-            self._caught_up[peer] = now
+        if len(self._cursor) < self.max_peers or peer in self._cursor:
+            self._cursor[peer] = cursor
         return PeerCoordinates(tuple(rows)) if rows else None
 
     def rows_on_ack(self, peer: str, now: float, carry: bool) -> PeerCoordinates | None:
@@ -246,8 +258,7 @@ class TopologyState:
         c = self.client.coordinate
         rows = [(self_name, NetCoordinate(tuple(c.vec), c.height, c.error, c.adjustment), 0.0)]
         rows += [self._row(n, now) for n in self._coordinates if n != peer][:MAX_TABLE_ROWS - 1]
-        self._cursor[peer] = len(self._log)  # it has them all now: the walk goes on from here
-        self._caught_up[peer] = now
+        self._cursor[peer] = self._update_seq  # it has them all now: the walk goes on from here
         return [PeerCoordinates(tuple(rows[i:i + per_message])) for i in range(0, len(rows), per_message)]
 
     def observe_rtt(self, peer: str, rtt: float, now: float, rng: Rng) -> float | None:
@@ -288,7 +299,9 @@ class TopologyState:
         self._coordinates.pop(peer, None)
         self._as_of.pop(peer, None)
         self._cursor.pop(peer, None)
-        self._caught_up.pop(peer, None)
+        seq = self._seq_of.pop(peer, None)
+        if seq is not None:
+            self._name_at.pop(seq, None)
         self._tables.pop(peer, None)
         self._told.discard(peer)
         self._readers.forget(peer)
