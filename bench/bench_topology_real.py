@@ -457,6 +457,34 @@ class Run:
                 "t100_ms": [r3(1000 * x) for x in t100]}
 
 
+def _path(result: Mapping[str, Any], *keys: str) -> float | None:
+    value: Any = result
+    for key in keys:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    """num / den, or None when either is missing or den is 0 (e.g. no idle byte crossed zones at all)."""
+    return r3(num / den) if num is not None and den else None
+
+
+def comparison(a: Mapping[str, Any], u: Mapping[str, Any]) -> dict[str, float | None]:
+    """Aware against uniform: how many times fewer cross-zone bytes, t100 and detection ratios."""
+    out = {
+        "idle_cross_bytes_cut": _ratio(_path(u, "idle_bytes", "summary", "cross_bytes"),
+                                       _path(a, "idle_bytes", "summary", "cross_bytes")),
+        "write_cross_bytes_cut": _ratio(_path(u, "write_bytes", "summary", "cross_bytes"),
+                                        _path(a, "write_bytes", "summary", "cross_bytes")),
+        "t100_median_ratio": _ratio(_path(a, "writes", "t100", "median_ms"), _path(u, "writes", "t100", "median_ms")),
+        "t100_p90_ratio": _ratio(_path(a, "writes", "t100", "p90_ms"), _path(u, "writes", "t100", "p90_ms")),
+    }
+    if "detection" in a and "detection" in u:
+        out["detection_median_ratio"] = _ratio(_path(a, "detection", "dead_median_s"),
+                                               _path(u, "detection", "dead_median_s"))
+    return out
+
+
 def by_type(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
     """Sniffed cross-zone bytes (and packet counts) of one phase, largest first."""
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
@@ -553,22 +581,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(results))
     by_mode = {r["mode"]: r for r in results}
     if "aware" in by_mode and "uniform" in by_mode:
-        a, u = by_mode["aware"], by_mode["uniform"]
-        out["comparison"] = {}
-        with contextlib.suppress(KeyError, TypeError, ZeroDivisionError):
-            idle_cut = u["idle_bytes"]["summary"]["cross_bytes"] / a["idle_bytes"]["summary"]["cross_bytes"]
-            write_cut = u["write_bytes"]["summary"]["cross_bytes"] / a["write_bytes"]["summary"]["cross_bytes"]
-            t100_ratio = a["writes"]["t100"]["median_ms"] / u["writes"]["t100"]["median_ms"]
-            p90_ratio = a["writes"]["t100"]["p90_ms"] / u["writes"]["t100"]["p90_ms"]
-            out["comparison"] = {"idle_cross_bytes_cut": r3(idle_cut), "write_cross_bytes_cut": r3(write_cut),
-                                 "t100_median_ratio": r3(t100_ratio), "t100_p90_ratio": r3(p90_ratio)}
-            print(f"aware vs uniform: cross-zone bytes cut {idle_cut:.2f}x idle, {write_cut:.2f}x during writes; "
-                  f"t100 median {t100_ratio:.2f}x, p90 {p90_ratio:.2f}x")
-        with contextlib.suppress(KeyError, TypeError, ZeroDivisionError):
-            ratio = a["detection"]["dead_median_s"] / u["detection"]["dead_median_s"]
-            out["comparison"]["detection_median_ratio"] = r3(ratio)
-            print(f"detection (all saw the killed agent dead), median: {a['detection']['dead_median_s']} s aware, "
-                  f"{u['detection']['dead_median_s']} s uniform ({ratio:.2f}x)")
+        out["comparison"] = comparison(by_mode["aware"], by_mode["uniform"])
+        c = out["comparison"]
+        print(f"aware vs uniform: cross-zone bytes cut {c['idle_cross_bytes_cut']}x idle, "
+              f"{c['write_cross_bytes_cut']}x during writes; t100 median {c['t100_median_ratio']}x, "
+              f"p90 {c['t100_p90_ratio']}x")
+        if "detection_median_ratio" in c:
+            print(f"detection (all saw the killed agent dead), median: "
+                  f"{by_mode['aware']['detection']['dead_median_s']} s aware, "
+                  f"{by_mode['uniform']['detection']['dead_median_s']} s uniform ({c['detection_median_ratio']}x)")
     if args.json:
         text = json.dumps(out, indent=1)
         if args.json == "-":
