@@ -217,10 +217,11 @@ def test_a_reader_of_rows_learns_at_its_first_ack_that_we_read_them_too() -> Non
         b.handle_packet(Packet("p2", (Ack(pings[0].seq, 0), _c(0.01))), ("h", 2), b.next_deadline())
 
 
-def test_digests_and_rows_ride_to_far_members_only_with_the_cross_zone_fraction() -> None:
+def test_digests_ride_to_far_members_with_the_cross_zone_fraction_except_on_probes() -> None:
     """Under writes digests were the largest share of the cross-zone bytes with real agents; with topology
-    awareness they ride to a far member as rumors do: with probability crossZoneFraction (always to a near
-    one)."""
+    awareness they ride on a packet to a far member as rumors do, with probability crossZoneFraction (always
+    to a near one). Probes and acks keep them (the digests' reconciliation rides on probes, and probes
+    mostly stay inside the zone already)."""
     a = node_with_peers(cfg("a"), 0, seed=3)
     a.set_zone("zone-a", 0.0)
     for i, zone in ((2, "zone-a"), (3, "zone-b")):
@@ -228,18 +229,19 @@ def test_digests_and_rows_ride_to_far_members_only_with_the_cross_zone_fraction(
         a.handle_packet(Packet(f"p{i}", (_c(0.01), PeerCoordinates(()))), ("h", i), 0.0)
         a._digest_readers.add(f"p{i}")
     a.publish_root_digest("ab" * 16, 3, 1000, now=1.0)
-    asked: Counter[str] = Counter()  # packets that were offered digests, by destination
+    asked: Counter[tuple[str, bool]] = Counter()  # packets that were offered digests: destination, probe
     outgoing = a._digest_exchange.outgoing
 
-    def counting(to: str, *args: Any, **kwargs: Any) -> Any:
-        asked[to] += 1
-        return outgoing(to, *args, **kwargs)
+    def counting(to: str, *args: Any, ping: bool = False, **kwargs: Any) -> Any:
+        asked[(to, ping)] += 1
+        return outgoing(to, *args, ping=ping, **kwargs)
 
     a._digest_exchange.outgoing = counting  # type: ignore[method-assign]
-    for k in range(400):
+    for _ in range(400):
         for name in ("p2", "p3"):
-            ping = Ping(k, "a", name, ("h", int(name[1:])))
-            a.handle_packet(Packet(name, (ping,)), ("h", int(name[1:])), 2.0 + k)
+            a._digests_for(name)
+            a._digests_for(name, ping=True)
     f = a.topology.policy.cross_zone_fraction
-    assert asked["p2"] >= 400  # near: every ack
-    assert 400 * (f - 0.07) < asked["p3"] < 400 * (f + 0.07)  # far: about f of them
+    assert asked[("p2", False)] == 400 and asked[("p2", True)] == 400  # near: always
+    assert 400 * (f - 0.07) < asked[("p3", False)] < 400 * (f + 0.07)  # far: about f of them
+    assert asked[("p3", True)] == 400  # on a probe or ack: always

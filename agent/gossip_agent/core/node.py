@@ -1068,12 +1068,12 @@ class Node:
     def _digests_for(self, to_name: str | None, *, ping: bool = False) -> list[Digest | DigestSummary]:
         """Convergence digests for a packet to `to_name`, within DIGEST_ALLOWANCE (core/digests.py: rows we
         owe it, fresh rows, a summary on a probe or when asked); none to a member not known to read them (an
-        older agent would drop the whole packet). To a far member under topology-aware choice only with
-        probability crossZoneFraction, as piggybacked rumors (core/topology_state.py): under writes digests
-        were the largest share of what still crossed zones."""
+        older agent would drop the whole packet). Except on a probe or ack, to a far member under
+        topology-aware choice only with probability crossZoneFraction, as piggybacked rumors
+        (core/topology_state.py): under writes digests were the largest share of what still crossed zones."""
         if to_name is None or to_name not in self._digest_readers or not len(self.root_digests):
             return []
-        if not self._piggybacks_to(to_name):
+        if not ping and not self._piggybacks_to(to_name):
             return []
         return self._digest_exchange.outgoing(to_name, DIGEST_ALLOWANCE, codec.message_size, ping=ping)
 
