@@ -30,9 +30,9 @@ import hashlib
 from collections.abc import Callable
 
 #: Share of rounds along the whole ring (at least: crossZoneFraction if larger). Probes are where network
-#: coordinates get their cross-zone samples: a quarter keeps 4x fewer probes and acks crossing zones than the
+#: coordinates get their cross-zone samples: a third keeps 3x fewer probes and acks crossing zones than the
 #: plain ring, while the simulator's cross-zone estimates still settle (sim/zones.py reports the error).
-FAR_PROBE_SHARE = 0.25
+FAR_PROBE_SHARE = 1 / 3
 
 Ring = list[tuple[int, str]]
 
