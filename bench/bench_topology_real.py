@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.chaos.netns import AgentProc, environment_problem, join_netns  # noqa: E402
 from tests.chaos.zones_netns import (  # noqa: E402
+    CrossZoneSniffer,
     ZonedAgents,
     ZonedTestbed,
     ZoneLayout,
@@ -168,9 +169,12 @@ class Run:
             base = yaml.safe_load(self.args.spec) if self.args.spec else {"preset": "lan"}
             net = ZonedAgents(bed, base)
             router = RouterLoop(bed.router_ns)
+            self.sniffer = CrossZoneSniffer(bed) if self.args.by_type else None
             try:
                 return self._execute(bed, net, router)
             finally:
+                if self.sniffer is not None:
+                    self.sniffer.close()
                 router.close()
 
     def _execute(self, bed: ZonedTestbed, net: ZonedAgents, router: RouterLoop) -> dict[str, Any]:
@@ -213,14 +217,18 @@ class Run:
         log(f"{self.mode}: every coordinate known {res['coordinates_complete_s']} s after the settle")
         res["rtt"] = self.measure_rtt(bed, net, agents)
         log(f"{self.mode}: rtt {json.dumps(res['rtt'].get('summary'))}")
-        b0 = bed.pair_bytes_by_proto()
+        b0, s0 = bed.pair_bytes_by_proto(), self.sniffed()
         watch_views(args.idle)
-        b1 = bed.pair_bytes_by_proto()
+        b1, s1 = bed.pair_bytes_by_proto(), self.sniffed()
         res["idle_bytes"] = self.bytes_summary(b0, b1, args.idle)
+        if self.sniffer is not None:
+            res["idle_by_type"] = by_type(s0, s1)
         log(f"{self.mode}: idle bytes {json.dumps(res['idle_bytes']['summary'])}")
         res["writes"] = router.call(self.writes(agents), timeout=args.writes / args.rate + 300)
-        b2 = bed.pair_bytes_by_proto()
+        b2, s2 = bed.pair_bytes_by_proto(), self.sniffed()
         res["write_bytes"] = self.bytes_summary(b1, b2, res["writes"].get("window_s") or 1.0)
+        if self.sniffer is not None:
+            res["write_by_type"] = by_type(s1, s2)
         log(f"{self.mode}: t100 {json.dumps(res['writes'].get('t100'))}, "
             f"bytes {json.dumps(res['write_bytes']['summary'])}")
         watch_views(args.tail)
@@ -229,9 +237,55 @@ class Run:
             "non_alive_views": sorted(f"{o} saw {w} {s}" for o, w, s in bad_views),
             "dead_log_lines": sum(len(v) for v in dead_lines.values()),
         }
+        if args.kill:
+            res["detection"] = router.call(self.detection(bed, net, agents), timeout=args.detect_timeout + 60)
+            log(f"{self.mode}: detection {json.dumps(res['detection'])}")
         res["queue_drops"] = bed.queue_drops()
         res["load_after"] = loadavg()
         return res
+
+    def sniffed(self) -> dict[str, int]:
+        return self.sniffer.counts() if self.sniffer is not None else {}
+
+    # -- detection ---------------------------------------------------------------------------------------------
+    async def detection(self, bed: ZonedTestbed, net: ZonedAgents, agents: Sequence[AgentProc]) -> dict[str, Any]:
+        """Kill one agent (SIGKILL, by its PID: a crash, no leave) and poll every other agent's member list
+        until all report it dead: seconds from the kill until each first saw it suspect and dead (median,
+        max), and any other member reported suspect or dead meanwhile (a false positive)."""
+        victim = agents[len(agents) // 2]  # a member of a middle group (the same one in every mode)
+        others = [a for a in agents if a is not victim]
+        suspect_at: dict[str, float] = {}
+        dead_at: dict[str, float] = {}
+        wrong: set[str] = set()
+        net.bed.kill(victim.proc)
+        t0 = time.monotonic()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            async def poll(a: AgentProc) -> None:
+                url = f"http://{a.addr}:{a.port}/v1/members"
+                while a.name not in dead_at and time.monotonic() - t0 < self.args.detect_timeout:
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+                        async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                            body = await r.json(content_type=None)
+                        now = time.monotonic() - t0
+                        for m in body["members"]:
+                            if m["name"] == victim.name:
+                                if m["state"] in ("suspect", "dead"):
+                                    suspect_at.setdefault(a.name, now)
+                                if m["state"] == "dead":
+                                    dead_at.setdefault(a.name, now)
+                            elif m["state"] != "alive":
+                                wrong.add(f"{a.name} saw {m['name']} {m['state']}")
+                    await asyncio.sleep(0.1)
+
+            await asyncio.gather(*(poll(a) for a in others))
+        dead = sorted(dead_at.values())
+        susp = sorted(suspect_at.values())
+        return {"victim": victim.name, "observers": len(others), "saw_dead": len(dead),
+                "first_suspect_s": r3(susp[0]) if susp else None,
+                "suspect_median_s": r3(statistics.median(susp)) if susp else None,
+                "dead_median_s": r3(statistics.median(dead)) if dead else None,
+                "dead_max_s": r3(dead[-1]) if dead else None,
+                "false_positives": sorted(wrong)}
 
     # -- rtt ---------------------------------------------------------------------------------------------------
     @staticmethod
@@ -403,6 +457,40 @@ class Run:
                 "t100_ms": [r3(1000 * x) for x in t100]}
 
 
+def _path(result: Mapping[str, Any], *keys: str) -> float | None:
+    value: Any = result
+    for key in keys:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    """num / den, or None when either is missing or den is 0 (e.g. no idle byte crossed zones at all)."""
+    return r3(num / den) if num is not None and den else None
+
+
+def comparison(a: Mapping[str, Any], u: Mapping[str, Any]) -> dict[str, float | None]:
+    """Aware against uniform: how many times fewer cross-zone bytes, t100 and detection ratios."""
+    out = {
+        "idle_cross_bytes_cut": _ratio(_path(u, "idle_bytes", "summary", "cross_bytes"),
+                                       _path(a, "idle_bytes", "summary", "cross_bytes")),
+        "write_cross_bytes_cut": _ratio(_path(u, "write_bytes", "summary", "cross_bytes"),
+                                        _path(a, "write_bytes", "summary", "cross_bytes")),
+        "t100_median_ratio": _ratio(_path(a, "writes", "t100", "median_ms"), _path(u, "writes", "t100", "median_ms")),
+        "t100_p90_ratio": _ratio(_path(a, "writes", "t100", "p90_ms"), _path(u, "writes", "t100", "p90_ms")),
+    }
+    if "detection" in a and "detection" in u:
+        out["detection_median_ratio"] = _ratio(_path(a, "detection", "dead_median_s"),
+                                               _path(u, "detection", "dead_median_s"))
+    return out
+
+
+def by_type(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    """Sniffed cross-zone bytes (and packet counts) of one phase, largest first."""
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    return dict(sorted(((k, v) for k, v in delta.items() if v), key=lambda kv: -kv[1]))
+
+
 def rtt_ms_of(answer: Mapping[str, Any]) -> float | None:
     """The estimate in an answer of GET /v1/rtt, in ms."""
     for key, scale in (("rttMs", 1.0), ("rtt_ms", 1.0), ("rttSeconds", 1000.0), ("rtt", 1000.0),
@@ -426,8 +514,8 @@ def layout_from(groups: Sequence[int], rtts: Sequence[float]) -> ZoneLayout:
 
 
 def table(results: Sequence[Mapping[str, Any]]) -> str:
-    cols = ["mode", "n", "join_s", "rtt_err_med", "sep_median", "sep_strict", "idle_cross_B/s", "idle_cross_share",
-            "write_cross_B", "t100_med_ms", "t100_p90_ms", "t100_max_ms", "complete", "false_pos"]
+    cols = ["mode", "n", "join_s", "coords_s", "rtt_err_med", "sep_median", "sep_strict", "idle_cross_B/s",
+            "idle_cross_share", "write_cross_B", "t100_med_ms", "t100_p90_ms", "t100_max_ms", "complete", "false_pos"]
     rows = [cols]
     for r in results:
         rtt = (r.get("rtt") or {}).get("summary") or {}
@@ -437,7 +525,7 @@ def table(results: Sequence[Mapping[str, Any]]) -> str:
         t = w.get("t100") or {}
         fp = r.get("false_positives") or {}
         rows.append([str(x) for x in (
-            r["mode"], r["n"], r.get("join_s"), rtt.get("median_rel_error_cross"),
+            r["mode"], r["n"], r.get("join_s"), r.get("coordinates_complete_s"), rtt.get("median_rel_error_cross"),
             f"{rtt.get('observers_separating_by_median')}/{rtt.get('observers')}",
             f"{rtt.get('observers_separating_strictly')}/{rtt.get('observers')}",
             idle.get("cross_bytes_per_s"), idle.get("cross_share"), wb.get("cross_bytes"), t.get("median_ms"),
@@ -465,6 +553,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--join-timeout", type=float, default=180.0)
     p.add_argument("--same-zone-sample", type=float, default=1.0, help="share of same-zone pairs asked for /v1/rtt")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--by-type", action="store_true",
+                   help="sniff cross-zone packets on the router and split their bytes by message type / stream")
+    p.add_argument("--kill", action="store_true",
+                   help="at the end, kill one agent and time its detection by all others (and count false positives)")
+    p.add_argument("--detect-timeout", type=float, default=60.0)
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE")
     args = p.parse_args(argv)
     groups = [int(x) for x in args.groups.split(",") if x.strip()]
@@ -488,16 +581,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(results))
     by_mode = {r["mode"]: r for r in results}
     if "aware" in by_mode and "uniform" in by_mode:
-        a, u = by_mode["aware"], by_mode["uniform"]
-        with contextlib.suppress(KeyError, TypeError, ZeroDivisionError):
-            idle_cut = u["idle_bytes"]["summary"]["cross_bytes"] / a["idle_bytes"]["summary"]["cross_bytes"]
-            write_cut = u["write_bytes"]["summary"]["cross_bytes"] / a["write_bytes"]["summary"]["cross_bytes"]
-            t100_ratio = a["writes"]["t100"]["median_ms"] / u["writes"]["t100"]["median_ms"]
-            p90_ratio = a["writes"]["t100"]["p90_ms"] / u["writes"]["t100"]["p90_ms"]
-            out["comparison"] = {"idle_cross_bytes_cut": r3(idle_cut), "write_cross_bytes_cut": r3(write_cut),
-                                 "t100_median_ratio": r3(t100_ratio), "t100_p90_ratio": r3(p90_ratio)}
-            print(f"aware vs uniform: cross-zone bytes cut {idle_cut:.2f}x idle, {write_cut:.2f}x during writes; "
-                  f"t100 median {t100_ratio:.2f}x, p90 {p90_ratio:.2f}x")
+        out["comparison"] = comparison(by_mode["aware"], by_mode["uniform"])
+        c = out["comparison"]
+        print(f"aware vs uniform: cross-zone bytes cut {c['idle_cross_bytes_cut']}x idle, "
+              f"{c['write_cross_bytes_cut']}x during writes; t100 median {c['t100_median_ratio']}x, "
+              f"p90 {c['t100_p90_ratio']}x")
+        if "detection_median_ratio" in c:
+            print(f"detection (all saw the killed agent dead), median: "
+                  f"{by_mode['aware']['detection']['dead_median_s']} s aware, "
+                  f"{by_mode['uniform']['detection']['dead_median_s']} s uniform ({c['detection_median_ratio']}x)")
     if args.json:
         text = json.dumps(out, indent=1)
         if args.json == "-":

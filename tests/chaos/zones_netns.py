@@ -24,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from typing import TypeVar
 
 import yaml
 
+from gossip_agent.core import codec
 from tests.chaos.netns import (
     AGENT_PORT,
     AgentNet,
@@ -321,3 +324,117 @@ def _merged(base: Mapping[str, object], extra: Mapping[str, object]) -> dict[str
         else:
             out[key] = value
     return out  # type: ignore[no-any-return]
+
+
+class CrossZoneSniffer:
+    """What crosses zones, by message type: a packet socket on each group's bridge in the router namespace
+    sees every routed (cross-zone) frame as it arrives from its sender's group (bridged traffic inside a group
+    never reaches the bridge device). UDP datagrams are decoded with the agent's codec (plaintext agents
+    only) and their IP bytes attributed to the packet's kind -- its first message ("ping", "ack", "state"
+    for a tree push or a gossip packet of rumors, ...) -- and to each message type inside by its encoded
+    size. TCP bytes are attributed to the internal HTTP path of the stream (push-pull, anti-entropy, ...).
+
+    A diagnostic for benches (`counts()` between two calls tells what a phase sent); it reads in a thread of
+    its own and stops with `close()`."""
+
+    _ETH_P_IP = 0x0800
+    _PACKET_OUTGOING = 4
+    _PATH_RX = re.compile(rb"^(?:POST|GET|PUT) (/v1/[A-Za-z0-9/_-]+)")
+
+    def __init__(self, bed: ZonedTestbed) -> None:
+        self.bed = bed
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._conn_path: dict[tuple[str, int, str, int], str] = {}
+        self._stop = threading.Event()
+        groups = len(bed.layout.sizes)
+
+        def open_sockets() -> list[socket.socket]:
+            out = []
+            for g in range(groups):
+                s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(self._ETH_P_IP))
+                s.bind((f"br{g}", self._ETH_P_IP))
+                s.settimeout(0.2)
+                out.append(s)
+            return out
+
+        self._sockets = in_ns_thread(bed.router_ns, open_sockets)
+        self._threads = [threading.Thread(target=self._read, args=(s,), daemon=True, name=f"sniff-br{g}")
+                         for g, s in enumerate(self._sockets)]
+        for t in self._threads:
+            t.start()
+
+    def _add(self, key: str, value: int) -> None:
+        self._counts[key] = self._counts.get(key, 0) + value
+
+    def _read(self, sock: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                frame, addr = sock.recvfrom(65_600)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if addr[2] == self._PACKET_OUTGOING:
+                continue
+            with contextlib.suppress(Exception):
+                self._account(frame[14:])
+
+    def _account(self, ip: bytes) -> None:
+        ihl = (ip[0] & 0x0F) * 4
+        total = struct.unpack("!H", ip[2:4])[0]
+        proto = ip[9]
+        src, dst = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
+        if not (src.startswith(ZONE_NET + ".") and dst.startswith(ZONE_NET + ".")):
+            return
+        if int(src.rsplit(".", 1)[1]) < FIRST_HOST or int(dst.rsplit(".", 1)[1]) < FIRST_HOST:
+            return  # the bench's own requests from the router
+        if src.split(".")[2] == dst.split(".")[2]:
+            return
+        payload = ip[ihl:total]
+        with self._lock:
+            if proto == 17:
+                data = payload[8:]
+                try:
+                    packet = codec.decode_packet(data)
+                except codec.DecodeError:
+                    self._add("udp/undecoded", total)
+                    return
+                kinds = [codec.message_type(m).name.lower() for m in packet.messages]
+                first = kinds[0] if kinds else "empty"
+                self._add(f"udp/packet:{first}", total)
+                self._add(f"udp/packets:{first}", 1)
+                body = 0
+                for m, kind in zip(packet.messages, kinds, strict=True):
+                    size = codec.message_size(m)
+                    body += size
+                    self._add(f"udp/msg:{kind}", size)
+                    if kind != first:
+                        self._add(f"udp/on:{first}:{kind}", size)
+                self._add("udp/headers", total - body)
+            elif proto == 6:
+                off = (payload[12] >> 4) * 4
+                sport, dport = struct.unpack("!HH", payload[:4])
+                data = payload[off:]
+                key = (src, sport, dst, dport)
+                rkey = (dst, dport, src, sport)
+                m = self._PATH_RX.match(data)
+                if m:
+                    self._conn_path[key] = m.group(1).decode()
+                path = self._conn_path.get(key) or self._conn_path.get(rkey) or "?"
+                if len(self._conn_path) > 100_000:
+                    self._conn_path.clear()
+                self._add(f"tcp/{path}", total)
+            else:
+                self._add("other", total)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(2)
+        for s in self._sockets:
+            s.close()

@@ -4,8 +4,9 @@ cross-zone bytes while write -> all spread and failure detection stay as with ra
 Real Node cores in the membership simulator (gossip_agent/sim/zones.py): a steady write load (2 writes/s of
 256 B), an idle phase, then crashes. Deterministic given the seed. Thresholds: the issue's targets at
 N = 1,000 (slow group); at N = 150 (default group) zones hold 50 members, so a near pick more often lands on
-a member that already has the rumor and the fixed probe traffic weighs more: the cut is ~3.8x there, and
-t100 (~70 ms, the median over 30 writes) is noisier.
+a member that already has the rumor: the cut is ~4.1x there (flood; 4.4x on the tree), and t100 (~70 ms,
+the median over 30 writes) is noisier. Probes stay mostly inside the zone (core/probe_order.py), so the idle
+cut is 20-66x in the simulator (probes and acks dominate idle traffic there).
 """
 
 from __future__ import annotations
@@ -31,21 +32,25 @@ def _check(runs: dict[str, ZoneRun], *, cut: float, t100: float, random_share: f
     for run in (random_run, aware):
         assert run.false_positives == 0 and run.undetected == 0
     assert aware.detection_median <= 1.1 * random_run.detection_median
-    assert aware.rtt_error_median is not None and aware.rtt_error_median < 0.5  # coordinates are learning
+    # Probes mostly stay inside the zone (core/probe_order.py); the far rounds still place the zones apart:
+    # the estimates across zones (what GET /v1/rtt answers) stay close (measured at N = 150: 8.5%).
+    assert aware.cross_zone_rtt_error is not None and aware.cross_zone_rtt_error < 0.25
 
 
 def test_at_150_members_aware_choice_cuts_cross_zone_bytes_and_keeps_spread_and_detection() -> None:
-    _check(compare(150, seed=1, writes=30, crashes=2, broadcast="flood"), cut=3.5, t100=1.3)
+    _check(compare(150, seed=1, writes=30, crashes=2, broadcast="flood"), cut=3.8, t100=1.3)
 
 
 def test_on_the_broadcast_tree_aware_choice_still_cuts_cross_zone_bytes() -> None:
     """The tree (gossip.broadcast: tree) already favours fast links under random choice: a payload's first
     copy tends to come over the quickest link and the later duplicates, pruned, over the slow cross-zone ones,
-    so about half the bytes cross zones, not two thirds. Aware choice of the tree's neighbours cuts that
-    share again (measured at N = 150: 0.51 -> 0.18, 3x; and 6x fewer bytes per write than flooding)."""
+    so about half the bytes cross zones, not two thirds. Aware choice of the tree's neighbours, probes mostly
+    inside the zone and digests to far members at the cross-zone share cut that share again (measured at
+    N = 150: 0.51 -> 0.12, 4.4x; idle 20x; and 6x fewer bytes per write than flooding)."""
     runs = compare(150, seed=1, writes=30, crashes=2, broadcast="tree")
-    _check(runs, cut=2.5, t100=1.3, random_share=0.4)
-    assert runs["aware"].write_cross_share < 0.25
+    _check(runs, cut=4.0, t100=1.3, random_share=0.4)
+    assert runs["aware"].write_cross_share < 0.15
+    assert runs["random"].idle_bytes_cross >= 4.0 * runs["aware"].idle_bytes_cross
 
 
 # Slow group: N = 1,000, both modes. Measured 2026-11-30: 74 s of CPU (37 s per mode).
@@ -67,7 +72,7 @@ def test_zone_links_take_their_zone_pairs_latency_and_bytes_split_by_zone() -> N
     sim.net.set_link(0, 1, LinkProfile(latency=0.2, jitter=0.0))
     assert sim.net.link(0, 1).latency == 0.2                     # a pair's own profile wins
     sim.start_joined()
-    sim.run_for(20.0)
+    sim.run_for(30.0)  # zones of two probe across zones only in the far rounds (a quarter): 20 s gave 21 ms
     assert sim.node(0).topology.local_zone == "zone-a" and sim.node(0).meta["zone"] == "zone-a"
     assert sim.stats["bytes_same_zone"] > 0 and sim.stats["bytes_cross_zone"] > 0
     assert sim.stats["rtt_samples"] > 0

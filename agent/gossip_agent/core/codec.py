@@ -40,6 +40,7 @@ from gossip_agent.core.messages import (
     Nack,
     NetCoordinate,
     Packet,
+    PeerCoordinates,
     Ping,
     PingReq,
     Prune,
@@ -77,6 +78,11 @@ COORDINATE_DIMENSIONS = VivaldiConfig().dimensions
 float32 (4 * (dimensions + 3) = 44 bytes, ~48 with its framing, half of msgpack's float64s; float32 keeps
 ~7 digits, far finer than any RTT measured in seconds). A body of any other length is malformed."""
 _COORDINATE = struct.Struct(f"<{COORDINATE_DIMENSIONS + 3}f")
+MAX_PEER_COORDINATE_ROWS = 16
+"""Rows in one second-hand coordinates message (`[18, [[name, coordinate bytes, age in 0.1 s], ...]]`, about
+60 bytes a row): more is malformed."""
+MAX_COORDINATE_AGE = 0xFFFF / 10
+"""Oldest age a second-hand coordinate carries (seconds; older ones travel at this age)."""
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
 
@@ -97,6 +103,7 @@ class MessageType(IntEnum):
     PRUNE = 12
     STATE_CRITICAL = 13  # a StateRumor with critical=True: same body as STATE
     COORDINATE = 14
+    PEER_COORDINATES = 18
 
 
 class DecodeError(ValueError):
@@ -137,6 +144,10 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
         return (MessageType.DIGEST, bytes(m.buckets), m.reply)
     if isinstance(m, NetCoordinate):
         return (MessageType.COORDINATE, _COORDINATE.pack(*m.vec, m.height, m.error, m.adjustment))
+    if isinstance(m, PeerCoordinates):
+        return (MessageType.PEER_COORDINATES, [
+            [name, _COORDINATE.pack(*c.vec, c.height, c.error, c.adjustment),
+             min(0xFFFF, max(0, round(age * 10)))] for name, c, age in m.rows])
     if isinstance(m, IHave):
         return (MessageType.IHAVE, _pack_ids(m.ids))
     if isinstance(m, Graft):
@@ -151,7 +162,7 @@ _TYPE_OF: dict[type, MessageType] = {
     Alive: MessageType.ALIVE, Suspect: MessageType.SUSPECT, Dead: MessageType.DEAD, StateRumor: MessageType.STATE,
     PullRequest: MessageType.PULL, Digest: MessageType.DIGEST, DigestSummary: MessageType.DIGEST,
     NetCoordinate: MessageType.COORDINATE, IHave: MessageType.IHAVE, Graft: MessageType.GRAFT,
-    Prune: MessageType.PRUNE,
+    Prune: MessageType.PRUNE, PeerCoordinates: MessageType.PEER_COORDINATES,
 }
 _LABEL_OF = {cls: t.name.lower() for cls, t in _TYPE_OF.items()}
 
@@ -305,7 +316,7 @@ _ARITY = {
     MessageType.PING: 6, MessageType.ACK: 3, MessageType.NACK: 2, MessageType.PING_REQ: 9,
     MessageType.ALIVE: 6, MessageType.SUSPECT: 4, MessageType.DEAD: 4, MessageType.STATE: 2,
     MessageType.PULL: 4, MessageType.DIGEST: 6, MessageType.STATE_CRITICAL: 2, MessageType.COORDINATE: 2,
-    MessageType.IHAVE: 2, MessageType.GRAFT: 2, MessageType.PRUNE: 1,
+    MessageType.IHAVE: 2, MessageType.GRAFT: 2, MessageType.PRUNE: 1, MessageType.PEER_COORDINATES: 2,
 }
 
 
@@ -356,6 +367,8 @@ def _message(t: Any) -> Message:
             raise DecodeError("malformed", f"a coordinate is {_COORDINATE.size} bytes")
         *vec, height, error, adjustment = _COORDINATE.unpack(t[1])
         return NetCoordinate(tuple(vec), height, error, adjustment)
+    if mtype is MessageType.PEER_COORDINATES:
+        return _peer_coordinates(t[1])
     if mtype is MessageType.IHAVE:
         return IHave(_ids(t[1]))
     if mtype is MessageType.GRAFT:
@@ -363,6 +376,28 @@ def _message(t: Any) -> Message:
     if mtype is MessageType.PRUNE:
         return Prune()
     return PullRequest(_str(t[1]), (_host(t[2]), _port(t[3])))
+
+
+def _coordinate(v: Any) -> NetCoordinate:
+    # Only the shape here (exact length, so nothing else is read); NaN or out-of-range numbers are the
+    # receiving core's counted refusal (VivaldiClient.accept), which keeps the messages beside them.
+    if type(v) is not bytes or len(v) != _COORDINATE.size:
+        raise DecodeError("malformed", f"a coordinate is {_COORDINATE.size} bytes")
+    *vec, height, error, adjustment = _COORDINATE.unpack(v)
+    return NetCoordinate(tuple(vec), height, error, adjustment)
+
+
+def _peer_coordinates(v: Any) -> PeerCoordinates:
+    """[[name, coordinate, age in 0.1 s], ...]: at most MAX_PEER_COORDINATE_ROWS rows, checked before any is
+    built."""
+    if type(v) is not list or len(v) > MAX_PEER_COORDINATE_ROWS:
+        raise DecodeError("malformed", f"second-hand coordinates are a list of at most {MAX_PEER_COORDINATE_ROWS}")
+    rows = []
+    for row in v:
+        if type(row) is not list or len(row) != 3:
+            raise DecodeError("malformed", "a second-hand coordinate row has 3 fields")
+        rows.append((_str(row[0]), _coordinate(row[1]), _uint(row[2], 0xFFFF) / 10))
+    return PeerCoordinates(tuple(rows))
 
 
 def _digest_summary(t: list[Any]) -> DigestSummary:

@@ -137,6 +137,14 @@ class NetCoordinate:
     adjustment: float
 
 
+@dataclass(frozen=True, slots=True)
+class PeerCoordinates:
+    """Second-hand coordinates: other members' coordinates as the sender holds them, each with its age in
+    seconds (how long ago it was current at the sender), so a receiver never replaces a fresher one it holds
+    (core/topology_state.py). Bounded by the codec (MAX_PEER_COORDINATE_ROWS rows)."""
+
+    rows: tuple[tuple[str, NetCoordinate, float], ...]
+
 
 @dataclass(frozen=True, slots=True)
 class IHave:
@@ -159,7 +167,7 @@ class Prune:
 
 Rumor = Alive | Suspect | Dead | StateRumor
 Message = (Ping | Ack | Nack | PingReq | Alive | Suspect | Dead | StateRumor | PullRequest | Digest | DigestSummary
-           | NetCoordinate | IHave | Graft | Prune)
+           | NetCoordinate | PeerCoordinates | IHave | Graft | Prune)
 
 
 @dataclass(frozen=True, slots=True)

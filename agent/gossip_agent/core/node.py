@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gossip_agent.core import codec, probe_schedule
+from gossip_agent.core import codec, probe_order, probe_schedule
 from gossip_agent.core.awareness import Awareness
 from gossip_agent.core.broadcast import BroadcastQueue, retransmit_limit
 from gossip_agent.core.coalesce import Coalescer
@@ -65,6 +65,7 @@ from gossip_agent.core.messages import (
     Nack,
     NetCoordinate,
     Packet,
+    PeerCoordinates,
     Ping,
     PingReq,
     Prune,
@@ -75,6 +76,7 @@ from gossip_agent.core.messages import (
     Suspect,
 )
 from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE, Plumtree, message_id
+from gossip_agent.core.readers import DIGESTS, Readers
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.send_budget import (
     DEFERRED_KEY,
@@ -200,7 +202,11 @@ class Node:
         self.incarnation = incarnation
         self.meta: dict[str, str] = dict(config.meta)
         # Zones, network coordinates and near/far peer choice (core/topology_state.py); our zone rides in meta.
-        self.topology = TopologyState(config.topology, max_peers=config.membership.max_members)
+        # Which peers read which newer message types (core/readers.py): one registry for digests, the tree and
+        # coordinates.
+        self.readers = Readers()
+        self.topology = TopologyState(config.topology, max_peers=config.membership.max_members,
+                                      readers=self.readers)
         zone_unannounced = False
         if self.topology.local_zone is not None:
             # A zone that does not fit gossip.maxMetaBytes is known here but not announced (as in set_zone).
@@ -223,7 +229,7 @@ class Node:
         # Members that sent us digests: they read them, so ours ride on our packets to them. An older agent
         # drops a whole packet holding a message type it does not know, so the others get ours only in a
         # packet of their own beside each probe (see _tick_probe) until they answer with digests.
-        self._digest_readers: set[str] = set()
+        self._digest_readers = self.readers.view(DIGESTS)
         self._digest_exchange = DigestExchange(self.root_digests)
         # State rumors along a broadcast tree (push modes only: pull never pushes). Lazy announcements once per
         # gossip interval (a quarter interval sent ~1.7x the announcement packets, for repairs ~150 ms sooner
@@ -253,6 +259,11 @@ class Node:
         self._probe_index = 0
         self._probe_phase = rng.random() * config.membership.probe_interval
         self._last_round: int | None = None
+        # Aligned probing by zone (core/probe_order.py): the groups, for which ring object and which version of
+        # the members' zones (bumped when a member's zone in its metadata changes).
+        self._zone_version = 0
+        self._zone_rings: dict[str, probe_order.Ring] = {}
+        self._zone_rings_for: tuple[list[tuple[int, str]], int] | None = None
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
@@ -415,6 +426,7 @@ class Node:
             # A joiner's view (its own row is in one part only, so this runs once per join): push-pull's
             # stream format has no room for digests that older agents would read, so they follow by UDP.
             self._send_digest_table(remote.sender, now, out, source_host)
+            self._send_coordinate_table(remote.sender, now, out, source_host)
         return out
 
     def sync_failed(self, to: Address, now: float) -> list[Effect]:
@@ -525,7 +537,7 @@ class Node:
             if isinstance(msg, _RUMOR_TYPES):  # digests: _on_digests
                 continue
             if isinstance(msg, Ping):
-                self._on_ping(msg, src, out)
+                self._on_ping(msg, src, out, now)
             elif isinstance(msg, Ack):
                 self._on_ack(msg, now, out)
             elif isinstance(msg, PingReq):
@@ -538,7 +550,12 @@ class Node:
                 reply_pull = self._pull_reply_address(packet.sender)
             elif isinstance(msg, NetCoordinate):
                 if packet.sender != self.name and packet.sender in self.table:
-                    self.topology.on_coordinate(packet.sender, msg)
+                    self.topology.on_coordinate(packet.sender, msg, now)
+                else:
+                    self.stats["coordinates_unknown_member"] += 1
+            elif isinstance(msg, PeerCoordinates):
+                if packet.sender != self.name and packet.sender in self.table:
+                    self.topology.on_rows(packet.sender, msg, now, self.table.__contains__, self.name)
                 else:
                     self.stats["coordinates_unknown_member"] += 1
             elif isinstance(msg, _TREE_TYPES):
@@ -665,7 +682,33 @@ class Node:
         if r == self._last_round:
             return None
         self._last_round = r
+        zone_target = self._zone_ring_target(ring, r)
+        if zone_target is not None:
+            return zone_target
         return self.table.get(ring[(me + probe_schedule.shift(r, n - 1)) % n][1])
+
+    def _zone_ring_target(self, ring: list[tuple[int, str]], r: int) -> Member | None:
+        """With topology awareness, round `r`'s target along our zone's own ring (core/probe_order.py); None
+        in a far round, or when we have no zone ring to probe along."""
+        topo = self.topology
+        if topo.mode != "aware" or probe_order.far_round(
+                r, max(probe_order.FAR_PROBE_SHARE, topo.policy.cross_zone_fraction)):
+            return None
+        if self._zone_rings_for is None or self._zone_rings_for[0] is not ring \
+                or self._zone_rings_for[1] != self._zone_version:
+            def zone_of(name: str) -> str | None:
+                m = self.table.get(name)
+                return None if m is None else topo.zone_of(m.meta)
+            self._zone_rings = probe_order.zone_groups(ring, zone_of)
+            self._zone_rings_for = (ring, self._zone_version)
+        group = self._zone_rings.get(self.name)
+        if group is None or len(group) < 2 or len(group) == len(ring):
+            return None
+        key = self.table.ring_key(self.name)
+        me = bisect.bisect_left(group, (key, self.name)) if key is not None else len(group)
+        if me >= len(group) or group[me][1] != self.name:
+            return None
+        return self.table.get(group[(me + probe_schedule.shift(r, len(group) - 1)) % len(group)][1])
 
     def _next_target(self) -> Member | None:
         """Round-robin over a shuffled order (SWIM's bounded detection time), reshuffled every pass."""
@@ -718,6 +761,13 @@ class Node:
             self._charge(codec.message_size(offer))
             out.append(Send(target.addr, Packet(self.name, (offer,))))
             self.stats["coordinate_offers"] += 1
+        if not self.topology.reads_rows(target.name):
+            # Second-hand coordinates likewise (type 18; the previous release reads 14 but not 18): a few rows
+            # in a packet of their own; a newer agent answers with rows on its acks, a reader from then on.
+            rows = self.topology.rows_for(target.name, now) or PeerCoordinates(())
+            self._charge(codec.message_size(rows))
+            out.append(Send(target.addr, Packet(self.name, (rows,))))
+            self.stats["coordinate_row_offers"] += 1
         self._send(target.addr, target.name, msgs, out)
         own = self.root_digests.get(self.name)
         if target.name not in self._digest_readers and own is not None:
@@ -760,12 +810,12 @@ class Node:
         # stale and ignored, instead of re-accusing the refutation (which made incarnations climb).
         self._apply_rumor(Suspect(target.name, probe.incarnation, self.name), now, None, out)
 
-    def _on_ping(self, msg: Ping, src: Address, out: list[Effect]) -> None:
+    def _on_ping(self, msg: Ping, src: Address, out: list[Effect], now: float) -> None:
         if msg.target != self.name:
             self.stats["ping_wrong_target"] += 1
             return
-        self._send(msg.source_addr, msg.source, [Ack(msg.seq, self.table.digest), *self._coordinate_for(msg.source)],
-                   out)
+        self._send(msg.source_addr, msg.source,
+                   [Ack(msg.seq, self.table.digest), *self._coordinate_for(msg.source, now)], out)
 
     def _piggybacks_to(self, name: str | None) -> bool:
         """Whether a probe, ack or ping-req to `name` carries rumors: always, except to a far member under
@@ -776,9 +826,14 @@ class Node:
         member = self.table.get(name)
         return member is None or self.topology.piggybacks_to(name, member.meta, self.rng)
 
-    def _coordinate_for(self, name: str) -> tuple[NetCoordinate, ...]:
-        """Our coordinate for an ack to `name`, if it reads coordinates (core/topology_state.py)."""
-        return (self.topology.coordinate_message(),) if self.topology.reads_coordinates(name) else ()
+    def _coordinate_for(self, name: str, now: float) -> tuple[NetCoordinate | PeerCoordinates, ...]:
+        """Our coordinate for an ack to `name`, if it reads coordinates, and a few second-hand ones if it
+        reads those, piggybacked as rumors are (core/topology_state.py)."""
+        if not self.topology.reads_coordinates(name):
+            return ()
+        rows = self.topology.rows_on_ack(name, now, self._piggybacks_to(name)) \
+            if self.topology.reads_rows(name) else None
+        return (self.topology.coordinate_message(),) if rows is None else (self.topology.coordinate_message(), rows)
 
     def _on_ping_req(self, msg: PingReq, now: float, out: list[Effect]) -> None:
         m = self.config.membership
@@ -919,6 +974,8 @@ class Node:
     def _announce_self(self, now: float) -> None:
         me = self.table.get(self.name)
         assert me is not None
+        if me.meta.get(ZONE_META_KEY) != self.meta.get(ZONE_META_KEY):
+            self._zone_version += 1
         me.incarnation, me.meta = self.incarnation, dict(self.meta)
         self._enqueue(Alive(self.name, self.incarnation, self.addr, dict(self.meta)), None)
 
@@ -947,6 +1004,8 @@ class Node:
         self._former.pop(member.name, None)
         moved = member.addr != rumor.addr
         changed = moved or member.meta != rumor.meta
+        if member.meta.get(ZONE_META_KEY) != rumor.meta.get(ZONE_META_KEY):
+            self._zone_version += 1
         member.incarnation, member.addr, member.meta = rumor.incarnation, rumor.addr, dict(rumor.meta)
         self.table.set_state(member, MemberState.ALIVE, now)
         self._suspicions.pop(member.name, None)
@@ -1022,8 +1081,12 @@ class Node:
     def _digests_for(self, to_name: str | None, *, ping: bool = False) -> list[Digest | DigestSummary]:
         """Convergence digests for a packet to `to_name`, within DIGEST_ALLOWANCE (core/digests.py: rows we
         owe it, fresh rows, a summary on a probe or when asked); none to a member not known to read them (an
-        older agent would drop the whole packet)."""
+        older agent would drop the whole packet). Except on a probe or ack, to a far member under
+        topology-aware choice only with probability crossZoneFraction, as piggybacked rumors
+        (core/topology_state.py): under writes digests were the largest share of what still crossed zones."""
         if to_name is None or to_name not in self._digest_readers or not len(self.root_digests):
+            return []
+        if not ping and not self._piggybacks_to(to_name):
             return []
         return self._digest_exchange.outgoing(to_name, DIGEST_ALLOWANCE, codec.message_size, ping=ping)
 
@@ -1066,7 +1129,7 @@ class Node:
         """Rows (or a summary) we owe `to_name` that no reply carried: a packet of digests alone."""
         member = self.table.get(to_name)
         if (member is None or to_name not in self._digest_readers or not self._digest_exchange.pending(to_name)
-                or not self._digest_exchange.repair_allowed(to_name, now)):
+                or not self._piggybacks_to(to_name) or not self._digest_exchange.repair_allowed(to_name, now)):
             return
         digests = self._digest_exchange.outgoing(to_name, REPAIR_ALLOWANCE, codec.message_size)
         if digests:
@@ -1091,6 +1154,18 @@ class Node:
             self._charge(_digest_bytes(part))
             out.append(Send(member.addr, Packet(self.name, tuple(part))))
             self.stats["digest_tables_sent"] += 1
+
+    def _send_coordinate_table(self, to_name: str, now: float, out: list[Effect], source_host: str | None) -> None:
+        """A joiner's first coordinates: every one we hold (core/topology_state.py), in packets of their own
+        (an older agent drops just those), only to the host its join came from (as the digest table)."""
+        member = self.table.get(to_name)
+        if member is None or to_name == self.name or (
+                source_host is not None and not _same_host(member.addr[0], source_host)):
+            return
+        for msg in self.topology.table_for(to_name, now, self.name, codec.MAX_PEER_COORDINATE_ROWS):
+            self._charge(codec.message_size(msg))
+            out.append(Send(member.addr, Packet(self.name, (msg,))))
+            self.stats["coordinate_tables_sent"] += 1
 
     def _budget(self, used: int = 0) -> int:
         return self.config.gossip.mtu - self._header - used

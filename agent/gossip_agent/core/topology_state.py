@@ -7,11 +7,25 @@ arrived (`on_coordinate`), a probe round trip was measured (`observe_rtt`), whic
 policy (core/topology.py) stays here, so the Node's protocol code does not grow with it.
 
 MIXED VERSIONS. An older agent drops a whole packet holding a message type it does not know, and agents of
-the previous release read digests (type 9) but not coordinates (type 14). So a coordinate rides on a ping or
-an ack only to a peer that has sent us one (`reads_coordinates`); to any other peer the prober offers its
-coordinate once per probe in a small packet of its own (`Node._tick_probe`), which an older agent drops alone
-and a newer one answers by putting its own on its acks -- after the first exchange no extra packet is sent.
+the previous release read digests (type 9) but not coordinates (type 14). So a coordinate rides on an ack
+only to a peer that has sent us one (`reads_coordinates`); to any other peer the prober offers its coordinate
+once per probe in a small packet of its own (`Node._tick_probe`), which an older agent drops alone and a
+newer one answers by putting its own on its acks -- after the first exchange no extra packet is sent.
+Second-hand coordinates (type 18, below) follow the same rule one level up. What each peer has shown is kept
+in the Node's one reader registry (core/readers.py), shared with digests and the broadcast tree.
 A member back from the dead or at a new address is offered again (perhaps a restart on an older release).
+
+SECOND-HAND COORDINATES. First-hand, a member learns a peer's coordinate only from that peer's ack, so it
+could not estimate a pair before it had probed both (at N = 30, some pairs were still unknown after 40 s), and
+with probes mostly inside the zone (core/probe_order.py) far coordinates would arrive rarely. So members pass
+on what they hold: `rows_for(peer)` gives the next few (name, coordinate, age) rows among the coordinates that
+changed here since that peer was last sent rows, oldest change first (every first-hand update and every kept
+row counts as a change, so a peer's walk never ends while coordinates move, and nobody keeps an early, stale
+snapshot); two ride on an ack like piggybacked rumors (always to a near member, with probability
+crossZoneFraction to a far one), and a joiner gets the whole table at its join (`Node.merge_push_pull`). A row
+replaces what we hold only if it is fresher (its age says when it was current): a first-hand coordinate is
+never overwritten by an older second-hand one, and a Vivaldi sample pairs a measured round trip with the
+coordinate that came on that very ack.
 
 BOUNDED. Coordinates and readers are kept for members of the Node's table only (at most
 `membership.maxMembers`), and forgotten when the member is reaped; the zone cache is bounded too.
@@ -30,6 +44,7 @@ Pure: no clock (callers pass `now`), no I/O; randomness only from the caller's `
 
 from __future__ import annotations
 
+import bisect
 import math
 import struct
 from collections import Counter
@@ -37,7 +52,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from gossip_agent.core.config import TopologyConfig
-from gossip_agent.core.messages import NetCoordinate
+from gossip_agent.core.messages import NetCoordinate, PeerCoordinates
+from gossip_agent.core.readers import COORDINATES, PEER_COORDINATES, Readers
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.topology import TopologyPolicy, far_pick_count, near_rtt_threshold, parse_zone
 from gossip_agent.core.vivaldi import Coordinate, VivaldiClient, VivaldiConfig, estimate_rtt
@@ -52,6 +68,12 @@ _ZONE_CACHE = 256
 _DRAWS_PER_PICK = 12
 #: At or below this many members a choice that came up short scans them all (sampling can miss there).
 _SCAN_BELOW = 64
+#: Second-hand rows on one ack (about 60 bytes each).
+ROWS_PER_PACKET = 2
+#: Rows of a joiner's table at most (beyond, the rest reach it row by row).
+MAX_TABLE_ROWS = 512
+#: Seconds between two coordinate tables to the same joiner (a forged join flood costs us little).
+TABLE_INTERVAL = 10.0
 
 T = TypeVar("T")
 
@@ -60,7 +82,8 @@ class TopologyState:
     """One member's coordinate, its peers' coordinates and zones, and the near/far choice. See the module
     docstring for why and how."""
 
-    def __init__(self, config: TopologyConfig, *, max_peers: int, vivaldi: VivaldiConfig | None = None) -> None:
+    def __init__(self, config: TopologyConfig, *, max_peers: int, vivaldi: VivaldiConfig | None = None,
+                 readers: Readers | None = None) -> None:
         self.mode = config.mode
         self.policy = TopologyPolicy(cross_zone_fraction=config.cross_zone_fraction)
         self.client = VivaldiClient(vivaldi)
@@ -68,7 +91,21 @@ class TopologyState:
         self.max_peers = max_peers
         self.stats: Counter[str] = Counter()
         self._coordinates: dict[str, Coordinate] = {}
-        self._readers: set[str] = set()
+        self._readers = readers if readers is not None else Readers()
+        # When each held coordinate was current (`now` of a first-hand one, now - age of a second-hand one).
+        self._as_of: dict[str, float] = {}
+        # Second-hand rows: every coordinate we hold carries the number of its latest update (first-hand or a
+        # kept row); `_updates` lists the numbers in order (stale ones, of names updated again or forgotten,
+        # are skipped and compacted away), and each peer's cursor is the last number it was sent.
+        self._update_seq = 0
+        self._seq_of: dict[str, int] = {}
+        self._name_at: dict[int, str] = {}
+        self._updates: list[int] = []
+        self._cursor: dict[str, int] = {}
+        self._tables: dict[str, float] = {}
+        # Peers that got a second-hand coordinates message from us since they (re)appeared: they know we read
+        # them (else a peer we probe would keep offering, packet by packet).
+        self._told: set[str] = set()
         self._zones: dict[str, str | None] = {}
         self._threshold: float | None = None
         self._threshold_at = -math.inf
@@ -113,22 +150,116 @@ class TopologyState:
 
     def reads_coordinates(self, peer: str) -> bool:
         """`peer` has sent us a coordinate: it reads them, so ours may share its packets."""
-        return peer in self._readers
+        return self._readers.reads(peer, COORDINATES)
 
-    def on_coordinate(self, peer: str, msg: NetCoordinate) -> bool:
+    def reads_rows(self, peer: str) -> bool:
+        """`peer` has sent us second-hand coordinates: rows may share its packets."""
+        return self._readers.reads(peer, PEER_COORDINATES)
+
+    def on_coordinate(self, peer: str, msg: NetCoordinate, now: float) -> bool:
         """A coordinate `peer` (a member of our table: the caller checks) sent. Checked by
         `VivaldiClient.accept` (a refusal is counted in `client.stats.rejected` and loses nothing else);
         True if it was kept."""
-        self._readers.add(peer)
+        self._readers.show(peer, COORDINATES)
         checked = self.client.accept(msg.vec, msg.height, msg.error, msg.adjustment)
         if checked is None:
             self.stats["coordinates_rejected"] += 1
             return False
-        if peer not in self._coordinates and len(self._coordinates) >= self.max_peers:
+        return self._keep(peer, checked, now)
+
+    def _keep(self, name: str, checked: Coordinate, as_of: float) -> bool:
+        if name not in self._coordinates and len(self._coordinates) >= self.max_peers:
             self.stats["coordinates_over_cap"] += 1
             return False
-        self._coordinates[peer] = checked
+        self._coordinates[name] = checked
+        self._as_of[name] = as_of
+        self._note_update(name)
         return True
+
+    def _note_update(self, name: str) -> None:
+        """`name`'s coordinate changed here: it goes to the end of every peer's walk."""
+        old = self._seq_of.pop(name, None)
+        if old is not None:
+            self._name_at.pop(old, None)
+        self._update_seq += 1
+        self._seq_of[name] = self._update_seq
+        self._name_at[self._update_seq] = name
+        self._updates.append(self._update_seq)
+        if len(self._updates) > 2 * len(self._name_at) + 64:  # compaction: stale numbers out
+            self._updates = [q for q in self._updates if q in self._name_at]
+
+    def on_rows(self, sender: str, msg: PeerCoordinates, now: float, is_member: Callable[[str], bool],
+                self_name: str) -> int:
+        """Second-hand coordinates `sender` (a member of our table: the caller checks) passed on. A row is
+        kept only for a member of our table other than us, if its numbers pass `VivaldiClient.accept` and it
+        is fresher than what we hold (never an older one over a first-hand coordinate); returns how many
+        were kept. The codec bounded the rows."""
+        self._readers.show(sender, PEER_COORDINATES)
+        kept = 0
+        for name, coord, age in msg.rows:
+            if name == self_name or not is_member(name):
+                self.stats["rows_unknown_member"] += 1
+                continue
+            as_of = now - age
+            if as_of <= self._as_of.get(name, -math.inf):
+                self.stats["rows_not_fresher"] += 1
+                continue
+            checked = self.client.accept(coord.vec, coord.height, coord.error, coord.adjustment)
+            if checked is None:
+                self.stats["rows_rejected"] += 1
+                continue
+            if self._keep(name, checked, as_of):
+                kept += 1
+        self.stats["rows_kept"] += kept
+        return kept
+
+    def _row(self, name: str, now: float) -> tuple[str, NetCoordinate, float]:
+        c = self._coordinates[name]
+        return name, NetCoordinate(tuple(c.vec), c.height, c.error, c.adjustment), max(0.0, now - self._as_of[name])
+
+    def rows_for(self, peer: str, now: float, limit: int = ROWS_PER_PACKET) -> PeerCoordinates | None:
+        """The next few coordinates that changed here since `peer` was last sent rows (oldest change first; see
+        the module docstring); None when it has had every change."""
+        cursor = self._cursor.get(peer, 0)
+        updates = self._updates
+        i = bisect.bisect_right(updates, cursor)
+        rows: list[tuple[str, NetCoordinate, float]] = []
+        while i < len(updates) and len(rows) < limit:
+            seq = updates[i]
+            i += 1
+            name = self._name_at.get(seq)
+            if name is None:
+                continue
+            cursor = seq
+            if name != peer:
+                rows.append(self._row(name, now))
+        if len(self._cursor) < self.max_peers or peer in self._cursor:
+            self._cursor[peer] = cursor
+        return PeerCoordinates(tuple(rows)) if rows else None
+
+    def rows_on_ack(self, peer: str, now: float, carry: bool) -> PeerCoordinates | None:
+        """Rows for an ack to `peer` (a reader of rows): the next ones if `carry` (the piggyback rule), and
+        an empty message once if it never had one from us, so it learns that we read them and stops offering."""
+        rows = self.rows_for(peer, now) if carry else None
+        if rows is None and peer not in self._told:
+            rows = PeerCoordinates(())
+        if len(self._told) < self.max_peers:
+            self._told.add(peer)
+        return rows
+
+    def table_for(self, peer: str, now: float, self_name: str, per_message: int) -> list[PeerCoordinates]:
+        """A joiner's first table: every coordinate we hold (ours first, at most MAX_TABLE_ROWS), in
+        messages of `per_message` rows; nothing if we sent `peer` one less than TABLE_INTERVAL ago."""
+        if now < self._tables.get(peer, -math.inf) + TABLE_INTERVAL:
+            return []
+        if len(self._tables) >= self.max_peers:
+            self._tables.clear()
+        self._tables[peer] = now
+        c = self.client.coordinate
+        rows = [(self_name, NetCoordinate(tuple(c.vec), c.height, c.error, c.adjustment), 0.0)]
+        rows += [self._row(n, now) for n in self._coordinates if n != peer][:MAX_TABLE_ROWS - 1]
+        self._cursor[peer] = self._update_seq  # it has them all now: the walk goes on from here
+        return [PeerCoordinates(tuple(rows[i:i + per_message])) for i in range(0, len(rows), per_message)]
 
     def observe_rtt(self, peer: str, rtt: float, now: float, rng: Rng) -> float | None:
         """A measured round trip (seconds) to `peer`: moves our coordinate toward agreement with it.
@@ -166,18 +297,26 @@ class TopologyState:
     def forget(self, peer: str) -> None:
         """A reaped member: drop all we know about it."""
         self._coordinates.pop(peer, None)
-        self._readers.discard(peer)
+        self._as_of.pop(peer, None)
+        self._cursor.pop(peer, None)
+        seq = self._seq_of.pop(peer, None)
+        if seq is not None:
+            self._name_at.pop(seq, None)
+        self._tables.pop(peer, None)
+        self._told.discard(peer)
+        self._readers.forget(peer)
         self.client.forget(peer)
 
     def assume_reader(self, peer: str) -> None:
         """Treat `peer` as reading coordinates without an offer: the simulator's converged start
         (`Simulation.start_joined`), standing for a cluster that has run longer than one probe pass."""
-        self._readers.add(peer)
+        self._readers.show(peer, PEER_COORDINATES)
 
     def offer_again(self, peer: str) -> None:
         """A member back from suspicion or death, or at a new address (perhaps an older release now): it gets
         coordinates only in packets of their own again until it sends one."""
-        self._readers.discard(peer)
+        self._readers.reset(peer)
+        self._told.discard(peer)
 
     def _refresh_threshold(self, now: float) -> None:
         local = self.client.coordinate

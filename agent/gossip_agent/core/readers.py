@@ -1,0 +1,89 @@
+"""Which peers have shown that they read this release's newer message types: one registry for the Node.
+
+WHY. An older agent drops a WHOLE packet that holds a message type it does not know. So a newer message type
+may ride on a packet to a peer only once that peer has shown it reads the type -- by sending us one (or a
+message of a later feature). Until then it goes in a packet of its own (an offer), which an older agent drops
+alone. The Node used to keep two sets for this (digest readers in core/node.py, coordinate readers in
+core/topology_state.py), which could disagree about the same peer; this module is the one place.
+
+LEVELS. Features arrived release by release, and each release reads everything earlier ones did, so what a
+peer has shown is one number, the highest feature level:
+
+  DIGESTS           convergence digests and broadcast-tree messages (types 9-13)
+  COORDINATES       its network coordinate (type 14)
+  PEER_COORDINATES  second-hand coordinates of other members (type 18)
+
+`show(peer, level)` raises a peer's level (never lowers it); `reads(peer, level)` asks. `reset(peer)` forgets
+what a peer showed: a member back from suspicion or death, or at a new address, may be a restart on an older
+release. `view(level)` is a set-like window for code that only cares about one level (the Node's
+`_digest_readers`): `in`, `add` (shows that level) and `discard` (resets the peer).
+
+BOUNDED. The caller adds only members of its table (at most membership.maxMembers) and `forget`s reaped
+ones. Pure: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+DIGESTS = 1
+COORDINATES = 2
+PEER_COORDINATES = 3
+
+
+class Readers:
+    """Peer name -> the highest feature level it has shown (see the module docstring)."""
+
+    __slots__ = ("_level",)
+
+    def __init__(self) -> None:
+        self._level: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._level)
+
+    def level(self, peer: str) -> int:
+        return self._level.get(peer, 0)
+
+    def show(self, peer: str, level: int) -> None:
+        """`peer` sent us a message of feature `level`: it reads that level and every earlier one."""
+        if self._level.get(peer, 0) < level:
+            self._level[peer] = level
+
+    def reads(self, peer: str | None, level: int) -> bool:
+        return peer is not None and self._level.get(peer, 0) >= level
+
+    def reset(self, peer: str) -> None:
+        """Forget what `peer` showed (a restart may be an older release): offers again until it shows."""
+        self._level.pop(peer, None)
+
+    forget = reset
+
+    def view(self, level: int) -> ReaderView:
+        return ReaderView(self, level)
+
+
+class ReaderView:
+    """The peers at `level` or above, as a set-like window: `in`, iteration, `add` (shows `level`),
+    `discard` (resets the peer: all levels)."""
+
+    __slots__ = ("_min", "_readers")
+
+    def __init__(self, readers: Readers, level: int) -> None:
+        self._readers = readers
+        self._min = level
+
+    def __contains__(self, peer: object) -> bool:
+        return isinstance(peer, str) and self._readers.reads(peer, self._min)
+
+    def __iter__(self) -> Iterator[str]:
+        return (p for p, lv in list(self._readers._level.items()) if lv >= self._min)
+
+    def __len__(self) -> int:
+        return sum(1 for lv in self._readers._level.values() if lv >= self._min)
+
+    def add(self, peer: str) -> None:
+        self._readers.show(peer, self._min)
+
+    def discard(self, peer: str) -> None:
+        self._readers.reset(peer)
