@@ -44,12 +44,15 @@ def test_at_150_members_aware_choice_cuts_cross_zone_bytes_and_keeps_spread_and_
 def test_on_the_broadcast_tree_aware_choice_still_cuts_cross_zone_bytes() -> None:
     """The tree (gossip.broadcast: tree) already favours fast links under random choice: a payload's first
     copy tends to come over the quickest link and the later duplicates, pruned, over the slow cross-zone ones,
-    so about half the bytes cross zones, not two thirds. Aware choice of the tree's neighbours, probes mostly
-    inside the zone and digests to far members at the cross-zone share cut that share again (measured at
-    N = 150: 0.51 -> 0.12, 4.4x; idle 20x; and 6x fewer bytes per write than flooding)."""
+    so about half the bytes cross zones, not two thirds; pruning at its first duplicate an eager link that
+    never delivered first (core/plumtree.py) sharpens that, cutting the random tree's cross-zone bytes by a
+    fifth. Aware choice of the tree's neighbours, probes mostly inside the zone and digests to far members at
+    the cross-zone share cut that share again (measured at N = 150: 0.48 -> 0.15, 3.4x, with the same
+    absolute cross-zone bytes as before that prune, when the cut was 4.1x; idle 33x; and 6x fewer bytes per
+    write than flooding)."""
     runs = compare(150, seed=1, writes=30, crashes=2, broadcast="tree")
-    _check(runs, cut=4.0, t100=1.3, random_share=0.4)
-    assert runs["aware"].write_cross_share < 0.15
+    _check(runs, cut=3.0, t100=1.3, random_share=0.4)
+    assert runs["aware"].write_cross_share < 0.17
     assert runs["random"].idle_bytes_cross >= 4.0 * runs["aware"].idle_bytes_cross
 
 
