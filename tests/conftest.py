@@ -21,6 +21,8 @@ share, this file keeps apart or together, so no test depends on which worker run
 - the modules with the longest tests (RUN_FIRST) are handed out first, so the run does not end on one worker
   still busy with a long module while the other waits.
 Namespace tests need nothing: every testbed's names carry its process id and a random part.
+(Not `--dist loadgroup` with xdist_group marks: xdist 3.8 groups by rewriting `item._nodeid`, which pytest 9.2's
+`nodeid` no longer reads, so the marks were silently ignored; tests/test_parallel_rules.py checks the grouping.)
 """
 
 from __future__ import annotations
