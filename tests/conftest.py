@@ -9,9 +9,26 @@ Each slow test says what it costs: `@pytest.mark.slow(quiet_seconds=S)`, its CPU
 on a quiet machine. Its timeout is `--slow-budget` times that: CI (.ci/run) passes 3, so a regression that
 makes a simulation 3x slower fails there; the default, 10, leaves room for a laptop that is busy with other
 work (wall time there is several times the CPU time).
+
+Parallel runs: `scripts/test` runs the suite on pytest-xdist workers (`-n`, `--dist loadscope`). What tests
+share, this file keeps apart or together, so no test depends on which worker runs it or what runs beside it:
+- the unit of work is a test module: its tests run on one worker, in file order, as in a serial run (a module's
+  tests may share a module-scoped fixture, such as a set of running agents, and rely on the ones before them);
+- SHARED_RESOURCE_GROUPS joins modules that use the same fixed resource (a port range of their own) into one
+  unit, so they never run at the same time;
+- each worker gets its own slice of loopback ports for `free_port_block` (real agents on 127.0.0.1), below the
+  kernel's ephemeral range, so two workers never pick the same block between checking and binding it;
+- the modules with the longest tests (RUN_FIRST) are handed out first, so the run does not end on one worker
+  still busy with a long module while the other waits.
+Namespace tests need nothing: every testbed's names carry its process id and a random part.
+(Not `--dist loadgroup` with xdist_group marks: xdist 3.8 groups by rewriting `item._nodeid`, which pytest 9.2's
+`nodeid` no longer reads, so the marks were silently ignored; tests/test_parallel_rules.py checks the grouping.)
 """
 
 from __future__ import annotations
+
+import os
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -51,7 +68,70 @@ def quiet_seconds(item: pytest.Item) -> float:
     return float(seconds)
 
 
+# Worker port slices: [PORT_SLICES_START, PORT_SLICES_END) split between the workers, below the ephemeral range
+# (32768+, where `free_port()` and client sockets land) and below the bench smoke runs' own ranges (22000+).
+PORT_SLICES_START = 10000
+PORT_SLICES_END = 18000
+MIN_PORT_SLICE = 1100  # free_port_block adds up to 999 to its start (pid spread), and blocks are a few ports
+
+# Modules that take a fixed resource of their own; each set is one unit of work (one worker, one at a time).
+SHARED_RESOURCE_GROUPS = {
+    # Both benches pick agent ports from fixed ranges (22000 + pid % 5000, 27000 + pid % 3000) that can meet.
+    "bench-port-ranges": ("tests/bench/test_bench_smoke.py", "tests/bench/test_bench_load.py"),
+}
+# Handed out first, in this order (measured: simulations, image install steps, real agents in namespaces,
+# hostile peers, benches, agent processes and operator processes take minutes; the rest are many short tests
+# that fill the gaps at the end).
+RUN_FIRST = ("tests/sim/", "tests/chart/", "tests/chaos/", "tests/hostile/", "tests/bench/", "tests/agent/",
+             "tests/operator/")
+
+
+def worker_port_slice(worker: str, count: int) -> tuple[int, int]:
+    """The ports worker `gw<k>` of `count` may hand out: its own slice, so workers never race for one block."""
+    index = int(worker.removeprefix("gw"))
+    width = max(MIN_PORT_SLICE, (PORT_SLICES_END - PORT_SLICES_START) // max(count, 1))
+    start = PORT_SLICES_START + index * width
+    return start, start + width
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        from gossip_agent.cli import cluster
+
+        # Every caller (the tests, tests/hostile/peer_support.py, bench/bench_state.py) uses the defaults.
+        start, end = worker_port_slice(worker, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+        cluster.free_port_block.__defaults__ = (start, end)
+
+
+def work_unit(nodeid: str) -> str:
+    """What runs together on one worker: the test's module, or the resource group that module belongs to."""
+    module = nodeid.split("::", 1)[0]
+    return next((group for group, modules in SHARED_RESOURCE_GROUPS.items() if module in modules), module)
+
+
+def run_first_rank(item: pytest.Item) -> int:
+    return next((i for i, prefix in enumerate(RUN_FIRST) if item.nodeid.startswith(prefix)), len(RUN_FIRST))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadscope` with work_unit() as the scope, in collection order (RUN_FIRST first)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False  # xdist would put the modules with most tests first instead
+    return ModuleScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike (stable), so their collections match
+        items.sort(key=run_first_rank)
     run_slow = slow_requested(config)
     budget = float(config.getoption("--slow-budget"))
     skip = pytest.mark.skip(reason=SLOW_HINT)
