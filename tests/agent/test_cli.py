@@ -140,7 +140,8 @@ def test_gossipctl_unreachable_agent_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize(("spec", "message"), [
     ("{replica: 3}", r"^spec: unknown key\(s\) replica; known: antiEntropy, gossip, image, .*replicas, "),
-    ("{gossip: {fanuot: 3}}", r"^spec.gossip: unknown key\(s\) fanuot; known: broadcast, coalesceDelay, fanout, immediateForward, "),
+    ("{gossip: {fanuot: 3}}",
+     r"^spec.gossip: unknown key\(s\) fanuot; known: broadcast, coalesceDelay, fanout, immediateForward, "),
     ("{storage: {sise: 1Gi}}", r"^spec.storage: unknown key\(s\) sise; known: ephemeral, fsync, .*size, "),
     ("{gossip: 3}", r"^spec.gossip: expected a mapping, got int"),
 ])
