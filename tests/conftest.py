@@ -73,6 +73,8 @@ def quiet_seconds(item: pytest.Item) -> float:
 PORT_SLICES_START = 10000
 PORT_SLICES_END = 18000
 MIN_PORT_SLICE = 1100  # free_port_block adds up to 999 to its start (pid spread), and blocks are a few ports
+# (a slice is at least MIN_PORT_SLICE + 900 wide at the most workers scripts/test starts, 4: single free ports
+# take the part above MIN_PORT_SLICE)
 
 # Modules that take a fixed resource of their own; each set is one unit of work (one worker, one at a time).
 SHARED_RESOURCE_GROUPS = {
@@ -102,6 +104,13 @@ def pytest_configure(config: pytest.Config) -> None:
         # Every caller (the tests, tests/hostile/peer_support.py, bench/bench_state.py) uses the defaults.
         start, end = worker_port_slice(worker, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
         cluster.free_port_block.__defaults__ = (start, end)
+        # Single ports (tests/support/kube_emulator.free_port) from the rest of the slice, above the blocks.
+        # (tests/test_parallel_rules.py runs a copy of this file in a project without tests/support.)
+        try:
+            from tests.support.kube_emulator import PORT_RANGE_ENV
+        except ImportError:
+            return
+        os.environ[PORT_RANGE_ENV] = f"{start + MIN_PORT_SLICE}-{end}"
 
 
 def work_unit(nodeid: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PORT_SLICES_END, PORT_SLICES_START, work_unit, worker_port_slice
+from tests.conftest import MIN_PORT_SLICE, PORT_SLICES_END, PORT_SLICES_START, work_unit, worker_port_slice
 
 CONFTEST = Path(__file__).with_name("conftest.py").read_text()
 INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\nmarkers =\n    slow: long\n"
@@ -51,3 +51,17 @@ def test_a_modules_tests_run_on_one_worker_in_file_order(pytester: pytest.Pytest
 def test_scripts_test_distributes_by_module() -> None:
     script = (Path(__file__).resolve().parents[1] / "scripts" / "test").read_text()
     assert re.search(r"pytest -n \S+ --dist loadscope ", script), "scripts/test must keep --dist loadscope"
+
+
+def test_single_free_ports_come_from_the_workers_own_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under xdist, free_port() draws from the upper half of the worker's slice, never the ephemeral range
+    the other worker's client sockets share (CI once lost that race: "address already in use")."""
+    from tests.conftest import worker_port_slice
+    from tests.support.kube_emulator import PORT_RANGE_ENV, free_port
+
+    for count in (2, 4):
+        start, end = worker_port_slice(f"gw{count - 1}", count)
+        assert end - start >= MIN_PORT_SLICE + 500
+        monkeypatch.setenv(PORT_RANGE_ENV, f"{start + MIN_PORT_SLICE}-{end}")
+        ports = {free_port() for _ in range(20)}
+        assert all(start + MIN_PORT_SLICE <= p < end < 32768 for p in ports), ports

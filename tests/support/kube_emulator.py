@@ -35,6 +35,8 @@ import contextlib
 import copy
 import dataclasses
 import datetime
+import os
+import random
 import re
 import secrets
 import socket
@@ -895,7 +897,25 @@ def write_kubeconfig(path: Path, server: str, *, namespace: str = "default") -> 
     return path
 
 
+# Set by tests/conftest.py on each xdist worker: "START-END", the upper half of that worker's own port slice
+# (the lower half is free_port_block's). A port the kernel picks (bind to 0) comes from the ephemeral range,
+# where the other worker's client sockets land too: between our close and the server's bind, one of them
+# could take it (CI saw "address already in use").
+PORT_RANGE_ENV = "GOSSIP_TEST_FREE_PORTS"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now: from this worker's own range under xdist, else one the kernel picks."""
+    span = os.environ.get(PORT_RANGE_ENV, "")
+    if span:
+        start, end = (int(x) for x in span.split("-", 1))
+        for port in random.sample(range(start, end), min(200, end - start)):
+            with socket.socket() as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
