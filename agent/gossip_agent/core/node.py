@@ -533,6 +533,7 @@ class Node:
                     msg, now, packet.sender, out):
                 fresh = True
         self._on_digests(packet, now)  # before a Ping: its Ack then answers them
+        grafted: set[int] = set()  # ids answered to this packet's grafts (at most MAX_GRAFT_ANSWER in all)
         for msg in packet.messages:
             if isinstance(msg, _RUMOR_TYPES):  # digests: _on_digests
                 continue
@@ -559,7 +560,7 @@ class Node:
                 else:
                     self.stats["coordinates_unknown_member"] += 1
             elif isinstance(msg, _TREE_TYPES):
-                self._on_tree_message(msg, packet.sender, now, out)
+                self._on_tree_message(msg, packet.sender, now, out, grafted)
         if reply_pull is not None:
             digests = self._digests_for(packet.sender)
             rumors = self._take(self._budget(_allowance(digests)), packet.sender, limit=self._answer_limit())
@@ -1436,7 +1437,8 @@ class Node:
         rumors = self._take(self._budget(used + _allowance(digests)), name) if len(self.queue) else []
         out.append(Send(member.addr, Packet(self.name, (*msgs, *rumors, *digests))))
 
-    def _on_tree_message(self, msg: IHave | Graft | Prune, sender: str, now: float, out: list[Effect]) -> None:
+    def _on_tree_message(self, msg: IHave | Graft | Prune, sender: str, now: float, out: list[Effect],
+                         grafted: set[int] | None = None) -> None:
         """IHAVE / GRAFT / PRUNE from a live member (others are dropped and counted). Whoever sends them reads
         them: from now on our new message types ride on our packets to it."""
         if not self.table.is_live(sender) or sender == self.name:
@@ -1448,7 +1450,7 @@ class Node:
         if isinstance(msg, IHave):
             self.tree.on_ihave(msg.ids, sender, now)
         elif isinstance(msg, Graft):
-            payloads = self.tree.on_graft(msg.ids, sender)
+            payloads = self.tree.on_graft(msg.ids, sender, grafted)
             self.stats["tree_graft_answers"] += len(payloads)
             self._tree_send_packed(sender, [StateRumor(p) for p in payloads], out)
         else:
