@@ -245,3 +245,17 @@ def test_digests_ride_to_far_members_with_the_cross_zone_fraction_except_on_prob
     assert asked[("p2", False)] == 400 and asked[("p2", True)] == 400  # near: always
     assert 400 * (f - 0.07) < asked[("p3", False)] < 400 * (f + 0.07)  # far: about f of them
     assert asked[("p3", True)] == 400  # on a probe or ack: always
+
+
+def test_a_forged_ping_does_not_carry_off_a_readers_rows() -> None:
+    """A ping naming a reader of rows but another address (forged: its ack goes where the ping says) gets our
+    coordinate but no rows: they advanced that reader's walk, so the reader itself never got them."""
+    a = node_with_peers(cfg("a"), 3, seed=3)
+    a.handle_packet(Packet("p2", (_c(0.01), PeerCoordinates(()))), ("h", 2), 0.5)
+    a.handle_packet(Packet("p3", (_c(0.02),)), ("h", 3), 0.6)  # a's coordinate of p3, to pass on
+    [forged] = _sends(a.handle_packet(Packet("p2", (Ping(7, "a", "p2", ("evil", 9)),)), ("evil", 9), 1.0))
+    assert forged.to == ("evil", 9)
+    assert PeerCoordinates not in [type(m) for m in forged.packet.messages]
+    [ack] = _sends(a.handle_packet(Packet("p2", (Ping(8, "a", "p2", ("h", 2)),)), ("h", 2), 2.0))
+    rows = [m for m in ack.packet.messages if isinstance(m, PeerCoordinates)]
+    assert [n for m in rows for n, _, _ in m.rows] == ["p3"]

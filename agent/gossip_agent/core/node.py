@@ -815,8 +815,12 @@ class Node:
         if msg.target != self.name:
             self.stats["ping_wrong_target"] += 1
             return
+        source = self.table.get(msg.source)
+        # Rows only to the member's own address: a forged ping names where its ack goes, and rows sent there
+        # would advance the member's walk (it would never get them).
+        rows = source is not None and source.addr == msg.source_addr
         self._send(msg.source_addr, msg.source,
-                   [Ack(msg.seq, self.table.digest), *self._coordinate_for(msg.source, now)], out)
+                   [Ack(msg.seq, self.table.digest), *self._coordinate_for(msg.source, now, rows=rows)], out)
 
     def _piggybacks_to(self, name: str | None) -> bool:
         """Whether a probe, ack or ping-req to `name` carries rumors: always, except to a far member under
@@ -827,14 +831,16 @@ class Node:
         member = self.table.get(name)
         return member is None or self.topology.piggybacks_to(name, member.meta, self.rng)
 
-    def _coordinate_for(self, name: str, now: float) -> tuple[NetCoordinate | PeerCoordinates, ...]:
+    def _coordinate_for(self, name: str, now: float, *,
+                        rows: bool = True) -> tuple[NetCoordinate | PeerCoordinates, ...]:
         """Our coordinate for an ack to `name`, if it reads coordinates, and a few second-hand ones if it
         reads those, piggybacked as rumors are (core/topology_state.py)."""
         if not self.topology.reads_coordinates(name):
             return ()
-        rows = self.topology.rows_on_ack(name, now, self._piggybacks_to(name)) \
-            if self.topology.reads_rows(name) else None
-        return (self.topology.coordinate_message(),) if rows is None else (self.topology.coordinate_message(), rows)
+        passed = self.topology.rows_on_ack(name, now, self._piggybacks_to(name)) \
+            if rows and self.topology.reads_rows(name) else None
+        return (self.topology.coordinate_message(),) if passed is None \
+            else (self.topology.coordinate_message(), passed)
 
     def _on_ping_req(self, msg: PingReq, now: float, out: list[Effect]) -> None:
         m = self.config.membership
@@ -1175,7 +1181,10 @@ class Node:
         """Send `msgs` with as many queued rumors piggybacked as the MTU allows (none in pull mode)."""
         used = sum(codec.message_size(m) for m in msgs)
         digests = self._digests_for(to_name, ping=any(isinstance(m, Ping | Ack) for m in msgs))
-        riders = self._tree_riders(to_name, self._budget(used + _allowance(digests)))
+        member = self.table.get(to_name) if to_name is not None else None
+        # Announcements ride only to the member's own address (a forged ping names where its ack goes).
+        riders = self._tree_riders(to_name, self._budget(used + _allowance(digests))) \
+            if member is not None and member.addr == to else []
         msgs = [*msgs, *riders]
         used += sum(codec.message_size(m) for m in riders)
         # The send budget charges these bytes but never refuses them: only the piggyback is trimmed.
