@@ -259,3 +259,15 @@ def test_a_forged_ping_does_not_carry_off_a_readers_rows() -> None:
     [ack] = _sends(a.handle_packet(Packet("p2", (Ping(8, "a", "p2", ("h", 2)),)), ("h", 2), 2.0))
     rows = [m for m in ack.packet.messages if isinstance(m, PeerCoordinates)]
     assert [n for m in rows for n, _, _ in m.rows] == ["p3"]
+
+
+def test_one_packet_passes_at_most_one_message_of_rows() -> None:
+    """MAX_PEER_COORDINATE_ROWS bounds one message; an honest packet holds one at most (an ack's, an offer, a
+    table part), so the rest of a packet stuffed with them (a 64 KB datagram fits about a thousand rows, each a
+    check and a change every peer's walk then carries) is counted and dropped."""
+    a = node_with_peers(cfg("a"), 4, seed=3)
+    first = PeerCoordinates((("p3", _c(0.02), 0.0),))
+    second = PeerCoordinates((("p4", _c(0.03), 0.0),))
+    a.handle_packet(Packet("p2", (first, second)), ("h", 2), 1.0)
+    assert "p3" in a.topology.coordinates() and "p4" not in a.topology.coordinates()
+    assert a.stats["coordinate_rows_over_limit"] == 1

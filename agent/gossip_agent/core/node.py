@@ -534,6 +534,7 @@ class Node:
                 fresh = True
         self._on_digests(packet, now)  # before a Ping: its Ack then answers them
         grafted: set[int] = set()  # ids answered to this packet's grafts (at most MAX_GRAFT_ANSWER in all)
+        rows_taken = False  # one message of second-hand coordinates a packet (an honest one holds one at most)
         for msg in packet.messages:
             if isinstance(msg, _RUMOR_TYPES):  # digests: _on_digests
                 continue
@@ -555,7 +556,10 @@ class Node:
                 else:
                     self.stats["coordinates_unknown_member"] += 1
             elif isinstance(msg, PeerCoordinates):
-                if packet.sender != self.name and packet.sender in self.table:
+                if rows_taken:
+                    self.stats["coordinate_rows_over_limit"] += 1
+                elif packet.sender != self.name and packet.sender in self.table:
+                    rows_taken = True
                     self.topology.on_rows(packet.sender, msg, now, self.table.__contains__, self.name)
                 else:
                     self.stats["coordinates_unknown_member"] += 1
