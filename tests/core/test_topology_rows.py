@@ -271,3 +271,19 @@ def test_one_packet_passes_at_most_one_message_of_rows() -> None:
     a.handle_packet(Packet("p2", (first, second)), ("h", 2), 1.0)
     assert "p3" in a.topology.coordinates() and "p4" not in a.topology.coordinates()
     assert a.stats["coordinate_rows_over_limit"] == 1
+
+
+def test_a_row_echoing_the_coordinate_we_hold_is_no_change() -> None:
+    """A row's age is counted from when its sender sent it, so the way there (and the 0.1 s rounding) makes a
+    coordinate we passed on look fresher when it comes back. Kept as a change, every such echo went to the end
+    of every peer's walk again (in a 9-member simulation 238 of 275 kept rows were echoes), and real changes
+    waited behind them."""
+    topo = TopologyState(TopologyConfig(), max_peers=10)
+    topo.on_coordinate("p1", _c(0.1), now=100.0)
+    while topo.rows_for("p2", 100.0) is not None:
+        pass
+    kept = topo.on_rows("p3", PeerCoordinates((("p1", _c(0.1), 0.0),)), 100.05, lambda n: True, "me")
+    assert kept == 0 and topo.stats["rows_unchanged"] == 1
+    assert topo.rows_for("p2", 101.0) is None  # nothing new to pass on
+    kept = topo.on_rows("p3", PeerCoordinates((("p1", _c(0.2), 0.0),)), 102.0, lambda n: True, "me")
+    assert kept == 1 and topo.rows_for("p2", 102.0) is not None  # a real change still goes
