@@ -177,3 +177,16 @@ def test_a_packet_of_grafts_draws_at_most_max_graft_answer_distinct_payloads() -
     out = sends(node.handle_packet(Packet("p6", many), ("evil", 9), 0.04))
     answered = [m for s in out for m in s.packet.messages if isinstance(m, StateRumor)]
     assert len(answered) == len(set(answered)) == MAX_GRAFT_ANSWER
+
+
+def test_a_graft_answers_a_critical_payload_as_critical() -> None:
+    """The tree's cache keeps payloads only: a critical write repaired by a graft went on as a normal one (behind
+    gossip.coalesceDelay at every later hop, and held back by the byte budget's reserve for critical ones)."""
+    node = tree_node(readers=6)
+    node.tick(0.01)
+    node.broadcast_state(b"urgent", 0.02, critical=True)
+    node.broadcast_state(b"plain", 0.02)
+    graft = Graft((message_id(b"urgent"), message_id(b"plain")))
+    out = sends(node.handle_packet(Packet("p6", (graft,)), ("h", 6), 0.03))
+    answered = [m for s in out for m in s.packet.messages if isinstance(m, StateRumor)]
+    assert answered == [StateRumor(b"urgent", True), StateRumor(b"plain", False)]
