@@ -156,3 +156,37 @@ def test_a_graft_is_answered_to_the_member_address_and_bounded() -> None:
     answered = [m for s in out for m in s.packet.messages if isinstance(m, StateRumor)]
     assert {s.to for s in out} == {("h", 6)}
     assert len(answered) == MAX_GRAFT_ANSWER
+
+
+def test_a_packet_of_grafts_draws_at_most_max_graft_answer_distinct_payloads() -> None:
+    """MAX_GRAFT_ANSWER bounds a whole packet, not each GRAFT in it: a forged packet of many one-id grafts (~13
+    bytes each), or one graft naming the same id again and again, drew a payload per id (about 70x the bytes it
+    cost) at the member it names."""
+    from gossip_agent.core.plumtree import MAX_GRAFT_ANSWER
+
+    node = tree_node(readers=6)
+    node.tick(0.01)
+    payloads = [b"x" * 500 + b"%03d" % i for i in range(3 * MAX_GRAFT_ANSWER)]
+    for p in payloads:
+        node.broadcast_state(p, 0.02)
+    ids = [message_id(p) for p in payloads]
+    repeated = Graft((ids[0],) * MAX_GRAFT_ANSWER)
+    out = sends(node.handle_packet(Packet("p6", (repeated, repeated)), ("evil", 9), 0.03))
+    assert [m for s in out for m in s.packet.messages if isinstance(m, StateRumor)] == [StateRumor(payloads[0])]
+    many = tuple(Graft((i,)) for i in ids)
+    out = sends(node.handle_packet(Packet("p6", many), ("evil", 9), 0.04))
+    answered = [m for s in out for m in s.packet.messages if isinstance(m, StateRumor)]
+    assert len(answered) == len(set(answered)) == MAX_GRAFT_ANSWER
+
+
+def test_a_graft_answers_a_critical_payload_as_critical() -> None:
+    """The tree's cache keeps payloads only: a critical write repaired by a graft went on as a normal one (behind
+    gossip.coalesceDelay at every later hop, and held back by the byte budget's reserve for critical ones)."""
+    node = tree_node(readers=6)
+    node.tick(0.01)
+    node.broadcast_state(b"urgent", 0.02, critical=True)
+    node.broadcast_state(b"plain", 0.02)
+    graft = Graft((message_id(b"urgent"), message_id(b"plain")))
+    out = sends(node.handle_packet(Packet("p6", (graft,)), ("h", 6), 0.03))
+    answered = [m for s in out for m in s.packet.messages if isinstance(m, StateRumor)]
+    assert answered == [StateRumor(b"urgent", True), StateRumor(b"plain", False)]

@@ -59,3 +59,18 @@ def test_without_a_rider_the_flush_announces_within_one_gossip_interval() -> Non
     assert node.next_deadline() <= 1.0 + node.config.gossip.interval
     flush = node.tick(1.0 + node.config.gossip.interval)
     assert IHave((message_id(b"w"),)) in [m for s in to(flush, port) for m in s.packet.messages]
+
+
+def test_a_forged_ping_does_not_carry_off_a_neighbours_announcements() -> None:
+    """A ping naming the lazy neighbour but another address (forged: its answer goes where the ping says) gets
+    its ack without the neighbour's queued ids: they rode there and the neighbour, never told, could not graft
+    a payload it missed."""
+    node, lazy = node_with_lazy_peer()
+    port = int(lazy[1:])
+    node.broadcast_state(b"w", 1.0)
+    out = node.handle_packet(Packet(lazy, (Ping(9, "a", lazy, ("evil", 9)),)), ("evil", 9), 1.01)
+    msgs = [m for e in out if isinstance(e, Send) and e.to == ("evil", 9) for m in e.packet.messages]
+    assert any(isinstance(m, Ack) for m in msgs)
+    assert not any(isinstance(m, IHave) for m in msgs)
+    flush = node.tick(1.0 + node.config.gossip.interval)
+    assert IHave((message_id(b"w"),)) in [m for s in to(flush, port) for m in s.packet.messages]

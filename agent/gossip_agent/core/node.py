@@ -75,7 +75,7 @@ from gossip_agent.core.messages import (
     StateRumor,
     Suspect,
 )
-from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE, Plumtree, message_id
+from gossip_agent.core.plumtree import ID_BYTES, MAX_CACHED, MAX_IDS_PER_MESSAGE, Plumtree, message_id
 from gossip_agent.core.readers import DIGESTS, Readers
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.send_budget import (
@@ -241,6 +241,9 @@ class Node:
         # Normal pushes wait up to gossip.coalesceDelay for later writes to the same neighbour (core/coalesce.py).
         # (A packet of pushes carries no digests: see _tree_send.)
         self._coalesce: Coalescer[StateRumor] = Coalescer(g0.coalesce_delay, g0.mtu - codec.packet_overhead(self.name))
+        # Ids of the critical payloads the tree spread lately (the tree caches payloads only, at most MAX_CACHED):
+        # an answer to a graft keeps them critical.
+        self._tree_critical: dict[int, None] = {}
         # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
         # a member without links misses every write made meanwhile, and nothing announces those to it later.
         self._tree_fill_at = now
@@ -533,6 +536,8 @@ class Node:
                     msg, now, packet.sender, out):
                 fresh = True
         self._on_digests(packet, now)  # before a Ping: its Ack then answers them
+        grafted: set[int] = set()  # ids answered to this packet's grafts (at most MAX_GRAFT_ANSWER in all)
+        rows_taken = False  # one message of second-hand coordinates a packet (an honest one holds one at most)
         for msg in packet.messages:
             if isinstance(msg, _RUMOR_TYPES):  # digests: _on_digests
                 continue
@@ -554,12 +559,15 @@ class Node:
                 else:
                     self.stats["coordinates_unknown_member"] += 1
             elif isinstance(msg, PeerCoordinates):
-                if packet.sender != self.name and packet.sender in self.table:
+                if rows_taken:
+                    self.stats["coordinate_rows_over_limit"] += 1
+                elif packet.sender != self.name and packet.sender in self.table:
+                    rows_taken = True
                     self.topology.on_rows(packet.sender, msg, now, self.table.__contains__, self.name)
                 else:
                     self.stats["coordinates_unknown_member"] += 1
             elif isinstance(msg, _TREE_TYPES):
-                self._on_tree_message(msg, packet.sender, now, out)
+                self._on_tree_message(msg, packet.sender, now, out, grafted)
         if reply_pull is not None:
             digests = self._digests_for(packet.sender)
             rumors = self._take(self._budget(_allowance(digests)), packet.sender, limit=self._answer_limit())
@@ -814,8 +822,12 @@ class Node:
         if msg.target != self.name:
             self.stats["ping_wrong_target"] += 1
             return
+        source = self.table.get(msg.source)
+        # Rows only to the member's own address: a forged ping names where its ack goes, and rows sent there
+        # would advance the member's walk (it would never get them).
+        rows = source is not None and source.addr == msg.source_addr
         self._send(msg.source_addr, msg.source,
-                   [Ack(msg.seq, self.table.digest), *self._coordinate_for(msg.source, now)], out)
+                   [Ack(msg.seq, self.table.digest), *self._coordinate_for(msg.source, now, rows=rows)], out)
 
     def _piggybacks_to(self, name: str | None) -> bool:
         """Whether a probe, ack or ping-req to `name` carries rumors: always, except to a far member under
@@ -826,14 +838,16 @@ class Node:
         member = self.table.get(name)
         return member is None or self.topology.piggybacks_to(name, member.meta, self.rng)
 
-    def _coordinate_for(self, name: str, now: float) -> tuple[NetCoordinate | PeerCoordinates, ...]:
+    def _coordinate_for(self, name: str, now: float, *,
+                        rows: bool = True) -> tuple[NetCoordinate | PeerCoordinates, ...]:
         """Our coordinate for an ack to `name`, if it reads coordinates, and a few second-hand ones if it
         reads those, piggybacked as rumors are (core/topology_state.py)."""
         if not self.topology.reads_coordinates(name):
             return ()
-        rows = self.topology.rows_on_ack(name, now, self._piggybacks_to(name)) \
-            if self.topology.reads_rows(name) else None
-        return (self.topology.coordinate_message(),) if rows is None else (self.topology.coordinate_message(), rows)
+        passed = self.topology.rows_on_ack(name, now, self._piggybacks_to(name)) \
+            if rows and self.topology.reads_rows(name) else None
+        return (self.topology.coordinate_message(),) if passed is None \
+            else (self.topology.coordinate_message(), passed)
 
     def _on_ping_req(self, msg: PingReq, now: float, out: list[Effect]) -> None:
         m = self.config.membership
@@ -1174,7 +1188,10 @@ class Node:
         """Send `msgs` with as many queued rumors piggybacked as the MTU allows (none in pull mode)."""
         used = sum(codec.message_size(m) for m in msgs)
         digests = self._digests_for(to_name, ping=any(isinstance(m, Ping | Ack) for m in msgs))
-        riders = self._tree_riders(to_name, self._budget(used + _allowance(digests)))
+        member = self.table.get(to_name) if to_name is not None else None
+        # Announcements ride only to the member's own address (a forged ping names where its ack goes).
+        riders = self._tree_riders(to_name, self._budget(used + _allowance(digests))) \
+            if member is not None and member.addr == to else []
         msgs = [*msgs, *riders]
         used += sum(codec.message_size(m) for m in riders)
         # The send budget charges these bytes but never refuses them: only the piggyback is trimmed.
@@ -1377,6 +1394,10 @@ class Node:
                      extra: Sequence[str] = ()) -> bool:
         """Push a new payload to the eager neighbours (and `extra` members), announce it to the lazy ones."""
         size = self._header + codec.message_size(rumor)
+        if rumor.critical:
+            self._tree_critical[ident] = None
+            if len(self._tree_critical) > MAX_CACHED:
+                del self._tree_critical[next(iter(self._tree_critical))]
         for name in (*self.tree.deliver(ident, rumor.payload, source, now), *extra):
             if not rumor.critical and self.send_budget.allow_normal(size) < size:
                 # Over the send budget: this neighbour learns the id from its other links' announcements and
@@ -1436,7 +1457,8 @@ class Node:
         rumors = self._take(self._budget(used + _allowance(digests)), name) if len(self.queue) else []
         out.append(Send(member.addr, Packet(self.name, (*msgs, *rumors, *digests))))
 
-    def _on_tree_message(self, msg: IHave | Graft | Prune, sender: str, now: float, out: list[Effect]) -> None:
+    def _on_tree_message(self, msg: IHave | Graft | Prune, sender: str, now: float, out: list[Effect],
+                         grafted: set[int] | None = None) -> None:
         """IHAVE / GRAFT / PRUNE from a live member (others are dropped and counted). Whoever sends them reads
         them: from now on our new message types ride on our packets to it."""
         if not self.table.is_live(sender) or sender == self.name:
@@ -1448,9 +1470,10 @@ class Node:
         if isinstance(msg, IHave):
             self.tree.on_ihave(msg.ids, sender, now)
         elif isinstance(msg, Graft):
-            payloads = self.tree.on_graft(msg.ids, sender)
+            payloads = self.tree.on_graft(msg.ids, sender, grafted)
             self.stats["tree_graft_answers"] += len(payloads)
-            self._tree_send_packed(sender, [StateRumor(p) for p in payloads], out)
+            critical = self._tree_critical
+            self._tree_send_packed(sender, [StateRumor(p, message_id(p) in critical) for p in payloads], out)
         else:
             self.tree.on_prune(sender)
 

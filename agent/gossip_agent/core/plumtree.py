@@ -309,13 +309,21 @@ class Plumtree:
                     and len(missing.announcers) < MAX_ANNOUNCERS:
                 missing.announcers.append(sender)
 
-    def on_graft(self, ids: tuple[int, ...], sender: str) -> list[bytes]:
+    def on_graft(self, ids: tuple[int, ...], sender: str, answered: set[int] | None = None) -> list[bytes]:
         """`sender` asks for these payloads (none: a link request); the link becomes eager at both ends. The
-        payloads we still hold, at most MAX_GRAFT_ANSWER."""
+        payloads we still hold, each once, at most MAX_GRAFT_ANSWER over `answered` (the ids already answered
+        for the same packet, updated here): a packet of many grafts, or one naming an id again and again, must
+        not draw more than one graft's worth."""
         self._make_eager(sender)
         self._prunes.discard(sender)
+        seen = set() if answered is None else answered
         out: list[bytes] = []
         for ident in ids[:MAX_GRAFT_ANSWER]:
+            if len(seen) >= MAX_GRAFT_ANSWER:
+                break
+            if ident in seen:
+                continue
+            seen.add(ident)
             payload = self.cached(ident)
             if payload is not None:
                 out.append(payload)

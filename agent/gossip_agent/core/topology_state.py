@@ -192,8 +192,9 @@ class TopologyState:
                 self_name: str) -> int:
         """Second-hand coordinates `sender` (a member of our table: the caller checks) passed on. A row is
         kept only for a member of our table other than us, if its numbers pass `VivaldiClient.accept` and it
-        is fresher than what we hold (never an older one over a first-hand coordinate); returns how many
-        were kept. The codec bounded the rows."""
+        is fresher than what we hold (never an older one over a first-hand coordinate) and differs from it
+        (an echo is no change: else it would go round the walks again and again); returns how many were kept.
+        The codec bounded the rows."""
         self._readers.show(sender, PEER_COORDINATES)
         kept = 0
         for name, coord, age in msg.rows:
@@ -207,6 +208,11 @@ class TopologyState:
             checked = self.client.accept(coord.vec, coord.height, coord.error, coord.adjustment)
             if checked is None:
                 self.stats["rows_rejected"] += 1
+                continue
+            if self._coordinates.get(name) == checked:
+                # An echo (of what we passed on, looking fresher by its way back): no change to pass on again.
+                self._as_of[name] = as_of
+                self.stats["rows_unchanged"] += 1
                 continue
             if self._keep(name, checked, as_of):
                 kept += 1
