@@ -1258,6 +1258,12 @@ class Node:
         """A rumor new to us was queued (heard from `source`, or ours): push modes forward it at once if
         configured; pull mode only pulls at the gossip interval again, since the cluster is busy."""
         if self._pushes:
+            interval = self.config.gossip.interval
+            if self._next_gossip < now and interval > 0:
+                # Idle until now, the gossip deadline was not watched (next_deadline) and went stale: move it
+                # to the ticker's next beat, keeping its phase. Left in the past, it made the first rumor after
+                # a quiet spell leave at once at every member, an immediate forward whatever the setting.
+                self._next_gossip += math.ceil((now - self._next_gossip) / interval) * interval
             if self._immediate_forward:
                 self._forward(now, source, out)
             return
