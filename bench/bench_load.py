@@ -882,8 +882,12 @@ def versions() -> dict[str, str]:
         from gossip_agent import __version__
         out["gossip_agent"] = __version__
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                    cwd=ROOT, timeout=10).stdout.strip()
+        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=ROOT, timeout=10).stdout.strip()
+        if git:
+            out["git"] = git + (" (with uncommitted changes)" if dirty else "")
     if serf_mod.available():
         out["serf"] = serf_mod.version()
     return out

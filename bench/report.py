@@ -216,20 +216,11 @@ def mem_available_mb() -> int | None:
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    with contextlib.suppress(ImportError):
-        from gossip_agent import __version__
-        out["gossip_agent"] = __version__
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=ROOT, timeout=10).stdout.strip()
-        if git:
-            out["git"] = git + (" (with uncommitted changes)" if dirty else "")
+    """bench_load's (Python, agent, git, Serf), and the plotting and wire libraries."""
     sys.path.insert(0, str(HERE))
-    import serf as serf_mod
-    out["serf"] = serf_mod.version() if serf_mod.available() else "not installed"
+    import bench_load
+    out = bench_load.versions()
+    out.setdefault("serf", "not installed")
     for mod in ("matplotlib", "numpy", "aiohttp", "msgpack"):
         with contextlib.suppress(ImportError, AttributeError):
             out[mod] = str(__import__(mod).__version__)

@@ -822,10 +822,9 @@ class Node:
         if msg.target != self.name:
             self.stats["ping_wrong_target"] += 1
             return
-        source = self.table.get(msg.source)
         # Rows only to the member's own address: a forged ping names where its ack goes, and rows sent there
         # would advance the member's walk (it would never get them).
-        rows = source is not None and source.addr == msg.source_addr
+        rows = self._at_table_address(msg.source, msg.source_addr)
         self._send(msg.source_addr, msg.source,
                    [Ack(msg.seq, self.table.digest), *self._coordinate_for(msg.source, now, rows=rows)], out)
 
@@ -1184,14 +1183,19 @@ class Node:
     def _budget(self, used: int = 0) -> int:
         return self.config.gossip.mtu - self._header - used
 
+    def _at_table_address(self, name: str | None, addr: Address) -> bool:
+        """Whether `addr` is member `name`'s address in our table. What is owed to a member (its queued
+        announcements, its next coordinate rows) goes only there: a forged ping names where its ack goes."""
+        member = self.table.get(name) if name is not None else None
+        return member is not None and member.addr == addr
+
     def _send(self, to: Address, to_name: str | None, msgs: list[Message], out: list[Effect]) -> None:
         """Send `msgs` with as many queued rumors piggybacked as the MTU allows (none in pull mode)."""
         used = sum(codec.message_size(m) for m in msgs)
         digests = self._digests_for(to_name, ping=any(isinstance(m, Ping | Ack) for m in msgs))
-        member = self.table.get(to_name) if to_name is not None else None
         # Announcements ride only to the member's own address (a forged ping names where its ack goes).
         riders = self._tree_riders(to_name, self._budget(used + _allowance(digests))) \
-            if member is not None and member.addr == to else []
+            if self._at_table_address(to_name, to) else []
         msgs = [*msgs, *riders]
         used += sum(codec.message_size(m) for m in riders)
         # The send budget charges these bytes but never refuses them: only the piggyback is trimmed.
@@ -1417,9 +1421,8 @@ class Node:
                 continue
             ready = self._coalesce.add(name, rumor, size - self._header, now)
             if ready and ready[0] is not rumor:  # a full batch: it goes now, this push starts the next one
-                self.stats["tree_coalesced_packets"] += 1
-                self.stats["tree_coalesced_pushes"] += len(ready)
-            if ready:
+                self._tree_send_batch(name, ready, out)
+            elif ready:
                 self._tree_send_packed(name, ready, out)
         return True
 
@@ -1508,9 +1511,7 @@ class Node:
                 if wanted and self.tree.add_neighbour(cand.name):
                     wanted -= 1
         for peer, batch in self._coalesce.due(now).items():
-            self.stats["tree_coalesced_packets"] += 1
-            self.stats["tree_coalesced_pushes"] += len(batch)
-            self._tree_send_packed(peer, batch, out)
+            self._tree_send_batch(peer, batch, out)
         if now < self.tree.next_deadline():
             return
         due = self.tree.tick(now)
@@ -1529,6 +1530,12 @@ class Node:
                 self.stats["tree_prunes"] += 1
             self.stats["tree_ihave_ids"] += len(ihaves)
             self._tree_send_packed(peer, msgs, out)
+
+    def _tree_send_batch(self, name: str, batch: Sequence[StateRumor], out: list[Effect]) -> None:
+        """Pushes the coalescer held for `name` (core/coalesce.py), sent and counted together."""
+        self.stats["tree_coalesced_packets"] += 1
+        self.stats["tree_coalesced_pushes"] += len(batch)
+        self._tree_send_packed(name, batch, out)
 
     def _tree_within_budget(self, msgs: Sequence[Message]) -> Sequence[Message]:
         """The tree's payloads that gossip.maxBytesPerSecond lets out now. Control messages always go
