@@ -555,16 +555,18 @@ class Node:
             elif isinstance(msg, PullRequest):
                 reply_pull = self._pull_reply_address(packet.sender)
             elif isinstance(msg, NetCoordinate):
-                if packet.sender != self.name and packet.sender in self.table:
+                # From live members only: a coordinate of a member we hold dead or left would bring it back to
+                # the RTT table and /v1/coordinates (it refutes first if it is alive after all).
+                if packet.sender != self.name and self.table.is_live(packet.sender):
                     self.topology.on_coordinate(packet.sender, msg, now)
                 else:
                     self.stats["coordinates_unknown_member"] += 1
             elif isinstance(msg, PeerCoordinates):
                 if rows_taken:
                     self.stats["coordinate_rows_over_limit"] += 1
-                elif packet.sender != self.name and packet.sender in self.table:
+                elif packet.sender != self.name and self.table.is_live(packet.sender):
                     rows_taken = True
-                    self.topology.on_rows(packet.sender, msg, now, self.table.__contains__, self.name)
+                    self.topology.on_rows(packet.sender, msg, now, self.table.is_live, self.name)
                 else:
                     self.stats["coordinates_unknown_member"] += 1
             elif isinstance(msg, _TREE_TYPES):
@@ -1090,6 +1092,7 @@ class Node:
         self.table.set_state(member, MemberState.LEFT if left else MemberState.DEAD, now)
         self._suspicions.pop(member.name, None)
         self._graveyard.append((now, member.name))
+        self.topology.drop_coordinate(member.name)  # no RTT estimates to a member we hold dead or left
         self.tree.remove(member.name)
         self._coalesce.drop(member.name)
         if not left:

@@ -27,8 +27,11 @@ replaces what we hold only if it is fresher (its age says when it was current): 
 never overwritten by an older second-hand one, and a Vivaldi sample pairs a measured round trip with the
 coordinate that came on that very ack.
 
-BOUNDED. Coordinates and readers are kept for members of the Node's table only (at most
-`membership.maxMembers`), and forgotten when the member is reaped; the zone cache is bounded too.
+BOUNDED. Coordinates are kept for live (alive or suspect) members of the Node's table only, first- or
+second-hand, and dropped when the member dies or leaves (`drop_coordinate`): a dead member's coordinate would
+otherwise keep it in the RTT table and /v1/coordinates, and go round the rows. Readers and cursors are kept for
+members of the table (at most `membership.maxMembers`) and forgotten when the member is reaped; the zone cache
+is bounded too.
 
 NEAR. When this member's zone and a peer's zone are known, near means the same zone; otherwise near means an
 estimated RTT within `near_rtt_ratio` times a low quantile of the estimates to every peer with a coordinate
@@ -157,7 +160,7 @@ class TopologyState:
         return self._readers.reads(peer, PEER_COORDINATES)
 
     def on_coordinate(self, peer: str, msg: NetCoordinate, now: float) -> bool:
-        """A coordinate `peer` (a member of our table: the caller checks) sent. Checked by
+        """A coordinate `peer` (a live member of our table: the caller checks) sent. Checked by
         `VivaldiClient.accept` (a refusal is counted in `client.stats.rejected` and loses nothing else);
         True if it was kept."""
         self._readers.show(peer, COORDINATES)
@@ -190,11 +193,11 @@ class TopologyState:
 
     def on_rows(self, sender: str, msg: PeerCoordinates, now: float, is_member: Callable[[str], bool],
                 self_name: str) -> int:
-        """Second-hand coordinates `sender` (a member of our table: the caller checks) passed on. A row is
-        kept only for a member of our table other than us, if its numbers pass `VivaldiClient.accept` and it
-        is fresher than what we hold (never an older one over a first-hand coordinate) and differs from it
-        (an echo is no change: else it would go round the walks again and again); returns how many were kept.
-        The codec bounded the rows."""
+        """Second-hand coordinates `sender` (a live member of our table: the caller checks) passed on. A row is
+        kept only for a member `is_member` admits (the Node: a live member of its table) other than us, if its
+        numbers pass `VivaldiClient.accept` and it is fresher than what we hold (never an older one over a
+        first-hand coordinate) and differs from it (an echo is no change: else it would go round the walks again
+        and again); returns how many were kept. The codec bounded the rows."""
         self._readers.show(sender, PEER_COORDINATES)
         kept = 0
         for name, coord, age in msg.rows:
@@ -300,18 +303,24 @@ class TopologyState:
             return None
         return 0.0 if a == b else estimate_rtt(ca, cb)
 
-    def forget(self, peer: str) -> None:
-        """A reaped member: drop all we know about it."""
+    def drop_coordinate(self, peer: str) -> None:
+        """A member now dead or left: its coordinate goes (the caller then takes none for it, first- or
+        second-hand, until it is alive again), so no estimate, row or /v1/coordinates entry keeps it alive.
+        What it was sent (cursor, reader level) stays until it is reaped (`forget`)."""
         self._coordinates.pop(peer, None)
         self._as_of.pop(peer, None)
-        self._cursor.pop(peer, None)
         seq = self._seq_of.pop(peer, None)
         if seq is not None:
             self._name_at.pop(seq, None)
+        self.client.forget(peer)
+
+    def forget(self, peer: str) -> None:
+        """A reaped member: drop all we know about it."""
+        self.drop_coordinate(peer)
+        self._cursor.pop(peer, None)
         self._tables.pop(peer, None)
         self._told.discard(peer)
         self._readers.forget(peer)
-        self.client.forget(peer)
 
     def assume_reader(self, peer: str) -> None:
         """Treat `peer` as reading coordinates without an offer: the simulator's converged start

@@ -7,7 +7,8 @@ have probed the other: that is what coordinates are for.
 - `GET /v1/coordinates`: `{"self": name, "zone": zone|null, "coordinates": [{"name", "zone", "vec",
   "height", "error", "adjustment"}, ...]}`, this agent first, then peers by name (seconds throughout).
 - `GET /v1/rtt?to=b[&from=a]`: `from` defaults to this agent. 400 for a missing, repeated or malformed name, 404 for a
-  name not in the member table, 409 when a member has no coordinate yet; else `{"from", "to",
+  name not in the member table, 409 when a member is dead or left (its coordinate is dropped) or has no
+  coordinate yet; else `{"from", "to",
   "rttSeconds", "rttMs", "sameZone": true|false|null}`.
 
 Work per request is bounded by the member table (itself bounded by membership.maxMembers).
@@ -20,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gossip_agent.core.messages import MemberState
 from gossip_agent.core.node import Node
 from gossip_agent.core.vivaldi import Coordinate
 
@@ -68,6 +70,9 @@ def topology_routes(node_of: Callable[[], Node]) -> list[web.AbstractRouteDef]:
             member = node.member(name)
             if member is None:
                 raise web.HTTPNotFound(text=f"no member named {name!r}")
+            if member.state in (MemberState.DEAD, MemberState.LEFT):
+                raise web.HTTPConflict(text=f"member {name!r} is {member.state.label}: no coordinate is kept for a "
+                                            "member that is not alive")
             metas[name] = member.meta
         estimate = node.topology.estimate(source, target, node.name)
         if estimate is None:
