@@ -536,7 +536,10 @@ class Node:
             if isinstance(msg, _RUMOR_TYPES) and self._apply_rumor(
                     msg, now, packet.sender, out):
                 fresh = True
-        self._on_digests(packet, now)  # before a Ping: its Ack then answers them
+        # What a packet shows about its sender's release (core/readers.py) counts only from the sender's table
+        # host: a spoofed packet raising an older agent's level would make us send it packets it drops whole.
+        shows = self._from_table_host(packet.sender, src)
+        self._on_digests(packet, now, shows)  # before a Ping: its Ack then answers them
         grafted: set[int] = set()  # ids answered to this packet's grafts (at most MAX_GRAFT_ANSWER in all)
         rows_taken = False  # one message of second-hand coordinates a packet (an honest one holds one at most)
         for msg in packet.messages:
@@ -558,7 +561,7 @@ class Node:
                 # From live members only: a coordinate of a member we hold dead or left would bring it back to
                 # the RTT table and /v1/coordinates (it refutes first if it is alive after all).
                 if packet.sender != self.name and self.table.is_live(packet.sender):
-                    self.topology.on_coordinate(packet.sender, msg, now)
+                    self.topology.on_coordinate(packet.sender, msg, now, shows=shows)
                 else:
                     self.stats["coordinates_unknown_member"] += 1
             elif isinstance(msg, PeerCoordinates):
@@ -566,11 +569,11 @@ class Node:
                     self.stats["coordinate_rows_over_limit"] += 1
                 elif packet.sender != self.name and self.table.is_live(packet.sender):
                     rows_taken = True
-                    self.topology.on_rows(packet.sender, msg, now, self.table.is_live, self.name)
+                    self.topology.on_rows(packet.sender, msg, now, self.table.is_live, self.name, shows=shows)
                 else:
                     self.stats["coordinates_unknown_member"] += 1
             elif isinstance(msg, _TREE_TYPES):
-                self._on_tree_message(msg, packet.sender, now, out, grafted)
+                self._on_tree_message(msg, packet.sender, now, out, grafted, shows=shows)
         if reply_pull is not None:
             digests = self._digests_for(packet.sender)
             rumors = self._take(self._budget(_allowance(digests)), packet.sender, limit=self._answer_limit())
@@ -1126,7 +1129,7 @@ class Node:
             return []
         return self._digest_exchange.outgoing(to_name, DIGEST_ALLOWANCE, codec.message_size, ping=ping)
 
-    def _on_digests(self, packet: Packet, now: float) -> None:
+    def _on_digests(self, packet: Packet, now: float, shows: bool = True) -> None:
         """A packet's digest rows and summaries. From and about members we know only: a forged name cannot take
         a row (the table is bounded too, and so is the set of readers: members of our table only, forgotten
         when reaped). At most MAX_DIGEST_MESSAGES a packet, and one summary (each costs a pass over the table)."""
@@ -1142,7 +1145,8 @@ class Node:
             if self.table.get(packet.sender) is None or packet.sender == self.name:
                 self.stats["digests_unknown_member"] += 1
                 continue
-            self._digest_readers.add(packet.sender)
+            if shows:
+                self._digest_readers.add(packet.sender)
             if isinstance(msg, DigestSummary):
                 self._digest_exchange.heard_summary(packet.sender, msg)
             else:
@@ -1205,6 +1209,18 @@ class Node:
 
     def _budget(self, used: int = 0) -> int:
         return self.config.gossip.mtu - self._header - used
+
+    def _from_table_host(self, name: str, src: Address) -> bool:
+        """Whether a packet naming `name` as its sender came from that member's host in our table (the port is
+        not compared: an agent may be reached through a mapped port). Only such a packet raises the member's
+        reader level (core/readers.py); others are counted, and only delay the level (offers go on)."""
+        member = self.table.get(name)
+        if member is None or name == self.name:
+            return False
+        if _same_host(member.addr[0], str(src[0])):
+            return True
+        self.stats["reader_level_unverified"] += 1
+        return False
 
     def _at_table_address(self, name: str | None, addr: Address) -> bool:
         """Whether `addr` is member `name`'s address in our table. What is owed to a member (its queued
@@ -1495,13 +1511,14 @@ class Node:
         out.append(Send(member.addr, Packet(self.name, (*msgs, *rumors, *digests))))
 
     def _on_tree_message(self, msg: IHave | Graft | Prune, sender: str, now: float, out: list[Effect],
-                         grafted: set[int] | None = None) -> None:
+                         grafted: set[int] | None = None, *, shows: bool = True) -> None:
         """IHAVE / GRAFT / PRUNE from a live member (others are dropped and counted). Whoever sends them reads
-        them: from now on our new message types ride on our packets to it."""
+        them: from now on our new message types ride on our packets to it (if `shows`: see handle_packet)."""
         if not self.table.is_live(sender) or sender == self.name:
             self.stats["tree_unknown_member"] += 1
             return
-        self._digest_readers.add(sender)
+        if shows:
+            self._digest_readers.add(sender)
         if not self._tree_on:
             return  # flood path (or pull): everything reaches us by the queue; the sender's tree repairs
         if isinstance(msg, IHave):

@@ -159,11 +159,12 @@ class TopologyState:
         """`peer` has sent us second-hand coordinates: rows may share its packets."""
         return self._readers.reads(peer, PEER_COORDINATES)
 
-    def on_coordinate(self, peer: str, msg: NetCoordinate, now: float) -> bool:
+    def on_coordinate(self, peer: str, msg: NetCoordinate, now: float, *, shows: bool = True) -> bool:
         """A coordinate `peer` (a live member of our table: the caller checks) sent. Checked by
         `VivaldiClient.accept` (a refusal is counted in `client.stats.rejected` and loses nothing else);
-        True if it was kept."""
-        self._readers.show(peer, COORDINATES)
+        True if it was kept. `shows`: the packet may raise `peer`'s reader level (it came from its host)."""
+        if shows:
+            self._readers.show(peer, COORDINATES)
         checked = self.client.accept(msg.vec, msg.height, msg.error, msg.adjustment)
         if checked is None:
             self.stats["coordinates_rejected"] += 1
@@ -192,13 +193,14 @@ class TopologyState:
             self._updates = [q for q in self._updates if q in self._name_at]
 
     def on_rows(self, sender: str, msg: PeerCoordinates, now: float, is_member: Callable[[str], bool],
-                self_name: str) -> int:
+                self_name: str, *, shows: bool = True) -> int:
         """Second-hand coordinates `sender` (a live member of our table: the caller checks) passed on. A row is
         kept only for a member `is_member` admits (the Node: a live member of its table) other than us, if its
         numbers pass `VivaldiClient.accept` and it is fresher than what we hold (never an older one over a
         first-hand coordinate) and differs from it (an echo is no change: else it would go round the walks again
-        and again); returns how many were kept. The codec bounded the rows."""
-        self._readers.show(sender, PEER_COORDINATES)
+        and again); returns how many were kept. The codec bounded the rows. `shows` as in `on_coordinate`."""
+        if shows:
+            self._readers.show(sender, PEER_COORDINATES)
         kept = 0
         for name, coord, age in msg.rows:
             if name == self_name or not is_member(name):
