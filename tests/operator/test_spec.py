@@ -56,7 +56,7 @@ def test_operator_only_keys_stay_out_of_agent_sections() -> None:
     ({"membership": {"probeInterval": "fast"}}, "membership.probeInterval: expected a duration"),
     ({"gossip": {"fanout": 17}}, "gossip.fanout: must be 1..16"),
     ({"gossip": {"mtu": 1000, "maxMetaBytes": 600}}, "gossip.maxMetaBytes (600) must be at most half"),
-    ({"gossip": {"interval": "0s"}}, "gossip.interval: must be at least 1ms"),
+    ({"gossip": {"interval": "0s"}}, "gossip.interval: must be 1ms..1m"),
     ({"replicas": -1}, "replicas: must be 0..1000"),
     ({"image": "bad image"}, "image: expected an image reference"),
     ({"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "500m"}}},

@@ -103,6 +103,12 @@ def setting_factory(factory: Callable[[], _T], why: str, **facts: Any) -> _T:
 
 # The shortest timer interval a setting may ask for: "above 0" let 1e-28ms through, an agent that would spin.
 MIN_INTERVAL = 0.001
+# Upper bounds of timings, far beyond any sane use, so that no value overflows a timer (asyncio refuses a
+# deadline of 1e300 s; `now + interval` as inf stopped a loop for good) or silently turns a feature off.
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+# A periodic stream exchange with "0s disables" runs at most once a second otherwise (a 1 ms push-pull or
+# reconnect interval was a sync storm).
+MIN_SYNC_INTERVAL = 1.0
 
 
 def _duration(default: float, why: str, **facts: Any) -> float:
@@ -115,10 +121,10 @@ class MembershipConfig:
 
     probe_interval: float = _duration(
         1.0, "Time between probes of one member; lower detects failures faster but costs traffic.",
-        minimum=MIN_INTERVAL)
+        minimum=MIN_INTERVAL, maximum=MINUTE)
     probe_timeout: float = _duration(
         0.5, "Wait this long for a direct ack before asking others (ping-req); must be below probeInterval and "
-        "above the network's 99th-percentile round trip.", minimum=MIN_INTERVAL)
+        "above the network's 99th-percentile round trip.", minimum=MIN_INTERVAL, maximum=MINUTE)
     indirect_checks: int = setting(
         3, "Members asked to ping a target that missed its direct ack (3 keeps false positives rare at 10% loss).",
         minimum=0, maximum=16)
@@ -132,7 +138,8 @@ class MembershipConfig:
         8, "Lifeguard local health: probe interval and timeout are scaled by up to this factor while this member "
         "misses acks.", minimum=1, maximum=64, crd_default=True)
     reap_after: float = _duration(
-        30.0, "Dead and left members are kept (and still gossiped) this long, then removed from the table.")
+        30.0, "Dead and left members are kept (and still gossiped) this long, then removed from the table.",
+        minimum=1.0, maximum=DAY)
     # memberlist falls back to TCP too: it tells a member behind a UDP-only fault apart from a dead one.
     tcp_fallback_probe: bool = setting(
         True, "Ping over TCP (HTTP) when UDP fails both directly and indirectly.", crd_default=True)
@@ -143,13 +150,15 @@ class MembershipConfig:
         "aligned", "aligned (each member probed once per interval, rounds from the wall clock) or shuffled "
         "(memberlist's per-member shuffled round-robin).")
     stream_timeout: float = _duration(
-        10.0, "Timeout of a stream (HTTP) exchange: push-pull sync, TCP probe, anti-entropy.", minimum=MIN_INTERVAL)
+        10.0, "Timeout of a stream (HTTP) exchange: push-pull sync, TCP probe, anti-entropy.", minimum=MIN_INTERVAL,
+        maximum=5 * MINUTE)
     # Serf's reconnect; memberlist leaves it to its user.
     reconnect_interval: float = _duration(
         30.0, "Members declared dead (not left) are retried with a push-pull sync this often, so a healed "
-        "partition merges again; 0s disables.")
+        "partition merges again; 0s disables, else at least 1s.", minimum=0.0, maximum=DAY)
     reconnect_timeout: float = _duration(
-        24 * 3600.0, "Dead members are retried for at most this long after their death.")
+        24 * 3600.0, "Dead members are retried for at most this long after their death.", minimum=0.0,
+        maximum=30 * DAY)
     # 5000 is ~2x the largest cluster the benchmarks run (2,000 members in the simulator), and keeps a full
     # push-pull (~100 B a member) under the 2 MiB stream cap.
     max_members: int = setting(
@@ -176,7 +185,7 @@ class GossipConfig:
         crd_default=True)
     fanout: int = setting(
         3, "Random peers that receive a gossip packet every interval.", minimum=1, maximum=16, crd_maximum=False)
-    interval: float = _duration(0.2, "Gossip tick.", minimum=MIN_INTERVAL)
+    interval: float = _duration(0.2, "Gossip tick.", minimum=MIN_INTERVAL, maximum=MINUTE)
     retransmit_mult: int = setting(
         4, "A rumor is retransmitted retransmitMult * ceil(log10(N + 1)) times, then dropped from the queue.",
         minimum=1, maximum=100)
@@ -184,7 +193,8 @@ class GossipConfig:
         True, "Forward a fresh rumor at once to fanout peers instead of waiting for the next gossip tick.",
         crd_default=True)
     push_pull_interval: float = _duration(
-        30.0, "Full membership sync (TCP push-pull) with one random peer this often; 0s disables.")
+        30.0, "Full membership sync (TCP push-pull) with one random peer this often; 0s disables, else at least "
+        "1s.", minimum=0.0, maximum=DAY)
     mtu: int = setting(
         1400, "Largest UDP packet sent; piggybacked rumors are packed up to it.", unit="bytes", minimum=576,
         maximum=65000, crd_default=True)
@@ -224,7 +234,8 @@ class AntiEntropyConfig:
     interval: float = _duration(
         10.0, "Merkle anti-entropy with a random peer this often. Also the longest a replica's convergence digest "
         "(its Merkle root) waits to be published while writes keep changing it (at least 1 s); once they stop, it is "
-        "published 0.3 s after the last one.", minimum=MIN_INTERVAL, crd_default=True)
+        "published 0.3 s after the last one. To stop anti-entropy, set enabled: false.", minimum=MIN_INTERVAL,
+        maximum=DAY, crd_default=True)
     enabled: bool = setting(True, "Run anti-entropy at all.", crd_default=True)
 
 
@@ -242,7 +253,7 @@ class StateConfig:
         64 * 1024, "Largest value accepted.", unit="bytes", minimum=1, maximum=16 * 1024 * 1024, crd_default=True)
     tombstone_ttl: float = _duration(
         24 * 3600.0, "Tombstones are collected once every current member has seen them, or after this at the "
-        "latest.", crd_default=True)
+        "latest.", minimum=1.0, maximum=365 * DAY, crd_default=True)
     # One forged HLC near 2^63 used to stop every later write from replicating. Honest clocks (NTP) differ by far
     # less; an honest entry refused for a skewed writer clock is accepted once our clock catches up.
     max_clock_drift_ms: int = setting(
@@ -260,7 +271,8 @@ class StorageConfig:
     fsync: FsyncPolicy = setting(
         "interval", "always (every write), interval (every fsyncInterval) or never (the OS decides).",
         crd_default=True)
-    fsync_interval: float = _duration(0.05, "How often the log is synced with fsync: interval.", crd_default=True)
+    fsync_interval: float = _duration(0.05, "How often the log is synced with fsync: interval.", minimum=MIN_INTERVAL,
+                                      maximum=MINUTE, crd_default=True)
     snapshot_every: int = setting(
         10_000, "Log records between snapshots.", unit="records", minimum=1, maximum=100_000_000,
         crd_default=True)
@@ -622,6 +634,10 @@ def check(cfg: AgentConfig, *, preset_note: bool = False) -> list[str]:
          f"membership.probeTimeout ({format_duration(m.probe_timeout)}) must be above 0 and below "
          f"membership.probeInterval ({format_duration(m.probe_interval)}"
          f"{', the ' + cfg.preset + ' preset' if preset_note else ''})"),
+        (m.reconnect_interval == 0 or m.reconnect_interval >= MIN_SYNC_INTERVAL,
+         f"membership.reconnectInterval: must be 0s (off) or at least 1s, got {format_duration(m.reconnect_interval)}"),
+        (g.push_pull_interval == 0 or g.push_pull_interval >= MIN_SYNC_INTERVAL,
+         f"gossip.pushPullInterval: must be 0s (off) or at least 1s, got {format_duration(g.push_pull_interval)}"),
         (g.max_meta_bytes * 2 <= g.mtu,
          f"gossip.maxMetaBytes ({g.max_meta_bytes}) must be at most half of gossip.mtu ({g.mtu})"),
         ("" not in cfg.state.conflict_policies,
