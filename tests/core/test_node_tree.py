@@ -153,6 +153,8 @@ def test_a_graft_is_answered_to_the_member_address_and_bounded() -> None:
         node.broadcast_state(p, 0.02)
     graft = Graft(tuple(message_id(p) for p in payloads))
     out = sends(node.handle_packet(Packet("p6", (graft,)), ("evil", 9), 0.03))
+    assert not out and node.stats["tree_unverified"] == 1  # not from p6's host: dropped
+    out = sends(node.handle_packet(Packet("p6", (graft,)), ("h", 6), 0.03))
     answered = [m for s in out for m in s.packet.messages if isinstance(m, StateRumor)]
     assert {s.to for s in out} == {("h", 6)}
     assert len(answered) == MAX_GRAFT_ANSWER
@@ -171,10 +173,10 @@ def test_a_packet_of_grafts_draws_at_most_max_graft_answer_distinct_payloads() -
         node.broadcast_state(p, 0.02)
     ids = [message_id(p) for p in payloads]
     repeated = Graft((ids[0],) * MAX_GRAFT_ANSWER)
-    out = sends(node.handle_packet(Packet("p6", (repeated, repeated)), ("evil", 9), 0.03))
+    out = sends(node.handle_packet(Packet("p6", (repeated, repeated)), ("h", 6), 0.03))
     assert [m for s in out for m in s.packet.messages if isinstance(m, StateRumor)] == [StateRumor(payloads[0])]
     many = tuple(Graft((i,)) for i in ids)
-    out = sends(node.handle_packet(Packet("p6", many), ("evil", 9), 0.04))
+    out = sends(node.handle_packet(Packet("p6", many), ("h", 6), 0.04))
     answered = [m for s in out for m in s.packet.messages if isinstance(m, StateRumor)]
     assert len(answered) == len(set(answered)) == MAX_GRAFT_ANSWER
 

@@ -93,6 +93,8 @@ _NEVER = math.inf
 _NACK_FRACTION = 0.8
 # Failed members remembered for reconnects; past this the oldest are forgotten.
 _MAX_FORMER = 1024
+# Graft answers remembered (member, payload id), oldest forgotten first: a few times the payloads the tree caches.
+_MAX_GRAFT_ANSWERED = 4 * MAX_CACHED
 # After an immediate forward, the next gossip round comes this fraction of an interval later.
 _EARLY_GOSSIP_FRACTION = 0.25
 # Rumor message classes, as a tuple: isinstance with a tuple is cheaper than with a union, per message.
@@ -245,6 +247,8 @@ class Node:
         # Ids of the critical payloads the tree spread lately (the tree caches payloads only, at most MAX_CACHED):
         # an answer to a graft keeps them critical.
         self._tree_critical: dict[int, None] = {}
+        # (member, id) of the payloads answered to grafts lately: each at most once (see _on_tree_message).
+        self._graft_answered: dict[tuple[str, int], None] = {}
         # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
         # a member without links misses every write made meanwhile, and nothing announces those to it later.
         self._tree_fill_at = now
@@ -1517,17 +1521,35 @@ class Node:
         if not self.table.is_live(sender) or sender == self.name:
             self.stats["tree_unknown_member"] += 1
             return
-        if shows:
-            self._digest_readers.add(sender)
+        if not shows:
+            # Not from the member's host: a spoofed GRAFT would make us push cached payloads (MAX_GRAFT_ANSWER a
+            # packet, ~100x its size) at that member, a spoofed IHAVE fill the tree's missing ids with junk, a
+            # spoofed PRUNE cut a link. Dropped and counted; the tree repairs itself by its own traffic.
+            self.stats["tree_unverified"] += 1
+            return
+        self._digest_readers.add(sender)
         if not self._tree_on:
             return  # flood path (or pull): everything reaches us by the queue; the sender's tree repairs
         if isinstance(msg, IHave):
             self.tree.on_ihave(msg.ids, sender, now)
         elif isinstance(msg, Graft):
-            payloads = self.tree.on_graft(msg.ids, sender, grafted)
+            # Each payload answers one member's graft once: an honest member grafts an id from one announcer
+            # once (core/plumtree.py tries the next one after that), so a repeat is a replay or a forgery, and
+            # answering it again and again would push the whole cache at that member.
+            answered = self._graft_answered
+            ids = tuple(i for i in msg.ids if (sender, i) not in answered) if answered else msg.ids
+            self.stats["tree_graft_repeats"] += len(msg.ids) - len(ids)
+            payloads = self.tree.on_graft(ids, sender, grafted)
             self.stats["tree_graft_answers"] += len(payloads)
             critical = self._tree_critical
-            self._tree_send_packed(sender, [StateRumor(p, message_id(p) in critical) for p in payloads], out)
+            rumors = []
+            for p in payloads:
+                ident = message_id(p)
+                answered[(sender, ident)] = None
+                if len(answered) > _MAX_GRAFT_ANSWERED:
+                    del answered[next(iter(answered))]
+                rumors.append(StateRumor(p, ident in critical))
+            self._tree_send_packed(sender, rumors, out)
         else:
             self.tree.on_prune(sender)
 
