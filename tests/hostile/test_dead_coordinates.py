@@ -68,3 +68,20 @@ async def test_the_http_api_neither_lists_nor_estimates_to_the_dead() -> None:
         resp = await client.get("/v1/rtt", params={"from": "p2", "to": "p3"})
         assert resp.status == 409 and "p3' is dead" in await resp.text()
         assert (await client.get("/v1/rtt", params={"from": "p2", "to": "p4"})).status == 200
+
+
+async def test_hostile_queries_get_clear_4xx_answers() -> None:
+    """Repeated, empty, over-long, undecodable and unknown parameters: 400 or 404 with the reason, never a 500;
+    /v1/coordinates takes no parameters at all (it ignored them, so a typo such as ?zone=a looked filtered)."""
+    a = _with_coordinates()
+    app = web.Application()
+    app.add_routes(topology_routes(lambda: a))
+    async with TestClient(TestServer(app)) as client:
+        cases = {"/v1/coordinates?zone=a": 400, "/v1/rtt?to=p2&to=p3": 400, "/v1/rtt?to=": 400,
+                 "/v1/rtt?to=p2&from=": 400, "/v1/rtt?to=" + "x" * 300: 400, "/v1/rtt?To=p2": 400,
+                 "/v1/rtt?to=%ff%fe": 404, "/v1/rtt?to=p2%00": 404, "/v1/rtt?to=%E2%80%AEp2": 404,
+                 "/v1/rtt?to=a": 200, "/v1/rtt?from=p5&to=p2": 200}
+        for query, status in cases.items():
+            resp = await client.get(query)
+            assert resp.status == status, (query, resp.status, await resp.text())
+        assert "\u202e" not in await (await client.get("/v1/rtt?to=%E2%80%AEp2")).text()  # names are escaped

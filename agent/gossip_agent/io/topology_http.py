@@ -5,7 +5,8 @@ last coordinate each peer sent with a ping or an ack. An estimate between two ot
 have probed the other: that is what coordinates are for.
 
 - `GET /v1/coordinates`: `{"self": name, "zone": zone|null, "coordinates": [{"name", "zone", "vec",
-  "height", "error", "adjustment"}, ...]}`, this agent first, then peers by name (seconds throughout).
+  "height", "error", "adjustment"}, ...]}`, this agent first, then peers by name (seconds throughout); it takes
+  no query parameters (400 for any, as /v1/rtt for unknown ones).
 - `GET /v1/rtt?to=b[&from=a]`: `from` defaults to this agent. 400 for a missing, repeated or malformed name, 404 for a
   name not in the member table, 409 when a member is dead or left (its coordinate is dropped) or has no
   coordinate yet; else `{"from", "to",
@@ -50,6 +51,9 @@ def topology_routes(node_of: Callable[[], Node]) -> list[web.AbstractRouteDef]:
     """The two read-only endpoints, served from the Node `node_of()` returns."""
 
     async def coordinates(request: web.Request) -> web.Response:
+        if request.query:
+            raise web.HTTPBadRequest(text=f"unknown query parameter(s): {', '.join(sorted(set(request.query)))}; "
+                                          f"{COORDINATES_PATH} takes none")
         node = node_of()
         topo = node.topology
         rows = [_coordinate_json(node.name, topo.local_zone, topo.coordinate)]
