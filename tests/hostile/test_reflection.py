@@ -115,3 +115,21 @@ def test_a_forged_ping_req_sends_only_bare_pings_acks_and_nacks_to_addresses_off
     node.handle_packet(req, ATTACKER, 1.1)
     _, msgs = _bytes_to(node.tick(1.1 + node.config.membership.probe_timeout), VICTIM)
     assert [type(m) for m in msgs] == [Nack]
+
+
+def test_a_flood_of_ping_reqs_is_capped() -> None:
+    """Every ping-req is remembered for a probe interval and scanned by next_deadline: a flood grew that (and the
+    pings we sent for it) without bound."""
+    from gossip_agent.core.node import _MAX_RELAYS
+
+    node, lazy = _loaded_node()
+    target = node.table.get("p3").addr  # type: ignore[union-attr]
+    pings = 0
+    for k in range(3 * _MAX_RELAYS):
+        out = node.handle_packet(Packet(lazy, (PingReq(k, "p3", target, lazy, ATTACKER, want_nack=False),)),
+                                 ATTACKER, 1.0)
+        pings += sum(isinstance(m, Ping) for e in out if isinstance(e, Send) for m in e.packet.messages)
+    assert pings == _MAX_RELAYS and len(node._relays) == _MAX_RELAYS
+    assert node.stats["ping_reqs_over_cap"] == 2 * _MAX_RELAYS
+    node.tick(1.0 + node.config.membership.probe_interval)  # expired: room again
+    assert not node._relays

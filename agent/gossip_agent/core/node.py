@@ -93,6 +93,8 @@ _NEVER = math.inf
 _NACK_FRACTION = 0.8
 # Failed members remembered for reconnects; past this the oldest are forgotten.
 _MAX_FORMER = 1024
+# Indirect probes we run for others at once at most (ping-reqs beyond are dropped and counted).
+_MAX_RELAYS = 256
 # Graft answers remembered (member, payload id), oldest forgotten first: a few times the payloads the tree caches.
 _MAX_GRAFT_ANSWERED = 4 * MAX_CACHED
 # After an immediate forward, the next gossip round comes this fraction of an interval later.
@@ -865,6 +867,11 @@ class Node:
 
     def _on_ping_req(self, msg: PingReq, now: float, out: list[Effect]) -> None:
         m = self.config.membership
+        if len(self._relays) >= _MAX_RELAYS:
+            # Each relay is remembered for a probe interval and scanned by next_deadline: a flood of ping-reqs
+            # must not grow that without bound (honest ones: a few per failed probe in the cluster).
+            self.stats["ping_reqs_over_cap"] += 1
+            return
         seq = self._next_seq()
         # Both addresses come from the request: what we send to one that is not its member's table address is
         # the bare ping / ack / nack (a forged ping-req must not make us a reflector either).
