@@ -1234,7 +1234,8 @@ class Node:
         member = self.table.get(name)
         if member is None or name == self.name:
             return False
-        if _same_host(member.addr[0], str(src[0])):
+        host = member.addr[0]
+        if host == src[0] or _same_host(host, str(src[0])):  # (the string compare: the hot path, no parsing)
             return True
         self.stats["reader_level_unverified"] += 1
         return False
