@@ -133,3 +133,20 @@ def test_a_flood_of_ping_reqs_is_capped() -> None:
     assert node.stats["ping_reqs_over_cap"] == 2 * _MAX_RELAYS
     node.tick(1.0 + node.config.membership.probe_interval)  # expired: room again
     assert not node._relays
+
+
+def test_a_packet_of_many_pings_draws_one_ack() -> None:
+    """An honest packet holds one ping (and one ping-req) at most; a datagram stuffed with pings naming a member's
+    own address drew an ack with riders per ping at that member."""
+    node, lazy = _loaded_node()
+    own = node.table.get(lazy).addr  # type: ignore[union-attr]
+    stuffed = Packet(lazy, tuple(Ping(k, "a", lazy, own) for k in range(200)))
+    size_in = len(codec.encode_packet(stuffed))
+    size_out, msgs = _bytes_to(node.handle_packet(stuffed, ATTACKER, 1.0), own)
+    print(f"200 pings in one packet: {size_in} B in, {size_out} B out, {size_out / size_in:.2f}x")
+    assert sum(isinstance(m, Ack) for m in msgs) == 1
+    assert size_out < size_in
+    assert node.stats["pings_over_limit"] == 199
+    reqs = Packet(lazy, tuple(PingReq(k, "p3", VICTIM, lazy, own, want_nack=False) for k in range(50)))
+    _, msgs = _bytes_to(node.handle_packet(reqs, ATTACKER, 1.1), VICTIM)
+    assert [type(m) for m in msgs] == [Ping]
