@@ -31,6 +31,11 @@ MAX_WRITE_BUFFER = 256 * 1024
 _VALID_HOSTS_MAX = 4096
 # The kernel's default receive buffer (~200 KiB) is fine for a few hundred members; raise it for bursts.
 RECV_BUFFER = 1024 * 1024
+# Bytes asked of each recvfrom: no UDP payload is longer (65,507 over IPv4, 65,527 over IPv6 without jumbograms).
+# asyncio's selector transport asks 256 KiB by default, and CPython allocates that whole buffer (an mmap and
+# page faults: malloc's large-block path) for every datagram before shrinking it: about half of the CPU an
+# agent spent receiving a small datagram, measured.
+RECV_SIZE = 65536
 
 
 class SendResult(Enum):
@@ -55,6 +60,9 @@ class UdpTransport(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's datagram transport does not subclass asyncio.DatagramTransport; it quacks like one.
         self._transport = cast(asyncio.DatagramTransport, transport)
+        # (`max_size` is the selector transport's recvfrom size; other loops' transports lack it, and keep theirs.)
+        if getattr(transport, "max_size", 0) > RECV_SIZE:
+            transport.max_size = RECV_SIZE  # type: ignore[attr-defined]
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
