@@ -49,6 +49,9 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
   idle       before the writes, `--idle-seconds` of agent-to-agent bytes/s per agent (same counters), per mode.
   cost       CPU % of one core per agent over the window, incarnation reached (gossip_incarnation), rumor
              queue and drop counters; load average before and after.
+  cpu/write  CPU-seconds per delivered write (`cpu_s_per_delivery`): all agents' utime + stime (/proc/PID/stat)
+             divided by acknowledged writes x (N-1), while writing and over the whole window, and the kernel
+             (stime) share. Far less sensitive to machine load than wall-time latencies: compare arms with it.
 
 Serf (`--serf`, if the `serf` binary is installed): the same N, rate and size as user events (one RPC `event`
 per write to a random agent, Coalesce off), delivery at each agent stamped when its "Received event:
@@ -159,6 +162,27 @@ class AgentNft(bc.Nft):
             log(f"nft counters unavailable ({exc}): no wire byte figures")
             self._remove(t)
         return self
+
+
+def cpu_split(pid: int) -> tuple[int, int] | None:
+    """(utime, stime) clock ticks of a process (fields 14 and 15 of /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]), int(fields[12])
+
+
+def cpu_per_delivery(a: list[tuple[int, int] | None], b: list[tuple[int, int] | None],
+                     deliveries: int) -> dict[str, float | None]:
+    """All agents' CPU-seconds between two `cpu_split` readings, per delivery, and the kernel (stime) share."""
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+    user = sum(y[0] - x[0] for x, y in pairs) / bc.CLK_TCK
+    system = sum(y[1] - x[1] for x, y in pairs) / bc.CLK_TCK
+    return {"cpu_s": round(user + system, 3),
+            "per_delivery_ms": round(1000 * (user + system) / deliveries, 4) if deliveries else None,
+            "stime_share": round(system / (user + system), 3) if user + system else None}
 
 
 def nft_delta(a: dict[str, tuple[int, int]] | None, b: dict[str, tuple[int, int]] | None) -> dict[str, int] | None:
@@ -479,6 +503,7 @@ class OursLoad:
         with AgentNft(lo, hi) as nft:
             m0 = await self.metrics(session, agents)
             ticks0 = [bc.cpu_ticks(a.pid) for a in agents]
+            split0 = [cpu_split(a.pid) for a in agents]
             c0 = nft.read()
             t_start = time.perf_counter()
 
@@ -516,6 +541,7 @@ class OursLoad:
             t_last = time.perf_counter()
             c_last = nft.read()
             ticks_last = [bc.cpu_ticks(a.pid) for a in agents]
+            split_last = [cpu_split(a.pid) for a in agents]
             m_last = await self.metrics(session, agents) if sc.budget else m0
             # Roots equal, then everything delivered (bounded), then the tail.
             roots_equal: float | None = None
@@ -545,6 +571,7 @@ class OursLoad:
             t_end = time.perf_counter()
             c_end = nft.read()
             ticks_end = [bc.cpu_ticks(a.pid) for a in agents]
+            split_end = [cpu_split(a.pid) for a in agents]
             m1 = await self.metrics(session, agents)
         capture = cap.stop() if captured else None
         load_after = bc.loadavg()
@@ -590,6 +617,8 @@ class OursLoad:
             "cpu_pct_per_agent": {"mean": r3(statistics.fmean(cpu)) if cpu else None,
                                   "max": r3(max(cpu)) if cpu else None,
                                   "mean_during_writes": r3(statistics.fmean(cpu_w)) if cpu_w else None},
+            "cpu_s_per_delivery": {"during_writes": cpu_per_delivery(split0, split_last, len(acked) * (n - 1)),
+                                   "window": cpu_per_delivery(split0, split_end, len(acked) * (n - 1))},
             "incarnation": {"max": max(incarnations, default=0), "mean": r3(statistics.fmean(incarnations))},
             "agent_counters": {
                 "messages_out_by_type": sum_deltas(m0, m1, "gossip_messages_total", "type", 'direction="out"'),
@@ -994,6 +1023,10 @@ def row_text(r: dict[str, Any]) -> str:
                      f"{rates['mean']} / {rates['max']} over the window (budget "
                      f"{r['scenario']['budget']}); deferred {counters.get('budget_deferred_by_class', {})}, "
                      f"dropped {counters.get('budget_dropped_by_class', {})}")
+    if r.get("cpu_s_per_delivery"):
+        c = r["cpu_s_per_delivery"]
+        parts.append(f"CPU {c['during_writes']['per_delivery_ms']} ms/delivery while writing, "
+                     f"{c['window']['per_delivery_ms']} over the window (stime {c['window']['stime_share']})")
     if "membership_share" in r:
         parts.append(f"membership/convergence {100 * r['membership_share']:.0f}%")
     if r.get("roots_equal_after_last_write_s") is not None:

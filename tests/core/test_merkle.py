@@ -56,9 +56,12 @@ def test_a_write_dirties_one_node_per_level_only() -> None:
     for i in range(2000):
         tree.update(f"k{i}", digest(str(i)))
     tree.root()
+    before = [dict(level) for level in tree._hashes]
     tree.update("k5", digest("new"))
-    dirty = [len(level) for level in tree._dirty]
-    assert dirty == [1] * 9  # O(depth): the leaf and its 8 ancestors, never a rebuild
+    assert tree._dirty_leaves == {tree.leaf_of(key_hash("k5"))}  # a write marks its leaf only
+    tree.root()
+    changed = [sum(1 for i, h in level.items() if before[n].get(i) != h) for n, level in enumerate(tree._hashes)]
+    assert changed == [1] * 9  # O(depth): the leaf and its 8 ancestors re-hashed, never a rebuild
 
 
 def test_counts_items_and_hash_prefix_lookup() -> None:

@@ -113,17 +113,27 @@ class ValueEntry:
     versions: tuple[Version, ...]
     context: VersionVector
 
+    # These run several times per merged rumor; almost every entry holds one version, hence the fast paths.
     @property
     def live(self) -> tuple[Version, ...]:
-        return tuple(v for v in self.versions if v.value is not None)
+        versions = self.versions
+        if len(versions) == 1:
+            return versions if versions[0].value is not None else ()
+        return tuple(v for v in versions if v.value is not None)
 
     @property
     def is_tombstone(self) -> bool:
-        return all(v.value is None for v in self.versions)
+        versions = self.versions
+        if len(versions) == 1:
+            return versions[0].value is None
+        return all(v.value is None for v in versions)
 
     @property
     def timestamp(self) -> Hlc:
-        return max((v.timestamp for v in self.versions), default=hlc_mod.ZERO)
+        versions = self.versions
+        if len(versions) == 1:
+            return versions[0].timestamp
+        return max((v.timestamp for v in versions), default=hlc_mod.ZERO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,14 +408,16 @@ class KvStore:
         `max_clock_drift_ms` ahead of `now_ms`: merging it would drag our clock (and every later local write)
         into the future, up to values no decoder accepts."""
         limit = now_ms + self.config.max_clock_drift_ms
-        stamps = [entry.timestamp]
-        if isinstance(entry, ValueEntry):
-            stamps.extend(v.timestamp for v in entry.versions)
+        if isinstance(entry, ValueEntry):  # its timestamp is its latest version's (ZERO without versions)
+            worst = 0
+            for v in entry.versions:
+                if v.timestamp.wall_ms > worst:
+                    worst = v.timestamp.wall_ms
         else:
+            worst = entry.timestamp.wall_ms
             inner = getattr(entry.value, "timestamp", None)
             if isinstance(inner, Hlc):
-                stamps.append(inner)
-        worst = max(s.wall_ms for s in stamps)
+                worst = max(worst, inner.wall_ms)
         if worst > limit:
             self.refused["clock_drift"] = self.refused.get("clock_drift", 0) + 1
             raise InvalidEntry(f"{entry.key!r}: timestamp {worst} ms is {worst - now_ms} ms ahead of this agent's "
@@ -741,12 +753,17 @@ def entry_from_plain(data: object) -> Entry:
         node, n, wall, logical, value = item
         if value is not None and not isinstance(value, bytes):
             raise ValueError("entry: value must be bytes or nil")
-        ts = hlc_mod.from_plain([wall, logical, node])
+        ts = hlc_mod.from_parts(wall, logical, node)
         if isinstance(n, bool) or not isinstance(n, int) or not 0 < n < 1 << 63:
             raise ValueError("entry: bad dot counter")
         versions.append(Version((node, n), ts, value))
-    versions.sort(key=lambda v: v.dot)
+    if len(versions) > 1:
+        versions.sort(key=_by_dot)
     return ValueEntry(key, tuple(versions), context)
+
+
+def _by_dot(v: Version) -> Dot:
+    return v.dot
 
 
 def entry_digest(entry: Entry) -> bytes:

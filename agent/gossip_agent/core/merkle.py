@@ -10,16 +10,17 @@ binary tree. Fan-out 16 (bits=4) is supported for comparison.
 
 Incremental: a leaf's hash is derived from the sum (mod 2^256) of sha256(key hash ‖ version digest) over
 its items, a set hash that adding or removing one item updates in O(1). An inner node hashes its
-children. A write updates one leaf sum and marks its `depth` ancestors dirty; `root()` and the other
-readers re-hash only dirty nodes, so a write costs O(depth) and nothing ever rebuilds the tree.
+children. A write updates one leaf sum and marks that leaf dirty; `root()` and the other readers re-hash
+only the dirty leaves and their ancestors (each node once, however many writes share it), so a write costs
+O(depth) and nothing ever rebuilds the tree.
 
 Empty subtrees hash to 32 zero bytes at every level, so an empty store's root is the same for any depth.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
+from hashlib import sha256
 
 HASH_BYTES = 32
 EMPTY_HASH = bytes(HASH_BYTES)
@@ -32,7 +33,7 @@ _MOD = 1 << (8 * HASH_BYTES)
 
 def key_hash(key: str) -> bytes:
     """sha256 of the UTF-8 key: its position in the tree (and its short identity on the wire)."""
-    return hashlib.sha256(key.encode()).digest()
+    return sha256(key.encode()).digest()
 
 
 class MerkleTree:
@@ -51,17 +52,23 @@ class MerkleTree:
         # Per level (0 = root .. depth = leaves): node index -> hash / key count; absent = empty.
         self._hashes: list[dict[int, bytes]] = [{} for _ in range(depth + 1)]
         self._counts: list[dict[int, int]] = [{} for _ in range(depth + 1)]
-        self._dirty: list[set[int]] = [set() for _ in range(depth + 1)]
+        # Leaves written since the last refresh; their ancestors are derived from them (`_refresh`).
+        self._dirty_leaves: set[int] = set()
+        self._counts_up = self._counts[::-1]  # the same dicts, leaves first (update walks a leaf's path up)
+        self._leaf_shift = 32 - bits * depth
 
     # -- writes ------------------------------------------------------------------------------------
     def update(self, key: str, digest: bytes | None) -> None:
-        """Set the version digest of `key` (None removes it). O(depth)."""
-        khash = key_hash(key)
-        leaf = self.leaf_of(khash)
-        items = self._leaves.get(leaf)
+        """Set the version digest of `key` (None removes it). O(1) hashing; key counts O(depth) when a key
+        comes or goes. Only the leaf is marked dirty: `_refresh` derives the dirty ancestors (every write's
+        path to the root) by shifting, once per refresh instead of once per write and level."""
+        khash = sha256(key.encode()).digest()
+        leaf = int.from_bytes(khash[:4], "big") >> self._leaf_shift
+        leaves = self._leaves
+        items = leaves.get(leaf)
         old = items.get(key) if items is not None else None
-        if old is not None and old[1] == digest:
-            return
+        if old is None if digest is None else old is not None and old[1] == digest:
+            return  # no change (a removal of an absent key, or the same digest again)
         delta = 0
         count_delta = 0
         if old is not None:
@@ -71,30 +78,32 @@ class MerkleTree:
             delta += _item_value(khash, digest)
             count_delta += 1
             if items is None:
-                items = self._leaves[leaf] = {}
+                items = leaves[leaf] = {}
             items[key] = (khash, digest)
         elif items is not None:
             del items[key]
             if not items:
-                del self._leaves[leaf]
-        self._sums[leaf] = (self._sums.get(leaf, 0) + delta) % _MOD
-        for level in range(self.depth, -1, -1):
-            index = leaf >> (self.bits * (self.depth - level))
-            if count_delta:
-                counts = self._counts[level]
+                del leaves[leaf]
+        self._dirty_leaves.add(leaf)
+        if count_delta:
+            bits = self.bits
+            index = leaf
+            for counts in self._counts_up:  # leaves first, then each ancestor up to the root
                 n = counts.get(index, 0) + count_delta
                 if n:
                     counts[index] = n
                 else:
                     del counts[index]
-            self._dirty[level].add(index)
-        if not self._counts[self.depth].get(leaf):
-            self._sums.pop(leaf, None)
+                index >>= bits
+            if leaf not in self._counts[self.depth]:
+                self._sums.pop(leaf, None)
+                return
+        self._sums[leaf] = (self._sums.get(leaf, 0) + delta) % _MOD
 
     # -- reads -------------------------------------------------------------------------------------
     def leaf_of(self, khash: bytes) -> int:
         """The leaf index of a key hash (its first bits x depth bits); needs ≥ 4 bytes of hash."""
-        return int.from_bytes(khash[:4], "big") >> (32 - self.bits * self.depth)
+        return int.from_bytes(khash[:4], "big") >> self._leaf_shift
 
     def root(self) -> bytes:
         self._refresh()
@@ -157,36 +166,46 @@ class MerkleTree:
 
     # -- internals ---------------------------------------------------------------------------------
     def _refresh(self) -> None:
-        depth = self.depth
-        leaf_dirty = self._dirty[depth]
-        if not leaf_dirty:
+        """Re-hash the dirty leaves, then their ancestors level by level (each level's dirty set is the one
+        below shifted by `bits`): every node on a written key's path, each once however many writes."""
+        dirty = self._dirty_leaves
+        if not dirty:
             return
+        self._dirty_leaves = set()
+        depth = self.depth
         leaf_hashes = self._hashes[depth]
         leaf_counts = self._counts[depth]
-        for leaf in leaf_dirty:
+        sums = self._sums
+        for leaf in dirty:
             n = leaf_counts.get(leaf, 0)
             if n:
-                leaf_hashes[leaf] = hashlib.sha256(
-                    b"L" + n.to_bytes(8, "big") + self._sums[leaf].to_bytes(HASH_BYTES, "big")).digest()
+                leaf_hashes[leaf] = sha256(b"L" + n.to_bytes(8, "big")
+                                           + sums[leaf].to_bytes(HASH_BYTES, "big")).digest()
             else:
                 leaf_hashes.pop(leaf, None)
-        leaf_dirty.clear()
+        bits = self.bits
+        fanout = self.fanout
+        empty = EMPTY_HASH
         for level in range(depth - 1, -1, -1):
-            dirty = self._dirty[level]
+            dirty = {index >> bits for index in dirty}
             hashes = self._hashes[level]
-            below = self._hashes[level + 1]
+            get = self._hashes[level + 1].get
+            counts = self._counts[level]
             for index in dirty:
-                if self._counts[level].get(index, 0):
-                    base = index << self.bits
-                    hashes[index] = hashlib.sha256(
-                        b"N" + b"".join(below.get(base + i, EMPTY_HASH) for i in range(self.fanout))).digest()
+                if index in counts:
+                    base = index << bits
+                    if fanout == 4:  # the default shape: four lookups, no generator
+                        block = b"N" + get(base, empty) + get(base + 1, empty) + get(base + 2, empty) + \
+                            get(base + 3, empty)
+                    else:
+                        block = b"N" + b"".join([get(base + i, empty) for i in range(fanout)])
+                    hashes[index] = sha256(block).digest()
                 else:
                     hashes.pop(index, None)
-            dirty.clear()
 
 
 def _item_value(khash: bytes, digest: bytes) -> int:
-    return int.from_bytes(hashlib.sha256(khash + digest).digest(), "big")
+    return int.from_bytes(sha256(khash + digest).digest(), "big")
 
 
 def diff(a: MerkleTree, b: MerkleTree) -> set[str]:

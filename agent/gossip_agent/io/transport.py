@@ -26,8 +26,16 @@ from gossip_agent.core.messages import Address
 
 log = logging.getLogger(__name__)
 MAX_WRITE_BUFFER = 256 * 1024
+# Hosts already found valid (`valid_host` runs a regex, on every send before): members' addresses, a handful.
+# Bounded: past this many distinct hosts the set starts over.
+_VALID_HOSTS_MAX = 4096
 # The kernel's default receive buffer (~200 KiB) is fine for a few hundred members; raise it for bursts.
 RECV_BUFFER = 1024 * 1024
+# Bytes asked of each recvfrom: no UDP payload is longer (65,507 over IPv4, 65,527 over IPv6 without jumbograms).
+# asyncio's selector transport asks 256 KiB by default, and CPython allocates that whole buffer (an mmap and
+# page faults: malloc's large-block path) for every datagram before shrinking it: about half of the CPU an
+# agent spent receiving a small datagram, measured.
+RECV_SIZE = 65536
 
 
 class SendResult(Enum):
@@ -46,11 +54,15 @@ class UdpTransport(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self.send_errors = 0
         self.lost = False
+        self._valid_hosts: set[str] = set()
 
     # -- asyncio.DatagramProtocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's datagram transport does not subclass asyncio.DatagramTransport; it quacks like one.
         self._transport = cast(asyncio.DatagramTransport, transport)
+        # (`max_size` is the selector transport's recvfrom size; other loops' transports lack it, and keep theirs.)
+        if getattr(transport, "max_size", 0) > RECV_SIZE:
+            transport.max_size = RECV_SIZE  # type: ignore[attr-defined]
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -86,7 +98,14 @@ class UdpTransport(asyncio.DatagramProtocol):
         t = self._transport
         if t is None or self.lost or t.is_closing():
             return SendResult.CLOSED
-        if not valid_host(addr[0]) or not 0 < addr[1] <= 0xFFFF:
+        host = addr[0]
+        if host not in self._valid_hosts:
+            if not valid_host(host):
+                return SendResult.BAD_ADDRESS
+            if len(self._valid_hosts) >= _VALID_HOSTS_MAX:
+                self._valid_hosts.clear()
+            self._valid_hosts.add(host)
+        if not 0 < addr[1] <= 0xFFFF:
             return SendResult.BAD_ADDRESS
         if _buffered(t) > MAX_WRITE_BUFFER:
             return SendResult.BUFFER_FULL
