@@ -634,10 +634,7 @@ class StateService(Extension, StateDelegate):
         request: AeRequest | None = session.start()
         try:
             while request is not None:
-                body = encode_ae(request)
-                await self._budget_wait(len(body))
-                answer = await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE)
-                stats.ae_bytes["sent"] += len(body)
+                answer = await self._ae_round(addr, encode_ae(request))
                 stats.ae_bytes["received"] += len(answer)
                 request, effects = core.on_anti_entropy_reply(session, decode_ae_response(answer, self.limits),
                                                               agent.now(), self.wall())
@@ -647,7 +644,6 @@ class StateService(Extension, StateDelegate):
                                                      agent.now()))
             return False
         except PeerBusy as exc:
-            stream_deferred(agent.node.stats, "antientropy")
             self._perform(core.anti_entropy_deferred(f"with {addr[0]}:{addr[1]}: {exc}", exc.retry_after,
                                                      agent.now()))
             return False
@@ -664,18 +660,38 @@ class StateService(Extension, StateDelegate):
         return True
 
 
-    async def _budget_wait(self, body_bytes: int) -> None:
-        """Wait until the send budget lets a message of `body_bytes` go (it is charged then), at most
-        AE_BUDGET_WAIT; past that raise _BudgetDeferral. One wait counts one deferral."""
+    async def _ae_round(self, addr: Address, body: bytes) -> bytes:
+        """One round of our session: the request goes when our budget has its bytes; a peer's "retry later"
+        (429/503) is waited out and the same request sent again. Both waits together are bounded
+        (AE_BUDGET_WAIT): past it the round raises _BudgetDeferral or PeerBusy (the session is deferred)."""
+        agent = self.agent
+        waited = 0.0
+        while True:
+            waited = await self._budget_wait(len(body), waited)
+            self.stats.ae_bytes["sent"] += len(body)
+            try:
+                return await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE)
+            except PeerBusy as exc:
+                stream_deferred(agent.node.stats, "antientropy")
+                if waited + exc.retry_after > AE_BUDGET_WAIT:
+                    raise
+                await asyncio.sleep(exc.retry_after)
+                waited += exc.retry_after
+
+    async def _budget_wait(self, body_bytes: int, waited: float) -> float:
+        """Wait until the send budget lets a message of `body_bytes` go (it is charged then); the seconds
+        waited so far in this round, updated. Past AE_BUDGET_WAIT raise _BudgetDeferral. One wait counts one
+        deferral."""
         agent = self.agent
         budget = agent.node.send_budget
-        waited = 0.0
+        counted = False
         while True:
             wait = budget.take_stream(body_bytes + STREAM_OVERHEAD, agent.now())
             if wait <= 0:
-                return
-            if waited == 0.0:
+                return waited
+            if not counted:
                 stream_deferred(agent.node.stats, "antientropy")
+                counted = True
             if waited + wait > AE_BUDGET_WAIT:
                 budget.release_stream()
                 raise _BudgetDeferral(wait)
