@@ -12,13 +12,14 @@ neighbour), yet failure detection must never starve. So its traffic is split in 
   evicts the rest (dropped). Both are counted by the Node;
 - **stream** bytes — Merkle anti-entropy over HTTP, the sessions this agent starts and the answers it serves —
   count against the same bucket, because a user who caps an agent's peer traffic means all of it.
-  They are optional like rumors, and each message is kept to `stream_room` bytes (sessions and answers are
-  shrunk to fit), so anti-entropy holds critical rumors back for at most what one such message takes to earn
-  (STREAM_SHARE of a burst). A session's message that does not fit yet *claims* its size (`take_stream`):
-  gossip leaves the claimed tokens alone until the message goes, so a stream of normal rumors cannot starve
-  anti-entropy either. An answer to a peer never waits (`answer_room`: the room now, or "retry later"). A
-  message can outgrow its estimate; the excess is charged as a bounded debt (at most one burst), repaid before
-  optional bytes go again.
+  Anti-entropy is the safety net: it takes only what the bucket holds above the critical reserve, so it
+  yields to gossip (which spreads a write at a fraction of its cost) and never holds a critical rumor back.
+  Under a sustained load that keeps the queue full it waits; once writes slow down the bucket refills and it
+  repairs what gossip deferred or dropped. Each message is kept to `stream_room` bytes (sessions and answers
+  are shrunk to fit, more rounds instead of bigger ones). A session's message waits for its bytes
+  (`take_stream`: the io waits, bounded, then defers the session); an answer to a peer never waits
+  (`answer_room`: the room now, or "retry later"). A message can outgrow its estimate; the excess is charged
+  as a bounded debt (at most one burst), repaid before optional bytes go again.
 
 Tokens refill at `rate` bytes/s up to `burst` bytes. `rate == 0` means unlimited: every call is a no-op and
 `allow` returns what was asked, so the default configuration costs nothing.
@@ -45,8 +46,8 @@ def effective_burst(rate: int, burst: int, mtu: int) -> int:
 
 # The share of the burst that normal broadcast-tree payloads leave to critical ones (`allow_normal`).
 CRITICAL_RESERVE = 0.25
-# The largest anti-entropy message under a budget, as a share of the burst: a message claims at most this much,
-# so critical rumors wait at most STREAM_SHARE * burst / rate for one (0.25 s with the default burst).
+# The largest anti-entropy message under a budget, as a share of the burst (several answers and a request fit
+# in one refill; a lost round costs little).
 STREAM_SHARE = 0.25
 # An anti-entropy message is never shrunk below this (a listing of a few keys, one small entry).
 MIN_STREAM_BYTES = 1024
@@ -59,7 +60,7 @@ UNLIMITED_STREAM = 1 << 62
 class SendBudget:
     """A token bucket of bytes. Call `refill(now)` at each driver entry point, then `allow`/`charge`."""
 
-    __slots__ = ("_at", "_claim", "_tokens", "burst", "rate")
+    __slots__ = ("_at", "_tokens", "burst", "rate")
 
     def __init__(self, rate: float, burst: int, now: float) -> None:
         if not math.isfinite(rate) or rate < 0:
@@ -70,7 +71,6 @@ class SendBudget:
         self.burst = int(burst) if rate > 0 else 0
         self._tokens = float(self.burst)  # start full: a fresh agent may join and announce itself at once
         self._at = now
-        self._claim = 0  # bytes a waiting anti-entropy message holds (`take_stream`); gossip leaves them
 
     @property
     def unlimited(self) -> bool:
@@ -81,14 +81,6 @@ class SendBudget:
         """Bytes the bucket holds (-burst <= tokens <= burst: below zero is a stream's debt); `math.inf` when
         unlimited."""
         return math.inf if self.unlimited else self._tokens
-
-    @property
-    def claimed(self) -> int:
-        """Bytes a waiting anti-entropy message holds (`take_stream`)."""
-        return self._claim
-
-    def _free(self) -> float:
-        return self._tokens - self._claim
 
     def refill(self, now: float) -> None:
         """Add what `rate` earned since the last refill, up to `burst`. A clock that went backwards (or a
@@ -108,7 +100,7 @@ class SendBudget:
             return 0
         if self.unlimited:
             return wanted
-        return max(0, min(wanted, int(self._free())))
+        return max(0, min(wanted, int(self._tokens)))
 
     def allow_normal(self, wanted: int) -> int:
         """Like `allow`, for a normal payload sent apart from the queue (the broadcast tree's pushes, which
@@ -118,7 +110,7 @@ class SendBudget:
             return 0
         if self.unlimited:
             return wanted
-        return max(0, min(wanted, int(self._free() - self._reserve())))
+        return max(0, min(wanted, int(self._tokens - self._reserve())))
 
     def charge(self, sent: int) -> None:
         """`sent` bytes went on the wire: take them from the bucket, which stops at zero (mandatory bytes
@@ -140,34 +132,27 @@ class SendBudget:
 
     def take_stream(self, size: int, now: float) -> float:
         """An anti-entropy message of `size` bytes (body + STREAM_OVERHEAD) wants to go: 0.0 if it may go now
-        (it is charged, and its claim released), else the seconds until it may (its size is claimed: gossip
-        leaves those tokens to it, so ask again then). A message larger than `stream_room` waits only for
-        `stream_room` tokens; the rest is charged as debt. Like queued rumors it may take the bucket down to
-        zero; critical rumors go first again on the next refill (the queue orders them)."""
+        (it is charged), else the seconds until the bucket could hold it if gossip spent nothing (ask again
+        then). It goes only on what the bucket holds above the critical reserve: anti-entropy is the safety
+        net, so it yields to gossip (which spreads a write more cheaply) and never takes what critical rumors
+        need. A message larger than `stream_room` waits only for `stream_room` tokens; the rest is a debt."""
         if self.unlimited or size <= 0:
-            self._claim = 0
             return 0.0
         self.refill(now)
-        need = min(size, self.stream_room())
-        if need - self._tokens < 1.0:  # (less than a byte short: a float's rounding must not keep it waiting)
-            self._claim = 0
+        short = min(size, self.stream_room()) + self._reserve() - self._tokens
+        if short < 1.0:  # (less than a byte short: a float's rounding must not keep it waiting)
             self._charge_stream(size)
             return 0.0
-        self._claim = need
-        return (need - self._tokens) / self.rate
-
-    def release_stream(self) -> None:
-        """The waiting message will not go (its session was deferred or failed): gossip may use its claim."""
-        self._claim = 0
+        return short / self.rate
 
     def answer_room(self, now: float) -> int:
         """Bytes an answer to a peer's anti-entropy request may take now (it never waits: the event loop is
-        not held): what the bucket holds beside a waiting claim, at most `stream_room`; 0 if that is below
+        not held): what the bucket holds above the critical reserve, at most `stream_room`; 0 if that is below
         MIN_STREAM_BYTES (then answer "retry later", after `retry_after`)."""
         if self.unlimited:
             return UNLIMITED_STREAM
         self.refill(now)
-        room = min(self.stream_room(), int(self._free()))
+        room = min(self.stream_room(), int(self._tokens - self._reserve()))
         return room if room >= MIN_STREAM_BYTES else 0
 
     def retry_after(self, now: float) -> float:
@@ -176,7 +161,7 @@ class SendBudget:
         if self.unlimited:
             return 0.0
         self.refill(now)
-        return max(0.0, (MIN_STREAM_BYTES - self._free()) / self.rate)
+        return max(0.0, (MIN_STREAM_BYTES + self._reserve() - self._tokens) / self.rate)
 
     def charge_answer(self, size: int) -> None:
         """An answer of `size` bytes (body + STREAM_OVERHEAD) went, built within `answer_room`."""

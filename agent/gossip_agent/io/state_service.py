@@ -98,8 +98,10 @@ AE_MAX_CONCURRENT = 4
 # One message of our session waits at most this long for the byte budget (gossip.maxBytesPerSecond), then the
 # session is deferred (counted), so a session never hangs on a budget that cannot pay (a long debt, say).
 AE_BUDGET_WAIT = 5.0
-# The budget wait sleeps in steps of at most this (the budget is asked again after each).
+# The budget wait sleeps in steps of at most (and at least) this; the budget is asked again after each (gossip
+# may have spent what the step earned: anti-entropy yields to it).
 AE_BUDGET_STEP = 1.0
+AE_BUDGET_MIN_STEP = 0.05
 # Peer bodies start with this byte: the security layer tells plaintext (< 0x80) from envelopes by the first
 # byte, and a msgpack array starts at 0x90.
 FRAME = b"\x01"
@@ -650,15 +652,12 @@ class StateService(Extension, StateDelegate):
         except (PeerError, StateCodecError, AntiEntropyError) as exc:
             self._perform(core.anti_entropy_failed(f"with {addr[0]}:{addr[1]}: {exc}", agent.now()))
             return False
-        finally:
-            budget.release_stream()  # a message that waited and never went gives its claim back
         agent.metrics.latency.anti_entropy_session.observe(max(0.0, agent.now() - started))
         s = session.stats
         if not s.in_sync and (s.repaired or s.pushed):
             log.debug("anti-entropy with %s:%d: %d rounds, %d repaired here, %d pushed", addr[0], addr[1],
                       s.rounds, s.repaired, s.pushed)
         return True
-
 
     async def _ae_round(self, addr: Address, body: bytes) -> bytes:
         """One round of our session: the request goes when our budget has its bytes; a peer's "retry later"
@@ -693,9 +692,8 @@ class StateService(Extension, StateDelegate):
                 stream_deferred(agent.node.stats, "antientropy")
                 counted = True
             if waited + wait > AE_BUDGET_WAIT:
-                budget.release_stream()
                 raise _BudgetDeferral(wait)
-            step = min(wait, AE_BUDGET_STEP)
+            step = min(max(wait, AE_BUDGET_MIN_STEP), AE_BUDGET_STEP)
             await asyncio.sleep(step)
             waited += step
 
