@@ -144,38 +144,57 @@ def test_budgeted_replicas_converge_within_rate_times_time_plus_burst() -> None:
     Each side's stream bytes stay within rate x time + burst, and the replicas end equal."""
     rate, burst = 20_000, 20_000
     a, b = _diverged(300, 512)
-    ba, bb = SendBudget(rate, burst, 0.0), SendBudget(rate, burst, 0.0)
+    budgets = {"a": SendBudget(rate, burst, 0.0), "b": SendBudget(rate, burst, 0.0)}
+    stores = {"a": a, "b": b}
     sent = {"a": 0, "b": 0}
     now, refused, sessions = 0.0, 0, 0
     while a.merkle.root() != b.merkle.root():
         sessions += 1
         assert sessions < 200, "no convergence"
-        session = Session(a, request_limits(ba.stream_room(), fanout=a.merkle.fanout))
+        me, peer = ("a", "b") if sessions % 2 else ("b", "a")  # each side starts sessions, as agents do
+        mine, bm, bp = stores[me], budgets[me], budgets[peer]
+        session = Session(mine, request_limits(bm.stream_room(), fanout=mine.merkle.fanout))
         request: AeRequest | None = session.start()
         while request is not None:
             size = encoded_size(request) + STREAM_OVERHEAD
-            wait = ba.take_stream(size, now)
+            wait = bm.take_stream(size, now)
             while wait > 0:
                 now += wait
-                wait = ba.take_stream(size, now)
-            sent["a"] += size
-            room = bb.answer_room(now)
+                wait = bm.take_stream(size, now)
+            sent[me] += size
+            room = bp.answer_room(now)
             if room == 0:
                 refused += 1
-                now += max(1.0, bb.retry_after(now))
-                break
-            response = respond(b, request, T, answer_limits(room - STREAM_OVERHEAD))
+                now += max(1.0, bp.retry_after(now))
+                continue  # the same request again, as the agent does
+            response = respond(stores[peer], request, T, answer_limits(room - STREAM_OVERHEAD))
             answer = encoded_size(response) + STREAM_OVERHEAD
-            bb.charge_answer(answer)
-            sent["b"] += answer
+            bp.charge_answer(answer)
+            sent[peer] += answer
             request = session.handle(response, T)
             now += 0.005
         now += 1.0
         for side, total in sent.items():
             assert total <= rate * now + burst, (side, total, now)
     assert b.merkle.root() == a.merkle.root()
-    assert sum(sent.values()) > 300_000  # the values travelled, both ways
+    assert 300_000 < sum(sent.values()) < 2 * 300 * 2 * 600  # the values travelled, both ways, about once
     assert now >= sum(sent.values()) / (2 * rate) - 2  # which took the time the budgets allow
+
+
+def test_under_a_budget_a_session_pulls_what_it_lacks_and_pushes_only_what_both_hold_differently() -> None:
+    a, b = _diverged(100, 64)
+    b.apply_remote(a.local_put("shared", b"a's", T), T)
+    a.drain_changes()
+    b.local_put("shared", b"b's", T + 1)  # concurrent versions of one key
+    b.drain_changes()
+    session = Session(a, request_limits(50_000, fanout=a.merkle.fanout))
+    request: AeRequest | None = session.start()
+    pushed: list[str] = []
+    while request is not None:
+        pushed += [e.key for e in request.push]
+        request = session.handle(respond(b, request, T), T)
+    assert pushed == ["shared"]  # not a's 100 keys b lacks: b pulls them in its own sessions
+    assert all(a.entry(f"b{i:05d}") is not None for i in range(100))  # a pulled b's
 
 
 def test_request_limits_shrink_a_sessions_messages_to_the_room() -> None:
