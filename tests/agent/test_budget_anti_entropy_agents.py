@@ -15,6 +15,7 @@ import pytest
 from gossip_agent.core.config import from_mapping
 from gossip_agent.core.send_budget import DEFERRED_KEY
 from gossip_agent.io import state_service
+from gossip_agent.io.peer_client import DEFAULT_RETRY_AFTER, MAX_RETRY_AFTER, parse_retry_after
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import StateService
 
@@ -101,3 +102,11 @@ async def test_an_answer_the_budget_has_no_room_for_is_a_429_the_initiator_defer
     finally:
         await a1.stop()
         await a0.stop()
+
+
+def test_a_peers_retry_after_is_bounded_input() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after("999999") == MAX_RETRY_AFTER  # a peer cannot park our sessions for days
+    for bad in (None, "", "-1", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT", "9" * 5000, "٣"):
+        assert parse_retry_after(bad) == DEFAULT_RETRY_AFTER

@@ -50,9 +50,10 @@ class PeerBusy(PeerError):
 def parse_retry_after(value: str | None) -> float:
     """Seconds from a Retry-After header (delta-seconds only; a date or garbage gets the default), within
     [0, MAX_RETRY_AFTER]."""
-    if value is None or not value.strip().isdigit() or len(value.strip()) > 6:
+    text = (value or "").strip()
+    if not text or len(text) > 6 or not (text.isascii() and text.isdigit()):
         return DEFAULT_RETRY_AFTER
-    return min(MAX_RETRY_AFTER, float(int(value.strip())))
+    return min(MAX_RETRY_AFTER, float(int(text)))
 
 
 async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
