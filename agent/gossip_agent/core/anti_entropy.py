@@ -70,7 +70,12 @@ class Limits:
 # Approximate encoded sizes, for shrinking messages to a byte budget (accounting uses the real encoding).
 NODE_ID_BYTES = 8          # a (level, index) pair in a request
 WANT_BYTES = KEY_ID_BYTES + 2
-ENTRY_GUESS_BYTES = 256    # what one wanted key's entry is assumed to cost the responder (small values)
+# What one wanted key's entry is assumed to cost the responder: wants past what its answer holds are dropped
+# (truncated) and found again only by the next session's descent, which costs more than a few extra rounds.
+ENTRY_GUESS_BYTES = 1024
+# Under a byte budget a session makes many small rounds: it may take this many times Limits.max_rounds, so it
+# finishes its work instead of starting again from the root (each restart pays the descent again).
+BUDGET_ROUNDS_FACTOR = 8
 SHELL_BYTES = 64           # a message's fixed fields
 
 
@@ -88,7 +93,8 @@ def request_limits(room: int, base: Limits | None = None, fanout: int = 16) -> L
     nodes = max(1, room // child_bytes(fanout))
     return replace(base, max_nodes=min(base.max_nodes, nodes),
                    max_want=min(base.max_want, max(1, room // ENTRY_GUESS_BYTES)),
-                   max_entry_bytes=min(base.max_entry_bytes, max(1, room // 2)), push_missing=False)
+                   max_entry_bytes=min(base.max_entry_bytes, max(1, room // 2)), push_missing=False,
+                   max_rounds=base.max_rounds * BUDGET_ROUNDS_FACTOR)
 
 
 def answer_limits(room: int, base: Limits | None = None) -> Limits:

@@ -97,7 +97,7 @@ AE_MAX_RESPONSE = 16 << 20
 AE_MAX_CONCURRENT = 4
 # One message of our session waits at most this long for the byte budget (gossip.maxBytesPerSecond), then the
 # session is deferred (counted), so a session never hangs on a budget that cannot pay (a long debt, say).
-AE_BUDGET_WAIT = 5.0
+AE_BUDGET_WAIT = 10.0
 # The budget wait sleeps in steps of at most (and at least) this; the budget is asked again after each (gossip
 # may have spent what the step earned: anti-entropy yields to it).
 AE_BUDGET_STEP = 1.0
