@@ -202,10 +202,12 @@ class GossipConfig:
         512, "Largest accepted member metadata (encoded), so a member cannot bloat every packet; at most mtu/2.",
         unit="bytes", minimum=16, maximum=32500, crd_default=True)
     max_bytes_per_second: int = setting(
-        0, "Outgoing gossip budget per agent; 0 = unlimited. Probes, acks and ping-reqs always go (failure "
-        "detection never starves) but carry only the rumors the budget allows; critical rumors (membership changes, "
-        "writes with ?priority=critical) go first, the rest wait in the queue (counted as deferred) and what the "
-        "queue evicts is dropped (counted). Lower spends fewer bytes for a slower spread under load.",
+        0, "Outgoing peer traffic budget per agent (gossip and anti-entropy); 0 = unlimited. Probes, acks and "
+        "ping-reqs always go (failure detection never starves) but carry only the rumors the budget allows; "
+        "critical rumors (membership changes, writes with ?priority=critical) go first, the rest wait in the queue "
+        "(counted as deferred) and what the queue evicts is dropped (counted). Anti-entropy sessions and answers "
+        "use what gossip leaves (answers over it: HTTP 429, retry later). Lower spends fewer bytes for a slower "
+        "spread under load.",
         unit="bytes/s", minimum=0, maximum=1_000_000_000)
     max_burst_bytes: int = setting(
         0, "How many bytes the budget lets out at once after a quiet spell; 0 = one second of maxBytesPerSecond "

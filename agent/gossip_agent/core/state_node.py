@@ -43,7 +43,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gossip_agent.core.anti_entropy import AeRequest, AeResponse, Limits, Session, respond
+from gossip_agent.core.anti_entropy import (
+    AeRequest,
+    AeResponse,
+    Limits,
+    Session,
+    answer_limits,
+    request_limits,
+    respond,
+)
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker, parse_state_meta
 from gossip_agent.core.digests import ROOT_PREFIX_BYTES
@@ -96,6 +104,8 @@ RETIRE_EVERY = 60.0
 OBSERVE_DELAY = 0.1
 # Anti-entropy messages: entries per message (approximate) stay well below the HTTP body cap (4 MiB).
 AE_LIMITS = Limits(max_entry_bytes=2 << 20)
+# A session deferred for a byte budget comes back no sooner than this (a peer's Retry-After may say longer).
+AE_RETRY_MIN = 0.5
 # Remembered large-value announcements (key, digest): a repeat is not pulled or forwarded again.
 ANNOUNCE_MEMORY = 4096
 # Rumor payloads seen recently (by hash): epidemic spread delivers each one several times, and a repeat is
@@ -441,24 +451,28 @@ class StateNode:
         return encode_rumor(entry)
 
     # -- anti-entropy -----------------------------------------------------------------------------------
-    def serve_anti_entropy(self, request: AeRequest, now: float,
-                           wall: float) -> tuple[AeResponse, list[StateEffect]]:
+    def serve_anti_entropy(self, request: AeRequest, now: float, wall: float,
+                           room: int | None = None) -> tuple[AeResponse, list[StateEffect]]:
         """Answer one round of a peer's session (raises AntiEntropyError on a request that breaks the
-        protocol); what the peer pushed is merged and logged."""
-        response = respond(self.store, request, _ms(wall), AE_LIMITS)
+        protocol); what the peer pushed is merged and logged. `room`: about how many bytes the answer may
+        take (the send budget's `answer_room`; what does not fit is marked truncated)."""
+        limits = AE_LIMITS if room is None else answer_limits(room, AE_LIMITS)
+        response = respond(self.store, request, _ms(wall), limits)
         out: list[StateEffect] = []
         changes = self._commit(out, now)
         self.stats.ae_repaired["pushed_in"] += sum(1 for c in changes if c.origin == "remote")
         self.stats.ae["served"] += 1
         return response, out
 
-    def start_anti_entropy(self, now: float) -> Session:
-        """A session with a peer begins (the driver sends `session.start()`)."""
+    def start_anti_entropy(self, now: float, room: int | None = None) -> Session:
+        """A session with a peer begins (the driver sends `session.start()`). `room`: about how many bytes
+        each message may take (the send budget's `stream_room`): the session sends more, smaller rounds."""
         self.stats.ae["sessions"] += 1
         self.planner.started(now)
         if self._repair_at < _NEVER:
             self._repair_at = max(self._repair_at, self.planner.earliest())
-        return Session(self.store, AE_LIMITS)
+        return Session(self.store, AE_LIMITS if room is None
+                       else request_limits(room, AE_LIMITS, self.store.merkle.fanout))
 
     def on_anti_entropy_reply(self, session: Session, response: AeResponse, now: float,
                               wall: float) -> tuple[AeRequest | None, list[StateEffect]]:
@@ -479,6 +493,16 @@ class StateNode:
     def anti_entropy_failed(self, why: str, now: float) -> list[StateEffect]:
         self.stats.ae["failures"] += 1
         out: list[StateEffect] = [Note("debug", f"anti-entropy failed: {why}")]
+        self._commit(out, now)
+        return out
+
+    def anti_entropy_deferred(self, why: str, retry_after: float, now: float) -> list[StateEffect]:
+        """The session stopped for a byte budget (ours, or the peer answered "retry later"): not a failure
+        (nothing is wrong with the peer). What it merged so far stays; the periodic anti-entropy comes back
+        no later than `retry_after` seconds from now (never sooner than the budget can pay for)."""
+        self.stats.ae["deferred"] += 1
+        self._ae_at = min(self._ae_at, now + max(AE_RETRY_MIN, retry_after))
+        out: list[StateEffect] = [Note("debug", f"anti-entropy deferred: {why}")]
         self._commit(out, now)
         return out
 

@@ -23,7 +23,7 @@ An `Extension` may
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, MutableMapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -32,6 +32,7 @@ from gossip_agent.core.effects import MemberEvent
 from gossip_agent.core.messages import Address, MemberSnapshot, MemberState
 from gossip_agent.core.node import StateDelegate
 from gossip_agent.core.rng import Rng
+from gossip_agent.core.send_budget import SendBudget
 from gossip_agent.io.metrics import AgentMetrics, AgentStats
 from gossip_agent.io.peer_client import PeerClient
 from gossip_agent.io.security import Security
@@ -55,6 +56,14 @@ class MemberView(Protocol):
     def counts(self) -> Mapping[MemberState, int]: ...
 
     def choose_partner(self, names: Sequence[str], rng: Rng) -> str | None: ...
+
+    # The agent's byte budget (gossip.maxBytesPerSecond): anti-entropy's streams count against it too, and
+    # its deferrals in the Node's counters.
+    @property
+    def send_budget(self) -> SendBudget: ...
+
+    @property
+    def stats(self) -> MutableMapping[str, int]: ...
 
 
 class AgentHost(Protocol):

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from gossip_agent.core.broadcast import CLASSES
 from gossip_agent.core.messages import MemberState
-from gossip_agent.core.send_budget import BYTES_KEY, DEFERRED_KEY, DROPPED_KEY
+from gossip_agent.core.send_budget import BYTES_KEY, DEFERRED_KEY, DROPPED_KEY, STREAM_CLASSES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -40,11 +40,16 @@ _CLASS_COUNTERS = {
                 "changes and writes with ?priority=critical)."),
     DEFERRED_KEY: ("gossip_budget_deferred", "What gossip.maxBytesPerSecond held back, by class: packets whose "
                    "piggyback it trimmed while rumors waited (they stay queued) and broadcast-tree payloads it "
-                   "kept from a neighbour (grafted later, or repaired by anti-entropy)."),
+                   "kept from a neighbour (grafted later, or repaired by anti-entropy); antientropy: messages of "
+                   "this agent's anti-entropy sessions that waited for the budget and sessions a peer answered "
+                   "\"retry later\"; antientropy_answer: peers' anti-entropy requests answered \"retry later\" "
+                   "(HTTP 429)."),
     DROPPED_KEY: ("gossip_budget_dropped", "Rumors of this class the bounded queue evicted before they reached "
                   "every member (anti-entropy repairs state; under a byte budget, what could not wait)."),
 }
-_CLASS_KEYS = {prefix + cls for prefix in _CLASS_COUNTERS for cls in CLASSES}
+# Classes beyond the rumor classes, per prefix: anti-entropy's deferrals (core/send_budget.py).
+_EXTRA_CLASSES = {DEFERRED_KEY: STREAM_CLASSES}
+_CLASS_KEYS = {prefix + cls for prefix in _CLASS_COUNTERS for cls in (*CLASSES, *_EXTRA_CLASSES.get(prefix, ()))}
 
 
 class NodeView(Protocol):
@@ -97,7 +102,7 @@ class AgentCollector(Collector):
         yield other
         for prefix, (name, doc) in _CLASS_COUNTERS.items():
             by_class = CounterMetricFamily(name, doc, labels=["class"])
-            for cls in CLASSES:
+            for cls in (*CLASSES, *_EXTRA_CLASSES.get(prefix, ())):
                 by_class.add_metric([cls], node_stats.get(prefix + cls, 0))
             yield by_class
         msgs = CounterMetricFamily("gossip_messages", "Protocol messages by direction and type.",

@@ -23,12 +23,37 @@ _OCTETS = "application/octet-stream"
 
 
 class PeerError(Exception):
-    """A stream exchange failed; `reason` labels metrics (timeout, refused, connect, status, auth, decode,
-    too_large)."""
+    """A stream exchange failed; `reason` labels metrics (timeout, refused, connect, status, busy, auth,
+    decode, too_large)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+
+
+# What a "retry later" answer may ask us to wait, at most (a peer's header is input like any other).
+MAX_RETRY_AFTER = 60.0
+DEFAULT_RETRY_AFTER = 1.0
+
+
+class PeerBusy(PeerError):
+    """The peer answered "retry later" (HTTP 429: its byte budget has no room now; 503: it serves as many
+    requests as it may). Nothing is wrong with the peer: callers defer, they do not count a failure.
+    `retry_after`: seconds the peer asked for (its Retry-After header, bounded)."""
+
+    def __init__(self, status: int, retry_after: float) -> None:
+        super().__init__("busy", f"HTTP {status}, retry after {retry_after:g} s")
+        self.status = status
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header (delta-seconds only; a date or garbage gets the default), within
+    [0, MAX_RETRY_AFTER]."""
+    text = (value or "").strip()
+    if not text or len(text) > 6 or not (text.isascii() and text.isdigit()):
+        return DEFAULT_RETRY_AFTER
+    return min(MAX_RETRY_AFTER, float(int(text)))
 
 
 async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
@@ -81,6 +106,8 @@ class PeerClient:
             async with self._session.post(
                     self.url(addr, path), data=sealed, headers={"Content-Type": _OCTETS},
                     timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
+                if resp.status in (429, 503):
+                    raise PeerBusy(resp.status, parse_retry_after(resp.headers.get("Retry-After")))
                 if resp.status != 200:
                     raise PeerError("status", f"HTTP {resp.status}")
                 if resp.content_length is not None and resp.content_length > limit:
@@ -117,7 +144,7 @@ class PeerClient:
         try:
             answer = await self.exchange(addr, PING_PATH, body, max_bytes=1024, timeout=timeout)
         except PeerError as exc:
-            if exc.reason == "status":
+            if exc.reason in ("status", "busy"):
                 return False
             raise
         try:

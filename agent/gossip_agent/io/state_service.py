@@ -57,6 +57,7 @@ from gossip_agent.core.replica import (
     replica_id,
     status_block,
 )
+from gossip_agent.core.send_budget import STREAM_OVERHEAD, stream_deferred
 from gossip_agent.core.state_codec import (
     CodecLimits,
     StateCodecError,
@@ -81,7 +82,7 @@ from gossip_agent.core.state_node import (
     StateStats,
 )
 from gossip_agent.io.host import AgentHost, Extension
-from gossip_agent.io.peer_client import PeerError
+from gossip_agent.io.peer_client import PeerBusy, PeerError
 from gossip_agent.io.persistence import DurableLog
 from gossip_agent.io.security import AuthError, Purpose
 from gossip_agent.io.state_http import StateApi, WatchHub
@@ -94,6 +95,13 @@ FETCH_PATH = "/v1/internal/fetch"
 AE_MAX_RESPONSE = 16 << 20
 # Anti-entropy requests answered at once; more get 503 (the initiator retries in its next session).
 AE_MAX_CONCURRENT = 4
+# One message of our session waits at most this long for the byte budget (gossip.maxBytesPerSecond), then the
+# session is deferred (counted), so a session never hangs on a budget that cannot pay (a long debt, say).
+AE_BUDGET_WAIT = 10.0
+# The budget wait sleeps in steps of at most (and at least) this; the budget is asked again after each (gossip
+# may have spent what the step earned: anti-entropy yields to it).
+AE_BUDGET_STEP = 1.0
+AE_BUDGET_MIN_STEP = 0.05
 # Peer bodies start with this byte: the security layer tells plaintext (< 0x80) from envelopes by the first
 # byte, and a msgpack array starts at 0x90.
 FRAME = b"\x01"
@@ -538,7 +546,8 @@ class StateService(Extension, StateDelegate):
         if self._ae_serving >= AE_MAX_CONCURRENT:
             # Each answer is bounded (anti_entropy.Limits.max_scan), and so is how many run at once.
             self.stats.ae["busy"] += 1
-            return web.Response(status=503, text="anti-entropy: too many concurrent requests, retry later")
+            return web.Response(status=503, text="anti-entropy: too many concurrent requests, retry later",
+                                headers={"Retry-After": "1"})
         self._ae_serving += 1
         try:
             return await self._answer_ae(request)
@@ -547,14 +556,31 @@ class StateService(Extension, StateDelegate):
 
     async def _answer_ae(self, request: web.Request) -> web.Response:
         body = await self._open_body(request, AE_MAX_RESPONSE)
+        agent = self.agent
+        budget = agent.node.send_budget
+        now = agent.now()
+        room = budget.answer_room(now)
+        if room <= 0:
+            # The byte budget has no room for an answer now: never wait here (the event loop is not held), tell
+            # the peer when to come back; it defers its session (not a failure). Nothing of the request is merged.
+            stream_deferred(agent.node.stats, "antientropy_answer")
+            retry = max(1, math.ceil(budget.retry_after(now)))
+            return web.Response(status=429, text="anti-entropy: this agent's byte budget "
+                                "(gossip.maxBytesPerSecond) has no room now, retry later",
+                                headers={"Retry-After": str(retry)})
         try:
             ae_request = decode_ae_request(body, self.limits)
-            response, effects = self.core.serve_anti_entropy(ae_request, self.agent.now(), self.wall())
+            response, effects = self.core.serve_anti_entropy(ae_request, now, self.wall(),
+                                                             None if budget.unlimited else room - STREAM_OVERHEAD)
         except (StateCodecError, AntiEntropyError) as exc:
             self.agent.stats.dropped["antientropy"] += 1
             return web.Response(status=400, text=str(exc))
         self._perform(effects)
-        return self._sealed(encode_ae(response))
+        sealed = self._sealed(encode_ae(response))
+        size = len(sealed.body) if isinstance(sealed.body, bytes) else 0
+        budget.charge_answer(size + STREAM_OVERHEAD)
+        self.stats.ae_bytes["served"] += size
+        return sealed
 
     async def _serve_replicate(self, request: web.Request) -> web.Response:
         body = await self._open_body(request, self.limits.max_message_bytes)
@@ -600,20 +626,29 @@ class StateService(Extension, StateDelegate):
                 log.exception("anti-entropy round failed")
 
     async def sync_with(self, addr: Address) -> bool:
-        """One anti-entropy session with the peer at `addr`; True if it completed."""
+        """One anti-entropy session with the peer at `addr`; True if it completed. Under a byte budget each
+        message is shrunk to the budget's `stream_room` and waits (bounded) for its bytes; a session the budget
+        (ours, or the peer's "retry later") holds back is deferred, not failed."""
         core, agent, stats = self.core, self.agent, self.stats
+        budget = agent.node.send_budget
         started = agent.now()
-        session = core.start_anti_entropy(started)
+        session = core.start_anti_entropy(started, None if budget.unlimited else budget.stream_room())
         request: AeRequest | None = session.start()
         try:
             while request is not None:
-                body = encode_ae(request)
-                answer = await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE)
-                stats.ae_bytes["sent"] += len(body)
+                answer = await self._ae_round(addr, encode_ae(request))
                 stats.ae_bytes["received"] += len(answer)
                 request, effects = core.on_anti_entropy_reply(session, decode_ae_response(answer, self.limits),
                                                               agent.now(), self.wall())
                 self._perform(effects)
+        except _BudgetDeferral as exc:
+            self._perform(core.anti_entropy_deferred(f"with {addr[0]}:{addr[1]}: {exc}", exc.retry_after,
+                                                     agent.now()))
+            return False
+        except PeerBusy as exc:
+            self._perform(core.anti_entropy_deferred(f"with {addr[0]}:{addr[1]}: {exc}", exc.retry_after,
+                                                     agent.now()))
+            return False
         except (PeerError, StateCodecError, AntiEntropyError) as exc:
             self._perform(core.anti_entropy_failed(f"with {addr[0]}:{addr[1]}: {exc}", agent.now()))
             return False
@@ -623,6 +658,52 @@ class StateService(Extension, StateDelegate):
             log.debug("anti-entropy with %s:%d: %d rounds, %d repaired here, %d pushed", addr[0], addr[1],
                       s.rounds, s.repaired, s.pushed)
         return True
+
+    async def _ae_round(self, addr: Address, body: bytes) -> bytes:
+        """One round of our session: the request goes when our budget has its bytes; a peer's "retry later"
+        (429/503) is waited out and the same request sent again. Both waits together are bounded
+        (AE_BUDGET_WAIT): past it the round raises _BudgetDeferral or PeerBusy (the session is deferred)."""
+        agent = self.agent
+        waited = 0.0
+        while True:
+            waited = await self._budget_wait(len(body), waited)
+            self.stats.ae_bytes["sent"] += len(body)
+            try:
+                return await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE)
+            except PeerBusy as exc:
+                stream_deferred(agent.node.stats, "antientropy")
+                if waited + exc.retry_after > AE_BUDGET_WAIT:
+                    raise
+                await asyncio.sleep(exc.retry_after)
+                waited += exc.retry_after
+
+    async def _budget_wait(self, body_bytes: int, waited: float) -> float:
+        """Wait until the send budget lets a message of `body_bytes` go (it is charged then); the seconds
+        waited so far in this round, updated. Past AE_BUDGET_WAIT raise _BudgetDeferral. One wait counts one
+        deferral."""
+        agent = self.agent
+        budget = agent.node.send_budget
+        counted = False
+        while True:
+            wait = budget.take_stream(body_bytes + STREAM_OVERHEAD, agent.now())
+            if wait <= 0:
+                return waited
+            if not counted:
+                stream_deferred(agent.node.stats, "antientropy")
+                counted = True
+            if waited + wait > AE_BUDGET_WAIT:
+                raise _BudgetDeferral(wait)
+            step = min(max(wait, AE_BUDGET_MIN_STEP), AE_BUDGET_STEP)
+            await asyncio.sleep(step)
+            waited += step
+
+
+class _BudgetDeferral(Exception):
+    """Our byte budget cannot pay for the session's next message soon enough: defer the session."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"the byte budget (gossip.maxBytesPerSecond) needs {retry_after:.1f} s more")
+        self.retry_after = retry_after
 
 
 def _write_snapshot(durable: DurableLog, image: StoreImage) -> None:
@@ -692,8 +773,12 @@ class StateCollector(Collector):
                        st.ae["rounds"])
         yield _counter("gossip_antientropy_failures", "Anti-entropy sessions that failed.", st.ae["failures"])
         yield _counter("gossip_antientropy_served", "Anti-entropy rounds answered for peers.", st.ae["served"])
-        yield _labelled("gossip_antientropy_bytes", "Anti-entropy bytes of sessions this agent initiated.",
+        yield _labelled("gossip_antientropy_bytes", "Anti-entropy body bytes: sent and received in sessions "
+                        "this agent initiated, served in its answers to peers' sessions.",
                         "direction", st.ae_bytes)
+        yield _counter("gossip_antientropy_deferred", "Anti-entropy sessions this agent deferred for a byte "
+                       "budget, its own or the peer's (HTTP 429/503 \"retry later\"); not failures.",
+                       st.ae["deferred"])
         yield _labelled("gossip_antientropy_keys_repaired", "Keys repaired by anti-entropy: pulled (ours "
                         "changed), pushed (sent to the peer), pushed_in (peers' pushes that changed ours).",
                         "side", st.ae_repaired)
