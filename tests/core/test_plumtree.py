@@ -212,10 +212,21 @@ def test_a_graft_is_answered_from_the_cache_while_it_lasts() -> None:
     t = tree()
     assert t.receive(1, None, 1.0)
     t.deliver(1, b"one", None, 1.0)
-    assert t.on_graft((1, 99), "e") == [b"one"]
+    assert t.on_graft((1, 99), "e") == [(b"one", False)]
     assert "e" in t.eager
     t.tick(1.0 + plumtree.CACHE_SECONDS + 1)
     assert t.on_graft((1,), "e") == []
+
+
+def test_a_cached_payload_keeps_its_class_for_grafts() -> None:
+    """The class travels with the cached payload (the Node kept a second, separately bounded set of critical
+    ids, which could forget a payload's class while the cache still held it)."""
+    t = tree()
+    assert t.receive(1, None, 1.0) and t.receive(2, None, 1.0)
+    t.deliver(1, b"urgent", None, 1.0, critical=True)
+    t.deliver(2, b"plain", None, 1.0)
+    assert t.cached(1) == (b"urgent", True)
+    assert t.on_graft((2, 1), "e") == [(b"plain", False), (b"urgent", True)]
 
 
 def test_member_death_clears_its_links_and_asks_for_new_neighbours() -> None:

@@ -75,7 +75,7 @@ from gossip_agent.core.messages import (
     StateRumor,
     Suspect,
 )
-from gossip_agent.core.plumtree import ID_BYTES, MAX_CACHED, MAX_IDS_PER_MESSAGE, Plumtree, message_id
+from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE, Plumtree, message_id
 from gossip_agent.core.readers import DIGESTS, Readers
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.send_budget import (
@@ -241,9 +241,6 @@ class Node:
         # Normal pushes wait up to gossip.coalesceDelay for later writes to the same neighbour (core/coalesce.py).
         # (A packet of pushes carries no digests: see _tree_send.)
         self._coalesce: Coalescer[StateRumor] = Coalescer(g0.coalesce_delay, g0.mtu - codec.packet_overhead(self.name))
-        # Ids of the critical payloads the tree spread lately (the tree caches payloads only, at most MAX_CACHED):
-        # an answer to a graft keeps them critical.
-        self._tree_critical: dict[int, None] = {}
         # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
         # a member without links misses every write made meanwhile, and nothing announces those to it later.
         self._tree_fill_at = now
@@ -1404,11 +1401,7 @@ class Node:
                      extra: Sequence[str] = ()) -> bool:
         """Push a new payload to the eager neighbours (and `extra` members), announce it to the lazy ones."""
         size = self._header + codec.message_size(rumor)
-        if rumor.critical:
-            self._tree_critical[ident] = None
-            if len(self._tree_critical) > MAX_CACHED:
-                del self._tree_critical[next(iter(self._tree_critical))]
-        for name in (*self.tree.deliver(ident, rumor.payload, source, now), *extra):
+        for name in (*self.tree.deliver(ident, rumor.payload, source, now, critical=rumor.critical), *extra):
             if not rumor.critical and self.send_budget.allow_normal(size) < size:
                 # Over the send budget: this neighbour learns the id from its other links' announcements and
                 # grafts it later (a critical payload may still spend the reserve: _tree_within_budget).
@@ -1481,8 +1474,7 @@ class Node:
         elif isinstance(msg, Graft):
             payloads = self.tree.on_graft(msg.ids, sender, grafted)
             self.stats["tree_graft_answers"] += len(payloads)
-            critical = self._tree_critical
-            self._tree_send_packed(sender, [StateRumor(p, message_id(p) in critical) for p in payloads], out)
+            self._tree_send_packed(sender, [StateRumor(p, critical) for p, critical in payloads], out)
         else:
             self.tree.on_prune(sender)
 

@@ -116,7 +116,9 @@ class Plumtree:
         self.eager: set[str] = set()
         self.lazy: set[str] = set()
         self._seen: OrderedDict[int, _First] = OrderedDict()
-        self._cache: OrderedDict[int, tuple[float, bytes]] = OrderedDict()
+        # id -> (cached at, payload, critical): a payload's class travels with it, so an answer to a graft
+        # keeps a critical write critical.
+        self._cache: OrderedDict[int, tuple[float, bytes, bool]] = OrderedDict()
         self._cache_bytes = 0
         self._missing: dict[int, _Missing] = {}
         self._timers: list[tuple[float, int]] = []
@@ -250,10 +252,12 @@ class Plumtree:
         self._make_lazy(name)
         self._prunes.add(name)
 
-    def deliver(self, ident: int, payload: bytes, sender: str | None, now: float) -> list[str]:
+    def deliver(self, ident: int, payload: bytes, sender: str | None, now: float, *,
+                critical: bool = False) -> list[str]:
         """The state layer took a new payload: the eager peers to push it to now (not back to `sender`); its id
-        is announced to the lazy peers at the next flush, and the payload kept a while to answer grafts."""
-        self._cache_put(ident, payload, now)
+        is announced to the lazy peers at the next flush, and the payload kept a while (with its class,
+        `critical`) to answer grafts."""
+        self._cache_put(ident, payload, now, critical)
         for peer in self.lazy:
             if peer != sender:
                 queue = self._announce.setdefault(peer, {})
@@ -265,11 +269,11 @@ class Plumtree:
             self._flush_at = now + self.lazy_interval * spread
         return [p for p in self.eager if p != sender]
 
-    def _cache_put(self, ident: int, payload: bytes, now: float) -> None:
+    def _cache_put(self, ident: int, payload: bytes, now: float, critical: bool = False) -> None:
         old = self._cache.pop(ident, None)
         if old is not None:
             self._cache_bytes -= len(old[1])
-        self._cache[ident] = (now, payload)
+        self._cache[ident] = (now, payload, critical)
         self._cache_bytes += len(payload)
         self._expire_cache(now)
 
@@ -277,12 +281,13 @@ class Plumtree:
         cache = self._cache
         while cache and (len(cache) > MAX_CACHED or self._cache_bytes > MAX_CACHED_BYTES
                          or next(iter(cache.values()))[0] + CACHE_SECONDS < now):
-            _, (_, payload) = cache.popitem(last=False)
+            _, (_, payload, _) = cache.popitem(last=False)
             self._cache_bytes -= len(payload)
 
-    def cached(self, ident: int) -> bytes | None:
+    def cached(self, ident: int) -> tuple[bytes, bool] | None:
+        """A cached payload and whether it is critical (None: not, or no longer, held)."""
         entry = self._cache.get(ident)
-        return entry[1] if entry is not None else None
+        return (entry[1], entry[2]) if entry is not None else None
 
     # -- control messages ---------------------------------------------------------------------------------
     def on_ihave(self, ids: tuple[int, ...], sender: str, now: float) -> None:
@@ -309,15 +314,16 @@ class Plumtree:
                     and len(missing.announcers) < MAX_ANNOUNCERS:
                 missing.announcers.append(sender)
 
-    def on_graft(self, ids: tuple[int, ...], sender: str, answered: set[int] | None = None) -> list[bytes]:
+    def on_graft(self, ids: tuple[int, ...], sender: str,
+                 answered: set[int] | None = None) -> list[tuple[bytes, bool]]:
         """`sender` asks for these payloads (none: a link request); the link becomes eager at both ends. The
-        payloads we still hold, each once, at most MAX_GRAFT_ANSWER over `answered` (the ids already answered
-        for the same packet, updated here): a packet of many grafts, or one naming an id again and again, must
-        not draw more than one graft's worth."""
+        payloads we still hold, with their class (critical or not), each once, at most MAX_GRAFT_ANSWER over
+        `answered` (the ids already answered for the same packet, updated here): a packet of many grafts, or
+        one naming an id again and again, must not draw more than one graft's worth."""
         self._make_eager(sender)
         self._prunes.discard(sender)
         seen = set() if answered is None else answered
-        out: list[bytes] = []
+        out: list[tuple[bytes, bool]] = []
         for ident in ids[:MAX_GRAFT_ANSWER]:
             if len(seen) >= MAX_GRAFT_ANSWER:
                 break
