@@ -218,6 +218,23 @@ def test_a_graft_is_answered_from_the_cache_while_it_lasts() -> None:
     assert t.on_graft((1,), "e") == []
 
 
+def test_the_second_end_of_a_lazy_link_holds_its_announcements_and_the_first_ends_cancel_them() -> None:
+    """Each id crosses a healthy lazy link once: the member whose name sorts first announces at its next flush,
+    the other holds its ids past that flush, and the first end's IHAVE removes them (without the hold both ends
+    announced every id to each other whenever writes kept their queues busy)."""
+    z = Plumtree("z", eager_target=2, lazy_interval=LAZY, graft_timeout=GRAFT)
+    for name in ("d", "e"):
+        z.on_ihave((), name, 0.0)
+    assert not z.first_end("d") and tree().first_end("d")
+    for ident in (1, 2):
+        assert z.receive(ident, None, 1.0)
+        z.deliver(ident, b"x", None, 1.0)
+    assert z.tick(1.0 + LAZY).ihaves == {}  # the first end's flush is still due
+    z.on_ihave((1, 2), "d", 1.0 + LAZY)  # d, the first end, announced: nothing to tell it
+    assert z.tick(1.0 + 2 * LAZY).ihaves == {"e": [1, 2]}  # the next flush: e said nothing, it may lack them
+    assert z.tick(1.0 + 4 * LAZY).ihaves == {} and z.next_deadline() == math.inf
+
+
 def test_a_cached_payload_keeps_its_class_for_grafts() -> None:
     """The class travels with the cached payload (the Node kept a second, separately bounded set of critical
     ids, which could forget a payload's class while the cache still held it)."""

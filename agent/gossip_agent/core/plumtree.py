@@ -5,9 +5,14 @@ of N-1 copies. Plumtree keeps the flood's robustness but sends the full payload 
 spanning tree that gossip itself builds and repairs:
 
 - every member keeps two neighbour sets: `eager` peers get each new payload at once, `lazy` peers only its id
-  (IHAVE, batched over `lazy_interval`, flushed in the second half of it at a random point so that one end of
-  a lazy link usually hears the other's announcement first and leaves those ids out; ids may also ride on a
-  packet the Node sends that peer anyway, `take_for`);
+  (IHAVE, batched over `lazy_interval`, flushed in the second half of it at a random point; ids may also ride
+  on a packet the Node sends that peer anyway, `take_for`). A lazy link has a first end (the member whose name
+  sorts first) that announces at the next flush, and a second end that holds its ids HOLD lazy intervals: in
+  a healthy tree both ends hold every payload, the first end's IHAVE reaches the second before its hold ends
+  and those ids are left out, so each id crosses a lazy link about once instead of about twice (random flush
+  points alone left one end's announcement unheard whenever writes kept both queues busy: at 10 writes/s
+  most lazy links carried an IHAVE each way every interval). The cost: a member whose only holders are
+  second ends hears of a missed payload up to HOLD lazy intervals later;
 - payloads that arrive twice mean the eager links hold a cycle: after PRUNE_AFTER duplicates in a row over a
   link the receiver PRUNEs it (both ends move it to lazy; the PRUNE leaves at once), so the eager links thin
   out into a tree; a link that never delivered a payload first is pruned at its first duplicate (the tree
@@ -15,7 +20,8 @@ spanning tree that gossip itself builds and repairs:
   came over links since gone);
 - an IHAVE for an id we lack starts a timer; if the payload is still missing `graft_timeout` later we GRAFT the
   announcer (ask it for the payload, and both ends make the link eager): a lost eager link is repaired within
-  one lazy interval plus one graft timeout, and the tree heals around dead members the same way;
+  one lazy interval plus one graft timeout when a first end holds the payload (HOLD + 1 lazy intervals when
+  only second ends do), and the tree heals around dead members the same way;
 - links are symmetric: a neighbour we pick is told so with an empty GRAFT (a link request), an IHAVE from a
   member we did not know makes it a lazy neighbour, a payload from a member we did not count as eager
   ("off-tree": a critical write's extra push, a peer whose link request was lost) makes it lazy, and a later
@@ -62,6 +68,9 @@ MAX_GRAFT_ANSWER = 16
 # once, which split the tree; at 100 writes/s it never healed (measured in the simulator: t100 ~90 ms with
 # 1.7 grafts per write; with 3, ~4 ms and 0.1 grafts per write, ~10% more payload copies).
 PRUNE_AFTER = 3
+# How long the second end of a lazy link holds an announcement, in lazy intervals: past the first end's latest
+# flush (one interval after its delivery) with a quarter interval for its IHAVE to arrive.
+HOLD = 1.25
 
 
 def message_id(payload: bytes) -> int:
@@ -122,7 +131,8 @@ class Plumtree:
         self._cache_bytes = 0
         self._missing: dict[int, _Missing] = {}
         self._timers: list[tuple[float, int]] = []
-        self._announce: dict[str, dict[int, None]] = {}
+        # Lazy peer -> id -> the earliest flush it may go in (the second end of a link holds its ids: see above).
+        self._announce: dict[str, dict[int, float]] = {}
         self._flush_at = math.inf
         self._prunes: set[str] = set()
         self._links: set[str] = set()  # new eager neighbours still to be told (empty GRAFT)
@@ -258,10 +268,11 @@ class Plumtree:
         is announced to the lazy peers at the next flush, and the payload kept a while (with its class,
         `critical`) to answer grafts."""
         self._cache_put(ident, payload, now, critical)
+        held = now + HOLD * self.lazy_interval
         for peer in self.lazy:
             if peer != sender:
                 queue = self._announce.setdefault(peer, {})
-                queue[ident] = None
+                queue[ident] = now if self.first_end(peer) else held
                 if len(queue) > MAX_ANNOUNCE_PER_PEER:
                     del queue[next(iter(queue))]
         if self._announce and self._flush_at == math.inf:
@@ -389,12 +400,27 @@ class Plumtree:
         self._prunes = set()
         if now >= self._flush_at:
             self._flush_at = math.inf
-            for peer, queue in self._announce.items():
-                if queue:
-                    out.ihaves[peer] = list(queue)
-            self._announce.clear()
+            for peer, queue in list(self._announce.items()):
+                due = [ident for ident, at in queue.items() if at <= now]
+                if due:
+                    out.ihaves[peer] = due
+                    if len(due) == len(queue):
+                        queue.clear()
+                    else:
+                        for ident in due:
+                            del queue[ident]
+                if not queue:
+                    del self._announce[peer]
+            if self._announce:  # held ids (second ends) go at a later flush, unless the other end's come first
+                spread = 0.5 + 0.5 * self._rng.random() if self._rng is not None else 1.0
+                self._flush_at = now + self.lazy_interval * spread
             self._expire_cache(now)
         return out
+
+    def first_end(self, peer: str) -> bool:
+        """Whether we are the first end of the lazy link to `peer` (announce at the next flush; the other end
+        holds its announcements one lazy interval longer). Both ends agree without a word: name order."""
+        return self.me < peer
 
     def take_for(self, peer: str, max_ids: int = MAX_IDS_PER_MESSAGE) -> list[int]:
         """Up to `max_ids` announcements queued for `peer`, oldest first, to ride on a packet we send it anyway
