@@ -598,7 +598,8 @@ class Node:
         self._tick_suspicions(now, out)
         self._tick_reap(now, out)
         g = self.config.gossip
-        if now >= self._next_gossip:
+        gossip_tick = now >= self._next_gossip
+        if gossip_tick:
             if not self._pushes:
                 self._gossip(now, out)
                 self._next_gossip = now + self._next_pull_interval()
@@ -607,7 +608,8 @@ class Node:
                     self._gossip(now, out)
                 self._next_gossip = now + g.interval
         if self._tree_on:
-            self._tick_tree(now, out)
+            # Announcements leave at the gossip tick, after the round's packets took theirs along (plumtree.tick).
+            self._tick_tree(now, out, flush=gossip_tick)
         if now >= self._followup_sync_at:
             self._followup_sync_at = _NEVER
             peer = self._random_peers(1, exclude=None, live_only=True, alive_only=True)
@@ -1492,7 +1494,7 @@ class Node:
         self.stats["tree_ihave_riders"] += 1
         return [IHave(tuple(ids))]
 
-    def _tick_tree(self, now: float, out: list[Effect]) -> None:
+    def _tick_tree(self, now: float, out: list[Effect], *, flush: bool = False) -> None:
         """Fill the tree's neighbour sets from live members, then send what its timers made due: link
         requests and grafts, the batched announcements, prunes."""
         wanted = self.tree.wanted()
@@ -1504,9 +1506,9 @@ class Node:
                     wanted -= 1
         for peer, batch in self._coalesce.due(now).items():
             self._tree_send_batch(peer, batch, out)
-        if now < self.tree.next_deadline():
+        if now < self.tree.next_deadline() and not flush:
             return
-        due = self.tree.tick(now)
+        due = self.tree.tick(now, flush=flush)
         for peer in due.peers():
             msgs: list[Message] = []
             ihaves = due.ihaves.get(peer, [])

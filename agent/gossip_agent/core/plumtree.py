@@ -5,14 +5,14 @@ of N-1 copies. Plumtree keeps the flood's robustness but sends the full payload 
 spanning tree that gossip itself builds and repairs:
 
 - every member keeps two neighbour sets: `eager` peers get each new payload at once, `lazy` peers only its id
-  (IHAVE, batched over `lazy_interval`, flushed in the second half of it at a random point; ids may also ride
-  on a packet the Node sends that peer anyway, `take_for`). A lazy link has a first end (the member whose name
-  sorts first) that announces at the next flush, and a second end that holds its ids HOLD lazy intervals: in
-  a healthy tree both ends hold every payload, the first end's IHAVE reaches the second before its hold ends
-  and those ids are left out, so each id crosses a lazy link about once instead of about twice (random flush
-  points alone left one end's announcement unheard whenever writes kept both queues busy: at 10 writes/s
-  most lazy links carried an IHAVE each way every interval). The cost: a member whose only holders are
-  second ends hears of a missed payload up to HOLD lazy intervals later;
+  (IHAVE, batched over `lazy_interval`, flushed at the Node's gossip tick or a lazy interval after the first
+  id was queued; ids may also ride on a packet the Node sends that peer anyway, `take_for`). A lazy link has
+  a first end (the member whose name sorts first) that announces at the next flush, and a second end that
+  holds its ids HOLD lazy intervals: in a healthy tree both ends hold every payload, the first end's IHAVE
+  reaches the second before its hold ends and those ids are left out, so each id crosses a lazy link about
+  once instead of about twice (random flush points alone left one end's announcement unheard whenever writes
+  kept both queues busy: at 10 writes/s most lazy links carried an IHAVE each way every interval). The cost:
+  a member whose only holders are second ends hears of a missed payload up to HOLD lazy intervals later;
 - payloads that arrive twice mean the eager links hold a cycle: after PRUNE_AFTER duplicates in a row over a
   link the receiver PRUNEs it (both ends move it to lazy; the PRUNE leaves at once), so the eager links thin
   out into a tree; a link that never delivered a payload first is pruned at its first duplicate (the tree
@@ -46,6 +46,9 @@ from gossip_agent.core.rng import Rng
 ID_BYTES = 8
 """A payload's id on the wire: the first 8 bytes of its BLAKE2b hash (collisions within the bounded memory of
 seen ids are negligible, and a colliding payload would still reach everyone by anti-entropy)."""
+SHORT_ID_BYTES = 4
+"""A payload's short id (wire type 19, `short_id`): the first 4 bytes of its id. Only where a collision costs
+nothing but a repair by anti-entropy (a payload left out of a pull answer or an announcement)."""
 MAX_IDS_PER_MESSAGE = 128
 """Most ids one IHAVE or GRAFT carries (1 KiB of ids): decoders refuse more."""
 
@@ -76,6 +79,11 @@ HOLD = 1.25
 def message_id(payload: bytes) -> int:
     """The tree id of a payload."""
     return int.from_bytes(hashlib.blake2b(payload, digest_size=ID_BYTES).digest(), "big")
+
+
+def short_id(ident: int) -> int:
+    """The short id of a tree id (its first SHORT_ID_BYTES bytes)."""
+    return ident >> (8 * (ID_BYTES - SHORT_ID_BYTES))
 
 
 @dataclass(slots=True)
@@ -276,8 +284,7 @@ class Plumtree:
                 if len(queue) > MAX_ANNOUNCE_PER_PEER:
                     del queue[next(iter(queue))]
         if self._announce and self._flush_at == math.inf:
-            spread = 0.5 + 0.5 * self._rng.random() if self._rng is not None else 1.0
-            self._flush_at = now + self.lazy_interval * spread
+            self._flush_at = now + self.lazy_interval
         return [p for p in self.eager if p != sender]
 
     def _cache_put(self, ident: int, payload: bytes, now: float, critical: bool = False) -> None:
@@ -373,10 +380,13 @@ class Plumtree:
             deadline = min(deadline, self._timers[0][0])
         return deadline
 
-    def tick(self, now: float) -> TreeOut:
+    def tick(self, now: float, *, flush: bool = False) -> TreeOut:
         """Everything due: expired graft timers become GRAFTs (the announcer's link turns eager; the next
         announcer is tried a graft timeout later; with none left the id is given up to anti-entropy), and the
-        queued announcements, prunes and link requests are flushed."""
+        queued announcements, prunes and link requests are flushed. Announcements go one lazy interval after
+        the first of them was queued, or earlier with `flush`: the Node flushes at its gossip tick (once per
+        lazy interval too), right after the round's gossip packets took what they could carry for their
+        peers (`take_for`), so a lazy peer that got a gossip packet needs no announcement packet."""
         out = TreeOut()
         timers = self._timers
         while timers and timers[0][0] <= now:
@@ -398,7 +408,7 @@ class Plumtree:
         self._links.clear()
         out.prunes = self._prunes
         self._prunes = set()
-        if now >= self._flush_at:
+        if now >= self._flush_at or (flush and self._announce):
             self._flush_at = math.inf
             for peer, queue in list(self._announce.items()):
                 due = [ident for ident, at in queue.items() if at <= now]
@@ -412,8 +422,7 @@ class Plumtree:
                 if not queue:
                     del self._announce[peer]
             if self._announce:  # held ids (second ends) go at a later flush, unless the other end's come first
-                spread = 0.5 + 0.5 * self._rng.random() if self._rng is not None else 1.0
-                self._flush_at = now + self.lazy_interval * spread
+                self._flush_at = now + self.lazy_interval
             self._expire_cache(now)
         return out
 
