@@ -20,6 +20,8 @@ from gossip_agent.core.messages import (
     Packet,
     Ping,
     PullRequest,
+    ShortIds,
+    ShortKind,
     StateRumor,
     Suspect,
 )
@@ -59,6 +61,11 @@ def drain(node: Node, now: float) -> None:
             if m.name != node.name:
                 node.handle_packet(Packet(m.name, (PullRequest(m.name, m.addr),)), m.addr, now)
     assert node.queue_depth() == 0
+
+
+def is_pull(m: Message) -> bool:
+    """A pull request: the old kind, or a short one (type 19) to a member that reads it."""
+    return isinstance(m, PullRequest) or (isinstance(m, ShortIds) and m.kind == ShortKind.PULL)
 
 
 def _rumors(msgs: tuple[Message, ...]) -> list[Message]:
@@ -120,7 +127,7 @@ def gaps_of(times: list[float]) -> list[float]:
 
 
 def pull_times(sends: list[tuple[float, Send]]) -> list[float]:
-    return sorted({t for t, s in sends if any(isinstance(m, PullRequest) for m in s.packet.messages)})
+    return sorted({t for t, s in sends if any(is_pull(m) for m in s.packet.messages)})
 
 
 def test_idle_pulls_back_off_to_the_probe_interval_and_news_resets_them() -> None:
@@ -169,7 +176,7 @@ def test_push_modes_forward_fresh_rumors_at_once(mode: GossipMode, broadcast: Br
     assert heard and all(s.to != ("h", 2) for s in heard), "forwarded, not back to its source"
     # The pull request rides along only in push-pull (in gossip rounds, which run while rumors are queued:
     # the tree queues none of its state rumors, it repairs them by grafts).
-    assert any(isinstance(m, PullRequest) for _, s in run(node, 1.3) for m in s.packet.messages) == (
+    assert any(is_pull(m) for _, s in run(node, 1.3) for m in s.packet.messages) == (
         mode == "push-pull" and broadcast == "flood")
 
 
@@ -186,7 +193,7 @@ def test_pull_mode_cluster_converges_a_write_without_pushing_it(seed: int) -> No
 
     def watch(now: float, i: int, send: Send) -> None:
         msgs = send.packet.messages
-        if any(isinstance(m, PullRequest) for m in msgs):
+        if any(is_pull(m) for m in msgs):
             asked.setdefault((i, sim.index[send.to]), []).append(now)
         if _rumors(msgs):
             sent = asked.get((sim.index[send.to], i), [])

@@ -72,11 +72,14 @@ from gossip_agent.core.messages import (
     PullRequest,
     PushPullState,
     Rumor,
+    ShortIds,
+    ShortKind,
     StateRumor,
     Suspect,
 )
-from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE, Plumtree, message_id
-from gossip_agent.core.readers import DIGESTS, Readers
+from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE, Plumtree, message_id, short_id
+from gossip_agent.core.pull_ids import RecentIds
+from gossip_agent.core.readers import DIGESTS, SHORT_IDS, Readers
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.send_budget import (
     DEFERRED_KEY,
@@ -195,6 +198,10 @@ class Node:
         # arrived (or was queued here) since the last pull round.
         self._pull_interval = config.gossip.interval
         self._pull_activity = False
+        # push-pull: when the next gossip round carries pull requests (they back off as in pull mode).
+        self._next_pull_at = now
+        # Short ids of the state payloads received lately, named in pull requests (core/pull_ids.py).
+        self._recent_ids = RecentIds()
         self.name = config.name
         self.addr = addr
         self.rng = rng
@@ -496,7 +503,7 @@ class Node:
             if self._tree_spread(ident, rumor, None, now, out, extra=extra) and self._flood_to_others(rumor, skey):
                 self._fresh_rumor(now, None, out)
             return out
-        self._enqueue(rumor, None, key=skey)
+        self._enqueue(rumor, None, key=skey, sid=self._note_held(payload, now))
         self._fresh_rumor(now, None, out)
         return out
 
@@ -526,6 +533,7 @@ class Node:
         self.send_budget.refill(now)
         fresh = False
         reply_pull: Address | None = None
+        held: frozenset[int] = frozenset()  # what a short pull request says the asker holds
         # Rumors first: an Ack to a Ping in the same packet then carries whatever they made us say
         # (e.g. the refutation of a suspicion piggybacked on the Ping by Lifeguard's buddy system).
         for msg in packet.messages:
@@ -550,6 +558,10 @@ class Node:
                 self.stats["nacks_received"] += 1
             elif isinstance(msg, PullRequest):
                 reply_pull = self._pull_reply_address(packet.sender)
+            elif isinstance(msg, ShortIds):
+                if self._on_short_ids(msg, packet.sender, out):
+                    reply_pull = self._pull_reply_address(packet.sender)
+                    held = frozenset(msg.ids)
             elif isinstance(msg, NetCoordinate):
                 if packet.sender != self.name and packet.sender in self.table:
                     self.topology.on_coordinate(packet.sender, msg, now)
@@ -565,16 +577,20 @@ class Node:
                     self.stats["coordinates_unknown_member"] += 1
             elif isinstance(msg, _TREE_TYPES):
                 self._on_tree_message(msg, packet.sender, now, out, grafted)
-        if reply_pull is not None:
-            digests = self._digests_for(packet.sender)
-            rumors = self._take(self._budget(_allowance(digests)), packet.sender, limit=self._answer_limit())
-            if not rumors and digests and len(self.queue):
+        if reply_pull is not None and len(self.queue):
+            # Only an answer that carries rumors goes (with digests beside them, in their allowance): an empty
+            # one was a packet for digests that ride on the next packet to the asker anyway.
+            reserve = DIGEST_ALLOWANCE if packet.sender in self._digest_readers else 0
+            limit = self._answer_limit()
+            rumors = self._take(self._budget(reserve), packet.sender, limit=limit, held=held)
+            if not rumors and reserve and len(self.queue):
                 # A rumor too large to sit beside the digest allowance: in a packet of its own.
-                large = self._take(self._budget(), packet.sender, limit=self._answer_limit())
+                large = self._take(self._budget(), packet.sender, limit=limit, held=held)
                 if large:
                     self._charge(0)
                     out.append(Send(reply_pull, Packet(self.name, tuple(large))))
-            if rumors or digests:
+            if rumors:
+                digests = self._digests_for(packet.sender)
                 self._charge(_digest_bytes(digests))
                 out.append(Send(reply_pull, Packet(self.name, (*rumors, *digests))))
         self._repair_digests(packet.sender, now, out)
@@ -775,6 +791,12 @@ class Node:
             self._charge(codec.message_size(rows))
             out.append(Send(target.addr, Packet(self.name, (rows,))))
             self.stats["coordinate_row_offers"] += 1
+        if self.config.gossip.mode != "push" and not self.readers.reads(target.name, SHORT_IDS):
+            # Short pull requests (type 19) likewise: an offer apart, answered by a newer agent's own offer.
+            short_offer = ShortIds(ShortKind.OFFER)
+            self._charge(codec.message_size(short_offer))
+            out.append(Send(target.addr, Packet(self.name, (short_offer,))))
+            self.stats["short_id_offers"] += 1
         self._send(target.addr, target.name, msgs, out)
         own = self.root_digests.get(self.name)
         if target.name not in self._digest_readers and own is not None:
@@ -941,9 +963,10 @@ class Node:
         if isinstance(rumor, StateRumor):
             if self._tree_on:
                 return self._tree_receive(rumor, now, source, out)
+            sid = self._note_held(rumor.payload, now)
             if self.delegate is None or not self.delegate.on_state_rumor(rumor.payload, now):
                 return False
-            self._enqueue(rumor, source)
+            self._enqueue(rumor, source, sid=sid)
             return True
         if rumor.name == self.name:
             return self._about_self(rumor, now)
@@ -1081,13 +1104,15 @@ class Node:
         return True
 
     # -- dissemination ---------------------------------------------------------------------------------
-    def _enqueue(self, rumor: Rumor, source: str | None, *, key: str | None = None, low: bool = False) -> None:
+    def _enqueue(self, rumor: Rumor, source: str | None, *, key: str | None = None, low: bool = False,
+                 sid: int | None = None) -> None:
         if key is None and not isinstance(rumor, StateRumor):
             key = "m:" + rumor.name
         # Critical: membership changes about known members, and state writes flagged critical.
         critical = not low and (rumor.critical if isinstance(rumor, StateRumor) else True)
         self._critical_fresh |= critical
-        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source, low=low, critical=critical)
+        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source, low=low, critical=critical,
+                           sid=sid)
         budget_stats(self.stats, self.queue)
 
     def _digests_for(self, to_name: str | None, *, ping: bool = False) -> list[Digest | DigestSummary]:
@@ -1203,7 +1228,8 @@ class Node:
             if len(self.queue) and self._pushes and (not msgs or self._piggybacks_to(to_name)) else []
         out.append(Send(to, Packet(self.name, (*msgs, *rumors, *digests))))
 
-    def _take(self, room: int, to_name: str | None, *, limit: int | None = None) -> list[Rumor]:
+    def _take(self, room: int, to_name: str | None, *, limit: int | None = None,
+              held: frozenset[int] = frozenset()) -> list[Rumor]:
         """Queued rumors for a packet to `to_name`: at most `room` bytes, and only what the send budget allows
         now (critical first, by the queue's order); their bytes are charged. Critical state rumors go as
         plain ones to a member not known to read new message types (an older agent drops the whole packet)."""
@@ -1211,7 +1237,7 @@ class Node:
         sent = self.queue.sent_bytes
         before = sent["critical"] + sent["normal"]
         rumors = self.queue.take(allowed, self._rumor_population, to=to_name,
-                                 to_live=to_name is None or self.table.is_live(to_name), limit=limit)
+                                 to_live=to_name is None or self.table.is_live(to_name), limit=limit, held=held)
         self.send_budget.charge(sent["critical"] + sent["normal"] - before)
         if allowed < room:
             budget_deferred(self.stats, self.queue)
@@ -1226,13 +1252,17 @@ class Node:
 
     def _gossip(self, now: float, out: list[Effect]) -> None:
         mode = self.config.gossip.mode
-        pull = (PullRequest(self.name, self.addr),) if mode != "push" else ()
-        pull_size = codec.message_size(pull[0]) if pull else 0
+        asks = mode == "pull" or (mode == "push-pull" and now >= self._next_pull_at)
+        if asks and mode == "push-pull":
+            self._next_pull_at = now + self._next_pull_interval()
+        held = self._recent_ids.ids(now, self._held_window()) if asks and not self._tree_on else ()
         # Fresh convergence digests go out with the round's packets to peers that read them (so a root
         # published after the writes stopped still spreads at gossip speed), and once the table has settled
         # one packet a round asks a peer for reconciliation (core/digests.py) for a few rounds.
         ask = self.root_digests.summary_due()
         for peer in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=False):
+            pull = (self._pull_request(peer.name, held),) if asks else ()
+            pull_size = codec.message_size(pull[0]) if pull else 0
             rumors, large = self._take_beside_digests(pull_size, peer.name) if mode != "pull" else ([], False)
             reader = peer.name in self._digest_readers
             fresh, asking = reader and self.root_digests.has_fresh(), reader and ask
@@ -1259,7 +1289,9 @@ class Node:
 
     def _fresh_rumor(self, now: float, source: str | None, out: list[Effect]) -> None:
         """A rumor new to us was queued (heard from `source`, or ours): push modes forward it at once if
-        configured; pull mode only pulls at the gossip interval again, since the cluster is busy."""
+        configured; pull mode only pulls at the gossip interval again, since the cluster is busy (push-pull's
+        pull requests too)."""
+        self._pull_activity = True
         if self._pushes:
             interval = self.config.gossip.interval
             if self._next_gossip < now and interval > 0:
@@ -1269,8 +1301,10 @@ class Node:
                 self._next_gossip += math.ceil((now - self._next_gossip) / interval) * interval
             if self._immediate_forward:
                 self._forward(now, source, out)
+            if self._pull_interval > self.config.gossip.interval:
+                self._pull_interval = self.config.gossip.interval
+                self._next_pull_at = min(self._next_pull_at, now)
             return
-        self._pull_activity = True
         self._pull_interval = self.config.gossip.interval
         self._next_gossip = min(self._next_gossip, now + self._pull_interval)
 
@@ -1285,6 +1319,44 @@ class Node:
             self.stats["pull_unknown_sender"] += 1
             return None
         return member.addr
+
+    def _note_held(self, payload: bytes, now: float) -> int | None:
+        """A state payload we hold (received, new or not, or written here) off the tree: its short id, noted
+        for our pull requests (core/pull_ids.py). None in push mode, which never asks."""
+        if self.config.gossip.mode == "push":
+            return None
+        sid = short_id(message_id(payload))
+        self._recent_ids.add(sid, now)
+        return sid
+
+    def _held_window(self) -> float:
+        """How long a received payload is named in our pull requests: the gossip rounds a rumor stays in a
+        holder's queue (its retransmit limit; core/pull_ids.py)."""
+        g = self.config.gossip
+        return retransmit_limit(g.retransmit_mult, self._rumor_population) * g.interval
+
+    def _pull_request(self, to_name: str, held: tuple[int, ...]) -> PullRequest | ShortIds:
+        """A pull request to `to_name`: to a member known to read short ids, one that names what we hold
+        (`held`; on the tree, nothing: state travels the tree, not the queues that answers come from), ~20
+        bytes smaller than the old kind, which every other member gets."""
+        if self.readers.reads(to_name, SHORT_IDS):
+            return ShortIds(ShortKind.PULL, held)
+        return PullRequest(self.name, self.addr)
+
+    def _on_short_ids(self, msg: ShortIds, sender: str, out: list[Effect]) -> bool:
+        """A type-19 message from `sender`: it reads short ids from now on (a member we knew not to gets our
+        offer back, in a packet of its own, so both ends know). True if it is a pull request to answer."""
+        member = self.table.get(sender)
+        if member is None or sender == self.name:
+            self.stats["short_ids_unknown_member"] += 1
+            return False
+        if not self.readers.reads(sender, SHORT_IDS):
+            self.readers.show(sender, SHORT_IDS)
+            if msg.kind == ShortKind.OFFER and self.config.gossip.mode != "push":
+                offer = ShortIds(ShortKind.OFFER)
+                self._charge(codec.message_size(offer))
+                out.append(Send(member.addr, Packet(self.name, (offer,))))
+        return msg.kind == ShortKind.PULL
 
     def _answer_limit(self) -> int | None:
         """How many pull answers carry a rumor before it is retired (None: the queue's retransmit limit).
@@ -1433,7 +1505,8 @@ class Node:
         if len(covered) >= self.table.n_live - 1:
             return False
         self.stats["tree_flood_fallback"] += 1
-        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, covered=covered, critical=rumor.critical)
+        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, covered=covered, critical=rumor.critical,
+                           sid=short_id(message_id(rumor.payload)))
         return True
 
     def _tree_send(self, name: str, msgs: Sequence[Message], out: list[Effect]) -> None:
