@@ -51,13 +51,15 @@ def test_queued_ids_ride_on_an_ack_to_the_lazy_neighbour_and_are_not_announced_a
     assert not any(isinstance(m, IHave) for s in to(flush, port) for m in s.packet.messages)
 
 
-def test_without_a_rider_the_flush_announces_within_one_gossip_interval() -> None:
-    """The repair bound: a lazy neighbour hears of every payload within one lazy interval (= gossip.interval)."""
+def test_without_a_rider_the_flush_announces_within_one_lazy_interval() -> None:
+    """The repair bound: a lazy neighbour hears of every payload within one lazy interval (two gossip
+    intervals: the flush is at every second gossip tick)."""
     node, lazy = node_with_lazy_peer()
     port = int(lazy[1:])
     node.broadcast_state(b"w", 1.0)
-    assert node.next_deadline() <= 1.0 + node.config.gossip.interval
-    flush = node.tick(1.0 + node.config.gossip.interval)
+    assert node.tree.lazy_interval == 2 * node.config.gossip.interval
+    assert node.next_deadline() <= 1.0 + node.tree.lazy_interval
+    flush = node.tick(1.0 + node.tree.lazy_interval)
     assert IHave((message_id(b"w"),)) in [m for s in to(flush, port) for m in s.packet.messages]
 
 
@@ -72,5 +74,5 @@ def test_a_forged_ping_does_not_carry_off_a_neighbours_announcements() -> None:
     msgs = [m for e in out if isinstance(e, Send) and e.to == ("evil", 9) for m in e.packet.messages]
     assert any(isinstance(m, Ack) for m in msgs)
     assert not any(isinstance(m, IHave) for m in msgs)
-    flush = node.tick(1.0 + node.config.gossip.interval)
+    flush = node.tick(1.0 + node.tree.lazy_interval)
     assert IHave((message_id(b"w"),)) in [m for s in to(flush, port) for m in s.packet.messages]

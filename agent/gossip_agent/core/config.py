@@ -205,8 +205,8 @@ class GossipConfig:
     broadcast: BroadcastPath = setting(
         "tree", "How state writes spread in push and push-pull modes. tree: pushed along a spanning tree that "
         "gossip builds and repairs (fanout eager neighbours per agent, ids announced to the others every "
-        "interval, a missing payload fetched after interval/2), about one copy per agent; flood: every agent "
-        "retransmits each write retransmitMult * ceil(log10(N + 1)) times, like membership rumors. pull mode "
+        "second interval, a missing payload fetched after interval/2), about one copy per agent; flood: every "
+        "agent retransmits each write retransmitMult * ceil(log10(N + 1)) times, like membership rumors. pull mode "
         "always floods (answers to pulls).")
     # core/coalesce.py: one packet header for several writes to a tree neighbour, for up to this much latency
     # per hop; critical writes never wait.

@@ -102,6 +102,12 @@ _EARLY_GOSSIP_FRACTION = 0.25
 _RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
 _TREE_TYPES = (IHave, Graft, Prune)
 _IHAVE_FRAME = 5  # an IHAVE's bytes besides its ids: array, type, bin header (up to bin16)
+# The tree's lazy interval in gossip ticks: announcements leave at every second tick (in between, they ride on
+# the tick's gossip packets to their peers). At every tick, bench_load's 8 agents at 10 writes/s sent ~1.7
+# announcement packets per agent and tick (one per lazy link of which it is the first end), ~12 % of all
+# bytes, for repairs a healthy tree never needs; every second tick halves the packets (more ids in each) and
+# a lost eager link is repaired within 2.5 gossip intervals (graft timeout included) instead of 1.5.
+_LAZY_TICKS = 2
 # The follow-up sync after a join, in gossip intervals (0.5 s with LAN timings).
 _FOLLOWUP_SYNC_INTERVALS = 2.5
 # After `leave`, how long at most we keep running so our leave rumor spreads (seconds): we stop earlier once
@@ -243,7 +249,7 @@ class Node:
         # that a healthy tree never needs), a missing payload grafted half an interval after its announcement.
         g0 = config.gossip
         self._tree_on = g0.broadcast == "tree" and self._pushes
-        self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval,
+        self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval * _LAZY_TICKS,
                              graft_timeout=g0.interval / 2, rng=rng)
         # Normal pushes wait up to gossip.coalesceDelay for later writes to the same neighbour (core/coalesce.py).
         # (A packet of pushes carries no digests: see _tree_send.)
@@ -251,6 +257,7 @@ class Node:
         # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
         # a member without links misses every write made meanwhile, and nothing announces those to it later.
         self._tree_fill_at = now
+        self._gossip_ticks = 0  # gossip ticks so far: every _LAZY_TICKS-th flushes the tree's announcements
         self.table.add(Member(self.name, addr, incarnation, MemberState.ALIVE, dict(self.meta), now))
         self.stats: Counter[str] = Counter()
         if zone_unannounced:
@@ -616,6 +623,7 @@ class Node:
         g = self.config.gossip
         gossip_tick = now >= self._next_gossip
         if gossip_tick:
+            self._gossip_ticks += 1
             if not self._pushes:
                 self._gossip(now, out)
                 self._next_gossip = now + self._next_pull_interval()
@@ -625,7 +633,7 @@ class Node:
                 self._next_gossip = now + g.interval
         if self._tree_on:
             # Announcements leave at the gossip tick, after the round's packets took theirs along (plumtree.tick).
-            self._tick_tree(now, out, flush=gossip_tick)
+            self._tick_tree(now, out, flush=gossip_tick and self._gossip_ticks % _LAZY_TICKS == 0)
         if now >= self._followup_sync_at:
             self._followup_sync_at = _NEVER
             peer = self._random_peers(1, exclude=None, live_only=True, alive_only=True)
