@@ -426,6 +426,11 @@ class Plumtree:
             self._expire_cache(now)
         return out
 
+    def announcing(self) -> list[str]:
+        """The lazy peers whose announcements are due at the next flush (of which we are the first end): a
+        packet the Node sends one of them anyway carries them (`take_for`) and saves it a packet of its own."""
+        return [peer for peer, queue in self._announce.items() if queue and self.first_end(peer)]
+
     def first_end(self, peer: str) -> bool:
         """Whether we are the first end of the lazy link to `peer` (announce at the next flush; the other end
         holds its announcements one lazy interval longer). Both ends agree without a word: name order."""
