@@ -76,3 +76,21 @@ def test_a_forged_ping_does_not_carry_off_a_neighbours_announcements() -> None:
     assert not any(isinstance(m, IHave) for m in msgs)
     flush = node.tick(1.0 + node.tree.lazy_interval)
     assert IHave((message_id(b"w"),)) in [m for s in to(flush, port) for m in s.packet.messages]
+
+
+def test_a_gossip_round_goes_first_to_lazy_neighbours_whose_announcements_are_due() -> None:
+    """The round's packets (convergence digests under writes) carry the ids their peers are owed: picked at
+    random, a round reached a lazy neighbour with due ids by chance only, and the flush then sent it a packet of
+    its own (~40 B of headers for a few ids)."""
+    node, lazy = node_with_lazy_peer()
+    port = int(lazy[1:])
+    for i in range(2, 8):  # digest readers (Prune showed the tree level): the round's packets carry digests
+        assert node.readers.reads(f"p{i}", 1)
+    assert node.tree.first_end(lazy)
+    node.broadcast_state(b"w", 1.0)
+    node.publish_root_digest("ab" * 32, 1, 1000, now=1.0)  # a fresh digest: the next tick runs a round
+    assert node.tree.announcing() == [lazy]
+    out = node.tick(max(1.0, node._next_gossip))
+    msgs = [m for s in to(out, port) for m in s.packet.messages]
+    assert IHave((message_id(b"w"),)) in msgs
+    assert node.tree.announcing() == []
