@@ -8,7 +8,7 @@ import math
 import pytest
 
 from gossip_agent.core import plumtree
-from gossip_agent.core.plumtree import Plumtree, message_id
+from gossip_agent.core.plumtree import Plumtree, message_id, short_id
 
 LAZY, GRAFT = 0.05, 0.1
 
@@ -283,3 +283,22 @@ def test_each_member_picks_its_own_neighbours_whatever_others_picked() -> None:
     assert t.add_neighbour("d")  # a lazy link may be promoted
     assert t.eager == {"d", "g"} and t.lazy == {"e", "f"} and t.wanted() == 1
     assert t.tick(1.0).grafts == {"d": []}
+
+
+def test_short_announcements_are_grafted_by_short_id_and_answered_from_the_cache() -> None:
+    """Wire type 19 names payloads by 4-byte short ids: a short IHAVE for a payload we lack is grafted by its
+    short id, one for a payload we hold cancels our announcement of it, and a short GRAFT finds the payload."""
+    t = tree()
+    full = message_id(b"lost")
+    t.on_ihave((short_id(full),), "d", 1.0, short=True)
+    out = t.tick(1.0 + GRAFT)
+    assert out.short_grafts == {"d": [short_id(full)]} and out.grafts == {}
+    t.on_ihave((short_id(message_id(b"late")),), "e", 2.0, short=True)
+    assert t.receive(message_id(b"late"), "b", 2.01)  # arrived in time: no graft
+    assert t.tick(2.0 + GRAFT).short_grafts == {}
+    held = message_id(b"held")
+    assert t.receive(held, None, 3.0)
+    t.deliver(held, b"held", None, 3.0)
+    t.on_ihave((short_id(held),), "d", 3.01, short=True)  # d holds it: not announced to d
+    assert t.tick(3.0 + LAZY).ihaves == {"e": [held]}
+    assert t.on_graft((short_id(held), 12345), "e", short=True) == [(b"held", False)]

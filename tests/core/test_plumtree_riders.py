@@ -9,9 +9,10 @@ from dataclasses import replace
 
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.messages import Ack, Alive, IHave, Packet, Ping, Prune
+from gossip_agent.core.messages import Ack, Alive, IHave, Packet, Ping, Prune, ShortIds, ShortKind, StateRumor
 from gossip_agent.core.node import Node
-from gossip_agent.core.plumtree import message_id
+from gossip_agent.core.plumtree import message_id, short_id
+from gossip_agent.core.readers import SHORT_IDS
 
 
 class _Accept:
@@ -94,3 +95,23 @@ def test_a_gossip_round_goes_first_to_lazy_neighbours_whose_announcements_are_du
     msgs = [m for s in to(out, port) for m in s.packet.messages]
     assert IHave((message_id(b"w"),)) in msgs
     assert node.tree.announcing() == []
+
+
+def test_announcements_use_short_ids_only_to_members_that_read_them() -> None:
+    """Type 19 (4 B an id) to a member that showed it reads it, the long IHAVE (8 B an id) to any other: an
+    older agent drops a whole packet holding a type it does not know."""
+    node, lazy = node_with_lazy_peer()
+    port = int(lazy[1:])
+    node.broadcast_state(b"w", 1.0)
+    flush = node.tick(1.0 + node.tree.lazy_interval)
+    assert IHave((message_id(b"w"),)) in [m for s in to(flush, port) for m in s.packet.messages]
+    node.readers.show(lazy, SHORT_IDS)
+    node.broadcast_state(b"v", 2.0)
+    flush = node.tick(2.0 + node.tree.lazy_interval)
+    msgs = [m for s in to(flush, port) for m in s.packet.messages]
+    assert ShortIds(ShortKind.IHAVE, (short_id(message_id(b"v")),)) in msgs
+    assert not any(isinstance(m, IHave) for m in msgs)
+    # Its short graft is answered with the payload.
+    out = node.handle_packet(Packet(lazy, (ShortIds(ShortKind.GRAFT, (short_id(message_id(b"v")),)),)),
+                             ("h", port), 2.5)
+    assert StateRumor(b"v") in [m for s in to(out, port) for m in s.packet.messages]

@@ -77,7 +77,14 @@ from gossip_agent.core.messages import (
     StateRumor,
     Suspect,
 )
-from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE, Plumtree, message_id, short_id
+from gossip_agent.core.plumtree import (
+    ID_BYTES,
+    MAX_IDS_PER_MESSAGE,
+    SHORT_ID_BYTES,
+    Plumtree,
+    message_id,
+    short_id,
+)
 from gossip_agent.core.pull_ids import RecentIds
 from gossip_agent.core.readers import DIGESTS, SHORT_IDS, Readers
 from gossip_agent.core.rng import Rng
@@ -566,7 +573,7 @@ class Node:
             elif isinstance(msg, PullRequest):
                 reply_pull = self._pull_reply_address(packet.sender)
             elif isinstance(msg, ShortIds):
-                if self._on_short_ids(msg, packet.sender, out):
+                if self._on_short_ids(msg, packet.sender, out, now, grafted):
                     reply_pull = self._pull_reply_address(packet.sender)
                     held = frozenset(msg.ids)
             elif isinstance(msg, NetCoordinate):
@@ -799,8 +806,8 @@ class Node:
             self._charge(codec.message_size(rows))
             out.append(Send(target.addr, Packet(self.name, (rows,))))
             self.stats["coordinate_row_offers"] += 1
-        if self.config.gossip.mode != "push" and not self.readers.reads(target.name, SHORT_IDS):
-            # Short pull requests (type 19) likewise: an offer apart, answered by a newer agent's own offer.
+        if self._offers_short_ids() and not self.readers.reads(target.name, SHORT_IDS):
+            # Short ids (type 19: pull requests, tree ids) likewise: an offer apart, answered by a newer agent's.
             short_offer = ShortIds(ShortKind.OFFER)
             self._charge(codec.message_size(short_offer))
             out.append(Send(target.addr, Packet(self.name, (short_offer,))))
@@ -1371,20 +1378,28 @@ class Node:
             return ShortIds(ShortKind.PULL, held)
         return PullRequest(self.name, self.addr)
 
-    def _on_short_ids(self, msg: ShortIds, sender: str, out: list[Effect]) -> bool:
+    def _on_short_ids(self, msg: ShortIds, sender: str, out: list[Effect], now: float = 0.0,
+                      grafted: set[int] | None = None) -> bool:
         """A type-19 message from `sender`: it reads short ids from now on (a member we knew not to gets our
-        offer back, in a packet of its own, so both ends know). True if it is a pull request to answer."""
+        offer back, in a packet of its own, so both ends know). Short announcements and grafts go to the tree
+        as the long ones do. True if it is a pull request to answer."""
         member = self.table.get(sender)
         if member is None or sender == self.name:
             self.stats["short_ids_unknown_member"] += 1
             return False
         if not self.readers.reads(sender, SHORT_IDS):
             self.readers.show(sender, SHORT_IDS)
-            if msg.kind == ShortKind.OFFER and self.config.gossip.mode != "push":
+            if msg.kind == ShortKind.OFFER and self._offers_short_ids():
                 offer = ShortIds(ShortKind.OFFER)
                 self._charge(codec.message_size(offer))
                 out.append(Send(member.addr, Packet(self.name, (offer,))))
+        if msg.kind in (ShortKind.IHAVE, ShortKind.GRAFT):
+            self._on_tree_message(msg, sender, now, out, grafted)
         return msg.kind == ShortKind.PULL
+
+    def _offers_short_ids(self) -> bool:
+        """Whether short ids are of use to us: pull requests (pull, push-pull) or the tree's announcements."""
+        return self.config.gossip.mode != "push" or self._tree_on
 
     def _answer_limit(self) -> int | None:
         """How many pull answers carry a rumor before it is retired (None: the queue's retransmit limit).
@@ -1562,7 +1577,7 @@ class Node:
         rumors = self._take(self._budget(used + _allowance(digests)), name) if len(self.queue) else []
         out.append(Send(member.addr, Packet(self.name, (*msgs, *rumors, *digests))))
 
-    def _on_tree_message(self, msg: IHave | Graft | Prune, sender: str, now: float, out: list[Effect],
+    def _on_tree_message(self, msg: IHave | Graft | Prune | ShortIds, sender: str, now: float, out: list[Effect],
                          grafted: set[int] | None = None) -> None:
         """IHAVE / GRAFT / PRUNE from a live member (others are dropped and counted). Whoever sends them reads
         them: from now on our new message types ride on our packets to it."""
@@ -1572,10 +1587,11 @@ class Node:
         self._digest_readers.add(sender)
         if not self._tree_on:
             return  # flood path (or pull): everything reaches us by the queue; the sender's tree repairs
-        if isinstance(msg, IHave):
-            self.tree.on_ihave(msg.ids, sender, now)
-        elif isinstance(msg, Graft):
-            payloads = self.tree.on_graft(msg.ids, sender, grafted)
+        short = isinstance(msg, ShortIds)
+        if isinstance(msg, IHave) or (isinstance(msg, ShortIds) and msg.kind == ShortKind.IHAVE):
+            self.tree.on_ihave(msg.ids, sender, now, short=short)
+        elif isinstance(msg, Graft | ShortIds):
+            payloads = self.tree.on_graft(msg.ids, sender, grafted, short=short)
             self.stats["tree_graft_answers"] += len(payloads)
             self._tree_send_packed(sender, [StateRumor(p, critical) for p, critical in payloads], out)
         else:
@@ -1588,12 +1604,21 @@ class Node:
         room left (the piggybacked rumors keep the rest)."""
         if not self._tree_on or to_name is None or to_name not in self._digest_readers:
             return []
-        ids = self.tree.take_for(to_name, min(MAX_IDS_PER_MESSAGE, (room // 2 - _IHAVE_FRAME) // ID_BYTES))
+        short = self.readers.reads(to_name, SHORT_IDS)
+        ids = self.tree.take_for(to_name, min(MAX_IDS_PER_MESSAGE, (room // 2 - _IHAVE_FRAME)
+                                              // (SHORT_ID_BYTES if short else ID_BYTES)))
         if not ids:
             return []
         self.stats["tree_ihave_ids"] += len(ids)
         self.stats["tree_ihave_riders"] += 1
-        return [IHave(tuple(ids))]
+        return [self._ihave(to_name, ids)]
+
+    def _ihave(self, to_name: str, ids: Sequence[int]) -> IHave | ShortIds:
+        """An announcement of `ids` to `to_name`: with short ids (type 19, half the bytes) to a member known to
+        read them, else the long kind (type 10)."""
+        if self.readers.reads(to_name, SHORT_IDS):
+            return ShortIds(ShortKind.IHAVE, tuple(short_id(i) for i in ids))
+        return IHave(tuple(ids))
 
     def _tick_tree(self, now: float, out: list[Effect], *, flush: bool = False) -> None:
         """Fill the tree's neighbour sets from live members, then send what its timers made due: link
@@ -1613,13 +1638,18 @@ class Node:
         for peer in due.peers():
             msgs: list[Message] = []
             ihaves = due.ihaves.get(peer, [])
-            msgs.extend(IHave(tuple(ihaves[i:i + MAX_IDS_PER_MESSAGE]))
+            msgs.extend(self._ihave(peer, ihaves[i:i + MAX_IDS_PER_MESSAGE])
                         for i in range(0, len(ihaves), MAX_IDS_PER_MESSAGE))
             grafts = due.grafts.get(peer)
             if grafts is not None:
                 msgs.extend(Graft(tuple(grafts[i:i + MAX_IDS_PER_MESSAGE]))
                             for i in range(0, max(1, len(grafts)), MAX_IDS_PER_MESSAGE))
                 self.stats["tree_grafts"] += len(grafts)
+            short_grafts = due.short_grafts.get(peer)
+            if short_grafts:
+                msgs.extend(ShortIds(ShortKind.GRAFT, tuple(short_grafts[i:i + MAX_IDS_PER_MESSAGE]))
+                            for i in range(0, len(short_grafts), MAX_IDS_PER_MESSAGE))
+                self.stats["tree_grafts"] += len(short_grafts)
             if peer in due.prunes:
                 msgs.append(Prune())
                 self.stats["tree_prunes"] += 1

@@ -110,9 +110,10 @@ class TreeOut:
     ihaves: dict[str, list[int]] = field(default_factory=dict)
     grafts: dict[str, list[int]] = field(default_factory=dict)
     prunes: set[str] = field(default_factory=set)
+    short_grafts: dict[str, list[int]] = field(default_factory=dict)  # short ids announced to us as such
 
     def peers(self) -> set[str]:
-        return set(self.ihaves) | set(self.grafts) | self.prunes
+        return set(self.ihaves) | set(self.grafts) | self.prunes | set(self.short_grafts)
 
 
 class Plumtree:
@@ -133,6 +134,11 @@ class Plumtree:
         self.eager: set[str] = set()
         self.lazy: set[str] = set()
         self._seen: OrderedDict[int, _First] = OrderedDict()
+        # Short ids (wire type 19): seen ones by count (two seen ids may share one), and the cached payloads'
+        # ids by short id (a graft naming a short id is answered from the cache). An id announced short that
+        # we lack waits in `_missing` under the key `-1 - short id` (full ids are never negative).
+        self._seen_short: dict[int, int] = {}
+        self._cache_short: dict[int, int] = {}
         # id -> (cached at, payload, critical): a payload's class travels with it, so an answer to a graft
         # keeps a critical write critical.
         self._cache: OrderedDict[int, tuple[float, bytes, bool]] = OrderedDict()
@@ -236,9 +242,17 @@ class Plumtree:
                     self._proven.add(sender)
             off_tree = sender is not None and sender not in self.eager
             self._seen[ident] = _First(sender, off_tree, can_prune)
+            sid = short_id(ident)
+            self._seen_short[sid] = self._seen_short.get(sid, 0) + 1
             if len(self._seen) > MAX_SEEN:
-                self._seen.popitem(last=False)
+                old, _ = self._seen.popitem(last=False)
+                old_sid = short_id(old)
+                if self._seen_short[old_sid] <= 1:
+                    del self._seen_short[old_sid]
+                else:
+                    self._seen_short[old_sid] -= 1
             self._missing.pop(ident, None)  # its timer is skipped when it fires
+            self._missing.pop(-1 - sid, None)
             if off_tree and sender is not None and can_prune:
                 self._make_lazy(sender)  # links are symmetric: announce to it from now on
             return True
@@ -292,6 +306,7 @@ class Plumtree:
         if old is not None:
             self._cache_bytes -= len(old[1])
         self._cache[ident] = (now, payload, critical)
+        self._cache_short[short_id(ident)] = ident
         self._cache_bytes += len(payload)
         self._expire_cache(now)
 
@@ -299,8 +314,10 @@ class Plumtree:
         cache = self._cache
         while cache and (len(cache) > MAX_CACHED or self._cache_bytes > MAX_CACHED_BYTES
                          or next(iter(cache.values()))[0] + CACHE_SECONDS < now):
-            _, (_, payload, _) = cache.popitem(last=False)
+            ident, (_, payload, _) = cache.popitem(last=False)
             self._cache_bytes -= len(payload)
+            if self._cache_short.get(short_id(ident)) == ident:
+                del self._cache_short[short_id(ident)]
 
     def cached(self, ident: int) -> tuple[bytes, bool] | None:
         """A cached payload and whether it is critical (None: not, or no longer, held)."""
@@ -308,18 +325,29 @@ class Plumtree:
         return (entry[1], entry[2]) if entry is not None else None
 
     # -- control messages ---------------------------------------------------------------------------------
-    def on_ihave(self, ids: tuple[int, ...], sender: str, now: float) -> None:
+    def on_ihave(self, ids: tuple[int, ...], sender: str, now: float, *, short: bool = False) -> None:
         """`sender` holds these payloads. Ids we have need no announcement back to it; ids we lack start a
         graft timer (or add an announcer to the running one). The sender becomes a lazy neighbour if it was
-        none (links are symmetric)."""
+        none (links are symmetric). `short`: the ids are short ids (wire type 19); one we lack is grafted by
+        its short id (`TreeOut.short_grafts`)."""
         if sender not in self.eager:
             self._make_lazy(sender)
         queue = self._announce.get(sender)
+        if short:
+            if queue:
+                named = set(ids)
+                for full in [f for f in queue if short_id(f) in named]:
+                    del queue[full]
+            seen: dict[int, int] | OrderedDict[int, _First] = self._seen_short
+        else:
+            seen = self._seen
         for ident in ids:
-            if ident in self._seen:
-                if queue is not None:
+            if ident in seen:
+                if queue is not None and not short:
                     queue.pop(ident, None)
                 continue
+            if short:
+                ident = -1 - ident
             missing = self._missing.get(ident)
             if missing is None:
                 if len(self._missing) >= MAX_MISSING:
@@ -332,12 +360,13 @@ class Plumtree:
                     and len(missing.announcers) < MAX_ANNOUNCERS:
                 missing.announcers.append(sender)
 
-    def on_graft(self, ids: tuple[int, ...], sender: str,
-                 answered: set[int] | None = None) -> list[tuple[bytes, bool]]:
+    def on_graft(self, ids: tuple[int, ...], sender: str, answered: set[int] | None = None, *,
+                 short: bool = False) -> list[tuple[bytes, bool]]:
         """`sender` asks for these payloads (none: a link request); the link becomes eager at both ends. The
         payloads we still hold, with their class (critical or not), each once, at most MAX_GRAFT_ANSWER over
         `answered` (the ids already answered for the same packet, updated here): a packet of many grafts, or
-        one naming an id again and again, must not draw more than one graft's worth."""
+        one naming an id again and again, must not draw more than one graft's worth. `short`: the ids are
+        short ids (wire type 19), looked up among the cached payloads."""
         self._make_eager(sender)
         self._prunes.discard(sender)
         seen = set() if answered is None else answered
@@ -345,6 +374,11 @@ class Plumtree:
         for ident in ids[:MAX_GRAFT_ANSWER]:
             if len(seen) >= MAX_GRAFT_ANSWER:
                 break
+            if short:
+                full = self._cache_short.get(ident)
+                if full is None:
+                    continue
+                ident = full
             if ident in seen:
                 continue
             seen.add(ident)
@@ -399,7 +433,10 @@ class Plumtree:
                 continue
             peer = missing.announcers.pop(0)
             missing.grafted.append(peer)
-            out.grafts.setdefault(peer, []).append(ident)
+            if ident < 0:
+                out.short_grafts.setdefault(peer, []).append(-1 - ident)
+            else:
+                out.grafts.setdefault(peer, []).append(ident)
             self._make_eager(peer)
             missing.deadline = now + self.graft_timeout
             heapq.heappush(timers, (missing.deadline, ident))
