@@ -9,12 +9,13 @@ import pytest
 
 from gossip_agent.core import codec
 from gossip_agent.core.broadcast import BroadcastQueue
+from gossip_agent.core.config import GossipMode
 from gossip_agent.core.effects import Effect, Send
 from gossip_agent.core.messages import Packet, PullRequest, ShortIds, ShortKind, StateRumor
 from gossip_agent.core.node import Node
 from gossip_agent.core.plumtree import MAX_IDS_PER_MESSAGE, SHORT_ID_BYTES, message_id, short_id
 from gossip_agent.core.pull_ids import RecentIds
-from gossip_agent.core.readers import SHORT_IDS
+from gossip_agent.core.readers import PEER_COORDINATES, SHORT_IDS
 
 from .test_node_modes import drain, node_with_peers
 
@@ -169,3 +170,29 @@ def test_push_pull_asks_less_while_asking_brings_nothing() -> None:
         rounds += node.stats["gossip_packets"] > before
         asked += any(isinstance(m, PullRequest | ShortIds) for e in out for m in e.packet.messages)
     assert rounds >= 30 and 1 <= asked <= 14
+
+
+@pytest.mark.parametrize("mode", ["push", "pull", "push-pull"])
+def test_a_previous_release_peer_never_gets_type_19_beside_other_messages(mode: GossipMode) -> None:
+    """Peers at the previous release's level (they read digests, the tree and coordinates: type 18 and below)
+    get type 19 only as an offer in a packet of its own, however the node is driven: writes, pull requests,
+    the tree's announcements and grafts, probes. (Checked by hand against that release's decoder too.)"""
+    node = node_with_peers(mode, broadcast="tree")
+    for m in node.members():
+        if m.name != node.name:
+            node.readers.show(m.name, PEER_COORDINATES)
+    p3 = node.member("p3")
+    assert p3 is not None
+    t, packets = 0.0, []
+    for step in range(120):
+        t += 0.05
+        out = node.tick(t)
+        if step % 3 == 0:
+            out += node.broadcast_state(b"w%d" % step, t)
+        if step % 5 == 0:
+            out += node.handle_packet(Packet("p3", (PullRequest("p3", p3.addr), StateRumor(b"o%d" % step))),
+                                      p3.addr, t)
+        packets += [s.packet.messages for s in sends(out)]
+    with_short = [msgs for msgs in packets if any(isinstance(m, ShortIds) for m in msgs)]
+    assert len(packets) > 50 and with_short
+    assert all(msgs == (ShortIds(ShortKind.OFFER),) for msgs in with_short)
