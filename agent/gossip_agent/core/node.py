@@ -16,7 +16,9 @@ Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
 - `gossip.mode` says who starts an exchange: `push` sends rumors unasked; `pull` asks `fanout` peers for
   theirs each pull round and sends rumors only in answers (no piggybacking, no forwarding; its one exception is
   our own leave, pushed with whatever we still hold, since a member that is gone answers nobody); `push-pull`
-  pushes, and asks in the same packets;
+  pushes, and asks in its gossip packets; pull requests back off while they bring nothing, name the state
+  payloads the asker received lately (core/pull_ids.py: answers leave those out), and draw no answer when the
+  responder has nothing to send;
 - a full push-pull sync with a random member every push-pull interval, and with seeds on join, repairs
   whatever rumors missed;
 - state rumors, with `gossip.broadcast: tree` in push modes, travel along an epidemic broadcast tree instead
