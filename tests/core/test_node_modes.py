@@ -131,24 +131,28 @@ def pull_times(sends: list[tuple[float, Send]]) -> list[float]:
 
 
 def test_idle_pulls_back_off_to_the_probe_interval_and_news_resets_them() -> None:
+    """A pull round is `fanout` requests, one peer at a time, spread over the round (each names what the
+    answers before it brought)."""
     node = node_with_peers("pull")
     g, m = node.config.gossip, node.config.membership
+    f = g.fanout
     times = pull_times(run(node, 20.0))
     gaps = gaps_of(times)
     # Doubling from the gossip interval, then capped at the probe interval.
-    assert gaps[:4] == [g.interval, 2 * g.interval, 4 * g.interval, m.probe_interval]
-    assert set(gaps[4:]) == {m.probe_interval}
-    # An answer carrying news: the next pull comes one gossip interval later, and stays at that pace while
-    # our queue holds news; once our peers have pulled it from us, the pulls back off again.
+    expected = [g.interval / f, 2 * g.interval / f, 4 * g.interval / f, m.probe_interval / f]
+    assert gaps[:4] == pytest.approx(expected, abs=1e-5)
+    assert set(gaps[4:]) == {round(m.probe_interval / f, 6)}
+    # An answer carrying news: the next pull comes one gossip interval (over fanout) later, and stays at that
+    # pace while our queue holds news; once our peers have pulled it from us, the pulls back off again.
     t = times[-1] + 0.1
     node.handle_packet(Packet("p2", (StateRumor(b"news"),)), ("h", 2), t)
     after = pull_times(run(node, t + 1.0))
-    assert after[0] == pytest.approx(t + g.interval)
-    assert gaps_of(after) == [g.interval] * (len(after) - 1)
+    assert after[0] == pytest.approx(t + g.interval / f)
+    assert gaps_of(after) == pytest.approx([g.interval / f] * (len(after) - 1), abs=1e-5)
     drain(node, t + 1.0)
     later = pull_times(run(node, t + 10.0))
     gaps = gaps_of(later)
-    assert gaps[:3] == [2 * g.interval, 4 * g.interval, m.probe_interval]
+    assert gaps[:3] == pytest.approx([2 * g.interval / f, 4 * g.interval / f, m.probe_interval / f], abs=1e-5)
 
 
 def test_push_pull_idle_sends_no_pull_requests() -> None:

@@ -634,8 +634,10 @@ class Node:
         if gossip_tick:
             self._gossip_ticks += 1
             if not self._pushes:
+                # One peer at a time, `fanout` a pull interval: each request names what the answers before it
+                # brought (asked at once, every holder answered with the same write).
                 self._gossip(now, out)
-                self._next_gossip = now + self._next_pull_interval()
+                self._next_gossip = now + self._next_pull_interval() / self.config.gossip.fanout
             else:
                 if len(self.queue) or self.root_digests.has_fresh() or self.root_digests.summary_due():
                     self._gossip(now, out)
@@ -1277,7 +1279,7 @@ class Node:
         # published after the writes stopped still spreads at gossip speed), and once the table has settled
         # one packet a round asks a peer for reconciliation (core/digests.py) for a few rounds.
         ask = self.root_digests.summary_due()
-        for peer in self._gossip_targets(self.config.gossip.fanout):
+        for peer in self._gossip_targets(1 if mode == "pull" else self.config.gossip.fanout):
             pull = (self._pull_request(peer.name, held),) if asks else ()
             pull_size = codec.message_size(pull[0]) if pull else 0
             rumors, large = self._take_beside_digests(pull_size, peer.name) if mode != "pull" else ([], False)
@@ -1343,7 +1345,7 @@ class Node:
                 self._next_pull_at = min(self._next_pull_at, now)
             return
         self._pull_interval = self.config.gossip.interval
-        self._next_gossip = min(self._next_gossip, now + self._pull_interval)
+        self._next_gossip = min(self._next_gossip, now + self._pull_interval / self.config.gossip.fanout)
 
     def _pull_reply_address(self, sender: str) -> Address | None:
         """Where a pull request is answered: the asker's address in our table, never the address written
@@ -1417,9 +1419,10 @@ class Node:
         return retransmit_limit(self.config.gossip.retransmit_mult, n) * self.config.gossip.fanout
 
     def _next_pull_interval(self) -> float:
-        """Pull mode, after a pull round: the wait until the next one. A round after which nothing fresh
-        arrived (no answer carried news, our queue is empty) doubles it, up to the probe interval, so an idle
-        cluster pulls rarely; any news puts it back to the gossip interval."""
+        """After a pull round (pull mode: one request; `fanout` of them a round, spread over it): the wait
+        until the next one. A round after which nothing fresh arrived (no answer carried news, our queue is
+        empty) doubles it, up to the probe interval, so an idle cluster pulls rarely; any news puts it back to
+        the gossip interval."""
         g = self.config.gossip
         if self._pull_activity or len(self.queue):
             self._pull_interval = g.interval
