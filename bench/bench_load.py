@@ -17,10 +17,10 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
   by type    Every UDP datagram between agents is also captured (AF_PACKET on `lo`, a kernel BPF filter keeping
              only 127.0.0.1 -> 127.0.0.1 UDP to the port range, one copy per datagram) by a child process and
              decoded: each message's msgpack bytes by type (ping, ack, nack, ping_req, alive, suspect, dead,
-             state, pull, digest, and the broadcast tree's ihave, graft, prune); each datagram's headers (IP 20
-             + UDP 8 + framing) are shared among its messages in proportion to their size. A Python capture
-             cannot keep up with 50 busy agents (the kernel drops what it cannot queue:
-             `capture.kernel_drops`, `capture_kept`), so the split uses the agents' own
+             state, pull, digest, and the broadcast tree's ihave, graft, prune; type 19 by kind: short_pull,
+             short_offer); each datagram's headers (IP 20 + UDP 8 + framing) are shared among its messages in
+             proportion to their size. A Python capture cannot keep up with 50 busy agents (the kernel drops
+             what it cannot queue: `capture.kernel_drops`, `capture_kept`), so the split uses the agents' own
              exact message counts by type (`gossip_messages_total{direction="out"}`) times each type's mean
              wire size from the capture, scaled to the nft UDP total (`udp_split` says which method). TCP
              (push-pull membership syncs, Merkle anti-entropy, stream probes) is split by operation with the
@@ -29,9 +29,9 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
              and `gossip_bytes_total{kind}`, whose UDP kind is only a datagram's *first* message type (a state
              rumor piggybacked on a ping counts as ping), so they cannot give bytes by message type.
   share      membership/convergence = ping + ack + nack + ping_req + alive + suspect + dead + digest +
-             coordinate (UDP) + push-pull (TCP); data = state + pull + ihave + graft + prune (UDP) +
-             anti-entropy (TCP). An agent's Merkle root travels as a convergence digest (`digest`; older agents:
-             in their Alive metadata, counted as `alive`).
+             coordinate (UDP) + push-pull (TCP); data = state + pull + short_pull + short_offer + ihave + graft +
+             prune (UDP) + anti-entropy (TCP). An agent's Merkle root travels as a convergence digest
+             (`digest`; older agents: in their Alive metadata, counted as `alive`).
   latency    write -> all (t100): from just before the PUT is sent to the arrival of the change on the LAST
              agent's watch stream (an agent emits it right after applying the write); median, p99, max; writes
              some agent never emitted within `--deliver-timeout` are counted as incomplete.
@@ -109,17 +109,24 @@ sys.path.insert(0, str(HERE))
 import bench_cluster as bc  # noqa: E402  (bench/bench_cluster.py, beside this file)
 import serf as serf_mod  # noqa: E402
 
-from gossip_agent.core.codec import MessageType  # noqa: E402
+from gossip_agent.core.codec import SHORT_LABELS, MessageType  # noqa: E402
 
 CLIENT_ADDR = "127.0.0.2"   # the bench's HTTP client: outside the counted traffic
 AGENT_ADDR = "127.0.0.1"
 VERSION_BYTES = 16          # one write's version in the floor: a 64-bit HLC + a 64-bit counter
 SERF_EVENT_LIMIT = 512      # Serf's UserEventSizeLimit (name + payload)
 MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead", "digest", "coordinate")
-DATA_TYPES = ("state", "pull", "ihave", "graft", "prune")
+DATA_TYPES = ("state", "pull", "ihave", "graft", "prune", *SHORT_LABELS.values(), "short_ids")
 MEMBERSHIP_OPS = ("pushpull",)
 TYPE_NAMES = {int(t): t.name.lower() for t in MessageType}
 TYPE_NAMES[int(MessageType.STATE_CRITICAL)] = "state"  # a critical state rumor: the agents count it as state
+
+
+def type_name(m: list[Any]) -> str:
+    """A captured message's type as the agents label it: type 19 by its kind (short pull requests, offers)."""
+    if m[0] == MessageType.SHORT_IDS and len(m) > 1:
+        return SHORT_LABELS.get(m[1], "short_ids")
+    return TYPE_NAMES.get(m[0], f"type{m[0]}")
 
 
 def log(msg: str) -> None:
@@ -271,8 +278,7 @@ def capture_child(lo: int, hi: int, out: str) -> int:
             if not payload or payload[0] != 0x01:
                 raise ValueError("not a plaintext packet")
             _sender, messages = msgpack.unpackb(payload[1:], raw=True, strict_map_key=False)
-            sizes = [(TYPE_NAMES.get(m[0], f"type{m[0]}"), len(msgpack.packb(m, use_bin_type=True)))
-                     for m in messages]
+            sizes = [(type_name(m), len(msgpack.packb(m, use_bin_type=True))) for m in messages]
         except Exception:  # any garbage: counted, never fatal
             undecoded += 1
             undecoded_bytes += ip_len

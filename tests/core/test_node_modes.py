@@ -20,6 +20,8 @@ from gossip_agent.core.messages import (
     Packet,
     Ping,
     PullRequest,
+    ShortIds,
+    ShortKind,
     StateRumor,
     Suspect,
 )
@@ -59,6 +61,11 @@ def drain(node: Node, now: float) -> None:
             if m.name != node.name:
                 node.handle_packet(Packet(m.name, (PullRequest(m.name, m.addr),)), m.addr, now)
     assert node.queue_depth() == 0
+
+
+def is_pull(m: Message) -> bool:
+    """A pull request: the old kind, or a short one (type 19) to a member that reads it."""
+    return isinstance(m, PullRequest) or (isinstance(m, ShortIds) and m.kind == ShortKind.PULL)
 
 
 def _rumors(msgs: tuple[Message, ...]) -> list[Message]:
@@ -120,28 +127,32 @@ def gaps_of(times: list[float]) -> list[float]:
 
 
 def pull_times(sends: list[tuple[float, Send]]) -> list[float]:
-    return sorted({t for t, s in sends if any(isinstance(m, PullRequest) for m in s.packet.messages)})
+    return sorted({t for t, s in sends if any(is_pull(m) for m in s.packet.messages)})
 
 
 def test_idle_pulls_back_off_to_the_probe_interval_and_news_resets_them() -> None:
+    """A pull round is `fanout` requests, one peer at a time, spread over the round (each names what the
+    answers before it brought)."""
     node = node_with_peers("pull")
     g, m = node.config.gossip, node.config.membership
+    f = g.fanout
     times = pull_times(run(node, 20.0))
     gaps = gaps_of(times)
     # Doubling from the gossip interval, then capped at the probe interval.
-    assert gaps[:4] == [g.interval, 2 * g.interval, 4 * g.interval, m.probe_interval]
-    assert set(gaps[4:]) == {m.probe_interval}
-    # An answer carrying news: the next pull comes one gossip interval later, and stays at that pace while
-    # our queue holds news; once our peers have pulled it from us, the pulls back off again.
+    expected = [g.interval / f, 2 * g.interval / f, 4 * g.interval / f, m.probe_interval / f]
+    assert gaps[:4] == pytest.approx(expected, abs=1e-5)
+    assert set(gaps[4:]) == {round(m.probe_interval / f, 6)}
+    # An answer carrying news: the next pull comes one gossip interval (over fanout) later, and stays at that
+    # pace while our queue holds news; once our peers have pulled it from us, the pulls back off again.
     t = times[-1] + 0.1
     node.handle_packet(Packet("p2", (StateRumor(b"news"),)), ("h", 2), t)
     after = pull_times(run(node, t + 1.0))
-    assert after[0] == pytest.approx(t + g.interval)
-    assert gaps_of(after) == [g.interval] * (len(after) - 1)
+    assert after[0] == pytest.approx(t + g.interval / f)
+    assert gaps_of(after) == pytest.approx([g.interval / f] * (len(after) - 1), abs=1e-5)
     drain(node, t + 1.0)
     later = pull_times(run(node, t + 10.0))
     gaps = gaps_of(later)
-    assert gaps[:3] == [2 * g.interval, 4 * g.interval, m.probe_interval]
+    assert gaps[:3] == pytest.approx([2 * g.interval / f, 4 * g.interval / f, m.probe_interval / f], abs=1e-5)
 
 
 def test_push_pull_idle_sends_no_pull_requests() -> None:
@@ -169,7 +180,7 @@ def test_push_modes_forward_fresh_rumors_at_once(mode: GossipMode, broadcast: Br
     assert heard and all(s.to != ("h", 2) for s in heard), "forwarded, not back to its source"
     # The pull request rides along only in push-pull (in gossip rounds, which run while rumors are queued:
     # the tree queues none of its state rumors, it repairs them by grafts).
-    assert any(isinstance(m, PullRequest) for _, s in run(node, 1.3) for m in s.packet.messages) == (
+    assert any(is_pull(m) for _, s in run(node, 1.3) for m in s.packet.messages) == (
         mode == "push-pull" and broadcast == "flood")
 
 
@@ -186,7 +197,7 @@ def test_pull_mode_cluster_converges_a_write_without_pushing_it(seed: int) -> No
 
     def watch(now: float, i: int, send: Send) -> None:
         msgs = send.packet.messages
-        if any(isinstance(m, PullRequest) for m in msgs):
+        if any(is_pull(m) for m in msgs):
             asked.setdefault((i, sim.index[send.to]), []).append(now)
         if _rumors(msgs):
             sent = asked.get((sim.index[send.to], i), [])

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from gossip_agent.core import plumtree
-from gossip_agent.core.plumtree import Plumtree, message_id
+from gossip_agent.core.plumtree import Plumtree, message_id, short_id
 
 LAZY, GRAFT = 0.05, 0.1
 
@@ -105,23 +105,17 @@ def test_riders_take_the_oldest_queued_announcements_and_leave_the_rest_for_the_
     assert t.tick(1.0 + LAZY).ihaves == {"d": [3]}
 
 
-def test_the_lazy_flush_is_spread_over_the_second_half_of_the_interval() -> None:
-    """Members deliver a payload within milliseconds of each other; flushing at the same moment, both ends of a
-    lazy link announced it to each other. Spread, the first announcement usually arrives before the other end
-    flushes, which then leaves the id out (measured: ~17% fewer ids)."""
-    class Fixed:
-        def __init__(self, x: float) -> None:
-            self.x = x
-
-        def random(self) -> float:
-            return self.x
-
-    for x, expected in ((0.0, 0.5), (1.0, 1.0)):
-        t = Plumtree("a", eager_target=1, lazy_interval=LAZY, graft_timeout=GRAFT, rng=Fixed(x))
-        t.on_ihave((), "d", 0.0)
-        t.receive(1, None, 1.0)
-        t.deliver(1, b"x", None, 1.0)
-        assert t.next_deadline() == pytest.approx(1.0 + expected * LAZY)
+def test_announcements_leave_at_the_gossip_tick_or_one_lazy_interval_after_the_first() -> None:
+    """The Node flushes at its gossip tick, after the round's gossip packets took their riders: a lazy peer that
+    got one needs no packet of its own. Without a tick, the flush comes one lazy interval after the first id."""
+    t = tree()
+    t.receive(1, None, 1.0)
+    t.deliver(1, b"x", None, 1.0)
+    assert t.next_deadline() == pytest.approx(1.0 + LAZY)
+    assert t.take_for("d") == [1]  # rode on a gossip packet to d
+    assert t.tick(1.01).ihaves == {}
+    assert t.tick(1.02, flush=True).ihaves == {"e": [1]}
+    assert t.next_deadline() == math.inf and t.tick(1.03, flush=True).ihaves == {}
 
 
 def test_a_link_that_delivers_first_in_between_is_not_pruned() -> None:
@@ -212,10 +206,38 @@ def test_a_graft_is_answered_from_the_cache_while_it_lasts() -> None:
     t = tree()
     assert t.receive(1, None, 1.0)
     t.deliver(1, b"one", None, 1.0)
-    assert t.on_graft((1, 99), "e") == [b"one"]
+    assert t.on_graft((1, 99), "e") == [(b"one", False)]
     assert "e" in t.eager
     t.tick(1.0 + plumtree.CACHE_SECONDS + 1)
     assert t.on_graft((1,), "e") == []
+
+
+def test_the_second_end_of_a_lazy_link_holds_its_announcements_and_the_first_ends_cancel_them() -> None:
+    """Each id crosses a healthy lazy link once: the member whose name sorts first announces at its next flush,
+    the other holds its ids past that flush, and the first end's IHAVE removes them (without the hold both ends
+    announced every id to each other whenever writes kept their queues busy)."""
+    z = Plumtree("z", eager_target=2, lazy_interval=LAZY, graft_timeout=GRAFT)
+    for name in ("d", "e"):
+        z.on_ihave((), name, 0.0)
+    assert not z.first_end("d") and tree().first_end("d")
+    for ident in (1, 2):
+        assert z.receive(ident, None, 1.0)
+        z.deliver(ident, b"x", None, 1.0)
+    assert z.tick(1.0 + LAZY).ihaves == {}  # the first end's flush is still due
+    z.on_ihave((1, 2), "d", 1.0 + LAZY)  # d, the first end, announced: nothing to tell it
+    assert z.tick(1.0 + 2 * LAZY).ihaves == {"e": [1, 2]}  # the next flush: e said nothing, it may lack them
+    assert z.tick(1.0 + 4 * LAZY).ihaves == {} and z.next_deadline() == math.inf
+
+
+def test_a_cached_payload_keeps_its_class_for_grafts() -> None:
+    """The class travels with the cached payload (the Node kept a second, separately bounded set of critical
+    ids, which could forget a payload's class while the cache still held it)."""
+    t = tree()
+    assert t.receive(1, None, 1.0) and t.receive(2, None, 1.0)
+    t.deliver(1, b"urgent", None, 1.0, critical=True)
+    t.deliver(2, b"plain", None, 1.0)
+    assert t.cached(1) == (b"urgent", True)
+    assert t.on_graft((2, 1), "e") == [(b"plain", False), (b"urgent", True)]
 
 
 def test_member_death_clears_its_links_and_asks_for_new_neighbours() -> None:
@@ -261,3 +283,22 @@ def test_each_member_picks_its_own_neighbours_whatever_others_picked() -> None:
     assert t.add_neighbour("d")  # a lazy link may be promoted
     assert t.eager == {"d", "g"} and t.lazy == {"e", "f"} and t.wanted() == 1
     assert t.tick(1.0).grafts == {"d": []}
+
+
+def test_short_announcements_are_grafted_by_short_id_and_answered_from_the_cache() -> None:
+    """Wire type 19 names payloads by 4-byte short ids: a short IHAVE for a payload we lack is grafted by its
+    short id, one for a payload we hold cancels our announcement of it, and a short GRAFT finds the payload."""
+    t = tree()
+    full = message_id(b"lost")
+    t.on_ihave((short_id(full),), "d", 1.0, short=True)
+    out = t.tick(1.0 + GRAFT)
+    assert out.short_grafts == {"d": [short_id(full)]} and out.grafts == {}
+    t.on_ihave((short_id(message_id(b"late")),), "e", 2.0, short=True)
+    assert t.receive(message_id(b"late"), "b", 2.01)  # arrived in time: no graft
+    assert t.tick(2.0 + GRAFT).short_grafts == {}
+    held = message_id(b"held")
+    assert t.receive(held, None, 3.0)
+    t.deliver(held, b"held", None, 3.0)
+    t.on_ihave((short_id(held),), "d", 3.01, short=True)  # d holds it: not announced to d
+    assert t.tick(3.0 + LAZY).ihaves == {"e": [held]}
+    assert t.on_graft((short_id(held), 12345), "e", short=True) == [(b"held", False)]

@@ -9,9 +9,10 @@ from dataclasses import replace
 
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.messages import Ack, Alive, IHave, Packet, Ping, Prune
+from gossip_agent.core.messages import Ack, Alive, IHave, Packet, Ping, Prune, ShortIds, ShortKind, StateRumor
 from gossip_agent.core.node import Node
-from gossip_agent.core.plumtree import message_id
+from gossip_agent.core.plumtree import message_id, short_id
+from gossip_agent.core.readers import SHORT_IDS
 
 
 class _Accept:
@@ -51,13 +52,15 @@ def test_queued_ids_ride_on_an_ack_to_the_lazy_neighbour_and_are_not_announced_a
     assert not any(isinstance(m, IHave) for s in to(flush, port) for m in s.packet.messages)
 
 
-def test_without_a_rider_the_flush_announces_within_one_gossip_interval() -> None:
-    """The repair bound: a lazy neighbour hears of every payload within one lazy interval (= gossip.interval)."""
+def test_without_a_rider_the_flush_announces_within_one_lazy_interval() -> None:
+    """The repair bound: a lazy neighbour hears of every payload within one lazy interval (two gossip
+    intervals: the flush is at every second gossip tick)."""
     node, lazy = node_with_lazy_peer()
     port = int(lazy[1:])
     node.broadcast_state(b"w", 1.0)
-    assert node.next_deadline() <= 1.0 + node.config.gossip.interval
-    flush = node.tick(1.0 + node.config.gossip.interval)
+    assert node.tree.lazy_interval == 2 * node.config.gossip.interval
+    assert node.next_deadline() <= 1.0 + node.tree.lazy_interval
+    flush = node.tick(1.0 + node.tree.lazy_interval)
     assert IHave((message_id(b"w"),)) in [m for s in to(flush, port) for m in s.packet.messages]
 
 
@@ -72,5 +75,43 @@ def test_a_forged_ping_does_not_carry_off_a_neighbours_announcements() -> None:
     msgs = [m for e in out if isinstance(e, Send) and e.to == ("evil", 9) for m in e.packet.messages]
     assert any(isinstance(m, Ack) for m in msgs)
     assert not any(isinstance(m, IHave) for m in msgs)
-    flush = node.tick(1.0 + node.config.gossip.interval)
+    flush = node.tick(1.0 + node.tree.lazy_interval)
     assert IHave((message_id(b"w"),)) in [m for s in to(flush, port) for m in s.packet.messages]
+
+
+def test_a_gossip_round_goes_first_to_lazy_neighbours_whose_announcements_are_due() -> None:
+    """The round's packets (convergence digests under writes) carry the ids their peers are owed: picked at
+    random, a round reached a lazy neighbour with due ids by chance only, and the flush then sent it a packet of
+    its own (~40 B of headers for a few ids)."""
+    node, lazy = node_with_lazy_peer()
+    port = int(lazy[1:])
+    for i in range(2, 8):  # digest readers (Prune showed the tree level): the round's packets carry digests
+        assert node.readers.reads(f"p{i}", 1)
+    assert node.tree.first_end(lazy)
+    node.broadcast_state(b"w", 1.0)
+    node.publish_root_digest("ab" * 32, 1, 1000, now=1.0)  # a fresh digest: the next tick runs a round
+    assert node.tree.announcing() == [lazy]
+    out = node.tick(max(1.0, node._next_gossip))
+    msgs = [m for s in to(out, port) for m in s.packet.messages]
+    assert IHave((message_id(b"w"),)) in msgs
+    assert node.tree.announcing() == []
+
+
+def test_announcements_use_short_ids_only_to_members_that_read_them() -> None:
+    """Type 19 (4 B an id) to a member that showed it reads it, the long IHAVE (8 B an id) to any other: an
+    older agent drops a whole packet holding a type it does not know."""
+    node, lazy = node_with_lazy_peer()
+    port = int(lazy[1:])
+    node.broadcast_state(b"w", 1.0)
+    flush = node.tick(1.0 + node.tree.lazy_interval)
+    assert IHave((message_id(b"w"),)) in [m for s in to(flush, port) for m in s.packet.messages]
+    node.readers.show(lazy, SHORT_IDS)
+    node.broadcast_state(b"v", 2.0)
+    flush = node.tick(2.0 + node.tree.lazy_interval)
+    msgs = [m for s in to(flush, port) for m in s.packet.messages]
+    assert ShortIds(ShortKind.IHAVE, (short_id(message_id(b"v")),)) in msgs
+    assert not any(isinstance(m, IHave) for m in msgs)
+    # Its short graft is answered with the payload.
+    out = node.handle_packet(Packet(lazy, (ShortIds(ShortKind.GRAFT, (short_id(message_id(b"v")),)),)),
+                             ("h", port), 2.5)
+    assert StateRumor(b"v") in [m for s in to(out, port) for m in s.packet.messages]

@@ -19,7 +19,7 @@ from gossip_agent.sim.cluster import make_config
 from gossip_agent.sim.network import LinkProfile
 from gossip_agent.sim.state import StateSimulation
 
-TREE_TYPES = ("state", "ihave", "graft", "prune")
+TREE_TYPES = ("state", "ihave", "graft", "prune", "short_ihave", "short_graft")
 
 
 def config(broadcast: BroadcastPath, *, anti_entropy: bool = True) -> AgentConfig:

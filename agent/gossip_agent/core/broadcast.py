@@ -47,6 +47,8 @@ class _Item:
     transmits: int = 0
     prio: int = NORMAL  # CRITICAL, NORMAL, or LOW (a new member's announcement)
     sent_to: set[str] = field(default_factory=set)
+    # A state rumor's short id (core/plumtree.py short_id): a pull request naming it counts as sent to the asker.
+    sid: int | None = None
 
 
 class BroadcastQueue:
@@ -76,17 +78,19 @@ class BroadcastQueue:
         return self._per_prio[NORMAL] + self._per_prio[LOW]
 
     def enqueue(self, rumor: Rumor, size: int, *, key: str | None = None, source: str | None = None,
-                low: bool = False, critical: bool = False, covered: set[str] | None = None) -> None:
+                low: bool = False, critical: bool = False, covered: set[str] | None = None,
+                sid: int | None = None) -> None:
         """Queue a rumor of `size` encoded bytes; a rumor with the same `key` is replaced. `low`: a new
         member's announcement (sent after, and evicted before, everything else); `critical`: sent before
         everything else and evicted last (`low` wins if both are given). `covered`: live members that get it
-        another way (the broadcast tree), counted as sent to: it goes only to the others."""
+        another way (the broadcast tree), counted as sent to: it goes only to the others. `sid`: a state
+        rumor's short id, which pull requests may name (`take(held=...)`)."""
         if key is not None:
             old = self._by_key.pop(key, None)
             if old is not None:
                 self._remove(old)
         prio = LOW if low else CRITICAL if critical else NORMAL
-        item = _Item(rumor=rumor, key=key, size=size, id=self._next_id, source=source, prio=prio)
+        item = _Item(rumor=rumor, key=key, size=size, id=self._next_id, source=source, prio=prio, sid=sid)
         if covered:
             item.sent_to = covered
         self._next_id += 1
@@ -118,7 +122,7 @@ class BroadcastQueue:
             self.dropped_by_class[_CLASS_OF[oldest.prio]] += 1
 
     def take(self, budget: int, n_members: int, *, to: str | None = None, to_live: bool = True,
-             limit: int | None = None) -> list[Rumor]:
+             limit: int | None = None, held: frozenset[int] = frozenset()) -> list[Rumor]:
         """Rumors filling at most `budget` bytes for a packet to member `to`; counts one transmit each.
 
         Rumors that reached the retransmit limit leave the queue. Rumors heard from `to`, or already sent to
@@ -127,12 +131,18 @@ class BroadcastQueue:
         does not count toward "every live member has it": otherwise a leave announced just after a crash could
         be retired having reached only the crashed member, and the others would see the leaver die instead.
         `limit`: the retransmit limit to apply instead of the queue's own (pull answers: see Node._gossip).
+        `held`: short ids of state rumors `to` says it holds (its pull request, core/pull_ids.py): each such
+        rumor counts as sent to `to` without being sent (no bytes, no transmit), and leaves the queue once
+        every other member has it.
         """
         if not self._len or budget <= 0:
             return []
         if limit is None:
             limit = retransmit_limit(self.retransmit_mult, n_members)
         chosen: list[_Item] = []
+        covered: list[_Item] = []  # named in `held`: counted as sent to `to`
+        if to is None or not to_live:
+            held = frozenset()
         remaining = budget
         # Bounded scan: a packet is filled from the best candidates, not from a walk over a long queue.
         scan = _MAX_SCAN
@@ -145,10 +155,19 @@ class BroadcastQueue:
                     continue
                 if to is not None and (item.source == to or to in item.sent_to):
                     continue
+                if held and item.sid in held:
+                    covered.append(item)
+                    continue
                 chosen.append(item)
                 remaining -= item.size
             if scan < 0 or remaining < _MIN_RUMOR_BYTES:
                 break
+        for item in covered:
+            item.sent_to.add(to)  # type: ignore[arg-type]  # (`held` is emptied above without `to`)
+            if len(item.sent_to) + (item.source is not None and item.source not in item.sent_to) >= n_members - 1:
+                self._remove(item)
+                if item.key is not None and self._by_key.get(item.key) is item:
+                    del self._by_key[item.key]
         for item in chosen:
             self._remove(item)
             self.sent_bytes[_CLASS_OF[item.prio]] += item.size

@@ -46,10 +46,12 @@ from gossip_agent.core.messages import (
     Prune,
     PullRequest,
     PushPullState,
+    ShortIds,
+    ShortKind,
     StateRumor,
     Suspect,
 )
-from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE
+from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE, SHORT_ID_BYTES
 from gossip_agent.core.text import first_control_char
 from gossip_agent.core.vivaldi import VivaldiConfig
 
@@ -104,6 +106,7 @@ class MessageType(IntEnum):
     STATE_CRITICAL = 13  # a StateRumor with critical=True: same body as STATE
     COORDINATE = 14
     PEER_COORDINATES = 18
+    SHORT_IDS = 19  # [19, kind, ids as 4-byte big-endian prefixes] (messages.ShortIds)
 
 
 class DecodeError(ValueError):
@@ -154,6 +157,8 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
         return (MessageType.GRAFT, _pack_ids(m.ids))
     if isinstance(m, Prune):
         return (MessageType.PRUNE,)
+    if isinstance(m, ShortIds):
+        return (MessageType.SHORT_IDS, m.kind, b"".join(i.to_bytes(SHORT_ID_BYTES, "big") for i in m.ids))
     raise TypeError(f"not a message: {m!r}")
 
 
@@ -162,9 +167,11 @@ _TYPE_OF: dict[type, MessageType] = {
     Alive: MessageType.ALIVE, Suspect: MessageType.SUSPECT, Dead: MessageType.DEAD, StateRumor: MessageType.STATE,
     PullRequest: MessageType.PULL, Digest: MessageType.DIGEST, DigestSummary: MessageType.DIGEST,
     NetCoordinate: MessageType.COORDINATE, IHave: MessageType.IHAVE, Graft: MessageType.GRAFT,
-    Prune: MessageType.PRUNE, PeerCoordinates: MessageType.PEER_COORDINATES,
+    Prune: MessageType.PRUNE, PeerCoordinates: MessageType.PEER_COORDINATES, ShortIds: MessageType.SHORT_IDS,
 }
 _LABEL_OF = {cls: t.name.lower() for cls, t in _TYPE_OF.items()}
+SHORT_LABELS = {int(k): f"short_{k.name.lower()}" for k in ShortKind}
+"""Metrics labels of type 19 by kind (a pull request and an announcement are different traffic)."""
 
 
 def message_type(m: Message) -> MessageType:
@@ -175,7 +182,10 @@ def message_type(m: Message) -> MessageType:
 
 
 def message_label(m: Message) -> str:
-    """The metrics label of a message's type ("ping", "alive", ...): a dict lookup, for hot paths."""
+    """The metrics label of a message's type ("ping", "alive", ...): a dict lookup, for hot paths. Type 19 is
+    labelled by kind (`SHORT_LABELS`, "short_ids" for a kind this release does not know)."""
+    if type(m) is ShortIds:
+        return SHORT_LABELS.get(m.kind, "short_ids")
     return _LABEL_OF[type(m)]
 
 
@@ -327,6 +337,7 @@ _ARITY = {
     MessageType.ALIVE: 6, MessageType.SUSPECT: 4, MessageType.DEAD: 4, MessageType.STATE: 2,
     MessageType.PULL: 4, MessageType.DIGEST: 6, MessageType.STATE_CRITICAL: 2, MessageType.COORDINATE: 2,
     MessageType.IHAVE: 2, MessageType.GRAFT: 2, MessageType.PRUNE: 1, MessageType.PEER_COORDINATES: 2,
+    MessageType.SHORT_IDS: 3,
 }
 
 
@@ -384,7 +395,21 @@ def _message(t: Any) -> Message:
         return Graft(_ids(t[1]))
     if mtype is MessageType.PRUNE:
         return Prune()
+    if mtype is MessageType.SHORT_IDS:
+        return _short_ids(t)
     return PullRequest(_str(t[1]), (_host(t[2]), _port(t[3])))
+
+
+def _short_ids(t: list[Any]) -> ShortIds:
+    """[19, kind, ids]: a kind of 0-255 (one this release does not know is kept, and ignored by the Node) and at
+    most MAX_IDS_PER_MESSAGE ids of SHORT_ID_BYTES bytes, checked before any is built."""
+    v = t[2]
+    if type(v) is not bytes or len(v) % SHORT_ID_BYTES:
+        raise DecodeError("malformed", f"short ids are a multiple of {SHORT_ID_BYTES} bytes")
+    if len(v) > MAX_IDS_PER_MESSAGE * SHORT_ID_BYTES:
+        raise DecodeError("malformed", f"more than {MAX_IDS_PER_MESSAGE} short ids")
+    return ShortIds(_uint(t[1], 0xFF), tuple(int.from_bytes(v[i:i + SHORT_ID_BYTES], "big")
+                                            for i in range(0, len(v), SHORT_ID_BYTES)))
 
 
 def _coordinate(v: Any) -> NetCoordinate:

@@ -179,9 +179,10 @@ class GossipConfig:
         "only in answers (not piggybacked, not forwarded; a leaving agent still pushes its leave, with what it "
         "holds); a write waits for peers to ask, so it spreads in hundreds of milliseconds to a second (push: a few "
         "milliseconds), and idle the requests back off to one round per probeInterval, which still costs more "
-        "bytes than push. "
-        "push-pull: push, plus a pull request in each gossip packet while rumors are queued, so a peer that missed "
-        "a rumor gets it back; push's latency for a few more bytes, and idle it is as quiet as push.",
+        "bytes than push. A request names the writes the asker received lately, which answers leave out. "
+        "push-pull: push, plus a pull request in gossip packets while rumors are queued (backing off, as pull's, "
+        "while asking brings nothing), so a peer that missed a rumor gets it back; push's latency for a few more "
+        "bytes, and idle it is as quiet as push.",
         crd_default=True)
     fanout: int = setting(
         3, "Random peers that receive a gossip packet every interval.", minimum=1, maximum=16, crd_maximum=False)
@@ -217,8 +218,8 @@ class GossipConfig:
     broadcast: BroadcastPath = setting(
         "tree", "How state writes spread in push and push-pull modes. tree: pushed along a spanning tree that "
         "gossip builds and repairs (fanout eager neighbours per agent, ids announced to the others every "
-        "interval, a missing payload fetched after interval/2), about one copy per agent; flood: every agent "
-        "retransmits each write retransmitMult * ceil(log10(N + 1)) times, like membership rumors. pull mode "
+        "second interval, a missing payload fetched after interval/2), about one copy per agent; flood: every "
+        "agent retransmits each write retransmitMult * ceil(log10(N + 1)) times, like membership rumors. pull mode "
         "always floods (answers to pulls).")
     # core/coalesce.py: one packet header for several writes to a tree neighbour, for up to this much latency
     # per hop; critical writes never wait.

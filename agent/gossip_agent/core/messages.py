@@ -165,9 +165,30 @@ class Prune:
     """Broadcast tree: your payloads reach me twice; stop pushing them to me, announce them instead."""
 
 
+class ShortKind(IntEnum):
+    """What a `ShortIds` message says about its ids."""
+
+    OFFER = 0  # no ids: "I read short ids" (sent apart, beside a probe, to a member not yet known to read them)
+    PULL = 1   # a pull request; the ids are state payloads the asker holds, which the answer leaves out
+    IHAVE = 2  # broadcast tree: the sender holds these payloads (IHave with short ids)
+    GRAFT = 3  # broadcast tree: send me these payloads announced with short ids (Graft with short ids)
+
+
+@dataclass(frozen=True, slots=True)
+class ShortIds:
+    """Wire type 19: a pull request or tree message naming state payloads by SHORT_ID_BYTES-byte prefixes of
+    their tree ids (core/plumtree.py `short_id`), half the bytes of an IHave or Graft id. A collision (two
+    payloads, one prefix) can only leave a payload out of an answer or an announcement, which anti-entropy
+    repairs. Only to members known to read it (core/readers.py SHORT_IDS): an older agent drops a whole packet
+    holding a type it does not know. A kind this release does not know is ignored."""
+
+    kind: int
+    ids: tuple[int, ...] = ()
+
+
 Rumor = Alive | Suspect | Dead | StateRumor
 Message = (Ping | Ack | Nack | PingReq | Alive | Suspect | Dead | StateRumor | PullRequest | Digest | DigestSummary
-           | NetCoordinate | PeerCoordinates | IHave | Graft | Prune)
+           | NetCoordinate | PeerCoordinates | IHave | Graft | Prune | ShortIds)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,9 @@ Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
 - `gossip.mode` says who starts an exchange: `push` sends rumors unasked; `pull` asks `fanout` peers for
   theirs each pull round and sends rumors only in answers (no piggybacking, no forwarding; its one exception is
   our own leave, pushed with whatever we still hold, since a member that is gone answers nobody); `push-pull`
-  pushes, and asks in the same packets;
+  pushes, and asks in its gossip packets; pull requests back off while they bring nothing, name the state
+  payloads the asker received lately (core/pull_ids.py: answers leave those out), and draw no answer when the
+  responder has nothing to send;
 - a full push-pull sync with a random member every push-pull interval, and with seeds on join, repairs
   whatever rumors missed;
 - state rumors, with `gossip.broadcast: tree` in push modes, travel along an epidemic broadcast tree instead
@@ -72,11 +74,22 @@ from gossip_agent.core.messages import (
     PullRequest,
     PushPullState,
     Rumor,
+    ShortIds,
+    ShortKind,
     StateRumor,
     Suspect,
 )
-from gossip_agent.core.plumtree import ID_BYTES, MAX_CACHED, MAX_IDS_PER_MESSAGE, Plumtree, message_id
-from gossip_agent.core.readers import DIGESTS, Readers
+from gossip_agent.core.plumtree import (
+    ID_BYTES,
+    MAX_CACHED,
+    MAX_IDS_PER_MESSAGE,
+    SHORT_ID_BYTES,
+    Plumtree,
+    message_id,
+    short_id,
+)
+from gossip_agent.core.pull_ids import RecentIds
+from gossip_agent.core.readers import DIGESTS, SHORT_IDS, Readers
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.send_budget import (
     DEFERRED_KEY,
@@ -103,6 +116,12 @@ _EARLY_GOSSIP_FRACTION = 0.25
 _RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
 _TREE_TYPES = (IHave, Graft, Prune)
 _IHAVE_FRAME = 5  # an IHAVE's bytes besides its ids: array, type, bin header (up to bin16)
+# The tree's lazy interval in gossip ticks: announcements leave at every second tick (in between, they ride on
+# the tick's gossip packets to their peers). At every tick, bench_load's 8 agents at 10 writes/s sent ~1.7
+# announcement packets per agent and tick (one per lazy link of which it is the first end), ~12 % of all
+# bytes, for repairs a healthy tree never needs; every second tick halves the packets (more ids in each) and
+# a lost eager link is repaired within 2.5 gossip intervals (graft timeout included) instead of 1.5.
+_LAZY_TICKS = 2
 # The follow-up sync after a join, in gossip intervals (0.5 s with LAN timings).
 _FOLLOWUP_SYNC_INTERVALS = 2.5
 # After `leave`, how long at most we keep running so our leave rumor spreads (seconds): we stop earlier once
@@ -200,6 +219,10 @@ class Node:
         # arrived (or was queued here) since the last pull round.
         self._pull_interval = config.gossip.interval
         self._pull_activity = False
+        # push-pull: when the next gossip round carries pull requests (they back off as in pull mode).
+        self._next_pull_at = now
+        # Short ids of the state payloads received lately, named in pull requests (core/pull_ids.py).
+        self._recent_ids = RecentIds()
         self.name = config.name
         self.addr = addr
         self.rng = rng
@@ -241,19 +264,17 @@ class Node:
         # that a healthy tree never needs), a missing payload grafted half an interval after its announcement.
         g0 = config.gossip
         self._tree_on = g0.broadcast == "tree" and self._pushes
-        self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval,
+        self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval * _LAZY_TICKS,
                              graft_timeout=g0.interval / 2, rng=rng)
         # Normal pushes wait up to gossip.coalesceDelay for later writes to the same neighbour (core/coalesce.py).
         # (A packet of pushes carries no digests: see _tree_send.)
         self._coalesce: Coalescer[StateRumor] = Coalescer(g0.coalesce_delay, g0.mtu - codec.packet_overhead(self.name))
-        # Ids of the critical payloads the tree spread lately (the tree caches payloads only, at most MAX_CACHED):
-        # an answer to a graft keeps them critical.
-        self._tree_critical: dict[int, None] = {}
         # (member, id) of the payloads answered to grafts lately: each at most once (see _on_tree_message).
         self._graft_answered: dict[tuple[str, int], None] = {}
         # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
         # a member without links misses every write made meanwhile, and nothing announces those to it later.
         self._tree_fill_at = now
+        self._gossip_ticks = 0  # gossip ticks so far: every _LAZY_TICKS-th flushes the tree's announcements
         self.table.add(Member(self.name, addr, incarnation, MemberState.ALIVE, dict(self.meta), now))
         self.stats: Counter[str] = Counter()
         if zone_unannounced:
@@ -506,7 +527,7 @@ class Node:
             if self._tree_spread(ident, rumor, None, now, out, extra=extra) and self._flood_to_others(rumor, skey):
                 self._fresh_rumor(now, None, out)
             return out
-        self._enqueue(rumor, None, key=skey)
+        self._enqueue(rumor, None, key=skey, sid=self._note_held(payload, now))
         self._fresh_rumor(now, None, out)
         return out
 
@@ -536,6 +557,7 @@ class Node:
         self.send_budget.refill(now)
         fresh = False
         reply_pull: Address | None = None
+        held: frozenset[int] = frozenset()  # what a short pull request says the asker holds
         # Rumors first: an Ack to a Ping in the same packet then carries whatever they made us say
         # (e.g. the refutation of a suspicion piggybacked on the Ping by Lifeguard's buddy system).
         for msg in packet.messages:
@@ -574,6 +596,10 @@ class Node:
                 self.stats["nacks_received"] += 1
             elif isinstance(msg, PullRequest):
                 reply_pull = self._pull_reply_address(packet.sender)
+            elif isinstance(msg, ShortIds):
+                if self._on_short_ids(msg, packet.sender, out, now, grafted):
+                    reply_pull = self._pull_reply_address(packet.sender)
+                    held = frozenset(msg.ids)
             elif isinstance(msg, NetCoordinate):
                 # From live members only: a coordinate of a member we hold dead or left would bring it back to
                 # the RTT table and /v1/coordinates (it refutes first if it is alive after all).
@@ -591,16 +617,20 @@ class Node:
                     self.stats["coordinates_unknown_member"] += 1
             elif isinstance(msg, _TREE_TYPES):
                 self._on_tree_message(msg, packet.sender, now, out, grafted, shows=shows)
-        if reply_pull is not None:
-            digests = self._digests_for(packet.sender)
-            rumors = self._take(self._budget(_allowance(digests)), packet.sender, limit=self._answer_limit())
-            if not rumors and digests and len(self.queue):
+        if reply_pull is not None and len(self.queue):
+            # Only an answer that carries rumors goes (with digests beside them, in their allowance): an empty
+            # one was a packet for digests that ride on the next packet to the asker anyway.
+            reserve = DIGEST_ALLOWANCE if packet.sender in self._digest_readers else 0
+            limit = self._answer_limit()
+            rumors = self._take(self._budget(reserve), packet.sender, limit=limit, held=held)
+            if not rumors and reserve and len(self.queue):
                 # A rumor too large to sit beside the digest allowance: in a packet of its own.
-                large = self._take(self._budget(), packet.sender, limit=self._answer_limit())
+                large = self._take(self._budget(), packet.sender, limit=limit, held=held)
                 if large:
                     self._charge(0)
                     out.append(Send(reply_pull, Packet(self.name, tuple(large))))
-            if rumors or digests:
+            if rumors:
+                digests = self._digests_for(packet.sender)
                 self._charge(_digest_bytes(digests))
                 out.append(Send(reply_pull, Packet(self.name, (*rumors, *digests))))
         self._repair_digests(packet.sender, now, out)
@@ -624,16 +654,21 @@ class Node:
         self._tick_suspicions(now, out)
         self._tick_reap(now, out)
         g = self.config.gossip
-        if now >= self._next_gossip:
+        gossip_tick = now >= self._next_gossip
+        if gossip_tick:
+            self._gossip_ticks += 1
             if not self._pushes:
+                # One peer at a time, `fanout` a pull interval: each request names what the answers before it
+                # brought (asked at once, every holder answered with the same write).
                 self._gossip(now, out)
-                self._next_gossip = now + self._next_pull_interval()
+                self._next_gossip = now + self._next_pull_interval() / self.config.gossip.fanout
             else:
                 if len(self.queue) or self.root_digests.has_fresh() or self.root_digests.summary_due():
                     self._gossip(now, out)
                 self._next_gossip = now + g.interval
         if self._tree_on:
-            self._tick_tree(now, out)
+            # Announcements leave at the gossip tick, after the round's packets took theirs along (plumtree.tick).
+            self._tick_tree(now, out, flush=gossip_tick and self._gossip_ticks % _LAZY_TICKS == 0)
         if now >= self._followup_sync_at:
             self._followup_sync_at = _NEVER
             peer = self._random_peers(1, exclude=None, live_only=True, alive_only=True)
@@ -799,6 +834,12 @@ class Node:
             self._charge(codec.message_size(rows))
             out.append(Send(target.addr, Packet(self.name, (rows,))))
             self.stats["coordinate_row_offers"] += 1
+        if self._offers_short_ids() and not self.readers.reads(target.name, SHORT_IDS):
+            # Short ids (type 19: pull requests, tree ids) likewise: an offer apart, answered by a newer agent's.
+            short_offer = ShortIds(ShortKind.OFFER)
+            self._charge(codec.message_size(short_offer))
+            out.append(Send(target.addr, Packet(self.name, (short_offer,))))
+            self.stats["short_id_offers"] += 1
         self._send(target.addr, target.name, msgs, out)
         own = self.root_digests.get(self.name)
         if target.name not in self._digest_readers and own is not None:
@@ -989,9 +1030,10 @@ class Node:
         if isinstance(rumor, StateRumor):
             if self._tree_on:
                 return self._tree_receive(rumor, now, source, out)
+            sid = self._note_held(rumor.payload, now)
             if self.delegate is None or not self.delegate.on_state_rumor(rumor.payload, now):
                 return False
-            self._enqueue(rumor, source)
+            self._enqueue(rumor, source, sid=sid)
             return True
         if rumor.name == self.name:
             return self._about_self(rumor, now)
@@ -1130,13 +1172,15 @@ class Node:
         return True
 
     # -- dissemination ---------------------------------------------------------------------------------
-    def _enqueue(self, rumor: Rumor, source: str | None, *, key: str | None = None, low: bool = False) -> None:
+    def _enqueue(self, rumor: Rumor, source: str | None, *, key: str | None = None, low: bool = False,
+                 sid: int | None = None) -> None:
         if key is None and not isinstance(rumor, StateRumor):
             key = "m:" + rumor.name
         # Critical: membership changes about known members, and state writes flagged critical.
         critical = not low and (rumor.critical if isinstance(rumor, StateRumor) else True)
         self._critical_fresh |= critical
-        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source, low=low, critical=critical)
+        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, source=source, low=low, critical=critical,
+                           sid=sid)
         budget_stats(self.stats, self.queue)
 
     def _digests_for(self, to_name: str | None, *, ping: bool = False) -> list[Digest | DigestSummary]:
@@ -1277,7 +1321,8 @@ class Node:
             if len(self.queue) and self._pushes and (not msgs or self._piggybacks_to(to_name)) else []
         out.append(Send(to, Packet(self.name, (*msgs, *rumors, *digests))))
 
-    def _take(self, room: int, to_name: str | None, *, limit: int | None = None) -> list[Rumor]:
+    def _take(self, room: int, to_name: str | None, *, limit: int | None = None,
+              held: frozenset[int] = frozenset()) -> list[Rumor]:
         """Queued rumors for a packet to `to_name`: at most `room` bytes, and only what the send budget allows
         now (critical first, by the queue's order); their bytes are charged. Critical state rumors go as
         plain ones to a member not known to read new message types (an older agent drops the whole packet)."""
@@ -1285,7 +1330,7 @@ class Node:
         sent = self.queue.sent_bytes
         before = sent["critical"] + sent["normal"]
         rumors = self.queue.take(allowed, self._rumor_population, to=to_name,
-                                 to_live=to_name is None or self.table.is_live(to_name), limit=limit)
+                                 to_live=to_name is None or self.table.is_live(to_name), limit=limit, held=held)
         self.send_budget.charge(sent["critical"] + sent["normal"] - before)
         if allowed < room:
             budget_deferred(self.stats, self.queue)
@@ -1300,13 +1345,17 @@ class Node:
 
     def _gossip(self, now: float, out: list[Effect]) -> None:
         mode = self.config.gossip.mode
-        pull = (PullRequest(self.name, self.addr),) if mode != "push" else ()
-        pull_size = codec.message_size(pull[0]) if pull else 0
+        asks = mode == "pull" or (mode == "push-pull" and now >= self._next_pull_at)
+        if asks and mode == "push-pull":
+            self._next_pull_at = now + self._next_pull_interval()
+        held = self._recent_ids.ids(now, self._held_window()) if asks and not self._tree_on else ()
         # Fresh convergence digests go out with the round's packets to peers that read them (so a root
         # published after the writes stopped still spreads at gossip speed), and once the table has settled
         # one packet a round asks a peer for reconciliation (core/digests.py) for a few rounds.
         ask = self.root_digests.summary_due()
-        for peer in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=False):
+        for peer in self._gossip_targets(1 if mode == "pull" else self.config.gossip.fanout):
+            pull = (self._pull_request(peer.name, held),) if asks else ()
+            pull_size = codec.message_size(pull[0]) if pull else 0
             rumors, large = self._take_beside_digests(pull_size, peer.name) if mode != "pull" else ([], False)
             reader = peer.name in self._digest_readers
             fresh, asking = reader and self.root_digests.has_fresh(), reader and ask
@@ -1322,6 +1371,26 @@ class Node:
         if ask:
             self.root_digests.summary_sent()  # no peer to ask this round: spent anyway (a few rounds, then quiet)
 
+    def _gossip_targets(self, k: int) -> list[Member]:
+        """A gossip round's `k` peers: on the tree, lazy neighbours with announcements due first (in random
+        order; their ids ride on the round's packet instead of a packet of their own at the flush: at 8
+        agents and 10 writes/s, ~40 % of the announcement packets), then random members (the dead included,
+        so a member wrongly declared dead hears of it). Under topology-aware choice, as that chooses."""
+        if not self._tree_on or self.topology.active():
+            return self._random_peers(k, exclude=None, live_only=False)
+        due = self.tree.announcing()
+        self.rng.shuffle(due)
+        chosen: dict[str, Member] = {}
+        for name in due:
+            member = self.table.get(name)
+            if len(chosen) < k and member is not None and self.table.is_live(name):
+                chosen[name] = member
+        if len(chosen) < k:
+            for m in self._random_peers(k + len(chosen), exclude=None, live_only=False):
+                if len(chosen) < k and m.name not in chosen:
+                    chosen[m.name] = m
+        return list(chosen.values())
+
     def _take_beside_digests(self, used: int, to: str) -> tuple[list[Rumor], bool]:
         """Rumors for a packet to `to` that keeps the digest allowance free; when none fits there but a
         rumor waits (a state payload near the inline limit, e.g. a 1 KiB value, is larger than what the
@@ -1333,7 +1402,9 @@ class Node:
 
     def _fresh_rumor(self, now: float, source: str | None, out: list[Effect]) -> None:
         """A rumor new to us was queued (heard from `source`, or ours): push modes forward it at once if
-        configured; pull mode only pulls at the gossip interval again, since the cluster is busy."""
+        configured; pull mode only pulls at the gossip interval again, since the cluster is busy (push-pull's
+        pull requests too)."""
+        self._pull_activity = True
         if self._pushes:
             interval = self.config.gossip.interval
             if self._next_gossip < now and interval > 0:
@@ -1343,10 +1414,12 @@ class Node:
                 self._next_gossip += math.ceil((now - self._next_gossip) / interval) * interval
             if self._immediate_forward:
                 self._forward(now, source, out)
+            if self._pull_interval > self.config.gossip.interval:
+                self._pull_interval = self.config.gossip.interval
+                self._next_pull_at = min(self._next_pull_at, now)
             return
-        self._pull_activity = True
         self._pull_interval = self.config.gossip.interval
-        self._next_gossip = min(self._next_gossip, now + self._pull_interval)
+        self._next_gossip = min(self._next_gossip, now + self._pull_interval / self.config.gossip.fanout)
 
     def _pull_reply_address(self, sender: str) -> Address | None:
         """Where a pull request is answered: the asker's address in our table, never the address written
@@ -1359,6 +1432,52 @@ class Node:
             self.stats["pull_unknown_sender"] += 1
             return None
         return member.addr
+
+    def _note_held(self, payload: bytes, now: float) -> int | None:
+        """A state payload we hold (received, new or not, or written here) off the tree: its short id, noted
+        for our pull requests (core/pull_ids.py). None in push mode, which never asks."""
+        if self.config.gossip.mode == "push":
+            return None
+        sid = short_id(message_id(payload))
+        self._recent_ids.add(sid, now)
+        return sid
+
+    def _held_window(self) -> float:
+        """How long a received payload is named in our pull requests: the gossip rounds a rumor stays in a
+        holder's queue (its retransmit limit; core/pull_ids.py)."""
+        g = self.config.gossip
+        return retransmit_limit(g.retransmit_mult, self._rumor_population) * g.interval
+
+    def _pull_request(self, to_name: str, held: tuple[int, ...]) -> PullRequest | ShortIds:
+        """A pull request to `to_name`: to a member known to read short ids, one that names what we hold
+        (`held`; on the tree, nothing: state travels the tree, not the queues that answers come from), ~20
+        bytes smaller than the old kind, which every other member gets."""
+        if self.readers.reads(to_name, SHORT_IDS):
+            return ShortIds(ShortKind.PULL, held)
+        return PullRequest(self.name, self.addr)
+
+    def _on_short_ids(self, msg: ShortIds, sender: str, out: list[Effect], now: float = 0.0,
+                      grafted: set[int] | None = None) -> bool:
+        """A type-19 message from `sender`: it reads short ids from now on (a member we knew not to gets our
+        offer back, in a packet of its own, so both ends know). Short announcements and grafts go to the tree
+        as the long ones do. True if it is a pull request to answer."""
+        member = self.table.get(sender)
+        if member is None or sender == self.name:
+            self.stats["short_ids_unknown_member"] += 1
+            return False
+        if not self.readers.reads(sender, SHORT_IDS):
+            self.readers.show(sender, SHORT_IDS)
+            if msg.kind == ShortKind.OFFER and self._offers_short_ids():
+                offer = ShortIds(ShortKind.OFFER)
+                self._charge(codec.message_size(offer))
+                out.append(Send(member.addr, Packet(self.name, (offer,))))
+        if msg.kind in (ShortKind.IHAVE, ShortKind.GRAFT):
+            self._on_tree_message(msg, sender, now, out, grafted)
+        return msg.kind == ShortKind.PULL
+
+    def _offers_short_ids(self) -> bool:
+        """Whether short ids are of use to us: pull requests (pull, push-pull) or the tree's announcements."""
+        return self.config.gossip.mode != "push" or self._tree_on
 
     def _answer_limit(self) -> int | None:
         """How many pull answers carry a rumor before it is retired (None: the queue's retransmit limit).
@@ -1374,9 +1493,10 @@ class Node:
         return retransmit_limit(self.config.gossip.retransmit_mult, n) * self.config.gossip.fanout
 
     def _next_pull_interval(self) -> float:
-        """Pull mode, after a pull round: the wait until the next one. A round after which nothing fresh
-        arrived (no answer carried news, our queue is empty) doubles it, up to the probe interval, so an idle
-        cluster pulls rarely; any news puts it back to the gossip interval."""
+        """After a pull round (pull mode: one request; `fanout` of them a round, spread over it): the wait
+        until the next one. A round after which nothing fresh arrived (no answer carried news, our queue is
+        empty) doubles it, up to the probe interval, so an idle cluster pulls rarely; any news puts it back to
+        the gossip interval."""
         g = self.config.gossip
         if self._pull_activity or len(self.queue):
             self._pull_interval = g.interval
@@ -1477,11 +1597,7 @@ class Node:
                      extra: Sequence[str] = ()) -> bool:
         """Push a new payload to the eager neighbours (and `extra` members), announce it to the lazy ones."""
         size = self._header + codec.message_size(rumor)
-        if rumor.critical:
-            self._tree_critical[ident] = None
-            if len(self._tree_critical) > MAX_CACHED:
-                del self._tree_critical[next(iter(self._tree_critical))]
-        for name in (*self.tree.deliver(ident, rumor.payload, source, now), *extra):
+        for name in (*self.tree.deliver(ident, rumor.payload, source, now, critical=rumor.critical), *extra):
             if not rumor.critical and self.send_budget.allow_normal(size) < size:
                 # Over the send budget: this neighbour learns the id from its other links' announcements and
                 # grafts it later (a critical payload may still spend the reserve: _tree_within_budget).
@@ -1511,7 +1627,8 @@ class Node:
         if len(covered) >= self.table.n_live - 1:
             return False
         self.stats["tree_flood_fallback"] += 1
-        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, covered=covered, critical=rumor.critical)
+        self.queue.enqueue(rumor, codec.message_size(rumor), key=key, covered=covered, critical=rumor.critical,
+                           sid=short_id(message_id(rumor.payload)))
         return True
 
     def _tree_send(self, name: str, msgs: Sequence[Message], out: list[Effect]) -> None:
@@ -1539,7 +1656,7 @@ class Node:
         rumors = self._take(self._budget(used + _allowance(digests)), name) if len(self.queue) else []
         out.append(Send(member.addr, Packet(self.name, (*msgs, *rumors, *digests))))
 
-    def _on_tree_message(self, msg: IHave | Graft | Prune, sender: str, now: float, out: list[Effect],
+    def _on_tree_message(self, msg: IHave | Graft | Prune | ShortIds, sender: str, now: float, out: list[Effect],
                          grafted: set[int] | None = None, *, shows: bool = True) -> None:
         """IHAVE / GRAFT / PRUNE from a live member (others are dropped and counted). Whoever sends them reads
         them: from now on our new message types ride on our packets to it (if `shows`: see handle_packet)."""
@@ -1555,25 +1672,32 @@ class Node:
         self._digest_readers.add(sender)
         if not self._tree_on:
             return  # flood path (or pull): everything reaches us by the queue; the sender's tree repairs
-        if isinstance(msg, IHave):
-            self.tree.on_ihave(msg.ids, sender, now)
-        elif isinstance(msg, Graft):
+        short = isinstance(msg, ShortIds)
+        if isinstance(msg, IHave) or (isinstance(msg, ShortIds) and msg.kind == ShortKind.IHAVE):
+            self.tree.on_ihave(msg.ids, sender, now, short=short)
+        elif isinstance(msg, Graft | ShortIds):
             # Each payload answers one member's graft once: an honest member grafts an id from one announcer
             # once (core/plumtree.py tries the next one after that), so a repeat is a replay or a forgery, and
             # answering it again and again would push the whole cache at that member.
             answered = self._graft_answered
-            ids = tuple(i for i in msg.ids if (sender, i) not in answered) if answered else msg.ids
-            self.stats["tree_graft_repeats"] += len(msg.ids) - len(ids)
-            payloads = self.tree.on_graft(ids, sender, grafted)
-            self.stats["tree_graft_answers"] += len(payloads)
-            critical = self._tree_critical
+            repeats = 0
+
+            def repeat(ident: int) -> bool:
+                nonlocal repeats
+                seen = (sender, ident) in answered
+                repeats += seen
+                return seen
+
+            payloads = self.tree.on_graft(msg.ids, sender, grafted, short=short, skip=repeat if answered else None)
+            self.stats["tree_graft_repeats"] += repeats
             rumors = []
-            for p in payloads:
+            for p, critical in payloads:
                 ident = message_id(p)
                 answered[(sender, ident)] = None
                 if len(answered) > _MAX_GRAFT_ANSWERED:
                     del answered[next(iter(answered))]
-                rumors.append(StateRumor(p, ident in critical))
+                rumors.append(StateRumor(p, critical))
+            self.stats["tree_graft_answers"] += len(rumors)
             self._tree_send_packed(sender, rumors, out)
         else:
             self.tree.on_prune(sender)
@@ -1585,14 +1709,23 @@ class Node:
         room left (the piggybacked rumors keep the rest)."""
         if not self._tree_on or to_name is None or to_name not in self._digest_readers:
             return []
-        ids = self.tree.take_for(to_name, min(MAX_IDS_PER_MESSAGE, (room // 2 - _IHAVE_FRAME) // ID_BYTES))
+        short = self.readers.reads(to_name, SHORT_IDS)
+        ids = self.tree.take_for(to_name, min(MAX_IDS_PER_MESSAGE, (room // 2 - _IHAVE_FRAME)
+                                              // (SHORT_ID_BYTES if short else ID_BYTES)))
         if not ids:
             return []
         self.stats["tree_ihave_ids"] += len(ids)
         self.stats["tree_ihave_riders"] += 1
-        return [IHave(tuple(ids))]
+        return [self._ihave(to_name, ids)]
 
-    def _tick_tree(self, now: float, out: list[Effect]) -> None:
+    def _ihave(self, to_name: str, ids: Sequence[int]) -> IHave | ShortIds:
+        """An announcement of `ids` to `to_name`: with short ids (type 19, half the bytes) to a member known to
+        read them, else the long kind (type 10)."""
+        if self.readers.reads(to_name, SHORT_IDS):
+            return ShortIds(ShortKind.IHAVE, tuple(short_id(i) for i in ids))
+        return IHave(tuple(ids))
+
+    def _tick_tree(self, now: float, out: list[Effect], *, flush: bool = False) -> None:
         """Fill the tree's neighbour sets from live members, then send what its timers made due: link
         requests and grafts, the batched announcements, prunes."""
         wanted = self.tree.wanted()
@@ -1604,19 +1737,24 @@ class Node:
                     wanted -= 1
         for peer, batch in self._coalesce.due(now).items():
             self._tree_send_batch(peer, batch, out)
-        if now < self.tree.next_deadline():
+        if now < self.tree.next_deadline() and not flush:
             return
-        due = self.tree.tick(now)
+        due = self.tree.tick(now, flush=flush)
         for peer in due.peers():
             msgs: list[Message] = []
             ihaves = due.ihaves.get(peer, [])
-            msgs.extend(IHave(tuple(ihaves[i:i + MAX_IDS_PER_MESSAGE]))
+            msgs.extend(self._ihave(peer, ihaves[i:i + MAX_IDS_PER_MESSAGE])
                         for i in range(0, len(ihaves), MAX_IDS_PER_MESSAGE))
             grafts = due.grafts.get(peer)
             if grafts is not None:
                 msgs.extend(Graft(tuple(grafts[i:i + MAX_IDS_PER_MESSAGE]))
                             for i in range(0, max(1, len(grafts)), MAX_IDS_PER_MESSAGE))
                 self.stats["tree_grafts"] += len(grafts)
+            short_grafts = due.short_grafts.get(peer)
+            if short_grafts:
+                msgs.extend(ShortIds(ShortKind.GRAFT, tuple(short_grafts[i:i + MAX_IDS_PER_MESSAGE]))
+                            for i in range(0, len(short_grafts), MAX_IDS_PER_MESSAGE))
+                self.stats["tree_grafts"] += len(short_grafts)
             if peer in due.prunes:
                 msgs.append(Prune())
                 self.stats["tree_prunes"] += 1

@@ -5,9 +5,14 @@ of N-1 copies. Plumtree keeps the flood's robustness but sends the full payload 
 spanning tree that gossip itself builds and repairs:
 
 - every member keeps two neighbour sets: `eager` peers get each new payload at once, `lazy` peers only its id
-  (IHAVE, batched over `lazy_interval`, flushed in the second half of it at a random point so that one end of
-  a lazy link usually hears the other's announcement first and leaves those ids out; ids may also ride on a
-  packet the Node sends that peer anyway, `take_for`);
+  (IHAVE, batched over `lazy_interval`, flushed at the Node's gossip tick or a lazy interval after the first
+  id was queued; ids may also ride on a packet the Node sends that peer anyway, `take_for`). A lazy link has
+  a first end (the member whose name sorts first) that announces at the next flush, and a second end that
+  holds its ids HOLD lazy intervals: in a healthy tree both ends hold every payload, the first end's IHAVE
+  reaches the second before its hold ends and those ids are left out, so each id crosses a lazy link about
+  once instead of about twice (random flush points alone left one end's announcement unheard whenever writes
+  kept both queues busy: at 10 writes/s most lazy links carried an IHAVE each way every interval). The cost:
+  a member whose only holders are second ends hears of a missed payload up to HOLD lazy intervals later;
 - payloads that arrive twice mean the eager links hold a cycle: after PRUNE_AFTER duplicates in a row over a
   link the receiver PRUNEs it (both ends move it to lazy; the PRUNE leaves at once), so the eager links thin
   out into a tree; a link that never delivered a payload first is pruned at its first duplicate (the tree
@@ -15,7 +20,8 @@ spanning tree that gossip itself builds and repairs:
   came over links since gone);
 - an IHAVE for an id we lack starts a timer; if the payload is still missing `graft_timeout` later we GRAFT the
   announcer (ask it for the payload, and both ends make the link eager): a lost eager link is repaired within
-  one lazy interval plus one graft timeout, and the tree heals around dead members the same way;
+  one lazy interval plus one graft timeout when a first end holds the payload (HOLD + 1 lazy intervals when
+  only second ends do), and the tree heals around dead members the same way;
 - links are symmetric: a neighbour we pick is told so with an empty GRAFT (a link request), an IHAVE from a
   member we did not know makes it a lazy neighbour, a payload from a member we did not count as eager
   ("off-tree": a critical write's extra push, a peer whose link request was lost) makes it lazy, and a later
@@ -33,6 +39,7 @@ import hashlib
 import heapq
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gossip_agent.core.rng import Rng
@@ -40,6 +47,9 @@ from gossip_agent.core.rng import Rng
 ID_BYTES = 8
 """A payload's id on the wire: the first 8 bytes of its BLAKE2b hash (collisions within the bounded memory of
 seen ids are negligible, and a colliding payload would still reach everyone by anti-entropy)."""
+SHORT_ID_BYTES = 4
+"""A payload's short id (wire type 19, `short_id`): the first 4 bytes of its id. Only where a collision costs
+nothing but a repair by anti-entropy (a payload left out of a pull answer or an announcement)."""
 MAX_IDS_PER_MESSAGE = 128
 """Most ids one IHAVE or GRAFT carries (1 KiB of ids): decoders refuse more."""
 
@@ -62,11 +72,19 @@ MAX_GRAFT_ANSWER = 16
 # once, which split the tree; at 100 writes/s it never healed (measured in the simulator: t100 ~90 ms with
 # 1.7 grafts per write; with 3, ~4 ms and 0.1 grafts per write, ~10% more payload copies).
 PRUNE_AFTER = 3
+# How long the second end of a lazy link holds an announcement, in lazy intervals: past the first end's latest
+# flush (one interval after its delivery) with a quarter interval for its IHAVE to arrive.
+HOLD = 1.25
 
 
 def message_id(payload: bytes) -> int:
     """The tree id of a payload."""
     return int.from_bytes(hashlib.blake2b(payload, digest_size=ID_BYTES).digest(), "big")
+
+
+def short_id(ident: int) -> int:
+    """The short id of a tree id (its first SHORT_ID_BYTES bytes)."""
+    return ident >> (8 * (ID_BYTES - SHORT_ID_BYTES))
 
 
 @dataclass(slots=True)
@@ -93,9 +111,10 @@ class TreeOut:
     ihaves: dict[str, list[int]] = field(default_factory=dict)
     grafts: dict[str, list[int]] = field(default_factory=dict)
     prunes: set[str] = field(default_factory=set)
+    short_grafts: dict[str, list[int]] = field(default_factory=dict)  # short ids announced to us as such
 
     def peers(self) -> set[str]:
-        return set(self.ihaves) | set(self.grafts) | self.prunes
+        return set(self.ihaves) | set(self.grafts) | self.prunes | set(self.short_grafts)
 
 
 class Plumtree:
@@ -116,11 +135,19 @@ class Plumtree:
         self.eager: set[str] = set()
         self.lazy: set[str] = set()
         self._seen: OrderedDict[int, _First] = OrderedDict()
-        self._cache: OrderedDict[int, tuple[float, bytes]] = OrderedDict()
+        # Short ids (wire type 19): seen ones by count (two seen ids may share one), and the cached payloads'
+        # ids by short id (a graft naming a short id is answered from the cache). An id announced short that
+        # we lack waits in `_missing` under the key `-1 - short id` (full ids are never negative).
+        self._seen_short: dict[int, int] = {}
+        self._cache_short: dict[int, int] = {}
+        # id -> (cached at, payload, critical): a payload's class travels with it, so an answer to a graft
+        # keeps a critical write critical.
+        self._cache: OrderedDict[int, tuple[float, bytes, bool]] = OrderedDict()
         self._cache_bytes = 0
         self._missing: dict[int, _Missing] = {}
         self._timers: list[tuple[float, int]] = []
-        self._announce: dict[str, dict[int, None]] = {}
+        # Lazy peer -> id -> the earliest flush it may go in (the second end of a link holds its ids: see above).
+        self._announce: dict[str, dict[int, float]] = {}
         self._flush_at = math.inf
         self._prunes: set[str] = set()
         self._links: set[str] = set()  # new eager neighbours still to be told (empty GRAFT)
@@ -216,9 +243,17 @@ class Plumtree:
                     self._proven.add(sender)
             off_tree = sender is not None and sender not in self.eager
             self._seen[ident] = _First(sender, off_tree, can_prune)
+            sid = short_id(ident)
+            self._seen_short[sid] = self._seen_short.get(sid, 0) + 1
             if len(self._seen) > MAX_SEEN:
-                self._seen.popitem(last=False)
+                old, _ = self._seen.popitem(last=False)
+                old_sid = short_id(old)
+                if self._seen_short[old_sid] <= 1:
+                    del self._seen_short[old_sid]
+                else:
+                    self._seen_short[old_sid] -= 1
             self._missing.pop(ident, None)  # its timer is skipped when it fires
+            self._missing.pop(-1 - sid, None)
             if off_tree and sender is not None and can_prune:
                 self._make_lazy(sender)  # links are symmetric: announce to it from now on
             return True
@@ -250,26 +285,29 @@ class Plumtree:
         self._make_lazy(name)
         self._prunes.add(name)
 
-    def deliver(self, ident: int, payload: bytes, sender: str | None, now: float) -> list[str]:
+    def deliver(self, ident: int, payload: bytes, sender: str | None, now: float, *,
+                critical: bool = False) -> list[str]:
         """The state layer took a new payload: the eager peers to push it to now (not back to `sender`); its id
-        is announced to the lazy peers at the next flush, and the payload kept a while to answer grafts."""
-        self._cache_put(ident, payload, now)
+        is announced to the lazy peers at the next flush, and the payload kept a while (with its class,
+        `critical`) to answer grafts."""
+        self._cache_put(ident, payload, now, critical)
+        held = now + HOLD * self.lazy_interval
         for peer in self.lazy:
             if peer != sender:
                 queue = self._announce.setdefault(peer, {})
-                queue[ident] = None
+                queue[ident] = now if self.first_end(peer) else held
                 if len(queue) > MAX_ANNOUNCE_PER_PEER:
                     del queue[next(iter(queue))]
         if self._announce and self._flush_at == math.inf:
-            spread = 0.5 + 0.5 * self._rng.random() if self._rng is not None else 1.0
-            self._flush_at = now + self.lazy_interval * spread
+            self._flush_at = now + self.lazy_interval
         return [p for p in self.eager if p != sender]
 
-    def _cache_put(self, ident: int, payload: bytes, now: float) -> None:
+    def _cache_put(self, ident: int, payload: bytes, now: float, critical: bool = False) -> None:
         old = self._cache.pop(ident, None)
         if old is not None:
             self._cache_bytes -= len(old[1])
-        self._cache[ident] = (now, payload)
+        self._cache[ident] = (now, payload, critical)
+        self._cache_short[short_id(ident)] = ident
         self._cache_bytes += len(payload)
         self._expire_cache(now)
 
@@ -277,26 +315,40 @@ class Plumtree:
         cache = self._cache
         while cache and (len(cache) > MAX_CACHED or self._cache_bytes > MAX_CACHED_BYTES
                          or next(iter(cache.values()))[0] + CACHE_SECONDS < now):
-            _, (_, payload) = cache.popitem(last=False)
+            ident, (_, payload, _) = cache.popitem(last=False)
             self._cache_bytes -= len(payload)
+            if self._cache_short.get(short_id(ident)) == ident:
+                del self._cache_short[short_id(ident)]
 
-    def cached(self, ident: int) -> bytes | None:
+    def cached(self, ident: int) -> tuple[bytes, bool] | None:
+        """A cached payload and whether it is critical (None: not, or no longer, held)."""
         entry = self._cache.get(ident)
-        return entry[1] if entry is not None else None
+        return (entry[1], entry[2]) if entry is not None else None
 
     # -- control messages ---------------------------------------------------------------------------------
-    def on_ihave(self, ids: tuple[int, ...], sender: str, now: float) -> None:
+    def on_ihave(self, ids: tuple[int, ...], sender: str, now: float, *, short: bool = False) -> None:
         """`sender` holds these payloads. Ids we have need no announcement back to it; ids we lack start a
         graft timer (or add an announcer to the running one). The sender becomes a lazy neighbour if it was
-        none (links are symmetric)."""
+        none (links are symmetric). `short`: the ids are short ids (wire type 19); one we lack is grafted by
+        its short id (`TreeOut.short_grafts`)."""
         if sender not in self.eager:
             self._make_lazy(sender)
         queue = self._announce.get(sender)
+        if short:
+            if queue:
+                named = set(ids)
+                for full in [f for f in queue if short_id(f) in named]:
+                    del queue[full]
+            seen: dict[int, int] | OrderedDict[int, _First] = self._seen_short
+        else:
+            seen = self._seen
         for ident in ids:
-            if ident in self._seen:
-                if queue is not None:
+            if ident in seen:
+                if queue is not None and not short:
                     queue.pop(ident, None)
                 continue
+            if short:
+                ident = -1 - ident
             missing = self._missing.get(ident)
             if missing is None:
                 if len(self._missing) >= MAX_MISSING:
@@ -309,19 +361,29 @@ class Plumtree:
                     and len(missing.announcers) < MAX_ANNOUNCERS:
                 missing.announcers.append(sender)
 
-    def on_graft(self, ids: tuple[int, ...], sender: str, answered: set[int] | None = None) -> list[bytes]:
+    def on_graft(self, ids: tuple[int, ...], sender: str, answered: set[int] | None = None, *,
+                 short: bool = False, skip: Callable[[int], bool] | None = None) -> list[tuple[bytes, bool]]:
         """`sender` asks for these payloads (none: a link request); the link becomes eager at both ends. The
-        payloads we still hold, each once, at most MAX_GRAFT_ANSWER over `answered` (the ids already answered
-        for the same packet, updated here): a packet of many grafts, or one naming an id again and again, must
-        not draw more than one graft's worth."""
+        payloads we still hold, with their class (critical or not), each once, at most MAX_GRAFT_ANSWER over
+        `answered` (the ids already answered for the same packet, updated here): a packet of many grafts, or
+        one naming an id again and again, must not draw more than one graft's worth. `short`: the ids are
+        short ids (wire type 19), looked up among the cached payloads. `skip(id)`: ids the caller will not
+        answer (already answered to this member): passed over before they take a place in the bound."""
         self._make_eager(sender)
         self._prunes.discard(sender)
         seen = set() if answered is None else answered
-        out: list[bytes] = []
+        out: list[tuple[bytes, bool]] = []
         for ident in ids[:MAX_GRAFT_ANSWER]:
             if len(seen) >= MAX_GRAFT_ANSWER:
                 break
+            if short:
+                full = self._cache_short.get(ident)
+                if full is None:
+                    continue
+                ident = full
             if ident in seen:
+                continue
+            if skip is not None and skip(ident):
                 continue
             seen.add(ident)
             payload = self.cached(ident)
@@ -356,10 +418,13 @@ class Plumtree:
             deadline = min(deadline, self._timers[0][0])
         return deadline
 
-    def tick(self, now: float) -> TreeOut:
+    def tick(self, now: float, *, flush: bool = False) -> TreeOut:
         """Everything due: expired graft timers become GRAFTs (the announcer's link turns eager; the next
         announcer is tried a graft timeout later; with none left the id is given up to anti-entropy), and the
-        queued announcements, prunes and link requests are flushed."""
+        queued announcements, prunes and link requests are flushed. Announcements go one lazy interval after
+        the first of them was queued, or earlier with `flush`: the Node flushes at its gossip tick (once per
+        lazy interval too), right after the round's gossip packets took what they could carry for their
+        peers (`take_for`), so a lazy peer that got a gossip packet needs no announcement packet."""
         out = TreeOut()
         timers = self._timers
         while timers and timers[0][0] <= now:
@@ -372,7 +437,10 @@ class Plumtree:
                 continue
             peer = missing.announcers.pop(0)
             missing.grafted.append(peer)
-            out.grafts.setdefault(peer, []).append(ident)
+            if ident < 0:
+                out.short_grafts.setdefault(peer, []).append(-1 - ident)
+            else:
+                out.grafts.setdefault(peer, []).append(ident)
             self._make_eager(peer)
             missing.deadline = now + self.graft_timeout
             heapq.heappush(timers, (missing.deadline, ident))
@@ -381,14 +449,33 @@ class Plumtree:
         self._links.clear()
         out.prunes = self._prunes
         self._prunes = set()
-        if now >= self._flush_at:
+        if now >= self._flush_at or (flush and self._announce):
             self._flush_at = math.inf
-            for peer, queue in self._announce.items():
-                if queue:
-                    out.ihaves[peer] = list(queue)
-            self._announce.clear()
+            for peer, queue in list(self._announce.items()):
+                due = [ident for ident, at in queue.items() if at <= now]
+                if due:
+                    out.ihaves[peer] = due
+                    if len(due) == len(queue):
+                        queue.clear()
+                    else:
+                        for ident in due:
+                            del queue[ident]
+                if not queue:
+                    del self._announce[peer]
+            if self._announce:  # held ids (second ends) go at a later flush, unless the other end's come first
+                self._flush_at = now + self.lazy_interval
             self._expire_cache(now)
         return out
+
+    def announcing(self) -> list[str]:
+        """The lazy peers whose announcements are due at the next flush (of which we are the first end): a
+        packet the Node sends one of them anyway carries them (`take_for`) and saves it a packet of its own."""
+        return [peer for peer, queue in self._announce.items() if queue and self.first_end(peer)]
+
+    def first_end(self, peer: str) -> bool:
+        """Whether we are the first end of the lazy link to `peer` (announce at the next flush; the other end
+        holds its announcements one lazy interval longer). Both ends agree without a word: name order."""
+        return self.me < peer
 
     def take_for(self, peer: str, max_ids: int = MAX_IDS_PER_MESSAGE) -> list[int]:
         """Up to `max_ids` announcements queued for `peer`, oldest first, to ride on a packet we send it anyway

@@ -12,6 +12,7 @@ peer has shown is one number, the highest feature level:
   DIGESTS           convergence digests and broadcast-tree messages (types 9-13)
   COORDINATES       its network coordinate (type 14)
   PEER_COORDINATES  second-hand coordinates of other members (type 18)
+  SHORT_IDS         short payload ids: pull requests naming what the asker holds (type 19)
 
 `show(peer, level)` raises a peer's level (never lowers it); `reads(peer, level)` asks. `reset(peer)` forgets
 what a peer showed: a member back from suspicion or death, or at a new address, may be a restart on an older
@@ -29,6 +30,7 @@ from collections.abc import Iterator
 DIGESTS = 1
 COORDINATES = 2
 PEER_COORDINATES = 3
+SHORT_IDS = 4
 
 
 class Readers:
