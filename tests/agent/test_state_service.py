@@ -263,3 +263,32 @@ async def test_watch_stream_delivers_every_change_of_a_burst_in_order(tmp_path: 
             assert keys == [f"b/{i:03d}" for i in range(300)]
     finally:
         await agent.stop()
+
+
+def test_watch_lines_of_plain_values_are_the_generic_json_byte_for_byte() -> None:
+    """The direct spelling of a put's watch line equals json.dumps of the generic event, whatever the key,
+    value (text, escapes, non-ASCII, binary) and siblings; other changes take the generic path."""
+    from gossip_agent.core.config import StateConfig
+    from gossip_agent.io.state_http import _event_line, _event_line_generic
+    store = KvStore("n@1", StateConfig(conflict_policy="siblings"))
+    other = KvStore("m@2", StateConfig(conflict_policy="siblings"))
+    keys = ["a", "dir/ünï\u2028code", 'q"uote\\back', "emoji/\U0001F600", "t\u00e9st"]
+    values = [b"", b"plain", b'quo"te\\ \n\t\x01 ctl', "ünïcode \u2028\U0001F600".encode(), b"\xff\xfe\x00binary",
+              bytes(range(256))]
+    changes: list[Change] = []
+    for i, key in enumerate(keys):
+        for j, value in enumerate(values):
+            entry = store.local_put(f"{key}/{j}", value, 1_700_000_000_000 + i)
+            changes.append(Change(entry.key, entry, "local"))
+            theirs = other.local_put(f"{key}/{j}", values[-1 - j], 1_700_000_000_000 + i)
+            store.apply_remote(theirs)  # concurrent: two siblings
+            both = store.entry(f"{key}/{j}")
+            assert both is not None
+            changes.append(Change(both.key, both, "remote"))
+    gone = store.local_delete(f"{keys[0]}/1", 1_800_000_000_000)
+    assert gone is not None
+    changes += [Change(gone.key, gone, "local"), Change("x", None, "gc")]
+    assert any(isinstance(c.entry, ValueEntry) and len(c.entry.versions) == 2 for c in changes)
+    for change in changes:
+        assert _event_line(change) == _event_line_generic(change), change.key
+        json.loads(_event_line(change))
