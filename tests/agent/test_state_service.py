@@ -11,7 +11,7 @@ from typing import Any
 from gossip_agent.core.config import AgentConfig, from_mapping
 from gossip_agent.core.kvstore import Change, KvStore, ValueEntry
 from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_http import WATCH_QUEUE, WatchHub
+from gossip_agent.io.state_http import WATCH_QUEUE, WatchHub, take_lines
 from gossip_agent.io.state_service import StateService
 
 
@@ -229,3 +229,66 @@ async def test_joining_starts_anti_entropy_from_the_member_event() -> None:
     finally:
         await a1.stop()
         await a0.stop()
+
+
+async def test_watch_lines_queued_behind_each_other_go_out_in_one_write_in_order() -> None:
+    """A watcher that fell behind gets its queued lines joined (one write), in order, and a marker queued
+    after them (too slow: None; end: b"") is handed back after those lines, never lost or reordered."""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    assert take_lines(queue, b"a\n") == (b"a\n", [])
+    for item in (b"b\n", b"c\n", None, b"d\n"):
+        queue.put_nowait(item)
+    assert take_lines(queue, b"a\n") == (b"a\nb\nc\n", [None])
+    assert queue.get_nowait() == b"d\n" and queue.empty()
+    for item in (b"x\n", b""):
+        queue.put_nowait(item)
+    assert take_lines(queue, b"w\n") == (b"w\nx\n", [b""])
+    for i in range(10):
+        queue.put_nowait(b"%d\n" % i)
+    batch, marker = take_lines(queue, b"0123456789\n", limit=15)  # stops once about `limit` bytes are taken
+    assert marker == [] and batch == b"0123456789\n0\n1\n" and queue.qsize() == 8
+
+
+async def test_watch_stream_delivers_every_change_of_a_burst_in_order(tmp_path: Path) -> None:
+    """Changes published faster than the stream writes (one event-loop step) all arrive, in order."""
+    import aiohttp
+    agent, svc = await run_agent(config(None))
+    try:
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{agent.port}/v1/watch?prefix=b/") as resp:
+            assert json.loads(await resp.content.readline())["event"] == "watching"
+            for i in range(300):
+                svc.put(f"b/{i:03d}", b"v", None)
+            keys = [json.loads(await asyncio.wait_for(resp.content.readline(), 30))["key"] for _ in range(300)]
+            assert keys == [f"b/{i:03d}" for i in range(300)]
+    finally:
+        await agent.stop()
+
+
+def test_watch_lines_of_plain_values_are_the_generic_json_byte_for_byte() -> None:
+    """The direct spelling of a put's watch line equals json.dumps of the generic event, whatever the key,
+    value (text, escapes, non-ASCII, binary) and siblings; other changes take the generic path."""
+    from gossip_agent.core.config import StateConfig
+    from gossip_agent.io.state_http import _event_line, _event_line_generic
+    store = KvStore("n@1", StateConfig(conflict_policy="siblings"))
+    other = KvStore("m@2", StateConfig(conflict_policy="siblings"))
+    keys = ["a", "dir/ünï\u2028code", 'q"uote\\back', "emoji/\U0001F600", "t\u00e9st"]
+    values = [b"", b"plain", b'quo"te\\ \n\t\x01 ctl', "ünïcode \u2028\U0001F600".encode(), b"\xff\xfe\x00binary",
+              bytes(range(256))]
+    changes: list[Change] = []
+    for i, key in enumerate(keys):
+        for j, value in enumerate(values):
+            entry = store.local_put(f"{key}/{j}", value, 1_700_000_000_000 + i)
+            changes.append(Change(entry.key, entry, "local"))
+            theirs = other.local_put(f"{key}/{j}", values[-1 - j], 1_700_000_000_000 + i)
+            store.apply_remote(theirs)  # concurrent: two siblings
+            both = store.entry(f"{key}/{j}")
+            assert both is not None
+            changes.append(Change(both.key, both, "remote"))
+    gone = store.local_delete(f"{keys[0]}/1", 1_800_000_000_000)
+    assert gone is not None
+    changes += [Change(gone.key, gone, "local"), Change("x", None, "gc")]
+    assert any(isinstance(c.entry, ValueEntry) and len(c.entry.versions) == 2 for c in changes)
+    for change in changes:
+        assert _event_line(change) == _event_line_generic(change), change.key
+        json.loads(_event_line(change))

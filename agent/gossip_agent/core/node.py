@@ -695,34 +695,59 @@ class Node:
         return len(self.queue) > 0 and self.table.n_live > 0
 
     def next_deadline(self) -> float:
-        """The earliest time at which `tick` has something to do (a time already past: at once)."""
-        deadline = self._followup_sync_at if self.leaving else min(self._next_push_pull, self._followup_sync_at)
-        if self.leaving:
+        """The earliest time at which `tick` has something to do (a time already past: at once).
+        The driver asks after every packet: plain comparisons, no generator or `min` call per term."""
+        leaving = self.leaving
+        deadline = self._followup_sync_at
+        if not leaving and self._next_push_pull < deadline:
+            deadline = self._next_push_pull
+        if leaving:
             if not self._leave_done:
-                deadline = min(deadline, self._leave_until if self._leave_spreading() else 0.0)
+                at = self._leave_until if self._leave_spreading() else 0.0
+                if at < deadline:
+                    deadline = at
         elif self._join.active:
-            deadline = min(deadline, self._join.deadline(self.joined))
-        if self._former:
-            deadline = min(deadline, self._next_reconnect)
-        if not self.leaving and len(self._probe_order) and self._probe is None:
-            # While a probe is in flight the next one waits for its end (below), even if its round began.
-            deadline = min(deadline, self._next_probe)
+            at = self._join.deadline(self.joined)
+            if at < deadline:
+                deadline = at
+        if self._former and self._next_reconnect < deadline:
+            deadline = self._next_reconnect
         probe = self._probe
-        if probe is not None:
-            deadline = min(deadline, probe.end_at if probe.indirect_sent else probe.indirect_at)
-        if (len(self.queue) or self.config.gossip.mode == "pull" or self.root_digests.has_fresh()
+        if probe is None:
+            # While a probe is in flight the next one waits for its end (below), even if its round began.
+            if not leaving and len(self._probe_order) and self._next_probe < deadline:
+                deadline = self._next_probe
+        else:
+            at = probe.end_at if probe.indirect_sent else probe.indirect_at
+            if at < deadline:
+                deadline = at
+        if self._next_gossip < deadline and (
+                len(self.queue) or self.config.gossip.mode == "pull" or self.root_digests.has_fresh()
                 or self.root_digests.summary_due()):
-            deadline = min(deadline, self._next_gossip)
+            deadline = self._next_gossip
         if self._tree_on:
-            deadline = min(deadline, self.tree.next_deadline(), self._coalesce.next_deadline())
-            if self.tree.wanted() and self.table.n_alive - 1 > self.tree.picked and not self.leaving:
-                deadline = min(deadline, self._tree_fill_at)  # (members left to pick: else no idle wake-ups)
+            at = self.tree.next_deadline()
+            if at < deadline:
+                deadline = at
+            at = self._coalesce.next_deadline()
+            if at < deadline:
+                deadline = at
+            if (self._tree_fill_at < deadline and self.tree.wanted() and not leaving
+                    and self.table.n_alive - 1 > self.tree.picked):
+                deadline = self._tree_fill_at  # (members left to pick: else no idle wake-ups)
         for relay in self._relays.values():
-            deadline = min(deadline, relay.nack_at, relay.expire_at)
+            if relay.nack_at < deadline:
+                deadline = relay.nack_at
+            if relay.expire_at < deadline:
+                deadline = relay.expire_at
         for suspicion in self._suspicions.values():
-            deadline = min(deadline, suspicion.deadline())
+            at = suspicion.deadline()
+            if at < deadline:
+                deadline = at
         if self._graveyard:
-            deadline = min(deadline, self._graveyard[0][0] + self.config.membership.reap_after)
+            at = self._graveyard[0][0] + self.config.membership.reap_after
+            if at < deadline:
+                deadline = at
         return deadline
 
     # -- probing ---------------------------------------------------------------------------------------

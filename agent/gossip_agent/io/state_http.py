@@ -36,6 +36,7 @@ import contextlib
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiohttp import web
@@ -120,6 +121,8 @@ MAX_WATCHERS = 256
 MAX_PREFIX_BYTES = 4096
 WATCH_HEARTBEAT = 15.0
 WATCH_DISCONNECT_CHECK = 1.0
+# A watcher behind by several changes gets them in one write of at most about this many bytes.
+WATCH_BATCH_BYTES = 64 * 1024
 MAX_LIST = 1000
 MAX_LIST_BYTES = 1 << 20  # a listing page ends early (with `next`) once its JSON passes this many bytes
 MAX_SET_OPS = 1024
@@ -263,6 +266,22 @@ class WatchHub:
         self._clients.clear()
 
 
+def take_lines(queue: asyncio.Queue[bytes | None], first: bytes,
+               limit: int = WATCH_BATCH_BYTES) -> tuple[bytes, list[bytes | None]]:
+    """`first` and the event lines queued behind it, joined for one write (a watcher that fell a few changes
+    behind under load gets one write and one drain for them, not one per change), up to about `limit` bytes;
+    and the marker met after them, if any (`[None]`: too slow, `[b""]`: end), which the caller acts on after
+    writing the lines before it. Order is kept."""
+    parts, size = [first], len(first)
+    while size < limit and not queue.empty():
+        item = queue.get_nowait()
+        if not item:
+            return b"".join(parts), [item]
+        parts.append(item)
+        size += len(item)
+    return b"".join(parts) if len(parts) > 1 else first, []
+
+
 def key_problem(key: str) -> str | None:
     """Why `key` is not acceptable from a client (None if it is); lengths are the store's check."""
     if not key:
@@ -284,7 +303,29 @@ def _query_key(value: str, name: str) -> str:
     return value
 
 
+_quote = encode_basestring_ascii  # what json.dumps does to a str
+
+
 def _event_line(change: Change) -> bytes:
+    """One watch line. Every delivered write makes one, so a plain value's line (the common case) is
+    spelled directly, byte for byte what `_event_line_generic` (json.dumps) gives (a test holds them equal)."""
+    entry = change.entry
+    if type(entry) is ValueEntry and not entry.is_tombstone:
+        result = read_result(entry)
+        values = []
+        for value in result.values:
+            try:
+                values.append('{"value":' + _quote(value.decode()) + "}")
+            except UnicodeDecodeError:
+                values.append('{"valueBase64":"' + base64.b64encode(value).decode() + '"}')
+        return ('{"event":"put","key":' + _quote(entry.key) + ',"type":"value","deleted":'
+                + ("true" if result.deleted else "false") + ',"siblings":' + str(len(result.values))
+                + ',"values":[' + ",".join(values) + '],"context":"' + context_token(result.context)
+                + '","origin":' + _quote(change.origin) + "}\n").encode()
+    return _event_line_generic(change)
+
+
+def _event_line_generic(change: Change) -> bytes:
     entry = change.entry
     if entry is None:
         event: dict[str, Any] = {"key": change.key, "event": "collected"}
@@ -539,18 +580,27 @@ class StateApi:
             loop = asyncio.get_running_loop()
             quiet_since = loop.time()
             while True:
-                try:
-                    # Short waits: a client that hung up frees its slot within a second, not a heartbeat.
-                    # (asyncio.timeout: 3.11's wait_for can lose a cancel that races a queued line.)
-                    async with asyncio.timeout(WATCH_DISCONNECT_CHECK):
-                        line = await queue.get()
-                except TimeoutError:
-                    if request.transport is None or request.transport.is_closing():
-                        break
-                    if loop.time() - quiet_since < WATCH_HEARTBEAT:
-                        continue
-                    line = b'{"event":"heartbeat"}\n'
+                if queue.empty():
+                    try:
+                        # Short waits: a client that hung up frees its slot within a second, not a heartbeat.
+                        # (asyncio.timeout: 3.11's wait_for can lose a cancel that races a queued line.)
+                        async with asyncio.timeout(WATCH_DISCONNECT_CHECK):
+                            line = await queue.get()
+                    except TimeoutError:
+                        if request.transport is None or request.transport.is_closing():
+                            break
+                        if loop.time() - quiet_since < WATCH_HEARTBEAT:
+                            continue
+                        line = b'{"event":"heartbeat"}\n'
+                else:
+                    line = queue.get_nowait()  # lines queued meanwhile: no timer armed per line
                 quiet_since = loop.time()
+                if line:
+                    batch, marker = take_lines(queue, line)
+                    await response.write(batch)
+                    if not marker:
+                        continue
+                    line = marker[0]
                 if line is None:
                     await response.write(json.dumps({"event": "error", "error": (
                         f"watch client too slow: more than {WATCH_QUEUE} changes pending; reconnect and "
@@ -562,7 +612,6 @@ class StateApi:
                             "this watch's slot went to a client holding fewer watches (fair share); reconnect "
                             "later")}).encode() + b"\n")
                     break  # evicted, or the agent is stopping
-                await response.write(line)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
