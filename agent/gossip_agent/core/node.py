@@ -1278,7 +1278,8 @@ class Node:
         """The gossip ticker's first beat after `now`. Rounds out of turn (the early round after an immediate
         forward, below) do not move the beat: counted from the early round, the next regular round came a
         whole interval later at every member at once, so a member both rounds missed waited 1.25 intervals
-        (a 1,000-member simulation: the last members 258 ms after the write instead of 60-210)."""
+        (1,000-member simulations, flood, 200 ms interval: the last member a median 258 ms after the write over
+        7 seeds; on the beat 97 ms over 11)."""
         interval = self.config.gossip.interval
         if interval <= 0:
             return now
