@@ -20,6 +20,7 @@ drivers in `gossip_agent/sim/topology.py`; table 3 runs real Node cores in the m
     python bench/bench_topology.py [--nodes 200] [--seconds 120] [--mix-nodes 1000] [--seeds 20]
                                    [--fractions 0.05,0.1,0.15,0.2,0.3,0.5,0.667] [--protocol-nodes 1000]
                                    [--protocol-seeds 1,2] [--protocol-writes 30] [--payload-bytes 256]
+                                   [--protocol-broadcast tree,flood]
                                    [--json [FILE]] [--plot DIR]
 
 `--plot DIR` writes PNGs (convergence curves, estimated-vs-measured RTT scatter, rounds vs fraction) if
@@ -35,9 +36,10 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, get_args
 
+from gossip_agent.core.config import BroadcastPath
 from gossip_agent.core.topology import TopologyPolicy
 from gossip_agent.core.vivaldi import Coordinate, VivaldiConfig, estimate_rtt
 from gossip_agent.sim.topology import (
@@ -176,16 +178,17 @@ def plot(directory: str, conv: list[dict[str, Any]], scatter: dict[str, Any], mi
 
 
 def protocol(nodes: int, seeds: list[int], writes: int, payload_bytes: int,
-             fractions: list[float]) -> list[dict[str, Any]]:
+             fractions: list[float], paths: Sequence[BroadcastPath] = ("tree",)) -> list[dict[str, Any]]:
     """Random vs topology-aware choice (at each fraction) in the membership simulator
-    (gossip_agent/sim/zones.py), per seed."""
+    (gossip_agent/sim/zones.py), per broadcast path of the writes and seed."""
     rows: list[dict[str, Any]] = []
-    for seed in seeds:
-        t0 = time.process_time()
-        runs = sweep(nodes, fractions, seed=seed, writes=writes, payload_bytes=payload_bytes)
-        cpu = time.process_time() - t0
-        for row in summary(runs):
-            rows.append({"seed": seed, **row, "cpu_s": round(cpu, 1)})
+    for path in paths:
+        for seed in seeds:
+            t0 = time.process_time()
+            runs = sweep(nodes, fractions, seed=seed, writes=writes, payload_bytes=payload_bytes, broadcast=path)
+            cpu = time.process_time() - t0
+            for row in summary(runs):
+                rows.append({"broadcast": path, "seed": seed, **row, "cpu_s": round(cpu, 1)})
     return rows
 
 
@@ -205,17 +208,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payload-bytes", type=int, default=256)
     parser.add_argument("--protocol-fractions", default="0.15",
                         help="cross-zone fractions of the aware runs (comma list; each ~40 s of CPU at N=1,000)")
+    parser.add_argument("--protocol-broadcast", default="tree",
+                        help="gossip.broadcast of the protocol run's writes (comma list of tree, flood; flood is "
+                             "immediate forwarding, then gossip rounds)")
     parser.add_argument("--json", nargs="?", const="-", default=None)
     parser.add_argument("--plot", default=None, metavar="DIR")
     args = parser.parse_args(argv)
     if not 2 <= args.nodes <= 2000 or not 3 <= args.mix_nodes <= 20000 or args.seconds < 1 or args.every < 1:
         parser.error("--nodes 2..2000, --mix-nodes 3..20000, --seconds and --every >= 1")
     fractions = [float(x) for x in args.fractions.split(",") if x]
+    paths = [x for x in args.protocol_broadcast.split(",") if x]
+    if not paths or any(x not in get_args(BroadcastPath) for x in paths):
+        parser.error(f"--protocol-broadcast: a comma list of {', '.join(get_args(BroadcastPath))}")
     conv, scatter = convergence(args.nodes, args.seconds, args.seed, args.every)
     mix = choice(args.mix_nodes, fractions, args.seeds)
     proto = protocol(args.protocol_nodes, [int(x) for x in args.protocol_seeds.split(",") if x],
                      args.protocol_writes, args.payload_bytes,
-                     [float(x) for x in args.protocol_fractions.split(",") if x]) if args.protocol_nodes else []
+                     [float(x) for x in args.protocol_fractions.split(",") if x],
+                     paths) if args.protocol_nodes else []
     if args.json is not None:
         text = json.dumps({"convergence": conv, "choice": mix, "protocol": proto}, indent=1)
         if args.json == "-":

@@ -128,12 +128,13 @@ def test_bench_script_runs_and_reports_both_tables() -> None:
     script = Path(__file__).resolve().parents[2] / "bench" / "bench_topology.py"
     out = subprocess.run([sys.executable, str(script), "--nodes", "30", "--seconds", "10", "--every", "5",
                           "--mix-nodes", "30", "--seeds", "2", "--fractions", "0.15", "--protocol-nodes", "30",
-                          "--protocol-writes", "3", "--json"],
+                          "--protocol-writes", "3", "--protocol-broadcast", "tree,flood", "--json"],
                          capture_output=True, text=True, timeout=240, check=True)
     report = json.loads(out.stdout)
     assert {r["topology"] for r in report["convergence"]} == {"3-zones", "geometric"}
     assert [r["cross_zone_fraction"] for r in report["choice"]] == ["uniform", "0.15"]
-    assert [r["mode"] for r in report["protocol"]] == ["random", "aware"]
+    assert [(r["broadcast"], r["mode"]) for r in report["protocol"]] == [
+        ("tree", "random"), ("tree", "aware"), ("flood", "random"), ("flood", "aware")]
 
 
 def test_at_1000_members_the_cut_holds_and_mixing_stays_within_a_round() -> None:
