@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from gossip_agent.core.effects import Send
-from gossip_agent.core.messages import PullRequest
+from gossip_agent.core.effects import Effect
+from gossip_agent.core.node import Node
 from gossip_agent.sim import PayloadLog, Simulation, make_config
 
 N = 200
@@ -34,13 +34,21 @@ def test_the_early_round_does_not_move_the_beat() -> None:
     payload = b"on-the-beat"
     rounds: dict[int, list[float]] = defaultdict(list)  # member -> times of its gossip rounds
 
-    def on_send(now: float, i: int, send: Send) -> None:
-        # In push-pull mode a gossip round's packets ask for a pull; a forward or a probe does not.
-        if any(isinstance(m, PullRequest) for m in send.packet.messages) and (
-                not rounds[i] or rounds[i][-1] != now):
-            rounds[i].append(now)
+    def record_rounds(i: int, node: Node) -> None:
+        # A gossip round is a call of the node's round (its packets no longer tell: push-pull asks for a pull
+        # only while pulls bring something, so a round's packets may carry rumors alone, like a forward's).
+        gossip = node._gossip
 
-    sim.on_send.append(on_send)
+        def round_then_record(now: float, out: list[Effect]) -> None:
+            if not rounds[i] or rounds[i][-1] != now:
+                rounds[i].append(now)
+            gossip(now, out)
+
+        node._gossip = round_then_record  # type: ignore[method-assign]
+
+    for i, node in enumerate(sim.nodes):
+        if node is not None:
+            record_rounds(i, node)
     origin = sim.live()[17]
     log = sim.delegates[origin]
     assert isinstance(log, PayloadLog)
