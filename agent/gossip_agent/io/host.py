@@ -56,6 +56,8 @@ class MemberView(Protocol):
 
     def choose_partner(self, names: Sequence[str], rng: Rng) -> str | None: ...
 
+    def is_near(self, name: str) -> bool | None: ...
+
 
 class AgentHost(Protocol):
     """The agent's services for its layers (see the module docstring)."""
