@@ -22,7 +22,11 @@ For each mode (a fresh set of namespaces and agents each time, one mode after th
               fails here, so any is a false positive).
 
 Modes: `aware` (each agent knows its zone: topology.zone, crossZoneFraction as configured, default 0.15) and
-`uniform` (the same agents with topology-aware peer choice off: uniform random choice, as before).
+`uniform` (the same agents with topology-aware peer choice off: uniform random choice, as before). With
+`--base-tree DIR` (a checkout of an earlier version, e.g. `git worktree add /tmp/base HEAD~1`) the mode `base`
+is `aware` run by that tree's agent (PYTHONPATH=DIR/agent): before and after a change in one invocation,
+compared like aware (`base_comparison`: base against uniform; `aware_vs_base`: how many times fewer
+cross-zone bytes aware sends than base).
 
     sudo .venv/bin/python bench/bench_topology_real.py [--groups 10,10,10] [--rtt-ms 20,35,50]
          [--modes aware,uniform] [--settle 40] [--idle 30] [--writes 30] [--rate 2] [--json [FILE]]
@@ -46,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -101,7 +105,7 @@ def mode_spec(mode: str, base: Mapping[str, Any], group: int, fraction: float | 
     """What `mode` adds to the config of an agent of `group`."""
     spec = json.loads(json.dumps(base))
     topology = dict(spec.get("topology") or {})
-    if mode == "aware":
+    if mode in ("aware", "base"):
         topology["zone"] = zone_name(group)
         if fraction is not None:
             topology["crossZoneFraction"] = fraction
@@ -504,6 +508,23 @@ def rtt_ms_of(answer: Mapping[str, Any]) -> float | None:
 # ---- main ------------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _pythonpath(path: str | None) -> Iterator[None]:
+    """Agents started meanwhile import gossip_agent from `path` first (they inherit our environment)."""
+    if path is None:
+        yield
+        return
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = path if not old else f"{path}{os.pathsep}{old}"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
 def layout_from(groups: Sequence[int], rtts: Sequence[float]) -> ZoneLayout:
     pairs = list(itertools.combinations(range(len(groups)), 2))
     if len(rtts) == 1:
@@ -558,6 +579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--kill", action="store_true",
                    help="at the end, kill one agent and time its detection by all others (and count false positives)")
     p.add_argument("--detect-timeout", type=float, default=60.0)
+    p.add_argument("--base-tree", default=None, metavar="DIR",
+                   help="also run mode base: aware with the agent of this earlier checkout (before/after)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE")
     args = p.parse_args(argv)
     groups = [int(x) for x in args.groups.split(",") if x.strip()]
@@ -572,8 +595,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     layout = layout_from(groups, [float(x) for x in args.rtt_ms.split(",") if x.strip()])
     results = []
     started = time.time()
-    for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-        with tempfile.TemporaryDirectory(prefix=f"bench-topo-real-{mode}-") as tmp:
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    base_agent: Path | None = None
+    if args.base_tree:
+        base_agent = Path(args.base_tree).resolve() / "agent"
+        if not (base_agent / "gossip_agent").is_dir():
+            p.error(f"--base-tree: no agent/gossip_agent under {args.base_tree}")
+        if "base" not in modes:
+            modes.insert(1, "base")
+    elif "base" in modes:
+        p.error("mode base needs --base-tree")
+    for mode in modes:
+        with tempfile.TemporaryDirectory(prefix=f"bench-topo-real-{mode}-") as tmp, \
+                _pythonpath(str(base_agent) if mode == "base" else None):
             log(f"{mode}: {sum(groups)} agents in groups {groups}, load {loadavg()}")
             results.append(Run(args, mode, layout, Path(tmp)).execute())
     out = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)), "args": vars(args),
@@ -590,6 +624,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"detection (all saw the killed agent dead), median: "
                   f"{by_mode['aware']['detection']['dead_median_s']} s aware, "
                   f"{by_mode['uniform']['detection']['dead_median_s']} s uniform ({c['detection_median_ratio']}x)")
+    if "base" in by_mode and "uniform" in by_mode:
+        out["base_comparison"] = b = comparison(by_mode["base"], by_mode["uniform"])
+        print(f"base vs uniform: cross-zone bytes cut {b['idle_cross_bytes_cut']}x idle, "
+              f"{b['write_cross_bytes_cut']}x during writes; t100 median {b['t100_median_ratio']}x")
+    if "base" in by_mode and "aware" in by_mode:
+        out["aware_vs_base"] = ab = comparison(by_mode["aware"], by_mode["base"])
+        print(f"aware vs base: cross-zone bytes cut {ab['idle_cross_bytes_cut']}x idle, "
+              f"{ab['write_cross_bytes_cut']}x during writes; t100 median {ab['t100_median_ratio']}x")
     if args.json:
         text = json.dumps(out, indent=1)
         if args.json == "-":

@@ -3,9 +3,10 @@
 The smoke run (2 groups of 3 agents, short phases, both modes) asserts no timing: every write reached every
 agent, nobody was suspected, the router counted traffic inside and between groups, and the estimates were
 asked for every pair. The slow-group run (30 agents in 3 zones, 20/35/50 ms apart) asserts what does not
-depend on the machine's speed: zone-aware choice cuts the cross-zone bytes of a write burst by at least 1.5x
-(the bench measures the exact figure), every write still reaches every agent, no false positives, and the
-cross-zone estimates stay within 25% of the measured round trips.
+depend on the machine's speed: zone-aware choice cuts the cross-zone bytes of a write burst by at least 3x
+(the bench measures the exact figure) and its cross-zone TCP (anti-entropy) bytes to at most half the uniform
+mode's, every write still reaches every agent, no false positives, and the cross-zone estimates stay within 25%
+of the measured round trips.
 """
 
 from __future__ import annotations
@@ -77,4 +78,11 @@ def test_thirty_agents_zone_aware_choice_cuts_cross_zone_bytes(tmp_path: Path) -
         assert result["n"] == 30
     aware = next(r for r in data["results"] if r["mode"] == "aware")
     assert aware["rtt"]["summary"]["median_rel_error_cross"] <= 0.25, aware["rtt"]["summary"]
-    assert data["comparison"]["write_cross_bytes_cut"] >= 1.5, data["comparison"]
+    # Measured 5.3-17.9x in six runs under load 1-50 (3.2-3.9x before repairs went near first): 3x leaves room
+    # for a stalled run; the TCP check below is what catches repairs going far again.
+    assert data["comparison"]["write_cross_bytes_cut"] >= 3.0, data["comparison"]
+    # Repairs go near first (core/replica.RepairPlanner): the aware mode's anti-entropy streams (TCP) across zones
+    # during the writes were above the uniform mode's (stale far roots drew repairs); now a small fraction.
+    uniform = next(r for r in data["results"] if r["mode"] == "uniform")
+    tcp = [r["write_bytes"]["summary"]["by_proto"]["tcp"]["cross"] for r in (aware, uniform)]
+    assert 2 * tcp[0] <= tcp[1], tcp

@@ -173,7 +173,10 @@ def test_anti_entropy_partners_are_near_mostly_and_uniform_without_a_zone() -> N
     picks = [aware.choose_partner(names, rng) for _ in range(4000)]
     far = sum(1 for p in picks if p is not None and int(p[1:]) % 3 != 0)
     assert abs(far / len(picks) - 0.15) < 0.02
+    # The repair planner's near/far (core/replica.RepairPlanner): same zone near, another far, unknown far.
+    assert (aware.is_near("p3"), aware.is_near("p4"), aware.is_near("nobody")) == (True, False, False)
     plain = _node_among_zones(_zoned("a", None), 300, seed=4)
+    assert plain.is_near("p3") is None  # no topology known: every peer alike
     r1, r2 = random.Random(5), random.Random(5)
     assert [plain.choose_partner(names, r1) for _ in range(50)] == [names[int(r2.random() * 300)] for _ in range(50)]
 

@@ -27,7 +27,7 @@ from gossip_agent.core.replica import (
 )
 from gossip_agent.core.state_codec import StateCodecError, encode_rumor
 
-ROOT_A, ROOT_B = "a" * 64, "b" * 64
+ROOT_A, ROOT_B, ROOT_C = "a" * 64, "b" * 64, "c" * 64
 
 
 def test_replica_ids() -> None:
@@ -170,17 +170,43 @@ def test_write_concern_asks_another_peer_when_one_is_slow() -> None:
     assert 0.1 <= hedge_delay(0.2) < hedge_delay(2.0) <= hedge_delay(60.0) == 1.0
 
 
-def test_repair_planner_lets_the_topology_choose_among_divergent_peers_only() -> None:
-    """A repair partner near us (core/topology.py) costs no cross-zone bytes: the chooser sees exactly the
-    divergent, stable peers, and its pick is the one used; a pick outside them falls back to `choice`."""
-    p = RepairPlanner(hold=0.5, min_gap=1.0)
-    p.observe(0.0, ROOT_A, {"b": ROOT_B, "c": ROOT_A, "d": ROOT_B, "e": ROOT_B})
-    seen: list[list[str]] = []
+def test_repair_planner_prefers_a_near_divergent_peer_to_a_stale_far_root() -> None:
+    """Under writes a far member's root reaches us late (its digest crosses zones in few packets), so it sat
+    stable and divergent while every near root kept moving; the planner took it, and anti-entropy became the
+    largest share of the cross-zone bytes. Now a near divergent peer is taken first, whatever `choice` says."""
+    p = RepairPlanner(hold=0.3, min_gap=0.5, far_hold=2.0)
+    p.observe(0.0, ROOT_A, {"far1": ROOT_B, "far2": ROOT_B, "near1": ROOT_A})
+    p.observe(1.0, ROOT_C, {"far1": ROOT_B, "far2": ROOT_B, "near1": ROOT_B})  # a write: ours and near1's move
+    live = ["far1", "far2", "near1"]
 
-    def near_d(names: list[str]) -> str:
-        seen.append(list(names))
-        return "d"
+    def near(name: str) -> bool:
+        return name.startswith("near")
 
-    assert p.plan(0.6, ["b", "c", "d", "e"], 0.0, near_d)[0] == "d"
-    assert seen == [["b", "d", "e"]]
-    assert p.plan(0.6, ["b", "c", "d", "e"], 0.0, lambda names: "c")[0] == "b"  # c agrees with us: not a pick
+    for choice in (0.0, 0.5, 0.99):
+        assert p.plan(1.3, live, choice, near) == ("near1", 1.3)
+
+
+def test_repair_planner_goes_far_only_once_the_zone_agrees_and_our_root_held_the_far_hold() -> None:
+    p = RepairPlanner(hold=0.3, min_gap=0.5, far_hold=2.0)
+    live = ["far1", "near1", "near2"]
+
+    def near(name: str) -> bool:
+        return name.startswith("near")
+
+    p.observe(0.0, ROOT_A, {"far1": ROOT_B, "near1": ROOT_A, "near2": ROOT_A})
+    assert p.plan(0.5, live, 0.0, near) == (None, 2.0)          # the zone agrees: far after the far hold
+    assert p.plan(2.0, live, 0.0, near) == ("far1", 0.3)
+    p.observe(2.1, ROOT_A, {"far1": ROOT_B, "near1": ROOT_A, "near2": ROOT_C})  # near2 moves: the zone does not
+    assert p.plan(2.2, live, 0.0, near) == (None, 2.4)          # agree; near2 itself once it held
+    assert p.plan(2.4, live, 0.0, near) == ("near2", 0.3)
+    # A root of our own that keeps changing (a stream of writes) never lets a far repair through.
+    for t in (3.0, 3.5, 4.0, 4.5, 5.0):
+        p.observe(t, f"{ROOT_A[:-1]}{int(t * 2)}", {"far1": ROOT_B, "near1": None, "near2": None})
+        assert p.plan(t + 0.45, live, 0.0, near)[0] is None
+    # The writes stop: the far member alone holds a change (its root differs, ours settled): repaired from.
+    assert p.plan(7.0, live, 0.0, near) == ("far1", 5.3)
+    # Without topology (no `near`, or None for every peer) every divergent peer qualifies after `hold`.
+    q = RepairPlanner(hold=0.3, min_gap=0.5, far_hold=2.0)
+    q.observe(0.0, ROOT_A, {"far1": ROOT_B, "near1": ROOT_C})
+    assert q.plan(0.3, ["far1", "near1"], 0.0) == ("far1", 0.3)
+    assert q.plan(0.3, ["far1", "near1"], 0.0, lambda name: None) == ("far1", 0.3)

@@ -83,3 +83,47 @@ def test_zone_links_take_their_zone_pairs_latency_and_bytes_split_by_zone() -> N
     assert estimate is not None and 0.025 < estimate < 0.1  # c-b is 50 ms; coordinates learn from probes
     with pytest.raises(ValueError, match="before starting"):
         sim.set_zones(["zone-a"] * 6, zone_rtt)
+
+
+def test_state_cores_in_zones_converge_when_only_one_zone_holds_a_write() -> None:
+    """Repairs go near first and across zones only once a zone agrees (core/replica.RepairPlanner): a change
+    that only one zone holds (written while it was cut off from the others, so no rumor crossed) must still
+    reach the other zones through anti-entropy across zones once the partition heals. The state cores are
+    wired to their Nodes' near/far choice as the agent wires them (io/state_service.py)."""
+    import dataclasses
+
+    from gossip_agent.core.config import StateConfig
+    from gossip_agent.sim.cluster import make_config
+    from gossip_agent.sim.state import StateSimulation
+
+    cfg = make_config("lan")
+    # No periodic anti-entropy: what reaches the other zones is the planner's repair across zones alone.
+    cfg = dataclasses.replace(cfg, state=StateConfig(), anti_entropy=dataclasses.replace(cfg.anti_entropy,
+                                                                                         enabled=False))
+    n = 24
+    zones = [f"z{i % 3}" for i in range(n)]
+    s = StateSimulation(n, seed=11, config=cfg, publish_meta=True)
+    s.sim.set_zones(zones, lambda a, b: 0.001 if a == b else 0.03)
+    s.sim.start_all(seeds=3, spread=1.0)
+    assert s.sim.run_until_condition(s.sim.converged, timeout=60.0, check_every=0.5) is not None
+    for i, core in s.cores.items():
+        node = s.sim.node(i)
+        core.choose_partner, core.is_near = node.choose_partner, node.is_near
+    assert s.cores[0].is_near is not None and s.cores[0].is_near(s.sim.names[3]) is True
+    assert s.cores[0].is_near(s.sim.names[1]) is False
+    everyone = list(range(n))
+    zone0 = [i for i in everyone if zones[i] == "z0"]
+    s.sim.partition(zone0, [i for i in everyone if zones[i] != "z0"])
+    s.sim.run_for(1.0)
+    for k in range(3):
+        s.put(zone0[k], f"only-z0/{k}", b"x")
+    assert s.sim.run_until_condition(s.one_root(zone0), timeout=30.0, check_every=0.25) is not None
+    s.sim.run_for(10.0)  # the rumors' retransmissions are over: only anti-entropy can carry the keys now
+    assert len(s.roots(everyone)) == 2
+    s.sim.heal()
+    healed = s.sim.now
+    agreed = s.sim.run_until_condition(s.one_root(everyone), timeout=60.0, check_every=0.5)
+    print(f"\none root {None if agreed is None else round(agreed - healed, 1)} s after the heal; {dict(s.stats)}")
+    assert agreed is not None
+    for i in everyone:
+        assert s.cores[i].store.get("only-z0/2") is not None

@@ -375,6 +375,13 @@ class Node:
         (core/topology_state.py), a plain uniform draw from `rng` while no topology is known."""
         return self.topology.choose_one(names, rng, lambda n: m.meta if (m := self.table.get(n)) else None)
 
+    def is_near(self, name: str) -> bool | None:
+        """Whether member `name` is near us (same zone, or a low estimated RTT: core/topology_state.py); None
+        while no topology is known (every peer alike)."""
+        if not self.topology.active():
+            return None
+        return self.topology.is_near(name, m.meta if (m := self.table.get(name)) else {})
+
     def set_zone(self, zone: str | None, now: float) -> list[Effect]:
         """Our zone (validated by core.topology.parse_zone; None: unknown) changed, e.g. the zone file was
         rewritten: it goes into our metadata, re-announced with a bumped incarnation."""

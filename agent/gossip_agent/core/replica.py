@@ -26,7 +26,7 @@ take `now` as an argument and can be tested without sockets or clocks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,10 +165,25 @@ class RepairPlanner:
     A peer qualifies when its published root differs from ours, has not changed for `hold` seconds (it is
     not mid-way through receiving rumors), and ours has not changed for `hold` seconds either. At most one
     such repair per `min_gap` seconds.
+
+    NEAR FIRST, FAR ONLY WHEN THE ZONE AGREES. With topology-aware choice (core/topology.py) a far member's
+    digest reaches us mostly through the few packets that cross zones, so the far root we hold is often one
+    the far member has long replaced: during a stream of writes it stays "stable and divergent" while every
+    near root keeps moving, and a planner that took any stable divergent root sent most repairs across zones
+    to pull data the far member's rumors had brought us already (measured: anti-entropy was 60 % of the
+    cross-zone bytes of a write burst). So when the caller says which peers are near (`near`):
+    - a near divergent peer is always preferred (it costs no cross-zone bytes);
+    - a far one qualifies only once no near peer's root differs from ours (our zone agrees: what the far
+      root has that ours lacks, no near member has either) and ours has been stable `far_hold` seconds
+      (long enough for the far members' newer digests to reach us, so a stale far root is not repaired).
+    Convergence is kept: when the far zone alone holds a change, our zone agrees on the root without it and
+    the far repair runs `far_hold` after it settled; and the periodic anti-entropy partner is still far with
+    probability crossZoneFraction (Demers' guaranteed far share), whatever this planner does.
     """
 
     hold: float
     min_gap: float
+    far_hold: float = 0.0
     _peers: dict[str, _Seen] = field(default_factory=dict)
     _mine: _Seen = field(default_factory=lambda: _Seen(None, 0.0))
     _last: float = float("-inf")
@@ -199,36 +214,46 @@ class RepairPlanner:
         """No pick can succeed before this time (our hold and the gap since the last repair)."""
         return max(self._last + self.min_gap, self._mine.since + self.hold)
 
-    def pick(self, now: float, live: Iterable[str], choice: float) -> str | None:
+    def pick(self, now: float, live: Iterable[str], choice: float,
+             near: Callable[[str], bool | None] | None = None) -> str | None:
         """A peer to repair from, or None. `choice` in [0, 1) picks among the candidates (the caller's RNG)."""
-        return self.plan(now, live, choice)[0]
+        return self.plan(now, live, choice, near)[0]
 
     def plan(self, now: float, live: Iterable[str], choice: float,
-             chooser: Callable[[Sequence[str]], str | None] | None = None) -> tuple[str | None, float]:
+             near: Callable[[str], bool | None] | None = None) -> tuple[str | None, float]:
         """`pick`, and the time a pick is next worth trying if there is none now (inf: no divergent peer).
-        `chooser` (topology-aware choice, core/topology.py) picks among the divergent peers instead of
-        `choice`: a repair from a near peer that holds the missing data costs no cross-zone bytes."""
+        `near(name)` says whether a peer is near (None: not known, e.g. no topology; such a peer is neither
+        preferred nor held back): see the class docstring."""
         if now < self.earliest():
             return None, self.earliest()
         mine = self._mine.root
-        candidates: list[str] = []
+        near_ready: list[str] = []
+        far_ready: list[str] = []
+        near_moving = False  # a near peer's root differs from ours: our zone does not agree yet
         later = float("inf")
         for name in live:
             seen = self._peers.get(name)
             if seen is None or seen.root is None or seen.root == mine:
                 continue
+            is_far = near is not None and near(name) is False
+            if not is_far:
+                near_moving = True
             if now >= seen.since + self.hold:  # the deadline's own expression: no rounding gap to spin in
-                candidates.append(name)
-            else:
+                (far_ready if is_far else near_ready).append(name)
+            elif not is_far:
                 later = min(later, seen.since + self.hold)
-        if not candidates:
-            return None, later
-        candidates.sort()
-        if chooser is not None:
-            picked = chooser(candidates)
-            if picked in candidates:
-                return picked, self.earliest()
-        return candidates[min(len(candidates) - 1, int(choice * len(candidates)))], self.earliest()
+            else:
+                later = min(later, max(seen.since + self.hold, self._mine.since + self.far_hold))
+        if near_ready:
+            near_ready.sort()
+            return near_ready[min(len(near_ready) - 1, int(choice * len(near_ready)))], self.earliest()
+        if far_ready and not near_moving:
+            far_from = self._mine.since + self.far_hold
+            if now >= far_from:
+                far_ready.sort()
+                return far_ready[min(len(far_ready) - 1, int(choice * len(far_ready)))], self.earliest()
+            later = min(later, far_from)
+        return None, later
 
     def started(self, now: float) -> None:
         self._last = now

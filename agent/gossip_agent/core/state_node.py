@@ -89,6 +89,11 @@ DIGEST_LATE = DIGEST_QUIET + 0.4
 # A divergent peer is repaired from once both roots were stable this long, at most once per gap.
 REPAIR_HOLD = 0.3
 REPAIR_MIN_GAP = 0.5
+# A far divergent peer is repaired from only once our zone agrees and our root was stable this long
+# (RepairPlanner): a far member's newer digest reaches us through the few packets that cross zones (a changed
+# row is pushed FRESH_SENDS times by each of a zone's members, crossZoneFraction of them across), in about a
+# second; a far root still different after this is a real difference, not a stale row.
+FAR_REPAIR_HOLD = 2.0
 # Tombstones acknowledged by every member are collected after this grace (lets the others see the same
 # agreement before the first collection changes a root).
 ACK_GRACE_MS = 3000
@@ -276,7 +281,7 @@ class StateNode:
         self._digest_roots: dict[str, str] = {}  # member -> root prefix (hex) from its newest digest
         self._digest_hlc: dict[str, int] = {}  # member -> HLC wall ms of its newest digest
         self._ahead_since: dict[str, float] = {}  # member -> when we first saw our HLC ahead of its digest
-        self.planner = RepairPlanner(REPAIR_HOLD, REPAIR_MIN_GAP)
+        self.planner = RepairPlanner(REPAIR_HOLD, REPAIR_MIN_GAP, FAR_REPAIR_HOLD)
         self.retirement = Retirement(config.state.tombstone_ttl)
         self.stopping = False
         self._view = _View()
@@ -298,6 +303,9 @@ class StateNode:
         # Anti-entropy partner choice; the driver sets the membership core's near/far choice
         # (Node.choose_partner, core/topology_state.py). None: uniform.
         self.choose_partner: Callable[[Sequence[str], Rng], str | None] | None = None
+        # Whether a member is near us (Node.is_near, core/topology_state.py; None: no topology known): the repair
+        # planner prefers near divergent peers and repairs across zones only once our zone agrees (RepairPlanner).
+        self.is_near: Callable[[str], bool | None] | None = None
 
     # -- views ------------------------------------------------------------------------------------------
     def live_peers(self) -> list[tuple[str, Address]]:
@@ -676,13 +684,11 @@ class StateNode:
             self._repair_at = _NEVER  # every member publishes our root (or none): nobody to repair from
             return
         live, late_until = self._not_late(now)
-        choose = self.choose_partner
-        target, later = self.planner.plan(now, live, self.rng.random(),
-                                          None if choose is None else lambda names: choose(names, self.rng))
+        target, later = self.planner.plan(now, live, self.rng.random(), self.is_near)
         if target is not None:
             self.planner.started(now)
             out.append(AntiEntropyWith(target, self._view.peers[target].addr))
-            _, later = self.planner.plan(now, live, 0.0)
+            _, later = self.planner.plan(now, live, 0.0, self.is_near)
         later = min(later, late_until)
         self._repair_at = later
 

@@ -65,6 +65,8 @@ class MemberView(Protocol):
     @property
     def stats(self) -> MutableMapping[str, int]: ...
 
+    def is_near(self, name: str) -> bool | None: ...
+
 
 class AgentHost(Protocol):
     """The agent's services for its layers (see the module docstring)."""

@@ -164,6 +164,7 @@ class StateService(Extension, StateDelegate):
                                logged=durable.records_since_snapshot if durable is not None else 0,
                                limits=self.limits, stats=self.stats)
         self._core.choose_partner = node.choose_partner  # near/far anti-entropy partners (core/topology_state)
+        self._core.is_near = node.is_near  # near repair partners first (core/replica.RepairPlanner)
         agent.metrics.registry.register(StateCollector(self))
 
     def on_member_event(self, event: MemberEvent) -> None:
