@@ -116,6 +116,7 @@ _EARLY_GOSSIP_FRACTION = 0.25
 _RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
 _TREE_TYPES = (IHave, Graft, Prune)
 _IHAVE_FRAME = 5  # an IHAVE's bytes besides its ids: array, type, bin header (up to bin16)
+_SHORT_PULL_FRAME = 6  # a short pull request's bytes besides its ids: array, type, kind, bin header (up to bin16)
 # The tree's lazy interval in gossip ticks: announcements leave at every second tick (in between, they ride on
 # the tick's gossip packets to their peers). At every tick, bench_load's 8 agents at 10 writes/s sent ~1.7
 # announcement packets per agent and tick (one per lazy link of which it is the first end), ~12 % of all
@@ -1376,6 +1377,9 @@ class Node:
         if asks and mode == "push-pull":
             self._next_pull_at = now + self._next_pull_interval()
         held = self._recent_ids.ids(now, self._held_window()) if asks and not self._tree_on else ()
+        # The newest of them, as many as fit beside the digest allowance: gossip.mtu bounds every packet (128
+        # ids are 512 B: a 576-byte mtu was overshot by up to 40 %).
+        held = held[:max(0, (self._budget(DIGEST_ALLOWANCE) - _SHORT_PULL_FRAME) // SHORT_ID_BYTES)]
         # Fresh convergence digests go out with the round's packets to peers that read them (so a root
         # published after the writes stopped still spreads at gossip speed), and once the table has settled
         # one packet a round asks a peer for reconciliation (core/digests.py) for a few rounds.
