@@ -166,6 +166,7 @@ def respond(store: KvStore, request: AeRequest, now_ms: int, limits: Limits = Li
     collected: list[str] = []
     entries: list[Entry] = []
     room = limits.max_entry_bytes
+    truncated = False
     for entry in request.push:
         try:
             changed = store.apply_remote(entry, now_ms)
@@ -176,13 +177,18 @@ def respond(store: KvStore, request: AeRequest, now_ms: int, limits: Limits = Li
             continue
         merged = store.entry(entry.key)
         if merged is not None and merged != entry:  # ours was newer or concurrent: send the merge back
-            room -= approx_entry_bytes(merged)
+            size = approx_entry_bytes(merged)
+            if entries and size > room:
+                # Past the answer's room (stale pushes of keys whose values are large here drew them all
+                # back, whatever the budget): the initiator's root still differs, its next session finds these.
+                truncated = True
+                continue
+            room -= size
             entries.append(merged)
     root = tree.root() if request.root is not None else None
     descend = list(request.descend)
     if root is not None and request.root != root:
         descend.insert(0, (0, 0))
-    truncated = False
     # The byte budget's share for this answer: the merge sent back is already in it; the first node is
     # always served (a session progresses whatever the budget).
     answer = limits.max_answer_bytes - (limits.max_entry_bytes - room)

@@ -116,6 +116,7 @@ _EARLY_GOSSIP_FRACTION = 0.25
 _RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
 _TREE_TYPES = (IHave, Graft, Prune)
 _IHAVE_FRAME = 5  # an IHAVE's bytes besides its ids: array, type, bin header (up to bin16)
+_SHORT_PULL_FRAME = 6  # a short pull request's bytes besides its ids: array, type, kind, bin header (up to bin16)
 # The tree's lazy interval in gossip ticks: announcements leave at every second tick (in between, they ride on
 # the tick's gossip packets to their peers). At every tick, bench_load's 8 agents at 10 writes/s sent ~1.7
 # announcement packets per agent and tick (one per lazy link of which it is the first end), ~12 % of all
@@ -605,9 +606,11 @@ class Node:
             elif isinstance(msg, PullRequest):
                 reply_pull = self._pull_reply_address(packet.sender)
             elif isinstance(msg, ShortIds):
-                if self._on_short_ids(msg, packet.sender, out, now, grafted):
+                if self._on_short_ids(msg, packet.sender, out, now, grafted, shows=shows):
                     reply_pull = self._pull_reply_address(packet.sender)
-                    held = frozenset(msg.ids)
+                    # What the asker holds is believed only from its host: a forged request would have us
+                    # count our rumors as sent to it, and it would never get them (until anti-entropy).
+                    held = frozenset(msg.ids) if shows else frozenset()
             elif isinstance(msg, NetCoordinate):
                 # From live members only: a coordinate of a member we hold dead or left would bring it back to
                 # the RTT table and /v1/coordinates (it refutes first if it is alive after all).
@@ -1381,6 +1384,9 @@ class Node:
         if asks and mode == "push-pull":
             self._next_pull_at = now + self._next_pull_interval()
         held = self._recent_ids.ids(now, self._held_window()) if asks and not self._tree_on else ()
+        # The newest of them, as many as fit beside the digest allowance: gossip.mtu bounds every packet (128
+        # ids are 512 B: a 576-byte mtu was overshot by up to 40 %).
+        held = held[:max(0, (self._budget(DIGEST_ALLOWANCE) - _SHORT_PULL_FRAME) // SHORT_ID_BYTES)]
         # Fresh convergence digests go out with the round's packets to peers that read them (so a root
         # published after the writes stopped still spreads at gossip speed), and once the table has settled
         # one packet a round asks a peer for reconciliation (core/digests.py) for a few rounds.
@@ -1500,22 +1506,23 @@ class Node:
         return PullRequest(self.name, self.addr)
 
     def _on_short_ids(self, msg: ShortIds, sender: str, out: list[Effect], now: float = 0.0,
-                      grafted: set[int] | None = None) -> bool:
+                      grafted: set[int] | None = None, *, shows: bool = True) -> bool:
         """A type-19 message from `sender`: it reads short ids from now on (a member we knew not to gets our
         offer back, in a packet of its own, so both ends know). Short announcements and grafts go to the tree
-        as the long ones do. True if it is a pull request to answer."""
+        as the long ones do. True if it is a pull request to answer. Only from the member's host (`shows`,
+        see handle_packet) does it raise the level or draw our offer, and do its tree messages count."""
         member = self.table.get(sender)
         if member is None or sender == self.name:
             self.stats["short_ids_unknown_member"] += 1
             return False
-        if not self.readers.reads(sender, SHORT_IDS):
+        if shows and not self.readers.reads(sender, SHORT_IDS):
             self.readers.show(sender, SHORT_IDS)
             if msg.kind == ShortKind.OFFER and self._offers_short_ids():
                 offer = ShortIds(ShortKind.OFFER)
                 self._charge(codec.message_size(offer))
                 out.append(Send(member.addr, Packet(self.name, (offer,))))
         if msg.kind in (ShortKind.IHAVE, ShortKind.GRAFT):
-            self._on_tree_message(msg, sender, now, out, grafted)
+            self._on_tree_message(msg, sender, now, out, grafted, shows=shows)
         return msg.kind == ShortKind.PULL
 
     def _offers_short_ids(self) -> bool:

@@ -49,7 +49,8 @@ CRITICAL_RESERVE = 0.25
 # The largest anti-entropy message under a budget, as a share of the burst (several answers and a request fit
 # in one refill; a lost round costs little).
 STREAM_SHARE = 0.25
-# An anti-entropy message is never shrunk below this (a listing of a few keys, one small entry).
+# An anti-entropy message is never shrunk below this (a listing of a few keys, one small entry), unless the
+# burst above the critical reserve is smaller (`stream_room`).
 MIN_STREAM_BYTES = 1024
 # What an HTTP exchange costs beside its body (request line or status, headers, framing): charged per message.
 STREAM_OVERHEAD = 200
@@ -125,10 +126,17 @@ class SendBudget:
 
     def stream_room(self) -> int:
         """The largest anti-entropy message (bytes, HTTP overhead included) a session or an answer should
-        build: STREAM_SHARE of the burst, at least MIN_STREAM_BYTES; UNLIMITED_STREAM without a budget."""
+        build: STREAM_SHARE of the burst, at least MIN_STREAM_BYTES (unless the burst above the critical reserve
+        is smaller); UNLIMITED_STREAM without a budget."""
         if self.unlimited:
             return UNLIMITED_STREAM
-        return max(MIN_STREAM_BYTES, int(self.burst * STREAM_SHARE))
+        # Never more than the burst holds above the reserve: a message waiting for more than the bucket can
+        # hold waited forever (a burst under ~1.4 KB: every session deferred, every answer a 429).
+        return max(1, min(max(MIN_STREAM_BYTES, int(self.burst * STREAM_SHARE)),
+                          int(self.burst - self._reserve())))
+
+    def _min_answer(self) -> int:
+        return min(MIN_STREAM_BYTES, self.stream_room())
 
     def take_stream(self, size: int, now: float) -> float:
         """An anti-entropy message of `size` bytes (body + STREAM_OVERHEAD) wants to go: 0.0 if it may go now
@@ -153,7 +161,7 @@ class SendBudget:
             return UNLIMITED_STREAM
         self.refill(now)
         room = min(self.stream_room(), int(self._tokens - self._reserve()))
-        return room if room >= MIN_STREAM_BYTES else 0
+        return room if room >= self._min_answer() else 0
 
     def retry_after(self, now: float) -> float:
         """Seconds until `answer_room` reaches MIN_STREAM_BYTES if nothing else spends (what a refused peer is
@@ -161,7 +169,7 @@ class SendBudget:
         if self.unlimited:
             return 0.0
         self.refill(now)
-        return max(0.0, (MIN_STREAM_BYTES + self._reserve() - self._tokens) / self.rate)
+        return max(0.0, (self._min_answer() + self._reserve() - self._tokens) / self.rate)
 
     def charge_answer(self, size: int) -> None:
         """An answer of `size` bytes (body + STREAM_OVERHEAD) went, built within `answer_room`."""

@@ -673,10 +673,13 @@ class StateService(Extension, StateDelegate):
                 return await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE)
             except PeerBusy as exc:
                 stream_deferred(agent.node.stats, "antientropy")
-                if waited + exc.retry_after > AE_BUDGET_WAIT:
+                # At least a step per retry: a peer's "retry after 0 s", forever, must still end the round
+                # (sessions run one at a time: it stalled anti-entropy with every member, and hammered the peer).
+                pause = max(exc.retry_after, AE_BUDGET_STEP)
+                if waited + pause > AE_BUDGET_WAIT:
                     raise
-                await asyncio.sleep(exc.retry_after)
-                waited += exc.retry_after
+                await asyncio.sleep(pause)
+                waited += pause
 
     async def _budget_wait(self, body_bytes: int, waited: float) -> float:
         """Wait until the send budget lets a message of `body_bytes` go (it is charged then); the seconds
