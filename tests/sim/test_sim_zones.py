@@ -4,8 +4,10 @@ cross-zone bytes while write -> all spread and failure detection stay as with ra
 Real Node cores in the membership simulator (gossip_agent/sim/zones.py): a steady write load (2 writes/s of
 256 B), an idle phase, then crashes. Deterministic given the seed. Thresholds: the issue's targets at
 N = 1,000 (slow group); at N = 150 (default group) zones hold 50 members, so a near pick more often lands on
-a member that already has the rumor: the cut is ~4.1x there (flood; 4.4x on the tree), and t100 (~70 ms,
-the median over 30 writes) is noisier. Probes stay mostly inside the zone (core/probe_order.py), so the idle
+a member that already has the rumor: the cut is ~3.8x there (flood, seeds 1-3: 3.79, 3.81, 3.76; it was
+~4.1x before push-pull's pull requests learned to back off while they bring nothing, which leaves more of the
+spread to pushes, some of them far), and t100 (~70 ms, the median over 30 writes) is noisier. At N = 1,000 the
+slow test holds the 4x (4.30x after that change). Probes stay mostly inside the zone (core/probe_order.py), so the idle
 cut is 20-66x in the simulator (probes and acks dominate idle traffic there).
 """
 
@@ -38,7 +40,7 @@ def _check(runs: dict[str, ZoneRun], *, cut: float, t100: float, random_share: f
 
 
 def test_at_150_members_aware_choice_cuts_cross_zone_bytes_and_keeps_spread_and_detection() -> None:
-    _check(compare(150, seed=1, writes=30, crashes=2, broadcast="flood"), cut=3.8, t100=1.3)
+    _check(compare(150, seed=1, writes=30, crashes=2, broadcast="flood"), cut=3.6, t100=1.3)
 
 
 def test_on_the_broadcast_tree_aware_choice_still_cuts_cross_zone_bytes() -> None:
