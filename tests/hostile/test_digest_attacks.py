@@ -13,8 +13,8 @@ import random
 from gossip_agent.core.messages import Alive, Digest, DigestSummary, Packet
 from gossip_agent.core.node import Node
 from tests.core.test_node import cfg
+from tests.hostile.core_support import SPOOFER
 
-SPOOFER = ("198.51.100.7", 7946)
 WALL_MS = 1_700_000_000_000
 
 

@@ -31,8 +31,8 @@ from gossip_agent.core.messages import (
 )
 from gossip_agent.core.node import Node
 from tests.core.test_node import cfg
+from tests.hostile.core_support import SPOOFER
 
-SPOOFER = ("198.51.100.7", 7946)
 COORD = NetCoordinate((0.001,) * 8, 0.0001, 0.5, 0.0)
 
 

@@ -12,16 +12,11 @@ encoded packets (core/codec.py; encryption adds the same overhead to both sides)
 
 from __future__ import annotations
 
-import random
-from dataclasses import replace
-
 from gossip_agent.core import codec
-from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Effect, Send
 from gossip_agent.core.messages import (
     Ack,
     Address,
-    Alive,
     IHave,
     Nack,
     NetCoordinate,
@@ -29,34 +24,22 @@ from gossip_agent.core.messages import (
     PeerCoordinates,
     Ping,
     PingReq,
-    Prune,
 )
 from gossip_agent.core.node import Node
 from gossip_agent.core.readers import PEER_COORDINATES
+from tests.hostile.core_support import lan_node
 
 VICTIM: Address = ("192.0.2.66", 53)
 ATTACKER: Address = ("198.51.100.7", 4000)
 
 
-class _Accept:
-    def on_state_rumor(self, payload: bytes, now: float) -> bool:
-        return True
-
-    def on_root_digest(self, digest: object, now: float) -> None:
-        pass
-
 
 def _loaded_node() -> tuple[Node, str]:
     """Agent "a" with every kind of rider waiting for its lazy tree neighbour (a reader of every message type):
     queued membership rumors, a fresh convergence digest, announced write ids, coordinates to pass on."""
-    base = AgentConfig.preset_config("lan", name="a")
-    cfg = replace(base, membership=replace(base.membership, tcp_fallback_probe=False),
-                  gossip=replace(base.gossip, broadcast="tree"))
-    node = Node(cfg, ("10.0.0.1", 7946), random.Random(3), 0.0, _Accept())
+    node = lan_node(peers=28, tree_readers=True, meta={"role": "x" * 40})
     for i in range(2, 30):
         addr = (f"10.0.0.{i}", 7946)
-        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, addr, {"role": "x" * 40}),)), addr, 0.0)
-        node.handle_packet(Packet(f"p{i}", (Prune(),)), addr, 0.0)
         node.handle_packet(Packet(f"p{i}", (NetCoordinate((0.001 * i,) * 8, 0.0001, 0.5, 0.0),)), addr, 0.0)
         node.readers.show(f"p{i}", PEER_COORDINATES)
     node.tick(0.01)

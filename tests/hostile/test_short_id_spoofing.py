@@ -14,37 +14,17 @@ member as its sender, so what it shows or asks counts only from the member's tab
 
 from __future__ import annotations
 
-import random
-from dataclasses import replace
-
 from gossip_agent.core import codec
-from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.messages import Alive, Packet, Prune, ShortIds, ShortKind, StateRumor
+from gossip_agent.core.messages import Packet, Prune, ShortIds, ShortKind, StateRumor
 from gossip_agent.core.node import Node
 from gossip_agent.core.plumtree import message_id, short_id
 from gossip_agent.core.readers import SHORT_IDS
-
-SPOOFER = ("198.51.100.7", 7946)
-
-
-class _Accept:
-    def on_state_rumor(self, payload: bytes, now: float) -> bool:
-        return True
-
-    def on_root_digest(self, digest: object, now: float) -> None:
-        pass
+from tests.hostile.core_support import SPOOFER, lan_node
 
 
 def _node(mode: str = "push", broadcast: str = "flood") -> Node:
-    base = AgentConfig.preset_config("lan", name="a")
-    cfg = replace(base, membership=replace(base.membership, tcp_fallback_probe=False),
-                  gossip=replace(base.gossip, mode=mode, broadcast=broadcast))
-    node = Node(cfg, ("10.0.0.1", 7946), random.Random(3), 0.0, _Accept())
-    for i in range(2, 10):
-        addr = (f"10.0.0.{i}", 7946)
-        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, addr),)), addr, 0.0)
-    return node
+    return lan_node(mode=mode, broadcast=broadcast)
 
 
 def _addr(node: Node, name: str) -> tuple[str, int]:
@@ -87,13 +67,19 @@ def test_a_spoofed_short_graft_pushes_nothing_at_the_member_it_names() -> None:
     assert len(_state_to(out, _addr(node, victim))) == 16 and sent > 16 * 1000
 
 
-def test_a_spoofed_short_pull_request_does_not_suppress_what_the_member_is_owed() -> None:
+def _pull_node_with_writes() -> tuple[Node, str, list[bytes]]:
+    """A pull-mode agent holding five writes, and a member (p2) that has shown it reads short ids."""
     node = _node("pull")
     victim = "p2"
     node.handle_packet(Packet(victim, (ShortIds(ShortKind.OFFER),)), _addr(node, victim), 0.05)
     payloads = [b"w" * 100 + b"%d" % k for k in range(5)]
     for p in payloads:
         node.broadcast_state(p, 0.1)
+    return node, victim, payloads
+
+
+def test_a_spoofed_short_pull_request_does_not_suppress_what_the_member_is_owed() -> None:
+    node, victim, payloads = _pull_node_with_writes()
     forged = ShortIds(ShortKind.PULL, tuple(short_id(message_id(p)) for p in payloads))
     got: set[bytes] = set()
     for k in range(3):  # its answers go to the victim's table address: fine
@@ -106,12 +92,7 @@ def test_a_spoofed_short_pull_request_does_not_suppress_what_the_member_is_owed(
 
 
 def test_the_member_itself_naming_what_it_holds_is_believed() -> None:
-    node = _node("pull")
-    victim = "p2"
-    node.handle_packet(Packet(victim, (ShortIds(ShortKind.OFFER),)), _addr(node, victim), 0.05)
-    payloads = [b"w" * 100 + b"%d" % k for k in range(5)]
-    for p in payloads:
-        node.broadcast_state(p, 0.1)
+    node, victim, payloads = _pull_node_with_writes()
     held = ShortIds(ShortKind.PULL, tuple(short_id(message_id(p)) for p in payloads[:3]))
     out = node.handle_packet(Packet(victim, (held,)), _addr(node, victim), 0.2)
     assert {r.payload for r in _state_to(out, _addr(node, victim))} == set(payloads[3:])

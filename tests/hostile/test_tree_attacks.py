@@ -11,36 +11,16 @@
 
 from __future__ import annotations
 
-import random
-from dataclasses import replace
-
 from gossip_agent.core import codec
-from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.messages import Alive, Graft, IHave, Packet, Prune, StateRumor
+from gossip_agent.core.messages import Graft, IHave, Packet, Prune, StateRumor
 from gossip_agent.core.node import Node
 from gossip_agent.core.plumtree import message_id
-
-SPOOFER = ("198.51.100.7", 7946)
-
-
-class _Accept:
-    def on_state_rumor(self, payload: bytes, now: float) -> bool:
-        return True
-
-    def on_root_digest(self, digest: object, now: float) -> None:
-        pass
+from tests.hostile.core_support import SPOOFER, lan_node
 
 
 def _tree_node() -> tuple[Node, str, list[int]]:
-    base = AgentConfig.preset_config("lan", name="a")
-    cfg = replace(base, membership=replace(base.membership, tcp_fallback_probe=False),
-                  gossip=replace(base.gossip, broadcast="tree"))
-    node = Node(cfg, ("10.0.0.1", 7946), random.Random(3), 0.0, _Accept())
-    for i in range(2, 10):
-        addr = (f"10.0.0.{i}", 7946)
-        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, addr),)), addr, 0.0)
-        node.handle_packet(Packet(f"p{i}", (Prune(),)), addr, 0.0)  # reads tree messages
+    node = lan_node(tree_readers=True)
     node.tick(0.01)
     victim = next(f"p{i}" for i in range(2, 10) if f"p{i}" not in node.tree.eager)
     payloads = [b"v" * 1000 + b"%d" % k for k in range(20)]

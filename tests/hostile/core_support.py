@@ -1,0 +1,42 @@
+"""What the pure-core hostile tests share: a source address no member has, a delegate that takes every write,
+and an agent core ("a") with live peers p2.. that read the message types under attack."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import replace
+
+from gossip_agent.core.config import AgentConfig
+from gossip_agent.core.messages import Alive, Packet, Prune
+from gossip_agent.core.node import Node
+
+# A documentation address (RFC 5737): no member's table address, so whatever names a member from here is spoofed.
+SPOOFER = ("198.51.100.7", 7946)
+
+
+class AcceptAll:
+    """A delegate that applies every state rumor (the attacks target the core, not the store)."""
+
+    def on_state_rumor(self, payload: bytes, now: float) -> bool:
+        return True
+
+    def on_root_digest(self, digest: object, now: float) -> None:
+        pass
+
+
+def lan_node(*, mode: str | None = None, broadcast: str = "tree", peers: int = 8, tree_readers: bool = False,
+             meta: Mapping[str, str] | None = None) -> Node:
+    """Agent "a" at 10.0.0.1 (LAN preset, no TCP fallback probes; gossip.mode `mode` if given), with `peers`
+    live members p2, p3, ... at 10.0.0.2, ... (metadata `meta`); `tree_readers`: each has shown it reads tree
+    messages (a PRUNE from it)."""
+    base = AgentConfig.preset_config("lan", name="a")
+    cfg = replace(base, membership=replace(base.membership, tcp_fallback_probe=False),
+                  gossip=replace(base.gossip, mode=mode or base.gossip.mode, broadcast=broadcast))
+    node = Node(cfg, ("10.0.0.1", 7946), random.Random(3), 0.0, AcceptAll())
+    for i in range(2, 2 + peers):
+        addr = (f"10.0.0.{i}", 7946)
+        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, addr, dict(meta or {})),)), addr, 0.0)
+        if tree_readers:
+            node.handle_packet(Packet(f"p{i}", (Prune(),)), addr, 0.0)
+    return node
