@@ -113,8 +113,10 @@ class TreeOut:
     prunes: set[str] = field(default_factory=set)
     short_grafts: dict[str, list[int]] = field(default_factory=dict)  # short ids announced to us as such
 
-    def peers(self) -> set[str]:
-        return set(self.ihaves) | set(self.grafts) | self.prunes | set(self.short_grafts)
+    def peers(self) -> list[str]:
+        # In name order: a set's order follows the string hash, which differs per process (PYTHONHASHSEED), and
+        # the order of our sends must not, or the simulator is no longer deterministic given its seed.
+        return sorted(set(self.ihaves) | set(self.grafts) | self.prunes | set(self.short_grafts))
 
 
 class Plumtree:
@@ -292,7 +294,7 @@ class Plumtree:
         `critical`) to answer grafts."""
         self._cache_put(ident, payload, now, critical)
         held = now + HOLD * self.lazy_interval
-        for peer in self.lazy:
+        for peer in sorted(self.lazy):  # name order, not hash order (see TreeOut.peers)
             if peer != sender:
                 queue = self._announce.setdefault(peer, {})
                 queue[ident] = now if self.first_end(peer) else held
@@ -300,7 +302,7 @@ class Plumtree:
                     del queue[next(iter(queue))]
         if self._announce and self._flush_at == math.inf:
             self._flush_at = now + self.lazy_interval
-        return [p for p in self.eager if p != sender]
+        return [p for p in sorted(self.eager) if p != sender]
 
     def _cache_put(self, ident: int, payload: bytes, now: float, critical: bool = False) -> None:
         old = self._cache.pop(ident, None)
