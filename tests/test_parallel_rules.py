@@ -65,3 +65,15 @@ def test_single_free_ports_come_from_the_workers_own_range(monkeypatch: pytest.M
         monkeypatch.setenv(PORT_RANGE_ENV, f"{start + MIN_PORT_SLICE}-{end}")
         ports = {free_port() for _ in range(20)}
         assert all(start + MIN_PORT_SLICE <= p < end < 32768 for p in ports), ports
+
+
+def test_free_ports_in_a_row_are_all_different(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests pick several ports before binding any (tests/operator/test_lifecycle.hanging_agents: twelve); drawn
+    at random from a worker's slice two could be the same port (CI: "address already in use")."""
+    from tests.conftest import worker_port_slice
+    from tests.support.kube_emulator import PORT_RANGE_ENV, free_port
+
+    start, end = worker_port_slice("gw0", 2)
+    monkeypatch.setenv(PORT_RANGE_ENV, f"{start + MIN_PORT_SLICE}-{end}")
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)

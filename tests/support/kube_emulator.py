@@ -904,18 +904,29 @@ def write_kubeconfig(path: Path, server: str, *, namespace: str = "default") -> 
 PORT_RANGE_ENV = "GOSSIP_TEST_FREE_PORTS"
 
 
+# Where the next free_port() search in this worker's range starts: ports are handed out in turn, so calls in a
+# row (e.g. twelve servers' ports picked before any binds) never get the same one; drawn at random they did
+# (CI saw "address already in use" when two of twelve draws from one slice collided).
+_next_port: dict[tuple[int, int], int] = {}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free on `host` now: from this worker's own range under xdist, else one the kernel picks."""
+    """A port free on `host` now: from this worker's own range under xdist (each call the next free one after
+    the last handed out), else one the kernel picks."""
     span = os.environ.get(PORT_RANGE_ENV, "")
     if span:
         start, end = (int(x) for x in span.split("-", 1))
-        for port in random.sample(range(start, end), min(200, end - start)):
+        key = (start, end)
+        first = _next_port.get(key, random.randrange(start, end))
+        for k in range(min(400, end - start)):
+            port = start + (first - start + k) % (end - start)
             with socket.socket() as s:
                 try:
                     s.bind((host, port))
                 except OSError:
                     continue
-                return port
+            _next_port[key] = start + (port - start + 1) % (end - start)
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
