@@ -263,6 +263,9 @@ def test_every_memory_is_bounded() -> None:
     assert t.stats()["seen"] == plumtree.MAX_SEEN
     many = tuple(range(1 << 40, (1 << 40) + plumtree.MAX_MISSING + 10))
     t.on_ihave(many, "p0", 0.0)
+    assert t.stats()["missing"] == plumtree.MAX_MISSING_PER_PEER  # one announcer's share (tests/hostile)
+    for k in range(1, 8):
+        t.on_ihave(tuple(i + k * len(many) for i in many), f"p{k}", 0.0)
     assert t.stats()["missing"] == plumtree.MAX_MISSING
     big = b"x" * (64 << 10)
     for i in range(100):

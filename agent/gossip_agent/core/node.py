@@ -88,6 +88,7 @@ from gossip_agent.core.plumtree import (
     message_id,
     short_id,
 )
+from gossip_agent.core.probe_seq import ProbeSeqs
 from gossip_agent.core.pull_ids import RecentIds
 from gossip_agent.core.readers import DIGESTS, SHORT_IDS, Readers
 from gossip_agent.core.rng import Rng
@@ -110,6 +111,8 @@ _MAX_FORMER = 1024
 _MAX_RELAYS = 256
 # Graft answers remembered (member, payload id), oldest forgotten first: a few times the payloads the tree caches.
 _MAX_GRAFT_ANSWERED = 4 * MAX_CACHED
+# Link requests remembered from members we do not know yet (their Alive is on its way), oldest forgotten first.
+_MAX_EARLY_LINKS = 64
 # After an immediate forward, the next gossip round comes this fraction of an interval later.
 _EARLY_GOSSIP_FRACTION = 0.25
 # Rumor message classes, as a tuple: isinstance with a tuple is cheaper than with a union, per message.
@@ -152,6 +155,10 @@ class _Probe:
     indirect_sent: bool = False
     expected_nacks: int = 0
     nacks: int = 0
+    # The members asked to ping the target for us: an ack or nack for this probe counts only from the target
+    # itself or one of them (core/probe_seq.py: the number is unguessable, the name is checked too).
+    helpers: tuple[str, ...] = ()
+    nacked: set[str] | None = None
 
 
 @dataclass(slots=True)
@@ -163,6 +170,7 @@ class _Relay:
     nack_at: float
     expire_at: float
     origin: str | None = None  # the asking member, when origin_addr is its table address (else answers go bare)
+    target: str = ""  # the member we ping for it: only its ack is relayed
 
 
 def _allowance(digests: list[Digest | DigestSummary]) -> int:
@@ -272,6 +280,8 @@ class Node:
         self._coalesce: Coalescer[StateRumor] = Coalescer(g0.coalesce_delay, g0.mtu - codec.packet_overhead(self.name))
         # (member, id) of the payloads answered to grafts lately: each at most once (see _on_tree_message).
         self._graft_answered: dict[tuple[str, int], None] = {}
+        # Link requests (empty GRAFTs) from members not yet in our table: name -> the host it came from.
+        self._early_links: dict[str, str] = {}
         # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
         # a member without links misses every write made meanwhile, and nothing announces those to it later.
         self._tree_fill_at = now
@@ -286,7 +296,7 @@ class Node:
         self._leave_done = False
         self._join = JoinSchedule(rng, config.membership.stream_timeout)
         self._refuted = False
-        self._seq = 0
+        self._seqs = ProbeSeqs(rng)  # unguessable probe numbers (one Rng draw here, none per probe)
         self._probe_order: list[str] = []
         self._probe_index = 0
         self._probe_phase = rng.random() * config.membership.probe_interval
@@ -569,9 +579,12 @@ class Node:
         held: frozenset[int] = frozenset()  # what a short pull request says the asker holds
         # Rumors first: an Ack to a Ping in the same packet then carries whatever they made us say
         # (e.g. the refutation of a suspicion piggybacked on the Ping by Lifeguard's buddy system).
+        # Whether the packet came from its named sender's table host, as the table stood before its rumors: a
+        # forged duplicate push "from" a tree neighbour must not count against that neighbour's link.
+        from_host = self._at_table_host(packet.sender, src)
         for msg in packet.messages:
             if isinstance(msg, _RUMOR_TYPES) and self._apply_rumor(
-                    msg, now, packet.sender, out):
+                    msg, now, packet.sender, out, from_host=from_host):
                 fresh = True
         # What a packet shows about its sender's release (core/readers.py) counts only from the sender's table
         # host: a spoofed packet raising an older agent's level would make us send it packets it drops whole.
@@ -581,7 +594,7 @@ class Node:
         rows_taken = False  # one message of second-hand coordinates a packet (an honest one holds one at most)
         # One ping and one ping-req a packet: an honest packet holds one at most, and each draws an answer (a
         # datagram of 200 pings naming a member's own address drew 3.5x its bytes of acks with riders there).
-        pinged = relayed = False
+        pinged = relayed = acked = False
         for msg in packet.messages:
             if isinstance(msg, _RUMOR_TYPES):  # digests: _on_digests
                 continue
@@ -592,7 +605,12 @@ class Node:
                 pinged = True
                 self._on_ping(msg, src, out, now)
             elif isinstance(msg, Ack):
-                self._on_ack(msg, now, out)
+                if acked:
+                    # An honest packet holds one ack at most: more are guesses at our sequence numbers.
+                    self.stats["acks_over_limit"] += 1
+                    continue
+                acked = True
+                self._on_ack(msg, packet.sender, now, out)
             elif isinstance(msg, PingReq):
                 if relayed:
                     self.stats["pings_over_limit"] += 1
@@ -600,9 +618,7 @@ class Node:
                 relayed = True
                 self._on_ping_req(msg, now, out)
             elif isinstance(msg, Nack):
-                if self._probe is not None and self._probe.seq == msg.seq:
-                    self._probe.nacks += 1
-                self.stats["nacks_received"] += 1
+                self._on_nack(msg, packet.sender)
             elif isinstance(msg, PullRequest):
                 reply_pull = self._pull_reply_address(packet.sender)
             elif isinstance(msg, ShortIds):
@@ -627,7 +643,7 @@ class Node:
                 else:
                     self.stats["coordinates_unknown_member"] += 1
             elif isinstance(msg, _TREE_TYPES):
-                self._on_tree_message(msg, packet.sender, now, out, grafted, shows=shows)
+                self._on_tree_message(msg, packet.sender, now, out, grafted, shows=shows, src_host=src[0])
         if reply_pull is not None and len(self.queue):
             # Only an answer that carries rumors goes (with digests beside them, in their allowance): an empty
             # one was a packet for digests that ride on the next packet to the asker anyway.
@@ -762,8 +778,12 @@ class Node:
 
     # -- probing ---------------------------------------------------------------------------------------
     def _next_seq(self) -> int:
-        self._seq = (self._seq + 1) & 0xFFFFFFFF
-        return self._seq
+        """A sequence number for a ping of ours (a probe, or one relayed for a ping-req): unguessable
+        (core/probe_seq.py), and none in use by an outstanding probe or relay."""
+        while True:
+            seq = self._seqs.next()
+            if seq not in self._relays and (self._probe is None or self._probe.seq != seq):
+                return seq
 
     def _next_round_at(self, now: float) -> float:
         """`now`-clock time at which our next aligned round starts."""
@@ -896,6 +916,7 @@ class Node:
             req = PingReq(probe.seq, target.name, target.addr, self.name, self.addr, want_nack=True)
             self._send(helper.addr, helper.name, [req], out)
         probe.expected_nacks = len(helpers)
+        probe.helpers = tuple(h.name for h in helpers)
         self.stats["ping_reqs"] += len(helpers)
         if self.config.membership.tcp_fallback_probe:
             out.append(TcpProbe(target.addr, target.name, probe.seq))
@@ -965,17 +986,20 @@ class Node:
         origin = msg.source if self._at_table_address(msg.source, msg.source_addr) else None
         self._relays[seq] = _Relay(msg.source_addr, msg.seq,
                                    nack_at=now + m.probe_timeout * _NACK_FRACTION if msg.want_nack else _NEVER,
-                                   expire_at=now + m.probe_interval, origin=origin)
+                                   expire_at=now + m.probe_interval, origin=origin, target=msg.target)
         ping = Ping(seq, msg.target, self.name, self.addr)
         if self._at_table_address(msg.target, msg.target_addr):
             self._send(msg.target_addr, msg.target, [ping], out)
         else:
             self._send_bare(msg.target_addr, [ping], out)
 
-    def _on_ack(self, msg: Ack, now: float, out: list[Effect]) -> None:
+    def _on_ack(self, msg: Ack, sender: str, now: float, out: list[Effect]) -> None:
+        """An ack closes our probe only with its exact (sequence number, member) pair: from the target, or
+        from a helper we asked; a relay's ping only from the member it pinged. Anything else is counted
+        (`acks_unmatched`) and changes nothing: a forged ack must not keep a dead member alive."""
         self.stats["acks_received"] += 1
         probe = self._probe
-        if probe is not None and probe.seq == msg.seq:
+        if probe is not None and probe.seq == msg.seq and (sender == probe.target or sender in probe.helpers):
             if not probe.indirect_sent:
                 self.awareness.apply_delta(-1)
             self._probe = None
@@ -988,9 +1012,25 @@ class Node:
                     self.stats["digest_syncs"] += 1
                     out.append(SyncWith(target.addr, join=False))
             return
-        relay = self._relays.pop(msg.seq, None)
-        if relay is not None:
+        relay = self._relays.get(msg.seq)
+        if relay is not None and sender == relay.target:
+            del self._relays[msg.seq]
             self._relay_answer(relay, Ack(relay.origin_seq, 0), out)
+            return
+        self.stats["acks_unmatched"] += 1
+
+    def _on_nack(self, msg: Nack, sender: str) -> None:
+        """Lifeguard: a helper heard nothing from the target. Counts once per helper we asked (a forged or
+        repeated nack would otherwise talk our health score down when the fault is ours)."""
+        self.stats["nacks_received"] += 1
+        probe = self._probe
+        if probe is None or probe.seq != msg.seq or sender not in probe.helpers:
+            return
+        if probe.nacked is None:
+            probe.nacked = set()
+        if sender not in probe.nacked:
+            probe.nacked.add(sender)
+            probe.nacks += 1
 
     def _relay_answer(self, relay: _Relay, msg: Ack | Nack, out: list[Effect]) -> None:
         """An indirect probe's answer to the member that asked: with rumors only at its table address."""
@@ -1060,11 +1100,13 @@ class Node:
             out.append(MemberEvent(EventKind.REAP, member.snapshot()))
 
     # -- rumors ----------------------------------------------------------------------------------------
-    def _apply_rumor(self, rumor: Rumor, now: float, source: str | None, out: list[Effect]) -> bool:
-        """Apply one rumor; True if it changed our view (it is then queued for re-broadcast)."""
+    def _apply_rumor(self, rumor: Rumor, now: float, source: str | None, out: list[Effect], *,
+                     from_host: bool = True) -> bool:
+        """Apply one rumor; True if it changed our view (it is then queued for re-broadcast). `from_host`: the
+        packet came from `source`'s table host (see handle_packet)."""
         if isinstance(rumor, StateRumor):
             if self._tree_on:
-                return self._tree_receive(rumor, now, source, out)
+                return self._tree_receive(rumor, now, source, out, from_host=from_host)
             sid = self._note_held(rumor.payload, now)
             if self.delegate is None or not self.delegate.on_state_rumor(rumor.payload, now):
                 return False
@@ -1135,6 +1177,10 @@ class Node:
             pos = self._probe_index + int(self.rng.random() * (len(self._probe_order) - self._probe_index + 1))
             self._probe_order.insert(pos, member.name)
             out.append(MemberEvent(EventKind.JOIN, member.snapshot()))
+            early_host = self._early_links.pop(member.name, None) if self._early_links else None
+            if early_host is not None and _same_host(early_host, member.addr[0]):
+                self.tree.on_graft((), member.name)  # its link request came before its Alive (_on_tree_message)
+                self.stats["tree_early_links"] += 1
             self._enqueue(rumor, source, low=True)  # announcements of newcomers never crowd out real news
             return True
         previous = member.state
@@ -1321,14 +1367,19 @@ class Node:
         """Whether a packet naming `name` as its sender came from that member's host in our table (the port is
         not compared: an agent may be reached through a mapped port). Only such a packet raises the member's
         reader level (core/readers.py); others are counted, and only delay the level (offers go on)."""
+        if self._at_table_host(name, src):
+            return True
+        if name in self.table and name != self.name:
+            self.stats["reader_level_unverified"] += 1
+        return False
+
+    def _at_table_host(self, name: str, src: Address) -> bool:
+        """`_from_table_host` without counting."""
         member = self.table.get(name)
         if member is None or name == self.name:
             return False
         host = member.addr[0]
-        if host == src[0] or _same_host(host, str(src[0])):  # (the string compare: the hot path, no parsing)
-            return True
-        self.stats["reader_level_unverified"] += 1
-        return False
+        return host == src[0] or _same_host(host, str(src[0]))  # (the string compare: the hot path, no parsing)
 
     def _at_table_address(self, name: str | None, addr: Address) -> bool:
         """Whether `addr` is member `name`'s address in our table. What is owed to a member (its queued
@@ -1628,11 +1679,18 @@ class Node:
         return base * (math.ceil(math.log2(n) - math.log2(32)) + 1)
 
     # -- broadcast tree (state rumors; core/plumtree.py) -----------------------------------------------------
-    def _tree_receive(self, rumor: StateRumor, now: float, source: str | None, out: list[Effect]) -> bool:
+    def _tree_receive(self, rumor: StateRumor, now: float, source: str | None, out: list[Effect], *,
+                      from_host: bool = True) -> bool:
         """A state payload from `source`: a duplicate prunes a link; a new one goes to the state layer and, if
-        taken, on along the tree. Never queued here (False): see `_flood_to_others`."""
+        taken, on along the tree. Never queued here (False): see `_flood_to_others`. A packet not from the
+        source's table host changes no link: a duplicate from it is dropped and counted (a forged duplicate
+        "from" an eager neighbour pruned that link: PRUNE_AFTER forgeries cut a tree link), a new payload is
+        delivered but does not make its claimed sender a neighbour."""
         ident = message_id(rumor.payload)
-        if not self.tree.receive(ident, source, now, can_prune=source in self._digest_readers):
+        if not from_host and self.tree.seen(ident):
+            self.stats["tree_duplicates_unverified"] += 1
+            return False
+        if not self.tree.receive(ident, source, now, can_prune=from_host and source in self._digest_readers):
             self.stats["tree_duplicates"] += 1
             return False
         if self.delegate is not None and self.delegate.on_state_rumor(rumor.payload, now):
@@ -1707,11 +1765,22 @@ class Node:
         out.append(Send(member.addr, Packet(self.name, (*msgs, *rumors, *digests))))
 
     def _on_tree_message(self, msg: IHave | Graft | Prune | ShortIds, sender: str, now: float, out: list[Effect],
-                         grafted: set[int] | None = None, *, shows: bool = True) -> None:
+                         grafted: set[int] | None = None, *, shows: bool = True, src_host: str | None = None) -> None:
         """IHAVE / GRAFT / PRUNE from a live member (others are dropped and counted). Whoever sends them reads
         them: from now on our new message types ride on our packets to it (if `shows`: see handle_packet)."""
         if not self.table.is_live(sender) or sender == self.name:
             self.stats["tree_unknown_member"] += 1
+            if (self._tree_on and src_host is not None and isinstance(msg, Graft) and not msg.ids
+                    and sender not in self.table and sender != self.name):
+                # A link request from a newcomer whose Alive has not reached us yet: dropped, it left a link
+                # that only its end knew (it pushed to us, nobody pushed or announced to it: in an 8-member
+                # cluster it missed every write until anti-entropy). Remembered, bounded, with the host it
+                # came from; the link is made when the member's Alive names that host (_on_alive).
+                early = self._early_links
+                early.pop(sender, None)
+                early[sender] = src_host
+                if len(early) > _MAX_EARLY_LINKS:
+                    del early[next(iter(early))]
             return
         if not shows:
             # Not from the member's host: a spoofed GRAFT would make us push cached payloads (MAX_GRAFT_ANSWER a
@@ -1724,7 +1793,9 @@ class Node:
             return  # flood path (or pull): everything reaches us by the queue; the sender's tree repairs
         short = isinstance(msg, ShortIds)
         if isinstance(msg, IHave) or (isinstance(msg, ShortIds) and msg.kind == ShortKind.IHAVE):
-            self.tree.on_ihave(msg.ids, sender, now, short=short)
+            evicted = self.tree.on_ihave(msg.ids, sender, now, short=short)
+            if evicted:
+                self.stats["tree_missing_evicted"] += evicted
         elif isinstance(msg, Graft | ShortIds):
             # Each payload answers one member's graft once: an honest member grafts an id from one announcer
             # once (core/plumtree.py tries the next one after that), so a repeat is a replay or a forgery, and

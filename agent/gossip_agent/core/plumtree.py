@@ -59,8 +59,14 @@ MAX_SEEN = 16384
 MAX_CACHED = 2048
 MAX_CACHED_BYTES = 2 << 20
 CACHE_SECONDS = 5.0
-# Ids announced to us that we are waiting for, and the announcers remembered per id (tried in order).
+# Ids announced to us that we are waiting for, and the announcers remembered per id (tried in order). Ids
+# first announced by one member take at most MAX_MISSING_PER_PEER places: past either bound the oldest such id
+# is forgotten (counted; anti-entropy is the safety net). Without the per-member bound one member (a faulty or
+# hostile one; ids cost it nothing) could fill the table with ids nobody holds, and every real announcement
+# after that was ignored until the junk timed out: a missed payload then waited for anti-entropy. At 100
+# writes/s an honest announcer names ~40 ids a lazy interval; a quarter of the table is 10x that.
 MAX_MISSING = 2048
+MAX_MISSING_PER_PEER = MAX_MISSING // 4
 MAX_ANNOUNCERS = 4
 # Announcements queued for one lazy peer; past this the oldest are dropped (anti-entropy is the safety net).
 MAX_ANNOUNCE_PER_PEER = 1024
@@ -102,6 +108,7 @@ class _Missing:
     announcers: list[str]
     deadline: float
     grafted: list[str] = field(default_factory=list)
+    owner: str = ""  # the member that announced it first (its place counts against that member's bound)
 
 
 @dataclass(slots=True)
@@ -146,7 +153,8 @@ class Plumtree:
         # keeps a critical write critical.
         self._cache: OrderedDict[int, tuple[float, bytes, bool]] = OrderedDict()
         self._cache_bytes = 0
-        self._missing: dict[int, _Missing] = {}
+        self._missing: dict[int, _Missing] = {}  # in the order first announced (the oldest first)
+        self._missing_by: dict[str, dict[int, None]] = {}  # first announcer -> its ids in `_missing`, oldest first
         self._timers: list[tuple[float, int]] = []
         # Lazy peer -> id -> the earliest flush it may go in (the second end of a link holds its ids: see above).
         self._announce: dict[str, dict[int, float]] = {}
@@ -254,8 +262,8 @@ class Plumtree:
                     del self._seen_short[old_sid]
                 else:
                     self._seen_short[old_sid] -= 1
-            self._missing.pop(ident, None)  # its timer is skipped when it fires
-            self._missing.pop(-1 - sid, None)
+            self._drop_missing(ident)  # its timer is skipped when it fires
+            self._drop_missing(-1 - sid)
             if off_tree and sender is not None and can_prune:
                 self._make_lazy(sender)  # links are symmetric: announce to it from now on
             return True
@@ -328,11 +336,13 @@ class Plumtree:
         return (entry[1], entry[2]) if entry is not None else None
 
     # -- control messages ---------------------------------------------------------------------------------
-    def on_ihave(self, ids: tuple[int, ...], sender: str, now: float, *, short: bool = False) -> None:
+    def on_ihave(self, ids: tuple[int, ...], sender: str, now: float, *, short: bool = False) -> int:
         """`sender` holds these payloads. Ids we have need no announcement back to it; ids we lack start a
         graft timer (or add an announcer to the running one). The sender becomes a lazy neighbour if it was
         none (links are symmetric). `short`: the ids are short ids (wire type 19); one we lack is grafted by
-        its short id (`TreeOut.short_grafts`)."""
+        its short id (`TreeOut.short_grafts`). Returns how many waiting ids were forgotten to make room
+        (MAX_MISSING_PER_PEER, MAX_MISSING: the caller counts them)."""
+        evicted = 0
         if sender not in self.eager:
             self._make_lazy(sender)
         queue = self._announce.get(sender)
@@ -353,15 +363,46 @@ class Plumtree:
                 ident = -1 - ident
             missing = self._missing.get(ident)
             if missing is None:
-                if len(self._missing) >= MAX_MISSING:
-                    continue  # counted by the caller's view of what stayed missing: anti-entropy repairs it
+                evicted += self._make_missing_room(sender)
                 spread = 0.5 + 0.5 * self._rng.random() if self._rng is not None else 1.0
                 deadline = now + self.graft_timeout * spread
-                self._missing[ident] = _Missing([sender], deadline)
+                self._missing[ident] = _Missing([sender], deadline, owner=sender)
+                self._missing_by.setdefault(sender, {})[ident] = None
                 heapq.heappush(self._timers, (deadline, ident))
             elif sender not in missing.announcers and sender not in missing.grafted \
                     and len(missing.announcers) < MAX_ANNOUNCERS:
                 missing.announcers.append(sender)
+        return evicted
+
+    def _make_missing_room(self, sender: str) -> int:
+        """Room for one more id first announced by `sender`: its own oldest goes past MAX_MISSING_PER_PEER,
+        the oldest of all past MAX_MISSING. How many were forgotten."""
+        evicted = 0
+        owned = self._missing_by.get(sender)
+        if owned is not None and len(owned) >= MAX_MISSING_PER_PEER:
+            self._drop_missing(next(iter(owned)))
+            evicted += 1
+        if len(self._missing) >= MAX_MISSING:
+            self._drop_missing(next(iter(self._missing)))
+            evicted += 1
+        if evicted and len(self._timers) > 2 * MAX_MISSING:
+            # The forgotten ids' timers would be skipped when they fire; under a flood of ids they would pile
+            # up meanwhile (one per id): keep only the live ones.
+            self._timers = [(d, i) for d, i in self._timers if (m := self._missing.get(i)) is not None
+                            and m.deadline == d]
+            heapq.heapify(self._timers)
+        return evicted
+
+    def _drop_missing(self, key: int) -> None:
+        """Forget a waiting id (received, given up, or evicted) and its place in its announcer's bound."""
+        missing = self._missing.pop(key, None)
+        if missing is None:
+            return
+        owned = self._missing_by.get(missing.owner)
+        if owned is not None:
+            owned.pop(key, None)
+            if not owned:
+                del self._missing_by[missing.owner]
 
     def on_graft(self, ids: tuple[int, ...], sender: str, answered: set[int] | None = None, *,
                  short: bool = False, skip: Callable[[int], bool] | None = None) -> list[tuple[bytes, bool]]:
@@ -435,7 +476,7 @@ class Plumtree:
             if missing is None or missing.deadline != deadline:
                 continue
             if not missing.announcers:
-                del self._missing[ident]
+                self._drop_missing(ident)
                 continue
             peer = missing.announcers.pop(0)
             missing.grafted.append(peer)
