@@ -259,6 +259,10 @@ class StateConfig:
         "latest.", minimum=1.0, maximum=365 * DAY, crd_default=True)
     # One forged HLC near 2^63 used to stop every later write from replicating. Honest clocks (NTP) differ by far
     # less; an honest entry refused for a skewed writer clock is accepted once our clock catches up.
+    critical_writes_per_second: int = setting(
+        50, "Writes a second that ?priority=critical may make critical at this agent (one client: half of it); "
+        "writes over it are made as normal ones (answer header X-Gossip-Priority: normal, counted). 0: no limit.",
+        unit="writes/s", minimum=0, maximum=1_000_000)
     max_clock_drift_ms: int = setting(
         60_000, "Timestamps further ahead of this agent's clock than this are refused (400, or a counted drop), "
         "so one far-future write cannot stop every later write from winning.", unit="ms", minimum=1,

@@ -471,13 +471,20 @@ class HttpCollector(Collector):
                                      "watch_address, watch_token, watch_full).", labels=["reason"])
         evicted = CounterMetricFamily("gossip_watch_evicted", "Watches ended to give their slot to a client "
                                       "holding fewer (fair share), by stream (members, kv).", labels=["stream"])
+        downgraded = CounterMetricFamily("gossip_critical_downgraded", "Writes that asked for ?priority=critical "
+                                         "and were made as normal ones: over state.criticalWritesPerSecond (for "
+                                         "the agent, or half of it for one client).")
+        downgraded.add_metric([], self.stats.get("critical_downgraded", 0))
         for reason, count in sorted(self.stats.items()):
             if reason.startswith("evicted_"):
                 evicted.add_metric([reason.removeprefix("evicted_")], count)
+            elif reason == "critical_downgraded":
+                continue
             else:
                 family.add_metric([reason], count)
         family.add_metric(["connection_cap"], self.guard.refused)
         yield family
         yield evicted
+        yield downgraded
         yield GaugeMetricFamily("gossip_http_connections", "Open HTTP connections.",
                                 value=sum(self.guard.per_client.values()))

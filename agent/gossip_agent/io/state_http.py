@@ -61,6 +61,7 @@ from gossip_agent.core.replica import parse_write_concern
 from gossip_agent.core.state_codec import StateCodecError, decode_context, encode_context
 from gossip_agent.core.text import first_control_char
 from gossip_agent.core.vector_clock import VersionVector
+from gossip_agent.io.critical_limit import CRITICAL_DOWNGRADED, CriticalLimit
 from gossip_agent.io.http_limits import (
     MAX_WATCHES_PER_CLIENT,
     WatchRefused,
@@ -130,6 +131,8 @@ MAX_TIMEOUT = 60.0
 DEFAULT_WRITE_TIMEOUT = 5.0  # a w > 1 write waits at most this long by default
 _JSON = "application/json"
 _PRIORITIES = ("critical", "normal")  # ?priority= on PUT/DELETE /v1/kv/...
+PRIORITY = "priority"
+PRIORITY_HEADER = "X-Gossip-Priority"  # a write that gave ?priority= answers the priority it was made with
 
 
 class ApiError(web.HTTPException):
@@ -342,6 +345,9 @@ class StateApi:
 
     def __init__(self, service: StateBackend) -> None:
         self.svc = service
+        # ?priority=critical is bounded per agent and per client; over it a write is made as a normal one.
+        self.critical_limit = CriticalLimit(service.config.state.critical_writes_per_second,
+                                            lambda: service.agent.now())
         self.watch_slots = WatchSlots(MAX_WATCHERS, MAX_WATCHES_PER_CLIENT, "watches")
 
     def routes(self) -> list[web.AbstractRouteDef]:
@@ -418,6 +424,16 @@ class StateApi:
             raise _error(400, f"priority must be critical or normal, got {raw[:20]!r}")
         return raw == "critical"
 
+    def _critical_granted(self, request: web.Request) -> bool:
+        """Whether a write that asked for critical stays critical (io/critical_limit.py): within the agent's
+        and its client's (bearer token, else address) rate. Else it is made as a normal one, and counted."""
+        caller = caller_of(request)
+        client = f"token:{caller.token}" if caller.token is not None else f"address:{request.remote or '?'}"
+        if self.critical_limit.allow(client):
+            return True
+        count_watch(request, CRITICAL_DOWNGRADED)
+        return False
+
     def _write_params(self, request: web.Request) -> tuple[int, float]:
         try:
             w = parse_write_concern(request.query.get("w"))
@@ -484,6 +500,7 @@ class StateApi:
         w, timeout = self._write_params(request)
         critical = self._critical(request)
         value, context = await self._value_body(request)
+        critical = critical and self._critical_granted(request)
         try:
             entry = self.svc.put(key, value, context, critical=critical)
         except StateError as exc:
@@ -494,6 +511,8 @@ class StateApi:
         response = await self._concern(entry, w, timeout, {"key": key, "context": token,
                                                            "siblings": len(result.values)})
         response.headers[CONTEXT_HEADER] = token
+        if PRIORITY in request.query:
+            response.headers[PRIORITY_HEADER] = "critical" if critical else "normal"
         return response
 
     async def get(self, request: web.Request) -> web.StreamResponse:
@@ -525,13 +544,17 @@ class StateApi:
         w, timeout = self._write_params(request)
         critical = self._critical(request)
         context = self._context(request.headers.get(CONTEXT_HEADER))
+        critical = critical and self._critical_granted(request)
         try:
             entry = self.svc.delete(key, context, critical=critical)
         except StateError as exc:
             raise _state_error(exc) from None
         if entry is None:
             raise _error(404, f"no such key: {key!r}")
-        return await self._concern(entry, w, timeout, {"key": key, "deleted": True})
+        response = await self._concern(entry, w, timeout, {"key": key, "deleted": True})
+        if PRIORITY in request.query:
+            response.headers[PRIORITY_HEADER] = "critical" if critical else "normal"
+        return response
 
     async def list_keys(self, request: web.Request) -> web.Response:
         q = request.query
