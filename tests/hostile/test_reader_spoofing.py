@@ -58,7 +58,7 @@ def test_a_spoofed_packet_does_not_raise_the_level_and_the_real_one_does(what: s
     a = _node()
     a.handle_packet(Packet("p2", (msg,)), SPOOFER, 1.0)
     assert a.readers.level("p2") == 0, what
-    assert a.stats["reader_level_unverified"] == 1
+    assert a.stats["packets_not_from_member_host"] == 1
     a.handle_packet(Packet("p2", (msg,)), ("10.0.0.2", 40000), 1.1)  # its host (any port)
     assert a.readers.level("p2") > 0, what
 

@@ -81,7 +81,6 @@ from gossip_agent.core.messages import (
 )
 from gossip_agent.core.plumtree import (
     ID_BYTES,
-    MAX_CACHED,
     MAX_IDS_PER_MESSAGE,
     SHORT_ID_BYTES,
     Plumtree,
@@ -109,8 +108,6 @@ _NACK_FRACTION = 0.8
 _MAX_FORMER = 1024
 # Indirect probes we run for others at once at most (ping-reqs beyond are dropped and counted).
 _MAX_RELAYS = 256
-# Graft answers remembered (member, payload id), oldest forgotten first: a few times the payloads the tree caches.
-_MAX_GRAFT_ANSWERED = 4 * MAX_CACHED
 # Link requests remembered from members we do not know yet (their Alive is on its way), oldest forgotten first.
 _MAX_EARLY_LINKS = 64
 # After an immediate forward, the next gossip round comes this fraction of an interval later.
@@ -278,8 +275,6 @@ class Node:
         # Normal pushes wait up to gossip.coalesceDelay for later writes to the same neighbour (core/coalesce.py).
         # (A packet of pushes carries no digests: see _tree_send.)
         self._coalesce: Coalescer[StateRumor] = Coalescer(g0.coalesce_delay, g0.mtu - codec.packet_overhead(self.name))
-        # (member, id) of the payloads answered to grafts lately: each at most once (see _on_tree_message).
-        self._graft_answered: dict[tuple[str, int], None] = {}
         # Link requests (empty GRAFTs) from members not yet in our table: name -> the host it came from.
         self._early_links: dict[str, str] = {}
         # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
@@ -592,6 +587,7 @@ class Node:
         self._on_digests(packet, now, shows)  # before a Ping: its Ack then answers them
         grafted: set[int] = set()  # ids answered to this packet's grafts (at most MAX_GRAFT_ANSWER in all)
         rows_taken = False  # one message of second-hand coordinates a packet (an honest one holds one at most)
+        coordinate_taken = False  # and one coordinate of the sender's own
         # One ping and one ping-req a packet: an honest packet holds one at most, and each draws an answer (a
         # datagram of 200 pings naming a member's own address drew 3.5x its bytes of acks with riders there).
         pinged = relayed = acked = False
@@ -629,8 +625,12 @@ class Node:
                     held = frozenset(msg.ids) if shows else frozenset()
             elif isinstance(msg, NetCoordinate):
                 # From live members only: a coordinate of a member we hold dead or left would bring it back to
-                # the RTT table and /v1/coordinates (it refutes first if it is alive after all).
-                if packet.sender != self.name and self.table.is_live(packet.sender):
+                # the RTT table and /v1/coordinates (it refutes first if it is alive after all). One a packet, as
+                # an honest one holds: each is checked and renumbered in every peer's walk of updates.
+                if coordinate_taken:
+                    self.stats["coordinates_over_limit"] += 1
+                elif packet.sender != self.name and self.table.is_live(packet.sender):
+                    coordinate_taken = True
                     self.topology.on_coordinate(packet.sender, msg, now, shows=shows)
                 else:
                     self.stats["coordinates_unknown_member"] += 1
@@ -1370,7 +1370,7 @@ class Node:
         if self._at_table_host(name, src):
             return True
         if name in self.table and name != self.name:
-            self.stats["reader_level_unverified"] += 1
+            self.stats["packets_not_from_member_host"] += 1
         return False
 
     def _at_table_host(self, name: str, src: Address) -> bool:
@@ -1797,27 +1797,11 @@ class Node:
             if evicted:
                 self.stats["tree_missing_evicted"] += evicted
         elif isinstance(msg, Graft | ShortIds):
-            # Each payload answers one member's graft once: an honest member grafts an id from one announcer
-            # once (core/plumtree.py tries the next one after that), so a repeat is a replay or a forgery, and
-            # answering it again and again would push the whole cache at that member.
-            answered = self._graft_answered
-            repeats = 0
-
-            def repeat(ident: int) -> bool:
-                nonlocal repeats
-                seen = (sender, ident) in answered
-                repeats += seen
-                return seen
-
-            payloads = self.tree.on_graft(msg.ids, sender, grafted, short=short, skip=repeat if answered else None)
-            self.stats["tree_graft_repeats"] += repeats
-            rumors = []
-            for p, critical in payloads:
-                ident = message_id(p)
-                answered[(sender, ident)] = None
-                if len(answered) > _MAX_GRAFT_ANSWERED:
-                    del answered[next(iter(answered))]
-                rumors.append(StateRumor(p, critical))
+            # Each payload answers one member's graft once (core/plumtree.py `on_graft`: repeats counted).
+            repeats = self.tree.graft_repeats
+            payloads = self.tree.on_graft(msg.ids, sender, grafted, short=short)
+            self.stats["tree_graft_repeats"] += self.tree.graft_repeats - repeats
+            rumors = [StateRumor(p, critical) for p, critical in payloads]
             self.stats["tree_graft_answers"] += len(rumors)
             self._tree_send_packed(sender, rumors, out)
         else:

@@ -39,7 +39,6 @@ import hashlib
 import heapq
 import math
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gossip_agent.core.rng import Rng
@@ -72,6 +71,8 @@ MAX_ANNOUNCERS = 4
 MAX_ANNOUNCE_PER_PEER = 1024
 # Payloads sent in answer to one graft at most: a graft of 1 KiB of ids must not draw 100 KiB of answers.
 MAX_GRAFT_ANSWER = 16
+# (member, id) pairs answered to grafts lately, oldest forgotten first: a few times the payloads cached.
+MAX_GRAFT_ANSWERED = 4 * MAX_CACHED
 # An eager link is pruned after this many duplicates in a row (none of its payloads first in between). One
 # duplicate is often a transient: while the tree is rewired (a graft, a prune on its way), payloads in flight
 # meet themselves, and pruning on each such duplicate cut links of the same cycle at several members at
@@ -172,6 +173,10 @@ class Plumtree:
         # link cost ~0.2 extra payload copies per member per write over the first ~20 writes.
         self._proven: set[str] = set()
         self.kept_links = 0  # prunes of our last eager link answered with a link request
+        # Each payload answers one member's graft once (see on_graft): (member, id) answered lately, and the
+        # repeats passed over so far (the Node counts them).
+        self._graft_answered: dict[tuple[str, int], None] = {}
+        self.graft_repeats = 0
 
     # -- neighbours ---------------------------------------------------------------------------------------
     def neighbours(self) -> set[str]:
@@ -405,13 +410,17 @@ class Plumtree:
                 del self._missing_by[missing.owner]
 
     def on_graft(self, ids: tuple[int, ...], sender: str, answered: set[int] | None = None, *,
-                 short: bool = False, skip: Callable[[int], bool] | None = None) -> list[tuple[bytes, bool]]:
+                 short: bool = False) -> list[tuple[bytes, bool]]:
         """`sender` asks for these payloads (none: a link request); the link becomes eager at both ends. The
         payloads we still hold, with their class (critical or not), each once, at most MAX_GRAFT_ANSWER over
         `answered` (the ids already answered for the same packet, updated here): a packet of many grafts, or
         one naming an id again and again, must not draw more than one graft's worth. `short`: the ids are
-        short ids (wire type 19), looked up among the cached payloads. `skip(id)`: ids the caller will not
-        answer (already answered to this member): passed over before they take a place in the bound."""
+        short ids (wire type 19), looked up among the cached payloads.
+
+        Each payload answers one member's graft once (MAX_GRAFT_ANSWERED pairs remembered): an honest member
+        grafts an id from one announcer once (`tick` tries the next announcer after that), so a repeat is a
+        replay or a forgery, and answering it again and again would push the whole cache at that member.
+        Repeats are passed over before they take a place in the bound, and counted in `graft_repeats`."""
         self._make_eager(sender)
         self._prunes.discard(sender)
         seen = set() if answered is None else answered
@@ -426,12 +435,17 @@ class Plumtree:
                 ident = full
             if ident in seen:
                 continue
-            if skip is not None and skip(ident):
+            done = self._graft_answered
+            if (sender, ident) in done:
+                self.graft_repeats += 1
                 continue
             seen.add(ident)
             payload = self.cached(ident)
             if payload is not None:
                 out.append(payload)
+                done[(sender, ident)] = None
+                if len(done) > MAX_GRAFT_ANSWERED:
+                    del done[next(iter(done))]
         return out
 
     def on_prune(self, sender: str) -> None:
