@@ -164,8 +164,10 @@ def test_push_pull_idle_sends_no_pull_requests() -> None:
 @pytest.mark.parametrize("broadcast", ["flood", "tree"])
 @pytest.mark.parametrize("mode", ["push", "push-pull"])
 def test_push_modes_forward_fresh_rumors_at_once(mode: GossipMode, broadcast: BroadcastPath) -> None:
-    """Flood: to fanout random peers; tree: to the fanout eager neighbours it picked (at its first tick)."""
-    node = node_with_peers(mode, broadcast=broadcast)
+    """Flood: to fanout random peers; tree: to the fanout eager neighbours it picked (at its first tick). (Ten
+    peers: push-pull asks only in a round that pushes, and with five the round after the forward could pick only
+    peers that already held the rumor, depending on the seeded stream.)"""
+    node = node_with_peers(mode, peers=10, broadcast=broadcast)
     node.tick(0.5)
     if broadcast == "tree":
         assert len(node.tree.eager) == node.config.gossip.fanout
