@@ -52,3 +52,14 @@ def test_a_forged_new_payload_is_delivered_but_makes_no_link() -> None:
     node.handle_packet(Packet(outsider, (StateRumor(b"fresh"),)), SPOOFER, 0.1)
     assert node.tree.seen(message_id(b"fresh"))
     assert outsider not in node.tree.neighbours()
+
+
+def test_a_forged_new_payload_from_an_eager_neighbour_does_not_shield_its_link() -> None:
+    """A link that never delivered a payload first is pruned at its first duplicate, a proven one only after
+    PRUNE_AFTER: a forged first delivery "from" a redundant eager link must not make it proven."""
+    node = lan_node(tree_readers=True)
+    node.tick(0.01)
+    victim = sorted(node.tree.eager)[1]
+    node.handle_packet(Packet(victim, (StateRumor(b"first"),)), SPOOFER, 0.1)
+    assert victim not in node.tree._proven
+

@@ -1690,7 +1690,10 @@ class Node:
         if not from_host and self.tree.seen(ident):
             self.stats["tree_duplicates_unverified"] += 1
             return False
-        if not self.tree.receive(ident, source, now, can_prune=from_host and source in self._digest_readers):
+        # (A new payload from elsewhere is taken as ours would be: no link of the claimed sender's is touched,
+        # neither made lazy nor counted as proven.)
+        if not self.tree.receive(ident, source if from_host else None, now,
+                                 can_prune=from_host and source in self._digest_readers):
             self.stats["tree_duplicates"] += 1
             return False
         if self.delegate is not None and self.delegate.on_state_rumor(rumor.payload, now):
