@@ -58,6 +58,7 @@ FUNCS: dict[str, tuple[str, ...]] = {
     "gossip_agent.core.state_node": ("StateNode.on_rumor", "StateNode.tick", "StateNode.put"),
     "gossip_agent.io.probe_rtt": ("ProbeRtt.sent", "ProbeRtt.received"),
     "gossip_agent.io.metrics": ("AgentMetrics.render",),
+    "gossip_agent.io.state_http": ("WatchHub.publish", "_event_line", "take_lines"),
 }
 
 _lock = threading.Lock()
@@ -74,7 +75,13 @@ def _name(cb: Any) -> str:
     fname = getattr(cb, "__name__", None) or type(cb).__name__
     if isinstance(self, asyncio.Task):
         coro = self.get_coro()
-        return "task:" + str(getattr(coro, "__qualname__", type(coro).__name__))
+        name = "task:" + str(getattr(coro, "__qualname__", type(coro).__name__))
+        frame = getattr(coro, "cr_frame", None)
+        if name.endswith("._handle_request") and frame is not None:  # aiohttp: name the route (first 2 parts)
+            request = frame.f_locals.get("request")
+            path = str(getattr(request, "path", "?"))
+            name += " " + "/".join(path.split("/")[:3])
+        return name
     if self is not None:
         tname = type(self).__name__
         if fname in ("_read_ready", "_write_ready", "_read_ready__get_buffer", "_read_ready__data_received"):
