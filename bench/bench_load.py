@@ -52,6 +52,9 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
   cpu/write  CPU-seconds per delivered write (`cpu_s_per_delivery`): all agents' utime + stime (/proc/PID/stat)
              divided by acknowledged writes x (N-1), while writing and over the whole window, and the kernel
              (stime) share. Far less sensitive to machine load than wall-time latencies: compare arms with it.
+             `--cpu-profile DIR` says where it goes: every agent attributes its CPU to event-loop callbacks
+             (datagrams, HTTP, timers, tasks), the selector, gc and hot functions (bench/cpu_profile/);
+             `python bench/cpu_profile/report.py DIR/<scenario>` sums them per applied write.
 
 Serf (`--serf`, if the `serf` binary is installed): the same N, rate and size as user events (one RPC `event`
 per write to a random agent, Coalesce off), delivery at each agent stamped when its "Received event:
@@ -390,6 +393,11 @@ def sum_deltas(before: list[dict[str, float]], after: list[dict[str, float]], na
     return {k: v for k, v in total.items() if v}
 
 
+# --cpu-profile: the directory whose sitecustomize.py attributes an agent's CPU, and the variable naming where.
+CPU_PROFILE_HOOK = str(Path(__file__).resolve().parent / "cpu_profile")
+CPU_PROFILE_ENV = "GOSSIP_CPU_PROFILE_DIR"
+
+
 class OursFrom(bc.Ours):
     """Our agents from another source tree (`--baseline`, e.g. an older commit's agent/ from `git archive`):
     before and after in one invocation, on the same machine state. `env` execs Python, so the PID is the
@@ -402,7 +410,9 @@ class OursFrom(bc.Ours):
     def command(self, name: str, port: int, rpc_port: int, seeds: Sequence[int], workdir: Path) -> list[str]:
         root = Path(self.src)  # a whole source tree or its agent/ directory
         path = root / "agent" if (root / "agent" / "gossip_agent").is_dir() else root
-        return ["env", f"PYTHONPATH={path}", *super().command(name, port, rpc_port, seeds, workdir)]
+        # With --cpu-profile the baseline arm is profiled too (its hook directory after the tree).
+        pythonpath = f"{path}{os.pathsep}{CPU_PROFILE_HOOK}" if os.environ.get(CPU_PROFILE_ENV) else str(path)
+        return ["env", f"PYTHONPATH={pythonpath}", *super().command(name, port, rpc_port, seeds, workdir)]
 
 
 class OursLoad:
@@ -964,6 +974,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="write the figures as JSON here")
     p.add_argument("--keep-logs", metavar="DIR")
+    p.add_argument("--cpu-profile", metavar="DIR",
+                   help="attribute each agent's CPU (event-loop callbacks, selector, gc, hot functions; "
+                   "bench/cpu_profile/) into DIR/<scenario number>-<title>/; summarise one with "
+                   "`python bench/cpu_profile/report.py DIR/...`")
     p.add_argument("--capture-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.capture_child:
@@ -985,8 +999,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ports = bc.Ports(args.base_port)
     results: list[dict[str, Any]] = []
     try:
-        for sc in scenarios:
+        if args.cpu_profile:  # the agents we start (children) load bench/cpu_profile/sitecustomize.py
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                part for part in (CPU_PROFILE_HOOK, os.environ.get("PYTHONPATH")) if part)
+        for i, sc in enumerate(scenarios):
             log(f"== {sc.title()} (load {bc.loadavg()})")
+            if args.cpu_profile:
+                slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", sc.title()).strip("_")
+                os.environ[CPU_PROFILE_ENV] = str(Path(args.cpu_profile).resolve() / f"{i:02d}-{slug}")
             try:
                 if sc.impl == "serf":
                     r = run_serf(sc, args, workdir, ports, hub)

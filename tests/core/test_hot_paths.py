@@ -157,3 +157,17 @@ def test_removing_an_absent_key_changes_nothing() -> None:
     tree.update("c", None)
     tree.update("zzz", None)
     assert tree.root() == root and len(tree) == 2 and tree.digest_of("c") is None
+
+
+@pytest.mark.parametrize("critical", [False, True])
+def test_state_rumor_size_by_arithmetic_is_the_packed_size(critical: bool) -> None:
+    """`message_size` of a state rumor is computed without packing its payload; it must equal the bytes the
+    rumor really adds to a packet at every msgpack bin header boundary (8, 16, 32-bit lengths)."""
+    for n in (0, 1, 0xFF, 0x100, 0x101, 1024, 0xFFFF, 0x10000, 70000):
+        rumor = StateRumor(b"\x01" * n, critical)
+        packed = len(msgpack.packb(codec._message_tuple(rumor), use_bin_type=True))
+        assert codec.message_size(rumor) == packed, n
+        # and inside a whole packet: one more message adds exactly that many bytes (array header permitting)
+        one = codec.encode_packet(Packet("a", (Ping(1, "b", "a", ("h", 1)),)))
+        two = codec.encode_packet(Packet("a", (Ping(1, "b", "a", ("h", 1)), rumor)))
+        assert len(two) - len(one) == packed

@@ -212,8 +212,17 @@ def encode_packet(p: Packet) -> bytes:
 
 def message_size(m: Message) -> int:
     """Exact bytes `m` adds inside a packet. Cheap (one C-level pack); immutable rumors are sized once by
-    the Node when queued, so no cache is needed."""
+    the Node when queued, so no cache is needed. A state rumor (every delivered write is sized several times:
+    queued, spread on the tree, charged to the budget) is sized by arithmetic, without packing a copy of its
+    payload: [type, bin] is a fixarray byte, a fixint type byte and msgpack's bin header (`_bin_size`)."""
+    if type(m) is StateRumor:
+        return 2 + _bin_size(len(m.payload))
     return len(_packer.pack(_message_tuple(m)))
+
+
+def _bin_size(n: int) -> int:
+    """Bytes of a msgpack bin of `n` bytes: bin 8, 16 or 32 header, then the bytes."""
+    return n + (2 if n < 0x100 else 3 if n < 0x10000 else 5)
 
 
 def packet_overhead(sender: str) -> int:

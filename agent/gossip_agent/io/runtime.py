@@ -549,11 +549,13 @@ class Agent:
         node = self._node
         if node is None:
             return "unknown"
-        now = self.clock()
-        if self._peer_classes_stale and now >= self._peer_classes_at + PEER_CLASS_REFRESH:
-            topology = node.topology
-            self._peer_classes = {m.addr: topology.peer_class(m.meta) for m in node.members() if m.name != node.name}
-            self._peer_classes_at, self._peer_classes_stale = now, False
+        if self._peer_classes_stale:  # (the clock is read only then: this runs twice per packet)
+            now = self.clock()
+            if now >= self._peer_classes_at + PEER_CLASS_REFRESH:
+                topology = node.topology
+                self._peer_classes = {m.addr: topology.peer_class(m.meta) for m in node.members()
+                                      if m.name != node.name}
+                self._peer_classes_at, self._peer_classes_stale = now, False
         return self._peer_classes.get(addr, "unknown")
 
     def _on_member_event(self, event: MemberEvent) -> None:
