@@ -39,7 +39,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gossip_agent.core.anti_entropy import AeRequest, AntiEntropyError
+from gossip_agent.core.anti_entropy import AeRequest, AntiEntropyError, PushMerge
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker
 from gossip_agent.core.crdt import Crdt
@@ -61,6 +61,7 @@ from gossip_agent.core.send_budget import STREAM_OVERHEAD, stream_deferred
 from gossip_agent.core.state_codec import (
     CodecLimits,
     StateCodecError,
+    ae_request_push_count,
     decode_ae_request,
     decode_ae_response,
     decode_change,
@@ -69,6 +70,7 @@ from gossip_agent.core.state_codec import (
     encode_rumor,
 )
 from gossip_agent.core.state_node import (
+    AE_LIMITS,
     AntiEntropyWith,
     Broadcast,
     FetchValue,
@@ -82,6 +84,7 @@ from gossip_agent.core.state_node import (
     StateStats,
 )
 from gossip_agent.io.host import AgentHost, Extension
+from gossip_agent.io.http_limits import refuse_before_body
 from gossip_agent.io.peer_client import PeerBusy, PeerError
 from gossip_agent.io.persistence import DurableLog
 from gossip_agent.io.security import AuthError, Purpose
@@ -149,7 +152,7 @@ class StateService(Extension, StateDelegate):
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return [*self.api.routes(),
-                web.post(AE_PATH, self._serve_ae),
+                web.post(AE_PATH, refuse_before_body(self._ae_refusal, self._serve_ae)),
                 web.post(REPLICATE_PATH, self._serve_replicate),
                 web.post(FETCH_PATH, self._serve_fetch)]
 
@@ -543,12 +546,32 @@ class StateService(Extension, StateDelegate):
         return web.Response(body=self.agent.security.seal(FRAME + body, Purpose.STREAM),
                             content_type="application/octet-stream")
 
-    async def _serve_ae(self, request: web.Request) -> web.Response:
+    def _ae_refusal(self, request: web.Request) -> web.Response | None:
+        """The cheap "retry later" answers, given before the body is read (the HTTP guard runs this first,
+        `refuse_before_body`; the handler again, since the state may change while the body arrives): too many
+        requests served at once (503), or no room in the byte budget for an answer (429). Nothing of a refused
+        request is read or merged; the peer defers its session (not a failure)."""
         if self._ae_serving >= AE_MAX_CONCURRENT:
-            # Each answer is bounded (anti_entropy.Limits.max_scan), and so is how many run at once.
+            # Each answer is bounded (anti_entropy.Limits), and so is how many run at once.
             self.stats.ae["busy"] += 1
             return web.Response(status=503, text="anti-entropy: too many concurrent requests, retry later",
                                 headers={"Retry-After": "1"})
+        agent = self.agent
+        budget = agent.node.send_budget
+        now = agent.now()
+        if budget.answer_room(now) <= 0:
+            # Never wait here (the event loop is not held): tell the peer when to come back.
+            stream_deferred(agent.node.stats, "antientropy_answer")
+            retry = max(1, math.ceil(budget.retry_after(now)))
+            return web.Response(status=429, text="anti-entropy: this agent's byte budget "
+                                "(gossip.maxBytesPerSecond) has no room now, retry later",
+                                headers={"Retry-After": str(retry)})
+        return None
+
+    async def _serve_ae(self, request: web.Request) -> web.Response:
+        refusal = self._ae_refusal(request)
+        if refusal is not None:
+            return refusal
         self._ae_serving += 1
         try:
             return await self._answer_ae(request)
@@ -556,25 +579,34 @@ class StateService(Extension, StateDelegate):
             self._ae_serving -= 1
 
     async def _answer_ae(self, request: web.Request) -> web.Response:
+        """One round of a peer's session. The push count is checked from the array header before the request
+        is decoded (decoding and merging cost ~10-30 us per entry); the pushed entries are merged in chunks
+        (anti_entropy.MERGE_CHUNK), yielding to the event loop between them, so probes and other requests
+        are served meanwhile."""
         body = await self._open_body(request, AE_MAX_RESPONSE)
-        agent = self.agent
-        budget = agent.node.send_budget
-        now = agent.now()
-        room = budget.answer_room(now)
-        if room <= 0:
-            # The byte budget has no room for an answer now: never wait here (the event loop is not held), tell
-            # the peer when to come back; it defers its session (not a failure). Nothing of the request is merged.
-            stream_deferred(agent.node.stats, "antientropy_answer")
-            retry = max(1, math.ceil(budget.retry_after(now)))
-            return web.Response(status=429, text="anti-entropy: this agent's byte budget "
-                                "(gossip.maxBytesPerSecond) has no room now, retry later",
-                                headers={"Retry-After": str(retry)})
+        agent, core = self.agent, self.core
         try:
+            pushed = ae_request_push_count(body, self.limits)
+            if pushed > AE_LIMITS.max_push:
+                agent.stats.dropped["antientropy_push_count"] += 1
+                return web.Response(status=413, text=(
+                    f"anti-entropy: the request pushes {pushed} entries; this agent merges at most "
+                    f"{AE_LIMITS.max_push} per request. Split pushes over rounds (agents since this limit do); "
+                    "upgrade the asking agent"))
             ae_request = decode_ae_request(body, self.limits)
-            response, effects = self.core.serve_anti_entropy(ae_request, now, self.wall(),
-                                                             None if budget.unlimited else room - STREAM_OVERHEAD)
+            merge = PushMerge(self.store, ae_request, AE_LIMITS)
+            while not merge.done:
+                self._perform(core.merge_anti_entropy_push(merge, agent.now(), self.wall()))
+                if not merge.done:
+                    await asyncio.sleep(0)  # let probes, gossip and other requests run between chunks
+            budget = agent.node.send_budget
+            now = agent.now()
+            room = budget.answer_room(now)
+            response, effects = core.serve_anti_entropy(ae_request, now, self.wall(),
+                                                        None if budget.unlimited else max(1, room - STREAM_OVERHEAD),
+                                                        merged=merge)
         except (StateCodecError, AntiEntropyError) as exc:
-            self.agent.stats.dropped["antientropy"] += 1
+            agent.stats.dropped["antientropy"] += 1
             return web.Response(status=400, text=str(exc))
         self._perform(effects)
         sealed = self._sealed(encode_ae(response))
