@@ -206,8 +206,9 @@ class BodyBudget:
 
 def refuse_before_body(check: PreBodyCheck, handler: Handler) -> Handler:
     """`handler`, marked so that `guard_middleware` runs `check` after access control and before it reads the
-    body: a response `check` returns is the answer (the body is never read; aiohttp discards what the client
-    still sends, within its lingering time). `check` must be cheap and must not read the body."""
+    body: a response `check` returns, or an HTTPException it raises, is the answer (the body is never read;
+    aiohttp discards what the client still sends, within its lingering time). `check` must be cheap and must
+    not read the body."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         return await handler(request)
@@ -243,7 +244,11 @@ def guard_middleware(auth: ApiAuth, inflater: Inflater, max_body: int,
                                       else f"; use one of {', '.join(sorted(ENCODINGS))} or none"))
         check: PreBodyCheck | None = getattr(request.match_info.handler, _PRE_BODY, None)
         if check is not None:
-            refusal = check(request)
+            try:
+                refusal = check(request)
+            except web.HTTPException:
+                stats["refused_before_body"] += 1
+                raise
             if refusal is not None:
                 stats["refused_before_body"] += 1
                 return refusal
