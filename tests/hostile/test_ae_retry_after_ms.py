@@ -32,7 +32,7 @@ def test_the_millisecond_header_is_bounded_input() -> None:
 
 
 def _fake(clock: list[float], calls: list[int], busy: PeerBusy) -> SimpleNamespace:
-    async def exchange(addr: object, path: str, body: bytes, *, max_bytes: int) -> bytes:
+    async def exchange(addr: object, path: str, body: bytes, *, max_bytes: int, **_: object) -> bytes:
         calls.append(1)
         if len(calls) > 10_000:
             raise AssertionError("the round never ends")
@@ -84,6 +84,43 @@ async def test_our_429_says_how_many_milliseconds_and_the_asker_reads_them(monke
         with pytest.raises(PeerBusy) as busy:
             await s1._exchange(("127.0.0.1", a0.port), state_service.AE_PATH, b"\x90", max_bytes=1024)
         assert busy.value.precise and busy.value.retry_after == 0.3 and busy.value.status == 429
+    finally:
+        await a1.stop()
+        await a0.stop()
+
+
+async def test_under_a_budget_a_retry_later_costs_no_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request sent with `Expect: 100-continue` (peers under a budget do) gets the 429 instead of the
+    "100 Continue", so its body never goes: the asker gives the body's bytes back to its budget. Before, every
+    429 was paid with a whole body, sent again at each retry."""
+    budget = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"enabled": False},
+              "gossip": {"maxBytesPerSecond": 30_000}}
+    s0 = StateService(from_mapping({**budget, "name": "e0"}))
+    a0 = Agent(s0.config, extensions=[s0])
+    s1 = StateService(from_mapping({**budget, "name": "e1"}))
+    a1 = Agent(s1.config, extensions=[s1])
+    await a0.start()
+    await a1.start()
+    monkeypatch.setattr(SendBudget, "answer_room", lambda self, now: 0)
+    monkeypatch.setattr(state_service, "AE_BUDGET_WAIT", 0.0)  # defer at once instead of waiting it out
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", a0.port)
+        try:
+            writer.write(f"POST {state_service.AE_PATH} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                         f"Content-Length: {1 << 20}\r\n\r\n".encode())  # and no body at all
+            await writer.drain()
+            async with asyncio.timeout(20.0):
+                head = await reader.readuntil(b"\r\n\r\n")
+        finally:
+            writer.close()
+        assert head.startswith(b"HTTP/1.1 429"), head[:200]
+        for i in range(50):
+            s1.store.local_put(f"k{i}", b"v" * 100, s1.now_ms())
+        sent = s1.stats.ae_bytes["sent"]
+        assert not await s1.sync_with(("127.0.0.1", a0.port))
+        assert s1.stats.ae["deferred"] == 1 and s1.stats.ae["failures"] == 0
+        assert s1.stats.ae_bytes["sent"] == sent  # the request's body never went
+        assert s0.store.get("k0") is None
     finally:
         await a1.stop()
         await a0.stop()

@@ -53,7 +53,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Middleware
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -215,6 +215,29 @@ def refuse_before_body(check: PreBodyCheck, handler: Handler) -> Handler:
 
     setattr(guarded, _PRE_BODY, check)  # a marker the guard looks for
     return guarded
+
+
+def expect_refusal(check: PreBodyCheck) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+    """An `expect_handler` for a route (`web.post(path, handler, expect_handler=...)`): a client that sends
+    `Expect: 100-continue` and waits for it (peers do, under a byte budget) gets `check`'s refusal instead,
+    and never sends the body: a "retry later" costs neither side the body's bytes on the wire nor the
+    asker's budget. Otherwise "100 Continue", as aiohttp's default does. (aiohttp runs this before the
+    middlewares, so before access control: the refusal says only "retry later".)"""
+
+    async def handler(request: web.Request) -> web.StreamResponse | None:
+        refusal = check(request)
+        if refusal is not None:
+            request.app[HTTP_STATS]["refused_before_body"] += 1
+            return refusal
+        expect = request.headers.get("Expect", "")
+        if request.version == HttpVersion11:
+            if expect.lower() != "100-continue":
+                raise web.HTTPExpectationFailed(text=f"unknown Expect: {expect[:64]}")
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # (the response's own bytes start now)
+        return None
+
+    return handler
 
 
 def guard_middleware(auth: ApiAuth, inflater: Inflater, max_body: int,

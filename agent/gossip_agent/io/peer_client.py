@@ -109,15 +109,17 @@ class PeerClient:
         return f"{self._scheme}://{host}:{addr[1]}{path}"
 
     async def exchange(self, addr: Address, path: str, body: bytes, *, max_bytes: int,
-                       timeout: float | None = None) -> bytes:
-        """POST a sealed body, return the opened answer (at most `max_bytes`). Raises PeerError only."""
+                       timeout: float | None = None, expect_continue: bool = False) -> bytes:
+        """POST a sealed body, return the opened answer (at most `max_bytes`). Raises PeerError only.
+        `expect_continue`: send the headers first (`Expect: 100-continue`) and the body only once the peer
+        agrees, so a "retry later" costs one round trip instead of the body (io/http_limits.expect_refusal)."""
         if self._session is None:
             raise PeerError("closed")
         sealed = self.security.seal(body, Purpose.STREAM)
         limit = max_bytes + 64  # the envelope
         try:
             async with self._session.post(
-                    self.url(addr, path), data=sealed, headers={"Content-Type": _OCTETS},
+                    self.url(addr, path), data=sealed, headers={"Content-Type": _OCTETS}, expect100=expect_continue,
                     timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
                 if resp.status in (429, 503):
                     precise = parse_retry_after_ms(resp.headers.get(RETRY_AFTER_MS_HEADER))

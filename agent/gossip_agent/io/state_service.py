@@ -84,7 +84,7 @@ from gossip_agent.core.state_node import (
     StateStats,
 )
 from gossip_agent.io.host import AgentHost, Extension
-from gossip_agent.io.http_limits import refuse_before_body
+from gossip_agent.io.http_limits import expect_refusal, refuse_before_body
 from gossip_agent.io.peer_client import RETRY_AFTER_MS_HEADER, PeerBusy, PeerError
 from gossip_agent.io.persistence import DurableLog
 from gossip_agent.io.security import AuthError, Purpose
@@ -155,7 +155,8 @@ class StateService(Extension, StateDelegate):
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return [*self.api.routes(),
-                web.post(AE_PATH, refuse_before_body(self._ae_refusal, self._serve_ae)),
+                web.post(AE_PATH, refuse_before_body(self._ae_refusal, self._serve_ae),
+                         expect_handler=expect_refusal(self._ae_refusal)),
                 web.post(REPLICATE_PATH, self._serve_replicate),
                 web.post(FETCH_PATH, self._serve_fetch)]
 
@@ -523,10 +524,10 @@ class StateService(Extension, StateDelegate):
         self._perform(effects)
 
     async def _exchange(self, addr: Address, path: str, body: bytes, *, max_bytes: int,
-                        timeout: float | None = None) -> bytes:
+                        timeout: float | None = None, expect_continue: bool = False) -> bytes:
         """A sealed exchange with a peer's state endpoint (bodies framed with FRAME)."""
         answer = await self.agent.peer_client.exchange(addr, path, FRAME + body, max_bytes=max_bytes + 1,
-                                                       timeout=timeout)
+                                                       timeout=timeout, expect_continue=expect_continue)
         if answer[:1] != FRAME:
             raise PeerError("decode", "not a state frame")
         return answer[1:]
@@ -702,12 +703,20 @@ class StateService(Extension, StateDelegate):
         (AE_BUDGET_WAIT): past it the round raises _BudgetDeferral or PeerBusy (the session is deferred)."""
         agent = self.agent
         waited = 0.0
+        # Under a budget the body goes only once the peer agrees (Expect: 100-continue): its "retry later"
+        # then costs a round trip, not the body's bytes (they are given back to our budget), which each 429
+        # spent again (up to a quarter of a second of a 30 kB/s budget per retry).
+        budgeted = not agent.node.send_budget.unlimited
         while True:
             waited = await self._budget_wait(len(body), waited)
             self.stats.ae_bytes["sent"] += len(body)
             try:
-                return await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE)
+                return await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE,
+                                            expect_continue=budgeted)
             except PeerBusy as exc:
+                if budgeted:  # (an agent before expect_refusal read the body, then answered 429: not given back)
+                    self.stats.ae_bytes["sent"] -= len(body)
+                    agent.node.send_budget.refund_stream(len(body) + STREAM_OVERHEAD)
                 stream_deferred(agent.node.stats, "antientropy")
                 # At least a step per retry: a peer's "retry after 0 s", forever, must still end the round
                 # (sessions run one at a time: it stalled anti-entropy with every member, and hammered the peer).
