@@ -45,7 +45,7 @@ def _fake(clock: list[float], calls: list[int], busy: PeerBusy) -> SimpleNamespa
     return fake
 
 
-@pytest.mark.parametrize(("retry_after", "pause"), [(0.0, AE_PRECISE_RETRY_MIN), (0.25, 0.25), (3.0, 3.0)])
+@pytest.mark.parametrize(("retry_after", "pause"), [(0.0, AE_PRECISE_RETRY_MIN), (0.4, 0.4), (3.0, 3.0)])
 def test_a_precise_wait_is_taken_as_it_is_above_a_floor(retry_after: float, pause: float,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [0.0]

@@ -106,8 +106,9 @@ AE_BUDGET_WAIT = 10.0
 AE_BUDGET_STEP = 1.0
 AE_BUDGET_MIN_STEP = 0.05
 # The shortest wait for a peer's "retry later" given in milliseconds (io/peer_client.RETRY_AFTER_MS_HEADER):
-# a peer saying 0 ms forever gets at most AE_BUDGET_WAIT / this requests per round.
-AE_PRECISE_RETRY_MIN = 0.1
+# a peer saying 0 ms forever gets at most AE_BUDGET_WAIT / this requests per round. (0.1 s: four times as many
+# 429s as whole seconds, and their headers and connections took the budget's bytes back.)
+AE_PRECISE_RETRY_MIN = 0.25
 # Peer bodies start with this byte: the security layer tells plaintext (< 0x80) from envelopes by the first
 # byte, and a msgpack array starts at 0x90.
 FRAME = b"\x01"
@@ -566,6 +567,7 @@ class StateService(Extension, StateDelegate):
         if budget.answer_room(now) <= 0:
             # Never wait here (the event loop is not held): tell the peer when to come back.
             stream_deferred(agent.node.stats, "antientropy_answer")
+            budget.charge(STREAM_OVERHEAD)  # the refusal goes on the wire too (mandatory: no debt)
             wait = budget.retry_after(now)
             return web.Response(status=429, text="anti-entropy: this agent's byte budget "
                                 "(gossip.maxBytesPerSecond) has no room now, retry later",
@@ -716,7 +718,7 @@ class StateService(Extension, StateDelegate):
             except PeerBusy as exc:
                 if budgeted:  # (an agent before expect_refusal read the body, then answered 429: not given back)
                     self.stats.ae_bytes["sent"] -= len(body)
-                    agent.node.send_budget.refund_stream(len(body) + STREAM_OVERHEAD)
+                    agent.node.send_budget.refund_stream(len(body))  # (the headers went: still charged)
                 stream_deferred(agent.node.stats, "antientropy")
                 # At least a step per retry: a peer's "retry after 0 s", forever, must still end the round
                 # (sessions run one at a time: it stalled anti-entropy with every member, and hammered the peer).
