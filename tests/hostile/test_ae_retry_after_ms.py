@@ -15,8 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from gossip_agent.core.anti_entropy import AeRequest
 from gossip_agent.core.config import from_mapping
 from gossip_agent.core.send_budget import SendBudget
+from gossip_agent.core.state_codec import encode_ae
 from gossip_agent.io import state_service
 from gossip_agent.io.peer_client import MAX_RETRY_AFTER, PeerBusy, parse_retry_after_ms
 from gossip_agent.io.runtime import Agent
@@ -114,12 +116,15 @@ async def test_under_a_budget_a_retry_later_costs_no_body(monkeypatch: pytest.Mo
         finally:
             writer.close()
         assert head.startswith(b"HTTP/1.1 429"), head[:200]
-        for i in range(50):
-            s1.store.local_put(f"k{i}", b"v" * 100, s1.now_ms())
-        sent = s1.stats.ae_bytes["sent"]
-        assert not await s1.sync_with(("127.0.0.1", a0.port))
-        assert s1.stats.ae["deferred"] == 1 and s1.stats.ae["failures"] == 0
+        entries = tuple(s1.store.local_put(f"k{i}", b"v" * 100, s1.now_ms()) for i in range(50))
+        body = encode_ae(AeRequest((s1.store.merkle.bits, s1.store.merkle.depth), push=entries))
+        assert len(body) >= state_service.AE_EXPECT_MIN_BODY
+        sent, tokens = s1.stats.ae_bytes["sent"], a1.node.send_budget.tokens
+        with pytest.raises(PeerBusy):
+            await s1._ae_round(("127.0.0.1", a0.port), body)
         assert s1.stats.ae_bytes["sent"] == sent  # the request's body never went
+        # Its bytes are back in our budget (only the request's headers stay charged).
+        assert a1.node.send_budget.tokens >= tokens - state_service.STREAM_OVERHEAD - 1
         assert s0.store.get("k0") is None
     finally:
         await a1.stop()

@@ -109,6 +109,8 @@ AE_BUDGET_MIN_STEP = 0.05
 # a peer saying 0 ms forever gets at most AE_BUDGET_WAIT / this requests per round. (0.1 s: four times as many
 # 429s as whole seconds, and their headers and connections took the budget's bytes back.)
 AE_PRECISE_RETRY_MIN = 0.25
+# Request bodies from this size on are sent with Expect: 100-continue under a budget (`_ae_round`).
+AE_EXPECT_MIN_BODY = 2048
 # Peer bodies start with this byte: the security layer tells plaintext (< 0x80) from envelopes by the first
 # byte, and a msgpack array starts at 0x90.
 FRAME = b"\x01"
@@ -705,18 +707,19 @@ class StateService(Extension, StateDelegate):
         (AE_BUDGET_WAIT): past it the round raises _BudgetDeferral or PeerBusy (the session is deferred)."""
         agent = self.agent
         waited = 0.0
-        # Under a budget the body goes only once the peer agrees (Expect: 100-continue): its "retry later"
+        # Under a budget a large body goes only once the peer agrees (Expect: 100-continue): its "retry later"
         # then costs a round trip, not the body's bytes (they are given back to our budget), which each 429
-        # spent again (up to a quarter of a second of a 30 kB/s budget per retry).
-        budgeted = not agent.node.send_budget.unlimited
+        # spent again (up to a quarter of a second of a 30 kB/s budget per retry). Not for small bodies: a
+        # refused Expect ends the connection (aiohttp), and a new one costs ~0.5 kB of packets.
+        expect = not agent.node.send_budget.unlimited and len(body) >= AE_EXPECT_MIN_BODY
         while True:
             waited = await self._budget_wait(len(body), waited)
             self.stats.ae_bytes["sent"] += len(body)
             try:
                 return await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE,
-                                            expect_continue=budgeted)
+                                            expect_continue=expect)
             except PeerBusy as exc:
-                if budgeted:  # (an agent before expect_refusal read the body, then answered 429: not given back)
+                if expect:  # (an agent before expect_refusal read the body, then answered 429: not given back)
                     self.stats.ae_bytes["sent"] -= len(body)
                     agent.node.send_budget.refund_stream(len(body))  # (the headers went: still charged)
                 stream_deferred(agent.node.stats, "antientropy")
