@@ -569,7 +569,8 @@ class StateService(Extension, StateDelegate):
         if budget.answer_room(now) <= 0:
             # Never wait here (the event loop is not held): tell the peer when to come back.
             stream_deferred(agent.node.stats, "antientropy_answer")
-            budget.charge(STREAM_OVERHEAD)  # the refusal goes on the wire too (mandatory: no debt)
+            # (Not charged to the budget: this answer may go before the request is authenticated, and a
+            # client sending such requests would otherwise spend the reserve kept for critical rumors.)
             wait = budget.retry_after(now)
             return web.Response(status=429, text="anti-entropy: this agent's byte budget "
                                 "(gossip.maxBytesPerSecond) has no room now, retry later",
