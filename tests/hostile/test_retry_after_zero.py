@@ -23,7 +23,7 @@ from gossip_agent.io.state_service import AE_BUDGET_WAIT, StateService
 
 
 def _fake_service(clock: list[float], calls: list[int], retry_after: float) -> SimpleNamespace:
-    async def exchange(addr: object, path: str, body: bytes, *, max_bytes: int) -> bytes:
+    async def exchange(addr: object, path: str, body: bytes, *, max_bytes: int, **_: object) -> bytes:
         calls.append(1)
         if len(calls) > 10_000:
             raise AssertionError("the round never ends")

@@ -60,6 +60,11 @@ class Limits:
     # Approximate bytes of one answer (children, listings, entries): what the byte budget lets the responder
     # send now (`answer_limits`). Past it the answer is truncated; its first node is always served.
     max_answer_bytes: int = NO_ANSWER_LIMIT
+    # Entries one request may push (the responder refuses more, before decoding them: io/state_service.py).
+    # Decoding and merging cost ~10-30 us per entry on the event loop, so a 4 MiB push of 50k tiny entries
+    # held the responder's loop ~1 s (probes stalled: false suspicion of it). The initiator splits its pushes
+    # to fit (more rounds); the merges an answer sends back are at most this many too.
+    max_push: int = 512
 
 
 # Approximate encoded sizes, for shrinking messages to a byte budget (accounting uses the real encoding).
@@ -72,6 +77,9 @@ ENTRY_GUESS_BYTES = 1024
 # finishes its work instead of starting again from the root (each restart pays the descent again).
 BUDGET_ROUNDS_FACTOR = 8
 SHELL_BYTES = 64           # a message's fixed fields
+# Pushed entries merged at once: the driver yields to its event loop between chunks (`PushMerge`), so one
+# request's merge holds the loop ~1 ms at a time, however many requests are served at once.
+MERGE_CHUNK = 64
 
 
 def child_bytes(fanout: int) -> int:
@@ -150,41 +158,97 @@ def approx_entry_bytes(entry: Entry) -> int:
 
 
 # -- responder ---------------------------------------------------------------------------------------
-def respond(store: KvStore, request: AeRequest, now_ms: int, limits: Limits = Limits()) -> AeResponse:
-    """Answer one round. Merges pushed entries first (invalid ones are skipped)."""
-    tree = store.merkle
+def check_request(tree: MerkleTree, request: AeRequest, limits: Limits) -> None:
+    """Refuse (AntiEntropyError) a request that breaks the protocol or asks more than `limits` allow, before
+    any of it is merged."""
     _check_shape(tree, request.shape)
     nodes = (*request.descend, *request.listing, *request.want_nodes)
     if len(nodes) > limits.max_nodes or len(request.want) > limits.max_want:
         raise AntiEntropyError("request asks for too many nodes or keys")
+    if len(request.push) > limits.max_push:
+        raise AntiEntropyError(f"request pushes {len(request.push)} entries; at most {limits.max_push} per request")
     if any(len(prefix) != KEY_ID_BYTES for prefix in request.want):
         raise AntiEntropyError(f"key ids must be {KEY_ID_BYTES} bytes")
     for level, index in nodes:
         _check_node(tree, level, index, inner=False)
     for level, index in request.descend:
         _check_node(tree, level, index, inner=True)
-    collected: list[str] = []
-    entries: list[Entry] = []
-    room = limits.max_entry_bytes
-    truncated = False
-    for entry in request.push:
-        try:
-            changed = store.apply_remote(entry, now_ms)
-        except InvalidEntry:
-            continue
-        if not changed and store.was_collected(entry.key):
-            collected.append(entry.key)
-            continue
-        merged = store.entry(entry.key)
-        if merged is not None and merged != entry:  # ours was newer or concurrent: send the merge back
-            size = approx_entry_bytes(merged)
-            if entries and size > room:
-                # Past the answer's room (stale pushes of keys whose values are large here drew them all
-                # back, whatever the budget): the initiator's root still differs, its next session finds these.
-                truncated = True
+
+
+class PushMerge:
+    """A request's pushed entries, merged a chunk at a time: the driver calls `step` until `done`, yielding
+    to its event loop in between (each step holds it for `count` merges only). What the request asks besides
+    is answered by `respond(..., merged=this)` afterwards. Another write between steps is harmless: each
+    merge is a CRDT join, and a merge sent back is the state at its step (newer than what was pushed)."""
+
+    def __init__(self, store: KvStore, request: AeRequest, limits: Limits = Limits()) -> None:
+        check_request(store.merkle, request, limits)
+        self.store = store
+        self.request = request
+        self.limits = limits
+        self.collected: list[str] = []
+        self.entries: list[Entry] = []  # merges to send back
+        self.sizes: list[int] = []      # their approximate sizes
+        self.room = limits.max_entry_bytes
+        self.truncated = False
+        self._next = 0
+
+    @property
+    def done(self) -> bool:
+        return self._next >= len(self.request.push)
+
+    def step(self, now_ms: int, count: int = MERGE_CHUNK) -> None:
+        """Merge up to `count` more pushed entries (invalid ones are skipped)."""
+        store = self.store
+        push = self.request.push
+        stop = min(len(push), self._next + max(1, count))
+        for entry in push[self._next:stop]:
+            try:
+                changed = store.apply_remote(entry, now_ms)
+            except InvalidEntry:
                 continue
+            if not changed and store.was_collected(entry.key):
+                self.collected.append(entry.key)
+                continue
+            merged = store.entry(entry.key)
+            if merged is not None and merged != entry:  # ours was newer or concurrent: send the merge back
+                size = approx_entry_bytes(merged)
+                if self.entries and size > self.room:
+                    # Past the answer's room (stale pushes of keys whose values are large here drew them all
+                    # back, whatever the budget): the initiator's root still differs, its next session finds
+                    # these.
+                    self.truncated = True
+                    continue
+                self.room -= size
+                self.entries.append(merged)
+                self.sizes.append(size)
+        self._next = stop
+
+    def fit(self, room: int) -> tuple[list[Entry], int, bool]:
+        """The merges to send back within an answer's `room` bytes (the first always goes), the room left
+        and whether some were left out (the answer's room is known only once the merge is done: the byte
+        budget refilled meanwhile)."""
+        kept = 0
+        for size in self.sizes:
+            if kept and size > room:
+                break
             room -= size
-            entries.append(merged)
+            kept += 1
+        return self.entries[:kept], room, self.truncated or kept < len(self.entries)
+
+
+def respond(store: KvStore, request: AeRequest, now_ms: int, limits: Limits = Limits(),
+            merged: PushMerge | None = None) -> AeResponse:
+    """Answer one round. Merges pushed entries first (invalid ones are skipped), all at once unless the
+    driver merged them already, in chunks (`merged`, done)."""
+    tree = store.merkle
+    if merged is None:
+        merged = PushMerge(store, request, limits)
+        merged.step(now_ms, len(request.push))
+    elif not merged.done or merged.request is not request:
+        raise ValueError("respond(merged=...) needs that request's PushMerge, done")
+    collected = merged.collected
+    entries, room, truncated = merged.fit(limits.max_entry_bytes)
     root = tree.root() if request.root is not None else None
     descend = list(request.descend)
     if root is not None and request.root != root:
@@ -399,7 +463,7 @@ class Session:
         work.push_nodes.clear()
         push: list[Entry] = []
         room = limits.max_entry_bytes
-        while work.push_keys:
+        while work.push_keys and len(push) < limits.max_push:
             entry = store.entry(work.push_keys[-1])
             if entry is not None:
                 room -= approx_entry_bytes(entry)

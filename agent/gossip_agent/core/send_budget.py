@@ -177,6 +177,13 @@ class SendBudget:
             return
         self._charge_stream(size)
 
+    def refund_stream(self, size: int) -> None:
+        """A stream message charged by `take_stream` did not go after all (the peer said "retry later" before
+        the body was sent): give its bytes back, up to `burst`."""
+        if self.unlimited or size <= 0:
+            return
+        self._tokens = min(float(self.burst), self._tokens + size)
+
     def _charge_stream(self, size: int) -> None:
         # Debt, not a floor at zero: a stream message is optional, so what it overshot is owed (bounded, so
         # one oversized entry cannot silence gossip for longer than one burst takes to earn).

@@ -221,6 +221,27 @@ def decode_ae_request(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeRe
                      _entries(push, limits, "push"), tuple(want), _nodes(want_nodes, "want_nodes"))
 
 
+def ae_request_push_count(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> int:
+    """How many entries an anti-entropy request pushes, read from the push array's header without decoding
+    the request (the fields before it are skipped, nothing is built): the responder refuses an oversized
+    push before it pays for decoding it (~15 us per entry)."""
+    if len(data) > limits.max_message_bytes:
+        raise StateCodecError(f"message of {len(data)} bytes exceeds the {limits.max_message_bytes} byte cap")
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(data)), max_ext_len=0)
+    unpacker.feed(data)
+    try:
+        if unpacker.read_array_header() != 8 or unpacker.unpack() != AE_REQUEST:
+            raise StateCodecError("not an anti-entropy request (format tag 3, 8 fields)")
+        for _ in range(4):  # shape, root, descend, listing
+            unpacker.skip()
+        count: int = unpacker.read_array_header()
+    except StateCodecError:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException) as err:
+        raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
+    return count
+
+
 def decode_ae_response(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeResponse:
     _, shape, root, children, listings, entries, collected, truncated = _decode(
         data, AE_RESPONSE, 8, limits, "anti-entropy response")

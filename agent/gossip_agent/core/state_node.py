@@ -47,6 +47,7 @@ from gossip_agent.core.anti_entropy import (
     AeRequest,
     AeResponse,
     Limits,
+    PushMerge,
     Session,
     answer_limits,
     request_limits,
@@ -459,13 +460,24 @@ class StateNode:
         return encode_rumor(entry)
 
     # -- anti-entropy -----------------------------------------------------------------------------------
-    def serve_anti_entropy(self, request: AeRequest, now: float, wall: float,
-                           room: int | None = None) -> tuple[AeResponse, list[StateEffect]]:
+    def merge_anti_entropy_push(self, merge: PushMerge, now: float, wall: float) -> list[StateEffect]:
+        """Merge the next chunk of a peer's pushed entries and log it (`merge`: `PushMerge(self.store,
+        request, AE_LIMITS)`; the driver yields to its event loop between chunks, then calls
+        `serve_anti_entropy(..., merged=merge)`)."""
+        merge.step(_ms(wall))
+        out: list[StateEffect] = []
+        changes = self._commit(out, now)
+        self.stats.ae_repaired["pushed_in"] += sum(1 for c in changes if c.origin == "remote")
+        return out
+
+    def serve_anti_entropy(self, request: AeRequest, now: float, wall: float, room: int | None = None,
+                           merged: PushMerge | None = None) -> tuple[AeResponse, list[StateEffect]]:
         """Answer one round of a peer's session (raises AntiEntropyError on a request that breaks the
-        protocol); what the peer pushed is merged and logged. `room`: about how many bytes the answer may
-        take (the send budget's `answer_room`; what does not fit is marked truncated)."""
+        protocol); what the peer pushed is merged (unless `merged` did, in chunks) and logged. `room`: about
+        how many bytes the answer may take (the send budget's `answer_room`; what does not fit is marked
+        truncated)."""
         limits = AE_LIMITS if room is None else answer_limits(room, AE_LIMITS)
-        response = respond(self.store, request, _ms(wall), limits)
+        response = respond(self.store, request, _ms(wall), limits, merged)
         out: list[StateEffect] = []
         changes = self._commit(out, now)
         self.stats.ae_repaired["pushed_in"] += sum(1 for c in changes if c.origin == "remote")

@@ -34,6 +34,10 @@ Why each bound exists (issue 10, attacks 4 and 10):
   evictions in `gossip_watch_evicted_total{stream}`. Without tokens the API cannot tell clients apart beyond
   their address: one client with as many addresses as there are slots can still hold them all (one each),
   which is one more reason to configure tokens outside local development.
+- Refusals that need no body (`refuse_before_body`): a route may name a cheap check (a "retry later" for a
+  byte budget or a concurrency cap) that the guard runs after access control and before the body is read;
+  its answer goes at once, so a request the agent would refuse anyway costs it no body bytes, memory or
+  time (the anti-entropy endpoint read a whole 4 MiB body before answering 429).
 - JSON: `loads_limited` answers a body nested deeper than `MAX_JSON_DEPTH` with 400 instead of the 500 a
   RecursionError gave.
 """
@@ -49,7 +53,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Middleware
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -80,6 +84,9 @@ INFLATE_CHUNK = 256 * 1024
 ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 BODY = web.RequestKey("inflated_body", bytes)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PreBodyCheck = Callable[[web.Request], web.StreamResponse | None]
+_PRE_BODY = "gossip_pre_body_check"
 HTTP_STATS = web.AppKey("http_stats", Counter)
 
 
@@ -197,6 +204,42 @@ class BodyBudget:
             del self.by_client[client]
 
 
+def refuse_before_body(check: PreBodyCheck, handler: Handler) -> Handler:
+    """`handler`, marked so that `guard_middleware` runs `check` after access control and before it reads the
+    body: a response `check` returns, or an HTTPException it raises, is the answer (the body is never read;
+    aiohttp discards what the client still sends, within its lingering time). `check` must be cheap and must
+    not read the body."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    setattr(guarded, _PRE_BODY, check)  # a marker the guard looks for
+    return guarded
+
+
+def expect_refusal(check: PreBodyCheck) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+    """An `expect_handler` for a route (`web.post(path, handler, expect_handler=...)`): a client that sends
+    `Expect: 100-continue` and waits for it (peers do, under a byte budget) gets `check`'s refusal instead,
+    and never sends the body: a "retry later" costs neither side the body's bytes on the wire nor the
+    asker's budget. Otherwise "100 Continue", as aiohttp's default does. (aiohttp runs this before the
+    middlewares, so before access control: the refusal says only "retry later".)"""
+
+    async def handler(request: web.Request) -> web.StreamResponse | None:
+        refusal = check(request)
+        if refusal is not None:
+            request.app[HTTP_STATS]["refused_before_body"] += 1
+            return refusal
+        expect = request.headers.get("Expect", "")
+        if request.version == HttpVersion11:
+            if expect.lower() != "100-continue":
+                raise web.HTTPExpectationFailed(text=f"unknown Expect: {expect[:64]}")
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # (the response's own bytes start now)
+        return None
+
+    return handler
+
+
 def guard_middleware(auth: ApiAuth, inflater: Inflater, max_body: int,
                      budget: BodyBudget | None = None) -> Middleware:
     """Authenticate, then read (and, on user routes, inflate) the body within its time and size bounds,
@@ -222,6 +265,16 @@ def guard_middleware(auth: ApiAuth, inflater: Inflater, max_body: int,
             raise _json_error(415, f"Content-Encoding {encoding[:32]!r} is not accepted here"
                                    + (" (peers compress inside the sealed frame)" if kind is RouteClass.PEER
                                       else f"; use one of {', '.join(sorted(ENCODINGS))} or none"))
+        check: PreBodyCheck | None = getattr(request.match_info.handler, _PRE_BODY, None)
+        if check is not None:
+            try:
+                refusal = check(request)
+            except web.HTTPException:
+                stats["refused_before_body"] += 1
+                raise
+            if refusal is not None:
+                stats["refused_before_body"] += 1
+                return refusal
         if not request.body_exists or request.method in ("GET", "HEAD"):
             return await handler(request)
         size = max_body if request.content_length is None else request.content_length
@@ -468,7 +521,8 @@ class HttpCollector(Collector):
         family = CounterMetricFamily("gossip_http_refused", "HTTP requests and connections refused, by reason "
                                      "(auth_401, auth_403, encoding_refused, body_too_large, body_timeout, "
                                      "body_budget, body_aborted, inflate_refused, connection_cap, "
-                                     "watch_address, watch_token, watch_full).", labels=["reason"])
+                                     "watch_address, watch_token, watch_full, refused_before_body: a route's "
+                                     "retry-later answered before the body was read).", labels=["reason"])
         evicted = CounterMetricFamily("gossip_watch_evicted", "Watches ended to give their slot to a client "
                                       "holding fewer (fair share), by stream (members, kv).", labels=["stream"])
         downgraded = CounterMetricFamily("gossip_critical_downgraded", "Writes that asked for ?priority=critical "

@@ -34,6 +34,9 @@ class PeerError(Exception):
 # What a "retry later" answer may ask us to wait, at most (a peer's header is input like any other).
 MAX_RETRY_AFTER = 60.0
 DEFAULT_RETRY_AFTER = 1.0
+# Retry-After is whole seconds (RFC 9110), too coarse for a byte budget that refills within a fraction of one:
+# agents also send the wait in milliseconds here, and agents that read it wait only that long.
+RETRY_AFTER_MS_HEADER = "X-Gossip-Retry-After-Ms"
 
 
 class PeerBusy(PeerError):
@@ -41,10 +44,11 @@ class PeerBusy(PeerError):
     requests as it may). Nothing is wrong with the peer: callers defer, they do not count a failure.
     `retry_after`: seconds the peer asked for (its Retry-After header, bounded)."""
 
-    def __init__(self, status: int, retry_after: float) -> None:
+    def __init__(self, status: int, retry_after: float, *, precise: bool = False) -> None:
         super().__init__("busy", f"HTTP {status}, retry after {retry_after:g} s")
         self.status = status
         self.retry_after = retry_after
+        self.precise = precise  # from RETRY_AFTER_MS_HEADER (else whole seconds, rounded up)
 
 
 def parse_retry_after(value: str | None) -> float:
@@ -54,6 +58,15 @@ def parse_retry_after(value: str | None) -> float:
     if not text or len(text) > 6 or not (text.isascii() and text.isdigit()):
         return DEFAULT_RETRY_AFTER
     return min(MAX_RETRY_AFTER, float(int(text)))
+
+
+def parse_retry_after_ms(value: str | None) -> float | None:
+    """Seconds from RETRY_AFTER_MS_HEADER (an integer of milliseconds), within [0, MAX_RETRY_AFTER]; None when
+    absent or not one (then Retry-After counts)."""
+    text = (value or "").strip()
+    if not text or len(text) > 9 or not (text.isascii() and text.isdigit()):
+        return None
+    return min(MAX_RETRY_AFTER, int(text) / 1000)
 
 
 async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
@@ -96,17 +109,22 @@ class PeerClient:
         return f"{self._scheme}://{host}:{addr[1]}{path}"
 
     async def exchange(self, addr: Address, path: str, body: bytes, *, max_bytes: int,
-                       timeout: float | None = None) -> bytes:
-        """POST a sealed body, return the opened answer (at most `max_bytes`). Raises PeerError only."""
+                       timeout: float | None = None, expect_continue: bool = False) -> bytes:
+        """POST a sealed body, return the opened answer (at most `max_bytes`). Raises PeerError only.
+        `expect_continue`: send the headers first (`Expect: 100-continue`) and the body only once the peer
+        agrees, so a "retry later" costs one round trip instead of the body (io/http_limits.expect_refusal)."""
         if self._session is None:
             raise PeerError("closed")
         sealed = self.security.seal(body, Purpose.STREAM)
         limit = max_bytes + 64  # the envelope
         try:
             async with self._session.post(
-                    self.url(addr, path), data=sealed, headers={"Content-Type": _OCTETS},
+                    self.url(addr, path), data=sealed, headers={"Content-Type": _OCTETS}, expect100=expect_continue,
                     timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
                 if resp.status in (429, 503):
+                    precise = parse_retry_after_ms(resp.headers.get(RETRY_AFTER_MS_HEADER))
+                    if precise is not None:
+                        raise PeerBusy(resp.status, precise, precise=True)
                     raise PeerBusy(resp.status, parse_retry_after(resp.headers.get("Retry-After")))
                 if resp.status != 200:
                     raise PeerError("status", f"HTTP {resp.status}")

@@ -69,6 +69,7 @@ from gossip_agent.io.http_limits import (
     caller_of,
     count_watch,
     loads_limited,
+    refuse_before_body,
     request_body,
 )
 
@@ -127,12 +128,19 @@ WATCH_BATCH_BYTES = 64 * 1024
 MAX_LIST = 1000
 MAX_LIST_BYTES = 1 << 20  # a listing page ends early (with `next`) once its JSON passes this many bytes
 MAX_SET_OPS = 1024
+COUNTER_BODY = 64 * 1024  # JSON bodies of CRDT operations: a counter's delta, a set's adds and removes
+SET_BODY = 1 << 20
 MAX_TIMEOUT = 60.0
 DEFAULT_WRITE_TIMEOUT = 5.0  # a w > 1 write waits at most this long by default
 _JSON = "application/json"
 _PRIORITIES = ("critical", "normal")  # ?priority= on PUT/DELETE /v1/kv/...
 PRIORITY = "priority"
 PRIORITY_HEADER = "X-Gossip-Priority"  # a write that gave ?priority= answers the priority it was made with
+
+
+def _json_value_limit(max_value: int) -> int:
+    """A JSON body carrying one value (base64 at worst) and its context."""
+    return max_value * 2 + 65536
 
 
 class ApiError(web.HTTPException):
@@ -351,24 +359,69 @@ class StateApi:
         self.watch_slots = WatchSlots(MAX_WATCHERS, MAX_WATCHES_PER_CLIENT, "watches")
 
     def routes(self) -> list[web.AbstractRouteDef]:
+        put = refuse_before_body(self._before_value("key", "", priority=True), self.put)
+        counter = refuse_before_body(self._before_body("name", COUNTERS, COUNTER_BODY), self.counter_update)
+        add = refuse_before_body(self._before_body("name", SETS, SET_BODY), self.set_update)
+        lww = refuse_before_body(self._before_value("name", LWW_REGISTERS), self.lww_set)
+        mv = refuse_before_body(self._before_value("name", MV_REGISTERS), self.mv_set)
         return [
             web.get("/v1/kv", self.list_keys),
-            web.put("/v1/kv/{key:.+}", self.put),
-            web.post("/v1/kv/{key:.+}", self.put),
+            web.put("/v1/kv/{key:.+}", put),
+            web.post("/v1/kv/{key:.+}", put),
             web.get("/v1/kv/{key:.+}", self.get),
             web.delete("/v1/kv/{key:.+}", self.delete),
             web.get("/v1/watch", self.watch),
-            web.post("/v1/crdt/counters/{name:.+}", self.counter_update),
+            web.post("/v1/crdt/counters/{name:.+}", counter),
             web.get("/v1/crdt/counters/{name:.+}", self.counter_get),
-            web.post("/v1/crdt/sets/{name:.+}", self.set_update),
+            web.post("/v1/crdt/sets/{name:.+}", add),
             web.get("/v1/crdt/sets/{name:.+}", self.set_get),
-            web.put("/v1/crdt/registers/lww/{name:.+}", self.lww_set),
-            web.post("/v1/crdt/registers/lww/{name:.+}", self.lww_set),
+            web.put("/v1/crdt/registers/lww/{name:.+}", lww),
+            web.post("/v1/crdt/registers/lww/{name:.+}", lww),
             web.get("/v1/crdt/registers/lww/{name:.+}", self.lww_get),
-            web.put("/v1/crdt/registers/mv/{name:.+}", self.mv_set),
-            web.post("/v1/crdt/registers/mv/{name:.+}", self.mv_set),
+            web.put("/v1/crdt/registers/mv/{name:.+}", mv),
+            web.post("/v1/crdt/registers/mv/{name:.+}", mv),
             web.get("/v1/crdt/registers/mv/{name:.+}", self.mv_get),
         ]
+
+    # -- refusals before the body is read (io/http_limits.refuse_before_body) -------------------------------
+    def _before_body(self, name: str, prefix: str, limit: int, *,
+                     priority: bool = False) -> Callable[[web.Request], web.StreamResponse | None]:
+        """A write's checks that need no body: its key, `w`/`timeout` (and `priority`), and its declared
+        length against the route's limit. They ran after the guard had read the body (up to 4 MiB): a
+        value over `state.maxValueBytes` or a bad key was refused only once all of it had arrived."""
+
+        def check(request: web.Request) -> None:
+            self._key(request, name, prefix)
+            self._write_params(request)
+            if priority:
+                self._critical(request)
+            self._check_length(request, limit, "JSON body")
+
+        return check
+
+    def _before_value(self, name: str, prefix: str, *,
+                      priority: bool = False) -> Callable[[web.Request], web.StreamResponse | None]:
+        """`_before_body` for a route whose body is a value: raw (`state.maxValueBytes`) or JSON."""
+
+        def check(request: web.Request) -> None:
+            self._key(request, name, prefix)
+            self._write_params(request)
+            if priority:
+                self._critical(request)
+            max_value = self.svc.config.state.max_value_bytes
+            if request.content_type == _JSON:
+                self._check_length(request, _json_value_limit(max_value), "JSON body")
+            else:
+                self._check_length(request, max_value, "value")
+
+        return check
+
+    @staticmethod
+    def _check_length(request: web.Request, limit: int, what: str) -> None:
+        # (A compressed body's length says nothing of what it inflates to: the read checks that.)
+        if request.content_length is not None and request.content_length > limit \
+                and "Content-Encoding" not in request.headers:
+            raise _error(413, f"{what} is {request.content_length} bytes; the limit is {limit}")
 
     # -- input -------------------------------------------------------------------------------------------
     def _key(self, request: web.Request, name: str = "key", prefix: str = "") -> str:
@@ -384,16 +437,14 @@ class StateApi:
 
     async def _read(self, request: web.Request, limit: int, what: str) -> bytes:
         """The body, refusing more than `limit` bytes before holding them."""
-        if request.content_length is not None and request.content_length > limit \
-                and "Content-Encoding" not in request.headers:
-            raise _error(413, f"{what} is {request.content_length} bytes; the limit is {limit}")
+        self._check_length(request, limit, what)
         # The guard middleware already read (and inflated) it within the app-wide bounds.
         body = await request_body(request)
         if len(body) > limit:
             raise _error(413, f"{what} is {len(body)} bytes; the limit is {limit}")
         return body
 
-    async def _json(self, request: web.Request, limit: int = 64 * 1024) -> dict[str, Any]:
+    async def _json(self, request: web.Request, limit: int = COUNTER_BODY) -> dict[str, Any]:
         body = await self._read(request, limit, "JSON body")
         try:
             data = loads_limited(body)
@@ -473,7 +524,7 @@ class StateApi:
         max_value = self.svc.config.state.max_value_bytes
         context = self._context(request.headers.get(CONTEXT_HEADER))
         if request.content_type == _JSON:
-            data = await self._json(request, max_value * 2 + 65536)
+            data = await self._json(request, _json_value_limit(max_value))
             unknown = set(data) - {"value", "valueBase64", "context"}
             if unknown:
                 raise _error(400, f"unknown field(s) {', '.join(sorted(unknown))}; expected value or "
@@ -664,7 +715,7 @@ class StateApi:
     async def set_update(self, request: web.Request) -> web.Response:
         key = self._key(request, "name", SETS)
         w, timeout = self._write_params(request)
-        data = await self._json(request, 1 << 20)
+        data = await self._json(request, SET_BODY)
         if set(data) - {"add", "remove"}:
             raise _error(400, 'body must be {"add": [strings], "remove": [strings]}')
         add, remove = data.get("add", []), data.get("remove", [])

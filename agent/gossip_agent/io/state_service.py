@@ -39,7 +39,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gossip_agent.core.anti_entropy import AeRequest, AntiEntropyError
+from gossip_agent.core.anti_entropy import AeRequest, AntiEntropyError, PushMerge
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker
 from gossip_agent.core.crdt import Crdt
@@ -61,6 +61,7 @@ from gossip_agent.core.send_budget import STREAM_OVERHEAD, stream_deferred
 from gossip_agent.core.state_codec import (
     CodecLimits,
     StateCodecError,
+    ae_request_push_count,
     decode_ae_request,
     decode_ae_response,
     decode_change,
@@ -69,6 +70,7 @@ from gossip_agent.core.state_codec import (
     encode_rumor,
 )
 from gossip_agent.core.state_node import (
+    AE_LIMITS,
     AntiEntropyWith,
     Broadcast,
     FetchValue,
@@ -82,7 +84,8 @@ from gossip_agent.core.state_node import (
     StateStats,
 )
 from gossip_agent.io.host import AgentHost, Extension
-from gossip_agent.io.peer_client import PeerBusy, PeerError
+from gossip_agent.io.http_limits import expect_refusal, refuse_before_body
+from gossip_agent.io.peer_client import RETRY_AFTER_MS_HEADER, PeerBusy, PeerError
 from gossip_agent.io.persistence import DurableLog
 from gossip_agent.io.security import AuthError, Purpose
 from gossip_agent.io.state_http import StateApi, WatchHub
@@ -102,6 +105,12 @@ AE_BUDGET_WAIT = 10.0
 # may have spent what the step earned: anti-entropy yields to it).
 AE_BUDGET_STEP = 1.0
 AE_BUDGET_MIN_STEP = 0.05
+# The shortest wait for a peer's "retry later" given in milliseconds (io/peer_client.RETRY_AFTER_MS_HEADER):
+# a peer saying 0 ms forever gets at most AE_BUDGET_WAIT / this requests per round. (0.1 s: four times as many
+# 429s as whole seconds, and their headers and connections took the budget's bytes back.)
+AE_PRECISE_RETRY_MIN = 0.25
+# Request bodies from this size on are sent with Expect: 100-continue under a budget (`_ae_round`).
+AE_EXPECT_MIN_BODY = 2048
 # Peer bodies start with this byte: the security layer tells plaintext (< 0x80) from envelopes by the first
 # byte, and a msgpack array starts at 0x90.
 FRAME = b"\x01"
@@ -149,7 +158,8 @@ class StateService(Extension, StateDelegate):
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return [*self.api.routes(),
-                web.post(AE_PATH, self._serve_ae),
+                web.post(AE_PATH, refuse_before_body(self._ae_refusal, self._serve_ae),
+                         expect_handler=expect_refusal(self._ae_refusal)),
                 web.post(REPLICATE_PATH, self._serve_replicate),
                 web.post(FETCH_PATH, self._serve_fetch)]
 
@@ -517,10 +527,10 @@ class StateService(Extension, StateDelegate):
         self._perform(effects)
 
     async def _exchange(self, addr: Address, path: str, body: bytes, *, max_bytes: int,
-                        timeout: float | None = None) -> bytes:
+                        timeout: float | None = None, expect_continue: bool = False) -> bytes:
         """A sealed exchange with a peer's state endpoint (bodies framed with FRAME)."""
         answer = await self.agent.peer_client.exchange(addr, path, FRAME + body, max_bytes=max_bytes + 1,
-                                                       timeout=timeout)
+                                                       timeout=timeout, expect_continue=expect_continue)
         if answer[:1] != FRAME:
             raise PeerError("decode", "not a state frame")
         return answer[1:]
@@ -543,12 +553,35 @@ class StateService(Extension, StateDelegate):
         return web.Response(body=self.agent.security.seal(FRAME + body, Purpose.STREAM),
                             content_type="application/octet-stream")
 
-    async def _serve_ae(self, request: web.Request) -> web.Response:
+    def _ae_refusal(self, request: web.Request) -> web.Response | None:
+        """The cheap "retry later" answers, given before the body is read (the HTTP guard runs this first,
+        `refuse_before_body`; the handler again, since the state may change while the body arrives): too many
+        requests served at once (503), or no room in the byte budget for an answer (429). Nothing of a refused
+        request is read or merged; the peer defers its session (not a failure)."""
         if self._ae_serving >= AE_MAX_CONCURRENT:
-            # Each answer is bounded (anti_entropy.Limits.max_scan), and so is how many run at once.
+            # Each answer is bounded (anti_entropy.Limits), and so is how many run at once.
             self.stats.ae["busy"] += 1
             return web.Response(status=503, text="anti-entropy: too many concurrent requests, retry later",
                                 headers={"Retry-After": "1"})
+        agent = self.agent
+        budget = agent.node.send_budget
+        now = agent.now()
+        if budget.answer_room(now) <= 0:
+            # Never wait here (the event loop is not held): tell the peer when to come back.
+            stream_deferred(agent.node.stats, "antientropy_answer")
+            # (Not charged to the budget: this answer may go before the request is authenticated, and a
+            # client sending such requests would otherwise spend the reserve kept for critical rumors.)
+            wait = budget.retry_after(now)
+            return web.Response(status=429, text="anti-entropy: this agent's byte budget "
+                                "(gossip.maxBytesPerSecond) has no room now, retry later",
+                                headers={"Retry-After": str(max(1, math.ceil(wait))),
+                                         RETRY_AFTER_MS_HEADER: str(max(1, math.ceil(wait * 1000)))})
+        return None
+
+    async def _serve_ae(self, request: web.Request) -> web.Response:
+        refusal = self._ae_refusal(request)
+        if refusal is not None:
+            return refusal
         self._ae_serving += 1
         try:
             return await self._answer_ae(request)
@@ -556,25 +589,34 @@ class StateService(Extension, StateDelegate):
             self._ae_serving -= 1
 
     async def _answer_ae(self, request: web.Request) -> web.Response:
+        """One round of a peer's session. The push count is checked from the array header before the request
+        is decoded (decoding and merging cost ~10-30 us per entry); the pushed entries are merged in chunks
+        (anti_entropy.MERGE_CHUNK), yielding to the event loop between them, so probes and other requests
+        are served meanwhile."""
         body = await self._open_body(request, AE_MAX_RESPONSE)
-        agent = self.agent
-        budget = agent.node.send_budget
-        now = agent.now()
-        room = budget.answer_room(now)
-        if room <= 0:
-            # The byte budget has no room for an answer now: never wait here (the event loop is not held), tell
-            # the peer when to come back; it defers its session (not a failure). Nothing of the request is merged.
-            stream_deferred(agent.node.stats, "antientropy_answer")
-            retry = max(1, math.ceil(budget.retry_after(now)))
-            return web.Response(status=429, text="anti-entropy: this agent's byte budget "
-                                "(gossip.maxBytesPerSecond) has no room now, retry later",
-                                headers={"Retry-After": str(retry)})
+        agent, core = self.agent, self.core
         try:
+            pushed = ae_request_push_count(body, self.limits)
+            if pushed > AE_LIMITS.max_push:
+                agent.stats.dropped["antientropy_push_count"] += 1
+                return web.Response(status=413, text=(
+                    f"anti-entropy: the request pushes {pushed} entries; this agent merges at most "
+                    f"{AE_LIMITS.max_push} per request. Split pushes over rounds (agents since this limit do); "
+                    "upgrade the asking agent"))
             ae_request = decode_ae_request(body, self.limits)
-            response, effects = self.core.serve_anti_entropy(ae_request, now, self.wall(),
-                                                             None if budget.unlimited else room - STREAM_OVERHEAD)
+            merge = PushMerge(self.store, ae_request, AE_LIMITS)
+            while not merge.done:
+                self._perform(core.merge_anti_entropy_push(merge, agent.now(), self.wall()))
+                if not merge.done:
+                    await asyncio.sleep(0)  # let probes, gossip and other requests run between chunks
+            budget = agent.node.send_budget
+            now = agent.now()
+            room = budget.answer_room(now)
+            response, effects = core.serve_anti_entropy(ae_request, now, self.wall(),
+                                                        None if budget.unlimited else max(1, room - STREAM_OVERHEAD),
+                                                        merged=merge)
         except (StateCodecError, AntiEntropyError) as exc:
-            self.agent.stats.dropped["antientropy"] += 1
+            agent.stats.dropped["antientropy"] += 1
             return web.Response(status=400, text=str(exc))
         self._perform(effects)
         sealed = self._sealed(encode_ae(response))
@@ -666,16 +708,27 @@ class StateService(Extension, StateDelegate):
         (AE_BUDGET_WAIT): past it the round raises _BudgetDeferral or PeerBusy (the session is deferred)."""
         agent = self.agent
         waited = 0.0
+        # Under a budget a large body goes only once the peer agrees (Expect: 100-continue): its "retry later"
+        # then costs a round trip, not the body's bytes (they are given back to our budget), which each 429
+        # spent again (up to a quarter of a second of a 30 kB/s budget per retry). Not for small bodies: a
+        # refused Expect ends the connection (aiohttp), and a new one costs ~0.5 kB of packets.
+        expect = not agent.node.send_budget.unlimited and len(body) >= AE_EXPECT_MIN_BODY
         while True:
             waited = await self._budget_wait(len(body), waited)
             self.stats.ae_bytes["sent"] += len(body)
             try:
-                return await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE)
+                return await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE,
+                                            expect_continue=expect)
             except PeerBusy as exc:
+                if expect:  # (an agent before expect_refusal read the body, then answered 429: not given back)
+                    self.stats.ae_bytes["sent"] -= len(body)
+                    agent.node.send_budget.refund_stream(len(body))  # (the headers went: still charged)
                 stream_deferred(agent.node.stats, "antientropy")
                 # At least a step per retry: a peer's "retry after 0 s", forever, must still end the round
                 # (sessions run one at a time: it stalled anti-entropy with every member, and hammered the peer).
-                pause = max(exc.retry_after, AE_BUDGET_STEP)
+                # A wait in milliseconds (a budget refilling) is taken as it is, above a smaller floor: whole
+                # seconds left the session idle ~0.7 s per 429 at 30 kB/s.
+                pause = max(exc.retry_after, AE_PRECISE_RETRY_MIN if exc.precise else AE_BUDGET_STEP)
                 if waited + pause > AE_BUDGET_WAIT:
                     raise
                 await asyncio.sleep(pause)
