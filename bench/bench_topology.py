@@ -20,8 +20,11 @@ drivers in `gossip_agent/sim/topology.py`; table 3 runs real Node cores in the m
     python bench/bench_topology.py [--nodes 200] [--seconds 120] [--mix-nodes 1000] [--seeds 20]
                                    [--fractions 0.05,0.1,0.15,0.2,0.3,0.5,0.667] [--protocol-nodes 1000]
                                    [--protocol-seeds 1,2] [--protocol-writes 30] [--payload-bytes 256]
-                                   [--protocol-broadcast tree,flood]
+                                   [--protocol-broadcast tree,flood] [--by-type]
                                    [--json [FILE]] [--plot DIR]
+
+`--by-type` adds a table of the protocol run's cross-zone bytes under writes by message class (payloads,
+announcements, grafts, prunes, probes, coordinates, rows, digests, headers, push-pull) and the tree's counters.
 
 `--plot DIR` writes PNGs (convergence curves, estimated-vs-measured RTT scatter, rounds vs fraction) if
 matplotlib happens to be installed; it is not a dependency of the project.
