@@ -20,8 +20,11 @@ drivers in `gossip_agent/sim/topology.py`; table 3 runs real Node cores in the m
     python bench/bench_topology.py [--nodes 200] [--seconds 120] [--mix-nodes 1000] [--seeds 20]
                                    [--fractions 0.05,0.1,0.15,0.2,0.3,0.5,0.667] [--protocol-nodes 1000]
                                    [--protocol-seeds 1,2] [--protocol-writes 30] [--payload-bytes 256]
-                                   [--protocol-broadcast tree,flood]
+                                   [--protocol-broadcast tree,flood] [--by-type]
                                    [--json [FILE]] [--plot DIR]
+
+`--by-type` adds a table of the protocol run's cross-zone bytes under writes by message class (payloads,
+announcements, grafts, prunes, probes, coordinates, rows, digests, headers, push-pull) and the tree's counters.
 
 `--plot DIR` writes PNGs (convergence curves, estimated-vs-measured RTT scatter, rounds vs fraction) if
 matplotlib happens to be installed; it is not a dependency of the project.
@@ -178,18 +181,29 @@ def plot(directory: str, conv: list[dict[str, Any]], scatter: dict[str, Any], mi
 
 
 def protocol(nodes: int, seeds: list[int], writes: int, payload_bytes: int,
-             fractions: list[float], paths: Sequence[BroadcastPath] = ("tree",)) -> list[dict[str, Any]]:
+             fractions: list[float], paths: Sequence[BroadcastPath] = ("tree",),
+             by_type: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Random vs topology-aware choice (at each fraction) in the membership simulator
-    (gossip_agent/sim/zones.py), per broadcast path of the writes and seed."""
+    (gossip_agent/sim/zones.py), per broadcast path of the writes and seed. With `by_type` (a list), one row
+    per run is appended to it: the write phase's cross-zone bytes by message class, and the tree's counters."""
     rows: list[dict[str, Any]] = []
     for path in paths:
         for seed in seeds:
             t0 = time.process_time()
-            runs = sweep(nodes, fractions, seed=seed, writes=writes, payload_bytes=payload_bytes, broadcast=path)
+            runs = sweep(nodes, fractions, seed=seed, writes=writes, payload_bytes=payload_bytes, broadcast=path,
+                         by_type=by_type is not None)
             cpu = time.process_time() - t0
             for row in summary(runs):
                 rows.append({"broadcast": path, "seed": seed, **row, "cpu_s": round(cpu, 1)})
+            if by_type is not None:
+                by_type.extend({"broadcast": path, "seed": seed, "mode": r.mode, "fraction": r.fraction,
+                                **r.write_cross_by_type,
+                                **{k: v for k, v in r.write_tree_stats.items() if k in _TREE_COUNTERS}}
+                               for r in runs)
     return rows
+
+
+_TREE_COUNTERS = ("tree_pushes", "tree_duplicates", "tree_grafts", "tree_prunes")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol-broadcast", default="tree",
                         help="gossip.broadcast of the protocol run's writes (comma list of tree, flood; flood is "
                              "immediate forwarding, then gossip rounds)")
+    parser.add_argument("--by-type", action="store_true",
+                        help="also split the protocol run's cross-zone bytes under writes by message class "
+                             "(payloads, announcements, grafts, prunes, probes, digests, coordinates, rows, "
+                             "headers, push-pull)")
     parser.add_argument("--json", nargs="?", const="-", default=None)
     parser.add_argument("--plot", default=None, metavar="DIR")
     args = parser.parse_args(argv)
@@ -222,12 +240,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--protocol-broadcast: a comma list of {', '.join(get_args(BroadcastPath))}")
     conv, scatter = convergence(args.nodes, args.seconds, args.seed, args.every)
     mix = choice(args.mix_nodes, fractions, args.seeds)
+    by_type: list[dict[str, Any]] | None = [] if args.by_type else None
     proto = protocol(args.protocol_nodes, [int(x) for x in args.protocol_seeds.split(",") if x],
                      args.protocol_writes, args.payload_bytes,
                      [float(x) for x in args.protocol_fractions.split(",") if x],
-                     paths) if args.protocol_nodes else []
+                     paths, by_type) if args.protocol_nodes else []
     if args.json is not None:
-        text = json.dumps({"convergence": conv, "choice": mix, "protocol": proto}, indent=1)
+        doc: dict[str, Any] = {"convergence": conv, "choice": mix, "protocol": proto}
+        if by_type is not None:
+            doc["protocol_by_type"] = by_type
+        text = json.dumps(doc, indent=1)
         if args.json == "-":
             print(text)
         else:
@@ -243,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"between), {args.protocol_writes} writes of {args.payload_bytes} B at 2/s, then idle, then "
                   "crashes")
             print_table(proto)
+        if by_type:
+            print("\n# cross-zone bytes under writes by message class (header: packet bytes besides the "
+                  "messages; push-pull: membership streams)")
+            keys = sorted({k for r in by_type for k in r} - {"broadcast", "seed", "mode", "fraction"})
+            print_table([{"broadcast": r["broadcast"], "seed": r["seed"], "mode": r["mode"],
+                          "fraction": r["fraction"], **{k: r.get(k, 0) for k in keys}} for r in by_type])
     if args.plot:
         plot(args.plot, conv, scatter, mix)
     return 0

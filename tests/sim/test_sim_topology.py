@@ -128,13 +128,17 @@ def test_bench_script_runs_and_reports_both_tables() -> None:
     script = Path(__file__).resolve().parents[2] / "bench" / "bench_topology.py"
     out = subprocess.run([sys.executable, str(script), "--nodes", "30", "--seconds", "10", "--every", "5",
                           "--mix-nodes", "30", "--seeds", "2", "--fractions", "0.15", "--protocol-nodes", "30",
-                          "--protocol-writes", "3", "--protocol-broadcast", "tree,flood", "--json"],
+                          "--protocol-writes", "3", "--protocol-broadcast", "tree,flood", "--by-type", "--json"],
                          capture_output=True, text=True, timeout=240, check=True)
     report = json.loads(out.stdout)
     assert {r["topology"] for r in report["convergence"]} == {"3-zones", "geometric"}
     assert [r["cross_zone_fraction"] for r in report["choice"]] == ["uniform", "0.15"]
     assert [(r["broadcast"], r["mode"]) for r in report["protocol"]] == [
         ("tree", "random"), ("tree", "aware"), ("flood", "random"), ("flood", "aware")]
+    by_type = report["protocol_by_type"]
+    assert [(r["broadcast"], r["mode"]) for r in by_type] == [(r["broadcast"], r["mode"]) for r in report["protocol"]]
+    assert all(r["probe"] > 0 for r in by_type)
+    assert all(r["payload"] > 0 and r["tree_pushes"] > 0 for r in by_type if r["broadcast"] == "tree")
 
 
 def test_at_1000_members_the_cut_holds_and_mixing_stays_within_a_round() -> None:

@@ -272,6 +272,7 @@ class Node:
         self._tree_on = g0.broadcast == "tree" and self._pushes
         self.tree = Plumtree(self.name, eager_target=g0.fanout, lazy_interval=g0.interval * _LAZY_TICKS,
                              graft_timeout=g0.interval / 2, rng=rng)
+        self.tree.is_far = self._is_far  # far picks start lazy, near announcers are grafted first
         # Normal pushes wait up to gossip.coalesceDelay for later writes to the same neighbour (core/coalesce.py).
         # (A packet of pushes carries no digests: see _tree_send.)
         self._coalesce: Coalescer[StateRumor] = Coalescer(g0.coalesce_delay, g0.mtu - codec.packet_overhead(self.name))
@@ -387,6 +388,10 @@ class Node:
         if not self.topology.active():
             return None
         return self.topology.is_near(name, m.meta if (m := self.table.get(name)) else {})
+
+    def _is_far(self, name: str) -> bool:
+        """Far under topology-aware choice (not near); False while no topology is known (core/plumtree.py)."""
+        return self.is_near(name) is False
 
     def set_zone(self, zone: str | None, now: float) -> list[Effect]:
         """Our zone (validated by core.topology.parse_zone; None: unknown) changed, e.g. the zone file was
@@ -1840,7 +1845,9 @@ class Node:
         if wanted and not self.leaving and now >= self._tree_fill_at:
             self._tree_fill_at = now + self.config.gossip.interval
             eager = self.tree.eager
-            for cand in self._random_peers(wanted + len(eager), exclude=None, live_only=True, alive_only=True):
+            cands = self._random_peers(wanted + len(eager), exclude=None, live_only=True, alive_only=True)
+            # Near picks first: a far one becomes a lazy link unless we have no eager link yet (core/plumtree.py).
+            for cand in sorted(cands, key=lambda m: self.tree.far(m.name)):
                 if wanted and self.tree.add_neighbour(cand.name):
                     wanted -= 1
         for peer, batch in self._coalesce.due(now).items():

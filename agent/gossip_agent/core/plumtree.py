@@ -177,6 +177,9 @@ class Plumtree:
         # repeats passed over so far (the Node counts them).
         self._graft_answered: dict[tuple[str, int], None] = {}
         self.graft_repeats = 0
+        # Whether a member is far from us (another zone, or a high estimated RTT), set by the Node under
+        # topology-aware choice; None: every member alike (random choice, or nothing known yet). See `far`.
+        self.is_far: Callable[[str], bool] | None = None
 
     # -- neighbours ---------------------------------------------------------------------------------------
     def neighbours(self) -> set[str]:
@@ -196,14 +199,32 @@ class Plumtree:
         return max(missing, 0 if self.eager else 1)
 
     def add_neighbour(self, name: str) -> bool:
-        """Make `name` an eager neighbour of ours and tell it so (an empty GRAFT at the next `tick`)."""
+        """Make `name` an eager neighbour of ours and tell it so (an empty GRAFT at the next `tick`). A far
+        pick (`is_far`) becomes a lazy neighbour instead, while we have an eager link: see `far`."""
         if name == self.me or name in self.eager or (name not in self.lazy and not self._room()):
             return False
+        self._picked.add(name)
+        if self.eager and self.far(name):
+            self.lazy.add(name)  # told by our first announcement (an IHAVE makes us its lazy neighbour)
+            return True
         self.lazy.discard(name)
         self.eager.add(name)
         self._links.add(name)
-        self._picked.add(name)
         return True
+
+    def far(self, name: str) -> bool:
+        """Whether `name` is far (`is_far`; False while no topology is known).
+
+        WHY far links start lazy. With every pick eager, each member's far picks pushed every payload across
+        zones until a duplicate pruned them, and many never were: the far copies into a zone arrive about
+        together (one far latency after the writer's zone had it), so each one is often first at its
+        receiver, which resets its count. At N = 1,000 in 3 zones ~130 payload copies per write crossed zones
+        where 2 would do. Far picks as lazy links keep the far share of the neighbour graph (their
+        announcements reach other zones, so no update is trapped in one: Demers et al.), and a zone that
+        lacks a payload grafts it over one of them, which makes that link eager: the eager links across
+        zones are the few that grafts made, a bridge or so per zone pair, and the duplicates they cause
+        prune the rest (grafts ask a near announcer first: `on_ihave`)."""
+        return self.is_far is not None and self.is_far(name)
 
     def remove(self, name: str) -> None:
         """`name` died, left or was reaped: forget the links to it and whatever we queued for it."""
@@ -376,7 +397,7 @@ class Plumtree:
                 heapq.heappush(self._timers, (deadline, ident))
             elif sender not in missing.announcers and sender not in missing.grafted \
                     and len(missing.announcers) < MAX_ANNOUNCERS:
-                missing.announcers.append(sender)
+                self._add_announcer(missing.announcers, sender)
         return evicted
 
     def _make_missing_room(self, sender: str) -> int:
@@ -408,6 +429,18 @@ class Plumtree:
             owned.pop(key, None)
             if not owned:
                 del self._missing_by[missing.owner]
+
+    def _add_announcer(self, announcers: list[str], sender: str) -> None:
+        """Near announcers are grafted before far ones (a repair inside the zone costs no bytes across zones
+        and arrives sooner); among each class, in the order they announced."""
+        if self.is_far is None or self.far(sender):
+            announcers.append(sender)
+            return
+        for k, name in enumerate(announcers):
+            if self.far(name):
+                announcers.insert(k, sender)
+                return
+        announcers.append(sender)
 
     def on_graft(self, ids: tuple[int, ...], sender: str, answered: set[int] | None = None, *,
                  short: bool = False) -> list[tuple[bytes, bool]]:

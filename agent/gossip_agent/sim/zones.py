@@ -15,6 +15,11 @@ start, probes timed into network coordinates (`measure_rtt`), then
    it DEAD, and every false DEAD of a running member is counted.
 
 `compare` runs the same seed with `topology.mode` random and aware. Deterministic given the seed.
+
+`by_type=True` also splits the write phase's cross-zone bytes by what carried them (`message_class`: state
+payloads, announcements, grafts, link requests, prunes, probes and acks, membership rumors, digests,
+coordinates, coordinate rows, pull requests, packet headers, push-pull streams): where a topology change
+should cut, measured rather than guessed.
 """
 
 from __future__ import annotations
@@ -26,7 +31,30 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from gossip_agent.core import codec
 from gossip_agent.core.config import AgentConfig, BroadcastPath, TopologyConfig
+from gossip_agent.core.effects import Send
+from gossip_agent.core.messages import (
+    Ack,
+    Alive,
+    Dead,
+    Digest,
+    DigestSummary,
+    Graft,
+    IHave,
+    Message,
+    Nack,
+    NetCoordinate,
+    PeerCoordinates,
+    Ping,
+    PingReq,
+    Prune,
+    PullRequest,
+    ShortIds,
+    ShortKind,
+    StateRumor,
+    Suspect,
+)
 from gossip_agent.core.vivaldi import estimate_rtt
 from gossip_agent.sim.cluster import PayloadLog, Simulation, make_config
 
@@ -65,6 +93,12 @@ class ZoneRun:
     # Coordinates not held at the end of the warm-up (pairs (member, peer) over live members): first-hand only,
     # a member holds those of the members it probed; rows pass on the others.
     coordinates_missing: int = 0
+    # With by_type: the write phase's cross-zone bytes by message class (see message_class); "header" is the
+    # packets' own bytes, "push-pull" the membership streams.
+    write_cross_by_type: dict[str, int] = field(default_factory=dict)
+    # With by_type: the Nodes' tree counters (core/node.py stats: tree_pushes, tree_grafts, ...) summed over
+    # the write phase.
+    write_tree_stats: dict[str, int] = field(default_factory=dict)
 
     @property
     def write_cross_share(self) -> float:
@@ -83,6 +117,50 @@ class ZoneRun:
         return statistics.median(self.detection) if self.detection else float("inf")
 
 
+_CLASSES: dict[type, str] = {
+    StateRumor: "payload", IHave: "ihave", Prune: "prune", Ping: "probe", Ack: "probe", Nack: "probe",
+    PingReq: "probe", Alive: "membership", Suspect: "membership", Dead: "membership", Digest: "digest",
+    DigestSummary: "digest", NetCoordinate: "coordinate", PeerCoordinates: "coordinate-rows",
+    PullRequest: "pull",
+}
+_SHORT_CLASSES = {int(ShortKind.IHAVE): "ihave", int(ShortKind.GRAFT): "graft", int(ShortKind.PULL): "pull"}
+
+
+def message_class(m: Message) -> str:
+    """What a message is for, as `by_type` counts it: an empty GRAFT is a link request, not a graft."""
+    if isinstance(m, Graft):
+        return "graft" if m.ids else "link-request"
+    if isinstance(m, ShortIds):
+        return _SHORT_CLASSES.get(m.kind, "offer")
+    return _CLASSES.get(type(m), type(m).__name__)
+
+
+class _TypeCounter:
+    """An `on_send` hook of the simulator: cross-zone datagram bytes by message class (sizes as the
+    simulator's "estimate" mode counts them: each message's size, the rest of the packet is "header")."""
+
+    def __init__(self, sim: Simulation, zones: Sequence[str]) -> None:
+        self.sim, self.zones = sim, zones
+        self.bytes: dict[str, int] = {}
+        self.on = False
+
+    def __call__(self, now: float, i: int, e: Send) -> None:
+        if not self.on:
+            return
+        j = self.sim.index.get(e.to)
+        if j is None or self.zones[i] == self.zones[j]:
+            return
+        counts = self.bytes
+        total = 0
+        for m in e.packet.messages:
+            size = codec.message_size(m)
+            total += size
+            key = message_class(m)
+            counts[key] = counts.get(key, 0) + size
+        n = len(e.packet.messages)
+        counts["header"] = counts.get("header", 0) + self.sim._header[i] + (1 if n < 16 else 3)
+
+
 def zone_config(mode: str, fraction: float, base: AgentConfig | None = None, *,
                 broadcast: BroadcastPath = "tree") -> AgentConfig:
     cfg = base or make_config("lan")
@@ -94,12 +172,16 @@ def zone_config(mode: str, fraction: float, base: AgentConfig | None = None, *,
 def run_zones(n: int, mode: str, *, seed: int = 1, fraction: float = 0.15, writes: int = 20,
               write_every: float = 0.5, payload_bytes: int = 256, idle_seconds: float = 10.0, crashes: int = 3,
               warmup: float = 10.0, settle: float = 3.0, detect_timeout: float = 60.0,
-              broadcast: BroadcastPath = "tree") -> ZoneRun:
-    """One run (see the module docstring); `broadcast`: how the writes spread (gossip.broadcast)."""
+              broadcast: BroadcastPath = "tree", by_type: bool = False) -> ZoneRun:
+    """One run (see the module docstring); `broadcast`: how the writes spread (gossip.broadcast); `by_type`:
+    split the write phase's cross-zone bytes by message class."""
     sim = Simulation(n, seed=seed, config=zone_config(mode, fraction, broadcast=broadcast), bytes_mode="estimate",
                      delegate_factory=lambda i: PayloadLog(), measure_rtt=True)
     zones = [ZONES[i % len(ZONES)] for i in range(n)]
     sim.set_zones(zones, zone_rtt)
+    counter = _TypeCounter(sim, zones)
+    if by_type:
+        sim.on_send.append(counter)
     sim.start_joined()
     sim.run_for(warmup)
     run = ZoneRun(mode, n, fraction if mode == "aware" else 1.0)
@@ -107,6 +189,8 @@ def run_zones(n: int, mode: str, *, seed: int = 1, fraction: float = 0.15, write
                                   for i in sim.live() if (node := sim.nodes[i]) is not None)
     logs = [d for d in sim.delegates if isinstance(d, PayloadLog)]
     before = sim.stats.copy()
+    tree_before = _tree_stats(sim)
+    counter.on = True
     t_start = sim.now
     sent: list[tuple[bytes, float]] = []
 
@@ -130,6 +214,13 @@ def run_zones(n: int, mode: str, *, seed: int = 1, fraction: float = 0.15, write
             run.unfinished_writes += 1
     run.write_bytes_same = sim.stats["bytes_same_zone"] - before["bytes_same_zone"]
     run.write_bytes_cross = sim.stats["bytes_cross_zone"] - before["bytes_cross_zone"]
+    counter.on = False
+    if by_type:
+        datagrams = sum(counter.bytes.values())
+        run.write_cross_by_type = dict(sorted(counter.bytes.items()))
+        run.write_cross_by_type["push-pull"] = run.write_bytes_cross - datagrams
+        after = _tree_stats(sim)
+        run.write_tree_stats = {k: after[k] - tree_before.get(k, 0) for k in sorted(after)}
     before = sim.stats.copy()
     sim.run_for(idle_seconds)
     run.idle_bytes_same = sim.stats["bytes_same_zone"] - before["bytes_same_zone"]
@@ -151,6 +242,16 @@ def run_zones(n: int, mode: str, *, seed: int = 1, fraction: float = 0.15, write
     run.rtt_error_median = statistics.median(errors) if errors else None
     run.cross_zone_rtt_error = _cross_zone_error(sim, zones, seed)
     return run
+
+
+def _tree_stats(sim: Simulation) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for node in sim.nodes:
+        if node is not None:
+            for k, v in node.stats.items():
+                if k.startswith("tree_"):
+                    total[k] = total.get(k, 0) + v
+    return total
 
 
 def _cross_zone_error(sim: Simulation, zones: Sequence[str], seed: int, pairs: int = 2000) -> float | None:
