@@ -39,6 +39,7 @@ import hashlib
 import heapq
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gossip_agent.core.rng import Rng
