@@ -949,8 +949,8 @@ class Node:
             return ()
         passed = self.topology.rows_on_ack(name, now, self._piggybacks_to(name)) \
             if self.topology.reads_rows(name) else None
-        return (self.topology.coordinate_message(),) if passed is None \
-            else (self.topology.coordinate_message(), passed)
+        own = (self.topology.coordinate_message(),) if self.topology.own_on_ack(name, now) else ()
+        return own if passed is None else (*own, passed)
 
     def _on_ping_req(self, msg: PingReq, now: float, out: list[Effect]) -> None:
         m = self.config.membership
