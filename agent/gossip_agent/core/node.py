@@ -1257,13 +1257,14 @@ class Node:
                     continue
                 self._digest_exchange.heard_summary(packet.sender, msg)
             else:
-                self._on_root_digest(msg, packet.sender, now)
+                self._on_root_digest(msg, packet.sender, now, shows)
 
-    def _on_root_digest(self, digest: Digest, sender: str, now: float) -> None:
+    def _on_root_digest(self, digest: Digest, sender: str, now: float, shows: bool = True) -> None:
         if self.table.get(digest.name) is None:
             self.stats["digests_unknown_member"] += 1
             return
-        merged = self.root_digests.merge(digest, now=now)
+        # Who holds a version is believed only from the member's host (a forged sender would steer pushes).
+        merged = self.root_digests.merge(digest, now=now, sender=sender if shows else None)
         if merged is Merge.NEW:
             if self.delegate is not None:
                 self.delegate.on_root_digest(digest, now)
