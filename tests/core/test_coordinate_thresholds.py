@@ -92,3 +92,17 @@ def test_our_coordinate_rides_on_an_ack_again_only_once_it_moved_or_the_refresh_
     a.topology.offer_again("p2")  # back from the dead (perhaps a restart that lost ours): sent again at once
     a.handle_packet(Packet("p2", (_c(0.021),)), ("h", 2), 100.0)
     assert ack_carries_ours(101.0)
+
+
+def test_the_offer_of_rows_to_a_first_contact_is_empty() -> None:
+    """Rows reach a peer on our acks once it reads them; the offer only has to say that we read them."""
+    a = node_with_peers(cfg("a"), 3, seed=3)
+    for i, name in enumerate(("p2", "p3", "p4")):
+        a.handle_packet(Packet(name, (_c(0.01 * (i + 1)),)), ("h", i), 0.5)  # coordinates a could pass on
+    offers: list[PeerCoordinates] = []
+    for _ in range(200):
+        effects = a.tick(a.next_deadline())
+        offers += [m for s in _sends(effects) for m in s.packet.messages if isinstance(m, PeerCoordinates)]
+        if offers:
+            break
+    assert offers and all(m.rows == () for m in offers)  # before: two rows in each

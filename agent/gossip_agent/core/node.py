@@ -863,9 +863,11 @@ class Node:
             out.append(Send(target.addr, Packet(self.name, (offer,))))
             self.stats["coordinate_offers"] += 1
         if not self.topology.reads_rows(target.name):
-            # Second-hand coordinates likewise (type 18; the previous release reads 14 but not 18): a few rows
-            # in a packet of their own; a newer agent answers with rows on its acks, a reader from then on.
-            rows = self.topology.rows_for(target.name, now) or PeerCoordinates(())
+            # Second-hand coordinates likewise (type 18; the previous release reads 14 but not 18): an empty
+            # message in a packet of its own; a newer agent answers with rows on its acks, a reader from then on.
+            # (The offer carried two rows: in a young cluster, where most probes are first contacts, offers
+            # were a third of all row bytes, and the rows reach the peer on acks anyway.)
+            rows = PeerCoordinates(())
             self._charge(codec.message_size(rows))
             out.append(Send(target.addr, Packet(self.name, (rows,))))
             self.stats["coordinate_row_offers"] += 1
