@@ -13,6 +13,7 @@ from gossip_agent.core.topology_state import (
     OWN_REFRESH,
     ROW_MOVE,
     ROW_REFRESH,
+    ROW_YOUNG,
     TopologyState,
     moved_noticeably,
 )
@@ -46,19 +47,23 @@ def test_a_wobble_does_not_enter_the_walk_of_rows_but_a_move_and_the_slow_refres
     topo.client.coordinate = _coord(0.0)
     topo.on_coordinate("p1", _c(0.020), now=0.0)
     topo.on_coordinate("p2", _c(0.030), now=0.0)
+    # While the member is young here, every change passes on (a receiver that did not know it yet dropped
+    # the row; the next change is its retry).
+    topo.on_coordinate("p1", _c(0.02001), now=1.0)
     msg = topo.rows_for("p2", 1.0)
     assert msg is not None and [n for n, _, _ in msg.rows] == ["p1"]
     assert topo.rows_for("p2", 1.5) is None
-    for i in range(1, 20):  # Vivaldi's every-sample wobble: 0.1 % of the distance each time
-        topo.on_coordinate("p1", _c(0.020 + i * 0.00002), now=1.0 + i)
-    assert topo.rows_for("p2", 21.0) is None  # before: a row at every sample
+    t0 = ROW_YOUNG + 1.0
+    for i in range(1, 20):  # then Vivaldi's every-sample wobble: 0.1 % of the distance each time
+        topo.on_coordinate("p1", _c(0.020 + i * 0.00002), now=t0 + i)
+    assert topo.rows_for("p2", t0 + 21.0) is None  # before: a row at every sample
     assert topo.coordinates()["p1"].vec[0] == pytest.approx(0.020 + 19 * 0.00002)  # held, just not passed on
     assert topo.stats["rows_held_back"] == 19
-    topo.on_coordinate("p1", _c(0.025), now=22.0)  # a real move (25 %)
-    msg = topo.rows_for("p2", 22.5)
+    topo.on_coordinate("p1", _c(0.025), now=t0 + 22.0)  # a real move (25 %)
+    msg = topo.rows_for("p2", t0 + 22.5)
     assert msg is not None and [(n, m.vec[0]) for n, m, _ in msg.rows] == [("p1", pytest.approx(0.025))]
-    topo.on_coordinate("p1", _c(0.02501), now=22.0 + ROW_REFRESH)  # a wobble, but the refresh is due
-    msg = topo.rows_for("p2", 23.0 + ROW_REFRESH)
+    topo.on_coordinate("p1", _c(0.02501), now=t0 + 22.0 + ROW_REFRESH)  # a wobble, but the refresh is due
+    msg = topo.rows_for("p2", t0 + 23.0 + ROW_REFRESH)
     assert msg is not None and [n for n, _, _ in msg.rows] == ["p1"]
 
 
@@ -67,9 +72,10 @@ def test_a_kept_second_hand_row_passes_on_only_a_noticeable_move_too() -> None:
     topo.client.coordinate = _coord(0.0)
     topo.on_rows("p5", PeerCoordinates((("p7", _c(0.040), 0.0),)), 1.0, lambda n: True, "me")
     assert topo.rows_for("p2", 1.0) is not None
-    topo.on_rows("p5", PeerCoordinates((("p7", _c(0.0401), 0.0),)), 2.0, lambda n: True, "me")
+    later = 2.0 + ROW_YOUNG
+    topo.on_rows("p5", PeerCoordinates((("p7", _c(0.0401), 0.0),)), later, lambda n: True, "me")
     assert topo.coordinates()["p7"].vec[0] == pytest.approx(0.0401)  # fresher: kept
-    assert topo.rows_for("p2", 2.0) is None  # but not news
+    assert topo.rows_for("p2", later) is None  # but not news
 
 
 def test_our_coordinate_rides_on_an_ack_again_only_once_it_moved_or_the_refresh_is_due() -> None:

@@ -84,6 +84,10 @@ ROW_MOVE = 0.05
 ROW_MOVE_ERROR = 0.5
 #: ...or once this many seconds passed since it last did (any change then counts): nothing stays stale for good.
 ROW_REFRESH = 120.0
+#: For this long after we first held a member's coordinate every change passes on: in a young cluster a row about a
+#: member the receiver does not know yet is dropped there (`rows_unknown_member`), and the next change was its
+#: retry (without this, every member held every coordinate about 20 s later at N = 30 in the simulator).
+ROW_YOUNG = 60.0
 #: The same rule for our own coordinate on an ack to a prober that already got one from us (its RTT sample
 #: then uses the one it holds, which is within the rule's bound of ours), refreshed at least this often.
 OWN_REFRESH = 60.0
@@ -128,7 +132,7 @@ class TopologyState:
         self._cursor: dict[str, int] = {}
         self._tables: dict[str, float] = {}
         # Each held coordinate as it last entered the walk, and when: a change passes on only when noticeable.
-        self._walked: dict[str, tuple[Coordinate, float]] = {}
+        self._walked: dict[str, tuple[Coordinate, float, float]] = {}  # ..., and when we first held it
         # Our own coordinate as each peer last got it on an ack from us, and when.
         self._own_sent: dict[str, tuple[Coordinate, float]] = {}
         # Peers that got a second-hand coordinates message from us since they (re)appeared: they know we read
@@ -203,9 +207,9 @@ class TopologyState:
         self._coordinates[name] = checked
         self._as_of[name] = as_of
         walked = self._walked.get(name)
-        if walked is None or as_of >= walked[1] + ROW_REFRESH or moved_noticeably(
+        if walked is None or as_of < walked[2] + ROW_YOUNG or as_of >= walked[1] + ROW_REFRESH or moved_noticeably(
                 walked[0], checked, estimate_rtt(self.client.coordinate, checked)):
-            self._walked[name] = (checked, as_of)
+            self._walked[name] = (checked, as_of, as_of if walked is None else walked[2])
             self._note_update(name)
         else:
             self.stats["rows_held_back"] += 1
