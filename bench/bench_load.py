@@ -646,6 +646,7 @@ class OursLoad:
                 "rumor_bytes_by_class": sum_deltas(m0, m1, "gossip_rumor_bytes_total", "class"),
                 "budget_deferred_by_class": sum_deltas(m0, m1, "gossip_budget_deferred_total", "class"),
                 "budget_dropped_by_class": sum_deltas(m0, m1, "gossip_budget_dropped_total", "class"),
+                "node_events": sum_deltas(m0, m1, "gossip_node_events_total", "event"),
             },
             "out_Bps_per_agent": out_rates(m0, m1, window),
             "out_Bps_per_agent_during_writes": out_rates(m0, m_last, write_window) if sc.budget else None,

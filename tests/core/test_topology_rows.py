@@ -117,11 +117,11 @@ def test_each_peer_gets_every_change_once_oldest_first() -> None:
         seen += [name for name, _, _ in msg.rows]
     assert seen == [f"p{i}" for i in range(1, 7)]  # all but its own, each once
     assert topo.rows_for("p0", 2.0) is None  # nothing changed since
-    topo.on_coordinate("p3", _c(0.33), now=3.0)  # a first-hand update
+    topo.on_coordinate("p3", _c(0.45), now=3.0)  # a first-hand update (a noticeable move: moved_noticeably)
     topo.on_rows("p5", PeerCoordinates((("p7", _c(0.7), 1.0),)), 4.0, lambda n: True, "me")  # a kept row
     msg = topo.rows_for("p0", 5.0, limit=5)
     assert msg is not None and [(n, age) for n, _, age in msg.rows] == [("p3", 2.0), ("p7", 2.0)]
-    assert msg.rows[0][1].vec[0] == pytest.approx(0.33)  # the new coordinate, not an early snapshot
+    assert msg.rows[0][1].vec[0] == pytest.approx(0.45)  # the new coordinate, not an early snapshot
     other = topo.rows_for("p6", 5.0, limit=20)  # another peer walks from the start, in order of change
     assert other is not None and [n for n, _, _ in other.rows] == ["p0", "p1", "p2", "p4", "p5", "p3", "p7"]
     topo.forget("p3")
@@ -143,8 +143,9 @@ def test_rows_are_offered_in_a_packet_of_their_own_and_ride_on_acks_to_readers_o
     a.handle_packet(Packet("p2", (PeerCoordinates(()),)), ("h", 2), 1.5)
     [ack] = _sends(a.handle_packet(Packet("p2", (ping,)), ("h", 2), 2.0))
     kinds = [type(m) for m in ack.packet.messages]
-    assert kinds[:3] == [Ack, NetCoordinate, PeerCoordinates]
-    rows = ack.packet.messages[2]
+    # (a's own coordinate has not moved since p2 got it a second ago: it is not repeated; own_on_ack)
+    assert kinds[:2] == [Ack, PeerCoordinates]
+    rows = ack.packet.messages[1]
     assert isinstance(rows, PeerCoordinates) and [n for n, _, _ in rows.rows] == ["p3"]
     # Probing a member not known to read rows: an offer apart, before the ping (an older agent drops it alone).
     effects: list[Effect] = []

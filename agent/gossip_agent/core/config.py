@@ -237,7 +237,8 @@ class AntiEntropyConfig:
     interval: float = _duration(
         10.0, "Merkle anti-entropy with a random peer this often. Also the longest a replica's convergence digest "
         "(its Merkle root) waits to be published while writes keep changing it (at least 1 s); once they stop, it is "
-        "published 0.3 s after the last one. To stop anti-entropy, set enabled: false.", minimum=MIN_INTERVAL,
+        "published 0.3 s after the last one (up to 1.2 s after a stream whose lulls published). To stop "
+        "anti-entropy, set enabled: false.", minimum=MIN_INTERVAL,
         maximum=DAY, crd_default=True)
     enabled: bool = setting(True, "Run anti-entropy at all.", crd_default=True)
 

@@ -555,7 +555,10 @@ class Node:
         """Our replica's convergence digest: it rides in the digest allowance of the packets we send anyway
         (no incarnation bump, no rumor, no event). False if it equals the one we publish. `seq_floor` is the
         wall clock in ms; with `now`, it also bounds the sequence numbers we take from peers."""
-        return self.root_digests.publish(root_hex, keys, hlc_ms, seq_floor=seq_floor, now=now) is not None
+        if self.root_digests.publish(root_hex, keys, hlc_ms, seq_floor=seq_floor, now=now) is None:
+            return False
+        self.stats["digests_published"] += 1
+        return True
 
     def update_meta(self, meta: Mapping[str, str], now: float) -> list[Effect]:
         """Change our metadata: bumps our incarnation and broadcasts a fresh Alive."""
@@ -888,9 +891,11 @@ class Node:
             out.append(Send(target.addr, Packet(self.name, (offer,))))
             self.stats["coordinate_offers"] += 1
         if not self.topology.reads_rows(target.name):
-            # Second-hand coordinates likewise (type 18; the previous release reads 14 but not 18): a few rows
-            # in a packet of their own; a newer agent answers with rows on its acks, a reader from then on.
-            rows = self.topology.rows_for(target.name, now) or PeerCoordinates(())
+            # Second-hand coordinates likewise (type 18; the previous release reads 14 but not 18): an empty
+            # message in a packet of its own; a newer agent answers with rows on its acks, a reader from then on.
+            # (The offer carried two rows: in a young cluster, where most probes are first contacts, offers
+            # were a third of all row bytes, and the rows reach the peer on acks anyway.)
+            rows = PeerCoordinates(())
             self._charge(codec.message_size(rows))
             out.append(Send(target.addr, Packet(self.name, (rows,))))
             self.stats["coordinate_row_offers"] += 1
@@ -906,7 +911,7 @@ class Node:
             # Not known to read digests (yet): our row and summary in a packet apart, which an older agent
             # drops alone; a newer one answers with what we lack and is a reader from then on.
             offer_digests: list[Digest | DigestSummary] = [own, self.root_digests.summary(True)]
-            self._charge(_digest_bytes(offer_digests))
+            self._charge(_digest_bytes(self._count_digests("offer", offer_digests)))
             out.append(Send(target.addr, Packet(self.name, tuple(offer_digests))))
             self.stats["digest_offers"] += 1
 
@@ -975,8 +980,8 @@ class Node:
             return ()
         passed = self.topology.rows_on_ack(name, now, self._piggybacks_to(name)) \
             if self.topology.reads_rows(name) else None
-        return (self.topology.coordinate_message(),) if passed is None \
-            else (self.topology.coordinate_message(), passed)
+        own = (self.topology.coordinate_message(),) if self.topology.own_on_ack(name, now) else ()
+        return own if passed is None else (*own, passed)
 
     def _on_ping_req(self, msg: PingReq, now: float, out: list[Effect]) -> None:
         m = self.config.membership
@@ -1279,7 +1284,17 @@ class Node:
             return []
         if not ping and not self._piggybacks_to(to_name):
             return []
-        return self._digest_exchange.outgoing(to_name, DIGEST_ALLOWANCE, codec.message_size, ping=ping)
+        return self._count_digests("piggybacked", self._digest_exchange.outgoing(
+            to_name, DIGEST_ALLOWANCE, codec.message_size, ping=ping))
+
+    def _count_digests(self, where: str, digests: list[Digest | DigestSummary]) -> list[Digest | DigestSummary]:
+        """Count digest rows and summaries sent by path (metrics: what convergence monitoring costs, where)."""
+        rows = sum(isinstance(d, Digest) for d in digests)
+        if rows:
+            self.stats[f"digest_rows_{where}"] += rows
+        if len(digests) > rows:
+            self.stats[f"digest_summaries_{where}"] += len(digests) - rows
+        return digests
 
     def _on_digests(self, packet: Packet, now: float, shows: bool = True) -> None:
         """A packet's digest rows and summaries. From and about members we know only: a forged name cannot take
@@ -1308,13 +1323,14 @@ class Node:
                     continue
                 self._digest_exchange.heard_summary(packet.sender, msg)
             else:
-                self._on_root_digest(msg, packet.sender, now)
+                self._on_root_digest(msg, packet.sender, now, shows)
 
-    def _on_root_digest(self, digest: Digest, sender: str, now: float) -> None:
+    def _on_root_digest(self, digest: Digest, sender: str, now: float, shows: bool = True) -> None:
         if self.table.get(digest.name) is None:
             self.stats["digests_unknown_member"] += 1
             return
-        merged = self.root_digests.merge(digest, now=now)
+        # Who holds a version is believed only from the member's host (a forged sender would steer pushes).
+        merged = self.root_digests.merge(digest, now=now, sender=sender if shows else None)
         if merged is Merge.NEW:
             if self.delegate is not None:
                 self.delegate.on_root_digest(digest, now)
@@ -1329,7 +1345,8 @@ class Node:
         if (member is None or to_name not in self._digest_readers or not self._digest_exchange.pending(to_name)
                 or not self._piggybacks_to(to_name) or not self._digest_exchange.repair_allowed(to_name, now)):
             return
-        digests = self._digest_exchange.outgoing(to_name, REPAIR_ALLOWANCE, codec.message_size)
+        digests = self._count_digests("repair", self._digest_exchange.outgoing(
+            to_name, REPAIR_ALLOWANCE, codec.message_size))
         if digests:
             self._charge(_digest_bytes(digests))
             out.append(Send(member.addr, Packet(self.name, tuple(digests))))
@@ -1349,7 +1366,7 @@ class Node:
         if not self._digest_exchange.table_allowed(to_name, now):
             return
         for part in self.root_digests.all_rows(REPAIR_ALLOWANCE, codec.message_size):
-            self._charge(_digest_bytes(part))
+            self._charge(_digest_bytes(self._count_digests("table", list(part))))
             out.append(Send(member.addr, Packet(self.name, tuple(part))))
             self.stats["digest_tables_sent"] += 1
 

@@ -55,7 +55,7 @@ from gossip_agent.core.anti_entropy import (
 )
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker, parse_state_meta
-from gossip_agent.core.digests import ROOT_PREFIX_BYTES
+from gossip_agent.core.digests import ROOT_PREFIX_BYTES, PublishPacing
 from gossip_agent.core.effects import EventKind, MemberEvent
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import C, CausalContext, Change, Entry, InvalidEntry, KvStore, entry_digest
@@ -279,6 +279,7 @@ class StateNode:
         self._digest_max_wait = digest_max_wait(config)
         self._last_change = -math.inf      # our replica's last change
         self._unpublished_since: float | None = None  # first change our digest does not show yet
+        self._pacing = PublishPacing(DIGEST_QUIET)  # the quiet grows in a stream's lulls (core/digests.py)
         self._digest_roots: dict[str, str] = {}  # member -> root prefix (hex) from its newest digest
         self._digest_hlc: dict[str, int] = {}  # member -> HLC wall ms of its newest digest
         self._ahead_since: dict[str, float] = {}  # member -> when we first saw our HLC ahead of its digest
@@ -681,10 +682,12 @@ class StateNode:
             self._unpublished_since = None
             return
         since = now if self._unpublished_since is None else self._unpublished_since
-        due = min(self._last_change + DIGEST_QUIET, since + self._digest_max_wait)
+        quiet_at = self._last_change + self._pacing.quiet(since)
+        due = min(quiet_at, since + self._digest_max_wait)
         if now >= due:
             out.append(PublishDigest(*mine, seq_floor=_ms(wall)))
             self.published = mine
+            self._pacing.published(now, since, lull=now >= quiet_at)
             self._unpublished_since = None
         else:
             self._unpublished_since = since

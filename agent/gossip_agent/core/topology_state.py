@@ -77,8 +77,33 @@ ROWS_PER_PACKET = 2
 MAX_TABLE_ROWS = 512
 #: Seconds between two coordinate tables to the same joiner (a forged join flood costs us little).
 TABLE_INTERVAL = 10.0
+#: A coordinate is passed on again (enters the walk of rows) only once it moved by more than this share of its
+#: estimated distance from us since it last did, or more than ROW_MOVE_ERROR of its own error estimate times that
+#: distance if more (a noisy coordinate's wobble tells a receiver nothing): see `moved_noticeably`.
+ROW_MOVE = 0.05
+ROW_MOVE_ERROR = 0.5
+#: ...or once this many seconds passed since it last did (any change then counts): nothing stays stale for good.
+ROW_REFRESH = 120.0
+#: For this long after we first held a member's coordinate every change passes on: in a young cluster a row about a
+#: member the receiver does not know yet is dropped there (`rows_unknown_member`), and the next change was its
+#: retry (without this, every member held every coordinate about 20 s later at N = 30 in the simulator).
+ROW_YOUNG = 60.0
+#: The same rule for our own coordinate on an ack to a prober that already got one from us (its RTT sample
+#: then uses the one it holds, which is within the rule's bound of ours), refreshed at least this often.
+OWN_REFRESH = 60.0
 
 T = TypeVar("T")
+
+
+def moved_noticeably(before: Coordinate, after: Coordinate, distance: float) -> bool:
+    """Whether a coordinate moved enough since `before` for a holder of `before` to be told: by more than
+    ROW_MOVE of `distance` (its estimated RTT from us, the scale of the estimates a receiver makes with it), or
+    more than ROW_MOVE_ERROR times its own error estimate of it if that is larger. The move bounds how much any
+    estimate made with `before` instead of `after` is off (triangle inequality over vector, height and
+    adjustment), so a holder's estimates stay within that share of the coordinate's own accuracy."""
+    move = (math.dist(before.vec, after.vec) + abs(before.height - after.height)
+            + abs(before.adjustment - after.adjustment))
+    return move > max(ROW_MOVE, ROW_MOVE_ERROR * after.error) * distance
 
 
 class TopologyState:
@@ -106,6 +131,10 @@ class TopologyState:
         self._updates: list[int] = []
         self._cursor: dict[str, int] = {}
         self._tables: dict[str, float] = {}
+        # Each held coordinate as it last entered the walk, and when: a change passes on only when noticeable.
+        self._walked: dict[str, tuple[Coordinate, float, float]] = {}  # ..., and when we first held it
+        # Our own coordinate as each peer last got it on an ack from us, and when.
+        self._own_sent: dict[str, tuple[Coordinate, float]] = {}
         # Peers that got a second-hand coordinates message from us since they (re)appeared: they know we read
         # them (else a peer we probe would keep offering, packet by packet).
         self._told: set[str] = set()
@@ -177,7 +206,13 @@ class TopologyState:
             return False
         self._coordinates[name] = checked
         self._as_of[name] = as_of
-        self._note_update(name)
+        walked = self._walked.get(name)
+        if walked is None or as_of < walked[2] + ROW_YOUNG or as_of >= walked[1] + ROW_REFRESH or moved_noticeably(
+                walked[0], checked, estimate_rtt(self.client.coordinate, checked)):
+            self._walked[name] = (checked, as_of, as_of if walked is None else walked[2])
+            self._note_update(name)
+        else:
+            self.stats["rows_held_back"] += 1
         return True
 
     def _note_update(self, name: str) -> None:
@@ -248,6 +283,23 @@ class TopologyState:
             self._cursor[peer] = cursor
         return PeerCoordinates(tuple(rows)) if rows else None
 
+    def own_on_ack(self, peer: str, now: float) -> bool:
+        """Whether our coordinate rides on an ack to `peer` (a reader of coordinates): the first time, then
+        only once it moved noticeably since `peer` last got it (`moved_noticeably`, at the scale of our
+        distance to it) or OWN_REFRESH after. Between, the prober times its probe against the coordinate it
+        holds, within that bound of ours: Vivaldi moves a coordinate a little at every sample, and an ack
+        paid ~40 bytes for each."""
+        sent = self._own_sent.get(peer)
+        c = self.client.coordinate
+        if sent is not None and now < sent[1] + OWN_REFRESH:
+            remote = self._coordinates.get(peer)
+            if remote is None or not moved_noticeably(sent[0], c, estimate_rtt(c, remote)):
+                self.stats["own_coordinate_held_back"] += 1
+                return False
+        if len(self._own_sent) < self.max_peers or peer in self._own_sent:
+            self._own_sent[peer] = (c, now)
+        return True
+
     def rows_on_ack(self, peer: str, now: float, carry: bool) -> PeerCoordinates | None:
         """Rows for an ack to `peer` (a reader of rows): the next ones if `carry` (the piggyback rule), and
         an empty message once if it never had one from us, so it learns that we read them and stops offering."""
@@ -311,6 +363,7 @@ class TopologyState:
         What it was sent (cursor, reader level) stays until it is reaped (`forget`)."""
         self._coordinates.pop(peer, None)
         self._as_of.pop(peer, None)
+        self._walked.pop(peer, None)
         seq = self._seq_of.pop(peer, None)
         if seq is not None:
             self._name_at.pop(seq, None)
@@ -322,6 +375,7 @@ class TopologyState:
         self._cursor.pop(peer, None)
         self._tables.pop(peer, None)
         self._told.discard(peer)
+        self._own_sent.pop(peer, None)
         self._readers.forget(peer)
 
     def assume_reader(self, peer: str) -> None:
@@ -334,6 +388,7 @@ class TopologyState:
         coordinates only in packets of their own again until it sends one."""
         self._readers.reset(peer)
         self._told.discard(peer)
+        self._own_sent.pop(peer, None)
 
     def _refresh_threshold(self, now: float) -> None:
         local = self.client.coordinate
