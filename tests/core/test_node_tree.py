@@ -122,13 +122,14 @@ def test_pull_mode_never_pushes_a_write_and_flood_mode_never_uses_the_tree() -> 
             assert out == []
 
 
-def test_a_critical_write_also_goes_to_fanout_random_peers_beyond_the_tree() -> None:
+def test_a_critical_write_goes_from_its_writer_to_every_member_of_a_small_cluster() -> None:
+    """core/critical.py: one hop to everyone, beyond the tree (tests/core/test_critical_reach.py: larger ones)."""
     node = tree_node(peers=12, readers=12)
     node.tick(0.01)
     normal = {addr_name(node, s) for s in sends(node.broadcast_state(b"n", 0.02))}
     critical = {addr_name(node, s) for s in sends(node.broadcast_state(b"c", 0.03, critical=True))}
     assert normal == node.tree.eager
-    assert critical > normal and len(critical) == len(normal) + node.config.gossip.fanout
+    assert critical > normal and len(critical) == 12
 
 
 def test_a_write_near_the_inline_limit_is_flooded_even_beside_digests() -> None:

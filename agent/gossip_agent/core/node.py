@@ -41,6 +41,7 @@ from gossip_agent.core.awareness import Awareness
 from gossip_agent.core.broadcast import BroadcastQueue, retransmit_limit
 from gossip_agent.core.coalesce import Coalescer
 from gossip_agent.core.config import AgentConfig
+from gossip_agent.core.critical import direct_reach, relay_extras
 from gossip_agent.core.digests import (
     DIGEST_ALLOWANCE,
     MAX_DIGEST_MESSAGES,
@@ -530,9 +531,10 @@ class Node:
         if self._tree_on:
             ident = message_id(payload)
             self.tree.receive(ident, None, now)
-            extra = [m.name for m in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=True,
-                                                          alive_only=True) if m.name not in self.tree.eager] \
-                if critical else []
+            # A critical write goes straight to every member in clusters up to CRITICAL_DIRECT (core/critical.py).
+            extra = [m.name for m in self._random_peers(direct_reach(self.table.n_alive - 1), exclude=None,
+                                                          live_only=True, alive_only=True)
+                     if m.name not in self.tree.eager] if critical else []
             if self._tree_spread(ident, rumor, None, now, out, extra=extra) and self._flood_to_others(rumor, skey):
                 self._fresh_rumor(now, None, out)
             return out
@@ -1632,14 +1634,16 @@ class Node:
         """A state payload from `source`: a duplicate prunes a link; a new one goes to the state layer and, if
         taken, on along the tree. Never queued here (False): see `_flood_to_others`."""
         ident = message_id(rumor.payload)
-        if not self.tree.receive(ident, source, now, can_prune=source in self._digest_readers):
+        if not self.tree.receive(ident, source, now, can_prune=source in self._digest_readers,
+                                 critical=rumor.critical):
             self.stats["tree_duplicates"] += 1
             return False
         if self.delegate is not None and self.delegate.on_state_rumor(rumor.payload, now):
-            # A critical write goes to `fanout` more members at every hop, not only along the tree.
-            extra = [m.name for m in self._random_peers(self.config.gossip.fanout, exclude=source, live_only=True,
-                                                          alive_only=True) if m.name not in self.tree.eager] \
-                if rumor.critical else []
+            # A critical write goes to `fanout` more members at every hop in clusters its writer could not reach
+            # whole (core/critical.py).
+            k = relay_extras(self.table.n_alive - 1, self.config.gossip.fanout) if rumor.critical else 0
+            extra = [m.name for m in self._random_peers(k, exclude=source, live_only=True, alive_only=True)
+                     if m.name not in self.tree.eager] if k else []
             self._tree_spread(ident, rumor, source, now, out, extra=extra)
         return False
 
