@@ -636,6 +636,11 @@ class OursLoad:
                 "rumor_bytes_by_class": sum_deltas(m0, m1, "gossip_rumor_bytes_total", "class"),
                 "budget_deferred_by_class": sum_deltas(m0, m1, "gossip_budget_deferred_total", "class"),
                 "budget_dropped_by_class": sum_deltas(m0, m1, "gossip_budget_dropped_total", "class"),
+                # Tree deliveries by path (eager push, answer to our graft, a critical write's direct copy,
+                # other: pull answers and floods) and the tree's grafts and prunes (Node stats).
+                "tree": {k.removeprefix("tree_"): v for k, v in sum_deltas(
+                    m0, m1, "gossip_node_events_total", "event").items()
+                    if k.startswith(("tree_delivered_", "tree_grafts", "tree_prunes"))},
             },
             "out_Bps_per_agent": out_rates(m0, m1, window),
             "out_Bps_per_agent_during_writes": out_rates(m0, m_last, write_window) if sc.budget else None,
@@ -1037,6 +1042,9 @@ def row_text(r: dict[str, Any]) -> str:
         parts.append(f"membership/convergence {100 * r['membership_share']:.0f}%")
     if r.get("roots_equal_after_last_write_s") is not None:
         parts.append(f"roots equal +{r['roots_equal_after_last_write_s']} s")
+    tree = r.get("agent_counters", {}).get("tree")
+    if tree:
+        parts.append("tree " + ", ".join(f"{k.removeprefix('delivered_')} {v:g}" for k, v in sorted(tree.items())))
     if r.get("bytes_by_type"):
         parts.append("by type " + ", ".join(f"{k} {v}" for k, v in list(r["bytes_by_type"].items())[:6]))
     if r.get("idle"):

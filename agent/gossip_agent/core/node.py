@@ -188,6 +188,17 @@ def _digest_bytes(digests: Sequence[Digest | DigestSummary]) -> int:
     return sum(codec.message_size(d) for d in digests)
 
 
+def _delivery_path(tree: Plumtree, ident: int, source: str | None, critical: bool) -> str:
+    """The stats key of how a payload new to us came (bench_load reports them): over an eager link, as the
+    answer to our graft (a repaired eager path: the latency tail), as a critical write's direct copy, or
+    otherwise (a pull answer, the writer's flood to members not known to read the tree, a lost link request)."""
+    if tree.grafted(ident):  # (before eager: grafting made the announcer an eager neighbour)
+        return "tree_delivered_graft"
+    if source is not None and source in tree.eager:
+        return "tree_delivered_eager"
+    return "tree_delivered_critical_direct" if critical else "tree_delivered_other"
+
+
 def meta_size(meta: Mapping[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) + 2 for k, v in meta.items())
 
@@ -1634,10 +1645,12 @@ class Node:
         """A state payload from `source`: a duplicate prunes a link; a new one goes to the state layer and, if
         taken, on along the tree. Never queued here (False): see `_flood_to_others`."""
         ident = message_id(rumor.payload)
+        path = _delivery_path(self.tree, ident, source, rumor.critical)
         if not self.tree.receive(ident, source, now, can_prune=source in self._digest_readers,
                                  critical=rumor.critical):
             self.stats["tree_duplicates"] += 1
             return False
+        self.stats[path] += 1
         if self.delegate is not None and self.delegate.on_state_rumor(rumor.payload, now):
             # A critical write goes to `fanout` more members at every hop in clusters its writer could not reach
             # whole (core/critical.py).

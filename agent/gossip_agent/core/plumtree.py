@@ -295,6 +295,12 @@ class Plumtree:
                     self._prune(sender, now)
         return False
 
+    def grafted(self, ident: int) -> bool:
+        """Whether we grafted this id (asked an announcer for it, by its id or short id): a copy arriving now
+        is a repair, not the tree's push (counted by path in Node stats: `tree_delivered_*`)."""
+        missing = self._missing.get(ident) or self._missing.get(-1 - short_id(ident))
+        return missing is not None and bool(missing.grafted)
+
     def _prune(self, name: str, now: float) -> None:
         """Sent at once (the next `tick`), not with the lazy flush: until the other end hears it, it keeps
         pushing over the link, and the duplicates that causes elsewhere in the same cycle prune that cycle's
