@@ -640,7 +640,8 @@ class OursLoad:
                 # other: pull answers and floods) and the tree's grafts and prunes (Node stats).
                 "tree": {k.removeprefix("tree_"): v for k, v in sum_deltas(
                     m0, m1, "gossip_node_events_total", "event").items()
-                    if k.startswith(("tree_delivered_", "tree_grafts", "tree_prunes"))},
+                    if k.startswith(("tree_delivered_", "tree_grafts", "tree_prunes", "tree_duplicates",
+                                     "tree_flood"))},
             },
             "out_Bps_per_agent": out_rates(m0, m1, window),
             "out_Bps_per_agent_during_writes": out_rates(m0, m_last, write_window) if sc.budget else None,
