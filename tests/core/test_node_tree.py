@@ -67,6 +67,7 @@ def test_members_not_known_to_read_tree_messages_still_get_the_write_from_the_qu
     node = tree_node(readers=0)
     node.tick(0.01)
     node.broadcast_state(b"w", 0.02)
+    node.tick(0.02 + node.config.gossip.interval)  # after the tree had its time (core/held_floods.py)
     assert StateRumor(b"w") in node.queue.peek_all() and node.stats["tree_flood_fallback"] == 1
 
 

@@ -51,6 +51,7 @@ from gossip_agent.core.digests import (
     Merge,
 )
 from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
+from gossip_agent.core.held_floods import HeldFloods
 from gossip_agent.core.joining import JoinSchedule
 from gossip_agent.core.membership import Member, MemberTable
 from gossip_agent.core.messages import (
@@ -282,6 +283,8 @@ class Node:
         # Normal pushes wait up to gossip.coalesceDelay for later writes to the same neighbour (core/coalesce.py).
         # (A packet of pushes carries no digests: see _tree_send.)
         self._coalesce: Coalescer[StateRumor] = Coalescer(g0.coalesce_delay, g0.mtu - codec.packet_overhead(self.name))
+        # Our writes waiting one gossip interval before the tree's flood fallback (core/held_floods.py).
+        self._held_floods: HeldFloods[tuple[StateRumor, str | None]] = HeldFloods()
         # (member, id) of the payloads answered to grafts lately: each at most once (see _on_tree_message).
         self._graft_answered: dict[tuple[str, int], None] = {}
         # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
@@ -546,8 +549,9 @@ class Node:
             extra = [m.name for m in self._random_peers(direct_reach(self.table.n_alive - 1), exclude=None,
                                                           live_only=True, alive_only=True)
                      if m.name not in self.tree.eager] if critical else []
-            if self._tree_spread(ident, rumor, None, now, out, extra=extra) and self._flood_to_others(rumor, skey):
-                self._fresh_rumor(now, None, out)
+            if self._tree_spread(ident, rumor, None, now, out, extra=extra):
+                # The flood fallback waits one gossip interval for the tree to deliver (core/held_floods.py).
+                self._held_floods.hold((rumor, skey), now + self.config.gossip.interval)
             return out
         self._enqueue(rumor, None, key=skey, sid=self._note_held(payload, now))
         self._fresh_rumor(now, None, out)
@@ -690,6 +694,7 @@ class Node:
                     self._gossip(now, out)
                 self._next_gossip = self._next_beat(now)
         if self._tree_on:
+            self._flood_held(now, out)
             # Announcements leave at the gossip tick, after the round's packets took theirs along (plumtree.tick).
             self._tick_tree(now, out, flush=gossip_tick and self._gossip_ticks % _LAZY_TICKS == 0)
         if now >= self._followup_sync_at:
@@ -753,6 +758,9 @@ class Node:
             if at < deadline:
                 deadline = at
             at = self._coalesce.next_deadline()
+            if at < deadline:
+                deadline = at
+            at = self._held_floods.next_deadline()
             if at < deadline:
                 deadline = at
             if (self._tree_fill_at < deadline and self.tree.wanted() and not leaving
@@ -1682,15 +1690,24 @@ class Node:
                 self._tree_send_packed(name, ready, out)
         return True
 
+    def _flood_held(self, now: float, out: list[Effect]) -> None:
+        """Our writes whose hold is over go to the flood fallback (core/held_floods.py), forwarded at once if
+        any was queued."""
+        fresh = False
+        for rumor, key in self._held_floods.due(now):
+            fresh = self._flood_to_others(rumor, key) or fresh
+        if fresh and not self.leaving:
+            self._fresh_rumor(now, None, out)
+
     def _flood_to_others(self, rumor: StateRumor, key: str | None) -> bool:
         """Our own write, also queued (the flood's way) for live members that neither read tree messages nor
         are eager neighbours: an older agent learns it from us, from older agents' own floods, or by
         anti-entropy; a newer one not yet known to read tree messages gets it twice at worst. Only the writer
         does this, so a member's readers still being discovered (after a start) costs at most the queue's
         retransmit limit per write, not that much at every member. True if it was queued."""
-        readers, eager = self._digest_readers, self.tree.eager
+        readers, eager, digests = self._digest_readers, self.tree.eager, self.root_digests
         covered = {m.name for m in self.table if m.name != self.name and self.table.is_live(m.name)
-                   and (m.name in readers or m.name in eager)}
+                   and (m.name in readers or m.name in eager or m.name in digests)}
         if len(covered) >= self.table.n_live - 1:
             return False
         self.stats["tree_flood_fallback"] += 1
