@@ -1704,7 +1704,11 @@ class Node:
         are eager neighbours: an older agent learns it from us, from older agents' own floods, or by
         anti-entropy; a newer one not yet known to read tree messages gets it twice at worst. Only the writer
         does this, so a member's readers still being discovered (after a start) costs at most the queue's
-        retransmit limit per write, not that much at every member. True if it was queued."""
+        retransmit limit per write, not that much at every member. True if it was queued. A member whose own
+        convergence digest we hold reads tree messages too (digests and the tree came in one release, DIGESTS
+        in core/readers.py): second-hand evidence, good enough to skip a flood (not to send it new types). A
+        forged digest can at worst leave an older agent to anti-entropy for our writes. Called one gossip
+        interval after the write (core/held_floods.py)."""
         readers, eager, digests = self._digest_readers, self.tree.eager, self.root_digests
         covered = {m.name for m in self.table if m.name != self.name and self.table.is_live(m.name)
                    and (m.name in readers or m.name in eager or m.name in digests)}
