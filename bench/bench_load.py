@@ -598,7 +598,10 @@ class OursLoad:
             for cls, chosen in (("critical", [k for k in acked if k in critical]),
                                 ("normal", [k for k in acked if k not in critical])):
                 xs = [max(arrivals[k].values()) - sent[k] for k in chosen if len(arrivals.get(k, {})) >= n]
+                # The writer's own watch event: the floor every write pays (PUT, apply, watch stream, this process).
+                own = [arrivals[k][writer_of[k]] - sent[k] for k in chosen if writer_of[k] in arrivals.get(k, {})]
                 by_class[cls] = {"writes": len(chosen), "complete": len(xs),
+                                 "writer_median_ms": r3(1000 * statistics.median(own)) if own else None,
                                  "t100_median_ms": r3(1000 * statistics.median(xs)) if xs else None,
                                  "t100_p99_ms": r3(1000 * (pct(xs, 99) or 0)) if xs else None,
                                  "t100_ms": [round(1000 * x, 2) for x in xs]}
@@ -647,6 +650,12 @@ class OursLoad:
                 "budget_deferred_by_class": sum_deltas(m0, m1, "gossip_budget_deferred_total", "class"),
                 "budget_dropped_by_class": sum_deltas(m0, m1, "gossip_budget_dropped_total", "class"),
                 "node_events": sum_deltas(m0, m1, "gossip_node_events_total", "event"),
+                # Tree deliveries by path (eager push, answer to our graft, a critical write's direct copy,
+                # other: pull answers and floods) and the tree's grafts and prunes (Node stats).
+                "tree": {k.removeprefix("tree_"): v for k, v in sum_deltas(
+                    m0, m1, "gossip_node_events_total", "event").items()
+                    if k.startswith(("tree_delivered_", "tree_grafts", "tree_prunes", "tree_duplicates",
+                                     "tree_flood"))},
             },
             "out_Bps_per_agent": out_rates(m0, m1, window),
             "out_Bps_per_agent_during_writes": out_rates(m0, m_last, write_window) if sc.budget else None,
@@ -1038,7 +1047,8 @@ def row_text(r: dict[str, Any]) -> str:
     if r.get("latency_by_class"):
         c = r["latency_by_class"]
         parts.append(f"critical t100 median {c['critical']['t100_median_ms']} ms vs normal "
-                     f"{c['normal']['t100_median_ms']} ms ({c['critical_over_normal_median']}x)")
+                     f"{c['normal']['t100_median_ms']} ms ({c['critical_over_normal_median']}x; at the writer "
+                     f"{c['critical'].get('writer_median_ms')} / {c['normal'].get('writer_median_ms')} ms)")
     if "bytes_per_write" in r:
         parts.append(f"{r['bytes_per_write']} B/write = {r['x_floor']}x floor")
     if "kBps_during_writes" in r:
@@ -1058,6 +1068,9 @@ def row_text(r: dict[str, Any]) -> str:
         parts.append(f"membership/convergence {100 * r['membership_share']:.0f}%")
     if r.get("roots_equal_after_last_write_s") is not None:
         parts.append(f"roots equal +{r['roots_equal_after_last_write_s']} s")
+    tree = r.get("agent_counters", {}).get("tree")
+    if tree:
+        parts.append("tree " + ", ".join(f"{k.removeprefix('delivered_')} {v:g}" for k, v in sorted(tree.items())))
     if r.get("bytes_by_type"):
         parts.append("by type " + ", ".join(f"{k} {v}" for k, v in list(r["bytes_by_type"].items())[:6]))
     if r.get("idle"):

@@ -41,6 +41,7 @@ from gossip_agent.core.awareness import Awareness
 from gossip_agent.core.broadcast import BroadcastQueue, retransmit_limit
 from gossip_agent.core.coalesce import Coalescer
 from gossip_agent.core.config import AgentConfig
+from gossip_agent.core.critical import direct_reach, relay_extras
 from gossip_agent.core.digests import (
     DIGEST_ALLOWANCE,
     MAX_DIGEST_MESSAGES,
@@ -50,6 +51,7 @@ from gossip_agent.core.digests import (
     Merge,
 )
 from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
+from gossip_agent.core.held_floods import HeldFloods
 from gossip_agent.core.joining import JoinSchedule
 from gossip_agent.core.membership import Member, MemberTable
 from gossip_agent.core.messages import (
@@ -192,6 +194,17 @@ def _digest_bytes(digests: Sequence[Digest | DigestSummary]) -> int:
     return sum(codec.message_size(d) for d in digests)
 
 
+def _delivery_path(tree: Plumtree, ident: int, source: str | None, critical: bool) -> str:
+    """The stats key of how a payload new to us came (bench_load reports them): over an eager link, as the
+    answer to our graft (a repaired eager path: the latency tail), as a critical write's direct copy, or
+    otherwise (a pull answer, the writer's flood to members not known to read the tree, a lost link request)."""
+    if tree.grafted(ident):  # (before eager: grafting made the announcer an eager neighbour)
+        return "tree_delivered_graft"
+    if source is not None and source in tree.eager:
+        return "tree_delivered_eager"
+    return "tree_delivered_critical_direct" if critical else "tree_delivered_other"
+
+
 def meta_size(meta: Mapping[str, str]) -> int:
     return sum(len(k.encode()) + len(v.encode()) + 2 for k, v in meta.items())
 
@@ -278,7 +291,9 @@ class Node:
         self._coalesce: Coalescer[StateRumor] = Coalescer(g0.coalesce_delay, g0.mtu - codec.packet_overhead(self.name))
         # Link requests (empty GRAFTs) from members not yet in our table: name -> the host it came from.
         self._early_links: dict[str, str] = {}
-        # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
+        # Our writes waiting one gossip interval before the tree's flood fallback (core/held_floods.py).
+        self._held_floods: HeldFloods[tuple[StateRumor, str | None]] = HeldFloods()
+                # When the tree next looks for neighbours while it wants some (at once, then every gossip interval):
         # a member without links misses every write made meanwhile, and nothing announces those to it later.
         self._tree_fill_at = now
         self._gossip_ticks = 0  # gossip ticks so far: every _LAZY_TICKS-th flushes the tree's announcements
@@ -540,11 +555,13 @@ class Node:
         if self._tree_on:
             ident = message_id(payload)
             self.tree.receive(ident, None, now)
-            extra = [m.name for m in self._random_peers(self.config.gossip.fanout, exclude=None, live_only=True,
-                                                          alive_only=True) if m.name not in self.tree.eager] \
-                if critical else []
-            if self._tree_spread(ident, rumor, None, now, out, extra=extra) and self._flood_to_others(rumor, skey):
-                self._fresh_rumor(now, None, out)
+            # A critical write goes straight to every member in clusters up to CRITICAL_DIRECT (core/critical.py).
+            extra = [m.name for m in self._random_peers(direct_reach(self.table.n_alive - 1), exclude=None,
+                                                          live_only=True, alive_only=True)
+                     if m.name not in self.tree.eager] if critical else []
+            if self._tree_spread(ident, rumor, None, now, out, extra=extra):
+                # The flood fallback waits one gossip interval for the tree to deliver (core/held_floods.py).
+                self._held_floods.hold((rumor, skey), now + self.config.gossip.interval)
             return out
         self._enqueue(rumor, None, key=skey, sid=self._note_held(payload, now))
         self._fresh_rumor(now, None, out)
@@ -701,6 +718,7 @@ class Node:
                     self._gossip(now, out)
                 self._next_gossip = self._next_beat(now)
         if self._tree_on:
+            self._flood_held(now, out)
             # Announcements leave at the gossip tick, after the round's packets took theirs along (plumtree.tick).
             self._tick_tree(now, out, flush=gossip_tick and self._gossip_ticks % _LAZY_TICKS == 0)
         if now >= self._followup_sync_at:
@@ -764,6 +782,9 @@ class Node:
             if at < deadline:
                 deadline = at
             at = self._coalesce.next_deadline()
+            if at < deadline:
+                deadline = at
+            at = self._held_floods.next_deadline()
             if at < deadline:
                 deadline = at
             if (self._tree_fill_at < deadline and self.tree.wanted() and not leaving
@@ -1714,15 +1735,19 @@ class Node:
             return False
         # (A new payload from elsewhere is taken as ours would be: no link of the claimed sender's is touched,
         # neither made lazy nor counted as proven.)
-        if not self.tree.receive(ident, source if from_host else None, now,
-                                 can_prune=from_host and source in self._digest_readers):
+        sender = source if from_host else None
+        path = _delivery_path(self.tree, ident, sender, rumor.critical)
+        if not self.tree.receive(ident, sender, now, can_prune=from_host and source in self._digest_readers,
+                                 critical=rumor.critical):
             self.stats["tree_duplicates"] += 1
             return False
+        self.stats[path] += 1
         if self.delegate is not None and self.delegate.on_state_rumor(rumor.payload, now):
-            # A critical write goes to `fanout` more members at every hop, not only along the tree.
-            extra = [m.name for m in self._random_peers(self.config.gossip.fanout, exclude=source, live_only=True,
-                                                          alive_only=True) if m.name not in self.tree.eager] \
-                if rumor.critical else []
+            # A critical write goes to `fanout` more members at every hop in clusters its writer could not reach
+            # whole (core/critical.py).
+            k = relay_extras(self.table.n_alive - 1, self.config.gossip.fanout) if rumor.critical else 0
+            extra = [m.name for m in self._random_peers(k, exclude=source, live_only=True, alive_only=True)
+                     if m.name not in self.tree.eager] if k else []
             self._tree_spread(ident, rumor, source, now, out, extra=extra)
         return False
 
@@ -1748,15 +1773,28 @@ class Node:
                 self._tree_send_packed(name, ready, out)
         return True
 
+    def _flood_held(self, now: float, out: list[Effect]) -> None:
+        """Our writes whose hold is over go to the flood fallback (core/held_floods.py), forwarded at once if
+        any was queued."""
+        fresh = False
+        for rumor, key in self._held_floods.due(now):
+            fresh = self._flood_to_others(rumor, key) or fresh
+        if fresh and not self.leaving:
+            self._fresh_rumor(now, None, out)
+
     def _flood_to_others(self, rumor: StateRumor, key: str | None) -> bool:
         """Our own write, also queued (the flood's way) for live members that neither read tree messages nor
         are eager neighbours: an older agent learns it from us, from older agents' own floods, or by
         anti-entropy; a newer one not yet known to read tree messages gets it twice at worst. Only the writer
         does this, so a member's readers still being discovered (after a start) costs at most the queue's
-        retransmit limit per write, not that much at every member. True if it was queued."""
-        readers, eager = self._digest_readers, self.tree.eager
+        retransmit limit per write, not that much at every member. True if it was queued. A member whose own
+        convergence digest we hold reads tree messages too (digests and the tree came in one release, DIGESTS
+        in core/readers.py): second-hand evidence, good enough to skip a flood (not to send it new types). A
+        forged digest can at worst leave an older agent to anti-entropy for our writes. Called one gossip
+        interval after the write (core/held_floods.py)."""
+        readers, eager, digests = self._digest_readers, self.tree.eager, self.root_digests
         covered = {m.name for m in self.table if m.name != self.name and self.table.is_live(m.name)
-                   and (m.name in readers or m.name in eager)}
+                   and (m.name in readers or m.name in eager or m.name in digests)}
         if len(covered) >= self.table.n_live - 1:
             return False
         self.stats["tree_flood_fallback"] += 1

@@ -467,7 +467,7 @@ class StateApi:
     @staticmethod
     def _critical(request: web.Request) -> bool:
         """`?priority=critical|normal` (default normal): a critical write's rumor jumps every queue, goes to
-        twice the fanout and is relayed as critical (core/broadcast.py)."""
+        more peers and is relayed as critical (core/broadcast.py, core/critical.py)."""
         if len(request.query.getall("priority", ())) > 1:
             raise _error(400, "priority given more than once: give it once (critical or normal)")
         raw = request.query.get("priority", "normal")
