@@ -118,7 +118,8 @@ CLIENT_ADDR = "127.0.0.2"   # the bench's HTTP client: outside the counted traff
 AGENT_ADDR = "127.0.0.1"
 VERSION_BYTES = 16          # one write's version in the floor: a 64-bit HLC + a 64-bit counter
 SERF_EVENT_LIMIT = 512      # Serf's UserEventSizeLimit (name + payload)
-MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead", "digest", "coordinate")
+MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead", "digest", "coordinate",
+                    "peer_coordinates")  # second-hand coordinate rows: overhead, like own coordinates
 DATA_TYPES = ("state", "pull", "ihave", "graft", "prune", *SHORT_LABELS.values(), "short_ids")
 MEMBERSHIP_OPS = ("pushpull",)
 TYPE_NAMES = {int(t): t.name.lower() for t in MessageType}
