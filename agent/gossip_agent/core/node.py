@@ -369,7 +369,7 @@ class Node:
         before it (for metrics), or None if unused."""
         if name == self.name or name not in self.table:
             return None
-        return self.topology.observe_rtt(name, rtt, now, self.rng)
+        return self.topology.observe_rtt(name, rtt, now, self.rng, self.is_near(name))
 
     def choose_partner(self, names: Sequence[str], rng: Rng) -> str | None:
         """One of `names` for anti-entropy (core/state_node.py): near/far as gossip peers are
