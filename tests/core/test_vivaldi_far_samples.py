@@ -9,13 +9,19 @@ and deterministic (seeded RNG, no clock).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 import statistics
 
 import pytest
 
-from gossip_agent.core.topology_state import MAX_FAR_WEIGHT, FarSampleWeight
+from gossip_agent.core.config import TopologyConfig
+from gossip_agent.core.messages import Alive, NetCoordinate, Packet
+from gossip_agent.core.node import Node
+from gossip_agent.core.topology_state import MAX_FAR_WEIGHT, ZONE_META_KEY, FarSampleWeight
 from gossip_agent.core.vivaldi import Coordinate, VivaldiClient, VivaldiConfig, estimate_rtt, repeated_step
+from tests.core.test_node import cfg
 
 CFG = VivaldiConfig()
 #: 3 zones, 1 ms inside, 20 / 35 / 50 ms between (the simulator's and the namespace bench's topology).
@@ -115,3 +121,44 @@ def test_two_samples_of_a_rarely_probed_peer_use_the_shorter() -> None:
     steady.update("p", peer, 0.020, random.Random(1))
     spiky.update("p", peer, 2.0, random.Random(1))  # filtered: the lower of (0.020, 2.0)
     assert spiky.coordinate.vec == steady.coordinate.vec
+
+
+def _zoned_node(mode: str) -> Node:
+    """Node "a" in zone z1 (`mode` aware or random) knowing p2 in z1 and p3 in z2, with their coordinates."""
+    base = cfg("a")
+    node = Node(dataclasses.replace(base, topology=TopologyConfig(mode=mode, zone="z1")),  # type: ignore[arg-type]
+                ("h", 1), random.Random(3), 0.0)
+    for i, zone in ((2, "z1"), (3, "z2")):
+        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i), {ZONE_META_KEY: zone}),)), ("h", i), 0.0)
+        node.handle_packet(Packet(f"p{i}", (NetCoordinate((0.001 * i,) * 8, 0.0001, 1.0, 0.0),)), ("h", i), 0.0)
+    return node
+
+
+def test_the_node_weighs_a_far_sample_only_in_aware_mode() -> None:
+    """Node.observe_rtt tells the topology whether the peer is near (its zone): after near samples a far
+    one moves an aware node's coordinate further than the same sample moves a node choosing uniformly."""
+    moved = {}
+    for mode in ("aware", "random"):
+        node = _zoned_node(mode)
+        for i in range(8):
+            node.observe_rtt("p2", 0.001, 1.0 + i)
+        before = node.topology.coordinate
+        node.observe_rtt("p3", 0.040, 10.0)
+        moved[mode] = math.dist(before.vec, node.topology.coordinate.vec)
+        weights = node.topology.far_weight
+        assert (weights.near > 0 and weights.far > 0) if mode == "aware" else (weights.near == weights.far == 0)
+    assert moved["aware"] > 1.5 * moved["random"], moved
+
+
+def test_an_ack_later_than_the_probe_timeout_is_no_rtt_sample() -> None:
+    """The probe timeout is above the network's p99 round trip by definition: a later ack timed a stall (an
+    agent's event loop, a starved router), which would fling the coordinate by seconds. Refused and counted,
+    as memberlist times only acks within the timeout."""
+    node = _zoned_node("aware")
+    timeout = node.config.membership.probe_timeout
+    assert node.observe_rtt("p2", 0.001, 1.0) is not None
+    before = node.topology.coordinate
+    assert node.observe_rtt("p2", timeout * 1.5, 2.0) is None
+    assert node.topology.coordinate == before
+    assert node.topology.rejections() == {"rtt_too_large": 1}
+    assert node.observe_rtt("p3", timeout * 0.9, 3.0) is not None  # within the timeout: a sample

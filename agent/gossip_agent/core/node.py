@@ -235,7 +235,7 @@ class Node:
         # coordinates.
         self.readers = Readers()
         self.topology = TopologyState(config.topology, max_peers=config.membership.max_members,
-                                      readers=self.readers)
+                                      readers=self.readers, max_sample_rtt=config.membership.probe_timeout)
         zone_unannounced = False
         if self.topology.local_zone is not None:
             # A zone that does not fit gossip.maxMetaBytes is known here but not announced (as in set_zone).

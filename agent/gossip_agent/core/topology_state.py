@@ -48,6 +48,7 @@ Pure: no clock (callers pass `now`), no I/O; randomness only from the caller's `
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import struct
 from collections import Counter
@@ -126,9 +127,17 @@ class TopologyState:
     docstring for why and how."""
 
     def __init__(self, config: TopologyConfig, *, max_peers: int, vivaldi: VivaldiConfig | None = None,
-                 readers: Readers | None = None) -> None:
+                 readers: Readers | None = None, max_sample_rtt: float | None = None) -> None:
+        """`max_sample_rtt` (the Node passes membership.probeTimeout): the longest round trip taken as an RTT
+        sample. The probe timeout is by its definition above the network's 99th-percentile round trip, so an
+        ack later than that measured a stall (an agent's event loop, a starved delayer), not the network; as
+        in memberlist, which times only acks that arrive within the timeout. Such a sample, seconds against a
+        few ms, would fling the coordinate and fill the adjustment window for a minute. Refused and counted
+        (`rtt_too_large`)."""
         self.mode = config.mode
         self.policy = TopologyPolicy(cross_zone_fraction=config.cross_zone_fraction)
+        if max_sample_rtt is not None:
+            vivaldi = dataclasses.replace(vivaldi or VivaldiConfig(), max_rtt=max_sample_rtt)
         self.client = VivaldiClient(vivaldi)
         self.far_weight = FarSampleWeight()
         self.local_zone: str | None = parse_zone(config.zone) if config.zone is not None else None
