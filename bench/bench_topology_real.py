@@ -380,9 +380,10 @@ class Run:
 
     @staticmethod
     def own_coordinates(bed: ZonedTestbed, net: ZonedAgents, agents: Sequence[AgentProc]) -> dict[str, Any]:
-        """Each agent's own coordinate (error estimate, height, adjustment in ms) and its probe round trips
-        (count and the share under 5 ms, from the gossip_probe_rtt_seconds histogram): why the estimates are
-        what they are (a high error, a large negative adjustment, few far samples)."""
+        """Each agent's own coordinate (error estimate, height, adjustment in ms), its probe round trips (count,
+        how many took 5 ms or more, from the gossip_probe_rtt_seconds histogram) and the samples refused as
+        later than the probe timeout: why the estimates are what they are (a high error, a large adjustment,
+        few far samples, stalls)."""
         rows: dict[str, Any] = {}
         histogram: dict[str, int] = {}  # probe round trips of all agents, cumulative by upper bound (s)
         for a in agents:
@@ -397,6 +398,8 @@ class Run:
                 text = metrics.decode(errors="replace")
                 buckets = {le: int(float(v)) for le, v in
                            re.findall(r'gossip_probe_rtt_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)', text)}
+                late = re.search(r'gossip_coordinate_rejections_total\{reason="rtt_too_large"\} ([0-9.e+]+)', text)
+                row["samples_too_late"] = int(float(late.group(1))) if late else 0
                 if "+Inf" in buckets and "0.005" in buckets:
                     row["probes"] = buckets["+Inf"]
                     row["probes_far"] = buckets["+Inf"] - buckets["0.005"]
@@ -406,7 +409,8 @@ class Run:
         def med(key: str) -> float | None:
             vals = [r[key] for r in rows.values() if r.get(key) is not None]
             return r3(statistics.median(vals)) if vals else None
-        summary = {k: med(k) for k in ("error", "height_ms", "adjustment_ms", "probes", "probes_far")}
+        summary = {k: med(k) for k in ("error", "height_ms", "adjustment_ms", "probes", "probes_far",
+                                       "samples_too_late")}
         return {"summary": summary, "agents": rows, "probe_rtt_histogram": histogram}
 
     # -- bytes -------------------------------------------------------------------------------------------------
