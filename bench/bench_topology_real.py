@@ -221,6 +221,8 @@ class Run:
         log(f"{self.mode}: every coordinate known {res['coordinates_complete_s']} s after the settle")
         res["rtt"] = self.measure_rtt(bed, net, agents)
         log(f"{self.mode}: rtt {json.dumps(res['rtt'].get('summary'))}")
+        res["coordinates"] = self.own_coordinates(bed, net, agents)
+        log(f"{self.mode}: own coordinates {json.dumps(res['coordinates']['summary'])}")
         b0, s0 = bed.pair_bytes_by_proto(), self.sniffed()
         watch_views(args.idle)
         b1, s1 = bed.pair_bytes_by_proto(), self.sniffed()
@@ -375,6 +377,41 @@ class Run:
         }
         return {"summary": summary, "pairs": per_pair,
                 "scatter": {k: [r3(v) for v in vals] for k, vals in estimates.items()}}
+
+    @staticmethod
+    def own_coordinates(bed: ZonedTestbed, net: ZonedAgents, agents: Sequence[AgentProc]) -> dict[str, Any]:
+        """Each agent's own coordinate (error estimate, height, adjustment in ms), its probe round trips (count,
+        how many took 5 ms or more, from the gossip_probe_rtt_seconds histogram) and the samples refused as
+        later than the probe timeout: why the estimates are what they are (a high error, a large adjustment,
+        few far samples, stalls)."""
+        rows: dict[str, Any] = {}
+        histogram: dict[str, int] = {}  # probe round trips of all agents, cumulative by upper bound (s)
+        for a in agents:
+            body = net.get(a, "/v1/coordinates")
+            metrics = net.get(a, "/metrics")
+            if body is None:
+                continue
+            own = json.loads(body)["coordinates"][0]
+            row: dict[str, Any] = {"group": bed.group_of[a.host.index], "error": r3(own["error"]),
+                                   "height_ms": r3(own["height"] * 1000), "adjustment_ms": r3(own["adjustment"] * 1000)}
+            if metrics is not None:
+                text = metrics.decode(errors="replace")
+                buckets = {le: int(float(v)) for le, v in
+                           re.findall(r'gossip_probe_rtt_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)', text)}
+                late = re.search(r'gossip_coordinate_rejections_total\{reason="rtt_too_large"\} ([0-9.e+]+)', text)
+                row["samples_too_late"] = int(float(late.group(1))) if late else 0
+                if "+Inf" in buckets and "0.005" in buckets:
+                    row["probes"] = buckets["+Inf"]
+                    row["probes_far"] = buckets["+Inf"] - buckets["0.005"]
+                    for le, count in buckets.items():
+                        histogram[le] = histogram.get(le, 0) + count
+            rows[a.name] = row
+        def med(key: str) -> float | None:
+            vals = [r[key] for r in rows.values() if r.get(key) is not None]
+            return r3(statistics.median(vals)) if vals else None
+        summary = {k: med(k) for k in ("error", "height_ms", "adjustment_ms", "probes", "probes_far",
+                                       "samples_too_late")}
+        return {"summary": summary, "agents": rows, "probe_rtt_histogram": histogram}
 
     # -- bytes -------------------------------------------------------------------------------------------------
     def bytes_summary(self, before: Mapping[tuple[int, int, str], int], after: Mapping[tuple[int, int, str], int],

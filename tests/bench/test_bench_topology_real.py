@@ -78,11 +78,12 @@ def test_thirty_agents_zone_aware_choice_cuts_cross_zone_bytes(tmp_path: Path) -
         assert result["n"] == 30
     aware = next(r for r in data["results"] if r["mode"] == "aware")
     uniform = next(r for r in data["results"] if r["mode"] == "uniform")
-    # Estimates within 25% of the measured RTT: what the coordinates give when probes sample every pair
-    # (uniform: 4-6%). Zone-aware probing samples far pairs a third as often and its cross-zone estimates come
-    # out shorter than measured (12-21% in most runs, 36% in one quiet run): a looser guard there, not the target.
-    assert uniform["rtt"]["summary"]["median_rel_error_cross"] <= 0.25, uniform["rtt"]["summary"]
-    assert aware["rtt"]["summary"]["median_rel_error_cross"] <= 0.45, aware["rtt"]["summary"]
+    # Estimates within 25% of the measured RTT, in both modes. Zone-aware probing samples far pairs a third as
+    # often; its cross-zone estimates came out short (12-36% off) until a far sample weighed as much as the near
+    # ones together (core/topology_state.FarSampleWeight) and acks later than the probe timeout stopped
+    # counting as round trips.
+    for result in (aware, uniform):
+        assert result["rtt"]["summary"]["median_rel_error_cross"] <= 0.25, (result["mode"], result["rtt"]["summary"])
     # Measured 5.3-17.9x in six runs under load 1-50 (3.2-3.9x before repairs went near first): 3x leaves room
     # for a stalled run; the TCP check below is what catches repairs going far again.
     assert data["comparison"]["write_cross_bytes_cut"] >= 3.0, data["comparison"]

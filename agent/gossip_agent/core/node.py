@@ -253,7 +253,7 @@ class Node:
         # coordinates.
         self.readers = Readers()
         self.topology = TopologyState(config.topology, max_peers=config.membership.max_members,
-                                      readers=self.readers)
+                                      readers=self.readers, max_sample_rtt=config.membership.probe_timeout)
         zone_unannounced = False
         if self.topology.local_zone is not None:
             # A zone that does not fit gossip.maxMetaBytes is known here but not announced (as in set_zone).
@@ -390,7 +390,7 @@ class Node:
         before it (for metrics), or None if unused."""
         if name == self.name or name not in self.table:
             return None
-        return self.topology.observe_rtt(name, rtt, now, self.rng)
+        return self.topology.observe_rtt(name, rtt, now, self.rng, self.is_near(name))
 
     def choose_partner(self, names: Sequence[str], rng: Rng) -> str | None:
         """One of `names` for anti-entropy (core/state_node.py): near/far as gossip peers are

@@ -48,6 +48,7 @@ Pure: no clock (callers pass `now`), no I/O; randomness only from the caller's `
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import struct
 from collections import Counter
@@ -93,6 +94,46 @@ ROW_YOUNG = 60.0
 OWN_REFRESH = 60.0
 
 T = TypeVar("T")
+#: Largest weight of one far RTT sample (see `FarSampleWeight`): with Vivaldi's default step a far sample then
+#: closes at most about half of its gap (vivaldi.repeated_step), and one noisy far round trip moves us at
+#: most as far as four in a row would.
+MAX_FAR_WEIGHT = 4.0
+#: Samples over which the near/far mix of our samples is counted (an exponential memory).
+SAMPLE_MIX_MEMORY = 64.0
+
+
+class FarSampleWeight:
+    """How many samples one far RTT sample stands for, so that far samples pull as hard as near ones.
+
+    WHY. Zone-aware probing (core/probe_order.py) takes about one sample in five across zones, uniform probing
+    two in three. Vivaldi then sees the many near springs hold each zone's coordinates together as a rigid
+    body that the few far springs move apart only slowly; starting from the origin, every cross-zone estimate
+    comes out short and stays short for a minute or more (sim/zones.py at N = 30: median cross-zone error 33%
+    after 20 s and 6% after 40 s, against 5% and 1.5% with uniform probing). Weighting a far sample by
+    near count / far count of our recent samples (an exponential memory of `SAMPLE_MIX_MEMORY` samples, one
+    pseudo-sample of each kind to start) gives both kinds the same total pull, as an unbiased choice of probe
+    targets would; at least 1 (far samples are never damped) and at most `MAX_FAR_WEIGHT` (a rare far sample
+    is also an unfiltered one: core/vivaldi.py's latency filter holds few samples of a far peer). Near samples
+    keep weight 1, so the inside of a zone converges as before; with uniform probing far samples are the
+    majority and the weight stays 1. Pure arithmetic, O(1) per sample.
+    """
+
+    __slots__ = ("far", "near")
+
+    def __init__(self) -> None:
+        self.near = 0.0
+        self.far = 0.0
+
+    def observe(self, near: bool) -> float:
+        """Count one sample of its kind; its weight (1 for a near sample)."""
+        keep = 1.0 - 1.0 / SAMPLE_MIX_MEMORY
+        self.near *= keep
+        self.far *= keep
+        if near:
+            self.near += 1.0
+            return 1.0
+        self.far += 1.0
+        return min(MAX_FAR_WEIGHT, max(1.0, (self.near + 1.0) / (self.far + 1.0)))
 
 
 def moved_noticeably(before: Coordinate, after: Coordinate, distance: float) -> bool:
@@ -111,10 +152,19 @@ class TopologyState:
     docstring for why and how."""
 
     def __init__(self, config: TopologyConfig, *, max_peers: int, vivaldi: VivaldiConfig | None = None,
-                 readers: Readers | None = None) -> None:
+                 readers: Readers | None = None, max_sample_rtt: float | None = None) -> None:
+        """`max_sample_rtt` (the Node passes membership.probeTimeout): the longest round trip taken as an RTT
+        sample. The probe timeout is by its definition above the network's 99th-percentile round trip, so an
+        ack later than that measured a stall (an agent's event loop, a starved delayer), not the network; as
+        in memberlist, which times only acks that arrive within the timeout. Such a sample, seconds against a
+        few ms, would fling the coordinate and fill the adjustment window for a minute. Refused and counted
+        (`rtt_too_large`)."""
         self.mode = config.mode
         self.policy = TopologyPolicy(cross_zone_fraction=config.cross_zone_fraction)
+        if max_sample_rtt is not None:
+            vivaldi = dataclasses.replace(vivaldi or VivaldiConfig(), max_rtt=max_sample_rtt)
         self.client = VivaldiClient(vivaldi)
+        self.far_weight = FarSampleWeight()
         self.local_zone: str | None = parse_zone(config.zone) if config.zone is not None else None
         self.max_peers = max_peers
         self.stats: Counter[str] = Counter()
@@ -324,18 +374,21 @@ class TopologyState:
         self._cursor[peer] = self._update_seq  # it has them all now: the walk goes on from here
         return [PeerCoordinates(tuple(rows[i:i + per_message])) for i in range(0, len(rows), per_message)]
 
-    def observe_rtt(self, peer: str, rtt: float, now: float, rng: Rng) -> float | None:
+    def observe_rtt(self, peer: str, rtt: float, now: float, rng: Rng, near: bool | None = None) -> float | None:
         """A measured round trip (seconds) to `peer`: moves our coordinate toward agreement with it.
 
-        Returns the relative error |estimate - rtt| / rtt of the estimate made just before the update (what
-        the metrics report as estimate vs measured), or None if the sample could not be used (no coordinate
-        of the peer yet, or a refused RTT, counted)."""
+        `near`: whether `peer` is near (`is_near`), None while no topology is known (uniform choice: every
+        sample weighs 1); a far sample weighs as `FarSampleWeight` says. Returns the relative error
+        |estimate - rtt| / rtt of the estimate made just before the update (what the metrics report as
+        estimate vs measured), or None if the sample could not be used (no coordinate of the peer yet, or a
+        refused RTT, counted)."""
         remote = self._coordinates.get(peer)
         if remote is None:
             self.stats["rtt_without_coordinate"] += 1
             return None
         before = estimate_rtt(self.client.coordinate, remote)
-        if self.client.update(peer, remote, rtt, rng) is not None:
+        weight = 1.0 if near is None else self.far_weight.observe(near)
+        if self.client.update(peer, remote, rtt, rng, weight) is not None:
             return None
         if now >= self._threshold_at + THRESHOLD_REFRESH:
             self._refresh_threshold(now)

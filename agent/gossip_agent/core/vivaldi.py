@@ -16,7 +16,16 @@ Serf and Consul run the same scheme (`serf rtt`); the refinements below follow t
   maximum) moves fast. The error itself is an exponentially weighted mean of the sample's relative error.
 - **Latency filter** (Ledlie et al., NSDI 2007). Per peer, the median of the last `latency_filter_size` raw
   RTTs is used instead of the raw sample: one delayed ack (a GC pause, a full queue) does not fling the
-  coordinate across the space.
+  coordinate across the space. With an even count the LOWER middle value is taken: delays only ever add to a
+  round trip, so of two samples the shorter is the likelier truth. This matters because a peer is sampled
+  rarely (at N = 30 about once per 30 probes, far peers under zone-aware probing once per ~90): the upper
+  middle of two samples would be their maximum, and a single stalled ack would pass unfiltered.
+- **Sample weight** (`update(..., weight=)`). A sample may stand for `weight` samples of its kind: the move
+  and the error update are those of `weight` identical samples in a row (``1 - (1 - c * w) ** weight`` of the
+  gap instead of ``c * w``, so even a large weight never overshoots). The caller uses it to correct a biased
+  choice of probe targets (core/topology_state.py: zone-aware probing takes far samples rarely, and without
+  the weight the many near samples hold each zone together as a rigid body that the few far ones move
+  slowly apart, so cross-zone estimates start short and stay short for a minute).
 - **Adjustment term** (Lee et al., ToN 2010). What the Euclidean model cannot express (triangle-inequality
   violations) is corrected by a scalar per member: half the mean of ``rtt - raw_distance`` over a window of
   recent samples. Both ends add their own adjustment to an estimate; a negative adjusted estimate falls back
@@ -171,6 +180,19 @@ def estimate_rtt(a: Coordinate, b: Coordinate) -> float:
     return adjusted if adjusted > 0.0 else raw
 
 
+def repeated_step(step: float, times: float) -> float:
+    """The share of a gap that `times` steps of `step` each close: ``1 - (1 - step) ** times``.
+
+    One sample moves a coordinate by `step` of the gap between estimate and measurement (the gap shrinks to
+    ``1 - step`` of itself); `times` such samples in a row leave ``(1 - step) ** times`` of it. Exactly
+    `step` for one sample, never above 1 however large `times` is (no overshoot), 0 for `times` = 0.
+    """
+    if times == 1.0:
+        return step
+    left: float = max(0.0, 1.0 - step) ** times
+    return 1.0 - left
+
+
 def _is_finite(c: Coordinate) -> bool:
     return all(math.isfinite(x) for x in c.vec) and all(
         math.isfinite(x) for x in (c.height, c.error, c.adjustment))
@@ -217,13 +239,17 @@ class VivaldiClient:
     def tracked_peers(self) -> int:
         return len(self._filters)
 
-    def update(self, peer: str, peer_coordinate: Coordinate, rtt: float, rng: Rng) -> Rejection | None:
+    def update(self, peer: str, peer_coordinate: Coordinate, rtt: float, rng: Rng,
+               weight: float = 1.0) -> Rejection | None:
         """Take one measured RTT (seconds) to `peer`, whose coordinate is `peer_coordinate`.
 
         `peer_coordinate` should come from `check_coordinate` (the edge); its dimensionality and finiteness
-        are checked again here because a wrong one would corrupt the local state. Returns None when the
-        sample was used, else the counted `Rejection`.
+        are checked again here because a wrong one would corrupt the local state. `weight` (>= 0, finite;
+        the caller's, not the network's) makes the sample count as that many (see the module docstring).
+        Returns None when the sample was used, else the counted `Rejection`.
         """
+        if not (math.isfinite(weight) and weight >= 0.0):
+            raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
         cfg = self.config
         if not math.isfinite(rtt):
             return self.stats.reject(Rejection.RTT_NOT_FINITE)
@@ -238,7 +264,7 @@ class VivaldiClient:
 
         filtered = max(self._filter(peer, rtt), ZERO_THRESHOLD)
         before = self.coordinate
-        moved = self._vivaldi_step(before, peer_coordinate, filtered, rng)
+        moved = self._vivaldi_step(before, peer_coordinate, filtered, rng, weight)
         moved = self._adjust(moved, peer_coordinate, filtered)
         moved = self._gravity(moved)
         if _is_finite(moved):
@@ -262,16 +288,18 @@ class VivaldiClient:
         if len(history) > self.config.latency_filter_size:
             del history[0]
         ordered = sorted(history)
-        return ordered[len(ordered) // 2]
+        return ordered[(len(ordered) - 1) // 2]  # the lower middle of an even count (module docstring)
 
-    def _vivaldi_step(self, local: Coordinate, remote: Coordinate, rtt: float, rng: Rng) -> Coordinate:
+    def _vivaldi_step(self, local: Coordinate, remote: Coordinate, rtt: float, rng: Rng,
+                      repeat: float) -> Coordinate:
         cfg = self.config
         dist = estimate_rtt(local, remote)
         relative_error = abs(dist - rtt) / rtt
         total_error = max(local.error + remote.error, ZERO_THRESHOLD)
         weight = local.error / total_error
-        error = min(cfg.ce * weight * relative_error + local.error * (1.0 - cfg.ce * weight), cfg.error_max)
-        force = cfg.cc * weight * (rtt - dist)
+        step_error = repeated_step(cfg.ce * weight, repeat)
+        error = min(local.error + step_error * (relative_error - local.error), cfg.error_max)
+        force = repeated_step(cfg.cc * weight, repeat) * (rtt - dist)
         vec, height = self._push(local, remote, force, rng)
         return Coordinate(vec, height, error, local.adjustment)
 
