@@ -418,9 +418,10 @@ class StateApi:
 
     @staticmethod
     def _check_length(request: web.Request, limit: int, what: str) -> None:
-        # (A compressed body's length says nothing of what it inflates to: the read checks that.)
+        # (A compressed body's length says nothing of what it inflates to: the read checks that. "identity" is no
+        # encoding at all.)
         if request.content_length is not None and request.content_length > limit \
-                and "Content-Encoding" not in request.headers:
+                and request.headers.get("Content-Encoding", "identity").strip().lower() == "identity":
             raise _error(413, f"{what} is {request.content_length} bytes; the limit is {limit}")
 
     # -- input -------------------------------------------------------------------------------------------
