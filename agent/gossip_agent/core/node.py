@@ -561,7 +561,10 @@ class Node:
                      if m.name not in self.tree.eager] if critical else []
             if self._tree_spread(ident, rumor, None, now, out, extra=extra):
                 # The flood fallback waits one gossip interval for the tree to deliver (core/held_floods.py).
+                dropped = self._held_floods.dropped
                 self._held_floods.hold((rumor, skey), now + self.config.gossip.interval)
+                if self._held_floods.dropped > dropped:  # older agents get those by anti-entropy only
+                    self.stats["tree_held_floods_dropped"] += self._held_floods.dropped - dropped
             return out
         self._enqueue(rumor, None, key=skey, sid=self._note_held(payload, now))
         self._fresh_rumor(now, None, out)
@@ -1208,10 +1211,7 @@ class Node:
             pos = self._probe_index + int(self.rng.random() * (len(self._probe_order) - self._probe_index + 1))
             self._probe_order.insert(pos, member.name)
             out.append(MemberEvent(EventKind.JOIN, member.snapshot()))
-            early_host = self._early_links.pop(member.name, None) if self._early_links else None
-            if early_host is not None and _same_host(early_host, member.addr[0]):
-                self.tree.on_graft((), member.name)  # its link request came before its Alive (_on_tree_message)
-                self.stats["tree_early_links"] += 1
+            self._take_early_link(member)
             self._enqueue(rumor, source, low=True)  # announcements of newcomers never crowd out real news
             return True
         previous = member.state
@@ -1235,8 +1235,17 @@ class Node:
             self._digest_exchange.forget(member.name, reaped=False)
             self.topology.offer_again(member.name)
             self.tree.remove(member.name)  # a restart lost its tree links: it picks new ones
+            self._take_early_link(member)  # (and may have asked for one before this Alive reached us)
         self._enqueue(rumor, source)
         return True
+
+    def _take_early_link(self, member: Member) -> None:
+        """Make the link a member asked for before its Alive reached us, if the request came from the host
+        that Alive names (_on_tree_message: a newcomer, or a restart at a new address or back from death)."""
+        early_host = self._early_links.pop(member.name, None) if self._early_links else None
+        if early_host is not None and _same_host(early_host, member.addr[0]):
+            self.tree.on_graft((), member.name)
+            self.stats["tree_early_links"] += 1
 
     def _on_suspect(self, rumor: Suspect, member: Member, now: float, source: str | None,
                     out: list[Effect]) -> bool:
@@ -1831,19 +1840,20 @@ class Node:
                          grafted: set[int] | None = None, *, shows: bool = True, src_host: str | None = None) -> None:
         """IHAVE / GRAFT / PRUNE from a live member (others are dropped and counted). Whoever sends them reads
         them: from now on our new message types ride on our packets to it (if `shows`: see handle_packet)."""
+        if (self._tree_on and src_host is not None and isinstance(msg, Graft) and not msg.ids
+                and sender != self.name and (not shows or not self.table.is_live(sender))):
+            # A link request from a newcomer whose Alive has not reached us yet (or a member restarted at
+            # a new address, or back from death): dropped, it left a link that only its end knew (it
+            # pushed to us, nobody pushed or announced to it: in an 8-member cluster it missed every write
+            # until anti-entropy). Remembered, bounded, with the host it came from; the link is made when
+            # the member's next Alive names that host (_on_alive).
+            early = self._early_links
+            early.pop(sender, None)
+            early[sender] = src_host
+            if len(early) > _MAX_EARLY_LINKS:
+                del early[next(iter(early))]
         if not self.table.is_live(sender) or sender == self.name:
             self.stats["tree_unknown_member"] += 1
-            if (self._tree_on and src_host is not None and isinstance(msg, Graft) and not msg.ids
-                    and sender not in self.table and sender != self.name):
-                # A link request from a newcomer whose Alive has not reached us yet: dropped, it left a link
-                # that only its end knew (it pushed to us, nobody pushed or announced to it: in an 8-member
-                # cluster it missed every write until anti-entropy). Remembered, bounded, with the host it
-                # came from; the link is made when the member's Alive names that host (_on_alive).
-                early = self._early_links
-                early.pop(sender, None)
-                early[sender] = src_host
-                if len(early) > _MAX_EARLY_LINKS:
-                    del early[next(iter(early))]
             return
         if not shows:
             # Not from the member's host: a spoofed GRAFT would make us push cached payloads (MAX_GRAFT_ANSWER a

@@ -88,3 +88,14 @@ class CriticalLimit:
             self.downgraded += 1
             return False
         return True
+
+    def refund(self, client: str) -> None:
+        """A write `allow` kept critical was not made after all (refused, or a delete of no key): its place
+        goes back to the client and the agent (else such requests spend the critical rate and write nothing)."""
+        if self.per_second <= 0:
+            return
+        bucket = self._clients.get(client)
+        if bucket is not None:
+            bucket.give_back()
+        if self._agent is not None:
+            self._agent.give_back()

@@ -9,6 +9,7 @@ on the answer, checked from Content-Length and while reading, before the body is
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import aiohttp
 
@@ -44,11 +45,29 @@ class PeerBusy(PeerError):
     requests as it may). Nothing is wrong with the peer: callers defer, they do not count a failure.
     `retry_after`: seconds the peer asked for (its Retry-After header, bounded)."""
 
-    def __init__(self, status: int, retry_after: float, *, precise: bool = False) -> None:
+    def __init__(self, status: int, retry_after: float, *, precise: bool = False, body_sent: bool = True) -> None:
         super().__init__("busy", f"HTTP {status}, retry after {retry_after:g} s")
         self.status = status
         self.retry_after = retry_after
         self.precise = precise  # from RETRY_AFTER_MS_HEADER (else whole seconds, rounded up)
+        # Whether our body went: False only when the peer refused an `Expect: 100-continue` before it agreed
+        # (a peer that said "100 Continue", read the body and then 429 got it: its bytes stay spent).
+        self.body_sent = body_sent
+
+
+class _Body(aiohttp.BytesPayload):
+    """A request body that records whether it was written: with `Expect: 100-continue` it goes only once the
+    peer agreed, and a "retry later" that came instead means it never went."""
+
+    sent = False
+
+    async def write(self, writer: Any) -> None:
+        self.sent = True
+        await super().write(writer)
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        self.sent = True
+        await super().write_with_length(writer, content_length)
 
 
 def parse_retry_after(value: str | None) -> float:
@@ -115,7 +134,7 @@ class PeerClient:
         agrees, so a "retry later" costs one round trip instead of the body (io/http_limits.expect_refusal)."""
         if self._session is None:
             raise PeerError("closed")
-        sealed = self.security.seal(body, Purpose.STREAM)
+        sealed = _Body(self.security.seal(body, Purpose.STREAM), content_type=_OCTETS)
         limit = max_bytes + 64  # the envelope
         try:
             async with self._session.post(
@@ -124,8 +143,9 @@ class PeerClient:
                 if resp.status in (429, 503):
                     precise = parse_retry_after_ms(resp.headers.get(RETRY_AFTER_MS_HEADER))
                     if precise is not None:
-                        raise PeerBusy(resp.status, precise, precise=True)
-                    raise PeerBusy(resp.status, parse_retry_after(resp.headers.get("Retry-After")))
+                        raise PeerBusy(resp.status, precise, precise=True, body_sent=sealed.sent)
+                    raise PeerBusy(resp.status, parse_retry_after(resp.headers.get("Retry-After")),
+                                   body_sent=sealed.sent)
                 if resp.status != 200:
                     raise PeerError("status", f"HTTP {resp.status}")
                 if resp.content_length is not None and resp.content_length > limit:

@@ -418,9 +418,10 @@ class StateApi:
 
     @staticmethod
     def _check_length(request: web.Request, limit: int, what: str) -> None:
-        # (A compressed body's length says nothing of what it inflates to: the read checks that.)
+        # (A compressed body's length says nothing of what it inflates to: the read checks that. "identity" is no
+        # encoding at all.)
         if request.content_length is not None and request.content_length > limit \
-                and "Content-Encoding" not in request.headers:
+                and request.headers.get("Content-Encoding", "identity").strip().lower() == "identity":
             raise _error(413, f"{what} is {request.content_length} bytes; the limit is {limit}")
 
     # -- input -------------------------------------------------------------------------------------------
@@ -475,12 +476,15 @@ class StateApi:
             raise _error(400, f"priority must be critical or normal, got {raw[:20]!r}")
         return raw == "critical"
 
+    @staticmethod
+    def _critical_client(request: web.Request) -> str:
+        caller = caller_of(request)
+        return f"token:{caller.token}" if caller.token is not None else f"address:{request.remote or '?'}"
+
     def _critical_granted(self, request: web.Request) -> bool:
         """Whether a write that asked for critical stays critical (io/critical_limit.py): within the agent's
         and its client's (bearer token, else address) rate. Else it is made as a normal one, and counted."""
-        caller = caller_of(request)
-        client = f"token:{caller.token}" if caller.token is not None else f"address:{request.remote or '?'}"
-        if self.critical_limit.allow(client):
+        if self.critical_limit.allow(self._critical_client(request)):
             return True
         count_watch(request, CRITICAL_DOWNGRADED)
         return False
@@ -555,6 +559,8 @@ class StateApi:
         try:
             entry = self.svc.put(key, value, context, critical=critical)
         except StateError as exc:
+            if critical:  # refused (e.g. too many siblings): the critical place is not spent
+                self.critical_limit.refund(self._critical_client(request))
             raise _state_error(exc) from None
         assert isinstance(entry, ValueEntry)
         result = read_result(entry)
@@ -599,8 +605,12 @@ class StateApi:
         try:
             entry = self.svc.delete(key, context, critical=critical)
         except StateError as exc:
+            if critical:
+                self.critical_limit.refund(self._critical_client(request))
             raise _state_error(exc) from None
         if entry is None:
+            if critical:  # nothing was written: the critical place is not spent
+                self.critical_limit.refund(self._critical_client(request))
             raise _error(404, f"no such key: {key!r}")
         response = await self._concern(entry, w, timeout, {"key": key, "deleted": True})
         if PRIORITY in request.query:

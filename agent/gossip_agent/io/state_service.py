@@ -720,7 +720,7 @@ class StateService(Extension, StateDelegate):
                 return await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE,
                                             expect_continue=expect)
             except PeerBusy as exc:
-                if expect:  # (an agent before expect_refusal read the body, then answered 429: not given back)
+                if expect and not exc.body_sent:  # (a peer that read the body, then said 429: not given back)
                     self.stats.ae_bytes["sent"] -= len(body)
                     agent.node.send_budget.refund_stream(len(body))  # (the headers went: still charged)
                 stream_deferred(agent.node.stats, "antientropy")

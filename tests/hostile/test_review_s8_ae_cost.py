@@ -1,0 +1,89 @@
+"""Review (session 8): what an anti-entropy request costs its responder before any bound is checked.
+
+The responder now refuses more than `Limits.max_push` pushed entries by reading the push array's header
+before decoding (core/state_codec.ae_request_push_count): 50k tiny entries held its event loop ~1 s. The
+peek itself holds up (first test). But entries are not what costs: decoded objects are, and a request's
+body (up to 4 MiB on the agent's HTTP app, no authentication in plaintext mode) can hold millions of them
+inside bounds that count only arrays' lengths and entries:
+
+- one pushed entry with hundreds of thousands of versions (siblings): one entry passes the push bound,
+  and building its versions cost ~3.3 s of CPU for 8 MiB (~1.3 s for 4 MiB) on the event loop;
+- nested empty arrays (`want: [[[], [], ...15], ...]`, one byte per list): a 2 MiB body grew the process by
+  ~146 MiB and took ~0.55 s to decode before `want`'s type check refused it; 4 MiB is ~290 MiB per request.
+
+Both are measured here without timing: by what the decoder accepts, and by tracemalloc's peak.
+"""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+
+import msgpack
+import pytest
+
+from gossip_agent.core.state_codec import StateCodecError, ae_request_push_count, decode_ae_request
+
+_SHAPE = msgpack.packb([4, 4])
+
+
+def _array(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + struct.pack(">H", n)
+    return b"\xdd" + struct.pack(">I", n)
+
+
+def _request(push: bytes, want: bytes = b"\x90") -> bytes:
+    """An anti-entropy request (format tag 3, 8 fields) with these raw push and want fields."""
+    return b"\x98\x03" + _SHAPE + b"\xc0\x90\x90" + push + want + b"\x90"
+
+
+def test_the_push_count_peek_reads_every_header_form_and_fails_cleanly_on_truncation() -> None:
+    """Held up: fix, 16- and 32-bit array headers give the same count as the full decode; maps, nil, ext,
+    wrong tags and every truncation raise StateCodecError only."""
+    entry = msgpack.packb([0, "k", [], [["n", 1, 1, 0, b"v"]]], use_bin_type=True)
+    for header in (b"\x93", b"\xdc\x00\x03", b"\xdd\x00\x00\x00\x03"):
+        data = _request(header + entry * 3)
+        assert ae_request_push_count(data) == 3 == len(decode_ae_request(data).push)
+        for cut in range(len(data)):
+            with pytest.raises(StateCodecError):
+                ae_request_push_count(data[:cut]) if cut < len(data) - len(entry) * 3 - 2 \
+                    else decode_ae_request(data[:cut])
+    for push in (b"\x82\xa1a\x01\xa1b\x02", b"\xc0", b"\xd4\x01\x00", b"\xc1", b"\xdd\xff\xff\xff\xff"):
+        with pytest.raises(StateCodecError):
+            ae_request_push_count(_request(push)) if push != b"\xdd\xff\xff\xff\xff" \
+                else decode_ae_request(_request(push))
+    for top in (b"\x88", b"\x97", b"\x99", b"\xc0", b""):
+        with pytest.raises(StateCodecError):
+            ae_request_push_count(top + b"\x03" + _SHAPE)
+    with pytest.raises(StateCodecError):
+        ae_request_push_count(b"\x98\x03" + b"\x91" * 100_000 + b"\xc0")  # nesting past msgpack's stack
+
+
+@pytest.mark.xfail(strict=True, reason="versions per pushed entry are not bounded before they are built: one "
+                   "entry passes the 512-entry push bound and its 100k versions are decoded on the event loop")
+def test_one_pushed_entry_with_a_hundred_thousand_versions_is_refused_before_they_are_built() -> None:
+    versions = b"".join(msgpack.packb(["n", i + 1, 1, 0, None]) for i in range(100_000))
+    entry = b"\x94\x00\xa1k\x90" + _array(100_000) + versions
+    data = _request(b"\x91" + entry)
+    assert len(data) < 1 << 20  # well inside the agent's 4 MiB request body
+    assert ae_request_push_count(data) == 1  # the push bound passes it
+    with pytest.raises(StateCodecError):
+        decode_ae_request(data)
+
+
+@pytest.mark.xfail(strict=True, reason="the decoder builds every object a request holds before any field is "
+                   "checked: nested empty arrays cost ~70 bytes of memory per byte of body")
+def test_a_request_of_nested_empty_arrays_costs_memory_in_proportion_to_its_body() -> None:
+    n = 32 * 1024  # 512 KiB of body: 32k arrays of 15 empty arrays each
+    data = _request(b"\x90", want=_array(n) + (b"\x9f" + b"\x90" * 15) * n)
+    tracemalloc.start()
+    try:
+        with pytest.raises(StateCodecError):
+            decode_ae_request(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * len(data), f"peak {peak / len(data):.0f} bytes of memory per byte of body"
