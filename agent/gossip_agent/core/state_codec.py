@@ -110,6 +110,9 @@ def _guard(what: str, fn: Any, *args: Any) -> Any:
 
 # -- entries, rumors, log records ----------------------------------------------------------------------
 def _entry(plain: Any, limits: CodecLimits) -> Entry:
+    if isinstance(plain, list) and len(plain) == 4 and plain[0] == 0 and isinstance(plain[3], list) \
+            and len(plain[3]) > MAX_ENTRY_VERSIONS:  # (a value entry: tag 0, kvstore.entry_to_plain)
+        raise StateCodecError(f"entry: {len(plain[3])} versions (limit {MAX_ENTRY_VERSIONS})")
     entry: Entry = _guard("entry", entry_from_plain, plain)
     try:
         key_bytes = len(entry.key.encode())
@@ -210,9 +213,98 @@ def encoded_size(message: AeMessage) -> int:
     return len(encode_ae(message))
 
 
+MAX_ENTRY_VERSIONS = 4096
+"""Versions one decoded entry may hold. A local write keeps at most kvstore.MAX_LOCAL_SIBLINGS (64) live
+values, so only concurrent writers add more; past this, an entry is refused before its versions are built
+(one pushed entry of 100k versions passed the push-count bound and cost ~1.3 s of CPU per 4 MiB)."""
+
+_PUSH_BYTES_PER_LIST = 2
+"""The fewest body bytes an honest push spends per msgpack array: an OR-set element's smallest item is
+[element, [[node, n]]], 3 arrays in ~7 bytes. A push decoded with more arrays than its bytes / 2 (+ a few) is
+refused as it is built: nested empty arrays cost one byte of body each and ~64 bytes of memory once built."""
+
+
+class _TooManyLists(Exception):
+    pass
+
+
+def _counting_hooks(limit: int) -> dict[str, Any]:
+    """msgpack list_hook and object_hook that refuse the `limit`+1-th array or map as soon as it is built
+    (inner ones first)."""
+    built = 0
+
+    def count(items: Any) -> Any:
+        nonlocal built
+        built += 1
+        if built > limit:
+            raise _TooManyLists
+        return items
+    return {"list_hook": count, "object_hook": count}
+
+
+def _request_fields(data: bytes, limits: CodecLimits) -> list[bytes]:
+    """The 8 fields of an anti-entropy request as separate byte strings, found by msgpack's skip (which builds
+    nothing): each is then decoded with bounds of its own, so nested arrays in a field meant to be flat cost
+    two arrays, not millions."""
+    if len(data) > limits.max_message_bytes:
+        raise StateCodecError(f"message of {len(data)} bytes exceeds the {limits.max_message_bytes} byte cap")
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(data)), max_ext_len=0,
+                                max_str_len=min(len(data), limits.max_str_bytes),
+                                max_bin_len=min(len(data), limits.max_bin_bytes),
+                                max_array_len=min(len(data), limits.max_items),
+                                max_map_len=min(len(data), limits.max_items))
+    unpacker.feed(data)
+    fields = []
+    try:
+        if unpacker.read_array_header() != 8:
+            raise StateCodecError("not an anti-entropy request (format tag 3, 8 fields)")
+        for _ in range(8):
+            start = unpacker.tell()
+            unpacker.skip()
+            fields.append(bytes(data[start:unpacker.tell()]))
+        if unpacker.tell() != len(data):
+            raise StateCodecError("anti-entropy request: trailing bytes")
+    except StateCodecError:
+        raise
+    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+        raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
+    return fields
+
+
+def _unpack_field(data: bytes, limits: CodecLimits, max_lists: int, what: str) -> Any:
+    """One field, refused as soon as it builds more than `max_lists` arrays and maps."""
+    try:
+        return msgpack.unpackb(
+            data, raw=False, use_list=True, strict_map_key=True, **_counting_hooks(max_lists),
+            max_str_len=min(len(data), limits.max_str_bytes), max_bin_len=min(len(data), limits.max_bin_bytes),
+            max_array_len=min(len(data), limits.max_items), max_map_len=min(len(data), limits.max_items),
+            max_ext_len=0)
+    except _TooManyLists:
+        raise StateCodecError(f"{what}: more nested arrays or maps than the field can hold") from None
+    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+        raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
+
+
 def decode_ae_request(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeRequest:
-    _, shape, root, descend, listing, push, want, want_nodes = _decode(data, AE_REQUEST, 8, limits,
-                                                                       "anti-entropy request")
+    """Field by field (`_request_fields`): every field but `push` is flat (one array, no maps), and `push`
+    may build at most one array per `_PUSH_BYTES_PER_LIST` bytes; whatever the body holds, what decoding
+    builds stays in proportion to it, and an entry's versions are counted before they are built."""
+    fields = _request_fields(data, limits)
+    flat = [_unpack_field(f, limits, 1, "anti-entropy request") for k, f in enumerate(fields) if k != 5]
+    if flat[0] != AE_REQUEST or isinstance(flat[0], bool):
+        raise StateCodecError("not an anti-entropy request (format tag 3, 8 fields)")
+    shape, root, descend, listing, want, want_nodes = flat[1:]
+    push_limit = len(fields[5]) // _PUSH_BYTES_PER_LIST + 64
+    try:
+        push = msgpack.unpackb(
+            fields[5], raw=False, use_list=True, strict_map_key=True, **_counting_hooks(push_limit),
+            max_str_len=min(len(data), limits.max_str_bytes), max_bin_len=min(len(data), limits.max_bin_bytes),
+            max_array_len=min(len(data), limits.max_items), max_map_len=min(len(data), limits.max_items),
+            max_ext_len=0)
+    except _TooManyLists:
+        raise StateCodecError("push: more nested arrays than its bytes can hold honestly") from None
+    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+        raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
     if root is not None:
         root = _hash(root, "root")
     if not isinstance(want, list) or not all(isinstance(w, bytes) and len(w) == KEY_ID_BYTES for w in want):
