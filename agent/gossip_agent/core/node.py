@@ -42,6 +42,7 @@ from gossip_agent.core.broadcast import BroadcastQueue, retransmit_limit
 from gossip_agent.core.coalesce import Coalescer
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.critical import direct_reach, relay_extras
+from gossip_agent.core.critical_relay import CriticalRelay
 from gossip_agent.core.digests import (
     DIGEST_ALLOWANCE,
     MAX_DIGEST_MESSAGES,
@@ -271,6 +272,7 @@ class Node:
         self.send_budget = SendBudget(config.gossip.max_bytes_per_second, effective_burst(
             config.gossip.max_bytes_per_second, config.gossip.max_burst_bytes, config.gossip.mtu), now)
         self._critical_fresh = False  # a critical rumor was queued since the last immediate forward
+        self._critical_relay = CriticalRelay()  # critical writes from peers relayed as critical, per member
         self.table = MemberTable()
         self.root_digests = DigestTable(self.name, config.membership.max_members)
         # Members that sent us digests: they read them, so ours ride on our packets to them. An older agent
@@ -1144,7 +1146,7 @@ class Node:
             sid = self._note_held(rumor.payload, now)
             if self.delegate is None or not self.delegate.on_state_rumor(rumor.payload, now):
                 return False
-            self._enqueue(rumor, source, sid=sid)
+            self._enqueue(self._relay_class(rumor, source if from_host else None, now), source, sid=sid)
             return True
         if rumor.name == self.name:
             return self._about_self(rumor, now)
@@ -1752,6 +1754,7 @@ class Node:
             return False
         self.stats[path] += 1
         if self.delegate is not None and self.delegate.on_state_rumor(rumor.payload, now):
+            rumor = self._relay_class(rumor, sender, now)
             # A critical write goes to `fanout` more members at every hop in clusters its writer could not reach
             # whole (core/critical.py).
             k = relay_extras(self.table.n_alive - 1, self.config.gossip.fanout) if rumor.critical else 0
@@ -1759,6 +1762,15 @@ class Node:
                      if m.name not in self.tree.eager] if k else []
             self._tree_spread(ident, rumor, source, now, out, extra=extra)
         return False
+
+    def _relay_class(self, rumor: StateRumor, source: str | None, now: float) -> StateRumor:
+        """A new state rumor from a peer, as we relay it: a critical one over its sender's share of the critical
+        rate (core/critical_relay.py; `source` None: not from its named sender's host) as a normal one."""
+        if not rumor.critical or self._critical_relay.admit(
+                source, self.config.state.critical_writes_per_second, now):
+            return rumor
+        self.stats["critical_downgraded_relay"] += 1
+        return StateRumor(rumor.payload)
 
     def _tree_spread(self, ident: int, rumor: StateRumor, source: str | None, now: float, out: list[Effect], *,
                      extra: Sequence[str] = ()) -> bool:
