@@ -455,8 +455,20 @@ class Testbed:
     def link_down(self, host: Host) -> None:
         run(["ip", "-n", self.bridge_ns, "link", "set", host.port, "down"])
 
-    def link_up(self, host: Host) -> None:
+    def link_up(self, host: Host, wait_s: float = 10.0) -> None:
+        """Bring `host`'s bridge port up and wait (bounded) until both veth ends report UP and the bridge
+        forwards on the port: `ip link set up` returns before the carrier and the port state follow, and a
+        packet sent meanwhile is lost (a busy machine lost all five of a test's datagrams that way)."""
         run(["ip", "-n", self.bridge_ns, "link", "set", host.port, "up"])
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            port = run(["ip", "-n", self.bridge_ns, "-o", "link", "show", host.port]).stdout
+            inner = run(["ip", "-n", host.ns, "-o", "link", "show", host.iface]).stdout
+            fwd = run(["bridge", "-n", self.bridge_ns, "link", "show", "dev", host.port]).stdout
+            if "state UP" in port and "state UP" in inner and "forwarding" in fwd:
+                return
+            time.sleep(0.02)
+        raise NetnsError(f"{host.port} did not come up within {wait_s} s")
 
     # -- firewall plumbing -----------------------------------------------------------------------------
     def _nft(self, host: Host, script: str) -> None:

@@ -35,6 +35,17 @@ def _array(n: int) -> bytes:
     return b"\xdd" + struct.pack(">I", n)
 
 
+def _peak_memory_of_refusing(data: bytes) -> int:
+    """Peak bytes traced while `decode_ae_request` refuses `data` (it must refuse)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(StateCodecError):
+            decode_ae_request(data)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _request(push: bytes, want: bytes = b"\x90") -> bytes:
     """An anti-entropy request (format tag 3, 8 fields) with these raw push and want fields."""
     return b"\x98\x03" + _SHAPE + b"\xc0\x90\x90" + push + want + b"\x90"
@@ -75,13 +86,7 @@ def test_one_pushed_entry_with_a_hundred_thousand_versions_is_refused_before_the
 def test_a_request_of_nested_empty_arrays_costs_memory_in_proportion_to_its_body() -> None:
     n = 32 * 1024  # 512 KiB of body: 32k arrays of 15 empty arrays each
     data = _request(b"\x90", want=_array(n) + (b"\x9f" + b"\x90" * 15) * n)
-    tracemalloc.start()
-    try:
-        with pytest.raises(StateCodecError):
-            decode_ae_request(data)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = _peak_memory_of_refusing(data)
     assert peak < 16 * len(data), f"peak {peak / len(data):.0f} bytes of memory per byte of body"
 
 
@@ -109,11 +114,5 @@ def test_nested_arrays_inside_the_push_cost_memory_in_proportion_to_the_body() -
     it: a push of nested empty arrays (one byte each) is refused half-way, not after it is all built."""
     n = 32 * 1024
     data = _request(b"\x91" + b"\x94\x00\xa1k\x90" + _array(n) + (b"\x9f" + b"\x90" * 15) * n)
-    tracemalloc.start()
-    try:
-        with pytest.raises(StateCodecError):
-            decode_ae_request(data)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = _peak_memory_of_refusing(data)
     assert peak < 48 * len(data), f"peak {peak / len(data):.0f} bytes of memory per byte of body"

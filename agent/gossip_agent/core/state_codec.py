@@ -294,17 +294,7 @@ def decode_ae_request(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeRe
     if flat[0] != AE_REQUEST or isinstance(flat[0], bool):
         raise StateCodecError("not an anti-entropy request (format tag 3, 8 fields)")
     shape, root, descend, listing, want, want_nodes = flat[1:]
-    push_limit = len(fields[5]) // _PUSH_BYTES_PER_LIST + 64
-    try:
-        push = msgpack.unpackb(
-            fields[5], raw=False, use_list=True, strict_map_key=True, **_counting_hooks(push_limit),
-            max_str_len=min(len(data), limits.max_str_bytes), max_bin_len=min(len(data), limits.max_bin_bytes),
-            max_array_len=min(len(data), limits.max_items), max_map_len=min(len(data), limits.max_items),
-            max_ext_len=0)
-    except _TooManyLists:
-        raise StateCodecError("push: more nested arrays than its bytes can hold honestly") from None
-    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
-        raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
+    push = _unpack_field(fields[5], limits, len(fields[5]) // _PUSH_BYTES_PER_LIST + 64, "push")
     if root is not None:
         root = _hash(root, "root")
     if not isinstance(want, list) or not all(isinstance(w, bytes) and len(w) == KEY_ID_BYTES for w in want):
