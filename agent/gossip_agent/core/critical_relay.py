@@ -26,7 +26,7 @@ by the membership protocol itself. Pure: the caller passes `now` and the rate.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from gossip_agent.core.token_bucket import KeyedTokenBuckets, Rate
 
 RELAY_FACTOR = 2.0
 """A sending member's critical rate, in agent rates (`state.criticalWritesPerSecond`)."""
@@ -36,22 +36,16 @@ MAX_SOURCES = 1024
 
 class CriticalRelay:
     """`admit(source, per_second, now)`: whether a new critical rumor first received from `source` (None: a
-    sender whose packet did not come from its host) is relayed as critical (else as a normal one)."""
+    sender whose packet did not come from its host) is relayed as critical (else as a normal one). The buckets
+    are core/token_bucket.py's, at most MAX_SOURCES (LRU)."""
 
     def __init__(self) -> None:
-        self._buckets: OrderedDict[str | None, tuple[float, float]] = OrderedDict()  # source -> (tokens, at)
+        self._buckets: KeyedTokenBuckets[str | None] = KeyedTokenBuckets(MAX_SOURCES)
 
     def admit(self, source: str | None, per_second: float, now: float) -> bool:
         if per_second <= 0:
             return True
-        rate, burst = RELAY_FACTOR * per_second, max(1.0, float(per_second))
-        held = self._buckets.pop(source, None)
-        tokens = burst if held is None else min(burst, held[0] + max(0.0, now - held[1]) * rate)
-        admitted = tokens >= 1.0
-        self._buckets[source] = (tokens - 1.0 if admitted else tokens, now)
-        if len(self._buckets) > MAX_SOURCES:
-            self._buckets.popitem(last=False)
-        return admitted
+        return self._buckets.take(source, 1.0, Rate(RELAY_FACTOR * per_second, max(1.0, float(per_second))), now)
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -31,6 +31,7 @@ import math
 from collections.abc import MutableMapping
 
 from gossip_agent.core.broadcast import CLASSES, BroadcastQueue
+from gossip_agent.core.token_bucket import Rate, TokenBucket
 
 # A burst below this could not hold one full rumor packet: the budget would defer everything forever.
 MIN_BURST_BYTES = 576
@@ -59,9 +60,10 @@ UNLIMITED_STREAM = 1 << 62
 
 
 class SendBudget:
-    """A token bucket of bytes. Call `refill(now)` at each driver entry point, then `allow`/`charge`."""
+    """A token bucket of bytes (core/token_bucket.py). Call `refill(now)` at each driver entry point, then
+    `allow`/`charge`."""
 
-    __slots__ = ("_at", "_tokens", "burst", "rate")
+    __slots__ = ("_bucket", "burst", "rate")
 
     def __init__(self, rate: float, burst: int, now: float) -> None:
         if not math.isfinite(rate) or rate < 0:
@@ -70,30 +72,28 @@ class SendBudget:
             raise ValueError(f"burst must be >= 0, got {burst!r}")
         self.rate = float(rate)
         self.burst = int(burst) if rate > 0 else 0
-        self._tokens = float(self.burst)  # start full: a fresh agent may join and announce itself at once
-        self._at = now
+        # Starts full: a fresh agent may join and announce itself at once.
+        self._bucket = TokenBucket(Rate(self.rate, float(self.burst)), now)
 
     @property
     def unlimited(self) -> bool:
         return self.rate <= 0
 
     @property
+    def _tokens(self) -> float:
+        return self._bucket.tokens
+
+    @property
     def tokens(self) -> float:
         """Bytes the bucket holds (-burst <= tokens <= burst: below zero is a stream's debt); `math.inf` when
         unlimited."""
-        return math.inf if self.unlimited else self._tokens
+        return math.inf if self.unlimited else self._bucket.tokens
 
     def refill(self, now: float) -> None:
         """Add what `rate` earned since the last refill, up to `burst`. A clock that went backwards (or a
         non-finite `now`) earns nothing: the bucket never grows from a bad reading."""
-        if self.unlimited:
-            return
-        elapsed = now - self._at
-        if not math.isfinite(elapsed):
-            return
-        if elapsed > 0:
-            self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
-        self._at = max(self._at, now)
+        if not self.unlimited:
+            self._bucket.refill(now)
 
     def allow(self, wanted: int) -> int:
         """Optional bytes that may go now, at most `wanted` (never negative)."""
@@ -118,7 +118,7 @@ class SendBudget:
         can exceed what is left; they are never refused, and add no debt; a stream's debt stays)."""
         if self.unlimited or sent <= 0:
             return
-        self._tokens = max(min(self._tokens, 0.0), self._tokens - sent)
+        self._bucket.spend(sent, floor=0.0)
 
     # -- anti-entropy streams -----------------------------------------------------------------------------
     def _reserve(self) -> float:
@@ -182,12 +182,12 @@ class SendBudget:
         the body was sent): give its bytes back, up to `burst`."""
         if self.unlimited or size <= 0:
             return
-        self._tokens = min(float(self.burst), self._tokens + size)
+        self._bucket.give(size)
 
     def _charge_stream(self, size: int) -> None:
         # Debt, not a floor at zero: a stream message is optional, so what it overshot is owed (bounded, so
         # one oversized entry cannot silence gossip for longer than one burst takes to earn).
-        self._tokens = max(-float(self.burst), self._tokens - size)
+        self._bucket.spend(size, floor=-float(self.burst))
 
 
 # Node.stats keys, per rumor class ("critical"/"normal"), exported by io/metrics.py as labelled families.

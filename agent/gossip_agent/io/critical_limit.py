@@ -21,8 +21,9 @@ bounded; a forgotten client starts again with a full bucket of its share, still 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
+
+from gossip_agent.core.token_bucket import KeyedTokenBuckets, Rate, TokenBucket
 
 CRITICAL_DOWNGRADED = "critical_downgraded"
 """The HTTP stats key (io/http_limits.py HttpCollector: `gossip_critical_downgraded_total`)."""
@@ -32,59 +33,34 @@ CLIENT_SHARE = 0.5
 """The share of the agent's critical rate one client may take."""
 
 
-class _Bucket:
-    __slots__ = ("at", "tokens")
-
-    def __init__(self, tokens: float, at: float) -> None:
-        self.tokens = tokens
-        self.at = at
-
-    def take(self, rate: float, burst: float, now: float) -> bool:
-        self.tokens = min(burst, self.tokens + max(0.0, now - self.at) * rate)
-        self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    def give_back(self) -> None:
-        self.tokens += 1.0
+def _rate(per_second: float) -> Rate:
+    return Rate(per_second, max(1.0, per_second))  # a burst of one second's worth, at least one write
 
 
 class CriticalLimit:
-    """`allow(client)`: whether this critical write stays critical (else it is written as a normal one)."""
+    """`allow(client)`: whether this critical write stays critical (else it is written as a normal one). The
+    buckets are core/token_bucket.py's: one for the agent, one per client (at most MAX_CLIENTS, LRU)."""
 
     def __init__(self, per_second: float, clock: Callable[[], float]) -> None:
         self.per_second = per_second
         self._clock = clock
-        self._agent: _Bucket | None = None  # made at the first critical write (the clock may not run before)
-        self._clients: OrderedDict[str, _Bucket] = OrderedDict()
+        self._agent: TokenBucket | None = None  # made at the first critical write (the clock may not run before)
+        self._clients: KeyedTokenBuckets[str] = KeyedTokenBuckets(MAX_CLIENTS)
         self.downgraded = 0
-
-    @staticmethod
-    def _burst(rate: float) -> float:
-        return max(1.0, rate)  # one second's worth, at least one write
 
     def allow(self, client: str) -> bool:
         rate = self.per_second
         if rate <= 0:
             return True
         now = self._clock()
-        share = rate * CLIENT_SHARE
-        bucket = self._clients.get(client)
-        if bucket is None:
-            bucket = self._clients[client] = _Bucket(self._burst(share), now)
-            if len(self._clients) > MAX_CLIENTS:
-                self._clients.popitem(last=False)
-        else:
-            self._clients.move_to_end(client)
-        if not bucket.take(share, self._burst(share), now):
+        if not self._clients.take(client, 1.0, _rate(rate * CLIENT_SHARE), now):
             self.downgraded += 1
             return False
         if self._agent is None:
-            self._agent = _Bucket(self._burst(rate), now)
-        if not self._agent.take(rate, self._burst(rate), now):
-            bucket.give_back()  # the agent's bound refused it: the client's share is not spent
+            self._agent = TokenBucket(_rate(rate), now)
+        self._agent.rate = _rate(rate)
+        if not self._agent.take(1.0, now):
+            self._clients.give(client, 1.0)  # the agent's bound refused it: the client's share is not spent
             self.downgraded += 1
             return False
         return True
@@ -94,8 +70,6 @@ class CriticalLimit:
         goes back to the client and the agent (else such requests spend the critical rate and write nothing)."""
         if self.per_second <= 0:
             return
-        bucket = self._clients.get(client)
-        if bucket is not None:
-            bucket.give_back()
+        self._clients.give(client, 1.0)
         if self._agent is not None:
-            self._agent.give_back()
+            self._agent.give(1.0)
