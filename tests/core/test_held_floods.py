@@ -37,9 +37,9 @@ def tree_node(peers: int) -> Node:
 def test_held_items_come_out_in_order_when_due_and_the_hold_is_bounded() -> None:
     held: HeldFloods[str] = HeldFloods(max_items=2)
     assert held.next_deadline() == math.inf and held.due(5.0) == []
-    held.hold("a", 1.0)
-    held.hold("b", 1.2)
-    held.hold("c", 1.4)  # over the bound: "a" is dropped
+    assert held.hold("a", 1.0) == 0
+    assert held.hold("b", 1.2) == 0
+    assert held.hold("c", 1.4) == 1  # over the bound: "a" is dropped, and the call says so
     assert held.dropped == 1 and held.next_deadline() == 1.2
     assert held.due(1.3) == ["b"] and held.due(1.4) == ["c"] and len(held) == 0
 

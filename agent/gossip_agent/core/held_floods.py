@@ -40,12 +40,16 @@ class HeldFloods(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def hold(self, item: T, due: float) -> None:
-        """Hold `item` until `due`; past `max_items` the oldest is dropped."""
+    def hold(self, item: T, due: float) -> int:
+        """Hold `item` until `due`; past `max_items` the oldest is dropped. Returns how many were dropped (the
+        caller counts them where operators see them; `dropped` keeps the total)."""
         self._items.append((due, item))
+        dropped = 0
         while len(self._items) > self.max_items:
             self._items.popleft()
-            self.dropped += 1
+            dropped += 1
+        self.dropped += dropped
+        return dropped
 
     def due(self, now: float) -> list[T]:
         """The items whose time has come, removed, in the order they were held."""

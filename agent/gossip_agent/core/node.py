@@ -563,10 +563,9 @@ class Node:
                      if m.name not in self.tree.eager] if critical else []
             if self._tree_spread(ident, rumor, None, now, out, extra=extra):
                 # The flood fallback waits one gossip interval for the tree to deliver (core/held_floods.py).
-                dropped = self._held_floods.dropped
-                self._held_floods.hold((rumor, skey), now + self.config.gossip.interval)
-                if self._held_floods.dropped > dropped:  # older agents get those by anti-entropy only
-                    self.stats["tree_held_floods_dropped"] += self._held_floods.dropped - dropped
+                dropped = self._held_floods.hold((rumor, skey), now + self.config.gossip.interval)
+                if dropped:  # older agents get those by anti-entropy only
+                    self.stats["tree_held_floods_dropped"] += dropped
             return out
         self._enqueue(rumor, None, key=skey, sid=self._note_held(payload, now))
         self._fresh_rumor(now, None, out)
