@@ -1,6 +1,7 @@
 """The broadcast tree's flood fallback (our own writes queued for members not known to read tree messages)
-waits one gossip interval for the tree to deliver, and leaves out members whose own convergence digest we
-hold (core/held_floods.py; in the simulator at N=50 it raced the tree, broke it and set the latency tail)."""
+waits one gossip interval for the tree to deliver, and leaves out members that showed first-hand (their own
+digest or tree message, from their own host) that they read the tree (core/held_floods.py; in the simulator
+at N=50 it raced the tree, broke it and set the latency tail)."""
 
 from __future__ import annotations
 
@@ -55,8 +56,10 @@ def test_the_fallback_waits_one_gossip_interval() -> None:
     assert node.stats["tree_flood_fallback"] == 1
 
 
-def test_members_whose_own_digest_we_hold_get_no_fallback() -> None:
-    """A member that publishes a convergence digest is a release that reads the tree (the same feature level)."""
+def test_members_that_showed_they_read_the_tree_get_no_fallback() -> None:
+    """A member that sent us its own digest from its own host is a release that reads the tree (the same
+    feature level); rows about other members that it passed on prove nothing about them (a forged or relayed
+    row is not that member speaking), so those still get the fallback."""
     node = tree_node(peers=6)
     node.tick(0.01)
     root = b"\x01" * ROOT_PREFIX_BYTES
@@ -65,5 +68,10 @@ def test_members_whose_own_digest_we_hold_get_no_fallback() -> None:
     assert all(f"p{i}" in node.root_digests for i in range(3, 8))
     node.broadcast_state(b"w", 1.0)
     node.tick(1.0 + node.config.gossip.interval)
-    assert node.stats["tree_flood_fallback"] == 0
-    assert StateRumor(b"w") not in node.queue.peek_all()
+    assert node.stats["tree_flood_fallback"] == 1  # p3..p7 have not shown themselves
+    for i in range(3, 8):  # now each sends its own digest, from its own host
+        node.handle_packet(Packet(f"p{i}", (Digest(f"p{i}", 2, root, 2, 2),)), ("h", i), 1.5)
+    node.broadcast_state(b"w2", 2.0)
+    node.tick(2.0 + node.config.gossip.interval)
+    assert node.stats["tree_flood_fallback"] == 1
+    assert StateRumor(b"w2") not in node.queue.peek_all()

@@ -6,16 +6,15 @@ hold" (core/node.py `_flood_to_others`, core/held_floods.py). A digest row about
 known sender, from any host (core/node.py `_on_root_digest`: only who *holds* it needs the member's host),
 and then pushed on to every member like an honest row. So one datagram naming an older agent's digest
 (spoofed in plaintext mode, or sent by any member) makes every writer that hears the row skip that agent:
-it gets every later write only by anti-entropy, until it leaves. The docstring accepts "at worst" this; the
-test shows it takes one packet, from a host that is not the named sender's.
+it got every later write only by anti-entropy, until it left: one packet did it, from a host that is not the
+named sender's. Now only first-hand evidence leaves a member out of the fallback (its own digest or tree
+message, from its own host: core/readers.py), so a row about a member, forged or relayed, changes nothing.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import replace
-
-import pytest
 
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.digests import ROOT_PREFIX_BYTES
@@ -52,10 +51,23 @@ def test_without_a_forgery_the_older_agent_gets_the_fallback() -> None:
     assert _floods_after_a_write(node) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="a digest row about a member counts as proof it reads the tree whoever "
-                   "sent it: one forged row (any host) removes an older agent from every writer's flood fallback")
 def test_a_forged_digest_row_does_not_remove_an_older_agent_from_the_fallback() -> None:
     node = _node()
     spoof = Packet("p2", (Digest(OLDER, 1, ROOT, 1, 1),))
     node.handle_packet(spoof, ("10.9.9.9", 7946), 0.6)  # "from" p2, not from p2's host
     assert _floods_after_a_write(node) == 1
+
+
+def test_a_row_about_an_older_agent_from_a_real_member_does_not_remove_it_either() -> None:
+    """A member (honest or not) passing on a row about another is not that member showing itself."""
+    node = _node()
+    node.handle_packet(Packet("p2", (Digest(OLDER, 1, ROOT, 1, 1),)), ("10.0.0.2", 7946), 0.6)  # p2's own host
+    assert OLDER in node.root_digests
+    assert _floods_after_a_write(node) == 1
+
+
+def test_the_members_own_digest_from_its_own_host_does_remove_it() -> None:
+    """First-hand evidence still counts: an agent that sends its own digest reads the tree."""
+    node = _node()
+    node.handle_packet(Packet(OLDER, (Digest(OLDER, 1, ROOT, 1, 1),)), ("10.0.0.7", 7946), 0.6)
+    assert _floods_after_a_write(node) == 0

@@ -1807,14 +1807,14 @@ class Node:
         are eager neighbours: an older agent learns it from us, from older agents' own floods, or by
         anti-entropy; a newer one not yet known to read tree messages gets it twice at worst. Only the writer
         does this, so a member's readers still being discovered (after a start) costs at most the queue's
-        retransmit limit per write, not that much at every member. True if it was queued. A member whose own
-        convergence digest we hold reads tree messages too (digests and the tree came in one release, DIGESTS
-        in core/readers.py): second-hand evidence, good enough to skip a flood (not to send it new types). A
-        forged digest can at worst leave an older agent to anti-entropy for our writes. Called one gossip
-        interval after the write (core/held_floods.py)."""
-        readers, eager, digests = self._digest_readers, self.tree.eager, self.root_digests
+        retransmit limit per write, not that much at every member. True if it was queued. Only first-hand
+        evidence leaves a member out (its own digest or tree message from its own host: the readers of
+        core/readers.py): a digest row ABOUT a member, relayed by anyone, is no proof, since one forged row
+        would leave an older agent to anti-entropy for every write of ours. Called one gossip interval after
+        the write (core/held_floods.py)."""
+        readers, eager = self._digest_readers, self.tree.eager
         covered = {m.name for m in self.table if m.name != self.name and self.table.is_live(m.name)
-                   and (m.name in readers or m.name in eager or m.name in digests)}
+                   and (m.name in readers or m.name in eager)}
         if len(covered) >= self.table.n_live - 1:
             return False
         self.stats["tree_flood_fallback"] += 1
