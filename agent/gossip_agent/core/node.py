@@ -91,6 +91,7 @@ from gossip_agent.core.plumtree import (
     short_id,
 )
 from gossip_agent.core.probe_seq import ProbeSeqs
+from gossip_agent.core.probe_seq import key_from as probe_key_from
 from gossip_agent.core.pull_ids import RecentIds
 from gossip_agent.core.readers import DIGESTS, SHORT_IDS, Readers
 from gossip_agent.core.rng import Rng
@@ -224,7 +225,7 @@ class Node:
 
     def __init__(self, config: AgentConfig, addr: Address, rng: Rng, now: float,
                  delegate: StateDelegate | None = None, *, incarnation: int = 0, clock_offset: float = 0.0,
-                 leave_linger: float = LEAVE_LINGER) -> None:
+                 leave_linger: float = LEAVE_LINGER, probe_key: bytes | None = None) -> None:
         # Read-only after construction: a running core is never reconfigured (the one setting a driver may
         # switch live, immediate forwarding, has its own method and field below).
         self.config = config
@@ -309,7 +310,9 @@ class Node:
         self._leave_done = False
         self._join = JoinSchedule(rng, config.membership.stream_timeout)
         self._refuted = False
-        self._seqs = ProbeSeqs(rng)  # unguessable probe numbers (one Rng draw here, none per probe)
+        # Unguessable probe numbers (core/probe_seq.py): the agent injects an OS-random key; without one (the
+        # simulator) it is one draw from the seeded Rng here, none per probe.
+        self._seqs = ProbeSeqs(probe_key if probe_key is not None else probe_key_from(rng))
         self._probe_order: list[str] = []
         self._probe_index = 0
         self._probe_phase = rng.random() * config.membership.probe_interval

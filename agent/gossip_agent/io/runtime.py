@@ -33,6 +33,7 @@ import dataclasses
 import gc
 import logging
 import math
+import os
 import random
 import signal
 import socket
@@ -59,6 +60,7 @@ from gossip_agent.core.effects import (
 )
 from gossip_agent.core.messages import Ack, Address, MemberSnapshot, MemberState, Packet, Ping, PushPullState
 from gossip_agent.core.node import Node, split_push_pull
+from gossip_agent.core.probe_seq import KEY_BYTES as PROBE_KEY_BYTES
 from gossip_agent.core.topology_state import ZONE_META_KEY
 from gossip_agent.io import tls
 from gossip_agent.io.auth import ApiAuth
@@ -324,7 +326,8 @@ class Agent:
                      cfg.advertise_port or port)
         self._node = Node(self._with_zone_file(cfg), advertise, self.rng, self.clock(), delegate,
                           incarnation=self._initial_incarnation,
-                          clock_offset=time.time() - self.clock())
+                          clock_offset=time.time() - self.clock(),
+                          probe_key=os.urandom(PROBE_KEY_BYTES))  # not from self.rng: core/probe_seq.py
         self._udp, self.port = udp, port
         for warning in self.api_auth.warnings():
             log.warning("%s", warning)
