@@ -90,3 +90,28 @@ async def test_a_repeated_priority_or_rtt_parameter_is_a_400_not_a_silent_pick()
                 assert "more than once" in await r.text()
         async with s.get(url(agent, "/v1/rtt?to=prio")) as r:
             assert r.status == 200  # a single value is fine
+
+
+async def test_gossipctl_says_on_stderr_when_a_critical_write_was_taken_as_normal(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Over the agent's critical rate a write is stored as a normal one (`X-Gossip-Priority: normal`): gossipctl
+    tells the user on stderr, exits 0 (the write succeeded) and leaves stdout as it was."""
+    from gossip_agent.io.critical_limit import CriticalLimit
+
+    async with running("prio-note", gossip=FLOOD) as agent:
+        api = next(e.api for e in agent.extensions if hasattr(e, "api"))
+        api.critical_limit = CriticalLimit(2, lambda: 1.0)  # one critical write per client, frozen clock
+        addr = ["--addr", f"127.0.0.1:{agent.port}"]
+        assert await asyncio.to_thread(_gossipctl, ["put", *addr, "--critical", "first", "v"]) == 0
+        first = capsys.readouterr()
+        assert first.out == "ok (1 holder(s))\n" and first.err == ""  # taken as critical: nothing to say
+        assert await asyncio.to_thread(_gossipctl, ["put", *addr, "--critical", "second", "v"]) == 0
+        second = capsys.readouterr()
+        assert second.out == "ok (1 holder(s))\n"
+        assert kv.DOWNGRADED_NOTE in second.err and "criticalWritesPerSecond" in second.err
+        assert await asyncio.to_thread(_gossipctl, ["del", *addr, "--critical", "first"]) == 0
+        deleted = capsys.readouterr()
+        assert deleted.out == "deleted\n" and kv.DOWNGRADED_NOTE in deleted.err
+        assert [r.critical for r in _queued(agent)] == [False, False]  # (the delete replaced "first"'s rumor)
+        assert await asyncio.to_thread(_gossipctl, ["put", *addr, "plain", "v"]) == 0
+        assert capsys.readouterr().err == ""  # no priority asked: nothing said

@@ -45,6 +45,23 @@ def _critical_opt(p: argparse.ArgumentParser) -> None:
                    "every gossip queue and reaches more peers at once (for the few writes that must spread first)")
 
 
+PRIORITY_HEADER = "X-Gossip-Priority"
+DOWNGRADED_NOTE = ("note: the agent wrote this change as a normal one, not critical: its critical write rate "
+                   "(state.criticalWritesPerSecond, shared by all its clients) is spent for now. The change is "
+                   "stored and spreads all the same, only without priority.")
+
+
+def _note_downgrade(args: argparse.Namespace, headers: dict[str, str]) -> None:
+    """`--critical` asked, and the agent answered `X-Gossip-Priority: normal` (io/critical_limit.py: over the
+    rate, the write is made as a normal one, never refused): say so on stderr. The exit status stays 0 (the
+    write succeeded); stdout stays what scripts read."""
+    if not getattr(args, "critical", False):
+        return
+    answered = next((v for k, v in headers.items() if k.lower() == PRIORITY_HEADER.lower()), None)
+    if answered is not None and answered.strip().lower() == "normal":
+        print(DOWNGRADED_NOTE, file=sys.stderr)
+
+
 def _write_query(args: argparse.Namespace) -> str:
     """`-w` (when not 1) and `--critical` (when given) as the write's query string."""
     return _query(w=args.w if args.w != 1 else None,
@@ -107,9 +124,10 @@ def _put_bytes(http: _Http, path: str, args: argparse.Namespace, value: bytes, w
     headers = {"Content-Type": "application/octet-stream"}
     if getattr(args, "context", None):
         headers[CONTEXT_HEADER] = args.context
-    status, _, body = http.call("PUT", path + _write_query(args), value, headers)
+    status, answer_headers, body = http.call("PUT", path + _write_query(args), value, headers)
     if status != 200:
         raise _fail(status, body, what)
+    _note_downgrade(args, answer_headers)
     answer = json.loads(body)
     if args.json:
         _print_json(answer)
@@ -188,9 +206,11 @@ def register_del(p: argparse.ArgumentParser) -> None:
 
 def run_del(args: argparse.Namespace) -> int:
     headers = {CONTEXT_HEADER: args.context} if args.context else {}
-    status, _, body = _Http(args).call("DELETE", _key_path(args.key) + _write_query(args), None, headers)
+    status, answer_headers, body = _Http(args).call("DELETE", _key_path(args.key) + _write_query(args), None,
+                                                    headers)
     if status != 200:
         raise _fail(status, body, f"del {args.key}")
+    _note_downgrade(args, answer_headers)
     if args.json:
         _print_json(json.loads(body))
     else:
