@@ -132,3 +132,22 @@ def test_give_to_a_forgotten_key_is_nothing() -> None:
 def test_max_keys_must_be_positive() -> None:
     with pytest.raises(ValueError):
         KeyedTokenBuckets(max_keys=0)
+
+
+def test_the_critical_buckets_do_not_earn_twice_from_a_clock_that_steps_back_and_forth() -> None:
+    """Both critical buckets set their time to `now` even when it went backwards, so a clock stepping back
+    and forth earned the same second again: one more critical write each step."""
+    from gossip_agent.core.critical_relay import CriticalRelay
+    from gossip_agent.io.critical_limit import CriticalLimit
+
+    relay = CriticalRelay()  # 1/s: 2 a second per member, a burst of 1
+    assert relay.admit("p2", 1, 10.0)
+    assert [relay.admit("p2", 1, t) for t in (9.5, 10.0, 9.5, 10.0)] == [False] * 4
+    clock = [10.0]
+    limit = CriticalLimit(2, lambda: clock[0])  # one client: 1/s, a burst of 1
+    assert limit.allow("a")
+    results = []
+    for t in (9.0, 10.0, 9.0, 10.0):
+        clock[0] = t
+        results.append(limit.allow("a"))
+    assert results == [False] * 4
