@@ -7,9 +7,9 @@ of 900 minimal versions each (`["n", i, 1, 0, nil]`, 9 bytes) is a 3.8 MiB reque
 its chunks of 64: measured 137 MiB traced and 6.2 s of CPU (load 8-17) in ONE synchronous call on the event
 loop, so probes stall and the responder is suspected. Against a real agent (in-process, load ~25): one such
 POST was answered 400 (its tree shape was wrong: checked only after decoding) 8.6 s later, and /readyz then
-said "event loop stalled 8.4s": one request every 10 s (LAG_WINDOW) keeps an agent unready. Unauthenticated in plaintext mode; with a keyring, any
-member. The same holds for millions of 2-character strings (not counted by the array hooks): 60 MiB for a
-3 MiB push.
+said "event loop stalled 8.4s": one request every 10 s (LAG_WINDOW) keeps an agent unready. Unauthenticated
+in plaintext mode; with a keyring, any member. The same holds for millions of 2-character strings (not
+counted by the array hooks): 60 MiB for a 3 MiB push.
 
 xfail: the fix belongs to core/anti_entropy.py (PushMerge) and io/state_service.py, both owned this
 session. Proposed: `decode_ae_request` keeps the push as the raw bytes of each entry (split by msgpack skip,
