@@ -661,6 +661,8 @@ class Node:
                 # an honest one holds: each is checked and renumbered in every peer's walk of updates.
                 if coordinate_taken:
                     self.stats["coordinates_over_limit"] += 1
+                elif not shows and self.table.is_live(packet.sender):  # not from its host: a name anyone can claim
+                    self.stats["coordinates_not_from_member_host"] += 1
                 elif packet.sender != self.name and self.table.is_live(packet.sender):
                     coordinate_taken = True
                     self.topology.on_coordinate(packet.sender, msg, now, shows=shows)
@@ -669,6 +671,8 @@ class Node:
             elif isinstance(msg, PeerCoordinates):
                 if rows_taken:
                     self.stats["coordinate_rows_over_limit"] += 1
+                elif not shows and self.table.is_live(packet.sender):  # (rows of a forged name: every walk)
+                    self.stats["coordinates_not_from_member_host"] += 1
                 elif packet.sender != self.name and self.table.is_live(packet.sender):
                     rows_taken = True
                     self.topology.on_rows(packet.sender, msg, now, self.table.is_live, self.name, shows=shows)

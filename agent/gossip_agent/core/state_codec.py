@@ -29,6 +29,7 @@ from gossip_agent.core.anti_entropy import (
     AeRequest,
     AeResponse,
     Children,
+    Limits,
     Listing,
     NodeId,
 )
@@ -134,7 +135,15 @@ def encode_rumor(entry: Entry) -> bytes:
 
 
 def decode_rumor(payload: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Entry:
-    return _entry(_decode(payload, RUMOR, 2, limits, "state rumor")[1], limits)
+    """One entry, built with at most one array or map per `_PUSH_BYTES_PER_LIST` bytes (as a pushed one is):
+    a peer's write-concern push (/v1/internal/replicate, up to 4 MiB, unauthenticated in plaintext mode) of
+    nested empty arrays built ~258 MiB and took seconds of the event loop before its shape was checked."""
+    if len(payload) > limits.max_message_bytes:
+        raise StateCodecError(f"message of {len(payload)} bytes exceeds the {limits.max_message_bytes} byte cap")
+    plain = _unpack_field(payload, limits, len(payload) // _PUSH_BYTES_PER_LIST + 64, "state rumor")
+    if not isinstance(plain, list) or len(plain) != 2 or plain[0] != RUMOR or isinstance(plain[0], bool):
+        raise StateCodecError(f"not a state rumor (format tag {RUMOR}, 2 fields)")
+    return _entry(plain[1], limits)
 
 
 def encode_change(change: Change) -> bytes:
@@ -271,18 +280,29 @@ def _request_fields(data: bytes, limits: CodecLimits) -> list[bytes]:
     return fields
 
 
-def _unpack_field(data: bytes, limits: CodecLimits, max_lists: int, what: str) -> Any:
-    """One field, refused as soon as it builds more than `max_lists` arrays and maps."""
+def _unpack_field(data: bytes, limits: CodecLimits, max_lists: int, what: str, max_len: int | None = None) -> Any:
+    """One field, refused as soon as it builds more than `max_lists` arrays and maps, or (`max_len`) an array
+    or map longer than that (refused at its header, before its items are built)."""
+    most = min(len(data), limits.max_items, len(data) if max_len is None else max_len)
     try:
         return msgpack.unpackb(
             data, raw=False, use_list=True, strict_map_key=True, **_counting_hooks(max_lists),
             max_str_len=min(len(data), limits.max_str_bytes), max_bin_len=min(len(data), limits.max_bin_bytes),
-            max_array_len=min(len(data), limits.max_items), max_map_len=min(len(data), limits.max_items),
-            max_ext_len=0)
+            max_array_len=most, max_map_len=most, max_ext_len=0)
     except _TooManyLists:
         raise StateCodecError(f"{what}: more nested arrays or maps than the field can hold") from None
     except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
         raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
+
+
+_PROTOCOL = Limits()
+_FLAT_FIELD_ITEMS: dict[int, int] = {
+    0: 0, 1: 2, 2: 0, 3: 2 * _PROTOCOL.max_nodes, 4: 2 * _PROTOCOL.max_nodes, 6: _PROTOCOL.max_want,
+    7: 2 * _PROTOCOL.max_nodes}
+"""Most items a request's flat field may hold (by field position: tag and root none, shape, the node lists
+as flat [level, index, ...] integers, want), as `anti_entropy.check_request` allows them: refused at the
+array's header. Built first and checked after, 1M-item node lists cost ~40 bytes of memory per body byte and
+~2 s for 3 MiB (review)."""
 
 
 def decode_ae_request(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeRequest:
@@ -290,7 +310,8 @@ def decode_ae_request(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeRe
     may build at most one array per `_PUSH_BYTES_PER_LIST` bytes; whatever the body holds, what decoding
     builds stays in proportion to it, and an entry's versions are counted before they are built."""
     fields = _request_fields(data, limits)
-    flat = [_unpack_field(f, limits, 1, "anti-entropy request") for k, f in enumerate(fields) if k != 5]
+    flat = [_unpack_field(f, limits, 1, "anti-entropy request", _FLAT_FIELD_ITEMS[k])
+            for k, f in enumerate(fields) if k != 5]
     if flat[0] != AE_REQUEST or isinstance(flat[0], bool):
         raise StateCodecError("not an anti-entropy request (format tag 3, 8 fields)")
     shape, root, descend, listing, want, want_nodes = flat[1:]
@@ -303,6 +324,9 @@ def decode_ae_request(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeRe
                      _entries(push, limits, "push"), tuple(want), _nodes(want_nodes, "want_nodes"))
 
 
+_TAG_BYTE = bytes([AE_REQUEST])  # (a positive fixint is its own byte)
+
+
 def ae_request_push_count(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> int:
     """How many entries an anti-entropy request pushes, read from the push array's header without decoding
     the request (the fields before it are skipped, nothing is built): the responder refuses an oversized
@@ -312,9 +336,11 @@ def ae_request_push_count(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> 
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(data)), max_ext_len=0)
     unpacker.feed(data)
     try:
-        if unpacker.read_array_header() != 8 or unpacker.unpack() != AE_REQUEST:
+        # The tag is looked at as a byte, never decoded: decoding it built whatever it held (a tag of 4M
+        # nested empty arrays built ~263 MiB before this refusal, review).
+        if unpacker.read_array_header() != 8 or data[unpacker.tell():unpacker.tell() + 1] != _TAG_BYTE:
             raise StateCodecError("not an anti-entropy request (format tag 3, 8 fields)")
-        for _ in range(4):  # shape, root, descend, listing
+        for _ in range(5):  # tag, shape, root, descend, listing
             unpacker.skip()
         count: int = unpacker.read_array_header()
     except StateCodecError:

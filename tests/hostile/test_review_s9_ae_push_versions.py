@@ -1,0 +1,56 @@
+"""Review (session 9): what a push inside every bound still costs the responder in one event-loop turn.
+
+The responder refuses more than 512 pushed entries (from the array header), entries of more than 4,096
+versions (MAX_ENTRY_VERSIONS), and pushes with more than one array per 2 bytes. Inside all three: 512 entries
+of 900 minimal versions each (`["n", i, 1, 0, nil]`, 9 bytes) is a 3.8 MiB request body (the agent takes
+4 MiB). `decode_ae_request` builds every entry (`_entries` -> `entry_from_plain`) before `PushMerge` starts
+its chunks of 64: measured 137 MiB traced and 6.2 s of CPU (load 8-17) in ONE synchronous call on the event
+loop, so probes stall and the responder is suspected. Against a real agent (in-process, load ~25): one such
+POST was answered 400 (its tree shape was wrong: checked only after decoding) 8.6 s later, and /readyz then
+said "event loop stalled 8.4s": one request every 10 s (LAG_WINDOW) keeps an agent unready. Unauthenticated
+in plaintext mode; with a keyring, any member. The same holds for millions of 2-character strings (not
+counted by the array hooks): 60 MiB for a 3 MiB push.
+
+xfail: the fix belongs to core/anti_entropy.py (PushMerge) and io/state_service.py, both owned this
+session. Proposed: `decode_ae_request` keeps the push as the raw bytes of each entry (split by msgpack skip,
+as the fields are), and `PushMerge.step` decodes and merges a chunk bounded by VERSIONS (e.g. 4,096 per loop
+turn), not entries, so what one turn builds stays small whatever the request holds; the answer-side
+AnswerMerge (s9-ae) can share it.
+"""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+
+import msgpack
+import pytest
+
+from gossip_agent.core.state_codec import decode_ae_request
+
+_MIB = 1 << 20
+
+
+def _request(push: bytes) -> bytes:
+    return b"\x98\x03" + msgpack.packb([4, 4]) + b"\xc0\x90\x90" + push + b"\x90\x90"
+
+
+def _push_of_many_versions(entries: int = 512, versions: int = 100) -> bytes:
+    body = b"".join(msgpack.packb(["n", i + 1, 1, 0, None]) for i in range(versions))
+    one = b"\xdc" + struct.pack(">H", versions) + body
+    return b"\xdc" + struct.pack(">H", entries) + b"".join(
+        b"\x94\x00" + msgpack.packb(f"k{e}") + b"\x90" + one for e in range(entries))
+
+
+@pytest.mark.xfail(strict=True, reason="core/anti_entropy.py PushMerge + io/state_service.py (owned): the whole "
+                   "push is built in one call; decode entries per merge chunk, bounded by versions")
+def test_a_push_inside_every_bound_is_not_built_in_one_go() -> None:
+    data = _request(_push_of_many_versions())  # 0.4 MiB here (the 3.8 MiB of the docstring: 900 versions)
+    assert len(data) < 4 * _MIB  # inside the agent's request body limit
+    tracemalloc.start()
+    try:
+        decode_ae_request(data)  # accepted: nothing refuses it
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(data), f"{peak / _MIB:.0f} MiB built at once for a {len(data) / _MIB:.1f} MiB request"
