@@ -91,7 +91,7 @@ from gossip_agent.core.plumtree import (
     short_id,
 )
 from gossip_agent.core.probe_seq import ProbeSeqs
-from gossip_agent.core.pull_ids import RecentIds
+from gossip_agent.core.pull_ids import HeldClaims, RecentIds
 from gossip_agent.core.readers import DIGESTS, SHORT_IDS, Readers
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.send_budget import (
@@ -241,8 +241,10 @@ class Node:
         self._pull_activity = False
         # push-pull: when the next gossip round carries pull requests (they back off as in pull mode).
         self._next_pull_at = now
-        # Short ids of the state payloads received lately, named in pull requests (core/pull_ids.py).
+        # Short ids of the state payloads received lately, named once to each peer in pull requests, and what
+        # askers' requests named, left out of our answers (core/pull_ids.py).
         self._recent_ids = RecentIds()
+        self._held_claims = HeldClaims()
         self.name = config.name
         self.addr = addr
         self.rng = rng
@@ -652,7 +654,9 @@ class Node:
                     reply_pull = self._pull_reply_address(packet.sender)
                     # What the asker holds is believed only from its host: a forged request would have us
                     # count our rumors as sent to it, and it would never get them (until anti-entropy).
-                    held = frozenset(msg.ids) if shows else frozenset()
+                    if shows:
+                        self._held_claims.note(packet.sender, msg.ids, now)
+                        held = self._held_claims.held(packet.sender, now, self._held_window())
             elif isinstance(msg, NetCoordinate):
                 # From live members only: a coordinate of a member we hold dead or left would bring it back to
                 # the RTT table and /v1/coordinates (it refutes first if it is alive after all). One a packet, as
@@ -1128,6 +1132,8 @@ class Node:
                 continue
             self.table.remove(name)
             self.root_digests.forget(name)
+            self._recent_ids.forget(name)
+            self._held_claims.forget(name)
             self._digest_exchange.forget(name)
             self._digest_readers.discard(name)
             self.topology.forget(name)
@@ -1143,7 +1149,7 @@ class Node:
         if isinstance(rumor, StateRumor):
             if self._tree_on:
                 return self._tree_receive(rumor, now, source, out, from_host=from_host)
-            sid = self._note_held(rumor.payload, now)
+            sid = self._note_held(rumor.payload, now, source)
             if self.delegate is None or not self.delegate.on_state_rumor(rumor.payload, now):
                 return False
             self._enqueue(self._relay_class(rumor, source if from_host else None, now), source, sid=sid)
@@ -1486,17 +1492,19 @@ class Node:
     def _gossip(self, now: float, out: list[Effect]) -> None:
         mode = self.config.gossip.mode
         asks = mode == "pull" or (mode == "push-pull" and now >= self._next_pull_at)
-        if asks and mode == "push-pull":
-            self._next_pull_at = now + self._next_pull_interval()
-        held = self._recent_ids.ids(now, self._held_window()) if asks and not self._tree_on else ()
-        # The newest of them, as many as fit beside the digest allowance: gossip.mtu bounds every packet (128
-        # ids are 512 B: a 576-byte mtu was overshot by up to 40 %).
-        held = held[:max(0, (self._budget(DIGEST_ALLOWANCE) - _SHORT_PULL_FRAME) // SHORT_ID_BYTES)]
+        pulled = False
+        # The newest ids, as many as fit beside the digest allowance: gossip.mtu bounds every packet (128 ids
+        # are 512 B: a 576-byte mtu was overshot by up to 40 %).
+        room = max(0, (self._budget(DIGEST_ALLOWANCE) - _SHORT_PULL_FRAME) // SHORT_ID_BYTES)
         # Fresh convergence digests go out with the round's packets to peers that read them (so a root
         # published after the writes stopped still spreads at gossip speed), and once the table has settled
         # one packet a round asks a peer for reconciliation (core/digests.py) for a few rounds.
         ask = self.root_digests.summary_due()
         for peer in self._gossip_targets(1 if mode == "pull" else self.config.gossip.fanout):
+            # What we hold that `peer` may not know (core/pull_ids.py; on the tree, nothing: state travels the
+            # tree, not the queues that answers come from).
+            held = self._recent_ids.ids_for(peer.name, now, self._held_window())[:room] \
+                if asks and not self._tree_on else ()
             pull = (self._pull_request(peer.name, held),) if asks else ()
             pull_size = codec.message_size(pull[0]) if pull else 0
             rumors, large = self._take_beside_digests(pull_size, peer.name) if mode != "pull" else ([], False)
@@ -1511,6 +1519,13 @@ class Node:
                     self._charge(pull_size + _digest_bytes(digests) + sum(codec.message_size(m) for m in riders))
                     out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *riders, *digests))))
                     self.stats["gossip_packets"] += 1
+                    if pull:
+                        pulled = True
+                        self._recent_ids.asked(peer.name, now)
+        if pulled and mode == "push-pull":
+            # The pull slot is spent only by a round that sent a request (a round with nothing to send kept it
+            # for the next packet that goes).
+            self._next_pull_at = now + self._next_pull_interval()
         if ask:
             self.root_digests.summary_sent()  # no peer to ask this round: spent anyway (a few rounds, then quiet)
 
@@ -1587,20 +1602,22 @@ class Node:
             return None
         return member.addr
 
-    def _note_held(self, payload: bytes, now: float) -> int | None:
-        """A state payload we hold (received, new or not, or written here) off the tree: its short id, noted
-        for our pull requests (core/pull_ids.py). None in push mode, which never asks."""
+    def _note_held(self, payload: bytes, now: float, source: str | None = None) -> int | None:
+        """A state payload we hold (received from `source`, new or not, or written here) off the tree: its short
+        id, noted for our pull requests (core/pull_ids.py). None in push mode, which never asks."""
         if self.config.gossip.mode == "push":
             return None
         sid = short_id(message_id(payload))
-        self._recent_ids.add(sid, now)
+        self._recent_ids.add(sid, now, source)
         return sid
 
     def _held_window(self) -> float:
-        """How long a received payload is named in our pull requests: the gossip rounds a rumor stays in a
-        holder's queue (its retransmit limit; core/pull_ids.py)."""
+        """How long a payload we hold is named to peers we ask, and an asker's claims are remembered: as long
+        as a rumor may wait in a holder's queue (core/pull_ids.py): its retransmit limit in rounds, a round
+        being `fanout` requests, or a probe interval once idle pulls have backed off."""
         g = self.config.gossip
-        return retransmit_limit(g.retransmit_mult, self._rumor_population) * g.interval
+        rounds = max(g.interval * g.fanout, self.config.membership.probe_interval)
+        return retransmit_limit(g.retransmit_mult, self._rumor_population) * rounds
 
     def _pull_request(self, to_name: str, held: tuple[int, ...]) -> PullRequest | ShortIds:
         """A pull request to `to_name`: to a member known to read short ids, one that names what we hold
