@@ -119,6 +119,8 @@ _EARLY_GOSSIP_FRACTION = 0.25
 _RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
 _TREE_TYPES = (IHave, Graft, Prune)
 _IHAVE_FRAME = 5  # an IHAVE's bytes besides its ids: array, type, bin header (up to bin16)
+# Pull mode asks at the full pace for this many rounds (of `fanout` requests) after news arrived, then backs off.
+BUSY_ROUNDS = 2
 _SHORT_PULL_FRAME = 6  # a short pull request's bytes besides its ids: array, type, kind, bin header (up to bin16)
 # The tree's lazy interval in gossip ticks: announcements leave at every second tick (in between, they ride on
 # the tick's gossip packets to their peers). At every tick, bench_load's 8 agents at 10 writes/s sent ~1.7
@@ -239,6 +241,7 @@ class Node:
         # arrived (or was queued here) since the last pull round.
         self._pull_interval = config.gossip.interval
         self._pull_activity = False
+        self._busy_pulls = 0  # pull mode: requests still at the full pace since the last fresh rumor
         # push-pull: when the next gossip round carries pull requests (they back off as in pull mode).
         self._next_pull_at = now
         # Short ids of the state payloads received lately, named once to each peer in pull requests, and what
@@ -1563,6 +1566,7 @@ class Node:
         configured; pull mode only pulls at the gossip interval again, since the cluster is busy (push-pull's
         pull requests too)."""
         self._pull_activity = True
+        self._busy_pulls = BUSY_ROUNDS * self.config.gossip.fanout
         if self._pushes:
             if self._next_gossip < now:
                 # Idle until now, the gossip deadline was not watched (next_deadline) and went stale: move it
@@ -1666,11 +1670,15 @@ class Node:
 
     def _next_pull_interval(self) -> float:
         """After a pull round (pull mode: one request; `fanout` of them a round, spread over it): the wait
-        until the next one. A round after which nothing fresh arrived (no answer carried news, our queue is
-        empty) doubles it, up to the probe interval, so an idle cluster pulls rarely; any news puts it back to
-        the gossip interval."""
+        until the next one. A round after which nothing fresh arrived (no answer carried news; in push-pull,
+        our queue is empty too) doubles it, up to the probe interval, so an idle cluster pulls rarely; any news
+        puts it back to the gossip interval. In pull mode what we still hold for others is no reason to ask
+        (rumors wait in queues until every member asked for them: asking at full rate while they did cost
+        most of the requests after a burst of writes); news within the last BUSY_ROUNDS rounds is."""
         g = self.config.gossip
-        if self._pull_activity or len(self.queue):
+        busy = len(self.queue) if self._pushes else self._busy_pulls > 0
+        self._busy_pulls = max(0, self._busy_pulls - 1)
+        if self._pull_activity or busy:
             self._pull_interval = g.interval
         else:
             ceiling = max(g.interval, self.config.membership.probe_interval)
