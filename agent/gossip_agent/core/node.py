@@ -16,9 +16,10 @@ Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
 - `gossip.mode` says who starts an exchange: `push` sends rumors unasked; `pull` asks `fanout` peers for
   theirs each pull round and sends rumors only in answers (no piggybacking, no forwarding; its one exception is
   our own leave, pushed with whatever we still hold, since a member that is gone answers nobody); `push-pull`
-  pushes, and asks in its gossip packets; pull requests back off while they bring nothing, name the state
-  payloads the asker received lately (core/pull_ids.py: answers leave those out), and draw no answer when the
-  responder has nothing to send;
+  pushes, and asks in its gossip packets; pull requests back off while they bring nothing, name to each peer
+  once the state payloads the asker holds (core/pull_ids.py: the responder remembers, and answers leave those
+  out), and draw no answer when the responder has nothing to send; pull mode asks every member in turn, and
+  first an asker whose request named what we lack (core/pull_targets.py);
 - a full push-pull sync with a random member every push-pull interval, and with seeds on join, repairs
   whatever rumors missed;
 - state rumors, with `gossip.broadcast: tree` in push modes, travel along an epidemic broadcast tree instead
@@ -92,6 +93,7 @@ from gossip_agent.core.plumtree import (
 )
 from gossip_agent.core.probe_seq import ProbeSeqs
 from gossip_agent.core.pull_ids import HeldClaims, RecentIds
+from gossip_agent.core.pull_targets import PullOrder
 from gossip_agent.core.readers import DIGESTS, SHORT_IDS, Readers
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.send_budget import (
@@ -248,6 +250,8 @@ class Node:
         # askers' requests named, left out of our answers (core/pull_ids.py).
         self._recent_ids = RecentIds()
         self._held_claims = HeldClaims()
+        self._pull_order = PullOrder()  # pull mode: whom to ask next, each member in turn (core/pull_targets.py)
+        self._pull_next: str | None = None  # pull mode: an asker whose request named what we lack: asked next
         self.name = config.name
         self.addr = addr
         self.rng = rng
@@ -660,6 +664,7 @@ class Node:
                     if shows:
                         self._held_claims.note(packet.sender, msg.ids, now)
                         held = self._held_claims.held(packet.sender, now, self._held_window())
+                        self._pull_hint(packet.sender, msg.ids, now)
             elif isinstance(msg, NetCoordinate):
                 # From live members only: a coordinate of a member we hold dead or left would bring it back to
                 # the RTT table and /v1/coordinates (it refutes first if it is alive after all). One a packet, as
@@ -1503,7 +1508,7 @@ class Node:
         # published after the writes stopped still spreads at gossip speed), and once the table has settled
         # one packet a round asks a peer for reconciliation (core/digests.py) for a few rounds.
         ask = self.root_digests.summary_due()
-        for peer in self._gossip_targets(1 if mode == "pull" else self.config.gossip.fanout):
+        for peer in self._pull_target() if mode == "pull" else self._gossip_targets(self.config.gossip.fanout):
             # What we hold that `peer` may not know (core/pull_ids.py; on the tree, nothing: state travels the
             # tree, not the queues that answers come from).
             held = self._recent_ids.ids_for(peer.name, now, self._held_window())[:room] \
@@ -1531,6 +1536,34 @@ class Node:
             self._next_pull_at = now + self._next_pull_interval()
         if ask:
             self.root_digests.summary_sent()  # no peer to ask this round: spent anyway (a few rounds, then quiet)
+
+    def _pull_hint(self, asker: str, ids: tuple[int, ...], now: float) -> None:
+        """Pull mode: a request from `asker` named payloads we do not hold, so it has news for us: ask it next,
+        within a request interval, at the full pace (core/pull_targets.py). Only asking, never a push: the ids
+        are in every request anyway (they keep answers to it free of what it holds). After a quiet spell the
+        first write spread only as fast as backed-off members happened to ask its writer."""
+        if self._pushes or self.leaving or not any(sid not in self._recent_ids for sid in ids):
+            return
+        self._pull_next = asker
+        self._pull_activity = True
+        self._busy_pulls = BUSY_ROUNDS * self.config.gossip.fanout
+        g = self.config.gossip
+        self._next_gossip = min(self._next_gossip, now + g.interval / g.fanout)
+
+    def _pull_target(self) -> list[Member]:
+        """Pull mode's next peer to ask: every member in turn (core/pull_targets.py), the dead included as in
+        gossip (a member wrongly declared dead hears of it); under topology-aware choice, as that chooses."""
+        hinted, self._pull_next = self._pull_next, None
+        if hinted is not None and self.table.is_live(hinted):
+            member = self.table.get(hinted)
+            if member is not None:
+                return [member]
+        if self.topology.active():
+            return self._random_peers(1, exclude=None, live_only=False)
+        name = self._pull_order.next(self._probe_order, self.rng,
+                                     lambda n: self._eligible(n, self.name, tuple(MemberState)) is not None)
+        member = self.table.get(name) if name is not None else None
+        return [member] if member is not None else []
 
     def _gossip_targets(self, k: int) -> list[Member]:
         """A gossip round's `k` peers: on the tree, lazy neighbours with announcements due first (in random

@@ -53,6 +53,9 @@ class RecentIds:
     def __len__(self) -> int:
         return len(self._at)
 
+    def __contains__(self, sid: int) -> bool:
+        return sid in self._at
+
     def add(self, sid: int, now: float, source: str | None = None) -> None:
         """We hold payload `sid` (received from `source`, or written here). A payload received again keeps its
         first time: it was already named to the peers asked since then."""
