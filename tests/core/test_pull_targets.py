@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import random
 
+from gossip_agent.core.config import GossipMode
 from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.messages import Packet, ShortIds, ShortKind
+from gossip_agent.core.messages import Packet, Ping, ShortIds, ShortKind
 from gossip_agent.core.pull_targets import PullOrder
 from gossip_agent.core.readers import SHORT_IDS
 
@@ -63,3 +64,24 @@ def test_a_request_naming_only_what_we_hold_changes_nothing() -> None:
     assert p5 is not None
     node.handle_packet(Packet("p5", (ShortIds(ShortKind.PULL, ()),)), p5.addr, t + 0.01)
     assert node._next_gossip == due
+
+
+def test_probes_and_their_acks_ask_too_in_pull_mode_only() -> None:
+    """Idle, pull mode's own rounds back off to one request a probe interval; the ping of each probe and the
+    ack to each ping ask too (a few bytes instead of a packet each: 8 agents idle sent 5 packets/s each, now 3)."""
+    modes: tuple[GossipMode, ...] = ("pull", "push-pull", "push")
+    for mode in modes:
+        node = node_with_peers(mode)
+        for m in node.members():
+            node.readers.show(m.name, SHORT_IDS)
+        out: list[Send] = []
+        t = 0.0
+        while t < 5.0:
+            t = node.next_deadline()
+            out += sends(node.tick(t))
+        pings = [s for s in out if any(isinstance(m, Ping) for m in s.packet.messages)]
+        p3 = node.member("p3")
+        assert pings and p3 is not None
+        acks = sends(node.handle_packet(Packet("p3", (Ping(7, node.name, "p3", p3.addr),)), p3.addr, t))
+        asked = [any(is_pull(m) for m in s.packet.messages) for s in pings + acks]
+        assert all(asked) if mode == "pull" else not any(asked), mode

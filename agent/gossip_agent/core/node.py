@@ -121,6 +121,8 @@ _EARLY_GOSSIP_FRACTION = 0.25
 _RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
 _TREE_TYPES = (IHave, Graft, Prune)
 _IHAVE_FRAME = 5  # an IHAVE's bytes besides its ids: array, type, bin header (up to bin16)
+# At most this many ids on a probe's pull request (a ping must stay small; a gossip round's request names the rest).
+MAX_PROBE_PULL_IDS = 16
 # Pull mode asks at the full pace for this many rounds (of `fanout` requests) after news arrived, then backs off.
 BUSY_ROUNDS = 2
 _SHORT_PULL_FRAME = 6  # a short pull request's bytes besides its ids: array, type, kind, bin header (up to bin16)
@@ -919,6 +921,7 @@ class Node:
         if target.state == MemberState.SUSPECT:
             # Lifeguard's buddy system: tell the suspect directly, so it can refute at once.
             msgs.append(Suspect(target.name, target.incarnation, self.name))
+        msgs += self._probe_pull(target.name, now)
         self.stats["probes"] += 1
         if not self.topology.reads_coordinates(target.name):
             # Not known to read coordinates: ours in a packet apart, first, which an older agent drops alone;
@@ -1000,7 +1003,8 @@ class Node:
             self._send_bare(msg.source_addr, [ack], out)
             self.stats["acks_bare"] += 1
             return
-        self._send(msg.source_addr, msg.source, [ack, *self._coordinate_for(msg.source, now)], out)
+        self._send(msg.source_addr, msg.source,
+                   [ack, *self._coordinate_for(msg.source, now), *self._probe_pull(msg.source, now)], out)
 
     def _piggybacks_to(self, name: str | None) -> bool:
         """Whether a probe, ack or ping-req to `name` carries rumors: always, except to a far member under
@@ -1537,6 +1541,17 @@ class Node:
         if ask:
             self.root_digests.summary_sent()  # no peer to ask this round: spent anyway (a few rounds, then quiet)
 
+    def _probe_pull(self, to: str, now: float) -> list[Message]:
+        """Pull mode: a probe's ping, and its ack, ask too (a short request to a member that reads them), for the
+        few bytes of a request instead of a packet of its own: idle, the gossip rounds' own requests then back
+        off to one a probe interval (_next_pull_interval), so a member asks about three times a probe interval
+        as before, in one packet of its own instead of three (bench_load, 8 agents idle: see bench/README.md)."""
+        if self._pushes or self.leaving or not self.readers.reads(to, SHORT_IDS):
+            return []
+        ids = self._recent_ids.ids_for(to, now, self._held_window())[:MAX_PROBE_PULL_IDS]
+        self._recent_ids.asked(to, now)
+        return [ShortIds(ShortKind.PULL, ids)]
+
     def _pull_hint(self, asker: str, ids: tuple[int, ...], now: float) -> None:
         """Pull mode: a request from `asker` named payloads we do not hold, so it has news for us: ask it next,
         within a request interval, at the full pace (core/pull_targets.py). Only asking, never a push: the ids
@@ -1710,11 +1725,14 @@ class Node:
         most of the requests after a burst of writes); news within the last BUSY_ROUNDS rounds is."""
         g = self.config.gossip
         busy = len(self.queue) if self._pushes else self._busy_pulls > 0
+        # Idle, pull mode's own requests back off to one a probe interval (the tick divides by fanout): every
+        # probe asks too, and news found by any request or named by an asker puts the pace back.
+        probe = self.config.membership.probe_interval * (1 if self._pushes else g.fanout)
         self._busy_pulls = max(0, self._busy_pulls - 1)
         if self._pull_activity or busy:
             self._pull_interval = g.interval
         else:
-            ceiling = max(g.interval, self.config.membership.probe_interval)
+            ceiling = max(g.interval, probe)
             self._pull_interval = min(self._pull_interval * 2, ceiling)
         self._pull_activity = False
         return self._pull_interval
