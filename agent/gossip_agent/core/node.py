@@ -1515,8 +1515,10 @@ class Node:
         for peer in self._pull_target() if mode == "pull" else self._gossip_targets(self.config.gossip.fanout):
             # What we hold that `peer` may not know (core/pull_ids.py; on the tree, nothing: state travels the
             # tree, not the queues that answers come from).
-            held = self._recent_ids.ids_for(peer.name, now, self._held_window())[:room] \
+            held = self._recent_ids.ids_for(peer.name, now, self._held_window()) \
                 if asks and not self._tree_on else ()
+            told = len(held) <= room  # all of it: the next request to `peer` names only what comes after
+            held = held[:room]
             pull = (self._pull_request(peer.name, held),) if asks else ()
             pull_size = codec.message_size(pull[0]) if pull else 0
             rumors, large = self._take_beside_digests(pull_size, peer.name) if mode != "pull" else ([], False)
@@ -1533,7 +1535,8 @@ class Node:
                     self.stats["gossip_packets"] += 1
                     if pull:
                         pulled = True
-                        self._recent_ids.asked(peer.name, now)
+                        if told:
+                            self._recent_ids.asked(peer.name, now)
         if pulled and mode == "push-pull":
             # The pull slot is spent only by a round that sent a request (a round with nothing to send kept it
             # for the next packet that goes).
@@ -1548,9 +1551,10 @@ class Node:
         as before, in one packet of its own instead of three (bench_load, 8 agents idle: see bench/README.md)."""
         if self._pushes or self.leaving or not self.readers.reads(to, SHORT_IDS):
             return []
-        ids = self._recent_ids.ids_for(to, now, self._held_window())[:MAX_PROBE_PULL_IDS]
-        self._recent_ids.asked(to, now)
-        return [ShortIds(ShortKind.PULL, ids)]
+        ids = self._recent_ids.ids_for(to, now, self._held_window())
+        if len(ids) <= MAX_PROBE_PULL_IDS:
+            self._recent_ids.asked(to, now)  # (else the next request to `to` names them all again)
+        return [ShortIds(ShortKind.PULL, ids[:MAX_PROBE_PULL_IDS])]
 
     def _pull_hint(self, asker: str, ids: tuple[int, ...], now: float) -> None:
         """Pull mode: a request from `asker` named payloads we do not hold, so it has news for us: ask it next,
