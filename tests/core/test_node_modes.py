@@ -25,7 +25,7 @@ from gossip_agent.core.messages import (
     StateRumor,
     Suspect,
 )
-from gossip_agent.core.node import Node
+from gossip_agent.core.node import BUSY_ROUNDS, Node
 from gossip_agent.sim import LinkProfile, PayloadLog, Simulation, make_config
 
 RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
@@ -127,32 +127,43 @@ def gaps_of(times: list[float]) -> list[float]:
 
 
 def pull_times(sends: list[tuple[float, Send]]) -> list[float]:
-    return sorted({t for t, s in sends if any(is_pull(m) for m in s.packet.messages)})
+    """When a gossip round's own pull requests left (not those riding on a probe's ping or ack)."""
+    return sorted({t for t, s in sends if any(is_pull(m) for m in s.packet.messages)
+                   and not any(isinstance(m, Ping | Ack) for m in s.packet.messages)})
 
 
 def test_idle_pulls_back_off_to_the_probe_interval_and_news_resets_them() -> None:
     """A pull round is `fanout` requests, one peer at a time, spread over the round (each names what the
-    answers before it brought)."""
+    answers before it brought). News keeps the full pace for BUSY_ROUNDS rounds after it arrived (not while
+    our queue holds it: what we hold for others is no reason to ask), then it backs off. (The requests that
+    ride on probes and acks are not counted here: `pull_times` sees packets without a Ping or Ack.)"""
     node = node_with_peers("pull")
     g, m = node.config.gossip, node.config.membership
     f = g.fanout
+
+    def check(times: list[float]) -> None:
+        gaps = gaps_of(times)
+        k = BUSY_ROUNDS * f  # requests at the full pace after the news (the first one's own gap included)
+        assert gaps[:k] == pytest.approx([g.interval / f] * k, abs=1e-5)
+        # Doubling from the gossip interval, then capped at the probe interval.
+        # (idle, a round's own requests back off to one a probe interval: probes and their acks ask too)
+        expected, gap = [], g.interval / f
+        while gap < m.probe_interval:
+            gap = min(2 * gap, m.probe_interval)
+            expected.append(gap)
+        assert gaps[k:k + len(expected)] == pytest.approx(expected, abs=1e-5)
+        assert set(gaps[k + len(expected):]) == {round(m.probe_interval, 6)}
+
     times = pull_times(run(node, 20.0))
-    gaps = gaps_of(times)
-    # Doubling from the gossip interval, then capped at the probe interval.
-    expected = [g.interval / f, 2 * g.interval / f, 4 * g.interval / f, m.probe_interval / f]
-    assert gaps[:4] == pytest.approx(expected, abs=1e-5)
-    assert set(gaps[4:]) == {round(m.probe_interval / f, 6)}
+    check(times)  # (the peers' Alives, at 0, were news)
     # An answer carrying news: the next pull comes one gossip interval (over fanout) later, and stays at that
-    # pace while our queue holds news; once our peers have pulled it from us, the pulls back off again.
+    # pace for a while, even though our queue still holds the news for our peers; then the pulls back off.
     t = times[-1] + 0.1
     node.handle_packet(Packet("p2", (StateRumor(b"news"),)), ("h", 2), t)
-    after = pull_times(run(node, t + 1.0))
+    assert node.queue_depth()
+    after = pull_times(run(node, t + 10.0))
     assert after[0] == pytest.approx(t + g.interval / f)
-    assert gaps_of(after) == pytest.approx([g.interval / f] * (len(after) - 1), abs=1e-5)
-    drain(node, t + 1.0)
-    later = pull_times(run(node, t + 10.0))
-    gaps = gaps_of(later)
-    assert gaps[:3] == pytest.approx([2 * g.interval / f, 4 * g.interval / f, m.probe_interval / f], abs=1e-5)
+    check(after)
 
 
 def test_push_pull_idle_sends_no_pull_requests() -> None:

@@ -178,8 +178,9 @@ class GossipConfig:
         "beyond probes. pull: every interval an agent asks fanout peers for their rumors, and rumors leave an agent "
         "only in answers (not piggybacked, not forwarded; a leaving agent still pushes its leave, with what it "
         "holds); a write waits for peers to ask, so it spreads in hundreds of milliseconds to a second (push: a few "
-        "milliseconds), and idle the requests back off to one round per probeInterval, which still costs more "
-        "bytes than push. A request names the writes the asker received lately, which answers leave out. "
+        "milliseconds), and idle its own requests back off to one per probeInterval while probes and their acks "
+        "ask too, which still costs more bytes than push. A request names, once to each peer, the writes the "
+        "asker holds, which answers leave out. "
         "push-pull: push, plus a pull request in gossip packets while rumors are queued (backing off, as pull's, "
         "while asking brings nothing), so a peer that missed a rumor gets it back; push's latency for a few more "
         "bytes, and idle it is as quiet as push.",

@@ -16,9 +16,10 @@ Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
 - `gossip.mode` says who starts an exchange: `push` sends rumors unasked; `pull` asks `fanout` peers for
   theirs each pull round and sends rumors only in answers (no piggybacking, no forwarding; its one exception is
   our own leave, pushed with whatever we still hold, since a member that is gone answers nobody); `push-pull`
-  pushes, and asks in its gossip packets; pull requests back off while they bring nothing, name the state
-  payloads the asker received lately (core/pull_ids.py: answers leave those out), and draw no answer when the
-  responder has nothing to send;
+  pushes, and asks in its gossip packets; pull requests back off while they bring nothing, name to each peer
+  once the state payloads the asker holds (core/pull_ids.py: the responder remembers, and answers leave those
+  out), and draw no answer when the responder has nothing to send; pull mode asks every member in turn, and
+  first an asker whose request named what we lack (core/pull_targets.py);
 - a full push-pull sync with a random member every push-pull interval, and with seeds on join, repairs
   whatever rumors missed;
 - state rumors, with `gossip.broadcast: tree` in push modes, travel along an epidemic broadcast tree instead
@@ -92,7 +93,8 @@ from gossip_agent.core.plumtree import (
 )
 from gossip_agent.core.probe_seq import ProbeSeqs
 from gossip_agent.core.probe_seq import key_from as probe_key_from
-from gossip_agent.core.pull_ids import RecentIds
+from gossip_agent.core.pull_ids import HeldClaims, RecentIds
+from gossip_agent.core.pull_targets import PullOrder
 from gossip_agent.core.readers import DIGESTS, SHORT_IDS, Readers
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.send_budget import (
@@ -120,6 +122,10 @@ _EARLY_GOSSIP_FRACTION = 0.25
 _RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
 _TREE_TYPES = (IHave, Graft, Prune)
 _IHAVE_FRAME = 5  # an IHAVE's bytes besides its ids: array, type, bin header (up to bin16)
+# At most this many ids on a probe's pull request (a ping must stay small; a gossip round's request names the rest).
+MAX_PROBE_PULL_IDS = 16
+# Pull mode asks at the full pace for this many rounds (of `fanout` requests) after news arrived, then backs off.
+BUSY_ROUNDS = 2
 _SHORT_PULL_FRAME = 6  # a short pull request's bytes besides its ids: array, type, kind, bin header (up to bin16)
 # The tree's lazy interval in gossip ticks: announcements leave at every second tick (in between, they ride on
 # the tick's gossip packets to their peers). At every tick, bench_load's 8 agents at 10 writes/s sent ~1.7
@@ -240,10 +246,15 @@ class Node:
         # arrived (or was queued here) since the last pull round.
         self._pull_interval = config.gossip.interval
         self._pull_activity = False
+        self._busy_pulls = 0  # pull mode: requests still at the full pace since the last fresh rumor
         # push-pull: when the next gossip round carries pull requests (they back off as in pull mode).
         self._next_pull_at = now
-        # Short ids of the state payloads received lately, named in pull requests (core/pull_ids.py).
+        # Short ids of the state payloads received lately, named once to each peer in pull requests, and what
+        # askers' requests named, left out of our answers (core/pull_ids.py).
         self._recent_ids = RecentIds()
+        self._held_claims = HeldClaims()
+        self._pull_order = PullOrder()  # pull mode: whom to ask next, each member in turn (core/pull_targets.py)
+        self._pull_next: str | None = None  # pull mode: an asker whose request named what we lack: asked next
         self.name = config.name
         self.addr = addr
         self.rng = rng
@@ -654,7 +665,10 @@ class Node:
                     reply_pull = self._pull_reply_address(packet.sender)
                     # What the asker holds is believed only from its host: a forged request would have us
                     # count our rumors as sent to it, and it would never get them (until anti-entropy).
-                    held = frozenset(msg.ids) if shows else frozenset()
+                    if shows:
+                        self._held_claims.note(packet.sender, msg.ids, now)
+                        held = self._held_claims.held(packet.sender, now, self._held_window())
+                        self._pull_hint(packet.sender, msg.ids, now)
             elif isinstance(msg, NetCoordinate):
                 # From live members only: a coordinate of a member we hold dead or left would bring it back to
                 # the RTT table and /v1/coordinates (it refutes first if it is alive after all). One a packet, as
@@ -913,6 +927,7 @@ class Node:
         if target.state == MemberState.SUSPECT:
             # Lifeguard's buddy system: tell the suspect directly, so it can refute at once.
             msgs.append(Suspect(target.name, target.incarnation, self.name))
+        msgs += self._probe_pull(target.name, now)
         self.stats["probes"] += 1
         if not self.topology.reads_coordinates(target.name):
             # Not known to read coordinates: ours in a packet apart, first, which an older agent drops alone;
@@ -994,7 +1009,8 @@ class Node:
             self._send_bare(msg.source_addr, [ack], out)
             self.stats["acks_bare"] += 1
             return
-        self._send(msg.source_addr, msg.source, [ack, *self._coordinate_for(msg.source, now)], out)
+        self._send(msg.source_addr, msg.source,
+                   [ack, *self._coordinate_for(msg.source, now), *self._probe_pull(msg.source, now)], out)
 
     def _piggybacks_to(self, name: str | None) -> bool:
         """Whether a probe, ack or ping-req to `name` carries rumors: always, except to a far member under
@@ -1134,6 +1150,8 @@ class Node:
                 continue
             self.table.remove(name)
             self.root_digests.forget(name)
+            self._recent_ids.forget(name)
+            self._held_claims.forget(name)
             self._digest_exchange.forget(name)
             self._digest_readers.discard(name)
             self.topology.forget(name)
@@ -1149,7 +1167,7 @@ class Node:
         if isinstance(rumor, StateRumor):
             if self._tree_on:
                 return self._tree_receive(rumor, now, source, out, from_host=from_host)
-            sid = self._note_held(rumor.payload, now)
+            sid = self._note_held(rumor.payload, now, source)
             if self.delegate is None or not self.delegate.on_state_rumor(rumor.payload, now):
                 return False
             self._enqueue(self._relay_class(rumor, source if from_host else None, now), source, sid=sid)
@@ -1492,17 +1510,21 @@ class Node:
     def _gossip(self, now: float, out: list[Effect]) -> None:
         mode = self.config.gossip.mode
         asks = mode == "pull" or (mode == "push-pull" and now >= self._next_pull_at)
-        if asks and mode == "push-pull":
-            self._next_pull_at = now + self._next_pull_interval()
-        held = self._recent_ids.ids(now, self._held_window()) if asks and not self._tree_on else ()
-        # The newest of them, as many as fit beside the digest allowance: gossip.mtu bounds every packet (128
-        # ids are 512 B: a 576-byte mtu was overshot by up to 40 %).
-        held = held[:max(0, (self._budget(DIGEST_ALLOWANCE) - _SHORT_PULL_FRAME) // SHORT_ID_BYTES)]
+        pulled = False
+        # The newest ids, as many as fit beside the digest allowance: gossip.mtu bounds every packet (128 ids
+        # are 512 B: a 576-byte mtu was overshot by up to 40 %).
+        room = max(0, (self._budget(DIGEST_ALLOWANCE) - _SHORT_PULL_FRAME) // SHORT_ID_BYTES)
         # Fresh convergence digests go out with the round's packets to peers that read them (so a root
         # published after the writes stopped still spreads at gossip speed), and once the table has settled
         # one packet a round asks a peer for reconciliation (core/digests.py) for a few rounds.
         ask = self.root_digests.summary_due()
-        for peer in self._gossip_targets(1 if mode == "pull" else self.config.gossip.fanout):
+        for peer in self._pull_target() if mode == "pull" else self._gossip_targets(self.config.gossip.fanout):
+            # What we hold that `peer` may not know (core/pull_ids.py; on the tree, nothing: state travels the
+            # tree, not the queues that answers come from).
+            held = self._recent_ids.ids_for(peer.name, now, self._held_window()) \
+                if asks and not self._tree_on else ()
+            told = len(held) <= room  # all of it: the next request to `peer` names only what comes after
+            held = held[:room]
             pull = (self._pull_request(peer.name, held),) if asks else ()
             pull_size = codec.message_size(pull[0]) if pull else 0
             rumors, large = self._take_beside_digests(pull_size, peer.name) if mode != "pull" else ([], False)
@@ -1517,8 +1539,56 @@ class Node:
                     self._charge(pull_size + _digest_bytes(digests) + sum(codec.message_size(m) for m in riders))
                     out.append(Send(peer.addr, Packet(self.name, (*rumors, *pull, *riders, *digests))))
                     self.stats["gossip_packets"] += 1
+                    if pull:
+                        pulled = True
+                        if told:
+                            self._recent_ids.asked(peer.name, now)
+        if pulled and mode == "push-pull":
+            # The pull slot is spent only by a round that sent a request (a round with nothing to send kept it
+            # for the next packet that goes).
+            self._next_pull_at = now + self._next_pull_interval()
         if ask:
             self.root_digests.summary_sent()  # no peer to ask this round: spent anyway (a few rounds, then quiet)
+
+    def _probe_pull(self, to: str, now: float) -> list[Message]:
+        """Pull mode: a probe's ping, and its ack, ask too (a short request to a member that reads them), for the
+        few bytes of a request instead of a packet of its own: idle, the gossip rounds' own requests then back
+        off to one a probe interval (_next_pull_interval), so a member asks about three times a probe interval
+        as before, in one packet of its own instead of three (bench_load, 8 agents idle: see bench/README.md)."""
+        if self._pushes or self.leaving or not self.readers.reads(to, SHORT_IDS):
+            return []
+        ids = self._recent_ids.ids_for(to, now, self._held_window())
+        if len(ids) <= MAX_PROBE_PULL_IDS:
+            self._recent_ids.asked(to, now)  # (else the next request to `to` names them all again)
+        return [ShortIds(ShortKind.PULL, ids[:MAX_PROBE_PULL_IDS])]
+
+    def _pull_hint(self, asker: str, ids: tuple[int, ...], now: float) -> None:
+        """Pull mode: a request from `asker` named payloads we do not hold, so it has news for us: ask it next,
+        within a request interval, at the full pace (core/pull_targets.py). Only asking, never a push: the ids
+        are in every request anyway (they keep answers to it free of what it holds). After a quiet spell the
+        first write spread only as fast as backed-off members happened to ask its writer."""
+        if self._pushes or self.leaving or not any(sid not in self._recent_ids for sid in ids):
+            return
+        self._pull_next = asker
+        self._pull_activity = True
+        self._busy_pulls = BUSY_ROUNDS * self.config.gossip.fanout
+        g = self.config.gossip
+        self._next_gossip = min(self._next_gossip, now + g.interval / g.fanout)
+
+    def _pull_target(self) -> list[Member]:
+        """Pull mode's next peer to ask: every member in turn (core/pull_targets.py), the dead included as in
+        gossip (a member wrongly declared dead hears of it); under topology-aware choice, as that chooses."""
+        hinted, self._pull_next = self._pull_next, None
+        if hinted is not None and self.table.is_live(hinted):
+            member = self.table.get(hinted)
+            if member is not None:
+                return [member]
+        if self.topology.active():
+            return self._random_peers(1, exclude=None, live_only=False)
+        name = self._pull_order.next(self._probe_order, self.rng,
+                                     lambda n: self._eligible(n, self.name, tuple(MemberState)) is not None)
+        member = self.table.get(name) if name is not None else None
+        return [member] if member is not None else []
 
     def _gossip_targets(self, k: int) -> list[Member]:
         """A gossip round's `k` peers: on the tree, lazy neighbours with announcements due first (in random
@@ -1554,6 +1624,7 @@ class Node:
         configured; pull mode only pulls at the gossip interval again, since the cluster is busy (push-pull's
         pull requests too)."""
         self._pull_activity = True
+        self._busy_pulls = BUSY_ROUNDS * self.config.gossip.fanout
         if self._pushes:
             if self._next_gossip < now:
                 # Idle until now, the gossip deadline was not watched (next_deadline) and went stale: move it
@@ -1593,20 +1664,22 @@ class Node:
             return None
         return member.addr
 
-    def _note_held(self, payload: bytes, now: float) -> int | None:
-        """A state payload we hold (received, new or not, or written here) off the tree: its short id, noted
-        for our pull requests (core/pull_ids.py). None in push mode, which never asks."""
+    def _note_held(self, payload: bytes, now: float, source: str | None = None) -> int | None:
+        """A state payload we hold (received from `source`, new or not, or written here) off the tree: its short
+        id, noted for our pull requests (core/pull_ids.py). None in push mode, which never asks."""
         if self.config.gossip.mode == "push":
             return None
         sid = short_id(message_id(payload))
-        self._recent_ids.add(sid, now)
+        self._recent_ids.add(sid, now, source)
         return sid
 
     def _held_window(self) -> float:
-        """How long a received payload is named in our pull requests: the gossip rounds a rumor stays in a
-        holder's queue (its retransmit limit; core/pull_ids.py)."""
+        """How long a payload we hold is named to peers we ask, and an asker's claims are remembered: as long
+        as a rumor may wait in a holder's queue (core/pull_ids.py): its retransmit limit in rounds, a round
+        being `fanout` requests, or a probe interval once idle pulls have backed off."""
         g = self.config.gossip
-        return retransmit_limit(g.retransmit_mult, self._rumor_population) * g.interval
+        rounds = max(g.interval * g.fanout, self.config.membership.probe_interval)
+        return retransmit_limit(g.retransmit_mult, self._rumor_population) * rounds
 
     def _pull_request(self, to_name: str, held: tuple[int, ...]) -> PullRequest | ShortIds:
         """A pull request to `to_name`: to a member known to read short ids, one that names what we hold
@@ -1655,14 +1728,21 @@ class Node:
 
     def _next_pull_interval(self) -> float:
         """After a pull round (pull mode: one request; `fanout` of them a round, spread over it): the wait
-        until the next one. A round after which nothing fresh arrived (no answer carried news, our queue is
-        empty) doubles it, up to the probe interval, so an idle cluster pulls rarely; any news puts it back to
-        the gossip interval."""
+        until the next one. A round after which nothing fresh arrived (no answer carried news; in push-pull,
+        our queue is empty too) doubles it, up to the probe interval, so an idle cluster pulls rarely; any news
+        puts it back to the gossip interval. In pull mode what we still hold for others is no reason to ask
+        (rumors wait in queues until every member asked for them: asking at full rate while they did cost
+        most of the requests after a burst of writes); news within the last BUSY_ROUNDS rounds is."""
         g = self.config.gossip
-        if self._pull_activity or len(self.queue):
+        busy = len(self.queue) if self._pushes else self._busy_pulls > 0
+        # Idle, pull mode's own requests back off to one a probe interval (the tick divides by fanout): every
+        # probe asks too, and news found by any request or named by an asker puts the pace back.
+        probe = self.config.membership.probe_interval * (1 if self._pushes else g.fanout)
+        self._busy_pulls = max(0, self._busy_pulls - 1)
+        if self._pull_activity or busy:
             self._pull_interval = g.interval
         else:
-            ceiling = max(g.interval, self.config.membership.probe_interval)
+            ceiling = max(g.interval, probe)
             self._pull_interval = min(self._pull_interval * 2, ceiling)
         self._pull_activity = False
         return self._pull_interval
