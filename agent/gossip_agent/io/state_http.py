@@ -365,20 +365,23 @@ class WatchHub:
         clients = self._clients
         if not clients:
             return
+        slow: list[int] = []
         for change in changes:
             line: bytes | None = None
             key = change.key
-            for ident, watcher in list(clients.items()):
-                if not key.startswith(watcher.prefix):
+            for ident, watcher in clients.items():
+                if not key.startswith(watcher.prefix) or watcher.end is not None:
                     continue
                 if line is None:
                     line = _event_line(change)
                 if len(watcher.lines) >= WATCH_QUEUE:
                     self.dropped += 1
-                    del clients[ident]
+                    slow.append(ident)
                     watcher.finish(WatchEnd.SLOW)
                     continue
                 watcher.push(line)
+        for ident in slow:
+            del clients[ident]
 
     def check(self) -> None:
         """The periodic check (the timer calls it; tests may too): hung-up clients end, quiet streams beat."""
@@ -434,13 +437,16 @@ def _event_line(change: Change) -> bytes:
     if type(entry) is ValueEntry and not entry.is_tombstone:
         result = read_result(entry)
         values = []
-        for value in result.values:
+        for version in result.versions:  # (live versions: each has a value; the values of `result.values`)
+            value = version.value
+            if value is None:
+                continue
             try:
                 values.append(b'{"value":' + _quote(value.decode()).encode() + b"}")
             except UnicodeDecodeError:
                 values.append(b'{"valueBase64":"' + _b64(value) + b'"}')
         return b"".join((b'{"event":"put","key":', _quote(entry.key).encode(), b',"type":"value","deleted":',
-                         b"true" if result.deleted else b"false", b',"siblings":', b"%d" % len(result.values),
+                         b"false" if values else b"true", b',"siblings":', b"%d" % len(values),
                          b',"values":[', b",".join(values), b'],"context":"', _b64(encode_context(result.context)),
                          b'","origin":', _quote(change.origin).encode(), b"}\n"))
     return _event_line_generic(change)
