@@ -85,7 +85,7 @@ class UdpTransport(asyncio.DatagramProtocol):
             if sock is None:
                 return
             for _ in range(RECV_BATCH - 1):  # the others already waiting, in this same turn
-                if self.lost:
+                if self.closed:  # (closed meanwhile: asyncio would read no more either)
                     return
                 try:
                     data, addr = sock.recvfrom(RECV_SIZE)
