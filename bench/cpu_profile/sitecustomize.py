@@ -58,7 +58,7 @@ FUNCS: dict[str, tuple[str, ...]] = {
     "gossip_agent.core.state_node": ("StateNode.on_rumor", "StateNode.tick", "StateNode.put"),
     "gossip_agent.io.probe_rtt": ("ProbeRtt.sent", "ProbeRtt.received"),
     "gossip_agent.io.metrics": ("AgentMetrics.render",),
-    "gossip_agent.io.state_http": ("WatchHub.publish", "_event_line", "take_lines"),
+    "gossip_agent.io.state_http": ("WatchHub.publish", "_event_line", "Watcher.take"),
 }
 
 _lock = threading.Lock()

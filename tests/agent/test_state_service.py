@@ -11,7 +11,7 @@ from typing import Any
 from gossip_agent.core.config import AgentConfig, from_mapping
 from gossip_agent.core.kvstore import Change, KvStore, ValueEntry
 from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_http import WATCH_QUEUE, WatchHub, take_lines
+from gossip_agent.io.state_http import WATCH_QUEUE, WatchEnd, WatchHub
 from gossip_agent.io.state_service import StateService
 
 
@@ -118,15 +118,16 @@ async def test_watch_hub_drops_slow_clients() -> None:
     entry = KvStore("n@1").local_put("a/x", b"v", 1)
     for _ in range(WATCH_QUEUE):
         hub.publish([Change("a/x", entry, "local")])
-        fast.get_nowait()
+        fast.take()
     hub.publish([Change("a/x", entry, "local")])
     assert hub.dropped == 1 and len(hub) == 1
-    items = [slow.get_nowait() for _ in range(slow.qsize())]
-    assert items[-1] is None and len(items) == WATCH_QUEUE + 1
-    line = fast.get_nowait()
-    assert line is not None and json.loads(line)["key"] == "a/x"
+    # The slow one still gets the lines it was owed, then the reason it ends.
+    assert len(slow.lines) == WATCH_QUEUE and slow.end is WatchEnd.SLOW
+    line = await fast.next()
+    assert isinstance(line, bytes) and json.loads(line)["key"] == "a/x"
     hub.unsubscribe(fast_id)
     assert len(hub) == 0
+    hub.close_all()
 
 
 async def test_writers_of_reaped_members_are_retired_after_the_ttl(tmp_path: Path) -> None:
@@ -232,21 +233,87 @@ async def test_joining_starts_anti_entropy_from_the_member_event() -> None:
 
 
 async def test_watch_lines_queued_behind_each_other_go_out_in_one_write_in_order() -> None:
-    """A watcher that fell behind gets its queued lines joined (one write), in order, and a marker queued
-    after them (too slow: None; end: b"") is handed back after those lines, never lost or reordered."""
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-    assert take_lines(queue, b"a\n") == (b"a\n", [])
-    for item in (b"b\n", b"c\n", None, b"d\n"):
-        queue.put_nowait(item)
-    assert take_lines(queue, b"a\n") == (b"a\nb\nc\n", [None])
-    assert queue.get_nowait() == b"d\n" and queue.empty()
-    for item in (b"x\n", b""):
-        queue.put_nowait(item)
-    assert take_lines(queue, b"w\n") == (b"w\nx\n", [b""])
-    for i in range(10):
-        queue.put_nowait(b"%d\n" % i)
-    batch, marker = take_lines(queue, b"0123456789\n", limit=15)  # stops once about `limit` bytes are taken
-    assert marker == [] and batch == b"0123456789\n0\n1\n" and queue.qsize() == 8
+    """A watcher that fell behind gets its pending lines joined (one write), in order, about `limit` bytes at
+    a time; the reason it ends comes after those lines, never before; a client that hung up gets nothing."""
+    hub = WatchHub()
+    try:
+        _, watcher = hub.subscribe("")
+        for line in (b"a\n", b"b\n", b"c\n"):
+            watcher.push(line)
+        watcher.finish(WatchEnd.SLOW)
+        watcher.push(b"d\n")
+        watcher.finish(WatchEnd.ENDED)  # the first reason stands
+        assert await watcher.next() == b"a\nb\nc\nd\n"
+        assert await watcher.next() is WatchEnd.SLOW
+        _, watcher = hub.subscribe("")
+        for i in range(10):
+            watcher.push(b"%d\n" % i)
+        assert watcher.take(limit=5) == b"0\n1\n2\n"  # stops once about `limit` bytes are taken
+        assert watcher.lines == [b"%d\n" % i for i in range(3, 10)]
+        watcher.finish(WatchEnd.GONE)
+        assert await watcher.next() is WatchEnd.GONE
+    finally:
+        hub.close_all()
+
+
+async def test_watch_hub_check_ends_hung_up_clients_and_beats_quiet_ones() -> None:
+    """The hub's one periodic check (called here by hand): a client that hung up ends without its pending
+    lines; a stream quiet for a heartbeat's worth of checks gets a heartbeat line, a busy one does not."""
+    hub = WatchHub(check_every=1.0, heartbeat=3.0)
+    gone = [False]
+    try:
+        _, quiet = hub.subscribe("")
+        _, busy = hub.subscribe("")
+        _, hung = hub.subscribe("", lambda: gone[0])
+        waiting = asyncio.ensure_future(quiet.next())
+        await asyncio.sleep(0)
+        for _ in range(2):
+            busy.push(b"x\n")
+            hub.check()
+            assert busy.take() == b"x\n"
+        assert not waiting.done() and len(hub) == 3
+        hung.push(b"never\n")
+        gone[0] = True
+        hub.check()  # the third check: the quiet stream is due a heartbeat
+        assert await asyncio.wait_for(waiting, 5) == b'{"event":"heartbeat"}\n'
+        assert await hung.next() is WatchEnd.GONE and len(hub) == 2
+        assert busy.take() == b""  # only one check since its last write
+    finally:
+        hub.close_all()
+
+
+async def test_watch_stream_arms_no_timer_per_line(tmp_path: Path) -> None:
+    """Streaming lines one at a time (the handler waits between them) arms no timer per line: hung-up clients
+    and heartbeats are the hub's one periodic check (a timeout around every wait was ~1/4 of a line's CPU)."""
+    import aiohttp
+    agent, svc = await run_agent(config(None))
+    loop = asyncio.get_running_loop()
+    armed: list[str] = []
+    call_at = loop.call_at
+
+    def counting_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        task = asyncio.current_task()
+        coro = task.get_coro() if task is not None else None
+        if "RequestHandler" in str(getattr(coro, "__qualname__", "")):  # armed by an HTTP handler step
+            armed.append(str(callback))
+        return call_at(when, callback, *args, **kwargs)
+
+    other = KvStore("peer@1")
+    try:
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{agent.port}/v1/watch?prefix=w/") as resp:
+            assert json.loads(await resp.content.readline())["event"] == "watching"
+            loop.call_at = counting_call_at  # type: ignore[method-assign]
+            async with asyncio.timeout(60):
+                for i in range(100):
+                    entry = other.local_put(f"w/{i}", b"v", 1_700_000_000_000 + i)
+                    svc.watchers.publish([Change(entry.key, entry, "remote")])
+                    assert json.loads(await resp.content.readline())["key"] == f"w/{i}"
+            loop.call_at = call_at  # type: ignore[method-assign]
+        assert len(armed) <= 2, armed[:5]
+    finally:
+        loop.call_at = call_at  # type: ignore[method-assign]
+        await agent.stop()
 
 
 async def test_watch_stream_delivers_every_change_of_a_burst_in_order(tmp_path: Path) -> None:

@@ -7,10 +7,11 @@ per datagram cost about half of an agent's receive CPU): nothing a peer can send
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from gossip_agent.core.codec import MAX_PACKET_BYTES
 from gossip_agent.core.messages import Address
-from gossip_agent.io.transport import RECV_SIZE, SendResult, open_udp
+from gossip_agent.io.transport import RECV_BATCH, RECV_SIZE, SendResult, open_udp
 
 
 async def test_the_largest_datagram_arrives_whole_and_the_recv_size_is_bounded() -> None:
@@ -45,3 +46,55 @@ async def test_sendto_still_refuses_bad_hosts_after_good_ones_were_cached() -> N
     finally:
         endpoint.close()
 
+
+
+async def test_datagrams_waiting_together_are_read_in_one_wake_up_then_drained_once() -> None:
+    """What is already in the socket is read in the same event-loop turn (at most RECV_BATCH), in order, and
+    `on_drained` (the runtime re-arms its timer there) runs once per turn, not once per datagram."""
+    events: list[bytes | None] = []
+    receiver = await open_udp("127.0.0.1", 0, lambda data, src: events.append(data), lambda: events.append(None))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        count = RECV_BATCH + 3
+        for i in range(count):  # all queued before the loop looks: this coroutine does not yield meanwhile
+            sender.sendto(b"%d" % i, receiver.local_address)
+        async with asyncio.timeout(10):
+            while len([e for e in events if e is not None]) < count:
+                await asyncio.sleep(0.01)
+        assert [e for e in events if e is not None] == [b"%d" % i for i in range(count)]
+        assert events[:RECV_BATCH + 1] == [*(b"%d" % i for i in range(RECV_BATCH)), None]  # one turn, then drained
+        assert events.count(None) == 2  # two wake-ups for RECV_BATCH + 3 datagrams
+    finally:
+        sender.close()
+        receiver.close()
+
+
+async def test_an_agent_re_arms_its_timer_once_for_a_batch_of_datagrams() -> None:
+    """A burst of packets waiting together costs one timer re-arm (one `Node.next_deadline`), not one each."""
+    from gossip_agent.core.codec import encode_packet
+    from gossip_agent.core.config import from_mapping
+    from gossip_agent.core.messages import Ack, Packet
+    from gossip_agent.io.runtime import Agent
+
+    agent = Agent(from_mapping({"preset": "local", "name": "solo", "bindAddress": "127.0.0.1", "port": 0}))
+    await agent.start()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        calls = [0]
+        next_deadline = agent.node.next_deadline
+
+        def counting() -> float:
+            calls[0] += 1
+            return next_deadline()
+
+        agent.node.next_deadline = counting  # type: ignore[method-assign]
+        before = agent.stats.packets["in"]
+        for seq in range(8):  # stray acks: decoded and handled, nothing to answer
+            sender.sendto(encode_packet(Packet("stranger", (Ack(seq),))), ("127.0.0.1", agent.port))
+        async with asyncio.timeout(10):
+            while agent.stats.packets["in"] < before + 8:
+                await asyncio.sleep(0.01)
+        assert calls[0] <= 2  # (one more if a protocol timer fell due in that turn)
+    finally:
+        sender.close()
+        await agent.stop()

@@ -20,6 +20,7 @@ import ipaddress
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
@@ -120,46 +121,93 @@ class DecodeError(ValueError):
 # -- encoding ------------------------------------------------------------------------------------------
 
 def _message_tuple(m: Message) -> tuple[Any, ...]:
-    # Ordered by expected frequency: probes and acks dominate idle traffic.
-    if isinstance(m, Ping):
-        return (MessageType.PING, m.seq, m.target, m.source, m.source_addr[0], m.source_addr[1])
-    if isinstance(m, Ack):
-        return (MessageType.ACK, m.seq, m.digest)
-    if isinstance(m, Alive):
-        return (MessageType.ALIVE, m.name, m.incarnation, m.addr[0], m.addr[1], dict(m.meta))
-    if isinstance(m, Suspect):
-        return (MessageType.SUSPECT, m.name, m.incarnation, m.sender)
-    if isinstance(m, Dead):
-        return (MessageType.DEAD, m.name, m.incarnation, m.sender)
-    if isinstance(m, Nack):
-        return (MessageType.NACK, m.seq)
-    if isinstance(m, PingReq):
-        return (MessageType.PING_REQ, m.seq, m.target, m.target_addr[0], m.target_addr[1], m.source,
-                m.source_addr[0], m.source_addr[1], m.want_nack)
-    if isinstance(m, StateRumor):
-        return (MessageType.STATE_CRITICAL if m.critical else MessageType.STATE, bytes(m.payload))
-    if isinstance(m, PullRequest):
-        return (MessageType.PULL, m.source, m.source_addr[0], m.source_addr[1])
-    if isinstance(m, Digest):
-        # The HLC as its lag behind the sequence number (the wall ms at publication): a few bytes, not nine.
-        return (MessageType.DIGEST, m.name, m.seq, bytes(m.root), m.keys, m.seq - m.hlc_ms)
-    if isinstance(m, DigestSummary):
-        return (MessageType.DIGEST, bytes(m.buckets), m.reply)
-    if isinstance(m, NetCoordinate):
-        return (MessageType.COORDINATE, _COORDINATE.pack(*m.vec, m.height, m.error, m.adjustment))
-    if isinstance(m, PeerCoordinates):
-        return (MessageType.PEER_COORDINATES, [
-            [name, _COORDINATE.pack(*c.vec, c.height, c.error, c.adjustment),
-             min(0xFFFF, max(0, round(age * 10)))] for name, c, age in m.rows])
-    if isinstance(m, IHave):
-        return (MessageType.IHAVE, _pack_ids(m.ids))
-    if isinstance(m, Graft):
-        return (MessageType.GRAFT, _pack_ids(m.ids))
-    if isinstance(m, Prune):
-        return (MessageType.PRUNE,)
-    if isinstance(m, ShortIds):
-        return (MessageType.SHORT_IDS, m.kind, b"".join(i.to_bytes(SHORT_ID_BYTES, "big") for i in m.ids))
-    raise TypeError(f"not a message: {m!r}")
+    """A message as the msgpack array it is on the wire. One dict lookup by exact type (messages are final
+    dataclasses): a chain of isinstance checks walked 8 of them for a state rumor and 16 for short ids, the
+    two commonest messages under writes."""
+    encode = _ENCODERS.get(type(m))
+    if encode is None:
+        raise TypeError(f"not a message: {m!r}")
+    return encode(m)
+
+
+def _ping(m: Ping) -> tuple[Any, ...]:
+    return (MessageType.PING, m.seq, m.target, m.source, m.source_addr[0], m.source_addr[1])
+
+
+def _ack(m: Ack) -> tuple[Any, ...]:
+    return (MessageType.ACK, m.seq, m.digest)
+
+
+def _alive(m: Alive) -> tuple[Any, ...]:
+    return (MessageType.ALIVE, m.name, m.incarnation, m.addr[0], m.addr[1], dict(m.meta))
+
+
+def _suspect(m: Suspect) -> tuple[Any, ...]:
+    return (MessageType.SUSPECT, m.name, m.incarnation, m.sender)
+
+
+def _dead(m: Dead) -> tuple[Any, ...]:
+    return (MessageType.DEAD, m.name, m.incarnation, m.sender)
+
+
+def _nack(m: Nack) -> tuple[Any, ...]:
+    return (MessageType.NACK, m.seq)
+
+
+def _ping_req(m: PingReq) -> tuple[Any, ...]:
+    return (MessageType.PING_REQ, m.seq, m.target, m.target_addr[0], m.target_addr[1], m.source,
+            m.source_addr[0], m.source_addr[1], m.want_nack)
+
+
+def _state(m: StateRumor) -> tuple[Any, ...]:
+    return (MessageType.STATE_CRITICAL if m.critical else MessageType.STATE, bytes(m.payload))
+
+
+def _pull(m: PullRequest) -> tuple[Any, ...]:
+    return (MessageType.PULL, m.source, m.source_addr[0], m.source_addr[1])
+
+
+def _digest(m: Digest) -> tuple[Any, ...]:
+    # The HLC as its lag behind the sequence number (the wall ms at publication): a few bytes, not nine.
+    return (MessageType.DIGEST, m.name, m.seq, bytes(m.root), m.keys, m.seq - m.hlc_ms)
+
+
+def _digest_summary_tuple(m: DigestSummary) -> tuple[Any, ...]:
+    return (MessageType.DIGEST, bytes(m.buckets), m.reply)
+
+
+def _coordinate_tuple(m: NetCoordinate) -> tuple[Any, ...]:
+    return (MessageType.COORDINATE, _COORDINATE.pack(*m.vec, m.height, m.error, m.adjustment))
+
+
+def _peer_coordinates_tuple(m: PeerCoordinates) -> tuple[Any, ...]:
+    return (MessageType.PEER_COORDINATES, [
+        [name, _COORDINATE.pack(*c.vec, c.height, c.error, c.adjustment),
+         min(0xFFFF, max(0, round(age * 10)))] for name, c, age in m.rows])
+
+
+def _ihave(m: IHave) -> tuple[Any, ...]:
+    return (MessageType.IHAVE, _pack_ids(m.ids))
+
+
+def _graft(m: Graft) -> tuple[Any, ...]:
+    return (MessageType.GRAFT, _pack_ids(m.ids))
+
+
+def _prune(m: Prune) -> tuple[Any, ...]:
+    return (MessageType.PRUNE,)
+
+
+def _short_ids_tuple(m: ShortIds) -> tuple[Any, ...]:
+    return (MessageType.SHORT_IDS, m.kind, b"".join(i.to_bytes(SHORT_ID_BYTES, "big") for i in m.ids))
+
+
+_ENCODERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
+    Ping: _ping, Ack: _ack, Alive: _alive, Suspect: _suspect, Dead: _dead, Nack: _nack, PingReq: _ping_req,
+    StateRumor: _state, PullRequest: _pull, Digest: _digest, DigestSummary: _digest_summary_tuple,
+    NetCoordinate: _coordinate_tuple, PeerCoordinates: _peer_coordinates_tuple, IHave: _ihave, Graft: _graft,
+    Prune: _prune, ShortIds: _short_ids_tuple,
+}
 
 
 _TYPE_OF: dict[type, MessageType] = {

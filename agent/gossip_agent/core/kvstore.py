@@ -33,10 +33,9 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import msgpack
-
 from gossip_agent.core import crdt as crdt_mod
 from gossip_agent.core import hlc as hlc_mod
+from gossip_agent.core import packing
 from gossip_agent.core.config import StateConfig
 from gossip_agent.core.crdt import Crdt
 from gossip_agent.core.hlc import Hlc
@@ -772,7 +771,7 @@ def entry_digest(entry: Entry) -> bytes:
 
 
 def _pack(data: Any) -> bytes:
-    return msgpack.packb(data, use_bin_type=True)  # type: ignore[no-any-return]
+    return packing.pack(data)  # (msgpack.packb's bytes, without a new Packer per call)
 
 
 def _max_int(data: object) -> int:

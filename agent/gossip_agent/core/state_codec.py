@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 
 from gossip_agent.core import hlc as hlc_mod
+from gossip_agent.core import packing
 from gossip_agent.core.anti_entropy import (
     KEY_ID_BYTES,
     RECORD_BYTES,
@@ -73,7 +74,7 @@ DEFAULT_LIMITS = CodecLimits()
 
 # -- framing -------------------------------------------------------------------------------------------
 def _pack(data: Any) -> bytes:
-    return msgpack.packb(data, use_bin_type=True)  # type: ignore[no-any-return]
+    return packing.pack(data)  # (msgpack.packb's bytes, without a new Packer per call)
 
 
 def _unpack(data: bytes, limits: CodecLimits) -> Any:

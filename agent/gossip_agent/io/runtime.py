@@ -4,6 +4,7 @@ Rules of this module:
 - The Node is only touched from the event loop thread, and only through `_feed` (packets, stream results)
   or `_on_timer` (time). Both perform the returned effects at once and re-arm a single timer at
   `node.next_deadline()`: an idle agent wakes only when the protocol has something to do (no polling).
+  Datagrams re-arm it once per wake-up, after the batch the transport read (io/transport.py), not per packet.
 - The runtime decides nothing about the protocol: join retries and rejoins (`JoinSeeds`, core/joining.py),
   the leave linger (`LeaveDone`), the order of a push-pull answer (`Node.serve_push_pull`) are the Node's;
   this module resolves seed names, runs streams, and stops when told.
@@ -312,7 +313,7 @@ class Agent:
         routes = [*member_watch_routes(self.member_watch), *topology_routes(lambda: self.node),
                   *(r for e in self.extensions for r in e.routes())]
         for attempt in range(attempts):
-            udp = await open_udp(cfg.bind_address, cfg.port, self._on_datagram)
+            udp = await open_udp(cfg.bind_address, cfg.port, self._on_datagram, self._reschedule)
             port = udp.local_address[1]
             try:
                 socks = await _listen_tcp(cfg.bind_address, port)
@@ -417,8 +418,9 @@ class Agent:
             log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
     # -- the protocol loop -----------------------------------------------------------------------------
-    def _feed(self, effects: Iterable[Effect]) -> None:
-        """Perform effects and re-arm the timer. Every Node call goes through here."""
+    def _feed(self, effects: Iterable[Effect], *, rearm: bool = True) -> None:
+        """Perform effects and re-arm the timer. Every Node call goes through here. `rearm=False`: a datagram
+        of a batch; the transport's `on_drained` re-arms once after the batch (nothing else runs meanwhile)."""
         try:
             for effect in effects:
                 try:
@@ -427,7 +429,8 @@ class Agent:
                     log.exception("cannot perform %s", type(effect).__name__)
                     self.stats.dropped["effect_error"] += 1
         finally:
-            self._reschedule()
+            if rearm:
+                self._reschedule()
             node = self._node
             if node is not None and node.stats["refutations"] != self._refutations:
                 self._refutations = node.stats["refutations"]
@@ -501,7 +504,7 @@ class Agent:
             log.exception("node.handle_packet failed on a packet from %s:%d", src[0], src[1])
             stats.dropped["handler_error"] += 1
             return
-        self._feed(effects)
+        self._feed(effects, rearm=False)  # re-armed once after the wake-up's datagrams (`_reschedule`)
 
     def _perform(self, effect: Effect) -> None:
         if isinstance(effect, Send):
@@ -683,7 +686,7 @@ class Agent:
             log.error("udp endpoint on port %d is closed; reopening", self.port)
         old = self._udp
         try:
-            udp = await open_udp(cfg.bind_address, self.port, self._on_datagram)
+            udp = await open_udp(cfg.bind_address, self.port, self._on_datagram, self._reschedule)
         except OSError as exc:
             log.error("cannot reopen udp port %d yet: %s", self.port, exc)
             return

@@ -21,8 +21,10 @@ no control characters (NUL included), no `.`/`..` path segments (keys often beco
 the programs that read them), 1..state.maxKeyBytes bytes of UTF-8. JSON deeper than 32 levels is a 400.
 
 The watch stream (`GET /v1/watch?prefix=`) is newline-delimited JSON, one line per change; every client
-has a bounded queue, and a client that falls `WATCH_QUEUE` changes behind is told so and disconnected
-(it reconnects and re-reads: a watch is a notification, not a log). At most `MAX_WATCHERS` watches in all,
+has a bounded list of pending lines, written in one go whenever its handler runs, and a client that falls
+`WATCH_QUEUE` changes behind is told so and disconnected (it reconnects and re-reads: a watch is a
+notification, not a log). One periodic check for all watchers (not a timer per line) ends streams whose
+client hung up and sends heartbeats on quiet ones. At most `MAX_WATCHERS` watches in all,
 shared fairly by `WatchSlots` (io/http_limits.py: `MAX_WATCHES_PER_CLIENT` per address, per-token caps, a
 reserve for write tokens, eviction of the busiest client's oldest watch).
 """
@@ -36,6 +38,7 @@ import contextlib
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from enum import Enum
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -225,72 +228,180 @@ def _crdt_value(entry: CrdtEntry) -> Any:
     return None
 
 
-class WatchHub:
-    """Watch clients: a bounded queue each; publish never blocks."""
+class WatchEnd(Enum):
+    """Why a watch stream ends (after the lines queued before it are written)."""
 
-    def __init__(self) -> None:
-        self._clients: dict[int, tuple[str, asyncio.Queue[bytes | None]]] = {}
+    SLOW = "slow"        # fell WATCH_QUEUE changes behind: told so
+    ENDED = "ended"      # its slot was given away (told so when evicted), or the agent is stopping
+    GONE = "gone"        # the client hung up
+
+
+_HEARTBEAT_LINE = b'{"event":"heartbeat"}\n'
+
+
+class Watcher:
+    """One watch stream: the event lines not yet written, and how it ends.
+
+    Why not a queue and a timed wait per line: under writes every delivered change makes one line per
+    watcher, and arming and cancelling a timeout around each wait cost more than building the line. Here
+    `WatchHub.publish` appends lines and resolves the handler's one pending future (made only when it had
+    nothing left to write); the handler writes everything pending in one write. The hub's single periodic
+    check (`WatchHub.check`) notices clients that hung up and quiet streams due a heartbeat."""
+
+    __slots__ = ("_beat", "_closing", "_waiter", "end", "lines", "prefix", "quiet_checks")
+
+    def __init__(self, prefix: str, closing: Callable[[], bool]) -> None:
+        self.prefix = prefix
+        self.lines: list[bytes] = []
+        self.end: WatchEnd | None = None
+        self.quiet_checks = 0  # periodic checks since the last write
+        self._closing = closing
+        self._waiter: asyncio.Future[None] | None = None
+        self._beat = False
+
+    def push(self, line: bytes) -> None:
+        self.lines.append(line)
+        self._wake()
+
+    def finish(self, end: WatchEnd) -> None:
+        """End the stream once the lines before this are written (the first reason given stands)."""
+        if self.end is None:
+            self.end = end
+        self._wake()
+
+    def check(self, heartbeat_checks: int) -> bool:
+        """The hub's periodic look: False when the client hung up (the stream ends); a stream quiet for
+        `heartbeat_checks` checks gets a heartbeat line."""
+        if self._closing():
+            self.finish(WatchEnd.GONE)
+            return False
+        self.quiet_checks += 1
+        if self.quiet_checks >= heartbeat_checks:
+            self._beat = True
+            self._wake()
+        return True
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def take(self, limit: int = WATCH_BATCH_BYTES) -> bytes:
+        """The pending lines joined for one write, in order, up to about `limit` bytes (the rest stays)."""
+        lines = self.lines
+        self.quiet_checks = 0
+        self._beat = False
+        if not lines:
+            return b""
+        if len(lines) == 1:
+            self.lines = []
+            return lines[0]
+        size = count = 0
+        for line in lines:
+            size += len(line)
+            count += 1
+            if size >= limit:
+                break
+        if count == len(lines):
+            self.lines = []
+            return b"".join(lines)
+        self.lines = lines[count:]
+        return b"".join(lines[:count])
+
+    async def next(self) -> bytes | WatchEnd:
+        """What to write next (pending lines, or a heartbeat), or why the stream ends once nothing is left."""
+        while True:
+            if self.lines and self.end is not WatchEnd.GONE:
+                return self.take()
+            if self.end is not None:
+                return self.end
+            if self._beat:
+                self.take()
+                return _HEARTBEAT_LINE
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+
+class WatchHub:
+    """Watch clients: bounded pending lines each; publish never blocks. One periodic check (every
+    `check_every` seconds while anyone watches) finds clients that hung up and streams due a heartbeat."""
+
+    def __init__(self, check_every: float = WATCH_DISCONNECT_CHECK, heartbeat: float = WATCH_HEARTBEAT) -> None:
+        self._clients: dict[int, Watcher] = {}
         self._next = 0
         self.dropped = 0
+        self.check_every = check_every
+        self._heartbeat_checks = max(1, round(heartbeat / check_every))
+        self._timer: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self._clients)
 
-    def subscribe(self, prefix: str) -> tuple[int, asyncio.Queue[bytes | None]]:
+    def subscribe(self, prefix: str, closing: Callable[[], bool] = lambda: False) -> tuple[int, Watcher]:
+        """A new watcher of keys starting with `prefix`; `closing` says whether its client has hung up."""
         self._next += 1
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(WATCH_QUEUE + 1)
-        self._clients[self._next] = (prefix, queue)
-        return self._next, queue
+        watcher = Watcher(prefix, closing)
+        self._clients[self._next] = watcher
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.check_every, self.check)
+        return self._next, watcher
 
     def unsubscribe(self, ident: int) -> None:
         self._clients.pop(ident, None)
 
     def end(self, ident: int) -> None:
-        """End one watch (its slot was given away): b"" wakes its handler. A client still here always has a
-        free queue slot (`publish` keeps one)."""
-        client = self._clients.pop(ident, None)
-        if client is not None:
-            with contextlib.suppress(asyncio.QueueFull):
-                client[1].put_nowait(b"")
+        """End one watch (its slot was given away): its handler writes what is pending, then stops."""
+        watcher = self._clients.pop(ident, None)
+        if watcher is not None:
+            watcher.finish(WatchEnd.ENDED)
 
     def publish(self, changes: Sequence[Change]) -> None:
-        if not self._clients:
+        clients = self._clients
+        if not clients:
             return
+        slow: list[int] = []
         for change in changes:
             line: bytes | None = None
-            for ident, (prefix, queue) in list(self._clients.items()):
-                if not change.key.startswith(prefix):
+            key = change.key
+            for ident, watcher in clients.items():
+                if not key.startswith(watcher.prefix) or watcher.end is not None:
                     continue
                 if line is None:
                     line = _event_line(change)
-                if queue.qsize() >= WATCH_QUEUE:
+                if len(watcher.lines) >= WATCH_QUEUE:
                     self.dropped += 1
-                    del self._clients[ident]
-                    queue.put_nowait(None)  # the one slot kept free: "you are too slow"
+                    slow.append(ident)
+                    watcher.finish(WatchEnd.SLOW)
                     continue
-                queue.put_nowait(line)
+                watcher.push(line)
+        for ident in slow:
+            del clients[ident]
+
+    def check(self) -> None:
+        """The periodic check (the timer calls it; tests may too): hung-up clients end, quiet streams beat."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        beats = self._heartbeat_checks
+        for ident, watcher in list(self._clients.items()):
+            if not watcher.check(beats):
+                del self._clients[ident]
+        if self._clients:
+            self._timer = asyncio.get_running_loop().call_later(self.check_every, self.check)
 
     def close_all(self) -> None:
-        for _, queue in self._clients.values():
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(b"")
+        for watcher in self._clients.values():
+            watcher.finish(WatchEnd.ENDED)
         self._clients.clear()
-
-
-def take_lines(queue: asyncio.Queue[bytes | None], first: bytes,
-               limit: int = WATCH_BATCH_BYTES) -> tuple[bytes, list[bytes | None]]:
-    """`first` and the event lines queued behind it, joined for one write (a watcher that fell a few changes
-    behind under load gets one write and one drain for them, not one per change), up to about `limit` bytes;
-    and the marker met after them, if any (`[None]`: too slow, `[b""]`: end), which the caller acts on after
-    writing the lines before it. Order is kept."""
-    parts, size = [first], len(first)
-    while size < limit and not queue.empty():
-        item = queue.get_nowait()
-        if not item:
-            return b"".join(parts), [item]
-        parts.append(item)
-        size += len(item)
-    return b"".join(parts) if len(parts) > 1 else first, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def key_problem(key: str) -> str | None:
@@ -315,24 +426,29 @@ def _query_key(value: str, name: str) -> str:
 
 
 _quote = encode_basestring_ascii  # what json.dumps does to a str
+_b64 = base64.b64encode
 
 
 def _event_line(change: Change) -> bytes:
     """One watch line. Every delivered write makes one, so a plain value's line (the common case) is
-    spelled directly, byte for byte what `_event_line_generic` (json.dumps) gives (a test holds them equal)."""
+    spelled directly, byte for byte what `_event_line_generic` (json.dumps) gives (a test holds them equal):
+    bytes joined once (not a str grown by `+` and encoded: a 1 KiB value was copied about ten times)."""
     entry = change.entry
     if type(entry) is ValueEntry and not entry.is_tombstone:
         result = read_result(entry)
         values = []
-        for value in result.values:
+        for version in result.versions:  # (live versions: each has a value; the values of `result.values`)
+            value = version.value
+            if value is None:
+                continue
             try:
-                values.append('{"value":' + _quote(value.decode()) + "}")
+                values.append(b'{"value":' + _quote(value.decode()).encode() + b"}")
             except UnicodeDecodeError:
-                values.append('{"valueBase64":"' + base64.b64encode(value).decode() + '"}')
-        return ('{"event":"put","key":' + _quote(entry.key) + ',"type":"value","deleted":'
-                + ("true" if result.deleted else "false") + ',"siblings":' + str(len(result.values))
-                + ',"values":[' + ",".join(values) + '],"context":"' + context_token(result.context)
-                + '","origin":' + _quote(change.origin) + "}\n").encode()
+                values.append(b'{"valueBase64":"' + _b64(value) + b'"}')
+        return b"".join((b'{"event":"put","key":', _quote(entry.key).encode(), b',"type":"value","deleted":',
+                         b"false" if values else b"true", b',"siblings":', b"%d" % len(values),
+                         b',"values":[', b",".join(values), b'],"context":"', _b64(encode_context(result.context)),
+                         b'","origin":', _quote(change.origin).encode(), b"}\n"))
     return _event_line_generic(change)
 
 
@@ -655,47 +771,26 @@ class StateApi:
             raise _error(exc.status, str(exc)) from None
         if self.watch_slots.evictions != evictions:
             count_watch(request, "evicted_kv")
-        ident, queue = hub.subscribe(prefix)
+        ident, watcher = hub.subscribe(prefix, lambda: (t := request.transport) is None or t.is_closing())
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
                                                "Cache-Control": "no-cache"})
         try:
             await response.prepare(request)
             await response.write(json.dumps({"event": "watching", "prefix": prefix}).encode() + b"\n")
-            loop = asyncio.get_running_loop()
-            quiet_since = loop.time()
             while True:
-                if queue.empty():
-                    try:
-                        # Short waits: a client that hung up frees its slot within a second, not a heartbeat.
-                        # (asyncio.timeout: 3.11's wait_for can lose a cancel that races a queued line.)
-                        async with asyncio.timeout(WATCH_DISCONNECT_CHECK):
-                            line = await queue.get()
-                    except TimeoutError:
-                        if request.transport is None or request.transport.is_closing():
-                            break
-                        if loop.time() - quiet_since < WATCH_HEARTBEAT:
-                            continue
-                        line = b'{"event":"heartbeat"}\n'
-                else:
-                    line = queue.get_nowait()  # lines queued meanwhile: no timer armed per line
-                quiet_since = loop.time()
-                if line:
-                    batch, marker = take_lines(queue, line)
-                    await response.write(batch)
-                    if not marker:
-                        continue
-                    line = marker[0]
-                if line is None:
+                item = await watcher.next()  # no timer per line: the hub's periodic check wakes a quiet one
+                if isinstance(item, bytes):
+                    await response.write(item)
+                    continue
+                if item is WatchEnd.SLOW:
                     await response.write(json.dumps({"event": "error", "error": (
                         f"watch client too slow: more than {WATCH_QUEUE} changes pending; reconnect and "
                         "re-read")}).encode() + b"\n")
-                    break
-                if not line:
-                    if slot.evicted:
-                        await response.write(json.dumps({"event": "error", "evicted": True, "error": (
-                            "this watch's slot went to a client holding fewer watches (fair share); reconnect "
-                            "later")}).encode() + b"\n")
-                    break  # evicted, or the agent is stopping
+                elif item is WatchEnd.ENDED and slot.evicted:
+                    await response.write(json.dumps({"event": "error", "evicted": True, "error": (
+                        "this watch's slot went to a client holding fewer watches (fair share); reconnect "
+                        "later")}).encode() + b"\n")
+                break  # too slow, evicted, the agent is stopping, or the client hung up
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -1,6 +1,10 @@
 """UDP transport: best-effort datagrams in and out (memberlist's packet interface).
 
-Received datagrams go straight to a callback on the event loop thread (no queue to grow). Sends never wait:
+Received datagrams go straight to a callback on the event loop thread (no queue to grow). When several are
+waiting in the socket, one wake-up reads up to `RECV_BATCH` of them, then calls `on_drained` once: asyncio's
+transport reads one datagram per event-loop turn, so under load every datagram paid a turn of its own (an
+epoll call, the loop's bookkeeping) and the runtime re-armed its timer after each; now the runtime re-arms once
+per wake-up, and watch streams write the lines of the whole batch at once. Sends never wait:
 if the kernel buffer is full and asyncio starts buffering, further sends are dropped once that buffer
 passes `MAX_WRITE_BUFFER` bytes, as UDP would drop them anyway.
 
@@ -17,9 +21,9 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import cast
+from typing import Any, cast
 
 from gossip_agent.core.codec import valid_host
 from gossip_agent.core.messages import Address
@@ -36,6 +40,9 @@ RECV_BUFFER = 1024 * 1024
 # page faults: malloc's large-block path) for every datagram before shrinking it: about half of the CPU an
 # agent spent receiving a small datagram, measured.
 RECV_SIZE = 65536
+# Datagrams read in one wake-up at most (the first by asyncio, the rest here): a bounded turn (~10 small
+# packets' work), so timers and HTTP requests still get the loop between batches.
+RECV_BATCH = 10
 
 
 class SendResult(Enum):
@@ -49,8 +56,11 @@ class SendResult(Enum):
 
 
 class UdpTransport(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: Callable[[bytes, Address], None]) -> None:
+    def __init__(self, on_datagram: Callable[[bytes, Address], None],
+                 on_drained: Callable[[], None] | None = None, sock: socket.socket | None = None) -> None:
         self._on_datagram = on_datagram
+        self._on_drained = on_drained  # after each wake-up's datagrams (one or a batch)
+        self._sock = sock  # the bound socket itself (asyncio hands out a wrapper without recvfrom)
         self._transport: asyncio.DatagramTransport | None = None
         self.send_errors = 0
         self.lost = False
@@ -69,7 +79,25 @@ class UdpTransport(asyncio.DatagramProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
 
     def datagram_received(self, data: bytes, addr: tuple[str | bytes | int, ...]) -> None:
-        self._on_datagram(data, (str(addr[0]), int(addr[1])))
+        try:
+            self._on_datagram(data, (str(addr[0]), int(addr[1])))
+            sock = self._sock
+            if sock is None:
+                return
+            for _ in range(RECV_BATCH - 1):  # the others already waiting, in this same turn
+                if self.closed:  # (closed meanwhile: asyncio would read no more either)
+                    return
+                try:
+                    data, addr = sock.recvfrom(RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:  # as asyncio's own read does: an ICMP error for an earlier send
+                    self.error_received(exc)
+                    continue
+                self._on_datagram(data, (str(addr[0]), int(addr[1])))
+        finally:
+            if self._on_drained is not None:
+                self._on_drained()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -130,9 +158,37 @@ def _buffered(t: asyncio.DatagramTransport) -> int:
     return int(size()) if size is not None else 0
 
 
-async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address], None]) -> UdpTransport:
+async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address], None],
+                   on_drained: Callable[[], None] | None = None) -> UdpTransport:
+    """A bound UDP endpoint (port 0: the kernel picks). The socket is made and bound here, as asyncio would
+    (the first address of `host` that binds), so the protocol can read batches from it."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    _, protocol = await loop.create_datagram_endpoint(
-        lambda: UdpTransport(on_datagram), local_addr=(host, port), family=family)
+    infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
+    if not infos:
+        raise OSError(f"no address for udp {host}:{port}")
+    sock = _bound(infos)
+    protocol = UdpTransport(on_datagram, on_drained, sock)
+    try:
+        await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
     return protocol
+
+
+def _bound(infos: Sequence[tuple[Any, ...]]) -> socket.socket:
+    """A non-blocking socket bound to the first of `infos` that binds; the last error if none does."""
+    error: OSError | None = None
+    for fam, kind, proto, _, addr in infos:
+        sock = socket.socket(fam, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.bind(addr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    assert error is not None
+    raise error
