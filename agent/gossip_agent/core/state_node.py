@@ -46,6 +46,7 @@ from typing import Literal
 from gossip_agent.core.anti_entropy import (
     AeRequest,
     AeResponse,
+    AnswerMerge,
     Limits,
     PushMerge,
     Session,
@@ -495,12 +496,21 @@ class StateNode:
         return Session(self.store, AE_LIMITS if room is None
                        else request_limits(room, AE_LIMITS, self.store.merkle.fanout))
 
-    def on_anti_entropy_reply(self, session: Session, response: AeResponse, now: float,
-                              wall: float) -> tuple[AeRequest | None, list[StateEffect]]:
-        """One answer of the peer: merge what it sent; the next request, or None when the session is done.
-        Raises AntiEntropyError (then call `anti_entropy_failed`)."""
+    def merge_anti_entropy_answer(self, merge: AnswerMerge, now: float, wall: float) -> list[StateEffect]:
+        """Merge the next chunk of an answer's entries and log it (the driver yields to its event loop between
+        chunks, then calls `on_anti_entropy_reply(..., merged=merge)`). Raises StateCodecError on a malformed
+        entry (the chunks before it stay merged and logged: each was valid)."""
+        merge.step(_ms(wall))
+        out: list[StateEffect] = []
+        self._commit(out, now)
+        return out
+
+    def on_anti_entropy_reply(self, session: Session, response: AeResponse, now: float, wall: float,
+                              merged: AnswerMerge | None = None) -> tuple[AeRequest | None, list[StateEffect]]:
+        """One answer of the peer: merge what it sent (unless `merged` did, in chunks); the next request, or
+        None when the session is done. Raises AntiEntropyError (then call `anti_entropy_failed`)."""
         self.stats.ae["rounds"] += 1
-        request = session.handle(response, _ms(wall))
+        request = session.handle(response, _ms(wall), merged)
         out: list[StateEffect] = []
         self._commit(out, now)
         if request is None:

@@ -39,7 +39,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gossip_agent.core.anti_entropy import AeRequest, AntiEntropyError, PushMerge
+from gossip_agent.core.anti_entropy import AeRequest, AnswerMerge, AntiEntropyError, PushMerge, Session
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker
 from gossip_agent.core.crdt import Crdt
@@ -63,11 +63,11 @@ from gossip_agent.core.state_codec import (
     StateCodecError,
     ae_request_push_count,
     decode_ae_request,
-    decode_ae_response,
     decode_change,
     encode_ae,
     encode_change,
     encode_rumor,
+    open_ae_response,
 )
 from gossip_agent.core.state_node import (
     AE_LIMITS,
@@ -681,9 +681,7 @@ class StateService(Extension, StateDelegate):
             while request is not None:
                 answer = await self._ae_round(addr, encode_ae(request))
                 stats.ae_bytes["received"] += len(answer)
-                request, effects = core.on_anti_entropy_reply(session, decode_ae_response(answer, self.limits),
-                                                              agent.now(), self.wall())
-                self._perform(effects)
+                request = await self._take_answer(session, request, answer)
         except _BudgetDeferral as exc:
             self._perform(core.anti_entropy_deferred(f"with {addr[0]}:{addr[1]}: {exc}", exc.retry_after,
                                                      agent.now()))
@@ -692,7 +690,12 @@ class StateService(Extension, StateDelegate):
             self._perform(core.anti_entropy_deferred(f"with {addr[0]}:{addr[1]}: {exc}", exc.retry_after,
                                                      agent.now()))
             return False
-        except (PeerError, StateCodecError, AntiEntropyError) as exc:
+        except (StateCodecError, AntiEntropyError) as exc:
+            # A bad answer: dropped and counted; what merged before the bad part was valid and stays.
+            agent.stats.dropped["antientropy_answer"] += 1
+            self._perform(core.anti_entropy_failed(f"with {addr[0]}:{addr[1]}: {exc}", agent.now()))
+            return False
+        except PeerError as exc:
             self._perform(core.anti_entropy_failed(f"with {addr[0]}:{addr[1]}: {exc}", agent.now()))
             return False
         agent.metrics.latency.anti_entropy_session.observe(max(0.0, agent.now() - started))
@@ -701,6 +704,26 @@ class StateService(Extension, StateDelegate):
             log.debug("anti-entropy with %s:%d: %d rounds, %d repaired here, %d pushed", addr[0], addr[1],
                       s.rounds, s.repaired, s.pushed)
         return True
+
+    async def _take_answer(self, session: Session, asked: AeRequest, answer: bytes) -> AeRequest | None:
+        """One answer of the peer, as hostile as any input: its counts are read from their array headers and
+        checked against what `asked` asked before anything is built (`open_ae_response`), its entries decoded
+        and merged `MERGE_CHUNK` at a time with the event loop running between chunks (an answer of 2 MiB of
+        tiny entries was ~100k entries decoded and merged in one loop turn, a hostile 16 MiB one ~1M), then
+        the rest compared. The next request, or None. Raises StateCodecError or AntiEntropyError on a bad
+        answer."""
+        core, agent = self.core, self.agent
+        head, entries = open_ae_response(answer, self.limits, asked=asked,
+                                         max_entries=AE_LIMITS.max_answer_entries,
+                                         max_records=AE_LIMITS.max_records)
+        merge = AnswerMerge(session, entries)
+        while not merge.done:
+            self._perform(core.merge_anti_entropy_answer(merge, agent.now(), self.wall()))
+            if not merge.done:
+                await asyncio.sleep(0)  # probes, gossip and peers' requests run between chunks
+        request, effects = core.on_anti_entropy_reply(session, head, agent.now(), self.wall(), merged=merge)
+        self._perform(effects)
+        return request
 
     async def _ae_round(self, addr: Address, body: bytes) -> bytes:
         """One round of our session: the request goes when our budget has its bytes; a peer's "retry later"
