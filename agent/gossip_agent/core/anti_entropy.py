@@ -202,16 +202,19 @@ class PushMerge:
     def done(self) -> bool:
         return self._next >= len(self.request.push)
 
-    def step(self, now_ms: int, count: int = MERGE_CHUNK) -> None:
-        """Merge up to `count` more pushed entries (invalid ones are skipped)."""
+    def step(self, now_ms: int, count: int = MERGE_CHUNK) -> int:
+        """Merge up to `count` more pushed entries (invalid ones are skipped); how many changed nothing here
+        (pushed to us already by someone else, or by gossip: the duplicates worth avoiding)."""
         store = self.store
         push = self.request.push
         stop = min(len(push), self._next + max(1, count))
+        stale = 0
         for entry in push[self._next:stop]:
             try:
                 changed = store.apply_remote(entry, now_ms)
             except InvalidEntry:
                 continue
+            stale += not changed
             if not changed and store.was_collected(entry.key):
                 self.collected.append(entry.key)
                 continue
@@ -228,6 +231,7 @@ class PushMerge:
                 self.entries.append(merged)
                 self.sizes.append(size)
         self._next = stop
+        return stale
 
     def fit(self, room: int) -> tuple[list[Entry], int, bool]:
         """The merges to send back within an answer's `room` bytes (the first always goes), the room left
@@ -544,16 +548,21 @@ class AnswerMerge:
     def done(self) -> bool:
         return self.source.remaining <= 0
 
-    def step(self, now_ms: int, count: int = MERGE_CHUNK) -> None:
-        """Decode and merge up to `count` more entries (entries the store refuses are skipped)."""
+    def step(self, now_ms: int, count: int = MERGE_CHUNK) -> int:
+        """Decode and merge up to `count` more entries (entries the store refuses are skipped); how many
+        changed nothing here."""
         stats, store = self.session.stats, self.session.store
+        stale = 0
         for entry in self.source.take(max(1, count)):
             stats.pulled += 1
             try:
                 if store.apply_remote(entry, now_ms):
                     stats.repaired += 1
+                else:
+                    stale += 1
             except InvalidEntry:
                 continue
+        return stale
 
 
 class _Entries:

@@ -466,7 +466,7 @@ class StateNode:
         """Merge the next chunk of a peer's pushed entries and log it (`merge`: `PushMerge(self.store,
         request, AE_LIMITS)`; the driver yields to its event loop between chunks, then calls
         `serve_anti_entropy(..., merged=merge)`)."""
-        merge.step(_ms(wall))
+        self.stats.ae_repaired["pushed_in_stale"] += merge.step(_ms(wall))
         out: list[StateEffect] = []
         changes = self._commit(out, now)
         self.stats.ae_repaired["pushed_in"] += sum(1 for c in changes if c.origin == "remote")
@@ -500,7 +500,7 @@ class StateNode:
         """Merge the next chunk of an answer's entries and log it (the driver yields to its event loop between
         chunks, then calls `on_anti_entropy_reply(..., merged=merge)`). Raises StateCodecError on a malformed
         entry (the chunks before it stay merged and logged: each was valid)."""
-        merge.step(_ms(wall))
+        self.stats.ae_repaired["pulled_stale"] += merge.step(_ms(wall))
         out: list[StateEffect] = []
         self._commit(out, now)
         return out
