@@ -86,6 +86,7 @@ from gossip_agent.core.state_node import (
 from gossip_agent.io.host import AgentHost, Extension
 from gossip_agent.io.http_limits import expect_refusal, refuse_before_body
 from gossip_agent.io.peer_client import RETRY_AFTER_MS_HEADER, PeerBusy, PeerError
+from gossip_agent.io.peer_ticket import TICKET_HEADER, ticket_valid
 from gossip_agent.io.persistence import DurableLog
 from gossip_agent.io.security import AuthError, Purpose
 from gossip_agent.io.state_http import StateApi, WatchHub
@@ -158,8 +159,8 @@ class StateService(Extension, StateDelegate):
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return [*self.api.routes(),
-                web.post(AE_PATH, refuse_before_body(self._ae_refusal, self._serve_ae),
-                         expect_handler=expect_refusal(self._ae_refusal)),
+                web.post(AE_PATH, refuse_before_body(self._ae_head_refusal, self._serve_ae),
+                         expect_handler=expect_refusal(self._ae_head_refusal)),
                 web.post(REPLICATE_PATH, self._serve_replicate),
                 web.post(FETCH_PATH, self._serve_fetch)]
 
@@ -527,10 +528,11 @@ class StateService(Extension, StateDelegate):
         self._perform(effects)
 
     async def _exchange(self, addr: Address, path: str, body: bytes, *, max_bytes: int,
-                        timeout: float | None = None, expect_continue: bool = False) -> bytes:
+                        timeout: float | None = None, expect_continue: bool = False, ticket: bool = False) -> bytes:
         """A sealed exchange with a peer's state endpoint (bodies framed with FRAME)."""
         answer = await self.agent.peer_client.exchange(addr, path, FRAME + body, max_bytes=max_bytes + 1,
-                                                       timeout=timeout, expect_continue=expect_continue)
+                                                       timeout=timeout, expect_continue=expect_continue,
+                                                       ticket=ticket)
         if answer[:1] != FRAME:
             raise PeerError("decode", "not a state frame")
         return answer[1:]
@@ -553,11 +555,23 @@ class StateService(Extension, StateDelegate):
         return web.Response(body=self.agent.security.seal(FRAME + body, Purpose.STREAM),
                             content_type="application/octet-stream")
 
+    def _ae_head_refusal(self, request: web.Request) -> web.Response | None:
+        """`_ae_refusal` before the body is read (`refuse_before_body`, `expect_refusal`), only for a request
+        that proved membership in its headers when membership is proved at all: with a keyring, its ticket
+        (io/peer_ticket.py); a request without one is read and its body authenticated first, then refused
+        (`_serve_ae`). Without a keyring the HTTP layer checked a TLS client certificate if the cluster has a
+        CA, else any client is a peer (and could run a whole session)."""
+        security = self.agent.security
+        if security.encrypted and not ticket_valid(security, request.headers.get(TICKET_HEADER), request.method,
+                                                   request.path):
+            return None
+        return self._ae_refusal(request)
+
     def _ae_refusal(self, request: web.Request) -> web.Response | None:
-        """The cheap "retry later" answers, given before the body is read (the HTTP guard runs this first,
-        `refuse_before_body`; the handler again, since the state may change while the body arrives): too many
+        """The cheap "retry later" answers, given before the body is read to members (`_ae_head_refusal`), and
+        by the handler once the body is authenticated (the state may change while the body arrives): too many
         requests served at once (503), or no room in the byte budget for an answer (429). Nothing of a refused
-        request is read or merged; the peer defers its session (not a failure)."""
+        request is merged; the peer defers its session (not a failure)."""
         if self._ae_serving >= AE_MAX_CONCURRENT:
             # Each answer is bounded (anti_entropy.Limits), and so is how many run at once.
             self.stats.ae["busy"] += 1
@@ -579,21 +593,21 @@ class StateService(Extension, StateDelegate):
         return None
 
     async def _serve_ae(self, request: web.Request) -> web.Response:
+        body = await self._open_body(request, AE_MAX_RESPONSE)  # authenticated before anything is answered
         refusal = self._ae_refusal(request)
         if refusal is not None:
             return refusal
         self._ae_serving += 1
         try:
-            return await self._answer_ae(request)
+            return await self._answer_ae(body)
         finally:
             self._ae_serving -= 1
 
-    async def _answer_ae(self, request: web.Request) -> web.Response:
-        """One round of a peer's session. The push count is checked from the array header before the request
-        is decoded (decoding and merging cost ~10-30 us per entry); the pushed entries are merged in chunks
-        (anti_entropy.MERGE_CHUNK), yielding to the event loop between them, so probes and other requests
-        are served meanwhile."""
-        body = await self._open_body(request, AE_MAX_RESPONSE)
+    async def _answer_ae(self, body: bytes) -> web.Response:
+        """One round of a peer's session (`body`: opened). The push count is checked from the array header
+        before the request is decoded (decoding and merging cost ~10-30 us per entry); the pushed entries are
+        merged in chunks (anti_entropy.MERGE_CHUNK), yielding to the event loop between them, so probes and
+        other requests are served meanwhile."""
         agent, core = self.agent, self.core
         try:
             pushed = ae_request_push_count(body, self.limits)
@@ -741,7 +755,7 @@ class StateService(Extension, StateDelegate):
             self.stats.ae_bytes["sent"] += len(body)
             try:
                 return await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE,
-                                            expect_continue=expect)
+                                            expect_continue=expect, ticket=True)
             except PeerBusy as exc:
                 if expect and not exc.body_sent:  # (a peer that read the body, then said 429: not given back)
                     self.stats.ae_bytes["sent"] -= len(body)
@@ -860,7 +874,8 @@ class StateCollector(Collector):
                        "budget, its own or the peer's (HTTP 429/503 \"retry later\"); not failures.",
                        st.ae["deferred"])
         yield _labelled("gossip_antientropy_keys_repaired", "Keys repaired by anti-entropy: pulled (ours "
-                        "changed), pushed (sent to the peer), pushed_in (peers' pushes that changed ours).",
+                        "changed), pushed (sent to the peer), pushed_in (peers' pushes that changed ours); "
+                        "entries that changed nothing: pushed_in_stale (peers' pushes), pulled_stale (answers).",
                         "side", st.ae_repaired)
         yield _labelled("gossip_state_write_concern", "Writes with w > 1 by outcome.", "result", st.write_concern)
         yield _counter("gossip_state_log_records", "Records appended to the durable log.", st.log_records)
