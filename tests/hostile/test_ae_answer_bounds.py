@@ -10,8 +10,8 @@ peer it chose as a partner could:
 - put 100k versions in one entry (built before the per-entry bound was checked);
 - answer what it was not asked: children of other nodes (drawing pushes of our subtrees), collected keys we
   never pushed (collecting our tombstones early).
-Each is now a counted drop (`gossip_dropped_total{reason="antientropy_answer"}`) that changes nothing here, or
-(the big honest answer) merged `MERGE_CHUNK` entries per loop turn. Measured without timing: by what the
+Each is now a counted drop (`gossip_packets_dropped_total{reason="antientropy_answer"}`) that changes nothing
+here, or (the big honest answer) merged `MERGE_CHUNK` entries per loop turn. Measured without timing: by what the
 store holds, by tracemalloc's peak, and by how many entries land between two turns of the event loop.
 """
 

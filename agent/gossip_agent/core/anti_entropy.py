@@ -96,9 +96,10 @@ def request_limits(room: int, base: Limits | None = None, fanout: int = 16) -> L
     """The initiator's limits for messages of about `room` bytes (the send budget's `stream_room`): pushes fill
     half a request; descents, listings and wants are as many as their answers (the peer's, under the same
     kind of budget) can hold. The work left over goes in the next round, so a session only takes more rounds
-    (up to BUDGET_ROUNDS_FACTOR times as many). Sessions still push what the peer lacks: members pushing the
-    same keys to one peer pay for some copies twice, but a session then spends both sides' budgets; pull-only
-    sessions left half of each budget unused (the budget bench converged in 53-65 s against 40 s pushing)."""
+    (up to BUDGET_ROUNDS_FACTOR times as many). Sessions still push what the peer lacks: a session then
+    spends both sides' budgets; pull-only sessions left half of each budget unused (the budget bench converged
+    in 53-65 s against 40 s pushing). Members pushing the same keys to one peer at once is what the peer's
+    push lease prevents (core/ae_lease.py)."""
     base = base or Limits()
     nodes = max(1, room // child_bytes(fanout))
     return replace(base, max_nodes=min(base.max_nodes, nodes),
@@ -363,6 +364,7 @@ class SessionStats:
     repaired: int = 0      # received entries that changed our store
     in_sync: bool = False  # roots were equal at the start
     truncated: bool = False
+    push_held: bool = False  # the peer let another session push to it: this one only pulled after that
 
 
 @dataclass(slots=True)
@@ -420,6 +422,13 @@ class Session:
         self._asked = AeRequest(_shape(self.store.merkle), root=self.store.merkle.root())
         return self._asked
 
+    def hold_pushes(self) -> None:
+        """The peer is being repaired by another session (core/ae_lease.py): push nothing more in this one
+        (what it lacks that only we hold goes in a later session); keep pulling."""
+        self.stats.push_held = True
+        self._work.push_keys.clear()
+        self._work.push_nodes.clear()
+
     def handle(self, response: AeResponse, now_ms: int, merged: AnswerMerge | None = None) -> AeRequest | None:
         """Digest one response; the next request, or None when the exchange is over. `merged`: its entries
         were merged already, in chunks (`response.entries` is then ignored)."""
@@ -445,7 +454,10 @@ class Session:
         for listing in response.listings:
             self._compare_listing(listing)
         self._asked = None
-        if self._work.empty() or stats.rounds >= self.limits.max_rounds:
+        if self._work.empty():
+            return None
+        if stats.rounds >= self.limits.max_rounds:
+            stats.truncated = True  # (work left: the next session continues)
             return None
         self._asked = self._next_request()
         return self._asked
@@ -464,7 +476,8 @@ class Session:
             child = (level + 1, (index << tree.bits) + i)
             ours, theirs = tree.count(*child), children.counts[i]
             if theirs == 0:
-                work.push_nodes.append(child)
+                if not self.stats.push_held:
+                    work.push_nodes.append(child)
             elif ours == 0:
                 work.want_nodes.append(child)
             elif child[0] == tree.depth or max(ours, theirs) * RECORD_BYTES <= tree.fanout * HASH_BYTES:
@@ -482,7 +495,7 @@ class Session:
         for key, khash, digest in self.store.merkle.items_under(*listing.node):
             mine[khash[:KEY_ID_BYTES]] = (key, digest[:DIGEST_ID_BYTES])
         for kid, (key, did) in mine.items():
-            if theirs.get(kid) != did:
+            if theirs.get(kid) != did and not self.stats.push_held:
                 self._work.push_keys.append(key)
         for kid in theirs.keys() - mine.keys():
             self._work.want.append(kid)
