@@ -23,7 +23,9 @@ from gossip_agent.core.state_codec import encode_ae
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, AE_PUSH_HEADER, AE_SESSION_HEADER, FRAME, StateService
 
-BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"interval": "1h"}}
+# The lease applies under a byte budget (one large enough not to hold anything back here).
+BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"interval": "1h"},
+        "gossip": {"maxBytesPerSecond": 10_000_000}}
 
 
 def test_the_first_pushing_session_holds_the_lease_until_it_goes_quiet() -> None:
@@ -97,4 +99,25 @@ async def test_a_member_being_repaired_is_not_pushed_the_same_keys_by_a_second_s
         assert second.stats.ae_repaired["pushed"] >= 29
         assert second.store.get("only-here") is not None
         assert lagging.store.merkle.root() == second.store.merkle.root()
+
+
+async def test_without_a_budget_nobody_is_held_back() -> None:
+    """Without a byte budget duplicate pushes cost nothing scarce: no lease."""
+    unlimited = {**BASE, "gossip": {"maxBytesPerSecond": 0}}
+    svc = StateService(from_mapping({**unlimited, "name": "free"}))
+    agent = Agent(svc.config, extensions=[svc])
+    await agent.start()
+    try:
+        svc._push_lease.ask("ab" * 8, agent.now(), pushing=True)  # someone holds it
+        other = StateService(from_mapping({**unlimited, "name": "other"}))
+        other_agent = Agent(other.config, extensions=[other])
+        await other_agent.start()
+        try:
+            other.store.local_put("k", b"v", other.now_ms())
+            assert await other.sync_with(("127.0.0.1", agent.port))
+            assert other.stats.ae["push_held"] == 0 and svc.store.get("k") is not None
+        finally:
+            await other_agent.stop()
+    finally:
+        await agent.stop()
 

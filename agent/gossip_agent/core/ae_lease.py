@@ -11,7 +11,8 @@ more, end their session there and take another member as partner for `hold` (cor
 session). A holder that vanishes frees the lease after `hold`. Sessions are named by a random id their
 asker makes up (trusted for nothing else: a member that keeps the lease only sends the others' sessions
 elsewhere, which loses nothing; a request is served only once its body is authenticated); requests without
-one (older agents) neither hold the lease nor are held back. No session holds it longer than `MAX_TENURE`
+one (older agents) neither hold the lease nor are held back. Only agents under a byte budget hold sessions
+back (without one a duplicate push costs nothing scarce). No session holds it longer than `MAX_TENURE`
 at once: then it is free for another session, and its holder may not take it again for `hold` (a peer
 that pushes an entry every second, forever, must not turn everyone else's sessions away for good).
 """

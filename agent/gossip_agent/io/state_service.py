@@ -612,7 +612,9 @@ class StateService(Extension, StateDelegate):
             response, pushed = await self._answer_ae(body)
         finally:
             self._ae_serving -= 1
-        if response.status == 200 and not self._push_lease.ask(
+        # The push lease only under a byte budget: without one, duplicate pushes cost nothing scarce, and
+        # a session turned away would wait `LEASE_HOLD` to push what only it holds.
+        if response.status == 200 and not self.agent.node.send_budget.unlimited and not self._push_lease.ask(
                 valid_session_id(request.headers.get(AE_SESSION_HEADER)), self.agent.now(), pushing=pushed > 0):
             self.stats.ae["push_held_out"] += 1
             response.headers[AE_PUSH_HEADER] = PUSH_HELD
