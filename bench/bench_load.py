@@ -647,6 +647,11 @@ class OursLoad:
                 "dropped": sum_deltas(m0, m1, "gossip_packets_dropped_total", "reason"),
                 "state_rumors": sum_deltas(m0, m1, "gossip_state_rumors_total", "result"),
                 "antientropy_bytes": sum_deltas(m0, m1, "gossip_antientropy_bytes_total", "direction"),
+                "antientropy_keys": sum_deltas(m0, m1, "gossip_antientropy_keys_repaired_total", "side"),
+                "antientropy_sessions": {k: sum(a.get(f"gossip_antientropy_{k}_total", 0.0)
+                                                - b.get(f"gossip_antientropy_{k}_total", 0.0)
+                                                for b, a in zip(m0, m1, strict=True))
+                                         for k in ("sessions", "rounds", "deferred", "failures", "continued")},
                 "rumor_bytes_by_class": sum_deltas(m0, m1, "gossip_rumor_bytes_total", "class"),
                 "budget_deferred_by_class": sum_deltas(m0, m1, "gossip_budget_deferred_total", "class"),
                 "budget_dropped_by_class": sum_deltas(m0, m1, "gossip_budget_dropped_total", "class"),

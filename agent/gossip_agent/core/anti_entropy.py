@@ -23,8 +23,9 @@ Responses are capped (`Limits`); what does not fit is left for the next round or
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from gossip_agent.core.kvstore import Entry, InvalidEntry, KvStore, ValueEntry
 from gossip_agent.core.merkle import HASH_BYTES, MerkleTree
@@ -65,6 +66,10 @@ class Limits:
     # held the responder's loop ~1 s (probes stalled: false suspicion of it). The initiator splits its pushes
     # to fit (more rounds); the merges an answer sends back are at most this many too.
     max_push: int = 512
+    # Entries one answer may carry (the responder truncates there; the initiator refuses more, read from the
+    # answer's array header before any is decoded). 2 MiB of entries of a few bytes each would otherwise be
+    # ~100k entries, and a hostile answer of 16 MiB millions.
+    max_answer_entries: int = 1 << 16
 
 
 # Approximate encoded sizes, for shrinking messages to a byte budget (accounting uses the real encoding).
@@ -91,9 +96,10 @@ def request_limits(room: int, base: Limits | None = None, fanout: int = 16) -> L
     """The initiator's limits for messages of about `room` bytes (the send budget's `stream_room`): pushes fill
     half a request; descents, listings and wants are as many as their answers (the peer's, under the same
     kind of budget) can hold. The work left over goes in the next round, so a session only takes more rounds
-    (up to BUDGET_ROUNDS_FACTOR times as many). Sessions still push what the peer lacks: members pushing the
-    same keys to one peer pay for some copies twice, but a session then spends both sides' budgets; pull-only
-    sessions left half of each budget unused (the budget bench converged in 53-65 s against 40 s pushing)."""
+    (up to BUDGET_ROUNDS_FACTOR times as many). Sessions still push what the peer lacks: a session then
+    spends both sides' budgets; pull-only sessions left half of each budget unused (the budget bench converged
+    in 53-65 s against 40 s pushing). Members pushing the same keys to one peer at once is what the peer's
+    push lease prevents (core/ae_lease.py)."""
     base = base or Limits()
     nodes = max(1, room // child_bytes(fanout))
     return replace(base, max_nodes=min(base.max_nodes, nodes),
@@ -197,16 +203,19 @@ class PushMerge:
     def done(self) -> bool:
         return self._next >= len(self.request.push)
 
-    def step(self, now_ms: int, count: int = MERGE_CHUNK) -> None:
-        """Merge up to `count` more pushed entries (invalid ones are skipped)."""
+    def step(self, now_ms: int, count: int = MERGE_CHUNK) -> int:
+        """Merge up to `count` more pushed entries (invalid ones are skipped); how many changed nothing here
+        (pushed to us already by someone else, or by gossip: the duplicates worth avoiding)."""
         store = self.store
         push = self.request.push
         stop = min(len(push), self._next + max(1, count))
+        stale = 0
         for entry in push[self._next:stop]:
             try:
                 changed = store.apply_remote(entry, now_ms)
             except InvalidEntry:
                 continue
+            stale += not changed
             if not changed and store.was_collected(entry.key):
                 self.collected.append(entry.key)
                 continue
@@ -223,6 +232,7 @@ class PushMerge:
                 self.entries.append(merged)
                 self.sizes.append(size)
         self._next = stop
+        return stale
 
     def fit(self, room: int) -> tuple[list[Entry], int, bool]:
         """The merges to send back within an answer's `room` bytes (the first always goes), the room left
@@ -300,6 +310,9 @@ def respond(store: KvStore, request: AeRequest, now_ms: int, limits: Limits = Li
         found = store.entry(key)
         if found is None:
             continue
+        if len(entries) >= limits.max_answer_entries:
+            truncated = True
+            break
         room -= approx_entry_bytes(found)
         if room < 0 and (served or entries):
             truncated = True  # (one entry always goes, however large: a session progresses)
@@ -351,6 +364,7 @@ class SessionStats:
     repaired: int = 0      # received entries that changed our store
     in_sync: bool = False  # roots were equal at the start
     truncated: bool = False
+    push_held: bool = False  # the peer let another session push to it: this one only pulled after that
 
 
 @dataclass(slots=True)
@@ -367,10 +381,27 @@ class _Work:
                     or self.want_nodes)
 
 
+class EntrySource(Protocol):
+    """An answer's entries, decoded on demand (core/state_codec.AnswerEntries): `take(n)` decodes up to `n`
+    more (raising on malformed ones), `remaining` says how many are left."""
+
+    @property
+    def remaining(self) -> int: ...
+
+    def take(self, count: int) -> Sequence[Entry]: ...
+
+
 class Session:
     """The initiating side of one anti-entropy exchange with one peer.
 
-    `request = s.start()`; then while request: `request = s.handle(peer(request), now_ms)`.
+    `request = s.start()`; then while request: `request = s.handle(peer(request), now_ms)`. A driver with an
+    event loop merges the answer's entries in chunks first (`AnswerMerge`), then `handle(head, now_ms,
+    merged=that)`.
+
+    An answer is input from a peer like any other: `handle` refuses (AntiEntropyError) children of nodes we
+    did not ask to descend, listings of nodes we did not ask to list and collected keys we did not push,
+    before any of it is compared or merged. (A peer could otherwise name any node and draw pushes of
+    subtrees we never offered, or make us collect tombstones of keys it never saw.)
     """
 
     def __init__(self, store: KvStore, limits: Limits = Limits()) -> None:
@@ -379,38 +410,57 @@ class Session:
         self.stats = SessionStats()
         self._work = _Work()
         self._started = False
+        self._asked: AeRequest | None = None
+
+    @property
+    def asked(self) -> AeRequest | None:
+        """The request the next answer must answer (its bounds: `state_codec.open_ae_response`)."""
+        return self._asked
 
     def start(self) -> AeRequest:
         self._started = True
-        return AeRequest(_shape(self.store.merkle), root=self.store.merkle.root())
+        self._asked = AeRequest(_shape(self.store.merkle), root=self.store.merkle.root())
+        return self._asked
 
-    def handle(self, response: AeResponse, now_ms: int) -> AeRequest | None:
-        """Digest one response; the next request, or None when the exchange is over."""
+    def hold_pushes(self) -> None:
+        """The peer is being repaired by another session (core/ae_lease.py): push nothing more in this one
+        (what it lacks that only we hold goes in a later session); keep pulling."""
+        self.stats.push_held = True
+        self._work.push_keys.clear()
+        self._work.push_nodes.clear()
+
+    def handle(self, response: AeResponse, now_ms: int, merged: AnswerMerge | None = None) -> AeRequest | None:
+        """Digest one response; the next request, or None when the exchange is over. `merged`: its entries
+        were merged already, in chunks (`response.entries` is then ignored)."""
         tree = self.store.merkle
-        if not self._started:
+        if not self._started or self._asked is None:
             raise AntiEntropyError("handle() before start()")
         _check_shape(tree, response.shape)
+        check_answer(self._asked, response)
         stats = self.stats
         if stats.rounds == 0 and response.root == tree.root() and not response.children:
             stats.in_sync = True
         stats.rounds += 1
         stats.truncated |= response.truncated
-        for entry in response.entries:
-            stats.pulled += 1
-            try:
-                if self.store.apply_remote(entry, now_ms):
-                    stats.repaired += 1
-            except InvalidEntry:
-                continue
+        if merged is None:
+            merged = AnswerMerge(self, _Entries(response.entries))
+            merged.step(now_ms, len(response.entries))
+        elif not merged.done or merged.session is not self:
+            raise ValueError("handle(merged=...) needs this session's AnswerMerge, done")
         for key in response.collected:
             self.store.forget_collected(key, now_ms)
         for children in response.children:
             self._compare_children(children)
         for listing in response.listings:
             self._compare_listing(listing)
-        if self._work.empty() or stats.rounds >= self.limits.max_rounds:
+        self._asked = None
+        if self._work.empty():
             return None
-        return self._next_request()
+        if stats.rounds >= self.limits.max_rounds:
+            stats.truncated = True  # (work left: the next session continues)
+            return None
+        self._asked = self._next_request()
+        return self._asked
 
     def _compare_children(self, children: Children) -> None:
         tree = self.store.merkle
@@ -426,7 +476,8 @@ class Session:
             child = (level + 1, (index << tree.bits) + i)
             ours, theirs = tree.count(*child), children.counts[i]
             if theirs == 0:
-                work.push_nodes.append(child)
+                if not self.stats.push_held:
+                    work.push_nodes.append(child)
             elif ours == 0:
                 work.want_nodes.append(child)
             elif child[0] == tree.depth or max(ours, theirs) * RECORD_BYTES <= tree.fanout * HASH_BYTES:
@@ -444,7 +495,7 @@ class Session:
         for key, khash, digest in self.store.merkle.items_under(*listing.node):
             mine[khash[:KEY_ID_BYTES]] = (key, digest[:DIGEST_ID_BYTES])
         for kid, (key, did) in mine.items():
-            if theirs.get(kid) != did:
+            if theirs.get(kid) != did and not self.stats.push_held:
                 self._work.push_keys.append(key)
         for kid in theirs.keys() - mine.keys():
             self._work.want.append(kid)
@@ -474,6 +525,74 @@ class Session:
         self.stats.pushed += len(push)
         return AeRequest(_shape(store.merkle), descend=tuple(descend), listing=tuple(listing), push=tuple(push),
                          want=tuple(want), want_nodes=tuple(want_nodes))
+
+
+def check_answer(asked: AeRequest, response: AeResponse) -> None:
+    """Refuse (AntiEntropyError) an answer that answers what `asked` did not ask: children of a node not
+    asked to descend (the root's children only when we sent our root), listings of nodes not asked to list,
+    more of either than asked, collected keys we did not push."""
+    descend = set(asked.descend)
+    if asked.root is not None:
+        descend.add((0, 0))
+    if len(response.children) > len(asked.descend) + (asked.root is not None) \
+            or any(c.node not in descend for c in response.children):
+        raise AntiEntropyError("answer: children of nodes we did not ask to descend")
+    listing = set(asked.listing)
+    if len(response.listings) > len(listing) or any(item.node not in listing for item in response.listings):
+        raise AntiEntropyError("answer: listings of nodes we did not ask to list")
+    if response.collected:
+        pushed = {entry.key for entry in asked.push}
+        if len(response.collected) > len(asked.push) or any(key not in pushed for key in response.collected):
+            raise AntiEntropyError("answer: collected keys we did not push")
+
+
+class AnswerMerge:
+    """An answer's entries decoded and merged a chunk at a time: the driver calls `step` until `done`,
+    yielding to its event loop in between, then `session.handle(head, now_ms, merged=this)`. As on the
+    responder (`PushMerge`): each merge is a CRDT join, so another write between steps is harmless, and a
+    malformed entry further on (the source raises) leaves the ones merged before it valid: the session fails,
+    nothing merged is wrong and nothing held is lost."""
+
+    def __init__(self, session: Session, source: EntrySource) -> None:
+        self.session = session
+        self.source = source
+
+    @property
+    def done(self) -> bool:
+        return self.source.remaining <= 0
+
+    def step(self, now_ms: int, count: int = MERGE_CHUNK) -> int:
+        """Decode and merge up to `count` more entries (entries the store refuses are skipped); how many
+        changed nothing here."""
+        stats, store = self.session.stats, self.session.store
+        stale = 0
+        for entry in self.source.take(max(1, count)):
+            stats.pulled += 1
+            try:
+                if store.apply_remote(entry, now_ms):
+                    stats.repaired += 1
+                else:
+                    stale += 1
+            except InvalidEntry:
+                continue
+        return stale
+
+
+class _Entries:
+    """Entries already decoded, as an EntrySource."""
+
+    def __init__(self, entries: Sequence[Entry]) -> None:
+        self._entries = entries
+        self._next = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self._entries) - self._next
+
+    def take(self, count: int) -> Sequence[Entry]:
+        out = self._entries[self._next:self._next + count]
+        self._next += len(out)
+        return out
 
 
 # -- a local driver (tests, simulator, benchmark) ------------------------------------------------------

@@ -16,7 +16,7 @@ Node lists are flat [level, index, level, index, ...]; entries use `kvstore.entr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -253,7 +253,12 @@ def _counting_hooks(limit: int) -> dict[str, Any]:
 
 
 def _request_fields(data: bytes, limits: CodecLimits) -> list[bytes]:
-    """The 8 fields of an anti-entropy request as separate byte strings, found by msgpack's skip (which builds
+    """The 8 fields of an anti-entropy request as separate byte strings (`_fields`)."""
+    return _fields(data, limits, "anti-entropy request", AE_REQUEST)
+
+
+def _fields(data: bytes, limits: CodecLimits, what: str, tag: int) -> list[bytes]:
+    """The 8 fields of an anti-entropy message as separate byte strings, found by msgpack's skip (which builds
     nothing): each is then decoded with bounds of its own, so nested arrays in a field meant to be flat cost
     two arrays, not millions."""
     if len(data) > limits.max_message_bytes:
@@ -267,13 +272,13 @@ def _request_fields(data: bytes, limits: CodecLimits) -> list[bytes]:
     fields = []
     try:
         if unpacker.read_array_header() != 8:
-            raise StateCodecError("not an anti-entropy request (format tag 3, 8 fields)")
+            raise StateCodecError(f"not an {what} (format tag {tag}, 8 fields)")
         for _ in range(8):
             start = unpacker.tell()
             unpacker.skip()
             fields.append(bytes(data[start:unpacker.tell()]))
         if unpacker.tell() != len(data):
-            raise StateCodecError("anti-entropy request: trailing bytes")
+            raise StateCodecError(f"{what}: trailing bytes")
     except StateCodecError:
         raise
     except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
@@ -351,29 +356,150 @@ def ae_request_push_count(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> 
     return count
 
 
-def decode_ae_response(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeResponse:
-    _, shape, root, children, listings, entries, collected, truncated = _decode(
-        data, AE_RESPONSE, 8, limits, "anti-entropy response")
+MIN_ENTRY_BYTES = 6
+"""The fewest bytes an encoded entry takes ([tag, key of one character, context, versions]): an answer whose
+entries array header counts more entries than its bytes could hold is refused before any is decoded."""
+
+_CHILD_FIELDS = 4    # [level, index, hashes, counts]
+_LISTING_FIELDS = 3  # [level, index, records]
+# The fewest bytes one of each takes (array header, level, index, bin headers, a fanout of 2 hashes and counts;
+# an empty listing): a header counting more than the field could hold is refused before anything is built.
+_MIN_CHILD_BYTES = 3 + 2 + 2 * HASH_BYTES + 2 + 2
+_MIN_LISTING_BYTES = 3 + 2
+
+
+def _array_count(field: bytes, what: str) -> int:
+    """The length in a field's array header, read without decoding the array."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(field)), max_ext_len=0)
+    unpacker.feed(field)
+    try:
+        count: int = unpacker.read_array_header()
+    except (ValueError, TypeError, msgpack.UnpackException) as err:
+        raise StateCodecError(f"{what}: expected a list ({type(err).__name__})") from None
+    return count
+
+
+class AnswerEntries:
+    """The entries of an anti-entropy answer, decoded on demand (`take`), each with the same bounds as a
+    pushed entry (`decode_ae_request`): the whole field may build at most one array or map per
+    `_PUSH_BYTES_PER_LIST` bytes, an entry's versions are counted before they are built, and its key and
+    values are checked against the state limits. The driver merges a chunk, yields to its event loop, takes
+    the next (core/anti_entropy.AnswerMerge)."""
+
+    def __init__(self, field: bytes, count: int, limits: CodecLimits) -> None:
+        self.limits = limits
+        self._size = len(field)
+        self._unpacker = msgpack.Unpacker(
+            raw=False, use_list=True, strict_map_key=True, max_buffer_size=max(1, len(field)),
+            **_counting_hooks(len(field) // _PUSH_BYTES_PER_LIST + 64),
+            max_str_len=min(len(field), limits.max_str_bytes), max_bin_len=min(len(field), limits.max_bin_bytes),
+            max_array_len=min(len(field), limits.max_items), max_map_len=min(len(field), limits.max_items),
+            max_ext_len=0)
+        self._unpacker.feed(field)
+        self._remaining = count
+        self._unpacker.read_array_header()  # (read once already: `open_ae_response`)
+
+    @property
+    def remaining(self) -> int:
+        return self._remaining
+
+    def _next_plain(self) -> list[Any]:
+        """One entry's plain data, its versions counted from their array header before any is built."""
+        unpacker = self._unpacker
+        if unpacker.read_array_header() != 4:
+            raise StateCodecError("entry: expected [tag, key, context, versions]")
+        tag, key, third = unpacker.unpack(), unpacker.unpack(), unpacker.unpack()
+        if tag != 0 or isinstance(tag, bool):  # a CRDT entry (tag 1), or an error entry_from_plain names
+            return [tag, key, third, unpacker.unpack()]
+        versions = unpacker.read_array_header()
+        if versions > MAX_ENTRY_VERSIONS:
+            raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
+        return [tag, key, third, [unpacker.unpack() for _ in range(versions)]]
+
+    def take(self, count: int) -> list[Entry]:
+        """Up to `count` more entries; StateCodecError at the first malformed one (none are left then)."""
+        out: list[Entry] = []
+        try:
+            while self._remaining > 0 and len(out) < count:
+                plain = self._next_plain()
+                self._remaining -= 1
+                out.append(_entry(plain, self.limits))
+            if self._remaining == 0 and self._unpacker.tell() != self._size:
+                raise StateCodecError("entries: trailing bytes")
+        except StateCodecError:
+            self._remaining = 0
+            raise
+        except _TooManyLists:
+            self._remaining = 0
+            raise StateCodecError("entries: more nested arrays or maps than the field can hold") from None
+        except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+            self._remaining = 0
+            raise StateCodecError(f"entries: malformed msgpack: {type(err).__name__}: {err}") from None
+        return out
+
+
+def open_ae_response(data: bytes, limits: CodecLimits = DEFAULT_LIMITS, *, asked: AeRequest | None = None,
+                     max_entries: int = 1 << 16, max_records: int = 1 << 16) -> tuple[AeResponse, AnswerEntries]:
+    """An anti-entropy answer opened the way a request is (`_fields`: msgpack's skip finds the fields,
+    building nothing), every count read from its array header and checked before that field is decoded:
+    children at most one per node `asked` to descend (plus the root's when it sent its root), listings at
+    most one per node it asked to list, collected keys at most as many as it pushed, entries at most
+    `max_entries` and no more than the field's bytes could hold, listing records at most `max_records` in
+    all. Returns the answer without its entries, and the entries to decode a chunk at a time. Whatever the
+    bytes, the only exception is StateCodecError; what is built stays in proportion to what was asked."""
+    fields = _fields(data, limits, "anti-entropy response", AE_RESPONSE)
+    tag, shape, root, truncated = (_unpack_field(fields[k], limits, 1, "anti-entropy response") for k in (0, 1, 2, 7))
+    if tag != AE_RESPONSE or isinstance(tag, bool):
+        raise StateCodecError("not an anti-entropy response (format tag 4, 8 fields)")
+    counts = [_array_count(fields[k], name) for k, name in ((3, "children"), (4, "listings"), (6, "collected"))]
+    if asked is not None:
+        bounds = (len(asked.descend) + (asked.root is not None), len(set(asked.listing)), len(asked.push))
+        for name, count, bound in zip(("children", "listings", "collected keys"), counts, bounds, strict=True):
+            if count > bound:
+                raise StateCodecError(f"anti-entropy response: {count} {name}, more than the {bound} asked for")
+    for name, count, field, least in (("children", counts[0], fields[3], _MIN_CHILD_BYTES),
+                                      ("listings", counts[1], fields[4], _MIN_LISTING_BYTES)):
+        if count * least > len(field):
+            raise StateCodecError(f"anti-entropy response: {count} {name} in {len(field)} bytes")
+    children = _unpack_field(fields[3], limits, 1 + counts[0], "children")
+    listings = _unpack_field(fields[4], limits, 1 + counts[1], "listings")
+    collected = _unpack_field(fields[6], limits, 1, "collected")
     if not isinstance(children, list) or not isinstance(listings, list):
         raise StateCodecError("children/listings: expected lists")
     out_children = []
     for item in children:
-        if not (isinstance(item, list) and len(item) == 4 and isinstance(item[2], bytes)
+        if not (isinstance(item, list) and len(item) == _CHILD_FIELDS and isinstance(item[2], bytes)
                 and isinstance(item[3], bytes) and len(item[2]) == len(item[3]) * HASH_BYTES
                 and 2 <= len(item[3]) <= MAX_FANOUT):
             raise StateCodecError(f"children: expected [level, index, fanout x {HASH_BYTES} bytes, fanout counts]")
         (node,) = _nodes(item[:2], "children")
         out_children.append(Children(node, item[2], item[3]))
     out_listings = []
+    records = 0
     for item in listings:
-        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[2], bytes)
+        if not (isinstance(item, list) and len(item) == _LISTING_FIELDS and isinstance(item[2], bytes)
                 and len(item[2]) % RECORD_BYTES == 0):
             raise StateCodecError(f"listings: expected [level, index, n x {RECORD_BYTES} bytes]")
+        records += len(item[2]) // RECORD_BYTES
+        if records > max_records:
+            raise StateCodecError(f"listings: more than {max_records} records")
         (node,) = _nodes(item[:2], "listings")
         out_listings.append(Listing(node, item[2]))
     if not isinstance(collected, list) or not all(isinstance(k, str) for k in collected):
         raise StateCodecError("collected: expected a list of keys")
     if not isinstance(truncated, bool):
         raise StateCodecError("truncated: expected a boolean")
-    return AeResponse(_shape(shape), None if root is None else _hash(root, "root"), tuple(out_children),
-                      tuple(out_listings), _entries(entries, limits, "entries"), tuple(collected), truncated)
+    entries = _array_count(fields[5], "entries")
+    if entries > max_entries or entries * MIN_ENTRY_BYTES > len(fields[5]):
+        raise StateCodecError(f"anti-entropy response: {entries} entries in {len(fields[5])} bytes "
+                              f"(at most {max_entries}, of {MIN_ENTRY_BYTES} bytes or more each)")
+    head = AeResponse(_shape(shape), None if root is None else _hash(root, "root"), tuple(out_children),
+                      tuple(out_listings), (), tuple(collected), truncated)
+    return head, AnswerEntries(fields[5], entries, limits)
+
+
+def decode_ae_response(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeResponse:
+    """A whole answer at once (the simulator, tests): `open_ae_response` without what was asked, then every
+    entry."""
+    head, entries = open_ae_response(data, limits)
+    return replace(head, entries=tuple(entries.take(entries.remaining)))

@@ -46,6 +46,7 @@ from typing import Literal
 from gossip_agent.core.anti_entropy import (
     AeRequest,
     AeResponse,
+    AnswerMerge,
     Limits,
     PushMerge,
     Session,
@@ -118,6 +119,7 @@ ANNOUNCE_MEMORY = 4096
 # dropped before decoding (decoding and merging dominate an agent's CPU under write load).
 SEEN_MEMORY = 16384
 _NEVER = math.inf
+_NEVER_HELD = -math.inf
 
 
 # -- effects ----------------------------------------------------------------------------------------------
@@ -297,6 +299,7 @@ class StateNode:
         self._observe_at = now             # publish/observe due (a change to look at); _NEVER when clean
         self._dirty_since: float | None = None  # first change not yet observed
         self._repair_at = _NEVER
+        self._held: dict[str, float] = {}  # peers being repaired by another session: no partner until then
         self._gc_at = now + GC_EVERY
         self._acked_at = -math.inf         # when tombstones were last acknowledged (collected after the grace)
         self._retire_at = now              # the first check at once (absence clocks start there)
@@ -465,7 +468,7 @@ class StateNode:
         """Merge the next chunk of a peer's pushed entries and log it (`merge`: `PushMerge(self.store,
         request, AE_LIMITS)`; the driver yields to its event loop between chunks, then calls
         `serve_anti_entropy(..., merged=merge)`)."""
-        merge.step(_ms(wall))
+        self.stats.ae_repaired["pushed_in_stale"] += merge.step(_ms(wall))
         out: list[StateEffect] = []
         changes = self._commit(out, now)
         self.stats.ae_repaired["pushed_in"] += sum(1 for c in changes if c.origin == "remote")
@@ -495,12 +498,21 @@ class StateNode:
         return Session(self.store, AE_LIMITS if room is None
                        else request_limits(room, AE_LIMITS, self.store.merkle.fanout))
 
-    def on_anti_entropy_reply(self, session: Session, response: AeResponse, now: float,
-                              wall: float) -> tuple[AeRequest | None, list[StateEffect]]:
-        """One answer of the peer: merge what it sent; the next request, or None when the session is done.
-        Raises AntiEntropyError (then call `anti_entropy_failed`)."""
+    def merge_anti_entropy_answer(self, merge: AnswerMerge, now: float, wall: float) -> list[StateEffect]:
+        """Merge the next chunk of an answer's entries and log it (the driver yields to its event loop between
+        chunks, then calls `on_anti_entropy_reply(..., merged=merge)`). Raises StateCodecError on a malformed
+        entry (the chunks before it stay merged and logged: each was valid)."""
+        self.stats.ae_repaired["pulled_stale"] += merge.step(_ms(wall))
+        out: list[StateEffect] = []
+        self._commit(out, now)
+        return out
+
+    def on_anti_entropy_reply(self, session: Session, response: AeResponse, now: float, wall: float,
+                              merged: AnswerMerge | None = None) -> tuple[AeRequest | None, list[StateEffect]]:
+        """One answer of the peer: merge what it sent (unless `merged` did, in chunks); the next request, or
+        None when the session is done. Raises AntiEntropyError (then call `anti_entropy_failed`)."""
         self.stats.ae["rounds"] += 1
-        request = session.handle(response, _ms(wall))
+        request = session.handle(response, _ms(wall), merged)
         out: list[StateEffect] = []
         self._commit(out, now)
         if request is None:
@@ -509,6 +521,12 @@ class StateNode:
             self.stats.ae_repaired["pushed"] += s.pushed
             if s.in_sync:
                 self.stats.ae["in_sync"] += 1
+            if s.truncated:
+                # Work was left (answers capped by the peer's byte budget, or rounds by ours): the next session
+                # comes soon with a partner whose root differs, not a whole period later (which left most of
+                # a budget unused while the cluster converged after a write load it could not carry).
+                self.stats.ae["continued"] += 1
+                self._ae_at = min(self._ae_at, now + AE_RETRY_MIN)
         return request, out
 
     def anti_entropy_failed(self, why: str, now: float) -> list[StateEffect]:
@@ -527,6 +545,24 @@ class StateNode:
         self._commit(out, now)
         return out
 
+    def anti_entropy_held(self, peer: str | None, until: float, now: float) -> list[StateEffect]:
+        """The session stopped because the peer is being repaired by another session (it holds the peer's push
+        lease, core/ae_lease.py): what we would push it, that session is pushing, and our budget is better
+        spent on another member. The peer is no partner until `until` (periodic or repair); the next session
+        comes soon (AE_RETRY_MIN), with another."""
+        self.stats.ae["held"] += 1
+        if peer is not None:
+            self._held = {name: t for name, t in self._held.items() if t > now}
+            self._held[peer] = until
+        self._ae_at = min(self._ae_at, now + AE_RETRY_MIN)
+        out: list[StateEffect] = []
+        self._commit(out, now)
+        return out
+
+    def _not_held(self, names: Iterable[str], now: float) -> list[str]:
+        held = self._held
+        return [n for n in names if held.get(n, _NEVER_HELD) <= now]
+
     def kick_anti_entropy(self, now: float) -> list[StateEffect]:
         """Run the periodic anti-entropy now (the driver's manual trigger; a (re)join does it by itself)."""
         self._ae_at = now
@@ -540,6 +576,9 @@ class StateNode:
         interval = self.config.anti_entropy.interval
         self._ae_at = now + interval * (0.5 + self.rng.random()) if self.config.anti_entropy.enabled else _NEVER
         peers = self.live_peers()
+        if self._held:
+            ok = set(self._not_held((name for name, _ in peers), now))
+            peers = [p for p in peers if p[0] in ok]
         if not peers:
             return
         if self.choose_partner is None:
@@ -699,6 +738,8 @@ class StateNode:
             self._repair_at = _NEVER  # every member publishes our root (or none): nobody to repair from
             return
         live, late_until = self._not_late(now)
+        if self._held:
+            live = self._not_held(live, now)
         target, later = self.planner.plan(now, live, self.rng.random(), self.is_near)
         if target is not None:
             self.planner.started(now)

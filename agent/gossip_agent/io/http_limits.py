@@ -88,6 +88,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PreBodyCheck = Callable[[web.Request], web.StreamResponse | None]
 _PRE_BODY = "gossip_pre_body_check"
 HTTP_STATS = web.AppKey("http_stats", Counter)
+# The app's access policy, for what runs before its middlewares (`expect_refusal`).
+API_AUTH = web.AppKey("api_auth", ApiAuth)
 
 
 def handler_args() -> dict[str, Any]:
@@ -208,7 +210,8 @@ def refuse_before_body(check: PreBodyCheck, handler: Handler) -> Handler:
     """`handler`, marked so that `guard_middleware` runs `check` after access control and before it reads the
     body: a response `check` returns, or an HTTPException it raises, is the answer (the body is never read;
     aiohttp discards what the client still sends, within its lingering time). `check` must be cheap and must
-    not read the body."""
+    not read the body. On a peer route with a keyring, access control is the sealed body: `check` must then
+    answer only requests whose headers prove membership (io/peer_ticket.py), see `expect_refusal`."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         return await handler(request)
@@ -221,10 +224,22 @@ def expect_refusal(check: PreBodyCheck) -> Callable[[web.Request], Awaitable[web
     """An `expect_handler` for a route (`web.post(path, handler, expect_handler=...)`): a client that sends
     `Expect: 100-continue` and waits for it (peers do, under a byte budget) gets `check`'s refusal instead,
     and never sends the body: a "retry later" costs neither side the body's bytes on the wire nor the
-    asker's budget. Otherwise "100 Continue", as aiohttp's default does. (aiohttp runs this before the
-    middlewares, so before access control: the refusal says only "retry later".)"""
+    asker's budget. Otherwise "100 Continue", as aiohttp's default does.
+
+    Access control comes first, as on every other path: aiohttp runs this before the middlewares, so it runs
+    the app's `ApiAuth` (`API_AUTH`, set by the app's builder) itself, and a client it refuses gets its 401/403
+    (a peer route with a TLS CA: no verified client certificate). Peer routes with a keyring are proved by the
+    sealed body: `check` must then refuse only requests whose headers prove membership (io/peer_ticket.py)
+    and let any other one through to its body, which is authenticated before anything else is done."""
 
     async def handler(request: web.Request) -> web.StreamResponse | None:
+        auth = request.app.get(API_AUTH)
+        if auth is not None:
+            try:
+                auth.check(request)
+            except web.HTTPException as exc:
+                request.app[HTTP_STATS][f"auth_{exc.status}"] += 1
+                raise
         refusal = check(request)
         if refusal is not None:
             request.app[HTTP_STATS]["refused_before_body"] += 1

@@ -9,12 +9,14 @@ on the answer, checked from Content-Length and while reading, before the body is
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 
 from gossip_agent.core import codec
 from gossip_agent.core.messages import Ack, Address, Packet, Ping, PushPullState
+from gossip_agent.io.peer_ticket import TICKET_HEADER, make_ticket
 from gossip_agent.io.security import AuthError, Purpose, Security
 
 PUSH_PULL_PATH = "/v1/internal/pushpull"
@@ -128,17 +130,27 @@ class PeerClient:
         return f"{self._scheme}://{host}:{addr[1]}{path}"
 
     async def exchange(self, addr: Address, path: str, body: bytes, *, max_bytes: int,
-                       timeout: float | None = None, expect_continue: bool = False) -> bytes:
+                       timeout: float | None = None, expect_continue: bool = False, ticket: bool = False,
+                       headers: Mapping[str, str] | None = None,
+                       answer_headers: dict[str, str] | None = None) -> bytes:
         """POST a sealed body, return the opened answer (at most `max_bytes`). Raises PeerError only.
         `expect_continue`: send the headers first (`Expect: 100-continue`) and the body only once the peer
-        agrees, so a "retry later" costs one round trip instead of the body (io/http_limits.expect_refusal)."""
+        agrees, so a "retry later" costs one round trip instead of the body (io/http_limits.expect_refusal).
+        `ticket`: with a keyring, prove membership in the headers too (io/peer_ticket.py), so the peer may
+        answer before the body (it answers that only to members). `headers`: more request headers;
+        `answer_headers`: the answer's values of the headers named by its keys are put in it (hints from the
+        peer, input like any other: callers check them)."""
         if self._session is None:
             raise PeerError("closed")
         sealed = _Body(self.security.seal(body, Purpose.STREAM), content_type=_OCTETS)
         limit = max_bytes + 64  # the envelope
+        sent_headers = {**(headers or {}), "Content-Type": _OCTETS}
+        proof = make_ticket(self.security, "POST", path) if ticket else None
+        if proof is not None:
+            sent_headers[TICKET_HEADER] = proof
         try:
             async with self._session.post(
-                    self.url(addr, path), data=sealed, headers={"Content-Type": _OCTETS}, expect100=expect_continue,
+                    self.url(addr, path), data=sealed, headers=sent_headers, expect100=expect_continue,
                     timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
                 if resp.status in (429, 503):
                     precise = parse_retry_after_ms(resp.headers.get(RETRY_AFTER_MS_HEADER))
@@ -151,6 +163,9 @@ class PeerClient:
                 if resp.content_length is not None and resp.content_length > limit:
                     raise PeerError("too_large", f"{resp.content_length} bytes")
                 data = await read_capped(resp.content, limit)
+                if answer_headers is not None:
+                    for name in answer_headers:
+                        answer_headers[name] = resp.headers.get(name, "")[:256]
         except PeerError:
             raise
         except TimeoutError:

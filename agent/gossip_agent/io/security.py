@@ -77,6 +77,7 @@ class Purpose(Enum):
     PACKET = b"gossip/packet"
     STREAM = b"gossip/stream"
     STAMPED_PACKET = b"gossip/packet+stamp"  # what `Security` seals packets as (see "Replay protection")
+    STREAM_HEAD = b"gossip/stream-head"  # a peer request's header ticket (io/peer_ticket.py)
 
 
 class KeyringError(ValueError):

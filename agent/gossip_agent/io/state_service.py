@@ -39,7 +39,8 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gossip_agent.core.anti_entropy import AeRequest, AntiEntropyError, PushMerge
+from gossip_agent.core.ae_lease import LEASE_HOLD, PushLease, valid_session_id
+from gossip_agent.core.anti_entropy import AeRequest, AnswerMerge, AntiEntropyError, PushMerge, Session
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker
 from gossip_agent.core.crdt import Crdt
@@ -63,11 +64,11 @@ from gossip_agent.core.state_codec import (
     StateCodecError,
     ae_request_push_count,
     decode_ae_request,
-    decode_ae_response,
     decode_change,
     encode_ae,
     encode_change,
     encode_rumor,
+    open_ae_response,
 )
 from gossip_agent.core.state_node import (
     AE_LIMITS,
@@ -86,6 +87,7 @@ from gossip_agent.core.state_node import (
 from gossip_agent.io.host import AgentHost, Extension
 from gossip_agent.io.http_limits import expect_refusal, refuse_before_body
 from gossip_agent.io.peer_client import RETRY_AFTER_MS_HEADER, PeerBusy, PeerError
+from gossip_agent.io.peer_ticket import TICKET_HEADER, ticket_valid
 from gossip_agent.io.persistence import DurableLog
 from gossip_agent.io.security import AuthError, Purpose
 from gossip_agent.io.state_http import StateApi, WatchHub
@@ -111,6 +113,11 @@ AE_BUDGET_MIN_STEP = 0.05
 AE_PRECISE_RETRY_MIN = 0.25
 # Request bodies from this size on are sent with Expect: 100-continue under a budget (`_ae_round`).
 AE_EXPECT_MIN_BODY = 2048
+# A session names itself to the peer (its push lease, core/ae_lease.py); an answer to a session that may not
+# push to the peer now (another one holds the lease) says so.
+AE_SESSION_HEADER = "X-Gossip-Ae-Session"
+AE_PUSH_HEADER = "X-Gossip-Ae-Push"
+PUSH_HELD = "held"
 # Peer bodies start with this byte: the security layer tells plaintext (< 0x80) from envelopes by the first
 # byte, and a msgpack array starts at 0x90.
 FRAME = b"\x01"
@@ -148,6 +155,7 @@ class StateService(Extension, StateDelegate):
         self._snapshot_again = False
         self._log_error: str | None = None
         self._ae_serving = 0
+        self._push_lease = PushLease()
         self.watchers = WatchHub()
         self.api = StateApi(self)
 
@@ -158,8 +166,8 @@ class StateService(Extension, StateDelegate):
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return [*self.api.routes(),
-                web.post(AE_PATH, refuse_before_body(self._ae_refusal, self._serve_ae),
-                         expect_handler=expect_refusal(self._ae_refusal)),
+                web.post(AE_PATH, refuse_before_body(self._ae_head_refusal, self._serve_ae),
+                         expect_handler=expect_refusal(self._ae_head_refusal)),
                 web.post(REPLICATE_PATH, self._serve_replicate),
                 web.post(FETCH_PATH, self._serve_fetch)]
 
@@ -527,10 +535,14 @@ class StateService(Extension, StateDelegate):
         self._perform(effects)
 
     async def _exchange(self, addr: Address, path: str, body: bytes, *, max_bytes: int,
-                        timeout: float | None = None, expect_continue: bool = False) -> bytes:
+                        timeout: float | None = None, expect_continue: bool = False, ticket: bool = False,
+                        headers: Mapping[str, str] | None = None,
+                        answer_headers: dict[str, str] | None = None) -> bytes:
         """A sealed exchange with a peer's state endpoint (bodies framed with FRAME)."""
         answer = await self.agent.peer_client.exchange(addr, path, FRAME + body, max_bytes=max_bytes + 1,
-                                                       timeout=timeout, expect_continue=expect_continue)
+                                                       timeout=timeout, expect_continue=expect_continue,
+                                                       ticket=ticket, headers=headers,
+                                                       answer_headers=answer_headers)
         if answer[:1] != FRAME:
             raise PeerError("decode", "not a state frame")
         return answer[1:]
@@ -553,11 +565,23 @@ class StateService(Extension, StateDelegate):
         return web.Response(body=self.agent.security.seal(FRAME + body, Purpose.STREAM),
                             content_type="application/octet-stream")
 
+    def _ae_head_refusal(self, request: web.Request) -> web.Response | None:
+        """`_ae_refusal` before the body is read (`refuse_before_body`, `expect_refusal`), only for a request
+        that proved membership in its headers when membership is proved at all: with a keyring, its ticket
+        (io/peer_ticket.py); a request without one is read and its body authenticated first, then refused
+        (`_serve_ae`). Without a keyring the HTTP layer checked a TLS client certificate if the cluster has a
+        CA, else any client is a peer (and could run a whole session)."""
+        security = self.agent.security
+        if security.encrypted and not ticket_valid(security, request.headers.get(TICKET_HEADER), request.method,
+                                                   request.path):
+            return None
+        return self._ae_refusal(request)
+
     def _ae_refusal(self, request: web.Request) -> web.Response | None:
-        """The cheap "retry later" answers, given before the body is read (the HTTP guard runs this first,
-        `refuse_before_body`; the handler again, since the state may change while the body arrives): too many
+        """The cheap "retry later" answers, given before the body is read to members (`_ae_head_refusal`), and
+        by the handler once the body is authenticated (the state may change while the body arrives): too many
         requests served at once (503), or no room in the byte budget for an answer (429). Nothing of a refused
-        request is read or merged; the peer defers its session (not a failure)."""
+        request is merged; the peer defers its session (not a failure)."""
         if self._ae_serving >= AE_MAX_CONCURRENT:
             # Each answer is bounded (anti_entropy.Limits), and so is how many run at once.
             self.stats.ae["busy"] += 1
@@ -579,22 +603,30 @@ class StateService(Extension, StateDelegate):
         return None
 
     async def _serve_ae(self, request: web.Request) -> web.Response:
+        body = await self._open_body(request, AE_MAX_RESPONSE)  # authenticated before anything is answered
         refusal = self._ae_refusal(request)
         if refusal is not None:
             return refusal
         self._ae_serving += 1
         try:
-            return await self._answer_ae(request)
+            response, pushed = await self._answer_ae(body)
         finally:
             self._ae_serving -= 1
+        # The push lease only under a byte budget: without one, duplicate pushes cost nothing scarce, and
+        # a session turned away would wait `LEASE_HOLD` to push what only it holds.
+        if response.status == 200 and not self.agent.node.send_budget.unlimited and not self._push_lease.ask(
+                valid_session_id(request.headers.get(AE_SESSION_HEADER)), self.agent.now(), pushing=pushed > 0):
+            self.stats.ae["push_held_out"] += 1
+            response.headers[AE_PUSH_HEADER] = PUSH_HELD
+        return response
 
-    async def _answer_ae(self, request: web.Request) -> web.Response:
-        """One round of a peer's session. The push count is checked from the array header before the request
-        is decoded (decoding and merging cost ~10-30 us per entry); the pushed entries are merged in chunks
-        (anti_entropy.MERGE_CHUNK), yielding to the event loop between them, so probes and other requests
-        are served meanwhile."""
-        body = await self._open_body(request, AE_MAX_RESPONSE)
+    async def _answer_ae(self, body: bytes) -> tuple[web.Response, int]:
+        """One round of a peer's session (`body`: opened). The push count is checked from the array header
+        before the request is decoded (decoding and merging cost ~10-30 us per entry); the pushed entries are
+        merged in chunks (anti_entropy.MERGE_CHUNK), yielding to the event loop between them, so probes and
+        other requests are served meanwhile. Returns the answer and how many entries the request pushed."""
         agent, core = self.agent, self.core
+        pushed = 0
         try:
             pushed = ae_request_push_count(body, self.limits)
             if pushed > AE_LIMITS.max_push:
@@ -602,7 +634,7 @@ class StateService(Extension, StateDelegate):
                 return web.Response(status=413, text=(
                     f"anti-entropy: the request pushes {pushed} entries; this agent merges at most "
                     f"{AE_LIMITS.max_push} per request. Split pushes over rounds (agents since this limit do); "
-                    "upgrade the asking agent"))
+                    "upgrade the asking agent")), pushed
             ae_request = decode_ae_request(body, self.limits)
             merge = PushMerge(self.store, ae_request, AE_LIMITS)
             while not merge.done:
@@ -617,13 +649,13 @@ class StateService(Extension, StateDelegate):
                                                         merged=merge)
         except (StateCodecError, AntiEntropyError) as exc:
             agent.stats.dropped["antientropy"] += 1
-            return web.Response(status=400, text=str(exc))
+            return web.Response(status=400, text=str(exc)), pushed
         self._perform(effects)
         sealed = self._sealed(encode_ae(response))
         size = len(sealed.body) if isinstance(sealed.body, bytes) else 0
         budget.charge_answer(size + STREAM_OVERHEAD)
         self.stats.ae_bytes["served"] += size
-        return sealed
+        return sealed, pushed
 
     async def _serve_replicate(self, request: web.Request) -> web.Response:
         body = await self._open_body(request, self.limits.max_message_bytes)
@@ -668,22 +700,31 @@ class StateService(Extension, StateDelegate):
                 self.stats.ae["failures"] += 1
                 log.exception("anti-entropy round failed")
 
-    async def sync_with(self, addr: Address) -> bool:
-        """One anti-entropy session with the peer at `addr`; True if it completed. Under a byte budget each
-        message is shrunk to the budget's `stream_room` and waits (bounded) for its bytes; a session the budget
-        (ours, or the peer's "retry later") holds back is deferred, not failed."""
+    async def sync_with(self, addr: Address, peer: str | None = None) -> bool:
+        """One anti-entropy session with the peer at `addr` (member `peer`, else the live member there); True if
+        it completed. Under a byte budget each message is shrunk to the budget's `stream_room` and waits
+        (bounded) for its bytes; a session the budget (ours, or the peer's "retry later") holds back is
+        deferred, not failed. A session the peer says it is being repaired by (another session holds its push
+        lease, core/ae_lease.py) stops after that answer, and the peer is skipped for a while
+        (`anti_entropy_held`)."""
         core, agent, stats = self.core, self.agent, self.stats
         budget = agent.node.send_budget
         started = agent.now()
         session = core.start_anti_entropy(started, None if budget.unlimited else budget.stream_room())
         request: AeRequest | None = session.start()
+        session_id = secrets.token_hex(8)  # names the session to the peer's push lease (core/ae_lease.py)
         try:
             while request is not None:
-                answer = await self._ae_round(addr, encode_ae(request))
+                answer, held = await self._ae_round(addr, encode_ae(request), session_id)
                 stats.ae_bytes["received"] += len(answer)
-                request, effects = core.on_anti_entropy_reply(session, decode_ae_response(answer, self.limits),
-                                                              agent.now(), self.wall())
-                self._perform(effects)
+                if held and not session.stats.push_held:
+                    stats.ae["push_held"] += 1
+                    session.hold_pushes()
+                request = await self._take_answer(session, request, answer)
+                if held and request is not None:
+                    name = peer or next((n for n, a in core.live_peers() if a == addr), None)
+                    self._perform(core.anti_entropy_held(name, agent.now() + LEASE_HOLD, agent.now()))
+                    return False
         except _BudgetDeferral as exc:
             self._perform(core.anti_entropy_deferred(f"with {addr[0]}:{addr[1]}: {exc}", exc.retry_after,
                                                      agent.now()))
@@ -692,7 +733,12 @@ class StateService(Extension, StateDelegate):
             self._perform(core.anti_entropy_deferred(f"with {addr[0]}:{addr[1]}: {exc}", exc.retry_after,
                                                      agent.now()))
             return False
-        except (PeerError, StateCodecError, AntiEntropyError) as exc:
+        except (StateCodecError, AntiEntropyError) as exc:
+            # A bad answer: dropped and counted; what merged before the bad part was valid and stays.
+            agent.stats.dropped["antientropy_answer"] += 1
+            self._perform(core.anti_entropy_failed(f"with {addr[0]}:{addr[1]}: {exc}", agent.now()))
+            return False
+        except PeerError as exc:
             self._perform(core.anti_entropy_failed(f"with {addr[0]}:{addr[1]}: {exc}", agent.now()))
             return False
         agent.metrics.latency.anti_entropy_session.observe(max(0.0, agent.now() - started))
@@ -702,10 +748,31 @@ class StateService(Extension, StateDelegate):
                       s.rounds, s.repaired, s.pushed)
         return True
 
-    async def _ae_round(self, addr: Address, body: bytes) -> bytes:
+    async def _take_answer(self, session: Session, asked: AeRequest, answer: bytes) -> AeRequest | None:
+        """One answer of the peer, as hostile as any input: its counts are read from their array headers and
+        checked against what `asked` asked before anything is built (`open_ae_response`), its entries decoded
+        and merged `MERGE_CHUNK` at a time with the event loop running between chunks (an answer of 2 MiB of
+        tiny entries was ~100k entries decoded and merged in one loop turn, a hostile 16 MiB one ~1M), then
+        the rest compared. The next request, or None. Raises StateCodecError or AntiEntropyError on a bad
+        answer."""
+        core, agent = self.core, self.agent
+        head, entries = open_ae_response(answer, self.limits, asked=asked,
+                                         max_entries=AE_LIMITS.max_answer_entries,
+                                         max_records=AE_LIMITS.max_records)
+        merge = AnswerMerge(session, entries)
+        while not merge.done:
+            self._perform(core.merge_anti_entropy_answer(merge, agent.now(), self.wall()))
+            if not merge.done:
+                await asyncio.sleep(0)  # probes, gossip and peers' requests run between chunks
+        request, effects = core.on_anti_entropy_reply(session, head, agent.now(), self.wall(), merged=merge)
+        self._perform(effects)
+        return request
+
+    async def _ae_round(self, addr: Address, body: bytes, session_id: str | None = None) -> tuple[bytes, bool]:
         """One round of our session: the request goes when our budget has its bytes; a peer's "retry later"
         (429/503) is waited out and the same request sent again. Both waits together are bounded
-        (AE_BUDGET_WAIT): past it the round raises _BudgetDeferral or PeerBusy (the session is deferred)."""
+        (AE_BUDGET_WAIT): past it the round raises _BudgetDeferral or PeerBusy (the session is deferred).
+        Returns the answer, and whether the peer said another session holds its push lease."""
         agent = self.agent
         waited = 0.0
         # Under a budget a large body goes only once the peer agrees (Expect: 100-continue): its "retry later"
@@ -717,8 +784,12 @@ class StateService(Extension, StateDelegate):
             waited = await self._budget_wait(len(body), waited)
             self.stats.ae_bytes["sent"] += len(body)
             try:
-                return await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE,
-                                            expect_continue=expect)
+                hints = {AE_PUSH_HEADER: ""}
+                answer = await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE,
+                                              expect_continue=expect, ticket=True,
+                                              headers={AE_SESSION_HEADER: session_id} if session_id else None,
+                                              answer_headers=hints)
+                return answer, hints[AE_PUSH_HEADER] == PUSH_HELD
             except PeerBusy as exc:
                 if expect and not exc.body_sent:  # (a peer that read the body, then said 429: not given back)
                     self.stats.ae_bytes["sent"] -= len(body)
@@ -833,11 +904,18 @@ class StateCollector(Collector):
         yield _labelled("gossip_antientropy_bytes", "Anti-entropy body bytes: sent and received in sessions "
                         "this agent initiated, served in its answers to peers' sessions.",
                         "direction", st.ae_bytes)
+        yield _labelled("gossip_antientropy_push_lease", "Anti-entropy push lease (one session at a time pushes "
+                        "to an agent): held (our sessions told to stop pushing, another held the peer's lease), "
+                        "held_out (answers telling a peer's session so).", "side",
+                        {"held": st.ae["push_held"], "held_out": st.ae["push_held_out"]})
+        yield _counter("gossip_antientropy_continued", "Anti-entropy sessions that ended with work left "
+                       "(truncated), the next one started soon instead of a period later.", st.ae["continued"])
         yield _counter("gossip_antientropy_deferred", "Anti-entropy sessions this agent deferred for a byte "
                        "budget, its own or the peer's (HTTP 429/503 \"retry later\"); not failures.",
                        st.ae["deferred"])
         yield _labelled("gossip_antientropy_keys_repaired", "Keys repaired by anti-entropy: pulled (ours "
-                        "changed), pushed (sent to the peer), pushed_in (peers' pushes that changed ours).",
+                        "changed), pushed (sent to the peer), pushed_in (peers' pushes that changed ours); "
+                        "entries that changed nothing: pushed_in_stale (peers' pushes), pulled_stale (answers).",
                         "side", st.ae_repaired)
         yield _labelled("gossip_state_write_concern", "Writes with w > 1 by outcome.", "result", st.write_concern)
         yield _counter("gossip_state_log_records", "Records appended to the durable log.", st.log_records)
