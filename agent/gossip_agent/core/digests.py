@@ -8,12 +8,14 @@ higher, so repeats and reorderings are harmless and nothing is ever retransmitte
 
 How rows spread, cheapest first:
 - a changed row is pushed FRESH_SENDS times by every member that learns it (epidemic: most members learn it
-  within a few gossip rounds);
+  within a few gossip rounds), less one for every other peer that pushed the same version to it (the
+  epidemic is ahead there: at N = 50 under writes seven row receipts in ten were such duplicates);
 - the members it missed are found by reconciliation, not by re-sending rows: for SUMMARY_PINGS packets after
   its table last changed (and once it has nothing fresh left to push) a member's probes, acks and one gossip
   packet a round carry a summary of its table, SUMMARY_ROWS_PER_BUCKET rows to a 16-bit checksum of (name,
   seq, root). The receiver answers only the buckets that differ, with its rows of those buckets and its own
-  summary; the asker then sends the rows the other one still lacks. A straggler is caught up in one round
+  summary; the asker then sends the rows the other one still lacks (not those the answer just carried). A
+  straggler is caught up in one round
   trip, and an idle, agreeing cluster sends neither rows nor summaries;
 - a row older than ours from a peer means that peer is behind: we owe it ours (sent in the next packet to it);
 - a joiner gets the whole table from the member that answers its join push-pull, in packets of digests
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -126,6 +128,7 @@ class DigestTable:
         self._summaries_left = 0
         self._owed: dict[str, set[str]] = {}
         self.pushes_spared = 0  # pushes spent without a byte (the peer held the version): for metrics
+        self.duplicates_heard = 0  # pushes given up because a peer pushed us the same version: for metrics
         # Wall-clock reference (node time, ms) from our last publication: bounds the sequence numbers we take.
         self._wall_ref: tuple[float, int] | None = None
 
@@ -205,8 +208,17 @@ class DigestTable:
             if digest.seq < old.digest.seq:
                 return Merge.OLDER
             if digest.seq == old.digest.seq:
-                if sender is not None and old.fresh > 0 and len(old.known) < KNOWN_MAX:
-                    old.known.add(sender)
+                if sender is not None and old.fresh > 0 and sender not in old.known:
+                    # A peer pushed us the version we are pushing: the epidemic is ahead of us. That counts
+                    # as one of our pushes (loss of interest on duplicates, as in Demers et al.'s rumor
+                    # mongering): the rows an epidemic spends go down without it missing more members.
+                    if len(old.known) < KNOWN_MAX:
+                        old.known.add(sender)
+                    old.fresh -= 1
+                    self.duplicates_heard += 1
+                    if not old.fresh:
+                        self._fresh -= 1
+                        old.known.clear()
                 return Merge.SAME
         elif len(self._rows) >= self.max_rows:
             return Merge.REFUSED
@@ -265,9 +277,12 @@ class DigestTable:
     def summary_sent(self) -> None:
         self._summaries_left = max(0, self._summaries_left - 1)
 
-    def reconcile(self, peer: str, summary: DigestSummary) -> bool:
-        """A peer's summary: we owe it our rows of every bucket whose checksum differs from ours. True if
-        any bucket differs (then the peer lacks something, or we do)."""
+    def reconcile(self, peer: str, summary: DigestSummary, heard: Collection[str] = ()) -> bool:
+        """A peer's summary: we owe it our rows of every bucket whose checksum differs from ours, except the
+        rows of `heard` (names whose row came in the summary's own packet and left us holding the peer's
+        version: an answer to our summary carries the peer's rows of the differing buckets, and sending those
+        back was most of what reconciliation cost under writes). True if any bucket differs (then the peer
+        lacks something, or we do)."""
         n = len(summary.buckets) // 2
         if n == 0:
             return False
@@ -275,7 +290,8 @@ class DigestTable:
         differing = {i for i in range(n) if mine[2 * i:2 * i + 2] != summary.buckets[2 * i:2 * i + 2]}
         if not differing:
             return False
-        self.owe(peer, (name for name, row in self._rows.items() if row.bucket % n in differing))
+        self.owe(peer, (name for name, row in self._rows.items() if row.bucket % n in differing
+                        and name not in heard))
         return True
 
     def owe(self, peer: str, names: Iterable[str]) -> None:
@@ -422,11 +438,12 @@ class DigestExchange:
         self._table_sent_at: dict[str, float] = {}
         self._told: set[str] = set()  # peers we sent digests to (they know we read them)
 
-    def heard_summary(self, peer: str, summary: DigestSummary) -> None:
-        """A peer's summary: what differs is owed to it, with our summary if it asked. A peer we never sent
+    def heard_summary(self, peer: str, summary: DigestSummary, heard: Collection[str] = ()) -> None:
+        """A peer's summary: what differs is owed to it (but the rows of `heard`: see `DigestTable.reconcile`;
+        the caller takes a packet's rows before its summary), with our summary if it asked. A peer we never sent
         digests to is answered even if nothing differs: it learns that we read them (and stops offering its
         own in packets apart)."""
-        if (self.table.reconcile(peer, summary) or peer not in self._told) and summary.reply:
+        if (self.table.reconcile(peer, summary, heard) or peer not in self._told) and summary.reply:
             self._reply_to.add(peer)
 
     def outgoing(self, to: str, budget: int, size: Callable[[Digest], int], *,

@@ -1357,6 +1357,8 @@ class Node:
         a row (the table is bounded too, and so is the set of readers: members of our table only, forgotten
         when reaped). At most MAX_DIGEST_MESSAGES a packet, and one summary (each costs a pass over the table)."""
         taken, summaries = 0, 0
+        summary: DigestSummary | None = None
+        heard: set[str] = set()  # rows this packet carried that left us holding the sender's version
         for msg in packet.messages:
             if not isinstance(msg, Digest | DigestSummary):
                 continue
@@ -1377,14 +1379,17 @@ class Node:
                     # turn): taken only from the member's host.
                     self.stats["digest_summaries_unverified"] += 1
                     continue
-                self._digest_exchange.heard_summary(packet.sender, msg)
+                summary = msg
             else:
-                self._on_root_digest(msg, packet.sender, now, shows)
+                if self._on_root_digest(msg, packet.sender, now, shows) in (Merge.NEW, Merge.SAME):
+                    heard.add(msg.name)
+        if summary is not None:  # after the rows: what they showed the sender holds is not owed again
+            self._digest_exchange.heard_summary(packet.sender, summary, heard)
 
-    def _on_root_digest(self, digest: Digest, sender: str, now: float, shows: bool = True) -> None:
+    def _on_root_digest(self, digest: Digest, sender: str, now: float, shows: bool = True) -> Merge | None:
         if self.table.get(digest.name) is None:
             self.stats["digests_unknown_member"] += 1
-            return
+            return None
         # Who holds a version is believed only from the member's host (a forged sender would steer pushes).
         merged = self.root_digests.merge(digest, now=now, sender=sender if shows else None)
         if merged is Merge.NEW:
@@ -1394,6 +1399,7 @@ class Node:
             self.root_digests.owe(sender, (digest.name,))  # the sender is behind: ours goes back to it
         elif merged is Merge.REFUSED:
             self.stats["digests_refused"] += 1
+        return merged
 
     def _repair_digests(self, to_name: str, now: float, out: list[Effect]) -> None:
         """Rows (or a summary) we owe `to_name` that no reply carried: a packet of digests alone."""
