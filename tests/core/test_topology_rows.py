@@ -27,7 +27,7 @@ from gossip_agent.core.messages import (
     PushPullState,
 )
 from gossip_agent.core.readers import COORDINATES, DIGESTS, PEER_COORDINATES, Readers
-from gossip_agent.core.topology_state import ZONE_META_KEY, TopologyState
+from gossip_agent.core.topology_state import FIRST_HAND_HOLD, ZONE_META_KEY, TopologyState
 from tests.core.test_node import Cluster, cfg, node_with_peers
 
 
@@ -99,7 +99,10 @@ def test_a_row_never_replaces_a_fresher_coordinate_and_hostile_rows_are_counted(
     assert kept == 1 and topo.coordinates()["p1"].vec[0] == pytest.approx(0.1)  # row was current at 97: older
     assert topo.coordinates()["p3"].vec[0] == pytest.approx(0.3)
     kept = topo.on_rows("p2", PeerCoordinates((("p1", _c(0.7), 0.5),)), 102.0, members.__contains__, "me")
-    assert kept == 1 and topo.coordinates()["p1"].vec[0] == pytest.approx(0.7)  # current at 101.5: fresher
+    assert kept == 0 and topo.coordinates()["p1"].vec[0] == pytest.approx(0.1)  # fresher, but p1's own stands
+    later = 100.0 + FIRST_HAND_HOLD + 1
+    kept = topo.on_rows("p2", PeerCoordinates((("p1", _c(0.7), 0.5),)), later, members.__contains__, "me")
+    assert kept == 1 and topo.coordinates()["p1"].vec[0] == pytest.approx(0.7)  # after the hold: fresher wins
     nan = NetCoordinate((math.nan,) * 8, 0.0, 1.0, 0.0)
     kept = topo.on_rows("p2", PeerCoordinates((("me", _c(0.2), 0.0), ("stranger", _c(0.2), 0.0),
                                                ("p3", nan, 0.0))), 103.0, members.__contains__, "me")
@@ -280,7 +283,8 @@ def test_a_row_echoing_the_coordinate_we_hold_is_no_change() -> None:
     of every peer's walk again (in a 9-member simulation 238 of 275 kept rows were echoes), and real changes
     waited behind them."""
     topo = TopologyState(TopologyConfig(), max_peers=10)
-    topo.on_coordinate("p1", _c(0.1), now=100.0)
+    # Held second-hand (a first-hand one would stand against any row for FIRST_HAND_HOLD).
+    topo.on_rows("p4", PeerCoordinates((("p1", _c(0.1), 0.0),)), 100.0, lambda n: True, "me")
     while topo.rows_for("p2", 100.0) is not None:
         pass
     kept = topo.on_rows("p3", PeerCoordinates((("p1", _c(0.1), 0.0),)), 100.05, lambda n: True, "me")

@@ -6,7 +6,8 @@
   kept coordinate goes on to every peer in rows. Now counted (`coordinates_not_from_member_host`) and dropped.
 - A second-hand row that claims age 0 replaces a first-hand coordinate we measured a moment ago (a row wins
   when it is "fresher", and its age is the sender's word): one member can keep rewriting the coordinates
-  every other member holds of everyone, and each rewrite is passed on. xfail: core/topology_state.py.
+  every other member holds of everyone, and each rewrite is passed on. Now a first-hand coordinate stands
+  against rows for FIRST_HAND_HOLD, and a row about its own sender is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from gossip_agent.core.config import TopologyConfig
 from gossip_agent.core.messages import NetCoordinate, Packet, PeerCoordinates
-from gossip_agent.core.topology_state import TopologyState
+from gossip_agent.core.topology_state import FIRST_HAND_HOLD, TopologyState
 from tests.core.test_node import cfg, node_with_peers
 
 
@@ -41,12 +42,20 @@ def test_rows_from_another_host_than_their_senders_are_not_kept() -> None:
     assert a.topology.coordinates()["p3"].vec[0] == pytest.approx(0.3)  # from p2's host: kept as before
 
 
-@pytest.mark.xfail(strict=True, reason="core/topology_state.py (owned): a second-hand row claiming age 0 "
-                   "replaces a first-hand coordinate measured just before; proposed: keep a first-hand "
-                   "coordinate against rows for a while (e.g. ROW_REFRESH), and refuse rows about their sender")
 def test_a_row_claiming_age_zero_does_not_replace_a_first_hand_coordinate() -> None:
     topo = TopologyState(TopologyConfig(), max_peers=10)
     members = {"p1", "p2"}
     topo.on_coordinate("p1", _c(0.1), now=100.0)  # p1's own ack, just now
     topo.on_rows("p2", PeerCoordinates((("p1", _c(0.9), 0.0),)), 100.5, members.__contains__, "me")
     assert topo.coordinates()["p1"].vec[0] == pytest.approx(0.1)
+
+
+def test_a_row_about_its_own_sender_is_refused_and_rows_fill_in_after_the_hold() -> None:
+    topo = TopologyState(TopologyConfig(), max_peers=10)
+    members = {"p1", "p2"}
+    topo.on_rows("p2", PeerCoordinates((("p2", _c(0.9), 0.0),)), 100.0, members.__contains__, "me")
+    assert "p2" not in topo.coordinates()
+    topo.on_coordinate("p1", _c(0.1), now=100.0)
+    topo.on_rows("p2", PeerCoordinates((("p1", _c(0.5), 0.0),)), 100.0 + FIRST_HAND_HOLD + 1,
+                 members.__contains__, "me")
+    assert topo.coordinates()["p1"].vec[0] == pytest.approx(0.5)  # not heard from p1 lately: the row counts

@@ -92,6 +92,10 @@ ROW_YOUNG = 60.0
 #: The same rule for our own coordinate on an ack to a prober that already got one from us (its RTT sample
 #: then uses the one it holds, which is within the rule's bound of ours), refreshed at least this often.
 OWN_REFRESH = 60.0
+#: A coordinate a member sent us itself stands against second-hand rows about it for this long: a row's age is
+#: its sender's word, so without this one member could overwrite, with rows claiming age 0, every coordinate we
+#: just measured first-hand, and pass the rewrite on. Rows still fill in members we have not heard from lately.
+FIRST_HAND_HOLD = 15.0
 
 T = TypeVar("T")
 #: Largest weight of one far RTT sample (see `FarSampleWeight`): with Vivaldi's default step a far sample then
@@ -172,6 +176,8 @@ class TopologyState:
         self._readers = readers if readers is not None else Readers()
         # When each held coordinate was current (`now` of a first-hand one, now - age of a second-hand one).
         self._as_of: dict[str, float] = {}
+        # When each member last sent us its own coordinate (see FIRST_HAND_HOLD).
+        self._first_hand: dict[str, float] = {}
         # Second-hand rows: every coordinate we hold carries the number of its latest update (first-hand or a
         # kept row); `_updates` lists the numbers in order (stale ones, of names updated again or forgotten,
         # are skipped and compacted away), and each peer's cursor is the last number it was sent.
@@ -248,7 +254,10 @@ class TopologyState:
         if checked is None:
             self.stats["coordinates_rejected"] += 1
             return False
-        return self._keep(peer, checked, now)
+        kept = self._keep(peer, checked, now)
+        if kept:
+            self._first_hand[peer] = now
+        return kept
 
     def _keep(self, name: str, checked: Coordinate, as_of: float) -> bool:
         if name not in self._coordinates and len(self._coordinates) >= self.max_peers:
@@ -290,6 +299,11 @@ class TopologyState:
         for name, coord, age in msg.rows:
             if name == self_name or not is_member(name):
                 self.stats["rows_unknown_member"] += 1
+                continue
+            if name == sender or now < self._first_hand.get(name, -math.inf) + FIRST_HAND_HOLD:
+                # Its own coordinate a member sends first-hand (type 14), never as a row; and a coordinate just
+                # measured first-hand stands against any row's claim of freshness (FIRST_HAND_HOLD).
+                self.stats["rows_first_hand_held"] += 1
                 continue
             as_of = now - age
             if as_of <= self._as_of.get(name, -math.inf):
@@ -416,6 +430,7 @@ class TopologyState:
         What it was sent (cursor, reader level) stays until it is reaped (`forget`)."""
         self._coordinates.pop(peer, None)
         self._as_of.pop(peer, None)
+        self._first_hand.pop(peer, None)
         self._walked.pop(peer, None)
         seq = self._seq_of.pop(peer, None)
         if seq is not None:
