@@ -42,8 +42,6 @@ def _push_of_many_versions(entries: int = 512, versions: int = 100) -> bytes:
         b"\x94\x00" + msgpack.packb(f"k{e}") + b"\x90" + one for e in range(entries))
 
 
-@pytest.mark.xfail(strict=True, reason="core/anti_entropy.py PushMerge + io/state_service.py (owned): the whole "
-                   "push is built in one call; decode entries per merge chunk, bounded by versions")
 def test_a_push_inside_every_bound_is_not_built_in_one_go() -> None:
     data = _request(_push_of_many_versions())  # 0.4 MiB here (the 3.8 MiB of the docstring: 900 versions)
     assert len(data) < 4 * _MIB  # inside the agent's request body limit
@@ -54,3 +52,39 @@ def test_a_push_inside_every_bound_is_not_built_in_one_go() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 4 * len(data), f"{peak / _MIB:.0f} MiB built at once for a {len(data) / _MIB:.1f} MiB request"
+
+
+def test_each_merge_step_builds_a_bounded_chunk_and_a_bad_entry_refuses_the_request() -> None:
+    """The merge decodes a chunk bounded by wire bytes (anti_entropy.MERGE_CHUNK_BYTES), not 64 entries: one
+    step of the push above builds what ~32 KiB of it holds. An entry that does not decode is found when it is
+    merged: the request is then refused (what came before it stays merged, each merge being a join)."""
+    from gossip_agent.core.anti_entropy import MERGE_CHUNK_BYTES, AntiEntropyError, PushMerge, respond
+    from gossip_agent.core.kvstore import KvStore
+
+    store = KvStore("me")
+    shape = [store.merkle.bits, store.merkle.depth]
+    data = b"\x98\x03" + msgpack.packb(shape) + b"\xc0\x90\x90" + _push_of_many_versions() + b"\x90\x90"
+    merge = PushMerge(store, decode_ae_request(data))
+    steps = 0
+    tracemalloc.start()
+    try:
+        while not merge.done:
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            merge.step(1_000)
+            steps += 1
+            built = tracemalloc.get_traced_memory()[1] - before
+            assert built < 64 * MERGE_CHUNK_BYTES, f"one step built {built / _MIB:.1f} MiB"
+    finally:
+        tracemalloc.stop()
+    assert steps >= len(data) // MERGE_CHUNK_BYTES  # bounded by bytes: ~800 bytes an entry, not 64 entries
+    assert merge.refused is None
+
+    from gossip_agent.core.kvstore import entry_to_plain
+    ok = entry_to_plain(KvStore("n").local_put("ok", b"v", 1_000))
+    bad = msgpack.packb(ok) + msgpack.packb([0, "bad", ok[2], [["n", 1, 1, 0, 7]]])  # a value is bytes
+    request = decode_ae_request(b"\x98\x03" + msgpack.packb(shape) + b"\xc0\x90\x90\x92" + bad + b"\x90\x90")
+    fresh = KvStore("me")
+    with pytest.raises(AntiEntropyError, match="pushed entry 1"):
+        respond(fresh, request, 1_000)
+    assert fresh.entry("ok") is not None and fresh.entry("bad") is None
