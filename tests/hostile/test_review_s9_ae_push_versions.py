@@ -11,11 +11,10 @@ said "event loop stalled 8.4s": one request every 10 s (LAG_WINDOW) keeps an age
 in plaintext mode; with a keyring, any member. The same holds for millions of 2-character strings (not
 counted by the array hooks): 60 MiB for a 3 MiB push.
 
-xfail: the fix belongs to core/anti_entropy.py (PushMerge) and io/state_service.py, both owned this
-session. Proposed: `decode_ae_request` keeps the push as the raw bytes of each entry (split by msgpack skip,
-as the fields are), and `PushMerge.step` decodes and merges a chunk bounded by VERSIONS (e.g. 4,096 per loop
-turn), not entries, so what one turn builds stays small whatever the request holds; the answer-side
-AnswerMerge (s9-ae) can share it.
+Fixed: `decode_ae_request` keeps the push as the bytes of each entry (split by msgpack skip, versions
+counted at their header; core/ae_entries.py `PushedEntries`), and `PushMerge.step` decodes and merges a
+chunk of at most `MERGE_CHUNK_BYTES` (32 KiB) of them per loop turn, so what one turn builds stays small
+whatever the request holds.
 """
 
 from __future__ import annotations
