@@ -308,37 +308,25 @@ array's header. Built first and checked after, 1M-item node lists cost ~40 bytes
 
 
 def _pushed_entries(data: bytes, limits: CodecLimits) -> PushedEntries:
-    """The push field split into its entries' bytes by msgpack's skip (which builds nothing): each entry is
-    an array of 4 with a one-byte tag, and a value entry's versions are counted at their array's header
-    (refused past MAX_ENTRY_VERSIONS). Entries are decoded one at a time when merged (`PushedEntries`), each
-    building at most one array per `_PUSH_BYTES_PER_LIST` of its bytes."""
-    unpacker = msgpack.Unpacker(io.BytesIO(data), raw=False, max_buffer_size=max(1, len(data)), max_ext_len=0,
-                                max_str_len=min(len(data), limits.max_str_bytes),
-                                max_bin_len=min(len(data), limits.max_bin_bytes),
-                                max_array_len=min(len(data), limits.max_items),
-                                max_map_len=min(len(data), limits.max_items))
+    """The push field split into its entries' bytes by msgpack's skip (which builds nothing; one C call per
+    entry): each entry is an array of 4 with a one-byte tag, and a value entry's versions are counted at their
+    array's header (refused past MAX_ENTRY_VERSIONS). Entries are decoded one at a time when merged
+    (`PushedEntries`), each building at most one array per `_PUSH_BYTES_PER_LIST` of its bytes."""
+    caps: dict[str, Any] = {"max_str_len": min(len(data), limits.max_str_bytes),
+                            "max_bin_len": min(len(data), limits.max_bin_bytes),
+                            "max_array_len": min(len(data), limits.max_items),
+                            "max_map_len": min(len(data), limits.max_items), "max_ext_len": 0}
+    walker = msgpack.Unpacker(io.BytesIO(data), raw=False, max_buffer_size=max(1, len(data)), **caps)
+    view = memoryview(data)
     bounds = [0]
     try:
-        count = unpacker.read_array_header()
-        bounds[0] = unpacker.tell()
+        count = walker.read_array_header()
+        bounds[0] = walker.tell()
         for _ in range(count):
-            if unpacker.read_array_header() != 4:
-                raise StateCodecError("push: an entry is [tag, key, ...] (4 fields)")
-            tag = data[unpacker.tell():unpacker.tell() + 1]
-            if tag not in (_VALUE_TAG_BYTE, _CRDT_TAG_BYTE):
-                raise StateCodecError("push: an entry's tag is 0 (value) or 1 (CRDT)")
-            for _ in range(3):  # tag, key, then the context (value) or the timestamp (CRDT)
-                unpacker.skip()
-            if tag == _VALUE_TAG_BYTE:
-                versions = unpacker.read_array_header()
-                if versions > MAX_ENTRY_VERSIONS:
-                    raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
-                for _ in range(versions):
-                    unpacker.skip()
-            else:
-                unpacker.skip()
-            bounds.append(unpacker.tell())
-        if unpacker.tell() != len(data):
+            walker.skip()
+            _check_entry_head(view[bounds[-1]:walker.tell()], caps)
+            bounds.append(walker.tell())
+        if walker.tell() != len(data):
             raise StateCodecError("push: trailing bytes")
     except StateCodecError:
         raise
@@ -349,6 +337,24 @@ def _pushed_entries(data: bytes, limits: CodecLimits) -> PushedEntries:
         plain = _unpack_field(raw, limits, len(raw) // _PUSH_BYTES_PER_LIST + 64, "push")  # type: ignore[arg-type]
         return _entry(plain, limits)
     return PushedEntries(data, bounds, decode)
+
+
+def _check_entry_head(entry: memoryview, caps: dict[str, Any]) -> None:
+    """An entry's shape read from its headers (nothing built): [tag 0|1, key, context|timestamp, versions|value],
+    and a value entry's version count."""
+    peek = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(entry)), **caps)
+    peek.feed(entry)
+    if peek.read_array_header() != 4:
+        raise StateCodecError("push: an entry is [tag, key, ...] (4 fields)")
+    tag = entry[peek.tell():peek.tell() + 1]
+    if tag not in (_VALUE_TAG_BYTE, _CRDT_TAG_BYTE):
+        raise StateCodecError("push: an entry's tag is 0 (value) or 1 (CRDT)")
+    if tag == _VALUE_TAG_BYTE:
+        for _ in range(3):  # tag, key, context
+            peek.skip()
+        versions = peek.read_array_header()
+        if versions > MAX_ENTRY_VERSIONS:
+            raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
 
 
 _VALUE_TAG_BYTE = b"\x00"  # kvstore's value and CRDT entry tags, as the positive fixints an encoder writes
