@@ -83,8 +83,8 @@ SHELL_BYTES = 64           # a message's fixed fields
 MERGE_CHUNK = 64
 # ... and at most this many of their wire bytes (a decoded push, `PushedEntries`; at least one entry): what a
 # chunk builds and costs grows with its bytes, not its entry count (512 entries of 900 versions each built
-# 137 MiB in one go, review). ~8 ms of CPU per chunk of minimal versions on a quiet machine.
-MERGE_CHUNK_BYTES = 32 * 1024
+# 137 MiB in one go, review). ~4 ms of CPU per chunk of minimal versions (load 8).
+MERGE_CHUNK_BYTES = 16 * 1024
 
 
 def child_bytes(fanout: int) -> int:
