@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import overload
 
-from gossip_agent.core.kvstore import Entry
+from gossip_agent.core.kvstore import Entry, InvalidEntry
 
 
 class UndecodableEntry(ValueError):
@@ -22,7 +22,8 @@ class UndecodableEntry(ValueError):
 
 class PushedEntries(Sequence[Entry]):
     """`len` entries of one push: `bounds[i]:bounds[i + 1]` of `data` is entry i's encoding. Indexing decodes
-    (raising `UndecodableEntry`); nothing is cached, so each entry is built once by the one merge that asks.
+    (raising `UndecodableEntry`, or kvstore's `InvalidEntry` for one the decoder finds over a store limit
+    before building it); nothing is cached, so each entry is built once by the one merge that asks.
     Equal to any sequence of the same decoded entries (a decoded request equals the one encoded)."""
 
     __slots__ = ("_bounds", "_data", "_decode")
@@ -44,6 +45,8 @@ class PushedEntries(Sequence[Entry]):
             raise IndexError(index)
         try:
             return self._decode(self._data[self._bounds[index]:self._bounds[index + 1]])
+        except InvalidEntry:
+            raise  # well formed but over the store's limits: skipped, as the store would
         except ValueError as err:
             raise UndecodableEntry(f"pushed entry {index}: {err}") from None
 

@@ -225,6 +225,8 @@ class PushMerge:
                 self.refused = str(err)
                 self._next = len(push)
                 break
+            except InvalidEntry:
+                continue
             try:
                 changed = store.apply_remote(entry, now_ms)
             except InvalidEntry:

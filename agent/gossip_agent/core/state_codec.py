@@ -36,7 +36,15 @@ from gossip_agent.core.anti_entropy import (
     NodeId,
 )
 from gossip_agent.core.config import StateConfig
-from gossip_agent.core.kvstore import CausalContext, Change, CrdtEntry, Entry, entry_from_plain, entry_to_plain
+from gossip_agent.core.kvstore import (
+    CausalContext,
+    Change,
+    CrdtEntry,
+    Entry,
+    InvalidEntry,
+    entry_from_plain,
+    entry_to_plain,
+)
 from gossip_agent.core.merkle import HASH_BYTES, MAX_DEPTH, MAX_FANOUT
 from gossip_agent.core.vector_clock import VersionVector
 
@@ -334,6 +342,10 @@ def _pushed_entries(data: bytes, limits: CodecLimits) -> PushedEntries:
         raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
 
     def decode(raw: memoryview) -> Entry:
+        if raw[1:2] == _CRDT_TAG_BYTE and _crdt_state_bytes(raw, caps) > limits.max_value_bytes:
+            # The store refuses a CRDT state above max_value_bytes once built (kvstore.validate); one of 300k
+            # tiny elements in a 3.6 MiB push took seconds and ~175 MiB to build and merge in one step.
+            raise InvalidEntry(f"CRDT state of more than {limits.max_value_bytes} bytes (max_value_bytes)")
         plain = _unpack_field(raw, limits, len(raw) // _PUSH_BYTES_PER_LIST + 64, "push")  # type: ignore[arg-type]
         return _entry(plain, limits)
     return PushedEntries(data, bounds, decode)
@@ -355,6 +367,17 @@ def _check_entry_head(entry: memoryview, caps: dict[str, Any]) -> None:
         versions = peek.read_array_header()
         if versions > MAX_ENTRY_VERSIONS:
             raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
+
+
+def _crdt_state_bytes(entry: memoryview, caps: dict[str, Any]) -> int:
+    """Bytes a CRDT entry's state takes on the wire (its last field; what kvstore limits once it is built)."""
+    peek = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(entry)), **caps)
+    peek.feed(entry)
+    peek.read_array_header()
+    for _ in range(3):  # tag, key, timestamp
+        peek.skip()
+    start: int = peek.tell()
+    return len(entry) - start
 
 
 _VALUE_TAG_BYTE = b"\x00"  # kvstore's value and CRDT entry tags, as the positive fixints an encoder writes
