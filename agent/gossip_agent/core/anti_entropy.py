@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from gossip_agent.core.ae_entries import PushedEntries, UndecodableEntry
 from gossip_agent.core.kvstore import Entry, InvalidEntry, KvStore, ValueEntry
 from gossip_agent.core.merkle import HASH_BYTES, MerkleTree
 
@@ -85,6 +86,10 @@ SHELL_BYTES = 64           # a message's fixed fields
 # Pushed entries merged at once: the driver yields to its event loop between chunks (`PushMerge`), so one
 # request's merge holds the loop ~1 ms at a time, however many requests are served at once.
 MERGE_CHUNK = 64
+# ... and at most this many of their wire bytes (a decoded push, `PushedEntries`; at least one entry): what a
+# chunk builds and costs grows with its bytes, not its entry count (512 entries of 900 versions each built
+# 137 MiB in one go, review). ~4 ms of CPU per chunk of minimal versions (load 8).
+MERGE_CHUNK_BYTES = 16 * 1024
 
 
 def child_bytes(fanout: int) -> int:
@@ -122,7 +127,7 @@ class AeRequest:
     root: bytes | None = None                # first round only
     descend: tuple[NodeId, ...] = ()         # send the children (hashes and counts) of these
     listing: tuple[NodeId, ...] = ()         # send (key id, digest id) of every key under these
-    push: tuple[Entry, ...] = ()             # entries for the responder to merge
+    push: Sequence[Entry] = ()               # entries for the responder to merge (decoded: PushedEntries)
     want: tuple[bytes, ...] = ()             # key ids (hash prefixes) whose entries we want
     want_nodes: tuple[NodeId, ...] = ()      # every entry under these (we hold none there)
 
@@ -197,20 +202,40 @@ class PushMerge:
         self.sizes: list[int] = []      # their approximate sizes
         self.room = limits.max_entry_bytes
         self.truncated = False
+        self.refused: str | None = None  # why a pushed entry did not decode (the request is then refused)
         self._next = 0
 
     @property
     def done(self) -> bool:
         return self._next >= len(self.request.push)
 
-    def step(self, now_ms: int, count: int = MERGE_CHUNK) -> int:
-        """Merge up to `count` more pushed entries (invalid ones are skipped); how many changed nothing here
-        (pushed to us already by someone else, or by gossip: the duplicates worth avoiding)."""
+    def step(self, now_ms: int, count: int = MERGE_CHUNK, max_bytes: int = MERGE_CHUNK_BYTES) -> int:
+        """Merge up to `count` more pushed entries, of at most `max_bytes` on the wire when the push is still
+        encoded (`PushedEntries`; the first always goes). Invalid ones are skipped; one that does not decode
+        ends the merge (`refused`: what was merged before it stays, each merge being a join). Returns how many
+        changed nothing here (pushed to us already by someone else, or by gossip: the duplicates worth
+        avoiding)."""
         store = self.store
         push = self.request.push
         stop = min(len(push), self._next + max(1, count))
+        spent = 0
         stale = 0
-        for entry in push[self._next:stop]:
+        while self._next < stop:
+            index = self._next
+            if isinstance(push, PushedEntries):
+                wire = push.wire_bytes(index)
+                if spent and spent + wire > max_bytes:
+                    break
+                spent += wire
+            self._next += 1
+            try:
+                entry = push[index]
+            except UndecodableEntry as err:
+                self.refused = str(err)
+                self._next = len(push)
+                break
+            except InvalidEntry:
+                continue
             try:
                 changed = store.apply_remote(entry, now_ms)
             except InvalidEntry:
@@ -231,7 +256,6 @@ class PushMerge:
                 self.room -= size
                 self.entries.append(merged)
                 self.sizes.append(size)
-        self._next = stop
         return stale
 
     def fit(self, room: int) -> tuple[list[Entry], int, bool]:
@@ -254,9 +278,12 @@ def respond(store: KvStore, request: AeRequest, now_ms: int, limits: Limits = Li
     tree = store.merkle
     if merged is None:
         merged = PushMerge(store, request, limits)
-        merged.step(now_ms, len(request.push))
+        while not merged.done:
+            merged.step(now_ms, len(request.push))
     elif not merged.done or merged.request is not request:
         raise ValueError("respond(merged=...) needs that request's PushMerge, done")
+    if merged.refused is not None:
+        raise AntiEntropyError(merged.refused)
     collected = merged.collected
     entries, room, truncated = merged.fit(limits.max_entry_bytes)
     root = tree.root() if request.root is not None else None

@@ -16,6 +16,7 @@ Node lists are flat [level, index, level, index, ...]; entries use `kvstore.entr
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,6 +24,7 @@ import msgpack
 
 from gossip_agent.core import hlc as hlc_mod
 from gossip_agent.core import packing
+from gossip_agent.core.ae_entries import PushedEntries
 from gossip_agent.core.anti_entropy import (
     KEY_ID_BYTES,
     RECORD_BYTES,
@@ -35,7 +37,15 @@ from gossip_agent.core.anti_entropy import (
     NodeId,
 )
 from gossip_agent.core.config import StateConfig
-from gossip_agent.core.kvstore import CausalContext, Change, CrdtEntry, Entry, entry_from_plain, entry_to_plain
+from gossip_agent.core.kvstore import (
+    CausalContext,
+    Change,
+    CrdtEntry,
+    Entry,
+    InvalidEntry,
+    entry_from_plain,
+    entry_to_plain,
+)
 from gossip_agent.core.merkle import HASH_BYTES, MAX_DEPTH, MAX_FANOUT
 from gossip_agent.core.vector_clock import VersionVector
 
@@ -311,23 +321,93 @@ array's header. Built first and checked after, 1M-item node lists cost ~40 bytes
 ~2 s for 3 MiB (review)."""
 
 
+def _pushed_entries(data: bytes, limits: CodecLimits) -> PushedEntries:
+    """The push field split into its entries' bytes by msgpack's skip (which builds nothing; one C call per
+    entry): each entry is an array of 4 with a one-byte tag, and a value entry's versions are counted at their
+    array's header (refused past MAX_ENTRY_VERSIONS). Entries are decoded one at a time when merged
+    (`PushedEntries`), each building at most one array per `_PUSH_BYTES_PER_LIST` of its bytes."""
+    caps: dict[str, Any] = {"max_str_len": min(len(data), limits.max_str_bytes),
+                            "max_bin_len": min(len(data), limits.max_bin_bytes),
+                            "max_array_len": min(len(data), limits.max_items),
+                            "max_map_len": min(len(data), limits.max_items), "max_ext_len": 0}
+    walker = msgpack.Unpacker(io.BytesIO(data), raw=False, max_buffer_size=max(1, len(data)), **caps)
+    view = memoryview(data)
+    bounds = [0]
+    try:
+        count = walker.read_array_header()
+        bounds[0] = walker.tell()
+        for _ in range(count):
+            walker.skip()
+            _check_entry_head(view[bounds[-1]:walker.tell()], caps)
+            bounds.append(walker.tell())
+        if walker.tell() != len(data):
+            raise StateCodecError("push: trailing bytes")
+    except StateCodecError:
+        raise
+    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+        raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
+
+    def decode(raw: memoryview) -> Entry:
+        if raw[1:2] == _CRDT_TAG_BYTE and _crdt_state_bytes(raw, caps) > limits.max_value_bytes:
+            # The store refuses a CRDT state above max_value_bytes once built (kvstore.validate); one of 300k
+            # tiny elements in a 3.6 MiB push took seconds and ~175 MiB to build and merge in one step.
+            raise InvalidEntry(f"CRDT state of more than {limits.max_value_bytes} bytes (max_value_bytes)")
+        plain = _unpack_field(raw, limits, len(raw) // _PUSH_BYTES_PER_LIST + 64, "push")  # type: ignore[arg-type]
+        return _entry(plain, limits)
+    return PushedEntries(data, bounds, decode)
+
+
+def _check_entry_head(entry: memoryview, caps: dict[str, Any]) -> None:
+    """An entry's shape read from its headers (nothing built): [tag 0|1, key, context|timestamp, versions|value],
+    and a value entry's version count."""
+    peek = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(entry)), **caps)
+    peek.feed(entry)
+    if peek.read_array_header() != 4:
+        raise StateCodecError("push: an entry is [tag, key, ...] (4 fields)")
+    tag = entry[peek.tell():peek.tell() + 1]
+    if tag not in (_VALUE_TAG_BYTE, _CRDT_TAG_BYTE):
+        raise StateCodecError("push: an entry's tag is 0 (value) or 1 (CRDT)")
+    if tag == _VALUE_TAG_BYTE:
+        for _ in range(3):  # tag, key, context
+            peek.skip()
+        versions = peek.read_array_header()
+        if versions > MAX_ENTRY_VERSIONS:
+            raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
+
+
+def _crdt_state_bytes(entry: memoryview, caps: dict[str, Any]) -> int:
+    """Bytes a CRDT entry's state takes on the wire (its last field; what kvstore limits once it is built)."""
+    peek = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(entry)), **caps)
+    peek.feed(entry)
+    peek.read_array_header()
+    for _ in range(3):  # tag, key, timestamp
+        peek.skip()
+    start: int = peek.tell()
+    return len(entry) - start
+
+
+_VALUE_TAG_BYTE = b"\x00"  # kvstore's value and CRDT entry tags, as the positive fixints an encoder writes
+_CRDT_TAG_BYTE = b"\x01"
+
+
 def decode_ae_request(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeRequest:
     """Field by field (`_request_fields`): every field but `push` is flat (one array, no maps), and `push`
-    may build at most one array per `_PUSH_BYTES_PER_LIST` bytes; whatever the body holds, what decoding
-    builds stays in proportion to it, and an entry's versions are counted before they are built."""
+    is kept as its entries' bytes (`_pushed_entries`), each decoded when it is merged; whatever the body
+    holds, what decoding builds stays in proportion to it, and an entry's versions are counted before they
+    are built."""
     fields = _request_fields(data, limits)
     flat = [_unpack_field(f, limits, 1, "anti-entropy request", _FLAT_FIELD_ITEMS[k])
             for k, f in enumerate(fields) if k != 5]
     if flat[0] != AE_REQUEST or isinstance(flat[0], bool):
         raise StateCodecError("not an anti-entropy request (format tag 3, 8 fields)")
     shape, root, descend, listing, want, want_nodes = flat[1:]
-    push = _unpack_field(fields[5], limits, len(fields[5]) // _PUSH_BYTES_PER_LIST + 64, "push")
+    push = _pushed_entries(fields[5], limits)
     if root is not None:
         root = _hash(root, "root")
     if not isinstance(want, list) or not all(isinstance(w, bytes) and len(w) == KEY_ID_BYTES for w in want):
         raise StateCodecError(f"want: expected {KEY_ID_BYTES}-byte key ids")
     return AeRequest(_shape(shape), root, _nodes(descend, "descend"), _nodes(listing, "listing"),
-                     _entries(push, limits, "push"), tuple(want), _nodes(want_nodes, "want_nodes"))
+                     push, tuple(want), _nodes(want_nodes, "want_nodes"))
 
 
 _TAG_BYTE = bytes([AE_REQUEST])  # (a positive fixint is its own byte)

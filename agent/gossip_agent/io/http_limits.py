@@ -14,8 +14,10 @@ Why each bound exists (issue 10, attacks 4 and 10):
 - Connections: at most `MAX_CONNECTIONS`, `MAX_CONNECTIONS_PER_CLIENT` from one address (`ConnectionGuard`;
   over the cap the connection is closed at once and counted).
 - Bodies: `client_max_size` caps every body (413); routes check their own tighter limits.
-- Memory: bodies over `SMALL_BODY` are held only within `BodyBudget` (64 MiB in all, 16 MiB per client address;
-  over it a 503 with Retry-After, before a byte is read). Peer endpoints read their body before the seal can
+- Memory: bodies over `SMALL_BODY` are held only within `BodyBudget`: 16 MiB of declared lengths per client
+  address (over it a 503 with Retry-After, before a byte is read) and 64 MiB of bytes that arrived in all
+  (charged as they are read: over it a 503 mid-body; declared lengths alone hold nothing there, so
+  header-only connections cannot lock other clients out). Peer endpoints read their body before the seal can
   be checked, so without the budget one unauthenticated client with 100 connections each sending 4 MiB
   minus one byte pinned 420 MB of RSS (never returned to the OS), and 8 addresses could pin 4 GiB (review).
 - Watches (`WatchSlots`): long-lived streams hold a slot for as long as the client likes, so a cap per
@@ -184,26 +186,53 @@ def _json_error(status: int, message: str) -> web.HTTPException:
 
 
 class BodyBudget:
-    """Bytes of large request bodies being held, in all and per client address (see the module docstring)."""
+    """Bytes of large request bodies being held, in all and per client address (see the module docstring).
+
+    Two counts, because a declared length costs nothing until its bytes arrive: a client address RESERVES
+    each body's declared length (`reserve`, refused past `per_client`: what one address may claim is known
+    before a byte is read), while the total counts bytes that ARRIVED (`charge`, as the body is read, refused
+    past `total`). When the total counted declared lengths, 16 header-only connections from 4 addresses held
+    all 64 MiB for 30 s and every other client's large body got 503 (review)."""
 
     def __init__(self, total: int = MAX_BODY_BYTES_IN_FLIGHT, per_client: int = MAX_BODY_BYTES_PER_CLIENT) -> None:
         self.total = total
         self.per_client = per_client
-        self.used = 0
-        self.by_client: Counter[str] = Counter()
+        self.used = 0  # arrived bytes, in all
+        self.by_client: Counter[str] = Counter()  # reserved (declared) bytes, per client address
 
-    def take(self, client: str, size: int) -> bool:
-        if self.used + size > self.total or self.by_client[client] + size > self.per_client:
+    def reserve(self, client: str, size: int) -> bool:
+        if self.by_client[client] + size > self.per_client:
+            return False
+        self.by_client[client] += size
+        return True
+
+    def charge(self, size: int) -> bool:
+        if self.used + size > self.total:
             return False
         self.used += size
+        return True
+
+    def release(self, client: str, reserved: int, charged: int) -> None:
+        self.used -= charged
+        self.by_client[client] -= reserved
+        if self.by_client[client] <= 0:
+            del self.by_client[client]
+
+    def take(self, client: str, size: int) -> bool:
+        """Reserve and charge `size` at once (a body whose bytes are all here)."""
+        if self.by_client[client] + size > self.per_client or not self.charge(size):
+            return False
         self.by_client[client] += size
         return True
 
     def give(self, client: str, size: int) -> None:
-        self.used -= size
-        self.by_client[client] -= size
-        if self.by_client[client] <= 0:
-            del self.by_client[client]
+        self.release(client, size, size)
+
+
+def _busy() -> web.HTTPException:
+    busy = _json_error(503, "too many large request bodies in flight (from this client or in all); retry shortly")
+    busy.headers["Retry-After"] = "1"
+    return busy
 
 
 def refuse_before_body(check: PreBodyCheck, handler: Handler) -> Handler:
@@ -295,16 +324,29 @@ def guard_middleware(auth: ApiAuth, inflater: Inflater, max_body: int,
         size = max_body if request.content_length is None else request.content_length
         reserved = size if size > SMALL_BODY else 0
         client = request.remote or "?"
-        if reserved and not bodies.take(client, reserved):
+        if reserved and not bodies.reserve(client, reserved):
             stats["body_budget"] += 1
-            busy = _json_error(503, "too many large request bodies in flight (from this client or in all); "
-                                    "retry shortly")
-            busy.headers["Retry-After"] = "1"
-            raise busy
+            raise _busy()
+        charged = 0
         try:
             try:
                 async with asyncio.timeout(BODY_TIMEOUT):
-                    raw = await request.read()
+                    chunks = bytearray()
+                    while chunk := await request.content.readany():
+                        if len(chunks) + len(chunk) > max_body:
+                            raise web.HTTPRequestEntityTooLarge(max_size=max_body,
+                                                                actual_size=len(chunks) + len(chunk))
+                        chunks += chunk
+                        # Bytes past SMALL_BODY are charged as they arrive (a small body never waits for
+                        # budget; one that grows past it pays for what it holds).
+                        due = len(chunks) - charged if len(chunks) > SMALL_BODY else 0
+                        if due and not bodies.charge(due):
+                            stats["body_budget"] += 1
+                            raise _busy()
+                        charged += due
+                    raw = bytes(chunks)
+                    del chunks
+                    request._read_bytes = raw  # what request.read() returns to the handler (aiohttp's cache)
             except TimeoutError:
                 stats["body_timeout"] += 1
                 raise _json_error(408, f"the request body did not arrive within {BODY_TIMEOUT:g} s") from None
@@ -323,8 +365,8 @@ def guard_middleware(auth: ApiAuth, inflater: Inflater, max_body: int,
                     raise _json_error(exc.status, str(exc)) from None
             return await handler(request)
         finally:
-            if reserved:
-                bodies.give(client, reserved)
+            if reserved or charged:
+                bodies.release(client, reserved, charged)
 
     return guard
 
