@@ -40,10 +40,11 @@ def late_eager(t: Plumtree, first_id: int, delay: float, count: int, at: float) 
 
 # -- the graft wait -----------------------------------------------------------------------------------------
 def test_the_wait_is_the_base_without_samples_and_a_bounded_quantile_with_them() -> None:
-    g = GraftTiming(0.1, 0.8, 2.0)
+    g = GraftTiming(0.1, 0.8)
     assert g.timeout(0.0) == 0.1 and g.extra(0.0) == 0.0
     for k in range(10):
         g.late_eager(0.3 + 0.01 * k, 1.0)
+    assert g.pressure(1.0)  # late copies and no payload on time
     assert g.timeout(1.0) == pytest.approx(0.39)  # the 90th percentile of 0.30 .. 0.39
     g.late_eager(-1.0, 1.0)  # nonsense is ignored
     g.late_eager(float("nan"), 1.0)
@@ -54,17 +55,22 @@ def test_the_wait_is_the_base_without_samples_and_a_bounded_quantile_with_them()
     assert g.timeout(1.0 + graft_timing.MAX_AGE + 1) == 0.1  # old samples forgotten: back to the base
 
 
-def test_graft_pressure_raises_the_cap() -> None:
-    g = GraftTiming(0.1, 0.8, 2.0)
-    for _ in range(graft_timing.WINDOW):
-        g.late_eager(5.0, 1.0)
-    for _ in range(20):
-        g.payload(1.0)
-    assert not g.pressure(1.0) and g.timeout(1.0) == 0.8
-    for _ in range(5):
-        g.grafted(1.0)  # a quarter of the recent payloads grafted
-    assert g.pressure(1.0) and g.timeout(1.0) == 2.0
-    assert not g.pressure(1.0 + 20 * graft_timing.PRESSURE_TAU) or g.timeout(30.0) <= 2.0
+def test_without_graft_pressure_the_wait_stays_the_base() -> None:
+    """A quiet cluster with loss sees some late eager copies too (a member up the tree grafted its copy):
+    learning from them made every member below wait as long, level after level (simulator N=150, 5 % loss:
+    p99 0.9 -> 3.2 s)."""
+    g = GraftTiming(0.1, 2.0)
+    for k in range(200):
+        g.payload(1.0 + k * 0.01)
+        if k % 40 == 0:
+            g.late_eager(0.5, 1.0 + k * 0.01)
+    assert g.samples == 5 and not g.pressure(3.0) and g.timeout(3.0) == 0.1
+    for k in range(20):  # then overload: most payloads are late or grafted
+        g.payload(3.0 + k * 0.01)
+        g.late_eager(0.5, 3.0 + k * 0.01)
+        g.grafted(3.0 + k * 0.01)
+    assert g.pressure(3.2) and g.timeout(3.2) == 0.5
+    assert not g.pressure(3.2 + 10 * graft_timing.PRESSURE_TAU) or g.timeout(30.0) == 0.1
 
 
 def test_late_eager_copies_make_the_tree_wait_longer_before_grafting() -> None:
@@ -73,15 +79,14 @@ def test_late_eager_copies_make_the_tree_wait_longer_before_grafting() -> None:
     assert t.timing.samples == 10
     t.on_ihave((70,), "d", 11.0)
     deadline = t.next_deadline()
-    assert deadline == pytest.approx(11.0 + 0.5)  # base 0.1 + learnt 0.4 (the cap is 0.8)
+    assert deadline == pytest.approx(11.0 + 0.5)  # base 0.1 + learnt 0.4 (under pressure: all were late)
     assert t.tick(11.0 + GRAFT).grafts == {}  # the old timeout would have grafted by now
     assert t.tick(deadline).grafts == {"d": [70]}
-    # Much later eager copies, every payload grafted: the wait is capped, at the higher cap under graft
-    # pressure (a lost link is still repaired within a few lazy intervals).
+    # Much later eager copies: the wait is capped (a lost link is still repaired within a few lazy intervals).
     late_eager(t, 100, 5.0, 20, 30.0)
     assert t.timing.pressure(50.0)
     t.on_ihave((71,), "d", 50.0)
-    assert t.next_deadline() == pytest.approx(50.0 + plumtree.GRAFT_PRESSURE_CAP_LAZY * LAZY)
+    assert t.next_deadline() == pytest.approx(50.0 + plumtree.GRAFT_CAP_LAZY * LAZY)
 
 
 def test_a_lost_eager_link_is_grafted_at_the_base_timeout_in_a_quiet_tree() -> None:
@@ -148,3 +153,24 @@ def test_on_graft_returns_what_it_passed_over() -> None:
     assert first.payloads == [(b"one", False)] and first.repeats == 0
     again = t.on_graft((1, 1), "e")
     assert again.payloads == [] and again.repeats == 2
+
+
+# -- prunes ------------------------------------------------------------------------------------------------
+def test_a_member_told_prune_lately_is_not_told_again_for_each_push_still_in_flight() -> None:
+    """Under load a pruned member's pushes keep coming for a while (in flight, or queued at a busy member):
+    each one was a duplicate from a non-eager member and drew a PRUNE of its own."""
+    t = tree()
+    assert t.receive(1, "b", 1.0)
+    assert not t.receive(1, "c", 1.0)  # (c is in use: one duplicate is not enough)
+    assert t.receive(2, "d", 1.0) and not t.receive(2, "b", 1.01)  # an off-tree copy first: d is pruned
+    assert t.tick(1.02).prunes == {"d"}
+    for k, at in enumerate((1.1, 1.2, 1.5)):
+        assert t.receive(10 + k, "b", at) and not t.receive(10 + k, "d", at + 0.01)  # d's pushes in flight
+        out = t.tick(at + 0.02)
+        assert out.prunes == set() and out.prunes_spared == 1
+    later = 1.02 + plumtree.PRUNE_RESEND_LAZY * LAZY + 0.1
+    assert t.receive(20, "b", later) and not t.receive(20, "d", later)  # still pushing: the PRUNE was lost
+    assert t.tick(later).prunes == {"d"}
+    t.on_graft((), "d")  # d asks for the link again: eager, and a prune is news again
+    assert t.receive(21, "b", later + 0.1) and not t.receive(21, "d", later + 0.1)
+    assert t.tick(later + 0.2).prunes == {"d"}

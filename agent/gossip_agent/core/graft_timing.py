@@ -10,14 +10,18 @@ in one 10-second run, each one work for an agent that was already behind.
 
 So each member learns how late its eager copies actually come: every time an eager copy arrives after an
 announcement of the same payload (with or without a graft meanwhile) the delay since that first announcement
-is a sample. The wait is a high quantile (`QUANTILE`) of the recent samples (at most `WINDOW`, none older than
-`MAX_AGE` seconds), never below the configured timeout (a truly lost link is repaired as fast as before: a
-quiet cluster has no samples at all) nor above `cap` (a lost link is still repaired within a few gossip
-intervals under load; anti-entropy remains the safety net).
+is a sample. Under pressure (grafts and late eager copies together more than `PRESSURE` of the new payloads,
+decayed averages: the overload that feeds itself) the wait is a high quantile (`QUANTILE`) of the recent
+samples (at most `WINDOW`, none older than `MAX_AGE` seconds), never below the configured timeout nor above
+`cap` (a lost link is still repaired within a few gossip intervals under load; anti-entropy remains the safety
+net): waiting costs a late payload some latency, a needless graft costs work at two overloaded members and the
+duplicates that follow.
 
-Under graft pressure (more than `PRESSURE` of the recent payloads needed a graft: the overload that feeds
-itself) the cap rises to `pressure_cap`: waiting costs a late payload some latency, a needless graft costs work
-at two overloaded members and the duplicates that follow.
+Without pressure the wait is the configured timeout, samples or not. Why: in a quiet cluster with packet loss
+some eager copies are late too, because a member up the tree lost its copy and grafted it; those delays
+(a graft timeout and a lazy interval or so) taught every member below it to wait as long, level after level.
+In the simulator (N=150, 5 % loss) that took write->all p99 from 0.9 to 3.2 s. There a graft is the repair it
+is meant to be, and cheap.
 
 The module reads no clock (times come in) and keeps O(WINDOW) floats.
 """
@@ -36,19 +40,20 @@ QUANTILE = 0.9
 MIN_SAMPLES = 4
 """Fewer fresh samples than this: the base timeout (one late copy is no pattern)."""
 PRESSURE = 0.1
-"""Graft pressure: grafted payloads per new payload (decayed averages) above which `pressure_cap` applies."""
+"""Graft pressure: grafts and late eager copies per new payload (decayed averages) above which the learnt wait
+applies. A quiet cluster with 5 % loss grafts ~3 % of its payloads (simulator, N=150); overloaded agents at
+N=50 and 100 writes/s grafted ~40 %."""
 PRESSURE_TAU = 2.0
 """Time constant (seconds) of the decayed averages behind the graft pressure."""
 
 
 class GraftTiming:
-    """One member's graft wait. `base`: the configured graft timeout (the least wait); `cap`: the most;
-    `pressure_cap`: the most under graft pressure (at least `cap`)."""
+    """One member's graft wait. `base`: the configured graft timeout (the least wait, and the wait without
+    pressure); `cap`: the most."""
 
-    def __init__(self, base: float, cap: float, pressure_cap: float | None = None) -> None:
+    def __init__(self, base: float, cap: float) -> None:
         self.base = base
         self.cap = max(base, cap)
-        self.pressure_cap = max(self.cap, pressure_cap if pressure_cap is not None else self.cap)
         self._samples: deque[tuple[float, float]] = deque(maxlen=WINDOW)  # (observed at, delay)
         self._learnt: float | None = None  # the quantile of the samples, None: to be computed again
         self._grafts = 0.0  # decayed counts since `_at`
@@ -63,6 +68,8 @@ class GraftTiming:
         self._samples.append((now, delay))
         self._learnt = None
         self.samples += 1
+        self._decay(now)
+        self._grafts += 1.0  # pressure: a late copy is one a graft would have raced (or did)
 
     def grafted(self, now: float) -> None:
         """We grafted a payload (asked an announcer for it): counts toward the graft pressure."""
@@ -75,16 +82,16 @@ class GraftTiming:
         self._payloads += 1.0
 
     def pressure(self, now: float) -> bool:
-        """Whether more than PRESSURE of the recent payloads needed a graft."""
+        """Whether grafts and late eager copies came for more than PRESSURE of the recent payloads."""
         self._decay(now)
         return self._grafts > PRESSURE * max(self._payloads, 1.0)
 
     def timeout(self, now: float) -> float:
         """How long to wait now after an announcement before grafting its payload."""
         learnt = self._quantile(now)
-        if learnt <= self.base:
+        if learnt <= self.base or not self.pressure(now):
             return self.base
-        return min(learnt, self.pressure_cap if self.pressure(now) else self.cap)
+        return min(learnt, self.cap)
 
     def extra(self, now: float) -> float:
         """The learnt wait beyond the base timeout (0.0 in a quiet cluster)."""

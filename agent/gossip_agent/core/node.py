@@ -1931,6 +1931,8 @@ class Node:
         if now < self.tree.next_deadline() and not flush:
             return
         due = self.tree.tick(now, flush=flush)
+        if due.prunes_spared:
+            self.stats["tree_prunes_spared"] += due.prunes_spared
         for peer in due.peers():
             msgs: list[Message] = []
             ihaves = due.ihaves.get(peer, [])

@@ -82,10 +82,12 @@ MAX_GRAFT_ANSWERED = 4 * MAX_CACHED
 # Payloads we grafted lately, remembered until the copies our grafts drew have come (see `_Grafted`): by count
 # and age (the age a graft's answer is cached at its sender).
 MAX_GRAFTED = 1024
-# The graft wait's bounds beyond the configured timeout, in lazy intervals (core/graft_timing.py): at most this
-# long in general, and under graft pressure.
-GRAFT_CAP_LAZY = 2.0
-GRAFT_PRESSURE_CAP_LAZY = 5.0
+# The most the graft wait grows to under graft pressure, in lazy intervals (core/graft_timing.py): 2 s with LAN
+# timings, while overloaded agents' eager copies came seconds after the announcements.
+GRAFT_CAP_LAZY = 5.0
+# A member told PRUNE and lazy at our end since is not told again for this long (lazy intervals): its pushes
+# still in flight, or queued at a busy member, arrive as duplicates meanwhile.
+PRUNE_RESEND_LAZY = 2.5
 # An eager link is pruned after this many duplicates in a row (none of its payloads first in between). One
 # duplicate is often a transient: while the tree is rewired (a graft, a prune on its way), payloads in flight
 # meet themselves, and pruning on each such duplicate cut links of the same cycle at several members at
@@ -165,6 +167,7 @@ class TreeOut:
     # Those of `prunes` that undo our own needless graft (the announcer made the link eager when it got it),
     # not a redundant tree link: the Node counts them apart (`tree_grafts_undone`).
     undone: set[str] = field(default_factory=set)
+    prunes_spared: int = 0  # PRUNEs not sent again to members told lately (Plumtree._prune)
 
     def peers(self) -> list[str]:
         # In name order: a set's order follows the string hash, which differs per process (PYTHONHASHSEED), and
@@ -178,8 +181,8 @@ class Plumtree:
     def __init__(self, me: str, *, eager_target: int, lazy_interval: float, graft_timeout: float,
                  rng: Rng | None = None, max_neighbours: int | None = None) -> None:
         """`graft_timeout`: the least wait after an announcement before a missing payload is grafted; the
-        wait grows to how late eager copies are seen to come, up to GRAFT_CAP_LAZY lazy intervals
-        (GRAFT_PRESSURE_CAP_LAZY under graft pressure): core/graft_timing.py."""
+        wait grows, under graft pressure, to how late eager copies are seen to come, up to GRAFT_CAP_LAZY lazy
+        intervals: core/graft_timing.py."""
         self.me = me
         # Graft timers are drawn in [graft_timeout/2, graft_timeout]: when a whole subtree missed a payload
         # (its root's link broke), the first member to graft pushes it down its eager links before the others'
@@ -189,10 +192,11 @@ class Plumtree:
         self.eager_target = max(1, eager_target)
         self.lazy_interval = lazy_interval
         self.graft_timeout = graft_timeout
-        self.timing = GraftTiming(graft_timeout, GRAFT_CAP_LAZY * lazy_interval,
-                                  GRAFT_PRESSURE_CAP_LAZY * lazy_interval)
+        self.timing = GraftTiming(graft_timeout, GRAFT_CAP_LAZY * lazy_interval)
         self._grafted: OrderedDict[int, _Grafted] = OrderedDict()  # payloads grafted lately (see _Grafted)
         self._undone: set[str] = set()  # prunes that undo a needless graft of ours (TreeOut.undone)
+        self._pruned_at: dict[str, float] = {}  # member -> when we last told it PRUNE (oldest first)
+        self._spared = 0  # PRUNEs not sent again since the last tick (see _prune; TreeOut.prunes_spared)
         self.max_neighbours = max_neighbours if max_neighbours is not None else max(16, 4 * self.eager_target)
         self.eager: set[str] = set()
         self.lazy: set[str] = set()
@@ -283,6 +287,7 @@ class Plumtree:
         self._announce.pop(name, None)
         self._prunes.discard(name)
         self._undone.discard(name)
+        self._pruned_at.pop(name, None)
         self._links.discard(name)
         self._picked.discard(name)
         self._dups.pop(name, None)
@@ -413,7 +418,7 @@ class Plumtree:
             if sender is not None and sender in self.eager:
                 self.timing.late_eager(now - missing.since, now)
         for peer in needless:
-            self._undo_graft(peer)
+            self._undo_graft(peer, now)
         record = _Grafted(missing.since, list(missing.grafted), [p for p in missing.promoted if p not in needless],
                           repaired, not repaired, now)
         grafted = self._grafted
@@ -438,11 +443,11 @@ class Plumtree:
         # a payload first (then it is the faster tree link, and later duplicates prune the redundant one).
         for peer in record.promoted:
             if peer not in self._proven:
-                self._undo_graft(peer)
+                self._undo_graft(peer, now)
         record.promoted = []
         return True
 
-    def _undo_graft(self, peer: str) -> None:
+    def _undo_graft(self, peer: str, now: float) -> None:
         """Make lazy again a link our graft made eager, at both ends (a PRUNE, counted apart). Not our last
         eager link (see on_prune)."""
         if peer in self.eager and len(self.eager) > 1:
@@ -450,6 +455,15 @@ class Plumtree:
             self._dups.pop(peer, None)
             self._prunes.add(peer)
             self._undone.add(peer)
+            self._told_prune(peer, now)
+
+    def _told_prune(self, peer: str, now: float) -> None:
+        told = self._pruned_at
+        told.pop(peer, None)
+        told[peer] = now
+        while told and (len(told) > 4 * self.max_neighbours
+                        or next(iter(told.values())) + PRUNE_RESEND_LAZY * self.lazy_interval < now):
+            del told[next(iter(told))]
 
     def grafted(self, ident: int) -> bool:
         """Whether we grafted this id (asked an announcer for it, by its id or short id): a copy arriving now
@@ -461,9 +475,17 @@ class Plumtree:
         """Sent at once (the next `tick`), not with the lazy flush: until the other end hears it, it keeps
         pushing over the link, and the duplicates that causes elsewhere in the same cycle prune that cycle's
         other links too, which cuts the tree in pieces (at 100 writes/s, most of the time)."""
+        was_lazy = name in self.lazy
         self._make_lazy(name)
+        told = self._pruned_at.get(name)
+        if was_lazy and told is not None and now - told < PRUNE_RESEND_LAZY * self.lazy_interval:
+            # Told lately, and lazy at our end since: its pushes in flight (under load, for seconds) are no
+            # news. A PRUNE per such duplicate was a packet each at two busy members.
+            self._spared += 1
+            return
         self._prunes.add(name)
         self._undone.discard(name)  # a redundant link now, whatever else it was
+        self._told_prune(name, now)
 
     def deliver(self, ident: int, payload: bytes, sender: str | None, now: float, *,
                 critical: bool = False) -> list[str]:
@@ -602,6 +624,7 @@ class Plumtree:
         self._make_eager(sender)
         self._prunes.discard(sender)
         self._undone.discard(sender)
+        self._pruned_at.pop(sender, None)
         seen = set() if answered is None else answered
         out = GraftAnswer([])
         for ident in ids[:MAX_GRAFT_ANSWER]:
@@ -691,6 +714,7 @@ class Plumtree:
         self._prunes = set()
         out.undone = self._undone & out.prunes
         self._undone = set()
+        out.prunes_spared, self._spared = self._spared, 0
         if now >= self._flush_at or (flush and self._announce):
             self._flush_at = math.inf
             for peer, queue in list(self._announce.items()):
