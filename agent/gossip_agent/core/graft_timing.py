@@ -39,10 +39,13 @@ QUANTILE = 0.9
 """The share of late eager copies we would rather wait for than graft."""
 MIN_SAMPLES = 4
 """Fewer fresh samples than this: the base timeout (one late copy is no pattern)."""
-PRESSURE = 0.1
+PRESSURE = 0.2
 """Graft pressure: grafts and late eager copies per new payload (decayed averages) above which the learnt wait
 applies. A quiet cluster with 5 % loss grafts ~3 % of its payloads (simulator, N=150); overloaded agents at
 N=50 and 100 writes/s grafted ~40 %."""
+PRESSURE_FLOOR = 50.0
+"""The least payload count the pressure is taken over: at 10 writes/s a member sees ~20 payloads within
+PRESSURE_TAU, and two or three grafts after a lost packet are no overload."""
 PRESSURE_TAU = 2.0
 """Time constant (seconds) of the decayed averages behind the graft pressure."""
 
@@ -84,7 +87,7 @@ class GraftTiming:
     def pressure(self, now: float) -> bool:
         """Whether grafts and late eager copies came for more than PRESSURE of the recent payloads."""
         self._decay(now)
-        return self._grafts > PRESSURE * max(self._payloads, 1.0)
+        return self._grafts > PRESSURE * max(self._payloads, PRESSURE_FLOOR)
 
     def timeout(self, now: float) -> float:
         """How long to wait now after an announcement before grafting its payload."""
