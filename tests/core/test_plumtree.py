@@ -168,7 +168,7 @@ def test_prune_and_graft_from_a_peer_move_its_link() -> None:
     assert "b" in t.lazy and "b" not in t.eager
     t.on_prune("zz")  # no link: nothing happens
     assert "zz" not in t.neighbours()
-    assert t.on_graft((), "d") == []
+    assert t.on_graft((), "d").payloads == []
     assert "d" in t.eager and "d" not in t.lazy
 
 
@@ -206,10 +206,10 @@ def test_a_graft_is_answered_from_the_cache_while_it_lasts() -> None:
     t = tree()
     assert t.receive(1, None, 1.0)
     t.deliver(1, b"one", None, 1.0)
-    assert t.on_graft((1, 99), "e") == [(b"one", False)]
+    assert t.on_graft((1, 99), "e").payloads == [(b"one", False)]
     assert "e" in t.eager
     t.tick(1.0 + plumtree.CACHE_SECONDS + 1)
-    assert t.on_graft((1,), "e") == []
+    assert t.on_graft((1,), "e").payloads == []
 
 
 def test_the_second_end_of_a_lazy_link_holds_its_announcements_and_the_first_ends_cancel_them() -> None:
@@ -237,7 +237,7 @@ def test_a_cached_payload_keeps_its_class_for_grafts() -> None:
     t.deliver(1, b"urgent", None, 1.0, critical=True)
     t.deliver(2, b"plain", None, 1.0)
     assert t.cached(1) == (b"urgent", True)
-    assert t.on_graft((2, 1), "e") == [(b"plain", False), (b"urgent", True)]
+    assert t.on_graft((2, 1), "e").payloads == [(b"plain", False), (b"urgent", True)]
 
 
 def test_member_death_clears_its_links_and_asks_for_new_neighbours() -> None:
@@ -274,7 +274,7 @@ def test_every_memory_is_bounded() -> None:
     for i in range(plumtree.MAX_ANNOUNCE_PER_PEER + 10):
         t.deliver(i, b"", None, 0.0)
     assert all(len(ids) <= plumtree.MAX_ANNOUNCE_PER_PEER for ids in t.tick(1.0).ihaves.values())
-    assert len(t.on_graft(tuple(range(1000)), "p0")) <= plumtree.MAX_GRAFT_ANSWER
+    assert len(t.on_graft(tuple(range(1000)), "p0").payloads) <= plumtree.MAX_GRAFT_ANSWER
 
 
 def test_each_member_picks_its_own_neighbours_whatever_others_picked() -> None:
@@ -304,4 +304,4 @@ def test_short_announcements_are_grafted_by_short_id_and_answered_from_the_cache
     t.deliver(held, b"held", None, 3.0)
     t.on_ihave((short_id(held),), "d", 3.01, short=True)  # d holds it: not announced to d
     assert t.tick(3.0 + LAZY).ihaves == {"e": [held]}
-    assert t.on_graft((short_id(held), 12345), "e", short=True) == [(b"held", False)]
+    assert t.on_graft((short_id(held), 12345), "e", short=True).payloads == [(b"held", False)]

@@ -1975,10 +1975,9 @@ class Node:
                 self.stats["tree_missing_evicted"] += evicted
         elif isinstance(msg, Graft | ShortIds):
             # Each payload answers one member's graft once (core/plumtree.py `on_graft`: repeats counted).
-            repeats = self.tree.graft_repeats
-            payloads = self.tree.on_graft(msg.ids, sender, grafted, short=short)
-            self.stats["tree_graft_repeats"] += self.tree.graft_repeats - repeats
-            rumors = [StateRumor(p, critical) for p, critical in payloads]
+            answer = self.tree.on_graft(msg.ids, sender, grafted, short=short)
+            self.stats["tree_graft_repeats"] += answer.repeats
+            rumors = [StateRumor(p, critical) for p, critical in answer.payloads]
             self.stats["tree_graft_answers"] += len(rumors)
             self._tree_send_packed(sender, rumors, out)
         else:
@@ -2024,6 +2023,8 @@ class Node:
         if now < self.tree.next_deadline() and not flush:
             return
         due = self.tree.tick(now, flush=flush)
+        if due.prunes_spared:
+            self.stats["tree_prunes_spared"] += due.prunes_spared
         for peer in due.peers():
             msgs: list[Message] = []
             ihaves = due.ihaves.get(peer, [])
@@ -2041,7 +2042,7 @@ class Node:
                 self.stats["tree_grafts"] += len(short_grafts)
             if peer in due.prunes:
                 msgs.append(Prune())
-                self.stats["tree_prunes"] += 1
+                self.stats["tree_grafts_undone" if peer in due.undone else "tree_prunes"] += 1
             self.stats["tree_ihave_ids"] += len(ihaves)
             self._tree_send_packed(peer, msgs, out)
 

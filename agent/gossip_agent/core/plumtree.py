@@ -21,7 +21,10 @@ spanning tree that gossip itself builds and repairs:
 - an IHAVE for an id we lack starts a timer; if the payload is still missing `graft_timeout` later we GRAFT the
   announcer (ask it for the payload, and both ends make the link eager): a lost eager link is repaired within
   one lazy interval plus one graft timeout when a first end holds the payload (HOLD + 1 lazy intervals when
-  only second ends do), and the tree heals around dead members the same way;
+  only second ends do), and the tree heals around dead members the same way. Under load the wait grows to how
+  late eager copies are seen to come (bounded: core/graft_timing.py), and the copies a graft draws prune
+  nothing: a graft answered after the payload came eagerly is undone, and the eager copy that comes after a
+  graft's answer was late, not redundant (`_settle`);
 - links are symmetric: a neighbour we pick is told so with an empty GRAFT (a link request), an IHAVE from a
   member we did not know makes it a lazy neighbour, a payload from a member we did not count as eager
   ("off-tree": a pull answer, a peer whose link request was lost) makes it lazy, and a later duplicate prunes
@@ -43,6 +46,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gossip_agent.core.graft_timing import GraftTiming
 from gossip_agent.core.rng import Rng
 
 ID_BYTES = 8
@@ -75,6 +79,15 @@ MAX_ANNOUNCE_PER_PEER = 1024
 MAX_GRAFT_ANSWER = 16
 # (member, id) pairs answered to grafts lately, oldest forgotten first: a few times the payloads cached.
 MAX_GRAFT_ANSWERED = 4 * MAX_CACHED
+# Payloads we grafted lately, remembered until the copies our grafts drew have come (see `_Grafted`): by count
+# and age (the age a graft's answer is cached at its sender).
+MAX_GRAFTED = 1024
+# The most the graft wait grows to under graft pressure, in lazy intervals (core/graft_timing.py): 2 s with LAN
+# timings, while overloaded agents' eager copies came seconds after the announcements.
+GRAFT_CAP_LAZY = 5.0
+# A member told PRUNE and lazy at our end since is not told again for this long (lazy intervals): its pushes
+# still in flight, or queued at a busy member, arrive as duplicates meanwhile.
+PRUNE_RESEND_LAZY = 2.5
 # An eager link is pruned after this many duplicates in a row (none of its payloads first in between). One
 # duplicate is often a transient: while the tree is rewired (a graft, a prune on its way), payloads in flight
 # meet themselves, and pruning on each such duplicate cut links of the same cycle at several members at
@@ -112,6 +125,35 @@ class _Missing:
     deadline: float
     grafted: list[str] = field(default_factory=list)
     owner: str = ""  # the member that announced it first (its place counts against that member's bound)
+    since: float = 0.0  # when it was first announced to us
+    promoted: list[str] = field(default_factory=list)  # grafted announcers our graft made eager (were lazy)
+
+
+@dataclass(slots=True)
+class _Grafted:
+    """A payload we grafted, after its first copy arrived: which copies our grafts still draw, so that they are
+    taken for what they are and not for redundant links (see `Plumtree.receive`).
+
+    `grafted`: the announcers we asked; their answers are expected copies, never a reason to prune.
+    `promoted`: those of them our graft made eager, still to be made lazy again if the graft turns out needless.
+    `repaired`: the first copy was a graft's answer; then the first eager copy after it is late, not redundant.
+    `late_seen`: that late eager copy came (or the first copy was eager): later copies follow the usual rules."""
+
+    since: float
+    grafted: list[str]
+    promoted: list[str]
+    repaired: bool
+    late_seen: bool
+    at: float
+
+
+@dataclass(slots=True)
+class GraftAnswer:
+    """What `Plumtree.on_graft` answers: the payloads to send (each with its class: critical or not), and how
+    many ids were repeats of grafts answered before and passed over (the Node counts them)."""
+
+    payloads: list[tuple[bytes, bool]]
+    repeats: int = 0
 
 
 @dataclass(slots=True)
@@ -122,6 +164,10 @@ class TreeOut:
     grafts: dict[str, list[int]] = field(default_factory=dict)
     prunes: set[str] = field(default_factory=set)
     short_grafts: dict[str, list[int]] = field(default_factory=dict)  # short ids announced to us as such
+    # Those of `prunes` that undo our own needless graft (the announcer made the link eager when it got it),
+    # not a redundant tree link: the Node counts them apart (`tree_grafts_undone`).
+    undone: set[str] = field(default_factory=set)
+    prunes_spared: int = 0  # PRUNEs not sent again to members told lately (Plumtree._prune)
 
     def peers(self) -> list[str]:
         # In name order: a set's order follows the string hash, which differs per process (PYTHONHASHSEED), and
@@ -134,6 +180,9 @@ class Plumtree:
 
     def __init__(self, me: str, *, eager_target: int, lazy_interval: float, graft_timeout: float,
                  rng: Rng | None = None, max_neighbours: int | None = None) -> None:
+        """`graft_timeout`: the least wait after an announcement before a missing payload is grafted; the
+        wait grows, under graft pressure, to how late eager copies are seen to come, up to GRAFT_CAP_LAZY lazy
+        intervals: core/graft_timing.py."""
         self.me = me
         # Graft timers are drawn in [graft_timeout/2, graft_timeout]: when a whole subtree missed a payload
         # (its root's link broke), the first member to graft pushes it down its eager links before the others'
@@ -143,6 +192,11 @@ class Plumtree:
         self.eager_target = max(1, eager_target)
         self.lazy_interval = lazy_interval
         self.graft_timeout = graft_timeout
+        self.timing = GraftTiming(graft_timeout, GRAFT_CAP_LAZY * lazy_interval)
+        self._grafted: OrderedDict[int, _Grafted] = OrderedDict()  # payloads grafted lately (see _Grafted)
+        self._undone: set[str] = set()  # prunes that undo a needless graft of ours (TreeOut.undone)
+        self._pruned_at: dict[str, float] = {}  # member -> when we last told it PRUNE (oldest first)
+        self._spared = 0  # PRUNEs not sent again since the last tick (see _prune; TreeOut.prunes_spared)
         self.max_neighbours = max_neighbours if max_neighbours is not None else max(16, 4 * self.eager_target)
         self.eager: set[str] = set()
         self.lazy: set[str] = set()
@@ -175,10 +229,8 @@ class Plumtree:
         # link cost ~0.2 extra payload copies per member per write over the first ~20 writes.
         self._proven: set[str] = set()
         self.kept_links = 0  # prunes of our last eager link answered with a link request
-        # Each payload answers one member's graft once (see on_graft): (member, id) answered lately, and the
-        # repeats passed over so far (the Node counts them).
+        # Each payload answers one member's graft once (see on_graft): (member, id) answered lately.
         self._graft_answered: dict[tuple[str, int], None] = {}
-        self.graft_repeats = 0
         # Whether a member is far from us (another zone, or a high estimated RTT), set by the Node under
         # topology-aware choice; None: every member alike (random choice, or nothing known yet). See `far`.
         self.is_far: Callable[[str], bool] | None = None
@@ -234,6 +286,8 @@ class Plumtree:
         self.lazy.discard(name)
         self._announce.pop(name, None)
         self._prunes.discard(name)
+        self._undone.discard(name)
+        self._pruned_at.pop(name, None)
         self._links.discard(name)
         self._picked.discard(name)
         self._dups.pop(name, None)
@@ -289,13 +343,17 @@ class Plumtree:
                 return False
             can_prune = False  # a first copy that no later duplicate blames, from a sender kept as it is
         if first is None:
+            sid = short_id(ident)
+            missing = self._missing.get(ident) or self._missing.get(-1 - sid)
+            answer = missing is not None and sender is not None and sender in missing.grafted
             if sender is not None:
                 self._dups.pop(sender, None)
-                if sender in self.eager:
-                    self._proven.add(sender)
+                if sender in self.eager and not answer:
+                    self._proven.add(sender)  # (a graft's answer proves nothing yet: see _settle)
+            if missing is not None:
+                self._settle(ident, missing, sender, answer, now)
             off_tree = sender is not None and sender not in self.eager
             self._seen[ident] = _First(sender, off_tree, can_prune)
-            sid = short_id(ident)
             self._seen_short[sid] = self._seen_short.get(sid, 0) + 1
             if len(self._seen) > MAX_SEEN:
                 old, _ = self._seen.popitem(last=False)
@@ -304,6 +362,7 @@ class Plumtree:
                     del self._seen_short[old_sid]
                 else:
                     self._seen_short[old_sid] -= 1
+            self.timing.payload(now)
             self._drop_missing(ident)  # its timer is skipped when it fires
             self._drop_missing(-1 - sid)
             if off_tree and sender is not None and can_prune:
@@ -314,6 +373,8 @@ class Plumtree:
         queue = self._announce.get(sender)
         if queue is not None:
             queue.pop(ident, None)  # it holds the payload: no announcement to it
+        if self._graft_copy(ident, sender, now):
+            return False
         if first.off_tree:
             if first.sender is not None and first.prunable and first.sender not in self.eager:
                 self._prune(first.sender, now)
@@ -330,6 +391,80 @@ class Plumtree:
                     self._prune(sender, now)
         return False
 
+    def _settle(self, ident: int, missing: _Missing, sender: str | None, answer: bool, now: float) -> None:
+        """The first copy of a payload announced to us came (from `sender`; `answer`: as the answer to our
+        graft). Learn how late an eager copy came, and remember our grafts' copies still to come.
+
+        WHY. Plumtree (and Partisan's and Riak's versions of it) prunes on every duplicate. A graft draws one
+        on purpose, and under load the duplicate is the eager copy that was merely late: pruning that link
+        (or keeping the grafted one eager beside it) rewired a working tree at every late payload, and the
+        rewiring made more duplicates and grafts (14,464 prunes in a 10-second run at N=50, 100 writes/s).
+        So a graft that turned out needless is undone (the announcer, which made the link eager on our graft,
+        is told to make it lazy again: `TreeOut.undone`), its answer prunes nothing, and after a repair the
+        first eager copy, late, is a sample and not a duplicate. A link that is really lost sends no late
+        copy: the repair stands, as before."""
+        if not missing.grafted:
+            if sender is not None and sender in self.eager:
+                self.timing.late_eager(now - missing.since, now)
+            return
+        repaired = answer
+        if repaired:
+            # The graft repaired a missing link. Other announcers grafted too (the first answer was late) are
+            # not needed: their links go back to lazy.
+            needless = [p for p in missing.promoted if p != sender]
+        else:
+            # It came another way meanwhile: every graft for it was needless.
+            needless = list(missing.promoted)
+            if sender is not None and sender in self.eager:
+                self.timing.late_eager(now - missing.since, now)
+        for peer in needless:
+            self._undo_graft(peer, now)
+        record = _Grafted(missing.since, list(missing.grafted), [p for p in missing.promoted if p not in needless],
+                          repaired, not repaired, now)
+        grafted = self._grafted
+        grafted.pop(ident, None)
+        grafted[ident] = record
+        while grafted and (len(grafted) > MAX_GRAFTED or next(iter(grafted.values())).at + CACHE_SECONDS < now):
+            grafted.popitem(last=False)
+
+    def _graft_copy(self, ident: int, sender: str, now: float) -> bool:
+        """A duplicate our own graft drew (True): the answer of an announcer we asked, or (after a repair)
+        the first eager copy, which was late, not redundant: see `_settle`. Neither prunes a link."""
+        record = self._grafted.get(ident)
+        if record is None:
+            return False
+        if sender in record.grafted:
+            return True
+        if record.late_seen or sender not in self.eager:
+            return False
+        record.late_seen = True
+        self.timing.late_eager(now - record.since, now)
+        # The tree's link works, only slowly: the graft's link goes back to lazy unless it has since delivered
+        # a payload first (then it is the faster tree link, and later duplicates prune the redundant one).
+        for peer in record.promoted:
+            if peer not in self._proven:
+                self._undo_graft(peer, now)
+        record.promoted = []
+        return True
+
+    def _undo_graft(self, peer: str, now: float) -> None:
+        """Make lazy again a link our graft made eager, at both ends (a PRUNE, counted apart). Not our last
+        eager link (see on_prune)."""
+        if peer in self.eager and len(self.eager) > 1:
+            self._make_lazy(peer)
+            self._dups.pop(peer, None)
+            self._prunes.add(peer)
+            self._undone.add(peer)
+            self._told_prune(peer, now)
+
+    def _told_prune(self, peer: str, now: float) -> None:
+        told = self._pruned_at
+        told.pop(peer, None)
+        told[peer] = now
+        while told and (len(told) > 4 * self.max_neighbours
+                        or next(iter(told.values())) + PRUNE_RESEND_LAZY * self.lazy_interval < now):
+            del told[next(iter(told))]
+
     def grafted(self, ident: int) -> bool:
         """Whether we grafted this id (asked an announcer for it, by its id or short id): a copy arriving now
         is a repair, not the tree's push (counted by path in Node stats: `tree_delivered_*`)."""
@@ -340,8 +475,17 @@ class Plumtree:
         """Sent at once (the next `tick`), not with the lazy flush: until the other end hears it, it keeps
         pushing over the link, and the duplicates that causes elsewhere in the same cycle prune that cycle's
         other links too, which cuts the tree in pieces (at 100 writes/s, most of the time)."""
+        was_lazy = name in self.lazy
         self._make_lazy(name)
+        told = self._pruned_at.get(name)
+        if was_lazy and told is not None and now - told < PRUNE_RESEND_LAZY * self.lazy_interval:
+            # Told lately, and lazy at our end since: its pushes in flight (under load, for seconds) are no
+            # news. A PRUNE per such duplicate was a packet each at two busy members.
+            self._spared += 1
+            return
         self._prunes.add(name)
+        self._undone.discard(name)  # a redundant link now, whatever else it was
+        self._told_prune(name, now)
 
     def deliver(self, ident: int, payload: bytes, sender: str | None, now: float, *,
                 critical: bool = False) -> list[str]:
@@ -413,8 +557,9 @@ class Plumtree:
             if missing is None:
                 evicted += self._make_missing_room(sender)
                 spread = 0.5 + 0.5 * self._rng.random() if self._rng is not None else 1.0
-                deadline = now + self.graft_timeout * spread
-                self._missing[ident] = _Missing([sender], deadline, owner=sender)
+                # The learnt wait for late eager copies comes on top (0 in a quiet cluster): graft_timing.py.
+                deadline = now + self.graft_timeout * spread + self.timing.extra(now)
+                self._missing[ident] = _Missing([sender], deadline, owner=sender, since=now)
                 self._missing_by.setdefault(sender, {})[ident] = None
                 heapq.heappush(self._timers, (deadline, ident))
             elif sender not in missing.announcers and sender not in missing.grafted \
@@ -465,7 +610,7 @@ class Plumtree:
         announcers.append(sender)
 
     def on_graft(self, ids: tuple[int, ...], sender: str, answered: set[int] | None = None, *,
-                 short: bool = False) -> list[tuple[bytes, bool]]:
+                 short: bool = False) -> GraftAnswer:
         """`sender` asks for these payloads (none: a link request); the link becomes eager at both ends. The
         payloads we still hold, with their class (critical or not), each once, at most MAX_GRAFT_ANSWER over
         `answered` (the ids already answered for the same packet, updated here): a packet of many grafts, or
@@ -475,11 +620,13 @@ class Plumtree:
         Each payload answers one member's graft once (MAX_GRAFT_ANSWERED pairs remembered): an honest member
         grafts an id from one announcer once (`tick` tries the next announcer after that), so a repeat is a
         replay or a forgery, and answering it again and again would push the whole cache at that member.
-        Repeats are passed over before they take a place in the bound, and counted in `graft_repeats`."""
+        Repeats are passed over before they take a place in the bound, and counted in the answer."""
         self._make_eager(sender)
         self._prunes.discard(sender)
+        self._undone.discard(sender)
+        self._pruned_at.pop(sender, None)
         seen = set() if answered is None else answered
-        out: list[tuple[bytes, bool]] = []
+        out = GraftAnswer([])
         for ident in ids[:MAX_GRAFT_ANSWER]:
             if len(seen) >= MAX_GRAFT_ANSWER:
                 break
@@ -492,12 +639,12 @@ class Plumtree:
                 continue
             done = self._graft_answered
             if (sender, ident) in done:
-                self.graft_repeats += 1
+                out.repeats += 1
                 continue
             seen.add(ident)
             payload = self.cached(ident)
             if payload is not None:
-                out.append(payload)
+                out.payloads.append(payload)
                 done[(sender, ident)] = None
                 if len(done) > MAX_GRAFT_ANSWERED:
                     del done[next(iter(done))]
@@ -553,14 +700,21 @@ class Plumtree:
                 out.short_grafts.setdefault(peer, []).append(-1 - ident)
             else:
                 out.grafts.setdefault(peer, []).append(ident)
-            self._make_eager(peer)
-            missing.deadline = now + self.graft_timeout
+            if peer not in self.eager:
+                self._make_eager(peer)
+                if peer in self.eager:
+                    missing.promoted.append(peer)
+            self.timing.grafted(now)
+            missing.deadline = now + self.graft_timeout + self.timing.extra(now)
             heapq.heappush(timers, (missing.deadline, ident))
         for peer in self._links:
             out.grafts.setdefault(peer, [])
         self._links.clear()
         out.prunes = self._prunes
         self._prunes = set()
+        out.undone = self._undone & out.prunes
+        self._undone = set()
+        out.prunes_spared, self._spared = self._spared, 0
         if now >= self._flush_at or (flush and self._announce):
             self._flush_at = math.inf
             for peer, queue in list(self._announce.items()):
