@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from tests.chaos.netns import environment_problem
+from tests.chaos.netns import AgentProc, Host, environment_problem
 from tests.chaos.zones_netns import delayer_problem
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,10 +28,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_topology_real  # noqa: E402
 
-pytestmark = pytest.mark.netns
+netns = pytest.mark.netns
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _needs_namespaces_and_delayer() -> None:
     try:
         problem = environment_problem() or delayer_problem()
@@ -55,6 +57,44 @@ def _common_checks(result: dict[str, Any]) -> None:
     assert result["rtt"]["summary"]["missing"] == 0
 
 
+def _fake_agents(sizes: list[int], tmp_path: Path) -> tuple[Any, list[AgentProc]]:
+    hosts = [Host(i, f"h{i}", f"10.0.0.{i}") for i in range(sum(sizes))]
+    group_of = {h.index: g for g, size in enumerate(sizes) for h in hosts[sum(sizes[:g]):sum(sizes[:g + 1])]}
+    bed = SimpleNamespace(group_of=group_of,
+                          groups=lambda: [[h for h in hosts if group_of[h.index] == g] for g in range(len(sizes))])
+    agents = [AgentProc(f"a{h.index}", h, SimpleNamespace(log_path=tmp_path / f"a{h.index}.log"))  # type: ignore[arg-type]
+              for h in hosts]
+    return bed, agents
+
+
+def test_victims_are_spread_over_the_groups_and_never_a_seed(tmp_path: Path) -> None:
+    bed, agents = _fake_agents([10, 10, 10], tmp_path)
+    victims = bench_topology_real.pick_victims(bed, agents, 6)
+    assert [bed.group_of[v.host.index] for v in victims] == [0, 1, 2, 0, 1, 2]
+    assert len({v.name for v in victims}) == 6 and not {0, 10, 20} & {v.host.index for v in victims}
+    assert victims == bench_topology_real.pick_victims(bed, agents, 6)  # the same hosts in every mode
+    with pytest.raises(ValueError):
+        bench_topology_real.pick_victims(bed, agents, 28)  # 27 non-seed members in all
+
+
+def test_member_events_are_read_from_the_agents_log_with_their_stamps(tmp_path: Path) -> None:
+    _, agents = _fake_agents([2], tmp_path)
+    log = agents[0].proc.log_path
+    log.write_bytes(b"2026-11-30 17:00:00,123 WARNING gossip_agent.io.runtime: member a1 suspect (10.0.0.1:7946, "
+                    b"incarnation 0)\nnoise\n2026-11-30 17:00:05,900 WARNING gossip_agent.io.runtime: member a1 dead "
+                    b"(10.0.0.1:7946, incarnation 0)\n2026-11-30 17:00:06,000 INFO x: member a1 de")
+    offset, events = bench_topology_real.read_member_events(agents[0], 0)
+    base = time.mktime(time.strptime("2026-11-30 17:00:00", "%Y-%m-%d %H:%M:%S"))
+    assert [(round(t - base, 3), who, kind) for t, who, kind in events] == [(0.123, "a1", "suspect"),
+                                                                           (5.9, "a1", "dead")]
+    assert offset == log.read_bytes().rindex(b"\n") + 1  # the incomplete last line waits for the next read
+    with log.open("ab") as f:
+        f.write(b"ad (10.0.0.1:7946, incarnation 0)\n")
+    assert bench_topology_real.read_member_events(agents[0], offset)[1] == [(base + 6.0, "a1", "dead")]
+
+
+@netns
+@pytest.mark.usefixtures("_needs_namespaces_and_delayer")
 def test_smoke_both_modes(tmp_path: Path) -> None:
     data = _run(tmp_path, "--groups", "3,3", "--rtt-ms", "20", "--settle", "5", "--idle", "3", "--writes", "5",
                 "--rate", "5", "--tail", "1")
@@ -69,10 +109,12 @@ def test_smoke_both_modes(tmp_path: Path) -> None:
                                        "t100_p90_ratio"}
 
 
+@netns
+@pytest.mark.usefixtures("_needs_namespaces_and_delayer")
 @pytest.mark.slow(quiet_seconds=300)
 def test_thirty_agents_zone_aware_choice_cuts_cross_zone_bytes(tmp_path: Path) -> None:
     data = _run(tmp_path, "--groups", "10,10,10", "--rtt-ms", "20,35,50", "--settle", "40", "--idle", "10",
-                "--writes", "40", "--rate", "2")
+                "--writes", "40", "--rate", "2", "--kill", "--kills", "6", "--kill-stagger", "0.5")
     for result in data["results"]:
         _common_checks(result)
         assert result["n"] == 30
@@ -91,3 +133,11 @@ def test_thirty_agents_zone_aware_choice_cuts_cross_zone_bytes(tmp_path: Path) -
     # during the writes were above the uniform mode's (stale far roots drew repairs); now a small fraction.
     tcp = [r["write_bytes"]["summary"]["by_proto"]["tcp"]["cross"] for r in (aware, uniform)]
     assert 2 * tcp[0] <= tcp[1], tcp
+    # Failure detection unchanged: six agents killed (two per zone, 0.5 s apart) in each mode; every survivor
+    # sees every one dead, nobody alive is declared dead, and the median time until all survivors saw a
+    # victim dead is within 1.1x of uniform choice.
+    for result in (aware, uniform):
+        d = result["detection"]
+        assert d["undetected"] == 0 and d["false_positives"] == [], (result["mode"], d)
+    assert data["comparison"]["detection_median_ratio"] <= 1.1, (
+        data["comparison"], aware["detection"], uniform["detection"])
