@@ -6,7 +6,9 @@ asked for every pair. The slow-group run (30 agents in 3 zones, 20/35/50 ms apar
 depend on the machine's speed: zone-aware choice cuts the cross-zone bytes of a write burst by at least 3x
 (the bench measures the exact figure) and its cross-zone TCP (anti-entropy) bytes to at most half the uniform
 mode's, every write still reaches every agent, no false positives, and the cross-zone estimates stay within 25%
-of the measured round trips.
+of the measured round trips; six agents killed per mode are all detected by every survivor, nobody alive is
+declared dead, and the median detection time stays within a guard of uniform choice's (1.2x; see the test).
+Two fast tests without namespaces check how the bench picks its victims and reads the agents' logs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench_topology_real  # noqa: E402
 
 netns = pytest.mark.netns
+# The detection guards of the 30-agent run (see its test), and the 1-minute load above which the machine's
+# other work, not the protocol, decides how two runs minutes apart compare.
+DETECTION_RATIO, DETECTION_RATIO_LOADED, QUIET_LOAD = 1.2, 1.5, 8.0
 
 
 @pytest.fixture
@@ -134,10 +139,20 @@ def test_thirty_agents_zone_aware_choice_cuts_cross_zone_bytes(tmp_path: Path) -
     tcp = [r["write_bytes"]["summary"]["by_proto"]["tcp"]["cross"] for r in (aware, uniform)]
     assert 2 * tcp[0] <= tcp[1], tcp
     # Failure detection unchanged: six agents killed (two per zone, 0.5 s apart) in each mode; every survivor
-    # sees every one dead, nobody alive is declared dead, and the median time until all survivors saw a
-    # victim dead is within 1.1x of uniform choice.
+    # sees every one dead and nobody alive is declared dead, in both modes.
     for result in (aware, uniform):
         d = result["detection"]
         assert d["undetected"] == 0 and d["false_positives"] == [], (result["mode"], d)
-    assert data["comparison"]["detection_median_ratio"] <= 1.1, (
-        data["comparison"], aware["detection"], uniform["detection"])
+    # Detection time: the median over the six victims of the time until every survivor had it dead, aware
+    # against uniform. The target is 1.1x; the simulator, 200 kills per mode at N = 30, gives 7.25 s both ways
+    # (tests/sim/test_sim_zones.py checks N = 150 and 1,000), so any gap is noise. But a victim's time holds
+    # the wait for its first probe, uniform over one probe interval (~1 s of ~7.3 s): the median of six still
+    # moves by a few percent, and six-kill waves in the simulator gave aware/uniform 0.94-1.12 (1 wave in 30
+    # above 1.1). 1.2 never fails on that noise and still catches a real slowdown (a zone never probed from
+    # outside, confirmations lost across zones: seconds, not tenths). The modes run minutes apart, so on a
+    # machine that other work loads (1-minute load above QUIET_LOAD around either kill phase; CI runs this
+    # test alone) only a gross slowdown is told from noise.
+    loads = aware["detection"]["load_1min"] + uniform["detection"]["load_1min"]
+    bound = DETECTION_RATIO if max(loads, default=0.0) <= QUIET_LOAD else DETECTION_RATIO_LOADED
+    assert data["comparison"]["detection_median_ratio"] <= bound, (
+        bound, loads, data["comparison"], aware["detection"], uniform["detection"])
