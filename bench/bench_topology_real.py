@@ -19,7 +19,13 @@ For each mode (a fresh set of namespaces and agents each time, one mode after th
   writes      --writes PUTs at --rate/s to random agents; every agent's watch stream (GET /v1/watch) stamps the
               arrival; write->all t100 per write (median, p90, max) and the bytes per group pair meanwhile;
   failures    members any agent reports suspect or dead, and "member X dead" log lines (0 expected: nobody
-              fails here, so any is a false positive).
+              fails here, so any is a false positive);
+  kills       with --kill (instead of the last --tail seconds of watching): --kills agents (default 6) spread
+              over the groups are killed (SIGKILL), one every --kill-stagger seconds; for each, the time until
+              every survivor had it dead (the detection time; median and p90 over the victims, and the
+              aware/uniform ratio of both), split into first suspicion, first "dead" and the spread of the
+              news, all read from the survivors' own logs; a survivor suspected or declared dead by a survivor
+              meanwhile is a false suspicion / false positive.
 
 Modes: `aware` (each agent knows its zone: topology.zone, crossZoneFraction as configured, default 0.15) and
 `uniform` (the same agents with topology-aware peer choice off: uniform random choice, as before). With
@@ -29,7 +35,8 @@ compared like aware (`base_comparison`: base against uniform; `aware_vs_base`: h
 cross-zone bytes aware sends than base).
 
     sudo .venv/bin/python bench/bench_topology_real.py [--groups 10,10,10] [--rtt-ms 20,35,50]
-         [--modes aware,uniform] [--settle 40] [--idle 30] [--writes 30] [--rate 2] [--json [FILE]]
+         [--modes aware,uniform] [--settle 40] [--idle 30] [--writes 30] [--rate 2]
+         [--kill [--kills 6] [--kill-stagger 0.5]] [--json [FILE]]
 
 `--rtt-ms` lists the round trip of each pair of groups in order (0-1, 0-2, ..., 1-2, ...), split evenly between
 the two directions; one value applies to every pair.
@@ -237,15 +244,27 @@ class Run:
             res["write_by_type"] = by_type(s1, s2)
         log(f"{self.mode}: t100 {json.dumps(res['writes'].get('t100'))}, "
             f"bytes {json.dumps(res['write_bytes']['summary'])}")
-        watch_views(args.tail)
+        if not args.kill:
+            # With the failure phase next, it watches instead: it reads every survivor's member events.
+            watch_views(args.tail)
         dead_lines = {a.name: net.dead_reports(a) for a in agents}
         res["false_positives"] = {
             "non_alive_views": sorted(f"{o} saw {w} {s}" for o, w, s in bad_views),
             "dead_log_lines": sum(len(v) for v in dead_lines.values()),
         }
         if args.kill:
-            res["detection"] = router.call(self.detection(bed, net, agents), timeout=args.detect_timeout + 60)
-            log(f"{self.mode}: detection {json.dumps(res['detection'])}")
+            t_phase, load_before = time.monotonic(), loadavg()
+            res["detection"] = self.detection(bed, agents)
+            res["detection"]["phase_s"] = r3(time.monotonic() - t_phase)
+            # The machine's 1-minute load before and after the phase: timings compare across modes only when
+            # both ran on a machine that was not starving the agents (the modes run minutes apart).
+            res["detection"]["load_1min"] = [x[0] for x in (load_before, loadavg()) if x]
+            d = res["detection"]
+            log(f"{self.mode}: {d['kills']} killed, every survivor saw each dead after median "
+                f"{d['all_dead_median_s']} s (p90 {d['all_dead_p90_s']} s; first suspicion "
+                f"{d['first_suspect_median_s']} s, first dead {d['first_dead_median_s']} s), undetected "
+                f"{d['undetected']}, false positives {d['false_positives']}, false suspicions "
+                f"{len(d['false_suspicions'])}; phase {d['phase_s']} s")
         res["queue_drops"] = bed.queue_drops()
         res["load_after"] = loadavg()
         return res
@@ -254,44 +273,80 @@ class Run:
         return self.sniffer.counts() if self.sniffer is not None else {}
 
     # -- detection ---------------------------------------------------------------------------------------------
-    async def detection(self, bed: ZonedTestbed, net: ZonedAgents, agents: Sequence[AgentProc]) -> dict[str, Any]:
-        """Kill one agent (SIGKILL, by its PID: a crash, no leave) and poll every other agent's member list
-        until all report it dead: seconds from the kill until each first saw it suspect and dead (median,
-        max), and any other member reported suspect or dead meanwhile (a false positive)."""
-        victim = agents[len(agents) // 2]  # a member of a middle group (the same one in every mode)
-        others = [a for a in agents if a is not victim]
-        suspect_at: dict[str, float] = {}
-        dead_at: dict[str, float] = {}
-        wrong: set[str] = set()
-        net.bed.kill(victim.proc)
-        t0 = time.monotonic()
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            async def poll(a: AgentProc) -> None:
-                url = f"http://{a.addr}:{a.port}/v1/members"
-                while a.name not in dead_at and time.monotonic() - t0 < self.args.detect_timeout:
-                    with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, KeyError):
-                        async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
-                            body = await r.json(content_type=None)
-                        now = time.monotonic() - t0
-                        for m in body["members"]:
-                            if m["name"] == victim.name:
-                                if m["state"] in ("suspect", "dead"):
-                                    suspect_at.setdefault(a.name, now)
-                                if m["state"] == "dead":
-                                    dead_at.setdefault(a.name, now)
-                            elif m["state"] != "alive":
-                                wrong.add(f"{a.name} saw {m['name']} {m['state']}")
-                    await asyncio.sleep(0.1)
+    def detection(self, bed: ZonedTestbed, agents: Sequence[AgentProc]) -> dict[str, Any]:
+        """Kill --kills agents (SIGKILL by PID: a crash, no leave), spread over the groups, one every
+        --kill-stagger seconds, and time, for each, how long until every surviving agent had it dead.
 
-            await asyncio.gather(*(poll(a) for a in others))
-        dead = sorted(dead_at.values())
-        susp = sorted(suspect_at.values())
-        return {"victim": victim.name, "observers": len(others), "saw_dead": len(dead),
-                "first_suspect_s": r3(susp[0]) if susp else None,
-                "suspect_median_s": r3(statistics.median(susp)) if susp else None,
-                "dead_median_s": r3(statistics.median(dead)) if dead else None,
-                "dead_max_s": r3(dead[-1]) if dead else None,
-                "false_positives": sorted(wrong)}
+        Times come from the survivors' own logs ("member X suspect/dead" lines, stamped to the millisecond by
+        the agent when it applied the change), not from polling their HTTP API: 30 agents polled ten times a
+        second were a load of their own on a 2-core machine, and a poll adds its period to the time measured.
+        Per victim: first suspicion (anyone), first "dead" (the suspicion timeout running out somewhere),
+        every survivor's "dead" (`all_dead_s`: the detection time; `median_dead_s` over the survivors).
+        `all_dead - first_dead` is how long the news took to spread, `first_dead - first_suspect` the
+        suspicion timeout as Lifeguard's confirmations shortened it: the split shows where a mode loses time.
+        A survivor logged suspect or dead by a survivor after the first kill is a false suspicion / positive."""
+        args = self.args
+        victims = pick_victims(bed, agents, args.kills)
+        survivors = [a for a in agents if a not in victims]
+        offsets = {a.name: log_size(a) for a in survivors}
+        killed_at: dict[str, float] = {}
+        for i, victim in enumerate(victims):
+            if i:
+                time.sleep(args.kill_stagger)
+            bed.kill(victim.proc)
+            killed_at[victim.name] = time.time()
+        wanted = {(a.name, v.name) for a in survivors for v in victims}
+        events: list[tuple[float, str, str, str]] = []  # (wall time, observer, member, kind)
+        deadline = time.monotonic() + args.detect_timeout
+        while True:
+            for a in survivors:
+                offsets[a.name], new = read_member_events(a, offsets[a.name])
+                events += [(t, a.name, who, kind) for t, who, kind in new]
+            seen_dead = {(o, who) for _, o, who, kind in events if kind == "dead"}
+            if wanted <= seen_dead or time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
+        first_kill = min(killed_at.values())
+        victim_names = set(killed_at)
+        per_victim: list[dict[str, Any]] = []
+        for v in victims:
+            t0 = killed_at[v.name]
+            dead: dict[str, float] = {}
+            suspect: list[float] = []
+            for t, o, who, kind in events:
+                if who != v.name or t < t0 - 0.01:
+                    continue
+                if kind == "dead":
+                    dead.setdefault(o, t - t0)
+                elif kind == "suspect":
+                    suspect.append(t - t0)
+            times = sorted(dead.values())
+            per_victim.append({
+                "victim": v.name, "group": bed.group_of[v.host.index], "saw_dead": len(times),
+                "first_suspect_s": r3(min(suspect)) if suspect else None,
+                "first_dead_s": r3(times[0]) if times else None,
+                "median_dead_s": r3(statistics.median(times)) if times else None,
+                "all_dead_s": r3(times[-1]) if len(times) == len(survivors) else None})
+        wrong = sorted({f"{o} saw {who} {kind}" for t, o, who, kind in events
+                        if t >= first_kill - 0.01 and who not in victim_names and kind in ("suspect", "dead")})
+        detected = [float(p["all_dead_s"]) for p in per_victim if p["all_dead_s"] is not None]
+        medians = [float(p["median_dead_s"]) for p in per_victim if p["median_dead_s"] is not None]
+
+        def median_of(key: str) -> float | None:
+            xs = [float(v[key]) for v in per_victim if v[key] is not None]
+            return r3(statistics.median(xs)) if xs else None
+
+        return {"kills": len(victims), "stagger_s": args.kill_stagger, "observers": len(survivors),
+                "undetected": len(victims) - len(detected),
+                # The detection time of a victim: until every survivor had it dead; median and p90 over victims.
+                "all_dead_median_s": r3(statistics.median(detected)) if detected else None,
+                "all_dead_p90_s": r3(pct(detected, 90)),
+                "median_dead_median_s": r3(statistics.median(medians)) if medians else None,
+                "first_suspect_median_s": median_of("first_suspect_s"),
+                "first_dead_median_s": median_of("first_dead_s"),
+                "victims": per_victim,
+                "false_positives": [w for w in wrong if w.endswith(" dead")],
+                "false_suspicions": [w for w in wrong if w.endswith(" suspect")]}
 
     # -- rtt ---------------------------------------------------------------------------------------------------
     @staticmethod
@@ -498,6 +553,52 @@ class Run:
                 "t100_ms": [r3(1000 * x) for x in t100]}
 
 
+# ---- the failure phase's victims and the agents' logs --------------------------------------------------------
+
+
+def pick_victims(bed: ZonedTestbed, agents: Sequence[AgentProc], kills: int) -> list[AgentProc]:
+    """`kills` agents spread over the groups in turn (group 0, 1, 2, 0, ...), evenly apart inside each
+    group, never a group's first host (it seeded the others); the same hosts in every mode."""
+    by_host = {a.host.index: a for a in agents}
+    pools = [[by_host[h.index] for h in group[1:] if h.index in by_host] for group in bed.groups()]
+    want = [0] * len(pools)
+    for i in range(kills):
+        want[i % len(pools)] += 1
+    if any(w > len(pool) for w, pool in zip(want, pools, strict=True)):
+        raise ValueError(f"--kills {kills}: more than the groups' non-seed members")
+    chosen = [[pool[(j * len(pool)) // w] for j in range(w)] if w else [] for w, pool in zip(want, pools, strict=True)]
+    return [chosen[i % len(pools)][i // len(pools)] for i in range(kills)]
+
+
+def log_size(agent: AgentProc) -> int:
+    with contextlib.suppress(OSError):
+        return agent.proc.log_path.stat().st_size
+    return 0
+
+
+# "2026-11-30 17:00:00,123 WARNING gossip_agent.io.runtime: member zone-b-12 dead (10.0.1.3:7946, incarnation 0)"
+# (the agent's log format, io/runtime.py's member events; the stamp is the agent's local time).
+MEMBER_EVENT = re.compile(rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+ \S+ member (\S+) (suspect|dead|alive) \(",
+                          re.MULTILINE)
+
+
+def read_member_events(agent: AgentProc, offset: int) -> tuple[int, list[tuple[float, str, str]]]:
+    """(new offset, [(wall time, member, "suspect"/"dead"/"alive")]) from the complete lines that `agent`
+    logged after byte `offset`; at most 4 MiB per call (the rest on the next)."""
+    try:
+        with agent.proc.log_path.open("rb") as f:
+            f.seek(offset)
+            chunk = f.read(4 << 20)
+    except OSError:
+        return offset, []
+    end = chunk.rfind(b"\n") + 1
+    out = []
+    for m in MEMBER_EVENT.finditer(chunk, 0, end):
+        stamp = time.mktime(time.strptime(m.group(1).decode(), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
+        out.append((stamp, m.group(3).decode(errors="replace"), m.group(4).decode()))
+    return offset + end, out
+
+
 def _path(result: Mapping[str, Any], *keys: str) -> float | None:
     value: Any = result
     for key in keys:
@@ -521,8 +622,11 @@ def comparison(a: Mapping[str, Any], u: Mapping[str, Any]) -> dict[str, float | 
         "t100_p90_ratio": _ratio(_path(a, "writes", "t100", "p90_ms"), _path(u, "writes", "t100", "p90_ms")),
     }
     if "detection" in a and "detection" in u:
-        out["detection_median_ratio"] = _ratio(_path(a, "detection", "dead_median_s"),
-                                               _path(u, "detection", "dead_median_s"))
+        # Detection of a victim: until every survivor had it dead; median and p90 over the victims.
+        out["detection_median_ratio"] = _ratio(_path(a, "detection", "all_dead_median_s"),
+                                               _path(u, "detection", "all_dead_median_s"))
+        out["detection_p90_ratio"] = _ratio(_path(a, "detection", "all_dead_p90_s"),
+                                            _path(u, "detection", "all_dead_p90_s"))
     return out
 
 
@@ -614,8 +718,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--by-type", action="store_true",
                    help="sniff cross-zone packets on the router and split their bytes by message type / stream")
     p.add_argument("--kill", action="store_true",
-                   help="at the end, kill one agent and time its detection by all others (and count false positives)")
-    p.add_argument("--detect-timeout", type=float, default=60.0)
+                   help="at the end, kill --kills agents and time their detection by all others (false positives too)")
+    p.add_argument("--kills", type=int, default=6, help="agents killed with --kill, spread over the groups")
+    p.add_argument("--kill-stagger", type=float, default=0.5, help="seconds between two kills")
+    p.add_argument("--detect-timeout", type=float, default=60.0,
+                   help="after the last kill, wait up to this long for every survivor to see every victim dead")
     p.add_argument("--base-tree", default=None, metavar="DIR",
                    help="also run mode base: aware with the agent of this earlier checkout (before/after)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE")
@@ -625,6 +732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"2..{MAX_AGENTS} agents in all")
     if args.writes < 1 or args.rate <= 0:
         p.error("--writes >= 1 and --rate > 0")
+    if args.kill and not (1 <= args.kills <= sum(groups) - 2 * len(groups) and 0 <= args.kill_stagger <= 60):
+        p.error("--kills: 1 .. agents - 2 per group (a group's first host is never killed, one must survive); "
+                "--kill-stagger 0..60")
     problem = environment_problem() or delayer_problem()
     if problem:
         print(f"cannot run: {problem}", file=sys.stderr)
@@ -658,9 +768,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{c['write_cross_bytes_cut']}x during writes; t100 median {c['t100_median_ratio']}x, "
               f"p90 {c['t100_p90_ratio']}x")
         if "detection_median_ratio" in c:
-            print(f"detection (all saw the killed agent dead), median: "
-                  f"{by_mode['aware']['detection']['dead_median_s']} s aware, "
-                  f"{by_mode['uniform']['detection']['dead_median_s']} s uniform ({c['detection_median_ratio']}x)")
+            da, du = by_mode["aware"]["detection"], by_mode["uniform"]["detection"]
+            print(f"detection of {da['kills']} killed agents (until every survivor saw each dead), median (p90): "
+                  f"{da['all_dead_median_s']} s ({da['all_dead_p90_s']} s) aware, {du['all_dead_median_s']} s "
+                  f"({du['all_dead_p90_s']} s) uniform: {c['detection_median_ratio']}x ({c['detection_p90_ratio']}x); "
+                  f"undetected {da['undetected']} / {du['undetected']}; false positives "
+                  f"{len(da['false_positives'])} / {len(du['false_positives'])}")
     if "base" in by_mode and "uniform" in by_mode:
         out["base_comparison"] = b = comparison(by_mode["base"], by_mode["uniform"])
         print(f"base vs uniform: cross-zone bytes cut {b['idle_cross_bytes_cut']}x idle, "

@@ -680,7 +680,12 @@ def topology_headline(run: Run) -> list[str]:
                 f"{fmt(comp.get('idle_cross_bytes_cut'), 2)}x idle, {fmt(comp.get('write_cross_bytes_cut'), 2)}x "
                 f"during writes (target >= 4x); t100 median aware/uniform {fmt(comp.get('t100_median_ratio'), 2)}x; "
                 "estimated vs measured cross-zone RTT, median relative error: "
-                + ", ".join(f"{m} {pctf(e)}" for m, e in sorted(errs.items())) + " (target <= 25 %).", ""]
+                + ", ".join(f"{m} {pctf(e)}" for m, e in sorted(errs.items())) + " (target <= 25 %)"
+                + (f"; crash detection (every survivor saw a killed agent dead), median over the "
+                   f"{(res['aware'].get('detection') or {}).get('kills')} victims aware/uniform "
+                   f"{fmt(comp['detection_median_ratio'], 3)}x (target <= 1.1x), p90 "
+                   f"{fmt(comp.get('detection_p90_ratio'), 3)}x"
+                   if comp.get("detection_median_ratio") is not None and "aware" in res else "") + ".", ""]
     return out
 
 
@@ -742,15 +747,20 @@ def topology_sections(run: Run) -> list[str]:
             wb = (r.get("write_bytes") or {}).get("summary") or {}
             w = r.get("writes") or {}
             fp = r.get("false_positives") or {}
+            det = r.get("detection") or {}
             cells.append([r.get("mode"), r.get("n"), fmt(r.get("join_s")), pctf(rtt.get("median_rel_error_cross")),
                           fmt(idle.get("cross_bytes")), fmt(idle.get("same_bytes")), pctf(idle.get("cross_share")),
                           fmt(wb.get("cross_bytes")), fmt(wb.get("same_bytes")),
                           fmt((w.get("t100") or {}).get("median_ms")), f"{w.get('complete')}/{w.get('writes')}",
-                          len(fp.get("non_alive_views") or []) + int(fp.get("dead_log_lines") or 0),
+                          len(fp.get("non_alive_views") or []) + int(fp.get("dead_log_lines") or 0)
+                          + len(det.get("false_positives") or []),
+                          f"{fmt(det.get('all_dead_median_s'), 2)} / {fmt(det.get('all_dead_p90_s'), 2)} "
+                          f"({det.get('kills')})" if det else "-",
                           "error: " + r["error"][:80] if r.get("error") else ""])
         out += md_table(["mode", "N", "join s", "RTT error (cross)", "idle cross B", "idle same B", "idle cross share",
-                         "writes cross B", "writes same B", "t100 median ms", "complete", "false positives", ""],
-                        cells, right=range(1, 12))
+                         "writes cross B", "writes same B", "t100 median ms", "complete", "false positives",
+                         "detection median / p90 s (kills)", ""],
+                        cells, right=range(1, 13))
     return out
 
 
