@@ -75,7 +75,8 @@ class GraftTiming:
         self._grafts += 1.0  # pressure: a late copy is one a graft would have raced (or did)
 
     def grafted(self, now: float) -> None:
-        """We grafted a payload (asked an announcer for it): counts toward the graft pressure."""
+        """A graft of ours (we asked an announcer for a payload) whose payload then came: counts toward the graft
+        pressure (one for an id that never comes is no sign of load: Plumtree counts it when its payload arrives)."""
         self._decay(now)
         self._grafts += 1.0
 
