@@ -1,4 +1,5 @@
-"""Review s9b (MEDIUM): one member that names a made-up id in a pull request before each of our rounds becomes
+"""Review s9b (MEDIUM; fixed: a hinted asker is asked next at most once per cycle of PullOrder): one member
+that names a made-up id in a pull request before each of our rounds becomes
 every one of our pull targets (core/node.py `_pull_hint`, pull mode), and keeps us at the full pace.
 
 A pull request naming a short id we do not hold makes its asker our next target ("it has news for us") and
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
-
 from gossip_agent.core.effects import Effect, Send
 from gossip_agent.core.messages import Packet, ShortIds, ShortKind
 from gossip_agent.core.readers import SHORT_IDS
@@ -34,8 +33,6 @@ def _sends(effects: list[Effect]) -> list[Send]:
     return [e for e in effects if isinstance(e, Send)]
 
 
-@pytest.mark.xfail(strict=True, reason="a made-up id in each pull request makes its asker our every pull target "
-                                       "(proposed fix in the module docstring)")
 def test_made_up_ids_in_pull_requests_do_not_make_their_asker_our_only_target() -> None:
     node = node_with_peers("pull")
     for m in node.members():
@@ -55,6 +52,6 @@ def test_made_up_ids_in_pull_requests_do_not_make_their_asker_our_only_target() 
         for s in _sends(node.tick(t)):
             if any(is_pull(m) for m in s.packet.messages):
                 asked[names.get(s.to, "?")] += 1
-    assert asked["p5"] >= 30  # (the finding: every request went to the one that made ids up)
+    assert asked["p5"] >= 10  # hints are still followed (once per cycle), and p5's own turns
     honest = sum(n for name, n in asked.items() if name != "p5")
     assert honest >= asked["p5"] // 2, f"pull requests by target: {dict(asked)}"

@@ -255,6 +255,10 @@ class Node:
         self._held_claims = HeldClaims()
         self._pull_order = PullOrder()  # pull mode: whom to ask next, each member in turn (core/pull_targets.py)
         self._pull_next: str | None = None  # pull mode: an asker whose request named what we lack: asked next
+        # ...at most once per cycle's worth of pull rounds (one per member we probe) each: the ids of a hint are
+        # the asker's word, and made-up ones in every request would make it our only pull target.
+        self._pull_hints_followed: set[str] = set()
+        self._pull_rounds = 0
         self.name = config.name
         self.addr = addr
         self.rng = rng
@@ -1570,7 +1574,8 @@ class Node:
 
     def _pull_hint(self, asker: str, ids: tuple[int, ...], now: float) -> None:
         """Pull mode: a request from `asker` named payloads we do not hold, so it has news for us: ask it next,
-        within a request interval, at the full pace (core/pull_targets.py). Only asking, never a push: the ids
+        within a request interval, at the full pace (core/pull_targets.py); each asker at most once per cycle's
+        worth of rounds (`_pull_target`: the ids are its word). Only asking, never a push: the ids
         are in every request anyway (they keep answers to it free of what it holds). After a quiet spell the
         first write spread only as fast as backed-off members happened to ask its writer."""
         if self._pushes or self.leaving or not any(sid not in self._recent_ids for sid in ids):
@@ -1585,9 +1590,14 @@ class Node:
         """Pull mode's next peer to ask: every member in turn (core/pull_targets.py), the dead included as in
         gossip (a member wrongly declared dead hears of it); under topology-aware choice, as that chooses."""
         hinted, self._pull_next = self._pull_next, None
-        if hinted is not None and self.table.is_live(hinted):
+        self._pull_rounds += 1
+        if self._pull_rounds >= len(self._probe_order):  # a cycle's worth of rounds: hints count once again
+            self._pull_rounds = 0
+            self._pull_hints_followed.clear()
+        if hinted is not None and hinted not in self._pull_hints_followed and self.table.is_live(hinted):
             member = self.table.get(hinted)
             if member is not None:
+                self._pull_hints_followed.add(hinted)
                 return [member]
         if self.topology.active():
             return self._random_peers(1, exclude=None, live_only=False)
