@@ -1,5 +1,5 @@
-"""Review s9b (MEDIUM): an eager neighbour that delivers every payload long after our graft repaired it is never
-pruned (core/plumtree.py `_graft_copy`), so the tree never routes around it.
+"""Review s9b (MEDIUM; fixed: LATE_STREAK_PRUNE in core/plumtree.py): an eager neighbour that delivers every
+payload long after our graft repaired it was never pruned (`_graft_copy`): the tree never routed around it.
 
 Since the adaptive graft wait, the first eager copy that arrives after a graft repaired its payload counts as
 "late, not redundant": it is a sample for the graft wait, it prunes nothing, and the link our graft made eager
@@ -25,16 +25,12 @@ link the copies that came only after a repair in a row and prune it after a few 
 
 from __future__ import annotations
 
-import pytest
-
 from gossip_agent.core.plumtree import Plumtree
 
 LAZY, GRAFT = 0.4, 0.1
 HOLD_BACK = 5.0  # "b" sends each payload this long after it was announced to us (cap: 5 lazy intervals, 2 s)
 
 
-@pytest.mark.xfail(strict=True, reason="a late eager copy never prunes its link, however late (proposed fix in "
-                                       "the module docstring)")
 def test_an_eager_link_that_only_ever_delivers_after_the_repair_is_pruned() -> None:
     t = Plumtree("a", eager_target=2, lazy_interval=LAZY, graft_timeout=GRAFT)
     for name in ("b", "c"):
@@ -63,5 +59,5 @@ def test_an_eager_link_that_only_ever_delivers_after_the_repair_is_pruned() -> N
                 del held[late]
         t.tick(now + 0.5)
         now += 0.5
-    assert grafted >= 50  # (the finding's cost: every payload reached us only by a graft)
+    assert grafted >= 8  # (the finding's cost, before: every payload reached us only by a graft)
     assert "b" not in t.eager, f"'b' delivered {grafted} payloads only after their repair and is still eager"

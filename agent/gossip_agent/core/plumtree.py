@@ -85,6 +85,11 @@ MAX_GRAFTED = 1024
 # The most the graft wait grows to under graft pressure, in lazy intervals (core/graft_timing.py): 2 s with LAN
 # timings, while overloaded agents' eager copies came seconds after the announcements.
 GRAFT_CAP_LAZY = 5.0
+# An eager link whose copies came only after our grafts had repaired them this many payloads in a row is slow,
+# not merely late under a burst: its next late copy is an ordinary duplicate (and prunes it as one). Without
+# this a neighbour holding every payload back a few seconds kept its eager link for good, every payload
+# reaching us by a graft.
+LATE_STREAK_PRUNE = 8
 # A member told PRUNE and lazy at our end since is not told again for this long (lazy intervals): its pushes
 # still in flight, or queued at a busy member, arrive as duplicates meanwhile.
 PRUNE_RESEND_LAZY = 2.5
@@ -228,6 +233,7 @@ class Plumtree:
         # eager_target eager links, ~3x a tree's), waiting for PRUNE_AFTER duplicates on each redundant
         # link cost ~0.2 extra payload copies per member per write over the first ~20 writes.
         self._proven: set[str] = set()
+        self._late_streak: dict[str, int] = {}  # eager link -> its copies in a row late after a repair
         self.kept_links = 0  # prunes of our last eager link answered with a link request
         # Each payload answers one member's graft once (see on_graft): (member, id) answered lately.
         self._graft_answered: dict[tuple[str, int], None] = {}
@@ -292,6 +298,7 @@ class Plumtree:
         self._picked.discard(name)
         self._dups.pop(name, None)
         self._proven.discard(name)
+        self._late_streak.pop(name, None)
         for missing in self._missing.values():
             if name in missing.announcers:
                 missing.announcers.remove(name)
@@ -350,6 +357,7 @@ class Plumtree:
                 self._dups.pop(sender, None)
                 if sender in self.eager and not answer:
                     self._proven.add(sender)  # (a graft's answer proves nothing yet: see _settle)
+                    self._late_streak.pop(sender, None)
             if missing is not None:
                 self._settle(ident, missing, sender, answer, now)
             off_tree = sender is not None and sender not in self.eager
@@ -441,6 +449,12 @@ class Plumtree:
             return True
         if record.late_seen or sender not in self.eager:
             return False
+        streak = self._late_streak.get(sender, 0) + 1
+        if streak > LATE_STREAK_PRUNE:  # slow, not late: a duplicate like any other (LATE_STREAK_PRUNE)
+            self._late_streak.pop(sender, None)
+            return False
+        if len(self._late_streak) < 4 * max(1, len(self.eager)) or sender in self._late_streak:
+            self._late_streak[sender] = streak
         record.late_seen = True
         self.timing.late_eager(now - record.since, now)
         # The tree's link works, only slowly: the graft's link goes back to lazy unless it has since delivered
