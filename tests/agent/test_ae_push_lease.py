@@ -3,8 +3,9 @@
 Under a byte budget below the write load, several members ran sessions with the same lagging member at once
 and pushed it the same keys: it kept the first copy and discarded the others, each paid from a budget that
 was the bottleneck. Now the first pushing session holds the member's push lease; answers to other sessions
-say so (`X-Gossip-Ae-Push: held`): those push nothing more, stop, and skip that member for a while (their
-budget goes to others). Nothing is lost: once the lease is free their next session pushes.
+say so (`X-Gossip-Ae-Push: held`): those push nothing more (but still pull to their end) and skip that member
+for a while (their budget goes to others). Nothing is lost: once the lease is free their next session pushes.
+One address cannot keep the lease by making up new session ids: when another address waits, it rests a tenure.
 """
 
 from __future__ import annotations
@@ -53,6 +54,40 @@ def test_no_session_holds_the_lease_for_good() -> None:
     assert lease.ask("honest01", 10.5, pushing=True)        # the lease is free: another session takes it
 
 
+def test_a_holder_whose_address_others_wait_behind_rests_one_tenure() -> None:
+    """Session ids are the asker's choice: when another address was turned away during a tenure, the holder's
+    address (any session id) may not push for `tenure` after it, so the waiting address gets the lease."""
+    lease = PushLease(hold=3.0, tenure=10.0)
+    for t in range(10):
+        assert lease.ask("hoghoghog", t, pushing=True, source="10.0.0.66")
+    assert not lease.ask("honest01", 5.5, pushing=True, source="10.0.0.7")       # waits behind it
+    assert not lease.ask("fresh0001", 10.0, pushing=True, source="10.0.0.66")    # a new id: still its address
+    assert not lease.ask("fresh0002", 12.0, pushing=False, source="10.0.0.66")
+    assert lease.ask("honest02", 12.5, pushing=True, source="10.0.0.7")          # the waiting address takes it
+    assert lease.ask("honest02", 15.0, pushing=True, source="10.0.0.7")
+    assert lease.ask("honest02", 18.0, pushing=True, source="10.0.0.7")          # (holds it until 21.0)
+    assert not lease.ask("fresh0003", 19.0, pushing=True, source="10.0.0.66")    # resting (until 20.0), and held
+    assert lease.ask("fresh0004", 21.0, pushing=True, source="10.0.0.66")        # rest over, lease quiet: free
+
+
+def test_agents_sharing_an_address_still_take_turns() -> None:
+    """All agents of a loopback cluster ask from 127.0.0.1: without another address waiting, the holder's
+    address is not barred, and the next session of that host takes the lease after the tenure."""
+    lease = PushLease(hold=3.0, tenure=10.0)
+    for t in range(10):
+        assert lease.ask("aaaaaaaa", t, pushing=True, source="127.0.0.1")
+        assert not lease.ask("bbbbbbbb", t + 0.5, pushing=True, source="127.0.0.1")
+    assert not lease.ask("aaaaaaaa", 10.0, pushing=True, source="127.0.0.1")  # its own id: barred for `hold`
+    assert lease.ask("bbbbbbbb", 10.5, pushing=True, source="127.0.0.1")      # another agent there: not
+
+
+def test_a_holder_gone_quiet_before_its_tenure_is_barred_from_nothing() -> None:
+    lease = PushLease(hold=3.0, tenure=10.0)
+    assert lease.ask("aaaaaaaa", 0.0, pushing=True, source="10.0.0.1")
+    assert not lease.ask("bbbbbbbb", 1.0, pushing=True, source="10.0.0.2")
+    assert lease.ask("aaaaaaaa", 11.0, pushing=True, source="10.0.0.1")  # (quiet since 3.0: a new lease)
+
+
 def test_session_ids_are_bounded_input() -> None:
     assert valid_session_id("0123456789abcdef") == "0123456789abcdef"
     for bad in (None, "", "abc", "G" * 16, "a" * 33, "0123456789ABCDEF", "a b c d e f"):
@@ -76,6 +111,9 @@ async def test_a_member_being_repaired_is_not_pushed_the_same_keys_by_a_second_s
         for i in range(30):
             second.store.local_put(f"k{i}", b"v" * 100, now)
         lagging.store.local_put("only-here", b"x", now)
+        # A key both hold, the lagging member's version the newer one (last writer wins).
+        second.store.local_put("both", b"old", now)
+        lagging.store.local_put("both", b"new", now + 1000)
         # Another session (its own id) pushes the lagging member one entry: it holds the lease now.
         first = KvStore("first@1", lagging.config.state).local_put("k0", b"v" * 100, now)
         body = FRAME + encode_ae(AeRequest((lagging.store.merkle.bits, lagging.store.merkle.depth), push=(first,)))
@@ -83,21 +121,23 @@ async def test_a_member_being_repaired_is_not_pushed_the_same_keys_by_a_second_s
                 f"http://127.0.0.1:{lagging_agent.port}{AE_PATH}", data=body,
                 headers={AE_SESSION_HEADER: "ab" * 8}) as r:
             assert r.status == 200 and AE_PUSH_HEADER not in r.headers
-        # The second session is told in its first answer: it stops there, having pushed nothing (its budget
-        # goes to another member), and the lagging member is no partner for a while.
-        assert not await second.sync_with(("127.0.0.1", lagging_agent.port), "lagging")
+        # The second session is told in its first answer: it pushes nothing (its budget goes to another
+        # member, and the lagging member is no partner for a while), but it still pulls to its end: the lease
+        # holder keeps its pushes away, never its repairs.
+        assert await second.sync_with(("127.0.0.1", lagging_agent.port), "lagging")
         assert second.stats.ae["push_held"] == 1 and second.stats.ae["held"] == 1
         assert lagging.stats.ae["push_held_out"] >= 1 and second.stats.ae["failures"] == 0
         assert second.stats.ae_repaired["pushed"] == 0
         assert lagging.stats.ae_repaired["pushed_in"] == 1 and lagging.stats.ae_repaired["pushed_in_stale"] == 0
         assert "lagging" in second.core._held
+        assert second.store.get("only-here") is not None                       # what only the peer held
+        assert second.store.get("both").values == (b"new",)  # type: ignore[union-attr]  # (its newer version)
         # Nothing is lost: once the lease is free (its holder quiet), the next session pushes.
         lagging._push_lease.hold = 0.05
         lagging._push_lease.ask("ab" * 8, lagging_agent.now(), pushing=True)
         await asyncio.sleep(0.1)
         assert await second.sync_with(("127.0.0.1", lagging_agent.port))
         assert second.stats.ae_repaired["pushed"] >= 29
-        assert second.store.get("only-here") is not None
         assert lagging.store.merkle.root() == second.store.merkle.root()
 
 

@@ -24,10 +24,6 @@ behind one address (all loopback benches) for `hold` after each tenure, which th
 
 from __future__ import annotations
 
-import inspect
-
-import pytest
-
 from gossip_agent.core.ae_lease import LEASE_HOLD, MAX_TENURE, PushLease
 
 ATTACKER = "10.0.0.66"
@@ -35,15 +31,9 @@ HONEST = "10.0.0.7"
 
 
 def _ask(lease: PushLease, session: str, now: float, source: str) -> bool:
-    # The fix would pass the asker's address; today's API has no such argument (then the test fails on the
-    # assertion below, which is the finding, not on a TypeError).
-    if "source" in inspect.signature(lease.ask).parameters:
-        return lease.ask(session, now, pushing=True, source=source)  # type: ignore[call-arg]
-    return lease.ask(session, now, pushing=True)
+    return lease.ask(session, now, pushing=True, source=source)
 
 
-@pytest.mark.xfail(strict=True, reason="push lease barred by the asker's own session id: rotating ids holds it "
-                                       "for good (proposed fix in the module docstring)")
 def test_rotating_session_ids_do_not_keep_the_push_lease_from_honest_sessions() -> None:
     lease = PushLease(hold=LEASE_HOLD, tenure=MAX_TENURE)
     generation = 0

@@ -6,15 +6,23 @@ the same keys missing there and pushes them: the peer merges the first copy and 
 (`pushed_in_stale`), each paid from a budget that is the bottleneck. So a responder lets one session push at
 a time: the first session that pushes holds the lease, renewed by each of its pushes, until `hold` seconds
 after its last one; the others are told in their answer's headers (io/state_service.py): they push nothing
-more, end their session there and take another member as partner for `hold` (core/state_node.py
+more but go on pulling to the session's end (descending the tree, taking what we hold that they lack: a
+lease keeps pushes away, never repairs), then take another member as partner for `hold` (core/state_node.py
 `anti_entropy_held`: their budget repairs someone else; what we lack that only they hold goes in a later
 session). A holder that vanishes frees the lease after `hold`. Sessions are named by a random id their
-asker makes up (trusted for nothing else: a member that keeps the lease only sends the others' sessions
-elsewhere, which loses nothing; a request is served only once its body is authenticated); requests without
-one (older agents) neither hold the lease nor are held back. Only agents under a byte budget hold sessions
-back (without one a duplicate push costs nothing scarce). No session holds it longer than `MAX_TENURE`
-at once: then it is free for another session, and its holder may not take it again for `hold` (a peer
-that pushes an entry every second, forever, must not turn everyone else's sessions away for good).
+asker makes up (trusted for nothing else); requests without one (older agents) neither hold the lease nor
+are held back. Only agents under a byte budget hold sessions back (without one a duplicate push costs
+nothing scarce).
+
+No session holds it longer than `MAX_TENURE` at once: then it is free for another session, and its holder
+may not take it again for `hold` (a peer that pushes an entry every second, forever, must not turn
+everyone else's sessions away for good). The session id is the asker's choice, so an asker that makes up a
+new one whenever turned away would take the freed lease back at once; so when a session from another
+address than the holder's was turned away during a tenure, no session from the holder's address may push
+for `tenure` after it ends: the lease goes to a waiting address, and one address holds a contended lease at
+most about half the time. Without such contention the address is not barred: the agents of one host (all
+loopback clusters and benches share 127.0.0.1) are told apart by their session ids only, as before. (An
+asker with many addresses may still take turns with each; every turn is bounded, and pulls go on.)
 """
 
 from __future__ import annotations
@@ -43,28 +51,46 @@ class PushLease:
         self.hold = hold
         self.tenure = tenure
         self._holder: str | None = None
+        self._holder_source: str | None = None
         self._since = float("-inf")
         self._until = float("-inf")
         self._barred: str | None = None  # the last holder whose tenure ran out, until `_barred_until`
         self._barred_until = float("-inf")
+        self._contended = False  # an asker from another address than the holder's was turned away this tenure
+        self._resting: str | None = None  # the address of that contended holder, until `_resting_until`
+        self._resting_until = float("-inf")
 
-    def ask(self, session: str | None, now: float, *, pushing: bool) -> bool:
-        """May `session` push? A session `pushing` now renews its lease or takes a free one; one that does
-        not push takes nothing (a session that only pulls must not hold back those that have something to
-        give). Sessions without an id always may."""
+    def ask(self, session: str | None, now: float, *, pushing: bool, source: str | None = None) -> bool:
+        """May `session` (from address `source`, when known) push? A session `pushing` now renews its lease
+        or takes a free one; one that does not push takes nothing (a session that only pulls must not hold
+        back those that have something to give). Sessions without an id always may."""
         if session is None:
             return True
-        if self._holder is not None and now >= self._since + self.tenure:
-            self._barred, self._barred_until = self._holder, now + self.hold
-            self._holder, self._until = None, float("-inf")
-        if session == self._barred and now < self._barred_until:
-            return False
-        if self._holder == session:
-            if pushing:
-                self._until = now + self.hold
-            return True
-        if now >= self._until:
-            if pushing:
-                self._holder, self._since, self._until = session, now, now + self.hold
-            return True
+        self._end_tenure(now)
+        if not ((session == self._barred and now < self._barred_until)
+                or (source is not None and source == self._resting and now < self._resting_until)):
+            if self._holder == session:
+                if pushing:
+                    self._until = now + self.hold
+                return True
+            if now >= self._until:
+                if pushing:
+                    self._holder, self._holder_source = session, source
+                    self._since, self._until, self._contended = now, now + self.hold, False
+                return True
+        if source is not None and source != self._holder_source and now < self._until:
+            self._contended = True  # (turned away while another address holds it: it waits behind that one)
         return False
+
+    def _end_tenure(self, now: float) -> None:
+        """A holder whose tenure ran out while it still held the lease gives it up: its session may not take
+        it again for `hold`, and when an asker from another address was turned away meanwhile, no session
+        from the holder's address may push for `tenure` (see the module docstring)."""
+        end = self._since + self.tenure
+        if self._holder is None or now < end:
+            return
+        if self._until > end:  # (a holder gone quiet before its tenure ended is barred from nothing)
+            self._barred, self._barred_until = self._holder, now + self.hold
+            if self._contended and self._holder_source is not None:
+                self._resting, self._resting_until = self._holder_source, end + self.tenure
+        self._holder, self._holder_source, self._until, self._contended = None, None, float("-inf"), False

@@ -451,7 +451,9 @@ class Session:
 
     def hold_pushes(self) -> None:
         """The peer is being repaired by another session (core/ae_lease.py): push nothing more in this one
-        (what it lacks that only we hold goes in a later session); keep pulling."""
+        (what it lacks that only we hold goes in a later session); keep pulling: the descent goes on, taking
+        what the peer holds that we lack, and its version of each key whose version differs from ours (merged
+        only where it wins), so whoever holds the peer's lease keeps our pushes away, never our repairs."""
         self.stats.push_held = True
         self._work.push_keys.clear()
         self._work.push_nodes.clear()
@@ -521,9 +523,15 @@ class Session:
         mine: dict[bytes, tuple[str, bytes]] = {}
         for key, khash, digest in self.store.merkle.items_under(*listing.node):
             mine[khash[:KEY_ID_BYTES]] = (key, digest[:DIGEST_ID_BYTES])
+        held = self.stats.push_held
         for kid, (key, did) in mine.items():
-            if theirs.get(kid) != did and not self.stats.push_held:
-                self._work.push_keys.append(key)
+            theirs_did = theirs.get(kid)
+            if theirs_did == did:
+                continue
+            if not held:
+                self._work.push_keys.append(key)  # (the peer sends its own version back when it is newer)
+            elif theirs_did is not None:
+                self._work.want.append(kid)  # pushes held: take their version (merged only if it is newer)
         for kid in theirs.keys() - mine.keys():
             self._work.want.append(kid)
 

@@ -546,10 +546,10 @@ class StateNode:
         return out
 
     def anti_entropy_held(self, peer: str | None, until: float, now: float) -> list[StateEffect]:
-        """The session stopped because the peer is being repaired by another session (it holds the peer's push
-        lease, core/ae_lease.py): what we would push it, that session is pushing, and our budget is better
-        spent on another member. The peer is no partner until `until` (periodic or repair); the next session
-        comes soon (AE_RETRY_MIN), with another."""
+        """The session pushed nothing after the peer said another session is repairing it (it holds the
+        peer's push lease, core/ae_lease.py; ours still pulled to its end): what we would push it, that
+        session is pushing, and our budget is better spent on another member. The peer is no partner until
+        `until` (periodic or repair); the next session comes soon (AE_RETRY_MIN), with another."""
         self.stats.ae["held"] += 1
         if peer is not None:
             self._held = {name: t for name, t in self._held.items() if t > now}

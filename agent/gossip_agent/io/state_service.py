@@ -615,7 +615,8 @@ class StateService(Extension, StateDelegate):
         # The push lease only under a byte budget: without one, duplicate pushes cost nothing scarce, and
         # a session turned away would wait `LEASE_HOLD` to push what only it holds.
         if response.status == 200 and not self.agent.node.send_budget.unlimited and not self._push_lease.ask(
-                valid_session_id(request.headers.get(AE_SESSION_HEADER)), self.agent.now(), pushing=pushed > 0):
+                valid_session_id(request.headers.get(AE_SESSION_HEADER)), self.agent.now(), pushing=pushed > 0,
+                source=request.remote):
             self.stats.ae["push_held_out"] += 1
             response.headers[AE_PUSH_HEADER] = PUSH_HELD
         return response
@@ -705,8 +706,9 @@ class StateService(Extension, StateDelegate):
         it completed. Under a byte budget each message is shrunk to the budget's `stream_room` and waits
         (bounded) for its bytes; a session the budget (ours, or the peer's "retry later") holds back is
         deferred, not failed. A session the peer says it is being repaired by (another session holds its push
-        lease, core/ae_lease.py) stops after that answer, and the peer is skipped for a while
-        (`anti_entropy_held`)."""
+        lease, core/ae_lease.py) pushes nothing more but goes on pulling to its end (whoever holds a lease may
+        keep our pushes away, never our repairs); then the peer is skipped for a while (`anti_entropy_held`:
+        our next session, soon, pushes to a member our budget can repair)."""
         core, agent, stats = self.core, self.agent, self.stats
         budget = agent.node.send_budget
         started = agent.now()
@@ -721,10 +723,9 @@ class StateService(Extension, StateDelegate):
                     stats.ae["push_held"] += 1
                     session.hold_pushes()
                 request = await self._take_answer(session, request, answer)
-                if held and request is not None:
-                    name = peer or next((n for n, a in core.live_peers() if a == addr), None)
-                    self._perform(core.anti_entropy_held(name, agent.now() + LEASE_HOLD, agent.now()))
-                    return False
+            if session.stats.push_held:
+                name = peer or next((n for n, a in core.live_peers() if a == addr), None)
+                self._perform(core.anti_entropy_held(name, agent.now() + LEASE_HOLD, agent.now()))
         except _BudgetDeferral as exc:
             self._perform(core.anti_entropy_deferred(f"with {addr[0]}:{addr[1]}: {exc}", exc.retry_after,
                                                      agent.now()))
