@@ -20,6 +20,10 @@ address, not only its session id, for at least `hold` (better: `tenure`, so one 
 most half the time); (2) a held session goes on pulling without pushing instead of ending after its first
 answer, so whoever holds the lease can only keep pushes away, never repairs. (1) alone bars every agent
 behind one address (all loopback benches) for `hold` after each tenure, which the lease's owner should weigh.
+
+Fixed: a held session goes on pulling to its end; a holder's address rests one tenure after it only when an
+asker from another address was turned away meanwhile (so agents sharing 127.0.0.1 still take turns by
+session; tests/agent/test_ae_push_lease.py).
 """
 
 from __future__ import annotations
