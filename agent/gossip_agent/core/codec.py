@@ -532,8 +532,30 @@ _MAX_ROW_BYTES = 2 * 32_500 + 3 * 9 + 2 * _MAX_NAME_BYTES + 16
 three integers): a longer row is refused before it is built."""
 
 
+def _meta_fits(row: memoryview, max_meta_bytes: int) -> bool:
+    """Whether a member row's metadata can be within `max_meta_bytes` as node.meta_size measures it (each
+    entry's key and value bytes + 2), read from its headers (nothing built). An entry counts at least 2, and
+    its encoding spends at most 2 header bytes per string more than meta_size counts (str16: strings stay
+    under 64 KiB), so an honest map has at most max/2 entries in at most 3 * max bytes. The exact measure is
+    applied where rumors merge (`meta_too_large`). Without this, rows were built up to the largest
+    maxMetaBytes any agent may set: a 3.2 MiB state of large maps cost ~145 ms."""
+    peek = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(row)), max_ext_len=0)
+    peek.feed(row)
+    try:
+        peek.read_array_header()
+        for _ in range(5):  # name, host, port, incarnation, state
+            peek.skip()
+        items: int = peek.read_map_header()
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return True  # not a map: the row's own decode names it
+    return items <= max_meta_bytes // 2 and len(row) - peek.tell() <= 3 * max_meta_bytes
+
+
+_DROPPED = object()  # `_push_pull_field`: the row failed its `keep` check and was not built
+
+
 def _push_pull_field(body: memoryview, unpacker: msgpack.Unpacker, max_array: int, max_map: int,
-                     max_bytes: int | None = None) -> Any:
+                     max_bytes: int | None = None, keep: Callable[[memoryview], bool] | None = None) -> Any:
     """The next object of `unpacker` (fed `body`), found by skip (which builds nothing) and built on its own
     with at most one array of `max_array` items and one map of `max_map` entries: a field meant to be a string
     or a member row refuses nested containers at the second one, not after millions."""
@@ -542,6 +564,8 @@ def _push_pull_field(body: memoryview, unpacker: msgpack.Unpacker, max_array: in
     end = unpacker.tell()
     if max_bytes is not None and end - start > max_bytes:
         raise DecodeError("malformed", f"a member row of {end - start} bytes (at most {max_bytes})")
+    if keep is not None and not keep(body[start:end]):
+        return _DROPPED
     size = end - start
     try:
         return msgpack.unpackb(body[start:end], raw=False, use_list=True, strict_map_key=True,
@@ -569,8 +593,12 @@ def _one_container_each() -> dict[str, Any]:
     return {"list_hook": hook("list"), "object_hook": hook("map")}
 
 
-def decode_push_pull(data: bytes, max_bytes: int, max_members: int | None = None) -> PushPullState:
+def decode_push_pull(data: bytes, max_bytes: int, max_members: int | None = None, *,
+                     max_meta_bytes: int | None = None) -> PushPullState:
     """A push-pull state from a stream body of at most `max_bytes`; raises `DecodeError` only.
+
+    With `max_meta_bytes` (gossip.maxMetaBytes), a row whose metadata cannot fit it is dropped before its map
+    is built and counted in `meta_dropped` (`_meta_fits`); the rest of the state is kept.
 
     With `max_members`, a body listing more rows is refused (`too_many_members`) before any row is checked or
     built: 40,000 forged rows fit in 150 KB, and building them is the expensive part."""
@@ -610,10 +638,15 @@ def decode_push_pull(data: bytes, max_bytes: int, max_members: int | None = None
         if max_members is not None and count > max_members:
             raise DecodeError("too_many_members", f"{count} rows > membership.maxMembers {max_members}")
         members = []
+        dropped = 0
         for _ in range(count):
             if body[unpacker.tell():unpacker.tell() + 1] != _ROW_HEADER:  # (refused before its bytes are walked)
                 raise DecodeError("malformed", "a member row has 6 fields")
-            row = _push_pull_field(body, unpacker, 6, _MAX_META_ITEMS, _MAX_ROW_BYTES)
+            row = _push_pull_field(body, unpacker, 6, _MAX_META_ITEMS, _MAX_ROW_BYTES,
+                                   None if max_meta_bytes is None else lambda r: _meta_fits(r, max_meta_bytes))
+            if row is _DROPPED:
+                dropped += 1
+                continue
             if type(row) is not list or len(row) != 6:
                 raise DecodeError("malformed", "a member row has 6 fields")
             state = _uint(row[4], 3)
@@ -621,7 +654,7 @@ def decode_push_pull(data: bytes, max_bytes: int, max_members: int | None = None
                                           MemberState(state), _meta(row[5])))
         if unpacker.tell() != n:
             raise DecodeError("malformed", "trailing bytes")
-        return PushPullState(sender, tuple(members), join)
+        return PushPullState(sender, tuple(members), join, dropped)
     except DecodeError:
         raise
     except msgpack.OutOfData as exc:

@@ -40,7 +40,7 @@ from gossip_agent.core.config import StateConfig
 from gossip_agent.core.crdt import Crdt
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.merkle import DEFAULT_BITS, DEFAULT_DEPTH, MerkleTree
-from gossip_agent.core.vector_clock import EMPTY, Dot, VersionVector, join_dots
+from gossip_agent.core.vector_clock import EMPTY, MAX_CONTEXT_NODES, Dot, VersionVector, join_dots
 
 C = TypeVar("C", bound=Crdt)
 
@@ -305,6 +305,9 @@ class KvStore:
         except hlc_mod.ClockDriftError as err:
             raise self._refuse("clock_drift", f"causal context: {err}") from None
         new_context = base.merge(seen)
+        if len(new_context) + (self.node not in new_context) > MAX_CONTEXT_NODES:
+            raise self._refuse("context_too_large", f"{key!r}: the write's context would name more than "
+                                                    f"{MAX_CONTEXT_NODES} writer nodes")
         if new_context.get(self.node) >= MAX_COUNTER:
             raise self._refuse("counter_overflow", f"{key!r}: the context's counter for this replica is at "
                                                    f"{MAX_COUNTER}; no further write fits")
@@ -377,14 +380,24 @@ class KvStore:
                     if not fresh:
                         return False
                     entry = ValueEntry(key, fresh, entry.context.merge(grave.context))
+                    self._check_merged_context(entry)
                 del self._graveyard[key]
             merged: Entry = entry
         else:
             merged = self._merge(current, entry)
             if merged == current:
                 return False
+            self._check_merged_context(merged)
         self._put(key, merged, "remote")
         return True
+
+    def _check_merged_context(self, merged: Entry) -> None:
+        """Each entry passed its own MAX_CONTEXT_NODES bound (`validate`); their union may not (disjoint
+        writers sent one entry at a time would grow a key's context without end): refused, ours unchanged."""
+        if isinstance(merged, ValueEntry) and len(merged.context) > MAX_CONTEXT_NODES:
+            self.refused["context_too_large"] = self.refused.get("context_too_large", 0) + 1
+            raise InvalidEntry(f"{merged.key!r}: the merged context would name more than {MAX_CONTEXT_NODES} "
+                               "writer nodes")
 
     def was_collected(self, key: str) -> bool:
         """True if `key` is absent here because its tombstone was collected (it is in the graveyard)."""
@@ -434,6 +447,10 @@ class KvStore:
             return
         if not entry.versions:
             raise InvalidEntry(f"{entry.key!r}: no versions")
+        if len(entry.context) > MAX_CONTEXT_NODES:
+            self.refused["context_too_large"] = self.refused.get("context_too_large", 0) + 1
+            raise InvalidEntry(f"{entry.key!r}: a context of {len(entry.context)} writer nodes "
+                               f"(limit {MAX_CONTEXT_NODES})")
         dots = set()
         for v in entry.versions:
             if v.value is not None and len(v.value) > self.config.max_value_bytes:

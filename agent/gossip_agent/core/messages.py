@@ -217,3 +217,4 @@ class PushPullState:
     sender: str
     members: tuple[MemberSnapshot, ...]
     join: bool = False
+    meta_dropped: int = field(default=0, compare=False)  # rows the decoder dropped: metadata over maxMetaBytes

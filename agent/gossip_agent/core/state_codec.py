@@ -47,7 +47,7 @@ from gossip_agent.core.kvstore import (
     entry_to_plain,
 )
 from gossip_agent.core.merkle import HASH_BYTES, MAX_DEPTH, MAX_FANOUT
-from gossip_agent.core.vector_clock import VersionVector
+from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES, VersionVector
 
 RUMOR = 1
 CHANGE = 2
@@ -125,6 +125,8 @@ def _entry(plain: Any, limits: CodecLimits) -> Entry:
     if isinstance(plain, list) and len(plain) == 4 and plain[0] == 0 and isinstance(plain[3], list) \
             and len(plain[3]) > MAX_ENTRY_VERSIONS:  # (a value entry: tag 0, kvstore.entry_to_plain)
         raise StateCodecError(f"entry: {len(plain[3])} versions (limit {MAX_ENTRY_VERSIONS})")
+    if isinstance(plain, list) and len(plain) == 4 and plain[0] == 0 and isinstance(plain[2], list):
+        _check_context_items(len(plain[2]))
     entry: Entry = _guard("entry", entry_from_plain, plain)
     try:
         key_bytes = len(entry.key.encode())
@@ -140,6 +142,12 @@ def _entry(plain: Any, limits: CodecLimits) -> Entry:
     return entry
 
 
+def _check_context_items(items: int) -> None:
+    """A value entry's context is a flat [node, counter, ...] list: refused past MAX_CONTEXT_NODES nodes."""
+    if items > 2 * MAX_CONTEXT_NODES:
+        raise StateCodecError(f"entry: a context of {items // 2} writer nodes (limit {MAX_CONTEXT_NODES})")
+
+
 def encode_rumor(entry: Entry) -> bytes:
     """A state rumor payload: the key's whole state, so any delivery order converges."""
     return _pack([RUMOR, entry_to_plain(entry)])
@@ -151,10 +159,34 @@ def decode_rumor(payload: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Entry:
     nested empty arrays built ~258 MiB and took seconds of the event loop before its shape was checked."""
     if len(payload) > limits.max_message_bytes:
         raise StateCodecError(f"message of {len(payload)} bytes exceeds the {limits.max_message_bytes} byte cap")
+    _check_rumor_head(payload, limits)
     plain = _unpack_field(payload, limits, len(payload) // _PUSH_BYTES_PER_LIST + 64, "state rumor")
     if not isinstance(plain, list) or len(plain) != 2 or plain[0] != RUMOR or isinstance(plain[0], bool):
         raise StateCodecError(f"not a state rumor (format tag {RUMOR}, 2 fields)")
     return _entry(plain[1], limits)
+
+
+def _check_rumor_head(payload: bytes, limits: CodecLimits) -> None:
+    """A rumor's entry counted at its headers before anything is built (`_check_entry_head`): a context of
+    500k writer nodes in 2.4 MiB was built, stored and gossiped on. A shape the headers cannot read is left
+    to the full decode, which names it."""
+    caps: dict[str, Any] = {"max_str_len": min(len(payload), limits.max_str_bytes),
+                            "max_bin_len": min(len(payload), limits.max_bin_bytes),
+                            "max_array_len": min(len(payload), limits.max_items),
+                            "max_map_len": min(len(payload), limits.max_items), "max_ext_len": 0}
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        return
+    peek = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(payload)), **caps)
+    peek.feed(payload)
+    try:
+        if peek.read_array_header() != 2:
+            return
+        peek.skip()  # the rumor tag
+        _check_entry_head(memoryview(payload)[peek.tell():], caps)
+    except StateCodecError:
+        raise
+    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException):
+        return
 
 
 def encode_change(change: Change) -> bytes:
@@ -180,6 +212,8 @@ def encode_context(context: CausalContext) -> bytes:
 
 def decode_context(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> CausalContext:
     _, vv, ts = _decode(data, CONTEXT, 3, limits, "causal context")
+    if isinstance(vv, list):
+        _check_context_items(len(vv))
     return CausalContext(_guard("context", VersionVector.from_plain, vv), _guard("context", hlc_mod.from_plain, ts))
 
 
@@ -359,7 +393,7 @@ def _pushed_entries(data: bytes, limits: CodecLimits) -> PushedEntries:
 
 def _check_entry_head(entry: memoryview, caps: dict[str, Any]) -> None:
     """An entry's shape read from its headers (nothing built): [tag 0|1, key, context|timestamp, versions|value],
-    and a value entry's version count."""
+    and a value entry's context nodes (MAX_CONTEXT_NODES) and version count."""
     peek = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(entry)), **caps)
     peek.feed(entry)
     if peek.read_array_header() != 4:
@@ -368,7 +402,11 @@ def _check_entry_head(entry: memoryview, caps: dict[str, Any]) -> None:
     if tag not in (_VALUE_TAG_BYTE, _CRDT_TAG_BYTE):
         raise StateCodecError("push: an entry's tag is 0 (value) or 1 (CRDT)")
     if tag == _VALUE_TAG_BYTE:
-        for _ in range(3):  # tag, key, context
+        for _ in range(2):  # tag, key
+            peek.skip()
+        context = peek.read_array_header()
+        _check_context_items(context)
+        for _ in range(context):
             peek.skip()
         versions = peek.read_array_header()
         if versions > MAX_ENTRY_VERSIONS:
@@ -488,9 +526,12 @@ class AnswerEntries:
         unpacker = self._unpacker
         if unpacker.read_array_header() != 4:
             raise StateCodecError("entry: expected [tag, key, context, versions]")
-        tag, key, third = unpacker.unpack(), unpacker.unpack(), unpacker.unpack()
+        tag, key = unpacker.unpack(), unpacker.unpack()
         if tag != 0 or isinstance(tag, bool):  # a CRDT entry (tag 1), or an error entry_from_plain names
-            return [tag, key, third, unpacker.unpack()]
+            return [tag, key, unpacker.unpack(), unpacker.unpack()]
+        items = unpacker.read_array_header()
+        _check_context_items(items)
+        third = [unpacker.unpack() for _ in range(items)]
         versions = unpacker.read_array_header()
         if versions > MAX_ENTRY_VERSIONS:
             raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")

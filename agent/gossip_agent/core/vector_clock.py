@@ -171,6 +171,14 @@ def _wrap(entries: dict[str, int]) -> VersionVector:
 
 EMPTY = VersionVector()
 
+MAX_CONTEXT_NODES = 16_384
+"""Writer nodes one value entry's context may name (a protocol constant, so every agent refuses the same
+entries). An honest key's context names each member that wrote it, and pruning drops members reaped longer
+ago than the tombstone TTL: at most the member table (membership.maxMembers, 5,000 by default, ~2x the
+largest simulated cluster) plus recent churn. Past it an entry is refused before its context is built: one
+entry naming 500k writers (2.4 MiB) cost ~0.8 s to decode and, once stored, every merge of its key paid
+again and every peer received it."""
+
 
 def join_dots(a: Mapping[Dot, T], ca: VersionVector, b: Mapping[Dot, T], cb: VersionVector,
               pick: Callable[[T, T], T] | None = None) -> dict[Dot, T]:

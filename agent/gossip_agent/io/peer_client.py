@@ -182,12 +182,12 @@ class PeerClient:
             raise PeerError("auth", str(exc)) from None
 
     async def push_pull(self, addr: Address, state: PushPullState, max_bytes: int = MAX_PUSH_PULL_BYTES,
-                        max_members: int | None = None) -> PushPullState:
+                        max_members: int | None = None, max_meta_bytes: int | None = None) -> PushPullState:
         """One exchange: our view out, the peer's back (refused past `max_bytes` or `max_members` rows, with the
         decoder's reason, e.g. `too_many_members`)."""
         answer = await self.exchange(addr, PUSH_PULL_PATH, codec.encode_push_pull(state), max_bytes=max_bytes)
         try:
-            return codec.decode_push_pull(answer, max_bytes, max_members)
+            return codec.decode_push_pull(answer, max_bytes, max_members, max_meta_bytes=max_meta_bytes)
         except codec.DecodeError as exc:
             raise PeerError(exc.reason, str(exc)) from None
 

@@ -598,7 +598,8 @@ class Agent:
     async def _sync(self, to: Address, join: bool) -> None:
         state = self.node.push_pull_state(join)
         try:
-            remote = await self.peer_client.push_pull(to, state, max_members=self.config.membership.max_members)
+            remote = await self.peer_client.push_pull(to, state, max_members=self.config.membership.max_members,
+                                                      max_meta_bytes=self.config.gossip.max_meta_bytes)
         except PeerError as exc:
             self.stats.streams[("pushpull", exc.reason)] += 1
             if exc.reason == "too_many_members":
@@ -607,6 +608,7 @@ class Agent:
             self._feed(self.node.sync_failed(to, self.clock()))
             return
         self.stats.streams[("pushpull", "ok")] += 1
+        self.node.stats["meta_too_large"] += remote.meta_dropped
         await self._merge_parts(split_push_pull(remote, PUSH_PULL_CHUNK))
 
     async def _tcp_probe(self, probe: TcpProbe) -> None:
@@ -630,11 +632,13 @@ class Agent:
         `source_host`: the connection's peer address (a joiner's digest table goes only there)."""
         try:
             remote = codec.decode_push_pull(self.security.open(body, Purpose.STREAM), MAX_PUSH_PULL_BYTES,
-                                            self.config.membership.max_members)
+                                            self.config.membership.max_members,
+                                            max_meta_bytes=self.config.gossip.max_meta_bytes)
         except (codec.DecodeError, ValueError) as exc:
             self.stats.dropped[getattr(exc, "reason", "malformed")] += 1
             raise
         self.stats.bytes[("in", "pushpull")] += len(body)
+        self.node.stats["meta_too_large"] += remote.meta_dropped
         mine, parts = self.node.serve_push_pull(remote, chunk_rows=PUSH_PULL_CHUNK)
         await self._merge_parts(parts, source_host)
         answer = self.security.seal(codec.encode_push_pull(mine), Purpose.STREAM)
