@@ -1,15 +1,20 @@
 """What the pure-core hostile tests share: a source address no member has, a delegate that takes every write,
-and an agent core ("a") with live peers p2.. that read the message types under attack."""
+an agent core ("a") with live peers p2.. that read the message types under attack, and the peak memory a
+decoder builds while it refuses an input."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+import tracemalloc
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+
+import pytest
 
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.messages import Alive, Packet, Prune
 from gossip_agent.core.node import Node
+from gossip_agent.core.state_codec import StateCodecError
 
 # A documentation address (RFC 5737): no member's table address, so whatever names a member from here is spoofed.
 SPOOFER = ("198.51.100.7", 7946)
@@ -40,3 +45,15 @@ def lan_node(*, mode: str | None = None, broadcast: str = "tree", peers: int = 8
         if tree_readers:
             node.handle_packet(Packet(f"p{i}", (Prune(),)), addr, 0.0)
     return node
+
+
+def peak_memory_refusing(decode: Callable[[bytes], object], data: bytes) -> int:
+    """Peak bytes traced while `decode` refuses `data` with a StateCodecError (it must refuse): what a hostile
+    body makes the agent build before it is turned away."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(StateCodecError):
+            decode(data)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import itertools
 import struct
-import tracemalloc
 from collections.abc import AsyncIterator, Callable
 
 import msgpack
@@ -34,6 +33,7 @@ from gossip_agent.core.kvstore import KvStore, entry_to_plain
 from gossip_agent.core.state_codec import StateCodecError, decode_ae_request, decode_ae_response
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, FRAME, StateService
+from tests.hostile.core_support import peak_memory_refusing
 
 T0 = 1_700_000_000_000
 SHAPE = [4, 4]  # the default tree (bits, depth)
@@ -166,23 +166,13 @@ async def test_collected_keys_never_pushed_are_a_counted_drop_and_collect_nothin
         assert svc.store.stats().tombstones == tombstones == 1
 
 
-def _peak_refusing(data: bytes) -> int:
-    tracemalloc.start()
-    try:
-        with pytest.raises(StateCodecError):
-            decode_ae_response(data)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize("field", ["children", "listings", "collected", "entries"])
 def test_nested_empty_arrays_in_any_field_cost_memory_in_proportion_to_nothing(field: str) -> None:
     """1 MiB of empty arrays (one byte each) in a field: refused after a bounded number of them is built
     (was ~64 bytes of memory per byte of body, ~64 MiB)."""
     n = 1 << 20
     data = _answer(**{field: _array(n) + b"\x90" * n})
-    assert _peak_refusing(data) < 4 * len(data)
+    assert peak_memory_refusing(decode_ae_response, data) < 4 * len(data)
 
 
 def test_deep_nesting_fails_cleanly() -> None:
@@ -200,7 +190,8 @@ def test_an_entry_of_100k_versions_is_refused_before_they_are_built() -> None:
     entry = (b"\x94\x00" + msgpack.packb("k") + b"\x90" + _array(versions)
              + msgpack.packb(["p@1", 1, T0, 0, b"v"], use_bin_type=True) * versions)
     data = _answer(entries=_array(1) + entry)
-    assert _peak_refusing(data) < 3 * len(data)  # (the body's copies: its field, the unpacker's buffer)
+    # (the body's copies: its field, the unpacker's buffer)
+    assert peak_memory_refusing(decode_ae_response, data) < 3 * len(data)
 
 
 def test_a_pushed_request_still_round_trips_and_honest_answers_decode() -> None:

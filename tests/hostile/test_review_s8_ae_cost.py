@@ -17,12 +17,12 @@ Both are measured here without timing: by what the decoder accepts, and by trace
 from __future__ import annotations
 
 import struct
-import tracemalloc
 
 import msgpack
 import pytest
 
 from gossip_agent.core.state_codec import StateCodecError, ae_request_push_count, decode_ae_request
+from tests.hostile.core_support import peak_memory_refusing
 
 _SHAPE = msgpack.packb([4, 4])
 
@@ -33,17 +33,6 @@ def _array(n: int) -> bytes:
     if n < 1 << 16:
         return b"\xdc" + struct.pack(">H", n)
     return b"\xdd" + struct.pack(">I", n)
-
-
-def _peak_memory_of_refusing(data: bytes) -> int:
-    """Peak bytes traced while `decode_ae_request` refuses `data` (it must refuse)."""
-    tracemalloc.start()
-    try:
-        with pytest.raises(StateCodecError):
-            decode_ae_request(data)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def _request(push: bytes, want: bytes = b"\x90") -> bytes:
@@ -86,7 +75,7 @@ def test_one_pushed_entry_with_a_hundred_thousand_versions_is_refused_before_the
 def test_a_request_of_nested_empty_arrays_costs_memory_in_proportion_to_its_body() -> None:
     n = 32 * 1024  # 512 KiB of body: 32k arrays of 15 empty arrays each
     data = _request(b"\x90", want=_array(n) + (b"\x9f" + b"\x90" * 15) * n)
-    peak = _peak_memory_of_refusing(data)
+    peak = peak_memory_refusing(decode_ae_request, data)
     assert peak < 16 * len(data), f"peak {peak / len(data):.0f} bytes of memory per byte of body"
 
 
@@ -114,5 +103,5 @@ def test_nested_arrays_inside_the_push_cost_memory_in_proportion_to_the_body() -
     it: a push of nested empty arrays (one byte each) is refused half-way, not after it is all built."""
     n = 32 * 1024
     data = _request(b"\x91" + b"\x94\x00\xa1k\x90" + _array(n) + (b"\x9f" + b"\x90" * 15) * n)
-    peak = _peak_memory_of_refusing(data)
+    peak = peak_memory_refusing(decode_ae_request, data)
     assert peak < 48 * len(data), f"peak {peak / len(data):.0f} bytes of memory per byte of body"

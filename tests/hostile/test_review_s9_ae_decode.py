@@ -17,14 +17,13 @@ Measured without timing: by tracemalloc's peak while the decoder refuses.
 from __future__ import annotations
 
 import struct
-import tracemalloc
-from collections.abc import Callable
 
 import msgpack
 import pytest
 
 from gossip_agent.core.anti_entropy import AeRequest, Limits
-from gossip_agent.core.state_codec import StateCodecError, ae_request_push_count, decode_ae_request, encode_ae
+from gossip_agent.core.state_codec import ae_request_push_count, decode_ae_request, encode_ae
+from tests.hostile.core_support import peak_memory_refusing
 
 _SHAPE = msgpack.packb([4, 4])
 _MIB = 1 << 20
@@ -34,20 +33,10 @@ def _array(n: int) -> bytes:
     return b"\xdd" + struct.pack(">I", n)
 
 
-def _peak_refusing(fn: Callable[[bytes], object], data: bytes) -> int:
-    tracemalloc.start()
-    try:
-        with pytest.raises(StateCodecError):
-            fn(data)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_the_push_count_peek_does_not_build_a_tag_of_nested_arrays() -> None:
     n = 1 << 20
     data = b"\x98" + _array(n) + b"\x90" * n + _SHAPE + b"\xc0\x90\x90\x90\x90\x90"
-    peak = _peak_refusing(ae_request_push_count, data)
+    peak = peak_memory_refusing(ae_request_push_count, data)
     assert peak < 4 * _MIB, f"the peek built {peak / _MIB:.0f} MiB for a {len(data) / _MIB:.0f} MiB body"
 
 
@@ -59,7 +48,7 @@ def test_flat_fields_longer_than_the_protocol_allows_are_refused_before_they_are
     fields = {"descend": b"\x90", "listing": b"\x90", "want": b"\x90", "want_nodes": b"\x90", field: long}
     data = (b"\x98\x03" + _SHAPE + b"\xc0" + fields["descend"] + fields["listing"] + b"\x90" + fields["want"]
             + fields["want_nodes"])
-    peak = _peak_refusing(decode_ae_request, data)
+    peak = peak_memory_refusing(decode_ae_request, data)
     assert peak < len(data) + 4 * _MIB, f"{field}: {peak / _MIB:.0f} MiB built for {len(data) / _MIB:.1f} MiB"
 
 
