@@ -1,7 +1,9 @@
-"""One real in-process agent on 127.0.0.1 for the HTTP attack tests: start, yield, always stop."""
+"""One real in-process agent on 127.0.0.1 for the HTTP attack tests: start, yield, always stop; and raw bytes
+to its HTTP port (requests no client library would send)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,3 +32,16 @@ async def running(name: str, *, state: bool = True, gossip: dict[str, Any] | Non
 
 def url(agent: Agent, path: str) -> str:
     return f"http://127.0.0.1:{agent.port}{path}"
+
+
+async def raw_exchange(port: int, data: bytes, timeout: float = 20.0) -> bytes:
+    """Send `data` as is to 127.0.0.1:`port` and read until the server closes (the request should say
+    `Connection: close`); bounded by `timeout`."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            return await reader.read()
+    finally:
+        writer.close()

@@ -1,10 +1,11 @@
 """What the pure-core hostile tests share: a source address no member has, a delegate that takes every write,
 an agent core ("a") with live peers p2.. that read the message types under attack, and the peak memory a
-decoder builds while it refuses an input."""
+decoder builds while it refuses an input (and the msgpack array headers such inputs are built from)."""
 
 from __future__ import annotations
 
 import random
+import struct
 import tracemalloc
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -57,3 +58,13 @@ def peak_memory_refusing(decode: Callable[[bytes], object], data: bytes) -> int:
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def array_header(n: int) -> bytes:
+    """The msgpack header of an array of `n` items, in its shortest form (what a hostile body puts before
+    items it never sends, or before millions of tiny ones)."""
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + struct.pack(">H", n)
+    return b"\xdd" + struct.pack(">I", n)

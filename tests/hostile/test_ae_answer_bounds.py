@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import struct
 from collections.abc import AsyncIterator, Callable
 
 import msgpack
@@ -33,18 +32,10 @@ from gossip_agent.core.kvstore import KvStore, entry_to_plain
 from gossip_agent.core.state_codec import StateCodecError, decode_ae_request, decode_ae_response
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, FRAME, StateService
-from tests.hostile.core_support import peak_memory_refusing
+from tests.hostile.core_support import array_header, peak_memory_refusing
 
 T0 = 1_700_000_000_000
 SHAPE = [4, 4]  # the default tree (bits, depth)
-
-
-def _array(n: int) -> bytes:
-    if n < 16:
-        return bytes([0x90 | n])
-    if n < 1 << 16:
-        return b"\xdc" + struct.pack(">H", n)
-    return b"\xdd" + struct.pack(">I", n)
 
 
 def _answer(*, children: bytes = b"\x90", listings: bytes = b"\x90", entries: bytes = b"\x90",
@@ -56,7 +47,7 @@ def _answer(*, children: bytes = b"\x90", listings: bytes = b"\x90", entries: by
 def _tiny_entries(n: int, prefix: str = "e") -> bytes:
     """`n` valid entries of a one-byte value, written by another replica (one write, under `n` keys)."""
     plain = entry_to_plain(KvStore("peer@1", StateConfig()).local_put("e", b"v", T0))
-    return _array(n) + b"".join(msgpack.packb([plain[0], f"{prefix}{i}", *plain[2:]], use_bin_type=True)
+    return array_header(n) + b"".join(msgpack.packb([plain[0], f"{prefix}{i}", *plain[2:]], use_bin_type=True)
                                 for i in range(n))
 
 
@@ -147,7 +138,7 @@ async def test_children_of_nodes_not_asked_are_a_counted_drop_and_draw_no_push()
     """The first request sends our root only: an answer with the children of 16 other nodes (each claiming
     no keys, which made us push everything under them) is refused; nothing more is sent."""
     child = b"".join(msgpack.packb([1, i, bytes(32 * 16), bytes(16)], use_bin_type=True) for i in range(16))
-    async with _asker(keys=50) as (agent, svc), _peer(lambda n: _answer(children=_array(16) + child,
+    async with _asker(keys=50) as (agent, svc), _peer(lambda n: _answer(children=array_header(16) + child,
                                                                          root=msgpack.packb(bytes(32)))) as (port, got):
         assert not await svc.sync_with(("127.0.0.1", port))
         assert _dropped(agent) == 1
@@ -171,7 +162,7 @@ def test_nested_empty_arrays_in_any_field_cost_memory_in_proportion_to_nothing(f
     """1 MiB of empty arrays (one byte each) in a field: refused after a bounded number of them is built
     (was ~64 bytes of memory per byte of body, ~64 MiB)."""
     n = 1 << 20
-    data = _answer(**{field: _array(n) + b"\x90" * n})
+    data = _answer(**{field: array_header(n) + b"\x90" * n})
     assert peak_memory_refusing(decode_ae_response, data) < 4 * len(data)
 
 
@@ -187,9 +178,9 @@ def test_an_entry_of_100k_versions_is_refused_before_they_are_built() -> None:
     """One entry of 100k versions (~1.6 MB): refused from its versions' array header (they were all built
     first, ~20 MB, then refused)."""
     versions = 100_000
-    entry = (b"\x94\x00" + msgpack.packb("k") + b"\x90" + _array(versions)
+    entry = (b"\x94\x00" + msgpack.packb("k") + b"\x90" + array_header(versions)
              + msgpack.packb(["p@1", 1, T0, 0, b"v"], use_bin_type=True) * versions)
-    data = _answer(entries=_array(1) + entry)
+    data = _answer(entries=array_header(1) + entry)
     # (the body's copies: its field, the unpacker's buffer)
     assert peak_memory_refusing(decode_ae_response, data) < 3 * len(data)
 

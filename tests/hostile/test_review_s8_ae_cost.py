@@ -16,23 +16,13 @@ Both are measured here without timing: by what the decoder accepts, and by trace
 
 from __future__ import annotations
 
-import struct
-
 import msgpack
 import pytest
 
 from gossip_agent.core.state_codec import StateCodecError, ae_request_push_count, decode_ae_request
-from tests.hostile.core_support import peak_memory_refusing
+from tests.hostile.core_support import array_header, peak_memory_refusing
 
 _SHAPE = msgpack.packb([4, 4])
-
-
-def _array(n: int) -> bytes:
-    if n < 16:
-        return bytes([0x90 | n])
-    if n < 1 << 16:
-        return b"\xdc" + struct.pack(">H", n)
-    return b"\xdd" + struct.pack(">I", n)
 
 
 def _request(push: bytes, want: bytes = b"\x90") -> bytes:
@@ -64,7 +54,7 @@ def test_the_push_count_peek_reads_every_header_form_and_fails_cleanly_on_trunca
 
 def test_one_pushed_entry_with_a_hundred_thousand_versions_is_refused_before_they_are_built() -> None:
     versions = b"".join(msgpack.packb(["n", i + 1, 1, 0, None]) for i in range(100_000))
-    entry = b"\x94\x00\xa1k\x90" + _array(100_000) + versions
+    entry = b"\x94\x00\xa1k\x90" + array_header(100_000) + versions
     data = _request(b"\x91" + entry)
     assert len(data) < 1 << 20  # well inside the agent's 4 MiB request body
     assert ae_request_push_count(data) == 1  # the push bound passes it
@@ -74,7 +64,7 @@ def test_one_pushed_entry_with_a_hundred_thousand_versions_is_refused_before_the
 
 def test_a_request_of_nested_empty_arrays_costs_memory_in_proportion_to_its_body() -> None:
     n = 32 * 1024  # 512 KiB of body: 32k arrays of 15 empty arrays each
-    data = _request(b"\x90", want=_array(n) + (b"\x9f" + b"\x90" * 15) * n)
+    data = _request(b"\x90", want=array_header(n) + (b"\x9f" + b"\x90" * 15) * n)
     peak = peak_memory_refusing(decode_ae_request, data)
     assert peak < 16 * len(data), f"peak {peak / len(data):.0f} bytes of memory per byte of body"
 
@@ -102,6 +92,6 @@ def test_nested_arrays_inside_the_push_cost_memory_in_proportion_to_the_body() -
     """The push field may nest (entries, versions, CRDT items) but builds at most one array per 2 bytes of
     it: a push of nested empty arrays (one byte each) is refused half-way, not after it is all built."""
     n = 32 * 1024
-    data = _request(b"\x91" + b"\x94\x00\xa1k\x90" + _array(n) + (b"\x9f" + b"\x90" * 15) * n)
+    data = _request(b"\x91" + b"\x94\x00\xa1k\x90" + array_header(n) + (b"\x9f" + b"\x90" * 15) * n)
     peak = peak_memory_refusing(decode_ae_request, data)
     assert peak < 48 * len(data), f"peak {peak / len(data):.0f} bytes of memory per byte of body"

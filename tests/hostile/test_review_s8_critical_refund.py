@@ -5,7 +5,6 @@ client's next real critical write was made as a normal one."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from gossip_agent.core.config import from_mapping
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import StateService
+from tests.hostile.agent_support import raw_exchange
 
 
 @pytest.fixture
@@ -28,15 +28,8 @@ async def agent() -> AsyncIterator[Agent]:
 
 
 async def _answer(port: int, head: str, body: bytes = b"") -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(f"{head} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
-                     .encode() + body)
-        await writer.drain()
-        async with asyncio.timeout(20.0):
-            return await reader.read()
-    finally:
-        writer.close()
+    return await raw_exchange(port, f"{head} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                              f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
 
 
 async def test_a_critical_delete_of_no_key_leaves_the_client_its_critical_write(agent: Agent) -> None:

@@ -16,26 +16,20 @@ Measured without timing: by tracemalloc's peak while the decoder refuses.
 
 from __future__ import annotations
 
-import struct
-
 import msgpack
 import pytest
 
 from gossip_agent.core.anti_entropy import AeRequest, Limits
 from gossip_agent.core.state_codec import ae_request_push_count, decode_ae_request, encode_ae
-from tests.hostile.core_support import peak_memory_refusing
+from tests.hostile.core_support import array_header, peak_memory_refusing
 
 _SHAPE = msgpack.packb([4, 4])
 _MIB = 1 << 20
 
 
-def _array(n: int) -> bytes:
-    return b"\xdd" + struct.pack(">I", n)
-
-
 def test_the_push_count_peek_does_not_build_a_tag_of_nested_arrays() -> None:
     n = 1 << 20
-    data = b"\x98" + _array(n) + b"\x90" * n + _SHAPE + b"\xc0\x90\x90\x90\x90\x90"
+    data = b"\x98" + array_header(n) + b"\x90" * n + _SHAPE + b"\xc0\x90\x90\x90\x90\x90"
     peak = peak_memory_refusing(ae_request_push_count, data)
     assert peak < 4 * _MIB, f"the peek built {peak / _MIB:.0f} MiB for a {len(data) / _MIB:.0f} MiB body"
 
@@ -44,7 +38,7 @@ def test_the_push_count_peek_does_not_build_a_tag_of_nested_arrays() -> None:
 def test_flat_fields_longer_than_the_protocol_allows_are_refused_before_they_are_built(field: str) -> None:
     n = 300_000 if field == "want" else 1 << 20  # bodies of 3 MiB and 1 MiB
     item = b"\xc4\x08" + b"k" * 8 if field == "want" else b"\x00"
-    long = _array(n) + item * n
+    long = array_header(n) + item * n
     fields = {"descend": b"\x90", "listing": b"\x90", "want": b"\x90", "want_nodes": b"\x90", field: long}
     data = (b"\x98\x03" + _SHAPE + b"\xc0" + fields["descend"] + fields["listing"] + b"\x90" + fields["want"]
             + fields["want_nodes"])

@@ -25,20 +25,14 @@ link the copies that came only after a repair in a row and prune it after a few 
 
 from __future__ import annotations
 
-from gossip_agent.core.plumtree import Plumtree
+from tests.core.test_plumtree_grafts import tree
 
 LAZY, GRAFT = 0.4, 0.1
 HOLD_BACK = 5.0  # "b" sends each payload this long after it was announced to us (cap: 5 lazy intervals, 2 s)
 
 
 def test_an_eager_link_that_only_ever_delivers_after_the_repair_is_pruned() -> None:
-    t = Plumtree("a", eager_target=2, lazy_interval=LAZY, graft_timeout=GRAFT)
-    for name in ("b", "c"):
-        assert t.add_neighbour(name)
-    t.tick(0.0)
-    for name in ("d", "e"):
-        t.on_ihave((), name, 0.0)
-    assert t.receive(1000, "b", 0.0) and t.receive(1001, "c", 0.0)  # both eager links work at first
+    t = tree()  # eager links to "b" and "c", both in use; lazy ones to "d" and "e"
     assert t.timing.cap < HOLD_BACK
 
     held: dict[int, float] = {}  # what "b" holds back: id -> when it sends it

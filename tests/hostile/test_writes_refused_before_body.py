@@ -18,6 +18,7 @@ import pytest
 from gossip_agent.core.config import from_mapping
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import StateService
+from tests.hostile.agent_support import raw_exchange
 
 DECLARED = 1 << 20  # over the default state.maxValueBytes (64 KiB), under the guard's 4 MiB
 
@@ -65,14 +66,7 @@ async def test_a_write_refused_whatever_its_body_is_answered_before_the_body(
 
 
 async def _request(port: int, head: str, body: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(head.format(n=len(body)).encode() + body)
-        await writer.drain()
-        async with asyncio.timeout(20.0):
-            return await reader.read()
-    finally:
-        writer.close()
+    return await raw_exchange(port, head.format(n=len(body)).encode() + body)
 
 
 async def test_refusals_before_the_body_are_counted_and_good_writes_still_go(agent: Agent) -> None:
