@@ -220,10 +220,11 @@ class PushMerge:
         stop = min(len(push), self._next + max(1, count))
         spent = 0
         stale = 0
+        encoded = push if isinstance(push, PushedEntries) else None  # (else plain entries: no byte bound)
         while self._next < stop:
             index = self._next
-            if isinstance(push, PushedEntries):
-                wire = push.wire_bytes(index)
+            if encoded is not None:
+                wire = encoded.wire_bytes(index)
                 if spent and spent + wire > max_bytes:
                     break
                 spent += wire

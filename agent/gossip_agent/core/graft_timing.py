@@ -71,8 +71,7 @@ class GraftTiming:
         self._samples.append((now, delay))
         self._learnt = None
         self.samples += 1
-        self._decay(now)
-        self._grafts += 1.0  # pressure: a late copy is one a graft would have raced (or did)
+        self.grafted(now)  # pressure: a late copy is one a graft would have raced (or did)
 
     def grafted(self, now: float) -> None:
         """A graft of ours (we asked an announcer for a payload) whose payload then came: counts toward the graft

@@ -553,6 +553,7 @@ class Plumtree:
         its short id (`TreeOut.short_grafts`). Returns how many waiting ids were forgotten to make room
         (MAX_MISSING_PER_PEER, MAX_MISSING: the caller counts them)."""
         evicted = 0
+        extra: float | None = None  # the learnt wait (graft_timing.py), once per call: `now` is fixed
         if sender not in self.eager:
             self._make_lazy(sender)
         queue = self._announce.get(sender)
@@ -576,7 +577,9 @@ class Plumtree:
                 evicted += self._make_missing_room(sender)
                 spread = 0.5 + 0.5 * self._rng.random() if self._rng is not None else 1.0
                 # The learnt wait for late eager copies comes on top (0 in a quiet cluster): graft_timing.py.
-                deadline = now + self.graft_timeout * spread + self.timing.extra(now)
+                if extra is None:
+                    extra = self.timing.extra(now)
+                deadline = now + self.graft_timeout * spread + extra
                 self._missing[ident] = _Missing([sender], deadline, owner=sender, since=now)
                 self._missing_by.setdefault(sender, {})[ident] = None
                 heapq.heappush(self._timers, (deadline, ident))
@@ -704,6 +707,7 @@ class Plumtree:
         peers (`take_for`), so a lazy peer that got a gossip packet needs no announcement packet."""
         out = TreeOut()
         timers = self._timers
+        extra: float | None = None  # the learnt wait (graft_timing.py), once per tick: `now` is fixed
         while timers and timers[0][0] <= now:
             deadline, ident = heapq.heappop(timers)
             missing = self._missing.get(ident)
@@ -722,7 +726,9 @@ class Plumtree:
                 self._make_eager(peer)
                 if peer in self.eager:
                     missing.promoted.append(peer)
-            missing.deadline = now + self.graft_timeout + self.timing.extra(now)
+            if extra is None:
+                extra = self.timing.extra(now)
+            missing.deadline = now + self.graft_timeout + extra
             heapq.heappush(timers, (missing.deadline, ident))
         for peer in self._links:
             out.grafts.setdefault(peer, [])

@@ -166,14 +166,19 @@ def decode_rumor(payload: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Entry:
     return _entry(plain[1], limits)
 
 
+def _caps(size: int, limits: CodecLimits) -> dict[str, Any]:
+    """msgpack's length limits for an input of `size` bytes: no string, binary, array or map longer than the
+    input could hold or `limits` allow, and no extension types."""
+    return {"max_str_len": min(size, limits.max_str_bytes), "max_bin_len": min(size, limits.max_bin_bytes),
+            "max_array_len": min(size, limits.max_items), "max_map_len": min(size, limits.max_items),
+            "max_ext_len": 0}
+
+
 def _check_rumor_head(payload: bytes, limits: CodecLimits) -> None:
     """A rumor's entry counted at its headers before anything is built (`_check_entry_head`): a context of
     500k writer nodes in 2.4 MiB was built, stored and gossiped on. A shape the headers cannot read is left
     to the full decode, which names it."""
-    caps: dict[str, Any] = {"max_str_len": min(len(payload), limits.max_str_bytes),
-                            "max_bin_len": min(len(payload), limits.max_bin_bytes),
-                            "max_array_len": min(len(payload), limits.max_items),
-                            "max_map_len": min(len(payload), limits.max_items), "max_ext_len": 0}
+    caps = _caps(len(payload), limits)
     if not isinstance(payload, bytes | bytearray | memoryview):
         return
     peek = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(payload)), **caps)
@@ -296,22 +301,13 @@ def _counting_hooks(limit: int) -> dict[str, Any]:
     return {"list_hook": count, "object_hook": count}
 
 
-def _request_fields(data: bytes, limits: CodecLimits) -> list[bytes]:
-    """The 8 fields of an anti-entropy request as separate byte strings (`_fields`)."""
-    return _fields(data, limits, "anti-entropy request", AE_REQUEST)
-
-
 def _fields(data: bytes, limits: CodecLimits, what: str, tag: int) -> list[bytes]:
     """The 8 fields of an anti-entropy message as separate byte strings, found by msgpack's skip (which builds
     nothing): each is then decoded with bounds of its own, so nested arrays in a field meant to be flat cost
     two arrays, not millions."""
     if len(data) > limits.max_message_bytes:
         raise StateCodecError(f"message of {len(data)} bytes exceeds the {limits.max_message_bytes} byte cap")
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(data)), max_ext_len=0,
-                                max_str_len=min(len(data), limits.max_str_bytes),
-                                max_bin_len=min(len(data), limits.max_bin_bytes),
-                                max_array_len=min(len(data), limits.max_items),
-                                max_map_len=min(len(data), limits.max_items))
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(data)), **_caps(len(data), limits))
     unpacker.feed(data)
     fields = []
     try:
@@ -360,10 +356,7 @@ def _pushed_entries(data: bytes, limits: CodecLimits) -> PushedEntries:
     entry): each entry is an array of 4 with a one-byte tag, and a value entry's versions are counted at their
     array's header (refused past MAX_ENTRY_VERSIONS). Entries are decoded one at a time when merged
     (`PushedEntries`), each building at most one array per `_PUSH_BYTES_PER_LIST` of its bytes."""
-    caps: dict[str, Any] = {"max_str_len": min(len(data), limits.max_str_bytes),
-                            "max_bin_len": min(len(data), limits.max_bin_bytes),
-                            "max_array_len": min(len(data), limits.max_items),
-                            "max_map_len": min(len(data), limits.max_items), "max_ext_len": 0}
+    caps = _caps(len(data), limits)
     walker = msgpack.Unpacker(io.BytesIO(data), raw=False, max_buffer_size=max(1, len(data)), **caps)
     view = memoryview(data)
     bounds = [0]
@@ -429,11 +422,11 @@ _CRDT_TAG_BYTE = b"\x01"
 
 
 def decode_ae_request(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeRequest:
-    """Field by field (`_request_fields`): every field but `push` is flat (one array, no maps), and `push`
+    """Field by field (`_fields`): every field but `push` is flat (one array, no maps), and `push`
     is kept as its entries' bytes (`_pushed_entries`), each decoded when it is merged; whatever the body
     holds, what decoding builds stays in proportion to it, and an entry's versions are counted before they
     are built."""
-    fields = _request_fields(data, limits)
+    fields = _fields(data, limits, "anti-entropy request", AE_REQUEST)
     flat = [_unpack_field(f, limits, 1, "anti-entropy request", _FLAT_FIELD_ITEMS[k])
             for k, f in enumerate(fields) if k != 5]
     if flat[0] != AE_REQUEST or isinstance(flat[0], bool):
@@ -509,10 +502,7 @@ class AnswerEntries:
         self._size = len(field)
         self._unpacker = msgpack.Unpacker(
             raw=False, use_list=True, strict_map_key=True, max_buffer_size=max(1, len(field)),
-            **_counting_hooks(len(field) // _PUSH_BYTES_PER_LIST + 64),
-            max_str_len=min(len(field), limits.max_str_bytes), max_bin_len=min(len(field), limits.max_bin_bytes),
-            max_array_len=min(len(field), limits.max_items), max_map_len=min(len(field), limits.max_items),
-            max_ext_len=0)
+            **_counting_hooks(len(field) // _PUSH_BYTES_PER_LIST + 64), **_caps(len(field), limits))
         self._unpacker.feed(field)
         self._remaining = count
         self._unpacker.read_array_header()  # (read once already: `open_ae_response`)

@@ -597,6 +597,12 @@ class StateApi:
         caller = caller_of(request)
         return f"token:{caller.token}" if caller.token is not None else f"address:{request.remote or '?'}"
 
+    def _refund_critical(self, request: web.Request, critical: bool) -> None:
+        """A critical write that wrote nothing (refused, or a delete of no key) does not spend its client's
+        critical place (io/critical_limit.py)."""
+        if critical:
+            self.critical_limit.refund(self._critical_client(request))
+
     def _critical_granted(self, request: web.Request) -> bool:
         """Whether a write that asked for critical stays critical (io/critical_limit.py): within the agent's
         and its client's (bearer token, else address) rate. Else it is made as a normal one, and counted."""
@@ -675,8 +681,7 @@ class StateApi:
         try:
             entry = self.svc.put(key, value, context, critical=critical)
         except StateError as exc:
-            if critical:  # refused (e.g. too many siblings): the critical place is not spent
-                self.critical_limit.refund(self._critical_client(request))
+            self._refund_critical(request, critical)  # refused (e.g. too many siblings)
             raise _state_error(exc) from None
         assert isinstance(entry, ValueEntry)
         result = read_result(entry)
@@ -721,12 +726,10 @@ class StateApi:
         try:
             entry = self.svc.delete(key, context, critical=critical)
         except StateError as exc:
-            if critical:
-                self.critical_limit.refund(self._critical_client(request))
+            self._refund_critical(request, critical)
             raise _state_error(exc) from None
         if entry is None:
-            if critical:  # nothing was written: the critical place is not spent
-                self.critical_limit.refund(self._critical_client(request))
+            self._refund_critical(request, critical)  # nothing was written
             raise _error(404, f"no such key: {key!r}")
         response = await self._concern(entry, w, timeout, {"key": key, "deleted": True})
         if PRIORITY in request.query:

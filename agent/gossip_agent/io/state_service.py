@@ -725,7 +725,8 @@ class StateService(Extension, StateDelegate):
                 request = await self._take_answer(session, request, answer)
             if session.stats.push_held:
                 name = peer or next((n for n, a in core.live_peers() if a == addr), None)
-                self._perform(core.anti_entropy_held(name, agent.now() + LEASE_HOLD, agent.now()))
+                now = agent.now()
+                self._perform(core.anti_entropy_held(name, now + LEASE_HOLD, now))
         except _BudgetDeferral as exc:
             self._perform(core.anti_entropy_deferred(f"with {addr[0]}:{addr[1]}: {exc}", exc.retry_after,
                                                      agent.now()))
