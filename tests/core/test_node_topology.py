@@ -33,7 +33,11 @@ def _kinds(effects: list[Effect]) -> list[list[type]]:
 
 def test_coordinates_are_offered_apart_until_the_peer_sends_one_then_no_more() -> None:
     a = node_with_peers(cfg("a"), 1, seed=3)
+    # p2 never answers (an older agent): the lower offers go from the first probe after our highest offer (a
+    # hello, core/hello_queue.py) went unanswered for a probe timeout, so by the second probe at the latest.
     kinds = _kinds(_until_ping(a))
+    if [NetCoordinate] not in kinds:
+        kinds = _kinds(_until_ping(a))
     assert [NetCoordinate] in kinds  # a packet of its own, which an older agent drops alone
     assert all(NetCoordinate not in k or k == [NetCoordinate] for k in kinds)
     assert kinds.index([NetCoordinate]) < next(i for i, k in enumerate(kinds) if k[0] is Ping)  # offered first

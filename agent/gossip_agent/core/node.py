@@ -54,6 +54,7 @@ from gossip_agent.core.digests import (
 )
 from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
 from gossip_agent.core.held_floods import HeldFloods
+from gossip_agent.core.hello_queue import HelloQueue
 from gossip_agent.core.joining import JoinSchedule
 from gossip_agent.core.membership import Member, MemberTable
 from gossip_agent.core.messages import (
@@ -95,7 +96,7 @@ from gossip_agent.core.probe_seq import ProbeSeqs
 from gossip_agent.core.probe_seq import key_from as probe_key_from
 from gossip_agent.core.pull_ids import HeldClaims, RecentIds
 from gossip_agent.core.pull_targets import PullOrder
-from gossip_agent.core.readers import DIGESTS, SHORT_IDS, Readers
+from gossip_agent.core.readers import DIGESTS, PEER_COORDINATES, SHORT_IDS, Readers
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.send_budget import (
     DEFERRED_KEY,
@@ -295,6 +296,9 @@ class Node:
         # drops a whole packet holding a message type it does not know, so the others get ours only in a
         # packet of their own beside each probe (see _tick_probe) until they answer with digests.
         self._digest_readers = self.readers.view(DIGESTS)
+        # Members to greet with our highest offer, paced (core/hello_queue.py): each end then knows the other's
+        # level first-hand within a round trip, not at the first probe between them (~N probe intervals).
+        self._hellos = HelloQueue(config.membership.max_members, now)
         self._digest_exchange = DigestExchange(self.root_digests)
         # State rumors along a broadcast tree (push modes only: pull never pushes). Lazy announcements once per
         # gossip interval (a quarter interval sent ~1.7x the announcement packets, for repairs ~150 ms sooner
@@ -731,6 +735,8 @@ class Node:
         out: list[Effect] = []
         self.send_budget.refill(now)
         self._tick_probe(now, out)
+        if len(self._hellos):
+            self._tick_hello(now, out)
         self._tick_relays(now, out)
         self._tick_suspicions(now, out)
         self._tick_reap(now, out)
@@ -793,6 +799,10 @@ class Node:
                 deadline = at
         if self._former and self._next_reconnect < deadline:
             deadline = self._next_reconnect
+        if not leaving and len(self._hellos):
+            at = self._hellos.next_deadline()
+            if at < deadline:
+                deadline = at
         probe = self._probe
         if probe is None:
             # While a probe is in flight the next one waits for its end (below), even if its round began.
@@ -933,7 +943,34 @@ class Node:
             msgs.append(Suspect(target.name, target.incarnation, self.name))
         msgs += self._probe_pull(target.name, now)
         self.stats["probes"] += 1
-        if not self.topology.reads_coordinates(target.name):
+        lower = self._probe_offers(target, now, out)
+        self._send(target.addr, target.name, msgs, out)
+        own = self.root_digests.get(self.name)
+        if lower and target.name not in self._digest_readers and own is not None:
+            # Not known to read digests (yet): our row and summary in a packet apart, which an older agent
+            # drops alone; a newer one answers with what we lack and is a reader from then on.
+            offer_digests: list[Digest | DigestSummary] = [own, self.root_digests.summary(True)]
+            self._charge(_digest_bytes(self._count_digests("offer", offer_digests)))
+            out.append(Send(target.addr, Packet(self.name, tuple(offer_digests))))
+            self.stats["digest_offers"] += 1
+
+    def _probe_offers(self, target: Member, now: float, out: list[Effect]) -> bool:
+        """The offers (packets of their own, which an older agent drops alone) that go before a probe to a
+        member whose level we do not know; True if the lower ones are due (the digest offer after the probe).
+
+        At first contact only our highest offer goes (`_hello_offer`): a member of this release answers it,
+        and then reads everything lower too. The lower offers (coordinate, rows, digests) follow only once the
+        highest went unanswered for a probe timeout (a hello's, or an earlier probe's): an older agent gets them
+        from our next probe of it on. Within a probe timeout of our last offer, none (the answer may be on its
+        way)."""
+        hello, level = self._hello_offer()
+        if self.readers.level(target.name) >= level:
+            return False
+        first = self.readers.offered_at(target.name)
+        if first is not None and now - first < self.config.membership.probe_timeout:
+            return False
+        lower = first is not None
+        if lower and not self.topology.reads_coordinates(target.name):
             # Not known to read coordinates: ours in a packet apart, first, which an older agent drops alone;
             # a newer one then puts its own on its acks. (Pings carry none: the prober's sample needs only the
             # target's, and every ping would pay ~50 bytes.)
@@ -941,7 +978,7 @@ class Node:
             self._charge(codec.message_size(offer))
             out.append(Send(target.addr, Packet(self.name, (offer,))))
             self.stats["coordinate_offers"] += 1
-        if not self.topology.reads_rows(target.name):
+        if (lower or level == PEER_COORDINATES) and not self.topology.reads_rows(target.name):
             # Second-hand coordinates likewise (type 18; the previous release reads 14 but not 18): an empty
             # message in a packet of its own; a newer agent answers with rows on its acks, a reader from then on.
             # (The offer carried two rows: in a young cluster, where most probes are first contacts, offers
@@ -950,21 +987,43 @@ class Node:
             self._charge(codec.message_size(rows))
             out.append(Send(target.addr, Packet(self.name, (rows,))))
             self.stats["coordinate_row_offers"] += 1
-        if self._offers_short_ids() and not self.readers.reads(target.name, SHORT_IDS):
+        if level == SHORT_IDS and not self.readers.reads(target.name, SHORT_IDS):
             # Short ids (type 19: pull requests, tree ids) likewise: an offer apart, answered by a newer agent's.
-            short_offer = ShortIds(ShortKind.OFFER)
-            self._charge(codec.message_size(short_offer))
-            out.append(Send(target.addr, Packet(self.name, (short_offer,))))
+            self._charge(codec.message_size(hello))
+            out.append(Send(target.addr, Packet(self.name, (hello,))))
             self.stats["short_id_offers"] += 1
-        self._send(target.addr, target.name, msgs, out)
-        own = self.root_digests.get(self.name)
-        if target.name not in self._digest_readers and own is not None:
-            # Not known to read digests (yet): our row and summary in a packet apart, which an older agent
-            # drops alone; a newer one answers with what we lack and is a reader from then on.
-            offer_digests: list[Digest | DigestSummary] = [own, self.root_digests.summary(True)]
-            self._charge(_digest_bytes(self._count_digests("offer", offer_digests)))
-            out.append(Send(target.addr, Packet(self.name, tuple(offer_digests))))
-            self.stats["digest_offers"] += 1
+        self.readers.offered(target.name, now)
+        return lower
+
+    def _hello_offer(self) -> tuple[ShortIds | PeerCoordinates, int]:
+        """Our highest offer and its level: short ids (type 19) when we use them (`_offers_short_ids`), which a
+        member of this release answers with its own (`_on_short_ids`); else (push mode on the flood path) an
+        empty message of second-hand coordinates (type 18), which a newer member reads (its level shows) and
+        answers on its acks. Either shows every lower level too (core/readers.py)."""
+        if self._offers_short_ids():
+            return ShortIds(ShortKind.OFFER), SHORT_IDS
+        return PeerCoordinates(()), PEER_COORDINATES
+
+    def _tick_hello(self, now: float, out: list[Effect]) -> None:
+        """Greet the members due (core/hello_queue.py) with our highest offer, in a packet of its own (an older
+        agent drops it alone), charged to the send budget like the offers beside probes. Members that showed
+        their level meanwhile, that we already offered to, or that are no longer live, are skipped."""
+        if self.leaving:
+            return
+        offer, level = self._hello_offer()
+        table, readers = self.table, self.readers
+
+        def needs_none(name: str) -> bool:
+            return (not table.is_live(name) or name == self.name or readers.level(name) >= level
+                    or readers.offered_at(name) is not None)
+
+        for name in self._hellos.due(now, needs_none):
+            member = table.get(name)
+            assert member is not None  # (live: needs_none)
+            self._charge(codec.message_size(offer))
+            out.append(Send(member.addr, Packet(self.name, (offer,))))
+            readers.offered(name, now)
+            self.stats["hellos"] += 1
 
     def _send_indirect(self, probe: _Probe, now: float, out: list[Effect]) -> None:
         probe.indirect_sent = True
@@ -1158,6 +1217,7 @@ class Node:
             self._held_claims.forget(name)
             self._digest_exchange.forget(name)
             self._digest_readers.discard(name)
+            self._hellos.discard(name)
             self.topology.forget(name)
             self.tree.remove(name)
             self._forget_probe_slot(name)
@@ -1242,6 +1302,7 @@ class Node:
             self._probe_order.insert(pos, member.name)
             out.append(MemberEvent(EventKind.JOIN, member.snapshot()))
             self._take_early_link(member)
+            self._greet(member.name)
             self._enqueue(rumor, source, low=True)  # announcements of newcomers never crowd out real news
             return True
         previous = member.state
@@ -1266,8 +1327,15 @@ class Node:
             self.topology.offer_again(member.name)
             self.tree.remove(member.name)  # a restart lost its tree links: it picks new ones
             self._take_early_link(member)  # (and may have asked for one before this Alive reached us)
+            self._greet(member.name)
         self._enqueue(rumor, source)
         return True
+
+    def _greet(self, name: str) -> None:
+        """A member entered our table live, or came back after a reset of its reader level: queue it for one
+        hello (core/hello_queue.py; a full queue is counted, and leaves it to our probes' offers)."""
+        if not self._hellos.add(name):
+            self.stats["hellos_refused"] += 1
 
     def _take_early_link(self, member: Member) -> None:
         """Make the link a member asked for before its Alive reached us, if the request came from the host
@@ -1707,20 +1775,24 @@ class Node:
 
     def _on_short_ids(self, msg: ShortIds, sender: str, out: list[Effect], now: float = 0.0,
                       grafted: set[int] | None = None, *, shows: bool = True) -> bool:
-        """A type-19 message from `sender`: it reads short ids from now on (a member we knew not to gets our
-        offer back, in a packet of its own, so both ends know). Short announcements and grafts go to the tree
+        """A type-19 message from `sender`: it reads short ids from now on (its offer -- a hello or a probe's --
+        gets ours back once, in a packet of its own, so both ends know). Short announcements and grafts go to the tree
         as the long ones do. True if it is a pull request to answer. Only from the member's host (`shows`,
         see handle_packet) does it raise the level or draw our offer, and do its tree messages count."""
         member = self.table.get(sender)
         if member is None or sender == self.name:
             self.stats["short_ids_unknown_member"] += 1
             return False
-        if shows and not self.readers.reads(sender, SHORT_IDS):
+        if shows:
             self.readers.show(sender, SHORT_IDS)
-            if msg.kind == ShortKind.OFFER and self._offers_short_ids():
+            # Answered once until a reset (core/readers.py `answer_due`): our answer is an offer too, and a
+            # member whose hello we dropped (it was not in our table yet) knows nothing of us even if we know it.
+            if msg.kind == ShortKind.OFFER and self._offers_short_ids() and self.readers.answer_due(sender):
                 offer = ShortIds(ShortKind.OFFER)
                 self._charge(codec.message_size(offer))
                 out.append(Send(member.addr, Packet(self.name, (offer,))))
+                self.readers.offered(sender, now)
+                self.stats["short_id_answers"] += 1
         if msg.kind in (ShortKind.IHAVE, ShortKind.GRAFT):
             self._on_tree_message(msg, sender, now, out, grafted, shows=shows)
         return msg.kind == ShortKind.PULL

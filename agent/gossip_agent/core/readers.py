@@ -19,6 +19,14 @@ what a peer showed: a member back from suspicion or death, or at a new address, 
 release. `view(level)` is a set-like window for code that only cares about one level (the Node's
 `_digest_readers`): `in`, `add` (shows that level) and `discard` (resets the peer).
 
+OFFERS MADE. What we told a peer is kept beside what it showed, and `reset` forgets both (a restart forgot
+what we told it). `offered(peer, now)` records when we first sent it our highest offer (a hello, core/
+hello_queue.py; a probe's; an answer): a peer still below that level a probe timeout later did not answer,
+and is perhaps an older agent, so the probes step down to the lower offers. `answered(peer)` records that we
+answered an offer of the peer's with ours: at most once until a reset. The answer is an offer itself, so
+answering every offer would bounce between two members for ever; answering only members whose level we did
+not know missed a member whose hello WE had dropped (it was not in our table yet): it knew nothing of us.
+
 BOUNDED. The caller adds only members of its table (at most membership.maxMembers) and `forget`s reaped
 ones. Pure: no clock, no I/O.
 """
@@ -36,10 +44,12 @@ SHORT_IDS = 4
 class Readers:
     """Peer name -> the highest feature level it has shown (see the module docstring)."""
 
-    __slots__ = ("_level",)
+    __slots__ = ("_answered", "_level", "_offered")
 
     def __init__(self) -> None:
         self._level: dict[str, int] = {}
+        self._offered: dict[str, float] = {}  # peer -> when we first offered it our highest level
+        self._answered: set[str] = set()  # peers whose offer we answered
 
     def __len__(self) -> int:
         return len(self._level)
@@ -56,8 +66,26 @@ class Readers:
         return peer is not None and self._level.get(peer, 0) >= level
 
     def reset(self, peer: str) -> None:
-        """Forget what `peer` showed (a restart may be an older release): offers again until it shows."""
+        """Forget what `peer` showed (a restart may be an older release): offers again until it shows. What we
+        told it goes too (a restart forgot it)."""
         self._level.pop(peer, None)
+        self._offered.pop(peer, None)
+        self._answered.discard(peer)
+
+    def offered(self, peer: str, now: float) -> None:
+        """We sent `peer` our highest offer at `now` (only the first time since a reset is kept)."""
+        self._offered.setdefault(peer, now)
+
+    def offered_at(self, peer: str) -> float | None:
+        """When we first offered `peer` our highest level since its last reset (None: never)."""
+        return self._offered.get(peer)
+
+    def answer_due(self, peer: str) -> bool:
+        """Whether an offer from `peer` (from its host) gets ours back: once until a reset. Marks it answered."""
+        if peer in self._answered:
+            return False
+        self._answered.add(peer)
+        return True
 
     forget = reset
 

@@ -1,0 +1,253 @@
+"""Hellos (core/hello_queue.py, core/node.py `_tick_hello`) and one offer at first contact (`_probe_offers`).
+
+A member that enters our table gets one packet holding our highest offer; a member of this release answers
+with its own, so both ends know each other's reader level first-hand within a round trip instead of at the
+first probe between them (about N probe intervals): until then the broadcast tree's flood fallback sends
+every write of ours to it. Probes to a member whose level is unknown carry only the highest offer; an older
+agent, which never answers, gets the lower ones (coordinate, rows, digests) from the next probe on."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from gossip_agent.core import codec
+from gossip_agent.core.effects import Effect, Send
+from gossip_agent.core.hello_queue import HELLO_BURST, HELLO_RATE
+from gossip_agent.core.messages import (
+    Ack,
+    Alive,
+    Digest,
+    DigestSummary,
+    NetCoordinate,
+    Packet,
+    PeerCoordinates,
+    Ping,
+    ShortIds,
+    ShortKind,
+)
+from gossip_agent.core.node import Node
+from gossip_agent.core.readers import DIGESTS, PEER_COORDINATES, SHORT_IDS
+from gossip_agent.sim import Simulation, make_config
+from tests.core.test_node import cfg
+
+HELLO = ShortIds(ShortKind.OFFER)
+SLOW_PROBES = {"probe_interval": 10.0}  # the first probe between the two falls seconds after the hellos
+
+
+def _sends(effects: list[Effect]) -> list[Send]:
+    return [e for e in effects if isinstance(e, Send)]
+
+
+def _is_hello(s: Send) -> bool:
+    return s.packet.messages == (HELLO,)
+
+
+class Pair:
+    """Two nodes that deliver to each other at once; records every packet between them."""
+
+    def __init__(self, seed: int = 1, **membership: object) -> None:
+        self.a = Node(cfg("a", **(membership or SLOW_PROBES)), ("10.0.0.1", 7946), random.Random(seed), 0.0)
+        self.b = Node(cfg("b", **(membership or SLOW_PROBES)), ("10.0.0.2", 7946), random.Random(seed + 1), 0.0)
+        self.by_addr = {self.a.addr: self.a, self.b.addr: self.b}
+        self.sent: list[tuple[float, str, Send]] = []
+        self.drop_to: set[str] = set()
+
+    def deliver(self, src: Node, effects: list[Effect], now: float) -> None:
+        pending = [(src, e) for e in _sends(effects)]
+        while pending:
+            origin, send = pending.pop(0)
+            self.sent.append((now, origin.name, send))
+            dst = self.by_addr.get(send.to)
+            if dst is None or dst.name in self.drop_to:
+                continue
+            pending += [(dst, e) for e in _sends(dst.handle_packet(send.packet, origin.addr, now))]
+
+    def learn(self, who: Node, of: Node, now: float) -> None:
+        """`who` learns `of` (its Alive from its own host), as a join or a rumor would tell it."""
+        self.deliver(of, who.handle_packet(Packet(of.name, (Alive(of.name, 1, of.addr),)), of.addr, now), now)
+
+    def run_until(self, t_end: float, *, stop_when_known: bool = True) -> float:
+        now = 0.0
+        while True:
+            node = min((self.a, self.b), key=lambda n: n.next_deadline())
+            now = max(now, node.next_deadline())
+            if now > t_end:
+                return t_end
+            self.deliver(node, node.tick(now), now)
+            if stop_when_known and self.both_know():
+                return now
+
+    def both_know(self) -> bool:
+        return self.a.readers.reads("b", SHORT_IDS) and self.b.readers.reads("a", SHORT_IDS)
+
+    def pings(self) -> int:
+        return sum(1 for _, _, s in self.sent for m in s.packet.messages if isinstance(m, Ping))
+
+
+def test_after_a_join_both_ends_know_each_others_level_within_a_round_trip_without_a_probe() -> None:
+    pair = Pair()
+    pair.learn(pair.a, pair.b, 0.0)
+    pair.learn(pair.b, pair.a, 0.0)
+    assert not pair.both_know()
+    known_at = pair.run_until(1.0)
+    assert pair.both_know(), pair.sent
+    assert known_at <= 0.05  # at the first tick: not at the first probe (seconds later)
+    assert pair.pings() == 0
+    hellos = [s for _, _, s in pair.sent if _is_hello(s)]
+    assert 2 <= len(hellos) <= 4  # hellos and answers: a few packets of one message each
+    assert pair.a.stats["hellos"] + pair.b.stats["hellos"] >= 1
+    # Both are now left out of each other's flood fallback (first-hand readers)...
+    assert "b" in pair.a._digest_readers and "a" in pair.b._digest_readers
+    # ...and nobody greets again, nor does an offer go beside the first probe between them.
+    pair.sent.clear()
+    pair.run_until(25.0, stop_when_known=False)
+    assert pair.pings() >= 1 and not [s for _, _, s in pair.sent if _is_hello(s)]
+    assert all(len(s.packet.messages) > 1 or isinstance(s.packet.messages[0], Ping | Ack) for _, _, s in pair.sent
+               if not any(isinstance(m, Digest | DigestSummary) for m in s.packet.messages))
+
+
+def test_a_member_whose_hello_we_dropped_learns_our_level_when_it_greets_us() -> None:
+    """b greets a before a knows b (a drops the hello: not a member yet). When a learns b and greets it, b
+    answers although it knows a's level already: a knew nothing of b's."""
+    pair = Pair()
+    pair.learn(pair.b, pair.a, 0.0)
+    pair.deliver(pair.b, pair.b.tick(0.001), 0.001)  # b's hello: a does not know b, drops it
+    assert pair.a.stats["short_ids_unknown_member"] == 1 and not pair.a.readers.reads("b", SHORT_IDS)
+    pair.learn(pair.a, pair.b, 0.002)
+    pair.deliver(pair.a, pair.a.tick(0.003), 0.003)
+    assert pair.both_know() and pair.pings() == 0
+
+
+def test_a_member_back_from_death_is_greeted_again() -> None:
+    pair = Pair()
+    pair.learn(pair.a, pair.b, 0.0)
+    pair.learn(pair.b, pair.a, 0.0)
+    pair.run_until(1.0)
+    assert pair.both_know()
+    from gossip_agent.core.messages import Dead
+    pair.a.handle_packet(Packet("b", (Dead("b", 1, "b"),)), pair.b.addr, 1.0)
+    pair.a.handle_packet(Packet("b", (Alive("b", 2, pair.b.addr),)), pair.b.addr, 1.1)  # restarted
+    assert not pair.a.readers.reads("b", SHORT_IDS)
+    effects = pair.a.tick(1.2)
+    assert [s for s in _sends(effects) if _is_hello(s) and s.to == pair.b.addr]
+
+
+def test_no_hello_to_a_member_that_showed_its_level_first() -> None:
+    pair = Pair()
+    pair.learn(pair.a, pair.b, 0.0)
+    out = pair.a.handle_packet(Packet("b", (HELLO,)), pair.b.addr, 0.0)  # b greeted us first: answered
+    assert [s for s in _sends(out) if _is_hello(s)]
+    assert not [s for s in _sends(pair.a.tick(0.01)) if _is_hello(s)]
+    assert pair.a.stats["hellos"] == 0
+
+
+def test_hellos_are_paced_and_charged_to_the_send_budget() -> None:
+    n = 300
+    budget = cfg("a", **SLOW_PROBES)
+    budget = replace(budget, gossip=replace(budget.gossip, max_bytes_per_second=100_000))
+    node = Node(budget, ("10.0.0.1", 7946), random.Random(5), 0.0)
+    for i in range(n):  # a newcomer learns 300 members at once (one push-pull)
+        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, (f"10.0.1.{i % 250}", 7946 + i)),)),
+                           (f"10.0.1.{i % 250}", 7946 + i), 0.0)
+    charged: list[int] = []
+    charge = node._charge
+    node._charge = lambda size: (charged.append(size), charge(size))[1]  # type: ignore[method-assign]
+    times: list[float] = []
+    now = 0.0
+    while now < 1.0:
+        times += [now] * sum(1 for s in _sends(node.tick(now)) if _is_hello(s))
+        now = max(now + 0.001, min(node.next_deadline(), now + 0.05))
+    assert times and len(times) <= HELLO_BURST + HELLO_RATE * 1.0 + 1
+    assert sum(1 for t in times if t == 0.0) <= HELLO_BURST  # not 300 packets at once
+    for start in times:
+        assert sum(1 for t in times if start <= t <= start + 0.2) <= HELLO_BURST + HELLO_RATE * 0.2 + 1e-9
+    assert len(node._hellos) <= budget.membership.max_members and len(node._hellos) == n - len(times)
+    assert charged.count(codec.message_size(HELLO)) >= len(times)  # each hello's packet charged to the send budget
+
+
+def test_a_forged_hello_shows_nothing_and_draws_no_answer() -> None:
+    pair = Pair()
+    pair.learn(pair.a, pair.b, 0.0)
+    stranger = pair.a.handle_packet(Packet("nobody", (HELLO,)), ("10.9.9.9", 7946), 0.0)
+    forged = pair.a.handle_packet(Packet("b", (HELLO,)), ("10.9.9.9", 7946), 0.0)  # b's name, another host
+    assert not _sends(stranger) and not _sends(forged)
+    assert pair.a.readers.level("b") == 0 and pair.a.readers.level("nobody") == 0
+    assert "b" not in pair.a._digest_readers
+    # b's own hello still counts (and is answered) afterwards.
+    assert _sends(pair.a.handle_packet(Packet("b", (HELLO,)), pair.b.addr, 0.1))
+    assert pair.a.readers.reads("b", SHORT_IDS)
+
+
+def _probe_offers(node: Node, target: str, until: float) -> list[list[type]]:
+    """Tick `node` until `until`; per probe of `target`, the message types of the packets apart beside it."""
+    probes: list[list[type]] = []
+    now = 0.0
+    while now < until:
+        now = node.next_deadline()
+        sends = _sends(node.tick(now))
+        if any(isinstance(m, Ping) and m.target == target for s in sends for m in s.packet.messages):
+            probes.append([type(s.packet.messages[0]) for s in sends if not isinstance(s.packet.messages[0], Ping)])
+    return probes
+
+
+def test_an_older_agent_that_never_answers_gets_the_lower_offers_from_the_next_probe_on() -> None:
+    node = Node(cfg("a"), ("10.0.0.1", 7946), random.Random(3), 0.0)
+    node.handle_packet(Packet("old", (Alive("old", 1, ("10.0.0.2", 7946)),)), ("10.0.0.2", 7946), 0.0)
+    node.publish_root_digest("ab" * 32, 1, 1, now=0.0)
+    probes = _probe_offers(node, "old", 4.0)
+    assert node.stats["hellos"] == 1  # greeted first (at once): that offer went unanswered
+    # Within a probe timeout of the hello a probe adds no offer (an answer may be on its way); from then on
+    # the next probe carries every offer, lower ones included, as probes did before hellos.
+    late = [p for p in probes if p]
+    assert len(probes) - len(late) <= 1 and late
+    assert {NetCoordinate, PeerCoordinates, ShortIds, Digest} <= set(late[0])
+    assert node.readers.level("old") == 0
+
+
+def test_first_contact_by_probe_carries_only_the_highest_offer() -> None:
+    """A member we could not greet (the queue held others) is first reached by a probe: one offer beside it,
+    which a member of this release answers; the lower offers follow only if it goes unanswered."""
+    node = Node(cfg("a"), ("10.0.0.1", 7946), random.Random(3), 0.0)
+    node.handle_packet(Packet("peer", (Alive("peer", 1, ("10.0.0.2", 7946)),)), ("10.0.0.2", 7946), 0.0)
+    node._hellos.discard("peer")  # (as if its turn had not come)
+    node.publish_root_digest("ab" * 32, 1, 1, now=0.0)
+    probes = _probe_offers(node, "peer", 1.5)
+    assert probes[0] == [ShortIds]  # no coordinate, rows nor digest packets at first contact
+    assert any(NetCoordinate in p and PeerCoordinates in p for p in probes[1:])  # unanswered: all offers
+    assert node.stats["coordinate_offers"] >= 1 and node.stats["digest_offers"] >= 1
+
+
+def test_without_short_ids_the_hello_is_the_rows_offer() -> None:
+    """push mode on the flood path uses no short ids: its highest offer is an empty rows message (type 18)."""
+    base = cfg("a", **SLOW_PROBES)
+    flood = replace(base, gossip=replace(base.gossip, broadcast="flood", mode="push"))
+    a = Node(flood, ("10.0.0.1", 7946), random.Random(1), 0.0)
+    b = Node(replace(flood, name="b"), ("10.0.0.2", 7946), random.Random(2), 0.0)
+    a.handle_packet(Packet("b", (Alive("b", 1, b.addr),)), b.addr, 0.0)
+    b.handle_packet(Packet("a", (Alive("a", 1, a.addr),)), a.addr, 0.0)
+    [hello] = [s for s in _sends(a.tick(0.001)) if s.to == b.addr]
+    assert hello.packet.messages == (PeerCoordinates(()),)
+    b.handle_packet(hello.packet, a.addr, 0.002)
+    assert b.readers.level("a") == PEER_COORDINATES and b.readers.reads("a", DIGESTS)
+
+
+def test_a_young_cluster_stops_taking_the_flood_fallback_once_greeted() -> None:
+    """20 members started within 2 s; writes from 5 s on. Before hellos nearly every write took the flood
+    fallback (members had probed few of the others); now none does."""
+    n = 20
+    sim = Simulation(n, seed=3, config=make_config("lan"))
+    sim.start_all(spread=2.0)
+    sim.run_until(5.0)
+    assert sim.converged()
+    before = sum(sim.node(i).stats["tree_flood_fallback"] for i in range(n))
+    rng = random.Random(1)
+    for w in range(50):
+        sim.broadcast(rng.randrange(n), b"w%d" % w * 50)
+        sim.run_for(0.05)
+    sim.run_for(2.0)
+    fallbacks = sum(sim.node(i).stats["tree_flood_fallback"] for i in range(n)) - before
+    assert fallbacks <= 2, fallbacks  # (main: 50 of 50)
+    knowing = sum(1 for a in range(n) for b in range(n)
+                  if a != b and sim.node(a).readers.reads(sim.names[b], SHORT_IDS))
+    assert knowing == n * (n - 1)
