@@ -294,7 +294,7 @@ class Node:
         self.root_digests = DigestTable(self.name, config.membership.max_members)
         # Members that sent us digests: they read them, so ours ride on our packets to them. An older agent
         # drops a whole packet holding a message type it does not know, so the others get ours only in a
-        # packet of their own beside each probe (see _tick_probe) until they answer with digests.
+        # packet of their own beside each probe once our highest offer went unanswered (see _probe_offers).
         self._digest_readers = self.readers.view(DIGESTS)
         # Members to greet with our highest offer, paced (core/hello_queue.py): each end then knows the other's
         # level first-hand within a round trip, not at the first probe between them (~N probe intervals).
@@ -1776,8 +1776,8 @@ class Node:
     def _on_short_ids(self, msg: ShortIds, sender: str, out: list[Effect], now: float = 0.0,
                       grafted: set[int] | None = None, *, shows: bool = True) -> bool:
         """A type-19 message from `sender`: it reads short ids from now on (its offer -- a hello or a probe's --
-        gets ours back once, in a packet of its own, so both ends know). Short announcements and grafts go to the tree
-        as the long ones do. True if it is a pull request to answer. Only from the member's host (`shows`,
+        gets ours back once, in a packet of its own, so both ends know). Short announcements and grafts go to the
+        tree as the long ones do. True if it is a pull request to answer. Only from the member's host (`shows`,
         see handle_packet) does it raise the level or draw our offer, and do its tree messages count."""
         member = self.table.get(sender)
         if member is None or sender == self.name:
