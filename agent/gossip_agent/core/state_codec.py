@@ -154,16 +154,31 @@ def encode_rumor(entry: Entry) -> bytes:
 
 
 def decode_rumor(payload: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Entry:
-    """One entry, built with at most one array or map per `_PUSH_BYTES_PER_LIST` bytes (as a pushed one is):
-    a peer's write-concern push (/v1/internal/replicate, up to 4 MiB, unauthenticated in plaintext mode) of
-    nested empty arrays built ~258 MiB and took seconds of the event loop before its shape was checked."""
+    """One entry ([1, entry], as `encode_rumor` writes it), decoded as a pushed one is (`_decode_entry`): its
+    shape read from headers and each field built with bounds of its own. A peer's write-concern push
+    (/v1/internal/replicate, up to 4 MiB, unauthenticated in plaintext mode) of nested arrays in the key built
+    ~129 MiB and held the event loop 1.5 s, and an OR-set of 300k tiny elements ~4 s, before either was
+    refused."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise StateCodecError(f"expected bytes, got {type(payload).__name__}")
     if len(payload) > limits.max_message_bytes:
         raise StateCodecError(f"message of {len(payload)} bytes exceeds the {limits.max_message_bytes} byte cap")
-    _check_rumor_head(payload, limits)
-    plain = _unpack_field(payload, limits, len(payload) // _PUSH_BYTES_PER_LIST + 64, "state rumor")
-    if not isinstance(plain, list) or len(plain) != 2 or plain[0] != RUMOR or isinstance(plain[0], bool):
+    if payload[:2] != _RUMOR_HEAD:  # (read as bytes, never decoded: a tag of nested arrays would be built)
         raise StateCodecError(f"not a state rumor (format tag {RUMOR}, 2 fields)")
-    return _entry(plain[1], limits)
+    entry = memoryview(payload)[2:]
+    caps = _caps(len(payload), limits)
+    if entry[1:2] == _CRDT_TAG_BYTE:
+        try:
+            _check_entry_head(entry, caps)
+            state = _crdt_state_bytes(entry, caps)
+        except StateCodecError:
+            raise
+        except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+            raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
+        if state > limits.max_value_bytes:
+            raise StateCodecError(f"entry: a CRDT state of more than {limits.max_value_bytes} bytes "
+                                  "(max_value_bytes)")
+    return _decode_entry(entry, limits, caps, "state rumor")
 
 
 def _caps(size: int, limits: CodecLimits) -> dict[str, Any]:
@@ -172,26 +187,6 @@ def _caps(size: int, limits: CodecLimits) -> dict[str, Any]:
     return {"max_str_len": min(size, limits.max_str_bytes), "max_bin_len": min(size, limits.max_bin_bytes),
             "max_array_len": min(size, limits.max_items), "max_map_len": min(size, limits.max_items),
             "max_ext_len": 0}
-
-
-def _check_rumor_head(payload: bytes, limits: CodecLimits) -> None:
-    """A rumor's entry counted at its headers before anything is built (`_check_entry_head`): a context of
-    500k writer nodes in 2.4 MiB was built, stored and gossiped on. A shape the headers cannot read is left
-    to the full decode, which names it."""
-    caps = _caps(len(payload), limits)
-    if not isinstance(payload, bytes | bytearray | memoryview):
-        return
-    peek = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(payload)), **caps)
-    peek.feed(payload)
-    try:
-        if peek.read_array_header() != 2:
-            return
-        peek.skip()  # the rumor tag
-        _check_entry_head(memoryview(payload)[peek.tell():], caps)
-    except StateCodecError:
-        raise
-    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException):
-        return
 
 
 def encode_change(change: Change) -> bytes:
@@ -379,8 +374,7 @@ def _pushed_entries(data: bytes, limits: CodecLimits) -> PushedEntries:
             # The store refuses a CRDT state above max_value_bytes once built (kvstore.validate); one of 300k
             # tiny elements in a 3.6 MiB push took seconds and ~175 MiB to build and merge in one step.
             raise InvalidEntry(f"CRDT state of more than {limits.max_value_bytes} bytes (max_value_bytes)")
-        plain = _unpack_field(raw, limits, len(raw) // _PUSH_BYTES_PER_LIST + 64, "push")  # type: ignore[arg-type]
-        return _entry(plain, limits)
+        return _decode_entry(raw, limits, caps, "push")
     return PushedEntries(data, bounds, decode)
 
 
@@ -406,6 +400,93 @@ def _check_entry_head(entry: memoryview, caps: dict[str, Any]) -> None:
             raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
 
 
+def _decode_entry(raw: memoryview, limits: CodecLimits, caps: dict[str, Any], what: str) -> Entry:
+    """One entry whose head passed `_check_entry_head`. A value entry has a fixed shape, [0, key, flat
+    context, versions of 5 scalars], so each part is built with exactly that many arrays (`_value_entry_plain`):
+    nested arrays or long lists where a scalar belongs are refused as soon as the first is built. A CRDT entry
+    (its state bounded by max_value_bytes before this) builds at most one array or map per
+    `_PUSH_BYTES_PER_LIST` bytes."""
+    if raw[1:2] == _CRDT_TAG_BYTE:
+        plain = _unpack_field(raw, limits, len(raw) // _PUSH_BYTES_PER_LIST + 64, what)  # type: ignore[arg-type]
+    else:
+        plain = _value_entry_plain(raw, caps, what)
+    return _entry(plain, limits)
+
+
+class _ShapeError(Exception):
+    pass
+
+
+def _value_entry_plain(raw: memoryview, caps: dict[str, Any], what: str) -> list[Any]:
+    """A value entry's plain data, its fields found by msgpack's skip (which builds nothing) and built on their
+    own: the tag read as a byte, the key only if it is a string, the context (MAX_CONTEXT_NODES) and versions
+    (MAX_ENTRY_VERSIONS) counted at their headers, then the context built as one flat array and the versions
+    as one array of arrays of 5 (an array of any other length, or a 2nd array in the context, stops the build
+    when it is built)."""
+    walker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(raw)), **caps)
+    walker.feed(raw)
+    try:
+        if walker.read_array_header() != 4 or raw[walker.tell():walker.tell() + 1] != _VALUE_TAG_BYTE:
+            raise _ShapeError
+        walker.skip()
+        if not _is_str(raw, walker.tell()):
+            raise _ShapeError
+        key = walker.unpack()
+        start = walker.tell()
+        _check_context_items(_array_len(raw, start))
+        walker.skip()
+        middle = walker.tell()
+        versions = _array_len(raw, middle)
+        if versions > MAX_ENTRY_VERSIONS:
+            raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
+        walker.skip()
+        if walker.tell() != len(raw):
+            raise StateCodecError(f"{what}: an entry has trailing bytes")
+        context = msgpack.unpackb(raw[start:middle], raw=False, list_hook=_shape_hook(0, 0),
+                                  **{**caps, "max_map_len": 0})
+        plain_versions = msgpack.unpackb(raw[middle:], raw=False, list_hook=_shape_hook(versions, 5),
+                                         **{**caps, "max_map_len": 0, "max_array_len": max(5, versions)})
+    except StateCodecError:
+        raise
+    except _ShapeError:
+        raise StateCodecError(f"{what}: an entry is [0, key, [node, counter, ...], [[node, counter, wall_ms, "
+                              "logical, value], ...]]") from None
+    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+        raise StateCodecError(f"{what}: malformed msgpack: {type(err).__name__}: {err}") from None
+    return [0, key, context, plain_versions]
+
+
+def _is_str(data: memoryview, pos: int) -> bool:
+    """The msgpack value at `pos` is a string (fixstr, str 8/16/32)."""
+    return pos < len(data) and (0xA0 <= data[pos] <= 0xBF or 0xD9 <= data[pos] <= 0xDB)
+
+
+def _array_len(data: memoryview, pos: int) -> int:
+    """The length in the msgpack array header at `pos`, read as bytes (the value is not consumed)."""
+    first = data[pos] if pos < len(data) else -1
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F
+    if first in (0xDC, 0xDD):
+        width = 2 if first == 0xDC else 4
+        if pos + 1 + width <= len(data):
+            return int.from_bytes(data[pos + 1:pos + 1 + width], "big")
+    raise _ShapeError
+
+
+def _shape_hook(inner: int, length: int) -> Any:
+    """A msgpack list_hook for an array of `inner` arrays of `length` items each (then the outer one, built
+    last): any other array stops the build when it is built."""
+    built = 0
+
+    def check(items: list[Any]) -> list[Any]:
+        nonlocal built
+        built += 1
+        if built > inner + 1 or (built <= inner and len(items) != length):
+            raise _ShapeError
+        return items
+    return check
+
+
 def _crdt_state_bytes(entry: memoryview, caps: dict[str, Any]) -> int:
     """Bytes a CRDT entry's state takes on the wire (its last field; what kvstore limits once it is built)."""
     peek = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(entry)), **caps)
@@ -417,6 +498,7 @@ def _crdt_state_bytes(entry: memoryview, caps: dict[str, Any]) -> int:
     return len(entry) - start
 
 
+_RUMOR_HEAD = bytes([0x92, RUMOR])  # [RUMOR, entry]: a fixarray of 2, the tag a positive fixint
 _VALUE_TAG_BYTE = b"\x00"  # kvstore's value and CRDT entry tags, as the positive fixints an encoder writes
 _CRDT_TAG_BYTE = b"\x01"
 
