@@ -573,7 +573,7 @@ class StateService(Extension, StateDelegate):
         CA, else any client is a peer (and could run a whole session)."""
         security = self.agent.security
         if security.encrypted and not ticket_valid(security, request.headers.get(TICKET_HEADER), request.method,
-                                                   request.path):
+                                                   request.path, _own_addresses(self.agent.address, request)):
             return None
         return self._ae_refusal(request)
 
@@ -843,6 +843,16 @@ def _write_snapshot(durable: DurableLog, image: StoreImage) -> None:
 
 
 MAX_REPLICA_ID_FILE = 1024
+
+
+def _own_addresses(advertised: Address, request: web.Request) -> list[Address]:
+    """The addresses a peer may have dialled to reach us (a ticket names one, io/peer_ticket.py): the one we
+    advertise, and the local address this connection arrived at."""
+    ours = [advertised]
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        ours.append((str(sockname[0]), int(sockname[1])))
+    return ours
 
 
 def _read_replica_id(path: Path, name: str) -> str | None:
