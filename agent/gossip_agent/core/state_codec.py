@@ -43,6 +43,7 @@ from gossip_agent.core.kvstore import (
     CrdtEntry,
     Entry,
     InvalidEntry,
+    RefusedItem,
     entry_from_plain,
     entry_to_plain,
 )
@@ -203,6 +204,15 @@ def decode_change(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Change:
     if decoded is not None and decoded.key != key:
         raise StateCodecError("log record: key does not match its entry")
     return Change(key, decoded, origin)
+
+
+def encode_refused(item: RefusedItem) -> bytes:
+    """What recovery keeps aside (io/persistence `wal.rejected`) of a snapshot item `KvStore.restore` left
+    out: an entry as a log record ([2, key, "restore", entry]), a graveyard item as the snapshot holds it
+    ([key, context, timestamp])."""
+    if item.kind == "entry":
+        return _pack([CHANGE, item.key, "restore", item.plain])
+    return _pack(item.plain)
 
 
 def encode_context(context: CausalContext) -> bytes:
