@@ -35,6 +35,7 @@ from gossip_agent.core.anti_entropy import (
     Limits,
     Listing,
     NodeId,
+    answer_excess,
 )
 from gossip_agent.core.config import StateConfig
 from gossip_agent.core.kvstore import (
@@ -654,12 +655,11 @@ def open_ae_response(data: bytes, limits: CodecLimits = DEFAULT_LIMITS, *, asked
     tag, shape, root, truncated = (_unpack_field(fields[k], limits, 1, "anti-entropy response") for k in (0, 1, 2, 7))
     if tag != AE_RESPONSE or isinstance(tag, bool):
         raise StateCodecError("not an anti-entropy response (format tag 4, 8 fields)")
-    counts = [_array_count(fields[k], name) for k, name in ((3, "children"), (4, "listings"), (6, "collected"))]
-    if asked is not None:
-        bounds = (len(asked.descend) + (asked.root is not None), len(set(asked.listing)), len(asked.push))
-        for name, count, bound in zip(("children", "listings", "collected keys"), counts, bounds, strict=True):
-            if count > bound:
-                raise StateCodecError(f"anti-entropy response: {count} {name}, more than the {bound} asked for")
+    counts = (_array_count(fields[3], "children"), _array_count(fields[4], "listings"),
+              _array_count(fields[6], "collected"))
+    excess = None if asked is None else answer_excess(asked, counts)
+    if excess is not None:
+        raise StateCodecError(f"anti-entropy response: {excess}")
     for name, count, field, least in (("children", counts[0], fields[3], _MIN_CHILD_BYTES),
                                       ("listings", counts[1], fields[4], _MIN_LISTING_BYTES)):
         if count * least > len(field):
