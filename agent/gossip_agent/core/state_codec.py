@@ -429,12 +429,14 @@ class _ShapeError(Exception):
 
 
 def _value_entry_plain(raw: memoryview, caps: dict[str, Any], what: str) -> list[Any]:
-    """A value entry's plain data, its fields found by msgpack's skip (which builds nothing) and built on their
-    own: the tag read as a byte, the key only if it is a string, the context (MAX_CONTEXT_NODES) and versions
-    (MAX_ENTRY_VERSIONS) counted at their headers, then the context built as one flat array and the versions
-    as one array of arrays of 5 (an array of any other length, or a 2nd array in the context, stops the build
-    when it is built)."""
-    walker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(raw)), **caps)
+    """A value entry's plain data, built in its fixed shape: the tag read as a byte, the key only if it is a
+    string, the context (MAX_CONTEXT_NODES) and versions (MAX_ENTRY_VERSIONS) counted at their headers, and
+    every array checked against that shape as soon as it is built (`_EntryShape`): the flat context, then
+    versions of 5, then the versions array. Nested arrays, or a long list where a scalar belongs, stop the
+    build at the first array out of place, so what one entry builds stays in proportion to what it may hold."""
+    shape = _EntryShape()
+    walker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(raw)), list_hook=shape, **{
+        **caps, "max_map_len": 0, "max_array_len": min(caps["max_array_len"], _VALUE_ENTRY_MAX_ARRAY)})
     walker.feed(raw)
     try:
         if walker.read_array_header() != 4 or raw[walker.tell():walker.tell() + 1] != _VALUE_TAG_BYTE:
@@ -443,20 +445,17 @@ def _value_entry_plain(raw: memoryview, caps: dict[str, Any], what: str) -> list
         if not _is_str(raw, walker.tell()):
             raise _ShapeError
         key = walker.unpack()
-        start = walker.tell()
-        _check_context_items(_array_len(raw, start))
-        walker.skip()
-        middle = walker.tell()
-        versions = _array_len(raw, middle)
+        items = _array_len(raw, walker.tell())
+        _check_context_items(items)
+        shape.context(items)
+        context = walker.unpack()
+        versions = _array_len(raw, walker.tell())
         if versions > MAX_ENTRY_VERSIONS:
             raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
-        walker.skip()
+        shape.versions(versions)
+        plain_versions = walker.unpack()
         if walker.tell() != len(raw):
             raise StateCodecError(f"{what}: an entry has trailing bytes")
-        context = msgpack.unpackb(raw[start:middle], raw=False, list_hook=_shape_hook(0, 0),
-                                  **{**caps, "max_map_len": 0})
-        plain_versions = msgpack.unpackb(raw[middle:], raw=False, list_hook=_shape_hook(versions, 5),
-                                         **{**caps, "max_map_len": 0, "max_array_len": max(5, versions)})
     except StateCodecError:
         raise
     except _ShapeError:
@@ -465,6 +464,39 @@ def _value_entry_plain(raw: memoryview, caps: dict[str, Any], what: str) -> list
     except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
         raise StateCodecError(f"{what}: malformed msgpack: {type(err).__name__}: {err}") from None
     return [0, key, context, plain_versions]
+
+
+_VALUE_ENTRY_MAX_ARRAY = max(2 * MAX_CONTEXT_NODES, MAX_ENTRY_VERSIONS)
+"""The longest array a value entry holds (its flat context): one out of place is built at most this long."""
+
+
+class _EntryShape:
+    """A msgpack list_hook for a value entry's context and versions: each array, as it is built (inner ones
+    first), must be the one the shape expects next, of the length its header gave: the context, or the
+    versions' arrays of 5 then the versions array; any other stops the build (_ShapeError)."""
+
+    __slots__ = ("expect", "fives", "outer")
+
+    def __init__(self) -> None:
+        self.expect = -1  # the length of the next array (-1: no array may be built now)
+        self.fives = 0    # versions still to come
+        self.outer = -1   # the versions array's length
+
+    def context(self, items: int) -> None:
+        self.expect = items
+
+    def versions(self, count: int) -> None:
+        self.fives, self.outer, self.expect = count, count, (5 if count else 0)
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        if len(items) != self.expect:
+            raise _ShapeError
+        if self.fives:
+            self.fives -= 1
+            self.expect = 5 if self.fives else self.outer
+        else:
+            self.expect = -1
+        return items
 
 
 def _is_str(data: memoryview, pos: int) -> bool:
@@ -482,20 +514,6 @@ def _array_len(data: memoryview, pos: int) -> int:
         if pos + 1 + width <= len(data):
             return int.from_bytes(data[pos + 1:pos + 1 + width], "big")
     raise _ShapeError
-
-
-def _shape_hook(inner: int, length: int) -> Any:
-    """A msgpack list_hook for an array of `inner` arrays of `length` items each (then the outer one, built
-    last): any other array stops the build when it is built."""
-    built = 0
-
-    def check(items: list[Any]) -> list[Any]:
-        nonlocal built
-        built += 1
-        if built > inner + 1 or (built <= inner and len(items) != length):
-            raise _ShapeError
-        return items
-    return check
 
 
 def _crdt_state_bytes(entry: memoryview, caps: dict[str, Any]) -> int:
