@@ -27,6 +27,7 @@ from gossip_agent.core import packing
 from gossip_agent.core.ae_entries import PushedEntries
 from gossip_agent.core.anti_entropy import (
     KEY_ID_BYTES,
+    MERGE_CHUNK_BYTES,
     RECORD_BYTES,
     AeMessage,
     AeRequest,
@@ -307,14 +308,15 @@ def _counting_hooks(limit: int) -> dict[str, Any]:
     return {"list_hook": count, "object_hook": count}
 
 
-def _fields(data: bytes, limits: CodecLimits, what: str, tag: int) -> list[bytes]:
-    """The 8 fields of an anti-entropy message as separate byte strings, found by msgpack's skip (which builds
+def _fields(data: bytes, limits: CodecLimits, what: str, tag: int) -> list[memoryview]:
+    """The 8 fields of an anti-entropy message as views of `data`, found by msgpack's skip (which builds
     nothing): each is then decoded with bounds of its own, so nested arrays in a field meant to be flat cost
     two arrays, not millions."""
     if len(data) > limits.max_message_bytes:
         raise StateCodecError(f"message of {len(data)} bytes exceeds the {limits.max_message_bytes} byte cap")
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(data)), **_caps(len(data), limits))
     unpacker.feed(data)
+    view = memoryview(data)
     fields = []
     try:
         if unpacker.read_array_header() != 8:
@@ -322,7 +324,7 @@ def _fields(data: bytes, limits: CodecLimits, what: str, tag: int) -> list[bytes
         for _ in range(8):
             start = unpacker.tell()
             unpacker.skip()
-            fields.append(bytes(data[start:unpacker.tell()]))
+            fields.append(view[start:unpacker.tell()])  # (a view: no copy of the body)
         if unpacker.tell() != len(data):
             raise StateCodecError(f"{what}: trailing bytes")
     except StateCodecError:
@@ -332,7 +334,8 @@ def _fields(data: bytes, limits: CodecLimits, what: str, tag: int) -> list[bytes
     return fields
 
 
-def _unpack_field(data: bytes, limits: CodecLimits, max_lists: int, what: str, max_len: int | None = None) -> Any:
+def _unpack_field(data: bytes | memoryview, limits: CodecLimits, max_lists: int, what: str,
+                  max_len: int | None = None) -> Any:
     """One field, refused as soon as it builds more than `max_lists` arrays and maps, or (`max_len`) an array
     or map longer than that (refused at its header, before its items are built)."""
     most = min(len(data), limits.max_items, len(data) if max_len is None else max_len)
@@ -357,7 +360,7 @@ array's header. Built first and checked after, 1M-item node lists cost ~40 bytes
 ~2 s for 3 MiB (review)."""
 
 
-def _pushed_entries(data: bytes, limits: CodecLimits) -> PushedEntries:
+def _pushed_entries(data: bytes | memoryview, limits: CodecLimits) -> PushedEntries:
     """The push field split into its entries' bytes by msgpack's skip (which builds nothing; one C call per
     entry): each entry is an array of 4 with a one-byte tag, and a value entry's versions are counted at their
     array's header (refused past MAX_ENTRY_VERSIONS). Entries are decoded one at a time when merged
@@ -418,7 +421,7 @@ def _decode_entry(raw: memoryview, limits: CodecLimits, caps: dict[str, Any], wh
     (its state bounded by max_value_bytes before this) builds at most one array or map per
     `_PUSH_BYTES_PER_LIST` bytes."""
     if raw[1:2] == _CRDT_TAG_BYTE:
-        plain = _unpack_field(raw, limits, len(raw) // _PUSH_BYTES_PER_LIST + 64, what)  # type: ignore[arg-type]
+        plain = _unpack_field(raw, limits, len(raw) // _PUSH_BYTES_PER_LIST + 64, what)
     else:
         plain = _value_entry_plain(raw, caps, what)
     return _entry(plain, limits)
@@ -590,7 +593,7 @@ _MIN_CHILD_BYTES = 3 + 2 + 2 * HASH_BYTES + 2 + 2
 _MIN_LISTING_BYTES = 3 + 2
 
 
-def _array_count(field: bytes, what: str) -> int:
+def _array_count(field: bytes | memoryview, what: str) -> int:
     """The length in a field's array header, read without decoding the array."""
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(field)), max_ext_len=0)
     unpacker.feed(field)
@@ -602,58 +605,52 @@ def _array_count(field: bytes, what: str) -> int:
 
 
 class AnswerEntries:
-    """The entries of an anti-entropy answer, decoded on demand (`take`), each with the same bounds as a
-    pushed entry (`decode_ae_request`): the whole field may build at most one array or map per
-    `_PUSH_BYTES_PER_LIST` bytes, an entry's versions are counted before they are built, and its key and
-    values are checked against the state limits. The driver merges a chunk, yields to its event loop, takes
-    the next (core/anti_entropy.AnswerMerge)."""
+    """The entries of an anti-entropy answer, decoded on demand (`take`), each exactly as a pushed entry is
+    (`decode_ae_request`): found by msgpack's skip, its head read before anything is built, a CRDT state
+    longer than `max_value_bytes` skipped unbuilt (the store would refuse it), and the rest built in its
+    entry's shape (`_decode_entry`). The driver merges a chunk, yields to its event loop, takes the next
+    (core/anti_entropy.AnswerMerge); a chunk stops at `MERGE_CHUNK_BYTES` of entries (and one more).
+    Before: the entries were unpacked with only "one array per 2 bytes" for the whole field, so one entry
+    whose key held 4M empty arrays built 133 MiB and took ~2 s in one step."""
 
-    def __init__(self, field: bytes, count: int, limits: CodecLimits) -> None:
+    def __init__(self, field: bytes | memoryview, count: int, limits: CodecLimits) -> None:
         self.limits = limits
-        self._size = len(field)
-        self._unpacker = msgpack.Unpacker(
-            raw=False, use_list=True, strict_map_key=True, max_buffer_size=max(1, len(field)),
-            **_counting_hooks(len(field) // _PUSH_BYTES_PER_LIST + 64), **_caps(len(field), limits))
-        self._unpacker.feed(field)
+        self.skipped = 0  # CRDT entries over max_value_bytes, left unbuilt
+        self._view = memoryview(field)
+        self._caps = _caps(len(field), limits)
+        self._walker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(field)), **self._caps)
+        self._walker.feed(field)
         self._remaining = count
-        self._unpacker.read_array_header()  # (read once already: `open_ae_response`)
+        self._walker.read_array_header()  # (read once already: `open_ae_response`)
 
     @property
     def remaining(self) -> int:
         return self._remaining
 
-    def _next_plain(self) -> list[Any]:
-        """One entry's plain data, its versions counted from their array header before any is built."""
-        unpacker = self._unpacker
-        if unpacker.read_array_header() != 4:
-            raise StateCodecError("entry: expected [tag, key, context, versions]")
-        tag, key = unpacker.unpack(), unpacker.unpack()
-        if tag != 0 or isinstance(tag, bool):  # a CRDT entry (tag 1), or an error entry_from_plain names
-            return [tag, key, unpacker.unpack(), unpacker.unpack()]
-        items = unpacker.read_array_header()
-        _check_context_items(items)
-        third = [unpacker.unpack() for _ in range(items)]
-        versions = unpacker.read_array_header()
-        if versions > MAX_ENTRY_VERSIONS:
-            raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
-        return [tag, key, third, [unpacker.unpack() for _ in range(versions)]]
-
-    def take(self, count: int) -> list[Entry]:
-        """Up to `count` more entries; StateCodecError at the first malformed one (none are left then)."""
+    def take(self, count: int, max_bytes: int = MERGE_CHUNK_BYTES) -> list[Entry]:
+        """Up to `count` more entries, stopping once they took `max_bytes` on the wire; StateCodecError at
+        the first malformed one (none are left then)."""
         out: list[Entry] = []
+        walker, view, caps, limits = self._walker, self._view, self._caps, self.limits
+        spent = 0
         try:
-            while self._remaining > 0 and len(out) < count:
-                plain = self._next_plain()
+            while self._remaining > 0 and len(out) < count and spent < max_bytes:
+                start = walker.tell()
+                walker.skip()
+                entry = view[start:walker.tell()]
                 self._remaining -= 1
-                out.append(_entry(plain, self.limits))
-            if self._remaining == 0 and self._unpacker.tell() != self._size:
+                if entry[1:2] == _CRDT_TAG_BYTE:  # (a value entry's head is read by `_decode_entry`)
+                    _check_entry_head(entry, caps)
+                    if _crdt_state_bytes(entry, caps) > limits.max_value_bytes:
+                        self.skipped += 1  # (skipped in C, not counted in the chunk's bytes)
+                        continue
+                spent += len(entry)
+                out.append(_decode_entry(entry, limits, caps, "entries"))
+            if self._remaining == 0 and walker.tell() != len(view):
                 raise StateCodecError("entries: trailing bytes")
         except StateCodecError:
             self._remaining = 0
             raise
-        except _TooManyLists:
-            self._remaining = 0
-            raise StateCodecError("entries: more nested arrays or maps than the field can hold") from None
         except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
             self._remaining = 0
             raise StateCodecError(f"entries: malformed msgpack: {type(err).__name__}: {err}") from None
@@ -723,4 +720,7 @@ def decode_ae_response(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeR
     """A whole answer at once (the simulator, tests): `open_ae_response` without what was asked, then every
     entry."""
     head, entries = open_ae_response(data, limits)
-    return replace(head, entries=tuple(entries.take(entries.remaining)))
+    out: list[Entry] = []
+    while entries.remaining:
+        out += entries.take(entries.remaining)
+    return replace(head, entries=tuple(out))
