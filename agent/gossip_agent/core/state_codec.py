@@ -383,12 +383,14 @@ def _pushed_entries(data: bytes | memoryview, limits: CodecLimits) -> PushedEntr
     except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
         raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
 
+    values = _ValueEntries(caps, len(data))
+
     def decode(raw: memoryview) -> Entry:
         if raw[1:2] == _CRDT_TAG_BYTE and _crdt_state_bytes(raw, caps) > limits.max_value_bytes:
             # The store refuses a CRDT state above max_value_bytes once built (kvstore.validate); one of 300k
             # tiny elements in a 3.6 MiB push took seconds and ~175 MiB to build and merge in one step.
             raise InvalidEntry(f"CRDT state of more than {limits.max_value_bytes} bytes (max_value_bytes)")
-        return _decode_entry(raw, limits, caps, "push")
+        return _decode_entry(raw, limits, caps, "push", values)
     return PushedEntries(data, bounds, decode)
 
 
@@ -414,16 +416,17 @@ def _check_entry_head(entry: memoryview, caps: dict[str, Any]) -> None:
             raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
 
 
-def _decode_entry(raw: memoryview, limits: CodecLimits, caps: dict[str, Any], what: str) -> Entry:
-    """One entry whose head passed `_check_entry_head`. A value entry has a fixed shape, [0, key, flat
-    context, versions of 5 scalars], so each part is built with exactly that many arrays (`_value_entry_plain`):
-    nested arrays or long lists where a scalar belongs are refused as soon as the first is built. A CRDT entry
-    (its state bounded by max_value_bytes before this) builds at most one array or map per
-    `_PUSH_BYTES_PER_LIST` bytes."""
+def _decode_entry(raw: memoryview, limits: CodecLimits, caps: dict[str, Any], what: str,
+                  values: _ValueEntries | None = None) -> Entry:
+    """One entry whose head passed `_check_entry_head` (a value entry's is read again here). A value entry has a
+    fixed shape, [0, key, flat context, versions of 5 scalars], so each part is built with exactly that many
+    arrays (`_ValueEntries`, or `values`: one reused over a message's entries): nested arrays or long lists
+    where a scalar belongs are refused as soon as the first is built. A CRDT entry (its state bounded by
+    max_value_bytes before this) builds at most one array or map per `_PUSH_BYTES_PER_LIST` bytes."""
     if raw[1:2] == _CRDT_TAG_BYTE:
         plain = _unpack_field(raw, limits, len(raw) // _PUSH_BYTES_PER_LIST + 64, what)
     else:
-        plain = _value_entry_plain(raw, caps, what)
+        plain = (values or _ValueEntries(caps, len(raw))).plain(raw, what)
     return _entry(plain, limits)
 
 
@@ -431,46 +434,65 @@ class _ShapeError(Exception):
     pass
 
 
-def _value_entry_plain(raw: memoryview, caps: dict[str, Any], what: str) -> list[Any]:
-    """A value entry's plain data, built in its fixed shape: the tag read as a byte, the key only if it is a
-    string, the context (MAX_CONTEXT_NODES) and versions (MAX_ENTRY_VERSIONS) counted at their headers, and
-    every array checked against that shape as soon as it is built (`_EntryShape`): the flat context, then
-    versions of 5, then the versions array. Nested arrays, or a long list where a scalar belongs, stop the
-    build at the first array out of place, so what one entry builds stays in proportion to what it may hold."""
-    shape = _EntryShape()
-    walker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(raw)), list_hook=shape, **{
-        **caps, "max_map_len": 0, "max_array_len": min(caps["max_array_len"], _VALUE_ENTRY_MAX_ARRAY)})
-    walker.feed(raw)
-    try:
-        if walker.read_array_header() != 4 or raw[walker.tell():walker.tell() + 1] != _VALUE_TAG_BYTE:
-            raise _ShapeError
-        walker.skip()
-        if not _is_str(raw, walker.tell()):
-            raise _ShapeError
-        key = walker.unpack()
-        items = _array_len(raw, walker.tell())
-        _check_context_items(items)
-        shape.context(items)
-        context = walker.unpack()
-        versions = _array_len(raw, walker.tell())
-        if versions > MAX_ENTRY_VERSIONS:
-            raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
-        shape.versions(versions)
-        plain_versions = walker.unpack()
-        if walker.tell() != len(raw):
-            raise StateCodecError(f"{what}: an entry has trailing bytes")
-    except StateCodecError:
-        raise
-    except _ShapeError:
-        raise StateCodecError(f"{what}: an entry is [0, key, [node, counter, ...], [[node, counter, wall_ms, "
-                              "logical, value], ...]]") from None
-    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
-        raise StateCodecError(f"{what}: malformed msgpack: {type(err).__name__}: {err}") from None
-    return [0, key, context, plain_versions]
-
-
 _VALUE_ENTRY_MAX_ARRAY = max(2 * MAX_CONTEXT_NODES, MAX_ENTRY_VERSIONS)
 """The longest array a value entry holds (its flat context): one out of place is built at most this long."""
+
+
+class _ValueEntries:
+    """Reads value entries' plain data, each in its fixed shape: the tag read as a byte, the key only if it is
+    a string, the context (MAX_CONTEXT_NODES) and versions (MAX_ENTRY_VERSIONS) counted at their headers, and
+    every array checked against that shape as soon as it is built (`_EntryShape`): the flat context, then
+    versions of 5, then the versions array. Nested arrays, or a long list where a scalar belongs, stop the
+    build at the first array out of place (at most `_VALUE_ENTRY_MAX_ARRAY` long), so what one entry builds
+    stays in proportion to what it may hold. One reader serves the entries of one message (an Unpacker per
+    entry cost ~2 us); after an error it starts afresh."""
+
+    __slots__ = ("_kwargs", "_max_bytes", "_shape", "_walker")
+
+    def __init__(self, caps: dict[str, Any], max_bytes: int) -> None:
+        self._kwargs = {**caps, "max_map_len": 0, "max_array_len": min(caps["max_array_len"], _VALUE_ENTRY_MAX_ARRAY)}
+        self._max_bytes = max(1, max_bytes)
+        self._shape = _EntryShape()
+        self._walker: msgpack.Unpacker | None = None
+
+    def plain(self, raw: memoryview, what: str) -> list[Any]:
+        walker = self._walker
+        if walker is None:
+            walker = self._walker = msgpack.Unpacker(raw=False, max_buffer_size=self._max_bytes,
+                                                     list_hook=self._shape, **self._kwargs)
+        shape = self._shape
+        shape.expect = -1
+        base = walker.tell()
+        try:
+            walker.feed(raw)
+            if walker.read_array_header() != 4 or raw[walker.tell() - base:walker.tell() - base + 1] != _VALUE_TAG_BYTE:
+                raise _ShapeError
+            walker.skip()
+            if not _is_str(raw, walker.tell() - base):
+                raise _ShapeError
+            key = walker.unpack()
+            items = _array_len(raw, walker.tell() - base)
+            _check_context_items(items)
+            shape.context(items)
+            context = walker.unpack()
+            versions = _array_len(raw, walker.tell() - base)
+            if versions > MAX_ENTRY_VERSIONS:
+                raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
+            shape.versions(versions)
+            plain_versions = walker.unpack()
+            if walker.tell() - base != len(raw):
+                raise StateCodecError(f"{what}: an entry has trailing bytes")
+        except BaseException as err:
+            self._walker = None  # (its buffer may hold the rest of this entry)
+            if isinstance(err, StateCodecError):
+                raise
+            if isinstance(err, _ShapeError):
+                raise StateCodecError(f"{what}: an entry is [0, key, [node, counter, ...], [[node, counter, "
+                                      "wall_ms, logical, value], ...]]") from None
+            if isinstance(err, ValueError | TypeError | OverflowError | RecursionError | msgpack.UnpackException):
+                raise StateCodecError(f"{what}: malformed msgpack: {type(err).__name__}: {err}") from None
+            raise
+        return [0, key, context, plain_versions]
 
 
 class _EntryShape:
@@ -620,6 +642,7 @@ class AnswerEntries:
         self._caps = _caps(len(field), limits)
         self._walker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(field)), **self._caps)
         self._walker.feed(field)
+        self._values = _ValueEntries(self._caps, len(field))
         self._remaining = count
         self._walker.read_array_header()  # (read once already: `open_ae_response`)
 
@@ -645,7 +668,7 @@ class AnswerEntries:
                         self.skipped += 1  # (skipped in C, not counted in the chunk's bytes)
                         continue
                 spent += len(entry)
-                out.append(_decode_entry(entry, limits, caps, "entries"))
+                out.append(_decode_entry(entry, limits, caps, "entries", self._values))
             if self._remaining == 0 and walker.tell() != len(view):
                 raise StateCodecError("entries: trailing bytes")
         except StateCodecError:
