@@ -62,11 +62,11 @@ def test_recent_ids_keep_the_window_newest_first_and_are_bounded() -> None:
     r = RecentIds(max_ids=3)
     for i, t in ((1, 0.0), (2, 0.5), (3, 0.9)):
         r.add(i, t)
-    assert r.ids(1.0, 0.6) == (3, 2)  # 1 is older than the window: forgotten
+    assert r.ids_for("q1", 1.0, 0.6) == (3, 2)  # 1 is older than the window: forgotten (a peer never asked)
     r.add(2, 1.0)  # received again: keeps its first arrival (peers asked since were told then)
     r.add(4, 1.0)
     r.add(5, 1.0)
-    assert r.ids(1.0, 10.0) == (5, 4, 3) and len(r) == 3
+    assert r.ids_for("q2", 1.0, 10.0) == (5, 4, 3) and len(r) == 3
 
 
 # -- the queue: held rumors count as sent -----------------------------------------------------------------

@@ -17,6 +17,7 @@ a cheap answer per connection and the budget's state (`X-Gossip-Retry-After-Ms`:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -96,8 +97,9 @@ async def test_forged_stale_or_misdirected_tickets_count_as_none(tmp_path: Path)
     async with _spent_agent(path) as (agent, _):
         ours = _security(path)
         stale = _security(path, wall=ours.wall() - 10 * ours.replay_window)
-        for ticket in (make_ticket(other, "POST", AE_PATH), make_ticket(stale, "POST", AE_PATH),
-                       make_ticket(ours, "POST", "/v1/internal/replicate"), "garbage!!", "A" * 5000):
+        here = ("127.0.0.1", agent.port)
+        for ticket in (make_ticket(other, "POST", AE_PATH, here), make_ticket(stale, "POST", AE_PATH, here),
+                       make_ticket(ours, "POST", "/v1/internal/replicate", here), "garbage!!", "A" * 5000):
             assert ticket is not None
             status, retry_ms = await _post(agent.port, expect=True, headers={TICKET_HEADER: ticket})
             assert (status, retry_ms) == (400, None), ticket[:40]
@@ -110,11 +112,48 @@ async def test_a_member_with_a_ticket_gets_the_early_retry_later(tmp_path: Path,
 
     path = _keyring_file(tmp_path)
     async with _spent_agent(path) as (agent, _):
-        ticket = make_ticket(_security(path), "POST", AE_PATH)
+        ticket = make_ticket(_security(path), "POST", AE_PATH, ("127.0.0.1", agent.port))
         assert ticket is not None
         status, retry_ms = await _post(agent.port, expect=expect, headers={TICKET_HEADER: ticket})
         assert status == 429 and retry_ms is not None
         assert _early(agent) == 1
+
+
+async def test_a_ticket_sealed_for_another_agent_buys_no_early_answer(tmp_path: Path) -> None:
+    """A ticket names the agent it was sealed for (its address as the asker dials it): one captured on its
+    way to another member, replayed here within the window, counts as none (the body is read first)."""
+    from gossip_agent.io.peer_ticket import TICKET_HEADER, make_ticket
+
+    path = _keyring_file(tmp_path)
+    async with _spent_agent(path) as (agent, _):
+        for elsewhere in (("127.0.0.1", agent.port + 1), ("10.0.0.9", agent.port)):
+            ticket = make_ticket(_security(path), "POST", AE_PATH, elsewhere)
+            assert ticket is not None
+            status, retry_ms = await _post(agent.port, expect=True, headers={TICKET_HEADER: ticket})
+            assert (status, retry_ms) == (400, None), elsewhere
+        assert _early(agent) == 0
+        advertised = make_ticket(_security(path), "POST", AE_PATH, agent.address)  # what the member table says
+        assert advertised is not None
+        assert (await _post(agent.port, expect=True, headers={TICKET_HEADER: advertised}))[0] == 429
+
+
+async def test_an_older_agents_ticket_counts_as_none_and_its_session_goes_on(tmp_path: Path) -> None:
+    """Mixed versions: a ticket without a target (sealed by an agent from before targets) opens but names no
+    address: the request is read and its body authenticated, then refused (429), not lost."""
+    from gossip_agent.io.peer_ticket import TICKET_HEADER
+    from gossip_agent.io.security import STAMP_BYTES, Purpose
+
+    path = _keyring_file(tmp_path)
+    async with _spent_agent(path) as (agent, _):
+        ours = _security(path)
+        assert ours.keyring is not None
+        stamp = int(ours.wall() * 1000).to_bytes(STAMP_BYTES, "big")
+        old = base64.urlsafe_b64encode(ours.keyring.seal(stamp + f"POST {AE_PATH}".encode(),
+                                                         Purpose.STREAM_HEAD)).decode()
+        body = ours.seal(state_service.FRAME + b"\x90", Purpose.STREAM)
+        status, retry_ms = await _post(agent.port, expect=False, headers={TICKET_HEADER: old}, body=body)
+        assert status == 429 and retry_ms is not None  # answered after its body was authenticated
+        assert _early(agent) == 0
 
 
 async def test_a_members_session_is_deferred_before_its_body_goes(tmp_path: Path,

@@ -46,6 +46,21 @@ def test_many_clients_stay_within_the_agents_rate_and_memory() -> None:
     assert len(limit._clients) == MAX_CLIENTS
 
 
+def test_the_rates_are_built_once_and_again_only_when_the_setting_changes() -> None:
+    """(Each critical write built two `Rate` objects; now they are kept until `per_second` changes.)"""
+    clock = _Clock()
+    limit = CriticalLimit(10, clock)
+    limit.allow("a")
+    agent = limit._agent
+    assert agent is not None
+    first = agent.rate
+    limit.allow("b")
+    assert agent.rate is first
+    limit.per_second = 2
+    assert limit.allow("c")
+    assert agent.rate.per_second == 2 and limit._clients._buckets["c"].rate.per_second == 1
+
+
 def test_zero_is_no_limit() -> None:
     limit = CriticalLimit(0, _Clock())
     assert all(limit.allow("a") for _ in range(1000))

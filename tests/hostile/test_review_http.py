@@ -54,16 +54,3 @@ async def test_unauthenticated_large_bodies_are_held_only_within_a_byte_budget()
         finally:
             for s in socks:
                 s.close()
-
-
-def test_the_budget_is_per_client_and_in_all() -> None:
-    budget = http_limits.BodyBudget(total=10, per_client=6)
-    assert budget.take("a", 6)
-    assert not budget.take("a", 1)
-    assert budget.take("b", 4)
-    assert not budget.take("c", 1)
-    budget.give("a", 6)
-    assert budget.take("c", 1)
-    budget.give("b", 4)
-    budget.give("c", 1)
-    assert budget.used == 0 and not budget.by_client

@@ -5,6 +5,8 @@ rumor payload (`decode_rumor`, used by /v1/internal/replicate with bodies up to 
 plaintext mode) was one `unpackb`: a 4 MiB body of nested empty arrays built ~258 MiB and took 4.75 s of CPU
 (load 30) on the event loop before "expected [tag, key, ...]". Now built with the push's bound (at most one
 array or map per 2 bytes, refused as built): 129 MiB at most for 4 MiB. Measured by tracemalloc's peak.
+(Session 10: each field is now built in the entry's fixed shape, about the input's size at most:
+test_s10_replicate_shapes.py.)
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ class PushedEntries(Sequence[Entry]):
 
     __slots__ = ("_bounds", "_data", "_decode")
 
-    def __init__(self, data: bytes, bounds: Sequence[int], decode: Callable[[memoryview], Entry]) -> None:
+    def __init__(self, data: bytes | memoryview, bounds: Sequence[int],
+                 decode: Callable[[memoryview], Entry]) -> None:
         self._data = memoryview(data)
         self._bounds = tuple(bounds)
         self._decode = decode

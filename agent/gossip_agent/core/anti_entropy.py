@@ -563,22 +563,40 @@ class Session:
                          want=tuple(want), want_nodes=tuple(want_nodes))
 
 
+ANSWER_PARTS = ("children", "listings", "collected keys")
+
+
+def answer_excess(asked: AeRequest, counts: tuple[int, int, int]) -> str | None:
+    """What an answer to `asked` holding `counts` children, listings and collected keys holds more of than
+    asked (None: nothing): children of each node asked to descend (and of the root when we sent ours), a
+    listing per node asked to list, a collected key per pushed entry. One rule for both checks: the counts in
+    an answer's array headers before anything is built (state_codec.open_ae_response), and a decoded answer
+    (`check_answer`, which also checks the nodes and keys it names)."""
+    bounds = (len(asked.descend) + (asked.root is not None), len(set(asked.listing)), len(asked.push))
+    for name, count, bound in zip(ANSWER_PARTS, counts, bounds, strict=True):
+        if count > bound:
+            return f"{count} {name}, more than the {bound} asked for"
+    return None
+
+
 def check_answer(asked: AeRequest, response: AeResponse) -> None:
-    """Refuse (AntiEntropyError) an answer that answers what `asked` did not ask: children of a node not
-    asked to descend (the root's children only when we sent our root), listings of nodes not asked to list,
-    more of either than asked, collected keys we did not push."""
+    """Refuse (AntiEntropyError) an answer that answers what `asked` did not ask: more children, listings or
+    collected keys than asked (`answer_excess`), children of a node not asked to descend (the root's children
+    only when we sent our root), listings of nodes not asked to list, collected keys we did not push."""
+    excess = answer_excess(asked, (len(response.children), len(response.listings), len(response.collected)))
+    if excess is not None:
+        raise AntiEntropyError(f"answer: {excess}")
     descend = set(asked.descend)
     if asked.root is not None:
         descend.add((0, 0))
-    if len(response.children) > len(asked.descend) + (asked.root is not None) \
-            or any(c.node not in descend for c in response.children):
+    if any(c.node not in descend for c in response.children):
         raise AntiEntropyError("answer: children of nodes we did not ask to descend")
     listing = set(asked.listing)
-    if len(response.listings) > len(listing) or any(item.node not in listing for item in response.listings):
+    if any(item.node not in listing for item in response.listings):
         raise AntiEntropyError("answer: listings of nodes we did not ask to list")
     if response.collected:
         pushed = {entry.key for entry in asked.push}
-        if len(response.collected) > len(asked.push) or any(key not in pushed for key in response.collected):
+        if any(key not in pushed for key in response.collected):
             raise AntiEntropyError("answer: collected keys we did not push")
 
 

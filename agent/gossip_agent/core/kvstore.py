@@ -679,19 +679,37 @@ class KvStore:
 
     @classmethod
     def restore(cls, data: Any, config: StateConfig | None = None, *, merkle_depth: int = DEFAULT_DEPTH,
-                merkle_bits: int = DEFAULT_BITS) -> KvStore:
-        """Inverse of `snapshot`; raises ValueError on malformed data."""
+                merkle_bits: int = DEFAULT_BITS, refused: list[RefusedItem] | None = None) -> KvStore:
+        """Inverse of `snapshot`; raises ValueError on malformed data. An entry or graveyard item whose context
+        names more than MAX_CONTEXT_NODES writer nodes (the bound every network path holds entries to: a
+        crafted or damaged data directory) is left out and appended to `refused`, the rest restored; without
+        `refused`, it raises ValueError."""
         if not isinstance(data, dict) or data.get("v") != 1 or not isinstance(data.get("node"), str):
             raise ValueError("snapshot: not a version 1 store snapshot")
         store = cls(data["node"], config, merkle_depth=merkle_depth, merkle_bits=merkle_bits, record_changes=False)
         store.clock = hlc_mod.from_plain(data["clock"]).with_node(store.node)
         store._retired = frozenset(_str_list(data.get("retired", [])))
+
+        def over_bound(kind: str, item: list[Any], context: object) -> bool:
+            nodes = len(context) // 2 if isinstance(context, list) else 0
+            if nodes <= MAX_CONTEXT_NODES:
+                return False
+            if refused is None:
+                raise ValueError(f"snapshot: {kind} {item[1 if kind == 'entry' else 0]!r:.80} names {nodes} "
+                                 f"writer nodes in its context (limit {MAX_CONTEXT_NODES})")
+            refused.append(RefusedItem(kind, item, nodes))
+            return True
         for item in _list(data.get("entries")):
+            if isinstance(item, list) and len(item) == 4 and item[0] == _VALUE_TAG and over_bound("entry", item,
+                                                                                                  item[2]):
+                continue
             entry = entry_from_plain(item)
             store._put(entry.key, entry, "restore")
         for item in _list(data.get("graveyard")):
             if not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str):
                 raise ValueError("snapshot: bad graveyard record")
+            if over_bound("graveyard item", item, item[1]):
+                continue
             store._graveyard[item[0]] = _Grave(VersionVector.from_plain(item[1]), hlc_mod.from_plain(item[2]))
         conflicts = data.get("conflicts", [0, 0])
         if isinstance(conflicts, list) and len(conflicts) == 2 and all(isinstance(n, int) for n in conflicts):
@@ -712,6 +730,21 @@ class KvStore:
         self.merkle.update(key, entry_digest(entry))
         if self.record_changes:
             self._changes.append(Change(key, entry, origin))
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedItem:
+    """A snapshot item `KvStore.restore` left out: `kind` "entry" (`plain`: kvstore's plain entry) or
+    "graveyard item" (`plain`: [key, context, timestamp]), and how many writer nodes its context names."""
+
+    kind: str
+    plain: list[Any]
+    nodes: int
+
+    @property
+    def key(self) -> str:
+        key = self.plain[1] if self.kind == "entry" else self.plain[0]
+        return key if isinstance(key, str) else repr(key)
 
 
 @dataclass(frozen=True, slots=True)

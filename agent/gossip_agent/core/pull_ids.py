@@ -66,11 +66,6 @@ class RecentIds:
         if len(at) > self.max_ids:
             at.popitem(last=False)
 
-    def ids(self, now: float, window: float) -> tuple[int, ...]:
-        """The ids received within `window` seconds before `now`, newest first (older ones are forgotten)."""
-        self._expire(now, window)
-        return tuple(reversed(self._at))
-
     def ids_for(self, peer: str, now: float, window: float) -> tuple[int, ...]:
         """What a request to `peer` names: ids received within `window` and since our last request to `peer`
         (earlier ones were named then), none received from `peer`; newest first, at most MAX_IDS_PER_MESSAGE."""

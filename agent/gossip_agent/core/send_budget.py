@@ -80,10 +80,6 @@ class SendBudget:
         return self.rate <= 0
 
     @property
-    def _tokens(self) -> float:
-        return self._bucket.tokens
-
-    @property
     def tokens(self) -> float:
         """Bytes the bucket holds (-burst <= tokens <= burst: below zero is a stream's debt); `math.inf` when
         unlimited."""
@@ -101,7 +97,7 @@ class SendBudget:
             return 0
         if self.unlimited:
             return wanted
-        return max(0, min(wanted, int(self._tokens)))
+        return max(0, min(wanted, int(self._bucket.tokens)))
 
     def allow_normal(self, wanted: int) -> int:
         """Like `allow`, for a normal payload sent apart from the queue (the broadcast tree's pushes, which
@@ -111,7 +107,7 @@ class SendBudget:
             return 0
         if self.unlimited:
             return wanted
-        return max(0, min(wanted, int(self._tokens - self._reserve())))
+        return max(0, min(wanted, int(self._bucket.tokens - self._reserve())))
 
     def charge(self, sent: int) -> None:
         """`sent` bytes went on the wire: take them from the bucket, which stops at zero (mandatory bytes
@@ -147,7 +143,7 @@ class SendBudget:
         if self.unlimited or size <= 0:
             return 0.0
         self.refill(now)
-        short = min(size, self.stream_room()) + self._reserve() - self._tokens
+        short = min(size, self.stream_room()) + self._reserve() - self._bucket.tokens
         if short < 1.0:  # (less than a byte short: a float's rounding must not keep it waiting)
             self._charge_stream(size)
             return 0.0
@@ -160,7 +156,7 @@ class SendBudget:
         if self.unlimited:
             return UNLIMITED_STREAM
         self.refill(now)
-        room = min(self.stream_room(), int(self._tokens - self._reserve()))
+        room = min(self.stream_room(), int(self._bucket.tokens - self._reserve()))
         return room if room >= self._min_answer() else 0
 
     def retry_after(self, now: float) -> float:
@@ -169,7 +165,7 @@ class SendBudget:
         if self.unlimited:
             return 0.0
         self.refill(now)
-        return max(0.0, (self._min_answer() + self._reserve() - self._tokens) / self.rate)
+        return max(0.0, (self._min_answer() + self._reserve() - self._bucket.tokens) / self.rate)
 
     def charge_answer(self, size: int) -> None:
         """An answer of `size` bytes (body + STREAM_OVERHEAD) went, built within `answer_room`."""

@@ -27,6 +27,7 @@ from gossip_agent.core import packing
 from gossip_agent.core.ae_entries import PushedEntries
 from gossip_agent.core.anti_entropy import (
     KEY_ID_BYTES,
+    MERGE_CHUNK_BYTES,
     RECORD_BYTES,
     AeMessage,
     AeRequest,
@@ -35,6 +36,7 @@ from gossip_agent.core.anti_entropy import (
     Limits,
     Listing,
     NodeId,
+    answer_excess,
 )
 from gossip_agent.core.config import StateConfig
 from gossip_agent.core.kvstore import (
@@ -43,6 +45,7 @@ from gossip_agent.core.kvstore import (
     CrdtEntry,
     Entry,
     InvalidEntry,
+    RefusedItem,
     entry_from_plain,
     entry_to_plain,
 )
@@ -154,16 +157,31 @@ def encode_rumor(entry: Entry) -> bytes:
 
 
 def decode_rumor(payload: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Entry:
-    """One entry, built with at most one array or map per `_PUSH_BYTES_PER_LIST` bytes (as a pushed one is):
-    a peer's write-concern push (/v1/internal/replicate, up to 4 MiB, unauthenticated in plaintext mode) of
-    nested empty arrays built ~258 MiB and took seconds of the event loop before its shape was checked."""
+    """One entry ([1, entry], as `encode_rumor` writes it), decoded as a pushed one is (`_decode_entry`): its
+    shape read from headers and each field built with bounds of its own. A peer's write-concern push
+    (/v1/internal/replicate, up to 4 MiB, unauthenticated in plaintext mode) of nested arrays in the key built
+    ~129 MiB and held the event loop 1.5 s, and an OR-set of 300k tiny elements ~4 s, before either was
+    refused."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise StateCodecError(f"expected bytes, got {type(payload).__name__}")
     if len(payload) > limits.max_message_bytes:
         raise StateCodecError(f"message of {len(payload)} bytes exceeds the {limits.max_message_bytes} byte cap")
-    _check_rumor_head(payload, limits)
-    plain = _unpack_field(payload, limits, len(payload) // _PUSH_BYTES_PER_LIST + 64, "state rumor")
-    if not isinstance(plain, list) or len(plain) != 2 or plain[0] != RUMOR or isinstance(plain[0], bool):
+    if payload[:2] != _RUMOR_HEAD:  # (read as bytes, never decoded: a tag of nested arrays would be built)
         raise StateCodecError(f"not a state rumor (format tag {RUMOR}, 2 fields)")
-    return _entry(plain[1], limits)
+    entry = memoryview(payload)[2:]
+    caps = _caps(len(payload), limits)
+    if entry[1:2] == _CRDT_TAG_BYTE:
+        try:
+            _check_entry_head(entry, caps)
+            state = _crdt_state_bytes(entry, caps)
+        except StateCodecError:
+            raise
+        except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+            raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
+        if state > limits.max_value_bytes:
+            raise StateCodecError(f"entry: a CRDT state of more than {limits.max_value_bytes} bytes "
+                                  "(max_value_bytes)")
+    return _decode_entry(entry, limits, caps, "state rumor")
 
 
 def _caps(size: int, limits: CodecLimits) -> dict[str, Any]:
@@ -172,26 +190,6 @@ def _caps(size: int, limits: CodecLimits) -> dict[str, Any]:
     return {"max_str_len": min(size, limits.max_str_bytes), "max_bin_len": min(size, limits.max_bin_bytes),
             "max_array_len": min(size, limits.max_items), "max_map_len": min(size, limits.max_items),
             "max_ext_len": 0}
-
-
-def _check_rumor_head(payload: bytes, limits: CodecLimits) -> None:
-    """A rumor's entry counted at its headers before anything is built (`_check_entry_head`): a context of
-    500k writer nodes in 2.4 MiB was built, stored and gossiped on. A shape the headers cannot read is left
-    to the full decode, which names it."""
-    caps = _caps(len(payload), limits)
-    if not isinstance(payload, bytes | bytearray | memoryview):
-        return
-    peek = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(payload)), **caps)
-    peek.feed(payload)
-    try:
-        if peek.read_array_header() != 2:
-            return
-        peek.skip()  # the rumor tag
-        _check_entry_head(memoryview(payload)[peek.tell():], caps)
-    except StateCodecError:
-        raise
-    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException):
-        return
 
 
 def encode_change(change: Change) -> bytes:
@@ -208,6 +206,15 @@ def decode_change(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Change:
     if decoded is not None and decoded.key != key:
         raise StateCodecError("log record: key does not match its entry")
     return Change(key, decoded, origin)
+
+
+def encode_refused(item: RefusedItem) -> bytes:
+    """What recovery keeps aside (io/persistence `wal.rejected`) of a snapshot item `KvStore.restore` left
+    out: an entry as a log record ([2, key, "restore", entry]), a graveyard item as the snapshot holds it
+    ([key, context, timestamp])."""
+    if item.kind == "entry":
+        return _pack([CHANGE, item.key, "restore", item.plain])
+    return _pack(item.plain)
 
 
 def encode_context(context: CausalContext) -> bytes:
@@ -301,14 +308,15 @@ def _counting_hooks(limit: int) -> dict[str, Any]:
     return {"list_hook": count, "object_hook": count}
 
 
-def _fields(data: bytes, limits: CodecLimits, what: str, tag: int) -> list[bytes]:
-    """The 8 fields of an anti-entropy message as separate byte strings, found by msgpack's skip (which builds
+def _fields(data: bytes, limits: CodecLimits, what: str, tag: int) -> list[memoryview]:
+    """The 8 fields of an anti-entropy message as views of `data`, found by msgpack's skip (which builds
     nothing): each is then decoded with bounds of its own, so nested arrays in a field meant to be flat cost
     two arrays, not millions."""
     if len(data) > limits.max_message_bytes:
         raise StateCodecError(f"message of {len(data)} bytes exceeds the {limits.max_message_bytes} byte cap")
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(data)), **_caps(len(data), limits))
     unpacker.feed(data)
+    view = memoryview(data)
     fields = []
     try:
         if unpacker.read_array_header() != 8:
@@ -316,7 +324,7 @@ def _fields(data: bytes, limits: CodecLimits, what: str, tag: int) -> list[bytes
         for _ in range(8):
             start = unpacker.tell()
             unpacker.skip()
-            fields.append(bytes(data[start:unpacker.tell()]))
+            fields.append(view[start:unpacker.tell()])  # (a view: no copy of the body)
         if unpacker.tell() != len(data):
             raise StateCodecError(f"{what}: trailing bytes")
     except StateCodecError:
@@ -326,7 +334,8 @@ def _fields(data: bytes, limits: CodecLimits, what: str, tag: int) -> list[bytes
     return fields
 
 
-def _unpack_field(data: bytes, limits: CodecLimits, max_lists: int, what: str, max_len: int | None = None) -> Any:
+def _unpack_field(data: bytes | memoryview, limits: CodecLimits, max_lists: int, what: str,
+                  max_len: int | None = None) -> Any:
     """One field, refused as soon as it builds more than `max_lists` arrays and maps, or (`max_len`) an array
     or map longer than that (refused at its header, before its items are built)."""
     most = min(len(data), limits.max_items, len(data) if max_len is None else max_len)
@@ -351,7 +360,7 @@ array's header. Built first and checked after, 1M-item node lists cost ~40 bytes
 ~2 s for 3 MiB (review)."""
 
 
-def _pushed_entries(data: bytes, limits: CodecLimits) -> PushedEntries:
+def _pushed_entries(data: bytes | memoryview, limits: CodecLimits) -> PushedEntries:
     """The push field split into its entries' bytes by msgpack's skip (which builds nothing; one C call per
     entry): each entry is an array of 4 with a one-byte tag, and a value entry's versions are counted at their
     array's header (refused past MAX_ENTRY_VERSIONS). Entries are decoded one at a time when merged
@@ -374,13 +383,14 @@ def _pushed_entries(data: bytes, limits: CodecLimits) -> PushedEntries:
     except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
         raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
 
+    values = _ValueEntries(caps, len(data))
+
     def decode(raw: memoryview) -> Entry:
         if raw[1:2] == _CRDT_TAG_BYTE and _crdt_state_bytes(raw, caps) > limits.max_value_bytes:
             # The store refuses a CRDT state above max_value_bytes once built (kvstore.validate); one of 300k
             # tiny elements in a 3.6 MiB push took seconds and ~175 MiB to build and merge in one step.
             raise InvalidEntry(f"CRDT state of more than {limits.max_value_bytes} bytes (max_value_bytes)")
-        plain = _unpack_field(raw, limits, len(raw) // _PUSH_BYTES_PER_LIST + 64, "push")  # type: ignore[arg-type]
-        return _entry(plain, limits)
+        return _decode_entry(raw, limits, caps, "push", values)
     return PushedEntries(data, bounds, decode)
 
 
@@ -406,6 +416,131 @@ def _check_entry_head(entry: memoryview, caps: dict[str, Any]) -> None:
             raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
 
 
+def _decode_entry(raw: memoryview, limits: CodecLimits, caps: dict[str, Any], what: str,
+                  values: _ValueEntries | None = None) -> Entry:
+    """One entry whose head passed `_check_entry_head` (a value entry's is read again here). A value entry has a
+    fixed shape, [0, key, flat context, versions of 5 scalars], so each part is built with exactly that many
+    arrays (`_ValueEntries`, or `values`: one reused over a message's entries): nested arrays or long lists
+    where a scalar belongs are refused as soon as the first is built. A CRDT entry (its state bounded by
+    max_value_bytes before this) builds at most one array or map per `_PUSH_BYTES_PER_LIST` bytes."""
+    if raw[1:2] == _CRDT_TAG_BYTE:
+        plain = _unpack_field(raw, limits, len(raw) // _PUSH_BYTES_PER_LIST + 64, what)
+    else:
+        plain = (values or _ValueEntries(caps, len(raw))).plain(raw, what)
+    return _entry(plain, limits)
+
+
+class _ShapeError(Exception):
+    pass
+
+
+_VALUE_ENTRY_MAX_ARRAY = max(2 * MAX_CONTEXT_NODES, MAX_ENTRY_VERSIONS)
+"""The longest array a value entry holds (its flat context): one out of place is built at most this long."""
+
+
+class _ValueEntries:
+    """Reads value entries' plain data, each in its fixed shape: the tag read as a byte, the key only if it is
+    a string, the context (MAX_CONTEXT_NODES) and versions (MAX_ENTRY_VERSIONS) counted at their headers, and
+    every array checked against that shape as soon as it is built (`_EntryShape`): the flat context, then
+    versions of 5, then the versions array. Nested arrays, or a long list where a scalar belongs, stop the
+    build at the first array out of place (at most `_VALUE_ENTRY_MAX_ARRAY` long), so what one entry builds
+    stays in proportion to what it may hold. One reader serves the entries of one message (an Unpacker per
+    entry cost ~2 us); after an error it starts afresh."""
+
+    __slots__ = ("_kwargs", "_max_bytes", "_shape", "_walker")
+
+    def __init__(self, caps: dict[str, Any], max_bytes: int) -> None:
+        self._kwargs = {**caps, "max_map_len": 0, "max_array_len": min(caps["max_array_len"], _VALUE_ENTRY_MAX_ARRAY)}
+        self._max_bytes = max(1, max_bytes)
+        self._shape = _EntryShape()
+        self._walker: msgpack.Unpacker | None = None
+
+    def plain(self, raw: memoryview, what: str) -> list[Any]:
+        walker = self._walker
+        if walker is None:
+            walker = self._walker = msgpack.Unpacker(raw=False, max_buffer_size=self._max_bytes,
+                                                     list_hook=self._shape, **self._kwargs)
+        shape = self._shape
+        shape.expect = -1
+        base = walker.tell()
+        try:
+            walker.feed(raw)
+            if walker.read_array_header() != 4 or raw[walker.tell() - base:walker.tell() - base + 1] != _VALUE_TAG_BYTE:
+                raise _ShapeError
+            walker.skip()
+            if not _is_str(raw, walker.tell() - base):
+                raise _ShapeError
+            key = walker.unpack()
+            items = _array_len(raw, walker.tell() - base)
+            _check_context_items(items)
+            shape.context(items)
+            context = walker.unpack()
+            versions = _array_len(raw, walker.tell() - base)
+            if versions > MAX_ENTRY_VERSIONS:
+                raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
+            shape.versions(versions)
+            plain_versions = walker.unpack()
+            if walker.tell() - base != len(raw):
+                raise StateCodecError(f"{what}: an entry has trailing bytes")
+        except BaseException as err:
+            self._walker = None  # (its buffer may hold the rest of this entry)
+            if isinstance(err, StateCodecError):
+                raise
+            if isinstance(err, _ShapeError):
+                raise StateCodecError(f"{what}: an entry is [0, key, [node, counter, ...], [[node, counter, "
+                                      "wall_ms, logical, value], ...]]") from None
+            if isinstance(err, ValueError | TypeError | OverflowError | RecursionError | msgpack.UnpackException):
+                raise StateCodecError(f"{what}: malformed msgpack: {type(err).__name__}: {err}") from None
+            raise
+        return [0, key, context, plain_versions]
+
+
+class _EntryShape:
+    """A msgpack list_hook for a value entry's context and versions: each array, as it is built (inner ones
+    first), must be the one the shape expects next, of the length its header gave: the context, or the
+    versions' arrays of 5 then the versions array; any other stops the build (_ShapeError)."""
+
+    __slots__ = ("expect", "fives", "outer")
+
+    def __init__(self) -> None:
+        self.expect = -1  # the length of the next array (-1: no array may be built now)
+        self.fives = 0    # versions still to come
+        self.outer = -1   # the versions array's length
+
+    def context(self, items: int) -> None:
+        self.expect = items
+
+    def versions(self, count: int) -> None:
+        self.fives, self.outer, self.expect = count, count, (5 if count else 0)
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        if len(items) != self.expect:
+            raise _ShapeError
+        if self.fives:
+            self.fives -= 1
+            self.expect = 5 if self.fives else self.outer
+        else:
+            self.expect = -1
+        return items
+
+
+def _is_str(data: memoryview, pos: int) -> bool:
+    """The msgpack value at `pos` is a string (fixstr, str 8/16/32)."""
+    return pos < len(data) and (0xA0 <= data[pos] <= 0xBF or 0xD9 <= data[pos] <= 0xDB)
+
+
+def _array_len(data: memoryview, pos: int) -> int:
+    """The length in the msgpack array header at `pos`, read as bytes (the value is not consumed)."""
+    first = data[pos] if pos < len(data) else -1
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F
+    if first in (0xDC, 0xDD):
+        width = 2 if first == 0xDC else 4
+        if pos + 1 + width <= len(data):
+            return int.from_bytes(data[pos + 1:pos + 1 + width], "big")
+    raise _ShapeError
+
+
 def _crdt_state_bytes(entry: memoryview, caps: dict[str, Any]) -> int:
     """Bytes a CRDT entry's state takes on the wire (its last field; what kvstore limits once it is built)."""
     peek = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(entry)), **caps)
@@ -417,6 +552,7 @@ def _crdt_state_bytes(entry: memoryview, caps: dict[str, Any]) -> int:
     return len(entry) - start
 
 
+_RUMOR_HEAD = bytes([0x92, RUMOR])  # [RUMOR, entry]: a fixarray of 2, the tag a positive fixint
 _VALUE_TAG_BYTE = b"\x00"  # kvstore's value and CRDT entry tags, as the positive fixints an encoder writes
 _CRDT_TAG_BYTE = b"\x01"
 
@@ -479,7 +615,7 @@ _MIN_CHILD_BYTES = 3 + 2 + 2 * HASH_BYTES + 2 + 2
 _MIN_LISTING_BYTES = 3 + 2
 
 
-def _array_count(field: bytes, what: str) -> int:
+def _array_count(field: bytes | memoryview, what: str) -> int:
     """The length in a field's array header, read without decoding the array."""
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(field)), max_ext_len=0)
     unpacker.feed(field)
@@ -491,58 +627,53 @@ def _array_count(field: bytes, what: str) -> int:
 
 
 class AnswerEntries:
-    """The entries of an anti-entropy answer, decoded on demand (`take`), each with the same bounds as a
-    pushed entry (`decode_ae_request`): the whole field may build at most one array or map per
-    `_PUSH_BYTES_PER_LIST` bytes, an entry's versions are counted before they are built, and its key and
-    values are checked against the state limits. The driver merges a chunk, yields to its event loop, takes
-    the next (core/anti_entropy.AnswerMerge)."""
+    """The entries of an anti-entropy answer, decoded on demand (`take`), each exactly as a pushed entry is
+    (`decode_ae_request`): found by msgpack's skip, its head read before anything is built, a CRDT state
+    longer than `max_value_bytes` skipped unbuilt (the store would refuse it), and the rest built in its
+    entry's shape (`_decode_entry`). The driver merges a chunk, yields to its event loop, takes the next
+    (core/anti_entropy.AnswerMerge); a chunk stops at `MERGE_CHUNK_BYTES` of entries (and one more).
+    Before: the entries were unpacked with only "one array per 2 bytes" for the whole field, so one entry
+    whose key held 4M empty arrays built 133 MiB and took ~2 s in one step."""
 
-    def __init__(self, field: bytes, count: int, limits: CodecLimits) -> None:
+    def __init__(self, field: bytes | memoryview, count: int, limits: CodecLimits) -> None:
         self.limits = limits
-        self._size = len(field)
-        self._unpacker = msgpack.Unpacker(
-            raw=False, use_list=True, strict_map_key=True, max_buffer_size=max(1, len(field)),
-            **_counting_hooks(len(field) // _PUSH_BYTES_PER_LIST + 64), **_caps(len(field), limits))
-        self._unpacker.feed(field)
+        self.skipped = 0  # CRDT entries over max_value_bytes, left unbuilt
+        self._view = memoryview(field)
+        self._caps = _caps(len(field), limits)
+        self._walker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(field)), **self._caps)
+        self._walker.feed(field)
+        self._values = _ValueEntries(self._caps, len(field))
         self._remaining = count
-        self._unpacker.read_array_header()  # (read once already: `open_ae_response`)
+        self._walker.read_array_header()  # (read once already: `open_ae_response`)
 
     @property
     def remaining(self) -> int:
         return self._remaining
 
-    def _next_plain(self) -> list[Any]:
-        """One entry's plain data, its versions counted from their array header before any is built."""
-        unpacker = self._unpacker
-        if unpacker.read_array_header() != 4:
-            raise StateCodecError("entry: expected [tag, key, context, versions]")
-        tag, key = unpacker.unpack(), unpacker.unpack()
-        if tag != 0 or isinstance(tag, bool):  # a CRDT entry (tag 1), or an error entry_from_plain names
-            return [tag, key, unpacker.unpack(), unpacker.unpack()]
-        items = unpacker.read_array_header()
-        _check_context_items(items)
-        third = [unpacker.unpack() for _ in range(items)]
-        versions = unpacker.read_array_header()
-        if versions > MAX_ENTRY_VERSIONS:
-            raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
-        return [tag, key, third, [unpacker.unpack() for _ in range(versions)]]
-
-    def take(self, count: int) -> list[Entry]:
-        """Up to `count` more entries; StateCodecError at the first malformed one (none are left then)."""
+    def take(self, count: int, max_bytes: int = MERGE_CHUNK_BYTES) -> list[Entry]:
+        """Up to `count` more entries, stopping once they took `max_bytes` on the wire; StateCodecError at
+        the first malformed one (none are left then)."""
         out: list[Entry] = []
+        walker, view, caps, limits = self._walker, self._view, self._caps, self.limits
+        spent = 0
         try:
-            while self._remaining > 0 and len(out) < count:
-                plain = self._next_plain()
+            while self._remaining > 0 and len(out) < count and spent < max_bytes:
+                start = walker.tell()
+                walker.skip()
+                entry = view[start:walker.tell()]
                 self._remaining -= 1
-                out.append(_entry(plain, self.limits))
-            if self._remaining == 0 and self._unpacker.tell() != self._size:
+                if entry[1:2] == _CRDT_TAG_BYTE:  # (a value entry's head is read by `_decode_entry`)
+                    _check_entry_head(entry, caps)
+                    if _crdt_state_bytes(entry, caps) > limits.max_value_bytes:
+                        self.skipped += 1  # (skipped in C, not counted in the chunk's bytes)
+                        continue
+                spent += len(entry)
+                out.append(_decode_entry(entry, limits, caps, "entries", self._values))
+            if self._remaining == 0 and walker.tell() != len(view):
                 raise StateCodecError("entries: trailing bytes")
         except StateCodecError:
             self._remaining = 0
             raise
-        except _TooManyLists:
-            self._remaining = 0
-            raise StateCodecError("entries: more nested arrays or maps than the field can hold") from None
         except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
             self._remaining = 0
             raise StateCodecError(f"entries: malformed msgpack: {type(err).__name__}: {err}") from None
@@ -562,12 +693,11 @@ def open_ae_response(data: bytes, limits: CodecLimits = DEFAULT_LIMITS, *, asked
     tag, shape, root, truncated = (_unpack_field(fields[k], limits, 1, "anti-entropy response") for k in (0, 1, 2, 7))
     if tag != AE_RESPONSE or isinstance(tag, bool):
         raise StateCodecError("not an anti-entropy response (format tag 4, 8 fields)")
-    counts = [_array_count(fields[k], name) for k, name in ((3, "children"), (4, "listings"), (6, "collected"))]
-    if asked is not None:
-        bounds = (len(asked.descend) + (asked.root is not None), len(set(asked.listing)), len(asked.push))
-        for name, count, bound in zip(("children", "listings", "collected keys"), counts, bounds, strict=True):
-            if count > bound:
-                raise StateCodecError(f"anti-entropy response: {count} {name}, more than the {bound} asked for")
+    counts = (_array_count(fields[3], "children"), _array_count(fields[4], "listings"),
+              _array_count(fields[6], "collected"))
+    excess = None if asked is None else answer_excess(asked, counts)
+    if excess is not None:
+        raise StateCodecError(f"anti-entropy response: {excess}")
     for name, count, field, least in (("children", counts[0], fields[3], _MIN_CHILD_BYTES),
                                       ("listings", counts[1], fields[4], _MIN_LISTING_BYTES)):
         if count * least > len(field):
@@ -613,4 +743,7 @@ def decode_ae_response(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> AeR
     """A whole answer at once (the simulator, tests): `open_ae_response` without what was asked, then every
     entry."""
     head, entries = open_ae_response(data, limits)
-    return replace(head, entries=tuple(entries.take(entries.remaining)))
+    out: list[Entry] = []
+    while entries.remaining:
+        out += entries.take(entries.remaining)
+    return replace(head, entries=tuple(out))

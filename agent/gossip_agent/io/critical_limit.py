@@ -47,18 +47,26 @@ class CriticalLimit:
         self._agent: TokenBucket | None = None  # made at the first critical write (the clock may not run before)
         self._clients: KeyedTokenBuckets[str] = KeyedTokenBuckets(MAX_CLIENTS)
         self.downgraded = 0
+        self._rates: tuple[float, Rate, Rate] | None = None  # (per_second they were built for, agent, client)
+
+    def _agent_and_client_rates(self) -> tuple[Rate, Rate]:
+        """The agent's and one client's rates, built again only when `per_second` changed (not per write)."""
+        rates = self._rates
+        if rates is None or rates[0] != self.per_second:
+            rates = self._rates = (self.per_second, _rate(self.per_second), _rate(self.per_second * CLIENT_SHARE))
+        return rates[1], rates[2]
 
     def allow(self, client: str) -> bool:
-        rate = self.per_second
-        if rate <= 0:
+        if self.per_second <= 0:
             return True
         now = self._clock()
-        if not self._clients.take(client, 1.0, _rate(rate * CLIENT_SHARE), now):
+        agent_rate, client_rate = self._agent_and_client_rates()
+        if not self._clients.take(client, 1.0, client_rate, now):
             self.downgraded += 1
             return False
         if self._agent is None:
-            self._agent = TokenBucket(_rate(rate), now)
-        self._agent.rate = _rate(rate)
+            self._agent = TokenBucket(agent_rate, now)
+        self._agent.rate = agent_rate
         if not self._agent.take(1.0, now):
             self._clients.give(client, 1.0)  # the agent's bound refused it: the client's share is not spent
             self.downgraded += 1

@@ -218,16 +218,6 @@ class BodyBudget:
         if self.by_client[client] <= 0:
             del self.by_client[client]
 
-    def take(self, client: str, size: int) -> bool:
-        """Reserve and charge `size` at once (a body whose bytes are all here)."""
-        if self.by_client[client] + size > self.per_client or not self.charge(size):
-            return False
-        self.by_client[client] += size
-        return True
-
-    def give(self, client: str, size: int) -> None:
-        self.release(client, size, size)
-
 
 def _busy() -> web.HTTPException:
     busy = _json_error(503, "too many large request bodies in flight (from this client or in all); retry shortly")

@@ -145,7 +145,7 @@ class PeerClient:
         sealed = _Body(self.security.seal(body, Purpose.STREAM), content_type=_OCTETS)
         limit = max_bytes + 64  # the envelope
         sent_headers = {**(headers or {}), "Content-Type": _OCTETS}
-        proof = make_ticket(self.security, "POST", path) if ticket else None
+        proof = make_ticket(self.security, "POST", path, addr) if ticket else None
         if proof is not None:
             sent_headers[TICKET_HEADER] = proof
         try:

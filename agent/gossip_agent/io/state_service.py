@@ -46,7 +46,16 @@ from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker
 from gossip_agent.core.crdt import Crdt
 from gossip_agent.core.effects import MemberEvent
 from gossip_agent.core.hlc import Hlc
-from gossip_agent.core.kvstore import C, CausalContext, Change, Entry, InvalidEntry, KvStore, StoreImage
+from gossip_agent.core.kvstore import (
+    C,
+    CausalContext,
+    Change,
+    Entry,
+    InvalidEntry,
+    KvStore,
+    RefusedItem,
+    StoreImage,
+)
 from gossip_agent.core.messages import Address, Digest
 from gossip_agent.core.node import StateDelegate
 from gossip_agent.core.replica import (
@@ -67,6 +76,7 @@ from gossip_agent.core.state_codec import (
     decode_change,
     encode_ae,
     encode_change,
+    encode_refused,
     encode_rumor,
     open_ae_response,
 )
@@ -84,6 +94,7 @@ from gossip_agent.core.state_node import (
     StateNode,
     StateStats,
 )
+from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES
 from gossip_agent.io.host import AgentHost, Extension
 from gossip_agent.io.http_limits import expect_refusal, refuse_before_body
 from gossip_agent.io.peer_client import RETRY_AFTER_MS_HEADER, PeerBusy, PeerError
@@ -285,7 +296,9 @@ class StateService(Extension, StateDelegate):
         if snapshot is not None:
             try:
                 plain = msgpack.unpackb(snapshot, raw=False, strict_map_key=True)
-                store = KvStore.restore(plain, self.config.state)
+                refused: list[RefusedItem] = []
+                store = KvStore.restore(plain, self.config.state, refused=refused)
+                self._set_aside_refused(durable, refused)
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
                 # Not fatal, and not silent: keep the bad file for inspection, start from the log, and let
                 # anti-entropy bring back from the peers what only the snapshot held (it runs on join).
@@ -321,6 +334,17 @@ class StateService(Extension, StateDelegate):
         s = store.stats()
         log.info("state recovered from %s: %d keys, %d tombstones (snapshot %s, %d log records), replica %s",
                  storage.data_dir, s.keys, s.tombstones, "yes" if snapshot else "no", len(records), store.node)
+
+    def _set_aside_refused(self, durable: DurableLog, refused: list[RefusedItem]) -> None:
+        """Snapshot items over the context bound `KvStore.restore` left out: counted, kept in wal.rejected and
+        logged (as unreadable log records are); the rest of the snapshot is restored."""
+        for item in refused:
+            self.stats.recovery["snapshot_item_refused"] += 1
+            durable.set_aside_record(encode_refused(item))
+            log.error("data dir %s: the snapshot's %s %r names %d writer nodes in its context (limit %d, which "
+                      "every peer holds entries to); left out and kept in %s, the peers' copy will be repaired in "
+                      "by anti-entropy", durable.dir, item.kind, item.key[:80], item.nodes, MAX_CONTEXT_NODES,
+                      durable.rejected_path.name)
 
     # -- effects --------------------------------------------------------------------------------------------
     def _perform(self, effects: Iterable[StateEffect]) -> None:
@@ -573,7 +597,7 @@ class StateService(Extension, StateDelegate):
         CA, else any client is a peer (and could run a whole session)."""
         security = self.agent.security
         if security.encrypted and not ticket_valid(security, request.headers.get(TICKET_HEADER), request.method,
-                                                   request.path):
+                                                   request.path, _own_addresses(self.agent.address, request)):
             return None
         return self._ae_refusal(request)
 
@@ -845,6 +869,16 @@ def _write_snapshot(durable: DurableLog, image: StoreImage) -> None:
 MAX_REPLICA_ID_FILE = 1024
 
 
+def _own_addresses(advertised: Address, request: web.Request) -> list[Address]:
+    """The addresses a peer may have dialled to reach us (a ticket names one, io/peer_ticket.py): the one we
+    advertise, and the local address this connection arrived at."""
+    ours = [advertised]
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        ours.append((str(sockname[0]), int(sockname[1])))
+    return ours
+
+
 def _read_replica_id(path: Path, name: str) -> str | None:
     """This member's replica id from `path`, or None when the file is missing or is not one (too long, not UTF-8,
     another member's, a bad epoch): the caller then starts a fresh replica, which is always safe (its writes
@@ -923,7 +957,8 @@ class StateCollector(Collector):
         yield _counter("gossip_state_log_records", "Records appended to the durable log.", st.log_records)
         yield _counter("gossip_state_snapshots", "Snapshots written.", st.snapshots)
         yield _labelled("gossip_state_recovery_problems", "Recovery problems, never silent: snapshot_unreadable "
-                        "(recovered from the log and the peers), record_unreadable (log records kept aside).",
+                        "(recovered from the log and the peers), record_unreadable (log records kept aside), "
+                        "snapshot_item_refused (snapshot entries over the context bound, kept aside).",
                         "problem", st.recovery)
         yield _labelled("gossip_state_refused", "Numbers refused at the edge, by reason (clock_drift, "
                         "counter_overflow, crdt_invalid): 400s to clients, dropped rumors/entries from peers.",

@@ -1,0 +1,52 @@
+"""The asker decodes an anti-entropy answer's entries exactly as the responder decodes pushed ones.
+
+The answer's counts were bounded (session 9), but each entry was unpacked with only "one array per 2 bytes"
+for the whole field: one entry whose key held 4M empty arrays (a 4 MiB answer) built 133 MiB and took ~2 s in
+one merge step before "key must be a string" (a 16 MiB answer: ~4x that). Now (core/state_codec.AnswerEntries)
+each entry is found by msgpack's skip and built in its shape (`_decode_entry`, shared with rumors, replicate
+and pushes), a CRDT state over `max_value_bytes` is skipped unbuilt, and a step stops at
+`MERGE_CHUNK_BYTES` of entries, as a push's does.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import msgpack
+
+from gossip_agent.core import hlc
+from gossip_agent.core.anti_entropy import MERGE_CHUNK, MERGE_CHUNK_BYTES
+from gossip_agent.core.config import StateConfig
+from gossip_agent.core.kvstore import KvStore, entry_to_plain
+from gossip_agent.core.state_codec import decode_ae_response, open_ae_response
+from tests.hostile.core_support import array_header, peak_memory_refusing
+from tests.hostile.test_ae_answer_bounds import T0, _answer
+
+_MIB = 1 << 20
+
+
+def test_an_entry_of_nested_arrays_is_refused_as_built() -> None:
+    n = (1 << 18) - 64
+    key = b"\x94" + (b"\xdd" + struct.pack(">I", n) + b"\x90" * n) * 4  # 1 MiB, 1M empty arrays
+    data = _answer(entries=b"\x91\x94\x00" + key + b"\x90\x90")
+    peak = peak_memory_refusing(decode_ae_response, data)
+    assert peak < 3 * len(data), f"{peak / _MIB:.0f} MiB built for a {len(data) / _MIB:.1f} MiB answer"  # was 33x
+
+
+def test_a_step_takes_at_most_a_chunk_of_bytes_and_an_oversized_crdt_is_skipped_unbuilt() -> None:
+    peer = KvStore("peer@1", StateConfig())
+    plain = entry_to_plain(peer.local_put("e", bytes(1000), T0))
+    big = 20_000  # an OR-set of 20k elements (~0.2 MiB): over the default max_value_bytes (64 KiB)
+    items = [[f"x{i}", ["peer@1", i + 1]] for i in range(big)]
+    crdt = [1, "set", hlc.to_plain(hlc.ZERO), ["orset", [["peer@1", big], items]]]
+    entries = [crdt] + [[plain[0], f"e{i}", *plain[2:]] for i in range(MERGE_CHUNK)]
+    data = _answer(entries=array_header(len(entries))
+                   + b"".join(msgpack.packb(e, use_bin_type=True) for e in entries))
+    _, source = open_ae_response(data)
+    first = source.take(MERGE_CHUNK)
+    assert source.skipped == 1 and first  # the CRDT: skipped from its wire size, nothing built
+    assert len(first) <= MERGE_CHUNK_BYTES // 1000 + 1  # bounded by bytes (~1 KiB each), not 64 entries
+    taken = len(first)
+    while source.remaining:
+        taken += len(source.take(MERGE_CHUNK))
+    assert taken == MERGE_CHUNK
