@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gossip_agent.core import codec
-from gossip_agent.core.messages import Graft, IHave, Packet, Prune, StateRumor
-from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE
+from gossip_agent.core.messages import Graft, IHave, Packet, Prune, ShortIds, StateRumor
+from gossip_agent.core.plumtree import ID_BYTES, MAX_IDS_PER_MESSAGE, SHORT_ID_BYTES
 
 ids = st.lists(st.integers(0, (1 << 64) - 1), max_size=MAX_IDS_PER_MESSAGE).map(tuple)
 tree_messages = st.one_of(st.builds(IHave, ids), st.builds(Graft, ids), st.just(Prune()),
@@ -70,3 +70,25 @@ def test_mutated_tree_packets_raise_only_decode_error(msgs: tuple[object, ...], 
         encoded[i] = data.draw(st.integers(0, 255))
     with contextlib.suppress(codec.DecodeError):
         codec.decode_packet(bytes(encoded))
+
+
+short_ids = st.lists(st.integers(0, (1 << 32) - 1), max_size=MAX_IDS_PER_MESSAGE).map(tuple)
+
+
+@given(ids, short_ids, st.integers(0, 255))
+def test_ids_are_big_endian_words_back_to_back(tree_ids: tuple[int, ...], short: tuple[int, ...], kind: int) -> None:
+    """The layout the codec packs ids in (one struct call for all of them) is each id's big-endian bytes in
+    order, as older agents write and read them; a round trip gives the same ids."""
+    msgs = (IHave(tree_ids), Graft(tree_ids), ShortIds(kind, short))
+    wire = msgpack.unpackb(codec.encode_packet(Packet("x", msgs))[1:], raw=False)[1]
+    assert wire[0][1] == wire[1][1] == b"".join(i.to_bytes(ID_BYTES, "big") for i in tree_ids)
+    assert wire[2][2] == b"".join(i.to_bytes(SHORT_ID_BYTES, "big") for i in short)
+    assert codec.decode_packet(codec.encode_packet(Packet("x", msgs))).messages == msgs
+
+
+@pytest.mark.parametrize("bad", [-1, 1 << 32])
+def test_a_short_id_out_of_range_is_an_overflow(bad: int) -> None:
+    with pytest.raises(OverflowError):
+        codec.encode_packet(Packet("x", (ShortIds(1, (5, bad)),)))
+    with pytest.raises(OverflowError):
+        codec.encode_packet(Packet("x", (IHave((1 << 64,)),)))

@@ -16,6 +16,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import functools
 import io
 import ipaddress
 import re
@@ -200,7 +201,7 @@ def _prune(m: Prune) -> tuple[Any, ...]:
 
 
 def _short_ids_tuple(m: ShortIds) -> tuple[Any, ...]:
-    return (MessageType.SHORT_IDS, m.kind, b"".join(i.to_bytes(SHORT_ID_BYTES, "big") for i in m.ids))
+    return (MessageType.SHORT_IDS, m.kind, _join_ids(m.ids, SHORT_ID_BYTES))
 
 
 _ENCODERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
@@ -243,7 +244,30 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 def _pack_ids(ids: tuple[int, ...]) -> bytes:
     """Tree ids on the wire: one bin of ID_BYTES big-endian bytes each (8 B an id, 2 B of header)."""
-    return b"".join(i.to_bytes(ID_BYTES, "big") for i in ids)
+    return _join_ids(ids, ID_BYTES)
+
+
+_ID_CODES = {2: "H", 4: "I", 8: "Q"}  # struct's unsigned big-endian codes by id width
+
+
+@functools.lru_cache(maxsize=4 * MAX_IDS_PER_MESSAGE)
+def _id_struct(width: int, count: int) -> struct.Struct:
+    return struct.Struct(f">{count}{_ID_CODES[width]}")
+
+
+def _join_ids(ids: tuple[int, ...], width: int) -> bytes:
+    """`ids` as `width`-byte big-endian unsigned integers, back to back: one C call for the lot (an id at a time
+    in Python, a 128-id pull request took ~20 µs to encode and ~30 µs to decode). An id out of range raises
+    OverflowError, as `int.to_bytes` did."""
+    try:
+        return _id_struct(width, len(ids)).pack(*ids)
+    except struct.error as exc:
+        raise OverflowError(f"an id does not fit {width} bytes: {exc}") from None
+
+
+def _split_ids(v: bytes, width: int) -> tuple[int, ...]:
+    """Inverse of `_join_ids` (the caller checked that len(v) is a multiple of `width`, and bounded it)."""
+    return _id_struct(width, len(v) // width).unpack(v)
 
 
 def _ids(v: Any) -> tuple[int, ...]:
@@ -251,7 +275,7 @@ def _ids(v: Any) -> tuple[int, ...]:
         raise DecodeError("malformed", f"tree ids are a multiple of {ID_BYTES} bytes")
     if len(v) > MAX_IDS_PER_MESSAGE * ID_BYTES:
         raise DecodeError("malformed", f"more than {MAX_IDS_PER_MESSAGE} tree ids")
-    return tuple(int.from_bytes(v[i:i + ID_BYTES], "big") for i in range(0, len(v), ID_BYTES))
+    return _split_ids(v, ID_BYTES)
 
 
 def encode_packet(p: Packet) -> bytes:
@@ -466,8 +490,7 @@ def _short_ids(t: list[Any]) -> ShortIds:
         raise DecodeError("malformed", f"short ids are a multiple of {SHORT_ID_BYTES} bytes")
     if len(v) > MAX_IDS_PER_MESSAGE * SHORT_ID_BYTES:
         raise DecodeError("malformed", f"more than {MAX_IDS_PER_MESSAGE} short ids")
-    return ShortIds(_uint(t[1], 0xFF), tuple(int.from_bytes(v[i:i + SHORT_ID_BYTES], "big")
-                                            for i in range(0, len(v), SHORT_ID_BYTES)))
+    return ShortIds(_uint(t[1], 0xFF), _split_ids(v, SHORT_ID_BYTES))
 
 
 def _coordinate(v: Any) -> NetCoordinate:
