@@ -12,8 +12,9 @@ import random
 from dataclasses import replace
 
 from gossip_agent.core import codec
+from gossip_agent.core.broadcast import retransmit_limit
 from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.hello_queue import HELLO_BURST, HELLO_RATE
+from gossip_agent.core.hello_queue import HELLO_BURST, HELLO_RATE, hellos_pay
 from gossip_agent.core.messages import (
     Ack,
     Alive,
@@ -142,14 +143,19 @@ def test_no_hello_to_a_member_that_showed_its_level_first() -> None:
     assert pair.a.stats["hellos"] == 0
 
 
-def test_hellos_are_paced_and_charged_to_the_send_budget() -> None:
-    n = 300
-    budget = cfg("a", **SLOW_PROBES)
-    budget = replace(budget, gossip=replace(budget.gossip, max_bytes_per_second=100_000))
-    node = Node(budget, ("10.0.0.1", 7946), random.Random(5), 0.0)
-    for i in range(n):  # a newcomer learns 300 members at once (one push-pull)
+def _newcomer(n: int, **gossip: object) -> Node:
+    """Node "a" that just learnt `n` live members at once (one push-pull)."""
+    config = cfg("a", **SLOW_PROBES)
+    node = Node(replace(config, gossip=replace(config.gossip, **gossip)), ("10.0.0.1", 7946), random.Random(5), 0.0)
+    for i in range(n):
         node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, (f"10.0.1.{i % 250}", 7946 + i)),)),
                            (f"10.0.1.{i % 250}", 7946 + i), 0.0)
+    return node
+
+
+def test_hellos_are_paced_and_charged_to_the_send_budget() -> None:
+    n = 200
+    node = _newcomer(n, max_bytes_per_second=100_000)
     charged: list[int] = []
     charge = node._charge
     node._charge = lambda size: (charged.append(size), charge(size))[1]  # type: ignore[method-assign]
@@ -159,11 +165,25 @@ def test_hellos_are_paced_and_charged_to_the_send_budget() -> None:
         times += [now] * sum(1 for s in _sends(node.tick(now)) if _is_hello(s))
         now = max(now + 0.001, min(node.next_deadline(), now + 0.05))
     assert times and len(times) <= HELLO_BURST + HELLO_RATE * 1.0 + 1
-    assert sum(1 for t in times if t == 0.0) <= HELLO_BURST  # not 300 packets at once
+    assert sum(1 for t in times if t == 0.0) <= HELLO_BURST  # not 200 packets at once
     for start in times:
         assert sum(1 for t in times if start <= t <= start + 0.2) <= HELLO_BURST + HELLO_RATE * 0.2 + 1e-9
-    assert len(node._hellos) <= budget.membership.max_members and len(node._hellos) == n - len(times)
+    assert len(node._hellos) <= node.config.membership.max_members and len(node._hellos) == n - len(times)
     assert charged.count(codec.message_size(HELLO)) >= len(times)  # each hello's packet charged to the send budget
+
+
+def test_greetings_stop_where_the_flood_fallback_costs_less_than_they_would() -> None:
+    """O(N^2) greetings pay only while the flood fallback (retransmit limit copies per write) is a large share of
+    the floor (core/hello_queue.py SCALE): 201 members greet, 301 learn levels from probes, queued names leave."""
+    assert hellos_pay(201, retransmit_limit(4, 201)) and not hellos_pay(301, retransmit_limit(4, 301))
+    assert hellos_pay(301, retransmit_limit(8, 301))  # more retransmits: the fallback costs more, greetings pay
+    for n, greets in ((200, True), (300, False)):
+        node = _newcomer(n)
+        sent = sum(1 for s in _sends(node.tick(2.0)) if _is_hello(s))
+        assert (sent > 0) is greets, (n, sent)
+        if not greets:
+            assert node.stats["hellos"] == 0 and len(node._hellos) == 0  # skipped at no cost
+    assert sum(1 for s in _sends(_newcomer(300, retransmit_mult=8).tick(2.0)) if _is_hello(s)) > 0
 
 
 def test_a_forged_hello_shows_nothing_and_draws_no_answer() -> None:

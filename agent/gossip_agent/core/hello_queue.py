@@ -21,6 +21,14 @@ greeted). At its turn a member that needs no hello any more -- it showed its lev
 offered to it (a probe's offer, or our answer to its own hello), it died, left or was reaped -- is skipped
 at no cost (the caller's `skip`), so in a cluster where everyone greets everyone most turns are skips.
 
+SCALE. Greetings cost every member about 3.4 small packets per other member once (hello, answer, answer to the
+answer): O(N) per member, O(N^2) for the cluster (1.7M packets at N=1,000, ~68 MB, about the flood fallback of
+4,000 writes of 1 KiB). What they save is the flood fallback, which costs a writer at most the rumor queue's
+retransmit limit of copies per write (mult * ceil(log10(N + 1))) beside the tree's N - 1: 16 % of the byte
+floor at N=50, 1.6 % at N=1,000. So a member greets only while that limit is at least FLOOD_SHARE of the
+other members (`hellos_pay`: up to ~240 members at the default retransmitMult of 4); above that, levels are
+learnt from probes as before, and queued names leave at no cost.
+
 BOUNDED. At most `max_pending` names (the caller's membership.maxMembers; it adds only members of its table
 and discards reaped ones); past that a name is refused (counted in `refused`): it still learns of us by the
 offers beside our probes. Pure: every call takes `now`; no clock, no I/O.
@@ -40,6 +48,10 @@ newcomer to 1,000 members to ~20 s of greetings instead of one burst of 999 pack
 
 HELLO_BURST = 10.0
 """Hellos that may leave at once (a quiet agent's bucket is full)."""
+
+FLOOD_SHARE = 0.05
+"""Greet while the flood fallback's copies per write are at least this share of the other members (the byte
+floor): below it the fallback costs less than the greetings' O(N^2) packets would save (see SCALE)."""
 
 _WHOLE = 1.0 - 1e-9  # a token earned up to float rounding counts as earned (no extra wake-ups for 1e-16)
 
@@ -111,3 +123,9 @@ class HelloQueue:
         if tokens >= _WHOLE:
             return self._at
         return self._at + (1.0 - tokens) / self._bucket.rate.per_second
+
+
+def hellos_pay(n_live: int, flood_copies: int) -> bool:
+    """Whether greeting pays in a cluster of `n_live` live members (ourselves included) whose flood fallback
+    sends at most `flood_copies` copies of a write (the rumor queue's retransmit limit): see SCALE."""
+    return flood_copies >= FLOOD_SHARE * (n_live - 1)

@@ -54,7 +54,7 @@ from gossip_agent.core.digests import (
 )
 from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
 from gossip_agent.core.held_floods import HeldFloods
-from gossip_agent.core.hello_queue import HelloQueue
+from gossip_agent.core.hello_queue import HelloQueue, hellos_pay
 from gossip_agent.core.joining import JoinSchedule
 from gossip_agent.core.membership import Member, MemberTable
 from gossip_agent.core.messages import (
@@ -1007,14 +1007,17 @@ class Node:
     def _tick_hello(self, now: float, out: list[Effect]) -> None:
         """Greet the members due (core/hello_queue.py) with our highest offer, in a packet of its own (an older
         agent drops it alone), charged to the send budget like the offers beside probes. Members that showed
-        their level meanwhile, that we already offered to, or that are no longer live, are skipped."""
+        their level meanwhile, that we already offered to, or that are no longer live, are skipped, and so is
+        everyone while the cluster is too large for greetings to pay (`hellos_pay`)."""
         if self.leaving:
             return
         offer, level = self._hello_offer()
         table, readers = self.table, self.readers
+        # A large cluster learns levels from probes: there the greetings would cost more than they save.
+        pays = hellos_pay(table.n_live, retransmit_limit(self.config.gossip.retransmit_mult, table.n_live))
 
         def needs_none(name: str) -> bool:
-            return (not table.is_live(name) or name == self.name or readers.level(name) >= level
+            return (not pays or not table.is_live(name) or name == self.name or readers.level(name) >= level
                     or readers.offered_at(name) is not None)
 
         for name in self._hellos.due(now, needs_none):
