@@ -103,4 +103,9 @@ class Coalescer(Generic[T]):
 
     def next_deadline(self) -> float:
         """When the next batch is due (inf: none waits)."""
-        return min((b.due for b in self._batches.values()), default=math.inf)
+        # (A plain loop: the driver asks after every packet, and there are few batches.)
+        at = math.inf
+        for batch in self._batches.values():
+            if batch.due < at:
+                at = batch.due
+        return at

@@ -2000,27 +2000,33 @@ class Node:
                            sid=short_id(message_id(rumor.payload)))
         return True
 
-    def _tree_send(self, name: str, msgs: Sequence[Message], out: list[Effect]) -> None:
+    def _tree_send(self, name: str, msgs: Sequence[Message], out: list[Effect], used: int | None = None,
+                   pushes: int | None = None) -> None:
         """Tree traffic to a live member: with piggybacked rumors to a member known to read tree messages;
-        control messages to any other in a packet of their own (an older agent drops that packet alone)."""
+        control messages to any other in a packet of their own (an older agent drops that packet alone).
+        `used` and `pushes` (bytes of `msgs`, how many are payloads), when the caller knows them: every pushed
+        payload passes here, so they are not worked out again per packet."""
         member = self.table.get(name)
         if member is None or not self.table.is_live(name):
             self.tree.remove(name)
             return
+        if pushes is None:
+            pushes = sum(isinstance(m, StateRumor) for m in msgs)
+        if used is None:
+            used = sum(codec.message_size(m) for m in msgs)
         reader = name in self._digest_readers
         if not reader:
-            # A critical rumor is type 13, which an older agent cannot read: a plain one to it.
+            # A critical rumor is type 13, which an older agent cannot read: a plain one to it (same size: the
+            # flag is the type number).
             msgs = [StateRumor(m.payload) if isinstance(m, StateRumor) and m.critical else m for m in msgs]
-        if not reader and not all(isinstance(m, StateRumor) for m in msgs):
-            self._charge(sum(codec.message_size(m) for m in msgs))
-            out.append(Send(member.addr, Packet(self.name, tuple(msgs))))
-            return
+            if pushes < len(msgs):
+                self._charge(used)
+                out.append(Send(member.addr, Packet(self.name, tuple(msgs))))
+                return
         # Queued rumors ride along. Fresh digests ride on control packets only (announcements go to every lazy
         # neighbour each lazy interval, plenty of carriers; the digests' round-robin rides on probes and acks):
         # on every payload push they cost as much as the ids of the whole tree.
-        pushes = any(isinstance(m, StateRumor) for m in msgs)
         digests = self._digests_for(name) if reader and not pushes else []
-        used = sum(codec.message_size(m) for m in msgs)
         self._charge(used + _digest_bytes(digests))
         rumors = self._take(self._budget(used + _allowance(digests)), name) if len(self.queue) else []
         out.append(Send(member.addr, Packet(self.name, (*msgs, *rumors, *digests))))
@@ -2165,18 +2171,21 @@ class Node:
 
     def _tree_send_packed(self, name: str, msgs: Sequence[Message], out: list[Effect]) -> None:
         """`msgs` to `name` in as few packets as the MTU allows (room left for digests, which ride only on
-        packets without pushes)."""
+        packets without pushes). Each message is sized and classified once here, for `_tree_send` too."""
         if not self.send_budget.unlimited:
             msgs = self._tree_within_budget(msgs)
-        budget = self._budget(0 if all(isinstance(m, StateRumor) for m in msgs) else DIGEST_ALLOWANCE)
+        pushes = sum(isinstance(m, StateRumor) for m in msgs)
+        budget = self._budget(0 if pushes == len(msgs) else DIGEST_ALLOWANCE)
         batch: list[Message] = []
-        used = 0
+        used = batch_pushes = 0
         for msg in msgs:
             size = codec.message_size(msg)
             if batch and used + size > budget:
-                self._tree_send(name, batch, out)
-                batch, used = [], 0
+                self._tree_send(name, batch, out, used, batch_pushes)
+                batch, used, batch_pushes = [], 0, 0
             batch.append(msg)
             used += size
+            if isinstance(msg, StateRumor):
+                batch_pushes += 1
         if batch:
-            self._tree_send(name, batch, out)
+            self._tree_send(name, batch, out, used, batch_pushes)

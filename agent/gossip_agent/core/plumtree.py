@@ -512,15 +512,21 @@ class Plumtree:
         `critical`) to answer grafts."""
         self._cache_put(ident, payload, now, critical)
         held = now + HOLD * self.lazy_interval
+        announce = self._announce
         for peer in sorted(self.lazy):  # name order, not hash order (see TreeOut.peers)
             if peer != sender:
-                queue = self._announce.setdefault(peer, {})
+                queue = announce.get(peer)
+                if queue is None:
+                    queue = announce[peer] = {}
                 queue[ident] = now if self.first_end(peer) else held
                 if len(queue) > MAX_ANNOUNCE_PER_PEER:
                     del queue[next(iter(queue))]
-        if self._announce and self._flush_at == math.inf:
+        if announce and self._flush_at == math.inf:
             self._flush_at = now + self.lazy_interval
-        return [p for p in sorted(self.eager) if p != sender]
+        eager = sorted(self.eager)
+        if sender in self.eager:
+            eager.remove(sender)
+        return eager
 
     def _cache_put(self, ident: int, payload: bytes, now: float, critical: bool = False) -> None:
         old = self._cache.pop(ident, None)
@@ -532,13 +538,14 @@ class Plumtree:
         self._expire_cache(now)
 
     def _expire_cache(self, now: float) -> None:
-        cache = self._cache
+        cache, by_short = self._cache, self._cache_short
         while cache and (len(cache) > MAX_CACHED or self._cache_bytes > MAX_CACHED_BYTES
                          or next(iter(cache.values()))[0] + CACHE_SECONDS < now):
             ident, (_, payload, _) = cache.popitem(last=False)
             self._cache_bytes -= len(payload)
-            if self._cache_short.get(short_id(ident)) == ident:
-                del self._cache_short[short_id(ident)]
+            sid = short_id(ident)
+            if by_short.get(sid) == ident:
+                del by_short[sid]
 
     def cached(self, ident: int) -> tuple[bytes, bool] | None:
         """A cached payload and whether it is critical (None: not, or no longer, held)."""

@@ -104,7 +104,8 @@ class ReaderView:
         self._min = level
 
     def __contains__(self, peer: object) -> bool:
-        return isinstance(peer, str) and self._readers.reads(peer, self._min)
+        # (`reads` inlined: several membership tests a packet, on the hot path.)
+        return isinstance(peer, str) and self._readers._level.get(peer, 0) >= self._min
 
     def __iter__(self) -> Iterator[str]:
         return (p for p, lv in list(self._readers._level.items()) if lv >= self._min)
