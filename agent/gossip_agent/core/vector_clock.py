@@ -135,6 +135,9 @@ class VersionVector:
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 
+    def __contains__(self, node: object) -> bool:
+        return node in self._entries
+
     def __repr__(self) -> str:
         return f"VersionVector({dict(self.items())!r})"
 
