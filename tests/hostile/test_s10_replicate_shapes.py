@@ -50,6 +50,21 @@ def test_nested_arrays_where_a_value_entry_has_scalars_are_refused_as_built(wher
     assert peak < 2 * len(data), f"{peak / _MIB:.0f} MiB built for a {len(data) / _MIB:.1f} MiB entry"
 
 
+@pytest.mark.parametrize("where", ["key", "timestamp"])
+def test_nested_arrays_where_a_crdt_entry_has_scalars_are_refused_as_built(where: str) -> None:
+    """A CRDT entry's key and timestamp are built with bounds of their own, not one array per 2 bytes of the
+    entry: 1 MiB of nested arrays in either built ~33 MiB and ~0.7 s of CPU (review)."""
+    nested = b"\x94" + (b"\xdd" + struct.pack(">I", _N) + b"\x90" * _N) * 4  # 1 MiB, 1M empty arrays
+    timestamp = msgpack.packb(hlc.to_plain(hlc.ZERO))
+    state = msgpack.packb(["orset", [["n", 1], []]])
+    key, stamp = (nested, timestamp) if where == "key" else (b"\xa3set", nested)
+    data = b"\x92\x01\x94\x01" + key + stamp + state
+    peak = peak_memory_refusing(decode_payload, data)
+    assert peak < 2 * len(data), f"{peak / _MIB:.0f} MiB built for a {len(data) / _MIB:.1f} MiB entry"
+    honest = b"\x92\x01\x94\x01\xa3set" + timestamp + state
+    assert decode_payload(honest).key == "set"  # (the same shape with scalars decodes)
+
+
 def test_a_crdt_state_over_max_value_bytes_is_refused_before_it_is_built() -> None:
     data = _orset(60_000)  # 0.7 MiB; the default max_value_bytes is 64 KiB
     peak = peak_memory_refusing(decode_payload, data)  # (it used to decode: the store refused it once built)

@@ -422,12 +422,39 @@ def _decode_entry(raw: memoryview, limits: CodecLimits, caps: dict[str, Any], wh
     fixed shape, [0, key, flat context, versions of 5 scalars], so each part is built with exactly that many
     arrays (`_ValueEntries`, or `values`: one reused over a message's entries): nested arrays or long lists
     where a scalar belongs are refused as soon as the first is built. A CRDT entry (its state bounded by
-    max_value_bytes before this) builds at most one array or map per `_PUSH_BYTES_PER_LIST` bytes."""
+    max_value_bytes before this) is read field by field (`_crdt_plain`)."""
     if raw[1:2] == _CRDT_TAG_BYTE:
-        plain = _unpack_field(raw, limits, len(raw) // _PUSH_BYTES_PER_LIST + 64, what)
+        plain = _crdt_plain(raw, limits, caps, what)
     else:
         plain = (values or _ValueEntries(caps, len(raw))).plain(raw, what)
     return _entry(plain, limits)
+
+
+def _crdt_plain(raw: memoryview, limits: CodecLimits, caps: dict[str, Any], what: str) -> list[Any]:
+    """A CRDT entry, [1, key, timestamp, state], split by msgpack's skip (which builds nothing) and each field
+    built with a bound of its own: the tag and key scalars (no array), the timestamp one flat array of 3 (an
+    HLC), and only the state at most one array or map per `_PUSH_BYTES_PER_LIST` of ITS bytes. Unpacked whole
+    with a bound from the entry's length, nested arrays in the key or timestamp built ~32 bytes of memory and
+    ~0.7 s of CPU per MiB before the refusal (review)."""
+    walker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(raw)), **caps)
+    walker.feed(raw)
+    try:
+        if walker.read_array_header() != 4:
+            raise StateCodecError(f"{what}: a CRDT entry is an array of 4")
+        bounds = [walker.tell()]
+        for _ in range(4):
+            walker.skip()
+            bounds.append(walker.tell())
+    except StateCodecError:
+        raise
+    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+        raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
+    if bounds[-1] != len(raw):
+        raise StateCodecError(f"{what}: trailing bytes after a CRDT entry")
+    tag, key, timestamp, state = (raw[bounds[i]:bounds[i + 1]] for i in range(4))
+    return [_unpack_field(tag, limits, 0, what), _unpack_field(key, limits, 0, what),
+            _unpack_field(timestamp, limits, 1, what, 3),
+            _unpack_field(state, limits, len(state) // _PUSH_BYTES_PER_LIST + 64, what)]
 
 
 class _ShapeError(Exception):
