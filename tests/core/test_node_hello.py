@@ -18,6 +18,7 @@ from gossip_agent.core.hello_queue import HELLO_BURST, HELLO_RATE, hellos_pay
 from gossip_agent.core.messages import (
     Ack,
     Alive,
+    Dead,
     Digest,
     DigestSummary,
     NetCoordinate,
@@ -28,7 +29,7 @@ from gossip_agent.core.messages import (
     ShortKind,
 )
 from gossip_agent.core.node import Node
-from gossip_agent.core.readers import DIGESTS, PEER_COORDINATES, SHORT_IDS
+from gossip_agent.core.readers import ANSWER_WINDOW, DIGESTS, PEER_COORDINATES, SHORT_IDS
 from gossip_agent.sim import Simulation, make_config
 from tests.core.test_node import cfg
 
@@ -56,13 +57,16 @@ class Pair:
 
     def deliver(self, src: Node, effects: list[Effect], now: float) -> None:
         pending = [(src, e) for e in _sends(effects)]
-        while pending:
+        for _ in range(1_000):  # bounded: packets that answer each other for ever fail here, not hang
+            if not pending:
+                return
             origin, send = pending.pop(0)
             self.sent.append((now, origin.name, send))
             dst = self.by_addr.get(send.to)
             if dst is None or dst.name in self.drop_to:
                 continue
             pending += [(dst, e) for e in _sends(dst.handle_packet(send.packet, origin.addr, now))]
+        raise AssertionError("packets bounce")
 
     def learn(self, who: Node, of: Node, now: float) -> None:
         """`who` learns `of` (its Alive from its own host), as a join or a rumor would tell it."""
@@ -110,7 +114,7 @@ def test_after_a_join_both_ends_know_each_others_level_within_a_round_trip_witho
 
 def test_a_member_whose_hello_we_dropped_learns_our_level_when_it_greets_us() -> None:
     """b greets a before a knows b (a drops the hello: not a member yet). When a learns b and greets it, b
-    answers although it knows a's level already: a knew nothing of b's."""
+    answers although it knows a's level already (a's hello showed it): a knows nothing of b's yet."""
     pair = Pair()
     pair.learn(pair.b, pair.a, 0.0)
     pair.deliver(pair.b, pair.b.tick(0.001), 0.001)  # b's hello: a does not know b, drops it
@@ -126,12 +130,45 @@ def test_a_member_back_from_death_is_greeted_again() -> None:
     pair.learn(pair.b, pair.a, 0.0)
     pair.run_until(1.0)
     assert pair.both_know()
-    from gossip_agent.core.messages import Dead
     pair.a.handle_packet(Packet("b", (Dead("b", 1, "b"),)), pair.b.addr, 1.0)
     pair.a.handle_packet(Packet("b", (Alive("b", 2, pair.b.addr),)), pair.b.addr, 1.1)  # restarted
     assert not pair.a.readers.reads("b", SHORT_IDS)
     effects = pair.a.tick(1.2)
     assert [s for s in _sends(effects) if _is_hello(s) and s.to == pair.b.addr]
+
+
+def test_a_member_that_reset_us_alone_gets_our_answer_within_the_answer_window() -> None:
+    """a resets b (b suspected, refuted, dead and back: at a only); b did not reset a and answered a before.
+    a's next hello or probe offer an answer window later still gets b's answer: a learns b's level again."""
+    pair = Pair()
+    pair.learn(pair.a, pair.b, 0.0)
+    pair.learn(pair.b, pair.a, 0.0)
+    pair.run_until(1.0)
+    assert pair.both_know()
+    answers = pair.b.stats["short_id_answers"]
+    pair.a.handle_packet(Packet("b", (Dead("b", 1, "b"),)), pair.b.addr, 1.0)
+    pair.a.handle_packet(Packet("b", (Alive("b", 2, pair.b.addr),)), pair.b.addr, 1.1)
+    assert not pair.a.readers.reads("b", SHORT_IDS) and pair.b.readers.reads("a", SHORT_IDS)
+    pair.deliver(pair.a, pair.a.tick(1.2), 1.2)  # a's hello: b answered a within the window, silent
+    now = 1.1 + ANSWER_WINDOW
+    offer = Send(pair.b.addr, Packet("a", (HELLO,)))  # a's next hello or probe offer to b
+    pair.deliver(pair.a, [offer], now)
+    assert pair.b.stats["short_id_answers"] == answers + 1
+    assert pair.a.readers.reads("b", SHORT_IDS)
+
+
+def test_answers_to_offers_do_not_bounce() -> None:
+    """An answer is an offer too: each end answers a peer at most once an answer window, so an offer draws
+    at most two packets back (the answer, and the answer to that answer), even once the window has passed."""
+    pair = Pair()
+    pair.learn(pair.a, pair.b, 0.0)
+    pair.learn(pair.b, pair.a, 0.0)
+    pair.run_until(1.0)
+    assert pair.both_know()
+    for now in (2.0, 3.0 * ANSWER_WINDOW):
+        pair.sent.clear()
+        pair.deliver(pair.a, [Send(pair.b.addr, Packet("a", (HELLO,)))], now)
+        assert len(pair.sent) <= 3, pair.sent
 
 
 def test_no_hello_to_a_member_that_showed_its_level_first() -> None:

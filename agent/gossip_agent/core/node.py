@@ -961,7 +961,7 @@ class Node:
         At first contact only our highest offer goes (`_hello_offer`): a member of this release answers it,
         and then reads everything lower too. The lower offers (coordinate, rows, digests) follow only once the
         highest went unanswered for a probe timeout (a hello's, or an earlier probe's): an older agent gets them
-        from our next probe of it on. Within a probe timeout of our last offer, none (the answer may be on its
+        from our next probe of it on. Within a probe timeout of our first offer, none (the answer may be on its
         way)."""
         hello, level = self._hello_offer()
         if self.readers.level(target.name) >= level:
@@ -1779,18 +1779,20 @@ class Node:
     def _on_short_ids(self, msg: ShortIds, sender: str, out: list[Effect], now: float = 0.0,
                       grafted: set[int] | None = None, *, shows: bool = True) -> bool:
         """A type-19 message from `sender`: it reads short ids from now on (its offer -- a hello or a probe's --
-        gets ours back once, in a packet of its own, so both ends know). Short announcements and grafts go to the
-        tree as the long ones do. True if it is a pull request to answer. Only from the member's host (`shows`,
-        see handle_packet) does it raise the level or draw our offer, and do its tree messages count."""
+        gets ours back, once an answer window, in a packet of its own, so both ends know). Short announcements
+        and grafts go to the tree as the long ones do. True if it is a pull request to answer. Only from the
+        member's host (`shows`, see handle_packet) does it raise the level or draw our offer, and do its tree
+        messages count."""
         member = self.table.get(sender)
         if member is None or sender == self.name:
             self.stats["short_ids_unknown_member"] += 1
             return False
         if shows:
             self.readers.show(sender, SHORT_IDS)
-            # Answered once until a reset (core/readers.py `answer_due`): our answer is an offer too, and a
-            # member whose hello we dropped (it was not in our table yet) knows nothing of us even if we know it.
-            if msg.kind == ShortKind.OFFER and self._offers_short_ids() and self.readers.answer_due(sender):
+            # Answered once an answer window (core/readers.py `answer_due`): our answer is an offer too, and a
+            # member whose hello we dropped (it was not in our table yet), or that reset us, knows nothing of us
+            # even if we know it.
+            if msg.kind == ShortKind.OFFER and self._offers_short_ids() and self.readers.answer_due(sender, now):
                 offer = ShortIds(ShortKind.OFFER)
                 self._charge(codec.message_size(offer))
                 out.append(Send(member.addr, Packet(self.name, (offer,))))

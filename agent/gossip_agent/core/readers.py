@@ -22,10 +22,12 @@ release. `view(level)` is a set-like window for code that only cares about one l
 OFFERS MADE. What we told a peer is kept beside what it showed, and `reset` forgets both (a restart forgot
 what we told it). `offered(peer, now)` records when we first sent it our highest offer (a hello, core/
 hello_queue.py; a probe's; an answer): a peer still below that level a probe timeout later did not answer,
-and is perhaps an older agent, so the probes step down to the lower offers. `answered(peer)` records that we
-answered an offer of the peer's with ours: at most once until a reset. The answer is an offer itself, so
-answering every offer would bounce between two members for ever; answering only members whose level we did
-not know missed a member whose hello WE had dropped (it was not in our table yet): it knew nothing of us.
+and is perhaps an older agent, so the probes step down to the lower offers. `answer_due(peer, now)` says
+whether an offer of the peer's gets ours back: if we have not answered that peer within ANSWER_WINDOW. The
+answer is an offer itself, so answering every offer would bounce between two members for ever; answering
+once until a reset left a peer that reset us alone (we did not reset it) without our answer; answering only
+members whose level we did not know missed a member whose hello WE had dropped (it was not in our table yet):
+it knew nothing of us.
 
 BOUNDED. The caller adds only members of its table (at most membership.maxMembers) and `forget`s reaped
 ones. Pure: no clock, no I/O.
@@ -40,6 +42,13 @@ COORDINATES = 2
 PEER_COORDINATES = 3
 SHORT_IDS = 4
 
+ANSWER_WINDOW = 10.0
+"""Seconds within which a peer's offers get ours back once (`answer_due`). Longer than any round trip at which
+answers could keep bouncing: a shorter window, such as a probe timeout, would let answers bounce for ever
+between two overloaded agents whose round trip exceeds half of it (our own 50-agent bench sees round trips of
+seconds). Yet short enough that a peer that reset us (suspicion, refute, death and back: at its end only) gets
+our answer to its next probe offer within ~10 s."""
+
 
 class Readers:
     """Peer name -> the highest feature level it has shown (see the module docstring)."""
@@ -49,7 +58,7 @@ class Readers:
     def __init__(self) -> None:
         self._level: dict[str, int] = {}
         self._offered: dict[str, float] = {}  # peer -> when we first offered it our highest level
-        self._answered: set[str] = set()  # peers whose offer we answered
+        self._answered: dict[str, float] = {}  # peer -> when we last answered an offer of its
 
     def __len__(self) -> int:
         return len(self._level)
@@ -70,7 +79,7 @@ class Readers:
         told it goes too (a restart forgot it)."""
         self._level.pop(peer, None)
         self._offered.pop(peer, None)
-        self._answered.discard(peer)
+        self._answered.pop(peer, None)
 
     def offered(self, peer: str, now: float) -> None:
         """We sent `peer` our highest offer at `now` (only the first time since a reset is kept)."""
@@ -80,11 +89,13 @@ class Readers:
         """When we first offered `peer` our highest level since its last reset (None: never)."""
         return self._offered.get(peer)
 
-    def answer_due(self, peer: str) -> bool:
-        """Whether an offer from `peer` (from its host) gets ours back: once until a reset. Marks it answered."""
-        if peer in self._answered:
+    def answer_due(self, peer: str, now: float) -> bool:
+        """Whether an offer from `peer` (from its host) gets ours back at `now`: not if we answered it within
+        ANSWER_WINDOW (since its last reset). If so, marks it answered at `now`."""
+        last = self._answered.get(peer)
+        if last is not None and now - last < ANSWER_WINDOW:
             return False
-        self._answered.add(peer)
+        self._answered[peer] = now
         return True
 
     forget = reset
