@@ -43,12 +43,12 @@ def test_due_at_next_deadline_always_hands_out_one_and_an_empty_queue_sleeps() -
     assert q.next_deadline() == math.inf
 
 
-def test_pending_is_bounded_and_refusals_counted() -> None:
+def test_pending_is_bounded_and_refusals_told() -> None:
     q = HelloQueue(3, 0.0)
     assert all(q.add(n) for n in ("a", "b", "c"))
     assert q.add("a")  # already waiting: keeps its place, no refusal
     assert not q.add("d") and not q.add("e")
-    assert len(q) == 3 and q.refused == 2
+    assert len(q) == 3
     q.discard("b")
     assert q.add("d") and "d" in q and "b" not in q
 

@@ -13,7 +13,7 @@ counted by the array hooks): 60 MiB for a 3 MiB push.
 
 Fixed: `decode_ae_request` keeps the push as the bytes of each entry (split by msgpack skip, versions
 counted at their header; core/ae_entries.py `PushedEntries`), and `PushMerge.step` decodes and merges a
-chunk of at most `MERGE_CHUNK_BYTES` (32 KiB) of them per loop turn, so what one turn builds stays small
+chunk of at most `MERGE_CHUNK_BYTES` (16 KiB) of them per loop turn, so what one turn builds stays small
 whatever the request holds.
 """
 

@@ -411,7 +411,8 @@ class _Work:
 
 class EntrySource(Protocol):
     """An answer's entries, decoded on demand (core/state_codec.AnswerEntries): `take(n)` decodes up to `n`
-    more (raising on malformed ones), `remaining` says how many are left."""
+    more (fewer once MERGE_CHUNK_BYTES of them are taken; raising on malformed ones), `remaining` says how many
+    are left."""
 
     @property
     def remaining(self) -> int: ...
@@ -616,8 +617,8 @@ class AnswerMerge:
         return self.source.remaining <= 0
 
     def step(self, now_ms: int, count: int = MERGE_CHUNK) -> int:
-        """Decode and merge up to `count` more entries (entries the store refuses are skipped); how many
-        changed nothing here."""
+        """Decode and merge up to `count` more entries (fewer once MERGE_CHUNK_BYTES of them are taken; entries
+        the store refuses are skipped); how many changed nothing here."""
         stats, store = self.session.stats, self.session.store
         stale = 0
         for entry in self.source.take(max(1, count)):

@@ -13,15 +13,16 @@ a restart), the Node sends it one hello: a packet holding only our highest offer
 `_hello_offer`), which an older agent drops alone. A member that reads it shows us its level by answering
 with its own offer (`Node._on_short_ids`), so both ends know within a round trip, without waiting for a probe.
 
-PACING. A newcomer to a cluster of 1,000 learns 999 members in one push-pull: it must not send 999 packets at
-once. Hellos leave through a token bucket (core/token_bucket.py): at most HELLO_BURST at once, then
-HELLO_RATE a second (so at most HELLO_BURST + HELLO_RATE * T in any T seconds; 999 members take ~20 s).
+PACING. A newcomer to a cluster of ~240 members (the most that greet, see SCALE) learns them all in one
+push-pull: it must not send 240 packets at once. Hellos leave through a token bucket (core/token_bucket.py):
+at most HELLO_BURST at once, then HELLO_RATE a second (so at most HELLO_BURST + HELLO_RATE * T in any T
+seconds; 240 members take ~4.6 s). Above that size nobody greets, and the queue drains through skips.
 Whatever the tree gossips meanwhile still reaches everyone (the flood fallback covers the members not yet
 greeted). At its turn a member that needs no hello any more -- it showed its level meanwhile, we already
 offered to it (a probe's offer, or our answer to its own hello), it died, left or was reaped -- is skipped
 at no cost (the caller's `skip`), so in a cluster where everyone greets everyone most turns are skips.
 
-SCALE. Greetings cost every member about 3.4 small packets per other member once (hello, answer, answer to the
+SCALE. Greetings cost about 3.4 small packets per pair of members once (hello, answer, answer to the
 answer): O(N) per member, O(N^2) for the cluster (1.7M packets at N=1,000, ~68 MB, about the flood fallback of
 4,000 writes of 1 KiB). What they save is the flood fallback, which costs a writer at most the rumor queue's
 retransmit limit of copies per write (mult * ceil(log10(N + 1))) beside the tree's N - 1: 16 % of the byte
@@ -30,8 +31,8 @@ other members (`hellos_pay`: up to ~240 members at the default retransmitMult of
 learnt from probes as before, and queued names leave at no cost.
 
 BOUNDED. At most `max_pending` names (the caller's membership.maxMembers; it adds only members of its table
-and discards reaped ones); past that a name is refused (counted in `refused`): it still learns of us by the
-offers beside our probes. Pure: every call takes `now`; no clock, no I/O.
+and discards reaped ones); past that a name is refused (`add` says so; the Node counts it as `hellos_refused`):
+it still learns of us by the offers beside our probes. Pure: every call takes `now`; no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from gossip_agent.core.token_bucket import Rate, TokenBucket
 HELLO_RATE = 50.0
 """Hellos a second once the burst is spent: a hello is one small packet (~30 B) to a member that answers with
 one; 50/s greets a 50-member cluster in about a second, costs at most ~3 KB/s both ways, and keeps a
-newcomer to 1,000 members to ~20 s of greetings instead of one burst of 999 packets."""
+newcomer to ~240 members (the most that greet, `hellos_pay`) to ~4.6 s of greetings instead of one burst of
+240 packets."""
 
 HELLO_BURST = 10.0
 """Hellos that may leave at once (a quiet agent's bucket is full)."""
@@ -59,7 +61,7 @@ _WHOLE = 1.0 - 1e-9  # a token earned up to float rounding counts as earned (no 
 class HelloQueue:
     """Members waiting for a hello, first come first served, released at most `rate` a second."""
 
-    __slots__ = ("_at", "_bucket", "_pending", "max_pending", "refused")
+    __slots__ = ("_at", "_bucket", "_pending", "max_pending")
 
     def __init__(self, max_pending: int, now: float, *, rate: float = HELLO_RATE,
                  burst: float = HELLO_BURST) -> None:
@@ -71,7 +73,6 @@ class HelloQueue:
         self._bucket = TokenBucket(Rate(rate, max(1.0, burst)), now)
         self._at = now if math.isfinite(now) else 0.0  # the bucket's last refill, for `next_deadline`
         self._pending: dict[str, None] = {}  # insertion-ordered: the oldest waits least
-        self.refused = 0
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -84,7 +85,6 @@ class HelloQueue:
         if name in self._pending:
             return True
         if len(self._pending) >= self.max_pending:
-            self.refused += 1
             return False
         self._pending[name] = None
         return True

@@ -168,7 +168,7 @@ class Prune:
 class ShortKind(IntEnum):
     """What a `ShortIds` message says about its ids."""
 
-    OFFER = 0  # no ids: "I read short ids" (sent apart, beside a probe, to a member not yet known to read them)
+    OFFER = 0  # no ids: "I read short ids" (sent apart: a hello, beside a probe, or an answer to one)
     PULL = 1   # a pull request; the ids are state payloads the asker holds, which the answer leaves out
     IHAVE = 2  # broadcast tree: the sender holds these payloads (IHave with short ids)
     GRAFT = 3  # broadcast tree: send me these payloads announced with short ids (Graft with short ids)

@@ -84,6 +84,9 @@ class CodecLimits:
 
 DEFAULT_LIMITS = CodecLimits()
 
+_MSGPACK_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException)
+"""What msgpack raises on malformed input (or input past its caps): each turned into a StateCodecError."""
+
 
 # -- framing -------------------------------------------------------------------------------------------
 def _pack(data: Any) -> bytes:
@@ -103,7 +106,7 @@ def _unpack(data: bytes, limits: CodecLimits) -> Any:
             max_array_len=min(size, limits.max_items), max_map_len=min(size, limits.max_items),
             max_ext_len=0,
         )
-    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+    except _MSGPACK_ERRORS as err:
         raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
 
 
@@ -173,15 +176,21 @@ def decode_rumor(payload: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Entry:
     if entry[1:2] == _CRDT_TAG_BYTE:
         try:
             _check_entry_head(entry, caps)
-            state = _crdt_state_bytes(entry, caps)
+            too_large = _crdt_state_too_large(entry, caps, limits)
         except StateCodecError:
             raise
-        except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+        except _MSGPACK_ERRORS as err:
             raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
-        if state > limits.max_value_bytes:
+        if too_large:
             raise StateCodecError(f"entry: a CRDT state of more than {limits.max_value_bytes} bytes "
                                   "(max_value_bytes)")
     return _decode_entry(entry, limits, caps, "state rumor")
+
+
+def _crdt_state_too_large(entry: memoryview, caps: dict[str, Any], limits: CodecLimits) -> bool:
+    """Whether `entry` is a CRDT entry whose state is longer than max_value_bytes (the store would refuse it
+    once built): read from its headers, nothing built. Each caller decides what that costs the message."""
+    return entry[1:2] == _CRDT_TAG_BYTE and _crdt_state_bytes(entry, caps) > limits.max_value_bytes
 
 
 def _caps(size: int, limits: CodecLimits) -> dict[str, Any]:
@@ -329,7 +338,7 @@ def _fields(data: bytes, limits: CodecLimits, what: str, tag: int) -> list[memor
             raise StateCodecError(f"{what}: trailing bytes")
     except StateCodecError:
         raise
-    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+    except _MSGPACK_ERRORS as err:
         raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
     return fields
 
@@ -346,7 +355,7 @@ def _unpack_field(data: bytes | memoryview, limits: CodecLimits, max_lists: int,
             max_array_len=most, max_map_len=most, max_ext_len=0)
     except _TooManyLists:
         raise StateCodecError(f"{what}: more nested arrays or maps than the field can hold") from None
-    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+    except _MSGPACK_ERRORS as err:
         raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
 
 
@@ -364,7 +373,8 @@ def _pushed_entries(data: bytes | memoryview, limits: CodecLimits) -> PushedEntr
     """The push field split into its entries' bytes by msgpack's skip (which builds nothing; one C call per
     entry): each entry is an array of 4 with a one-byte tag, and a value entry's versions are counted at their
     array's header (refused past MAX_ENTRY_VERSIONS). Entries are decoded one at a time when merged
-    (`PushedEntries`), each building at most one array per `_PUSH_BYTES_PER_LIST` of its bytes."""
+    (`PushedEntries`, `_decode_entry`): a value entry built in its fixed shape, a CRDT entry field by field,
+    only its state bounded by one array per `_PUSH_BYTES_PER_LIST` of its bytes."""
     caps = _caps(len(data), limits)
     walker = msgpack.Unpacker(io.BytesIO(data), raw=False, max_buffer_size=max(1, len(data)), **caps)
     view = memoryview(data)
@@ -380,13 +390,13 @@ def _pushed_entries(data: bytes | memoryview, limits: CodecLimits) -> PushedEntr
             raise StateCodecError("push: trailing bytes")
     except StateCodecError:
         raise
-    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+    except _MSGPACK_ERRORS as err:
         raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
 
     values = _ValueEntries(caps, len(data))
 
     def decode(raw: memoryview) -> Entry:
-        if raw[1:2] == _CRDT_TAG_BYTE and _crdt_state_bytes(raw, caps) > limits.max_value_bytes:
+        if _crdt_state_too_large(raw, caps, limits):
             # The store refuses a CRDT state above max_value_bytes once built (kvstore.validate); one of 300k
             # tiny elements in a 3.6 MiB push took seconds and ~175 MiB to build and merge in one step.
             raise InvalidEntry(f"CRDT state of more than {limits.max_value_bytes} bytes (max_value_bytes)")
@@ -400,10 +410,10 @@ def _check_entry_head(entry: memoryview, caps: dict[str, Any]) -> None:
     peek = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(entry)), **caps)
     peek.feed(entry)
     if peek.read_array_header() != 4:
-        raise StateCodecError("push: an entry is [tag, key, ...] (4 fields)")
+        raise StateCodecError("entry: an entry is [tag, key, ...] (4 fields)")
     tag = entry[peek.tell():peek.tell() + 1]
     if tag not in (_VALUE_TAG_BYTE, _CRDT_TAG_BYTE):
-        raise StateCodecError("push: an entry's tag is 0 (value) or 1 (CRDT)")
+        raise StateCodecError("entry: an entry's tag is 0 (value) or 1 (CRDT)")
     if tag == _VALUE_TAG_BYTE:
         for _ in range(2):  # tag, key
             peek.skip()
@@ -447,7 +457,7 @@ def _crdt_plain(raw: memoryview, limits: CodecLimits, caps: dict[str, Any], what
             bounds.append(walker.tell())
     except StateCodecError:
         raise
-    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+    except _MSGPACK_ERRORS as err:
         raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
     if bounds[-1] != len(raw):
         raise StateCodecError(f"{what}: trailing bytes after a CRDT entry")
@@ -516,7 +526,7 @@ class _ValueEntries:
             if isinstance(err, _ShapeError):
                 raise StateCodecError(f"{what}: an entry is [0, key, [node, counter, ...], [[node, counter, "
                                       "wall_ms, logical, value], ...]]") from None
-            if isinstance(err, ValueError | TypeError | OverflowError | RecursionError | msgpack.UnpackException):
+            if isinstance(err, _MSGPACK_ERRORS):
                 raise StateCodecError(f"{what}: malformed msgpack: {type(err).__name__}: {err}") from None
             raise
         return [0, key, context, plain_versions]
@@ -691,7 +701,7 @@ class AnswerEntries:
                 self._remaining -= 1
                 if entry[1:2] == _CRDT_TAG_BYTE:  # (a value entry's head is read by `_decode_entry`)
                     _check_entry_head(entry, caps)
-                    if _crdt_state_bytes(entry, caps) > limits.max_value_bytes:
+                    if _crdt_state_too_large(entry, caps, limits):
                         self.skipped += 1  # (skipped in C, not counted in the chunk's bytes)
                         continue
                 spent += len(entry)
@@ -701,7 +711,7 @@ class AnswerEntries:
         except StateCodecError:
             self._remaining = 0
             raise
-        except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+        except _MSGPACK_ERRORS as err:
             self._remaining = 0
             raise StateCodecError(f"entries: malformed msgpack: {type(err).__name__}: {err}") from None
         return out

@@ -9,8 +9,9 @@ policy (core/topology.py) stays here, so the Node's protocol code does not grow 
 MIXED VERSIONS. An older agent drops a whole packet holding a message type it does not know, and agents of
 the previous release read digests (type 9) but not coordinates (type 14). So a coordinate rides on an ack
 only to a peer that has sent us one (`reads_coordinates`); to any other peer the prober offers its coordinate
-once per probe in a small packet of its own (`Node._tick_probe`), which an older agent drops alone and a
-newer one answers by putting its own on its acks -- after the first exchange no extra packet is sent.
+in a small packet of its own beside a probe once its highest offer went unanswered (`Node._probe_offers`),
+which an older agent drops alone and a newer one answers by putting its own on its acks -- after the first
+exchange no extra packet is sent.
 Second-hand coordinates (type 18, below) follow the same rule one level up. What each peer has shown is kept
 in the Node's one reader registry (core/readers.py), shared with digests and the broadcast tree.
 A member back from the dead or at a new address is offered again (perhaps a restart on an older release).
