@@ -90,5 +90,8 @@ def test_ids_are_big_endian_words_back_to_back(tree_ids: tuple[int, ...], short:
 def test_a_short_id_out_of_range_is_an_overflow(bad: int) -> None:
     with pytest.raises(OverflowError):
         codec.encode_packet(Packet("x", (ShortIds(1, (5, bad)),)))
+
+
+def test_a_tree_id_out_of_range_is_an_overflow() -> None:
     with pytest.raises(OverflowError):
         codec.encode_packet(Packet("x", (IHave((1 << 64,)),)))

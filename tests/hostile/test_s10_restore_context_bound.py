@@ -71,16 +71,19 @@ def test_a_data_dir_over_the_bound_loads_what_is_valid_and_says_so(tmp_path: Pat
     svc = StateService(cfg)
     with caplog.at_level(logging.ERROR, logger="gossip_agent.state"):
         svc.open()
-    store = svc.store
-    assert store.entry("kept") is not None and store.entry("after") is not None
-    assert store.entry("wide") is None and store.entry("wide-log") is None and not store.was_collected("wide-grave")
-    assert svc.stats.recovery == {"snapshot_item_refused": 2, "record_unreadable": 1}
-    aside, _ = _read_records((data / "wal.rejected").read_bytes())
-    assert len(aside) == 3 and aside[0][:1] == b"\x94" and wide_record in aside
-    assert msgpack.unpackb(aside[0])[1] == "wide"  # the entry as a log record, whole
-    logged = caplog.text
-    assert "'wide'" in logged and "'wide-grave'" in logged and f"limit {MAX_CONTEXT_NODES}" in logged
-    assert "wal.rejected" in logged and str(data) in logged
-    assert svc._log is not None
-    svc._log.close()
+    try:
+        store = svc.store
+        assert store.entry("kept") is not None and store.entry("after") is not None
+        assert store.entry("wide") is None and store.entry("wide-log") is None
+        assert not store.was_collected("wide-grave")
+        assert svc.stats.recovery == {"snapshot_item_refused": 2, "record_unreadable": 1}
+        aside, _ = _read_records((data / "wal.rejected").read_bytes())
+        assert len(aside) == 3 and aside[0][:1] == b"\x94" and wide_record in aside
+        assert msgpack.unpackb(aside[0])[1] == "wide"  # the entry as a log record, whole
+        logged = caplog.text
+        assert "'wide'" in logged and "'wide-grave'" in logged and f"limit {MAX_CONTEXT_NODES}" in logged
+        assert "wal.rejected" in logged and str(data) in logged
+    finally:
+        if svc._log is not None:
+            svc._log.close()
 

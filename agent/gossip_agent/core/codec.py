@@ -247,7 +247,7 @@ def _pack_ids(ids: tuple[int, ...]) -> bytes:
     return _join_ids(ids, ID_BYTES)
 
 
-_ID_CODES = {2: "H", 4: "I", 8: "Q"}  # struct's unsigned big-endian codes by id width
+_ID_CODES = {4: "I", 8: "Q"}  # struct's unsigned big-endian codes by id width
 
 
 @functools.lru_cache(maxsize=4 * MAX_IDS_PER_MESSAGE)

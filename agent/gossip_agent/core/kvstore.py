@@ -31,7 +31,7 @@ import bisect
 import hashlib
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from gossip_agent.core import crdt as crdt_mod
 from gossip_agent.core import hlc as hlc_mod
@@ -690,7 +690,7 @@ class KvStore:
         store.clock = hlc_mod.from_plain(data["clock"]).with_node(store.node)
         store._retired = frozenset(_str_list(data.get("retired", [])))
 
-        def over_bound(kind: str, item: list[Any], context: object) -> bool:
+        def over_bound(kind: Literal["entry", "graveyard item"], item: list[Any], context: object) -> bool:
             nodes = len(context) // 2 if isinstance(context, list) else 0
             if nodes <= MAX_CONTEXT_NODES:
                 return False
@@ -737,7 +737,7 @@ class RefusedItem:
     """A snapshot item `KvStore.restore` left out: `kind` "entry" (`plain`: kvstore's plain entry) or
     "graveyard item" (`plain`: [key, context, timestamp]), and how many writer nodes its context names."""
 
-    kind: str
+    kind: Literal["entry", "graveyard item"]
     plain: list[Any]
     nodes: int
 

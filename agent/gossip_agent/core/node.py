@@ -2002,7 +2002,7 @@ class Node:
                            sid=short_id(message_id(rumor.payload)))
         return True
 
-    def _tree_send(self, name: str, msgs: Sequence[Message], out: list[Effect], used: int | None = None,
+    def _tree_send(self, name: str, msgs: Sequence[Message], out: list[Effect], *, used: int | None = None,
                    pushes: int | None = None) -> None:
         """Tree traffic to a live member: with piggybacked rumors to a member known to read tree messages;
         control messages to any other in a packet of their own (an older agent drops that packet alone).
@@ -2183,11 +2183,11 @@ class Node:
         for msg in msgs:
             size = codec.message_size(msg)
             if batch and used + size > budget:
-                self._tree_send(name, batch, out, used, batch_pushes)
+                self._tree_send(name, batch, out, used=used, pushes=batch_pushes)
                 batch, used, batch_pushes = [], 0, 0
             batch.append(msg)
             used += size
             if isinstance(msg, StateRumor):
                 batch_pushes += 1
         if batch:
-            self._tree_send(name, batch, out, used, batch_pushes)
+            self._tree_send(name, batch, out, used=used, pushes=batch_pushes)
