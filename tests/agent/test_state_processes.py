@@ -241,6 +241,10 @@ def test_crdt_counter_increments_converge_to_the_sum(trio: list[AgentProcess]) -
                  15.0, f"{agent.name}'s counter to reach {expected}")
     http(trio[0], "POST", "/v1/crdt/sets/tags", json.dumps({"add": ["x", "y"]}).encode(),
          {"Content-Type": "application/json"})
+    # An OR-set removes the adds it has observed: s1 removes x once s0's add has reached it (sent at once, the
+    # remove could overtake the add, which would then survive everywhere, as the OR-set means it to).
+    wait_for(lambda: "x" in json.loads(http(trio[1], "GET", "/v1/crdt/sets/tags")[2]).get("elements", []), 60.0,
+             "s0's add at s1")
     http(trio[1], "POST", "/v1/crdt/sets/tags", json.dumps({"add": ["z"], "remove": ["x"]}).encode(),
          {"Content-Type": "application/json"})
     wait_for(lambda: all(json.loads(http(x, "GET", "/v1/crdt/sets/tags")[2])["elements"] in (["y", "z"],)
