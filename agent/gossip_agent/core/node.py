@@ -1776,10 +1776,10 @@ class Node:
             return ShortIds(ShortKind.PULL, held)
         return PullRequest(self.name, self.addr)
 
-    def _on_short_ids(self, msg: ShortIds, sender: str, out: list[Effect], now: float = 0.0,
+    def _on_short_ids(self, msg: ShortIds, sender: str, out: list[Effect], now: float,
                       grafted: set[int] | None = None, *, shows: bool = True) -> bool:
         """A type-19 message from `sender`: it reads short ids from now on (its offer -- a hello or a probe's --
-        gets ours back, once an answer window, in a packet of its own, so both ends know). Short announcements
+        gets ours back, at most once per answer window, in a packet of its own, so both ends know). Short announcements
         and grafts go to the tree as the long ones do. True if it is a pull request to answer. Only from the
         member's host (`shows`, see handle_packet) does it raise the level or draw our offer, and do its tree
         messages count."""
@@ -1789,7 +1789,7 @@ class Node:
             return False
         if shows:
             self.readers.show(sender, SHORT_IDS)
-            # Answered once an answer window (core/readers.py `answer_due`): our answer is an offer too, and a
+            # Answered at most once per answer window (core/readers.py `answer_due`): our answer is an offer too, and a
             # member whose hello we dropped (it was not in our table yet), or that reset us, knows nothing of us
             # even if we know it.
             if msg.kind == ShortKind.OFFER and self._offers_short_ids() and self.readers.answer_due(sender, now):
