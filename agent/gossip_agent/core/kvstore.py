@@ -395,9 +395,8 @@ class KvStore:
         """Each entry passed its own MAX_CONTEXT_NODES bound (`validate`); their union may not (disjoint
         writers sent one entry at a time would grow a key's context without end): refused, ours unchanged."""
         if isinstance(merged, ValueEntry) and len(merged.context) > MAX_CONTEXT_NODES:
-            self.refused["context_too_large"] = self.refused.get("context_too_large", 0) + 1
-            raise InvalidEntry(f"{merged.key!r}: the merged context would name more than {MAX_CONTEXT_NODES} "
-                               "writer nodes")
+            raise self._invalid("context_too_large", f"{merged.key!r}: the merged context would name more than "
+                                                     f"{MAX_CONTEXT_NODES} writer nodes")
 
     def was_collected(self, key: str) -> bool:
         """True if `key` is absent here because its tombstone was collected (it is in the graveyard)."""
@@ -412,8 +411,17 @@ class KvStore:
         return True
 
     def _refuse(self, reason: str, message: str) -> OutOfRange:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
+        """A local write refused, counted under `reason`."""
+        self._count_refusal(reason)
         return OutOfRange(message)
+
+    def _invalid(self, reason: str, message: str) -> InvalidEntry:
+        """A peer's entry refused, counted under `reason`."""
+        self._count_refusal(reason)
+        return InvalidEntry(message)
+
+    def _count_refusal(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
 
     def check_timestamps(self, entry: Entry, now_ms: int) -> None:
         """InvalidEntry (counted as `clock_drift`) if any timestamp in `entry` runs more than
@@ -431,9 +439,9 @@ class KvStore:
             if isinstance(inner, Hlc):
                 worst = max(worst, inner.wall_ms)
         if worst > limit:
-            self.refused["clock_drift"] = self.refused.get("clock_drift", 0) + 1
-            raise InvalidEntry(f"{entry.key!r}: timestamp {worst} ms is {worst - now_ms} ms ahead of this agent's "
-                               f"clock (tolerance state.maxClockDriftMs = {self.config.max_clock_drift_ms} ms)")
+            raise self._invalid("clock_drift", f"{entry.key!r}: timestamp {worst} ms is {worst - now_ms} ms ahead "
+                                               f"of this agent's clock (tolerance state.maxClockDriftMs = "
+                                               f"{self.config.max_clock_drift_ms} ms)")
 
     def validate(self, entry: Entry) -> None:
         """Limits and invariants every stored entry satisfies; raises InvalidEntry."""
@@ -448,9 +456,8 @@ class KvStore:
         if not entry.versions:
             raise InvalidEntry(f"{entry.key!r}: no versions")
         if len(entry.context) > MAX_CONTEXT_NODES:
-            self.refused["context_too_large"] = self.refused.get("context_too_large", 0) + 1
-            raise InvalidEntry(f"{entry.key!r}: a context of {len(entry.context)} writer nodes "
-                               f"(limit {MAX_CONTEXT_NODES})")
+            raise self._invalid("context_too_large", f"{entry.key!r}: a context of {len(entry.context)} writer "
+                                                     f"nodes (limit {MAX_CONTEXT_NODES})")
         dots = set()
         for v in entry.versions:
             if v.value is not None and len(v.value) > self.config.max_value_bytes:

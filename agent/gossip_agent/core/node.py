@@ -975,8 +975,7 @@ class Node:
             # a newer one then puts its own on its acks. (Pings carry none: the prober's sample needs only the
             # target's, and every ping would pay ~50 bytes.)
             offer = self.topology.coordinate_message()
-            self._charge(codec.message_size(offer))
-            out.append(Send(target.addr, Packet(self.name, (offer,))))
+            self._send_apart(target.addr, offer, out)
             self.stats["coordinate_offers"] += 1
         if (lower or level == PEER_COORDINATES) and not self.topology.reads_rows(target.name):
             # Second-hand coordinates likewise (type 18; the previous release reads 14 but not 18): an empty
@@ -984,13 +983,11 @@ class Node:
             # (The offer carried two rows: in a young cluster, where most probes are first contacts, offers
             # were a third of all row bytes, and the rows reach the peer on acks anyway.)
             rows = PeerCoordinates(())
-            self._charge(codec.message_size(rows))
-            out.append(Send(target.addr, Packet(self.name, (rows,))))
+            self._send_apart(target.addr, rows, out)
             self.stats["coordinate_row_offers"] += 1
         if level == SHORT_IDS and not self.readers.reads(target.name, SHORT_IDS):
             # Short ids (type 19: pull requests, tree ids) likewise: an offer apart, answered by a newer agent's.
-            self._charge(codec.message_size(hello))
-            out.append(Send(target.addr, Packet(self.name, (hello,))))
+            self._send_apart(target.addr, hello, out)
             self.stats["short_id_offers"] += 1
         self.readers.offered(target.name, now)
         return lower
@@ -1023,8 +1020,7 @@ class Node:
         for name in self._hellos.due(now, needs_none):
             member = table.get(name)
             assert member is not None  # (live: needs_none)
-            self._charge(codec.message_size(offer))
-            out.append(Send(member.addr, Packet(self.name, (offer,))))
+            self._send_apart(member.addr, offer, out)
             readers.offered(name, now)
             self.stats["hellos"] += 1
 
@@ -1334,6 +1330,12 @@ class Node:
         self._enqueue(rumor, source)
         return True
 
+    def _send_apart(self, addr: Address, msg: Message, out: list[Effect]) -> None:
+        """`msg` in a packet of its own (an offer, a hello, an answer: an older agent that cannot read it drops
+        that packet alone), charged to the send budget."""
+        self._charge(codec.message_size(msg))
+        out.append(Send(addr, Packet(self.name, (msg,))))
+
     def _greet(self, name: str) -> None:
         """A member entered our table live, or came back after a reset of its reader level: queue it for one
         hello (core/hello_queue.py; a full queue is counted, and leaves it to our probes' offers)."""
@@ -1515,8 +1517,7 @@ class Node:
                 source_host is not None and not _same_host(member.addr[0], source_host)):
             return
         for msg in self.topology.table_for(to_name, now, self.name, codec.MAX_PEER_COORDINATE_ROWS):
-            self._charge(codec.message_size(msg))
-            out.append(Send(member.addr, Packet(self.name, (msg,))))
+            self._send_apart(member.addr, msg, out)
             self.stats["coordinate_tables_sent"] += 1
 
     def _budget(self, used: int = 0) -> int:
@@ -1779,23 +1780,22 @@ class Node:
     def _on_short_ids(self, msg: ShortIds, sender: str, out: list[Effect], now: float,
                       grafted: set[int] | None = None, *, shows: bool = True) -> bool:
         """A type-19 message from `sender`: it reads short ids from now on (its offer -- a hello or a probe's --
-        gets ours back, at most once per answer window, in a packet of its own, so both ends know). Short announcements
-        and grafts go to the tree as the long ones do. True if it is a pull request to answer. Only from the
-        member's host (`shows`, see handle_packet) does it raise the level or draw our offer, and do its tree
-        messages count."""
+        gets ours back, at most once per answer window, in a packet of its own, so both ends know). Short
+        announcements and grafts go to the tree as the long ones do. True if it is a pull request to answer.
+        Only from the member's host (`shows`, see handle_packet) does it raise the level or draw our offer, and
+        do its tree messages count."""
         member = self.table.get(sender)
         if member is None or sender == self.name:
             self.stats["short_ids_unknown_member"] += 1
             return False
         if shows:
             self.readers.show(sender, SHORT_IDS)
-            # Answered at most once per answer window (core/readers.py `answer_due`): our answer is an offer too, and a
-            # member whose hello we dropped (it was not in our table yet), or that reset us, knows nothing of us
-            # even if we know it.
+            # Answered at most once per answer window (core/readers.py `answer_due`): our answer is an offer
+            # too, and a member whose hello we dropped (it was not in our table yet), or that reset us, knows
+            # nothing of us even if we know it.
             if msg.kind == ShortKind.OFFER and self._offers_short_ids() and self.readers.answer_due(sender, now):
                 offer = ShortIds(ShortKind.OFFER)
-                self._charge(codec.message_size(offer))
-                out.append(Send(member.addr, Packet(self.name, (offer,))))
+                self._send_apart(member.addr, offer, out)
                 self.readers.offered(sender, now)
                 self.stats["short_id_answers"] += 1
         if msg.kind in (ShortKind.IHAVE, ShortKind.GRAFT):
