@@ -32,13 +32,10 @@ from gossip_agent.core.node import Node
 from gossip_agent.core.readers import ANSWER_WINDOW, DIGESTS, PEER_COORDINATES, SHORT_IDS
 from gossip_agent.sim import Simulation, make_config
 from tests.core.test_node import cfg
+from tests.core.test_topology_rows import _sends
 
 HELLO = ShortIds(ShortKind.OFFER)
 SLOW_PROBES = {"probe_interval": 10.0}  # the first probe between the two falls seconds after the hellos
-
-
-def _sends(effects: list[Effect]) -> list[Send]:
-    return [e for e in effects if isinstance(e, Send)]
 
 
 def _is_hello(s: Send) -> bool:

@@ -68,3 +68,10 @@ def array_header(n: int) -> bytes:
     if n < 1 << 16:
         return b"\xdc" + struct.pack(">H", n)
     return b"\xdd" + struct.pack(">I", n)
+
+
+MIB = 1 << 20
+
+NESTED_1MIB = b"\x94" + (array_header((1 << 18) - 64) + b"\x90" * ((1 << 18) - 64)) * 4
+"""~1 MiB of msgpack that builds ~1M empty arrays (an array of 4 arrays of 262,080 empty arrays each): what a
+hostile body puts where a scalar belongs."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from tests.core.test_plumtree_grafts import tree
 
-LAZY, GRAFT = 0.4, 0.1
 HOLD_BACK = 5.0  # "b" sends each payload this long after it was announced to us (cap: 5 lazy intervals, 2 s)
 
 

@@ -10,8 +10,6 @@ and pushes), a CRDT state over `max_value_bytes` is skipped unbuilt, and a step 
 
 from __future__ import annotations
 
-import struct
-
 import msgpack
 
 from gossip_agent.core import hlc
@@ -19,16 +17,13 @@ from gossip_agent.core.anti_entropy import MERGE_CHUNK, MERGE_CHUNK_BYTES
 from gossip_agent.core.config import StateConfig
 from gossip_agent.core.kvstore import KvStore, entry_to_plain
 from gossip_agent.core.state_codec import decode_ae_response, open_ae_response
-from tests.hostile.core_support import array_header, peak_memory_refusing
+from tests.hostile.core_support import MIB as _MIB
+from tests.hostile.core_support import NESTED_1MIB, array_header, peak_memory_refusing
 from tests.hostile.test_ae_answer_bounds import T0, _answer
-
-_MIB = 1 << 20
 
 
 def test_an_entry_of_nested_arrays_is_refused_as_built() -> None:
-    n = (1 << 18) - 64
-    key = b"\x94" + (b"\xdd" + struct.pack(">I", n) + b"\x90" * n) * 4  # 1 MiB, 1M empty arrays
-    data = _answer(entries=b"\x91\x94\x00" + key + b"\x90\x90")
+    data = _answer(entries=b"\x91\x94\x00" + NESTED_1MIB + b"\x90\x90")
     peak = peak_memory_refusing(decode_ae_response, data)
     assert peak < 3 * len(data), f"{peak / _MIB:.0f} MiB built for a {len(data) / _MIB:.1f} MiB answer"  # was 33x
 

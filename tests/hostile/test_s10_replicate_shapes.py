@@ -11,8 +11,6 @@ entry's fields are built one by one in their fixed shape (scalars, one flat cont
 
 from __future__ import annotations
 
-import struct
-
 import msgpack
 import pytest
 
@@ -20,9 +18,9 @@ from gossip_agent.core import hlc
 from gossip_agent.core.replica import decode_payload
 from gossip_agent.io.state_service import StateService
 from tests.hostile.agent_support import raw_exchange, running
-from tests.hostile.core_support import peak_memory_refusing
+from tests.hostile.core_support import MIB as _MIB
+from tests.hostile.core_support import NESTED_1MIB, array_header, peak_memory_refusing
 
-_MIB = 1 << 20
 _N = (1 << 18) - 64
 
 
@@ -38,8 +36,8 @@ def _orset(elements: int) -> bytes:
 
 @pytest.mark.parametrize("where", ["key", "context", "version", "strings"])
 def test_nested_arrays_where_a_value_entry_has_scalars_are_refused_as_built(where: str) -> None:
-    nested = b"\x94" + (b"\xdd" + struct.pack(">I", _N) + b"\x90" * _N) * 4  # 1 MiB, 1M empty arrays
-    strings = b"\xdd" + struct.pack(">I", _N * 2) + b"\xa1a" * (_N * 2)  # 1 MiB, 512k one-letter strings
+    nested = NESTED_1MIB
+    strings = array_header(_N * 2) + b"\xa1a" * (_N * 2)  # 1 MiB, 512k one-letter strings
     version = b"\x91\x95\xa1n\x01\x01\x00"
     data = {"key": _value_entry(nested),
             "context": _value_entry(b"\xa1k", b"\x92" + nested + b"\x01"),
@@ -54,7 +52,7 @@ def test_nested_arrays_where_a_value_entry_has_scalars_are_refused_as_built(wher
 def test_nested_arrays_where_a_crdt_entry_has_scalars_are_refused_as_built(where: str) -> None:
     """A CRDT entry's key and timestamp are built with bounds of their own, not one array per 2 bytes of the
     entry: 1 MiB of nested arrays in either built ~33 MiB and ~0.7 s of CPU (review)."""
-    nested = b"\x94" + (b"\xdd" + struct.pack(">I", _N) + b"\x90" * _N) * 4  # 1 MiB, 1M empty arrays
+    nested = NESTED_1MIB
     timestamp = msgpack.packb(hlc.to_plain(hlc.ZERO))
     state = msgpack.packb(["orset", [["n", 1], []]])
     key, stamp = (nested, timestamp) if where == "key" else (b"\xa3set", nested)
