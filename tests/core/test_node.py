@@ -33,11 +33,13 @@ def cfg(name: str, immediate_forward: bool = True, **membership: object) -> Agen
                    gossip=replace(base.gossip, immediate_forward=immediate_forward))
 
 
-def node_with_peers(config: AgentConfig, peers: int, seed: int) -> Node:
-    """Node "a" that already knows `peers` alive members p2, p3, ..."""
+def node_with_peers(config: AgentConfig, peers: int, seed: int, *, own_hosts: bool = False) -> Node:
+    """Node "a" that already knows `peers` alive members p2, p3, ..., all on host "h" (a local cluster), or
+    each on a host of its own (`own_hosts`: as pods are)."""
     node = Node(config, ("h", 1), random.Random(seed), 0.0)
     for i in range(2, 2 + peers):
-        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i)),)), ("h", i), 0.0)
+        addr = (f"h{i}" if own_hosts else "h", i)
+        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, addr),)), addr, 0.0)
     return node
 
 

@@ -13,8 +13,9 @@ from dataclasses import replace
 
 from gossip_agent.core import codec
 from gossip_agent.core.broadcast import retransmit_limit
+from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.hello_queue import HELLO_BURST, HELLO_RATE, hellos_pay
+from gossip_agent.core.hello_queue import HELLO_BURST, HELLO_RATE, HOST_CAP, HOST_WINDOW, HelloQueue, hellos_pay
 from gossip_agent.core.messages import (
     Ack,
     Alive,
@@ -30,8 +31,9 @@ from gossip_agent.core.messages import (
 )
 from gossip_agent.core.node import Node
 from gossip_agent.core.readers import ANSWER_WINDOW, DIGESTS, PEER_COORDINATES, SHORT_IDS
+from gossip_agent.io.metrics import AgentMetrics, AgentStats
 from gossip_agent.sim import Simulation, make_config
-from tests.core.test_node import cfg
+from tests.core.test_node import cfg, node_with_peers
 from tests.core.test_topology_rows import _sends
 
 HELLO = ShortIds(ShortKind.OFFER)
@@ -177,19 +179,15 @@ def test_no_hello_to_a_member_that_showed_its_level_first() -> None:
     assert pair.a.stats["hellos"] == 0
 
 
-def _newcomer(n: int, **gossip: object) -> Node:
-    """Node "a" that just learnt `n` live members at once (one push-pull)."""
+def _slow(**gossip: object) -> AgentConfig:
+    """Node "a"'s config: probes seconds apart (hellos go first), `gossip` settings replaced."""
     config = cfg("a", **SLOW_PROBES)
-    node = Node(replace(config, gossip=replace(config.gossip, **gossip)), ("10.0.0.1", 7946), random.Random(5), 0.0)
-    for i in range(n):
-        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, (f"10.0.1.{i % 250}", 7946 + i)),)),
-                           (f"10.0.1.{i % 250}", 7946 + i), 0.0)
-    return node
+    return replace(config, gossip=replace(config.gossip, **gossip))
 
 
 def test_hellos_are_paced_and_charged_to_the_send_budget() -> None:
     n = 200
-    node = _newcomer(n, max_bytes_per_second=100_000)
+    node = node_with_peers(_slow(max_bytes_per_second=100_000), n, 5, own_hosts=True)  # a newcomer
     charged: list[int] = []
     charge = node._charge
     node._charge = lambda size: (charged.append(size), charge(size))[1]  # type: ignore[method-assign]
@@ -204,6 +202,7 @@ def test_hellos_are_paced_and_charged_to_the_send_budget() -> None:
         assert sum(1 for t in times if start <= t <= start + 0.2) <= HELLO_BURST + HELLO_RATE * 0.2 + 1e-9
     assert len(node._hellos) <= node.config.membership.max_members and len(node._hellos) == n - len(times)
     assert charged.count(codec.message_size(HELLO)) >= len(times)  # each hello's packet charged to the send budget
+    assert node.stats["hellos_held"] == 0  # one member a host: no host cap in the way
 
 
 def test_greetings_stop_where_the_flood_fallback_costs_less_than_they_would() -> None:
@@ -212,12 +211,13 @@ def test_greetings_stop_where_the_flood_fallback_costs_less_than_they_would() ->
     assert hellos_pay(201, retransmit_limit(4, 201)) and not hellos_pay(301, retransmit_limit(4, 301))
     assert hellos_pay(301, retransmit_limit(8, 301))  # more retransmits: the fallback costs more, greetings pay
     for n, greets in ((200, True), (300, False)):
-        node = _newcomer(n)
+        node = node_with_peers(_slow(), n, 5, own_hosts=True)
         sent = sum(1 for s in _sends(node.tick(2.0)) if _is_hello(s))
         assert (sent > 0) is greets, (n, sent)
         if not greets:
             assert node.stats["hellos"] == 0 and len(node._hellos) == 0  # skipped at no cost
-    assert sum(1 for s in _sends(_newcomer(300, retransmit_mult=8).tick(2.0)) if _is_hello(s)) > 0
+    more_retransmits = node_with_peers(_slow(retransmit_mult=8), 300, 5, own_hosts=True)
+    assert sum(1 for s in _sends(more_retransmits.tick(2.0)) if _is_hello(s)) > 0
 
 
 def test_a_forged_hello_shows_nothing_and_draws_no_answer() -> None:
@@ -305,3 +305,67 @@ def test_a_young_cluster_stops_taking_the_flood_fallback_once_greeted() -> None:
     knowing = sum(1 for a in range(n) for b in range(n)
                   if a != b and sim.node(a).readers.reads(sim.names[b], SHORT_IDS))
     assert knowing == n * (n - 1)
+
+
+def test_many_members_forged_at_one_host_get_at_most_the_host_cap_of_hellos() -> None:
+    """A forger names 100 members at one victim's host (other ports; their Alives show no reader level): the
+    host gets at most HOST_CAP hellos a HOST_WINDOW from us, not 50 a second; the rest are held back, counted
+    (`hellos_held`, exported as gossip_node_events_total{event="hellos_held"})."""
+    n = 100
+    node = node_with_peers(cfg("a", probe_interval=60.0), n, 5)  # p2.. all on host "h"; no probe meanwhile
+    times: list[float] = []
+    now = 0.0
+    while now < 3 * HOST_WINDOW:
+        times += [now] * sum(1 for s in _sends(node.tick(now)) if _is_hello(s) and s.to[0] == "h")
+        now = max(now + 0.001, node.next_deadline())
+    assert HOST_CAP <= len(times) <= 3 * HOST_CAP
+    for start in times:
+        assert sum(1 for t in times if start <= t < start + HOST_WINDOW) <= HOST_CAP
+    assert node.stats["hellos"] == len(times) and node.stats["hellos_held"] == n - HOST_CAP
+    assert b'gossip_node_events_total{event="hellos_held"} 90.0' in AgentMetrics(node, AgentStats()).render()
+
+
+class OneHost:
+    """Newcomer "a" and `n` agents all on 127.0.0.1 (a local cluster, a bench) that deliver to each other at
+    once; a learns them all at once (a push-pull), each learns a but leaves the greeting to a (as if a's hellos
+    went first): what they know of a, and a of them, comes from a's hellos and their answers."""
+
+    def __init__(self, n: int, host_cap: int) -> None:
+        def node(name: str, port: int) -> Node:
+            return Node(cfg(name, **SLOW_PROBES), ("127.0.0.1", port), random.Random(port), 0.0)
+        self.a = node("a", 7000)
+        self.a._hellos = HelloQueue(self.a.config.membership.max_members, 0.0, host_cap=host_cap)
+        self.nodes = [self.a] + [node(f"p{i}", 7001 + i) for i in range(n)]
+        self.by_addr = {x.addr: x for x in self.nodes}
+        for other in self.nodes[1:]:
+            other._hellos = HelloQueue(0, 0.0)  # (greets nobody)
+            self.a.handle_packet(Packet(other.name, (Alive(other.name, 1, other.addr),)), other.addr, 0.0)
+            other.handle_packet(Packet("a", (Alive("a", 1, self.a.addr),)), self.a.addr, 0.0)
+
+    def deliver(self, effects: list[Effect], src: Node, now: float) -> None:
+        pending = [(src, s) for s in _sends(effects)]
+        while pending:
+            origin, send = pending.pop()
+            dst = self.by_addr.get(send.to)
+            if dst is not None:
+                pending += [(dst, s) for s in _sends(dst.handle_packet(send.packet, origin.addr, now))]
+
+    def all_know_a(self) -> float:
+        """Run until a and every other agent know each other's level; when that was."""
+        now = 0.0
+        while not all(self.a.readers.reads(x.name, SHORT_IDS) and x.readers.reads("a", SHORT_IDS)
+                      for x in self.nodes[1:]):
+            node = min(self.nodes, key=lambda x: x.next_deadline())
+            now = max(now, node.next_deadline())
+            assert now < 10.0
+            self.deliver(node.tick(now), node, now)
+        return now
+
+
+def test_a_local_cluster_on_one_host_is_greeted_as_fast_as_without_the_host_cap() -> None:
+    """Members that answer show themselves first-hand, which makes room at their host: a newcomer to 60 agents
+    on 127.0.0.1 knows every level (and they know its) when it would with no cap at all."""
+    capped, uncapped = OneHost(60, HOST_CAP), OneHost(60, 10**6)
+    assert capped.all_know_a() == uncapped.all_know_a() <= 1.1  # (~60 hellos: 10 at once, then 50 a second)
+    assert capped.a.stats["hellos"] == uncapped.a.stats["hellos"] > 5 * HOST_CAP
+    assert capped.a.stats["hellos_held"] == 0

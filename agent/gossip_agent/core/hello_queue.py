@@ -30,14 +30,30 @@ floor at N=50, 1.6 % at N=1,000. So a member greets only while that limit is at 
 other members (`hellos_pay`: up to ~240 members at the default retransmitMult of 4); above that, levels are
 learnt from probes as before, and queued names leave at no cost.
 
-BOUNDED. At most `max_pending` names (the caller's membership.maxMembers; it adds only members of its table
-and discards reaped ones); past that a name is refused (`add` says so; the Node counts it as `hellos_refused`):
-it still learns of us by the offers beside our probes. Pure: every call takes `now`; no clock, no I/O.
+ONE HOST. The members we greet are names and addresses that gossip told us: a forger who injects many fake
+members all at one victim's address (other ports, or many names at one host) would make every agent a
+reflector of up to HELLO_RATE packets a second toward that host. So hellos to one host (IP) are capped:
+at most HOST_CAP + `vouched(host)` within any HOST_WINDOW seconds, where `vouched` (the caller's) counts the
+members at that host that have shown themselves FIRST-HAND (a reader level, raised only by a packet from the
+member's own host, core/readers.py). A host with none of our agents thus gets at most HOST_CAP hellos a
+window from each agent, below what our probes of the same fake members send it (see HOST_CAP); a host of
+real agents (a local cluster, every agent on 127.0.0.1) gets one more a window for each that showed itself,
+and its members greet the newcomer too (which vouches for them and makes their own hellos skips), so its
+joins are not slowed. A name over the cap waits, parked with its host's other names (their order kept), and
+is counted once (`held_back`); it goes when the window frees room (or more members there show themselves,
+seen at the caller's next tick), or leaves at no cost like any other (`skip`, `discard`).
+
+BOUNDED. At most `max_pending` names waiting, parked ones included (the caller's membership.maxMembers; it
+adds only members of its table and discards reaped ones); past that a name is refused (`add` says so; the
+Node counts it as `hellos_refused`): it still learns of us by the offers beside our probes. The send times
+kept per host are those of the last HOST_WINDOW (at most HELLO_BURST + HELLO_RATE * HOST_WINDOW in all).
+Pure: every call takes `now`; no clock, no I/O.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 
 from gossip_agent.core.token_bucket import Rate, TokenBucket
@@ -55,74 +71,189 @@ FLOOD_SHARE = 0.05
 """Greet while the flood fallback's copies per write are at least this share of the other members (the byte
 floor): below it the fallback costs less than the greetings' O(N^2) packets would save (see SCALE)."""
 
+HOST_CAP = 10
+"""Hellos to one host (IP) within HOST_WINDOW beyond one per member there that showed itself first-hand (see
+ONE HOST). As many as the burst, so a newcomer's first burst into a local cluster (all on one IP, nobody
+vouched for yet) is never held; with HOST_WINDOW that is 2 a second from each agent to a host with none of
+ours: 25x below HELLO_RATE, and below what the probes of the same fake members already send it (a fake member
+is probed like any other, each probe that goes unanswered is a ping, `indirect_checks` helpers' pings and a
+TCP attempt)."""
+
+HOST_WINDOW = 5.0
+"""Seconds over which HOST_CAP counts (a sliding window): a probe interval's several, so a host that never
+answers gets 2 hellos a second from each agent, while a host of real agents gets room as fast as its members
+show themselves."""
+
 _WHOLE = 1.0 - 1e-9  # a token earned up to float rounding counts as earned (no extra wake-ups for 1e-16)
 
 
 class HelloQueue:
-    """Members waiting for a hello, first come first served, released at most `rate` a second."""
+    """Members waiting for a hello, first come first served, released at most `rate` a second and at most
+    `host_cap` (+ the members there that showed themselves) to one host within `host_window` (ONE HOST)."""
 
-    __slots__ = ("_at", "_bucket", "_pending", "max_pending")
+    __slots__ = ("_at", "_bucket", "_host_cap", "_host_window", "_parked", "_parked_at", "_pending", "_sent",
+                 "_wake", "_wake_for_token", "held_back", "max_pending")
 
-    def __init__(self, max_pending: int, now: float, *, rate: float = HELLO_RATE,
-                 burst: float = HELLO_BURST) -> None:
+    def __init__(self, max_pending: int, now: float, *, rate: float = HELLO_RATE, burst: float = HELLO_BURST,
+                 host_cap: int = HOST_CAP, host_window: float = HOST_WINDOW) -> None:
         if max_pending < 0:
             raise ValueError(f"max_pending must be >= 0, got {max_pending!r}")
         if not math.isfinite(rate) or rate <= 0:
             raise ValueError(f"rate must be a finite number > 0, got {rate!r}")
+        if host_cap < 1:
+            raise ValueError(f"host_cap must be >= 1, got {host_cap!r}")
+        if not math.isfinite(host_window) or host_window <= 0:
+            raise ValueError(f"host_window must be a finite number > 0, got {host_window!r}")
         self.max_pending = max_pending
         self._bucket = TokenBucket(Rate(rate, max(1.0, burst)), now)
-        self._at = now if math.isfinite(now) else 0.0  # the bucket's last refill, for `next_deadline`
-        self._pending: dict[str, None] = {}  # insertion-ordered: the oldest waits least
+        self._at = now if math.isfinite(now) else 0.0  # the latest `now` seen (never back): bucket and windows
+        self._host_cap = host_cap
+        self._host_window = host_window
+        self._pending: dict[str, str] = {}  # name -> its host, insertion-ordered: the oldest waits least
+        self._parked: dict[str, dict[str, None]] = {}  # host over its cap -> its names waiting, in their order
+        self._parked_at: dict[str, str] = {}  # parked name -> its host
+        # When `due` may hand out a parked name: a host's window frees room (`_wake`), or the next token
+        # (`_wake_for_token`: a host with room waited for one). Set by `due`.
+        self._wake = math.inf
+        self._wake_for_token = False
+        # host -> when we greeted it within the window (oldest first); hosts in the order last greeted, so the
+        # ones whose window has passed are at the front.
+        self._sent: dict[str, deque[float]] = {}
+        self.held_back = 0
+        """Names the host cap held back, each once a wait (the caller's `hellos_held`)."""
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._parked_at)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._pending
+        return name in self._pending or name in self._parked_at
 
-    def add(self, name: str) -> bool:
-        """Queue `name` for one hello (a name already waiting keeps its place). False if the queue is full."""
+    def add(self, name: str, host: str) -> bool:
+        """Queue `name`, at `host`, for one hello (a name already waiting keeps its place; at a new host, it
+        counts against that one). False if the queue is full."""
         if name in self._pending:
+            self._pending[name] = host
             return True
-        if len(self._pending) >= self.max_pending:
+        parked_at = self._parked_at.get(name)
+        if parked_at == host:
+            return True
+        if parked_at is not None:
+            self._unpark(name, parked_at)
+        elif len(self) >= self.max_pending:
             return False
-        self._pending[name] = None
+        if host in self._parked:  # its host is over the cap: it waits behind that host's other names
+            self._park(name, host)
+        else:
+            self._pending[name] = host
         return True
 
     def discard(self, name: str) -> None:
         """`name` was reaped: no hello."""
-        self._pending.pop(name, None)
+        if self._pending.pop(name, None) is None:
+            host = self._parked_at.get(name)
+            if host is not None:
+                self._unpark(name, host)
 
-    def due(self, now: float, skip: Callable[[str], bool]) -> list[str]:
+    def _park(self, name: str, host: str) -> None:
+        self._parked.setdefault(host, {})[name] = None
+        self._parked_at[name] = host
+        self.held_back += 1
+
+    def _unpark(self, name: str, host: str) -> None:
+        names = self._parked[host]
+        del names[name]
+        del self._parked_at[name]
+        if not names:
+            del self._parked[host]
+
+    def due(self, now: float, skip: Callable[[str], bool], vouched: Callable[[str], int]) -> list[str]:
         """The names to greet now, oldest first: each costs a token; names for which `skip` says yes leave the
-        queue without one. Names left waiting keep their order."""
+        queue without one. A name whose host had its cap's worth within the window (`vouched(host)`: how many
+        members there showed themselves first-hand, asked only of a host at HOST_CAP) is parked until its host
+        has room; names left waiting keep their order."""
         bucket = self._bucket
         bucket.refill(now)
         if math.isfinite(now) and now > self._at:
             self._at = now
-        pending = self._pending
+        at = self._at  # (never back, always finite: a bad clock neither frees a host's window nor fills it)
+        window, cap = self._host_window, self._host_cap
+        horizon = at - window
+        sent = self._sent
+        while sent:  # forget the hosts not greeted within the window
+            host = next(iter(sent))
+            if sent[host][-1] > horizon:
+                break
+            del sent[host]
         greet: list[str] = []
+        wake = math.inf
+        for_token = False
+
+        def full(host: str) -> bool:
+            times = sent.get(host)
+            if times is None:
+                return False
+            while times and times[0] <= horizon:
+                times.popleft()
+            return len(times) >= cap and len(times) >= cap + vouched(host)
+
+        def greeted(name: str, host: str) -> None:
+            bucket.spend(1.0)
+            times = sent.pop(host, None)
+            if times is None:
+                times = deque()
+            times.append(at)
+            sent[host] = times  # (now the last greeted)
+            greet.append(name)
+
+        # Parked hosts first: their names waited longest.
+        for host in list(self._parked):
+            names = self._parked[host]
+            while names:
+                name = next(iter(names))
+                if skip(name):
+                    self._unpark(name, host)
+                    continue
+                if full(host):
+                    wake = min(wake, sent[host][0] + window)
+                    break
+                if bucket.tokens < _WHOLE:
+                    for_token = True
+                    break
+                self._unpark(name, host)
+                greeted(name, host)
+        pending = self._pending
         while pending:
             name = next(iter(pending))
+            host = pending[name]
             if skip(name):
                 del pending[name]
                 continue
+            if host in self._parked:  # behind its host's parked names (a skip or a park costs no token)
+                del pending[name]
+                self._park(name, host)
+                continue
             if bucket.tokens < _WHOLE:
                 break
-            bucket.spend(1.0)
             del pending[name]
-            greet.append(name)
+            if full(host):
+                self._park(name, host)
+                wake = min(wake, sent[host][0] + window)
+            else:
+                greeted(name, host)
+        self._wake, self._wake_for_token = wake, for_token
         return greet
 
     def next_deadline(self) -> float:
-        """When `due` would have a name to hand out or to skip (`math.inf`: nobody waits). A time already past
-        means at once."""
-        if not self._pending:
-            return math.inf
+        """When `due` would have a name to hand out, to skip or to park (`math.inf`: nobody waits). A time
+        already past means at once."""
         tokens = self._bucket.tokens
-        if tokens >= _WHOLE:
-            return self._at
-        return self._at + (1.0 - tokens) / self._bucket.rate.per_second
+        token_at = self._at if tokens >= _WHOLE else self._at + (1.0 - tokens) / self._bucket.rate.per_second
+        at = math.inf
+        if self._parked:
+            at = min(self._wake, token_at) if self._wake_for_token else self._wake
+        if self._pending and token_at < at:
+            at = token_at
+        return at
 
 
 def hellos_pay(n_live: int, flood_copies: int) -> bool:

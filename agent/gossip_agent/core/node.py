@@ -1017,12 +1017,26 @@ class Node:
             return (not pays or not table.is_live(name) or name == self.name or readers.level(name) >= level
                     or readers.offered_at(name) is not None)
 
-        for name in self._hellos.due(now, needs_none):
+        shown: Counter[str] | None = None
+
+        def vouched(host: str) -> int:
+            """Live members at `host` that showed themselves first-hand (a reader level): room for more hellos
+            there (core/hello_queue.py ONE HOST). One pass over the table, only once a host is at its cap."""
+            nonlocal shown
+            if shown is None:
+                shown = Counter(m.addr[0] for m in table if readers.level(m.name) > 0 and table.is_live(m.name))
+            return shown[host]
+
+        hellos = self._hellos
+        held = hellos.held_back
+        for name in hellos.due(now, needs_none, vouched):
             member = table.get(name)
             assert member is not None  # (live: needs_none)
             self._send_apart(member.addr, offer, out)
             readers.offered(name, now)
             self.stats["hellos"] += 1
+        if hellos.held_back != held:
+            self.stats["hellos_held"] += hellos.held_back - held
 
     def _send_indirect(self, probe: _Probe, now: float, out: list[Effect]) -> None:
         probe.indirect_sent = True
@@ -1338,9 +1352,16 @@ class Node:
 
     def _greet(self, name: str) -> None:
         """A member entered our table live, or came back after a reset of its reader level: queue it for one
-        hello (core/hello_queue.py; a full queue is counted, and leaves it to our probes' offers)."""
-        if not self._hellos.add(name):
+        hello (core/hello_queue.py; a full queue is counted, and leaves it to our probes' offers). Its host is
+        the queue's (a cap per host: gossip may name many fake members at one victim's address)."""
+        member = self.table.get(name)
+        assert member is not None  # (just entered, or came back to, our table)
+        hellos = self._hellos
+        held = hellos.held_back
+        if not hellos.add(name, member.addr[0]):
             self.stats["hellos_refused"] += 1
+        elif hellos.held_back != held:  # parked at once behind its host's names (core/hello_queue.py ONE HOST)
+            self.stats["hellos_held"] += 1
 
     def _take_early_link(self, member: Member) -> None:
         """Make the link a member asked for before its Alive reached us, if the request came from the host
