@@ -12,7 +12,8 @@ before and after it; bench/out/ is not in git). The steps (`--list` prints them 
 - bench_load.py, real agents on 127.0.0.1 (root for the byte counters: nftables and AF_PACKET): 1 KiB writes at
   10 and 100/s for N = 10 and 50 in push-pull on the broadcast tree and flooding, and at N = 10 in push and pull;
   200 B writes beside Serf user events of the same size and rate; the 8-agent scenario; critical against normal
-  writes under 100 writes/s, and under a per-agent byte budget; the fanout x retransmitMult sweep on both paths.
+  writes under 100 writes/s (N = 10 and 50), and under a per-agent byte budget (N = 10); the fanout x
+  retransmitMult sweep on both paths.
   `--n` changes N; `--n 10,50,200` adds N = 200 reduced to 10 writes/s of 200 B for 5 s (skipped, and said so,
   without the memory for 200 agents; on a shared 2-core machine 200 Python agents under writes drive the load
   past 100).
@@ -115,13 +116,17 @@ def load_plan(sizes: Sequence[int], *, quick: bool = False) -> list[Step]:
                  ("--n", least, "--rate", "100", "--size", "200", "--seconds", secs, "--modes", "push-pull", *both,
                   "--serf"), agents=int(least)),
         ]
+    # The critical class at N=10 and at the largest small N (50 by default: the issue's cluster size, where a
+    # 100 writes/s background queues most), one invocation, one row each.
+    crit_ns = sorted({10, max(small, default=10)})
     steps += [
         Step("eight", "load", "the 8-agent scenario: 80 writes of 200 B at 10/s, each mode, Serf beside",
              ("--no-default", "--issue-scenario", "--serf"), agents=8),
-        Step("critical", "load", "every 10th write ?priority=critical under 100 writes/s of 1 KiB",
-             ("--n", "10", "--rate", "100", "--size", "1024", "--seconds", secs, "--modes", "push-pull",
-              "--critical-every", "10"), agents=10),
-        Step("budget", "load", "the same at 512 B, without and with a 30 kB/s per-agent byte budget",
+        Step("critical", "load", "every 10th write ?priority=critical under 100 writes/s of 1 KiB, at N="
+             + " and N=".join(map(str, crit_ns)),
+             ("--n", ",".join(map(str, crit_ns)), "--rate", "100", "--size", "1024", "--seconds", secs, "--modes",
+              "push-pull", "--critical-every", "10"), agents=max(crit_ns)),
+        Step("budget", "load", "the same at N=10 and 512 B, without and with a 30 kB/s per-agent byte budget",
              ("--n", "10", "--rate", "100", "--size", "512", "--seconds", secs, "--modes", "push-pull",
               "--critical-every", "10", "--budget", "30000"), agents=10),
         Step("sweep", "load", "gossip.fanout x gossip.retransmitMult at N=10, 10 writes/s of 1 KiB, tree and flood",
@@ -945,8 +950,8 @@ def plot_critical(run: Run, plt: Any, save: Save) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for i, r in enumerate(crit):
         c = r["latency_by_class"]
-        tag = f"{r['_step']} {r['scenario']['size']} B" + (f", budget {r['scenario']['budget']}"
-                                                            if r["scenario"].get("budget") else "")
+        tag = f"{r['_step']} N={r['scenario']['n']} {r['scenario']['size']} B" + (
+            f", budget {r['scenario']['budget']}" if r["scenario"].get("budget") else "")
         for cls, style in (("critical", "-"), ("normal", ":")):
             xs = c[cls].get("t100_ms")
             if xs is not None:

@@ -102,7 +102,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         load_row(10, 200, impl="serf", path=None, bytes_total=200_000, t100_ms=[x * 10 for x in lat[:15]]),
     ])))
     (d / "critical.json").write_text(json.dumps(bench_file([
-        load_row(10, 1024, path=None, bytes_total=300_000, t100_ms=lat, critical=True)])))
+        load_row(n, 1024, path=None, bytes_total=300_000 * n // 10, t100_ms=lat, critical=True) for n in (10, 50)])))
     (d / "sweep.json").write_text(json.dumps(bench_file([
         load_row(10, 1024, path=p, bytes_total=b, t100_ms=[x * m for x in lat],
                  step_sets=(f"gossip.fanout={f}", f"gossip.retransmitMult={m}"))
@@ -140,7 +140,8 @@ def test_report_states_the_ratios_of_the_run(rendered: tuple[str, Path]) -> None
     assert "| serf | push-pull | N=10 10/s 200 B | " in text and "| 4.00x | 15.0 | 30.0 | 0.50x |" in text
     # ours (tree) 5,000 B/write against Serf's 10,000 B/event; Serf left 5 events short of everyone
     assert "| 5,000 | 10,000 | 0.50x | 15.0 | 120.0 |" in text and "| 5.0 | 50.0 | 0 / 5 |" in text
-    assert "| 10.0 | 40.0 | 0.25 | yes |" in text                                   # critical / normal
+    for n in (10, 50):                                                              # critical / normal, N=10 and 50
+        assert f"| critical | N={n} 10/s 1024 B | no budget | 10.0 | 40.0 | 0.25 | yes |" in text
     assert "5.00x idle, 5.00x during writes" in text                                # real agents, canned
     assert "**Zone-aware against random peer choice**" in text and "**Vivaldi**" in text
     names = sorted(p.name for p in plots.iterdir())
@@ -167,6 +168,11 @@ def test_plan_reduces_large_clusters_and_runs_namespaces_only_when_asked(tmp_pat
     big = steps["n200"]
     assert big.agents == 200 and "--serf" in big.args and big.args[big.args.index("--rate") + 1] == "10"
     assert "tree,flood" in steps["load"].args and "tree,flood" in steps["sweep"].args
+    critical = steps["critical"]  # critical against normal at N=10 and at the N=50, one row each
+    assert critical.args[critical.args.index("--n") + 1] == "10,50" and critical.agents == 50
+    assert "--critical-every" in critical.args and critical.args[critical.args.index("--rate") + 1] == "100"
+    small = {s.name: s for s in report.plan([10])}["critical"]
+    assert small.args[small.args.index("--n") + 1] == "10" and small.agents == 10
     real = {s.name: s for s in report.plan([10], topology_real=True, real_args=["--groups", "10,10,10"])}
     cmd = report.step_command(real["topology_real"], tmp_path)
     assert cmd[1].endswith("bench_topology_real.py") and cmd[-2:] == ["--json", str(tmp_path / "topology_real.json")]
