@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import pytest
@@ -51,6 +51,26 @@ def tick_until_first_ping(node: Node) -> tuple[float, Send]:
         if pings:
             [ping] = pings  # one probe at a time
             return t, ping
+
+
+def until_ping(node: Node) -> list[Effect]:
+    """Tick `node` at each deadline until a tick sends a probe (a packet that starts with a Ping): that tick's
+    effects."""
+    effects: list[Effect] = []
+    while not any(isinstance(e, Send) and isinstance(e.packet.messages[0], Ping) for e in effects):
+        effects = node.tick(node.next_deadline())
+    return effects
+
+
+def probe_with_lower_offers(node: Node, offered: Callable[[list[Effect]], bool]) -> list[Effect]:
+    """The effects of `node`'s probe tick that `offered` finds its lower offers in (coordinate, rows, digests),
+    else of its second probe. A member that never answers (an older agent) was greeted first with our highest
+    offer (core/hello_queue.py); the lower offers go from the first probe after that went unanswered for a
+    probe timeout: the first or the second probe of it."""
+    effects = until_ping(node)
+    if not offered(effects):
+        effects = until_ping(node)
+    return effects
 
 
 class Cluster:

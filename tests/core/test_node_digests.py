@@ -6,7 +6,7 @@ from __future__ import annotations
 from gossip_agent.core.digests import MAX_DIGEST_MESSAGES, MAX_SEQ, root_prefix
 from gossip_agent.core.effects import Effect, Send
 from gossip_agent.core.messages import Digest, DigestSummary, Packet, Ping
-from tests.core.test_node import Cluster, cfg, node_with_peers
+from tests.core.test_node import Cluster, cfg, node_with_peers, probe_with_lower_offers
 
 ROOT = "ab" * 32
 
@@ -45,15 +45,8 @@ def test_publishing_a_digest_bumps_no_incarnation_and_every_member_learns_it() -
 def test_digests_ride_with_a_ping_only_to_members_that_sent_digests() -> None:
     a = node_with_peers(cfg("a"), 1, seed=3)  # p2 has never sent a digest: perhaps an older agent
     a.publish_root_digest(ROOT, 1, 1)
-    # p2 was greeted with our highest offer (core/hello_queue.py); unanswered for a probe timeout, the lower
-    # offers, digests included, go with the next probe of it (the second at the latest).
-    effects: list[Effect] = []
-    for _ in range(2):
-        effects = []
-        while not any(isinstance(e, Send) and isinstance(e.packet.messages[0], Ping) for e in effects):
-            effects = a.tick(a.next_deadline())
-        if a.stats["digest_offers"]:
-            break
+    # The digest offer goes beside the first or second probe of p2 (after our unanswered hello).
+    effects = probe_with_lower_offers(a, lambda _: a.stats["digest_offers"] > 0)
     sends = [e for e in effects if isinstance(e, Send)]
     kinds = [{type(m) for m in s.packet.messages} for s in sends]
     assert {Digest, DigestSummary} in kinds  # offered in a packet of its own, which an older agent drops alone

@@ -17,14 +17,7 @@ from gossip_agent.core.membership import Member
 from gossip_agent.core.messages import Ack, Alive, MemberState, NetCoordinate, Packet, Ping
 from gossip_agent.core.node import Node
 from gossip_agent.core.topology_state import ZONE_META_KEY
-from tests.core.test_node import Cluster, cfg, node_with_peers
-
-
-def _until_ping(node: Node) -> list[Effect]:
-    effects: list[Effect] = []
-    while not any(isinstance(e, Send) and isinstance(e.packet.messages[0], Ping) for e in effects):
-        effects = node.tick(node.next_deadline())
-    return effects
+from tests.core.test_node import Cluster, cfg, node_with_peers, probe_with_lower_offers, until_ping
 
 
 def _kinds(effects: list[Effect]) -> list[list[type]]:
@@ -33,16 +26,13 @@ def _kinds(effects: list[Effect]) -> list[list[type]]:
 
 def test_coordinates_are_offered_apart_until_the_peer_sends_one_then_no_more() -> None:
     a = node_with_peers(cfg("a"), 1, seed=3)
-    # p2 never answers (an older agent): the lower offers go from the first probe after our highest offer (a
-    # hello, core/hello_queue.py) went unanswered for a probe timeout, so by the second probe at the latest.
-    kinds = _kinds(_until_ping(a))
-    if [NetCoordinate] not in kinds:
-        kinds = _kinds(_until_ping(a))
+    # p2 never answers (an older agent): our coordinate goes beside its first or second probe.
+    kinds = _kinds(probe_with_lower_offers(a, lambda effects: [NetCoordinate] in _kinds(effects)))
     assert [NetCoordinate] in kinds  # a packet of its own, which an older agent drops alone
     assert all(NetCoordinate not in k or k == [NetCoordinate] for k in kinds)
     assert kinds.index([NetCoordinate]) < next(i for i, k in enumerate(kinds) if k[0] is Ping)  # offered first
     a.handle_packet(Packet("p2", (NetCoordinate((0.001,) * 8, 0.0001, 1.0, 0.0),)), ("h", 2), a.next_deadline())
-    kinds = _kinds(_until_ping(a))
+    kinds = _kinds(until_ping(a))
     assert not any(NetCoordinate in k for k in kinds)  # pings carry none: the sample needs the target's
 
 

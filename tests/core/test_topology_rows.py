@@ -28,7 +28,7 @@ from gossip_agent.core.messages import (
 )
 from gossip_agent.core.readers import COORDINATES, DIGESTS, PEER_COORDINATES, Readers
 from gossip_agent.core.topology_state import FIRST_HAND_HOLD, ZONE_META_KEY, TopologyState
-from tests.core.test_node import Cluster, cfg, node_with_peers
+from tests.core.test_node import Cluster, cfg, node_with_peers, probe_with_lower_offers
 
 
 def _c(x: float) -> NetCoordinate:
@@ -151,15 +151,9 @@ def test_rows_are_offered_in_a_packet_of_their_own_and_ride_on_acks_to_readers_o
     rows = ack.packet.messages[1]
     assert isinstance(rows, PeerCoordinates) and [n for n, _, _ in rows.rows] == ["p3"]
     # Probing a member not known to read rows: an offer apart, before the ping (an older agent drops it alone).
-    # (It is greeted first, core/hello_queue.py, and the lower offers go from the first probe after the hello
-    # went unanswered for a probe timeout: the second probe of it at the latest.)
-    effects: list[Effect] = []
-    for _ in range(2):
-        effects = []
-        while not any(isinstance(s.packet.messages[0], Ping) for s in _sends(effects)):
-            effects = a.tick(a.next_deadline())
-        if any([type(m) for m in s.packet.messages] == [PeerCoordinates] for s in _sends(effects)):
-            break
+    # (After our unanswered hello: beside the first or second probe of it.)
+    effects = probe_with_lower_offers(a, lambda effects: any(
+        [type(m) for m in s.packet.messages] == [PeerCoordinates] for s in _sends(effects)))
     kinds_all = [[type(m) for m in s.packet.messages] for s in _sends(effects)]
     for k in kinds_all:
         assert PeerCoordinates not in k or k == [PeerCoordinates]

@@ -48,16 +48,24 @@ def lan_node(*, mode: str | None = None, broadcast: str = "tree", peers: int = 8
     return node
 
 
-def peak_memory_refusing(decode: Callable[[bytes], object], data: bytes) -> int:
-    """Peak bytes traced while `decode` refuses `data` with a StateCodecError (it must refuse): what a hostile
-    body makes the agent build before it is turned away."""
+def peak_memory(build: Callable[[], object]) -> int:
+    """Peak bytes traced while `build()` runs: the most it holds at once (timing-free, unlike a CPU figure)."""
     tracemalloc.start()
     try:
-        with pytest.raises(StateCodecError):
-            decode(data)
+        build()
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def peak_memory_refusing(decode: Callable[[bytes], object], data: bytes, *,
+                         error: type[Exception] = StateCodecError, match: str | None = None) -> int:
+    """Peak bytes traced while `decode` refuses `data` with `error` (it must refuse; its message matching
+    `match` if given): what a hostile body makes the agent build before it is turned away."""
+    def refuse() -> None:
+        with pytest.raises(error, match=match):
+            decode(data)
+    return peak_memory(refuse)
 
 
 def array_header(n: int) -> bytes:

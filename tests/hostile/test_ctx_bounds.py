@@ -16,8 +16,6 @@ before its map is built; the row-level check against `node.meta_size` stays wher
 
 from __future__ import annotations
 
-import tracemalloc
-
 import msgpack
 import pytest
 
@@ -45,6 +43,7 @@ from gossip_agent.core.state_codec import (
     open_ae_response,
 )
 from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES, VersionVector
+from tests.hostile.core_support import peak_memory_refusing
 
 NOW_MS = 1_700_000_000_000
 
@@ -70,13 +69,7 @@ def test_a_rumor_or_replicate_body_with_too_many_writers_is_refused() -> None:
 def test_a_rumor_context_is_counted_at_its_header_before_it_is_built() -> None:
     """Refused from the header's count: the refusal copies the payload (msgpack buffers) but builds no node."""
     payload = encode_rumor(_entry("k", 4 * MAX_CONTEXT_NODES))
-    tracemalloc.start()
-    try:
-        with pytest.raises(StateCodecError, match="writer nodes"):
-            decode_rumor(payload)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = peak_memory_refusing(decode_rumor, payload, match="writer nodes")
     assert peak < 3 * len(payload), f"{peak} bytes built for a {len(payload)}-byte rumor"
 
 

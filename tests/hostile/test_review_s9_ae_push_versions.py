@@ -26,6 +26,7 @@ import msgpack
 import pytest
 
 from gossip_agent.core.state_codec import decode_ae_request
+from tests.hostile.core_support import peak_memory
 
 _MIB = 1 << 20
 
@@ -44,12 +45,7 @@ def _push_of_many_versions(entries: int = 512, versions: int = 100) -> bytes:
 def test_a_push_inside_every_bound_is_not_built_in_one_go() -> None:
     data = _request(_push_of_many_versions())  # 0.4 MiB here (the 3.8 MiB of the docstring: 900 versions)
     assert len(data) < 4 * _MIB  # inside the agent's request body limit
-    tracemalloc.start()
-    try:
-        decode_ae_request(data)  # accepted: nothing refuses it
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = peak_memory(lambda: decode_ae_request(data))  # accepted: nothing refuses it
     assert peak < 4 * len(data), f"{peak / _MIB:.0f} MiB built at once for a {len(data) / _MIB:.1f} MiB request"
 
 
@@ -102,11 +98,6 @@ def test_a_crdt_state_over_max_value_bytes_is_skipped_before_it_is_built() -> No
     data = msgpack.packb([3, [store.merkle.bits, store.merkle.depth], None, [], [],
                           [[1, "set", hlc.to_plain(hlc.ZERO), ["orset", [["n", n], elements]]]], [], []])
     merge = PushMerge(store, decode_ae_request(data))
-    tracemalloc.start()
-    try:
-        merge.step(1_000)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = peak_memory(lambda: merge.step(1_000))
     assert merge.done and merge.refused is None and store.entry("set") is None
     assert peak < 2 * len(data), f"{peak / _MIB:.0f} MiB built for a {len(data) / _MIB:.1f} MiB entry"

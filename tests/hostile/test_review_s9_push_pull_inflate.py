@@ -17,12 +17,10 @@ a second container is refused as it is built, and a row must start with the 6-it
 from __future__ import annotations
 
 import struct
-import tracemalloc
 import zlib
 
-import pytest
-
 from gossip_agent.core import codec
+from tests.hostile.core_support import peak_memory_refusing
 
 _MIB = 1 << 20
 
@@ -32,11 +30,6 @@ def test_a_small_compressed_push_pull_body_does_not_build_millions_of_arrays() -
     plain = b"\x93\xa1x\xc2" + b"\x94" + (b"\xdd" + struct.pack(">I", quarter) + b"\x90" * quarter) * 4
     body = bytes((codec.PUSH_PULL_ZLIB,)) + zlib.compress(plain, 9)
     assert len(body) < 2048  # a 1 MiB inflated body
-    tracemalloc.start()
-    try:
-        with pytest.raises(codec.DecodeError):
-            codec.decode_push_pull(body, 4 * _MIB, max_members=1000)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = peak_memory_refusing(lambda data: codec.decode_push_pull(data, 4 * _MIB, max_members=1000), body,
+                                error=codec.DecodeError)
     assert peak < 4 * len(plain), f"{peak / _MIB:.0f} MiB built from a {len(body)}-byte body"
