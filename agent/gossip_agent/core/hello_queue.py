@@ -36,12 +36,14 @@ reflector of up to HELLO_RATE packets a second toward that host. So hellos to on
 at most HOST_CAP + `vouched(host)` within any HOST_WINDOW seconds, where `vouched` (the caller's) counts the
 members at that host that have shown themselves FIRST-HAND (a reader level, raised only by a packet from the
 member's own host, core/readers.py). A host with none of our agents thus gets at most HOST_CAP hellos a
-window from each agent, below what our probes of the same fake members send it (see HOST_CAP); a host of
-real agents (a local cluster, every agent on 127.0.0.1) gets one more a window for each that showed itself,
-and its members greet the newcomer too (which vouches for them and makes their own hellos skips), so its
-joins are not slowed. A name over the cap waits, parked with its host's other names (their order kept), and
-is counted once (`held_back`); it goes when the window frees room (or more members there show themselves,
-seen at the caller's next tick), or leaves at no cost like any other (`skip`, `discard`).
+window from each agent (see HOST_CAP). The cap bounds the rate, not the total: each agent still greets each
+fake member once, as it probes each; what it stops is a burst of 50 a second per agent aimed at one host. A
+host of real agents (a local cluster, every agent on 127.0.0.1) gets one more a window for each that showed
+itself, and its members greet the newcomer too (which vouches for them and makes their own hellos skips),
+so its joins are not slowed (a 50-agent local cluster's join holds none back). A name over the cap waits,
+parked with its host's other names (their order kept), and is counted once (`held_back`); it goes when the
+window frees room (or more members there show themselves, seen at the caller's next tick), or leaves at no
+cost like any other (`skip`, `discard`).
 
 BOUNDED. At most `max_pending` names waiting, parked ones included (the caller's membership.maxMembers; it
 adds only members of its table and discards reaped ones); past that a name is refused (`add` says so; the
@@ -75,9 +77,9 @@ HOST_CAP = 10
 """Hellos to one host (IP) within HOST_WINDOW beyond one per member there that showed itself first-hand (see
 ONE HOST). As many as the burst, so a newcomer's first burst into a local cluster (all on one IP, nobody
 vouched for yet) is never held; with HOST_WINDOW that is 2 a second from each agent to a host with none of
-ours: 25x below HELLO_RATE, and below what the probes of the same fake members already send it (a fake member
-is probed like any other, each probe that goes unanswered is a ping, `indirect_checks` helpers' pings and a
-TCP attempt)."""
+ours: 25x below HELLO_RATE, and of the order of what the probes of the same fake members send it anyway (a
+fake member is probed like any other, about once a probe interval in the cluster, and each probe that goes
+unanswered is a ping, `indirect_checks` helpers' pings and a TCP attempt)."""
 
 HOST_WINDOW = 5.0
 """Seconds over which HOST_CAP counts (a sliding window): a probe interval's several, so a host that never
