@@ -1955,6 +1955,10 @@ class Node:
                      extra: Sequence[str] = ()) -> bool:
         """Push a new payload to the eager neighbours (and `extra` members), announce it to the lazy ones."""
         size = self._header + codec.message_size(rumor)
+        # A push too large to share a packet with another as large gains nothing by waiting (core/coalesce.py):
+        # held, it only waited for the next push to flush it (at 100 writes/s of 1 KiB, each batch held one
+        # push: ~10 ms per hop, a timer wake-up per push, and no header saved).
+        alone = 2 * (size - self._header) > self._coalesce.max_bytes
         for name in (*self.tree.deliver(ident, rumor.payload, source, now, critical=rumor.critical), *extra):
             if not rumor.critical and self.send_budget.allow_normal(size) < size:
                 # Over the send budget: this neighbour learns the id from its other links' announcements and
@@ -1962,7 +1966,7 @@ class Node:
                 self._tree_deferred("normal")
                 continue
             self.stats["tree_pushes"] += 1
-            if rumor.critical:  # at once, with whatever waits for this neighbour
+            if rumor.critical or alone:  # at once, with whatever waits for this neighbour
                 self._coalesce.sent(name, now)
                 self._tree_send_packed(name, [rumor, *self._coalesce.take(name)], out)
                 continue
