@@ -215,3 +215,16 @@ def test_pushes_too_large_to_share_a_packet_leave_at_once_and_small_ones_still_w
     assert {addr_name(node, s) for s in first} == eager
     assert sends(node.broadcast_state(small[1], 1.001)) == []  # waits for the next ones to join it
     assert len(node._coalesce) == len(eager)
+
+
+def test_a_packet_of_payloads_alone_from_another_host_is_counted_and_changes_no_link() -> None:
+    """handle_packet skips the work for non-rumor messages when a packet holds payloads only (the tree's pushes):
+    such a packet from a host other than its sender's is still counted, and still proves no link."""
+    node = tree_node(readers=6)
+    node.tick(0.01)
+    sender = sorted({f"p{i}" for i in range(2, 8)} - node.tree.neighbours())[0]
+    node.handle_packet(Packet(sender, (StateRumor(b"x"),)), ("elsewhere", 1), 0.02)
+    assert node.stats["packets_not_from_member_host"] == 1
+    assert node.tree.seen(message_id(b"x")) and sender not in node.tree.neighbours()
+    node.handle_packet(Packet(sender, (StateRumor(b"y"),)), ("h", 9), 0.03)  # its host (any port)
+    assert node.stats["packets_not_from_member_host"] == 1 and sender in node.tree.lazy

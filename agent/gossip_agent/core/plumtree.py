@@ -525,12 +525,13 @@ class Plumtree:
         announce = self._announce
         holders = self._holders[1] if self._holders[0] == ident else _NOBODY
         self._holders = _NO_HOLDERS
+        me = self.me
         for peer in sorted(self.lazy):  # name order, not hash order (see TreeOut.peers)
             if peer != sender and peer not in holders:
                 queue = announce.get(peer)
                 if queue is None:
                     queue = announce[peer] = {}
-                queue[ident] = now if self.first_end(peer) else held
+                queue[ident] = now if me < peer else held  # (`first_end`, inlined: per payload and lazy peer)
                 if len(queue) > MAX_ANNOUNCE_PER_PEER:
                     del queue[next(iter(queue))]
         if announce and self._flush_at == math.inf:
