@@ -1937,7 +1937,9 @@ class Node:
         # (A new payload from elsewhere is taken as ours would be: no link of the claimed sender's is touched,
         # neither made lazy nor counted as proven.)
         sender = source if from_host else None
-        path = _delivery_path(self.tree, ident, sender, rumor.critical)
+        # (How it came matters only for a new payload: a duplicate, under load half as many as the new ones,
+        # skips the lookups.)
+        path = "" if self.tree.seen(ident) else _delivery_path(self.tree, ident, sender, rumor.critical)
         if not self.tree.receive(ident, sender, now, can_prune=from_host and source in self._digest_readers,
                                  critical=rumor.critical):
             self.stats["tree_duplicates"] += 1
