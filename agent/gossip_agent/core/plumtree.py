@@ -97,8 +97,15 @@ PRUNE_RESEND_LAZY = 2.5
 # duplicate is often a transient: while the tree is rewired (a graft, a prune on its way), payloads in flight
 # meet themselves, and pruning on each such duplicate cut links of the same cycle at several members at
 # once, which split the tree; at 100 writes/s it never healed (measured in the simulator: t100 ~90 ms with
-# 1.7 grafts per write; with 3, ~4 ms and 0.1 grafts per write, ~10% more payload copies).
-PRUNE_AFTER = 3
+# 1.7 grafts per write; with 3, ~4 ms and 0.1 grafts per write, ~10% more payload copies). Under overload, 4:
+# agents' queues reorder the copies of two eager paths, so a proven link's duplicates come in short runs
+# between its firsts, and 3 in a row pruned links that were in use: each prune drew the pushes still in flight
+# as duplicates (a second of a busy member's pushes), the rewired tree grafted, and the grafts made cycles.
+# Measured in the simulator with every packet costing its receiver 4 ms of CPU in turn (N=50, 100 writes/s of
+# 1 KiB: the duplicates, grafts and prunes of the real 50-agent bench), over 8 seeds: duplicates per delivery
+# 0.16 -> 0.07 and write->all median ~400 -> ~90 ms; quiet (no loss, no load) the same; with 5 % loss (a
+# redundant link lives a duplicate longer) 0.23 -> 0.28 duplicates per delivery, write->all median 284 -> 183 ms.
+PRUNE_AFTER = 4
 # How long the second end of a lazy link holds an announcement, in lazy intervals: past the first end's latest
 # flush (one interval after its delivery) with a quarter interval for its IHAVE to arrive.
 HOLD = 1.25
