@@ -194,3 +194,37 @@ def test_a_graft_answers_a_critical_payload_as_critical() -> None:
     out = sends(node.handle_packet(Packet("p6", (graft,)), ("h", 6), 0.03))
     answered = [m for s in out for m in s.packet.messages if isinstance(m, StateRumor)]
     assert answered == [StateRumor(b"urgent", True), StateRumor(b"plain", False)]
+
+
+def test_pushes_too_large_to_share_a_packet_leave_at_once_and_small_ones_still_wait() -> None:
+    """core/coalesce.py holds a push that follows another to the same neighbour within gossip.coalesceDelay, so
+    that later ones share its packet. Two pushes that cannot share one gain nothing by waiting: at 100 writes/s
+    of 1 KiB every batch held one push, ~10 ms per tree hop and a timer wake-up per push for no header saved."""
+    node = tree_node(readers=6)
+    node.tick(0.01)
+    eager = node.tree.eager
+    room = node._coalesce.max_bytes
+    big = [bytes([i]) * (room // 2) for i in range(2)]
+    small = [bytes([i]) * 100 for i in range(2)]
+    for payload in big:  # the second too, right after the first
+        out = sends(node.broadcast_state(payload, 0.02))
+        assert {addr_name(node, s) for s in out} == eager
+        assert all(StateRumor(payload) in s.packet.messages for s in out)
+    assert len(node._coalesce) == 0 and node._coalesce.next_deadline() == math.inf
+    first = sends(node.broadcast_state(small[0], 1.0))  # after a quiet spell: at once
+    assert {addr_name(node, s) for s in first} == eager
+    assert sends(node.broadcast_state(small[1], 1.001)) == []  # waits for the next ones to join it
+    assert len(node._coalesce) == len(eager)
+
+
+def test_a_packet_of_payloads_alone_from_another_host_is_counted_and_changes_no_link() -> None:
+    """handle_packet skips the work for non-rumor messages when a packet holds payloads only (the tree's pushes):
+    such a packet from a host other than its sender's is still counted, and still proves no link."""
+    node = tree_node(readers=6)
+    node.tick(0.01)
+    sender = sorted({f"p{i}" for i in range(2, 8)} - node.tree.neighbours())[0]
+    node.handle_packet(Packet(sender, (StateRumor(b"x"),)), ("elsewhere", 1), 0.02)
+    assert node.stats["packets_not_from_member_host"] == 1
+    assert node.tree.seen(message_id(b"x")) and sender not in node.tree.neighbours()
+    node.handle_packet(Packet(sender, (StateRumor(b"y"),)), ("h", 9), 0.03)  # its host (any port)
+    assert node.stats["packets_not_from_member_host"] == 1 and sender in node.tree.lazy

@@ -621,17 +621,39 @@ class Node:
         out: list[Effect] = []
         self.send_budget.refill(now)
         fresh = False
-        reply_pull: Address | None = None
-        held: frozenset[int] = frozenset()  # what a short pull request says the asker holds
         # Rumors first: an Ack to a Ping in the same packet then carries whatever they made us say
         # (e.g. the refutation of a suspicion piggybacked on the Ping by Lifeguard's buddy system).
         # Whether the packet came from its named sender's table host, as the table stood before its rumors: a
         # forged duplicate push "from" a tree neighbour must not count against that neighbour's link.
         from_host = self._at_table_host(packet.sender, src)
+        rest = False  # whether the packet holds anything besides rumors (a tree push holds payloads only)
         for msg in packet.messages:
-            if isinstance(msg, _RUMOR_TYPES) and self._apply_rumor(
-                    msg, now, packet.sender, out, from_host=from_host):
+            if not isinstance(msg, _RUMOR_TYPES):
+                rest = True
+            elif self._apply_rumor(msg, now, packet.sender, out, from_host=from_host):
                 fresh = True
+        if rest:
+            self._handle_rest(packet, src, now, out)
+        elif not from_host:
+            self._from_table_host(packet.sender, src)  # (counts it)
+        self._repair_digests(packet.sender, now, out)
+        if self._refuted:
+            # Answer an accusation to the accuser at once: it is the member about to spread it further.
+            # (Not in pull mode: the refutation waits for pulls like any rumor.)
+            self._refuted = False
+            sender = self.table.get(packet.sender)
+            if sender is not None and self._pushes:
+                self._send(sender.addr, sender.name, [], out)
+        if fresh and not self.leaving:
+            self._fresh_rumor(now, packet.sender, out)
+        return out
+
+    def _handle_rest(self, packet: Packet, src: Address, now: float, out: list[Effect]) -> None:
+        """`handle_packet` for a packet's messages other than rumors (applied first): digests, probes, pull
+        requests, coordinates and the tree's control messages. A packet of payloads alone (most packets under
+        a stream of writes: the tree's pushes) skips this."""
+        reply_pull: Address | None = None
+        held: frozenset[int] = frozenset()  # what a short pull request says the asker holds
         # What a packet shows about its sender's release (core/readers.py) counts only from the sender's table
         # host: a spoofed packet raising an older agent's level would make us send it packets it drops whole.
         shows = self._from_table_host(packet.sender, src)
@@ -718,17 +740,6 @@ class Node:
                 digests = self._digests_for(packet.sender)
                 self._charge(_digest_bytes(digests))
                 out.append(Send(reply_pull, Packet(self.name, (*rumors, *digests))))
-        self._repair_digests(packet.sender, now, out)
-        if self._refuted:
-            # Answer an accusation to the accuser at once: it is the member about to spread it further.
-            # (Not in pull mode: the refutation waits for pulls like any rumor.)
-            self._refuted = False
-            sender = self.table.get(packet.sender)
-            if sender is not None and self._pushes:
-                self._send(sender.addr, sender.name, [], out)
-        if fresh and not self.leaving:
-            self._fresh_rumor(now, packet.sender, out)
-        return out
 
     def tick(self, now: float) -> list[Effect]:
         """Run everything due at `now`: probes, probe timeouts, gossip, push-pull, suspicion expiry, reaping."""
@@ -793,8 +804,8 @@ class Node:
                 at = self._leave_until if self._leave_spreading() else 0.0
                 if at < deadline:
                     deadline = at
-        elif self._join.active:
-            at = self._join.deadline(self.joined)
+        elif self._join.active and self.table.n_alive <= 1:  # (`not self.joined`, inlined: the hot path)
+            at = self._join.deadline(False)
             if at < deadline:
                 deadline = at
         if self._former and self._next_reconnect < deadline:
@@ -1947,7 +1958,9 @@ class Node:
         # (A new payload from elsewhere is taken as ours would be: no link of the claimed sender's is touched,
         # neither made lazy nor counted as proven.)
         sender = source if from_host else None
-        path = _delivery_path(self.tree, ident, sender, rumor.critical)
+        # (How it came matters only for a new payload: a duplicate, under load half as many as the new ones,
+        # skips the lookups.)
+        path = "" if self.tree.seen(ident) else _delivery_path(self.tree, ident, sender, rumor.critical)
         if not self.tree.receive(ident, sender, now, can_prune=from_host and source in self._digest_readers,
                                  critical=rumor.critical):
             self.stats["tree_duplicates"] += 1
@@ -1976,6 +1989,10 @@ class Node:
                      extra: Sequence[str] = ()) -> bool:
         """Push a new payload to the eager neighbours (and `extra` members), announce it to the lazy ones."""
         size = self._header + codec.message_size(rumor)
+        # A push too large to share a packet with another as large gains nothing by waiting (core/coalesce.py):
+        # held, it only waited for the next push to flush it (at 100 writes/s of 1 KiB, each batch held one
+        # push: ~10 ms per hop, a timer wake-up per push, and no header saved).
+        alone = 2 * (size - self._header) > self._coalesce.max_bytes
         for name in (*self.tree.deliver(ident, rumor.payload, source, now, critical=rumor.critical), *extra):
             if not rumor.critical and self.send_budget.allow_normal(size) < size:
                 # Over the send budget: this neighbour learns the id from its other links' announcements and
@@ -1983,9 +2000,13 @@ class Node:
                 self._tree_deferred("normal")
                 continue
             self.stats["tree_pushes"] += 1
-            if rumor.critical:  # at once, with whatever waits for this neighbour
+            if rumor.critical or alone:  # at once, with whatever waits for this neighbour
                 self._coalesce.sent(name, now)
-                self._tree_send_packed(name, [rumor, *self._coalesce.take(name)], out)
+                waiting = self._coalesce.take(name)
+                if waiting or rumor.critical:
+                    self._tree_send_packed(name, [rumor, *waiting], out)
+                else:  # (one normal push, its size and budget known: what _tree_send_packed would work out)
+                    self._tree_send(name, (rumor,), out, used=size - self._header, pushes=1)
                 continue
             ready = self._coalesce.add(name, rumor, size - self._header, now)
             if ready and ready[0] is not rumor:  # a full batch: it goes now, this push starts the next one

@@ -97,11 +97,22 @@ PRUNE_RESEND_LAZY = 2.5
 # duplicate is often a transient: while the tree is rewired (a graft, a prune on its way), payloads in flight
 # meet themselves, and pruning on each such duplicate cut links of the same cycle at several members at
 # once, which split the tree; at 100 writes/s it never healed (measured in the simulator: t100 ~90 ms with
-# 1.7 grafts per write; with 3, ~4 ms and 0.1 grafts per write, ~10% more payload copies).
-PRUNE_AFTER = 3
+# 1.7 grafts per write; with 3, ~4 ms and 0.1 grafts per write, ~10% more payload copies). Under overload, 4:
+# agents' queues reorder the copies of two eager paths, so a proven link's duplicates come in short runs
+# between its firsts, and 3 in a row pruned links that were in use: each prune drew the pushes still in flight
+# as duplicates (a second of a busy member's pushes), the rewired tree grafted, and the grafts made cycles.
+# Measured in the simulator with every packet costing its receiver 4 ms of CPU in turn (N=50, 100 writes/s of
+# 1 KiB: the duplicates, grafts and prunes of the real 50-agent bench), over 8 seeds: duplicates per delivery
+# 0.16 -> 0.07 and write->all median ~400 -> ~90 ms; quiet (no loss, no load) the same; with 5 % loss (a
+# redundant link lives a duplicate longer) 0.23 -> 0.28 duplicates per delivery, write->all median 284 -> 183 ms.
+PRUNE_AFTER = 4
 # How long the second end of a lazy link holds an announcement, in lazy intervals: past the first end's latest
 # flush (one interval after its delivery) with a quarter interval for its IHAVE to arrive.
 HOLD = 1.25
+
+
+_NOBODY: set[str] = set()  # (never added to: the "no holders known" value of Plumtree._holders)
+_NO_HOLDERS: tuple[int, set[str]] = (-1, _NOBODY)  # (-1: not an id `receive` stores: full ids are >= 0)
 
 
 def message_id(payload: bytes) -> int:
@@ -228,6 +239,10 @@ class Plumtree:
         # into pieces; eager_target picks per member (a random k-out graph) is connected.
         self._picked: set[str] = set()
         self._dups: dict[str, int] = {}  # eager link -> duplicates in a row over it
+        # The members known to hold the payload `receive` last took as new (they announced it to us, or we
+        # grafted it from them), for the `deliver` that follows: a push to one of them was a duplicate at its
+        # end (measured in the simulator under load, ~10 % of all duplicates), an announcement wasted ids.
+        self._holders: tuple[int, set[str]] = _NO_HOLDERS
         # Eager links that delivered a payload first since they became eager (tree links in use). One that
         # never did is pruned at its first duplicate: while the tree forms (every member starts with
         # eager_target eager links, ~3x a tree's), waiting for PRUNE_AFTER duplicates on each redundant
@@ -360,6 +375,8 @@ class Plumtree:
                     self._late_streak.pop(sender, None)
             if missing is not None:
                 self._settle(ident, missing, sender, answer, now)
+                # Its announcers hold it: `deliver` pushes and announces it to none of them.
+                self._holders = (ident, {*missing.announcers, *missing.grafted})
             off_tree = sender is not None and sender not in self.eager
             self._seen[ident] = _First(sender, off_tree, can_prune)
             self._seen_short[sid] = self._seen_short.get(sid, 0) + 1
@@ -513,16 +530,21 @@ class Plumtree:
         self._cache_put(ident, payload, now, critical)
         held = now + HOLD * self.lazy_interval
         announce = self._announce
+        holders = self._holders[1] if self._holders[0] == ident else _NOBODY
+        self._holders = _NO_HOLDERS
+        me = self.me
         for peer in sorted(self.lazy):  # name order, not hash order (see TreeOut.peers)
-            if peer != sender:
+            if peer != sender and peer not in holders:
                 queue = announce.get(peer)
                 if queue is None:
                     queue = announce[peer] = {}
-                queue[ident] = now if self.first_end(peer) else held
+                queue[ident] = now if me < peer else held  # (`first_end`, inlined: per payload and lazy peer)
                 if len(queue) > MAX_ANNOUNCE_PER_PEER:
                     del queue[next(iter(queue))]
         if announce and self._flush_at == math.inf:
             self._flush_at = now + self.lazy_interval
+        if holders:
+            return sorted(peer for peer in self.eager if peer != sender and peer not in holders)
         eager = sorted(self.eager)
         if sender in self.eager:
             eager.remove(sender)
