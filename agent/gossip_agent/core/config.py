@@ -228,7 +228,9 @@ class GossipConfig:
         0.012, "Broadcast tree: a normal write's push to a neighbour that had a packet from this agent less than "
         "this long ago waits until then, so a stream of writes shares one packet per neighbour (fewer packet "
         "headers, up to this much latency per tree hop); a write after a quiet spell, and every critical write, "
-        "goes at once. 0s sends every push at once.", minimum=0.0, maximum=1.0)
+        "goes at once, and so does a push too large to share a packet with another (twice its size over the packet "
+        "room: 1 KiB values at the default packet size), which would only wait. 0s sends every push at once.",
+        minimum=0.0, maximum=1.0)
 
 
 @dataclass(frozen=True, slots=True)
