@@ -4,6 +4,8 @@ StateCodecError."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 
 import msgpack
 import pytest
@@ -235,3 +237,20 @@ def test_a_kept_rumor_reader_still_refuses_forged_lengths_and_nested_arrays_at_o
         with pytest.raises(StateCodecError):
             decode_rumor(bad)
         assert decode_rumor(good) == entry
+
+
+def test_a_log_record_from_the_stores_encoding_is_the_record_of_the_entry_byte_for_byte() -> None:
+    """The store hands each change its entry's encoding (the bytes it hashed for the Merkle tree); the log
+    record built from them equals the one encoded from the entry, for every kind of change, and reads back."""
+    from gossip_agent.core.kvstore import entry_digest
+    s = sample_store()
+    s.apply_remote(KvStore("node-c").local_put("ns/other", bytes(range(256)) * 250, T))  # a 64 kB value
+    changes = s.drain_changes()
+    assert all(c.packed is not None for c in changes) and len(changes) >= 9
+    for change in [*changes, Change("k", None, "gc")]:
+        plain = dataclasses.replace(change, packed=None)
+        assert plain == change
+        assert encode_change(change) == encode_change(plain)
+        assert decode_change(encode_change(change)) == change
+        if change.entry is not None:
+            assert change.packed is not None and entry_digest(change.entry) == hashlib.sha256(change.packed).digest()

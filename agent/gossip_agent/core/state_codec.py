@@ -233,9 +233,14 @@ def _caps(size: int, limits: CodecLimits) -> dict[str, Any]:
 
 
 def encode_change(change: Change) -> bytes:
-    """One append-only log record."""
-    entry = entry_to_plain(change.entry) if change.entry is not None else None
-    return _pack([CHANGE, change.key, change.origin, entry])
+    """One append-only log record. With the entry's encoding at hand (`Change.packed`) it is not encoded again:
+    the record's last field is those bytes, after the other three packed with a nil in its place (msgpack
+    packs an array's items one after the other, and nil is the one byte 0xc0), byte for byte the same."""
+    if change.entry is None:
+        return _pack([CHANGE, change.key, change.origin, None])
+    if change.packed is not None:
+        return _pack([CHANGE, change.key, change.origin, None])[:-1] + change.packed
+    return _pack([CHANGE, change.key, change.origin, entry_to_plain(change.entry)])
 
 
 def decode_change(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Change:
