@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from gossip_agent.io.persistence import DurableLog
+from gossip_agent.io.persistence import DurableLog, _read_records
 
 
 def test_records_survive_reopen(tmp_path: pathlib.Path) -> None:
@@ -62,7 +62,7 @@ def test_snapshot_then_new_records(tmp_path: pathlib.Path) -> None:
 def test_acknowledged_records_survive_kill_9(tmp_path: pathlib.Path) -> None:
     code = (
         "import os, sys\n"
-        "from gossip_agent.io.persistence import DurableLog\n"
+        "from gossip_agent.io.persistence import DurableLog, _read_records\n"
         f"log = DurableLog({str(tmp_path)!r}, fsync='never'); log.open()\n"
         "for i in range(500):\n"
         "    log.append(b'x%d' % i)\n"
@@ -103,3 +103,54 @@ def test_records_after_a_snapshot_capture_survive_whether_or_not_the_snapshot_fi
     assert not (tmp_path / "wal.prev").exists()
     last = DurableLog(tmp_path)
     assert last.open() == (b"STATE-ABC", [b"d"])
+
+
+def test_a_batch_is_one_write_and_reads_back_in_order(tmp_path: pathlib.Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    log = DurableLog(tmp_path, fsync="never")
+    log.open()
+    log.append(b"first")
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+    monkeypatch.setattr("gossip_agent.io.persistence.os.write", counting_write)
+    log.append_many([b"a", b"bb", b"ccc"])
+    log.append_many([])
+    assert len(writes) == 1 and log.records_since_snapshot == 4
+    log.close()
+    assert DurableLog(tmp_path).open()[1] == [b"first", b"a", b"bb", b"ccc"]
+
+
+def test_a_failed_batch_leaves_none_of_its_records_and_the_next_follow_the_last_good_one(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that stops part-way (disk full) is cut back to where the batch began, from the position the log
+    keeps (no seek asks the OS), so what is appended next follows the last whole record, before and after a
+    snapshot started a fresh wal."""
+    log = DurableLog(tmp_path, fsync="never")
+    log.open()
+    log.append(b"kept")
+    real_write = os.write
+    calls = 0
+
+    def failing_write(fd: int, data: bytes) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return real_write(fd, bytes(data[:5]))  # part of the batch reached the file ...
+        raise OSError(28, "No space left on device")  # ... then the disk was full
+    monkeypatch.setattr("gossip_agent.io.persistence.os.write", failing_write)
+    with pytest.raises(OSError):
+        log.append_many([b"lost-1", b"lost-2"])
+    monkeypatch.setattr("gossip_agent.io.persistence.os.write", real_write)
+    assert log.records_since_snapshot == 1
+    log.append(b"after")
+    assert _read_records((tmp_path / "wal").read_bytes()) == ([b"kept", b"after"], (tmp_path / "wal").stat().st_size)
+    log.begin_snapshot()
+    log.finish_snapshot(b"snap")
+    log.append(b"fresh")
+    log.close()
+    assert DurableLog(tmp_path).open() == (b"snap", [b"fresh"])
+    assert not (tmp_path / "wal.prev").exists()

@@ -4,6 +4,8 @@ StateCodecError."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 
 import msgpack
 import pytest
@@ -160,3 +162,95 @@ def test_mutated_valid_messages_only_raise_the_codec_error(data: st.DataObject) 
     for decode in DECODERS:
         with contextlib.suppress(StateCodecError):
             decode(bytes(payload))
+
+
+def _fresh_rumor(payload: bytes, limits: CodecLimits) -> object:
+    """What `decode_rumor` gave before rumors had kept readers: a fresh value-entry reader per rumor, capped by
+    the rumor's own size (the outcome: the entry, or the codec error's class)."""
+    from gossip_agent.core import state_codec
+    try:
+        if payload[:2] != bytes([0x92, 1]) or payload[3:4] == b"\x01":  # (not a value entry: nothing kept)
+            return decode_rumor(payload, limits)
+        return state_codec._decode_entry(memoryview(payload)[2:], limits, state_codec._caps(len(payload), limits),
+                                         "state rumor")
+    except StateCodecError:
+        return StateCodecError
+
+
+def _kept_rumor(payload: bytes, limits: CodecLimits) -> object:
+    try:
+        return decode_rumor(payload, limits)
+    except StateCodecError:
+        return StateCodecError
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_kept_rumor_readers_decode_a_stream_of_good_and_bad_rumors_as_fresh_ones_do(data: st.DataObject) -> None:
+    """Rumors of every size class (kept readers, one per class) and over REUSE_READER_BYTES (fresh readers),
+    good ones between mutated, truncated and trailing-byte ones (after which a kept reader starts afresh):
+    each decodes to what a fresh reader gives, or both refuse it."""
+    from gossip_agent.core.state_codec import REUSE_READER_BYTES
+    limits = CodecLimits.from_config(StateConfig(max_value_bytes=256 << 10))
+    store = KvStore("w-1", StateConfig(max_value_bytes=256 << 10, conflict_policy="siblings"))
+    other = KvStore("w-2", StateConfig(max_value_bytes=256 << 10))
+    good = []
+    for i, size in enumerate((0, 10, 200, 1000, 1100, 3000, 20_000, REUSE_READER_BYTES - 60, REUSE_READER_BYTES,
+                              100_000)):
+        store.local_put(f"k/{i}", bytes(size), T + i)
+        store.apply_remote(other.local_put(f"k/{i}", b"\xff" * (size // 2), T + i))  # two siblings
+        entry = store.entry(f"k/{i}")
+        assert entry is not None
+        good.append(encode_rumor(entry))
+    store.update_crdt("c/pn", PNCounter, lambda c, n, _: c.increment(n, 2), T)
+    counter = store.entry("c/pn")
+    assert counter is not None
+    good.append(encode_rumor(counter))  # (a CRDT entry: no kept reader)
+    stream = []
+    for _ in range(data.draw(st.integers(1, 12))):
+        payload = bytearray(data.draw(st.sampled_from(good)))
+        how = data.draw(st.sampled_from(["good", "mutate", "truncate", "trailing"]))
+        if how == "mutate":
+            for _ in range(data.draw(st.integers(1, 3))):
+                payload[data.draw(st.integers(0, min(len(payload) - 1, 80)))] = data.draw(st.integers(0, 255))
+        elif how == "truncate":
+            payload = payload[:data.draw(st.integers(0, len(payload) - 1))]
+        elif how == "trailing":
+            payload += data.draw(st.binary(min_size=1, max_size=8))
+        stream.append(bytes(payload))
+    for payload in stream + good:
+        assert _kept_rumor(payload, limits) == _fresh_rumor(payload, limits)
+    for payload in good:
+        assert decode_rumor(payload, limits) == decode_rumor(payload, limits)  # (the kept reader, again)
+
+
+def test_a_kept_rumor_reader_still_refuses_forged_lengths_and_nested_arrays_at_once() -> None:
+    """The bounds of a kept reader are its size class's (within twice the rumor's size): a 1 kB rumor whose
+    context claims 100,000 items, or whose versions nest arrays, is refused before anything is built, and the
+    next good rumor of that class decodes."""
+    entry = KvStore("w-1").local_put("k", b"v" * 1000, T)
+    good = encode_rumor(entry)
+    head = good[:good.index(b"k") + 1]  # [1, [0, "k", ...
+    for bad in (head + b"\xdd\x00\x01\x86\xa0" + bytes(900),  # a context of 100,000 items
+                head + b"\x92\xa3w-1\x01" + b"\x91" * 900,      # versions nested 900 deep
+                head + b"\x92\xa3w-1\x01\x91\x95\xa3w-1\x01" + b"\xce\xff\xff\xff\xff" * 200):
+        with pytest.raises(StateCodecError):
+            decode_rumor(bad)
+        assert decode_rumor(good) == entry
+
+
+def test_a_log_record_from_the_stores_encoding_is_the_record_of_the_entry_byte_for_byte() -> None:
+    """The store hands each change its entry's encoding (the bytes it hashed for the Merkle tree); the log
+    record built from them equals the one encoded from the entry, for every kind of change, and reads back."""
+    from gossip_agent.core.kvstore import entry_digest
+    s = sample_store()
+    s.apply_remote(KvStore("node-c").local_put("ns/other", bytes(range(256)) * 250, T))  # a 64 kB value
+    changes = s.drain_changes()
+    assert all(c.packed is not None for c in changes) and len(changes) >= 9
+    for change in [*changes, Change("k", None, "gc")]:
+        plain = dataclasses.replace(change, packed=None)
+        assert plain == change
+        assert encode_change(change) == encode_change(plain)
+        assert decode_change(encode_change(change)) == change
+        if change.entry is not None:
+            assert change.packed is not None and entry_digest(change.entry) == hashlib.sha256(change.packed).digest()

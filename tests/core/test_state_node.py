@@ -285,3 +285,36 @@ def test_the_convergence_lag_counts_from_the_end_of_an_agreement_not_from_its_la
     status = c.convergence(WALL + 3601)
     assert not status.converged
     assert status.seconds_since_agreement is not None and status.seconds_since_agreement <= 1.0
+
+
+def test_whether_a_member_differs_is_told_without_our_root_when_two_roots_are_published() -> None:
+    """The repair planner's first question (does any counted member publish a root other than ours?) gets the
+    answer the counts give with our root, whatever mix of roots the members publish (ours, others, none; ours
+    current or stale); when two distinct roots are published it is answered without computing ours (the
+    Merkle paths written since stay unhashed)."""
+    rng = random.Random(7)
+    for trial in range(300):
+        c = core("a")
+        names = [f"m{i}" for i in range(rng.randint(0, 5))]
+        for name in names:
+            c.on_member_event(member(name), 0.0)
+        key = f"k{trial}"
+        c.store.local_put(key, b"v", int(WALL * 1000))
+        mine = root_prefix(c.store.root_hex())
+        for seq, name in enumerate(names):
+            pick = rng.choice(["mine", "other", "another", "none"])
+            if pick != "none":
+                root = mine if pick == "mine" else bytes([pick == "other"]) * len(mine)
+                c.on_root_digest(Digest(name, seq + 1, root, 1, 0), 0.1)
+        digest = c.store.merkle.digest_of(key)
+        c.store.merkle.update(key, bytes(32))  # the tree is dirty, its root unchanged
+        c.store.merkle.update(key, digest)
+        if rng.random() < 0.5:
+            c.store.local_put("later", b"w", int(WALL * 1000))  # ours changed: the members' "mine" is stale
+        view = c._view
+        distinct = len([r for r in view.counted_roots if r is not None])
+        differs = c._someone_differs()
+        if distinct >= 2:
+            assert c.store.merkle._dirty_leaves  # told without hashing our root
+        ours = c._my_root()
+        assert differs == (view.counted - view.counted_roots.get(ours, 0) - view.counted_roots.get(None, 0) > 0)

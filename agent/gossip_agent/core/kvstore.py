@@ -176,11 +176,14 @@ class ReadResult:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One mutation, for the log and for broadcasting. `entry is None`: the key was collected."""
+    """One mutation, for the log and for broadcasting. `entry is None`: the key was collected. `packed`: the
+    entry's canonical encoding when the store had it at hand (it hashed it for the Merkle tree), which the log
+    record reuses instead of encoding the entry again (state_codec.encode_change); not part of equality."""
 
     key: str
     entry: Entry | None
     origin: str  # "local" | "remote" | "gc" | "prune"
+    packed: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -734,9 +737,10 @@ class KvStore:
         else:
             self._tombstones.discard(key)
         self._tracking.acked.pop(key, None)
-        self.merkle.update(key, entry_digest(entry))
+        packed = _pack(entry_to_plain(entry))  # (entry_digest's bytes, kept for the log record)
+        self.merkle.update(key, hashlib.sha256(packed).digest())
         if self.record_changes:
-            self._changes.append(Change(key, entry, origin))
+            self._changes.append(Change(key, entry, origin, packed))
 
 
 @dataclass(frozen=True, slots=True)

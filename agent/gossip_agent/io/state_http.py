@@ -61,7 +61,7 @@ from gossip_agent.core.kvstore import (
     read_result,
 )
 from gossip_agent.core.replica import parse_write_concern
-from gossip_agent.core.state_codec import StateCodecError, decode_context, encode_context
+from gossip_agent.core.state_codec import StateCodecError, decode_context, encode_context, encode_context_of
 from gossip_agent.core.text import first_control_char
 from gossip_agent.core.vector_clock import VersionVector
 from gossip_agent.io.critical_limit import CRITICAL_DOWNGRADED, CriticalLimit
@@ -430,14 +430,15 @@ _b64 = base64.b64encode
 
 
 def _event_line(change: Change) -> bytes:
-    """One watch line. Every delivered write makes one, so a plain value's line (the common case) is
-    spelled directly, byte for byte what `_event_line_generic` (json.dumps) gives (a test holds them equal):
-    bytes joined once (not a str grown by `+` and encoded: a 1 KiB value was copied about ten times)."""
+    """One watch line. Every delivered write makes one (once, for every watcher), so a plain value's line (the
+    common case) is spelled directly, byte for byte what `_event_line_generic` (json.dumps) gives (a test holds
+    them equal): bytes joined once (not a str grown by `+` and encoded: a 1 KiB value was copied about ten
+    times), the entry's live values and context read from it (no ReadResult or CausalContext built), the
+    origin's tail spelled once per origin."""
     entry = change.entry
     if type(entry) is ValueEntry and not entry.is_tombstone:
-        result = read_result(entry)
         values = []
-        for version in result.versions:  # (live versions: each has a value; the values of `result.values`)
+        for version in entry.live:  # (each has a value: the values of `read_result(entry).values`)
             value = version.value
             if value is None:
                 continue
@@ -445,11 +446,16 @@ def _event_line(change: Change) -> bytes:
                 values.append(b'{"value":' + _quote(value.decode()).encode() + b"}")
             except UnicodeDecodeError:
                 values.append(b'{"valueBase64":"' + _b64(value) + b'"}')
+        tail = _ORIGIN_TAILS.get(change.origin) or b'","origin":' + _quote(change.origin).encode() + b"}\n"
         return b"".join((b'{"event":"put","key":', _quote(entry.key).encode(), b',"type":"value","deleted":',
                          b"false" if values else b"true", b',"siblings":', b"%d" % len(values),
-                         b',"values":[', b",".join(values), b'],"context":"', _b64(encode_context(result.context)),
-                         b'","origin":', _quote(change.origin).encode(), b"}\n"))
+                         b',"values":[', b",".join(values), b'],"context":"',
+                         _b64(encode_context_of(entry.context, entry.timestamp)), tail))
     return _event_line_generic(change)
+
+
+_ORIGIN_TAILS = {origin: b'","origin":' + _quote(origin).encode() + b"}\n"
+                 for origin in ("local", "remote", "gc", "prune", "restore")}
 
 
 def _event_line_generic(change: Change) -> bytes:

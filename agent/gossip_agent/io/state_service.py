@@ -379,8 +379,7 @@ class StateService(Extension, StateDelegate):
                 raise web.HTTPServiceUnavailable(text="the agent is stopping and logs no more changes; "
                                                  "write to another member or retry after its restart")
             try:
-                for change in changes:
-                    durable.append(encode_change(change))
+                durable.append_many([encode_change(change) for change in changes])  # one write
             except OSError as exc:
                 self._log_error = str(exc)  # readiness reports it; the write is not acknowledged (500)
                 raise
