@@ -55,6 +55,10 @@ class SendResult(Enum):
     ERROR = "send_error"
 
 
+_SENT, _CLOSED, _BUFFER_FULL = SendResult.SENT, SendResult.CLOSED, SendResult.BUFFER_FULL
+_BAD_ADDRESS, _ERROR = SendResult.BAD_ADDRESS, SendResult.ERROR
+
+
 class UdpTransport(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Callable[[bytes, Address], None],
                  on_drained: Callable[[], None] | None = None, sock: socket.socket | None = None) -> None:
@@ -65,11 +69,14 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.send_errors = 0
         self.lost = False
         self._valid_hosts: set[str] = set()
+        self._buffered: Callable[[], int] = _nothing_buffered  # the transport's buffered bytes (once connected)
 
     # -- asyncio.DatagramProtocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's datagram transport does not subclass asyncio.DatagramTransport; it quacks like one.
         self._transport = cast(asyncio.DatagramTransport, transport)
+        # Selector datagram transports have it (typeshed does not say so); without it, assume nothing buffered.
+        self._buffered = getattr(transport, "get_write_buffer_size", _nothing_buffered)
         # (`max_size` is the selector transport's recvfrom size; other loops' transports lack it, and keep theirs.)
         if getattr(transport, "max_size", 0) > RECV_SIZE:
             transport.max_size = RECV_SIZE  # type: ignore[attr-defined]
@@ -122,40 +129,58 @@ class UdpTransport(asyncio.DatagramProtocol):
         return self.lost or t is None or t.is_closing()
 
     def sendto(self, data: bytes, addr: Address) -> SendResult:
-        """Queue one datagram, or say why it was dropped. Never raises, never closes the endpoint."""
+        """Queue one datagram, or say why it was dropped. Never raises, never closes the endpoint.
+
+        While nothing waits in asyncio's buffer the datagram goes straight to our socket (what asyncio's
+        `sendto` does first, without its argument checks and bookkeeping: one send per packet out); a full
+        kernel buffer (EAGAIN) hands it to asyncio, which buffers it and sends it when the socket is writable,
+        and later datagrams queue behind it there, in order."""
         t = self._transport
         if t is None or self.lost or t.is_closing():
-            return SendResult.CLOSED
+            return _CLOSED
         host = addr[0]
         if host not in self._valid_hosts:
             if not valid_host(host):
-                return SendResult.BAD_ADDRESS
+                return _BAD_ADDRESS
             if len(self._valid_hosts) >= _VALID_HOSTS_MAX:
                 self._valid_hosts.clear()
             self._valid_hosts.add(host)
         if not 0 < addr[1] <= 0xFFFF:
-            return SendResult.BAD_ADDRESS
-        if _buffered(t) > MAX_WRITE_BUFFER:
-            return SendResult.BUFFER_FULL
+            return _BAD_ADDRESS
+        sock = self._sock
+        buffered = self._buffered()
+        if sock is not None and not buffered:
+            try:
+                sock.sendto(data, addr)
+                return _SENT
+            except (BlockingIOError, InterruptedError):
+                pass  # the kernel buffer is full: asyncio's buffer takes it (below)
+            except OSError as exc:  # as asyncio's sendto: an ICMP error for an earlier send, reported now
+                self.error_received(exc)
+                return _SENT
+            except Exception as exc:
+                self.send_errors += 1
+                log.debug("udp send to %r failed: %s", addr, exc)
+                return _ERROR
+        elif buffered > MAX_WRITE_BUFFER:
+            return _BUFFER_FULL
         try:
             t.sendto(data, addr)
         except Exception as exc:  # the transport may still have closed itself (fatal error): runtime reopens
             self.send_errors += 1
             log.debug("udp send to %r failed: %s", addr, exc)
-            return SendResult.ERROR
+            return _ERROR
         if t.is_closing():
-            return SendResult.ERROR
-        return SendResult.SENT
+            return _ERROR
+        return _SENT
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
 
 
-def _buffered(t: asyncio.DatagramTransport) -> int:
-    # Selector datagram transports have it (typeshed does not say so); without it, assume nothing buffered.
-    size = getattr(t, "get_write_buffer_size", None)
-    return int(size()) if size is not None else 0
+def _nothing_buffered() -> int:
+    return 0
 
 
 async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address], None],
