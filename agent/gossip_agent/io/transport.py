@@ -4,15 +4,17 @@ Received datagrams go straight to a callback on the event loop thread (no queue 
 waiting in the socket, one wake-up reads up to `RECV_BATCH` of them, then calls `on_drained` once: asyncio's
 transport reads one datagram per event-loop turn, so under load every datagram paid a turn of its own (an
 epoll call, the loop's bookkeeping) and the runtime re-armed its timer after each; now the runtime re-arms once
-per wake-up, and watch streams write the lines of the whole batch at once. Sends never wait:
-if the kernel buffer is full and asyncio starts buffering, further sends are dropped once that buffer
-passes `MAX_WRITE_BUFFER` bytes, as UDP would drop them anyway.
+per wake-up, and watch streams write the lines of the whole batch at once. Sends never wait: a datagram goes
+straight to the socket while asyncio's buffer is empty (what asyncio's own `sendto` does after argument checks
+and bookkeeping that cost more than the rest of our send); if the kernel buffer is full, asyncio buffers it
+and the datagrams after it, and further sends are dropped once that buffer passes `MAX_WRITE_BUFFER` bytes, as
+UDP would drop them anyway.
 
 A send never closes the endpoint: asyncio's datagram transport closes itself on any non-OSError raised by
 the socket call (e.g. `UnicodeError: encoding of hostname failed` for a host a peer made up), so `sendto`
 refuses hosts that are not ASCII hostnames or IP literals before the call and turns whatever the call still
-raises into a per-message failure (`SendResult`). If the endpoint closes anyway, `closed` says so and the
-runtime reopens it (and reports not ready meanwhile).
+raises into a per-message failure (`SendResult`; the direct send never hands such an error to asyncio). If the
+endpoint closes anyway, `closed` says so and the runtime reopens it (and reports not ready meanwhile).
 """
 
 from __future__ import annotations
