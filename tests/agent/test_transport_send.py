@@ -102,6 +102,30 @@ def test_any_other_failure_is_one_failed_message_and_the_endpoint_stays_open(exc
     assert udp.sendto(b"two", PEER) is SendResult.SENT
 
 
+def test_a_transport_that_cannot_tell_its_buffer_gets_every_datagram() -> None:
+    """Without `get_write_buffer_size` the endpoint cannot know whether datagrams wait in the transport, so it
+    never sends around them."""
+
+    class OpaqueTransport:
+        def __init__(self) -> None:
+            self.buffered: list[tuple[bytes, Any]] = []
+
+        def sendto(self, data: bytes, addr: Any) -> None:
+            self.buffered.append((data, addr))
+
+        def is_closing(self) -> bool:
+            return False
+
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return default
+
+    sock, transport = FakeSocket(), OpaqueTransport()
+    udp = UdpTransport(lambda data, src: None, sock=cast(Any, sock))
+    udp.connection_made(cast(asyncio.BaseTransport, transport))
+    assert udp.sendto(b"one", PEER) is SendResult.SENT
+    assert sock.sent == [] and transport.buffered == [(b"one", PEER)]
+
+
 def test_a_closing_endpoint_sends_nothing() -> None:
     udp, sock, transport = endpoint()
     transport.closing = True

@@ -71,14 +71,15 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.send_errors = 0
         self.lost = False
         self._valid_hosts: set[str] = set()
-        self._buffered: Callable[[], int] = _nothing_buffered  # the transport's buffered bytes (once connected)
+        # The transport's buffered bytes (once connected); None: it cannot say, so never send around it.
+        self._buffered: Callable[[], int] | None = None
 
     # -- asyncio.DatagramProtocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's datagram transport does not subclass asyncio.DatagramTransport; it quacks like one.
         self._transport = cast(asyncio.DatagramTransport, transport)
-        # Selector datagram transports have it (typeshed does not say so); without it, assume nothing buffered.
-        self._buffered = getattr(transport, "get_write_buffer_size", _nothing_buffered)
+        # Selector datagram transports have it (typeshed does not say so).
+        self._buffered = getattr(transport, "get_write_buffer_size", None)
         # (`max_size` is the selector transport's recvfrom size; other loops' transports lack it, and keep theirs.)
         if getattr(transport, "max_size", 0) > RECV_SIZE:
             transport.max_size = RECV_SIZE  # type: ignore[attr-defined]
@@ -149,9 +150,9 @@ class UdpTransport(asyncio.DatagramProtocol):
             self._valid_hosts.add(host)
         if not 0 < addr[1] <= 0xFFFF:
             return _BAD_ADDRESS
-        sock = self._sock
-        buffered = self._buffered()
-        if sock is not None and not buffered:
+        sock, size = self._sock, self._buffered
+        buffered = 0 if size is None else size()
+        if sock is not None and size is not None and not buffered:
             try:
                 sock.sendto(data, addr)
                 return _SENT
@@ -179,10 +180,6 @@ class UdpTransport(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
-
-
-def _nothing_buffered() -> int:
-    return 0
 
 
 async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address], None],
