@@ -33,7 +33,8 @@ class ProbeRtt:
 
     def received(self, packet: Packet) -> tuple[str, float] | None:
         """(member, seconds) when `packet` is the ack closing one of our pings (after `observe` had it)."""
-        if not len(self._timer) or not packet.messages or type(packet.messages[0]) is not Ack:
+        messages = packet.messages  # (the ack test first: cheaper than asking the timer, and most packets fail it)
+        if not messages or type(messages[0]) is not Ack or not len(self._timer):
             return None
         sample = self._timer.received(packet, self._clock())
         if sample is not None:

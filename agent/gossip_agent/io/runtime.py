@@ -97,6 +97,9 @@ LAG_WINDOW = 10.0
 # view of thousands of members must not stall probes and acks (1,000 fake members used to stall 10.9 s).
 PUSH_PULL_CHUNK = 128
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Enum members the per-packet path uses (an enum member read from its class is a descriptor call).
+_SENT, _CLOSED = SendResult.SENT, SendResult.CLOSED
+_PACKET = Purpose.PACKET
 
 
 def settle_memory() -> None:
@@ -424,20 +427,29 @@ class Agent:
         try:
             for effect in effects:
                 try:
-                    self._perform(effect)
+                    if type(effect) is Send:  # most effects: straight to the socket
+                        self._send(effect.to, effect.packet)
+                    else:
+                        self._perform(effect)
                 except Exception:
                     log.exception("cannot perform %s", type(effect).__name__)
                     self.stats.dropped["effect_error"] += 1
         finally:
             if rearm:
                 self._reschedule()
-            node = self._node
-            if node is not None and node.stats["refutations"] != self._refutations:
-                self._refutations = node.stats["refutations"]
-                self.member_watch.refuted(node.member(node.name))
-            if node is not None and not self.stats.joined and node.join_attempts and node.joined and not node.leaving:
-                self.stats.joined = True
-                log.info("joined the cluster after %d attempt(s)", node.join_attempts)
+            self._after_feed(self._node)
+
+    def _after_feed(self, node: Node | None) -> None:
+        """What a Node call may have changed that observers follow: a refutation (watch streams), our join."""
+        if node is None:
+            return
+        refutations = node.stats.get("refutations", 0)  # (.get: a missing key of a Counter is a Python call)
+        if refutations != self._refutations:
+            self._refutations = refutations
+            self.member_watch.refuted(node.member(node.name))
+        if not self.stats.joined and node.join_attempts and node.joined and not node.leaving:
+            self.stats.joined = True
+            log.info("joined the cluster after %d attempt(s)", node.join_attempts)
 
     def _reschedule(self) -> None:
         if self._stopped or self._node is None or self._loop is None:
@@ -473,31 +485,35 @@ class Agent:
         self._feed(effects)
 
     def _on_datagram(self, data: bytes, src: Address) -> None:
+        """One datagram: size check, then authentication (`open`), then decoding, then the Node. Runs for every
+        packet, so it reads each attribute once and counts with one dict update per counter."""
         stats = self.stats
         stats.packets["in"] += 1
-        if self._node is None or self._stopped:
+        node = self._node
+        if node is None or self._stopped:
             return
-        if len(data) > codec.MAX_PACKET_BYTES:
+        size = len(data)
+        if size > codec.MAX_PACKET_BYTES:
             stats.dropped["oversized"] += 1
             return
         try:
-            frame = self.security.open(data, Purpose.PACKET)
-            packet = codec.decode_packet(frame)
+            packet = codec.decode_packet(self.security.open(data, _PACKET))
         except (codec.DecodeError, ValueError) as exc:
             stats.dropped[getattr(exc, "reason", "malformed")] += 1
             log.debug("dropped packet from %s:%d: %s", src[0], src[1], exc)
             return
-        kind = codec.message_label(packet.messages[0]) if packet.messages else "empty"
-        stats.bytes[("in", kind)] += len(data)
-        stats.peer_class_bytes[("in", self._peer_class(src))] += len(data)
+        messages = packet.messages
+        stats.bytes[("in", codec.message_label(messages[0]) if messages else "empty")] += size
+        stats.peer_class_bytes[("in", self._peer_class(src))] += size
         rtt = self._probe_rtt.received(packet)
-        for m in packet.messages:
-            stats.messages[("in", codec.message_label(m))] += 1
+        counts, label = stats.messages, codec.message_label
+        for m in messages:
+            counts[("in", label(m))] += 1
         try:
             now = self.clock()
-            effects = self._node.handle_packet(packet, src, now)
+            effects = node.handle_packet(packet, src, now)
             if rtt is not None:  # after the packet: the coordinate that came with the ack is known now
-                error = self._node.observe_rtt(rtt[0], rtt[1], now)
+                error = node.observe_rtt(rtt[0], rtt[1], now)
                 if error is not None:
                     self.metrics.latency.rtt_estimate_error.observe(error)
         except Exception:
@@ -507,7 +523,7 @@ class Agent:
         self._feed(effects, rearm=False)  # re-armed once after the wake-up's datagrams (`_reschedule`)
 
     def _perform(self, effect: Effect) -> None:
-        if isinstance(effect, Send):
+        if type(effect) is Send:  # (most effects: Send is final, so no isinstance walk)
             self._send(effect.to, effect.packet)
         elif isinstance(effect, MemberEvent):
             self._on_member_event(effect)
@@ -528,27 +544,31 @@ class Agent:
         self._loop.call_soon(lambda: None if self._stopped else self._feed(call()))
 
     def _send(self, to: Address, packet: Packet) -> None:
+        """Encode, seal, send one packet and count it (the commonest effect: each attribute read once)."""
         stats = self.stats
         try:
-            data = self.security.seal(codec.encode_packet(packet), Purpose.PACKET)
+            data = self.security.seal(codec.encode_packet(packet), _PACKET)
         except Exception:
             log.exception("cannot encode a packet to %s:%d", to[0], to[1])
             stats.dropped["encode_error"] += 1
             return
-        if len(data) > codec.MAX_PACKET_BYTES:
+        size = len(data)
+        if size > codec.MAX_PACKET_BYTES:
             stats.dropped["oversized_out"] += 1
             return
-        result = SendResult.CLOSED if self._udp is None else self._udp.sendto(data, to)
-        if result is not SendResult.SENT:
+        udp = self._udp
+        result = _CLOSED if udp is None else udp.sendto(data, to)
+        if result is not _SENT:
             stats.dropped[result.value] += 1
             return
         stats.packets["out"] += 1
+        messages = packet.messages
         self._probe_rtt.sent(packet)
-        kind = codec.message_label(packet.messages[0]) if packet.messages else "empty"
-        stats.bytes[("out", kind)] += len(data)
-        stats.peer_class_bytes[("out", self._peer_class(to))] += len(data)
-        for m in packet.messages:
-            stats.messages[("out", codec.message_label(m))] += 1
+        stats.bytes[("out", codec.message_label(messages[0]) if messages else "empty")] += size
+        stats.peer_class_bytes[("out", self._peer_class(to))] += size
+        counts, label = stats.messages, codec.message_label
+        for m in messages:
+            counts[("out", label(m))] += 1
 
     def _peer_class(self, addr: Address) -> str:
         """same_zone, cross_zone or unknown for a packet to or from `addr` (metrics only)."""

@@ -80,6 +80,14 @@ class Purpose(Enum):
     STREAM_HEAD = b"gossip/stream-head"  # a peer request's header ticket (io/peer_ticket.py)
 
 
+_AAD = {purpose: bytes((ENVELOPE_V1,)) + purpose.value for purpose in Purpose}
+"""Associated data per purpose: the envelope byte and the purpose label (built once, not per packet)."""
+_ENVELOPE = bytes((ENVELOPE_V1,))
+_PACKET, _STAMPED = Purpose.PACKET, Purpose.STAMPED_PACKET  # (an enum member read from its class is a call)
+_SEQ = struct.Struct(">I")
+_WINDOW_MASK = (1 << REPLAY_WINDOW_PACKETS) - 1
+
+
 class KeyringError(ValueError):
     """A keyring file or key is invalid; the message says which and why."""
 
@@ -164,14 +172,13 @@ class Keyring:
     def seal(self, plaintext: bytes, purpose: Purpose, nonce: bytes | None = None) -> bytes:
         """`nonce` (12 bytes) must never repeat under a key; None: a random one."""
         nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
-        aad = bytes((ENVELOPE_V1,)) + purpose.value
-        return bytes((ENVELOPE_V1,)) + nonce + self._keys[0].encrypt(nonce, plaintext, aad)
+        return _ENVELOPE + nonce + self._keys[0].encrypt(nonce, plaintext, _AAD[purpose])
 
     def open(self, data: bytes, purpose: Purpose) -> bytes:
         if len(data) < OVERHEAD or data[0] != ENVELOPE_V1:
             raise AuthError("not an encrypted envelope")
         nonce, sealed = data[1:1 + NONCE_BYTES], data[1 + NONCE_BYTES:]
-        aad = bytes((ENVELOPE_V1,)) + purpose.value
+        aad = _AAD[purpose]
         for key in self._keys:
             try:
                 return key.decrypt(nonce, sealed, aad)
@@ -209,14 +216,14 @@ class Security:
         keyring = self.keyring
         if keyring is None:
             return frame
-        if purpose is not Purpose.PACKET:
+        if purpose is not _PACKET:
             return keyring.seal(frame, purpose)
-        self._seq += 1
-        if self._seq > _SEQ_MAX:  # a fresh sender id keeps every (id, sequence) nonce unique
-            self._sender_id, self._seq = os.urandom(8), 1
-        nonce = self._sender_id + struct.pack(">I", self._seq)
+        seq = self._seq + 1
+        if seq > _SEQ_MAX:  # a fresh sender id keeps every (id, sequence) nonce unique
+            self._sender_id, seq = os.urandom(8), 1
+        self._seq = seq
         stamp = int(self.wall() * 1000).to_bytes(STAMP_BYTES, "big")
-        return keyring.seal(stamp + frame, Purpose.STAMPED_PACKET, nonce)
+        return keyring.seal(stamp + frame, _STAMPED, self._sender_id + _SEQ.pack(seq))
 
     def open(self, data: bytes, purpose: Purpose) -> bytes:
         keyring = self.keyring
@@ -224,15 +231,15 @@ class Security:
             if data[:1] and data[0] >= 0x80:
                 raise AuthError("encrypted envelope but no keyring configured")
             return data
-        if purpose is not Purpose.PACKET:
+        if purpose is not _PACKET:
             return keyring.open(data, purpose)
-        plain = keyring.open(data, Purpose.STAMPED_PACKET)
+        plain = keyring.open(data, _STAMPED)
         if len(plain) < STAMP_BYTES:
             raise AuthError("sealed packet without a stamp")
         age = self.wall() - int.from_bytes(plain[:STAMP_BYTES], "big") / 1000
         if abs(age) > self.replay_window:
             raise ReplayError(f"packet stamped {age:.1f}s ago, outside the {self.replay_window:g}s replay window")
-        self._check_sequence(data[1:9], struct.unpack(">I", data[9:1 + NONCE_BYTES])[0])
+        self._check_sequence(data[1:9], _SEQ.unpack_from(data, 9)[0])
         return plain[STAMP_BYTES:]
 
     def _check_sequence(self, sender: bytes, seq: int) -> None:
@@ -248,7 +255,7 @@ class Security:
         top, bits = state
         if seq > top:
             state[0] = seq
-            state[1] = ((bits << (seq - top)) | 1) & ((1 << REPLAY_WINDOW_PACKETS) - 1)
+            state[1] = ((bits << (seq - top)) | 1) & _WINDOW_MASK
             return
         offset = top - seq
         if offset >= REPLAY_WINDOW_PACKETS or (bits >> offset) & 1:

@@ -4,15 +4,17 @@ Received datagrams go straight to a callback on the event loop thread (no queue 
 waiting in the socket, one wake-up reads up to `RECV_BATCH` of them, then calls `on_drained` once: asyncio's
 transport reads one datagram per event-loop turn, so under load every datagram paid a turn of its own (an
 epoll call, the loop's bookkeeping) and the runtime re-armed its timer after each; now the runtime re-arms once
-per wake-up, and watch streams write the lines of the whole batch at once. Sends never wait:
-if the kernel buffer is full and asyncio starts buffering, further sends are dropped once that buffer
-passes `MAX_WRITE_BUFFER` bytes, as UDP would drop them anyway.
+per wake-up, and watch streams write the lines of the whole batch at once. Sends never wait: a datagram goes
+straight to the socket while asyncio's buffer is empty (what asyncio's own `sendto` does after argument checks
+and bookkeeping that cost more than the rest of our send); if the kernel buffer is full, asyncio buffers it
+and the datagrams after it, and further sends are dropped once that buffer passes `MAX_WRITE_BUFFER` bytes, as
+UDP would drop them anyway.
 
 A send never closes the endpoint: asyncio's datagram transport closes itself on any non-OSError raised by
 the socket call (e.g. `UnicodeError: encoding of hostname failed` for a host a peer made up), so `sendto`
 refuses hosts that are not ASCII hostnames or IP literals before the call and turns whatever the call still
-raises into a per-message failure (`SendResult`). If the endpoint closes anyway, `closed` says so and the
-runtime reopens it (and reports not ready meanwhile).
+raises into a per-message failure (`SendResult`; the direct send never hands such an error to asyncio). If the
+endpoint closes anyway, `closed` says so and the runtime reopens it (and reports not ready meanwhile).
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ class SendResult(Enum):
     ERROR = "send_error"
 
 
+_SENT, _CLOSED, _BUFFER_FULL = SendResult.SENT, SendResult.CLOSED, SendResult.BUFFER_FULL
+_BAD_ADDRESS, _ERROR = SendResult.BAD_ADDRESS, SendResult.ERROR
+
+
 class UdpTransport(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Callable[[bytes, Address], None],
                  on_drained: Callable[[], None] | None = None, sock: socket.socket | None = None) -> None:
@@ -65,11 +71,15 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.send_errors = 0
         self.lost = False
         self._valid_hosts: set[str] = set()
+        # The transport's buffered bytes (once connected); None: it cannot say, so never send around it.
+        self._buffered: Callable[[], int] | None = None
 
     # -- asyncio.DatagramProtocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's datagram transport does not subclass asyncio.DatagramTransport; it quacks like one.
         self._transport = cast(asyncio.DatagramTransport, transport)
+        # Selector datagram transports have it (typeshed does not say so).
+        self._buffered = getattr(transport, "get_write_buffer_size", None)
         # (`max_size` is the selector transport's recvfrom size; other loops' transports lack it, and keep theirs.)
         if getattr(transport, "max_size", 0) > RECV_SIZE:
             transport.max_size = RECV_SIZE  # type: ignore[attr-defined]
@@ -122,40 +132,54 @@ class UdpTransport(asyncio.DatagramProtocol):
         return self.lost or t is None or t.is_closing()
 
     def sendto(self, data: bytes, addr: Address) -> SendResult:
-        """Queue one datagram, or say why it was dropped. Never raises, never closes the endpoint."""
+        """Queue one datagram, or say why it was dropped. Never raises, never closes the endpoint.
+
+        While nothing waits in asyncio's buffer the datagram goes straight to our socket (what asyncio's
+        `sendto` does first, without its argument checks and bookkeeping: one send per packet out); a full
+        kernel buffer (EAGAIN) hands it to asyncio, which buffers it and sends it when the socket is writable,
+        and later datagrams queue behind it there, in order."""
         t = self._transport
         if t is None or self.lost or t.is_closing():
-            return SendResult.CLOSED
+            return _CLOSED
         host = addr[0]
         if host not in self._valid_hosts:
             if not valid_host(host):
-                return SendResult.BAD_ADDRESS
+                return _BAD_ADDRESS
             if len(self._valid_hosts) >= _VALID_HOSTS_MAX:
                 self._valid_hosts.clear()
             self._valid_hosts.add(host)
         if not 0 < addr[1] <= 0xFFFF:
-            return SendResult.BAD_ADDRESS
-        if _buffered(t) > MAX_WRITE_BUFFER:
-            return SendResult.BUFFER_FULL
+            return _BAD_ADDRESS
+        sock, size = self._sock, self._buffered
+        buffered = 0 if size is None else size()
+        if sock is not None and size is not None and not buffered:
+            try:
+                sock.sendto(data, addr)
+                return _SENT
+            except (BlockingIOError, InterruptedError):
+                pass  # the kernel buffer is full: asyncio's buffer takes it (below)
+            except OSError as exc:  # as asyncio's sendto: an ICMP error for an earlier send, reported now
+                self.error_received(exc)
+                return _SENT
+            except Exception as exc:
+                self.send_errors += 1
+                log.debug("udp send to %r failed: %s", addr, exc)
+                return _ERROR
+        elif buffered > MAX_WRITE_BUFFER:
+            return _BUFFER_FULL
         try:
             t.sendto(data, addr)
         except Exception as exc:  # the transport may still have closed itself (fatal error): runtime reopens
             self.send_errors += 1
             log.debug("udp send to %r failed: %s", addr, exc)
-            return SendResult.ERROR
+            return _ERROR
         if t.is_closing():
-            return SendResult.ERROR
-        return SendResult.SENT
+            return _ERROR
+        return _SENT
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
-
-
-def _buffered(t: asyncio.DatagramTransport) -> int:
-    # Selector datagram transports have it (typeshed does not say so); without it, assume nothing buffered.
-    size = getattr(t, "get_write_buffer_size", None)
-    return int(size()) if size is not None else 0
 
 
 async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address], None],
