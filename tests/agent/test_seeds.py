@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gossip_agent.io.seeds import default_advertise_address, parse_seed, resolve_seeds
+from gossip_agent.io.seeds import default_advertise_address, parse_seed, resolve_advertise_address, resolve_seeds
 
 
 def test_parse_seed() -> None:
@@ -30,3 +30,19 @@ async def test_unresolvable_name_contributes_nothing() -> None:
 def test_default_advertise_address() -> None:
     assert default_advertise_address("127.0.0.1") == "127.0.0.1"
     assert default_advertise_address("0.0.0.0", ["127.0.0.1:7946"]) == "127.0.0.1"
+
+
+async def test_seeds_resolve_to_the_one_spelling_the_wire_carries() -> None:
+    """Sends go only to IP literals in canonical form (core/hosts.py): a seed literal is spelt so."""
+    addrs = await resolve_seeds(["[::ffff:127.0.0.1]:7000", "[0::1]:7001", "[::1%1]:7002"])
+    assert addrs == [("127.0.0.1", 7000), ("::1", 7001), ("::1", 7002)]
+
+
+async def test_an_advertised_name_is_resolved_once_at_startup_to_an_ip() -> None:
+    """Members gossip IP literals only: a name (advertiseAddress, or a bind address such as 'localhost') is
+    resolved before the Node exists, and one that does not resolve is refused saying what to set."""
+    assert await resolve_advertise_address("127.0.0.1") == "127.0.0.1"
+    assert await resolve_advertise_address("::FFFF:7f00:1") == "127.0.0.1"
+    assert await resolve_advertise_address("localhost") in ("127.0.0.1", "::1")
+    with pytest.raises(ValueError, match="advertiseAddress"):
+        await resolve_advertise_address("no-such-host.invalid", timeout=3.0)

@@ -44,7 +44,8 @@ def _reason(data: bytes) -> str | None:
 def test_packet_refusals_have_the_streaming_decoders_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
     """The one-call decode refuses whatever the streaming Unpacker refuses, with the same reason: every
     truncation of a real packet, trailing bytes, garbage bytes."""
-    good = codec.encode_packet(Packet("agent-1", (StateRumor(b"\x92\x01\xc0" * 50), Ping(7, "a", "b", ("h", 9)))))
+    ping = Ping(7, "a", "b", ("10.0.0.9", 9))
+    good = codec.encode_packet(Packet("agent-1", (StateRumor(b"\x92\x01\xc0" * 50), ping)))
     rng = random.Random(5)
     inputs = [good[:n] for n in range(len(good))] + [good + b"\x00", good + good[1:]]
     inputs += [bytes([1]) + rng.randbytes(rng.randrange(1, 40)) for _ in range(300)]

@@ -11,11 +11,14 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
+
 from gossip_agent.core import codec
 from gossip_agent.core.broadcast import retransmit_limit
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Effect, Send
 from gossip_agent.core.hello_queue import HELLO_BURST, HELLO_RATE, HOST_CAP, HOST_WINDOW, HelloQueue, hellos_pay
+from gossip_agent.core.hosts import host_key
 from gossip_agent.core.messages import (
     Ack,
     Alive,
@@ -369,3 +372,53 @@ def test_a_local_cluster_on_one_host_is_greeted_as_fast_as_without_the_host_cap(
     assert capped.all_know_a() == uncapped.all_know_a() <= 1.1  # (~60 hellos: 10 at once, then 50 a second)
     assert capped.a.stats["hellos"] == uncapped.a.stats["hellos"] > 5 * HOST_CAP
     assert capped.a.stats["hellos_held"] == 0
+
+
+def _hellos_by_key(node: Node, key: str, until: float) -> list[float]:
+    """When `node` greeted any address whose host key (core/hosts.py) is `key`, ticking until `until`."""
+    times: list[float] = []
+    now = 0.0
+    while now < until:
+        times += [now for s in _sends(node.tick(now)) if _is_hello(s) and host_key(s.to[0]) == key]
+        now = max(now + 0.001, node.next_deadline())
+    return times
+
+
+def _at_most_the_cap_a_window(times: list[float]) -> bool:
+    return all(sum(1 for t in times if start <= t < start + HOST_WINDOW) <= HOST_CAP for start in times)
+
+
+@pytest.mark.parametrize(("spellings", "key"), [
+    # Every IP spelling of one IPv4 address a decoder could let through (core/hosts.py), mixed.
+    (["127.0.0.1", "::ffff:127.0.0.1", "::FFFF:7f00:1", "0::ffff:7f00:0001", "::ffff:127.0.0.1%5"], "127.0.0.1"),
+    # One IPv6 address and its spellings and scope ids.
+    (["::1", "0::1", "::0001", "::1%5", "::1%77", "0:0:0:0:0:0:0:1"], "::/64"),
+    # Every address of one IPv6 /64 (200 'hosts' a forger could name, all one network).
+    ([f"2001:db8::{i:x}" for i in range(1, 201)], "2001:db8::/64"),
+])
+def test_forged_members_at_any_spelling_of_one_host_share_its_one_cap(spellings: list[str], key: str) -> None:
+    """The wire takes only canonical IP literals (tests/core/test_ranges.py: `127.1`, `::1%5`, `localhost`...
+    are `bad_host`), and the cap counts by host key besides: 100 forged members at spellings of one host, put
+    straight into the table, draw at most HOST_CAP hellos a HOST_WINDOW there (they drew 50 a second, one cap
+    per spelling: /tmp/rev-guard/amp.py)."""
+    node = Node(cfg("a", probe_interval=60.0), ("10.9.9.9", 1), random.Random(5), 0.0)
+    for i in range(100):
+        addr = (spellings[i % len(spellings)], 7946 + i)
+        node.handle_packet(Packet("seed", (Alive(f"f{i}", 1, addr),)), ("10.9.9.8", 1), 0.0)
+    times = _hellos_by_key(node, key, 2 * HOST_WINDOW)
+    assert HOST_CAP <= len(times) <= 2 * HOST_CAP and _at_most_the_cap_a_window(times)
+    assert node.stats["hellos_held"] == 100 - HOST_CAP
+
+
+def test_members_that_showed_themselves_make_room_at_their_host_whatever_its_spelling() -> None:
+    """`vouched` counts by host key too: members at `::ffff:10.0.0.7` that showed a level make room at
+    10.0.0.7 (they used to count for their own spelling only)."""
+    node = Node(cfg("a", probe_interval=60.0), ("10.9.9.9", 1), random.Random(5), 0.0)
+    for i in range(2 * HOST_CAP):  # real ones, spelt the mapped way, that greeted us first-hand
+        addr = ("::ffff:10.0.0.7", 8000 + i)
+        node.handle_packet(Packet(f"r{i}", (Alive(f"r{i}", 1, addr),)), addr, 0.0)
+        node.handle_packet(Packet(f"r{i}", (HELLO,)), ("10.0.0.7", 8000 + i), 0.0)
+    for i in range(100):
+        node.handle_packet(Packet("seed", (Alive(f"f{i}", 1, ("10.0.0.7", 7000 + i)),)), ("10.9.9.8", 1), 0.0)
+    times = _hellos_by_key(node, "10.0.0.7", HOST_WINDOW - 0.01)
+    assert len(times) == 3 * HOST_CAP  # HOST_CAP + the 2 * HOST_CAP that showed themselves

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import functools
 import io
-import ipaddress
-import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from typing import Any
 import msgpack
 
 from gossip_agent.core.digests import MAX_HLC_MS, MAX_KEYS, MAX_SEQ, MAX_SUMMARY_BUCKETS, ROOT_PREFIX_BYTES
+from gossip_agent.core.hosts import wire_host
 from gossip_agent.core.messages import (
     Ack,
     Alive,
@@ -76,8 +75,6 @@ MAX_INCARNATION = (1 << 63) - 1
 """Largest incarnation accepted (and ever produced: a refutation saturates here). Anything above, up to the
 u64 a packet can carry, is a counted drop (`out_of_range`): 2^64-1 used to make the refutation overflow
 msgpack and break every push-pull of the victim for good."""
-MAX_HOST_BYTES = 253
-"""Longest host accepted in an address (a DNS name's limit); hosts are ASCII hostnames or IP literals."""
 COORDINATE_DIMENSIONS = VivaldiConfig().dimensions
 """A coordinate on the wire is `[14, bytes]`: the vector, height, error and adjustment as little-endian
 float32 (4 * (dimensions + 3) = 44 bytes, ~48 with its framing, half of msgpack's float64s; float32 keeps
@@ -88,8 +85,6 @@ MAX_PEER_COORDINATE_ROWS = 16
 60 bytes a row): more is malformed."""
 MAX_COORDINATE_AGE = 0xFFFF / 10
 """Oldest age a second-hand coordinate carries (seconds; older ones travel at this age)."""
-_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
 
 
 class MessageType(IntEnum):
@@ -375,23 +370,16 @@ def _incarnation(v: Any) -> int:
 
 
 def valid_host(v: object) -> bool:
-    """An ASCII hostname or an IP literal of at most MAX_HOST_BYTES: what an address may carry. Anything else
-    (e.g. 64 x 'é', whose IDNA encoding fails inside the socket call) is refused at decode, so it can never
-    reach a sendto."""
-    if type(v) is not str or not 0 < len(v) <= MAX_HOST_BYTES or not v.isascii():
-        return False
-    if _HOSTNAME.fullmatch(v):
-        return True
-    try:
-        ipaddress.ip_address(v)
-    except ValueError:
-        return False
-    return True
+    """An IP literal in its canonical form (core/hosts.py `wire_host`): what a member address may carry.
+    Anything else -- a hostname, an inet_aton spelling such as `127.1`, `::ffff:127.0.0.1`, a scope id, 64 x
+    'é' -- is refused at decode, so it never reaches a sendto (which would resolve a name, blocking the loop)
+    and no host is known under two spellings (the per-host caps count one)."""
+    return wire_host(v)
 
 
 def _host(v: Any) -> str:
     if not valid_host(v):
-        raise DecodeError("bad_host", "expected an ASCII hostname or IP address of at most 253 bytes")
+        raise DecodeError("bad_host", "expected an IP address in canonical form")
     return v  # type: ignore[no-any-return]
 
 

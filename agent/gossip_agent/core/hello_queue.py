@@ -45,6 +45,16 @@ parked with its host's other names (their order kept), and is counted once (`hel
 window frees room (or more members there show themselves, seen at the caller's next tick), or leaves at no
 cost like any other (`skip`, `discard`).
 
+A host is its KEY (core/hosts.py `host_key`, the caller's): its IPv4 address, or its IPv6 /64, so one victim
+is one host however gossip spells it -- and the wire takes only canonical IP literals anyway (core/codec.py
+`valid_host`: `127.1`, `::ffff:127.0.0.1`, `::1%5` or a name each used to get a cap of their own). The BOUND
+at a shared host: its names wait in arrival order, so where real agents share a host with F forged members
+queued ahead of them (a local cluster or a bench on 127.0.0.1 whose gossip port a forger reaches; pods have
+IPs of their own) a real one's hello waits about F * HOST_WINDOW / HOST_CAP seconds (F / 2). Its own hello to
+us, our probes' offers and the flood fallback still reach it meanwhile, and each real member there that
+answers adds room. (Serving first the names whose Alive came first-hand, from their own host, would lift
+that; the caller does not yet know which did.)
+
 BOUNDED. At most `max_pending` names waiting, parked ones included (the caller's membership.maxMembers; it
 adds only members of its table and discards reaped ones); past that a name is refused (`add` says so; the
 Node counts it as `hellos_refused`): it still learns of us by the offers beside our probes. The send times

@@ -30,7 +30,6 @@ Protocol (SWIM with Lifeguard, as in hashicorp/memberlist):
 from __future__ import annotations
 
 import bisect
-import ipaddress
 import math
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
@@ -55,6 +54,7 @@ from gossip_agent.core.digests import (
 from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
 from gossip_agent.core.held_floods import HeldFloods
 from gossip_agent.core.hello_queue import HelloQueue, hellos_pay
+from gossip_agent.core.hosts import host_key, same_host
 from gossip_agent.core.joining import JoinSchedule
 from gossip_agent.core.membership import Member, MemberTable
 from gossip_agent.core.messages import (
@@ -187,15 +187,8 @@ def _allowance(digests: list[Digest | DigestSummary]) -> int:
 
 
 def _same_host(a: str, b: str) -> bool:
-    """Two hosts are the same: equal IP addresses (an IPv4-mapped IPv6 one equals its IPv4), else equal
-    names, case-insensitively."""
-    try:
-        ia, ib = ipaddress.ip_address(a), ipaddress.ip_address(b)
-    except ValueError:
-        return a.lower() == b.lower()
-    ia = ia.ipv4_mapped or ia if isinstance(ia, ipaddress.IPv6Address) else ia
-    ib = ib.ipv4_mapped or ib if isinstance(ib, ipaddress.IPv6Address) else ib
-    return ia == ib
+    """Two hosts are the same address (core/hosts.py `same_host`)."""
+    return same_host(a, b)
 
 
 def _digest_bytes(digests: Sequence[Digest | DigestSummary]) -> int:
@@ -1031,11 +1024,13 @@ class Node:
         shown: Counter[str] | None = None
 
         def vouched(host: str) -> int:
-            """Live members at `host` that showed themselves first-hand (a reader level): room for more hellos
-            there (core/hello_queue.py ONE HOST). One pass over the table, only once a host is at its cap."""
+            """Live members at `host` (a `host_key`: every spelling of one IP, an IPv6 /64) that showed
+            themselves first-hand (a reader level): room for more hellos there (core/hello_queue.py ONE HOST).
+            One pass over the table, only once a host is at its cap."""
             nonlocal shown
             if shown is None:
-                shown = Counter(m.addr[0] for m in table if readers.level(m.name) > 0 and table.is_live(m.name))
+                shown = Counter(host_key(m.addr[0]) for m in table
+                                if readers.level(m.name) > 0 and table.is_live(m.name))
             return shown[host]
 
         hellos = self._hellos
@@ -1363,13 +1358,14 @@ class Node:
 
     def _greet(self, name: str) -> None:
         """A member entered our table live, or came back after a reset of its reader level: queue it for one
-        hello (core/hello_queue.py; a full queue is counted, and leaves it to our probes' offers). Its host is
-        the queue's (a cap per host: gossip may name many fake members at one victim's address)."""
+        hello (core/hello_queue.py; a full queue is counted, and leaves it to our probes' offers). Its host key
+        is the queue's (a cap per host: gossip may name many fake members at one victim's address; core/hosts.py
+        folds the spellings of one host and an IPv6 /64 into one key)."""
         member = self.table.get(name)
         assert member is not None  # (just entered, or came back to, our table)
         hellos = self._hellos
         held = hellos.held_back
-        if not hellos.add(name, member.addr[0]):
+        if not hellos.add(name, host_key(member.addr[0])):
             self.stats["hellos_refused"] += 1
         elif hellos.held_back != held:  # parked at once behind its host's names (core/hello_queue.py ONE HOST)
             self.stats["hellos_held"] += 1

@@ -73,7 +73,7 @@ from gossip_agent.io.metrics import AgentMetrics, AgentStats, TopologyCollector
 from gossip_agent.io.peer_client import MAX_PUSH_PULL_BYTES, PeerClient, PeerError
 from gossip_agent.io.probe_rtt import ProbeRtt
 from gossip_agent.io.security import KeyringError, KeyringFile, Purpose, Security
-from gossip_agent.io.seeds import default_advertise_address, resolve_seeds
+from gossip_agent.io.seeds import default_advertise_address, resolve_advertise_address, resolve_seeds
 from gossip_agent.io.topology_http import topology_routes
 from gossip_agent.io.transport import SendResult, UdpTransport, open_udp
 from gossip_agent.io.zone_file import RELOAD_EVERY as ZONE_RELOAD_EVERY
@@ -326,8 +326,16 @@ class Agent:
                     raise
                 continue
             break
-        advertise = (cfg.advertise_address or default_advertise_address(cfg.bind_address, cfg.seeds),
-                     cfg.advertise_port or port)
+        try:  # (an IP: members gossip IP literals only, core/hosts.py)
+            advertise_host = await resolve_advertise_address(
+                cfg.advertise_address or default_advertise_address(cfg.bind_address, cfg.seeds),
+                timeout=cfg.membership.stream_timeout)
+        except ValueError:
+            udp.close()
+            for sock in socks:
+                sock.close()
+            raise
+        advertise = (advertise_host, cfg.advertise_port or port)
         self._node = Node(self._with_zone_file(cfg), advertise, self.rng, self.clock(), delegate,
                           incarnation=self._initial_incarnation,
                           clock_offset=time.time() - self.clock(),

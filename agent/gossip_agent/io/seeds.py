@@ -7,11 +7,11 @@ simply contributes no address this round.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections.abc import Iterable
 
+from gossip_agent.core.hosts import canonical_ip
 from gossip_agent.core.messages import Address
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,9 @@ def parse_seed(seed: str) -> tuple[str, int]:
 
 
 def _literal(host: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
+    """`host` as the wire spells an IP (core/hosts.py: scope id dropped, IPv4-mapped as IPv4), or None for a
+    name. Sends go only to such literals (core/codec.py `valid_host`): a name never reaches a sendto."""
+    return canonical_ip(host)
 
 
 async def resolve_seeds(seeds: Iterable[str], *, timeout: float = 5.0) -> list[Address]:
@@ -54,11 +53,36 @@ async def resolve_seeds(seeds: Iterable[str], *, timeout: float = 5.0) -> list[A
             return []
         addrs: list[Address] = []
         for _family, _type, _proto, _canon, sockaddr in infos:
-            addrs.append((str(sockaddr[0]), port))
+            literal = _literal(str(sockaddr[0]))
+            if literal is not None:
+                addrs.append((literal, port))
         return list(dict.fromkeys(addrs))[:MAX_ADDRESSES_PER_SEED]
 
     results = await asyncio.gather(*(one(s) for s in seeds))
     return list(dict.fromkeys(a for addrs in results for a in addrs))
+
+
+async def resolve_advertise_address(host: str, *, timeout: float = 5.0) -> str:
+    """The IP to advertise for `host` (advertiseAddress, or the bind address): members gossip IP literals only
+    (core/hosts.py), so a name is resolved once, here, at startup, off the event loop's blocking path. An IPv4
+    address is preferred (what `default_advertise_address` finds too). ValueError, saying what to set, if it
+    resolves to nothing."""
+    literal = _literal(host)
+    if literal is not None:
+        return literal
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP), timeout)
+    except (OSError, TimeoutError) as exc:
+        raise ValueError(f"advertise address {host!r} does not resolve ({exc or type(exc).__name__}): peers "
+                         "reach members by IP only; set advertiseAddress (GOSSIP_ADVERTISE_ADDRESS) to this "
+                         "agent's IP (in Kubernetes, the pod IP)") from exc
+    found = [lit for info in infos if (lit := _literal(str(info[4][0]))) is not None]
+    if not found:
+        raise ValueError(f"advertise address {host!r} resolves to no IP address: set advertiseAddress "
+                         "(GOSSIP_ADVERTISE_ADDRESS) to this agent's IP")
+    return next((a for a in found if ":" not in a), found[0])
 
 
 def default_advertise_address(bind_address: str, seeds: Iterable[str] = ()) -> str:
