@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 
 import msgpack
@@ -237,6 +238,23 @@ def test_a_kept_rumor_reader_still_refuses_forged_lengths_and_nested_arrays_at_o
         with pytest.raises(StateCodecError):
             decode_rumor(bad)
         assert decode_rumor(good) == entry
+
+
+def test_a_kept_rumor_reader_forgets_the_shape_of_a_rumor_it_refused() -> None:
+    """A rumor refused halfway through its versions leaves nothing behind in its size class's kept reader: the
+    next rumor, whose context nests an array, is refused by the shape check at once, as a fresh reader does
+    (not later, after its arrays were built)."""
+    pack = functools.partial(msgpack.packb, use_bin_type=True)
+    version = ["n", 1, 5, 0, b"x"]
+    refused_mid_versions = pack([1, [0, "k", ["n", 1], [version, ["n", 1, 5], *[version] * 8]]])
+    nested_context = pack([1, [0, "k", [[1, 2, 3, 4, 5], "n", 1, "m", 2], [version]]])
+    with pytest.raises(StateCodecError) as fresh:
+        decode_rumor(nested_context)
+    with pytest.raises(StateCodecError):
+        decode_rumor(refused_mid_versions)
+    with pytest.raises(StateCodecError) as after:
+        decode_rumor(nested_context)
+    assert str(after.value) == str(fresh.value) and "an entry is [0, key" in str(after.value)
 
 
 def test_a_log_record_from_the_stores_encoding_is_the_record_of_the_entry_byte_for_byte() -> None:

@@ -540,7 +540,7 @@ class _ValueEntries:
             walker = self._walker = msgpack.Unpacker(raw=False, max_buffer_size=self._max_bytes,
                                                      list_hook=self._shape, **self._kwargs)
         shape = self._shape
-        shape.expect = -1
+        shape.reset()  # a kept reader: nothing of an earlier (refused) rumor's shape may carry over
         base = walker.tell()
         try:
             walker.feed(raw)
@@ -585,6 +585,10 @@ class _EntryShape:
         self.expect = -1  # the length of the next array (-1: no array may be built now)
         self.fives = 0    # versions still to come
         self.outer = -1   # the versions array's length
+
+    def reset(self) -> None:
+        """Before each entry: no array may be built until its header says what comes."""
+        self.expect, self.fives, self.outer = -1, 0, -1
 
     def context(self, items: int) -> None:
         self.expect = items
