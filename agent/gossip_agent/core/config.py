@@ -347,8 +347,10 @@ class AgentConfig:
     bind_address: str = setting("0.0.0.0", "Address the UDP and HTTP sockets bind.", in_spec=False)
     # port and preset are top-level keys of a GossipCluster spec too (the operator reads them: spec.port).
     port: int = setting(7946, "Port of UDP gossip and HTTP alike; 0 picks a free one.", minimum=0, maximum=65535)
-    advertise_address: str | None = setting(None, "Address peers reach this agent at (default: bindAddress).",
-                                            in_spec=False)
+    advertise_address: str | None = setting(
+        None, "Address peers reach this agent at (default: bindAddress). Members gossip IP literals only: a DNS "
+        "name here is resolved once at startup (IPv4 preferred), and startup fails if it does not resolve.",
+        in_spec=False)
     advertise_port: int | None = setting(None, "Port peers reach this agent at (default: port).", minimum=1,
                                          maximum=65535, in_spec=False)
     seeds: tuple[str, ...] = setting(
