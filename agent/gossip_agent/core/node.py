@@ -186,11 +186,6 @@ def _allowance(digests: list[Digest | DigestSummary]) -> int:
     return DIGEST_ALLOWANCE if digests else 0
 
 
-def _same_host(a: str, b: str) -> bool:
-    """Two hosts are the same address (core/hosts.py `same_host`)."""
-    return same_host(a, b)
-
-
 def _digest_bytes(digests: Sequence[Digest | DigestSummary]) -> int:
     """What these digests cost on the wire (the send budget charges this, not the allowance)."""
     return sum(codec.message_size(d) for d in digests)
@@ -1374,7 +1369,7 @@ class Node:
         """Make the link a member asked for before its Alive reached us, if the request came from the host
         that Alive names (_on_tree_message: a newcomer, or a restart at a new address or back from death)."""
         early_host = self._early_links.pop(member.name, None) if self._early_links else None
-        if early_host is not None and _same_host(early_host, member.addr[0]):
+        if early_host is not None and same_host(early_host, member.addr[0]):
             self.tree.on_graft((), member.name)
             self.stats["tree_early_links"] += 1
 
@@ -1527,7 +1522,7 @@ class Node:
         member = self.table.get(to_name)
         if member is None or to_name == self.name:
             return
-        if source_host is not None and not _same_host(member.addr[0], source_host):
+        if source_host is not None and not same_host(member.addr[0], source_host):
             self.stats["digest_tables_unverified"] += 1
             return
         if not self._digest_exchange.table_allowed(to_name, now):
@@ -1542,7 +1537,7 @@ class Node:
         (an older agent drops just those), only to the host its join came from (as the digest table)."""
         member = self.table.get(to_name)
         if member is None or to_name == self.name or (
-                source_host is not None and not _same_host(member.addr[0], source_host)):
+                source_host is not None and not same_host(member.addr[0], source_host)):
             return
         for msg in self.topology.table_for(to_name, now, self.name, codec.MAX_PEER_COORDINATE_ROWS):
             self._send_apart(member.addr, msg, out)
@@ -1567,7 +1562,7 @@ class Node:
         if member is None or name == self.name:
             return False
         host = member.addr[0]
-        return host == src[0] or _same_host(host, str(src[0]))  # (the string compare: the hot path, no parsing)
+        return host == src[0] or same_host(host, str(src[0]))  # (the string compare: the hot path, no parsing)
 
     def _at_table_address(self, name: str | None, addr: Address) -> bool:
         """Whether `addr` is member `name`'s address in our table. What is owed to a member (its queued
