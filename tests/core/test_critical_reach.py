@@ -10,9 +10,9 @@ from dataclasses import replace
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.critical import CRITICAL_DIRECT, direct_reach, relay_extras
 from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.messages import Alive, Packet, Prune, StateRumor
+from gossip_agent.core.messages import Alive, Graft, IHave, Packet, Prune, ShortIds, ShortKind, StateRumor
 from gossip_agent.core.node import Node
-from gossip_agent.core.plumtree import PRUNE_AFTER, Plumtree
+from gossip_agent.core.plumtree import PRUNE_AFTER, Plumtree, message_id
 
 
 class _Accept:
@@ -44,12 +44,39 @@ def test_reach_is_everyone_up_to_critical_direct_then_relays_add_fanout() -> Non
     assert relay_extras(CRITICAL_DIRECT, 3) == 0 and relay_extras(CRITICAL_DIRECT + 1, 3) == 3
 
 
-def test_a_relay_in_a_small_cluster_forwards_a_critical_write_along_the_tree_only() -> None:
-    """The writer reached everyone: extras at a relay would be duplicates only (they were ~5 copies per
-    member per critical write)."""
+def announced_to(effects: list[Effect]) -> set[int]:
+    """Ports of the members an announcement (long or short ids) went to."""
+    return {e.to[1] for e in effects if isinstance(e, Send) and any(
+        isinstance(m, IHave) or (isinstance(m, ShortIds) and m.kind == ShortKind.IHAVE) for m in e.packet.messages)}
+
+
+def test_a_relay_in_a_small_cluster_announces_a_critical_write_and_pushes_it_to_nobody() -> None:
+    """The writer reached everyone: a relay's tree pushes were a duplicate at every receiver (about one copy
+    more per member and critical write, arriving with the direct copies), and extras would be more. So every
+    neighbour, eager ones too, gets the id only: one whose direct copy was lost grafts it."""
     node = tree_node(12)
+    eager = {int(n[1:]) for n in node.tree.eager if n != "p2"}
+    assert eager
     out = node.handle_packet(Packet("p2", (StateRumor(b"x" * 50, critical=True),)), ("h", 2), 1.0)
-    assert pushed_to(out) == {int(n[1:]) for n in node.tree.eager if n != "p2"}
+    assert pushed_to(out) == set()
+    later = node.tick(2.0) + node.tick(4.0)  # past the lazy flush and the second ends' hold
+    neighbours = {int(n[1:]) for n in node.tree.neighbours() if n != "p2"}
+    assert eager <= announced_to(later) == neighbours
+    # A normal write is still pushed along the tree.
+    out = node.handle_packet(Packet("p2", (StateRumor(b"n" * 50),)), ("h", 2), 5.0)
+    assert pushed_to(out) == eager
+
+
+def test_a_critical_write_that_came_by_graft_is_pushed_along_the_tree() -> None:
+    """Our direct copy was lost (perhaps many were): the copy our graft drew goes on along the tree."""
+    node = tree_node(12)
+    ident = message_id(b"g" * 50)
+    node.handle_packet(Packet("p3", (IHave((ident,)),)), ("h", 3), 1.0)
+    grafts = node.tick(2.0)
+    assert any(isinstance(m, Graft | ShortIds) for e in grafts if isinstance(e, Send) for m in e.packet.messages)
+    out = node.handle_packet(Packet("p3", (StateRumor(b"g" * 50, critical=True),)), ("h", 3), 2.1)
+    assert node.stats["tree_delivered_graft"] == 1
+    assert pushed_to(out) == {int(n[1:]) for n in node.tree.eager if n != "p3"} != set()
 
 
 def test_in_a_large_cluster_the_writer_reaches_critical_direct_and_relays_add_fanout() -> None:

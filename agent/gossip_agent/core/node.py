@@ -1959,12 +1959,22 @@ class Node:
         self.stats[path] += 1
         if self.delegate is not None and self.delegate.on_state_rumor(rumor.payload, now):
             rumor = self._relay_class(rumor, sender, now)
-            # A critical write goes to `fanout` more members at every hop in clusters its writer could not reach
-            # whole (core/critical.py).
-            k = relay_extras(self.table.n_alive - 1, self.config.gossip.fanout) if rumor.critical else 0
-            extra = [m.name for m in self._random_peers(k, exclude=source, live_only=True, alive_only=True)
-                     if m.name not in self.tree.eager] if k else []
-            self._tree_spread(ident, rumor, source, now, out, extra=extra)
+            if rumor.critical and path != "tree_delivered_graft":
+                # A critical write goes to `fanout` more members at every hop in clusters its writer could not
+                # reach whole (core/critical.py); in one it could, every member got its own copy from the writer,
+                # so it is announced, not pushed: a push was a duplicate at every receiver (about one per member
+                # and critical write, all landing with the direct copies), and a member whose direct copy was
+                # lost grafts it from the announcements. Once grafted here it is pushed as usual (perhaps many
+                # direct copies were lost).
+                k = relay_extras(self.table.n_alive - 1, self.config.gossip.fanout)
+                if not k:
+                    self._tree_spread(ident, rumor, source, now, out, announce_only=True)
+                    return False
+                extra = [m.name for m in self._random_peers(k, exclude=source, live_only=True, alive_only=True)
+                         if m.name not in self.tree.eager]
+                self._tree_spread(ident, rumor, source, now, out, extra=extra)
+            else:
+                self._tree_spread(ident, rumor, source, now, out)
         return False
 
     def _relay_class(self, rumor: StateRumor, source: str | None, now: float) -> StateRumor:
@@ -1977,14 +1987,16 @@ class Node:
         return StateRumor(rumor.payload)
 
     def _tree_spread(self, ident: int, rumor: StateRumor, source: str | None, now: float, out: list[Effect], *,
-                     extra: Sequence[str] = ()) -> bool:
-        """Push a new payload to the eager neighbours (and `extra` members), announce it to the lazy ones."""
+                     extra: Sequence[str] = (), announce_only: bool = False) -> bool:
+        """Push a new payload to the eager neighbours (and `extra` members), announce it to the lazy ones
+        (`announce_only`: to every neighbour, pushed to none: Plumtree.deliver)."""
         size = self._header + codec.message_size(rumor)
         # A push too large to share a packet with another as large gains nothing by waiting (core/coalesce.py):
         # held, it only waited for the next push to flush it (at 100 writes/s of 1 KiB, each batch held one
         # push: ~10 ms per hop, a timer wake-up per push, and no header saved).
         alone = 2 * (size - self._header) > self._coalesce.max_bytes
-        for name in (*self.tree.deliver(ident, rumor.payload, source, now, critical=rumor.critical), *extra):
+        for name in (*self.tree.deliver(ident, rumor.payload, source, now, critical=rumor.critical,
+                                         announce_only=announce_only), *extra):
             if not rumor.critical and self.send_budget.allow_normal(size) < size:
                 # Over the send budget: this neighbour learns the id from its other links' announcements and
                 # grafts it later (a critical payload may still spend the reserve: _tree_within_budget).

@@ -523,17 +523,22 @@ class Plumtree:
         self._told_prune(name, now)
 
     def deliver(self, ident: int, payload: bytes, sender: str | None, now: float, *,
-                critical: bool = False) -> list[str]:
+                critical: bool = False, announce_only: bool = False) -> list[str]:
         """The state layer took a new payload: the eager peers to push it to now (not back to `sender`); its id
         is announced to the lazy peers at the next flush, and the payload kept a while (with its class,
-        `critical`) to answer grafts."""
+        `critical`) to answer grafts.
+
+        `announce_only`: push to nobody, announce to the eager peers too (a critical write its writer sent to
+        every member itself, core/critical.py: each neighbour holds it already, and one whose direct copy was
+        lost grafts it from the announcement, as from a lazy link)."""
         self._cache_put(ident, payload, now, critical)
         held = now + HOLD * self.lazy_interval
         announce = self._announce
         holders = self._holders[1] if self._holders[0] == ident else _NOBODY
         self._holders = _NO_HOLDERS
         me = self.me
-        for peer in sorted(self.lazy):  # name order, not hash order (see TreeOut.peers)
+        # (In name order, not hash order: see TreeOut.peers.)
+        for peer in sorted(self.lazy | self.eager) if announce_only else sorted(self.lazy):
             if peer != sender and peer not in holders:
                 queue = announce.get(peer)
                 if queue is None:
@@ -543,6 +548,8 @@ class Plumtree:
                     del queue[next(iter(queue))]
         if announce and self._flush_at == math.inf:
             self._flush_at = now + self.lazy_interval
+        if announce_only:
+            return []
         if holders:
             return sorted(peer for peer in self.eager if peer != sender and peer not in holders)
         eager = sorted(self.eager)
