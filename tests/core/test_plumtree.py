@@ -64,6 +64,33 @@ def test_duplicates_in_a_row_prune_the_link_they_came_over_at_once() -> None:
     assert t.tick(2.0).prunes == set()
 
 
+def test_under_graft_pressure_a_proven_link_is_pruned_only_after_more_duplicates_in_a_row() -> None:
+    """Busy agents reorder the copies of two working paths, and a prune then draws the pushes in flight as
+    more duplicates and rewires the tree (grafts): under graft pressure (core/graft_timing.py) a proven link
+    waits for PRUNE_AFTER_PRESSURE duplicates in a row. Without pressure, PRUNE_AFTER as before."""
+    assert plumtree.PRUNE_AFTER_PRESSURE > plumtree.PRUNE_AFTER
+    t = tree()
+    for _ in range(20):  # grafts for a fifth of at least PRESSURE_FLOOR payloads: pressure
+        t.timing.grafted(0.5)
+    assert t.timing.pressure(0.5)
+    assert t.receive(100, "c", 0.5)  # "c" is a tree link in use
+    for ident in range(1, plumtree.PRUNE_AFTER_PRESSURE + 1):
+        assert "c" in t.eager, ident
+        assert t.receive(ident, "b", 0.5)
+        assert not t.receive(ident, "c", 0.5)
+    assert "c" in t.lazy and t.tick(0.6).prunes == {"c"}
+    # The pressure decays (core/graft_timing.py PRESSURE_TAU): then PRUNE_AFTER again.
+    quiet = tree()
+    for _ in range(20):
+        quiet.timing.grafted(0.5)
+    assert not quiet.timing.pressure(30.0)
+    assert quiet.receive(100, "c", 30.0)
+    for ident in range(1, plumtree.PRUNE_AFTER + 1):
+        assert quiet.receive(ident, "b", 30.0)
+        assert not quiet.receive(ident, "c", 30.0)
+    assert "c" in quiet.lazy
+
+
 def test_a_link_that_never_delivered_first_is_pruned_at_its_first_duplicate() -> None:
     """While the tree forms every member has eager_target eager links, ~3x a tree's: one that has only ever
     brought duplicates is redundant, and waiting for PRUNE_AFTER of them cost ~0.2 payload copies per member
