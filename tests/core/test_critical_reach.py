@@ -107,3 +107,23 @@ def test_critical_duplicates_prune_no_tree_link_and_the_writer_does_not_become_a
         assert t.receive(i, "b", 3.0)
         assert not t.receive(i, "c", 3.01)
     assert t.tick(4.0).prunes == {"c"}
+
+
+def test_a_critical_write_s_id_rides_on_the_next_push_to_each_eager_neighbour() -> None:
+    """Under a stream of writes the next push to an eager neighbour follows within milliseconds: the id it
+    carries lets a neighbour whose direct copy was lost graft it then, not at the lazy flush (with 5 % loss in
+    the simulator, N=50, every 10th of 100 writes/s critical: critical t100 median 273 -> 106 ms)."""
+    node = tree_node(12)
+    eager = sorted(n for n in node.tree.eager if n != "p2")
+    assert eager
+    critical = StateRumor(b"c" * 50, critical=True)
+    node.handle_packet(Packet("p2", (critical,)), ("h", 2), 1.0)
+    out = node.handle_packet(Packet("p2", (StateRumor(b"n" * 50),)), ("h", 2), 1.01)
+    sid = message_id(critical.payload) >> 32
+    for name in eager:
+        port = int(name[1:])
+        packets = [e.packet for e in out if isinstance(e, Send) and e.to[1] == port]
+        assert len(packets) == 1, name  # the push, with the announcement on it: no packet of its own
+        ids = [i for m in packets[0].messages if isinstance(m, ShortIds) and m.kind == ShortKind.IHAVE
+               for i in m.ids] + [i >> 32 for m in packets[0].messages if isinstance(m, IHave) for i in m.ids]
+        assert sid in ids and any(isinstance(m, StateRumor) for m in packets[0].messages)

@@ -2075,9 +2075,16 @@ class Node:
         # neighbour each lazy interval, plenty of carriers; the digests' round-robin rides on probes and acks):
         # on every payload push they cost as much as the ids of the whole tree.
         digests = self._digests_for(name) if reader and not pushes else []
-        self._charge(used + _digest_bytes(digests))
-        rumors = self._take(self._budget(used + _allowance(digests)), name) if len(self.queue) else []
-        out.append(Send(member.addr, Packet(self.name, (*msgs, *rumors, *digests))))
+        # Announcements queued for `name` ride on a push too (a packet going anyway, no packet of their own at
+        # the flush). Mostly the ids of critical writes, announced to eager neighbours as well (Plumtree.deliver
+        # announce_only): under a stream of writes the next push to a neighbour follows within milliseconds, so
+        # a member whose direct copy was lost grafts it then, not a lazy interval later; and the ids queued for
+        # a lazy member that a critical write's writer pushes to directly.
+        riders = self._tree_riders(name, self._budget(used)) if pushes else []
+        riding = sum(codec.message_size(m) for m in riders) if riders else 0
+        self._charge(used + riding + _digest_bytes(digests))
+        rumors = self._take(self._budget(used + riding + _allowance(digests)), name) if len(self.queue) else []
+        out.append(Send(member.addr, Packet(self.name, (*msgs, *riders, *rumors, *digests))))
 
     def _on_tree_message(self, msg: IHave | Graft | Prune | ShortIds, sender: str, now: float, out: list[Effect],
                          grafted: set[int] | None = None, *, shows: bool = True, src_host: str | None = None) -> None:

@@ -121,6 +121,11 @@ PRUNE_AFTER_PRESSURE = 12
 # How long the second end of a lazy link holds an announcement, in lazy intervals: past the first end's latest
 # flush (one interval after its delivery) with a quarter interval for its IHAVE to arrive.
 HOLD = 1.25
+# An id we lack announced by an EAGER neighbour is grafted after this fraction of the usual wait: that neighbour
+# holds the payload and will not push it to us (a critical write, which members announce to every neighbour
+# instead of pushing: core/critical.py; or one it got while we were lazy at its end), so the wait is only for
+# another eager path's copy. The learnt wait under graft pressure still comes on top (core/graft_timing.py).
+EAGER_ANNOUNCER_WAIT = 0.25
 
 
 _NOBODY: set[str] = set()  # (never added to: the "no holders known" value of Plumtree._holders)
@@ -626,6 +631,8 @@ class Plumtree:
             if missing is None:
                 evicted += self._make_missing_room(sender)
                 spread = 0.5 + 0.5 * self._rng.random() if self._rng is not None else 1.0
+                if sender in self.eager:
+                    spread *= EAGER_ANNOUNCER_WAIT  # (see EAGER_ANNOUNCER_WAIT)
                 # The learnt wait for late eager copies comes on top (0 in a quiet cluster): graft_timing.py.
                 if extra is None:
                     extra = self.timing.extra(now)
