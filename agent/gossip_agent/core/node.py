@@ -2149,7 +2149,7 @@ class Node:
         """An announcement of `ids` to `to_name`: with short ids (type 19, half the bytes) to a member known to
         read them, else the long kind (type 10)."""
         if self.readers.reads(to_name, SHORT_IDS):
-            # (short_id inlined: a call per id was most of an announcement's cost, ~40 ids a lazy interval per peer)
+            # (short_id inlined: no function call per id, ~40 ids an announcement under writes)
             return ShortIds(ShortKind.IHAVE, tuple([i >> _SHORT_SHIFT for i in ids]))
         return IHave(tuple(ids))
 
