@@ -56,6 +56,9 @@ class MerkleTree:
         self._dirty_leaves: set[int] = set()
         self._counts_up = self._counts[::-1]  # the same dicts, leaves first (update walks a leaf's path up)
         self._leaf_shift = 32 - bits * depth
+        # Counts the updates that changed a digest: equal versions mean an unchanged tree (and root), read
+        # without hashing anything (the state core names a root it did not compute by it).
+        self.version = 0
 
     # -- writes ------------------------------------------------------------------------------------
     def update(self, key: str, digest: bytes | None) -> None:
@@ -69,6 +72,7 @@ class MerkleTree:
         old = items.get(key) if items is not None else None
         if old is None if digest is None else old is not None and old[1] == digest:
             return  # no change (a removal of an absent key, or the same digest again)
+        self.version += 1
         self._dirty_leaves.add(leaf)
         sums = self._sums
         if old is not None and digest is not None:  # a new version of a held key (no count changes)
