@@ -318,3 +318,61 @@ def test_whether_a_member_differs_is_told_without_our_root_when_two_roots_are_pu
             assert c.store.merkle._dirty_leaves  # told without hashing our root
         ours = c._my_root()
         assert differs == (view.counted - view.counted_roots.get(ours, 0) - view.counted_roots.get(None, 0) > 0)
+
+
+def test_an_observation_counts_the_members_publishing_our_root_without_it_while_our_key_count_is_unpublished() -> None:
+    """Equal roots mean equal contents, so a member publishing another key count cannot publish our root: while
+    writes stream in (our key count ahead of every published one) an observation answers as our root would
+    (agreeing fraction, distinct roots, whether some member differs) and leaves the Merkle paths written since
+    unhashed; once a member publishes our key count, our root is computed and compared."""
+    rng = random.Random(11)
+    unhashed = 0
+    for trial in range(300):
+        c = core("a")
+        names = [f"m{i}" for i in range(rng.randint(0, 5))]
+        for name in names:
+            c.on_member_event(member(name), 0.0)
+        run(c, 5.0)  # settled: published, nothing due but the periodic checks
+        c.put(f"k{trial}", b"v", None, 5.0, WALL + 5)
+        mine = c.store.stats()
+        for seq, name in enumerate(names):
+            pick = rng.choice(["mine", "other", "other-same-count", "none"])
+            if pick == "mine":
+                c.on_root_digest(Digest(name, seq + 1, root_prefix(mine.root), mine.keys, mine.hlc.wall_ms), 5.0)
+            elif pick != "none":
+                keys = mine.keys if pick == "other-same-count" else rng.randint(0, 3)
+                c.on_root_digest(Digest(name, seq + 1, bytes([1 + seq]) * 8, keys, 0), 5.0)
+        moved = rng.random() < 0.5
+        if moved:  # ours moves on (the test hashed our root above to publish it)
+            c.put(f"later{trial}", b"w", None, 5.01, WALL + 5.01)
+        ahead = not c._view.may_publish(len(c.store))
+        c.tick(5.11, WALL + 5.11)  # the observation (no digest is due yet: the replica is not quiet)
+        if ahead and moved:
+            assert c.store.merkle._dirty_leaves  # answered without hashing our root
+            unhashed += 1
+        status = c.convergence(WALL + 5.11)
+        ours, view = c._my_root(), c._view
+        roots = view.counted_roots
+        agree = roots.get(ours, 0)
+        assert status.fraction == (agree + 1) / (view.counted + 1)
+        assert status.distinct_roots == len(roots) - (None in roots) + (ours not in roots)
+        assert c._someone_differs() == (view.counted - agree - roots.get(None, 0) > 0)
+    assert 50 < unhashed < 200
+
+
+def test_our_root_named_later_keeps_the_repair_hold_it_had_unnamed() -> None:
+    """An observation that did not compute our root tells the repair planner a stand-in that changes when our tree
+    does; computed later for the same tree, the real root takes its place without restarting our hold (a repair
+    is not put off by REPAIR_HOLD for a root that did not change)."""
+    c = core("a")
+    c.on_member_event(member("b"), 0.0)
+    run(c, 5.0)
+    c.put("k", b"v", None, 5.0, WALL + 5)
+    c.tick(5.1, WALL + 5.1)  # b publishes no key count of ours: a stand-in
+    held_from = c.planner._mine.since
+    assert c.planner._mine.root is not None and c.planner._mine.root.startswith("~")
+    s = c.store.stats()
+    c.on_root_digest(Digest("b", 9, root_prefix(s.root), s.keys, s.hlc.wall_ms), 5.2)
+    c.tick(c.next_deadline(), WALL + c.next_deadline())
+    assert c.planner._mine.root == root_prefix(s.root).hex() and c.planner._mine.since == held_from
+    assert c.convergence(WALL + 6).converged

@@ -114,7 +114,11 @@ def from_plain(data: object) -> Hlc:
 
 
 def from_parts(wall: Any, logical: Any, node: Any) -> Hlc:
-    """`from_plain` of [wall, logical, node] without building the list (the rumor decoder's hot path)."""
+    """`from_plain` of [wall, logical, node] without building the list (the rumor decoder's hot path). What a
+    decoder gives (exact ints and strs in range) is taken at once; anything else gets the checks below."""
+    if type(wall) is int and type(logical) is int and type(node) is str and 0 <= wall <= MAX_WALL_MS \
+            and 0 <= logical <= MAX_LOGICAL:
+        return Hlc(wall, logical, node)
     if not (_is_uint(wall) and _is_uint(logical) and isinstance(node, str)):
         raise ValueError(f"hlc: expected [wall_ms, logical, node], got {[wall, logical, node]!r:.80}")
     if logical > MAX_LOGICAL:

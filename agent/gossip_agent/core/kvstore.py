@@ -546,6 +546,10 @@ class KvStore:
     def retired(self) -> frozenset[str]:
         return self._retired
 
+    def tombstone_count(self) -> int:
+        """Tombstones held (`stats().tombstones`, without computing the root)."""
+        return len(self._tombstones)
+
     def holds_garbage(self) -> bool:
         """Tombstones or graveyard entries wait for collection (`collect_garbage` has work)."""
         return bool(self._tombstones or self._graveyard)
@@ -807,14 +811,16 @@ def entry_from_plain(data: object) -> Entry:
         raise ValueError(f"entry: unknown tag {tag!r:.20}")
     context = VersionVector.from_plain(data[2])
     versions = []
+    from_parts = hlc_mod.from_parts
     for item in data[3]:
-        if not isinstance(item, list | tuple) or len(item) != 5:
+        # (A decoder's lists of exact types take the first test; anything else the full checks.)
+        if (type(item) is not list and not isinstance(item, list | tuple)) or len(item) != 5:
             raise ValueError("entry: expected [node, counter, wall_ms, logical, value]")
         node, n, wall, logical, value = item
-        if value is not None and not isinstance(value, bytes):
+        if value is not None and type(value) is not bytes and not isinstance(value, bytes):
             raise ValueError("entry: value must be bytes or nil")
-        ts = hlc_mod.from_parts(wall, logical, node)
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 < n < 1 << 63:
+        ts = from_parts(wall, logical, node)
+        if (type(n) is not int and (isinstance(n, bool) or not isinstance(n, int))) or not 0 < n < 1 << 63:
             raise ValueError("entry: bad dot counter")
         versions.append(Version((node, n), ts, value))
     if len(versions) > 1:

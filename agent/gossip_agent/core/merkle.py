@@ -56,6 +56,9 @@ class MerkleTree:
         self._dirty_leaves: set[int] = set()
         self._counts_up = self._counts[::-1]  # the same dicts, leaves first (update walks a leaf's path up)
         self._leaf_shift = 32 - bits * depth
+        # Counts the updates that changed a digest: equal versions mean an unchanged tree (and root), read
+        # without hashing anything (the state core names a root it did not compute by it).
+        self.version = 0
 
     # -- writes ------------------------------------------------------------------------------------
     def update(self, key: str, digest: bytes | None) -> None:
@@ -69,36 +72,43 @@ class MerkleTree:
         old = items.get(key) if items is not None else None
         if old is None if digest is None else old is not None and old[1] == digest:
             return  # no change (a removal of an absent key, or the same digest again)
-        delta = 0
-        count_delta = 0
-        if old is not None:
-            delta -= _item_value(khash, old[1])
-            count_delta -= 1
-        if digest is not None:
-            delta += _item_value(khash, digest)
-            count_delta += 1
+        self.version += 1
+        self._dirty_leaves.add(leaf)
+        sums = self._sums
+        if old is not None and digest is not None:  # a new version of a held key (no count changes)
+            assert items is not None
+            items[key] = (khash, digest)
+            sums[leaf] = (sums[leaf] - _from_bytes(sha256(khash + old[1]).digest(), "big")
+                          + _from_bytes(sha256(khash + digest).digest(), "big")) % _MOD
+            return
+        if digest is not None:  # a new key: its leaf and every ancestor count one more
             if items is None:
                 items = leaves[leaf] = {}
             items[key] = (khash, digest)
-        elif items is not None:
-            del items[key]
-            if not items:
-                del leaves[leaf]
-        self._dirty_leaves.add(leaf)
-        if count_delta:
-            bits = self.bits
+            sums[leaf] = (sums.get(leaf, 0) + _from_bytes(sha256(khash + digest).digest(), "big")) % _MOD
             index = leaf
+            bits = self.bits
             for counts in self._counts_up:  # leaves first, then each ancestor up to the root
-                n = counts.get(index, 0) + count_delta
-                if n:
-                    counts[index] = n
-                else:
-                    del counts[index]
+                counts[index] = counts.get(index, 0) + 1
                 index >>= bits
-            if leaf not in self._counts[self.depth]:
-                self._sums.pop(leaf, None)
-                return
-        self._sums[leaf] = (self._sums.get(leaf, 0) + delta) % _MOD
+            return
+        assert items is not None and old is not None  # a removal of a held key: one less on its path
+        del items[key]
+        if not items:
+            del leaves[leaf]
+        index = leaf
+        bits = self.bits
+        for counts in self._counts_up:
+            n = counts[index] - 1
+            if n:
+                counts[index] = n
+            else:
+                del counts[index]
+            index >>= bits
+        if leaf in self._counts[self.depth]:
+            sums[leaf] = (sums[leaf] - _from_bytes(sha256(khash + old[1]).digest(), "big")) % _MOD
+        else:
+            sums.pop(leaf, None)
 
     # -- reads -------------------------------------------------------------------------------------
     def leaf_of(self, khash: bytes) -> int:
@@ -176,11 +186,12 @@ class MerkleTree:
         leaf_hashes = self._hashes[depth]
         leaf_counts = self._counts[depth]
         sums = self._sums
+        join = b"".join
         for leaf in dirty:
             n = leaf_counts.get(leaf, 0)
             if n:
-                leaf_hashes[leaf] = sha256(b"L" + n.to_bytes(8, "big")
-                                           + sums[leaf].to_bytes(HASH_BYTES, "big")).digest()
+                leaf_hashes[leaf] = sha256(join((b"L", n.to_bytes(8, "big"),
+                                                 sums[leaf].to_bytes(HASH_BYTES, "big")))).digest()
             else:
                 leaf_hashes.pop(leaf, None)
         bits = self.bits
@@ -191,21 +202,24 @@ class MerkleTree:
             hashes = self._hashes[level]
             get = self._hashes[level + 1].get
             counts = self._counts[level]
+            if fanout == 4:  # the default shape: four lookups joined once (no intermediate bytes), no generator
+                for index in dirty:
+                    if index in counts:
+                        base = index << 2
+                        hashes[index] = sha256(join((b"N", get(base, empty), get(base + 1, empty),
+                                                     get(base + 2, empty), get(base + 3, empty)))).digest()
+                    else:
+                        hashes.pop(index, None)
+                continue
             for index in dirty:
                 if index in counts:
                     base = index << bits
-                    if fanout == 4:  # the default shape: four lookups, no generator
-                        block = b"N" + get(base, empty) + get(base + 1, empty) + get(base + 2, empty) + \
-                            get(base + 3, empty)
-                    else:
-                        block = b"N" + b"".join([get(base + i, empty) for i in range(fanout)])
-                    hashes[index] = sha256(block).digest()
+                    hashes[index] = sha256(b"N" + join([get(base + i, empty) for i in range(fanout)])).digest()
                 else:
                     hashes.pop(index, None)
 
 
-def _item_value(khash: bytes, digest: bytes) -> int:
-    return int.from_bytes(sha256(khash + digest).digest(), "big")
+_from_bytes = int.from_bytes
 
 
 def diff(a: MerkleTree, b: MerkleTree) -> set[str]:

@@ -201,6 +201,11 @@ class RepairPlanner:
         if self._mine.root != my_root:
             self._mine = _Seen(my_root, now)
 
+    def rename_mine(self, my_root: str) -> None:
+        """Our root, unchanged since the last `mine`, now known by another name (the state core names a root it
+        did not compute by its tree's version): the hold goes on."""
+        self._mine = _Seen(my_root, self._mine.since)
+
     def peer(self, now: float, name: str, root: str | None) -> None:
         """One peer's published root now (incremental form of `observe`, fed by member events)."""
         seen = self._peers.get(name)

@@ -129,12 +129,17 @@ def _guard(what: str, fn: Any, *args: Any) -> Any:
 
 # -- entries, rumors, log records ----------------------------------------------------------------------
 def _entry(plain: Any, limits: CodecLimits) -> Entry:
-    if isinstance(plain, list) and len(plain) == 4 and plain[0] == 0 and isinstance(plain[3], list) \
-            and len(plain[3]) > MAX_ENTRY_VERSIONS:  # (a value entry: tag 0, kvstore.entry_to_plain)
-        raise StateCodecError(f"entry: {len(plain[3])} versions (limit {MAX_ENTRY_VERSIONS})")
-    if isinstance(plain, list) and len(plain) == 4 and plain[0] == 0 and isinstance(plain[2], list):
-        _check_context_items(len(plain[2]))
-    entry: Entry = _guard("entry", entry_from_plain, plain)
+    if isinstance(plain, list) and len(plain) == 4 and plain[0] == 0:  # (a value entry: tag 0, kvstore.entry_to_plain)
+        if isinstance(plain[3], list) and len(plain[3]) > MAX_ENTRY_VERSIONS:
+            raise StateCodecError(f"entry: {len(plain[3])} versions (limit {MAX_ENTRY_VERSIONS})")
+        if isinstance(plain[2], list):
+            _check_context_items(len(plain[2]))
+    try:
+        entry: Entry = entry_from_plain(plain)  # (`_guard`, inlined: one call fewer per rumor)
+    except StateCodecError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise StateCodecError(f"entry: {err}") from None
     try:
         key_bytes = len(entry.key.encode())
     except UnicodeEncodeError:
@@ -142,8 +147,9 @@ def _entry(plain: Any, limits: CodecLimits) -> Entry:
     if not 0 < key_bytes <= limits.max_key_bytes:
         raise StateCodecError(f"entry: key of {key_bytes} bytes (limit {limits.max_key_bytes})")
     if not isinstance(entry, CrdtEntry):
+        max_value = limits.max_value_bytes
         for version in entry.versions:
-            if version.value is not None and len(version.value) > limits.max_value_bytes:
+            if version.value is not None and len(version.value) > max_value:
                 raise StateCodecError(f"entry: value of {len(version.value)} bytes "
                                       f"(limit {limits.max_value_bytes})")
     return entry
@@ -173,7 +179,7 @@ def decode_rumor(payload: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Entry:
     if payload[:2] != _RUMOR_HEAD:  # (read as bytes, never decoded: a tag of nested arrays would be built)
         raise StateCodecError(f"not a state rumor (format tag {RUMOR}, 2 fields)")
     entry = memoryview(payload)[2:]
-    if entry[1:2] != _CRDT_TAG_BYTE:
+    if payload[3:4] != _CRDT_TAG_BYTE:  # (entry[1:2], read from the payload: no memoryview slice per rumor)
         reader = _rumor_reader(len(payload), limits)
         if reader is not None:
             return _entry(reader.plain(entry, "state rumor"), limits)
@@ -544,22 +550,27 @@ class _ValueEntries:
         base = walker.tell()
         try:
             walker.feed(raw)
-            if walker.read_array_header() != 4 or raw[walker.tell() - base:walker.tell() - base + 1] != _VALUE_TAG_BYTE:
+            tell = walker.tell
+            size = len(raw)
+            if walker.read_array_header() != 4:
+                raise _ShapeError
+            at = tell() - base
+            if at >= size or raw[at] != 0:  # the value tag (a positive fixint 0)
                 raise _ShapeError
             walker.skip()
-            if not _is_str(raw, walker.tell() - base):
+            if not _is_str(raw, tell() - base):
                 raise _ShapeError
             key = walker.unpack()
-            items = _array_len(raw, walker.tell() - base)
+            items = _array_len(raw, tell() - base)
             _check_context_items(items)
             shape.context(items)
             context = walker.unpack()
-            versions = _array_len(raw, walker.tell() - base)
+            versions = _array_len(raw, tell() - base)
             if versions > MAX_ENTRY_VERSIONS:
                 raise StateCodecError(f"entry: {versions} versions (limit {MAX_ENTRY_VERSIONS})")
             shape.versions(versions)
             plain_versions = walker.unpack()
-            if walker.tell() - base != len(raw):
+            if tell() - base != size:
                 raise StateCodecError(f"{what}: an entry has trailing bytes")
         except BaseException as err:
             self._walker = None  # (its buffer may hold the rest of this entry)

@@ -213,6 +213,7 @@ class _Peer:
     addr: Address
     state: MemberState
     root: str | None  # published root (None: publishes none, or garbage)
+    keys: int | None = None  # the key count published with it (None: none published)
 
 
 @dataclass(slots=True)
@@ -222,16 +223,27 @@ class _View:
     peers: dict[str, _Peer] = field(default_factory=dict)
     alive: dict[str, None] = field(default_factory=dict)      # insertion-ordered: deterministic peer choice
     counted_roots: Counter[str | None] = field(default_factory=Counter)  # of members counted (not left)
+    # Key counts published beside the roots of counted members that publish one (None: a root without a count).
+    counted_keys: Counter[int | None] = field(default_factory=Counter)
     counted: int = 0
 
-    def set(self, name: str, addr: Address, state: MemberState, root: str | None) -> None:
+    def set(self, name: str, addr: Address, state: MemberState, root: str | None, keys: int | None = None) -> None:
         self.remove(name)
-        self.peers[name] = _Peer(addr, state, root)
+        self.peers[name] = _Peer(addr, state, root, keys)
         if state == MemberState.ALIVE:
             self.alive[name] = None
         if state != MemberState.LEFT:
             self.counted_roots[root] += 1
             self.counted += 1
+            if root is not None:
+                self.counted_keys[keys] += 1
+
+    def may_publish(self, keys: int) -> bool:
+        """Whether a counted member may publish the root of a replica of `keys` live keys: one publishes that
+        key count (or a root without one). Equal roots mean equal contents, and so equal key counts: when no
+        member publishes ours, none publishes our root, and our root need not be computed to know it."""
+        counts = self.counted_keys
+        return counts.get(keys, 0) > 0 or counts.get(None, 0) > 0
 
     def remove(self, name: str) -> None:
         old = self.peers.pop(name, None)
@@ -243,6 +255,10 @@ class _View:
             self.counted_roots[old.root] -= 1
             if not self.counted_roots[old.root]:
                 del self.counted_roots[old.root]
+            if old.root is not None:
+                self.counted_keys[old.keys] -= 1
+                if not self.counted_keys[old.keys]:
+                    del self.counted_keys[old.keys]
 
 
 def digest_max_wait(config: AgentConfig) -> float:
@@ -284,6 +300,8 @@ class StateNode:
         self._pacing = PublishPacing(DIGEST_QUIET)  # the quiet grows in a stream's lulls (core/digests.py)
         self._digest_roots: dict[str, str] = {}  # member -> root prefix (hex) from its newest digest
         self._digest_hlc: dict[str, int] = {}  # member -> HLC wall ms of its newest digest
+        self._digest_keys: dict[str, int] = {}  # member -> key count of its newest digest
+        self._mine_version = -1  # the Merkle tree version the repair planner last heard about (`_tell_mine`)
         self._ahead_since: dict[str, float] = {}  # member -> when we first saw our HLC ahead of its digest
         self.planner = RepairPlanner(REPAIR_HOLD, REPAIR_MIN_GAP, FAR_REPAIR_HOLD)
         self.retirement = Retirement(config.state.tombstone_ttl)
@@ -588,7 +606,8 @@ class StateNode:
             if chosen is None or chosen not in self._view.peers:
                 return
             name, addr = chosen, self._view.peers[chosen].addr
-        if self._view.peers[name].root == self._my_root():
+        peer = self._view.peers[name]
+        if peer.root is not None and peer.keys in (None, len(self.store)) and peer.root == self._my_root():
             # The peer publishes our root: nothing to repair, so an idle cluster sends no AE traffic.
             self.stats.ae["skipped_same_root"] += 1
             return
@@ -605,6 +624,7 @@ class StateNode:
             self._view.remove(m.name)
             self._digest_roots.pop(m.name, None)
             self._digest_hlc.pop(m.name, None)
+            self._digest_keys.pop(m.name, None)
             self._ahead_since.pop(m.name, None)
             self.planner.forget(m.name)
         else:
@@ -636,11 +656,12 @@ class StateNode:
         root = digest.root.hex()
         self._digest_roots[digest.name] = root
         self._digest_hlc[digest.name] = digest.hlc_ms
+        self._digest_keys[digest.name] = digest.keys
         self._ahead_since.pop(digest.name, None)
         peer = self._view.peers.get(digest.name)
-        if peer is None or peer.root == root:
+        if peer is None or (peer.root == root and peer.keys == digest.keys):
             return
-        self._view.set(digest.name, peer.addr, peer.state, root)
+        self._view.set(digest.name, peer.addr, peer.state, root, digest.keys)
         if peer.state == MemberState.ALIVE:
             self.planner.peer(now, digest.name, root)
         self._dirty(now)
@@ -649,12 +670,24 @@ class StateNode:
         """Our root in the form members' roots are compared in: the digest's prefix."""
         return self.store.root_hex()[:2 * ROOT_PREFIX_BYTES]
 
+    def _root_if_published(self) -> str | None:
+        """Our root (as `_my_root`) when a counted member may publish it, else None: no member publishes our key
+        count, so none publishes our root (`_View.may_publish`). While writes stream in, our key count runs ahead
+        of every published one, and the Merkle paths written since are not hashed at each observation (a tick
+        re-hashed ~7 tree nodes per write every ~0.2 s, ~90 % of its CPU), only when a root is published or a
+        session compares trees, each node once for all the writes under it."""
+        if not self._view.may_publish(len(self.store)):
+            return None
+        return self._my_root()
+
     def _see(self, m: MemberSnapshot, now: float) -> None:
         root = self._digest_roots.get(m.name)
+        keys = self._digest_keys.get(m.name)
         if root is None:  # an agent too old to send digests: the root its metadata publishes
             published = parse_state_meta(m.meta)
             root = published.root[:2 * ROOT_PREFIX_BYTES] if published is not None else None
-        self._view.set(m.name, m.addr, m.state, root)
+            keys = published.keys if published is not None else None
+        self._view.set(m.name, m.addr, m.state, root, keys)
         if m.state == MemberState.ALIVE:
             self.planner.peer(now, m.name, root)
         else:
@@ -698,32 +731,55 @@ class StateNode:
         return out
 
     def _observe(self, now: float, wall: float, out: list[StateEffect]) -> None:
-        s = self.store.stats()
-        self._publish(now, wall, (s.root, s.keys, s.hlc.wall_ms), out)
-        root = s.root[:2 * ROOT_PREFIX_BYTES]
+        store = self.store
+        hlc_ms = store.clock.wall_ms
+        self._publish(now, wall, len(store), hlc_ms, out)
+        root = self._root_if_published()  # None: no member publishes our root (it is not computed)
         if self._dirty_since is not None:  # whatever agreed at the last observation held until the change
             self.tracker.held(wall - (now - self._dirty_since))
             self._dirty_since = None
         roots = self._view.counted_roots
-        distinct = len(roots) - (None in roots) + (root not in roots)
-        status = self.tracker.observe_counts(wall, self._view.counted, roots.get(root, 0), distinct,
-                                             newest_write_ms=s.hlc.wall_ms or None)
-        if status.converged and s.tombstones and self.store.acknowledge_tombstones(_ms(wall)):
+        named = len(roots) - (None in roots)
+        if root is None:
+            agree, distinct = 0, named + 1
+        else:
+            agree, distinct = roots.get(root, 0), named + (root not in roots)
+        status = self.tracker.observe_counts(wall, self._view.counted, agree, distinct,
+                                             newest_write_ms=hlc_ms or None)
+        if status.converged and store.tombstone_count() and store.acknowledge_tombstones(_ms(wall)):
             self._acked_at = now
             self._gc_at = min(self._gc_at, now + ACK_GRACE_MS / 1000)
-        self.planner.mine(now, root)
+        self._tell_mine(now, root)
         self._plan_repair(now, out)
 
-    def _publish(self, now: float, wall: float, mine: tuple[str, int, int], out: list[StateEffect]) -> None:
+    def _tell_mine(self, now: float, root: str | None) -> None:
+        """Our root to the repair planner, which needs when it last changed (its hold) and which peers publish
+        it. Unknown (None: no member publishes it), it is named by the Merkle tree's version, a name no member
+        publishes that changes exactly when the tree does; the same state named later keeps its hold."""
+        version = self.store.merkle.version
+        if root is None:
+            if version != self._mine_version:
+                self.planner.mine(now, f"~{version}")  # ("~" is no hex digit: no published root equals it)
+        elif version == self._mine_version:
+            self.planner.rename_mine(root)
+        else:
+            self.planner.mine(now, root)
+        self._mine_version = version
+
+    def _publish(self, now: float, wall: float, keys: int, hlc_ms: int, out: list[StateEffect]) -> None:
         """Publish our digest when the replica went quiet or the oldest unpublished change waited long enough;
-        otherwise come back then."""
-        if mine == self.published:
+        otherwise come back then. Our root is computed only when it is published, or when the key count and HLC
+        published last are ours (then the root tells whether anything changed)."""
+        published = self.published
+        if published is not None and published[1] == keys and published[2] == hlc_ms \
+                and published[0] == self.store.root_hex():
             self._unpublished_since = None
             return
         since = now if self._unpublished_since is None else self._unpublished_since
         quiet_at = self._last_change + self._pacing.quiet(since)
         due = min(quiet_at, since + self._digest_max_wait)
         if now >= due:
+            mine = (self.store.root_hex(), keys, hlc_ms)
             out.append(PublishDigest(*mine, seq_floor=_ms(wall)))
             self.published = mine
             self._pacing.published(now, since, lull=now >= quiet_at)
@@ -758,7 +814,9 @@ class StateNode:
         if len(roots) - (None in roots) >= 2:
             return True
         view = self._view
-        return view.counted - roots.get(self._my_root(), 0) - roots.get(None, 0) > 0
+        mine = self._root_if_published()
+        agree = roots.get(mine, 0) if mine is not None else 0
+        return view.counted - agree - roots.get(None, 0) > 0
 
     def _not_late(self, now: float) -> tuple[Iterable[str], float]:
         """The alive peers whose digests may count as divergent now, and when the next late one may (or inf).

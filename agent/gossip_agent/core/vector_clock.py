@@ -153,6 +153,10 @@ class VersionVector:
     @staticmethod
     def from_plain(data: object) -> VersionVector:
         """Inverse of `to_plain`; raises ValueError on anything malformed (duplicate nodes included)."""
+        if type(data) is list and len(data) == 2:  # one writer (most keys' contexts): checked in one go
+            node, n = data
+            if type(node) is str and type(n) is int and 0 < n < 1 << 63:
+                return _wrap({node: n})
         if not isinstance(data, list | tuple) or len(data) % 2:
             raise ValueError(f"version vector: expected a flat [node, counter, ...] list, got {data!r:.80}")
         entries: dict[str, int] = {}
