@@ -39,6 +39,7 @@ import random
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -204,7 +205,7 @@ class Agent:
                                   "was busy with something else (a sample each time the protocol timer fires, "
                                   f"and at least every {WATCHDOG_EVERY}s).",
                                   buckets=LAG_BUCKETS, registry=self.metrics.registry)
-        self._lags: list[tuple[float, float]] = []   # (at, lag) over the last LAG_WINDOW seconds
+        self._lags: deque[tuple[float, float]] = deque()  # (at, lag) over the last LAG_WINDOW seconds
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_due = 0.0  # loop time the watchdog timer is due at (its lateness is the loop's lag)
         self._reopening: asyncio.Task[None] | None = None  # the UDP endpoint's reopening, while one runs
@@ -738,8 +739,9 @@ class Agent:
         now = self.clock()
         lags = self._lags
         lags.append((now, lag))
-        if lags[0][0] < now - LAG_WINDOW:
-            self._lags = [(at, v) for at, v in lags if at >= now - LAG_WINDOW]
+        cutoff = now - LAG_WINDOW
+        while lags[0][0] < cutoff:  # (samples come in time order: the oldest go first)
+            lags.popleft()
         if self._udp is not None and self._udp.closed and self._reopening is None:
             self._reopening = self.spawn(self._reopen_in_background(), "udp-reopen")
 
