@@ -11,12 +11,13 @@ Choice (flag `--event-loop`, else the environment variable `GOSSIP_EVENT_LOOP`, 
   auto     uvloop if it can be imported, else asyncio's loop (a build without it still runs);
   uvloop   uvloop or fail at startup (`LoopUnavailable`): the operator asked for it.
 
-The default is asyncio's loop: uvloop is a trade, not a free win. Measured (session 12, 2-core machine): CPU
-per delivered write at N=50, 100 writes/s -5.7 % (0.3673 -> 0.3463 ms, load average ~22), an agent answering
-pings in-process -13 % (37.5 -> 32.5 us a ping); but idle RSS per agent at N=10 +2.65 MiB (42.05 -> 44.7 MiB;
-PSS +1.3 MiB: the library's pages are shared between agents on a node) for uvloop's module, its C library's
-pages and the loop's 256 KB receive buffer, and #11 asks that idle figures be no worse. Pick `auto` where CPU
-under load matters more than ~3 MiB a member (the image ships uvloop, pinned in requirements-agent.txt).
+The default is asyncio's loop: uvloop is a trade, not a free win. Measured (session 12, 2-core machine shared
+with other work): an agent answering pings in-process -13 % CPU (37.5 -> 32.5 us a ping: the driver's own
+path); CPU per delivered write at N=50, 100 writes/s -5.7 % and +2.4 % in two A/B runs (the core's work per
+write dominates there, and run-to-run noise is about +-4 %); but idle RSS per agent at N=10 +2.65 MiB (42.05 ->
+44.7 MiB; PSS +1.3 MiB: the library's pages are shared between agents on a node) for uvloop's module, its C
+library's pages and the loop's 256 KB receive buffer, and #11 asks that idle figures be no worse. Pick `auto`
+where CPU matters more than ~3 MiB a member (the image ships uvloop, pinned in requirements-agent.txt).
 """
 
 from __future__ import annotations
