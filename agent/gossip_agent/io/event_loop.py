@@ -13,7 +13,7 @@ Choice (flag `--event-loop`, else the environment variable `GOSSIP_EVENT_LOOP`, 
 
 The default is asyncio's loop: uvloop is a trade, not a free win. Measured (session 12, 2-core machine shared
 with other work): an agent answering pings in-process -13 % CPU (37.5 -> 32.5 us a ping: the driver's own
-path); CPU per delivered write at N=50, 100 writes/s -5.7 % and +2.4 % in two A/B runs (the core's work per
+path); CPU per delivered write at N=50, 100 writes/s -5.7 %, +2.4 % and -0.6 % in three A/B runs (the core's work per
 write dominates there, and run-to-run noise is about +-4 %); but idle RSS per agent at N=10 +2.65 MiB (42.05 ->
 44.7 MiB; PSS +1.3 MiB: the library's pages are shared between agents on a node) for uvloop's module, its C
 library's pages and the loop's 256 KB receive buffer, and #11 asks that idle figures be no worse. Pick `auto`
