@@ -7,7 +7,6 @@ status 2 and a message naming the key; a graceful leave (SIGTERM, SIGINT, POST /
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ from typing import Any
 
 from gossip_agent import __version__
 from gossip_agent.core.config import AgentConfig, ConfigError, from_mapping
+from gossip_agent.io import event_loop
 from gossip_agent.io.security import KeyringError
 
 # Environment variable -> (config key path, kind).
@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", help="directory for durable state")
     p.add_argument("--log-level", default=os.environ.get("GOSSIP_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
+    p.add_argument("--event-loop", choices=event_loop.CHOICES, default=None,
+                   help=f"asyncio, uvloop, or auto (uvloop if installed); default ${event_loop.ENV_VAR}, else "
+                        f"{event_loop.DEFAULT} (io/event_loop.py says what uvloop trades)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -144,15 +147,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args, os.environ)
+        choice = event_loop.choice_from(args.event_loop, os.environ)
         skip_system_trust_store(config, os.environ)  # before aiohttp is imported
+        factory, loop_name = event_loop.loop_factory(choice)
         from gossip_agent.io.extension import default_extensions
         from gossip_agent.io.runtime import Agent
         agent = Agent(config, extensions=default_extensions(config))
-    except (ConfigError, KeyringError) as exc:
+    except (ConfigError, KeyringError, event_loop.LoopUnavailable) as exc:
         print(f"gossip-agent: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    logging.getLogger("gossip_agent").info("event loop: %s", loop_name)
     try:
-        return asyncio.run(agent.run())
+        return event_loop.run(agent.run(), factory)
     except OSError as exc:
         print(f"gossip-agent: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -282,3 +282,28 @@ async def test_a_deadline_of_minus_infinity_means_at_once_not_never(trio: list[A
     agent._timer_at = math.inf
     agent._reschedule()
     assert agent._timer is not None
+
+
+async def test_the_protocol_timers_lateness_is_a_lag_sample_and_postpones_the_watchdog() -> None:
+    """The watchdog wakes only when no protocol timer fired for WATCHDOG_EVERY: each firing of the Node's timer
+    is a lag sample of its own (how late it fired) and re-arms the watchdog from then."""
+    from gossip_agent.io import runtime
+
+    agent = Agent(config("solo"))
+    await agent.start()
+    try:
+        loop = asyncio.get_running_loop()
+        watchdog = agent._watchdog
+        assert watchdog is not None and agent.recent_lag() < runtime.LOOP_STALL
+        if agent._timer is not None:
+            agent._timer.cancel()
+        agent._timer = loop.call_at(loop.time() - 2.0, lambda: None)  # a protocol timer that fired 2 s late
+        agent._on_timer()
+        assert agent.recent_lag() >= 2.0
+        ok, why = agent.readiness()
+        assert not ok and "stalled" in why
+        assert watchdog.cancelled() and agent._watchdog is not None
+        assert agent._watchdog.when() >= loop.time() + runtime.WATCHDOG_EVERY - 0.1
+    finally:
+        await agent.stop()
+    assert agent._watchdog is not None and agent._watchdog.cancelled()

@@ -39,6 +39,7 @@ import random
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -88,7 +89,8 @@ PEER_CLASS_REFRESH = 1.0
 # Timer slack: fire a hair after the deadline so `tick(now)` never runs just before it and spins.
 _SLACK = 0.001
 _PORT_ATTEMPTS = 20
-# The watchdog: wakes this often, measures how late it woke (event-loop lag), and reopens a closed UDP endpoint.
+# The watchdog: measures event-loop lag (how late a timer fires) and reopens a closed UDP endpoint, at least this
+# often: the protocol timer's own firings are its samples, so it wakes only when no such timer fired for this long.
 WATCHDOG_EVERY = 0.25
 # Readiness fails while the loop lagged more than this within the last LAG_WINDOW seconds (stalled agent).
 LOOP_STALL = 1.0
@@ -199,10 +201,14 @@ class Agent:
         self._done = asyncio.Event()
         self._stopped = False
         self.port = 0
-        self.loop_lag = Histogram("gossip_event_loop_lag_seconds", "How late the watchdog woke: time the event "
-                                  "loop was busy with something else (each sample one period).",
+        self.loop_lag = Histogram("gossip_event_loop_lag_seconds", "How late a timer fired: time the event loop "
+                                  "was busy with something else (a sample each time the protocol timer fires, "
+                                  f"and at least every {WATCHDOG_EVERY}s).",
                                   buckets=LAG_BUCKETS, registry=self.metrics.registry)
-        self._lags: list[tuple[float, float]] = []   # (at, lag) over the last LAG_WINDOW seconds
+        self._lags: deque[tuple[float, float]] = deque()  # (at, lag) over the last LAG_WINDOW seconds
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_due = 0.0  # loop time the watchdog timer is due at (its lateness is the loop's lag)
+        self._reopening: asyncio.Task[None] | None = None  # the UDP endpoint's reopening, while one runs
         self.udp_reopens = 0
         self._udp_down_since: float | None = None
         self.metrics.registry.register(_RuntimeCollector(self))
@@ -292,7 +298,7 @@ class Agent:
         for ext in self.extensions:
             await ext.start()
         self._reschedule()
-        self.spawn(self._watchdog(), "watchdog")
+        self._arm_watchdog()
         if self.config.seeds:
             self._join_through_seeds(JoinSeeds(rejoin=False))
         else:
@@ -406,6 +412,8 @@ class Agent:
                 log.exception("extension %s failed to stop", ext.name)
         if self._timer is not None:
             self._timer.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         tasks = [t for t in self._tasks if t is not asyncio.current_task()]
         for t in tasks:
             t.cancel()
@@ -478,10 +486,14 @@ class Agent:
         self._timer = self._loop.call_at(self._loop.time() + delay, self._on_timer)
 
     def _on_timer(self) -> None:
+        timer = self._timer
         self._timer = None
         self._timer_at = math.inf
         if self._stopped:
             return
+        if timer is not None and self._loop is not None:  # its lateness: the watchdog's sample, taken here
+            self._note_lag(self._loop.time() - timer.when())
+            self._arm_watchdog()
         try:
             now = self.clock()
             self.node.observe_wall_clock(time.time(), now)  # follow wall-clock steps (aligned probing)
@@ -696,20 +708,48 @@ class Agent:
         return self.security.seal(codec.encode_packet(Packet(node.name, (Ack(pings[0].seq),))), Purpose.STREAM)
 
     # -- watchdog: loop lag and the UDP endpoint ---------------------------------------------------------
-    async def _watchdog(self) -> None:
-        """Measure event-loop lag (how late a short sleep wakes) and reopen a closed UDP endpoint."""
-        loop = asyncio.get_running_loop()
-        while not self._stopped:
-            before = loop.time()
-            await asyncio.sleep(WATCHDOG_EVERY)
-            lag = max(0.0, loop.time() - before - WATCHDOG_EVERY)
-            self.loop_lag.observe(lag)
-            now = self.clock()
-            self._lags.append((now, lag))
-            if self._lags[0][0] < now - LAG_WINDOW:
-                self._lags = [(at, v) for at, v in self._lags if at >= now - LAG_WINDOW]
-            if self._udp is not None and self._udp.closed:
-                await self._reopen_udp()
+    def _arm_watchdog(self) -> None:
+        """(Re-)arm the watchdog WATCHDOG_EVERY from now. The protocol timer calls this each time it fires (its
+        own lateness is the sample the watchdog would take), so in a busy or gossiping agent the watchdog
+        itself rarely wakes: each wake-up of a process costs far more than the work it does."""
+        loop = self._loop
+        assert loop is not None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog_due = loop.time() + WATCHDOG_EVERY
+        self._watchdog = loop.call_at(self._watchdog_due, self._on_watchdog)
+
+    def _on_watchdog(self) -> None:
+        """No timer fired for WATCHDOG_EVERY: sample the loop's lag (how late this timer fired), then re-arm.
+        A plain timer, not a task sleeping in a loop: a sleeping task's wake-up took two loop turns (the timer
+        resolves a future, whose callback steps the task); this takes one."""
+        self._watchdog = None
+        if self._stopped or self._loop is None:
+            return
+        try:
+            self._note_lag(self._loop.time() - self._watchdog_due)
+        finally:
+            self._arm_watchdog()
+
+    def _note_lag(self, lag: float) -> None:
+        """One event-loop lag sample (a timer's lateness), and the UDP endpoint's health check that goes with it:
+        a closed endpoint is reopened in a task of its own, one at a time."""
+        lag = max(0.0, lag)
+        self.loop_lag.observe(lag)
+        now = self.clock()
+        lags = self._lags
+        lags.append((now, lag))
+        cutoff = now - LAG_WINDOW
+        while lags[0][0] < cutoff:  # (samples come in time order: the oldest go first)
+            lags.popleft()
+        if self._udp is not None and self._udp.closed and self._reopening is None:
+            self._reopening = self.spawn(self._reopen_in_background(), "udp-reopen")
+
+    async def _reopen_in_background(self) -> None:
+        try:
+            await self._reopen_udp()
+        finally:
+            self._reopening = None
 
     async def _reopen_udp(self) -> None:
         cfg = self.config

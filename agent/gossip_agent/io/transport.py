@@ -1,14 +1,17 @@
 """UDP transport: best-effort datagrams in and out (memberlist's packet interface).
 
-Received datagrams go straight to a callback on the event loop thread (no queue to grow). When several are
-waiting in the socket, one wake-up reads up to `RECV_BATCH` of them, then calls `on_drained` once: asyncio's
-transport reads one datagram per event-loop turn, so under load every datagram paid a turn of its own (an
-epoll call, the loop's bookkeeping) and the runtime re-armed its timer after each; now the runtime re-arms once
-per wake-up, and watch streams write the lines of the whole batch at once. Sends never wait: a datagram goes
-straight to the socket while asyncio's buffer is empty (what asyncio's own `sendto` does after argument checks
-and bookkeeping that cost more than the rest of our send); if the kernel buffer is full, asyncio buffers it
-and the datagrams after it, and further sends are dropped once that buffer passes `MAX_WRITE_BUFFER` bytes, as
-UDP would drop them anyway.
+Received datagrams go straight to a callback on the event loop thread (no queue to grow), and `on_drained`
+runs once after each wake-up's datagrams (the runtime re-arms its timer there, not per packet). asyncio's
+selector transport reads one datagram per event-loop turn, so under load every datagram paid a turn of its
+own (an epoll call, the loop's bookkeeping): on that loop, when several are waiting in the socket, one wake-up
+reads up to `RECV_BATCH` of them itself, then calls `on_drained`. uvloop (io/event_loop.py) already reads
+every waiting datagram in one wake-up, one callback each: there `on_drained` is called soon after the last
+(`call_soon`, once per wake-up), and the transport reads nothing itself (it would only find the socket empty).
+
+Sends never wait: a datagram goes straight to the socket while the loop's buffer is empty (what asyncio's own
+`sendto` does after argument checks and bookkeeping that cost more than the rest of our send); if the kernel
+buffer is full, the loop's transport buffers it and the datagrams after it, and further sends are dropped once
+that buffer passes `MAX_WRITE_BUFFER` bytes, as UDP would drop them anyway.
 
 A send never closes the endpoint: asyncio's datagram transport closes itself on any non-OSError raised by
 the socket call (e.g. `UnicodeError: encoding of hostname failed` for a host a peer made up), so `sendto`
@@ -63,10 +66,15 @@ _BAD_ADDRESS, _ERROR = SendResult.BAD_ADDRESS, SendResult.ERROR
 
 class UdpTransport(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Callable[[bytes, Address], None],
-                 on_drained: Callable[[], None] | None = None, sock: socket.socket | None = None) -> None:
+                 on_drained: Callable[[], None] | None = None, sock: socket.socket | None = None,
+                 *, read_batches: bool = True) -> None:
         self._on_datagram = on_datagram
         self._on_drained = on_drained  # after each wake-up's datagrams (one or a batch)
         self._sock = sock  # the bound socket itself (asyncio hands out a wrapper without recvfrom)
+        # Read the rest of a burst ourselves (asyncio's selector loop); else the loop delivers the burst and
+        # `on_drained` runs once soon after it (uvloop).
+        self._read_batches = read_batches and sock is not None
+        self._drain_pending = False
         self._transport: asyncio.DatagramTransport | None = None
         self.send_errors = 0
         self.lost = False
@@ -89,6 +97,9 @@ class UdpTransport(asyncio.DatagramProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
 
     def datagram_received(self, data: bytes, addr: tuple[str | bytes | int, ...]) -> None:
+        if not self._read_batches:
+            self._one_of_a_burst(data, addr)
+            return
         try:
             self._on_datagram(data, (str(addr[0]), int(addr[1])))
             sock = self._sock
@@ -108,6 +119,20 @@ class UdpTransport(asyncio.DatagramProtocol):
         finally:
             if self._on_drained is not None:
                 self._on_drained()
+
+    def _one_of_a_burst(self, data: bytes, addr: tuple[str | bytes | int, ...]) -> None:
+        """A loop that reads every waiting datagram itself: `on_drained` once, after the wake-up's callbacks."""
+        try:
+            self._on_datagram(data, (str(addr[0]), int(addr[1])))
+        finally:
+            if not self._drain_pending and self._on_drained is not None:
+                self._drain_pending = True
+                asyncio.get_running_loop().call_soon(self._drained)
+
+    def _drained(self) -> None:
+        self._drain_pending = False
+        if self._on_drained is not None:
+            self._on_drained()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -192,7 +217,9 @@ async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address],
     if not infos:
         raise OSError(f"no address for udp {host}:{port}")
     sock = _bound(infos)
-    protocol = UdpTransport(on_datagram, on_drained, sock)
+    # Only asyncio's selector loop reads one datagram per callback (uvloop reads a burst per wake-up).
+    protocol = UdpTransport(on_datagram, on_drained, sock,
+                            read_batches=isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop))
     try:
         await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
     except BaseException:
