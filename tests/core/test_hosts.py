@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gossip_agent.core import hosts
 from gossip_agent.core.hosts import canonical_ip, host_key, same_host, wire_host
 
 # Spellings of 127.0.0.1 that a socket reaches (inet_aton, names, IPv4-mapped IPv6): /tmp/rev-guard/spell.py.
@@ -48,3 +49,16 @@ def test_names_from_configuration_key_case_insensitively() -> None:
 
 def test_wire_host_takes_only_ascii_strings() -> None:
     assert not wire_host(b"127.0.0.1") and not wire_host(None) and not wire_host("\uff11\uff12\uff17.0.0.1")
+
+
+def test_remembered_wire_hosts_give_the_same_answers_and_stay_bounded() -> None:
+    """The memo of valid hosts changes no answer (asked twice, in any order, after any other host) and holds at
+    most WIRE_HOSTS_KEPT hosts however many distinct valid addresses a peer names."""
+    hosts._wire_hosts.clear()
+    for host in ["127.0.0.1", "::1", *LOOPBACK_V6, *NOT_IP, "10.0.0.1", "10.0.0.01", "2001:DB8::1"]:
+        first = wire_host(host)
+        assert wire_host(host) == first == (canonical_ip(host) == host and "%" not in host)
+    for i in range(3 * hosts.WIRE_HOSTS_KEPT):
+        assert wire_host(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
+        assert len(hosts._wire_hosts) <= hosts.WIRE_HOSTS_KEPT
+    assert not wire_host("10.0.0.01") and wire_host("10.0.0.1")
