@@ -144,6 +144,7 @@ AGENT_ADDR = "127.0.0.1"
 VERSION_BYTES = 16          # one write's version in the floor: a 64-bit HLC + a 64-bit counter
 SERF_EVENT_LIMIT = 512      # Serf's UserEventSizeLimit (name + payload)
 CAPTURE_TARGET_PPS = 500    # lean apparatus: the capture keeps about this many datagrams/s (1 in K, by the kernel)
+WATCH_BATCH_MS = 2.0        # lean apparatus: a watch reader's gathering time after each wake-up
 OBSERVER_PRIORITY = "rt"    # lean apparatus: the observer's priority while measuring (the agents keep the default)
 MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead", "digest", "coordinate",
                     "peer_coordinates")  # second-hand coordinate rows: overhead, like own coordinates
@@ -437,13 +438,14 @@ def pid_cpu_s(pid: int | None) -> float | None:
 WATCH_KEY_RX = re.compile(rb'"key": ?"(bench/[^"]*)"')
 
 
-def watch_reader_child(spec: str, priority: str) -> int:
+def watch_reader_child(spec: str, priority: str, batch_s: float = 0.0) -> int:
     """Runs in a child process until SIGTERM or EOF on stdin: opens `GET /v1/watch?prefix=bench/` on every agent
     in `spec` ("index:port,..."), reads the raw bytes (non-blocking sockets, one epoll loop), finds the keys with
     one regex over each chunk (a partial last line waits for the rest) and stamps every key in a chunk with the
     time it was read (time.perf_counter: CLOCK_MONOTONIC on Linux, the same clock as the driver's). It writes
     lines to stdout: `R <index>` when a stream is watching, `E <index> <text>` for an error line or a stream that
-    ended, and `A <json [[index, key, t], ...]>` batches of arrivals (at most every 20 ms)."""
+    ended, and `A <json [[index, key, t], ...]>` batches of arrivals (at most every 20 ms). With `batch_s`, it
+    sleeps that long after each wake-up before reading (fewer wake-ups, stamps at most that late)."""
     import selectors
     observer_priority(priority)
     stop = False
@@ -469,7 +471,13 @@ def watch_reader_child(spec: str, priority: str) -> int:
     flushed = time.perf_counter()
     find = WATCH_KEY_RX.finditer
     while not stop and tails:
-        for key, _ in sel.select(0.02):
+        events = sel.select(0.02)
+        if events and batch_s > 0:
+            # At `rt` priority a reader woken for every line would cost three times the CPU of one that wakes
+            # behind busy agents: after each wake-up let the lines gather for `batch_s`, then read them all.
+            # Each stamp is then at most `batch_s` late (its read, not its arrival).
+            time.sleep(batch_s)
+        for key, _ in events:
             idx = key.data
             if idx < 0:
                 stop = True
@@ -523,7 +531,7 @@ class WatchReaders:
     `arrivals` (key -> agent -> time) through the driver's event loop, in batches; `ready` holds the agents
     whose stream is watching."""
 
-    def __init__(self, agents: Sequence[bc.Agent], count: int, priority: str,
+    def __init__(self, agents: Sequence[bc.Agent], count: int, priority: str, batch_ms: float,
                  arrivals: dict[str, dict[str, float]]) -> None:
         self.names = [a.name for a in agents]
         self.arrivals = arrivals
@@ -535,7 +543,7 @@ class WatchReaders:
         for r in range(count):
             spec = ",".join(f"{i}:{a.port}" for i, a in enumerate(agents) if i % count == r)
             proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()),
-                                     f"--watch-reader={priority}/{spec}"],
+                                     f"--watch-reader={priority}/{batch_ms:g}/{spec}"],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             bc._PROCS.append(proc)
             self.procs.append(proc)
@@ -832,7 +840,8 @@ class OursLoad:
             ready: set[str] = set()
             readers: WatchReaders | None = None
             if lean:  # the streams in reader children; the classic apparatus reads them here (aiohttp)
-                readers = WatchReaders(agents, args.watch_readers, args.observer_priority, arrivals)
+                readers = WatchReaders(agents, args.watch_readers, args.observer_priority, args.watch_batch_ms,
+                                       arrivals)
                 ready = readers.ready
 
             async def watch(a: bc.Agent) -> None:
@@ -894,7 +903,8 @@ class OursLoad:
         # This thread (the event loop) and the capture child started now; restored when the scenario ends, before
         # any agent of a later scenario is started (they must inherit the default).
         self.restore_priority = observer_priority(prio)
-        cap = Capture(lo, hi, self.workdir, sample_every, prio)
+        # The capture stamps nothing (the kernel queues what it keeps): it runs at the default priority.
+        cap = Capture(lo, hi, self.workdir, sample_every)
         captured = cap.start()
         # The writes, drawn before the window (same draws as the classic apparatus: agent, then body).
         plan_w: list[tuple[bc.Agent, str, bytes, bytes]] = []
@@ -1062,6 +1072,7 @@ class OursLoad:
             # The measuring apparatus itself: which one, and its own CPU-seconds (this driver, the watch readers,
             # the capture child) while writing and over the whole window.
             "apparatus": {"kind": args.apparatus, "observer_priority": prio, "watch_readers": len(reader_pids),
+                          "watch_batch_ms": args.watch_batch_ms if lean else None,
                           "capture_sample_every": sample_every if captured else None,
                           "cpu_s_during_writes": obs_delta(obs0, obs_last), "cpu_s_window": obs_delta(obs0, obs_end)},
             "write_window_s": r3(write_window), "window_s": r3(window),
@@ -1452,6 +1463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="lean: the observer's priority (driver loop while measuring, readers, capture; the agents "
                    "keep the default): rt (SCHED_RR 1) or a nice value; needs root; 0: unchanged "
                    "(default %(default)s)")
+    p.add_argument("--watch-batch-ms", type=float, default=WATCH_BATCH_MS, metavar="MS",
+                   help="lean: a watch reader lets lines gather this long after each wake-up (stamps at most "
+                   "that late; 0: read at every wake-up) (default %(default)s)")
     p.add_argument("--capture-sample", type=int, default=0, metavar="K",
                    help=f"lean: capture 1 in K datagrams (0: K for about {CAPTURE_TARGET_PPS} kept/s)")
     p.add_argument("--capture-child", help=argparse.SUPPRESS)
@@ -1462,8 +1476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out, sample, prio = rest.rsplit(",", 2)
         return capture_child(int(lo), int(hi), out, int(sample), prio)
     if args.watch_reader:
-        prio, _, spec = args.watch_reader.partition("/")
-        return watch_reader_child(spec, prio)
+        prio, batch_ms, spec = args.watch_reader.split("/", 2)
+        return watch_reader_child(spec, prio, float(batch_ms) / 1000)
     if args.serf and not serf_mod.available():
         log("serf is not installed (apt-get install serf): no Serf rows")
         args.serf = False

@@ -130,7 +130,9 @@ def test_watch_reader_finds_keys_split_across_reads_and_stamps_them_with_the_mon
     fake = FakeWatch()
     t0 = time.perf_counter()
     # stdin stays open (the driver's end of the pipe): the reader ends when its only stream does.
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bench_load.py"), f"--watch-reader=0/7:{fake.port}"],
+    # Default priority, lines gathered 1 ms after each wake-up, agent index 7 at the fake's port.
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bench_load.py"),
+                             f"--watch-reader=0/1/7:{fake.port}"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stderr is not None
