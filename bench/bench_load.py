@@ -436,6 +436,7 @@ def pid_cpu_s(pid: int | None) -> float | None:
 
 # -- watch readers: the agents' watch streams, read outside the driver ---------------------------------------------
 WATCH_KEY_RX = re.compile(rb'"key": ?"(bench/[^"]*)"')
+FLUSH_S = 0.1  # a watch reader's batches of arrivals to the driver
 
 
 def watch_reader_child(spec: str, priority: str, batch_s: float = 0.0) -> int:
@@ -444,7 +445,8 @@ def watch_reader_child(spec: str, priority: str, batch_s: float = 0.0) -> int:
     one regex over each chunk (a partial last line waits for the rest) and stamps every key in a chunk with the
     time it was read (time.perf_counter: CLOCK_MONOTONIC on Linux, the same clock as the driver's). It writes
     lines to stdout: `R <index>` when a stream is watching, `E <index> <text>` for an error line or a stream that
-    ended, and `A <json [[index, key, t], ...]>` batches of arrivals (at most every 20 ms). With `batch_s`, it
+    ended, and `A <json [[index, key, t], ...]>` batches of arrivals (every 0.1 s: the stamps are taken here, so
+    the driver, woken at its own priority for each batch, need not hear of them sooner). With `batch_s`, it
     sleeps that long after each wake-up before reading (fewer wake-ups, stamps at most that late)."""
     import selectors
     observer_priority(priority)
@@ -474,9 +476,10 @@ def watch_reader_child(spec: str, priority: str, batch_s: float = 0.0) -> int:
         events = sel.select(0.02)
         if events and batch_s > 0:
             # At `rt` priority a reader woken for every line would cost three times the CPU of one that wakes
-            # behind busy agents: after each wake-up let the lines gather for `batch_s`, then read them all.
-            # Each stamp is then at most `batch_s` late (its read, not its arrival).
+            # behind busy agents: after each wake-up let the lines gather for `batch_s`, then read every stream
+            # ready by then. Each stamp is then at most `batch_s` late (its read, not its arrival).
             time.sleep(batch_s)
+            events = sel.select(0)
         for key, _ in events:
             idx = key.data
             if idx < 0:
@@ -515,7 +518,7 @@ def watch_reader_child(spec: str, priority: str, batch_s: float = 0.0) -> int:
                 out.write(b"E %d " % idx + buf[max(0, at - 100):at + 100].replace(b"\n", b" ") + b"\n")
                 out.flush()
         now = time.perf_counter()
-        if pending and now - flushed >= 0.02:
+        if pending and now - flushed >= FLUSH_S:
             out.write(b"A " + json.dumps(pending, separators=(",", ":")).encode() + b"\n")
             out.flush()
             pending = []
