@@ -150,7 +150,7 @@ def test_watch_reader_finds_keys_split_across_reads_and_stamps_them_with_the_mon
     arrivals = [a for line in lines if line.startswith(b"A ") for a in json.loads(line[2:])]
     assert [(i, k) for i, k, _ in arrivals] == [(7, "bench/r/1"), (7, "bench/r/2")]
     assert all(t0 <= t <= t1 for _, _, t in arrivals)  # perf_counter is CLOCK_MONOTONIC: one clock for both
-    assert lines[-1].startswith(b"E 7 watch stream closed")
+    assert b"E 7 watch stream closed" in lines  # (arrivals still unsent follow it: batches go every 0.1 s)
 
 
 def test_putter_sends_stamped_requests_and_reuses_the_connection() -> None:
