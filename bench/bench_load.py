@@ -3,8 +3,9 @@
 For each scenario (N agents, a write rate, a value size, a gossip mode and optional config overrides) a fresh
 cluster of real agent processes starts (bench_cluster.py's machinery: seeds one by one, the rest in a burst, all
 joined when every agent has logged every other), every agent gets a watch stream (`GET /v1/watch?prefix=bench/`)
-to this process, and then `--writes` PUTs of `--size` random bytes, each to a new key, go to random agents at
-`--rate` writes/s (open loop: a slow agent does not slow the schedule). Measured:
+to this bench (a watch reader child of it, see `observer`), and then `--writes` PUTs of `--size` random bytes,
+each to a new key, go to random agents at `--rate` writes/s (open loop: a slow agent does not slow the schedule).
+Measured:
 
   bytes      IP-level bytes between agents from nftables counters of our own (table `gossip_load_<pid>`, output
              hook, created and removed by the bench): UDP to the agents' port range and TCP to or from it, only
@@ -20,7 +21,8 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
              kernel's random number, independent of the content, so every type is sampled alike) with K chosen
              for about 500 kept datagrams/s from the idle rate and the write rate (`--capture-sample K` to fix
              it): K = 1, the whole traffic, for small runs such as the 8-agent one; about 15 at N=50, 100
-             writes/s, where decoding every datagram cost the observer half a CPU-second per 10 s. Only mean
+             writes/s, where decoding every datagram cost the capture 0.4-0.5 CPU-seconds per 10 s of writes
+             (0.07-0.16 at K=15). Only mean
              sizes are taken from it, never totals, so nothing below depends on the sample being complete:
              the counts it holds (`capture.messages`, `packets`, `undecoded_packets`) are of the sample.
              Decoded: each message's msgpack bytes by type (ping, ack, nack, ping_req, alive, suspect, dead,
@@ -51,14 +53,27 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
   observer   The measuring apparatus costs CPU on the machine the agents run on, and its stamps lag when it waits
              for a CPU. So the watch streams are read by `--watch-readers` child processes (raw sockets, one
              epoll loop, one regex per chunk, arrivals sent to the driver in batches), not by 50 aiohttp streams
-             in the driver; the capture is sampled (above); and the driver's event loop (while measuring), the
-             readers and the capture run at nice `--observer-nice` (-10; the agents keep the default 0 and are
-             never children of a raised thread), so a wake-up is not queued behind 50 busy agents. Reported:
-             `apparatus` (which, its nice, readers, the capture's K, and the CPU-seconds of the driver, the
-             readers and the capture while writing and over the window) and the write schedule's own lag
-             (`schedule_lag_ms_*`: how late each PUT left against its open-loop due time). `--apparatus classic`
-             is the earlier observer (aiohttp streams and PUTs in the driver, every datagram decoded, default
-             priority), to A/B the apparatus itself. Measured at N=50, 100 writes/s, 1 KiB (2 cores): OBSERVED.
+             in the driver; PUTs go out on raw keep-alive connections (above); the capture is sampled (above).
+             The driver's event loop (while measuring) and the readers run at `--observer-priority` (default
+             `rt`: SCHED_RR 1, so a wake-up runs at once instead of queueing behind 50 busy agents; with
+             SCHED_RESET_ON_FORK, and the agents are started before it is raised and keep the default); the
+             capture stamps nothing and keeps the default. A nice value is not enough on a shared machine: with
+             autogroup scheduling (`/proc/sys/kernel/sched_autogroup_enabled`) nice only weighs against the
+             agents, in the bench's own session, while every other session's load still delays the whole group.
+             At `rt` a reader would wake for every line: after each wake-up it lets lines gather for
+             `--watch-batch-ms` (2), so an arrival's stamp is at most that late. Reported: `apparatus` (which,
+             its priority, readers, the capture's K, and the CPU-seconds of the driver, the readers and the
+             capture while writing and over the window) and the write schedule's own lag (`schedule_lag_ms_*`:
+             how late each PUT left against its open-loop due time). `--apparatus classic` is the earlier
+             observer (aiohttp streams and PUTs in the driver, every datagram decoded, default priority), to A/B
+             the apparatus itself. Measured at N=50, 100 writes/s of 1 KiB, critical 1/10 (2 cores shared with
+             other sessions, load 17-24; 3 invocations, each rt / priority 0 / classic on the same agents):
+             schedule lag p99 1.7-1.8 ms (rt) / 38-175 ms (0) / 134-228 ms (classic); the observer's CPU-seconds
+             while writing 10 s 1.5-2.1 (rt: readers 0.9-1.3) / 0.6-0.9 / 1.1-1.3 (classic: driver 0.7-0.9,
+             capture 0.4); the agents' CPU per delivery 0.365-0.367 / 0.358-0.382 / 0.356-0.381 ms: no change
+             seen beyond the noise (the observer's raised priority does not make the agents look cheaper; it
+             takes CPU from them sooner, not more of it). Latencies swung 4-10x between runs of one arm (the
+             machine at its knee): compare arms by CPU per delivery, and the apparatus by its lag and CPU.
   roots      time from the last write's acknowledgement until every agent's published Merkle root
              (GET /v1/status) is the same.
   critical   with `--critical-every K`, every K-th write is PUT with `?priority=critical` (agents that do not
@@ -88,7 +103,8 @@ Serf refuses user events whose name + payload exceed 512 B, so scenarios with la
     python bench/bench_load.py [--n 8,10,50] [--rate 10,100] [--size 1024] [--writes 0 | --seconds 10]
         [--modes push,pull,push-pull] [--broadcasts tree,flood] [--serf] [--issue-scenario] [--sweep]
         [--set gossip.fanout=6] [--baseline DIR]
-        [--json FILE] [--keep-logs DIR]
+        [--apparatus lean|classic] [--observer-priority rt|NICE] [--watch-readers R] [--watch-batch-ms MS]
+        [--capture-sample K] [--json FILE] [--keep-logs DIR]
 
 `--broadcasts tree,flood` runs each of our scenarios once per gossip.broadcast path (the broadcast tree against
 the flood, before/after in one run). `--baseline DIR` runs each of our scenarios once more, just before it, with
