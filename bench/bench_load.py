@@ -55,25 +55,28 @@ Measured:
              epoll loop, one regex per chunk, arrivals sent to the driver in batches), not by 50 aiohttp streams
              in the driver; PUTs go out on raw keep-alive connections (above); the capture is sampled (above).
              The driver's event loop (while measuring) and the readers run at `--observer-priority` (default
-             `rt`: SCHED_RR 1, so a wake-up runs at once instead of queueing behind 50 busy agents; with
-             SCHED_RESET_ON_FORK, and the agents are started before it is raised and keep the default); the
-             capture stamps nothing and keeps the default. A nice value is not enough on a shared machine: with
-             autogroup scheduling (`/proc/sys/kernel/sched_autogroup_enabled`) nice only weighs against the
-             agents, in the bench's own session, while every other session's load still delays the whole group.
-             At `rt` a reader would wake for every line: after each wake-up it lets lines gather for
-             `--watch-batch-ms` (2), so an arrival's stamp is at most that late. Reported: `apparatus` (which,
-             its priority, readers, the capture's K, and the CPU-seconds of the driver, the readers and the
-             capture while writing and over the window) and the write schedule's own lag (`schedule_lag_ms_*`:
-             how late each PUT left against its open-loop due time). `--apparatus classic` is the earlier
-             observer (aiohttp streams and PUTs in the driver, every datagram decoded, default priority), to A/B
-             the apparatus itself. Measured at N=50, 100 writes/s of 1 KiB, critical 1/10 (2 cores shared with
-             other sessions, load 17-24; 3 invocations, each rt / priority 0 / classic on the same agents):
-             schedule lag p99 1.7-1.8 ms (rt) / 38-175 ms (0) / 134-228 ms (classic); the observer's CPU-seconds
-             while writing 10 s 1.5-2.1 (rt: readers 0.9-1.3) / 0.6-0.9 / 1.1-1.3 (classic: driver 0.7-0.9,
-             capture 0.4); the agents' CPU per delivery 0.365-0.367 / 0.358-0.382 / 0.356-0.381 ms: no change
-             seen beyond the noise (the observer's raised priority does not make the agents look cheaper; it
-             takes CPU from them sooner, not more of it). Latencies swung 4-10x between runs of one arm (the
-             machine at its knee): compare arms by CPU per delivery, and the apparatus by its lag and CPU.
+             nice -10; with SCHED_RESET_ON_FORK, and the agents are started before it is raised and keep the
+             default); the capture stamps nothing and keeps the default. A `sent` stamp is taken at the send, so
+             a late wake-up of the driver shifts the schedule (`schedule_lag_ms_*`) but not t100; a late reader
+             makes arrivals late. nice weighs only against the agents: with autogroup scheduling
+             (`/proc/sys/kernel/sched_autogroup_enabled`) every other session's load still delays the bench's
+             whole session. `rt` (SCHED_RR 1) wakes at once whoever else runs, but a reader then wakes for every
+             line or two: after each wake-up it lets lines gather for `--watch-batch-ms` (2; an arrival's stamp
+             is at most that late), and it still cost 3x the CPU. Reported: `apparatus` (which, its priority,
+             readers, the capture's K, and the CPU-seconds of the driver, the readers and the capture while
+             writing and over the window) and the write schedule's own lag (`schedule_lag_ms_*`: how late each
+             PUT left against its open-loop due time). `--apparatus classic` is the earlier observer (aiohttp
+             streams and PUTs in the driver, `sent` stamped before aiohttp's queueing, every datagram decoded,
+             default priority), to A/B the apparatus itself. Measured at N=50, 100 writes/s of 1 KiB, critical
+             1/10 (2 cores shared with other sessions, load 17-24; 4 invocations, each rt / priority 0 / classic
+             on the same agents): schedule lag p99 1.7-2.0 ms (rt) / 38-175 ms (0) / 134-236 ms (classic); the
+             observer's CPU-seconds over 10 s of writes 1.5-2.1 (rt: readers 0.9-1.3) / 0.6-0.9 / 1.1-1.3
+             (classic: driver 0.7-0.9, capture 0.4); nice -10 against 0 (one pair): 0.55 / 0.54, lag p99 118 /
+             175 ms. The agents' CPU per delivery 0.365-0.375 / 0.358-0.385 / 0.356-0.381 ms: no change beyond
+             the noise (a raised observer takes its CPU from the agents sooner, not more of it). But at rt the
+             agents' tree repaired itself more (duplicates 19-35 k against 8-10 k with classic, in 4 of 4
+             pairs, and worse t100 tails), so rt is not the default. Latencies swung 4-10x between runs of one
+             arm (the machine at its knee): compare agents by CPU per delivery, the apparatus by lag and CPU.
   roots      time from the last write's acknowledgement until every agent's published Merkle root
              (GET /v1/status) is the same.
   critical   with `--critical-every K`, every K-th write is PUT with `?priority=critical` (agents that do not
@@ -161,7 +164,7 @@ VERSION_BYTES = 16          # one write's version in the floor: a 64-bit HLC + a
 SERF_EVENT_LIMIT = 512      # Serf's UserEventSizeLimit (name + payload)
 CAPTURE_TARGET_PPS = 500    # lean apparatus: the capture keeps about this many datagrams/s (1 in K, by the kernel)
 WATCH_BATCH_MS = 2.0        # lean apparatus: a watch reader's gathering time after each wake-up
-OBSERVER_PRIORITY = "rt"    # lean apparatus: the observer's priority while measuring (the agents keep the default)
+OBSERVER_PRIORITY = "-10"   # lean apparatus: the observer's priority while measuring (the agents keep the default)
 MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead", "digest", "coordinate",
                     "peer_coordinates")  # second-hand coordinate rows: overhead, like own coordinates
 DATA_TYPES = ("state", "pull", "ihave", "graft", "prune", *SHORT_LABELS.values(), "short_ids")
