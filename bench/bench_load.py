@@ -3,8 +3,9 @@
 For each scenario (N agents, a write rate, a value size, a gossip mode and optional config overrides) a fresh
 cluster of real agent processes starts (bench_cluster.py's machinery: seeds one by one, the rest in a burst, all
 joined when every agent has logged every other), every agent gets a watch stream (`GET /v1/watch?prefix=bench/`)
-to this process, and then `--writes` PUTs of `--size` random bytes, each to a new key, go to random agents at
-`--rate` writes/s (open loop: a slow agent does not slow the schedule). Measured:
+to this bench (a watch reader child of it, see `observer`), and then `--writes` PUTs of `--size` random bytes,
+each to a new key, go to random agents at `--rate` writes/s (open loop: a slow agent does not slow the schedule).
+Measured:
 
   bytes      IP-level bytes between agents from nftables counters of our own (table `gossip_load_<pid>`, output
              hook, created and removed by the bench): UDP to the agents' port range and TCP to or from it, only
@@ -14,15 +15,25 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
              agent's rumor queue is empty: retransmissions still queued are part of a write's cost.
   floor      (N-1) copies of key + value + 16 B of version (one 64-bit HLC and a 64-bit counter): what delivering
              each write exactly once to every other agent would cost. `x_floor` = bytes per write / floor.
-  by type    Every UDP datagram between agents is also captured (AF_PACKET on `lo`, a kernel BPF filter keeping
+  by type    UDP datagrams between agents are also captured (AF_PACKET on `lo`, a kernel BPF filter keeping
              only 127.0.0.1 -> 127.0.0.1 UDP to the port range, one copy per datagram) by a child process and
-             decoded: each message's msgpack bytes by type (ping, ack, nack, ping_req, alive, suspect, dead,
+             decoded. The capture is a sample: the filter keeps a random 1 in K (`capture.sample_every`; the
+             kernel's random number, independent of the content, so every type is sampled alike) with K chosen
+             for about 500 kept datagrams/s from the idle rate and the write rate (`--capture-sample K` to fix
+             it): K = 1, the whole traffic, for small runs such as the 8-agent one; about 15 at N=50, 100
+             writes/s, where decoding every datagram cost the capture 0.4-0.5 CPU-seconds per 10 s of writes
+             (0.07-0.16 at K=15). Only mean
+             sizes are taken from it, never totals, so nothing below depends on the sample being complete:
+             the counts it holds (`capture.messages`, `packets`, `undecoded_packets`) are of the sample.
+             Decoded: each message's msgpack bytes by type (ping, ack, nack, ping_req, alive, suspect, dead,
              state, pull, digest, and the broadcast tree's ihave, graft, prune; type 19 by kind: short_pull,
              short_offer); each datagram's headers (IP 20 + UDP 8 + framing) are shared among its messages in
-             proportion to their size. A Python capture cannot keep up with 50 busy agents (the kernel drops
-             what it cannot queue: `capture.kernel_drops`, `capture_kept`), so the split uses the agents' own
+             proportion to their size. The capture may also miss datagrams (the kernel drops what it cannot
+             queue: `capture.kernel_drops`; `capture_kept` is the share of the datagrams asked for, 1 in K of the
+             nft count, that it decoded), so the split uses the agents' own
              exact message counts by type (`gossip_messages_total{direction="out"}`) times each type's mean
-             wire size from the capture, scaled to the nft UDP total (`udp_split` says which method). TCP
+             wire size from the capture, scaled to the nft UDP total (`udp_split` says which method);
+             datagrams the capture could not decode keep their share of the captured bytes. TCP
              (push-pull membership syncs, Merkle anti-entropy, stream probes) is split by operation with the
              agents' own byte counters (`gossip_bytes_total{kind=<op>}`), scaled to the nft TCP total.
              The agents' counters are also reported as they are: `gossip_messages_total{type}` (messages by type)
@@ -34,7 +45,38 @@ to this process, and then `--writes` PUTs of `--size` random bytes, each to a ne
              (`digest`; older agents: in their Alive metadata, counted as `alive`).
   latency    write -> all (t100): from just before the PUT is sent to the arrival of the change on the LAST
              agent's watch stream (an agent emits it right after applying the write); median, p99, max; writes
-             some agent never emitted within `--deliver-timeout` are counted as incomplete.
+             some agent never emitted within `--deliver-timeout` are counted as incomplete. The stamps: `sent`
+             is taken by the write schedule itself, immediately before the request's one send on an idle
+             keep-alive connection (a raw HTTP/1.1 client; a new connection only when every one to that agent is
+             busy, stamped after its connect); an arrival is stamped by a watch reader child when its recv returns
+             the bytes holding the key (time.perf_counter, CLOCK_MONOTONIC on Linux: one clock in every process).
+  observer   The measuring apparatus costs CPU on the machine the agents run on, and its stamps lag when it waits
+             for a CPU. So the watch streams are read by `--watch-readers` child processes (raw sockets, one
+             epoll loop, one regex per chunk, arrivals sent to the driver in batches), not by 50 aiohttp streams
+             in the driver; PUTs go out on raw keep-alive connections (above); the capture is sampled (above).
+             The driver's event loop (while measuring) and the readers run at `--observer-priority` (default
+             nice -10; with SCHED_RESET_ON_FORK, and the agents are started before it is raised and keep the
+             default); the capture stamps nothing and keeps the default. A `sent` stamp is taken at the send, so
+             a late wake-up of the driver shifts the schedule (`schedule_lag_ms_*`) but not t100; a late reader
+             makes arrivals late. nice weighs only against the agents: with autogroup scheduling
+             (`/proc/sys/kernel/sched_autogroup_enabled`) every other session's load still delays the bench's
+             whole session. `rt` (SCHED_RR 1) wakes at once whoever else runs, but a reader then wakes for every
+             line or two: after each wake-up it lets lines gather for `--watch-batch-ms` (2; an arrival's stamp
+             is at most that late), and it still cost 3x the CPU. Reported: `apparatus` (which, its priority,
+             readers, the capture's K, and the CPU-seconds of the driver, the readers and the capture while
+             writing and over the window) and the write schedule's own lag (`schedule_lag_ms_*`: how late each
+             PUT left against its open-loop due time). `--apparatus classic` is the earlier observer (aiohttp
+             streams and PUTs in the driver, `sent` stamped before aiohttp's queueing, every datagram decoded,
+             default priority), to A/B the apparatus itself. Measured at N=50, 100 writes/s of 1 KiB, critical
+             1/10 (2 cores shared with other sessions, load 17-24; 4 invocations, each rt / priority 0 / classic
+             on the same agents): schedule lag p99 1.7-2.0 ms (rt) / 38-175 ms (0) / 134-236 ms (classic); the
+             observer's CPU-seconds over 10 s of writes 1.5-2.1 (rt: readers 0.9-1.3) / 0.6-0.9 / 1.1-1.3
+             (classic: driver 0.7-0.9, capture 0.4); nice -10 against 0 (one pair): 0.55 / 0.54, lag p99 118 /
+             175 ms. The agents' CPU per delivery 0.365-0.375 / 0.358-0.385 / 0.356-0.381 ms: no change beyond
+             the noise (a raised observer takes its CPU from the agents sooner, not more of it). But at rt the
+             agents' tree repaired itself more (duplicates 19-35 k against 8-10 k with classic, in 4 of 4
+             pairs, and worse t100 tails), so rt is not the default. Latencies swung 4-10x between runs of one
+             arm (the machine at its knee): compare agents by CPU per delivery, the apparatus by lag and CPU.
   roots      time from the last write's acknowledgement until every agent's published Merkle root
              (GET /v1/status) is the same.
   critical   with `--critical-every K`, every K-th write is PUT with `?priority=critical` (agents that do not
@@ -64,7 +106,8 @@ Serf refuses user events whose name + payload exceed 512 B, so scenarios with la
     python bench/bench_load.py [--n 8,10,50] [--rate 10,100] [--size 1024] [--writes 0 | --seconds 10]
         [--modes push,pull,push-pull] [--broadcasts tree,flood] [--serf] [--issue-scenario] [--sweep]
         [--set gossip.fanout=6] [--baseline DIR]
-        [--json FILE] [--keep-logs DIR]
+        [--apparatus lean|classic] [--observer-priority rt|NICE] [--watch-readers R] [--watch-batch-ms MS]
+        [--capture-sample K] [--json FILE] [--keep-logs DIR]
 
 `--broadcasts tree,flood` runs each of our scenarios once per gossip.broadcast path (the broadcast tree against
 the flood, before/after in one run). `--baseline DIR` runs each of our scenarios once more, just before it, with
@@ -95,9 +138,10 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +162,9 @@ CLIENT_ADDR = "127.0.0.2"   # the bench's HTTP client: outside the counted traff
 AGENT_ADDR = "127.0.0.1"
 VERSION_BYTES = 16          # one write's version in the floor: a 64-bit HLC + a 64-bit counter
 SERF_EVENT_LIMIT = 512      # Serf's UserEventSizeLimit (name + payload)
+CAPTURE_TARGET_PPS = 500    # lean apparatus: the capture keeps about this many datagrams/s (1 in K, by the kernel)
+WATCH_BATCH_MS = 2.0        # lean apparatus: a watch reader's gathering time after each wake-up
+OBSERVER_PRIORITY = "-10"   # lean apparatus: the observer's priority while measuring (the agents keep the default)
 MEMBERSHIP_TYPES = ("ping", "ack", "nack", "ping_req", "alive", "suspect", "dead", "digest", "coordinate",
                     "peer_coordinates")  # second-hand coordinate rows: overhead, like own coordinates
 DATA_TYPES = ("state", "pull", "ihave", "graft", "prune", *SHORT_LABELS.values(), "short_ids")
@@ -213,24 +260,34 @@ PACKET_STATISTICS = 6
 ETH_P_ALL = 0x0003
 
 
-def bpf_program(lo: int, hi: int) -> list[tuple[int, int, int, int]]:
-    """Keep one copy (PACKET_HOST) of IPv4 UDP 127.0.0.1 -> 127.0.0.1 with destination port in [lo, hi]."""
+SKF_AD_RANDOM = 0xFFFFF000 + 56  # SKF_AD_OFF + SKF_AD_RANDOM: the ancillary load of a random 32-bit number
+
+
+def bpf_program(lo: int, hi: int, sample_every: int = 1) -> list[tuple[int, int, int, int]]:
+    """Keep one copy (PACKET_HOST) of IPv4 UDP 127.0.0.1 -> 127.0.0.1 with destination port in [lo, hi]; with
+    `sample_every` K > 1 only a random 1 in K of those (the kernel's prandom, independent of the content, so
+    every message type is sampled alike): the others are never copied to user space."""
     loop = 0x7F000001
+    sample = [(0x20, 0, 0, SKF_AD_RANDOM),   # ld  random (ancillary)
+              (0x94, 0, 0, sample_every),    # mod #K
+              (0x15, 0, 1, 0)] if sample_every > 1 else []  # jeq 0 -> keep, else drop
+    d = len(sample)  # every jump to the final drop skips the sampling instructions too
     return [
         (0x20, 0, 0, 0xFFFFF004),  # ld  pkttype (ancillary)
-        (0x15, 0, 13, 0),          # jeq PACKET_HOST (loopback: the outgoing copy is skipped, as libpcap does)
+        (0x15, 0, 13 + d, 0),      # jeq PACKET_HOST (loopback: the outgoing copy is skipped, as libpcap does)
         (0x28, 0, 0, 12),          # ldh ethertype
-        (0x15, 0, 11, 0x0800),
+        (0x15, 0, 11 + d, 0x0800),
         (0x30, 0, 0, 23),          # ldb ip proto
-        (0x15, 0, 9, 17),
+        (0x15, 0, 9 + d, 17),
         (0x20, 0, 0, 26),          # ld  saddr
-        (0x15, 0, 7, loop),
+        (0x15, 0, 7 + d, loop),
         (0x20, 0, 0, 30),          # ld  daddr
-        (0x15, 0, 5, loop),
+        (0x15, 0, 5 + d, loop),
         (0xB1, 0, 0, 14),          # ldxb 4*([14]&0xf)
         (0x48, 0, 0, 16),          # ldh [x+16]: UDP destination port
-        (0x35, 0, 2, lo),          # jge lo
-        (0x25, 1, 0, hi),          # jgt hi -> drop
+        (0x35, 0, 2 + d, lo),      # jge lo
+        (0x25, 1 + d, 0, hi),      # jgt hi -> drop
+        *sample,
         (0x06, 0, 0, 0x40000),     # ret: keep the whole frame
         (0x06, 0, 0, 0),           # drop
     ]
@@ -243,12 +300,14 @@ def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) ->
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
-def capture_child(lo: int, hi: int, out: str) -> int:
-    """Runs in a child process until SIGTERM; writes per-message-type byte counts to `out` (JSON)."""
+def capture_child(lo: int, hi: int, out: str, sample_every: int = 1, priority: str = "0") -> int:
+    """Runs in a child process until SIGTERM; writes per-message-type byte counts of the datagrams it kept (1 in
+    `sample_every`, chosen by the kernel) to `out` (JSON)."""
+    observer_priority(priority)
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, 33, 256 << 20)  # SO_RCVBUFFORCE (root)
-    attach_filter(sock, bpf_program(lo, hi))
+    attach_filter(sock, bpf_program(lo, hi, sample_every))
     sock.bind(("lo", 0))
     sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)  # reading resets the kernel's counters
     stop = False
@@ -296,7 +355,8 @@ def capture_child(lo: int, hi: int, out: str) -> int:
     seen, drops = struct.unpack("II", st)
     Path(out).write_text(json.dumps({
         "packets": packets, "wire_bytes": wire, "undecoded_packets": undecoded, "undecoded_bytes": undecoded_bytes,
-        "kernel_seen": seen, "kernel_drops": drops, "messages": dict(msgs), "message_bytes": dict(msg_bytes),
+        "kernel_seen": seen, "kernel_drops": drops, "sample_every": sample_every, "messages": dict(msgs),
+        "message_bytes": dict(msg_bytes),
         "wire_bytes_by_type": {k: round(v) for k, v in shared.items()}}))
     return 0
 
@@ -304,17 +364,21 @@ def capture_child(lo: int, hi: int, out: str) -> int:
 class Capture:
     """The capture child: started before a window, stopped (SIGTERM) after it; None figures if unavailable."""
 
-    def __init__(self, lo: int, hi: int, workdir: Path) -> None:
-        self.lo, self.hi = lo, hi
+    def __init__(self, lo: int, hi: int, workdir: Path, sample_every: int = 1, priority: str = "0") -> None:
+        self.lo, self.hi, self.sample_every, self.priority = lo, hi, sample_every, priority
         self.out = workdir / f"capture-{lo}-{time.monotonic_ns()}.json"
         self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
     def start(self) -> bool:
         if os.geteuid() != 0:
             return False
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--capture-child",
-                                      f"{self.lo},{self.hi},{self.out}"], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                      f"{self.lo},{self.hi},{self.out},{self.sample_every},{self.priority}"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         bc._PROCS.append(self.proc)  # type: ignore[arg-type]  # stopped at exit like every agent
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if line.strip() != "ready":
@@ -338,6 +402,326 @@ class Capture:
             return dict(json.loads(self.out.read_text()))
         except (OSError, ValueError):
             return None
+
+
+def capture_sample_every(n: int, rate: float, idle_pps_per_agent: float | None, target: float) -> int:
+    """The capture's 1-in-K: enough that it keeps about `target` datagrams/s, from the expected datagram rate (the
+    idle rate measured just before, plus about 1.5 datagrams per delivery: the tree's eager copy, some ihave and
+    graft traffic and duplicates under load). Small runs (under `target`) are captured whole."""
+    expected = n * ((idle_pps_per_agent if idle_pps_per_agent is not None else 10.0) + 1.5 * rate)
+    return max(1, int(expected // target)) if target > 0 else 1
+
+
+# -- the observer's own priority and cost -------------------------------------------------------------------------
+def observer_priority(spec: str) -> Callable[[], None] | None:
+    """Run this thread (the driver's event loop, a watch reader, the capture) ahead of the agents, which keep the
+    default, so the observer's stamps are not queued behind 50 busy agents: `rt` is SCHED_RR priority 1 (runs
+    as soon as it wakes, ahead of every normal task, whichever session or autogroup it belongs to), an integer
+    is a nice value (only weighs against the tasks of its own autogroup: the agents, not other sessions), `0`
+    leaves it. Either way with SCHED_RESET_ON_FORK: a process started from this thread (the capture child; the
+    agents are started before) begins at the default. Returns the undo, None if unchanged (or not permitted:
+    not root)."""
+    if spec in ("", "0"):
+        return None
+    tid = threading.get_native_id()
+    try:
+        policy, param = os.sched_getscheduler(tid), os.sched_getparam(tid)
+        nice = os.getpriority(os.PRIO_PROCESS, tid)
+        if spec == "rt":
+            os.sched_setscheduler(tid, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(1))
+        else:
+            os.sched_setscheduler(tid, os.SCHED_OTHER | os.SCHED_RESET_ON_FORK, os.sched_param(0))
+            os.setpriority(os.PRIO_PROCESS, tid, int(spec))  # on Linux: this thread only
+    except (OSError, ValueError) as exc:
+        log(f"observer priority {spec} not set ({exc}): the observer runs at the agents' priority")
+        return None
+
+    def undo() -> None:
+        os.sched_setscheduler(tid, policy, param)
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+    return undo
+
+
+def own_cpu_s() -> float:
+    """This process's CPU-seconds so far (every thread; user + system)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def pid_cpu_s(pid: int | None) -> float | None:
+    split = cpu_split(pid) if pid is not None else None
+    return (split[0] + split[1]) / bc.CLK_TCK if split is not None else None
+
+
+# -- watch readers: the agents' watch streams, read outside the driver ---------------------------------------------
+WATCH_KEY_RX = re.compile(rb'"key": ?"(bench/[^"]*)"')
+FLUSH_S = 0.1  # a watch reader's batches of arrivals to the driver
+
+
+def watch_reader_child(spec: str, priority: str, batch_s: float = 0.0) -> int:
+    """Runs in a child process until SIGTERM or EOF on stdin: opens `GET /v1/watch?prefix=bench/` on every agent
+    in `spec` ("index:port,..."), reads the raw bytes (non-blocking sockets, one epoll loop), finds the keys with
+    one regex over each chunk (a partial last line waits for the rest) and stamps every key in a chunk with the
+    time it was read (time.perf_counter: CLOCK_MONOTONIC on Linux, the same clock as the driver's). It writes
+    lines to stdout: `R <index>` when a stream is watching, `E <index> <text>` for an error line or a stream that
+    ended, and `A <json [[index, key, t], ...]>` batches of arrivals (every 0.1 s: the stamps are taken here, so
+    the driver, woken at its own priority for each batch, need not hear of them sooner). With `batch_s`, it
+    sleeps that long after each wake-up before reading (fewer wake-ups, stamps at most that late)."""
+    import selectors
+    observer_priority(priority)
+    stop = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    sel = selectors.DefaultSelector()
+    tails: dict[int, bytes] = {}
+    watching: set[int] = set()
+    out = sys.stdout.buffer
+    for item in spec.split(","):
+        idx, port = (int(x) for x in item.split(":"))
+        s = socket.create_connection((AGENT_ADDR, port), timeout=10, source_address=(CLIENT_ADDR, 0))
+        s.sendall(f"GET /v1/watch?prefix=bench/ HTTP/1.1\r\nHost: {AGENT_ADDR}:{port}\r\n\r\n".encode())
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, idx)
+        tails[idx] = b""
+    sel.register(sys.stdin, selectors.EVENT_READ, -1)  # the driver gone: stop
+    pending: list[tuple[int, str, float]] = []
+    flushed = time.perf_counter()
+    find = WATCH_KEY_RX.finditer
+    while not stop and tails:
+        events = sel.select(0.02)
+        if events and batch_s > 0:
+            # At `rt` priority a reader woken for every line would cost three times the CPU of one that wakes
+            # behind busy agents: after each wake-up let the lines gather for `batch_s`, then read every stream
+            # ready by then. Each stamp is then at most `batch_s` late (its read, not its arrival).
+            time.sleep(batch_s)
+            events = sel.select(0)
+        for key, _ in events:
+            idx = key.data
+            if idx < 0:
+                stop = True
+                break
+            sock = key.fileobj
+            try:
+                data = sock.recv(1 << 20)  # type: ignore[union-attr]
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                data, why = b"", str(exc)
+            else:
+                why = "closed"
+            t = time.perf_counter()
+            if not data:
+                sel.unregister(sock)
+                sock.close()  # type: ignore[union-attr]
+                del tails[idx]
+                out.write(f"E {idx} watch stream {why}\n".encode())
+                out.flush()
+                continue
+            buf = tails[idx] + data if tails[idx] else data
+            cut = buf.rfind(b"\n") + 1
+            tails[idx] = buf[cut:]
+            if not cut:
+                continue
+            for m in find(buf, 0, cut):
+                pending.append((idx, m.group(1).decode(), t))
+            if idx not in watching and b'"watching"' in buf:
+                watching.add(idx)
+                out.write(f"R {idx}\n".encode())
+                out.flush()
+            if b'"error"' in buf:
+                at = buf.index(b'"error"')
+                out.write(b"E %d " % idx + buf[max(0, at - 100):at + 100].replace(b"\n", b" ") + b"\n")
+                out.flush()
+        now = time.perf_counter()
+        if pending and now - flushed >= FLUSH_S:
+            out.write(b"A " + json.dumps(pending, separators=(",", ":")).encode() + b"\n")
+            out.flush()
+            pending = []
+            flushed = now
+    if pending:
+        out.write(b"A " + json.dumps(pending, separators=(",", ":")).encode() + b"\n")
+        out.flush()
+    return 0
+
+
+class WatchReaders:
+    """The watch streams in `count` reader child processes (agents dealt round-robin): their arrivals land in
+    `arrivals` (key -> agent -> time) through the driver's event loop, in batches; `ready` holds the agents
+    whose stream is watching."""
+
+    def __init__(self, agents: Sequence[bc.Agent], count: int, priority: str, batch_ms: float,
+                 arrivals: dict[str, dict[str, float]]) -> None:
+        self.names = [a.name for a in agents]
+        self.arrivals = arrivals
+        self.ready: set[str] = set()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.partial: dict[int, bytes] = {}
+        loop = asyncio.get_running_loop()
+        count = max(1, min(count, len(agents)))
+        for r in range(count):
+            spec = ",".join(f"{i}:{a.port}" for i, a in enumerate(agents) if i % count == r)
+            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()),
+                                     f"--watch-reader={priority}/{batch_ms:g}/{spec}"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            bc._PROCS.append(proc)
+            self.procs.append(proc)
+            assert proc.stdout is not None
+            fd = proc.stdout.fileno()
+            os.set_blocking(fd, False)
+            self.partial[fd] = b""
+            loop.add_reader(fd, self._on_readable, fd)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def _on_readable(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            return
+        if not data:
+            asyncio.get_running_loop().remove_reader(fd)
+            return
+        buf = self.partial[fd] + data
+        cut = buf.rfind(b"\n") + 1
+        self.partial[fd] = buf[cut:]
+        arrivals, names = self.arrivals, self.names
+        for line in buf[:cut].splitlines():
+            kind, _, rest = line.partition(b" ")
+            if kind == b"A":
+                for idx, key, t in json.loads(rest):
+                    arrivals.setdefault(key, {}).setdefault(names[idx], t)
+            elif kind == b"R":
+                self.ready.add(names[int(rest)])
+            elif kind == b"E":
+                idx, _, text = rest.partition(b" ")
+                log(f"{names[int(idx)]}: watch: {text[:200]!r}")
+
+    def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        for p in self.procs:
+            if p.stdout is not None:
+                with contextlib.suppress(ValueError, OSError):
+                    loop.remove_reader(p.stdout.fileno())
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+            for f in (p.stdin, p.stdout):
+                if f is not None:
+                    with contextlib.suppress(OSError):
+                        f.close()
+
+
+# -- PUTs: a raw HTTP/1.1 client, so the `sent` stamp is the send ------------------------------------------------
+class PutConn(asyncio.Protocol):
+    """One keep-alive connection to an agent for PUTs, one request at a time: the request is written (one send)
+    right after the caller stamps it; the response (status line, Content-Length body) resolves `waiter`."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.waiter: asyncio.Future[int] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        head = self.buf[:end].decode("latin-1").lower()
+        m = re.search(r"\r\ncontent-length: *(\d+)", head)
+        length = int(m.group(1)) if m else 0
+        if len(self.buf) < end + 4 + length:
+            return
+        self.buf = self.buf[end + 4 + length:]
+        waiter, self.waiter = self.waiter, None
+        if "\r\nconnection: close" in head:
+            self.closed = True
+        if not waiter.done():
+            waiter.set_result(int(head.split(" ", 2)[1]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionResetError("connection lost"))
+        self.waiter = None
+
+
+class Putter:
+    """PUTs to the agents over pooled PutConns (127.0.0.2 -> the agent, like aiohttp's): `send` stamps and writes
+    in the caller's step (no task, no pooling logic between the stamp and the send) when an idle connection is
+    at hand; `wait` reads the response."""
+
+    def __init__(self) -> None:
+        self.idle: dict[int, list[PutConn]] = {}
+
+    async def connect(self, port: int) -> PutConn:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(PutConn, AGENT_ADDR, port, local_addr=(CLIENT_ADDR, 0))
+        return conn
+
+    async def warm(self, ports: Sequence[int]) -> None:
+        conns = await asyncio.gather(*(self.connect(p) for p in ports))
+        for p, c in zip(ports, conns, strict=True):
+            self.idle.setdefault(p, []).append(c)
+
+    def take(self, port: int) -> PutConn | None:
+        pool = self.idle.get(port)
+        while pool:
+            c = pool.pop()
+            if not c.closed:
+                return c
+        return None
+
+    @staticmethod
+    def send(conn: PutConn, request: bytes) -> float:
+        """Stamp, then write the whole request (one send on an idle connection); returns the stamp."""
+        conn.waiter = asyncio.get_running_loop().create_future()
+        t = time.perf_counter()
+        assert conn.transport is not None
+        conn.transport.write(request)
+        return t
+
+    async def wait(self, port: int, conn: PutConn, timeout: float) -> int:
+        assert conn.waiter is not None
+        try:
+            status = await asyncio.wait_for(conn.waiter, timeout)
+        except BaseException:
+            conn.closed = True
+            if conn.transport is not None:
+                conn.transport.close()
+            raise
+        if conn.closed:
+            if conn.transport is not None:
+                conn.transport.close()
+        else:
+            self.idle.setdefault(port, []).append(conn)
+        return status
+
+    def close(self) -> None:
+        for pool in self.idle.values():
+            for c in pool:
+                if c.transport is not None:
+                    c.transport.close()
+        self.idle.clear()
+
+
+def put_request(port: int, path: str, body: bytes) -> bytes:
+    return (f"PUT {path} HTTP/1.1\r\nHost: {AGENT_ADDR}:{port}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 # -- scenarios --------------------------------------------------------------------------------------------------
@@ -423,6 +807,7 @@ class OursLoad:
         self.sc, self.args, self.workdir = sc, args, workdir
         sets = [f"gossip.mode={sc.mode}", *sc.sets]
         self.cluster = bc.Cluster(OursFrom(sets, sc.src) if sc.src else bc.Ours(sets), hub, workdir, ports, sc.n)
+        self.restore_priority: Callable[[], None] | None = None
 
     async def get(self, session: aiohttp.ClientSession, agent: bc.Agent, path: str) -> bytes | None:
         try:
@@ -459,15 +844,27 @@ class OursLoad:
         try:
             return await self._measure(agents, started)
         finally:
+            self.reset_priority()
             cl.stop_all()
+
+    def reset_priority(self) -> None:
+        if self.restore_priority is not None:
+            self.restore_priority()
+            self.restore_priority = None
 
     async def _measure(self, agents: list[bc.Agent], started: dict[str, Any]) -> dict[str, Any]:
         args = self.args
         connector = aiohttp.TCPConnector(limit=0, local_addr=(CLIENT_ADDR, 0))
         arrivals: dict[str, dict[str, float]] = {}
-        key_rx = re.compile(rb'"key": ?"(bench/[^"]*)"')
+        key_rx = WATCH_KEY_RX
+        lean = args.apparatus == "lean"
         async with aiohttp.ClientSession(connector=connector) as session:
             ready: set[str] = set()
+            readers: WatchReaders | None = None
+            if lean:  # the streams in reader children; the classic apparatus reads them here (aiohttp)
+                readers = WatchReaders(agents, args.watch_readers, args.observer_priority, args.watch_batch_ms,
+                                       arrivals)
+                ready = readers.ready
 
             async def watch(a: bc.Agent) -> None:
                 url = f"http://{AGENT_ADDR}:{a.port}/v1/watch?prefix=bench/"
@@ -483,7 +880,7 @@ class OursLoad:
                         elif b'"error"' in line:
                             log(f"{a.name}: watch: {line[:200]!r}")
 
-            watchers = [asyncio.create_task(watch(a)) for a in agents]
+            watchers = [] if lean else [asyncio.create_task(watch(a)) for a in agents]
             deadline = time.monotonic() + 60
             while len(ready) < len(agents) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -492,17 +889,22 @@ class OursLoad:
             await asyncio.sleep(args.settle)
             idle = await asyncio.to_thread(idle_traffic, self.cluster, len(agents), args.idle_seconds)
             try:
-                result = await self._window(session, agents, arrivals, started)
+                result = await self._window(session, agents, arrivals, started, idle,
+                                            readers.pids if readers else [])
                 result["idle"] = idle
                 return result
             finally:
+                if readers is not None:
+                    readers.stop()
                 for w in watchers:
                     w.cancel()
                 await asyncio.gather(*watchers, return_exceptions=True)
 
     async def _window(self, session: aiohttp.ClientSession, agents: list[bc.Agent],
-                      arrivals: dict[str, dict[str, float]], started: dict[str, Any]) -> dict[str, Any]:
+                      arrivals: dict[str, dict[str, float]], started: dict[str, Any],
+                      idle: dict[str, Any] | None, reader_pids: list[int]) -> dict[str, Any]:
         sc, args = self.sc, self.args
+        lean = args.apparatus == "lean"
         lo, hi = self.cluster.port_range
         rng = random.Random(args.seed)
         run_tag = f"{sc.n}-{time.monotonic_ns() % 10**9}"
@@ -515,14 +917,57 @@ class OursLoad:
         critical: set[str] = set()
         load_before = bc.loadavg()
         wall_start = time.time()
-        cap = Capture(lo, hi, self.workdir)
+        sample_every = 1
+        if lean:
+            sample_every = args.capture_sample or capture_sample_every(
+                sc.n, sc.rate, (idle or {}).get("udp_pps_per_agent"), CAPTURE_TARGET_PPS)
+        prio = args.observer_priority if lean else "0"
+        # This thread (the event loop) and the capture child started now; restored when the scenario ends, before
+        # any agent of a later scenario is started (they must inherit the default).
+        self.restore_priority = observer_priority(prio)
+        # The capture stamps nothing (the kernel queues what it keeps): it runs at the default priority.
+        cap = Capture(lo, hi, self.workdir, sample_every)
         captured = cap.start()
+        # The writes, drawn before the window (same draws as the classic apparatus: agent, then body).
+        plan_w: list[tuple[bc.Agent, str, bytes, bytes]] = []
+        if lean:
+            for i in range(sc.writes):
+                a = agents[rng.randrange(len(agents))]
+                body = os.urandom(sc.size)
+                query = "?priority=critical" if sc.critical_every and i % sc.critical_every == 0 else ""
+                plan_w.append((a, query, body, put_request(a.port, f"/v1/kv/{keys[i]}{query}", body)))
+        putter = Putter()
+        if lean:
+            await putter.warm([a.port for a in agents])
+        observer_pids = {"capture": [cap.pid] if captured and cap.pid else [], "readers": reader_pids}
+
+        def observer_cpu() -> dict[str, float | None]:
+            parts = {k: [pid_cpu_s(pid) for pid in pids] for k, pids in observer_pids.items()}
+            return {"driver": own_cpu_s(),
+                    **{k: sum(x for x in v if x is not None) if v else None for k, v in parts.items()}}
+
         with AgentNft(lo, hi) as nft:
             m0 = await self.metrics(session, agents)
             ticks0 = [bc.cpu_ticks(a.pid) for a in agents]
             split0 = [cpu_split(a.pid) for a in agents]
             c0 = nft.read()
+            obs0 = observer_cpu()
             t_start = time.perf_counter()
+
+            async def finish(key: str, port: int, conn: PutConn | None, request: bytes) -> None:
+                """A lean PUT's response (or, with no idle connection at the due time, its connect first)."""
+                try:
+                    if conn is None:
+                        conn = await putter.connect(port)
+                        sent[key] = putter.send(conn, request)
+                    status = await putter.wait(port, conn, 30)
+                except (OSError, TimeoutError) as exc:
+                    errors[type(exc).__name__] += 1
+                    return
+                if status != 200:
+                    errors[str(status)] += 1
+                    return
+                acked[key] = time.perf_counter()
 
             async def put(i: int) -> None:
                 a = agents[rng.randrange(len(agents))]
@@ -553,9 +998,21 @@ class OursLoad:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 lags.append(time.perf_counter() - due)
-                tasks.append(asyncio.create_task(put(i)))
+                if not lean:
+                    tasks.append(asyncio.create_task(put(i)))
+                    continue
+                a, query, _body, request = plan_w[i]
+                key = keys[i]
+                writer_of[key] = a.name
+                if query:
+                    critical.add(key)
+                conn = putter.take(a.port)
+                if conn is not None:  # stamped and sent here, in the schedule's own step
+                    sent[key] = putter.send(conn, request)
+                tasks.append(asyncio.create_task(finish(key, a.port, conn, request)))
             await asyncio.gather(*tasks)
             t_last = time.perf_counter()
+            obs_last = observer_cpu()
             c_last = nft.read()
             ticks_last = [bc.cpu_ticks(a.pid) for a in agents]
             split_last = [cpu_split(a.pid) for a in agents]
@@ -586,12 +1043,21 @@ class OursLoad:
                 await asyncio.sleep(0.25)
                 queued = await self.queue_depth(session, agents)
             t_end = time.perf_counter()
+            obs_end = observer_cpu()
             c_end = nft.read()
             ticks_end = [bc.cpu_ticks(a.pid) for a in agents]
             split_end = [cpu_split(a.pid) for a in agents]
             m1 = await self.metrics(session, agents)
+        putter.close()
         capture = cap.stop() if captured else None
+        self.reset_priority()
         load_after = bc.loadavg()
+
+        def obs_delta(a: dict[str, float | None], b: dict[str, float | None]) -> dict[str, float | None]:
+            d = {k: r3(b[k] - v) if v is not None and b[k] is not None else None  # type: ignore[operator]
+                 for k, v in a.items()}
+            d["total"] = r3(sum(v for v in d.values() if v is not None))
+            return d
 
         t100 = [max(arrivals[k].values()) - sent[k] for k in acked if len(arrivals.get(k, {})) >= n]
         by_class: dict[str, Any] = {}
@@ -623,6 +1089,14 @@ class OursLoad:
             "scenario": asdict(sc), "title": sc.title(), "join": started, "load_before": load_before,
             "load_after": load_after, "writes_acked": len(acked), "write_errors": dict(errors),
             "schedule_lag_ms_p99": r3(1000 * (pct(lags, 99) or 0.0)),
+            "schedule_lag_ms_median": r3(1000 * (pct(lags, 50) or 0.0)),
+            "schedule_lag_ms": [round(1000 * x, 2) for x in lags],
+            # The measuring apparatus itself: which one, and its own CPU-seconds (this driver, the watch readers,
+            # the capture child) while writing and over the whole window.
+            "apparatus": {"kind": args.apparatus, "observer_priority": prio, "watch_readers": len(reader_pids),
+                          "watch_batch_ms": args.watch_batch_ms if lean else None,
+                          "capture_sample_every": sample_every if captured else None,
+                          "cpu_s_during_writes": obs_delta(obs0, obs_last), "cpu_s_window": obs_delta(obs0, obs_end)},
             "write_window_s": r3(write_window), "window_s": r3(window),
             "latency": {"t100_median_ms": r3(1000 * statistics.median(t100)) if t100 else None,
                         "t100_p99_ms": r3(1000 * (pct(t100, 99) or 0)) if t100 else None,
@@ -729,11 +1203,18 @@ def byte_figures(r: dict[str, Any], writes: int, n: int, write_window: float) ->
                        for t, c in counts.items() if c > 0}
             out["udp_split"] = "agent message counts x captured mean wire size"
         if cap.get("undecoded_bytes"):
-            weights["udp_undecoded"] = cap["undecoded_bytes"]
+            if out["udp_split"] == "capture":  # captured bytes beside captured bytes: the same sample
+                weights["udp_undecoded"] = cap["undecoded_bytes"]
+            else:  # beside whole counts: undecoded datagrams' share of the captured wire bytes
+                share = min(0.99, cap["undecoded_bytes"] / cap["wire_bytes"])
+                weights["udp_undecoded"] = sum(weights.values()) * share / (1 - share)
         scale = whole["udp_bytes"] / (sum(weights.values()) or 1.0)
         for k, v in weights.items():
             by_type[k] = v * scale
-        out["capture_kept"] = round(cap["packets"] / max(1, whole["udp_packets"]), 3)
+        # Of the datagrams the capture asked the kernel for (1 in `sample_every`), those it decoded; the kernel
+        # drops the rest while the capture is busy.
+        sample = cap.get("sample_every") or 1
+        out["capture_kept"] = round(cap["packets"] * sample / max(1, whole["udp_packets"]), 3)
     elif whole["udp_bytes"]:
         by_type["udp (not decoded)"] = whole["udp_bytes"]
     # TCP: push-pull bodies are counted by the serving agent (in + out), anti-entropy by the initiator (sent +
@@ -994,11 +1475,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="attribute each agent's CPU (event-loop callbacks, selector, gc, hot functions; "
                    "bench/cpu_profile/) into DIR/<scenario number>-<title>/; summarise one with "
                    "`python bench/cpu_profile/report.py DIR/...`")
+    p.add_argument("--apparatus", choices=("lean", "classic"), default="lean",
+                   help="the measuring apparatus: lean (watch streams in reader children, raw PUTs stamped at the "
+                   "send, sampled capture, observer priority) or classic (everything in this process, aiohttp, "
+                   "every datagram captured, default priority): to A/B the apparatus itself (default %(default)s)")
+    p.add_argument("--watch-readers", type=int, default=1, metavar="R",
+                   help="lean: watch reader child processes (default %(default)s)")
+    p.add_argument("--observer-priority", default=OBSERVER_PRIORITY, metavar="rt|NICE",
+                   help="lean: the observer's priority (driver loop while measuring, readers, capture; the agents "
+                   "keep the default): rt (SCHED_RR 1) or a nice value; needs root; 0: unchanged "
+                   "(default %(default)s)")
+    p.add_argument("--watch-batch-ms", type=float, default=WATCH_BATCH_MS, metavar="MS",
+                   help="lean: a watch reader lets lines gather this long after each wake-up (stamps at most "
+                   "that late; 0: read at every wake-up) (default %(default)s)")
+    p.add_argument("--capture-sample", type=int, default=0, metavar="K",
+                   help=f"lean: capture 1 in K datagrams (0: K for about {CAPTURE_TARGET_PPS} kept/s)")
     p.add_argument("--capture-child", help=argparse.SUPPRESS)
+    p.add_argument("--watch-reader", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.capture_child:
-        lo, hi, out = args.capture_child.split(",", 2)
-        return capture_child(int(lo), int(hi), out)
+        lo, hi, rest = args.capture_child.split(",", 2)
+        out, sample, prio = rest.rsplit(",", 2)
+        return capture_child(int(lo), int(hi), out, int(sample), prio)
+    if args.watch_reader:
+        prio, batch_ms, spec = args.watch_reader.split("/", 2)
+        return watch_reader_child(spec, prio, float(batch_ms) / 1000)
     if args.serf and not serf_mod.available():
         log("serf is not installed (apt-get install serf): no Serf rows")
         args.serf = False
@@ -1070,6 +1571,12 @@ def row_text(r: dict[str, Any]) -> str:
         c = r["cpu_s_per_delivery"]
         parts.append(f"CPU {c['during_writes']['per_delivery_ms']} ms/delivery while writing, "
                      f"{c['window']['per_delivery_ms']} over the window (stime {c['window']['stime_share']})")
+    app = r.get("apparatus")
+    if app:
+        cpu = app.get("cpu_s_during_writes") or {}
+        parts.append(f"observer ({app['kind']}, priority {app.get('observer_priority')}, capture 1/"
+                     f"{app.get('capture_sample_every')}): lag p99 {r.get('schedule_lag_ms_p99')} ms, CPU-s while "
+                     f"writing driver {cpu.get('driver')} readers {cpu.get('readers')} capture {cpu.get('capture')}")
     if "membership_share" in r:
         parts.append(f"membership/convergence {100 * r['membership_share']:.0f}%")
     if r.get("roots_equal_after_last_write_s") is not None:
