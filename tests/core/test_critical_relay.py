@@ -11,7 +11,6 @@ from gossip_agent.core.critical_relay import MAX_SOURCES, RELAY_FACTOR, Critical
 from gossip_agent.core.effects import Effect, Send
 from gossip_agent.core.messages import Packet, StateRumor
 from gossip_agent.core.node import Node
-from gossip_agent.core.plumtree import message_id
 from tests.hostile.core_support import SPOOFER, lan_node
 
 RATE = 50  # state.criticalWritesPerSecond's default
@@ -41,11 +40,6 @@ def _receive(node: Node, peer: int, payload: bytes, now: float, seen: Relayed, *
     name, addr = _peer(peer)
     seen.add(node.handle_packet(Packet(name, (StateRumor(payload, critical=True),)), src or addr, now))
     seen.add(node.tick(now))
-    # On the tree in a small cluster a relay pushes a critical write to nobody (its writer reached every member,
-    # core/critical.py): the class it relays with is the one its cached copy answers grafts with.
-    cached = node.tree.cached(message_id(payload)) if node.config.gossip.broadcast == "tree" else None
-    if cached is not None:
-        (seen.critical if cached[1] else seen.normal).add(payload)
 
 
 def _api_shaped(start: float, seconds: float, rng: random.Random) -> list[float]:

@@ -85,20 +85,8 @@ def test_late_eager_copies_make_the_tree_wait_longer_before_grafting() -> None:
     # Much later eager copies: the wait is capped (a lost link is still repaired within a few lazy intervals).
     at = late_eager(t, 100, 5.0, graft_timing.WINDOW, 30.0)
     assert t.timing.pressure(at)
-    assert "e" in t.lazy  # ("d" is eager by now, its grafts repaired: its announcements wait less, see below)
-    t.on_ihave((71,), "e", at)
+    t.on_ihave((71,), "d", at)
     assert t.next_deadline() == pytest.approx(at + plumtree.GRAFT_CAP_LAZY * LAZY)
-
-
-def test_an_id_announced_by_an_eager_neighbour_is_grafted_sooner() -> None:
-    """An eager neighbour that announces an id holds it and will not push it to us (a critical write, which
-    members announce instead of pushing: core/critical.py): the wait is only for another eager path's copy."""
-    t = tree()
-    assert "b" in t.eager and "d" in t.lazy
-    t.on_ihave((7,), "d", 1.0)
-    t.on_ihave((8,), "b", 1.0)
-    assert t.tick(1.0 + GRAFT * plumtree.EAGER_ANNOUNCER_WAIT).grafts == {"b": [8]}
-    assert t.tick(1.0 + GRAFT).grafts == {"d": [7]}
 
 
 def test_a_lost_eager_link_is_grafted_at_the_base_timeout_in_a_quiet_tree() -> None:

@@ -7,28 +7,14 @@ costs (an agent's event loop, its decode and merge), and skipping the coalescer'
 write takes. Along the tree plus `fanout` random extra peers at every hop, a write at N=10 still took two hops
 to reach the last member, as many as a normal write on a shallow tree, and the ratio was 0.4-0.5x on a quiet
 machine. Sent by its writer to every member at once, it arrives in one hop. That is also the byte floor for
-that write (one copy per member).
-
-The members that get it from the writer announce it to their tree neighbours (eager ones too) and push it to
-none (core/plumtree.py `deliver(announce_only=True)`): a member whose direct copy was lost grafts it from an
-announcement, and one that got it by graft pushes it along the tree as usual (perhaps many direct copies were
-lost). The announcement to an eager neighbour rides on the next push to it (Node._tree_send: under writes,
-milliseconds later; idle, the lazy flush), and an id an eager neighbour announces is grafted after a quarter
-of the usual wait (plumtree.EAGER_ANNOUNCER_WAIT: that neighbour will not push it). The price is paid under
-packet loss only: in the simulator (N=50, 100 writes/s of 1 KiB, every 10th critical, 3 seeds) the critical
-t100 median went from 2.0 to 8.5 ms with 1 % loss (normal writes 11 ms) and from 3 to 46 ms with 5 % loss
-(normal 200 -> 131 ms), for ~4x fewer duplicates. The tree's pushes used to be that repair, a hop later,
-at the price of a second copy at every member arriving with the direct ones: at N=50 under 100 writes/s with
-every 10th write critical, ~4,900 duplicates in a 1,000-write run, on agents already at the knee of CPU
-saturation; in the simulator's overload model (every datagram costing its receiver 3.7 ms in turn, 3 seeds)
-the duplicates, grafts and latency of the NORMAL writes went up with them: without the pushes, duplicates
-8,608 -> 1,002, normal write->all median 392 -> 59 ms, critical 69 -> 11 ms.
+that write (one copy per member); the tree links still push it on from every member that gets it, which is
+the repair if a direct copy is lost (a second hop, not a graft after the lazy interval), and costs about two
+more copies per member, less than the random extras at every hop did (about five).
 
 Past CRITICAL_DIRECT members the writer sends to CRITICAL_DIRECT random ones (a burst of one datagram per
 member is bounded), and every member that gets it adds `fanout` random peers to its tree pushes, as before.
-A member decides by its own count of alive members which case holds: near CRITICAL_DIRECT, one whose count
-differs from the writer's adds a few extras it need not, or announces a write the writer did not send to
-everyone, and the members the writer left out graft it (a lazy interval later: the case of a lost direct copy).
+A member decides by its own count of alive members which case holds; a member whose count differs a little
+from the writer's only adds or skips a few extras.
 
 Copies of a critical write that arrive twice say nothing about the tree (core/plumtree.py `receive(critical=
 True)`): they are sent twice on purpose, so they neither prune a link nor make their sender a neighbour.

@@ -1960,22 +1960,12 @@ class Node:
         self.stats[path] += 1
         if self.delegate is not None and self.delegate.on_state_rumor(rumor.payload, now):
             rumor = self._relay_class(rumor, sender, now)
-            if rumor.critical and path != "tree_delivered_graft":
-                # A critical write goes to `fanout` more members at every hop in clusters its writer could not
-                # reach whole (core/critical.py); in one it could, every member got its own copy from the writer,
-                # so it is announced, not pushed: a push was a duplicate at every receiver (about one per member
-                # and critical write, all landing with the direct copies), and a member whose direct copy was
-                # lost grafts it from the announcements. Once grafted here it is pushed as usual (perhaps many
-                # direct copies were lost).
-                k = relay_extras(self.table.n_alive - 1, self.config.gossip.fanout)
-                if not k:
-                    self._tree_spread(ident, rumor, source, now, out, announce_only=True)
-                    return False
-                extra = [m.name for m in self._random_peers(k, exclude=source, live_only=True, alive_only=True)
-                         if m.name not in self.tree.eager]
-                self._tree_spread(ident, rumor, source, now, out, extra=extra)
-            else:
-                self._tree_spread(ident, rumor, source, now, out)
+            # A critical write goes to `fanout` more members at every hop in clusters its writer could not reach
+            # whole (core/critical.py).
+            k = relay_extras(self.table.n_alive - 1, self.config.gossip.fanout) if rumor.critical else 0
+            extra = [m.name for m in self._random_peers(k, exclude=source, live_only=True, alive_only=True)
+                     if m.name not in self.tree.eager] if k else []
+            self._tree_spread(ident, rumor, source, now, out, extra=extra)
         return False
 
     def _relay_class(self, rumor: StateRumor, source: str | None, now: float) -> StateRumor:
@@ -1988,16 +1978,14 @@ class Node:
         return StateRumor(rumor.payload)
 
     def _tree_spread(self, ident: int, rumor: StateRumor, source: str | None, now: float, out: list[Effect], *,
-                     extra: Sequence[str] = (), announce_only: bool = False) -> bool:
-        """Push a new payload to the eager neighbours (and `extra` members), announce it to the lazy ones
-        (`announce_only`: to every neighbour, pushed to none: Plumtree.deliver)."""
+                     extra: Sequence[str] = ()) -> bool:
+        """Push a new payload to the eager neighbours (and `extra` members), announce it to the lazy ones."""
         size = self._header + codec.message_size(rumor)
         # A push too large to share a packet with another as large gains nothing by waiting (core/coalesce.py):
         # held, it only waited for the next push to flush it (at 100 writes/s of 1 KiB, each batch held one
         # push: ~10 ms per hop, a timer wake-up per push, and no header saved).
         alone = 2 * (size - self._header) > self._coalesce.max_bytes
-        for name in (*self.tree.deliver(ident, rumor.payload, source, now, critical=rumor.critical,
-                                         announce_only=announce_only), *extra):
+        for name in (*self.tree.deliver(ident, rumor.payload, source, now, critical=rumor.critical), *extra):
             if not rumor.critical and self.send_budget.allow_normal(size) < size:
                 # Over the send budget: this neighbour learns the id from its other links' announcements and
                 # grafts it later (a critical payload may still spend the reserve: _tree_within_budget).
@@ -2075,16 +2063,9 @@ class Node:
         # neighbour each lazy interval, plenty of carriers; the digests' round-robin rides on probes and acks):
         # on every payload push they cost as much as the ids of the whole tree.
         digests = self._digests_for(name) if reader and not pushes else []
-        # Announcements queued for `name` ride on a push too (a packet going anyway, no packet of their own at
-        # the flush). Mostly the ids of critical writes, announced to eager neighbours as well (Plumtree.deliver
-        # announce_only): under a stream of writes the next push to a neighbour follows within milliseconds, so
-        # a member whose direct copy was lost grafts it then, not a lazy interval later; and the ids queued for
-        # a lazy member that a critical write's writer pushes to directly.
-        riders = self._tree_riders(name, self._budget(used)) if pushes else []
-        riding = sum(codec.message_size(m) for m in riders) if riders else 0
-        self._charge(used + riding + _digest_bytes(digests))
-        rumors = self._take(self._budget(used + riding + _allowance(digests)), name) if len(self.queue) else []
-        out.append(Send(member.addr, Packet(self.name, (*msgs, *riders, *rumors, *digests))))
+        self._charge(used + _digest_bytes(digests))
+        rumors = self._take(self._budget(used + _allowance(digests)), name) if len(self.queue) else []
+        out.append(Send(member.addr, Packet(self.name, (*msgs, *rumors, *digests))))
 
     def _on_tree_message(self, msg: IHave | Graft | Prune | ShortIds, sender: str, now: float, out: list[Effect],
                          grafted: set[int] | None = None, *, shows: bool = True, src_host: str | None = None) -> None:
@@ -2149,7 +2130,7 @@ class Node:
         """An announcement of `ids` to `to_name`: with short ids (type 19, half the bytes) to a member known to
         read them, else the long kind (type 10)."""
         if self.readers.reads(to_name, SHORT_IDS):
-            # (short_id inlined: no function call per id, ~40 ids an announcement under writes)
+            # (short_id inlined: a call per id was most of an announcement's cost, ~40 ids a lazy interval per peer)
             return ShortIds(ShortKind.IHAVE, tuple([i >> _SHORT_SHIFT for i in ids]))
         return IHave(tuple(ids))
 

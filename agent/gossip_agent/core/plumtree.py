@@ -121,11 +121,6 @@ PRUNE_AFTER_PRESSURE = 12
 # How long the second end of a lazy link holds an announcement, in lazy intervals: past the first end's latest
 # flush (one interval after its delivery) with a quarter interval for its IHAVE to arrive.
 HOLD = 1.25
-# An id we lack announced by an EAGER neighbour is grafted after this fraction of the usual wait: that neighbour
-# holds the payload and will not push it to us (a critical write, which members announce to every neighbour
-# instead of pushing: core/critical.py; or one it got while we were lazy at its end), so the wait is only for
-# another eager path's copy. The learnt wait under graft pressure still comes on top (core/graft_timing.py).
-EAGER_ANNOUNCER_WAIT = 0.25
 
 
 _NOBODY: set[str] = set()  # (never added to: the "no holders known" value of Plumtree._holders)
@@ -541,22 +536,17 @@ class Plumtree:
         self._told_prune(name, now)
 
     def deliver(self, ident: int, payload: bytes, sender: str | None, now: float, *,
-                critical: bool = False, announce_only: bool = False) -> list[str]:
+                critical: bool = False) -> list[str]:
         """The state layer took a new payload: the eager peers to push it to now (not back to `sender`); its id
         is announced to the lazy peers at the next flush, and the payload kept a while (with its class,
-        `critical`) to answer grafts.
-
-        `announce_only`: push to nobody, announce to the eager peers too (a critical write its writer sent to
-        every member itself, core/critical.py: each neighbour holds it already, and one whose direct copy was
-        lost grafts it from the announcement, as from a lazy link)."""
+        `critical`) to answer grafts."""
         self._cache_put(ident, payload, now, critical)
         held = now + HOLD * self.lazy_interval
         announce = self._announce
         holders = self._holders[1] if self._holders[0] == ident else _NOBODY
         self._holders = _NO_HOLDERS
         me = self.me
-        # (In name order, not hash order: see TreeOut.peers.)
-        for peer in sorted(self.lazy | self.eager) if announce_only else sorted(self.lazy):
+        for peer in sorted(self.lazy):  # name order, not hash order (see TreeOut.peers)
             if peer != sender and peer not in holders:
                 queue = announce.get(peer)
                 if queue is None:
@@ -566,8 +556,6 @@ class Plumtree:
                     del queue[next(iter(queue))]
         if announce and self._flush_at == math.inf:
             self._flush_at = now + self.lazy_interval
-        if announce_only:
-            return []
         if holders:
             return sorted(peer for peer in self.eager if peer != sender and peer not in holders)
         eager = sorted(self.eager)
@@ -631,8 +619,6 @@ class Plumtree:
             if missing is None:
                 evicted += self._make_missing_room(sender)
                 spread = 0.5 + 0.5 * self._rng.random() if self._rng is not None else 1.0
-                if sender in self.eager:
-                    spread *= EAGER_ANNOUNCER_WAIT  # (see EAGER_ANNOUNCER_WAIT)
                 # The learnt wait for late eager copies comes on top (0 in a quiet cluster): graft_timing.py.
                 if extra is None:
                     extra = self.timing.extra(now)
