@@ -96,3 +96,22 @@ def test_bench_option_points_agents_at_the_hook(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv(bench_load.CPU_PROFILE_ENV, str(tmp_path / "prof"))
     profiled = bench_load.OursFrom([], str(tmp_path)).command("a1", 1, 2, [1], tmp_path)
     assert profiled[1] == f"PYTHONPATH={tmp_path}:{bench_load.CPU_PROFILE_HOOK}"
+
+
+def test_the_hook_profiles_the_loop_the_agent_runs(tmp_path: Path) -> None:
+    """The agent runs its loop through io/event_loop.py (an asyncio.Runner, whichever loop was chosen): the hook
+    must catch that, or a profiled bench silently writes nothing (it hooked asyncio.run alone once)."""
+    import os
+    import subprocess
+
+    script = ("import asyncio\nfrom gossip_agent.io import event_loop\n"
+              "async def main() -> None:\n    asyncio.get_running_loop().call_soon(print, 'ran')\n"
+              "    await asyncio.sleep(0.05)\n"
+              "event_loop.run(main(), event_loop.loop_factory('asyncio')[0])\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "bench" / "cpu_profile"), str(ROOT / "agent")]),
+           "GOSSIP_CPU_PROFILE_DIR": str(tmp_path / "prof")}
+    done = subprocess.run([sys.executable, "-c", script, "gossip_agent"], env=env, capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert "ran" in done.stdout
+    snapshots = [json.loads(line) for p in (tmp_path / "prof").glob("*.jsonl") for line in p.read_text().splitlines()]
+    assert snapshots and any(s["handles"] for s in snapshots)
