@@ -1913,13 +1913,22 @@ class Node:
             if len(chosen) >= k:
                 break
             consider(order[int(self.rng.random() * len(order))])
-        if len(chosen) < k and len(order) <= 4 * k:
-            # Small clusters: sampling can miss; a full scan is cheap here.
+        if len(chosen) < k and (len(order) <= 4 * k or k >= self._eligible_count(alive_only, live_only, order)):
+            # Small clusters, or every eligible member wanted (a critical write goes to all, and a table can
+            # still hold many dead members awaiting reaping): sampling misses some; a full scan is cheap here.
             for name in order:
                 if len(chosen) >= k:
                     break
                 consider(name)
         return list(chosen.values())
+
+    def _eligible_count(self, alive_only: bool, live_only: bool, order: Sequence[str]) -> int:
+        """How many members besides us `_random_peers` may choose from (an upper bound: `exclude` aside)."""
+        if alive_only:
+            return self.table.n_alive - 1
+        if live_only:
+            return self.table.n_live - 1
+        return len(order)
 
     def _eligible(self, name: str, exclude: str | None, states: tuple[MemberState, ...]) -> Member | None:
         m = self.table.get(name) if name != exclude else None

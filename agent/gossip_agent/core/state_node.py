@@ -672,10 +672,11 @@ class StateNode:
 
     def _root_if_published(self) -> str | None:
         """Our root (as `_my_root`) when a counted member may publish it, else None: no member publishes our key
-        count, so none publishes our root (`_View.may_publish`). While writes stream in, our key count runs ahead
-        of every published one, and the Merkle paths written since are not hashed at each observation (a tick
-        re-hashed ~7 tree nodes per write every ~0.2 s, ~90 % of its CPU), only when a root is published or a
-        session compares trees, each node once for all the writes under it."""
+        count, so none publishes our root (`_View.may_publish`). While writes of new keys stream in, our key
+        count runs ahead of every published one, and the Merkle paths written since are not hashed at each
+        observation (a tick re-hashed ~7 tree nodes per write every ~0.2 s, ~90 % of its CPU), only when a root
+        is published or a session compares trees, each node once for all the writes under it. Overwrites of
+        existing keys leave the count as it was: then the root is computed at each observation, as before."""
         if not self._view.may_publish(len(self.store)):
             return None
         return self._my_root()
