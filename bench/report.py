@@ -584,8 +584,9 @@ def types_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     return ["Bytes per write by message type, IP level. UDP: the agents' exact message counts by type x each type's "
             "mean wire size in the decoded capture (headers shared by size), scaled to the nftables UDP total. TCP: "
             "push-pull and anti-entropy by the agents' own byte counters, scaled to the nftables TCP total. "
-            "\"capture kept\": datagrams the Python capture decoded (the kernel drops the rest while it is busy; "
-            "the mean sizes come from those it kept).", "",
+            "The capture is a random sample the kernel takes (1 in K datagrams, K for ~500 kept a second: the "
+            "whole traffic in small runs). \"capture kept\": the share of that sample the Python capture decoded "
+            "(the kernel drops the rest while it is busy; the mean sizes come from those it kept).", "",
             *md_table(["step", "scenario", "impl/mode", *kinds, "capture kept"], cells,
                       right=range(3, 4 + len(kinds)))]
 
