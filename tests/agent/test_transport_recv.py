@@ -67,34 +67,3 @@ async def test_datagrams_waiting_together_are_read_in_one_wake_up_then_drained_o
     finally:
         sender.close()
         receiver.close()
-
-
-async def test_an_agent_re_arms_its_timer_once_for_a_batch_of_datagrams() -> None:
-    """A burst of packets waiting together costs one timer re-arm (one `Node.next_deadline`), not one each."""
-    from gossip_agent.core.codec import encode_packet
-    from gossip_agent.core.config import from_mapping
-    from gossip_agent.core.messages import Ack, Packet
-    from gossip_agent.io.runtime import Agent
-
-    agent = Agent(from_mapping({"preset": "local", "name": "solo", "bindAddress": "127.0.0.1", "port": 0}))
-    await agent.start()
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        calls = [0]
-        next_deadline = agent.node.next_deadline
-
-        def counting() -> float:
-            calls[0] += 1
-            return next_deadline()
-
-        agent.node.next_deadline = counting  # type: ignore[method-assign]
-        before = agent.stats.packets["in"]
-        for seq in range(8):  # stray acks: decoded and handled, nothing to answer
-            sender.sendto(encode_packet(Packet("stranger", (Ack(seq),))), ("127.0.0.1", agent.port))
-        async with asyncio.timeout(10):
-            while agent.stats.packets["in"] < before + 8:
-                await asyncio.sleep(0.01)
-        assert calls[0] <= 2  # (one more if a protocol timer fell due in that turn)
-    finally:
-        sender.close()
-        await agent.stop()

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import pytest
 
-from gossip_agent.io.transport import MAX_WRITE_BUFFER, SendResult, UdpTransport, open_udp
+from gossip_agent.io.transport import MAX_WRITE_BUFFER, SendResult, UdpTransport
 
 PEER = ("127.0.0.1", 7946)
 
@@ -131,16 +131,3 @@ def test_a_closing_endpoint_sends_nothing() -> None:
     transport.closing = True
     assert udp.sendto(b"one", PEER) is SendResult.CLOSED
     assert sock.sent == [] and transport.buffered == []
-
-
-async def test_a_real_endpoint_delivers_direct_sends_in_order() -> None:
-    got: asyncio.Queue[bytes] = asyncio.Queue()
-    receiver = await open_udp("127.0.0.1", 0, lambda data, src: got.put_nowait(data))
-    sender = await open_udp("127.0.0.1", 0, lambda data, src: None)
-    try:
-        for i in range(20):
-            assert sender.sendto(b"%d" % i, receiver.local_address) is SendResult.SENT
-        assert [await asyncio.wait_for(got.get(), 10) for _ in range(20)] == [b"%d" % i for i in range(20)]
-    finally:
-        receiver.close()
-        sender.close()

@@ -37,8 +37,10 @@ def canonical_ip(host: str) -> str | None:
     return str(ip)
 
 
-WIRE_HOSTS_KEPT = 1024
-"""Hosts `wire_host` remembers as valid: the members' addresses, which every ping, ack and alive repeats.
+WIRE_HOSTS_KEPT = 8192
+"""Hosts `wire_host` remembers as valid: the members' addresses, which every ping, ack and alive repeats and
+every send names (io/transport.py checks each destination here); above membership.maxMembers' default (5,000),
+so a full table never empties it, and at most ~0.5 MB.
 Parsing one with `ipaddress` costs ~19 us on a loaded machine, a set lookup well under one. Bounded: a peer
 naming ever new (valid) addresses only empties the set again, costing the parses it would cost anyway, never
 memory."""

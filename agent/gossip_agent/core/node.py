@@ -88,6 +88,7 @@ from gossip_agent.core.plumtree import (
     ID_BYTES,
     MAX_IDS_PER_MESSAGE,
     SHORT_ID_BYTES,
+    SHORT_ID_SHIFT,
     Plumtree,
     message_id,
     short_id,
@@ -122,7 +123,6 @@ _EARLY_GOSSIP_FRACTION = 0.25
 # Rumor message classes, as a tuple: isinstance with a tuple is cheaper than with a union, per message.
 _RUMOR_TYPES = (Alive, Suspect, Dead, StateRumor)
 _TREE_TYPES = (IHave, Graft, Prune)
-_SHORT_SHIFT = 8 * (ID_BYTES - SHORT_ID_BYTES)  # an id's short id is its top SHORT_ID_BYTES bytes (plumtree.short_id)
 _IHAVE_FRAME = 5  # an IHAVE's bytes besides its ids: array, type, bin header (up to bin16)
 # At most this many ids on a probe's pull request (a ping must stay small; a gossip round's request names the rest).
 MAX_PROBE_PULL_IDS = 16
@@ -2140,7 +2140,7 @@ class Node:
         read them, else the long kind (type 10)."""
         if self.readers.reads(to_name, SHORT_IDS):
             # (short_id inlined: a call per id was most of an announcement's cost, ~40 ids a lazy interval per peer)
-            return ShortIds(ShortKind.IHAVE, tuple([i >> _SHORT_SHIFT for i in ids]))
+            return ShortIds(ShortKind.IHAVE, tuple([i >> SHORT_ID_SHIFT for i in ids]))
         return IHave(tuple(ids))
 
     def _tick_tree(self, now: float, out: list[Effect], *, flush: bool = False) -> None:

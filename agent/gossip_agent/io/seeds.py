@@ -30,19 +30,13 @@ def parse_seed(seed: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _literal(host: str) -> str | None:
-    """`host` as the wire spells an IP (core/hosts.py: scope id dropped, IPv4-mapped as IPv4), or None for a
-    name. Sends go only to such literals (core/codec.py `valid_host`): a name never reaches a sendto."""
-    return canonical_ip(host)
-
-
 async def resolve_seeds(seeds: Iterable[str], *, timeout: float = 5.0) -> list[Address]:
     """Every address of every seed (deduplicated, order kept), resolving names concurrently."""
     loop = asyncio.get_running_loop()
 
     async def one(seed: str) -> list[Address]:
         host, port = parse_seed(seed)
-        literal = _literal(host)
+        literal = canonical_ip(host)
         if literal is not None:
             return [(literal, port)]
         try:
@@ -53,7 +47,7 @@ async def resolve_seeds(seeds: Iterable[str], *, timeout: float = 5.0) -> list[A
             return []
         addrs: list[Address] = []
         for _family, _type, _proto, _canon, sockaddr in infos:
-            literal = _literal(str(sockaddr[0]))
+            literal = canonical_ip(str(sockaddr[0]))
             if literal is not None:
                 addrs.append((literal, port))
         return list(dict.fromkeys(addrs))[:MAX_ADDRESSES_PER_SEED]
@@ -67,7 +61,7 @@ async def resolve_advertise_address(host: str, *, timeout: float = 5.0) -> str:
     (core/hosts.py), so a name is resolved once, here, at startup, off the event loop's blocking path. An IPv4
     address is preferred (what `default_advertise_address` finds too). ValueError, saying what to set, if it
     resolves to nothing."""
-    literal = _literal(host)
+    literal = canonical_ip(host)
     if literal is not None:
         return literal
     loop = asyncio.get_running_loop()
@@ -78,7 +72,7 @@ async def resolve_advertise_address(host: str, *, timeout: float = 5.0) -> str:
         raise ValueError(f"advertise address {host!r} does not resolve ({exc or type(exc).__name__}): peers "
                          "reach members by IP only; set advertiseAddress (GOSSIP_ADVERTISE_ADDRESS) to this "
                          "agent's IP (in Kubernetes, the pod IP)") from exc
-    found = [lit for info in infos if (lit := _literal(str(info[4][0]))) is not None]
+    found = [lit for info in infos if (lit := canonical_ip(str(info[4][0]))) is not None]
     if not found:
         raise ValueError(f"advertise address {host!r} resolves to no IP address: set advertiseAddress "
                          "(GOSSIP_ADVERTISE_ADDRESS) to this agent's IP")
@@ -97,7 +91,7 @@ def default_advertise_address(bind_address: str, seeds: Iterable[str] = ()) -> s
             host = parse_seed(seed)[0]
         except ValueError:
             continue
-        if _literal(host) and ":" not in host:
+        if canonical_ip(host) and ":" not in host:
             target = host
             break
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

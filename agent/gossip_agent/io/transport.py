@@ -30,14 +30,11 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any, cast
 
-from gossip_agent.core.codec import valid_host
+from gossip_agent.core.hosts import wire_host
 from gossip_agent.core.messages import Address
 
 log = logging.getLogger(__name__)
 MAX_WRITE_BUFFER = 256 * 1024
-# Hosts already found valid (`valid_host` runs a regex, on every send before): members' addresses, a handful.
-# Bounded: past this many distinct hosts the set starts over.
-_VALID_HOSTS_MAX = 4096
 # The kernel's default receive buffer (~200 KiB) is fine for a few hundred members; raise it for bursts.
 RECV_BUFFER = 1024 * 1024
 # Bytes asked of each recvfrom: no UDP payload is longer (65,507 over IPv4, 65,527 over IPv6 without jumbograms).
@@ -78,7 +75,6 @@ class UdpTransport(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self.send_errors = 0
         self.lost = False
-        self._valid_hosts: set[str] = set()
         # The transport's buffered bytes (once connected); None: it cannot say, so never send around it.
         self._buffered: Callable[[], int] | None = None
 
@@ -166,14 +162,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         t = self._transport
         if t is None or self.lost or t.is_closing():
             return _CLOSED
-        host = addr[0]
-        if host not in self._valid_hosts:
-            if not valid_host(host):
-                return _BAD_ADDRESS
-            if len(self._valid_hosts) >= _VALID_HOSTS_MAX:
-                self._valid_hosts.clear()
-            self._valid_hosts.add(host)
-        if not 0 < addr[1] <= 0xFFFF:
+        if not wire_host(addr[0]) or not 0 < addr[1] <= 0xFFFF:  # (hosts found valid are remembered there)
             return _BAD_ADDRESS
         sock, size = self._sock, self._buffered
         buffered = 0 if size is None else size()
