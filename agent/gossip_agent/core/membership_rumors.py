@@ -14,7 +14,7 @@ from gossip_agent.core import codec
 from gossip_agent.core.effects import Effect, EventKind, MemberEvent, SyncWith
 from gossip_agent.core.membership import Member
 from gossip_agent.core.messages import Alive, Dead, MemberState, Rumor, StateRumor, Suspect
-from gossip_agent.core.node_base import NodeBase, meta_size
+from gossip_agent.core.node_base import NEVER, NodeBase, meta_size
 from gossip_agent.core.suspicion import Suspicion, suspicion_min_timeout
 from gossip_agent.core.topology_state import ZONE_META_KEY
 
@@ -115,7 +115,8 @@ class MembershipRumors(NodeBase):
             self._zone_version += 1
         member.incarnation, member.addr, member.meta = rumor.incarnation, rumor.addr, dict(rumor.meta)
         self.table.set_state(member, MemberState.ALIVE, now)
-        self._suspicions.pop(member.name, None)
+        if self._suspicions.pop(member.name, None) is not None:
+            self._suspicions_changed()
         if previous == MemberState.ALIVE:
             if changed:
                 out.append(MemberEvent(EventKind.UPDATE, member.snapshot()))
@@ -140,6 +141,7 @@ class MembershipRumors(NodeBase):
         if member.state == MemberState.SUSPECT:
             suspicion = self._suspicions.get(member.name)
             if suspicion is not None and suspicion.confirm(rumor.sender):
+                self._suspicions_changed()  # (its timeout shrank)
                 # Re-broadcast confirmations, so every member's timer shrinks too.
                 self._enqueue(rumor, source)
                 return True
@@ -153,6 +155,7 @@ class MembershipRumors(NodeBase):
         self._suspicions[member.name] = Suspicion(
             incarnation=rumor.incarnation, accuser=rumor.sender, started=now, min_timeout=min_timeout,
             max_timeout=cfg.suspicion_max_timeout_mult * min_timeout, expected=max(0, expected))
+        self._suspicions_changed()
         self.stats["suspicions"] += 1
         out.append(MemberEvent(EventKind.SUSPECT, member.snapshot()))
         self._enqueue(rumor, source)
@@ -164,7 +167,8 @@ class MembershipRumors(NodeBase):
         left = rumor.sender == rumor.name
         member.incarnation = rumor.incarnation
         self.table.set_state(member, MemberState.LEFT if left else MemberState.DEAD, now)
-        self._suspicions.pop(member.name, None)
+        if self._suspicions.pop(member.name, None) is not None:
+            self._suspicions_changed()
         self._graveyard.append((now, member.name))
         self.topology.drop_coordinate(member.name)  # no RTT estimates to a member we hold dead or left
         self.tree.remove(member.name)
@@ -179,7 +183,7 @@ class MembershipRumors(NodeBase):
         return True
 
     def _tick_suspicions(self, now: float, out: list[Effect]) -> None:
-        if not self._suspicions:
+        if not self._suspicions or now < self._suspicions_due:
             return
         for name, suspicion in list(self._suspicions.items()):
             if now >= suspicion.deadline():
@@ -187,6 +191,19 @@ class MembershipRumors(NodeBase):
                 member = self.table.get(name)
                 if member is not None and member.state == MemberState.SUSPECT:
                     self._apply_rumor(Dead(name, suspicion.incarnation, self.name), now, None, out)
+        self._suspicions_changed()
+
+    def _suspicions_changed(self) -> None:
+        """A suspicion started, was confirmed or ended: keep the soonest deadline (`_suspicions_due`).
+        `next_deadline` runs after every packet, and a deadline is Lifeguard's formula (two logarithms) over
+        each suspicion, which changes only here: with a few hundred members suspected at once (a zone lost),
+        recomputing them all per call cost more than the packet."""
+        due = NEVER
+        for suspicion in self._suspicions.values():
+            at = suspicion.deadline()
+            if at < due:
+                due = at
+        self._suspicions_due = due
 
     def _tick_reap(self, now: float, out: list[Effect]) -> None:
         reap_after = self.config.membership.reap_after

@@ -467,10 +467,8 @@ class Node(Probing, MembershipRumors, PushPullSync, Flooding, Pulling, TreeDisse
                 deadline = relay.nack_at
             if relay.expire_at < deadline:
                 deadline = relay.expire_at
-        for suspicion in self._suspicions.values():
-            at = suspicion.deadline()
-            if at < deadline:
-                deadline = at
+        if self._suspicions_due < deadline:
+            deadline = self._suspicions_due
         if self._graveyard:
             at = self._graveyard[0][0] + self.config.membership.reap_after
             if at < deadline:

@@ -234,6 +234,7 @@ class NodeBase:
         self._probe: ProbeInFlight | None = None
         self._relays: dict[int, RelayedPing] = {}
         self._suspicions: dict[str, Suspicion] = {}
+        self._suspicions_due = NEVER  # the soonest of their deadlines (core/membership_rumors.py)
         self._graveyard: deque[tuple[float, str]] = deque()
         # Failed (not left) members to retry after a partition: name -> (address, died at). Bounded.
         self._former: dict[str, tuple[Address, float]] = {}
