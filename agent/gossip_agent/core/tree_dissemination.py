@@ -41,8 +41,10 @@ _MAX_EARLY_LINKS = 64
 def _delivery_path(tree: Plumtree, ident: int, source: str | None, critical: bool) -> str:
     """The stats key of how a payload new to us came (bench_load reports them): over an eager link, as the
     answer to our graft (a repaired eager path: the latency tail), as a critical write's direct copy, or
-    otherwise (a pull answer, the writer's flood to members not known to read the tree, a lost link request)."""
-    if tree.grafted(ident):  # (before eager: grafting made the announcer an eager neighbour)
+    otherwise (a pull answer, the writer's flood to members not known to read the tree, a lost link request).
+    A graft's answer is a copy from a member we grafted: the eager push that comes late, after we grafted
+    another announcer, is the tree's (counted as a graft, it overstated repairs)."""
+    if source is not None and tree.grafted(ident, source):  # (before eager: grafting made it an eager neighbour)
         return "tree_delivered_graft"
     if source is not None and source in tree.eager:
         return "tree_delivered_eager"
