@@ -225,9 +225,11 @@ class Node(Probing, MembershipRumors, PushPullSync, Flooding, Pulling, TreeDisse
         if self._tree_on:
             ident = message_id(payload)
             self.tree.receive(ident, None, now)
-            # A critical write goes straight to every member in clusters up to CRITICAL_DIRECT (core/critical.py).
-            extra = [m.name for m in self._random_peers(direct_reach(self.table.n_alive - 1), exclude=None,
-                                                          live_only=True, alive_only=True)
+            # A critical write goes straight to every live member in clusters up to CRITICAL_DIRECT
+            # (core/critical.py), suspects too (memberlist gossips to them): a suspect is most often alive (a false
+            # suspicion under load, or one about to be refuted), and left out it waited for the tree's next hop.
+            extra = [m.name for m in self._random_peers(direct_reach(self.table.n_live - 1), exclude=None,
+                                                          live_only=True)
                      if m.name not in self.tree.eager] if critical else []
             if self._tree_spread(ident, rumor, None, now, out, extra=extra):
                 # The flood fallback waits one gossip interval for the tree to deliver (core/held_floods.py).

@@ -79,9 +79,9 @@ class TreeDissemination(NodeBase):
         if self.delegate is not None and self.delegate.on_state_rumor(rumor.payload, now):
             rumor = self._relay_class(rumor, sender, now)
             # A critical write goes to `fanout` more members at every hop in clusters its writer could not reach
-            # whole (core/critical.py).
-            k = relay_extras(self.table.n_alive - 1, self.config.gossip.fanout) if rumor.critical else 0
-            extra = [m.name for m in self._random_peers(k, exclude=source, live_only=True, alive_only=True)
+            # whole (core/critical.py), counting and choosing live members (suspects too) as the writer does.
+            k = relay_extras(self.table.n_live - 1, self.config.gossip.fanout) if rumor.critical else 0
+            extra = [m.name for m in self._random_peers(k, exclude=source, live_only=True)
                      if m.name not in self.tree.eager] if k else []
             self._tree_spread(ident, rumor, source, now, out, extra=extra)
         return False
