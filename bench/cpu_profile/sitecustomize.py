@@ -50,8 +50,10 @@ FUNCS: dict[str, tuple[str, ...]] = {
     "gossip_agent.io.transport": ("UdpTransport.sendto",),
     "gossip_agent.io.security": ("Security.open", "Security.seal"),
     "gossip_agent.core.codec": ("decode_packet", "encode_packet"),
-    "gossip_agent.core.node": ("Node.handle_packet", "Node.tick", "Node.broadcast_state", "Node.next_deadline",
-                               "Node._apply_rumor", "Node._tree_receive"),
+    "gossip_agent.core.node": ("Node.handle_packet", "Node.tick", "Node.broadcast_state", "Node.next_deadline"),
+    # (Node's concern modules: a method is wrapped on the class that defines it, which Node inherits from.)
+    "gossip_agent.core.membership_rumors": ("MembershipRumors._apply_rumor",),
+    "gossip_agent.core.tree_dissemination": ("TreeDissemination._tree_receive",),
     "gossip_agent.io.state_service": ("StateService.on_state_rumor", "StateService._persist",
                                       "StateService._on_timer", "StateService.put", "StateService._perform",
                                       "StateService.on_root_digest", "StateService._reschedule"),

@@ -10,7 +10,7 @@ from dataclasses import replace
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.critical import CRITICAL_DIRECT, direct_reach, relay_extras
 from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.messages import Alive, Dead, Packet, Prune, StateRumor
+from gossip_agent.core.messages import Alive, Dead, MemberState, Packet, Prune, StateRumor, Suspect
 from gossip_agent.core.node import Node
 from gossip_agent.core.plumtree import PRUNE_AFTER, Plumtree
 
@@ -92,3 +92,30 @@ def test_the_writer_reaches_every_alive_member_while_the_table_still_holds_many_
             node.handle_packet(Packet("p2", (Dead(f"p{i}", 1, "p2"),)), ("h", 2), 0.0)
         assert node.table.n_alive - 1 == 10
         assert pushed_to(node.broadcast_state(b"c" * 50, 1.0 + seed, critical=True)) == set(range(2, 12))
+
+
+def test_the_writer_sends_its_direct_copy_to_suspects_too() -> None:
+    """A suspect is most often alive (a false suspicion under load, or one about to be refuted); memberlist
+    gossips to suspects too. Left out, it waited for the tree's next hop."""
+    node = tree_node(8)
+    accuser = sorted(node.tree.eager)[0]
+    suspects = [f"p{i}" for i in range(2, 10) if f"p{i}" not in node.tree.eager][:2]
+    for name in suspects:
+        node.handle_packet(Packet(accuser, (Suspect(name, 1, accuser),)), ("h", int(accuser[1:])), 0.5)
+        assert node.member_state(name) == MemberState.SUSPECT
+    assert pushed_to(node.broadcast_state(b"c" * 50, 1.0, critical=True)) == set(range(2, 10))
+
+
+def test_relays_count_suspects_as_the_writer_does() -> None:
+    """CRITICAL_DIRECT alive others and two suspects: the writer reaches CRITICAL_DIRECT of the 66 live ones, so
+    a relay (counting them alike) adds its extras; counting alive members only, it took the writer to have
+    reached everyone."""
+    node = tree_node(CRITICAL_DIRECT + 2)
+    accuser = sorted(node.tree.eager)[0]
+    for name in [f"p{i}" for i in range(2, CRITICAL_DIRECT + 4) if f"p{i}" not in node.tree.eager][:2]:
+        node.handle_packet(Packet(accuser, (Suspect(name, 1, accuser),)), ("h", int(accuser[1:])), 0.5)
+    assert node.table.n_alive - 1 == CRITICAL_DIRECT
+    relayed = pushed_to(node.handle_packet(Packet(accuser, (StateRumor(b"y" * 50, critical=True),)),
+                                           ("h", int(accuser[1:])), 1.1))
+    tree = {int(n[1:]) for n in node.tree.eager if n != accuser}
+    assert tree < relayed and len(relayed - tree) <= node.config.gossip.fanout

@@ -26,3 +26,17 @@ def test_deliveries_are_counted_by_path() -> None:
     node.handle_packet(Packet(lazy, (StateRumor(b"g"),)), addr[lazy], 2.2)
     counts = {k.removeprefix("tree_delivered_"): v for k, v in node.stats.items() if k.startswith("tree_delivered_")}
     assert counts == {"eager": 1, "critical_direct": 1, "other": 1, "graft": 1}
+
+
+def test_a_late_eager_push_after_a_graft_is_the_trees_not_the_grafts_answer() -> None:
+    """We grafted a lazy announcer, then the eager neighbour's push came first: that copy is the tree's push,
+    late (the graft's answer, if any, is a duplicate)."""
+    node = tree_node(8)
+    eager = sorted(node.tree.eager)[0]
+    lazy = next(f"p{i}" for i in range(2, 10) if f"p{i}" not in node.tree.eager)
+    node.handle_packet(Packet(lazy, (IHave((message_id(b"g"),)),)), ("h", int(lazy[1:])), 2.0)
+    node.tick(2.0 + node.tree.graft_timeout)
+    assert node.tree.grafted(message_id(b"g"), lazy) and not node.tree.grafted(message_id(b"g"), eager)
+    node.handle_packet(Packet(eager, (StateRumor(b"g"),)), ("h", int(eager[1:])), 2.2)
+    counts = {k.removeprefix("tree_delivered_"): v for k, v in node.stats.items() if k.startswith("tree_delivered_")}
+    assert counts == {"eager": 1}

@@ -103,7 +103,7 @@ def test_a_forged_ping_req_sends_only_bare_pings_acks_and_nacks_to_addresses_off
 def test_a_flood_of_ping_reqs_is_capped() -> None:
     """Every ping-req is remembered for a probe interval and scanned by next_deadline: a flood grew that (and the
     pings we sent for it) without bound."""
-    from gossip_agent.core.node import _MAX_RELAYS
+    from gossip_agent.core.probing import _MAX_RELAYS
 
     node, lazy = _loaded_node()
     target = node.table.get("p3").addr  # type: ignore[union-attr]

@@ -13,8 +13,8 @@ more copies per member, less than the random extras at every hop did (about five
 
 Past CRITICAL_DIRECT members the writer sends to CRITICAL_DIRECT random ones (a burst of one datagram per
 member is bounded), and every member that gets it adds `fanout` random peers to its tree pushes, as before.
-A member decides by its own count of alive members which case holds; a member whose count differs a little
-from the writer's only adds or skips a few extras.
+A member decides by its own count of live members (alive or suspect: a suspect is most often alive) which case
+holds; a member whose count differs a little from the writer's only adds or skips a few extras.
 
 Copies of a critical write that arrive twice say nothing about the tree (core/plumtree.py `receive(critical=
 True)`): they are sent twice on purpose, so they neither prune a link nor make their sender a neighbour.
@@ -25,16 +25,16 @@ from __future__ import annotations
 
 CRITICAL_DIRECT = 64
 """Most members a critical write's writer pushes it to directly (beside its eager neighbours); in a cluster of
-at most this many other alive members, that is all of them."""
+at most this many other live members, that is all of them."""
 
 
 def direct_reach(others: int) -> int:
-    """How many random alive members (of `others` besides us) the writer of a critical write pushes it to, its
+    """How many random live members (of `others` besides us) the writer of a critical write pushes it to, its
     eager neighbours aside: every one of them in a cluster of up to CRITICAL_DIRECT others."""
     return max(0, min(others, CRITICAL_DIRECT))
 
 
 def relay_extras(others: int, fanout: int) -> int:
-    """How many random alive members a member that got a critical write from someone adds to its tree pushes:
+    """How many random live members a member that got a critical write from someone adds to its tree pushes:
     none when the writer reached everyone directly (duplicates only), `fanout` in larger clusters."""
     return 0 if others <= CRITICAL_DIRECT else max(0, fanout)

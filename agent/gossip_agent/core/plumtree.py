@@ -517,11 +517,14 @@ class Plumtree:
                         or next(iter(told.values())) + PRUNE_RESEND_LAZY * self.lazy_interval < now):
             del told[next(iter(told))]
 
-    def grafted(self, ident: int) -> bool:
-        """Whether we grafted this id (asked an announcer for it, by its id or short id): a copy arriving now
-        is a repair, not the tree's push (counted by path in Node stats: `tree_delivered_*`)."""
+    def grafted(self, ident: int, announcer: str | None = None) -> bool:
+        """Whether we grafted this id (asked an announcer for it, by its id or short id); with `announcer`,
+        whether we asked that member: a copy from it now answers our graft, a repair, not the tree's push
+        (counted by path in Node stats: `tree_delivered_*`)."""
         missing = self._missing.get(ident) or self._missing.get(-1 - short_id(ident))
-        return missing is not None and bool(missing.grafted)
+        if missing is None:
+            return False
+        return bool(missing.grafted) if announcer is None else announcer in missing.grafted
 
     def _prune(self, name: str, now: float) -> None:
         """Sent at once (the next `tick`), not with the lazy flush: until the other end hears it, it keeps
