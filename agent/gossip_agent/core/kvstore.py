@@ -791,7 +791,7 @@ def read_result(entry: ValueEntry) -> ReadResult:
     return ReadResult(entry.key, entry.live, CausalContext(entry.context, entry.timestamp))
 
 
-# -- plain data (msgpack-ready); state_codec adds framing and limits -----------------------------------
+# -- plain data (msgpack-ready); the codecs (state_codec, ae_codec) add framing and limits ------------------
 def entry_to_plain(entry: Entry) -> list[Any]:
     """Canonical: equal states give equal plain data (and so equal digests)."""
     if isinstance(entry, CrdtEntry):
