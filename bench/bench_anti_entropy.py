@@ -1,7 +1,7 @@
 """Anti-entropy cost between two 100,000-key replicas that differ in d keys (issue 3's target).
 
 Runs the pure protocol in-process (`anti_entropy.exchange`) and accounts every request and response at its
-msgpack-encoded size (`state_codec.encoded_size`). The bound from the issue, per d:
+msgpack-encoded size (`ae_codec.encoded_size`). The bound from the issue, per d:
     2 x (d x entry + 2 x hash x d x log2(n / d))   bytes,  and < 20 round trips,
 with `entry` the mean encoded size of the entries that differ and `hash` = 32 (sha256).
 
@@ -20,10 +20,10 @@ import time
 
 import msgpack
 
+from gossip_agent.core.ae_codec import encoded_size
 from gossip_agent.core.anti_entropy import exchange
 from gossip_agent.core.kvstore import KvStore, entry_to_plain
 from gossip_agent.core.merkle import HASH_BYTES
-from gossip_agent.core.state_codec import encoded_size
 
 VALUE_BYTES = 64
 T0 = 1_700_000_000_000

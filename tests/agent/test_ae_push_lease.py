@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
+from gossip_agent.core.ae_codec import encode_ae
 from gossip_agent.core.ae_lease import PushLease, valid_session_id
 from gossip_agent.core.anti_entropy import AeRequest
 from gossip_agent.core.config import from_mapping
 from gossip_agent.core.kvstore import KvStore
-from gossip_agent.core.state_codec import encode_ae
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, AE_PUSH_HEADER, AE_SESSION_HEADER, FRAME, StateService
 

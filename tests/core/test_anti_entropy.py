@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gossip_agent.core.ae_codec import decode_ae_request, decode_ae_response, encode_ae, encoded_size
 from gossip_agent.core.anti_entropy import (
     AeRequest,
     AeResponse,
@@ -21,7 +22,6 @@ from gossip_agent.core.anti_entropy import (
 from gossip_agent.core.config import StateConfig
 from gossip_agent.core.kvstore import KvStore
 from gossip_agent.core.merkle import diff
-from gossip_agent.core.state_codec import decode_ae_request, decode_ae_response, encode_ae, encoded_size
 
 T = 1_700_000_000_000
 CONFIG = StateConfig(conflict_policies={"carts/": "siblings"})

@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from gossip_agent.core.ae_codec import encoded_size
 from gossip_agent.core.anti_entropy import (
     AeRequest,
     Limits,
@@ -29,7 +30,6 @@ from gossip_agent.core.send_budget import (
     SendBudget,
     stream_deferred,
 )
-from gossip_agent.core.state_codec import encoded_size
 from tests.core.test_state_node import WALL, core, member, publishing
 
 T = 1_700_000_000_000

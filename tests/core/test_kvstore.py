@@ -343,6 +343,65 @@ def test_scan_pages_through_a_prefix_skipping_deleted_keys() -> None:
     assert [e.key for e in s.scan("", after="ns/08").entries] == ["ns/09", "other/1"]
 
 
+def _scanned(s: KvStore, prefix: str, limit: int, *, include_deleted: bool) -> list[str]:
+    seen: list[str] = []
+    after = None
+    while True:
+        page = s.scan(prefix, after, limit, include_deleted=include_deleted)
+        seen += [e.key for e in page.entries]
+        if page.next_after is None:
+            return seen
+        after = page.next_after
+
+
+def _churn(s: KvStore, bulk: int, ops: list[tuple[str, int]], rng: random.Random) -> None:
+    """`bulk` keys put in random order, then `ops`: local writes, remote entries (anti-entropy delivers them in
+    hash order, not key order), deletes and garbage collection (keys leave the store); then every ordered
+    reader must see exactly the held keys in key order: all_keys, every prefix scan paged through (with and
+    without tombstones), the snapshot, and the store restored from it."""
+    other = store("b")
+    first = [f"k/{i:05d}" for i in range(0, 2 * bulk, 2)]
+    rng.shuffle(first)
+    for key in first:
+        s.local_put(key, b"v", T)
+    now = T
+    for op, n in ops:
+        now += 1
+        key = f"k/{n:05d}" if n % 3 else f"j/{n:04d}"
+        if op == "put":
+            s.local_put(key, b"v", now)
+        elif op == "remote":
+            s.apply_remote(other.local_put(key, b"w", now))
+        elif op == "delete":
+            s.local_delete(key, now)
+        else:
+            s.collect_garbage(now + 3_600_001)
+    held = sorted(k for k in {*first, *(f"k/{n:05d}" if n % 3 else f"j/{n:04d}" for _, n in ops)} if k in s)
+    live = [k for k in held if not (entry := s.entry(k)) or not entry.is_tombstone]
+    assert s.all_keys() == held
+    for prefix in ("", "k/", "k/0", "k/04", "j/", "j/1", "z"):
+        limit = rng.randint(1, 700)
+        assert _scanned(s, prefix, limit, include_deleted=True) == [k for k in held if k.startswith(prefix)]
+        assert _scanned(s, prefix, limit, include_deleted=False) == [k for k in live if k.startswith(prefix)]
+    assert [e.key for e in s.capture().entries] == held
+    assert KvStore.restore(s.snapshot(), CONFIG, merkle_depth=4).all_keys() == held
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 200), st.lists(st.tuples(st.sampled_from(["put", "put", "remote", "delete", "gc"]),
+                                             st.integers(0, 500)), max_size=60), st.integers(0, 2**32))
+def test_key_order_holds_whatever_order_keys_arrive_and_leave_in(bulk: int, ops: list[tuple[str, int]],
+                                                                 seed: int) -> None:
+    _churn(store("a"), bulk, ops, random.Random(seed))
+
+
+def test_key_order_holds_across_thousands_of_keys() -> None:
+    """5,000 keys in random order, then 2,000 random operations: the sorted key list spans several blocks."""
+    rng = random.Random(7)
+    ops = [(rng.choice(["put", "remote", "delete", "delete", "gc"]), rng.randrange(12_000)) for _ in range(2000)]
+    _churn(store("a"), 5000, ops, rng)
+
+
 # -- CRDT values ---------------------------------------------------------------------------------------
 def test_crdt_values_merge_by_their_own_join() -> None:
     a, b = store("a"), store("b")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from gossip_agent.core.codec_limits import StateCodecError
 from gossip_agent.core.config import StateConfig
 from gossip_agent.core.convergence import state_meta
 from gossip_agent.core.kvstore import KvStore, ValueEntry
@@ -25,7 +26,7 @@ from gossip_agent.core.replica import (
     parse_write_concern,
     replica_id,
 )
-from gossip_agent.core.state_codec import StateCodecError, encode_rumor
+from gossip_agent.core.state_codec import encode_rumor
 
 ROOT_A, ROOT_B, ROOT_C = "a" * 64, "b" * 64, "c" * 64
 

@@ -1,4 +1,4 @@
-"""State codec: round trips, limits enforced before allocation, and garbage only ever raises
+"""State and anti-entropy codecs: round trips, limits enforced before allocation, and garbage only ever raises
 StateCodecError."""
 
 from __future__ import annotations
@@ -13,20 +13,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gossip_agent.core.ae_codec import decode_ae_request, decode_ae_response, encode_ae
 from gossip_agent.core.anti_entropy import AeRequest, AeResponse, Children, Listing, Session, respond
+from gossip_agent.core.codec_limits import CodecLimits, StateCodecError, msgpack_caps
 from gossip_agent.core.config import StateConfig
 from gossip_agent.core.crdt import MVRegister, ORSet, PNCounter
+from gossip_agent.core.entry_decoding import decode_entry
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import CausalContext, Change, KvStore
 from gossip_agent.core.state_codec import (
-    CodecLimits,
-    StateCodecError,
-    decode_ae_request,
-    decode_ae_response,
     decode_change,
     decode_context,
     decode_rumor,
-    encode_ae,
     encode_change,
     encode_context,
     encode_rumor,
@@ -168,12 +166,10 @@ def test_mutated_valid_messages_only_raise_the_codec_error(data: st.DataObject) 
 def _fresh_rumor(payload: bytes, limits: CodecLimits) -> object:
     """What `decode_rumor` gave before rumors had kept readers: a fresh value-entry reader per rumor, capped by
     the rumor's own size (the outcome: the entry, or the codec error's class)."""
-    from gossip_agent.core import state_codec
     try:
         if payload[:2] != bytes([0x92, 1]) or payload[3:4] == b"\x01":  # (not a value entry: nothing kept)
             return decode_rumor(payload, limits)
-        return state_codec._decode_entry(memoryview(payload)[2:], limits, state_codec._caps(len(payload), limits),
-                                         "state rumor")
+        return decode_entry(memoryview(payload)[2:], limits, msgpack_caps(len(payload), limits), "state rumor")
     except StateCodecError:
         return StateCodecError
 

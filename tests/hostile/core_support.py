@@ -12,10 +12,10 @@ from dataclasses import replace
 
 import pytest
 
+from gossip_agent.core.codec_limits import StateCodecError
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.messages import Alive, Packet, Prune
 from gossip_agent.core.node import Node
-from gossip_agent.core.state_codec import StateCodecError
 
 # A documentation address (RFC 5737): no member's table address, so whatever names a member from here is spoofed.
 SPOOFER = ("198.51.100.7", 7946)

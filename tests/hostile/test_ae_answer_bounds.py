@@ -1,5 +1,5 @@
 """The anti-entropy asker against hostile answers (io/state_service.py `_take_answer`,
-core/state_codec.open_ae_response, core/anti_entropy.AnswerMerge and `check_answer`).
+core/ae_codec.open_ae_response, core/anti_entropy.AnswerMerge and `check_answer`).
 
 The responder was bounded before: pushes counted from their array header, merged 64 at a time, decoded
 field by field. The asker decoded and merged a whole answer (up to 16 MiB) in one go, so a buggy or hostile
@@ -26,10 +26,11 @@ import msgpack
 import pytest
 from aiohttp import web
 
+from gossip_agent.core.ae_codec import decode_ae_request, decode_ae_response
 from gossip_agent.core.anti_entropy import MERGE_CHUNK, AeRequest, Session
+from gossip_agent.core.codec_limits import StateCodecError
 from gossip_agent.core.config import StateConfig, from_mapping
 from gossip_agent.core.kvstore import KvStore, entry_to_plain
-from gossip_agent.core.state_codec import StateCodecError, decode_ae_request, decode_ae_response
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, FRAME, StateService
 from tests.hostile.core_support import array_header, peak_memory_refusing
@@ -191,8 +192,8 @@ def test_a_pushed_request_still_round_trips_and_honest_answers_decode() -> None:
     for i in range(300):
         ours.local_put(f"a{i}", b"x" * (i % 50), T0)
         theirs.local_put(f"b{i}", b"y" * (i % 70), T0)
-    from gossip_agent.core.anti_entropy import AnswerMerge, respond  # (new: imported here, so the other
-    from gossip_agent.core.state_codec import encode_ae, open_ae_response  # tests run against older code)
+    from gossip_agent.core.ae_codec import encode_ae, open_ae_response  # (new: imported here, so the other
+    from gossip_agent.core.anti_entropy import AnswerMerge, respond  # tests run against older code)
 
     session = Session(ours)
     request: AeRequest | None = session.start()

@@ -24,6 +24,7 @@ import msgpack
 import pytest
 
 from gossip_agent.core import anti_entropy
+from gossip_agent.core.ae_codec import ae_request_push_count, encode_ae
 from gossip_agent.core.anti_entropy import (
     MERGE_CHUNK,
     AeRequest,
@@ -32,10 +33,10 @@ from gossip_agent.core.anti_entropy import (
     exchange,
     respond,
 )
+from gossip_agent.core.codec_limits import StateCodecError
 from gossip_agent.core.config import StateConfig, from_mapping
 from gossip_agent.core.kvstore import KvStore, ValueEntry
 from gossip_agent.core.send_budget import SendBudget
-from gossip_agent.core.state_codec import StateCodecError, ae_request_push_count, encode_ae
 from gossip_agent.core.state_node import AE_LIMITS
 from gossip_agent.io import state_service
 from gossip_agent.io.runtime import Agent

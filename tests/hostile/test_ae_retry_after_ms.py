@@ -15,10 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from gossip_agent.core.ae_codec import encode_ae
 from gossip_agent.core.anti_entropy import AeRequest
 from gossip_agent.core.config import from_mapping
 from gossip_agent.core.send_budget import SendBudget
-from gossip_agent.core.state_codec import encode_ae
 from gossip_agent.io import state_service
 from gossip_agent.io.peer_client import MAX_RETRY_AFTER, PeerBusy, parse_retry_after_ms
 from gossip_agent.io.runtime import Agent

@@ -21,7 +21,9 @@ import pytest
 
 from gossip_agent.core import codec
 from gossip_agent.core import hlc as hlc_mod
+from gossip_agent.core.ae_codec import decode_ae_request, encode_ae, open_ae_response
 from gossip_agent.core.anti_entropy import AeResponse
+from gossip_agent.core.codec_limits import StateCodecError
 from gossip_agent.core.kvstore import (
     CausalContext,
     InvalidEntry,
@@ -32,16 +34,7 @@ from gossip_agent.core.kvstore import (
     entry_to_plain,
 )
 from gossip_agent.core.messages import MemberSnapshot, MemberState, PushPullState
-from gossip_agent.core.state_codec import (
-    StateCodecError,
-    decode_ae_request,
-    decode_context,
-    decode_rumor,
-    encode_ae,
-    encode_context,
-    encode_rumor,
-    open_ae_response,
-)
+from gossip_agent.core.state_codec import decode_context, decode_rumor, encode_context, encode_rumor
 from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES, VersionVector
 from tests.hostile.core_support import peak_memory_refusing
 

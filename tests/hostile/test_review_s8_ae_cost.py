@@ -1,7 +1,7 @@
 """Review (session 8): what an anti-entropy request costs its responder before any bound is checked.
 
 The responder now refuses more than `Limits.max_push` pushed entries by reading the push array's header
-before decoding (core/state_codec.ae_request_push_count): 50k tiny entries held its event loop ~1 s. The
+before decoding (core/ae_codec.ae_request_push_count): 50k tiny entries held its event loop ~1 s. The
 peek itself holds up (first test). But entries are not what costs: decoded objects are, and a request's
 body (up to 4 MiB on the agent's HTTP app, no authentication in plaintext mode) can hold millions of them
 inside bounds that count only arrays' lengths and entries:
@@ -19,7 +19,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from gossip_agent.core.state_codec import StateCodecError, ae_request_push_count, decode_ae_request
+from gossip_agent.core.ae_codec import ae_request_push_count, decode_ae_request
+from gossip_agent.core.codec_limits import StateCodecError
 from tests.hostile.core_support import array_header, peak_memory_refusing
 
 _SHAPE = msgpack.packb([4, 4])
@@ -74,10 +75,10 @@ def test_honest_requests_with_the_densest_arrays_still_decode() -> None:
     an OR-set of one-letter elements, each [element, [[node, n]]] (3 arrays in ~7 bytes), from a one-letter
     node; every other field full of what it may hold."""
     from gossip_agent.core import hlc
+    from gossip_agent.core.ae_codec import encode_ae
     from gossip_agent.core.anti_entropy import AeRequest
     from gossip_agent.core.crdt import ORSet
     from gossip_agent.core.kvstore import CrdtEntry
-    from gossip_agent.core.state_codec import encode_ae
 
     orset = ORSet()
     for i in range(3000):

@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from gossip_agent.core.ae_codec import encode_ae
 from gossip_agent.core.anti_entropy import AeRequest
 from gossip_agent.core.config import from_mapping
-from gossip_agent.core.state_codec import encode_ae
 from gossip_agent.io import state_service
 from gossip_agent.io.peer_client import PeerBusy
 from gossip_agent.io.runtime import Agent

@@ -19,8 +19,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
+from gossip_agent.core.ae_codec import ae_request_push_count, decode_ae_request, encode_ae
 from gossip_agent.core.anti_entropy import AeRequest, Limits
-from gossip_agent.core.state_codec import ae_request_push_count, decode_ae_request, encode_ae
 from tests.hostile.core_support import array_header, peak_memory_refusing
 
 _SHAPE = msgpack.packb([4, 4])

@@ -25,7 +25,7 @@ import tracemalloc
 import msgpack
 import pytest
 
-from gossip_agent.core.state_codec import decode_ae_request
+from gossip_agent.core.ae_codec import decode_ae_request
 from tests.hostile.core_support import peak_memory
 
 _MIB = 1 << 20

@@ -2,7 +2,7 @@
 
 The answer's counts were bounded (session 9), but each entry was unpacked with only "one array per 2 bytes"
 for the whole field: one entry whose key held 4M empty arrays (a 4 MiB answer) built 133 MiB and took ~2 s in
-one merge step before "key must be a string" (a 16 MiB answer: ~4x that). Now (core/state_codec.AnswerEntries)
+one merge step before "key must be a string" (a 16 MiB answer: ~4x that). Now (core/ae_codec.AnswerEntries)
 each entry is found by msgpack's skip and built in its shape (`_decode_entry`, shared with rumors, replicate
 and pushes), a CRDT state over `max_value_bytes` is skipped unbuilt, and a step stops at
 `MERGE_CHUNK_BYTES` of entries, as a push's does.
@@ -13,10 +13,10 @@ from __future__ import annotations
 import msgpack
 
 from gossip_agent.core import hlc
+from gossip_agent.core.ae_codec import decode_ae_response, open_ae_response
 from gossip_agent.core.anti_entropy import MERGE_CHUNK, MERGE_CHUNK_BYTES
 from gossip_agent.core.config import StateConfig
 from gossip_agent.core.kvstore import KvStore, entry_to_plain
-from gossip_agent.core.state_codec import decode_ae_response, open_ae_response
 from tests.hostile.core_support import MIB as _MIB
 from tests.hostile.core_support import NESTED_1MIB, array_header, peak_memory_refusing
 from tests.hostile.test_ae_answer_bounds import T0, _answer

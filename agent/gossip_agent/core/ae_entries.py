@@ -5,7 +5,7 @@ of CPU when it was decoded whole before the chunked merge began (review). Kept a
 own size until it is merged; the merge (`anti_entropy.PushMerge`) decodes a few entries per event-loop turn,
 bounded by their bytes, so what one turn builds stays small whatever the request holds.
 
-The decoder is passed in (state_codec owns the wire format and its limits; this module imports no codec).
+The decoder is passed in (ae_codec owns the wire format, codec_limits its limits; this module imports no codec).
 """
 
 from __future__ import annotations

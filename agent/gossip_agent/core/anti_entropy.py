@@ -410,7 +410,7 @@ class _Work:
 
 
 class EntrySource(Protocol):
-    """An answer's entries, decoded on demand (core/state_codec.AnswerEntries): `take(n)` decodes up to `n`
+    """An answer's entries, decoded on demand (core/ae_codec.AnswerEntries): `take(n)` decodes up to `n`
     more (fewer once MERGE_CHUNK_BYTES of them are taken; raising on malformed ones), `remaining` says how many
     are left."""
 
@@ -443,7 +443,7 @@ class Session:
 
     @property
     def asked(self) -> AeRequest | None:
-        """The request the next answer must answer (its bounds: `state_codec.open_ae_response`)."""
+        """The request the next answer must answer (its bounds: `ae_codec.open_ae_response`)."""
         return self._asked
 
     def start(self) -> AeRequest:
@@ -571,7 +571,7 @@ def answer_excess(asked: AeRequest, counts: tuple[int, int, int]) -> str | None:
     """What an answer to `asked` holding `counts` children, listings and collected keys holds more of than
     asked (None: nothing): children of each node asked to descend (and of the root when we sent ours), a
     listing per node asked to list, a collected key per pushed entry. One rule for both checks: the counts in
-    an answer's array headers before anything is built (state_codec.open_ae_response), and a decoded answer
+    an answer's array headers before anything is built (ae_codec.open_ae_response), and a decoded answer
     (`check_answer`, which also checks the nodes and keys it names)."""
     bounds = (len(asked.descend) + (asked.root is not None), len(set(asked.listing)), len(asked.push))
     for name, count, bound in zip(ANSWER_PARTS, counts, bounds, strict=True):
@@ -669,7 +669,7 @@ class ExchangeReport:
 
 def exchange(initiator: KvStore, responder: KvStore, now_ms: int, *,
              size_of: Callable[[AeMessage], int] | None = None, limits: Limits = Limits()) -> ExchangeReport:
-    """Run a whole session between two in-process replicas; `size_of` (e.g. `state_codec.encoded_size`)
+    """Run a whole session between two in-process replicas; `size_of` (e.g. `ae_codec.encoded_size`)
     accounts the bytes each message would take on the wire."""
     session = Session(initiator, limits)
     sent = received = 0

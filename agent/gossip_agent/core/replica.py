@@ -33,10 +33,11 @@ from typing import Any
 import msgpack
 
 from gossip_agent.core import codec
+from gossip_agent.core.codec_limits import DEFAULT_LIMITS, CodecLimits, StateCodecError
 from gossip_agent.core.convergence import META_HLC, META_KEYS, META_ROOT, parse_state_meta
 from gossip_agent.core.kvstore import Entry
 from gossip_agent.core.messages import Address, MemberSnapshot, MemberState, PullRequest, StateRumor
-from gossip_agent.core.state_codec import DEFAULT_LIMITS, CodecLimits, StateCodecError, decode_rumor
+from gossip_agent.core.state_codec import decode_rumor
 
 ANNOUNCE = 6
 """Format tag of a large-value announcement (state_codec's rumor is tag 1)."""

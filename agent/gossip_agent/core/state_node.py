@@ -54,6 +54,7 @@ from gossip_agent.core.anti_entropy import (
     request_limits,
     respond,
 )
+from gossip_agent.core.codec_limits import CodecLimits, StateCodecError
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker, parse_state_meta
 from gossip_agent.core.digests import ROOT_PREFIX_BYTES, PublishPacing
@@ -70,7 +71,7 @@ from gossip_agent.core.replica import (
     status_block,
 )
 from gossip_agent.core.rng import Rng
-from gossip_agent.core.state_codec import CodecLimits, StateCodecError, encode_rumor
+from gossip_agent.core.state_codec import encode_rumor
 
 # Digest publication: once the replica has been quiet DIGEST_QUIET, or at the latest `digest_max_wait` after the
 # first unpublished change while writes keep coming. What convergence needs is the root a replica holds when

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiohttp import web
 
+from gossip_agent.core.codec_limits import StateCodecError
 from gossip_agent.core.crdt import LWWRegister, MVRegister, ORSet, PNCounter
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import (
@@ -61,7 +62,7 @@ from gossip_agent.core.kvstore import (
     read_result,
 )
 from gossip_agent.core.replica import parse_write_concern
-from gossip_agent.core.state_codec import StateCodecError, decode_context, encode_context, encode_context_of
+from gossip_agent.core.state_codec import decode_context, encode_context, encode_context_of
 from gossip_agent.core.text import first_control_char
 from gossip_agent.core.vector_clock import VersionVector
 from gossip_agent.io.critical_limit import CRITICAL_DOWNGRADED, CriticalLimit
@@ -77,11 +78,11 @@ from gossip_agent.io.http_limits import (
 )
 
 if TYPE_CHECKING:
+    from gossip_agent.core.codec_limits import CodecLimits
     from gossip_agent.core.config import AgentConfig
     from gossip_agent.core.crdt import Crdt
     from gossip_agent.core.kvstore import C, KvStore
     from gossip_agent.core.replica import WriteConcern
-    from gossip_agent.core.state_codec import CodecLimits
     from gossip_agent.io.host import AgentHost
 
 

@@ -39,8 +39,10 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gossip_agent.core.ae_codec import ae_request_push_count, decode_ae_request, encode_ae, open_ae_response
 from gossip_agent.core.ae_lease import LEASE_HOLD, PushLease, valid_session_id
 from gossip_agent.core.anti_entropy import AeRequest, AnswerMerge, AntiEntropyError, PushMerge, Session
+from gossip_agent.core.codec_limits import CodecLimits, StateCodecError
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker
 from gossip_agent.core.crdt import Crdt
@@ -68,18 +70,7 @@ from gossip_agent.core.replica import (
     status_block,
 )
 from gossip_agent.core.send_budget import STREAM_OVERHEAD, stream_deferred
-from gossip_agent.core.state_codec import (
-    CodecLimits,
-    StateCodecError,
-    ae_request_push_count,
-    decode_ae_request,
-    decode_change,
-    encode_ae,
-    encode_change,
-    encode_refused,
-    encode_rumor,
-    open_ae_response,
-)
+from gossip_agent.core.state_codec import decode_change, encode_change, encode_refused, encode_rumor
 from gossip_agent.core.state_node import (
     AE_LIMITS,
     AntiEntropyWith,

@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gossip_agent.core.anti_entropy import AeRequest, AeResponse, AntiEntropyError, Session
+from gossip_agent.core.codec_limits import StateCodecError
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import MemberEvent
 from gossip_agent.core.kvstore import InvalidEntry, KvStore
 from gossip_agent.core.messages import Digest
 from gossip_agent.core.node import StateDelegate
 from gossip_agent.core.replica import inline_budget, replica_id
-from gossip_agent.core.state_codec import StateCodecError
 from gossip_agent.core.state_node import (
     AntiEntropyWith,
     Broadcast,
