@@ -1,4 +1,4 @@
-"""Hellos (core/hello_queue.py, core/node.py `_tick_hello`) and one offer at first contact (`_probe_offers`).
+"""Hellos (core/hello_queue.py, core/reader_offers.py `_tick_hello`) and one offer at first contact (`_probe_offers`).
 
 A member that enters our table gets one packet holding our highest offer; a member of this release answers
 with its own, so both ends know each other's reader level first-hand within a round trip instead of at the

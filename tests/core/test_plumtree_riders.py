@@ -1,6 +1,7 @@
-"""Announcements ride on packets a member sends a lazy neighbour anyway (core/node.py `_tree_riders`, core/plumtree.py
-`take_for`): an IHAVE's own packet costs ~40 B of headers at the IP level for ~10 B of id, so ids that can ride
-on an ack or a gossip packet to the same member are not sent again at the lazy flush."""
+"""Announcements ride on packets a member sends a lazy neighbour anyway (core/tree_dissemination.py
+`_tree_riders`, core/plumtree.py `take_for`): an IHAVE's own packet costs ~40 B of headers at the IP level for
+~10 B of id, so ids that can ride on an ack or a gossip packet to the same member are not sent again at the lazy
+flush."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A pull request naming what the asker holds stays within gossip.mtu (core/node.py `_gossip`).
+"""A pull request naming what the asker holds stays within gossip.mtu (core/flooding.py `_gossip`).
 
 A short pull request (wire type 19) names up to 128 short ids of the state payloads received lately: 512
 bytes. With a small mtu (its minimum is 576) and a name of a few dozen bytes, the request with its digests

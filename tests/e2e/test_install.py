@@ -423,7 +423,7 @@ SCALE_DOWN: dict[str, Any] = {}
 def test_scaled_down_members_left_not_dead() -> None:
     """The members removed by the scale-down above left gracefully (on SIGTERM): the survivors never saw them
     suspect or dead, and the status never counted a dead member. (Several agents leaving at once used to be
-    seen dead now and then: a leaver's own leave rumor was retired one live recipient short; core/node.py
+    seen dead now and then: a leaver's own leave rumor was retired one live recipient short; core/node_base.py
     `_rumor_population`, simulated in tests/core/test_node.py.)"""
     if not SCALE_DOWN:
         pytest.skip("the scale test did not run")

@@ -1,4 +1,4 @@
-"""Forged acks cannot keep a dead member alive (core/probe_seq.py, core/node.py `_on_ack`).
+"""Forged acks cannot keep a dead member alive (core/probe_seq.py, core/probing.py `_on_ack`).
 
 An ack names only the sequence number of the ping it answers. Numbered 1, 2, 3... and with every ack of a packet
 looked at, one forged datagram from anywhere (plaintext mode: nothing authenticates it) holding acks for the

@@ -1,4 +1,4 @@
-"""Digest summaries from spoofed sources (core/node.py `_on_digests`, core/digests.py reconciliation).
+"""Digest summaries from spoofed sources (core/digest_riders.py `_on_digests`, core/digests.py reconciliation).
 
 A summary makes us compare it with ours (a pass over the digest table: ~1.3 ms of CPU at 5,000 rows, for a
 ~150-byte packet) and owe the sender every row of each bucket that differs; a junk summary differs in every

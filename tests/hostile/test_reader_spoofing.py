@@ -1,4 +1,4 @@
-"""A spoofed packet cannot raise a peer's reader level (core/readers.py, core/node.py `_from_table_host`).
+"""A spoofed packet cannot raise a peer's reader level (core/readers.py, core/sending.py `_from_table_host`).
 
 New message types go only to a peer that has shown it reads them, because an older agent drops a whole packet
 holding a type it does not know. Without encryption anyone can send a packet naming an older agent as its

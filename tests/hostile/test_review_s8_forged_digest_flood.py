@@ -1,15 +1,14 @@
 """Review (session 8): one forged digest row leaves an older agent without our writes' flood fallback.
 
-On the broadcast tree, a writer also floods its write to live members not known to read tree messages (an
-older agent learns it that way), and since this session leaves out members "whose own convergence digest we
-hold" (core/node.py `_flood_to_others`, core/held_floods.py). A digest row about a member is taken from any
-known sender, from any host (core/node.py `_on_root_digest`: only who *holds* it needs the member's host),
-and then pushed on to every member like an honest row. So one datagram naming an older agent's digest
-(spoofed in plaintext mode, or sent by any member) makes every writer that hears the row skip that agent:
-it got every later write only by anti-entropy, until it left: one packet did it, from a host that is not the
-named sender's. Now only first-hand evidence leaves a member out of the fallback (its own digest or tree
-message, from its own host: core/readers.py), so a row about a member, forged or relayed, changes nothing.
-"""
+On the broadcast tree, a writer also floods its write to live members not known to read tree messages (an older
+agent learns it that way), and since this session leaves out members "whose own convergence digest we hold"
+(core/tree_dissemination.py `_flood_to_others`, core/held_floods.py). A digest row about a member is taken from any
+known sender, from any host (core/digest_riders.py `_on_root_digest`: only who *holds* it needs the member's host),
+and then pushed on to every member like an honest row. So one datagram naming an older agent's digest (spoofed in
+plaintext mode, or sent by any member) makes every writer that hears the row skip that agent: it got every later
+write only by anti-entropy, until it left: one packet did it, from a host that is not the named sender's. Now only
+first-hand evidence leaves a member out of the fallback (its own digest or tree message, from its own host:
+core/readers.py), so a row about a member, forged or relayed, changes nothing."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Review s9b (MEDIUM; fixed: a hinted asker is asked next at most once per cycle of PullOrder): one member
 that names a made-up id in a pull request before each of our rounds becomes
-every one of our pull targets (core/node.py `_pull_hint`, pull mode), and keeps us at the full pace.
+every one of our pull targets (core/pulling.py `_pull_hint`, pull mode), and keeps us at the full pace.
 
 A pull request naming a short id we do not hold makes its asker our next target ("it has news for us") and
 puts us at the full pace for BUSY_ROUNDS rounds. Nothing checks that the asker had news: an id is 4 bytes

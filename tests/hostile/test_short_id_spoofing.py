@@ -1,4 +1,4 @@
-"""Wire type 19 (`ShortIds`) from a spoofed source (core/node.py `_on_short_ids`).
+"""Wire type 19 (`ShortIds`) from a spoofed source (core/reader_offers.py `_on_short_ids`).
 
 Type 19 carries a reader level (core/readers.py SHORT_IDS, the highest), tree announcements and grafts by short
 id, and pull requests that name what the asker holds. Without encryption anyone can send a packet naming a

@@ -1,4 +1,5 @@
-"""Broadcast-tree control messages from a hostile peer (core/node.py `_on_tree_message`, core/plumtree.py).
+"""Broadcast-tree control messages from a hostile peer (core/tree_dissemination.py `_on_tree_message`,
+core/plumtree.py).
 
 - A GRAFT makes us push the payloads it names to the grafting member (up to MAX_GRAFT_ANSWER a packet). Ids are
   no secret: any member hears them in IHAVEs. Without encryption a packet naming another member as its sender

@@ -1,4 +1,5 @@
-"""A forged duplicate push cannot cut a broadcast-tree link (core/node.py `_tree_receive`, core/plumtree.py).
+"""A forged duplicate push cannot cut a broadcast-tree link (core/tree_dissemination.py `_tree_receive`,
+core/plumtree.py).
 
 A payload that reaches us twice over the tree counts against the link it came over the second time: an eager
 link is pruned after PRUNE_AFTER duplicates in a row (at the first, if it never delivered a payload first).

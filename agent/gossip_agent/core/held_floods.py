@@ -1,7 +1,7 @@
 """Our own writes held for a gossip interval before the flood fallback of the broadcast tree queues them.
 
 Why: on the tree path a writer also floods its write to the members not yet known to read tree messages
-(core/node.py `_flood_to_others`: an older agent learns it that way). In a young cluster that is most
+(core/tree_dissemination.py `_flood_to_others`: an older agent learns it that way). In a young cluster that is most
 members, although they all read the tree, and the flood copies raced the tree's pushes: a member that got
 the flood copy first pushed it on along all its eager links, its upstream one too, and those reverse pushes
 are duplicates that prune tree links. The tree then kept breaking, and payloads came late, by a graft after
