@@ -90,3 +90,17 @@ def test_a_member_back_after_leaving_counts_again() -> None:
     c.on_root_digest(Digest("b", 2, root_prefix(s.root), s.keys, s.hlc.wall_ms), 6.1)
     run(c, 7.0)
     assert c.convergence(WALL + 7).fraction == 2 / 3
+
+
+def test_a_whole_member_table_installed_at_once_forgets_the_members_it_lacks() -> None:
+    """`set_members` installs the whole table: a member it no longer holds does not keep counting (there is no
+    event left that would remove it)."""
+    c = core("a")
+    c.put("k", b"v", None, 0.0, WALL)
+    c.set_members([event(EventKind.JOIN, n).member for n in ("b", "q")], 0.0)
+    c.on_root_digest(Digest("b", 1, bytes([7]) * 8, 1, c.store.clock.wall_ms), 0.0)
+    assert c._view.counted == 2 and c._view.may_publish(1) and c._someone_differs()
+    c.set_members([event(EventKind.JOIN, "q").member], 1.0)
+    assert set(c._view.peers) == {"q"} and c._view.counted_keys == Counter()
+    assert "b" not in c._digest_roots and not c._someone_differs()
+    assert_counts_match_the_members(c)
