@@ -13,12 +13,21 @@ What it records (thread CPU seconds and call counts, cumulative), once a second 
   funcs      inclusive CPU of named hot functions (FUNCS below; nested ones overlap their callers);
   rusage     the process's own utime/stime (getrusage), to check the attribution adds up.
 `bench/cpu_profile/report.py` diffs two snapshots of every agent (the write window) and prints the breakdown.
+
+ASYNCIO'S SELECTOR LOOP ONLY, for `handles` and `select`. Under uvloop (`--event-loop uvloop`, or `auto` where
+it is installed; io/event_loop.py) callbacks run inside libuv's C loop: it calls protocols and callbacks directly,
+with no Python-level handle or selector to wrap, and offers no hook that times callbacks (its `_debug_*` counters
+count, in debug builds only). There `handles` and `select` stay empty; `funcs`, `gc` and `rusage` still are
+recorded. So that no one reads an empty breakdown as "no callback CPU", every snapshot names the loop
+(`loop`) and says whether its callbacks are attributed (`callbacks_attributed`); the agent says so on stderr at
+start, and report.py says so above its figures and leaves out the rows it cannot fill.
 """
 
 from __future__ import annotations
 
 import asyncio
 import asyncio.events
+import asyncio.selector_events
 import functools
 import gc
 import json
@@ -69,6 +78,8 @@ _funcs: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
 _select = [0.0, 0, 0]   # cpu, calls, events
 _gc = [0.0, 0, 0.0]     # cpu, collections, start mark
 _gc_by_gen: dict[int, list[float]] = defaultdict(lambda: [0.0, 0])
+# The loop the agent runs and whether its callbacks are timed (`callbacks_attributed`): set once it is known.
+_loop_info: dict[str, Any] = {"loop": None, "callbacks_attributed": False}
 _tt = time.thread_time
 
 
@@ -107,7 +118,7 @@ def _install_handles() -> None:
         finally:
             dt = _tt() - t0
             kind = "timer:" if isinstance(self, asyncio.TimerHandle) else ""
-            slot = _handles[kind + _name(self._callback)]
+            slot = _handles[kind + _name(self._callback)]  # type: ignore[attr-defined]
             slot[0] += dt
             slot[1] += 1
 
@@ -123,8 +134,26 @@ def _install_handles() -> None:
         _select[2] += len(ready)
         return ready
 
-    selectors.EpollSelector.select = select  # type: ignore[method-assign]
+    selectors.EpollSelector.select = select  # type: ignore[method-assign,assignment]
 
+
+def loop_is_attributed(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether this loop's callbacks run through `asyncio.Handle._run` and its waits through a `selectors`
+    selector (what `_install_handles` wraps): asyncio's selector loop. uvloop's do not."""
+    return isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    return f"{type(loop).__module__}.{type(loop).__qualname__}"
+
+
+def unattributed_warning(name: str) -> str:
+    return (f"cpu_profile: CALLBACKS NOT ATTRIBUTED in pid {os.getpid()}: its event loop is {name}, which runs its "
+            "callbacks in C with no hook to time them (only asyncio's selector loop is hooked); functions, gc and "
+            "rusage are recorded, handles and select stay empty. Profile with --event-loop asyncio to see callbacks.")
+
+
+def _install_gc() -> None:
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             _gc[2] = _tt()
@@ -183,7 +212,7 @@ def _snapshot() -> dict[str, Any]:
             "handles": {k: list(v) for k, v in list(_handles.items())},
             "funcs": {k: list(v) for k, v in list(_funcs.items())},
             "select": list(_select), "gc": _gc[:2], "gc_by_gen": {str(k): list(v) for k, v in _gc_by_gen.items()},
-            **agent_stats}
+            **_loop_info, **agent_stats}
 
 
 def _writer(path: str, stop: threading.Event) -> None:
@@ -210,7 +239,14 @@ if ACTIVE:
 
     def _run_profiled(self: asyncio.Runner, main: Any, **kwargs: Any) -> Any:
         _install_funcs()
-        _install_handles()
+        _install_gc()
+        loop = self.get_loop()  # what `run` creates first anyway (the Runner's loop factory: asyncio's or uvloop)
+        _loop_info["loop"] = loop_name(loop)
+        if loop_is_attributed(loop):
+            _install_handles()
+            _loop_info["callbacks_attributed"] = True
+        else:
+            print(unattributed_warning(_loop_info["loop"]), file=sys.stderr, flush=True)
         os.makedirs(OUT_DIR, exist_ok=True)
         stop = threading.Event()
         thread = threading.Thread(target=_writer, args=(os.path.join(OUT_DIR, f"{os.getpid()}.jsonl"), stop),

@@ -98,20 +98,60 @@ def test_bench_option_points_agents_at_the_hook(tmp_path: Path, monkeypatch: pyt
     assert profiled[1] == f"PYTHONPATH={tmp_path}:{bench_load.CPU_PROFILE_HOOK}"
 
 
-def test_the_hook_profiles_the_loop_the_agent_runs(tmp_path: Path) -> None:
-    """The agent runs its loop through io/event_loop.py (an asyncio.Runner, whichever loop was chosen): the hook
-    must catch that, or a profiled bench silently writes nothing (it hooked asyncio.run alone once)."""
+def _profiled_run(tmp_path: Path, loop: str) -> tuple[str, list[dict[str, Any]]]:
+    """A process named like an agent runs a callback on `loop` (io/event_loop.py's choice) under the hook:
+    its stderr and the snapshots it wrote."""
     import os
     import subprocess
 
     script = ("import asyncio\nfrom gossip_agent.io import event_loop\n"
               "async def main() -> None:\n    asyncio.get_running_loop().call_soon(print, 'ran')\n"
               "    await asyncio.sleep(0.05)\n"
-              "event_loop.run(main(), event_loop.loop_factory('asyncio')[0])\n")
+              f"event_loop.run(main(), event_loop.loop_factory({loop!r})[0])\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "bench" / "cpu_profile"), str(ROOT / "agent")]),
            "GOSSIP_CPU_PROFILE_DIR": str(tmp_path / "prof")}
     done = subprocess.run([sys.executable, "-c", script, "gossip_agent"], env=env, capture_output=True, text=True,
                           timeout=60, check=True)
     assert "ran" in done.stdout
     snapshots = [json.loads(line) for p in (tmp_path / "prof").glob("*.jsonl") for line in p.read_text().splitlines()]
-    assert snapshots and any(s["handles"] for s in snapshots)
+    assert snapshots
+    return done.stderr, snapshots
+
+
+def test_the_hook_profiles_the_loop_the_agent_runs(tmp_path: Path) -> None:
+    """The agent runs its loop through io/event_loop.py (an asyncio.Runner, whichever loop was chosen): the hook
+    must catch that, or a profiled bench silently writes nothing (it hooked asyncio.run alone once)."""
+    stderr, snapshots = _profiled_run(tmp_path, "asyncio")
+    assert any(s["handles"] for s in snapshots)
+    assert all(s["callbacks_attributed"] for s in snapshots) and "NOT ATTRIBUTED" not in stderr
+
+
+def test_under_uvloop_the_hook_says_its_callbacks_are_not_attributed(tmp_path: Path) -> None:
+    """uvloop runs callbacks in C, with nothing the hook can time: the profile must say so (in every snapshot,
+    on the agent's stderr, and above the report's figures) instead of showing an empty callback table."""
+    pytest.importorskip("uvloop")
+    stderr, snapshots = _profiled_run(tmp_path, "uvloop")
+    assert "CALLBACKS NOT ATTRIBUTED" in stderr and "uvloop" in stderr
+    assert all(not s["callbacks_attributed"] and s["loop"].startswith("uvloop") for s in snapshots)
+    assert all(s["handles"] == {} for s in snapshots)  # (what the flag stands for)
+    assert snapshots[-1]["funcs"]  # the wrapped functions still are measured
+
+
+def test_the_report_warns_and_leaves_out_callback_rows_for_agents_it_could_not_attribute(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    snaps = [_snap(0, 1.0, 0, (0.0, 0)), _snap(1, 1.2, 100, (0.0, 0)), _snap(2, 1.4, 200, (0.0, 0))]
+    blind = [{**s, "loop": "uvloop.Loop", "callbacks_attributed": False} for s in snaps]
+    (tmp_path / "1.jsonl").write_text("".join(json.dumps(s) + "\n" for s in blind))
+    (tmp_path / "2.jsonl").write_text("".join(json.dumps(s) + "\n" for s in snaps))  # older files: attributed
+    s = report.summarise(tmp_path)
+    assert s["agents"] == 2 and s["unattributed_loops"] == {"uvloop.Loop": 1}
+    monkeypatch.setattr(sys, "argv", ["report.py", str(tmp_path)])
+    report.main()
+    out, err = capsys.readouterr()
+    assert "CALLBACKS NOT ATTRIBUTED for 1 of 2 agents (1 on uvloop.Loop)" in out and "NOT ATTRIBUTED" in err
+    assert "event-loop callbacks" not in out and "-- callbacks" not in out and "unattributed (other" not in out
+    assert "-- functions" in out
+    (tmp_path / "1.jsonl").unlink()
+    report.main()
+    out, _ = capsys.readouterr()
+    assert "NOT ATTRIBUTED" not in out and "event-loop callbacks" in out and "-- callbacks" in out

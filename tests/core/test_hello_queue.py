@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from gossip_agent.core.hello_queue import HELLO_BURST, HELLO_RATE, HOST_CAP, HOST_WINDOW, HelloQueue
+from gossip_agent.core.hosts import host_key
 
 
 def _host(name: str) -> str:
@@ -203,3 +204,42 @@ def test_a_bad_clock_neither_frees_a_host_nor_fills_it() -> None:
         assert q.due(bad, lambda _: False, _none) == []
     assert q.next_deadline() == pytest.approx(HOST_WINDOW)
     assert q.due(HOST_WINDOW, lambda _: False, _none) == ["b"]
+
+
+def test_ipv4_neighbours_are_hosts_of_their_own_so_a_nodes_pods_are_not_held_back() -> None:
+    """IPv4 is not grouped by network (ONE HOST): 49 pods of one node's /24, none of them shown yet, are greeted
+    exactly as 49 hosts apart are; an IPv6 /64 is one host (HOST_CAP a window)."""
+    names = [f"pod{i}" for i in range(1, 50)]
+    node, apart, v6 = HelloQueue(1000, 0.0), HelloQueue(1000, 0.0), HelloQueue(1000, 0.0)
+    for i, name in enumerate(names, 1):
+        node.add(name, host_key(f"10.244.0.{i}"))
+        apart.add(name, _host(name))
+        v6.add(name, host_key(f"2001:db8::{i:x}"))
+    sent, _ = _drive(node, math.inf)
+    assert sent == _drive(apart, math.inf)[0] and node.held_back == 0
+    assert len(_drive(v6, HOST_WINDOW - 0.001)[0]) == HOST_CAP
+
+
+def test_a_real_name_behind_forged_ones_at_its_host_goes_within_a_window_once_they_are_dead() -> None:
+    """The BOUND at a shared host: behind F forged names a real one waits about F * HOST_WINDOW / HOST_CAP, or
+    until the forged ones are dead (then they all leave at once, at no cost, and it goes within a window)."""
+    forged = [f"fake{i}" for i in range(40)]
+
+    def greet_real(dies_at: float) -> tuple[float, int]:
+        q = HelloQueue(1000, 0.0)
+        for name in [*forged, "real"]:
+            q.add(name, "127.0.0.1")
+        now, fakes, dead = 0.0, 0, [False]
+        while "real" in q:
+            now = max(now, q.next_deadline())
+            dead[0] = now >= dies_at  # (the forged names' probes went unanswered: no longer live)
+            out = q.due(now, lambda name: dead[0] and name.startswith("fake"), _none)
+            fakes += sum(name.startswith("fake") for name in out)
+            if "real" in out:
+                return now, fakes
+        raise AssertionError("the real name left without a hello")
+
+    at, fakes = greet_real(math.inf)
+    assert fakes == len(forged) and at == pytest.approx(len(forged) * HOST_WINDOW / HOST_CAP)
+    at, fakes = greet_real(3.0)
+    assert fakes == HOST_CAP and 3.0 < at <= 3.0 + HOST_WINDOW

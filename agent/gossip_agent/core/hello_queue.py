@@ -52,8 +52,19 @@ at a shared host: its names wait in arrival order, so where real agents share a 
 queued ahead of them (a local cluster or a bench on 127.0.0.1 whose gossip port a forger reaches; pods have
 IPs of their own) a real one's hello waits about F * HOST_WINDOW / HOST_CAP seconds (F / 2). Its own hello to
 us, our probes' offers and the flood fallback still reach it meanwhile, and each real member there that
-answers adds room. (Serving first the names whose Alive came first-hand, from their own host, would lift
-that; the caller does not yet know which did.)
+answers adds room; and the wait ends once the forged names stop being live (their probes go unanswered):
+dead, they all leave in one `due` at no cost, and the real one goes within a HOST_WINDOW. (Serving first the
+names whose Alive came first-hand, from their own host, would lift that; the caller does not yet know which
+did.)
+
+IPv4 IS NOT GROUPED by network, as IPv6 is by /64 (core/hosts.py `host_key`). The /64 is there because one
+IPv6 host may answer at any address of its /64, so a forger could spell one victim 2^64 ways; an IPv4 host has
+the addresses it was given, and the 254 of a /24 are, as a rule, 254 hosts, each with a cap of its own. Grouping
+them would defend a network rather than a host (not what the cap is for: per host, it matches what the probes
+of the same fake members send anyway), and would put a Kubernetes node's pods under one cap (one /24 podCIDR
+per node with flannel or kubenet; a single-node kind cluster is all one /24): there hellos would wait whenever
+the members have not shown themselves yet (a newcomer's first push-pull, a rollout's new pods), and agents of
+an older version, which never show a level, would take the group's room without ever adding to it.
 
 BOUNDED. At most `max_pending` names waiting, parked ones included (the caller's membership.maxMembers; it
 adds only members of its table and discards reaped ones); past that a name is refused (`add` says so; the

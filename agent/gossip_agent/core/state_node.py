@@ -622,12 +622,7 @@ class StateNode:
         if m.name == self.name:
             return out
         if event.kind is EventKind.REAP:
-            self._view.remove(m.name)
-            self._digest_roots.pop(m.name, None)
-            self._digest_hlc.pop(m.name, None)
-            self._digest_keys.pop(m.name, None)
-            self._ahead_since.pop(m.name, None)
-            self.planner.forget(m.name)
+            self._forget(m.name)
         else:
             self.retirement.seen(m.name)
             self._see(m, now)
@@ -640,12 +635,26 @@ class StateNode:
             self._had_peers = has_peers
         return out
 
+    def _forget(self, name: str) -> None:
+        """A member left the member table (reaped): it no longer counts, and what its digests said is dropped."""
+        self._view.remove(name)
+        self._digest_roots.pop(name, None)
+        self._digest_hlc.pop(name, None)
+        self._digest_keys.pop(name, None)
+        self._ahead_since.pop(name, None)
+        self.planner.forget(name)
+
     def set_members(self, members: Iterable[MemberSnapshot], now: float) -> list[StateEffect]:
         """The whole member table at once (a driver that installs a view without events, e.g. the
-        simulator's pre-joined start)."""
+        simulator's pre-joined start): members we knew that it lacks are forgotten, as if reaped (else they
+        would still count, for convergence and as divergent roots, with no event left to remove them)."""
+        present: set[str] = set()
         for m in members:
             if m.name != self.name:
+                present.add(m.name)
                 self._see(m, now)
+        for name in [n for n in self._view.peers if n not in present]:
+            self._forget(name)
         self._dirty(now)
         self._had_peers = bool(self._view.alive)
         return []
