@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossip_agent.core.config import StateConfig
+from gossip_agent.core.config import KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
 from gossip_agent.core.crdt import GCounter, ORSet, PNCounter
 from gossip_agent.core.kvstore import (
     MAX_LOCAL_SIBLINGS,
@@ -311,12 +311,36 @@ def test_invalid_remote_entries_are_refused() -> None:
         ValueEntry("k", good.versions, VersionVector()),
         ValueEntry("k", (v, v), good.context),
         ValueEntry("k", (Version(v.dot, v.timestamp.with_node("x"), v.value),), good.context),
-        ValueEntry("k", (Version(v.dot, v.timestamp, b"x" * 2000),), good.context),
+        ValueEntry("k", (Version(v.dot, v.timestamp, b"x" * (VALUE_BYTES_CEILING + 1)),), good.context),
+        ValueEntry("k" * (KEY_BYTES_CEILING + 1), good.versions, good.context),
     ]
     for entry in bad:
         with pytest.raises(InvalidEntry):
             s.apply_remote(entry)
     assert len(s) == 0
+    assert s.refused == {"value_too_large": 1, "key_too_long": 1}
+
+
+def test_limits_lowered_since_a_write_refuse_only_new_local_writes() -> None:
+    """state.maxKeyBytes / maxValueBytes limit local writes: an entry written under larger ones (lowered since)
+    is accepted from a peer, and the key it holds stays deletable; a new key or value over them is refused."""
+    before = store("b", StateConfig(max_key_bytes=4096, max_value_bytes=4096))
+    lowered = StateConfig(max_key_bytes=128, max_value_bytes=1024)
+    long_key = "lim/" + "k" * 200
+    written = before.local_put(long_key, b"x" * 2000, T)
+    empty = store("a", lowered)
+    assert empty.apply_remote(written)
+    assert empty.get(long_key) == before.get(long_key)
+    assert empty.refused == {}
+    with pytest.raises(InvalidKey):
+        empty.local_put(long_key + "-new", b"v", T)
+    with pytest.raises(ValueTooLarge):
+        empty.local_put("short", b"x" * 2000, T)
+    with pytest.raises(InvalidKey):  # (a key it does not hold is still checked)
+        empty.local_delete(long_key + "-new", T)
+    tombstone = empty.local_delete(long_key, T + 1)
+    assert tombstone is not None and tombstone.is_tombstone
+    assert before.apply_remote(tombstone) and before.entry(long_key).is_tombstone  # type: ignore[union-attr]
 
 
 # -- scan ----------------------------------------------------------------------------------------------

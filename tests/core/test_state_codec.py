@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from gossip_agent.core.ae_codec import decode_ae_request, decode_ae_response, encode_ae
 from gossip_agent.core.anti_entropy import AeRequest, AeResponse, Children, Listing, Session, respond
 from gossip_agent.core.codec_limits import CodecLimits, StateCodecError, msgpack_caps
-from gossip_agent.core.config import StateConfig
+from gossip_agent.core.config import KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
 from gossip_agent.core.crdt import MVRegister, ORSet, PNCounter
-from gossip_agent.core.entry_decoding import decode_entry
+from gossip_agent.core.entry_decoding import EntryOverLimit, decode_entry
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import CausalContext, Change, KvStore
 from gossip_agent.core.state_codec import (
@@ -82,15 +82,27 @@ def test_round_trips() -> None:
 
 
 def test_limits_are_enforced() -> None:
-    limits = CodecLimits.from_config(StateConfig(max_key_bytes=8, max_value_bytes=16))
+    limits = CodecLimits(max_key_bytes=8, max_value_bytes=16)
     ok = KvStore("a").local_put("short", b"x" * 16, T)
     assert decode_rumor(encode_rumor(ok), limits) == ok
-    with pytest.raises(StateCodecError, match="key"):
+    with pytest.raises(EntryOverLimit, match="key") as over:
         decode_rumor(encode_rumor(KvStore("a").local_put("much-too-long", b"x", T)), limits)
-    with pytest.raises(StateCodecError, match="value"):
+    assert over.value.reason == "key_too_long"
+    with pytest.raises(EntryOverLimit, match="value") as over:
         decode_rumor(encode_rumor(KvStore("a").local_put("short", b"x" * 17, T)), limits)
+    assert over.value.reason == "value_too_large"
     with pytest.raises(StateCodecError, match="cap"):
         decode_rumor(b"\x00" * 100, CodecLimits(max_message_bytes=99))
+
+
+def test_configured_limits_are_write_limits_not_decode_limits() -> None:
+    """An entry written under a larger state.maxKeyBytes / maxValueBytes decodes at an agent configured with
+    lowered ones: the configured limits refuse only local writes (F3: the new replica never converged)."""
+    limits = CodecLimits.from_config(StateConfig(max_key_bytes=8, max_value_bytes=16))
+    assert (limits.max_key_bytes, limits.max_value_bytes) == (KEY_BYTES_CEILING, VALUE_BYTES_CEILING)
+    long_key = KvStore("a").local_put("k" * 200, b"x" * 1000, T)
+    assert decode_rumor(encode_rumor(long_key), limits) == long_key
+    assert limits.max_crdt_state_bytes == 16  # (a CRDT state's bound is still the configured one)
 
 
 @pytest.mark.parametrize("forged", [

@@ -45,6 +45,7 @@ from gossip_agent.core.codec_limits import (
 )
 from gossip_agent.core.entry_decoding import (
     CRDT_TAG_BYTE,
+    EntryOverLimit,
     ValueEntries,
     check_entry_head,
     crdt_state_too_large,
@@ -167,7 +168,7 @@ def _pushed_entries(data: bytes | memoryview, limits: CodecLimits) -> PushedEntr
         if crdt_state_too_large(raw, caps, limits):
             # The store refuses a CRDT state above max_value_bytes once built (kvstore.validate); one of 300k
             # tiny elements in a 3.6 MiB push took seconds and ~175 MiB to build and merge in one step.
-            raise InvalidEntry(f"CRDT state of more than {limits.max_value_bytes} bytes (max_value_bytes)")
+            raise InvalidEntry(f"CRDT state of more than {limits.max_crdt_state_bytes} bytes (max_value_bytes)")
         return decode_entry(raw, limits, caps, "push", values)
     return PushedEntries(data, bounds, decode)
 
@@ -244,15 +245,18 @@ def _array_count(field: bytes | memoryview, what: str) -> int:
 class AnswerEntries:
     """The entries of an anti-entropy answer, decoded on demand (`take`), each exactly as a pushed entry is
     (`decode_ae_request`): found by msgpack's skip, its head read before anything is built, a CRDT state
-    longer than `max_value_bytes` skipped unbuilt (the store would refuse it), and the rest built in its
-    entry's shape (`decode_entry`). The driver merges a chunk, yields to its event loop, takes the next
-    (core/anti_entropy.AnswerMerge); a chunk stops at `MERGE_CHUNK_BYTES` of entries (and one more).
+    longer than `max_crdt_state_bytes` skipped unbuilt (the store would refuse it), one whose key or value
+    is over the decoder's ceilings skipped and counted in `refused` by reason (the rest of the answer still
+    applies), and the rest built in its entry's shape (`decode_entry`). The driver merges a chunk, yields
+    to its event loop, takes the next (core/anti_entropy.AnswerMerge); a chunk stops at `MERGE_CHUNK_BYTES`
+    of entries (and one more).
     Before: the entries were unpacked with only "one array per 2 bytes" for the whole field, so one entry
     whose key held 4M empty arrays built 133 MiB and took ~2 s in one step."""
 
     def __init__(self, field: bytes | memoryview, count: int, limits: CodecLimits) -> None:
         self.limits = limits
-        self.skipped = 0  # CRDT entries over max_value_bytes, left unbuilt
+        self.skipped = 0  # CRDT entries over max_crdt_state_bytes, left unbuilt
+        self.refused: dict[str, int] = {}  # reason -> entries skipped as over a key or value ceiling
         self._view = memoryview(field)
         self._caps = msgpack_caps(len(field), limits)
         self._walker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(field)), **self._caps)
@@ -283,7 +287,10 @@ class AnswerEntries:
                         self.skipped += 1  # (skipped in C, not counted in the chunk's bytes)
                         continue
                 spent += len(entry)
-                out.append(decode_entry(entry, limits, caps, "entries", self._values))
+                try:
+                    out.append(decode_entry(entry, limits, caps, "entries", self._values))
+                except EntryOverLimit as err:
+                    self.refused[err.reason] = self.refused.get(err.reason, 0) + 1
             if self._remaining == 0 and walker.tell() != len(view):
                 raise StateCodecError("entries: trailing bytes")
         except StateCodecError:

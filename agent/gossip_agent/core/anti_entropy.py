@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from gossip_agent.core.ae_entries import PushedEntries, UndecodableEntry
+from gossip_agent.core.entry_decoding import EntryOverLimit
 from gossip_agent.core.kvstore import Entry, InvalidEntry, KvStore, ValueEntry
 from gossip_agent.core.merkle import HASH_BYTES, MerkleTree
 
@@ -203,6 +204,7 @@ class PushMerge:
         self.room = limits.max_entry_bytes
         self.truncated = False
         self.refused: str | None = None  # why a pushed entry did not decode (the request is then refused)
+        self.over_limit: dict[str, int] = {}  # reason -> pushed entries skipped as over a key or value ceiling
         self._next = 0
 
     @property
@@ -235,6 +237,9 @@ class PushMerge:
                 self.refused = str(err)
                 self._next = len(push)
                 break
+            except EntryOverLimit as err:
+                self.over_limit[err.reason] = self.over_limit.get(err.reason, 0) + 1
+                continue
             except InvalidEntry:
                 continue
             try:

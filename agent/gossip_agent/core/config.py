@@ -110,6 +110,13 @@ MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 # reconnect interval was a sync storm).
 MIN_SYNC_INTERVAL = 1.0
 
+KEY_BYTES_CEILING = 4096
+"""The longest key any agent accepts from a peer, whatever its own state.maxKeyBytes (that setting's maximum).
+maxKeyBytes limits what clients may write; a key written under an earlier, larger limit (the limit lowered
+since) must still replicate, or a replica that starts empty never converges and the key strands the cluster."""
+VALUE_BYTES_CEILING = 16 * 1024 * 1024
+"""The largest value any agent accepts from a peer (state.maxValueBytes' maximum), for the same reason."""
+
 
 def _duration(default: float, why: str, **facts: Any) -> float:
     return setting(default, why, duration=True, **facts)
@@ -255,9 +262,14 @@ class StateConfig:
     conflict_policies: Mapping[str, ConflictPolicy] = setting_factory(
         dict, 'Per key prefix overrides, longest prefix wins: {"carts/": siblings}.', max_items=64)
     max_key_bytes: int = setting(
-        256, "Longest key accepted.", unit="bytes", minimum=1, maximum=4096, crd_default=True)
+        256, "Longest key a client may write. Lowering it refuses only new keys: keys written under a larger "
+        "limit still replicate (agents accept keys from peers up to the maximum) and can be read and deleted.",
+        unit="bytes", minimum=1, maximum=KEY_BYTES_CEILING, crd_default=True)
     max_value_bytes: int = setting(
-        64 * 1024, "Largest value accepted.", unit="bytes", minimum=1, maximum=16 * 1024 * 1024, crd_default=True)
+        64 * 1024, "Largest value a client may write. Lowering it refuses only new values: plain values written "
+        "under a larger limit still replicate (agents accept them from peers up to the maximum); a CRDT's state "
+        "over the new limit is not accepted by peers, and no further operation on it fits.",
+        unit="bytes", minimum=1, maximum=VALUE_BYTES_CEILING, crd_default=True)
     tombstone_ttl: float = _duration(
         24 * 3600.0, "Tombstones are collected once every current member has seen them, or after this at the "
         "latest.", minimum=1.0, maximum=365 * DAY, crd_default=True)

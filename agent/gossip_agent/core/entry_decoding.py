@@ -6,7 +6,8 @@ from a 4 MiB push; an OR-set of 300k tiny elements: seconds of CPU). Here every 
 headers (`check_entry_head`: tag, context nodes, version count; `crdt_state_too_large`: a CRDT state's bytes),
 (2) built in its own shape (`ValueEntries` for value entries, field by field for CRDT entries: an array out
 of place stops the build as soon as it is built), and (3) validated against the store's limits
-(`checked_entry`). Only `StateCodecError` (and kvstore's `InvalidEntry`, for the caller that asks) leaves.
+(`checked_entry`). Only `StateCodecError` (the message is malformed) and `EntryOverLimit`, a kvstore
+`InvalidEntry` (this entry alone is skipped), leave.
 Entries use `kvstore.entry_to_plain`: [0, key, flat context, versions] or [1, key, timestamp, state].
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 import msgpack
 
 from gossip_agent.core.codec_limits import MSGPACK_ERRORS, CodecLimits, StateCodecError, unpack_field
-from gossip_agent.core.kvstore import CrdtEntry, Entry, entry_from_plain
+from gossip_agent.core.kvstore import CrdtEntry, Entry, InvalidEntry, entry_from_plain
 from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES
 
 MAX_ENTRY_VERSIONS = 4096
@@ -34,9 +35,20 @@ VALUE_TAG_BYTE = b"\x00"  # kvstore's value and CRDT entry tags, as the positive
 CRDT_TAG_BYTE = b"\x01"
 
 
+class EntryOverLimit(InvalidEntry):
+    """A well-formed entry whose key or value is longer than the decoder accepts (`CodecLimits`): that entry
+    is skipped, counted under `reason`, and the rest of its message is applied. It used to be a
+    StateCodecError, which failed the whole anti-entropy answer or push carrying it."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def checked_entry(plain: Any, limits: CodecLimits) -> Entry:
-    """An entry from kvstore's plain form, refused (StateCodecError) past `limits` or MAX_ENTRY_VERSIONS and
-    MAX_CONTEXT_NODES: what every decoder hands the store."""
+    """An entry from kvstore's plain form, refused (StateCodecError) past MAX_ENTRY_VERSIONS and
+    MAX_CONTEXT_NODES or malformed, and skipped (EntryOverLimit) with a key or value past `limits`: what
+    every decoder hands the store."""
     if isinstance(plain, list) and len(plain) == 4 and plain[0] == 0:  # (a value entry: tag 0, kvstore.entry_to_plain)
         if isinstance(plain[3], list) and len(plain[3]) > MAX_ENTRY_VERSIONS:
             raise StateCodecError(f"entry: {len(plain[3])} versions (limit {MAX_ENTRY_VERSIONS})")
@@ -52,14 +64,16 @@ def checked_entry(plain: Any, limits: CodecLimits) -> Entry:
         key_bytes = len(entry.key.encode())
     except UnicodeEncodeError:
         raise StateCodecError("entry: key is not valid UTF-8") from None
-    if not 0 < key_bytes <= limits.max_key_bytes:
-        raise StateCodecError(f"entry: key of {key_bytes} bytes (limit {limits.max_key_bytes})")
+    if key_bytes == 0:
+        raise StateCodecError("entry: empty key")
+    if key_bytes > limits.max_key_bytes:
+        raise EntryOverLimit("key_too_long", f"entry: key of {key_bytes} bytes (limit {limits.max_key_bytes})")
     if not isinstance(entry, CrdtEntry):
         max_value = limits.max_value_bytes
         for version in entry.versions:
             if version.value is not None and len(version.value) > max_value:
-                raise StateCodecError(f"entry: value of {len(version.value)} bytes "
-                                      f"(limit {limits.max_value_bytes})")
+                raise EntryOverLimit("value_too_large", f"entry: value of {len(version.value)} bytes "
+                                                        f"(limit {limits.max_value_bytes})")
     return entry
 
 
@@ -70,9 +84,9 @@ def check_context_items(items: int) -> None:
 
 
 def crdt_state_too_large(entry: memoryview, caps: dict[str, Any], limits: CodecLimits) -> bool:
-    """Whether `entry` is a CRDT entry whose state is longer than max_value_bytes (the store would refuse it
-    once built): read from its headers, nothing built. Each caller decides what that costs the message."""
-    return entry[1:2] == CRDT_TAG_BYTE and _crdt_state_bytes(entry, caps) > limits.max_value_bytes
+    """Whether `entry` is a CRDT entry whose state is longer than max_crdt_state_bytes (the store would refuse
+    it once built): read from its headers, nothing built. Each caller decides what that costs the message."""
+    return entry[1:2] == CRDT_TAG_BYTE and _crdt_state_bytes(entry, caps) > limits.max_crdt_state_bytes
 
 
 def check_entry_head(entry: memoryview, caps: dict[str, Any]) -> None:
@@ -103,7 +117,7 @@ def decode_entry(raw: memoryview, limits: CodecLimits, caps: dict[str, Any], wha
     fixed shape, [0, key, flat context, versions of 5 scalars], so each part is built with exactly that many
     arrays (`ValueEntries`, or `values`: one reused over a message's entries): nested arrays or long lists
     where a scalar belongs are refused as soon as the first is built. A CRDT entry (its state bounded by
-    max_value_bytes before this) is read field by field (`_crdt_plain`)."""
+    max_crdt_state_bytes before this) is read field by field (`_crdt_plain`)."""
     if raw[1:2] == CRDT_TAG_BYTE:
         plain = _crdt_plain(raw, limits, caps, what)
     else:

@@ -37,7 +37,7 @@ from sortedcontainers import SortedList
 from gossip_agent.core import crdt as crdt_mod
 from gossip_agent.core import hlc as hlc_mod
 from gossip_agent.core import packing
-from gossip_agent.core.config import StateConfig
+from gossip_agent.core.config import KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
 from gossip_agent.core.crdt import Crdt
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.merkle import DEFAULT_BITS, DEFAULT_DEPTH, MerkleTree
@@ -272,9 +272,11 @@ class KvStore:
 
     def local_delete(self, key: str, now_ms: int, context: CausalContext | None = None) -> ValueEntry | None:
         """Delete (a tombstone); None if there was nothing live to delete. Without a context it deletes
-        every version this replica holds."""
-        self.check_key(key)
+        every version this replica holds. A key it holds is never refused for its length: one written under
+        a larger max_key_bytes (lowered since) must stay deletable."""
         current = self._entries.get(key)
+        if current is None:
+            self.check_key(key)
         if current is None or current.is_tombstone:
             return None
         if isinstance(current, CrdtEntry):
@@ -448,11 +450,17 @@ class KvStore:
                                                f"{self.config.max_clock_drift_ms} ms)")
 
     def validate(self, entry: Entry) -> None:
-        """Limits and invariants every stored entry satisfies; raises InvalidEntry."""
+        """Limits and invariants every stored entry satisfies; raises InvalidEntry. Keys and values are held
+        to the fixed ceilings, not max_key_bytes / max_value_bytes (limits on local writes): an entry written
+        under a larger limit, lowered since, must still reach a replica that starts empty."""
         try:
-            self.check_key(entry.key)
-        except InvalidKey as err:
-            raise InvalidEntry(str(err)) from None
+            size = len(entry.key.encode())
+        except UnicodeEncodeError:
+            raise InvalidEntry(f"{entry.key!r}: key is not valid UTF-8") from None
+        if size == 0:
+            raise InvalidEntry("empty key")
+        if size > KEY_BYTES_CEILING:
+            raise self._invalid("key_too_long", f"key must be 1..{KEY_BYTES_CEILING} bytes of UTF-8, got {size}")
         if isinstance(entry, CrdtEntry):
             if len(_pack(crdt_mod.to_plain(entry.value))) > self.config.max_value_bytes:
                 raise InvalidEntry(f"{entry.key!r}: CRDT state above max_value_bytes")
@@ -464,8 +472,8 @@ class KvStore:
                                                      f"nodes (limit {MAX_CONTEXT_NODES})")
         dots = set()
         for v in entry.versions:
-            if v.value is not None and len(v.value) > self.config.max_value_bytes:
-                raise InvalidEntry(f"{entry.key!r}: value above max_value_bytes")
+            if v.value is not None and len(v.value) > VALUE_BYTES_CEILING:
+                raise self._invalid("value_too_large", f"{entry.key!r}: value above {VALUE_BYTES_CEILING} bytes")
             if v.timestamp.node != v.dot[0] or v.dot in dots or not entry.context.covers(v.dot):
                 raise InvalidEntry(f"{entry.key!r}: version {v.dot} is duplicated, mis-stamped or outside "
                                    "the context")

@@ -559,6 +559,14 @@ class StateApi:
             raise _error(400, str(exc)) from None
         return key
 
+    def _held_key(self, request: web.Request, name: str = "key", prefix: str = "") -> str:
+        """`_key` for a read or a delete: a key this replica holds passes whatever its length. state.maxKeyBytes
+        limits new keys; one written under a larger limit (lowered since) stays readable and deletable."""
+        key = prefix + request.match_info[name]
+        if self.svc.store.entry(key) is not None and key_problem(key) is None:
+            return key
+        return self._key(request, name, prefix)
+
     async def _read(self, request: web.Request, limit: int, what: str) -> bytes:
         """The body, refusing more than `limit` bytes before holding them."""
         self._check_length(request, limit, what)
@@ -701,7 +709,7 @@ class StateApi:
         return response
 
     async def get(self, request: web.Request) -> web.StreamResponse:
-        key = self._key(request)
+        key = self._held_key(request)
         entry = self.svc.store.entry(key)
         if isinstance(entry, CrdtEntry):
             route = _ROUTE_OF.get(entry.value.TYPE, "/v1/crdt/")
@@ -725,7 +733,7 @@ class StateApi:
                                   "context": token}, headers=headers)
 
     async def delete(self, request: web.Request) -> web.Response:
-        key = self._key(request)
+        key = self._held_key(request)
         w, timeout = self._write_params(request)
         critical = self._critical(request)
         context = self._context(request.headers.get(CONTEXT_HEADER))
@@ -823,7 +831,7 @@ class StateApi:
                                        "counter", "value", w, timeout)
 
     async def counter_get(self, request: web.Request) -> web.Response:
-        value = self._typed_crdt(self._key(request, "name", COUNTERS), PNCounter, "counter")
+        value = self._typed_crdt(self._held_key(request, "name", COUNTERS), PNCounter, "counter")
         return web.json_response({"name": request.match_info["name"],
                                   "value": value.value() if value is not None else 0})
 
@@ -852,7 +860,7 @@ class StateApi:
         return await self._update_crdt(request, key, ORSet, mutate, "set", "elements", w, timeout)
 
     async def set_get(self, request: web.Request) -> web.Response:
-        value = self._typed_crdt(self._key(request, "name", SETS), ORSet, "set")
+        value = self._typed_crdt(self._held_key(request, "name", SETS), ORSet, "set")
         return web.json_response({"name": request.match_info["name"],
                                   "elements": sorted(value.value()) if value is not None else []})
 
@@ -894,7 +902,7 @@ class StateApi:
                                                        "timestamp": hlc_json(entry.value.timestamp)})
 
     async def lww_get(self, request: web.Request) -> web.Response:
-        key = self._key(request, "name", LWW_REGISTERS)
+        key = self._held_key(request, "name", LWW_REGISTERS)
         register = self._typed_crdt(key, LWWRegister, "LWW register")
         if register is None or register.data is None:
             raise _error(404, f"no such register: {request.match_info['name']!r}")
@@ -927,7 +935,7 @@ class StateApi:
         return response
 
     async def mv_get(self, request: web.Request) -> web.Response:
-        key = self._key(request, "name", MV_REGISTERS)
+        key = self._held_key(request, "name", MV_REGISTERS)
         self._typed_crdt(key, MVRegister, "MV register")
         entry = self.svc.store.entry(key)
         if not isinstance(entry, CrdtEntry) or not isinstance(entry.value, MVRegister):

@@ -127,6 +127,9 @@ FRAME = b"\x01"
 # a clock that jumps), and at least this long when the core says it is already due right after a tick.
 MAX_SLEEP = 60.0
 STUCK_STEP = 0.01
+MAX_OVER_LIMIT_LOGGED = 1024
+"""Peers remembered as logged for over-ceiling entries; past it the memory starts afresh (each logs once more)."""
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "error": logging.ERROR}
 
 
@@ -158,6 +161,7 @@ class StateService(Extension, StateDelegate):
         self._log_error: str | None = None
         self._ae_serving = 0
         self._push_lease = PushLease()
+        self._over_limit_logged: set[str] = set()  # peers already logged for over-ceiling entries
         self.watchers = WatchHub()
         self.api = StateApi(self)
 
@@ -623,7 +627,7 @@ class StateService(Extension, StateDelegate):
             return refusal
         self._ae_serving += 1
         try:
-            response, pushed = await self._answer_ae(body)
+            response, pushed = await self._answer_ae(body, request.remote)
         finally:
             self._ae_serving -= 1
         # The push lease only under a byte budget: without one, duplicate pushes cost nothing scarce, and
@@ -635,7 +639,7 @@ class StateService(Extension, StateDelegate):
             response.headers[AE_PUSH_HEADER] = PUSH_HELD
         return response
 
-    async def _answer_ae(self, body: bytes) -> tuple[web.Response, int]:
+    async def _answer_ae(self, body: bytes, source: str | None = None) -> tuple[web.Response, int]:
         """One round of a peer's session (`body`: opened). The push count is checked from the array header
         before the request is decoded (decoding and merging cost ~10-30 us per entry); the pushed entries are
         merged in chunks (anti_entropy.MERGE_CHUNK), yielding to the event loop between them, so probes and
@@ -656,6 +660,7 @@ class StateService(Extension, StateDelegate):
                 self._perform(core.merge_anti_entropy_push(merge, agent.now(), self.wall()))
                 if not merge.done:
                     await asyncio.sleep(0)  # let probes, gossip and other requests run between chunks
+            self._note_over_limit(source or "a peer", merge.over_limit)
             budget = agent.node.send_budget
             now = agent.now()
             room = budget.answer_room(now)
@@ -736,7 +741,7 @@ class StateService(Extension, StateDelegate):
                 if held and not session.stats.push_held:
                     stats.ae["push_held"] += 1
                     session.hold_pushes()
-                request = await self._take_answer(session, request, answer)
+                request = await self._take_answer(session, request, answer, f"{addr[0]}:{addr[1]}")
             if session.stats.push_held:
                 name = peer or next((n for n, a in core.live_peers() if a == addr), None)
                 now = agent.now()
@@ -764,7 +769,8 @@ class StateService(Extension, StateDelegate):
                       s.rounds, s.repaired, s.pushed)
         return True
 
-    async def _take_answer(self, session: Session, asked: AeRequest, answer: bytes) -> AeRequest | None:
+    async def _take_answer(self, session: Session, asked: AeRequest, answer: bytes,
+                           peer: str = "a peer") -> AeRequest | None:
         """One answer of the peer, as hostile as any input: its counts are read from their array headers and
         checked against what `asked` asked before anything is built (`open_ae_response`), its entries decoded
         and merged `MERGE_CHUNK` at a time with the event loop running between chunks (an answer of 2 MiB of
@@ -780,9 +786,28 @@ class StateService(Extension, StateDelegate):
             self._perform(core.merge_anti_entropy_answer(merge, agent.now(), self.wall()))
             if not merge.done:
                 await asyncio.sleep(0)  # probes, gossip and peers' requests run between chunks
+        self._note_over_limit(peer, entries.refused)
         request, effects = core.on_anti_entropy_reply(session, head, agent.now(), self.wall(), merged=merge)
         self._perform(effects)
         return request
+
+    def _note_over_limit(self, peer: str, skipped: Mapping[str, int]) -> None:
+        """Entries of a peer's answer or push skipped as over the decoder's key or value ceilings (the rest
+        was applied): counted in gossip_state_refused_total by reason, and logged once per peer (a peer that
+        sends them sends them every session)."""
+        if not skipped:
+            return
+        refused = self.store.refused
+        for reason, count in skipped.items():
+            refused[reason] = refused.get(reason, 0) + count
+        if peer not in self._over_limit_logged:
+            if len(self._over_limit_logged) >= MAX_OVER_LIMIT_LOGGED:
+                self._over_limit_logged.clear()
+            self._over_limit_logged.add(peer)
+            log.warning("anti-entropy with %s: skipped entries over this agent's decoding ceilings (%s); the rest "
+                        "was applied. Further ones from this peer are only counted "
+                        "(gossip_state_refused_total)", peer,
+                        ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items())))
 
     async def _ae_round(self, addr: Address, body: bytes, session_id: str | None = None) -> tuple[bytes, bool]:
         """One round of our session: the request goes when our budget has its bytes; a peer's "retry later"

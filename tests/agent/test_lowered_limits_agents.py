@@ -1,0 +1,75 @@
+"""Two agents whose state.maxKeyBytes / maxValueBytes differ (the limit lowered since a key was written:
+hostile review F3). The lowered agent, started empty, receives the older key and value by anti-entropy,
+serves reads of the key and deletes it over HTTP; only a new key over its limit is refused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from gossip_agent.core.config import from_mapping
+from gossip_agent.io.runtime import Agent
+from gossip_agent.io.state_service import StateService
+
+LONG_KEY = "lim/" + "k" * 200  # 204 bytes, as in the review's repro
+FAST = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"interval": "1h"},
+        "membership": {"probeInterval": "200ms", "probeTimeout": "100ms"}, "gossip": {"interval": "50ms"}}
+
+
+async def _until(check: Callable[[], bool], seconds: float = 30.0) -> None:
+    """Poll `check` until it holds; generous: the join event's anti-entropy session is what delivers."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not check() and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    assert check()
+
+
+async def test_an_agent_with_lowered_limits_takes_reads_and_deletes_an_older_long_key() -> None:
+    state: dict[str, Any] = {"maxKeyBytes": 4096, "maxValueBytes": 65536}
+    s0 = StateService(from_mapping({**FAST, "name": "s0", "state": state}))
+    a0 = Agent(s0.config, extensions=[s0])
+    await a0.start()
+    s0.store.local_put(LONG_KEY, b"v", s0.now_ms())
+    s0.store.local_put("ok/big", b"x" * 2000, s0.now_ms())
+    for i in range(40):
+        s0.store.local_put(f"ok/key-{i}", f"v{i}".encode(), s0.now_ms())
+    lowered = {"maxKeyBytes": 128, "maxValueBytes": 1024}
+    s1 = StateService(from_mapping({**FAST, "name": "s1", "seeds": [f"127.0.0.1:{a0.port}"], "state": lowered}))
+    a1 = Agent(s1.config, extensions=[s1])
+    await a1.start()
+    try:
+        await _until(lambda: s1.store.root_hex() == s0.store.root_hex())
+        assert len(s1.store) == 42 and s1.store.refused == {}
+        base = f"http://127.0.0.1:{a1.port}/v1/kv/"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(base + LONG_KEY) as resp:
+                assert resp.status == 200 and await resp.read() == b"v"
+            async with http.put(base + LONG_KEY + "-new", data=b"v") as resp:
+                assert resp.status == 400  # a new key over the lowered limit
+            async with http.put(base + "ok/too-big", data=b"x" * 2000) as resp:
+                assert resp.status == 413  # a new value over it
+            async with http.delete(base + LONG_KEY) as resp:
+                assert resp.status == 200, await resp.text()
+            async with http.get(base + LONG_KEY) as resp:
+                assert resp.status == 404
+        await _until(lambda: getattr(s0.store.entry(LONG_KEY), "is_tombstone", False))
+    finally:
+        await a1.stop()
+        await a0.stop()
+
+
+def test_entries_skipped_over_the_ceilings_are_counted_and_logged_once_per_peer(caplog: Any) -> None:
+    svc = StateService(from_mapping({**FAST, "name": "solo"}))
+    svc.open()
+    with caplog.at_level("WARNING", logger="gossip_agent.state"):
+        svc._note_over_limit("10.0.0.1:7946", {"key_too_long": 2})
+        svc._note_over_limit("10.0.0.1:7946", {"key_too_long": 1, "value_too_large": 1})
+        svc._note_over_limit("10.0.0.2:7946", {"value_too_large": 1})
+        svc._note_over_limit("10.0.0.2:7946", {})
+    assert svc.store.refused == {"key_too_long": 3, "value_too_large": 2}
+    logged = [r.getMessage() for r in caplog.records if "decoding ceilings" in r.getMessage()]
+    assert len(logged) == 2 and "10.0.0.1:7946" in logged[0] and "2 key_too_long" in logged[0]
