@@ -39,8 +39,10 @@ dot, version-vector entry and CRDT count). Half of MAX_COUNTER: whatever a peer 
 keeps 2^62 writes of room (a write adds one to a dot; a PN-counter step is at most crdt.MAX_COUNTER_DELTA).
 A forged entry at 2^63-1 used to leave a key or counter refusing every later write, cluster-wide, for good.
 The price of that room: after such a forgery, the named replica's next writes of that key carry counters
-above this bound, which its peers refuse (a counted drop), so that one key diverges until an operator acts;
-only a member holding the cluster's peer credentials can forge one."""
+above this bound, which its peers refuse (counted drops: rumors, and every anti-entropy exchange that carries
+that key), so the key diverges until an operator acts; only a member holding the cluster's peer credentials can
+forge one. (Refusing those writes instead, MAX_COUNTER = MAX_ACCEPTED_COUNTER, would leave the key unwritable
+at that replica: the trade is room and divergence against refusal.)"""
 
 MAX_CLIENT_COUNTER = 1 << 53
 """Largest entry a client's causal context (the X-Gossip-Context token) may carry. Below MAX_ACCEPTED_COUNTER
