@@ -14,24 +14,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossip_agent.core import codec, hlc
+from gossip_agent.core import codec, crdt, hlc
+from gossip_agent.core.codec_limits import StateCodecError
 from gossip_agent.core.config import AgentConfig, StateConfig
-from gossip_agent.core.crdt import ORSet, PNCounter
+from gossip_agent.core.crdt import MAX_COUNTER_DELTA, GCounter, ORSet, PNCounter
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import (
     MAX_COUNTER,
     CausalContext,
     Change,
+    Entry,
     InvalidEntry,
     KvStore,
     OutOfRange,
     ValueEntry,
     Version,
+    _max_int,
+    entry_to_plain,
 )
 from gossip_agent.core.messages import Alive, Packet, Suspect
 from gossip_agent.core.node import Node
 from gossip_agent.core.state_codec import decode_change, decode_rumor, encode_change, encode_rumor
-from gossip_agent.core.vector_clock import VersionVector
+from gossip_agent.core.vector_clock import MAX_ACCEPTED_COUNTER, VersionVector
 
 NOW = 1_700_000_000_000
 DRIFT = StateConfig().max_clock_drift_ms
@@ -41,11 +45,23 @@ edge_ints = st.sampled_from(BOUNDARIES) | st.integers(0, 2**64)
 
 
 def _round_trips(store: KvStore, key: str) -> None:
-    """What the store holds under `key` encodes to a rumor and a log record that decode to the same entry."""
+    """What the store holds under `key` encodes to a log record that decodes to the same entry, and to a rumor
+    that its peers decode to the same entry, or (a counter above MAX_ACCEPTED_COUNTER, which only a write after
+    a peer's forgery makes) refuse as a whole."""
     entry = store.entry(key)
     assert entry is not None
-    assert decode_rumor(encode_rumor(entry)) == entry
     assert decode_change(encode_change(Change(key, entry, "local"))).entry == entry
+    if _largest_counter(entry) <= MAX_ACCEPTED_COUNTER:
+        assert decode_rumor(encode_rumor(entry)) == entry
+    else:
+        with pytest.raises(StateCodecError, match="counter"):
+            decode_rumor(encode_rumor(entry))
+
+
+def _largest_counter(entry: Entry) -> int:
+    plain = entry_to_plain(entry)
+    flat = plain[2] + [n for version in plain[3] for n in version[1:2]] if isinstance(entry, ValueEntry) else plain[3]
+    return _max_int(flat)
 
 
 # -- HLC ------------------------------------------------------------------------------------------------
@@ -117,32 +133,51 @@ def test_remote_entries_from_the_future_are_counted_drops(wall: int) -> None:
 
 
 # -- counters and dots ----------------------------------------------------------------------------------
-def test_pn_counter_increments_of_2_53_stop_at_the_range_with_a_refusal() -> None:
+def test_pn_counter_steps_above_the_delta_bound_are_refused_and_change_nothing() -> None:
+    """The issue's ~1,030 increments of 2^53 overflowed int64; then 1,023 of them used up a replica's room
+    for good (F7): a step is now at most MAX_COUNTER_DELTA either way."""
     store = KvStore("n1", StateConfig(max_value_bytes=1 << 20))
-    accepted = 0
-    for i in range(1100):  # the issue's ~1,030 increments of 2^53 overflowed int64
-        try:
-            store.update_crdt("c", PNCounter, lambda c, n, _: c.increment(n, 2**53), NOW + i)
-        except OutOfRange:
-            break
-        accepted += 1
-    else:
-        pytest.fail("2^53 increments never hit the range")
-    assert accepted == (2**63 - 1) // 2**53  # 1023: the last one that still fits in 2^63 - 1
-    value = store.get_crdt("c")
-    assert isinstance(value, PNCounter) and value.value() == accepted * 2**53  # exact, no precision lost
+    store.update_crdt("c", PNCounter, lambda c, n, _: c.increment(n, MAX_COUNTER_DELTA), NOW)
+    store.update_crdt("c", PNCounter, lambda c, n, _: c.increment(n, -MAX_COUNTER_DELTA), NOW + 1)
+    before = store.entry("c")
+    for step in (MAX_COUNTER_DELTA + 1, -MAX_COUNTER_DELTA - 1, 2**53, -(2**53)):
+        with pytest.raises(OutOfRange, match=f"at most {MAX_COUNTER_DELTA}"):
+            store.update_crdt("c", PNCounter, lambda c, n, _, step=step: c.increment(n, step), NOW + 2)
+    assert store.entry("c") == before and store.refused["crdt_invalid"] == 4
+    _round_trips(store, "c")
+
+
+def test_a_forged_counter_state_at_the_peer_bound_leaves_room_for_a_billion_largest_steps() -> None:
+    """F1: a peer's PN-counter state naming this replica at 2^63-1 made every later increment fail. The most
+    a peer can name now is MAX_ACCEPTED_COUNTER, and the replica keeps (MAX_COUNTER - that) / MAX_COUNTER_DELTA
+    steps of the largest size."""
+    forged = PNCounter(GCounter(VersionVector({"n1": MAX_ACCEPTED_COUNTER})),
+                       GCounter(VersionVector({"n1": MAX_ACCEPTED_COUNTER})))
+    assert crdt.from_plain(crdt.to_plain(forged)) == forged  # the bound itself is accepted
+    too_far = PNCounter(GCounter(VersionVector({"n1": MAX_ACCEPTED_COUNTER + 1})))
+    with pytest.raises(ValueError, match="counters are 1.."):
+        crdt.from_plain(crdt.to_plain(too_far))
+    assert (MAX_COUNTER - MAX_ACCEPTED_COUNTER) // MAX_COUNTER_DELTA > 10**9
+    store = KvStore("n1", StateConfig(max_value_bytes=1 << 20))
+    store.update_crdt("c", PNCounter, lambda c, n, _: c.merge(forged), NOW)
+    for i, step in enumerate((1, -1, MAX_COUNTER_DELTA, -MAX_COUNTER_DELTA)):
+        store.update_crdt("c", PNCounter, lambda c, n, _, step=step: c.increment(n, step), NOW + 1 + i)
+    _round_trips(store, "c")
+    # The overflow point itself is still refused, with the state unchanged.
+    top = PNCounter(GCounter(VersionVector({"n1": MAX_COUNTER - 1})))
+    store.update_crdt("t", PNCounter, lambda c, n, _: c.merge(top), NOW)
+    with pytest.raises(OutOfRange, match="counter|above"):
+        store.update_crdt("t", PNCounter, lambda c, n, _: c.increment(n, 2), NOW + 1)
     assert store.refused["counter_overflow"] == 1
-    _round_trips(store, "c")
-    # Decrements still work (the other half of the PN-counter has room).
-    store.update_crdt("c", PNCounter, lambda c, n, _: c.increment(n, -(2**53)), NOW + 2000)
-    _round_trips(store, "c")
+    _round_trips(store, "t")
 
 
 @settings(max_examples=200, deadline=None)
-@given(start=edge_ints.filter(lambda v: 0 < v < 2**63), amount=st.sampled_from(BOUNDARIES) | st.integers(1, 2**53))
+@given(start=edge_ints.filter(lambda v: 0 < v < 2**63),
+       amount=st.sampled_from([1, 2**31, MAX_COUNTER_DELTA]) | st.integers(1, MAX_COUNTER_DELTA))
 def test_any_accepted_counter_state_decodes(start: int, amount: int) -> None:
     store = KvStore("n1", StateConfig(max_value_bytes=1 << 20))
-    store.update_crdt("c", PNCounter, lambda c, n, _: c.increment(n, start), NOW)
+    store.update_crdt("c", PNCounter, lambda c, n, _: c.merge(PNCounter(GCounter(VersionVector({n: start})))), NOW)
     try:
         store.update_crdt("c", PNCounter, lambda c, n, _: c.increment(n, amount), NOW + 1)
         assert start + amount <= MAX_COUNTER
@@ -154,6 +189,8 @@ def test_any_accepted_counter_state_decodes(start: int, amount: int) -> None:
 
 
 def test_a_context_that_exhausts_our_dots_is_refused() -> None:
+    """Only this replica's own state (restored from its records) can hold its counter at the overflow point:
+    no decoder of peers' or clients' input accepts one there."""
     store = KvStore("n1")
     context = CausalContext(VersionVector({"n1": MAX_COUNTER}), Hlc(NOW, 0, "n1"))
     with pytest.raises(OutOfRange, match="counter"):

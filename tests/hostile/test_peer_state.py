@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from gossip_agent.cli.cluster import AgentProcess, LocalCluster
+from gossip_agent.core.crdt import MAX_COUNTER_DELTA
 from gossip_agent.core.merkle import DEFAULT_BITS, DEFAULT_DEPTH
 from tests.hostile.peer_support import (
     ae_request,
@@ -69,17 +70,19 @@ def test_a_context_from_the_far_future_is_a_400_and_replication_goes_on(cluster:
     assert http(a0.addr, "GET", "/readyz")[0] == 200
 
 
-def test_counter_increments_of_2_53_stop_with_a_400_and_the_counter_still_replicates(cluster: Cluster) -> None:
+def test_counter_steps_above_2_32_are_a_400_and_the_counter_still_replicates(cluster: Cluster) -> None:
+    """Steps of 2^53 used to overflow int64 after ~1,030 requests, then to use a replica's room up in 1,023
+    (session 13, F7): a step is at most crdt.MAX_COUNTER_DELTA (2^32) either way, refused at the edge."""
     _, agents, _ = cluster
     a1 = agents[1]
-    statuses = [counter_delta(a1, "big", 2**53) for _ in range(1030)]
-    assert statuses[:1023] == [200] * 1023 and set(statuses[1023:]) == {400}
-    assert refused(a1, "counter_overflow") >= 7
-    expected = str(1023 * 2**53).encode()
+    assert [counter_delta(a1, "big", d) for d in (2**53, -(2**53), MAX_COUNTER_DELTA + 1)] == [400] * 3
+    statuses = [counter_delta(a1, "big", MAX_COUNTER_DELTA) for _ in range(5)]
+    assert statuses == [200] * 5
+    expected = str(5 * MAX_COUNTER_DELTA).encode()
     for a in agents:
         wait_for(lambda a=a: expected in http(a.addr, "GET", "/v1/crdt/counters/big")[1], 20.0,
                  f"the exact total at {a.name}")
-    assert counter_delta(a1, "big", -1) == 200  # the decrement side has room
+    assert counter_delta(a1, "big", -MAX_COUNTER_DELTA) == 200
 
 
 def test_forged_future_entries_from_peers_are_counted_drops(cluster: Cluster) -> None:

@@ -19,7 +19,14 @@ from typing import Any, ClassVar
 
 from gossip_agent.core import hlc as hlc_mod
 from gossip_agent.core.hlc import Hlc
-from gossip_agent.core.vector_clock import EMPTY, Dot, VersionVector, join_dots
+from gossip_agent.core.vector_clock import EMPTY, MAX_ACCEPTED_COUNTER, Dot, VersionVector, join_dots
+
+MAX_COUNTER_DELTA = 1 << 32
+"""Largest step (either sign) of one PN-counter operation. A replica's per-direction total starts at most at
+MAX_ACCEPTED_COUNTER (2^62, a forged state) and overflows at 2^63-1, so it lasts at least 2^62 / 2^32 = 2^30
+(~1.07e9) operations of the largest step, ~12 days at 1,000 such requests per second to one agent; an honest
+total starting at 0 takes as long again to reach what peers accept. Steps of 2^53 used the room up in 1,024
+requests, and a counter cannot be deleted to start over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +53,8 @@ class GCounter:
         return self.counts.to_plain()
 
     @classmethod
-    def from_plain(cls, data: object) -> GCounter:
-        return cls(VersionVector.from_plain(data))
+    def from_plain(cls, data: object, limit: int = MAX_ACCEPTED_COUNTER) -> GCounter:
+        return cls(VersionVector.from_plain(data, limit))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,8 @@ class PNCounter:
     dec: GCounter = field(default_factory=GCounter)
 
     def increment(self, node: str, amount: int = 1) -> PNCounter:
+        if not -MAX_COUNTER_DELTA <= amount <= MAX_COUNTER_DELTA:
+            raise ValueError(f"a counter's delta is at most {MAX_COUNTER_DELTA} (2^32) either way, got {amount}")
         if amount >= 0:
             return PNCounter(self.inc.increment(node, amount), self.dec)
         return PNCounter(self.inc, self.dec.increment(node, -amount))
@@ -73,10 +82,10 @@ class PNCounter:
         return [self.inc.to_plain(), self.dec.to_plain()]
 
     @classmethod
-    def from_plain(cls, data: object) -> PNCounter:
+    def from_plain(cls, data: object, limit: int = MAX_ACCEPTED_COUNTER) -> PNCounter:
         if not isinstance(data, list | tuple) or len(data) != 2:
             raise ValueError("pncounter: expected [increments, decrements]")
-        return cls(GCounter.from_plain(data[0]), GCounter.from_plain(data[1]))
+        return cls(GCounter.from_plain(data[0], limit), GCounter.from_plain(data[1], limit))
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,17 +142,17 @@ class ORSet:
         return [self.context.to_plain(), items]
 
     @classmethod
-    def from_plain(cls, data: object) -> ORSet:
+    def from_plain(cls, data: object, limit: int = MAX_ACCEPTED_COUNTER) -> ORSet:
         if not isinstance(data, list | tuple) or len(data) != 2 or not isinstance(data[1], list | tuple):
             raise ValueError("orset: expected [context, [[element, dots], ...]]")
-        context = VersionVector.from_plain(data[0])
+        context = VersionVector.from_plain(data[0], limit)
         entries: dict[str, frozenset[Dot]] = {}
         for item in data[1]:
             if not isinstance(item, list | tuple) or len(item) != 2 or not isinstance(item[0], str):
                 raise ValueError("orset: expected [element, dots]")
             if item[0] in entries:
                 raise ValueError(f"orset: duplicate element {item[0]!r:.40}")
-            dots = _dots_from_plain(item[1])
+            dots = _dots_from_plain(item[1], limit)
             if not dots or not all(context.covers(d) for d in dots):
                 raise ValueError("orset: element without dots, or a dot outside the context")
             entries[item[0]] = dots
@@ -176,7 +185,7 @@ class LWWRegister:
         return [self.data, hlc_mod.to_plain(self.timestamp)]
 
     @classmethod
-    def from_plain(cls, data: object) -> LWWRegister:
+    def from_plain(cls, data: object, limit: int = MAX_ACCEPTED_COUNTER) -> LWWRegister:  # (no counters)
         if not isinstance(data, list | tuple) or len(data) != 2 or not (data[0] is None or
                                                                           isinstance(data[0], bytes)):
             raise ValueError("lwwregister: expected [value or nil, hlc]")
@@ -215,15 +224,15 @@ class MVRegister:
         return [self.context.to_plain(), [[node, n, self.values[(node, n)]] for node, n in sorted(self.values)]]
 
     @classmethod
-    def from_plain(cls, data: object) -> MVRegister:
+    def from_plain(cls, data: object, limit: int = MAX_ACCEPTED_COUNTER) -> MVRegister:
         if not isinstance(data, list | tuple) or len(data) != 2 or not isinstance(data[1], list | tuple):
             raise ValueError("mvregister: expected [context, [[node, counter, value], ...]]")
-        context = VersionVector.from_plain(data[0])
+        context = VersionVector.from_plain(data[0], limit)
         values: dict[Dot, bytes] = {}
         for item in data[1]:
             if not (isinstance(item, list | tuple) and len(item) == 3 and isinstance(item[2], bytes)):
                 raise ValueError("mvregister: expected [node, counter, value]")
-            dot = _dot(item[0], item[1])
+            dot = _dot(item[0], item[1], limit)
             if dot in values or not context.covers(dot):
                 raise ValueError("mvregister: duplicate dot, or a dot outside the context")
             values[dot] = item[2]
@@ -248,18 +257,19 @@ def to_plain(value: Crdt) -> list[Any]:
     return [value.TYPE, value.to_plain()]
 
 
-def from_plain(data: object) -> Crdt:
+def from_plain(data: object, limit: int = MAX_ACCEPTED_COUNTER) -> Crdt:
+    """A CRDT from peers (counters up to `limit`: MAX_ACCEPTED_COUNTER; this replica's own records: MAX_COUNTER)."""
     if not isinstance(data, list | tuple) or len(data) != 2 or not isinstance(data[0], str):
         raise ValueError("crdt: expected [type, body]")
     cls = CRDT_TYPES.get(data[0])
     if cls is None:
         raise ValueError(f"crdt: unknown type {data[0]!r:.40}; known: {', '.join(sorted(CRDT_TYPES))}")
-    return cls.from_plain(data[1])
+    return cls.from_plain(data[1], limit)
 
 
-def _dot(node: object, n: object) -> Dot:
-    if not isinstance(node, str) or isinstance(n, bool) or not isinstance(n, int) or not 0 < n < 1 << 63:
-        raise ValueError(f"dot: expected (node, counter > 0), got ({node!r:.40}, {n!r:.20})")
+def _dot(node: object, n: object, limit: int) -> Dot:
+    if not isinstance(node, str) or isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= limit:
+        raise ValueError(f"dot: expected (node, counter 1..{limit}), got ({node!r:.40}, {n!r:.20})")
     return node, n
 
 
@@ -271,10 +281,10 @@ def _dots_to_plain(dots: frozenset[Dot]) -> list[str | int]:
     return out
 
 
-def _dots_from_plain(data: object) -> frozenset[Dot]:
+def _dots_from_plain(data: object, limit: int) -> frozenset[Dot]:
     if not isinstance(data, list | tuple) or len(data) % 2:
         raise ValueError("dots: expected a flat [node, counter, ...] list")
-    dots = [_dot(data[i], data[i + 1]) for i in range(0, len(data), 2)]
+    dots = [_dot(data[i], data[i + 1], limit) for i in range(0, len(data), 2)]
     if len(set(dots)) != len(dots):
         raise ValueError("dots: duplicates")
     return frozenset(dots)

@@ -19,7 +19,7 @@ import msgpack
 
 from gossip_agent.core.codec_limits import MSGPACK_ERRORS, CodecLimits, StateCodecError, unpack_field
 from gossip_agent.core.kvstore import CrdtEntry, Entry, InvalidEntry, entry_from_plain
-from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES
+from gossip_agent.core.vector_clock import MAX_ACCEPTED_COUNTER, MAX_CONTEXT_NODES
 
 MAX_ENTRY_VERSIONS = 4096
 """Versions one decoded entry may hold. A local write keeps at most kvstore.MAX_LOCAL_SIBLINGS (64) live
@@ -45,17 +45,18 @@ class EntryOverLimit(InvalidEntry):
         self.reason = reason
 
 
-def checked_entry(plain: Any, limits: CodecLimits) -> Entry:
+def checked_entry(plain: Any, limits: CodecLimits, max_counter: int = MAX_ACCEPTED_COUNTER) -> Entry:
     """An entry from kvstore's plain form, refused (StateCodecError) past MAX_ENTRY_VERSIONS and
-    MAX_CONTEXT_NODES or malformed, and skipped (EntryOverLimit) with a key or value past `limits`: what
-    every decoder hands the store."""
+    MAX_CONTEXT_NODES, malformed, or with a counter above `max_counter` (MAX_ACCEPTED_COUNTER for peers; this
+    replica's own log records: vector_clock.MAX_COUNTER), and skipped (EntryOverLimit) with a key or value past
+    `limits`: what every decoder hands the store."""
     if isinstance(plain, list) and len(plain) == 4 and plain[0] == 0:  # (a value entry: tag 0, kvstore.entry_to_plain)
         if isinstance(plain[3], list) and len(plain[3]) > MAX_ENTRY_VERSIONS:
             raise StateCodecError(f"entry: {len(plain[3])} versions (limit {MAX_ENTRY_VERSIONS})")
         if isinstance(plain[2], list):
             check_context_items(len(plain[2]))
     try:
-        entry: Entry = entry_from_plain(plain)  # (state_codec's `_guard`, inlined: one call fewer per rumor)
+        entry: Entry = entry_from_plain(plain, max_counter)  # (state_codec's `_guard`, inlined: one call less)
     except StateCodecError:
         raise
     except (ValueError, TypeError) as err:

@@ -41,7 +41,15 @@ from gossip_agent.core.config import KEY_BYTES_CEILING, VALUE_BYTES_CEILING, Sta
 from gossip_agent.core.crdt import Crdt
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.merkle import DEFAULT_BITS, DEFAULT_DEPTH, MerkleTree
-from gossip_agent.core.vector_clock import EMPTY, MAX_CONTEXT_NODES, Dot, VersionVector, join_dots
+from gossip_agent.core.vector_clock import (
+    EMPTY,
+    MAX_ACCEPTED_COUNTER,
+    MAX_CONTEXT_NODES,
+    MAX_COUNTER,
+    Dot,
+    VersionVector,
+    join_dots,
+)
 
 C = TypeVar("C", bound=Crdt)
 
@@ -82,10 +90,6 @@ class OutOfRange(StateError):
     """A number would leave its range: a timestamp too far ahead of our clock, or a counter or dot that the
     next increment would push past MAX_COUNTER. Refused where it enters, before anything is stored: a value
     no decoder accepts would stop the key replicating and make the log record unreadable."""
-
-
-MAX_COUNTER = (1 << 63) - 1
-"""Largest dot, version-vector entry or counter total per node any decoder accepts (msgpack int64)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -724,14 +728,15 @@ class KvStore:
             if isinstance(item, list) and len(item) == 4 and item[0] == _VALUE_TAG and over_bound("entry", item,
                                                                                                   item[2]):
                 continue
-            entry = entry_from_plain(item)
+            entry = entry_from_plain(item, MAX_COUNTER)  # (our own writes: up to the overflow point)
             store._put(entry.key, entry, "restore")
         for item in _list(data.get("graveyard")):
             if not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str):
                 raise ValueError("snapshot: bad graveyard record")
             if over_bound("graveyard item", item, item[1]):
                 continue
-            store._graveyard[item[0]] = _Grave(VersionVector.from_plain(item[1]), hlc_mod.from_plain(item[2]))
+            store._graveyard[item[0]] = _Grave(VersionVector.from_plain(item[1], MAX_COUNTER),
+                                               hlc_mod.from_plain(item[2]))
         conflicts = data.get("conflicts", [0, 0])
         if isinstance(conflicts, list) and len(conflicts) == 2 and all(isinstance(n, int) for n in conflicts):
             store._counters = _Counters(conflicts[0], conflicts[1])
@@ -811,16 +816,18 @@ def entry_to_plain(entry: Entry) -> list[Any]:
     return [_VALUE_TAG, entry.key, entry.context.to_plain(), versions]
 
 
-def entry_from_plain(data: object) -> Entry:
-    """Inverse of `entry_to_plain`; raises ValueError on malformed data (limits are the store's job)."""
+def entry_from_plain(data: object, limit: int = MAX_ACCEPTED_COUNTER) -> Entry:
+    """Inverse of `entry_to_plain`; raises ValueError on malformed data or a counter above `limit`
+    (MAX_ACCEPTED_COUNTER for peers' entries; MAX_COUNTER for this replica's own records). Other limits are the
+    store's job."""
     if not isinstance(data, list | tuple) or len(data) != 4 or not isinstance(data[1], str):
         raise ValueError("entry: expected [tag, key, ...]")
     tag, key = data[0], data[1]
     if tag == _CRDT_TAG:
-        return CrdtEntry(key, crdt_mod.from_plain(data[3]), hlc_mod.from_plain(data[2]))
+        return CrdtEntry(key, crdt_mod.from_plain(data[3], limit), hlc_mod.from_plain(data[2]))
     if tag != _VALUE_TAG or not isinstance(data[3], list | tuple):
         raise ValueError(f"entry: unknown tag {tag!r:.20}")
-    context = VersionVector.from_plain(data[2])
+    context = VersionVector.from_plain(data[2], limit)
     versions = []
     from_parts = hlc_mod.from_parts
     for item in data[3]:
@@ -831,8 +838,9 @@ def entry_from_plain(data: object) -> Entry:
         if value is not None and type(value) is not bytes and not isinstance(value, bytes):
             raise ValueError("entry: value must be bytes or nil")
         ts = from_parts(wall, logical, node)
-        if (type(n) is not int and (isinstance(n, bool) or not isinstance(n, int))) or not 0 < n < 1 << 63:
-            raise ValueError("entry: bad dot counter")
+        if (type(n) is not int and (isinstance(n, bool) or not isinstance(n, int))) \
+                or not 0 < n <= limit:
+            raise ValueError(f"entry: bad dot counter (counters are 1..{limit})")
         versions.append(Version((node, n), ts, value))
     if len(versions) > 1:
         versions.sort(key=_by_dot)

@@ -32,7 +32,7 @@ from gossip_agent.core.entry_decoding import (
 )
 from gossip_agent.core.kvstore import CausalContext, Change, Entry, RefusedItem, entry_to_plain
 from gossip_agent.core.packing import pack
-from gossip_agent.core.vector_clock import VersionVector
+from gossip_agent.core.vector_clock import MAX_CLIENT_COUNTER, MAX_COUNTER, VersionVector
 
 RUMOR = 1
 CHANGE = 2
@@ -152,7 +152,8 @@ def decode_change(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Change:
     _, key, origin, entry = _decode(data, CHANGE, 4, limits, "log record")
     if not isinstance(key, str) or not isinstance(origin, str) or origin not in _ORIGINS:
         raise StateCodecError("log record: bad key or origin")
-    decoded = checked_entry(entry, limits) if entry is not None else None
+    # (Our own records: counters up to the overflow point, as a local write may go after a peer's forgery.)
+    decoded = checked_entry(entry, limits, MAX_COUNTER) if entry is not None else None
     if decoded is not None and decoded.key != key:
         raise StateCodecError("log record: key does not match its entry")
     return Change(key, decoded, origin)
@@ -179,8 +180,12 @@ def encode_context_of(vv: VersionVector, timestamp: hlc_mod.Hlc) -> bytes:
 
 
 def decode_context(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> CausalContext:
+    """A client's context token. Its counters are held to MAX_CLIENT_COUNTER (2^53), below what peers' entries
+    may carry: they become the written key's context and, at the replica they name, its next dot, which every
+    peer must still accept."""
     _, vv, ts = _decode(data, CONTEXT, 3, limits, "causal context")
     if isinstance(vv, list):
         check_context_items(len(vv))
-    return CausalContext(_guard("context", VersionVector.from_plain, vv), _guard("context", hlc_mod.from_plain, ts))
+    return CausalContext(_guard("context", VersionVector.from_plain, vv, MAX_CLIENT_COUNTER),
+                         _guard("context", hlc_mod.from_plain, ts))
 

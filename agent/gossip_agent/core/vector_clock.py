@@ -28,6 +28,29 @@ from typing import TypeVar
 Dot = tuple[str, int]
 """(node, counter): one write. Counters start at 1."""
 
+MAX_COUNTER = (1 << 63) - 1
+"""The overflow point (msgpack int64): the largest dot, version-vector entry or CRDT count per node a local write
+may produce (kvstore refuses the write past it), and so what this replica's own log and snapshot records may
+hold when read back (`from_plain(..., MAX_COUNTER)`): a record it wrote must always decode again."""
+
+MAX_ACCEPTED_COUNTER = 1 << 62
+"""Largest counter accepted from a peer (rumors, write-concern pushes, anti-entropy pushes and answers: every
+dot, version-vector entry and CRDT count). Half of MAX_COUNTER: whatever a peer sends, every replica it names
+keeps 2^62 writes of room (a write adds one to a dot; a PN-counter step is at most crdt.MAX_COUNTER_DELTA).
+A forged entry at 2^63-1 used to leave a key or counter refusing every later write, cluster-wide, for good.
+The price of that room: after such a forgery, the named replica's next writes of that key carry counters
+above this bound, which its peers refuse (counted drops: rumors, and every anti-entropy exchange that carries
+that key), so the key diverges until an operator acts; only a member holding the cluster's peer credentials can
+forge one. (Refusing those writes instead, MAX_COUNTER = MAX_ACCEPTED_COUNTER, would leave the key unwritable
+at that replica: the trade is room and divergence against refusal.)"""
+
+MAX_CLIENT_COUNTER = 1 << 53
+"""Largest entry a client's causal context (the X-Gossip-Context token) may carry. Below MAX_ACCEPTED_COUNTER
+because a client's entries become the key's context and, at the replica they name, the base of its next dot,
+which every peer must still accept: a forged entry at this bound leaves 2^62 - 2^53 writes before anything a
+replica writes crosses what peers accept. Honest tokens come from reads, and no key sees 2^53 writes by one
+replica (300 years at a million writes a second)."""
+
 T = TypeVar("T")
 
 
@@ -151,19 +174,22 @@ class VersionVector:
         return out
 
     @staticmethod
-    def from_plain(data: object) -> VersionVector:
-        """Inverse of `to_plain`; raises ValueError on anything malformed (duplicate nodes included)."""
+    def from_plain(data: object, limit: int = MAX_ACCEPTED_COUNTER) -> VersionVector:
+        """Inverse of `to_plain`; raises ValueError on anything malformed (duplicate nodes included) or on a
+        counter above `limit` (MAX_ACCEPTED_COUNTER; a client's context: MAX_CLIENT_COUNTER)."""
         if type(data) is list and len(data) == 2:  # one writer (most keys' contexts): checked in one go
             node, n = data
-            if type(node) is str and type(n) is int and 0 < n < 1 << 63:
+            if type(node) is str and type(n) is int and 0 < n <= limit:
                 return _wrap({node: n})
         if not isinstance(data, list | tuple) or len(data) % 2:
             raise ValueError(f"version vector: expected a flat [node, counter, ...] list, got {data!r:.80}")
         entries: dict[str, int] = {}
         for i in range(0, len(data), 2):
             node, n = data[i], data[i + 1]
-            if not isinstance(node, str) or isinstance(n, bool) or not isinstance(n, int) or not 0 < n < 1 << 63:
+            if not isinstance(node, str) or isinstance(n, bool) or not isinstance(n, int):
                 raise ValueError(f"version vector: bad entry {node!r:.40}: {n!r:.20}")
+            if not 0 < n <= limit:
+                raise ValueError(f"version vector: entry {node!r:.40} is {n!r:.20}; counters are 1..{limit}")
             if node in entries:
                 raise ValueError(f"version vector: duplicate node {node!r:.40}")
             entries[node] = n

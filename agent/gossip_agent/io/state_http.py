@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from aiohttp import web
 
 from gossip_agent.core.codec_limits import StateCodecError
-from gossip_agent.core.crdt import LWWRegister, MVRegister, ORSet, PNCounter
+from gossip_agent.core.crdt import MAX_COUNTER_DELTA, LWWRegister, MVRegister, ORSet, PNCounter
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import (
     MAX_LOCAL_SIBLINGS,
@@ -825,8 +825,8 @@ class StateApi:
         data = await self._json(request)
         delta = data.get("delta")
         if set(data) - {"delta"} or isinstance(delta, bool) or not isinstance(delta, int) \
-                or not -(1 << 53) <= delta <= 1 << 53:
-            raise _error(400, 'body must be {"delta": integer} with |delta| <= 2^53')
+                or not -MAX_COUNTER_DELTA <= delta <= MAX_COUNTER_DELTA:
+            raise _error(400, f'body must be {{"delta": integer}} with |delta| <= {MAX_COUNTER_DELTA} (2^32)')
         return await self._update_crdt(request, key, PNCounter, lambda c, node, _: c.increment(node, delta),
                                        "counter", "value", w, timeout)
 
