@@ -480,12 +480,21 @@ def key_problem(key: str) -> str | None:
     """Why `key` is not acceptable from a client (None if it is); lengths are the store's check."""
     if not key:
         return "key is empty"
-    at = first_control_char(key)
-    if at is not None:
-        return f"key contains the control character U+{ord(key[at]):04X} at position {at}; keys are printable text"
+    problem = control_char_problem(key, "key", "keys")
+    if problem is not None:
+        return problem
     if any(segment in (".", "..") for segment in key.split("/")):
         return f"key {key[:64]!r} has a '.' or '..' path segment; keys may not contain relative path segments"
     return None
+
+
+def control_char_problem(text: str, what: str, kinds: str) -> str | None:
+    """Why `text` (`what`, one of `kinds`) is refused for a control character (None if it has none): the one
+    rule for keys and set elements, which are printed and logged one a line (core/text.py)."""
+    at = first_control_char(text)
+    if at is None:
+        return None
+    return f"{what} contains the control character U+{ord(text[at]):04X} at position {at}; {kinds} are printable text"
 
 
 def _query_key(value: str, name: str) -> str:
@@ -929,9 +938,13 @@ class StateApi:
                 raise _error(400, f"{name} must be a list of strings")
             if len(items) > MAX_SET_OPS:
                 raise _error(400, f"{name} holds {len(items)} elements; at most {MAX_SET_OPS} per request")
-            for item in items:
+            for index, item in enumerate(items):
                 if not 0 < len(item.encode(errors="replace")) <= max_element:
                     raise _error(400, f"set elements must be 1..{max_element} bytes of UTF-8")
+                # Removing stays allowed, so elements added before this check can be cleaned up.
+                problem = control_char_problem(item, f"{name}[{index}]", "set elements") if name == "add" else None
+                if problem is not None:
+                    raise _error(400, problem)
         if not add and not remove:
             raise _error(400, 'nothing to do: give "add" and/or "remove"')
 
