@@ -29,10 +29,10 @@ last line. A write that has not drained within `STREAM_WRITE_TIMEOUT` (io/http_l
 stream) ends the stream the same way; the periodic check below finds it, so no timer is armed per write. Bytes
 are bounded as well as lines because lines differ wildly in size: a control character in a value escapes to
 six bytes, so 1,024 lines of one 60 KB value held ~370 MB for a client that had stopped reading (review).
-One periodic check for all watchers (not a timer per line) ends streams whose
-client hung up and sends heartbeats on quiet ones. At most `MAX_WATCHERS` watches in all,
-shared fairly by `WatchSlots` (io/http_limits.py: `MAX_WATCHES_PER_CLIENT` per address, per-token caps, a
-reserve for write tokens, eviction of the busiest client's oldest watch).
+One periodic check for all watchers (not a timer per line) ends streams whose client hung up and sends
+heartbeats on quiet ones. At most `MAX_WATCHERS` watches in all, shared fairly by `WatchSlots`
+(io/http_limits.py: `MAX_WATCHES_PER_CLIENT` per address, per-token caps, a reserve for write tokens, eviction
+of the busiest client's oldest watch).
 """
 
 from __future__ import annotations
