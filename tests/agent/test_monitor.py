@@ -361,10 +361,10 @@ def test_monitor_streams_join_kill_suspect_dead_and_leave(workdir: Path) -> None
 async def test_a_client_that_stops_reading_is_disconnected_not_waited_on(pair: list[Agent],
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A watcher that never reads: once the socket buffers are full, a write that does not complete within
-    WRITE_TIMEOUT closes the connection (the queue alone would hold the handler for as long as the client
+    STREAM_WRITE_TIMEOUT closes the connection (the queue alone would hold the handler for as long as the client
     likes); the agent keeps serving, and the drop is counted."""
-    from gossip_agent.io import events_http
-    monkeypatch.setattr(events_http, "WRITE_TIMEOUT", 0.3)
+    from gossip_agent.io import http_limits
+    monkeypatch.setattr(http_limits, "STREAM_WRITE_TIMEOUT", 0.3)
     a0 = pair[0]
     hub = a0.member_watch
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -121,8 +121,9 @@ async def test_watch_hub_drops_slow_clients() -> None:
         fast.take()
     hub.publish([Change("a/x", entry, "local")])
     assert hub.dropped == 1 and len(hub) == 1
-    # The slow one still gets the lines it was owed, then the reason it ends.
-    assert len(slow.lines) == WATCH_QUEUE and slow.end is WatchEnd.SLOW
+    # The slow one's pending lines are dropped at once (it re-reads when it reconnects); it is told why.
+    assert slow.lines == [] and slow.pending_bytes == 0 and slow.end is WatchEnd.SLOW
+    assert await slow.next() is WatchEnd.SLOW
     line = await fast.next()
     assert isinstance(line, bytes) and json.loads(line)["key"] == "a/x"
     hub.unsubscribe(fast_id)
@@ -240,16 +241,16 @@ async def test_watch_lines_queued_behind_each_other_go_out_in_one_write_in_order
         _, watcher = hub.subscribe("")
         for line in (b"a\n", b"b\n", b"c\n"):
             watcher.push(line)
-        watcher.finish(WatchEnd.SLOW)
+        watcher.finish(WatchEnd.ENDED)
         watcher.push(b"d\n")
-        watcher.finish(WatchEnd.ENDED)  # the first reason stands
+        watcher.finish(WatchEnd.GONE)  # the first reason stands
         assert await watcher.next() == b"a\nb\nc\nd\n"
-        assert await watcher.next() is WatchEnd.SLOW
+        assert await watcher.next() is WatchEnd.ENDED
         _, watcher = hub.subscribe("")
         for i in range(10):
             watcher.push(b"%d\n" % i)
         assert watcher.take(limit=5) == b"0\n1\n2\n"  # stops once about `limit` bytes are taken
-        assert watcher.lines == [b"%d\n" % i for i in range(3, 10)]
+        assert watcher.lines == [b"%d\n" % i for i in range(3, 10)] and watcher.pending_bytes == 14
         watcher.finish(WatchEnd.GONE)
         assert await watcher.next() is WatchEnd.GONE
     finally:

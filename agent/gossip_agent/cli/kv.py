@@ -12,6 +12,10 @@ starts on its own line. With siblings (concurrent writes under the `siblings` po
 and exits 3, and `--json` prints the JSON answer. `get -v` also prints, on stderr (stdout stays the value),
 the key's version vector, each value's dot and HLC timestamp, and the causal context token; `--context
 TOKEN` sends that token back, which makes a put overwrite exactly the versions read.
+
+What lists things one a line (set elements, `ls`, siblings, `watch`) escapes control characters as \\xNN
+(cli/client.py `shown`): an element holding a newline or an escape sequence printed as forged extra lines or
+reached the terminal (review).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from gossip_agent.cli import monitor
-from gossip_agent.cli.client import ClientError, Register, Run, Stream, add_client_args, client_from_args
+from gossip_agent.cli.client import ClientError, Register, Run, Stream, add_client_args, client_from_args, shown
 
 CONTEXT_HEADER = "X-Gossip-Context"
 EXIT_SIBLINGS = 3
@@ -190,7 +194,7 @@ def run_get(args: argparse.Namespace) -> int:
         print(f"{len(doc['values'])} concurrent values (write back with --context {doc['context']} to resolve):",
               file=sys.stderr)
         for v in doc["values"]:
-            print(v.get("value", v.get("valueBase64")))
+            print(shown(v.get("value", v.get("valueBase64"))))  # one a line
         return EXIT_SIBLINGS
     _write_value(_value_bytes(doc["values"][0]) if doc is not None else body)
     return 0
@@ -227,23 +231,23 @@ def register_ls(p: argparse.ArgumentParser) -> None:
 def run_ls(args: argparse.Namespace) -> int:
     http = _Http(args)
     after: str | None = None
-    shown = 0
+    listed = 0
     rows: list[dict[str, Any]] = []
     while True:
-        page = 1000 if not args.limit else min(1000, args.limit - shown)
+        page = 1000 if not args.limit else min(1000, args.limit - listed)
         status, _, body = http.call("GET", "/v1/kv" + _query(prefix=args.prefix, after=after, limit=page))
         if status != 200:
             raise _fail(status, body, "ls")
         doc = json.loads(body)
         for entry in doc["entries"]:
             rows.append(entry)
-            shown += 1
+            listed += 1
             if not args.json:
                 extra = f"  ({entry['siblings']} siblings)" if entry.get("siblings", 1) > 1 else ""
                 kind = "" if entry.get("type") == "value" else f"  [{entry.get('type')}]"
-                print(f"{entry['key']}{kind}{extra}")
+                print(shown(f"{entry['key']}{kind}{extra}"))
         after = doc.get("next")
-        if after is None or (args.limit and shown >= args.limit):
+        if after is None or (args.limit and listed >= args.limit):
             break
     if args.json:
         _print_json({"entries": rows})
@@ -273,12 +277,12 @@ def run_watch(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(event, ensure_ascii=False), flush=True)
             else:
-                shown = ""
+                value = ""
                 if "values" in event:
-                    shown = " = " + " | ".join(str(v.get("value", v.get("valueBase64"))) for v in event["values"])
+                    value = " = " + " | ".join(str(v.get("value", v.get("valueBase64"))) for v in event["values"])
                 elif "value" in event:
-                    shown = f" = {event['value']}"
-                print(f"{kind} {event['key']}{shown}  ({event.get('origin')})", flush=True)
+                    value = f" = {event['value']}"
+                print(shown(f"{kind} {event['key']}{value}  ({event.get('origin')})"), flush=True)
             seen += 1
             if args.count and seen >= args.count:
                 return 0
@@ -347,7 +351,7 @@ def run_set(args: argparse.Namespace) -> int:
         _print_json(doc)
     else:
         for element in doc["elements"]:
-            print(element)
+            print(shown(element))  # one a line: a newline or an escape sequence in an element is escaped
     return 0
 
 
@@ -415,7 +419,7 @@ def run_register(args: argparse.Namespace) -> int:
         print(f"{len(values)} concurrent values (write back with --context {doc['context']} to resolve):",
               file=sys.stderr)
     for v in values:
-        print(v.get("value", v.get("valueBase64")))
+        print(shown(v.get("value", v.get("valueBase64"))))  # one a line
     return EXIT_SIBLINGS if len(values) > 1 else 0
 
 

@@ -25,8 +25,8 @@ tokens; when full, the oldest stream of the busiest client ends (a last `error` 
 the newcomer holds at least two fewer, else 503. Each stream has a queue of `QUEUE` events. Publishing never
 blocks the agent: a client that falls `QUEUE` events behind is removed, told so in a last `error` line, and
 disconnected (it reconnects and gets a fresh snapshot: a watch is a notification, not a log); a write that
-the client does not read within `WRITE_TIMEOUT` closes the connection. Both count in
-`gossip_member_watch_dropped_total`.
+the client does not read within `STREAM_WRITE_TIMEOUT` (io/http_limits.py, shared with the key watch) closes
+the connection. Both count in `gossip_member_watch_dropped_total`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from gossip_agent.core.effects import EventKind, MemberEvent
 from gossip_agent.core.messages import MemberSnapshot
 from gossip_agent.io.auth import OPEN, Caller
 from gossip_agent.io.http_api import member_json
-from gossip_agent.io.http_limits import WatchRefused, WatchSlot, WatchSlots, caller_of, count_watch
+from gossip_agent.io.http_limits import WatchRefused, WatchSlot, WatchSlots, caller_of, count_watch, write_stream
 from gossip_agent.io.metrics import AgentStats
 
 PATH = "/v1/members/watch"
@@ -57,7 +57,6 @@ HEARTBEAT = 15.0
 # While idle, how often to check that the client is still connected (aiohttp does not cancel a handler
 # whose client went away), so its slot is freed within a second rather than at the next heartbeat.
 LIVENESS_CHECK = 1.0
-WRITE_TIMEOUT = 10.0
 CONVERGENCE_SAMPLE = 0.5
 CONVERGENCE_MIN_INTERVAL = 1.0
 _TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
@@ -292,7 +291,7 @@ def member_watch_routes(hub: MemberWatchHub) -> list[web.AbstractRouteDef]:
                                                "Cache-Control": "no-cache"})
         try:
             await response.prepare(request)
-            await _write(response, snapshot)
+            await write_stream(response, snapshot)
             idle = 0.0
             while True:
                 try:
@@ -306,17 +305,17 @@ def member_watch_routes(hub: MemberWatchHub) -> list[web.AbstractRouteDef]:
                     line = _line({"event": "heartbeat", "time": hub._time()})
                 idle = 0.0
                 if line is None:
-                    await _write(response, _line({"event": "error", "error": (
+                    await write_stream(response, _line({"event": "error", "error": (
                         f"watch client too slow: more than {hub.queue_size} events pending; reconnect for a "
                         "fresh snapshot")}))
                     break
                 if not line:
                     if watcher.evicted:
-                        await _write(response, _line({"event": "error", "evicted": True, "error": (
+                        await write_stream(response, _line({"event": "error", "evicted": True, "error": (
                             "this stream's slot went to a client holding fewer streams (fair share); reconnect "
                             "later")}))
                     break  # evicted, or the agent is stopping
-                await _write(response, line)
+                await write_stream(response, line)
         except TimeoutError:
             hub.dropped()  # the client stopped reading: free the connection rather than wait on it
             if request.transport is not None:
@@ -340,6 +339,3 @@ def _refused(exc: WatchRefused) -> web.HTTPException:
         refused.headers["Retry-After"] = "5"
     return refused
 
-
-async def _write(response: web.StreamResponse, line: bytes) -> None:
-    await asyncio.wait_for(response.write(line), WRITE_TIMEOUT)

@@ -36,6 +36,10 @@ Why each bound exists (issue 10, attacks 4 and 10):
   evictions in `gossip_watch_evicted_total{stream}`. Without tokens the API cannot tell clients apart beyond
   their address: one client with as many addresses as there are slots can still hold them all (one each),
   which is one more reason to configure tokens outside local development.
+- Stream writes (`write_stream`): a watch's handler waits while the client's socket buffers are full, and a
+  client that keeps the connection but stops reading would hold it (its slot, its pending lines) for as long
+  as it likes: one non-reading key watch pinned ~400 MB (review). Every write to a stream (membership and key
+  watches) must complete within `STREAM_WRITE_TIMEOUT` or the stream ends.
 - Refusals that need no body (`refuse_before_body`): a route may name a cheap check (a "retry later" for a
   byte budget or a concurrency cap) that the guard runs after access control and before the body is read;
   its answer goes at once, so a request the agent would refuse anyway costs it no body bytes, memory or
@@ -69,6 +73,9 @@ BODY_TIMEOUT = 30.0
 MAX_CONNECTIONS = 1024
 MAX_CONNECTIONS_PER_CLIENT = 128
 MAX_WATCHES_PER_CLIENT = 16
+# A stream write that has not drained within this long ends the stream: a reading client takes a 64 KiB
+# batch in far less, while a client that stopped reading is let go within it.
+STREAM_WRITE_TIMEOUT = 10.0
 # Watch-slot fair share (see the module docstring): a token holds at most 1/4 of a stream's slots, and 1/8
 # of them are kept for write-scope tokens.
 WATCH_TOKEN_SHARE = 4
@@ -548,6 +555,12 @@ def caller_of(request: web.Request) -> Caller:
     """Who sent `request` (set by `ApiAuth.check`; an open API, or an app without the guard, is OPEN)."""
     caller = request.get(CALLER)
     return caller if isinstance(caller, Caller) else OPEN
+
+
+async def write_stream(response: web.StreamResponse, data: bytes) -> None:
+    """Write `data` to a streaming response; TimeoutError when the client has not taken it within
+    `STREAM_WRITE_TIMEOUT` (read when called, so tests may shorten it)."""
+    await asyncio.wait_for(response.write(data), STREAM_WRITE_TIMEOUT)
 
 
 def count_watch(request: web.Request, key: str) -> None:

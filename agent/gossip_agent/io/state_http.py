@@ -22,11 +22,17 @@ the programs that read them), 1..state.maxKeyBytes bytes of UTF-8. JSON deeper t
 
 The watch stream (`GET /v1/watch?prefix=`) is newline-delimited JSON, one line per change; every client
 has a bounded list of pending lines, written in one go whenever its handler runs, and a client that falls
-`WATCH_QUEUE` changes behind is told so and disconnected (it reconnects and re-reads: a watch is a
-notification, not a log). One periodic check for all watchers (not a timer per line) ends streams whose
-client hung up and sends heartbeats on quiet ones. At most `MAX_WATCHERS` watches in all,
-shared fairly by `WatchSlots` (io/http_limits.py: `MAX_WATCHES_PER_CLIENT` per address, per-token caps, a
-reserve for write tokens, eviction of the busiest client's oldest watch).
+`WATCH_QUEUE` changes or `WATCH_QUEUE_BYTES` bytes behind is disconnected (it reconnects and re-reads: a watch
+is a notification, not a log): its pending lines are dropped at once, and a handler waiting on the client's
+full socket is cut off (the transport aborted) rather than left waiting; one that is not gets to say why in a
+last line. A write that has not drained within `STREAM_WRITE_TIMEOUT` (io/http_limits.py, as for the membership
+stream) ends the stream the same way; the periodic check below finds it, so no timer is armed per write. Bytes
+are bounded as well as lines because lines differ wildly in size: a control character in a value escapes to
+six bytes, so 1,024 lines of one 60 KB value held ~370 MB for a client that had stopped reading (review).
+One periodic check for all watchers (not a timer per line) ends streams whose client hung up and sends
+heartbeats on quiet ones. At most `MAX_WATCHERS` watches in all, shared fairly by `WatchSlots`
+(io/http_limits.py: `MAX_WATCHES_PER_CLIENT` per address, per-token caps, a reserve for write tokens, eviction
+of the busiest client's oldest watch).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import base64
 import binascii
 import contextlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
@@ -65,6 +72,7 @@ from gossip_agent.core.replica import parse_write_concern
 from gossip_agent.core.state_codec import decode_context, encode_context, encode_context_of
 from gossip_agent.core.text import first_control_char
 from gossip_agent.core.vector_clock import VersionVector
+from gossip_agent.io import http_limits
 from gossip_agent.io.critical_limit import CRITICAL_DOWNGRADED, CriticalLimit
 from gossip_agent.io.http_limits import (
     MAX_WATCHES_PER_CLIENT,
@@ -75,6 +83,7 @@ from gossip_agent.io.http_limits import (
     loads_limited,
     refuse_before_body,
     request_body,
+    write_stream,
 )
 
 if TYPE_CHECKING:
@@ -123,6 +132,10 @@ MV_REGISTERS = "crdt/registers/mv/"
 _ROUTE_OF = {"pncounter": "/v1/crdt/counters/", "orset": "/v1/crdt/sets/",
              "lwwregister": "/v1/crdt/registers/lww/", "mvregister": "/v1/crdt/registers/mv/"}
 WATCH_QUEUE = 1024
+# Pending bytes a watcher may hold (its lines are shared with other watchers, but a watcher's lag pins them):
+# about 128 default-size (64 KiB) values, or 20 whose JSON escaped them six-fold. A single line over it is
+# still queued when nothing else is pending, so a large value never ends a watch that keeps up.
+WATCH_QUEUE_BYTES = 8 * 1024 * 1024
 MAX_WATCHERS = 256
 MAX_PREFIX_BYTES = 4096
 WATCH_HEARTBEAT = 15.0
@@ -232,12 +245,14 @@ def _crdt_value(entry: CrdtEntry) -> Any:
 class WatchEnd(Enum):
     """Why a watch stream ends (after the lines queued before it are written)."""
 
-    SLOW = "slow"        # fell WATCH_QUEUE changes behind: told so
+    SLOW = "slow"        # fell WATCH_QUEUE changes or WATCH_QUEUE_BYTES behind: pending lines dropped
+    STALLED = "stalled"  # a write did not drain within STREAM_WRITE_TIMEOUT: pending lines dropped
     ENDED = "ended"      # its slot was given away (told so when evicted), or the agent is stopping
     GONE = "gone"        # the client hung up
 
 
 _HEARTBEAT_LINE = b'{"event":"heartbeat"}\n'
+_CUT_OFF = (WatchEnd.SLOW, WatchEnd.STALLED)  # ends that drop the pending lines and abort a pending write
 
 
 class Watcher:
@@ -247,40 +262,76 @@ class Watcher:
     watcher, and arming and cancelling a timeout around each wait cost more than building the line. Here
     `WatchHub.publish` appends lines and resolves the handler's one pending future (made only when it had
     nothing left to write); the handler writes everything pending in one write. The hub's single periodic
-    check (`WatchHub.check`) notices clients that hung up and quiet streams due a heartbeat."""
+    check (`WatchHub.check`) notices clients that hung up and quiet streams due a heartbeat.
 
-    __slots__ = ("_beat", "_closing", "_waiter", "end", "lines", "prefix", "quiet_checks")
+    `abort` cuts the client off. Ending a stream as SLOW calls it while the handler waits on a write
+    (`writing`): that write waits for a client that is not reading, and would otherwise hold the slot and the
+    connection until the write timeout. The periodic check ends (STALLED) a stream whose one write has been
+    pending for `stall_checks` checks."""
 
-    def __init__(self, prefix: str, closing: Callable[[], bool]) -> None:
+    __slots__ = ("_abort", "_beat", "_closing", "_waiter", "end", "lines", "pending_bytes", "prefix",
+                 "quiet_checks", "stalled_checks", "writing")
+
+    def __init__(self, prefix: str, closing: Callable[[], bool], abort: Callable[[], None] = lambda: None) -> None:
         self.prefix = prefix
         self.lines: list[bytes] = []
+        self.pending_bytes = 0  # the sum of len(lines)
         self.end: WatchEnd | None = None
         self.quiet_checks = 0  # periodic checks since the last write
+        self.writing = False  # the handler is waiting for a write to drain (`write_started`, `write_done`)
+        self.stalled_checks = 0  # periodic checks seen during the current write
         self._closing = closing
+        self._abort = abort
         self._waiter: asyncio.Future[None] | None = None
         self._beat = False
 
     def push(self, line: bytes) -> None:
         self.lines.append(line)
+        self.pending_bytes += len(line)
         self._wake()
+
+    def would_overflow(self, line: bytes) -> bool:
+        """Whether queueing `line` passes `WATCH_QUEUE` lines or `WATCH_QUEUE_BYTES` (a first line always fits)."""
+        return bool(self.lines) and (len(self.lines) >= WATCH_QUEUE
+                                     or self.pending_bytes + len(line) > WATCH_QUEUE_BYTES)
 
     def finish(self, end: WatchEnd) -> None:
-        """End the stream once the lines before this are written (the first reason given stands)."""
+        """End the stream once the lines before this are written (the first reason given stands). A slow
+        client's lines are dropped at once (it re-reads when it reconnects), and a write it is stuck on is cut
+        short by aborting the connection."""
         if self.end is None:
             self.end = end
+        if end in _CUT_OFF:
+            self.lines = []
+            self.pending_bytes = 0
+            if self.writing:
+                self._abort()
         self._wake()
 
-    def check(self, heartbeat_checks: int) -> bool:
-        """The hub's periodic look: False when the client hung up (the stream ends); a stream quiet for
+    def write_started(self) -> None:
+        self.writing = True
+        self.stalled_checks = 0
+
+    def write_done(self) -> None:
+        self.writing = False
+
+    def check(self, heartbeat_checks: int, stall_checks: int) -> WatchEnd | None:
+        """The hub's periodic look: why the stream ends now (GONE: the client hung up; STALLED: one write has
+        been pending for `stall_checks` checks, the client stopped reading), else None. A stream quiet for
         `heartbeat_checks` checks gets a heartbeat line."""
         if self._closing():
             self.finish(WatchEnd.GONE)
-            return False
+            return WatchEnd.GONE
+        if self.writing:
+            self.stalled_checks += 1
+            if self.stalled_checks >= stall_checks:
+                self.finish(WatchEnd.STALLED)
+                return WatchEnd.STALLED
         self.quiet_checks += 1
         if self.quiet_checks >= heartbeat_checks:
             self._beat = True
             self._wake()
-        return True
+        return None
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -298,6 +349,7 @@ class Watcher:
             return b""
         if len(lines) == 1:
             self.lines = []
+            self.pending_bytes = 0
             return lines[0]
         size = count = 0
         for line in lines:
@@ -307,8 +359,10 @@ class Watcher:
                 break
         if count == len(lines):
             self.lines = []
+            self.pending_bytes = 0
             return b"".join(lines)
         self.lines = lines[count:]
+        self.pending_bytes -= size
         return b"".join(lines[:count])
 
     async def next(self) -> bytes | WatchEnd:
@@ -331,23 +385,28 @@ class Watcher:
 
 class WatchHub:
     """Watch clients: bounded pending lines each; publish never blocks. One periodic check (every
-    `check_every` seconds while anyone watches) finds clients that hung up and streams due a heartbeat."""
+    `check_every` seconds while anyone watches) finds clients that hung up, writes that did not drain within
+    `write_timeout` (default `STREAM_WRITE_TIMEOUT`), and streams due a heartbeat."""
 
-    def __init__(self, check_every: float = WATCH_DISCONNECT_CHECK, heartbeat: float = WATCH_HEARTBEAT) -> None:
+    def __init__(self, check_every: float = WATCH_DISCONNECT_CHECK, heartbeat: float = WATCH_HEARTBEAT,
+                 write_timeout: float | None = None) -> None:
         self._clients: dict[int, Watcher] = {}
         self._next = 0
-        self.dropped = 0
+        self.dropped = 0  # slow and stalled clients cut off
         self.check_every = check_every
         self._heartbeat_checks = max(1, round(heartbeat / check_every))
+        self.write_timeout = http_limits.STREAM_WRITE_TIMEOUT if write_timeout is None else write_timeout
         self._timer: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self._clients)
 
-    def subscribe(self, prefix: str, closing: Callable[[], bool] = lambda: False) -> tuple[int, Watcher]:
-        """A new watcher of keys starting with `prefix`; `closing` says whether its client has hung up."""
+    def subscribe(self, prefix: str, closing: Callable[[], bool] = lambda: False,
+                  abort: Callable[[], None] = lambda: None) -> tuple[int, Watcher]:
+        """A new watcher of keys starting with `prefix`; `closing` says whether its client has hung up, `abort`
+        cuts it off (see `Watcher`)."""
         self._next += 1
-        watcher = Watcher(prefix, closing)
+        watcher = Watcher(prefix, closing, abort)
         self._clients[self._next] = watcher
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.check_every, self.check)
@@ -357,8 +416,10 @@ class WatchHub:
         self._clients.pop(ident, None)
 
     def end(self, ident: int) -> None:
-        """End one watch (its slot was given away): its handler writes what is pending, then stops."""
-        watcher = self._clients.pop(ident, None)
+        """End one watch (its slot was given away): its handler writes what is pending, then stops. It stays
+        listed (publish skips it) until its handler unsubscribes, so the periodic check still ends a write of
+        those lines that does not drain."""
+        watcher = self._clients.get(ident)
         if watcher is not None:
             watcher.finish(WatchEnd.ENDED)
 
@@ -375,7 +436,7 @@ class WatchHub:
                     continue
                 if line is None:
                     line = _event_line(change)
-                if len(watcher.lines) >= WATCH_QUEUE:
+                if watcher.would_overflow(line):
                     self.dropped += 1
                     slow.append(ident)
                     watcher.finish(WatchEnd.SLOW)
@@ -389,10 +450,14 @@ class WatchHub:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        beats = self._heartbeat_checks
+        # A write pending at `stalls` checks in a row has waited at least write_timeout (checks are
+        # check_every apart; the first may come at once).
+        beats, stalls = self._heartbeat_checks, 1 + math.ceil(self.write_timeout / self.check_every)
         for ident, watcher in list(self._clients.items()):
-            if not watcher.check(beats):
+            end = watcher.check(beats, stalls)
+            if end is not None:
                 del self._clients[ident]
+                self.dropped += end is WatchEnd.STALLED
         if self._clients:
             self._timer = asyncio.get_running_loop().call_later(self.check_every, self.check)
 
@@ -405,16 +470,31 @@ class WatchHub:
             self._timer = None
 
 
+def _abort(request: web.Request) -> None:
+    """Drop a streaming client's connection at once (nothing more is written to it)."""
+    if request.transport is not None:
+        request.transport.abort()
+
+
 def key_problem(key: str) -> str | None:
     """Why `key` is not acceptable from a client (None if it is); lengths are the store's check."""
     if not key:
         return "key is empty"
-    at = first_control_char(key)
-    if at is not None:
-        return f"key contains the control character U+{ord(key[at]):04X} at position {at}; keys are printable text"
+    problem = control_char_problem(key, "key", "keys")
+    if problem is not None:
+        return problem
     if any(segment in (".", "..") for segment in key.split("/")):
         return f"key {key[:64]!r} has a '.' or '..' path segment; keys may not contain relative path segments"
     return None
+
+
+def control_char_problem(text: str, what: str, kinds: str) -> str | None:
+    """Why `text` (`what`, one of `kinds`) is refused for a control character (None if it has none): the one
+    rule for keys and set elements, which are printed and logged one a line (core/text.py)."""
+    at = first_control_char(text)
+    if at is None:
+        return None
+    return f"{what} contains the control character U+{ord(text[at]):04X} at position {at}; {kinds} are printable text"
 
 
 def _query_key(value: str, name: str) -> str:
@@ -789,28 +869,46 @@ class StateApi:
             raise _error(exc.status, str(exc)) from None
         if self.watch_slots.evictions != evictions:
             count_watch(request, "evicted_kv")
-        ident, watcher = hub.subscribe(prefix, lambda: (t := request.transport) is None or t.is_closing())
+        ident, watcher = hub.subscribe(prefix, lambda: (t := request.transport) is None or t.is_closing(),
+                                       lambda: _abort(request))
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
                                                "Cache-Control": "no-cache"})
+
+        async def send(data: bytes) -> None:
+            # No timer per write (see `Watcher`): the hub's check ends a write pending for too long, and a
+            # slow client's pending write, by aborting the connection; the write then returns or raises.
+            watcher.write_started()
+            try:
+                await response.write(data)
+            finally:
+                watcher.write_done()
+
+        async def last(data: bytes) -> None:
+            """The line saying why the stream ends: the hub no longer watches this write, so it is timed."""
+            try:
+                await write_stream(response, data)
+            except TimeoutError:
+                _abort(request)
+
         try:
             await response.prepare(request)
-            await response.write(json.dumps({"event": "watching", "prefix": prefix}).encode() + b"\n")
+            await send(json.dumps({"event": "watching", "prefix": prefix}).encode() + b"\n")
             while True:
                 item = await watcher.next()  # no timer per line: the hub's periodic check wakes a quiet one
                 if isinstance(item, bytes):
-                    await response.write(item)
+                    await send(item)
                     continue
                 if item is WatchEnd.SLOW:
-                    await response.write(json.dumps({"event": "error", "error": (
-                        f"watch client too slow: more than {WATCH_QUEUE} changes pending; reconnect and "
-                        "re-read")}).encode() + b"\n")
+                    await last(json.dumps({"event": "error", "error": (
+                        f"watch client too slow: more than {WATCH_QUEUE} changes or {WATCH_QUEUE_BYTES} bytes "
+                        "pending; reconnect and re-read")}).encode() + b"\n")
                 elif item is WatchEnd.ENDED and slot.evicted:
-                    await response.write(json.dumps({"event": "error", "evicted": True, "error": (
+                    await last(json.dumps({"event": "error", "evicted": True, "error": (
                         "this watch's slot went to a client holding fewer watches (fair share); reconnect "
                         "later")}).encode() + b"\n")
                 break  # too slow, evicted, the agent is stopping, or the client hung up
         except (ConnectionResetError, asyncio.CancelledError):
-            pass
+            return response
         finally:
             hub.unsubscribe(ident)
             self.watch_slots.release(slot)
@@ -848,9 +946,13 @@ class StateApi:
                 raise _error(400, f"{name} must be a list of strings")
             if len(items) > MAX_SET_OPS:
                 raise _error(400, f"{name} holds {len(items)} elements; at most {MAX_SET_OPS} per request")
-            for item in items:
+            for index, item in enumerate(items):
                 if not 0 < len(item.encode(errors="replace")) <= max_element:
                     raise _error(400, f"set elements must be 1..{max_element} bytes of UTF-8")
+                # Removing stays allowed, so elements added before this check can be cleaned up.
+                problem = control_char_problem(item, f"{name}[{index}]", "set elements") if name == "add" else None
+                if problem is not None:
+                    raise _error(400, problem)
         if not add and not remove:
             raise _error(400, 'nothing to do: give "add" and/or "remove"')
 
