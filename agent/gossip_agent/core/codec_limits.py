@@ -29,6 +29,7 @@ class CodecLimits:
 
     max_key_bytes: int = 256
     max_value_bytes: int = 64 * 1024
+    max_crdt_bytes: int = 4 * 64 * 1024  # a CRDT state from a peer: StateConfig.crdt_merge_limit
     max_message_bytes: int = 16 << 20   # whole message, checked before parsing
     max_str_bytes: int = 4096           # any string (keys, node names, set elements)
     max_bin_bytes: int = 1 << 20        # any binary (values, hash blocks, listings)
@@ -37,6 +38,7 @@ class CodecLimits:
     @classmethod
     def from_config(cls, state: StateConfig, *, max_message_bytes: int = 16 << 20) -> CodecLimits:
         return cls(max_key_bytes=state.max_key_bytes, max_value_bytes=state.max_value_bytes,
+                   max_crdt_bytes=state.crdt_merge_limit,
                    max_message_bytes=max_message_bytes, max_str_bytes=max(4096, state.max_key_bytes),
                    max_bin_bytes=max(1 << 20, state.max_value_bytes))
 
