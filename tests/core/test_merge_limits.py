@@ -9,13 +9,16 @@ counted as repairs.
 
 from __future__ import annotations
 
+import dataclasses
+import random
+
 import pytest
 
 from gossip_agent.core import crdt as crdt_mod
 from gossip_agent.core import packing
-from gossip_agent.core.anti_entropy import Session, respond
+from gossip_agent.core.anti_entropy import AeRequest, Session, respond
 from gossip_agent.core.codec_limits import CodecLimits, StateCodecError
-from gossip_agent.core.config import CRDT_MERGE_HEADROOM, StateConfig
+from gossip_agent.core.config import CRDT_MERGE_HEADROOM, AgentConfig, StateConfig
 from gossip_agent.core.crdt import MVRegister, ORSet
 from gossip_agent.core.kvstore import (
     MAX_LOCAL_CONTEXT_NODES,
@@ -27,6 +30,7 @@ from gossip_agent.core.kvstore import (
 )
 from gossip_agent.core.replica import RepairPlanner
 from gossip_agent.core.state_codec import decode_rumor, encode_rumor
+from gossip_agent.core.state_node import REPAIR_MIN_GAP, StateNode
 from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES, VersionVector
 
 T = 1_700_000_000_000
@@ -37,6 +41,12 @@ def _state_bytes(store: KvStore, key: str) -> int:
     value = store.get_crdt(key)
     assert value is not None
     return len(packing.pack(crdt_mod.to_plain(value)))
+
+
+def _elements(store: KvStore, key: str) -> frozenset[str]:
+    value = store.get_crdt(key)
+    assert isinstance(value, ORSet)
+    return value.value()
 
 
 def _fill(store: KvStore, key: str, prefix: str, count: int) -> None:
@@ -61,7 +71,7 @@ def test_concurrent_set_adds_each_within_the_limit_merge_and_converge() -> None:
     assert a.entry("race") == b.entry("race")
     assert a.root_hex() == b.root_hex()
     assert _state_bytes(a, "race") > SMALL.crdt_write_limit  # what the write limit refused to hold before
-    assert len(a.get_crdt("race").value()) == 600  # type: ignore[union-attr]
+    assert len(_elements(a, "race")) == 600
     assert a.refused_remote == b.refused_remote == 0
 
 
@@ -84,7 +94,7 @@ def test_concurrent_mv_assignments_merge_past_the_write_limit() -> None:
     b.update_crdt("reg", MVRegister, lambda r, n, _: r.assign(n, b"y" * 3000), T)
     _converge(a, b, "reg")
     assert a.entry("reg") == b.entry("reg")
-    assert len(a.get_crdt("reg").value()) == 2  # type: ignore[union-attr]
+    assert len(a.get_crdt("reg").value()) == 2  # type: ignore[union-attr,arg-type]
 
 
 def test_a_merge_past_the_merge_limit_is_refused_counted_and_leaves_ours() -> None:
@@ -194,7 +204,7 @@ def test_a_push_the_peer_refused_is_not_counted_as_repaired() -> None:
     big.apply_remote(small.entry("race"), T)  # type: ignore[arg-type]
     _fill(big, "race", "a", 1600)  # within big's limits, past small's merge limit
     session = Session(big)
-    request = session.start()
+    request: AeRequest | None = session.start()
     while request is not None:
         request = session.handle(respond(small, request, T), T)
     assert session.stats.pushed == 1
@@ -209,3 +219,28 @@ def test_a_push_the_peer_refused_is_not_counted_as_repaired() -> None:
         request = session.handle(respond(small, request, T), T)
     assert session.stats.push_refused == 0  # taken (and the merge sent back repaired ours)
     assert session.stats.repaired == 1
+
+
+def _state_node(name: str, state: StateConfig) -> StateNode:
+    base = AgentConfig.preset_config("lan", name=name)
+    cfg = dataclasses.replace(base, anti_entropy=dataclasses.replace(base.anti_entropy, enabled=False), state=state)
+    return StateNode(cfg, KvStore(f"{name}@e1", state), random.Random(1), 0.0, addr=("10.0.0.1", 7000 + len(name)),
+                     inline_limit=1200)
+
+
+def test_the_state_node_backs_repairs_off_while_the_peer_refuses_our_pushes() -> None:
+    big, small = _state_node("a", StateConfig(max_value_bytes=32768)), _state_node("p", SMALL)
+    _fill(small.store, "race", "b", 10)
+    big.store.apply_remote(small.store.entry("race"), T)  # type: ignore[arg-type]
+    _fill(big.store, "race", "a", 1600)
+    gaps: list[float] = []
+    for i in range(3):
+        session = big.start_anti_entropy(float(i))
+        request: AeRequest | None = session.start()
+        while request is not None:
+            response, _ = small.serve_anti_entropy(request, float(i), 1_795_000_000.0)
+            request, _ = big.on_anti_entropy_reply(session, response, float(i), 1_795_000_000.0)
+        gaps.append(big.planner.gap)
+    assert gaps == [2 * REPAIR_MIN_GAP, 4 * REPAIR_MIN_GAP, 8 * REPAIR_MIN_GAP]
+    assert big.stats.ae_repaired["push_refused"] == 3 and big.stats.ae_repaired["pushed"] == 0
+    assert small.store.refused["state_too_large"] == 3
