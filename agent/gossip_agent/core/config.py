@@ -272,7 +272,7 @@ class StateConfig:
         256 * 1024, "Largest encoded CRDT state (counter, set, register) a local operation may grow, or the "
         "maxValueBytes if smaller (413 past it). Operations made at once at several agents may merge into a larger "
         f"state: peers accept and merge states up to {CRDT_MERGE_HEADROOM} times this limit.", unit="bytes",
-        minimum=1, maximum=4 * 1024 * 1024, crd_default=True)  # (x4 headroom: within a 16 MiB message)
+        minimum=1, maximum=4 * 1024 * 1024)  # (x4 headroom: within a 16 MiB message)
     tombstone_ttl: float = _duration(
         24 * 3600.0, "Tombstones are collected once every current member has seen them, or after this at the "
         "latest.", minimum=1.0, maximum=365 * DAY, crd_default=True)
