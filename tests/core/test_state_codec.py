@@ -102,7 +102,7 @@ def test_configured_limits_are_write_limits_not_decode_limits() -> None:
     assert (limits.max_key_bytes, limits.max_value_bytes) == (KEY_BYTES_CEILING, VALUE_BYTES_CEILING)
     long_key = KvStore("a").local_put("k" * 200, b"x" * 1000, T)
     assert decode_rumor(encode_rumor(long_key), limits) == long_key
-    assert limits.max_crdt_state_bytes == 16  # (a CRDT state's bound is still the configured one)
+    assert limits.max_crdt_bytes == StateConfig(max_value_bytes=16).crdt_merge_limit  # (CRDT states: the merge limit)
 
 
 @pytest.mark.parametrize("forged", [

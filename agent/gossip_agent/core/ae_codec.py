@@ -166,9 +166,9 @@ def _pushed_entries(data: bytes | memoryview, limits: CodecLimits) -> PushedEntr
 
     def decode(raw: memoryview) -> Entry:
         if crdt_state_too_large(raw, caps, limits):
-            # The store refuses a CRDT state above max_value_bytes once built (kvstore.validate); one of 300k
+            # The store refuses a CRDT state above its merge limit once built (kvstore.validate); one of 300k
             # tiny elements in a 3.6 MiB push took seconds and ~175 MiB to build and merge in one step.
-            raise InvalidEntry(f"CRDT state of more than {limits.max_crdt_state_bytes} bytes (max_value_bytes)")
+            raise InvalidEntry(f"CRDT state of more than {limits.max_crdt_bytes} bytes (the CRDT merge limit)")
         return decode_entry(raw, limits, caps, "push", values)
     return PushedEntries(data, bounds, decode)
 
@@ -245,7 +245,7 @@ def _array_count(field: bytes | memoryview, what: str) -> int:
 class AnswerEntries:
     """The entries of an anti-entropy answer, decoded on demand (`take`), each exactly as a pushed entry is
     (`decode_ae_request`): found by msgpack's skip, its head read before anything is built, a CRDT state
-    longer than `max_crdt_state_bytes` skipped unbuilt (the store would refuse it), one whose key or value
+    longer than `max_crdt_bytes` skipped unbuilt (the store would refuse it), one whose key or value
     is over the decoder's ceilings skipped and counted in `refused` by reason (the rest of the answer still
     applies), and the rest built in its entry's shape (`decode_entry`). The driver merges a chunk, yields
     to its event loop, takes the next (core/anti_entropy.AnswerMerge); a chunk stops at `MERGE_CHUNK_BYTES`
@@ -255,7 +255,7 @@ class AnswerEntries:
 
     def __init__(self, field: bytes | memoryview, count: int, limits: CodecLimits) -> None:
         self.limits = limits
-        self.skipped = 0  # CRDT entries over max_crdt_state_bytes, left unbuilt
+        self.skipped = 0  # CRDT entries over max_crdt_bytes, left unbuilt
         self.refused: dict[str, int] = {}  # reason -> entries skipped as over a key or value ceiling
         self._view = memoryview(field)
         self._caps = msgpack_caps(len(field), limits)

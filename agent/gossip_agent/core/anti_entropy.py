@@ -245,11 +245,12 @@ class PushMerge:
             try:
                 changed = store.apply_remote(entry, now_ms)
             except InvalidEntry:
-                continue
-            stale += not changed
-            if not changed and store.was_collected(entry.key):
-                self.collected.append(entry.key)
-                continue
+                changed = None  # refused (counted by the store): ours goes back, so the initiator sees it
+            else:                  # was not taken (core/anti_entropy.AnswerMerge: push_refused)
+                stale += not changed
+                if not changed and store.was_collected(entry.key):
+                    self.collected.append(entry.key)
+                    continue
             merged = store.entry(entry.key)
             if merged is not None and merged != entry:  # ours was newer or concurrent: send the merge back
                 size = approx_entry_bytes(merged)
@@ -395,6 +396,8 @@ class SessionStats:
     pushed: int = 0        # entries sent to the peer
     pulled: int = 0        # entries received from the peer
     repaired: int = 0      # received entries that changed our store
+    push_refused: int = 0  # pushed keys the peer sent back its own state of, which ours already covers: it
+    #                        did not take ours (refused it: a limit), so they repaired nothing
     in_sync: bool = False  # roots were equal at the start
     truncated: bool = False
     push_held: bool = False  # the peer let another session push to it: this one only pulled after that
@@ -616,6 +619,7 @@ class AnswerMerge:
     def __init__(self, session: Session, source: EntrySource) -> None:
         self.session = session
         self.source = source
+        self._pushed: frozenset[str] | None = None  # the keys the answered request pushed
 
     @property
     def done(self) -> bool:
@@ -625,6 +629,10 @@ class AnswerMerge:
         """Decode and merge up to `count` more entries (fewer once MERGE_CHUNK_BYTES of them are taken; entries
         the store refuses are skipped); how many changed nothing here."""
         stats, store = self.session.stats, self.session.store
+        asked = self.session.asked
+        pushed = self._pushed
+        if pushed is None:
+            pushed = self._pushed = frozenset(e.key for e in asked.push) if asked is not None else frozenset()
         stale = 0
         for entry in self.source.take(max(1, count)):
             stats.pulled += 1
@@ -633,6 +641,8 @@ class AnswerMerge:
                     stats.repaired += 1
                 else:
                     stale += 1
+                    # A merge sent back holds ours joined with theirs: if it adds nothing, the peer kept its own.
+                    stats.push_refused += entry.key in pushed
             except InvalidEntry:
                 continue
         return stale

@@ -32,12 +32,12 @@ class CodecLimits:
     replica configured with the lowered limit (one that starts empty otherwise never converged, and every
     anti-entropy answer carrying the key failed whole). So they are the fixed ceilings (config's
     KEY_BYTES_CEILING, VALUE_BYTES_CEILING: the settings' maxima), whatever the configured limits.
-    `max_crdt_state_bytes` stays the configured maxValueBytes: a CRDT state costs CPU in proportion to its
-    size on every merge, so one over it is skipped unbuilt."""
+    `max_crdt_bytes` is the configured CRDT merge limit (StateConfig.crdt_merge_limit): a CRDT state costs CPU
+    in proportion to its size on every merge, so one over it is skipped unbuilt."""
 
     max_key_bytes: int = KEY_BYTES_CEILING
     max_value_bytes: int = VALUE_BYTES_CEILING
-    max_crdt_state_bytes: int = 64 * 1024
+    max_crdt_bytes: int = 4 * 64 * 1024  # a CRDT state from a peer: StateConfig.crdt_merge_limit
     max_message_bytes: int = 16 << 20   # whole message, checked before parsing
     max_str_bytes: int = max(4096, KEY_BYTES_CEILING)      # any string (keys, node names, set elements)
     max_bin_bytes: int = max(1 << 20, VALUE_BYTES_CEILING)  # any binary (values, hash blocks, listings)
@@ -45,7 +45,7 @@ class CodecLimits:
 
     @classmethod
     def from_config(cls, state: StateConfig, *, max_message_bytes: int = 16 << 20) -> CodecLimits:
-        return cls(max_crdt_state_bytes=state.max_value_bytes, max_message_bytes=max_message_bytes)
+        return cls(max_crdt_bytes=state.crdt_merge_limit, max_message_bytes=max_message_bytes)
 
 
 DEFAULT_LIMITS = CodecLimits()

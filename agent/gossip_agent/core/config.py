@@ -253,6 +253,14 @@ class AntiEntropyConfig:
     enabled: bool = setting(True, "Run anti-entropy at all.", crd_default=True)
 
 
+CRDT_MERGE_HEADROOM = 4
+"""Peers accept and merge CRDT states up to this multiple of the local write limit. A local operation never grows
+a state past the write limit, so a larger state only arises by merging operations made concurrently at several
+agents, and every replica must accept that merge or the cluster diverges for good (a replica that merged refused
+its peers' smaller states' merge, and they refused its larger one). Past the headroom it takes five agents each
+filling a state to the limit at once; such a merge is refused, counted and logged (state_too_large)."""
+
+
 @dataclass(frozen=True, slots=True)
 class StateConfig:
     """Replicated key-value state."""
@@ -268,8 +276,15 @@ class StateConfig:
     max_value_bytes: int = setting(
         64 * 1024, "Largest value a client may write. Lowering it refuses only new values: plain values written "
         "under a larger limit still replicate (agents accept them from peers up to the maximum); a CRDT's state "
-        "over the new limit is not accepted by peers, and no further operation on it fits.",
+        "is bounded by maxCrdtBytes and this limit (see maxCrdtBytes).",
         unit="bytes", minimum=1, maximum=VALUE_BYTES_CEILING, crd_default=True)
+    # A CRDT operation costs time proportional to the whole state, on the writer's event loop and on every peer's
+    # (a 2.5 MB OR-set: 0.5-0.9 s per add), so CRDT states have a cap of their own however large values may be.
+    max_crdt_bytes: int = setting(
+        256 * 1024, "Largest encoded CRDT state (counter, set, register) a local operation may grow, or the "
+        "maxValueBytes if smaller (413 past it). Operations made at once at several agents may merge into a larger "
+        f"state: peers accept and merge states up to {CRDT_MERGE_HEADROOM} times this limit.", unit="bytes",
+        minimum=1, maximum=4 * 1024 * 1024)  # (x4 headroom: within a 16 MiB message)
     tombstone_ttl: float = _duration(
         24 * 3600.0, "Tombstones are collected once every current member has seen them, or after this at the "
         "latest.", minimum=1.0, maximum=365 * DAY, crd_default=True)
@@ -283,6 +298,16 @@ class StateConfig:
         60_000, "Timestamps further ahead of this agent's clock than this are refused (400, or a counted drop), "
         "so one far-future write cannot stop every later write from winning.", unit="ms", minimum=1,
         maximum=86_400_000)
+
+    @property
+    def crdt_write_limit(self) -> int:
+        """Largest encoded CRDT state a local operation may grow (smaller states, or shrinking, always pass)."""
+        return min(self.max_value_bytes, self.max_crdt_bytes)
+
+    @property
+    def crdt_merge_limit(self) -> int:
+        """Largest encoded CRDT state accepted from a peer or produced by a merge: see CRDT_MERGE_HEADROOM."""
+        return CRDT_MERGE_HEADROOM * self.crdt_write_limit
 
 
 @dataclass(frozen=True, slots=True)

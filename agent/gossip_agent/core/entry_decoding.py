@@ -85,9 +85,9 @@ def check_context_items(items: int) -> None:
 
 
 def crdt_state_too_large(entry: memoryview, caps: dict[str, Any], limits: CodecLimits) -> bool:
-    """Whether `entry` is a CRDT entry whose state is longer than max_crdt_state_bytes (the store would refuse
-    it once built): read from its headers, nothing built. Each caller decides what that costs the message."""
-    return entry[1:2] == CRDT_TAG_BYTE and _crdt_state_bytes(entry, caps) > limits.max_crdt_state_bytes
+    """Whether `entry` is a CRDT entry whose state is longer than max_crdt_bytes (the store would refuse it
+    once built): read from its headers, nothing built. Each caller decides what that costs the message."""
+    return entry[1:2] == CRDT_TAG_BYTE and _crdt_state_bytes(entry, caps) > limits.max_crdt_bytes
 
 
 def check_entry_head(entry: memoryview, caps: dict[str, Any]) -> None:
@@ -118,7 +118,7 @@ def decode_entry(raw: memoryview, limits: CodecLimits, caps: dict[str, Any], wha
     fixed shape, [0, key, flat context, versions of 5 scalars], so each part is built with exactly that many
     arrays (`ValueEntries`, or `values`: one reused over a message's entries): nested arrays or long lists
     where a scalar belongs are refused as soon as the first is built. A CRDT entry (its state bounded by
-    max_crdt_state_bytes before this) is read field by field (`_crdt_plain`)."""
+    max_crdt_bytes before this) is read field by field (`_crdt_plain`)."""
     if raw[1:2] == CRDT_TAG_BYTE:
         plain = _crdt_plain(raw, limits, caps, what)
     else:

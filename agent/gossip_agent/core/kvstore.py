@@ -57,6 +57,12 @@ LWW = "lww"
 SIBLINGS = "siblings"
 MAX_LOCAL_SIBLINGS = 64
 """A blind write that would leave more live siblings is refused: the client must read and resolve first."""
+MAX_LOCAL_CONTEXT_NODES = MAX_CONTEXT_NODES // 4
+"""A local write whose client context names writers this key's context lacks is refused (400) when the result
+would name more writers than this. Peers merge contexts up to MAX_CONTEXT_NODES: a context past this bound only
+arises by merging writes made concurrently at several agents, and a union every replica accepts is what keeps
+them convergent (two concurrent writes each naming 9,000 made-up writers merged past MAX_CONTEXT_NODES, and the
+replicas that refused that merge kept the old value for good). Honest contexts name a few writers per member."""
 
 _VALUE_TAG = 0
 _CRDT_TAG = 1
@@ -71,7 +77,7 @@ class InvalidKey(StateError):
 
 
 class ValueTooLarge(StateError):
-    """Longer than `max_value_bytes` (for a CRDT: its encoded state)."""
+    """Longer than `max_value_bytes` (for a CRDT: its encoded state grown past `StateConfig.crdt_write_limit`)."""
 
 
 class KindMismatch(StateError):
@@ -243,6 +249,8 @@ class KvStore:
         self._tracking = _Tracking()
         self._counters = _Counters()
         self.refused: dict[str, int] = {}   # reason -> count: numbers refused at the edge (metrics)
+        self.refused_remote = 0             # peers' entries (or merges with them) refused, every reason
+        self.last_refused_remote = ""       # why the latest was (the state service logs it, rate-limited)
         self._changes: list[Change] = []
         self._policies = sorted(self.config.conflict_policies.items(), key=lambda kv: -len(kv[0]))
 
@@ -272,6 +280,7 @@ class KvStore:
         """Write `value`; returns the key's new state (broadcast it as a state rumor)."""
         self.check_key(key)
         self.check_value(value)
+        self._check_local_context(key, context)
         return self._local_write(key, value, now_ms, context)
 
     def local_delete(self, key: str, now_ms: int, context: CausalContext | None = None) -> ValueEntry | None:
@@ -287,7 +296,25 @@ class KvStore:
             raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; CRDT keys cannot be deleted")
         if context is None:
             context = CausalContext(current.context, current.timestamp)
+        self._check_local_context(key, context)
         return self._local_write(key, None, now_ms, context)
+
+    def _check_local_context(self, key: str, context: CausalContext | None) -> None:
+        """Refuse (OutOfRange, counted as `context_too_large`) a client context that names writers this key's
+        context lacks when the result would name more than MAX_LOCAL_CONTEXT_NODES: see that bound. A context
+        that adds no writer always passes, so a key whose context grew past the bound by merges stays writable."""
+        if context is None or not context.vv:
+            return
+        current = self._entries.get(key)
+        base = current.context if isinstance(current, ValueEntry) else EMPTY
+        grave = self._graveyard.get(key)
+        if grave is not None:
+            base = base.merge(grave.context)
+        merged = base.merge(context.vv)
+        if len(merged) > len(base) and len(merged) > MAX_LOCAL_CONTEXT_NODES:
+            raise self._refuse("context_too_large", f"{key!r}: the write's context names writers this replica "
+                                                    f"has not seen, which would make {len(merged)} writer nodes "
+                                                    f"(limit {MAX_LOCAL_CONTEXT_NODES} for a local write)")
 
     def _local_write(self, key: str, value: bytes | None, now_ms: int,
                      context: CausalContext | None) -> ValueEntry:
@@ -355,12 +382,12 @@ class KvStore:
         if _max_int(plain) > MAX_COUNTER:
             raise self._refuse("counter_overflow", f"{key!r}: the {kind.TYPE} would hold a number above "
                                                    f"{MAX_COUNTER} (2^63-1); refused")
+        size = len(_pack(plain))
+        limit = self.config.crdt_write_limit
+        if size > limit and size > _crdt_size(current):  # (shrinking an over-limit state always passes)
+            raise ValueTooLarge(f"{key!r}: the {kind.TYPE} would encode to {size} bytes; the limit is {limit}")
         self.clock = clock
         entry = CrdtEntry(key, value, self.clock)
-        size = len(_pack(plain))
-        if size > self.config.max_value_bytes:
-            raise ValueTooLarge(f"{key!r}: the {kind.TYPE} would encode to {size} bytes; the limit is "
-                                f"{self.config.max_value_bytes}")
         self._graveyard.pop(key, None)
         self._put(key, entry, "local")
         return value
@@ -379,6 +406,7 @@ class KvStore:
         self.clock = hlc_mod.observe(self.clock, entry.timestamp)
         key = entry.key
         current = self._entries.get(key)
+        plain: list[Any] | None = None
         if current is None:
             grave = self._graveyard.get(key)
             if grave is not None:
@@ -398,8 +426,21 @@ class KvStore:
             if merged == current:
                 return False
             self._check_merged_context(merged)
-        self._put(key, merged, "remote")
+            if isinstance(merged, CrdtEntry):
+                plain = entry_to_plain(merged)  # (kept for `_put`: the state is encoded once)
+                self._check_crdt_size(key, plain[3], "the merged")
+        self._put(key, merged, "remote", plain)
         return True
+
+    def _check_crdt_size(self, key: str, state: list[Any], what: str) -> None:
+        """A CRDT state from a peer, or the merge of one with ours, is held up to `crdt_merge_limit` (not the
+        local write limit: concurrent operations, each within it, merge into more, and a replica refusing that
+        merge diverges for good); past it, refused and counted as `state_too_large`."""
+        size = len(_pack(state))
+        limit = self.config.crdt_merge_limit
+        if size > limit:
+            raise self._invalid("state_too_large", f"{key!r}: {what} CRDT state would encode to {size} bytes; "
+                                                   f"peers' states are merged up to {limit}")
 
     def _check_merged_context(self, merged: Entry) -> None:
         """Each entry passed its own MAX_CONTEXT_NODES bound (`validate`); their union may not (disjoint
@@ -426,8 +467,11 @@ class KvStore:
         return OutOfRange(message)
 
     def _invalid(self, reason: str, message: str) -> InvalidEntry:
-        """A peer's entry refused, counted under `reason`."""
+        """A peer's entry refused, counted under `reason` (and as a remote refusal, which the state service
+        logs: a refused merge can keep replicas apart, and is never silent)."""
         self._count_refusal(reason)
+        self.refused_remote += 1
+        self.last_refused_remote = f"{reason}: {message}"
         return InvalidEntry(message)
 
     def _count_refusal(self, reason: str) -> None:
@@ -466,11 +510,10 @@ class KvStore:
         if size > KEY_BYTES_CEILING:
             raise self._invalid("key_too_long", f"key must be 1..{KEY_BYTES_CEILING} bytes of UTF-8, got {size}")
         if isinstance(entry, CrdtEntry):
-            if len(_pack(crdt_mod.to_plain(entry.value))) > self.config.max_value_bytes:
-                raise InvalidEntry(f"{entry.key!r}: CRDT state above max_value_bytes")
+            self._check_crdt_size(entry.key, crdt_mod.to_plain(entry.value), "a peer's")
             return
         if not entry.versions:
-            raise InvalidEntry(f"{entry.key!r}: no versions")
+            raise self._invalid("invalid_entry", f"{entry.key!r}: no versions")
         if len(entry.context) > MAX_CONTEXT_NODES:
             raise self._invalid("context_too_large", f"{entry.key!r}: a context of {len(entry.context)} writer "
                                                      f"nodes (limit {MAX_CONTEXT_NODES})")
@@ -479,8 +522,8 @@ class KvStore:
             if v.value is not None and len(v.value) > VALUE_BYTES_CEILING:
                 raise self._invalid("value_too_large", f"{entry.key!r}: value above {VALUE_BYTES_CEILING} bytes")
             if v.timestamp.node != v.dot[0] or v.dot in dots or not entry.context.covers(v.dot):
-                raise InvalidEntry(f"{entry.key!r}: version {v.dot} is duplicated, mis-stamped or outside "
-                                   "the context")
+                raise self._invalid("invalid_entry", f"{entry.key!r}: version {v.dot} is duplicated, "
+                                                     "mis-stamped or outside the context")
             dots.add(v.dot)
 
     def _merge(self, a: Entry, b: Entry) -> Entry:
@@ -744,7 +787,7 @@ class KvStore:
         return store
 
     # -- internals ---------------------------------------------------------------------------------
-    def _put(self, key: str, entry: Entry, origin: str) -> None:
+    def _put(self, key: str, entry: Entry, origin: str, plain: list[Any] | None = None) -> None:
         """Hold `entry` for `key`: the key order, tombstones, the Merkle leaf and the change log. The key order is
         a SortedList (O(log n) per new key): a sorted list's insert moved every later key, ~150 us per new key
         at 1M keys (~3 us in the SortedList), and a replica filled in hash order (anti-entropy answers, rumors
@@ -757,7 +800,8 @@ class KvStore:
         else:
             self._tombstones.discard(key)
         self._tracking.acked.pop(key, None)
-        packed = _pack(entry_to_plain(entry))  # (entry_digest's bytes, kept for the log record)
+        # (entry_digest's bytes, kept for the log record; `plain`: the caller's entry_to_plain of `entry`)
+        packed = _pack(entry_to_plain(entry) if plain is None else plain)
         self.merkle.update(key, hashlib.sha256(packed).digest())
         if self.record_changes:
             self._changes.append(Change(key, entry, origin, packed))
@@ -858,6 +902,11 @@ def entry_digest(entry: Entry) -> bytes:
 
 def _pack(data: Any) -> bytes:
     return packing.pack(data)  # (msgpack.packb's bytes, without a new Packer per call)
+
+
+def _crdt_size(entry: Entry | None) -> int:
+    """The encoded size of a CRDT entry's state (0 for anything else)."""
+    return len(_pack(crdt_mod.to_plain(entry.value))) if isinstance(entry, CrdtEntry) else 0
 
 
 def _max_int(data: object) -> int:

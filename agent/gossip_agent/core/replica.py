@@ -167,6 +167,12 @@ class RepairPlanner:
     not mid-way through receiving rumors), and ours has not changed for `hold` seconds either. At most one
     such repair per `min_gap` seconds.
 
+    BACK OFF WHEN REPAIRS CHANGE NOTHING. A difference no session can repair (a peer that refuses our state)
+    drew a session every `min_gap` forever: 145-370 KB/s per agent of anti-entropy on an idle cluster. So each
+    session that ends having changed nothing on either side (`finished`) doubles the gap before the next, up to
+    `max_gap`; one that changed something, or a root that changes (ours or a peer's: there is news to repair),
+    puts it back to `min_gap`.
+
     NEAR FIRST, FAR ONLY WHEN THE ZONE AGREES. With topology-aware choice (core/topology.py) a far member's
     digest reaches us mostly through the few packets that cross zones, so the far root we hold is often one
     the far member has long replaced: during a stream of writes it stays "stable and divergent" while every
@@ -185,9 +191,19 @@ class RepairPlanner:
     hold: float
     min_gap: float
     far_hold: float = 0.0
+    max_gap: float = 0.0  # (below min_gap: no backoff)
     _peers: dict[str, _Seen] = field(default_factory=dict)
     _mine: _Seen = field(default_factory=lambda: _Seen(None, 0.0))
     _last: float = float("-inf")
+    _gap: float = field(default=-1.0, init=False)
+
+    def __post_init__(self) -> None:
+        self._gap = self.min_gap
+
+    @property
+    def gap(self) -> float:
+        """The time between two repairs now: `min_gap`, doubled by each session that changed nothing."""
+        return self._gap
 
     def observe(self, now: float, my_root: str, roots: Mapping[str, str | None]) -> None:
         """Everything at once: our root and every peer's (peers missing from `roots` are forgotten)."""
@@ -201,6 +217,7 @@ class RepairPlanner:
         """Our root now (a change restarts our hold)."""
         if self._mine.root != my_root:
             self._mine = _Seen(my_root, now)
+            self._gap = self.min_gap
 
     def rename_mine(self, my_root: str) -> None:
         """Our root, unchanged since the last `mine`, now known by another name (the state core names a root it
@@ -212,13 +229,14 @@ class RepairPlanner:
         seen = self._peers.get(name)
         if seen is None or seen.root != root:
             self._peers[name] = _Seen(root, now)
+            self._gap = self.min_gap
 
     def forget(self, name: str) -> None:
         self._peers.pop(name, None)
 
     def earliest(self) -> float:
         """No pick can succeed before this time (our hold and the gap since the last repair)."""
-        return max(self._last + self.min_gap, self._mine.since + self.hold)
+        return max(self._last + self._gap, self._mine.since + self.hold)
 
     def pick(self, now: float, live: Iterable[str], choice: float,
              near: Callable[[str], bool | None] | None = None) -> str | None:
@@ -263,6 +281,11 @@ class RepairPlanner:
 
     def started(self, now: float) -> None:
         self._last = now
+
+    def finished(self, changed: bool) -> None:
+        """A session with a divergent peer ended; `changed`: it changed a key on either side (pushes the peer
+        refused do not count). See the class docstring."""
+        self._gap = self.min_gap if changed else max(self.min_gap, min(self.max_gap, 2 * self._gap))
 
 
 # -- retirement -------------------------------------------------------------------------------------------

@@ -106,8 +106,8 @@ def decode_rumor(payload: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Entry:
         except MSGPACK_ERRORS as err:
             raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
         if too_large:
-            raise StateCodecError(f"entry: a CRDT state of more than {limits.max_crdt_state_bytes} bytes "
-                                  "(max_value_bytes)")
+            raise StateCodecError(f"entry: a CRDT state of more than {limits.max_crdt_bytes} bytes "
+                                  "(the CRDT merge limit: 4x the smaller of max_value_bytes and max_crdt_bytes)")
     return decode_entry(entry, limits, caps, "state rumor")
 
 

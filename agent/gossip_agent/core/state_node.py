@@ -92,6 +92,9 @@ DIGEST_LATE = DIGEST_QUIET + 0.4
 # A divergent peer is repaired from once both roots were stable this long, at most once per gap.
 REPAIR_HOLD = 0.3
 REPAIR_MIN_GAP = 0.5
+# Sessions that change nothing double the gap up to this (RepairPlanner): a difference no session can repair costs
+# a session per 30 s, not two a second.
+REPAIR_MAX_GAP = 30.0
 # A far divergent peer is repaired from only once our zone agrees and our root was stable this long
 # (RepairPlanner): a far member's newer digest reaches us through the few packets that cross zones (a changed
 # row is pushed FRESH_SENDS times by each of a zone's members, crossZoneFraction of them across), in about a
@@ -304,7 +307,7 @@ class StateNode:
         self._digest_keys: dict[str, int] = {}  # member -> key count of its newest digest
         self._mine_version = -1  # the Merkle tree version the repair planner last heard about (`_tell_mine`)
         self._ahead_since: dict[str, float] = {}  # member -> when we first saw our HLC ahead of its digest
-        self.planner = RepairPlanner(REPAIR_HOLD, REPAIR_MIN_GAP, FAR_REPAIR_HOLD)
+        self.planner = RepairPlanner(REPAIR_HOLD, REPAIR_MIN_GAP, FAR_REPAIR_HOLD, REPAIR_MAX_GAP)
         self.retirement = Retirement(config.state.tombstone_ttl)
         self.stopping = False
         self._view = _View()
@@ -536,10 +539,16 @@ class StateNode:
         self._commit(out, now)
         if request is None:
             s = session.stats
+            taken = s.pushed - s.push_refused
             self.stats.ae_repaired["pulled"] += s.repaired
-            self.stats.ae_repaired["pushed"] += s.pushed
+            self.stats.ae_repaired["pushed"] += taken
+            self.stats.ae_repaired["push_refused"] += s.push_refused
             if s.in_sync:
                 self.stats.ae["in_sync"] += 1
+            else:
+                self.planner.finished(changed=s.repaired > 0 or taken > 0)
+                if self._repair_at < _NEVER:
+                    self._repair_at = max(self._repair_at, self.planner.earliest())
             if s.truncated:
                 # Work was left (answers capped by the peer's byte budget, or rounds by ours): the next session
                 # comes soon with a partner whose root differs, not a whole period later (which left most of

@@ -131,6 +131,10 @@ MAX_OVER_LIMIT_LOGGED = 1024
 """Peers remembered as logged for over-ceiling entries; past it the memory starts afresh (each logs once more)."""
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "error": logging.ERROR}
+# Peers' entries the store refused are logged at most once per this many seconds (with how many since the last
+# line and the latest reason): a refused merge may keep replicas apart, so it is never silent, and a peer
+# resending one every repair does not flood the log.
+REFUSAL_LOG_EVERY = 10.0
 
 
 class StateService(Extension, StateDelegate):
@@ -162,6 +166,8 @@ class StateService(Extension, StateDelegate):
         self._ae_serving = 0
         self._push_lease = PushLease()
         self._over_limit_logged: set[str] = set()  # peers already logged for over-ceiling entries
+        self._refusals_logged = 0  # the store's refused_remote as of the last warning
+        self._refusal_log_at = -math.inf
         self.watchers = WatchHub()
         self.api = StateApi(self)
 
@@ -364,7 +370,21 @@ class StateService(Extension, StateDelegate):
                 self._start_snapshot()
             elif isinstance(e, Note):
                 log.log(_LEVELS[e.level], "%s", e.text)
+        self._log_refusals()
         self._reschedule()
+
+    def _log_refusals(self) -> None:
+        """A warning for peers' entries the store refused since the last one, at most every REFUSAL_LOG_EVERY."""
+        store = self._store
+        if store is None or store.refused_remote == self._refusals_logged:
+            return
+        now = self.agent.now()
+        if now < self._refusal_log_at + REFUSAL_LOG_EVERY:
+            return
+        log.warning("refused %d entries from peers since the last report (gossip_state_refused_total by reason); "
+                    "the latest: %s", store.refused_remote - self._refusals_logged, store.last_refused_remote)
+        self._refusals_logged = store.refused_remote
+        self._refusal_log_at = now
 
     def _persist(self, changes: Sequence[Change]) -> None:
         """Log every change (before anything is acknowledged), then tell the watchers."""
@@ -965,7 +985,8 @@ class StateCollector(Collector):
                        "budget, its own or the peer's (HTTP 429/503 \"retry later\"); not failures.",
                        st.ae["deferred"])
         yield _labelled("gossip_antientropy_keys_repaired", "Keys repaired by anti-entropy: pulled (ours "
-                        "changed), pushed (sent to the peer), pushed_in (peers' pushes that changed ours); "
+                        "changed), pushed (sent to the peer and taken), push_refused (sent, and the peer kept its "
+                        "own state), pushed_in (peers' pushes that changed ours); "
                         "entries that changed nothing: pushed_in_stale (peers' pushes), pulled_stale (answers).",
                         "side", st.ae_repaired)
         yield _labelled("gossip_state_write_concern", "Writes with w > 1 by outcome.", "result", st.write_concern)
@@ -975,8 +996,9 @@ class StateCollector(Collector):
                         "(recovered from the log and the peers), record_unreadable (log records kept aside), "
                         "snapshot_item_refused (snapshot entries over the context bound, kept aside).",
                         "problem", st.recovery)
-        yield _labelled("gossip_state_refused", "Numbers refused at the edge, by reason (clock_drift, "
-                        "counter_overflow, crdt_invalid): 400s to clients, dropped rumors/entries from peers.",
+        yield _labelled("gossip_state_refused", "Numbers and states refused at the edge, by reason (clock_drift, "
+                        "counter_overflow, crdt_invalid, context_too_large, state_too_large, value_too_large, "
+                        "invalid_key, invalid_entry): 400s to clients, dropped rumors/entries from peers.",
                         "reason", s_refused(svc))
         yield _counter("gossip_state_watch_dropped", "Watch clients disconnected for being slow.",
                        svc.watchers.dropped)

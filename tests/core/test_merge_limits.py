@@ -1,0 +1,246 @@
+"""Local write limits versus what a replica accepts from peers (hostile review, session 13, F2/F2b/F5).
+
+A local operation may grow a CRDT state only up to `StateConfig.crdt_write_limit`, and a client context may add
+writers only up to MAX_LOCAL_CONTEXT_NODES; peers' states and merges are held to larger bounds, so concurrent
+writes that each passed the local limit merge into a state every replica accepts and the replicas converge.
+The repair planner backs off when sessions change nothing, and pushes the peer kept its own state over are not
+counted as repairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+
+from gossip_agent.core import crdt as crdt_mod
+from gossip_agent.core import packing
+from gossip_agent.core.anti_entropy import AeRequest, Session, respond
+from gossip_agent.core.codec_limits import CodecLimits, StateCodecError
+from gossip_agent.core.config import CRDT_MERGE_HEADROOM, AgentConfig, StateConfig
+from gossip_agent.core.crdt import MVRegister, ORSet
+from gossip_agent.core.kvstore import (
+    MAX_LOCAL_CONTEXT_NODES,
+    CausalContext,
+    InvalidEntry,
+    KvStore,
+    OutOfRange,
+    ValueTooLarge,
+)
+from gossip_agent.core.replica import RepairPlanner
+from gossip_agent.core.state_codec import decode_rumor, encode_rumor
+from gossip_agent.core.state_node import REPAIR_MIN_GAP, StateNode
+from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES, VersionVector
+
+T = 1_700_000_000_000
+SMALL = StateConfig(max_value_bytes=4096)  # CRDT write limit 4 KiB, merge limit 16 KiB
+
+
+def _state_bytes(store: KvStore, key: str) -> int:
+    value = store.get_crdt(key)
+    assert value is not None
+    return len(packing.pack(crdt_mod.to_plain(value)))
+
+
+def _elements(store: KvStore, key: str) -> frozenset[str]:
+    value = store.get_crdt(key)
+    assert isinstance(value, ORSet)
+    return value.value()
+
+
+def _fill(store: KvStore, key: str, prefix: str, count: int) -> None:
+    store.update_crdt(key, ORSet, lambda s, n, _: s.update(n, add=[f"{prefix}-{i:04d}" for i in range(count)]), T)
+
+
+def _converge(a: KvStore, b: KvStore, key: str) -> None:
+    """Gossip both ways as the agents do: each sends its whole state after every change."""
+    entry_a, entry_b = a.entry(key), b.entry(key)
+    assert entry_a is not None and entry_b is not None
+    b.apply_remote(entry_a, T)
+    a.apply_remote(entry_b, T)
+    b.apply_remote(a.entry(key), T)  # type: ignore[arg-type]  # (a now holds the merge)
+
+
+def test_concurrent_set_adds_each_within_the_limit_merge_and_converge() -> None:
+    a, b = KvStore("a", SMALL), KvStore("b", SMALL)
+    _fill(a, "race", "a", 300)
+    _fill(b, "race", "b", 300)
+    assert _state_bytes(a, "race") <= SMALL.crdt_write_limit >= _state_bytes(b, "race")
+    _converge(a, b, "race")
+    assert a.entry("race") == b.entry("race")
+    assert a.root_hex() == b.root_hex()
+    assert _state_bytes(a, "race") > SMALL.crdt_write_limit  # what the write limit refused to hold before
+    assert len(_elements(a, "race")) == 600
+    assert a.refused_remote == b.refused_remote == 0
+
+
+def test_a_state_over_the_write_limit_refuses_growth_but_not_shrinking() -> None:
+    a, b = KvStore("a", SMALL), KvStore("b", SMALL)
+    _fill(a, "race", "a", 300)
+    _fill(b, "race", "b", 300)
+    _converge(a, b, "race")
+    with pytest.raises(ValueTooLarge):
+        a.update_crdt("race", ORSet, lambda s, n, _: s.add(n, "one-more"), T + 1)
+    a.update_crdt("race", ORSet, lambda s, n, _: s.update(n, remove=["a-0000", "a-0001"]), T + 1)
+    b.apply_remote(a.entry("race"), T + 1)  # type: ignore[arg-type]
+    assert a.entry("race") == b.entry("race")
+    assert "a-0000" not in b.get_crdt("race")  # type: ignore[operator]
+
+
+def test_concurrent_mv_assignments_merge_past_the_write_limit() -> None:
+    a, b = KvStore("a", SMALL), KvStore("b", SMALL)
+    a.update_crdt("reg", MVRegister, lambda r, n, _: r.assign(n, b"x" * 3000), T)
+    b.update_crdt("reg", MVRegister, lambda r, n, _: r.assign(n, b"y" * 3000), T)
+    _converge(a, b, "reg")
+    assert a.entry("reg") == b.entry("reg")
+    assert len(a.get_crdt("reg").value()) == 2  # type: ignore[union-attr,arg-type]
+
+
+def test_a_merge_past_the_merge_limit_is_refused_counted_and_leaves_ours() -> None:
+    stores = [KvStore(f"n{i}", SMALL) for i in range(CRDT_MERGE_HEADROOM + 1)]
+    for i, store in enumerate(stores):
+        _fill(store, "race", "abcdefgh"[i], 290)
+    first = stores[0]
+    for other in stores[1:-1]:
+        first.apply_remote(other.entry("race"), T)  # type: ignore[arg-type]
+    before = first.entry("race")
+    assert _state_bytes(first, "race") <= SMALL.crdt_merge_limit
+    with pytest.raises(InvalidEntry):
+        first.apply_remote(stores[-1].entry("race"), T)  # type: ignore[arg-type]
+    assert first.entry("race") == before
+    assert first.refused["state_too_large"] == 1
+    assert first.refused_remote == 1 and "state_too_large" in first.last_refused_remote
+
+
+def test_decoders_accept_states_up_to_the_merge_limit() -> None:
+    a, b = KvStore("a", SMALL), KvStore("b", SMALL)
+    _fill(a, "race", "a", 300)
+    _fill(b, "race", "b", 300)
+    b.apply_remote(a.entry("race"), T)  # type: ignore[arg-type]
+    merged = b.entry("race")
+    assert merged is not None
+    limits = CodecLimits.from_config(SMALL)
+    assert limits.max_crdt_bytes == CRDT_MERGE_HEADROOM * SMALL.crdt_write_limit
+    assert decode_rumor(encode_rumor(merged), limits) == merged
+    with pytest.raises(StateCodecError):
+        decode_rumor(encode_rumor(merged), CodecLimits.from_config(StateConfig(max_value_bytes=1024)))
+
+
+def test_crdt_states_have_a_cap_of_their_own_however_large_values_may_be() -> None:
+    config = StateConfig(max_value_bytes=16 << 20, max_crdt_bytes=2048)
+    assert config.crdt_write_limit == 2048
+    store = KvStore("a", config)
+    with pytest.raises(ValueTooLarge):
+        _fill(store, "big", "e", 200)
+    store.local_put("plain", b"v" * 100_000, T)  # plain values keep maxValueBytes
+    assert StateConfig(max_value_bytes=1024).crdt_write_limit == 1024  # the smaller of the two
+
+
+def _made_up_context(prefix: str, count: int) -> CausalContext:
+    return CausalContext(VersionVector({f"{prefix}{i}": 1 for i in range(count)}))
+
+
+def test_concurrent_writes_with_huge_made_up_contexts_are_refused_at_the_edge() -> None:
+    a, b = KvStore("a"), KvStore("b")
+    b.apply_remote(a.local_put("k", b"old", T), T)
+    for store, prefix in ((a, "x"), (b, "y")):
+        with pytest.raises(OutOfRange):
+            store.local_put("k", b"forged", T + 1, _made_up_context(prefix, 9000))
+        assert store.refused["context_too_large"] == 1
+    assert a.get("k").values == b.get("k").values == (b"old",)  # type: ignore[union-attr]
+
+
+def test_concurrent_contexts_within_the_local_bound_merge_past_it_and_stay_writable() -> None:
+    a, b = KvStore("a"), KvStore("b")
+    b.apply_remote(a.local_put("k", b"old", T), T)
+    per_write = MAX_LOCAL_CONTEXT_NODES - 10
+    ea = a.local_put("k", b"from-a", T + 1, _made_up_context("x", per_write))
+    eb = b.local_put("k", b"from-b", T + 2, _made_up_context("y", per_write))
+    a.apply_remote(eb, T + 2)
+    b.apply_remote(ea, T + 2)
+    assert a.entry("k") == b.entry("k")
+    assert MAX_LOCAL_CONTEXT_NODES < len(a.entry("k").context) <= MAX_CONTEXT_NODES  # type: ignore[union-attr]
+    read = a.get("k")
+    assert read is not None
+    entry = a.local_put("k", b"honest", T + 3, read.context)  # names no new writer: passes
+    b.apply_remote(entry, T + 3)
+    assert b.get("k").values == (b"honest",)  # type: ignore[union-attr]
+
+
+def test_the_planner_backs_off_while_sessions_change_nothing() -> None:
+    planner = RepairPlanner(hold=0.3, min_gap=0.5, max_gap=4.0)
+    planner.observe(0.0, "mine", {"p": "theirs"})
+    gaps = []
+    now = 1.0
+    for _ in range(6):
+        assert planner.pick(now, ["p"], 0.0) == "p"
+        planner.started(now)
+        planner.finished(changed=False)
+        gaps.append(planner.gap)
+        assert planner.pick(now + planner.gap - 0.01, ["p"], 0.0) is None
+        assert planner.earliest() == now + planner.gap
+        now = planner.earliest()
+    assert gaps == [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+    planner.finished(changed=True)
+    assert planner.gap == 0.5
+    planner.finished(changed=False)
+    planner.peer(now, "p", "theirs-now")  # news: back to the shortest gap
+    assert planner.gap == 0.5
+    planner.finished(changed=False)
+    planner.mine(now, "mine-now")
+    assert planner.gap == 0.5
+
+
+def test_the_planner_without_max_gap_does_not_back_off() -> None:
+    planner = RepairPlanner(hold=0.3, min_gap=0.5)
+    planner.finished(changed=False)
+    assert planner.gap == 0.5
+
+
+def test_a_push_the_peer_refused_is_not_counted_as_repaired() -> None:
+    big, small = KvStore("a", StateConfig(max_value_bytes=32768)), KvStore("b", SMALL)
+    _fill(small, "race", "b", 10)
+    big.apply_remote(small.entry("race"), T)  # type: ignore[arg-type]
+    _fill(big, "race", "a", 1600)  # within big's limits, past small's merge limit
+    session = Session(big)
+    request: AeRequest | None = session.start()
+    while request is not None:
+        request = session.handle(respond(small, request, T), T)
+    assert session.stats.pushed == 1
+    assert session.stats.push_refused == 1 and session.stats.repaired == 0
+    assert small.refused["state_too_large"] == 1
+
+    ok = KvStore("c", SMALL)
+    _fill(ok, "race", "c", 10)
+    session = Session(ok)
+    request = session.start()
+    while request is not None:
+        request = session.handle(respond(small, request, T), T)
+    assert session.stats.push_refused == 0  # taken (and the merge sent back repaired ours)
+    assert session.stats.repaired == 1
+
+
+def _state_node(name: str, state: StateConfig) -> StateNode:
+    base = AgentConfig.preset_config("lan", name=name)
+    cfg = dataclasses.replace(base, anti_entropy=dataclasses.replace(base.anti_entropy, enabled=False), state=state)
+    return StateNode(cfg, KvStore(f"{name}@e1", state), random.Random(1), 0.0, addr=("10.0.0.1", 7000 + len(name)),
+                     inline_limit=1200)
+
+
+def test_the_state_node_backs_repairs_off_while_the_peer_refuses_our_pushes() -> None:
+    big, small = _state_node("a", StateConfig(max_value_bytes=32768)), _state_node("p", SMALL)
+    _fill(small.store, "race", "b", 10)
+    big.store.apply_remote(small.store.entry("race"), T)  # type: ignore[arg-type]
+    _fill(big.store, "race", "a", 1600)
+    gaps: list[float] = []
+    for i in range(3):
+        session = big.start_anti_entropy(float(i))
+        request: AeRequest | None = session.start()
+        while request is not None:
+            response, _ = small.serve_anti_entropy(request, float(i), 1_795_000_000.0)
+            request, _ = big.on_anti_entropy_reply(session, response, float(i), 1_795_000_000.0)
+        gaps.append(big.planner.gap)
+    assert gaps == [2 * REPAIR_MIN_GAP, 4 * REPAIR_MIN_GAP, 8 * REPAIR_MIN_GAP]
+    assert big.stats.ae_repaired["push_refused"] == 3 and big.stats.ae_repaired["pushed"] == 0
+    assert small.store.refused["state_too_large"] == 3
