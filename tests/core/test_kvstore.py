@@ -318,7 +318,7 @@ def test_invalid_remote_entries_are_refused() -> None:
         with pytest.raises(InvalidEntry):
             s.apply_remote(entry)
     assert len(s) == 0
-    assert s.refused == {"value_too_large": 1, "key_too_long": 1}
+    assert s.refused == {"invalid_key": 1, "invalid_entry": 4, "value_too_large": 1, "key_too_long": 1}
 
 
 def test_limits_lowered_since_a_write_refuse_only_new_local_writes() -> None:

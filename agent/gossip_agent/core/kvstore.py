@@ -504,9 +504,9 @@ class KvStore:
         try:
             size = len(entry.key.encode())
         except UnicodeEncodeError:
-            raise InvalidEntry(f"{entry.key!r}: key is not valid UTF-8") from None
+            raise self._invalid("invalid_key", f"{entry.key!r}: key is not valid UTF-8") from None
         if size == 0:
-            raise InvalidEntry("empty key")
+            raise self._invalid("invalid_key", "empty key")
         if size > KEY_BYTES_CEILING:
             raise self._invalid("key_too_long", f"key must be 1..{KEY_BYTES_CEILING} bytes of UTF-8, got {size}")
         if isinstance(entry, CrdtEntry):
