@@ -244,3 +244,15 @@ def test_the_state_node_backs_repairs_off_while_the_peer_refuses_our_pushes() ->
     assert gaps == [2 * REPAIR_MIN_GAP, 4 * REPAIR_MIN_GAP, 8 * REPAIR_MIN_GAP]
     assert big.stats.ae_repaired["push_refused"] == 3 and big.stats.ae_repaired["pushed"] == 0
     assert small.store.refused["state_too_large"] == 3
+
+
+def test_failed_sessions_back_repairs_off_too() -> None:
+    """A peer whose every answer fails (hostile re-review: an entry it cannot decode, e.g. a counter past the
+    peer bound, fails the whole exchange) must not draw a repair every hold + 0.5 s forever."""
+    node = _state_node("a", SMALL)
+    gaps = []
+    for i in range(3):
+        node.anti_entropy_failed("answer undecodable", float(i))
+        gaps.append(node.planner.gap)
+    assert gaps == [2 * REPAIR_MIN_GAP, 4 * REPAIR_MIN_GAP, 8 * REPAIR_MIN_GAP]
+    assert node.stats.ae["failures"] == 3

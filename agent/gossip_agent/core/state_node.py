@@ -558,7 +558,13 @@ class StateNode:
         return request, out
 
     def anti_entropy_failed(self, why: str, now: float) -> list[StateEffect]:
+        """A session that failed (the peer's answer undecodable, refused, or the connection lost) changed
+        nothing: it feeds the repair backoff as a fruitless session does, else a peer whose every answer fails
+        (one entry it cannot decode) drew a repair every hold + 0.5 s forever."""
         self.stats.ae["failures"] += 1
+        self.planner.finished(changed=False)
+        if self._repair_at < _NEVER:
+            self._repair_at = max(self._repair_at, self.planner.earliest())
         out: list[StateEffect] = [Note("debug", f"anti-entropy failed: {why}")]
         self._commit(out, now)
         return out
