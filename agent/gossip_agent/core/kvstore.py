@@ -463,19 +463,21 @@ class KvStore:
 
     def _refuse(self, reason: str, message: str) -> OutOfRange:
         """A local write refused, counted under `reason`."""
-        self._count_refusal(reason)
+        self.count_refusal(reason)
         return OutOfRange(message)
 
     def _invalid(self, reason: str, message: str) -> InvalidEntry:
         """A peer's entry refused, counted under `reason` (and as a remote refusal, which the state service
         logs: a refused merge can keep replicas apart, and is never silent)."""
-        self._count_refusal(reason)
+        self.count_refusal(reason)
         self.refused_remote += 1
         self.last_refused_remote = f"{reason}: {message}"
         return InvalidEntry(message)
 
-    def _count_refusal(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
+    def count_refusal(self, reason: str, count: int = 1) -> None:
+        """Count `count` refused remote entries under `reason` (gossip_state_refused_total); also for entries
+        a decoder skipped before they reached the store (io/state_service.py)."""
+        self.refused[reason] = self.refused.get(reason, 0) + count
 
     def check_timestamps(self, entry: Entry, now_ms: int) -> None:
         """InvalidEntry (counted as `clock_drift`) if any timestamp in `entry` runs more than

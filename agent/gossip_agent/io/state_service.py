@@ -817,9 +817,8 @@ class StateService(Extension, StateDelegate):
         sends them sends them every session)."""
         if not skipped:
             return
-        refused = self.store.refused
         for reason, count in skipped.items():
-            refused[reason] = refused.get(reason, 0) + count
+            self.store.count_refusal(reason, count)
         if peer not in self._over_limit_logged:
             if len(self._over_limit_logged) >= MAX_OVER_LIMIT_LOGGED:
                 self._over_limit_logged.clear()
