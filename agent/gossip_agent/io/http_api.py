@@ -19,7 +19,14 @@ from aiohttp import web
 from gossip_agent.core.codec import DecodeError
 from gossip_agent.core.messages import MemberSnapshot
 from gossip_agent.io.auth import ApiAuth
-from gossip_agent.io.http_limits import API_AUTH, HTTP_STATS, Inflater, guard_middleware, handler_args
+from gossip_agent.io.http_limits import (
+    API_AUTH,
+    HTTP_STATS,
+    Inflater,
+    guard_middleware,
+    handler_args,
+    response_deadline,
+)
 from gossip_agent.io.metrics import CONTENT_TYPE
 from gossip_agent.io.peer_client import MAX_PUSH_PULL_BYTES, PING_PATH, PUSH_PULL_PATH
 from gossip_agent.io.security import AuthError
@@ -107,7 +114,9 @@ def make_app(agent: AgentAPI, extra_routes: Iterable[web.AbstractRouteDef] = (),
     """The agent's app. `auth` None means an open API (tests, local development)."""
     policy = auth or ApiAuth()
     guard = guard_middleware(policy, Inflater(), MAX_REQUEST_BYTES)
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[guard], handler_args=handler_args())
+    # The deadline is outermost: it writes whatever the guard or a handler answered, refusals included.
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[response_deadline(), guard],
+                          handler_args=handler_args())
     app[AGENT] = agent
     app[HTTP_STATS] = Counter()
     app[API_AUTH] = policy  # (expect handlers run before the middlewares: they check access themselves)

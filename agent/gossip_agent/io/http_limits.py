@@ -40,6 +40,12 @@ Why each bound exists (issue 10, attacks 4 and 10):
   client that keeps the connection but stops reading would hold it (its slot, its pending lines) for as long
   as it likes: one non-reading key watch pinned ~400 MB (review). Every write to a stream (membership and key
   watches) must complete within `STREAM_WRITE_TIMEOUT` or the stream ends.
+- Response writes (`response_deadline`): aiohttp writes a handler's response after the handler returned, and
+  waits, untimed, while the client's socket buffers are full: 32 clients that sent GET for a 4 MiB value and
+  never read held ~47 MB of the agent's memory (the unsent rest of each body) for as long as they kept the
+  connections (review). Every response the handler did not stream itself (errors included) must be written
+  within `RESPONSE_WRITE_TIMEOUT`, as a body must arrive within `BODY_TIMEOUT`; otherwise the connection is
+  aborted (which drops the unsent bytes) and counted as `response_timeout`.
 - Refusals that need no body (`refuse_before_body`): a route may name a cheap check (a "retry later" for a
   byte budget or a concurrency cap) that the guard runs after access control and before the body is read;
   its answer goes at once, so a request the agent would refuse anyway costs it no body bytes, memory or
@@ -76,6 +82,9 @@ MAX_WATCHES_PER_CLIENT = 16
 # A stream write that has not drained within this long ends the stream: a reading client takes a 64 KiB
 # batch in far less, while a client that stopped reading is let go within it.
 STREAM_WRITE_TIMEOUT = 10.0
+# A whole non-streaming response must be written within this long (as a body must arrive within BODY_TIMEOUT:
+# the same bytes, the other way); a client that does not take it is cut off and its unsent bytes dropped.
+RESPONSE_WRITE_TIMEOUT = 30.0
 # Watch-slot fair share (see the module docstring): a token holds at most 1/4 of a stream's slots, and 1/8
 # of them are kept for write-scope tokens.
 WATCH_TOKEN_SHARE = 4
@@ -368,6 +377,44 @@ def guard_middleware(auth: ApiAuth, inflater: Inflater, max_body: int,
     return guard
 
 
+def response_deadline() -> Middleware:
+    """Write each response the handler returned (or raised) within `RESPONSE_WRITE_TIMEOUT` (read when a
+    request comes, so tests may shorten it), else abort the connection and count `response_timeout`.
+
+    aiohttp would prepare and write the response itself after the middlewares return, with no timeout; writing
+    it here, through the response's own `prepare` and `write_eof`, is what a streaming handler does, and aiohttp
+    then finds it written. A response the handler prepared itself (a watch stream) is left alone: its writes
+    are timed where they are made (`write_stream`, the key-watch hub)."""
+
+    @web.middleware
+    async def deadline(request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            await _write_within_deadline(request, exc)
+            raise
+        await _write_within_deadline(request, response)
+        return response
+
+    return deadline
+
+
+async def _write_within_deadline(request: web.Request, response: web.StreamResponse) -> None:
+    if response.prepared:
+        return
+    try:
+        async with asyncio.timeout(RESPONSE_WRITE_TIMEOUT):
+            await response.prepare(request)
+            await response.write_eof()
+    except TimeoutError:
+        request.app[HTTP_STATS]["response_timeout"] += 1
+        if request.transport is not None:
+            request.transport.abort()  # drops the unsent bytes; aiohttp's own write_eof then finds it closed
+    except ConnectionError:
+        pass  # the client hung up: aiohttp's write_eof finds the connection closed, as it would have
+
+
 async def request_body(request: web.Request) -> bytes:
     """The request body as the handler should see it (inflated when it was compressed)."""
     if BODY in request:
@@ -581,6 +628,7 @@ class HttpCollector(Collector):
         family = CounterMetricFamily("gossip_http_refused", "HTTP requests and connections refused, by reason "
                                      "(auth_401, auth_403, encoding_refused, body_too_large, body_timeout, "
                                      "body_budget, body_aborted, inflate_refused, connection_cap, "
+                                     "response_timeout (a response not taken within the write deadline), "
                                      "watch_address, watch_token, watch_full, refused_before_body: a route's "
                                      "retry-later answered before the body was read).", labels=["reason"])
         evicted = CounterMetricFamily("gossip_watch_evicted", "Watches ended to give their slot to a client "

@@ -1,0 +1,113 @@
+"""Hostile review, session 14: clients that ask for a large response and never read it.
+
+Failed before its fix: aiohttp writes a handler's response after the handler returned and waits, with no
+timeout, while the client's socket buffers are full. 32 clients that sent GET for a 4 MiB value and never read
+held ~34-47 MB of the agent (the unsent rest of each body, in the connections' write buffers) for as long as they
+kept their connections. Now every non-streaming response must be written within the response write deadline
+(`http_limits.RESPONSE_WRITE_TIMEOUT`); past it the connection is aborted, which drops its unsent bytes, and
+`gossip_http_refused_total{reason="response_timeout"}` counts it.
+
+A real in-process agent and raw client sockets with a 4 KiB receive buffer that never read; the deadline is
+shortened to keep the test fast, and every wait is for an event, bounded generously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gossip_agent.core.config import from_mapping
+from gossip_agent.io import http_limits
+from gossip_agent.io.http_limits import HTTP_STATS, GuardedRunner
+from gossip_agent.io.runtime import Agent
+from gossip_agent.io.state_service import StateService, state_extensions
+
+VALUE = os.urandom(4 * 1024 * 1024)
+CLIENTS = 8
+BOUND = 15.0  # the deadline is 0.5 s here: this only stops a broken build hanging
+
+
+@pytest.fixture
+async def agent() -> AsyncIterator[Agent]:
+    cfg = from_mapping({"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "name": "unread",
+                        "state": {"maxValueBytes": len(VALUE)}})
+    agent = Agent(cfg, extensions=state_extensions(cfg))
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.stop()
+
+
+def _runner(agent: Agent) -> GuardedRunner:
+    runner = agent._runner
+    assert isinstance(runner, GuardedRunner) and runner.server is not None
+    return runner
+
+
+def _held(runner: GuardedRunner) -> int:
+    """Bytes the server's connections hold unsent."""
+    assert runner.server is not None
+    return sum(h.transport.get_write_buffer_size() for h in runner.server.connections if h.transport is not None)
+
+
+async def test_a_client_that_never_reads_its_response_is_cut_off_and_its_bytes_dropped(
+        agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_limits, "RESPONSE_WRITE_TIMEOUT", 0.5)
+    svc = next(e for e in agent.extensions if isinstance(e, StateService))
+    svc.put("big", VALUE, None)
+    runner, stats = _runner(agent), agent._runner.app[HTTP_STATS]  # type: ignore[union-attr]
+    loop = asyncio.get_running_loop()
+    socks = []
+    try:
+        for _ in range(CLIENTS):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and it never reads
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", agent.port))
+            await loop.sock_sendall(sock, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        most = 0
+        async with asyncio.timeout(BOUND):
+            while stats["response_timeout"] < CLIENTS:  # before the fix: never, the writes wait forever
+                most = max(most, _held(runner))
+                await asyncio.sleep(0.02)
+            while sum(runner.guard.per_client.values()):  # the aborted connections are gone
+                await asyncio.sleep(0.02)
+        assert most > CLIENTS * 512 * 1024  # what the clients made it hold (unsent bytes)
+        assert _held(runner) == 0
+        for sock in socks:  # each client, once it reads, gets what the kernel still held, then the end
+            got = 0
+            async with asyncio.timeout(BOUND):
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := await loop.sock_recv(sock, 1 << 20):
+                        got += len(chunk)
+            assert got < len(VALUE)  # cut short
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+async def test_a_client_that_reads_gets_the_whole_response(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline changes nothing for a client that takes its response (and a refusal is still answered)."""
+    monkeypatch.setattr(http_limits, "RESPONSE_WRITE_TIMEOUT", 5.0)
+    svc = next(e for e in agent.extensions if isinstance(e, StateService))
+    svc.put("big", VALUE, None)
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    try:
+        writer.write(b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /v1/kv/absent HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(BOUND):
+            data = await reader.read()
+    finally:
+        writer.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: %d" % len(VALUE) in head
+    assert rest[:len(VALUE)] == VALUE
+    assert rest[len(VALUE):].startswith(b"HTTP/1.1 404")
+    assert agent._runner.app[HTTP_STATS]["response_timeout"] == 0  # type: ignore[union-attr]
