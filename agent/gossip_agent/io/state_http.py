@@ -247,12 +247,14 @@ class WatchEnd(Enum):
 
     SLOW = "slow"        # fell WATCH_QUEUE changes or WATCH_QUEUE_BYTES behind: pending lines dropped
     STALLED = "stalled"  # a write did not drain within STREAM_WRITE_TIMEOUT: pending lines dropped
-    ENDED = "ended"      # its slot was given away (told so when evicted), or the agent is stopping
+    ENDED = "ended"      # its slot was given away (told so when evicted)
+    STOPPING = "stopping"  # the agent is stopping: pending lines dropped (shutdown waits on no client)
     GONE = "gone"        # the client hung up
 
 
 _HEARTBEAT_LINE = b'{"event":"heartbeat"}\n'
-_CUT_OFF = (WatchEnd.SLOW, WatchEnd.STALLED)  # ends that drop the pending lines and abort a pending write
+# Ends that drop the pending lines and abort a pending write.
+_CUT_OFF = (WatchEnd.SLOW, WatchEnd.STALLED, WatchEnd.STOPPING)
 
 
 class Watcher:
@@ -264,10 +266,10 @@ class Watcher:
     nothing left to write); the handler writes everything pending in one write. The hub's single periodic
     check (`WatchHub.check`) notices clients that hung up and quiet streams due a heartbeat.
 
-    `abort` cuts the client off. Ending a stream as SLOW calls it while the handler waits on a write
-    (`writing`): that write waits for a client that is not reading, and would otherwise hold the slot and the
-    connection until the write timeout. The periodic check ends (STALLED) a stream whose one write has been
-    pending for `stall_checks` checks."""
+    `abort` cuts the client off. Ending a stream as SLOW (or STOPPING) calls it while the handler waits on a
+    write (`writing`): that write waits for a client that is not reading, and would otherwise hold the slot and
+    the connection until the write timeout (or the agent's shutdown). The periodic check ends (STALLED) a
+    stream whose one write has been pending for `stall_checks` checks."""
 
     __slots__ = ("_abort", "_beat", "_closing", "_waiter", "end", "lines", "pending_bytes", "prefix",
                  "quiet_checks", "stalled_checks", "writing")
@@ -462,8 +464,12 @@ class WatchHub:
             self._timer = asyncio.get_running_loop().call_later(self.check_every, self.check)
 
     def close_all(self) -> None:
+        """The agent stops: every stream ends now, its pending lines dropped and a write it waits on cut off
+        (its connection aborted). Ending them as ENDED kept the lines for the handler to write, untimed, once
+        this check (which ends stalled writes) was gone: a client that had stopped reading held its handler,
+        the lines and the agent's shutdown until the server's own shutdown timeout cancelled it (review)."""
         for watcher in self._clients.values():
-            watcher.finish(WatchEnd.ENDED)
+            watcher.finish(WatchEnd.STOPPING)
         self._clients.clear()
         if self._timer is not None:
             self._timer.cancel()
