@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,35 @@ async def test_watch_hub_drops_slow_clients() -> None:
     hub.close_all()
 
 
+def _publish_calls(watchers: int, changes: list[Change]) -> int:
+    """Python-level function calls `WatchHub.publish(changes)` makes with `watchers` idle watchers of every key."""
+    hub = WatchHub()
+    for _ in range(watchers):
+        hub.subscribe("")
+    calls = 0
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(count)
+    try:
+        hub.publish(changes)
+    finally:
+        sys.setprofile(None)
+    assert hub.dropped == 0 and all(len(w.lines) == len(changes) for w in hub._clients.values())
+    hub.close_all()
+    return calls
+
+
+async def test_watch_publish_makes_one_call_per_line_and_watcher() -> None:
+    """publish runs for every write, for every watcher: one call per (line, watcher), not a check, a push and a
+    wake (what a line costs to build is paid once per change, whatever the number of watchers)."""
+    store = KvStore("n@1")
+    changes = [Change(f"k/{i}", store.local_put(f"k/{i}", b"v", 1_000 + i), "local") for i in range(20)]
+    assert _publish_calls(50, changes) - _publish_calls(1, changes) == 49 * len(changes)
+
+
 async def test_writers_of_reaped_members_are_retired_after_the_ttl(tmp_path: Path) -> None:
     """Version vectors shrink once a writer's member has been gone longer than the tombstone TTL; no value
     is lost or comes back, and the retired set survives a restart."""
@@ -240,15 +270,15 @@ async def test_watch_lines_queued_behind_each_other_go_out_in_one_write_in_order
     try:
         _, watcher = hub.subscribe("")
         for line in (b"a\n", b"b\n", b"c\n"):
-            watcher.push(line)
+            assert watcher.offer(line)
         watcher.finish(WatchEnd.ENDED)
-        watcher.push(b"d\n")
+        assert watcher.offer(b"d\n")
         watcher.finish(WatchEnd.GONE)  # the first reason stands
         assert await watcher.next() == b"a\nb\nc\nd\n"
         assert await watcher.next() is WatchEnd.ENDED
         _, watcher = hub.subscribe("")
         for i in range(10):
-            watcher.push(b"%d\n" % i)
+            assert watcher.offer(b"%d\n" % i)
         assert watcher.take(limit=5) == b"0\n1\n2\n"  # stops once about `limit` bytes are taken
         assert watcher.lines == [b"%d\n" % i for i in range(3, 10)] and watcher.pending_bytes == 14
         watcher.finish(WatchEnd.GONE)
@@ -269,11 +299,11 @@ async def test_watch_hub_check_ends_hung_up_clients_and_beats_quiet_ones() -> No
         waiting = asyncio.ensure_future(quiet.next())
         await asyncio.sleep(0)
         for _ in range(2):
-            busy.push(b"x\n")
+            assert busy.offer(b"x\n")
             hub.check()
             assert busy.take() == b"x\n"
         assert not waiting.done() and len(hub) == 3
-        hung.push(b"never\n")
+        assert hung.offer(b"never\n")
         gone[0] = True
         hub.check()  # the third check: the quiet stream is due a heartbeat
         assert await asyncio.wait_for(waiting, 5) == b'{"event":"heartbeat"}\n'

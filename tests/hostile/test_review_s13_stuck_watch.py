@@ -62,9 +62,8 @@ async def test_one_line_over_the_byte_bound_still_reaches_a_watcher_that_keeps_u
     try:
         _, watcher = hub.subscribe("")
         huge = b"x" * (WATCH_QUEUE_BYTES + 1)
-        assert not watcher.would_overflow(huge)
-        watcher.push(huge)
-        assert watcher.would_overflow(b"y\n")
+        assert watcher.offer(huge)
+        assert not watcher.offer(b"y\n") and watcher.lines == [huge]  # a second line would pass the bound
         assert await watcher.next() == huge and watcher.pending_bytes == 0
     finally:
         hub.close_all()
@@ -77,12 +76,12 @@ def _watcher(aborts: list[str]) -> Watcher:
 def test_a_slow_verdict_cuts_off_a_pending_write_at_once() -> None:
     aborts: list[str] = []
     idle = _watcher(aborts)
-    idle.push(b"a\n")
+    assert idle.offer(b"a\n")
     idle.finish(WatchEnd.SLOW)  # its handler is not writing: it will say why in a last line
     assert aborts == [] and idle.lines == []
     stuck = _watcher(aborts)
     stuck.write_started()
-    stuck.push(b"a\n")
+    assert stuck.offer(b"a\n")
     stuck.finish(WatchEnd.SLOW)
     assert aborts == ["abort"] and stuck.lines == [] and stuck.pending_bytes == 0
 

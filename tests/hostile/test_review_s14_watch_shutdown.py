@@ -27,8 +27,8 @@ async def test_close_all_drops_every_pending_line_and_cuts_off_a_pending_write()
     _, stuck = hub.subscribe("", abort=lambda: aborts.append("stuck"))
     _, idle = hub.subscribe("", abort=lambda: aborts.append("idle"))
     stuck.write_started()  # its handler waits on a client that does not read
-    stuck.push(b"a\n")
-    idle.push(b"b\n")
+    assert stuck.offer(b"a\n")
+    assert idle.offer(b"b\n")
     hub.close_all()
     assert aborts == ["stuck"] and len(hub) == 0
     assert stuck.lines == idle.lines == [] and stuck.pending_bytes == idle.pending_bytes == 0

@@ -287,15 +287,23 @@ class Watcher:
         self._waiter: asyncio.Future[None] | None = None
         self._beat = False
 
-    def push(self, line: bytes) -> None:
-        self.lines.append(line)
-        self.pending_bytes += len(line)
-        self._wake()
+    def offer(self, line: bytes) -> bool:
+        """Queue `line` and wake the handler, unless that passes `WATCH_QUEUE` lines or `WATCH_QUEUE_BYTES`:
+        then nothing is queued and the answer is False (the caller ends the stream as SLOW). A first line always
+        fits, so one large value never ends a watch that keeps up.
 
-    def would_overflow(self, line: bytes) -> bool:
-        """Whether queueing `line` passes `WATCH_QUEUE` lines or `WATCH_QUEUE_BYTES` (a first line always fits)."""
-        return bool(self.lines) and (len(self.lines) >= WATCH_QUEUE
-                                     or self.pending_bytes + len(line) > WATCH_QUEUE_BYTES)
+        One call per line and watcher, because `WatchHub.publish` makes it for every watcher of every change
+        (a check, then a push, then a wake were three); the wake is a call only when the handler waits, once
+        per batch it writes."""
+        lines = self.lines
+        size = self.pending_bytes + len(line)
+        if lines and (len(lines) >= WATCH_QUEUE or size > WATCH_QUEUE_BYTES):
+            return False
+        lines.append(line)
+        self.pending_bytes = size
+        if self._waiter is not None:
+            self._wake()
+        return True
 
     def finish(self, end: WatchEnd) -> None:
         """End the stream once the lines before this are written (the first reason given stands). A slow
@@ -438,12 +446,10 @@ class WatchHub:
                     continue
                 if line is None:
                     line = _event_line(change)
-                if watcher.would_overflow(line):
+                if not watcher.offer(line):
                     self.dropped += 1
                     slow.append(ident)
                     watcher.finish(WatchEnd.SLOW)
-                    continue
-                watcher.push(line)
         for ident in slow:
             del clients[ident]
 
