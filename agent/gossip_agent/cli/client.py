@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import ssl
 import urllib.error
 import urllib.parse
@@ -221,7 +222,30 @@ def client_from_args(args: argparse.Namespace) -> AgentClient:
                        key=getattr(args, "key", None))
 
 
+# Characters a terminal shows as nothing yet acts on, beyond C0/C1 controls (core/text.py): the bidirectional
+# controls (marks, embeddings, overrides, isolates) reorder the text after them, so a key or member name holding
+# U+202E printed the rest of its line reversed ("Trojan Source"); U+2028/U+2029 break lines in some viewers.
+# Keys and names may hold them (the edge refuses control characters only), so they are escaped when printed.
+_BIDI = "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_INVISIBLE = re.compile(f"[{_BIDI}]")
+# What JSON leaves raw that a terminal acts on: DEL and C1 controls (json.dumps escapes only C0) and the above.
+_JSON_RAW = re.compile(f"[\x7f-\x9f{_BIDI}]")
+
+
+def _unicode_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def shown(text: object) -> str:
-    """`text` safe to print on a terminal: control characters as \\xNN. What agents report (metadata values,
-    from any peer) reached the terminal raw, so escape sequences could clear it or forge lines (review)."""
-    return escape_control_chars(str(text))
+    """`text` safe to print on a terminal: control characters as \\xNN, bidirectional controls as \\uNNNN.
+    What agents report (metadata values, from any peer) reached the terminal raw, so escape sequences could
+    clear it or forge lines, and a U+202E reversed the rest of a line (review)."""
+    return _INVISIBLE.sub(_unicode_escape, escape_control_chars(str(text)))
+
+
+def json_text(data: Any, *, indent: int | None = None) -> str:
+    """`data` as JSON for a terminal or a script: non-ASCII text stays readable (`ensure_ascii=False`), and what
+    a terminal would act on is a \\uNNNN escape: `json.dumps` escapes C0 controls only, so `--json` printed
+    C1 controls (U+009B is a CSI, as ESC [ is), DEL and bidirectional controls raw (review). The escapes are
+    JSON's own: a reader decodes the same strings."""
+    return _JSON_RAW.sub(_unicode_escape, json.dumps(data, indent=indent, ensure_ascii=False))

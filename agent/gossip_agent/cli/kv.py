@@ -14,8 +14,10 @@ the key's version vector, each value's dot and HLC timestamp, and the causal con
 TOKEN` sends that token back, which makes a put overwrite exactly the versions read.
 
 What lists things one a line (set elements, `ls`, siblings, `watch`) escapes control characters as \\xNN
-(cli/client.py `shown`): an element holding a newline or an escape sequence printed as forged extra lines or
-reached the terminal (review).
+and bidirectional controls as \\uNNNN (cli/client.py `shown`): an element holding a newline or an escape
+sequence printed as forged extra lines or reached the terminal (review). `--json` output escapes what JSON
+leaves raw (DEL, C1 and bidirectional controls) as \\uNNNN (`json_text`): the same JSON, nothing a terminal
+acts on. Only `get` writes a value raw, as stored (see above).
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from gossip_agent.cli import monitor
-from gossip_agent.cli.client import ClientError, Register, Run, Stream, add_client_args, client_from_args, shown
+from gossip_agent.cli.client import (
+    ClientError,
+    Register,
+    Run,
+    Stream,
+    add_client_args,
+    client_from_args,
+    json_text,
+    shown,
+)
 
 CONTEXT_HEADER = "X-Gossip-Context"
 EXIT_SIBLINGS = 3
@@ -105,7 +116,7 @@ def _query(**params: Any) -> str:
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    print(json_text(data, indent=2))
 
 
 # -- key-value ---------------------------------------------------------------------------------------------
@@ -136,7 +147,7 @@ def _put_bytes(http: _Http, path: str, args: argparse.Namespace, value: bytes, w
     if args.json:
         _print_json(answer)
     else:
-        print(f"ok ({answer.get('acknowledged', 1)} holder(s))")
+        print(shown(f"ok ({answer.get('acknowledged', 1)} holder(s))"))
     return 0
 
 
@@ -162,13 +173,13 @@ def _hlc_text(ts: Any) -> str:
 def print_versions(doc: dict[str, Any], file: Any) -> None:
     """The readable version information of a `?format=json` read."""
     vv = doc.get("versionVector") or {}
-    print("version vector: " + (", ".join(f"{node}={n}" for node, n in vv.items()) or "(empty)"), file=file)
+    print(shown("version vector: " + (", ".join(f"{node}={n}" for node, n in vv.items()) or "(empty)")), file=file)
     for i, v in enumerate(doc.get("values", []), 1):
         dot = v.get("dot") or {}
-        print(f"value {i}: dot {dot.get('node')}:{dot.get('counter')}  hlc {_hlc_text(v.get('timestamp'))}",
+        print(shown(f"value {i}: dot {dot.get('node')}:{dot.get('counter')}  hlc {_hlc_text(v.get('timestamp'))}"),
               file=file)
     if doc.get("context"):
-        print(f"context: {doc['context']}", file=file)
+        print(shown(f"context: {doc['context']}"), file=file)
 
 
 def _write_value(value: bytes) -> None:
@@ -191,8 +202,8 @@ def run_get(args: argparse.Namespace) -> int:
     if args.verbose and doc is not None:
         print_versions(doc, sys.stderr)
     if doc is not None and len(doc["values"]) > 1:
-        print(f"{len(doc['values'])} concurrent values (write back with --context {doc['context']} to resolve):",
-              file=sys.stderr)
+        print(shown(f"{len(doc['values'])} concurrent values (write back with --context {doc['context']} to "
+                    "resolve):"), file=sys.stderr)
         for v in doc["values"]:
             print(shown(v.get("value", v.get("valueBase64"))))  # one a line
         return EXIT_SIBLINGS
@@ -275,7 +286,7 @@ def run_watch(args: argparse.Namespace) -> int:
             if kind == "error":
                 raise ClientError(f"watch: {event.get('error')}")
             if args.json:
-                print(json.dumps(event, ensure_ascii=False), flush=True)
+                print(json_text(event), flush=True)
             else:
                 value = ""
                 if "values" in event:
@@ -317,7 +328,7 @@ def run_counter(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(doc)
     else:
-        print(doc["value"])
+        print(shown(doc["value"]))
     return 0
 
 
@@ -406,7 +417,7 @@ def run_register(args: argparse.Namespace) -> int:
         return 0
     if args.kind == "lww":
         if args.verbose:
-            print(f"hlc {_hlc_text(doc.get('timestamp'))}", file=sys.stderr)
+            print(shown(f"hlc {_hlc_text(doc.get('timestamp'))}"), file=sys.stderr)
         _write_value(_value_bytes(doc))
         return 0
     if args.verbose:
@@ -416,7 +427,7 @@ def run_register(args: argparse.Namespace) -> int:
         _write_value(_value_bytes(values[0]))
         return 0
     if values:
-        print(f"{len(values)} concurrent values (write back with --context {doc['context']} to resolve):",
+        print(shown(f"{len(values)} concurrent values (write back with --context {doc['context']} to resolve):"),
               file=sys.stderr)
     for v in values:
         print(shown(v.get("value", v.get("valueBase64"))))  # one a line

@@ -142,7 +142,7 @@ def run_status(args: argparse.Namespace) -> int:
     if _wants_json(args):
         print(json.dumps(status, indent=2))
         return 0
-    print("\n".join(status_lines(status)))
+    print("\n".join(shown(line) for line in status_lines(status)))  # names and roots come from peers
     return 0
 
 
@@ -252,7 +252,7 @@ class _MemberView:
                 lines.append(f"{observer.name} sees {name} alive again (incarnation {old[1]} -> {inc})")
         lines.extend(f"{observer.name} forgot {name} (reaped)" for name in sorted(set(self.states) - set(new)))
         self.states = new
-        return lines
+        return [shown(line) for line in lines]  # member names come from peers
 
 
 def up_plan(args: argparse.Namespace) -> tuple[Manifest, int, Path]:
@@ -584,10 +584,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except ConfigError as exc:
-        print(f"gossipctl: invalid configuration: {exc}", file=sys.stderr)
+        print(f"gossipctl: invalid configuration: {shown(exc)}", file=sys.stderr)
         return 2
     except (ClientError, ClusterDirBusy) as exc:
-        print(f"gossipctl: {exc}", file=sys.stderr)
+        # Escaped: errors quote what an agent answered (its message, keys, a body) and what the user typed.
+        print(f"gossipctl: {shown(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         # Ctrl-C ends a long-running command (watch, monitor ...): quietly, with the shell's code for SIGINT.
@@ -597,7 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:  # a file or directory we were pointed at: one line, not a traceback
-        print(f"gossipctl: {exc}", file=sys.stderr)
+        print(f"gossipctl: {shown(exc)}", file=sys.stderr)
         return 1
 
 

@@ -24,7 +24,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gossip_agent.cli.client import AgentClient, ClientError, Register, Run, add_client_args, client_from_args, shown
+from gossip_agent.cli.client import (
+    AgentClient,
+    ClientError,
+    Register,
+    Run,
+    add_client_args,
+    client_from_args,
+    json_text,
+    shown,
+)
 
 WATCH_PATH = "/v1/members/watch"
 _ROOT_CHARS = 12
@@ -66,7 +75,7 @@ def _follow(client: AgentClient, path: str, as_json: bool, count: int) -> int:
                 if kind == "error":
                     raise ClientError(f"monitor: {event.get('error')}")
                 if as_json:
-                    print(json.dumps(event, ensure_ascii=False), flush=True)
+                    print(json_text(event), flush=True)
                 elif kind == "snapshot":
                     for line in format_snapshot(event):
                         print(line)
@@ -128,7 +137,8 @@ def _convergence(conv: Mapping[str, Any]) -> str:
 
 
 def format_snapshot(event: Mapping[str, Any]) -> list[str]:
-    """The opening member table: one line per member, then the convergence state (if the agent has one)."""
+    """The opening member table: one line per member, then the convergence state (if the agent has one).
+    Every line is `shown` (escaped) whole: names, states and roots come from peers."""
     at, me = _clock(event), event.get("self")
     members = [m for m in event.get("members", []) if isinstance(m, Mapping)]
     lines = [f"{at}  snapshot  {_plural(len(members), 'member')} known to {me}"]
@@ -139,11 +149,16 @@ def format_snapshot(event: Mapping[str, Any]) -> list[str]:
     conv = event.get("convergence")
     if isinstance(conv, Mapping):
         lines.append(f"{at}  {_convergence(conv)}")
-    return lines
+    return [shown(line) for line in lines]
 
 
 def format_event(event: Mapping[str, Any]) -> str:
-    """One readable line for a delta event."""
+    """One readable line for a delta event, escaped whole (`shown`): what it names comes from peers (a refuted
+    rumor's member name, or any field of an event kind this gossipctl does not know, were printed raw)."""
+    return shown(_event_line(event))
+
+
+def _event_line(event: Mapping[str, Any]) -> str:
     at, kind = _clock(event), str(event.get("event"))
     member = event.get("member")
     if kind == "convergence":
@@ -155,7 +170,7 @@ def format_event(event: Mapping[str, Any]) -> str:
         extra = _meta(member.get("meta")) if kind in ("join", "update") else ""
         return f"{at}  {kind:<9} {_member(member)}  incarnation {member.get('incarnation')}{extra}"
     rest = {k: v for k, v in event.items() if k not in ("event", "time")}
-    return f"{at}  {kind:<9} {json.dumps(rest, ensure_ascii=False)}"
+    return f"{at}  {kind:<9} {json_text(rest)}"
 
 
 COMMANDS: dict[str, tuple[str, Register, Run]] = {
