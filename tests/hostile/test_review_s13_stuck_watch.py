@@ -154,6 +154,16 @@ async def _open_watch(agent: Agent, sock: socket.socket, watched: Watched) -> Wa
     return watched.watchers[0]
 
 
+async def fill_until_stuck(watched: Watched, watcher: Watcher) -> None:
+    """Write until the watch's handler waits on its (non-reading) client and more lines are queued behind it
+    (too few for the client to fall behind)."""
+    for i in range(200):
+        watched.svc.put(f"k/{i % 20}", NUL_VALUE, None)
+        await asyncio.sleep(0)
+        if watcher.writing and watcher.pending_bytes:
+            return
+
+
 async def test_a_watch_that_stops_reading_is_cut_off_its_bytes_bounded_and_its_slot_freed(
         stuck_client: tuple[Agent, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
     agent, sock = stuck_client
@@ -182,11 +192,7 @@ async def test_a_write_that_never_drains_ends_the_watch(stuck_client: tuple[Agen
     watched = Watched(agent, monkeypatch)
     watched.hub.check_every, watched.hub.write_timeout = 0.05, 0.3
     watcher = await _open_watch(agent, sock, watched)
-    for i in range(200):
-        watched.svc.put(f"k/{i % 20}", NUL_VALUE, None)
-        await asyncio.sleep(0)
-        if watcher.writing and watcher.pending_bytes:  # a write waits on the client, and more is queued
-            break
+    await fill_until_stuck(watched, watcher)
     assert watcher.end is None and watcher.writing
     async with asyncio.timeout(BOUND):
         await watched.released.wait()

@@ -16,7 +16,7 @@ import pytest
 
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_http import WatchEnd, WatchHub
-from tests.hostile.test_review_s13_stuck_watch import NUL_VALUE, Watched, _open_watch, stuck_client
+from tests.hostile.test_review_s13_stuck_watch import Watched, _open_watch, fill_until_stuck, stuck_client
 
 __all__ = ["stuck_client"]  # the fixture, shared with the session-13 tests
 
@@ -40,11 +40,7 @@ async def test_stopping_frees_a_stuck_watch_at_once(stuck_client: tuple[Agent, s
     agent, sock = stuck_client
     watched = Watched(agent, monkeypatch)
     watcher = await _open_watch(agent, sock, watched)
-    for i in range(200):
-        watched.svc.put(f"k/{i % 20}", NUL_VALUE, None)
-        await asyncio.sleep(0)
-        if watcher.writing and watcher.pending_bytes:  # a write waits on the client, and more is queued
-            break
+    await fill_until_stuck(watched, watcher)
     assert watcher.writing and watcher.pending_bytes
     watched.hub.close_all()  # what the state layer's stop does first
     assert watcher.lines == [] and watcher.pending_bytes == 0  # before the fix: kept for the handler to write
