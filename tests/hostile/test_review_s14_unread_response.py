@@ -5,7 +5,10 @@ timeout, while the client's socket buffers are full. 32 clients that sent GET fo
 held ~34-47 MB of the agent (the unsent rest of each body, in the connections' write buffers) for as long as they
 kept their connections. Now every non-streaming response must be written within the response write deadline
 (`http_limits.RESPONSE_WRITE_TIMEOUT`); past it the connection is aborted, which drops its unsent bytes, and
-`gossip_http_refused_total{reason="response_timeout"}` counts it.
+`gossip_http_refused_total{reason="response_timeout"}` counts it. And large responses are written to one client
+address only while those it has not finished taking total at most 16 MiB (`MAX_RESPONSE_BYTES_PER_CLIENT`):
+past it the answer is a 503 (`response_budget`), so one address makes the agent hold at most that, for at most
+the deadline.
 
 A real in-process agent and raw client sockets with a 4 KiB receive buffer that never read; the deadline is
 shortened to keep the test fast, and every wait is for an event, bounded generously.
@@ -23,12 +26,12 @@ import pytest
 
 from gossip_agent.core.config import from_mapping
 from gossip_agent.io import http_limits
-from gossip_agent.io.http_limits import HTTP_STATS, GuardedRunner
+from gossip_agent.io.http_limits import HTTP_STATS, MAX_RESPONSE_BYTES_PER_CLIENT, GuardedRunner
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import StateService, state_extensions
 
 VALUE = os.urandom(4 * 1024 * 1024)
-CLIENTS = 8
+CLIENTS = 4  # 4 x 4 MiB: within one address's 16 MiB of unfinished large responses
 BOUND = 15.0  # the deadline is 0.5 s here: this only stops a broken build hanging
 
 
@@ -56,6 +59,25 @@ def _held(runner: GuardedRunner) -> int:
     return sum(h.transport.get_write_buffer_size() for h in runner.server.connections if h.transport is not None)
 
 
+async def _non_readers(agent: Agent, count: int) -> list[socket.socket]:
+    """`count` connections that each sent GET /v1/kv/big and do not read (a 4 KiB receive buffer)."""
+    loop = asyncio.get_running_loop()
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", agent.port))
+            await loop.sock_sendall(sock, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n")
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
 async def test_a_client_that_never_reads_its_response_is_cut_off_and_its_bytes_dropped(
         agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_limits, "RESPONSE_WRITE_TIMEOUT", 0.5)
@@ -63,15 +85,8 @@ async def test_a_client_that_never_reads_its_response_is_cut_off_and_its_bytes_d
     svc.put("big", VALUE, None)
     runner, stats = _runner(agent), agent._runner.app[HTTP_STATS]  # type: ignore[union-attr]
     loop = asyncio.get_running_loop()
-    socks = []
+    socks = await _non_readers(agent, CLIENTS)
     try:
-        for _ in range(CLIENTS):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and it never reads
-            sock.setblocking(False)
-            await loop.sock_connect(sock, ("127.0.0.1", agent.port))
-            await loop.sock_sendall(sock, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n")
         most = 0
         async with asyncio.timeout(BOUND):
             while stats["response_timeout"] < CLIENTS:  # before the fix: never, the writes wait forever
@@ -111,3 +126,38 @@ async def test_a_client_that_reads_gets_the_whole_response(agent: Agent, monkeyp
     assert rest[:len(VALUE)] == VALUE
     assert rest[len(VALUE):].startswith(b"HTTP/1.1 404")
     assert agent._runner.app[HTTP_STATS]["response_timeout"] == 0  # type: ignore[union-attr]
+
+
+async def test_one_address_gets_at_most_its_share_of_unfinished_large_responses(
+        agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 non-readers from one address: 4 x 4 MiB fill its 16 MiB, the other 4 get a 503 at once (before the
+    fix: all 8 written, held until the deadline); once the deadline cut those 4 off, the address's share is back."""
+    monkeypatch.setattr(http_limits, "RESPONSE_WRITE_TIMEOUT", 1.0)
+    assert CLIENTS * len(VALUE) == MAX_RESPONSE_BYTES_PER_CLIENT
+    svc = next(e for e in agent.extensions if isinstance(e, StateService))
+    svc.put("big", VALUE, None)
+    stats = agent._runner.app[HTTP_STATS]  # type: ignore[union-attr]
+    loop = asyncio.get_running_loop()
+    socks = await _non_readers(agent, 2 * CLIENTS)
+    try:
+        heads: list[bytes] = []
+        async with asyncio.timeout(BOUND):
+            for sock in socks:
+                heads.append(await loop.sock_recv(sock, 4096))  # the first bytes only: a head, not the body
+        refused = [h for h in heads if h.startswith(b"HTTP/1.1 503")]
+        assert len(refused) == CLIENTS and stats["response_budget"] == CLIENTS
+        assert all(b"Retry-After: 1" in h for h in refused)
+        async with asyncio.timeout(BOUND):
+            while stats["response_timeout"] < CLIENTS:
+                await asyncio.sleep(0.02)
+    finally:
+        for sock in socks:
+            sock.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    try:
+        writer.write(b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(BOUND):
+            data = await reader.read()
+    finally:
+        writer.close()
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(VALUE)

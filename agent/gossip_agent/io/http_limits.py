@@ -45,7 +45,12 @@ Why each bound exists (issue 10, attacks 4 and 10):
   never read held ~47 MB of the agent's memory (the unsent rest of each body) for as long as they kept the
   connections (review). Every response the handler did not stream itself (errors included) must be written
   within `RESPONSE_WRITE_TIMEOUT`, as a body must arrive within `BODY_TIMEOUT`; otherwise the connection is
-  aborted (which drops the unsent bytes) and counted as `response_timeout`.
+  aborted (which drops the unsent bytes) and counted as `response_timeout`. Within the deadline, responses
+  over `SMALL_BODY` are written to one client address only while those it has not finished taking total at
+  most `MAX_RESPONSE_BYTES_PER_CLIENT` (`ResponseBytes`; its first always goes, however large); past it the
+  response is a 503 with Retry-After instead, counted as `response_budget`, as bodies have their budget: one
+  address cannot make the agent hold more than that for the deadline's time. Peer endpoints' answers are not
+  budgeted by address (members often share one: a local cluster, pods on the host network).
 - Refusals that need no body (`refuse_before_body`): a route may name a cheap check (a "retry later" for a
   byte budget or a concurrency cap) that the guard runs after access control and before the body is read;
   its answer goes at once, so a request the agent would refuse anyway costs it no body bytes, memory or
@@ -70,7 +75,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gossip_agent.io.auth import CALLER, OPEN, ApiAuth, Caller, RouteClass
+from gossip_agent.io.auth import CALLER, OPEN, ApiAuth, Caller, RouteClass, route_class
 
 log = logging.getLogger("gossip_agent.http")
 
@@ -85,6 +90,8 @@ STREAM_WRITE_TIMEOUT = 10.0
 # A whole non-streaming response must be written within this long (as a body must arrive within BODY_TIMEOUT:
 # the same bytes, the other way); a client that does not take it is cut off and its unsent bytes dropped.
 RESPONSE_WRITE_TIMEOUT = 30.0
+# Bytes of large responses being written to one client address (16 MiB, as for its request bodies).
+MAX_RESPONSE_BYTES_PER_CLIENT = 16 * 1024 * 1024
 # Watch-slot fair share (see the module docstring): a token holds at most 1/4 of a stream's slots, and 1/8
 # of them are kept for write-scope tokens.
 WATCH_TOKEN_SHARE = 4
@@ -377,14 +384,39 @@ def guard_middleware(auth: ApiAuth, inflater: Inflater, max_body: int,
     return guard
 
 
-def response_deadline() -> Middleware:
+class ResponseBytes:
+    """Bytes of large responses being written, per client address (see the module docstring): a client's
+    next large response is written only while its unfinished ones total at most `per_client` with it; its
+    first always is (a route's answer may be larger than the bound, and it must still get one)."""
+
+    def __init__(self, per_client: int = MAX_RESPONSE_BYTES_PER_CLIENT) -> None:
+        self.per_client = per_client
+        self.by_client: Counter[str] = Counter()
+
+    def take(self, client: str, size: int) -> bool:
+        held = self.by_client[client]
+        if held and held + size > self.per_client:
+            return False
+        self.by_client[client] = held + size
+        return True
+
+    def give_back(self, client: str, size: int) -> None:
+        self.by_client[client] -= size
+        if self.by_client[client] <= 0:
+            del self.by_client[client]
+
+
+def response_deadline(unread: ResponseBytes | None = None) -> Middleware:
     """Write each response the handler returned (or raised) within `RESPONSE_WRITE_TIMEOUT` (read when a
-    request comes, so tests may shorten it), else abort the connection and count `response_timeout`.
+    request comes, so tests may shorten it), else abort the connection and count `response_timeout`; a large
+    one only within the client's share of `unread` (else a 503, `response_budget`).
 
     aiohttp would prepare and write the response itself after the middlewares return, with no timeout; writing
     it here, through the response's own `prepare` and `write_eof`, is what a streaming handler does, and aiohttp
     then finds it written. A response the handler prepared itself (a watch stream) is left alone: its writes
     are timed where they are made (`write_stream`, the key-watch hub)."""
+
+    held = unread or ResponseBytes()
 
     @web.middleware
     async def deadline(request: web.Request,
@@ -394,7 +426,24 @@ def response_deadline() -> Middleware:
         except web.HTTPException as exc:
             await _write_within_deadline(request, exc)
             raise
-        await _write_within_deadline(request, response)
+        size = 0 if response.prepared else response.content_length or 0
+        # Peers' answers are not budgeted by address: members often share one (a local cluster, pods on the
+        # host network), and the peer protocol bounds its answers (push-pull and anti-entropy limits).
+        if size <= SMALL_BODY or route_class(request.method, request.path) is RouteClass.PEER:
+            await _write_within_deadline(request, response)
+            return response
+        client = request.remote or "?"
+        if not held.take(client, size):
+            request.app[HTTP_STATS]["response_budget"] += 1
+            busy = _json_error(503, "too many large responses this client has not taken yet (limit "
+                                    f"{held.per_client} bytes per client address); read them, or retry shortly")
+            busy.headers["Retry-After"] = "1"
+            await _write_within_deadline(request, busy)
+            raise busy
+        try:
+            await _write_within_deadline(request, response)
+        finally:
+            held.give_back(client, size)
         return response
 
     return deadline
@@ -629,6 +678,8 @@ class HttpCollector(Collector):
                                      "(auth_401, auth_403, encoding_refused, body_too_large, body_timeout, "
                                      "body_budget, body_aborted, inflate_refused, connection_cap, "
                                      "response_timeout (a response not taken within the write deadline), "
+                                     "response_budget (a large response refused: its client had too many "
+                                     "unfinished), "
                                      "watch_address, watch_token, watch_full, refused_before_body: a route's "
                                      "retry-later answered before the body was read).", labels=["reason"])
         evicted = CounterMetricFamily("gossip_watch_evicted", "Watches ended to give their slot to a client "
