@@ -691,23 +691,42 @@ class KvStore:
         writer is younger than the TTL and none still holds one of its versions. Hence a writer is unsafe
         while some entry holds a version of it, or names it and was written less than the TTL ago, or a
         graveyard context names it (graves are younger than the TTL by construction)."""
-        ttl = self._ttl_ms
         out: dict[str, bool] = {}
-        for entry in self._entries.values():
-            if isinstance(entry, CrdtEntry):
-                continue
-            young = now_ms - entry.timestamp.wall_ms < ttl
-            for node in entry.context:
-                if node not in self._retired:
-                    out[node] = out.get(node, True) and not young
-            for v in entry.versions:
-                if v.dot[0] not in self._retired:
-                    out[v.dot[0]] = False
+        self.context_writers_from(out, now_ms)
+        return out
+
+    def context_writers_from(self, out: dict[str, bool], now_ms: int, after: str | None = None,
+                             budget: int | None = None) -> str | None:
+        """`context_writers` a slice at a time, into `out`: the keys after `after` (None: from the first) in key
+        order until `budget` names (context entries and versions) were walked, then the graveyard. Returns the
+        last key walked (the next slice's `after`), or None once the graveyard was too (the scan is complete).
+
+        Why slices: the whole walk ran on the event loop every retirement check (state_node.RETIRE_EVERY):
+        ~0.4 s at a million keys of three writers, ~0.3 s per million names of made-up writers (which a client
+        could add then). A key changed after its slice was walked is seen as it was; state_node checks the
+        writers it would retire against a whole walk before retiring any (see `StateNode._retire`)."""
+        ttl, retired, entries = self._ttl_ms, self._retired, self._entries
+        keys = self._sorted.irange(minimum=after, inclusive=(False, True)) if after is not None else self._sorted
+        walked = 0
+        for key in keys:
+            entry = entries[key]
+            walked += 1
+            if not isinstance(entry, CrdtEntry):
+                young = now_ms - entry.timestamp.wall_ms < ttl
+                for node in entry.context:
+                    if node not in retired:
+                        out[node] = out.get(node, True) and not young
+                for v in entry.versions:
+                    if v.dot[0] not in retired:
+                        out[v.dot[0]] = False
+                walked += len(entry.context) + len(entry.versions)
+            if budget is not None and walked >= budget:
+                return key
         for grave in self._graveyard.values():
             for node in grave.context:
-                if node not in self._retired:
+                if node not in retired:
                     out[node] = False
-        return out
+        return None
 
     def _normalize(self, entry: Entry) -> Entry:
         if not self._retired or isinstance(entry, CrdtEntry):
