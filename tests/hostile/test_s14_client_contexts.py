@@ -182,7 +182,8 @@ async def test_forged_tokens_over_http_leave_every_read_token_taken_back(pair: l
               for i in range(3)]
     for i, body in enumerate(bodies):
         await (n0 if i % 2 else n1).json("PUT", "/v1/kv/carts/k", body.encode(), json_type)
-    await eventually(lambda: _siblings(n0, 3), what="three siblings at n0")
+    for node in (n0, n1):  # (a token read at n0 replaces at n1 what n1 holds of it: wait until it holds all)
+        await eventually(lambda node=node: _siblings(node, 3), what=f"three siblings at {node.agent.port}")
     code, headers, body = await n0.call("GET", "/v1/kv/carts/k?format=json")
     token = headers["X-Gossip-Context"]
     assert len(json.loads(body)["versionVector"]) == 2 and len(token) < 200

@@ -57,7 +57,9 @@ C = TypeVar("C", bound=Crdt)
 LWW = "lww"
 SIBLINGS = "siblings"
 MAX_LOCAL_SIBLINGS = 64
-"""A blind write that would leave more live siblings is refused: the client must read and resolve first."""
+"""A write that would leave more live siblings, and overwrites none of them, is refused: the client must read and
+resolve first. (One that overwrites some always passes: a state of more, merged from concurrent writes, must stay
+resolvable, also by a token that names only part of it: `read_context`.)"""
 MAX_TOKEN_BYTES = 4096
 """The most a read's context token (`read_context`, before base64) may take: its base64 (5,464 characters) fits a
 request header line (io/http_limits.MAX_HEADER_LINE, 8,190) with room to spare and any client's response header
@@ -333,8 +335,6 @@ class KvStore:
             # Tombstones hold no value, so any local write may overwrite them; live versions only if read.
             kept = [v for v in (current.versions if current else ()) if v.value is not None
                     and not seen.covers(v.dot)]
-            # (A write that overwrites some of them always passes: a token names at most what fits
-            # MAX_TOKEN_BYTES, `read_context`, and a state of more siblings must still be resolvable.)
             if len(kept) + 1 > MAX_LOCAL_SIBLINGS and (current is None or len(kept) >= len(current.live)):
                 raise TooManySiblings(f"{key!r} has {len(kept)} concurrent values; read it and write back "
                                       "with its context to resolve them")

@@ -169,14 +169,10 @@ def encode_refused(item: RefusedItem) -> bytes:
 
 
 def encode_context(context: CausalContext) -> bytes:
-    """The opaque token a reader gets and sends back with its write (the HTTP layer base64s it)."""
-    return encode_context_of(context.vv, context.timestamp)
-
-
-def encode_context_of(vv: VersionVector, timestamp: hlc_mod.Hlc) -> bytes:
-    """`encode_context(CausalContext(vv, timestamp))`, without building the CausalContext (every watch line
-    carries one)."""
-    return pack([CONTEXT, vv.to_plain(), [timestamp.wall_ms, timestamp.logical, timestamp.node]])
+    """The opaque token a reader gets and sends back with its write (the HTTP layer base64s it); what it names:
+    `kvstore.read_context`."""
+    ts = context.timestamp
+    return pack([CONTEXT, context.vv.to_plain(), [ts.wall_ms, ts.logical, ts.node]])
 
 
 def decode_context(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> CausalContext:
