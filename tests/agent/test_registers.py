@@ -166,11 +166,12 @@ def test_mv_assign_with_a_context_replaces_exactly_what_was_read() -> None:
     b = a.merge(MVRegister().assign("b", b"2"))  # b's write is concurrent: the reader did not see it
     after = b.assign("a", b"3", read_at_a)
     assert sorted(after.value()) == [b"2", b"3"]
-    # A context from another replica covering a value this one has not seen yet: that value, arriving
-    # later, stays overwritten.
+    # A context from another replica covering a value this one has not seen yet: the context is not stored
+    # (an unverifiable claim: session 14), so that value, arriving later, stays as a sibling (nothing lost).
     remote = MVRegister().assign("c", b"c1")
     here = MVRegister().assign("a", b"x").assign("a", b"y", VersionVector({"a": 1, "c": 1}))
-    assert here.merge(remote).value() == (b"y",) and remote.merge(here).value() == (b"y",)
+    assert here.context == VersionVector({"a": 2})
+    assert here.merge(remote).value() == remote.merge(here).value() == (b"y", b"c1")
 
 
 async def test_format_json_shows_version_vector_dots_and_hlc(pair: list[Node]) -> None:

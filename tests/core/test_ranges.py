@@ -190,12 +190,15 @@ def test_any_accepted_counter_state_decodes(start: int, amount: int) -> None:
 
 def test_a_context_that_exhausts_our_dots_is_refused() -> None:
     """Only this replica's own state (restored from its records) can hold its counter at the overflow point:
-    no decoder of peers' or clients' input accepts one there."""
+    no decoder of peers' input accepts one there, and a client's context is never stored (session 14)."""
     store = KvStore("n1")
     context = CausalContext(VersionVector({"n1": MAX_COUNTER}), Hlc(NOW, 0, "n1"))
+    assert store.local_put("k", b"x", NOW, context).context == VersionVector({"n1": 1})
+    top = ValueEntry("k", (Version(("n1", MAX_COUNTER), Hlc(NOW, 1, "n1"), b"x"),), VersionVector({"n1": MAX_COUNTER}))
+    store.replay(Change("k", top, "local"))
     with pytest.raises(OutOfRange, match="counter"):
-        store.local_put("k", b"x", NOW, context)
-    assert store.entry("k") is None
+        store.local_put("k", b"y", NOW, context)
+    assert store.entry("k") == top
     # An OR-set whose (merged) context holds our dot at the top refuses the next add the same way.
     remote = ORSet({}, VersionVector({"n1": MAX_COUNTER}))
     store.update_crdt("s", ORSet, lambda s, n, _: s.merge(remote), NOW)

@@ -6,7 +6,7 @@ path refuses a context past `vector_clock.MAX_CONTEXT_NODES` (16,384: honest con
 wrote the key, at most membership.maxMembers, 5,000 by default, plus recent churn) at its header, before it is
 built: UDP state rumors and /v1/internal/replicate (`decode_rumor`), anti-entropy pushes (`decode_ae_request`)
 and answers (`AnswerEntries`), client contexts (`decode_context`), and in the store (`validate`, a merge whose
-union would pass it, a local write), counted as `context_too_large`.
+union would pass it), counted as `context_too_large`; a local write never stores its client's context.
 
 Push-pull rows were decoded with metadata up to the largest gossip.maxMetaBytes any agent may set (32,500),
 whatever this agent's setting: a 3.2 MiB state of large metadata maps cost ~145 ms to build. Now
@@ -28,7 +28,6 @@ from gossip_agent.core.kvstore import (
     CausalContext,
     InvalidEntry,
     KvStore,
-    OutOfRange,
     ValueEntry,
     Version,
     entry_to_plain,
@@ -107,12 +106,9 @@ def test_a_client_context_naming_too_many_writers_is_refused() -> None:
     with pytest.raises(StateCodecError, match="writer nodes"):
         decode_context(encode_context(CausalContext(big, hlc_mod.ZERO)))
     store = KvStore("me")
-    full = CausalContext(_entry("k", MAX_CONTEXT_NODES).context, hlc_mod.ZERO)  # accepted alone, not with us
-    with pytest.raises(OutOfRange, match="writer nodes"):
-        store.local_put("k", b"v", NOW_MS, full)
-    assert store.entry("k") is None
-    assert store.refused["context_too_large"] == 1
-    store.local_put("k", b"v", NOW_MS, CausalContext(_entry("k", 100).context, hlc_mod.ZERO))
+    full = CausalContext(_entry("k", MAX_CONTEXT_NODES).context, hlc_mod.ZERO)  # accepted, and none of it stored
+    assert store.local_put("k", b"v", NOW_MS, full).context == VersionVector({"me": 1})
+    assert store.refused == {}
 
 
 def _state(meta_items: int, value: str = "x") -> PushPullState:

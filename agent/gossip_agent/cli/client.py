@@ -2,12 +2,15 @@
 
 `--addr` takes "host:port" (HTTP) or a URL ("https://host:port"). Every call has a timeout (a stream has
 one to connect, none between lines); errors are `ClientError` with a message fit for a terminal. An HTTP
-error status is an answer, not an error: `request`/`call` return it.
+error status is an answer, not an error: `request`/`call` return it. An answer http.client cannot parse (a
+header line over 64 KiB, a connection closed mid-answer: `http.client.HTTPException`, which is no OSError) is a
+`ClientError` too: it used to leave gossipctl with a raw traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -76,10 +79,16 @@ class Stream:
         self._resp = resp
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._resp)
+        try:
+            yield from self._resp
+        except _ANSWER_ERRORS as exc:
+            raise ClientError(f"the stream from the agent broke: {_reason(exc)}") from None
 
     def read(self) -> bytes:
-        return self._resp.read()
+        try:
+            return self._resp.read()
+        except _ANSWER_ERRORS as exc:
+            raise ClientError(f"cannot read the answer of the agent: {_reason(exc)}") from None
 
     def close(self) -> None:
         self._resp.close()
@@ -90,6 +99,16 @@ class Stream:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+_ANSWER_ERRORS = (OSError, TimeoutError, http.client.HTTPException)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line naming what went wrong (http.client's messages may quote the offending line: cut short)."""
+    reason = getattr(exc, "reason", None) or exc
+    text = f"{type(exc).__name__}: {reason}" if isinstance(exc, http.client.HTTPException) else str(reason)
+    return escape_control_chars(text[:200])
 
 
 class AgentClient:
@@ -130,8 +149,8 @@ class AgentClient:
         try:
             with resp:
                 return Reply(status, dict(resp.headers), bytes(resp.read()))
-        except (OSError, TimeoutError) as exc:
-            raise ClientError(f"cannot read the answer of the agent at {self.url}: {exc}") from None
+        except _ANSWER_ERRORS as exc:
+            raise ClientError(f"cannot read the answer of the agent at {self.url}: {_reason(exc)}") from None
 
     def stream(self, path: str, *, headers: Mapping[str, str] | None = None) -> Stream:
         """`GET path` whose answer is read as it comes (no timeout between lines)."""
@@ -147,9 +166,11 @@ class AgentClient:
             return int(resp.status), resp
         except urllib.error.HTTPError as exc:
             return int(exc.code), exc
+        except http.client.HTTPException as exc:
+            raise ClientError(f"the agent at {self.url} sent an answer this client cannot read: "
+                              f"{_reason(exc)}") from None
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ClientError(f"cannot reach the agent at {self.url}: {reason}") from None
+            raise ClientError(f"cannot reach the agent at {self.url}: {_reason(exc)}") from None
 
     def get_json(self, path: str) -> Any:
         status, body = self.request("GET", path)

@@ -201,15 +201,17 @@ class MVRegister:
     context: VersionVector = EMPTY
 
     def assign(self, node: str, value: bytes, seen: VersionVector | None = None) -> MVRegister:
-        """Replace what this replica holds; with `seen` (the context a client read, possibly at another
-        replica), replace exactly the values it covers: values the client did not see stay as siblings, and
-        values it saw that have not reached this replica yet are dropped when they arrive (the context
-        now covers them), as the client overwrote them."""
+        """Replace what this replica holds; with `seen` (the context a client read), replace exactly the values
+        held here that it covers: values the client did not see stay as siblings. `seen` is not merged into
+        the register's context, as `KvStore._local_write` does not merge a plain key's (see there why): a
+        client's context is an unverifiable claim, and one naming this replica at 2^53 left every later read
+        token refused. So values read at another replica that have not reached this one yet stay as siblings
+        when they arrive (nothing is lost; the next read and write back collapses them)."""
         if seen is None:
             context, dot = self.context.increment(node)
             return MVRegister({dot: value}, context)
         kept = {d: v for d, v in self.values.items() if not seen.covers(d)}
-        context, dot = self.context.merge(seen).increment(node)
+        context, dot = self.context.increment(node)
         return MVRegister({**kept, dot: value}, context)
 
     def value(self) -> tuple[bytes, ...]:

@@ -48,6 +48,7 @@ from gossip_agent.core.vector_clock import (
     MAX_COUNTER,
     Dot,
     VersionVector,
+    dots_vector,
     join_dots,
 )
 
@@ -56,13 +57,14 @@ C = TypeVar("C", bound=Crdt)
 LWW = "lww"
 SIBLINGS = "siblings"
 MAX_LOCAL_SIBLINGS = 64
-"""A blind write that would leave more live siblings is refused: the client must read and resolve first."""
-MAX_LOCAL_CONTEXT_NODES = MAX_CONTEXT_NODES // 4
-"""A local write whose client context names writers this key's context lacks is refused (400) when the result
-would name more writers than this. Peers merge contexts up to MAX_CONTEXT_NODES: a context past this bound only
-arises by merging writes made concurrently at several agents, and a union every replica accepts is what keeps
-them convergent (two concurrent writes each naming 9,000 made-up writers merged past MAX_CONTEXT_NODES, and the
-replicas that refused that merge kept the old value for good). Honest contexts name a few writers per member."""
+"""A write that would leave more live siblings, and overwrites none of them, is refused: the client must read and
+resolve first. (One that overwrites some always passes: a state of more, merged from concurrent writes, must stay
+resolvable, also by a token that names only part of it: `read_context`.)"""
+MAX_TOKEN_BYTES = 4096
+"""The most a read's context token (`read_context`, before base64) may take: its base64 (5,464 characters) fits a
+request header line (io/http_limits.MAX_HEADER_LINE, 8,190) with room to spare and any client's response header
+limit (Python's http.client: 64 KiB), so a token a read returns can always be sent back. An honest token names the
+writers of the values read, a few dozen bytes each: only a state of hundreds of concurrent writers reaches it."""
 
 _VALUE_TAG = 0
 _CRDT_TAG = 1
@@ -280,7 +282,6 @@ class KvStore:
         """Write `value`; returns the key's new state (broadcast it as a state rumor)."""
         self.check_key(key)
         self.check_value(value)
-        self._check_local_context(key, context)
         return self._local_write(key, value, now_ms, context)
 
     def local_delete(self, key: str, now_ms: int, context: CausalContext | None = None) -> ValueEntry | None:
@@ -296,28 +297,29 @@ class KvStore:
             raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; CRDT keys cannot be deleted")
         if context is None:
             context = CausalContext(current.context, current.timestamp)
-        self._check_local_context(key, context)
         return self._local_write(key, None, now_ms, context)
-
-    def _check_local_context(self, key: str, context: CausalContext | None) -> None:
-        """Refuse (OutOfRange, counted as `context_too_large`) a client context that names writers this key's
-        context lacks when the result would name more than MAX_LOCAL_CONTEXT_NODES: see that bound. A context
-        that adds no writer always passes, so a key whose context grew past the bound by merges stays writable."""
-        if context is None or not context.vv:
-            return
-        current = self._entries.get(key)
-        base = current.context if isinstance(current, ValueEntry) else EMPTY
-        grave = self._graveyard.get(key)
-        if grave is not None:
-            base = base.merge(grave.context)
-        merged = base.merge(context.vv)
-        if len(merged) > len(base) and len(merged) > MAX_LOCAL_CONTEXT_NODES:
-            raise self._refuse("context_too_large", f"{key!r}: the write's context names writers this replica "
-                                                    f"has not seen, which would make {len(merged)} writer nodes "
-                                                    f"(limit {MAX_LOCAL_CONTEXT_NODES} for a local write)")
 
     def _local_write(self, key: str, value: bytes | None, now_ms: int,
                      context: CausalContext | None) -> ValueEntry:
+        """The write's new state. The client's context (`context.vv`) only selects which versions held here it
+        overwrites (those it covers) and its HLC stamps the write after what was read; the new state's context is
+        what this replica has seen (the key's context and graveyard) plus the new dot, never the client's.
+
+        Why not merge the client's context in (Riak's client-side DVV, and this store until session 14): it is an
+        unverifiable claim. One naming this replica at 2^53 (accepted then) became the key's context, the next
+        write took 2^53 + 1, and every token read afterwards was refused as over the client bound (400 for
+        good: siblings could not be collapsed, surviving delete and collection through the graveyard); ones
+        naming 4,000 made-up writers each were stored and replicated, so three concurrent writes gave a token no
+        client could send back (224 KB), five a union past MAX_CONTEXT_NODES that left replicas refusing each
+        other's states for good, and 250 writes a million names the retirement scan walked every minute. An
+        honest token only names writers of the key, and a context bounded by what the replica has seen keeps
+        every name and counter stored one that a real write made.
+
+        The price, in the safe direction: a token read at another agent may cover versions not yet here; they
+        are not overwritten when they arrive but stay as siblings (`siblings` policy; a delete leaves them
+        live), to be collapsed by the next read-and-write: nothing is lost, and under `lww` nothing changes
+        (its winner is the highest HLC, and the write is stamped after the token's). A client that needs the
+        cross-agent overwrite writes with `?w=N` or reads and writes at one agent."""
         current = self._entries.get(key)
         if isinstance(current, CrdtEntry):
             raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; use the CRDT operations")
@@ -333,7 +335,7 @@ class KvStore:
             # Tombstones hold no value, so any local write may overwrite them; live versions only if read.
             kept = [v for v in (current.versions if current else ()) if v.value is not None
                     and not seen.covers(v.dot)]
-            if len(kept) + 1 > MAX_LOCAL_SIBLINGS:
+            if len(kept) + 1 > MAX_LOCAL_SIBLINGS and (current is None or len(kept) >= len(current.live)):
                 raise TooManySiblings(f"{key!r} has {len(kept)} concurrent values; read it and write back "
                                       "with its context to resolve them")
         stamp_after = context.timestamp if context is not None else hlc_mod.ZERO
@@ -341,7 +343,7 @@ class KvStore:
             clock = hlc_mod.update(self.clock, stamp_after, now_ms, max_drift_ms=self.config.max_clock_drift_ms)
         except hlc_mod.ClockDriftError as err:
             raise self._refuse("clock_drift", f"causal context: {err}") from None
-        new_context = base.merge(seen)
+        new_context = base  # (not base.merge(seen): see the docstring)
         if len(new_context) + (self.node not in new_context) > MAX_CONTEXT_NODES:
             raise self._refuse("context_too_large", f"{key!r}: the write's context would name more than "
                                                     f"{MAX_CONTEXT_NODES} writer nodes")
@@ -689,23 +691,42 @@ class KvStore:
         writer is younger than the TTL and none still holds one of its versions. Hence a writer is unsafe
         while some entry holds a version of it, or names it and was written less than the TTL ago, or a
         graveyard context names it (graves are younger than the TTL by construction)."""
-        ttl = self._ttl_ms
         out: dict[str, bool] = {}
-        for entry in self._entries.values():
-            if isinstance(entry, CrdtEntry):
-                continue
-            young = now_ms - entry.timestamp.wall_ms < ttl
-            for node in entry.context:
-                if node not in self._retired:
-                    out[node] = out.get(node, True) and not young
-            for v in entry.versions:
-                if v.dot[0] not in self._retired:
-                    out[v.dot[0]] = False
+        self.context_writers_from(out, now_ms)
+        return out
+
+    def context_writers_from(self, out: dict[str, bool], now_ms: int, after: str | None = None,
+                             budget: int | None = None) -> str | None:
+        """`context_writers` a slice at a time, into `out`: the keys after `after` (None: from the first) in key
+        order until `budget` names (context entries and versions) were walked, then the graveyard. Returns the
+        last key walked (the next slice's `after`), or None once the graveyard was too (the scan is complete).
+
+        Why slices: the whole walk ran on the event loop every retirement check (state_node.RETIRE_EVERY):
+        ~0.4 s at a million keys of three writers, ~0.3 s per million names of made-up writers (which a client
+        could add then). A key changed after its slice was walked is seen as it was; state_node checks the
+        writers it would retire against a whole walk before retiring any (see `StateNode._retire`)."""
+        ttl, retired, entries = self._ttl_ms, self._retired, self._entries
+        keys = self._sorted.irange(minimum=after, inclusive=(False, True)) if after is not None else self._sorted
+        walked = 0
+        for key in keys:
+            entry = entries[key]
+            walked += 1
+            if not isinstance(entry, CrdtEntry):
+                young = now_ms - entry.timestamp.wall_ms < ttl
+                for node in entry.context:
+                    if node not in retired:
+                        out[node] = out.get(node, True) and not young
+                for v in entry.versions:
+                    if v.dot[0] not in retired:
+                        out[v.dot[0]] = False
+                walked += len(entry.context) + len(entry.versions)
+            if budget is not None and walked >= budget:
+                return key
         for grave in self._graveyard.values():
             for node in grave.context:
-                if node not in self._retired:
+                if node not in retired:
                     out[node] = False
-        return out
+        return None
 
     def _normalize(self, entry: Entry) -> Entry:
         if not self._retired or isinstance(entry, CrdtEntry):
@@ -850,7 +871,39 @@ class StoreImage:
 
 def read_result(entry: ValueEntry) -> ReadResult:
     """What a reader sees of a plain entry: live versions and the context to write back with."""
-    return ReadResult(entry.key, entry.live, CausalContext(entry.context, entry.timestamp))
+    live = entry.live
+    return ReadResult(entry.key, live, read_context((v.dot for v in live), entry.timestamp))
+
+
+def read_context(dots: Iterable[Dot], timestamp: Hlc) -> CausalContext:
+    """The context a read of values named by `dots` returns (a plain key's live versions, an MV register's values):
+    each writer at its highest dot read, nodes in order while the token fits MAX_TOKEN_BYTES, and `timestamp`.
+
+    Not the key's whole context: a write takes from its token only which versions held here it overwrites (see
+    `KvStore._local_write`), and the versions read are exactly those (one held here that the reader did not see
+    came after the read, so its dot is above what the token names). The whole context named every writer the
+    key ever had, up to MAX_CONTEXT_NODES, and its token (over 200 KB) could be sent back neither as a header nor
+    in a JSON body. A state of so many concurrent writers that their token would pass MAX_TOKEN_BYTES gives one
+    naming those that fit: a write back overwrites those and leaves the rest as siblings (nothing is lost, and
+    each further read and write back collapses more)."""
+    vv = dots_vector(dots)
+    stamp = len(timestamp.node.encode())
+    if stamp > _MAX_NODE_BYTES:  # (only its wall time and logical count matter to a write: `hlc.update`)
+        timestamp, stamp = Hlc(timestamp.wall_ms, timestamp.logical, ""), 0
+    budget = MAX_TOKEN_BYTES - 32 - stamp  # (the frame and the HLC's numbers: at most ~30 bytes)
+    if len(vv) * (_MAX_NODE_BYTES + _ENTRY_BYTES) > budget:
+        kept: dict[str, int] = {}
+        for node, n in vv.items():
+            budget -= len(node.encode()) + _ENTRY_BYTES
+            if budget < 0:
+                break
+            kept[node] = n
+        vv = VersionVector(kept)
+    return CausalContext(vv, timestamp)
+
+
+_MAX_NODE_BYTES = 256  # (a member name's wire bound, codec._MAX_NAME_BYTES: below it, no size check is needed)
+_ENTRY_BYTES = 12      # (msgpack: a str header of at most 3 bytes, an int of at most 9)
 
 
 # -- plain data (msgpack-ready); the codecs (state_codec, ae_codec) add framing and limits ------------------

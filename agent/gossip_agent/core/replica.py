@@ -26,7 +26,7 @@ take `now` as an argument and can be tested without sockets or clocks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -314,23 +314,55 @@ class Retirement:
              me: str) -> RetirementPlan:
         """`writers`: replica ids the store names and has not retired; `retired`: those it has; `present`:
         member names in the member table (any state); `me`: our own replica id."""
+        for step in self.plan_steps(now, writers=writers, retired=retired, present=present, me=me):
+            if step is not None:
+                return step
+        raise AssertionError("plan_steps ends with the plan")  # (unreachable)
+
+    def plan_steps(self, now: float, *, writers: Iterable[str], retired: Collection[str], present: Collection[str],
+                   me: str, budget: int | None = None) -> Iterator[RetirementPlan | None]:
+        """`plan`, `budget` names at a time: yields None after each `budget` names handled (writers, member names,
+        absences, retired ids), the plan last. Why: a store may name a million writers (a peer's entries may name
+        16,384 each), and one plan of them held the event loop ~1.3 s; the state core takes a step per tick
+        (core/state_node.py). `writers` and `retired` must not change while the steps run; `seen` may."""
         absent_since = self._absent_since
+        work = 0
         by_name: dict[str, list[str]] = {}
         for replica in writers:
             if replica != me:
                 by_name.setdefault(member_of(replica), []).append(replica)
+            work += 1
+            if budget is not None and work >= budget:
+                work = 0
+                yield None
         retire: set[str] = set()
         for name, replicas in by_name.items():
             if name in present or name == member_of(me):
                 absent_since.pop(name, None)
-                continue
-            since = absent_since.setdefault(name, now)
-            if now - since > self.ttl:
-                retire.update(replicas)
-        for name in [n for n in absent_since if n not in by_name]:
-            del absent_since[name]
-        unretire = frozenset(r for r in retired if member_of(r) in present)
-        return RetirementPlan(frozenset(retire), unretire)
+            else:
+                since = absent_since.setdefault(name, now)
+                if now - since > self.ttl:
+                    retire.update(replicas)
+            work += 1
+            if budget is not None and work >= budget:
+                work = 0
+                yield None
+        for name in list(absent_since):  # (a copy: `seen` may drop names between steps)
+            if name not in by_name:
+                absent_since.pop(name, None)
+            work += 1
+            if budget is not None and work >= budget:
+                work = 0
+                yield None
+        unretire: set[str] = set()
+        for replica in retired:
+            if member_of(replica) in present:
+                unretire.add(replica)
+            work += 1
+            if budget is not None and work >= budget:
+                work = 0
+                yield None
+        yield RetirementPlan(frozenset(retire), frozenset(unretire))
 
 
 # -- write concern ----------------------------------------------------------------------------------------

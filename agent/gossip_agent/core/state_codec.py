@@ -32,7 +32,7 @@ from gossip_agent.core.entry_decoding import (
 )
 from gossip_agent.core.kvstore import CausalContext, Change, Entry, RefusedItem, entry_to_plain
 from gossip_agent.core.packing import pack
-from gossip_agent.core.vector_clock import MAX_CLIENT_COUNTER, MAX_COUNTER, VersionVector
+from gossip_agent.core.vector_clock import MAX_COUNTER, VersionVector
 
 RUMOR = 1
 CHANGE = 2
@@ -169,23 +169,20 @@ def encode_refused(item: RefusedItem) -> bytes:
 
 
 def encode_context(context: CausalContext) -> bytes:
-    """The opaque token a reader gets and sends back with its write (the HTTP layer base64s it)."""
-    return encode_context_of(context.vv, context.timestamp)
-
-
-def encode_context_of(vv: VersionVector, timestamp: hlc_mod.Hlc) -> bytes:
-    """`encode_context(CausalContext(vv, timestamp))`, without building the CausalContext (every watch line
-    carries one)."""
-    return pack([CONTEXT, vv.to_plain(), [timestamp.wall_ms, timestamp.logical, timestamp.node]])
+    """The opaque token a reader gets and sends back with its write (the HTTP layer base64s it); what it names:
+    `kvstore.read_context`."""
+    ts = context.timestamp
+    return pack([CONTEXT, context.vv.to_plain(), [ts.wall_ms, ts.logical, ts.node]])
 
 
 def decode_context(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> CausalContext:
-    """A client's context token. Its counters are held to MAX_CLIENT_COUNTER (2^53), below what peers' entries
-    may carry: they become the written key's context and, at the replica they name, its next dot, which every
-    peer must still accept."""
+    """A client's context token. Its counters may be anything a stored dot may carry (up to MAX_COUNTER): a token
+    a read returns is always taken back. The client bound it was held to (2^53) was below what a key's own dots
+    may reach (a peer's up to 2^62, this replica's past that), so a key whose dots went above it returned tokens
+    it then refused, for good. A client's counters are never stored (`KvStore._local_write`), so no bound on
+    them protects anything."""
     _, vv, ts = _decode(data, CONTEXT, 3, limits, "causal context")
     if isinstance(vv, list):
         check_context_items(len(vv))
-    return CausalContext(_guard("context", VersionVector.from_plain, vv, MAX_CLIENT_COUNTER),
+    return CausalContext(_guard("context", VersionVector.from_plain, vv, MAX_COUNTER),
                          _guard("context", hlc_mod.from_plain, ts))
-

@@ -44,13 +44,6 @@ that key), so the key diverges until an operator acts; only a member holding the
 forge one. (Refusing those writes instead, MAX_COUNTER = MAX_ACCEPTED_COUNTER, would leave the key unwritable
 at that replica: the trade is room and divergence against refusal.)"""
 
-MAX_CLIENT_COUNTER = 1 << 53
-"""Largest entry a client's causal context (the X-Gossip-Context token) may carry. Below MAX_ACCEPTED_COUNTER
-because a client's entries become the key's context and, at the replica they name, the base of its next dot,
-which every peer must still accept: a forged entry at this bound leaves 2^62 - 2^53 writes before anything a
-replica writes crosses what peers accept. Honest tokens come from reads, and no key sees 2^53 writes by one
-replica (300 years at a million writes a second)."""
-
 T = TypeVar("T")
 
 
@@ -176,7 +169,8 @@ class VersionVector:
     @staticmethod
     def from_plain(data: object, limit: int = MAX_ACCEPTED_COUNTER) -> VersionVector:
         """Inverse of `to_plain`; raises ValueError on anything malformed (duplicate nodes included) or on a
-        counter above `limit` (MAX_ACCEPTED_COUNTER; a client's context: MAX_CLIENT_COUNTER)."""
+        counter above `limit` (MAX_ACCEPTED_COUNTER for peers; MAX_COUNTER for our own records and for a client's
+        context, which names only what a read returned and is never stored: see `kvstore.KvStore.local_put`)."""
         if type(data) is list and len(data) == 2:  # one writer (most keys' contexts): checked in one go
             node, n = data
             if type(node) is str and type(n) is int and 0 < n <= limit:
@@ -211,6 +205,15 @@ ago than the tombstone TTL: at most the member table (membership.maxMembers, 5,0
 largest simulated cluster) plus recent churn. Past it an entry is refused before its context is built: one
 entry naming 500k writers (2.4 MiB) cost ~0.8 s to decode and, once stored, every merge of its key paid
 again and every peer received it."""
+
+
+def dots_vector(dots: Iterable[Dot]) -> VersionVector:
+    """The smallest context covering `dots`: each node at its highest dot."""
+    out: dict[str, int] = {}
+    for node, n in dots:
+        if n > out.get(node, 0):
+            out[node] = n
+    return _wrap(out)
 
 
 def join_dots(a: Mapping[Dot, T], ca: VersionVector, b: Mapping[Dot, T], cb: VersionVector,
