@@ -83,8 +83,7 @@ def test_a_burst_arrives_in_order_and_is_drained_once_per_wake_up(loop: str) -> 
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             assert receiver._read_batches is (loop == "asyncio")
-            # (libuv reads at most 32 datagrams per poll event: a burst of 13 is one wake-up there.)
-            count = RECV_BATCH + 3 if loop == "asyncio" else 13
+            count = RECV_BATCH + 3
             for i in range(count):  # all queued before the loop looks: this coroutine does not yield meanwhile
                 sender.sendto(b"%d" % i, receiver.local_address)
             async with asyncio.timeout(10):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import io
-import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -277,18 +276,6 @@ def _ids(v: Any) -> tuple[int, ...]:
 def encode_packet(p: Packet) -> bytes:
     body: bytes = _packer.pack((p.sender, [_message_tuple(m) for m in p.messages]))
     return bytes((VERSION,)) + body
-
-
-# A critical state message as encode_packet writes it: a fixarray of two, type 13, then msgpack's bin header.
-_CRITICAL_MARK = re.compile(bytes((0x92, MessageType.STATE_CRITICAL)) + b"[\xc4-\xc6]")
-
-
-def may_hold_critical_state(data: bytes) -> bool:
-    """Whether an encoded packet may carry a critical state rumor, without decoding it: one scan (C speed,
-    about 0.4 us per KiB) for the three bytes such a message starts with. Never false for a packet that holds
-    one; true by chance for about one other packet in 5,000 of 1 KiB (those bytes inside a value), which then
-    only loses its place in the receive order (io/receive_order.py), nothing else."""
-    return _CRITICAL_MARK.search(data) is not None
 
 
 def message_size(m: Message) -> int:

@@ -73,7 +73,6 @@ from gossip_agent.io.http_limits import HTTP_STATS, GuardedRunner, HttpCollector
 from gossip_agent.io.metrics import AgentMetrics, AgentStats, TopologyCollector
 from gossip_agent.io.peer_client import MAX_PUSH_PULL_BYTES, PeerClient, PeerError
 from gossip_agent.io.probe_rtt import ProbeRtt
-from gossip_agent.io.receive_order import ReceiveOrder
 from gossip_agent.io.security import KeyringError, KeyringFile, Purpose, Security
 from gossip_agent.io.seeds import default_advertise_address, resolve_advertise_address, resolve_seeds
 from gossip_agent.io.topology_http import topology_routes
@@ -191,9 +190,6 @@ class Agent:
         self.api_auth = ApiAuth.from_config(config.security, lambda: self.security.encrypted)
         self._node: Node | None = None
         self._udp: UdpTransport | None = None
-        # Received datagrams waiting to be handled, a critical write's ahead of the rest (io/receive_order.py).
-        self._received = ReceiveOrder(self._handle_datagram)
-        self._received_turn = False  # a turn of them is scheduled (call_soon)
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -326,8 +322,7 @@ class Agent:
         routes = [*member_watch_routes(self.member_watch), *topology_routes(lambda: self.node),
                   *(r for e in self.extensions for r in e.routes())]
         for attempt in range(attempts):
-            udp = await open_udp(cfg.bind_address, cfg.port, self._on_datagram, self._on_drained,
-                                 self._received.room)
+            udp = await open_udp(cfg.bind_address, cfg.port, self._on_datagram, self._reschedule)
             port = udp.local_address[1]
             try:
                 socks = await _listen_tcp(cfg.bind_address, port)
@@ -510,51 +505,19 @@ class Agent:
         self._feed(effects)
 
     def _on_datagram(self, data: bytes, src: Address) -> None:
-        """One datagram as it is read: size check, then authentication (`open`), then its place in the order
-        (io/receive_order.py): one that may hold a critical write is handled at once, the others in arrival
-        order, a batch per event-loop turn (`_on_drained`)."""
+        """One datagram: size check, then authentication (`open`), then decoding, then the Node. Runs for every
+        packet, so it reads each attribute once and counts with one dict update per counter."""
         stats = self.stats
         stats.packets["in"] += 1
-        if self._node is None or self._stopped:
+        node = self._node
+        if node is None or self._stopped:
             return
         size = len(data)
         if size > codec.MAX_PACKET_BYTES:
             stats.dropped["oversized"] += 1
             return
         try:
-            plain = self.security.open(data, _PACKET)
-        except (codec.DecodeError, ValueError) as exc:
-            stats.dropped[getattr(exc, "reason", "malformed")] += 1
-            log.debug("dropped packet from %s:%d: %s", src[0], src[1], exc)
-            return
-        self._received.offer(plain, src, size, urgent=codec.may_hold_critical_state(plain))
-
-    def _on_drained(self) -> None:
-        """After a wake-up's datagrams: a turn of the waiting ones is scheduled (after the callbacks already
-        ready, e.g. a watch stream woken by a critical write just handled), and the timer re-armed."""
-        if self._received.pending and not self._received_turn and self._loop is not None:
-            self._received_turn = True
-            self._loop.call_soon(self._received_batch)
-        self._reschedule()
-
-    def _received_batch(self) -> None:
-        """One turn of waiting datagrams (io/receive_order.HANDLE_BATCH), the next turn scheduled if more wait."""
-        self._received_turn = False
-        if self._node is None or self._stopped:
-            self._received.clear()
-            return
-        self._received.handle_some()
-        self._on_drained()
-
-    def _handle_datagram(self, plain: bytes, src: Address, size: int) -> None:
-        """One authenticated datagram: decoding, then the Node. Runs for every packet, so it reads each
-        attribute once and counts with one dict update per counter."""
-        stats = self.stats
-        node = self._node
-        if node is None or self._stopped:
-            return
-        try:
-            packet = codec.decode_packet(plain)
+            packet = codec.decode_packet(self.security.open(data, _PACKET))
         except (codec.DecodeError, ValueError) as exc:
             stats.dropped[getattr(exc, "reason", "malformed")] += 1
             log.debug("dropped packet from %s:%d: %s", src[0], src[1], exc)
@@ -577,7 +540,7 @@ class Agent:
             log.exception("node.handle_packet failed on a packet from %s:%d", src[0], src[1])
             stats.dropped["handler_error"] += 1
             return
-        self._feed(effects, rearm=False)  # re-armed once after the wake-up's datagrams (`_on_drained`)
+        self._feed(effects, rearm=False)  # re-armed once after the wake-up's datagrams (`_reschedule`)
 
     def _perform(self, effect: Effect) -> None:
         if type(effect) is Send:  # (most effects: Send is final, so no isinstance walk)
@@ -795,8 +758,7 @@ class Agent:
             log.error("udp endpoint on port %d is closed; reopening", self.port)
         old = self._udp
         try:
-            udp = await open_udp(cfg.bind_address, self.port, self._on_datagram, self._on_drained,
-                                 self._received.room)
+            udp = await open_udp(cfg.bind_address, self.port, self._on_datagram, self._reschedule)
         except OSError as exc:
             log.error("cannot reopen udp port %d yet: %s", self.port, exc)
             return

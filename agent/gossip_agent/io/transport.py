@@ -42,11 +42,9 @@ RECV_BUFFER = 1024 * 1024
 # page faults: malloc's large-block path) for every datagram before shrinking it: about half of the CPU an
 # agent spent receiving a small datagram, measured.
 RECV_SIZE = 65536
-# Datagrams read in one wake-up at most (the first by asyncio, the rest here). Reading is cheap; the runtime
-# handles them in bounded batches per turn (io/receive_order.py), critical writes first, so timers and HTTP
-# requests still get the loop between batches. Deep enough that a critical write behind a burst is read in
-# the wake-up it arrives in, not after several turns of the others.
-RECV_BATCH = 64
+# Datagrams read in one wake-up at most (the first by asyncio, the rest here): a bounded turn (~10 small
+# packets' work), so timers and HTTP requests still get the loop between batches.
+RECV_BATCH = 10
 
 
 class SendResult(Enum):
@@ -66,10 +64,9 @@ _BAD_ADDRESS, _ERROR = SendResult.BAD_ADDRESS, SendResult.ERROR
 class UdpTransport(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Callable[[bytes, Address], None],
                  on_drained: Callable[[], None] | None = None, sock: socket.socket | None = None,
-                 *, read_batches: bool = True, room: Callable[[], bool] | None = None) -> None:
+                 *, read_batches: bool = True) -> None:
         self._on_datagram = on_datagram
         self._on_drained = on_drained  # after each wake-up's datagrams (one or a batch)
-        self._room = room  # whether the receiver takes more now (else the rest waits in the kernel's buffer)
         self._sock = sock  # the bound socket itself (asyncio hands out a wrapper without recvfrom)
         # Read the rest of a burst ourselves (asyncio's selector loop); else the loop delivers the burst and
         # `on_drained` runs once soon after it (uvloop).
@@ -104,11 +101,8 @@ class UdpTransport(asyncio.DatagramProtocol):
             sock = self._sock
             if sock is None:
                 return
-            room = self._room
             for _ in range(RECV_BATCH - 1):  # the others already waiting, in this same turn
                 if self.closed:  # (closed meanwhile: asyncio would read no more either)
-                    return
-                if room is not None and not room():
                     return
                 try:
                     data, addr = sock.recvfrom(RECV_SIZE)
@@ -203,11 +197,9 @@ class UdpTransport(asyncio.DatagramProtocol):
 
 
 async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address], None],
-                   on_drained: Callable[[], None] | None = None,
-                   room: Callable[[], bool] | None = None) -> UdpTransport:
+                   on_drained: Callable[[], None] | None = None) -> UdpTransport:
     """A bound UDP endpoint (port 0: the kernel picks). The socket is made and bound here, as asyncio would
-    (the first address of `host` that binds), so the protocol can read batches from it. `room`: asked before
-    each further datagram of a batch (the selector loop's), whether the receiver takes more now."""
+    (the first address of `host` that binds), so the protocol can read batches from it."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
@@ -216,8 +208,7 @@ async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address],
     sock = _bound(infos)
     # Only asyncio's selector loop reads one datagram per callback (uvloop reads a burst per wake-up).
     protocol = UdpTransport(on_datagram, on_drained, sock,
-                            read_batches=isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop),
-                            room=room)
+                            read_batches=isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop))
     try:
         await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
     except BaseException:
