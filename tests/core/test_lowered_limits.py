@@ -62,7 +62,7 @@ def test_a_replica_started_empty_with_lowered_limits_converges_with_one_holding_
     old.local_put("ok/big", b"x" * 2000, T)
     for i in range(40):
         old.local_put(f"ok/key-{i}", f"v{i}".encode(), T)
-    old_limits, new_limits = CodecLimits.from_config(EARLIER), CodecLimits.from_config(LOWERED)
+    old_limits = new_limits = CodecLimits()  # (the fixed ceilings, whatever each agent's config)
     pulled = KvStore("pulls", LOWERED, merkle_depth=4)  # the new replica starts the sessions
     pushed = KvStore("pushed", LOWERED, merkle_depth=4)  # the old one starts them
     for _ in range(3):

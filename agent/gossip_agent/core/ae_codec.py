@@ -166,9 +166,9 @@ def _pushed_entries(data: bytes | memoryview, limits: CodecLimits) -> PushedEntr
 
     def decode(raw: memoryview) -> Entry:
         if crdt_state_too_large(raw, caps, limits):
-            # The store refuses a CRDT state above its merge limit once built (kvstore.validate); one of 300k
+            # The store refuses a CRDT state above its ceiling once built (kvstore.validate); one of 300k
             # tiny elements in a 3.6 MiB push took seconds and ~175 MiB to build and merge in one step.
-            raise InvalidEntry(f"CRDT state of more than {limits.max_crdt_bytes} bytes (the CRDT merge limit)")
+            raise InvalidEntry(f"CRDT state of more than {limits.max_crdt_bytes} bytes (the CRDT state ceiling)")
         return decode_entry(raw, limits, caps, "push", values)
     return PushedEntries(data, bounds, decode)
 

@@ -37,7 +37,7 @@ from sortedcontainers import SortedList
 from gossip_agent.core import crdt as crdt_mod
 from gossip_agent.core import hlc as hlc_mod
 from gossip_agent.core import packing
-from gossip_agent.core.config import KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
+from gossip_agent.core.config import CRDT_STATE_CEILING, KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
 from gossip_agent.core.crdt import Crdt
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.merkle import DEFAULT_BITS, DEFAULT_DEPTH, MerkleTree
@@ -235,9 +235,11 @@ class KvStore:
     """One replica. Not thread-safe: one driver owns it. Times are integer milliseconds from the caller."""
 
     def __init__(self, node: str, config: StateConfig | None = None, *, merkle_depth: int = DEFAULT_DEPTH,
-                 merkle_bits: int = DEFAULT_BITS, record_changes: bool = True) -> None:
+                 merkle_bits: int = DEFAULT_BITS, record_changes: bool = True,
+                 crdt_ceiling: int = CRDT_STATE_CEILING) -> None:
         self.node = node
         self.config = config or StateConfig()
+        self.crdt_ceiling = crdt_ceiling  # peers' CRDT states and merges: config.CRDT_STATE_CEILING (tests: less)
         self.clock: Hlc = Hlc(0, 0, node)
         self.merkle = MerkleTree(merkle_depth, merkle_bits)
         self.record_changes = record_changes
@@ -433,11 +435,12 @@ class KvStore:
         return True
 
     def _check_crdt_size(self, key: str, state: list[Any], what: str) -> None:
-        """A CRDT state from a peer, or the merge of one with ours, is held up to `crdt_merge_limit` (not the
-        local write limit: concurrent operations, each within it, merge into more, and a replica refusing that
-        merge diverges for good); past it, refused and counted as `state_too_large`."""
+        """A CRDT state from a peer, or the merge of one with ours, is held up to the fixed CRDT_STATE_CEILING
+        (not the configured write limit: concurrent operations, each within it, merge into more, and a replica
+        refusing what the rest of the cluster merged diverges for good); past it, refused and counted as
+        `state_too_large`."""
         size = len(_pack(state))
-        limit = self.config.crdt_merge_limit
+        limit = self.crdt_ceiling
         if size > limit:
             raise self._invalid("state_too_large", f"{key!r}: {what} CRDT state would encode to {size} bytes; "
                                                    f"peers' states are merged up to {limit}")

@@ -107,7 +107,7 @@ def decode_rumor(payload: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Entry:
             raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
         if too_large:
             raise StateCodecError(f"entry: a CRDT state of more than {limits.max_crdt_bytes} bytes "
-                                  "(the CRDT merge limit: 4x the smaller of max_value_bytes and max_crdt_bytes)")
+                                  "(the CRDT state ceiling)")
     return decode_entry(entry, limits, caps, "state rumor")
 
 

@@ -294,7 +294,7 @@ class StateNode:
         self.addr = addr
         self.inline_limit = inline_limit
         self.durable = durable
-        self.limits = limits or CodecLimits.from_config(config.state)
+        self.limits = limits or CodecLimits()
         self.stats = stats or StateStats()
         self.tracker = ConvergenceTracker()
         self.published: tuple[str, int, int] | None = None  # (root, keys, hlc_ms) of our last digest

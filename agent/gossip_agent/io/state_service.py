@@ -147,7 +147,7 @@ class StateService(Extension, StateDelegate):
         self.config = config
         self.wall = wall_clock
         self.rng = rng or random.Random()
-        self.limits = CodecLimits.from_config(config.state, max_message_bytes=AE_MAX_RESPONSE)
+        self.limits = CodecLimits(max_message_bytes=AE_MAX_RESPONSE)
         self.stats = StateStats()
         self._core: StateNode | None = None
         self._store: KvStore | None = None
