@@ -276,8 +276,8 @@ def test_the_state_node_backs_repairs_off_while_the_peer_refuses_our_pushes() ->
 
 
 def test_failed_sessions_back_repairs_off_too() -> None:
-    """A peer whose every answer fails (hostile re-review: an entry it cannot decode, e.g. a counter past the
-    peer bound, fails the whole exchange) must not draw a repair every hold + 0.5 s forever."""
+    """A peer whose every answer fails (hostile re-review: an entry it cannot decode fails the whole exchange)
+    must not draw a repair every hold + 0.5 s forever."""
     node = _state_node("a", SMALL)
     gaps = []
     for i in range(3):

@@ -19,7 +19,7 @@ import msgpack
 
 from gossip_agent.core.codec_limits import MSGPACK_ERRORS, CodecLimits, StateCodecError, unpack_field
 from gossip_agent.core.kvstore import CrdtEntry, Entry, InvalidEntry, entry_from_plain
-from gossip_agent.core.vector_clock import MAX_ACCEPTED_COUNTER, MAX_CONTEXT_NODES
+from gossip_agent.core.vector_clock import MAX_ACCEPTED_COUNTER, MAX_CONTEXT_NODES, CounterAboveLimit
 
 MAX_ENTRY_VERSIONS = 4096
 """Versions one decoded entry may hold. A local write keeps at most kvstore.MAX_LOCAL_SIBLINGS (64) live
@@ -36,9 +36,10 @@ CRDT_TAG_BYTE = b"\x01"
 
 
 class EntryOverLimit(InvalidEntry):
-    """A well-formed entry whose key or value is longer than the decoder accepts (`CodecLimits`): that entry
-    is skipped, counted under `reason`, and the rest of its message is applied. It used to be a
-    StateCodecError, which failed the whole anti-entropy answer or push carrying it."""
+    """A well-formed entry whose key or value is longer than the decoder accepts (`CodecLimits`), or that
+    carries a counter above the peer bound (vector_clock.MAX_ACCEPTED_COUNTER): that entry is skipped, counted
+    under `reason`, and the rest of its message is applied. It used to be a StateCodecError, which failed the
+    whole anti-entropy answer or push carrying it."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -47,9 +48,10 @@ class EntryOverLimit(InvalidEntry):
 
 def checked_entry(plain: Any, limits: CodecLimits, max_counter: int = MAX_ACCEPTED_COUNTER) -> Entry:
     """An entry from kvstore's plain form, refused (StateCodecError) past MAX_ENTRY_VERSIONS and
-    MAX_CONTEXT_NODES, malformed, or with a counter above `max_counter` (MAX_ACCEPTED_COUNTER for peers; this
-    replica's own log records: vector_clock.MAX_COUNTER), and skipped (EntryOverLimit) with a key or value past
-    `limits`: what every decoder hands the store."""
+    MAX_CONTEXT_NODES or malformed, and skipped (EntryOverLimit) with a key or value past `limits` or a counter
+    above `max_counter` (MAX_ACCEPTED_COUNTER for peers; this replica's own log records: vector_clock.MAX_COUNTER):
+    what every decoder hands the store. A counter past the bound was a StateCodecError, which failed the whole
+    anti-entropy exchange or push carrying the entry (every session with that peer, for good)."""
     if isinstance(plain, list) and len(plain) == 4 and plain[0] == 0:  # (a value entry: tag 0, kvstore.entry_to_plain)
         if isinstance(plain[3], list) and len(plain[3]) > MAX_ENTRY_VERSIONS:
             raise StateCodecError(f"entry: {len(plain[3])} versions (limit {MAX_ENTRY_VERSIONS})")
@@ -59,6 +61,8 @@ def checked_entry(plain: Any, limits: CodecLimits, max_counter: int = MAX_ACCEPT
         entry: Entry = entry_from_plain(plain, max_counter)  # (state_codec's `_guard`, inlined: one call less)
     except StateCodecError:
         raise
+    except CounterAboveLimit as err:
+        raise EntryOverLimit("counter_too_large", f"entry: {err}") from None
     except (ValueError, TypeError) as err:
         raise StateCodecError(f"entry: {err}") from None
     try:

@@ -48,6 +48,7 @@ from gossip_agent.core.vector_clock import (
     MAX_COUNTER,
     Dot,
     VersionVector,
+    check_counter,
     join_dots,
 )
 
@@ -887,9 +888,10 @@ def entry_from_plain(data: object, limit: int = MAX_ACCEPTED_COUNTER) -> Entry:
         if value is not None and type(value) is not bytes and not isinstance(value, bytes):
             raise ValueError("entry: value must be bytes or nil")
         ts = from_parts(wall, logical, node)
-        if (type(n) is not int and (isinstance(n, bool) or not isinstance(n, int))) \
-                or not 0 < n <= limit:
+        if type(n) is not int and (isinstance(n, bool) or not isinstance(n, int)):
             raise ValueError(f"entry: bad dot counter (counters are 1..{limit})")
+        if not 0 < n <= limit:
+            check_counter(n, limit, "entry: a dot counter")
         versions.append(Version((node, n), ts, value))
     if len(versions) > 1:
         versions.sort(key=_by_dot)

@@ -996,8 +996,9 @@ class StateCollector(Collector):
                         "snapshot_item_refused (snapshot entries over the context bound, kept aside).",
                         "problem", st.recovery)
         yield _labelled("gossip_state_refused", "Numbers and states refused at the edge, by reason (clock_drift, "
-                        "counter_overflow, crdt_invalid, context_too_large, state_too_large, value_too_large, "
-                        "invalid_key, invalid_entry): 400s to clients, dropped rumors/entries from peers.",
+                        "counter_overflow, counter_too_large, crdt_invalid, context_too_large, state_too_large, "
+                        "key_too_long, value_too_large, invalid_key, invalid_entry): 400s to clients, dropped "
+                        "rumors/entries from peers.",
                         "reason", s_refused(svc))
         yield _counter("gossip_state_watch_dropped", "Watch clients disconnected for being slow.",
                        svc.watchers.dropped)
