@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 
 from gossip_agent.core.config import from_mapping
+from gossip_agent.core.crdt import ORSet
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import StateService
 
@@ -73,3 +74,26 @@ def test_entries_skipped_over_the_ceilings_are_counted_and_logged_once_per_peer(
     assert svc.store.refused == {"key_too_long": 3, "value_too_large": 2}
     logged = [r.getMessage() for r in caplog.records if "decoding ceilings" in r.getMessage()]
     assert len(logged) == 2 and "10.0.0.1:7946" in logged[0] and "2 key_too_long" in logged[0]
+
+
+async def test_a_push_of_a_key_the_peer_lacks_and_refuses_is_counted_refused_not_pushed() -> None:
+    """The peer refused our push of a key it holds none of (here a CRDT state over its ceiling), so nothing of
+    the key came back, and the push was counted as taken (gossip_state_antientropy_repaired_total{side="pushed"},
+    and the repair planner saw a session that changed something). The answer now says so in a header."""
+    s0 = StateService(from_mapping({**FAST, "name": "s0"}))
+    s1 = StateService(from_mapping({**FAST, "name": "s1"}))
+    a0, a1 = Agent(s0.config, extensions=[s0]), Agent(s1.config, extensions=[s1])
+    await a0.start()
+    await a1.start()
+    try:
+        s1.store.crdt_ceiling = 4096  # (agents: config.CRDT_STATE_CEILING; a small one keeps the state cheap)
+        s0.store.update_crdt("set", ORSet, lambda s, n, _: s.update(n, add=[f"e{i:04d}" for i in range(1000)]),
+                             s0.now_ms())
+        s0.store.local_put("plain", b"v", s0.now_ms())
+        assert await s0.sync_with(("127.0.0.1", a1.port))
+        repaired = s0.core.stats.ae_repaired
+        assert repaired["pushed"] == 1 and repaired["push_refused"] == 1  # ("plain" taken, "set" refused)
+        assert s1.store.entry("set") is None and s1.store.refused == {"state_too_large": 1}
+    finally:
+        await a1.stop()
+        await a0.stop()

@@ -250,6 +250,28 @@ def test_a_push_the_peer_refused_is_not_counted_as_repaired() -> None:
     assert session.stats.repaired == 1
 
 
+def test_a_refused_push_of_a_key_the_peer_lacks_is_counted_refused() -> None:
+    """Nothing of such a key comes back, so the initiator counted the push taken; the answer says how many of
+    its pushes the peer did not take and sends nothing of back (AeResponse.push_refused), at most one per
+    entry pushed."""
+    big, small = KvStore("a", StateConfig(max_value_bytes=32768)), _capped("b")
+    _fill(big, "race", "a", 1600)  # past small's ceiling
+    big.local_put("plain", b"v", T)
+    session = Session(big)
+    request: AeRequest | None = session.start()
+    while request is not None:
+        answer = respond(small, request, T)
+        assert answer.push_refused == (1 if request.push else 0)
+        request = session.handle(answer, T)
+    assert session.stats.pushed == 2 and session.stats.push_refused == 1
+    assert small.entry("race") is None and small.refused == {"state_too_large": 1}
+    forged = Session(big)
+    forged.start()
+    forged.handle(dataclasses.replace(respond(small, AeRequest((small.merkle.bits, small.merkle.depth),
+                                                               root=small.merkle.root()), T), push_refused=99), T)
+    assert forged.stats.push_refused == 0  # (it pushed nothing in that round)
+
+
 def _state_node(name: str, state: StateConfig, crdt_ceiling: int = CRDT_STATE_CEILING) -> StateNode:
     base = AgentConfig.preset_config("lan", name=name)
     cfg = dataclasses.replace(base, anti_entropy=dataclasses.replace(base.anti_entropy, enabled=False), state=state)

@@ -31,6 +31,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,10 @@ AE_EXPECT_MIN_BODY = 2048
 AE_SESSION_HEADER = "X-Gossip-Ae-Session"
 AE_PUSH_HEADER = "X-Gossip-Ae-Push"
 PUSH_HELD = "held"
+AE_PUSH_REFUSED_HEADER = "X-Gossip-Ae-Push-Refused"
+"""In an answer: how many pushed entries the responder did not take and sends nothing of back (AeResponse.
+push_refused). A header, not a field of the body, because older agents refuse an answer with a field more; they
+ignore the header (and send none: their refusals are counted as before)."""
 # Peer bodies start with this byte: the security layer tells plaintext (< 0x80) from envelopes by the first
 # byte, and a msgpack array starts at 0x90.
 FRAME = b"\x01"
@@ -692,6 +697,8 @@ class StateService(Extension, StateDelegate):
             return web.Response(status=400, text=str(exc)), pushed
         self._perform(effects)
         sealed = self._sealed(encode_ae(response))
+        if response.push_refused:
+            sealed.headers[AE_PUSH_REFUSED_HEADER] = str(response.push_refused)
         size = len(sealed.body) if isinstance(sealed.body, bytes) else 0
         budget.charge_answer(size + STREAM_OVERHEAD)
         self.stats.ae_bytes["served"] += size
@@ -756,12 +763,12 @@ class StateService(Extension, StateDelegate):
         session_id = secrets.token_hex(8)  # names the session to the peer's push lease (core/ae_lease.py)
         try:
             while request is not None:
-                answer, held = await self._ae_round(addr, encode_ae(request), session_id)
+                answer, held, push_refused = await self._ae_round(addr, encode_ae(request), session_id)
                 stats.ae_bytes["received"] += len(answer)
                 if held and not session.stats.push_held:
                     stats.ae["push_held"] += 1
                     session.hold_pushes()
-                request = await self._take_answer(session, request, answer, f"{addr[0]}:{addr[1]}")
+                request = await self._take_answer(session, request, answer, f"{addr[0]}:{addr[1]}", push_refused)
             if session.stats.push_held:
                 name = peer or next((n for n, a in core.live_peers() if a == addr), None)
                 now = agent.now()
@@ -790,13 +797,13 @@ class StateService(Extension, StateDelegate):
         return True
 
     async def _take_answer(self, session: Session, asked: AeRequest, answer: bytes,
-                           peer: str = "a peer") -> AeRequest | None:
+                           peer: str = "a peer", push_refused: int = 0) -> AeRequest | None:
         """One answer of the peer, as hostile as any input: its counts are read from their array headers and
         checked against what `asked` asked before anything is built (`open_ae_response`), its entries decoded
         and merged `MERGE_CHUNK` at a time with the event loop running between chunks (an answer of 2 MiB of
         tiny entries was ~100k entries decoded and merged in one loop turn, a hostile 16 MiB one ~1M), then
-        the rest compared. The next request, or None. Raises StateCodecError or AntiEntropyError on a bad
-        answer."""
+        the rest compared (`push_refused`: the answer's AE_PUSH_REFUSED_HEADER). The next request, or None.
+        Raises StateCodecError or AntiEntropyError on a bad answer."""
         core, agent = self.core, self.agent
         head, entries = open_ae_response(answer, self.limits, asked=asked,
                                          max_entries=AE_LIMITS.max_answer_entries,
@@ -807,6 +814,8 @@ class StateService(Extension, StateDelegate):
             if not merge.done:
                 await asyncio.sleep(0)  # probes, gossip and peers' requests run between chunks
         self._note_over_limit(peer, entries.refused)
+        if push_refused:
+            head = replace(head, push_refused=push_refused)
         request, effects = core.on_anti_entropy_reply(session, head, agent.now(), self.wall(), merged=merge)
         self._perform(effects)
         return request
@@ -828,11 +837,13 @@ class StateService(Extension, StateDelegate):
                         "(gossip_state_refused_total)", peer,
                         ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items())))
 
-    async def _ae_round(self, addr: Address, body: bytes, session_id: str | None = None) -> tuple[bytes, bool]:
+    async def _ae_round(self, addr: Address, body: bytes,
+                        session_id: str | None = None) -> tuple[bytes, bool, int]:
         """One round of our session: the request goes when our budget has its bytes; a peer's "retry later"
         (429/503) is waited out and the same request sent again. Both waits together are bounded
         (AE_BUDGET_WAIT): past it the round raises _BudgetDeferral or PeerBusy (the session is deferred).
-        Returns the answer, and whether the peer said another session holds its push lease."""
+        Returns the answer, whether the peer said another session holds its push lease, and how many pushed
+        entries it said it did not take (AE_PUSH_REFUSED_HEADER; 0 if absent or not a number)."""
         agent = self.agent
         waited = 0.0
         # Under a budget a large body goes only once the peer agrees (Expect: 100-continue): its "retry later"
@@ -844,12 +855,14 @@ class StateService(Extension, StateDelegate):
             waited = await self._budget_wait(len(body), waited)
             self.stats.ae_bytes["sent"] += len(body)
             try:
-                hints = {AE_PUSH_HEADER: ""}
+                hints = {AE_PUSH_HEADER: "", AE_PUSH_REFUSED_HEADER: ""}
                 answer = await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE,
                                               expect_continue=expect, ticket=True,
                                               headers={AE_SESSION_HEADER: session_id} if session_id else None,
                                               answer_headers=hints)
-                return answer, hints[AE_PUSH_HEADER] == PUSH_HELD
+                refused = hints[AE_PUSH_REFUSED_HEADER]
+                return (answer, hints[AE_PUSH_HEADER] == PUSH_HELD,
+                        int(refused) if refused.isascii() and refused.isdigit() and len(refused) <= 9 else 0)
             except PeerBusy as exc:
                 if expect and not exc.body_sent:  # (a peer that read the body, then said 429: not given back)
                     self.stats.ae_bytes["sent"] -= len(body)
@@ -984,9 +997,10 @@ class StateCollector(Collector):
                        "budget, its own or the peer's (HTTP 429/503 \"retry later\"); not failures.",
                        st.ae["deferred"])
         yield _labelled("gossip_antientropy_keys_repaired", "Keys repaired by anti-entropy: pulled (ours "
-                        "changed), pushed (sent to the peer and taken), push_refused (sent, and the peer kept its "
-                        "own state), pushed_in (peers' pushes that changed ours); "
-                        "entries that changed nothing: pushed_in_stale (peers' pushes), pulled_stale (answers).",
+                        "changed), pushed (sent to the peer and taken), push_refused (sent, and the peer did not "
+                        "take it: it kept its own state, or refused a key it lacks), pushed_in (peers' pushes that "
+                        "changed ours); entries that changed nothing: pushed_in_stale (peers' pushes), pulled_stale "
+                        "(answers).",
                         "side", st.ae_repaired)
         yield _labelled("gossip_state_write_concern", "Writes with w > 1 by outcome.", "result", st.write_concern)
         yield _counter("gossip_state_log_records", "Records appended to the durable log.", st.log_records)
