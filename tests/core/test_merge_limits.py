@@ -17,9 +17,10 @@ import pytest
 from gossip_agent.core import crdt as crdt_mod
 from gossip_agent.core import packing
 from gossip_agent.core.anti_entropy import AeRequest, Session, respond
-from gossip_agent.core.codec_limits import CodecLimits, StateCodecError
+from gossip_agent.core.codec_limits import CodecLimits
 from gossip_agent.core.config import CRDT_MERGE_HEADROOM, CRDT_STATE_CEILING, MAX_CRDT_BYTES, AgentConfig, StateConfig
 from gossip_agent.core.crdt import MVRegister, ORSet
+from gossip_agent.core.entry_decoding import EntryOverLimit
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import (
     MAX_LOCAL_CONTEXT_NODES,
@@ -150,7 +151,7 @@ def test_crdt_states_past_the_fixed_ceiling_are_refused_whatever_the_config() ->
     with pytest.raises(InvalidEntry):
         store.apply_remote(over, T)
     assert store.refused == {"state_too_large": 1}
-    with pytest.raises(StateCodecError):
+    with pytest.raises(EntryOverLimit, match="ceiling"):
         decode_rumor(encode_rumor(over), CodecLimits())
     at = _register_of(CRDT_STATE_CEILING - 64)
     assert store.apply_remote(at, T)

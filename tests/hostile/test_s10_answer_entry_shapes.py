@@ -39,7 +39,7 @@ def test_a_step_takes_at_most_a_chunk_of_bytes_and_an_oversized_crdt_is_skipped_
                    + b"".join(msgpack.packb(e, use_bin_type=True) for e in entries))
     _, source = open_ae_response(data)
     first = source.take(MERGE_CHUNK)
-    assert source.skipped == 1 and first  # the CRDT: skipped from its wire size, nothing built
+    assert source.refused == {"state_too_large": 1} and first  # the CRDT: skipped from its wire size, unbuilt
     assert len(first) <= MERGE_CHUNK_BYTES // 1000 + 1  # bounded by bytes (~1 KiB each), not 64 entries
     taken = len(first)
     while source.remaining:

@@ -15,6 +15,7 @@ import msgpack
 import pytest
 
 from gossip_agent.core import hlc
+from gossip_agent.core.entry_decoding import EntryOverLimit
 from gossip_agent.core.replica import decode_payload
 from gossip_agent.io.state_service import StateService
 from tests.hostile.agent_support import raw_exchange, running
@@ -65,7 +66,8 @@ def test_nested_arrays_where_a_crdt_entry_has_scalars_are_refused_as_built(where
 
 def test_a_crdt_state_over_the_ceiling_is_refused_before_it_is_built() -> None:
     data = _orset(100_000)  # 1.2 MiB; config.CRDT_STATE_CEILING is 1 MiB
-    peak = peak_memory_refusing(decode_payload, data)  # (it used to decode: the store refused it once built)
+    # (It used to decode: the store refused it once built. Now skipped unbuilt and counted, state_too_large.)
+    peak = peak_memory_refusing(decode_payload, data, error=EntryOverLimit, match="CRDT state ceiling")
     assert peak < 4 * len(data), f"{peak / _MIB:.0f} MiB built for a {len(data) / _MIB:.1f} MiB entry"
 
 
@@ -79,3 +81,4 @@ async def test_the_agent_answers_400_and_stores_nothing() -> None:
         assert answer.startswith(b"HTTP/1.1 400") and b"CRDT state ceiling" in answer
         (state,) = agent.extensions
         assert isinstance(state, StateService) and state.store.entry("set") is None
+        assert state.store.refused == {"state_too_large": 1}  # (gossip_state_refused_total)

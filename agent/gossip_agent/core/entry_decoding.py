@@ -3,7 +3,7 @@
 Why a separate module: an entry arrives in a state rumor, an anti-entropy push and an anti-entropy answer,
 and each of those once let a forged entry build far more than its bytes (nested arrays in a key: ~129 MiB
 from a 4 MiB push; an OR-set of 300k tiny elements: seconds of CPU). Here every entry is (1) checked at its
-headers (`check_entry_head`: tag, context nodes, version count; `crdt_state_too_large`: a CRDT state's bytes),
+headers (`check_entry_head`: tag, context nodes, version count; `check_crdt_state`: a CRDT state's bytes),
 (2) built in its own shape (`ValueEntries` for value entries, field by field for CRDT entries: an array out
 of place stops the build as soon as it is built), and (3) validated against the store's limits
 (`checked_entry`). Only `StateCodecError` (the message is malformed) and `EntryOverLimit`, a kvstore
@@ -88,10 +88,14 @@ def check_context_items(items: int) -> None:
         raise StateCodecError(f"entry: a context of {items // 2} writer nodes (limit {MAX_CONTEXT_NODES})")
 
 
-def crdt_state_too_large(entry: memoryview, caps: dict[str, Any], limits: CodecLimits) -> bool:
-    """Whether `entry` is a CRDT entry whose state is longer than max_crdt_bytes (the store would refuse it
-    once built): read from its headers, nothing built. Each caller decides what that costs the message."""
-    return entry[1:2] == CRDT_TAG_BYTE and _crdt_state_bytes(entry, caps) > limits.max_crdt_bytes
+def check_crdt_state(entry: memoryview, caps: dict[str, Any], limits: CodecLimits) -> None:
+    """EntryOverLimit (`state_too_large`) if `entry` is a CRDT entry whose state is longer than max_crdt_bytes
+    (the store would refuse it once built): read from its headers, nothing built. Skipped and counted by reason
+    as any entry over a ceiling is (rumors: a dropped rumor; answers and pushes: the rest applies); it was left
+    out of gossip_state_refused_total, and a rumor's was a StateCodecError."""
+    if entry[1:2] == CRDT_TAG_BYTE and _crdt_state_bytes(entry, caps) > limits.max_crdt_bytes:
+        raise EntryOverLimit("state_too_large", f"entry: a CRDT state of more than {limits.max_crdt_bytes} "
+                                                "bytes (the CRDT state ceiling)")
 
 
 def check_entry_head(entry: memoryview, caps: dict[str, Any]) -> None:
