@@ -467,21 +467,23 @@ class KvStore:
 
     def _refuse(self, reason: str, message: str) -> OutOfRange:
         """A local write refused, counted under `reason`."""
-        self.count_refusal(reason)
+        self.refused[reason] = self.refused.get(reason, 0) + 1
         return OutOfRange(message)
 
     def _invalid(self, reason: str, message: str) -> InvalidEntry:
-        """A peer's entry refused, counted under `reason` (and as a remote refusal, which the state service
-        logs: a refused merge can keep replicas apart, and is never silent)."""
-        self.count_refusal(reason)
-        self.refused_remote += 1
-        self.last_refused_remote = f"{reason}: {message}"
+        """A peer's entry refused (`refuse_remote`), as the exception to raise."""
+        self.refuse_remote(reason, message)
         return InvalidEntry(message)
 
-    def count_refusal(self, reason: str, count: int = 1) -> None:
-        """Count `count` refused remote entries under `reason` (gossip_state_refused_total); also for entries
-        a decoder skipped before they reached the store (io/state_service.py)."""
+    def refuse_remote(self, reason: str, message: str, count: int = 1) -> None:
+        """Count `count` peers' entries refused under `reason` (gossip_state_refused_total) and as remote
+        refusals, which the state service logs (rate-limited, naming the latest `message`): a refused merge can
+        keep replicas apart, and is never silent. The store's own refusals, and the entries a decoder skipped
+        before they reached it (the state node's rumors, io/state_service's anti-entropy answers and pushes):
+        one count and one log for both."""
         self.refused[reason] = self.refused.get(reason, 0) + count
+        self.refused_remote += count
+        self.last_refused_remote = f"{reason}: {message}"
 
     def check_timestamps(self, entry: Entry, now_ms: int) -> None:
         """InvalidEntry (counted as `clock_drift`) if any timestamp in `entry` runs more than

@@ -485,12 +485,12 @@ class StateNode:
 
     def _decode(self, payload: bytes) -> Entry | Announcement:
         """A state rumor payload (`decode_payload`); an entry the decoder skips as over a ceiling (EntryOverLimit:
-        a key, value or counter past what peers may send) is counted by reason (gossip_state_refused_total),
-        as the store counts the entries it refuses, then raised."""
+        a key, value, counter or CRDT state past what peers may send) is counted and logged as the store's own
+        refusals are (`KvStore.refuse_remote`), then raised."""
         try:
             return decode_payload(payload, self.limits)
         except EntryOverLimit as exc:
-            self.store.count_refusal(exc.reason)
+            self.store.refuse_remote(exc.reason, f"a state rumor: {exc}")
             raise
 
     def replicate_payload(self, entry: Entry) -> bytes:

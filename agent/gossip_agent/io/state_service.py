@@ -132,8 +132,6 @@ FRAME = b"\x01"
 # a clock that jumps), and at least this long when the core says it is already due right after a tick.
 MAX_SLEEP = 60.0
 STUCK_STEP = 0.01
-MAX_OVER_LIMIT_LOGGED = 1024
-"""Peers remembered as logged for over-ceiling entries; past it the memory starts afresh (each logs once more)."""
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "error": logging.ERROR}
 # Peers' entries the store refused are logged at most once per this many seconds (with how many since the last
@@ -170,7 +168,6 @@ class StateService(Extension, StateDelegate):
         self._log_error: str | None = None
         self._ae_serving = 0
         self._push_lease = PushLease()
-        self._over_limit_logged: set[str] = set()  # peers already logged for over-ceiling entries
         self._refusals_logged = 0  # the store's refused_remote as of the last warning
         self._refusal_log_at = -math.inf
         self.watchers = WatchHub()
@@ -379,7 +376,8 @@ class StateService(Extension, StateDelegate):
         self._reschedule()
 
     def _log_refusals(self) -> None:
-        """A warning for peers' entries the store refused since the last one, at most every REFUSAL_LOG_EVERY."""
+        """A warning for peers' entries refused since the last one (by the store, or skipped by a decoder:
+        `KvStore.refuse_remote`), at most every REFUSAL_LOG_EVERY."""
         store = self._store
         if store is None or store.refused_remote == self._refusals_logged:
             return
@@ -685,7 +683,7 @@ class StateService(Extension, StateDelegate):
                 self._perform(core.merge_anti_entropy_push(merge, agent.now(), self.wall()))
                 if not merge.done:
                     await asyncio.sleep(0)  # let probes, gossip and other requests run between chunks
-            self._note_over_limit(source or "a peer", merge.over_limit)
+            self._count_skipped(source or "a peer", merge.over_limit)
             budget = agent.node.send_budget
             now = agent.now()
             room = budget.answer_room(now)
@@ -813,29 +811,19 @@ class StateService(Extension, StateDelegate):
             self._perform(core.merge_anti_entropy_answer(merge, agent.now(), self.wall()))
             if not merge.done:
                 await asyncio.sleep(0)  # probes, gossip and peers' requests run between chunks
-        self._note_over_limit(peer, entries.refused)
+        self._count_skipped(peer, entries.refused)
         if push_refused:
             head = replace(head, push_refused=push_refused)
         request, effects = core.on_anti_entropy_reply(session, head, agent.now(), self.wall(), merged=merge)
         self._perform(effects)
         return request
 
-    def _note_over_limit(self, peer: str, skipped: Mapping[str, int]) -> None:
-        """Entries of a peer's answer or push skipped as over the decoder's key or value ceilings (the rest
-        was applied): counted in gossip_state_refused_total by reason, and logged once per peer (a peer that
-        sends them sends them every session)."""
-        if not skipped:
-            return
-        for reason, count in skipped.items():
-            self.store.count_refusal(reason, count)
-        if peer not in self._over_limit_logged:
-            if len(self._over_limit_logged) >= MAX_OVER_LIMIT_LOGGED:
-                self._over_limit_logged.clear()
-            self._over_limit_logged.add(peer)
-            log.warning("anti-entropy with %s: skipped entries over this agent's decoding ceilings (%s); the rest "
-                        "was applied. Further ones from this peer are only counted "
-                        "(gossip_state_refused_total)", peer,
-                        ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items())))
+    def _count_skipped(self, peer: str, skipped: Mapping[str, int]) -> None:
+        """Entries of a peer's answer or push the decoder skipped as over its ceilings (the rest was applied):
+        counted and logged as the store's own refusals are (`KvStore.refuse_remote`, `_log_refusals`)."""
+        for reason, count in sorted(skipped.items()):
+            self.store.refuse_remote(reason, f"anti-entropy with {peer}: {count} entries over this agent's "
+                                             "decoding ceilings skipped (the rest applied)", count)
 
     async def _ae_round(self, addr: Address, body: bytes,
                         session_id: str | None = None) -> tuple[bytes, bool, int]:
