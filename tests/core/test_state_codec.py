@@ -280,3 +280,24 @@ def test_a_log_record_from_the_stores_encoding_is_the_record_of_the_entry_byte_f
         assert decode_change(encode_change(change)) == change
         if change.entry is not None:
             assert change.packed is not None and entry_digest(change.entry) == hashlib.sha256(change.packed).digest()
+
+
+@pytest.mark.parametrize("field", ["versions", "context"])
+def test_every_decoder_bounds_a_value_entrys_versions_and_context(field: str) -> None:
+    """The readers count versions and context nodes at their headers; a log record, unpacked whole, has them
+    checked after (`entry_decoding.check_entry_counts`, which checked_entry no longer repeats for readers)."""
+    from gossip_agent.core.entry_decoding import MAX_ENTRY_VERSIONS
+    from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES
+    if field == "versions":
+        plain = [0, "k", ["n", MAX_ENTRY_VERSIONS + 1],
+                 [["n", i + 1, T, 0, b"v"] for i in range(MAX_ENTRY_VERSIONS + 1)]]
+    else:
+        plain = [0, "k", [x for i in range(MAX_CONTEXT_NODES + 1) for x in (f"w{i}", 1)], [["w0", 1, T, 0, b"v"]]]
+    bodies = {decode_rumor: msgpack.packb([1, plain]),
+              decode_change: msgpack.packb([2, "k", "local", plain]),
+              decode_ae_request: msgpack.packb([3, [2, 8], None, [], [], [plain], [], []]),
+              decode_ae_response: msgpack.packb([4, [2, 8], None, [], [], [plain], [], False])}
+    for decode, body in bodies.items():
+        with pytest.raises(StateCodecError, match="limit"):
+            decoded = decode(body)
+            list(getattr(decoded, "push", ()))  # (a request's pushed entries decode when merged)

@@ -47,16 +47,12 @@ class EntryOverLimit(InvalidEntry):
 
 
 def checked_entry(plain: Any, limits: CodecLimits, max_counter: int = MAX_ACCEPTED_COUNTER) -> Entry:
-    """An entry from kvstore's plain form, refused (StateCodecError) past MAX_ENTRY_VERSIONS and
-    MAX_CONTEXT_NODES or malformed, and skipped (EntryOverLimit) with a key or value past `limits` or a counter
-    above `max_counter` (MAX_ACCEPTED_COUNTER for peers; this replica's own log records: vector_clock.MAX_COUNTER):
-    what every decoder hands the store. A counter past the bound was a StateCodecError, which failed the whole
-    anti-entropy exchange or push carrying the entry (every session with that peer, for good)."""
-    if isinstance(plain, list) and len(plain) == 4 and plain[0] == 0:  # (a value entry: tag 0, kvstore.entry_to_plain)
-        if isinstance(plain[3], list) and len(plain[3]) > MAX_ENTRY_VERSIONS:
-            raise StateCodecError(f"entry: {len(plain[3])} versions (limit {MAX_ENTRY_VERSIONS})")
-        if isinstance(plain[2], list):
-            check_context_items(len(plain[2]))
+    """An entry from kvstore's plain form, refused (StateCodecError) malformed, and skipped (EntryOverLimit)
+    with a key or value past `limits` or a counter above `max_counter` (MAX_ACCEPTED_COUNTER for peers; this
+    replica's own log records: vector_clock.MAX_COUNTER): what every decoder hands the store. A counter past the
+    bound was a StateCodecError, which failed the whole anti-entropy exchange or push carrying the entry (every
+    session with that peer, for good). A value entry's version and context counts are bounded by its reader,
+    at their headers (`ValueEntries`; a log record, unpacked whole: `check_entry_counts`)."""
     try:
         entry: Entry = entry_from_plain(plain, max_counter)  # (state_codec's `_guard`, inlined: one call less)
     except StateCodecError:
@@ -80,6 +76,16 @@ def checked_entry(plain: Any, limits: CodecLimits, max_counter: int = MAX_ACCEPT
                 raise EntryOverLimit("value_too_large", f"entry: value of {len(version.value)} bytes "
                                                         f"(limit {limits.max_value_bytes})")
     return entry
+
+
+def check_entry_counts(plain: Any) -> None:
+    """A value entry's versions (MAX_ENTRY_VERSIONS) and context nodes (MAX_CONTEXT_NODES) in kvstore's plain
+    form, for an entry built whole (a log record) rather than by a reader that counts them at their headers."""
+    if isinstance(plain, list) and len(plain) == 4 and plain[0] == 0:  # (a value entry: tag 0, kvstore.entry_to_plain)
+        if isinstance(plain[3], list) and len(plain[3]) > MAX_ENTRY_VERSIONS:
+            raise StateCodecError(f"entry: {len(plain[3])} versions (limit {MAX_ENTRY_VERSIONS})")
+        if isinstance(plain[2], list):
+            check_context_items(len(plain[2]))
 
 
 def check_context_items(items: int) -> None:

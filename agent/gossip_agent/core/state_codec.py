@@ -27,6 +27,7 @@ from gossip_agent.core.entry_decoding import (
     ValueEntries,
     check_context_items,
     check_crdt_state,
+    check_entry_counts,
     check_entry_head,
     checked_entry,
     decode_entry,
@@ -151,6 +152,7 @@ def decode_change(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Change:
     if not isinstance(key, str) or not isinstance(origin, str) or origin not in _ORIGINS:
         raise StateCodecError("log record: bad key or origin")
     # (Our own records: counters up to the overflow point, as a local write may go after a peer's forgery.)
+    check_entry_counts(entry)
     decoded = checked_entry(entry, limits, MAX_COUNTER) if entry is not None else None
     if decoded is not None and decoded.key != key:
         raise StateCodecError("log record: key does not match its entry")
