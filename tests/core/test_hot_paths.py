@@ -172,3 +172,34 @@ def test_state_rumor_size_by_arithmetic_is_the_packed_size(critical: bool) -> No
         one = codec.encode_packet(Packet("a", (Ping(1, "b", "a", ("h", 1)),)))
         two = codec.encode_packet(Packet("a", (Ping(1, "b", "a", ("h", 1)), rumor)))
         assert len(two) - len(one) == packed
+
+
+def test_a_crdt_state_is_converted_and_packed_once_per_merge_or_operation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new CRDT key from a peer was converted (crdt.to_plain) and packed twice, for the ceiling check and for
+    the Merkle digest (~90 % of merging a new OR-set key was conversion; a local operation likewise): the state's
+    size is read off the entry's encoding, which the digest and the log record then reuse."""
+    from gossip_agent.core import crdt, packing
+    from gossip_agent.core.crdt import ORSet
+    from gossip_agent.core.kvstore import entry_digest
+    writer = KvStore("w")
+    writer.update_crdt("s", ORSet, lambda s, n, _: s.update(n, add=["a", "b"]), T)
+    entry = writer.entry("s")
+    assert entry is not None
+    calls = []
+    real = crdt.to_plain
+
+    def counting(value: Any) -> Any:
+        calls.append(value)
+        return real(value)
+    monkeypatch.setattr(crdt, "to_plain", counting)
+    reader = KvStore("r")
+    assert reader.apply_remote(entry, T) and len(calls) == 1
+    reader.update_crdt("s", ORSet, lambda s, n, _: s.add(n, "c"), T + 1)
+    assert len(calls) == 2
+    merged = writer.apply_remote(reader.entry("s"), T + 1)  # type: ignore[arg-type]
+    assert merged and len(calls) == 4  # (the peer's state checked, then the merge: each once)
+    monkeypatch.undo()
+    for store in (reader, writer):  # (the bytes kept are the entry's canonical encoding)
+        held = store.entry("s")
+        assert held is not None and store.drain_changes()[-1].packed == packing.pack(entry_to_plain(held))
+        assert store.merkle.digest_of("s") == entry_digest(held)

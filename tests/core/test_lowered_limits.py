@@ -7,11 +7,16 @@ push carrying it (that failed every session with the peer: the new replica never
 
 from __future__ import annotations
 
+import random
+
 from gossip_agent.core.ae_codec import decode_ae_request, decode_ae_response, encode_ae, open_ae_response
 from gossip_agent.core.anti_entropy import AeRequest, AeResponse, PushMerge, Session, respond
 from gossip_agent.core.codec_limits import CodecLimits
-from gossip_agent.core.config import StateConfig
-from gossip_agent.core.kvstore import KvStore, ValueEntry
+from gossip_agent.core.config import AgentConfig, StateConfig
+from gossip_agent.core.crdt import ORSet
+from gossip_agent.core.kvstore import CrdtEntry, KvStore, ValueEntry
+from gossip_agent.core.state_codec import encode_rumor
+from gossip_agent.core.state_node import StateNode
 
 T = 1_700_000_000_000
 LONG_KEY = "lim/" + "k" * 200  # 204 bytes, as in the review's repro
@@ -62,7 +67,7 @@ def test_a_replica_started_empty_with_lowered_limits_converges_with_one_holding_
     old.local_put("ok/big", b"x" * 2000, T)
     for i in range(40):
         old.local_put(f"ok/key-{i}", f"v{i}".encode(), T)
-    old_limits, new_limits = CodecLimits.from_config(EARLIER), CodecLimits.from_config(LOWERED)
+    old_limits = new_limits = CodecLimits()  # (the fixed ceilings, whatever each agent's config)
     pulled = KvStore("pulls", LOWERED, merkle_depth=4)  # the new replica starts the sessions
     pushed = KvStore("pushed", LOWERED, merkle_depth=4)  # the old one starts them
     for _ in range(3):
@@ -77,3 +82,34 @@ def test_a_replica_started_empty_with_lowered_limits_converges_with_one_holding_
     assert tombstone is not None
     _session_over_the_wire(pulled, new_limits, old, old_limits)
     assert old.root_hex() == pulled.root_hex() and old.entry(LONG_KEY).is_tombstone  # type: ignore[union-attr]
+
+
+def _crdt_over(limits: CodecLimits) -> CrdtEntry:
+    writer = KvStore("w", EARLIER)
+    writer.update_crdt("set", ORSet, lambda s, n, _: s.update(n, add=[f"e{i:04d}" for i in range(200)]), T)
+    entry = writer.entry("set")
+    assert isinstance(entry, CrdtEntry) and len(encode_rumor(entry)) > limits.max_crdt_bytes
+    return entry
+
+
+def test_a_crdt_state_over_the_ceiling_is_a_counted_skip_on_every_path() -> None:
+    """A decoder skips a CRDT state over its ceiling unbuilt; that skip was counted nowhere by reason (an
+    answer's `skipped`, a push's bare InvalidEntry, a rumor's StateCodecError). Now each is EntryOverLimit
+    (`state_too_large`), counted in gossip_state_refused_total as the store counts its own refusals."""
+    limits = CodecLimits(max_crdt_bytes=1024)
+    first, _, _ = _entries()
+    big = _crdt_over(limits)
+    _, entries = open_ae_response(encode_ae(AeResponse((2, 8), entries=(first, big, first))), limits)
+    assert list(entries.take(10)) == [first, first] and entries.refused == {"state_too_large": 1}
+    responder = KvStore("r", LOWERED)
+    push = encode_ae(AeRequest((responder.merkle.bits, responder.merkle.depth), push=(big, first)))
+    merge = PushMerge(responder, decode_ae_request(push, limits))
+    while not merge.done:
+        merge.step(T)
+    assert merge.over_limit == {"state_too_large": 1} and responder.all_keys() == ["ok/a"]
+    config = AgentConfig.preset_config("lan", name="n")
+    node = StateNode(config, KvStore("n@1", config.state), random.Random(1), 0.0, addr=("10.0.0.1", 7000),
+                     inline_limit=1200, limits=limits)
+    new, _ = node.on_rumor(encode_rumor(big), 0.0, T / 1000)
+    assert not new and node.stats.rumors["dropped"] == 1
+    assert node.store.refused == {"state_too_large": 1}

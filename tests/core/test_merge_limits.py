@@ -17,11 +17,14 @@ import pytest
 from gossip_agent.core import crdt as crdt_mod
 from gossip_agent.core import packing
 from gossip_agent.core.anti_entropy import AeRequest, Session, respond
-from gossip_agent.core.codec_limits import CodecLimits, StateCodecError
-from gossip_agent.core.config import CRDT_MERGE_HEADROOM, AgentConfig, StateConfig
+from gossip_agent.core.codec_limits import CodecLimits
+from gossip_agent.core.config import CRDT_MERGE_HEADROOM, CRDT_STATE_CEILING, MAX_CRDT_BYTES, AgentConfig, StateConfig
 from gossip_agent.core.crdt import MVRegister, ORSet
+from gossip_agent.core.entry_decoding import EntryOverLimit
+from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import (
     CausalContext,
+    CrdtEntry,
     InvalidEntry,
     KvStore,
     ValueTooLarge,
@@ -32,7 +35,13 @@ from gossip_agent.core.state_node import REPAIR_MIN_GAP, StateNode
 from gossip_agent.core.vector_clock import VersionVector
 
 T = 1_700_000_000_000
-SMALL = StateConfig(max_value_bytes=4096)  # CRDT write limit 4 KiB, merge limit 16 KiB
+SMALL = StateConfig(max_value_bytes=4096)  # CRDT write limit 4 KiB
+CEILING = CRDT_MERGE_HEADROOM * SMALL.crdt_write_limit  # a store's CRDT ceiling in tests (agents: CRDT_STATE_CEILING)
+
+
+def _capped(node: str, config: StateConfig = SMALL) -> KvStore:
+    """A store whose CRDT ceiling is CEILING (16 KiB), so that merges past it are cheap to build."""
+    return KvStore(node, config, crdt_ceiling=CEILING)
 
 
 def _state_bytes(store: KvStore, key: str) -> int:
@@ -96,14 +105,14 @@ def test_concurrent_mv_assignments_merge_past_the_write_limit() -> None:
 
 
 def test_a_merge_past_the_merge_limit_is_refused_counted_and_leaves_ours() -> None:
-    stores = [KvStore(f"n{i}", SMALL) for i in range(CRDT_MERGE_HEADROOM + 1)]
+    stores = [_capped(f"n{i}") for i in range(CRDT_MERGE_HEADROOM + 1)]
     for i, store in enumerate(stores):
         _fill(store, "race", "abcdefgh"[i], 290)
     first = stores[0]
     for other in stores[1:-1]:
         first.apply_remote(other.entry("race"), T)  # type: ignore[arg-type]
     before = first.entry("race")
-    assert _state_bytes(first, "race") <= SMALL.crdt_merge_limit
+    assert _state_bytes(first, "race") <= CEILING
     with pytest.raises(InvalidEntry):
         first.apply_remote(stores[-1].entry("race"), T)  # type: ignore[arg-type]
     assert first.entry("race") == before
@@ -111,18 +120,39 @@ def test_a_merge_past_the_merge_limit_is_refused_counted_and_leaves_ours() -> No
     assert first.refused_remote == 1 and "state_too_large" in first.last_refused_remote
 
 
-def test_decoders_accept_states_up_to_the_merge_limit() -> None:
-    a, b = KvStore("a", SMALL), KvStore("b", SMALL)
-    _fill(a, "race", "a", 300)
-    _fill(b, "race", "b", 300)
+def test_an_agent_with_lowered_limits_merges_the_states_the_cluster_holds() -> None:
+    """The CRDT ceiling is fixed, not derived from each agent's config (re-review): an agent whose maxValueBytes
+    was lowered to 1 KiB (a merge limit of 4 KiB before) refused the 27 KiB state two default agents merged,
+    in its decoder and its store, and the key never converged there. Its own writes stay held to its limit."""
+    a, b = KvStore("a"), KvStore("b")
+    _fill(a, "race", "a", 1000)
+    _fill(b, "race", "b", 1000)
     b.apply_remote(a.entry("race"), T)  # type: ignore[arg-type]
     merged = b.entry("race")
-    assert merged is not None
-    limits = CodecLimits.from_config(SMALL)
-    assert limits.max_crdt_bytes == CRDT_MERGE_HEADROOM * SMALL.crdt_write_limit
-    assert decode_rumor(encode_rumor(merged), limits) == merged
-    with pytest.raises(StateCodecError):
-        decode_rumor(encode_rumor(merged), CodecLimits.from_config(StateConfig(max_value_bytes=1024)))
+    assert merged is not None and _state_bytes(b, "race") > 4 * 4096
+    lowered = StateConfig(max_value_bytes=1024)
+    c = KvStore("c", lowered)
+    assert decode_rumor(encode_rumor(merged), CodecLimits()) == merged
+    assert c.apply_remote(merged, T)
+    assert c.entry("race") == merged and c.root_hex() == b.root_hex() and c.refused == {}
+    with pytest.raises(ValueTooLarge):
+        c.update_crdt("race", ORSet, lambda s, n, _: s.add(n, "mine"), T + 1)
+
+
+def _register_of(size: int) -> CrdtEntry:
+    return CrdtEntry("reg", MVRegister().assign("w", b"x" * size), Hlc(T, 0, "w"))
+
+
+def test_crdt_states_past_the_fixed_ceiling_are_refused_whatever_the_config() -> None:
+    over = _register_of(CRDT_STATE_CEILING)  # (its encoding is a few bytes longer)
+    store = KvStore("r", StateConfig(max_value_bytes=16 << 20, max_crdt_bytes=MAX_CRDT_BYTES))
+    with pytest.raises(InvalidEntry):
+        store.apply_remote(over, T)
+    assert store.refused == {"state_too_large": 1}
+    with pytest.raises(EntryOverLimit, match="ceiling"):
+        decode_rumor(encode_rumor(over), CodecLimits())
+    at = _register_of(CRDT_STATE_CEILING - 64)
+    assert store.apply_remote(at, T)
 
 
 def test_crdt_states_have_a_cap_of_their_own_however_large_values_may_be() -> None:
@@ -185,10 +215,10 @@ def test_the_planner_without_max_gap_does_not_back_off() -> None:
 
 
 def test_a_push_the_peer_refused_is_not_counted_as_repaired() -> None:
-    big, small = KvStore("a", StateConfig(max_value_bytes=32768)), KvStore("b", SMALL)
+    big, small = KvStore("a", StateConfig(max_value_bytes=32768)), _capped("b")
     _fill(small, "race", "b", 10)
     big.apply_remote(small.entry("race"), T)  # type: ignore[arg-type]
-    _fill(big, "race", "a", 1600)  # within big's limits, past small's merge limit
+    _fill(big, "race", "a", 1600)  # within big's limits, past small's ceiling
     session = Session(big)
     request: AeRequest | None = session.start()
     while request is not None:
@@ -207,15 +237,37 @@ def test_a_push_the_peer_refused_is_not_counted_as_repaired() -> None:
     assert session.stats.repaired == 1
 
 
-def _state_node(name: str, state: StateConfig) -> StateNode:
+def test_a_refused_push_of_a_key_the_peer_lacks_is_counted_refused() -> None:
+    """Nothing of such a key comes back, so the initiator counted the push taken; the answer says how many of
+    its pushes the peer did not take and sends nothing of back (AeResponse.push_refused), at most one per
+    entry pushed."""
+    big, small = KvStore("a", StateConfig(max_value_bytes=32768)), _capped("b")
+    _fill(big, "race", "a", 1600)  # past small's ceiling
+    big.local_put("plain", b"v", T)
+    session = Session(big)
+    request: AeRequest | None = session.start()
+    while request is not None:
+        answer = respond(small, request, T)
+        assert answer.push_refused == (1 if request.push else 0)
+        request = session.handle(answer, T)
+    assert session.stats.pushed == 2 and session.stats.push_refused == 1
+    assert small.entry("race") is None and small.refused == {"state_too_large": 1}
+    forged = Session(big)
+    forged.start()
+    forged.handle(dataclasses.replace(respond(small, AeRequest((small.merkle.bits, small.merkle.depth),
+                                                               root=small.merkle.root()), T), push_refused=99), T)
+    assert forged.stats.push_refused == 0  # (it pushed nothing in that round)
+
+
+def _state_node(name: str, state: StateConfig, crdt_ceiling: int = CRDT_STATE_CEILING) -> StateNode:
     base = AgentConfig.preset_config("lan", name=name)
     cfg = dataclasses.replace(base, anti_entropy=dataclasses.replace(base.anti_entropy, enabled=False), state=state)
-    return StateNode(cfg, KvStore(f"{name}@e1", state), random.Random(1), 0.0, addr=("10.0.0.1", 7000 + len(name)),
-                     inline_limit=1200)
+    return StateNode(cfg, KvStore(f"{name}@e1", state, crdt_ceiling=crdt_ceiling), random.Random(1), 0.0,
+                     addr=("10.0.0.1", 7000 + len(name)), inline_limit=1200)
 
 
 def test_the_state_node_backs_repairs_off_while_the_peer_refuses_our_pushes() -> None:
-    big, small = _state_node("a", StateConfig(max_value_bytes=32768)), _state_node("p", SMALL)
+    big, small = _state_node("a", StateConfig(max_value_bytes=32768)), _state_node("p", SMALL, CEILING)
     _fill(small.store, "race", "b", 10)
     big.store.apply_remote(small.store.entry("race"), T)  # type: ignore[arg-type]
     _fill(big.store, "race", "a", 1600)
@@ -233,8 +285,8 @@ def test_the_state_node_backs_repairs_off_while_the_peer_refuses_our_pushes() ->
 
 
 def test_failed_sessions_back_repairs_off_too() -> None:
-    """A peer whose every answer fails (hostile re-review: an entry it cannot decode, e.g. a counter past the
-    peer bound, fails the whole exchange) must not draw a repair every hold + 0.5 s forever."""
+    """A peer whose every answer fails (hostile re-review: an entry it cannot decode fails the whole exchange)
+    must not draw a repair every hold + 0.5 s forever."""
     node = _state_node("a", SMALL)
     gaps = []
     for i in range(3):

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gossip_agent.core import codec, crdt, hlc
-from gossip_agent.core.codec_limits import StateCodecError
 from gossip_agent.core.config import AgentConfig, StateConfig
 from gossip_agent.core.crdt import MAX_COUNTER_DELTA, GCounter, ORSet, PNCounter
+from gossip_agent.core.entry_decoding import EntryOverLimit
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import (
     MAX_COUNTER,
@@ -47,15 +47,16 @@ edge_ints = st.sampled_from(BOUNDARIES) | st.integers(0, 2**64)
 def _round_trips(store: KvStore, key: str) -> None:
     """What the store holds under `key` encodes to a log record that decodes to the same entry, and to a rumor
     that its peers decode to the same entry, or (a counter above MAX_ACCEPTED_COUNTER, which only a write after
-    a peer's forgery makes) refuse as a whole."""
+    a peer's forgery makes) skip and count, as `counter_too_large`."""
     entry = store.entry(key)
     assert entry is not None
     assert decode_change(encode_change(Change(key, entry, "local"))).entry == entry
     if _largest_counter(entry) <= MAX_ACCEPTED_COUNTER:
         assert decode_rumor(encode_rumor(entry)) == entry
     else:
-        with pytest.raises(StateCodecError, match="counter"):
+        with pytest.raises(EntryOverLimit, match="counter") as over:
             decode_rumor(encode_rumor(entry))
+        assert over.value.reason == "counter_too_large"
 
 
 def _largest_counter(entry: Entry) -> int:

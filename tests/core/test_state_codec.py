@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from gossip_agent.core.ae_codec import decode_ae_request, decode_ae_response, encode_ae
 from gossip_agent.core.anti_entropy import AeRequest, AeResponse, Children, Listing, Session, respond
 from gossip_agent.core.codec_limits import CodecLimits, StateCodecError, msgpack_caps
-from gossip_agent.core.config import KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
+from gossip_agent.core.config import CRDT_STATE_CEILING, KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
 from gossip_agent.core.crdt import MVRegister, ORSet, PNCounter
 from gossip_agent.core.entry_decoding import EntryOverLimit, decode_entry
 from gossip_agent.core.hlc import Hlc
@@ -98,11 +98,11 @@ def test_limits_are_enforced() -> None:
 def test_configured_limits_are_write_limits_not_decode_limits() -> None:
     """An entry written under a larger state.maxKeyBytes / maxValueBytes decodes at an agent configured with
     lowered ones: the configured limits refuse only local writes (F3: the new replica never converged)."""
-    limits = CodecLimits.from_config(StateConfig(max_key_bytes=8, max_value_bytes=16))
+    limits = CodecLimits()
     assert (limits.max_key_bytes, limits.max_value_bytes) == (KEY_BYTES_CEILING, VALUE_BYTES_CEILING)
     long_key = KvStore("a").local_put("k" * 200, b"x" * 1000, T)
     assert decode_rumor(encode_rumor(long_key), limits) == long_key
-    assert limits.max_crdt_bytes == StateConfig(max_value_bytes=16).crdt_merge_limit  # (CRDT states: the merge limit)
+    assert limits.max_crdt_bytes == CRDT_STATE_CEILING  # (CRDT states: a fixed ceiling too)
 
 
 @pytest.mark.parametrize("forged", [
@@ -200,7 +200,7 @@ def test_kept_rumor_readers_decode_a_stream_of_good_and_bad_rumors_as_fresh_ones
     good ones between mutated, truncated and trailing-byte ones (after which a kept reader starts afresh):
     each decodes to what a fresh reader gives, or both refuse it."""
     from gossip_agent.core.state_codec import REUSE_READER_BYTES
-    limits = CodecLimits.from_config(StateConfig(max_value_bytes=256 << 10))
+    limits = CodecLimits()
     store = KvStore("w-1", StateConfig(max_value_bytes=256 << 10, conflict_policy="siblings"))
     other = KvStore("w-2", StateConfig(max_value_bytes=256 << 10))
     good = []
@@ -280,3 +280,24 @@ def test_a_log_record_from_the_stores_encoding_is_the_record_of_the_entry_byte_f
         assert decode_change(encode_change(change)) == change
         if change.entry is not None:
             assert change.packed is not None and entry_digest(change.entry) == hashlib.sha256(change.packed).digest()
+
+
+@pytest.mark.parametrize("field", ["versions", "context"])
+def test_every_decoder_bounds_a_value_entrys_versions_and_context(field: str) -> None:
+    """The readers count versions and context nodes at their headers; a log record, unpacked whole, has them
+    checked after (`entry_decoding.check_entry_counts`, which checked_entry no longer repeats for readers)."""
+    from gossip_agent.core.entry_decoding import MAX_ENTRY_VERSIONS
+    from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES
+    if field == "versions":
+        plain = [0, "k", ["n", MAX_ENTRY_VERSIONS + 1],
+                 [["n", i + 1, T, 0, b"v"] for i in range(MAX_ENTRY_VERSIONS + 1)]]
+    else:
+        plain = [0, "k", [x for i in range(MAX_CONTEXT_NODES + 1) for x in (f"w{i}", 1)], [["w0", 1, T, 0, b"v"]]]
+    bodies = {decode_rumor: msgpack.packb([1, plain]),
+              decode_change: msgpack.packb([2, "k", "local", plain]),
+              decode_ae_request: msgpack.packb([3, [2, 8], None, [], [], [plain], [], []]),
+              decode_ae_response: msgpack.packb([4, [2, 8], None, [], [], [plain], [], False])}
+    for decode, body in bodies.items():
+        with pytest.raises(StateCodecError, match="limit"):
+            decoded = decode(body)
+            list(getattr(decoded, "push", ()))  # (a request's pushed entries decode when merged)

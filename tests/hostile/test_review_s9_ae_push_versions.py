@@ -85,9 +85,10 @@ def test_each_merge_step_builds_a_bounded_chunk_and_a_bad_entry_refuses_the_requ
     assert fresh.entry("ok") is not None and fresh.entry("bad") is None
 
 
-def test_a_crdt_state_over_max_value_bytes_is_skipped_before_it_is_built() -> None:
-    """The store refuses a CRDT state above max_value_bytes once built; its wire size says so first. One
-    OR-set of 300k two-letter elements (3.6 MiB) took seconds and ~175 MiB to build in one merge step."""
+def test_a_crdt_state_over_the_ceiling_is_skipped_before_it_is_built() -> None:
+    """The store refuses a CRDT state above config.CRDT_STATE_CEILING (1 MiB) once built; its wire size says so
+    first. One OR-set of 300k two-letter elements (3.6 MiB) took seconds and ~175 MiB to build in one merge
+    step."""
     from gossip_agent.core import hlc
     from gossip_agent.core.anti_entropy import PushMerge
     from gossip_agent.core.kvstore import KvStore

@@ -31,7 +31,7 @@ def test_an_entry_of_nested_arrays_is_refused_as_built() -> None:
 def test_a_step_takes_at_most_a_chunk_of_bytes_and_an_oversized_crdt_is_skipped_unbuilt() -> None:
     peer = KvStore("peer@1", StateConfig())
     plain = entry_to_plain(peer.local_put("e", bytes(1000), T0))
-    big = 20_000  # an OR-set of 20k elements (~0.2 MiB): over the default max_value_bytes (64 KiB)
+    big = 90_000  # an OR-set of 90k elements (~1.1 MiB): over config.CRDT_STATE_CEILING (1 MiB)
     items = [[f"x{i}", ["peer@1", i + 1]] for i in range(big)]
     crdt = [1, "set", hlc.to_plain(hlc.ZERO), ["orset", [["peer@1", big], items]]]
     entries = [crdt] + [[plain[0], f"e{i}", *plain[2:]] for i in range(MERGE_CHUNK)]
@@ -39,7 +39,7 @@ def test_a_step_takes_at_most_a_chunk_of_bytes_and_an_oversized_crdt_is_skipped_
                    + b"".join(msgpack.packb(e, use_bin_type=True) for e in entries))
     _, source = open_ae_response(data)
     first = source.take(MERGE_CHUNK)
-    assert source.skipped == 1 and first  # the CRDT: skipped from its wire size, nothing built
+    assert source.refused == {"state_too_large": 1} and first  # the CRDT: skipped from its wire size, unbuilt
     assert len(first) <= MERGE_CHUNK_BYTES // 1000 + 1  # bounded by bytes (~1 KiB each), not 64 entries
     taken = len(first)
     while source.remaining:

@@ -5,7 +5,7 @@ Before: the payload was one `unpackb` bounded only by "one array per 2 bytes". A
 held 4M empty arrays built 129 MiB and held the event loop 1.5 s (974 ms CPU, load ~3.5) before "key must be
 a string"; an OR-set of 300k tiny elements (3.6 MiB) was built whole (~4 s of the loop) before the store found
 its state above `max_value_bytes`. Now (core/state_codec.decode_rumor): the tag is read as a byte, the entry's
-head as for a push, a CRDT state longer than `max_value_bytes` is refused before it is built, and a value
+head as for a push, a CRDT state longer than the CRDT ceiling is refused before it is built, and a value
 entry's fields are built one by one in their fixed shape (scalars, one flat context, versions of 5).
 """
 
@@ -15,6 +15,7 @@ import msgpack
 import pytest
 
 from gossip_agent.core import hlc
+from gossip_agent.core.entry_decoding import EntryOverLimit
 from gossip_agent.core.replica import decode_payload
 from gossip_agent.io.state_service import StateService
 from tests.hostile.agent_support import raw_exchange, running
@@ -63,19 +64,21 @@ def test_nested_arrays_where_a_crdt_entry_has_scalars_are_refused_as_built(where
     assert decode_payload(honest).key == "set"  # (the same shape with scalars decodes)
 
 
-def test_a_crdt_state_over_max_value_bytes_is_refused_before_it_is_built() -> None:
-    data = _orset(60_000)  # 0.7 MiB; the default max_value_bytes is 64 KiB
-    peak = peak_memory_refusing(decode_payload, data)  # (it used to decode: the store refused it once built)
+def test_a_crdt_state_over_the_ceiling_is_refused_before_it_is_built() -> None:
+    data = _orset(100_000)  # 1.2 MiB; config.CRDT_STATE_CEILING is 1 MiB
+    # (It used to decode: the store refused it once built. Now skipped unbuilt and counted, state_too_large.)
+    peak = peak_memory_refusing(decode_payload, data, error=EntryOverLimit, match="CRDT state ceiling")
     assert peak < 4 * len(data), f"{peak / _MIB:.0f} MiB built for a {len(data) / _MIB:.1f} MiB entry"
 
 
 async def test_the_agent_answers_400_and_stores_nothing() -> None:
     """End to end (this held before too: the store refused the state once built, after seconds at 4 MiB)."""
-    body = b"\x01" + _orset(60_000)  # (FRAME + payload: a plaintext agent's peer body)
+    body = b"\x01" + _orset(100_000)  # (FRAME + payload: a plaintext agent's peer body)
     async with running("victim") as agent:
         head = (f"POST /v1/internal/replicate HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
         answer = await raw_exchange(agent.port, head + body)
-        assert answer.startswith(b"HTTP/1.1 400") and b"max_value_bytes" in answer
+        assert answer.startswith(b"HTTP/1.1 400") and b"CRDT state ceiling" in answer
         (state,) = agent.extensions
         assert isinstance(state, StateService) and state.store.entry("set") is None
+        assert state.store.refused == {"state_too_large": 1}  # (gossip_state_refused_total)

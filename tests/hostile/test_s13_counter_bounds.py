@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 from pathlib import Path
 
 import msgpack
 import pytest
 
 from gossip_agent.core import crdt
+from gossip_agent.core.ae_codec import decode_ae_request, encode_ae, open_ae_response
+from gossip_agent.core.anti_entropy import AeRequest, AeResponse, respond
 from gossip_agent.core.codec_limits import StateCodecError
-from gossip_agent.core.config import from_mapping
+from gossip_agent.core.config import AgentConfig, from_mapping
 from gossip_agent.core.crdt import MAX_COUNTER_DELTA, GCounter, MVRegister, ORSet, PNCounter
+from gossip_agent.core.entry_decoding import EntryOverLimit
 from gossip_agent.core.hlc import Hlc
-from gossip_agent.core.kvstore import CausalContext, Change, CrdtEntry, KvStore, ValueEntry, Version
+from gossip_agent.core.kvstore import CausalContext, Change, CrdtEntry, InvalidEntry, KvStore, ValueEntry, Version
 from gossip_agent.core.state_codec import (
     CONTEXT,
     decode_change,
@@ -33,6 +37,7 @@ from gossip_agent.core.state_codec import (
     encode_change,
     encode_rumor,
 )
+from gossip_agent.core.state_node import StateNode
 from gossip_agent.core.vector_clock import MAX_ACCEPTED_COUNTER, MAX_COUNTER, VersionVector
 from gossip_agent.io.persistence import DurableLog
 from gossip_agent.io.state_service import StateService
@@ -98,14 +103,60 @@ def _crdt_entries(counter: int) -> list[CrdtEntry]:
 
 @pytest.mark.parametrize("counter", [MAX_ACCEPTED_COUNTER + 1, 2**63 - 2, MAX_COUNTER])
 def test_a_peer_entry_or_crdt_state_above_the_peer_bound_is_refused_at_decode(counter: int) -> None:
-    """Every peer path (rumors, replicate, anti-entropy pushes and answers) decodes through these: a refusal
-    there is a counted drop (`gossip_rumors_total{result="dropped"}`; an anti-entropy exchange: dropped
-    {reason="antientropy"}). A replica's own log records keep decoding (MAX_COUNTER)."""
-    entries = [_value_entry(counter, 1), _value_entry(counter, counter), *_crdt_entries(counter)]
-    for entry in entries:
-        with pytest.raises(StateCodecError, match=f"1..{MAX_ACCEPTED_COUNTER}"):
+    """Every peer path (rumors, replicate, anti-entropy pushes and answers) decodes through these: the entry is
+    skipped and counted (EntryOverLimit, `counter_too_large`), the rest of its message applied. A replica's own
+    log records keep decoding (MAX_COUNTER)."""
+    for entry in _over_the_bound(counter):
+        with pytest.raises(EntryOverLimit, match=f"1..{MAX_ACCEPTED_COUNTER}") as over:
             decode_rumor(encode_rumor(entry))
+        assert over.value.reason == "counter_too_large"
         assert decode_change(encode_change(Change(entry.key, entry, "local"))).entry == entry
+
+
+def _over_the_bound(counter: int = MAX_ACCEPTED_COUNTER + 1) -> list[ValueEntry | CrdtEntry]:
+    return [_value_entry(counter, 1), _value_entry(counter, counter), *_crdt_entries(counter)]
+
+
+def _honest() -> list[ValueEntry]:
+    writer = KvStore("w@000002")
+    return [writer.local_put(f"ok/{i}", b"v", NOW) for i in range(3)]
+
+
+def test_an_answer_with_an_entry_above_the_peer_bound_applies_the_rest() -> None:
+    """One such entry failed the whole anti-entropy answer (StateCodecError: every session with that peer
+    failed for good, the rest never repaired); now it is skipped and counted, the others merged."""
+    honest = _honest()
+    for bad in _over_the_bound():
+        answer = encode_ae(AeResponse((2, 8), entries=(honest[0], bad, honest[1], honest[2])))
+        _, entries = open_ae_response(answer)
+        assert list(entries.take(10)) == honest
+        assert entries.refused == {"counter_too_large": 1}
+
+
+def test_a_push_with_an_entry_above_the_peer_bound_merges_the_rest() -> None:
+    honest = _honest()
+    for bad in _over_the_bound():
+        responder = KvStore("r@000003")
+        push = encode_ae(AeRequest((responder.merkle.bits, responder.merkle.depth), push=(bad, *honest)))
+        answer = respond(responder, decode_ae_request(push), NOW)  # (raised AntiEntropyError before)
+        assert responder.all_keys() == ["ok/0", "ok/1", "ok/2"] and answer.entries == ()
+
+
+def test_a_rumor_above_the_peer_bound_is_a_counted_drop() -> None:
+    node = _state_node()
+    for bad in _over_the_bound():
+        new, _ = node.on_rumor(encode_rumor(bad), 0.0, NOW / 1000)
+        assert not new
+    assert node.stats.rumors["dropped"] == 6 and node.store.refused == {"counter_too_large": 6}
+    with pytest.raises(InvalidEntry):
+        node.on_replicate(encode_rumor(_over_the_bound()[0]), 0.0, NOW / 1000)
+    assert node.store.refused == {"counter_too_large": 7}
+
+
+def _state_node() -> StateNode:
+    config = AgentConfig.preset_config("lan", name="n")
+    return StateNode(config, KvStore("n@000004", config.state), random.Random(1), 0.0, addr=("10.0.0.1", 7000),
+                     inline_limit=1200)
 
 
 def test_a_peer_state_at_the_bound_leaves_the_named_replica_room() -> None:

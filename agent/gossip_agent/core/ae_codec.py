@@ -47,11 +47,11 @@ from gossip_agent.core.entry_decoding import (
     CRDT_TAG_BYTE,
     EntryOverLimit,
     ValueEntries,
+    check_crdt_state,
     check_entry_head,
-    crdt_state_too_large,
     decode_entry,
 )
-from gossip_agent.core.kvstore import Entry, InvalidEntry, entry_to_plain
+from gossip_agent.core.kvstore import Entry, entry_to_plain
 from gossip_agent.core.merkle import HASH_BYTES, MAX_DEPTH, MAX_FANOUT
 from gossip_agent.core.packing import pack
 
@@ -165,10 +165,9 @@ def _pushed_entries(data: bytes | memoryview, limits: CodecLimits) -> PushedEntr
     values = ValueEntries(caps, len(data))
 
     def decode(raw: memoryview) -> Entry:
-        if crdt_state_too_large(raw, caps, limits):
-            # The store refuses a CRDT state above its merge limit once built (kvstore.validate); one of 300k
-            # tiny elements in a 3.6 MiB push took seconds and ~175 MiB to build and merge in one step.
-            raise InvalidEntry(f"CRDT state of more than {limits.max_crdt_bytes} bytes (the CRDT merge limit)")
+        # The store refuses a CRDT state above its ceiling once built (kvstore.validate); one of 300k tiny
+        # elements in a 3.6 MiB push took seconds and ~175 MiB to build and merge in one step.
+        check_crdt_state(raw, caps, limits)
         return decode_entry(raw, limits, caps, "push", values)
     return PushedEntries(data, bounds, decode)
 
@@ -245,9 +244,9 @@ def _array_count(field: bytes | memoryview, what: str) -> int:
 class AnswerEntries:
     """The entries of an anti-entropy answer, decoded on demand (`take`), each exactly as a pushed entry is
     (`decode_ae_request`): found by msgpack's skip, its head read before anything is built, a CRDT state
-    longer than `max_crdt_bytes` skipped unbuilt (the store would refuse it), one whose key or value
-    is over the decoder's ceilings skipped and counted in `refused` by reason (the rest of the answer still
-    applies), and the rest built in its entry's shape (`decode_entry`). The driver merges a chunk, yields
+    longer than `max_crdt_bytes` skipped unbuilt (the store would refuse it) and one whose key, value or
+    counters are over the decoder's ceilings skipped, each counted in `refused` by reason (the rest of the
+    answer still applies), and the rest built in its entry's shape (`decode_entry`). The driver merges a chunk, yields
     to its event loop, takes the next (core/anti_entropy.AnswerMerge); a chunk stops at `MERGE_CHUNK_BYTES`
     of entries (and one more).
     Before: the entries were unpacked with only "one array per 2 bytes" for the whole field, so one entry
@@ -255,8 +254,7 @@ class AnswerEntries:
 
     def __init__(self, field: bytes | memoryview, count: int, limits: CodecLimits) -> None:
         self.limits = limits
-        self.skipped = 0  # CRDT entries over max_crdt_bytes, left unbuilt
-        self.refused: dict[str, int] = {}  # reason -> entries skipped as over a key or value ceiling
+        self.refused: dict[str, int] = {}  # reason -> entries skipped as over a ceiling (EntryOverLimit)
         self._view = memoryview(field)
         self._caps = msgpack_caps(len(field), limits)
         self._walker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(field)), **self._caps)
@@ -281,13 +279,11 @@ class AnswerEntries:
                 walker.skip()
                 entry = view[start:walker.tell()]
                 self._remaining -= 1
-                if entry[1:2] == CRDT_TAG_BYTE:  # (a value entry's head is read by `decode_entry`)
-                    check_entry_head(entry, caps)
-                    if crdt_state_too_large(entry, caps, limits):
-                        self.skipped += 1  # (skipped in C, not counted in the chunk's bytes)
-                        continue
-                spent += len(entry)
                 try:
+                    if entry[1:2] == CRDT_TAG_BYTE:  # (a value entry's head is read by `decode_entry`)
+                        check_entry_head(entry, caps)
+                        check_crdt_state(entry, caps, limits)  # (skipped in C, not counted in the chunk's bytes)
+                    spent += len(entry)
                     out.append(decode_entry(entry, limits, caps, "entries", self._values))
                 except EntryOverLimit as err:
                     self.refused[err.reason] = self.refused.get(err.reason, 0) + 1

@@ -156,6 +156,9 @@ class AeResponse:
     entries: tuple[Entry, ...] = ()
     collected: tuple[str, ...] = ()   # pushed keys whose tombstones the responder had collected
     truncated: bool = False           # something did not fit; the next session continues
+    push_refused: int = 0             # pushed entries the responder did not take and sends nothing of back
+    #                                   (`PushMerge.unanswered`). Not in the body (older agents refuse a field
+    #                                   more): io/state_service carries it in a header, which they ignore.
 
 
 AeMessage = AeRequest | AeResponse
@@ -205,6 +208,8 @@ class PushMerge:
         self.truncated = False
         self.refused: str | None = None  # why a pushed entry did not decode (the request is then refused)
         self.over_limit: dict[str, int] = {}  # reason -> pushed entries skipped as over a key or value ceiling
+        self._skipped = 0                 # pushed entries skipped at decode (their keys unknown here)
+        self._refused_keys: list[str] = []  # pushed entries the store refused
         self._next = 0
 
     @property
@@ -239,14 +244,17 @@ class PushMerge:
                 break
             except EntryOverLimit as err:
                 self.over_limit[err.reason] = self.over_limit.get(err.reason, 0) + 1
+                self._skipped += 1
                 continue
             except InvalidEntry:
+                self._skipped += 1
                 continue
             try:
                 changed = store.apply_remote(entry, now_ms)
             except InvalidEntry:
                 changed = None  # refused (counted by the store): ours goes back, so the initiator sees it
-            else:                  # was not taken (core/anti_entropy.AnswerMerge: push_refused)
+                self._refused_keys.append(entry.key)  # was not taken (AnswerMerge: push_refused); if we
+            else:                                     # hold none, `unanswered` tells it
                 stale += not changed
                 if not changed and store.was_collected(entry.key):
                     self.collected.append(entry.key)
@@ -264,6 +272,14 @@ class PushMerge:
                 self.entries.append(merged)
                 self.sizes.append(size)
         return stale
+
+    def unanswered(self, answer: Sequence[Entry]) -> int:
+        """Pushed entries not taken of which `answer` holds no state of their key: skipped at decode, or refused
+        by the store for a key we hold none of (or whose merge did not fit). The initiator counts a push refused
+        when our state of its key comes back unchanged (`AnswerMerge`); these it cannot see, and counted them
+        taken, so the answer says how many (`AeResponse.push_refused`)."""
+        keys = {entry.key for entry in answer} if self._refused_keys else ()
+        return self._skipped + sum(1 for key in self._refused_keys if key not in keys)
 
     def fit(self, room: int) -> tuple[list[Entry], int, bool]:
         """The merges to send back within an answer's `room` bytes (the first always goes), the room left
@@ -353,7 +369,8 @@ def respond(store: KvStore, request: AeRequest, now_ms: int, limits: Limits = Li
             break
         entries.append(found)
         served = True
-    return AeResponse(_shape(tree), root, children, tuple(listings), tuple(entries), tuple(collected), truncated)
+    return AeResponse(_shape(tree), root, children, tuple(listings), tuple(entries), tuple(collected), truncated,
+                      merged.unanswered(entries))
 
 
 def _wanted_under(tree: MerkleTree, nodes: tuple[NodeId, ...], first: list[str], scan: int) -> Iterator[str | None]:
@@ -486,6 +503,8 @@ class Session:
             merged.step(now_ms, len(response.entries))
         elif not merged.done or merged.session is not self:
             raise ValueError("handle(merged=...) needs this session's AnswerMerge, done")
+        # (At most one per entry pushed: the count comes outside the answer's authenticated body.)
+        stats.push_refused += min(max(0, response.push_refused), len(self._asked.push))
         for key in response.collected:
             self.store.forget_collected(key, now_ms)
         for children in response.children:

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from gossip_agent.core.config import KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
+from gossip_agent.core.config import CRDT_STATE_CEILING, KEY_BYTES_CEILING, VALUE_BYTES_CEILING
 
 
 class StateCodecError(ValueError):
@@ -25,27 +25,22 @@ class StateCodecError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CodecLimits:
-    """Caps applied while decoding. Build with `CodecLimits.from_config(state_config)`.
+    """Caps applied while decoding.
 
-    `max_key_bytes` and `max_value_bytes` are what a peer's entry may hold, not what a client may write: a
-    key or value written under an earlier, larger state.maxKeyBytes / maxValueBytes must still decode at a
-    replica configured with the lowered limit (one that starts empty otherwise never converged, and every
-    anti-entropy answer carrying the key failed whole). So they are the fixed ceilings (config's
-    KEY_BYTES_CEILING, VALUE_BYTES_CEILING: the settings' maxima), whatever the configured limits.
-    `max_crdt_bytes` is the configured CRDT merge limit (StateConfig.crdt_merge_limit): a CRDT state costs CPU
-    in proportion to its size on every merge, so one over it is skipped unbuilt."""
+    `max_key_bytes`, `max_value_bytes` and `max_crdt_bytes` are what a peer's entry may hold, not what a client
+    may write: a key, value or CRDT state written or merged under larger state limits than this replica's
+    (lowered since, or set so elsewhere) must still decode here (a replica that refused them never converged,
+    and every anti-entropy answer carrying the key failed whole). So they are the fixed ceilings (config's
+    KEY_BYTES_CEILING, VALUE_BYTES_CEILING, CRDT_STATE_CEILING), whatever the configured limits. A CRDT state
+    costs CPU in proportion to its size on every merge, so one over its ceiling is skipped unbuilt."""
 
     max_key_bytes: int = KEY_BYTES_CEILING
     max_value_bytes: int = VALUE_BYTES_CEILING
-    max_crdt_bytes: int = 4 * 64 * 1024  # a CRDT state from a peer: StateConfig.crdt_merge_limit
+    max_crdt_bytes: int = CRDT_STATE_CEILING
     max_message_bytes: int = 16 << 20   # whole message, checked before parsing
     max_str_bytes: int = max(4096, KEY_BYTES_CEILING)      # any string (keys, node names, set elements)
     max_bin_bytes: int = max(1 << 20, VALUE_BYTES_CEILING)  # any binary (values, hash blocks, listings)
     max_items: int = 1 << 20            # any array or map length
-
-    @classmethod
-    def from_config(cls, state: StateConfig, *, max_message_bytes: int = 16 << 20) -> CodecLimits:
-        return cls(max_crdt_bytes=state.crdt_merge_limit, max_message_bytes=max_message_bytes)
 
 
 DEFAULT_LIMITS = CodecLimits()

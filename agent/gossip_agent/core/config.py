@@ -254,11 +254,23 @@ class AntiEntropyConfig:
 
 
 CRDT_MERGE_HEADROOM = 4
-"""Peers accept and merge CRDT states up to this multiple of the local write limit. A local operation never grows
-a state past the write limit, so a larger state only arises by merging operations made concurrently at several
-agents, and every replica must accept that merge or the cluster diverges for good (a replica that merged refused
-its peers' smaller states' merge, and they refused its larger one). Past the headroom it takes five agents each
-filling a state to the limit at once; such a merge is refused, counted and logged (state_too_large)."""
+"""A local operation never grows a CRDT state past the write limit (StateConfig.crdt_write_limit), so a larger
+state only arises by merging operations made concurrently at several agents, and every replica must accept that
+merge or the cluster diverges for good (a replica that merged refused its peers' smaller states' merge, and they
+refused its larger one). Peers' states are accepted up to CRDT_STATE_CEILING, this multiple of the largest write
+limit any agent may be configured with (state.maxCrdtBytes' maximum): past it, it takes five agents each filling
+a state to that maximum at once; such a merge is refused, counted and logged (state_too_large)."""
+MAX_CRDT_BYTES = 256 * 1024
+"""state.maxCrdtBytes' maximum (and its default): CRDT_STATE_CEILING / CRDT_MERGE_HEADROOM."""
+CRDT_STATE_CEILING = CRDT_MERGE_HEADROOM * MAX_CRDT_BYTES
+"""The largest encoded CRDT state any agent accepts from a peer or produces by a merge (1 MiB), whatever its own
+state.maxCrdtBytes / maxValueBytes: those limit local operations only. A limit derived from the agent's own
+config stranded keys: an agent whose maxValueBytes was lowered refused the states the rest of the cluster held
+and merged, so the key never converged there. Fixed, and no larger, because a state costs CPU and memory in
+proportion to its size on every decode and merge, in one step of the event loop (a hostile OR-set of minimal
+elements at 4.8 MiB: ~1.3 s to decode, ~2.4 s to merge, ~176 MiB built; at this ceiling about a quarter), so
+no peer can make one merge cost more; an agent at the default limits accepted up to 256 KiB before, and the
+setting's maximum follows from the ceiling."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,10 +293,11 @@ class StateConfig:
     # A CRDT operation costs time proportional to the whole state, on the writer's event loop and on every peer's
     # (a 2.5 MB OR-set: 0.5-0.9 s per add), so CRDT states have a cap of their own however large values may be.
     max_crdt_bytes: int = setting(
-        256 * 1024, "Largest encoded CRDT state (counter, set, register) a local operation may grow, or the "
+        MAX_CRDT_BYTES, "Largest encoded CRDT state (counter, set, register) a local operation may grow, or the "
         "maxValueBytes if smaller (413 past it). Operations made at once at several agents may merge into a larger "
-        f"state: peers accept and merge states up to {CRDT_MERGE_HEADROOM} times this limit.", unit="bytes",
-        minimum=1, maximum=4 * 1024 * 1024)  # (x4 headroom: within a 16 MiB message)
+        "state, and every agent accepts and merges peers' states up to a fixed ceiling of "
+        f"{CRDT_STATE_CEILING // (1 << 20)} MiB ({CRDT_MERGE_HEADROOM} times this setting's maximum), whatever its "
+        "own limits.", unit="bytes", minimum=1, maximum=MAX_CRDT_BYTES)
     tombstone_ttl: float = _duration(
         24 * 3600.0, "Tombstones are collected once every current member has seen them, or after this at the "
         "latest.", minimum=1.0, maximum=365 * DAY, crd_default=True)
@@ -303,11 +316,6 @@ class StateConfig:
     def crdt_write_limit(self) -> int:
         """Largest encoded CRDT state a local operation may grow (smaller states, or shrinking, always pass)."""
         return min(self.max_value_bytes, self.max_crdt_bytes)
-
-    @property
-    def crdt_merge_limit(self) -> int:
-        """Largest encoded CRDT state accepted from a peer or produced by a merge: see CRDT_MERGE_HEADROOM."""
-        return CRDT_MERGE_HEADROOM * self.crdt_write_limit
 
 
 @dataclass(frozen=True, slots=True)

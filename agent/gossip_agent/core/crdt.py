@@ -19,7 +19,14 @@ from typing import Any, ClassVar
 
 from gossip_agent.core import hlc as hlc_mod
 from gossip_agent.core.hlc import Hlc
-from gossip_agent.core.vector_clock import EMPTY, MAX_ACCEPTED_COUNTER, Dot, VersionVector, join_dots
+from gossip_agent.core.vector_clock import (
+    EMPTY,
+    MAX_ACCEPTED_COUNTER,
+    Dot,
+    VersionVector,
+    check_counter,
+    join_dots,
+)
 
 MAX_COUNTER_DELTA = 1 << 32
 """Largest step (either sign) of one PN-counter operation. A replica's per-direction total starts at most at
@@ -270,8 +277,10 @@ def from_plain(data: object, limit: int = MAX_ACCEPTED_COUNTER) -> Crdt:
 
 
 def _dot(node: object, n: object, limit: int) -> Dot:
-    if not isinstance(node, str) or isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= limit:
+    if not isinstance(node, str) or isinstance(n, bool) or not isinstance(n, int):
         raise ValueError(f"dot: expected (node, counter 1..{limit}), got ({node!r:.40}, {n!r:.20})")
+    if not 0 < n <= limit:
+        check_counter(n, limit, f"dot of {node!r:.40}")
     return node, n
 
 

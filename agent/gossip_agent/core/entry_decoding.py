@@ -3,7 +3,7 @@
 Why a separate module: an entry arrives in a state rumor, an anti-entropy push and an anti-entropy answer,
 and each of those once let a forged entry build far more than its bytes (nested arrays in a key: ~129 MiB
 from a 4 MiB push; an OR-set of 300k tiny elements: seconds of CPU). Here every entry is (1) checked at its
-headers (`check_entry_head`: tag, context nodes, version count; `crdt_state_too_large`: a CRDT state's bytes),
+headers (`check_entry_head`: tag, context nodes, version count; `check_crdt_state`: a CRDT state's bytes),
 (2) built in its own shape (`ValueEntries` for value entries, field by field for CRDT entries: an array out
 of place stops the build as soon as it is built), and (3) validated against the store's limits
 (`checked_entry`). Only `StateCodecError` (the message is malformed) and `EntryOverLimit`, a kvstore
@@ -19,7 +19,7 @@ import msgpack
 
 from gossip_agent.core.codec_limits import MSGPACK_ERRORS, CodecLimits, StateCodecError, unpack_field
 from gossip_agent.core.kvstore import CrdtEntry, Entry, InvalidEntry, entry_from_plain
-from gossip_agent.core.vector_clock import MAX_ACCEPTED_COUNTER, MAX_CONTEXT_NODES
+from gossip_agent.core.vector_clock import MAX_ACCEPTED_COUNTER, MAX_CONTEXT_NODES, CounterAboveLimit
 
 MAX_ENTRY_VERSIONS = 4096
 """Versions one decoded entry may hold. A local write keeps at most kvstore.MAX_LOCAL_SIBLINGS (64) live
@@ -36,9 +36,10 @@ CRDT_TAG_BYTE = b"\x01"
 
 
 class EntryOverLimit(InvalidEntry):
-    """A well-formed entry whose key or value is longer than the decoder accepts (`CodecLimits`): that entry
-    is skipped, counted under `reason`, and the rest of its message is applied. It used to be a
-    StateCodecError, which failed the whole anti-entropy answer or push carrying it."""
+    """A well-formed entry whose key or value is longer than the decoder accepts (`CodecLimits`), or that
+    carries a counter above the peer bound (vector_clock.MAX_ACCEPTED_COUNTER): that entry is skipped, counted
+    under `reason`, and the rest of its message is applied. It used to be a StateCodecError, which failed the
+    whole anti-entropy answer or push carrying it."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -46,19 +47,18 @@ class EntryOverLimit(InvalidEntry):
 
 
 def checked_entry(plain: Any, limits: CodecLimits, max_counter: int = MAX_ACCEPTED_COUNTER) -> Entry:
-    """An entry from kvstore's plain form, refused (StateCodecError) past MAX_ENTRY_VERSIONS and
-    MAX_CONTEXT_NODES, malformed, or with a counter above `max_counter` (MAX_ACCEPTED_COUNTER for peers; this
-    replica's own log records: vector_clock.MAX_COUNTER), and skipped (EntryOverLimit) with a key or value past
-    `limits`: what every decoder hands the store."""
-    if isinstance(plain, list) and len(plain) == 4 and plain[0] == 0:  # (a value entry: tag 0, kvstore.entry_to_plain)
-        if isinstance(plain[3], list) and len(plain[3]) > MAX_ENTRY_VERSIONS:
-            raise StateCodecError(f"entry: {len(plain[3])} versions (limit {MAX_ENTRY_VERSIONS})")
-        if isinstance(plain[2], list):
-            check_context_items(len(plain[2]))
+    """An entry from kvstore's plain form, refused (StateCodecError) malformed, and skipped (EntryOverLimit)
+    with a key or value past `limits` or a counter above `max_counter` (MAX_ACCEPTED_COUNTER for peers; this
+    replica's own log records: vector_clock.MAX_COUNTER): what every decoder hands the store. A counter past the
+    bound was a StateCodecError, which failed the whole anti-entropy exchange or push carrying the entry (every
+    session with that peer, for good). A value entry's version and context counts are bounded by its reader,
+    at their headers (`ValueEntries`; a log record, unpacked whole: `check_entry_counts`)."""
     try:
         entry: Entry = entry_from_plain(plain, max_counter)  # (state_codec's `_guard`, inlined: one call less)
     except StateCodecError:
         raise
+    except CounterAboveLimit as err:
+        raise EntryOverLimit("counter_too_large", f"entry: {err}") from None
     except (ValueError, TypeError) as err:
         raise StateCodecError(f"entry: {err}") from None
     try:
@@ -78,16 +78,30 @@ def checked_entry(plain: Any, limits: CodecLimits, max_counter: int = MAX_ACCEPT
     return entry
 
 
+def check_entry_counts(plain: Any) -> None:
+    """A value entry's versions (MAX_ENTRY_VERSIONS) and context nodes (MAX_CONTEXT_NODES) in kvstore's plain
+    form, for an entry built whole (a log record) rather than by a reader that counts them at their headers."""
+    if isinstance(plain, list) and len(plain) == 4 and plain[0] == 0:  # (a value entry: tag 0, kvstore.entry_to_plain)
+        if isinstance(plain[3], list) and len(plain[3]) > MAX_ENTRY_VERSIONS:
+            raise StateCodecError(f"entry: {len(plain[3])} versions (limit {MAX_ENTRY_VERSIONS})")
+        if isinstance(plain[2], list):
+            check_context_items(len(plain[2]))
+
+
 def check_context_items(items: int) -> None:
     """A value entry's context is a flat [node, counter, ...] list: refused past MAX_CONTEXT_NODES nodes."""
     if items > 2 * MAX_CONTEXT_NODES:
         raise StateCodecError(f"entry: a context of {items // 2} writer nodes (limit {MAX_CONTEXT_NODES})")
 
 
-def crdt_state_too_large(entry: memoryview, caps: dict[str, Any], limits: CodecLimits) -> bool:
-    """Whether `entry` is a CRDT entry whose state is longer than max_crdt_bytes (the store would refuse it
-    once built): read from its headers, nothing built. Each caller decides what that costs the message."""
-    return entry[1:2] == CRDT_TAG_BYTE and _crdt_state_bytes(entry, caps) > limits.max_crdt_bytes
+def check_crdt_state(entry: memoryview, caps: dict[str, Any], limits: CodecLimits) -> None:
+    """EntryOverLimit (`state_too_large`) if `entry` is a CRDT entry whose state is longer than max_crdt_bytes
+    (the store would refuse it once built): read from its headers, nothing built. Skipped and counted by reason
+    as any entry over a ceiling is (rumors: a dropped rumor; answers and pushes: the rest applies); it was left
+    out of gossip_state_refused_total, and a rumor's was a StateCodecError."""
+    if entry[1:2] == CRDT_TAG_BYTE and _crdt_state_bytes(entry, caps) > limits.max_crdt_bytes:
+        raise EntryOverLimit("state_too_large", f"entry: a CRDT state of more than {limits.max_crdt_bytes} "
+                                                "bytes (the CRDT state ceiling)")
 
 
 def check_entry_head(entry: memoryview, caps: dict[str, Any]) -> None:

@@ -37,7 +37,7 @@ from sortedcontainers import SortedList
 from gossip_agent.core import crdt as crdt_mod
 from gossip_agent.core import hlc as hlc_mod
 from gossip_agent.core import packing
-from gossip_agent.core.config import KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
+from gossip_agent.core.config import CRDT_STATE_CEILING, KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
 from gossip_agent.core.crdt import Crdt
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.merkle import DEFAULT_BITS, DEFAULT_DEPTH, MerkleTree
@@ -48,6 +48,7 @@ from gossip_agent.core.vector_clock import (
     MAX_COUNTER,
     Dot,
     VersionVector,
+    check_counter,
     dots_vector,
     join_dots,
 )
@@ -237,9 +238,11 @@ class KvStore:
     """One replica. Not thread-safe: one driver owns it. Times are integer milliseconds from the caller."""
 
     def __init__(self, node: str, config: StateConfig | None = None, *, merkle_depth: int = DEFAULT_DEPTH,
-                 merkle_bits: int = DEFAULT_BITS, record_changes: bool = True) -> None:
+                 merkle_bits: int = DEFAULT_BITS, record_changes: bool = True,
+                 crdt_ceiling: int = CRDT_STATE_CEILING) -> None:
         self.node = node
         self.config = config or StateConfig()
+        self.crdt_ceiling = crdt_ceiling  # peers' CRDT states and merges: config.CRDT_STATE_CEILING (tests: less)
         self.clock: Hlc = Hlc(0, 0, node)
         self.merkle = MerkleTree(merkle_depth, merkle_bits)
         self.record_changes = record_changes
@@ -384,14 +387,16 @@ class KvStore:
         if _max_int(plain) > MAX_COUNTER:
             raise self._refuse("counter_overflow", f"{key!r}: the {kind.TYPE} would hold a number above "
                                                    f"{MAX_COUNTER} (2^63-1); refused")
-        size = len(_pack(plain))
+        head = [_CRDT_TAG, key, hlc_mod.to_plain(clock)]  # (entry_to_plain's, the state converted once)
+        packed = _pack([*head, plain])
+        size = len(packed) - len(_pack(head))  # (the state's bytes: see `_crdt_packed`)
         limit = self.config.crdt_write_limit
         if size > limit and size > _crdt_size(current):  # (shrinking an over-limit state always passes)
             raise ValueTooLarge(f"{key!r}: the {kind.TYPE} would encode to {size} bytes; the limit is {limit}")
         self.clock = clock
         entry = CrdtEntry(key, value, self.clock)
         self._graveyard.pop(key, None)
-        self._put(key, entry, "local")
+        self._put(key, entry, "local", packed)
         return value
 
     # -- remote writes -----------------------------------------------------------------------------
@@ -401,14 +406,13 @@ class KvStore:
         Raises InvalidEntry if the entry breaks a limit or an invariant, or (given `now_ms`, which every
         network edge passes) carries a timestamp further ahead of our clock than `max_clock_drift_ms`.
         """
-        self.validate(entry)
+        packed = self._validated(entry)  # (a CRDT entry's encoding: its state's size was checked on it)
         if now_ms is not None:
             self.check_timestamps(entry, now_ms)
-        entry = self._normalize(entry)
+        entry = self._normalize(entry)  # (CRDT entries are left as they are)
         self.clock = hlc_mod.observe(self.clock, entry.timestamp)
         key = entry.key
         current = self._entries.get(key)
-        plain: list[Any] | None = None
         if current is None:
             grave = self._graveyard.get(key)
             if grave is not None:
@@ -428,21 +432,26 @@ class KvStore:
             if merged == current:
                 return False
             self._check_merged_context(merged)
-            if isinstance(merged, CrdtEntry):
-                plain = entry_to_plain(merged)  # (kept for `_put`: the state is encoded once)
-                self._check_crdt_size(key, plain[3], "the merged")
-        self._put(key, merged, "remote", plain)
+            packed = self._crdt_packed(merged, "the merged") if isinstance(merged, CrdtEntry) else None
+        self._put(key, merged, "remote", packed)
         return True
 
-    def _check_crdt_size(self, key: str, state: list[Any], what: str) -> None:
-        """A CRDT state from a peer, or the merge of one with ours, is held up to `crdt_merge_limit` (not the
-        local write limit: concurrent operations, each within it, merge into more, and a replica refusing that
-        merge diverges for good); past it, refused and counted as `state_too_large`."""
-        size = len(_pack(state))
-        limit = self.config.crdt_merge_limit
+    def _crdt_packed(self, entry: CrdtEntry, what: str) -> bytes:
+        """The entry's canonical encoding (`_put`'s, for the Merkle digest and the log record), its state held
+        up to the fixed CRDT_STATE_CEILING (not the configured write limit: concurrent operations, each within
+        it, merge into more, and a replica refusing what the rest of the cluster merged diverges for good);
+        past it, refused and counted as `state_too_large`. The state's size is read off the entry's encoding
+        (msgpack packs an array's items one after the other: the entry's bytes less those of its first three
+        fields), so the state is converted and packed once: twice, converting it was ~90 % of merging a new
+        OR-set key."""
+        plain = entry_to_plain(entry)
+        packed = _pack(plain)
+        size = len(packed) - len(_pack(plain[:3]))
+        limit = self.crdt_ceiling
         if size > limit:
-            raise self._invalid("state_too_large", f"{key!r}: {what} CRDT state would encode to {size} bytes; "
-                                                   f"peers' states are merged up to {limit}")
+            raise self._invalid("state_too_large", f"{entry.key!r}: {what} CRDT state would encode to {size} "
+                                                   f"bytes; peers' states are merged up to {limit}")
+        return packed
 
     def _check_merged_context(self, merged: Entry) -> None:
         """Each entry passed its own MAX_CONTEXT_NODES bound (`validate`); their union may not (disjoint
@@ -465,21 +474,23 @@ class KvStore:
 
     def _refuse(self, reason: str, message: str) -> OutOfRange:
         """A local write refused, counted under `reason`."""
-        self.count_refusal(reason)
+        self.refused[reason] = self.refused.get(reason, 0) + 1
         return OutOfRange(message)
 
     def _invalid(self, reason: str, message: str) -> InvalidEntry:
-        """A peer's entry refused, counted under `reason` (and as a remote refusal, which the state service
-        logs: a refused merge can keep replicas apart, and is never silent)."""
-        self.count_refusal(reason)
-        self.refused_remote += 1
-        self.last_refused_remote = f"{reason}: {message}"
+        """A peer's entry refused (`refuse_remote`), as the exception to raise."""
+        self.refuse_remote(reason, message)
         return InvalidEntry(message)
 
-    def count_refusal(self, reason: str, count: int = 1) -> None:
-        """Count `count` refused remote entries under `reason` (gossip_state_refused_total); also for entries
-        a decoder skipped before they reached the store (io/state_service.py)."""
+    def refuse_remote(self, reason: str, message: str, count: int = 1) -> None:
+        """Count `count` peers' entries refused under `reason` (gossip_state_refused_total) and as remote
+        refusals, which the state service logs (rate-limited, naming the latest `message`): a refused merge can
+        keep replicas apart, and is never silent. The store's own refusals, and the entries a decoder skipped
+        before they reached it (the state node's rumors, io/state_service's anti-entropy answers and pushes):
+        one count and one log for both."""
         self.refused[reason] = self.refused.get(reason, 0) + count
+        self.refused_remote += count
+        self.last_refused_remote = f"{reason}: {message}"
 
     def check_timestamps(self, entry: Entry, now_ms: int) -> None:
         """InvalidEntry (counted as `clock_drift`) if any timestamp in `entry` runs more than
@@ -502,9 +513,14 @@ class KvStore:
                                                f"{self.config.max_clock_drift_ms} ms)")
 
     def validate(self, entry: Entry) -> None:
-        """Limits and invariants every stored entry satisfies; raises InvalidEntry. Keys and values are held
-        to the fixed ceilings, not max_key_bytes / max_value_bytes (limits on local writes): an entry written
-        under a larger limit, lowered since, must still reach a replica that starts empty."""
+        """Limits and invariants every stored entry satisfies; raises InvalidEntry. Keys, values and CRDT
+        states are held to the fixed ceilings, not max_key_bytes / max_value_bytes / max_crdt_bytes (limits on
+        local writes): an entry written under a larger limit, lowered since, must still reach a replica that
+        starts empty."""
+        self._validated(entry)
+
+    def _validated(self, entry: Entry) -> bytes | None:
+        """`validate`, returning a CRDT entry's encoding (`_crdt_packed`: checking its state's size made it)."""
         try:
             size = len(entry.key.encode())
         except UnicodeEncodeError:
@@ -514,8 +530,7 @@ class KvStore:
         if size > KEY_BYTES_CEILING:
             raise self._invalid("key_too_long", f"key must be 1..{KEY_BYTES_CEILING} bytes of UTF-8, got {size}")
         if isinstance(entry, CrdtEntry):
-            self._check_crdt_size(entry.key, crdt_mod.to_plain(entry.value), "a peer's")
-            return
+            return self._crdt_packed(entry, "a peer's")
         if not entry.versions:
             raise self._invalid("invalid_entry", f"{entry.key!r}: no versions")
         if len(entry.context) > MAX_CONTEXT_NODES:
@@ -529,6 +544,7 @@ class KvStore:
                 raise self._invalid("invalid_entry", f"{entry.key!r}: version {v.dot} is duplicated, "
                                                      "mis-stamped or outside the context")
             dots.add(v.dot)
+        return None
 
     def _merge(self, a: Entry, b: Entry) -> Entry:
         if isinstance(a, ValueEntry) and isinstance(b, ValueEntry):
@@ -810,7 +826,7 @@ class KvStore:
         return store
 
     # -- internals ---------------------------------------------------------------------------------
-    def _put(self, key: str, entry: Entry, origin: str, plain: list[Any] | None = None) -> None:
+    def _put(self, key: str, entry: Entry, origin: str, packed: bytes | None = None) -> None:
         """Hold `entry` for `key`: the key order, tombstones, the Merkle leaf and the change log. The key order is
         a SortedList (O(log n) per new key): a sorted list's insert moved every later key, ~150 us per new key
         at 1M keys (~3 us in the SortedList), and a replica filled in hash order (anti-entropy answers, rumors
@@ -823,8 +839,9 @@ class KvStore:
         else:
             self._tombstones.discard(key)
         self._tracking.acked.pop(key, None)
-        # (entry_digest's bytes, kept for the log record; `plain`: the caller's entry_to_plain of `entry`)
-        packed = _pack(entry_to_plain(entry) if plain is None else plain)
+        # (entry_digest's bytes, kept for the log record; `packed`: the caller's, made for a check of its own)
+        if packed is None:
+            packed = _pack(entry_to_plain(entry))
         self.merkle.update(key, hashlib.sha256(packed).digest())
         if self.record_changes:
             self._changes.append(Change(key, entry, origin, packed))
@@ -937,9 +954,10 @@ def entry_from_plain(data: object, limit: int = MAX_ACCEPTED_COUNTER) -> Entry:
         if value is not None and type(value) is not bytes and not isinstance(value, bytes):
             raise ValueError("entry: value must be bytes or nil")
         ts = from_parts(wall, logical, node)
-        if (type(n) is not int and (isinstance(n, bool) or not isinstance(n, int))) \
-                or not 0 < n <= limit:
+        if type(n) is not int and (isinstance(n, bool) or not isinstance(n, int)):
             raise ValueError(f"entry: bad dot counter (counters are 1..{limit})")
+        if not 0 < n <= limit:
+            check_counter(n, limit, "entry: a dot counter")
         versions.append(Version((node, n), ts, value))
     if len(versions) > 1:
         versions.sort(key=_by_dot)

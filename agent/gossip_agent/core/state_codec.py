@@ -23,11 +23,13 @@ from gossip_agent.core import hlc as hlc_mod
 from gossip_agent.core.codec_limits import DEFAULT_LIMITS, MSGPACK_ERRORS, CodecLimits, StateCodecError, msgpack_caps
 from gossip_agent.core.entry_decoding import (
     CRDT_TAG_BYTE,
+    EntryOverLimit,
     ValueEntries,
     check_context_items,
+    check_crdt_state,
+    check_entry_counts,
     check_entry_head,
     checked_entry,
-    crdt_state_too_large,
     decode_entry,
 )
 from gossip_agent.core.kvstore import CausalContext, Change, Entry, RefusedItem, entry_to_plain
@@ -100,14 +102,11 @@ def decode_rumor(payload: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Entry:
     if entry[1:2] == CRDT_TAG_BYTE:
         try:
             check_entry_head(entry, caps)
-            too_large = crdt_state_too_large(entry, caps, limits)
-        except StateCodecError:
+            check_crdt_state(entry, caps, limits)
+        except (StateCodecError, EntryOverLimit):
             raise
         except MSGPACK_ERRORS as err:
             raise StateCodecError(f"malformed msgpack: {type(err).__name__}: {err}") from None
-        if too_large:
-            raise StateCodecError(f"entry: a CRDT state of more than {limits.max_crdt_bytes} bytes "
-                                  "(the CRDT merge limit: 4x the smaller of max_value_bytes and max_crdt_bytes)")
     return decode_entry(entry, limits, caps, "state rumor")
 
 
@@ -153,6 +152,7 @@ def decode_change(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Change:
     if not isinstance(key, str) or not isinstance(origin, str) or origin not in _ORIGINS:
         raise StateCodecError("log record: bad key or origin")
     # (Our own records: counters up to the overflow point, as a local write may go after a peer's forgery.)
+    check_entry_counts(entry)
     decoded = checked_entry(entry, limits, MAX_COUNTER) if entry is not None else None
     if decoded is not None and decoded.key != key:
         raise StateCodecError("log record: key does not match its entry")

@@ -59,6 +59,7 @@ from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker, parse_state_meta
 from gossip_agent.core.digests import ROOT_PREFIX_BYTES, PublishPacing
 from gossip_agent.core.effects import EventKind, MemberEvent
+from gossip_agent.core.entry_decoding import EntryOverLimit
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import C, CausalContext, Change, Entry, InvalidEntry, KvStore, entry_digest
 from gossip_agent.core.messages import Address, Digest, MemberSnapshot, MemberState
@@ -304,7 +305,7 @@ class StateNode:
         self.addr = addr
         self.inline_limit = inline_limit
         self.durable = durable
-        self.limits = limits or CodecLimits.from_config(config.state)
+        self.limits = limits or CodecLimits()
         self.stats = stats or StateStats()
         self.tracker = ConvergenceTracker()
         self.published: tuple[str, int, int] | None = None  # (root, keys, hlc_ms) of our last digest
@@ -408,8 +409,8 @@ class StateNode:
             return False, out
         self._remember_seen(ident)
         try:
-            item = decode_payload(payload, self.limits)
-        except StateCodecError as exc:
+            item = self._decode(payload)
+        except (StateCodecError, InvalidEntry) as exc:
             self.stats.rumors["dropped"] += 1
             out.append(Note("debug", f"dropped a state rumor: {exc}"))
             return False, out
@@ -456,7 +457,7 @@ class StateNode:
     def on_fetched(self, key: str, payload: bytes, now: float, wall: float) -> list[StateEffect]:
         """The answer to a `FetchValue`. Raises StateCodecError or InvalidEntry (then call `fetch_failed`)."""
         self._pulls.discard(key)
-        entry = decode_payload(payload, self.limits)
+        entry = self._decode(payload)
         if isinstance(entry, Announcement):
             raise StateCodecError("fetch answered with an announcement")
         out: list[StateEffect] = []
@@ -482,7 +483,7 @@ class StateNode:
         Raises StateCodecError or InvalidEntry on bad input (counted as a dropped rumor)."""
         out: list[StateEffect] = []
         try:
-            entry = decode_payload(payload, self.limits)
+            entry = self._decode(payload)
             if isinstance(entry, Announcement):
                 raise StateCodecError("replicate needs the whole entry")
             if self.store.apply_remote(entry, _ms(wall)):
@@ -492,6 +493,16 @@ class StateNode:
             self.stats.rumors["dropped"] += 1
             raise
         return out
+
+    def _decode(self, payload: bytes) -> Entry | Announcement:
+        """A state rumor payload (`decode_payload`); an entry the decoder skips as over a ceiling (EntryOverLimit:
+        a key, value, counter or CRDT state past what peers may send) is counted and logged as the store's own
+        refusals are (`KvStore.refuse_remote`), then raised."""
+        try:
+            return decode_payload(payload, self.limits)
+        except EntryOverLimit as exc:
+            self.store.refuse_remote(exc.reason, f"a state rumor: {exc}")
+            raise
 
     def replicate_payload(self, entry: Entry) -> bytes:
         return encode_rumor(entry)

@@ -39,12 +39,26 @@ dot, version-vector entry and CRDT count). Half of MAX_COUNTER: whatever a peer 
 keeps 2^62 writes of room (a write adds one to a dot; a PN-counter step is at most crdt.MAX_COUNTER_DELTA).
 A forged entry at 2^63-1 used to leave a key or counter refusing every later write, cluster-wide, for good.
 The price of that room: after such a forgery, the named replica's next writes of that key carry counters
-above this bound, which its peers refuse (counted drops: rumors, and every anti-entropy exchange that carries
-that key), so the key diverges until an operator acts; only a member holding the cluster's peer credentials can
-forge one. (Refusing those writes instead, MAX_COUNTER = MAX_ACCEPTED_COUNTER, would leave the key unwritable
-at that replica: the trade is room and divergence against refusal.)"""
+above this bound, which its peers refuse (that entry skipped and counted, `counter_too_large`; the rest of an
+anti-entropy exchange still applies), so the key diverges until an operator acts; only a member holding the
+cluster's peer credentials can forge one. (Refusing those writes instead, MAX_COUNTER = MAX_ACCEPTED_COUNTER,
+would leave the key unwritable at that replica: the trade is room and divergence against refusal.)"""
 
 T = TypeVar("T")
+
+
+class CounterAboveLimit(ValueError):
+    """A well-formed counter (a dot, a version-vector entry, a CRDT count) above the limit its reader accepts
+    (MAX_ACCEPTED_COUNTER from peers): the entry holding it is skipped and counted, not its whole message
+    (entry_decoding.checked_entry); anything else malformed is a plain ValueError."""
+
+
+def check_counter(n: int, limit: int, what: str) -> None:
+    """Raise for a counter outside 1..`limit` (`n` an int): CounterAboveLimit above it, ValueError below 1."""
+    if n > limit:
+        raise CounterAboveLimit(f"{what} is {n}; counters are 1..{limit}")
+    if n < 1:
+        raise ValueError(f"{what} is {n}; counters are 1..{limit}")
 
 
 class Order(Enum):
@@ -183,7 +197,7 @@ class VersionVector:
             if not isinstance(node, str) or isinstance(n, bool) or not isinstance(n, int):
                 raise ValueError(f"version vector: bad entry {node!r:.40}: {n!r:.20}")
             if not 0 < n <= limit:
-                raise ValueError(f"version vector: entry {node!r:.40} is {n!r:.20}; counters are 1..{limit}")
+                check_counter(n, limit, f"version vector: entry {node!r:.40}")
             if node in entries:
                 raise ValueError(f"version vector: duplicate node {node!r:.40}")
             entries[node] = n

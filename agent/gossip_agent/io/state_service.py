@@ -31,6 +31,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,10 @@ AE_EXPECT_MIN_BODY = 2048
 AE_SESSION_HEADER = "X-Gossip-Ae-Session"
 AE_PUSH_HEADER = "X-Gossip-Ae-Push"
 PUSH_HELD = "held"
+AE_PUSH_REFUSED_HEADER = "X-Gossip-Ae-Push-Refused"
+"""In an answer: how many pushed entries the responder did not take and sends nothing of back (AeResponse.
+push_refused). A header, not a field of the body, because older agents refuse an answer with a field more; they
+ignore the header (and send none: their refusals are counted as before)."""
 # Peer bodies start with this byte: the security layer tells plaintext (< 0x80) from envelopes by the first
 # byte, and a msgpack array starts at 0x90.
 FRAME = b"\x01"
@@ -127,8 +132,6 @@ FRAME = b"\x01"
 # a clock that jumps), and at least this long when the core says it is already due right after a tick.
 MAX_SLEEP = 60.0
 STUCK_STEP = 0.01
-MAX_OVER_LIMIT_LOGGED = 1024
-"""Peers remembered as logged for over-ceiling entries; past it the memory starts afresh (each logs once more)."""
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "error": logging.ERROR}
 # Peers' entries the store refused are logged at most once per this many seconds (with how many since the last
@@ -147,7 +150,7 @@ class StateService(Extension, StateDelegate):
         self.config = config
         self.wall = wall_clock
         self.rng = rng or random.Random()
-        self.limits = CodecLimits.from_config(config.state, max_message_bytes=AE_MAX_RESPONSE)
+        self.limits = CodecLimits(max_message_bytes=AE_MAX_RESPONSE)
         self.stats = StateStats()
         self._core: StateNode | None = None
         self._store: KvStore | None = None
@@ -165,7 +168,6 @@ class StateService(Extension, StateDelegate):
         self._log_error: str | None = None
         self._ae_serving = 0
         self._push_lease = PushLease()
-        self._over_limit_logged: set[str] = set()  # peers already logged for over-ceiling entries
         self._refusals_logged = 0  # the store's refused_remote as of the last warning
         self._refusal_log_at = -math.inf
         self.watchers = WatchHub()
@@ -374,7 +376,8 @@ class StateService(Extension, StateDelegate):
         self._reschedule()
 
     def _log_refusals(self) -> None:
-        """A warning for peers' entries the store refused since the last one, at most every REFUSAL_LOG_EVERY."""
+        """A warning for peers' entries refused since the last one (by the store, or skipped by a decoder:
+        `KvStore.refuse_remote`), at most every REFUSAL_LOG_EVERY."""
         store = self._store
         if store is None or store.refused_remote == self._refusals_logged:
             return
@@ -680,7 +683,7 @@ class StateService(Extension, StateDelegate):
                 self._perform(core.merge_anti_entropy_push(merge, agent.now(), self.wall()))
                 if not merge.done:
                     await asyncio.sleep(0)  # let probes, gossip and other requests run between chunks
-            self._note_over_limit(source or "a peer", merge.over_limit)
+            self._count_skipped(source or "a peer", merge.over_limit)
             budget = agent.node.send_budget
             now = agent.now()
             room = budget.answer_room(now)
@@ -692,6 +695,8 @@ class StateService(Extension, StateDelegate):
             return web.Response(status=400, text=str(exc)), pushed
         self._perform(effects)
         sealed = self._sealed(encode_ae(response))
+        if response.push_refused:
+            sealed.headers[AE_PUSH_REFUSED_HEADER] = str(response.push_refused)
         size = len(sealed.body) if isinstance(sealed.body, bytes) else 0
         budget.charge_answer(size + STREAM_OVERHEAD)
         self.stats.ae_bytes["served"] += size
@@ -756,12 +761,12 @@ class StateService(Extension, StateDelegate):
         session_id = secrets.token_hex(8)  # names the session to the peer's push lease (core/ae_lease.py)
         try:
             while request is not None:
-                answer, held = await self._ae_round(addr, encode_ae(request), session_id)
+                answer, held, push_refused = await self._ae_round(addr, encode_ae(request), session_id)
                 stats.ae_bytes["received"] += len(answer)
                 if held and not session.stats.push_held:
                     stats.ae["push_held"] += 1
                     session.hold_pushes()
-                request = await self._take_answer(session, request, answer, f"{addr[0]}:{addr[1]}")
+                request = await self._take_answer(session, request, answer, f"{addr[0]}:{addr[1]}", push_refused)
             if session.stats.push_held:
                 name = peer or next((n for n, a in core.live_peers() if a == addr), None)
                 now = agent.now()
@@ -790,13 +795,13 @@ class StateService(Extension, StateDelegate):
         return True
 
     async def _take_answer(self, session: Session, asked: AeRequest, answer: bytes,
-                           peer: str = "a peer") -> AeRequest | None:
+                           peer: str = "a peer", push_refused: int = 0) -> AeRequest | None:
         """One answer of the peer, as hostile as any input: its counts are read from their array headers and
         checked against what `asked` asked before anything is built (`open_ae_response`), its entries decoded
         and merged `MERGE_CHUNK` at a time with the event loop running between chunks (an answer of 2 MiB of
         tiny entries was ~100k entries decoded and merged in one loop turn, a hostile 16 MiB one ~1M), then
-        the rest compared. The next request, or None. Raises StateCodecError or AntiEntropyError on a bad
-        answer."""
+        the rest compared (`push_refused`: the answer's AE_PUSH_REFUSED_HEADER). The next request, or None.
+        Raises StateCodecError or AntiEntropyError on a bad answer."""
         core, agent = self.core, self.agent
         head, entries = open_ae_response(answer, self.limits, asked=asked,
                                          max_entries=AE_LIMITS.max_answer_entries,
@@ -806,33 +811,27 @@ class StateService(Extension, StateDelegate):
             self._perform(core.merge_anti_entropy_answer(merge, agent.now(), self.wall()))
             if not merge.done:
                 await asyncio.sleep(0)  # probes, gossip and peers' requests run between chunks
-        self._note_over_limit(peer, entries.refused)
+        self._count_skipped(peer, entries.refused)
+        if push_refused:
+            head = replace(head, push_refused=push_refused)
         request, effects = core.on_anti_entropy_reply(session, head, agent.now(), self.wall(), merged=merge)
         self._perform(effects)
         return request
 
-    def _note_over_limit(self, peer: str, skipped: Mapping[str, int]) -> None:
-        """Entries of a peer's answer or push skipped as over the decoder's key or value ceilings (the rest
-        was applied): counted in gossip_state_refused_total by reason, and logged once per peer (a peer that
-        sends them sends them every session)."""
-        if not skipped:
-            return
-        for reason, count in skipped.items():
-            self.store.count_refusal(reason, count)
-        if peer not in self._over_limit_logged:
-            if len(self._over_limit_logged) >= MAX_OVER_LIMIT_LOGGED:
-                self._over_limit_logged.clear()
-            self._over_limit_logged.add(peer)
-            log.warning("anti-entropy with %s: skipped entries over this agent's decoding ceilings (%s); the rest "
-                        "was applied. Further ones from this peer are only counted "
-                        "(gossip_state_refused_total)", peer,
-                        ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items())))
+    def _count_skipped(self, peer: str, skipped: Mapping[str, int]) -> None:
+        """Entries of a peer's answer or push the decoder skipped as over its ceilings (the rest was applied):
+        counted and logged as the store's own refusals are (`KvStore.refuse_remote`, `_log_refusals`)."""
+        for reason, count in sorted(skipped.items()):
+            self.store.refuse_remote(reason, f"anti-entropy with {peer}: {count} entries over this agent's "
+                                             "decoding ceilings skipped (the rest applied)", count)
 
-    async def _ae_round(self, addr: Address, body: bytes, session_id: str | None = None) -> tuple[bytes, bool]:
+    async def _ae_round(self, addr: Address, body: bytes,
+                        session_id: str | None = None) -> tuple[bytes, bool, int]:
         """One round of our session: the request goes when our budget has its bytes; a peer's "retry later"
         (429/503) is waited out and the same request sent again. Both waits together are bounded
         (AE_BUDGET_WAIT): past it the round raises _BudgetDeferral or PeerBusy (the session is deferred).
-        Returns the answer, and whether the peer said another session holds its push lease."""
+        Returns the answer, whether the peer said another session holds its push lease, and how many pushed
+        entries it said it did not take (AE_PUSH_REFUSED_HEADER; 0 if absent or not a number)."""
         agent = self.agent
         waited = 0.0
         # Under a budget a large body goes only once the peer agrees (Expect: 100-continue): its "retry later"
@@ -844,12 +843,14 @@ class StateService(Extension, StateDelegate):
             waited = await self._budget_wait(len(body), waited)
             self.stats.ae_bytes["sent"] += len(body)
             try:
-                hints = {AE_PUSH_HEADER: ""}
+                hints = {AE_PUSH_HEADER: "", AE_PUSH_REFUSED_HEADER: ""}
                 answer = await self._exchange(addr, AE_PATH, body, max_bytes=AE_MAX_RESPONSE,
                                               expect_continue=expect, ticket=True,
                                               headers={AE_SESSION_HEADER: session_id} if session_id else None,
                                               answer_headers=hints)
-                return answer, hints[AE_PUSH_HEADER] == PUSH_HELD
+                refused = hints[AE_PUSH_REFUSED_HEADER]
+                return (answer, hints[AE_PUSH_HEADER] == PUSH_HELD,
+                        int(refused) if refused.isascii() and refused.isdigit() and len(refused) <= 9 else 0)
             except PeerBusy as exc:
                 if expect and not exc.body_sent:  # (a peer that read the body, then said 429: not given back)
                     self.stats.ae_bytes["sent"] -= len(body)
@@ -984,9 +985,10 @@ class StateCollector(Collector):
                        "budget, its own or the peer's (HTTP 429/503 \"retry later\"); not failures.",
                        st.ae["deferred"])
         yield _labelled("gossip_antientropy_keys_repaired", "Keys repaired by anti-entropy: pulled (ours "
-                        "changed), pushed (sent to the peer and taken), push_refused (sent, and the peer kept its "
-                        "own state), pushed_in (peers' pushes that changed ours); "
-                        "entries that changed nothing: pushed_in_stale (peers' pushes), pulled_stale (answers).",
+                        "changed), pushed (sent to the peer and taken), push_refused (sent, and the peer did not "
+                        "take it: it kept its own state, or refused a key it lacks), pushed_in (peers' pushes that "
+                        "changed ours); entries that changed nothing: pushed_in_stale (peers' pushes), pulled_stale "
+                        "(answers).",
                         "side", st.ae_repaired)
         yield _labelled("gossip_state_write_concern", "Writes with w > 1 by outcome.", "result", st.write_concern)
         yield _counter("gossip_state_log_records", "Records appended to the durable log.", st.log_records)
@@ -996,8 +998,9 @@ class StateCollector(Collector):
                         "snapshot_item_refused (snapshot entries over the context bound, kept aside).",
                         "problem", st.recovery)
         yield _labelled("gossip_state_refused", "Numbers and states refused at the edge, by reason (clock_drift, "
-                        "counter_overflow, crdt_invalid, context_too_large, state_too_large, value_too_large, "
-                        "invalid_key, invalid_entry): 400s to clients, dropped rumors/entries from peers.",
+                        "counter_overflow, counter_too_large, crdt_invalid, context_too_large, state_too_large, "
+                        "key_too_long, value_too_large, invalid_key, invalid_entry): 400s to clients, dropped "
+                        "rumors/entries from peers.",
                         "reason", s_refused(svc))
         yield _counter("gossip_state_watch_dropped", "Watch clients disconnected for being slow.",
                        svc.watchers.dropped)
