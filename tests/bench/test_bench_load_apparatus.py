@@ -198,6 +198,7 @@ def test_observer_priority_raises_only_this_thread_and_no_child(spec: str) -> No
 
     def observer() -> None:  # a thread of its own: the test's main thread keeps its priority whatever happens
         tid = threading.get_native_id()
+        seen["before"] = os.getpriority(os.PRIO_PROCESS, tid)  # not 0 when the tests run under `nice`
         undo = bench_load.observer_priority(spec)
         assert undo is not None
         seen["policy"] = os.sched_getscheduler(tid) & ~os.SCHED_RESET_ON_FORK
@@ -212,7 +213,9 @@ def test_observer_priority_raises_only_this_thread_and_no_child(spec: str) -> No
     t.start()
     t.join(60)
     assert seen["policy"] == (os.SCHED_RR if spec == "rt" else os.SCHED_OTHER)
-    assert seen["nice"] == (0 if spec == "rt" else -5)
+    before = seen["before"]
+    assert isinstance(before, int)
+    assert seen["nice"] == (before if spec == "rt" else -5)   # SCHED_RR leaves the nice value as it was
     assert seen["child"] == [str(os.SCHED_OTHER), "0"]        # an agent started from it would run at the default
-    assert seen["after"] == (os.SCHED_OTHER, 0)
+    assert seen["after"] == (os.SCHED_OTHER, before)
     assert bench_load.observer_priority("0") is None
