@@ -8,6 +8,10 @@ answer budget (core/answer_budget.py: 32 MiB per agent, 8 MiB per remote address
 held until the handler has written it or the connection dropped; over it a 503 with `Retry-After: 1`, counted
 in `gossip_peer_answers_refused_total{reason}`.
 
+And a value fetch answered 503/429 is retried with backoff for up to 10 s (counted as
+`gossip_state_rumors_total{result="pull_busy"}`), so an honest burst of pulls over a squeezed budget still
+delivers every value (before: the pull failed at once and the value waited for anti-entropy, off here).
+
 Real in-process agents on loopback without a keyring (a peer body is then the plain frame); raw client sockets
 with a 4 KiB receive buffer that never read. Every wait is for an event, bounded generously.
 """
@@ -15,6 +19,7 @@ with a 4 KiB receive buffer that never read. Every wait is for an event, bounded
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -24,10 +29,11 @@ import msgpack
 import pytest
 
 from gossip_agent.core.ae_codec import encode_ae
-from gossip_agent.core.answer_budget import REFUSED_ADDRESS, REFUSED_BUDGET
+from gossip_agent.core.answer_budget import REFUSED_ADDRESS, REFUSED_BUDGET, AnswerBudget
 from gossip_agent.core.anti_entropy import AeRequest
 from gossip_agent.core.config import from_mapping
-from gossip_agent.io import http_limits
+from gossip_agent.core.messages import MemberState
+from gossip_agent.io import http_limits, state_service
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, FETCH_PATH, FRAME, StateService, state_extensions
 
@@ -202,3 +208,62 @@ async def test_an_answer_not_taken_within_the_write_deadline_is_cut_off(
     finally:
         for sock in socks:
             sock.close()
+
+
+@contextlib.asynccontextmanager
+async def _cluster(n: int) -> AsyncIterator[list[Agent]]:
+    """`n` agents joined on loopback, anti-entropy off: a value reaches the others only by their pulls."""
+    agents: list[Agent] = []
+    try:
+        for i in range(n):
+            seeds = [f"127.0.0.1:{agents[0].port}"] if agents else []
+            cfg = from_mapping(_config(f"pull{i}", seeds=seeds, antiEntropy={"enabled": False}))
+            agent = Agent(cfg, extensions=state_extensions(cfg))
+            await agent.start()
+            agents.append(agent)
+        async with asyncio.timeout(BOUND):
+            while any(a.node.counts().get(MemberState.ALIVE, 0) < n for a in agents):
+                await asyncio.sleep(0.05)
+        yield agents
+    finally:
+        for agent in agents:
+            await agent.stop()
+
+
+async def test_pulls_answered_busy_are_retried_until_every_agent_has_every_value() -> None:
+    """A budget squeezed to one answer at a time at the writer, and held full by someone else for the first
+    2 s: its peers' pulls of 3 large values get 503s, wait, retry, and every agent ends up with every value
+    (before the fix: the 503 failed the pull, and with anti-entropy off the value never came)."""
+    async with _cluster(4) as agents:
+        writer = _service(agents[0])
+        writer.answers = AnswerBudget(total=len(VALUE) // 2, per_address=len(VALUE) // 2)
+        other = writer.answers.take("192.0.2.1", 1)  # an answer to someone else, not taken yet
+        assert not isinstance(other, str)
+        asyncio.get_running_loop().call_later(2.0, writer.answers.give_back, other)
+        values = {f"big{i}": os.urandom(len(VALUE) // 2) for i in range(3)}
+        for key, value in values.items():
+            writer.put(key, value, None)
+        services = [_service(a) for a in agents]
+        async with asyncio.timeout(3 * BOUND):
+            while not all(s.store.merkle.digest_of(k) == writer.store.merkle.digest_of(k)
+                          for s in services for k in values):
+                await asyncio.sleep(0.1)
+        assert sum(s.stats.rumors["pull_busy"] for s in services) > 0  # the squeeze did refuse some
+        assert sum(s.stats.rumors["pull_failed"] for s in services) == 0
+        assert writer.answers.refused[REFUSED_BUDGET] > 0
+
+
+async def test_a_pull_busy_for_longer_than_its_bound_gives_up_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that answers 503 to every fetch: the pull retries within its bound (shortened here), then fails
+    (counted; anti-entropy would repair the key), never retrying forever."""
+    monkeypatch.setattr(state_service, "FETCH_BUSY_WAIT", 2.0, raising=False)  # (absent before the fix)
+    async with _cluster(2) as agents:
+        writer, reader = _service(agents[0]), _service(agents[1])
+        writer.answers = AnswerBudget(total=1, per_address=1)
+        assert not isinstance(writer.answers.take("192.0.2.1", 1), str)  # never given back
+        writer.put("big", VALUE, None)
+        async with asyncio.timeout(BOUND):
+            while not reader.stats.rumors["pull_failed"]:
+                await asyncio.sleep(0.05)
+        assert reader.stats.rumors["pull_busy"] >= 2  # retried at least once before giving up
+        assert reader.store.entry("big") is None

@@ -11,7 +11,8 @@ what it asks (`_perform`), and owns only what needs I/O:
   on the event loop at once, packed and written on a worker thread, io/persistence.py keeping the records
   since the capture apart until the file is in place);
 - the peer endpoints (anti-entropy, write-concern replication, value fetch) and the sessions the core asks
-  for (`AntiEntropyWith`: one at a time, on a task of its own), value pulls (`FetchValue`), and write
+  for (`AntiEntropyWith`: one at a time, on a task of its own), value pulls (`FetchValue`: a peer's "retry
+  later" is waited out and the fetch sent again, for up to FETCH_BUSY_WAIT), and write
   concern (`?w=N`: the state is POSTed to N-1 live peers, who log it before acknowledging; the handler
   answers once N members hold it, or 504 saying it may still converge);
 - the answers to peers' fetches and anti-entropy rounds, within the answer budget (core/answer_budget.py):
@@ -147,6 +148,14 @@ FRAME = b"\x01"
 MAX_SLEEP = 60.0
 STUCK_STEP = 0.01
 
+# A peer's "retry later" (429/503) to a value fetch is waited out and the fetch sent again, for at most this
+# long in all (then the pull fails, counted, and anti-entropy repairs the key): an honest burst of pulls of large
+# values, over the answer budget of the agent they pull from, still gets every value.
+FETCH_BUSY_WAIT = 10.0
+# The wait before a retry: the peer's Retry-After, at least FETCH_RETRY_MIN doubled per retry (at most
+# FETCH_RETRY_MAX), stretched by up to half at random so a burst of pulls does not come back all at once.
+FETCH_RETRY_MIN = 0.25
+FETCH_RETRY_MAX = 4.0
 # What an anti-entropy answer is held as before it is rendered (its real size is settled after): a request is
 # refused before anything of it is merged when the budget has not even this much room for its asker.
 AE_ANSWER_MIN = 4096
@@ -589,12 +598,31 @@ class StateService(Extension, StateDelegate):
     async def _pull(self, fetch: FetchValue) -> None:
         core = self.core
         try:
-            body = msgpack.packb([fetch.key], use_bin_type=True)
-            answer = await self._exchange(fetch.origin, FETCH_PATH, body, max_bytes=self.limits.max_message_bytes)
+            answer = await self._fetch(fetch)
             effects = core.on_fetched(fetch.key, answer, self.agent.now(), self.wall())
         except (PeerError, StateCodecError, InvalidEntry) as exc:
             effects = core.fetch_failed(fetch.key, f"from {fetch.origin[0]}:{fetch.origin[1]}: {exc}")
         self._perform(effects)
+
+    async def _fetch(self, fetch: FetchValue) -> bytes:
+        """The value fetch's answer. A peer's "retry later" (429/503: its answer budget or byte budget is full)
+        is waited out with a growing, jittered pause and the fetch sent again, each one counted
+        (`rumors{result="pull_busy"}`), for at most FETCH_BUSY_WAIT in all; past it the PeerBusy is raised
+        (the pull fails). Before, a 503 failed the pull at once and the value waited for anti-entropy."""
+        body = msgpack.packb([fetch.key], use_bin_type=True)
+        waited = 0.0
+        step = FETCH_RETRY_MIN
+        while True:
+            try:
+                return await self._exchange(fetch.origin, FETCH_PATH, body, max_bytes=self.limits.max_message_bytes)
+            except PeerBusy as exc:
+                self.stats.rumors["pull_busy"] += 1
+                pause = min(FETCH_RETRY_MAX, max(exc.retry_after, step)) * (1.0 + 0.5 * self.rng.random())
+                if self._stopping or waited + pause > FETCH_BUSY_WAIT:
+                    raise
+                await asyncio.sleep(pause)
+                waited += pause
+                step = min(FETCH_RETRY_MAX, step * 2)
 
     async def _exchange(self, addr: Address, path: str, body: bytes, *, max_bytes: int,
                         timeout: float | None = None, expect_continue: bool = False, ticket: bool = False,
@@ -1068,7 +1096,8 @@ class StateCollector(Collector):
                        s.conflicts_resolved)
         yield _labelled("gossip_state_writes", "Local writes by operation.", "op", st.writes)
         yield _labelled("gossip_state_rumors", "State rumors received, by result (applied, duplicate, dropped, "
-                        "pulled, ...).", "result", st.rumors)
+                        "pulled, ...; pull_busy: a value fetch a peer answered \"retry later\", sent again).",
+                        "result", st.rumors)
         yield _counter("gossip_antientropy_sessions", "Anti-entropy sessions started.", st.ae["sessions"])
         yield _counter("gossip_antientropy_rounds", "Anti-entropy request/response rounds (initiated).",
                        st.ae["rounds"])
