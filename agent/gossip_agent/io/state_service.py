@@ -11,9 +11,15 @@ what it asks (`_perform`), and owns only what needs I/O:
   on the event loop at once, packed and written on a worker thread, io/persistence.py keeping the records
   since the capture apart until the file is in place);
 - the peer endpoints (anti-entropy, write-concern replication, value fetch) and the sessions the core asks
-  for (`AntiEntropyWith`: one at a time, on a task of its own), value pulls (`FetchValue`), and write
+  for (`AntiEntropyWith`: one at a time, on a task of its own), value pulls (`FetchValue`: a peer's "retry
+  later" is waited out and the fetch sent again, for up to FETCH_BUSY_WAIT), and write
   concern (`?w=N`: the state is POSTed to N-1 live peers, who log it before acknowledging; the handler
   answers once N members hold it, or 504 saying it may still converge);
+- the answers to peers' fetches and anti-entropy rounds, within the answer budget (core/answer_budget.py):
+  taken before an answer is rendered, and held until the handler has written it (`_write_answer`, bounded by
+  the response write deadline) or the connection dropped, because the unsent bytes are what a peer that does
+  not read makes the agent hold (aiohttp would write a returned response after the handler, the budget given
+  back already); over it a 503 with `Retry-After: 1`;
 - the timer: it wakes at the core's `next_deadline()` (no polling: an idle agent wakes for its periodic
   anti-entropy and the retirement check only);
 - the watch streams and the Prometheus collector.
@@ -31,7 +37,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +48,15 @@ from prometheus_client.registry import Collector
 
 from gossip_agent.core.ae_codec import ae_request_push_count, decode_ae_request, encode_ae, open_ae_response
 from gossip_agent.core.ae_lease import LEASE_HOLD, PushLease, valid_session_id
-from gossip_agent.core.anti_entropy import AeRequest, AnswerMerge, AntiEntropyError, PushMerge, Session
+from gossip_agent.core.answer_budget import REFUSED_ADDRESS, AnswerBudget, HeldAnswer
+from gossip_agent.core.anti_entropy import (
+    AeRequest,
+    AnswerMerge,
+    AntiEntropyError,
+    PushMerge,
+    Session,
+    approx_entry_bytes,
+)
 from gossip_agent.core.codec_limits import CodecLimits, StateCodecError
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.convergence import ConvergenceStatus, ConvergenceTracker
@@ -87,8 +101,9 @@ from gossip_agent.core.state_node import (
     StateStats,
 )
 from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES
+from gossip_agent.io import http_limits
 from gossip_agent.io.host import AgentHost, Extension
-from gossip_agent.io.http_limits import expect_refusal, refuse_before_body
+from gossip_agent.io.http_limits import HTTP_STATS, expect_refusal, refuse_before_body
 from gossip_agent.io.peer_client import RETRY_AFTER_MS_HEADER, PeerBusy, PeerError
 from gossip_agent.io.peer_ticket import TICKET_HEADER, ticket_valid
 from gossip_agent.io.persistence import DurableLog
@@ -133,6 +148,20 @@ FRAME = b"\x01"
 MAX_SLEEP = 60.0
 STUCK_STEP = 0.01
 
+# A peer's "retry later" (429/503) to a value fetch is waited out and the fetch sent again, for at most this
+# long in all (then the pull fails, counted, and anti-entropy repairs the key): an honest burst of pulls of large
+# values, over the answer budget of the agent they pull from, still gets every value.
+FETCH_BUSY_WAIT = 10.0
+# The wait before a retry: the peer's Retry-After, at least FETCH_RETRY_MIN doubled per retry (at most
+# FETCH_RETRY_MAX), stretched by up to half at random so a burst of pulls does not come back all at once.
+FETCH_RETRY_MIN = 0.25
+FETCH_RETRY_MAX = 4.0
+# What an anti-entropy answer is held as before it is rendered (its real size is settled after): a request is
+# refused before anything of it is merged when the budget has not even this much room for its asker.
+AE_ANSWER_MIN = 4096
+# What a sealed fetch answer adds to its entry's size (FRAME, the envelope: nonce and tag; a margin).
+FETCH_ANSWER_OVERHEAD = 128
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "error": logging.ERROR}
 # Peers' entries the store refused are logged at most once per this many seconds (with how many since the last
 # line and the latest reason): a refused merge may keep replicas apart, so it is never silent, and a peer
@@ -167,6 +196,7 @@ class StateService(Extension, StateDelegate):
         self._snapshot_again = False
         self._log_error: str | None = None
         self._ae_serving = 0
+        self.answers = AnswerBudget()  # peers' answers in flight (core/answer_budget.py)
         self._push_lease = PushLease()
         self._refusals_logged = 0  # the store's refused_remote as of the last warning
         self._refusal_log_at = -math.inf
@@ -568,12 +598,31 @@ class StateService(Extension, StateDelegate):
     async def _pull(self, fetch: FetchValue) -> None:
         core = self.core
         try:
-            body = msgpack.packb([fetch.key], use_bin_type=True)
-            answer = await self._exchange(fetch.origin, FETCH_PATH, body, max_bytes=self.limits.max_message_bytes)
+            answer = await self._fetch(fetch)
             effects = core.on_fetched(fetch.key, answer, self.agent.now(), self.wall())
         except (PeerError, StateCodecError, InvalidEntry) as exc:
             effects = core.fetch_failed(fetch.key, f"from {fetch.origin[0]}:{fetch.origin[1]}: {exc}")
         self._perform(effects)
+
+    async def _fetch(self, fetch: FetchValue) -> bytes:
+        """The value fetch's answer. A peer's "retry later" (429/503: its answer budget or byte budget is full)
+        is waited out with a growing, jittered pause and the fetch sent again, each one counted
+        (`rumors{result="pull_busy"}`), for at most FETCH_BUSY_WAIT in all; past it the PeerBusy is raised
+        (the pull fails). Before, a 503 failed the pull at once and the value waited for anti-entropy."""
+        body = msgpack.packb([fetch.key], use_bin_type=True)
+        waited = 0.0
+        step = FETCH_RETRY_MIN
+        while True:
+            try:
+                return await self._exchange(fetch.origin, FETCH_PATH, body, max_bytes=self.limits.max_message_bytes)
+            except PeerBusy as exc:
+                self.stats.rumors["pull_busy"] += 1
+                pause = min(FETCH_RETRY_MAX, max(exc.retry_after, step)) * (1.0 + 0.5 * self.rng.random())
+                if self._stopping or waited + pause > FETCH_BUSY_WAIT:
+                    raise
+                await asyncio.sleep(pause)
+                waited += pause
+                step = min(FETCH_RETRY_MAX, step * 2)
 
     async def _exchange(self, addr: Address, path: str, body: bytes, *, max_bytes: int,
                         timeout: float | None = None, expect_continue: bool = False, ticket: bool = False,
@@ -641,32 +690,47 @@ class StateService(Extension, StateDelegate):
                                 "(gossip.maxBytesPerSecond) has no room now, retry later",
                                 headers={"Retry-After": str(max(1, math.ceil(wait))),
                                          RETRY_AFTER_MS_HEADER: str(max(1, math.ceil(wait * 1000)))})
+        reason = self.answers.refusal(_remote(request), AE_ANSWER_MIN)
+        if reason is not None:
+            self.answers.count_refusal(reason)
+            return _answers_busy(reason)
         return None
 
-    async def _serve_ae(self, request: web.Request) -> web.Response:
+    async def _serve_ae(self, request: web.Request) -> web.StreamResponse:
         body = await self._open_body(request, AE_MAX_RESPONSE)  # authenticated before anything is answered
         refusal = self._ae_refusal(request)
         if refusal is not None:
             return refusal
-        self._ae_serving += 1
+        held = self.answers.take(_remote(request), AE_ANSWER_MIN)  # before anything is merged or rendered
+        if isinstance(held, str):
+            return _answers_busy(held)
         try:
-            response, pushed = await self._answer_ae(body, request.remote)
+            self._ae_serving += 1
+            try:
+                answer, pushed = await self._answer_ae(body, held, request.remote)
+            finally:
+                self._ae_serving -= 1
+            if isinstance(answer, web.Response):  # refused (4xx, 503)
+                return answer
+            # The push lease only under a byte budget: without one, duplicate pushes cost nothing scarce, and
+            # a session turned away would wait `LEASE_HOLD` to push what only it holds.
+            if not self.agent.node.send_budget.unlimited and not self._push_lease.ask(
+                    valid_session_id(request.headers.get(AE_SESSION_HEADER)), self.agent.now(),
+                    pushing=pushed > 0, source=request.remote):
+                self.stats.ae["push_held_out"] += 1
+                answer.headers[AE_PUSH_HEADER] = PUSH_HELD
+            return await self._write_answer(request, answer)
         finally:
-            self._ae_serving -= 1
-        # The push lease only under a byte budget: without one, duplicate pushes cost nothing scarce, and
-        # a session turned away would wait `LEASE_HOLD` to push what only it holds.
-        if response.status == 200 and not self.agent.node.send_budget.unlimited and not self._push_lease.ask(
-                valid_session_id(request.headers.get(AE_SESSION_HEADER)), self.agent.now(), pushing=pushed > 0,
-                source=request.remote):
-            self.stats.ae["push_held_out"] += 1
-            response.headers[AE_PUSH_HEADER] = PUSH_HELD
-        return response
+            self.answers.give_back(held)
 
-    async def _answer_ae(self, body: bytes, source: str | None = None) -> tuple[web.Response, int]:
+    async def _answer_ae(self, body: bytes, held: HeldAnswer,
+                         source: str | None = None) -> tuple[web.Response | _Answer, int]:
         """One round of a peer's session (`body`: opened). The push count is checked from the array header
         before the request is decoded (decoding and merging cost ~10-30 us per entry); the pushed entries are
         merged in chunks (anti_entropy.MERGE_CHUNK), yielding to the event loop between them, so probes and
-        other requests are served meanwhile. Returns the answer and how many entries the request pushed."""
+        other requests are served meanwhile. The answer is cut to what the send budget and the answer budget
+        (`held`, settled to the sealed answer's size) have room for. Returns the answer (or the refusal) and
+        how many entries the request pushed."""
         agent, core = self.agent, self.core
         pushed = 0
         try:
@@ -686,21 +750,26 @@ class StateService(Extension, StateDelegate):
             self._count_skipped(source or "a peer", merge.over_limit)
             budget = agent.node.send_budget
             now = agent.now()
-            room = budget.answer_room(now)
-            response, effects = core.serve_anti_entropy(ae_request, now, self.wall(),
-                                                        None if budget.unlimited else max(1, room - STREAM_OVERHEAD),
-                                                        merged=merge)
+            room = None if budget.unlimited else max(1, budget.answer_room(now) - STREAM_OVERHEAD)
+            # The answer budget cuts the answer only when it binds (an answer is at most AE_MAX_RESPONSE).
+            answer_room = self.answers.room(held.address, besides=held.size) - FETCH_ANSWER_OVERHEAD
+            if answer_room < AE_MAX_RESPONSE:
+                room = max(1, answer_room if room is None else min(room, answer_room))
+            response, effects = core.serve_anti_entropy(ae_request, now, self.wall(), room, merged=merge)
         except (StateCodecError, AntiEntropyError) as exc:
             agent.stats.dropped["antientropy"] += 1
             return web.Response(status=400, text=str(exc)), pushed
         self._perform(effects)
-        sealed = self._sealed(encode_ae(response))
-        if response.push_refused:
-            sealed.headers[AE_PUSH_REFUSED_HEADER] = str(response.push_refused)
-        size = len(sealed.body) if isinstance(sealed.body, bytes) else 0
-        budget.charge_answer(size + STREAM_OVERHEAD)
-        self.stats.ae_bytes["served"] += size
-        return sealed, pushed
+        sealed = self.agent.security.seal(FRAME + encode_ae(response), Purpose.STREAM)
+        # (An answer whose first node is larger than the room: the merge above is done and stays; the peer
+        # sends the request again after the 503, and its push merges as stale.)
+        reason = self.answers.settle(held, len(sealed))
+        if reason is not None:
+            return _answers_busy(reason), pushed
+        headers = {AE_PUSH_REFUSED_HEADER: str(response.push_refused)} if response.push_refused else {}
+        budget.charge_answer(len(sealed) + STREAM_OVERHEAD)
+        self.stats.ae_bytes["served"] += len(sealed)
+        return _Answer(sealed, headers), pushed
 
     async def _serve_replicate(self, request: web.Request) -> web.Response:
         body = await self._open_body(request, self.limits.max_message_bytes)
@@ -711,7 +780,7 @@ class StateService(Extension, StateDelegate):
         self._perform(effects)  # logged before we acknowledge
         return self._sealed(b"ok")
 
-    async def _serve_fetch(self, request: web.Request) -> web.Response:
+    async def _serve_fetch(self, request: web.Request) -> web.StreamResponse:
         body = await self._open_body(request, 4096)
         try:
             (key,) = msgpack.unpackb(body, raw=False, max_str_len=4096, max_array_len=1)
@@ -719,10 +788,51 @@ class StateService(Extension, StateDelegate):
                 raise ValueError("key must be a string")
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             return web.Response(status=400, text=f"fetch: expected [key]: {exc}")
-        answer = self.core.fetch_answer(key)
-        if answer is None:
+        entry = self.store.entry(key)
+        if entry is None:
             return web.Response(status=404, text="no such key")
-        return self._sealed(answer)
+        # Held under an estimate before the answer is rendered (a refused fetch renders nothing), then settled.
+        held = self.answers.take(_remote(request), approx_entry_bytes(entry) + FETCH_ANSWER_OVERHEAD)
+        if isinstance(held, str):
+            return _answers_busy(held)
+        try:
+            answer = self.core.fetch_answer(key)
+            if answer is None:  # (cannot be: nothing awaited since the entry was read)
+                return web.Response(status=404, text="no such key")
+            sealed = self.agent.security.seal(FRAME + answer, Purpose.STREAM)
+            del answer
+            reason = self.answers.settle(held, len(sealed))
+            if reason is not None:
+                return _answers_busy(reason)
+            return await self._write_answer(request, _Answer(sealed, {}))
+        finally:
+            self.answers.give_back(held)
+
+    async def _write_answer(self, request: web.Request, answer: _Answer) -> web.StreamResponse:
+        """Write a peer's answer here, in the handler, within the response write deadline
+        (`http_limits.RESPONSE_WRITE_TIMEOUT`, read when called): the caller holds its bytes in the answer
+        budget until this returns, so they are counted for as long as the agent holds them unsent. A peer that
+        does not take it in time is cut off (the unsent bytes dropped), counted as the HTTP layer counts its
+        own (`gossip_http_refused_total{reason="response_timeout"}`). The HTTP layer finds the response
+        prepared and leaves it alone."""
+        response = web.StreamResponse(headers=answer.headers)
+        response.content_type = "application/octet-stream"
+        response.content_length = len(answer.body)
+        try:
+            async with asyncio.timeout(http_limits.RESPONSE_WRITE_TIMEOUT):
+                await response.prepare(request)
+                await response.write(answer.body)
+                answer.body = b""  # what the transport still holds is its own copy
+                await response.write_eof()
+        except TimeoutError:
+            stats = request.app.get(HTTP_STATS)
+            if stats is not None:
+                stats["response_timeout"] += 1
+            if request.transport is not None:
+                request.transport.abort()  # drops the unsent bytes
+        except ConnectionError:
+            pass  # the peer hung up: nothing more is held
+        return response
 
     # -- anti-entropy initiator -----------------------------------------------------------------------------
     def kick_anti_entropy(self) -> None:
@@ -887,6 +997,26 @@ class StateService(Extension, StateDelegate):
             waited += step
 
 
+@dataclass(slots=True)
+class _Answer:
+    """A sealed answer to a peer, rendered and held in the answer budget, and the headers it goes with."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+def _remote(request: web.Request) -> str:
+    """The address an answer's bytes are budgeted by (core/answer_budget.py)."""
+    return request.remote or "?"
+
+
+def _answers_busy(reason: str) -> web.Response:
+    """The "retry later" of an answer over the answer budget (`reason`: REFUSED_*, counted by the budget)."""
+    whose = "answers to this address" if reason == REFUSED_ADDRESS else "this agent's answers to peers"
+    return web.json_response({"error": f"too many bytes of {whose} not yet taken (answer budget); retry shortly"},
+                             status=503, headers={"Retry-After": "1"})
+
+
 class _BudgetDeferral(Exception):
     """Our byte budget cannot pay for the session's next message soon enough: defer the session."""
 
@@ -966,7 +1096,8 @@ class StateCollector(Collector):
                        s.conflicts_resolved)
         yield _labelled("gossip_state_writes", "Local writes by operation.", "op", st.writes)
         yield _labelled("gossip_state_rumors", "State rumors received, by result (applied, duplicate, dropped, "
-                        "pulled, ...).", "result", st.rumors)
+                        "pulled, ...; pull_busy: a value fetch a peer answered \"retry later\", sent again).",
+                        "result", st.rumors)
         yield _counter("gossip_antientropy_sessions", "Anti-entropy sessions started.", st.ae["sessions"])
         yield _counter("gossip_antientropy_rounds", "Anti-entropy request/response rounds (initiated).",
                        st.ae["rounds"])
@@ -1002,6 +1133,14 @@ class StateCollector(Collector):
                         "key_too_long, value_too_large, invalid_key, invalid_entry): 400s to clients, dropped "
                         "rumors/entries from peers.",
                         "reason", s_refused(svc))
+        answers = svc.answers
+        yield _labelled("gossip_peer_answers_refused", "Peers' value fetches and anti-entropy rounds answered "
+                        "503 \"retry later\" for the answer budget: budget (the agent's 32 MiB of answers not yet "
+                        "taken was full), address (the asking address's 8 MiB share was).", "reason", answers.refused)
+        yield GaugeMetricFamily("gossip_peer_answer_bytes", "Bytes of answers to peers (value fetches, anti-entropy "
+                                "rounds) being written.", value=answers.used)
+        yield GaugeMetricFamily("gossip_peer_answers_in_flight", "Answers to peers (value fetches, anti-entropy "
+                                "rounds) being written.", value=answers.in_flight)
         yield _counter("gossip_state_watch_dropped", "Watch clients disconnected for being slow.",
                        svc.watchers.dropped)
         status = svc.convergence()

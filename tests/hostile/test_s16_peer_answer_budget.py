@@ -1,0 +1,269 @@
+"""Session 16: peers that ask for large answers and never read them; fetches that retry when told "busy".
+
+Failed before its fix: peers' answers (a value fetch, an anti-entropy round) were exempt from the HTTP layer's
+response budget, and were written by aiohttp after the handler returned. One member (or many connections of
+one) asking for a 3 MiB value over and over and never reading made the agent render and hold every answer:
+24 fetches +79 MB of RSS, 96 fetches +296 MB, 96 anti-entropy rounds +299 MB. Now each answer is taken from an
+answer budget (core/answer_budget.py: 32 MiB per agent, 8 MiB per remote address) before it is rendered, and
+held until the handler has written it or the connection dropped; over it a 503 with `Retry-After: 1`, counted
+in `gossip_peer_answers_refused_total{reason}`.
+
+And a value fetch answered 503/429 is retried with backoff for up to 10 s (counted as
+`gossip_state_rumors_total{result="pull_busy"}`), so an honest burst of pulls over a squeezed budget still
+delivers every value (before: the pull failed at once and the value waited for anti-entropy, off here).
+
+Real in-process agents on loopback without a keyring (a peer body is then the plain frame); raw client sockets
+with a 4 KiB receive buffer that never read. Every wait is for an event, bounded generously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgpack
+import pytest
+
+from gossip_agent.core.ae_codec import encode_ae
+from gossip_agent.core.answer_budget import REFUSED_ADDRESS, REFUSED_BUDGET, AnswerBudget
+from gossip_agent.core.anti_entropy import AeRequest
+from gossip_agent.core.config import from_mapping
+from gossip_agent.core.messages import MemberState
+from gossip_agent.io import http_limits, state_service
+from gossip_agent.io.runtime import Agent
+from gossip_agent.io.state_service import AE_PATH, FETCH_PATH, FRAME, StateService, state_extensions
+
+MIB = 1024 * 1024
+VALUE = os.urandom(3 * MIB)
+BOUND = 30.0  # only stops a broken build hanging; every wait below is for an event
+WRITE_DEADLINE = 60.0  # longer than any test here: answers stay held until their connection drops
+
+
+def _config(name: str, **extra: Any) -> dict[str, Any]:
+    return {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "name": name,
+            "state": {"maxValueBytes": len(VALUE)}, **extra}
+
+
+@pytest.fixture
+async def agent(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Agent]:
+    monkeypatch.setattr(http_limits, "RESPONSE_WRITE_TIMEOUT", WRITE_DEADLINE)
+    cfg = from_mapping(_config("answers"))
+    agent = Agent(cfg, extensions=state_extensions(cfg))
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.stop()
+
+
+def _service(agent: Agent) -> StateService:
+    return next(e for e in agent.extensions if isinstance(e, StateService))
+
+
+def _post(path: str, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def _fetch_request(key: str) -> bytes:
+    return _post(FETCH_PATH, FRAME + msgpack.packb([key], use_bin_type=True))
+
+
+def _ae_request(svc: StateService) -> bytes:
+    """A round asking for every entry the agent holds (all of them under the root)."""
+    merkle = svc.store.merkle
+    return _post(AE_PATH, FRAME + encode_ae(AeRequest(shape=(merkle.bits, merkle.depth), want_nodes=((0, 0),))))
+
+
+async def _non_readers(agent: Agent, requests: list[tuple[str, bytes]]) -> list[socket.socket]:
+    """One connection per (source address, request) that sends it and then never reads (4 KiB receive buffer)."""
+    loop = asyncio.get_running_loop()
+    socks: list[socket.socket] = []
+    try:
+        for source, request in requests:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.bind((source, 0))
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", agent.port))
+            await loop.sock_sendall(sock, request)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+async def _heads(socks: list[socket.socket]) -> list[bytes]:
+    """The first bytes each connection got: the status line and headers (a body beyond 4 KiB stays unread)."""
+    loop = asyncio.get_running_loop()
+    heads = []
+    async with asyncio.timeout(BOUND):
+        for sock in socks:
+            heads.append(await loop.sock_recv(sock, 4096))
+    return heads
+
+
+async def _until_released(svc: StateService) -> None:
+    async with asyncio.timeout(BOUND):
+        while svc.answers.in_flight or svc.answers.used:
+            await asyncio.sleep(0.02)
+
+
+def _status(head: bytes) -> int:
+    return int(head.split(b" ", 2)[1])
+
+
+async def test_one_address_that_never_reads_holds_at_most_its_share_of_fetch_answers(agent: Agent) -> None:
+    """8 non-reading fetches of a 3 MiB value from one address: 2 answered (6 MiB of its 8), 6 refused with
+    503 and Retry-After (before the fix: 8 answered, every one held); the bytes stay counted until the
+    connections drop, then all are given back."""
+    svc = _service(agent)
+    svc.put("big", VALUE, None)
+    socks = await _non_readers(agent, [("127.0.0.1", _fetch_request("big"))] * 8)
+    try:
+        heads = await _heads(socks)
+        statuses = sorted(_status(h) for h in heads)
+        assert statuses == [200] * 2 + [503] * 6, statuses
+        assert all(b"Retry-After: 1" in h for h in heads if _status(h) == 503)
+        assert svc.answers.refused[REFUSED_ADDRESS] == 6
+        assert svc.answers.in_flight == 2 and svc.answers.used >= 2 * len(VALUE)  # held while unwritten
+        text = agent.metrics.render().decode()
+        assert 'gossip_peer_answers_refused_total{reason="address"} 6.0' in text
+        assert "gossip_peer_answers_in_flight 2.0" in text
+    finally:
+        for sock in socks:
+            sock.close()
+    await _until_released(svc)  # a dropped connection gives its answer's bytes back
+
+
+async def test_many_addresses_together_hold_at_most_the_agent_total(agent: Agent) -> None:
+    """12 addresses, one non-reading fetch each: 10 x 3 MiB fit the agent's 32 MiB, 2 are refused."""
+    svc = _service(agent)
+    svc.put("big", VALUE, None)
+    socks = await _non_readers(agent, [(f"127.0.0.{i}", _fetch_request("big")) for i in range(2, 14)])
+    try:
+        statuses = sorted(_status(h) for h in await _heads(socks))
+        assert statuses == [200] * 10 + [503] * 2, statuses
+        assert svc.answers.refused[REFUSED_BUDGET] == 2
+        assert svc.answers.used <= svc.answers.total
+    finally:
+        for sock in socks:
+            sock.close()
+    await _until_released(svc)
+
+
+async def test_anti_entropy_answers_are_budgeted_too(agent: Agent) -> None:
+    """8 non-reading anti-entropy rounds that want every entry (a 3 MiB value): 2 answered, 6 refused."""
+    svc = _service(agent)
+    svc.put("big", VALUE, None)
+    socks = await _non_readers(agent, [("127.0.0.1", _ae_request(svc))] * 8)
+    try:
+        heads = await _heads(socks)
+        statuses = sorted(_status(h) for h in heads)
+        assert statuses == [200] * 2 + [503] * 6, statuses
+        assert svc.answers.in_flight == 2 and svc.answers.used >= 2 * len(VALUE)
+    finally:
+        for sock in socks:
+            sock.close()
+    await _until_released(svc)
+
+
+async def test_a_peer_that_reads_gets_its_whole_answer_and_the_budget_is_given_back(agent: Agent) -> None:
+    svc = _service(agent)
+    svc.put("big", VALUE, None)
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    try:
+        writer.write(_fetch_request("big"))
+        async with asyncio.timeout(BOUND):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            body = await reader.readexactly(length)
+    finally:
+        writer.close()
+    assert _status(head) == 200 and body.startswith(FRAME) and VALUE in body
+    await _until_released(svc)
+
+
+async def test_an_answer_not_taken_within_the_write_deadline_is_cut_off(
+        agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_limits, "RESPONSE_WRITE_TIMEOUT", 0.5)
+    svc = _service(agent)
+    svc.put("big", VALUE, None)
+    assert agent._runner is not None
+    stats = agent._runner.app[http_limits.HTTP_STATS]
+    socks = await _non_readers(agent, [("127.0.0.1", _fetch_request("big"))])
+    try:
+        async with asyncio.timeout(BOUND):
+            while not stats["response_timeout"]:  # the deadline aborts the connection, not the client
+                await asyncio.sleep(0.02)
+        assert stats["response_timeout"] == 1
+        await _until_released(svc)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@contextlib.asynccontextmanager
+async def _cluster(n: int) -> AsyncIterator[list[Agent]]:
+    """`n` agents joined on loopback, anti-entropy off: a value reaches the others only by their pulls."""
+    agents: list[Agent] = []
+    try:
+        for i in range(n):
+            seeds = [f"127.0.0.1:{agents[0].port}"] if agents else []
+            cfg = from_mapping(_config(f"pull{i}", seeds=seeds, antiEntropy={"enabled": False}))
+            agent = Agent(cfg, extensions=state_extensions(cfg))
+            await agent.start()
+            agents.append(agent)
+        async with asyncio.timeout(BOUND):
+            while any(a.node.counts().get(MemberState.ALIVE, 0) < n for a in agents):
+                await asyncio.sleep(0.05)
+        yield agents
+    finally:
+        for agent in agents:
+            await agent.stop()
+
+
+async def test_pulls_answered_busy_are_retried_until_every_agent_has_every_value() -> None:
+    """A budget squeezed to one answer at a time at the writer, and held full by someone else for the first
+    2 s: its peers' pulls of 3 large values get 503s, wait, retry, and every agent ends up with every value
+    (before the fix: the 503 failed the pull, and with anti-entropy off the value never came)."""
+    async with _cluster(4) as agents:
+        writer = _service(agents[0])
+        writer.answers = AnswerBudget(total=len(VALUE) // 2, per_address=len(VALUE) // 2)
+        other = writer.answers.take("192.0.2.1", 1)  # an answer to someone else, not taken yet
+        assert not isinstance(other, str)
+        asyncio.get_running_loop().call_later(2.0, writer.answers.give_back, other)
+        values = {f"big{i}": os.urandom(len(VALUE) // 2) for i in range(3)}
+        for key, value in values.items():
+            writer.put(key, value, None)
+        services = [_service(a) for a in agents]
+        async with asyncio.timeout(3 * BOUND):
+            while not all(s.store.merkle.digest_of(k) == writer.store.merkle.digest_of(k)
+                          for s in services for k in values):
+                await asyncio.sleep(0.1)
+        assert sum(s.stats.rumors["pull_busy"] for s in services) > 0  # the squeeze did refuse some
+        assert sum(s.stats.rumors["pull_failed"] for s in services) == 0
+        assert writer.answers.refused[REFUSED_BUDGET] > 0
+
+
+async def test_a_pull_busy_for_longer_than_its_bound_gives_up_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that answers 503 to every fetch: the pull retries within its bound (shortened here), then fails
+    (counted; anti-entropy would repair the key), never retrying forever."""
+    monkeypatch.setattr(state_service, "FETCH_BUSY_WAIT", 2.0, raising=False)  # (absent before the fix)
+    async with _cluster(2) as agents:
+        writer, reader = _service(agents[0]), _service(agents[1])
+        writer.answers = AnswerBudget(total=1, per_address=1)
+        assert not isinstance(writer.answers.take("192.0.2.1", 1), str)  # never given back
+        writer.put("big", VALUE, None)
+        async with asyncio.timeout(BOUND):
+            while not reader.stats.rumors["pull_failed"]:
+                await asyncio.sleep(0.05)
+        assert reader.stats.rumors["pull_busy"] >= 2  # retried at least once before giving up
+        assert reader.store.entry("big") is None
