@@ -98,6 +98,9 @@ MAX_WATCHES_PER_CLIENT = 16
 # A stream write that has not drained within this long ends the stream: a reading client takes a 64 KiB
 # batch in far less, while a client that stopped reading is let go within it.
 STREAM_WRITE_TIMEOUT = 10.0
+# When the agent stops, a watch stream has this long to write the lines it has pending (a client that keeps up
+# takes them in milliseconds); then it is cut off, so a client that stopped reading does not hold the shutdown.
+WATCH_STOP_FLUSH = 1.0
 # Large responses are written RESPONSE_CHUNK bytes at a time; a client taking fewer than STALL_MIN_BYTES of one
 # in STALL_WINDOW seconds has stalled and is cut off. 16 KiB in 10 s is 1.6 KiB/s: any reader that is reading
 # passes it (an honest slow one at 256 KiB/s by 160 times), a stuck one is let go within 10-20 s.
