@@ -159,8 +159,10 @@ def _slow_read(port: int, request: bytes, rate: int, out: list[bytes]) -> None:
 async def test_an_honest_slow_reader_gets_the_whole_response(
         agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
     """4 MiB at ~1 MiB/s takes ~4 s: before the fix a 1 s deadline on the whole response (scaled down from 30 s
-    for a 16 MiB body at 256 KiB/s) cut it off; the progress rule (16 KiB per 1 s window) lets it finish."""
-    monkeypatch.setattr(http_limits, "STALL_WINDOW", 1.0, raising=False)
+    for a 16 MiB body at 256 KiB/s) cut it off; the progress rule lets it finish. (Its window stays long, 5 s:
+    a reader thread starved of CPU for a whole window on a busy machine must not look stalled; the rule's
+    arithmetic at 256 KiB/s is the unit test above, and real agents were measured, see docs/agent-api.md.)"""
+    monkeypatch.setattr(http_limits, "STALL_WINDOW", 5.0, raising=False)
     monkeypatch.setattr(http_limits, "RESPONSE_WRITE_TIMEOUT", 1.0, raising=False)  # (before the fix)
     _service(agent).put("big", VALUE, None)
     out: list[bytes] = []
