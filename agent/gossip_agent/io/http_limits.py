@@ -460,7 +460,7 @@ def reset(transport: asyncio.Transport) -> None:
 def stream_large_responses() -> Middleware:
     """Write each large response (a body over `SMALL_BODY`) `RESPONSE_CHUNK` bytes at a time under the
     `StallRule` (`STALL_WINDOW`, `STALL_MIN_BYTES`, read when a request comes, so tests may shorten them);
-    a client that stalls has its connection aborted, counted as `response_stalled`.
+    a client that stalls has its connection reset (`reset`), counted as `response_stalled`.
 
     aiohttp would write a handler's `web.Response` after the middlewares return, in one transport write that
     copies the unsent rest of the body into the transport's buffer, and wait, untimed, while the client's
@@ -512,17 +512,20 @@ async def _write_progressing(request: web.Request, response: web.StreamResponse,
     async def progressing(step: Awaitable[None]) -> bool:
         """Await `step` (a write, which waits while the transport is full); False if the client stalled."""
         task = asyncio.ensure_future(step)
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=max(0.0, rule.window_end - loop.time()))
-            taken = handed - unsent_bytes(transport)  # (an earlier answer's tail going out counts too)
-            if rule.stalled(loop.time(), taken):
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=max(0.0, rule.window_end - loop.time()))
+                taken = handed - unsent_bytes(transport)  # (an earlier answer's tail going out counts too)
+                if rule.stalled(loop.time(), taken):
+                    return False
+                if done:
+                    task.result()
+                    return True
+        finally:
+            if not task.done():  # stalled, or the handler was cancelled (the server shuts down)
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                     await task
-                return False
-            if done:
-                task.result()
-                return True
 
     try:
         await response.prepare(request)
