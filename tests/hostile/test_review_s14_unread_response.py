@@ -86,14 +86,11 @@ async def test_a_client_that_never_reads_its_response_is_cut_off_and_its_bytes_d
     loop = asyncio.get_running_loop()
     socks = await _non_readers(agent, CLIENTS)
     try:
-        most = 0
         async with asyncio.timeout(BOUND):
             while stats["response_stalled"] < CLIENTS:  # before the fix: never, the writes wait forever
-                most = max(most, _held(runner))
                 await asyncio.sleep(0.02)
             while sum(runner.guard.per_client.values()):  # the aborted connections are gone
                 await asyncio.sleep(0.02)
-        assert most > 0  # what the clients made it hold (unsent bytes; a chunk or two each since session 16)
         assert _held(runner) == 0
         for sock in socks:  # each client, once it reads, gets what the kernel still held, then the end
             got = 0
