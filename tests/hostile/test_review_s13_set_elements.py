@@ -57,7 +57,8 @@ async def test_an_element_stored_before_the_check_can_be_removed_and_is_printed_
         svc.update_crdt(SETS + "team", ORSet, lambda s, node, _: s.update(node, ["ann", FORGED]), "set")
         addr = ["--addr", f"127.0.0.1:{agent.port}"]
         printed = await asyncio.to_thread(_gossipctl, ["set", "get", *addr, "team"])
-        assert printed == "ann\nx\\x1b[2J\\x0afake-element\n"  # two elements, two lines, no escape sequence
+        # Two elements, two lines, no escape sequence; the hostile one quoted for a shell (session 16).
+        assert printed == "ann\n$'x\\x1b[2J\\x0afake-element'\n"
         async with http.post(url(agent, "/v1/crdt/sets/team"), json={"remove": [FORGED]}) as r:
             assert r.status == 200 and (await r.json())["elements"] == ["ann"]
 

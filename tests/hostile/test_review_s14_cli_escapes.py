@@ -63,7 +63,7 @@ async def test_text_output_and_errors_escape_bidi_controls() -> None:
     async with running("esc") as agent:
         assert (await _gossipctl(agent, "put", f"key{RLO}x", "v"))[0] == 0
         code, out, _ = await _gossipctl(agent, "ls")
-        assert code == 0 and out == "key\\u202ex\n"
+        assert code == 0 and out == "$'key\\xe2\\x80\\xaex'\n"  # quoted for a shell (session 16)
         code, out, err = await _gossipctl(agent, "get", f"nokey{RLO}x")  # the 404 quotes the key
         assert code == 1 and out == "" and _clean(err) and "nokey\\u202ex" in err
 

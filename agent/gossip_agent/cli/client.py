@@ -264,6 +264,26 @@ def shown(text: object) -> str:
     return _INVISIBLE.sub(_unicode_escape, escape_control_chars(str(text)))
 
 
+def shell_word(text: str) -> str:
+    """`text` where a user may copy it into a shell command (the keys `ls` and `watch` print, a set's
+    elements): as is when every character is printable, else quoted as bash's `$'...'` with each one that is
+    not (C0/C1 controls, DEL, bidirectional and other format characters, line separators) as the \\xNN
+    escapes of its UTF-8 bytes, and \\ and ' escaped. `shown`'s escapes are safe on a terminal but are another
+    key when pasted (`gossipctl get 'a\\x1bb'` asks for a backslash, an x, ...); `$'a\\x1bb'` is the key
+    itself in bash, ksh and zsh, whatever the locale, and prints nothing a terminal acts on."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if not ch.isprintable():
+            out.append("".join(f"\\x{byte:02x}" for byte in ch.encode("utf-8", "surrogatepass")))
+        elif ch in "\\'":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "$'" + "".join(out) + "'"
+
+
 def json_text(data: Any, *, indent: int | None = None) -> str:
     """`data` as JSON for a terminal or a script: non-ASCII text stays readable (`ensure_ascii=False`), and what
     a terminal would act on is a \\uNNNN escape: `json.dumps` escapes C0 controls only, so `--json` printed

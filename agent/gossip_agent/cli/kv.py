@@ -15,9 +15,11 @@ TOKEN` sends that token back, which makes a put overwrite exactly the versions r
 
 What lists things one a line (set elements, `ls`, siblings, `watch`) escapes control characters as \\xNN
 and bidirectional controls as \\uNNNN (cli/client.py `shown`): an element holding a newline or an escape
-sequence printed as forged extra lines or reached the terminal (review). `--json` output escapes what JSON
-leaves raw (DEL, C1 and bidirectional controls) as \\uNNNN (`json_text`): the same JSON, nothing a terminal
-acts on. Only `get` writes a value raw, as stored (see above).
+sequence printed as forged extra lines or reached the terminal (review). A key or set element, which a user
+may copy into the next command, is instead printed as bash's `$'...'` when it holds such a character
+(`shell_word`: `$'a\\x1bb'`, which bash, ksh and zsh read as the key itself); others print as they are.
+`--json` output escapes what JSON leaves raw (DEL, C1 and bidirectional controls) as \\uNNNN (`json_text`):
+the same JSON, nothing a terminal acts on. Only `get` writes a value raw, as stored (see above).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from gossip_agent.cli.client import (
     add_client_args,
     client_from_args,
     json_text,
+    shell_word,
     shown,
 )
 
@@ -256,7 +259,7 @@ def run_ls(args: argparse.Namespace) -> int:
             if not args.json:
                 extra = f"  ({entry['siblings']} siblings)" if entry.get("siblings", 1) > 1 else ""
                 kind = "" if entry.get("type") == "value" else f"  [{entry.get('type')}]"
-                print(shown(f"{entry['key']}{kind}{extra}"))
+                print(shell_word(entry["key"]) + shown(f"{kind}{extra}"))
         after = doc.get("next")
         if after is None or (args.limit and listed >= args.limit):
             break
@@ -293,7 +296,8 @@ def run_watch(args: argparse.Namespace) -> int:
                     value = " = " + " | ".join(str(v.get("value", v.get("valueBase64"))) for v in event["values"])
                 elif "value" in event:
                     value = f" = {event['value']}"
-                print(shown(f"{kind} {event['key']}{value}  ({event.get('origin')})"), flush=True)
+                print(shown(f"{kind} ") + shell_word(str(event["key"])) + shown(f"{value}  ({event.get('origin')})"),
+                      flush=True)
             seen += 1
             if args.count and seen >= args.count:
                 return 0
@@ -362,7 +366,7 @@ def run_set(args: argparse.Namespace) -> int:
         _print_json(doc)
     else:
         for element in doc["elements"]:
-            print(shown(element))  # one a line: a newline or an escape sequence in an element is escaped
+            print(shell_word(str(element)))  # one a line, quoted for a shell if it holds a newline, an ESC, ...
     return 0
 
 

@@ -25,7 +25,7 @@ from gossip_agent.io.http_limits import (
     Inflater,
     guard_middleware,
     handler_args,
-    response_deadline,
+    stream_large_responses,
 )
 from gossip_agent.io.metrics import CONTENT_TYPE
 from gossip_agent.io.peer_client import MAX_PUSH_PULL_BYTES, PING_PATH, PUSH_PULL_PATH
@@ -114,8 +114,8 @@ def make_app(agent: AgentAPI, extra_routes: Iterable[web.AbstractRouteDef] = (),
     """The agent's app. `auth` None means an open API (tests, local development)."""
     policy = auth or ApiAuth()
     guard = guard_middleware(policy, Inflater(), MAX_REQUEST_BYTES)
-    # The deadline is outermost: it writes whatever the guard or a handler answered, refusals included.
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[response_deadline(), guard],
+    # The streamer is outermost: it writes any large answer, the guard's or a handler's.
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[stream_large_responses(), guard],
                           handler_args=handler_args())
     app[AGENT] = agent
     app[HTTP_STATS] = Counter()

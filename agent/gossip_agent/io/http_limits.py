@@ -40,17 +40,25 @@ Why each bound exists (issue 10, attacks 4 and 10):
   client that keeps the connection but stops reading would hold it (its slot, its pending lines) for as long
   as it likes: one non-reading key watch pinned ~400 MB (review). Every write to a stream (membership and key
   watches) must complete within `STREAM_WRITE_TIMEOUT` or the stream ends.
-- Response writes (`response_deadline`): aiohttp writes a handler's response after the handler returned, and
-  waits, untimed, while the client's socket buffers are full: 32 clients that sent GET for a 4 MiB value and
-  never read held ~47 MB of the agent's memory (the unsent rest of each body) for as long as they kept the
-  connections (review). Every response the handler did not stream itself (errors included) must be written
-  within `RESPONSE_WRITE_TIMEOUT`, as a body must arrive within `BODY_TIMEOUT`; otherwise the connection is
-  aborted (which drops the unsent bytes) and counted as `response_timeout`. Within the deadline, responses
-  over `SMALL_BODY` are written to one client address only while those it has not finished taking total at
-  most `MAX_RESPONSE_BYTES_PER_CLIENT` (`ResponseBytes`; its first always goes, however large); past it the
-  response is a 503 with Retry-After instead, counted as `response_budget`, as bodies have their budget: one
-  address cannot make the agent hold more than that for the deadline's time. Peer endpoints' answers are not
-  budgeted by address (members often share one: a local cluster, pods on the host network).
+- Response writes (`stream_large_responses`): aiohttp writes a handler's response after the handler returned,
+  in one transport write (the unsent rest of the body copied into the transport's buffer), and waits, untimed,
+  while the client's socket buffers are full: 32 clients that sent GET for a 4 MiB value and never read held
+  ~47 MB (review). A deadline on the whole response (30 s) fixed that but cut off honest slow readers (16 MiB
+  at 256 KiB/s), and the per-address budget of unfinished large responses that came with it answered 503 to
+  honest concurrent readers behind one address (35 readers of a large listing). Now a response over
+  `SMALL_BODY` is written `RESPONSE_CHUNK` bytes at a time, each when the transport has room, and the
+  connection is reset (`reset`: its unsent bytes dropped, the kernel's too; counted as `response_stalled`)
+  only when the client stalls: takes fewer than `STALL_MIN_BYTES` in `STALL_WINDOW` seconds (`StallRule`).
+  Taken means acknowledged: bytes in the kernel's send queue (SIOCOUTQ) count as not taken, else a non-reader
+  would seem to take the few MiB a loopback socket buffers, and the answer is done only once the client has
+  taken it all (50 clients that never read a 2.7 MiB listing held 133 MiB in the kernel's send queues, as
+  long as they kept the connections). A piece the transport takes without pausing is written at once, in the
+  handler's step: while the socket takes them, a body is handed over before the next request is rendered
+  (else 50 such requests were all rendered first: +142 MiB of RSS, now +9). While a client does not read,
+  the agent holds its rendered body, a chunk or two in the transport and what the kernel queued, for a window
+  or two; with no whole-response deadline and no budget, a reader at any honest speed gets its whole answer.
+  Peer endpoints' answers go the same way (`write_under_stall_rule`, written in their handler, which holds
+  their bytes in the state service's answer budget until the peer has taken them: core/answer_budget.py).
 - Refusals that need no body (`refuse_before_body`): a route may name a cheap check (a "retry later" for a
   byte budget or a concurrency cap) that the guard runs after access control and before the body is read;
   its answer goes at once, so a request the agent would refuse anyway costs it no body bytes, memory or
@@ -62,8 +70,14 @@ Why each bound exists (issue 10, attacks 4 and 10):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
+import socket
+import struct
+import sys
+import termios
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -75,7 +89,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gossip_agent.io.auth import CALLER, OPEN, ApiAuth, Caller, RouteClass, route_class
+from gossip_agent.io.auth import CALLER, OPEN, ApiAuth, Caller, RouteClass
 
 log = logging.getLogger("gossip_agent.http")
 
@@ -87,11 +101,15 @@ MAX_WATCHES_PER_CLIENT = 16
 # A stream write that has not drained within this long ends the stream: a reading client takes a 64 KiB
 # batch in far less, while a client that stopped reading is let go within it.
 STREAM_WRITE_TIMEOUT = 10.0
-# A whole non-streaming response must be written within this long (as a body must arrive within BODY_TIMEOUT:
-# the same bytes, the other way); a client that does not take it is cut off and its unsent bytes dropped.
-RESPONSE_WRITE_TIMEOUT = 30.0
-# Bytes of large responses being written to one client address (16 MiB, as for its request bodies).
-MAX_RESPONSE_BYTES_PER_CLIENT = 16 * 1024 * 1024
+# When the agent stops, a watch stream has this long to write the lines it has pending (a client that keeps up
+# takes them in milliseconds); then it is cut off, so a client that stopped reading does not hold the shutdown.
+WATCH_STOP_FLUSH = 1.0
+# Large responses are written RESPONSE_CHUNK bytes at a time; a client taking fewer than STALL_MIN_BYTES of one
+# in STALL_WINDOW seconds has stalled and is cut off. 16 KiB in 10 s is 1.6 KiB/s: any reader that is reading
+# passes it (an honest slow one at 256 KiB/s by 160 times), a stuck one is let go within 10-20 s.
+RESPONSE_CHUNK = 64 * 1024
+STALL_WINDOW = 10.0
+STALL_MIN_BYTES = 16 * 1024
 # Watch-slot fair share (see the module docstring): a token holds at most 1/4 of a stream's slots, and 1/8
 # of them are kept for write-scope tokens.
 WATCH_TOKEN_SHARE = 4
@@ -384,84 +402,195 @@ def guard_middleware(auth: ApiAuth, inflater: Inflater, max_body: int,
     return guard
 
 
-class ResponseBytes:
-    """Bytes of large responses being written, per client address (see the module docstring): a client's
-    next large response is written only while its unfinished ones total at most `per_client` with it; its
-    first always is (a route's answer may be larger than the bound, and it must still get one)."""
+class StallRule:
+    """The progress rule for one large response (see the module docstring), as a pure function of the time
+    and the bytes the client has taken: at the end of each `window` seconds, a client that took fewer than
+    `min_bytes` in it has stalled; one that took more starts a new window. A rule on progress rather than on
+    the whole response's time: a deadline on the whole cut off honest slow readers (16 MiB at 256 KiB/s takes
+    64 s, past a 30 s deadline), while a client that stops taking is let go within a window or two whatever
+    the response's size."""
 
-    def __init__(self, per_client: int = MAX_RESPONSE_BYTES_PER_CLIENT) -> None:
-        self.per_client = per_client
-        self.by_client: Counter[str] = Counter()
+    __slots__ = ("min_bytes", "taken_before", "window", "window_end")
 
-    def take(self, client: str, size: int) -> bool:
-        held = self.by_client[client]
-        if held and held + size > self.per_client:
+    def __init__(self, now: float, *, window: float, min_bytes: int) -> None:
+        self.window = window
+        self.min_bytes = min_bytes
+        self.window_end = now + window
+        self.taken_before = 0  # bytes taken when the current window opened
+
+    def stalled(self, now: float, taken: int) -> bool:
+        """Whether the client has stalled, seen at `now` having taken `taken` bytes in all; before the
+        window's end always False (the writer asks again at `window_end`)."""
+        if now < self.window_end:
             return False
-        self.by_client[client] = held + size
-        return True
-
-    def give_back(self, client: str, size: int) -> None:
-        self.by_client[client] -= size
-        if self.by_client[client] <= 0:
-            del self.by_client[client]
+        if taken - self.taken_before < self.min_bytes:
+            return True
+        self.taken_before = taken
+        self.window_end = now + self.window
+        return False
 
 
-def response_deadline(unread: ResponseBytes | None = None) -> Middleware:
-    """Write each response the handler returned (or raised) within `RESPONSE_WRITE_TIMEOUT` (read when a
-    request comes, so tests may shorten it), else abort the connection and count `response_timeout`; a large
-    one only within the client's share of `unread` (else a 503, `response_budget`).
+# The ioctl that reads a TCP socket's send queue (bytes written but not yet acknowledged by the peer): Linux's
+# SIOCOUTQ, which is TIOCOUTQ. Elsewhere only the transport's own buffer counts as not taken.
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
 
-    aiohttp would prepare and write the response itself after the middlewares return, with no timeout; writing
-    it here, through the response's own `prepare` and `write_eof`, is what a streaming handler does, and aiohttp
-    then finds it written. A response the handler prepared itself (a watch stream) is left alone: its writes
-    are timed where they are made (`write_stream`, the key-watch hub)."""
 
-    held = unread or ResponseBytes()
+def unsent_bytes(transport: asyncio.Transport) -> int:
+    """Bytes written to `transport` that its client has not taken yet: those in the transport's buffer plus
+    those in the kernel's send queue (which would otherwise count as taken although nobody read them: a
+    loopback socket's send buffer alone grows to a few MiB)."""
+    unsent = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if _OUTQ is not None and sock is not None:
+        with contextlib.suppress(OSError, ValueError):  # closed meanwhile (fileno -1): the write finds out
+            unsent += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+    return unsent
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Close the connection and drop every byte not yet taken, the kernel's too: a plain close (or the
+    transport's abort) leaves the send queue for the kernel to deliver, to a client that does not read, for
+    as long as TCP keeps an orphaned connection; a zero linger time makes the close a reset."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def stream_large_responses() -> Middleware:
+    """Write each large response (a body over `SMALL_BODY`) `RESPONSE_CHUNK` bytes at a time under the
+    `StallRule` (`STALL_WINDOW`, `STALL_MIN_BYTES`, read when a request comes, so tests may shorten them);
+    a client that stalls has its connection reset (`reset`), counted as `response_stalled`.
+
+    aiohttp would write a handler's `web.Response` after the middlewares return, in one transport write that
+    copies the unsent rest of the body into the transport's buffer, and wait, untimed, while the client's
+    socket buffers are full. Here the body goes out as a `StreamResponse` with its length set, in chunks,
+    each written when the transport has room: while the client is not taking, the agent holds the rendered
+    body and at most a chunk or two in the transport (its high-water mark), and only until the rule lets the
+    client go; aiohttp then finds the response written. Small responses, responses the handler prepared
+    itself (watch streams, timed where they are written) and errors are left to aiohttp: their bodies fit in
+    the transport's buffer at once."""
 
     @web.middleware
-    async def deadline(request: web.Request,
-                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            await _write_within_deadline(request, exc)
-            raise
-        size = 0 if response.prepared else response.content_length or 0
-        # Peers' answers are not budgeted by address: members often share one (a local cluster, pods on the
-        # host network), and the peer protocol bounds its answers (push-pull and anti-entropy limits).
-        if size <= SMALL_BODY or route_class(request.method, request.path) is RouteClass.PEER:
-            await _write_within_deadline(request, response)
+    async def stream(request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        response = await handler(request)
+        if not _streamable(request, response):
             return response
-        client = request.remote or "?"
-        if not held.take(client, size):
-            request.app[HTTP_STATS]["response_budget"] += 1
-            busy = _json_error(503, "too many large responses this client has not taken yet (limit "
-                                    f"{held.per_client} bytes per client address); read them, or retry shortly")
-            busy.headers["Retry-After"] = "1"
-            await _write_within_deadline(request, busy)
-            raise busy
+        assert isinstance(response, web.Response) and isinstance(response.body, bytes | bytearray)
+        streamed = web.StreamResponse(status=response.status, reason=response.reason, headers=response.headers)
+        streamed.content_length = len(response.body)
+        body = [memoryview(response.body)]
+        del response  # the body lives in `body` only, which the writer empties once the body is all written
+        await _write_progressing(request, streamed, body)
+        return streamed
+
+    return stream
+
+
+async def write_under_stall_rule(request: web.Request, response: web.StreamResponse, held: list[bytes]) -> None:
+    """Write the body `held` holds (its one item, taken out as the writing starts) as `response` (its length
+    set here), as `stream_large_responses` writes a handler's large answer, and return when the client has
+    taken it all or the stall rule has let it go: for a handler that must know when its answer is no longer
+    held (the state service's answer budget for peers' answers)."""
+    response.content_length = len(held[0])
+    body = [memoryview(held.pop())]
+    await _write_progressing(request, response, body)
+
+
+def _streamable(request: web.Request, response: web.StreamResponse) -> bool:
+    """A response `stream_large_responses` writes itself: an unprepared plain `web.Response` whose body is
+    more than `SMALL_BODY` bytes, sent as is (not compressed, not chunked, no cookies to carry over)."""
+    if not isinstance(response, web.Response) or response.prepared or request.method == "HEAD":
+        return False
+    body = response.body
+    return (isinstance(body, bytes | bytearray) and len(body) > SMALL_BODY and not response.chunked
+            and not response.compression and not response.cookies and response.status not in (204, 304))
+
+
+async def _write_progressing(request: web.Request, response: web.StreamResponse, held: list[memoryview]) -> None:
+    """Write the body `held` holds (its one item, taken out once written: from then on the transport and the
+    kernel hold what the client has not taken, and the agent no longer holds the rendered body too)."""
+    body = held.pop()
+    transport = request.transport
+    if transport is None:
+        return  # the client is gone already
+    loop = asyncio.get_running_loop()
+    rule = StallRule(loop.time(), window=STALL_WINDOW, min_bytes=STALL_MIN_BYTES)
+    handed = 0  # body bytes given to the transport
+
+    async def progressing(step: Awaitable[None]) -> bool:
+        """Await `step` (a write, which waits while the transport is full); False if the client stalled."""
+        task = asyncio.ensure_future(step)
         try:
-            await _write_within_deadline(request, response)
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=max(0.0, rule.window_end - loop.time()))
+                taken = handed - unsent_bytes(transport)  # (an earlier answer's tail going out counts too)
+                if rule.stalled(loop.time(), taken):
+                    return False
+                if done:
+                    task.result()
+                    return True
         finally:
-            held.give_back(client, size)
-        return response
+            if not task.done():  # stalled, or the handler was cancelled (the server shuts down)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await task
 
-    return deadline
-
-
-async def _write_within_deadline(request: web.Request, response: web.StreamResponse) -> None:
-    if response.prepared:
-        return
     try:
-        async with asyncio.timeout(RESPONSE_WRITE_TIMEOUT):
-            await response.prepare(request)
-            await response.write_eof()
-    except TimeoutError:
-        request.app[HTTP_STATS]["response_timeout"] += 1
-        if request.transport is not None:
-            request.transport.abort()  # drops the unsent bytes; aiohttp's own write_eof then finds it closed
+        await response.prepare(request)
+        chunk = RESPONSE_CHUNK
+        size = len(body)
+        room = _pause_threshold(transport)
+        # aiohttp sends the head with the first piece: counted (generously) as part of that write, which is
+        # shorter by as much so that it too may go at once.
+        head = 1024 + sum(len(name) + len(value) + 4 for name, value in response.headers.items())
+        offset = 0
+        while offset < size:
+            extra = head if offset == 0 else 0
+            step = min(chunk, room - extra) if extra and room > extra else chunk
+            # A copy: a slice would keep the whole body alive in a transport (uvloop's) that keeps it unsent.
+            piece = bytes(body[offset:offset + step])
+            offset += len(piece)
+            handed += len(piece)
+            if transport.get_write_buffer_size() + len(piece) + extra <= room:
+                # The transport takes it without pausing, so the write cannot wait on the client: written in
+                # this step, with no task and no turn of the loop, while the socket takes what comes. Without
+                # this, 50 requests for a 2.7 MiB listing were all rendered before any was handed over: +142 MiB.
+                await response.write(piece)
+            elif not await progressing(response.write(piece)):
+                break
+        else:
+            del body, piece  # all handed over (the transport copies what the socket does not take at once)
+            # Written is not taken: the kernel's send queue grows to a few MiB per connection (50 clients
+            # that never read a 2.7 MiB listing held 133 MiB there, for as long as they kept the connections).
+            # The answer is done when the client has taken it all, or the rule lets it go.
+            if await progressing(response.write_eof()) and await progressing(_until_taken(transport)):
+                return
+        request.app[HTTP_STATS]["response_stalled"] += 1
+        reset(transport)  # aiohttp's own write_eof then finds the connection closed
     except ConnectionError:
         pass  # the client hung up: aiohttp's write_eof finds the connection closed, as it would have
+
+
+def _pause_threshold(transport: asyncio.Transport) -> int:
+    """The transport's write buffer size past which it pauses its writer (its high-water mark; 0 if unknown:
+    then every write is watched)."""
+    try:
+        return int(transport.get_write_buffer_limits()[1])
+    except (AttributeError, NotImplementedError, TypeError, IndexError):
+        return 0
+
+
+async def _until_taken(transport: asyncio.Transport) -> None:
+    """Return once the client has taken every byte written to `transport` (or the connection is closing):
+    polled, every millisecond at first and at most every 1/4 s (a reader that keeps up is done at once, and a
+    connection's next request waits for this)."""
+    pause = 0.001
+    while not transport.is_closing() and unsent_bytes(transport) > 0:
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, 0.25)
 
 
 async def request_body(request: web.Request) -> bytes:
@@ -677,9 +806,8 @@ class HttpCollector(Collector):
         family = CounterMetricFamily("gossip_http_refused", "HTTP requests and connections refused, by reason "
                                      "(auth_401, auth_403, encoding_refused, body_too_large, body_timeout, "
                                      "body_budget, body_aborted, inflate_refused, connection_cap, "
-                                     "response_timeout (a response not taken within the write deadline), "
-                                     "response_budget (a large response refused: its client had too many "
-                                     "unfinished), "
+                                     "response_stalled (a client took less than 16 KiB of a large response "
+                                     "in 10 s: the connection was closed), "
                                      "watch_address, watch_token, watch_full, refused_before_body: a route's "
                                      "retry-later answered before the body was read).", labels=["reason"])
         evicted = CounterMetricFamily("gossip_watch_evicted", "Watches ended to give their slot to a client "

@@ -270,7 +270,9 @@ class Watcher:
     `abort` cuts the client off. Ending a stream as SLOW (or STOPPING) calls it while the handler waits on a
     write (`writing`): that write waits for a client that is not reading, and would otherwise hold the slot and
     the connection until the write timeout (or the agent's shutdown). The periodic check ends (STALLED) a
-    stream whose one write has been pending for `stall_checks` checks."""
+    stream whose one write has been pending for `stall_checks` checks. When the agent stops, `stop` lets the
+    handler write what is pending first, and the hub cuts off (`finish(STOPPING)`) a stream that has not
+    within `WATCH_STOP_FLUSH` (`WatchHub.close_all`)."""
 
     __slots__ = ("_abort", "_beat", "_closing", "_waiter", "end", "lines", "pending_bytes", "prefix",
                  "quiet_checks", "stalled_checks", "writing")
@@ -318,6 +320,18 @@ class Watcher:
             if self.writing:
                 self._abort()
         self._wake()
+
+    def stop(self) -> None:
+        """The agent is stopping: end the stream once its pending lines are written (no new ones come: the
+        hub no longer lists it). Unlike `finish(STOPPING)`, nothing is dropped or aborted."""
+        if self.end is None:
+            self.end = WatchEnd.STOPPING
+        self._wake()
+
+    @property
+    def flushed(self) -> bool:
+        """Nothing is left to write: no pending line, no write waiting for the client."""
+        return not self.lines and not self.writing
 
     def write_started(self) -> None:
         self.writing = True
@@ -471,16 +485,34 @@ class WatchHub:
             self._timer = asyncio.get_running_loop().call_later(self.check_every, self.check)
 
     def close_all(self) -> None:
-        """The agent stops: every stream ends now, its pending lines dropped and a write it waits on cut off
-        (its connection aborted). Ending them as ENDED kept the lines for the handler to write, untimed, once
-        this check (which ends stalled writes) was gone: a client that had stopped reading held its handler,
-        the lines and the agent's shutdown until the server's own shutdown timeout cancelled it (review)."""
-        for watcher in self._clients.values():
-            watcher.finish(WatchEnd.STOPPING)
+        """The agent stops: every stream ends once its handler has written its pending lines, and one that
+        has not within `http_limits.WATCH_STOP_FLUSH` (its client is not keeping up) is cut off then: its lines
+        dropped, the write it waits on aborted. Cutting every stream off at once lost the last lines of
+        watchers that were keeping up (review, session 16); ending them with no bound (ENDED, before that)
+        let a client that had stopped reading hold its handler, the lines and the agent's shutdown until the
+        server's own shutdown timeout cancelled it (review). Returns at once: the cut-off is a timer, and
+        the server's shutdown waits for the handlers."""
+        stopping = list(self._clients.values())
         self._clients.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for watcher in stopping:
+            watcher.stop()
+        if not stopping:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (its handlers cannot run either): nothing can be flushed
+            self._cut_off(stopping)
+            return
+        loop.call_later(http_limits.WATCH_STOP_FLUSH, self._cut_off, stopping)
+
+    def _cut_off(self, stopping: list[Watcher]) -> None:
+        """The flush time is over: streams still writing or with lines pending end now, their lines dropped."""
+        for watcher in stopping:
+            if not watcher.flushed:
+                watcher.finish(WatchEnd.STOPPING)
 
 
 def _abort(request: web.Request) -> None:

@@ -16,8 +16,8 @@ what it asks (`_perform`), and owns only what needs I/O:
   concern (`?w=N`: the state is POSTed to N-1 live peers, who log it before acknowledging; the handler
   answers once N members hold it, or 504 saying it may still converge);
 - the answers to peers' fetches and anti-entropy rounds, within the answer budget (core/answer_budget.py):
-  taken before an answer is rendered, and held until the handler has written it (`_write_answer`, bounded by
-  the response write deadline) or the connection dropped, because the unsent bytes are what a peer that does
+  taken before an answer is rendered, and held until the peer has taken it (`_write_answer`, under the HTTP
+  layer's stall rule) or the connection dropped, because the unsent bytes are what a peer that does
   not read makes the agent hold (aiohttp would write a returned response after the handler, the budget given
   back already); over it a 503 with `Retry-After: 1`;
 - the timer: it wakes at the core's `next_deadline()` (no polling: an idle agent wakes for its periodic
@@ -103,7 +103,7 @@ from gossip_agent.core.state_node import (
 from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES
 from gossip_agent.io import http_limits
 from gossip_agent.io.host import AgentHost, Extension
-from gossip_agent.io.http_limits import HTTP_STATS, expect_refusal, refuse_before_body
+from gossip_agent.io.http_limits import expect_refusal, refuse_before_body
 from gossip_agent.io.peer_client import RETRY_AFTER_MS_HEADER, PeerBusy, PeerError
 from gossip_agent.io.peer_ticket import TICKET_HEADER, ticket_valid
 from gossip_agent.io.persistence import DurableLog
@@ -809,29 +809,16 @@ class StateService(Extension, StateDelegate):
             self.answers.give_back(held)
 
     async def _write_answer(self, request: web.Request, answer: _Answer) -> web.StreamResponse:
-        """Write a peer's answer here, in the handler, within the response write deadline
-        (`http_limits.RESPONSE_WRITE_TIMEOUT`, read when called): the caller holds its bytes in the answer
-        budget until this returns, so they are counted for as long as the agent holds them unsent. A peer that
-        does not take it in time is cut off (the unsent bytes dropped), counted as the HTTP layer counts its
-        own (`gossip_http_refused_total{reason="response_timeout"}`). The HTTP layer finds the response
-        prepared and leaves it alone."""
+        """Write a peer's answer here, in the handler, under the HTTP layer's stall rule
+        (`http_limits.write_under_stall_rule`): the caller holds its bytes in the answer budget until this
+        returns, so they are counted for as long as the agent or the kernel holds them untaken. A peer that
+        stops taking is reset, counted as the HTTP layer counts its own
+        (`gossip_http_refused_total{reason="response_stalled"}`). The HTTP layer finds the response prepared
+        and leaves it alone."""
         response = web.StreamResponse(headers=answer.headers)
         response.content_type = "application/octet-stream"
-        response.content_length = len(answer.body)
-        try:
-            async with asyncio.timeout(http_limits.RESPONSE_WRITE_TIMEOUT):
-                await response.prepare(request)
-                await response.write(answer.body)
-                answer.body = b""  # what the transport still holds is its own copy
-                await response.write_eof()
-        except TimeoutError:
-            stats = request.app.get(HTTP_STATS)
-            if stats is not None:
-                stats["response_timeout"] += 1
-            if request.transport is not None:
-                request.transport.abort()  # drops the unsent bytes
-        except ConnectionError:
-            pass  # the peer hung up: nothing more is held
+        body, answer.body = [answer.body], b""  # the writer drops the body once the transport has it
+        await http_limits.write_under_stall_rule(request, response, body)
         return response
 
     # -- anti-entropy initiator -----------------------------------------------------------------------------
