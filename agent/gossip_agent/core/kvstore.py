@@ -40,6 +40,7 @@ from gossip_agent.core import packing
 from gossip_agent.core.config import CRDT_STATE_CEILING, KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
 from gossip_agent.core.crdt import Crdt
 from gossip_agent.core.hlc import Hlc
+from gossip_agent.core.keys import key_problem
 from gossip_agent.core.merkle import DEFAULT_BITS, DEFAULT_DEPTH, MerkleTree
 from gossip_agent.core.vector_clock import (
     EMPTY,
@@ -529,6 +530,9 @@ class KvStore:
             raise self._invalid("invalid_key", "empty key")
         if size > KEY_BYTES_CEILING:
             raise self._invalid("key_too_long", f"key must be 1..{KEY_BYTES_CEILING} bytes of UTF-8, got {size}")
+        problem = key_problem(entry.key)  # (the decoders skip these first: this holds every other caller to it)
+        if problem is not None:
+            raise self._invalid("invalid_key", problem)
         if isinstance(entry, CrdtEntry):
             return self._crdt_packed(entry, "a peer's")
         if not entry.versions:

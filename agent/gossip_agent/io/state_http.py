@@ -54,6 +54,14 @@ from aiohttp import web
 from gossip_agent.core.codec_limits import StateCodecError
 from gossip_agent.core.crdt import MAX_COUNTER_DELTA, LWWRegister, MVRegister, ORSet, PNCounter
 from gossip_agent.core.hlc import Hlc
+from gossip_agent.core.keys import (
+    COUNTERS,
+    LWW_REGISTERS,
+    MV_REGISTERS,
+    SETS,
+    control_char_problem,
+    key_problem,
+)
 from gossip_agent.core.kvstore import (
     MAX_LOCAL_SIBLINGS,
     CausalContext,
@@ -121,14 +129,11 @@ class StateBackend(Protocol):
 
     async def replicate(self, entry: Entry, w: int, timeout: float) -> WriteConcern: ...
 
+
 _C = TypeVar("_C", PNCounter, ORSet, LWWRegister, MVRegister)
 
 CONTEXT_HEADER = "X-Gossip-Context"
 SIBLINGS_HEADER = "X-Gossip-Siblings"
-COUNTERS = "crdt/counters/"
-SETS = "crdt/sets/"
-LWW_REGISTERS = "crdt/registers/lww/"
-MV_REGISTERS = "crdt/registers/mv/"
 # Where each CRDT type is read (409 answers name the right route).
 _ROUTE_OF = {"pncounter": "/v1/crdt/counters/", "orset": "/v1/crdt/sets/",
              "lwwregister": "/v1/crdt/registers/lww/", "mvregister": "/v1/crdt/registers/mv/"}
@@ -487,27 +492,6 @@ def _abort(request: web.Request) -> None:
     """Drop a streaming client's connection at once (nothing more is written to it)."""
     if request.transport is not None:
         request.transport.abort()
-
-
-def key_problem(key: str) -> str | None:
-    """Why `key` is not acceptable from a client (None if it is); lengths are the store's check."""
-    if not key:
-        return "key is empty"
-    problem = control_char_problem(key, "key", "keys")
-    if problem is not None:
-        return problem
-    if any(segment in (".", "..") for segment in key.split("/")):
-        return f"key {key[:64]!r} has a '.' or '..' path segment; keys may not contain relative path segments"
-    return None
-
-
-def control_char_problem(text: str, what: str, kinds: str) -> str | None:
-    """Why `text` (`what`, one of `kinds`) is refused for a control character (None if it has none): the one
-    rule for keys and set elements, which are printed and logged one a line (core/text.py)."""
-    at = first_control_char(text)
-    if at is None:
-        return None
-    return f"{what} contains the control character U+{ord(text[at]):04X} at position {at}; {kinds} are printable text"
 
 
 def _query_key(value: str, name: str) -> str:
