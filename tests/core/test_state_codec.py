@@ -45,9 +45,9 @@ def sample_store() -> KvStore:
     s.apply_remote(KvStore("node-b").local_put("carts/1", b"y", T))
     s.local_put("gone", b"v", T)
     s.local_delete("gone", T + 1)
-    s.update_crdt("c/pn", PNCounter, lambda c, n, _: c.increment(n, -4), T)
-    s.update_crdt("c/set", ORSet, lambda c, n, _: c.add(n, "e"), T)
-    s.update_crdt("c/mv", MVRegister, lambda c, n, _: c.assign(n, b"m"), T)
+    s.update_crdt("crdt/counters/pn", PNCounter, lambda c, n, _: c.increment(n, -4), T)
+    s.update_crdt("crdt/sets/set", ORSet, lambda c, n, _: c.add(n, "e"), T)
+    s.update_crdt("crdt/registers/mv/mv", MVRegister, lambda c, n, _: c.assign(n, b"m"), T)
     return s
 
 
@@ -80,7 +80,7 @@ def test_round_trips() -> None:
     response = AeResponse((2, 8), b"\x01" * 32, (Children((0, 0), b"\x02" * 128, bytes(4)),),
                           (Listing((1, 2), b"\x03" * 32),), (s.entry("ns/key"),), ("k",), True)  # type: ignore[arg-type]
     assert decode_ae_response(encode_ae(response)) == response
-    request = AeRequest((2, 8), None, ((1, 1),), ((2, 3),), (s.entry("c/pn"),), (b"\x00" * 8,), ((3, 9),))  # type: ignore[arg-type]
+    request = AeRequest((2, 8), None, ((1, 1),), ((2, 3),), (s.entry("crdt/counters/pn"),), (b"\x00" * 8,), ((3, 9),))  # type: ignore[arg-type]
     assert decode_ae_request(encode_ae(request)) == request
 
 
@@ -214,8 +214,8 @@ def test_kept_rumor_readers_decode_a_stream_of_good_and_bad_rumors_as_fresh_ones
         entry = store.entry(f"k/{i}")
         assert entry is not None
         good.append(encode_rumor(entry))
-    store.update_crdt("c/pn", PNCounter, lambda c, n, _: c.increment(n, 2), T)
-    counter = store.entry("c/pn")
+    store.update_crdt("crdt/counters/pn", PNCounter, lambda c, n, _: c.increment(n, 2), T)
+    counter = store.entry("crdt/counters/pn")
     assert counter is not None
     good.append(encode_rumor(counter))  # (a CRDT entry: no kept reader)
     stream = []

@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 
 from gossip_agent.core.codec_limits import MSGPACK_ERRORS, CodecLimits, StateCodecError, unpack_field
-from gossip_agent.core.keys import key_problem
+from gossip_agent.core.keys import PLAIN, key_problem, kind_problem
 from gossip_agent.core.kvstore import CrdtEntry, Entry, InvalidEntry, entry_from_plain
 from gossip_agent.core.vector_clock import MAX_ACCEPTED_COUNTER, MAX_CONTEXT_NODES, CounterAboveLimit
 
@@ -38,8 +38,9 @@ CRDT_TAG_BYTE = b"\x01"
 
 class EntryOverLimit(InvalidEntry):
     """A well-formed entry whose key or value is longer than the decoder accepts (`CodecLimits`), that carries
-    a counter above the peer bound (vector_clock.MAX_ACCEPTED_COUNTER), or whose key no client could write
-    (`invalid_key`: core/keys.key_problem): that entry is skipped, counted under `reason`, and the rest of its
+    a counter above the peer bound (vector_clock.MAX_ACCEPTED_COUNTER), whose key no client could write
+    (`invalid_key`: core/keys.key_problem) or whose kind contradicts its key's prefix (`wrong_kind`:
+    core/keys.kind_problem): that entry is skipped, counted under `reason`, and the rest of its
     message is applied. It used to be a StateCodecError, which failed the whole anti-entropy answer or push
     carrying it."""
 
@@ -74,6 +75,9 @@ def checked_entry(plain: Any, limits: CodecLimits, max_counter: int = MAX_ACCEPT
     problem = key_problem(entry.key)
     if problem is not None:  # (a key no client could write: it would break every watcher and log it reached)
         raise EntryOverLimit("invalid_key", f"entry: {problem}")
+    problem = kind_problem(entry.key, entry.value.TYPE if isinstance(entry, CrdtEntry) else PLAIN)
+    if problem is not None:  # (it would make the key's CRDT route fail at every replica it reached)
+        raise EntryOverLimit("wrong_kind", f"entry: {problem}")
     if not isinstance(entry, CrdtEntry):
         max_value = limits.max_value_bytes
         for version in entry.versions:

@@ -40,7 +40,7 @@ from gossip_agent.core import packing
 from gossip_agent.core.config import CRDT_STATE_CEILING, KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
 from gossip_agent.core.crdt import Crdt
 from gossip_agent.core.hlc import Hlc
-from gossip_agent.core.keys import key_problem
+from gossip_agent.core.keys import CRDT_PREFIXES, crdt_prefix, crdt_route, key_problem, kind_problem
 from gossip_agent.core.merkle import DEFAULT_BITS, DEFAULT_DEPTH, MerkleTree
 from gossip_agent.core.vector_clock import (
     EMPTY,
@@ -283,22 +283,35 @@ class KvStore:
     # -- local writes ------------------------------------------------------------------------------
     def local_put(self, key: str, value: bytes, now_ms: int,
                   context: CausalContext | None = None) -> ValueEntry:
-        """Write `value`; returns the key's new state (broadcast it as a state rumor)."""
+        """Write `value`; returns the key's new state (broadcast it as a state rumor). KindMismatch under a CRDT
+        prefix (core/keys.py: such keys hold their CRDT only)."""
         self.check_key(key)
+        self._check_plain(key)
         self.check_value(value)
         return self._local_write(key, value, now_ms, context)
+
+    @staticmethod
+    def _check_plain(key: str) -> None:
+        """KindMismatch if `key` lies under a CRDT prefix: a plain value there made the CRDT's route fail for it."""
+        prefix = crdt_prefix(key)
+        if prefix is not None:
+            raise KindMismatch(f"{key[:80]!r}: keys under {prefix!r} hold a {CRDT_PREFIXES[prefix]} only; "
+                               f"use {crdt_route(key)}")
 
     def local_delete(self, key: str, now_ms: int, context: CausalContext | None = None) -> ValueEntry | None:
         """Delete (a tombstone); None if there was nothing live to delete. Without a context it deletes
         every version this replica holds. A key it holds is never refused for its length: one written under
         a larger max_key_bytes (lowered since) must stay deletable."""
+        self._check_plain(key)
         current = self._entries.get(key)
         if current is None:
             self.check_key(key)
         if current is None or current.is_tombstone:
             return None
         if isinstance(current, CrdtEntry):
-            raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; CRDT keys cannot be deleted")
+            if kind_problem(key, current.value.TYPE) is None:
+                raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; CRDT keys cannot be deleted")
+            return self._local_write(key, None, now_ms, None)  # (a legacy CRDT outside the prefixes: replaced)
         if context is None:
             context = CausalContext(current.context, current.timestamp)
         return self._local_write(key, None, now_ms, context)
@@ -326,7 +339,11 @@ class KvStore:
         cross-agent overwrite writes with `?w=N` or reads and writes at one agent."""
         current = self._entries.get(key)
         if isinstance(current, CrdtEntry):
-            raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; use the CRDT operations")
+            if kind_problem(key, current.value.TYPE) is None:
+                raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; use the CRDT operations")
+            # A legacy CRDT outside the CRDT prefixes (an old snapshot, an older peer): no route serves it, and
+            # the plain write replaces it (stamped after it, so it wins the kinds' merge everywhere).
+            current = None
         policy = self.policy_for(key)
         base = current.context if current is not None else EMPTY
         grave = self._graveyard.get(key)
@@ -374,6 +391,8 @@ class KvStore:
         """
         self.check_key(key)
         current = self._entries.get(key)
+        if kind_problem(key, kind.TYPE) is None and current is not None and kind_problem(key, _kind(current)):
+            current = None  # a legacy entry of the wrong kind under this CRDT's prefix: the update replaces it
         if isinstance(current, ValueEntry) and not current.is_tombstone:
             raise KindMismatch(f"{key!r} holds plain values, not a {kind.TYPE}")
         if isinstance(current, CrdtEntry) and not isinstance(current.value, kind):
@@ -966,6 +985,11 @@ def entry_from_plain(data: object, limit: int = MAX_ACCEPTED_COUNTER) -> Entry:
     if len(versions) > 1:
         versions.sort(key=_by_dot)
     return ValueEntry(key, tuple(versions), context)
+
+
+def _kind(entry: Entry) -> str | None:
+    """The kind core/keys.kind_problem checks: a CRDT's type, or PLAIN (None) for values and tombstones."""
+    return entry.value.TYPE if isinstance(entry, CrdtEntry) else None
 
 
 def _by_dot(v: Version) -> Dot:

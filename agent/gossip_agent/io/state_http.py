@@ -56,11 +56,15 @@ from gossip_agent.core.crdt import MAX_COUNTER_DELTA, LWWRegister, MVRegister, O
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.keys import (
     COUNTERS,
+    CRDT_PREFIXES,
     LWW_REGISTERS,
     MV_REGISTERS,
     SETS,
     control_char_problem,
+    crdt_prefix,
+    crdt_route,
     key_problem,
+    kind_problem,
 )
 from gossip_agent.core.kvstore import (
     MAX_LOCAL_SIBLINGS,
@@ -134,9 +138,8 @@ _C = TypeVar("_C", PNCounter, ORSet, LWWRegister, MVRegister)
 
 CONTEXT_HEADER = "X-Gossip-Context"
 SIBLINGS_HEADER = "X-Gossip-Siblings"
-# Where each CRDT type is read (409 answers name the right route).
-_ROUTE_OF = {"pncounter": "/v1/crdt/counters/", "orset": "/v1/crdt/sets/",
-             "lwwregister": "/v1/crdt/registers/lww/", "mvregister": "/v1/crdt/registers/mv/"}
+# How each CRDT prefix's route is written (409 answers name the right route and method).
+_WRITE_METHOD = {COUNTERS: "POST", SETS: "POST", LWW_REGISTERS: "PUT", MV_REGISTERS: "PUT"}
 WATCH_QUEUE = 1024
 # Pending bytes a watcher may hold (its lines are shared with other watchers, but a watcher's lag pins them):
 # about 128 default-size (64 KiB) values, or 20 whose JSON escaped them six-fold. A single line over it is
@@ -765,8 +768,32 @@ class StateApi:
             value = await self._read(request, max_value, "value")
         return value, context
 
+    @staticmethod
+    def _plain_key(key: str) -> str:
+        """409 for a PUT/DELETE on /v1/kv under a CRDT prefix (core/keys.py: such keys hold their CRDT only; a
+        plain value there made the CRDT's route fail for the key), naming the route to use instead."""
+        prefix = crdt_prefix(key)
+        if prefix is not None:
+            raise _error(409, f"{key!r} is under {prefix!r}, whose keys hold a {CRDT_PREFIXES[prefix]} only; use "
+                              f"{_WRITE_METHOD[prefix]} {crdt_route(key)}")
+        return key
+
+    @staticmethod
+    def _kind_advice(key: str, held: str) -> str:
+        """What a 409 for `key`, which holds `held` (a CRDT type or "a plain value"), tells the client to do: a
+        CRDT under its own prefix is read at its route (the prefix stripped); a legacy entry of the wrong kind
+        (an old snapshot, an older peer) is replaced by a write of the right kind where its key belongs."""
+        prefix = crdt_prefix(key)
+        if prefix is None:
+            return (f"{key!r} holds a {held}, a legacy entry outside the CRDT prefixes ({', '.join(CRDT_PREFIXES)}) "
+                    "that no CRDT route serves; a PUT/DELETE here replaces it")
+        if kind_problem(key, held) is None:
+            return f"{key!r} holds a {held}; read it with GET {crdt_route(key)}"
+        return (f"{key!r} holds a {held}, a legacy entry of the wrong kind (keys under {prefix!r} hold a "
+                f"{CRDT_PREFIXES[prefix]}); a {_WRITE_METHOD[prefix]} {crdt_route(key)} replaces it")
+
     async def put(self, request: web.Request) -> web.Response:
-        key = self._key(request)
+        key = self._plain_key(self._key(request))
         w, timeout = self._write_params(request)
         critical = self._critical(request)
         value, context = await self._value_body(request)
@@ -790,8 +817,7 @@ class StateApi:
         key = self._held_key(request)
         entry = self.svc.store.entry(key)
         if isinstance(entry, CrdtEntry):
-            route = _ROUTE_OF.get(entry.value.TYPE, "/v1/crdt/")
-            raise _error(409, f"{key!r} holds a {entry.value.TYPE}; read it with GET {route}<name>")
+            raise _error(409, self._kind_advice(key, entry.value.TYPE))
         if entry is None:
             raise _error(404, f"no such key: {key!r}")
         result = read_result(entry)
@@ -811,7 +837,7 @@ class StateApi:
                                   "context": token}, headers=headers)
 
     async def delete(self, request: web.Request) -> web.Response:
-        key = self._held_key(request)
+        key = self._plain_key(self._held_key(request))
         w, timeout = self._write_params(request)
         critical = self._critical(request)
         context = self._context(request.headers.get(CONTEXT_HEADER))
@@ -965,11 +991,19 @@ class StateApi:
                                   "elements": sorted(value.value()) if value is not None else []})
 
     def _typed_crdt(self, key: str, cls: type[_C], kind: str) -> _C | None:
-        """The CRDT under `key` if it is a `cls` (None if absent); 409 if the key holds another type."""
-        value = self.svc.get_crdt(key)
-        if value is not None and not isinstance(value, cls):
-            raise _error(409, f"{key!r} holds a {value.TYPE}, not a {kind}")
-        return value
+        """The CRDT under `key` if it is a `cls` (None if absent or deleted); 409 if the key holds a legacy entry
+        of another kind (a plain value, another CRDT: an old snapshot, an older peer), saying that a write here
+        replaces it (kvstore.update_crdt does, under the CRDT's own prefix)."""
+        entry = self.svc.store.entry(key)
+        if entry is None or entry.is_tombstone:
+            return None
+        if isinstance(entry, CrdtEntry) and isinstance(entry.value, cls):
+            return entry.value
+        held = entry.value.TYPE if isinstance(entry, CrdtEntry) else "plain value"
+        prefix = crdt_prefix(key)
+        method = _WRITE_METHOD[prefix] if prefix is not None else "write"
+        raise _error(409, f"{key!r} holds a {held}, not a {kind}: a legacy entry of the wrong kind; a {method} here "
+                          "replaces it")
 
     async def _update_crdt(self, request: web.Request, key: str, cls: type[_C], mutate: Callable[[_C, str, Any], _C],
                            kind: str, field: str, w: int, timeout: float) -> web.Response:
