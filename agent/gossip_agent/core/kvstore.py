@@ -812,8 +812,11 @@ class KvStore:
                 merkle_bits: int = DEFAULT_BITS, refused: list[RefusedItem] | None = None) -> KvStore:
         """Inverse of `snapshot`; raises ValueError on malformed data. An entry or graveyard item whose context
         names more than MAX_CONTEXT_NODES writer nodes (the bound every network path holds entries to: a
-        crafted or damaged data directory) is left out and appended to `refused`, the rest restored; without
-        `refused`, it raises ValueError."""
+        crafted or damaged data directory), or whose key no client or peer may write now (core/keys.py: a
+        control character, a '.'/'..' segment; an entry whose kind contradicts its key's prefix), written by an
+        older version or edited on disk, is left out and appended to `refused`, the rest restored; without
+        `refused`, it raises ValueError. Restored, such a key broke watchers and logs here and went on to every
+        peer (which now skips it: a divergence for good)."""
         if not isinstance(data, dict) or data.get("v") != 1 or not isinstance(data.get("node"), str):
             raise ValueError("snapshot: not a version 1 store snapshot")
         store = cls(data["node"], config, merkle_depth=merkle_depth, merkle_bits=merkle_bits, record_changes=False)
@@ -827,18 +830,27 @@ class KvStore:
             if refused is None:
                 raise ValueError(f"snapshot: {kind} {item[1 if kind == 'entry' else 0]!r:.80} names {nodes} "
                                  f"writer nodes in its context (limit {MAX_CONTEXT_NODES})")
-            refused.append(RefusedItem(kind, item, nodes))
+            refused.append(RefusedItem(kind, item, nodes=nodes))
+            return True
+        def bad_key(kind: Literal["entry", "graveyard item"], item: list[Any], problem: str | None) -> bool:
+            if problem is None:
+                return False
+            if refused is None:
+                raise ValueError(f"snapshot: {kind}: {problem}")
+            refused.append(RefusedItem(kind, item, problem=problem))
             return True
         for item in _list(data.get("entries")):
             if isinstance(item, list) and len(item) == 4 and item[0] == _VALUE_TAG and over_bound("entry", item,
                                                                                                   item[2]):
                 continue
             entry = entry_from_plain(item, MAX_COUNTER)  # (our own writes: up to the overflow point)
+            if bad_key("entry", item, key_problem(entry.key) or kind_problem(entry.key, _kind(entry))):
+                continue
             store._put(entry.key, entry, "restore")
         for item in _list(data.get("graveyard")):
             if not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str):
                 raise ValueError("snapshot: bad graveyard record")
-            if over_bound("graveyard item", item, item[1]):
+            if over_bound("graveyard item", item, item[1]) or bad_key("graveyard item", item, key_problem(item[0])):
                 continue
             store._graveyard[item[0]] = _Grave(VersionVector.from_plain(item[1], MAX_COUNTER),
                                                hlc_mod.from_plain(item[2]))
@@ -873,11 +885,21 @@ class KvStore:
 @dataclass(frozen=True, slots=True)
 class RefusedItem:
     """A snapshot item `KvStore.restore` left out: `kind` "entry" (`plain`: kvstore's plain entry) or
-    "graveyard item" (`plain`: [key, context, timestamp]), and how many writer nodes its context names."""
+    "graveyard item" (`plain`: [key, context, timestamp]), and why: how many writer nodes its context names
+    (past MAX_CONTEXT_NODES), or `problem`, what is wrong with its key (core/keys.py)."""
 
     kind: Literal["entry", "graveyard item"]
     plain: list[Any]
-    nodes: int
+    nodes: int = 0
+    problem: str | None = None
+
+    @property
+    def why(self) -> str:
+        """Why it was left out, for the log line recovery writes."""
+        if self.problem is not None:
+            return self.problem
+        return (f"names {self.nodes} writer nodes in its context (limit {MAX_CONTEXT_NODES}, which every peer "
+                "holds entries to)")
 
     @property
     def key(self) -> str:
