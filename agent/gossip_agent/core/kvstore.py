@@ -832,6 +832,7 @@ class KvStore:
                                  f"writer nodes in its context (limit {MAX_CONTEXT_NODES})")
             refused.append(RefusedItem(kind, item, nodes=nodes))
             return True
+
         def bad_key(kind: Literal["entry", "graveyard item"], item: list[Any], problem: str | None) -> bool:
             if problem is None:
                 return False
