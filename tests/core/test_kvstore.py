@@ -477,7 +477,7 @@ def _busy_store() -> KvStore:
     a.apply_remote(b.local_put("carts/y", b"3", T + 1))
     a.local_put("z", b"4", T + 2)
     a.local_delete("z", T + 3)
-    a.update_crdt("counters/c", GCounter, lambda c, n, _: c.increment(n, 2), T + 4)
+    a.update_crdt("crdt/counters/c", PNCounter, lambda c, n, _: c.increment(n, 2), T + 4)
     a.local_put("gone", b"5", T + 5)
     a.local_delete("gone", T + 6)
     a.acknowledge_tombstones(T + 7)
@@ -496,7 +496,7 @@ def test_changes_replay_to_the_same_store() -> None:
     assert replica.all_keys() == a.all_keys()
     assert replica.drain_changes() == []
     assert (replica.stats().tombstones, replica.stats().graveyard, len(replica)) == (0, 2, len(a))
-    assert replica.was_collected("gone") and replica.get_crdt("counters/c") == a.get_crdt("counters/c")
+    assert replica.was_collected("gone") and replica.get_crdt("crdt/counters/c") == a.get_crdt("crdt/counters/c")
 
 
 def test_snapshot_round_trip() -> None:
