@@ -24,7 +24,7 @@ FAST: dict[str, Any] = {
 def _add(svc: StateService, prefix: str, count: int) -> None:
     """A local add of `count` elements (to the store directly: the service of an agent not started yet has no
     clock; its state is then as if recovered from its data directory, never gossiped)."""
-    svc.store.update_crdt("race", ORSet,
+    svc.store.update_crdt("crdt/sets/race", ORSet,
                           lambda s, n, _: s.update(n, add=[f"{prefix}-{i:04d}" for i in range(count)]), svc.now_ms())
 
 
@@ -47,12 +47,13 @@ async def test_concurrent_set_writes_over_the_limit_together_converge_without_re
         await a2.start()
         agents.append(a2)
         await _until_equal(s0, s2)
-        held = s2.store.get_crdt("race")
+        held = s2.store.get_crdt("crdt/sets/race")
         assert isinstance(held, ORSet) and len(held.value()) == 360
         assert s0.store.refused_remote == s1.store.refused_remote == s2.store.refused_remote == 0
         with pytest.raises(ValueTooLarge):  # past the local write limit: growth is refused (413) ...
             _add(s2, "c", 1)
-        s2.update_crdt("race", ORSet, lambda s, n, _: s.update(n, remove=["a-0000"]), "remove")  # ... shrinking not
+        s2.update_crdt("crdt/sets/race", ORSet, lambda s, n, _: s.update(n, remove=["a-0000"]),
+                       "remove")  # ... shrinking not
     finally:
         for agent in reversed(agents):
             await agent.stop()
@@ -62,8 +63,8 @@ async def _until_equal(x: StateService, y: StateService) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 20.0  # generous: the join event's anti-entropy delivers it in well under 1 s
     while loop.time() < deadline:
-        ex, ey = x.store.entry("race"), y.store.entry("race")
+        ex, ey = x.store.entry("crdt/sets/race"), y.store.entry("crdt/sets/race")
         if ex is not None and ex == ey:
             return
         await asyncio.sleep(0.05)
-    assert x.store.entry("race") == y.store.entry("race")
+    assert x.store.entry("crdt/sets/race") == y.store.entry("crdt/sets/race")

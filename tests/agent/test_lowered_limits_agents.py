@@ -106,13 +106,13 @@ async def test_a_push_of_a_key_the_peer_lacks_and_refuses_is_counted_refused_not
     await a1.start()
     try:
         s1.store.crdt_ceiling = 4096  # (agents: config.CRDT_STATE_CEILING; a small one keeps the state cheap)
-        s0.store.update_crdt("set", ORSet, lambda s, n, _: s.update(n, add=[f"e{i:04d}" for i in range(1000)]),
-                             s0.now_ms())
+        s0.store.update_crdt("crdt/sets/set", ORSet,
+                             lambda s, n, _: s.update(n, add=[f"e{i:04d}" for i in range(1000)]), s0.now_ms())
         s0.store.local_put("plain", b"v", s0.now_ms())
         assert await s0.sync_with(("127.0.0.1", a1.port))
         repaired = s0.core.stats.ae_repaired
         assert repaired["pushed"] == 1 and repaired["push_refused"] == 1  # ("plain" taken, "set" refused)
-        assert s1.store.entry("set") is None and s1.store.refused == {"state_too_large": 1}
+        assert s1.store.entry("crdt/sets/set") is None and s1.store.refused == {"state_too_large": 1}
     finally:
         await a1.stop()
         await a0.stop()

@@ -71,51 +71,51 @@ def _converge(a: KvStore, b: KvStore, key: str) -> None:
 
 def test_concurrent_set_adds_each_within_the_limit_merge_and_converge() -> None:
     a, b = KvStore("a", SMALL), KvStore("b", SMALL)
-    _fill(a, "race", "a", 300)
-    _fill(b, "race", "b", 300)
-    assert _state_bytes(a, "race") <= SMALL.crdt_write_limit >= _state_bytes(b, "race")
-    _converge(a, b, "race")
-    assert a.entry("race") == b.entry("race")
+    _fill(a, "crdt/sets/race", "a", 300)
+    _fill(b, "crdt/sets/race", "b", 300)
+    assert _state_bytes(a, "crdt/sets/race") <= SMALL.crdt_write_limit >= _state_bytes(b, "crdt/sets/race")
+    _converge(a, b, "crdt/sets/race")
+    assert a.entry("crdt/sets/race") == b.entry("crdt/sets/race")
     assert a.root_hex() == b.root_hex()
-    assert _state_bytes(a, "race") > SMALL.crdt_write_limit  # what the write limit refused to hold before
-    assert len(_elements(a, "race")) == 600
+    assert _state_bytes(a, "crdt/sets/race") > SMALL.crdt_write_limit  # what the write limit refused to hold before
+    assert len(_elements(a, "crdt/sets/race")) == 600
     assert a.refused_remote == b.refused_remote == 0
 
 
 def test_a_state_over_the_write_limit_refuses_growth_but_not_shrinking() -> None:
     a, b = KvStore("a", SMALL), KvStore("b", SMALL)
-    _fill(a, "race", "a", 300)
-    _fill(b, "race", "b", 300)
-    _converge(a, b, "race")
+    _fill(a, "crdt/sets/race", "a", 300)
+    _fill(b, "crdt/sets/race", "b", 300)
+    _converge(a, b, "crdt/sets/race")
     with pytest.raises(ValueTooLarge):
-        a.update_crdt("race", ORSet, lambda s, n, _: s.add(n, "one-more"), T + 1)
-    a.update_crdt("race", ORSet, lambda s, n, _: s.update(n, remove=["a-0000", "a-0001"]), T + 1)
-    b.apply_remote(a.entry("race"), T + 1)  # type: ignore[arg-type]
-    assert a.entry("race") == b.entry("race")
-    assert "a-0000" not in b.get_crdt("race")  # type: ignore[operator]
+        a.update_crdt("crdt/sets/race", ORSet, lambda s, n, _: s.add(n, "one-more"), T + 1)
+    a.update_crdt("crdt/sets/race", ORSet, lambda s, n, _: s.update(n, remove=["a-0000", "a-0001"]), T + 1)
+    b.apply_remote(a.entry("crdt/sets/race"), T + 1)  # type: ignore[arg-type]
+    assert a.entry("crdt/sets/race") == b.entry("crdt/sets/race")
+    assert "a-0000" not in b.get_crdt("crdt/sets/race")  # type: ignore[operator]
 
 
 def test_concurrent_mv_assignments_merge_past_the_write_limit() -> None:
     a, b = KvStore("a", SMALL), KvStore("b", SMALL)
-    a.update_crdt("reg", MVRegister, lambda r, n, _: r.assign(n, b"x" * 3000), T)
-    b.update_crdt("reg", MVRegister, lambda r, n, _: r.assign(n, b"y" * 3000), T)
-    _converge(a, b, "reg")
-    assert a.entry("reg") == b.entry("reg")
-    assert len(a.get_crdt("reg").value()) == 2  # type: ignore[union-attr,arg-type]
+    a.update_crdt("crdt/registers/mv/reg", MVRegister, lambda r, n, _: r.assign(n, b"x" * 3000), T)
+    b.update_crdt("crdt/registers/mv/reg", MVRegister, lambda r, n, _: r.assign(n, b"y" * 3000), T)
+    _converge(a, b, "crdt/registers/mv/reg")
+    assert a.entry("crdt/registers/mv/reg") == b.entry("crdt/registers/mv/reg")
+    assert len(a.get_crdt("crdt/registers/mv/reg").value()) == 2  # type: ignore[union-attr,arg-type]
 
 
 def test_a_merge_past_the_merge_limit_is_refused_counted_and_leaves_ours() -> None:
     stores = [_capped(f"n{i}") for i in range(CRDT_MERGE_HEADROOM + 1)]
     for i, store in enumerate(stores):
-        _fill(store, "race", "abcdefgh"[i], 290)
+        _fill(store, "crdt/sets/race", "abcdefgh"[i], 290)
     first = stores[0]
     for other in stores[1:-1]:
-        first.apply_remote(other.entry("race"), T)  # type: ignore[arg-type]
-    before = first.entry("race")
-    assert _state_bytes(first, "race") <= CEILING
+        first.apply_remote(other.entry("crdt/sets/race"), T)  # type: ignore[arg-type]
+    before = first.entry("crdt/sets/race")
+    assert _state_bytes(first, "crdt/sets/race") <= CEILING
     with pytest.raises(InvalidEntry):
-        first.apply_remote(stores[-1].entry("race"), T)  # type: ignore[arg-type]
-    assert first.entry("race") == before
+        first.apply_remote(stores[-1].entry("crdt/sets/race"), T)  # type: ignore[arg-type]
+    assert first.entry("crdt/sets/race") == before
     assert first.refused["state_too_large"] == 1
     assert first.refused_remote == 1 and "state_too_large" in first.last_refused_remote
 
@@ -125,22 +125,22 @@ def test_an_agent_with_lowered_limits_merges_the_states_the_cluster_holds() -> N
     was lowered to 1 KiB (a merge limit of 4 KiB before) refused the 27 KiB state two default agents merged,
     in its decoder and its store, and the key never converged there. Its own writes stay held to its limit."""
     a, b = KvStore("a"), KvStore("b")
-    _fill(a, "race", "a", 1000)
-    _fill(b, "race", "b", 1000)
-    b.apply_remote(a.entry("race"), T)  # type: ignore[arg-type]
-    merged = b.entry("race")
-    assert merged is not None and _state_bytes(b, "race") > 4 * 4096
+    _fill(a, "crdt/sets/race", "a", 1000)
+    _fill(b, "crdt/sets/race", "b", 1000)
+    b.apply_remote(a.entry("crdt/sets/race"), T)  # type: ignore[arg-type]
+    merged = b.entry("crdt/sets/race")
+    assert merged is not None and _state_bytes(b, "crdt/sets/race") > 4 * 4096
     lowered = StateConfig(max_value_bytes=1024)
     c = KvStore("c", lowered)
     assert decode_rumor(encode_rumor(merged), CodecLimits()) == merged
     assert c.apply_remote(merged, T)
-    assert c.entry("race") == merged and c.root_hex() == b.root_hex() and c.refused == {}
+    assert c.entry("crdt/sets/race") == merged and c.root_hex() == b.root_hex() and c.refused == {}
     with pytest.raises(ValueTooLarge):
-        c.update_crdt("race", ORSet, lambda s, n, _: s.add(n, "mine"), T + 1)
+        c.update_crdt("crdt/sets/race", ORSet, lambda s, n, _: s.add(n, "mine"), T + 1)
 
 
 def _register_of(size: int) -> CrdtEntry:
-    return CrdtEntry("reg", MVRegister().assign("w", b"x" * size), Hlc(T, 0, "w"))
+    return CrdtEntry("crdt/registers/mv/reg", MVRegister().assign("w", b"x" * size), Hlc(T, 0, "w"))
 
 
 def test_crdt_states_past_the_fixed_ceiling_are_refused_whatever_the_config() -> None:
@@ -216,9 +216,9 @@ def test_the_planner_without_max_gap_does_not_back_off() -> None:
 
 def test_a_push_the_peer_refused_is_not_counted_as_repaired() -> None:
     big, small = KvStore("a", StateConfig(max_value_bytes=32768)), _capped("b")
-    _fill(small, "race", "b", 10)
-    big.apply_remote(small.entry("race"), T)  # type: ignore[arg-type]
-    _fill(big, "race", "a", 1600)  # within big's limits, past small's ceiling
+    _fill(small, "crdt/sets/race", "b", 10)
+    big.apply_remote(small.entry("crdt/sets/race"), T)  # type: ignore[arg-type]
+    _fill(big, "crdt/sets/race", "a", 1600)  # within big's limits, past small's ceiling
     session = Session(big)
     request: AeRequest | None = session.start()
     while request is not None:
@@ -228,7 +228,7 @@ def test_a_push_the_peer_refused_is_not_counted_as_repaired() -> None:
     assert small.refused["state_too_large"] == 1
 
     ok = KvStore("c", SMALL)
-    _fill(ok, "race", "c", 10)
+    _fill(ok, "crdt/sets/race", "c", 10)
     session = Session(ok)
     request = session.start()
     while request is not None:
@@ -242,7 +242,7 @@ def test_a_refused_push_of_a_key_the_peer_lacks_is_counted_refused() -> None:
     its pushes the peer did not take and sends nothing of back (AeResponse.push_refused), at most one per
     entry pushed."""
     big, small = KvStore("a", StateConfig(max_value_bytes=32768)), _capped("b")
-    _fill(big, "race", "a", 1600)  # past small's ceiling
+    _fill(big, "crdt/sets/race", "a", 1600)  # past small's ceiling
     big.local_put("plain", b"v", T)
     session = Session(big)
     request: AeRequest | None = session.start()
@@ -251,7 +251,7 @@ def test_a_refused_push_of_a_key_the_peer_lacks_is_counted_refused() -> None:
         assert answer.push_refused == (1 if request.push else 0)
         request = session.handle(answer, T)
     assert session.stats.pushed == 2 and session.stats.push_refused == 1
-    assert small.entry("race") is None and small.refused == {"state_too_large": 1}
+    assert small.entry("crdt/sets/race") is None and small.refused == {"state_too_large": 1}
     forged = Session(big)
     forged.start()
     forged.handle(dataclasses.replace(respond(small, AeRequest((small.merkle.bits, small.merkle.depth),
@@ -268,9 +268,9 @@ def _state_node(name: str, state: StateConfig, crdt_ceiling: int = CRDT_STATE_CE
 
 def test_the_state_node_backs_repairs_off_while_the_peer_refuses_our_pushes() -> None:
     big, small = _state_node("a", StateConfig(max_value_bytes=32768)), _state_node("p", SMALL, CEILING)
-    _fill(small.store, "race", "b", 10)
-    big.store.apply_remote(small.store.entry("race"), T)  # type: ignore[arg-type]
-    _fill(big.store, "race", "a", 1600)
+    _fill(small.store, "crdt/sets/race", "b", 10)
+    big.store.apply_remote(small.store.entry("crdt/sets/race"), T)  # type: ignore[arg-type]
+    _fill(big.store, "crdt/sets/race", "a", 1600)
     gaps: list[float] = []
     for i in range(3):
         session = big.start_anti_entropy(float(i))

@@ -138,14 +138,14 @@ def test_pn_counter_steps_above_the_delta_bound_are_refused_and_change_nothing()
     """The issue's ~1,030 increments of 2^53 overflowed int64; then 1,023 of them used up a replica's room
     for good (F7): a step is now at most MAX_COUNTER_DELTA either way."""
     store = KvStore("n1", StateConfig(max_value_bytes=1 << 20))
-    store.update_crdt("c", PNCounter, lambda c, n, _: c.increment(n, MAX_COUNTER_DELTA), NOW)
-    store.update_crdt("c", PNCounter, lambda c, n, _: c.increment(n, -MAX_COUNTER_DELTA), NOW + 1)
-    before = store.entry("c")
+    store.update_crdt("crdt/counters/c", PNCounter, lambda c, n, _: c.increment(n, MAX_COUNTER_DELTA), NOW)
+    store.update_crdt("crdt/counters/c", PNCounter, lambda c, n, _: c.increment(n, -MAX_COUNTER_DELTA), NOW + 1)
+    before = store.entry("crdt/counters/c")
     for step in (MAX_COUNTER_DELTA + 1, -MAX_COUNTER_DELTA - 1, 2**53, -(2**53)):
         with pytest.raises(OutOfRange, match=f"at most {MAX_COUNTER_DELTA}"):
-            store.update_crdt("c", PNCounter, lambda c, n, _, step=step: c.increment(n, step), NOW + 2)
-    assert store.entry("c") == before and store.refused["crdt_invalid"] == 4
-    _round_trips(store, "c")
+            store.update_crdt("crdt/counters/c", PNCounter, lambda c, n, _, step=step: c.increment(n, step), NOW + 2)
+    assert store.entry("crdt/counters/c") == before and store.refused["crdt_invalid"] == 4
+    _round_trips(store, "crdt/counters/c")
 
 
 def test_a_forged_counter_state_at_the_peer_bound_leaves_room_for_a_billion_largest_steps() -> None:
@@ -160,17 +160,17 @@ def test_a_forged_counter_state_at_the_peer_bound_leaves_room_for_a_billion_larg
         crdt.from_plain(crdt.to_plain(too_far))
     assert (MAX_COUNTER - MAX_ACCEPTED_COUNTER) // MAX_COUNTER_DELTA > 10**9
     store = KvStore("n1", StateConfig(max_value_bytes=1 << 20))
-    store.update_crdt("c", PNCounter, lambda c, n, _: c.merge(forged), NOW)
+    store.update_crdt("crdt/counters/c", PNCounter, lambda c, n, _: c.merge(forged), NOW)
     for i, step in enumerate((1, -1, MAX_COUNTER_DELTA, -MAX_COUNTER_DELTA)):
-        store.update_crdt("c", PNCounter, lambda c, n, _, step=step: c.increment(n, step), NOW + 1 + i)
-    _round_trips(store, "c")
+        store.update_crdt("crdt/counters/c", PNCounter, lambda c, n, _, step=step: c.increment(n, step), NOW + 1 + i)
+    _round_trips(store, "crdt/counters/c")
     # The overflow point itself is still refused, with the state unchanged.
     top = PNCounter(GCounter(VersionVector({"n1": MAX_COUNTER - 1})))
-    store.update_crdt("t", PNCounter, lambda c, n, _: c.merge(top), NOW)
+    store.update_crdt("crdt/counters/t", PNCounter, lambda c, n, _: c.merge(top), NOW)
     with pytest.raises(OutOfRange, match="counter|above"):
-        store.update_crdt("t", PNCounter, lambda c, n, _: c.increment(n, 2), NOW + 1)
+        store.update_crdt("crdt/counters/t", PNCounter, lambda c, n, _: c.increment(n, 2), NOW + 1)
     assert store.refused["counter_overflow"] == 1
-    _round_trips(store, "t")
+    _round_trips(store, "crdt/counters/t")
 
 
 @settings(max_examples=200, deadline=None)
@@ -178,15 +178,16 @@ def test_a_forged_counter_state_at_the_peer_bound_leaves_room_for_a_billion_larg
        amount=st.sampled_from([1, 2**31, MAX_COUNTER_DELTA]) | st.integers(1, MAX_COUNTER_DELTA))
 def test_any_accepted_counter_state_decodes(start: int, amount: int) -> None:
     store = KvStore("n1", StateConfig(max_value_bytes=1 << 20))
-    store.update_crdt("c", PNCounter, lambda c, n, _: c.merge(PNCounter(GCounter(VersionVector({n: start})))), NOW)
+    store.update_crdt("crdt/counters/c", PNCounter,
+                      lambda c, n, _: c.merge(PNCounter(GCounter(VersionVector({n: start})))), NOW)
     try:
-        store.update_crdt("c", PNCounter, lambda c, n, _: c.increment(n, amount), NOW + 1)
+        store.update_crdt("crdt/counters/c", PNCounter, lambda c, n, _: c.increment(n, amount), NOW + 1)
         assert start + amount <= MAX_COUNTER
     except OutOfRange:
         assert start + amount > MAX_COUNTER
-        value = store.get_crdt("c")
+        value = store.get_crdt("crdt/counters/c")
         assert isinstance(value, PNCounter) and value.value() == start  # unchanged
-    _round_trips(store, "c")
+    _round_trips(store, "crdt/counters/c")
 
 
 def test_a_context_that_exhausts_our_dots_is_refused() -> None:
@@ -202,10 +203,10 @@ def test_a_context_that_exhausts_our_dots_is_refused() -> None:
     assert store.entry("k") == top
     # An OR-set whose (merged) context holds our dot at the top refuses the next add the same way.
     remote = ORSet({}, VersionVector({"n1": MAX_COUNTER}))
-    store.update_crdt("s", ORSet, lambda s, n, _: s.merge(remote), NOW)
+    store.update_crdt("crdt/sets/s", ORSet, lambda s, n, _: s.merge(remote), NOW)
     with pytest.raises(OutOfRange):
-        store.update_crdt("s", ORSet, lambda s, n, _: s.add(n, "e"), NOW + 1)
-    _round_trips(store, "s")
+        store.update_crdt("crdt/sets/s", ORSet, lambda s, n, _: s.add(n, "e"), NOW + 1)
+    _round_trips(store, "crdt/sets/s")
 
 
 # -- incarnations and hosts (UDP codec) -----------------------------------------------------------------

@@ -33,6 +33,9 @@ from gossip_agent.core.vector_clock import VersionVector
 
 T = 1_700_000_000_000
 DECODERS = [decode_rumor, decode_change, decode_context, decode_ae_request, decode_ae_response]
+# What a decoder may raise (entry_decoding): the message is malformed, or one well-formed entry is refused (a
+# mutated key byte may well make a key no client could write: EntryOverLimit `invalid_key`, session 16).
+REFUSALS = (StateCodecError, EntryOverLimit)
 
 
 def sample_store() -> KvStore:
@@ -42,9 +45,9 @@ def sample_store() -> KvStore:
     s.apply_remote(KvStore("node-b").local_put("carts/1", b"y", T))
     s.local_put("gone", b"v", T)
     s.local_delete("gone", T + 1)
-    s.update_crdt("c/pn", PNCounter, lambda c, n, _: c.increment(n, -4), T)
-    s.update_crdt("c/set", ORSet, lambda c, n, _: c.add(n, "e"), T)
-    s.update_crdt("c/mv", MVRegister, lambda c, n, _: c.assign(n, b"m"), T)
+    s.update_crdt("crdt/counters/pn", PNCounter, lambda c, n, _: c.increment(n, -4), T)
+    s.update_crdt("crdt/sets/set", ORSet, lambda c, n, _: c.add(n, "e"), T)
+    s.update_crdt("crdt/registers/mv/mv", MVRegister, lambda c, n, _: c.assign(n, b"m"), T)
     return s
 
 
@@ -77,7 +80,7 @@ def test_round_trips() -> None:
     response = AeResponse((2, 8), b"\x01" * 32, (Children((0, 0), b"\x02" * 128, bytes(4)),),
                           (Listing((1, 2), b"\x03" * 32),), (s.entry("ns/key"),), ("k",), True)  # type: ignore[arg-type]
     assert decode_ae_response(encode_ae(response)) == response
-    request = AeRequest((2, 8), None, ((1, 1),), ((2, 3),), (s.entry("c/pn"),), (b"\x00" * 8,), ((3, 9),))  # type: ignore[arg-type]
+    request = AeRequest((2, 8), None, ((1, 1),), ((2, 3),), (s.entry("crdt/counters/pn"),), (b"\x00" * 8,), ((3, 9),))  # type: ignore[arg-type]
     assert decode_ae_request(encode_ae(request)) == request
 
 
@@ -129,7 +132,7 @@ def test_non_bytes_input_is_refused() -> None:
 @given(st.binary(max_size=300))
 def test_random_bytes_only_raise_the_codec_error(data: bytes) -> None:
     for decode in DECODERS:
-        with contextlib.suppress(StateCodecError):
+        with contextlib.suppress(*REFUSALS):
             decode(data)
 
 
@@ -148,7 +151,7 @@ def test_structured_garbage_only_raises_the_codec_error(tag: int, a: object, b: 
                   [tag, [0, "k", a, b]], [tag, [1, "k", [1, 0, "n"], [a, b]]], [tag, "k", "local", [0, "k", a, b]]):
         data = msgpack.packb(shape, use_bin_type=True)
         for decode in DECODERS:
-            with contextlib.suppress(StateCodecError):
+            with contextlib.suppress(*REFUSALS):
                 decode(data)
 
 
@@ -171,7 +174,7 @@ def test_mutated_valid_messages_only_raise_the_codec_error(data: st.DataObject) 
     if data.draw(st.booleans()):
         payload = payload[: data.draw(st.integers(0, len(payload)))]
     for decode in DECODERS:
-        with contextlib.suppress(StateCodecError):
+        with contextlib.suppress(*REFUSALS):
             decode(bytes(payload))
 
 
@@ -182,15 +185,15 @@ def _fresh_rumor(payload: bytes, limits: CodecLimits) -> object:
         if payload[:2] != bytes([0x92, 1]) or payload[3:4] == b"\x01":  # (not a value entry: nothing kept)
             return decode_rumor(payload, limits)
         return decode_entry(memoryview(payload)[2:], limits, msgpack_caps(len(payload), limits), "state rumor")
-    except StateCodecError:
-        return StateCodecError
+    except REFUSALS as err:
+        return type(err)
 
 
 def _kept_rumor(payload: bytes, limits: CodecLimits) -> object:
     try:
         return decode_rumor(payload, limits)
-    except StateCodecError:
-        return StateCodecError
+    except REFUSALS as err:
+        return type(err)
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
@@ -211,8 +214,8 @@ def test_kept_rumor_readers_decode_a_stream_of_good_and_bad_rumors_as_fresh_ones
         entry = store.entry(f"k/{i}")
         assert entry is not None
         good.append(encode_rumor(entry))
-    store.update_crdt("c/pn", PNCounter, lambda c, n, _: c.increment(n, 2), T)
-    counter = store.entry("c/pn")
+    store.update_crdt("crdt/counters/pn", PNCounter, lambda c, n, _: c.increment(n, 2), T)
+    counter = store.entry("crdt/counters/pn")
     assert counter is not None
     good.append(encode_rumor(counter))  # (a CRDT entry: no kept reader)
     stream = []

@@ -83,7 +83,7 @@ def test_honest_requests_with_the_densest_arrays_still_decode() -> None:
     orset = ORSet()
     for i in range(3000):
         orset = orset.add("n", chr(0x21 + i % 90) + chr(0x21 + i // 90))
-    entries = tuple(CrdtEntry(f"set{j}", orset, hlc.ZERO) for j in range(3))
+    entries = tuple(CrdtEntry(f"crdt/sets/set{j}", orset, hlc.ZERO) for j in range(3))
     request = AeRequest((4, 4), b"\x00" * 32, descend=((1, 2), (3, 4)), listing=((1, 1),), push=entries,
                         want=(b"\x01" * 8,) * 100, want_nodes=((2, 3),))
     assert decode_ae_request(encode_ae(request)) == request

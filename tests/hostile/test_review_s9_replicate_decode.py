@@ -34,7 +34,7 @@ def test_honest_dense_payloads_still_decode() -> None:
     orset = ORSet()
     for i in range(3000):
         orset = orset.add("n", chr(0x21 + i % 90) + chr(0x21 + i // 90))
-    entry = CrdtEntry("set", orset, hlc.ZERO)
+    entry = CrdtEntry("crdt/sets/set", orset, hlc.ZERO)
     assert decode_payload(encode_rumor(entry)) == entry
     vv: list[object] = []
     versions = []

@@ -32,7 +32,7 @@ def _value_entry(key: bytes, context: bytes = b"\x90", versions: bytes = b"\x90"
 def _orset(elements: int) -> bytes:
     items = [[f"{chr(33 + i % 90)}{chr(33 + i // 90 % 90)}{chr(33 + i // 8100)}", ["n", i + 1]]
              for i in range(elements)]
-    return msgpack.packb([1, [1, "set", hlc.to_plain(hlc.ZERO), ["orset", [["n", elements], items]]]])
+    return msgpack.packb([1, [1, "crdt/sets/set", hlc.to_plain(hlc.ZERO), ["orset", [["n", elements], items]]]])
 
 
 @pytest.mark.parametrize("where", ["key", "context", "version", "strings"])
@@ -60,8 +60,8 @@ def test_nested_arrays_where_a_crdt_entry_has_scalars_are_refused_as_built(where
     data = b"\x92\x01\x94\x01" + key + stamp + state
     peak = peak_memory_refusing(decode_payload, data)
     assert peak < 2 * len(data), f"{peak / _MIB:.0f} MiB built for a {len(data) / _MIB:.1f} MiB entry"
-    honest = b"\x92\x01\x94\x01\xa3set" + timestamp + state
-    assert decode_payload(honest).key == "set"  # (the same shape with scalars decodes)
+    honest = b"\x92\x01\x94\x01" + msgpack.packb("crdt/sets/set") + timestamp + state
+    assert decode_payload(honest).key == "crdt/sets/set"  # (the same shape with scalars decodes)
 
 
 def test_a_crdt_state_over_the_ceiling_is_refused_before_it_is_built() -> None:
@@ -80,5 +80,5 @@ async def test_the_agent_answers_400_and_stores_nothing() -> None:
         answer = await raw_exchange(agent.port, head + body)
         assert answer.startswith(b"HTTP/1.1 400") and b"CRDT state ceiling" in answer
         (state,) = agent.extensions
-        assert isinstance(state, StateService) and state.store.entry("set") is None
+        assert isinstance(state, StateService) and state.store.entry("crdt/sets/set") is None
         assert state.store.refused == {"state_too_large": 1}  # (gossip_state_refused_total)

@@ -95,10 +95,10 @@ def _value_entry(context: int, dot: int) -> ValueEntry:
 def _crdt_entries(counter: int) -> list[CrdtEntry]:
     vv = VersionVector({"v@000001": counter})
     ts = Hlc(NOW, 0, "e@000009")
-    return [CrdtEntry("c", PNCounter(GCounter(vv)), ts),
-            CrdtEntry("c", PNCounter(GCounter(), GCounter(vv)), ts),
-            CrdtEntry("s", ORSet({"e": frozenset({("v@000001", counter)})}, vv), ts),
-            CrdtEntry("m", MVRegister({("v@000001", counter): b"x"}, vv), ts)]
+    return [CrdtEntry("crdt/counters/c", PNCounter(GCounter(vv)), ts),
+            CrdtEntry("crdt/counters/c", PNCounter(GCounter(), GCounter(vv)), ts),
+            CrdtEntry("crdt/sets/s", ORSet({"e": frozenset({("v@000001", counter)})}, vv), ts),
+            CrdtEntry("crdt/registers/mv/m", MVRegister({("v@000001", counter): b"x"}, vv), ts)]
 
 
 @pytest.mark.parametrize("counter", [MAX_ACCEPTED_COUNTER + 1, 2**63 - 2, MAX_COUNTER])
@@ -168,9 +168,9 @@ def test_a_peer_state_at_the_bound_leaves_the_named_replica_room() -> None:
     for i in range(3):
         victim.local_put("k", b"w%d" % i, NOW + i)
         for step in (1, -1, MAX_COUNTER_DELTA, -MAX_COUNTER_DELTA):
-            victim.update_crdt("c", PNCounter, lambda c, n, _, step=step: c.increment(n, step), NOW + i)
-        victim.update_crdt("s", ORSet, lambda s, n, _, i=i: s.add(n, f"e{i}"), NOW + i)
-        victim.update_crdt("m", MVRegister, lambda m, n, _, i=i: m.assign(n, b"%d" % i), NOW + i)
+            victim.update_crdt("crdt/counters/c", PNCounter, lambda c, n, _, step=step: c.increment(n, step), NOW + i)
+        victim.update_crdt("crdt/sets/s", ORSet, lambda s, n, _, i=i: s.add(n, f"e{i}"), NOW + i)
+        victim.update_crdt("crdt/registers/mv/m", MVRegister, lambda m, n, _, i=i: m.assign(n, b"%d" % i), NOW + i)
     victim.local_delete("k", NOW + 5)
     assert victim.refused == {}
 
@@ -182,8 +182,8 @@ def test_records_above_the_peer_bound_recover_and_past_the_overflow_point_are_se
     recovery: the log record is set aside and counted (`record_unreadable`)."""
     old = KvStore("solo@aaaaaa")
     old.local_put("near-top", b"v", NOW, CausalContext(VersionVector({old.node: MAX_COUNTER - 1}), Hlc(NOW, 0, "x")))
-    old.update_crdt("c", PNCounter, lambda c, n, _: c.merge(PNCounter(GCounter(VersionVector({n: MAX_COUNTER})))),
-                    NOW)
+    old.update_crdt("crdt/counters/c", PNCounter,
+                    lambda c, n, _: c.merge(PNCounter(GCounter(VersionVector({n: MAX_COUNTER})))), NOW)
     snapshot = old.snapshot()
     old.local_put("logged", b"v", NOW + 1, CausalContext(VersionVector({"w@1": MAX_COUNTER}), Hlc(NOW, 0, "x")))
     (logged,) = [c for c in old.drain_changes() if c.key == "logged"]
@@ -202,7 +202,7 @@ def test_records_above_the_peer_bound_recover_and_past_the_overflow_point_are_se
     try:
         store = svc.store
         assert store.entry("near-top") == old.entry("near-top") and store.entry("logged") == old.entry("logged")
-        assert store.get_crdt("c") == old.get_crdt("c") and store.entry("beyond") is None
+        assert store.get_crdt("crdt/counters/c") == old.get_crdt("crdt/counters/c") and store.entry("beyond") is None
         assert svc.stats.recovery == {"record_unreadable": 1}
     finally:
         if svc._log is not None:

@@ -267,6 +267,11 @@ class AnswerEntries:
     def remaining(self) -> int:
         return self._remaining
 
+    @property
+    def skipped(self) -> int:
+        """Entries skipped so far as over a ceiling (`refused`, all reasons)."""
+        return sum(self.refused.values())
+
     def take(self, count: int, max_bytes: int = MERGE_CHUNK_BYTES) -> list[Entry]:
         """Up to `count` more entries, stopping once they took `max_bytes` on the wire; StateCodecError at
         the first malformed one (none are left then)."""

@@ -415,6 +415,9 @@ class SessionStats:
     repaired: int = 0      # received entries that changed our store
     push_refused: int = 0  # pushed keys the peer sent back its own state of, which ours already covers: it
     #                        did not take ours (refused it: a limit), so they repaired nothing
+    refused: int = 0       # received entries this side refused (the store: a limit, the clock drift; the decoder:
+    #                        a key, value or counter over a ceiling): whatever was pushed for their keys converged
+    #                        nothing, as the next session finds (`StateNode.on_anti_entropy_reply`)
     in_sync: bool = False  # roots were equal at the start
     truncated: bool = False
     push_held: bool = False  # the peer let another session push to it: this one only pulled after that
@@ -441,6 +444,11 @@ class EntrySource(Protocol):
 
     @property
     def remaining(self) -> int: ...
+
+    @property
+    def skipped(self) -> int:
+        """Entries taken so far that the decoder skipped (over a ceiling: never handed to the store)."""
+        ...
 
     def take(self, count: int) -> Sequence[Entry]: ...
 
@@ -653,6 +661,7 @@ class AnswerMerge:
         if pushed is None:
             pushed = self._pushed = frozenset(e.key for e in asked.push) if asked is not None else frozenset()
         stale = 0
+        skipped = self.source.skipped
         for entry in self.source.take(max(1, count)):
             stats.pulled += 1
             try:
@@ -663,7 +672,8 @@ class AnswerMerge:
                     # A merge sent back holds ours joined with theirs: if it adds nothing, the peer kept its own.
                     stats.push_refused += entry.key in pushed
             except InvalidEntry:
-                continue
+                stats.refused += 1  # (counted by the store)
+        stats.refused += self.source.skipped - skipped  # (counted by the driver: the source's reasons)
         return stale
 
 
@@ -677,6 +687,10 @@ class _Entries:
     @property
     def remaining(self) -> int:
         return len(self._entries) - self._next
+
+    @property
+    def skipped(self) -> int:
+        return 0  # (decoded already: what a decoder skipped never got here)
 
     def take(self, count: int) -> Sequence[Entry]:
         out = self._entries[self._next:self._next + count]

@@ -18,6 +18,7 @@ from typing import Any
 import msgpack
 
 from gossip_agent.core.codec_limits import MSGPACK_ERRORS, CodecLimits, StateCodecError, unpack_field
+from gossip_agent.core.keys import PLAIN, key_problem, kind_problem
 from gossip_agent.core.kvstore import CrdtEntry, Entry, InvalidEntry, entry_from_plain
 from gossip_agent.core.vector_clock import MAX_ACCEPTED_COUNTER, MAX_CONTEXT_NODES, CounterAboveLimit
 
@@ -36,10 +37,12 @@ CRDT_TAG_BYTE = b"\x01"
 
 
 class EntryOverLimit(InvalidEntry):
-    """A well-formed entry whose key or value is longer than the decoder accepts (`CodecLimits`), or that
-    carries a counter above the peer bound (vector_clock.MAX_ACCEPTED_COUNTER): that entry is skipped, counted
-    under `reason`, and the rest of its message is applied. It used to be a StateCodecError, which failed the
-    whole anti-entropy answer or push carrying it."""
+    """A well-formed entry whose key or value is longer than the decoder accepts (`CodecLimits`), that carries
+    a counter above the peer bound (vector_clock.MAX_ACCEPTED_COUNTER), whose key no client could write
+    (`invalid_key`: core/keys.key_problem) or whose kind contradicts its key's prefix (`wrong_kind`:
+    core/keys.kind_problem): that entry is skipped, counted under `reason`, and the rest of its
+    message is applied. It used to be a StateCodecError, which failed the whole anti-entropy answer or push
+    carrying it."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -69,6 +72,12 @@ def checked_entry(plain: Any, limits: CodecLimits, max_counter: int = MAX_ACCEPT
         raise StateCodecError("entry: empty key")
     if key_bytes > limits.max_key_bytes:
         raise EntryOverLimit("key_too_long", f"entry: key of {key_bytes} bytes (limit {limits.max_key_bytes})")
+    problem = key_problem(entry.key)
+    if problem is not None:  # (a key no client could write: it would break every watcher and log it reached)
+        raise EntryOverLimit("invalid_key", f"entry: {problem}")
+    problem = kind_problem(entry.key, entry.value.TYPE if isinstance(entry, CrdtEntry) else PLAIN)
+    if problem is not None:  # (it would make the key's CRDT route fail at every replica it reached)
+        raise EntryOverLimit("wrong_kind", f"entry: {problem}")
     if not isinstance(entry, CrdtEntry):
         max_value = limits.max_value_bytes
         for version in entry.versions:

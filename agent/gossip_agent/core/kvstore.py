@@ -40,6 +40,7 @@ from gossip_agent.core import packing
 from gossip_agent.core.config import CRDT_STATE_CEILING, KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
 from gossip_agent.core.crdt import Crdt
 from gossip_agent.core.hlc import Hlc
+from gossip_agent.core.keys import CRDT_PREFIXES, crdt_prefix, crdt_route, key_problem, kind_problem
 from gossip_agent.core.merkle import DEFAULT_BITS, DEFAULT_DEPTH, MerkleTree
 from gossip_agent.core.vector_clock import (
     EMPTY,
@@ -282,22 +283,35 @@ class KvStore:
     # -- local writes ------------------------------------------------------------------------------
     def local_put(self, key: str, value: bytes, now_ms: int,
                   context: CausalContext | None = None) -> ValueEntry:
-        """Write `value`; returns the key's new state (broadcast it as a state rumor)."""
+        """Write `value`; returns the key's new state (broadcast it as a state rumor). KindMismatch under a CRDT
+        prefix (core/keys.py: such keys hold their CRDT only)."""
         self.check_key(key)
+        self._check_plain(key)
         self.check_value(value)
         return self._local_write(key, value, now_ms, context)
+
+    @staticmethod
+    def _check_plain(key: str) -> None:
+        """KindMismatch if `key` lies under a CRDT prefix: a plain value there made the CRDT's route fail for it."""
+        prefix = crdt_prefix(key)
+        if prefix is not None:
+            raise KindMismatch(f"{key[:80]!r}: keys under {prefix!r} hold a {CRDT_PREFIXES[prefix]} only; "
+                               f"use {crdt_route(key)}")
 
     def local_delete(self, key: str, now_ms: int, context: CausalContext | None = None) -> ValueEntry | None:
         """Delete (a tombstone); None if there was nothing live to delete. Without a context it deletes
         every version this replica holds. A key it holds is never refused for its length: one written under
         a larger max_key_bytes (lowered since) must stay deletable."""
+        self._check_plain(key)
         current = self._entries.get(key)
         if current is None:
             self.check_key(key)
         if current is None or current.is_tombstone:
             return None
         if isinstance(current, CrdtEntry):
-            raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; CRDT keys cannot be deleted")
+            if kind_problem(key, current.value.TYPE) is None:
+                raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; CRDT keys cannot be deleted")
+            return self._local_write(key, None, now_ms, None)  # (a legacy CRDT outside the prefixes: replaced)
         if context is None:
             context = CausalContext(current.context, current.timestamp)
         return self._local_write(key, None, now_ms, context)
@@ -325,7 +339,11 @@ class KvStore:
         cross-agent overwrite writes with `?w=N` or reads and writes at one agent."""
         current = self._entries.get(key)
         if isinstance(current, CrdtEntry):
-            raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; use the CRDT operations")
+            if kind_problem(key, current.value.TYPE) is None:
+                raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; use the CRDT operations")
+            # A legacy CRDT outside the CRDT prefixes (an old snapshot, an older peer): no route serves it, and
+            # the plain write replaces it (stamped after it, so it wins the kinds' merge everywhere).
+            current = None
         policy = self.policy_for(key)
         base = current.context if current is not None else EMPTY
         grave = self._graveyard.get(key)
@@ -373,6 +391,8 @@ class KvStore:
         """
         self.check_key(key)
         current = self._entries.get(key)
+        if kind_problem(key, kind.TYPE) is None and current is not None and kind_problem(key, _kind(current)):
+            current = None  # a legacy entry of the wrong kind under this CRDT's prefix: the update replaces it
         if isinstance(current, ValueEntry) and not current.is_tombstone:
             raise KindMismatch(f"{key!r} holds plain values, not a {kind.TYPE}")
         if isinstance(current, CrdtEntry) and not isinstance(current.value, kind):
@@ -529,6 +549,9 @@ class KvStore:
             raise self._invalid("invalid_key", "empty key")
         if size > KEY_BYTES_CEILING:
             raise self._invalid("key_too_long", f"key must be 1..{KEY_BYTES_CEILING} bytes of UTF-8, got {size}")
+        problem = key_problem(entry.key)  # (the decoders skip these first: this holds every other caller to it)
+        if problem is not None:
+            raise self._invalid("invalid_key", problem)
         if isinstance(entry, CrdtEntry):
             return self._crdt_packed(entry, "a peer's")
         if not entry.versions:
@@ -789,8 +812,11 @@ class KvStore:
                 merkle_bits: int = DEFAULT_BITS, refused: list[RefusedItem] | None = None) -> KvStore:
         """Inverse of `snapshot`; raises ValueError on malformed data. An entry or graveyard item whose context
         names more than MAX_CONTEXT_NODES writer nodes (the bound every network path holds entries to: a
-        crafted or damaged data directory) is left out and appended to `refused`, the rest restored; without
-        `refused`, it raises ValueError."""
+        crafted or damaged data directory), or whose key no client or peer may write now (core/keys.py: a
+        control character, a '.'/'..' segment; an entry whose kind contradicts its key's prefix), written by an
+        older version or edited on disk, is left out and appended to `refused`, the rest restored; without
+        `refused`, it raises ValueError. Restored, such a key broke watchers and logs here and went on to every
+        peer (which now skips it: a divergence for good)."""
         if not isinstance(data, dict) or data.get("v") != 1 or not isinstance(data.get("node"), str):
             raise ValueError("snapshot: not a version 1 store snapshot")
         store = cls(data["node"], config, merkle_depth=merkle_depth, merkle_bits=merkle_bits, record_changes=False)
@@ -804,18 +830,28 @@ class KvStore:
             if refused is None:
                 raise ValueError(f"snapshot: {kind} {item[1 if kind == 'entry' else 0]!r:.80} names {nodes} "
                                  f"writer nodes in its context (limit {MAX_CONTEXT_NODES})")
-            refused.append(RefusedItem(kind, item, nodes))
+            refused.append(RefusedItem(kind, item, nodes=nodes))
+            return True
+
+        def bad_key(kind: Literal["entry", "graveyard item"], item: list[Any], problem: str | None) -> bool:
+            if problem is None:
+                return False
+            if refused is None:
+                raise ValueError(f"snapshot: {kind}: {problem}")
+            refused.append(RefusedItem(kind, item, problem=problem))
             return True
         for item in _list(data.get("entries")):
             if isinstance(item, list) and len(item) == 4 and item[0] == _VALUE_TAG and over_bound("entry", item,
                                                                                                   item[2]):
                 continue
             entry = entry_from_plain(item, MAX_COUNTER)  # (our own writes: up to the overflow point)
+            if bad_key("entry", item, key_problem(entry.key) or kind_problem(entry.key, _kind(entry))):
+                continue
             store._put(entry.key, entry, "restore")
         for item in _list(data.get("graveyard")):
             if not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str):
                 raise ValueError("snapshot: bad graveyard record")
-            if over_bound("graveyard item", item, item[1]):
+            if over_bound("graveyard item", item, item[1]) or bad_key("graveyard item", item, key_problem(item[0])):
                 continue
             store._graveyard[item[0]] = _Grave(VersionVector.from_plain(item[1], MAX_COUNTER),
                                                hlc_mod.from_plain(item[2]))
@@ -850,11 +886,21 @@ class KvStore:
 @dataclass(frozen=True, slots=True)
 class RefusedItem:
     """A snapshot item `KvStore.restore` left out: `kind` "entry" (`plain`: kvstore's plain entry) or
-    "graveyard item" (`plain`: [key, context, timestamp]), and how many writer nodes its context names."""
+    "graveyard item" (`plain`: [key, context, timestamp]), and why: how many writer nodes its context names
+    (past MAX_CONTEXT_NODES), or `problem`, what is wrong with its key (core/keys.py)."""
 
     kind: Literal["entry", "graveyard item"]
     plain: list[Any]
-    nodes: int
+    nodes: int = 0
+    problem: str | None = None
+
+    @property
+    def why(self) -> str:
+        """Why it was left out, for the log line recovery writes."""
+        if self.problem is not None:
+            return self.problem
+        return (f"names {self.nodes} writer nodes in its context (limit {MAX_CONTEXT_NODES}, which every peer "
+                "holds entries to)")
 
     @property
     def key(self) -> str:
@@ -962,6 +1008,11 @@ def entry_from_plain(data: object, limit: int = MAX_ACCEPTED_COUNTER) -> Entry:
     if len(versions) > 1:
         versions.sort(key=_by_dot)
     return ValueEntry(key, tuple(versions), context)
+
+
+def _kind(entry: Entry) -> str | None:
+    """The kind core/keys.kind_problem checks: a CRDT's type, or PLAIN (None) for values and tombstones."""
+    return entry.value.TYPE if isinstance(entry, CrdtEntry) else None
 
 
 def _by_dot(v: Version) -> Dot:

@@ -35,6 +35,8 @@ import msgpack
 from gossip_agent.core import codec
 from gossip_agent.core.codec_limits import DEFAULT_LIMITS, CodecLimits, StateCodecError
 from gossip_agent.core.convergence import META_HLC, META_KEYS, META_ROOT, parse_state_meta
+from gossip_agent.core.entry_decoding import EntryOverLimit
+from gossip_agent.core.keys import key_problem
 from gossip_agent.core.kvstore import Entry
 from gossip_agent.core.messages import Address, MemberSnapshot, MemberState, PullRequest, StateRumor
 from gossip_agent.core.state_codec import decode_rumor
@@ -76,7 +78,8 @@ def encode_announcement(ann: Announcement) -> bytes:
 
 
 def decode_payload(payload: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> Entry | Announcement:
-    """A state rumor payload: a whole entry, or an announcement. Raises StateCodecError only."""
+    """A state rumor payload: a whole entry, or an announcement. Raises StateCodecError (malformed) or
+    EntryOverLimit (well-formed, but its entry or announced key is refused: counted by reason)."""
     if payload[:2] == bytes((0x95, ANNOUNCE)):
         return _decode_announcement(payload, limits)
     return decode_rumor(payload, limits)
@@ -100,6 +103,9 @@ def _decode_announcement(payload: bytes, limits: CodecLimits) -> Announcement:
         raise StateCodecError("announcement: key is not valid UTF-8") from None
     if not 0 < size <= limits.max_key_bytes or len(data[3]) > 255:
         raise StateCodecError("announcement: key or host too long")
+    problem = key_problem(data[1])
+    if problem is not None:  # (counted as the entry it announces would be: a fetch would be refused anyway)
+        raise EntryOverLimit("invalid_key", f"announcement: {problem}")
     return Announcement(data[1], data[2], (data[3], data[4]))
 
 

@@ -13,6 +13,11 @@ unbuffered `os.write` before a write is acknowledged, so a `kill -9` loses nothi
 policy decides what a machine crash may lose: `always` (fsync before acknowledging), `interval` (fsync
 every `fsync_interval`), `never` (leave it to the OS). A torn or corrupt tail (power loss mid-write) is
 cut off at the last whole record and reported, never fatal.
+
+What the records and the snapshot hold is the state layer's to judge on recovery (io/state_service with
+core/kvstore.KvStore.restore and core/state_codec.decode_change): an item it leaves out (over the context bound,
+or a key no client or peer may write now: core/keys.py) is kept aside here, framed like the log, in
+`wal.rejected` (`set_aside_record`), never dropped unseen.
 """
 
 from __future__ import annotations

@@ -54,6 +54,18 @@ from aiohttp import web
 from gossip_agent.core.codec_limits import StateCodecError
 from gossip_agent.core.crdt import MAX_COUNTER_DELTA, LWWRegister, MVRegister, ORSet, PNCounter
 from gossip_agent.core.hlc import Hlc
+from gossip_agent.core.keys import (
+    COUNTERS,
+    CRDT_PREFIXES,
+    LWW_REGISTERS,
+    MV_REGISTERS,
+    SETS,
+    control_char_problem,
+    crdt_prefix,
+    crdt_route,
+    key_problem,
+    kind_problem,
+)
 from gossip_agent.core.kvstore import (
     MAX_LOCAL_SIBLINGS,
     CausalContext,
@@ -121,17 +133,13 @@ class StateBackend(Protocol):
 
     async def replicate(self, entry: Entry, w: int, timeout: float) -> WriteConcern: ...
 
+
 _C = TypeVar("_C", PNCounter, ORSet, LWWRegister, MVRegister)
 
 CONTEXT_HEADER = "X-Gossip-Context"
 SIBLINGS_HEADER = "X-Gossip-Siblings"
-COUNTERS = "crdt/counters/"
-SETS = "crdt/sets/"
-LWW_REGISTERS = "crdt/registers/lww/"
-MV_REGISTERS = "crdt/registers/mv/"
-# Where each CRDT type is read (409 answers name the right route).
-_ROUTE_OF = {"pncounter": "/v1/crdt/counters/", "orset": "/v1/crdt/sets/",
-             "lwwregister": "/v1/crdt/registers/lww/", "mvregister": "/v1/crdt/registers/mv/"}
+# How each CRDT prefix's route is written (409 answers name the right route and method).
+_WRITE_METHOD = {COUNTERS: "POST", SETS: "POST", LWW_REGISTERS: "PUT", MV_REGISTERS: "PUT"}
 WATCH_QUEUE = 1024
 # Pending bytes a watcher may hold (its lines are shared with other watchers, but a watcher's lag pins them):
 # about 128 default-size (64 KiB) values, or 20 whose JSON escaped them six-fold. A single line over it is
@@ -521,27 +529,6 @@ def _abort(request: web.Request) -> None:
         request.transport.abort()
 
 
-def key_problem(key: str) -> str | None:
-    """Why `key` is not acceptable from a client (None if it is); lengths are the store's check."""
-    if not key:
-        return "key is empty"
-    problem = control_char_problem(key, "key", "keys")
-    if problem is not None:
-        return problem
-    if any(segment in (".", "..") for segment in key.split("/")):
-        return f"key {key[:64]!r} has a '.' or '..' path segment; keys may not contain relative path segments"
-    return None
-
-
-def control_char_problem(text: str, what: str, kinds: str) -> str | None:
-    """Why `text` (`what`, one of `kinds`) is refused for a control character (None if it has none): the one
-    rule for keys and set elements, which are printed and logged one a line (core/text.py)."""
-    at = first_control_char(text)
-    if at is None:
-        return None
-    return f"{what} contains the control character U+{ord(text[at]):04X} at position {at}; {kinds} are printable text"
-
-
 def _query_key(value: str, name: str) -> str:
     """A key-like query parameter (prefix, after): bounded, no control characters."""
     if len(value) > MAX_PREFIX_BYTES:
@@ -813,8 +800,32 @@ class StateApi:
             value = await self._read(request, max_value, "value")
         return value, context
 
+    @staticmethod
+    def _plain_key(key: str) -> str:
+        """409 for a PUT/DELETE on /v1/kv under a CRDT prefix (core/keys.py: such keys hold their CRDT only; a
+        plain value there made the CRDT's route fail for the key), naming the route to use instead."""
+        prefix = crdt_prefix(key)
+        if prefix is not None:
+            raise _error(409, f"{key!r} is under {prefix!r}, whose keys hold a {CRDT_PREFIXES[prefix]} only; use "
+                              f"{_WRITE_METHOD[prefix]} {crdt_route(key)}")
+        return key
+
+    @staticmethod
+    def _kind_advice(key: str, held: str) -> str:
+        """What a 409 for `key`, which holds `held` (a CRDT type or "a plain value"), tells the client to do: a
+        CRDT under its own prefix is read at its route (the prefix stripped); a legacy entry of the wrong kind
+        (an old snapshot, an older peer) is replaced by a write of the right kind where its key belongs."""
+        prefix = crdt_prefix(key)
+        if prefix is None:
+            return (f"{key!r} holds a {held}, a legacy entry outside the CRDT prefixes ({', '.join(CRDT_PREFIXES)}) "
+                    "that no CRDT route serves; a PUT/DELETE here replaces it")
+        if kind_problem(key, held) is None:
+            return f"{key!r} holds a {held}; read it with GET {crdt_route(key)}"
+        return (f"{key!r} holds a {held}, a legacy entry of the wrong kind (keys under {prefix!r} hold a "
+                f"{CRDT_PREFIXES[prefix]}); a {_WRITE_METHOD[prefix]} {crdt_route(key)} replaces it")
+
     async def put(self, request: web.Request) -> web.Response:
-        key = self._key(request)
+        key = self._plain_key(self._key(request))
         w, timeout = self._write_params(request)
         critical = self._critical(request)
         value, context = await self._value_body(request)
@@ -838,8 +849,7 @@ class StateApi:
         key = self._held_key(request)
         entry = self.svc.store.entry(key)
         if isinstance(entry, CrdtEntry):
-            route = _ROUTE_OF.get(entry.value.TYPE, "/v1/crdt/")
-            raise _error(409, f"{key!r} holds a {entry.value.TYPE}; read it with GET {route}<name>")
+            raise _error(409, self._kind_advice(key, entry.value.TYPE))
         if entry is None:
             raise _error(404, f"no such key: {key!r}")
         result = read_result(entry)
@@ -859,7 +869,7 @@ class StateApi:
                                   "context": token}, headers=headers)
 
     async def delete(self, request: web.Request) -> web.Response:
-        key = self._held_key(request)
+        key = self._plain_key(self._held_key(request))
         w, timeout = self._write_params(request)
         critical = self._critical(request)
         context = self._context(request.headers.get(CONTEXT_HEADER))
@@ -1013,11 +1023,19 @@ class StateApi:
                                   "elements": sorted(value.value()) if value is not None else []})
 
     def _typed_crdt(self, key: str, cls: type[_C], kind: str) -> _C | None:
-        """The CRDT under `key` if it is a `cls` (None if absent); 409 if the key holds another type."""
-        value = self.svc.get_crdt(key)
-        if value is not None and not isinstance(value, cls):
-            raise _error(409, f"{key!r} holds a {value.TYPE}, not a {kind}")
-        return value
+        """The CRDT under `key` if it is a `cls` (None if absent or deleted); 409 if the key holds a legacy entry
+        of another kind (a plain value, another CRDT: an old snapshot, an older peer), saying that a write here
+        replaces it (kvstore.update_crdt does, under the CRDT's own prefix)."""
+        entry = self.svc.store.entry(key)
+        if entry is None or entry.is_tombstone:
+            return None
+        if isinstance(entry, CrdtEntry) and isinstance(entry.value, cls):
+            return entry.value
+        held = entry.value.TYPE if isinstance(entry, CrdtEntry) else "plain value"
+        prefix = crdt_prefix(key)
+        method = _WRITE_METHOD[prefix] if prefix is not None else "write"
+        raise _error(409, f"{key!r} holds a {held}, not a {kind}: a legacy entry of the wrong kind; a {method} here "
+                          "replaces it")
 
     async def _update_crdt(self, request: web.Request, key: str, cls: type[_C], mutate: Callable[[_C, str, Any], _C],
                            kind: str, field: str, w: int, timeout: float) -> web.Response:

@@ -100,7 +100,6 @@ from gossip_agent.core.state_node import (
     StateNode,
     StateStats,
 )
-from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES
 from gossip_agent.io import http_limits
 from gossip_agent.io.host import AgentHost, Extension
 from gossip_agent.io.http_limits import expect_refusal, refuse_before_body
@@ -374,9 +373,8 @@ class StateService(Extension, StateDelegate):
         for item in refused:
             self.stats.recovery["snapshot_item_refused"] += 1
             durable.set_aside_record(encode_refused(item))
-            log.error("data dir %s: the snapshot's %s %r names %d writer nodes in its context (limit %d, which "
-                      "every peer holds entries to); left out and kept in %s, the peers' copy will be repaired in "
-                      "by anti-entropy", durable.dir, item.kind, item.key[:80], item.nodes, MAX_CONTEXT_NODES,
+            log.error("data dir %s: the snapshot's %s %r %s; left out and kept in %s, the peers' copy will be "
+                      "repaired in by anti-entropy", durable.dir, item.kind, item.key[:80], item.why,
                       durable.rejected_path.name)
 
     # -- effects --------------------------------------------------------------------------------------------
