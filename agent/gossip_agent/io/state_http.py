@@ -257,7 +257,8 @@ class WatchEnd(Enum):
     SLOW = "slow"        # fell WATCH_QUEUE changes or WATCH_QUEUE_BYTES behind: pending lines dropped
     STALLED = "stalled"  # a write did not drain within STREAM_WRITE_TIMEOUT: pending lines dropped
     ENDED = "ended"      # its slot was given away (told so when evicted)
-    STOPPING = "stopping"  # the agent is stopping: pending lines dropped (shutdown waits on no client)
+    STOPPING = "stopping"  # the agent is stopping: lines not taken within WATCH_STOP_FLUSH dropped (no client
+    #                        holds up the shutdown longer)
     GONE = "gone"        # the client hung up
 
 

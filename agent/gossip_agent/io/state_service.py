@@ -1111,12 +1111,13 @@ class StateCollector(Collector):
         yield _counter("gossip_state_snapshots", "Snapshots written.", st.snapshots)
         yield _labelled("gossip_state_recovery_problems", "Recovery problems, never silent: snapshot_unreadable "
                         "(recovered from the log and the peers), record_unreadable (log records kept aside), "
-                        "snapshot_item_refused (snapshot entries over the context bound, kept aside).",
+                        "snapshot_item_refused (snapshot entries over the context bound, with a key a client could not "
+                        "write or a kind its key's prefix does not allow: left out, kept aside).",
                         "problem", st.recovery)
         yield _labelled("gossip_state_refused", "Numbers and states refused at the edge, by reason (clock_drift, "
                         "counter_overflow, counter_too_large, crdt_invalid, context_too_large, state_too_large, "
-                        "key_too_long, value_too_large, invalid_key, invalid_entry): 400s to clients, dropped "
-                        "rumors/entries from peers.",
+                        "key_too_long, value_too_large, invalid_key, wrong_kind, invalid_entry): 400s to clients, "
+                        "dropped rumors/entries from peers.",
                         "reason", s_refused(svc))
         answers = svc.answers
         yield _labelled("gossip_peer_answers_refused", "Peers' value fetches and anti-entropy rounds answered "
