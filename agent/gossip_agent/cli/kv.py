@@ -11,7 +11,9 @@ was put. Only on a terminal, and only if the value does not end with a newline, 
 starts on its own line. With siblings (concurrent writes under the `siblings` policy) it prints each one
 and exits 3, and `--json` prints the JSON answer. `get -v` also prints, on stderr (stdout stays the value),
 the key's version vector, each value's dot and HLC timestamp, and the causal context token; `--context
-TOKEN` sends that token back, which makes a put overwrite exactly the versions read.
+TOKEN` sends that token back, which makes a put overwrite exactly the versions read. `del --context TOKEN`
+whose token names writes this agent has not seen (read at another agent, not arrived here yet) does not
+delete them: it prints "NOT deleted", the writes that stay live and what to do, on stderr, and exits 4.
 
 What lists things one a line (set elements, `ls`, siblings, `watch`) escapes control characters as \\xNN
 and bidirectional controls as \\uNNNN (cli/client.py `shown`): an element holding a newline or an escape
@@ -46,6 +48,9 @@ from gossip_agent.cli.client import (
 
 CONTEXT_HEADER = "X-Gossip-Context"
 EXIT_SIBLINGS = 3
+EXIT_NOT_DELETED = 4
+"""`gossipctl del --context TOKEN`: the token names writes the agent has not seen, which stay live when they
+reach it (the key is not deleted; the agent answered 409 `"deleted": false`)."""
 
 
 
@@ -218,7 +223,8 @@ def register_del(p: argparse.ArgumentParser) -> None:
     _common(p)
     _write_opts(p)
     p.add_argument("key")
-    p.add_argument("--context", help="causal context token: delete only what was read")
+    p.add_argument("--context", help="causal context token: delete only what was read (if it names writes this "
+                   "agent has not seen yet, the key is not deleted: says so and exits 4)")
     _critical_opt(p)
 
 
@@ -226,6 +232,9 @@ def run_del(args: argparse.Namespace) -> int:
     headers = {CONTEXT_HEADER: args.context} if args.context else {}
     status, answer_headers, body = _Http(args).call("DELETE", _key_path(args.key) + _write_query(args), None,
                                                     headers)
+    not_deleted = _not_deleted(status, body)
+    if not_deleted is not None:
+        return _report_not_deleted(args, not_deleted)
     if status != 200:
         raise _fail(status, body, f"del {args.key}")
     _note_downgrade(args, answer_headers)
@@ -234,6 +243,34 @@ def run_del(args: argparse.Namespace) -> int:
     else:
         print("deleted")
     return 0
+
+
+def _not_deleted(status: int, body: bytes) -> dict[str, Any] | None:
+    """The agent's answer when the context named writes it has not seen (409, `"deleted": false` with
+    `remaining`, docs/agent-api.md): those stay live when they reach it. None for any other answer."""
+    if status != 409:
+        return None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict) or answer.get("deleted") is not False or not isinstance(answer.get("remaining"),
+                                                                                            list):
+        return None
+    return answer
+
+
+def _report_not_deleted(args: argparse.Namespace, answer: dict[str, Any]) -> int:
+    """Say that the key is NOT deleted, which writes stay live and what to do, on stderr (with `--json`, the
+    answer on stdout too), and exit EXIT_NOT_DELETED: this used to print "deleted" and exit 0 (ctx-review F2)."""
+    if args.json:
+        _print_json(answer)
+    dots = [f"{d.get('node')}:{d.get('counter')}" for d in answer["remaining"] if isinstance(d, dict)]
+    print(f"gossipctl: NOT deleted: {shown(str(answer.get('error', '')))}", file=sys.stderr)
+    print(f"  still live once they arrive: {shown(', '.join(dots))}", file=sys.stderr)
+    if answer.get("advice"):
+        print(f"  {shown(str(answer['advice']))}", file=sys.stderr)
+    return EXIT_NOT_DELETED
 
 
 def register_ls(p: argparse.ArgumentParser) -> None:

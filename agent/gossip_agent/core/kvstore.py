@@ -316,6 +316,34 @@ class KvStore:
             context = CausalContext(current.context, current.timestamp)
         return self._local_write(key, None, now_ms, context)
 
+    def delete_leaves(self, key: str, context: CausalContext | None) -> tuple[Dot, ...]:
+        """The writes a delete of `key` with the client's `context`, just made here (or not made: nothing live
+        was here), leaves live: the dots the token names (each writer's latest read) that this replica has not
+        seen. Ask it after `local_delete`; () when the delete covers everything the client read.
+
+        Why this is needed (ctx-review F2): a token read at another agent may name a value that has not reached
+        this one. The tombstone's context is what this replica has seen (`_local_write`: never the client's
+        claim), so when that value arrives it is not covered and stays live, while the delete answered success;
+        38 of 40 such cross-agent deletes did so. Under `siblings` a dot outside the key's context (and
+        graveyard) survives. Under `lww` the newest HLC wins: a tombstone stamped after the token's HLC beats
+        every value read (each is at or before it), so nothing survives; with no such tombstone here (nothing
+        was written, and what is here is older than the read) the value read wins when it arrives. This
+        replica's own dots are never reported: it holds every write it made, so a higher one is made up and
+        will never arrive."""
+        if context is None:
+            return ()
+        entry = self._entries.get(key)
+        if isinstance(entry, CrdtEntry):
+            return ()
+        if self.policy_for(key) == LWW and entry is not None and entry.is_tombstone \
+                and entry.timestamp > context.timestamp:
+            return ()
+        seen = entry.context if entry is not None else EMPTY
+        grave = self._graveyard.get(key)
+        if grave is not None:
+            seen = seen.merge(grave.context)
+        return tuple(dot for dot in context.vv.items() if dot[0] != self.node and not seen.covers(dot))
+
     def _local_write(self, key: str, value: bytes | None, now_ms: int,
                      context: CausalContext | None) -> ValueEntry:
         """The write's new state. The client's context (`context.vv`) only selects which versions held here it

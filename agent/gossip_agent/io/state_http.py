@@ -219,6 +219,21 @@ def vv_json(vv: VersionVector) -> dict[str, int]:
     return dict(sorted(vv.items()))
 
 
+def _not_deleted(key: str, remaining: Sequence[tuple[str, int]], *, wrote: bool) -> dict[str, Any]:
+    """A DELETE's answer when its context names writes this agent has not seen (`KvStore.delete_leaves`): they
+    stay live when they arrive, so the key is not deleted, and the answer says so (409, `"deleted": false`) and
+    what to do. Every such DELETE used to answer 200 `{"deleted": true}` (ctx-review F2), and a client that
+    checks only the status (every DELETE answered 200) or takes a 404 as "already gone" could not tell."""
+    done = "the values this agent holds are deleted, but" if wrote else "this agent holds nothing live here, and"
+    return {"key": key, "deleted": False, "remaining": [dot_json(d) for d in remaining],
+            "error": f"{key!r} is not deleted: {done} {len(remaining)} write(s) named by the context have not "
+                     "reached this agent; they stay live when they arrive (a delete covers only what this agent "
+                     "has seen)",
+            "advice": "read the key here and delete again with that context, or delete at the agent you read "
+                      "from, or write with ?w=N so every agent holds a value before its context is used "
+                      "elsewhere"}
+
+
 def dot_json(dot: tuple[str, int]) -> dict[str, Any]:
     return {"node": dot[0], "counter": dot[1]}
 
@@ -880,10 +895,16 @@ class StateApi:
         except StateError as exc:
             self._refund_critical(request, critical)
             raise _state_error(exc) from None
+        remaining = self.svc.store.delete_leaves(key, context)
         if entry is None:
             self._refund_critical(request, critical)  # nothing was written
+            if remaining:
+                return web.json_response(_not_deleted(key, remaining, wrote=False), status=409)
             raise _error(404, f"no such key: {key!r}")
-        response = await self._concern(entry, w, timeout, {"key": key, "deleted": True})
+        body = _not_deleted(key, remaining, wrote=True) if remaining else {"key": key, "deleted": True}
+        response = await self._concern(entry, w, timeout, body)
+        if remaining and response.status == 200:
+            response.set_status(409)
         if PRIORITY in request.query:
             response.headers[PRIORITY_HEADER] = "critical" if critical else "normal"
         return response
