@@ -140,10 +140,11 @@ async def test_cross_agent_deletes_answer_what_they_did(quiet_pair: list[Node]) 
         newest = await _write_unsent(a, key, b"v1")
         code, headers, _ = await a.call("GET", f"/v1/kv/{key}?format=json")
         assert code == 200
-        code, _, body = await b.call("DELETE", f"/v1/kv/{key}", None,
+        w = 1 + i % 2  # (with ?w=2 the tombstone of what B held is replicated before the answer)
+        code, _, body = await b.call("DELETE", f"/v1/kv/{key}?w={w}", None,
                                      {"X-Gossip-Context": headers["X-Gossip-Context"]})
         answer = json.loads(body)
-        answers.append((code, answer))
+        answers.append((code, {**answer, "w": w}))
         concern = await a.svc.replicate(newest, 2, 20.0)  # v1 reaches B now
         assert concern.met
         live = await eventually(lambda key=key: _live(b, key), what=f"{key} live at B")  # type: ignore[misc]
@@ -160,7 +161,7 @@ async def test_cross_agent_deletes_answer_what_they_did(quiet_pair: list[Node]) 
         assert code == 409 and answer["deleted"] is False, (code, answer)
         assert answer["remaining"] == [{"node": a.svc.store.node, "counter": 2}]
         assert "read the key here and delete again" in answer["advice"] and "?w=N" in answer["advice"]
-        assert answer["acknowledged"] == 1  # (what B held, v0, is deleted: that tombstone is written)
+        assert answer["acknowledged"] == answer["w"]  # (what B held, v0, is deleted: that tombstone is written)
 
 
 async def test_a_token_naming_a_key_not_here_is_409_not_404_and_covered_deletes_are_unchanged(

@@ -10,7 +10,8 @@ never matter. Per key prefix the policy decides what a merge keeps:
   back with the context they read to collapse them.
 A write may carry the `CausalContext` its client read; it overwrites exactly the versions that context
 covers (a write without one, under `siblings`, adds a sibling; a delete without one deletes what this
-replica holds).
+replica holds). A context read elsewhere may name writes not yet here, which a write here cannot cover:
+`delete_leaves` names those a delete left live, so the API does not answer that the key is deleted.
 
 Deletes are tombstone versions. They are collected (see `collect_garbage`) only when safe:
 - acknowledged: the runtime calls `acknowledge_tombstones` when every current member (alive, suspect, or
@@ -362,9 +363,10 @@ class KvStore:
 
         The price, in the safe direction: a token read at another agent may cover versions not yet here; they
         are not overwritten when they arrive but stay as siblings (`siblings` policy; a delete leaves them
-        live), to be collapsed by the next read-and-write: nothing is lost, and under `lww` nothing changes
-        (its winner is the highest HLC, and the write is stamped after the token's). A client that needs the
-        cross-agent overwrite writes with `?w=N` or reads and writes at one agent."""
+        live, and `delete_leaves` says which), to be collapsed by the next read-and-write: nothing is lost,
+        and under `lww` nothing changes (its winner is the highest HLC, and the write is stamped after the
+        token's). A client that needs the cross-agent overwrite writes with `?w=N` or reads and writes at one
+        agent."""
         current = self._entries.get(key)
         if isinstance(current, CrdtEntry):
             if kind_problem(key, current.value.TYPE) is None:
