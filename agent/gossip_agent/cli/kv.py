@@ -254,10 +254,9 @@ def _not_deleted(status: int, body: bytes) -> dict[str, Any] | None:
         answer = json.loads(body)
     except ValueError:
         return None
-    if not isinstance(answer, dict) or answer.get("deleted") is not False or not isinstance(answer.get("remaining"),
-                                                                                            list):
-        return None
-    return answer
+    if isinstance(answer, dict) and answer.get("deleted") is False and isinstance(answer.get("remaining"), list):
+        return answer
+    return None
 
 
 def _report_not_deleted(args: argparse.Namespace, answer: dict[str, Any]) -> int:

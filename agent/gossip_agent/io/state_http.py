@@ -15,6 +15,10 @@ the context its client read replaces exactly those (core/crdt.py).
 
 Writes accept `?w=N` (holders including this agent, default 1) and `?timeout=seconds`.
 
+A DELETE with a context deletes what the context names that this agent holds; one whose context names writes
+this agent has not seen (read at another agent, not arrived here yet) leaves those live when they arrive, and
+answers 409 `{"deleted": false, "remaining": [dots], ...}` instead of claiming the key is deleted.
+
 Sizes are checked before anything is allocated (Content-Length, then a capped read); invalid input
 answers 4xx with `{"error": "..."}` naming the problem. Keys are checked here, at the edge (`key_problem`):
 no control characters (NUL included), no `.`/`..` path segments (keys often become file or URL paths in
@@ -223,15 +227,17 @@ def _not_deleted(key: str, remaining: Sequence[tuple[str, int]], *, wrote: bool)
     """A DELETE's answer when its context names writes this agent has not seen (`KvStore.delete_leaves`): they
     stay live when they arrive, so the key is not deleted, and the answer says so (409, `"deleted": false`) and
     what to do. Every such DELETE used to answer 200 `{"deleted": true}` (ctx-review F2), and a client that
-    checks only the status (every DELETE answered 200) or takes a 404 as "already gone" could not tell."""
+    checks only the status (every DELETE answered 200) or takes a 404 as "already gone" could not tell. The list
+    is bounded by the token's: a DELETE's context comes only in its header (MAX_HEADER_LINE), a few hundred dots
+    at most."""
     done = "the values this agent holds are deleted, but" if wrote else "this agent holds nothing live here, and"
     return {"key": key, "deleted": False, "remaining": [dot_json(d) for d in remaining],
             "error": f"{key!r} is not deleted: {done} {len(remaining)} write(s) named by the context have not "
                      "reached this agent; they stay live when they arrive (a delete covers only what this agent "
                      "has seen)",
-            "advice": "read the key here and delete again with that context, or delete at the agent you read "
-                      "from, or write with ?w=N so every agent holds a value before its context is used "
-                      "elsewhere"}
+            "advice": "read the key here (once those writes have arrived) and delete again with that context, or "
+                      "delete at the agent you read from, or write with ?w=N so every agent holds a value before "
+                      "its context is used elsewhere"}
 
 
 def dot_json(dot: tuple[str, int]) -> dict[str, Any]:
