@@ -3,7 +3,8 @@
 Failed before the fix: `ls`, `watch` and `set get` printed a key (or element) holding a control or bidirectional
 character with `shown`'s escapes (`a\\x1bb`, `k\\u202e`): safe on a terminal, but pasted into the next command
 (`gossipctl get 'a\\x1bb'`) it is another key, a literal backslash and letters. Now such a key prints as bash's
-`$'a\\x1bb'` (`cli.client.shell_word`), which bash reads as the key itself; printable keys print as they are.
+`$'a\\x1bb'` (`cli.client.shell_word`), which bash reads as the key itself; so does a printable key that a shell
+would act on (spaces, `$`, quotes, globs); keys of letters, digits and `_.,/:@%+=-` print as they are.
 
 Each case is checked by bash itself: the printed word, pasted into `printf %s`, gives back the key's bytes.
 """
@@ -23,7 +24,10 @@ from gossip_agent.io.runtime import Agent
 from tests.hostile.agent_support import running
 
 HOSTILE = ["a\x1b[2Jb", "x\u202ey", "it's \\ \x07", "\x85z", "a\nb", "k\u200bz", "\u2066é\u2069", "\x7f'"]
-PLAIN = ["plain/key", "é ü 日本", "a b", "$HOME", "it's"]
+PLAIN = ["plain/key", "é-ü_日本", "user@host:8080/a,b=c+d%"]
+# Printable, but a shell acts on them (expansion, command substitution, quoting, splitting, globs): printed raw,
+# a pasted `x$(touch f)` ran `touch` (review).
+SHELL_ACTIVE = ["a b", "$HOME", "it's", "x$(touch /nonexistent/f)", "`id`", "*", "~", "a;b", "!!", 'q"q', "a\\b"]
 
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 
@@ -42,6 +46,16 @@ def test_a_key_with_unprintable_characters_is_quoted_so_bash_reads_it_back(key: 
     assert word.startswith("$'") and word.endswith("'")
     assert word.isprintable()  # nothing a terminal acts on (no control, bidi or line separator left raw)
     assert _bash_reads(word) == key.encode()  # before the fix, shown()'s text: another key
+
+
+@needs_bash
+@pytest.mark.parametrize("key", SHELL_ACTIVE)
+def test_a_key_a_shell_acts_on_is_quoted_so_bash_reads_it_back(key: str) -> None:
+    from gossip_agent.cli.client import shell_word
+
+    word = shell_word(key)
+    assert word.startswith("$'") and word.endswith("'")
+    assert _bash_reads(word) == key.encode()  # before the fix, printed raw: run or changed by the shell
 
 
 @pytest.mark.parametrize("key", PLAIN)

@@ -264,14 +264,22 @@ def shown(text: object) -> str:
     return _INVISIBLE.sub(_unicode_escape, escape_control_chars(str(text)))
 
 
+# Words a shell takes as they are: no quoting, expansion, globbing, splitting or history character.
+_SHELL_PLAIN = re.compile(r"[\w.,/:@%+=-]+")
+
+
 def shell_word(text: str) -> str:
     """`text` where a user may copy it into a shell command (the keys `ls` and `watch` print, a set's
     elements): as is when every character is printable, else quoted as bash's `$'...'` with each one that is
     not (C0/C1 controls, DEL, bidirectional and other format characters, line separators) as the \\xNN
     escapes of its UTF-8 bytes, and \\ and ' escaped. `shown`'s escapes are safe on a terminal but are another
     key when pasted (`gossipctl get 'a\\x1bb'` asks for a backslash, an x, ...); `$'a\\x1bb'` is the key
-    itself in bash, ksh and zsh, whatever the locale, and prints nothing a terminal acts on."""
-    if text.isprintable():
+    itself in bash, ksh and zsh, whatever the locale, and prints nothing a terminal acts on.
+
+    As is means made only of characters no shell acts on (`_SHELL_PLAIN`: letters, digits, `_.,/:@%+=-`): a
+    printable key may still hold `$(...)`, backquotes, quotes, spaces, globs or `~`, which pasted raw would run
+    or change (review: `x$(touch f)` printed raw made the paste run `touch`); those are quoted too."""
+    if _SHELL_PLAIN.fullmatch(text):
         return text
     out = []
     for ch in text:
