@@ -56,7 +56,17 @@ Why each bound exists (issue 10, attacks 4 and 10):
   handler's step: while the socket takes them, a body is handed over before the next request is rendered
   (else 50 such requests were all rendered first: +142 MiB of RSS, now +9). While a client does not read,
   the agent holds its rendered body, a chunk or two in the transport and what the kernel queued, for a window
-  or two; with no whole-response deadline and no budget, a reader at any honest speed gets its whole answer.
+  or two; with no whole-response deadline, a reader at any honest speed gets its whole answer.
+  Small answers (at most `SMALL_BODY`), errors (HTTPExceptions) and HEAD answers are written under the rule
+  too (`_write_small`), but only watched when a write has to wait (no wait for the client to take them, so
+  a keep-alive connection's next request is not delayed): left to aiohttp, 128 connections that pipelined
+  100 GETs of a 64 KiB value and never read held 342 MiB of kernel send queue, untimed (review).
+  Clients that trickle (above the floor) are not stalled, and 128 taking 4 KiB/s of a 4 MiB value held 764 MiB
+  of RSS and 330 MiB of send queue, for up to an hour (review): so the large bodies being written are capped
+  in all (`ResponseBudget`, `MAX_LARGE_RESPONSE_BYTES`, not per address: honest concurrent readers behind one
+  address share it; past it a response waits up to `RESPONSE_BUDGET_WAIT` s, then 503 with Retry-After,
+  counted as `response_budget`; one always goes when none is held), and a connection given a large answer
+  has its kernel send buffer clamped to `LARGE_RESPONSE_SNDBUF` (`_clamp_send_buffer`).
   Peer endpoints' answers go the same way (`write_under_stall_rule`, written in their handler, which holds
   their bytes in the state service's answer budget until the peer has taken them: core/answer_budget.py).
 - Refusals that need no body (`refuse_before_body`): a route may name a cheap check (a "retry later" for a
@@ -110,6 +120,20 @@ WATCH_STOP_FLUSH = 1.0
 RESPONSE_CHUNK = 64 * 1024
 STALL_WINDOW = 10.0
 STALL_MIN_BYTES = 16 * 1024
+# Peers' answers (`write_under_stall_rule(..., min_bytes=PEER_STALL_MIN_BYTES)`, passed by the state service): a
+# member takes its answer at machine speed, so one taking less than 1 MiB in a window is stuck or hostile.
+PEER_STALL_MIN_BYTES = 1024 * 1024
+# Large response bodies the agent is writing, in all (not per address: honest concurrent readers behind one
+# address must not be refused): one that would pass it waits up to RESPONSE_BUDGET_WAIT seconds for room, then
+# is answered 503 (`response_budget`); one always goes when none is held. Waiting bodies are held too, so at
+# most MAX_WAITING_RESPONSE_BYTES of them wait (past it the 503 comes at once). Trickling clients (4 KiB/s,
+# above the stall floor) otherwise held every rendered body for up to an hour: 128 of them, 764 MiB of RSS.
+MAX_LARGE_RESPONSE_BYTES = 256 * 1024 * 1024
+MAX_WAITING_RESPONSE_BYTES = 64 * 1024 * 1024
+RESPONSE_BUDGET_WAIT = 10.0
+# The kernel send buffer of a connection given a large answer: autotuning grew it to ~2.6 MiB per connection,
+# held for as long as a slow client kept taking (Linux doubles the value set: 512 KiB, ~40 Mbit/s at 100 ms RTT).
+LARGE_RESPONSE_SNDBUF = 256 * 1024
 # Watch-slot fair share (see the module docstring): a token holds at most 1/4 of a stream's slots, and 1/8
 # of them are kept for write-scope tokens.
 WATCH_TOKEN_SHARE = 4
@@ -458,45 +482,170 @@ def reset(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
-def stream_large_responses() -> Middleware:
-    """Write each large response (a body over `SMALL_BODY`) `RESPONSE_CHUNK` bytes at a time under the
-    `StallRule` (`STALL_WINDOW`, `STALL_MIN_BYTES`, read when a request comes, so tests may shorten them);
-    a client that stalls has its connection reset (`reset`), counted as `response_stalled`.
+class ResponseBudget:
+    """Bytes of large response bodies being written, in all (`MAX_LARGE_RESPONSE_BYTES`, read when asked unless
+    set, so tests may shorten it), and of those waiting for room (`MAX_WAITING_RESPONSE_BYTES`): see the
+    constants. Not per address, so honest concurrent readers behind one address share the whole of it."""
+
+    def __init__(self, total: int | None = None, waiting: int | None = None) -> None:
+        self._total = total
+        self._waiting = waiting
+        self.used = 0
+        self.waiting = 0
+        self._freed = asyncio.Event()
+
+    @property
+    def total(self) -> int:
+        return MAX_LARGE_RESPONSE_BYTES if self._total is None else self._total
+
+    def _fits(self, size: int) -> bool:
+        return self.used == 0 or self.used + size <= self.total
+
+    async def take(self, size: int, wait: float) -> bool:
+        """Hold `size` bytes, waiting up to `wait` seconds for room; False if there was none."""
+        if not self._fits(size):
+            if self.waiting + size > (MAX_WAITING_RESPONSE_BYTES if self._waiting is None else self._waiting):
+                return False
+            self.waiting += size
+            try:
+                async with asyncio.timeout(wait):
+                    while not self._fits(size):
+                        await self._freed.wait()
+            except TimeoutError:
+                return False
+            finally:
+                self.waiting -= size
+        self.used += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.used -= size
+        freed, self._freed = self._freed, asyncio.Event()
+        freed.set()
+
+
+def stream_large_responses(budget: ResponseBudget | None = None) -> Middleware:
+    """Write every response the handler returned or raised and did not prepare itself under the `StallRule`
+    (`STALL_WINDOW`, `STALL_MIN_BYTES`, read when a request comes, so tests may shorten them); a client that
+    stalls has its connection reset (`reset`), counted as `response_stalled`.
 
     aiohttp would write a handler's `web.Response` after the middlewares return, in one transport write that
     copies the unsent rest of the body into the transport's buffer, and wait, untimed, while the client's
-    socket buffers are full. Here the body goes out as a `StreamResponse` with its length set, in chunks,
-    each written when the transport has room: while the client is not taking, the agent holds the rendered
-    body and at most a chunk or two in the transport (its high-water mark), and only until the rule lets the
-    client go; aiohttp then finds the response written. Small responses, responses the handler prepared
-    itself (watch streams, timed where they are written) and errors are left to aiohttp: their bodies fit in
-    the transport's buffer at once."""
+    socket buffers are full. A large one (a body over `SMALL_BODY`) goes out here as a `StreamResponse` with
+    its length set, in chunks, each written when the transport has room, within `budget` (`ResponseBudget`:
+    else 503, `response_budget`) and with the connection's kernel send buffer clamped to
+    `LARGE_RESPONSE_SNDBUF`: while the client is not taking, the agent holds the rendered body and at most a
+    chunk or two in the transport (its high-water mark), and only until the rule lets the client go. Small
+    ones, errors (HTTPExceptions, written here and raised again for aiohttp, which finds them written) and
+    HEAD answers are written here whole (`_write_small`): left to aiohttp, 128 connections that pipelined 100
+    GETs of a 64 KiB value each and never read held 342 MiB of kernel send queue for as long as they liked
+    (review). Responses the handler prepared itself (watch streams, peers' answers) are timed where written."""
+
+    large = budget or ResponseBudget()
 
     @web.middleware
     async def stream(request: web.Request,
                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        response = await handler(request)
-        if not _streamable(request, response):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            await _write_small(request, exc)
+            raise
+        if response.prepared:
             return response
-        assert isinstance(response, web.Response) and isinstance(response.body, bytes | bytearray)
-        streamed = web.StreamResponse(status=response.status, reason=response.reason, headers=response.headers)
-        streamed.content_length = len(response.body)
-        body = [memoryview(response.body)]
-        del response  # the body lives in `body` only, which the writer empties once the body is all written
-        await _write_progressing(request, streamed, body)
+        if not _streamable(request, response):
+            await _write_small(request, response)
+            return response
+        assert isinstance(response, web.Response)
+        rendered = response.body
+        assert isinstance(rendered, bytes | bytearray)
+        size = len(rendered)
+        if not await large.take(size, RESPONSE_BUDGET_WAIT):
+            del response, rendered
+            request.app[HTTP_STATS]["response_budget"] += 1
+            busy = _json_error(503, "too many large responses are being written (the agent's limit is "
+                                    f"{large.total} bytes in all); retry shortly")
+            busy.headers["Retry-After"] = "1"
+            await _write_small(request, busy)
+            raise busy
+        try:
+            streamed = web.StreamResponse(status=response.status, reason=response.reason, headers=response.headers)
+            streamed.content_length = size
+            body = [memoryview(rendered)]
+            del response, rendered  # the body lives in `body` only, emptied once the body is all written
+            await _write_progressing(request, streamed, body)
+        finally:
+            large.give_back(size)
         return streamed
 
     return stream
 
 
-async def write_under_stall_rule(request: web.Request, response: web.StreamResponse, held: list[bytes]) -> None:
+async def _write_small(request: web.Request, response: web.StreamResponse) -> None:
+    """Prepare and finish `response` (not prepared yet) under the stall rule, without waiting for the client
+    to take it: a write the transport takes without pausing goes at once, in this step (a client that reads
+    adds no latency); one that has to wait, because the client is not taking, is watched, and a client that
+    takes less than `STALL_MIN_BYTES` in a `STALL_WINDOW` (its earlier answers' bytes count) is reset."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return  # the client is gone already: aiohttp finds that out itself
+    body = response.body if isinstance(response, web.Response) else None
+    head = 1024 + sum(len(name) + len(value) + 4 for name, value in response.headers.items())
+    size = len(body) if isinstance(body, bytes | bytearray) else None
+    fits = (size is not None and not response.compression
+            and transport.get_write_buffer_size() + size + head <= _pause_threshold(transport))
+
+    async def write() -> None:
+        await response.prepare(request)
+        await response.write_eof()
+
+    try:
+        if fits:
+            # The transport takes it without pausing, so the write cannot wait on the client.
+            await write()
+            return
+        loop = asyncio.get_running_loop()
+        rule = StallRule(loop.time(), window=STALL_WINDOW, min_bytes=STALL_MIN_BYTES)
+        writer = request.writer
+        before, written = unsent_bytes(transport), writer.output_size
+        if await _progressing(write(), rule, lambda: before + writer.output_size - written - unsent_bytes(transport)):
+            return
+        request.app[HTTP_STATS]["response_stalled"] += 1
+        reset(transport)  # aiohttp's own write_eof then finds the connection closed
+    except ConnectionError:
+        pass  # the client hung up: aiohttp's write_eof finds the connection closed, as it would have
+
+
+async def _progressing(step: Awaitable[None], rule: StallRule, taken: Callable[[], int]) -> bool:
+    """Await `step` (a write, which waits while the transport is full); False if the client stalled under
+    `rule`, seen through `taken` (the bytes it has taken so far), at each window's end."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(step)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, rule.window_end - loop.time()))
+            if rule.stalled(loop.time(), taken()):
+                return False
+            if done:
+                task.result()
+                return True
+    finally:
+        if not task.done():  # stalled, or the handler was cancelled (the server shuts down)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await task
+
+
+async def write_under_stall_rule(request: web.Request, response: web.StreamResponse, held: list[bytes], *,
+                                 min_bytes: int | None = None) -> None:
     """Write the body `held` holds (its one item, taken out as the writing starts) as `response` (its length
     set here), as `stream_large_responses` writes a handler's large answer, and return when the client has
     taken it all or the stall rule has let it go: for a handler that must know when its answer is no longer
-    held (the state service's answer budget for peers' answers)."""
+    held (the state service's answer budget for peers' answers). `min_bytes` is the rule's floor per window
+    for this write (None: `STALL_MIN_BYTES`; peers: `PEER_STALL_MIN_BYTES`)."""
     response.content_length = len(held[0])
     body = [memoryview(held.pop())]
-    await _write_progressing(request, response, body)
+    await _write_progressing(request, response, body, min_bytes=min_bytes)
 
 
 def _streamable(request: web.Request, response: web.StreamResponse) -> bool:
@@ -509,7 +658,8 @@ def _streamable(request: web.Request, response: web.StreamResponse) -> bool:
             and not response.compression and not response.cookies and response.status not in (204, 304))
 
 
-async def _write_progressing(request: web.Request, response: web.StreamResponse, held: list[memoryview]) -> None:
+async def _write_progressing(request: web.Request, response: web.StreamResponse, held: list[memoryview], *,
+                             min_bytes: int | None = None) -> None:
     """Write the body `held` holds (its one item, taken out once written: from then on the transport and the
     kernel hold what the client has not taken, and the agent no longer holds the rendered body too)."""
     body = held.pop()
@@ -517,26 +667,13 @@ async def _write_progressing(request: web.Request, response: web.StreamResponse,
     if transport is None:
         return  # the client is gone already
     loop = asyncio.get_running_loop()
-    rule = StallRule(loop.time(), window=STALL_WINDOW, min_bytes=STALL_MIN_BYTES)
+    rule = StallRule(loop.time(), window=STALL_WINDOW, min_bytes=STALL_MIN_BYTES if min_bytes is None else min_bytes)
     handed = 0  # body bytes given to the transport
+    _clamp_send_buffer(transport)
 
-    async def progressing(step: Awaitable[None]) -> bool:
-        """Await `step` (a write, which waits while the transport is full); False if the client stalled."""
-        task = asyncio.ensure_future(step)
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=max(0.0, rule.window_end - loop.time()))
-                taken = handed - unsent_bytes(transport)  # (an earlier answer's tail going out counts too)
-                if rule.stalled(loop.time(), taken):
-                    return False
-                if done:
-                    task.result()
-                    return True
-        finally:
-            if not task.done():  # stalled, or the handler was cancelled (the server shuts down)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                    await task
+    def progressing(step: Awaitable[None]) -> Awaitable[bool]:
+        # (an earlier answer's tail going out counts too)
+        return _progressing(step, rule, lambda: handed - unsent_bytes(transport))
 
     try:
         await response.prepare(request)
@@ -572,6 +709,15 @@ async def _write_progressing(request: web.Request, response: web.StreamResponse,
         reset(transport)  # aiohttp's own write_eof then finds the connection closed
     except ConnectionError:
         pass  # the client hung up: aiohttp's write_eof finds the connection closed, as it would have
+
+
+def _clamp_send_buffer(transport: asyncio.Transport) -> None:
+    """Cap the connection's kernel send buffer at `LARGE_RESPONSE_SNDBUF` (which stops its autotuning): a
+    client that takes slowly, above the stall floor, otherwise had the kernel hold up to ~2.6 MiB for it."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LARGE_RESPONSE_SNDBUF)
 
 
 def _pause_threshold(transport: asyncio.Transport) -> int:
@@ -806,8 +952,10 @@ class HttpCollector(Collector):
         family = CounterMetricFamily("gossip_http_refused", "HTTP requests and connections refused, by reason "
                                      "(auth_401, auth_403, encoding_refused, body_too_large, body_timeout, "
                                      "body_budget, body_aborted, inflate_refused, connection_cap, "
-                                     "response_stalled (a client took less than 16 KiB of a large response "
-                                     "in 10 s: the connection was closed), "
+                                     "response_stalled (a client took less than 16 KiB of its responses in 10 s "
+                                     "while one waited: the connection was closed), response_budget (a large "
+                                     "response waited for room under the agent's cap on large responses being "
+                                     "written, then got 503), "
                                      "watch_address, watch_token, watch_full, refused_before_body: a route's "
                                      "retry-later answered before the body was read).", labels=["reason"])
         evicted = CounterMetricFamily("gossip_watch_evicted", "Watches ended to give their slot to a client "
