@@ -272,3 +272,40 @@ async def test_a_pull_busy_for_longer_than_its_bound_gives_up_counted(monkeypatc
                 await asyncio.sleep(0.05)
         assert reader.stats.rumors["pull_busy"] >= 2  # retried at least once before giving up
         assert reader.store.entry("big") is None
+
+
+async def test_a_peer_trickling_its_answer_at_a_clients_pace_is_cut_off(
+        agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fetch whose reader takes ~32 KiB/s: enough for a client's stall floor (16 KiB per window), not for a
+    peer's (`PEER_STALL_MIN_BYTES`, 1 MiB per window). Its answer is reset and its bytes given back (before the
+    fix, at a client's floor, ten such connections held the whole budget for as long as they liked, every
+    honest fetch answered 503: review F2). The window is shortened to 1 s; the trickle is paced by sleeps, and
+    at any pace below 1 MiB/s the outcome is the same."""
+    monkeypatch.setattr(http_limits, "STALL_WINDOW", 1.0)
+    svc = _service(agent)
+    svc.put("big", VALUE, None)
+    assert agent._runner is not None
+    stats = agent._runner.app[http_limits.HTTP_STATS]
+    (sock,) = await _non_readers(agent, [("127.0.0.1", _fetch_request("big"))])
+    loop = asyncio.get_running_loop()
+    got = 0
+    try:
+        async with asyncio.timeout(BOUND):
+            while not stats["response_stalled"]:
+                try:
+                    chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), 0.5)
+                except TimeoutError:
+                    continue
+                except ConnectionError:
+                    chunk = b""  # the reset reached the reader before the count was read
+                if not chunk:
+                    while not stats["response_stalled"]:
+                        await asyncio.sleep(0.02)
+                    break
+                got += len(chunk)
+                await asyncio.sleep(0.125)  # ~32 KiB/s
+        assert stats["response_stalled"] == 1
+        assert got < len(VALUE)
+        await _until_released(svc)
+    finally:
+        sock.close()

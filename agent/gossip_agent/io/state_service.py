@@ -812,11 +812,17 @@ class StateService(Extension, StateDelegate):
         returns, so they are counted for as long as the agent or the kernel holds them untaken. A peer that
         stops taking is reset, counted as the HTTP layer counts its own
         (`gossip_http_refused_total{reason="response_stalled"}`). The HTTP layer finds the response prepared
-        and leaves it alone."""
+        and leaves it alone.
+
+        A peer must take `http_limits.PEER_STALL_MIN_BYTES` (1 MiB) per stall window, not a client's 16 KiB:
+        members read their answers at LAN speed, and at a client's floor ten connections trickling 2 KiB/s held
+        the whole 32 MiB budget for as long as they liked, every honest fetch and round answered 503 (review F2).
+        """
         response = web.StreamResponse(headers=answer.headers)
         response.content_type = "application/octet-stream"
         body, answer.body = [answer.body], b""  # the writer drops the body once the transport has it
-        await http_limits.write_under_stall_rule(request, response, body)
+        await http_limits.write_under_stall_rule(request, response, body,
+                                                 min_bytes=http_limits.PEER_STALL_MIN_BYTES)
         return response
 
     # -- anti-entropy initiator -----------------------------------------------------------------------------
