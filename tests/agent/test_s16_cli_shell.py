@@ -27,7 +27,7 @@ HOSTILE = ["a\x1b[2Jb", "x\u202ey", "it's \\ \x07", "\x85z", "a\nb", "k\u200bz",
 PLAIN = ["plain/key", "é-ü_日本", "user@host:8080/a,b=c+d%"]
 # Printable, but a shell acts on them (expansion, command substitution, quoting, splitting, globs): printed raw,
 # a pasted `x$(touch f)` ran `touch` (review).
-SHELL_ACTIVE = ["a b", "$HOME", "it's", "x$(touch /nonexistent/f)", "`id`", "*", "~", "a;b", "!!", 'q"q', "a\\b"]
+SHELL_ACTIVE = ["a b", "$HOME", "it's", "x$(touch /nonexistent/f)", "`id`", "*", "~", "a;b", "!!", 'q"q', "a\\b", "=ls"]
 
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 

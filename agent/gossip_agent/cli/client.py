@@ -264,8 +264,9 @@ def shown(text: object) -> str:
     return _INVISIBLE.sub(_unicode_escape, escape_control_chars(str(text)))
 
 
-# Words a shell takes as they are: no quoting, expansion, globbing, splitting or history character.
-_SHELL_PLAIN = re.compile(r"[\w.,/:@%+=-]+")
+# Words a shell takes as they are: no quoting, expansion, globbing, splitting or history character, and no
+# leading `=` (zsh expands `=ls` to the path of ls).
+_SHELL_PLAIN = re.compile(r"[\w.,/:@%+-][\w.,/:@%+=-]*")
 
 
 def shell_word(text: str) -> str:
