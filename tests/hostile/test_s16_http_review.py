@@ -154,7 +154,7 @@ async def test_large_answers_past_the_agents_cap_wait_then_get_503(
     monkeypatch.setattr(http_limits, "MAX_LARGE_RESPONSE_BYTES", len(VALUE) + len(VALUE) // 2, raising=False)
     monkeypatch.setattr(http_limits, "RESPONSE_BUDGET_WAIT", 0.5, raising=False)
     _service(agent).put("big", VALUE, None)
-    _service(agent).put("big2", VALUE[::-1], None)  # another body (one shared body is counted once)
+    _service(agent).put("big2", VALUE[::-1], None)
     stats = _runner(agent).app[HTTP_STATS]
     # Over the cap on its own, the first goes: nothing else is held.
     stuck = await _non_reader(agent.port, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -246,86 +246,16 @@ async def test_write_under_stall_rule_applies_the_floor_it_is_given(monkeypatch:
         await runner.cleanup()
 
 
-async def _non_reader_from(source: str, port: int, request: bytes) -> socket.socket:
-    """A connection from loopback address `source` that sends `request` and never reads."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.bind((source, 0))
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    await loop.sock_sendall(sock, request)
-    return sock
-
-
-async def _answer_from(source: str, port: int, request: bytes) -> tuple[bytes, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-    try:
-        writer.write(request)
-        data = await reader.read(-1)
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return head, body
-
-
-async def _until_held(agent: Agent) -> None:
-    async with asyncio.timeout(BOUND):
-        while not any(h.transport is not None and unsent_bytes(h.transport)
-                      for h in _runner(agent).server.connections):  # type: ignore[union-attr]
-            await asyncio.sleep(0.02)
-
-
 def _get(key: str) -> bytes:
     return f"GET /v1/kv/{key} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
 
 
-async def test_one_address_holds_at_most_its_share_of_the_cap_and_others_still_get_answers(
-        agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Re-review N1: 64 connections of one address taking 2.5 KiB/s each held the whole 256 MiB cap, and every
-    other client's large GET waited 10 s for a 503. Now an address holding some gets at most its share
-    (shortened here to 1.5 bodies): its next waits, then 503; another address still gets its answer."""
-    monkeypatch.setattr(http_limits, "STALL_WINDOW", 600.0)
-    monkeypatch.setattr(http_limits, "MAX_LARGE_RESPONSE_BYTES_PER_CLIENT", len(VALUE) * 3 // 2, raising=False)
-    monkeypatch.setattr(http_limits, "RESPONSE_BUDGET_WAIT", 0.5)
-    _service(agent).put("big", VALUE, None)
-    _service(agent).put("big2", VALUE[::-1], None)
-    stats = _runner(agent).app[HTTP_STATS]
-    stuck = await _non_reader_from("127.0.0.2", agent.port, _get("big"))
-    try:
-        await _until_held(agent)
-        head, _ = await _answer_from("127.0.0.2", agent.port, _get("big2"))
-        assert head.startswith(b"HTTP/1.1 503") and stats["response_budget"] == 1  # before the fix: 200
-        head, body = await _answer_from("127.0.0.3", agent.port, _get("big2"))
-        assert head.startswith(b"HTTP/1.1 200") and body == VALUE[::-1]
-    finally:
-        stuck.close()
-
-
-async def test_a_body_many_responses_share_is_counted_once(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stored value read raw is one object however many responses write it: counted once against the cap
-    (shortened here to 1.5 bodies), so a second reader of it is not refused while the first holds it (before:
-    each response counted its body, and clients re-reading one value filled the cap at no cost in memory)."""
-    monkeypatch.setattr(http_limits, "STALL_WINDOW", 600.0)
-    monkeypatch.setattr(http_limits, "MAX_LARGE_RESPONSE_BYTES", len(VALUE) * 3 // 2)
-    monkeypatch.setattr(http_limits, "RESPONSE_BUDGET_WAIT", 0.5)
-    _service(agent).put("big", VALUE, None)
-    stuck = await _non_reader_from("127.0.0.2", agent.port, _get("big"))
-    try:
-        await _until_held(agent)
-        head, body = await _answer_from("127.0.0.3", agent.port, _get("big"))
-        assert head.startswith(b"HTTP/1.1 200") and body == VALUE
-    finally:
-        stuck.close()
-
-
 async def test_members_answers_are_not_held_to_the_clients_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     """Re-review N1: a membership push-pull answer is a plain response on a peer route; held to the clients'
-    cap, it waited 10 s (the push-pull's own stream timeout) while clients filled the cap. Now a peer route's
+    cap, it would wait 10 s (the push-pull's own stream timeout) while clients filled the cap. Now a peer route's
     large answer goes at once whatever clients hold, and a client's waits and gets a 503."""
     budget = ResponseBudget(total=1024 * 1024)
-    filler = b"f" * (1024 * 1024)
-    assert await budget.take("192.0.2.1", filler, 0)  # clients hold the whole cap
+    assert await budget.take(1024 * 1024, 0)  # clients hold the whole cap
 
     async def big(request: web.Request) -> web.StreamResponse:
         return web.Response(body=VALUE)
@@ -348,5 +278,5 @@ async def test_members_answers_are_not_held_to_the_clients_cap(monkeypatch: pyte
             head, _ = await _answer(port, _get("big"))
             assert head.startswith(b"HTTP/1.1 503")
     finally:
-        budget.give_back("192.0.2.1", filler)
+        budget.give_back(1024 * 1024)
         await runner.cleanup()

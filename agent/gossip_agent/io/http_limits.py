@@ -123,18 +123,13 @@ STALL_MIN_BYTES = 16 * 1024
 # Peers' answers (`write_under_stall_rule(..., min_bytes=PEER_STALL_MIN_BYTES)`, passed by the state service): a
 # member takes its answer at machine speed, so one taking less than 1 MiB in a window is stuck or hostile.
 PEER_STALL_MIN_BYTES = 1024 * 1024
-# Large response bodies the agent is writing, in all, each body counted once however many responses share it
-# (a stored value read raw is one object in memory): one that would pass it waits up to RESPONSE_BUDGET_WAIT
-# seconds for room, then is answered 503 (`response_budget`); one always goes when none is held. Waiting bodies
-# are held too, so at most MAX_WAITING_RESPONSE_BYTES of them wait (past it the 503 comes at once). Trickling
-# clients (4 KiB/s, above the stall floor) otherwise held every rendered body for up to an hour: 128 of them,
-# 764 MiB of RSS. One client address holding some may hold at most MAX_LARGE_RESPONSE_BYTES_PER_CLIENT of
-# them (each response counted, shared or not), and its others wait the same way: without it 64 connections of
-# one address taking 2.5 KiB/s each held the whole cap, and every other client's large GET waited 10 s for a
-# 503 (review); honest concurrent readers behind one address still all get their answers, a share at a time.
+# Large response bodies the agent is writing, in all (not per address: honest concurrent readers behind one
+# address must not be refused): one that would pass it waits up to RESPONSE_BUDGET_WAIT seconds for room, then
+# is answered 503 (`response_budget`); one always goes when none is held. Waiting bodies are held too, so at
+# most MAX_WAITING_RESPONSE_BYTES of them wait (past it the 503 comes at once). Trickling clients (4 KiB/s,
+# above the stall floor) otherwise held every rendered body for up to an hour: 128 of them, 764 MiB of RSS.
 MAX_LARGE_RESPONSE_BYTES = 256 * 1024 * 1024
 MAX_WAITING_RESPONSE_BYTES = 64 * 1024 * 1024
-MAX_LARGE_RESPONSE_BYTES_PER_CLIENT = 64 * 1024 * 1024
 RESPONSE_BUDGET_WAIT = 10.0
 # The kernel send buffer of a connection given a large answer: autotuning grew it to ~2.6 MiB per connection,
 # held for as long as a slow client kept taking (Linux doubles the value set: 512 KiB, ~40 Mbit/s at 100 ms RTT).
@@ -488,73 +483,43 @@ def reset(transport: asyncio.Transport) -> None:
 
 
 class ResponseBudget:
-    """Bytes of large response bodies being written (see the constants): in all, each body object counted once
-    while any response holds it (`MAX_LARGE_RESPONSE_BYTES`), and per client address, each response counted
-    (`MAX_LARGE_RESPONSE_BYTES_PER_CLIENT`); and bytes of those waiting for room (`MAX_WAITING_RESPONSE_BYTES`).
-    Limits are read when asked unless set, so tests may shorten them. A held body is referenced here until it
-    is given back, so its identity cannot be reused by another while it is counted."""
+    """Bytes of large response bodies being written, in all (`MAX_LARGE_RESPONSE_BYTES`, read when asked unless
+    set, so tests may shorten it), and of those waiting for room (`MAX_WAITING_RESPONSE_BYTES`): see the
+    constants. Not per address, so honest concurrent readers behind one address share the whole of it."""
 
-    def __init__(self, total: int | None = None, waiting: int | None = None, per_client: int | None = None) -> None:
+    def __init__(self, total: int | None = None, waiting: int | None = None) -> None:
         self._total = total
         self._waiting = waiting
-        self._per_client = per_client
         self.used = 0
         self.waiting = 0
-        self.by_client: Counter[str] = Counter()
-        self._bodies: dict[int, tuple[bytes | bytearray, int]] = {}  # id -> (the body, responses holding it)
         self._freed = asyncio.Event()
 
     @property
     def total(self) -> int:
         return MAX_LARGE_RESPONSE_BYTES if self._total is None else self._total
 
-    @property
-    def per_client(self) -> int:
-        return MAX_LARGE_RESPONSE_BYTES_PER_CLIENT if self._per_client is None else self._per_client
+    def _fits(self, size: int) -> bool:
+        return self.used == 0 or self.used + size <= self.total
 
-    def _cost(self, body: bytes | bytearray) -> int:
-        """What holding `body` adds to `used`: nothing when another response holds the same object already."""
-        return 0 if id(body) in self._bodies else len(body)
-
-    def _fits(self, client: str, body: bytes | bytearray) -> bool:
-        held = self.by_client[client]
-        if held and held + len(body) > self.per_client:
-            return False
-        return self.used == 0 or self.used + self._cost(body) <= self.total
-
-    async def take(self, client: str, body: bytes | bytearray, wait: float) -> bool:
-        """Hold `body` for a response to `client`, waiting up to `wait` seconds for room; False if there was
-        none (nothing held then)."""
-        size = len(body)
-        if not self._fits(client, body):
+    async def take(self, size: int, wait: float) -> bool:
+        """Hold `size` bytes, waiting up to `wait` seconds for room; False if there was none."""
+        if not self._fits(size):
             if self.waiting + size > (MAX_WAITING_RESPONSE_BYTES if self._waiting is None else self._waiting):
                 return False
             self.waiting += size
             try:
                 async with asyncio.timeout(wait):
-                    while not self._fits(client, body):
+                    while not self._fits(size):
                         await self._freed.wait()
             except TimeoutError:
                 return False
             finally:
                 self.waiting -= size
-        self.used += self._cost(body)
-        self.by_client[client] += size
-        _, holders = self._bodies.get(id(body), (body, 0))
-        self._bodies[id(body)] = (body, holders + 1)
+        self.used += size
         return True
 
-    def give_back(self, client: str, body: bytes | bytearray) -> None:
-        """The response holding `body` for `client` is done (taken, reset or abandoned)."""
-        _, holders = self._bodies[id(body)]
-        if holders > 1:
-            self._bodies[id(body)] = (body, holders - 1)
-        else:
-            del self._bodies[id(body)]
-            self.used -= len(body)
-        self.by_client[client] -= len(body)
-        if self.by_client[client] <= 0:
-            del self.by_client[client]
+    def give_back(self, size: int) -> None:
+        self.used -= size
         freed, self._freed = self._freed, asyncio.Event()
         freed.set()
 
@@ -605,25 +570,22 @@ def stream_large_responses(budget: ResponseBudget | None = None) -> Middleware:
             del response, rendered
             await _write_progressing(request, streamed, body, min_bytes=PEER_STALL_MIN_BYTES)
             return streamed
-        client = request.remote or "?"
-        if not await large.take(client, rendered, RESPONSE_BUDGET_WAIT):
+        if not await large.take(size, RESPONSE_BUDGET_WAIT):
             del response, rendered
             request.app[HTTP_STATS]["response_budget"] += 1
-            busy = _json_error(503, "too many large responses are being written (the agent's limits are "
-                                    f"{large.total} bytes in all and {large.per_client} to one client "
-                                    "address); retry shortly")
+            busy = _json_error(503, "too many large responses are being written (the agent's limit is "
+                                    f"{large.total} bytes in all); retry shortly")
             busy.headers["Retry-After"] = "1"
             await _write_small(request, busy)
             raise busy
-        held = rendered  # (the budget references the body until it is given back)
         try:
             streamed = web.StreamResponse(status=response.status, reason=response.reason, headers=response.headers)
             streamed.content_length = size
             body = [memoryview(rendered)]
-            del response, rendered
+            del response, rendered  # the body lives in `body` only, emptied once the body is all written
             await _write_progressing(request, streamed, body)
         finally:
-            large.give_back(client, held)
+            large.give_back(size)
         return streamed
 
     return stream
