@@ -18,8 +18,8 @@ from typing import Any
 import msgpack
 
 from gossip_agent.core.codec_limits import MSGPACK_ERRORS, CodecLimits, StateCodecError, unpack_field
-from gossip_agent.core.keys import PLAIN, key_problem, kind_problem
-from gossip_agent.core.kvstore import CrdtEntry, Entry, InvalidEntry, entry_from_plain
+from gossip_agent.core.keys import key_problem, kind_problem
+from gossip_agent.core.kvstore import CrdtEntry, Entry, InvalidEntry, entry_from_plain, entry_kind
 from gossip_agent.core.vector_clock import MAX_ACCEPTED_COUNTER, MAX_CONTEXT_NODES, CounterAboveLimit
 
 MAX_ENTRY_VERSIONS = 4096
@@ -75,7 +75,7 @@ def checked_entry(plain: Any, limits: CodecLimits, max_counter: int = MAX_ACCEPT
     problem = key_problem(entry.key)
     if problem is not None:  # (a key no client could write: it would break every watcher and log it reached)
         raise EntryOverLimit("invalid_key", f"entry: {problem}")
-    problem = kind_problem(entry.key, entry.value.TYPE if isinstance(entry, CrdtEntry) else PLAIN)
+    problem = kind_problem(entry.key, entry_kind(entry))
     if problem is not None:  # (it would make the key's CRDT route fail at every replica it reached)
         raise EntryOverLimit("wrong_kind", f"entry: {problem}")
     if not isinstance(entry, CrdtEntry):

@@ -421,7 +421,7 @@ class KvStore:
         """
         self.check_key(key)
         current = self._entries.get(key)
-        if kind_problem(key, kind.TYPE) is None and current is not None and kind_problem(key, _kind(current)):
+        if kind_problem(key, kind.TYPE) is None and current is not None and kind_problem(key, entry_kind(current)):
             current = None  # a legacy entry of the wrong kind under this CRDT's prefix: the update replaces it
         if isinstance(current, ValueEntry) and not current.is_tombstone:
             raise KindMismatch(f"{key!r} holds plain values, not a {kind.TYPE}")
@@ -875,7 +875,7 @@ class KvStore:
                                                                                                   item[2]):
                 continue
             entry = entry_from_plain(item, MAX_COUNTER)  # (our own writes: up to the overflow point)
-            if bad_key("entry", item, key_problem(entry.key) or kind_problem(entry.key, _kind(entry))):
+            if bad_key("entry", item, key_problem(entry.key) or kind_problem(entry.key, entry_kind(entry))):
                 continue
             store._put(entry.key, entry, "restore")
         for item in _list(data.get("graveyard")):
@@ -1040,7 +1040,7 @@ def entry_from_plain(data: object, limit: int = MAX_ACCEPTED_COUNTER) -> Entry:
     return ValueEntry(key, tuple(versions), context)
 
 
-def _kind(entry: Entry) -> str | None:
+def entry_kind(entry: Entry) -> str | None:
     """The kind core/keys.kind_problem checks: a CRDT's type, or PLAIN (None) for values and tombstones."""
     return entry.value.TYPE if isinstance(entry, CrdtEntry) else None
 

@@ -564,10 +564,8 @@ def stream_large_responses(budget: ResponseBudget | None = None) -> Middleware:
             # A member's answer (membership push-pull, bounded by the protocol) is not held to the clients' cap,
             # which clients could fill (a push-pull's 10 s stream timeout ends before the cap's wait would), but
             # must be taken at a member's pace, as the state service's answers are.
-            streamed = web.StreamResponse(status=response.status, reason=response.reason, headers=response.headers)
-            streamed.content_length = size
-            body = [memoryview(rendered)]
-            del response, rendered
+            streamed, body = _as_stream(response)
+            del response, rendered  # the body lives in `body` only, emptied once the body is all written
             await _write_progressing(request, streamed, body, min_bytes=PEER_STALL_MIN_BYTES)
             return streamed
         if not await large.take(size, RESPONSE_BUDGET_WAIT):
@@ -579,16 +577,23 @@ def stream_large_responses(budget: ResponseBudget | None = None) -> Middleware:
             await _write_small(request, busy)
             raise busy
         try:
-            streamed = web.StreamResponse(status=response.status, reason=response.reason, headers=response.headers)
-            streamed.content_length = size
-            body = [memoryview(rendered)]
-            del response, rendered  # the body lives in `body` only, emptied once the body is all written
+            streamed, body = _as_stream(response)
+            del response, rendered  # as above
             await _write_progressing(request, streamed, body)
         finally:
             large.give_back(size)
         return streamed
 
     return stream
+
+
+def _as_stream(response: web.Response) -> tuple[web.StreamResponse, list[memoryview]]:
+    """`response` as the `StreamResponse` `_write_progressing` writes (its status, headers and length) and its
+    body in the one-item list the writer empties; the caller then drops its own references to the body."""
+    assert isinstance(response.body, bytes | bytearray)
+    streamed = web.StreamResponse(status=response.status, reason=response.reason, headers=response.headers)
+    streamed.content_length = len(response.body)
+    return streamed, [memoryview(response.body)]
 
 
 async def _write_small(request: web.Request, response: web.StreamResponse) -> None:

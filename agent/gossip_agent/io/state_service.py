@@ -649,9 +649,12 @@ class StateService(Extension, StateDelegate):
             raise web.HTTPBadRequest(text="not a state frame")
         return opened[1:]
 
+    def _seal(self, body: bytes) -> bytes:
+        """`body` framed and sealed as an answer to a peer."""
+        return self.agent.security.seal(FRAME + body, Purpose.STREAM)
+
     def _sealed(self, body: bytes) -> web.Response:
-        return web.Response(body=self.agent.security.seal(FRAME + body, Purpose.STREAM),
-                            content_type="application/octet-stream")
+        return web.Response(body=self._seal(body), content_type="application/octet-stream")
 
     def _ae_head_refusal(self, request: web.Request) -> web.Response | None:
         """`_ae_refusal` before the body is read (`refuse_before_body`, `expect_refusal`), only for a request
@@ -758,7 +761,7 @@ class StateService(Extension, StateDelegate):
             agent.stats.dropped["antientropy"] += 1
             return web.Response(status=400, text=str(exc)), pushed
         self._perform(effects)
-        sealed = self.agent.security.seal(FRAME + encode_ae(response), Purpose.STREAM)
+        sealed = self._seal(encode_ae(response))
         # (An answer whose first node is larger than the room: the merge above is done and stays; the peer
         # sends the request again after the 503, and its push merges as stale.)
         reason = self.answers.settle(held, len(sealed))
@@ -797,7 +800,7 @@ class StateService(Extension, StateDelegate):
             answer = self.core.fetch_answer(key)
             if answer is None:  # (cannot be: nothing awaited since the entry was read)
                 return web.Response(status=404, text="no such key")
-            sealed = self.agent.security.seal(FRAME + answer, Purpose.STREAM)
+            sealed = self._seal(answer)
             del answer
             reason = self.answers.settle(held, len(sealed))
             if reason is not None:
