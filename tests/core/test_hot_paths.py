@@ -182,8 +182,8 @@ def test_a_crdt_state_is_converted_and_packed_once_per_merge_or_operation(monkey
     from gossip_agent.core.crdt import ORSet
     from gossip_agent.core.kvstore import entry_digest
     writer = KvStore("w")
-    writer.update_crdt("s", ORSet, lambda s, n, _: s.update(n, add=["a", "b"]), T)
-    entry = writer.entry("s")
+    writer.update_crdt("crdt/sets/s", ORSet, lambda s, n, _: s.update(n, add=["a", "b"]), T)
+    entry = writer.entry("crdt/sets/s")
     assert entry is not None
     calls = []
     real = crdt.to_plain
@@ -194,12 +194,12 @@ def test_a_crdt_state_is_converted_and_packed_once_per_merge_or_operation(monkey
     monkeypatch.setattr(crdt, "to_plain", counting)
     reader = KvStore("r")
     assert reader.apply_remote(entry, T) and len(calls) == 1
-    reader.update_crdt("s", ORSet, lambda s, n, _: s.add(n, "c"), T + 1)
+    reader.update_crdt("crdt/sets/s", ORSet, lambda s, n, _: s.add(n, "c"), T + 1)
     assert len(calls) == 2
-    merged = writer.apply_remote(reader.entry("s"), T + 1)  # type: ignore[arg-type]
+    merged = writer.apply_remote(reader.entry("crdt/sets/s"), T + 1)  # type: ignore[arg-type]
     assert merged and len(calls) == 4  # (the peer's state checked, then the merge: each once)
     monkeypatch.undo()
     for store in (reader, writer):  # (the bytes kept are the entry's canonical encoding)
-        held = store.entry("s")
+        held = store.entry("crdt/sets/s")
         assert held is not None and store.drain_changes()[-1].packed == packing.pack(entry_to_plain(held))
-        assert store.merkle.digest_of("s") == entry_digest(held)
+        assert store.merkle.digest_of("crdt/sets/s") == entry_digest(held)

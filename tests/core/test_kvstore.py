@@ -429,17 +429,17 @@ def test_key_order_holds_across_thousands_of_keys() -> None:
 # -- CRDT values ---------------------------------------------------------------------------------------
 def test_crdt_values_merge_by_their_own_join() -> None:
     a, b = store("a"), store("b")
-    a.update_crdt("counters/hits", PNCounter, lambda c, node, _: c.increment(node, 3), T)
-    b.update_crdt("counters/hits", PNCounter, lambda c, node, _: c.increment(node, -1), T)
-    b.update_crdt("counters/hits", PNCounter, lambda c, node, _: c.increment(node, 5), T + 1)
-    ea, eb = a.entry("counters/hits"), b.entry("counters/hits")
+    a.update_crdt("crdt/counters/hits", PNCounter, lambda c, node, _: c.increment(node, 3), T)
+    b.update_crdt("crdt/counters/hits", PNCounter, lambda c, node, _: c.increment(node, -1), T)
+    b.update_crdt("crdt/counters/hits", PNCounter, lambda c, node, _: c.increment(node, 5), T + 1)
+    ea, eb = a.entry("crdt/counters/hits"), b.entry("crdt/counters/hits")
     assert isinstance(ea, CrdtEntry) and isinstance(eb, CrdtEntry)
     assert a.apply_remote(eb) and b.apply_remote(ea)
-    assert a.get_crdt("counters/hits") == b.get_crdt("counters/hits")
-    assert a.get_crdt("counters/hits").value() == 7  # type: ignore[union-attr]
+    assert a.get_crdt("crdt/counters/hits") == b.get_crdt("crdt/counters/hits")
+    assert a.get_crdt("crdt/counters/hits").value() == 7  # type: ignore[union-attr]
     assert a.root_hex() == b.root_hex()
     assert a.apply_remote(eb) is False
-    s = a.update_crdt("sets/s", ORSet, lambda c, node, _: c.add(node, "x"), T)
+    s = a.update_crdt("crdt/sets/s", ORSet, lambda c, node, _: c.add(node, "x"), T)
     assert s.value() == frozenset({"x"})
 
 
@@ -461,11 +461,12 @@ def test_crdt_and_plain_keys_do_not_mix() -> None:
 
 def test_crdt_state_size_is_capped() -> None:
     a = KvStore("a", StateConfig(max_value_bytes=64))
-    a.update_crdt("s", ORSet, lambda c, n, _: c.add(n, "element-0"), T)
+    a.update_crdt("crdt/sets/s", ORSet, lambda c, n, _: c.add(n, "element-0"), T)
     with pytest.raises(ValueTooLarge):
         for i in range(1, 20):
-            a.update_crdt("s", ORSet, lambda c, n, _, i=i: c.add(n, f"element-{i}"), T)  # type: ignore[misc]
-    assert a.get_crdt("s") is not None and len(a.get_crdt("s").value()) < 20  # type: ignore[union-attr]
+            a.update_crdt("crdt/sets/s", ORSet, lambda c, n, _, i=i: c.add(n, f"element-{i}"), T)  # type: ignore[misc]
+    s = a.get_crdt("crdt/sets/s")
+    assert s is not None and len(s.value()) < 20  # type: ignore[attr-defined]
 
 
 # -- persistence ---------------------------------------------------------------------------------------

@@ -86,8 +86,8 @@ def test_a_replica_started_empty_with_lowered_limits_converges_with_one_holding_
 
 def _crdt_over(limits: CodecLimits) -> CrdtEntry:
     writer = KvStore("w", EARLIER)
-    writer.update_crdt("set", ORSet, lambda s, n, _: s.update(n, add=[f"e{i:04d}" for i in range(200)]), T)
-    entry = writer.entry("set")
+    writer.update_crdt("crdt/sets/set", ORSet, lambda s, n, _: s.update(n, add=[f"e{i:04d}" for i in range(200)]), T)
+    entry = writer.entry("crdt/sets/set")
     assert isinstance(entry, CrdtEntry) and len(encode_rumor(entry)) > limits.max_crdt_bytes
     return entry
 

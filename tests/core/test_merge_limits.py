@@ -160,7 +160,7 @@ def test_crdt_states_have_a_cap_of_their_own_however_large_values_may_be() -> No
     assert config.crdt_write_limit == 2048
     store = KvStore("a", config)
     with pytest.raises(ValueTooLarge):
-        _fill(store, "big", "e", 200)
+        _fill(store, "crdt/sets/big", "e", 200)
     store.local_put("plain", b"v" * 100_000, T)  # plain values keep maxValueBytes
     assert StateConfig(max_value_bytes=1024).crdt_write_limit == 1024  # the smaller of the two
 

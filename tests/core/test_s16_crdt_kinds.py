@@ -19,7 +19,7 @@ from gossip_agent.core.crdt import LWWRegister, MVRegister, ORSet, PNCounter
 from gossip_agent.core.entry_decoding import EntryOverLimit
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.keys import crdt_route, kind_problem
-from gossip_agent.core.kvstore import CrdtEntry, Entry, KindMismatch, KvStore, ValueEntry, entry_from_plain
+from gossip_agent.core.kvstore import Change, CrdtEntry, Entry, KindMismatch, KvStore, ValueEntry, entry_from_plain
 from gossip_agent.core.state_codec import decode_rumor, encode_rumor
 from gossip_agent.core.state_node import AE_LIMITS
 
@@ -27,6 +27,12 @@ T0 = 1_700_000_000_000
 TS = Hlc(T0, 0, "w")
 COUNTER = PNCounter().increment("w", 3)
 ORSET = ORSet().add("w", "e")
+
+
+def _legacy(store: KvStore, entry: Entry) -> None:
+    """Plant an entry of the wrong kind as an old snapshot or an older peer left it: the store's own merge
+    refuses it now (`wrong_kind`), so only a replayed log record (which the decoders check) gets it in."""
+    store.replay(Change(entry.key, entry, "remote"))
 
 
 def _plain(key: str) -> ValueEntry:
@@ -96,10 +102,10 @@ def test_a_plain_write_under_a_crdt_prefix_is_refused_naming_the_route() -> None
 
 def test_a_legacy_plain_value_under_a_prefix_is_replaced_by_the_crdt_update() -> None:
     store = KvStore("me@1", StateConfig())
-    store.apply_remote(_plain("crdt/counters/x"), T0)  # (as an old snapshot or an older peer left it)
+    _legacy(store, _plain("crdt/counters/x"))  # (as an old snapshot or an older peer left it)
     value = store.update_crdt("crdt/counters/x", PNCounter, lambda c, n, _: c.increment(n, 2), T0 + 1)
     assert value.value() == 2 and store.get_crdt("crdt/counters/x") == value
-    store.apply_remote(CrdtEntry("crdt/sets/s", COUNTER, TS), T0)  # another CRDT kind
+    _legacy(store, CrdtEntry("crdt/sets/s", COUNTER, TS))  # another CRDT kind
     assert store.update_crdt("crdt/sets/s", ORSet, lambda s, n, _: s.add(n, "a"), T0 + 2).value() == {"a"}
     # An update of a kind that does not belong under the key's prefix still refuses.
     with pytest.raises(KindMismatch):
@@ -108,15 +114,15 @@ def test_a_legacy_plain_value_under_a_prefix_is_replaced_by_the_crdt_update() ->
 
 def test_a_legacy_crdt_outside_the_prefixes_is_replaced_by_a_put_or_a_delete() -> None:
     store = KvStore("me@1", StateConfig())
-    store.apply_remote(CrdtEntry("plain/a", COUNTER, TS), T0)
-    store.apply_remote(CrdtEntry("plain/b", COUNTER, TS), T0)
+    _legacy(store, CrdtEntry("plain/a", COUNTER, TS))
+    _legacy(store, CrdtEntry("plain/b", COUNTER, TS))
     put = store.local_put("plain/a", b"new", T0 + 1)
     assert store.get("plain/a") is not None and store.get("plain/a").values == (b"new",)  # type: ignore[union-attr]
     deleted = store.local_delete("plain/b", T0 + 1)
     assert deleted is not None and deleted.is_tombstone
     # The replacement wins the kinds' merge at a peer still holding the legacy CRDT.
     peer = KvStore("peer@1", StateConfig())
-    peer.apply_remote(CrdtEntry("plain/a", COUNTER, TS), T0)
+    _legacy(peer, CrdtEntry("plain/a", COUNTER, TS))
     peer.apply_remote(put, T0 + 1)
     assert peer.entry("plain/a") == put
     # A CRDT where it belongs is still no plain key.

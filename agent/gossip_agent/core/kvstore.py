@@ -417,11 +417,20 @@ class KvStore:
     def update_crdt(self, key: str, kind: type[C], mutate: Callable[[C, str, Hlc], C], now_ms: int) -> C:
         """Apply `mutate(current, node, timestamp)` to the CRDT under `key` (created empty if absent).
 
-        e.g. `store.update_crdt("counters/hits", PNCounter, lambda c, n, _: c.increment(n, 3), now_ms)`.
+        e.g. `store.update_crdt("crdt/counters/hits", PNCounter, lambda c, n, _: c.increment(n, 3), now_ms)`.
+
+        KindMismatch (counted as `wrong_kind`) when `kind` may not live under `key` (core/keys.kind_problem: a
+        CRDT outside the CRDT prefixes, or under another type's). The HTTP routes only ever pass their own
+        prefix, but the rule was theirs alone: any other caller (a state-node operation, a test, a tool) could
+        plant a CRDT no route serves, which then replicated to every agent.
         """
         self.check_key(key)
+        problem = kind_problem(key, kind.TYPE)
+        if problem is not None:
+            self.refused["wrong_kind"] = self.refused.get("wrong_kind", 0) + 1
+            raise KindMismatch(problem)
         current = self._entries.get(key)
-        if kind_problem(key, kind.TYPE) is None and current is not None and kind_problem(key, entry_kind(current)):
+        if current is not None and kind_problem(key, entry_kind(current)):
             current = None  # a legacy entry of the wrong kind under this CRDT's prefix: the update replaces it
         if isinstance(current, ValueEntry) and not current.is_tombstone:
             raise KindMismatch(f"{key!r} holds plain values, not a {kind.TYPE}")
@@ -453,7 +462,9 @@ class KvStore:
     def apply_remote(self, entry: Entry, now_ms: int | None = None) -> bool:
         """Merge a key state from a peer (a rumor or an anti-entropy repair). True if ours changed.
 
-        Raises InvalidEntry if the entry breaks a limit or an invariant, or (given `now_ms`, which every
+        Raises InvalidEntry if the entry breaks a limit or an invariant (its key included: `key_problem`, and
+        `kind_problem`, counted as `wrong_kind`, so no caller that skips the decoders plants a CRDT no route
+        serves or a plain value under a CRDT prefix), or (given `now_ms`, which every
         network edge passes) carries a timestamp further ahead of our clock than `max_clock_drift_ms`.
         """
         packed = self._validated(entry)  # (a CRDT entry's encoding: its state's size was checked on it)
@@ -582,6 +593,9 @@ class KvStore:
         problem = key_problem(entry.key)  # (the decoders skip these first: this holds every other caller to it)
         if problem is not None:
             raise self._invalid("invalid_key", problem)
+        problem = kind_problem(entry.key, entry_kind(entry))  # (likewise: the decoders' `wrong_kind`, held here)
+        if problem is not None:
+            raise self._invalid("wrong_kind", problem)
         if isinstance(entry, CrdtEntry):
             return self._crdt_packed(entry, "a peer's")
         if not entry.versions:
