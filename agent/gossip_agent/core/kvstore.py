@@ -339,6 +339,25 @@ class KvStore:
         if self.policy_for(key) == LWW and entry is not None and entry.is_tombstone \
                 and entry.timestamp > context.timestamp:
             return ()
+        return self._unseen(key, entry, context)
+
+    def put_leaves(self, key: str, context: CausalContext | None) -> tuple[Dot, ...]:
+        """The writes a put of `key` with the client's `context`, just made here, leaves as siblings when they
+        arrive: the dots the token names that this replica has not seen (as `delete_leaves`: the new state's
+        context is what this replica has seen, never the client's claim). Ask it after `local_put`; () when the
+        write replaces everything the client read. Under `lww` always (): the write is stamped after the
+        token's HLC, so it beats every value read wherever it meets one. The write itself succeeded; the API
+        only says what it could not replace (ctx-review: the PUT answered as if it had replaced them)."""
+        if context is None or self.policy_for(key) == LWW:
+            return ()
+        entry = self._entries.get(key)
+        if isinstance(entry, CrdtEntry):
+            return ()
+        return self._unseen(key, entry, context)
+
+    def _unseen(self, key: str, entry: ValueEntry | None, context: CausalContext) -> tuple[Dot, ...]:
+        """The dots `context` names that this replica has not seen for `key` (neither in its context nor in its
+        graveyard), its own excepted (it holds every write it made: a higher one is made up and never arrives)."""
         seen = entry.context if entry is not None else EMPTY
         grave = self._graveyard.get(key)
         if grave is not None:

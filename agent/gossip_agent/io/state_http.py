@@ -17,7 +17,8 @@ Writes accept `?w=N` (holders including this agent, default 1) and `?timeout=sec
 
 A DELETE with a context deletes what the context names that this agent holds; one whose context names writes
 this agent has not seen (read at another agent, not arrived here yet) leaves those live when they arrive, and
-answers 409 `{"deleted": false, "remaining": [dots], ...}` instead of claiming the key is deleted.
+answers 409 `{"deleted": false, "remaining": [dots], ...}` instead of claiming the key is deleted. A PUT in
+that case writes (2xx) and says what it could not replace: `"siblingsMayRemain": true`, `"remaining"`, `"advice"`.
 
 Sizes are checked before anything is allocated (Content-Length, then a capped read); invalid input
 answers 4xx with `{"error": "..."}` naming the problem. Keys are checked here, at the edge (`key_problem`):
@@ -238,6 +239,26 @@ def _not_deleted(key: str, remaining: Sequence[tuple[str, int]], *, wrote: bool)
             "advice": "read the key here (once those writes have arrived) and delete again with that context, or "
                       "delete at the agent you read from, or write with ?w=N so every agent holds a value before "
                       "its context is used elsewhere"}
+
+
+MAX_LISTED_UNSEEN = 64
+"""The most unseen writes a PUT's answer lists (`_unseen_note`; `remainingCount` gives them all): a PUT's context
+may come in its JSON body, up to 64 KiB of token, thousands of dots."""
+
+
+def _unseen_note(remaining: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """What a PUT's answer (still 2xx: the write was made and replicates) adds when its context names writes this
+    agent has not seen (`KvStore.put_leaves`): they are not replaced when they arrive but stay as siblings. The
+    answer used to say nothing, so a client took its read-modify-write for a resolution; the DELETE answers the
+    same case with a 409 (`_not_deleted`), which a write does not need: nothing it claims is false, only
+    incomplete, and a write retried on an error would add another sibling."""
+    return {"siblingsMayRemain": True, "remaining": [dot_json(d) for d in remaining[:MAX_LISTED_UNSEEN]],
+            "remainingCount": len(remaining),
+            "advice": f"{len(remaining)} write(s) named by the context have not reached this agent; this write "
+                      "does not replace them, and they stay as siblings when they arrive. Read the key again "
+                      "(once they have arrived) and write back with that context, or write at the agent you "
+                      "read from, or write with ?w=N so every agent holds a value before its context is used "
+                      "elsewhere"}
 
 
 def dot_json(dot: tuple[str, int]) -> dict[str, Any]:
@@ -860,8 +881,11 @@ class StateApi:
         assert isinstance(entry, ValueEntry)
         result = read_result(entry)
         token = context_token(result.context)
-        response = await self._concern(entry, w, timeout, {"key": key, "context": token,
-                                                           "siblings": len(result.values)})
+        body: dict[str, Any] = {"key": key, "context": token, "siblings": len(result.values)}
+        remaining = self.svc.store.put_leaves(key, context)
+        if remaining:
+            body.update(_unseen_note(remaining))
+        response = await self._concern(entry, w, timeout, body)
         response.headers[CONTEXT_HEADER] = token
         if PRIORITY in request.query:
             response.headers[PRIORITY_HEADER] = "critical" if critical else "normal"
