@@ -362,7 +362,17 @@ class KvStore:
         grave = self._graveyard.get(key)
         if grave is not None:
             seen = seen.merge(grave.context)
-        return tuple(dot for dot in context.vv.items() if dot[0] != self.node and not seen.covers(dot))
+        if not is_compact(context.vv):
+            return tuple(dot for dot in context.vv.items() if dot[0] != self.node and not seen.covers(dot))
+        # A compact token (`read_context`): a digest of a writer seen here stands for it (and is reported by its
+        # name); one of a writer never seen here is reported as the token names it.
+        names = {compact_writer(node): node for node in (*seen, self.node)}
+        unseen = []
+        for node, n in context.vv.items():
+            node = names.get(node, node)
+            if node != self.node and not seen.covers((node, n)):
+                unseen.append((node, n))
+        return tuple(unseen)
 
     def _local_write(self, key: str, value: bytes | None, now_ms: int,
                      context: CausalContext | None) -> ValueEntry:
@@ -403,8 +413,9 @@ class KvStore:
             kept: list[Version] = []
         else:
             # Tombstones hold no value, so any local write may overwrite them; live versions only if read.
+            compact = is_compact(seen)  # (a token naming writers by digest: `read_context`)
             kept = [v for v in (current.versions if current else ()) if v.value is not None
-                    and not seen.covers(v.dot)]
+                    and not token_covers(seen, v.dot, compact)]
             if len(kept) + 1 > MAX_LOCAL_SIBLINGS and (current is None or len(kept) >= len(current.live)):
                 raise TooManySiblings(f"{key!r} has {len(kept)} concurrent values; read it and write back "
                                       "with its context to resolve them")
@@ -998,10 +1009,10 @@ class StoreImage:
 def read_result(entry: ValueEntry) -> ReadResult:
     """What a reader sees of a plain entry: live versions and the context to write back with."""
     live = entry.live
-    return ReadResult(entry.key, live, read_context((v.dot for v in live), entry.timestamp))
+    return ReadResult(entry.key, live, read_context((v.dot for v in live), entry.timestamp, compact=True))
 
 
-def read_context(dots: Iterable[Dot], timestamp: Hlc) -> CausalContext:
+def read_context(dots: Iterable[Dot], timestamp: Hlc, *, compact: bool = False) -> CausalContext:
     """The context a read of values named by `dots` returns (a plain key's live versions, an MV register's values):
     each writer at its highest dot read, nodes in order while the token fits MAX_TOKEN_BYTES, and `timestamp`.
 
@@ -1011,12 +1022,22 @@ def read_context(dots: Iterable[Dot], timestamp: Hlc) -> CausalContext:
     key ever had, up to MAX_CONTEXT_NODES, and its token (over 200 KB) could be sent back neither as a header nor
     in a JSON body. A state of so many concurrent writers that their token would pass MAX_TOKEN_BYTES gives one
     naming those that fit: a write back overwrites those and leaves the rest as siblings (nothing is lost, and
-    each further read and write back collapses more)."""
+    each further read and write back collapses more).
+
+    `compact` (a plain key's read, `read_result`; not an MV register's, whose context core/crdt matches by name):
+    when the writers' names do not fit, the token names each writer by `compact_writer` (`#` and 16 hex
+    digits) instead, so a state of up to ~130 concurrent writers of any name length is named whole (before: 26
+    of 128-byte member names, and a write back of 64 such siblings left 39 of them). The agent matches them
+    against the writers of the versions it holds (`KvStore._local_write`, `_unseen`). Tokens whose names fit
+    are as before (an agent of an older version reads them alike)."""
     vv = dots_vector(dots)
     stamp = len(timestamp.node.encode())
     if stamp > _MAX_NODE_BYTES:  # (only its wall time and logical count matter to a write: `hlc.update`)
         timestamp, stamp = Hlc(timestamp.wall_ms, timestamp.logical, ""), 0
     budget = MAX_TOKEN_BYTES - 32 - stamp  # (the frame and the HLC's numbers: at most ~30 bytes)
+    if compact and len(vv) * (_MAX_NODE_BYTES + _ENTRY_BYTES) > budget \
+            and sum(len(node.encode()) + _ENTRY_BYTES for node in vv) > budget:
+        vv = VersionVector({compact_writer(node): n for node, n in vv.items()})
     if len(vv) * (_MAX_NODE_BYTES + _ENTRY_BYTES) > budget:
         kept: dict[str, int] = {}
         for node, n in vv.items():
@@ -1029,6 +1050,26 @@ def read_context(dots: Iterable[Dot], timestamp: Hlc) -> CausalContext:
 
 
 _MAX_NODE_BYTES = 256  # (a member name's wire bound, codec._MAX_NAME_BYTES: below it, no size check is needed)
+COMPACT_MARK = "#"
+"""A compact token's writer names start with it (`compact_writer`); a replica id is `name@epoch`."""
+
+
+def compact_writer(node: str) -> str:
+    """How a compact token (`read_context`) names writer `node`: `#` and 16 hex digits of an unkeyed 64-bit
+    BLAKE2b digest of the name (17 bytes, whatever the name's length; a 128-byte member name's replica id is
+    135). Collisions among a key's writers (at most MAX_CONTEXT_NODES) have odds below 1e-11; a token is a
+    client's claim anyway, which may name any writer."""
+    return COMPACT_MARK + hashlib.blake2b(node.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def is_compact(vv: VersionVector) -> bool:
+    """Whether a client's context names any writer by `compact_writer` (checked once per write)."""
+    return any(node.startswith(COMPACT_MARK) for node in vv)
+
+
+def token_covers(vv: VersionVector, dot: Dot, compact: bool) -> bool:
+    """Whether a client's context `vv` covers `dot`: by the writer's name, or (a `compact` token) its digest."""
+    return vv.covers(dot) or (compact and vv.get(compact_writer(dot[0])) >= dot[1])
 _ENTRY_BYTES = 12      # (msgpack: a str header of at most 3 bytes, an int of at most 9)
 
 

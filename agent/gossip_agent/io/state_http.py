@@ -603,7 +603,7 @@ def _event_line(change: Change) -> bytes:
             except UnicodeDecodeError:
                 values.append(b'{"valueBase64":"' + _b64(value) + b'"}')
         tail = _ORIGIN_TAILS.get(change.origin) or b'","origin":' + _quote(change.origin).encode() + b"}\n"
-        token = encode_context(read_context((v.dot for v in entry.live), entry.timestamp))
+        token = encode_context(read_context((v.dot for v in entry.live), entry.timestamp, compact=True))
         return b"".join((b'{"event":"put","key":', _quote(entry.key).encode(), b',"type":"value","deleted":',
                          b"false" if values else b"true", b',"siblings":', b"%d" % len(values),
                          b',"values":[', b",".join(values), b'],"context":"',
