@@ -11,7 +11,9 @@ was put. Only on a terminal, and only if the value does not end with a newline, 
 starts on its own line. With siblings (concurrent writes under the `siblings` policy) it prints each one
 and exits 3, and `--json` prints the JSON answer. `get -v` also prints, on stderr (stdout stays the value),
 the key's version vector, each value's dot and HLC timestamp, and the causal context token; `--context
-TOKEN` sends that token back, which makes a put overwrite exactly the versions read. `del --context TOKEN`
+TOKEN` sends that token back, which makes a put overwrite exactly the versions read; a put whose token names
+writes this agent has not seen (read at another agent, not arrived here yet) is made all the same, but prints
+on stderr which writes stay as siblings and what to do (exit 0: it wrote). `del --context TOKEN`
 whose token names writes this agent has not seen (read at another agent, not arrived here yet) does not
 delete them: it prints "NOT deleted", the writes that stay live and what to do, on stderr, and exits 4.
 
@@ -134,16 +136,18 @@ def register_put(p: argparse.ArgumentParser) -> None:
     p.add_argument("key")
     p.add_argument("value", nargs="?", help="the value as text (or use --file)")
     p.add_argument("--file", help="read the value from a file ('-': stdin)")
-    p.add_argument("--context", help="causal context token from a read (overwrites what was read)")
+    p.add_argument("--context", help="causal context token from a read (overwrites what was read; writes it names "
+                   "that this agent has not seen yet stay as siblings: says so on stderr)")
     _critical_opt(p)
 
 
 def run_put(args: argparse.Namespace) -> int:
-    return _put_bytes(_Http(args), _key_path(args.key), args, _value_arg(args, "put"), f"put {args.key}")
+    return _put_bytes(_Http(args), _key_path(args.key), args, _value_arg(args, "put"), f"put {args.key}", args.key)
 
 
-def _put_bytes(http: _Http, path: str, args: argparse.Namespace, value: bytes, what: str) -> int:
-    """PUT `value` (with `--context` and `-w` when given) and report how many members hold it."""
+def _put_bytes(http: _Http, path: str, args: argparse.Namespace, value: bytes, what: str, name: str) -> int:
+    """PUT `value` (with `--context` and `-w` when given) and report how many members hold it (and, on stderr,
+    the writes its context named that stay as siblings: `_note_siblings_remain`)."""
     headers = {"Content-Type": "application/octet-stream"}
     if getattr(args, "context", None):
         headers[CONTEXT_HEADER] = args.context
@@ -156,7 +160,31 @@ def _put_bytes(http: _Http, path: str, args: argparse.Namespace, value: bytes, w
         _print_json(answer)
     else:
         print(shown(f"ok ({answer.get('acknowledged', 1)} holder(s))"))
+    _note_siblings_remain(name, answer)
     return 0
+
+
+def _note_siblings_remain(name: str, answer: Any) -> None:
+    """The agent wrote, but its answer says `"siblingsMayRemain": true` (docs/agent-api.md, PUT): the context
+    named writes it has not seen, which stay as siblings of this write when they arrive. Say so on stderr,
+    with the count, the writes listed and the agent's advice, as `del` says NOT deleted (`_report_not_deleted`);
+    this printed only "ok", so a read-modify-write looked resolved. The exit status stays 0, unlike `del`'s 4:
+    the write was made and replicates (the agent answers 2xx), nothing printed is false, and a script that
+    retried a put on a non-zero status would add one more sibling. `--json` prints the answer's fields as
+    they are on stdout, and this note too (stderr)."""
+    if not isinstance(answer, dict) or answer.get("siblingsMayRemain") is not True:
+        return
+    listed = [d for d in answer.get("remaining") or [] if isinstance(d, dict)]
+    count = answer.get("remainingCount")
+    count = count if isinstance(count, int) and count >= len(listed) else len(listed)
+    dots = ", ".join(f"{d.get('node')}:{d.get('counter')}" for d in listed)
+    more = f" (and {count - len(listed)} more)" if count > len(listed) else ""
+    print(f"gossipctl: note: {shell_word(name)} is written, but {count} write(s) its context named have not "
+          "reached this agent: they are not replaced, and stay as siblings when they arrive", file=sys.stderr)
+    if dots:
+        print(f"  not replaced: {shown(dots)}{shown(more)}", file=sys.stderr)
+    if answer.get("advice"):
+        print(f"  {shown(str(answer['advice']))}", file=sys.stderr)
 
 
 def register_get(p: argparse.ArgumentParser) -> None:
@@ -447,7 +475,7 @@ def run_register(args: argparse.Namespace) -> int:
     what = f"register {args.kind} {args.action} {args.name}"
     http = _Http(args)
     if args.action == "set":
-        return _put_bytes(http, path, args, _value_arg(args, what), what)
+        return _put_bytes(http, path, args, _value_arg(args, what), what, args.name)
     status, _, answer = http.call("GET", path)
     if status != 200:
         raise _fail(status, answer, what)
