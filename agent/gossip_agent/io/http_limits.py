@@ -60,7 +60,10 @@ Why each bound exists (issue 10, attacks 4 and 10):
   Small answers (at most `SMALL_BODY`), errors (HTTPExceptions) and HEAD answers are written under the rule
   too (`_write_small`), but only watched when a write has to wait (no wait for the client to take them, so
   a keep-alive connection's next request is not delayed): left to aiohttp, 128 connections that pipelined
-  100 GETs of a 64 KiB value and never read held 342 MiB of kernel send queue, untimed (review).
+  100 GETs of a 64 KiB value and never read held 342 MiB of kernel send queue, untimed (review). Until the
+  reset, such a connection filled the kernel's autotuned send buffer (~3.7 MiB on loopback: 64 of them held
+  237 MiB for a window, the connection cap ~3.7 GiB), so every connection's send buffer is clamped as it is
+  accepted (`ConnectionGuard`, `CLIENT_SNDBUF`: 64 then held 15.7 MiB; keep-alive latency unchanged).
   Clients that trickle (above the floor) are not stalled, and 128 taking 4 KiB/s of a 4 MiB value held 764 MiB
   of RSS and 330 MiB of send queue, for up to an hour (review): so the large bodies being written are capped
   in all (`ResponseBudget`, `MAX_LARGE_RESPONSE_BYTES`, not per address: honest concurrent readers behind one
@@ -131,8 +134,13 @@ PEER_STALL_MIN_BYTES = 1024 * 1024
 MAX_LARGE_RESPONSE_BYTES = 256 * 1024 * 1024
 MAX_WAITING_RESPONSE_BYTES = 64 * 1024 * 1024
 RESPONSE_BUDGET_WAIT = 10.0
-# The kernel send buffer of a connection given a large answer: autotuning grew it to ~2.6 MiB per connection,
-# held for as long as a slow client kept taking (Linux doubles the value set: 512 KiB, ~40 Mbit/s at 100 ms RTT).
+# The kernel send buffer of every connection, set as it is accepted (`ConnectionGuard`): autotuning grew it to
+# ~3.7 MiB per connection, which pipelined small answers to a client that never reads filled for a stall window
+# (64 such connections: 237 MiB of send queue; the 1,024-connection cap: ~3.7 GiB). Linux doubles the value set:
+# 256 KiB, four of the largest small answers. A connection given a large answer gets LARGE_RESPONSE_SNDBUF:
+# autotuning grew it to ~2.6 MiB, held for as long as a slow client kept taking (512 KiB, ~40 Mbit/s at 100 ms
+# RTT).
+CLIENT_SNDBUF = 128 * 1024
 LARGE_RESPONSE_SNDBUF = 256 * 1024
 # Watch-slot fair share (see the module docstring): a token holds at most 1/4 of a stream's slots, and 1/8
 # of them are kept for write-scope tokens.
@@ -726,13 +734,14 @@ async def _write_progressing(request: web.Request, response: web.StreamResponse,
         pass  # the client hung up: aiohttp's write_eof finds the connection closed, as it would have
 
 
-def _clamp_send_buffer(transport: asyncio.Transport) -> None:
-    """Cap the connection's kernel send buffer at `LARGE_RESPONSE_SNDBUF` (which stops its autotuning): a
-    client that takes slowly, above the stall floor, otherwise had the kernel hold up to ~2.6 MiB for it."""
+def _clamp_send_buffer(transport: asyncio.Transport, size: int | None = None) -> None:
+    """Cap the connection's kernel send buffer at `size` (None: `LARGE_RESPONSE_SNDBUF`; setting it stops its
+    autotuning): a client that takes slowly, above the stall floor, otherwise had the kernel hold up to
+    ~2.6 MiB for it, and one that never reads its pipelined small answers ~3.7 MiB for a stall window."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LARGE_RESPONSE_SNDBUF)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LARGE_RESPONSE_SNDBUF if size is None else size)
 
 
 def _pause_threshold(transport: asyncio.Transport) -> int:
@@ -796,6 +805,8 @@ class ConnectionGuard:
             made(handler, transport)
             if not self.admit(handler, transport):
                 handler.force_close()
+            else:
+                _clamp_send_buffer(transport, CLIENT_SNDBUF)  # before a byte is written to it
 
         def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
             self.release(handler)
