@@ -237,7 +237,7 @@ async def test_non_readers_of_a_rendered_listing_do_not_hold_their_bodies_all_at
     2.7 MiB listing: +142 MiB of RSS)."""
     # (The send buffer's clamp, which keeps a body's tail in the agent instead of the kernel, is tested in
     # test_s16_http_review.py; here the kernel takes what it would, so the handing over can be seen.)
-    monkeypatch.setattr(http_limits, "_clamp_send_buffer", lambda transport: None, raising=False)
+    monkeypatch.setattr(http_limits, "_clamp_send_buffer", lambda *args: None, raising=False)
     _service(agent).put("list/a", VALUE[:768 * 1024], None)  # its listing, in base64 JSON: ~1 MiB
     listing = 1024 * 1024
     loop = asyncio.get_running_loop()

@@ -60,13 +60,24 @@ Why each bound exists (issue 10, attacks 4 and 10):
   Small answers (at most `SMALL_BODY`), errors (HTTPExceptions) and HEAD answers are written under the rule
   too (`_write_small`), but only watched when a write has to wait (no wait for the client to take them, so
   a keep-alive connection's next request is not delayed): left to aiohttp, 128 connections that pipelined
-  100 GETs of a 64 KiB value and never read held 342 MiB of kernel send queue, untimed (review).
+  100 GETs of a 64 KiB value and never read held 342 MiB of kernel send queue, untimed (review). Until the
+  reset, such a connection filled the kernel's autotuned send buffer (~3.7 MiB on loopback: 64 of them held
+  237 MiB for a window, the connection cap ~3.7 GiB), so every connection's send buffer is clamped as it is
+  accepted (`ConnectionGuard`, `CLIENT_SNDBUF`: 64 then held 15.7 MiB; keep-alive latency unchanged).
   Clients that trickle (above the floor) are not stalled, and 128 taking 4 KiB/s of a 4 MiB value held 764 MiB
   of RSS and 330 MiB of send queue, for up to an hour (review): so the large bodies being written are capped
   in all (`ResponseBudget`, `MAX_LARGE_RESPONSE_BYTES`, not per address: honest concurrent readers behind one
   address share it; past it a response waits up to `RESPONSE_BUDGET_WAIT` s, then 503 with Retry-After,
   counted as `response_budget`; one always goes when none is held), and a connection given a large answer
-  has its kernel send buffer clamped to `LARGE_RESPONSE_SNDBUF` (`_clamp_send_buffer`).
+  has its kernel send buffer clamped to `LARGE_RESPONSE_SNDBUF` (`_clamp_send_buffer`). The cap alone was not
+  fair: 64 connections of one address taking 2.5 KiB/s each held all of it, and every other client's large
+  answer waited 10 s for a 503. So a response that has waited `RESPONSE_PREEMPT_AFTER` seconds resets the
+  connection of the slowest holder that has held its room as long and taken less than `PREEMPT_RATE` bytes a
+  second of it (`response_preempted`; its room given back at once, counted once): the other client then got
+  its 4 MiB after 2.0 s. Holders at honest speeds are never reset, so readers behind one address that fit in
+  the cap are all served, and past it the 503 stays. The rate is the holder's average since it got its room:
+  a client whose receive buffer took a large first piece looks fast for a while (holds its room up to its
+  buffer over `PREEMPT_RATE` seconds), and a client reading just above `PREEMPT_RATE` is not reset.
   Peer endpoints' answers go the same way (`write_under_stall_rule`, written in their handler, which holds
   their bytes in the state service's answer budget until the peer has taken them: core/answer_budget.py).
 - Refusals that need no body (`refuse_before_body`): a route may name a cheap check (a "retry later" for a
@@ -131,8 +142,20 @@ PEER_STALL_MIN_BYTES = 1024 * 1024
 MAX_LARGE_RESPONSE_BYTES = 256 * 1024 * 1024
 MAX_WAITING_RESPONSE_BYTES = 64 * 1024 * 1024
 RESPONSE_BUDGET_WAIT = 10.0
-# The kernel send buffer of a connection given a large answer: autotuning grew it to ~2.6 MiB per connection,
-# held for as long as a slow client kept taking (Linux doubles the value set: 512 KiB, ~40 Mbit/s at 100 ms RTT).
+# Fairness under the cap: a large response that has waited RESPONSE_PREEMPT_AFTER seconds for room resets the
+# connection of the slowest holder that has held its room as long and whose client took less than PREEMPT_RATE
+# bytes a second of it (counted as `response_preempted`): 64 connections taking 2.5 KiB/s each (above the
+# stall floor) held the whole cap, and every other client's large answer waited 10 s for a 503. A holder at an
+# honest slow reader's speed (256 KiB/s and more) is never reset to make room.
+RESPONSE_PREEMPT_AFTER = 2.0
+PREEMPT_RATE = 32 * 1024
+# The kernel send buffer of every connection, set as it is accepted (`ConnectionGuard`): autotuning grew it to
+# ~3.7 MiB per connection, which pipelined small answers to a client that never reads filled for a stall window
+# (64 such connections: 237 MiB of send queue; the 1,024-connection cap: ~3.7 GiB). Linux doubles the value set:
+# 256 KiB, four of the largest small answers. A connection given a large answer gets LARGE_RESPONSE_SNDBUF:
+# autotuning grew it to ~2.6 MiB, held for as long as a slow client kept taking (512 KiB, ~40 Mbit/s at 100 ms
+# RTT).
+CLIENT_SNDBUF = 128 * 1024
 LARGE_RESPONSE_SNDBUF = 256 * 1024
 # Watch-slot fair share (see the module docstring): a token holds at most 1/4 of a stream's slots, and 1/8
 # of them are kept for write-scope tokens.
@@ -482,16 +505,33 @@ def reset(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
+@dataclass(eq=False)
+class HeldResponse:
+    """A large response holding room in a `ResponseBudget` (compared by identity): its size, since when (loop
+    time), and, once its writer starts (`_write_progressing`), how many bytes its client has taken and how to
+    reset its connection; `preempted` once the budget reset it to make room (its room given back then)."""
+
+    size: int
+    since: float
+    taken: Callable[[], int] = lambda: 0
+    cut: Callable[[], None] | None = None
+    preempted: bool = False
+
+
 class ResponseBudget:
     """Bytes of large response bodies being written, in all (`MAX_LARGE_RESPONSE_BYTES`, read when asked unless
     set, so tests may shorten it), and of those waiting for room (`MAX_WAITING_RESPONSE_BYTES`): see the
-    constants. Not per address, so honest concurrent readers behind one address share the whole of it."""
+    constants. Not per address, so honest concurrent readers behind one address share the whole of it; a
+    response that waits past `RESPONSE_PREEMPT_AFTER` resets the slowest holder below `PREEMPT_RATE`
+    (`_preempt`), so slow clients cannot keep the room from others."""
 
     def __init__(self, total: int | None = None, waiting: int | None = None) -> None:
         self._total = total
         self._waiting = waiting
         self.used = 0
         self.waiting = 0
+        self.preempted = 0
+        self._held: dict[HeldResponse, None] = {}
         self._freed = asyncio.Event()
 
     @property
@@ -501,24 +541,62 @@ class ResponseBudget:
     def _fits(self, size: int) -> bool:
         return self.used == 0 or self.used + size <= self.total
 
-    async def take(self, size: int, wait: float) -> bool:
-        """Hold `size` bytes, waiting up to `wait` seconds for room; False if there was none."""
+    async def take(self, size: int, wait: float, held: HeldResponse | None = None) -> bool:
+        """Hold `size` bytes, waiting up to `wait` seconds for room (past `RESPONSE_PREEMPT_AFTER` of it,
+        resetting slow holders to make some); False if there was none. `held` (its size `size`) registers the
+        response as one that may be reset so: give it back with `give_back(size, held)`."""
         if not self._fits(size):
             if self.waiting + size > (MAX_WAITING_RESPONSE_BYTES if self._waiting is None else self._waiting):
                 return False
             self.waiting += size
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            preempt_at = loop.time() + RESPONSE_PREEMPT_AFTER
             try:
-                async with asyncio.timeout(wait):
-                    while not self._fits(size):
-                        await self._freed.wait()
-            except TimeoutError:
-                return False
+                while not self._fits(size):
+                    now = loop.time()
+                    if now >= deadline:
+                        return False
+                    if now >= preempt_at and self._preempt(now):
+                        continue
+                    # Past preempt_at, looked at again every 1/4 s: holders grow old enough, or slow, meanwhile.
+                    pause = min(preempt_at, deadline) - now if now < preempt_at else min(0.25, deadline - now)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(pause):
+                            await self._freed.wait()
             finally:
                 self.waiting -= size
         self.used += size
+        if held is not None:
+            held.since = asyncio.get_running_loop().time()  # (its rate counts from here, not from its wait)
+            self._held[held] = None
         return True
 
-    def give_back(self, size: int) -> None:
+    def _preempt(self, now: float) -> bool:
+        """Reset the holder whose client takes slowest, if below `PREEMPT_RATE` bytes a second over the time it
+        has held its room (at least `RESPONSE_PREEMPT_AFTER`), and give back its room at once; False if none."""
+        slowest, slowest_rate, cut = None, float(PREEMPT_RATE), None
+        for held in self._held:
+            age = now - held.since
+            if held.cut is None or age < RESPONSE_PREEMPT_AFTER:
+                continue
+            rate = held.taken() / age
+            if rate < slowest_rate:
+                slowest, slowest_rate, cut = held, rate, held.cut
+        if slowest is None or cut is None:
+            return False
+        del self._held[slowest]
+        slowest.preempted = True
+        self.preempted += 1
+        self.used -= slowest.size  # its body is dropped with its connection; counted once, here
+        cut()
+        return True
+
+    def give_back(self, size: int, held: HeldResponse | None = None) -> None:
+        if held is not None:
+            if held.preempted:
+                return  # given back when it was reset
+            self._held.pop(held, None)
         self.used -= size
         freed, self._freed = self._freed, asyncio.Event()
         freed.set()
@@ -568,7 +646,8 @@ def stream_large_responses(budget: ResponseBudget | None = None) -> Middleware:
             del response, rendered  # the body lives in `body` only, emptied once the body is all written
             await _write_progressing(request, streamed, body, min_bytes=PEER_STALL_MIN_BYTES)
             return streamed
-        if not await large.take(size, RESPONSE_BUDGET_WAIT):
+        held = HeldResponse(size, asyncio.get_running_loop().time())
+        if not await large.take(size, RESPONSE_BUDGET_WAIT, held):
             del response, rendered
             request.app[HTTP_STATS]["response_budget"] += 1
             busy = _json_error(503, "too many large responses are being written (the agent's limit is "
@@ -579,9 +658,11 @@ def stream_large_responses(budget: ResponseBudget | None = None) -> Middleware:
         try:
             streamed, body = _as_stream(response)
             del response, rendered  # as above
-            await _write_progressing(request, streamed, body)
+            await _write_progressing(request, streamed, body, held=held)
         finally:
-            large.give_back(size)
+            large.give_back(size, held)
+            if held.preempted:
+                request.app[HTTP_STATS]["response_preempted"] += 1
         return streamed
 
     return stream
@@ -673,11 +754,12 @@ def _streamable(request: web.Request, response: web.StreamResponse) -> bool:
             and not response.compression and not response.cookies and response.status not in (204, 304))
 
 
-async def _write_progressing(request: web.Request, response: web.StreamResponse, held: list[memoryview], *,
-                             min_bytes: int | None = None) -> None:
-    """Write the body `held` holds (its one item, taken out once written: from then on the transport and the
-    kernel hold what the client has not taken, and the agent no longer holds the rendered body too)."""
-    body = held.pop()
+async def _write_progressing(request: web.Request, response: web.StreamResponse, body_holder: list[memoryview], *,
+                             min_bytes: int | None = None, held: HeldResponse | None = None) -> None:
+    """Write the body `body_holder` holds (its one item, taken out once written: from then on the transport and
+    the kernel hold what the client has not taken, and the agent no longer holds the rendered body too). `held`:
+    its room in the `ResponseBudget`, told how much the client has taken and how to reset the connection."""
+    body = body_holder.pop()
     transport = request.transport
     if transport is None:
         return  # the client is gone already
@@ -685,6 +767,9 @@ async def _write_progressing(request: web.Request, response: web.StreamResponse,
     rule = StallRule(loop.time(), window=STALL_WINDOW, min_bytes=STALL_MIN_BYTES if min_bytes is None else min_bytes)
     handed = 0  # body bytes given to the transport
     _clamp_send_buffer(transport)
+    if held is not None:
+        held.taken = lambda: handed - unsent_bytes(transport)
+        held.cut = lambda: reset(transport)
 
     def progressing(step: Awaitable[None]) -> Awaitable[bool]:
         # (an earlier answer's tail going out counts too)
@@ -726,13 +811,14 @@ async def _write_progressing(request: web.Request, response: web.StreamResponse,
         pass  # the client hung up: aiohttp's write_eof finds the connection closed, as it would have
 
 
-def _clamp_send_buffer(transport: asyncio.Transport) -> None:
-    """Cap the connection's kernel send buffer at `LARGE_RESPONSE_SNDBUF` (which stops its autotuning): a
-    client that takes slowly, above the stall floor, otherwise had the kernel hold up to ~2.6 MiB for it."""
+def _clamp_send_buffer(transport: asyncio.Transport, size: int | None = None) -> None:
+    """Cap the connection's kernel send buffer at `size` (None: `LARGE_RESPONSE_SNDBUF`; setting it stops its
+    autotuning): a client that takes slowly, above the stall floor, otherwise had the kernel hold up to
+    ~2.6 MiB for it, and one that never reads its pipelined small answers ~3.7 MiB for a stall window."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LARGE_RESPONSE_SNDBUF)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LARGE_RESPONSE_SNDBUF if size is None else size)
 
 
 def _pause_threshold(transport: asyncio.Transport) -> int:
@@ -796,6 +882,8 @@ class ConnectionGuard:
             made(handler, transport)
             if not self.admit(handler, transport):
                 handler.force_close()
+            else:
+                _clamp_send_buffer(transport, CLIENT_SNDBUF)  # before a byte is written to it
 
         def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
             self.release(handler)
@@ -970,7 +1058,8 @@ class HttpCollector(Collector):
                                      "response_stalled (a client took less than 16 KiB of its responses in 10 s "
                                      "while one waited: the connection was closed), response_budget (a large "
                                      "response waited for room under the agent's cap on large responses being "
-                                     "written, then got 503), "
+                                     "written, then got 503), response_preempted (a large response whose client "
+                                     "took it too slowly was reset to make room for one that waited), "
                                      "watch_address, watch_token, watch_full, refused_before_body: a route's "
                                      "retry-later answered before the body was read).", labels=["reason"])
         evicted = CounterMetricFamily("gossip_watch_evicted", "Watches ended to give their slot to a client "
