@@ -146,7 +146,7 @@ RESPONSE_BUDGET_WAIT = 10.0
 # connection of the slowest holder that has held its room as long and whose client took less than PREEMPT_RATE
 # bytes a second of it (counted as `response_preempted`): 64 connections taking 2.5 KiB/s each (above the
 # stall floor) held the whole cap, and every other client's large answer waited 10 s for a 503. A holder at an
-# honest slow reader's speed (256 KiB/s and more) is never reset to make room.
+# honest slow reader's speed (PREEMPT_RATE and more) is never reset to make room.
 RESPONSE_PREEMPT_AFTER = 2.0
 PREEMPT_RATE = 32 * 1024
 # The kernel send buffer of every connection, set as it is accepted (`ConnectionGuard`): autotuning grew it to
