@@ -12,19 +12,17 @@ decode (`record_unreadable`): checked here too.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import msgpack
 import pytest
 
 from gossip_agent.core import hlc
-from gossip_agent.core.config import from_mapping
 from gossip_agent.core.kvstore import KvStore, RefusedItem
 from gossip_agent.core.state_codec import encode_change
 from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES
 from gossip_agent.io.persistence import DurableLog, _read_records
-from gossip_agent.io.state_service import StateService
+from tests.hostile.agent_support import restored
 
 _WIDE = [x for i in range(MAX_CONTEXT_NODES + 1) for x in (f"w{i}", 1)]  # one writer node past the bound
 
@@ -66,12 +64,7 @@ def test_a_data_dir_over_the_bound_loads_what_is_valid_and_says_so(tmp_path: Pat
     (after,) = other.drain_changes()
     durable.append(encode_change(after))
     durable.close()
-    cfg = from_mapping({"preset": "local", "name": "solo", "bindAddress": "127.0.0.1", "port": 0,
-                        "storage": {"dataDir": str(data)}})
-    svc = StateService(cfg)
-    with caplog.at_level(logging.ERROR, logger="gossip_agent.state"):
-        svc.open()
-    try:
+    with restored(data, caplog) as svc:
         store = svc.store
         assert store.entry("kept") is not None and store.entry("after") is not None
         assert store.entry("wide") is None and store.entry("wide-log") is None
@@ -83,7 +76,3 @@ def test_a_data_dir_over_the_bound_loads_what_is_valid_and_says_so(tmp_path: Pat
         logged = caplog.text
         assert "'wide'" in logged and "'wide-grave'" in logged and f"limit {MAX_CONTEXT_NODES}" in logged
         assert "wal.rejected" in logged and str(data) in logged
-    finally:
-        if svc._log is not None:
-            svc._log.close()
-
