@@ -33,6 +33,7 @@ from gossip_agent.core.config import StateConfig, from_mapping
 from gossip_agent.core.kvstore import KvStore, entry_to_plain
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, FRAME, StateService
+from tests.hostile.agent_support import serving
 from tests.hostile.core_support import array_header, peak_memory_refusing
 
 T0 = 1_700_000_000_000
@@ -64,14 +65,8 @@ async def _peer(answer: Callable[[int], bytes]) -> AsyncIterator[tuple[int, list
 
     app = web.Application(client_max_size=64 << 20)
     app.router.add_post(AE_PATH, serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1], got
-    finally:
-        await runner.cleanup()
+    async with serving(app) as port:
+        yield port, got
 
 
 @contextlib.asynccontextmanager

@@ -35,6 +35,7 @@ from gossip_agent.io.peer_client import RETRY_AFTER_MS_HEADER
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.security import Keyring, Security, generate_key, parse_keyring
 from gossip_agent.io.state_service import AE_PATH, StateService
+from tests.hostile.agent_support import serving
 
 BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"interval": "1h"},
         "gossip": {"maxBytesPerSecond": 30_000}}
@@ -192,13 +193,7 @@ async def test_the_expect_handler_checks_access_before_it_refuses() -> None:
     app[API_AUTH] = ApiAuth(peer_certs_verifiable=True)
     app[HTTP_STATS] = Counter()
     app.router.add_route("POST", AE_PATH, refuse_before_body(refuse, handler), expect_handler=expect_refusal(refuse))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        status, retry_ms = await _post(runner.addresses[0][1], expect=True)
+    async with serving(app) as port:
+        status, retry_ms = await _post(port, expect=True)
         assert (status, retry_ms) == (403, None)
         assert app[HTTP_STATS]["auth_403"] == 1
-    finally:
-        await runner.cleanup()

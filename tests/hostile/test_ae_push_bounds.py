@@ -41,6 +41,7 @@ from gossip_agent.core.state_node import AE_LIMITS
 from gossip_agent.io import state_service
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, FRAME, StateService
+from tests.hostile.agent_support import with_state
 
 T0 = 1_700_000_000_000
 MAX_PUSH = Limits().max_push
@@ -105,13 +106,8 @@ def test_the_push_count_is_read_from_the_header_without_decoding() -> None:
 # -- a real agent's endpoint --------------------------------------------------------------------------------
 @pytest.fixture
 async def agent() -> AsyncIterator[tuple[Agent, StateService]]:
-    svc = StateService(from_mapping({**AGENT, "name": "solo"}))
-    a = Agent(svc.config, extensions=[svc])
-    await a.start()
-    try:
-        yield a, svc
-    finally:
-        await a.stop()
+    async with with_state({**AGENT, "name": "solo"}) as solo:
+        yield solo
 
 
 async def _post(a: Agent, body: bytes) -> tuple[int, str]:

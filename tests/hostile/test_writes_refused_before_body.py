@@ -15,23 +15,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gossip_agent.core.config import from_mapping
 from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_service import StateService
-from tests.hostile.agent_support import raw_exchange
+from tests.hostile.agent_support import raw_exchange, with_state
 
 DECLARED = 1 << 20  # over the default state.maxValueBytes (64 KiB), under the guard's 4 MiB
 
 
 @pytest.fixture
 async def agent() -> AsyncIterator[Agent]:
-    svc = StateService(from_mapping({"preset": "local", "name": "solo", "bindAddress": "127.0.0.1", "port": 0}))
-    a = Agent(svc.config, extensions=[svc])
-    await a.start()
-    try:
+    async with with_state({"preset": "local", "name": "solo", "bindAddress": "127.0.0.1", "port": 0}) as (a, _):
         yield a
-    finally:
-        await a.stop()
 
 
 async def _head_of_answer(port: int, method: str, path: str, content_type: str = "application/octet-stream",
