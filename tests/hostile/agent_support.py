@@ -1,6 +1,6 @@
 """One real in-process agent on 127.0.0.1 for the HTTP attack tests: start, yield, always stop; raw bytes to its
 HTTP port (requests no client library would send) and client sockets that never read; a one-route aiohttp app on
-loopback; a state service opened on a data dir; polling with a deadline."""
+loopback; a data dir written and a state service opened on it; polling with a deadline."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from aiohttp import web
 
 from gossip_agent.core.config import from_mapping
+from gossip_agent.core.kvstore import KvStore
+from gossip_agent.core.state_codec import encode_change
 from gossip_agent.io.http_limits import GuardedRunner
+from gossip_agent.io.persistence import DurableLog
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import StateService, state_extensions
 
@@ -150,6 +154,21 @@ async def until(check: Callable[[], bool], seconds: float = 60.0) -> None:
     while not check() and loop.time() < deadline:
         await asyncio.sleep(0.05)
     assert check()
+
+
+def write_data_dir(data: Path, snapshot: Mapping[str, object], records: Iterable[bytes]) -> None:
+    """A data dir at `data` holding `snapshot`, then `records` in its log and, after them, an honest write of
+    "after" by another node."""
+    durable = DurableLog(data)
+    durable.open()
+    durable.write_snapshot(msgpack.packb(snapshot, use_bin_type=True))
+    for record in records:
+        durable.append(record)
+    other = KvStore("other@bbbbbb")
+    other.local_put("after", b"v", 2_000)
+    (after,) = other.drain_changes()
+    durable.append(encode_change(after))
+    durable.close()
 
 
 @contextlib.contextmanager

@@ -19,10 +19,9 @@ import pytest
 
 from gossip_agent.core import hlc
 from gossip_agent.core.kvstore import KvStore, RefusedItem
-from gossip_agent.core.state_codec import encode_change
 from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES
-from gossip_agent.io.persistence import DurableLog, _read_records
-from tests.hostile.agent_support import restored
+from gossip_agent.io.persistence import _read_records
+from tests.hostile.agent_support import restored, write_data_dir
 
 _WIDE = [x for i in range(MAX_CONTEXT_NODES + 1) for x in (f"w{i}", 1)]  # one writer node past the bound
 
@@ -54,16 +53,8 @@ def test_restore_leaves_out_items_over_the_bound_and_keeps_the_rest() -> None:
 def test_a_data_dir_over_the_bound_loads_what_is_valid_and_says_so(tmp_path: Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     data = tmp_path / "d"
-    durable = DurableLog(data)
-    durable.open()
-    durable.write_snapshot(msgpack.packb(_snapshot_with_wide_items(), use_bin_type=True))
     wide_record = msgpack.packb([2, "wide-log", "remote", [0, "wide-log", _WIDE, [["w0", 1, 1_000, 0, b"x"]]]])
-    other = KvStore("other@bbbbbb")
-    durable.append(wide_record)
-    other.local_put("after", b"v", 2_000)
-    (after,) = other.drain_changes()
-    durable.append(encode_change(after))
-    durable.close()
+    write_data_dir(data, _snapshot_with_wide_items(), [wide_record])
     with restored(data, caplog) as svc:
         store = svc.store
         assert store.entry("kept") is not None and store.entry("after") is not None

@@ -91,15 +91,26 @@ def _status(head: bytes) -> int:
     return int(head.split(b" ", 2)[1])
 
 
+@contextlib.asynccontextmanager
+async def _unread_answers(agent: Agent, requests: list[tuple[str | None, bytes]]) -> AsyncIterator[list[bytes]]:
+    """Sends each (source address, request) on a connection that never reads and yields the heads of their
+    answers; at the end the connections drop, and every answer's bytes must then be given back."""
+    socks = await non_readers(agent.port, requests)
+    try:
+        yield await _heads(socks)
+    finally:
+        for sock in socks:
+            sock.close()
+    await _until_released(state_of(agent))  # a dropped connection gives its answer's bytes back
+
+
 async def test_one_address_that_never_reads_holds_at_most_its_share_of_fetch_answers(agent: Agent) -> None:
     """8 non-reading fetches of a 3 MiB value from one address: 2 answered (6 MiB of its 8), 6 refused with
     503 and Retry-After (before the fix: 8 answered, every one held); the bytes stay counted until the
     connections drop, then all are given back."""
     svc = state_of(agent)
     svc.put("big", VALUE, None)
-    socks = await non_readers(agent.port, [("127.0.0.1", _fetch_request("big"))] * 8)
-    try:
-        heads = await _heads(socks)
+    async with _unread_answers(agent, [("127.0.0.1", _fetch_request("big"))] * 8) as heads:
         statuses = sorted(_status(h) for h in heads)
         assert statuses == [200] * 2 + [503] * 6, statuses
         assert all(b"Retry-After: 1" in h for h in heads if _status(h) == 503)
@@ -108,42 +119,27 @@ async def test_one_address_that_never_reads_holds_at_most_its_share_of_fetch_ans
         text = agent.metrics.render().decode()
         assert 'gossip_peer_answers_refused_total{reason="address"} 6.0' in text
         assert "gossip_peer_answers_in_flight 2.0" in text
-    finally:
-        for sock in socks:
-            sock.close()
-    await _until_released(svc)  # a dropped connection gives its answer's bytes back
 
 
 async def test_many_addresses_together_hold_at_most_the_agent_total(agent: Agent) -> None:
     """12 addresses, one non-reading fetch each: 10 x 3 MiB fit the agent's 32 MiB, 2 are refused."""
     svc = state_of(agent)
     svc.put("big", VALUE, None)
-    socks = await non_readers(agent.port, [(f"127.0.0.{i}", _fetch_request("big")) for i in range(2, 14)])
-    try:
-        statuses = sorted(_status(h) for h in await _heads(socks))
+    async with _unread_answers(agent, [(f"127.0.0.{i}", _fetch_request("big")) for i in range(2, 14)]) as heads:
+        statuses = sorted(_status(h) for h in heads)
         assert statuses == [200] * 10 + [503] * 2, statuses
         assert svc.answers.refused[REFUSED_BUDGET] == 2
         assert svc.answers.used <= svc.answers.total
-    finally:
-        for sock in socks:
-            sock.close()
-    await _until_released(svc)
 
 
 async def test_anti_entropy_answers_are_budgeted_too(agent: Agent) -> None:
     """8 non-reading anti-entropy rounds that want every entry (a 3 MiB value): 2 answered, 6 refused."""
     svc = state_of(agent)
     svc.put("big", VALUE, None)
-    socks = await non_readers(agent.port, [("127.0.0.1", _ae_request(svc))] * 8)
-    try:
-        heads = await _heads(socks)
+    async with _unread_answers(agent, [("127.0.0.1", _ae_request(svc))] * 8) as heads:
         statuses = sorted(_status(h) for h in heads)
         assert statuses == [200] * 2 + [503] * 6, statuses
         assert svc.answers.in_flight == 2 and svc.answers.used >= 2 * len(VALUE)
-    finally:
-        for sock in socks:
-            sock.close()
-    await _until_released(svc)
 
 
 async def test_a_peer_that_reads_gets_its_whole_answer_and_the_budget_is_given_back(agent: Agent) -> None:

@@ -19,9 +19,8 @@ import pytest
 from gossip_agent.core import hlc
 from gossip_agent.core.crdt import ORSet, PNCounter
 from gossip_agent.core.kvstore import CrdtEntry, KvStore, RefusedItem, entry_to_plain
-from gossip_agent.core.state_codec import encode_change
-from gossip_agent.io.persistence import DurableLog, _read_records
-from tests.hostile.agent_support import restored
+from gossip_agent.io.persistence import _read_records
+from tests.hostile.agent_support import restored, write_data_dir
 
 TS = hlc.Hlc(1_000, 0, "w")
 BAD_ENTRIES = [
@@ -60,18 +59,9 @@ def test_restore_leaves_out_bad_keys_and_wrong_kinds_and_keeps_the_rest() -> Non
 def test_a_data_dir_with_bad_keys_loads_what_is_valid_and_says_so(tmp_path: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     data = tmp_path / "d"
-    durable = DurableLog(data)
-    durable.open()
-    durable.write_snapshot(msgpack.packb(_snapshot_with_bad_keys(), use_bin_type=True))
     bad_record = msgpack.packb([2, "log\x1bkey", "remote", [0, "log\x1bkey", ["w", 1], [["w", 1, 1_000, 0, b"x"]]]])
     kind_record = msgpack.packb([2, "crdt/sets/v", "local", [0, "crdt/sets/v", ["w", 1], [["w", 1, 1_000, 0, b"x"]]]])
-    durable.append(bad_record)
-    durable.append(kind_record)
-    other = KvStore("other@bbbbbb")
-    other.local_put("after", b"v", 2_000)
-    (after,) = other.drain_changes()
-    durable.append(encode_change(after))
-    durable.close()
+    write_data_dir(data, _snapshot_with_bad_keys(), [bad_record, kind_record])
     with restored(data, caplog) as svc:
         store = svc.store
         assert store.all_keys() == ["after", "crdt/counters/ok", "kept"]
