@@ -17,12 +17,11 @@ import pytest
 
 from gossip_agent.core.ae_codec import encode_ae
 from gossip_agent.core.anti_entropy import AeRequest
-from gossip_agent.core.config import from_mapping
 from gossip_agent.core.send_budget import SendBudget
 from gossip_agent.io import state_service
 from gossip_agent.io.peer_client import MAX_RETRY_AFTER, PeerBusy, parse_retry_after_ms
-from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_BUDGET_WAIT, AE_PRECISE_RETRY_MIN, StateService
+from tests.hostile.agent_support import with_state
 
 
 def test_the_millisecond_header_is_bounded_input() -> None:
@@ -74,21 +73,13 @@ def test_a_precise_wait_is_taken_as_it_is_above_a_floor(retry_after: float, paus
 
 async def test_our_429_says_how_many_milliseconds_and_the_asker_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
     fast = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"enabled": False}}
-    s0 = StateService(from_mapping({**fast, "name": "m0"}))
-    a0 = Agent(s0.config, extensions=[s0])
-    s1 = StateService(from_mapping({**fast, "name": "m1"}))
-    a1 = Agent(s1.config, extensions=[s1])
-    await a0.start()
-    await a1.start()
-    monkeypatch.setattr(SendBudget, "answer_room", lambda self, now: 0)
-    monkeypatch.setattr(SendBudget, "retry_after", lambda self, now: 0.3)
-    try:
+    async with with_state({**fast, "name": "m0"}) as (a0, _), \
+            with_state({**fast, "name": "m1"}) as (_, s1):
+        monkeypatch.setattr(SendBudget, "answer_room", lambda self, now: 0)
+        monkeypatch.setattr(SendBudget, "retry_after", lambda self, now: 0.3)
         with pytest.raises(PeerBusy) as busy:
             await s1._exchange(("127.0.0.1", a0.port), state_service.AE_PATH, b"\x90", max_bytes=1024)
         assert busy.value.precise and busy.value.retry_after == 0.3 and busy.value.status == 429
-    finally:
-        await a1.stop()
-        await a0.stop()
 
 
 async def test_under_a_budget_a_retry_later_costs_no_body(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,15 +88,10 @@ async def test_under_a_budget_a_retry_later_costs_no_body(monkeypatch: pytest.Mo
     429 was paid with a whole body, sent again at each retry."""
     budget = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"enabled": False},
               "gossip": {"maxBytesPerSecond": 30_000}}
-    s0 = StateService(from_mapping({**budget, "name": "e0"}))
-    a0 = Agent(s0.config, extensions=[s0])
-    s1 = StateService(from_mapping({**budget, "name": "e1"}))
-    a1 = Agent(s1.config, extensions=[s1])
-    await a0.start()
-    await a1.start()
-    monkeypatch.setattr(SendBudget, "answer_room", lambda self, now: 0)
-    monkeypatch.setattr(state_service, "AE_BUDGET_WAIT", 0.0)  # defer at once instead of waiting it out
-    try:
+    async with with_state({**budget, "name": "e0"}) as (a0, s0), \
+            with_state({**budget, "name": "e1"}) as (a1, s1):
+        monkeypatch.setattr(SendBudget, "answer_room", lambda self, now: 0)
+        monkeypatch.setattr(state_service, "AE_BUDGET_WAIT", 0.0)  # defer at once instead of waiting it out
         reader, writer = await asyncio.open_connection("127.0.0.1", a0.port)
         try:
             writer.write(f"POST {state_service.AE_PATH} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
@@ -126,6 +112,3 @@ async def test_under_a_budget_a_retry_later_costs_no_body(monkeypatch: pytest.Mo
         # Its bytes are back in our budget (only the request's headers stay charged).
         assert a1.node.send_budget.tokens >= tokens - state_service.STREAM_OVERHEAD - 1
         assert s0.store.get("k0") is None
-    finally:
-        await a1.stop()
-        await a0.stop()
