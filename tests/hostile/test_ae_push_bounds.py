@@ -34,7 +34,7 @@ from gossip_agent.core.anti_entropy import (
     respond,
 )
 from gossip_agent.core.codec_limits import StateCodecError
-from gossip_agent.core.config import StateConfig, from_mapping
+from gossip_agent.core.config import StateConfig
 from gossip_agent.core.kvstore import KvStore, ValueEntry
 from gossip_agent.core.send_budget import SendBudget
 from gossip_agent.core.state_node import AE_LIMITS
@@ -203,13 +203,8 @@ async def test_an_over_budget_request_is_a_429_before_its_body_is_read(
 
 
 async def test_a_large_honest_push_between_two_agents_converges_within_the_limit() -> None:
-    s0 = StateService(from_mapping({**AGENT, "name": "p0"}))
-    a0 = Agent(s0.config, extensions=[s0])
-    await a0.start()
-    s1 = StateService(from_mapping({**AGENT, "name": "p1", "seeds": [f"127.0.0.1:{a0.port}"]}))
-    a1 = Agent(s1.config, extensions=[s1])
-    await a1.start()
-    try:
+    async with with_state({**AGENT, "name": "p0"}) as (a0, s0), \
+            with_state({**AGENT, "name": "p1", "seeds": [f"127.0.0.1:{a0.port}"]}) as (a1, s1):
         n = 2 * MAX_PUSH + 50
         for i in range(n):
             s0.store.local_put(f"k{i:05d}", b"v", s0.now_ms())
@@ -218,6 +213,3 @@ async def test_a_large_honest_push_between_two_agents_converges_within_the_limit
         assert s0.stats.ae_repaired["pushed"] == n and s1.stats.ae_repaired["pushed_in"] == n
         assert a1.stats.dropped["antientropy_push_count"] == 0 and s0.stats.ae["failures"] == 0
         assert AE_LIMITS.max_push == MAX_PUSH
-    finally:
-        await a1.stop()
-        await a0.stop()
