@@ -1,25 +1,32 @@
 """One real in-process agent on 127.0.0.1 for the HTTP attack tests: start, yield, always stop; raw bytes to its
 HTTP port (requests no client library would send) and client sockets that never read; a one-route aiohttp app on
-loopback; a data dir written and a state service opened on it; polling with a deadline."""
+loopback; a data dir written and a state service opened on it; polling with a deadline; an anti-entropy round against
+a peer that is always busy; `gossipctl` (its kv commands) run in-process."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import msgpack
 import pytest
 from aiohttp import web
 
+from gossip_agent.cli import kv
 from gossip_agent.core.config import from_mapping
 from gossip_agent.core.kvstore import KvStore
+from gossip_agent.core.send_budget import SendBudget
 from gossip_agent.core.state_codec import encode_change
+from gossip_agent.io import state_service
 from gossip_agent.io.http_limits import GuardedRunner
+from gossip_agent.io.peer_client import PeerBusy
 from gossip_agent.io.persistence import DurableLog
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import StateService, state_extensions
@@ -40,6 +47,14 @@ async def running(name: str, *, state: bool = True, gossip: dict[str, Any] | Non
         yield agent
     finally:
         await agent.stop()
+
+
+def gossipctl_kv(argv: list[str]) -> int:
+    """`gossipctl` with `argv` (a kv command), run in this process: its exit code (its output as printed)."""
+    parser = argparse.ArgumentParser(prog="gossipctl")
+    kv.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.run(args))
 
 
 def url(agent: Agent, path: str) -> str:
@@ -185,3 +200,38 @@ def restored(data: Path, caplog: pytest.LogCaptureFixture) -> Iterator[StateServ
     finally:
         if svc._log is not None:
             svc._log.close()
+
+
+def busy_ae_round(monkeypatch: pytest.MonkeyPatch,
+                  busy: Callable[[], PeerBusy]) -> tuple[SimpleNamespace, list[int], list[float]]:
+    """Run `StateService._ae_round` on a fake service whose every exchange raises `busy()` (at most 10,000),
+    until it gives up with PeerBusy; no real waiting: the sleeps are counted on a fake clock, not slept.
+    Returns the fake service, one item per exchange, and the seconds of each sleep."""
+    clock = [0.0]
+    calls: list[int] = []
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+        await real_sleep(0)
+
+    async def exchange(addr: object, path: str, body: bytes, *, max_bytes: int, **_: object) -> bytes:
+        calls.append(1)
+        if len(calls) > 10_000:
+            raise AssertionError("the round never ends")
+        raise busy()
+
+    monkeypatch.setattr(state_service.asyncio, "sleep", sleep)
+    fake = SimpleNamespace(
+        agent=SimpleNamespace(node=SimpleNamespace(send_budget=SendBudget(0, 0, 0.0), stats={}), now=lambda: clock[0]),
+        stats=SimpleNamespace(ae_bytes={"sent": 0}), _exchange=exchange)
+    fake._budget_wait = lambda n, waited: StateService._budget_wait(fake, n, waited)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        with pytest.raises(PeerBusy):
+            await StateService._ae_round(fake, ("10.0.0.2", 7946), b"x" * 100)  # type: ignore[arg-type]
+
+    asyncio.run(run())
+    return fake, calls, slept

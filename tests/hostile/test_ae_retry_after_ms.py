@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from types import SimpleNamespace
 
 import pytest
 
@@ -20,8 +19,8 @@ from gossip_agent.core.anti_entropy import AeRequest
 from gossip_agent.core.send_budget import SendBudget
 from gossip_agent.io import state_service
 from gossip_agent.io.peer_client import MAX_RETRY_AFTER, PeerBusy, parse_retry_after_ms
-from gossip_agent.io.state_service import AE_BUDGET_WAIT, AE_PRECISE_RETRY_MIN, StateService
-from tests.hostile.agent_support import with_state
+from gossip_agent.io.state_service import AE_BUDGET_WAIT, AE_PRECISE_RETRY_MIN
+from tests.hostile.agent_support import busy_ae_round, with_state
 
 
 def test_the_millisecond_header_is_bounded_input() -> None:
@@ -32,41 +31,10 @@ def test_the_millisecond_header_is_bounded_input() -> None:
         assert parse_retry_after_ms(bad) is None
 
 
-def _fake(clock: list[float], calls: list[int], busy: PeerBusy) -> SimpleNamespace:
-    async def exchange(addr: object, path: str, body: bytes, *, max_bytes: int, **_: object) -> bytes:
-        calls.append(1)
-        if len(calls) > 10_000:
-            raise AssertionError("the round never ends")
-        raise busy
-
-    fake = SimpleNamespace(
-        agent=SimpleNamespace(node=SimpleNamespace(send_budget=SendBudget(0, 0, 0.0), stats={}), now=lambda: clock[0]),
-        stats=SimpleNamespace(ae_bytes={"sent": 0}), _exchange=exchange)
-    fake._budget_wait = lambda n, waited: StateService._budget_wait(fake, n, waited)  # type: ignore[arg-type]
-    return fake
-
-
 @pytest.mark.parametrize(("retry_after", "pause"), [(0.0, AE_PRECISE_RETRY_MIN), (0.4, 0.4), (3.0, 3.0)])
 def test_a_precise_wait_is_taken_as_it_is_above_a_floor(retry_after: float, pause: float,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [0.0]
-    calls: list[int] = []
-    slept: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        clock[0] += seconds
-        await real_sleep(0)
-
-    monkeypatch.setattr(state_service.asyncio, "sleep", sleep)
-    fake = _fake(clock, calls, PeerBusy(429, retry_after, precise=True))
-
-    async def run() -> None:
-        with pytest.raises(PeerBusy):
-            await StateService._ae_round(fake, ("10.0.0.2", 7946), b"x" * 100)  # type: ignore[arg-type]
-
-    asyncio.run(run())
+    _, calls, slept = busy_ae_round(monkeypatch, lambda: PeerBusy(429, retry_after, precise=True))
     assert set(slept) == {pause}, slept
     assert len(calls) <= math.ceil(AE_BUDGET_WAIT / pause) + 1, len(calls)
 

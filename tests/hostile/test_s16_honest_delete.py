@@ -14,7 +14,6 @@ once B has answered the DELETE.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
@@ -32,6 +31,7 @@ from gossip_agent.core.vector_clock import VersionVector
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import StateService
 from tests.agent.test_registers import FAST, Node, eventually
+from tests.hostile.agent_support import gossipctl_kv
 
 NOW = 1_700_000_000_000
 SIBLINGS = StateConfig(conflict_policies={"carts/": "siblings"})
@@ -188,19 +188,11 @@ async def test_gossipctl_del_says_not_deleted_and_exits_4(quiet_pair: list[Node]
     await a.json("PUT", "/v1/kv/carts/cli?w=2", b"v0")
     await _write_unsent(a, "carts/cli", b"v1")
     _, headers, _ = await a.call("GET", "/v1/kv/carts/cli?format=json")
-    code = await asyncio.to_thread(_gossipctl, ["del", "--addr", f"127.0.0.1:{b.agent.port}", "--context",
+    code = await asyncio.to_thread(gossipctl_kv, ["del", "--addr", f"127.0.0.1:{b.agent.port}", "--context",
                                                 headers["X-Gossip-Context"], "carts/cli"])
     out, err = capsys.readouterr()
     assert code == kv.EXIT_NOT_DELETED == 4 and out == ""
     assert "NOT deleted" in err and f"{a.svc.store.node}:2" in err and "delete again" in err, err
     _, headers, _ = await b.call("GET", "/v1/kv/carts/cli?format=json")  # (B holds nothing live: v0 is gone)
-    code = await asyncio.to_thread(_gossipctl, ["del", "--addr", f"127.0.0.1:{a.agent.port}", "carts/cli"])
+    code = await asyncio.to_thread(gossipctl_kv, ["del", "--addr", f"127.0.0.1:{a.agent.port}", "carts/cli"])
     assert (code, capsys.readouterr().out) == (0, "deleted\n")
-
-
-def _gossipctl(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="gossipctl")
-    kv.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.run(args)
-    return code
