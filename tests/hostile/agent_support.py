@@ -61,6 +61,19 @@ def url(agent: Agent, path: str) -> str:
     return f"http://127.0.0.1:{agent.port}{path}"
 
 
+async def answer_head(port: int, data: bytes, timeout: float = 20.0) -> bytes:
+    """Send `data` (a request, perhaps with only part of its body) to 127.0.0.1:`port` on a new connection and
+    wait, at most `timeout` seconds, for the head of the answer (status line and headers); then close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            return await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+
+
 async def raw_exchange(port: int, data: bytes, timeout: float = 20.0) -> bytes:
     """Send `data` as is to 127.0.0.1:`port` and read until the server closes (the request should say
     `Connection: close`); bounded by `timeout`."""

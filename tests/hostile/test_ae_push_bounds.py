@@ -41,7 +41,7 @@ from gossip_agent.core.state_node import AE_LIMITS
 from gossip_agent.io import state_service
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, FRAME, StateService
-from tests.hostile.agent_support import with_state
+from tests.hostile.agent_support import answer_head, with_state
 
 T0 = 1_700_000_000_000
 MAX_PUSH = Limits().max_push
@@ -175,29 +175,19 @@ async def test_an_over_budget_request_is_a_429_before_its_body_is_read(
     (before, the guard waited for the whole body: 30 s, then a 408)."""
     a, svc = agent
     monkeypatch.setattr(SendBudget, "answer_room", lambda self, now: 0)
-    reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
-    try:
-        writer.write(f"POST {AE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-                     f"Content-Length: {1 << 20}\r\n\r\n".encode() + FRAME + b"\x98" + b"\x00" * 8)
-        await writer.drain()
-        async with asyncio.timeout(20.0):  # generous: the answer needs no more of the body
-            head = await reader.readuntil(b"\r\n\r\n")
-    finally:
-        writer.close()
+    head = await answer_head(a.port, f"POST {AE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                                     f"Content-Length: {1 << 20}\r\n\r\n".encode() + FRAME + b"\x98" + b"\x00" * 8,
+                             timeout=20.0)  # generous: the answer needs no more of the body
     assert head.startswith(b"HTTP/1.1 429"), head[:200]
     assert b"Retry-After: " in head
     assert a.node.stats["budget_deferred_antientropy_answer"] >= 1
     # The 503 for too many requests at once is answered before the body too.
     monkeypatch.undo()
     svc._ae_serving = state_service.AE_MAX_CONCURRENT
-    reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
+    request = f"POST {AE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 20}\r\n\r\n".encode() + FRAME
     try:
-        writer.write(f"POST {AE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 20}\r\n\r\n".encode() + FRAME)
-        await writer.drain()
-        async with asyncio.timeout(20.0):
-            head = await reader.readuntil(b"\r\n\r\n")
+        head = await answer_head(a.port, request, timeout=20.0)
     finally:
-        writer.close()
         svc._ae_serving = 0
     assert head.startswith(b"HTTP/1.1 503"), head[:200]
 

@@ -9,7 +9,6 @@ like any other: bounded, and ignored (Retry-After counts) unless it is plain dig
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 import pytest
@@ -20,7 +19,7 @@ from gossip_agent.core.send_budget import SendBudget
 from gossip_agent.io import state_service
 from gossip_agent.io.peer_client import MAX_RETRY_AFTER, PeerBusy, parse_retry_after_ms
 from gossip_agent.io.state_service import AE_BUDGET_WAIT, AE_PRECISE_RETRY_MIN
-from tests.hostile.agent_support import busy_ae_round, with_state
+from tests.hostile.agent_support import answer_head, busy_ae_round, with_state
 
 
 def test_the_millisecond_header_is_bounded_input() -> None:
@@ -60,15 +59,9 @@ async def test_under_a_budget_a_retry_later_costs_no_body(monkeypatch: pytest.Mo
             with_state({**budget, "name": "e1"}) as (a1, s1):
         monkeypatch.setattr(SendBudget, "answer_room", lambda self, now: 0)
         monkeypatch.setattr(state_service, "AE_BUDGET_WAIT", 0.0)  # defer at once instead of waiting it out
-        reader, writer = await asyncio.open_connection("127.0.0.1", a0.port)
-        try:
-            writer.write(f"POST {state_service.AE_PATH} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                         f"Content-Length: {1 << 20}\r\n\r\n".encode())  # and no body at all
-            await writer.drain()
-            async with asyncio.timeout(20.0):
-                head = await reader.readuntil(b"\r\n\r\n")
-        finally:
-            writer.close()
+        head = await answer_head(a0.port, f"POST {state_service.AE_PATH} HTTP/1.1\r\nHost: x\r\n"
+                                          f"Expect: 100-continue\r\nContent-Length: {1 << 20}\r\n\r\n".encode(),
+                                 timeout=20.0)  # and no body at all
         assert head.startswith(b"HTTP/1.1 429"), head[:200]
         entries = tuple(s1.store.local_put(f"k{i}", b"v" * 100, s1.now_ms()) for i in range(50))
         body = encode_ae(AeRequest((s1.store.merkle.bits, s1.store.merkle.depth), push=entries))
