@@ -137,6 +137,17 @@ async def non_reader(port: int, request: bytes, *, rcvbuf: int | None = 4096,
     return sock
 
 
+async def bytes_left(sock: socket.socket, timeout: float) -> int:
+    """Read `sock` (non-blocking) to its end or its reset, within `timeout` seconds: how many bytes it got."""
+    loop = asyncio.get_running_loop()
+    got = 0
+    async with asyncio.timeout(timeout):
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await loop.sock_recv(sock, 1 << 20):
+                got += len(chunk)
+    return got
+
+
 async def non_readers(port: int, requests: Iterable[tuple[str | None, bytes]]) -> list[socket.socket]:
     """One `non_reader` (4 KiB receive buffer) per (source address or None, request); all closed if one fails."""
     socks: list[socket.socket] = []
