@@ -23,15 +23,13 @@ from typing import Any
 import pytest
 
 from gossip_agent.cli import kv
-from gossip_agent.core.config import StateConfig, from_mapping
+from gossip_agent.core.config import StateConfig
 from gossip_agent.core.kvstore import CausalContext, KvStore, ValueEntry
 from gossip_agent.core.messages import MemberState
 from gossip_agent.core.state_codec import decode_context, encode_context
 from gossip_agent.core.vector_clock import VersionVector
-from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_service import StateService
 from tests.agent.test_registers import FAST, Node, eventually
-from tests.hostile.agent_support import gossipctl_kv
+from tests.hostile.agent_support import gossipctl_kv, with_state
 
 NOW = 1_700_000_000_000
 SIBLINGS = StateConfig(conflict_policies={"carts/": "siblings"})
@@ -97,20 +95,12 @@ async def quiet_pair() -> AsyncIterator[list[Node]]:
     """Two agents that exchange state only by rumor and write concern (no anti-entropy, no push-pull)."""
     import aiohttp
 
-    s0 = StateService(from_mapping({**QUIET, "name": "q0"}))
-    a0 = Agent(s0.config, extensions=[s0])
-    await a0.start()
-    s1 = StateService(from_mapping({**QUIET, "name": "q1", "seeds": [f"127.0.0.1:{a0.port}"]}))
-    a1 = Agent(s1.config, extensions=[s1])
-    agents = [a0, a1]
-    try:
-        await a1.start()
+    async with with_state({**QUIET, "name": "q0"}) as (a0, s0), \
+            with_state({**QUIET, "name": "q1", "seeds": [f"127.0.0.1:{a0.port}"]}) as (a1, s1):
+        agents = [a0, a1]
         await eventually(lambda: all(a.node.counts()[MemberState.ALIVE] == 2 for a in agents), what="a join")
         async with aiohttp.ClientSession() as http:
             yield [Node(a0, s0, http), Node(a1, s1, http)]
-    finally:
-        for a in agents:
-            await a.stop()
 
 
 async def _write_unsent(node: Node, key: str, value: bytes) -> ValueEntry:
