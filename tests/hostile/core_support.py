@@ -1,6 +1,7 @@
 """What the pure-core hostile tests share: a source address no member has, a delegate that takes every write,
 an agent core ("a") with live peers p2.. that read the message types under attack, and the peak memory a
-decoder builds while it refuses an input (and the msgpack array headers such inputs are built from)."""
+decoder builds while it refuses an input (and the msgpack array headers such inputs are built from); the raw
+anti-entropy requests and causal-context tokens such inputs are wrapped in."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import tracemalloc
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
+import msgpack
 import pytest
 
 from gossip_agent.core.codec_limits import StateCodecError
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.messages import Alive, Packet, Prune
 from gossip_agent.core.node import Node
+from gossip_agent.core.state_codec import CONTEXT
 
 # A documentation address (RFC 5737): no member's table address, so whatever names a member from here is spoofed.
 SPOOFER = ("198.51.100.7", 7946)
@@ -83,3 +86,13 @@ MIB = 1 << 20
 NESTED_1MIB = b"\x94" + (array_header((1 << 18) - 64) + b"\x90" * ((1 << 18) - 64)) * 4
 """~1 MiB of msgpack that builds ~1M empty arrays (an array of 4 arrays of 262,080 empty arrays each): what a
 hostile body puts where a scalar belongs."""
+
+
+def ae_request_raw(push: bytes, want: bytes = b"\x90") -> bytes:
+    """An anti-entropy request (format tag 3, 8 fields, shape (4, 4)) with these raw push and want fields."""
+    return b"\x98\x03" + msgpack.packb([4, 4]) + b"\xc0\x90\x90" + push + want + b"\x90"
+
+
+def forged_context(writers: list[str], counter: int) -> bytes:
+    """The ctx_forge.py token: every writer at `counter`, a zero HLC."""
+    return msgpack.packb([CONTEXT, [x for w in sorted(writers) for x in (w, counter)], [0, 0, ""]])

@@ -29,10 +29,11 @@ from aiohttp import web
 from gossip_agent.core.ae_codec import decode_ae_request, decode_ae_response
 from gossip_agent.core.anti_entropy import MERGE_CHUNK, AeRequest, Session
 from gossip_agent.core.codec_limits import StateCodecError
-from gossip_agent.core.config import StateConfig, from_mapping
+from gossip_agent.core.config import StateConfig
 from gossip_agent.core.kvstore import KvStore, entry_to_plain
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, FRAME, StateService
+from tests.hostile.agent_support import serving, with_state
 from tests.hostile.core_support import array_header, peak_memory_refusing
 
 T0 = 1_700_000_000_000
@@ -64,28 +65,16 @@ async def _peer(answer: Callable[[int], bytes]) -> AsyncIterator[tuple[int, list
 
     app = web.Application(client_max_size=64 << 20)
     app.router.add_post(AE_PATH, serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1], got
-    finally:
-        await runner.cleanup()
+    async with serving(app) as port:
+        yield port, got
 
 
 @contextlib.asynccontextmanager
 async def _asker(keys: int = 0) -> AsyncIterator[tuple[Agent, StateService]]:
-    cfg = from_mapping({"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "name": "asker"})
-    svc = StateService(cfg)
-    agent = Agent(cfg, extensions=[svc])
-    await agent.start()
-    try:
+    async with with_state({"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "name": "asker"}) as (agent, svc):
         for i in range(keys):
             svc.put(f"mine{i}", b"x", None)
         yield agent, svc
-    finally:
-        await agent.stop()
 
 
 def _dropped(agent: Agent) -> int:

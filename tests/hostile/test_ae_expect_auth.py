@@ -27,7 +27,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gossip_agent.core.config import from_mapping
 from gossip_agent.io import state_service
 from gossip_agent.io.auth import ApiAuth
 from gossip_agent.io.http_limits import HTTP_STATS, expect_refusal, refuse_before_body
@@ -35,6 +34,7 @@ from gossip_agent.io.peer_client import RETRY_AFTER_MS_HEADER
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.security import Keyring, Security, generate_key, parse_keyring
 from gossip_agent.io.state_service import AE_PATH, StateService
+from tests.hostile.agent_support import serving, with_state
 
 BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"interval": "1h"},
         "gossip": {"maxBytesPerSecond": 30_000}}
@@ -43,15 +43,9 @@ BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy":
 @contextlib.asynccontextmanager
 async def _spent_agent(keyring_file: Path) -> AsyncIterator[tuple[Agent, StateService]]:
     """A keyring agent whose byte budget has no room for an answer (every early answer would be a 429)."""
-    cfg = from_mapping({**BASE, "name": "spent", "security": {"keyringFile": str(keyring_file)}})
-    svc = StateService(cfg)
-    agent = Agent(cfg, extensions=[svc])
-    await agent.start()
-    try:
+    async with with_state({**BASE, "name": "spent", "security": {"keyringFile": str(keyring_file)}}) as (agent, svc):
         agent.node.send_budget.charge_answer(10**9)
         yield agent, svc
-    finally:
-        await agent.stop()
 
 
 def _early(agent: Agent) -> int:
@@ -162,19 +156,13 @@ async def test_a_members_session_is_deferred_before_its_body_goes(tmp_path: Path
     its ticket, before the body; the session is deferred, not failed."""
     monkeypatch.setattr(state_service, "AE_BUDGET_WAIT", 0.0)  # defer at once
     path = _keyring_file(tmp_path)
-    async with _spent_agent(path) as (responder, _):
-        cfg = from_mapping({**BASE, "name": "asker", "security": {"keyringFile": str(path)}})
-        svc = StateService(cfg)
-        asker = Agent(cfg, extensions=[svc])
-        await asker.start()
-        try:
-            for i in range(40):  # pushed in the first request past the root: a body over AE_EXPECT_MIN_BODY
-                svc.store.local_put(f"k{i}", bytes(200), svc.now_ms())
-            assert not await svc.sync_with(("127.0.0.1", responder.port))
-            assert svc.stats.ae["deferred"] == 1 and svc.stats.ae["failures"] == 0
-            assert _early(responder) >= 1  # refused from the headers: the ticket proved the member
-        finally:
-            await asker.stop()
+    async with _spent_agent(path) as (responder, _), \
+            with_state({**BASE, "name": "asker", "security": {"keyringFile": str(path)}}) as (_, svc):
+        for i in range(40):  # pushed in the first request past the root: a body over AE_EXPECT_MIN_BODY
+            svc.store.local_put(f"k{i}", bytes(200), svc.now_ms())
+        assert not await svc.sync_with(("127.0.0.1", responder.port))
+        assert svc.stats.ae["deferred"] == 1 and svc.stats.ae["failures"] == 0
+        assert _early(responder) >= 1  # refused from the headers: the ticket proved the member
 
 
 async def test_the_expect_handler_checks_access_before_it_refuses() -> None:
@@ -192,13 +180,7 @@ async def test_the_expect_handler_checks_access_before_it_refuses() -> None:
     app[API_AUTH] = ApiAuth(peer_certs_verifiable=True)
     app[HTTP_STATS] = Counter()
     app.router.add_route("POST", AE_PATH, refuse_before_body(refuse, handler), expect_handler=expect_refusal(refuse))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        status, retry_ms = await _post(runner.addresses[0][1], expect=True)
+    async with serving(app) as port:
+        status, retry_ms = await _post(port, expect=True)
         assert (status, retry_ms) == (403, None)
         assert app[HTTP_STATS]["auth_403"] == 1
-    finally:
-        await runner.cleanup()

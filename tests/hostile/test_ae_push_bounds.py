@@ -34,13 +34,14 @@ from gossip_agent.core.anti_entropy import (
     respond,
 )
 from gossip_agent.core.codec_limits import StateCodecError
-from gossip_agent.core.config import StateConfig, from_mapping
+from gossip_agent.core.config import StateConfig
 from gossip_agent.core.kvstore import KvStore, ValueEntry
 from gossip_agent.core.send_budget import SendBudget
 from gossip_agent.core.state_node import AE_LIMITS
 from gossip_agent.io import state_service
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, FRAME, StateService
+from tests.hostile.agent_support import answer_head, with_state
 
 T0 = 1_700_000_000_000
 MAX_PUSH = Limits().max_push
@@ -105,13 +106,8 @@ def test_the_push_count_is_read_from_the_header_without_decoding() -> None:
 # -- a real agent's endpoint --------------------------------------------------------------------------------
 @pytest.fixture
 async def agent() -> AsyncIterator[tuple[Agent, StateService]]:
-    svc = StateService(from_mapping({**AGENT, "name": "solo"}))
-    a = Agent(svc.config, extensions=[svc])
-    await a.start()
-    try:
-        yield a, svc
-    finally:
-        await a.stop()
+    async with with_state({**AGENT, "name": "solo"}) as solo:
+        yield solo
 
 
 async def _post(a: Agent, body: bytes) -> tuple[int, str]:
@@ -179,41 +175,26 @@ async def test_an_over_budget_request_is_a_429_before_its_body_is_read(
     (before, the guard waited for the whole body: 30 s, then a 408)."""
     a, svc = agent
     monkeypatch.setattr(SendBudget, "answer_room", lambda self, now: 0)
-    reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
-    try:
-        writer.write(f"POST {AE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-                     f"Content-Length: {1 << 20}\r\n\r\n".encode() + FRAME + b"\x98" + b"\x00" * 8)
-        await writer.drain()
-        async with asyncio.timeout(20.0):  # generous: the answer needs no more of the body
-            head = await reader.readuntil(b"\r\n\r\n")
-    finally:
-        writer.close()
+    head = await answer_head(a.port, f"POST {AE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                                     f"Content-Length: {1 << 20}\r\n\r\n".encode() + FRAME + b"\x98" + b"\x00" * 8,
+                             timeout=20.0)  # generous: the answer needs no more of the body
     assert head.startswith(b"HTTP/1.1 429"), head[:200]
     assert b"Retry-After: " in head
     assert a.node.stats["budget_deferred_antientropy_answer"] >= 1
     # The 503 for too many requests at once is answered before the body too.
     monkeypatch.undo()
     svc._ae_serving = state_service.AE_MAX_CONCURRENT
-    reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
+    request = f"POST {AE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 20}\r\n\r\n".encode() + FRAME
     try:
-        writer.write(f"POST {AE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 20}\r\n\r\n".encode() + FRAME)
-        await writer.drain()
-        async with asyncio.timeout(20.0):
-            head = await reader.readuntil(b"\r\n\r\n")
+        head = await answer_head(a.port, request, timeout=20.0)
     finally:
-        writer.close()
         svc._ae_serving = 0
     assert head.startswith(b"HTTP/1.1 503"), head[:200]
 
 
 async def test_a_large_honest_push_between_two_agents_converges_within_the_limit() -> None:
-    s0 = StateService(from_mapping({**AGENT, "name": "p0"}))
-    a0 = Agent(s0.config, extensions=[s0])
-    await a0.start()
-    s1 = StateService(from_mapping({**AGENT, "name": "p1", "seeds": [f"127.0.0.1:{a0.port}"]}))
-    a1 = Agent(s1.config, extensions=[s1])
-    await a1.start()
-    try:
+    async with with_state({**AGENT, "name": "p0"}) as (a0, s0), \
+            with_state({**AGENT, "name": "p1", "seeds": [f"127.0.0.1:{a0.port}"]}) as (a1, s1):
         n = 2 * MAX_PUSH + 50
         for i in range(n):
             s0.store.local_put(f"k{i:05d}", b"v", s0.now_ms())
@@ -222,6 +203,3 @@ async def test_a_large_honest_push_between_two_agents_converges_within_the_limit
         assert s0.stats.ae_repaired["pushed"] == n and s1.stats.ae_repaired["pushed_in"] == n
         assert a1.stats.dropped["antientropy_push_count"] == 0 and s0.stats.ae["failures"] == 0
         assert AE_LIMITS.max_push == MAX_PUSH
-    finally:
-        await a1.stop()
-        await a0.stop()

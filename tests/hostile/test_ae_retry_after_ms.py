@@ -9,20 +9,17 @@ like any other: bounded, and ignored (Retry-After counts) unless it is plain dig
 
 from __future__ import annotations
 
-import asyncio
 import math
-from types import SimpleNamespace
 
 import pytest
 
 from gossip_agent.core.ae_codec import encode_ae
 from gossip_agent.core.anti_entropy import AeRequest
-from gossip_agent.core.config import from_mapping
 from gossip_agent.core.send_budget import SendBudget
 from gossip_agent.io import state_service
 from gossip_agent.io.peer_client import MAX_RETRY_AFTER, PeerBusy, parse_retry_after_ms
-from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_service import AE_BUDGET_WAIT, AE_PRECISE_RETRY_MIN, StateService
+from gossip_agent.io.state_service import AE_BUDGET_WAIT, AE_PRECISE_RETRY_MIN
+from tests.hostile.agent_support import answer_head, busy_ae_round, with_state
 
 
 def test_the_millisecond_header_is_bounded_input() -> None:
@@ -33,62 +30,23 @@ def test_the_millisecond_header_is_bounded_input() -> None:
         assert parse_retry_after_ms(bad) is None
 
 
-def _fake(clock: list[float], calls: list[int], busy: PeerBusy) -> SimpleNamespace:
-    async def exchange(addr: object, path: str, body: bytes, *, max_bytes: int, **_: object) -> bytes:
-        calls.append(1)
-        if len(calls) > 10_000:
-            raise AssertionError("the round never ends")
-        raise busy
-
-    fake = SimpleNamespace(
-        agent=SimpleNamespace(node=SimpleNamespace(send_budget=SendBudget(0, 0, 0.0), stats={}), now=lambda: clock[0]),
-        stats=SimpleNamespace(ae_bytes={"sent": 0}), _exchange=exchange)
-    fake._budget_wait = lambda n, waited: StateService._budget_wait(fake, n, waited)  # type: ignore[arg-type]
-    return fake
-
-
 @pytest.mark.parametrize(("retry_after", "pause"), [(0.0, AE_PRECISE_RETRY_MIN), (0.4, 0.4), (3.0, 3.0)])
 def test_a_precise_wait_is_taken_as_it_is_above_a_floor(retry_after: float, pause: float,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [0.0]
-    calls: list[int] = []
-    slept: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        clock[0] += seconds
-        await real_sleep(0)
-
-    monkeypatch.setattr(state_service.asyncio, "sleep", sleep)
-    fake = _fake(clock, calls, PeerBusy(429, retry_after, precise=True))
-
-    async def run() -> None:
-        with pytest.raises(PeerBusy):
-            await StateService._ae_round(fake, ("10.0.0.2", 7946), b"x" * 100)  # type: ignore[arg-type]
-
-    asyncio.run(run())
+    _, calls, slept = busy_ae_round(monkeypatch, lambda: PeerBusy(429, retry_after, precise=True))
     assert set(slept) == {pause}, slept
     assert len(calls) <= math.ceil(AE_BUDGET_WAIT / pause) + 1, len(calls)
 
 
 async def test_our_429_says_how_many_milliseconds_and_the_asker_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
     fast = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"enabled": False}}
-    s0 = StateService(from_mapping({**fast, "name": "m0"}))
-    a0 = Agent(s0.config, extensions=[s0])
-    s1 = StateService(from_mapping({**fast, "name": "m1"}))
-    a1 = Agent(s1.config, extensions=[s1])
-    await a0.start()
-    await a1.start()
-    monkeypatch.setattr(SendBudget, "answer_room", lambda self, now: 0)
-    monkeypatch.setattr(SendBudget, "retry_after", lambda self, now: 0.3)
-    try:
+    async with with_state({**fast, "name": "m0"}) as (a0, _), \
+            with_state({**fast, "name": "m1"}) as (_, s1):
+        monkeypatch.setattr(SendBudget, "answer_room", lambda self, now: 0)
+        monkeypatch.setattr(SendBudget, "retry_after", lambda self, now: 0.3)
         with pytest.raises(PeerBusy) as busy:
             await s1._exchange(("127.0.0.1", a0.port), state_service.AE_PATH, b"\x90", max_bytes=1024)
         assert busy.value.precise and busy.value.retry_after == 0.3 and busy.value.status == 429
-    finally:
-        await a1.stop()
-        await a0.stop()
 
 
 async def test_under_a_budget_a_retry_later_costs_no_body(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,24 +55,13 @@ async def test_under_a_budget_a_retry_later_costs_no_body(monkeypatch: pytest.Mo
     429 was paid with a whole body, sent again at each retry."""
     budget = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"enabled": False},
               "gossip": {"maxBytesPerSecond": 30_000}}
-    s0 = StateService(from_mapping({**budget, "name": "e0"}))
-    a0 = Agent(s0.config, extensions=[s0])
-    s1 = StateService(from_mapping({**budget, "name": "e1"}))
-    a1 = Agent(s1.config, extensions=[s1])
-    await a0.start()
-    await a1.start()
-    monkeypatch.setattr(SendBudget, "answer_room", lambda self, now: 0)
-    monkeypatch.setattr(state_service, "AE_BUDGET_WAIT", 0.0)  # defer at once instead of waiting it out
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", a0.port)
-        try:
-            writer.write(f"POST {state_service.AE_PATH} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                         f"Content-Length: {1 << 20}\r\n\r\n".encode())  # and no body at all
-            await writer.drain()
-            async with asyncio.timeout(20.0):
-                head = await reader.readuntil(b"\r\n\r\n")
-        finally:
-            writer.close()
+    async with with_state({**budget, "name": "e0"}) as (a0, s0), \
+            with_state({**budget, "name": "e1"}) as (a1, s1):
+        monkeypatch.setattr(SendBudget, "answer_room", lambda self, now: 0)
+        monkeypatch.setattr(state_service, "AE_BUDGET_WAIT", 0.0)  # defer at once instead of waiting it out
+        head = await answer_head(a0.port, f"POST {state_service.AE_PATH} HTTP/1.1\r\nHost: x\r\n"
+                                          f"Expect: 100-continue\r\nContent-Length: {1 << 20}\r\n\r\n".encode(),
+                                 timeout=20.0)  # and no body at all
         assert head.startswith(b"HTTP/1.1 429"), head[:200]
         entries = tuple(s1.store.local_put(f"k{i}", b"v" * 100, s1.now_ms()) for i in range(50))
         body = encode_ae(AeRequest((s1.store.merkle.bits, s1.store.merkle.depth), push=entries))
@@ -126,6 +73,3 @@ async def test_under_a_budget_a_retry_later_costs_no_body(monkeypatch: pytest.Mo
         # Its bytes are back in our budget (only the request's headers stay charged).
         assert a1.node.send_budget.tokens >= tokens - state_service.STREAM_OVERHEAD - 1
         assert s0.store.get("k0") is None
-    finally:
-        await a1.stop()
-        await a0.stop()

@@ -35,7 +35,7 @@ from gossip_agent.core.kvstore import (
 from gossip_agent.core.messages import MemberSnapshot, MemberState, PushPullState
 from gossip_agent.core.state_codec import decode_context, decode_rumor, encode_context, encode_rumor
 from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES, VersionVector
-from tests.hostile.core_support import peak_memory_refusing
+from tests.hostile.core_support import ae_request_raw, peak_memory_refusing
 
 NOW_MS = 1_700_000_000_000
 
@@ -65,16 +65,12 @@ def test_a_rumor_context_is_counted_at_its_header_before_it_is_built() -> None:
     assert peak < 3 * len(payload), f"{peak} bytes built for a {len(payload)}-byte rumor"
 
 
-def _request(push: bytes) -> bytes:
-    return b"\x98\x03" + msgpack.packb([4, 4]) + b"\xc0\x90\x90" + push + b"\x90\x90"
-
-
 def test_an_anti_entropy_push_with_too_many_writers_is_refused() -> None:
     ok = msgpack.packb([entry_to_plain(_entry("k", 300))])
-    assert len(decode_ae_request(_request(ok)).push) == 1
+    assert len(decode_ae_request(ae_request_raw(ok)).push) == 1
     bad = msgpack.packb([entry_to_plain(_entry("k", 300)), entry_to_plain(_entry("j", MAX_CONTEXT_NODES + 1))])
     with pytest.raises(StateCodecError, match="writer nodes"):
-        decode_ae_request(_request(bad))
+        decode_ae_request(ae_request_raw(bad))
 
 
 def test_an_anti_entropy_answer_with_too_many_writers_is_refused() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import zlib
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ from gossip_agent.io.runtime import Agent
 from gossip_agent.io.security import generate_key
 from gossip_agent.io.state_service import state_extensions
 from tests.hostile.agent_support import BASE, running, url
+from tests.hostile.peer_support import rss_mb
 
 MAX_STALL = 2.0  # seconds; before the fix 4 bombs stalled the agent 3.5-7.3 s (measured here)
 MAX_RSS_GROWTH_MB = 64  # before the fix 4 bombs added ~130 MB
@@ -61,14 +63,6 @@ class LoopLagProbe:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 _BOMB: list[bytes] = []
@@ -115,7 +109,7 @@ def bearer(token: str) -> dict[str, str]:
 async def _bombard(agent: Agent, path: str, headers: dict[str, str], n: int = 4) -> tuple[list[int], float, float]:
     """n concurrent gzip bombs at `path`: (statuses, worst loop stall s, RSS growth MB)."""
     body = gzip_bomb()
-    before = rss_mb()
+    before = rss_mb(os.getpid())
     async with aiohttp.ClientSession() as session, LoopLagProbe() as probe:
         async def one() -> int:
             async with session.post(url(agent, path), data=body,
@@ -123,7 +117,7 @@ async def _bombard(agent: Agent, path: str, headers: dict[str, str], n: int = 4)
                 await r.read()
                 return r.status
         statuses = await asyncio.wait_for(asyncio.gather(*[one() for _ in range(n)]), 60)
-    return list(statuses), probe.worst, rss_mb() - before
+    return list(statuses), probe.worst, rss_mb(os.getpid()) - before
 
 
 @pytest.mark.parametrize("path", ["/v1/internal/pushpull", "/v1/internal/antientropy", "/v1/internal/fetch"])

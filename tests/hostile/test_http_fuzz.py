@@ -41,6 +41,7 @@ from gossip_agent.core.config import from_mapping
 from gossip_agent.io.auth import generate_token
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import state_extensions
+from tests.hostile.peer_support import rss_mb
 
 EXAMPLES = int(os.environ.get("GOSSIP_FUZZ_HTTP_EXAMPLES", "8000"))
 QUICK_EXAMPLES = 800
@@ -227,11 +228,6 @@ class Harness:
         self.loop.close()
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
-
-
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     h = Harness(tmp_path_factory.mktemp("fuzz"))
@@ -243,7 +239,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 
 @pytest.mark.parametrize("examples", SIZES)
 def test_every_http_handler_survives_structured_hostile_input(harness: Harness, examples: int) -> None:
-    rss_before = rss_mb()
+    rss_before = rss_mb(os.getpid())
     cpu_before = time.process_time()
     count_before = harness.count
 
@@ -263,7 +259,7 @@ def test_every_http_handler_survives_structured_hostile_input(harness: Harness, 
         batch(min(BATCH, remaining))
         remaining -= BATCH
     probe = harness.loop.run_until_complete(_loop_lag_under_load(harness))
-    growth = rss_mb() - rss_before
+    growth = rss_mb(os.getpid()) - rss_before
     print(f"\nHTTP fuzz: {harness.count - count_before} requests in {time.process_time() - cpu_before:.1f} s CPU; "
           f"statuses {dict(sorted(harness.statuses.items()))}; worst request {harness.worst_latency:.3f} s; loop stall "
           f"under load {probe:.3f} s; RSS +{growth:.1f} MB")

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import ClientSession
 
 from gossip_agent.core.config import from_mapping
-from gossip_agent.core.messages import Alive, MemberState, Packet
+from gossip_agent.core.messages import Alive, Packet
 from gossip_agent.io import runtime
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.transport import SendResult
+from tests.agent.test_runtime import alive, eventually
 
+BOUND = 15.0  # seconds an `eventually` here waits
 FAST = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0,
         "membership": {"probeInterval": "300ms", "probeTimeout": "100ms", "suspicionMult": 2,
                        "suspicionMaxTimeoutMult": 2, "reapAfter": "30s", "streamTimeout": "1s"},
@@ -31,18 +33,6 @@ def config(name: str, seeds: list[str] | None = None) -> Any:
     return from_mapping({**FAST, "name": name, "seeds": seeds or []})
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def alive(agent: Agent) -> set[str]:
-    return {m.name for m in agent.members() if m.state == MemberState.ALIVE}
-
-
 @pytest.fixture
 async def pair() -> AsyncIterator[list[Agent]]:
     a0 = Agent(config("t0"))
@@ -51,7 +41,7 @@ async def pair() -> AsyncIterator[list[Agent]]:
     await a1.start()
     agents = [a0, a1]
     try:
-        await eventually(lambda: all(len(alive(a)) == 2 for a in agents), what="2 agents to join")
+        await eventually(lambda: all(len(alive(a)) == 2 for a in agents), BOUND, what="2 agents to join")
         yield agents
     finally:
         for a in agents:
@@ -76,7 +66,7 @@ async def test_a_send_to_an_unencodable_host_is_one_failed_message(pair: list[Ag
     assert not udp.closed and a0._udp is udp
     assert a0.stats.dropped["send_buffer_full"] == 0
     out = a0.stats.packets["out"]
-    await eventually(lambda: a0.stats.packets["out"] > out + 3, what="more packets out")
+    await eventually(lambda: a0.stats.packets["out"] > out + 3, BOUND, what="more packets out")
     assert alive(a1) >= {"t0", "t1"}
 
 
@@ -104,10 +94,10 @@ async def test_a_closed_udp_endpoint_fails_readiness_and_is_reopened(pair: list[
     a0._send(a1.address, Packet("t0", ()))
     assert a0.stats.dropped["udp_closed"] == closed_drops + 1 and a0.stats.dropped["send_buffer_full"] == 0
     gate.set()
-    await eventually(lambda: a0._udp is not udp and not a0._udp.closed, what="the endpoint to be reopened")
+    await eventually(lambda: a0._udp is not udp and not a0._udp.closed, BOUND, what="the endpoint to be reopened")
     assert a0.udp_reopens == 1
     out = a0.stats.packets["out"]
-    await eventually(lambda: a0.stats.packets["out"] > out + 3 and a0.ready(), what="gossip to resume")
+    await eventually(lambda: a0.stats.packets["out"] > out + 3 and a0.ready(), BOUND, what="gossip to resume")
     assert (await readyz(a0))[0] == 200
     assert alive(a1) == {"t0", "t1"}
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gossip_operator import agents
 from gossip_operator.agents import AgentsClient
+from tests.hostile.agent_support import serving
 
 
 @pytest.fixture
@@ -36,15 +37,8 @@ async def hostile_agent() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/v1/status", nested)
     app.router.add_get("/v1/members", huge)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving(app) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 async def test_deep_or_huge_agent_answers_are_a_failed_query(hostile_agent: str,

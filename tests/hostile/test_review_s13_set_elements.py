@@ -9,7 +9,6 @@ can be cleaned up; and gossipctl escapes what it lists one a line.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import io
@@ -17,22 +16,18 @@ import io
 import aiohttp
 import pytest
 
-from gossip_agent.cli import kv
 from gossip_agent.core.crdt import ORSet
 from gossip_agent.io.state_http import SETS, key_problem
 from gossip_agent.io.state_service import StateService
-from tests.hostile.agent_support import running, url
+from tests.hostile.agent_support import gossipctl_kv, running, url
 
 FORGED = "x\x1b[2J\nfake-element"
 
 
 def _gossipctl(argv: list[str]) -> str:
-    parser = argparse.ArgumentParser(prog="gossipctl")
-    kv.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert args.run(args) == 0
+        assert gossipctl_kv(argv) == 0
     return out.getvalue()
 
 

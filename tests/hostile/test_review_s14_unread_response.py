@@ -16,18 +16,15 @@ shortened to keep the test fast, and every wait is for an event, bounded generou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
-from gossip_agent.core.config import from_mapping
 from gossip_agent.io import http_limits
-from gossip_agent.io.http_limits import HTTP_STATS, GuardedRunner
+from gossip_agent.io.http_limits import HTTP_STATS
 from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_service import StateService, state_extensions
+from tests.hostile.agent_support import bytes_left, guarded_runner, held_bytes, non_readers, running, state_of
 
 VALUE = os.urandom(4 * 1024 * 1024)
 CLIENTS = 4
@@ -36,69 +33,26 @@ BOUND = 15.0  # the stall window is 0.5 s here: this only stops a broken build h
 
 @pytest.fixture
 async def agent() -> AsyncIterator[Agent]:
-    cfg = from_mapping({"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "name": "unread",
-                        "state": {"maxValueBytes": len(VALUE)}})
-    agent = Agent(cfg, extensions=state_extensions(cfg))
-    await agent.start()
-    try:
+    async with running("unread", sections={"state": {"maxValueBytes": len(VALUE)}}) as agent:
         yield agent
-    finally:
-        await agent.stop()
-
-
-def _runner(agent: Agent) -> GuardedRunner:
-    runner = agent._runner
-    assert isinstance(runner, GuardedRunner) and runner.server is not None
-    return runner
-
-
-def _held(runner: GuardedRunner) -> int:
-    """Bytes the server's connections hold unsent."""
-    assert runner.server is not None
-    return sum(h.transport.get_write_buffer_size() for h in runner.server.connections if h.transport is not None)
-
-
-async def _non_readers(agent: Agent, count: int) -> list[socket.socket]:
-    """`count` connections that each sent GET /v1/kv/big and do not read (a 4 KiB receive buffer)."""
-    loop = asyncio.get_running_loop()
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.setblocking(False)
-            await loop.sock_connect(sock, ("127.0.0.1", agent.port))
-            await loop.sock_sendall(sock, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n")
-    except BaseException:
-        for sock in socks:
-            sock.close()
-        raise
-    return socks
 
 
 async def test_a_client_that_never_reads_its_response_is_cut_off_and_its_bytes_dropped(
         agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_limits, "STALL_WINDOW", 0.5)
-    svc = next(e for e in agent.extensions if isinstance(e, StateService))
+    svc = state_of(agent)
     svc.put("big", VALUE, None)
-    runner, stats = _runner(agent), agent._runner.app[HTTP_STATS]  # type: ignore[union-attr]
-    loop = asyncio.get_running_loop()
-    socks = await _non_readers(agent, CLIENTS)
+    runner, stats = guarded_runner(agent), guarded_runner(agent).app[HTTP_STATS]
+    socks = await non_readers(agent.port, [(None, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n")] * CLIENTS)
     try:
         async with asyncio.timeout(BOUND):
             while stats["response_stalled"] < CLIENTS:  # before the fix: never, the writes wait forever
                 await asyncio.sleep(0.02)
             while sum(runner.guard.per_client.values()):  # the aborted connections are gone
                 await asyncio.sleep(0.02)
-        assert _held(runner) == 0
+        assert held_bytes(runner) == 0
         for sock in socks:  # each client, once it reads, gets what the kernel still held, then the end
-            got = 0
-            async with asyncio.timeout(BOUND):
-                with contextlib.suppress(ConnectionResetError):
-                    while chunk := await loop.sock_recv(sock, 1 << 20):
-                        got += len(chunk)
-            assert got < len(VALUE)  # cut short
+            assert await bytes_left(sock, BOUND) < len(VALUE)  # cut short
     finally:
         for sock in socks:
             sock.close()
@@ -107,7 +61,7 @@ async def test_a_client_that_never_reads_its_response_is_cut_off_and_its_bytes_d
 async def test_a_client_that_reads_gets_the_whole_response(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
     """The stall rule changes nothing for a client that takes its response (and a refusal is still answered)."""
     monkeypatch.setattr(http_limits, "STALL_WINDOW", 5.0)
-    svc = next(e for e in agent.extensions if isinstance(e, StateService))
+    svc = state_of(agent)
     svc.put("big", VALUE, None)
     reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
     try:

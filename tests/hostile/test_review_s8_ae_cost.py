@@ -21,14 +21,9 @@ import pytest
 
 from gossip_agent.core.ae_codec import ae_request_push_count, decode_ae_request
 from gossip_agent.core.codec_limits import StateCodecError
-from tests.hostile.core_support import array_header, peak_memory_refusing
+from tests.hostile.core_support import ae_request_raw, array_header, peak_memory_refusing
 
 _SHAPE = msgpack.packb([4, 4])
-
-
-def _request(push: bytes, want: bytes = b"\x90") -> bytes:
-    """An anti-entropy request (format tag 3, 8 fields) with these raw push and want fields."""
-    return b"\x98\x03" + _SHAPE + b"\xc0\x90\x90" + push + want + b"\x90"
 
 
 def test_the_push_count_peek_reads_every_header_form_and_fails_cleanly_on_truncation() -> None:
@@ -36,7 +31,7 @@ def test_the_push_count_peek_reads_every_header_form_and_fails_cleanly_on_trunca
     wrong tags and every truncation raise StateCodecError only."""
     entry = msgpack.packb([0, "k", [], [["n", 1, 1, 0, b"v"]]], use_bin_type=True)
     for header in (b"\x93", b"\xdc\x00\x03", b"\xdd\x00\x00\x00\x03"):
-        data = _request(header + entry * 3)
+        data = ae_request_raw(header + entry * 3)
         assert ae_request_push_count(data) == 3 == len(decode_ae_request(data).push)
         for cut in range(len(data)):
             with pytest.raises(StateCodecError):
@@ -44,8 +39,8 @@ def test_the_push_count_peek_reads_every_header_form_and_fails_cleanly_on_trunca
                     else decode_ae_request(data[:cut])
     for push in (b"\x82\xa1a\x01\xa1b\x02", b"\xc0", b"\xd4\x01\x00", b"\xc1", b"\xdd\xff\xff\xff\xff"):
         with pytest.raises(StateCodecError):
-            ae_request_push_count(_request(push)) if push != b"\xdd\xff\xff\xff\xff" \
-                else decode_ae_request(_request(push))
+            ae_request_push_count(ae_request_raw(push)) if push != b"\xdd\xff\xff\xff\xff" \
+                else decode_ae_request(ae_request_raw(push))
     for top in (b"\x88", b"\x97", b"\x99", b"\xc0", b""):
         with pytest.raises(StateCodecError):
             ae_request_push_count(top + b"\x03" + _SHAPE)
@@ -56,7 +51,7 @@ def test_the_push_count_peek_reads_every_header_form_and_fails_cleanly_on_trunca
 def test_one_pushed_entry_with_a_hundred_thousand_versions_is_refused_before_they_are_built() -> None:
     versions = b"".join(msgpack.packb(["n", i + 1, 1, 0, None]) for i in range(100_000))
     entry = b"\x94\x00\xa1k\x90" + array_header(100_000) + versions
-    data = _request(b"\x91" + entry)
+    data = ae_request_raw(b"\x91" + entry)
     assert len(data) < 1 << 20  # well inside the agent's 4 MiB request body
     assert ae_request_push_count(data) == 1  # the push bound passes it
     with pytest.raises(StateCodecError):
@@ -65,7 +60,7 @@ def test_one_pushed_entry_with_a_hundred_thousand_versions_is_refused_before_the
 
 def test_a_request_of_nested_empty_arrays_costs_memory_in_proportion_to_its_body() -> None:
     n = 32 * 1024  # 512 KiB of body: 32k arrays of 15 empty arrays each
-    data = _request(b"\x90", want=array_header(n) + (b"\x9f" + b"\x90" * 15) * n)
+    data = ae_request_raw(b"\x90", want=array_header(n) + (b"\x9f" + b"\x90" * 15) * n)
     peak = peak_memory_refusing(decode_ae_request, data)
     assert peak < 16 * len(data), f"peak {peak / len(data):.0f} bytes of memory per byte of body"
 
@@ -93,6 +88,6 @@ def test_nested_arrays_inside_the_push_cost_memory_in_proportion_to_the_body() -
     """The push field may nest (entries, versions, CRDT items) but builds at most one array per 2 bytes of
     it: a push of nested empty arrays (one byte each) is refused half-way, not after it is all built."""
     n = 32 * 1024
-    data = _request(b"\x91" + b"\x94\x00\xa1k\x90" + array_header(n) + (b"\x9f" + b"\x90" * 15) * n)
+    data = ae_request_raw(b"\x91" + b"\x94\x00\xa1k\x90" + array_header(n) + (b"\x9f" + b"\x90" * 15) * n)
     peak = peak_memory_refusing(decode_ae_request, data)
     assert peak < 48 * len(data), f"peak {peak / len(data):.0f} bytes of memory per byte of body"

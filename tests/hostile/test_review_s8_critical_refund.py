@@ -9,22 +9,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gossip_agent.core.config import from_mapping
 from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_service import StateService
-from tests.hostile.agent_support import raw_exchange
+from tests.hostile.agent_support import raw_exchange, with_state
 
 
 @pytest.fixture
 async def agent() -> AsyncIterator[Agent]:
-    svc = StateService(from_mapping({"preset": "local", "name": "solo", "bindAddress": "127.0.0.1", "port": 0,
-                                     "state": {"criticalWritesPerSecond": 2}}))  # one a second per client
-    a = Agent(svc.config, extensions=[svc])
-    await a.start()
-    try:
+    async with with_state({"preset": "local", "name": "solo", "bindAddress": "127.0.0.1", "port": 0,
+                           "state": {"criticalWritesPerSecond": 2}}) as (a, _):  # one a second per client
         yield a
-    finally:
-        await a.stop()
 
 
 async def _answer(port: int, head: str, body: bytes = b"") -> bytes:

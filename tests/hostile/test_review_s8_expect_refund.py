@@ -19,11 +19,9 @@ from aiohttp import web
 
 from gossip_agent.core.ae_codec import encode_ae
 from gossip_agent.core.anti_entropy import AeRequest
-from gossip_agent.core.config import from_mapping
 from gossip_agent.io import state_service
 from gossip_agent.io.peer_client import PeerBusy
-from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_service import StateService
+from tests.hostile.agent_support import serving, with_state
 
 
 @pytest.fixture
@@ -38,15 +36,8 @@ async def older_peer() -> AsyncIterator[tuple[int, list[int]]]:
 
     app = web.Application(client_max_size=8 << 20)
     app.router.add_post(state_service.AE_PATH, ae)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving(app) as port:
         yield port, got
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_body_the_peer_read_before_its_429_stays_charged(
@@ -54,11 +45,8 @@ async def test_a_body_the_peer_read_before_its_429_stays_charged(
     port, got = older_peer
     config = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "name": "asker",
               "antiEntropy": {"enabled": False}, "gossip": {"maxBytesPerSecond": 30_000}}
-    svc = StateService(from_mapping(config))
-    agent = Agent(svc.config, extensions=[svc])
-    await agent.start()
-    monkeypatch.setattr(state_service, "AE_BUDGET_WAIT", 0.0)  # one request, then the deferral
-    try:
+    async with with_state(config) as (agent, svc):
+        monkeypatch.setattr(state_service, "AE_BUDGET_WAIT", 0.0)  # one request, then the deferral
         entries = tuple(svc.store.local_put(f"k{i}", b"v" * 100, svc.now_ms()) for i in range(50))
         body = encode_ae(AeRequest((svc.store.merkle.bits, svc.store.merkle.depth), push=entries))
         assert len(body) >= state_service.AE_EXPECT_MIN_BODY  # sent with Expect: 100-continue
@@ -69,5 +57,3 @@ async def test_a_body_the_peer_read_before_its_429_stays_charged(
         assert svc.stats.ae_bytes["sent"] >= sent + len(body)
         # The body went on the wire: our budget keeps it charged (give or take what refilled meanwhile).
         assert agent.node.send_budget.tokens <= tokens - len(body) + 3_000
-    finally:
-        await agent.stop()

@@ -12,26 +12,17 @@ core/readers.py), so a row about a member, forged or relayed, changes nothing.""
 
 from __future__ import annotations
 
-import random
-from dataclasses import replace
-
-from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.digests import ROOT_PREFIX_BYTES
-from gossip_agent.core.messages import Alive, Digest, Packet
+from gossip_agent.core.messages import Digest, Packet
 from gossip_agent.core.node import Node
-from tests.core.test_held_floods import _Accept
+from tests.hostile.core_support import lan_node
 
 ROOT = b"\x01" * ROOT_PREFIX_BYTES
 OLDER = "p7"  # an agent of the previous release: it never sends a digest or a tree message
 
 
 def _node() -> Node:
-    base = AgentConfig.preset_config("lan", name="a")
-    cfg = replace(base, membership=replace(base.membership, tcp_fallback_probe=False),
-                  gossip=replace(base.gossip, broadcast="tree"))
-    node = Node(cfg, ("10.0.0.1", 7946), random.Random(3), 0.0, _Accept())
-    for i in range(2, 8):
-        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, (f"10.0.0.{i}", 7946)),)), (f"10.0.0.{i}", 7946), 0.0)
+    node = lan_node(peers=6)  # p2..p7
     for i in range(2, 7):  # the newer members show themselves: their own digest, from their own host
         node.handle_packet(Packet(f"p{i}", (Digest(f"p{i}", 1, ROOT, 1, 1),)), (f"10.0.0.{i}", 7946), 0.5)
     return node

@@ -8,21 +8,15 @@ request until the body timeout, as before this session's fix."""
 
 from __future__ import annotations
 
-import asyncio
-
+from tests.hostile.agent_support import answer_head
 from tests.hostile.test_writes_refused_before_body import DECLARED, agent
 
 __all__ = ["agent"]
 
 
 async def test_an_identity_encoded_value_over_the_limit_is_refused_before_its_body(agent: object) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)  # type: ignore[attr-defined]
-    try:
-        writer.write(f"PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-                     f"Content-Encoding: identity\r\nContent-Length: {DECLARED}\r\n\r\n".encode() + b"x" * 16)
-        await writer.drain()
-        async with asyncio.timeout(10.0):  # the answer needs none of the missing bytes
-            head = await reader.readuntil(b"\r\n\r\n")
-    finally:
-        writer.close()
+    head = await answer_head(agent.port,  # type: ignore[attr-defined]
+                             f"PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                             f"Content-Encoding: identity\r\nContent-Length: {DECLARED}\r\n\r\n".encode() + b"x" * 16,
+                             timeout=10.0)  # the answer needs none of the missing bytes
     assert head.startswith(b"HTTP/1.1 413"), head[:200]

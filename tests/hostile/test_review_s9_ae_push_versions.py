@@ -26,13 +26,9 @@ import msgpack
 import pytest
 
 from gossip_agent.core.ae_codec import decode_ae_request
-from tests.hostile.core_support import peak_memory
+from tests.hostile.core_support import ae_request_raw, peak_memory
 
 _MIB = 1 << 20
-
-
-def _request(push: bytes) -> bytes:
-    return b"\x98\x03" + msgpack.packb([4, 4]) + b"\xc0\x90\x90" + push + b"\x90\x90"
 
 
 def _push_of_many_versions(entries: int = 512, versions: int = 100) -> bytes:
@@ -43,7 +39,7 @@ def _push_of_many_versions(entries: int = 512, versions: int = 100) -> bytes:
 
 
 def test_a_push_inside_every_bound_is_not_built_in_one_go() -> None:
-    data = _request(_push_of_many_versions())  # 0.4 MiB here (the 3.8 MiB of the docstring: 900 versions)
+    data = ae_request_raw(_push_of_many_versions())  # 0.4 MiB here (the 3.8 MiB of the docstring: 900 versions)
     assert len(data) < 4 * _MIB  # inside the agent's request body limit
     peak = peak_memory(lambda: decode_ae_request(data))  # accepted: nothing refuses it
     assert peak < 4 * len(data), f"{peak / _MIB:.0f} MiB built at once for a {len(data) / _MIB:.1f} MiB request"

@@ -12,19 +12,16 @@ decode (`record_unreadable`): checked here too.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import msgpack
 import pytest
 
 from gossip_agent.core import hlc
-from gossip_agent.core.config import from_mapping
 from gossip_agent.core.kvstore import KvStore, RefusedItem
-from gossip_agent.core.state_codec import encode_change
 from gossip_agent.core.vector_clock import MAX_CONTEXT_NODES
-from gossip_agent.io.persistence import DurableLog, _read_records
-from gossip_agent.io.state_service import StateService
+from gossip_agent.io.persistence import _read_records
+from tests.hostile.agent_support import restored, write_data_dir
 
 _WIDE = [x for i in range(MAX_CONTEXT_NODES + 1) for x in (f"w{i}", 1)]  # one writer node past the bound
 
@@ -56,22 +53,9 @@ def test_restore_leaves_out_items_over_the_bound_and_keeps_the_rest() -> None:
 def test_a_data_dir_over_the_bound_loads_what_is_valid_and_says_so(tmp_path: Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     data = tmp_path / "d"
-    durable = DurableLog(data)
-    durable.open()
-    durable.write_snapshot(msgpack.packb(_snapshot_with_wide_items(), use_bin_type=True))
     wide_record = msgpack.packb([2, "wide-log", "remote", [0, "wide-log", _WIDE, [["w0", 1, 1_000, 0, b"x"]]]])
-    other = KvStore("other@bbbbbb")
-    durable.append(wide_record)
-    other.local_put("after", b"v", 2_000)
-    (after,) = other.drain_changes()
-    durable.append(encode_change(after))
-    durable.close()
-    cfg = from_mapping({"preset": "local", "name": "solo", "bindAddress": "127.0.0.1", "port": 0,
-                        "storage": {"dataDir": str(data)}})
-    svc = StateService(cfg)
-    with caplog.at_level(logging.ERROR, logger="gossip_agent.state"):
-        svc.open()
-    try:
+    write_data_dir(data, _snapshot_with_wide_items(), [wide_record])
+    with restored(data, caplog) as svc:
         store = svc.store
         assert store.entry("kept") is not None and store.entry("after") is not None
         assert store.entry("wide") is None and store.entry("wide-log") is None
@@ -83,7 +67,3 @@ def test_a_data_dir_over_the_bound_loads_what_is_valid_and_says_so(tmp_path: Pat
         logged = caplog.text
         assert "'wide'" in logged and "'wide-grave'" in logged and f"limit {MAX_CONTEXT_NODES}" in logged
         assert "wal.rejected" in logged and str(data) in logged
-    finally:
-        if svc._log is not None:
-            svc._log.close()
-

@@ -30,7 +30,6 @@ from gossip_agent.core.entry_decoding import EntryOverLimit
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import CausalContext, Change, CrdtEntry, InvalidEntry, KvStore, ValueEntry, Version
 from gossip_agent.core.state_codec import (
-    CONTEXT,
     decode_change,
     decode_context,
     decode_rumor,
@@ -42,23 +41,19 @@ from gossip_agent.core.vector_clock import MAX_ACCEPTED_COUNTER, MAX_COUNTER, Ve
 from gossip_agent.io.persistence import DurableLog
 from gossip_agent.io.state_service import StateService
 from tests.agent.test_registers import Node, eventually, pair
+from tests.hostile.core_support import forged_context
 
 __all__ = ["pair"]  # (the two in-process agents the HTTP test uses)
 
 NOW = 1_700_000_000_000
 
 
-def _token(writers: list[str], counter: int) -> bytes:
-    """The ctx_forge.py token: every writer at `counter`, a zero HLC."""
-    return msgpack.packb([CONTEXT, [x for w in sorted(writers) for x in (w, counter)], [0, 0, ""]])
-
-
 # -- client contexts -----------------------------------------------------------------------------------
 def test_a_client_context_above_the_overflow_point_is_refused() -> None:
     for writers in (["a@000001"], ["a@000001", "b@000002", "c@000003"]):  # (one writer: the fast path)
         with pytest.raises(StateCodecError, match=f"1..{MAX_COUNTER}"):
-            decode_context(_token(writers, 2**64 - 1))
-        assert decode_context(_token(writers, MAX_COUNTER)).vv.get("a@000001") == MAX_COUNTER
+            decode_context(forged_context(writers, 2**64 - 1))
+        assert decode_context(forged_context(writers, MAX_COUNTER)).vv.get("a@000001") == MAX_COUNTER
 
 
 def test_a_client_context_at_the_overflow_point_leaves_every_replica_room_and_peers_accept_the_result() -> None:
@@ -67,7 +62,7 @@ def test_a_client_context_at_the_overflow_point_leaves_every_replica_room_and_pe
     a, b = KvStore("a@000001"), KvStore("b@000002")
     a.local_put("k", b"v0", NOW)
     b.apply_remote(decode_rumor(encode_rumor(a.entry("k"))), NOW)  # type: ignore[arg-type]
-    forged = decode_context(_token([a.node, b.node], MAX_COUNTER))
+    forged = decode_context(forged_context([a.node, b.node], MAX_COUNTER))
     assert forged.vv.get(b.node) == MAX_COUNTER
     assert a.local_put("k", b"poison", NOW + 1, forged).context == VersionVector({a.node: 2})
     for i in range(3):
@@ -216,11 +211,11 @@ async def test_ctx_forge_over_http_is_a_400_and_the_key_stays_writable_everywher
         await n0.json("PUT", path + "?w=2", b"honest")
         doc = await n0.json("GET", path + ("?format=json" if path.startswith("/v1/kv") else ""))
         writers = sorted({n0.svc.store.node, n1.svc.store.node, *doc["versionVector"]})
-        code, _, body = await n0.call("PUT", path, b"poison",
-                                      {"X-Gossip-Context": base64.b64encode(_token(writers, 2**64 - 1)).decode()})
+        poison = base64.b64encode(forged_context(writers, 2**64 - 1)).decode()
+        code, _, body = await n0.call("PUT", path, b"poison", {"X-Gossip-Context": poison})
         assert code == 400 and f"1..{MAX_COUNTER}" in json.loads(body)["error"], (path, code, body)
         # The largest token accepted: every agent keeps writing, and the others keep taking its writes.
-        token = base64.b64encode(_token(writers, MAX_COUNTER)).decode()
+        token = base64.b64encode(forged_context(writers, MAX_COUNTER)).decode()
         await n0.json("PUT", path + "?w=2", b"at-the-bound", {"X-Gossip-Context": token})
         for i in range(2):
             for writer, reader in ((n0, n1), (n1, n0)):

@@ -21,18 +21,17 @@ from __future__ import annotations
 import base64
 import json
 
-import msgpack
-
 from gossip_agent.core import crdt
 from gossip_agent.core.config import StateConfig
 from gossip_agent.core.crdt import MVRegister
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import MAX_TOKEN_BYTES, CausalContext, KvStore, ValueEntry, Version
 from gossip_agent.core.replica import Retirement
-from gossip_agent.core.state_codec import CONTEXT, decode_context, decode_rumor, encode_context, encode_rumor
+from gossip_agent.core.state_codec import decode_context, decode_rumor, encode_context, encode_rumor
 from gossip_agent.core.vector_clock import MAX_ACCEPTED_COUNTER, MAX_CONTEXT_NODES, VersionVector
 from gossip_agent.io.http_limits import MAX_HEADER_LINE
 from tests.agent.test_registers import Node, eventually, pair
+from tests.hostile.core_support import forged_context
 
 __all__ = ["pair"]
 
@@ -162,8 +161,7 @@ def test_a_client_context_of_the_largest_size_decodes() -> None:
 
 # -- over HTTP --------------------------------------------------------------------------------------------------
 def _token(writers: list[str], counter: int) -> str:
-    plain = msgpack.packb([CONTEXT, [x for w in sorted(writers) for x in (w, counter)], [0, 0, ""]])
-    return base64.b64encode(plain).decode()
+    return base64.b64encode(forged_context(writers, counter)).decode()
 
 
 async def test_forged_tokens_over_http_leave_every_read_token_taken_back(pair: list[Node]) -> None:

@@ -19,13 +19,13 @@ import pytest
 
 from gossip_agent.core.ae_codec import encode_ae
 from gossip_agent.core.anti_entropy import AeRequest
-from gossip_agent.core.config import from_mapping
 from gossip_agent.core.crdt import ORSet, PNCounter
 from gossip_agent.core.hlc import Hlc
 from gossip_agent.core.kvstore import Change, CrdtEntry, entry_from_plain
 from gossip_agent.io import state_service
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, FRAME, StateService
+from tests.hostile.agent_support import with_state
 
 AGENT = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"enabled": False},
          "membership": {"probeInterval": "200ms", "probeTimeout": "100ms"}, "gossip": {"interval": "50ms"}}
@@ -34,13 +34,8 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture
 async def solo() -> AsyncIterator[tuple[Agent, StateService]]:
-    svc = StateService(from_mapping({**AGENT, "name": "solo"}))
-    agent = Agent(svc.config, extensions=[svc])
-    await agent.start()
-    try:
-        yield agent, svc
-    finally:
-        await agent.stop()
+    async with with_state({**AGENT, "name": "solo"}) as solo:
+        yield solo
 
 
 async def _call(agent: Agent, method: str, path: str, body: bytes | None = None,

@@ -14,7 +14,6 @@ once B has answered the DELETE.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
@@ -24,14 +23,13 @@ from typing import Any
 import pytest
 
 from gossip_agent.cli import kv
-from gossip_agent.core.config import StateConfig, from_mapping
+from gossip_agent.core.config import StateConfig
 from gossip_agent.core.kvstore import CausalContext, KvStore, ValueEntry
 from gossip_agent.core.messages import MemberState
 from gossip_agent.core.state_codec import decode_context, encode_context
 from gossip_agent.core.vector_clock import VersionVector
-from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_service import StateService
 from tests.agent.test_registers import FAST, Node, eventually
+from tests.hostile.agent_support import gossipctl_kv, with_state
 
 NOW = 1_700_000_000_000
 SIBLINGS = StateConfig(conflict_policies={"carts/": "siblings"})
@@ -97,20 +95,12 @@ async def quiet_pair() -> AsyncIterator[list[Node]]:
     """Two agents that exchange state only by rumor and write concern (no anti-entropy, no push-pull)."""
     import aiohttp
 
-    s0 = StateService(from_mapping({**QUIET, "name": "q0"}))
-    a0 = Agent(s0.config, extensions=[s0])
-    await a0.start()
-    s1 = StateService(from_mapping({**QUIET, "name": "q1", "seeds": [f"127.0.0.1:{a0.port}"]}))
-    a1 = Agent(s1.config, extensions=[s1])
-    agents = [a0, a1]
-    try:
-        await a1.start()
+    async with with_state({**QUIET, "name": "q0"}) as (a0, s0), \
+            with_state({**QUIET, "name": "q1", "seeds": [f"127.0.0.1:{a0.port}"]}) as (a1, s1):
+        agents = [a0, a1]
         await eventually(lambda: all(a.node.counts()[MemberState.ALIVE] == 2 for a in agents), what="a join")
         async with aiohttp.ClientSession() as http:
             yield [Node(a0, s0, http), Node(a1, s1, http)]
-    finally:
-        for a in agents:
-            await a.stop()
 
 
 async def _write_unsent(node: Node, key: str, value: bytes) -> ValueEntry:
@@ -188,19 +178,11 @@ async def test_gossipctl_del_says_not_deleted_and_exits_4(quiet_pair: list[Node]
     await a.json("PUT", "/v1/kv/carts/cli?w=2", b"v0")
     await _write_unsent(a, "carts/cli", b"v1")
     _, headers, _ = await a.call("GET", "/v1/kv/carts/cli?format=json")
-    code = await asyncio.to_thread(_gossipctl, ["del", "--addr", f"127.0.0.1:{b.agent.port}", "--context",
+    code = await asyncio.to_thread(gossipctl_kv, ["del", "--addr", f"127.0.0.1:{b.agent.port}", "--context",
                                                 headers["X-Gossip-Context"], "carts/cli"])
     out, err = capsys.readouterr()
     assert code == kv.EXIT_NOT_DELETED == 4 and out == ""
     assert "NOT deleted" in err and f"{a.svc.store.node}:2" in err and "delete again" in err, err
     _, headers, _ = await b.call("GET", "/v1/kv/carts/cli?format=json")  # (B holds nothing live: v0 is gone)
-    code = await asyncio.to_thread(_gossipctl, ["del", "--addr", f"127.0.0.1:{a.agent.port}", "carts/cli"])
+    code = await asyncio.to_thread(gossipctl_kv, ["del", "--addr", f"127.0.0.1:{a.agent.port}", "carts/cli"])
     assert (code, capsys.readouterr().out) == (0, "deleted\n")
-
-
-def _gossipctl(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="gossipctl")
-    kv.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.run(args)
-    return code

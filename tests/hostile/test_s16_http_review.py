@@ -19,25 +19,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
-from gossip_agent.core.config import from_mapping
 from gossip_agent.io import http_limits
 from gossip_agent.io.auth import PEER_PREFIX
 from gossip_agent.io.http_limits import (
     HTTP_STATS,
-    GuardedRunner,
     ResponseBudget,
     stream_large_responses,
     unsent_bytes,
 )
 from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_service import StateService, state_extensions
+from tests.hostile.agent_support import answer, guarded_runner, non_reader, running, serving, state_of
 
 VALUE = os.urandom(4 * 1024 * 1024)
 BOUND = 30.0  # only stops a broken build hanging (and is how a test fails without its fix)
@@ -45,56 +42,16 @@ BOUND = 30.0  # only stops a broken build hanging (and is how a test fails witho
 
 @pytest.fixture
 async def agent() -> AsyncIterator[Agent]:
-    cfg = from_mapping({"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "name": "review",
-                        "state": {"maxValueBytes": len(VALUE)}})
-    agent = Agent(cfg, extensions=state_extensions(cfg))
-    await agent.start()
-    try:
+    async with running("review", sections={"state": {"maxValueBytes": len(VALUE)}}) as agent:
         yield agent
-    finally:
-        await agent.stop()
-
-
-def _service(agent: Agent) -> StateService:
-    return next(e for e in agent.extensions if isinstance(e, StateService))
-
-
-def _runner(agent: Agent) -> GuardedRunner:
-    runner = agent._runner
-    assert isinstance(runner, GuardedRunner) and runner.server is not None
-    return runner
-
-
-async def _non_reader(port: int, request: bytes, rcvbuf: int | None = 4096) -> socket.socket:
-    """A connection that sends `request` and never reads."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    await loop.sock_sendall(sock, request)
-    return sock
-
-
-async def _answer(port: int, request: bytes) -> tuple[bytes, bytes]:
-    """Send `request` on a new connection and read its whole answer (head, body) until the server closes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        data = await reader.read(-1)
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return head, body
 
 
 async def test_pipelined_small_answers_to_a_client_that_never_reads_are_cut_off(
         agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_limits, "STALL_WINDOW", 0.5)
-    _service(agent).put("medium", VALUE[:http_limits.SMALL_BODY], None)  # not over SMALL_BODY: a small answer
-    runner, stats = _runner(agent), _runner(agent).app[HTTP_STATS]
-    sock = await _non_reader(agent.port, b"GET /v1/kv/medium HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
+    state_of(agent).put("medium", VALUE[:http_limits.SMALL_BODY], None)  # not over SMALL_BODY: a small answer
+    runner, stats = guarded_runner(agent), guarded_runner(agent).app[HTTP_STATS]
+    sock = await non_reader(agent.port, b"GET /v1/kv/medium HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
     try:
         async with asyncio.timeout(BOUND):
             while stats["response_stalled"] < 1 or sum(runner.guard.per_client.values()):  # before: never
@@ -112,27 +69,22 @@ async def test_a_raised_error_whose_client_never_reads_it_is_cut_off(monkeypatch
     app = web.Application(middlewares=[stream_large_responses()])
     app[HTTP_STATS] = Counter()
     app.router.add_get("/", refuse)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    sock = await _non_reader(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    try:
-        async with asyncio.timeout(BOUND):
-            while app[HTTP_STATS]["response_stalled"] < 1:  # before the fix: aiohttp waits for ever
-                await asyncio.sleep(0.02)
-        head, body = await _answer(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 400") and len(body) == 8 * 1024 * 1024  # a reader gets it whole
-    finally:
-        sock.close()
-        await runner.cleanup()
+    async with serving(app) as port:
+        sock = await non_reader(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            async with asyncio.timeout(BOUND):
+                while app[HTTP_STATS]["response_stalled"] < 1:  # before the fix: aiohttp waits for ever
+                    await asyncio.sleep(0.02)
+            head, body = await answer(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400") and len(body) == 8 * 1024 * 1024  # a reader gets it whole
+        finally:
+            sock.close()
 
 
 async def test_a_reading_client_gets_small_answers_and_errors_on_one_connection(agent: Agent) -> None:
     """Small answers written here go at once (no wait for the client to take them): 200 requests on one
     keep-alive connection, answers and 404s alternating, each answered in order."""
-    _service(agent).put("small", b"v" * 100, None)
+    state_of(agent).put("small", b"v" * 100, None)
     reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
     try:
         async with asyncio.timeout(BOUND):
@@ -153,23 +105,23 @@ async def test_large_answers_past_the_agents_cap_wait_then_get_503(
     monkeypatch.setattr(http_limits, "STALL_WINDOW", 600.0)  # the non-reader holds its answer for the test
     monkeypatch.setattr(http_limits, "MAX_LARGE_RESPONSE_BYTES", len(VALUE) + len(VALUE) // 2, raising=False)
     monkeypatch.setattr(http_limits, "RESPONSE_BUDGET_WAIT", 0.5, raising=False)
-    _service(agent).put("big", VALUE, None)
-    _service(agent).put("big2", VALUE[::-1], None)
-    stats = _runner(agent).app[HTTP_STATS]
+    state_of(agent).put("big", VALUE, None)
+    state_of(agent).put("big2", VALUE[::-1], None)
+    stats = guarded_runner(agent).app[HTTP_STATS]
     # Over the cap on its own, the first goes: nothing else is held.
-    stuck = await _non_reader(agent.port, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n")
+    stuck = await non_reader(agent.port, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n")
     try:
         async with asyncio.timeout(BOUND):
             while not any(h.transport is not None and unsent_bytes(h.transport)
-                          for h in _runner(agent).server.connections):  # type: ignore[union-attr]
+                          for h in guarded_runner(agent).server.connections):  # type: ignore[union-attr]
                 await asyncio.sleep(0.02)
         request = b"GET /v1/kv/big2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        head, body = await _answer(agent.port, request)
+        head, body = await answer(agent.port, request)
         assert head.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in head  # before the fix: 200
         assert "error" in json.loads(body) and stats["response_budget"] == 1
         # Room comes back once the stuck client goes: a waiting answer then goes out.
         monkeypatch.setattr(http_limits, "RESPONSE_BUDGET_WAIT", BOUND)
-        waiting = asyncio.ensure_future(_answer(agent.port, request))
+        waiting = asyncio.ensure_future(answer(agent.port, request))
         await asyncio.sleep(0.2)
         stuck.close()
         async with asyncio.timeout(BOUND):
@@ -182,10 +134,10 @@ async def test_large_answers_past_the_agents_cap_wait_then_get_503(
 async def test_a_large_answer_clamps_the_connections_kernel_send_buffer(
         agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_limits, "STALL_WINDOW", 600.0)
-    _service(agent).put("big", VALUE, None)
-    runner = _runner(agent)
+    state_of(agent).put("big", VALUE, None)
+    runner = guarded_runner(agent)
     # A client with an autotuned receive buffer (that lets the kernel grow the send buffer) that never reads.
-    stuck = await _non_reader(agent.port, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n", rcvbuf=None)
+    stuck = await non_reader(agent.port, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n", rcvbuf=None)
     try:
         queued, last, steady = 0, -1, 0
         async with asyncio.timeout(BOUND):
@@ -214,7 +166,7 @@ async def test_write_under_stall_rule_applies_the_floor_it_is_given(monkeypatch:
     peers' floor it is: the floor passed is the one applied."""
     monkeypatch.setattr(http_limits, "STALL_WINDOW", 0.25)
 
-    async def answer(request: web.Request) -> web.StreamResponse:
+    async def respond(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         floor = int(request.query["floor"])
         await http_limits.write_under_stall_rule(request, response, [VALUE], min_bytes=floor)
@@ -222,19 +174,14 @@ async def test_write_under_stall_rule_applies_the_floor_it_is_given(monkeypatch:
 
     app = web.Application()
     app[HTTP_STATS] = Counter()
-    app.router.add_get("/", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    app.router.add_get("/", respond)
     stats = app[HTTP_STATS]
-    try:
-        lenient = await _non_reader(port, b"GET /?floor=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+    async with serving(app) as port:
+        lenient = await non_reader(port, b"GET /?floor=0 HTTP/1.1\r\nHost: x\r\n\r\n")
         await asyncio.sleep(8 * 0.25)
         assert stats["response_stalled"] == 0
         lenient.close()
-        strict = await _non_reader(port, f"GET /?floor={http_limits.PEER_STALL_MIN_BYTES} HTTP/1.1\r\n"
+        strict = await non_reader(port, f"GET /?floor={http_limits.PEER_STALL_MIN_BYTES} HTTP/1.1\r\n"
                                          "Host: x\r\n\r\n".encode())
         try:
             async with asyncio.timeout(BOUND):
@@ -242,8 +189,6 @@ async def test_write_under_stall_rule_applies_the_floor_it_is_given(monkeypatch:
                     await asyncio.sleep(0.02)
         finally:
             strict.close()
-    finally:
-        await runner.cleanup()
 
 
 def _get(key: str) -> bytes:
@@ -264,19 +209,14 @@ async def test_members_answers_are_not_held_to_the_clients_cap(monkeypatch: pyte
     app[HTTP_STATS] = Counter()
     app.router.add_get(PEER_PREFIX + "pushpull", big)
     app.router.add_get("/v1/kv/big", big)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    monkeypatch.setattr(http_limits, "RESPONSE_BUDGET_WAIT", 0.2)
-    try:
-        async with asyncio.timeout(BOUND):
-            head, body = await _answer(port, f"GET {PEER_PREFIX}pushpull HTTP/1.1\r\nHost: x\r\n"
-                                             "Connection: close\r\n\r\n".encode())
-            assert head.startswith(b"HTTP/1.1 200") and body == VALUE  # before the fix: 503 after the wait
-            head, _ = await _answer(port, _get("big"))
-            assert head.startswith(b"HTTP/1.1 503")
-    finally:
-        budget.give_back(1024 * 1024)
-        await runner.cleanup()
+    async with serving(app) as port:
+        monkeypatch.setattr(http_limits, "RESPONSE_BUDGET_WAIT", 0.2)
+        try:
+            async with asyncio.timeout(BOUND):
+                head, body = await answer(port, f"GET {PEER_PREFIX}pushpull HTTP/1.1\r\nHost: x\r\n"
+                                                 "Connection: close\r\n\r\n".encode())
+                assert head.startswith(b"HTTP/1.1 200") and body == VALUE  # before the fix: 503 after the wait
+                head, _ = await answer(port, _get("big"))
+                assert head.startswith(b"HTTP/1.1 503")
+        finally:
+            budget.give_back(1024 * 1024)

@@ -28,11 +28,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gossip_agent.core.config import from_mapping
 from gossip_agent.io import http_limits
-from gossip_agent.io.http_limits import HTTP_STATS, GuardedRunner
+from gossip_agent.io.http_limits import HTTP_STATS
 from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_service import StateService, state_extensions
+from tests.hostile.agent_support import bytes_left, guarded_runner, held_bytes, non_readers, running, state_of
 
 VALUE = os.urandom(4 * 1024 * 1024)
 BOUND = 60.0  # only stops a broken build hanging
@@ -40,30 +39,8 @@ BOUND = 60.0  # only stops a broken build hanging
 
 @pytest.fixture
 async def agent() -> AsyncIterator[Agent]:
-    cfg = from_mapping({"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "name": "stream",
-                        "state": {"maxValueBytes": len(VALUE)}})
-    agent = Agent(cfg, extensions=state_extensions(cfg))
-    await agent.start()
-    try:
+    async with running("stream", sections={"state": {"maxValueBytes": len(VALUE)}}) as agent:
         yield agent
-    finally:
-        await agent.stop()
-
-
-def _service(agent: Agent) -> StateService:
-    return next(e for e in agent.extensions if isinstance(e, StateService))
-
-
-def _runner(agent: Agent) -> GuardedRunner:
-    runner = agent._runner
-    assert isinstance(runner, GuardedRunner) and runner.server is not None
-    return runner
-
-
-def _held(runner: GuardedRunner) -> int:
-    """Bytes the server's transports hold unsent (not counting the kernel's)."""
-    assert runner.server is not None
-    return sum(h.transport.get_write_buffer_size() for h in runner.server.connections if h.transport is not None)
 
 
 def test_the_stall_rule_lets_a_slow_reader_on_and_a_stuck_one_go() -> None:
@@ -83,28 +60,20 @@ async def test_a_client_that_stops_reading_is_cut_off_and_its_bytes_dropped(
         agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_limits, "STALL_WINDOW", 0.5, raising=False)
     monkeypatch.setattr(http_limits, "RESPONSE_WRITE_TIMEOUT", 60.0, raising=False)  # (before the fix)
-    _service(agent).put("big", VALUE, None)
-    runner, stats = _runner(agent), _runner(agent).app[HTTP_STATS]
-    loop = asyncio.get_running_loop()
-    socks: list[socket.socket] = []
+    state_of(agent).put("big", VALUE, None)
+    runner, stats = guarded_runner(agent), guarded_runner(agent).app[HTTP_STATS]
+    socks = await non_readers(agent.port, [(None, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n")] * 4)
     try:
-        for _ in range(4):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.setblocking(False)
-            await loop.sock_connect(sock, ("127.0.0.1", agent.port))
-            await loop.sock_sendall(sock, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n")
         most = 0
         async with asyncio.timeout(BOUND):
             while stats["response_stalled"] < 4:  # before the fix: cut off at the deadline, as a timeout
-                most = max(most, _held(runner))
+                most = max(most, held_bytes(runner))
                 await asyncio.sleep(0.02)
             while sum(runner.guard.per_client.values()):  # the aborted connections are gone
                 await asyncio.sleep(0.02)
         # While stuck, each held at most a chunk or two in its transport (before: the unsent rest of 4 MiB).
         assert most <= 4 * 4 * http_limits.RESPONSE_CHUNK
-        assert _held(runner) == 0
+        assert held_bytes(runner) == 0
     finally:
         for sock in socks:
             sock.close()
@@ -116,28 +85,15 @@ async def test_a_response_the_kernel_queued_but_the_client_never_took_is_cut_off
     clients that never read held 8 MiB of the kernel's memory (50 held 133 MiB of a 2.7 MiB listing) for as long
     as they kept their connections. Queued is not taken: they stall, and their connections are aborted."""
     monkeypatch.setattr(http_limits, "STALL_WINDOW", 0.5, raising=False)
-    _service(agent).put("mid", VALUE[:1024 * 1024], None)
-    runner, stats = _runner(agent), _runner(agent).app[HTTP_STATS]
-    loop = asyncio.get_running_loop()
-    socks: list[socket.socket] = []
+    state_of(agent).put("mid", VALUE[:1024 * 1024], None)
+    runner, stats = guarded_runner(agent), guarded_runner(agent).app[HTTP_STATS]
+    socks = await non_readers(agent.port, [(None, b"GET /v1/kv/mid HTTP/1.1\r\nHost: x\r\n\r\n")] * 8)
     try:
-        for _ in range(8):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.setblocking(False)
-            await loop.sock_connect(sock, ("127.0.0.1", agent.port))
-            await loop.sock_sendall(sock, b"GET /v1/kv/mid HTTP/1.1\r\nHost: x\r\n\r\n")
         async with asyncio.timeout(BOUND):
             while stats["response_stalled"] < 8 or sum(runner.guard.per_client.values()):  # before: never
                 await asyncio.sleep(0.02)
         for sock in socks:  # each, once it reads, gets what its own kernel held, then the end
-            got = 0
-            async with asyncio.timeout(BOUND):
-                with contextlib.suppress(ConnectionResetError):
-                    while chunk := await loop.sock_recv(sock, 1 << 20):
-                        got += len(chunk)
-            assert got < 1024 * 1024  # cut short
+            assert await bytes_left(sock, BOUND) < 1024 * 1024  # cut short
     finally:
         for sock in socks:
             sock.close()
@@ -165,7 +121,7 @@ async def test_an_honest_slow_reader_gets_the_whole_response(
     arithmetic at 256 KiB/s is the unit test above, and real agents were measured, see docs/agent-api.md.)"""
     monkeypatch.setattr(http_limits, "STALL_WINDOW", 5.0, raising=False)
     monkeypatch.setattr(http_limits, "RESPONSE_WRITE_TIMEOUT", 1.0, raising=False)  # (before the fix)
-    _service(agent).put("big", VALUE, None)
+    state_of(agent).put("big", VALUE, None)
     out: list[bytes] = []
     reader = threading.Thread(target=_slow_read, args=(
         agent.port, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1024 * 1024, out))
@@ -176,7 +132,7 @@ async def test_an_honest_slow_reader_gets_the_whole_response(
     head, _, body = out[0].partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: %d" % len(VALUE) in head
     assert len(body) == len(VALUE) and body == VALUE  # before the fix: cut short
-    stats = _runner(agent).app[HTTP_STATS]
+    stats = guarded_runner(agent).app[HTTP_STATS]
     assert stats["response_stalled"] == 0 and stats["response_timeout"] == 0
 
 
@@ -185,7 +141,7 @@ async def test_concurrent_honest_readers_behind_one_address_are_all_answered(age
     (before the fix, the 16 MiB of unfinished large responses per address answered the rest 503). They start
     reading once every answer has begun to arrive: all are on their way at the same time, as for clients on
     other machines (on loopback the kernel would otherwise take a whole answer before the next is asked for)."""
-    _service(agent).put("big", VALUE, None)
+    state_of(agent).put("big", VALUE, None)
     loop = asyncio.get_running_loop()
     socks: list[socket.socket] = []
     request = b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -238,7 +194,7 @@ async def test_non_readers_of_a_rendered_listing_do_not_hold_their_bodies_all_at
     # (The send buffer's clamp, which keeps a body's tail in the agent instead of the kernel, is tested in
     # test_s16_http_review.py; here the kernel takes what it would, so the handing over can be seen.)
     monkeypatch.setattr(http_limits, "_clamp_send_buffer", lambda *args: None, raising=False)
-    _service(agent).put("list/a", VALUE[:768 * 1024], None)  # its listing, in base64 JSON: ~1 MiB
+    state_of(agent).put("list/a", VALUE[:768 * 1024], None)  # its listing, in base64 JSON: ~1 MiB
     listing = 1024 * 1024
     loop = asyncio.get_running_loop()
     socks: list[socket.socket] = []
@@ -259,7 +215,7 @@ async def test_non_readers_of_a_rendered_listing_do_not_hold_their_bodies_all_at
             for sock in socks:
                 await _readable(sock)
         peak = tracemalloc.get_traced_memory()[1] - base
-        held = _held(_runner(agent))
+        held = held_bytes(guarded_runner(agent))
     finally:
         tracemalloc.stop()
         for sock in socks:

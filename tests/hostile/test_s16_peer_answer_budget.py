@@ -36,6 +36,7 @@ from gossip_agent.core.messages import MemberState
 from gossip_agent.io import http_limits, state_service
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, FETCH_PATH, FRAME, StateService, state_extensions
+from tests.hostile.agent_support import non_readers, running, state_of
 
 MIB = 1024 * 1024
 VALUE = os.urandom(3 * MIB)
@@ -51,17 +52,8 @@ def _config(name: str, **extra: Any) -> dict[str, Any]:
 @pytest.fixture
 async def agent(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Agent]:
     monkeypatch.setattr(http_limits, "STALL_WINDOW", STALL_WINDOW)
-    cfg = from_mapping(_config("answers"))
-    agent = Agent(cfg, extensions=state_extensions(cfg))
-    await agent.start()
-    try:
+    async with running("answers", sections={"state": {"maxValueBytes": len(VALUE)}}) as agent:
         yield agent
-    finally:
-        await agent.stop()
-
-
-def _service(agent: Agent) -> StateService:
-    return next(e for e in agent.extensions if isinstance(e, StateService))
 
 
 def _post(path: str, body: bytes) -> bytes:
@@ -77,26 +69,6 @@ def _ae_request(svc: StateService) -> bytes:
     """A round asking for every entry the agent holds (all of them under the root)."""
     merkle = svc.store.merkle
     return _post(AE_PATH, FRAME + encode_ae(AeRequest(shape=(merkle.bits, merkle.depth), want_nodes=((0, 0),))))
-
-
-async def _non_readers(agent: Agent, requests: list[tuple[str, bytes]]) -> list[socket.socket]:
-    """One connection per (source address, request) that sends it and then never reads (4 KiB receive buffer)."""
-    loop = asyncio.get_running_loop()
-    socks: list[socket.socket] = []
-    try:
-        for source, request in requests:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.bind((source, 0))
-            sock.setblocking(False)
-            await loop.sock_connect(sock, ("127.0.0.1", agent.port))
-            await loop.sock_sendall(sock, request)
-    except BaseException:
-        for sock in socks:
-            sock.close()
-        raise
-    return socks
 
 
 async def _heads(socks: list[socket.socket]) -> list[bytes]:
@@ -119,15 +91,26 @@ def _status(head: bytes) -> int:
     return int(head.split(b" ", 2)[1])
 
 
+@contextlib.asynccontextmanager
+async def _unread_answers(agent: Agent, requests: list[tuple[str | None, bytes]]) -> AsyncIterator[list[bytes]]:
+    """Sends each (source address, request) on a connection that never reads and yields the heads of their
+    answers; at the end the connections drop, and every answer's bytes must then be given back."""
+    socks = await non_readers(agent.port, requests)
+    try:
+        yield await _heads(socks)
+    finally:
+        for sock in socks:
+            sock.close()
+    await _until_released(state_of(agent))  # a dropped connection gives its answer's bytes back
+
+
 async def test_one_address_that_never_reads_holds_at_most_its_share_of_fetch_answers(agent: Agent) -> None:
     """8 non-reading fetches of a 3 MiB value from one address: 2 answered (6 MiB of its 8), 6 refused with
     503 and Retry-After (before the fix: 8 answered, every one held); the bytes stay counted until the
     connections drop, then all are given back."""
-    svc = _service(agent)
+    svc = state_of(agent)
     svc.put("big", VALUE, None)
-    socks = await _non_readers(agent, [("127.0.0.1", _fetch_request("big"))] * 8)
-    try:
-        heads = await _heads(socks)
+    async with _unread_answers(agent, [("127.0.0.1", _fetch_request("big"))] * 8) as heads:
         statuses = sorted(_status(h) for h in heads)
         assert statuses == [200] * 2 + [503] * 6, statuses
         assert all(b"Retry-After: 1" in h for h in heads if _status(h) == 503)
@@ -136,46 +119,31 @@ async def test_one_address_that_never_reads_holds_at_most_its_share_of_fetch_ans
         text = agent.metrics.render().decode()
         assert 'gossip_peer_answers_refused_total{reason="address"} 6.0' in text
         assert "gossip_peer_answers_in_flight 2.0" in text
-    finally:
-        for sock in socks:
-            sock.close()
-    await _until_released(svc)  # a dropped connection gives its answer's bytes back
 
 
 async def test_many_addresses_together_hold_at_most_the_agent_total(agent: Agent) -> None:
     """12 addresses, one non-reading fetch each: 10 x 3 MiB fit the agent's 32 MiB, 2 are refused."""
-    svc = _service(agent)
+    svc = state_of(agent)
     svc.put("big", VALUE, None)
-    socks = await _non_readers(agent, [(f"127.0.0.{i}", _fetch_request("big")) for i in range(2, 14)])
-    try:
-        statuses = sorted(_status(h) for h in await _heads(socks))
+    async with _unread_answers(agent, [(f"127.0.0.{i}", _fetch_request("big")) for i in range(2, 14)]) as heads:
+        statuses = sorted(_status(h) for h in heads)
         assert statuses == [200] * 10 + [503] * 2, statuses
         assert svc.answers.refused[REFUSED_BUDGET] == 2
         assert svc.answers.used <= svc.answers.total
-    finally:
-        for sock in socks:
-            sock.close()
-    await _until_released(svc)
 
 
 async def test_anti_entropy_answers_are_budgeted_too(agent: Agent) -> None:
     """8 non-reading anti-entropy rounds that want every entry (a 3 MiB value): 2 answered, 6 refused."""
-    svc = _service(agent)
+    svc = state_of(agent)
     svc.put("big", VALUE, None)
-    socks = await _non_readers(agent, [("127.0.0.1", _ae_request(svc))] * 8)
-    try:
-        heads = await _heads(socks)
+    async with _unread_answers(agent, [("127.0.0.1", _ae_request(svc))] * 8) as heads:
         statuses = sorted(_status(h) for h in heads)
         assert statuses == [200] * 2 + [503] * 6, statuses
         assert svc.answers.in_flight == 2 and svc.answers.used >= 2 * len(VALUE)
-    finally:
-        for sock in socks:
-            sock.close()
-    await _until_released(svc)
 
 
 async def test_a_peer_that_reads_gets_its_whole_answer_and_the_budget_is_given_back(agent: Agent) -> None:
-    svc = _service(agent)
+    svc = state_of(agent)
     svc.put("big", VALUE, None)
     reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
     try:
@@ -194,11 +162,11 @@ async def test_a_peer_that_reads_gets_its_whole_answer_and_the_budget_is_given_b
 async def test_an_answer_the_peer_stops_taking_is_cut_off_and_released(
         agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_limits, "STALL_WINDOW", 0.5)
-    svc = _service(agent)
+    svc = state_of(agent)
     svc.put("big", VALUE, None)
     assert agent._runner is not None
     stats = agent._runner.app[http_limits.HTTP_STATS]
-    socks = await _non_readers(agent, [("127.0.0.1", _fetch_request("big"))])
+    socks = await non_readers(agent.port, [("127.0.0.1", _fetch_request("big"))])
     try:
         async with asyncio.timeout(BOUND):
             while not stats["response_stalled"]:  # the stall rule resets the connection, not the client
@@ -240,7 +208,7 @@ async def test_pulls_answered_busy_are_retried_until_every_agent_has_every_value
     would have repaired them): what is tested is that busy answers are retried, not how fast."""
     monkeypatch.setattr(state_service, "FETCH_BUSY_WAIT", 3 * BOUND, raising=False)  # (absent before the fix)
     async with _cluster(4) as agents:
-        writer = _service(agents[0])
+        writer = state_of(agents[0])
         writer.answers = AnswerBudget(total=len(VALUE) // 2, per_address=len(VALUE) // 2)
         other = writer.answers.take("192.0.2.1", 1)  # an answer to someone else, not taken yet
         assert not isinstance(other, str)
@@ -248,7 +216,7 @@ async def test_pulls_answered_busy_are_retried_until_every_agent_has_every_value
         values = {f"big{i}": os.urandom(len(VALUE) // 2) for i in range(3)}
         for key, value in values.items():
             writer.put(key, value, None)
-        services = [_service(a) for a in agents]
+        services = [state_of(a) for a in agents]
         async with asyncio.timeout(3 * BOUND):
             while not all(s.store.merkle.digest_of(k) == writer.store.merkle.digest_of(k)
                           for s in services for k in values):
@@ -263,7 +231,7 @@ async def test_a_pull_busy_for_longer_than_its_bound_gives_up_counted(monkeypatc
     (counted; anti-entropy would repair the key), never retrying forever."""
     monkeypatch.setattr(state_service, "FETCH_BUSY_WAIT", 2.0, raising=False)  # (absent before the fix)
     async with _cluster(2) as agents:
-        writer, reader = _service(agents[0]), _service(agents[1])
+        writer, reader = state_of(agents[0]), state_of(agents[1])
         writer.answers = AnswerBudget(total=1, per_address=1)
         assert not isinstance(writer.answers.take("192.0.2.1", 1), str)  # never given back
         writer.put("big", VALUE, None)
@@ -282,11 +250,11 @@ async def test_a_peer_trickling_its_answer_at_a_clients_pace_is_cut_off(
     honest fetch answered 503: review F2). The window is shortened to 1 s; the trickle is paced by sleeps, and
     at any pace below 1 MiB/s the outcome is the same."""
     monkeypatch.setattr(http_limits, "STALL_WINDOW", 1.0)
-    svc = _service(agent)
+    svc = state_of(agent)
     svc.put("big", VALUE, None)
     assert agent._runner is not None
     stats = agent._runner.app[http_limits.HTTP_STATS]
-    (sock,) = await _non_readers(agent, [("127.0.0.1", _fetch_request("big"))])
+    (sock,) = await non_readers(agent.port, [("127.0.0.1", _fetch_request("big"))])
     loop = asyncio.get_running_loop()
     got = 0
     try:

@@ -8,9 +8,8 @@ applies) and counted in gossip_state_refused_total{reason="invalid_key"}.
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -22,20 +21,12 @@ from gossip_agent.core.kvstore import KvStore, ValueEntry
 from gossip_agent.io import state_service
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, FRAME, StateService
+from tests.hostile.agent_support import until, with_state
 
 T0 = 1_700_000_000_000
 FAST = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"interval": "1h"},
         "membership": {"probeInterval": "200ms", "probeTimeout": "100ms"}, "gossip": {"interval": "50ms"}}
 BAD = ["evil\x1b[2J", "nul\x00key", "up/../../etc", "forged\nline"]
-
-
-async def _until(check: Callable[[], bool], seconds: float = 60.0) -> None:
-    """Poll `check` until it holds (generous: a busy 2-core machine)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not check() and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    assert check()
 
 
 async def _refused_metric(port: int, reason: str) -> int:
@@ -47,13 +38,8 @@ async def _refused_metric(port: int, reason: str) -> int:
 
 @pytest.fixture
 async def solo() -> AsyncIterator[tuple[Agent, StateService]]:
-    svc = StateService(from_mapping({**FAST, "antiEntropy": {"enabled": False}, "name": "solo"}))
-    agent = Agent(svc.config, extensions=[svc])
-    await agent.start()
-    try:
-        yield agent, svc
-    finally:
-        await agent.stop()
+    async with with_state({**FAST, "antiEntropy": {"enabled": False}, "name": "solo"}) as solo:
+        yield solo
 
 
 async def test_a_crafted_push_plants_no_bad_key_and_the_rest_applies(solo: tuple[Agent, StateService]) -> None:
@@ -85,14 +71,14 @@ async def test_a_peer_holding_bad_keys_spreads_none_of_them() -> None:
     a1 = Agent(s1.config, extensions=[s1])
     await a1.start()
     try:
-        await _until(lambda: all(f"old/{i}" in s1.store for i in range(len(BAD))))
-        await _until(lambda: s1.store.refused.get("invalid_key", 0) >= len(BAD))
+        await until(lambda: all(f"old/{i}" in s1.store for i in range(len(BAD))))
+        await until(lambda: s1.store.refused.get("invalid_key", 0) >= len(BAD))
         # A rumor after the join: the bad key's write is gossiped like any other, and skipped like any other.
         s0.put("new/ok", b"v", None)
         s0.store.local_put("new/\x1b]0;title\x07", b"x", s0.now_ms())
         s0.put("new/ok2", b"v", None)
-        await _until(lambda: "new/ok" in s1.store and "new/ok2" in s1.store)
-        await _until(lambda: s1.store.refused.get("invalid_key", 0) >= len(BAD) + 1)
+        await until(lambda: "new/ok" in s1.store and "new/ok2" in s1.store)
+        await until(lambda: s1.store.refused.get("invalid_key", 0) >= len(BAD) + 1)
         assert not [k for k in s1.store.all_keys() if not k.startswith(("old/", "new/ok"))], s1.store.all_keys()
         assert await _refused_metric(a1.port, "invalid_key") >= len(BAD) + 1
     finally:

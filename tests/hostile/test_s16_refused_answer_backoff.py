@@ -14,25 +14,17 @@ The assertion is on session counts over a generous window, not on timing: a busy
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from gossip_agent.core.config import from_mapping
 from gossip_agent.core.kvstore import entry_from_plain
 from gossip_agent.core.messages import MemberState
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import StateService
+from tests.hostile.agent_support import until
 
 FAST = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"interval": "1h"},
         "membership": {"probeInterval": "200ms", "probeTimeout": "100ms"}, "gossip": {"interval": "50ms"}}
 WINDOW = 20.0  # seconds; before the fix, 3 agents ran ~4 repair sessions/s (~80 in it), after a few
-
-
-async def _until(check: Callable[[], bool], seconds: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not check() and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    assert check()
 
 
 async def test_a_key_every_peer_refuses_does_not_keep_anti_entropy_running() -> None:
@@ -47,14 +39,14 @@ async def test_a_key_every_peer_refuses_does_not_keep_anti_entropy_running() -> 
             seeds = seeds or [f"127.0.0.1:{agent.port}"]
             svcs.append(svc)
             agents.append(agent)
-        await _until(lambda: all(len([m for m in a.members() if m.state == MemberState.ALIVE]) == 3 for a in agents))
+        await until(lambda: all(len([m for m in a.members() if m.state == MemberState.ALIVE]) == 3 for a in agents))
         now = svcs[0].now_ms()
         future = entry_from_plain([0, "shared", ["zz", 1], [["zz", 1, now + 7_200_000, 0, b"future"]]])
         assert svcs[0].store.apply_remote(future)  # (as an agent with a clock 2 h ahead wrote it)
         for svc in svcs:
             svc.put("shared", b"mine", None)
         # Both peers refuse r0's merge of the key: wait until they have, more than once each.
-        await _until(lambda: all(s.store.refused.get("clock_drift", 0) >= 3 for s in svcs[1:]))
+        await until(lambda: all(s.store.refused.get("clock_drift", 0) >= 3 for s in svcs[1:]))
         await asyncio.sleep(5.0)  # (the gaps grow: 0.5 + 1 + 2 + 4 s)
         before = sum(s.stats.ae["sessions"] for s in svcs)
         await asyncio.sleep(WINDOW)

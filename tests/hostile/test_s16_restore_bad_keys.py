@@ -11,19 +11,16 @@ the snapshot and log is restored.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import msgpack
 import pytest
 
 from gossip_agent.core import hlc
-from gossip_agent.core.config import from_mapping
 from gossip_agent.core.crdt import ORSet, PNCounter
 from gossip_agent.core.kvstore import CrdtEntry, KvStore, RefusedItem, entry_to_plain
-from gossip_agent.core.state_codec import encode_change
-from gossip_agent.io.persistence import DurableLog, _read_records
-from gossip_agent.io.state_service import StateService
+from gossip_agent.io.persistence import _read_records
+from tests.hostile.agent_support import restored, write_data_dir
 
 TS = hlc.Hlc(1_000, 0, "w")
 BAD_ENTRIES = [
@@ -62,24 +59,10 @@ def test_restore_leaves_out_bad_keys_and_wrong_kinds_and_keeps_the_rest() -> Non
 def test_a_data_dir_with_bad_keys_loads_what_is_valid_and_says_so(tmp_path: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     data = tmp_path / "d"
-    durable = DurableLog(data)
-    durable.open()
-    durable.write_snapshot(msgpack.packb(_snapshot_with_bad_keys(), use_bin_type=True))
     bad_record = msgpack.packb([2, "log\x1bkey", "remote", [0, "log\x1bkey", ["w", 1], [["w", 1, 1_000, 0, b"x"]]]])
     kind_record = msgpack.packb([2, "crdt/sets/v", "local", [0, "crdt/sets/v", ["w", 1], [["w", 1, 1_000, 0, b"x"]]]])
-    durable.append(bad_record)
-    durable.append(kind_record)
-    other = KvStore("other@bbbbbb")
-    other.local_put("after", b"v", 2_000)
-    (after,) = other.drain_changes()
-    durable.append(encode_change(after))
-    durable.close()
-    cfg = from_mapping({"preset": "local", "name": "solo", "bindAddress": "127.0.0.1", "port": 0,
-                        "storage": {"dataDir": str(data)}})
-    svc = StateService(cfg)
-    with caplog.at_level(logging.ERROR, logger="gossip_agent.state"):
-        svc.open()
-    try:
+    write_data_dir(data, _snapshot_with_bad_keys(), [bad_record, kind_record])
+    with restored(data, caplog) as svc:
         store = svc.store
         assert store.all_keys() == ["after", "crdt/counters/ok", "kept"]
         assert svc.stats.recovery == {"snapshot_item_refused": len(BAD_ENTRIES) + 1, "record_unreadable": 2}
@@ -90,6 +73,3 @@ def test_a_data_dir_with_bad_keys_loads_what_is_valid_and_says_so(tmp_path: Path
         assert any("'evil\\x1b[2J'" in line and "control character U+001B" in line for line in lines), lines
         assert any("'crdt/counters/plain'" in line and "pncounter only" in line for line in lines), lines
         assert all("\x1b" not in line and "\x00" not in line for line in lines)  # (keys logged escaped)
-    finally:
-        if svc._log is not None:
-            svc._log.close()

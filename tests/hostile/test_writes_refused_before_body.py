@@ -10,42 +10,28 @@ the request until the 30 s body timeout (408) instead of getting its 413 or 400.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
-from gossip_agent.core.config import from_mapping
 from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_service import StateService
-from tests.hostile.agent_support import raw_exchange
+from tests.hostile.agent_support import answer_head, raw_exchange, with_state
 
 DECLARED = 1 << 20  # over the default state.maxValueBytes (64 KiB), under the guard's 4 MiB
 
 
 @pytest.fixture
 async def agent() -> AsyncIterator[Agent]:
-    svc = StateService(from_mapping({"preset": "local", "name": "solo", "bindAddress": "127.0.0.1", "port": 0}))
-    a = Agent(svc.config, extensions=[svc])
-    await a.start()
-    try:
+    async with with_state({"preset": "local", "name": "solo", "bindAddress": "127.0.0.1", "port": 0}) as (a, _):
         yield a
-    finally:
-        await a.stop()
 
 
 async def _head_of_answer(port: int, method: str, path: str, content_type: str = "application/octet-stream",
                           declared: int = DECLARED) -> bytes:
     """Send a request head declaring `declared` body bytes and 16 of them, then wait for the answer's head."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
-                     f"Content-Length: {declared}\r\n\r\n".encode() + b"x" * 16)
-        await writer.drain()
-        async with asyncio.timeout(20.0):  # generous: the answer needs none of the missing bytes
-            return await reader.readuntil(b"\r\n\r\n")
-    finally:
-        writer.close()
+    return await answer_head(port, f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                                   f"Content-Length: {declared}\r\n\r\n".encode() + b"x" * 16,
+                             timeout=20.0)  # generous: the answer needs none of the missing bytes
 
 
 @pytest.mark.parametrize(("method", "path", "content_type", "status"), [
