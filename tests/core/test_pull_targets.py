@@ -3,15 +3,17 @@ we lack (Node._pull_hint). Simulated time: the core is driven with explicit `now
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from gossip_agent.core.config import GossipMode
+from gossip_agent.core.digests import root_prefix
 from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.messages import Packet, Ping, ShortIds, ShortKind
+from gossip_agent.core.messages import Ack, Digest, DigestSummary, Packet, Ping, ShortIds, ShortKind
 from gossip_agent.core.pull_targets import PullOrder
 from gossip_agent.core.readers import SHORT_IDS
 
-from .test_node_modes import is_pull, node_with_peers
+from .test_node_modes import is_pull, node_with_peers, run
 
 
 def sends(effects: list[Effect]) -> list[Send]:
@@ -85,3 +87,31 @@ def test_probes_and_their_acks_ask_too_in_pull_mode_only() -> None:
         acks = sends(node.handle_packet(Packet("p3", (Ping(7, node.name, "p3", p3.addr),)), p3.addr, t))
         asked = [any(is_pull(m) for m in s.packet.messages) for s in pings + acks]
         assert all(asked) if mode == "pull" else not any(asked), mode
+
+
+class _Digests:
+    def on_state_rumor(self, payload: bytes, now: float) -> bool:
+        return True
+
+    def on_root_digest(self, digest: Digest, now: float) -> None:
+        pass
+
+
+def test_pull_mode_asks_for_digest_reconciliation_once_a_round_not_on_every_request() -> None:
+    """A pull round is `fanout` requests, one gossip call each: only the round's first carries our summary when
+    one is due, as one packet a round does in the push modes (each request carried one: 3x the summaries, and
+    the answers they draw, of push at 8 agents and 10 writes/s)."""
+    node = node_with_peers("pull")
+    node.delegate = _Digests()
+    f = node.config.gossip.fanout
+    assert f > 1
+    for m in node.members():
+        if m.name != node.name:
+            node.readers.show(m.name, SHORT_IDS)
+            # Each peer's row: it reads digests, and our table changed (summaries are due once rows are pushed).
+            node.handle_packet(Packet(m.name, (Digest(m.name, 1, root_prefix("ab" * 32), 1, 1),)), m.addr, 0.0)
+    rounds = [s for _, s in run(node, 10.0) if not any(isinstance(m, Ping | Ack) for m in s.packet.messages)
+              and any(is_pull(m) for m in s.packet.messages)]
+    carrying = [i for i, s in enumerate(rounds) if any(isinstance(m, DigestSummary) for m in s.packet.messages)]
+    assert carrying, "summaries are due: some request carries one"
+    assert all(b - a >= f for a, b in itertools.pairwise(carrying)), carrying

@@ -68,7 +68,10 @@ class Flooding(NodeBase):
         # Fresh convergence digests go out with the round's packets to peers that read them (so a root
         # published after the writes stopped still spreads at gossip speed), and once the table has settled
         # one packet a round asks a peer for reconciliation (core/digests.py) for a few rounds.
-        ask = self.root_digests.summary_due()
+        # (A pull-mode call is one request of a round, `fanout` of them a round: only the round's first asks, as
+        # one packet a round does in the push modes; every request asked, and replies followed, 3x as often.)
+        ask = self.root_digests.summary_due() and (
+            mode != "pull" or self._gossip_ticks % self.config.gossip.fanout == 0)
         for peer in self._pull_target() if mode == "pull" else self._gossip_targets(self.config.gossip.fanout):
             # What we hold that `peer` may not know (core/pull_ids.py; on the tree, nothing: state travels the
             # tree, not the queues that answers come from).
