@@ -16,7 +16,8 @@ import pytest
 from gossip_agent.cli import kv
 from gossip_agent.core.keys import kind_problem
 from tests.agent.test_registers import Node
-from tests.hostile.test_s16_honest_delete import _gossipctl, _write_unsent, quiet_pair
+from tests.hostile.agent_support import gossipctl_kv as _gossipctl
+from tests.hostile.test_s16_honest_delete import _write_unsent, quiet_pair
 
 __all__ = ["quiet_pair"]  # (the fixture, imported for pytest)
 
