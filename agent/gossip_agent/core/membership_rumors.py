@@ -162,9 +162,11 @@ class MembershipRumors(NodeBase):
         return True
 
     def _on_dead(self, rumor: Dead, member: Member, now: float, source: str | None, out: list[Effect]) -> bool:
+        left = rumor.sender == rumor.name
+        if member.state == MemberState.DEAD and left:
+            return self._dead_to_left(rumor, member, now, source, out)
         if member.state in (MemberState.DEAD, MemberState.LEFT):
             return False
-        left = rumor.sender == rumor.name
         member.incarnation = rumor.incarnation
         self.table.set_state(member, MemberState.LEFT if left else MemberState.DEAD, now)
         if self._suspicions.pop(member.name, None) is not None:
@@ -179,6 +181,23 @@ class MembershipRumors(NodeBase):
                 del self._former[next(iter(self._former))]
         self.stats["left" if left else "deaths"] += 1
         out.append(MemberEvent(EventKind.LEFT if left else EventKind.DEAD, member.snapshot()))
+        self._enqueue(rumor, source)
+        return True
+
+    def _dead_to_left(self, rumor: Dead, member: Member, now: float, source: str | None,
+                      out: list[Effect]) -> bool:
+        """A member we hold dead says it left (its own Dead, at an incarnation no older than the one it died
+        at): it did, so it is LEFT, and the word spreads. On a loaded machine a member was declared dead
+        before its refutation went round and then left; it stayed dead for good where the death came first
+        (3 members of 5, `test_graceful_leave_shows_left_not_dead` on real agents), and the operator and
+        `gossipctl members` told a scale-down from a crash by it. Serf moves a failed member to left on its
+        leave intent the same way."""
+        member.incarnation = rumor.incarnation
+        self.table.set_state(member, MemberState.LEFT, now)
+        self._graveyard.append((now, member.name))  # (reaped from its new state_since, as any departure)
+        self._former.pop(member.name, None)  # it left: no reconnect attempts to it
+        self.stats["left_after_dead"] += 1
+        out.append(MemberEvent(EventKind.LEFT, member.snapshot()))
         self._enqueue(rumor, source)
         return True
 
