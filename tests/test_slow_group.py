@@ -38,9 +38,9 @@ def test_default_run_skips_the_slow_group_and_says_how_to_run_it(project: pytest
 def test_m_slow_runs_only_the_slow_group_under_budget_times_quiet_seconds(project: pytest.Pytester) -> None:
     result = project.runpytest("-m", "slow", "-s")
     result.assert_outcomes(passed=1, deselected=1)
-    result.stdout.fnmatch_lines(["*TIMEOUT 60.0"])  # the default CPU budget, 10 x 2 s, x3 in wall time
+    result.stdout.fnmatch_lines(["*TIMEOUT 120.0"])  # the default CPU budget, 10 x 2 s, x6 in wall time
     result = project.runpytest("-m", "slow", "--slow-budget", "3", "-s")
-    result.stdout.fnmatch_lines(["*TIMEOUT 18.0"])  # CI's
+    result.stdout.fnmatch_lines(["*TIMEOUT 36.0"])  # CI's
 
 
 def test_slow_flag_runs_everything(project: pytest.Pytester) -> None:
@@ -74,9 +74,9 @@ def test_waits_like_a_starved_test():
 
 def test_the_budget_is_cpu_time_so_waiting_for_a_core_does_not_count(pytester: pytest.Pytester) -> None:
     # The wall-clock backstop made wide, so only the CPU budget decides (on a busy machine 0.5 s of CPU can take
-    # longer than 3 x 0.5 s).
-    assert "BUSY_WALL_FACTOR = 3.0" in CONFTEST
-    pytester.makeconftest(CONFTEST.replace("BUSY_WALL_FACTOR = 3.0", "BUSY_WALL_FACTOR = 200.0"))
+    # longer than 6 x 0.5 s).
+    assert "BUSY_WALL_FACTOR = 6.0" in CONFTEST
+    pytester.makeconftest(CONFTEST.replace("BUSY_WALL_FACTOR = 6.0", "BUSY_WALL_FACTOR = 200.0"))
     pytester.makeini(INI)
     pytester.makepyfile(test_budget=BUDGETED)
     result = pytester.runpytest_subprocess("-m", "slow", "--slow-budget", "1")
