@@ -38,9 +38,9 @@ def test_default_run_skips_the_slow_group_and_says_how_to_run_it(project: pytest
 def test_m_slow_runs_only_the_slow_group_under_budget_times_quiet_seconds(project: pytest.Pytester) -> None:
     result = project.runpytest("-m", "slow", "-s")
     result.assert_outcomes(passed=1, deselected=1)
-    result.stdout.fnmatch_lines(["*TIMEOUT 20.0"])  # the default budget, 10 x 2 s
+    result.stdout.fnmatch_lines(["*TIMEOUT 120.0"])  # the default CPU budget, 10 x 2 s, x6 in wall time
     result = project.runpytest("-m", "slow", "--slow-budget", "3", "-s")
-    result.stdout.fnmatch_lines(["*TIMEOUT 6.0"])  # CI's
+    result.stdout.fnmatch_lines(["*TIMEOUT 36.0"])  # CI's
 
 
 def test_slow_flag_runs_everything(project: pytest.Pytester) -> None:
@@ -54,3 +54,31 @@ def test_a_slow_test_must_state_its_cost(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*quiet_seconds*"])
+
+
+BUDGETED = """
+import time
+import pytest
+
+@pytest.mark.slow(quiet_seconds=0.5)
+def test_burns_cpu():
+    t = time.process_time()
+    while time.process_time() - t < 5:
+        pass
+
+@pytest.mark.slow(quiet_seconds=0.5)
+def test_waits_like_a_starved_test():
+    time.sleep(1.2)  # over the 0.5 s CPU budget in wall time, but no CPU: a busy machine's waiting for a core
+"""
+
+
+def test_the_budget_is_cpu_time_so_waiting_for_a_core_does_not_count(pytester: pytest.Pytester) -> None:
+    # The wall-clock backstop made wide, so only the CPU budget decides (on a busy machine 0.5 s of CPU can take
+    # longer than 6 x 0.5 s).
+    assert "BUSY_WALL_FACTOR = 6.0" in CONFTEST
+    pytester.makeconftest(CONFTEST.replace("BUSY_WALL_FACTOR = 6.0", "BUSY_WALL_FACTOR = 200.0"))
+    pytester.makeini(INI)
+    pytester.makepyfile(test_budget=BUDGETED)
+    result = pytester.runpytest_subprocess("-m", "slow", "--slow-budget", "1")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_burns_cpu*CPU budget of 0.5 s exceeded*"])

@@ -246,10 +246,19 @@ def test_members_and_status_output(up: Up) -> None:
     assert json.loads(ctl("status", "--addr", addr, "--json").stdout)["name"] == f"{NAME}-0"
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """Popen's preexec_fn: SIGINT at its default, as for a command typed in a terminal. A test run started in the
+    background by a non-interactive shell (`cmd &`, as CI launchers do) has SIGINT ignored, its children inherit
+    that, and Python then installs no KeyboardInterrupt handler: the Ctrl-C below would never arrive (the CI
+    rehearsal's `timed out after 30 seconds`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_on_watch_exits_quietly(up: Up) -> None:
     addr = f"127.0.0.1:{up.base}"
     watch = subprocess.Popen([sys.executable, "-m", "gossip_agent.cli", "watch", "--addr", addr],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=ctrl_c_as_in_a_terminal)
     try:
         # Once it printed a change, it is inside its loop (not starting up): Ctrl-C lands there.
         deadline = time.monotonic() + BOUND
@@ -261,11 +270,11 @@ def test_ctrl_c_on_watch_exits_quietly(up: Up) -> None:
                 line = watch.stdout.readline()
         assert "ctrl-c" in line
         watch.send_signal(signal.SIGINT)
-        _, err = watch.communicate(timeout=30)
+        _, err = watch.communicate(timeout=BOUND)
     finally:
         if watch.poll() is None:
             watch.kill()
-            watch.wait(10)
+            watch.wait(BOUND)
     assert watch.returncode == 130 and "Traceback" not in err and err.strip() == "", err
 
 

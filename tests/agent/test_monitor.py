@@ -242,12 +242,26 @@ SPEC: dict[str, Any] = {
 }
 
 
+# Bounds of the waits on real processes: upper bounds only hit on failure, wide enough for a busy 2-core machine
+# (each gossipctl/agent start is 1-2 s of CPU there, and convergence waits on probe rounds that compete for it).
+BOUND = 90.0
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """Popen's preexec_fn: SIGINT at its default, as for a command typed in a terminal. A test run started in the
+    background by a non-interactive shell (`cmd &`, as CI launchers do) has SIGINT ignored, its children inherit
+    that, and Python then installs no KeyboardInterrupt handler: the Ctrl-C below would never arrive (the CI
+    rehearsal's `timed out after 10 seconds`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Monitor:
     """`gossipctl monitor` as a user runs it; its stdout lines collected by a thread."""
 
     def __init__(self, addr: str, *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "gossip_agent.cli", "monitor", "--addr", addr, *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                     preexec_fn=ctrl_c_as_in_a_terminal)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         self._thread = threading.Thread(target=self._pump, daemon=True)
@@ -279,12 +293,12 @@ class Monitor:
     def interrupt(self) -> tuple[int, str]:
         self.proc.send_signal(signal.SIGINT)
         try:
-            code = self.proc.wait(10)
+            code = self.proc.wait(BOUND)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
-                self.proc.wait(5)
-        self._thread.join(5)
+                self.proc.wait(BOUND)
+        self._thread.join(BOUND)
         assert self.proc.stderr is not None
         return code, self.proc.stderr.read().decode()
 
@@ -308,50 +322,50 @@ def test_monitor_streams_join_kill_suspect_dead_and_leave(workdir: Path) -> None
 
     with LocalCluster(workdir / "cluster") as cluster:
         m0 = cluster.start(cfg(0))
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + BOUND
         while m0.status() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         raw = Monitor(seed, "-o", "json")
         text = Monitor(seed)
         monitors = [raw, text]
         try:
-            snapshot = _event(raw.wait_line(lambda s: '"snapshot"' in s, 30, "the snapshot"))
+            snapshot = _event(raw.wait_line(lambda s: '"snapshot"' in s, BOUND, "the snapshot"))
             assert snapshot["self"] == "m0" and [m["name"] for m in snapshot["members"]] == ["m0"]
             assert "convergence" in snapshot
-            text.wait_line(lambda s: "m0" in s and "alive" in s, 30, "the snapshot in text")
+            text.wait_line(lambda s: "m0" in s and "alive" in s, BOUND, "the snapshot in text")
 
             m1 = cluster.start(cfg(1))
             m2 = cluster.start(cfg(2))
             for name in ("m1", "m2"):
                 raw.wait_line(lambda s, n=name: (e := _event(s))["event"] == "join" and e["member"]["name"] == n,
-                              60, f"the join of {name}")
-                text.wait_line(lambda s, n=name: " join " in s and n in s, 60, f"the join of {name} in text")
+                              BOUND, f"the join of {name}")
+                text.wait_line(lambda s, n=name: " join " in s and n in s, BOUND, f"the join of {name} in text")
 
             # A write changes m0's root: one convergence report follows (rate-limited, but it comes).
-            with urlopen(Request(f"http://{m0.addr}/v1/kv/monitored", data=b"x", method="PUT"), timeout=10):
+            with urlopen(Request(f"http://{m0.addr}/v1/kv/monitored", data=b"x", method="PUT"), timeout=BOUND):
                 pass
             moved = raw.wait_line(lambda s: (e := _event(s))["event"] == "convergence" and e["rootChanges"] >= 1,
-                                  60, "a convergence report")
+                                  BOUND, "a convergence report")
             assert _event(moved)["root"] != snapshot["convergence"]["root"]
-            text.wait_line(lambda s: "root change" in s, 60, "a convergence report in text")
+            text.wait_line(lambda s: "root change" in s, BOUND, "a convergence report in text")
 
             # Leave first, then the crash: a leave right after a crash can be missed by the survivors (the
             # `left` rumor may go to the dead member only), which is the membership core's business, not
             # the stream's.
             cluster.stop(m1)
             raw.wait_line(lambda s: (e := _event(s))["event"] == "left" and e["member"]["name"] == "m1",
-                          60, "m1 left")
-            text.wait_line(lambda s: " left " in s and "m1" in s, 60, "m1 left in text")
+                          BOUND, "m1 left")
+            text.wait_line(lambda s: " left " in s and "m1" in s, BOUND, "m1 left in text")
 
             m2.signal(signal.SIGKILL)
-            m2.wait(10)
+            m2.wait(BOUND)
             suspect = raw.wait_line(lambda s: (e := _event(s))["event"] == "suspect" and e["member"]["name"] == "m2",
-                                    60, "m2 suspected")
+                                    BOUND, "m2 suspected")
             dead = raw.wait_line(lambda s: (e := _event(s))["event"] == "dead" and e["member"]["name"] == "m2",
-                                 60, "m2 declared dead")
+                                 BOUND, "m2 declared dead")
             assert raw.seen.index(suspect) < raw.seen.index(dead)
-            text.wait_line(lambda s: " suspect " in s and "m2" in s, 60, "m2 suspect in text")
-            text.wait_line(lambda s: " dead " in s and "m2" in s, 60, "m2 dead in text")
+            text.wait_line(lambda s: " suspect " in s and "m2" in s, BOUND, "m2 suspect in text")
+            text.wait_line(lambda s: " dead " in s and "m2" in s, BOUND, "m2 dead in text")
         finally:
             results = [m.interrupt() for m in monitors]
         for code, stderr in results:

@@ -7,7 +7,9 @@ contexts valid, garbage or huge; content types; compressed, mis-compressed and u
 (JSON shaped like each route's, with boundary numbers and deep nesting; raw bytes; msgpack-ish frames for
 peer endpoints). The property: the agent never answers 5xx (503 "watch slots full" and 504 "write concern
 not met" are answers, not failures), every request is answered within `PER_REQUEST_S`, and at the end the
-agent is healthy, its loop was never blocked longer than `MAX_STALL_S`, and RSS grew boundedly.
+agent is healthy, its loop was never blocked by more than `MAX_STALL_S` of CPU work (thread CPU time, which a
+busy machine does not inflate; wall-clock stalls there include waiting for a core) nor, in wall-clock time,
+longer than `PER_REQUEST_S` (a handler that sleeps or blocks on I/O), and RSS grew boundedly.
 
 Counts: `quick` in the default run, 800 examples (~4.5 s of CPU, ~5 ms per request, most of it drawing the
 example: within the default group's 8 s per test); `full` in the slow group, which CI runs,
@@ -49,7 +51,7 @@ SIZES = [pytest.param(QUICK_EXAMPLES, id="quick"),
          pytest.param(EXAMPLES, id="full", marks=pytest.mark.slow(quiet_seconds=50))]  # 46.8 s CPU at load ~30
 BATCH = 20_000
 PER_REQUEST_S = 10.0
-MAX_STALL_S = 2.0
+MAX_STALL_S = 2.0  # CPU seconds of the loop's thread between two probe wake-ups (quiet machine: ~0.3-0.5 s)
 MAX_RSS_GROWTH_MB = 200.0
 ALLOWED_5XX = {503, 504}
 
@@ -258,33 +260,39 @@ def test_every_http_handler_survives_structured_hostile_input(harness: Harness, 
     while remaining > 0:
         batch(min(BATCH, remaining))
         remaining -= BATCH
-    probe = harness.loop.run_until_complete(_loop_lag_under_load(harness))
+    stall_cpu, stall_wall = harness.loop.run_until_complete(_loop_lag_under_load(harness))
     growth = rss_mb(os.getpid()) - rss_before
     print(f"\nHTTP fuzz: {harness.count - count_before} requests in {time.process_time() - cpu_before:.1f} s CPU; "
           f"statuses {dict(sorted(harness.statuses.items()))}; worst request {harness.worst_latency:.3f} s; loop stall "
-          f"under load {probe:.3f} s; RSS +{growth:.1f} MB")
+          f"under load {stall_cpu:.3f} s of CPU ({stall_wall:.3f} s wall); RSS +{growth:.1f} MB")
     assert harness.count - count_before >= examples
     assert harness.worst_latency < PER_REQUEST_S
-    assert probe < MAX_STALL_S
+    assert stall_cpu < MAX_STALL_S
+    assert stall_wall < PER_REQUEST_S
     assert growth < MAX_RSS_GROWTH_MB
     assert harness.send({"method": "GET", "path": "/healthz", "query": {}, "headers": {}, "body": None}) == 200
     assert harness.send({"method": "GET", "path": "/v1/status", "query": {},
                          "headers": {"Authorization": f"Bearer {READ}"}, "body": None}) == 200
 
 
-async def _loop_lag_under_load(h: Harness) -> float:
+async def _loop_lag_under_load(h: Harness) -> tuple[float, float]:
     """Worst loop stall while 48 hostile-shaped requests run concurrently (handlers that become ready together
-    run back to back in one loop iteration, so this bounds the sum of their synchronous work)."""
-    worst = 0.0
+    run back to back in one loop iteration, so this bounds the sum of their synchronous work), as (CPU seconds
+    of this thread, wall seconds). The loop (agent and client) runs in this thread, so the thread's CPU time
+    between two wake-ups of a 5 ms sleeper is the synchronous work that held the loop: what a quiet machine
+    would see as the stall, whatever else shares the cores (the wall time also counts waiting for a core:
+    2.05 s at load 5-10 on 2 cores for a quiet machine's ~0.4 s)."""
+    worst_cpu = worst_wall = 0.0
     stop = asyncio.Event()
 
     async def probe() -> None:
-        nonlocal worst
+        nonlocal worst_cpu, worst_wall
         loop = asyncio.get_running_loop()
         while not stop.is_set():
-            t = loop.time()
+            t, c = loop.time(), time.thread_time()
             await asyncio.sleep(0.005)
-            worst = max(worst, loop.time() - t - 0.005)
+            worst_cpu = max(worst_cpu, time.thread_time() - c)
+            worst_wall = max(worst_wall, loop.time() - t - 0.005)
 
     task = asyncio.create_task(probe())
     auth = {"Authorization": f"Bearer {WRITE}", "Content-Type": "application/json"}
@@ -297,7 +305,7 @@ async def _loop_lag_under_load(h: Harness) -> float:
     stop.set()
     await task
     assert all(s < 500 for s in statuses), statuses
-    return worst
+    return worst_cpu, worst_wall
 
 
 @settings(max_examples=300, deadline=None)
