@@ -73,13 +73,13 @@ def kind_problem(key: str, kind: str | None) -> str | None:
     wanted = CRDT_PREFIXES[prefix] if prefix is not None else PLAIN
     if kind == wanted:
         return None
-    held = "a plain value" if kind is PLAIN else _a(str(kind))
+    held = "a plain value" if kind is PLAIN else with_article(str(kind))
     if prefix is None:
         return f"{key[:80]!r} holds {held}; CRDTs live only under {', '.join(CRDT_PREFIXES)}"
-    return f"{key[:80]!r} holds {held}; keys under {prefix!r} hold {_a(str(wanted))} only"
+    return f"{key[:80]!r} holds {held}; keys under {prefix!r} hold {with_article(str(wanted))} only"
 
 
-def _a(kind: str) -> str:
+def with_article(kind: str) -> str:
     """`kind` (a CRDT type name) with its article: "an orset", "a pncounter"."""
     return f"{'an' if kind[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {kind}"
 

@@ -41,7 +41,7 @@ from gossip_agent.core import packing
 from gossip_agent.core.config import CRDT_STATE_CEILING, KEY_BYTES_CEILING, VALUE_BYTES_CEILING, StateConfig
 from gossip_agent.core.crdt import Crdt
 from gossip_agent.core.hlc import Hlc
-from gossip_agent.core.keys import CRDT_PREFIXES, crdt_prefix, crdt_route, key_problem, kind_problem
+from gossip_agent.core.keys import CRDT_PREFIXES, crdt_prefix, crdt_route, key_problem, kind_problem, with_article
 from gossip_agent.core.merkle import DEFAULT_BITS, DEFAULT_DEPTH, MerkleTree
 from gossip_agent.core.vector_clock import (
     EMPTY,
@@ -296,7 +296,7 @@ class KvStore:
         """KindMismatch if `key` lies under a CRDT prefix: a plain value there made the CRDT's route fail for it."""
         prefix = crdt_prefix(key)
         if prefix is not None:
-            raise KindMismatch(f"{key[:80]!r}: keys under {prefix!r} hold a {CRDT_PREFIXES[prefix]} only; "
+            raise KindMismatch(f"{key[:80]!r}: keys under {prefix!r} hold {with_article(CRDT_PREFIXES[prefix])} only; "
                                f"use {crdt_route(key)}")
 
     def local_delete(self, key: str, now_ms: int, context: CausalContext | None = None) -> ValueEntry | None:
@@ -311,7 +311,7 @@ class KvStore:
             return None
         if isinstance(current, CrdtEntry):
             if kind_problem(key, current.value.TYPE) is None:
-                raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; CRDT keys cannot be deleted")
+                raise KindMismatch(f"{key!r} holds {with_article(current.value.TYPE)}; CRDT keys cannot be deleted")
             return self._local_write(key, None, now_ms, None)  # (a legacy CRDT outside the prefixes: replaced)
         if context is None:
             context = CausalContext(current.context, current.timestamp)
@@ -399,7 +399,7 @@ class KvStore:
         current = self._entries.get(key)
         if isinstance(current, CrdtEntry):
             if kind_problem(key, current.value.TYPE) is None:
-                raise KindMismatch(f"{key!r} holds a {current.value.TYPE}; use the CRDT operations")
+                raise KindMismatch(f"{key!r} holds {with_article(current.value.TYPE)}; use the CRDT operations")
             # A legacy CRDT outside the CRDT prefixes (an old snapshot, an older peer): no route serves it, and
             # the plain write replaces it (stamped after it, so it wins the kinds' merge everywhere).
             current = None
@@ -463,9 +463,9 @@ class KvStore:
         if current is not None and kind_problem(key, entry_kind(current)):
             current = None  # a legacy entry of the wrong kind under this CRDT's prefix: the update replaces it
         if isinstance(current, ValueEntry) and not current.is_tombstone:
-            raise KindMismatch(f"{key!r} holds plain values, not a {kind.TYPE}")
+            raise KindMismatch(f"{key!r} holds plain values, not {with_article(kind.TYPE)}")
         if isinstance(current, CrdtEntry) and not isinstance(current.value, kind):
-            raise KindMismatch(f"{key!r} holds a {current.value.TYPE}, not a {kind.TYPE}")
+            raise KindMismatch(f"{key!r} holds {with_article(current.value.TYPE)}, not {with_article(kind.TYPE)}")
         clock = hlc_mod.tick(self.clock, now_ms)
         start: C = current.value if isinstance(current, CrdtEntry) else kind()  # type: ignore[assignment]
         try:

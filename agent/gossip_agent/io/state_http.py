@@ -70,6 +70,7 @@ from gossip_agent.core.keys import (
     crdt_route,
     key_problem,
     kind_problem,
+    with_article,
 )
 from gossip_agent.core.kvstore import (
     MAX_LOCAL_SIBLINGS,
@@ -849,7 +850,8 @@ class StateApi:
         plain value there made the CRDT's route fail for the key), naming the route to use instead."""
         prefix = crdt_prefix(key)
         if prefix is not None:
-            raise _error(409, f"{key!r} is under {prefix!r}, whose keys hold a {CRDT_PREFIXES[prefix]} only; use "
+            kind = with_article(CRDT_PREFIXES[prefix])
+            raise _error(409, f"{key!r} is under {prefix!r}, whose keys hold {kind} only; use "
                               f"{_WRITE_METHOD[prefix]} {crdt_route(key)}")
         return key
 
@@ -860,12 +862,12 @@ class StateApi:
         (an old snapshot, an older peer) is replaced by a write of the right kind where its key belongs."""
         prefix = crdt_prefix(key)
         if prefix is None:
-            return (f"{key!r} holds a {held}, a legacy entry outside the CRDT prefixes ({', '.join(CRDT_PREFIXES)}) "
-                    "that no CRDT route serves; a PUT/DELETE here replaces it")
+            return (f"{key!r} holds {with_article(held)}, a legacy entry outside the CRDT prefixes "
+                    f"({', '.join(CRDT_PREFIXES)}) that no CRDT route serves; a PUT/DELETE here replaces it")
         if kind_problem(key, held) is None:
-            return f"{key!r} holds a {held}; read it with GET {crdt_route(key)}"
-        return (f"{key!r} holds a {held}, a legacy entry of the wrong kind (keys under {prefix!r} hold a "
-                f"{CRDT_PREFIXES[prefix]}); a {_WRITE_METHOD[prefix]} {crdt_route(key)} replaces it")
+            return f"{key!r} holds {with_article(held)}; read it with GET {crdt_route(key)}"
+        return (f"{key!r} holds {with_article(held)}, a legacy entry of the wrong kind (keys under {prefix!r} hold "
+                f"{with_article(CRDT_PREFIXES[prefix])}); a {_WRITE_METHOD[prefix]} {crdt_route(key)} replaces it")
 
     async def put(self, request: web.Request) -> web.Response:
         key = self._plain_key(self._key(request))
@@ -1086,8 +1088,8 @@ class StateApi:
         held = entry.value.TYPE if isinstance(entry, CrdtEntry) else "plain value"
         prefix = crdt_prefix(key)
         method = _WRITE_METHOD[prefix] if prefix is not None else "write"
-        raise _error(409, f"{key!r} holds a {held}, not a {kind}: a legacy entry of the wrong kind; a {method} here "
-                          "replaces it")
+        raise _error(409, f"{key!r} holds {with_article(held)}, not {with_article(kind)}: a legacy entry of the "
+                          f"wrong kind; a {method} here replaces it")
 
     async def _update_crdt(self, request: web.Request, key: str, cls: type[_C], mutate: Callable[[_C, str, Any], _C],
                            kind: str, field: str, w: int, timeout: float) -> web.Response:
