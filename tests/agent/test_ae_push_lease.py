@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -23,6 +22,7 @@ from gossip_agent.core.config import from_mapping
 from gossip_agent.core.kvstore import KvStore
 from gossip_agent.io.runtime import Agent
 from gossip_agent.io.state_service import AE_PATH, AE_PUSH_HEADER, AE_SESSION_HEADER, FRAME, StateService
+from tests.hostile.agent_support import with_state
 
 # The lease applies under a byte budget (one large enough not to hold anything back here).
 BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy": {"interval": "1h"},
@@ -94,15 +94,8 @@ def test_session_ids_are_bounded_input() -> None:
         assert valid_session_id(bad) is None
 
 
-@contextlib.asynccontextmanager
-async def _agent(name: str) -> AsyncIterator[tuple[Agent, StateService]]:
-    svc = StateService(from_mapping({**BASE, "name": name}))
-    agent = Agent(svc.config, extensions=[svc])
-    await agent.start()
-    try:
-        yield agent, svc
-    finally:
-        await agent.stop()
+def _agent(name: str) -> contextlib.AbstractAsyncContextManager[tuple[Agent, StateService]]:
+    return with_state({**BASE, "name": name})
 
 
 async def test_a_member_being_repaired_is_not_pushed_the_same_keys_by_a_second_session() -> None:

@@ -23,11 +23,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gossip_agent.core.config import from_mapping
 from gossip_agent.io import http_limits
-from gossip_agent.io.http_limits import HTTP_STATS, GuardedRunner, HeldResponse, ResponseBudget, unsent_bytes
+from gossip_agent.io.http_limits import HTTP_STATS, HeldResponse, ResponseBudget, unsent_bytes
 from gossip_agent.io.runtime import Agent
-from gossip_agent.io.state_service import StateService, state_extensions
+from tests.hostile.agent_support import answer, guarded_runner, non_reader, running, state_of
 
 BOUND = 30.0  # only stops a broken build hanging
 VALUE = os.urandom(4 * 1024 * 1024)
@@ -36,43 +35,14 @@ CLAMP = getattr(http_limits, "CLIENT_SNDBUF", 128 * 1024)  # (before the fix the
 
 @pytest.fixture
 async def agent() -> AsyncIterator[Agent]:
-    cfg = from_mapping({"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "name": "s17",
-                        "state": {"maxValueBytes": len(VALUE)}})
-    agent = Agent(cfg, extensions=state_extensions(cfg))
-    await agent.start()
-    try:
+    async with running("s17", sections={"state": {"maxValueBytes": len(VALUE)}}) as agent:
         yield agent
-    finally:
-        await agent.stop()
-
-
-def _service(agent: Agent) -> StateService:
-    return next(e for e in agent.extensions if isinstance(e, StateService))
-
-
-def _runner(agent: Agent) -> GuardedRunner:
-    runner = agent._runner
-    assert isinstance(runner, GuardedRunner) and runner.server is not None
-    return runner
 
 
 def _server_sockets(agent: Agent) -> list[socket.socket]:
-    server = _runner(agent).server
+    server = guarded_runner(agent).server
     assert server is not None
     return [h.transport.get_extra_info("socket") for h in server.connections if h.transport is not None]
-
-
-async def _non_reader(port: int, request: bytes, rcvbuf: int | None = None) -> socket.socket:
-    """A connection that sends `request` and never reads (by default with an autotuned receive buffer, which
-    lets the kernel grow the agent's send buffer)."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    await loop.sock_sendall(sock, request)
-    return sock
 
 
 async def test_every_connection_has_its_send_buffer_clamped_as_it_is_accepted(agent: Agent) -> None:
@@ -93,11 +63,11 @@ async def test_pipelined_small_answers_to_non_readers_queue_at_most_the_clamp(
     """8 connections pipeline 100 GETs of a 64 KiB value (a small answer) and never read: the kernel's send
     queue toward each stops growing at the clamp (before the fix: ~3.7 MiB each, for a stall window)."""
     monkeypatch.setattr(http_limits, "STALL_WINDOW", 600.0)  # the queues are looked at before any reset
-    _service(agent).put("medium", os.urandom(http_limits.SMALL_BODY), None)
+    state_of(agent).put("medium", os.urandom(http_limits.SMALL_BODY), None)
     request = b"GET /v1/kv/medium HTTP/1.1\r\nHost: x\r\n\r\n" * 100
-    socks = [await _non_reader(agent.port, request) for _ in range(8)]
+    socks = [await non_reader(agent.port, request, rcvbuf=None) for _ in range(8)]
     try:
-        server = _runner(agent).server
+        server = guarded_runner(agent).server
         assert server is not None
         queued: list[int] = []
         last: list[int] = []
@@ -115,18 +85,6 @@ async def test_pipelined_small_answers_to_non_readers_queue_at_most_the_clamp(
             sock.close()
 
 
-async def _answer(port: int, request: bytes) -> tuple[bytes, bytes]:
-    """Send `request` on a new connection and read its whole answer (head, body) until the server closes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        data = await reader.read(-1)
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return head, body
-
-
 async def test_a_waiting_large_answer_resets_a_holder_that_takes_too_slowly(
         agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that takes nothing of its 4 MiB answer (above the stall rule here: its window is long) holds the
@@ -136,17 +94,17 @@ async def test_a_waiting_large_answer_resets_a_holder_that_takes_too_slowly(
     monkeypatch.setattr(http_limits, "MAX_LARGE_RESPONSE_BYTES", len(VALUE) + len(VALUE) // 2)
     monkeypatch.setattr(http_limits, "RESPONSE_BUDGET_WAIT", BOUND / 2)
     monkeypatch.setattr(http_limits, "RESPONSE_PREEMPT_AFTER", 0.2, raising=False)
-    _service(agent).put("big", VALUE, None)
-    _service(agent).put("big2", VALUE[::-1], None)
-    stats = _runner(agent).app[HTTP_STATS]
-    stuck = await _non_reader(agent.port, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n", rcvbuf=4096)
+    state_of(agent).put("big", VALUE, None)
+    state_of(agent).put("big2", VALUE[::-1], None)
+    stats = guarded_runner(agent).app[HTTP_STATS]
+    stuck = await non_reader(agent.port, b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n", rcvbuf=4096)
     try:
-        server = _runner(agent).server
+        server = guarded_runner(agent).server
         assert server is not None
         async with asyncio.timeout(BOUND):
             while not any(h.transport is not None and unsent_bytes(h.transport) for h in server.connections):
                 await asyncio.sleep(0.02)
-            head, body = await _answer(agent.port, b"GET /v1/kv/big2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            head, body = await answer(agent.port, b"GET /v1/kv/big2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), head  # before the fix: 503 after the wait
         assert body == VALUE[::-1]
         assert stats["response_preempted"] == 1 and stats["response_budget"] == 0  # the stuck client was reset
