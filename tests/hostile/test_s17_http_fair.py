@@ -140,3 +140,45 @@ async def test_the_budget_resets_only_the_slowest_holder_below_the_rate(monkeypa
     async with asyncio.timeout(BOUND):
         assert not await budget.take(100, 0.5, HeldResponse(100, now))
     assert cut == ["slowest", "slow"] and budget.preempted == 2
+
+
+async def test_no_holder_is_reset_unless_the_resets_make_the_waiter_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit (review): a fast holder keeps most of the cap, so resetting every slow holder would still leave no
+    room for the waiter: none is reset, and the waiter gets its refusal (before: all three slow holders were
+    reset, then the 503 anyway). A waiter that two resets make fit resets the two slowest, not the third."""
+    monkeypatch.setattr(http_limits, "RESPONSE_PREEMPT_AFTER", 0.05, raising=False)
+    budget = ResponseBudget(total=100)
+    now = asyncio.get_running_loop().time()
+    cut: list[str] = []
+    for name, size, taken in (("fast", 70, 10**9), ("slow1", 10, 2), ("slow2", 10, 1), ("slow3", 10, 0)):
+        held = HeldResponse(size, now)
+        assert await budget.take(size, 0, held)
+        held.taken = lambda t=taken: t  # type: ignore[misc]
+        held.cut = lambda n=name: cut.append(n)
+    async with asyncio.timeout(BOUND):
+        assert not await budget.take(40, 0.5, HeldResponse(40, now))
+    assert cut == [] and budget.preempted == 0 and budget.used == 100
+    async with asyncio.timeout(BOUND):
+        assert await budget.take(20, BOUND, HeldResponse(20, now))
+    assert cut == ["slow3", "slow2"] and budget.preempted == 2 and budget.used == 100
+
+
+async def test_a_kept_alive_connection_gets_its_clamp_back_after_a_large_answer(agent: Agent) -> None:
+    """Review: a large answer raised the connection's send buffer to LARGE_RESPONSE_SNDBUF and left it there, so
+    pipelined small answers on that kept-alive connection could queue twice the clamp. Once the large answer is
+    all taken, the clamp is back."""
+    state_of(agent).put("big", VALUE[: 2 * 1024 * 1024], None)
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+    try:
+        writer.write(b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(BOUND):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
+            (sock,) = _server_sockets(agent)
+            while sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) > 2 * CLAMP:
+                await asyncio.sleep(0.02)  # (the writer notices the body taken on its next look)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) <= 2 * CLAMP
+    finally:
+        writer.close()

@@ -159,9 +159,13 @@ def _put_bytes(http: _Http, path: str, args: argparse.Namespace, value: bytes, w
     if args.json:
         _print_json(answer)
     else:
-        print(shown(f"ok ({answer.get('acknowledged', 1)} holder(s))"))
+        held = answer.get("acknowledged", 1) if isinstance(answer, dict) else "?"
+        print(shown(f"ok ({held} holder(s))"))
     _note_siblings_remain(name, answer)
     return 0
+
+
+MAX_LISTED = 64  # writes a note lists at most (as the agent does): a hostile answer may list millions
 
 
 def _note_siblings_remain(name: str, answer: Any) -> None:
@@ -174,9 +178,13 @@ def _note_siblings_remain(name: str, answer: Any) -> None:
     they are on stdout, and this note too (stderr)."""
     if not isinstance(answer, dict) or answer.get("siblingsMayRemain") is not True:
         return
-    listed = [d for d in answer.get("remaining") or [] if isinstance(d, dict)]
+    # The answer is the agent's, and the write is made: whatever its fields hold, this prints and never fails
+    # (a crash here exited 1 after a write that succeeded, and a script retrying on it added a sibling: review).
+    remaining = answer.get("remaining")
+    listed = [d for d in remaining if isinstance(d, dict)][:MAX_LISTED] if isinstance(remaining, list) else []
     count = answer.get("remainingCount")
-    count = count if isinstance(count, int) and count >= len(listed) else len(listed)
+    if isinstance(count, bool) or not isinstance(count, int) or count < len(listed):
+        count = len(listed)
     dots = ", ".join(f"{d.get('node')}:{d.get('counter')}" for d in listed)
     more = f" (and {count - len(listed)} more)" if count > len(listed) else ""
     print(f"gossipctl: note: {shell_word(name)} is written, but {count} write(s) its context named have not "

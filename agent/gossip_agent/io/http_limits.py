@@ -557,7 +557,7 @@ class ResponseBudget:
                     now = loop.time()
                     if now >= deadline:
                         return False
-                    if now >= preempt_at and self._preempt(now):
+                    if now >= preempt_at and self._preempt(now, size):
                         continue
                     # Past preempt_at, looked at again every 1/4 s: holders grow old enough, or slow, meanwhile.
                     pause = min(preempt_at, deadline) - now if now < preempt_at else min(0.25, deadline - now)
@@ -572,24 +572,34 @@ class ResponseBudget:
             self._held[held] = None
         return True
 
-    def _preempt(self, now: float) -> bool:
-        """Reset the holder whose client takes slowest, if below `PREEMPT_RATE` bytes a second over the time it
-        has held its room (at least `RESPONSE_PREEMPT_AFTER`), and give back its room at once; False if none."""
-        slowest, slowest_rate, cut = None, float(PREEMPT_RATE), None
+    def _preempt(self, now: float, size: int) -> bool:
+        """Make room for a waiting response of `size` bytes by resetting the holders whose clients take slowest,
+        each below `PREEMPT_RATE` bytes a second over the time it has held its room (at least
+        `RESPONSE_PREEMPT_AFTER`), slowest first and only as many as it needs; their room is given back at once.
+        None is reset unless those it may reset would make it fit (else honest slow readers were reset for a
+        response that still got its 503: review); False then."""
+        slow = []
         for held in self._held:
             age = now - held.since
-            if held.cut is None or age < RESPONSE_PREEMPT_AFTER:
-                continue
-            rate = held.taken() / age
-            if rate < slowest_rate:
-                slowest, slowest_rate, cut = held, rate, held.cut
-        if slowest is None or cut is None:
+            if held.cut is not None and age >= RESPONSE_PREEMPT_AFTER and (rate := held.taken() / age) < PREEMPT_RATE:
+                slow.append((rate, held))
+        slow.sort(key=lambda pair: pair[0])
+        freed, victims = 0, 0
+        for _, held in slow:
+            freed += held.size
+            victims += 1
+            if self.used - freed == 0 or self.used - freed + size <= self.total:
+                break
+        else:
             return False
-        del self._held[slowest]
-        slowest.preempted = True
-        self.preempted += 1
-        self.used -= slowest.size  # its body is dropped with its connection; counted once, here
-        cut()
+        for _, held in slow[:victims]:
+            del self._held[held]
+            held.preempted = True
+            self.preempted += 1
+            self.used -= held.size  # its body is dropped with its connection; counted once, here
+            assert held.cut is not None
+            held.cut()
+        self._wake()  # (other waiters may fit in what is left)
         return True
 
     def give_back(self, size: int, held: HeldResponse | None = None) -> None:
@@ -598,6 +608,9 @@ class ResponseBudget:
                 return  # given back when it was reset
             self._held.pop(held, None)
         self.used -= size
+        self._wake()
+
+    def _wake(self) -> None:
         freed, self._freed = self._freed, asyncio.Event()
         freed.set()
 
@@ -804,6 +817,9 @@ async def _write_progressing(request: web.Request, response: web.StreamResponse,
             # that never read a 2.7 MiB listing held 133 MiB there, for as long as they kept the connections).
             # The answer is done when the client has taken it all, or the rule lets it go.
             if await progressing(response.write_eof()) and await progressing(_until_taken(transport)):
+                # All taken: a kept-alive connection's send buffer goes back to every connection's clamp (the
+                # large answer's stayed, doubling what pipelined small answers could queue there: review).
+                _clamp_send_buffer(transport, CLIENT_SNDBUF)
                 return
         request.app[HTTP_STATS]["response_stalled"] += 1
         reset(transport)  # aiohttp's own write_eof then finds the connection closed
