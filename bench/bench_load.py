@@ -2,8 +2,9 @@
 
 For each scenario (N agents, a write rate, a value size, a gossip mode and optional config overrides) a fresh
 cluster of real agent processes starts (bench_cluster.py's machinery: seeds one by one, the rest in a burst, all
-joined when every agent has logged every other), every agent gets a watch stream (`GET /v1/watch?prefix=bench/`)
-to this bench (a watch reader child of it, see `observer`), and then `--writes` PUTs of `--size` random bytes,
+joined when every agent has logged every other), every agent stamps its applies of the bench's keys (or, with
+`--observer watch`, gets a watch stream to this bench: see `latency` and `observer`), and then `--writes` PUTs
+of `--size` random bytes,
 each to a new key, go to random agents at `--rate` writes/s (open loop: a slow agent does not slow the schedule).
 Measured:
 
@@ -43,13 +44,20 @@ Measured:
              coordinate (UDP) + push-pull (TCP); data = state + pull + short_pull + short_offer + ihave + graft +
              prune (UDP) + anti-entropy (TCP). An agent's Merkle root travels as a convergence digest
              (`digest`; older agents: in their Alive metadata, counted as `alive`).
-  latency    write -> all (t100): from just before the PUT is sent to the arrival of the change on the LAST
-             agent's watch stream (an agent emits it right after applying the write); median, p99, max; writes
-             some agent never emitted within `--deliver-timeout` are counted as incomplete. The stamps: `sent`
-             is taken by the write schedule itself, immediately before the request's one send on an idle
-             keep-alive connection (a raw HTTP/1.1 client; a new connection only when every one to that agent is
-             busy, stamped after its connect); an arrival is stamped by a watch reader child when its recv returns
-             the bytes holding the key (time.perf_counter, CLOCK_MONOTONIC on Linux: one clock in every process).
+  latency    write -> all (t100): from just before the PUT is sent to the moment the LAST agent applied the
+             change; median, p99, max; writes some agent never applied within `--deliver-timeout` are counted as
+             incomplete. The stamps: `sent` is taken by the write schedule itself, immediately before the
+             request's one send on an idle keep-alive connection (a raw HTTP/1.1 client; a new connection only
+             when every one to that agent is busy, stamped after its connect). An arrival is stamped, with
+             `--observer trace` (the default), by the agent itself when it applies the change
+             (bench/apply_trace/sitecustomize.py, loaded only into the agents this bench starts: a list append
+             per apply, appended to a file every 0.2 s and read by this bench as it waits); with `--observer
+             watch`, by a watch reader child when its recv returns the bytes holding the key from that agent's
+             watch stream (`GET /v1/watch?prefix=bench/`, which the agent writes right after applying). Both
+             use time.perf_counter (CLOCK_MONOTONIC on Linux: one clock in every process). The watch streams
+             are load the agents would not otherwise carry (a watch line rendered and written per delivery,
+             ~13 % of an agent's CPU per delivery at N=50, and the readers' wake-ups) and their stamps lag
+             with the readers' scheduling when the machine is saturated: `watch` is kept to compare.
   observer   The measuring apparatus costs CPU on the machine the agents run on, and its stamps lag when it waits
              for a CPU. So the watch streams are read by `--watch-readers` child processes (raw sockets, one
              epoll loop, one regex per chunk, arrivals sent to the driver in batches), not by 50 aiohttp streams
@@ -781,6 +789,51 @@ def sum_deltas(before: list[dict[str, float]], after: list[dict[str, float]], na
 # --cpu-profile: the directory whose sitecustomize.py attributes an agent's CPU, and the variable naming where.
 CPU_PROFILE_HOOK = str(Path(__file__).resolve().parent / "cpu_profile")
 CPU_PROFILE_ENV = "GOSSIP_CPU_PROFILE_DIR"
+# --observer trace (the default): the directory whose sitecustomize.py stamps each apply inside the agents (it
+# loads the CPU profile hook too when that is asked for), and the variable naming where the stamps go.
+APPLY_TRACE_HOOK = str(Path(__file__).resolve().parent / "apply_trace")
+APPLY_TRACE_ENV = "GOSSIP_APPLY_TRACE_DIR"
+
+
+def agent_hook_dir() -> str | None:
+    """The sitecustomize directory the agents we start need on their PYTHONPATH (None: no hook)."""
+    if os.environ.get(APPLY_TRACE_ENV):
+        return APPLY_TRACE_HOOK
+    if os.environ.get(CPU_PROFILE_ENV):
+        return CPU_PROFILE_HOOK
+    return None
+
+
+class ApplyTrace:
+    """The agents' apply stamps (bench/apply_trace/sitecustomize.py), read as they are appended: `poll()` adds
+    each new `key TAB time` line of `DIR/<pid>.trace` to `arrivals` (key -> agent name -> first time)."""
+
+    def __init__(self, directory: Path, names: dict[int, str], arrivals: dict[str, dict[str, float]]) -> None:
+        self.directory, self.names, self.arrivals = directory, names, arrivals
+        self._offsets: dict[Path, int] = {}
+        self._partial: dict[Path, bytes] = {}
+
+    def poll(self) -> None:
+        for pid, name in self.names.items():
+            path = self.directory / f"{pid}.trace"
+            try:
+                with path.open("rb") as f:
+                    f.seek(self._offsets.get(path, 0))
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            if not data:
+                continue
+            self._offsets[path] = self._offsets.get(path, 0) + len(data)
+            data = self._partial.pop(path, b"") + data
+            lines = data.split(b"\n")
+            if lines[-1]:
+                self._partial[path] = lines[-1]
+            for line in lines[:-1]:
+                key, _, stamp = line.partition(b"\t")
+                with contextlib.suppress(ValueError):
+                    self.arrivals.setdefault(key.decode(), {}).setdefault(name, float(stamp))
+
 
 
 class OursFrom(bc.Ours):
@@ -795,8 +848,9 @@ class OursFrom(bc.Ours):
     def command(self, name: str, port: int, rpc_port: int, seeds: Sequence[int], workdir: Path) -> list[str]:
         root = Path(self.src)  # a whole source tree or its agent/ directory
         path = root / "agent" if (root / "agent" / "gossip_agent").is_dir() else root
-        # With --cpu-profile the baseline arm is profiled too (its hook directory after the tree).
-        pythonpath = f"{path}{os.pathsep}{CPU_PROFILE_HOOK}" if os.environ.get(CPU_PROFILE_ENV) else str(path)
+        # With --cpu-profile or the apply trace the baseline arm is hooked too (the hook directory after the tree).
+        hook = agent_hook_dir()
+        pythonpath = f"{path}{os.pathsep}{hook}" if hook else str(path)
         return ["env", f"PYTHONPATH={pythonpath}", *super().command(name, port, rpc_port, seeds, workdir)]
 
 
@@ -858,10 +912,16 @@ class OursLoad:
         arrivals: dict[str, dict[str, float]] = {}
         key_rx = WATCH_KEY_RX
         lean = args.apparatus == "lean"
+        traced = args.observer == "trace"
         async with aiohttp.ClientSession(connector=connector) as session:
             ready: set[str] = set()
             readers: WatchReaders | None = None
-            if lean:  # the streams in reader children; the classic apparatus reads them here (aiohttp)
+            trace: ApplyTrace | None = None
+            if traced:  # no watch streams: the agents stamp their applies themselves
+                trace = ApplyTrace(Path(os.environ[APPLY_TRACE_ENV]), {a.pid: a.name for a in agents if a.pid},
+                                   arrivals)
+                ready = {a.name for a in agents}
+            elif lean:  # the streams in reader children; the classic apparatus reads them here (aiohttp)
                 readers = WatchReaders(agents, args.watch_readers, args.observer_priority, args.watch_batch_ms,
                                        arrivals)
                 ready = readers.ready
@@ -880,7 +940,7 @@ class OursLoad:
                         elif b'"error"' in line:
                             log(f"{a.name}: watch: {line[:200]!r}")
 
-            watchers = [] if lean else [asyncio.create_task(watch(a)) for a in agents]
+            watchers = [] if lean or traced else [asyncio.create_task(watch(a)) for a in agents]
             deadline = time.monotonic() + 60
             while len(ready) < len(agents) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -890,7 +950,7 @@ class OursLoad:
             idle = await asyncio.to_thread(idle_traffic, self.cluster, len(agents), args.idle_seconds)
             try:
                 result = await self._window(session, agents, arrivals, started, idle,
-                                            readers.pids if readers else [])
+                                            readers.pids if readers else [], trace)
                 result["idle"] = idle
                 return result
             finally:
@@ -902,7 +962,8 @@ class OursLoad:
 
     async def _window(self, session: aiohttp.ClientSession, agents: list[bc.Agent],
                       arrivals: dict[str, dict[str, float]], started: dict[str, Any],
-                      idle: dict[str, Any] | None, reader_pids: list[int]) -> dict[str, Any]:
+                      idle: dict[str, Any] | None, reader_pids: list[int],
+                      trace: ApplyTrace | None = None) -> dict[str, Any]:
         sc, args = self.sc, self.args
         lean = args.apparatus == "lean"
         lo, hi = self.cluster.port_range
@@ -1029,9 +1090,12 @@ class OursLoad:
                     break
                 await asyncio.sleep(0.05)
             n = len(agents)
+            poll = trace.poll if trace is not None else (lambda: None)
+            poll()
             while time.perf_counter() - t_last < args.deliver_timeout and any(
                     len(arrivals.get(k, {})) < n for k in acked):
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.25 if trace is not None else 0.05)
+                poll()
             rest = t_last + args.tail - time.perf_counter()
             if rest > 0:
                 await asyncio.sleep(rest)
@@ -1048,6 +1112,9 @@ class OursLoad:
             ticks_end = [bc.cpu_ticks(a.pid) for a in agents]
             split_end = [cpu_split(a.pid) for a in agents]
             m1 = await self.metrics(session, agents)
+        if trace is not None:  # the stamps of the last FLUSH_EVERY: appended by now
+            await asyncio.sleep(0.5)
+            trace.poll()
         putter.close()
         capture = cap.stop() if captured else None
         self.reset_priority()
@@ -1093,7 +1160,8 @@ class OursLoad:
             "schedule_lag_ms": [round(1000 * x, 2) for x in lags],
             # The measuring apparatus itself: which one, and its own CPU-seconds (this driver, the watch readers,
             # the capture child) while writing and over the whole window.
-            "apparatus": {"kind": args.apparatus, "observer_priority": prio, "watch_readers": len(reader_pids),
+            "apparatus": {"kind": args.apparatus, "observer": args.observer, "observer_priority": prio,
+                          "watch_readers": len(reader_pids),
                           "watch_batch_ms": args.watch_batch_ms if lean else None,
                           "capture_sample_every": sample_every if captured else None,
                           "cpu_s_during_writes": obs_delta(obs0, obs_last), "cpu_s_window": obs_delta(obs0, obs_end)},
@@ -1479,6 +1547,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the measuring apparatus: lean (watch streams in reader children, raw PUTs stamped at the "
                    "send, sampled capture, observer priority) or classic (everything in this process, aiohttp, "
                    "every datagram captured, default priority): to A/B the apparatus itself (default %(default)s)")
+    p.add_argument("--observer", choices=("trace", "watch"), default="trace",
+                   help="how deliveries are seen: trace (each agent stamps its applies itself, "
+                   "bench/apply_trace/; no watch streams) or watch (a watch stream per agent, read by the "
+                   "apparatus: costs the agents a watch line per delivery) (default %(default)s)")
     p.add_argument("--watch-readers", type=int, default=1, metavar="R",
                    help="lean: watch reader child processes (default %(default)s)")
     p.add_argument("--observer-priority", default=OBSERVER_PRIORITY, metavar="rt|NICE",
@@ -1516,11 +1588,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ports = bc.Ports(args.base_port)
     results: list[dict[str, Any]] = []
     try:
-        if args.cpu_profile:  # the agents we start (children) load bench/cpu_profile/sitecustomize.py
+        # The agents we start (children) load bench/apply_trace/sitecustomize.py (which loads the CPU profile
+        # hook too when asked for) or bench/cpu_profile/sitecustomize.py.
+        hook_dir = APPLY_TRACE_HOOK if args.observer == "trace" else CPU_PROFILE_HOOK if args.cpu_profile else None
+        if hook_dir:
             os.environ["PYTHONPATH"] = os.pathsep.join(
-                part for part in (CPU_PROFILE_HOOK, os.environ.get("PYTHONPATH")) if part)
+                part for part in (hook_dir, os.environ.get("PYTHONPATH")) if part)
         for i, sc in enumerate(scenarios):
             log(f"== {sc.title()} (load {bc.loadavg()})")
+            if args.observer == "trace":
+                os.environ[APPLY_TRACE_ENV] = tempfile.mkdtemp(prefix=f"trace-{i:02d}-", dir=workdir)
             if args.cpu_profile:
                 slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", sc.title()).strip("_")
                 os.environ[CPU_PROFILE_ENV] = str(Path(args.cpu_profile).resolve() / f"{i:02d}-{slug}")
@@ -1574,7 +1651,8 @@ def row_text(r: dict[str, Any]) -> str:
     app = r.get("apparatus")
     if app:
         cpu = app.get("cpu_s_during_writes") or {}
-        parts.append(f"observer ({app['kind']}, priority {app.get('observer_priority')}, capture 1/"
+        parts.append(f"observer ({app.get('observer', 'watch')}, {app['kind']}, priority "
+                     f"{app.get('observer_priority')}, capture 1/"
                      f"{app.get('capture_sample_every')}): lag p99 {r.get('schedule_lag_ms_p99')} ms, CPU-s while "
                      f"writing driver {cpu.get('driver')} readers {cpu.get('readers')} capture {cpu.get('capture')}")
     if "membership_share" in r:

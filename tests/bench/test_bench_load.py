@@ -98,14 +98,34 @@ def test_out_rates_per_agent_and_budget_plan() -> None:
     assert "gossip.maxBytesPerSecond=30000" in budgeted.sets and budgeted.critical_every == 10
 
 
-def test_bench_load_smoke(tmp_path: Path) -> None:
+def test_apply_trace_reads_appended_lines_and_keeps_a_torn_tail(tmp_path: Path) -> None:
+    """The bench follows the agents' apply stamps as they are appended: a line cut by the writer's flush is
+    completed by the next poll, the first stamp of a key per agent wins, and a missing file is not yet."""
+    arrivals: dict[str, dict[str, float]] = {}
+    trace = bench_load.ApplyTrace(tmp_path, {11: "a", 12: "b"}, arrivals)
+    trace.poll()
+    assert arrivals == {}
+    (tmp_path / "11.trace").write_bytes(b"bench/x\t1.5\nbench/y\t2.")
+    trace.poll()
+    assert arrivals == {"bench/x": {"a": 1.5}}
+    with (tmp_path / "11.trace").open("ab") as f:
+        f.write(b"25\nbench/x\t9.0\n")
+    (tmp_path / "12.trace").write_bytes(b"bench/x\t3.0\n")
+    trace.poll()
+    assert arrivals == {"bench/x": {"a": 1.5, "b": 3.0}, "bench/y": {"a": 2.25}}
+
+
+@pytest.mark.parametrize("observer", ["trace", "watch"])
+def test_bench_load_smoke(tmp_path: Path, observer: str) -> None:
+    """Both observers see every write everywhere: the agents' own apply stamps (the default) and the watch
+    streams."""
     out = tmp_path / "load.json"
     cmd = [sys.executable, str(BENCH), "--n", "3", "--rate", "20", "--writes", "6", "--size", "300",
            "--modes", "push-pull", "--settle", "0.5", "--idle-seconds", "1", "--tail", "0.5",
-           "--deliver-timeout", "60",
+           "--deliver-timeout", "60", "--observer", observer,
            "--converge-timeout", "60", "--base-port", str(27000 + os.getpid() % 3000),
            "--json", str(out), "--keep-logs", str(tmp_path / "logs")]
-    if shutil.which("serf"):
+    if shutil.which("serf") and observer == "trace":
         cmd.append("--serf")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -118,6 +138,7 @@ def test_bench_load_smoke(tmp_path: Path) -> None:
     ours = [r for r in data["results"] if r["scenario"]["impl"] == "ours"]
     assert len(ours) == 1
     r = ours[0]
+    assert r["apparatus"]["observer"] == observer
     assert r["writes_acked"] == 6 and not r["write_errors"]
     assert r["latency"]["complete"] == 6, r["latency"]
     assert r["roots_equal_after_last_write_s"] is not None
@@ -136,6 +157,8 @@ def test_bench_load_smoke(tmp_path: Path) -> None:
         assert r["idle"]["Bps_per_agent"] >= 0
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
         assert f"gossip_load_{proc.pid}" not in tables
+    if observer == "watch":
+        return
     if shutil.which("serf"):
         serf = [r for r in data["results"] if r["scenario"]["impl"] == "serf"]
         assert serf and "error" not in serf[0], serf
