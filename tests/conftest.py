@@ -164,6 +164,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 CPU_BUDGET = pytest.StashKey[float]()
+CPU_BUDGET_EXCEEDED = pytest.StashKey[str]()  # set when the budget ran out; cleared once a report says so
+
+
+def budget_message(limit: float) -> str:
+    return f"CPU budget of {limit:g} s exceeded (--slow-budget x quiet_seconds of CPU)"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -177,7 +182,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
     def over_budget(signum: int, frame: Any) -> None:
         signal.setitimer(signal.ITIMER_PROF, 0)
-        pytest.fail(f"CPU budget of {limit:g} s exceeded (--slow-budget x quiet_seconds of CPU)", pytrace=True)
+        # Remembered as well as raised: code under test that catches BaseException (a retry loop, a cleanup
+        # that swallows everything) would otherwise let an over-budget test pass (pytest_runtest_makereport).
+        item.stash[CPU_BUDGET_EXCEEDED] = budget_message(limit)
+        pytest.fail(budget_message(limit), pytrace=True)
 
     previous = signal.signal(signal.SIGPROF, over_budget)
     signal.setitimer(signal.ITIMER_PROF, limit)
@@ -186,3 +194,21 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
         signal.signal(signal.SIGPROF, previous)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A phase that passed after its slow test ran out of CPU budget is a failure: the budget's exception was
+    swallowed by the code under test (the first report after the timer fired says so, once)."""
+    outcome = yield
+    message = item.stash.get(CPU_BUDGET_EXCEEDED, None)
+    if message is None:
+        return
+    report = outcome.get_result()
+    if report.failed:  # the budget's own failure, or another: either way reported
+        del item.stash[CPU_BUDGET_EXCEEDED]
+        return
+    if report.passed:
+        del item.stash[CPU_BUDGET_EXCEEDED]
+        report.outcome = "failed"
+        report.longrepr = f"{message}; the test's code caught the exception and went on"

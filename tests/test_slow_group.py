@@ -67,6 +67,16 @@ def test_burns_cpu():
         pass
 
 @pytest.mark.slow(quiet_seconds=0.5)
+def test_swallows_the_budget():
+    t = time.process_time()
+    while time.process_time() - t < 1.5:
+        try:
+            while time.process_time() - t < 1.5:
+                pass
+        except BaseException:  # code under test that catches everything, the budget's exception included
+            pass
+
+@pytest.mark.slow(quiet_seconds=0.5)
 def test_waits_like_a_starved_test():
     time.sleep(1.2)  # over the 0.5 s CPU budget in wall time, but no CPU: a busy machine's waiting for a core
 """
@@ -80,5 +90,7 @@ def test_the_budget_is_cpu_time_so_waiting_for_a_core_does_not_count(pytester: p
     pytester.makeini(INI)
     pytester.makepyfile(test_budget=BUDGETED)
     result = pytester.runpytest_subprocess("-m", "slow", "--slow-budget", "1")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines(["*test_burns_cpu*CPU budget of 0.5 s exceeded*"])
+    result.stdout.fnmatch_lines(["*_ test_swallows_the_budget _*",
+                                 "CPU budget of 0.5 s exceeded*the test's code caught the exception and went on"])
