@@ -129,6 +129,12 @@ def load_plan(sizes: Sequence[int], *, quick: bool = False) -> list[Step]:
         Step("budget", "load", "the same at N=10 and 512 B, without and with a 30 kB/s per-agent byte budget",
              ("--n", "10", "--rate", "100", "--size", "512", "--seconds", secs, "--modes", "push-pull",
               "--critical-every", "10", "--budget", "30000"), agents=10),
+        Step("observer", "load", f"1 KiB writes at 100/s, N={max(small, default=10)}, push-pull on the tree, seen "
+             "through a watch stream per agent (`--observer watch`, the observer of earlier reports) instead of the "
+             "agents' own apply stamps", ("--n", str(max(small, default=10)), "--rate", "100", "--size", "1024",
+                                          "--seconds", secs, "--modes", "push-pull", "--broadcasts", "tree",
+                                          "--observer", "watch"),
+             agents=max(small, default=10)),
         Step("sweep", "load", "gossip.fanout x gossip.retransmitMult at N=10, 10 writes/s of 1 KiB, tree and flood",
              ("--no-default", "--sweep", "--size", "1024", "--seconds", "1" if quick else "5", *both), agents=10),
     ]
@@ -358,7 +364,7 @@ def read_run(run_dir: Path | None, files: Sequence[Path] = (), real_json: Path |
 
 MODE_ORDER = {"push": 0, "pull": 1, "push-pull": 2, "-": 3}
 STEP_ORDER = {"load": 0, "modes": 1, "serf": 2, "serf100": 3, "eight": 4, "issue8": 4, "critical": 5, "budget": 6,
-              "sweep": 7}
+              "observer": 6.5, "sweep": 7}
 
 
 def row_order(r: dict[str, Any]) -> tuple[Any, ...]:
@@ -515,8 +521,41 @@ def headline(run: Run) -> list[str]:
         out += md_table(["step", "scenario", "budget", "critical t100 median ms", "normal t100 median ms",
                          "critical/normal", "met"], cells, right=range(3, 6))
         out.append("")
+    out += observer_headline(rows)
     out += topology_headline(run)
     return out
+
+
+def observer_of(r: dict[str, Any]) -> str:
+    """How the row's deliveries were seen: the agents' apply stamps (trace) or watch streams (watch; rows from
+    before the trace say nothing and were watched)."""
+    return str((r.get("apparatus") or {}).get("observer", "watch"))
+
+
+def observer_headline(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The same scenario seen by both observers (the `observer` step against its `load` row): what the watch
+    streams cost the agents and add to the stamps."""
+    cells = []
+    for w in rows:
+        if not (ok(w) and w["_step"] == "observer"):
+            continue
+        sc = w["scenario"]
+        t = next((r for r in rows if ok(r) and r["_step"] == "load" and path_of(r) == path_of(w)
+                  and (r["scenario"]["n"], r["scenario"]["rate"], r["scenario"]["size"], r["scenario"]["mode"])
+                  == (sc["n"], sc["rate"], sc["size"], sc["mode"])), None)
+        for r in (t, w):
+            if r is None:
+                continue
+            cpu = (r.get("cpu_s_per_delivery") or {}).get("during_writes") or {}
+            cells.append([observer_of(r), label(r), fmt(t100(r)), fmt(t100(r, "t100_p99_ms")), fmt(r.get("x_floor"), 2),
+                          fmt(cpu.get("per_delivery_ms"), 3), fmt(r.get("roots_equal_after_last_write_s"), 2)])
+    if not cells:
+        return []
+    return ["**Observer** (the same scenario seen through the agents' own apply stamps, this report's observer, "
+            "and through a watch stream per agent, the observer of earlier reports: the streams are load of their "
+            "own, a watch line per delivery):", "",
+            *md_table(["observer", "scenario", "t100 median ms", "t100 p99 ms", "x floor", "CPU ms/delivery",
+                       "roots equal s"], cells, right=range(2, 7)), ""]
 
 
 def targets_table(rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -108,6 +108,14 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                  step_sets=(f"gossip.fanout={f}", f"gossip.retransmitMult={m}"))
         for p, f, m, b in (("tree", 3, 1, 200_000), ("tree", 3, 4, 210_000), ("flood", 3, 1, 300_000),
                            ("flood", 3, 4, 900_000))])))
+    seen = []
+    for observer, scale, cpu in (("trace", 1, 0.4), ("watch", 3, 0.47)):  # the same scenario, both observers
+        row = load_row(50, 1024, path="tree", bytes_total=2_000_000 * scale, t100_ms=[x * scale for x in lat])
+        row["apparatus"] = {"observer": observer}
+        row["cpu_s_per_delivery"] = {"during_writes": {"per_delivery_ms": cpu}}
+        seen.append(row)
+    (d / "load.json").write_text(json.dumps(bench_file(seen[:1])))
+    (d / "observer.json").write_text(json.dumps(bench_file(seen[1:])))
     (d / "topology.json").write_text(json.dumps(report.topology_sim(report.topology_params(quick=True))))
     (d / "topology_real.json").write_text(json.dumps(topology_real()))
     (d / "run.json").write_text(json.dumps({
@@ -143,6 +151,9 @@ def test_report_states_the_ratios_of_the_run(rendered: tuple[str, Path]) -> None
     for n in (10, 50):                                                              # critical / normal, N=10 and 50
         assert f"| critical | N={n} 10/s 1024 B | no budget | 10.0 | 40.0 | 0.25 | yes |" in text
     assert "5.00x idle, 5.00x during writes" in text                                # real agents, canned
+    assert "**Observer**" in text                                # the same scenario through both observers
+    assert "| trace | N=50 10/s 1024 B | 15.0 | 24.0 |" in text and "| 0.400 | 0.10 |" in text
+    assert "| watch | N=50 10/s 1024 B | 45.0 | 72.0 |" in text and "| 0.470 | 0.10 |" in text
     assert "**Zone-aware against random peer choice**" in text and "**Vivaldi**" in text
     names = sorted(p.name for p in plots.iterdir())
     assert names == sorted(["latency_cdf.png", "bytes_per_write_vs_n.png", "bytes_by_type.png",
@@ -168,6 +179,10 @@ def test_plan_reduces_large_clusters_and_runs_namespaces_only_when_asked(tmp_pat
     big = steps["n200"]
     assert big.agents == 200 and "--serf" in big.args and big.args[big.args.index("--rate") + 1] == "10"
     assert "tree,flood" in steps["load"].args and "tree,flood" in steps["sweep"].args
+    observer = steps["observer"]  # N=50, 100/s through watch streams, beside the load step's own row
+    assert observer.args[observer.args.index("--observer") + 1] == "watch"
+    assert observer.args[observer.args.index("--n") + 1] == "50"  # the tree: its row pairs with the load step's
+    assert observer.args[observer.args.index("--broadcasts") + 1] == "tree"
     critical = steps["critical"]  # critical against normal at N=10 and at the N=50, one row each
     assert critical.args[critical.args.index("--n") + 1] == "10,50" and critical.agents == 50
     assert "--critical-every" in critical.args and critical.args[critical.args.index("--rate") + 1] == "100"
