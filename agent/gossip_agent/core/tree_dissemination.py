@@ -292,7 +292,7 @@ class TreeDissemination(NodeBase):
                 self.stats["tree_grafts_undone" if peer in due.undone else "tree_prunes"] += 1
             elif peer in due.fetches:  # grafts that fetch only: the link stays lazy (core/plumtree.py)
                 msgs.append(Prune())
-                self.stats["tree_grafts_fetch"] += 1
+                self.stats["tree_grafts_fetch"] += len(grafts or ()) + len(short_grafts or ())  # (ids, as tree_grafts)
             self.stats["tree_ihave_ids"] += len(ihaves)
             self._tree_send_packed(peer, msgs, out)
 
