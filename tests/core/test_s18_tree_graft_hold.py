@@ -202,7 +202,7 @@ def test_the_node_sends_a_fetch_as_a_graft_and_a_prune_in_one_packet() -> None:
     assert lazy not in tree_.eager and node.stats["tree_grafts_fetch"] == 1
 
 
-def test_a_lazy_peer_whose_fetches_keep_repairing_payloads_is_linked_by_the_next_graft() -> None:
+def test_once_fetches_keep_repairing_payloads_the_next_graft_links() -> None:
     """Fetches that keep repairing payloads (their answers come first, no eager copy follows) mean the tree has
     a gap: some writers' payloads do not reach us eagerly. Fetching each anew would cost more than a link, so
     after FETCH_REPAIRS of them the next graft makes the link eager, as Plumtree's graft does."""
