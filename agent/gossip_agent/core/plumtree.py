@@ -26,7 +26,9 @@ spanning tree that gossip itself builds and repairs:
   only second ends do), and the tree heals around dead members the same way. Under load the wait grows to how
   late eager copies are seen to come (bounded: core/graft_timing.py), and the copies a graft draws prune
   nothing: a graft answered after the payload came eagerly is undone, and the eager copy that comes after a
-  graft's answer was late, not redundant (`_settle`);
+  graft's answer was late, not redundant (`_settle`). Later still than that (past the cap), a first graft
+  waits while an eager link that delivers may bring the payload next, and a graft while eager links deliver
+  only fetches (a PRUNE goes with it): EAGER_STALL_LAZY;
 - links are symmetric: a neighbour we pick is told so with an empty GRAFT (a link request), an IHAVE from a
   member we did not know makes it a lazy neighbour, a payload from a member we did not count as eager
   ("off-tree": a pull answer, a peer whose link request was lost) makes it lazy, and a later duplicate prunes
@@ -118,6 +120,32 @@ PRUNE_AFTER = 4
 # 6 seeds: tree duplicates 2,622 -> 2,242, grafts 742 -> 501, write->all median 168 -> 78 ms, p99 828 -> 714
 # ms; quiet with 5 % loss (no pressure) unchanged (3 seeds).
 PRUNE_AFTER_PRESSURE = 12
+# Under graft pressure a missing payload's first graft waits while an eager copy of it is plausibly on its way:
+# while some eager link still delivers (a first copy over it within EAGER_STALL_LAZY lazy intervals) and has not
+# yet delivered anything announced to us after this payload (so it may be behind and bring it next: a link
+# delivers in its sender's order), up to GRAFT_PATIENCE_LAZY lazy intervals after the first announcement (below
+# CACHE_SECONDS, so the announcers still hold it then). WHY: the learnt wait is capped (GRAFT_CAP_LAZY) and an
+# overload that made eager copies later than the cap grafted nearly every payload: at N=50, 100 writes/s, with
+# write->all at ~8 s, 18,894 grafts for 1,377 payloads they repaired; each needless graft drew the payload once
+# more and made the announcer push every payload to us until our PRUNE reached it, seconds later (48,153
+# duplicates came over links pruned lately), which is work for agents already behind: the overload fed itself.
+# A lost eager copy is still grafted as soon as every working eager link has delivered something newer.
+EAGER_STALL_LAZY = 1.0
+GRAFT_PATIENCE_LAZY = 10.0
+# And a graft under graft pressure, while an eager link of ours still delivers, only fetches the payload: the
+# GRAFT goes with a PRUNE in the same packet (the announcer answers, makes the link eager, then lazy again: what
+# older agents do with those two messages too), and the link stays lazy at our end. WHY: a graft makes the
+# announcer push every later payload to us until our PRUNE reaches it; in an overload that is seconds of pushes
+# per graft, all duplicates (at N=50, 100 writes/s: 48,153 duplicates over links pruned lately, and 15,358
+# payloads first over such links, for 18,894 grafts). Our tree works (an eager link delivers), so the graft
+# repairs one late or lost payload, not a link. With no eager link delivering, a graft makes the link eager
+# as Plumtree says: that repairs a broken tree. So does the next graft once our fetches repaired FETCH_REPAIRS
+# payloads (answered before any other copy) within FETCH_WINDOW_LAZY lazy intervals: the tree has a gap (some
+# writers' payloads do not reach us eagerly), and fetching each payload anew costs more than a link. Counted over
+# all announcers: a gap's payloads are announced by whichever lazy peer flushes first (counted per announcer, a
+# gap at N=50 kept being fetched: simulator at 3 ms a datagram, write->all median 38 -> 282 ms).
+FETCH_REPAIRS = 3
+FETCH_WINDOW_LAZY = 5.0
 # How long the second end of a lazy link holds an announcement, in lazy intervals: past the first end's latest
 # flush (one interval after its delivery) with a quarter interval for its IHAVE to arrive.
 HOLD = 1.25
@@ -200,6 +228,9 @@ class TreeOut:
     # not a redundant tree link: the Node counts them apart (`tree_grafts_undone`).
     undone: set[str] = field(default_factory=set)
     prunes_spared: int = 0  # PRUNEs not sent again to members told lately (Plumtree._prune)
+    grafts_held: int = 0  # first grafts put off: an eager copy was plausibly on its way (Plumtree._eager_pending)
+    # Peers of `grafts` asked for payloads only: a PRUNE follows the GRAFT in the same packet (EAGER_STALL_LAZY).
+    fetches: set[str] = field(default_factory=set)
 
     def peers(self) -> list[str]:
         # In name order: a set's order follows the string hash, which differs per process (PYTHONHASHSEED), and
@@ -265,6 +296,15 @@ class Plumtree:
         # link cost ~0.2 extra payload copies per member per write over the first ~20 writes.
         self._proven: set[str] = set()
         self._late_streak: dict[str, int] = {}  # eager link -> its copies in a row late after a repair
+        # Eager link -> (when its latest first copy came, how far it has got: the first announcement of the
+        # newest payload it brought first, or the arrival time of one nobody had announced): see
+        # EAGER_STALL_LAZY. Entries of links no longer eager are ignored, and dropped at `remove`.
+        self._eager_progress: dict[str, tuple[float, float]] = {}
+        self._held = 0  # first grafts put off since the last tick (TreeOut.grafts_held)
+        self._fetch_repairs = (-math.inf, 0)  # (when the first counted fetch repair was, how many since)
+        # Ids given up (no announcer left to graft) -> when first announced, oldest forgotten first (MAX_MISSING):
+        # its eager copy, if it still comes, shows how far its link has got like any announced one.
+        self._given_up: OrderedDict[int, float] = OrderedDict()
         self.kept_links = 0  # prunes of our last eager link answered with a link request
         # Each payload answers one member's graft once (see on_graft): (member, id) answered lately.
         self._graft_answered: dict[tuple[str, int], None] = {}
@@ -330,6 +370,7 @@ class Plumtree:
         self._dups.pop(name, None)
         self._proven.discard(name)
         self._late_streak.pop(name, None)
+        self._eager_progress.pop(name, None)
         for missing in self._missing.values():
             if name in missing.announcers:
                 missing.announcers.remove(name)
@@ -386,14 +427,29 @@ class Plumtree:
             answer = missing is not None and sender is not None and sender in missing.grafted
             if sender is not None:
                 self._dups.pop(sender, None)
+                if answer and sender not in self.eager:  # a fetch repaired it (FETCH_REPAIRS)
+                    self._count_fetch_repair(now)
                 if sender in self.eager and not answer:
                     self._proven.add(sender)  # (a graft's answer proves nothing yet: see _settle)
                     self._late_streak.pop(sender, None)
+                    # How far this link has got (EAGER_STALL_LAZY): a payload announced before came late over
+                    # it; one nobody announced yet is fresher than every announcement we hold.
+                    if missing is not None:
+                        self._eager_progress[sender] = (now, missing.since)
+                    else:
+                        given_up = self._given_up
+                        since = given_up.pop(ident, None) if given_up else None
+                        if since is None and given_up:
+                            since = given_up.pop(-1 - sid, None)
+                        self._eager_progress[sender] = (now, now if since is None else since)
+                        if since is not None:  # a late eager copy, as of an id still waited for (_settle)
+                            self.timing.late_eager(now - since, now)
             if missing is not None:
                 self._settle(ident, missing, sender, answer, now)
                 # Its announcers hold it: `deliver` pushes and announces it to none of them.
                 self._holders = (ident, {*missing.announcers, *missing.grafted})
-            off_tree = sender is not None and sender not in self.eager
+            # (A graft's answer from a link we kept lazy, a fetch: EAGER_STALL_LAZY, is no off-tree link.)
+            off_tree = sender is not None and sender not in self.eager and not answer
             self._seen[ident] = _First(sender, off_tree, can_prune)
             self._seen_short[sid] = self._seen_short.get(sid, 0) + 1
             if len(self._seen) > MAX_SEEN:
@@ -757,6 +813,7 @@ class Plumtree:
         out = TreeOut()
         timers = self._timers
         extra: float | None = None  # the learnt wait (graft_timing.py), once per tick: `now` is fixed
+        fetch: bool | None = None  # whether grafts to lazy announcers only fetch (EAGER_STALL_LAZY), once per tick
         while timers and timers[0][0] <= now:
             deadline, ident = heapq.heappop(timers)
             missing = self._missing.get(ident)
@@ -764,6 +821,16 @@ class Plumtree:
                 continue
             if not missing.announcers:
                 self._drop_missing(ident)
+                given_up = self._given_up
+                given_up[ident] = missing.since
+                if len(given_up) > MAX_MISSING:
+                    del given_up[next(iter(given_up))]
+                continue
+            if not missing.grafted and self._eager_pending(missing, now):
+                # An eager copy is plausibly on its way (EAGER_STALL_LAZY): look again a graft timeout later.
+                self._held += 1
+                missing.deadline = now + self.graft_timeout
+                heapq.heappush(timers, (missing.deadline, ident))
                 continue
             peer = missing.announcers.pop(0)
             missing.grafted.append(peer)
@@ -772,21 +839,28 @@ class Plumtree:
             else:
                 out.grafts.setdefault(peer, []).append(ident)
             if peer not in self.eager:
-                self._make_eager(peer)
-                if peer in self.eager:
-                    missing.promoted.append(peer)
+                if fetch is None:
+                    fetch = self.timing.pressure(now) and self._eager_flowing(now)
+                if fetch and not self._fetches_repair(now):
+                    out.fetches.add(peer)
+                else:
+                    self._make_eager(peer)
+                    if peer in self.eager:
+                        missing.promoted.append(peer)
             if extra is None:
                 extra = self.timing.extra(now)
             missing.deadline = now + self.graft_timeout + extra
             heapq.heappush(timers, (missing.deadline, ident))
         for peer in self._links:
             out.grafts.setdefault(peer, [])
+            out.fetches.discard(peer)  # a link request: the link is wanted
         self._links.clear()
         out.prunes = self._prunes
         self._prunes = set()
         out.undone = self._undone & out.prunes
         self._undone = set()
         out.prunes_spared, self._spared = self._spared, 0
+        out.grafts_held, self._held = self._held, 0
         if now >= self._flush_at or (flush and self._announce):
             self._flush_at = math.inf
             for peer, queue in list(self._announce.items()):
@@ -804,6 +878,42 @@ class Plumtree:
                 self._flush_at = now + self.lazy_interval
             self._expire_cache(now)
         return out
+
+    def _count_fetch_repair(self, now: float) -> None:
+        since, count = self._fetch_repairs
+        if now - since > FETCH_WINDOW_LAZY * self.lazy_interval:
+            since, count = now, 0
+        self._fetch_repairs = (since, count + 1)
+
+    def _fetches_repair(self, now: float) -> bool:
+        """Whether our fetches repaired FETCH_REPAIRS payloads lately: then this graft links (and the count
+        starts again)."""
+        since, count = self._fetch_repairs
+        if now - since > FETCH_WINDOW_LAZY * self.lazy_interval or count < FETCH_REPAIRS:
+            return False
+        self._fetch_repairs = (-math.inf, 0)
+        return True
+
+    def _eager_flowing(self, now: float) -> bool:
+        """Whether an eager link of ours delivered a payload first within EAGER_STALL_LAZY lazy intervals."""
+        stalled = now - EAGER_STALL_LAZY * self.lazy_interval
+        progress = self._eager_progress
+        return any((seen := progress.get(peer)) is not None and seen[0] >= stalled for peer in self.eager)
+
+    def _eager_pending(self, missing: _Missing, now: float) -> bool:
+        """Whether the first graft of a missing payload should wait (EAGER_STALL_LAZY): under graft pressure,
+        within GRAFT_PATIENCE_LAZY of its first announcement, while an eager link that still delivers has
+        brought nothing announced after it. In a quiet cluster never: a missing payload there is a lost link,
+        repaired at the (base) graft timeout."""
+        if now - missing.since >= GRAFT_PATIENCE_LAZY * self.lazy_interval or not self.timing.pressure(now):
+            return False
+        stalled = now - EAGER_STALL_LAZY * self.lazy_interval
+        progress = self._eager_progress
+        for peer in self.eager:
+            seen = progress.get(peer)
+            if seen is not None and seen[0] >= stalled and seen[1] <= missing.since:
+                return True
+        return False
 
     def announcing(self) -> list[str]:
         """The lazy peers whose announcements are due at the next flush (of which we are the first end): a

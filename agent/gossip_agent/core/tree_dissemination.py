@@ -270,6 +270,8 @@ class TreeDissemination(NodeBase):
         due = self.tree.tick(now, flush=flush)
         if due.prunes_spared:
             self.stats["tree_prunes_spared"] += due.prunes_spared
+        if due.grafts_held:
+            self.stats["tree_grafts_held"] += due.grafts_held
         for peer in due.peers():
             msgs: list[Message] = []
             ihaves = due.ihaves.get(peer, [])
@@ -288,6 +290,9 @@ class TreeDissemination(NodeBase):
             if peer in due.prunes:
                 msgs.append(Prune())
                 self.stats["tree_grafts_undone" if peer in due.undone else "tree_prunes"] += 1
+            elif peer in due.fetches:  # grafts that fetch only: the link stays lazy (core/plumtree.py)
+                msgs.append(Prune())
+                self.stats["tree_grafts_fetch"] += len(grafts or ()) + len(short_grafts or ())  # (ids, as tree_grafts)
             self.stats["tree_ihave_ids"] += len(ihaves)
             self._tree_send_packed(peer, msgs, out)
 

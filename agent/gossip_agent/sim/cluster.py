@@ -117,7 +117,7 @@ class Simulation:
                  link: LinkProfile | None = None, bandwidth: float | None = None, bytes_mode: str = "off",
                  delegate_factory: Callable[[int], StateDelegate] | None = None,
                  keep_events: bool = False, leave_linger: float | None = None, max_events: int | None = None,
-                 clock_skew: float = 0.0, measure_rtt: bool = False) -> None:
+                 clock_skew: float = 0.0, measure_rtt: bool = False, cpu_per_packet: float = 0.0) -> None:
         if bytes_mode not in _BYTES_MODES:
             raise ValueError(f"bytes_mode must be one of {_BYTES_MODES}")
         self.seed = seed
@@ -169,6 +169,13 @@ class Simulation:
         # Relative errors of the RTT estimates just before each measured probe (measure_rtt), latest last.
         self.rtt_errors: list[float] = []
         self._process: list[int] = []  # how many times each node was started (a restart is a new process)
+        # CPU load (optional): every datagram costs its receiver `cpu_per_packet` seconds of CPU, in turn, so a
+        # node receiving more than 1 / cpu_per_packet datagrams a second falls behind and its queue grows, as an
+        # agent's socket buffer does on a machine at capacity (N=50 agents, 100 writes/s of 1 KiB, on 2 cores:
+        # ~4 ms a datagram at the knee). Timers run on time (an agent's run behind its datagrams too: ignored).
+        # Overload is where the broadcast tree's repairs can feed themselves (core/plumtree.py).
+        self.cpu_per_packet = cpu_per_packet
+        self._cpu_free: list[float] = []  # per node: when its CPU is done with the datagrams it has
         for _ in range(n):
             self.add_node()
 
@@ -188,6 +195,7 @@ class Simulation:
         self.by_name[name] = i
         self._wake_at.append(_INF)
         self._wake_gen.append(0)
+        self._cpu_free.append(0.0)
         # Plaintext bytes around the messages: the codec's bound less its envelope reserve and the room it
         # keeps for a 3-byte message-array header (added back per packet below).
         self._header.append(codec.packet_overhead(name) - codec.ENVELOPE_RESERVE - 3)
@@ -376,7 +384,12 @@ class Simulation:
                 if st != Status.UP and st != Status.LEAVING:
                     stats["packets_to_down"] += 1
                     continue
-                src, packet = arg
+                if self.cpu_per_packet and len(arg) == 2:  # just arrived: handled once its turn on the CPU is over
+                    done = max(now, self._cpu_free[i]) + self.cpu_per_packet
+                    self._cpu_free[i] = done
+                    self._queue.push(done, DELIVER, i, (*arg, None))
+                    continue
+                src, packet = arg[0], arg[1]
                 node = nodes[i]
                 assert node is not None
                 stats["packets_delivered"] += 1
