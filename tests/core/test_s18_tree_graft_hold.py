@@ -13,6 +13,8 @@ import heapq
 import random
 from dataclasses import replace
 
+import pytest
+
 from gossip_agent.core import graft_timing, plumtree
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Send
@@ -65,7 +67,7 @@ WARM = int(1.5 * DELAY / GAP)  # the first payloads, announced by "e", which nev
 
 
 def stream(t: Plumtree, start: float, count: int, *, lost: frozenset[int] = frozenset(),
-           stall_after: float = float("inf")) -> tuple[dict[int, float], dict[int, float]]:
+           stall_after: float = float("inf"), answer: float = ANSWER) -> tuple[dict[int, float], dict[int, float]]:
     """`count` payloads (ids 1000...), one every GAP from `start`; "b" pushes each DELAY after its announcement,
     except those in `lost` and any due after `stall_after` (the link broke). The first WARM are announced by
     "e", which never answers a graft (so the pressure builds up without repairs: the grafts, at the base
@@ -101,9 +103,29 @@ def stream(t: Plumtree, start: float, count: int, *, lost: frozenset[int] = froz
             for ident in ids:
                 grafted.setdefault(ident, now)
                 if peer == "d":
-                    at(now + ANSWER, ident, "answer")
+                    at(now + answer, ident, "answer")
         now = round(now + STEP, 6)
     return grafted, arrived
+
+
+@pytest.fixture(autouse=True)
+def _no_samples(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hold itself, without its samples (HOLD_SAMPLE_EVERY): with "d" answering in ANSWER, a twentieth of
+    DELAY, the samples would show "b" slow and end the hold for it (test_s18_tree_review.py); the overload of a
+    whole cluster, where answers are as late as "b", is test_samples_keep_the_hold_when_fetches_are_as_late."""
+    if "samples" not in request.node.name:
+        monkeypatch.setattr(plumtree, "HOLD_SAMPLE_EVERY", 1 << 30)
+
+
+def test_samples_keep_the_hold_when_fetches_are_as_late_as_the_eager_link() -> None:
+    """An overload of the whole cluster: the announcer answers a graft as late as "b" brings the payload (it
+    is behind too). One held payload in HOLD_SAMPLE_EVERY is grafted as a sample, "b"'s copy comes first, and
+    the hold stays: the rest are not grafted, and "b" stays the tree link."""
+    t = tree()
+    grafted, arrived = stream(t, 1.0, WARM + 300, answer=DELAY)
+    ours = [ident for ident in grafted if ident >= 1000 + WARM]
+    assert 0 < len(ours) <= 300 // plumtree.HOLD_SAMPLE_EVERY + 1
+    assert len(arrived) == WARM + 300 and "b" in t.eager and "d" in t.lazy
 
 
 def test_payloads_on_their_way_over_a_working_eager_link_are_not_grafted() -> None:

@@ -27,8 +27,9 @@ spanning tree that gossip itself builds and repairs:
   late eager copies are seen to come (bounded: core/graft_timing.py), and the copies a graft draws prune
   nothing: a graft answered after the payload came eagerly is undone, and the eager copy that comes after a
   graft's answer was late, not redundant (`_settle`). Later still than that (past the cap), a first graft
-  waits while an eager link that delivers may bring the payload next, and a graft while eager links deliver
-  only fetches (a PRUNE goes with it): EAGER_STALL_LAZY;
+  waits while an eager link that delivers may bring the payload next (unless samples show fetches beat that
+  link: HOLD_SAMPLE_EVERY), and a graft while eager links deliver only fetches (a PRUNE goes with it):
+  EAGER_STALL_LAZY;
 - links are symmetric: a neighbour we pick is told so with an empty GRAFT (a link request), an IHAVE from a
   member we did not know makes it a lazy neighbour, a payload from a member we did not count as eager
   ("off-tree": a pull answer, a peer whose link request was lost) makes it lazy, and a later duplicate prunes
@@ -46,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -123,15 +124,30 @@ PRUNE_AFTER_PRESSURE = 12
 # Under graft pressure a missing payload's first graft waits while an eager copy of it is plausibly on its way:
 # while some eager link still delivers (a first copy over it within EAGER_STALL_LAZY lazy intervals) and has not
 # yet delivered anything announced to us after this payload (so it may be behind and bring it next: a link
-# delivers in its sender's order), up to GRAFT_PATIENCE_LAZY lazy intervals after the first announcement (below
-# CACHE_SECONDS, so the announcers still hold it then). WHY: the learnt wait is capped (GRAFT_CAP_LAZY) and an
-# overload that made eager copies later than the cap grafted nearly every payload: at N=50, 100 writes/s, with
-# write->all at ~8 s, 18,894 grafts for 1,377 payloads they repaired; each needless graft drew the payload once
-# more and made the announcer push every payload to us until our PRUNE reached it, seconds later (48,153
-# duplicates came over links pruned lately), which is work for agents already behind: the overload fed itself.
+# delivers in its sender's order), up to GRAFT_PATIENCE_LAZY lazy intervals after the first announcement, and
+# never past the time the announcers still hold the payload (`_patience`: with the WAN preset ten lazy intervals
+# are 10 s, twice CACHE_SECONDS, and at high byte rates MAX_CACHED_BYTES holds less than CACHE_SECONDS). WHY:
+# the learnt wait is capped (GRAFT_CAP_LAZY) and an overload that made eager copies later than the cap grafted
+# nearly every payload: at N=50, 100 writes/s, with write->all at ~8 s, 18,894 grafts for 1,377 payloads they
+# repaired; each needless graft drew the payload once more and made the announcer push every payload to us until
+# our PRUNE reached it, seconds later (48,153 duplicates came over links pruned lately), which is work for agents
+# already behind: the overload fed itself.
 # A lost eager copy is still grafted as soon as every working eager link has delivered something newer.
 EAGER_STALL_LAZY = 1.0
 GRAFT_PATIENCE_LAZY = 10.0
+# The hold cannot tell "the whole cluster is behind" from "my parent is behind" (a slow or hostile member that
+# delays every payload by more than the cap: its own late copies keep the pressure on, and held, its subtree got
+# every payload seconds late for good, where LATE_STREAK_PRUNE had pruned it). So it is measured: one in
+# HOLD_SAMPLE_EVERY payloads a link is held for is fetched at once instead (a sample), and a link whose samples'
+# answers came before its own eager copy in HOLD_SLOW_WINS of the last HOLD_SAMPLES is slow: nothing is held for
+# it (grafts, fetch-then-link and late-streak pruning work around it as before), and every graft while it is
+# behind is a sample again, so it is held for once its copies beat the answers again. In an overload of the
+# whole cluster the answers are as late as the link (the announcer is behind too) and the hold stays; the
+# samples cost 1/HOLD_SAMPLE_EVERY of the held payloads a copy more.
+HOLD_SAMPLE_EVERY = 16
+HOLD_SAMPLES = 6
+HOLD_SLOW_WINS = 4
+MAX_HOLD_PROBES = 256  # samples waiting for their payload, oldest forgotten first
 # And a graft under graft pressure, while an eager link of ours still delivers, only fetches the payload: the
 # GRAFT goes with a PRUNE in the same packet (the announcer answers, makes the link eager, then lazy again: what
 # older agents do with those two messages too), and the link stays lazy at our end. WHY: a graft makes the
@@ -143,9 +159,14 @@ GRAFT_PATIENCE_LAZY = 10.0
 # payloads (answered before any other copy) within FETCH_WINDOW_LAZY lazy intervals: the tree has a gap (some
 # writers' payloads do not reach us eagerly), and fetching each payload anew costs more than a link. Counted over
 # all announcers: a gap's payloads are announced by whichever lazy peer flushes first (counted per announcer, a
-# gap at N=50 kept being fetched: simulator at 3 ms a datagram, write->all median 38 -> 282 ms).
+# gap at N=50 kept being fetched: simulator at 3 ms a datagram, write->all median 38 -> 282 ms). A writer slower
+# than FETCH_REPAIRS per FETCH_WINDOW_LAZY never reaches that count, so a fetch also counts as a gap once no
+# eager copy followed its answer while we remembered it (CACHE_SECONDS: `_Grafted`, no tree link brings that
+# payload), and FETCH_GAPS such within FETCH_GAP_SECONDS make the next graft link too.
 FETCH_REPAIRS = 3
 FETCH_WINDOW_LAZY = 5.0
+FETCH_GAPS = 2
+FETCH_GAP_SECONDS = 4 * CACHE_SECONDS
 # How long the second end of a lazy link holds an announcement, in lazy intervals: past the first end's latest
 # flush (one interval after its delivery) with a quarter interval for its IHAVE to arrive.
 HOLD = 1.25
@@ -187,6 +208,7 @@ class _Missing:
     owner: str = ""  # the member that announced it first (its place counts against that member's bound)
     since: float = 0.0  # when it was first announced to us
     promoted: list[str] = field(default_factory=list)  # grafted announcers our graft made eager (were lazy)
+    held: bool = False  # its first graft was put off (EAGER_STALL_LAZY; counted once: TreeOut.grafts_held)
 
 
 @dataclass(slots=True)
@@ -205,6 +227,7 @@ class _Grafted:
     repaired: bool
     late_seen: bool
     at: float
+    fetched: bool = False  # the first copy was a fetch's answer (no eager link): a gap if no eager copy follows
 
 
 @dataclass(slots=True)
@@ -228,7 +251,7 @@ class TreeOut:
     # not a redundant tree link: the Node counts them apart (`tree_grafts_undone`).
     undone: set[str] = field(default_factory=set)
     prunes_spared: int = 0  # PRUNEs not sent again to members told lately (Plumtree._prune)
-    grafts_held: int = 0  # first grafts put off: an eager copy was plausibly on its way (Plumtree._eager_pending)
+    grafts_held: int = 0  # payloads whose first graft was put off: an eager copy was plausibly on its way
     # Peers of `grafts` asked for payloads only: a PRUNE follows the GRAFT in the same packet (EAGER_STALL_LAZY).
     fetches: set[str] = field(default_factory=set)
 
@@ -300,8 +323,15 @@ class Plumtree:
         # newest payload it brought first, or the arrival time of one nobody had announced): see
         # EAGER_STALL_LAZY. Entries of links no longer eager are ignored, and dropped at `remove`.
         self._eager_progress: dict[str, tuple[float, float]] = {}
-        self._held = 0  # first grafts put off since the last tick (TreeOut.grafts_held)
+        self._cache_full_at = -math.inf  # when the cache last dropped a payload for room, not age
+        self._held = 0  # payloads whose first graft was put off since the last tick (TreeOut.grafts_held)
         self._fetch_repairs = (-math.inf, 0)  # (when the first counted fetch repair was, how many since)
+        self._fetch_gaps: deque[float] = deque(maxlen=FETCH_GAPS)  # when fetches turned out gaps (FETCH_GAPS)
+        # Eager link -> (payloads held for it, its latest samples: True where the fetch's answer came first), see
+        # HOLD_SAMPLE_EVERY; at most 4 per eager link (like _late_streak), dropped at `remove`.
+        self._hold_links: dict[str, tuple[int, deque[bool]]] = {}
+        # Sampled ids (or -1 - short id) -> (the link it was held for, whether grafted as a sample): `_probe`.
+        self._probes: OrderedDict[int, tuple[str, bool]] = OrderedDict()
         # Ids given up (no announcer left to graft) -> when first announced, oldest forgotten first (MAX_MISSING):
         # its eager copy, if it still comes, shows how far its link has got like any announced one.
         self._given_up: OrderedDict[int, float] = OrderedDict()
@@ -371,6 +401,7 @@ class Plumtree:
         self._proven.discard(name)
         self._late_streak.pop(name, None)
         self._eager_progress.pop(name, None)
+        self._hold_links.pop(name, None)
         for missing in self._missing.values():
             if name in missing.announcers:
                 missing.announcers.remove(name)
@@ -427,21 +458,29 @@ class Plumtree:
             answer = missing is not None and sender is not None and sender in missing.grafted
             if sender is not None:
                 self._dups.pop(sender, None)
-                if answer and sender not in self.eager:  # a fetch repaired it (FETCH_REPAIRS)
-                    self._count_fetch_repair(now)
+                probe = self._probe_result(ident, sid, sender, answer) if self._probes else None
+                if answer and sender not in self.eager and not (probe is not None and probe[1]):
+                    self._count_fetch_repair(now)  # a fetch repaired it (FETCH_REPAIRS; a sample is no repair)
                 if sender in self.eager and not answer:
                     self._proven.add(sender)  # (a graft's answer proves nothing yet: see _settle)
                     self._late_streak.pop(sender, None)
                     # How far this link has got (EAGER_STALL_LAZY): a payload announced before came late over
-                    # it; one nobody announced yet is fresher than every announcement we hold.
+                    # it; one nobody announced yet is fresher than every announcement we hold. The newest so
+                    # far: an older payload reordered behind a newer one does not set it back. A critical copy
+                    # goes from its writer to all at once, past what its link still queues: it tells nothing.
+                    progress = self._eager_progress
+                    prev = progress.get(sender)
                     if missing is not None:
-                        self._eager_progress[sender] = (now, missing.since)
+                        if not critical:
+                            progress[sender] = (now, missing.since if prev is None else max(missing.since, prev[1]))
                     else:
                         given_up = self._given_up
                         since = given_up.pop(ident, None) if given_up else None
                         if since is None and given_up:
                             since = given_up.pop(-1 - sid, None)
-                        self._eager_progress[sender] = (now, now if since is None else since)
+                        if not critical:
+                            got = now if since is None else since
+                            progress[sender] = (now, got if prev is None else max(got, prev[1]))
                         if since is not None:  # a late eager copy, as of an id still waited for (_settle)
                             self.timing.late_eager(now - since, now)
             if missing is not None:
@@ -522,12 +561,14 @@ class Plumtree:
         for peer in needless:
             self._undo_graft(peer, now)
         record = _Grafted(missing.since, list(missing.grafted), [p for p in missing.promoted if p not in needless],
-                          repaired, not repaired, now)
+                          repaired, not repaired, now, repaired and sender is not None and sender not in self.eager)
         grafted = self._grafted
         grafted.pop(ident, None)
         grafted[ident] = record
         while grafted and (len(grafted) > MAX_GRAFTED or next(iter(grafted.values())).at + CACHE_SECONDS < now):
-            grafted.popitem(last=False)
+            _, old = grafted.popitem(last=False)
+            if old.fetched and not old.late_seen and old.at + CACHE_SECONDS < now:
+                self._fetch_gaps.append(now)  # no tree link brought it: a gap (FETCH_GAPS)
 
     def _graft_copy(self, ident: int, sender: str, now: float) -> bool:
         """A duplicate our own graft drew (True): the answer of an announcer we asked, or (after a repair)
@@ -542,6 +583,7 @@ class Plumtree:
         streak = self._late_streak.get(sender, 0) + 1
         if streak > LATE_STREAK_PRUNE:  # slow, not late: a duplicate like any other (LATE_STREAK_PRUNE)
             self._late_streak.pop(sender, None)
+            record.late_seen = True  # (an eager copy came: no gap, FETCH_GAPS)
             return False
         if len(self._late_streak) < 4 * max(1, len(self.eager)) or sender in self._late_streak:
             self._late_streak[sender] = streak
@@ -637,6 +679,8 @@ class Plumtree:
 
     def _expire_cache(self, now: float) -> None:
         cache, by_short = self._cache, self._cache_short
+        if len(cache) > MAX_CACHED or self._cache_bytes > MAX_CACHED_BYTES:
+            self._cache_full_at = now  # held for less than CACHE_SECONDS (`_patience`)
         while cache and (len(cache) > MAX_CACHED or self._cache_bytes > MAX_CACHED_BYTES
                          or next(iter(cache.values()))[0] + CACHE_SECONDS < now):
             ident, (_, payload, _) = cache.popitem(last=False)
@@ -826,9 +870,11 @@ class Plumtree:
                 if len(given_up) > MAX_MISSING:
                     del given_up[next(iter(given_up))]
                 continue
-            if not missing.grafted and self._eager_pending(missing, now):
+            if not missing.grafted and self._hold(ident, missing, now):
                 # An eager copy is plausibly on its way (EAGER_STALL_LAZY): look again a graft timeout later.
-                self._held += 1
+                if not missing.held:
+                    missing.held = True
+                    self._held += 1
                 missing.deadline = now + self.graft_timeout
                 heapq.heappush(timers, (missing.deadline, ident))
                 continue
@@ -886,12 +932,18 @@ class Plumtree:
         self._fetch_repairs = (since, count + 1)
 
     def _fetches_repair(self, now: float) -> bool:
-        """Whether our fetches repaired FETCH_REPAIRS payloads lately: then this graft links (and the count
-        starts again)."""
+        """Whether our fetches repaired FETCH_REPAIRS payloads lately, or FETCH_GAPS of them were never followed
+        by an eager copy (a slow writer behind a gap): then this graft links (and the counts start again)."""
+        gaps = self._fetch_gaps
+        if len(gaps) >= FETCH_GAPS and now - gaps[0] <= FETCH_GAP_SECONDS:
+            gaps.clear()
+            self._fetch_repairs = (-math.inf, 0)
+            return True
         since, count = self._fetch_repairs
         if now - since > FETCH_WINDOW_LAZY * self.lazy_interval or count < FETCH_REPAIRS:
             return False
         self._fetch_repairs = (-math.inf, 0)
+        gaps.clear()
         return True
 
     def _eager_flowing(self, now: float) -> bool:
@@ -900,20 +952,78 @@ class Plumtree:
         progress = self._eager_progress
         return any((seen := progress.get(peer)) is not None and seen[0] >= stalled for peer in self.eager)
 
-    def _eager_pending(self, missing: _Missing, now: float) -> bool:
-        """Whether the first graft of a missing payload should wait (EAGER_STALL_LAZY): under graft pressure,
-        within GRAFT_PATIENCE_LAZY of its first announcement, while an eager link that still delivers has
-        brought nothing announced after it. In a quiet cluster never: a missing payload there is a lost link,
-        repaired at the (base) graft timeout."""
-        if now - missing.since >= GRAFT_PATIENCE_LAZY * self.lazy_interval or not self.timing.pressure(now):
+    def _hold(self, key: int, missing: _Missing, now: float) -> bool:
+        """Whether the first graft of a missing payload (`key`: its id, or -1 - short id) should wait
+        (EAGER_STALL_LAZY): under graft pressure, within `_patience` of its first announcement, while an eager
+        link that still delivers has brought nothing announced after it and is not measured slow (one such
+        payload in HOLD_SAMPLE_EVERY is grafted anyway: a sample of whether the link beats a fetch). In a quiet
+        cluster never: a missing payload there is a lost link, repaired at the (base) graft timeout."""
+        if now - missing.since >= self._patience(now) or not self.timing.pressure(now):
             return False
         stalled = now - EAGER_STALL_LAZY * self.lazy_interval
         progress = self._eager_progress
-        for peer in self.eager:
-            seen = progress.get(peer)
-            if seen is not None and seen[0] >= stalled and seen[1] <= missing.since:
-                return True
+        behind = sorted(peer for peer in self.eager if (seen := progress.get(peer)) is not None
+                        and seen[0] >= stalled and seen[1] <= missing.since)
+        if not behind:
+            return False
+        links = self._hold_links
+        for peer in behind:
+            entry = links.get(peer)
+            if entry is None or sum(entry[1]) < HOLD_SLOW_WINS:
+                break
+        else:  # every link it may be on is slow: graft now, and measure the link again (HOLD_SAMPLE_EVERY)
+            self._probe(key, behind[0], sampled=False)
+            return False
+        if missing.held:
+            return True  # (a look again: counted and sampled at the first)
+        if entry is None:
+            if len(links) >= 4 * max(1, len(self.eager)):
+                for gone in [name for name in links if name not in self.eager]:
+                    del links[gone]
+                if len(links) >= 4 * max(1, len(self.eager)):
+                    return True
+            entry = (0, deque(maxlen=HOLD_SAMPLES))
+        count = entry[0] + 1
+        links[peer] = (count, entry[1])
+        if count % HOLD_SAMPLE_EVERY:
+            return True
+        self._probe(key, peer, sampled=True)
         return False
+
+    def _patience(self, now: float) -> float:
+        """How long after its first announcement a payload's graft may be held: GRAFT_PATIENCE_LAZY, and
+        short of when its announcers drop it from their caches (they got it up to HOLD + 1 lazy intervals
+        before we got their announcement): CACHE_SECONDS, or less while our own cache is held by its bounds
+        (MAX_CACHED_BYTES at a high byte rate), its age span standing for the announcers'."""
+        lazy = self.lazy_interval
+        held = CACHE_SECONDS
+        cache = self._cache
+        if cache and now - self._cache_full_at <= CACHE_SECONDS:
+            held = min(held, now - next(iter(cache.values()))[0])
+        return min(GRAFT_PATIENCE_LAZY * lazy, held - (HOLD + 1.0) * lazy)
+
+    def _probe(self, key: int, link: str, *, sampled: bool) -> None:
+        """Remember that the graft of `key` measures whether a fetch beats `link` (HOLD_SAMPLE_EVERY); `sampled`:
+        it was held for the link but grafted as a sample (then its answer is no fetch repair: FETCH_REPAIRS)."""
+        probes = self._probes
+        probes[key] = (link, sampled)
+        if len(probes) > MAX_HOLD_PROBES:
+            del probes[next(iter(probes))]
+
+    def _probe_result(self, ident: int, sid: int, sender: str, answer: bool) -> tuple[str, bool] | None:
+        """The first copy of a sampled payload came (HOLD_SAMPLE_EVERY): a sample for its link, True if the
+        fetch's answer came first, False if the link's own copy did (another path first tells nothing)."""
+        probes = self._probes
+        probe = probes.pop(ident, None)
+        if probe is None:
+            probe = probes.pop(-1 - sid, None)
+            if probe is None:
+                return None
+        link = probe[0]
+        entry = self._hold_links.get(link)
+        if entry is not None and (answer or sender == link):
+            entry[1].append(answer)
+        return probe
 
     def announcing(self) -> list[str]:
         """The lazy peers whose announcements are due at the next flush (of which we are the first end): a
