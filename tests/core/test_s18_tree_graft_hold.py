@@ -10,17 +10,15 @@ eager copies after those repairs pruned the working tree link. Times are explici
 from __future__ import annotations
 
 import heapq
-import random
-from dataclasses import replace
 
 import pytest
 
 from gossip_agent.core import graft_timing, plumtree
-from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Send
-from gossip_agent.core.messages import Address, Alive, Graft, IHave, Packet, Prune, StateRumor
+from gossip_agent.core.messages import Address, Graft, IHave, Packet, Prune, StateRumor
 from gossip_agent.core.node import Node
 from gossip_agent.core.plumtree import Plumtree, message_id
+from tests.core.test_node_tree import tree_node
 
 LAZY, GRAFT = 0.4, 0.1
 DELAY = 3.0  # eager copies come this long after the first announcement: above the cap, below the patience
@@ -39,24 +37,6 @@ def tree() -> Plumtree:
         t.on_ihave((), name, 0.0)
     assert t.receive(1, "b", 0.0) and t.receive(2, "c", 0.0)  # both links in use
     return t
-
-
-class _Accept:
-    def on_state_rumor(self, payload: bytes, now: float) -> bool:
-        return True
-
-
-def tree_node(peers: int = 6, *, readers: int = 0) -> Node:
-    """Node "a" on the tree path knowing alive p2..p(peers+1); the first `readers` of them read tree messages."""
-    base = AgentConfig.preset_config("lan", name="a")
-    cfg = replace(base, membership=replace(base.membership, tcp_fallback_probe=False),
-                  gossip=replace(base.gossip, broadcast="tree"))
-    node = Node(cfg, ("h", 1), random.Random(3), 0.0, _Accept())
-    for i in range(2, 2 + peers):
-        node.handle_packet(Packet(f"p{i}", (Alive(f"p{i}", 1, ("h", i)),)), ("h", i), 0.0)
-    for i in range(2, 2 + readers):
-        node.handle_packet(Packet(f"p{i}", (Prune(),)), ("h", i), 0.0)  # no link: it only shows it reads them
-    return node
 
 
 def addr_of(node: Node, name: str) -> Address:

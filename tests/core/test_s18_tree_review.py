@@ -133,17 +133,24 @@ def test_a_slow_writer_behind_a_gap_in_the_tree_is_fetched_forever_never_linked(
     assert lat < 0.5
 
 
-def test_a_critical_copy_from_an_eager_writer_counts_as_tree_progress() -> None:
-    """A critical write goes from its writer to every member at once (core/critical.py), past the pushes its
-    tree link still queues; `receive(critical=True)` says such copies tell nothing about the tree, yet its
-    first copy moves the link's progress to "fresh" and releases every hold on it: X, which "b" is about to
-    bring, is grafted (a needless graft: what the hold is for)."""
+def behind_x() -> Plumtree:
+    """Under graft pressure, "d" announced 600 and then X (500); eager "b" has brought 600 first at 10.05: it
+    is behind X, so X's graft is held."""
     t = tree(0.4, 0.1)
     for _ in range(64):
         t.timing.late_eager(0.1, 9.0)
     t.on_ihave((600,), "d", 9.9)
     t.on_ihave((500,), "d", 10.0)  # X
     assert t.receive(600, "b", 10.05)  # b is behind X
+    return t
+
+
+def test_a_critical_copy_from_an_eager_writer_counts_as_tree_progress() -> None:
+    """A critical write goes from its writer to every member at once (core/critical.py), past the pushes its
+    tree link still queues; `receive(critical=True)` says such copies tell nothing about the tree, yet its
+    first copy moves the link's progress to "fresh" and releases every hold on it: X, which "b" is about to
+    bring, is grafted (a needless graft: what the hold is for)."""
+    t = behind_x()
     assert t.tick(10.1).grafts == {}  # X held
     assert t.receive(900, "b", 10.15, critical=True)  # b's own critical write, sent to all at once
     out = t.tick(10.2)
@@ -153,12 +160,7 @@ def test_a_critical_copy_from_an_eager_writer_counts_as_tree_progress() -> None:
 # -- after the review (s18-treefix) ------------------------------------------------------------------------------
 def test_a_held_payload_is_counted_once_however_often_it_is_looked_at() -> None:
     """`grafts_held` (tree_grafts_held) counts payloads put off, not the looks again a graft timeout apart."""
-    t = tree(0.4, 0.1)
-    for _ in range(64):
-        t.timing.late_eager(0.1, 9.0)
-    t.on_ihave((600,), "d", 9.9)
-    t.on_ihave((500,), "d", 10.0)  # X
-    assert t.receive(600, "b", 10.05)  # b is behind X
+    t = behind_x()
     outs = [t.tick(round(10.1 + 0.1 * k, 6)) for k in range(4)]
     assert all(out.grafts == {} for out in outs) and sum(out.grafts_held for out in outs) == 1
 

@@ -50,6 +50,7 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from gossip_agent.core.graft_timing import GraftTiming
 from gossip_agent.core.rng import Rng
@@ -261,6 +262,17 @@ class TreeOut:
         return sorted(set(self.ihaves) | set(self.grafts) | self.prunes | set(self.short_grafts))
 
 
+_V = TypeVar("_V")
+
+
+def _pop_id(records: OrderedDict[int, _V], ident: int, sid: int) -> _V | None:
+    """Take what `records` holds for a payload, kept under its id or, announced by short id, under -1 - sid."""
+    if not records:
+        return None
+    found = records.pop(ident, None)
+    return records.pop(-1 - sid, None) if found is None else found
+
+
 class Plumtree:
     """One member's broadcast tree. Names are member names; ids come from `message_id`."""
 
@@ -468,21 +480,16 @@ class Plumtree:
                     # it; one nobody announced yet is fresher than every announcement we hold. The newest so
                     # far: an older payload reordered behind a newer one does not set it back. A critical copy
                     # goes from its writer to all at once, past what its link still queues: it tells nothing.
-                    progress = self._eager_progress
-                    prev = progress.get(sender)
                     if missing is not None:
-                        if not critical:
-                            progress[sender] = (now, missing.since if prev is None else max(missing.since, prev[1]))
+                        got = missing.since
                     else:
-                        given_up = self._given_up
-                        since = given_up.pop(ident, None) if given_up else None
-                        if since is None and given_up:
-                            since = given_up.pop(-1 - sid, None)
-                        if not critical:
-                            got = now if since is None else since
-                            progress[sender] = (now, got if prev is None else max(got, prev[1]))
+                        since = _pop_id(self._given_up, ident, sid)
+                        got = now if since is None else since
                         if since is not None:  # a late eager copy, as of an id still waited for (_settle)
                             self.timing.late_eager(now - since, now)
+                    if not critical:
+                        prev = self._eager_progress.get(sender)
+                        self._eager_progress[sender] = (now, got if prev is None else max(got, prev[1]))
             if missing is not None:
                 self._settle(ident, missing, sender, answer, now)
                 # Its announcers hold it: `deliver` pushes and announces it to none of them.
@@ -1013,12 +1020,9 @@ class Plumtree:
     def _probe_result(self, ident: int, sid: int, sender: str, answer: bool) -> tuple[str, bool] | None:
         """The first copy of a sampled payload came (HOLD_SAMPLE_EVERY): a sample for its link, True if the
         fetch's answer came first, False if the link's own copy did (another path first tells nothing)."""
-        probes = self._probes
-        probe = probes.pop(ident, None)
+        probe = _pop_id(self._probes, ident, sid)
         if probe is None:
-            probe = probes.pop(-1 - sid, None)
-            if probe is None:
-                return None
+            return None
         link = probe[0]
         entry = self._hold_links.get(link)
         if entry is not None and (answer or sender == link):
