@@ -277,6 +277,7 @@ class TreeDissemination(NodeBase):
             ihaves = due.ihaves.get(peer, [])
             msgs.extend(self._ihave(peer, ihaves[i:i + MAX_IDS_PER_MESSAGE])
                         for i in range(0, len(ihaves), MAX_IDS_PER_MESSAGE))
+            announced = len(msgs)  # (the GRAFTs follow)
             grafts = due.grafts.get(peer)
             if grafts is not None:
                 msgs.extend(Graft(tuple(grafts[i:i + MAX_IDS_PER_MESSAGE]))
@@ -287,14 +288,16 @@ class TreeDissemination(NodeBase):
                 msgs.extend(ShortIds(ShortKind.GRAFT, tuple(short_grafts[i:i + MAX_IDS_PER_MESSAGE]))
                             for i in range(0, len(short_grafts), MAX_IDS_PER_MESSAGE))
                 self.stats["tree_grafts"] += len(short_grafts)
+            fetch = 0  # how many messages at the end are a fetch: its GRAFTs and their PRUNE
             if peer in due.prunes:
                 msgs.append(Prune())
                 self.stats["tree_grafts_undone" if peer in due.undone else "tree_prunes"] += 1
             elif peer in due.fetches:  # grafts that fetch only: the link stays lazy (core/plumtree.py)
                 msgs.append(Prune())
+                fetch = len(msgs) - announced
                 self.stats["tree_grafts_fetch"] += len(grafts or ()) + len(short_grafts or ())  # (ids, as tree_grafts)
             self.stats["tree_ihave_ids"] += len(ihaves)
-            self._tree_send_packed(peer, msgs, out)
+            self._tree_send_packed(peer, msgs, out, fetch=fetch)
 
     def _tree_send_batch(self, name: str, batch: Sequence[StateRumor], out: list[Effect]) -> None:
         """Pushes the coalescer held for `name` (core/coalesce.py), sent and counted together."""
@@ -328,18 +331,33 @@ class TreeDissemination(NodeBase):
         self.stats["tree_pushes_deferred"] += 1
         self.stats[DEFERRED_KEY + cls] += 1
 
-    def _tree_send_packed(self, name: str, msgs: Sequence[Message], out: list[Effect]) -> None:
+    def _tree_send_packed(self, name: str, msgs: Sequence[Message], out: list[Effect], *, fetch: int = 0) -> None:
         """`msgs` to `name` in as few packets as the MTU allows (room left for digests, which ride only on
-        packets without pushes). Each message is sized and classified once here, for `_tree_send` too."""
+        packets without pushes). Each message is sized and classified here (once; a fetch's twice), for
+        `_tree_send` too.
+
+        `fetch`: the last `fetch` messages are a fetch (its GRAFTs and the PRUNE that follows them: core/
+        plumtree.py EAGER_STALL_LAZY), kept in one packet when they fit one: split after the GRAFT, a lost
+        second packet left the announcer's link eager at its end only (it pushed every payload to us, each a
+        duplicate, until our prune of that off-tree link). A fetch larger than a packet's room (GRAFTs of ~100
+        ids) is split where it must: what is left of it goes together from where it fits, the PRUNE with the
+        last GRAFT unless that GRAFT fills a packet alone."""
         if not self.send_budget.unlimited:
-            msgs = self._tree_within_budget(msgs)
+            msgs = self._tree_within_budget(msgs)  # (keeps every control message: `fetch` still counts them)
         pushes = sum(isinstance(m, StateRumor) for m in msgs)
         budget = self._budget(0 if pushes == len(msgs) else DIGEST_ALLOWANCE)
         batch: list[Message] = []
         used = batch_pushes = 0
-        for msg in msgs:
+        fetch_at = len(msgs) - fetch
+        rest = sum(codec.message_size(m) for m in msgs[fetch_at:]) if fetch else 0  # the fetch's bytes from here
+        for k, msg in enumerate(msgs):
             size = codec.message_size(msg)
-            if batch and used + size > budget:
+            need = size
+            if fetch and k >= fetch_at:
+                if rest <= budget:
+                    need = rest
+                rest -= size
+            if batch and used + need > budget:
                 self._tree_send(name, batch, out, used=used, pushes=batch_pushes)
                 batch, used, batch_pushes = [], 0, 0
             batch.append(msg)
