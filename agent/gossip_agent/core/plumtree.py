@@ -473,13 +473,15 @@ class Plumtree:
                 probe = self._probe_result(ident, sid, sender, answer) if self._probes else None
                 if answer and sender not in self.eager and not (probe is not None and probe[1]):
                     self._count_fetch_repair(now)  # a fetch repaired it (FETCH_REPAIRS; a sample is no repair)
-                if sender in self.eager and not answer:
+                # A critical copy goes from its writer to all at once, past what its link still queues: it tells
+                # nothing about the link (proves it, ends its late streak, shows how far it has got or how late
+                # its copies come).
+                if sender in self.eager and not answer and not critical:
                     self._proven.add(sender)  # (a graft's answer proves nothing yet: see _settle)
                     self._late_streak.pop(sender, None)
                     # How far this link has got (EAGER_STALL_LAZY): a payload announced before came late over
                     # it; one nobody announced yet is fresher than every announcement we hold. The newest so
-                    # far: an older payload reordered behind a newer one does not set it back. A critical copy
-                    # goes from its writer to all at once, past what its link still queues: it tells nothing.
+                    # far: an older payload reordered behind a newer one does not set it back.
                     if missing is not None:
                         got = missing.since
                     else:
@@ -487,11 +489,10 @@ class Plumtree:
                         got = now if since is None else since
                         if since is not None:  # a late eager copy, as of an id still waited for (_settle)
                             self.timing.late_eager(now - since, now)
-                    if not critical:
-                        prev = self._eager_progress.get(sender)
-                        self._eager_progress[sender] = (now, got if prev is None else max(got, prev[1]))
+                    prev = self._eager_progress.get(sender)
+                    self._eager_progress[sender] = (now, got if prev is None else max(got, prev[1]))
             if missing is not None:
-                self._settle(ident, missing, sender, answer, now)
+                self._settle(ident, missing, sender, answer, now, critical=critical)
                 # Its announcers hold it: `deliver` pushes and announces it to none of them.
                 self._holders = (ident, {*missing.announcers, *missing.grafted})
             # (A graft's answer from a link we kept lazy, a fetch: EAGER_STALL_LAZY, is no off-tree link.)
@@ -535,9 +536,11 @@ class Plumtree:
                     self._prune(sender, now)
         return False
 
-    def _settle(self, ident: int, missing: _Missing, sender: str | None, answer: bool, now: float) -> None:
+    def _settle(self, ident: int, missing: _Missing, sender: str | None, answer: bool, now: float, *,
+                critical: bool = False) -> None:
         """The first copy of a payload announced to us came (from `sender`; `answer`: as the answer to our
-        graft). Learn how late an eager copy came, and remember our grafts' copies still to come.
+        graft; `critical`: a critical write's, which is no sample of how late eager copies come: see `receive`).
+        Learn how late an eager copy came, and remember our grafts' copies still to come.
 
         WHY. Plumtree (and Partisan's and Riak's versions of it) prunes on every duplicate. A graft draws one
         on purpose, and under load the duplicate is the eager copy that was merely late: pruning that link
@@ -551,8 +554,9 @@ class Plumtree:
         20 of them from one neighbour turned the learnt wait on (review s9b)."""
         for _ in missing.grafted:
             self.timing.grafted(now)
+        late_eager = sender is not None and sender in self.eager and not critical
         if not missing.grafted:
-            if sender is not None and sender in self.eager:
+            if late_eager:
                 self.timing.late_eager(now - missing.since, now)
             return
         repaired = answer
@@ -563,7 +567,7 @@ class Plumtree:
         else:
             # It came another way meanwhile: every graft for it was needless.
             needless = list(missing.promoted)
-            if sender is not None and sender in self.eager:
+            if late_eager:
                 self.timing.late_eager(now - missing.since, now)
         for peer in needless:
             self._undo_graft(peer, now)
