@@ -576,6 +576,12 @@ class Plumtree:
         grafted = self._grafted
         grafted.pop(ident, None)
         grafted[ident] = record
+        self._expire_grafted(now)
+
+    def _expire_grafted(self, now: float) -> None:
+        """Forget the payloads grafted more than CACHE_SECONDS ago (or past MAX_GRAFTED); a fetch among them that
+        no eager copy followed was a gap (FETCH_GAPS)."""
+        grafted = self._grafted
         while grafted and (len(grafted) > MAX_GRAFTED or next(iter(grafted.values())).at + CACHE_SECONDS < now):
             _, old = grafted.popitem(last=False)
             if old.fetched and not old.late_seen and old.at + CACHE_SECONDS < now:
@@ -944,7 +950,12 @@ class Plumtree:
 
     def _fetches_repair(self, now: float) -> bool:
         """Whether our fetches repaired FETCH_REPAIRS payloads lately, or FETCH_GAPS of them were never followed
-        by an eager copy (a slow writer behind a gap): then this graft links (and the counts start again)."""
+        by an eager copy (a slow writer behind a gap): then this graft links (and the counts start again).
+        Fetches that turned gaps since the last graft's payload came count too: for a writer whose payloads come
+        only by fetch that payload was its previous one, whose own fetch turns a gap CACHE_SECONDS later, and
+        counted only at the next payload's arrival each gap came one of its writes late (a writer every 10-20 s
+        never had two gaps within FETCH_GAP_SECONDS of a graft: fetched for good)."""
+        self._expire_grafted(now)
         gaps = self._fetch_gaps
         if len(gaps) >= FETCH_GAPS and now - gaps[0] <= FETCH_GAP_SECONDS:
             gaps.clear()
