@@ -174,6 +174,8 @@ class Simulation:
         # agent's socket buffer does on a machine at capacity (N=50 agents, 100 writes/s of 1 KiB, on 2 cores:
         # ~4 ms a datagram at the knee). Timers run on time (an agent's run behind its datagrams too: ignored).
         # Overload is where the broadcast tree's repairs can feed themselves (core/plumtree.py).
+        # A crash ends the backlog with the process: a restarted node starts with an idle CPU, and the datagrams
+        # its old process had not handled yet (queued with that process's number) are dropped, not handed to it.
         self.cpu_per_packet = cpu_per_packet
         self._cpu_free: list[float] = []  # per node: when its CPU is done with the datagrams it has
         for _ in range(n):
@@ -230,6 +232,7 @@ class Simulation:
             cfg = dataclasses.replace(cfg, topology=dataclasses.replace(cfg.topology, zone=self.zone_names[i]))
         self._timers[i] = ProbeTimer() if self.measure_rtt else None
         self._process[i] += 1
+        self._cpu_free[i] = 0.0  # a new process: nothing of the old one's backlog
         rng = random.Random(f"node:{self.seed}:{i}:{self._process[i]}")
         delegate = self.delegate_factory(i) if self.delegate_factory else None
         self.delegates[i] = delegate
@@ -286,6 +289,7 @@ class Simulation:
         self.net.crash(i)
         self._wake_gen[i] += 1
         self._wake_at[i] = _INF
+        self._cpu_free[i] = 0.0  # (its backlog died with it)
         self.crashed_at[i] = self.now
 
     def restart(self, node: int | str, seeds: Iterable[int | str] | None = None) -> None:
@@ -384,11 +388,15 @@ class Simulation:
                 if st != Status.UP and st != Status.LEAVING:
                     stats["packets_to_down"] += 1
                     continue
-                if self.cpu_per_packet and len(arg) == 2:  # just arrived: handled once its turn on the CPU is over
-                    done = max(now, self._cpu_free[i]) + self.cpu_per_packet
-                    self._cpu_free[i] = done
-                    self._queue.push(done, DELIVER, i, (*arg, None))
-                    continue
+                if self.cpu_per_packet:
+                    if len(arg) == 2:  # just arrived: handled once its turn on the CPU is over, by this process
+                        done = max(now, self._cpu_free[i]) + self.cpu_per_packet
+                        self._cpu_free[i] = done
+                        self._queue.push(done, DELIVER, i, (*arg, self._process[i]))
+                        continue
+                    if arg[2] != self._process[i]:  # queued for a process that died since (a restart)
+                        stats["packets_to_down"] += 1
+                        continue
                 src, packet = arg[0], arg[1]
                 node = nodes[i]
                 assert node is not None
