@@ -58,6 +58,9 @@ Measured:
              are load the agents would not otherwise carry (a watch line rendered and written per delivery,
              ~13 % of an agent's CPU per delivery at N=50, and the readers' wake-ups) and their stamps lag
              with the readers' scheduling when the machine is saturated: `watch` is kept to compare.
+             The writes of the first second (from the earliest send) meet a cluster that has only just joined:
+             `first_s_t100_median_ms` is their median, `t100_p99_after_first_s_ms` the p99 of every later write
+             (beside the p99 of all).
   observer   The measuring apparatus costs CPU on the machine the agents run on, and its stamps lag when it waits
              for a CPU. So the watch streams are read by `--watch-readers` child processes (raw sockets, one
              epoll loop, one regex per chunk, arrivals sent to the driver in batches), not by 50 aiohttp streams
@@ -113,16 +116,18 @@ Serf refuses user events whose name + payload exceed 512 B, so scenarios with la
 
     python bench/bench_load.py [--n 8,10,50] [--rate 10,100] [--size 1024] [--writes 0 | --seconds 10]
         [--modes push,pull,push-pull] [--broadcasts tree,flood] [--serf] [--issue-scenario] [--sweep]
-        [--set gossip.fanout=6] [--baseline DIR]
+        [--set gossip.fanout=6] [--baseline DIR] [--repeat K]
         [--apparatus lean|classic] [--observer-priority rt|NICE] [--watch-readers R] [--watch-batch-ms MS]
         [--capture-sample K] [--json FILE] [--keep-logs DIR]
 
 `--broadcasts tree,flood` runs each of our scenarios once per gossip.broadcast path (the broadcast tree against
 the flood, before/after in one run). `--baseline DIR` runs each of our scenarios once more, just before it, with
 the agents from another source tree (`git archive REV agent | tar -x -C /tmp/base`, then `--baseline
-/tmp/base/agent`): a change against its parent commit in one invocation. `--issue-scenario` adds the 8-agent
-case (80 writes of 200 B at 10/s, each mode, and Serf); `--sweep` adds N=10, 10 writes/s runs over
-gossip.fanout and gossip.retransmitMult. Needs Linux, root (nft, AF_PACKET) for the byte figures; without them
+/tmp/base/agent`): a change against its parent commit in one invocation. `--repeat K` runs each of our
+scenarios K times in a row, each on a fresh cluster (rows carry `repeat` 0..K-1; Serf's run once): how
+repeatable a figure is, not one draw of it. `--issue-scenario` adds the 8-agent case (80 writes of 200 B at
+10/s, each mode, and Serf); `--sweep` adds N=10, 10 writes/s runs over gossip.fanout and
+gossip.retransmitMult. Needs Linux, root (nft, AF_PACKET) for the byte figures; without them
 only latency and convergence are reported.
 Every process is a Popen of this bench, stopped by PID; every wait is bounded.
 """
@@ -201,6 +206,28 @@ def pct(values: Sequence[float], p: float) -> float | None:
 
 def r3(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
+
+
+FIRST_SECOND_S = 1.0  # the first writes meet a freshly joined cluster: their tail is reported apart
+
+
+def first_second_split(t100: dict[str, float], sent: dict[str, float],
+                       split_s: float = FIRST_SECOND_S) -> dict[str, float | None]:
+    """t100 of the writes of the first second apart from the rest (ms): the first writes meet a cluster that
+    has only just joined, and at N=50, 100 writes/s a run's whole p99 could come from them (first-second median
+    144-164 ms, every later second 7-16 ms), so the p99 alone does not say whether the steady state is met.
+
+    `t100` maps each write that reached every agent to its write -> all time (s), `sent` every write sent to its
+    send stamp (s, one clock); "the first second" is from the earliest send (incomplete writes count for that
+    moment too). Returns the p99 over the writes sent at least `split_s` after it and the median over those sent
+    before (None when there are none)."""
+    if not sent:
+        return {"t100_p99_after_first_s_ms": None, "first_s_t100_median_ms": None}
+    first = min(sent.values())
+    early = [x for k, x in t100.items() if sent[k] - first < split_s]
+    late = [x for k, x in t100.items() if sent[k] - first >= split_s]
+    return {"t100_p99_after_first_s_ms": r3(1000 * (pct(late, 99) or 0)) if late else None,
+            "first_s_t100_median_ms": r3(1000 * statistics.median(early)) if early else None}
 
 
 # -- nftables: agent-to-agent bytes only ------------------------------------------------------------------------
@@ -746,11 +773,15 @@ class Scenario:
     critical_every: int = 0        # every k-th write asks for ?priority=critical (0: none)
     budget: int = 0                # gossip.maxBytesPerSecond of our agents (0: unlimited)
     src: str = ""                  # run our agents from this source tree (--baseline), not this checkout's
+    repeat: int = 0                # which of the `repeats` fresh-cluster runs of this scenario (--repeat)
+    repeats: int = 1
 
     def title(self) -> str:
         extra = f" {' '.join(self.sets)}" if self.sets else ""
         if self.src:
             extra += " [baseline]"
+        if self.repeats > 1:
+            extra += f" repeat {self.repeat}/{self.repeats}"
         if self.critical_every:
             extra += f" critical 1/{self.critical_every}"
         if self.budget:
@@ -1126,7 +1157,8 @@ class OursLoad:
             d["total"] = r3(sum(v for v in d.values() if v is not None))
             return d
 
-        t100 = [max(arrivals[k].values()) - sent[k] for k in acked if len(arrivals.get(k, {})) >= n]
+        t100_of = {k: max(arrivals[k].values()) - sent[k] for k in acked if len(arrivals.get(k, {})) >= n}
+        t100 = list(t100_of.values())
         by_class: dict[str, Any] = {}
         if critical:
             for cls, chosen in (("critical", [k for k in acked if k in critical]),
@@ -1170,6 +1202,7 @@ class OursLoad:
                         "t100_p99_ms": r3(1000 * (pct(t100, 99) or 0)) if t100 else None,
                         "t100_max_ms": r3(1000 * max(t100)) if t100 else None,
                         "each_median_ms": r3(1000 * statistics.median(each)) if each else None,
+                        **first_second_split(t100_of, sent),
                         "complete": len(t100), "incomplete": len(acked) - len(t100),
                         "t100_ms": [round(1000 * x, 2) for x in t100]},
             "latency_by_class": by_class,
@@ -1401,14 +1434,15 @@ def run_serf(sc: Scenario, args: argparse.Namespace, workdir: Path, ports: bc.Po
         for rpc in rpcs.values():
             rpc.close()
         cl.stop_all()
-    t100: list[float] = []
+    t100_of: dict[str, float] = {}
     each: list[float] = []
     for k, t0 in sent.items():
         evs = [cl.hub.get(a.name, "user", k) for a in agents]
         got = [e.t - t0 for e in evs if e]
         each.extend(got)
         if len(got) == n:
-            t100.append(max(got))
+            t100_of[k] = max(got)
+    t100 = list(t100_of.values())
     window = t_end - t_start
     write_window = t_last - t_start
     cpu = [100.0 * (b - a) / bc.CLK_TCK / window for a, b in zip(ticks0, ticks_end, strict=True)
@@ -1423,6 +1457,7 @@ def run_serf(sc: Scenario, args: argparse.Namespace, workdir: Path, ports: bc.Po
                     "t100_p99_ms": r3(1000 * (pct(t100, 99) or 0)) if t100 else None,
                     "t100_max_ms": r3(1000 * max(t100)) if t100 else None,
                     "each_median_ms": r3(1000 * statistics.median(each)) if each else None,
+                    **first_second_split(t100_of, sent),
                     "complete": len(t100), "incomplete": len(sent) - len(t100),
                     "t100_ms": [round(1000 * x, 2) for x in t100]},
         "floor_bytes_per_write": floor, "idle": idle,
@@ -1479,6 +1514,10 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
                     out.append(Scenario("ours", 10, 10, args.size, max(1, round(10 * args.seconds)), "push-pull",
                                         [*sets, f"gossip.fanout={fanout}", f"gossip.retransmitMult={mult}"],
                                         "sweep"))
+    repeats = getattr(args, "repeat", 1)  # (callers that build their own Namespace may leave it out)
+    if repeats > 1:  # each of our runs K times in a row, each on a fresh cluster (Serf's once)
+        out = [x for sc in out for x in ([replace(sc, repeat=i, repeats=repeats) for i in range(repeats)]
+                                         if sc.impl == "ours" else [sc])]
     baseline = getattr(args, "baseline", None)  # (callers that build their own Namespace may leave it out)
     if baseline:  # each of our runs once more from the baseline tree, just before it
         src = str(Path(baseline).resolve())
@@ -1525,6 +1564,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--baseline", metavar="DIR",
                    help="also run each of our scenarios with the agents from DIR (an older commit's agent/, "
                    "e.g. `git archive REV agent | tar -x -C /tmp/base`): before/after in one invocation")
+    p.add_argument("--repeat", type=int, default=1, metavar="K",
+                   help="run each of our scenarios K times in a row, each on a fresh cluster (rows carry `repeat` "
+                   "0..K-1; Serf rows are not repeated; with --baseline each repeat is a before/after pair) "
+                   "(default %(default)s)")
     p.add_argument("--no-default", action="store_true", help="only --issue-scenario / --sweep runs")
     p.add_argument("--settle", type=float, default=3.0, help="seconds between join and the first write")
     p.add_argument("--idle-seconds", type=float, default=5.0,
@@ -1565,6 +1608,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--capture-child", help=argparse.SUPPRESS)
     p.add_argument("--watch-reader", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error("--repeat: at least 1")
     if args.capture_child:
         lo, hi, rest = args.capture_child.split(",", 2)
         out, sample, prio = rest.rsplit(",", 2)
@@ -1609,6 +1654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except RuntimeError as exc:
                 log(f"{sc.title()}: failed: {exc}")
                 r = {"scenario": asdict(sc), "title": sc.title(), "error": str(exc)}
+            r["repeat"] = sc.repeat
             results.append(r)
             print(row_text(r), flush=True)
             if args.json:  # after every scenario: a long plan that dies keeps what it measured
@@ -1627,7 +1673,9 @@ def row_text(r: dict[str, Any]) -> str:
         return f"{r['title']}: ERROR {r['error']}"
     lat = r["latency"]
     parts = [r["title"], f"acked {r['writes_acked']}",
-             f"t100 median {lat['t100_median_ms']} ms p99 {lat['t100_p99_ms']} ms (incomplete {lat['incomplete']})"]
+             f"t100 median {lat['t100_median_ms']} ms p99 {lat['t100_p99_ms']} ms (incomplete {lat['incomplete']}; "
+             f"first second median {lat.get('first_s_t100_median_ms')} ms, p99 after it "
+             f"{lat.get('t100_p99_after_first_s_ms')} ms)"]
     if r.get("latency_by_class"):
         c = r["latency_by_class"]
         parts.append(f"critical t100 median {c['critical']['t100_median_ms']} ms vs normal "

@@ -13,7 +13,8 @@ before and after it; bench/out/ is not in git). The steps (`--list` prints them 
   10 and 100/s for N = 10 and 50 in push-pull on the broadcast tree and flooding, and at N = 10 in push and pull;
   200 B writes beside Serf user events of the same size and rate; the 8-agent scenario; critical against normal
   writes under 100 writes/s (N = 10 and 50), and under a per-agent byte budget (N = 10); the fanout x
-  retransmitMult sweep on both paths.
+  retransmitMult sweep on both paths; and the issue's scenario (N = 50, 100 writes/s on the tree) 5 times in a
+  row, each on a fresh cluster (`--repeat 5`): how often its p99 target is met, not one draw of it.
   `--n` changes N; `--n 10,50,200` adds N = 200 reduced to 10 writes/s of 200 B for 5 s (skipped, and said so,
   without the memory for 200 agents; on a shared 2-core machine 200 Python agents under writes drive the load
   past 100).
@@ -62,6 +63,8 @@ TARGETS = {"x_floor": 2.5, "membership_share": 0.10, "t100_median_ms": 60.0, "t1
            "roots_equal_s": 1.0, "eight_kBps": 30.0, "critical_ratio": 0.5, "vivaldi_error": 0.15,
            "cross_zone_cut": 4.0, "zone_t100_ratio": 1.2, "detection_ratio": 1.1, "real_rtt_error": 0.25}
 
+#: The repeat step: fresh-cluster runs of N=50, 100 writes/s on the tree, one after the other.
+REPEATS = 5
 #: A 200-agent cluster needs ~45 MB per agent; with less memory available than this the step is skipped.
 LARGE_N_MIN_AVAILABLE_MB = 12_000
 #: Points of the estimated-vs-true RTT scatter kept per topology (the plot does not need 2,000).
@@ -106,6 +109,12 @@ def load_plan(sizes: Sequence[int], *, quick: bool = False) -> list[Step]:
             Step("load", "load", "1 KiB writes at 10 and 100/s, push-pull on the tree and flooding",
                  ("--n", ns, "--rate", "10,100", "--size", "1024", "--seconds", secs, "--modes", "push-pull",
                   *both), agents=max(small)),
+            # One run of the issue's scenario says little about its tail (p99 of five runs in a row: 16-490 ms,
+            # the misses all from the first second of writes on a fresh cluster): the same scenario 5 times.
+            Step("repeat", "load", f"1 KiB writes at 100/s, N={max(small)}, push-pull on the tree, {REPEATS} times "
+                 "in a row, each on a fresh cluster",
+                 ("--n", str(max(small)), "--rate", "100", "--size", "1024", "--seconds", secs, "--modes",
+                  "push-pull", "--broadcasts", "tree", "--repeat", str(REPEATS)), agents=max(small)),
             Step("modes", "load", f"the same writes in push and pull mode (N={least}; pull always floods)",
                  ("--n", least, "--rate", "10,100", "--size", "1024", "--seconds", secs, "--modes", "push,pull"),
                  agents=int(least)),
@@ -363,15 +372,20 @@ def read_run(run_dir: Path | None, files: Sequence[Path] = (), real_json: Path |
 
 
 MODE_ORDER = {"push": 0, "pull": 1, "push-pull": 2, "-": 3}
-STEP_ORDER = {"load": 0, "modes": 1, "serf": 2, "serf100": 3, "eight": 4, "issue8": 4, "critical": 5, "budget": 6,
-              "observer": 6.5, "sweep": 7}
+STEP_ORDER = {"load": 0, "repeat": 0.5, "modes": 1, "serf": 2, "serf100": 3, "eight": 4, "issue8": 4, "critical": 5,
+              "budget": 6, "observer": 6.5, "sweep": 7}
 
 
 def row_order(r: dict[str, Any]) -> tuple[Any, ...]:
     sc = r["scenario"]
     step = r.get("_step", "")
     return (STEP_ORDER.get(step, 8 if is_large(step) else 9), step, -sc["size"], sc["n"], sc["rate"],
-            sc["impl"] == "serf", MODE_ORDER.get(sc["mode"], 9), path_of(r) or "", sc["sets"])
+            sc["impl"] == "serf", MODE_ORDER.get(sc["mode"], 9), path_of(r) or "", sc["sets"], sc.get("repeat", 0))
+
+
+def step_cell(r: dict[str, Any]) -> str:
+    """The row's step, with its run index when the step repeated its scenarios (`--repeat`)."""
+    return f"{r['_step']} #{r['scenario']['repeat']}" if r["scenario"].get("repeats", 1) > 1 else str(r["_step"])
 
 
 def is_large(step: str) -> bool:
@@ -560,17 +574,23 @@ def observer_headline(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def targets_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     cells = []
+    groups = repeat_groups(rows)
     for r in rows:
         sc = r["scenario"]
         if not ok(r) or sc["impl"] != "ours" or r["_step"] not in ("load", "modes") or sc["size"] != 1024:
             continue
         roots = r.get("roots_equal_after_last_write_s")
+        p99 = f"{fmt(t100(r, 't100_p99_ms'))} ms ({met(t100(r, 't100_p99_ms'), TARGETS['t100_p99_ms'])})"
+        for (step, *scenario), runs in groups.items():  # the same scenario on fresh clusters, in another step
+            if step != r["_step"] and tuple(scenario) == scenario_key(r):
+                s = repeat_summary(runs)
+                p99 += (f"; {step} step: {s['met']} of {s['runs']} runs met; median p99 "
+                        f"{fmt(s['p99_median_ms'])} ms")
         cells.append([f"N={sc['n']}, {sc['rate']:g}/s", who(r),
                       f"{fmt(r.get('x_floor'), 2)} ({met(r.get('x_floor'), TARGETS['x_floor'])})",
                       f"{pctf(r.get('membership_share'))} "
                       f"({met(r.get('membership_share'), TARGETS['membership_share'])})",
-                      f"{fmt(t100(r))} ms ({met(t100(r), TARGETS['t100_median_ms'])})",
-                      f"{fmt(t100(r, 't100_p99_ms'))} ms ({met(t100(r, 't100_p99_ms'), TARGETS['t100_p99_ms'])})",
+                      f"{fmt(t100(r))} ms ({met(t100(r), TARGETS['t100_median_ms'])})", p99,
                       f"{fmt(roots, 2)} s ({met(roots, TARGETS['roots_equal_s'])})"])
     out = md_table(["scenario", "mode", "x floor (<= 2.5)", "membership+conv. (<= 10 %)", "t100 median (<= 60 ms)",
                     "t100 p99 (<= 250 ms)", "roots equal (<= 1 s)"], cells) if cells else []
@@ -585,6 +605,76 @@ def targets_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
+def scenario_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two rows the same scenario, whichever run of it they are."""
+    sc = r["scenario"]
+    return (sc["impl"], sc["n"], sc["rate"], sc["size"], sc["mode"], tuple(sc["sets"]), sc.get("src", ""))
+
+
+def repeat_groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """(step, *scenario_key) -> the rows of a scenario its step ran several times (`--repeat`; failed runs
+    included), in run order."""
+    out: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["scenario"].get("repeats", 1) > 1:
+            out.setdefault((r["_step"], *scenario_key(r)), []).append(r)
+    for runs in out.values():
+        runs.sort(key=lambda r: r["scenario"]["repeat"])
+    return out
+
+
+def repeat_summary(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How many runs met the p99 target (a failed run did not), and the median of the runs' p99s; the same for
+    the p99 after the first second (None where the JSON predates it)."""
+    def of(key: str) -> list[float]:
+        return [float(v) for r in runs if ok(r) and (v := r["latency"].get(key)) is not None]
+
+    whole, later = of("t100_p99_ms"), of("t100_p99_after_first_s_ms")
+    return {"runs": len(runs), "met": sum(x <= TARGETS["t100_p99_ms"] for x in whole),
+            "p99_median_ms": statistics.median(whole) if whole else None,
+            "met_after_first_s": sum(x <= TARGETS["t100_p99_ms"] for x in later),
+            "after_first_s_median_ms": statistics.median(later) if later else None}
+
+
+def repeat_sections(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One section per repeated scenario: each fresh-cluster run's figures, then how many met the p99 target."""
+    out: list[str] = []
+    for (step, *_), runs in repeat_groups(rows).items():
+        sc = runs[0]["scenario"]
+        path = path_of(runs[0])
+        where = "on the tree" if path == "tree" and sc["mode"] == "push-pull" else f"({who(runs[0])})"
+        more = f", {sc['size']} B" if sc["size"] != 1024 else ""
+        sets = extra_sets(runs[0])
+        more += f" ({', '.join(sets)})" if sets else ""
+        cells = []
+        for r in runs:
+            if not ok(r):
+                cells.append([r["scenario"]["repeat"], f"ERROR: {r['error'][:100]}", *[""] * 7])
+                continue
+            lat = r["latency"]
+            cpu = (r.get("cpu_s_per_delivery") or {}).get("during_writes") or {}
+            cells.append([r["scenario"]["repeat"], fmt(lat.get("t100_median_ms")), fmt(lat.get("t100_p99_ms")),
+                          fmt(lat.get("t100_p99_after_first_s_ms")), fmt(lat.get("first_s_t100_median_ms")),
+                          fmt(r.get("x_floor"), 2), fmt(cpu.get("per_delivery_ms"), 3),
+                          fmt(r.get("roots_equal_after_last_write_s"), 2), fmt(r["load_before"][0])])
+        s = repeat_summary(runs)
+        target = fmt(TARGETS["t100_p99_ms"], 0)
+        after = (f"{s['met_after_first_s']} of {s['runs']} met it, median {fmt(s['after_first_s_median_ms'])} ms"
+                 if s["after_first_s_median_ms"] is not None else "- (not in this run's JSON)")
+        out += [f"## Repeatability: N={sc['n']}, {sc['rate']:g} writes/s {where}{more}, {sc['repeats']} fresh "
+                "clusters in a row", "",
+                f"Step `{step}`: the same scenario run after run, each on a cluster started for it. Write->all "
+                "t100 in ms; \"after 1st s\": the writes sent at least 1 s after the first write (the first writes "
+                "meet a cluster that has only just joined); \"1st s median\": the writes before that; CPU per "
+                "delivery while writing; 1-minute load when the writes started.", "",
+                *md_table(["run", "t100 median ms", "t100 p99 ms", "p99 after 1st s ms", "1st s median ms",
+                           "x floor", "CPU ms/delivery", "roots equal s", "1-min load at start"], cells,
+                          right=range(0, 9)), "",
+                f"{s['met']} of {s['runs']} runs met t100 p99 <= {target} ms; median of the runs' p99s "
+                f"{fmt(s['p99_median_ms'])} ms. p99 after the first second: {after}.", ""]
+    return out
+
+
 def main_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     head = ["step", "impl/mode", "N", "writes/s", "value B", "sets", "acked", "B/write", "x floor", "kB/s (writes)",
             "membership+conv.", "t100 median ms", "t100 p99 ms", "never all", "roots equal s", "CPU %/agent",
@@ -594,11 +684,11 @@ def main_table(rows: Sequence[dict[str, Any]]) -> list[str]:
         sc = r["scenario"]
         sets = ", ".join(extra_sets(r)) or "-"
         if not ok(r):
-            cells.append([r["_step"], who(r), sc["n"], f"{sc['rate']:g}", sc["size"], sets,
+            cells.append([step_cell(r), who(r), sc["n"], f"{sc['rate']:g}", sc["size"], sets,
                           f"ERROR: {r['error'][:100]}", *[""] * (len(head) - 7)])
             continue
         m = r.get("membership_under_load")
-        cells.append([r["_step"], who(r), sc["n"], f"{sc['rate']:g}", sc["size"], sets, r["writes_acked"],
+        cells.append([step_cell(r), who(r), sc["n"], f"{sc['rate']:g}", sc["size"], sets, r["writes_acked"],
                       fmt(r.get("bytes_per_write")), fmt(r.get("x_floor"), 2), fmt(r.get("kBps_during_writes")),
                       pctf(r.get("membership_share")), fmt(t100(r)), fmt(t100(r, "t100_p99_ms")),
                       r["latency"]["incomplete"], fmt(r.get("roots_equal_after_last_write_s"), 2),
@@ -617,7 +707,7 @@ def types_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     cells = []
     for r in typed:
         w = max(1, r["writes_acked"])
-        cells.append([r["_step"], label(r), who(r),
+        cells.append([step_cell(r), label(r), who(r),
                       *[fmt(round(r["bytes_by_type"][k] / w)) if r["bytes_by_type"].get(k) else "" for k in kinds],
                       pctf(r.get("capture_kept"))])
     return ["Bytes per write by message type, IP level. UDP: the agents' exact message counts by type x each type's "
@@ -681,7 +771,7 @@ def counters_table(rows: Sequence[dict[str, Any]]) -> list[str]:
         w = max(1, r["writes_acked"])
         msg = ", ".join(f"{k} {v / w:.1f}" for k, v in sorted(c["messages_out_by_type"].items(), key=lambda kv: -kv[1]))
         drops = ", ".join(f"{k} {v:.0f}" for k, v in sorted(c["dropped"].items())) or "0"
-        cells.append([r["_step"], label(r), who(r), msg, drops])
+        cells.append([step_cell(r), label(r), who(r), msg, drops])
     if not cells:
         return []
     return ["`gossip_messages_total{direction=\"out\"}` by type, summed over the agents, per write; drops by reason.",
@@ -1154,6 +1244,7 @@ def write_report(run: Run, images: Sequence[tuple[str, str]], why_no_plots: str 
              "within the bench's --deliver-timeout.", "",
              "## Ratios measured in this run", "", *headline(run)]
     lines += ["## Targets: dissemination under load", "", *targets_table(rows), ""]
+    lines += repeat_sections(rows)
     sw = sweep_table(rows)
     if sw:
         lines += ["## Fanout and retransmits: the latency/bytes trade-off", "", *sw, ""]

@@ -155,6 +155,7 @@ def test_report_states_the_ratios_of_the_run(rendered: tuple[str, Path]) -> None
     assert "| trace | N=50 10/s 1024 B | 15.0 | 24.0 |" in text and "| 0.400 | 0.10 |" in text
     assert "| watch | N=50 10/s 1024 B | 45.0 | 72.0 |" in text and "| 0.470 | 0.10 |" in text
     assert "**Zone-aware against random peer choice**" in text and "**Vivaldi**" in text
+    assert "## Repeatability" not in text and "runs met" not in text  # a run without the repeat step
     names = sorted(p.name for p in plots.iterdir())
     assert names == sorted(["latency_cdf.png", "bytes_per_write_vs_n.png", "bytes_by_type.png",
                             "fanout_retransmit.png", "critical.png", "rtt_scatter.png", "bytes_by_zone.png",
@@ -183,6 +184,12 @@ def test_plan_reduces_large_clusters_and_runs_namespaces_only_when_asked(tmp_pat
     assert observer.args[observer.args.index("--observer") + 1] == "watch"
     assert observer.args[observer.args.index("--n") + 1] == "50"  # the tree: its row pairs with the load step's
     assert observer.args[observer.args.index("--broadcasts") + 1] == "tree"
+    repeat = steps["repeat"]  # the issue's scenario on 5 fresh clusters in a row, right after the load step
+    names = list(steps)
+    assert names.index("repeat") == names.index("load") + 1 and repeat.agents == 50
+    assert [repeat.args[repeat.args.index(k) + 1] for k in ("--n", "--rate", "--size", "--broadcasts", "--repeat")] \
+        == ["50", "100", "1024", "tree", "5"]
+    assert report.step_command(repeat, tmp_path, ["--base-port", "25000"])[-4:-2] == ["--base-port", "25000"]
     critical = steps["critical"]  # critical against normal at N=10 and at the issue's N=50, one row each
     assert critical.args[critical.args.index("--n") + 1] == "10,50" and critical.agents == 50
     assert "--critical-every" in critical.args and critical.args[critical.args.index("--rate") + 1] == "100"
@@ -204,3 +211,67 @@ def test_execute_skips_a_large_cluster_without_memory_and_records_the_run(tmp_pa
     assert recs["topology"]["rc"] == 0 and (tmp_path / "topology.json").exists()
     saved = json.loads((tmp_path / "run.json").read_text())
     assert saved["finished"] and saved["versions"]["python"] and len(saved["load_start"]) == 3
+
+
+def repeat_rows(p99s: list[float | None], *, after: bool = True) -> list[dict[str, Any]]:
+    """The repeat step's rows: N=50, 100 writes/s on the tree, one per fresh cluster (None: the run failed)."""
+    rows = []
+    for i, p99 in enumerate(p99s):
+        r = load_row(50, 1024, path="tree", bytes_total=2_000_000, t100_ms=[5.0, 7.0, p99 or 0.0])
+        r["scenario"].update(rate=100.0, repeat=i, repeats=len(p99s))
+        if p99 is None:
+            r = {"scenario": r["scenario"], "title": "t", "error": "the cluster did not converge", "repeat": i}
+        else:
+            r["latency"].update(t100_median_ms=7.0 + i, t100_p99_ms=p99)
+            if after:
+                r["latency"].update(t100_p99_after_first_s_ms=20.0 + i, first_s_t100_median_ms=140.0 + i)
+            r["cpu_s_per_delivery"] = {"during_writes": {"per_delivery_ms": 0.3 + i / 100}}
+            r["load_before"] = [3.0 + i, 1.0, 1.0]
+        rows.append(r)
+    return rows
+
+
+def render_rows(tmp_path: Path, steps: dict[str, list[dict[str, Any]]]) -> str:
+    """REPORT.md (no plots) from canned bench_load files, one per step, as report.py reads a run."""
+    for step, rows in steps.items():
+        (tmp_path / f"{step}.json").write_text(json.dumps(bench_file(rows)))
+    run = report.read_run(tmp_path)
+    return report.write_report(run, [], "none asked for", tmp_path / "plots", tmp_path / "REPORT.md")
+
+
+def test_repeat_section_has_a_row_per_run_and_how_many_met(tmp_path: Path) -> None:
+    one = load_row(50, 1024, path="tree", bytes_total=2_000_000, t100_ms=[5.0, 480.6])
+    one["scenario"]["rate"] = 100.0
+    text = render_rows(tmp_path, {"load": [one], "repeat": repeat_rows([255.7, 68.9, 18.4, 490.1, None])})
+    assert "## Repeatability: N=50, 100 writes/s on the tree, 5 fresh clusters in a row" in text
+    table = text[text.index("## Repeatability"):]
+    assert "| 0 | 7.0 | 255.7 | 20.0 | 140.0 | 1.94 | 0.300 | 0.10 | 3.0 |" in table
+    assert "| 3 | 10.0 | 490.1 | 23.0 | 143.0 | 1.94 | 0.330 | 0.10 | 6.0 |" in table
+    assert "| 4 | ERROR: the cluster did not converge |" in table
+    # 68.9 and 18.4 met; the failed run did not; median of the four p99s (68.9 + 255.7) / 2.
+    assert "2 of 5 runs met t100 p99 <= 250 ms; median of the runs' p99s 162.3 ms." in table
+    assert "p99 after the first second: 4 of 5 met it, median 21.5 ms." in table
+    # The load step's own p99 stays, with the repeat step's figures beside it.
+    assert "480.6 ms (NO); repeat step: 2 of 5 runs met; median p99 162.3 ms |" in text
+    assert text.index("## Targets") < text.index("## Repeatability") < text.index("## All load scenarios")
+    assert "| repeat #3 | push-pull tree | 50 | 100 | 1024 |" in text   # each run in the table of all rows
+
+
+def test_repeat_section_from_rows_without_the_first_second_fields(tmp_path: Path) -> None:
+    text = render_rows(tmp_path, {"repeat": repeat_rows([100.0, 300.0], after=False)})
+    assert "## Repeatability: N=50, 100 writes/s on the tree, 2 fresh clusters in a row" in text
+    assert "| 1 | 8.0 | 300.0 | - | - |" in text
+    assert "1 of 2 runs met t100 p99 <= 250 ms; median of the runs' p99s 200.0 ms. p99 after the first second: - " \
+        "(not in this run's JSON)." in text
+    assert "repeat step:" not in text  # no load step row to set it beside
+
+
+def test_a_run_without_the_repeat_step_renders_as_before(tmp_path: Path) -> None:
+    one = load_row(50, 1024, path="tree", bytes_total=2_000_000, t100_ms=[5.0, 480.6])
+    one["scenario"]["rate"] = 100.0
+    for key in ("repeat", "repeats"):  # an older row's scenario: no such fields
+        one["scenario"].pop(key, None)
+    text = render_rows(tmp_path, {"load": [one]})
+    assert "| N=50, 100/s | push-pull tree |" in text and "480.6 ms (NO) |" in text
+    assert "Repeatability" not in text and "runs met" not in text
+    assert "| load | push-pull tree | 50 | 100 | 1024 |" in text
