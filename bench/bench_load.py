@@ -1686,7 +1686,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             except RuntimeError as exc:
                 log(f"{sc.title()}: failed: {exc}")
                 r = {"scenario": asdict(sc), "title": sc.title(), "error": str(exc)}
-            r["repeat"] = sc.repeat
             results.append(r)
             print(row_text(r), flush=True)
             if args.json:  # after every scenario: a long plan that dies keeps what it measured
