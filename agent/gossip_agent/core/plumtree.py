@@ -451,11 +451,11 @@ class Plumtree:
         link this copy came over. `can_prune`: the sender reads tree messages (a PRUNE to an older agent would
         make it drop the whole packet; and a copy it floods us must not cost us a tree link). `critical`: a
         critical write, which its writer sends to every member directly (core/critical.py): its copies arrive
-        twice on purpose, so they say nothing about the tree. They neither prune nor count toward a prune, and
-        the writer's direct copy does not make it a neighbour (else every member that ever wrote a critical
-        value would become everyone's lazy neighbour, and get every announcement). Measured at N=10 under 100
-        writes/s with every 10th write critical: 3,015 prunes in 10 s, and normal writes grafted after the
-        tree links those duplicates cut."""
+        twice on purpose, so they say nothing about the tree. They neither prune nor count toward a prune nor,
+        coming first, end a link's run of duplicates toward one; and the writer's direct copy does not make it a
+        neighbour (else every member that ever wrote a critical value would become everyone's lazy neighbour,
+        and get every announcement). Measured at N=10 under 100 writes/s with every 10th write critical: 3,015
+        prunes in 10 s, and normal writes grafted after the tree links those duplicates cut."""
         first = self._seen.get(ident)
         if critical:
             if first is not None:
@@ -469,7 +469,11 @@ class Plumtree:
             missing = self._missing.get(ident) or self._missing.get(-1 - sid)
             answer = missing is not None and sender is not None and sender in missing.grafted
             if sender is not None:
-                self._dups.pop(sender, None)
+                if not critical:
+                    # The link delivered first: its run of duplicates (PRUNE_AFTER) ends. Not for a critical copy
+                    # (see below): a redundant link whose normal copies all came as duplicates was never pruned
+                    # while critical writes kept coming first over it in between.
+                    self._dups.pop(sender, None)
                 probe = self._probe_result(ident, sid, sender, answer) if self._probes else None
                 if answer and sender not in self.eager and not (probe is not None and probe[1]):
                     self._count_fetch_repair(now)  # a fetch repaired it (FETCH_REPAIRS; a sample is no repair)
