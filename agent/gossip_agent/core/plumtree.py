@@ -345,7 +345,8 @@ class Plumtree:
         # Sampled ids (or -1 - short id) -> (the link it was held for, whether grafted as a sample): `_probe`.
         self._probes: OrderedDict[int, tuple[str, bool]] = OrderedDict()
         # Ids given up (no announcer left to graft) -> when first announced, oldest forgotten first (MAX_MISSING):
-        # its eager copy, if it still comes, shows how far its link has got like any announced one.
+        # its eager copy, if it still comes, shows how far its link has got like any announced one. Forgotten at
+        # its first copy, whichever way that comes (`receive`).
         self._given_up: OrderedDict[int, float] = OrderedDict()
         self.kept_links = 0  # prunes of our last eager link answered with a link request
         # Each payload answers one member's graft once (see on_graft): (member, id) answered lately.
@@ -468,6 +469,11 @@ class Plumtree:
             sid = short_id(ident)
             missing = self._missing.get(ident) or self._missing.get(-1 - sid)
             answer = missing is not None and sender is not None and sender in missing.grafted
+            # Given up earlier: forgotten now, whichever way this first copy came. Only a normal eager copy reads
+            # it (below), and no later copy is a first copy again: left in place, the ids of critical writes
+            # and off-tree copies given up took the room of those whose eager copies were still to come, and
+            # those copies then counted as fresh (no sample of how late, the link taken as further ahead).
+            given_up = _pop_id(self._given_up, ident, sid)
             if sender is not None:
                 if not critical:
                     # The link delivered first: its run of duplicates (PRUNE_AFTER) ends. Not for a critical copy
@@ -488,11 +494,11 @@ class Plumtree:
                     # far: an older payload reordered behind a newer one does not set it back.
                     if missing is not None:
                         got = missing.since
+                    elif given_up is not None:  # a late eager copy, as of an id still waited for (_settle)
+                        got = given_up
+                        self.timing.late_eager(now - given_up, now)
                     else:
-                        since = _pop_id(self._given_up, ident, sid)
-                        got = now if since is None else since
-                        if since is not None:  # a late eager copy, as of an id still waited for (_settle)
-                            self.timing.late_eager(now - since, now)
+                        got = now
                     prev = self._eager_progress.get(sender)
                     self._eager_progress[sender] = (now, got if prev is None else max(got, prev[1]))
             if missing is not None:
