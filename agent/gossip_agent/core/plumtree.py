@@ -384,6 +384,7 @@ class Plumtree:
         self.lazy.discard(name)
         self.eager.add(name)
         self._links.add(name)
+        self._withdraw_prune(name)  # (a lazy peer pruned since the last tick: see _withdraw_prune)
         return True
 
     def far(self, name: str) -> bool:
@@ -634,6 +635,22 @@ class Plumtree:
             self._undone.add(peer)
             self._told_prune(peer, now)
 
+    def _withdraw_prune(self, peer: str) -> None:
+        """The link to `peer` is eager at both ends from now on (its GRAFT, or ours at the next tick): a PRUNE
+        still queued for it is withdrawn, and a later one is told even if one went lately (`_prune`).
+
+        WHY. A prune is queued when a duplicate comes and sent at the next tick; a graft or link request of ours
+        is made at a tick, and the Node packs a peer's GRAFTs before its PRUNE (core/tree_dissemination.py). So
+        when both were due at one tick (an agent behind runs its packets, then its overdue timers; or the Node
+        picks as a new neighbour a lazy peer pruned since the last tick), the peer made the link eager, then
+        lazy, while our end kept it eager: a one-sided link, which pushed it every payload while it only
+        announced to us, until a duplicate pruned it at one end. The graft came later: it wins, as if the two
+        had left at their own times. (A fetch is no such case: its GRAFT goes with a PRUNE on purpose, and the
+        link stays lazy at our end too: EAGER_STALL_LAZY.)"""
+        self._prunes.discard(peer)
+        self._undone.discard(peer)
+        self._pruned_at.pop(peer, None)
+
     def _told_prune(self, peer: str, now: float) -> None:
         told = self._pruned_at
         told.pop(peer, None)
@@ -819,9 +836,7 @@ class Plumtree:
         replay or a forgery, and answering it again and again would push the whole cache at that member.
         Repeats are passed over before they take a place in the bound, and counted in the answer."""
         self._make_eager(sender)
-        self._prunes.discard(sender)
-        self._undone.discard(sender)
-        self._pruned_at.pop(sender, None)
+        self._withdraw_prune(sender)
         seen = set() if answered is None else answered
         out = GraftAnswer([])
         for ident in ids[:MAX_GRAFT_ANSWER]:
@@ -920,6 +935,7 @@ class Plumtree:
                     self._make_eager(peer)
                     if peer in self.eager:
                         missing.promoted.append(peer)
+                        self._withdraw_prune(peer)  # (pruned since the last tick: see _withdraw_prune)
             if extra is None:
                 extra = self.timing.extra(now)
             missing.deadline = now + self.graft_timeout + extra
