@@ -13,12 +13,14 @@ tests/core/test_s19_tree_fetch_packing.py. Explicit times; the Node test drives 
 from __future__ import annotations
 
 from gossip_agent.core import graft_timing
-from gossip_agent.core.effects import Send
-from gossip_agent.core.messages import Graft, IHave, Packet, Prune, StateRumor
-from gossip_agent.core.plumtree import Plumtree, TreeOut, message_id
+from gossip_agent.core.digests import DIGEST_ALLOWANCE
+from gossip_agent.core.effects import Effect, Send
+from gossip_agent.core.messages import Graft, IHave, Packet, Prune, ShortIds, ShortKind, StateRumor
+from gossip_agent.core.plumtree import Plumtree, TreeOut, message_id, short_id
 from tests.core.test_node_tree import tree_node
 from tests.core.test_s18_tree_graft_hold import addr_of
 from tests.core.test_s19_plumtree_critical import GRAFT, LAZY, tree
+from tests.core.test_s19_tree_fetch_packing import MISSING, filling
 
 X = 500  # a payload "d" announces to "a", which "a" lacks
 
@@ -98,3 +100,29 @@ def test_the_node_sends_no_prune_after_a_graft_that_makes_the_link_eager() -> No
     to_peer = [s.packet.messages for s in node.tick(due) if isinstance(s, Send) and s.to == addr_of(node, peer)]
     assert to_peer == [(Graft((x,)),)] and peer in t.eager
     assert not any(isinstance(m, Prune) for msgs in to_peer for m in msgs)
+
+
+def test_a_fetch_to_a_peer_with_a_prune_pending_keeps_its_graft_and_prune_in_one_packet() -> None:
+    """The fetch's PRUNE is then also the prune's: it still goes in the GRAFT's packet when announcements to the
+    same peer fill the packet before it (split, a lost second packet left the link eager at the peer's end
+    only: tests/core/test_s19_tree_fetch_packing.py)."""
+    node = tree_node(readers=6)
+    node.tick(0.01)
+    t = node.tree
+    for _ in range(graft_timing.WINDOW):  # graft pressure; the learnt wait stays the base graft timeout
+        t.timing.late_eager(t.graft_timeout, 1.0)
+    eager = sorted(t.eager)[0]
+    peer = next(m.name for m in node.members() if m.name not in t.eager and m.name != "a")
+    node.handle_packet(Packet(peer, (ShortIds(ShortKind.IHAVE, (short_id(MISSING),)),)), addr_of(node, peer), 1.0)
+    node.handle_packet(Packet(eager, (StateRumor(b"dup"),)), addr_of(node, eager), 1.01)
+    node.handle_packet(Packet(peer, (StateRumor(b"dup"),)), addr_of(node, peer), 1.02)  # "peer" pushes: pruned
+    n = filling(node._budget(DIGEST_ALLOWANCE))
+    for k in range(n):  # (payloads nobody announced: the eager link has got past MISSING, no hold)
+        node.handle_packet(Packet(eager, (StateRumor(b"w%d" % k),)), addr_of(node, eager), 1.0 + t.graft_timeout)
+    out: list[Effect] = []
+    node._tick_tree(1.0 + t.graft_timeout + 0.01, out, flush=True)
+    packets = [e.packet.messages for e in out if isinstance(e, Send) and e.to == addr_of(node, peer)]
+    fetch = (ShortIds(ShortKind.GRAFT, (short_id(MISSING),)), Prune())
+    assert [p for p in packets if fetch[0] in p] == [p for p in packets if Prune() in p], \
+        f"GRAFT and PRUNE of one fetch in different packets: {[[type(m).__name__ for m in p] for p in packets]}"
+    assert packets[-1][-2:] == fetch and peer in t.lazy

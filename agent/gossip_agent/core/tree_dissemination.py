@@ -289,13 +289,15 @@ class TreeDissemination(NodeBase):
                             for i in range(0, len(short_grafts), MAX_IDS_PER_MESSAGE))
                 self.stats["tree_grafts"] += len(short_grafts)
             fetch = 0  # how many messages at the end are a fetch: its GRAFTs and their PRUNE
-            if peer in due.prunes:
+            if peer in due.prunes or peer in due.fetches:
                 msgs.append(Prune())
-                self.stats["tree_grafts_undone" if peer in due.undone else "tree_prunes"] += 1
-            elif peer in due.fetches:  # grafts that fetch only: the link stays lazy (core/plumtree.py)
-                msgs.append(Prune())
-                fetch = len(msgs) - announced
-                self.stats["tree_grafts_fetch"] += len(grafts or ()) + len(short_grafts or ())  # (ids, as tree_grafts)
+                if peer in due.prunes:
+                    self.stats["tree_grafts_undone" if peer in due.undone else "tree_prunes"] += 1
+                if peer in due.fetches:  # grafts that fetch only: the link stays lazy (core/plumtree.py)
+                    # With a prune due too, its PRUNE is the fetch's: in the GRAFT's packet all the same (split, a
+                    # lost second packet left the link eager at the peer's end only: _tree_send_packed).
+                    fetch = len(msgs) - announced
+                    self.stats["tree_grafts_fetch"] += len(grafts or ()) + len(short_grafts or ())  # (ids)
             self.stats["tree_ihave_ids"] += len(ihaves)
             self._tree_send_packed(peer, msgs, out, fetch=fetch)
 
