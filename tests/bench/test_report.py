@@ -60,10 +60,11 @@ def load_row(n: int, size: int, *, impl: str = "ours", path: str | None = "tree"
         if critical:
             crit, normal = t100_ms[:2], t100_ms[2:]
             r["latency_by_class"] = {
-                "critical": {"writes": 2, "complete": 2, "t100_median_ms": 10.0, "t100_p99_ms": 12.0, "t100_ms": crit},
+                "critical": {"writes": 2, "complete": 2, "t100_median_ms": 10.0, "t100_p99_ms": 12.0, "t100_ms": crit,
+                             "t100_over_cpu_spread": 1.25},
                 "normal": {"writes": 18, "complete": len(normal), "t100_median_ms": 40.0, "t100_p99_ms": 90.0,
-                           "t100_ms": normal},
-                "critical_over_normal_median": 0.25}
+                           "t100_ms": normal, "t100_over_cpu_spread": 5.0},
+                "critical_over_normal_median": 0.25, "cpu_spread_per_write_ms": 8.0}
     else:
         r["bytes_by_type"] = {"udp (serf)": udp, "tcp (serf push-pull)": tcp}
         r["bytes_per_write"] = bytes_total // WRITES
@@ -149,7 +150,8 @@ def test_report_states_the_ratios_of_the_run(rendered: tuple[str, Path]) -> None
     # ours (tree) 5,000 B/write against Serf's 10,000 B/event; Serf left 5 events short of everyone
     assert "| 5,000 | 10,000 | 0.50x | 15.0 | 120.0 |" in text and "| 5.0 | 50.0 | 0 / 5 |" in text
     for n in (10, 50):                                                              # critical / normal, N=10 and 50
-        assert f"| critical | N={n} 10/s 1024 B | no budget | 10.0 | 40.0 | 0.25 | yes |" in text
+        assert f"| critical | N={n} 10/s 1024 B | no budget | 10.0 | 40.0 | 8.0 | 1.25 | 5.00 | 0.25 | yes |" in text
+    assert "One write's CPU / cores: the agents' CPU per delivery x (N-1)" in text
     assert "5.00x idle, 5.00x during writes" in text                                # real agents, canned
     assert "**Observer**" in text                                # the same scenario through both observers
     assert "| trace | N=50 10/s 1024 B | 15.0 | 24.0 |" in text and "| 0.400 | 0.10 |" in text
