@@ -13,8 +13,8 @@ datagram it sends (`--cpu-per-send`, one after another), over links of `--latenc
 `--jitter`.
 
 The scenario is bench_load's critical one: a warm-up (each member writes once, at the scenario's rate, and the
-digests spread, so members learn who reads which message type), then `--writes` writes of `--size` bytes at `--rate` a second through
-random members, every `--critical-every`-th flagged critical. A write's t100 runs from its put at its writer to
+digests spread, so members learn who reads which message type), then `--writes` writes of `--size` bytes at
+`--rate` a second through random members, every `--critical-every`-th flagged critical. A write's t100 runs from its put at its writer to
 the moment the last member applied it (exact virtual times: every member's new rumors are checked against the
 writes still pending). Defaults: 0.3 ms of CPU per datagram handled (what an agent spent per delivery under load
 on the bench machine, bench/REPORT.md), 20 us per datagram sent (an agent's encode, seal and sendto on it), and
