@@ -14,11 +14,12 @@ datagram it sends (`--cpu-per-send`, one after another), over links of `--latenc
 
 The scenario is bench_load's critical one: a warm-up (each member writes once, at the scenario's rate, and the
 digests spread, so members learn who reads which message type), then `--writes` writes of `--size` bytes at
-`--rate` a second through random members, every `--critical-every`-th flagged critical. A write's t100 runs from its put at its writer to
-the moment the last member applied it (exact virtual times: every member's new rumors are checked against the
-writes still pending). Defaults: 0.3 ms of CPU per datagram handled (what an agent spent per delivery under load
-on the bench machine, bench/REPORT.md), 20 us per datagram sent (an agent's encode, seal and sendto on it), and
-the loopback-like link of 0.1 ms +- 0.1 ms; `--latency 0.001 --jitter 0.001` is the simulator's LAN default.
+`--rate` a second through random members, every `--critical-every`-th flagged critical. A write's t100 runs from
+its put at its writer to the moment the last member applied it (exact virtual times: every member's new rumors are
+checked against the writes still pending). Defaults: 0.3 ms of CPU per datagram handled (what an agent spent per
+delivery under load on the bench machine, bench/REPORT.md), 20 us per datagram sent (an agent's encode, seal and
+sendto on it), and the loopback-like link of 0.1 ms +- 0.1 ms; `--latency 0.001 --jitter 0.001` is the simulator's
+LAN default.
 
 What it showed (seed 1, 300 writes of 1 KiB at 100/s, every 10th critical): critical 0.65 / 0.85 / 1.42 ms against
 normal 1.53 / 2.32 / 2.84 ms t100 median at N = 10 / 20 / 50 (0.42x / 0.37x / 0.50x). At N=50 most of a critical
