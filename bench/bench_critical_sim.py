@@ -17,15 +17,15 @@ digests spread, so members learn who reads which message type), then `--writes` 
 `--rate` a second through random members, every `--critical-every`-th flagged critical. A write's t100 runs from
 its put at its writer to the moment the last member applied it (exact virtual times: every member's new rumors are
 checked against the writes still pending). Defaults: 0.3 ms of CPU per datagram handled (what an agent spent per
-delivery under load on the bench machine, bench/REPORT.md), 20 us per datagram sent (an agent's encode, seal and
-sendto on it), and the loopback-like link of 0.1 ms +- 0.1 ms; `--latency 0.001 --jitter 0.001` is the simulator's
-LAN default.
+delivery under load on the bench machine, bench/REPORT.md), 13 us per datagram sent (measured on it: 4.6 us in the
+Node core choosing and packing each copy of a critical write to 49 members, 8.5 us in the runtime's encode, seal
+with a keyring and sendto; 4.5 us without a keyring), and the loopback-like link of 0.1 ms +- 0.1 ms; `--latency
+0.001 --jitter 0.001` is the simulator's LAN default.
 
-What it showed (seed 1, 300 writes of 1 KiB at 100/s, every 10th critical): critical 0.65 / 0.85 / 1.42 ms against
-normal 1.53 / 2.32 / 2.84 ms t100 median at N = 10 / 20 / 50 (0.42x / 0.37x / 0.50x). At N=50 most of a critical
+What it showed (seed 1, 300 writes of 1 KiB at 100/s, every 10th critical): critical 0.60 / 0.77 / 1.09 ms against
+normal 1.48 / 2.29 / 2.96 ms t100 median at N = 10 / 20 / 50 (0.40x / 0.33x / 0.37x). At N=50 most of a critical
 write's time is its writer sending 49 copies one after another, so the ratio there follows the cost of a send:
-0.33x at 10 us, 0.50x at 20 us, 0.70x at 30 us (an agent's core spends ~5 us per copy choosing and packing it,
-measured in this simulator; encoding, sealing and the sendto add the rest).
+0.33x at 10 us, 0.50x at 20 us, 0.70x at 30 us.
 
     python bench/bench_critical_sim.py [--n 10,50] [--writes 300] [--rate 100] [--size 1024]
                                        [--critical-every 10] [--seeds 1] [--json FILE]
@@ -64,7 +64,7 @@ class Params:
     size: int = 1024
     critical_every: int = 10
     cpu_per_packet: float = 0.0003
-    cpu_per_send: float = 0.00002
+    cpu_per_send: float = 0.000013
     latency: float = 0.0001
     jitter: float = 0.0001
 
