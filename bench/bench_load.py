@@ -105,6 +105,10 @@ Measured:
   cpu/write  CPU-seconds per delivered write (`cpu_s_per_delivery`): all agents' utime + stime (/proc/PID/stat)
              divided by acknowledged writes x (N-1), while writing and over the whole window, and the kernel
              (stime) share. Far less sensitive to machine load than wall-time latencies: compare arms with it.
+             `cpu_spread_per_write_ms`: that CPU per delivery x (N-1) / the cores the agents share
+             (`agent_cpus`), the time one write's deliveries fill every core: with more agents than cores, the
+             CPU-bound scale of t100 whatever the route. With `--critical-every`, each class's t100 median is
+             also given in that unit (`latency_by_class.<class>.t100_over_cpu_spread`).
              `--cpu-profile DIR` says where it goes: every agent attributes its CPU to event-loop callbacks
              (datagrams, HTTP, timers, tasks), the selector, gc and hot functions (bench/cpu_profile/);
              `python bench/cpu_profile/report.py DIR/<scenario>` sums them per applied write.
@@ -303,6 +307,26 @@ def cpu_per_delivery(a: list[tuple[int, int] | None], b: list[tuple[int, int] | 
     return {"cpu_s": round(user + system, 3),
             "per_delivery_ms": round(1000 * (user + system) / deliveries, 4) if deliveries else None,
             "stime_share": round(system / (user + system), 3) if user + system else None}
+
+
+def cpu_spread_per_write(per_delivery_ms: float | None, n: int, cpus: int) -> float | None:
+    """One write's share of the agents' CPU spread over every core the agents share (ms): CPU per delivery x
+    (N-1) receivers / cores. When the agents outnumber the cores, every delivery of a write waits for a core, so
+    a write reaches its last agent after about this long however it travels, in one hop or down a tree: it is
+    the CPU-bound scale of write->all t100 on this machine. A critical write is applied by every member as a
+    normal one is, so where both classes' t100 sit near it, the critical class can be faster only by costing
+    less CPU (fewer duplicate copies), not by its route (core/critical.py)."""
+    if per_delivery_ms is None or n < 2 or cpus < 1:
+        return None
+    return round(per_delivery_ms * (n - 1) / cpus, 3)
+
+
+def agent_cpus() -> int:
+    """Cores the agents may run on: this process's affinity, which the agents it starts inherit."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def nft_delta(a: dict[str, tuple[int, int]] | None, b: dict[str, tuple[int, int]] | None) -> dict[str, int] | None:
@@ -1200,6 +1224,13 @@ class OursLoad:
                                  "t100_ms": [round(1000 * x, 2) for x in xs]}
             c, m = by_class["critical"]["t100_median_ms"], by_class["normal"]["t100_median_ms"]
             by_class["critical_over_normal_median"] = round(c / m, 2) if c is not None and m else None
+        cpu_writing = cpu_per_delivery(split0, split_last, len(acked) * (n - 1))
+        spread = cpu_spread_per_write(cpu_writing["per_delivery_ms"], n, agent_cpus())
+        if by_class:  # each class's t100 median in units of that CPU-bound scale
+            by_class["cpu_spread_per_write_ms"] = spread
+            for cls in ("critical", "normal"):
+                med = by_class[cls]["t100_median_ms"]
+                by_class[cls]["t100_over_cpu_spread"] = round(med / spread, 2) if med is not None and spread else None
         each = [t - sent[k] for k in acked for who, t in arrivals.get(k, {}).items() if who != writer_of[k]]
         window = t_end - t_start
         write_window = t_last - t_start
@@ -1244,7 +1275,8 @@ class OursLoad:
             "cpu_pct_per_agent": {"mean": r3(statistics.fmean(cpu)) if cpu else None,
                                   "max": r3(max(cpu)) if cpu else None,
                                   "mean_during_writes": r3(statistics.fmean(cpu_w)) if cpu_w else None},
-            "cpu_s_per_delivery": {"during_writes": cpu_per_delivery(split0, split_last, len(acked) * (n - 1)),
+            "cpu_spread_per_write_ms": spread, "agent_cpus": agent_cpus(),
+            "cpu_s_per_delivery": {"during_writes": cpu_writing,
                                    "window": cpu_per_delivery(split0, split_end, len(acked) * (n - 1))},
             "incarnation": {"max": max(incarnations, default=0), "mean": r3(statistics.fmean(incarnations))},
             "agent_counters": {
@@ -1717,7 +1749,8 @@ def row_text(r: dict[str, Any]) -> str:
         c = r["latency_by_class"]
         parts.append(f"critical t100 median {c['critical']['t100_median_ms']} ms vs normal "
                      f"{c['normal']['t100_median_ms']} ms ({c['critical_over_normal_median']}x; at the writer "
-                     f"{c['critical'].get('writer_median_ms')} / {c['normal'].get('writer_median_ms')} ms)")
+                     f"{c['critical'].get('writer_median_ms')} / {c['normal'].get('writer_median_ms')} ms; "
+                     f"one write's CPU over every core {c.get('cpu_spread_per_write_ms')} ms)")
     if "bytes_per_write" in r:
         parts.append(f"{r['bytes_per_write']} B/write = {r['x_floor']}x floor")
     if "kBps_during_writes" in r:

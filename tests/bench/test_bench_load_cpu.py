@@ -36,3 +36,13 @@ def test_cpu_split_reads_this_process() -> None:
     split = bench_load.cpu_split(os.getpid())
     assert split is not None and split[0] >= 0 and split[1] >= 0
     assert bench_load.cpu_split(2 ** 22 + 12345) is None  # no such process
+
+
+def test_cpu_spread_per_write_is_one_writes_cpu_over_the_cores() -> None:
+    # 0.4 ms per delivery, 49 receivers, 2 cores: 9.8 ms of every core per write (N=50 on this machine's kind).
+    assert bench_load.cpu_spread_per_write(0.4, 50, 2) == pytest.approx(9.8)
+    assert bench_load.cpu_spread_per_write(0.4, 10, 4) == pytest.approx(0.9)
+    assert bench_load.cpu_spread_per_write(None, 50, 2) is None      # no CPU reading
+    assert bench_load.cpu_spread_per_write(0.4, 1, 2) is None        # nobody to deliver to
+    assert bench_load.cpu_spread_per_write(0.4, 50, 0) is None
+    assert 1 <= bench_load.agent_cpus() <= (os.cpu_count() or 1)

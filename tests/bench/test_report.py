@@ -60,10 +60,11 @@ def load_row(n: int, size: int, *, impl: str = "ours", path: str | None = "tree"
         if critical:
             crit, normal = t100_ms[:2], t100_ms[2:]
             r["latency_by_class"] = {
-                "critical": {"writes": 2, "complete": 2, "t100_median_ms": 10.0, "t100_p99_ms": 12.0, "t100_ms": crit},
+                "critical": {"writes": 2, "complete": 2, "t100_median_ms": 10.0, "t100_p99_ms": 12.0, "t100_ms": crit,
+                             "t100_over_cpu_spread": 1.25},
                 "normal": {"writes": 18, "complete": len(normal), "t100_median_ms": 40.0, "t100_p99_ms": 90.0,
-                           "t100_ms": normal},
-                "critical_over_normal_median": 0.25}
+                           "t100_ms": normal, "t100_over_cpu_spread": 5.0},
+                "critical_over_normal_median": 0.25, "cpu_spread_per_write_ms": 8.0}
     else:
         r["bytes_by_type"] = {"udp (serf)": udp, "tcp (serf push-pull)": tcp}
         r["bytes_per_write"] = bytes_total // WRITES
@@ -117,6 +118,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "load.json").write_text(json.dumps(bench_file(seen[:1])))
     (d / "observer.json").write_text(json.dumps(bench_file(seen[1:])))
     (d / "topology.json").write_text(json.dumps(report.topology_sim(report.topology_params(quick=True))))
+    (d / "critical_sim.json").write_text(json.dumps(report.critical_sim({"sizes": [5], "seeds": [1], "writes": 20})))
     (d / "topology_real.json").write_text(json.dumps(topology_real()))
     (d / "run.json").write_text(json.dumps({
         "started": "2026-11-30T08:00:00+00:00", "finished": "2026-11-30T08:30:00+00:00", "argv": ["--run"],
@@ -149,7 +151,10 @@ def test_report_states_the_ratios_of_the_run(rendered: tuple[str, Path]) -> None
     # ours (tree) 5,000 B/write against Serf's 10,000 B/event; Serf left 5 events short of everyone
     assert "| 5,000 | 10,000 | 0.50x | 15.0 | 120.0 |" in text and "| 5.0 | 50.0 | 0 / 5 |" in text
     for n in (10, 50):                                                              # critical / normal, N=10 and 50
-        assert f"| critical | N={n} 10/s 1024 B | no budget | 10.0 | 40.0 | 0.25 | yes |" in text
+        assert f"| critical | N={n} 10/s 1024 B | no budget | 10.0 | 40.0 | 8.0 | 1.25 | 5.00 | 0.25 | yes |" in text
+    assert "One write's CPU / cores: the agents' CPU per delivery x (N-1)" in text
+    assert "**The same scenario with one CPU per agent** (bench_critical_sim.py" in text  # the simulator's rows
+    assert "| N=5 100/s 1024 B | 1 | 0.3 ms / 13 us | 0.1 ms + 0.1 ms |" in text
     assert "5.00x idle, 5.00x during writes" in text                                # real agents, canned
     assert "**Observer**" in text                                # the same scenario through both observers
     assert "| trace | N=50 10/s 1024 B | 15.0 | 24.0 |" in text and "| 0.400 | 0.10 |" in text
@@ -195,6 +200,9 @@ def test_plan_reduces_large_clusters_and_runs_namespaces_only_when_asked(tmp_pat
     assert "--critical-every" in critical.args and critical.args[critical.args.index("--rate") + 1] == "100"
     small = {s.name: s for s in report.plan([10])}["critical"]
     assert small.args[small.args.index("--n") + 1] == "10" and small.agents == 10
+    assert steps["critical_sim"].kind == "critical-sim"  # the same sizes with one CPU per agent, in this process
+    assert steps["critical_sim"].params["sizes"] == [10, 50]
+    assert {s.name: s for s in report.plan([10])}["critical_sim"].params["sizes"] == [10]
     real = {s.name: s for s in report.plan([10], topology_real=True, real_args=["--groups", "10,10,10"])}
     cmd = report.step_command(real["topology_real"], tmp_path)
     assert cmd[1].endswith("bench_topology_real.py") and cmd[-2:] == ["--json", str(tmp_path / "topology_real.json")]
@@ -204,11 +212,13 @@ def test_plan_reduces_large_clusters_and_runs_namespaces_only_when_asked(tmp_pat
 def test_execute_skips_a_large_cluster_without_memory_and_records_the_run(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(report, "mem_available_mb", lambda: 100)
-    steps = [s for s in report.plan([200], quick=True) if s.name in ("n200", "topology")]
+    steps = [s for s in report.plan([200], quick=True) if s.name in ("n200", "topology", "critical_sim")]
     manifest = report.execute(steps, tmp_path, ["--run"])
     recs = {s["name"]: s for s in manifest["steps"]}
     assert "skipped" in recs["n200"] and not (tmp_path / "n200.json").exists()   # nothing was started
     assert recs["topology"]["rc"] == 0 and (tmp_path / "topology.json").exists()
+    assert recs["critical_sim"]["rc"] == 0 and "rows" in json.loads((tmp_path / "critical_sim.json").read_text())[
+        "critical_sim"]
     saved = json.loads((tmp_path / "run.json").read_text())
     assert saved["finished"] and saved["versions"]["python"] and len(saved["load_start"]) == 3
 

@@ -117,7 +117,8 @@ class Simulation:
                  link: LinkProfile | None = None, bandwidth: float | None = None, bytes_mode: str = "off",
                  delegate_factory: Callable[[int], StateDelegate] | None = None,
                  keep_events: bool = False, leave_linger: float | None = None, max_events: int | None = None,
-                 clock_skew: float = 0.0, measure_rtt: bool = False, cpu_per_packet: float = 0.0) -> None:
+                 clock_skew: float = 0.0, measure_rtt: bool = False, cpu_per_packet: float = 0.0,
+                 cpu_per_send: float = 0.0) -> None:
         if bytes_mode not in _BYTES_MODES:
             raise ValueError(f"bytes_mode must be one of {_BYTES_MODES}")
         self.seed = seed
@@ -178,6 +179,14 @@ class Simulation:
         # its old process had not handled yet (queued with that process's number) are dropped, not handed to it.
         self.cpu_per_packet = cpu_per_packet
         self._cpu_free: list[float] = []  # per node: when its CPU is done with the datagrams it has
+        # Sending costs CPU too (optional): a node's datagrams leave one after another, each `cpu_per_send`
+        # seconds after the one before (an agent encodes, seals and hands each to the kernel in turn), and the
+        # datagrams it receives meanwhile wait for them. Without it a member sending to 49 others at once (a
+        # critical write's writer: core/critical.py) reached the last as soon as the first, which flattered a
+        # route of one wide hop against the tree's narrow ones. (Handling already booked for datagrams queued
+        # before the sends is not moved back: under a backlog the model is that much optimistic.)
+        self.cpu_per_send = cpu_per_send
+        self._send_free: list[float] = []  # per node: when its last datagram so far leaves
         for _ in range(n):
             self.add_node()
 
@@ -198,6 +207,7 @@ class Simulation:
         self._wake_at.append(_INF)
         self._wake_gen.append(0)
         self._cpu_free.append(0.0)
+        self._send_free.append(0.0)
         # Plaintext bytes around the messages: the codec's bound less its envelope reserve and the room it
         # keeps for a 3-byte message-array header (added back per packet below).
         self._header.append(codec.packet_overhead(name) - codec.ENVELOPE_RESERVE - 3)
@@ -232,7 +242,7 @@ class Simulation:
             cfg = dataclasses.replace(cfg, topology=dataclasses.replace(cfg.topology, zone=self.zone_names[i]))
         self._timers[i] = ProbeTimer() if self.measure_rtt else None
         self._process[i] += 1
-        self._cpu_free[i] = 0.0  # a new process: nothing of the old one's backlog
+        self._cpu_free[i] = self._send_free[i] = 0.0  # a new process: nothing of the old one's backlog
         rng = random.Random(f"node:{self.seed}:{i}:{self._process[i]}")
         delegate = self.delegate_factory(i) if self.delegate_factory else None
         self.delegates[i] = delegate
@@ -289,7 +299,7 @@ class Simulation:
         self.net.crash(i)
         self._wake_gen[i] += 1
         self._wake_at[i] = _INF
-        self._cpu_free[i] = 0.0  # (its backlog died with it)
+        self._cpu_free[i] = self._send_free[i] = 0.0  # (its backlog died with it)
         self.crashed_at[i] = self.now
 
     def restart(self, node: int | str, seeds: Iterable[int | str] | None = None) -> None:
@@ -522,7 +532,12 @@ class Simulation:
             return
         if self.zone_names is not None and size:
             self._count_zone_bytes(i, j, size)
-        arrive = self.net.datagram(i, j, self.now, size)
+        depart = self.now
+        if self.cpu_per_send:
+            depart = max(depart, self._send_free[i]) + self.cpu_per_send
+            self._send_free[i] = depart
+            self._cpu_free[i] = max(self._cpu_free[i], depart)
+        arrive = self.net.datagram(i, j, depart, size)
         if arrive is not None:
             self._queue.push(arrive, DELIVER, j, (i, packet))
 

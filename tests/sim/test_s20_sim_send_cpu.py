@@ -1,0 +1,86 @@
+"""The simulator's send cost (`Simulation(cpu_per_send=...)`): a node's datagrams leave one after another, each
+costing it that much CPU, and what it receives meanwhile waits for them. Without it, a member sending one copy to
+every other member at once (a critical write's writer) reached the last as soon as the first."""
+
+from __future__ import annotations
+
+import itertools
+
+from gossip_agent.core.effects import Effect, Send
+from gossip_agent.core.messages import Packet, Prune
+from gossip_agent.core.node import Node
+from gossip_agent.sim.cluster import Simulation
+from gossip_agent.sim.network import LinkProfile
+
+LINK = LinkProfile(latency=0.001, jitter=0.0)  # exact arrival times
+
+
+def spy_prunes(sim: Simulation, i: int) -> list[float]:
+    """When node i handles each bare PRUNE datagram (the test's marker), from now on."""
+    node = sim.node(i)
+    times: list[float] = []
+    handle = node.handle_packet
+
+    def spy(packet: Packet, src: tuple[str, int], now: float) -> list[Effect]:
+        if packet.messages == (Prune(),):
+            times.append(now)
+        return handle(packet, src, now)
+
+    node.handle_packet = spy  # type: ignore[method-assign]
+    return times
+
+
+def burst_to(to: tuple[str, int], count: int):  # type: ignore[no-untyped-def]
+    def burst(n: Node, now: float) -> list[Effect]:
+        return [Send(to, Packet(n.name, (Prune(),))) for _ in range(count)]
+    return burst
+
+
+def arrivals(send_cost: float) -> list[float]:
+    """When node 1 handles each of 5 datagrams node 0 sends it at once, after t=1."""
+    sim = Simulation(2, seed=1, link=LINK, cpu_per_send=send_cost)
+    sim.start_joined()
+    sim.run_for(1.0)
+    times = spy_prunes(sim, 1)
+    start = sim.now
+    sim.call(0, burst_to(sim.addrs[1], 5))
+    sim.run_for(1.0)
+    return [t - start for t in times]
+
+
+def test_without_a_send_cost_a_burst_leaves_at_once() -> None:
+    assert all(abs(t - 0.001) < 1e-9 for t in arrivals(0.0)) and len(arrivals(0.0)) == 5
+
+
+def test_each_datagram_leaves_after_the_one_before() -> None:
+    times = arrivals(0.01)
+    assert len(times) == 5
+    assert abs(times[0] - 0.011) < 1e-9  # its own send cost, then the link
+    assert all(abs(b - a - 0.01) < 1e-9 for a, b in itertools.pairwise(times))
+
+
+def test_what_arrives_during_a_burst_waits_for_it() -> None:
+    # Node 0 sends 5 datagrams (50 ms of CPU at 10 ms each) while node 1 sends it one at the same moment:
+    # with a receive cost too, node 0 handles that one only once its burst is out.
+    sim = Simulation(2, seed=1, link=LINK, cpu_per_send=0.01, cpu_per_packet=0.001)
+    sim.start_joined()
+    sim.run_for(1.0)
+    at_0 = spy_prunes(sim, 0)
+    start = sim.now
+    sim.call(0, burst_to(sim.addrs[1], 5))
+    sim.call(1, burst_to(sim.addrs[0], 1))
+    sim.run_for(1.0)
+    assert len(at_0) == 1
+    # Node 1's own send (10 ms) and the link (1 ms) bring it at 11 ms; node 0's CPU is busy sending until 50 ms.
+    assert abs(at_0[0] - start - (0.05 + 0.001)) < 1e-9
+
+
+def test_a_restart_forgets_the_old_process_sends() -> None:
+    sim = Simulation(2, seed=1, link=LINK, cpu_per_send=0.01)
+    sim.start_joined()
+    sim.run_for(1.0)
+    sim.call(0, burst_to(sim.addrs[1], 100))  # a second of sends booked
+    sim.run_for(0.001)
+    sim.crash(0)
+    sim.restart(0, seeds=[1])
+    assert sim._send_free[0] == 0.0 and sim._cpu_free[0] == 0.0
