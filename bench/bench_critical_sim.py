@@ -15,17 +15,18 @@ datagram it sends (`--cpu-per-send`, one after another), over links of `--latenc
 The scenario is bench_load's critical one: a warm-up (each member writes once, at the scenario's rate, and the
 digests spread, so members learn who reads which message type), then `--writes` writes of `--size` bytes at
 `--rate` a second through random members, every `--critical-every`-th flagged critical. A write's t100 runs from
-its put at its writer to the moment the last member applied it (exact virtual times: every member's new rumors are
-checked against the writes still pending). Defaults: 0.3 ms of CPU per datagram handled (what an agent spent per
-delivery under load on the bench machine, bench/REPORT.md), 13 us per datagram sent (measured on it: 4.6 us in the
-Node core choosing and packing each copy of a critical write to 49 members, 8.5 us in the runtime's encode, seal
-with a keyring and sendto; 4.5 us without a keyring), and the loopback-like link of 0.1 ms +- 0.1 ms; `--latency
-0.001 --jitter 0.001` is the simulator's LAN default.
+its put at its writer to the moment the last member applied it (exact virtual times: every member's store notes
+each apply, whichever way the value came: rumor, fetch or anti-entropy). Defaults: 0.3 ms of CPU per datagram
+handled (what an agent spent per delivery under load on the bench machine, bench/REPORT.md), 13 us per datagram
+sent (measured on it: 4.6 us in the Node core choosing and packing each copy of a critical write to 49 members, 8.5
+us in the runtime's encode, seal with a keyring and sendto; 4.5 us without a keyring), and the loopback-like link
+of 0.1 ms plus up to 0.1 ms; `--latency 0.001 --jitter 0.001` is the simulator's LAN default.
 
 What it showed (seed 1, 300 writes of 1 KiB at 100/s, every 10th critical): critical 0.60 / 0.77 / 1.09 ms against
-normal 1.48 / 2.29 / 2.96 ms t100 median at N = 10 / 20 / 50 (0.40x / 0.33x / 0.37x). At N=50 most of a critical
+normal 1.48 / 2.37 / 2.82 ms t100 median at N = 10 / 20 / 50 (0.40x / 0.32x / 0.39x). At N=50 most of a critical
 write's time is its writer sending 49 copies one after another, so the ratio there follows the cost of a send:
-0.33x at 10 us, 0.50x at 20 us, 0.70x at 30 us.
+0.40x at 10 us, 0.55x at 20 us, 0.63x at 30 us (the normal median itself moves between 2.4 and 3.0 ms with the seed
+and the send cost: compare seeds, `--seeds 1,2,3`).
 
     python bench/bench_critical_sim.py [--n 10,50] [--writes 300] [--rate 100] [--size 1024]
                                        [--critical-every 10] [--seeds 1] [--json FILE]
@@ -39,6 +40,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,24 @@ class Params:
     jitter: float = 0.0001
 
 
+def _watched(put: Callable[..., None], i: int, n: int, s: StateSimulation,
+             pending: dict[str, tuple[float, bool, set[int]]], done: dict[str, list[float]]) -> Callable[..., None]:
+    """Member i's store write (`KvStore._put`, which every apply goes through: the writer's own, a rumor's, a
+    fetched value's, an anti-entropy repair's), then: the write's arrival at i, stamped at the virtual time
+    it happened, and its t100 once every member holds it."""
+
+    def put_and_note(key: str, *args: Any, **kwargs: Any) -> None:
+        put(key, *args, **kwargs)
+        if key in pending:
+            at, critical, have = pending[key]
+            have.add(i)
+            if len(have) == n:
+                done["critical" if critical else "normal"].append(s.sim.now - at)
+                del pending[key]
+
+    return put_and_note
+
+
 def t100_by_class(p: Params) -> dict[str, list[float]]:
     """Write -> all times (virtual seconds) of the critical and the normal writes; "never" lists the writes that
     missed a member DRAIN_S after the last write (as 0.0 entries, one each)."""
@@ -83,22 +103,8 @@ def t100_by_class(p: Params) -> dict[str, list[float]]:
 
     pending: dict[str, tuple[float, bool, set[int]]] = {}  # key -> (put at, critical, members holding it)
     done: dict[str, list[float]] = {"critical": [], "normal": [], "never": []}
-    on_rumor = s._on_rumor
-
-    def watched(i: int, payload: bytes, now: float) -> bool:
-        """The state core's delivery, then: which pending writes member i holds now (exact arrival times)."""
-        new = on_rumor(i, payload, now)
-        if new:
-            store = s.cores[i].store
-            for key in [k for k, (_, _, have) in pending.items() if i not in have and store.entry(k) is not None]:
-                at, critical, have = pending[key]
-                have.add(i)
-                if len(have) == p.n:
-                    done["critical" if critical else "normal"].append(now - at)
-                    del pending[key]
-        return new
-
-    s._on_rumor = watched  # type: ignore[method-assign]
+    for i, store in s.stores.items():
+        store._put = _watched(store._put, i, p.n, s, pending, done)  # type: ignore[method-assign]
     rng = random.Random(p.seed)
     start = s.sim.now
     for w in range(1, p.writes + 1):
@@ -106,7 +112,7 @@ def t100_by_class(p: Params) -> dict[str, list[float]]:
         writer = rng.randrange(p.n)
         key = f"k{w}"
         critical = p.critical_every > 0 and w % p.critical_every == 0
-        pending[key] = (s.sim.now, critical, {writer})
+        pending[key] = (s.sim.now, critical, set())
         s.put(writer, key, bytes(p.size), critical=critical)
     end = s.sim.now + DRAIN_S
     while pending and s.sim.now < end:

@@ -310,12 +310,14 @@ def cpu_per_delivery(a: list[tuple[int, int] | None], b: list[tuple[int, int] | 
 
 
 def cpu_spread_per_write(per_delivery_ms: float | None, n: int, cpus: int) -> float | None:
-    """One write's share of the agents' CPU spread over every core the agents share (ms): CPU per delivery x
-    (N-1) receivers / cores. When the agents outnumber the cores, every delivery of a write waits for a core, so
-    a write reaches its last agent after about this long however it travels, in one hop or down a tree: it is
-    the CPU-bound scale of write->all t100 on this machine. A critical write is applied by every member as a
-    normal one is, so where both classes' t100 sit near it, the critical class can be faster only by costing
-    less CPU (fewer duplicate copies), not by its route (core/critical.py)."""
+    """One write's share of the agents' CPU spread over every core the agents share (ms): CPU per delivery x (N-1)
+    receivers / cores. The CPU is all of the agents' (membership, digests, HTTP too), so the write's own share is
+    somewhat less: a scale, not a hard floor. When the agents outnumber the cores, every delivery of a write
+    waits for a core, so a write reaches its last agent after about this long however it travels, in one hop or
+    down a tree: it is the CPU-bound scale of write->all t100 on this machine. `agent_cpus` counts the cores of
+    this process's affinity (a cgroup CPU quota would make it fewer in effect). A critical write is applied by
+    every member as a normal one is, so where both classes' t100 sit near it, the critical class can be faster
+    only by costing less CPU (fewer duplicate copies), not by its route (core/critical.py)."""
     if per_delivery_ms is None or n < 2 or cpus < 1:
         return None
     return round(per_delivery_ms * (n - 1) / cpus, 3)

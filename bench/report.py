@@ -78,7 +78,8 @@ PALETTE = 64
 @dataclass(frozen=True)
 class Step:
     """One invocation. kind: load (bench_load.py with `args`), topology (the simulator with `params`, in this
-    process), topology-real (bench_topology_real.py with `args`)."""
+    process), critical-sim (bench_critical_sim.py with `params`, in this process), topology-real
+    (bench_topology_real.py with `args`)."""
 
     name: str
     kind: str
@@ -172,7 +173,8 @@ def topology_params(*, quick: bool = False) -> dict[str, Any]:
 def critical_sim_params(sizes: Sequence[int], *, quick: bool = False) -> dict[str, Any]:
     """The critical scenario with one CPU per agent (bench_critical_sim.py), at the critical step's sizes."""
     small = [n for n in sizes if n < 100]
-    return {"sizes": sorted({10, max(small, default=10)}), "seeds": [1], "writes": 50 if quick else 300}
+    return {"sizes": sorted({10, max(small, default=10)}), "seeds": [1] if quick else [1, 2, 3],
+            "writes": 50 if quick else 300}
 
 
 def critical_sim(params: dict[str, Any]) -> dict[str, Any]:
@@ -563,16 +565,26 @@ def headline(run: Run) -> list[str]:
         out += md_table(["step", "scenario", "budget", "critical t100 median ms", "normal t100 median ms",
                          "one write's CPU / cores ms", "critical in it", "normal in it", "critical/normal", "met"],
                         cells, right=range(3, 9))
-        out += ["", "One write's CPU / cores: the agents' CPU per delivery x (N-1) / the cores they share (bench_load "
-                "`cpu_spread_per_write_ms`), the time one write's deliveries fill every core. With more agents than "
-                "cores each delivery waits for a core, so t100 cannot go far below it by any route; a critical "
-                "write costs every member one apply as a normal one does. Where both classes sit near 1 in that "
-                "unit, normal writes wait for nothing a priority could skip; where normal writes sit far above "
-                "it (queued behind a byte budget, or a saturated machine), the critical class shows its lead.", ""]
+        if any(r["latency_by_class"].get("cpu_spread_per_write_ms") is not None for r in crit):
+            out += ["", "One write's CPU / cores: the agents' CPU per delivery x (N-1) / the cores they share "
+                    "(bench_load `cpu_spread_per_write_ms`; all of the agents' CPU, membership, digests and HTTP "
+                    "included, so a write's own share is somewhat less), the time one write's deliveries fill "
+                    "every core. With more agents than cores each delivery waits for a core, so t100 cannot go "
+                    "far below it by any route; a critical write costs every member one apply as a normal one "
+                    "does. Where both classes sit near 1 in that unit, normal writes wait for nothing a priority "
+                    "could skip; where normal writes sit far above it (queued behind a byte budget, or a saturated "
+                    "machine), the critical class shows its lead.", ""]
+        else:
+            out.append("")
     out += critical_sim_table(run)
     out += observer_headline(rows)
     out += topology_headline(run)
     return out
+
+
+def _nth(k: int) -> str:
+    """10 -> "10th", 2 -> "2nd" (the critical writes' spacing, in words)."""
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
 def critical_sim_table(run: Run) -> list[str]:
@@ -585,14 +597,15 @@ def critical_sim_table(run: Run) -> list[str]:
         p = r["params"]
         cells.append([f"N={p['n']} {p['rate']:g}/s {p['size']} B", str(p["seed"]),
                       f"{1000 * p['cpu_per_packet']:g} ms / {1e6 * p['cpu_per_send']:g} us",
-                      f"{1000 * p['latency']:g} ms + {1000 * p['jitter']:g} ms",
+                      f"{1000 * p['latency']:g} ms + up to {1000 * p['jitter']:g} ms",
                       fmt(r["critical"]["t100_median_ms"], 2), fmt(r["normal"]["t100_median_ms"], 2),
                       fmt(r["critical"]["t100_p99_ms"], 2), fmt(r["normal"]["t100_p99_ms"], 2),
                       fmt(r["critical_over_normal_median"], 2), str(r["never_all"]),
                       met(r["critical_over_normal_median"], TARGETS["critical_ratio"])])
     return ["**The same scenario with one CPU per agent** (bench_critical_sim.py: the product's cores in the "
             "simulator, virtual time; every member charged its own CPU per datagram handled and per datagram sent, "
-            "one after another, as a pod with a core of its own would be; every 10th write critical): what the "
+            "one after another, as a pod with a core of its own would be; every "
+            f"{_nth(sim['rows'][0]['params']['critical_every'])} write critical): what the "
             "2-core loopback run above cannot show.", "",
             *md_table(["scenario", "seed", "CPU handled / sent", "link", "critical t100 median ms",
                        "normal t100 median ms", "critical p99 ms", "normal p99 ms", "critical/normal",
@@ -1363,7 +1376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps = [s for s in steps if s.name in wanted]
     if args.list:
         for s in steps:
-            shown = " ".join(s.args) if s.kind != "topology" else json.dumps(s.params, sort_keys=True)
+            shown = json.dumps(s.params, sort_keys=True) if s.params else " ".join(s.args)
             print(f"{s.name:14} {s.kind:13} {s.what}\n{'':28} {shown}")
         return 0
     run_dir = args.run_dir

@@ -61,8 +61,8 @@ def test_each_datagram_leaves_after_the_one_before() -> None:
 
 def test_what_arrives_during_a_burst_waits_for_it() -> None:
     # Node 0 sends 5 datagrams (50 ms of CPU at 10 ms each) while node 1 sends it one at the same moment:
-    # with a receive cost too, node 0 handles that one only once its burst is out.
-    sim = Simulation(2, seed=1, link=LINK, cpu_per_send=0.01, cpu_per_packet=0.001)
+    # node 0 handles that one only once its burst is out, then pays its receive cost (2 ms).
+    sim = Simulation(2, seed=1, link=LINK, cpu_per_send=0.01, cpu_per_packet=0.002)
     sim.start_joined()
     sim.run_for(1.0)
     at_0 = spy_prunes(sim, 0)
@@ -72,15 +72,31 @@ def test_what_arrives_during_a_burst_waits_for_it() -> None:
     sim.run_for(1.0)
     assert len(at_0) == 1
     # Node 1's own send (10 ms) and the link (1 ms) bring it at 11 ms; node 0's CPU is busy sending until 50 ms.
-    assert abs(at_0[0] - start - (0.05 + 0.001)) < 1e-9
+    assert abs(at_0[0] - start - (0.05 + 0.002)) < 1e-9
 
 
-def test_a_restart_forgets_the_old_process_sends() -> None:
+def test_what_arrives_during_a_burst_waits_for_it_without_a_receive_cost() -> None:
     sim = Simulation(2, seed=1, link=LINK, cpu_per_send=0.01)
     sim.start_joined()
     sim.run_for(1.0)
-    sim.call(0, burst_to(sim.addrs[1], 100))  # a second of sends booked
-    sim.run_for(0.001)
+    at_0 = spy_prunes(sim, 0)
+    start = sim.now
+    sim.call(0, burst_to(sim.addrs[1], 5))
+    sim.call(1, burst_to(sim.addrs[0], 1))
+    sim.run_for(1.0)
+    assert len(at_0) == 1 and abs(at_0[0] - start - 0.05) < 1e-9
+
+
+def test_a_crashed_process_sends_nothing_it_had_booked() -> None:
+    sim = Simulation(2, seed=1, link=LINK, cpu_per_send=0.01)
+    sim.start_joined()
+    sim.run_for(1.0)
+    at_1 = spy_prunes(sim, 1)
+    sim.call(0, burst_to(sim.addrs[1], 100))  # a second of sends booked, 10 ms apart
+    sim.run_for(0.045)                        # 4 have left (at 10, 20, 30, 40 ms)
     sim.crash(0)
-    sim.restart(0, seeds=[1])
+    sim.restart(0, seeds=[1])                 # a new process: the old one's sends died with it
     assert sim._send_free[0] == 0.0 and sim._cpu_free[0] == 0.0
+    sim.run_for(2.0)
+    assert len(at_1) == 4
+    assert sim.stats["sends_of_down"] == 96

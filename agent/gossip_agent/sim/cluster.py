@@ -45,7 +45,7 @@ from typing import Any
 from gossip_agent.core import codec
 from gossip_agent.core.config import AgentConfig
 from gossip_agent.core.effects import Effect, EventKind, JoinSeeds, LeaveDone, MemberEvent, Send, SyncWith, TcpProbe
-from gossip_agent.core.messages import Address, Digest, MemberSnapshot, MemberState, PushPullState
+from gossip_agent.core.messages import Address, Digest, MemberSnapshot, MemberState, Packet, PushPullState
 from gossip_agent.core.node import Node, StateDelegate
 from gossip_agent.core.probe_timer import ProbeTimer
 from gossip_agent.sim.network import (
@@ -181,7 +181,9 @@ class Simulation:
         self._cpu_free: list[float] = []  # per node: when its CPU is done with the datagrams it has
         # Sending costs CPU too (optional): a node's datagrams leave one after another, each `cpu_per_send`
         # seconds after the one before (an agent encodes, seals and hands each to the kernel in turn), and the
-        # datagrams it receives meanwhile wait for them. Without it a member sending to 49 others at once (a
+        # datagrams it receives meanwhile wait for them; a process that crashes sends none of those still
+        # booked (counted `sends_of_down`). `on_send` hooks see a datagram when it is sent (the effect), the
+        # RTT timer when it leaves. Without it a member sending to 49 others at once (a
         # critical write's writer: core/critical.py) reached the last as soon as the first, which flattered a
         # route of one wide hop against the tree's narrow ones. (Handling already booked for datagrams queued
         # before the sends is not moved back: under a backlog the model is that much optimistic.)
@@ -398,7 +400,7 @@ class Simulation:
                 if st != Status.UP and st != Status.LEAVING:
                     stats["packets_to_down"] += 1
                     continue
-                if self.cpu_per_packet:
+                if self.cpu_per_packet or self.cpu_per_send:
                     if len(arg) == 2:  # just arrived: handled once its turn on the CPU is over, by this process
                         done = max(now, self._cpu_free[i]) + self.cpu_per_packet
                         self._cpu_free[i] = done
@@ -509,9 +511,6 @@ class Simulation:
                 hook(self.now, i, e)
         stats["packets_sent"] += 1
         stats["messages_sent"] += len(packet.messages)
-        timer = self._timers[i]
-        if timer is not None:
-            timer.sent(packet, self.now)
         size = 0
         mode = self.bytes_mode
         if mode != "off":
@@ -532,12 +531,25 @@ class Simulation:
             return
         if self.zone_names is not None and size:
             self._count_zone_bytes(i, j, size)
-        depart = self.now
-        if self.cpu_per_send:
-            depart = max(depart, self._send_free[i]) + self.cpu_per_send
-            self._send_free[i] = depart
-            self._cpu_free[i] = max(self._cpu_free[i], depart)
-        arrive = self.net.datagram(i, j, depart, size)
+        if not self.cpu_per_send:
+            self._depart(i, j, packet, size)
+            return
+        depart = max(self.now, self._send_free[i]) + self.cpu_per_send
+        self._send_free[i] = self._cpu_free[i] = max(self._cpu_free[i], depart)
+        process = self._process[i]
+        self.at(depart, lambda: self._depart(i, j, packet, size, process))
+
+    def _depart(self, i: int, j: int, packet: Packet, size: int, process: int | None = None) -> None:
+        """The datagram leaves node i now (its send cost paid: `cpu_per_send`). `process`: the process that
+        booked it; one that crashed or was restarted since sends nothing more (counted)."""
+        if process is not None and (process != self._process[i]
+                                    or self.status[i] not in (Status.UP, Status.LEAVING)):
+            self.stats["sends_of_down"] += 1
+            return
+        timer = self._timers[i]
+        if timer is not None:  # (stamped as it leaves, as the runtime stamps a ping after its sendto)
+            timer.sent(packet, self.now)
+        arrive = self.net.datagram(i, j, self.now, size)
         if arrive is not None:
             self._queue.push(arrive, DELIVER, j, (i, packet))
 
