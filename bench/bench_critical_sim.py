@@ -23,10 +23,10 @@ us in the runtime's encode, seal with a keyring and sendto; 4.5 us without a key
 of 0.1 ms plus up to 0.1 ms; `--latency 0.001 --jitter 0.001` is the simulator's LAN default.
 
 What it showed (seed 1, 300 writes of 1 KiB at 100/s, every 10th critical): critical 0.60 / 0.77 / 1.09 ms against
-normal 1.48 / 2.37 / 2.82 ms t100 median at N = 10 / 20 / 50 (0.40x / 0.32x / 0.39x). At N=50 most of a critical
-write's time is its writer sending 49 copies one after another, so the ratio there follows the cost of a send:
-0.40x at 10 us, 0.55x at 20 us, 0.63x at 30 us (the normal median itself moves between 2.4 and 3.0 ms with the seed
-and the send cost: compare seeds, `--seeds 1,2,3`).
+normal 1.48 / 2.29 / 2.46 ms t100 median at N = 10 / 20 / 50 (0.40x / 0.34x / 0.44x; seeds 2 and 3: 0.39x and 0.38x
+at N=10, 0.28x and 0.36x at N=50). At N=50 most of a critical write's time is its writer sending 49 copies one
+after another, so the ratio there follows the cost of a send: 0.40x at 10 us, 0.48x at 20 us, 0.58x at 30 us (the
+normal median itself moves between 2.4 and 3.9 ms with the seed and the send cost: compare seeds, `--seeds 1,2,3`).
 
     python bench/bench_critical_sim.py [--n 10,50] [--writes 300] [--rate 100] [--size 1024]
                                        [--critical-every 10] [--seeds 1] [--json FILE]

@@ -20,7 +20,7 @@ import bench_critical_sim as bcs  # noqa: E402
 
 def test_critical_writes_reach_everyone_in_under_half_the_time_of_normal_ones() -> None:
     # N=20, 200 writes of 1 KiB at 100/s, every 10th critical; 0.3 ms per datagram handled, 13 us per datagram
-    # sent, 0.1 ms links plus up to 0.1 ms. (Measured: critical 0.77 ms, normal 2.4 ms median: 0.32x.)
+    # sent, 0.1 ms links plus up to 0.1 ms. (Measured: critical 0.75 ms, normal 2.3 ms median: 0.33x.)
     p = bcs.Params(n=20, writes=200)
     row = bcs.summarise(p, bcs.t100_by_class(p), 0.0)
     assert row["never_all"] == 0
@@ -30,7 +30,7 @@ def test_critical_writes_reach_everyone_in_under_half_the_time_of_normal_ones() 
 
 def test_without_the_direct_route_critical_writes_are_no_faster(monkeypatch: pytest.MonkeyPatch) -> None:
     # The lead comes from the writer reaching every member at once (core/critical.py): routed as normal writes
-    # are (no direct copies), the critical class loses it (measured: 2.3 against 2.4 ms, 0.97x). Guards the
+    # are (no direct copies), the critical class loses it (measured: 2.3 against 2.3 ms, 1.02x). Guards the
     # bench itself against measuring nothing.
     import gossip_agent.core.node as node_module
     monkeypatch.setattr(node_module, "direct_reach", lambda others: 0)

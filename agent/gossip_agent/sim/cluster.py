@@ -181,7 +181,8 @@ class Simulation:
         self._cpu_free: list[float] = []  # per node: when its CPU is done with the datagrams it has
         # Sending costs CPU too (optional): a node's datagrams leave one after another, each `cpu_per_send`
         # seconds after the one before (an agent encodes, seals and hands each to the kernel in turn), and the
-        # datagrams it receives meanwhile wait for them; a process that crashes sends none of those still
+        # datagrams it receives meanwhile wait for them (a send waits only for the sends before it, not for
+        # datagrams queued behind the one being handled); a process that crashes sends none of those still
         # booked (counted `sends_of_down`). `on_send` hooks see a datagram when it is sent (the effect), the
         # RTT timer when it leaves. Without it a member sending to 49 others at once (a
         # critical write's writer: core/critical.py) reached the last as soon as the first, which flattered a
@@ -535,7 +536,8 @@ class Simulation:
             self._depart(i, j, packet, size)
             return
         depart = max(self.now, self._send_free[i]) + self.cpu_per_send
-        self._send_free[i] = self._cpu_free[i] = max(self._cpu_free[i], depart)
+        self._send_free[i] = depart
+        self._cpu_free[i] = max(self._cpu_free[i], depart)
         process = self._process[i]
         self.at(depart, lambda: self._depart(i, j, packet, size, process))
 
