@@ -1227,7 +1227,8 @@ class OursLoad:
             c, m = by_class["critical"]["t100_median_ms"], by_class["normal"]["t100_median_ms"]
             by_class["critical_over_normal_median"] = round(c / m, 2) if c is not None and m else None
         cpu_writing = cpu_per_delivery(split0, split_last, len(acked) * (n - 1))
-        spread = cpu_spread_per_write(cpu_writing["per_delivery_ms"], n, agent_cpus())
+        cpus = agent_cpus()
+        spread = cpu_spread_per_write(cpu_writing["per_delivery_ms"], n, cpus)
         if by_class:  # each class's t100 median in units of that CPU-bound scale
             by_class["cpu_spread_per_write_ms"] = spread
             for cls in ("critical", "normal"):
@@ -1277,7 +1278,7 @@ class OursLoad:
             "cpu_pct_per_agent": {"mean": r3(statistics.fmean(cpu)) if cpu else None,
                                   "max": r3(max(cpu)) if cpu else None,
                                   "mean_during_writes": r3(statistics.fmean(cpu_w)) if cpu_w else None},
-            "cpu_spread_per_write_ms": spread, "agent_cpus": agent_cpus(),
+            "cpu_spread_per_write_ms": spread, "agent_cpus": cpus,
             "cpu_s_per_delivery": {"during_writes": cpu_writing,
                                    "window": cpu_per_delivery(split0, split_end, len(acked) * (n - 1))},
             "incarnation": {"max": max(incarnations, default=0), "mean": r3(statistics.fmean(incarnations))},

@@ -582,11 +582,6 @@ def headline(run: Run) -> list[str]:
     return out
 
 
-def _nth(k: int) -> str:
-    """10 -> "10th", 2 -> "2nd" (the critical writes' spacing, in words)."""
-    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
-
-
 def critical_sim_table(run: Run) -> list[str]:
     """The critical scenario where each agent has a CPU of its own (bench_critical_sim.py, the simulator)."""
     sim = run.critical_sim
@@ -604,8 +599,8 @@ def critical_sim_table(run: Run) -> list[str]:
                       met(r["critical_over_normal_median"], TARGETS["critical_ratio"])])
     return ["**The same scenario with one CPU per agent** (bench_critical_sim.py: the product's cores in the "
             "simulator, virtual time; every member charged its own CPU per datagram handled and per datagram sent, "
-            "one after another, as a pod with a core of its own would be; every "
-            f"{_nth(sim['rows'][0]['params']['critical_every'])} write critical): what the "
+            "one after another, as a pod with a core of its own would be; 1 write in "
+            f"{sim['rows'][0]['params']['critical_every']} critical): what the "
             "2-core loopback run above cannot show.", "",
             *md_table(["scenario", "seed", "CPU handled / sent", "link", "critical t100 median ms",
                        "normal t100 median ms", "critical p99 ms", "normal p99 ms", "critical/normal",

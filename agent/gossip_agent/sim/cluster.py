@@ -184,10 +184,10 @@ class Simulation:
         # datagrams it receives meanwhile wait for them (a send waits only for the sends before it, not for
         # datagrams queued behind the one being handled); a process that crashes sends none of those still
         # booked (counted `sends_of_down`). `on_send` hooks see a datagram when it is sent (the effect), the
-        # RTT timer when it leaves. Without it a member sending to 49 others at once (a
-        # critical write's writer: core/critical.py) reached the last as soon as the first, which flattered a
-        # route of one wide hop against the tree's narrow ones. (Handling already booked for datagrams queued
-        # before the sends is not moved back: under a backlog the model is that much optimistic.)
+        # RTT timer when it leaves. Without it a member sending to 49 others at once (a critical write's
+        # writer: core/critical.py) reached the last as soon as the first, which flattered a route of one wide
+        # hop against the tree's narrow ones. (Handling already booked for datagrams queued before the sends
+        # is not moved back: under a backlog the model is that much optimistic.)
         self.cpu_per_send = cpu_per_send
         self._send_free: list[float] = []  # per node: when its last datagram so far leaves
         for _ in range(n):
