@@ -171,6 +171,23 @@ FETCH_GAP_SECONDS = 4 * CACHE_SECONDS
 # How long the second end of a lazy link holds an announcement, in lazy intervals: past the first end's latest
 # flush (one interval after its delivery) with a quarter interval for its IHAVE to arrive.
 HOLD = 1.25
+# A link cut lately (our PRUNE, or the other end's) announces quickly: from the first payload delivered after
+# the cut and for CUT_WATCH_LAZY lazy intervals, each payload is announced over it within CUT_FLUSH_LAZY lazy
+# intervals, by both ends (no HOLD).
+# WHY. Each end prunes from the duplicates it sees, and payloads in flight at once (writes from two sources while
+# the young tree forms; a burst of writes from many members; a graft's rewiring under load) each keep their own
+# first-arrival tree, not each other's: their prunes can cut every link between two parts of the tree. Those
+# parts then hear of each other's payloads only by announcements, a lazy interval and a HOLD later, and graft a
+# graft timeout after that, one part after another. Measured in the simulator: a fresh cluster (N=50, 100
+# writes/s, 1 ms of CPU per datagram) whose first write pruned 180 of its 290 young links and whose second split
+# the tree 46 + 4: writes 2-29 reached the 4 members together ~0.45 s after write 2 (p99 458 ms; the bench's
+# misses of its 250 ms target on loopback looked alike); a burst of one write from each of 50 members: 16-19
+# parts, which stayed so through idle time and made the next writes' median 0.3-0.6 s. Every link between the
+# parts was cut since the last payload crossed them, so announcing quickly over those cuts repairs a split
+# within a graft timeout or so per part. A healthy tree cuts few links (redundant ones: their other end holds
+# the payload and ignores the announcement), so the quick announcements cost a few small packets per cut.
+CUT_WATCH_LAZY = 1.0
+CUT_FLUSH_LAZY = 0.125
 
 
 _NOBODY: set[str] = set()  # (never added to: the "no holders known" value of Plumtree._holders)
@@ -314,6 +331,10 @@ class Plumtree:
         # Lazy peer -> id -> the earliest flush it may go in (the second end of a link holds its ids: see above).
         self._announce: dict[str, dict[int, float]] = {}
         self._flush_at = math.inf
+        # Links cut lately: member -> when its quick announcements began (inf: not yet, no payload delivered since
+        # the cut), oldest cut first (CUT_WATCH_LAZY); and when the quick announcements go next.
+        self._cut_at: dict[str, float] = {}
+        self._quick_at = math.inf
         self._prunes: set[str] = set()
         self._links: set[str] = set()  # new eager neighbours still to be told (empty GRAFT)
         # Neighbours we picked ourselves (eager or lazy by now). Links others asked for do not count: with
@@ -409,6 +430,7 @@ class Plumtree:
         self._prunes.discard(name)
         self._undone.discard(name)
         self._pruned_at.pop(name, None)
+        self._cut_at.pop(name, None)
         self._links.discard(name)
         self._picked.discard(name)
         self._dups.pop(name, None)
@@ -651,6 +673,15 @@ class Plumtree:
         self._undone.discard(peer)
         self._pruned_at.pop(peer, None)
 
+    def _cut(self, peer: str) -> None:
+        """The eager link to `peer` was cut (by us or by it): announce to it quickly, from the next payload on
+        (CUT_WATCH_LAZY)."""
+        cuts = self._cut_at
+        cuts.pop(peer, None)
+        cuts[peer] = math.inf
+        while len(cuts) > 4 * self.max_neighbours:
+            del cuts[next(iter(cuts))]
+
     def _told_prune(self, peer: str, now: float) -> None:
         told = self._pruned_at
         told.pop(peer, None)
@@ -673,7 +704,10 @@ class Plumtree:
         pushing over the link, and the duplicates that causes elsewhere in the same cycle prune that cycle's
         other links too, which cuts the tree in pieces (at 100 writes/s, most of the time)."""
         was_lazy = name in self.lazy
+        was_eager = name in self.eager
         self._make_lazy(name)
+        if was_eager and name in self.lazy:
+            self._cut(name)
         told = self._pruned_at.get(name)
         if was_lazy and told is not None and now - told < PRUNE_RESEND_LAZY * self.lazy_interval:
             # Told lately, and lazy at our end since: its pushes in flight (under load, for seconds) are no
@@ -695,16 +729,27 @@ class Plumtree:
         holders = self._holders[1] if self._holders[0] == ident else _NOBODY
         self._holders = _NO_HOLDERS
         me = self.me
+        cuts = self._cut_at
+        watched = now - CUT_WATCH_LAZY * self.lazy_interval
+        quick = False
         for peer in sorted(self.lazy):  # name order, not hash order (see TreeOut.peers)
             if peer != sender and peer not in holders:
                 queue = announce.get(peer)
                 if queue is None:
                     queue = announce[peer] = {}
-                queue[ident] = now if me < peer else held  # (`first_end`, inlined: per payload and lazy peer)
+                if cuts and cuts.get(peer, -math.inf) >= watched:
+                    queue[ident] = now  # a fresh cut: both ends announce, quickly (CUT_WATCH_LAZY)
+                    if cuts[peer] == math.inf:
+                        cuts[peer] = now  # its first payload since the cut: the watch begins
+                    quick = True
+                else:
+                    queue[ident] = now if me < peer else held  # (`first_end`, inlined: per payload and lazy peer)
                 if len(queue) > MAX_ANNOUNCE_PER_PEER:
                     del queue[next(iter(queue))]
         if announce and self._flush_at == math.inf:
             self._flush_at = now + self.lazy_interval
+        if quick and self._quick_at == math.inf:
+            self._quick_at = now + CUT_FLUSH_LAZY * self.lazy_interval
         if holders:
             return sorted(peer for peer in self.eager if peer != sender and peer not in holders)
         eager = sorted(self.eager)
@@ -862,7 +907,7 @@ class Plumtree:
                     del done[next(iter(done))]
         return out
 
-    def on_prune(self, sender: str) -> None:
+    def on_prune(self, sender: str, now: float) -> None:
         """`sender` got our payloads twice: the link becomes lazy. Unless it is our last eager link: then the
         duplicates it saw came over links of ours that are gone since (we forward to eager links only, and
         over this one alone nothing of ours can duplicate), and without it no payload reaches us but by a
@@ -877,12 +922,13 @@ class Plumtree:
         self._proven.discard(sender)
         self.lazy.add(sender)
         self._dups.pop(sender, None)
+        self._cut(sender)
 
     # -- time ---------------------------------------------------------------------------------------------
     def next_deadline(self) -> float:
         """When `tick` has something to do: 0.0 (a time already past: at once) while link requests or prunes
         wait. Never -inf: drivers take any infinity for "nothing to do" (the agent's timer stopped for good)."""
-        deadline = 0.0 if self._links or self._prunes else self._flush_at
+        deadline = 0.0 if self._links or self._prunes else min(self._flush_at, self._quick_at)
         while self._timers and self._timers[0][1] not in self._missing:
             heapq.heappop(self._timers)
         if self._timers:
@@ -950,12 +996,28 @@ class Plumtree:
         self._undone = set()
         out.prunes_spared, self._spared = self._spared, 0
         out.grafts_held, self._held = self._held, 0
+        if now >= self._quick_at:
+            self._quick_at = math.inf
+            watched = now - CUT_WATCH_LAZY * self.lazy_interval
+            for peer, at in list(self._cut_at.items()):
+                if at < watched:
+                    del self._cut_at[peer]  # watched long enough
+                    continue
+                queue = self._announce.get(peer)
+                if queue:  # (the ids queued before the cut go too: they are due as well)
+                    due = [ident for ident, when in queue.items() if when <= now]
+                    if due:
+                        out.ihaves[peer] = due
+                        for ident in due:
+                            del queue[ident]
+                    if not queue:
+                        del self._announce[peer]
         if now >= self._flush_at or (flush and self._announce):
             self._flush_at = math.inf
             for peer, queue in list(self._announce.items()):
                 due = [ident for ident, at in queue.items() if at <= now]
                 if due:
-                    out.ihaves[peer] = due
+                    out.ihaves.setdefault(peer, []).extend(due)
                     if len(due) == len(queue):
                         queue.clear()
                     else:

@@ -217,7 +217,7 @@ class TreeDissemination(NodeBase):
             self.stats["tree_graft_answers"] += len(rumors)
             self._tree_send_packed(sender, rumors, out)
         else:
-            self.tree.on_prune(sender)
+            self.tree.on_prune(sender, now)
 
     def _take_early_link(self, member: Member) -> None:
         """Make the link a member asked for before its Alive reached us, if the request came from the host

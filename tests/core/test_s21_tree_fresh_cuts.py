@@ -1,0 +1,111 @@
+"""Fresh cuts announce quickly (core/plumtree.py CUT_WATCH_LAZY): a link cut lately, by our PRUNE or the other
+end's, gets the announcements of payloads delivered from the first one after the cut on, for CUT_WATCH_LAZY lazy
+intervals, within CUT_FLUSH_LAZY lazy intervals and from either end (no HOLD); other lazy links, and cuts watched
+that long, keep the lazy flush."""
+
+from __future__ import annotations
+
+import pytest
+
+from gossip_agent.core import plumtree
+from gossip_agent.core.plumtree import Plumtree
+
+LAZY, GRAFT = 0.4, 0.1
+QUICK = plumtree.CUT_FLUSH_LAZY * LAZY
+
+
+def second_end() -> Plumtree:
+    """Member "z" (the second end of every lazy link: names sort before it) with eager links to b, c and d, and
+    a lazy one to e."""
+    t = Plumtree("z", eager_target=3, lazy_interval=LAZY, graft_timeout=GRAFT)
+    for name in ("b", "c", "d"):
+        assert t.add_neighbour(name)
+    t.tick(0.0)
+    t.on_ihave((), "e", 0.0)
+    return t
+
+
+def cut_by_duplicate(t: Plumtree, now: float) -> None:
+    """b delivers a payload first, then c (never a first copy: an unproven link) brings it again: c is cut."""
+    assert t.receive(900, "b", now)
+    t.deliver(900, b"p", "b", now)
+    assert not t.receive(900, "c", now)
+    assert "c" in t.lazy
+    assert t.tick(now).prunes == {"c"}
+
+
+def announced(t: Plumtree, until: float) -> dict[tuple[str, int], float]:
+    """Tick at every deadline up to `until`: (peer, id) -> when its announcement went."""
+    sent: dict[tuple[str, int], float] = {}
+    for _ in range(1000):
+        at = t.next_deadline()
+        if at > until:
+            break
+        for peer, ids in t.tick(at).ihaves.items():
+            for ident in ids:
+                assert (peer, ident) not in sent, "announced twice"
+                sent[peer, ident] = at
+    return sent
+
+
+def test_our_prune_makes_the_cut_link_announce_quickly_and_without_a_hold() -> None:
+    t = second_end()
+    cut_by_duplicate(t, 1.0)
+    assert t.receive(1, "b", 1.01)
+    assert t.deliver(1, b"one", "b", 1.01) == ["d"]
+    sent = announced(t, 3.0)
+    assert sent["c", 1] == pytest.approx(1.01 + QUICK)
+    assert sent["e", 1] >= 1.01 + plumtree.HOLD * LAZY  # e is an old lazy link: the lazy flush, after its hold
+
+
+def test_the_other_ends_prune_makes_the_link_announce_quickly_too() -> None:
+    t = second_end()
+    t.on_prune("d", 1.0)
+    assert "d" in t.lazy
+    assert t.receive(1, "b", 1.02)
+    assert t.deliver(1, b"one", "b", 1.02) == ["c"]
+    assert announced(t, 3.0)["d", 1] == pytest.approx(1.02 + QUICK)
+
+
+def test_a_cut_watched_for_its_while_announces_like_any_lazy_link() -> None:
+    t = second_end()
+    cut_by_duplicate(t, 1.0)
+    assert t.receive(1, "b", 1.01)
+    t.deliver(1, b"one", "b", 1.01)  # the watch begins
+    later = 1.01 + plumtree.CUT_WATCH_LAZY * LAZY + 0.01
+    assert t.receive(2, "b", later)
+    t.deliver(2, b"two", "b", later)
+    sent = announced(t, 4.0)
+    assert sent["c", 1] == pytest.approx(1.01 + QUICK)
+    assert sent["c", 2] >= later + plumtree.HOLD * LAZY  # held like any: z is the second end of c's link
+
+
+def test_a_cut_no_payload_crossed_since_announces_quickly_however_long_ago() -> None:
+    """A burst of writes from many members cuts the tree into parts after its last payload, and the parts stay
+    apart through idle time: the next payload, however much later, is announced quickly over those cuts."""
+    t = second_end()
+    cut_by_duplicate(t, 1.0)
+    announced(t, 60.0)  # 900 to e, at its lazy flush
+    assert t.receive(1, "b", 60.0)
+    t.deliver(1, b"one", "b", 60.0)
+    assert announced(t, 65.0)["c", 1] == pytest.approx(60.0 + QUICK)
+
+
+def test_an_id_due_at_a_quick_and_a_lazy_flush_at_once_is_announced_once() -> None:
+    t = second_end()
+    cut_by_duplicate(t, 1.0)
+    assert t.receive(1, "b", 1.0 + LAZY - QUICK / 2)  # its quick flush comes after the lazy one of 900
+    t.deliver(1, b"one", "b", 1.0 + LAZY - QUICK / 2)
+    out = t.tick(1.0 + LAZY + QUICK)  # both due at this one tick (an agent behind runs its timers late)
+    assert out.ihaves["c"] == [1]
+    sent = announced(t, 4.0)  # (announced() fails on a second announcement of an id to a peer)
+    assert ("c", 1) not in sent and ("e", 900) in sent and ("e", 1) in sent
+
+
+def test_forgetting_a_member_forgets_its_cut() -> None:
+    t = second_end()
+    cut_by_duplicate(t, 1.0)
+    t.remove("c")
+    assert t.receive(1, "b", 1.01)
+    t.deliver(1, b"one", "b", 1.01)
+    assert all(peer == "e" for peer, _ in announced(t, 4.0))
