@@ -105,7 +105,7 @@ def test_a_link_that_never_delivered_first_is_pruned_at_its_first_duplicate() ->
         assert t.receive(ident, "b", 1.2)
         assert not t.receive(ident, "c", 1.2)
     assert t.eager == {"b", "c"}  # a used link waits for PRUNE_AFTER in a row
-    t.on_prune("c", 0.0)
+    t.on_prune("c")
     t.on_graft((), "c")  # pruned and grafted again: unproven once more
     assert t.receive(10, "b", 1.3) and not t.receive(10, "c", 1.3)
     assert t.eager == {"b"}
@@ -158,13 +158,13 @@ def test_a_link_that_delivers_first_in_between_is_not_pruned() -> None:
 
 def test_the_last_eager_link_is_never_pruned() -> None:
     t = tree()
-    t.on_prune("b", 0.0)
+    t.on_prune("b")
     assert t.eager == {"c"}
     for ident in range(2 * plumtree.PRUNE_AFTER):
         t.receive(ident, None, 1.0)
         assert not t.receive(ident, "c", 1.0)
     assert t.eager == {"c"}
-    t.on_prune("c", 0.0)  # theirs: the link stays, and they are asked to keep it
+    t.on_prune("c")  # theirs: the link stays, and they are asked to keep it
     assert t.eager == {"c"} and t.tick(2.0).grafts == {"c": []} and t.kept_links == 1
 
 
@@ -191,9 +191,9 @@ def test_a_copy_from_a_member_that_cannot_read_tree_messages_prunes_nothing() ->
 
 def test_prune_and_graft_from_a_peer_move_its_link() -> None:
     t = tree()
-    t.on_prune("b", 0.0)
+    t.on_prune("b")
     assert "b" in t.lazy and "b" not in t.eager
-    t.on_prune("zz", 0.0)  # no link: nothing happens
+    t.on_prune("zz")  # no link: nothing happens
     assert "zz" not in t.neighbours()
     assert t.on_graft((), "d").payloads == []
     assert "d" in t.eager and "d" not in t.lazy

@@ -183,7 +183,7 @@ def test_a_graft_and_a_prune_in_one_packet_answer_the_payload_and_leave_the_anno
     assert t.receive(77, "b", 1.0)
     t.deliver(77, b"payload", "b", 1.0)
     assert t.on_graft((77,), "d").payloads == [(b"payload", False)]
-    t.on_prune("d", 0.0)
+    t.on_prune("d")
     assert "d" in t.lazy and "d" not in t.eager
 
 

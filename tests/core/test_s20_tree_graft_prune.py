@@ -34,7 +34,7 @@ def told(out: TreeOut, me: str, to: Plumtree) -> None:
     if peer in out.grafts:
         to.on_graft(tuple(out.grafts[peer]), me)
     if peer in out.prunes or peer in out.fetches:
-        to.on_prune(me, 0.0)
+        to.on_prune(me)
 
 
 def other_end() -> Plumtree:

@@ -8,7 +8,10 @@ from __future__ import annotations
 import pytest
 
 from gossip_agent.core import plumtree
-from gossip_agent.core.plumtree import Plumtree
+from gossip_agent.core.messages import Graft, IHave, Packet, Prune, ShortIds, ShortKind, StateRumor
+from gossip_agent.core.node import Node
+from gossip_agent.core.plumtree import Plumtree, message_id, short_id
+from tests.core.test_node_tree import tree_node
 
 LAZY, GRAFT = 0.4, 0.1
 QUICK = plumtree.CUT_FLUSH_LAZY * LAZY
@@ -60,7 +63,7 @@ def test_our_prune_makes_the_cut_link_announce_quickly_and_without_a_hold() -> N
 
 def test_the_other_ends_prune_makes_the_link_announce_quickly_too() -> None:
     t = second_end()
-    t.on_prune("d", 1.0)
+    t.on_prune("d")
     assert "d" in t.lazy
     assert t.receive(1, "b", 1.02)
     assert t.deliver(1, b"one", "b", 1.02) == ["c"]
@@ -109,3 +112,34 @@ def test_forgetting_a_member_forgets_its_cut() -> None:
     assert t.receive(1, "b", 1.01)
     t.deliver(1, b"one", "b", 1.01)
     assert all(peer == "e" for peer, _ in announced(t, 4.0))
+
+
+# -- at the Node: a fetch's PRUNE cuts no tree link ----------------------------------------------------------
+
+
+def announcer_with_payload() -> tuple[Node, str, dict[str, tuple[str, int]]]:
+    """Node "a" (a tree node of test_node_tree) holding payload b"x", and a lazy neighbour of it that lacks it."""
+    node = tree_node(readers=6)
+    node.tick(0.01)
+    addr = {m.name: m.addr for m in node.members()}
+    eager = sorted(node.tree.eager)[0]
+    lazy = next(name for name in sorted(addr) if name not in node.tree.eager and name != "a")
+    node.handle_packet(Packet(lazy, (IHave(()),)), addr[lazy], 0.5)  # a lazy neighbour now
+    node.handle_packet(Packet(eager, (StateRumor(b"x"),)), addr[eager], 1.0)
+    return node, lazy, addr
+
+
+@pytest.mark.parametrize("graft", [Graft((message_id(b"x"),)),
+                                   ShortIds(ShortKind.GRAFT, (short_id(message_id(b"x")),))])
+def test_a_fetch_graft_and_prune_in_one_packet_leave_no_fresh_cut(graft: Graft | ShortIds) -> None:
+    node, lazy, addr = announcer_with_payload()
+    node.handle_packet(Packet(lazy, (graft, Prune())), addr[lazy], 1.1)
+    assert lazy in node.tree.lazy and lazy not in node.tree._cut_at
+
+
+def test_a_prune_of_a_tree_link_leaves_a_fresh_cut() -> None:
+    node, lazy, addr = announcer_with_payload()
+    node.handle_packet(Packet(lazy, (Graft((message_id(b"x"),)),)), addr[lazy], 1.1)  # a graft that links
+    assert lazy in node.tree.eager
+    node.handle_packet(Packet(lazy, (Prune(),)), addr[lazy], 1.2)  # later, on its own: the link is cut
+    assert lazy in node.tree.lazy and lazy in node.tree._cut_at

@@ -65,6 +65,7 @@ from gossip_agent.core.messages import (
     Prune,
     PullRequest,
     ShortIds,
+    ShortKind,
     StateRumor,
     Suspect,
 )
@@ -297,6 +298,9 @@ class Node(Probing, MembershipRumors, PushPullSync, Flooding, Pulling, TreeDisse
         shows = self._from_table_host(packet.sender, src)
         self._on_digests(packet, now, shows)  # before a Ping: its Ack then answers them
         grafted: set[int] = set()  # ids answered to this packet's grafts (at most MAX_GRAFT_ANSWER in all)
+        # Whether a GRAFT asking for payloads came before in this packet: a PRUNE after it ends a fetch, which cut
+        # no tree link (core/plumtree.py EAGER_STALL_LAZY, CUT_WATCH_LAZY).
+        fetched = False
         rows_taken = False  # one message of second-hand coordinates a packet (an honest one holds one at most)
         coordinate_taken = False  # and one coordinate of the sender's own
         # One ping and one ping-req a packet: an honest packet holds one at most, and each draws an answer (a
@@ -329,6 +333,7 @@ class Node(Probing, MembershipRumors, PushPullSync, Flooding, Pulling, TreeDisse
             elif isinstance(msg, PullRequest):
                 reply_pull = self._pull_reply_address(packet.sender)
             elif isinstance(msg, ShortIds):
+                fetched = fetched or msg.kind == ShortKind.GRAFT
                 if self._on_short_ids(msg, packet.sender, out, now, grafted, shows=shows):
                     reply_pull = self._pull_reply_address(packet.sender)
                     # What the asker holds is believed only from its host: a forged request would have us
@@ -361,7 +366,9 @@ class Node(Probing, MembershipRumors, PushPullSync, Flooding, Pulling, TreeDisse
                 else:
                     self.stats["coordinates_unknown_member"] += 1
             elif isinstance(msg, _TREE_TYPES):
-                self._on_tree_message(msg, packet.sender, now, out, grafted, shows=shows, src_host=src[0])
+                self._on_tree_message(msg, packet.sender, now, out, grafted, shows=shows, src_host=src[0],
+                                      fetched=fetched)
+                fetched = fetched or (isinstance(msg, Graft) and bool(msg.ids))
         if reply_pull is not None and len(self.queue):
             self._answer_pull(packet.sender, reply_pull, held, out)
 

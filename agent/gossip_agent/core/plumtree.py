@@ -907,11 +907,12 @@ class Plumtree:
                     del done[next(iter(done))]
         return out
 
-    def on_prune(self, sender: str, now: float) -> None:
+    def on_prune(self, sender: str, *, cut: bool = True) -> None:
         """`sender` got our payloads twice: the link becomes lazy. Unless it is our last eager link: then the
         duplicates it saw came over links of ours that are gone since (we forward to eager links only, and
         over this one alone nothing of ours can duplicate), and without it no payload reaches us but by a
-        graft: we keep it and ask the sender to keep it too (a link request)."""
+        graft: we keep it and ask the sender to keep it too (a link request). `cut`: the link was a tree link
+        (not one a fetch's GRAFT made eager a moment ago): it announces quickly for a while (CUT_WATCH_LAZY)."""
         if sender not in self.eager:
             return
         if len(self.eager) == 1:
@@ -922,7 +923,8 @@ class Plumtree:
         self._proven.discard(sender)
         self.lazy.add(sender)
         self._dups.pop(sender, None)
-        self._cut(sender)
+        if cut:  # (not a fetch's PRUNE: the GRAFT before it in its packet made the link eager a moment ago)
+            self._cut(sender)
 
     # -- time ---------------------------------------------------------------------------------------------
     def next_deadline(self) -> float:

@@ -177,9 +177,12 @@ class TreeDissemination(NodeBase):
         out.append(Send(member.addr, Packet(self.name, (*msgs, *rumors, *digests))))
 
     def _on_tree_message(self, msg: IHave | Graft | Prune | ShortIds, sender: str, now: float, out: list[Effect],
-                         grafted: set[int] | None = None, *, shows: bool = True, src_host: str | None = None) -> None:
+                         grafted: set[int] | None = None, *, shows: bool = True, src_host: str | None = None,
+                         fetched: bool = False) -> None:
         """IHAVE / GRAFT / PRUNE from a live member (others are dropped and counted). Whoever sends them reads
-        them: from now on our new message types ride on our packets to it (if `shows`: see handle_packet)."""
+        them: from now on our new message types ride on our packets to it (if `shows`: see handle_packet).
+        `fetched`: a GRAFT asking for payloads came earlier in the packet, so a PRUNE ends a fetch and cut no
+        tree link."""
         if (self._tree_on and src_host is not None and isinstance(msg, Graft) and not msg.ids
                 and sender != self.name and (not shows or not self.table.is_live(sender))):
             # A link request from a newcomer whose Alive has not reached us yet (or a member restarted at
@@ -217,7 +220,7 @@ class TreeDissemination(NodeBase):
             self.stats["tree_graft_answers"] += len(rumors)
             self._tree_send_packed(sender, rumors, out)
         else:
-            self.tree.on_prune(sender, now)
+            self.tree.on_prune(sender, cut=not fetched)
 
     def _take_early_link(self, member: Member) -> None:
         """Make the link a member asked for before its Alive reached us, if the request came from the host
