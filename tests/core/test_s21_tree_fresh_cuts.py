@@ -5,6 +5,8 @@ that long, keep the lazy flush."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from gossip_agent.core import plumtree
@@ -143,3 +145,43 @@ def test_a_prune_of_a_tree_link_leaves_a_fresh_cut() -> None:
     assert lazy in node.tree.eager
     node.handle_packet(Packet(lazy, (Prune(),)), addr[lazy], 1.2)  # later, on its own: the link is cut
     assert lazy in node.tree.lazy and lazy in node.tree._cut_at
+
+
+# -- a watch's end (review) ----------------------------------------------------------------------------------
+
+
+def test_the_watch_ends_when_the_other_end_announces_a_payload_we_took_since_it_began() -> None:
+    t = second_end()
+    cut_by_duplicate(t, 1.0)
+    assert t.receive(1, "b", 1.01)
+    t.deliver(1, b"one", "b", 1.01)  # the watch begins
+    t.on_ihave((900,), "c", 1.02)  # taken before the watch began: proves nothing
+    assert "c" in t._cut_at
+    t.on_ihave((1,), "c", 1.03)  # c got payload 1 without the link: no split between us
+    assert "c" not in t._cut_at
+    assert t.receive(2, "b", 1.1)
+    t.deliver(2, b"two", "b", 1.1)
+    assert announced(t, 4.0)["c", 2] >= 1.1 + plumtree.HOLD * LAZY  # held like any lazy link's
+
+
+def test_a_link_made_eager_again_is_no_cut_any_more() -> None:
+    t = second_end()
+    cut_by_duplicate(t, 1.0)
+    t.on_graft((), "c")  # c links to us again (a graft of its own)
+    assert "c" in t.eager and "c" not in t._cut_at
+    t.on_prune("c", cut=False)  # then only a fetch's PRUNE: lazy again, no watch
+    assert t.receive(1, "b", 2.0)
+    t.deliver(1, b"one", "b", 2.0)
+    assert announced(t, 5.0)["c", 1] >= 2.0 + plumtree.HOLD * LAZY
+
+
+def test_a_critical_payload_neither_starts_a_watch_nor_is_announced_quickly() -> None:
+    t = second_end()
+    cut_by_duplicate(t, 1.0)
+    assert t.receive(1, "b", 60.0, critical=True)
+    t.deliver(1, b"one", "b", 60.0, critical=True)  # its writer sent it to every member itself
+    assert t._cut_at["c"] == math.inf  # still waiting for a payload the tree carries
+    assert t.receive(2, "b", 60.5)
+    t.deliver(2, b"two", "b", 60.5)
+    sent = announced(t, 65.0)
+    assert sent["c", 2] == pytest.approx(60.5 + QUICK) and sent["c", 1] >= 60.0 + plumtree.HOLD * LAZY

@@ -333,7 +333,7 @@ class Node(Probing, MembershipRumors, PushPullSync, Flooding, Pulling, TreeDisse
             elif isinstance(msg, PullRequest):
                 reply_pull = self._pull_reply_address(packet.sender)
             elif isinstance(msg, ShortIds):
-                fetched = fetched or msg.kind == ShortKind.GRAFT
+                fetched = fetched or (msg.kind == ShortKind.GRAFT and bool(msg.ids))
                 if self._on_short_ids(msg, packet.sender, out, now, grafted, shows=shows):
                     reply_pull = self._pull_reply_address(packet.sender)
                     # What the asker holds is believed only from its host: a forged request would have us
