@@ -40,11 +40,23 @@ BASE = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0, "antiEntropy":
         "gossip": {"maxBytesPerSecond": 30_000}}
 
 
+# The spent agent's budget refills one byte a second. A debt is bounded by one burst (core/send_budget.py), so
+# at BASE's 30 KB/s a spent budget had room for an answer again ~1.3 s after its last refill: a test loaded
+# past that (a busy 2-core CI machine) got its body read and refused (400) instead of the early 429.
+SPENT_GOSSIP = {"maxBytesPerSecond": 1}
+# A spent budget must stay spent for longer than any test of this file runs.
+SPENT_FOR = 600.0
+
+
 @contextlib.asynccontextmanager
 async def _spent_agent(keyring_file: Path) -> AsyncIterator[tuple[Agent, StateService]]:
-    """A keyring agent whose byte budget has no room for an answer (every early answer would be a 429)."""
-    async with with_state({**BASE, "name": "spent", "security": {"keyringFile": str(keyring_file)}}) as (agent, svc):
-        agent.node.send_budget.charge_answer(10**9)
+    """A keyring agent whose byte budget has no room for an answer for the whole test (every early answer
+    would be a 429), however long the machine's load makes the test take."""
+    async with with_state({**BASE, "name": "spent", "gossip": SPENT_GOSSIP,
+                           "security": {"keyringFile": str(keyring_file)}}) as (agent, svc):
+        budget = agent.node.send_budget
+        budget.charge_answer(10**9)
+        assert budget.answer_room(agent.now()) == 0 and budget.retry_after(agent.now()) > SPENT_FOR
         yield agent, svc
 
 
