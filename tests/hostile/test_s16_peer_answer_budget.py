@@ -178,6 +178,20 @@ async def test_an_answer_the_peer_stops_taking_is_cut_off_and_released(
             sock.close()
 
 
+def _tree_reaches_all(agents: list[Agent]) -> bool:
+    """Whether the first agent's pushes reach every agent along eager tree links. A write pushed before the last
+    joiner's links exist never reaches it by the tree (nobody holds it as lazy to announce to it), and anti-
+    entropy, the safety net for that, is off here: on a busy machine the writes sometimes beat the links."""
+    names = {a.node.name: a for a in agents}
+    reached, todo = {agents[0].node.name}, [agents[0].node.name]
+    while todo:
+        for peer in names[todo.pop()].node.tree.eager:
+            if peer in names and peer not in reached:
+                reached.add(peer)
+                todo.append(peer)
+    return len(reached) == len(agents)
+
+
 @contextlib.asynccontextmanager
 async def _cluster(n: int) -> AsyncIterator[list[Agent]]:
     """`n` agents joined on loopback, anti-entropy off: a value reaches the others only by their pulls."""
@@ -190,7 +204,7 @@ async def _cluster(n: int) -> AsyncIterator[list[Agent]]:
             await agent.start()
             agents.append(agent)
         async with asyncio.timeout(BOUND):
-            while any(a.node.counts().get(MemberState.ALIVE, 0) < n for a in agents):
+            while any(a.node.counts().get(MemberState.ALIVE, 0) < n for a in agents) or not _tree_reaches_all(agents):
                 await asyncio.sleep(0.05)
         yield agents
     finally:
