@@ -408,9 +408,7 @@ class Plumtree:
         if self.eager and self.far(name):
             self.lazy.add(name)  # told by our first announcement (an IHAVE makes us its lazy neighbour)
             return True
-        self.lazy.discard(name)
-        self.eager.add(name)
-        self._cut_at.pop(name, None)
+        self._make_eager(name)
         self._links.add(name)
         self._withdraw_prune(name)  # (a lazy peer pruned since the last tick: see _withdraw_prune)
         return True
@@ -714,7 +712,7 @@ class Plumtree:
         was_lazy = name in self.lazy
         was_eager = name in self.eager
         self._make_lazy(name)
-        if was_eager and name in self.lazy:
+        if was_eager:
             self._cut(name)
         told = self._pruned_at.get(name)
         if was_lazy and told is not None and now - told < PRUNE_RESEND_LAZY * self.lazy_interval:
@@ -1030,32 +1028,30 @@ class Plumtree:
                 if at < watched:
                     del self._cut_at[peer]  # watched long enough
                     continue
-                queue = self._announce.get(peer)
-                if queue:  # (the ids queued before the cut go too: they are due as well)
-                    due = [ident for ident, when in queue.items() if when <= now]
-                    if due:
-                        out.ihaves[peer] = due
-                        for ident in due:
-                            del queue[ident]
-                    if not queue:
-                        del self._announce[peer]
+                if peer in self._announce:  # (the ids queued before the cut go too: they are due as well)
+                    self._flush_peer(peer, now, out)
         if now >= self._flush_at or (flush and self._announce):
             self._flush_at = math.inf
-            for peer, queue in list(self._announce.items()):
-                due = [ident for ident, at in queue.items() if at <= now]
-                if due:
-                    out.ihaves.setdefault(peer, []).extend(due)
-                    if len(due) == len(queue):
-                        queue.clear()
-                    else:
-                        for ident in due:
-                            del queue[ident]
-                if not queue:
-                    del self._announce[peer]
+            for peer in list(self._announce):
+                self._flush_peer(peer, now, out)
             if self._announce:  # held ids (second ends) go at a later flush, unless the other end's come first
                 self._flush_at = now + self.lazy_interval
             self._expire_cache(now)
         return out
+
+    def _flush_peer(self, peer: str, now: float, out: TreeOut) -> None:
+        """The ids queued for `peer` that may go by `now` into `out`'s announcements (the rest stay held)."""
+        queue = self._announce[peer]
+        due = [ident for ident, at in queue.items() if at <= now]
+        if due:
+            out.ihaves.setdefault(peer, []).extend(due)
+            if len(due) == len(queue):
+                queue.clear()
+            else:
+                for ident in due:
+                    del queue[ident]
+        if not queue:
+            del self._announce[peer]
 
     def _count_fetch_repair(self, now: float) -> None:
         since, count = self._fetch_repairs
