@@ -187,7 +187,8 @@ class GossipConfig:
         "holds); a write waits for peers to ask, so it spreads in hundreds of milliseconds to a second (push: a few "
         "milliseconds), and idle its own requests back off to one per probeInterval while probes and their acks "
         "ask too, which still costs more bytes than push. A request names, once to each peer, the writes the "
-        "asker holds, which answers leave out. "
+        "asker holds, which answers leave out; an answer carries the rest of what is queued, up to 8 packets "
+        "(one packet capped an agent at about fanout/interval writes taken in a second). "
         "push-pull: push, plus a pull request in gossip packets while rumors are queued (backing off, as pull's, "
         "while asking brings nothing), so a peer that missed a rumor gets it back; push's latency for a few more "
         "bytes, and idle it is as quiet as push.",
