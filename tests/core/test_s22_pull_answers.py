@@ -11,9 +11,20 @@ import random
 import statistics
 
 from gossip_agent.core.config import GossipConfig, setting_of
-from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.messages import Address, Packet, PullRequest, ShortIds, ShortKind, StateRumor
-from gossip_agent.core.plumtree import message_id, short_id
+from gossip_agent.core.effects import Send
+from gossip_agent.core.messages import (
+    Address,
+    Dead,
+    Message,
+    Packet,
+    Ping,
+    PullRequest,
+    ShortIds,
+    ShortKind,
+    StateRumor,
+)
+from gossip_agent.core.node import Node
+from gossip_agent.core.plumtree import MAX_IDS_PER_MESSAGE, message_id, short_id
 from gossip_agent.core.pulling import MAX_ANSWER_PACKETS
 from gossip_agent.sim.cluster import make_config
 from gossip_agent.sim.network import LinkProfile
@@ -27,11 +38,15 @@ def _payload(i: int) -> bytes:
     return bytes([i % 251]) * 1000  # one to a packet: two do not fit gossip.mtu
 
 
-def _answer(node: object, asker: str, addr: Address, now: float,
-            held: tuple[int, ...] | None = None) -> list[Send]:
-    request = PullRequest(asker, addr) if held is None else ShortIds(ShortKind.PULL, held)
-    effects: list[Effect] = node.handle_packet(Packet(asker, (request,)), addr, now)  # type: ignore[attr-defined]
-    return [e for e in effects if isinstance(e, Send)]
+def _answer(node: Node, asker: str, addr: Address, now: float, held: tuple[int, ...] = (), *,
+            long_form: bool = False, src: Address | None = None, on_ping: bool = False) -> list[Send]:
+    """What `node` sends for one pull request from `asker` (table address `addr`): by default a short request
+    naming `held`, from the asker's own host; `long_form`: the old kind, which names nothing; `src`: the packet
+    came from elsewhere; `on_ping`: the request rides on a probe's ping."""
+    request: Message = PullRequest(asker, addr) if long_form else ShortIds(ShortKind.PULL, held)
+    msgs: tuple[Message, ...] = (Ping(99, node.name, asker, addr), request) if on_ping else (request,)
+    effects = node.handle_packet(Packet(asker, msgs), src or addr, now)
+    return [e for e in effects if isinstance(e, Send) and _states([e])]
 
 
 def _states(sends: list[Send]) -> list[bytes]:
@@ -47,7 +62,7 @@ def test_pull_answer_carries_every_queued_write_the_asker_lacks_in_packets_of_it
     assert sorted(_states(sends)) == sorted(writes), "one packet per answer left four writes queued"
     assert len(sends) == 5 and {s.to for s in sends} == {P3}
     # Each went once to the asker: asked again, nothing is sent again.
-    assert _states(_answer(node, "p3", P3, 2.1)) == []
+    assert _answer(node, "p3", P3, 2.1) == []
 
 
 def test_pull_answer_is_bounded_and_the_next_request_gets_the_rest() -> None:
@@ -64,13 +79,66 @@ def test_pull_answer_is_bounded_and_the_next_request_gets_the_rest() -> None:
 
 def test_pull_answer_leaves_out_what_the_request_names_in_every_packet() -> None:
     node = node_with_peers("pull")
-    # p3 reads short ids once it has sent us one (core/readers.py); its request names three of the six.
     writes = [_payload(i) for i in range(6)]
     for i, w in enumerate(writes):
         node.broadcast_state(w, 1.0 + i * 0.001)
     held = tuple(short_id(message_id(w)) for w in writes[:3])
     sends = _answer(node, "p3", P3, 2.0, held=held)
     assert sorted(_states(sends)) == sorted(writes[3:])
+
+
+def _queued(node: Node, count: int) -> list[bytes]:
+    writes = [_payload(i) for i in range(count)]
+    for i, w in enumerate(writes):
+        node.broadcast_state(w, 1.0 + i * 0.001)
+    return writes
+
+
+def test_requests_that_did_not_name_what_the_asker_holds_get_one_packet() -> None:
+    """A long-form request names nothing, a probe's names at most 16 ids, one at the cap may have left ids out,
+    and one not from the asker's host is not believed: more packets would mostly carry copies it holds."""
+    cases: dict[str, dict[str, object]] = {
+        "long form": {"long_form": True},
+        "on a probe": {"on_ping": True},
+        "not from its host": {"src": ("elsewhere", 3)},
+        "at the id cap": {"held": tuple(range(1, MAX_IDS_PER_MESSAGE + 1))},
+    }
+    for why, kwargs in cases.items():
+        node = node_with_peers("pull")
+        _queued(node, 5)
+        assert len(_answer(node, "p3", P3, 2.0, **kwargs)) == 1, why  # type: ignore[arg-type]
+
+
+def test_a_member_we_hold_dead_gets_one_packet_and_no_write_is_retired_by_its_requests() -> None:
+    """Sends to a dead member record no `sent_to` (core/broadcast.py), so a loop would repeat one rumor and spend
+    its transmits: a forged request naming a dead member retired a write after two requests."""
+    node = node_with_peers("pull")
+    node.handle_packet(Packet("p2", (Dead("p6", 1, "p2"),)), ("h", 2), 1.0)
+    [write] = _queued(node, 1)
+    for k in range(12):
+        sends = _answer(node, "p6", ("h", 6), 2.0 + k * 0.01)
+        assert len(sends) <= 1
+    for name, port in (("p2", 2), ("p3", 3), ("p4", 4), ("p5", 5)):
+        assert _states(_answer(node, name, ("h", port), 3.0)) == [write], f"{name} never got the write"
+
+
+def test_a_request_in_our_own_name_is_not_answered() -> None:
+    """Answering it marked rumors as sent to us, and the last live peer went without them."""
+    node = node_with_peers("pull")
+    writes = _queued(node, 3)
+    assert _answer(node, node.name, ("h", 1), 2.0, long_form=True) == []
+    assert node.stats["pull_unknown_sender"] == 1
+    for name, port in (("p2", 2), ("p3", 3), ("p4", 4), ("p5", 5), ("p6", 6)):
+        assert sorted(_states(_answer(node, name, ("h", port), 3.0))) == sorted(writes), name
+
+
+def test_later_packets_of_an_answer_keep_the_pull_limit() -> None:
+    """Every peer asks once and gets every write: the answer's later packets must count transmits against pull
+    mode's limit (`_answer_limit`), not the push one (4 at this size), or the fifth asker misses writes."""
+    node = node_with_peers("pull")
+    writes = _queued(node, 3)
+    for name, port in (("p2", 2), ("p3", 3), ("p4", 4), ("p5", 5), ("p6", 6)):
+        assert sorted(_states(_answer(node, name, ("h", port), 2.0))) == sorted(writes), name
 
 
 def test_the_documented_bound_is_the_one_in_force() -> None:
@@ -83,8 +151,7 @@ def test_push_pull_answers_with_one_packet_its_pushes_carry_the_rest() -> None:
     node = node_with_peers("push-pull")
     for i in range(5):
         node.broadcast_state(_payload(i), 1.0 + i * 0.001)
-    sends = [s for s in _answer(node, "p3", P3, 1.01) if _states([s])]
-    assert len(sends) <= 1
+    assert len(_answer(node, "p3", P3, 1.01)) <= 1
 
 
 def test_pull_mode_keeps_up_with_100_writes_a_second() -> None:
@@ -95,15 +162,15 @@ def test_pull_mode_keeps_up_with_100_writes_a_second() -> None:
                         link=LinkProfile(latency=0.0001, jitter=0.0001))
     s.start_joined()
     s.sim.run_for(3.0)
-    reached: dict[str, list[float]] = {}
+    reached: dict[str, dict[int, float]] = {}  # key -> member -> when it first applied it
     for i in range(n):
         store = s.stores[i]
         put = store._put
 
-        def noted(*args: object, _put: object = put, **kwargs: object) -> object:
+        def noted(*args: object, _put: object = put, _i: int = i, **kwargs: object) -> object:
             key = args[0] if args else kwargs.get("key")
             if isinstance(key, str):
-                reached.setdefault(key, []).append(s.sim.now)
+                reached.setdefault(key, {}).setdefault(_i, s.sim.now)
             return _put(*args, **kwargs)  # type: ignore[operator]
 
         store._put = noted  # type: ignore[method-assign]
@@ -115,6 +182,6 @@ def test_pull_mode_keeps_up_with_100_writes_a_second() -> None:
         s.put(rng.randrange(n), key, bytes(1024))
         s.sim.run_for(0.01)
     s.sim.run_for(10.0)
-    assert all(len(reached.get(key, [])) == n for key in sent), "a write missed a member"
-    t100 = [max(reached[key]) - t0 for key, t0 in sent.items()]
+    assert all(len(reached.get(key, {})) == n for key in sent), "a write missed a member"
+    t100 = [max(reached[key].values()) - t0 for key, t0 in sent.items()]
     assert statistics.median(t100) < 0.5, f"t100 median {statistics.median(t100):.2f} s"

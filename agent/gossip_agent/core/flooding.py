@@ -16,7 +16,7 @@ from gossip_agent.core.digest_riders import digests_allowance, digests_size
 from gossip_agent.core.digests import DIGEST_ALLOWANCE
 from gossip_agent.core.effects import Effect, Send
 from gossip_agent.core.membership import Member
-from gossip_agent.core.messages import Packet, Rumor, StateRumor
+from gossip_agent.core.messages import Packet, Rumor, ShortIds, StateRumor
 from gossip_agent.core.node_base import NodeBase
 from gossip_agent.core.plumtree import SHORT_ID_BYTES
 from gossip_agent.core.pulling import BUSY_ROUNDS, SHORT_PULL_FRAME
@@ -95,7 +95,7 @@ class Flooding(NodeBase):
                     self.stats["gossip_packets"] += 1
                     if pull:
                         pulled = True
-                        if told:
+                        if told and isinstance(pull[0], ShortIds):  # (a long-form request names nothing)
                             self._recent_ids.asked(peer.name, now)
         if pulled and mode == "push-pull":
             # The pull slot is spent only by a round that sent a request (a round with nothing to send kept it

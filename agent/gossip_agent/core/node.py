@@ -71,7 +71,7 @@ from gossip_agent.core.messages import (
 )
 from gossip_agent.core.node_base import LAZY_TICKS, LEAVE_LINGER, NEVER, StateDelegate, meta_size
 from gossip_agent.core.peer_choice import PeerChoice
-from gossip_agent.core.plumtree import message_id
+from gossip_agent.core.plumtree import MAX_IDS_PER_MESSAGE, message_id
 from gossip_agent.core.probing import Probing
 from gossip_agent.core.pulling import BUSY_ROUNDS, Pulling
 from gossip_agent.core.push_pull import PushPullSync, split_push_pull
@@ -293,6 +293,7 @@ class Node(Probing, MembershipRumors, PushPullSync, Flooding, Pulling, TreeDisse
         a stream of writes: the tree's pushes) skips this."""
         reply_pull: Address | None = None
         held: frozenset[int] = frozenset()  # what a short pull request says the asker holds
+        whole = False  # a short pull request from the asker's own host (core/pulling.py `_answer_pull`)
         # What a packet shows about its sender's release (core/readers.py) counts only from the sender's table
         # host: a spoofed packet raising an older agent's level would make us send it packets it drops whole.
         shows = self._from_table_host(packet.sender, src)
@@ -342,6 +343,8 @@ class Node(Probing, MembershipRumors, PushPullSync, Flooding, Pulling, TreeDisse
                         self._held_claims.note(packet.sender, msg.ids, now)
                         held = self._held_claims.held(packet.sender, now, self._held_window())
                         self._pull_hint(packet.sender, msg.ids, now)
+                        # It named everything it got since it last asked us (unless at the cap): answer it all.
+                        whole = len(msg.ids) < MAX_IDS_PER_MESSAGE
             elif isinstance(msg, NetCoordinate):
                 # From live members only: a coordinate of a member we hold dead or left would bring it back to
                 # the RTT table and /v1/coordinates (it refutes first if it is alive after all). One a packet, as
@@ -370,7 +373,8 @@ class Node(Probing, MembershipRumors, PushPullSync, Flooding, Pulling, TreeDisse
                                       fetched=fetched)
                 fetched = fetched or (isinstance(msg, Graft) and bool(msg.ids))
         if reply_pull is not None and len(self.queue):
-            self._answer_pull(packet.sender, reply_pull, held, out)
+            # (A probe's request names at most MAX_PROBE_PULL_IDS: one packet, as a long-form request gets.)
+            self._answer_pull(packet.sender, reply_pull, held, out, whole=whole and not (pinged or acked))
 
     def tick(self, now: float) -> list[Effect]:
         """Run everything due at `now`: probes, probe timeouts, gossip, push-pull, suspicion expiry, reaping."""

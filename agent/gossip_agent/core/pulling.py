@@ -28,18 +28,28 @@ SHORT_PULL_FRAME = 6  # a short pull request's bytes besides its ids: array, typ
 # round, so one packet per answer capped what a member could take in at about `fanout / interval` packets a
 # second: one 1 KiB value each, 15 writes/s on LAN timings. At 100 writes/s the queues only grew (t100 ~9 s in
 # the simulator and ~10 s on loopback, N=10). An answer now holds every queued rumor the asker lacks, up to this
-# many packets. It is no amplifier: each rumor still goes at most once to each member, and only to the asker's
-# table address (`_pull_reply_address`); the packets are charged to the send budget like any other.
+# many packets. Only to a live asker whose short request came from its own host and named what it holds
+# (`_answer_pull`): each rumor still goes at most once to it, only to its table address (`_pull_reply_address`),
+# and the packets are charged to the send budget like any other.
 MAX_ANSWER_PACKETS = 8
 
 
 class Pulling(NodeBase):
     """The Node's pull requests (whom to ask, what to name, how often) and its answers to others'."""
 
-    def _answer_pull(self, asker: str, to: Address, held: frozenset[int], out: list[Effect]) -> None:
+    def _answer_pull(self, asker: str, to: Address, held: frozenset[int], out: list[Effect], *,
+                     whole: bool = False) -> None:
         """Answer `asker`'s pull request at `to`, its table address (`_pull_reply_address`), with queued rumors
         other than those it said it holds (`held`), digests beside them. Only an answer that carries rumors goes:
-        an empty one was a packet for digests that ride on the next packet to the asker anyway."""
+        an empty one was a packet for digests that ride on the next packet to the asker anyway.
+
+        In pull mode, up to MAX_ANSWER_PACKETS packets when `whole` (a short request from the asker's own host
+        that named everything it got since it last asked us, not riding on a probe) and the asker is a live
+        member: each rumor then goes to it once (core/broadcast.py `take` records it). Else one packet: a
+        long-form or probe request names few or none of the ids the asker holds, so more packets would mostly
+        carry copies it has; and a member we hold dead gets no record of what it was sent, so each further
+        packet would repeat the same rumors and spend their transmits (a forged request naming a dead member
+        retired a write after two requests)."""
         reserve = DIGEST_ALLOWANCE if asker in self._digest_readers else 0
         limit = self._answer_limit()
         rumors = self._take(self._budget(reserve), asker, limit=limit, held=held)
@@ -54,7 +64,7 @@ class Pulling(NodeBase):
             digests = self._digests_for(asker)
             self._charge(digests_size(digests))
             out.append(Send(to, Packet(self.name, (*rumors, *digests))))
-        if self._pushes or not (rumors or large):
+        if self._pushes or not (rumors or large) or not whole or not self.table.is_live(asker):
             return
         for _ in range(MAX_ANSWER_PACKETS - 1):  # pull mode: the rest of what the asker lacks (see the constant)
             more = self._take(self._budget(), asker, limit=limit, held=held)
@@ -116,8 +126,8 @@ class Pulling(NodeBase):
         brings it everything, and a member we think dead is still answered (it may need to learn that, and
         refute)."""
         member = self.table.get(sender)
-        if member is None:
-            self.stats["pull_unknown_sender"] += 1
+        if member is None or sender == self.name:  # (our own name: a forgery; answering it marks rumors as
+            self.stats["pull_unknown_sender"] += 1  # sent to us, and the last live peer would go without them)
             return None
         return member.addr
 
