@@ -148,6 +148,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -157,7 +158,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -266,7 +267,7 @@ class AgentNft(bc.Nft):
     """bench_cluster's counters, narrowed to 127.0.0.1 -> 127.0.0.1, so the client (127.0.0.2) is not counted."""
 
     def __enter__(self) -> AgentNft:
-        if bc.shutil.which("nft") is None or os.geteuid() != 0:
+        if shutil.which("nft") is None or os.geteuid() != 0:
             log("nft or root missing: no wire byte figures")
             return self
         t, rng = f"gossip_load_{os.getpid()}", f"{self.lo}-{self.hi}"
@@ -408,7 +409,7 @@ def capture_child(lo: int, hi: int, out: str, sample_every: int = 1, priority: s
     sock.settimeout(0.2)
     msgs: Counter[str] = Counter()
     msg_bytes: Counter[str] = Counter()
-    shared: Counter[str] = Counter()   # message bytes + its share of the datagram's headers
+    shared: defaultdict[str, float] = defaultdict(float)   # message bytes + its share of the datagram's headers
     packets = wire = undecoded = undecoded_bytes = 0
     buf = bytearray(1 << 18)
     print("ready", flush=True)
@@ -850,7 +851,7 @@ def metrics_snapshot(text: str) -> dict[str, float]:
 
 def labelled(m: dict[str, float], name: str, label: str, where: str = "") -> dict[str, float]:
     """{label value: sum} over the series of `name` whose labels contain `where`."""
-    out: Counter[str] = Counter()
+    out: defaultdict[str, float] = defaultdict(float)
     rx = re.compile(rf'{label}="([^"]*)"')
     for k, v in m.items():
         if k.startswith(name + "{") and where in k:
@@ -862,7 +863,7 @@ def labelled(m: dict[str, float], name: str, label: str, where: str = "") -> dic
 
 def sum_deltas(before: list[dict[str, float]], after: list[dict[str, float]], name: str, label: str,
                where: str = "") -> dict[str, float]:
-    total: Counter[str] = Counter()
+    total: defaultdict[str, float] = defaultdict(float)
     for b, a in zip(before, after, strict=True):
         lb, la = labelled(b, name, label, where), labelled(a, name, label, where)
         for k, v in la.items():
