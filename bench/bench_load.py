@@ -162,7 +162,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import msgpack
@@ -593,9 +593,9 @@ def watch_reader_child(spec: str, priority: str, batch_s: float = 0.0) -> int:
             if idx < 0:
                 stop = True
                 break
-            sock = key.fileobj
+            sock = cast(socket.socket, key.fileobj)  # idx >= 0: one of the watch streams registered above
             try:
-                data = sock.recv(1 << 20)  # type: ignore[union-attr]
+                data = sock.recv(1 << 20)
             except BlockingIOError:
                 continue
             except OSError as exc:
@@ -605,7 +605,7 @@ def watch_reader_child(spec: str, priority: str, batch_s: float = 0.0) -> int:
             t = time.perf_counter()
             if not data:
                 sel.unregister(sock)
-                sock.close()  # type: ignore[union-attr]
+                sock.close()
                 del tails[idx]
                 out.write(f"E {idx} watch stream {why}\n".encode())
                 out.flush()
@@ -723,7 +723,7 @@ class PutConn(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a TCP connection's
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -1206,8 +1206,7 @@ class OursLoad:
         load_after = bc.loadavg()
 
         def obs_delta(a: dict[str, float | None], b: dict[str, float | None]) -> dict[str, float | None]:
-            d = {k: r3(b[k] - v) if v is not None and b[k] is not None else None  # type: ignore[operator]
-                 for k, v in a.items()}
+            d = {k: r3(bk - v) if v is not None and (bk := b[k]) is not None else None for k, v in a.items()}
             d["total"] = r3(sum(v for v in d.values() if v is not None))
             return d
 

@@ -57,7 +57,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -152,8 +152,8 @@ class RouterLoop:
         join_netns(ns)
         body()
 
-    def call(self, coro: Awaitable[T], timeout: float = 600.0) -> T:
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 600.0) -> T:
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return fut.result(timeout)
 
     def close(self) -> None:
