@@ -148,6 +148,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -157,11 +158,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import msgpack
@@ -266,7 +267,7 @@ class AgentNft(bc.Nft):
     """bench_cluster's counters, narrowed to 127.0.0.1 -> 127.0.0.1, so the client (127.0.0.2) is not counted."""
 
     def __enter__(self) -> AgentNft:
-        if bc.shutil.which("nft") is None or os.geteuid() != 0:
+        if shutil.which("nft") is None or os.geteuid() != 0:
             log("nft or root missing: no wire byte figures")
             return self
         t, rng = f"gossip_load_{os.getpid()}", f"{self.lo}-{self.hi}"
@@ -408,7 +409,7 @@ def capture_child(lo: int, hi: int, out: str, sample_every: int = 1, priority: s
     sock.settimeout(0.2)
     msgs: Counter[str] = Counter()
     msg_bytes: Counter[str] = Counter()
-    shared: Counter[str] = Counter()   # message bytes + its share of the datagram's headers
+    shared: defaultdict[str, float] = defaultdict(float)   # message bytes + its share of the datagram's headers
     packets = wire = undecoded = undecoded_bytes = 0
     buf = bytearray(1 << 18)
     print("ready", flush=True)
@@ -592,9 +593,9 @@ def watch_reader_child(spec: str, priority: str, batch_s: float = 0.0) -> int:
             if idx < 0:
                 stop = True
                 break
-            sock = key.fileobj
+            sock = cast(socket.socket, key.fileobj)  # idx >= 0: one of the watch streams registered above
             try:
-                data = sock.recv(1 << 20)  # type: ignore[union-attr]
+                data = sock.recv(1 << 20)
             except BlockingIOError:
                 continue
             except OSError as exc:
@@ -604,7 +605,7 @@ def watch_reader_child(spec: str, priority: str, batch_s: float = 0.0) -> int:
             t = time.perf_counter()
             if not data:
                 sel.unregister(sock)
-                sock.close()  # type: ignore[union-attr]
+                sock.close()
                 del tails[idx]
                 out.write(f"E {idx} watch stream {why}\n".encode())
                 out.flush()
@@ -722,7 +723,7 @@ class PutConn(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a TCP connection's
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -850,7 +851,7 @@ def metrics_snapshot(text: str) -> dict[str, float]:
 
 def labelled(m: dict[str, float], name: str, label: str, where: str = "") -> dict[str, float]:
     """{label value: sum} over the series of `name` whose labels contain `where`."""
-    out: Counter[str] = Counter()
+    out: defaultdict[str, float] = defaultdict(float)
     rx = re.compile(rf'{label}="([^"]*)"')
     for k, v in m.items():
         if k.startswith(name + "{") and where in k:
@@ -862,7 +863,7 @@ def labelled(m: dict[str, float], name: str, label: str, where: str = "") -> dic
 
 def sum_deltas(before: list[dict[str, float]], after: list[dict[str, float]], name: str, label: str,
                where: str = "") -> dict[str, float]:
-    total: Counter[str] = Counter()
+    total: defaultdict[str, float] = defaultdict(float)
     for b, a in zip(before, after, strict=True):
         lb, la = labelled(b, name, label, where), labelled(a, name, label, where)
         for k, v in la.items():
@@ -1205,8 +1206,7 @@ class OursLoad:
         load_after = bc.loadavg()
 
         def obs_delta(a: dict[str, float | None], b: dict[str, float | None]) -> dict[str, float | None]:
-            d = {k: r3(b[k] - v) if v is not None and b[k] is not None else None  # type: ignore[operator]
-                 for k, v in a.items()}
+            d = {k: r3(bk - v) if v is not None and (bk := b[k]) is not None else None for k, v in a.items()}
             d["total"] = r3(sum(v for v in d.values() if v is not None))
             return d
 

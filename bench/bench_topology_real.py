@@ -57,7 +57,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,7 +110,7 @@ def r3(x: float | None) -> float | None:
 
 def mode_spec(mode: str, base: Mapping[str, Any], group: int, fraction: float | None) -> dict[str, Any]:
     """What `mode` adds to the config of an agent of `group`."""
-    spec = json.loads(json.dumps(base))
+    spec: dict[str, Any] = json.loads(json.dumps(base))
     topology = dict(spec.get("topology") or {})
     if mode in ("aware", "base"):
         topology["zone"] = zone_name(group)
@@ -152,8 +152,8 @@ class RouterLoop:
         join_netns(ns)
         body()
 
-    def call(self, coro: Awaitable[T], timeout: float = 600.0) -> T:
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 600.0) -> T:
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return fut.result(timeout)
 
     def close(self) -> None:
@@ -176,7 +176,8 @@ class Run:
         return net.start_all(lambda group: mode_spec(self.mode, {}, group, self.args.fraction))
 
     def execute(self) -> dict[str, Any]:
-        with ZonedTestbed(self.layout, self.workdir) as bed:
+        bed = ZonedTestbed(self.layout, self.workdir)  # not `as bed`: Testbed.__enter__ is typed as the base class
+        with bed:
             base = yaml.safe_load(self.args.spec) if self.args.spec else {"preset": "lan"}
             net = ZonedAgents(bed, base)
             router = RouterLoop(bed.router_ns)
@@ -762,8 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(results))
     by_mode = {r["mode"]: r for r in results}
     if "aware" in by_mode and "uniform" in by_mode:
-        out["comparison"] = comparison(by_mode["aware"], by_mode["uniform"])
-        c = out["comparison"]
+        out["comparison"] = c = comparison(by_mode["aware"], by_mode["uniform"])
         print(f"aware vs uniform: cross-zone bytes cut {c['idle_cross_bytes_cut']}x idle, "
               f"{c['write_cross_bytes_cut']}x during writes; t100 median {c['t100_median_ratio']}x, "
               f"p90 {c['t100_p90_ratio']}x")

@@ -108,7 +108,7 @@ def gen_packet(r: random.Random) -> bytes | None:
     obj = [gen_text(r) if r.random() < 0.9 else gen_scalar(r),
            [gen_message(r) for _ in range(r.choice((0, 1, 1, 1, 2, 3, 6)))] if r.random() < 0.95 else gen_scalar(r)]
     try:
-        data = bytes((codec.VERSION,)) + msgpack.packb(obj, use_bin_type=True)
+        data: bytes = bytes((codec.VERSION,)) + msgpack.packb(obj, use_bin_type=True)
     except (OverflowError, ValueError, TypeError):
         return None
     if r.random() < 0.02 and data:  # a few byte-level mutations of well-formed packets

@@ -131,10 +131,11 @@ def attack_push_pull(n: int) -> Callable[[list[AgentProcess]], dict[str, Any]]:
     def run(agents: list[AgentProcess]) -> dict[str, Any]:
         body = push_pull_body("evil", fake_rows(n, "pp"))
         t0 = time.monotonic()
+        status: int | str  # the HTTP status, or why there was none
         try:
             status = http(agents[0].addr, "POST", "/v1/internal/pushpull", body, timeout=120)[0]
         except OSError as exc:
-            status = str(exc)  # type: ignore[assignment]
+            status = str(exc)
         return {"body_bytes": len(body), "status": status, "answer_s": round(time.monotonic() - t0, 2),
                 "members_after": len(agents[0].client.members()) if agents[0].status() else None}
     return run

@@ -986,7 +986,8 @@ def plots(run: Run, out: Path) -> tuple[list[tuple[str, str]], str | None]:
         plt.close(fig)
         from PIL import Image
         buf.seek(0)
-        img = Image.open(buf).convert("RGB").quantize(colors=PALETTE, method=Image.Quantize.MEDIANCUT, dither=0)
+        img = Image.open(buf).convert("RGB").quantize(colors=PALETTE, method=Image.Quantize.MEDIANCUT,
+                                                  dither=Image.Dither.NONE)
         img.save(out / name, format="PNG", optimize=True)
         made.append((name, caption))
 
@@ -1213,9 +1214,10 @@ def plot_bytes_by_zone(run: Run, plt: Any, save: Save) -> None:
     fig, axes = plt.subplots(len(sources), 2, figsize=(8, 3.2 * len(sources)), squeeze=False)
     for row, (source, bars) in zip(axes, sources, strict=True):
         xs = range(len(bars))
-        for ax, (i, phase) in zip(row, ((1, "during writes"), (3, "idle")), strict=True):
-            ax.bar(xs, [b[i] / 1e6 for b in bars], label="same zone", color="C0")
-            ax.bar(xs, [b[i + 1] / 1e6 for b in bars], bottom=[b[i] / 1e6 for b in bars], label="cross zone",
+        for ax, (i, phase) in zip(row, ((0, "during writes"), (2, "idle")), strict=True):
+            mb = [b[1:] for b in bars]  # the four byte counts of each bar (sliced off its label: all floats)
+            ax.bar(xs, [m[i] / 1e6 for m in mb], label="same zone", color="C0")
+            ax.bar(xs, [m[i + 1] / 1e6 for m in mb], bottom=[m[i] / 1e6 for m in mb], label="cross zone",
                    color="C3")
             ax.set_xticks(xs, [b[0] for b in bars])
             ax.set(ylabel="MB", title=f"{source}: bytes by zone, {phase}")
