@@ -22,11 +22,19 @@ sent (measured on it: 4.6 us in the Node core choosing and packing each copy of 
 us in the runtime's encode, seal with a keyring and sendto; 4.5 us without a keyring), and the loopback-like link
 of 0.1 ms plus up to 0.1 ms; `--latency 0.001 --jitter 0.001` is the simulator's LAN default.
 
-What it showed (seed 1, 300 writes of 1 KiB at 100/s, every 10th critical): critical 0.60 / 0.77 / 1.09 ms against
-normal 1.48 / 2.29 / 2.46 ms t100 median at N = 10 / 20 / 50 (0.40x / 0.34x / 0.44x; seeds 2 and 3: 0.39x and 0.38x
-at N=10, 0.28x and 0.36x at N=50). At N=50 most of a critical write's time is its writer sending 49 copies one
-after another, so the ratio there follows the cost of a send: 0.40x at 10 us, 0.48x at 20 us, 0.58x at 30 us (the
-normal median itself moves between 2.4 and 3.9 ms with the seed and the send cost: compare seeds, `--seeds 1,2,3`).
+What it showed (300 writes of 1 KiB at 100/s, every 10th critical, seeds 1 / 2 / 3): critical against normal
+t100 median at N=10 0.59 / 0.58 / 0.58 against 1.43 / 1.03 / 1.42 ms (0.41x / 0.57x / 0.41x: seed 2's tree was
+shallow); N=20 0.72 against 2.10 / 1.93 / 1.52 ms (0.34x-0.47x); N=50 1.09-1.11 against 2.36-2.45 ms
+(0.44x-0.46x); N=200 (seeds 1, 2) 1.99 / 1.96 against 5.27 / 4.93 ms (0.38x / 0.40x). At N=50 most of a critical
+write's time is its writer sending 49 copies one after another, so the ratio there follows the cost of a send
+(earlier runs: 0.40x at 10 us, 0.48x at 20 us, 0.58x at 30 us).
+
+The members join as agents do (seeds, then first contact with each member they learn of), not with ready-made
+tables (`StateSimulation.start_joined`). WHY: first contact is where a member learns which peers read the
+critical message type (core/readers.py); with ready-made tables a member knew ~23 of 199 others as readers 15 s
+in, so at N=200 most copies of a critical write went plain (an older agent drops the type), reached members
+holding it already as normal duplicates, and cut tree links: normal writes took 90-170 ms instead of 5 (critical
+2.8 ms: 0.02x, a ratio that measured the shortcut, not the product).
 
     python bench/bench_critical_sim.py [--n 10,50] [--writes 300] [--rate 100] [--size 1024]
                                        [--critical-every 10] [--seeds 1] [--json FILE]
@@ -52,6 +60,10 @@ from gossip_agent.sim.state import StateSimulation
 WARM_UP_S = 10.0
 """Virtual seconds after the warm-up writes: digests spread, and with them who reads which message type."""
 DRAIN_S = 30.0
+JOIN_SPREAD_S = 5.0
+"""Virtual seconds over which the members start (the first `seeds` first), as a rollout starts them."""
+JOIN_TIMEOUT_S = 120.0
+"""Virtual seconds within which every member must know every other alive."""
 """Virtual seconds after the last write within which every write must have reached every member."""
 
 
@@ -95,7 +107,12 @@ def t100_by_class(p: Params) -> dict[str, list[float]]:
     s = StateSimulation(p.n, seed=p.seed, config=make_config("lan"),
                         link=LinkProfile(latency=p.latency, jitter=p.jitter),
                         cpu_per_packet=p.cpu_per_packet, cpu_per_send=p.cpu_per_send)
-    s.start_joined()
+    # Joined as agents join (seeds, then first contact with each member learnt): `start_joined`'s ready-made
+    # tables skip first contact, where members learn which of them read the critical type (core/readers.py),
+    # so critical copies to the others went plain, and at N=200 their duplicates cut tree links (see WHY).
+    s.sim.start_all(seeds=3, spread=JOIN_SPREAD_S)
+    if s.sim.run_until_condition(s.sim.converged, timeout=JOIN_TIMEOUT_S, check_every=0.5) is None:
+        raise RuntimeError(f"N={p.n} seed {p.seed}: the members did not all join within {JOIN_TIMEOUT_S} s")
     for i in range(p.n):  # one write each, at the scenario's rate: N writes at once would prune the young tree
         s.put(i, f"warm/{i}", b"w")  # into a forest, which the measured writes would then repair by grafts
         s.sim.run_for(1.0 / p.rate)

@@ -201,8 +201,9 @@ def test_plan_reduces_large_clusters_and_runs_namespaces_only_when_asked(tmp_pat
     small = {s.name: s for s in report.plan([10])}["critical"]
     assert small.args[small.args.index("--n") + 1] == "10" and small.agents == 10
     assert steps["critical_sim"].kind == "critical-sim"  # the same sizes with one CPU per agent, in this process
-    assert steps["critical_sim"].params["sizes"] == [10, 50]
-    assert {s.name: s for s in report.plan([10])}["critical_sim"].params["sizes"] == [10]
+    assert steps["critical_sim"].params["sizes"] == [10, 50, 200]  # (N=200: the simulator only)
+    assert {s.name: s for s in report.plan([10])}["critical_sim"].params["sizes"] == [10, 200]
+    assert {s.name: s for s in report.plan([10], quick=True)}["critical_sim"].params["sizes"] == [10]
     real = {s.name: s for s in report.plan([10], topology_real=True, real_args=["--groups", "10,10,10"])}
     cmd = report.step_command(real["topology_real"], tmp_path)
     assert cmd[1].endswith("bench_topology_real.py") and cmd[-2:] == ["--json", str(tmp_path / "topology_real.json")]
