@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import random
 import statistics
+from typing import Any
 
+from gossip_agent.core.broadcast import BroadcastQueue
 from gossip_agent.core.config import GossipConfig, setting_of
 from gossip_agent.core.effects import Send
 from gossip_agent.core.messages import (
@@ -188,3 +190,37 @@ def test_pull_mode_keeps_up_with_100_writes_a_second() -> None:
     assert all(len(reached.get(key, {})) == n for key in sent), "a write missed a member"
     t100 = [max(reached[key].values()) - t0 for key, t0 in sent.items()]
     assert statistics.median(t100) < 0.5, f"t100 median {statistics.median(t100):.2f} s"
+
+
+def test_a_shuffled_take_keeps_critical_first_and_skips_what_the_asker_has() -> None:
+    """`take(shuffle=)` (a whole pull answer): the packet is filled in the order the shuffle leaves the
+    candidates, critical ones still first; rumors from or already sent to the asker, and those it named, are
+    not among them."""
+    q = BroadcastQueue(retransmit_mult=4)
+    for i in range(6):
+        q.enqueue(StateRumor(bytes([i]) * 10), 12, key=f"n{i}", sid=100 + i, source="p3" if i == 5 else None)
+    q.enqueue(StateRumor(b"c" * 10), 12, key="c", critical=True)
+    held = frozenset({100})  # the asker named n0
+    reverse: list[list[object]] = []
+
+    def backwards(items: list[Any]) -> None:
+        reverse.append(list(items))
+        items.reverse()
+
+    taken = q.take(12 * 3, 10, to="p3", held=held, shuffle=backwards)
+    assert taken[0] == StateRumor(b"c" * 10), "the critical rumor goes first"
+    # Normal candidates were n4..n1 (newest first; n0 named, n5 came from the asker): reversed, n1 and n2 go.
+    assert taken[1:] == [StateRumor(bytes([1]) * 10), StateRumor(bytes([2]) * 10)]
+    assert [len(group) for group in reverse] == [1, 4]
+
+
+def test_a_whole_answer_is_a_random_choice_among_what_the_asker_lacks() -> None:
+    """Members asked one after another answer before the asker can name what the others sent: in the queue's
+    own order (newest first) they all sent the same rumors. A whole answer picks its further packets at random."""
+    node = node_with_peers("pull")
+    writes = _queued(node, 3 * MAX_ANSWER_PACKETS)
+    newest = writes[-MAX_ANSWER_PACKETS:]
+    sends = _answer(node, "p3", P3, 2.0)
+    got = _states(sends)
+    assert len(got) == MAX_ANSWER_PACKETS and sorted(got) != sorted(newest)
+    assert _states(sends[:1]) == [writes[-1]], "the first packet takes the queue's order: the newest write"

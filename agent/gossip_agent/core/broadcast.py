@@ -17,6 +17,7 @@ take its place in packets.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gossip_agent.core.messages import Rumor
@@ -122,7 +123,8 @@ class BroadcastQueue:
             self.dropped_by_class[_CLASS_OF[oldest.prio]] += 1
 
     def take(self, budget: int, n_members: int, *, to: str | None = None, to_live: bool = True,
-             limit: int | None = None, held: frozenset[int] = frozenset()) -> list[Rumor]:
+             limit: int | None = None, held: frozenset[int] = frozenset(),
+             shuffle: Callable[[list[_Item]], None] | None = None) -> list[Rumor]:
         """Rumors filling at most `budget` bytes for a packet to member `to`; counts one transmit each.
 
         Rumors that reached the retransmit limit leave the queue. Rumors heard from `to`, or already sent to
@@ -134,6 +136,9 @@ class BroadcastQueue:
         `held`: short ids of state rumors `to` says it holds (its pull request, core/pull_ids.py): each such
         rumor counts as sent to `to` without being sent (no bytes, no transmit), and leaves the queue once
         every other member has it.
+        `shuffle`: fill the packet from the candidates (every one the bounded scan finds, priorities apart) in
+        the order it leaves them: a pull answer's (core/pulling.py) random choice, so that the members an asker
+        asked one after another do not all answer it with the same rumors before it can name them.
         """
         if not self._len or budget <= 0:
             return []
@@ -146,6 +151,7 @@ class BroadcastQueue:
         remaining = budget
         # Bounded scan: a packet is filled from the best candidates, not from a walk over a long queue.
         scan = _MAX_SCAN
+        pool: list[_Item] = []  # (shuffle) every candidate found, to choose from after the scan
         for transmits in sorted(self._levels):
             for item in reversed(self._levels[transmits].values()):
                 scan -= 1
@@ -158,10 +164,22 @@ class BroadcastQueue:
                 if held and item.sid in held:
                     covered.append(item)
                     continue
+                if shuffle is not None:
+                    pool.append(item)
+                    continue
                 chosen.append(item)
                 remaining -= item.size
             if scan < 0 or remaining < _MIN_RUMOR_BYTES:
                 break
+        if pool:
+            assert shuffle is not None
+            for prio in sorted({item.prio for item in pool}):  # critical ones first, as ever
+                group = [item for item in pool if item.prio == prio]
+                shuffle(group)
+                for item in group:
+                    if item.size <= remaining:
+                        chosen.append(item)
+                        remaining -= item.size
         for item in covered:
             item.sent_to.add(to)  # type: ignore[arg-type]  # (`held` is emptied above without `to`)
             if len(item.sent_to) + (item.source is not None and item.source not in item.sent_to) >= n_members - 1:

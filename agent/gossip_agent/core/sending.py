@@ -78,7 +78,7 @@ class Sending(NodeBase):
         out.append(Send(to, Packet(self.name, (*msgs, *rumors, *digests))))
 
     def _take(self, room: int, to_name: str | None, *, limit: int | None = None,
-              held: frozenset[int] = frozenset()) -> list[Rumor]:
+              held: frozenset[int] = frozenset(), spread: bool = False) -> list[Rumor]:
         """Queued rumors for a packet to `to_name`: at most `room` bytes, and only what the send budget allows
         now (critical first, by the queue's order); their bytes are charged. Critical state rumors go as
         plain ones to a member not known to read new message types (an older agent drops the whole packet)."""
@@ -86,7 +86,8 @@ class Sending(NodeBase):
         sent = self.queue.sent_bytes
         before = sent["critical"] + sent["normal"]
         rumors = self.queue.take(allowed, self._rumor_population, to=to_name,
-                                 to_live=to_name is None or self.table.is_live(to_name), limit=limit, held=held)
+                                 to_live=to_name is None or self.table.is_live(to_name), limit=limit, held=held,
+                                 shuffle=self.rng.shuffle if spread else None)
         self.send_budget.charge(sent["critical"] + sent["normal"] - before)
         if allowed < room:
             budget_deferred(self.stats, self.queue)
