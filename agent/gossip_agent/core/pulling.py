@@ -133,8 +133,10 @@ class Pulling(NodeBase):
         brings it everything, and a member we think dead is still answered (it may need to learn that, and
         refute)."""
         member = self.table.get(sender)
-        if member is None or sender == self.name:  # (our own name: a forgery; answering it marks rumors as
-            self.stats["pull_unknown_sender"] += 1  # sent to us, and the last live peer would go without them)
+        # Our own name is a forgery too: answering it marked rumors as sent to us, and the last live peer went
+        # without them.
+        if member is None or sender == self.name:
+            self.stats["pull_unknown_sender"] += 1
             return None
         return member.addr
 
