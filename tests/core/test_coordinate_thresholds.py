@@ -12,7 +12,6 @@ from gossip_agent.core.messages import NetCoordinate, Packet, PeerCoordinates, P
 from gossip_agent.core.topology_state import (
     OWN_REFRESH,
     ROW_MOVE,
-    ROW_REFRESH,
     ROW_YOUNG,
     TopologyState,
     moved_noticeably,
@@ -42,7 +41,7 @@ def test_the_rule_scales_with_the_distance_and_the_coordinates_own_error() -> No
     assert ROW_MOVE <= 0.05  # the bar for a settled coordinate stays well below issue 13's 15 % error target
 
 
-def test_a_wobble_does_not_enter_the_walk_of_rows_but_a_move_and_the_slow_refresh_do() -> None:
+def test_a_wobble_does_not_enter_the_walk_of_rows_but_a_move_does_and_drift_adds_up() -> None:
     topo = TopologyState(TopologyConfig(), max_peers=20)
     topo.client.coordinate = _coord(0.0)
     topo.on_coordinate("p1", _c(0.020), now=0.0)
@@ -62,8 +61,12 @@ def test_a_wobble_does_not_enter_the_walk_of_rows_but_a_move_and_the_slow_refres
     topo.on_coordinate("p1", _c(0.025), now=t0 + 22.0)  # a real move (25 %)
     msg = topo.rows_for("p2", t0 + 22.5)
     assert msg is not None and [(n, m.vec[0]) for n, m, _ in msg.rows] == [("p1", pytest.approx(0.025))]
-    topo.on_coordinate("p1", _c(0.02501), now=t0 + 22.0 + ROW_REFRESH)  # a wobble, but the refresh is due
-    msg = topo.rows_for("p2", t0 + 23.0 + ROW_REFRESH)
+    later = t0 + 22.0 + 3600.0
+    topo.on_coordinate("p1", _c(0.02501), now=later)  # a wobble, however long after: no periodic re-walk
+    assert topo.rows_for("p2", later) is None
+    for i in range(1, 40):  # small steps one way: each below the bar, their sum against the walked one is not
+        topo.on_coordinate("p1", _c(0.025 + i * 0.0001), now=later + i)
+    msg = topo.rows_for("p2", later + 40.0)
     assert msg is not None and [n for n, _, _ in msg.rows] == ["p1"]
 
 

@@ -23,7 +23,12 @@ on what they hold: `rows_for(peer)` gives the next few (name, coordinate, age) r
 changed here since that peer was last sent rows, oldest change first (every first-hand update and every kept
 row counts as a change, so a peer's walk never ends while coordinates move, and nobody keeps an early, stale
 snapshot); two ride on an ack like piggybacked rumors (always to a near member, with probability
-crossZoneFraction to a far one), and a joiner gets the whole table at its join (`Node.merge_push_pull`). A row
+crossZoneFraction to a far one), and a joiner gets the whole table at its join (`Node.merge_push_pull`). Each
+change is passed on to a few peers only (`row_sends`, like a rumor's retransmit limit), not to every peer:
+every member that keeps the row passes it on in turn, so it spreads as an epidemic does. Walked to every peer,
+a member's changes were owed N-1 times by each of N holders, while an ack carries two rows and a member acks
+about one prober a second: at N = 50 the walks never emptied, and an idle agent sent two rows on every ack for
+good (110 of its 200 payload bytes a second, all of them rows the receiver already held). A row
 replaces what we hold only if it is fresher (its age says when it was current): a first-hand coordinate is
 never overwritten by an older second-hand one, and a Vivaldi sample pairs a measured round trip with the
 coordinate that came on that very ack.
@@ -77,6 +82,9 @@ _SCAN_BELOW = 64
 ROWS_PER_PACKET = 2
 #: Rows of a joiner's table at most (beyond, the rest reach it row by row).
 MAX_TABLE_ROWS = 512
+#: Peers one change is passed on to, per ceil(log10(members + 1)) (see `row_sends`): memberlist's retransmit
+#: rule at the LAN multiplier, the same spread a membership rumor gets.
+ROW_SENDS_MULT = 4
 #: Seconds between two coordinate tables to the same joiner (a forged join flood costs us little).
 TABLE_INTERVAL = 10.0
 #: A coordinate is passed on again (enters the walk of rows) only once it moved by more than this share of its
@@ -84,8 +92,18 @@ TABLE_INTERVAL = 10.0
 #: distance if more (a noisy coordinate's wobble tells a receiver nothing): see `moved_noticeably`.
 ROW_MOVE = 0.05
 ROW_MOVE_ERROR = 0.5
-#: ...or once this many seconds passed since it last did (any change then counts): nothing stays stale for good.
-ROW_REFRESH = 120.0
+#: ...and, for a row (second-hand), by more than this many seconds in any case. On loopback and on a LAN, round
+#: trips of a fraction of a millisecond jitter by as much as themselves, and Vivaldi's coordinates wander with
+#: them: 5 % of 0.2 ms is 10 us, so every sample was a noticeable move, and the walks of rows stayed full for
+#: good (two rows on every ack, about 110 B/s per agent at idle, N = 50). A move under a millisecond changes no
+#: choice a row informs: zones lie milliseconds apart, and near/far by coordinates compares an estimate with a
+#: multiple of the nearest peers' (core/topology.py). Our own coordinate on an ack keeps the relative rule only:
+#: a prober times its RTT sample against it, and inside a zone a millisecond is the whole round trip.
+ROW_MOVE_FLOOR = 0.001
+#: (No periodic re-walk: drift below the bar adds up against the coordinate as it last passed on, so it passes
+#: once it adds up to a noticeable move; and every member gets every coordinate first-hand again when it probes
+#: its owner, once per probe cycle. A re-walk every 120 s made each of N holders owe every coordinate anew,
+#: and kept the walks full at idle: see `row_sends`.)
 #: For this long after we first held a member's coordinate every change passes on: in a young cluster a row about a
 #: member the receiver does not know yet is dropped there (`rows_unknown_member`), and the next change was its
 #: retry (without this, every member held every coordinate about 20 s later at N = 30 in the simulator).
@@ -141,15 +159,24 @@ class FarSampleWeight:
         return min(MAX_FAR_WEIGHT, max(1.0, (self.near + 1.0) / (self.far + 1.0)))
 
 
-def moved_noticeably(before: Coordinate, after: Coordinate, distance: float) -> bool:
+def moved_noticeably(before: Coordinate, after: Coordinate, distance: float, floor: float = 0.0) -> bool:
     """Whether a coordinate moved enough since `before` for a holder of `before` to be told: by more than
     ROW_MOVE of `distance` (its estimated RTT from us, the scale of the estimates a receiver makes with it), or
-    more than ROW_MOVE_ERROR times its own error estimate of it if that is larger. The move bounds how much any
+    more than ROW_MOVE_ERROR times its own error estimate of it if that is larger, or more than `floor` seconds
+    if that is larger still (ROW_MOVE_FLOOR for rows). The move bounds how much any
     estimate made with `before` instead of `after` is off (triangle inequality over vector, height and
     adjustment), so a holder's estimates stay within that share of the coordinate's own accuracy."""
     move = (math.dist(before.vec, after.vec) + abs(before.height - after.height)
             + abs(before.adjustment - after.adjustment))
-    return move > max(ROW_MOVE, ROW_MOVE_ERROR * after.error) * distance
+    return move > max(max(ROW_MOVE, ROW_MOVE_ERROR * after.error) * distance, floor)
+
+
+def row_sends(members: int) -> int:
+    """How many peers one change of a coordinate is passed on to by each member that keeps it, in a cluster of
+    `members` (ROW_SENDS_MULT * ceil(log10(members + 1)), at least 1): every keeper passing it on that often
+    reaches all but a vanishing share of the members, as a piggybacked rumor does, and a member missed by a
+    change still gets the next one, or the coordinate first-hand when it probes that member."""
+    return max(1, ROW_SENDS_MULT * math.ceil(math.log10(max(1, members) + 1)))
 
 
 class TopologyState:
@@ -186,6 +213,8 @@ class TopologyState:
         self._seq_of: dict[str, int] = {}
         self._name_at: dict[int, str] = {}
         self._updates: list[int] = []
+        # How many more peers each live update number is passed on to (`row_sends`); at 0 it leaves the walk.
+        self._sends_left: dict[int, int] = {}
         self._cursor: dict[str, int] = {}
         self._tables: dict[str, float] = {}
         # Each held coordinate as it last entered the walk, and when: a change passes on only when noticeable.
@@ -267,8 +296,8 @@ class TopologyState:
         self._coordinates[name] = checked
         self._as_of[name] = as_of
         walked = self._walked.get(name)
-        if walked is None or as_of < walked[2] + ROW_YOUNG or as_of >= walked[1] + ROW_REFRESH or moved_noticeably(
-                walked[0], checked, estimate_rtt(self.client.coordinate, checked)):
+        if walked is None or as_of < walked[2] + ROW_YOUNG or moved_noticeably(
+                walked[0], checked, estimate_rtt(self.client.coordinate, checked), ROW_MOVE_FLOOR):
             self._walked[name] = (checked, as_of, as_of if walked is None else walked[2])
             self._note_update(name)
         else:
@@ -280,9 +309,11 @@ class TopologyState:
         old = self._seq_of.pop(name, None)
         if old is not None:
             self._name_at.pop(old, None)
+            self._sends_left.pop(old, None)
         self._update_seq += 1
         self._seq_of[name] = self._update_seq
         self._name_at[self._update_seq] = name
+        self._sends_left[self._update_seq] = row_sends(len(self._coordinates) + 1)
         self._updates.append(self._update_seq)
         if len(self._updates) > 2 * len(self._name_at) + 64:  # compaction: stale numbers out
             self._updates = [q for q in self._updates if q in self._name_at]
@@ -315,9 +346,15 @@ class TopologyState:
                 self.stats["rows_rejected"] += 1
                 continue
             if self._coordinates.get(name) == checked:
-                # An echo (of what we passed on, looking fresher by its way back): no change to pass on again.
+                # An echo (of what we passed on, looking fresher by its way back): no change to pass on again;
+                # and one peer fewer that needs it from us (the sender holds it), so our pending change of it
+                # spends a send: once most peers hold a change, its echoes end its spread early (a rumor's
+                # loss of interest after unneeded contacts, in Demers et al.'s epidemic algorithms).
                 self._as_of[name] = as_of
                 self.stats["rows_unchanged"] += 1
+                seq = self._seq_of.get(name)
+                if seq is not None:
+                    self._spend_send(seq, name)
                 continue
             if self._keep(name, checked, as_of):
                 kept += 1
@@ -344,9 +381,21 @@ class TopologyState:
             cursor = seq
             if name != peer:
                 rows.append(self._row(name, now))
+                self._spend_send(seq, name)
         if len(self._cursor) < self.max_peers or peer in self._cursor:
             self._cursor[peer] = cursor
         return PeerCoordinates(tuple(rows)) if rows else None
+
+    def _spend_send(self, seq: int, name: str) -> None:
+        """Update `seq` (of `name`) went to one more peer; after its last send it leaves every walk."""
+        left = self._sends_left.get(seq, 1) - 1
+        if left > 0:
+            self._sends_left[seq] = left
+            return
+        self._sends_left.pop(seq, None)
+        self._name_at.pop(seq, None)
+        if self._seq_of.get(name) == seq:
+            del self._seq_of[name]
 
     def own_on_ack(self, peer: str, now: float) -> bool:
         """Whether our coordinate rides on an ack to `peer` (a reader of coordinates): the first time, then
@@ -436,6 +485,7 @@ class TopologyState:
         seq = self._seq_of.pop(peer, None)
         if seq is not None:
             self._name_at.pop(seq, None)
+            self._sends_left.pop(seq, None)
         self.client.forget(peer)
 
     def forget(self, peer: str) -> None:
