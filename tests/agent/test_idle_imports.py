@@ -13,6 +13,7 @@ import sys
 # module -> where it is imported lazily
 DEFERRED = {
     "decimal": "core/config.py format_duration (odd durations only)",
+    "sortedcontainers": "core/kvstore.py KvStore._sorted (the first key order asked for)",
 }
 
 _SCRIPT = """
