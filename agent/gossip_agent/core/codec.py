@@ -26,6 +26,7 @@ from typing import Any
 
 import msgpack
 
+from gossip_agent.core import packing
 from gossip_agent.core.digests import MAX_HLC_MS, MAX_KEYS, MAX_SEQ, MAX_SUMMARY_BUCKETS, ROOT_PREFIX_BYTES
 from gossip_agent.core.hosts import wire_host
 from gossip_agent.core.messages import (
@@ -234,7 +235,7 @@ def message_label(m: Message) -> str:
     return _LABEL_OF[type(m)]
 
 
-_packer = msgpack.Packer(use_bin_type=True)
+_packer = msgpack.Packer(use_bin_type=True, buf_size=packing.START_BUFFER_BYTES)  # starts small: packing.py says why
 
 
 def _pack_ids(ids: tuple[int, ...]) -> bytes:

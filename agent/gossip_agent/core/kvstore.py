@@ -31,9 +31,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
-
-from sortedcontainers import SortedList
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from gossip_agent.core import crdt as crdt_mod
 from gossip_agent.core import hlc as hlc_mod
@@ -54,6 +52,9 @@ from gossip_agent.core.vector_clock import (
     dots_vector,
     join_dots,
 )
+
+if TYPE_CHECKING:
+    from sortedcontainers import SortedList
 
 C = TypeVar("C", bound=Crdt)
 
@@ -249,7 +250,7 @@ class KvStore:
         self.merkle = MerkleTree(merkle_depth, merkle_bits)
         self.record_changes = record_changes
         self._entries: dict[str, Entry] = {}
-        self._sorted: SortedList[str] = SortedList()  # every key held, tombstones included, in order (`_put`)
+        self._sorted_keys: SortedList[str] | None = None  # `_sorted`, made with the first key order asked for
         self._tombstones: set[str] = set()
         self._graveyard: dict[str, _Grave] = {}
         self._retired: frozenset[str] = frozenset()
@@ -260,6 +261,22 @@ class KvStore:
         self.last_refused_remote = ""       # why the latest was (the state service logs it, rate-limited)
         self._changes: list[Change] = []
         self._policies = sorted(self.config.conflict_policies.items(), key=lambda kv: -len(kv[0]))
+
+    @property
+    def _sorted(self) -> SortedList[str]:
+        """Every key held, tombstones included, in order (`_put`). Made, and `sortedcontainers` imported, on first
+        use: the package (SortedList, SortedDict, SortedSet) costs ~0.3 MiB of RSS, and an idle agent whose
+        replica holds no key never needs a key order (test_idle_imports.py)."""
+        if self._sorted_keys is None:
+            from sortedcontainers import SortedList
+
+            self._sorted_keys = SortedList()
+        return self._sorted_keys
+
+    @property
+    def _key_order(self) -> Iterable[str]:
+        """`_sorted` to walk, without making it while no key was ever held (the periodic walks of an idle agent)."""
+        return () if self._sorted_keys is None else self._sorted_keys
 
     # -- policy and limits -------------------------------------------------------------------------
     def policy_for(self, key: str) -> str:
@@ -711,7 +728,7 @@ class KvStore:
 
     def all_keys(self) -> list[str]:
         """Every key held, tombstones included, in order."""
-        return list(self._sorted)
+        return list(self._key_order)
 
     @property
     def retired(self) -> frozenset[str]:
@@ -779,7 +796,7 @@ class KvStore:
         ingest. Returns how many keys changed."""
         self._retired = self._retired | frozenset(nodes)
         changed = 0
-        for key in list(self._sorted):
+        for key in list(self._key_order):
             entry = self._entries[key]
             pruned = self._normalize(entry)
             if pruned is not entry:
@@ -819,7 +836,7 @@ class KvStore:
         could add then). A key changed after its slice was walked is seen as it was; state_node checks the
         writers it would retire against a whole walk before retiring any (see `StateNode._retire`)."""
         ttl, retired, entries = self._ttl_ms, self._retired, self._entries
-        keys = self._sorted.irange(minimum=after, inclusive=(False, True)) if after is not None else self._sorted
+        keys = self._sorted.irange(minimum=after, inclusive=(False, True)) if after is not None else self._key_order
         walked = 0
         for key in keys:
             entry = entries[key]
@@ -877,7 +894,7 @@ class KvStore:
         stays consistent while the store changes, so the costly `to_plain` and packing can run on another
         thread (the state driver writes snapshots off the event loop)."""
         entries = self._entries
-        return StoreImage(self.node, self.clock, tuple(entries[k] for k in self._sorted),
+        return StoreImage(self.node, self.clock, tuple(entries[k] for k in self._key_order),
                           tuple((k, g.context, g.timestamp) for k, g in sorted(self._graveyard.items())),
                           self._retired, (self._counters.detected, self._counters.resolved))
 
