@@ -1,7 +1,7 @@
-"""bench/REPORT.md and its plots (bench/plots/), from one run of the loaded and topology benchmarks.
+"""bench/REPORT.md and its plots (bench/plots/), from one run of the idle, loaded and topology benchmarks.
 
     .venv/bin/pip install -r requirements-bench.txt      # matplotlib, once (scripts/setup --dev has it too)
-    .venv/bin/python bench/report.py --run                 # the whole plan (~40 min on 2 cores), then the report
+    .venv/bin/python bench/report.py --run                 # the whole plan (~50 min on 2 cores), then the report
     .venv/bin/python bench/report.py                       # the report again from the latest run's JSON
     .venv/bin/python bench/report.py --list                # the plan, without running it
 
@@ -9,6 +9,12 @@
 JSON and a text log per step, and run.json: machine, versions, each step's command, load average and wall time
 before and after it; bench/out/ is not in git). The steps (`--list` prints them with their arguments):
 
+- bench_cluster.py's idle scenario, ours and then Serf at N = 50 (root for the nftables byte counters): CPU,
+  RSS, payload and wire bytes/s and packets/s per agent over 60 s, in two windows: `idle` after the default
+  15 s settle (network coordinates still filling in: second-hand coordinate rows ride on acks for the first
+  minute or so) and `idle_settled` after 180 s (the steady state). Each ours/Serf ratio is set against the
+  one measured before the dissemination work (IDLE_REFERENCE: its target "idle no worse than today").
+  Only `--base-port` of the `--bench-arg` extras reaches them.
 - bench_load.py, real agents on 127.0.0.1 (root for the byte counters: nftables and AF_PACKET): 1 KiB writes at
   10 and 100/s for N = 10 and 50 in push-pull on the broadcast tree and flooding, and at N = 10 in push and pull;
   200 B writes beside Serf user events of the same size and rate; the 8-agent scenario; critical against normal
@@ -26,9 +32,9 @@ before and after it; bench/out/ is not in git). The steps (`--list` prints them 
 
 The report (default bench/REPORT.md) states the machine, versions, parameters and load average, then the
 ratios measured within the run (tree/flood, ours/Serf, critical/normal, aware/random), the targets of the
-dissemination and topology work, and the tables behind them; the plots (PNG, palette-quantised to stay small)
-go to bench/plots/. Re-rendering the same run gives the same files. On a shared machine absolute latencies and
-CPU are noisy; byte counts and ratios within one run are the robust figures.
+dissemination and topology work, the idle figures beside Serf's, and the tables behind them; the plots (PNG,
+palette-quantised to stay small) go to bench/plots/. Re-rendering the same run gives the same files. On a
+shared machine absolute latencies and CPU are noisy; byte counts and ratios within one run are the robust figures.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import math
 import os
 import platform
 import random
@@ -77,9 +84,9 @@ PALETTE = 64
 # == the plan ==================================================================================================
 @dataclass(frozen=True)
 class Step:
-    """One invocation. kind: load (bench_load.py with `args`), topology (the simulator with `params`, in this
-    process), critical-sim (bench_critical_sim.py with `params`, in this process), topology-real
-    (bench_topology_real.py with `args`)."""
+    """One invocation. kind: load (bench_load.py with `args`), idle (bench_cluster.py's idle scenario with
+    `args`), topology (the simulator with `params`, in this process), critical-sim (bench_critical_sim.py with
+    `params`, in this process), topology-real (bench_topology_real.py with `args`)."""
 
     name: str
     kind: str
@@ -160,6 +167,34 @@ def load_plan(sizes: Sequence[int], *, quick: bool = False) -> list[Step]:
     return steps
 
 
+#: The idle steps' cluster: the issue's N=50, whatever --n says (IDLE_REFERENCE was measured there).
+IDLE_N = 50
+#: The idle steps: name -> (settle seconds before the window, or None for bench_cluster.py's default 15 s;
+#: what the window shows).
+IDLE_STEPS: dict[str, tuple[int | None, str]] = {
+    "idle": (None, "right after the join: network coordinates still filling in (second-hand coordinate rows ride "
+                   "on acks for the first minute or so)"),
+    "idle_settled": (180, "the steady state"),
+}
+
+
+def idle_plan(*, quick: bool = False) -> list[Step]:
+    """bench_cluster.py's idle scenario, ours then Serf (each on a fresh cluster), in two windows after the join.
+    `quick`: 5 agents and seconds-long windows (a pipeline check)."""
+    n = 5 if quick else IDLE_N
+    window = "3" if quick else "60"
+    steps = []
+    for name, (settle, what) in IDLE_STEPS.items():
+        if quick:
+            settle = 1 if settle is None else 5
+        args = ("--impls", "ours,serf", "--scenarios", "idle", "--n", str(n), "--runs", "1", "--idle-seconds", window,
+                *(("--settle-seconds", str(settle)) if settle is not None else ()))
+        shown = "the default 15 s" if settle is None else f"{settle} s"
+        steps.append(Step(name, "idle", f"idle beside Serf, N={n}, {window} s after {shown} of settling: {what}",
+                          args, agents=n))
+    return steps
+
+
 def topology_params(*, quick: bool = False) -> dict[str, Any]:
     """Vivaldi at N=200 (the issue's target), the choice rule at N=1,000 and the protocol at N=1,000."""
     if quick:
@@ -196,7 +231,7 @@ def critical_sim(params: dict[str, Any]) -> dict[str, Any]:
 
 def plan(sizes: Sequence[int], *, quick: bool = False, topology: bool = True, topology_real: bool = False,
          real_args: Sequence[str] = ()) -> list[Step]:
-    steps = load_plan(sizes, quick=quick)
+    steps = idle_plan(quick=quick) + load_plan(sizes, quick=quick)  # the idle steps first: cheap, on a calm machine
     steps.append(Step("critical_sim", "critical-sim", "the critical scenario with one CPU per agent: the "
                       "simulator, each member charged its own CPU per datagram handled and sent",
                       params=critical_sim_params(sizes, quick=quick)))
@@ -209,11 +244,26 @@ def plan(sizes: Sequence[int], *, quick: bool = False, topology: bool = True, to
     return steps
 
 
+def base_port_args(extra: Sequence[str]) -> list[str]:
+    """The --base-port of the bench_load.py extras (`--base-port P` or `--base-port=P`): the one bench_cluster.py
+    takes too (the others are bench_load.py's own)."""
+    out: list[str] = []
+    for i, a in enumerate(extra):
+        if a == "--base-port" and i + 1 < len(extra):
+            out += [a, extra[i + 1]]
+        elif a.startswith("--base-port="):
+            out.append(a)
+    return out
+
+
 def step_command(step: Step, run_dir: Path, extra: Sequence[str] = ()) -> list[str]:
-    """The argv of a subprocess step; its JSON goes to run_dir/<name>.json."""
+    """The argv of a subprocess step; its JSON goes to run_dir/<name>.json. `extra`: the --bench-arg arguments
+    (all of them for a load step, their --base-port for an idle step)."""
     out = str(run_dir / f"{step.name}.json")
     if step.kind == "load":
         return [sys.executable, str(HERE / "bench_load.py"), *step.args, *extra, "--json", out]
+    if step.kind == "idle":
+        return [sys.executable, str(HERE / "bench_cluster.py"), *step.args, *base_port_args(extra), "--json", out]
     if step.kind == "topology-real":
         return [sys.executable, str(HERE / "bench_topology_real.py"), *step.args, "--json", out]
     raise ValueError(f"{step.name}: not a subprocess step")
@@ -343,7 +393,7 @@ def _execute(steps: Sequence[Step], run_dir: Path, argv: Sequence[str], extra: S
             (run_dir / f"{step.name}.json").write_text(json.dumps(critical_sim(step.params), indent=1))
             rec["rc"] = 0
         else:
-            cmd = step_command(step, run_dir, extra if step.kind == "load" else ())
+            cmd = step_command(step, run_dir, extra if step.kind in ("load", "idle") else ())
             rec["command"] = ["bench/" + Path(cmd[1]).name, *cmd[2:]]
             with open(run_dir / f"{step.name}.txt", "wb") as out:
                 proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -368,6 +418,7 @@ class Run:
     topology: dict[str, Any] | None
     topology_real: dict[str, Any] | None
     critical_sim: dict[str, Any] | None = None  # bench_critical_sim.py's rows (one CPU per agent)
+    idle: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> bench_cluster.py's JSON (idle steps)
 
 
 def read_run(run_dir: Path | None, files: Sequence[Path] = (), real_json: Path | None = None) -> Run:
@@ -384,6 +435,7 @@ def read_run(run_dir: Path | None, files: Sequence[Path] = (), real_json: Path |
     metas: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     topo = real = csim = None
+    idle: dict[str, dict[str, Any]] = {}
     for p in paths:
         data = json.loads(p.read_text())
         if "critical_sim" in data:
@@ -392,6 +444,8 @@ def read_run(run_dir: Path | None, files: Sequence[Path] = (), real_json: Path |
             topo = data
         elif "results" in data and "meta" not in data:
             real = data
+        elif isinstance(data.get("results"), dict):  # bench_cluster.py: results by implementation
+            idle[p.stem] = data
         elif "results" in data:
             metas.append(dict(data["meta"], file=p.name, step=p.stem))
             for r in data["results"]:
@@ -402,7 +456,7 @@ def read_run(run_dir: Path | None, files: Sequence[Path] = (), real_json: Path |
     if real_json is not None:
         real = json.loads(real_json.read_text())
     rows.sort(key=row_order)
-    return Run(manifest, metas, rows, topo, real, csim)
+    return Run(manifest, metas, rows, topo, real, csim, idle)
 
 
 MODE_ORDER = {"push": 0, "pull": 1, "push-pull": 2, "-": 3}
@@ -850,6 +904,140 @@ def counters_table(rows: Sequence[dict[str, Any]]) -> list[str]:
         return []
     return ["`gossip_messages_total{direction=\"out\"}` by type, summed over the agents, per write; drops by reason.",
             "", *md_table(["step", "scenario", "impl/mode", "messages per write by type", "drops"], cells)]
+
+
+# == sections: idle ==========================================================================================
+#: Issue #11's "idle figures no worse than today's": per-agent figures measured before the dissemination work,
+#: 2026-12-03 on the 2-vCPU AMD EPYC VM, commit 2f7e524 (the tree before #11's work), `bench_cluster.py --impls
+#: ours,serf --scenarios idle --n 50 --idle-seconds 60`, default settle (15 s); Serf in the same session.
+IDLE_REFERENCE: dict[str, dict[str, float]] = {
+    "ours": {"cpu": 0.204, "rss": 39.9, "payload": 87.2, "wire": 151.8},
+    "serf": {"cpu": 0.248, "rss": 15.0, "payload": 247.6, "wire": 308.6},
+}
+IDLE_REFERENCE_COMMIT = "2f7e524"
+
+#: The idle figures: key -> (label, unit, path in bench_cluster.py's idle result, decimals).
+IDLE_FIGURES: dict[str, tuple[str, str, tuple[str, ...], int]] = {
+    "cpu": ("CPU, mean", "% of a core", ("cpu_pct_mean",), 3),
+    "rss": ("RSS, mean", "MiB", ("rss_mib_mean",), 1),
+    "payload": ("payload (nft)", "B/s", ("traffic", "payload_Bps"), 1),
+    "wire": ("wire (nft)", "B/s", ("traffic", "wire_Bps"), 1),
+    "pps": ("UDP packets", "/s", ("traffic", "udp_pps"), 2),
+}
+#: How far this run's ours/Serf ratio may sit above the reference's (ratios compared as shown, to 2 decimals).
+#: CPU: +10 % (idle CPU readings drift ~10 % between runs of the same tree); RSS: the reference ratio rounded
+#: up to one decimal (2.66 -> 2.70: a MiB of interpreter noise); bytes: no slack.
+IDLE_SLACK: dict[str, Callable[[float], float]] = {
+    "cpu": lambda ref: ref * 1.10,
+    "rss": lambda ref: math.ceil(round(ref * 10, 6)) / 10,
+    "payload": lambda ref: ref,
+    "wire": lambda ref: ref,
+}
+IDLE_SLACK_SAID = {"cpu": " (+10 %)", "rss": " (rounded up to 0.1)", "payload": "", "wire": ""}
+
+
+def idle_reference_ratio(key: str) -> float:
+    return IDLE_REFERENCE["ours"][key] / IDLE_REFERENCE["serf"][key]
+
+
+def idle_limit(key: str) -> float:
+    """The highest ours/Serf ratio that meets the target (2 decimals)."""
+    return round(IDLE_SLACK[key](round(idle_reference_ratio(key), 2)), 2)
+
+
+def idle_value(res: dict[str, Any] | None, key: str) -> float | None:
+    v: Any = (res or {}).get("idle")
+    for k in IDLE_FIGURES[key][2]:
+        v = v.get(k) if isinstance(v, dict) else None
+    return float(v) if isinstance(v, int | float) else None
+
+
+def idle_met(ours: float | None, serf: float | None, key: str) -> str:
+    if ours is None or not serf:
+        return "-"
+    return "yes" if round(ours / serf, 2) <= idle_limit(key) else "NO"
+
+
+def idle_windows(idle: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """The idle steps in plan order (others after them, by name)."""
+    order = list(IDLE_STEPS)
+    return sorted(idle.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
+
+
+def idle_section(idle: dict[str, dict[str, Any]]) -> list[str]:
+    """Each idle window, ours beside Serf, then one target row per figure: the window's ours/Serf ratio against
+    the reference's (issue #11's "today")."""
+    windows = idle_windows(idle)
+    cells, notes = [], []
+    for step, data in windows:
+        meta, res = data.get("meta") or {}, data.get("results") or {}
+        settle = (meta.get("args") or {}).get("settle_seconds")
+        where = f"{step} (N={meta.get('n', '?')}, settle {fmt(settle, 0)} s)"
+        ours, serf = res.get("ours"), res.get("serf")
+        for impl, r in (("ours", ours), ("Serf", serf)):
+            if r is None:
+                continue
+            i = r.get("idle")
+            if not i:
+                cells.append([where, impl, "no idle figures (the cluster did not start or converge: see "
+                              f"{step}.txt)", *[""] * 7])
+                continue
+            load = f"{fmt(i['load_before'][0], 2)} → {fmt(i['load_after'][0], 2)}" if "load_after" in i else "-"
+            cells.append([where, impl, fmt(i.get("seconds")),
+                          *[fmt(idle_value(r, k), IDLE_FIGURES[k][3]) for k in IDLE_FIGURES],
+                          fmt(i.get("cpu_pct_max"), 3), load])
+        if meta.get("n") != IDLE_N:
+            notes.append(f"`{step}`: N={meta.get('n', '?')}, the reference's N={IDLE_N}: its verdicts "
+                         "below compare unlike clusters (a pipeline check, not a measurement).")
+        if serf is None:
+            notes.append(f"`{step}`: Serf is not in this run (not installed, or not asked for): ours only, no "
+                         "ratio and no target verdict.")
+        else:
+            cells.append([where, "**ours/Serf**", "",
+                          *[ratio(idle_value(ours, k), idle_value(serf, k)) for k in IDLE_FIGURES], "", ""])
+    ref_o, ref_s = IDLE_REFERENCE["ours"], IDLE_REFERENCE["serf"]
+    targets: list[list[str]] = []
+    verdicts: dict[str, list[tuple[str, str]]] = {step: [] for step, _ in windows}
+    for k in IDLE_SLACK:
+        label, unit, _, nd = IDLE_FIGURES[k]
+        row = [f"{label}, {unit}", f"{fmt(ref_o[k], nd)} / {fmt(ref_s[k], nd)}", f"{idle_reference_ratio(k):.2f}x",
+               f"<= {idle_limit(k):.2f}x{IDLE_SLACK_SAID[k]}"]
+        for _, data in windows:
+            res = data.get("results") or {}
+            o, s = idle_value(res.get("ours"), k), idle_value(res.get("serf"), k)
+            row += [ratio(o, s), idle_met(o, s, k)]
+        targets.append(row)
+        for step, data in windows:
+            res = data.get("results") or {}
+            verdicts[step].append((label.split(",")[0], idle_met(idle_value(res.get("ours"), k),
+                                                                 idle_value(res.get("serf"), k), k)))
+    summary = []
+    for step, vs in verdicts.items():
+        judged = [(lab, v) for lab, v in vs if v != "-"]
+        missed = [lab for lab, v in judged if v == "NO"]
+        summary.append(f"`{step}` " + (f"{len(judged) - len(missed)} of {len(judged)} met"
+                                       + (f" (not: {', '.join(missed)})" if missed else "") if judged
+                                       else "not judged (no Serf beside)"))
+    return ["The dissemination work's target: idle figures no worse than before it, beside Serf. bench_cluster.py's "
+            "idle scenario: N agents on 127.0.0.1 with memberlist's LAN timings, ours and then Serf (never at once, "
+            "each on a cluster started for it), measured after a settle time: CPU per agent (% of one core, "
+            "/proc), RSS, traffic per agent from nftables counters on the agents' ports (wire: IP bytes; payload: "
+            "less 28 B per UDP packet and 52 B per TCP segment). Two windows in a full run: "
+            + "; ".join(f"`{name}` after {settle or 15} s of settling, {what}"
+                        for name, (settle, what) in IDLE_STEPS.items()) + ".", "",
+            *md_table(["window", "impl", "s", *[f"{lab}, {unit}" for lab, unit, _, _ in IDLE_FIGURES.values()],
+                       "CPU max, % of a core", "1-min load"], cells, right=range(2, 9)), "",
+            *[f"{n}" for n in notes], *([""] if notes else []),
+            f"Targets: this run's ours/Serf against the same ratio measured before the dissemination work (commit "
+            f"{IDLE_REFERENCE_COMMIT}, 2026-12-03, the 2-vCPU AMD EPYC VM, N={IDLE_N}, 60 s after the default 15 s "
+            "settle; Serf in the same session). Ratios, not absolute figures: the machine's load moves both "
+            "implementations alike. CPU gets 10 % of slack (idle CPU readings drift that much between runs of one "
+            "tree).", "",
+            *md_table(["figure", f"{IDLE_REFERENCE_COMMIT}: ours / Serf", f"{IDLE_REFERENCE_COMMIT} ours/Serf",
+                       "target ours/Serf",
+                       *[c for step, _ in windows for c in (f"{step} ours/Serf", "met")]],
+                      targets, right=[1, 2, 3, *range(4, 4 + 2 * len(windows), 2)]), "",
+            "Met: " + "; ".join(summary) + "."]
 
 
 # == sections: topology =========================================================================================
@@ -1309,7 +1497,8 @@ def write_report(run: Run, images: Sequence[tuple[str, str]], why_no_plots: str 
     lines = ["# Bench report: dissemination under load, topology", "",
              "Generated by `bench/report.py` (command in bench/README.md) from one run's raw JSON (bench/out/, not in "
              "git). Do not edit by hand. Method, definitions and caveats: the docstrings of bench/bench_load.py, "
-             "bench/bench_topology.py, bench/bench_topology_real.py and bench/README.md.", "",
+             "bench/bench_topology.py, bench/bench_topology_real.py, bench/bench_cluster.py (idle) and "
+             "bench/README.md.", "",
              "## The run", "", *run_section(run), "", *[f"Note: {n}" for n in notes], *([""] if notes else []),
              "Definitions: floor = (N-1) x (key + value + 16 B version) per write; bytes are IP-level agent-to-agent "
              "(127.0.0.1 → 127.0.0.1 on the agents' ports; the bench's HTTP client uses 127.0.0.2 and is not "
@@ -1320,6 +1509,8 @@ def write_report(run: Run, images: Sequence[tuple[str, str]], why_no_plots: str 
              "within the bench's --deliver-timeout.", "",
              "## Ratios measured in this run", "", *headline(run)]
     lines += ["## Targets: dissemination under load", "", *targets_table(rows), ""]
+    if run.idle:
+        lines += ["## Idle beside Serf", "", *idle_section(run.idle), ""]
     lines += repeat_sections(rows)
     sw = sweep_table(rows)
     if sw:
@@ -1361,7 +1552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="argument for bench_topology_real.py (repeatable)")
     p.add_argument("--topology-real-json", type=Path, help="include this bench_topology_real.py output")
     p.add_argument("--bench-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for every bench_load.py step (repeatable)")
+                   help="extra argument for every bench_load.py step (repeatable); the idle steps "
+                   "(bench_cluster.py) take its --base-port")
     p.add_argument("--from", dest="run_dir", type=Path, help="the run directory to report (default: the latest)")
     p.add_argument("--output", type=Path, default=REPORT, help="report path (default bench/REPORT.md)")
     p.add_argument("--plots", "--out-dir", type=Path, default=PLOTS, help="where the PNGs go (default bench/plots/)")
@@ -1394,7 +1586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("report: no run in bench/out/ (run with --run)", file=sys.stderr)
             return 1
     run = read_run(run_dir, args.files, args.topology_real_json)
-    if not run.rows and not run.topology and not run.topology_real:
+    if not run.rows and not run.topology and not run.topology_real and not run.idle:
         print(f"report: nothing to report in {run_dir or args.files}", file=sys.stderr)
         return 1
     images, why = plots(run, args.plots)

@@ -3,8 +3,9 @@
 The canned run holds what the steps write: bench_load.py results (a tree/flood pair beside Serf, critical and
 normal writes, a two-point fanout sweep), the topology simulator's output (computed here on a tiny topology:
 the real drivers, under a second) and a bench_topology_real.py output (canned: that bench needs namespaces and
-root). No timing is asserted: only that the ratios the report states are the ones in the data, that every plot is
-made and small, that rendering twice gives the same bytes, and what the plan would run.
+root); the idle section renders from hand-made bench_cluster.py JSON of its own. No timing is asserted: only
+that the ratios the report states are the ones in the data, that every plot is made and small, that rendering
+twice gives the same bytes, and what the plan would run.
 """
 
 from __future__ import annotations
@@ -286,3 +287,84 @@ def test_a_run_without_the_repeat_step_renders_as_before(tmp_path: Path) -> None
     assert "| N=50, 100/s | push-pull tree |" in text and "480.6 ms (NO) |" in text
     assert "Repeatability" not in text and "runs met" not in text
     assert "| load | push-pull tree | 50 | 100 | 1024 |" in text
+
+
+def test_plan_measures_idle_beside_serf_in_two_windows_first(tmp_path: Path) -> None:
+    steps = report.plan([10, 50])
+    names = [s.name for s in steps]
+    assert names[:2] == ["idle", "idle_settled"] and names.index("idle_settled") < names.index("load")
+    idle, settled = steps[0], steps[1]
+    for s in (idle, settled):
+        assert s.kind == "idle" and s.agents == 50  # the memory check sees the cluster it starts
+        assert [s.args[s.args.index(k) + 1] for k in ("--impls", "--scenarios", "--n", "--runs", "--idle-seconds")] \
+            == ["ours,serf", "idle", "50", "1", "60"]
+    assert "--settle-seconds" not in idle.args  # bench_cluster.py's default 15 s: right after the join
+    assert settled.args[settled.args.index("--settle-seconds") + 1] == "180"
+    assert report.plan([10])[0].args == idle.args  # N=50 whatever the load steps' sizes (the reference's N)
+    # Only the --base-port pair of the bench_load.py extras reaches bench_cluster.py, in either spelling.
+    cmd = report.step_command(settled, tmp_path, ["--settle", "2", "--base-port", "29500", "--seconds", "3"])
+    assert cmd[1].endswith("bench_cluster.py") and cmd[2:] == [*settled.args, "--base-port", "29500", "--json",
+                                                                 str(tmp_path / "idle_settled.json")]
+    assert report.step_command(idle, tmp_path, ["--base-port=29500", "--serf"])[-3:] == \
+        ["--base-port=29500", "--json", str(tmp_path / "idle.json")]
+    quick = {s.name: s for s in report.plan([10], quick=True)}
+    assert quick["idle"].args[quick["idle"].args.index("--n") + 1] == "5" and quick["idle"].agents == 5
+
+
+def cluster_file(settle: float, ours: dict[str, float], serf: dict[str, float] | None) -> dict[str, Any]:
+    """bench_cluster.py's JSON for `--scenarios idle` (the fields the report reads): cpu, rss, payload, wire."""
+    def res(f: dict[str, float]) -> dict[str, Any]:
+        return {"version": "v", "idle": {
+            "load_before": [1.0, 1.0, 1.0], "seconds": 60.0, "load_after": [1.5, 1.0, 1.0], "agents": 50,
+            "cpu_pct_mean": f["cpu"], "cpu_pct_max": 2 * f["cpu"], "rss_mib_mean": f["rss"], "rss_mib_max": f["rss"],
+            "pss_mib_mean": f["rss"] / 2,
+            "traffic": {"wire_Bps": f["wire"], "udp_wire_Bps": f["wire"], "tcp_wire_Bps": 0.0,
+                        "payload_Bps": f["payload"], "udp_pps": 2.0, "tcp_pps": 0.0}}}
+    results = {"ours": res(ours), **({"serf": res(serf)} if serf else {})}
+    return {"meta": {"date": "2026-12-03T12:00:00+00:00", "n": 50, "args": {"settle_seconds": settle},
+                     "versions": {"ours": "v"}}, "table": [], "results": results}
+
+
+SERF_IDLE = {"cpu": 0.25, "rss": 15.0, "payload": 250.0, "wire": 300.0}
+
+
+def render_idle(tmp_path: Path, files: dict[str, dict[str, Any]]) -> str:
+    for step, data in files.items():
+        (tmp_path / f"{step}.json").write_text(json.dumps(data))
+    run = report.read_run(tmp_path)
+    assert not run.rows and set(run.idle) == set(files)  # not taken for bench_load.py rows
+    text = report.write_report(run, [], "none asked for", tmp_path / "plots", tmp_path / "REPORT.md")
+    return text[text.index("## Idle beside Serf"):text.index("## Bytes by message type")]
+
+
+def test_idle_section_sets_each_window_against_the_reference_ratio(tmp_path: Path) -> None:
+    # idle: CPU 0.90x (the limit: 0.82x + 10 %), RSS 2.70x (2.66x rounded up), payload 0.36x (over 0.35x),
+    # wire 0.49x; settled: CPU 0.91x and RSS 2.71x just over, bytes well under.
+    section = render_idle(tmp_path, {
+        "idle_settled": cluster_file(180.0, {"cpu": 0.2275, "rss": 40.65, "payload": 75.0, "wire": 120.0}, SERF_IDLE),
+        "idle": cluster_file(15.0, {"cpu": 0.225, "rss": 40.5, "payload": 90.0, "wire": 147.0}, SERF_IDLE)})
+    assert section.index("| idle (N=50, settle 15 s) | ours |") < section.index("| idle_settled (N=50, settle 180 s)")
+    assert "| idle (N=50, settle 15 s) | ours | 60.0 | 0.225 | 40.5 | 90.0 | 147.0 | 2.00 | 0.450 | 1.00 → 1.50 |" \
+        in section
+    assert "| idle (N=50, settle 15 s) | Serf | 60.0 | 0.250 | 15.0 | 250.0 | 300.0 | 2.00 | 0.500 |" in section
+    assert "| idle (N=50, settle 15 s) | **ours/Serf** |  | 0.90x | 2.70x | 0.36x | 0.49x | 1.00x |" in section
+    assert "| idle_settled (N=50, settle 180 s) | **ours/Serf** |  | 0.91x | 2.71x | 0.30x | 0.40x | 1.00x |" in section
+    assert "| figure | 2f7e524: ours / Serf | 2f7e524 ours/Serf | target ours/Serf | idle ours/Serf | met | " \
+        "idle_settled ours/Serf | met |" in section
+    assert "| CPU, mean, % of a core | 0.204 / 0.248 | 0.82x | <= 0.90x (+10 %) | 0.90x | yes | 0.91x | NO |" in section
+    assert "| RSS, mean, MiB | 39.9 / 15.0 | 2.66x | <= 2.70x (rounded up to 0.1) | 2.70x | yes | 2.71x | NO |" \
+        in section
+    assert "| payload (nft), B/s | 87.2 / 247.6 | 0.35x | <= 0.35x | 0.36x | NO | 0.30x | yes |" in section
+    assert "| wire (nft), B/s | 151.8 / 308.6 | 0.49x | <= 0.49x | 0.49x | yes | 0.40x | yes |" in section
+    assert "Met: `idle` 3 of 4 met (not: payload (nft)); `idle_settled` 2 of 4 met (not: CPU, RSS)." in section
+    assert "not in this run" not in section
+
+
+def test_idle_section_without_serf_shows_ours_only_and_says_so(tmp_path: Path) -> None:
+    section = render_idle(tmp_path, {"idle": cluster_file(15.0, {"cpu": 0.2, "rss": 40.0, "payload": 80.0,
+                                                                  "wire": 150.0}, None)})
+    assert "| idle (N=50, settle 15 s) | ours | 60.0 | 0.200 | 40.0 | 80.0 | 150.0 |" in section
+    assert "| Serf |" not in section and "ours/Serf** |" not in section
+    assert "`idle`: Serf is not in this run (not installed, or not asked for): ours only" in section
+    assert "| CPU, mean, % of a core | 0.204 / 0.248 | 0.82x | <= 0.90x (+10 %) | - | - |" in section
+    assert "Met: `idle` not judged (no Serf beside)." in section
