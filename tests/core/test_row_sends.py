@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from gossip_agent.core.config import TopologyConfig
 from gossip_agent.core.messages import NetCoordinate, PeerCoordinates
-from gossip_agent.core.topology_state import ROW_MOVE_FLOOR, ROW_YOUNG, TopologyState, row_sends
+from gossip_agent.core.topology_state import (
+    ROW_BURST,
+    ROW_MOVE_FLOOR,
+    ROW_RATE,
+    ROW_YOUNG,
+    TopologyState,
+    row_sends,
+)
 from gossip_agent.core.vivaldi import Coordinate
 from gossip_agent.sim.cluster import Simulation
 from gossip_agent.sim.network import LinkProfile
@@ -107,3 +114,27 @@ def test_on_loopback_like_links_the_rows_die_out_once_every_coordinate_is_known(
     sim.run_until(360.0)
     assert sum(rows) == 0
     assert all(sim.node(i).topology.coordinates_known == 19 for i in range(20))
+
+
+def test_moves_pass_on_within_a_small_allowance_and_first_coordinates_always() -> None:
+    """After ROW_BURST rows of moves, at most ROW_RATE a second; a member's first coordinate is never held up
+    (it is news to every peer), and a move over the allowance is skipped for that peer, not queued."""
+    topo = TopologyState(TopologyConfig(), max_peers=200)
+    topo.client.coordinate = Coordinate((0.0,) * 8, 0.0001, 0.05, 0.0)
+    for i in range(40):
+        topo.on_coordinate(f"p{i}", _c(0.010 + i / 10_000), now=0.0)
+    for k in range(10):  # the first coordinates go out, unrationed, until each has had its row_sends
+        topo.rows_for(f"w{k}", 0.5, limit=100)
+    assert topo.rows_for("w99", 0.5, limit=100) is None and topo.stats["rows_rationed"] == 0
+    t = ROW_YOUNG + 1.0
+    for i in range(40):  # each moves by 10 ms: news by any rule
+        topo.on_coordinate(f"p{i}", _c(0.020 + i / 10_000), now=t)
+    sent = 0
+    for k in range(40):  # one asker a second for 40 s, as acks go
+        msg = topo.rows_for(f"q{k}", t + k, limit=2)
+        sent += len(msg.rows) if msg is not None else 0
+    assert sent <= ROW_BURST + ROW_RATE * 40 + 1
+    assert topo.stats["rows_rationed"] > 0
+    topo.on_coordinate("newcomer", _c(0.03), now=t + 41.0)  # the allowance is spent: a first one still goes
+    msg = topo.rows_for("q99", t + 41.0, limit=2)
+    assert msg is not None and any(n == "newcomer" for n, _, _ in msg.rows)
