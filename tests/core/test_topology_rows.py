@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from gossip_agent.core import codec
+from gossip_agent.core import codec, topology_state
 from gossip_agent.core.config import TopologyConfig
 from gossip_agent.core.effects import Effect, Send
 from gossip_agent.core.messages import (
@@ -111,7 +111,8 @@ def test_a_row_never_replaces_a_fresher_coordinate_and_hostile_rows_are_counted(
     assert topo.reads_rows("p2")
 
 
-def test_each_peer_gets_every_change_once_oldest_first() -> None:
+def test_each_peer_gets_every_change_once_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(topology_state, "ROW_BURST", 1e9)  # the walk's order here, not the allowance
     topo = TopologyState(TopologyConfig(), max_peers=20)
     for i in range(7):
         topo.on_coordinate(f"p{i}", _c(i / 10), now=0.0)

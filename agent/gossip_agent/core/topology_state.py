@@ -86,13 +86,15 @@ MAX_TABLE_ROWS = 512
 #: Peers one change is passed on to, per ceil(log10(members + 1)) (see `row_sends`): memberlist's retransmit
 #: rule at the LAN multiplier, the same spread a membership rumor gets.
 ROW_SENDS_MULT = 4
-#: Rows a second a member sends about coordinates that MOVED (a bucket of ROW_BURST): a member's first coordinate
-#: here (news to the peers too) is not rationed. Even with each change going to `row_sends` peers and a 1 ms
-#: floor, on loopback under 50 agents' scheduling noise (round trips of 0.1-5 ms, coordinates' own error
+#: Rows a second a member sends (a bucket of ROW_BURST). Even with each change going to `row_sends` peers and a
+#: 1 ms floor, on loopback under 50 agents' scheduling noise (round trips of 0.1-5 ms, coordinates' own error
 #: 0.3-1.3) every member's coordinate drifted past the floor every minute or two, and each drift was a rumor of
-#: N x row_sends rows: the walks stayed full (two rows on 70 % of acks 4 minutes after the start). Moves are a
-#: background refresh: every member gets every coordinate first-hand once per probe cycle when it probes its
-#: owner, and Vivaldi's samples use only those. So they get a small fixed allowance, ~13 B/s.
+#: N x row_sends rows: the walks stayed full (two rows on 70 % of acks 4 minutes after the start); and at a
+#: start every member owed every first coordinate to row_sends peers (N x row_sends rows each, over 3 minutes at
+#: N = 50, mostly to peers that held it already). Rows are a background fill: every member gets every coordinate
+#: first-hand once per probe cycle when it probes its owner (Vivaldi's samples use only those), a joiner gets
+#: the table of the member it joins through, and the rows fill in the rest within a small fixed allowance,
+#: ~13 B/s at most past the burst.
 ROW_RATE = 0.25
 ROW_BURST = 16.0
 #: Seconds between two coordinate tables to the same joiner (a forged join flood costs us little).
@@ -225,9 +227,7 @@ class TopologyState:
         self._updates: list[int] = []
         # How many more peers each live update number is passed on to (`row_sends`); at 0 it leaves the walk.
         self._sends_left: dict[int, int] = {}
-        # Update numbers that bring a member's first coordinate here (not rationed by `_move_rows`).
-        self._first_seqs: set[int] = set()
-        self._move_rows: TokenBucket | None = None  # ROW_RATE, made at the first `rows_for` (it needs a time)
+        self._row_allowance: TokenBucket | None = None  # ROW_RATE, made at the first `rows_for` (it needs a time)
         self._cursor: dict[str, int] = {}
         self._tables: dict[str, float] = {}
         # Each held coordinate as it last entered the walk, and when: a change passes on only when noticeable.
@@ -312,24 +312,18 @@ class TopologyState:
         if walked is None or as_of < walked[2] + ROW_YOUNG or moved_noticeably(
                 walked[0], checked, estimate_rtt(self.client.coordinate, checked), ROW_MOVE_FLOOR):
             self._walked[name] = (checked, as_of, as_of if walked is None else walked[2])
-            self._note_update(name, first=walked is None)
+            self._note_update(name)
         else:
             self.stats["rows_held_back"] += 1
         return True
 
-    def _note_update(self, name: str, *, first: bool = False) -> None:
-        """`name`'s coordinate changed here: it goes to the end of every peer's walk. `first`: the first
-        coordinate of `name` we hold (a pending first one stays first when a move replaces it)."""
+    def _note_update(self, name: str) -> None:
+        """`name`'s coordinate changed here: it goes to the end of every peer's walk."""
         old = self._seq_of.pop(name, None)
         if old is not None:
             self._name_at.pop(old, None)
             self._sends_left.pop(old, None)
-            if old in self._first_seqs:
-                self._first_seqs.discard(old)
-                first = True
         self._update_seq += 1
-        if first:
-            self._first_seqs.add(self._update_seq)
         self._seq_of[name] = self._update_seq
         self._name_at[self._update_seq] = name
         self._sends_left[self._update_seq] = row_sends(len(self._coordinates) + 1)
@@ -391,9 +385,9 @@ class TopologyState:
         updates = self._updates
         i = bisect.bisect_right(updates, cursor)
         rows: list[tuple[str, NetCoordinate, float]] = []
-        bucket = self._move_rows
+        bucket = self._row_allowance
         if bucket is None:
-            bucket = self._move_rows = TokenBucket(Rate(ROW_RATE, ROW_BURST), now)
+            bucket = self._row_allowance = TokenBucket(Rate(ROW_RATE, ROW_BURST), now)
         bucket.refill(now)
         while i < len(updates) and len(rows) < limit:
             seq = updates[i]
@@ -404,14 +398,12 @@ class TopologyState:
             cursor = seq
             if name == peer:
                 continue
-            if seq not in self._first_seqs:
-                if bucket.tokens < 1.0:
-                    # A move over the allowance is skipped for this peer (its sends are not spent): it may
-                    # reach it from another keeper, with its next move, or first-hand; a first coordinate
-                    # behind it is not held up.
-                    self.stats["rows_rationed"] += 1
-                    continue
-                bucket.spend(1.0)
+            if bucket.tokens < 1.0:
+                # Over the allowance: skipped for this peer (its sends are not spent), it may reach it from
+                # another keeper, with its next change, or first-hand when it probes the member.
+                self.stats["rows_rationed"] += 1
+                continue
+            bucket.spend(1.0)
             rows.append(self._row(name, now))
             self._spend_send(seq, name)
         if len(self._cursor) < self.max_peers or peer in self._cursor:
@@ -425,7 +417,6 @@ class TopologyState:
             self._sends_left[seq] = left
             return
         self._sends_left.pop(seq, None)
-        self._first_seqs.discard(seq)
         self._name_at.pop(seq, None)
         if self._seq_of.get(name) == seq:
             del self._seq_of[name]
@@ -519,7 +510,6 @@ class TopologyState:
         if seq is not None:
             self._name_at.pop(seq, None)
             self._sends_left.pop(seq, None)
-            self._first_seqs.discard(seq)
         self.client.forget(peer)
 
     def forget(self, peer: str) -> None:
