@@ -121,16 +121,39 @@ def test_on_loopback_like_links_the_rows_die_out_once_every_coordinate_is_known(
     assert all(sim.node(i).topology.coordinates_known == 19 for i in range(20))
 
 
-def test_rows_go_out_within_a_small_allowance() -> None:
-    """After ROW_BURST rows, at most ROW_RATE a second; a row over the allowance is skipped for that peer
-    (counted), not held: the walk goes on for the next asker."""
+def test_moves_go_out_within_a_small_allowance_and_first_coordinates_always() -> None:
+    """After ROW_BURST rows of moves, at most ROW_RATE a second; a move over the allowance is skipped for that
+    peer (counted), not held. A member's first coordinate is never rationed: with zone-aware probing, rows are
+    how a young cluster learns far coordinates."""
     topo = TopologyState(TopologyConfig(), max_peers=200)
     topo.client.coordinate = Coordinate((0.0,) * 8, 0.0001, 0.05, 0.0)
     for i in range(40):
         topo.on_coordinate(f"p{i}", _c(0.010 + i / 10_000), now=0.0)
+    for k in range(12):  # the first coordinates go out, unrationed, until each has had its row_sends
+        topo.rows_for(f"w{k}", 0.5, limit=100)
+    assert topo.rows_for("w99", 0.5, limit=100) is None and topo.stats["rows_rationed"] == 0
+    t = ROW_YOUNG + 1.0
+    for i in range(40):  # each moves by 10 ms: news by any rule
+        topo.on_coordinate(f"p{i}", _c(0.020 + i / 10_000), now=t)
     sent = 0
     for k in range(60):  # one asker a second for a minute, as acks go
-        msg = topo.rows_for(f"q{k}", 1.0 + k, limit=2)
+        msg = topo.rows_for(f"q{k}", t + k, limit=2)
         sent += len(msg.rows) if msg is not None else 0
     assert ROW_RATE * 60 <= sent <= ROW_BURST + ROW_RATE * 60 + 1  # before: 2 on every ack, 120
     assert topo.stats["rows_rationed"] > 0
+    topo.on_coordinate("newcomer", _c(0.03), now=t + 61.0)  # the allowance is spent: a first one still goes
+    msg = topo.rows_for("q99", t + 61.0, limit=2)
+    assert msg is not None and any(n == "newcomer" for n, _, _ in msg.rows)
+
+
+def test_any_row_about_a_member_spends_a_send_of_our_first_coordinate_of_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a start every member owes every first coordinate to row_sends peers, most of which hold it already:
+    a row about that member from a peer (whatever its coordinate) says that peer does."""
+    monkeypatch.setattr(topology_state, "ROW_BURST", 1e9)
+    topo = _topology_with(10)  # ten first coordinates pending
+    budget = row_sends(11)
+    for i in range(budget - 1):  # rows about p9 (noted with all ten held) from peers, older than ours: not kept
+        topo.on_rows(f"p{i}", PeerCoordinates((("p9", _c(0.5), 100.0),)), 20.0 + i, lambda n: True, "me")
+    assert topo.stats["rows_not_fresher"] == budget - 1
+    assert len(_receivers_of(topo, "p9", 3 * budget, 40.0)) == 1

@@ -86,15 +86,16 @@ MAX_TABLE_ROWS = 512
 #: Peers one change is passed on to, per ceil(log10(members + 1)) (see `row_sends`): memberlist's retransmit
 #: rule at the LAN multiplier, the same spread a membership rumor gets.
 ROW_SENDS_MULT = 4
-#: Rows a second a member sends (a bucket of ROW_BURST). Even with each change going to `row_sends` peers and a
-#: 1 ms floor, on loopback under 50 agents' scheduling noise (round trips of 0.1-5 ms, coordinates' own error
-#: 0.3-1.3) every member's coordinate drifted past the floor every minute or two, and each drift was a rumor of
-#: N x row_sends rows: the walks stayed full (two rows on 70 % of acks 4 minutes after the start); and at a
-#: start every member owed every first coordinate to row_sends peers (N x row_sends rows each, over 3 minutes at
-#: N = 50, mostly to peers that held it already). Rows are a background fill: every member gets every coordinate
-#: first-hand once per probe cycle when it probes its owner (Vivaldi's samples use only those), a joiner gets
-#: the table of the member it joins through, and the rows fill in the rest within a small fixed allowance,
-#: ~13 B/s at most past the burst.
+#: Rows a second a member sends about coordinates that MOVED (a bucket of ROW_BURST). Even with each change going
+#: to `row_sends` peers and a 1 ms floor, on loopback under 50 agents' scheduling noise (round trips of 0.1-5 ms,
+#: coordinates' own error 0.3-1.3) every member's coordinate drifted past the floor every minute or two, and each
+#: drift was a rumor of N x row_sends rows: the walks stayed full (two rows on 70 % of acks 4 minutes after the
+#: start). Moves are a background refresh: every member gets every coordinate first-hand once per probe cycle
+#: when it probes its owner, and Vivaldi's samples use only those; so they get a small fixed allowance, ~13 B/s
+#: past the burst. A member's FIRST coordinate here is not rationed: with zone-aware probing, far coordinates
+#: arrive first-hand rarely, and rows are how a young zoned cluster learns them (rationing them too left 34
+#: cross-zone pairs unknown 40 s after the start in bench_topology_real's 30 agents in 3 zones). Their cost at a
+#: start is cut instead by `_known_by`: any row about a member tells us its sender knows that member.
 ROW_RATE = 0.25
 ROW_BURST = 16.0
 #: Seconds between two coordinate tables to the same joiner (a forged join flood costs us little).
@@ -227,6 +228,8 @@ class TopologyState:
         self._updates: list[int] = []
         # How many more peers each live update number is passed on to (`row_sends`); at 0 it leaves the walk.
         self._sends_left: dict[int, int] = {}
+        # Update numbers that bring a member's first coordinate here (not rationed by `_row_allowance`).
+        self._first_seqs: set[int] = set()
         self._row_allowance: TokenBucket | None = None  # ROW_RATE, made at the first `rows_for` (it needs a time)
         self._cursor: dict[str, int] = {}
         self._tables: dict[str, float] = {}
@@ -312,18 +315,24 @@ class TopologyState:
         if walked is None or as_of < walked[2] + ROW_YOUNG or moved_noticeably(
                 walked[0], checked, estimate_rtt(self.client.coordinate, checked), ROW_MOVE_FLOOR):
             self._walked[name] = (checked, as_of, as_of if walked is None else walked[2])
-            self._note_update(name)
+            self._note_update(name, first=walked is None)
         else:
             self.stats["rows_held_back"] += 1
         return True
 
-    def _note_update(self, name: str) -> None:
-        """`name`'s coordinate changed here: it goes to the end of every peer's walk."""
+    def _note_update(self, name: str, *, first: bool = False) -> None:
+        """`name`'s coordinate changed here: it goes to the end of every peer's walk. `first`: the first
+        coordinate of `name` we hold (a pending first one stays first when a move replaces it)."""
         old = self._seq_of.pop(name, None)
         if old is not None:
             self._name_at.pop(old, None)
             self._sends_left.pop(old, None)
+            if old in self._first_seqs:
+                self._first_seqs.discard(old)
+                first = True
         self._update_seq += 1
+        if first:
+            self._first_seqs.add(self._update_seq)
         self._seq_of[name] = self._update_seq
         self._name_at[self._update_seq] = name
         self._sends_left[self._update_seq] = row_sends(len(self._coordinates) + 1)
@@ -345,6 +354,7 @@ class TopologyState:
             if name == self_name or not is_member(name):
                 self.stats["rows_unknown_member"] += 1
                 continue
+            self._known_by(name)
             if name == sender or now < self._first_hand.get(name, -math.inf) + FIRST_HAND_HOLD:
                 # Its own coordinate a member sends first-hand (type 14), never as a row; and a coordinate just
                 # measured first-hand stands against any row's claim of freshness (FIRST_HAND_HOLD).
@@ -366,7 +376,7 @@ class TopologyState:
                 self._as_of[name] = as_of
                 self.stats["rows_unchanged"] += 1
                 seq = self._seq_of.get(name)
-                if seq is not None:
+                if seq is not None and seq not in self._first_seqs:  # (a first one was spent by _known_by)
                     self._spend_send(seq, name)
                 continue
             if self._keep(name, checked, as_of):
@@ -398,17 +408,27 @@ class TopologyState:
             cursor = seq
             if name == peer:
                 continue
-            if bucket.tokens < 1.0:
-                # Over the allowance: skipped for this peer (its sends are not spent), it may reach it from
-                # another keeper, with its next change, or first-hand when it probes the member.
-                self.stats["rows_rationed"] += 1
-                continue
-            bucket.spend(1.0)
+            if seq not in self._first_seqs:
+                if bucket.tokens < 1.0:
+                    # A move over the allowance is skipped for this peer (its sends are not spent): it may
+                    # reach it from another keeper, with its next move, or first-hand; a first coordinate
+                    # behind it is not held up.
+                    self.stats["rows_rationed"] += 1
+                    continue
+                bucket.spend(1.0)
             rows.append(self._row(name, now))
             self._spend_send(seq, name)
         if len(self._cursor) < self.max_peers or peer in self._cursor:
             self._cursor[peer] = cursor
         return PeerCoordinates(tuple(rows)) if rows else None
+
+    def _known_by(self, name: str) -> None:
+        """A peer sent us a row about `name`: it holds a coordinate of it, so our pending FIRST coordinate of
+        `name` needs one send fewer (a rumor's loss of interest after an unneeded contact). At a start, when
+        every member owes every first coordinate to `row_sends` peers, most of them already hold it."""
+        seq = self._seq_of.get(name)
+        if seq is not None and seq in self._first_seqs:
+            self._spend_send(seq, name)
 
     def _spend_send(self, seq: int, name: str) -> None:
         """Update `seq` (of `name`) went to one more peer; after its last send it leaves every walk."""
@@ -417,6 +437,7 @@ class TopologyState:
             self._sends_left[seq] = left
             return
         self._sends_left.pop(seq, None)
+        self._first_seqs.discard(seq)
         self._name_at.pop(seq, None)
         if self._seq_of.get(name) == seq:
             del self._seq_of[name]
@@ -510,6 +531,7 @@ class TopologyState:
         if seq is not None:
             self._name_at.pop(seq, None)
             self._sends_left.pop(seq, None)
+            self._first_seqs.discard(seq)
         self.client.forget(peer)
 
     def forget(self, peer: str) -> None:
