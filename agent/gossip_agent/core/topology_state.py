@@ -229,6 +229,8 @@ class TopologyState:
         # How many more peers each live update number is passed on to (`row_sends`); at 0 it leaves the walk.
         self._sends_left: dict[int, int] = {}
         # Update numbers that bring a member's first coordinate here (not rationed by `_row_allowance`).
+        # Senders whose rows already spent a send of each update (`_spend_by`: once per sender).
+        self._spent_by: dict[int, set[str]] = {}
         self._first_seqs: set[int] = set()
         self._row_allowance: TokenBucket | None = None  # ROW_RATE, made at the first `rows_for` (it needs a time)
         self._cursor: dict[str, int] = {}
@@ -327,6 +329,7 @@ class TopologyState:
         if old is not None:
             self._name_at.pop(old, None)
             self._sends_left.pop(old, None)
+            self._spent_by.pop(old, None)
             if old in self._first_seqs:
                 self._first_seqs.discard(old)
                 first = True
@@ -354,7 +357,8 @@ class TopologyState:
             if name == self_name or not is_member(name):
                 self.stats["rows_unknown_member"] += 1
                 continue
-            self._known_by(name)
+            if shows:
+                self._known_by(name, sender)
             if name == sender or now < self._first_hand.get(name, -math.inf) + FIRST_HAND_HOLD:
                 # Its own coordinate a member sends first-hand (type 14), never as a row; and a coordinate just
                 # measured first-hand stands against any row's claim of freshness (FIRST_HAND_HOLD).
@@ -376,8 +380,8 @@ class TopologyState:
                 self._as_of[name] = as_of
                 self.stats["rows_unchanged"] += 1
                 seq = self._seq_of.get(name)
-                if seq is not None and seq not in self._first_seqs:  # (a first one was spent by _known_by)
-                    self._spend_send(seq, name)
+                if shows and seq is not None and seq not in self._first_seqs:  # (a first: spent by _known_by)
+                    self._spend_by(seq, name, sender)
                 continue
             if self._keep(name, checked, as_of):
                 kept += 1
@@ -422,13 +426,23 @@ class TopologyState:
             self._cursor[peer] = cursor
         return PeerCoordinates(tuple(rows)) if rows else None
 
-    def _known_by(self, name: str) -> None:
-        """A peer sent us a row about `name`: it holds a coordinate of it, so our pending FIRST coordinate of
+    def _known_by(self, name: str, sender: str) -> None:
+        """`sender` sent us a row about `name`: it holds a coordinate of it, so our pending FIRST coordinate of
         `name` needs one send fewer (a rumor's loss of interest after an unneeded contact). At a start, when
         every member owes every first coordinate to `row_sends` peers, most of them already hold it."""
         seq = self._seq_of.get(name)
         if seq is not None and seq in self._first_seqs:
-            self._spend_send(seq, name)
+            self._spend_by(seq, name, sender)
+
+    def _spend_by(self, seq: int, name: str, sender: str) -> None:
+        """What a row from `sender` told us spends a send of update `seq`, once per sender: a message repeating
+        one row (the codec allows 16 rows, names may repeat) must not end a change's spread on its own. Only
+        packets from the sender's own host get here (`shows`), so made-up names do not count either."""
+        spent = self._spent_by.setdefault(seq, set())
+        if sender in spent:
+            return
+        spent.add(sender)
+        self._spend_send(seq, name)
 
     def _spend_send(self, seq: int, name: str) -> None:
         """Update `seq` (of `name`) went to one more peer; after its last send it leaves every walk."""
@@ -437,6 +451,7 @@ class TopologyState:
             self._sends_left[seq] = left
             return
         self._sends_left.pop(seq, None)
+        self._spent_by.pop(seq, None)
         self._first_seqs.discard(seq)
         self._name_at.pop(seq, None)
         if self._seq_of.get(name) == seq:
@@ -531,6 +546,7 @@ class TopologyState:
         if seq is not None:
             self._name_at.pop(seq, None)
             self._sends_left.pop(seq, None)
+            self._spent_by.pop(seq, None)
             self._first_seqs.discard(seq)
         self.client.forget(peer)
 
