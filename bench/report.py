@@ -12,7 +12,7 @@ before and after it; bench/out/ is not in git). The steps (`--list` prints them 
 - bench_cluster.py's idle scenario, ours and then Serf at N = 50 (root for the nftables byte counters): CPU,
   RSS, payload and wire bytes/s and packets/s per agent over 60 s, in two windows: `idle` after the default
   15 s settle (network coordinates still filling in: second-hand coordinate rows ride on acks for the first
-  minute or so) and `idle_settled` after 180 s (the steady state). Each ours/Serf ratio is set against the
+  minute or so) and `idle_settled` after 300 s (the steady state). Each ours/Serf ratio is set against the
   one measured before the dissemination work (IDLE_REFERENCE: its target "idle no worse than today").
   Only `--base-port` of the `--bench-arg` extras reaches them.
 - bench_load.py, real agents on 127.0.0.1 (root for the byte counters: nftables and AF_PACKET): 1 KiB writes at
@@ -174,7 +174,7 @@ IDLE_N = 50
 IDLE_STEPS: dict[str, tuple[int | None, str]] = {
     "idle": (None, "right after the join: network coordinates still filling in (second-hand coordinate rows ride "
                    "on acks for the first minute or so)"),
-    "idle_settled": (180, "the steady state"),
+    "idle_settled": (300, "the steady state"),
 }
 
 

@@ -299,7 +299,7 @@ def test_plan_measures_idle_beside_serf_in_two_windows_first(tmp_path: Path) -> 
         assert [s.args[s.args.index(k) + 1] for k in ("--impls", "--scenarios", "--n", "--runs", "--idle-seconds")] \
             == ["ours,serf", "idle", "50", "1", "60"]
     assert "--settle-seconds" not in idle.args  # bench_cluster.py's default 15 s: right after the join
-    assert settled.args[settled.args.index("--settle-seconds") + 1] == "180"
+    assert settled.args[settled.args.index("--settle-seconds") + 1] == "300"
     assert report.plan([10])[0].args == idle.args  # N=50 whatever the load steps' sizes (the reference's N)
     # Only the --base-port pair of the bench_load.py extras reaches bench_cluster.py, in either spelling.
     cmd = report.step_command(settled, tmp_path, ["--settle", "2", "--base-port", "29500", "--seconds", "3"])
