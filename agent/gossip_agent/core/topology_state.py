@@ -228,9 +228,9 @@ class TopologyState:
         self._updates: list[int] = []
         # How many more peers each live update number is passed on to (`row_sends`); at 0 it leaves the walk.
         self._sends_left: dict[int, int] = {}
-        # Update numbers that bring a member's first coordinate here (not rationed by `_row_allowance`).
         # Senders whose rows already spent a send of each update (`_spend_by`: once per sender).
         self._spent_by: dict[int, set[str]] = {}
+        # Update numbers that bring a member's first coordinate here (not rationed by `_row_allowance`).
         self._first_seqs: set[int] = set()
         self._row_allowance: TokenBucket | None = None  # ROW_RATE, made at the first `rows_for` (it needs a time)
         self._cursor: dict[str, int] = {}
