@@ -80,19 +80,24 @@ def test_an_echo_of_a_change_spends_one_of_its_sends(monkeypatch: pytest.MonkeyP
     assert len(_receivers_of(topo, "p3", 3 * budget, 40.0)) == 1
 
 
-def test_once_coordinates_are_known_and_still_an_idle_cluster_sends_no_rows() -> None:
-    """The simulator measures no round trips, so coordinates stay where they are: after the start the rows
-    must die out. Before, the 120 s re-walk and the walks to every peer kept two rows on every ack."""
-    sim = Simulation(20, seed=3)
+def _rows_sent_between(sim: Simulation, start: float, end: float) -> int:
+    """Start `sim` (all at once), let it converge, and count the coordinate rows sent from `start` to `end`;
+    every member must then hold every other member's coordinate."""
     sim.start_all(seeds=2, spread=2.0)
     sim.run_until_condition(sim.converged, timeout=60, check_every=0.5)
     rows: list[int] = []
     sim.on_send.append(lambda t, i, send: rows.extend(
-        len(m.rows) for m in send.packet.messages if isinstance(m, PeerCoordinates) and t > 300.0))
-    sim.run_until(420.0)
-    assert sum(rows) == 0
-    for i in range(20):  # and every member holds every other member's coordinate
-        assert sim.node(i).topology.coordinates_known == 19
+        len(m.rows) for m in send.packet.messages if isinstance(m, PeerCoordinates) and t > start))
+    sim.run_until(end)
+    n = len(sim.names)
+    assert all(sim.node(i).topology.coordinates_known == n - 1 for i in range(n))
+    return sum(rows)
+
+
+def test_once_coordinates_are_known_and_still_an_idle_cluster_sends_no_rows() -> None:
+    """The simulator measures no round trips, so coordinates stay where they are: after the start the rows
+    must die out. Before, the 120 s re-walk and the walks to every peer kept two rows on every ack."""
+    assert _rows_sent_between(Simulation(20, seed=3), 300.0, 420.0) == 0
 
 
 def test_a_row_passes_on_no_move_under_the_floor_however_small_the_distance() -> None:
@@ -111,14 +116,7 @@ def test_on_loopback_like_links_the_rows_die_out_once_every_coordinate_is_known(
     """Round trips measured (`measure_rtt`) on links of 0.05 ms + up to 0.1 ms jitter: coordinates wander
     at every sample. Before the floor, rows rode on every ack for good (110 B/s per member at N = 30)."""
     sim = Simulation(20, seed=2, link=LinkProfile(latency=0.00005, jitter=0.0001), measure_rtt=True)
-    sim.start_all(seeds=2, spread=2.0)
-    sim.run_until_condition(sim.converged, timeout=60, check_every=0.5)
-    rows: list[int] = []
-    sim.on_send.append(lambda t, i, send: rows.extend(
-        len(m.rows) for m in send.packet.messages if isinstance(m, PeerCoordinates) and t > 240.0))
-    sim.run_until(360.0)
-    assert sum(rows) == 0
-    assert all(sim.node(i).topology.coordinates_known == 19 for i in range(20))
+    assert _rows_sent_between(sim, 240.0, 360.0) == 0
 
 
 def test_moves_go_out_within_a_small_allowance_and_first_coordinates_always() -> None:
