@@ -402,7 +402,6 @@ class TopologyState:
         bucket = self._row_allowance
         if bucket is None:
             bucket = self._row_allowance = TokenBucket(Rate(ROW_RATE, ROW_BURST), now)
-        bucket.refill(now)
         while i < len(updates) and len(rows) < limit:
             seq = updates[i]
             name = self._name_at.get(seq)
@@ -412,14 +411,12 @@ class TopologyState:
             cursor = seq
             if name == peer:
                 continue
-            if seq not in self._first_seqs:
-                if bucket.tokens < 1.0:
-                    # A move over the allowance is skipped for this peer (its sends are not spent): it may
-                    # reach it from another keeper, with its next move, or first-hand; a first coordinate
-                    # behind it is not held up.
-                    self.stats["rows_rationed"] += 1
-                    continue
-                bucket.spend(1.0)
+            if seq not in self._first_seqs and not bucket.take(1.0, now):
+                # A move over the allowance is skipped for this peer (its sends are not spent): it may reach it
+                # from another keeper, with its next move, or first-hand; a first coordinate behind it is not
+                # held up.
+                self.stats["rows_rationed"] += 1
+                continue
             rows.append(self._row(name, now))
             self._spend_send(seq, name)
         if len(self._cursor) < self.max_peers or peer in self._cursor:
