@@ -135,3 +135,21 @@ def test_the_offer_of_rows_to_a_first_contact_is_empty() -> None:
         if offers:
             break
     assert offers and all(m.rows == () for m in offers)  # before: two rows in each
+
+
+def test_our_coordinate_is_not_repeated_for_a_move_under_a_tenth_of_a_millisecond() -> None:
+    """On loopback round trips of 0.1-0.3 ms jitter by as much as themselves, so a relative bar alone still put
+    ours on 70 % of real idle acks at N = 50: a move must also pass 0.1 ms (OWN_MOVE_FLOOR)."""
+    a = node_with_peers(cfg("a"), 1, seed=3)
+    a.topology.client.coordinate = _coord(0.0)
+    a.handle_packet(Packet("p2", (_c(0.0002),)), ("h", 2), 0.5)  # 0.2 ms (plus heights) away
+
+    def ack_carries_ours(at: float) -> bool:
+        [ack] = _sends(a.handle_packet(Packet("p2", (Ping(7, "a", "p2", ("h", 2)),)), ("h", 2), at))
+        return any(isinstance(m, NetCoordinate) for m in ack.packet.messages)
+
+    assert ack_carries_ours(1.0)
+    a.topology.client.coordinate = _coord(0.00008)  # 0.08 ms: a fifth of the distance, under the floor
+    assert not ack_carries_ours(51.0)
+    a.topology.client.coordinate = _coord(0.00025)  # 0.25 ms from what p2 holds
+    assert ack_carries_ours(101.0)
