@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gossip_agent
 from gossip_agent.__main__ import set_key_path
 
 HERE = Path(__file__).resolve().parent
@@ -425,6 +426,22 @@ def with_overrides(base: Mapping[str, Any], items: Sequence[str]) -> dict[str, A
     return spec
 
 
+# The interpreter settings of the agent image (Dockerfile.agent ENV), for our agents here too.
+AGENT_ENV = {"PYTHONNODEBUGRANGES": "1"}
+_COMPILED: set[Path] = set()
+
+
+def precompile(package: Path) -> None:
+    """Bytecode for an agent package's modules, written once per run, before its agents start: the image's agent
+    loads bytecode (pip compiles what it installs; Dockerfile.agent compiles the standard library), while an agent
+    run from a source tree with PYTHONDONTWRITEBYTECODE set (as on our machines) compiled every module of its own
+    at each start and stayed ~0.6 MiB larger idle for it. Compiled under AGENT_ENV, as the image's bytecode is."""
+    if package not in _COMPILED and package.is_dir():
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], env={**os.environ, **AGENT_ENV},
+                       stdout=subprocess.DEVNULL, check=False, timeout=300)
+        _COMPILED.add(package)
+
+
 class Ours(Impl):
     name = "ours"
     graceful = signal.SIGTERM
@@ -434,11 +451,15 @@ class Ours(Impl):
         self.spec = with_overrides(LAN_SPEC, overrides)
 
     def command(self, name: str, port: int, rpc_port: int, seeds: Sequence[int], workdir: Path) -> list[str]:
+        for package in gossip_agent.__path__:  # what the agents import: this interpreter, this PYTHONPATH
+            precompile(Path(package))
         cfg = {**self.spec, "name": name, "bindAddress": "127.0.0.1", "advertiseAddress": "127.0.0.1",
                "port": port, "seeds": [f"127.0.0.1:{p}" for p in seeds]}
         path = workdir / f"{name}.json"  # as gossipctl and the operator write it
         path.write_text(json.dumps(cfg))
-        return [sys.executable, "-m", "gossip_agent", "--config", str(path), "--log-level", "info"]
+        # `env` execs Python, so the PID is the agent's.
+        return ["env", *(f"{k}={v}" for k, v in AGENT_ENV.items()), sys.executable, "-m", "gossip_agent",
+                "--config", str(path), "--log-level", "info"]
 
     def _get(self, agent: Agent, path: str) -> bytes | None:
         try:

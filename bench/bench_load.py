@@ -923,8 +923,8 @@ class ApplyTrace:
 
 class OursFrom(bc.Ours):
     """Our agents from another source tree (`--baseline`, e.g. an older commit's agent/ from `git archive`):
-    before and after in one invocation, on the same machine state. `env` execs Python, so the PID is the
-    agent's."""
+    before and after in one invocation, on the same machine state (with its PYTHONPATH added to the `env` that
+    bench_cluster.py's command starts with)."""
 
     def __init__(self, overrides: list[str], src: str) -> None:
         super().__init__(overrides)
@@ -933,10 +933,12 @@ class OursFrom(bc.Ours):
     def command(self, name: str, port: int, rpc_port: int, seeds: Sequence[int], workdir: Path) -> list[str]:
         root = Path(self.src)  # a whole source tree or its agent/ directory
         path = root / "agent" if (root / "agent" / "gossip_agent").is_dir() else root
+        bc.precompile(path / "gossip_agent")  # as the other arm's (bench_cluster.py precompile)
         # With --cpu-profile or the apply trace the baseline arm is hooked too (the hook directory after the tree).
         hook = agent_hook_dir()
         pythonpath = f"{path}{os.pathsep}{hook}" if hook else str(path)
-        return ["env", f"PYTHONPATH={pythonpath}", *super().command(name, port, rpc_port, seeds, workdir)]
+        env, *command = super().command(name, port, rpc_port, seeds, workdir)  # ["env", "VAR=value"..., python, ...]
+        return [env, f"PYTHONPATH={pythonpath}", *command]
 
 
 class OursLoad:

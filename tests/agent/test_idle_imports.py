@@ -14,13 +14,18 @@ import sys
 DEFERRED = {
     "decimal": "core/config.py format_duration (odd durations only)",
     "sortedcontainers": "core/kvstore.py KvStore._sorted (the first key order asked for)",
+    # The loop's default executor (its worker thread) and the idna codec: io/seeds.py address_info asks getaddrinfo
+    # on the loop for an IP literal (the bind address, here 127.0.0.1); only a name needs them.
+    "concurrent.futures.thread": "io/seeds.py address_info (a name's getaddrinfo, on the loop's executor)",
+    "encodings.idna": "io/seeds.py address_info (a name's getaddrinfo encodes it with the idna codec)",
+    "ctypes": "nowhere: io/runtime.py settle_memory no longer calls malloc_trim (see there)",
 }
 
 _SCRIPT = """
 import asyncio, json, sys
 from gossip_agent.core.config import from_mapping
 from gossip_agent.io.extension import default_extensions
-from gossip_agent.io.runtime import Agent
+from gossip_agent.io.runtime import Agent, settle_memory
 
 FAST = {"preset": "local", "bindAddress": "127.0.0.1", "port": 0,
         "membership": {"probeInterval": "300ms", "probeTimeout": "100ms"}, "gossip": {"interval": "50ms"}}
@@ -34,6 +39,7 @@ async def main():
     await a0.start()
     a1 = make("a1", [f"127.0.0.1:{a0.port}"])
     await a1.start()
+    settle_memory()  # as Agent.run does after start
     try:
         for _ in range(600):  # both see both (at most 60 s on a busy machine)
             if all(len([m for m in a.members() if m.state.name == "ALIVE"]) == 2 for a in (a0, a1)):

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 
-from gossip_agent.io.seeds import default_advertise_address, parse_seed, resolve_advertise_address, resolve_seeds
+from gossip_agent.io.seeds import (
+    address_info,
+    default_advertise_address,
+    parse_seed,
+    resolve_advertise_address,
+    resolve_seeds,
+)
 
 
 def test_parse_seed() -> None:
@@ -46,3 +55,21 @@ async def test_an_advertised_name_is_resolved_once_at_startup_to_an_ip() -> None
     assert await resolve_advertise_address("localhost") in ("127.0.0.1", "::1")
     with pytest.raises(ValueError, match="advertiseAddress"):
         await resolve_advertise_address("no-such-host.invalid", timeout=3.0)
+
+
+@pytest.mark.parametrize(("host", "hints"), [
+    ("127.0.0.1", {"type": socket.SOCK_STREAM, "flags": socket.AI_PASSIVE}),
+    ("0.0.0.0", {"type": socket.SOCK_STREAM, "flags": socket.AI_PASSIVE}),
+    ("127.0.0.1", {"family": socket.AF_INET, "type": socket.SOCK_DGRAM, "proto": socket.IPPROTO_UDP}),
+    ("::1", {"family": socket.AF_INET6, "type": socket.SOCK_DGRAM, "proto": socket.IPPROTO_UDP}),
+    ("localhost", {"type": socket.SOCK_DGRAM, "proto": socket.IPPROTO_UDP}),
+])
+async def test_address_info_is_the_loops_getaddrinfo(host: str, hints: dict[str, int]) -> None:
+    """The same addresses as `loop.getaddrinfo`; a literal's without the executor (tests/agent/test_idle_imports.py
+    checks its thread and codec are not even imported), a name's through it."""
+    loop = asyncio.get_running_loop()
+    try:
+        expected = await loop.getaddrinfo(host, 7946, **hints)
+    except socket.gaierror:
+        pytest.skip(f"{host} does not resolve here")
+    assert await address_info(host, 7946, **hints) == expected

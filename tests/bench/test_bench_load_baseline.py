@@ -22,4 +22,6 @@ def test_baseline_runs_each_of_our_scenarios_first_from_the_other_tree(tmp_path:
     assert before.title().endswith("[baseline]") and "[baseline]" not in after.title()
     assert (before.n, before.rate, before.sets) == (after.n, after.rate, after.sets)
     cmd = bench_load.OursFrom(["gossip.mode=push-pull"], before.src).command("a1", 1, 2, [1], tmp_path)
-    assert cmd[:2] == ["env", f"PYTHONPATH={before.src}"] and cmd[3:5] == ["-m", "gossip_agent"]
+    python = cmd.index(sys.executable)
+    assert cmd[:2] == ["env", f"PYTHONPATH={before.src}"] and cmd[python + 1:python + 3] == ["-m", "gossip_agent"]
+    assert cmd[2:python] == [f"{k}={v}" for k, v in bench_load.bc.AGENT_ENV.items()]  # the image's interpreter settings

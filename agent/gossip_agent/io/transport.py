@@ -32,6 +32,7 @@ from typing import Any, cast
 
 from gossip_agent.core.hosts import wire_host
 from gossip_agent.core.messages import Address
+from gossip_agent.io.seeds import address_info
 
 log = logging.getLogger(__name__)
 MAX_WRITE_BUFFER = 256 * 1024
@@ -202,7 +203,7 @@ async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Address],
     (the first address of `host` that binds), so the protocol can read batches from it."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
+    infos = await address_info(host, port, family=family, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
     if not infos:
         raise OSError(f"no address for udp {host}:{port}")
     sock = _bound(infos)
