@@ -909,10 +909,13 @@ def counters_table(rows: Sequence[dict[str, Any]]) -> list[str]:
 # == sections: idle ==========================================================================================
 #: Issue #11's "idle figures no worse than today's": per-agent figures measured before the dissemination work,
 #: 2026-12-03 on the 2-vCPU AMD EPYC VM, commit 2f7e524 (the tree before #11's work), `bench_cluster.py --impls
-#: ours,serf --scenarios idle --n 50 --idle-seconds 60`, default settle (15 s); Serf in the same session.
+#: ours,serf --scenarios idle --n 50 --idle-seconds 60`, default settle (15 s); Serf in the same invocation.
+#: Measured again (15:31 UTC) once bench_cluster.py ran our agents as the image does (bytecode compiled before
+#: they start, PYTHONNODEBUGRANGES=1: `AGENT_ENV`): 2f7e524's RSS 39.9 -> 39.3 MiB that way; the other figures
+#: as before (CPU 0.204, payload 87.2, wire 151.8 B/s; Serf 0.248, 15.0, 247.6, 308.6).
 IDLE_REFERENCE: dict[str, dict[str, float]] = {
-    "ours": {"cpu": 0.204, "rss": 39.9, "payload": 87.2, "wire": 151.8},
-    "serf": {"cpu": 0.248, "rss": 15.0, "payload": 247.6, "wire": 308.6},
+    "ours": {"cpu": 0.209, "rss": 39.3, "payload": 87.2, "wire": 151.9},
+    "serf": {"cpu": 0.259, "rss": 15.0, "payload": 241.9, "wire": 301.7},
 }
 IDLE_REFERENCE_COMMIT = "2f7e524"
 
@@ -1028,7 +1031,8 @@ def idle_section(idle: dict[str, dict[str, Any]]) -> list[str]:
             *[f"{n}" for n in notes], *([""] if notes else []),
             f"Targets: this run's ours/Serf against the same ratio measured before the dissemination work (commit "
             f"{IDLE_REFERENCE_COMMIT}, 2026-12-03, the 2-vCPU AMD EPYC VM, N={IDLE_N}, 60 s after the default 15 s "
-            "settle; Serf in the same session). Ratios, not absolute figures: the machine's load moves both "
+            "settle, its agents run as the image runs them: bytecode, no debug ranges; Serf in the same "
+            "invocation). Ratios, not absolute figures: the machine's load moves both "
             "implementations alike. CPU gets 10 % of slack (idle CPU readings drift that much between runs of one "
             "tree).", "",
             *md_table(["figure", f"{IDLE_REFERENCE_COMMIT}: ours / Serf", f"{IDLE_REFERENCE_COMMIT} ours/Serf",
