@@ -122,6 +122,10 @@ class MembershipRumors(NodeBase):
                 out.append(MemberEvent(EventKind.UPDATE, member.snapshot()))
         else:
             out.append(MemberEvent(EventKind.ALIVE, member.snapshot()))
+        # A newer incarnation may be a restart between our probes, never suspected: it lost the coordinate we
+        # last sent it, and we hold back ours on acks to it while ours only wobbles (`own_on_ack`, up to
+        # OWN_REFRESH). One coordinate on our next ack to it; incarnations no longer move at every write.
+        self.topology.resend_own(member.name)
         if previous != MemberState.ALIVE or moved:
             # Back from suspicion or death, or moved: perhaps a restart on another release. It gets digests
             # again only once it sends one (until then, in packets of their own).

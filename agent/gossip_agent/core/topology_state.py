@@ -579,6 +579,10 @@ class TopologyState:
         (`Simulation.start_joined`), standing for a cluster that has run longer than one probe pass."""
         self._readers.show(peer, PEER_COORDINATES)
 
+    def resend_own(self, peer: str) -> None:
+        """Our coordinate rides on the next ack to `peer` whatever it moved (it may have lost the one we sent)."""
+        self._own_sent.pop(peer, None)
+
     def offer_again(self, peer: str) -> None:
         """A member back from suspicion or death, or at a new address (perhaps an older release now): it gets
         coordinates only in packets of their own again until it sends one."""
