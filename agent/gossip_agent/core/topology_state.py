@@ -343,13 +343,8 @@ class TopologyState:
         """`name`'s coordinate changed here: it goes to the end of every peer's walk. `first`: the first
         coordinate of `name` we hold (a pending first one stays first when a move replaces it)."""
         old = self._seq_of.pop(name, None)
-        if old is not None:
-            self._name_at.pop(old, None)
-            self._sends_left.pop(old, None)
-            self._spent_by.pop(old, None)
-            if old in self._first_seqs:
-                self._first_seqs.discard(old)
-                first = True
+        if old is not None and self._retire(old):
+            first = True
         self._update_seq += 1
         if first:
             self._first_seqs.add(self._update_seq)
@@ -464,12 +459,20 @@ class TopologyState:
         if left > 0:
             self._sends_left[seq] = left
             return
-        self._sends_left.pop(seq, None)
-        self._spent_by.pop(seq, None)
-        self._first_seqs.discard(seq)
-        self._name_at.pop(seq, None)
+        self._retire(seq)
         if self._seq_of.get(name) == seq:
             del self._seq_of[name]
+
+    def _retire(self, seq: int) -> bool:
+        """Update `seq` leaves every walk (the caller unlinks its name's `_seq_of`); True if it brought a first
+        coordinate."""
+        self._name_at.pop(seq, None)
+        self._sends_left.pop(seq, None)
+        self._spent_by.pop(seq, None)
+        if seq in self._first_seqs:
+            self._first_seqs.discard(seq)
+            return True
+        return False
 
     def own_on_ack(self, peer: str, now: float) -> bool:
         """Whether our coordinate rides on an ack to `peer` (a reader of coordinates): the first time, then
@@ -559,10 +562,7 @@ class TopologyState:
         self._walked.pop(peer, None)
         seq = self._seq_of.pop(peer, None)
         if seq is not None:
-            self._name_at.pop(seq, None)
-            self._sends_left.pop(seq, None)
-            self._spent_by.pop(seq, None)
-            self._first_seqs.discard(seq)
+            self._retire(seq)
         self.client.forget(peer)
 
     def forget(self, peer: str) -> None:
