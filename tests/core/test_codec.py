@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import zlib
 
 import msgpack
@@ -283,6 +284,7 @@ def _one_of_each() -> list[Message]:
         StateRumor(b"payload"), StateRumor(b"urgent", True), PullRequest("a", ("10.0.0.1", 7946)),
         Digest("a", 1_000, bytes(range(8)), 5, 900), DigestSummary(bytes(4), False), coordinate,
         PeerCoordinates((("b", coordinate, 1.5),)), IHave((1, 2)), Graft((3,)), Prune(), ShortIds(1, (9, 10)),
+        dataclasses.replace(coordinate, compact=True), PeerCoordinates((("b", coordinate, 1.5),), compact=True),
     ]
 
 

@@ -110,8 +110,12 @@ def test_after_a_join_both_ends_know_each_others_level_within_a_round_trip_witho
     pair.sent.clear()
     pair.run_until(25.0, stop_when_known=False)
     assert pair.pings() >= 1 and not [s for _, _, s in pair.sent if _is_hello(s)]
-    assert all(len(s.packet.messages) > 1 or isinstance(s.packet.messages[0], Ping | Ack) for _, _, s in pair.sent
-               if not any(isinstance(m, Digest | DigestSummary) for m in s.packet.messages))
+    # (One offer apart remains per direction: our coordinate in the compact form, at the first ack, which the
+    # hellos' level does not cover: core/topology_state.py compact_offer_due.)
+    apart = [s for _, _, s in pair.sent if len(s.packet.messages) == 1 and not isinstance(
+        s.packet.messages[0], Ping | Ack | Digest | DigestSummary)]
+    assert all(isinstance(s.packet.messages[0], NetCoordinate) and s.packet.messages[0].compact for s in apart)
+    assert len(apart) <= 2
 
 
 def test_a_member_whose_hello_we_dropped_learns_our_level_when_it_greets_us() -> None:

@@ -81,6 +81,14 @@ COORDINATE_DIMENSIONS = VivaldiConfig().dimensions
 float32 (4 * (dimensions + 3) = 44 bytes, ~48 with its framing, half of msgpack's float64s; float32 keeps
 ~7 digits, far finer than any RTT measured in seconds). A body of any other length is malformed."""
 _COORDINATE = struct.Struct(f"<{COORDINATE_DIMENSIONS + 3}f")
+_COMPACT_COORDINATE = struct.Struct(f"<{COORDINATE_DIMENSIONS + 3}e")
+"""The compact form (types 20 and 21, `NetCoordinate.compact`): the same values as IEEE half floats, 22 bytes
+(~26 with framing). Half floats keep 11 significant bits: a step of 1/2048 of the value (0.06 us near 0.1 ms,
+15 us near 25 ms, 0.12 ms near 150 ms), far below Vivaldi's own error (5-45 % in our simulations); magnitudes
+are bounded at 100 s (`VivaldiConfig.max_magnitude`), inside their range. Only to members that read it
+(core/readers.py COMPACT_COORDINATES): an older agent drops a whole packet holding a type it does not know."""
+HALF_MAX = 65504.0
+"""Largest finite half float: values beyond are clamped there when packed (a checked coordinate never is)."""
 MAX_PEER_COORDINATE_ROWS = 16
 """Rows in one second-hand coordinates message (`[18, [[name, coordinate bytes, age in 0.1 s], ...]]`, about
 60 bytes a row): more is malformed."""
@@ -106,6 +114,8 @@ class MessageType(IntEnum):
     COORDINATE = 14
     PEER_COORDINATES = 18
     SHORT_IDS = 19  # [19, kind, ids as 4-byte big-endian prefixes] (messages.ShortIds)
+    COMPACT_COORDINATE = 20  # [20, 22 bytes]: a NetCoordinate with compact=True (half floats)
+    COMPACT_PEER_COORDINATES = 21  # [21, rows]: PeerCoordinates with compact=True (half-float coordinates)
 
 
 class DecodeError(ValueError):
@@ -174,14 +184,31 @@ def _digest_summary_tuple(m: DigestSummary) -> tuple[Any, ...]:
     return (MessageType.DIGEST, bytes(m.buckets), m.reply)
 
 
+def _half(x: float) -> float:
+    return HALF_MAX if x > HALF_MAX else -HALF_MAX if x < -HALF_MAX else x
+
+
+def _coordinate_bytes(c: NetCoordinate, compact: bool) -> bytes:
+    if compact:
+        return _COMPACT_COORDINATE.pack(*map(_half, (*c.vec, c.height, c.error, c.adjustment)))
+    return _COORDINATE.pack(*c.vec, c.height, c.error, c.adjustment)
+
+
 def _coordinate_tuple(m: NetCoordinate) -> tuple[Any, ...]:
-    return (MessageType.COORDINATE, _COORDINATE.pack(*m.vec, m.height, m.error, m.adjustment))
+    kind = MessageType.COMPACT_COORDINATE if m.compact else MessageType.COORDINATE
+    return (kind, _coordinate_bytes(m, m.compact))
 
 
 def _peer_coordinates_tuple(m: PeerCoordinates) -> tuple[Any, ...]:
-    return (MessageType.PEER_COORDINATES, [
-        [name, _COORDINATE.pack(*c.vec, c.height, c.error, c.adjustment),
-         min(0xFFFF, max(0, round(age * 10)))] for name, c, age in m.rows])
+    compact = m.compact
+    return (MessageType.COMPACT_PEER_COORDINATES if compact else MessageType.PEER_COORDINATES, [
+        [name, _coordinate_bytes(c, compact), min(0xFFFF, max(0, round(age * 10)))] for name, c, age in m.rows])
+
+
+def half_rounded(values: tuple[float, ...]) -> tuple[float, ...]:
+    """`values` as the compact form carries them (half floats, widened back): what a receiver decodes."""
+    n = len(values)
+    return struct.unpack(f"<{n}e", struct.pack(f"<{n}e", *map(_half, values)))
 
 
 def _ihave(m: IHave) -> tuple[Any, ...]:
@@ -224,6 +251,8 @@ def message_type(m: Message) -> MessageType:
     """The wire type of a message."""
     if isinstance(m, StateRumor) and m.critical:
         return MessageType.STATE_CRITICAL
+    if isinstance(m, NetCoordinate | PeerCoordinates) and m.compact:
+        return MessageType.COMPACT_COORDINATE if type(m) is NetCoordinate else MessageType.COMPACT_PEER_COORDINATES
     return _TYPE_OF[type(m)]
 
 
@@ -479,8 +508,16 @@ def _coordinate_of(t: list[Any]) -> NetCoordinate:
     return _coordinate(t[1])
 
 
+def _compact_coordinate_of(t: list[Any]) -> NetCoordinate:
+    return _coordinate(t[1], compact=True)
+
+
 def _peer_coordinates_of(t: list[Any]) -> PeerCoordinates:
     return _peer_coordinates(t[1])
+
+
+def _compact_peer_coordinates_of(t: list[Any]) -> PeerCoordinates:
+    return _peer_coordinates(t[1], compact=True)
 
 
 def _ihave_of(t: list[Any]) -> IHave:
@@ -510,16 +547,19 @@ def _short_ids(t: list[Any]) -> ShortIds:
     return ShortIds(_uint(t[1], 0xFF), _split_ids(v, SHORT_ID_BYTES))
 
 
-def _coordinate(v: Any) -> NetCoordinate:
+def _coordinate(v: Any, *, compact: bool = False, row: bool = False) -> NetCoordinate:
+    """A coordinate's bytes in the older form or the `compact` one; marked compact only as a message of its own
+    (a row's form is its message's)."""
     # Only the shape here (exact length, so nothing else is read); NaN or out-of-range numbers are the
     # receiving core's counted refusal (VivaldiClient.accept), which keeps the messages beside them.
-    if type(v) is not bytes or len(v) != _COORDINATE.size:
-        raise DecodeError("malformed", f"a coordinate is {_COORDINATE.size} bytes")
-    *vec, height, error, adjustment = _COORDINATE.unpack(v)
-    return NetCoordinate(tuple(vec), height, error, adjustment)
+    layout = _COMPACT_COORDINATE if compact else _COORDINATE
+    if type(v) is not bytes or len(v) != layout.size:
+        raise DecodeError("malformed", f"a coordinate is {layout.size} bytes")
+    *vec, height, error, adjustment = layout.unpack(v)
+    return NetCoordinate(tuple(vec), height, error, adjustment, compact and not row)
 
 
-def _peer_coordinates(v: Any) -> PeerCoordinates:
+def _peer_coordinates(v: Any, *, compact: bool = False) -> PeerCoordinates:
     """[[name, coordinate, age in 0.1 s], ...]: at most MAX_PEER_COORDINATE_ROWS rows, checked before any is
     built."""
     if type(v) is not list or len(v) > MAX_PEER_COORDINATE_ROWS:
@@ -528,8 +568,8 @@ def _peer_coordinates(v: Any) -> PeerCoordinates:
     for row in v:
         if type(row) is not list or len(row) != 3:
             raise DecodeError("malformed", "a second-hand coordinate row has 3 fields")
-        rows.append((_str(row[0]), _coordinate(row[1]), _uint(row[2], 0xFFFF) / 10))
-    return PeerCoordinates(tuple(rows))
+        rows.append((_str(row[0]), _coordinate(row[1], compact=compact, row=True), _uint(row[2], 0xFFFF) / 10))
+    return PeerCoordinates(tuple(rows), compact)
 
 
 def _digest_summary(t: list[Any]) -> DigestSummary:
@@ -550,6 +590,8 @@ _DECODERS: dict[int, tuple[int, Callable[[list[Any]], Message], str]] = {
         (MessageType.STATE_CRITICAL, 2, _critical_state_rumor), (MessageType.COORDINATE, 2, _coordinate_of),
         (MessageType.IHAVE, 2, _ihave_of), (MessageType.GRAFT, 2, _graft_of), (MessageType.PRUNE, 1, _prune_of),
         (MessageType.PEER_COORDINATES, 2, _peer_coordinates_of), (MessageType.SHORT_IDS, 3, _short_ids),
+        (MessageType.COMPACT_COORDINATE, 2, _compact_coordinate_of),
+        (MessageType.COMPACT_PEER_COORDINATES, 2, _compact_peer_coordinates_of),
     )
 }
 """Wire type -> (field count with the type, decoder, name for errors): every `MessageType` (a test checks)."""

@@ -135,6 +135,8 @@ class NetCoordinate:
     height: float
     error: float
     adjustment: float
+    # The wire form: type 20 (half floats, 22 bytes) to a member that reads it, else type 14 (float32, 44).
+    compact: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,9 @@ class PeerCoordinates:
     (core/topology_state.py). Bounded by the codec (MAX_PEER_COORDINATE_ROWS rows)."""
 
     rows: tuple[tuple[str, NetCoordinate, float], ...]
+    # The wire form: type 21 (half-float coordinates) to a member that reads it, else type 18 (float32). The
+    # rows' own NetCoordinates' `compact` is not looked at.
+    compact: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from gossip_agent.core import codec
 from gossip_agent.core.effects import Effect
 from gossip_agent.core.hosts import same_host
 from gossip_agent.core.membership import Member
-from gossip_agent.core.messages import MemberState, NetCoordinate, PeerCoordinates
+from gossip_agent.core.messages import Address, MemberState, NetCoordinate, PeerCoordinates
 from gossip_agent.core.node_base import NodeBase
 from gossip_agent.core.rng import Rng
 
@@ -51,14 +51,21 @@ class PeerChoice(NodeBase):
         member = self.table.get(name)
         return member is None or self.topology.piggybacks_to(name, member.meta, self.rng)
 
-    def _coordinate_for(self, name: str, now: float) -> tuple[NetCoordinate | PeerCoordinates, ...]:
-        """Our coordinate for an ack to `name`, if it reads coordinates, and a few second-hand ones if it
-        reads those, piggybacked as rumors are (core/topology_state.py)."""
-        if not self.topology.reads_coordinates(name):
+    def _coordinate_for(self, name: str, now: float, addr: Address,
+                        out: list[Effect]) -> tuple[NetCoordinate | PeerCoordinates, ...]:
+        """Our coordinate for an ack to `name` at `addr` (its table address), if it reads coordinates, and a
+        few second-hand ones if it reads those, piggybacked as rumors are (core/topology_state.py); in the
+        compact form if it reads that. A reader of the older form gets ours in the compact form once, in a
+        packet of its own (`compact_offer_due`)."""
+        topology = self.topology
+        if not topology.reads_coordinates(name):
             return ()
-        passed = self.topology.rows_on_ack(name, now, self._piggybacks_to(name)) \
-            if self.topology.reads_rows(name) else None
-        own = (self.topology.coordinate_message(),) if self.topology.own_on_ack(name, now) else ()
+        compact = topology.reads_compact(name)
+        if not compact and topology.compact_offer_due(name):
+            self._send_apart(addr, topology.coordinate_message(compact=True), out)
+            self.stats["compact_coordinate_offers"] += 1
+        passed = topology.rows_on_ack(name, now, self._piggybacks_to(name)) if topology.reads_rows(name) else None
+        own = (topology.coordinate_message(compact),) if topology.own_on_ack(name, now) else ()
         return own if passed is None else (*own, passed)
 
     def _send_coordinate_table(self, to_name: str, now: float, out: list[Effect], source_host: str | None) -> None:

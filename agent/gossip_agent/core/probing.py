@@ -218,8 +218,8 @@ class Probing(NodeBase):
             self._send_bare(msg.source_addr, [ack], out)
             self.stats["acks_bare"] += 1
             return
-        self._send(msg.source_addr, msg.source,
-                   [ack, *self._coordinate_for(msg.source, now), *self._probe_pull(msg.source, now)], out)
+        riders = self._coordinate_for(msg.source, now, msg.source_addr, out)
+        self._send(msg.source_addr, msg.source, [ack, *riders, *self._probe_pull(msg.source, now)], out)
 
     def _on_ping_req(self, msg: PingReq, now: float, out: list[Effect]) -> None:
         m = self.config.membership

@@ -56,14 +56,14 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-import struct
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
+from gossip_agent.core.codec import half_rounded
 from gossip_agent.core.config import TopologyConfig
 from gossip_agent.core.messages import NetCoordinate, PeerCoordinates
-from gossip_agent.core.readers import COORDINATES, PEER_COORDINATES, Readers
+from gossip_agent.core.readers import COMPACT_COORDINATES, COORDINATES, PEER_COORDINATES, Readers
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.token_bucket import Rate, TokenBucket
 from gossip_agent.core.topology import TopologyPolicy, far_pick_count, near_rtt_threshold, parse_zone
@@ -259,10 +259,13 @@ class TopologyState:
         # Peers that got a second-hand coordinates message from us since they (re)appeared: they know we read
         # them (else a peer we probe would keep offering, packet by packet).
         self._told: set[str] = set()
+        # Peers that read coordinates, not yet known to read the compact form, that got ours in it once, in a
+        # packet of its own (`compact_offer_due`): a member of this release answers in the compact form.
+        self._compact_offered: set[str] = set()
         self._zones: dict[str, str | None] = {}
         self._threshold: float | None = None
         self._threshold_at = -math.inf
-        self._message: tuple[Coordinate, NetCoordinate] | None = None
+        self._message: tuple[Coordinate, NetCoordinate, NetCoordinate] | None = None
 
     # -- coordinates ---------------------------------------------------------------------------------------
     @property
@@ -290,16 +293,18 @@ class TopologyState:
         same = self.same_zone(meta)
         return "unknown" if same is None else "same_zone" if same else "cross_zone"
 
-    def coordinate_message(self) -> NetCoordinate:
-        """Our coordinate as it travels: rounded to float32 (the wire's precision, core/codec.py), so the
-        message equals what the receiver decodes. Built once per coordinate change."""
+    def coordinate_message(self, compact: bool = False) -> NetCoordinate:
+        """Our coordinate as it travels, in the compact wire form (`compact`, to a reader of it) or the older
+        one: rounded to half floats either way (the compact form's precision, core/codec.py; float32 holds
+        them exactly), so every receiver decodes the same values and the message equals what it decodes.
+        Built once per coordinate change."""
         c = self.client.coordinate
         cached = self._message
         if cached is None or cached[0] is not c:
-            *vec, height, error, adjustment = struct.unpack(
-                f"<{len(c.vec) + 3}f", struct.pack(f"<{len(c.vec) + 3}f", *c.vec, c.height, c.error, c.adjustment))
-            cached = self._message = (c, NetCoordinate(tuple(vec), height, error, adjustment))
-        return cached[1]
+            *vec, height, error, adjustment = half_rounded((*c.vec, c.height, c.error, c.adjustment))
+            wide = NetCoordinate(tuple(vec), height, error, adjustment)
+            cached = self._message = (c, wide, dataclasses.replace(wide, compact=True))
+        return cached[2] if compact else cached[1]
 
     def reads_coordinates(self, peer: str) -> bool:
         """`peer` has sent us a coordinate: it reads them, so ours may share its packets."""
@@ -309,12 +314,27 @@ class TopologyState:
         """`peer` has sent us second-hand coordinates: rows may share its packets."""
         return self._readers.reads(peer, PEER_COORDINATES)
 
+    def reads_compact(self, peer: str) -> bool:
+        """`peer` has sent us a coordinate or rows in the compact form (types 20, 21): ours go to it so."""
+        return self._readers.reads(peer, COMPACT_COORDINATES)
+
+    def compact_offer_due(self, peer: str) -> bool:
+        """Whether ours in the compact form goes to `peer` now, in a packet of its own (an older agent drops
+        it alone; a member of this release reads the form from then on and answers in it, on its acks): once
+        per peer that reads coordinates and has not shown the compact form, until it is reset or forgotten.
+        Without the offer two members of this release would each wait for the other to show it first."""
+        if not self.reads_coordinates(peer) or self.reads_compact(peer) or peer in self._compact_offered:
+            return False
+        if len(self._compact_offered) < self.max_peers:
+            self._compact_offered.add(peer)
+        return True
+
     def on_coordinate(self, peer: str, msg: NetCoordinate, now: float, *, shows: bool = True) -> bool:
         """A coordinate `peer` (a live member of our table: the caller checks) sent. Checked by
         `VivaldiClient.accept` (a refusal is counted in `client.stats.rejected` and loses nothing else);
         True if it was kept. `shows`: the packet may raise `peer`'s reader level (it came from its host)."""
         if shows:
-            self._readers.show(peer, COORDINATES)
+            self._readers.show(peer, COMPACT_COORDINATES if msg.compact else COORDINATES)
         checked = self.client.accept(msg.vec, msg.height, msg.error, msg.adjustment)
         if checked is None:
             self.stats["coordinates_rejected"] += 1
@@ -363,7 +383,7 @@ class TopologyState:
         first-hand coordinate) and differs from it (an echo is no change: else it would go round the walks again
         and again); returns how many were kept. The codec bounded the rows. `shows` as in `on_coordinate`."""
         if shows:
-            self._readers.show(sender, PEER_COORDINATES)
+            self._readers.show(sender, COMPACT_COORDINATES if msg.compact else PEER_COORDINATES)
         kept = 0
         for name, coord, age in msg.rows:
             if name == self_name or not is_member(name):
@@ -433,7 +453,7 @@ class TopologyState:
             self._spend_send(seq, name)
         if len(self._cursor) < self.max_peers or peer in self._cursor:
             self._cursor[peer] = cursor
-        return PeerCoordinates(tuple(rows)) if rows else None
+        return PeerCoordinates(tuple(rows), self.reads_compact(peer)) if rows else None
 
     def _known_by(self, name: str, sender: str) -> None:
         """`sender` sent us a row about `name`: it holds a coordinate of it, so our pending FIRST coordinate of
@@ -497,7 +517,7 @@ class TopologyState:
         an empty message once if it never had one from us, so it learns that we read them and stops offering."""
         rows = self.rows_for(peer, now) if carry else None
         if rows is None and peer not in self._told:
-            rows = PeerCoordinates(())
+            rows = PeerCoordinates((), self.reads_compact(peer))
         if len(self._told) < self.max_peers:
             self._told.add(peer)
         return rows
@@ -514,7 +534,8 @@ class TopologyState:
         rows = [(self_name, NetCoordinate(tuple(c.vec), c.height, c.error, c.adjustment), 0.0)]
         rows += [self._row(n, now) for n in self._coordinates if n != peer][:MAX_TABLE_ROWS - 1]
         self._cursor[peer] = self._update_seq  # it has them all now: the walk goes on from here
-        return [PeerCoordinates(tuple(rows[i:i + per_message])) for i in range(0, len(rows), per_message)]
+        compact = self.reads_compact(peer)
+        return [PeerCoordinates(tuple(rows[i:i + per_message]), compact) for i in range(0, len(rows), per_message)]
 
     def observe_rtt(self, peer: str, rtt: float, now: float, rng: Rng, near: bool | None = None) -> float | None:
         """A measured round trip (seconds) to `peer`: moves our coordinate toward agreement with it.
@@ -572,12 +593,14 @@ class TopologyState:
         self._tables.pop(peer, None)
         self._told.discard(peer)
         self._own_sent.pop(peer, None)
+        self._compact_offered.discard(peer)
         self._readers.forget(peer)
 
     def assume_reader(self, peer: str) -> None:
-        """Treat `peer` as reading coordinates without an offer: the simulator's converged start
-        (`Simulation.start_joined`), standing for a cluster that has run longer than one probe pass."""
-        self._readers.show(peer, PEER_COORDINATES)
+        """Treat `peer` as reading coordinates, in the compact form too, without an offer: the simulator's
+        converged start (`Simulation.start_joined`), standing for a cluster that has run longer than one probe
+        pass (whose first acks exchanged the compact form: `compact_offer_due`)."""
+        self._readers.show(peer, COMPACT_COORDINATES)
 
     def resend_own(self, peer: str) -> None:
         """Our coordinate rides on the next ack to `peer` whatever it moved (it may have lost the one we sent)."""
@@ -589,6 +612,7 @@ class TopologyState:
         self._readers.reset(peer)
         self._told.discard(peer)
         self._own_sent.pop(peer, None)
+        self._compact_offered.discard(peer)
 
     def _refresh_threshold(self, now: float) -> None:
         local = self.client.coordinate
