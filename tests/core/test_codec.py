@@ -15,6 +15,7 @@ from gossip_agent.core import codec
 from gossip_agent.core.codec import DecodeError
 from gossip_agent.core.hosts import canonical_ip
 from gossip_agent.core.messages import (
+    UNKNOWN_ADDR,
     Ack,
     Alive,
     Dead,
@@ -285,6 +286,7 @@ def _one_of_each() -> list[Message]:
         Digest("a", 1_000, bytes(range(8)), 5, 900), DigestSummary(bytes(4), False), coordinate,
         PeerCoordinates((("b", coordinate, 1.5),)), IHave((1, 2)), Graft((3,)), Prune(), ShortIds(1, (9, 10)),
         dataclasses.replace(coordinate, compact=True), PeerCoordinates((("b", coordinate, 1.5),), compact=True),
+        Ping(8, "b", "", UNKNOWN_ADDR, True),  # (decoded so: the Node fills in the source, core/probing.py)
     ]
 
 

@@ -11,7 +11,7 @@ from gossip_agent.core.digests import root_prefix
 from gossip_agent.core.effects import Effect, Send
 from gossip_agent.core.messages import Ack, Digest, DigestSummary, Packet, Ping, ShortIds, ShortKind
 from gossip_agent.core.pull_targets import PullOrder
-from gossip_agent.core.readers import COMPACT_COORDINATES, SHORT_IDS
+from gossip_agent.core.readers import COMPACT, SHORT_IDS
 
 from .test_node_modes import is_pull, node_with_peers, run
 
@@ -75,7 +75,7 @@ def test_probes_and_their_acks_ask_too_in_pull_mode_only() -> None:
     for mode in modes:
         node = node_with_peers(mode)
         for m in node.members():
-            node.readers.show(m.name, COMPACT_COORDINATES)  # members of this release
+            node.readers.show(m.name, COMPACT)  # members of this release
         out: list[Send] = []
         t = 0.0
         while t < 5.0:
@@ -107,7 +107,7 @@ def test_pull_mode_asks_for_digest_reconciliation_once_a_round_not_on_every_requ
     assert f > 1
     for m in node.members():
         if m.name != node.name:
-            node.readers.show(m.name, COMPACT_COORDINATES)  # members of this release
+            node.readers.show(m.name, COMPACT)  # members of this release
             # Each peer's row: it reads digests, and our table changed (summaries are due once rows are pushed).
             node.handle_packet(Packet(m.name, (Digest(m.name, 1, root_prefix("ab" * 32), 1, 1),)), m.addr, 0.0)
     rounds = [s for _, s in run(node, 10.0) if not any(isinstance(m, Ping | Ack) for m in s.packet.messages)

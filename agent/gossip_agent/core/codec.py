@@ -30,6 +30,7 @@ from gossip_agent.core import packing
 from gossip_agent.core.digests import MAX_HLC_MS, MAX_KEYS, MAX_SEQ, MAX_SUMMARY_BUCKETS, ROOT_PREFIX_BYTES
 from gossip_agent.core.hosts import wire_host
 from gossip_agent.core.messages import (
+    UNKNOWN_ADDR,
     Ack,
     Alive,
     Dead,
@@ -86,7 +87,7 @@ _COMPACT_COORDINATE = struct.Struct(f"<{COORDINATE_DIMENSIONS + 3}e")
 (~26 with framing). Half floats keep 11 significant bits: a step of 1/2048 of the value (0.06 us near 0.1 ms,
 15 us near 25 ms, 0.12 ms near 150 ms), far below Vivaldi's own error (5-45 % in our simulations); magnitudes
 are bounded at 100 s (`VivaldiConfig.max_magnitude`), inside their range. Only to members that read it
-(core/readers.py COMPACT_COORDINATES): an older agent drops a whole packet holding a type it does not know."""
+(core/readers.py COMPACT): an older agent drops a whole packet holding a type it does not know."""
 HALF_MAX = 65504.0
 """Largest finite half float: values beyond are clamped there when packed (a checked coordinate never is)."""
 MAX_PEER_COORDINATE_ROWS = 16
@@ -116,6 +117,7 @@ class MessageType(IntEnum):
     SHORT_IDS = 19  # [19, kind, ids as 4-byte big-endian prefixes] (messages.ShortIds)
     COMPACT_COORDINATE = 20  # [20, 22 bytes]: a NetCoordinate with compact=True (half floats)
     COMPACT_PEER_COORDINATES = 21  # [21, rows]: PeerCoordinates with compact=True (half-float coordinates)
+    COMPACT_PING = 22  # [22, seq, target]: a Ping with compact=True (its source: the packet's sender)
 
 
 class DecodeError(ValueError):
@@ -139,6 +141,8 @@ def _message_tuple(m: Message) -> tuple[Any, ...]:
 
 
 def _ping(m: Ping) -> tuple[Any, ...]:
+    if m.compact:
+        return (MessageType.COMPACT_PING, m.seq, m.target)
     return (MessageType.PING, m.seq, m.target, m.source, m.source_addr[0], m.source_addr[1])
 
 
@@ -251,6 +255,8 @@ def message_type(m: Message) -> MessageType:
     """The wire type of a message."""
     if isinstance(m, StateRumor) and m.critical:
         return MessageType.STATE_CRITICAL
+    if type(m) is Ping and m.compact:
+        return MessageType.COMPACT_PING
     if isinstance(m, NetCoordinate | PeerCoordinates) and m.compact:
         return MessageType.COMPACT_COORDINATE if type(m) is NetCoordinate else MessageType.COMPACT_PEER_COORDINATES
     return _TYPE_OF[type(m)]
@@ -468,6 +474,12 @@ def _ping_of(t: list[Any]) -> Ping:
     return Ping(_uint(t[1], _MAX_U32), _str(t[2]), _str(t[3]), (_host(t[4]), _port(t[5])))
 
 
+def _compact_ping_of(t: list[Any]) -> Ping:
+    """[22, seq, target]: the source and its address are the Node's to fill in (the packet's sender, and where
+    it lives: core/probing.py `_compact_ping`)."""
+    return Ping(_uint(t[1], _MAX_U32), _str(t[2]), "", UNKNOWN_ADDR, True)
+
+
 def _ack_of(t: list[Any]) -> Ack:
     return Ack(_uint(t[1], _MAX_U32), _uint(t[2], _MAX_U32))
 
@@ -592,6 +604,7 @@ _DECODERS: dict[int, tuple[int, Callable[[list[Any]], Message], str]] = {
         (MessageType.PEER_COORDINATES, 2, _peer_coordinates_of), (MessageType.SHORT_IDS, 3, _short_ids),
         (MessageType.COMPACT_COORDINATE, 2, _compact_coordinate_of),
         (MessageType.COMPACT_PEER_COORDINATES, 2, _compact_peer_coordinates_of),
+        (MessageType.COMPACT_PING, 3, _compact_ping_of),
     )
 }
 """Wire type -> (field count with the type, decoder, name for errors): every `MessageType` (a test checks)."""

@@ -315,7 +315,8 @@ class Node(Probing, MembershipRumors, PushPullSync, Flooding, Pulling, TreeDisse
                     self.stats["pings_over_limit"] += 1
                     continue
                 pinged = True
-                self._on_ping(msg, src, out, now)
+                self._on_ping(self._compact_ping(msg, packet.sender, src, shows) if msg.compact else msg, src, out,
+                              now)
             elif isinstance(msg, Ack):
                 if acked:
                     # An honest packet holds one ack at most: more are guesses at our sequence numbers.

@@ -33,6 +33,7 @@ from gossip_agent.core.messages import (
     Suspect,
 )
 from gossip_agent.core.node_base import NEVER, NodeBase, ProbeInFlight, RelayedPing
+from gossip_agent.core.readers import COMPACT
 
 # Relays nack a little before the prober's indirect window closes, so the nack arrives in time to count.
 _NACK_FRACTION = 0.8
@@ -154,7 +155,7 @@ class Probing(NodeBase):
         self._probe = ProbeInFlight(seq, target.name, target.incarnation,
                              indirect_at=now + self.awareness.scale(m.probe_timeout),
                              end_at=now + self.awareness.scale(m.probe_interval))
-        msgs: list[Message] = [Ping(seq, target.name, self.name, self.addr)]
+        msgs: list[Message] = [Ping(seq, target.name, self.name, self.addr, self.readers.reads(target.name, COMPACT))]
         if target.state == MemberState.SUSPECT:
             # Lifeguard's buddy system: tell the suspect directly, so it can refute at once.
             msgs.append(Suspect(target.name, target.incarnation, self.name))
@@ -204,6 +205,18 @@ class Probing(NodeBase):
         # stale and ignored, instead of re-accusing the refutation (which made incarnations climb).
         self._apply_rumor(Suspect(target.name, probe.incarnation, self.name), now, None, out)
 
+    def _compact_ping(self, msg: Ping, sender: str, src: Address, shows: bool) -> Ping:
+        """A compact ping (type 22) as a whole one: its source is the packet's sender, and its ack goes to the
+        sender's table address if the packet came from that host (the port may be mapped), else where the
+        packet came from: a member back at a new address before its Alive reached us must still get its ack,
+        and a packet naming a member from another host gets the bare ack there, as a forged whole ping
+        naming its own address does (`_on_ping`). From the member's host it shows the compact forms."""
+        member = self.table.get(sender)
+        if shows and member is not None:
+            self.readers.show(sender, COMPACT)
+        addr = member.addr if member is not None and self._at_table_host(sender, src) else src
+        return Ping(msg.seq, msg.target, sender, addr)
+
     def _on_ping(self, msg: Ping, src: Address, out: list[Effect], now: float) -> None:
         if msg.target != self.name:
             self.stats["ping_wrong_target"] += 1
@@ -235,11 +248,11 @@ class Probing(NodeBase):
         self._relays[seq] = RelayedPing(msg.source_addr, msg.seq,
                                    nack_at=now + m.probe_timeout * _NACK_FRACTION if msg.want_nack else NEVER,
                                    expire_at=now + m.probe_interval, origin=origin, target=msg.target)
-        ping = Ping(seq, msg.target, self.name, self.addr)
         if self._at_table_address(msg.target, msg.target_addr):
-            self._send(msg.target_addr, msg.target, [ping], out)
+            compact = self.readers.reads(msg.target, COMPACT)
+            self._send(msg.target_addr, msg.target, [Ping(seq, msg.target, self.name, self.addr, compact)], out)
         else:
-            self._send_bare(msg.target_addr, [ping], out)
+            self._send_bare(msg.target_addr, [Ping(seq, msg.target, self.name, self.addr)], out)
 
     def _on_ack(self, msg: Ack, sender: str, now: float, out: list[Effect]) -> None:
         """An ack closes our probe only with its exact (sequence number, member) pair: from the target, or

@@ -13,7 +13,9 @@ peer has shown is one number, the highest feature level:
   COORDINATES       its network coordinate (type 14)
   PEER_COORDINATES  second-hand coordinates of other members (type 18)
   SHORT_IDS         short payload ids: pull requests naming what the asker holds (type 19)
-  COMPACT_COORDINATES  coordinates as half floats (types 20 and 21), half the bytes of types 14 and 18
+  COMPACT           the compact forms: coordinates as half floats (types 20 and 21, half the bytes of 14 and
+                    18) and pings that name neither their sender nor its address (type 22: the packet's
+                    sender is the prober, its table address where the ack goes)
 
 `show(peer, level)` raises a peer's level (never lowers it); `reads(peer, level)` asks. `reset(peer)` forgets
 what a peer showed: a member back from suspicion or death, or at a new address, may be a restart on an older
@@ -42,7 +44,7 @@ DIGESTS = 1
 COORDINATES = 2
 PEER_COORDINATES = 3
 SHORT_IDS = 4
-COMPACT_COORDINATES = 5
+COMPACT = 5
 
 ANSWER_WINDOW = 10.0
 """Seconds within which a peer's offers get ours back once (`answer_due`). Longer than any round trip at which

@@ -63,7 +63,7 @@ from typing import TypeVar
 from gossip_agent.core.codec import half_rounded
 from gossip_agent.core.config import TopologyConfig
 from gossip_agent.core.messages import NetCoordinate, PeerCoordinates
-from gossip_agent.core.readers import COMPACT_COORDINATES, COORDINATES, PEER_COORDINATES, Readers
+from gossip_agent.core.readers import COMPACT, COORDINATES, PEER_COORDINATES, Readers
 from gossip_agent.core.rng import Rng
 from gossip_agent.core.token_bucket import Rate, TokenBucket
 from gossip_agent.core.topology import TopologyPolicy, far_pick_count, near_rtt_threshold, parse_zone
@@ -316,7 +316,7 @@ class TopologyState:
 
     def reads_compact(self, peer: str) -> bool:
         """`peer` has sent us a coordinate or rows in the compact form (types 20, 21): ours go to it so."""
-        return self._readers.reads(peer, COMPACT_COORDINATES)
+        return self._readers.reads(peer, COMPACT)
 
     def compact_offer_due(self, peer: str) -> bool:
         """Whether ours in the compact form goes to `peer` now, in a packet of its own (an older agent drops
@@ -334,7 +334,7 @@ class TopologyState:
         `VivaldiClient.accept` (a refusal is counted in `client.stats.rejected` and loses nothing else);
         True if it was kept. `shows`: the packet may raise `peer`'s reader level (it came from its host)."""
         if shows:
-            self._readers.show(peer, COMPACT_COORDINATES if msg.compact else COORDINATES)
+            self._readers.show(peer, COMPACT if msg.compact else COORDINATES)
         checked = self.client.accept(msg.vec, msg.height, msg.error, msg.adjustment)
         if checked is None:
             self.stats["coordinates_rejected"] += 1
@@ -383,7 +383,7 @@ class TopologyState:
         first-hand coordinate) and differs from it (an echo is no change: else it would go round the walks again
         and again); returns how many were kept. The codec bounded the rows. `shows` as in `on_coordinate`."""
         if shows:
-            self._readers.show(sender, COMPACT_COORDINATES if msg.compact else PEER_COORDINATES)
+            self._readers.show(sender, COMPACT if msg.compact else PEER_COORDINATES)
         kept = 0
         for name, coord, age in msg.rows:
             if name == self_name or not is_member(name):
@@ -600,7 +600,7 @@ class TopologyState:
         """Treat `peer` as reading coordinates, in the compact form too, without an offer: the simulator's
         converged start (`Simulation.start_joined`), standing for a cluster that has run longer than one probe
         pass (whose first acks exchanged the compact form: `compact_offer_due`)."""
-        self._readers.show(peer, COMPACT_COORDINATES)
+        self._readers.show(peer, COMPACT)
 
     def resend_own(self, peer: str) -> None:
         """Our coordinate rides on the next ack to `peer` whatever it moved (it may have lost the one we sent)."""

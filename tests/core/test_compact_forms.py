@@ -1,7 +1,8 @@
-"""Coordinates in the compact form (half floats, types 20 and 21): half the bytes of the older form (float32,
-types 14 and 18), only to members that showed they read it, learnt by one offer in a packet of its own at the
-first ack to a member of the older form (an older agent drops a whole packet holding a type it does not know,
-so neither form may be guessed)."""
+"""The compact forms (reader level COMPACT): coordinates as half floats (types 20 and 21, half the bytes of the
+older float32 types 14 and 18) and pings naming neither their sender nor its address (type 22). Only to
+members that showed they read them, learnt by one offer in a packet of its own at the first ack to a member of
+the older form (an older agent drops a whole packet holding a type it does not know, so no form may be
+guessed)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ import pytest
 from gossip_agent.core import codec
 from gossip_agent.core.codec import DecodeError
 from gossip_agent.core.effects import Effect, Send
-from gossip_agent.core.messages import Ack, Alive, NetCoordinate, Packet, PeerCoordinates, Ping
+from gossip_agent.core.messages import UNKNOWN_ADDR, Ack, Alive, NetCoordinate, Packet, PeerCoordinates, Ping, PingReq
 from gossip_agent.core.node import Node
-from gossip_agent.core.readers import COMPACT_COORDINATES, COORDINATES, SHORT_IDS
+from gossip_agent.core.readers import COMPACT, COORDINATES, SHORT_IDS
 from gossip_agent.core.vivaldi import Coordinate
-from tests.core.test_node import cfg, node_with_peers
+from tests.core.test_node import cfg, node_with_peers, tick_until_first_ping
 
 PING = Ping(7, "a", "p2", ("h", 2))
 
@@ -111,7 +112,7 @@ def test_once_it_sent_the_compact_form_it_gets_ours_and_rows_in_it_on_every_ack(
     a = node_with_peers(cfg("a"), 3, seed=3)
     a.handle_packet(Packet("p3", (_c(0.03),)), ("h", 3), 0.4)  # a coordinate of p3 to pass on as a row
     a.handle_packet(Packet("p2", (_c(0.02, compact=True), PeerCoordinates((), compact=True))), ("h", 2), 0.5)
-    assert a.readers.level("p2") == COMPACT_COORDINATES
+    assert a.readers.level("p2") == COMPACT
     ack, apart = _split(a.handle_packet(Packet("p2", (PING,)), ("h", 2), 1.0))
     assert not apart  # no offer: it showed the form
     riders = _coordinates_in(ack)
@@ -135,12 +136,12 @@ def test_two_members_of_this_release_move_to_the_compact_form_after_the_first_ac
     ack, apart = _split(a.handle_packet(Packet("p2", (PING,)), ("h", 2), 1.0))
     for send in (*apart, ack):  # b receives the offer and the ack
         b.handle_packet(send.packet, ("h", 1), 1.01)
-    assert b.readers.level("a") >= COMPACT_COORDINATES
+    assert b.readers.level("a") >= COMPACT
     back, back_apart = _split(b.handle_packet(Packet("a", (Ping(9, "p2", "a", ("h", 1)),)), ("h", 1), 2.0))
     assert not back_apart  # b knows a reads the compact form: no offer from b
     assert all(m.compact for m in _coordinates_in(back)) and _coordinates_in(back)
     a.handle_packet(back.packet, ("h", 2), 2.01)
-    assert a.readers.level("p2") >= COMPACT_COORDINATES
+    assert a.readers.level("p2") >= COMPACT
 
 
 def test_a_spoofed_compact_coordinate_does_not_raise_the_level_and_a_reset_offers_again() -> None:
@@ -156,3 +157,57 @@ def test_a_spoofed_compact_coordinate_does_not_raise_the_level_and_a_reset_offer
     a.handle_packet(Packet("p2", (_c(0.02),)), ("h", 2), 5.0)
     ack, apart = _split(a.handle_packet(Packet("p2", (PING,)), ("h", 2), 6.0))
     assert len(apart) == 1 and a.stats["compact_coordinate_offers"] == 2
+
+
+# -- compact pings -----------------------------------------------------------------------------------------------
+
+
+def test_a_compact_ping_is_21_bytes_smaller_and_the_node_fills_in_its_source() -> None:
+    whole = Ping(123456, "ours-33", "ours-12", ("127.0.0.1", 31012))
+    compact = dataclasses.replace(whole, compact=True)
+    assert codec.message_size(whole) - codec.message_size(compact) == 21  # the name (8), host (10), port (3)
+    [back] = codec.decode_packet(codec.encode_packet(Packet("ours-12", (compact,)))).messages
+    assert back == Ping(123456, "ours-33", "", UNKNOWN_ADDR, True)
+
+
+def test_our_probes_ping_compactly_only_a_member_that_showed_the_compact_forms() -> None:
+    for shown in (SHORT_IDS, COMPACT):
+        a = node_with_peers(cfg("a"), 1, seed=3)
+        a.readers.show("p2", shown)
+        _, probe = tick_until_first_ping(a)
+        ping = probe.packet.messages[0]
+        assert isinstance(ping, Ping) and ping.compact == (shown == COMPACT)
+
+
+def test_a_compact_ping_from_the_members_host_is_acked_at_its_table_address_and_shows_its_level() -> None:
+    a = node_with_peers(cfg("a"), 1, seed=3)
+    a.handle_packet(Packet("p2", (_c(0.02),)), ("h", 2), 0.5)
+    compact = Ping(7, "a", "", UNKNOWN_ADDR, True)
+    ack, _ = _split(a.handle_packet(Packet("p2", (compact,)), ("h", 40000), 1.0))  # (a mapped source port)
+    assert ack.to == ("h", 2) and _coordinates_in(ack)  # the table address, with the riders
+    assert a.readers.level("p2") == COMPACT
+    assert a.stats["acks_bare"] == 0
+
+
+def test_a_compact_ping_from_elsewhere_gets_the_bare_ack_where_it_came_from_and_shows_nothing() -> None:
+    a = node_with_peers(cfg("a"), 1, seed=3)
+    a.handle_packet(Packet("p2", (_c(0.02),)), ("h", 2), 0.5)
+    compact = Ping(7, "a", "", UNKNOWN_ADDR, True)
+    # Naming p2 from another host: p2 moved before its Alive reached us, or a forgery. The ack goes back to the
+    # sender, bare (nothing owed to p2 rides to an address that is not p2's in our table).
+    [ack] = _sends(a.handle_packet(Packet("p2", (compact,)), ("elsewhere", 9), 1.0))
+    assert ack.to == ("elsewhere", 9) and [type(m) for m in ack.packet.messages] == [Ack]
+    assert a.readers.level("p2") == COORDINATES and a.stats["acks_bare"] == 1
+    # From a sender we do not know at all: the same.
+    [ack] = _sends(a.handle_packet(Packet("stranger", (compact,)), ("h", 77), 2.0))
+    assert ack.to == ("h", 77) and [type(m) for m in ack.packet.messages] == [Ack]
+
+
+def test_a_relayed_ping_is_compact_only_to_a_reader_at_its_table_address() -> None:
+    a = node_with_peers(cfg("a"), 2, seed=3)
+    a.readers.show("p3", COMPACT)
+    for target_addr, compact in ((("h", 3), True), (("h", 99), False)):
+        req = PingReq(5, "p3", target_addr, "p2", ("h", 2), want_nack=False)
+        [relay] = [s for s in _sends(a.handle_packet(Packet("p2", (req,)), ("h", 2), 1.0)) if s.to == target_addr]
+        ping = relay.packet.messages[0]
+        assert isinstance(ping, Ping) and ping.compact == compact and ping.source == "a"
