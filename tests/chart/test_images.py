@@ -216,6 +216,14 @@ def test_install_steps_resolve(image: str, tmp_path: Path) -> None:
     check = subprocess.run([*in_venv, "check"], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout
     assert (venv / "bin" / f"gossip-{image}").exists()
+    if image == "agent":  # its final stage compiles what it installed, optimized as the agent runs (-OO)
+        purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        compiled = subprocess.run([str(python), "-OO", "-m", "compileall", "-q", purelib], capture_output=True,
+                                  text=True, timeout=300, check=False)
+        assert compiled.returncode == 0, compiled.stdout[-4000:]
+        assert "-OO -m compileall" in "\n".join(r for w, r in final if w == "RUN")
+        assert ("ENV", "PYTHONOPTIMIZE=2") in final
     # The installed versions are exactly the pins.
     listing = subprocess.run([*in_venv, "list", "--format=json"], capture_output=True, text=True, check=True).stdout
     installed = {d["name"].lower().replace("_", "-"): d["version"] for d in json.loads(listing)}
