@@ -189,6 +189,10 @@ DATA_TYPES = ("state", "pull", "ihave", "graft", "prune", *SHORT_LABELS.values()
 MEMBERSHIP_OPS = ("pushpull",)
 TYPE_NAMES = {int(t): t.name.lower() for t in MessageType}
 TYPE_NAMES[int(MessageType.STATE_CRITICAL)] = "state"  # a critical state rumor: the agents count it as state
+# The compact forms (types 20-22) likewise: the agents count them as the messages they stand for
+# (codec.message_label labels by class), so their captured sizes go into those types' mean sizes.
+TYPE_NAMES.update({int(MessageType.COMPACT_PING): "ping", int(MessageType.COMPACT_COORDINATE): "coordinate",
+                   int(MessageType.COMPACT_PEER_COORDINATES): "peer_coordinates"})
 
 
 def type_name(m: list[Any]) -> str:
