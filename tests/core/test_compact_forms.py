@@ -211,3 +211,21 @@ def test_a_relayed_ping_is_compact_only_to_a_reader_at_its_table_address() -> No
         [relay] = [s for s in _sends(a.handle_packet(Packet("p2", (req,)), ("h", 2), 1.0)) if s.to == target_addr]
         ping = relay.packet.messages[0]
         assert isinstance(ping, Ping) and ping.compact == compact and ping.source == "a"
+
+
+def test_a_newer_incarnation_gets_the_whole_forms_until_it_shows_the_compact_ones_again() -> None:
+    """A member restarted between our probes, never suspected, at the same address, may run an earlier release
+    (a rollback): it would drop our compact probes and acks whole. Its newer incarnation lowers its level below
+    the compact forms; one offer at our next ack brings a member of this release back to them."""
+    a = node_with_peers(cfg("a"), 1, seed=3)
+    a.handle_packet(Packet("p2", (_c(0.02, compact=True),)), ("h", 2), 0.5)
+    assert a.readers.level("p2") == COMPACT
+    a.handle_packet(Packet("p2", (Alive("p2", 2, ("h", 2)),)), ("h", 2), 5.0)  # same address: no reset
+    assert a.readers.level("p2") == SHORT_IDS
+    t, probe = tick_until_first_ping(a)
+    ping = probe.packet.messages[0]
+    assert isinstance(ping, Ping) and not ping.compact
+    ack, apart = _split(a.handle_packet(Packet("p2", (PING,)), ("h", 2), t + 0.1))
+    assert all(not m.compact for m in _coordinates_in(ack)) and len(apart) == 1  # the offer, once more
+    a.handle_packet(Packet("p2", (_c(0.02, compact=True),)), ("h", 2), t + 0.2)  # it shows them again
+    assert a.readers.level("p2") == COMPACT

@@ -126,6 +126,9 @@ class MembershipRumors(NodeBase):
         # last sent it, and we hold back ours on acks to it while ours only wobbles (`own_on_ack`, up to
         # OWN_REFRESH). One coordinate on our next ack to it; incarnations no longer move at every write.
         self.topology.resend_own(member.name)
+        # And it may be a restart on an earlier release (a rollback at the same address): the compact forms of
+        # this release (pings, coordinates) go to it again only once it shows them (one offer at our next ack).
+        self.topology.recheck_compact(member.name)
         if previous != MemberState.ALIVE or moved:
             # Back from suspicion or death, or moved: perhaps a restart on another release. It gets digests
             # again only once it sends one (until then, in packets of their own).

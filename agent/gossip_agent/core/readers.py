@@ -85,6 +85,12 @@ class Readers:
         self._offered.pop(peer, None)
         self._answered.pop(peer, None)
 
+    def cap(self, peer: str, level: int) -> None:
+        """`peer` may read no more than `level` now (a newer incarnation may be a restart on an earlier release):
+        a higher level it showed is lowered to that; it shows the rest again by sending it."""
+        if self._level.get(peer, 0) > level:
+            self._level[peer] = level
+
     def offered(self, peer: str, now: float) -> None:
         """We sent `peer` our highest offer at `now` (only the first time since a reset is kept)."""
         self._offered.setdefault(peer, now)

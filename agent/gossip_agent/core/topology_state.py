@@ -606,6 +606,14 @@ class TopologyState:
         """Our coordinate rides on the next ack to `peer` whatever it moved (it may have lost the one we sent)."""
         self._own_sent.pop(peer, None)
 
+    def recheck_compact(self, peer: str) -> None:
+        """A newer incarnation of `peer`, never suspected (perhaps a restart between our probes, on an earlier
+        release: a rollback at the same address): the compact forms go to it again only once it shows them, so
+        an older agent does not drop our probes and acks whole until a suspicion resets it. It gets our
+        compact offer at the next ack (`compact_offer_due`); a member of this release answers in the form."""
+        self._readers.cap(peer, COMPACT - 1)
+        self._compact_offered.discard(peer)
+
     def offer_again(self, peer: str) -> None:
         """A member back from suspicion or death, or at a new address (perhaps an older release now): it gets
         coordinates only in packets of their own again until it sends one."""
