@@ -1033,8 +1033,8 @@ def idle_section(idle: dict[str, dict[str, Any]]) -> list[str]:
             *[f"{n}" for n in notes], *([""] if notes else []),
             f"Targets: this run's ours/Serf against the same ratio measured before the dissemination work (commit "
             f"{IDLE_REFERENCE_COMMIT}, 2026-12-03, the 2-vCPU AMD EPYC VM, N={IDLE_N}, 60 s after the default 15 s "
-            "settle, its agents run as the image runs them: bytecode, no debug ranges; Serf in the same "
-            "invocation). Ratios, not absolute figures: the machine's load moves both "
+            "settle, its agents run as the image runs them: optimized (-OO) bytecode, no debug ranges; Serf in the "
+            "same invocation). Ratios, not absolute figures: the machine's load moves both "
             "implementations alike. CPU gets 10 % of slack (idle CPU readings drift that much between runs of one "
             "tree).", "",
             *md_table(["figure", f"{IDLE_REFERENCE_COMMIT}: ours / Serf", f"{IDLE_REFERENCE_COMMIT} ours/Serf",

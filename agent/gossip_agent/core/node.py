@@ -316,7 +316,7 @@ class Node(Probing, MembershipRumors, PushPullSync, Flooding, Pulling, TreeDisse
                     continue
                 pinged = True
                 self._on_ping(self._compact_ping(msg, packet.sender, src, shows) if msg.compact else msg, src, out,
-                              now, named=not msg.compact)
+                              now)
             elif isinstance(msg, Ack):
                 if acked:
                     # An honest packet holds one ack at most: more are guesses at our sequence numbers.

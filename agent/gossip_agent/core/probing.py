@@ -206,20 +206,20 @@ class Probing(NodeBase):
         self._apply_rumor(Suspect(target.name, probe.incarnation, self.name), now, None, out)
 
     def _compact_ping(self, msg: Ping, sender: str, src: Address, shows: bool) -> Ping:
-        """A compact ping (type 22) as a whole one: its source is the packet's sender, and its ack goes to the
-        sender's table address if the packet came from that host (the port may be mapped), else where the
-        packet came from: a member back at a new address before its Alive reached us must still get its ack,
-        and a packet naming a member from another host gets the bare ack there, as a forged whole ping
+        """A compact ping (type 22) filled in (still marked compact): its source is the packet's sender, and its
+        ack goes to the sender's table address if the packet came from that host (the port may be mapped), else
+        where the packet came from: a member back at a new address before its Alive reached us must still get
+        its ack, and a packet naming a member from another host gets the bare ack there, as a forged whole ping
         naming its own address does (`_on_ping`). From the member's host it shows the compact forms."""
         member = self.table.get(sender)
         if shows and member is not None:
             self.readers.show(sender, COMPACT)
         addr = member.addr if member is not None and self._at_table_host(sender, src) else src
-        return Ping(msg.seq, msg.target, sender, addr)
+        return Ping(msg.seq, msg.target, sender, addr, True)
 
-    def _on_ping(self, msg: Ping, src: Address, out: list[Effect], now: float, *, named: bool = True) -> None:
-        """`named`: the ping named its ack's address (a whole one); a compact one's bare ack goes to the datagram's
-        source (`_compact_ping`)."""
+    def _on_ping(self, msg: Ping, src: Address, out: list[Effect], now: float) -> None:
+        """A whole ping names its ack's address; a compact one (filled in by `_compact_ping`) did not, and its
+        bare ack goes to the datagram's source."""
         if msg.target != self.name:
             self.stats["ping_wrong_target"] += 1
             return
@@ -234,7 +234,7 @@ class Probing(NodeBase):
             # and without our table digest (0: not given, 1 byte instead of 5) it is never larger than the ping
             # (with an empty sender name and the digest it was 1.44x the ping at a victim). What it loses: a
             # prober that differs from us syncs with us a probe later.
-            self._send_bare(msg.source_addr, [ack if named else Ack(msg.seq)], out)
+            self._send_bare(msg.source_addr, [Ack(msg.seq) if msg.compact else ack], out)
             self.stats["acks_bare"] += 1
             return
         riders = self._coordinate_for(msg.source, now, msg.source_addr, out)
