@@ -352,7 +352,9 @@ def test_monitor_streams_join_kill_suspect_dead_and_leave(workdir: Path) -> None
             # Leave first, then the crash: a leave right after a crash can be missed by the survivors (the
             # `left` rumor may go to the dead member only), which is the membership core's business, not
             # the stream's.
-            cluster.stop(m1)
+            # A leave that outlasts the stop grace is ended by SIGKILL (a busy machine: the default 5 s), and
+            # m1 would then be seen dead, never left: the grace is the wait bound.
+            assert cluster.stop(m1, grace=BOUND) == 0, "SIGTERM exits 0 after the leave"
             raw.wait_line(lambda s: (e := _event(s))["event"] == "left" and e["member"]["name"] == "m1",
                           BOUND, "m1 left")
             text.wait_line(lambda s: " left " in s and "m1" in s, BOUND, "m1 left in text")

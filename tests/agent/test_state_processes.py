@@ -36,6 +36,11 @@ SPEC: dict[str, Any] = {
     "storage": {"fsync": "interval"},
 }
 
+# SIGTERM's leave, then the state layer's flush: seconds on a busy machine, where the default grace (5 s) would end
+# it with SIGKILL (exit -9, no graceful stop). Only a failure waits this long.
+STOP_GRACE = 60.0
+
+
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
     deadline = time.monotonic() + timeout
     last: T | None = None
@@ -272,7 +277,7 @@ def test_delete_does_not_resurrect(tmp_path: Path) -> None:
         wait_for(lambda: joined(agents), 30.0, "3 agents to join")
         put(agents[0], "doomed", b"alive")
         wait_for(lambda: all(get(x, "doomed") == b"alive" for x in agents), 60.0, "the value everywhere")
-        assert c.stop(agents[2]) == 0
+        assert c.stop(agents[2], grace=STOP_GRACE) == 0
         status, _, _ = http(agents[0], "DELETE", "/v1/kv/doomed")
         assert status == 200
         wait_for(lambda: get(agents[1], "doomed") is None, 60.0, "the delete at d1")
@@ -348,7 +353,7 @@ def test_anti_entropy_repairs_a_replica_that_missed_rumors(tmp_path: Path) -> No
             status, _, _ = http(agents[i % 2], "PUT", f"/v1/kv/bulk/{i:05d}", os.urandom(value_bytes))
             assert status == 200
         wait_for(lambda: same_roots(agents), 30.0, f"all 3 to hold the {n} keys")
-        assert c.stop(agents[2]) == 0
+        assert c.stop(agents[2], grace=STOP_GRACE) == 0
         for i in range(10):
             put(agents[0], f"bulk/{i * 97:05d}", b"changed")
         wait_for(lambda: same_roots(agents[:2]), 60.0, "r0 and r1 to agree")

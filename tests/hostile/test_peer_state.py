@@ -142,7 +142,9 @@ def test_kill_9_then_restart_recovers_every_acknowledged_write(cluster: Cluster)
         assert get(restarted, key) == key.encode()
     assert metric(restarted, 'gossip_state_recovery_problems_total{problem="record_unreadable"}') == 0
     # A graceful restart then an unreadable snapshot: recovered from the log and the peers, and said so.
-    c.stop(restarted)
+    # (the snapshot is written on the graceful stop: a grace the busy machine's leave and flush fit in, not the
+    # default 5 s, after which SIGKILL would leave no snapshot to break)
+    assert c.stop(restarted, grace=60.0) == 0
     snap = Path(cfg["storage"]["dataDir"]) / "snapshot"
     assert snap.exists()
     snap.write_bytes(b"\x00garbage")
