@@ -9,7 +9,10 @@ peer endpoints). The property: the agent never answers 5xx (503 "watch slots ful
 not met" are answers, not failures), every request is answered within `PER_REQUEST_S`, and at the end the
 agent is healthy, its loop was never blocked by more than `MAX_STALL_S` of CPU work (thread CPU time, which a
 busy machine does not inflate; wall-clock stalls there include waiting for a core) nor, in wall-clock time,
-longer than `PER_REQUEST_S` (a handler that sleeps or blocks on I/O), and RSS grew boundedly.
+longer than `PER_REQUEST_S` (a handler that sleeps or blocks on I/O), and RSS grew boundedly. The wall-clock
+bounds leave out the time this process's threads spent waiting for a core (`queued_s`, the kernel's schedstat):
+at load 40 on 2 cores a request or stall of 0.5 s of CPU takes 10 s of wall clock, a handler that sleeps does not
+get faster; the client's own timeout (`CLIENT_BACKSTOP_S`) only ends a hang.
 
 Counts: `quick` in the default run, 800 examples (~4.5 s of CPU, ~5 ms per request, most of it drawing the
 example: within the default group's 8 s per test); `full` in the slow group, which CI runs,
@@ -51,6 +54,7 @@ SIZES = [pytest.param(QUICK_EXAMPLES, id="quick"),
          pytest.param(EXAMPLES, id="full", marks=pytest.mark.slow(quiet_seconds=50))]  # 46.8 s CPU at load ~30
 BATCH = 20_000
 PER_REQUEST_S = 10.0
+CLIENT_BACKSTOP_S = 120.0  # the client's timeout: a hang, not a slow answer on a busy machine (PER_REQUEST_S)
 MAX_STALL_S = 2.0  # CPU seconds of the loop's thread between two probe wake-ups (quiet machine: ~0.3-0.5 s)
 MAX_RSS_GROWTH_MB = 200.0
 ALLOWED_5XX = {503, 504}
@@ -198,10 +202,11 @@ class Harness:
         self.base = f"http://127.0.0.1:{self.agent.port}"
         self.count = 0
         self.statuses: dict[int, int] = {}
-        self.worst_latency = 0.0
+        self.worst_latency = 0.0  # wall clock (printed)
+        self.worst_unqueued = 0.0  # wall clock less the time the threads waited for a core (asserted)
 
     async def _session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PER_REQUEST_S), auto_decompress=False)
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CLIENT_BACKSTOP_S), auto_decompress=False)
 
     async def _send(self, req: dict[str, Any]) -> int:
         target = URL(self.base + req["path"], encoded=True).update_query(req["query"]) if req["query"] \
@@ -217,9 +222,11 @@ class Harness:
             return 0  # the server dropped a malformed request; the final health checks catch a dead agent
 
     def send(self, req: dict[str, Any]) -> int:
-        start = time.perf_counter()
+        start, queued = time.perf_counter(), queued_s()
         status = self.loop.run_until_complete(self._send(req))
-        self.worst_latency = max(self.worst_latency, time.perf_counter() - start)
+        wall = time.perf_counter() - start
+        self.worst_latency = max(self.worst_latency, wall)
+        self.worst_unqueued = max(self.worst_unqueued, wall - (queued_s() - queued))
         self.count += 1
         self.statuses[status] = self.statuses.get(status, 0) + 1
         return status
@@ -263,10 +270,11 @@ def test_every_http_handler_survives_structured_hostile_input(harness: Harness, 
     stall_cpu, stall_wall = harness.loop.run_until_complete(_loop_lag_under_load(harness))
     growth = rss_mb(os.getpid()) - rss_before
     print(f"\nHTTP fuzz: {harness.count - count_before} requests in {time.process_time() - cpu_before:.1f} s CPU; "
-          f"statuses {dict(sorted(harness.statuses.items()))}; worst request {harness.worst_latency:.3f} s; loop stall "
-          f"under load {stall_cpu:.3f} s of CPU ({stall_wall:.3f} s wall); RSS +{growth:.1f} MB")
+          f"statuses {dict(sorted(harness.statuses.items()))}; worst request {harness.worst_latency:.3f} s "
+          f"({harness.worst_unqueued:.3f} s not waiting for a core); loop stall "
+          f"under load {stall_cpu:.3f} s of CPU ({stall_wall:.3f} s wall not waiting for a core); RSS +{growth:.1f} MB")
     assert harness.count - count_before >= examples
-    assert harness.worst_latency < PER_REQUEST_S
+    assert harness.worst_unqueued < PER_REQUEST_S
     assert stall_cpu < MAX_STALL_S
     assert stall_wall < PER_REQUEST_S
     assert growth < MAX_RSS_GROWTH_MB
@@ -275,13 +283,27 @@ def test_every_http_handler_survives_structured_hostile_input(harness: Harness, 
                          "headers": {"Authorization": f"Bearer {READ}"}, "body": None}) == 200
 
 
+def queued_s() -> float:
+    """Seconds this process's threads (the loop's, the executor's inflating bodies) have been runnable but waiting
+    for a core: the second field of Linux's /proc/<pid>/task/<tid>/schedstat ('run_delay', nanoseconds). 0.0
+    where it cannot be read (the wall-clock bounds then count the wait too, as before). A thread that exits takes
+    its count along: the difference can only come out smaller, the bound stricter; two threads waiting at once
+    count twice (the executor's only run while the loop waits on them)."""
+    total = 0
+    for stat in Path("/proc/self/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(stat.read_text().split()[1])
+    return total / 1e9
+
+
 async def _loop_lag_under_load(h: Harness) -> tuple[float, float]:
     """Worst loop stall while 48 hostile-shaped requests run concurrently (handlers that become ready together
     run back to back in one loop iteration, so this bounds the sum of their synchronous work), as (CPU seconds
-    of this thread, wall seconds). The loop (agent and client) runs in this thread, so the thread's CPU time
-    between two wake-ups of a 5 ms sleeper is the synchronous work that held the loop: what a quiet machine
-    would see as the stall, whatever else shares the cores (the wall time also counts waiting for a core:
-    2.05 s at load 5-10 on 2 cores for a quiet machine's ~0.4 s)."""
+    of this thread, wall seconds less the time spent waiting for a core). The loop (agent and client) runs in
+    this thread, so the thread's CPU time between two wake-ups of a 5 ms sleeper is the synchronous work that
+    held the loop: what a quiet machine would see as the stall, whatever else shares the cores (the raw wall time
+    also counts waiting for a core: 2.05 s at load 5-10 on 2 cores for a quiet machine's ~0.4 s, so it is
+    measured without that wait: what is left is the work and any sleeping or blocking on I/O)."""
     worst_cpu = worst_wall = 0.0
     stop = asyncio.Event()
 
@@ -289,10 +311,10 @@ async def _loop_lag_under_load(h: Harness) -> tuple[float, float]:
         nonlocal worst_cpu, worst_wall
         loop = asyncio.get_running_loop()
         while not stop.is_set():
-            t, c = loop.time(), time.thread_time()
+            t, c, q = loop.time(), time.thread_time(), queued_s()
             await asyncio.sleep(0.005)
             worst_cpu = max(worst_cpu, time.thread_time() - c)
-            worst_wall = max(worst_wall, loop.time() - t - 0.005)
+            worst_wall = max(worst_wall, loop.time() - t - 0.005 - (queued_s() - q))
 
     task = asyncio.create_task(probe())
     auth = {"Authorization": f"Bearer {WRITE}", "Content-Type": "application/json"}
