@@ -98,6 +98,23 @@ def metric(agent: AgentProcess, name: str) -> float:
     return metrics(agent).get(name, 0.0)
 
 
+def queued_s(pid: int) -> float:
+    """Seconds the threads of process `pid` have spent runnable but waiting for a core: the second field of Linux's
+    /proc/<pid>/task/<tid>/schedstat ('run_delay', ns); 0.0 where it cannot be read. On a busy machine a stall
+    measured in wall-clock time is mostly this wait, not the agent's work: bounds on such stalls leave it out."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with suppress(OSError, ValueError, IndexError):
+            total += int(stat.read_text().split()[1])
+    return total / 1e9
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used: its work, which a busy machine does not stretch."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
