@@ -21,6 +21,7 @@ from tests.hostile.peer_support import (
     metric,
     packet,
     push_pull_body,
+    queued_s,
     start_cluster,
     udp_send,
     wait_for,
@@ -28,6 +29,7 @@ from tests.hostile.peer_support import (
 
 MAX_MEMBERS = 64
 LAG_BOUND = 2.0  # seconds: a stall the attack would cause is 10 s to minutes; a busy CI box stays well below
+# once the time the agent waited for a core is left out (`waited`): at load 40 on 2 cores 0.1 s of work takes 2 s.
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[AgentProc
 
 def dropped(agent: AgentProcess, reason: str) -> float:
     return metric(agent, f'gossip_packets_dropped_total{{reason="{reason}"}}')
+
+
+def waited(agent: AgentProcess, since: float) -> float:
+    """Seconds `agent` has waited for a core since `queued_s` read `since`: left out of the wall-clock bounds."""
+    return queued_s(agent.pid) - since
 
 
 def still_gossips(agents: list[AgentProcess]) -> None:
@@ -60,7 +67,7 @@ def test_alive_with_an_unencodable_host_is_dropped_and_udp_stays_up(cluster: lis
     """Issue: 64 x 'é' as a host raised 'encoding of hostname failed' in sendto, asyncio closed the endpoint
     and nothing reopened it."""
     a0 = cluster[0]
-    before = dropped(a0, "bad_host")
+    before, queued = dropped(a0, "bad_host"), queued_s(a0.pid)
     with measured(a0) as figures:
         for i in range(5):
             udp_send(a0.port, packet("evil", [alive(f"evil-host-{i}", 1, "é" * 64, 7946)]))
@@ -68,7 +75,7 @@ def test_alive_with_an_unencodable_host_is_dropped_and_udp_stays_up(cluster: lis
     assert "evil-host-0" not in {m["name"] for m in a0.client.members()}
     still_gossips(cluster)
     assert metric(a0, "gossip_udp_reopens_total") == 0
-    assert figures["stall_s"] < LAG_BOUND * 5
+    assert figures["stall_s"] - waited(a0, queued) < LAG_BOUND * 5
 
 
 def test_incarnation_2_64_minus_1_is_a_counted_drop_and_the_victim_stays(cluster: list[AgentProcess]) -> None:
@@ -86,6 +93,7 @@ def test_alive_flood_is_capped_and_real_news_still_spreads(cluster: list[AgentPr
     """Issue: 5,000 forged Alives left ~1,960 fake members, maxed Lifeguard health, pushed real rumors out
     of the queue and caused a false death."""
     a0 = cluster[0]
+    queued = queued_s(a0.pid)
     with measured(a0) as figures:
         for batch in range(500):  # 5,000 forged members, 10 per packet, over ~5 s
             udp_send(a0.port, packet("evil", [alive(f"flood{batch}-{i}", 1, "127.0.0.1", 9) for i in range(10)]))
@@ -100,13 +108,14 @@ def test_alive_flood_is_capped_and_real_news_still_spreads(cluster: list[AgentPr
     for a in cluster:
         states = {m["name"]: m["state"] for m in a.client.members()}
         assert all(states[x.name] == "alive" for x in cluster), states
-    assert metric(a0, "gossip_event_loop_lag_max_seconds") < LAG_BOUND
-    assert figures["stall_s"] < LAG_BOUND * 5
+    assert metric(a0, "gossip_event_loop_lag_max_seconds") - waited(a0, queued) < LAG_BOUND
+    assert figures["stall_s"] - waited(a0, queued) < LAG_BOUND * 5
 
 
 def test_push_pull_with_forty_thousand_fake_members_is_refused_cheaply(cluster: list[AgentProcess]) -> None:
     """Issue: 1,000 fake members in 4 KiB stalled an agent 10.9 s; 40,000 left it unresponsive > 5 min."""
     a0 = cluster[2]
+    queued = queued_s(a0.pid)
     body = push_pull_body("evil", fake_rows(40_000, "pp"))
     assert len(body) < 1 << 20
     with measured(a0) as figures:
@@ -118,6 +127,6 @@ def test_push_pull_with_forty_thousand_fake_members_is_refused_cheaply(cluster: 
     status, _ = http(a0.addr, "POST", "/v1/internal/pushpull", body, timeout=60)
     assert status == 200
     assert len(a0.client.members()) <= MAX_MEMBERS
-    assert metric(a0, "gossip_event_loop_lag_max_seconds") < LAG_BOUND
-    assert figures["stall_s"] < LAG_BOUND * 5
+    assert metric(a0, "gossip_event_loop_lag_max_seconds") - waited(a0, queued) < LAG_BOUND
+    assert figures["stall_s"] - waited(a0, queued) < LAG_BOUND * 5
     still_gossips(cluster)
