@@ -36,7 +36,10 @@ MANIFEST_KIND = "GossipCluster"
 DEFAULT_REPLICAS = 3
 # How many of the first agents every agent lists as seeds (the operator uses the first pods the same way).
 SEED_COUNT = 3
-STOP_GRACE = 5.0
+# How long a graceful stop (SIGTERM: leave, then flush the state) may take before SIGKILL: Kubernetes' default
+# terminationGracePeriodSeconds. An agent leaves in well under a second on a quiet machine, but 5 s (the old
+# figure) turned leaves into kills on a busy one: the member was then seen dead, not left, and no snapshot written.
+STOP_GRACE = 30.0
 # metadata.name as the operator admits it (gossip_operator.spec): also safe as a directory and member name.
 _NAME_RE = re.compile(r"[a-z]([-a-z0-9]{0,50}[a-z0-9])?")
 
