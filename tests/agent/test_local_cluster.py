@@ -27,6 +27,7 @@ from gossip_agent.cli.client import AgentClient, ClientError
 from gossip_agent.cli.cluster import free_port_block, port_is_free
 from gossip_agent.cli.control import SOCKET_NAME
 from tests.agent.test_processes import FAST_SPEC, wait_for
+from tests.hostile.peer_support import PATIENT_S
 
 N = 3
 NAME = "lc"
@@ -55,7 +56,9 @@ class Up:
         return out
 
     def client(self, i: int) -> AgentClient:
-        return AgentClient(f"127.0.0.1:{self.base + i}", timeout=2.0)
+        # A busy machine's timeout, not 2 s: views are also read once outside the waits (alive_view's None, a
+        # ClientError there, failed the test by load); in the waits a down agent refuses at once.
+        return AgentClient(f"127.0.0.1:{self.base + i}", timeout=PATIENT_S)
 
 
 def ctl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

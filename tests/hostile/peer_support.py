@@ -17,15 +17,16 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgpack
 
-from gossip_agent.cli.client import ClientError, parse_metrics
+from gossip_agent.cli.client import AgentClient, ClientError, parse_metrics
 from gossip_agent.cli.cluster import AgentProcess, LocalCluster, free_port_block
+from gossip_agent.io.runtime import LAG_WINDOW
 
 T = TypeVar("T")
 VERSION = b"\x01"
@@ -90,8 +91,39 @@ def http(addr: str, method: str, path: str, body: bytes | None = None, headers: 
         return exc.code, exc.read()
 
 
+# The timeout of a direct call that must be answered (`patient`): only a hang waits this long.
+PATIENT_S = 60.0
+
+
+def patient(agent: AgentProcess) -> AgentClient:
+    """A client of `agent` for calls made once, outside a retrying wait: `agent.client`'s 1 s timeout is meant for
+    polling loops, where a miss is retried; at load 40 on 2 cores an answer can take longer than 1 s (the agent
+    waits for a core), and a ClientError there fails the test by load, not by anything the agent did."""
+    return AgentClient(agent.addr, timeout=PATIENT_S)
+
+
 def metrics(agent: AgentProcess) -> dict[str, float]:
-    return parse_metrics(agent.client.metrics())
+    return parse_metrics(patient(agent).metrics())
+
+
+def wait_ready(agent: AgentProcess, timeout: float = LAG_WINDOW + 30.0) -> None:
+    """/readyz answers 200, waited for: it also fails while the loop lagged > 1 s within the last LAG_WINDOW s,
+    which a busy machine's wait for a core alone causes (load 40 on 2 cores: 0.1 s of work takes 2 s). The lag an
+    attack causes is bounded by the tests' own assertions; a closed endpoint or a dead agent never gets ready."""
+    wait_for(lambda: http(agent.addr, "GET", "/readyz")[0] == 200, timeout, f"{agent.name} to be ready")
+
+
+def sees_alive(agent: AgentProcess, names: Iterable[str], timeout: float = 30.0) -> dict[str, str]:
+    """`agent`'s view ({name: state}) once it sees each of `names` alive; one of them dead or left fails at once.
+    A suspect is waited out: on a busy machine a probe's ack can miss its 200 ms timeout, and the member refutes."""
+    want = set(names)
+
+    def view() -> dict[str, str] | None:
+        states = {m["name"]: m["state"] for m in patient(agent).members()}
+        assert all(states.get(n) in ("alive", "suspect") for n in want), states
+        return states if all(states[n] == "alive" for n in want) else None
+
+    return wait_for(view, timeout, f"{agent.name} to see {sorted(want)} alive")
 
 
 def metric(agent: AgentProcess, name: str) -> float:
@@ -107,6 +139,15 @@ def queued_s(pid: int) -> float:
         with suppress(OSError, ValueError, IndexError):
             total += int(stat.read_text().split()[1])
     return total / 1e9
+
+
+def thread_queued_s(tid: int | None = None) -> float:
+    """`queued_s` for one thread of this process (default: the calling thread): only its own wait for a core, so
+    no other thread's wait (nor a thread that exits meanwhile) moves the figure."""
+    stat = Path(f"/proc/self/task/{tid or threading.get_native_id()}/schedstat")
+    with suppress(OSError, ValueError, IndexError):
+        return int(stat.read_text().split()[1]) / 1e9
+    return 0.0
 
 
 def cpu_s(pid: int) -> float:

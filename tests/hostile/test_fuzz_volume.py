@@ -24,13 +24,15 @@ from bench import fuzz_udp
 from gossip_agent.cli.cluster import AgentProcess, LocalCluster
 from gossip_agent.core.broadcast import BroadcastQueue
 from gossip_agent.core.config import AgentConfig
-from tests.hostile.peer_support import http, metric, metrics, rss_mb, start_cluster
+from gossip_agent.io.runtime import LAG_WINDOW
+from tests.hostile.peer_support import metric, metrics, queued_s, rss_mb, sees_alive, start_cluster, wait_ready
 
 IN_PROCESS_INPUTS = 200_000
 AGENT_INPUTS = 20_000
 AGENT_PAUSE = 0.005  # seconds of sleep every 10 inputs: at most ~2,000 packets/s, as the bench's default
 MAX_RSS_GROWTH_MB = 60.0  # the bench's 300k-input run grew 7 MB
-MAX_LOOP_LAG_S = 2.0  # a generous bound for a busy CI machine (the bench saw 0.14 s at most)
+MAX_LOOP_LAG_S = 2.0  # a generous bound (the bench saw 0.14 s at most), once the agent's wait for a core is
+# left out: at load 40 on 2 cores 0.1 s of the agent's work takes 2 s of wall clock, whatever the inputs.
 
 
 # Measured 2026-11-30: 6.8 s of CPU for the 200,000 inputs (~29,000/s; 35 s wall at load 21 on 2 cores).
@@ -61,6 +63,18 @@ def test_20k_structured_udp_inputs_leave_a_real_agent_ready_and_bounded(pair: li
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rss = [rss_mb(target.pid)]
     lags: list[float] = []
+    waits = [(0.0, 0.0)]  # (time.monotonic(), the agent's total wait for a core then): 0 at its start
+
+    def lag_sample() -> float:
+        """The agent's worst loop lag within the last LAG_WINDOW s (wall clock), less the time it waited for a core
+        within that window (counted from a sample at or before the window's start): what is left is its work and
+        any blocking, the inputs' doing."""
+        now = time.monotonic()
+        lag = metric(target, "gossip_event_loop_lag_max_seconds")
+        queued = queued_s(target.pid)
+        window_start = [q for t, q in waits if t <= now - LAG_WINDOW][-1]
+        waits.append((time.monotonic(), queued))
+        return lag - (queued - window_start)
 
     def send(i: int, data: bytes) -> None:
         sock.sendto(data, ("127.0.0.1", target.port))
@@ -68,7 +82,7 @@ def test_20k_structured_udp_inputs_leave_a_real_agent_ready_and_bounded(pair: li
             time.sleep(AGENT_PAUSE)
         if i % 2000 == 0:
             rss.append(rss_mb(target.pid))
-            lags.append(metric(target, "gossip_event_loop_lag_max_seconds"))
+            lags.append(lag_sample())
 
     try:
         run = fuzz_udp.fuzz_in_process(AGENT_INPUTS, seed=2027, on_input=send)
@@ -77,11 +91,13 @@ def test_20k_structured_udp_inputs_leave_a_real_agent_ready_and_bounded(pair: li
     assert not run.crashes, "\n".join(f"input {i}: {data!r}\n{trace}" for i, data, trace in run.crashes[:3])
     dropped = sum(v for k, v in metrics(target).items() if k.startswith("gossip_packets_dropped_total"))
     assert dropped > 0, "the agent counted no dropped packet: the inputs did not reach it"
-    assert http(target.addr, "GET", "/readyz")[0] == 200
-    members = {m["name"]: m["state"] for m in target.client.members()}
-    assert members.get(peer.name) == "alive"
+    lags.append(lag_sample())
+    # Ready, and the peer alive, waited for (bounded): a lag > 1 s that the busy machine alone causes makes /readyz
+    # 503 for LAG_WINDOW s (the inputs' lag is bounded below); a probe it delays makes the peer suspect until it
+    # refutes (dead fails at once).
+    wait_ready(target)
+    members = sees_alive(target, [peer.name])
     rss.append(rss_mb(target.pid))
-    lags.append(metric(target, "gossip_event_loop_lag_max_seconds"))
     print(f"\nagent under {AGENT_INPUTS:,} fuzzed packets: {dropped:.0f} dropped (counted), RSS {rss[0]:.1f} -> "
           f"max {max(rss):.1f} MB, loop lag max {max(lags):.3f} s, {len(members)} members")
     assert max(rss) - rss[0] < MAX_RSS_GROWTH_MB

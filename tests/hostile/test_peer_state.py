@@ -33,8 +33,10 @@ from tests.hostile.peer_support import (
     put,
     queued_s,
     replicate_body,
+    sees_alive,
     start_cluster,
     wait_for,
+    wait_ready,
 )
 
 LAG_BOUND = 2.0
@@ -69,7 +71,7 @@ def test_a_context_from_the_far_future_is_a_400_and_replication_goes_on(cluster:
     replicated(agents, "after", b"v2")
     # w=3 is met (the issue: w=4 answered 504 for good).
     assert http(a0.addr, "PUT", "/v1/kv/concern?w=3&timeout=10", b"c")[0] == 200
-    assert http(a0.addr, "GET", "/readyz")[0] == 200
+    wait_ready(a0)  # (a busy machine's lag alone fails /readyz for LAG_WINDOW s)
 
 
 def test_counter_steps_above_2_32_are_a_400_and_the_counter_still_replicates(cluster: Cluster) -> None:
@@ -136,7 +138,8 @@ def test_anti_entropy_requests_are_bounded(cluster: Cluster) -> None:
     # And in CPU time, which load does not stretch: the whole attack (quiet machine: ~0.1 s; the issue's: 25 s),
     # with room for the agent's own gossip and the probe's requests over a long, busy window.
     assert cpu < LAG_BOUND * 5
-    assert all((s := a.status()) and s["members"]["alive"] == 3 for a in agents)
+    for a in agents:  # all 3 alive (a suspect, a probe the busy machine delayed, is waited out; dead fails)
+        sees_alive(a, [x.name for x in agents])
 
 
 def test_kill_9_then_restart_recovers_every_acknowledged_write(cluster: Cluster) -> None:

@@ -20,11 +20,14 @@ from tests.hostile.peer_support import (
     measured,
     metric,
     packet,
+    patient,
     push_pull_body,
     queued_s,
+    sees_alive,
     start_cluster,
     udp_send,
     wait_for,
+    wait_ready,
 )
 
 MAX_MEMBERS = 64
@@ -55,7 +58,7 @@ def still_gossips(agents: list[AgentProcess]) -> None:
     wait_for(lambda: metric(a0, 'gossip_packets_total{direction="out"}') > out + 5, 20.0, "UDP packets out")
     for a in agents:
         wait_for(lambda a=a: (s := a.status()) and s["members"]["alive"] == len(agents), 30.0, f"{a.name} sees all")
-        assert http(a.addr, "GET", "/readyz")[0] == 200, http(a.addr, "GET", "/readyz")
+        wait_ready(a)  # (a busy machine's lag alone fails /readyz for LAG_WINDOW s; the attack's is bounded)
         assert metric(a, "gossip_udp_up") == 1
     key = f"probe-{time.monotonic_ns()}"
     assert http(a0.addr, "PUT", f"/v1/kv/{key}", b"v")[0] == 200
@@ -72,7 +75,7 @@ def test_alive_with_an_unencodable_host_is_dropped_and_udp_stays_up(cluster: lis
         for i in range(5):
             udp_send(a0.port, packet("evil", [alive(f"evil-host-{i}", 1, "é" * 64, 7946)]))
         wait_for(lambda: dropped(a0, "bad_host") >= before + 5, 10.0, "bad_host drops")
-    assert "evil-host-0" not in {m["name"] for m in a0.client.members()}
+    assert "evil-host-0" not in {m["name"] for m in patient(a0).members()}
     still_gossips(cluster)
     assert metric(a0, "gossip_udp_reopens_total") == 0
     assert figures["stall_s"] - waited(a0, queued) < LAG_BOUND * 5
@@ -99,15 +102,14 @@ def test_alive_flood_is_capped_and_real_news_still_spreads(cluster: list[AgentPr
             udp_send(a0.port, packet("evil", [alive(f"flood{batch}-{i}", 1, "127.0.0.1", 9) for i in range(10)]))
             if batch % 50 == 0:
                 time.sleep(0.5)
-    members = a0.client.members()
+    members = patient(a0).members()
     assert len(members) <= MAX_MEMBERS
     # Every forged member past the cap that arrived is a counted refusal (UDP may lose some of the 500 packets).
     assert metric(a0, 'gossip_node_events_total{event="member_cap"}') >= 2000
     # Real news still spreads from the flooded agent: a write, and no real member is declared dead.
     still_gossips(cluster)
     for a in cluster:
-        states = {m["name"]: m["state"] for m in a.client.members()}
-        assert all(states[x.name] == "alive" for x in cluster), states
+        sees_alive(a, [x.name for x in cluster])  # (a suspect, on a busy machine, is waited out; dead fails)
     assert metric(a0, "gossip_event_loop_lag_max_seconds") - waited(a0, queued) < LAG_BOUND
     assert figures["stall_s"] - waited(a0, queued) < LAG_BOUND * 5
 
@@ -126,7 +128,7 @@ def test_push_pull_with_forty_thousand_fake_members_is_refused_cheaply(cluster: 
     body = push_pull_body("evil", fake_rows(MAX_MEMBERS - 10, "small"))
     status, _ = http(a0.addr, "POST", "/v1/internal/pushpull", body, timeout=60)
     assert status == 200
-    assert len(a0.client.members()) <= MAX_MEMBERS
+    assert len(patient(a0).members()) <= MAX_MEMBERS
     assert metric(a0, "gossip_event_loop_lag_max_seconds") - waited(a0, queued) < LAG_BOUND
     assert figures["stall_s"] - waited(a0, queued) < LAG_BOUND * 5
     still_gossips(cluster)

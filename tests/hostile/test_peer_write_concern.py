@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from gossip_agent.cli.cluster import AgentProcess, LocalCluster
-from tests.hostile.peer_support import http, metric, start_cluster
+from tests.hostile.peer_support import http, metric, patient, start_cluster
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_w2_with_one_paused_peer_is_met_by_the_healthy_ones(quad: list[AgentProc
             status, body = http(writer.addr, "PUT", f"/v1/kv/wc/{i}?w=2&timeout=4", b"v", timeout=30)
             answers.append((status, json.loads(body).get("acknowledged")))
         elapsed = time.monotonic() - started
-        members = {m["name"]: m["state"] for m in writer.client.members()}
+        members = {m["name"]: m["state"] for m in patient(writer).members()}
     finally:
         os.kill(paused.pid, signal.SIGCONT)
     assert members[paused.name] in ("alive", "suspect"), members  # the paused peer was still a candidate
