@@ -226,7 +226,7 @@ class Harness:
         status = self.loop.run_until_complete(self._send(req))
         wall = time.perf_counter() - start
         self.worst_latency = max(self.worst_latency, wall)
-        self.worst_unqueued = max(self.worst_unqueued, wall - (queued_s() - queued))
+        self.worst_unqueued = max(self.worst_unqueued, wall - max(0.0, queued_s() - queued))
         self.count += 1
         self.statuses[status] = self.statuses.get(status, 0) + 1
         return status
@@ -314,7 +314,7 @@ async def _loop_lag_under_load(h: Harness) -> tuple[float, float]:
             t, c, q = loop.time(), time.thread_time(), queued_s()
             await asyncio.sleep(0.005)
             worst_cpu = max(worst_cpu, time.thread_time() - c)
-            worst_wall = max(worst_wall, loop.time() - t - 0.005 - (queued_s() - q))
+            worst_wall = max(worst_wall, loop.time() - t - 0.005 - max(0.0, queued_s() - q))
 
     task = asyncio.create_task(probe())
     auth = {"Authorization": f"Bearer {WRITE}", "Content-Type": "application/json"}

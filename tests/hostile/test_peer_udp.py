@@ -48,7 +48,7 @@ def dropped(agent: AgentProcess, reason: str) -> float:
 
 def waited(agent: AgentProcess, since: float) -> float:
     """Seconds `agent` has waited for a core since `queued_s` read `since`: left out of the wall-clock bounds."""
-    return queued_s(agent.pid) - since
+    return max(0.0, queued_s(agent.pid) - since)  # (a thread gone since: never a negative wait)
 
 
 def still_gossips(agents: list[AgentProcess]) -> None:
