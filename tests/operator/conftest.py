@@ -37,8 +37,9 @@ FAST = OperatorSettings(
 )
 
 
-async def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll until predicate() is truthy (an upper bound on waiting, not a timing assertion)."""
+async def wait_for(predicate: Callable[[], Any], *, timeout: float = 60.0, what: str = "condition") -> Any:
+    """Poll until predicate() is truthy (an upper bound on waiting, not a timing assertion). 60 s: the longest
+    operator test needs ~0.7 s of CPU across its waits, ~14 s of wall clock at load 40 on 2 cores."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
